@@ -1,0 +1,60 @@
+# Loom's one entry point. Every target creates and uses .venv; nothing is assumed installed
+# beyond Python 3.11 and make.
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+
+# The editable install is a setuptools "strict" link tree, so a new module is invisible until
+# the tree is rebuilt. The stamp's name hashes the set of source files and pyproject.toml, so
+# adding, removing or renaming a module (or changing dependencies) re-installs on the next make.
+SRC_SET := $(shell { find runtime bridge sdk -type f \( -name '*.py' -o -name '*.pyi' -o -name 'py.typed' \) 2>/dev/null | LC_ALL=C sort; cat pyproject.toml; } | cksum | cut -d' ' -f1)
+STAMP   := $(VENV)/.installed-$(SRC_SET)
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test lint type proto proto-check pytest bench clean
+
+help: ## Show this help
+	@echo "Loom: make <target>"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+# Several shells may run make at once (an editor, a test watcher); flock, where the machine has
+# it, keeps two installs from writing the same venv together.
+LOCK := $(shell command -v flock >/dev/null 2>&1 && echo "flock $(VENV)/.lock")
+
+$(STAMP):
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(LOCK) $(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(LOCK) $(PY) -m pip install --quiet -e ".[dev]" --config-settings editable_mode=strict
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+install: $(STAMP) ## Create .venv and install Loom with its dev tools
+
+run: $(STAMP) ## Start `loom serve` on embedded defaults
+	$(BIN)/loom serve
+
+lint: $(STAMP) ## ruff
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+type: $(STAMP) ## mypy --strict over the code and the tests
+	$(BIN)/mypy runtime bridge sdk tests benchmarks
+
+proto: $(STAMP) ## Regenerate the gRPC code from proto/
+	@echo "no .proto files yet (the bridge issue adds them)"
+
+proto-check: $(STAMP) ## Fail when the generated gRPC code is stale
+	@true
+
+pytest: $(STAMP) ## The test suite only
+	$(BIN)/pytest
+
+test: lint type proto-check pytest ## Everything CI runs: lint, types, proto freshness, tests
+
+bench: $(STAMP) ## Run every benchmark; one JSON line each
+	@for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
+
+clean: ## Remove the virtualenv and caches
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .hypothesis

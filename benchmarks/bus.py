@@ -1,0 +1,149 @@
+"""How fast is the event bus, next to the plain thing a user would write instead?
+
+The naive baseline: one ``asyncio.Queue(1024)`` per subscriber and one consumer task per
+subscriber calling a handler. Both sides deliver to a handler that reads the event (a no-op
+handler would let either side cheat), both use buffers of 1024, both run on plain asyncio in
+this process, interleaved, best of several runs.
+
+Prints one JSON line; see docs/performance.md for what the figures mean.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import sys
+import time
+
+import anyio
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks._util import best_rate, emit  # noqa: E402
+from loom.runtime import Delivery, Event, EventBus, QoS  # noqa: E402
+
+N = int(os.environ.get("LOOM_BENCH_EVENTS", "200000"))
+REPEATS = int(os.environ.get("LOOM_BENCH_REPEATS", "5"))
+BUFFER = 1024
+EVENTS = [Event(type="bench", payload=b"x" * (i % 64)) for i in range(1024)]
+
+
+class Sink:
+    """The handler: it reads the event, so the event must really arrive."""
+
+    __slots__ = ("bytes", "count")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.bytes = 0
+
+    def handle(self, topic: str, event: Event) -> None:
+        self.count += 1
+        self.bytes += len(event.payload) + len(topic)
+
+
+async def bus_run(
+    fanout: int, pattern: str, topic: str, n: int, extra_subs: int = 0, qos: QoS = QoS.BATCHED
+) -> float:
+    """Deliveries per second through the bus."""
+    async with EventBus() as bus:
+        idle = [bus.subscribe(f"idle.{i}.events", qos=QoS.REALTIME) for i in range(extra_subs)]
+        subs = [bus.subscribe(pattern, qos=qos, buffer_size=BUFFER) for _ in range(fanout)]
+        sinks = [Sink() for _ in range(fanout)]
+
+        async def consume(sub: object, sink: Sink) -> None:
+            assert hasattr(sub, "__anext__")
+            handle = sink.handle
+            d: Delivery
+            async for d in sub:  # type: ignore[attr-defined]
+                handle(d.topic, d.event)
+                if sink.count == n:
+                    return
+
+        gc.collect()
+        start = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for sub, sink in zip(subs, sinks, strict=True):
+                tg.start_soon(consume, sub, sink)
+            publish = bus.publish
+            for i in range(n):
+                await publish(topic, EVENTS[i & 1023])
+        elapsed = time.perf_counter() - start
+        assert all(s.count == n for s in sinks)
+        for sub in subs + idle:
+            sub.close()
+        return n * fanout / elapsed
+
+
+async def naive_run(fanout: int, topic: str, n: int) -> float:
+    """Deliveries per second through asyncio.Queue + one consumer task per subscriber."""
+    queues: list[asyncio.Queue[tuple[str, Event]]] = [asyncio.Queue(BUFFER) for _ in range(fanout)]
+    sinks = [Sink() for _ in range(fanout)]
+
+    async def consume(q: asyncio.Queue[tuple[str, Event]], sink: Sink) -> None:
+        handle = sink.handle
+        while True:
+            t, ev = await q.get()
+            handle(t, ev)
+            if sink.count == n:
+                return
+
+    gc.collect()
+    start = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for q, sink in zip(queues, sinks, strict=True):
+            tg.start_soon(consume, q, sink)
+        for i in range(n):
+            ev = EVENTS[i & 1023]
+            for q in queues:
+                await q.put((topic, ev))
+    elapsed = time.perf_counter() - start
+    return n * fanout / elapsed
+
+
+async def main() -> None:
+    topic = "bench.orders.created"
+    figures: dict[str, float | int | str | bool] = {}
+    fan_n = N // 5
+
+    async def b1() -> float:
+        return await bus_run(1, topic, topic, N)
+
+    async def n1() -> float:
+        return await naive_run(1, topic, N)
+
+    async def b10() -> float:
+        return await bus_run(10, topic, topic, fan_n)
+
+    async def n10() -> float:
+        return await naive_run(10, topic, fan_n)
+
+    async def wc() -> float:
+        return await bus_run(1, "bench.*.created", topic, N)
+
+    async def with_100k() -> float:
+        return await bus_run(1, topic, topic, N, extra_subs=100_000)
+
+    # Interleave each measurement with its baseline so drift on the machine hits both alike.
+    best: dict[str, float] = {}
+    pairs = [("publish_1to1", b1), ("naive_1to1", n1), ("fanout10", b10), ("naive_fanout10", n10),
+             ("wildcard_1to1", wc)]
+    for _ in range(REPEATS):
+        for name, fn in pairs:
+            best[name] = max(best.get(name, 0.0), await fn())
+    one_sub = best["publish_1to1"]
+    many = await best_rate(with_100k, max(2, REPEATS // 2))
+
+    for name in ("publish_1to1", "naive_1to1", "fanout10", "naive_fanout10", "wildcard_1to1"):
+        figures[f"{name}_per_s"] = round(best[name])
+    figures["publish_100k_subs_per_s"] = round(many)
+    figures["publish_cost_ratio_100k_vs_1_subs"] = round(one_sub / many, 3)
+    figures["ratio_1to1_vs_naive"] = round(best["publish_1to1"] / best["naive_1to1"], 3)
+    figures["ratio_fanout10_vs_naive"] = round(best["fanout10"] / best["naive_fanout10"], 3)
+    figures["events"] = N
+    emit("bus", figures)
+
+
+if __name__ == "__main__":
+    anyio.run(main, backend="asyncio")

@@ -1,0 +1,1 @@
+"""Generated gRPC code (by make proto); never edit by hand."""

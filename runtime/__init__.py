@@ -1,0 +1,71 @@
+"""``loom.runtime``: the event bus, the event model and (in later layers) the actor runtime."""
+
+from ._bus import EventBus as EventBus
+from ._errors import BusClosed as BusClosed
+from ._errors import DeadlineExceeded as DeadlineExceeded
+from ._errors import InvalidArgument as InvalidArgument
+from ._errors import InvalidTopic as InvalidTopic
+from ._errors import LoomError as LoomError
+from ._errors import SubscriptionClosed as SubscriptionClosed
+from ._errors import TTLExpired as TTLExpired
+from ._errors import WouldBlock as WouldBlock
+from ._event import DEFAULT_TTL as DEFAULT_TTL
+from ._event import Delivery as Delivery
+from ._event import Envelope as Envelope
+from ._event import Event as Event
+from ._event import mailbox_topic as mailbox_topic
+from ._event import reply_envelope as reply_envelope
+from ._event import reply_topic as reply_topic
+from ._event import step_hop as step_hop
+from ._ids import new_id as new_id
+from ._ids import now_ms as now_ms
+from ._qos import QoS as QoS
+from ._stats import BusStats as BusStats
+from ._stats import DropReason as DropReason
+from ._stats import Drops as Drops
+from ._stats import SubscriptionStats as SubscriptionStats
+from ._stats import TopicStats as TopicStats
+from ._subscription import Subscription as Subscription
+from ._topics import pattern_matches as pattern_matches
+from ._topics import validate_pattern as validate_pattern
+from ._topics import validate_topic as validate_topic
+from ._tracing import context_from_envelope as context_from_envelope
+from ._tracing import envelope_with_context as envelope_with_context
+from ._transport import Inbound as Inbound
+from ._transport import Transport as Transport
+
+__all__ = [
+    "DEFAULT_TTL",
+    "BusClosed",
+    "BusStats",
+    "DeadlineExceeded",
+    "Delivery",
+    "DropReason",
+    "Drops",
+    "Envelope",
+    "Event",
+    "EventBus",
+    "Inbound",
+    "InvalidArgument",
+    "InvalidTopic",
+    "LoomError",
+    "QoS",
+    "Subscription",
+    "SubscriptionClosed",
+    "SubscriptionStats",
+    "TTLExpired",
+    "TopicStats",
+    "Transport",
+    "WouldBlock",
+    "context_from_envelope",
+    "envelope_with_context",
+    "mailbox_topic",
+    "new_id",
+    "now_ms",
+    "pattern_matches",
+    "reply_envelope",
+    "reply_topic",
+    "step_hop",
+    "validate_pattern",
+    "validate_topic",
+]

@@ -1,0 +1,446 @@
+"""The in-process event bus: wildcard topics, three QoS tiers, exact statistics.
+
+Publishing routes the event through a trie to every matching subscription and appends one
+shared :class:`Delivery` to each buffer, inline, in the publisher's task. There is no task per
+subscriber and none per message, which is what makes the bus both ordered and fast: events of
+one publisher reach every subscriber in publish order because each publish finishes routing
+before the next one starts. The semantics are written out for users in ``docs/bus.md``.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from collections.abc import Collection, Iterable
+from types import TracebackType
+from typing import Final
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.lowlevel import checkpoint
+from opentelemetry.trace import TracerProvider
+
+from ._errors import BusClosed, InvalidArgument, WouldBlock
+from ._event import Delivery, Event
+from ._qos import QoS
+from ._stats import BusStats, Drops, TopicStats
+from ._subscription import Subscription
+from ._topics import TopicTrie, validate_pattern, validate_topic
+from ._tracing import PublishTracer
+from ._transport import Transport
+
+__all__ = ["EventBus"]
+
+# A publisher that never has to wait would never let its consumers run; every this many
+# publishes it yields once (also where it notices cancellation).
+_YIELD_EVERY: Final = 128
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class _Topic:
+    """Per-topic counters, and the cached route (valid while ``gen`` is the bus's)."""
+
+    __slots__ = ("closed", "delivered", "gen", "overflow", "published", "route", "topic", "unrouted")
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.route: tuple[Subscription, ...] = ()
+        self.gen = -1
+        self.published = 0
+        self.unrouted = 0
+        self.delivered = 0
+        self.overflow = 0
+        self.closed = 0
+
+    def fold_into(self, other: _Topic) -> None:
+        other.published += self.published
+        other.unrouted += self.unrouted
+        other.delivered += self.delivered
+        other.overflow += self.overflow
+        other.closed += self.closed
+
+    def record(self) -> TopicStats:
+        return TopicStats(
+            topic=self.topic,
+            published=self.published,
+            unrouted=self.unrouted,
+            delivered=self.delivered,
+            dropped=Drops(overflow=self.overflow, closed=self.closed),
+        )
+
+
+class EventBus:
+    """Publish/subscribe over dot-separated topics with per-subscription QoS.
+
+    Use it as an async context manager::
+
+        async with EventBus() as bus:
+            async with bus.subscribe("orders.>", qos=QoS.BATCHED) as sub:
+                await bus.publish("orders.eu.created", Event(type="order", payload=b"42"))
+                delivery = await sub.receive()
+
+    Args:
+        transport: a cross-process backend; ``None`` keeps the bus in this process.
+        tracer_provider: OpenTelemetry tracer provider. ``None`` (the default) means no spans
+            and no tracing work at all on the publish path.
+        drain_grace: seconds that closing waits for consumers to drain their buffers.
+        max_tracked_topics: how many topics keep their own statistics record.
+    """
+
+    def __init__(
+        self,
+        *,
+        transport: Transport | None = None,
+        tracer_provider: TracerProvider | None = None,
+        drain_grace: float = 5.0,
+        max_tracked_topics: int = 10_000,
+    ) -> None:
+        if drain_grace < 0:
+            raise InvalidArgument(f"drain_grace must be >= 0, not {drain_grace!r}")
+        if max_tracked_topics < 1:
+            raise InvalidArgument(f"max_tracked_topics must be >= 1, not {max_tracked_topics!r}")
+        self._transport = transport
+        self._tracer = None if tracer_provider is None else PublishTracer(tracer_provider)
+        self._drain_grace = drain_grace
+        self._max_topics = max_tracked_topics
+        self._state = _State.NEW
+        self._accepting = False
+        self._trie: TopicTrie[Subscription] = TopicTrie()
+        self._subs: dict[int, Subscription] = {}
+        self._ids = itertools.count(1)
+        self._gen = 0  # bumped on every subscribe/unsubscribe; invalidates cached routes
+        self._topics: dict[str, _Topic] = {}
+        self._evicted = _Topic("")
+        self._tick = 0
+        self._interest: dict[tuple[str, QoS], int] = {}
+        self._tg: TaskGroup | None = None
+        # Closing: subscriptions that still hold events, and the signal that none do.
+        self._draining = False
+        self._busy: set[Subscription] = set()
+        self._drained = anyio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> EventBus:
+        if self._state is not _State.NEW:
+            raise BusClosed("an EventBus can be entered once")
+        if self._transport is not None:
+            self._tg = anyio.create_task_group()
+            await self._tg.__aenter__()
+            try:
+                await self._tg.start(self._transport.run, self)
+            except BaseException as exc:
+                self._tg.cancel_scope.cancel()
+                await self._tg.__aexit__(type(exc), exc, exc.__traceback__)
+                self._state = _State.CLOSED
+                raise
+        self._state = _State.OPEN
+        self._accepting = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # Leaving on an error or a cancellation: nobody is left to drain, so close at once.
+        await self.aclose(grace=self._drain_grace if exc_type is None else 0.0)
+
+    async def aclose(self, grace: float | None = None) -> None:
+        """Close the bus.
+
+        New publishes and subscriptions are refused with :class:`BusClosed` at once. Consumers
+        then get up to ``grace`` seconds (default: the bus's ``drain_grace``) to take what is
+        queued; publishers already waiting for room keep waiting in that time. After it every
+        subscription is closed: what is still queued is dropped (reason ``closed``), waiting
+        publishers get :class:`BusClosed`, and consumers' iteration ends. Shielded from
+        cancellation, bounded by the grace. Idempotent.
+        """
+        if self._state in (_State.CLOSING, _State.CLOSED):
+            return
+        self._state = _State.CLOSING
+        self._accepting = False
+        grace = self._drain_grace if grace is None else grace
+        with anyio.CancelScope(shield=True):
+            if grace > 0:
+                self._draining = True
+                self._busy = {s for s in self._subs.values() if s._buf or s._send_waiters}
+                if self._busy:
+                    with anyio.move_on_after(grace):
+                        await self._drained.wait()
+                self._draining = False
+            for sub in list(self._subs.values()):
+                self._unsubscribe(sub)
+                sub._shut(by_bus=True)
+            if self._tg is not None:
+                self._tg.cancel_scope.cancel()
+                await self._tg.__aexit__(None, None, None)
+                self._tg = None
+        self._state = _State.CLOSED
+
+    @property
+    def closed(self) -> bool:
+        """Whether the bus refuses new publishes."""
+        return not self._accepting
+
+    def _note_idle(self, sub: Subscription) -> None:
+        """A subscription has emptied while closing: maybe the drain is done."""
+        if not sub._send_waiters and not sub._reserved:
+            self._busy.discard(sub)
+            if not self._busy:
+                self._drained.set()
+
+    # ------------------------------------------------------------------ subscribing
+
+    def subscribe(
+        self,
+        pattern: str,
+        *,
+        qos: QoS = QoS.BATCHED,
+        event_types: Collection[str] | None = None,
+        buffer_size: int | None = None,
+    ) -> Subscription:
+        """Subscribe to the topics ``pattern`` matches (``*`` one segment, ``>`` the rest).
+
+        The subscription is live as soon as this returns: events published afterwards are
+        routed to it. Use it as an async context manager so it is closed when you are done.
+
+        Args:
+            pattern: a topic pattern.
+            qos: the tier: ``REALTIME`` drops on overflow, ``BATCHED`` and ``BACKGROUND``
+                hold the publisher back instead.
+            event_types: only events whose ``type`` is one of these; ``None`` for all.
+            buffer_size: the buffer bound; ``None`` for the tier's default.
+
+        Raises:
+            InvalidTopic: the pattern is malformed.
+            InvalidArgument: a bad ``buffer_size`` or ``event_types``.
+            BusClosed: the bus is not open.
+        """
+        if not self._accepting:
+            raise BusClosed("the bus is not open" if self._state is _State.NEW else "bus closed")
+        parts = validate_pattern(pattern)
+        sub = Subscription(self, next(self._ids), pattern, parts, qos, event_types, buffer_size)
+        self._trie.insert(parts, sub)
+        self._subs[sub.id] = sub
+        self._gen += 1
+        if self._transport is not None:
+            key = (pattern, sub.qos)
+            count = self._interest.get(key, 0)
+            self._interest[key] = count + 1
+            if count == 0:
+                self._transport.add_interest(pattern, sub.qos)
+        return sub
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        if self._subs.pop(sub.id, None) is None:
+            return
+        self._trie.remove(sub._parts, sub)
+        self._gen += 1
+        if self._draining:
+            self._busy.discard(sub)
+            if not self._busy:
+                self._drained.set()
+        if self._transport is not None:
+            key = (sub.pattern, sub.qos)
+            count = self._interest[key] - 1
+            if count:
+                self._interest[key] = count
+            else:
+                del self._interest[key]
+                if self._state is _State.OPEN:
+                    self._transport.remove_interest(sub.pattern, sub.qos)
+
+    # ------------------------------------------------------------------ publishing
+
+    async def publish(self, topic: str, event: Event) -> None:
+        """Publish ``event`` on ``topic``.
+
+        Returns once every matching subscription has the event queued (or, for a full Realtime
+        one, has counted it dropped). Waits while a matching Batched or Background subscription
+        is full, without delaying the subscribers that have room: they get the event at once.
+        Events of one publisher reach each subscriber in publish order.
+
+        Not a checkpoint unless it waits (and once every 128 calls, so a publishing loop
+        cannot starve its consumers). Cancelled while waiting, the event has reached the
+        subscriptions that had room and not the rest; use :meth:`publish_nowait` for
+        all-or-nothing.
+
+        Raises:
+            InvalidTopic: ``topic`` is not a valid concrete topic.
+            BusClosed: the bus is not open (or closed while this waited).
+        """
+        self._tick += 1
+        if self._tick >= _YIELD_EVERY:
+            self._tick = 0
+            await checkpoint()
+        if not self._accepting:
+            raise BusClosed("the bus is not open" if self._state is _State.NEW else "bus closed")
+        if not isinstance(event, Event):
+            raise InvalidArgument(f"publish takes an Event, not {type(event).__name__}")
+        if self._tracer is not None:
+            event = self._tracer.inject(topic, event)
+        entry = self._topics.get(topic)
+        if entry is None or entry.gen != self._gen:
+            entry = self._refresh(topic, entry)
+        delivery = Delivery(topic, event)
+        blocked = self._route(entry, delivery)
+        if blocked:
+            await self._finish_blocked(entry, blocked, delivery)
+        if self._transport is not None:
+            await self._transport.publish(topic, event)
+
+    def publish_nowait(self, topic: str, event: Event) -> None:
+        """Publish ``event`` on ``topic`` if no lossless subscriber would make it wait.
+
+        All or nothing: either every matching subscription gets the event (Realtime ones may
+        drop it on overflow, as always) or none does and :class:`WouldBlock` is raised, so a
+        retry never duplicates. With a transport, the remote side is handed the event only when
+        it can take it without waiting, under the same rule.
+
+        Raises:
+            WouldBlock: a matching Batched or Background subscription is full.
+            InvalidTopic: ``topic`` is not a valid concrete topic.
+            BusClosed: the bus is not open.
+        """
+        if not self._accepting:
+            raise BusClosed("the bus is not open" if self._state is _State.NEW else "bus closed")
+        if not isinstance(event, Event):
+            raise InvalidArgument(f"publish takes an Event, not {type(event).__name__}")
+        if self._transport is not None:
+            raise WouldBlock("a bus with a transport publishes remotely, which can wait")
+        if self._tracer is not None:
+            event = self._tracer.inject(topic, event)
+        entry = self._topics.get(topic)
+        if entry is None or entry.gen != self._gen:
+            entry = self._refresh(topic, entry)
+        etype = event.type
+        for sub in entry.route:
+            if (
+                sub._lossless
+                and len(sub._buf) >= sub._limit
+                and (sub._types is None or etype in sub._types)
+            ):
+                raise WouldBlock(f"subscription {sub.pattern!r} is full")
+        self._route(entry, Delivery(topic, event))
+
+    async def deliver_inbound(self, topic: str, event: Event) -> None:
+        """Route an event that a transport brought from another process, to local
+        subscriptions only. Part of the :class:`Inbound` contract; not for applications."""
+        if not self._accepting:
+            raise BusClosed("bus closed")
+        entry = self._topics.get(topic)
+        if entry is None or entry.gen != self._gen:
+            entry = self._refresh(topic, entry)
+        delivery = Delivery(topic, event)
+        blocked = self._route(entry, delivery)
+        if blocked:
+            await self._finish_blocked(entry, blocked, delivery)
+
+    def _route(self, entry: _Topic, delivery: Delivery) -> list[Subscription] | None:
+        """Queue ``delivery`` on every matching subscription with room; return the full
+        lossless ones (the caller waits for those)."""
+        entry.published += 1
+        route = entry.route
+        if not route:
+            entry.unrouted += 1
+            return None
+        blocked: list[Subscription] | None = None
+        etype = delivery.event.type
+        delivered = 0
+        overflow = 0
+        for sub in route:
+            types = sub._types
+            if types is not None and etype not in types:
+                continue
+            buf = sub._buf
+            n = len(buf)
+            if n < sub._limit:
+                buf.append(delivery)
+                sub._matched += 1
+                delivered += 1
+                if n >= sub._high:
+                    sub._high = n + 1
+                if sub._recv_waiters:
+                    sub._recv_waiters.popleft().set()
+            elif sub._lossless:
+                if blocked is None:
+                    blocked = [sub]
+                else:
+                    blocked.append(sub)
+            else:
+                sub._matched += 1
+                sub._overflow += 1
+                overflow += 1
+        entry.delivered += delivered
+        if overflow:
+            entry.overflow += overflow
+        elif not delivered and blocked is None:
+            # Every subscription on the route filtered the event out by type.
+            entry.unrouted += 1
+        return blocked
+
+    async def _finish_blocked(
+        self, entry: _Topic, blocked: list[Subscription], delivery: Delivery
+    ) -> None:
+        for sub in blocked:
+            if await sub._put_waiting(delivery):
+                entry.delivered += 1
+                if self._draining:
+                    self._busy.add(sub)
+            elif sub._closed_by_bus:
+                raise BusClosed("bus closed while the publish waited for room")
+
+    def _refresh(self, topic: str, entry: _Topic | None) -> _Topic:
+        """Validate a new topic or recompute a stale route."""
+        if entry is None:
+            parts = validate_topic(topic)
+            entry = _Topic(topic)
+            topics = self._topics
+            if len(topics) >= self._max_topics:
+                oldest = next(iter(topics))
+                topics.pop(oldest).fold_into(self._evicted)
+            topics[topic] = entry
+        else:
+            parts = topic.split(".")
+        entry.route = tuple(self._trie.match(parts))
+        entry.gen = self._gen
+        return entry
+
+    def _count_closed_drops(self, deliveries: Iterable[Delivery]) -> None:
+        for delivery in deliveries:
+            entry = self._topics.get(delivery.topic, self._evicted)
+            entry.closed += 1
+
+    # ------------------------------------------------------------------ introspection
+
+    def statistics(self) -> BusStats:
+        """Totals, and a record per subscription and per tracked topic (O(n) in those)."""
+        total = _Topic("")
+        self._evicted.fold_into(total)
+        for entry in self._topics.values():
+            entry.fold_into(total)
+        return BusStats(
+            published=total.published,
+            unrouted=total.unrouted,
+            delivered=total.delivered,
+            dropped=Drops(overflow=total.overflow, closed=total.closed),
+            subscriptions=tuple(s.statistics() for s in self._subs.values()),
+            topics=tuple(e.record() for e in self._topics.values()),
+            closed=not self._accepting,
+        )
+
+    def subscription_count(self) -> int:
+        """Open subscriptions (O(1))."""
+        return len(self._subs)
+
+    def trie_node_count(self) -> int:
+        """Nodes in the routing trie, the root included: 1 when nothing is subscribed."""
+        return self._trie.node_count()

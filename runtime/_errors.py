@@ -1,0 +1,75 @@
+"""The one exception tree of Loom.
+
+Every error Loom raises on purpose derives from :class:`LoomError`. Where a builtin or anyio
+exception already carries the meaning, it is mixed in so that ``except TimeoutError`` or
+``except anyio.WouldBlock`` keeps working. Cancellation is never wrapped.
+"""
+
+from __future__ import annotations
+
+import anyio
+
+__all__ = [
+    "BusClosed",
+    "DeadlineExceeded",
+    "InvalidArgument",
+    "InvalidTopic",
+    "LoomError",
+    "SubscriptionClosed",
+    "TTLExpired",
+    "WouldBlock",
+]
+
+
+class LoomError(Exception):
+    """Base of every error Loom raises on purpose."""
+
+
+class InvalidArgument(LoomError, ValueError):
+    """An argument is out of its allowed range or of the wrong kind; nothing was done."""
+
+
+class InvalidTopic(InvalidArgument):
+    """A topic or subscription pattern is malformed.
+
+    Attributes:
+        topic: the offending topic or pattern, as given.
+        reason: what is wrong with it, in words.
+    """
+
+    def __init__(self, topic: str, reason: str) -> None:
+        super().__init__(f"invalid topic {topic!r}: {reason}")
+        self.topic = topic
+        self.reason = reason
+
+
+class BusClosed(LoomError):
+    """The event bus is closing or closed and refuses the operation."""
+
+
+class SubscriptionClosed(LoomError):
+    """The subscription was closed (by its owner or by the bus) and has nothing left to give."""
+
+
+class WouldBlock(LoomError, anyio.WouldBlock):
+    """A ``*_nowait`` operation would have had to wait; nothing was done."""
+
+
+class DeadlineExceeded(LoomError, TimeoutError):
+    """An operation did not finish before its deadline."""
+
+
+class TTLExpired(LoomError):
+    """An event used up its hop budget and must not travel further.
+
+    Attributes:
+        event_id: the id of the expired event.
+        ttl: its hop budget.
+        hop: the hops it had already taken.
+    """
+
+    def __init__(self, event_id: str, ttl: int, hop: int) -> None:
+        super().__init__(f"event {event_id} expired: {hop} hops taken of a budget of {ttl}")
+        self.event_id = event_id
+        self.ttl = ttl
+        self.hop = hop

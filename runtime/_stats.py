@@ -1,0 +1,104 @@
+"""Small frozen statistics records returned by ``statistics()`` methods."""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+from ._qos import QoS
+
+__all__ = ["BusStats", "DropReason", "Drops", "SubscriptionStats", "TopicStats"]
+
+
+class DropReason(enum.Enum):
+    """Why an event did not reach a subscriber."""
+
+    OVERFLOW = "overflow"
+    """A Realtime subscription's buffer was full."""
+    CLOSED = "closed"
+    """It was still queued when its subscription (or the bus) closed."""
+
+
+class Drops(msgspec.Struct, frozen=True, kw_only=True):
+    """Dropped events, by :class:`DropReason`."""
+
+    overflow: int = 0
+    closed: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.overflow + self.closed
+
+
+class SubscriptionStats(msgspec.Struct, frozen=True, kw_only=True):
+    """One subscription's counters.
+
+    ``matched == delivered + dropped.total + queued`` holds at every moment.
+
+    Attributes:
+        id: the subscription's id.
+        pattern: its pattern.
+        qos: its tier.
+        matched: events routed to it (queued, or dropped on overflow).
+        delivered: events its consumer has taken.
+        dropped: events it lost, by reason.
+        queued: events waiting in its buffer now.
+        high_water: the most events its buffer ever held at once.
+        capacity: its buffer size.
+        waiting_publishers: publishers held back by its full buffer right now.
+    """
+
+    id: int
+    pattern: str
+    qos: QoS
+    matched: int
+    delivered: int
+    dropped: Drops
+    queued: int
+    high_water: int
+    capacity: int
+    waiting_publishers: int
+
+
+class TopicStats(msgspec.Struct, frozen=True, kw_only=True):
+    """One concrete topic's counters.
+
+    Attributes:
+        topic: the topic.
+        published: events published on it.
+        unrouted: of those, events that matched no subscription.
+        delivered: deliveries put into subscription buffers (one per matching subscriber).
+        dropped: deliveries lost, by reason.
+    """
+
+    topic: str
+    published: int
+    unrouted: int
+    delivered: int
+    dropped: Drops
+
+
+class BusStats(msgspec.Struct, frozen=True, kw_only=True):
+    """The bus's counters: totals, and the per-subscription and per-topic records.
+
+    Per-topic records are kept for the ``max_tracked_topics`` most recently first-seen topics;
+    the counters of topics evicted beyond that are folded into the totals only.
+
+    Attributes:
+        published: events published.
+        unrouted: events that matched no subscription.
+        delivered: deliveries put into subscription buffers.
+        dropped: deliveries lost, by reason.
+        subscriptions: one record per open subscription.
+        topics: one record per tracked topic.
+        closed: whether the bus refuses new publishes.
+    """
+
+    published: int
+    unrouted: int
+    delivered: int
+    dropped: Drops
+    subscriptions: tuple[SubscriptionStats, ...]
+    topics: tuple[TopicStats, ...]
+    closed: bool

@@ -1,0 +1,299 @@
+"""A subscription: one consumer's bounded buffer of deliveries, with its QoS promise.
+
+The bus writes into a subscription's buffer directly from ``publish`` (no task per subscriber,
+no task per message), so the cost of a delivery is an append and, when the consumer is parked,
+one wake-up. The fields the publisher touches are plain attributes for that reason; they are
+private to ``loom.runtime``.
+
+Flow control for lossless tiers works by *reservation*: a consumer that frees room hands it to
+the longest-waiting publisher (FIFO) and the slot stays reserved for it until it appends, so a
+publisher that arrives later cannot take the room of one that has been waiting.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Collection
+from types import TracebackType
+from typing import TYPE_CHECKING, Final
+
+import anyio
+from anyio.lowlevel import checkpoint
+
+from ._errors import InvalidArgument, SubscriptionClosed, WouldBlock
+from ._event import Delivery
+from ._qos import QoS
+from ._stats import Drops, SubscriptionStats
+
+if TYPE_CHECKING:
+    from ._bus import EventBus
+
+__all__ = ["Subscription"]
+
+# A consumer that always finds events waiting would never let the event loop run; every this
+# many receives it yields once, which is also where it notices cancellation.
+_YIELD_EVERY: Final = 64
+
+
+class Subscription:
+    """A live subscription: an async iterator of :class:`Delivery` and an async context manager.
+
+    Made by :meth:`EventBus.subscribe`. Leaving its ``async with`` block (or :meth:`close`)
+    removes it from the bus at once; events still queued in it are discarded and counted as
+    dropped with reason ``closed``. Iteration ends when the subscription is closed, by its owner
+    or by the bus closing, once the buffer is empty.
+
+    Several tasks may receive from one subscription; each event goes to exactly one of them.
+    """
+
+    __slots__ = (
+        "_buf",
+        "_bus",
+        "_cap",
+        "_closed",
+        "_closed_by_bus",
+        "_delivered",
+        "_dropped_closed",
+        "_high",
+        "_limit",
+        "_lossless",
+        "_matched",
+        "_overflow",
+        "_parts",
+        "_recv_waiters",
+        "_reserved",
+        "_send_waiters",
+        "_tick",
+        "_types",
+        "event_types",
+        "id",
+        "pattern",
+        "qos",
+    )
+
+    def __init__(
+        self,
+        bus: EventBus,
+        sub_id: int,
+        pattern: str,
+        parts: list[str],
+        qos: QoS,
+        event_types: Collection[str] | None,
+        buffer_size: int | None,
+    ) -> None:
+        qos = QoS(qos)
+        cap = qos.default_buffer if buffer_size is None else buffer_size
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            raise InvalidArgument(f"buffer_size must be a positive int, not {buffer_size!r}")
+        types: frozenset[str] | None = None
+        if event_types is not None:
+            if isinstance(event_types, str):
+                raise InvalidArgument("event_types must be a collection of str, not one str")
+            types = frozenset(event_types)
+            if not types:
+                raise InvalidArgument("event_types is empty: it would match nothing")
+        self.id: Final = sub_id
+        self.pattern: Final = pattern
+        self.qos: Final = qos
+        self.event_types: Final = types
+        self._bus = bus
+        self._parts = parts
+        self._types = types
+        self._lossless = qos.lossless
+        self._buf: deque[Delivery] = deque()
+        self._cap = cap
+        self._limit = cap  # the fast-path bound; 0 while publishers wait, so newcomers queue
+        self._reserved = 0
+        self._recv_waiters: deque[anyio.Event] = deque()
+        self._send_waiters: deque[anyio.Event] = deque()
+        self._closed = False
+        self._closed_by_bus = False
+        self._matched = 0
+        self._delivered = 0
+        self._overflow = 0
+        self._dropped_closed = 0
+        self._high = 0
+        self._tick = 0
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self._buf)}/{self._cap} queued"
+        return f"<Subscription #{self.id} {self.pattern!r} {self.qos.name} {state}>"
+
+    # ------------------------------------------------------------------ consuming
+
+    async def receive(self) -> Delivery:
+        """Wait for the next delivery and take it.
+
+        A checkpoint when it has to wait, and at least every 64 calls otherwise; cancelled
+        before taking an event, it leaves the event queued.
+
+        Raises:
+            SubscriptionClosed: the subscription is closed and its buffer is empty.
+        """
+        self._tick += 1
+        if self._tick >= _YIELD_EVERY:
+            self._tick = 0
+            await checkpoint()
+        buf = self._buf
+        while not buf:
+            await self._wait_nonempty()
+        return self._take(buf)
+
+    def receive_nowait(self) -> Delivery:
+        """Take the next delivery if one is queued.
+
+        Raises:
+            WouldBlock: nothing is queued.
+            SubscriptionClosed: the subscription is closed and its buffer is empty.
+        """
+        if not self._buf:
+            if self._closed:
+                raise SubscriptionClosed(f"subscription {self.pattern!r} is closed")
+            raise WouldBlock(f"nothing queued on {self.pattern!r}")
+        return self._take(self._buf)
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Delivery:
+        # A copy of receive() rather than a call to it: this is the hottest consumer path.
+        self._tick += 1
+        if self._tick >= _YIELD_EVERY:
+            self._tick = 0
+            await checkpoint()
+        buf = self._buf
+        while not buf:
+            try:
+                await self._wait_nonempty()
+            except SubscriptionClosed:
+                raise StopAsyncIteration from None
+        return self._take(buf)
+
+    def _take(self, buf: deque[Delivery]) -> Delivery:
+        delivery = buf.popleft()
+        self._delivered += 1
+        if self._send_waiters:
+            self._grant()
+        return delivery
+
+    async def _wait_nonempty(self) -> None:
+        if self._closed:
+            raise SubscriptionClosed(f"subscription {self.pattern!r} is closed")
+        bus = self._bus
+        if bus._draining:
+            bus._note_idle(self)
+        waiter = anyio.Event()
+        self._recv_waiters.append(waiter)
+        try:
+            await waiter.wait()
+        except BaseException:
+            try:
+                self._recv_waiters.remove(waiter)
+            except ValueError:
+                # We were woken for an event we will now not take: wake someone else for it.
+                if self._buf and self._recv_waiters:
+                    self._recv_waiters.popleft().set()
+            raise
+
+    # ------------------------------------------------------------------ publisher side
+
+    def _wake_receiver(self) -> None:
+        self._recv_waiters.popleft().set()
+
+    def _grant(self) -> None:
+        """Hand freed room to waiting publishers, oldest first."""
+        waiters = self._send_waiters
+        while waiters and len(self._buf) + self._reserved < self._cap:
+            self._reserved += 1
+            waiters.popleft().set()
+        self._update_limit()
+
+    def _update_limit(self) -> None:
+        self._limit = 0 if self._send_waiters else self._cap - self._reserved
+
+    async def _put_waiting(self, delivery: Delivery) -> bool:
+        """Wait for room, then append. False when the subscription closed meanwhile."""
+        waiter = anyio.Event()
+        self._send_waiters.append(waiter)
+        self._limit = 0
+        try:
+            await waiter.wait()
+        except BaseException:
+            if waiter.is_set():
+                self._reserved -= 1  # the room we were given goes to the next in line
+                self._grant()
+            else:
+                self._send_waiters.remove(waiter)
+                self._update_limit()
+            raise
+        self._reserved -= 1
+        if self._closed:
+            return False
+        buf = self._buf
+        buf.append(delivery)
+        self._matched += 1
+        if len(buf) > self._high:
+            self._high = len(buf)
+        if self._recv_waiters:
+            self._recv_waiters.popleft().set()
+        self._update_limit()
+        return True
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def closed(self) -> bool:
+        """Whether the subscription has been closed."""
+        return self._closed
+
+    def close(self) -> None:
+        """Remove the subscription from the bus; discard what is queued. Idempotent."""
+        if not self._closed:
+            self._bus._unsubscribe(self)
+            self._shut(by_bus=False)
+
+    async def aclose(self) -> None:
+        """:meth:`close`, as the async resource protocol spells it."""
+        self.close()
+
+    def _shut(self, *, by_bus: bool) -> None:
+        self._closed = True
+        self._closed_by_bus = by_bus
+        if self._buf:
+            self._dropped_closed += len(self._buf)
+            self._bus._count_closed_drops(self._buf)
+            self._buf.clear()
+        while self._recv_waiters:
+            self._recv_waiters.popleft().set()
+        while self._send_waiters:
+            self._reserved += 1
+            self._send_waiters.popleft().set()
+        self._limit = 0
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ statistics
+
+    def statistics(self) -> SubscriptionStats:
+        """This subscription's counters, as a frozen record."""
+        return SubscriptionStats(
+            id=self.id,
+            pattern=self.pattern,
+            qos=self.qos,
+            matched=self._matched,
+            delivered=self._delivered,
+            dropped=Drops(overflow=self._overflow, closed=self._dropped_closed),
+            queued=len(self._buf),
+            high_water=self._high,
+            capacity=self._cap,
+            waiting_publishers=len(self._send_waiters),
+        )

@@ -1,0 +1,55 @@
+"""The seam between the bus and a cross-process backend.
+
+An :class:`EventBus` always routes to its own subscriptions itself: QoS buffers, ordering and
+statistics live in the bus. A :class:`Transport` only *carries* events between buses in
+different processes. ``docs/bus.md`` says how the QoS tiers map onto NATS.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from anyio.abc import TaskStatus
+
+from ._event import Event
+from ._qos import QoS
+
+__all__ = ["Inbound", "Transport"]
+
+
+class Inbound(Protocol):
+    """Where a transport hands the events that arrived from other processes."""
+
+    async def deliver_inbound(self, topic: str, event: Event) -> None:
+        """Route ``event`` to the local subscriptions only, with their QoS.
+
+        Waits while a lossless local subscriber is full: a transport that awaits this gets
+        backpressure to pass upstream (a NATS JetStream consumer simply does not ack yet).
+        """
+        ...
+
+
+class Transport(Protocol):
+    """Carries events between :class:`EventBus` instances in different processes.
+
+    Contract:
+
+    * ``run`` connects, calls ``task_status.started()`` once it can carry events, then hands
+      every event that arrives for a pattern of local interest to ``inbound`` until cancelled.
+      The bus runs it in its own task group, so it never outlives the bus.
+    * ``publish`` carries one event out. It returns when the backend has accepted it to the
+      degree the tier needs (a JetStream publish waits for its ack); it may wait, which is
+      backpressure on the publisher. It must not echo the event back to this bus's
+      ``inbound``: the bus has delivered it locally already (NATS: ``no_echo``).
+    * ``add_interest`` / ``remove_interest`` tell the transport which patterns local
+      subscriptions hold. They are called once per pattern and tier as it comes and goes,
+      never block, and the transport applies them in order in its own task.
+    """
+
+    async def run(self, inbound: Inbound, *, task_status: TaskStatus[None]) -> None: ...
+
+    async def publish(self, topic: str, event: Event) -> None: ...
+
+    def add_interest(self, pattern: str, qos: QoS) -> None: ...
+
+    def remove_interest(self, pattern: str, qos: QoS) -> None: ...

@@ -1,0 +1,3 @@
+"""loom.runtime.context (in progress)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""loom.runtime.llm (in progress)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""loom.runtime.tools (in progress)."""
+
+__all__: list[str] = []
