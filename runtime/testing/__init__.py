@@ -1,0 +1,3 @@
+"""loom.runtime.testing: test harness shipped as library code (in progress)."""
+
+__all__: list[str] = []

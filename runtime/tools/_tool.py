@@ -1,0 +1,44 @@
+"""The ``Tool`` seam: what every callable tool looks like to the runtime.
+
+Native tools, agents' ``@capability`` functions, MCP servers' tools, remote agents' declared
+tools and the LLM loop all meet here: the registry holds ``Tool``s, validates arguments against
+``parameters_schema`` and applies timeouts, so a tool itself only does its work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = ["JSONObject", "Tool"]
+
+JSONObject = Mapping[str, Any]
+"""A decoded JSON object (arguments, schemas)."""
+
+
+@runtime_checkable
+class Tool(Protocol):
+    """A named, described, schema-checked async callable.
+
+    Attributes:
+        name: dotted and unique in a registry, e.g. ``fs.read`` or ``github.create_issue``.
+        description: one or two sentences an LLM reads to decide when to call it.
+        parameters_schema: JSON Schema of the arguments object (``{"type": "object", ...}``).
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def description(self) -> str: ...
+
+    @property
+    def parameters_schema(self) -> JSONObject: ...
+
+    async def call(self, arguments: JSONObject) -> Any:
+        """Run the tool with already validated ``arguments``; return a JSON-encodable result.
+
+        Raise a ``loom.runtime.tools.ToolError`` subclass for failures the caller should see
+        by kind; anything else is reported as a failed call. Cancellation must be honoured.
+        """
+        ...
