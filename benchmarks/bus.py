@@ -20,8 +20,8 @@ import anyio
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks._util import best_rate, emit  # noqa: E402
-from loom.runtime import Delivery, Event, EventBus, QoS  # noqa: E402
+from benchmarks._util import best_rate, emit
+from loom.runtime import Delivery, Event, EventBus, QoS
 
 N = int(os.environ.get("LOOM_BENCH_EVENTS", "200000"))
 REPEATS = int(os.environ.get("LOOM_BENCH_REPEATS", "5"))
@@ -127,8 +127,13 @@ async def main() -> None:
 
     # Interleave each measurement with its baseline so drift on the machine hits both alike.
     best: dict[str, float] = {}
-    pairs = [("publish_1to1", b1), ("naive_1to1", n1), ("fanout10", b10), ("naive_fanout10", n10),
-             ("wildcard_1to1", wc)]
+    pairs = [
+        ("publish_1to1", b1),
+        ("naive_1to1", n1),
+        ("fanout10", b10),
+        ("naive_fanout10", n10),
+        ("wildcard_1to1", wc),
+    ]
     for _ in range(REPEATS):
         for name, fn in pairs:
             best[name] = max(best.get(name, 0.0), await fn())

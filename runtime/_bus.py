@@ -46,7 +46,16 @@ class _State(enum.Enum):
 class _Topic:
     """Per-topic counters, and the cached route (valid while ``gen`` is the bus's)."""
 
-    __slots__ = ("closed", "delivered", "gen", "overflow", "published", "route", "topic", "unrouted")
+    __slots__ = (
+        "closed",
+        "delivered",
+        "gen",
+        "overflow",
+        "published",
+        "route",
+        "topic",
+        "unrouted",
+    )
 
     def __init__(self, topic: str) -> None:
         self.topic = topic

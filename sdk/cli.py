@@ -1,4 +1,93 @@
-"""The ``loom`` command line (filled in below)."""
+"""The ``loom`` command line: parse, build the config, run. Nothing else lives here."""
 
-def main() -> None:
-    raise SystemExit("not yet")
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+
+from ._config import ConfigError, load_config
+from ._serve import serve
+
+__all__ = ["main"]
+
+_EPILOG = """\
+examples:
+  loom serve                         # 127.0.0.1:50051, data in ./.loom
+  loom serve --port 0 --log-level debug
+  LOOM_DATA_DIR=/var/lib/loom loom serve --config /etc/loom/loom.toml
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="loom",
+        description="Loom: an event-driven runtime for AI agents.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    s = sub.add_parser(
+        "serve",
+        help="run a Loom server until SIGINT/SIGTERM",
+        description=(
+            "Run a Loom server: the event bus and everything on it. Settings come from "
+            "loom.toml ([serve]), then LOOM_* environment variables, then these flags."
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    s.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="loom.toml to read (default: ./loom.toml if present)",
+    )
+    s.add_argument("--host", help="address to bind (LOOM_HOST; default 127.0.0.1)")
+    s.add_argument("--port", type=int, help="port (LOOM_PORT; default 50051, 0 picks one)")
+    s.add_argument("--data-dir", help="durable state directory (LOOM_DATA_DIR; default .loom)")
+    s.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="LOOM_LOG_LEVEL"
+    )
+    s.add_argument(
+        "--drain-grace", type=float, dest="drain_grace_s", help="seconds to drain on stop"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``loom`` script."""
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        toml_path = args.config if args.config is not None else Path("loom.toml")
+        if args.config is not None and not args.config.exists():
+            sys.exit(f"loom: config file not found: {args.config}")
+        try:
+            config = load_config(
+                toml_path=toml_path,
+                environ=os.environ,
+                overrides={
+                    "host": args.host,
+                    "port": args.port,
+                    "data_dir": args.data_dir,
+                    "log_level": args.log_level,
+                    "drain_grace_s": args.drain_grace_s,
+                },
+            )
+        except ConfigError as exc:
+            sys.exit(f"loom: {exc}")
+        logging.basicConfig(
+            level=config.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+        anyio.run(serve, config)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""``loom serve`` as a real subprocess: it starts, says so, and stops cleanly on signals."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+
+from loom._config import ConfigError, ServeConfig, load_config
+
+pytestmark = pytest.mark.anyio
+
+LOOM = [sys.executable, "-m", "loom.cli"]
+
+
+async def _serve_until_ready(tmp_path: Path, *extra: str) -> anyio.abc.Process:
+    proc = await anyio.open_process(
+        [*LOOM, "serve", "--port", "0", "--data-dir", str(tmp_path / "data"), *extra],
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    assert proc.stderr is not None
+    seen = b""
+    with anyio.fail_after(20):
+        async for chunk in proc.stderr:
+            seen += chunk
+            if b"event bus up" in seen:
+                return proc
+    raise AssertionError(f"loom serve never became ready: {seen.decode()!r}")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+async def test_serve_starts_and_stops_on_signal(tmp_path: Path, signum: signal.Signals) -> None:
+    proc = await _serve_until_ready(tmp_path)
+    assert (tmp_path / "data").is_dir()
+    proc.send_signal(signum)
+    assert proc.stderr is not None
+    rest = b""
+    with anyio.fail_after(10):
+        async for chunk in proc.stderr:
+            rest += chunk
+        rc = await proc.wait()
+    assert rc == 0, rest.decode()
+    assert b"draining" in rest
+    assert rest.rstrip().endswith(b"loom serve: stopped")
+
+
+async def test_serve_rejects_a_bad_config(tmp_path: Path) -> None:
+    (tmp_path / "loom.toml").write_text("[serve]\nport = 'not a port'\n")
+    result = await anyio.run_process([*LOOM, "serve"], cwd=tmp_path, check=False)
+    assert result.returncode != 0
+    assert b"configuration" in result.stderr
+    assert b"port" in result.stderr
+
+
+async def test_help_teaches_with_examples() -> None:
+    result = await anyio.run_process([*LOOM, "serve", "--help"])
+    assert b"examples:" in result.stdout
+    assert b"loom serve --port 0" in result.stdout
+
+
+def test_config_sources_merge_in_order(tmp_path: Path) -> None:
+    toml = tmp_path / "loom.toml"
+    toml.write_text('[serve]\nport = 6000\nhost = "127.0.0.2"\nlog_level = "debug"\n')
+    cfg = load_config(
+        toml_path=toml,
+        environ={"LOOM_PORT": "7000", "LOOM_DATA_DIR": "/tmp/x"},
+        overrides={"port": 8000, "host": None},
+    )
+    assert cfg == ServeConfig(host="127.0.0.2", port=8000, data_dir="/tmp/x", log_level="debug")
+
+
+@pytest.mark.parametrize(
+    ("doc", "env", "needle"),
+    [
+        ("[serve]\nport = 70000\n", {}, "port"),
+        ("[serve]\nlog_level = 'loud'\n", {}, "log_level"),
+        ("[serve]\nbogus = 1\n", {}, "bogus"),
+        ("serve = 3\n", {}, "table"),
+        ("[serve\n", {}, "loom.toml"),
+        ("", {"LOOM_PORT": "eighty"}, "LOOM_PORT"),
+    ],
+)
+def test_config_errors_name_the_problem(
+    tmp_path: Path, doc: str, env: dict[str, str], needle: str
+) -> None:
+    toml = tmp_path / "loom.toml"
+    toml.write_text(doc)
+    with pytest.raises(ConfigError, match=needle):
+        load_config(toml_path=toml, environ=env, overrides={})
