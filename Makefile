@@ -43,10 +43,10 @@ type: $(STAMP) ## mypy --strict over the code and the tests
 	$(BIN)/mypy runtime bridge sdk tests benchmarks
 
 proto: $(STAMP) ## Regenerate the gRPC code from proto/
-	@echo "no .proto files yet (the bridge issue adds them)"
+	$(PY) scripts/gen_protos.py
 
 proto-check: $(STAMP) ## Fail when the generated gRPC code is stale
-	@true
+	$(PY) scripts/gen_protos.py --check
 
 pytest: $(STAMP) ## The test suite only
 	$(BIN)/pytest

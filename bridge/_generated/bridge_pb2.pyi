@@ -1,0 +1,232 @@
+from loom.bridge._generated import event_pb2 as _event_pb2
+from loom.bridge._generated import tools_pb2 as _tools_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class StreamFeature(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STREAM_FEATURE_UNSPECIFIED: _ClassVar[StreamFeature]
+    STREAM_FEATURE_BATCH: _ClassVar[StreamFeature]
+    STREAM_FEATURE_PUBLISH_ACK: _ClassVar[StreamFeature]
+    STREAM_FEATURE_TOOL_CANCEL: _ClassVar[StreamFeature]
+STREAM_FEATURE_UNSPECIFIED: StreamFeature
+STREAM_FEATURE_BATCH: StreamFeature
+STREAM_FEATURE_PUBLISH_ACK: StreamFeature
+STREAM_FEATURE_TOOL_CANCEL: StreamFeature
+
+class AgentRegisterRequest(_message.Message):
+    __slots__ = ("agent_id", "subscribed_topics", "tools", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIBED_TOPICS_FIELD_NUMBER: _ClassVar[int]
+    TOOLS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    subscribed_topics: _containers.RepeatedScalarFieldContainer[str]
+    tools: _containers.RepeatedCompositeFieldContainer[_tools_pb2.ToolDescriptor]
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, agent_id: _Optional[str] = ..., subscribed_topics: _Optional[_Iterable[str]] = ..., tools: _Optional[_Iterable[_Union[_tools_pb2.ToolDescriptor, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class AgentRegisterResponse(_message.Message):
+    __slots__ = ("success", "error_message")
+    SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    success: bool
+    error_message: str
+    def __init__(self, success: _Optional[bool] = ..., error_message: _Optional[str] = ...) -> None: ...
+
+class ClientEvent(_message.Message):
+    __slots__ = ("publish", "ack", "ping", "tool_result", "hello", "subscribe", "unsubscribe", "publish_batch")
+    PUBLISH_FIELD_NUMBER: _ClassVar[int]
+    ACK_FIELD_NUMBER: _ClassVar[int]
+    PING_FIELD_NUMBER: _ClassVar[int]
+    TOOL_RESULT_FIELD_NUMBER: _ClassVar[int]
+    HELLO_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
+    UNSUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
+    PUBLISH_BATCH_FIELD_NUMBER: _ClassVar[int]
+    publish: Publish
+    ack: Ack
+    ping: HeartbeatRequest
+    tool_result: _tools_pb2.ToolResult
+    hello: StreamHello
+    subscribe: SubscribeRequest
+    unsubscribe: UnsubscribeRequest
+    publish_batch: PublishBatch
+    def __init__(self, publish: _Optional[_Union[Publish, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., ping: _Optional[_Union[HeartbeatRequest, _Mapping]] = ..., tool_result: _Optional[_Union[_tools_pb2.ToolResult, _Mapping]] = ..., hello: _Optional[_Union[StreamHello, _Mapping]] = ..., subscribe: _Optional[_Union[SubscribeRequest, _Mapping]] = ..., unsubscribe: _Optional[_Union[UnsubscribeRequest, _Mapping]] = ..., publish_batch: _Optional[_Union[PublishBatch, _Mapping]] = ...) -> None: ...
+
+class ServerEvent(_message.Message):
+    __slots__ = ("delivery", "pong", "err", "tool_call", "welcome", "subscription", "delivery_batch", "publish_ack", "cancel_tool_call")
+    DELIVERY_FIELD_NUMBER: _ClassVar[int]
+    PONG_FIELD_NUMBER: _ClassVar[int]
+    ERR_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALL_FIELD_NUMBER: _ClassVar[int]
+    WELCOME_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_BATCH_FIELD_NUMBER: _ClassVar[int]
+    PUBLISH_ACK_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_TOOL_CALL_FIELD_NUMBER: _ClassVar[int]
+    delivery: Delivery
+    pong: HeartbeatResponse
+    err: Error
+    tool_call: _tools_pb2.ToolCall
+    welcome: StreamWelcome
+    subscription: SubscribeResult
+    delivery_batch: DeliveryBatch
+    publish_ack: PublishAck
+    cancel_tool_call: CancelToolCall
+    def __init__(self, delivery: _Optional[_Union[Delivery, _Mapping]] = ..., pong: _Optional[_Union[HeartbeatResponse, _Mapping]] = ..., err: _Optional[_Union[Error, _Mapping]] = ..., tool_call: _Optional[_Union[_tools_pb2.ToolCall, _Mapping]] = ..., welcome: _Optional[_Union[StreamWelcome, _Mapping]] = ..., subscription: _Optional[_Union[SubscribeResult, _Mapping]] = ..., delivery_batch: _Optional[_Union[DeliveryBatch, _Mapping]] = ..., publish_ack: _Optional[_Union[PublishAck, _Mapping]] = ..., cancel_tool_call: _Optional[_Union[CancelToolCall, _Mapping]] = ...) -> None: ...
+
+class Publish(_message.Message):
+    __slots__ = ("topic", "event")
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    event: _event_pb2.Event
+    def __init__(self, topic: _Optional[str] = ..., event: _Optional[_Union[_event_pb2.Event, _Mapping]] = ...) -> None: ...
+
+class Delivery(_message.Message):
+    __slots__ = ("topic", "event")
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    event: _event_pb2.Event
+    def __init__(self, topic: _Optional[str] = ..., event: _Optional[_Union[_event_pb2.Event, _Mapping]] = ...) -> None: ...
+
+class Ack(_message.Message):
+    __slots__ = ("message_id",)
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    message_id: str
+    def __init__(self, message_id: _Optional[str] = ...) -> None: ...
+
+class Error(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    message: str
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class HeartbeatRequest(_message.Message):
+    __slots__ = ("timestamp_ms",)
+    TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
+    timestamp_ms: int
+    def __init__(self, timestamp_ms: _Optional[int] = ...) -> None: ...
+
+class HeartbeatResponse(_message.Message):
+    __slots__ = ("timestamp_ms", "status")
+    TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    timestamp_ms: int
+    status: str
+    def __init__(self, timestamp_ms: _Optional[int] = ..., status: _Optional[str] = ...) -> None: ...
+
+class StreamHello(_message.Message):
+    __slots__ = ("features", "max_batch_events", "publish_window")
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    PUBLISH_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    features: _containers.RepeatedScalarFieldContainer[StreamFeature]
+    max_batch_events: int
+    publish_window: int
+    def __init__(self, features: _Optional[_Iterable[_Union[StreamFeature, str]]] = ..., max_batch_events: _Optional[int] = ..., publish_window: _Optional[int] = ...) -> None: ...
+
+class StreamWelcome(_message.Message):
+    __slots__ = ("features", "max_batch_events", "publish_window")
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    PUBLISH_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    features: _containers.RepeatedScalarFieldContainer[StreamFeature]
+    max_batch_events: int
+    publish_window: int
+    def __init__(self, features: _Optional[_Iterable[_Union[StreamFeature, str]]] = ..., max_batch_events: _Optional[int] = ..., publish_window: _Optional[int] = ...) -> None: ...
+
+class SubscribeRequest(_message.Message):
+    __slots__ = ("request_id", "pattern", "qos", "event_types", "buffer_size")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PATTERN_FIELD_NUMBER: _ClassVar[int]
+    QOS_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPES_FIELD_NUMBER: _ClassVar[int]
+    BUFFER_SIZE_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    pattern: str
+    qos: _event_pb2.QoSLevel
+    event_types: _containers.RepeatedScalarFieldContainer[str]
+    buffer_size: int
+    def __init__(self, request_id: _Optional[str] = ..., pattern: _Optional[str] = ..., qos: _Optional[_Union[_event_pb2.QoSLevel, str]] = ..., event_types: _Optional[_Iterable[str]] = ..., buffer_size: _Optional[int] = ...) -> None: ...
+
+class UnsubscribeRequest(_message.Message):
+    __slots__ = ("request_id", "subscription_id", "pattern")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
+    PATTERN_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    subscription_id: int
+    pattern: str
+    def __init__(self, request_id: _Optional[str] = ..., subscription_id: _Optional[int] = ..., pattern: _Optional[str] = ...) -> None: ...
+
+class SubscribeResult(_message.Message):
+    __slots__ = ("request_id", "ok", "subscription_id", "code", "reason")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    ok: bool
+    subscription_id: int
+    code: str
+    reason: str
+    def __init__(self, request_id: _Optional[str] = ..., ok: _Optional[bool] = ..., subscription_id: _Optional[int] = ..., code: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class PublishBatch(_message.Message):
+    __slots__ = ("publishes",)
+    PUBLISHES_FIELD_NUMBER: _ClassVar[int]
+    publishes: _containers.RepeatedCompositeFieldContainer[Publish]
+    def __init__(self, publishes: _Optional[_Iterable[_Union[Publish, _Mapping]]] = ...) -> None: ...
+
+class DeliveryBatch(_message.Message):
+    __slots__ = ("deliveries",)
+    DELIVERIES_FIELD_NUMBER: _ClassVar[int]
+    deliveries: _containers.RepeatedCompositeFieldContainer[Delivery]
+    def __init__(self, deliveries: _Optional[_Iterable[_Union[Delivery, _Mapping]]] = ...) -> None: ...
+
+class PublishAck(_message.Message):
+    __slots__ = ("sequence", "credit", "rejections")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    CREDIT_FIELD_NUMBER: _ClassVar[int]
+    REJECTIONS_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    credit: int
+    rejections: _containers.RepeatedCompositeFieldContainer[PublishRejection]
+    def __init__(self, sequence: _Optional[int] = ..., credit: _Optional[int] = ..., rejections: _Optional[_Iterable[_Union[PublishRejection, _Mapping]]] = ...) -> None: ...
+
+class PublishRejection(_message.Message):
+    __slots__ = ("sequence", "code", "reason")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    code: str
+    reason: str
+    def __init__(self, sequence: _Optional[int] = ..., code: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class CancelToolCall(_message.Message):
+    __slots__ = ("id", "reason")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    reason: str
+    def __init__(self, id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
