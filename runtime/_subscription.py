@@ -59,7 +59,7 @@ class Subscription:
         "_lossless",
         "_matched",
         "_overflow",
-        "_parts",
+        "_patterns",
         "_recv_waiters",
         "_reserved",
         "_send_waiters",
@@ -97,9 +97,10 @@ class Subscription:
         self.qos: Final = qos
         self.event_types: Final = types
         self._bus = bus
-        self._parts = parts
+        # pattern -> (its segments, its tier); the first is the one given to subscribe().
+        self._patterns: dict[str, tuple[list[str], QoS]] = {pattern: (parts, qos)}
         self._types = types
-        self._lossless = qos.lossless
+        self._lossless = qos.lossless  # True when any pattern's tier is lossless
         self._buf: deque[Delivery] = deque()
         self._cap = cap
         self._limit = cap  # the fast-path bound; 0 while publishers wait, so newcomers queue
@@ -213,22 +214,28 @@ class Subscription:
 
     async def _put_waiting(self, delivery: Delivery) -> bool:
         """Wait for room, then append. False when the subscription closed meanwhile."""
-        waiter = anyio.Event()
-        self._send_waiters.append(waiter)
-        self._limit = 0
-        try:
-            await waiter.wait()
-        except BaseException:
-            if waiter.is_set():
-                self._reserved -= 1  # the room we were given goes to the next in line
-                self._grant()
-            else:
-                self._send_waiters.remove(waiter)
-                self._update_limit()
-            raise
-        self._reserved -= 1
+        # A publisher blocked on several subscriptions comes here for the later ones only after
+        # waiting on the earlier ones; by then this one may have been closed (nobody would wake
+        # us) or drained (its consumer is parked and will never grant room): look first.
         if self._closed:
             return False
+        if len(self._buf) >= self._limit:
+            waiter = anyio.Event()
+            self._send_waiters.append(waiter)
+            self._limit = 0
+            try:
+                await waiter.wait()
+            except BaseException:
+                if waiter.is_set():
+                    self._reserved -= 1  # the room we were given goes to the next in line
+                    self._grant()
+                else:
+                    self._send_waiters.remove(waiter)
+                    self._update_limit()
+                raise
+            self._reserved -= 1
+            if self._closed:
+                return False
         buf = self._buf
         buf.append(delivery)
         self._matched += 1
@@ -237,6 +244,50 @@ class Subscription:
         if self._recv_waiters:
             self._recv_waiters.popleft().set()
         self._update_limit()
+        return True
+
+    # ------------------------------------------------------------------ patterns
+
+    @property
+    def patterns(self) -> tuple[str, ...]:
+        """Every pattern this subscription holds, the first one first."""
+        return tuple(self._patterns)
+
+    def add_pattern(self, pattern: str, *, qos: QoS | None = None) -> bool:
+        """Also route the topics ``pattern`` matches into this subscription's buffer.
+
+        An event that several patterns of one subscription match is queued once. Each pattern
+        keeps its own tier (default: the subscription's): when the buffer is full, an event
+        that only Realtime patterns matched is dropped (``overflow``), one that any lossless
+        pattern matched holds the publisher back. This is how an agent's single mailbox is
+        fed by all of its subscriptions.
+
+        Returns:
+            False if the subscription already held this pattern (its tier is left as it was).
+
+        Raises:
+            InvalidTopic: the pattern is malformed.
+            SubscriptionClosed: the subscription is closed.
+        """
+        if self._closed:
+            raise SubscriptionClosed(f"subscription {self.pattern!r} is closed")
+        if pattern in self._patterns:
+            return False
+        tier = self.qos if qos is None else QoS(qos)
+        self._bus._add_pattern(self, pattern, tier)
+        return True
+
+    def remove_pattern(self, pattern: str) -> bool:
+        """Stop routing ``pattern`` here; False if it was not held.
+
+        Raises:
+            InvalidArgument: it is the subscription's last pattern (close it instead).
+        """
+        if pattern not in self._patterns or self._closed:
+            return False
+        if len(self._patterns) == 1:
+            raise InvalidArgument("cannot remove the last pattern; close the subscription")
+        self._bus._remove_pattern(self, pattern)
         return True
 
     # ------------------------------------------------------------------ lifecycle
