@@ -81,7 +81,10 @@ class Subscription:
         event_types: Collection[str] | None,
         buffer_size: int | None,
     ) -> None:
-        qos = QoS(qos)
+        try:
+            qos = QoS(qos)
+        except ValueError:
+            raise InvalidArgument(f"qos must be a QoS, not {qos!r}") from None
         cap = qos.default_buffer if buffer_size is None else buffer_size
         if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
             raise InvalidArgument(f"buffer_size must be a positive int, not {buffer_size!r}")
