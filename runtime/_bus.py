@@ -43,8 +43,23 @@ class _State(enum.Enum):
     CLOSED = "closed"
 
 
+class _Member:
+    """One pattern of one subscription, as the trie stores it."""
+
+    __slots__ = ("lossless", "sub")
+
+    def __init__(self, sub: Subscription, lossless: bool) -> None:
+        self.sub = sub
+        self.lossless = lossless
+
+
 class _Topic:
-    """Per-topic counters, and the cached route (valid while ``gen`` is the bus's)."""
+    """Per-topic counters, and the cached route (valid while ``gen`` is the bus's).
+
+    ``soft`` holds the lossless subscriptions that this topic reaches through Realtime patterns
+    only: for them a full buffer drops instead of waiting. It is consulted only when a buffer
+    is full, so the common path never looks at it.
+    """
 
     __slots__ = (
         "closed",
@@ -53,6 +68,7 @@ class _Topic:
         "overflow",
         "published",
         "route",
+        "soft",
         "topic",
         "unrouted",
     )
@@ -60,6 +76,7 @@ class _Topic:
     def __init__(self, topic: str) -> None:
         self.topic = topic
         self.route: tuple[Subscription, ...] = ()
+        self.soft: frozenset[Subscription] = frozenset()
         self.gen = -1
         self.published = 0
         self.unrouted = 0
@@ -120,7 +137,8 @@ class EventBus:
         self._max_topics = max_tracked_topics
         self._state = _State.NEW
         self._accepting = False
-        self._trie: TopicTrie[Subscription] = TopicTrie()
+        self._trie: TopicTrie[_Member] = TopicTrie()
+        self._members: dict[tuple[int, str], _Member] = {}
         self._subs: dict[int, Subscription] = {}
         self._ids = itertools.count(1)
         self._gen = 0  # bumped on every subscribe/unsubscribe; invalidates cached routes
@@ -237,35 +255,59 @@ class EventBus:
             raise BusClosed("the bus is not open" if self._state is _State.NEW else "bus closed")
         parts = validate_pattern(pattern)
         sub = Subscription(self, next(self._ids), pattern, parts, qos, event_types, buffer_size)
-        self._trie.insert(parts, sub)
         self._subs[sub.id] = sub
+        self._link(sub, pattern, parts, sub.qos)
+        return sub
+
+    def _add_pattern(self, sub: Subscription, pattern: str, qos: QoS) -> None:
+        if not self._accepting:
+            raise BusClosed("bus closed")
+        parts = validate_pattern(pattern)
+        sub._patterns[pattern] = (parts, qos)
+        if qos.lossless:
+            sub._lossless = True
+        self._link(sub, pattern, parts, qos)
+
+    def _remove_pattern(self, sub: Subscription, pattern: str) -> None:
+        parts, qos = sub._patterns.pop(pattern)
+        self._unlink(sub, pattern, parts, qos)
+        sub._lossless = any(q.lossless for _, q in sub._patterns.values())
+
+    def _link(self, sub: Subscription, pattern: str, parts: list[str], qos: QoS) -> None:
+        member = _Member(sub, qos.lossless)
+        self._members[sub.id, pattern] = member
+        self._trie.insert(parts, member)
         self._gen += 1
         if self._transport is not None:
-            key = (pattern, sub.qos)
+            key = (pattern, qos)
             count = self._interest.get(key, 0)
             self._interest[key] = count + 1
             if count == 0:
-                self._transport.add_interest(pattern, sub.qos)
-        return sub
+                self._transport.add_interest(pattern, qos)
 
-    def _unsubscribe(self, sub: Subscription) -> None:
-        if self._subs.pop(sub.id, None) is None:
-            return
-        self._trie.remove(sub._parts, sub)
+    def _unlink(self, sub: Subscription, pattern: str, parts: list[str], qos: QoS) -> None:
+        member = self._members.pop((sub.id, pattern))
+        self._trie.remove(parts, member)
         self._gen += 1
-        if self._draining:
-            self._busy.discard(sub)
-            if not self._busy:
-                self._drained.set()
         if self._transport is not None:
-            key = (sub.pattern, sub.qos)
+            key = (pattern, qos)
             count = self._interest[key] - 1
             if count:
                 self._interest[key] = count
             else:
                 del self._interest[key]
                 if self._state is _State.OPEN:
-                    self._transport.remove_interest(sub.pattern, sub.qos)
+                    self._transport.remove_interest(pattern, qos)
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        if self._subs.pop(sub.id, None) is None:
+            return
+        for pattern, (parts, qos) in sub._patterns.items():
+            self._unlink(sub, pattern, parts, qos)
+        if self._draining:
+            self._busy.discard(sub)
+            if not self._busy:
+                self._drained.set()
 
     # ------------------------------------------------------------------ publishing
 
@@ -336,6 +378,7 @@ class EventBus:
                 sub._lossless
                 and len(sub._buf) >= sub._limit
                 and (sub._types is None or etype in sub._types)
+                and sub not in entry.soft
             ):
                 raise WouldBlock(f"subscription {sub.pattern!r} is full")
         self._route(entry, Delivery(topic, event))
@@ -379,7 +422,7 @@ class EventBus:
                     sub._high = n + 1
                 if sub._recv_waiters:
                     sub._recv_waiters.popleft().set()
-            elif sub._lossless:
+            elif sub._lossless and sub not in entry.soft:
                 if blocked is None:
                     blocked = [sub]
                 else:
@@ -419,7 +462,13 @@ class EventBus:
             topics[topic] = entry
         else:
             parts = topic.split(".")
-        entry.route = tuple(self._trie.match(parts))
+        # A subscription matched through several of its patterns is routed once; it waits for
+        # room if any of those patterns is lossless, and drops (is "soft") if none is.
+        hard: dict[Subscription, bool] = {}
+        for member in self._trie.match(parts):
+            hard[member.sub] = hard.get(member.sub, False) or member.lossless
+        entry.route = tuple(hard)
+        entry.soft = frozenset(sub for sub, h in hard.items() if sub._lossless and not h)
         entry.gen = self._gen
         return entry
 

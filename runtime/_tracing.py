@@ -67,5 +67,3 @@ class PublishTracer:
             return msgspec.structs.replace(event, envelope=envelope)
         finally:
             span.end()
-
-

@@ -10,5 +10,3 @@ def anyio_backend() -> str:
     """Default backend: asyncio. Backend-neutral test modules add
     ``pytestmark = pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])``."""
     return "asyncio"
-
-
