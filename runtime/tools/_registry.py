@@ -1,0 +1,378 @@
+"""The tool registry: one place that validates, times out, limits and accounts for tool calls.
+
+Every tool call in Loom goes through :meth:`ToolRegistry.call`, whoever made the tool (native
+tools, agents' capabilities, MCP servers, remote agents) and whoever calls it (the LLM loop,
+the gRPC bridge). A tool therefore only does its work; the registry guarantees:
+
+* arguments are a JSON object that passes the tool's schema before the tool runs;
+* the call ends within its timeout, by cancelling the tool;
+* no more than the tool's concurrency limit run at once; the rest wait, in FIFO order;
+* every failure leaves as a :class:`ToolError` of a known kind, and cancellation from outside
+  propagates unwrapped.
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+import re
+from collections.abc import Mapping
+from typing import Any, Final
+
+import anyio
+import jsonschema
+import jsonschema.exceptions
+import jsonschema.validators
+import msgspec
+
+from .._errors import InvalidArgument
+from ._errors import (
+    InvalidArguments,
+    InvalidToolSchema,
+    ToolError,
+    ToolFailed,
+    ToolNotFound,
+    ToolPermissionDenied,
+    ToolTimeout,
+)
+from ._stats import ToolFailures, ToolSpec, ToolStats
+from ._tool import Tool
+
+__all__ = ["DEFAULT_TIMEOUT", "RegistryStats", "ToolArguments", "ToolRegistry"]
+
+DEFAULT_TIMEOUT: Final = 30.0
+"""Seconds a call may take unless its tool or the call itself says otherwise."""
+
+# Letters, digits, '_', '-' and '.' as a namespace separator; what MCP allows, and short
+# enough for every model API once the LLM layer maps the dots.
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
+
+ToolArguments = Mapping[str, Any] | str | bytes
+"""What :meth:`ToolRegistry.call` accepts: a decoded object or its JSON text."""
+
+
+class RegistryStats(msgspec.Struct, frozen=True, kw_only=True):
+    """A registry's counters.
+
+    Attributes:
+        tools: each registered tool's counters, by name.
+        not_found: calls to names that were not registered.
+    """
+
+    tools: dict[str, ToolStats]
+    not_found: int
+
+
+class _Counters:
+    __slots__ = (
+        "calls",
+        "cancelled",
+        "failed",
+        "in_flight",
+        "invalid_arguments",
+        "permission_denied",
+        "succeeded",
+        "timeouts",
+        "waiting",
+    )
+
+    def __init__(self) -> None:
+        self.calls = self.succeeded = self.cancelled = self.waiting = self.in_flight = 0
+        self.invalid_arguments = self.timeouts = self.permission_denied = self.failed = 0
+
+    def count_failure(self, exc: ToolError) -> None:
+        if isinstance(exc, InvalidArguments):
+            self.invalid_arguments += 1
+        elif isinstance(exc, ToolTimeout):
+            self.timeouts += 1
+        elif isinstance(exc, ToolPermissionDenied):
+            self.permission_denied += 1
+        else:
+            self.failed += 1
+
+
+class _Entry:
+    __slots__ = ("counters", "limiter", "name", "schema", "timeout", "tool", "validator")
+
+    def __init__(
+        self, tool: Tool, schema: dict[str, Any], timeout: float, max_concurrency: int | None
+    ) -> None:
+        self.tool = tool
+        self.name = tool.name
+        self.schema = schema
+        self.timeout = timeout
+        cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+        try:
+            cls.check_schema(schema)
+        except jsonschema.exceptions.SchemaError as exc:
+            where = "/".join(str(p) for p in exc.absolute_path)
+            raise InvalidToolSchema(
+                f"{exc.message} (at '{where}')" if where else exc.message, tool=self.name
+            ) from exc
+        self.validator = cls(schema)
+        self.limiter = None if max_concurrency is None else anyio.CapacityLimiter(max_concurrency)
+        self.counters = _Counters()
+
+    def validate(self, arguments: ToolArguments) -> dict[str, Any]:
+        if isinstance(arguments, str | bytes):
+            try:
+                value = msgspec.json.decode(arguments)
+            except msgspec.DecodeError as exc:
+                raise InvalidArguments(f"not valid JSON: {exc}", tool=self.name) from None
+        elif isinstance(arguments, Mapping):
+            value = dict(arguments)
+        else:
+            raise InvalidArguments(
+                f"expected a JSON object, got {type(arguments).__name__}", tool=self.name
+            )
+        if not isinstance(value, dict):
+            raise InvalidArguments(
+                f"expected a JSON object, got {_json_type(value)}", tool=self.name
+            )
+        error = jsonschema.exceptions.best_match(self.validator.iter_errors(value))
+        if error is not None:
+            raise InvalidArguments(error.message, path=tuple(error.absolute_path), tool=self.name)
+        return value
+
+    def stats(self) -> ToolStats:
+        c = self.counters
+        return ToolStats(
+            name=self.name,
+            calls=c.calls,
+            succeeded=c.succeeded,
+            failures=ToolFailures(
+                invalid_arguments=c.invalid_arguments,
+                timeouts=c.timeouts,
+                permission_denied=c.permission_denied,
+                failed=c.failed,
+            ),
+            cancelled=c.cancelled,
+            waiting=c.waiting,
+            in_flight=c.in_flight,
+            max_concurrency=None if self.limiter is None else int(self.limiter.total_tokens),
+            timeout=self.timeout,
+        )
+
+
+class ToolRegistry:
+    """The tools an agent (or a whole runtime) can call, by name.
+
+    Registration is synchronous and takes effect at once; calls already running keep the tool
+    they started with when it is unregistered or replaced.
+
+    Args:
+        default_timeout: seconds a call may take unless the tool's registration or the call
+            says otherwise; ``math.inf`` for none.
+    """
+
+    def __init__(self, *, default_timeout: float = DEFAULT_TIMEOUT) -> None:
+        self._default_timeout = _check_timeout(default_timeout)
+        self._entries: dict[str, _Entry] = {}
+        self._not_found = 0
+
+    def register(
+        self,
+        tool: Tool,
+        *,
+        timeout: float | None = None,
+        max_concurrency: int | None = None,
+        replace: bool = False,
+    ) -> None:
+        """Add ``tool`` under its name.
+
+        The schema is checked and compiled once, here.
+
+        Args:
+            tool: the tool.
+            timeout: this tool's default timeout in seconds (``None``: the registry's;
+                ``math.inf``: none).
+            max_concurrency: how many calls may run in the tool at once (``None``: no limit).
+                Calls over the limit wait for a slot, first come first served, and the wait
+                counts against their timeout.
+            replace: replace a tool already registered under the name instead of refusing.
+
+        Raises:
+            InvalidToolSchema: the schema is not a valid JSON Schema of an object.
+            InvalidArgument: the name is malformed or taken, or a limit is out of range.
+        """
+        name = tool.name
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise InvalidArgument(
+                f"invalid tool name {name!r}: use 1-128 letters, digits, '_', '-' or '.'"
+            )
+        if name in self._entries and not replace:
+            raise InvalidArgument(f"a tool named {name!r} is already registered")
+        if max_concurrency is not None and max_concurrency < 1:
+            raise InvalidArgument(f"max_concurrency must be at least 1, not {max_concurrency}")
+        limit = self._default_timeout if timeout is None else _check_timeout(timeout)
+        self._entries[name] = _Entry(tool, _schema_of(tool), limit, max_concurrency)
+
+    def unregister(self, name: str) -> Tool:
+        """Remove the tool called ``name`` and return it; running calls finish undisturbed.
+
+        Raises:
+            ToolNotFound: no tool has that name.
+        """
+        try:
+            return self._entries.pop(name).tool
+        except KeyError:
+            raise ToolNotFound(name) from None
+
+    def get(self, name: str) -> Tool:
+        """The tool called ``name``.
+
+        Raises:
+            ToolNotFound: no tool has that name.
+        """
+        try:
+            return self._entries[name].tool
+        except KeyError:
+            raise ToolNotFound(name) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def list(self) -> builtins.list[Tool]:
+        """The registered tools, in registration order."""
+        return [entry.tool for entry in self._entries.values()]
+
+    def specs(self) -> builtins.list[ToolSpec]:
+        """What to tell a model about every registered tool, in registration order."""
+        return [
+            ToolSpec(name=e.name, description=e.tool.description, parameters_schema=e.schema)
+            for e in self._entries.values()
+        ]
+
+    async def call(
+        self, name: str, arguments: ToolArguments, *, timeout: float | None = None
+    ) -> Any:
+        """Validate ``arguments`` and run the tool called ``name`` on them.
+
+        The timeout covers waiting for a concurrency slot and the tool's run. When it expires
+        the tool is cancelled (it must honour cancellation; a tool that swallows it delays the
+        timeout) and :class:`ToolTimeout` is raised. Cancelling the caller cancels the tool
+        and propagates the cancellation unwrapped.
+
+        Args:
+            name: the tool's registered name.
+            arguments: the arguments object, decoded or as JSON text.
+            timeout: seconds for this call (``None``: the tool's default; ``math.inf``: none).
+
+        Returns:
+            What the tool returned.
+
+        Raises:
+            ToolNotFound: no tool has that name.
+            InvalidArguments: not JSON, not an object, or failing the schema (or refused as
+                invalid by the tool).
+            ToolTimeout: the timeout expired.
+            InvalidArgument: ``timeout`` is not positive (a caller's error, not counted).
+            ToolPermissionDenied: the tool refused by policy.
+            ToolFailed: the tool raised anything else (chained as ``__cause__``).
+        """
+        entry = self._entries.get(name)
+        if entry is None:
+            self._not_found += 1
+            raise ToolNotFound(name)
+        limit = entry.timeout if timeout is None else _check_timeout(timeout)
+        counters = entry.counters
+        counters.calls += 1
+        try:
+            result = await self._call(entry, arguments, limit)
+        except ToolError as exc:
+            if exc.tool is None:
+                exc.tool = entry.name
+            counters.count_failure(exc)
+            raise
+        except BaseException:
+            counters.cancelled += 1
+            raise
+        counters.succeeded += 1
+        return result
+
+    def statistics(self) -> RegistryStats:
+        """A snapshot of every tool's counters."""
+        return RegistryStats(
+            tools={name: entry.stats() for name, entry in self._entries.items()},
+            not_found=self._not_found,
+        )
+
+    async def _call(self, entry: _Entry, arguments: ToolArguments, limit: float) -> Any:
+        checked = entry.validate(arguments)
+        with anyio.CancelScope(deadline=anyio.current_time() + limit) as scope:
+            try:
+                return await self._run(entry, checked)
+            except ToolError:
+                raise
+            except Exception as exc:
+                # A tool that turns our cancellation into an error of its own still timed out.
+                if scope.cancel_called:
+                    raise ToolTimeout(limit, tool=entry.name) from exc
+                raise ToolFailed.from_exception(exc, tool=entry.name) from exc
+        # Reached only when the deadline cancelled the tool.
+        raise ToolTimeout(limit, tool=entry.name)
+
+    async def _run(self, entry: _Entry, arguments: dict[str, Any]) -> Any:
+        counters = entry.counters
+        if entry.limiter is None:
+            counters.in_flight += 1
+            try:
+                return await entry.tool.call(arguments)
+            finally:
+                counters.in_flight -= 1
+        # A fresh borrower per call: the same task may hold several slots (a tool calling
+        # itself through the registry), which per-task borrowing would refuse.
+        borrower = object()
+        counters.waiting += 1
+        try:
+            await entry.limiter.acquire_on_behalf_of(borrower)
+        finally:
+            counters.waiting -= 1
+        counters.in_flight += 1
+        try:
+            return await entry.tool.call(arguments)
+        finally:
+            counters.in_flight -= 1
+            entry.limiter.release_on_behalf_of(borrower)
+
+
+def _check_timeout(timeout: float) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise InvalidArgument(f"timeout must be positive seconds or math.inf, not {timeout!r}")
+    return float(timeout) if not math.isinf(timeout) else math.inf
+
+
+def _schema_of(tool: Tool) -> dict[str, Any]:
+    # Typed as a mapping, but tools also come from remote peers and MCP servers.
+    schema: object = tool.parameters_schema
+    if not isinstance(schema, Mapping):
+        kind = type(schema).__name__
+        raise InvalidToolSchema(f"expected a JSON object, got {kind}", tool=tool.name)
+    try:
+        # A deep copy that also proves the schema is plain JSON.
+        copied: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(schema))
+    except (msgspec.EncodeError, TypeError) as exc:
+        raise InvalidToolSchema(f"not JSON-encodable: {exc}", tool=tool.name) from None
+    kind = copied.get("type", "object")
+    if kind != "object":
+        raise InvalidToolSchema(f"the arguments must be an object, not {kind!r}", tool=tool.name)
+    return copied
+
+
+def _json_type(value: object) -> str:
+    match value:
+        case None:
+            return "null"
+        case bool():
+            return "a boolean"
+        case int() | float():
+            return "a number"
+        case str():
+            return "a string"
+        case builtins.list():
+            return "an array"
+        case _:
+            return type(value).__name__
