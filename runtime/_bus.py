@@ -198,7 +198,9 @@ class EventBus:
         with anyio.CancelScope(shield=True):
             if grace > 0:
                 self._draining = True
-                self._busy = {s for s in self._subs.values() if s._buf or s._send_waiters}
+                self._busy = {
+                    s for s in self._subs.values() if s._buf or s._send_waiters or s._reserved
+                }
                 if self._busy:
                     with anyio.move_on_after(grace):
                         await self._drained.wait()
