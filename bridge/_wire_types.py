@@ -1,0 +1,118 @@
+"""Tool messages of the ``loom.v1`` wire as msgspec Structs, so no ``_pb2`` type leaves ``bridge/``.
+
+Each Struct mirrors one protobuf message field by field, with the wire's defaults. JSON travels
+as text (``parameters_schema``, ``arguments``, ``output``) and stays text here: deciding what
+malformed JSON means (``TOOL_INVALID_ARGUMENTS`` for arguments) is the server's job, not the
+conversion's.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+from loom.runtime import QoS
+
+__all__ = [
+    "ProviderKind",
+    "ToolCallOutcome",
+    "ToolCallRequest",
+    "ToolDescriptor",
+    "ToolErrorInfo",
+    "ToolStatus",
+]
+
+
+class ProviderKind(enum.IntEnum):
+    """Where a tool comes from (``loom.v1.ProviderKind``; the values are the wire's)."""
+
+    NATIVE = 0
+    WASM = 1
+    GRPC = 2
+    MCP = 3
+
+
+class ToolStatus(enum.IntEnum):
+    """How a tool call ended (``loom.v1.ToolStatus``; the values are the wire's).
+
+    ``NOT_FOUND``: no tool has the name. ``INVALID_ARGUMENTS``: the arguments are not JSON or
+    fail the tool's schema. ``TIMEOUT``: ``timeout_ms`` or the caller's deadline passed.
+    ``ERROR``: anything else.
+    """
+
+    OK = 0
+    ERROR = 1
+    TIMEOUT = 2
+    NOT_FOUND = 3
+    INVALID_ARGUMENTS = 4
+
+
+class ToolDescriptor(msgspec.Struct, frozen=True, kw_only=True):
+    """A tool as an agent declares it or the server lists it (``loom.v1.ToolDescriptor``).
+
+    Attributes:
+        name: dotted and unique, e.g. ``fs.read``.
+        description: what an LLM reads to decide when to call it.
+        parameters_schema: JSON Schema of the arguments object, as JSON text.
+        provider: where the tool comes from.
+        metadata: free string key/values.
+    """
+
+    name: str
+    description: str = ""
+    parameters_schema: str = ""
+    provider: ProviderKind = ProviderKind.NATIVE
+    metadata: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class ToolCallRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """One invocation of a tool by name (``loom.v1.ToolCall``).
+
+    Attributes:
+        id: unique per call; the outcome carries it back.
+        name: the tool's name.
+        arguments: the arguments object, as JSON text.
+        headers: free string key/values for the tool's provider.
+        timeout_ms: the time the call may take; 0 means the server's default. Never negative.
+        correlation_id: ties the call to the conversation that made it.
+        qos: the tier the caller asks for.
+    """
+
+    id: str
+    name: str
+    arguments: str = ""
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    timeout_ms: int = 0
+    correlation_id: str = ""
+    qos: QoS = QoS.REALTIME
+
+
+class ToolErrorInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """Why a tool call failed (``loom.v1.ToolError``).
+
+    Attributes:
+        code: a machine-readable code.
+        message: what happened, in words.
+        details: free string key/values.
+    """
+
+    code: str = ""
+    message: str = ""
+    details: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class ToolCallOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """The outcome of a tool call (``loom.v1.ToolResult``).
+
+    Attributes:
+        id: the call's id.
+        status: how it ended.
+        output: the result as JSON text, when ``status`` is ``OK``.
+        error: why it failed; ``None`` when the wire message carried no error.
+    """
+
+    id: str
+    status: ToolStatus = ToolStatus.OK
+    output: str = ""
+    error: ToolErrorInfo | None = None
