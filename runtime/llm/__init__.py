@@ -1,3 +1,75 @@
-"""loom.runtime.llm (in progress)."""
+"""``loom.runtime.llm``: LLM providers behind one ``LLM`` protocol, and the model router."""
 
-__all__: list[str] = []
+from ._config import LLMConfig as LLMConfig
+from ._config import ProviderConfig as ProviderConfig
+from ._config import ProviderProfile as ProviderProfile
+from ._config import Secret as Secret
+from ._config import load_llm_config as load_llm_config
+from ._errors import BadResponse as BadResponse
+from ._errors import LLMConfigError as LLMConfigError
+from ._errors import LLMError as LLMError
+from ._errors import MalformedToolArguments as MalformedToolArguments
+from ._errors import NoProviderAvailable as NoProviderAvailable
+from ._errors import ProviderTimeout as ProviderTimeout
+from ._errors import ProviderUnavailable as ProviderUnavailable
+from ._errors import RateLimited as RateLimited
+from ._errors import RequestRejected as RequestRejected
+from ._errors import ToolCallError as ToolCallError
+from ._errors import UnknownTool as UnknownTool
+from ._openai import OpenAIProvider as OpenAIProvider
+from ._provider import ErrorCounts as ErrorCounts
+from ._provider import ProviderStats as ProviderStats
+from ._toolnames import ToolNameMap as ToolNameMap
+from ._types import AssistantMessage as AssistantMessage
+from ._types import Completion as Completion
+from ._types import CompletionRequest as CompletionRequest
+from ._types import FinishReason as FinishReason
+from ._types import Message as Message
+from ._types import StreamChunk as StreamChunk
+from ._types import StreamEnd as StreamEnd
+from ._types import SystemMessage as SystemMessage
+from ._types import TextDelta as TextDelta
+from ._types import ToolCall as ToolCall
+from ._types import ToolCallReady as ToolCallReady
+from ._types import ToolChoice as ToolChoice
+from ._types import ToolMessage as ToolMessage
+from ._types import ToolSpec as ToolSpec
+from ._types import Usage as Usage
+from ._types import UserMessage as UserMessage
+
+__all__ = [
+    "AssistantMessage",
+    "BadResponse",
+    "Completion",
+    "CompletionRequest",
+    "ErrorCounts",
+    "FinishReason",
+    "LLMConfig",
+    "LLMConfigError",
+    "LLMError",
+    "MalformedToolArguments",
+    "Message",
+    "NoProviderAvailable",
+    "OpenAIProvider",
+    "ProviderConfig",
+    "ProviderProfile",
+    "ProviderStats",
+    "ProviderTimeout",
+    "ProviderUnavailable",
+    "RateLimited",
+    "RequestRejected",
+    "Secret",
+    "StreamChunk",
+    "StreamEnd",
+    "SystemMessage",
+    "TextDelta",
+    "ToolCall",
+    "ToolCallReady",
+    "ToolChoice",
+    "ToolMessage",
+    "ToolNameMap",
+    "ToolSpec",
+    "Usage",
+    "UserMessage",
+    "load_llm_config",
+]

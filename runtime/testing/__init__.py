@@ -1,3 +1,23 @@
-"""loom.runtime.testing: test harness shipped as library code (in progress)."""
+"""``loom.runtime.testing``: the test harness, shipped as library code.
 
-__all__: list[str] = []
+:class:`ScriptedLLMServer` serves the OpenAI and Anthropic wires over real HTTP on 127.0.0.1,
+answering from a script, so tests exercise the real provider code path without a network LLM.
+"""
+
+from ._scripted_llm import Delay as Delay
+from ._scripted_llm import HTTPError as HTTPError
+from ._scripted_llm import RecordedRequest as RecordedRequest
+from ._scripted_llm import Reply as Reply
+from ._scripted_llm import ScriptedLLMServer as ScriptedLLMServer
+from ._scripted_llm import ScriptedToolCall as ScriptedToolCall
+from ._scripted_llm import ScriptStep as ScriptStep
+
+__all__ = [
+    "Delay",
+    "HTTPError",
+    "RecordedRequest",
+    "Reply",
+    "ScriptStep",
+    "ScriptedLLMServer",
+    "ScriptedToolCall",
+]
