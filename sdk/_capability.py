@@ -42,9 +42,11 @@ Semantics, in one place:
 * **Methods.** A function defined in a class body (``def m(self, ...)``) is a method capability:
   ``self`` is not in the schema, and reading it from an instance yields a
   :class:`BoundCapability` for that instance, which is the :class:`Tool` an agent registers.
-  Whether a function is a method is read from its ``__qualname__`` (``Cls.m``), i.e. from where
-  it is *defined*, not where it is stored. ``@staticmethod`` underneath ``@capability`` makes a
-  plain capability; ``@classmethod`` is refused.
+  The decision is made at decoration time, from where the function is *defined* (its
+  ``__qualname__`` is ``Cls.m``) and from its first parameter (named ``self``, or without
+  annotation: every tool parameter needs one, so that one is the instance). A function in a
+  class body without such a parameter is a static capability, whichever order ``@staticmethod``
+  and ``@capability`` are written in; ``@classmethod`` is refused.
 * ``timeout``, ``max_concurrency`` and ``tags`` are metadata for the registry; this module does
   not enforce them.
 """
@@ -81,8 +83,12 @@ R = TypeVar("R")
 R2 = TypeVar("R2")
 T = TypeVar("T")
 
-JSONValue: TypeAlias = "bool | int | float | str | list[JSONValue] | dict[str, JSONValue] | None"
-"""What a capability's ``call`` returns: plain JSON-compatible builtins."""
+JSONValue: TypeAlias = (
+    "bool | int | float | str | list[JSONValue] | tuple[JSONValue, ...]"
+    " | dict[str, JSONValue] | None"
+)
+"""What a capability's ``call`` returns: JSON-compatible builtins (``msgspec.to_builtins`` keeps
+tuples as tuples; every JSON encoder writes them as arrays)."""
 
 JSONSchema: TypeAlias = dict[str, Any]
 
@@ -209,6 +215,11 @@ class Capability(_Described, Generic[P, R]):
     (validate, run, convert). Defined in a class body, it is a descriptor: reading it from an
     instance gives a :class:`BoundCapability`.
     """
+
+    # Copied from the function by ``functools.update_wrapper``, as on any decorated function.
+    __name__: str
+    __qualname__: str
+    __wrapped__: Callable[P, R]
 
     def __init__(self, spec: _Spec) -> None:
         self._spec = spec
@@ -337,9 +348,9 @@ def capability(
         InvalidCapability: a bad option, or a function that cannot be described by a schema
             (``*args``/``**kwargs``, a parameter without annotation, an unsupported type...).
     """
-    if callable(name_or_func):
+    if name_or_func is not None and not isinstance(name_or_func, str):
         return _build(name_or_func, None, description, timeout, max_concurrency, tags)
-    name = name_or_func
+    name = name_or_func  # a str or None, by the test above
 
     def decorate(func: Callable[P, R], /) -> Capability[P, R]:
         return _build(func, name, description, timeout, max_concurrency, tags)
@@ -353,17 +364,18 @@ def capabilities_of(obj: object) -> list[Capability[..., Any] | BoundCapability[
     A name defined in a subclass hides the base class's attribute of that name, capability or
     not. The order is definition order, base classes first.
     """
-    found: dict[str, Capability[..., Any] | BoundCapability[..., Any]] = {}
-    seen: set[str] = set()
-    for klass in type(obj).__mro__:
-        for attr, value in vars(klass).items():
-            if attr in seen:
-                continue
-            seen.add(attr)
-            if isinstance(value, Capability):
-                found[attr] = getattr(obj, attr)
-    # The MRO walk met subclasses first; report base classes' capabilities first.
-    return list(reversed(found.values()))
+    mro = type(obj).__mro__
+    # Names in definition order, base classes first ...
+    names = dict.fromkeys(attr for klass in reversed(mro) for attr in vars(klass))
+    found: list[Capability[..., Any] | BoundCapability[..., Any]] = []
+    for attr in names:
+        # ... each resolved as attribute lookup on the class would resolve it.
+        value = next(vars(klass)[attr] for klass in mro if attr in vars(klass))
+        if isinstance(value, staticmethod):
+            value = value.__func__
+        if isinstance(value, Capability):
+            found.append(value.__get__(obj, type(obj)))
+    return found
 
 
 # ------------------------------------------------------------------------------------ building
@@ -392,8 +404,6 @@ def _build(
         raise InvalidCapability(repr(func), "expected a function")
     if inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func):
         raise InvalidCapability(where, "generator functions cannot be tools; return a list")
-    if is_method is None:
-        is_method = _defined_in_class(func)
 
     name = func.__name__ if name is None else name
     if not isinstance(name, str) or len(name) > _NAME_MAX or not _NAME_RE.match(name):
@@ -428,12 +438,9 @@ def _build(
         raise InvalidCapability(where, f"cannot resolve its type hints ({exc!r})") from None
 
     params = list(signature.parameters.values())
+    if is_method is None:
+        is_method = _defined_in_class(func) and _takes_self(params, hints)
     if is_method:
-        if not params or params[0].kind not in (
-            inspect.Parameter.POSITIONAL_ONLY,
-            inspect.Parameter.POSITIONAL_OR_KEYWORD,
-        ):
-            raise InvalidCapability(where, "a method capability needs `self` as first parameter")
         params = params[1:]
 
     doc = inspect.getdoc(func) or ""
@@ -510,7 +517,7 @@ def _build(
 
 def _schema(tp: Any) -> JSONSchema:
     """``msgspec.json.schema(tp)`` with every non-recursive ``$ref`` inlined."""
-    raw = msgspec.json.schema(tp)
+    raw = msgspec.json.schema(tp, schema_hook=_object_schema)
     defs: dict[str, JSONSchema] = raw.pop("$defs", {})
     kept: dict[str, JSONSchema] = {}
     pending: list[str] = []
@@ -530,7 +537,7 @@ def _schema(tp: Any) -> JSONSchema:
                     pending.append(target)
                 return {"$ref": ref, **siblings}
             return {**expand(defs[target], (*stack, target)), **siblings}
-        return {k: expand(v, stack) for k, v in node.items()}
+        return {k: expand(v, stack) for k, v in node.items() if k != _ANY_MARK}
 
     out: JSONSchema = expand(raw, ())
     while pending:
@@ -542,12 +549,22 @@ def _schema(tp: Any) -> JSONSchema:
     return out
 
 
+_ANY_MARK = "x-loom-any"
+
+
+def _object_schema(tp: Any) -> JSONSchema:
+    # msgspec takes ``object`` as "anything" when converting but has no schema for it.
+    if tp is object:
+        # An empty schema is taken by msgspec as "no schema"; mark it, and drop the mark later.
+        return {_ANY_MARK: True}
+    raise NotImplementedError
+
+
 def _schema_error(exc: Exception, fields: list[tuple[str, Any, Any]]) -> str:
     # msgspec's message names the type but not the parameter; find the parameter that fails.
     for field, tp, default in fields:
         try:
-            probe = msgspec.defstruct("probe", [(field, tp, default)], kw_only=True)
-            msgspec.json.schema(probe)
+            _schema(msgspec.defstruct("probe", [(field, tp, default)], kw_only=True))
         except (TypeError, ValueError):
             return f"parameter {field!r}: {exc}"
     return str(exc)
@@ -587,6 +604,18 @@ def _defined_in_class(func: Callable[..., Any]) -> bool:
     # ``f`` and ``outer.<locals>.f`` are not.
     parts = getattr(func, "__qualname__", "").split(".")
     return len(parts) >= 2 and parts[-2] != "<locals>"
+
+
+def _takes_self(params: list[inspect.Parameter], hints: dict[str, Any]) -> bool:
+    # Every tool parameter must be annotated, so an unannotated first parameter (or one named
+    # ``self``) is the instance; a function without one is a static function in a class body
+    # (``@staticmethod`` applied over ``@capability``).
+    if not params or params[0].kind not in (
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    ):
+        return False
+    return params[0].name == "self" or params[0].name not in hints
 
 
 def _qualname(func: object) -> str:
