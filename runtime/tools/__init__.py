@@ -7,6 +7,13 @@ from ._errors import ToolFailed as ToolFailed
 from ._errors import ToolNotFound as ToolNotFound
 from ._errors import ToolPermissionDenied as ToolPermissionDenied
 from ._errors import ToolTimeout as ToolTimeout
+from ._fs import DirEntry as DirEntry
+from ._fs import DirListing as DirListing
+from ._fs import FileContent as FileContent
+from ._fs import FileWritten as FileWritten
+from ._fs import FsList as FsList
+from ._fs import FsRead as FsRead
+from ._fs import FsWrite as FsWrite
 from ._function import FunctionTool as FunctionTool
 from ._registry import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
 from ._registry import RegistryStats as RegistryStats
@@ -17,9 +24,17 @@ from ._stats import ToolSpec as ToolSpec
 from ._stats import ToolStats as ToolStats
 from ._tool import JSONObject as JSONObject
 from ._tool import Tool as Tool
+from ._workspace import Workspace as Workspace
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "DirEntry",
+    "DirListing",
+    "FileContent",
+    "FileWritten",
+    "FsList",
+    "FsRead",
+    "FsWrite",
     "FunctionTool",
     "InvalidArguments",
     "InvalidToolSchema",
@@ -36,4 +51,5 @@ __all__ = [
     "ToolSpec",
     "ToolStats",
     "ToolTimeout",
+    "Workspace",
 ]
