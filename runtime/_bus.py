@@ -446,6 +446,10 @@ class EventBus:
     ) -> None:
         for sub in blocked:
             if await sub._put_waiting(delivery):
+                # The topic's record may have been evicted while we waited; its counters were
+                # folded into the totals then, so count on there rather than into a lost record.
+                if self._topics.get(entry.topic) is not entry:
+                    entry = self._evicted
                 entry.delivered += 1
                 if self._draining:
                     self._busy.add(sub)
