@@ -244,12 +244,13 @@ def regenerate() -> None:
     print(f"generated {len(generated_files(OUT_DIR))} files in {OUT_DIR.relative_to(ROOT)}")
 
 
-def check() -> int:
+def check(committed_dir: Path = OUT_DIR) -> int:
+    """Compare ``committed_dir`` with freshly generated code; 0 if equal, else 1 (and why)."""
     with tempfile.TemporaryDirectory(prefix="loom-proto-check-") as tmp:
         fresh_dir = Path(tmp)
         generate(fresh_dir)
         fresh = generated_files(fresh_dir)
-    committed = generated_files(OUT_DIR) if OUT_DIR.is_dir() else {}
+    committed = generated_files(committed_dir) if committed_dir.is_dir() else {}
     problems: list[str] = []
     for name in sorted(fresh.keys() - committed.keys()):
         problems.append(f"missing: {name}")
@@ -267,7 +268,7 @@ def check() -> int:
                 n=1,
             )
             problems.extend("    " + line for line in list(diff)[:20])
-    rel = OUT_DIR.relative_to(ROOT)
+    rel = committed_dir.relative_to(ROOT) if committed_dir.is_relative_to(ROOT) else committed_dir
     if problems:
         print(f"{rel} is stale against proto/ (run `make proto` and commit):", file=sys.stderr)
         print("\n".join("  " + p for p in problems), file=sys.stderr)
@@ -283,9 +284,15 @@ def main() -> int:
         action="store_true",
         help="generate into a temp dir and fail if bridge/_generated differs",
     )
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=OUT_DIR,
+        help="with --check: the directory to check (default: bridge/_generated)",
+    )
     args = parser.parse_args()
     if args.check:
-        return check()
+        return check(args.dir)
     regenerate()
     return 0
 
