@@ -26,12 +26,14 @@ Semantics, in one place:
 * **Validation** is ``msgspec.convert(arguments, ArgsStruct)`` in strict mode: JSON input is
   already typed, so ``"5"`` is not an ``int`` and ``1`` is not a ``bool``. Strict mode still
   takes an ``int`` for a ``float`` and the string forms of types JSON lacks (``datetime``,
-  ``UUID``, ``Decimal``, base64 ``bytes``). Unknown fields are rejected. Any mismatch is an
+  ``UUID``, ``Decimal``, base64 ``bytes``). It refuses ``1.0`` for an ``int``, which JSON Schema
+  would accept. Unknown fields are rejected. Any mismatch is an
   :class:`InvalidArguments` whose message names the field path (``$.items[0].qty``).
 * **Running.** ``async def`` functions are awaited in the caller's task; plain functions run in
   a worker thread (``anyio.to_thread.run_sync``) so they never block the event loop. A thread
-  cannot be interrupted: cancelling a call to a sync capability takes effect when the function
-  returns, and its result is then discarded.
+  cannot be interrupted: a cancelled (or timed-out) call to a sync capability returns at once
+  and the function runs on in its thread to the end, its result discarded, as with the
+  registry's ``FunctionTool``. Give sync capabilities a short runtime or their own limits.
 * **Result.** The return value goes through ``msgspec.to_builtins`` (Structs, dataclasses,
   datetimes, UUIDs... become JSON-compatible builtins; mapping keys become strings). It is not
   validated against the return annotation; ``result_schema`` describes that annotation (``{}``
@@ -47,8 +49,10 @@ Semantics, in one place:
   annotation: every tool parameter needs one, so that one is the instance). A function in a
   class body without such a parameter is a static capability, whichever order ``@staticmethod``
   and ``@capability`` are written in; ``@classmethod`` is refused.
-* ``timeout``, ``max_concurrency`` and ``tags`` are metadata for the registry; this module does
-  not enforce them.
+* ``timeout``, ``max_concurrency`` and ``tags`` are metadata for the registry
+  (``ToolRegistry.register(tool, timeout=tool.timeout, max_concurrency=tool.max_concurrency)``);
+  this module does not enforce them. ``timeout=None`` means the registry's default and
+  ``math.inf`` none, as in the registry.
 """
 
 from __future__ import annotations
@@ -56,7 +60,6 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
-import math
 import re
 import typing
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -66,7 +69,7 @@ import anyio.to_thread
 import msgspec
 
 from loom.runtime import LoomError
-from loom.runtime.tools._errors import InvalidArguments
+from loom.runtime.tools import InvalidArguments
 
 __all__ = [
     "BoundCapability",
@@ -149,17 +152,25 @@ class _Spec(msgspec.Struct, frozen=True, kw_only=True):
         if self.is_async:
             result = await self.func(*args, **kwargs)
         else:
-            result = await anyio.to_thread.run_sync(functools.partial(self.func, *args, **kwargs))
-            if inspect.isawaitable(result):
-                # A sync function handing back a coroutine would leak it un-awaited; the
-                # function should have been declared ``async def``.
-                if inspect.iscoroutine(result):
-                    result.close()
-                raise TypeError(
-                    f"capability {self.name!r}: {_qualname(self.func)} is not `async def` but "
-                    "returned an awaitable; declare it `async def`"
-                )
+            # Like the registry's FunctionTool: a thread cannot be interrupted, so a cancelled
+            # (timed out) call returns at once and the thread finishes alone, unheard.
+            result = await anyio.to_thread.run_sync(
+                functools.partial(self._run_sync, args, kwargs), abandon_on_cancel=True
+            )
         return cast(JSONValue, msgspec.to_builtins(result, str_keys=True))
+
+    def _run_sync(self, args: tuple[object, ...], kwargs: dict[str, object]) -> object:
+        result = self.func(*args, **kwargs)
+        if inspect.isawaitable(result):
+            # Checked in the thread, so that the coroutine is closed, not leaked un-awaited
+            # (and so that asyncio and trio report it alike).
+            if inspect.iscoroutine(result):
+                result.close()
+            raise TypeError(
+                f"capability {self.name!r}: {_qualname(self.func)} is not `async def` but "
+                "returned an awaitable; declare it `async def`"
+            )
+        return result
 
 
 class _Described:
@@ -189,7 +200,7 @@ class _Described:
 
     @property
     def timeout(self) -> float | None:
-        """Seconds the registry should allow a call, or ``None`` for its default."""
+        """Seconds the registry should allow a call: ``None`` for its default, ``math.inf`` none."""
         return self._spec.timeout
 
     @property
@@ -337,7 +348,8 @@ def capability(
         name_or_func: the tool name (dotted words: letters, digits, ``_`` and ``-``); defaults
             to the function's ``__name__``.
         description: what the tool does; defaults to the docstring's first paragraph.
-        timeout: seconds the registry should allow one call (not enforced here).
+        timeout: seconds the registry should allow one call (``math.inf``: no limit; not
+            enforced here).
         max_concurrency: calls the registry should run at once (not enforced here).
         tags: free-form labels.
 
@@ -416,8 +428,6 @@ def _build(
         isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0
     ):
         raise InvalidCapability(where, f"timeout must be a positive number, got {timeout!r}")
-    if timeout is not None and math.isinf(timeout):
-        timeout = None
     if max_concurrency is not None and (
         isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int)
     ):

@@ -7,6 +7,7 @@ import datetime
 import enum
 import inspect
 import keyword
+import math
 import threading
 import uuid
 from collections.abc import Callable
@@ -27,10 +28,22 @@ from loom._capability import (
     capability,
 )
 from loom.runtime import InvalidArgument, LoomError
-from loom.runtime.tools._errors import InvalidArguments, ToolError
-from loom.runtime.tools._tool import Tool
+from loom.runtime.tools import (
+    InvalidArguments,
+    Tool,
+    ToolError,
+    ToolFailed,
+    ToolRegistry,
+    ToolTimeout,
+)
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """The capability layer is backend-neutral: async tests run on both."""
+    return str(request.param)
 
 
 # ----------------------------------------------------------------------- types used in hints
@@ -462,6 +475,30 @@ async def test_sync_function_does_not_block_the_loop() -> None:
     assert results == ["done"]
 
 
+async def test_cancelled_sync_call_returns_at_once() -> None:
+    started = threading.Event()
+    release = threading.Event()
+    finished = threading.Event()
+
+    @capability
+    def stuck() -> None:
+        started.set()
+        release.wait(5)
+        finished.set()
+
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stuck.call, {})
+            await anyio.to_thread.run_sync(started.wait, 5)
+            scope.cancel()
+    # The call is over while the function still runs in its thread (it cannot be interrupted).
+    assert scope.cancelled_caught
+    assert not finished.is_set()
+    release.set()
+    await anyio.to_thread.run_sync(finished.wait, 5)
+    assert finished.is_set()
+
+
 async def test_exceptions_propagate_unchanged() -> None:
     @capability
     def boom(x: int) -> int:
@@ -691,6 +728,46 @@ async def test_capabilities_of_an_instance() -> None:
     ]
 
 
+# ------------------------------------------------------------------------------ registry
+
+
+async def test_registered_in_a_tool_registry() -> None:
+    registry = ToolRegistry()
+    shouter = Shouter("!")
+    for tool in capabilities_of(shouter):
+        registry.register(tool, timeout=tool.timeout, max_concurrency=tool.max_concurrency)
+    assert await registry.call("text.shout", {"text": "hi", "times": 2}) == "HI! HI!"
+    assert await registry.call("text.shout", '{"text": "json"}') == "JSON!"
+    assert await registry.call("count", {}) == 2
+    with pytest.raises(InvalidArguments) as info:
+        await registry.call("text.shout", {"text": 1})
+    assert info.value.tool == "text.shout"
+    assert info.value.path == ("text",)
+
+
+async def test_registry_timeout_cuts_a_sync_capability_short() -> None:
+    release = threading.Event()
+
+    @capability("slow.sync", timeout=0.05)
+    def slow() -> None:
+        release.wait(5)
+
+    @capability("fails")
+    async def fails() -> None:
+        raise RuntimeError("nope")
+
+    registry = ToolRegistry()
+    registry.register(slow, timeout=slow.timeout)
+    registry.register(fails)
+    try:
+        with pytest.raises(ToolTimeout):
+            await registry.call("slow.sync", {})
+    finally:
+        release.set()
+    with pytest.raises(ToolFailed, match="RuntimeError: nope"):
+        await registry.call("fails", {})
+
+
 # ---------------------------------------------------------------------- decoration errors
 
 
@@ -787,12 +864,13 @@ def test_bad_options_are_refused(options: dict[str, Any], message: str) -> None:
         capability(name, **options)(f)
 
 
-def test_infinite_timeout_means_none() -> None:
-    @capability("t", timeout=float("inf"))
+def test_infinite_timeout_is_kept() -> None:
+    # As in ToolRegistry.register: None is "the registry's default", inf is "no limit".
+    @capability("t", timeout=math.inf)
     def f() -> None:
         return None
 
-    assert f.timeout is None
+    assert f.timeout == math.inf
 
 
 def test_method_and_wrapper_errors() -> None:
