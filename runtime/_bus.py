@@ -338,11 +338,11 @@ class EventBus:
             raise BusClosed("the bus is not open" if self._state is _State.NEW else "bus closed")
         if not isinstance(event, Event):
             raise InvalidArgument(f"publish takes an Event, not {type(event).__name__}")
-        if self._tracer is not None:
-            event = self._tracer.inject(topic, event)
         entry = self._topics.get(topic)
         if entry is None or entry.gen != self._gen:
             entry = self._refresh(topic, entry)
+        if self._tracer is not None:  # after validation: a refused publish makes no span
+            event = self._tracer.inject(topic, event)
         delivery = Delivery(topic, event)
         blocked = self._route(entry, delivery)
         if blocked:
@@ -369,8 +369,6 @@ class EventBus:
             raise InvalidArgument(f"publish takes an Event, not {type(event).__name__}")
         if self._transport is not None:
             raise WouldBlock("a bus with a transport publishes remotely, which can wait")
-        if self._tracer is not None:
-            event = self._tracer.inject(topic, event)
         entry = self._topics.get(topic)
         if entry is None or entry.gen != self._gen:
             entry = self._refresh(topic, entry)
@@ -383,6 +381,8 @@ class EventBus:
                 and sub not in entry.soft
             ):
                 raise WouldBlock(f"subscription {sub.pattern!r} is full")
+        if self._tracer is not None:  # only once the publish is sure to happen
+            event = self._tracer.inject(topic, event)
         self._route(entry, Delivery(topic, event))
 
     async def deliver_inbound(self, topic: str, event: Event) -> None:
