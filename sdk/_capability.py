@@ -401,10 +401,9 @@ def _build(
     max_concurrency: int | None,
     tags: Collection[str],
 ) -> Capability[P, R]:
-    is_method: bool | None = None
     raw: object = func
     if isinstance(raw, staticmethod):
-        func, is_method = raw.__func__, False
+        func = raw.__func__
     elif isinstance(raw, classmethod):
         raise InvalidCapability(
             _qualname(raw.__func__), "classmethods are not supported; use a method or a function"
@@ -417,7 +416,13 @@ def _build(
     if inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func):
         raise InvalidCapability(where, "generator functions cannot be tools; return a list")
 
-    name = func.__name__ if name is None else name
+    # Where hints, docstring and async-ness live: the function itself, a bound method, a
+    # partial's function, or a callable object's ``__call__``.
+    target = _code_of(func)
+    if name is None:
+        name = getattr(func if inspect.isfunction(func) else target, "__name__", "")
+        if name == "__call__":
+            raise InvalidCapability(where, "a callable object needs an explicit name")
     if not isinstance(name, str) or len(name) > _NAME_MAX or not _NAME_RE.match(name):
         raise InvalidCapability(
             where,
@@ -442,18 +447,24 @@ def _build(
     except (TypeError, ValueError) as exc:
         raise InvalidCapability(where, f"cannot read its signature ({exc})") from None
     try:
-        hints = typing.get_type_hints(func, include_extras=True)
+        hints = typing.get_type_hints(target, include_extras=True)
     except Exception as exc:
         # NameError for a forward reference to a local, TypeError for a bad expression...
         raise InvalidCapability(where, f"cannot resolve its type hints ({exc!r})") from None
 
     params = list(signature.parameters.values())
-    if is_method is None:
-        is_method = _defined_in_class(func) and _takes_self(params, hints)
+    # Only a plain function written in a class body can be a method (a bound method, a partial
+    # or a callable object already has its instance).
+    is_method = (
+        not isinstance(raw, staticmethod)
+        and inspect.isfunction(func)
+        and _defined_in_class(func)
+        and _takes_self(params, hints)
+    )
     if is_method:
         params = params[1:]
 
-    doc = inspect.getdoc(func) or ""
+    doc = inspect.getdoc(target if isinstance(func, functools.partial) else func) or ""
     arg_docs = _docstring_args(doc)
     fields: list[tuple[str, Any, Any]] = []
     positional: list[str] = []
@@ -481,7 +492,7 @@ def _build(
 
     try:
         args_type = msgspec.defstruct(
-            f"{func.__name__}_arguments",
+            re.sub(r"\W", "_", name) + "_arguments",
             fields,
             kw_only=True,
             forbid_unknown_fields=True,
@@ -516,7 +527,7 @@ def _build(
         max_concurrency=max_concurrency,
         tags=frozenset(tags),
         func=func,
-        is_async=inspect.iscoroutinefunction(func),
+        is_async=inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(target),
         is_method=is_method,
         args_type=args_type,
         positional=tuple(positional),
@@ -614,6 +625,15 @@ def _defined_in_class(func: Callable[..., Any]) -> bool:
     # ``f`` and ``outer.<locals>.f`` are not.
     parts = getattr(func, "__qualname__", "").split(".")
     return len(parts) >= 2 and parts[-2] != "<locals>"
+
+
+def _code_of(func: Callable[..., Any]) -> Callable[..., Any]:
+    if inspect.isfunction(func) or inspect.ismethod(func):
+        return func
+    if isinstance(func, functools.partial):
+        return _code_of(func.func)
+    call: Callable[..., Any] = func.__call__  # type: ignore[operator]
+    return call
 
 
 def _takes_self(params: list[inspect.Parameter], hints: dict[str, Any]) -> bool:

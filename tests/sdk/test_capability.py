@@ -728,6 +728,59 @@ async def test_capabilities_of_an_instance() -> None:
     ]
 
 
+class Multiplier:
+    """Multiply by a factor."""
+
+    def __init__(self, factor: int) -> None:
+        self.factor = factor
+
+    def __call__(self, x: int) -> int:
+        return x * self.factor
+
+    def scale(self, x: float) -> float:
+        """Scale a number."""
+        return x * self.factor
+
+
+class AsyncAdder:
+    async def __call__(self, x: int, y: int = 1) -> int:
+        return x + y
+
+
+def _power(base: int, exponent: int) -> int:
+    """Raise to a power."""
+    return int(base**exponent)
+
+
+async def test_other_callables() -> None:
+    times3 = capability("math.times3")(Multiplier(3))
+    assert times3.description == "Multiply by a factor."
+    assert times3.parameters_schema["required"] == ["x"]
+    assert await times3.call({"x": 2}) == 6
+
+    add = capability("math.add")(AsyncAdder())
+    assert add.parameters_schema["required"] == ["x"]
+    assert await add.call({"x": 2}) == 3  # awaited, not sent to a thread
+
+    # A bound method already has its instance: nothing more is skipped.
+    scale = capability(Multiplier(2).scale)
+    assert scale.name == "scale"
+    assert not scale.is_method
+    assert scale.description == "Scale a number."
+    assert await scale.call({"x": 1.5}) == 3.0
+
+    import functools
+
+    square = capability(functools.partial(_power, exponent=2))
+    assert square.name == "_power"
+    assert square.description == "Raise to a power."
+    assert square.parameters_schema["properties"]["exponent"]["default"] == 2
+    assert await square.call({"base": 7}) == 49
+
+    with pytest.raises(InvalidCapability, match="needs an explicit name"):
+        capability(Multiplier(1))
+
+
 # ------------------------------------------------------------------------------ registry
 
 
@@ -957,7 +1010,7 @@ def _signatures_and_arguments(
     return parameters, arguments
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(drawn=_signatures_and_arguments(), is_async=st.booleans())
 async def test_call_returns_what_the_function_returns(
     drawn: tuple[list[inspect.Parameter], dict[str, Any]], is_async: bool
