@@ -1,6 +1,15 @@
 """``loom.runtime``: the event bus, the event model and (in later layers) the actor runtime."""
 
+from ._behaviour import AgentSpec as AgentSpec
+from ._behaviour import Behaviour as Behaviour
+from ._behaviour import HasAgentSpec as HasAgentSpec
+from ._behaviour import validate_agent_id as validate_agent_id
 from ._bus import EventBus as EventBus
+from ._context import Context as Context
+from ._context import ContextHost as ContextHost
+from ._directory import AgentInfo as AgentInfo
+from ._directory import AgentStatus as AgentStatus
+from ._directory import Directory as Directory
 from ._errors import BusClosed as BusClosed
 from ._errors import DeadlineExceeded as DeadlineExceeded
 from ._errors import InvalidArgument as InvalidArgument
@@ -20,12 +29,21 @@ from ._event import step_hop as step_hop
 from ._ids import new_id as new_id
 from ._ids import now_ms as now_ms
 from ._qos import QoS as QoS
+from ._runtime import DEAD_LETTER_PREFIX as DEAD_LETTER_PREFIX
+from ._runtime import LIFECYCLE_PREFIX as LIFECYCLE_PREFIX
+from ._runtime import AgentNotFound as AgentNotFound
+from ._runtime import AgentRuntime as AgentRuntime
+from ._runtime import AgentStartFailed as AgentStartFailed
+from ._runtime import LifecycleEvent as LifecycleEvent
 from ._stats import BusStats as BusStats
 from ._stats import DropReason as DropReason
 from ._stats import Drops as Drops
 from ._stats import SubscriptionStats as SubscriptionStats
 from ._stats import TopicStats as TopicStats
 from ._subscription import Subscription as Subscription
+from ._supervision import Strategy as Strategy
+from ._supervision import SupervisionPolicy as SupervisionPolicy
+from ._timers import Timer as Timer
 from ._topics import pattern_matches as pattern_matches
 from ._topics import validate_pattern as validate_pattern
 from ._topics import validate_topic as validate_topic
@@ -35,25 +53,42 @@ from ._transport import Inbound as Inbound
 from ._transport import Transport as Transport
 
 __all__ = [
+    "DEAD_LETTER_PREFIX",
     "DEFAULT_TTL",
+    "LIFECYCLE_PREFIX",
+    "AgentInfo",
+    "AgentNotFound",
+    "AgentRuntime",
+    "AgentSpec",
+    "AgentStartFailed",
+    "AgentStatus",
+    "Behaviour",
     "BusClosed",
     "BusStats",
+    "Context",
+    "ContextHost",
     "DeadlineExceeded",
     "Delivery",
+    "Directory",
     "DropReason",
     "Drops",
     "Envelope",
     "Event",
     "EventBus",
+    "HasAgentSpec",
     "Inbound",
     "InvalidArgument",
     "InvalidTopic",
+    "LifecycleEvent",
     "LoomError",
     "QoS",
+    "Strategy",
     "Subscription",
     "SubscriptionClosed",
     "SubscriptionStats",
+    "SupervisionPolicy",
     "TTLExpired",
+    "Timer",
     "TopicStats",
     "Transport",
     "WouldBlock",
@@ -66,6 +101,7 @@ __all__ = [
     "reply_envelope",
     "reply_topic",
     "step_hop",
+    "validate_agent_id",
     "validate_pattern",
     "validate_topic",
 ]

@@ -1,17 +1,51 @@
 """Loom: an event-driven runtime for AI agents.
 
-What users import. The agent SDK (``Agent``, ``Context``, ``capability``) arrives with the actor
-runtime; today this re-exports the event model and the bus.
+What users import::
+
+    from loom import Agent, Context, capability
 """
 
+from loom.runtime import AgentRuntime as AgentRuntime
+from loom.runtime import AgentStatus as AgentStatus
 from loom.runtime import BusClosed as BusClosed
+from loom.runtime import Context as Context
+from loom.runtime import DeadlineExceeded as DeadlineExceeded
 from loom.runtime import Envelope as Envelope
 from loom.runtime import Event as Event
 from loom.runtime import EventBus as EventBus
+from loom.runtime import InvalidArgument as InvalidArgument
 from loom.runtime import InvalidTopic as InvalidTopic
 from loom.runtime import LoomError as LoomError
 from loom.runtime import QoS as QoS
+from loom.runtime import Strategy as Strategy
+from loom.runtime import SupervisionPolicy as SupervisionPolicy
+
+from ._agent import Agent as Agent
+from ._capability import BoundCapability as BoundCapability
+from ._capability import Capability as Capability
+from ._capability import InvalidCapability as InvalidCapability
+from ._capability import capability as capability
 
 __version__ = "0.1.0"
 
-__all__ = ["BusClosed", "Envelope", "Event", "EventBus", "InvalidTopic", "LoomError", "QoS"]
+__all__ = [
+    "Agent",
+    "AgentRuntime",
+    "AgentStatus",
+    "BoundCapability",
+    "BusClosed",
+    "Capability",
+    "Context",
+    "DeadlineExceeded",
+    "Envelope",
+    "Event",
+    "EventBus",
+    "InvalidArgument",
+    "InvalidCapability",
+    "InvalidTopic",
+    "LoomError",
+    "QoS",
+    "Strategy",
+    "SupervisionPolicy",
+    "capability",
+]

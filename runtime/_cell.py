@@ -1,0 +1,431 @@
+"""One hosted agent: its mailbox, its instance, its supervision. Internal to the runtime.
+
+An idle agent costs one task, parked on its mailbox. The mailbox is a single bus
+subscription holding every pattern the agent listens to (its topics, its mailbox topic and
+what it subscribes to later), so events reach the handler straight from the publisher's
+``publish`` in arrival order, with the bus's backpressure, and without a forwarding task.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from . import collab
+from ._behaviour import AgentSpec, Behaviour, HasAgentSpec
+from ._context import Context
+from ._directory import AgentStatus
+from ._errors import BusClosed, InvalidArgument, SubscriptionClosed, WouldBlock
+from ._event import Delivery, Event, mailbox_topic
+from ._qos import QoS
+from ._subscription import Subscription
+from ._supervision import Strategy
+from ._timers import Timer, TimerSet
+from .tools import ToolRegistry
+
+if TYPE_CHECKING:
+    from ._runtime import AgentRuntime
+
+__all__: list[str] = []
+
+log = logging.getLogger("loom.runtime")
+
+_YIELD_EVERY = 64
+
+
+class _Halt(Exception):
+    """Internal: a handler failure decided to leave the consume loop."""
+
+
+class Cell:
+    """The runtime's record of one agent."""
+
+    __slots__ = (
+        "_attempts",
+        "_consecutive",
+        "_halt",
+        "_restart_times",
+        "_retry",
+        "_stop_deadline",
+        "_wait_scopes",
+        "children",
+        "ctx",
+        "done",
+        "failed_events",
+        "handled",
+        "id",
+        "instance",
+        "mailbox",
+        "parent",
+        "registry",
+        "running_once",
+        "runtime",
+        "scope",
+        "spec",
+        "status",
+        "stopping",
+        "timers",
+    )
+
+    def __init__(self, runtime: AgentRuntime, spec: AgentSpec, parent: str | None) -> None:
+        self.runtime = runtime
+        self.spec = spec
+        self.id = spec.id
+        self.parent = parent
+        self.children: list[str] = []
+        self.status = AgentStatus.CREATED
+        self.mailbox: Subscription = runtime.bus.subscribe(
+            mailbox_topic(spec.id), qos=spec.qos, buffer_size=spec.mailbox_size
+        )
+        for pattern in spec.topics:
+            self.mailbox.add_pattern(pattern)
+        self.instance: Behaviour | None = None
+        self.ctx: Context | None = None
+        self.registry: ToolRegistry | None = None
+        self.timers: TimerSet | None = None
+        self.scope = anyio.CancelScope()
+        self.running_once = anyio.Event()
+        self.done = anyio.Event()
+        self.stopping = False
+        self.handled = 0
+        self.failed_events = 0
+        self._halt: Strategy | None = None
+        self._retry: Delivery | None = None
+        self._attempts = 0
+        self._consecutive = 0
+        self._restart_times: deque[float] = deque()
+        self._wait_scopes: set[anyio.CancelScope] = set()
+        self._stop_deadline = 0.0
+
+    # ------------------------------------------------------------------ control
+
+    def request_stop(self) -> None:
+        """Finish the event in hand, then stop; an idle agent stops at once."""
+        self.stopping = True
+        for scope in self._wait_scopes:
+            scope.cancel()
+
+    async def main(self) -> None:
+        """The agent's task: (re)start instances until stopped or failed."""
+        rt = self.runtime
+        policy = self.spec.policy
+        final = AgentStatus.STOPPED
+        reason = ""
+        try:
+            with self.scope:
+                while not self.stopping:
+                    decision, reason = await self._run_instance()
+                    if decision is not Strategy.RESTART or self.stopping:
+                        break
+                    if not self._may_restart():
+                        final = AgentStatus.FAILED
+                        reason = (
+                            f"{reason}; gave up after {policy.max_restarts} restarts in "
+                            f"{policy.window_s:g}s"
+                        )
+                        break
+                    self._consecutive += 1
+                    rt.directory.count_restart(self.id)
+                    delay = policy.backoff(self._consecutive)
+                    log.warning("agent %s restarting in %.3fs: %s", self.id, delay, reason)
+                    with anyio.CancelScope() as wait:  # a stop cuts the backoff short
+                        self._wait_scopes.add(wait)
+                        await anyio.sleep(delay)
+                    self._wait_scopes.discard(wait)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._close_mailbox(final, reason)
+                await rt._agent_ended(self, final, reason)
+                self.running_once.set()
+                self.done.set()
+
+    def _may_restart(self) -> bool:
+        policy = self.spec.policy
+        now = time.monotonic()
+        times = self._restart_times
+        while times and now - times[0] > policy.window_s:
+            times.popleft()
+        if len(times) >= policy.max_restarts:
+            return False
+        times.append(now)
+        return True
+
+    # ------------------------------------------------------------------ one instance
+
+    async def _run_instance(self) -> tuple[Strategy, str]:
+        rt = self.runtime
+        spec = self.spec
+        instance = spec.factory()
+        state = getattr(instance, "state", None)
+        if not isinstance(state, MutableMapping):
+            state = {}
+        self.instance = instance
+        self._halt = None
+        await rt._set_status(self, AgentStatus.STARTING)
+        async with anyio.create_task_group() as tg:
+            self.timers = TimerSet(tg, self._deliver_timer)
+            host = _Host(self, tg)
+            ctx = self.ctx = Context(self.id, host, state)
+            started = False
+            outcome: tuple[Strategy, str] = (Strategy.STOP, "")
+            try:
+                await instance.on_start(ctx)
+                started = True
+            except Exception as exc:
+                outcome = self._decide(exc)
+                log.error("agent %s: on_start failed: %r", self.id, exc)
+            if started:
+                self._register_tools(instance)
+                await rt._set_status(self, AgentStatus.RUNNING)
+                self.running_once.set()
+                outcome = await self._consume(instance)
+            await rt._set_status(self, AgentStatus.STOPPING)
+            self.timers.cancel_all()
+            self._unregister_tools()
+            await self._call_on_stop(instance, ctx)
+            tg.cancel_scope.cancel()
+        self.instance = None
+        return outcome
+
+    async def _call_on_stop(self, instance: Behaviour, ctx: Context) -> None:
+        ctx.event = None
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self.runtime.stop_timeout_s):
+            try:
+                await instance.on_stop(ctx)
+            except Exception as exc:
+                log.error("agent %s: on_stop failed: %r", self.id, exc)
+
+    def _register_tools(self, instance: Behaviour) -> None:
+        tools = list(instance.tools())
+        if not tools:
+            return
+        registry = ToolRegistry()
+        for tool in tools:
+            registry.register(
+                tool,
+                timeout=getattr(tool, "timeout", None),
+                max_concurrency=getattr(tool, "max_concurrency", None),
+            )
+        self.registry = registry
+        self.runtime.directory.set_capabilities(self.id, [t.name for t in tools])
+
+    def _unregister_tools(self) -> None:
+        if self.registry is not None:
+            self.registry = None
+            self.runtime.directory.set_capabilities(self.id, ())
+
+    # ------------------------------------------------------------------ the mailbox loop
+
+    async def _consume(self, instance: Behaviour) -> tuple[Strategy, str]:
+        n = self.spec.max_concurrency
+        ctx = self.ctx
+        assert ctx is not None
+        if n == 1:
+            return await self._worker(instance, ctx)
+        results: list[tuple[Strategy, str]] = []
+
+        async def worker() -> None:
+            wctx = Context(self.id, ctx._host, ctx.state)
+            results.append(await self._worker(instance, wctx))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(n):
+                tg.start_soon(worker)
+        for outcome in results:
+            if outcome[0] is not Strategy.STOP or outcome[1]:
+                return outcome
+        return Strategy.STOP, ""
+
+    async def _worker(self, instance: Behaviour, ctx: Context) -> tuple[Strategy, str]:
+        mailbox = self.mailbox
+        handler = instance.on_event
+        tick = 0
+        while True:
+            if self.stopping or self._halt is not None:
+                break
+            delivery = self._retry
+            if delivery is not None:
+                self._retry = None
+            else:
+                try:
+                    delivery = mailbox.receive_nowait()
+                    tick += 1
+                    if tick >= _YIELD_EVERY:  # handlers that never await must not starve others
+                        tick = 0
+                        await anyio.lowlevel.checkpoint()
+                except WouldBlock:
+                    delivery = await self._wait(mailbox)
+                    if delivery is None:
+                        continue
+                except SubscriptionClosed:
+                    break
+            event = delivery.event
+            env = event.envelope
+            if env.hop >= env.ttl:
+                await self._dead_letter(
+                    delivery, "ttl_expired", f"hop {env.hop} reached ttl {env.ttl}", 0
+                )
+                continue
+            ctx.event = event
+            try:
+                await handler(ctx, delivery.topic, event)
+            except Exception as exc:
+                ctx.event = None
+                outcome = await self._on_failure(delivery, exc)
+                if outcome is not None:
+                    return outcome
+                continue
+            ctx.event = None
+            self.handled += 1
+            if self._attempts:
+                self._attempts = 0
+            self._consecutive = 0
+        if self._halt is not None:
+            return self._halt, "halted by a sibling worker"
+        return Strategy.STOP, ""
+
+    async def _wait(self, mailbox: Subscription) -> Delivery | None:
+        """Wait for the next event; ``None`` when a stop interrupted the wait."""
+        with anyio.CancelScope() as scope:
+            self._wait_scopes.add(scope)
+            if self.stopping or self._halt is not None:
+                scope.cancel()
+            try:
+                return await mailbox.receive()
+            except SubscriptionClosed:
+                self.stopping = True
+                return None
+            finally:
+                self._wait_scopes.discard(scope)
+        return None
+
+    async def _on_failure(self, delivery: Delivery, exc: Exception) -> tuple[Strategy, str] | None:
+        """Apply the policy to a failed handler; ``None`` means carry on with the next event."""
+        self.failed_events += 1
+        policy = self.spec.policy
+        strategy = policy.strategy
+        reason = f"{type(exc).__name__}: {exc}"
+        log.warning("agent %s: handler failed on %s: %s", self.id, delivery.topic, reason)
+        if strategy is Strategy.RESTART:
+            self._attempts += 1
+            if self._attempts >= policy.poison_after:
+                await self._dead_letter(delivery, "poison", reason, self._attempts)
+                self._attempts = 0
+            else:
+                self._retry = delivery  # handled first by the fresh instance
+            self._halt_all(Strategy.RESTART)
+            return Strategy.RESTART, reason
+        await self._dead_letter(delivery, "handler_error", reason, 1)
+        if strategy is Strategy.STOP:
+            self._halt_all(Strategy.STOP)
+            self.stopping = True
+            return Strategy.STOP, reason
+        return None
+
+    def _decide(self, exc: Exception) -> tuple[Strategy, str]:
+        strategy = self.spec.policy.strategy
+        reason = f"on_start raised {type(exc).__name__}: {exc}"
+        if strategy is Strategy.RESTART:
+            return Strategy.RESTART, reason
+        self.stopping = True
+        return Strategy.STOP, reason
+
+    def _halt_all(self, strategy: Strategy) -> None:
+        self._halt = strategy
+        for scope in self._wait_scopes:
+            scope.cancel()
+
+    # ------------------------------------------------------------------ dead letters & timers
+
+    async def _dead_letter(
+        self, delivery: Delivery, reason: str, error: str, attempts: int
+    ) -> None:
+        await self.runtime._dead_letter(self.id, delivery, reason, error, attempts)
+
+    async def _deliver_timer(self, event: Event) -> None:
+        await self.runtime.bus.publish(mailbox_topic(self.id), event)
+
+    async def _close_mailbox(self, final: AgentStatus, reason: str) -> None:
+        """Take the mailbox off the bus; what it still holds goes to the dead-letter topic."""
+        mailbox = self.mailbox
+        leftovers: list[Delivery] = []
+        if self._retry is not None:
+            leftovers.append(self._retry)
+            self._retry = None
+        if not mailbox.closed:
+            while True:
+                try:
+                    leftovers.append(mailbox.receive_nowait())
+                except (WouldBlock, SubscriptionClosed):
+                    break
+            mailbox.close()
+        why = "agent_failed" if final is AgentStatus.FAILED else "agent_stopped"
+        for delivery in leftovers:
+            await self._dead_letter(delivery, why, reason or final.value, 0)
+
+
+class _Host:
+    """The in-process :class:`ContextHost` of one agent instance."""
+
+    __slots__ = ("_cell", "_tg")
+
+    def __init__(self, cell: Cell, tg: TaskGroup) -> None:
+        self._cell = cell
+        self._tg = tg
+
+    async def publish(self, topic: str, event: Event, *, qos: QoS | None) -> bool:
+        bus = self._cell.runtime.bus
+        if qos is QoS.REALTIME:
+            try:
+                bus.publish_nowait(topic, event)
+            except WouldBlock:
+                return False
+            return True
+        await bus.publish(topic, event)
+        return True
+
+    async def request(
+        self, topic: str, event: Event, *, timeout: float, parent: Event | None
+    ) -> Event:
+        return await collab.request(
+            self._cell.runtime.bus,
+            topic,
+            event,
+            timeout=timeout,
+            sender=self._cell.id,
+            parent=parent,
+        )
+
+    async def call_tool(
+        self, name: str, arguments: Mapping[str, Any] | str, *, timeout: float | None
+    ) -> Any:
+        return await self._cell.runtime.call_tool(name, arguments, timeout=timeout)
+
+    async def subscribe(self, pattern: str, *, qos: QoS | None) -> None:
+        cell = self._cell
+        if cell.mailbox.add_pattern(pattern, qos=qos):
+            cell.runtime.directory.add_pattern(cell.id, pattern)
+
+    async def unsubscribe(self, pattern: str) -> None:
+        cell = self._cell
+        if pattern == mailbox_topic(cell.id):
+            raise InvalidArgument("an agent cannot unsubscribe from its own mailbox topic")
+        if cell.mailbox.remove_pattern(pattern):
+            cell.runtime.directory.remove_pattern(cell.id, pattern)
+
+    async def spawn(self, agent: AgentSpec | HasAgentSpec) -> str:
+        return await self._cell.runtime.start(agent, parent=self._cell.id)
+
+    def schedule(
+        self, event: Event, *, delay: float | None, every: float | None, at: float | None
+    ) -> Timer:
+        timers = self._cell.timers
+        if timers is None:
+            raise BusClosed("the agent is not running")
+        return timers.schedule(event, delay=delay, every=every, at=at)

@@ -1,0 +1,235 @@
+"""``Context``: what a handler gets to act on the world.
+
+A context belongs to one agent instance. Events a handler emits inherit the thread, the trace
+context and the hop count of the event being handled (one hop further), so a chain of agents
+carries its conversation and its TTL along without anyone copying fields by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, MutableMapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+import msgspec
+
+from ._envelope_build import child_envelope
+from ._event import Envelope, Event, mailbox_topic
+from ._qos import QoS
+
+if TYPE_CHECKING:
+    from ._behaviour import AgentSpec, HasAgentSpec
+    from ._timers import Timer
+
+__all__ = ["Context", "ContextHost"]
+
+
+class ContextHost(Protocol):
+    """The operations a :class:`Context` delegates to: the in-process runtime implements them,
+    and so does the SDK's remote client, which is why the same agent code runs in both."""
+
+    async def publish(self, topic: str, event: Event, *, qos: QoS | None) -> bool: ...
+
+    async def request(
+        self, topic: str, event: Event, *, timeout: float, parent: Event | None
+    ) -> Event: ...
+
+    async def call_tool(
+        self, name: str, arguments: Mapping[str, Any] | str, *, timeout: float | None
+    ) -> Any: ...
+
+    async def subscribe(self, pattern: str, *, qos: QoS | None) -> None: ...
+
+    async def unsubscribe(self, pattern: str) -> None: ...
+
+    async def spawn(self, agent: AgentSpec | HasAgentSpec) -> str: ...
+
+    def schedule(
+        self,
+        event: Event,
+        *,
+        delay: float | None,
+        every: float | None,
+        at: float | None,
+    ) -> Timer: ...
+
+
+class _AgentLog(logging.LoggerAdapter[logging.Logger]):
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
+        extra = dict(kwargs.get("extra") or {})
+        extra.setdefault("agent_id", self.extra["agent_id"] if self.extra else "")
+        kwargs["extra"] = extra
+        return f"[{extra['agent_id']}] {msg}", kwargs
+
+
+_LOG = logging.getLogger("loom.agent")
+
+
+class Context:
+    """A handler's view of the runtime.
+
+    Attributes:
+        agent_id: the agent this context belongs to.
+        state: the instance's state; a restart starts with a fresh one.
+        log: a logger that prefixes every line with the agent id.
+        event: the event being handled, or ``None`` (in ``on_start``, ``on_stop``, timers).
+    """
+
+    __slots__ = ("_host", "agent_id", "event", "log", "state")
+
+    def __init__(self, agent_id: str, host: ContextHost, state: MutableMapping[str, Any]) -> None:
+        self.agent_id = agent_id
+        self._host = host
+        self.state = state
+        self.event: Event | None = None
+        self.log: logging.LoggerAdapter[logging.Logger] = _AgentLog(_LOG, {"agent_id": agent_id})
+
+    @property
+    def mailbox(self) -> str:
+        """This agent's mailbox topic, ``agent.{id}.replies``."""
+        return mailbox_topic(self.agent_id)
+
+    def _event(
+        self,
+        payload: bytes | str,
+        *,
+        type: str,
+        metadata: Mapping[str, str] | None,
+        tags: Sequence[str],
+        priority: int,
+        envelope: Envelope | None = None,
+    ) -> Event:
+        if isinstance(payload, str):
+            payload = payload.encode()
+        return Event(
+            type=type,
+            source=self.agent_id,
+            payload=payload,
+            metadata=dict(metadata) if metadata else {},
+            tags=tuple(tags),
+            priority=priority,
+            envelope=envelope or child_envelope(self.event, sender=self.agent_id),
+        )
+
+    async def emit(
+        self,
+        topic: str,
+        payload: bytes | str = b"",
+        *,
+        type: str = "",
+        qos: QoS | None = None,
+        metadata: Mapping[str, str] | None = None,
+        tags: Sequence[str] = (),
+        priority: int = 0,
+    ) -> bool:
+        """Publish an event on ``topic`` from this agent.
+
+        ``qos=QoS.REALTIME`` never waits: if a lossless subscriber is full the event is not
+        published at all and ``False`` is returned. Any other value (the default) waits for
+        room, as the bus's lossless tiers promise.
+
+        Returns:
+            Whether the event was published.
+        """
+        event = self._event(payload, type=type, metadata=metadata, tags=tags, priority=priority)
+        return await self._host.publish(topic, event, qos=qos)
+
+    async def request(
+        self,
+        topic: str,
+        payload: bytes | str = b"",
+        *,
+        timeout: float = 30.0,
+        type: str = "",
+        metadata: Mapping[str, str] | None = None,
+    ) -> Event:
+        """Publish a request on ``topic`` and wait for its reply.
+
+        Raises:
+            RequestTimeout: no reply within ``timeout`` seconds (a ``DeadlineExceeded``).
+            NoResponders: nobody is subscribed to ``topic``.
+        """
+        event = self._event(payload, type=type, metadata=metadata, tags=(), priority=0)
+        return await self._host.request(topic, event, timeout=timeout, parent=self.event)
+
+    async def reply(
+        self,
+        original: Event,
+        payload: bytes | str = b"",
+        *,
+        type: str = "",
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        """Reply to ``original``: to its ``reply_to`` (else its sender's mailbox), keeping its
+        thread and correlation id."""
+        from ._event import reply_envelope, reply_topic
+
+        env = reply_envelope(original, sender=self.agent_id)
+        if self.event is not None:
+            env = msgspec.structs.replace(env, hop=self.event.envelope.hop + 1)
+        event = self._event(
+            payload, type=type, metadata=metadata, tags=(), priority=0, envelope=env
+        )
+        await self._host.publish(reply_topic(original), event, qos=None)
+
+    async def tool(
+        self,
+        name: str,
+        arguments: Mapping[str, Any] | str | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Any:
+        """Call a tool by name: a capability of any agent (the least busy one offering it) or a
+        tool of the runtime.
+
+        Raises:
+            ToolNotFound, InvalidArguments, ToolTimeout, ToolPermissionDenied, ToolFailed.
+        """
+        return await self._host.call_tool(name, arguments or {}, timeout=timeout)
+
+    async def subscribe(self, pattern: str, *, qos: QoS | None = None) -> None:
+        """Also receive events on ``pattern`` in this agent's mailbox."""
+        await self._host.subscribe(pattern, qos=qos)
+
+    async def unsubscribe(self, pattern: str) -> None:
+        """Stop receiving events on ``pattern`` (the mailbox topic cannot be dropped)."""
+        await self._host.unsubscribe(pattern)
+
+    async def spawn(self, agent: AgentSpec | HasAgentSpec) -> str:
+        """Start a child agent, supervised by its own policy and stopped with this agent.
+
+        Returns:
+            The child's id.
+        """
+        return await self._host.spawn(agent)
+
+    def schedule(
+        self,
+        type: str = "timer",
+        payload: bytes | str = b"",
+        *,
+        delay: float | None = None,
+        every: float | None = None,
+        at: float | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> Timer:
+        """Deliver an event of ``type`` to this agent's own mailbox later: once after ``delay``
+        seconds or at Unix time ``at``, and/or every ``every`` seconds. Timer events go through
+        the mailbox like any other, so the handler sees them in order and one at a time. Timers
+        end with the instance that set them (stop, restart, delete).
+
+        Returns:
+            A handle whose ``cancel()`` stops the timer.
+        """
+        if isinstance(payload, str):
+            payload = payload.encode()
+        event = Event(
+            type=type,
+            source=self.agent_id,
+            payload=payload,
+            metadata=dict(metadata) if metadata else {},
+            envelope=Envelope(sender=self.agent_id),
+        )
+        return self._host.schedule(event, delay=delay, every=every, at=at)

@@ -1,0 +1,246 @@
+"""The directory: who is there, what they listen to, what they can do, how busy they are."""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable, Iterable, Mapping
+
+import msgspec
+
+from ._topics import TopicTrie, validate_pattern, validate_topic
+
+__all__ = ["AgentInfo", "AgentStatus", "Directory"]
+
+
+class AgentStatus(enum.Enum):
+    """An agent's lifecycle state (published on ``loom.lifecycle.{agent_id}``)."""
+
+    CREATED = "created"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    STALE = "stale"
+    """A remote agent whose heartbeats stopped arriving; it may come back."""
+    DISCONNECTED = "disconnected"
+    """A remote agent whose stream ended."""
+
+
+class AgentInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A snapshot of one directory entry.
+
+    Attributes:
+        id: the agent id.
+        status: its lifecycle state.
+        patterns: the topic patterns it subscribes to (its mailbox topic included).
+        capabilities: names of the tools it offers.
+        remote: whether it lives in another process (connected through the bridge).
+        last_heartbeat_ms: when it was last seen alive (Unix ms).
+        mailbox_depth: events waiting in its mailbox now.
+        in_flight: tool calls it is running now.
+        restarts: how often it has been restarted.
+        metadata: free key/values it registered with.
+    """
+
+    id: str
+    status: AgentStatus
+    patterns: tuple[str, ...]
+    capabilities: tuple[str, ...]
+    remote: bool
+    last_heartbeat_ms: int
+    mailbox_depth: int
+    in_flight: int
+    restarts: int
+    metadata: Mapping[str, str]
+
+
+def _zero() -> int:
+    return 0
+
+
+class _Entry:
+    __slots__ = (
+        "capabilities",
+        "depth",
+        "id",
+        "in_flight",
+        "last_heartbeat_ms",
+        "metadata",
+        "patterns",
+        "remote",
+        "restarts",
+        "status",
+    )
+
+    def __init__(self, agent_id: str, remote: bool, metadata: Mapping[str, str]) -> None:
+        self.id = agent_id
+        self.remote = remote
+        self.metadata = dict(metadata)
+        self.status = AgentStatus.CREATED
+        self.patterns: dict[str, list[str]] = {}
+        self.capabilities: set[str] = set()
+        self.last_heartbeat_ms = time.time_ns() // 1_000_000
+        self.depth: Callable[[], int] = _zero
+        self.in_flight = 0
+        self.restarts = 0
+
+    def info(self) -> AgentInfo:
+        return AgentInfo(
+            id=self.id,
+            status=self.status,
+            patterns=tuple(self.patterns),
+            capabilities=tuple(sorted(self.capabilities)),
+            remote=self.remote,
+            last_heartbeat_ms=self.last_heartbeat_ms,
+            mailbox_depth=self.depth(),
+            in_flight=self.in_flight,
+            restarts=self.restarts,
+            metadata=self.metadata,
+        )
+
+
+class Directory:
+    """Every agent a runtime knows, local and remote.
+
+    Lookups by id, by capability and by topic ("who would receive an event published on this
+    concrete topic", wildcards included, through the same trie as the bus) return frozen
+    :class:`AgentInfo` snapshots. The runtime and the bridge keep it up to date; applications
+    read it.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _Entry] = {}
+        self._by_capability: dict[str, set[str]] = {}
+        self._trie: TopicTrie[str] = TopicTrie()
+
+    # ------------------------------------------------------------------ writes (runtime/bridge)
+
+    def add(self, agent_id: str, *, remote: bool = False, metadata: Mapping[str, str] = {}) -> None:
+        """Add an entry (status ``created``); replaces nothing.
+
+        Raises:
+            KeyError: the id is taken.
+        """
+        if agent_id in self._entries:
+            raise KeyError(agent_id)
+        self._entries[agent_id] = _Entry(agent_id, remote, metadata)
+
+    def remove(self, agent_id: str) -> None:
+        """Remove an entry and every index of it; unknown ids are ignored."""
+        entry = self._entries.pop(agent_id, None)
+        if entry is None:
+            return
+        for pattern, parts in entry.patterns.items():
+            del pattern
+            self._trie.remove(parts, agent_id)
+        self._set_capabilities(entry, ())
+
+    def set_status(self, agent_id: str, status: AgentStatus) -> None:
+        self._entries[agent_id].status = status
+
+    def add_pattern(self, agent_id: str, pattern: str) -> None:
+        entry = self._entries[agent_id]
+        if pattern not in entry.patterns:
+            parts = validate_pattern(pattern)
+            entry.patterns[pattern] = parts
+            self._trie.insert(parts, agent_id)
+
+    def remove_pattern(self, agent_id: str, pattern: str) -> None:
+        entry = self._entries[agent_id]
+        parts = entry.patterns.pop(pattern, None)
+        if parts is not None:
+            self._trie.remove(parts, agent_id)
+
+    def set_capabilities(self, agent_id: str, names: Iterable[str]) -> None:
+        self._set_capabilities(self._entries[agent_id], names)
+
+    def _set_capabilities(self, entry: _Entry, names: Iterable[str]) -> None:
+        for name in entry.capabilities:
+            holders = self._by_capability[name]
+            holders.discard(entry.id)
+            if not holders:
+                del self._by_capability[name]
+        entry.capabilities = set(names)
+        for name in entry.capabilities:
+            self._by_capability.setdefault(name, set()).add(entry.id)
+
+    def set_depth_probe(self, agent_id: str, probe: Callable[[], int]) -> None:
+        """How to read the agent's mailbox depth when a snapshot is taken."""
+        self._entries[agent_id].depth = probe
+
+    def count_restart(self, agent_id: str) -> None:
+        self._entries[agent_id].restarts += 1
+
+    def add_in_flight(self, agent_id: str, delta: int) -> None:
+        entry = self._entries.get(agent_id)
+        if entry is not None:
+            entry.in_flight += delta
+
+    def heartbeat(self, agent_id: str, *, now_ms: int | None = None) -> None:
+        """Record that the agent is alive; a ``stale`` agent becomes ``running`` again."""
+        entry = self._entries[agent_id]
+        entry.last_heartbeat_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+        if entry.status is AgentStatus.STALE:
+            entry.status = AgentStatus.RUNNING
+
+    def sweep(self, *, stale_after_s: float, now_ms: int | None = None) -> list[str]:
+        """Mark running remote agents whose last heartbeat is older than ``stale_after_s`` as
+        ``stale``; return their ids. Local agents are alive while their task runs."""
+        now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+        limit = now - int(stale_after_s * 1000)
+        stale = []
+        for entry in self._entries.values():
+            if (
+                entry.remote
+                and entry.status is AgentStatus.RUNNING
+                and entry.last_heartbeat_ms < limit
+            ):
+                entry.status = AgentStatus.STALE
+                stale.append(entry.id)
+        return stale
+
+    # ------------------------------------------------------------------ reads
+
+    def __contains__(self, agent_id: object) -> bool:
+        return agent_id in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, agent_id: str) -> AgentInfo | None:
+        """The agent's snapshot, or ``None``."""
+        entry = self._entries.get(agent_id)
+        return None if entry is None else entry.info()
+
+    def all(self) -> list[AgentInfo]:
+        """Every agent, in the order they were added."""
+        return [entry.info() for entry in self._entries.values()]
+
+    def by_capability(self, name: str) -> list[AgentInfo]:
+        """Agents offering the capability ``name``."""
+        return [self._entries[i].info() for i in sorted(self._by_capability.get(name, ()))]
+
+    def by_topic(self, topic: str) -> list[AgentInfo]:
+        """Agents that would receive an event published on the concrete ``topic``.
+
+        Raises:
+            InvalidTopic: ``topic`` is not a valid concrete topic.
+        """
+        ids = dict.fromkeys(self._trie.match(validate_topic(topic)))
+        return [self._entries[i].info() for i in ids]
+
+    def least_busy(self, capability: str) -> AgentInfo | None:
+        """Of the running agents offering ``capability``, the one with the least work queued
+        and in flight (ties: the fewest restarts, then the id); ``None`` if there is none."""
+        best: _Entry | None = None
+        best_key: tuple[int, int, str] | None = None
+        for agent_id in self._by_capability.get(capability, ()):
+            entry = self._entries[agent_id]
+            if entry.status is not AgentStatus.RUNNING:
+                continue
+            key = (entry.depth() + entry.in_flight, entry.restarts, entry.id)
+            if best_key is None or key < best_key:
+                best, best_key = entry, key
+        return None if best is None else best.info()

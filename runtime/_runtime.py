@@ -1,0 +1,347 @@
+"""``AgentRuntime``: hosts agents as actors on an event bus.
+
+Lifecycle states are published as events of type ``agent.<state>`` on
+``loom.lifecycle.{agent_id}``; events an agent could not handle go to
+``loom.deadletter.{agent_id}`` with the reason in their metadata. ``docs/agents.md`` has the
+semantics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+import anyio
+import msgspec
+from anyio.abc import TaskGroup
+
+from ._behaviour import AgentSpec, HasAgentSpec
+from ._bus import EventBus
+from ._cell import Cell
+from ._directory import AgentInfo, AgentStatus, Directory
+from ._errors import BusClosed, InvalidArgument, LoomError
+from ._event import Delivery, Event
+from .tools import ToolNotFound, ToolRegistry
+
+__all__ = [
+    "DEAD_LETTER_PREFIX",
+    "LIFECYCLE_PREFIX",
+    "AgentNotFound",
+    "AgentRuntime",
+    "AgentStartFailed",
+    "LifecycleEvent",
+]
+
+log = logging.getLogger("loom.runtime")
+
+LIFECYCLE_PREFIX = "loom.lifecycle"
+"""Lifecycle events of agent ``x`` are published on ``loom.lifecycle.x``."""
+DEAD_LETTER_PREFIX = "loom.deadletter"
+"""Dead letters of agent ``x`` are published on ``loom.deadletter.x``."""
+
+
+class AgentNotFound(LoomError, LookupError):
+    """No agent with that id is hosted here."""
+
+
+class AgentStartFailed(LoomError):
+    """An agent stopped or failed before it ever ran (its ``on_start`` kept failing).
+
+    Attributes:
+        agent_id: the agent.
+        reason: why.
+    """
+
+    def __init__(self, agent_id: str, reason: str) -> None:
+        super().__init__(f"agent {agent_id} did not start: {reason}")
+        self.agent_id = agent_id
+        self.reason = reason
+
+
+class LifecycleEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """The payload (JSON) of a lifecycle event."""
+
+    agent_id: str
+    status: str
+    reason: str = ""
+    restarts: int = 0
+
+
+_lifecycle_encoder = msgspec.json.Encoder()
+
+
+class AgentRuntime:
+    """Hosts agents on a bus: start, stop, delete, supervise, and find them.
+
+    Use it as an async context manager inside the bus's::
+
+        async with EventBus() as bus, AgentRuntime(bus) as runtime:
+            await runtime.start(agent)
+
+    Leaving it stops every agent (``on_stop`` is called for each) before it returns.
+
+    Args:
+        bus: the bus the agents live on.
+        tools: the runtime's own tools (native, MCP), callable by every agent.
+        stop_timeout_s: how long a stop waits for the handler in progress and for ``on_stop``.
+        stale_after_s: a remote agent with no heartbeat for this long is marked ``stale``.
+        sweep_interval_s: how often the liveness sweep runs.
+    """
+
+    def __init__(
+        self,
+        bus: EventBus,
+        *,
+        tools: ToolRegistry | None = None,
+        stop_timeout_s: float = 5.0,
+        stale_after_s: float = 15.0,
+        sweep_interval_s: float = 5.0,
+    ) -> None:
+        if stop_timeout_s <= 0 or stale_after_s <= 0 or sweep_interval_s <= 0:
+            raise InvalidArgument("stop_timeout_s, stale_after_s and sweep_interval_s must be > 0")
+        self.bus = bus
+        self.tools = tools if tools is not None else ToolRegistry()
+        self.directory = Directory()
+        self.stop_timeout_s = stop_timeout_s
+        self.stale_after_s = stale_after_s
+        self.sweep_interval_s = sweep_interval_s
+        self._cells: dict[str, Cell] = {}
+        self._tg: TaskGroup | None = None
+        self._closing = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> AgentRuntime:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._sweeper)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        await self.aclose()
+        assert self._tg is not None
+        tg, self._tg = self._tg, None
+        return await tg.__aexit__(exc_type, exc, tb)
+
+    async def aclose(self) -> None:
+        """Stop every agent (children before parents), then the sweeper. Idempotent."""
+        if self._closing:
+            return
+        self._closing = True
+        with anyio.CancelScope(shield=True):
+            for agent_id in reversed(list(self._cells)):
+                cell = self._cells.get(agent_id)
+                if cell is not None:
+                    await self._stop_cell(cell)
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+    async def _sweeper(self) -> None:
+        while True:
+            await anyio.sleep(self.sweep_interval_s)
+            for agent_id in self.directory.sweep(stale_after_s=self.stale_after_s):
+                log.warning("agent %s is stale: no heartbeat for %ss", agent_id, self.stale_after_s)
+                await self._publish_lifecycle(agent_id, AgentStatus.STALE, "no heartbeat")
+
+    # ------------------------------------------------------------------ agents
+
+    async def start(self, agent: AgentSpec | HasAgentSpec, *, parent: str | None = None) -> str:
+        """Start an agent and return its id once it runs (its ``on_start`` has returned).
+
+        Raises:
+            InvalidArgument: the id is taken.
+            AgentStartFailed: it stopped or failed before running.
+            BusClosed: the runtime is shutting down.
+        """
+        if self._tg is None or self._closing:
+            raise BusClosed("the runtime is not running")
+        spec = agent if isinstance(agent, AgentSpec) else agent.agent_spec()
+        if spec.id in self._cells or spec.id in self.directory:
+            raise InvalidArgument(f"an agent with id {spec.id!r} already exists")
+        cell = Cell(self, spec, parent)
+        self._cells[spec.id] = cell
+        directory = self.directory
+        directory.add(spec.id, metadata=spec.metadata)
+        for pattern in cell.mailbox.patterns:
+            directory.add_pattern(spec.id, pattern)
+        mailbox = cell.mailbox
+        directory.set_depth_probe(spec.id, lambda: len(mailbox._buf))
+        if parent is not None and parent in self._cells:
+            self._cells[parent].children.append(spec.id)
+        await self._publish_lifecycle(spec.id, AgentStatus.CREATED)
+        self._tg.start_soon(cell.main)
+        await cell.running_once.wait()
+        if cell.status is not AgentStatus.RUNNING and cell.done.is_set():
+            raise AgentStartFailed(spec.id, cell.status.value)
+        return spec.id
+
+    async def stop(self, agent_id: str) -> None:
+        """Stop an agent: it finishes the event in hand (within ``stop_timeout_s``, else that
+        handler is cancelled), ``on_stop`` runs, what its mailbox still holds goes to the
+        dead-letter topic. Its children stop first. It stays in the directory as ``stopped``.
+
+        Raises:
+            AgentNotFound: no such agent is hosted here.
+        """
+        cell = self._cells.get(agent_id)
+        if cell is None:
+            if agent_id in self.directory:
+                return  # already stopped
+            raise AgentNotFound(agent_id)
+        await self._stop_cell(cell)
+
+    async def delete(self, agent_id: str) -> None:
+        """Stop an agent if it runs and remove it from the directory.
+
+        Raises:
+            AgentNotFound: no such agent is known here.
+        """
+        if agent_id not in self._cells and agent_id not in self.directory:
+            raise AgentNotFound(agent_id)
+        if agent_id in self._cells:
+            await self._stop_cell(self._cells[agent_id])
+        self.directory.remove(agent_id)
+
+    async def _stop_cell(self, cell: Cell) -> None:
+        for child in list(cell.children):
+            child_cell = self._cells.get(child)
+            if child_cell is not None:
+                await self._stop_cell(child_cell)
+        cell.request_stop()
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(self.stop_timeout_s):
+                await cell.done.wait()
+            if not cell.done.is_set():
+                log.warning(
+                    "agent %s did not stop in %ss: cancelling it", cell.id, self.stop_timeout_s
+                )
+                cell.scope.cancel()
+                await cell.done.wait()
+
+    def status(self, agent_id: str) -> AgentStatus:
+        """The agent's current state.
+
+        Raises:
+            AgentNotFound: no such agent is known here.
+        """
+        info = self.directory.get(agent_id)
+        if info is None:
+            raise AgentNotFound(agent_id)
+        return info.status
+
+    def agents(self) -> list[AgentInfo]:
+        """Every agent the directory knows."""
+        return self.directory.all()
+
+    def statistics_of(self, agent_id: str) -> Mapping[str, int]:
+        """Counters of a hosted agent: handled, failed, mailbox depth and high-water."""
+        cell = self._cells.get(agent_id)
+        if cell is None:
+            raise AgentNotFound(agent_id)
+        stats = cell.mailbox.statistics()
+        return {
+            "handled": cell.handled,
+            "failed": cell.failed_events,
+            "queued": stats.queued,
+            "high_water": stats.high_water,
+            "capacity": stats.capacity,
+        }
+
+    # ------------------------------------------------------------------ tools
+
+    async def call_tool(
+        self,
+        name: str,
+        arguments: Mapping[str, Any] | str,
+        *,
+        timeout: float | None = None,
+    ) -> Any:
+        """Call a tool: a capability of the least busy running agent offering it, else a tool of
+        the runtime's registry.
+
+        Raises:
+            ToolNotFound, InvalidArguments, ToolTimeout, ToolPermissionDenied, ToolFailed.
+        """
+        info = self.directory.least_busy(name)
+        if info is not None:
+            cell = self._cells.get(info.id)
+            if cell is not None and cell.registry is not None:
+                self.directory.add_in_flight(cell.id, 1)
+                try:
+                    return await cell.registry.call(name, arguments, timeout=timeout)
+                finally:
+                    self.directory.add_in_flight(cell.id, -1)
+        if name in self.tools:
+            return await self.tools.call(name, arguments, timeout=timeout)
+        # Also when every agent offering it is stopped or restarting: the directory says which.
+        raise ToolNotFound(name)
+
+    # ------------------------------------------------------------------ internal, for cells
+
+    async def _set_status(self, cell: Cell, status: AgentStatus, reason: str = "") -> None:
+        cell.status = status
+        if cell.id in self.directory:
+            self.directory.set_status(cell.id, status)
+        await self._publish_lifecycle(cell.id, status, reason)
+
+    async def _agent_ended(self, cell: Cell, status: AgentStatus, reason: str) -> None:
+        self._cells.pop(cell.id, None)
+        if cell.parent is not None and cell.parent in self._cells:
+            siblings = self._cells[cell.parent].children
+            if cell.id in siblings:
+                siblings.remove(cell.id)
+        for pattern in list(cell.mailbox.patterns):
+            if cell.id in self.directory:
+                self.directory.remove_pattern(cell.id, pattern)
+        await self._set_status(cell, status, reason)
+        if status is AgentStatus.FAILED:
+            log.error("agent %s failed: %s", cell.id, reason)
+
+    async def _publish_lifecycle(
+        self, agent_id: str, status: AgentStatus, reason: str = ""
+    ) -> None:
+        info = self.directory.get(agent_id)
+        payload = LifecycleEvent(
+            agent_id=agent_id,
+            status=status.value,
+            reason=reason,
+            restarts=0 if info is None else info.restarts,
+        )
+        event = Event(
+            type=f"agent.{status.value}",
+            source="loom.runtime",
+            payload=_lifecycle_encoder.encode(payload),
+        )
+        # A closed bus is going away with the runtime: nobody is left to tell.
+        with contextlib.suppress(BusClosed):
+            await self.bus.publish(f"{LIFECYCLE_PREFIX}.{agent_id}", event)
+
+    async def _dead_letter(
+        self, agent_id: str, delivery: Delivery, reason: str, error: str, attempts: int
+    ) -> None:
+        event = delivery.event
+        metadata = {
+            **event.metadata,
+            "dead_letter.reason": reason,
+            "dead_letter.error": error,
+            "dead_letter.topic": delivery.topic,
+            "dead_letter.agent": agent_id,
+            "dead_letter.attempts": str(attempts),
+        }
+        try:
+            await self.bus.publish(
+                f"{DEAD_LETTER_PREFIX}.{agent_id}",
+                msgspec.structs.replace(event, metadata=metadata),
+            )
+        except BusClosed:
+            log.warning(
+                "dead letter of agent %s lost, the bus is closed: %s (%s)", agent_id, reason, error
+            )

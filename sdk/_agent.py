@@ -1,0 +1,184 @@
+"""``Agent``: what users write. The same object runs in process or, through the bridge, remote.
+
+Two forms, one class::
+
+    # function form
+    agent = Agent("upperer", topics=["input.*"], capabilities=[upper], on_event=on_event)
+
+    # class form
+    class Upperer(Agent):
+        @capability("text.upper")
+        async def upper(self, text: str) -> str:
+            return text.upper()
+
+        async def on_event(self, ctx: Context, topic: str, event: Event) -> None:
+            ...
+
+    agent = Upperer("upperer", topics=["input.*"])
+
+A restart builds a *fresh* instance by calling the class again with the arguments the agent
+was first built with, so ``__init__`` sets up state exactly as it did the first time.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, ClassVar
+
+from loom.runtime import (
+    AgentSpec,
+    Context,
+    Event,
+    InvalidArgument,
+    QoS,
+    SupervisionPolicy,
+    validate_agent_id,
+)
+from loom.runtime.tools import Tool
+
+from ._capability import capabilities_of
+
+__all__ = ["Agent", "EventHandler", "Hook"]
+
+EventHandler = Callable[[Context, str, Event], Awaitable[None]]
+"""``async def on_event(ctx, topic, event) -> None``."""
+Hook = Callable[[Context], Awaitable[None]]
+"""``async def on_start(ctx) -> None`` / ``on_stop``."""
+
+log = logging.getLogger("loom.agent")
+
+
+def _check_async(fn: Callable[..., object] | None, what: str) -> None:
+    if fn is not None and not inspect.iscoroutinefunction(fn):
+        name = getattr(fn, "__qualname__", repr(fn))
+        raise InvalidArgument(f"{what} must be an async function (async def), not {name}")
+
+
+class Agent:
+    """An agent: an id, the topics it listens to, what it does with events, what it offers.
+
+    Args:
+        id: unique among the agents of a runtime; one topic segment (no dots). Subclasses may
+            set a class attribute ``id`` instead.
+        topics: patterns to subscribe to (``*`` one segment, ``>`` the rest). The agent is
+            always subscribed to its mailbox topic ``agent.{id}.replies`` as well.
+        capabilities: ``@capability`` functions (or any ``Tool``) this agent offers to every
+            other agent, the runtime and the LLM loop. Methods decorated with ``@capability``
+            in a subclass are found by themselves.
+        on_event: ``async def on_event(ctx, topic, event)``; or override the method.
+        on_start: ``async def on_start(ctx)``, run before the first event; or override.
+        on_stop: ``async def on_stop(ctx)``, run after the last one; or override.
+        qos: tier of the agent's subscriptions: lossless ``BATCHED`` by default.
+        mailbox_size: bound of the mailbox (default 1000).
+        max_concurrency: handlers that may run at once (default 1: one at a time, in order).
+        policy: supervision policy (default: restart with backoff; see docs/agents.md).
+        metadata: free key/values shown in the directory.
+    """
+
+    id: ClassVar[str | None] = None
+    topics: ClassVar[Sequence[str]] = ()
+
+    _loom_args: tuple[tuple[Any, ...], dict[str, Any]]
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Agent:
+        self = super().__new__(cls)
+        # Remembered so that a restart can build a fresh instance exactly like this one.
+        self._loom_args = (args, kwargs)
+        return self
+
+    def __init__(
+        self,
+        id: str | None = None,
+        *,
+        topics: Iterable[str] | None = None,
+        capabilities: Iterable[Tool] = (),
+        on_event: EventHandler | None = None,
+        on_start: Hook | None = None,
+        on_stop: Hook | None = None,
+        qos: QoS = QoS.BATCHED,
+        mailbox_size: int = 1000,
+        max_concurrency: int = 1,
+        policy: SupervisionPolicy | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        agent_id = id if id is not None else type(self).id
+        if agent_id is None:
+            raise InvalidArgument(f"{type(self).__name__} needs an id")
+        _check_async(on_event, "on_event")
+        _check_async(on_start, "on_start")
+        _check_async(on_stop, "on_stop")
+        self.agent_id: str = validate_agent_id(agent_id)
+        self.subscriptions: tuple[str, ...] = tuple(type(self).topics if topics is None else topics)
+        self._capabilities = tuple(capabilities)
+        for cap in self._capabilities:
+            if not isinstance(cap, Tool):
+                raise InvalidArgument(f"capabilities must be @capability tools, not {cap!r}")
+        self._on_event = on_event
+        self._on_start = on_start
+        self._on_stop = on_stop
+        self.qos = qos
+        self.mailbox_size = mailbox_size
+        self.max_concurrency = max_concurrency
+        self.policy = policy if policy is not None else SupervisionPolicy()
+        self.metadata = dict(metadata or {})
+        self.state: dict[str, Any] = {}
+        """The instance's state; ``ctx.state`` is this dict. A restart starts with a new one."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.agent_id!r} topics={list(self.subscriptions)}>"
+
+    # ------------------------------------------------------------------ behaviour
+
+    async def on_start(self, ctx: Context) -> None:
+        """Called before the first event. Override, or pass ``on_start=``."""
+        if self._on_start is not None:
+            await self._on_start(ctx)
+
+    async def on_event(self, ctx: Context, topic: str, event: Event) -> None:
+        """Handle one event. Override, or pass ``on_event=``."""
+        if self._on_event is not None:
+            await self._on_event(ctx, topic, event)
+        else:
+            ctx.log.debug("no handler for %s event on %s; ignored", event.type, topic)
+
+    async def on_stop(self, ctx: Context) -> None:
+        """Called after the last event (stop, delete, restart, shutdown). Override, or pass
+        ``on_stop=``."""
+        if self._on_stop is not None:
+            await self._on_stop(ctx)
+
+    def tools(self) -> Sequence[Tool]:
+        """Every capability this instance offers: the ones passed in, then its methods."""
+        found: list[Tool] = list(self._capabilities)
+        found.extend(capabilities_of(self))
+        return found
+
+    # ------------------------------------------------------------------ hosting
+
+    def fresh(self) -> Agent:
+        """A new instance built with the same arguments, for a restart."""
+        args, kwargs = self._loom_args
+        return type(self)(*args, **kwargs)
+
+    def agent_spec(self) -> AgentSpec:
+        """How a runtime hosts this agent: this instance first, fresh ones after restarts."""
+        first = [True]
+
+        def factory() -> Agent:
+            if first[0]:
+                first[0] = False
+                return self
+            return self.fresh()
+
+        return AgentSpec(
+            id=self.agent_id,
+            factory=factory,
+            topics=self.subscriptions,
+            qos=self.qos,
+            mailbox_size=self.mailbox_size,
+            max_concurrency=self.max_concurrency,
+            policy=self.policy,
+            metadata=self.metadata,
+        )
