@@ -19,6 +19,10 @@ from ._registry import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
 from ._registry import RegistryStats as RegistryStats
 from ._registry import ToolArguments as ToolArguments
 from ._registry import ToolRegistry as ToolRegistry
+from ._shell import DEFAULT_SHELL_PROGRAMS as DEFAULT_SHELL_PROGRAMS
+from ._shell import ExecResult as ExecResult
+from ._shell import ResourceLimits as ResourceLimits
+from ._shell import ShellExec as ShellExec
 from ._stats import ToolFailures as ToolFailures
 from ._stats import ToolSpec as ToolSpec
 from ._stats import ToolStats as ToolStats
@@ -27,9 +31,11 @@ from ._tool import Tool as Tool
 from ._workspace import Workspace as Workspace
 
 __all__ = [
+    "DEFAULT_SHELL_PROGRAMS",
     "DEFAULT_TIMEOUT",
     "DirEntry",
     "DirListing",
+    "ExecResult",
     "FileContent",
     "FileWritten",
     "FsList",
@@ -40,6 +46,8 @@ __all__ = [
     "InvalidToolSchema",
     "JSONObject",
     "RegistryStats",
+    "ResourceLimits",
+    "ShellExec",
     "Tool",
     "ToolArguments",
     "ToolError",

@@ -1,0 +1,405 @@
+"""``shell.exec``: run an allowlisted program on an argv list, inside the workspace, bounded.
+
+What makes it safe by construction:
+
+* **No shell.** The argv list is executed directly; ``;``, ``|``, ``$(...)``, globs and quotes
+  reach the program as literal characters.
+* **Programs by name from an allowlist**, resolved once to absolute paths on a fixed search
+  path when the tool is built. The default list holds text tools only; no interpreter, shell,
+  network tool or program that runs other programs. ``date`` is left out because ``date -s``
+  sets the clock, ``xargs``/``env``/``nice``/``timeout`` because they run programs.
+* **Arguments stay in the workspace** (unless ``confine_arguments=False``): an argument (or an
+  option's value, ``--opt=VALUE`` or ``-oVALUE``) that is an absolute or home path or has a
+  ``..`` component is refused, and so are the flags with which an allowed program runs
+  other programs or writes outside its arguments (``find -exec``, ``find -delete``,
+  ``sort --compress-program``). This screening is lexical: it does not see through
+  symlinks that already exist in the workspace. It is defence in depth, not a sandbox;
+  for hostile workloads add an OS sandbox (namespaces, Landlock) around Loom.
+* **cwd inside the workspace**, a **clean environment** (the parent's variables, API keys
+  among them, never reach the child), stdin from ``/dev/null`` unless given.
+* **Resource limits** (:class:`ResourceLimits`) applied in the child before ``exec``.
+* **A timeout that kills the whole process group**, and an **output cap** per stream: output
+  past it is drained and counted, not kept, so a chatty program neither blocks on a full
+  pipe nor fills memory.
+
+How limits reach the child: ``anyio.open_process`` has no ``preexec_fn`` (which is unsafe in
+a threaded parent anyway), so the child is started as ``python -I -S -c <launcher>``, a fixed
+launcher written here that calls ``setrlimit`` and then ``execv``\\ s the resolved program. The
+launcher takes its input only from its own argv, never runs anything but that ``execv``, and
+costs one interpreter start (~15 ms) per call. Running ``subprocess.Popen`` in a worker thread
+would have kept ``preexec_fn`` but made cancellation and output draining thread-bound.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping
+from typing import Final
+
+import anyio
+import msgspec
+from anyio.abc import ByteReceiveStream, ByteSendStream
+
+from .._errors import InvalidArgument
+from ._errors import InvalidArguments, ToolPermissionDenied, ToolTimeout
+from ._tool import JSONObject
+from ._workspace import Workspace
+
+__all__ = ["DEFAULT_SHELL_PROGRAMS", "ExecResult", "ResourceLimits", "ShellExec"]
+
+DEFAULT_SHELL_PROGRAMS: Final = (
+    "cat",
+    "diff",
+    "echo",
+    "find",
+    "grep",
+    "head",
+    "ls",
+    "sort",
+    "tail",
+    "uniq",
+    "wc",
+)
+"""Harmless text tools. Missing ones are skipped when the default list is used."""
+
+DEFAULT_SEARCH_PATH: Final = "/usr/local/bin:/usr/bin:/bin"
+
+# Flags with which an otherwise harmless program runs other programs or writes elsewhere.
+# Exact option words for find; long options match any unambiguous GNU abbreviation.
+_FIND_FORBIDDEN: Final = frozenset(
+    {"-exec", "-execdir", "-ok", "-okdir", "-delete", "-fprint", "-fprint0", "-fprintf", "-fls"}
+)
+_LONG_FORBIDDEN: Final[Mapping[str, tuple[str, ...]]] = {
+    "sort": ("--compress-program",),
+    "date": ("--set",),
+}
+_SHORT_FORBIDDEN: Final[Mapping[str, str]] = {"date": "s"}
+
+_SHORT_CLUSTER: Final = re.compile(r"-[A-Za-z0-9]*")
+
+# Runs in the child: apply the limits given as argv[1] ("NAME=VALUE,..."), then become the
+# program argv[2] with argv[3:] as its argv. Kept tiny and fixed on purpose.
+_LAUNCHER: Final = """\
+import os, resource, signal, sys
+# Python ignores these at startup and an ignored signal stays ignored across exec.
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+for item in filter(None, sys.argv[1].split(",")):
+    name, value = item.split("=")
+    which = getattr(resource, name)
+    hard = resource.getrlimit(which)[1]
+    value = int(value)
+    if hard != resource.RLIM_INFINITY:
+        value = min(value, hard)
+    resource.setrlimit(which, (value, value))
+try:
+    os.execv(sys.argv[2], sys.argv[3:])
+except OSError as exc:
+    sys.stderr.write(f"cannot run {sys.argv[3]}: {exc.strerror}\\n")
+    os._exit(127)
+"""
+
+_GRACE: Final = 2.0
+_CHUNK: Final = 65536
+
+
+class ResourceLimits(msgspec.Struct, frozen=True, kw_only=True):
+    """``setrlimit`` limits for each child (soft = hard, so it cannot raise them).
+
+    ``None`` leaves a limit as inherited. Core dumps are always off.
+
+    Attributes:
+        cpu_seconds: CPU time; past it the child gets ``SIGXCPU`` (then ``SIGKILL``).
+        address_space: bytes of virtual memory; allocations past it fail.
+        file_size: the largest file the child may write, in bytes (``SIGXFSZ`` past it).
+        open_files: file descriptors.
+        processes: ``RLIMIT_NPROC``. Off by default: Linux counts every process of the user,
+            not just the child's, and does not apply it to root, so no default fits all.
+    """
+
+    cpu_seconds: int | None = 10
+    address_space: int | None = 1 << 30
+    file_size: int | None = 16 << 20
+    open_files: int | None = 256
+    processes: int | None = None
+
+    def encode(self) -> str:
+        items = {
+            "RLIMIT_CORE": 0,
+            "RLIMIT_CPU": self.cpu_seconds,
+            "RLIMIT_AS": self.address_space,
+            "RLIMIT_FSIZE": self.file_size,
+            "RLIMIT_NOFILE": self.open_files,
+            "RLIMIT_NPROC": self.processes,
+        }
+        return ",".join(f"{k}={v}" for k, v in items.items() if v is not None)
+
+
+class ExecResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``shell.exec`` returns.
+
+    Attributes:
+        exit_code: the program's exit status; negative ``-N`` when killed by signal ``N``.
+        signal: the name of that signal (``"SIGXFSZ"``), or ``None``.
+        stdout: standard output, decoded as UTF-8 (invalid bytes replaced), ending with a
+            ``[... N more bytes not shown]`` marker when cut.
+        stderr: standard error, likewise.
+        stdout_truncated: stdout was longer than the cap.
+        stderr_truncated: stderr was longer than the cap.
+    """
+
+    exit_code: int
+    signal: str | None
+    stdout: str
+    stderr: str
+    stdout_truncated: bool
+    stderr_truncated: bool
+
+
+class ShellExec:
+    """``shell.exec``: run one allowlisted program with an argv list, without a shell.
+
+    A timeout raises :class:`ToolTimeout` after killing the process group; cancellation
+    (the registry's timeout included) kills it the same way, so a call never leaves a process
+    behind that it started (descendants that leave the group, with ``setsid``, could; none of
+    the default programs do).
+
+    Args:
+        workspace: the confining workspace; the default cwd is its root.
+        allow: program names to allow (``None``: :data:`DEFAULT_SHELL_PROGRAMS`, skipping
+            those not installed). Each is resolved on ``search_path`` now.
+        search_path: where programs are looked up, and the child's ``PATH``.
+        timeout: the default per-call timeout in seconds; a call may ask for less or more,
+            up to ``max_timeout``.
+        max_timeout: the most a call may ask for.
+        max_output_bytes: the cap per stream (stdout, stderr).
+        max_stdin_bytes: the most input a call may give.
+        limits: resource limits of each child.
+        confine_arguments: refuse arguments that point outside the workspace (see the module
+            docstring).
+        env: extra environment variables for the child, on top of a clean base.
+
+    Raises:
+        InvalidArgument: a name is not a bare program name, or an explicitly allowed program
+            is not found.
+    """
+
+    name = "shell.exec"
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        *,
+        allow: Iterable[str] | None = None,
+        search_path: str = DEFAULT_SEARCH_PATH,
+        timeout: float = 10.0,
+        max_timeout: float = 60.0,
+        max_output_bytes: int = 64 << 10,
+        max_stdin_bytes: int = 1 << 20,
+        limits: ResourceLimits | None = None,
+        confine_arguments: bool = True,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        if not 0 < timeout <= max_timeout:
+            raise InvalidArgument("need 0 < timeout <= max_timeout")
+        if max_output_bytes < 1 or max_stdin_bytes < 0:
+            raise InvalidArgument("output and input caps must be positive")
+        self._workspace = workspace
+        self._programs = _resolve(allow, search_path)
+        self._timeout = timeout
+        self._max_timeout = max_timeout
+        self._max_output = max_output_bytes
+        self._max_stdin = max_stdin_bytes
+        self._limits = (limits or ResourceLimits()).encode()
+        self._confine = confine_arguments
+        self._env = {"PATH": search_path, "LC_ALL": "C.UTF-8", "HOME": str(workspace.root)}
+        self._env.update(env or {})
+        names = ", ".join(sorted(self._programs)) or "(none)"
+        self.description = (
+            "Run one program with arguments, without a shell (no pipes, redirection, globs or "
+            "variables: every argument is passed literally). The working directory is inside "
+            "the workspace; paths must be relative. Allowed programs: " + names + "."
+        )
+        self.parameters_schema: JSONObject = {
+            "type": "object",
+            "properties": {
+                "argv": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "minItems": 1,
+                    "description": "The program name, then its arguments.",
+                },
+                "cwd": {"type": "string", "default": ".", "description": "Relative folder."},
+                "stdin": {"type": "string", "description": "Text given on standard input."},
+                "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": max_timeout},
+            },
+            "required": ["argv"],
+            "additionalProperties": False,
+        }
+
+    @property
+    def programs(self) -> Mapping[str, str]:
+        """The allowed programs: name to absolute path."""
+        return dict(self._programs)
+
+    async def call(self, arguments: JSONObject) -> ExecResult:
+        argv: list[str] = list(arguments["argv"])
+        program = self._check(argv)
+        cwd_arg: str = arguments.get("cwd", ".")
+        parts = self._workspace.components(cwd_arg)
+        with self._workspace.directory(parts, cwd_arg, target=True):
+            pass  # proves it is a directory inside the root, reached without symlinks
+        stdin = arguments.get("stdin")
+        data = None if stdin is None else stdin.encode("utf-8", "replace")
+        if data is not None and len(data) > self._max_stdin:
+            raise InvalidArguments(
+                f"stdin holds more than {self._max_stdin} bytes", path=("stdin",)
+            )
+        timeout: float = arguments.get("timeout", self._timeout)
+        command = [sys.executable, "-I", "-S", "-c", _LAUNCHER, self._limits, program, *argv]
+        return await self._run(command, self._workspace.real_path(parts), data, timeout)
+
+    def _check(self, argv: list[str]) -> str:
+        name = argv[0]
+        program = self._programs.get(name)
+        if program is None:
+            raise ToolPermissionDenied(f"program {name!r} is not allowed")
+        for index, arg in enumerate(argv[1:], 1):
+            if "\0" in arg:
+                raise InvalidArguments("arguments cannot contain NUL", path=("argv", index))
+            if reason := _forbidden_flag(name, arg):
+                raise ToolPermissionDenied(f"{name} {arg!r}: {reason}")
+            if self._confine and _leaves_workspace(arg):
+                raise ToolPermissionDenied(
+                    f"argument {arg!r} points outside the workspace: use relative paths "
+                    "without '..'"
+                )
+        return program
+
+    async def _run(
+        self, command: list[str], cwd: str, data: bytes | None, timeout: float
+    ) -> ExecResult:
+        process = await anyio.open_process(
+            command,
+            stdin=subprocess.DEVNULL if data is None else subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=self._env,
+            start_new_session=True,  # its own process group, so a kill reaches descendants
+        )
+        out, err = _Capture(self._max_output), _Capture(self._max_output)
+        try:
+            with anyio.move_on_after(timeout) as scope:
+                async with anyio.create_task_group() as tg:
+                    assert process.stdout is not None
+                    assert process.stderr is not None
+                    tg.start_soon(out.drain, process.stdout)
+                    tg.start_soon(err.drain, process.stderr)
+                    if data is not None:
+                        assert process.stdin is not None
+                        tg.start_soon(_feed, process.stdin, data)
+                code = await process.wait()
+            if scope.cancelled_caught:
+                raise ToolTimeout(timeout)
+        finally:
+            # Kill the group before reaping the leader: while it is unreaped its pid (the
+            # group's id) cannot be reused, so the signal cannot reach a stranger.
+            if process.returncode is None:
+                _kill_group(process.pid)
+            with anyio.CancelScope(shield=True), anyio.move_on_after(_GRACE):
+                await process.aclose()
+        return ExecResult(
+            exit_code=code,
+            signal=signal.Signals(-code).name if code < 0 else None,
+            stdout=out.text(),
+            stderr=err.text(),
+            stdout_truncated=out.dropped > 0,
+            stderr_truncated=err.dropped > 0,
+        )
+
+
+class _Capture:
+    __slots__ = ("cap", "chunks", "dropped", "kept")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.kept = 0
+        self.dropped = 0
+        self.chunks: list[bytes] = []
+
+    async def drain(self, stream: ByteReceiveStream) -> None:
+        # Reads to EOF even past the cap, so the child never blocks on a full pipe.
+        async for chunk in stream:
+            room = self.cap - self.kept
+            if room > 0:
+                self.chunks.append(chunk[:room])
+                self.kept += min(room, len(chunk))
+            self.dropped += max(0, len(chunk) - max(room, 0))
+
+    def text(self) -> str:
+        text = b"".join(self.chunks).decode("utf-8", "replace")
+        if self.dropped:
+            text += f"\n[... {self.dropped} more bytes not shown]"
+        return text
+
+
+async def _feed(stream: ByteSendStream, data: bytes) -> None:
+    try:
+        for start in range(0, len(data), _CHUNK):
+            await stream.send(data[start : start + _CHUNK])
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+        pass  # the program stopped reading; what it did not read is not our failure
+    finally:
+        await stream.aclose()
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _resolve(allow: Iterable[str] | None, search_path: str) -> dict[str, str]:
+    explicit = allow is not None
+    programs: dict[str, str] = {}
+    for name in DEFAULT_SHELL_PROGRAMS if allow is None else allow:
+        if not name or "/" in name or name in (".", ".."):
+            raise InvalidArgument(f"{name!r} is not a bare program name")
+        found = shutil.which(name, path=search_path)
+        if found is None:
+            if explicit:
+                raise InvalidArgument(f"program {name!r} not found on {search_path}")
+            continue
+        programs[name] = os.path.abspath(found)
+    return programs
+
+
+def _forbidden_flag(name: str, arg: str) -> str | None:
+    if name == "find" and arg in _FIND_FORBIDDEN:
+        return "runs programs or writes files"
+    if arg.startswith("--") and len(arg) > 3:
+        option = arg.split("=", 1)[0]
+        if any(long.startswith(option) for long in _LONG_FORBIDDEN.get(name, ())):
+            return "option not allowed"
+    elif arg.startswith("-") and not arg.startswith("--"):
+        letters = _SHORT_CLUSTER.match(arg)
+        cluster = letters.group()[1:] if letters else ""
+        if set(cluster) & set(_SHORT_FORBIDDEN.get(name, "")):
+            return "option not allowed"
+    return None
+
+
+def _leaves_workspace(arg: str) -> bool:
+    values = [arg]
+    if arg.startswith("-"):
+        if "=" in arg:
+            values.append(arg.split("=", 1)[1])
+        if not arg.startswith("--") and (cluster := _SHORT_CLUSTER.match(arg)):
+            values.append(arg[cluster.end() :])  # -fVALUE, -abcVALUE
+    return any(v.startswith(("/", "~")) or ".." in v.split("/") for v in values)
