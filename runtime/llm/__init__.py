@@ -1,5 +1,6 @@
 """``loom.runtime.llm``: LLM providers behind one ``LLM`` protocol, and the model router."""
 
+from ._anthropic import AnthropicProvider as AnthropicProvider
 from ._config import LLMConfig as LLMConfig
 from ._config import ProviderConfig as ProviderConfig
 from ._config import ProviderProfile as ProviderProfile
@@ -17,8 +18,16 @@ from ._errors import RequestRejected as RequestRejected
 from ._errors import ToolCallError as ToolCallError
 from ._errors import UnknownTool as UnknownTool
 from ._openai import OpenAIProvider as OpenAIProvider
+from ._protocol import LLM as LLM
+from ._protocol import RoutableLLM as RoutableLLM
+from ._protocol import build_provider as build_provider
 from ._provider import ErrorCounts as ErrorCounts
 from ._provider import ProviderStats as ProviderStats
+from ._router import ModelRouter as ModelRouter
+from ._router import Rejection as Rejection
+from ._router import RouteAttempt as RouteAttempt
+from ._router import RouteDecision as RouteDecision
+from ._router import estimate_prompt_tokens as estimate_prompt_tokens
 from ._toolnames import ToolNameMap as ToolNameMap
 from ._types import AssistantMessage as AssistantMessage
 from ._types import Completion as Completion
@@ -38,6 +47,8 @@ from ._types import Usage as Usage
 from ._types import UserMessage as UserMessage
 
 __all__ = [
+    "LLM",
+    "AnthropicProvider",
     "AssistantMessage",
     "BadResponse",
     "Completion",
@@ -49,6 +60,7 @@ __all__ = [
     "LLMError",
     "MalformedToolArguments",
     "Message",
+    "ModelRouter",
     "NoProviderAvailable",
     "OpenAIProvider",
     "ProviderConfig",
@@ -57,7 +69,11 @@ __all__ = [
     "ProviderTimeout",
     "ProviderUnavailable",
     "RateLimited",
+    "Rejection",
     "RequestRejected",
+    "RoutableLLM",
+    "RouteAttempt",
+    "RouteDecision",
     "Secret",
     "StreamChunk",
     "StreamEnd",
@@ -71,5 +87,7 @@ __all__ = [
     "ToolSpec",
     "Usage",
     "UserMessage",
+    "build_provider",
+    "estimate_prompt_tokens",
     "load_llm_config",
 ]

@@ -41,12 +41,12 @@ def parse_tool_call(
     name = names.from_wire(wire_name)
     raw = arguments if isinstance(arguments, str) else json.dumps(arguments)
     if name is None:
-        error = UnknownTool(
+        unknown = UnknownTool(
             f"the model called tool {wire_name!r}, which was not offered",
             call_id=call_id,
             tool_name=wire_name,
         )
-        return ToolCall(id=call_id, name=wire_name, raw_arguments=raw, error=error)
+        return ToolCall(id=call_id, name=wire_name, raw_arguments=raw, error=unknown)
     if isinstance(arguments, Mapping):
         return ToolCall(id=call_id, name=name, arguments=dict(arguments), raw_arguments=raw)
     problem = ""

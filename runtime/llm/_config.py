@@ -233,12 +233,9 @@ def load_llm_config(llm_table: Mapping[str, Any], *, environ: Mapping[str, str])
         tables[name] = dict(table)
     by_env_name = {_env_name(name): name for name in tables}
     for env_name, overrides in _env_tables(environ).items():
-        name = by_env_name.get(env_name)
-        if name is None:
-            # A provider defined by the environment alone takes the lower-cased name.
-            name = env_name.lower()
-            tables[name] = {}
-        tables[name].update(overrides)
+        # A provider defined by the environment alone takes the lower-cased name.
+        target = by_env_name.get(env_name) or env_name.lower()
+        tables.setdefault(target, {}).update(overrides)
 
     providers: dict[str, ProviderConfig] = {}
     for name, table in tables.items():

@@ -6,8 +6,9 @@ nothing here may ever carry an API key. What is useful for debugging (provider, 
 the server's message with any key scrubbed) is kept as structured fields instead.
 
 :class:`ToolCallError` and its subclasses are different: they describe a bad tool call *made by
-the model*. They are not raised by ``complete()``; they ride on the :class:`~loom.runtime.llm.ToolCall`
-they concern (``call.error``) so the loop can report them back to the model and carry on.
+the model*. They are not raised by ``complete()``; they ride on the
+:class:`~loom.runtime.llm.ToolCall` they concern (``call.error``) so the loop can report them
+back to the model and carry on.
 """
 
 from __future__ import annotations

@@ -55,6 +55,8 @@ __all__ = ["OpenAIProvider", "retry_after_seconds"]
 # A keyless local server still gets a bearer token: the SDK insists on one, and we must not let
 # it fall back to reading OPENAI_API_KEY from the process environment.
 _NO_KEY = "unused"
+# Likewise the base URL is always passed: left out, the SDK would read OPENAI_BASE_URL.
+_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 _FINISH: dict[str, FinishReason] = {
     "stop": "stop",
@@ -130,7 +132,7 @@ class OpenAIProvider(ProviderBase[AsyncStream[ChatCompletionChunk]]):
         self._owns_client = client is None
         self._client = client or AsyncOpenAI(
             api_key=config.api_key.reveal() or _NO_KEY,
-            base_url=config.base_url or None,
+            base_url=config.base_url or _DEFAULT_BASE_URL,
             timeout=config.timeout_s,
             max_retries=0,  # retries are ours: see ProviderBase
         )

@@ -100,7 +100,7 @@ _RETRYABLE = (RateLimited, ProviderUnavailable, ProviderTimeout)
 def _kind(exc: LLMError) -> str:
     for cls in type(exc).__mro__:
         if cls in _KIND_OF:
-            return _KIND_OF[cls]  # type: ignore[index]
+            return _KIND_OF[cls]
     return "bad_response"
 
 
@@ -145,7 +145,10 @@ class ProviderBase(ABC, Generic[_S]):
 
     def __repr__(self) -> str:
         c = self._config
-        return f"{type(self).__name__}(name={self._name!r}, model={c.model!r}, base_url={c.base_url!r})"
+        return (
+            f"{type(self).__name__}(name={self._name!r}, model={c.model!r}, "
+            f"base_url={c.base_url!r})"
+        )
 
     async def __aenter__(self) -> ProviderBase[_S]:
         return self

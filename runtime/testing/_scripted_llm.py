@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import time
@@ -372,10 +373,8 @@ class ScriptedLLMServer:
                 # A malformed argument string cannot be an object; it goes as the string itself.
                 arguments: Any = call.arguments
                 if isinstance(arguments, str):
-                    try:
+                    with contextlib.suppress(json.JSONDecodeError):
                         arguments = json.loads(arguments)
-                    except json.JSONDecodeError:
-                        pass
                 content.append(
                     {"type": "tool_use", "id": call_id, "name": call.name, "input": arguments}
                 )
@@ -399,7 +398,7 @@ class ScriptedLLMServer:
             await responder.send_chunk(b"event: " + name.encode() + b"\ndata: " + payload + b"\n\n")
 
         await responder.start_chunked(200, headers={"content-type": "text/event-stream"})
-        message = {
+        message: dict[str, Any] = {
             "id": f"msg_{n}",
             "type": "message",
             "role": "assistant",
