@@ -27,8 +27,11 @@ Semantics, in one place:
   already typed, so ``"5"`` is not an ``int`` and ``1`` is not a ``bool``. Strict mode still
   takes an ``int`` for a ``float`` and the string forms of types JSON lacks (``datetime``,
   ``UUID``, ``Decimal``, base64 ``bytes``). It refuses ``1.0`` for an ``int``, which JSON Schema
-  would accept. Unknown fields are rejected. Any mismatch is an
-  :class:`InvalidArguments` whose message names the field path (``$.items[0].qty``).
+  would accept. Unknown fields are rejected. Any mismatch is an :class:`InvalidArguments`
+  with ``path`` (``("items", 0, "qty")``) and msgspec's ``reason``; msgspec does not name dict
+  keys, so inside a ``dict`` value the path stops at the dict and the reason carries msgspec's
+  location (``$.stock[...].qty``).
+* ``x: Any`` and ``object`` mean any JSON value (schema ``{}``).
 * **Running.** ``async def`` functions are awaited in the caller's task; plain functions run in
   a worker thread (``anyio.to_thread.run_sync``) so they never block the event loop. A thread
   cannot be interrupted: a cancelled (or timed-out) call to a sync capability returns at once
@@ -41,6 +44,8 @@ Semantics, in one place:
 * **Direct calls.** The decorated object stays callable exactly like the function: ``upper("x")``
   returns the coroutine (or, for a sync function, the result) without validation, threads or
   conversion, which keeps unit tests of the plain logic plain.
+* **Other callables.** A bound method, a ``functools.partial`` or a callable object works too
+  (hints from the function or ``__call__``); a callable object needs an explicit name.
 * **Methods.** A function defined in a class body (``def m(self, ...)``) is a method capability:
   ``self`` is not in the schema, and reading it from an instance yields a
   :class:`BoundCapability` for that instance, which is the :class:`Tool` an agent registers.

@@ -313,6 +313,20 @@ async def test_recursive_types_keep_defs() -> None:
     assert info.value.path == ("tree", "children", 0, "value")
 
 
+async def test_any_and_object_take_any_json_value() -> None:
+    @capability
+    def f(a: Any, o: object, xs: list[Any] = []) -> Any:  # noqa: B006
+        return [a, o, xs]
+
+    assert f.parameters_schema["properties"] == {
+        "a": {},
+        "o": {},
+        "xs": {"type": "array", "default": []},
+    }
+    assert f.result_schema == {}
+    assert await f.call({"a": {"k": [1]}, "o": None}) == [{"k": [1]}, None, []]
+
+
 async def test_string_annotations_are_resolved() -> None:
     @capability
     def f(p: Point, n: int) -> Span:  # annotations are strings under `from __future__`
