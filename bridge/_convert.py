@@ -47,8 +47,18 @@ from collections.abc import Mapping
 
 # Absolute, like the generated modules' own imports of each other: one module identity for
 # the type checker whichever way this file is reached.
-from loom.bridge._generated import bridge_pb2, event_pb2, tools_pb2
-from loom.runtime import DEFAULT_TTL, Delivery, Envelope, Event, QoS
+from loom.bridge._generated import bridge_pb2, bus_pb2, event_pb2, tools_pb2
+from loom.runtime import (
+    DEFAULT_TTL,
+    BusStats,
+    Delivery,
+    Drops,
+    Envelope,
+    Event,
+    QoS,
+    SubscriptionStats,
+    TopicStats,
+)
 
 from ._wire_errors import WireError
 from ._wire_types import (
@@ -62,6 +72,8 @@ from ._wire_types import (
 
 __all__ = [
     "ENVELOPE_KEYS",
+    "bus_stats_from_proto",
+    "bus_stats_to_proto",
     "delivery_from_proto",
     "delivery_to_proto",
     "envelope_from_metadata",
@@ -504,3 +516,94 @@ def tool_result_from_proto(msg: tools_pb2.ToolResult) -> ToolCallOutcome:
             code=msg.error.code, message=msg.error.message, details=dict(msg.error.details)
         )
     return ToolCallOutcome(id=msg.id, status=status, output=msg.output, error=error)
+
+
+# ------------------------------------------------------------------ bus statistics
+
+
+def _drops_to_proto(drops: Drops) -> bus_pb2.Drops:
+    return bus_pb2.Drops(overflow=drops.overflow, closed=drops.closed)
+
+
+def _drops_from_proto(msg: bus_pb2.Drops) -> Drops:
+    return Drops(overflow=msg.overflow, closed=msg.closed)
+
+
+def bus_stats_to_proto(
+    stats: BusStats, *, include_subscriptions: bool = True, include_topics: bool = True
+) -> bus_pb2.BusStats:
+    """``stats`` as a ``loom.v1.BusStats`` (``EventBus.GetStats``), records as asked for."""
+    subscriptions = [
+        bus_pb2.SubscriptionStats(
+            id=s.id,
+            pattern=s.pattern,
+            qos=_QOS_TO_PB[s.qos],
+            matched=s.matched,
+            delivered=s.delivered,
+            dropped=_drops_to_proto(s.dropped),
+            queued=s.queued,
+            high_water=s.high_water,
+            capacity=s.capacity,
+            waiting_publishers=s.waiting_publishers,
+        )
+        for s in (stats.subscriptions if include_subscriptions else ())
+    ]
+    topics = [
+        bus_pb2.TopicStats(
+            topic=t.topic,
+            published=t.published,
+            unrouted=t.unrouted,
+            delivered=t.delivered,
+            dropped=_drops_to_proto(t.dropped),
+        )
+        for t in (stats.topics if include_topics else ())
+    ]
+    return bus_pb2.BusStats(
+        published=stats.published,
+        unrouted=stats.unrouted,
+        delivered=stats.delivered,
+        dropped=_drops_to_proto(stats.dropped),
+        subscriptions=subscriptions,
+        topics=topics,
+        closed=stats.closed,
+    )
+
+
+def bus_stats_from_proto(msg: bus_pb2.BusStats) -> BusStats:
+    """The runtime record of a ``loom.v1.BusStats``.
+
+    Raises:
+        WireError: a subscription record with an unknown ``qos``.
+    """
+    return BusStats(
+        published=msg.published,
+        unrouted=msg.unrouted,
+        delivered=msg.delivered,
+        dropped=_drops_from_proto(msg.dropped),
+        subscriptions=tuple(
+            SubscriptionStats(
+                id=s.id,
+                pattern=s.pattern,
+                qos=qos_from_proto(s.qos, field="SubscriptionStats.qos"),
+                matched=s.matched,
+                delivered=s.delivered,
+                dropped=_drops_from_proto(s.dropped),
+                queued=s.queued,
+                high_water=s.high_water,
+                capacity=s.capacity,
+                waiting_publishers=s.waiting_publishers,
+            )
+            for s in msg.subscriptions
+        ),
+        topics=tuple(
+            TopicStats(
+                topic=t.topic,
+                published=t.published,
+                unrouted=t.unrouted,
+                delivered=t.delivered,
+                dropped=_drops_from_proto(t.dropped),
+            )
+            for t in msg.topics
+        ),
+        closed=msg.closed,
+    )

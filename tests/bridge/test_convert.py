@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from loom.bridge._convert import (
     ENVELOPE_KEYS,
+    bus_stats_from_proto,
+    bus_stats_to_proto,
     delivery_from_proto,
     delivery_to_proto,
     envelope_from_metadata,
@@ -27,7 +29,7 @@ from loom.bridge._convert import (
     tool_result_from_proto,
     tool_result_to_proto,
 )
-from loom.bridge._generated import bridge_pb2, event_pb2, tools_pb2
+from loom.bridge._generated import bridge_pb2, bus_pb2, event_pb2, tools_pb2
 from loom.bridge._wire_errors import WireError
 from loom.bridge._wire_types import (
     ProviderKind,
@@ -39,11 +41,16 @@ from loom.bridge._wire_types import (
 )
 from loom.runtime import (
     DEFAULT_TTL,
+    BusStats,
     Delivery,
+    Drops,
     Envelope,
     Event,
+    EventBus,
     LoomError,
     QoS,
+    SubscriptionStats,
+    TopicStats,
     reply_envelope,
     reply_topic,
 )
@@ -562,3 +569,67 @@ def test_tool_values_the_wire_cannot_carry_are_wire_errors() -> None:
 def test_invalid_json_arguments_pass_through_for_the_server_to_judge() -> None:
     call = tool_call_from_proto(tools_pb2.ToolCall(id="1", name="t", arguments="{not json"))
     assert call.arguments == "{not json"
+
+
+# ------------------------------------------------------------------ bus statistics
+
+counts = st.integers(0, 2**64 - 1)
+drops = st.builds(Drops, overflow=counts, closed=counts)
+bus_stats = st.builds(
+    BusStats,
+    published=counts,
+    unrouted=counts,
+    delivered=counts,
+    dropped=drops,
+    subscriptions=st.lists(
+        st.builds(
+            SubscriptionStats,
+            id=counts,
+            pattern=texts,
+            qos=st.sampled_from(QoS),
+            matched=counts,
+            delivered=counts,
+            dropped=drops,
+            queued=counts,
+            high_water=counts,
+            capacity=counts,
+            waiting_publishers=counts,
+        ),
+        max_size=3,
+    ).map(tuple),
+    topics=st.lists(
+        st.builds(
+            TopicStats,
+            topic=texts,
+            published=counts,
+            unrouted=counts,
+            delivered=counts,
+            dropped=drops,
+        ),
+        max_size=3,
+    ).map(tuple),
+    closed=st.booleans(),
+)
+
+
+@given(bus_stats)
+def test_bus_stats_round_trip(stats: BusStats) -> None:
+    msg = bus_pb2.BusStats.FromString(bus_stats_to_proto(stats).SerializeToString())
+    assert bus_stats_from_proto(msg) == stats
+
+
+@pytest.mark.anyio
+async def test_bus_stats_of_a_real_bus_leave_out_what_was_not_asked_for() -> None:
+    async with EventBus() as bus, bus.subscribe("a.>", qos=QoS.REALTIME):
+        await bus.publish("a.b", Event(type="t"))
+        stats = bus.statistics()
+    msg = bus_stats_to_proto(stats, include_subscriptions=False)
+    assert (msg.published, len(msg.subscriptions), len(msg.topics)) == (1, 0, 1)
+    assert bus_stats_from_proto(bus_stats_to_proto(stats)) == stats
+
+
+def test_unknown_qos_in_bus_stats_is_a_wire_error() -> None:
+    msg = bus_pb2.BusStats(subscriptions=[bus_pb2.SubscriptionStats(qos=5)])  # type: ignore[arg-type]
+    with pytest.raises(WireError) as caught:
+        bus_stats_from_proto(msg)
+    assert caught.value.field == "SubscriptionStats.qos"
