@@ -35,6 +35,11 @@ Lenient, by choice:
   which is what the runtime event gets. ``confidence`` travels as a float32, so a value that
   float32 cannot hold comes back as the nearest one that it can.
 
+One caveat of "typed first": an old client built on a protobuf library that keeps unknown
+fields, which edits the metadata envelope of an event it received and publishes it again,
+sends our stale typed envelope along, and that one wins. Old clients build fresh events to
+publish (the original SDK does), so this is accepted rather than guessed around.
+
 Strict: a non-finite ``confidence``, an out-of-range integer, a string protobuf cannot encode,
 an unknown enum value and a negative ``timeout_ms`` raise :class:`WireError`.
 """
