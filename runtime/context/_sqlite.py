@@ -85,6 +85,22 @@ _encode = msgspec.json.Encoder().encode
 _decode_metadata = msgspec.json.Decoder(dict[str, str]).decode
 
 
+def _statements(script: str) -> list[str]:
+    """Split a script into statements (a trigger body holds ``;`` of its own).
+
+    ``executescript`` would do it, but it commits first, and the schema must be created in the
+    same transaction that checks for it.
+    """
+    out: list[str] = []
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    return out
+
+
 def _row_to_item(row: tuple[Any, ...]) -> ContextItem:
     return ContextItem(
         seq=row[0],
@@ -212,9 +228,8 @@ class SQLiteStore:
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
             ).fetchone()
             if has_table is None:
-                for statement in _SCHEMA.split(";\n"):
-                    if statement.strip():
-                        conn.execute(statement)
+                for statement in _statements(_SCHEMA):
+                    conn.execute(statement)
                 conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
             else:
                 row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
