@@ -15,6 +15,8 @@ from ._fs import FsList as FsList
 from ._fs import FsRead as FsRead
 from ._fs import FsWrite as FsWrite
 from ._function import FunctionTool as FunctionTool
+from ._http import FetchResult as FetchResult
+from ._http import HttpFetch as HttpFetch
 from ._registry import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
 from ._registry import RegistryStats as RegistryStats
 from ._registry import ToolArguments as ToolArguments
@@ -36,12 +38,14 @@ __all__ = [
     "DirEntry",
     "DirListing",
     "ExecResult",
+    "FetchResult",
     "FileContent",
     "FileWritten",
     "FsList",
     "FsRead",
     "FsWrite",
     "FunctionTool",
+    "HttpFetch",
     "InvalidArguments",
     "InvalidToolSchema",
     "JSONObject",
