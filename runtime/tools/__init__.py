@@ -17,6 +17,7 @@ from ._fs import FsWrite as FsWrite
 from ._function import FunctionTool as FunctionTool
 from ._http import FetchResult as FetchResult
 from ._http import HttpFetch as HttpFetch
+from ._native import native_tools as native_tools
 from ._registry import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
 from ._registry import RegistryStats as RegistryStats
 from ._registry import ToolArguments as ToolArguments
@@ -64,4 +65,5 @@ __all__ = [
     "ToolStats",
     "ToolTimeout",
     "Workspace",
+    "native_tools",
 ]

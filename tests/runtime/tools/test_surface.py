@@ -16,7 +16,7 @@ from loom.runtime.tools import (
 
 def test_public_surface_matches_all() -> None:
     exported = {name for name in dir(tools_pkg) if not name.startswith("_")}
-    assert exported - {"annotations"} >= set(tools_pkg.__all__)
+    assert exported == set(tools_pkg.__all__)
     for name in tools_pkg.__all__:
         assert getattr(tools_pkg, name) is not None
 
