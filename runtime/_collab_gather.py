@@ -3,6 +3,7 @@ mode is satisfied, the deadline passes, or satisfying it has become impossible."
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from fractions import Fraction
@@ -184,17 +185,24 @@ class _Collector:
         self.answered[i] = True
         self.replies.append(GatherReply(target=self.targets[i], sender=env.sender, event=event))
 
-    def take_queued(self, sub: Subscription) -> None:
+    async def collect(self, sub: Subscription) -> None:
         while not self.done:
             try:
-                self.take(sub.receive_nowait().event)
-            except WouldBlock:
-                return
+                self.take((await sub.receive()).event)
+            except SubscriptionClosed:
+                raise BusClosed("the bus closed during a gather") from None
 
     def missing(self) -> tuple[str, ...]:
         if self.broadcast:
             return (self.targets[0],) * (self.expected - len(self.replies))
         return tuple(t for t, ok in zip(self.targets, self.answered, strict=True) if not ok)
+
+
+async def _push(bus: EventBus, requests: list[tuple[str, Event]]) -> None:
+    # A closing bus also ends the collecting side, which reports it; not twice.
+    with contextlib.suppress(BusClosed):
+        for topic, event in requests:
+            await bus.publish(topic, event)
 
 
 @overload
@@ -254,9 +262,10 @@ async def gather(
     replies share one inbox subscription, closed when the call returns; replies that come
     later reach no subscriber and are counted ``unrouted`` by the bus.
 
-    Requests that do not have to wait for room go out first; targets whose subscription is
-    full are then waited for one by one, within the deadline, so one slow target does not hold
-    back the others' requests.
+    Requests that do not have to wait for room go out first. Targets whose subscription is full
+    are then waited for one by one in a child task (the only task a collaboration call ever
+    starts, and only on this path), within the deadline, while the replies are collected, so a
+    slow target holds back neither the others' requests nor an early finish.
 
     Args:
         bus: the bus to use.
@@ -322,16 +331,15 @@ async def gather(
                     continue
                 if unrouted_count(bus, topic) != before:
                     got.unrouted.append(i)
-            for i in blocked:
-                if got.done:
-                    break
-                await bus.publish(topics[i], requests[i])
-                got.take_queued(inbox_sub)
-            while not got.done:
-                try:
-                    got.take((await inbox_sub.receive()).event)
-                except SubscriptionClosed:
-                    raise BusClosed("the bus closed during a gather") from None
+            if not blocked:
+                await got.collect(inbox_sub)
+            else:
+                # Rare path: some target is full. Wait for its room in a child task, so that
+                # the replies of the others can satisfy the mode (and end the call) meanwhile.
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(_push, bus, [(topics[i], requests[i]) for i in blocked])
+                    await got.collect(inbox_sub)
+                    tg.cancel_scope.cancel()
     events = [r.event for r in got.replies]
     return GatherResult(
         replies=tuple(got.replies),
