@@ -60,7 +60,8 @@ async def test_all_with_a_reducer() -> None:
         handlers = {f"w.{n}": answer(bus, n) for n in ("a", "b", "c")}
         async with serving(bus, handlers):
             result = await gather(bus, list(handlers), b"q", timeout=5, reducer=joined)
-        assert result.satisfied and not result.timed_out
+        assert result.satisfied
+        assert not result.timed_out
         assert result.value == b"a+b+c"
         assert {(r.target, r.sender) for r in result.replies} == {
             ("w.a", "a"),
@@ -78,7 +79,8 @@ async def test_all_times_out_naming_the_missing() -> None:
         handlers = {"w.a": answer(bus, "a"), "w.slow": mute, "w.b": answer(bus, "b")}
         async with serving(bus, handlers):
             result = await gather(bus, list(handlers), timeout=0.05, reducer=len)
-        assert result.timed_out and not result.satisfied
+        assert result.timed_out
+        assert not result.satisfied
         assert result.missing == ("w.slow",)
         assert sorted(r.target for r in result.replies) == ["w.a", "w.b"]
         assert result.value == 2  # the reducer sees what arrived
@@ -91,7 +93,8 @@ async def test_first_k_returns_early() -> None:
         async with serving(bus, handlers):
             with anyio.fail_after(2):
                 result = await gather(bus, list(handlers), mode=FirstK(2), timeout=60)
-        assert result.satisfied and not result.timed_out
+        assert result.satisfied
+        assert not result.timed_out
         assert len(result.replies) == 2
         assert result.missing == ("w.slow",)
         assert result.value is None
@@ -117,19 +120,19 @@ async def test_quorum(mode: Quorum, required: int) -> None:
 
 
 async def test_unrouted_targets_are_missing_at_once() -> None:
-    async with EventBus() as bus:
-        async with serving(bus, {"w.a": answer(bus, "a")}):
-            with anyio.fail_after(2):
-                # Nobody serves w.x or w.y: the mode cannot be met, so no waiting for 60 s.
-                result = await gather(bus, ["w.a", "w.x", "w.y"], mode=Quorum(2), timeout=60)
-            assert not result.satisfied and not result.timed_out
-            assert result.unrouted == ("w.x", "w.y")
-            # It did not wait for w.a either: its reply, if any, comes after the call.
-            assert result.missing == ("w.a", "w.x", "w.y")
-            # Still satisfiable without them: it waits for the routed ones only.
-            result = await gather(bus, ["w.x", "w.a"], mode=FirstK(1), timeout=60)
-            assert result.satisfied
-            assert result.unrouted == ("w.x",)
+    async with EventBus() as bus, serving(bus, {"w.a": answer(bus, "a")}):
+        with anyio.fail_after(2):
+            # Nobody serves w.x or w.y: the mode cannot be met, so no waiting for 60 s.
+            result = await gather(bus, ["w.a", "w.x", "w.y"], mode=Quorum(2), timeout=60)
+        assert not result.satisfied
+        assert not result.timed_out
+        assert result.unrouted == ("w.x", "w.y")
+        # It did not wait for w.a either: its reply, if any, comes after the call.
+        assert result.missing == ("w.a", "w.x", "w.y")
+        # Still satisfiable without them: it waits for the routed ones only.
+        result = await gather(bus, ["w.x", "w.a"], mode=FirstK(1), timeout=60)
+        assert result.satisfied
+        assert result.unrouted == ("w.x",)
     assert idle(bus) == (0, 1)
 
 
@@ -154,15 +157,17 @@ async def test_broadcast_with_expected() -> None:
             assert {r.target for r in result.replies} == {"team.all"}
 
             # Expecting more than answer: the missing are counted under the broadcast topic.
-            result = await gather(bus, "team.all", expected=5, timeout=0.05)
-            assert result.timed_out and not result.satisfied
-            assert result.missing == ("team.all", "team.all")
-            assert result.ignored >= 3  # the "again" replies
+            short = await gather(bus, "team.all", expected=5, timeout=0.05)
+            assert short.timed_out
+            assert not short.satisfied
+            assert short.missing == ("team.all", "team.all")
+            assert short.ignored >= 3  # the "again" replies
             tg.cancel_scope.cancel()
 
         with anyio.fail_after(2):
             nobody = await gather(bus, "team.none", expected=2, timeout=60)
-        assert nobody.unrouted == ("team.none",) and not nobody.satisfied
+        assert nobody.unrouted == ("team.none",)
+        assert not nobody.satisfied
     assert idle(bus) == (0, 1)
 
 
@@ -181,25 +186,23 @@ async def test_duplicate_and_foreign_replies_are_ignored() -> None:
 
 
 async def test_a_full_target_does_not_hold_back_the_others() -> None:
-    async with EventBus() as bus:
-        async with bus.subscribe("w.full", buffer_size=1) as full:
-            await bus.publish("w.full", Event())
-            async with serving(bus, {"w.a": answer(bus, "a")}):
-                with anyio.fail_after(2):
-                    result = await gather(bus, ["w.full", "w.a"], mode=FirstK(1), timeout=60)
-            assert result.satisfied
-            assert result.replies[0].target == "w.a"
-            assert full.statistics().waiting_publishers == 0
+    async with EventBus() as bus, bus.subscribe("w.full", buffer_size=1) as full:
+        await bus.publish("w.full", Event())
+        async with serving(bus, {"w.a": answer(bus, "a")}):
+            with anyio.fail_after(2):
+                result = await gather(bus, ["w.full", "w.a"], mode=FirstK(1), timeout=60)
+        assert result.satisfied
+        assert result.replies[0].target == "w.a"
+        assert full.statistics().waiting_publishers == 0
     assert idle(bus) == (0, 1)
 
 
 async def test_cancellation_leaves_nothing() -> None:
-    async with EventBus() as bus:
-        async with serving(bus, {"w.mute": mute}):
-            with anyio.move_on_after(0.01) as scope:
-                await gather(bus, ["w.mute"], timeout=60)
-            assert scope.cancelled_caught
-            assert idle(bus) == (1, 3)
+    async with EventBus() as bus, serving(bus, {"w.mute": mute}):
+        with anyio.move_on_after(0.01) as scope:
+            await gather(bus, ["w.mute"], timeout=60)
+        assert scope.cancelled_caught
+        assert idle(bus) == (1, 3)
 
 
 async def test_bad_arguments() -> None:
@@ -218,13 +221,14 @@ async def test_bad_arguments() -> None:
             with pytest.raises(InvalidArgument, match=message):
                 await call()
         assert idle(bus) == (0, 1)
-    for make, message in [
+    modes: list[tuple[Callable[[], object], str]] = [
         (lambda: FirstK(0), "k >= 1"),
         (lambda: Quorum(0), ">= 1"),
         (lambda: Quorum(1.5), r"\(0, 1\]"),
         (lambda: Quorum(0.0), r"\(0, 1\]"),
         (lambda: Quorum(True), "int or a float"),
-    ]:
+    ]
+    for make, message in modes:
         with pytest.raises(InvalidArgument, match=message):
             make()
     assert All().required(4) == 4
