@@ -169,6 +169,8 @@ class BarrierCoordinator:
         self._tg: TaskGroup | None = None
         self._sub: Subscription | None = None
         self._released = self._left = self._expired = self._refused = 0
+        self._closed = False
+        self._loop_scope = anyio.CancelScope()
 
     async def __aenter__(self) -> BarrierCoordinator:
         if self._sub is not None:
@@ -187,19 +189,24 @@ class BarrierCoordinator:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+        tg, self._tg = self._tg, None
+        if tg is not None:
+            await tg.__aexit__(None, None, None)
 
     async def aclose(self) -> None:
         """Stop serving: answer every waiting participant (and arrivals still queued) with
-        ``aborted``, within a shielded grace of one second. Idempotent."""
+        ``aborted``, within a shielded grace of one second. Idempotent.
+
+        May be called from inside the ``async with`` block; its task group is left when the
+        block is.
+        """
         tg, sub = self._tg, self._sub
-        if tg is None or sub is None:
+        if tg is None or sub is None or self._closed:
             return
-        self._tg = None
-        tg.cancel_scope.cancel()
-        await tg.__aexit__(None, None, None)
-        pending = [
-            req for b in self._barriers.values() for reqs in b.arrivals.values() for req in reqs
-        ]
+        self._closed = True
+        # Only the loop's own scope: the task group's scope also covers the caller's block.
+        self._loop_scope.cancel()
+        pending = [r for b in self._barriers.values() for rs in b.arrivals.values() for r in rs]
         while True:
             try:
                 queued = sub.receive_nowait().event
@@ -228,6 +235,10 @@ class BarrierCoordinator:
     # ------------------------------------------------------------------ the loop
 
     async def _run(self, sub: Subscription) -> None:
+        with self._loop_scope:
+            await self._serve(sub)
+
+    async def _serve(self, sub: Subscription) -> None:
         while True:
             delivery = None
             try:
