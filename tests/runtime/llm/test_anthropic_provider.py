@@ -23,7 +23,7 @@ from loom.runtime.testing import HTTPError, Reply, ScriptedLLMServer, ScriptedTo
 
 from .conftest import API_KEY, config_for
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])]
 
 READ = ToolSpec(
     name="fs.read",

@@ -8,8 +8,8 @@ from typing import Any
 import anyio
 import msgspec
 import pytest
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from loom.runtime import DeadlineExceeded
 from loom.runtime.llm import (
@@ -35,7 +35,7 @@ from loom.runtime.testing import Delay, HTTPError, Reply, ScriptedLLMServer, Scr
 
 from .conftest import API_KEY, config_for
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])]
 
 READ = ToolSpec(
     name="fs.read",
@@ -132,6 +132,7 @@ async def test_no_tools_sends_no_tool_fields(server: ScriptedLLMServer) -> None:
     assert "tool_choice" not in server.requests[0].body
 
 
+@pytest.mark.openai_stream
 async def test_streaming_text(server: ScriptedLLMServer) -> None:
     server.push(Reply(text="Hello, streaming world!", chunk_size=3))
     async with (
@@ -150,6 +151,7 @@ async def test_streaming_text(server: ScriptedLLMServer) -> None:
     assert server.requests[0].body["stream_options"] == {"include_usage": True}
 
 
+@pytest.mark.openai_stream
 async def test_streamed_tool_calls_are_assembled(server: ScriptedLLMServer) -> None:
     args_a = {"path": "/a/very/long/path/that/spans/many/chunks.txt"}
     server.push(
@@ -170,7 +172,9 @@ async def test_streamed_tool_calls_are_assembled(server: ScriptedLLMServer) -> N
     ready = [c.call for c in received if isinstance(c, ToolCallReady)]
     assert ready == [
         ToolCall(id="call_a", name="fs.read", arguments=args_a, raw_arguments=json.dumps(args_a)),
-        ToolCall(id="call_b", name="fs.read", arguments={"path": "/b"}, raw_arguments='{"path": "/b"}'),
+        ToolCall(
+            id="call_b", name="fs.read", arguments={"path": "/b"}, raw_arguments='{"path": "/b"}'
+        ),
     ]
     end = received[-1]
     assert isinstance(end, StreamEnd)
@@ -179,7 +183,7 @@ async def test_streamed_tool_calls_are_assembled(server: ScriptedLLMServer) -> N
     assert end.completion.text == "Reading both."
 
 
-@pytest.mark.parametrize("streaming", [False, True])
+@pytest.mark.parametrize("streaming", [False, pytest.param(True, marks=pytest.mark.openai_stream)])
 async def test_malformed_tool_arguments_are_a_typed_error_on_the_call(
     server: ScriptedLLMServer, streaming: bool
 ) -> None:
@@ -316,24 +320,26 @@ async def test_timeout(server: ScriptedLLMServer) -> None:
     assert isinstance(caught.value, TimeoutError)
 
 
-async def test_stream_idle_timeout(server: ScriptedLLMServer) -> None:
+@pytest.mark.openai_stream
+async def test_stream_open_timeout(server: ScriptedLLMServer) -> None:
     server.push(Delay(seconds=5))
     async with OpenAIProvider("local", config_for(server, max_retries=0)) as llm:
+        opening = llm.stream(ask(timeout_s=0.3))
         with pytest.raises(ProviderTimeout):
-            async with llm.stream(ask(timeout_s=0.3)) as chunks:
-                async for _ in chunks:
-                    pass
+            await opening.__aenter__()
+        assert llm.statistics().failed == 1
 
 
+@pytest.mark.openai_stream
 async def test_stream_open_error_is_raised_by_async_with(server: ScriptedLLMServer) -> None:
     server.push(HTTPError(status=503), HTTPError(status=503), Reply(text="third time"))
-    async with OpenAIProvider("local", config_for(server)) as llm:
-        async with llm.stream(ask()) as chunks:
-            text = "".join([c.text async for c in chunks if isinstance(c, TextDelta)])
+    async with OpenAIProvider("local", config_for(server)) as llm, llm.stream(ask()) as chunks:
+        text = "".join([c.text async for c in chunks if isinstance(c, TextDelta)])
     assert text == "third time"
     assert len(server.requests) == 3
 
 
+@pytest.mark.openai_stream
 async def test_usage_recorded_and_span_attributes(
     server: ScriptedLLMServer, tracer_provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
@@ -341,9 +347,7 @@ async def test_usage_recorded_and_span_attributes(
         Reply(text="a", prompt_tokens=11, completion_tokens=7),
         Reply(text="b", prompt_tokens=5, completion_tokens=3),
     )
-    async with OpenAIProvider(
-        "local", config_for(server), tracer_provider=tracer_provider
-    ) as llm:
+    async with OpenAIProvider("local", config_for(server), tracer_provider=tracer_provider) as llm:
         first = await llm.complete(ask(temperature=0.2, max_tokens=50))
         async with llm.stream(ask()) as chunks:
             async for _ in chunks:
@@ -373,9 +377,7 @@ async def test_failed_call_span_has_error_type(
     server: ScriptedLLMServer, tracer_provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
     server.push(HTTPError(status=401, message="who are you"))
-    async with OpenAIProvider(
-        "local", config_for(server), tracer_provider=tracer_provider
-    ) as llm:
+    async with OpenAIProvider("local", config_for(server), tracer_provider=tracer_provider) as llm:
         with pytest.raises(RequestRejected):
             await llm.complete(ask())
     [span] = exporter.get_finished_spans()
