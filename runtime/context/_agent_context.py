@@ -35,6 +35,8 @@ MEMORY_HEADER = "Earlier context retrieved for this turn (oldest first):"
 """The first line of the system message that carries retrieved items."""
 
 _FIRST_PAGE = 64
+_MAX_FIRST_PAGE = 4096
+_TOKENS_PER_ITEM_GUESS = 16
 _COST_CACHE_SIZE = 65_536
 
 
@@ -370,8 +372,10 @@ class AgentContext:
         Returns the turns and whether the start of the thread was reached. Pages grow by
         doubling, so a long window costs a few queries, and a short one reads few rows.
         """
-        items = await self.store.recent(self.agent_id, self.thread_id, limit=_FIRST_PAGE)
-        exhausted = len(items) < _FIRST_PAGE
+        # A first guess at how many items fill the budget: one round trip for most builds.
+        first = min(max(available // _TOKENS_PER_ITEM_GUESS, _FIRST_PAGE), _MAX_FIRST_PAGE)
+        items = await self.store.recent(self.agent_id, self.thread_id, limit=first)
+        exhausted = len(items) < first
         while True:
             turns = group_turns(items)
             n, _ = fit_turns(turns, available, self._cost)

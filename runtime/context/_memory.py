@@ -22,7 +22,7 @@ import msgspec
 from ._errors import DuplicateItem, StoreClosed
 from ._items import ContextItem, ItemKind, ScoredItem
 from ._store import check_count
-from ._words import query_words, words
+from ._words import informative_words, query_words, words
 
 __all__ = ["InMemoryStore"]
 
@@ -242,8 +242,9 @@ class InMemoryStore:
         check_count("limit", limit)
         await anyio.lowlevel.checkpoint()
         self._check()
-        terms = query_words(text)
         n_docs = len(self._by_seq)
+        frequency = {w: len(self._postings.get(w, ())) for w in query_words(text)}
+        terms = informative_words(list(frequency), frequency, n_docs)
         if not terms or not n_docs or limit == 0:
             return []
         avg_len = self._total_len / n_docs or 1.0

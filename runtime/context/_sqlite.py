@@ -27,7 +27,7 @@ import msgspec
 from ._errors import DuplicateItem, SchemaVersionError, StoreClosed, StoreOpenError
 from ._items import ContextItem, ItemKind, ScoredItem
 from ._store import check_count
-from ._words import fts5_query
+from ._words import fts5_query, informative_words, query_words
 
 __all__ = ["DEFAULT_FILENAME", "SCHEMA_VERSION", "SQLiteStore"]
 
@@ -62,13 +62,18 @@ CREATE VIRTUAL TABLE items_fts USING fts5 (
     content = 'items', content_rowid = 'seq',
     tokenize = 'unicode61 remove_diacritics 2'
 );
+CREATE VIRTUAL TABLE items_vocab USING fts5vocab (items_fts, row);
+CREATE TABLE item_count (n INTEGER NOT NULL);
+INSERT INTO item_count (n) VALUES (0);
 CREATE TRIGGER items_fts_insert AFTER INSERT ON items BEGIN
     INSERT INTO items_fts (rowid, content, tool_name)
     VALUES (new.seq, new.content, new.tool_name);
+    UPDATE item_count SET n = n + 1;
 END;
 CREATE TRIGGER items_fts_delete AFTER DELETE ON items BEGIN
     INSERT INTO items_fts (items_fts, rowid, content, tool_name)
     VALUES ('delete', old.seq, old.content, old.tool_name);
+    UPDATE item_count SET n = n - 1;
 END;
 """
 
@@ -425,8 +430,8 @@ class SQLiteStore:
     ) -> list[ScoredItem]:
         """See :meth:`MemoryStore.search`."""
         check_count("limit", limit)
-        match = fts5_query(text)
-        if not match or limit <= 0:
+        words = query_words(text)
+        if not words or limit == 0:
             await anyio.lowlevel.checkpoint()
             if self._conn is None:
                 raise StoreClosed(f"the store {self._path} is not open")
@@ -438,12 +443,19 @@ class SQLiteStore:
             "JOIN items AS i ON i.seq = items_fts.rowid "
             f"WHERE items_fts MATCH ? AND {where} ORDER BY rank, i.seq DESC LIMIT ?"
         )
-        params = [match, *params, limit]
+        vocab_sql = (
+            f"SELECT term, doc FROM items_vocab WHERE term IN ({', '.join('?' * len(words))})"
+        )
 
         def read(conn: sqlite3.Connection) -> list[ScoredItem]:
+            total = conn.execute("SELECT n FROM item_count").fetchone()[0]
+            frequency = dict(conn.execute(vocab_sql, words).fetchall())
+            match = fts5_query(" ".join(informative_words(words, frequency, total)))
+            if not match:
+                return []
             return [
                 ScoredItem(item=_row_to_item(r), score=-float(r[-1]))
-                for r in conn.execute(sql, params).fetchall()
+                for r in conn.execute(sql, [match, *params, limit]).fetchall()
             ]
 
         return await self._run(read)

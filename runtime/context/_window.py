@@ -43,6 +43,10 @@ def item_tokens(item: ContextItem, counter: TokenCounter) -> int:
     return cost
 
 
+_NO_CALLS: list[ContextItem] = []
+_NO_RESULTS: dict[str, ContextItem] = {}
+
+
 class Turn:
     """A group of items that a prompt holds whole or not at all."""
 
@@ -52,8 +56,9 @@ class Turn:
         self.first_seq = first_seq
         self.item = item  # a plain turn: one item, one message
         self.text: ContextItem | None = None  # an assistant tool-call turn's text, if any
-        self.calls: list[ContextItem] = []
-        self.results: dict[str, ContextItem] = {}
+        # Shared empties until a call arrives: most turns are plain, and a build makes hundreds.
+        self.calls: list[ContextItem] = _NO_CALLS
+        self.results: dict[str, ContextItem] = _NO_RESULTS
 
     def items(self) -> list[ContextItem]:
         """The items this turn renders (unanswered calls excluded)."""
@@ -121,6 +126,8 @@ def group_turns(items: Sequence[ContextItem]) -> list[Turn]:
             if current is None:
                 current = Turn(item.seq)
                 turns.append(current)
+            if current.calls is _NO_CALLS:
+                current.calls, current.results = [], {}
             if item.tool_call_id in open_calls:
                 # The same id again: the earlier call is superseded and stays unanswered.
                 earlier = open_calls[item.tool_call_id]

@@ -10,8 +10,16 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Mapping
 
-__all__ = ["MAX_QUERY_WORDS", "fts5_query", "query_words", "words"]
+__all__ = [
+    "COMMON_WORDS_FROM",
+    "MAX_QUERY_WORDS",
+    "fts5_query",
+    "informative_words",
+    "query_words",
+    "words",
+]
 
 MAX_QUERY_WORDS = 32
 """A query keeps at most this many distinct words (the first ones): a pasted page as a goal must
@@ -37,6 +45,30 @@ def words(text: str) -> list[str]:
 def query_words(text: str) -> list[str]:
     """The distinct folded words of ``text``, first occurrence order, at most MAX_QUERY_WORDS."""
     return list(dict.fromkeys(words(text)))[:MAX_QUERY_WORDS]
+
+
+COMMON_WORDS_FROM = 1000
+"""Stores with at least this many items drop common query words (see informative_words)."""
+
+
+def informative_words(candidates: list[str], frequency: Mapping[str, int], total: int) -> list[str]:
+    """The query words worth searching for.
+
+    In a store of ``COMMON_WORDS_FROM`` items or more: those in fewer than half of the
+    ``total`` items, or all of them when every one is that common. In a smaller store: all.
+
+    BM25's IDF, ``ln((N - n + 0.5) / (n + 0.5))``, is zero or less for a word in half the items
+    or more, and FTS5 floors it at 1e-6: such a word adds (almost) nothing to a ranking, yet
+    matching it means scoring every item that holds it, which is most of the store. So when a
+    query also has rarer words, the common ones are dropped and an item that shares only common
+    words with the query is no hit. A small store is cheap to score whole and its counts say
+    little (in three items every word is common), so there nothing is dropped. Words missing
+    from ``frequency`` are kept.
+    """
+    if total < COMMON_WORDS_FROM:
+        return list(candidates)
+    rare = [w for w in candidates if 2 * frequency.get(w, 0) < total]
+    return rare or list(candidates)
 
 
 def fts5_query(text: str) -> str:

@@ -13,7 +13,9 @@ from loom.runtime.context import ContextItem, InMemoryStore, MemoryStore, SQLite
 @pytest.fixture(params=["memory", "sqlite"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MemoryStore]:
     """An open, empty store of each kind."""
-    s: MemoryStore = InMemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "c.db")
+    s: MemoryStore = (
+        InMemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "c.db")
+    )
     async with s:
         yield s
 

@@ -23,7 +23,9 @@ async def test_add_assigns_increasing_seq_and_get_round_trips(store: MemoryStore
     assert 0 < a.seq < b.seq
     got = await store.get(a.id)
     assert got == a
-    assert got is not None and got.metadata == {"k": "v"} and got.importance == 0.9
+    assert got is not None
+    assert got.metadata == {"k": "v"}
+    assert got.importance == 0.9
     assert await store.get("no-such-id") is None
 
 
@@ -118,8 +120,13 @@ async def test_search_any_word_matches_and_tool_names_are_searchable(store: Memo
         [
             make("alpha"),
             make("beta"),
-            make('{"path": "x"}', kind="tool_call", role="assistant", tool_call_id="c",
-                 tool_name="github.create_issue"),
+            make(
+                '{"path": "x"}',
+                kind="tool_call",
+                role="assistant",
+                tool_call_id="c",
+                tool_name="github.create_issue",
+            ),
         ]
     )
     found = {h.item.content for h in await store.search("a1", "alpha gamma beta")}
@@ -151,7 +158,7 @@ async def test_search_any_word_matches_and_tool_names_are_searchable(store: Memo
     ],
 )
 async def test_search_never_raises_on_awkward_input(store: MemoryStore, query: str) -> None:
-    await store.add(make("data AND more data, with a \"quoted\" word and AND/OR/NOT"))
+    await store.add(make('data AND more data, with a "quoted" word and AND/OR/NOT'))
     hits = await store.search("a1", query)
     assert isinstance(hits, list)
     assert await store.count() == 1
