@@ -13,8 +13,8 @@ from loom.runtime.llm import (
     CompletionRequest,
     LLMError,
     ModelRouter,
-    RouteDecision,
     OpenAIProvider,
+    RouteDecision,
     UserMessage,
     load_llm_config,
 )
