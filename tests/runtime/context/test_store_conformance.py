@@ -10,7 +10,8 @@ from loom.runtime.context import DuplicateItem, MemoryStore, StoreClosed
 
 from .conftest import make
 
-pytestmark = pytest.mark.anyio
+# The stores are backend-neutral: the contract is checked on asyncio and trio.
+pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])]
 
 
 async def test_is_a_memory_store(store: MemoryStore) -> None:
