@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import itertools
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from types import TracebackType
 from typing import Final
 
@@ -28,6 +28,7 @@ from ._subscription import Subscription
 from ._topics import TopicTrie, validate_pattern, validate_topic
 from ._tracing import PublishTracer
 from ._transport import Transport
+from ._waiter import Waiter, waiter_factory
 
 __all__ = ["EventBus"]
 
@@ -67,6 +68,7 @@ class _Topic:
         "gen",
         "overflow",
         "published",
+        "reached",
         "route",
         "soft",
         "topic",
@@ -79,6 +81,7 @@ class _Topic:
         self.soft: frozenset[Subscription] = frozenset()
         self.gen = -1
         self.published = 0
+        self.reached = 0  # subscriptions the latest publish reached without waiting
         self.unrouted = 0
         self.delivered = 0
         self.overflow = 0
@@ -141,7 +144,7 @@ class EventBus:
         self._members: dict[tuple[int, str], _Member] = {}
         self._subs: dict[int, Subscription] = {}
         self._ids = itertools.count(1)
-        self._gen = 0  # bumped on every subscribe/unsubscribe; invalidates cached routes
+        self._gen = 0  # bumped when a wildcard pattern comes or goes; invalidates cached routes
         self._topics: dict[str, _Topic] = {}
         self._evicted = _Topic("")
         self._tick = 0
@@ -151,12 +154,14 @@ class EventBus:
         self._draining = False
         self._busy: set[Subscription] = set()
         self._drained = anyio.Event()
+        self._new_waiter: Callable[[], Waiter] = anyio.Event
 
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> EventBus:
         if self._state is not _State.NEW:
             raise BusClosed("an EventBus can be entered once")
+        self._new_waiter = waiter_factory()
         if self._transport is not None:
             self._tg = anyio.create_task_group()
             await self._tg.__aenter__()
@@ -261,6 +266,21 @@ class EventBus:
         self._link(sub, pattern, parts, sub.qos)
         return sub
 
+    def _subscribe_callback(
+        self, pattern: str, callback: Callable[[Delivery], None]
+    ) -> Subscription:
+        """Internal: a subscription whose deliveries are handed to ``callback`` inside the
+        publisher's ``publish`` call, for the runtime's own plumbing (the reply router).
+
+        The callback must be quick, must not block and must not raise. Its buffer bound is 0,
+        so the fast path of ``publish`` never looks at it: it is reached only where a full
+        buffer would be, and it never holds a publisher back.
+        """
+        sub = self.subscribe(pattern, qos=QoS.REALTIME, buffer_size=1)
+        sub._cap = sub._limit = 0
+        sub._callback = callback
+        return sub
+
     def _add_pattern(self, sub: Subscription, pattern: str, qos: QoS) -> None:
         if not self._accepting:
             raise BusClosed("bus closed")
@@ -279,7 +299,7 @@ class EventBus:
         member = _Member(sub, qos.lossless)
         self._members[sub.id, pattern] = member
         self._trie.insert(parts, member)
-        self._gen += 1
+        self._invalidate(pattern)
         if self._transport is not None:
             key = (pattern, qos)
             count = self._interest.get(key, 0)
@@ -290,7 +310,7 @@ class EventBus:
     def _unlink(self, sub: Subscription, pattern: str, parts: list[str], qos: QoS) -> None:
         member = self._members.pop((sub.id, pattern))
         self._trie.remove(parts, member)
-        self._gen += 1
+        self._invalidate(pattern)
         if self._transport is not None:
             key = (pattern, qos)
             count = self._interest[key] - 1
@@ -300,6 +320,20 @@ class EventBus:
                 del self._interest[key]
                 if self._state is _State.OPEN:
                     self._transport.remove_interest(pattern, qos)
+
+    def _invalidate(self, pattern: str) -> None:
+        """Make cached routes that ``pattern`` may affect be recomputed on their next publish.
+
+        A literal pattern can only change its own topic's route, so per-call inboxes and agent
+        mailboxes coming and going leave every other cached route alone; a wildcard pattern
+        invalidates them all.
+        """
+        if "*" in pattern or ">" in pattern:
+            self._gen += 1
+        else:
+            entry = self._topics.get(pattern)
+            if entry is not None:
+                entry.gen = -1
 
     def _unsubscribe(self, sub: Subscription) -> None:
         if self._subs.pop(sub.id, None) is None:
@@ -313,13 +347,16 @@ class EventBus:
 
     # ------------------------------------------------------------------ publishing
 
-    async def publish(self, topic: str, event: Event) -> None:
-        """Publish ``event`` on ``topic``.
+    async def publish(self, topic: str, event: Event) -> int:
+        """Publish ``event`` on ``topic``; return how many subscriptions it reached.
 
         Returns once every matching subscription has the event queued (or, for a full Realtime
-        one, has counted it dropped). Waits while a matching Batched or Background subscription
-        is full, without delaying the subscribers that have room: they get the event at once.
-        Events of one publisher reach each subscriber in publish order.
+        one, has counted it dropped); the count includes those drops, so 0 means nobody here
+        was subscribed (a transport may still carry the event to other processes).
+
+        Waits while a matching Batched or Background subscription is full, without delaying
+        the subscribers that have room: they get the event at once. Events of one publisher
+        reach each subscriber in publish order.
 
         Not a checkpoint unless it waits (and once every 128 calls, so a publishing loop
         cannot starve its consumers). Cancelled while waiting, the event has reached the
@@ -345,13 +382,16 @@ class EventBus:
             event = self._tracer.inject(topic, event)
         delivery = Delivery(topic, event)
         blocked = self._route(entry, delivery)
+        reached = entry.reached  # read before any await: the next publish overwrites it
         if blocked:
-            await self._finish_blocked(entry, blocked, delivery)
+            reached += await self._finish_blocked(entry, blocked, delivery)
         if self._transport is not None:
             await self._transport.publish(topic, event)
+        return reached
 
-    def publish_nowait(self, topic: str, event: Event) -> None:
-        """Publish ``event`` on ``topic`` if no lossless subscriber would make it wait.
+    def publish_nowait(self, topic: str, event: Event) -> int:
+        """Publish ``event`` on ``topic`` if no lossless subscriber would make it wait; return
+        how many subscriptions it reached (as :meth:`publish` counts them).
 
         All or nothing: either every matching subscription gets the event (Realtime ones may
         drop it on overflow, as always) or none does and :class:`WouldBlock` is raised, so a
@@ -384,6 +424,7 @@ class EventBus:
         if self._tracer is not None:  # only once the publish is sure to happen
             event = self._tracer.inject(topic, event)
         self._route(entry, Delivery(topic, event))
+        return entry.reached
 
     async def deliver_inbound(self, topic: str, event: Event) -> None:
         """Route an event that a transport brought from another process, to local
@@ -405,6 +446,7 @@ class EventBus:
         route = entry.route
         if not route:
             entry.unrouted += 1
+            entry.reached = 0
             return None
         blocked: list[Subscription] | None = None
         etype = delivery.event.type
@@ -423,17 +465,24 @@ class EventBus:
                 if n >= sub._high:
                     sub._high = n + 1
                 if sub._recv_waiters:
-                    sub._recv_waiters.popleft().set()
+                    sub._recv_waiters.pop(0).set()
             elif sub._lossless and sub not in entry.soft:
                 if blocked is None:
                     blocked = [sub]
                 else:
                     blocked.append(sub)
+            elif sub._callback is not None:
+                # A callback subscription (buffer bound 0): handed over inside this publish.
+                sub._matched += 1
+                sub._delivered += 1
+                delivered += 1
+                sub._callback(delivery)
             else:
                 sub._matched += 1
                 sub._overflow += 1
                 overflow += 1
         entry.delivered += delivered
+        entry.reached = delivered + overflow
         if overflow:
             entry.overflow += overflow
         elif not delivered and blocked is None:
@@ -443,9 +492,12 @@ class EventBus:
 
     async def _finish_blocked(
         self, entry: _Topic, blocked: list[Subscription], delivery: Delivery
-    ) -> None:
+    ) -> int:
+        """Wait for room in each full subscription in turn; return how many took the event."""
+        reached = 0
         for sub in blocked:
             if await sub._put_waiting(delivery):
+                reached += 1
                 # The topic's record may have been evicted while we waited; its counters were
                 # folded into the totals then, so count on there rather than into a lost record.
                 if self._topics.get(entry.topic) is not entry:
@@ -455,6 +507,7 @@ class EventBus:
                     self._busy.add(sub)
             elif sub._closed_by_bus:
                 raise BusClosed("bus closed while the publish waited for room")
+        return reached
 
     def _refresh(self, topic: str, entry: _Topic | None) -> _Topic:
         """Validate a new topic or recompute a stale route."""

@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from collections.abc import Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.abc import TaskGroup
 
-from . import collab
 from ._behaviour import AgentSpec, Behaviour, HasAgentSpec
 from ._context import Context
 from ._directory import AgentStatus
 from ._errors import BusClosed, InvalidArgument, SubscriptionClosed, WouldBlock
-from ._event import Delivery, Event, mailbox_topic
+from ._event import DEFAULT_TTL, Delivery, Envelope, Event, mailbox_topic
+from ._ids import new_id
 from ._qos import QoS
+from ._replies import router_for
 from ._subscription import Subscription
 from ._supervision import Strategy
 from ._timers import Timer, TimerSet
@@ -48,15 +47,15 @@ class Cell:
 
     __slots__ = (
         "_attempts",
+        "_backoff",
         "_consecutive",
+        "_done",
+        "_done_event",
         "_halt",
         "_restart_times",
         "_retry",
-        "_stop_deadline",
-        "_wait_scopes",
         "children",
         "ctx",
-        "done",
         "failed_events",
         "handled",
         "id",
@@ -64,10 +63,10 @@ class Cell:
         "mailbox",
         "parent",
         "registry",
-        "running_once",
         "runtime",
         "scope",
         "spec",
+        "started",
         "status",
         "stopping",
         "timers",
@@ -89,9 +88,12 @@ class Cell:
         self.ctx: Context | None = None
         self.registry: ToolRegistry | None = None
         self.timers: TimerSet | None = None
-        self.scope = anyio.CancelScope()
-        self.running_once = anyio.Event()
-        self.done = anyio.Event()
+        self.scope = anyio.CancelScope()  # cancelled only to force a stuck agent down
+        # Set when the agent first runs or ends before that; dropped once start() has seen it.
+        self.started: anyio.Event | None = anyio.Event()
+        self._done = False
+        self._done_event: anyio.Event | None = None  # made only when someone waits
+        self._backoff: anyio.Event | None = None  # set by a stop to cut a restart delay short
         self.stopping = False
         self.handled = 0
         self.failed_events = 0
@@ -99,17 +101,30 @@ class Cell:
         self._retry: Delivery | None = None
         self._attempts = 0
         self._consecutive = 0
-        self._restart_times: deque[float] = deque()
-        self._wait_scopes: set[anyio.CancelScope] = set()
-        self._stop_deadline = 0.0
+        self._restart_times: list[float] | None = None
 
     # ------------------------------------------------------------------ control
 
     def request_stop(self) -> None:
         """Finish the event in hand, then stop; an idle agent stops at once."""
         self.stopping = True
-        for scope in self._wait_scopes:
-            scope.cancel()
+        self.mailbox._kick()
+        if self._backoff is not None:
+            self._backoff.set()
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    async def wait_done(self) -> None:
+        if not self._done:
+            if self._done_event is None:
+                self._done_event = anyio.Event()
+            await self._done_event.wait()
+
+    def _set_started(self) -> None:
+        if self.started is not None:
+            self.started.set()
 
     async def main(self) -> None:
         """The agent's task: (re)start instances until stopped or failed."""
@@ -134,23 +149,27 @@ class Cell:
                     rt.directory.count_restart(self.id)
                     delay = policy.backoff(self._consecutive)
                     log.warning("agent %s restarting in %.3fs: %s", self.id, delay, reason)
-                    with anyio.CancelScope() as wait:  # a stop cuts the backoff short
-                        self._wait_scopes.add(wait)
-                        await anyio.sleep(delay)
-                    self._wait_scopes.discard(wait)
+                    self._backoff = anyio.Event()
+                    with anyio.move_on_after(delay):
+                        await self._backoff.wait()  # a stop cuts the delay short
+                    self._backoff = None
         finally:
             with anyio.CancelScope(shield=True):
                 await self._close_mailbox(final, reason)
                 await rt._agent_ended(self, final, reason)
-                self.running_once.set()
-                self.done.set()
+                self._done = True
+                self._set_started()
+                if self._done_event is not None:
+                    self._done_event.set()
 
     def _may_restart(self) -> bool:
         policy = self.spec.policy
         now = time.monotonic()
+        if self._restart_times is None:
+            self._restart_times = []
         times = self._restart_times
         while times and now - times[0] > policy.window_s:
-            times.popleft()
+            del times[0]
         if len(times) >= policy.max_restarts:
             return False
         times.append(now)
@@ -160,36 +179,33 @@ class Cell:
 
     async def _run_instance(self) -> tuple[Strategy, str]:
         rt = self.runtime
-        spec = self.spec
-        instance = spec.factory()
+        instance = self.spec.factory()
         state = getattr(instance, "state", None)
         if not isinstance(state, MutableMapping):
             state = {}
         self.instance = instance
         self._halt = None
         await rt._set_status(self, AgentStatus.STARTING)
-        async with anyio.create_task_group() as tg:
-            self.timers = TimerSet(tg, self._deliver_timer)
-            host = _Host(self, tg)
-            ctx = self.ctx = Context(self.id, host, state)
-            started = False
-            outcome: tuple[Strategy, str] = (Strategy.STOP, "")
-            try:
-                await instance.on_start(ctx)
-                started = True
-            except Exception as exc:
-                outcome = self._decide(exc)
-                log.error("agent %s: on_start failed: %r", self.id, exc)
-            if started:
-                self._register_tools(instance)
-                await rt._set_status(self, AgentStatus.RUNNING)
-                self.running_once.set()
-                outcome = await self._consume(instance)
-            await rt._set_status(self, AgentStatus.STOPPING)
-            self.timers.cancel_all()
+        ctx = self.ctx = Context(self.id, self, state)
+        outcome: tuple[Strategy, str] = (Strategy.STOP, "")
+        try:
+            await instance.on_start(ctx)
+        except Exception as exc:
+            outcome = self._decide(exc)
+            log.error("agent %s: on_start failed: %r", self.id, exc)
+        else:
+            self._register_tools(instance)
+            await rt._set_status(self, AgentStatus.RUNNING)
+            self._set_started()
+            outcome = await self._consume(instance, ctx)
+        finally:
+            if self.timers is not None:
+                self.timers.cancel_all()
+                self.timers = None
             self._unregister_tools()
-            await self._call_on_stop(instance, ctx)
-            tg.cancel_scope.cancel()
+            with anyio.CancelScope(shield=True):
+                await rt._set_status(self, AgentStatus.STOPPING)
+                await self._call_on_stop(instance, ctx)
         self.instance = None
         return outcome
 
@@ -222,16 +238,14 @@ class Cell:
 
     # ------------------------------------------------------------------ the mailbox loop
 
-    async def _consume(self, instance: Behaviour) -> tuple[Strategy, str]:
+    async def _consume(self, instance: Behaviour, ctx: Context) -> tuple[Strategy, str]:
         n = self.spec.max_concurrency
-        ctx = self.ctx
-        assert ctx is not None
         if n == 1:
             return await self._worker(instance, ctx)
         results: list[tuple[Strategy, str]] = []
 
         async def worker() -> None:
-            wctx = Context(self.id, ctx._host, ctx.state)
+            wctx = Context(self.id, self, ctx.state)
             results.append(await self._worker(instance, wctx))
 
         async with anyio.create_task_group() as tg:
@@ -260,9 +274,12 @@ class Cell:
                         tick = 0
                         await anyio.lowlevel.checkpoint()
                 except WouldBlock:
-                    delivery = await self._wait(mailbox)
-                    if delivery is None:
-                        continue
+                    # Parked until an event arrives or a stop kicks us; then look again.
+                    try:
+                        await mailbox._wait_nonempty()
+                    except SubscriptionClosed:
+                        break
+                    continue
                 except SubscriptionClosed:
                     break
             event = delivery.event
@@ -289,21 +306,6 @@ class Cell:
         if self._halt is not None:
             return self._halt, "halted by a sibling worker"
         return Strategy.STOP, ""
-
-    async def _wait(self, mailbox: Subscription) -> Delivery | None:
-        """Wait for the next event; ``None`` when a stop interrupted the wait."""
-        with anyio.CancelScope() as scope:
-            self._wait_scopes.add(scope)
-            if self.stopping or self._halt is not None:
-                scope.cancel()
-            try:
-                return await mailbox.receive()
-            except SubscriptionClosed:
-                self.stopping = True
-                return None
-            finally:
-                self._wait_scopes.discard(scope)
-        return None
 
     async def _on_failure(self, delivery: Delivery, exc: Exception) -> tuple[Strategy, str] | None:
         """Apply the policy to a failed handler; ``None`` means carry on with the next event."""
@@ -338,8 +340,7 @@ class Cell:
 
     def _halt_all(self, strategy: Strategy) -> None:
         self._halt = strategy
-        for scope in self._wait_scopes:
-            scope.cancel()
+        self.mailbox._kick()
 
     # ------------------------------------------------------------------ dead letters & timers
 
@@ -369,18 +370,10 @@ class Cell:
         for delivery in leftovers:
             await self._dead_letter(delivery, why, reason or final.value, 0)
 
-
-class _Host:
-    """The in-process :class:`ContextHost` of one agent instance."""
-
-    __slots__ = ("_cell", "_tg")
-
-    def __init__(self, cell: Cell, tg: TaskGroup) -> None:
-        self._cell = cell
-        self._tg = tg
+    # ------------------------------------------------------------------ ContextHost
 
     async def publish(self, topic: str, event: Event, *, qos: QoS | None) -> bool:
-        bus = self._cell.runtime.bus
+        bus = self.runtime.bus
         if qos is QoS.REALTIME:
             try:
                 bus.publish_nowait(topic, event)
@@ -391,41 +384,62 @@ class _Host:
         return True
 
     async def request(
-        self, topic: str, event: Event, *, timeout: float, parent: Event | None
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        type: str,
+        metadata: Mapping[str, str] | None,
+        timeout: float,
+        parent: Event | None,
     ) -> Event:
-        return await collab.request(
-            self._cell.runtime.bus,
-            topic,
-            event,
-            timeout=timeout,
-            sender=self._cell.id,
-            parent=parent,
+        router = router_for(self.runtime.bus)
+        request_id = new_id()
+        penv = None if parent is None else parent.envelope
+        envelope = Envelope(
+            # A request outside any thread starts one, named after itself.
+            thread_id=(penv.thread_id if penv is not None and penv.thread_id else request_id),
+            correlation_id=request_id,
+            sender=self.id,
+            reply_to=router.inbox(self.id),
+            ttl=DEFAULT_TTL if penv is None else penv.ttl,
+            hop=0 if penv is None else penv.hop + 1,
+            traceparent="" if penv is None else penv.traceparent,
+            tracestate="" if penv is None else penv.tracestate,
         )
+        event = Event(
+            id=request_id,
+            type=type or "request",
+            source=self.id,
+            payload=payload,
+            metadata=dict(metadata) if metadata else {},
+            envelope=envelope,
+        )
+        return await router.call(topic, event, timeout=timeout)
 
     async def call_tool(
         self, name: str, arguments: Mapping[str, Any] | str, *, timeout: float | None
     ) -> Any:
-        return await self._cell.runtime.call_tool(name, arguments, timeout=timeout)
+        return await self.runtime.call_tool(name, arguments, timeout=timeout)
 
     async def subscribe(self, pattern: str, *, qos: QoS | None) -> None:
-        cell = self._cell
-        if cell.mailbox.add_pattern(pattern, qos=qos):
-            cell.runtime.directory.add_pattern(cell.id, pattern)
+        if self.mailbox.add_pattern(pattern, qos=qos):
+            self.runtime.directory.add_pattern(self.id, pattern)
 
     async def unsubscribe(self, pattern: str) -> None:
-        cell = self._cell
-        if pattern == mailbox_topic(cell.id):
+        if pattern == mailbox_topic(self.id):
             raise InvalidArgument("an agent cannot unsubscribe from its own mailbox topic")
-        if cell.mailbox.remove_pattern(pattern):
-            cell.runtime.directory.remove_pattern(cell.id, pattern)
+        if self.mailbox.remove_pattern(pattern):
+            self.runtime.directory.remove_pattern(self.id, pattern)
 
     async def spawn(self, agent: AgentSpec | HasAgentSpec) -> str:
-        return await self._cell.runtime.start(agent, parent=self._cell.id)
+        return await self.runtime.start(agent, parent=self.id)
 
     def schedule(
         self, event: Event, *, delay: float | None, every: float | None, at: float | None
     ) -> Timer:
-        timers = self._cell.timers
-        if timers is None:
-            raise BusClosed("the agent is not running")
-        return timers.schedule(event, delay=delay, every=every, at=at)
+        if self.instance is None or self.stopping:
+            raise BusClosed(f"agent {self.id} is not running")
+        if self.timers is None:
+            self.timers = TimerSet(self.runtime._task_group(), self._deliver_timer)
+        return self.timers.schedule(event, delay=delay, every=every, at=at)

@@ -11,10 +11,8 @@ import logging
 from collections.abc import Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-import msgspec
-
 from ._envelope_build import child_envelope
-from ._event import Envelope, Event, mailbox_topic
+from ._event import Envelope, Event, mailbox_topic, reply_topic
 from ._qos import QoS
 
 if TYPE_CHECKING:
@@ -31,7 +29,14 @@ class ContextHost(Protocol):
     async def publish(self, topic: str, event: Event, *, qos: QoS | None) -> bool: ...
 
     async def request(
-        self, topic: str, event: Event, *, timeout: float, parent: Event | None
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        type: str,
+        metadata: Mapping[str, str] | None,
+        timeout: float,
+        parent: Event | None,
     ) -> Event: ...
 
     async def call_tool(
@@ -73,18 +78,24 @@ class Context:
     Attributes:
         agent_id: the agent this context belongs to.
         state: the instance's state; a restart starts with a fresh one.
-        log: a logger that prefixes every line with the agent id.
         event: the event being handled, or ``None`` (in ``on_start``, ``on_stop``, timers).
     """
 
-    __slots__ = ("_host", "agent_id", "event", "log", "state")
+    __slots__ = ("_host", "_log", "agent_id", "event", "state")
 
     def __init__(self, agent_id: str, host: ContextHost, state: MutableMapping[str, Any]) -> None:
         self.agent_id = agent_id
         self._host = host
         self.state = state
         self.event: Event | None = None
-        self.log: logging.LoggerAdapter[logging.Logger] = _AgentLog(_LOG, {"agent_id": agent_id})
+        self._log: logging.LoggerAdapter[logging.Logger] | None = None
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger that prefixes every line with the agent id (made on first use)."""
+        if self._log is None:
+            self._log = _AgentLog(_LOG, {"agent_id": self.agent_id})
+        return self._log
 
     @property
     def mailbox(self) -> str:
@@ -151,8 +162,11 @@ class Context:
             RequestTimeout: no reply within ``timeout`` seconds (a ``DeadlineExceeded``).
             NoResponders: nobody is subscribed to ``topic``.
         """
-        event = self._event(payload, type=type, metadata=metadata, tags=(), priority=0)
-        return await self._host.request(topic, event, timeout=timeout, parent=self.event)
+        if isinstance(payload, str):
+            payload = payload.encode()
+        return await self._host.request(
+            topic, payload, type=type, metadata=metadata, timeout=timeout, parent=self.event
+        )
 
     async def reply(
         self,
@@ -164,13 +178,18 @@ class Context:
     ) -> None:
         """Reply to ``original``: to its ``reply_to`` (else its sender's mailbox), keeping its
         thread and correlation id."""
-        from ._event import reply_envelope, reply_topic
-
-        env = reply_envelope(original, sender=self.agent_id)
-        if self.event is not None:
-            env = msgspec.structs.replace(env, hop=self.event.envelope.hop + 1)
+        env = original.envelope
+        reply_env = Envelope(
+            thread_id=env.thread_id,
+            correlation_id=env.correlation_id or original.id,
+            sender=self.agent_id,
+            ttl=env.ttl,
+            hop=0 if self.event is None else self.event.envelope.hop + 1,
+            traceparent=env.traceparent,
+            tracestate=env.tracestate,
+        )
         event = self._event(
-            payload, type=type, metadata=metadata, tags=(), priority=0, envelope=env
+            payload, type=type, metadata=metadata, tags=(), priority=0, envelope=reply_env
         )
         await self._host.publish(reply_topic(original), event, qos=None)
 

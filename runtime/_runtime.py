@@ -144,6 +144,11 @@ class AgentRuntime:
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
 
+    def _task_group(self) -> TaskGroup:
+        if self._tg is None:
+            raise BusClosed("the runtime is not running")
+        return self._tg
+
     async def _sweeper(self) -> None:
         while True:
             await anyio.sleep(self.sweep_interval_s)
@@ -178,8 +183,11 @@ class AgentRuntime:
             self._cells[parent].children.append(spec.id)
         await self._publish_lifecycle(spec.id, AgentStatus.CREATED)
         self._tg.start_soon(cell.main)
-        await cell.running_once.wait()
-        if cell.status is not AgentStatus.RUNNING and cell.done.is_set():
+        started = cell.started
+        assert started is not None
+        await started.wait()
+        cell.started = None  # an idle agent keeps no event it no longer needs
+        if cell.done and cell.status is not AgentStatus.RUNNING:
             raise AgentStartFailed(spec.id, cell.status.value)
         return spec.id
 
@@ -218,13 +226,13 @@ class AgentRuntime:
         cell.request_stop()
         with anyio.CancelScope(shield=True):
             with anyio.move_on_after(self.stop_timeout_s):
-                await cell.done.wait()
-            if not cell.done.is_set():
+                await cell.wait_done()
+            if not cell.done:
                 log.warning(
                     "agent %s did not stop in %ss: cancelling it", cell.id, self.stop_timeout_s
                 )
                 cell.scope.cancel()
-                await cell.done.wait()
+                await cell.wait_done()
 
     def status(self, agent_id: str) -> AgentStatus:
         """The agent's current state.

@@ -13,17 +13,17 @@ publisher that arrives later cannot take the room of one that has been waiting.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from types import TracebackType
 from typing import TYPE_CHECKING, Final
 
-import anyio
 from anyio.lowlevel import checkpoint
 
 from ._errors import InvalidArgument, SubscriptionClosed, WouldBlock
 from ._event import Delivery
 from ._qos import QoS
 from ._stats import Drops, SubscriptionStats
+from ._waiter import Waiter
 
 if TYPE_CHECKING:
     from ._bus import EventBus
@@ -49,6 +49,7 @@ class Subscription:
     __slots__ = (
         "_buf",
         "_bus",
+        "_callback",
         "_cap",
         "_closed",
         "_closed_by_bus",
@@ -100,6 +101,8 @@ class Subscription:
         self.qos: Final = qos
         self.event_types: Final = types
         self._bus = bus
+        # Set for the runtime's internal callback subscriptions (see EventBus._subscribe_callback).
+        self._callback: Callable[[Delivery], None] | None = None
         # pattern -> (its segments, its tier); the first is the one given to subscribe().
         self._patterns: dict[str, tuple[list[str], QoS]] = {pattern: (parts, qos)}
         self._types = types
@@ -108,8 +111,10 @@ class Subscription:
         self._cap = cap
         self._limit = cap  # the fast-path bound; 0 while publishers wait, so newcomers queue
         self._reserved = 0
-        self._recv_waiters: deque[anyio.Event] = deque()
-        self._send_waiters: deque[anyio.Event] = deque()
+        # Lists, not deques: almost always empty or holding one waiter, and an empty deque
+        # costs ten times the memory of an empty list, per parked agent.
+        self._recv_waiters: list[Waiter] = []
+        self._send_waiters: list[Waiter] = []
         self._closed = False
         self._closed_by_bus = False
         self._matched = 0
@@ -186,7 +191,7 @@ class Subscription:
         bus = self._bus
         if bus._draining:
             bus._note_idle(self)
-        waiter = anyio.Event()
+        waiter = bus._new_waiter()
         self._recv_waiters.append(waiter)
         try:
             await waiter.wait()
@@ -196,20 +201,20 @@ class Subscription:
             except ValueError:
                 # We were woken for an event we will now not take: wake someone else for it.
                 if self._buf and self._recv_waiters:
-                    self._recv_waiters.popleft().set()
+                    self._recv_waiters.pop(0).set()
             raise
 
     # ------------------------------------------------------------------ publisher side
 
     def _wake_receiver(self) -> None:
-        self._recv_waiters.popleft().set()
+        self._recv_waiters.pop(0).set()
 
     def _grant(self) -> None:
         """Hand freed room to waiting publishers, oldest first."""
         waiters = self._send_waiters
         while waiters and len(self._buf) + self._reserved < self._cap:
             self._reserved += 1
-            waiters.popleft().set()
+            waiters.pop(0).set()
         self._update_limit()
 
     def _update_limit(self) -> None:
@@ -223,7 +228,7 @@ class Subscription:
         if self._closed:
             return False
         if len(self._buf) >= self._limit:
-            waiter = anyio.Event()
+            waiter = self._bus._new_waiter()
             self._send_waiters.append(waiter)
             self._limit = 0
             try:
@@ -237,7 +242,7 @@ class Subscription:
                     self._update_limit()
                 raise
             self._reserved -= 1
-            if self._closed:
+            if self._is_closed():  # closed while we waited
                 return False
         buf = self._buf
         buf.append(delivery)
@@ -245,7 +250,7 @@ class Subscription:
         if len(buf) > self._high:
             self._high = len(buf)
         if self._recv_waiters:
-            self._recv_waiters.popleft().set()
+            self._recv_waiters.pop(0).set()
         self._update_limit()
         return True
 
@@ -300,6 +305,15 @@ class Subscription:
         """Whether the subscription has been closed."""
         return self._closed
 
+    def _is_closed(self) -> bool:
+        # A method, so type checkers do not carry a narrowed ``_closed`` across an await.
+        return self._closed
+
+    def _kick(self) -> None:
+        """Wake every parked receiver without an event (they look again and park again)."""
+        while self._recv_waiters:
+            self._recv_waiters.pop(0).set()
+
     def close(self) -> None:
         """Remove the subscription from the bus; discard what is queued. Idempotent."""
         if not self._closed:
@@ -318,10 +332,10 @@ class Subscription:
             self._bus._count_closed_drops(self._buf)
             self._buf.clear()
         while self._recv_waiters:
-            self._recv_waiters.popleft().set()
+            self._recv_waiters.pop(0).set()
         while self._send_waiters:
             self._reserved += 1
-            self._send_waiters.popleft().set()
+            self._send_waiters.pop(0).set()
         self._limit = 0
 
     async def __aenter__(self) -> Subscription:
