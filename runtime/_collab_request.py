@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import anyio
 import msgspec
+from anyio.lowlevel import checkpoint
 
 from ._bus import EventBus
 from ._collab_base import (
@@ -12,11 +13,11 @@ from ._collab_base import (
     check_timeout,
     inbox_topic,
     outgoing,
-    publish_routed,
     type_name,
+    unrouted_count,
 )
 from ._collab_errors import NoResponders, RequestTimeout
-from ._errors import BusClosed, InvalidArgument, SubscriptionClosed
+from ._errors import BusClosed, InvalidArgument, SubscriptionClosed, WouldBlock
 from ._event import Event, reply_envelope, reply_topic
 from ._ids import new_id
 from ._qos import QoS
@@ -79,9 +80,33 @@ async def request(
     )
     ignored = 0
     async with bus.subscribe(inbox, qos=QoS.BATCHED, buffer_size=INBOX_SLACK) as inbox_sub:
-        with anyio.move_on_after(timeout):
-            if not await publish_routed(bus, topic, event):
+        deadline = anyio.current_time() + timeout
+        try:
+            before = unrouted_count(bus, topic)
+            bus.publish_nowait(topic, event)
+        except WouldBlock:
+            published = False  # a full subscriber (or a transport): publish within the deadline
+        else:
+            if unrouted_count(bus, topic) != before:
                 raise NoResponders(topic, correlation_id)
+            published = True
+            # The fast path: yield once. A local responder that answers without waiting has
+            # then answered, and the call needs no cancel scope, which is the largest single
+            # cost of a round trip. Otherwise (remote, slow, or scheduled later) wait below.
+            await checkpoint()
+            while True:
+                try:
+                    answer = inbox_sub.receive_nowait().event
+                except WouldBlock:
+                    break
+                except SubscriptionClosed:
+                    raise BusClosed("the bus closed while waiting for a reply") from None
+                if answer.envelope.correlation_id == correlation_id:
+                    return answer
+                ignored += 1
+        with anyio.move_on_at(deadline):
+            if not published:
+                await bus.publish(topic, event)
             while True:
                 try:
                     answer = (await inbox_sub.receive()).event
