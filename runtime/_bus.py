@@ -167,9 +167,12 @@ class EventBus:
             await self._tg.__aenter__()
             try:
                 await self._tg.start(self._transport.run, self)
-            except BaseException as exc:
+            except BaseException:
+                # The failed start raised its error here already; handing it to the task group
+                # too would come back wrapped in an ExceptionGroup instead of the error itself.
                 self._tg.cancel_scope.cancel()
-                await self._tg.__aexit__(type(exc), exc, exc.__traceback__)
+                await self._tg.__aexit__(None, None, None)
+                self._tg = None
                 self._state = _State.CLOSED
                 raise
         self._state = _State.OPEN
