@@ -216,11 +216,15 @@ class EventBus:
             for sub in list(self._subs.values()):
                 self._unsubscribe(sub)
                 sub._shut(by_bus=True)
-            if self._tg is not None:
-                self._tg.cancel_scope.cancel()
-                await self._tg.__aexit__(None, None, None)
-                self._tg = None
         self._state = _State.CLOSED
+        # The transport's task group is exited outside the shield: it was entered before the
+        # shield scope, so exiting it inside would unwind cancel scopes out of order (asyncio
+        # raises RuntimeError, trio corrupts its scope stack). Its scope is cancelled first, and
+        # a task group always waits for its tasks, so the shield is not needed for that.
+        if self._tg is not None:
+            tg, self._tg = self._tg, None
+            tg.cancel_scope.cancel()
+            await tg.__aexit__(None, None, None)
 
     @property
     def closed(self) -> bool:
