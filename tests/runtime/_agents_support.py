@@ -22,6 +22,7 @@ import msgspec
 import sniffio
 
 from loom.runtime import (
+    AgentInfo,
     AgentRuntime,
     AgentSpec,
     AgentStatus,
@@ -32,6 +33,7 @@ from loom.runtime import (
     LifecycleEvent,
     QoS,
     Subscription,
+    SubscriptionClosed,
     SupervisionPolicy,
     WouldBlock,
 )
@@ -162,7 +164,7 @@ class Watch:
         while True:
             try:
                 self.seen.append(self.sub.receive_nowait())
-            except WouldBlock:
+            except (WouldBlock, SubscriptionClosed):
                 return self.seen
 
     async def next(self, match: Callable[[Delivery], bool], timeout: float = WAIT) -> Delivery:
@@ -198,8 +200,9 @@ class Lifecycle(Watch):
     ) -> LifecycleEvent:
         """The next ``status`` event of ``agent_id``."""
         delivery = await self.next(
-            lambda d: d.topic == f"loom.lifecycle.{agent_id}"
-            and d.event.type == f"agent.{status.value}",
+            lambda d: (
+                d.topic == f"loom.lifecycle.{agent_id}" and d.event.type == f"agent.{status.value}"
+            ),
             timeout,
         )
         return lifecycle_of(delivery)
@@ -207,9 +210,7 @@ class Lifecycle(Watch):
     def history(self, agent_id: str) -> list[str]:
         """Every status published for ``agent_id`` so far, in order."""
         return [
-            lifecycle_of(d).status
-            for d in self.drain()
-            if d.topic == f"loom.lifecycle.{agent_id}"
+            lifecycle_of(d).status for d in self.drain() if d.topic == f"loom.lifecycle.{agent_id}"
         ]
 
 
@@ -219,13 +220,13 @@ class DeadLetters(Watch):
     def __init__(self, bus: EventBus) -> None:
         super().__init__(bus.subscribe("loom.deadletter.>", qos=QoS.BACKGROUND))
 
-    async def wait(
-        self, agent_id: str, reason: str | None = None, timeout: float = WAIT
-    ) -> Event:
+    async def wait(self, agent_id: str, reason: str | None = None, timeout: float = WAIT) -> Event:
         """The next dead letter of ``agent_id`` (with that ``reason``, if given)."""
         delivery = await self.next(
-            lambda d: d.topic == f"loom.deadletter.{agent_id}"
-            and (reason is None or d.event.metadata.get("dead_letter.reason") == reason),
+            lambda d: (
+                d.topic == f"loom.deadletter.{agent_id}"
+                and (reason is None or d.event.metadata.get("dead_letter.reason") == reason)
+            ),
             timeout,
         )
         return delivery.event
@@ -238,9 +239,7 @@ class DeadLetters(Watch):
 class Hosted:
     """What :func:`hosted` yields."""
 
-    def __init__(
-        self, bus: EventBus, rt: AgentRuntime, life: Lifecycle, dead: DeadLetters
-    ) -> None:
+    def __init__(self, bus: EventBus, rt: AgentRuntime, life: Lifecycle, dead: DeadLetters) -> None:
         self.bus = bus
         self.rt = rt
         self.life = life
@@ -270,6 +269,13 @@ async def hosted(
         ) as rt,
     ):
         yield Hosted(bus, rt, life, dead)
+
+
+def info_of(rt: AgentRuntime, agent_id: str) -> AgentInfo:
+    """The directory's snapshot of ``agent_id``, which must be known."""
+    info = rt.directory.get(agent_id)
+    assert info is not None, f"{agent_id} is not in the directory"
+    return info
 
 
 def event(payload: bytes | str = b"", *, type: str = "test", **metadata: str) -> Event:
