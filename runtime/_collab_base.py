@@ -28,7 +28,6 @@ __all__ = [
     "outgoing",
     "publish_routed",
     "type_name",
-    "unrouted_count",
 ]
 
 INBOX_SLACK: Final = 16
@@ -137,26 +136,15 @@ def type_name(value: object) -> str:
     return type(value).__name__
 
 
-def unrouted_count(bus: EventBus, topic: str) -> int:
-    # The bus has no public "did this publish reach anyone" yet; its per-topic ``unrouted``
-    # counter says exactly that. Read directly (O(1)) rather than through ``statistics()``,
-    # which is O(subscriptions + topics). The one place that reaches into the bus.
-    entry = bus._topics.get(topic)
-    return 0 if entry is None else entry.unrouted
-
-
 async def publish_routed(bus: EventBus, topic: str, event: Event) -> bool:
     """Publish ``event``; False only when it certainly reached no subscriber.
 
-    ``publish_nowait`` routes synchronously, so no other task can publish on ``topic`` between
-    reading the counter and reading it again: the comparison is exact. When it would block (a
-    full lossless subscriber, which is a subscriber, or a transport, which may reach one) the
-    event goes through ``publish`` and counts as routed.
+    ``publish_nowait`` says how many subscriptions it reached; 0 is certain. When it would
+    block (a full lossless subscriber, which is a subscriber, or a transport, which may reach
+    one in another process) the event goes through ``publish`` and counts as routed.
     """
     try:
-        before = unrouted_count(bus, topic)
-        bus.publish_nowait(topic, event)
+        return bus.publish_nowait(topic, event) > 0
     except WouldBlock:
         await bus.publish(topic, event)
         return True
-    return unrouted_count(bus, topic) == before

@@ -19,7 +19,6 @@ from ._collab_base import (
     check_timeout,
     inbox_topic,
     outgoing,
-    unrouted_count,
 )
 from ._errors import BusClosed, InvalidArgument, SubscriptionClosed, WouldBlock
 from ._event import Event
@@ -324,12 +323,11 @@ async def gather(
             blocked: list[int] = []
             for i, topic in enumerate(topics):
                 try:
-                    before = unrouted_count(bus, topic)
-                    bus.publish_nowait(topic, requests[i])
+                    reached = bus.publish_nowait(topic, requests[i])
                 except WouldBlock:
                     blocked.append(i)
                     continue
-                if unrouted_count(bus, topic) != before:
+                if not reached:
                     got.unrouted.append(i)
             if not blocked:
                 await got.collect(inbox_sub)

@@ -14,7 +14,6 @@ from ._collab_base import (
     inbox_topic,
     outgoing,
     type_name,
-    unrouted_count,
 )
 from ._collab_errors import NoResponders, RequestTimeout
 from ._errors import BusClosed, InvalidArgument, SubscriptionClosed, WouldBlock
@@ -82,12 +81,11 @@ async def request(
     async with bus.subscribe(inbox, qos=QoS.BATCHED, buffer_size=INBOX_SLACK) as inbox_sub:
         deadline = anyio.current_time() + timeout
         try:
-            before = unrouted_count(bus, topic)
-            bus.publish_nowait(topic, event)
+            reached = bus.publish_nowait(topic, event)
         except WouldBlock:
             published = False  # a full subscriber (or a transport): publish within the deadline
         else:
-            if unrouted_count(bus, topic) != before:
+            if not reached:
                 raise NoResponders(topic, correlation_id)
             published = True
             # The fast path: yield once. A local responder that answers without waiting has

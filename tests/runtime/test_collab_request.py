@@ -216,9 +216,6 @@ async def test_no_responders_fails_fast() -> None:
         assert idle(bus) == (0, 1)
 
 
-# The bus currently fails to close when it has a transport (it exits its task group inside a
-# shielded scope); the assertions below run before that, and an AssertionError still fails.
-@pytest.mark.xfail(raises=RuntimeError, strict=False, reason="EventBus.aclose with a transport")
 async def test_with_a_transport_a_remote_responder_may_answer() -> None:
     class Wire:
         """A transport to a network where nobody listens: publishes are accepted, never answered."""
