@@ -17,10 +17,12 @@ from loom.runtime import (
     Envelope,
     Event,
     InvalidArgument,
+    InvalidTopic,
     QoS,
     Strategy,
     SupervisionPolicy,
     Timer,
+    collab,
     mailbox_topic,
 )
 from loom.runtime.collab import NoResponders, RequestTimeout
@@ -204,6 +206,17 @@ async def test_a_reply_to_an_event_without_reply_to_goes_to_the_senders_mailbox(
         await h.bus.publish("go", event())
         await replies.wait_for(1)
     assert replies.items == [(mailbox_topic("a"), b"answer")]
+
+
+async def test_an_agent_answers_a_request_from_outside_any_agent() -> None:
+    async def responder(ctx: Context, topic: str, ev: Event) -> None:
+        await ctx.reply(ev, b"pong:" + ev.payload)
+
+    async with hosted() as h:
+        await h.rt.start(spec("b", responder, topics=["svc.ping"]))
+        reply = await collab.request(h.bus, "svc.ping", b"1", timeout=5)
+    assert reply.payload == b"pong:1"
+    assert reply.envelope.sender == "b"
 
 
 async def test_a_request_nobody_answers_times_out() -> None:
@@ -437,6 +450,25 @@ async def test_subscribe_and_unsubscribe_at_run_time() -> None:
         (mailbox_topic("a"), "mail"),
     ]
     assert "mailbox" in str(errors.items[0])
+
+
+async def test_a_bad_pattern_is_refused_and_changes_nothing() -> None:
+    errors = Seen[BaseException]()
+
+    async def on_event(ctx: Context, topic: str, ev: Event) -> None:
+        for pattern in ("bad..pattern", "a.>.b", ""):
+            try:
+                await ctx.subscribe(pattern)
+            except InvalidTopic as exc:
+                errors.add(exc)
+
+    async with hosted() as h:
+        await h.rt.start(spec("a", on_event, topics=["ctl"]))
+        before = info_of(h.rt, "a").patterns
+        await h.bus.publish("ctl", event())
+        await errors.wait_for(3)
+        assert info_of(h.rt, "a").patterns == before
+        assert h.rt.status("a") is AgentStatus.RUNNING
 
 
 async def test_a_realtime_subscription_drops_what_the_full_mailbox_cannot_take() -> None:
