@@ -12,6 +12,7 @@ from loom.runtime import (
     AgentNotFound,
     AgentRuntime,
     AgentSpec,
+    AgentStartFailed,
     AgentStatus,
     BusClosed,
     Context,
@@ -330,6 +331,33 @@ async def test_an_agent_can_stop_itself_from_its_handler(anyio_backend: str) -> 
         output = await process.stdout.receive()
     assert process.returncode == 0
     assert output.strip() == b"stopped stopped"
+
+
+async def test_stop_during_a_hanging_on_start_makes_start_raise() -> None:
+    stopped = Seen[str]()
+    outcome = Seen[BaseException]()
+
+    async def on_start(ctx: Context) -> None:
+        await anyio.sleep_forever()
+
+    async def on_stop(ctx: Context) -> None:
+        stopped.add(ctx.agent_id)
+
+    async def starter() -> None:
+        try:
+            await h.rt.start(spec("a", on_start=on_start, on_stop=on_stop))
+        except AgentStartFailed as exc:
+            outcome.add(exc)
+
+    async with hosted(stop_timeout_s=0.05) as h, anyio.create_task_group() as tg:
+        tg.start_soon(starter)
+        await h.life.wait("a", AgentStatus.STARTING)
+        with anyio.fail_after(5):
+            await h.rt.stop("a")
+        await outcome.wait_for(1)
+        assert h.rt.status("a") is AgentStatus.STOPPED
+        assert h.life.history("a") == ["created", "starting", "stopping", "stopped"]
+    assert stopped.items == ["a"]
 
 
 async def test_an_on_stop_that_raises_is_logged_and_the_agent_still_stops(
