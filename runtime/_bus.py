@@ -155,6 +155,8 @@ class EventBus:
         self._busy: set[Subscription] = set()
         self._drained = anyio.Event()
         self._new_waiter: Callable[[], Waiter] = anyio.Event
+        # Internal plumbing built on the bus (the reply router) that must end with it.
+        self._close_hooks: list[Callable[[], None]] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -216,6 +218,8 @@ class EventBus:
             for sub in list(self._subs.values()):
                 self._unsubscribe(sub)
                 sub._shut(by_bus=True)
+            for hook in self._close_hooks:
+                hook()
         self._state = _State.CLOSED
         # The transport's task group is exited outside the shield: it was entered before the
         # shield scope, so exiting it inside would unwind cancel scopes out of order (asyncio

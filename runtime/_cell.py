@@ -197,7 +197,10 @@ class Cell:
             self._register_tools(instance)
             await rt._set_status(self, AgentStatus.RUNNING)
             self._set_started()
-            outcome = await self._consume(instance, ctx)
+            if self.spec.max_concurrency == 1:
+                outcome = await self._worker(instance, ctx)
+            else:
+                outcome = await self._consume(instance, ctx)
         finally:
             if self.timers is not None:
                 self.timers.cancel_all()
@@ -239,9 +242,8 @@ class Cell:
     # ------------------------------------------------------------------ the mailbox loop
 
     async def _consume(self, instance: Behaviour, ctx: Context) -> tuple[Strategy, str]:
+        """``max_concurrency`` workers sharing the mailbox, each with its own context."""
         n = self.spec.max_concurrency
-        if n == 1:
-            return await self._worker(instance, ctx)
         results: list[tuple[Strategy, str]] = []
 
         async def worker() -> None:
@@ -267,21 +269,19 @@ class Cell:
             if delivery is not None:
                 self._retry = None
             else:
-                try:
-                    delivery = mailbox.receive_nowait()
-                    tick += 1
-                    if tick >= _YIELD_EVERY:  # handlers that never await must not starve others
-                        tick = 0
-                        await anyio.lowlevel.checkpoint()
-                except WouldBlock:
-                    # Parked until an event arrives or a stop kicks us; then look again.
-                    try:
-                        await mailbox._wait_nonempty()
-                    except SubscriptionClosed:
+                buf = mailbox._buf
+                if not buf:
+                    # Parked until an event arrives or a stop kicks us; then look again. (No
+                    # exception on this path: a parked agent must not hold one alive.)
+                    if mailbox.closed:
                         break
+                    await mailbox._wait_nonempty()
                     continue
-                except SubscriptionClosed:
-                    break
+                delivery = mailbox._take(buf)
+                tick += 1
+                if tick >= _YIELD_EVERY:  # handlers that never await must not starve others
+                    tick = 0
+                    await anyio.lowlevel.checkpoint()
             event = delivery.event
             env = event.envelope
             if env.hop >= env.ttl:

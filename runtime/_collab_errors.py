@@ -17,19 +17,16 @@ class RequestTimeout(DeadlineExceeded):
         topic: where the request was published.
         correlation_id: the correlation id replies had to carry.
         timeout: the timeout, in seconds.
-        ignored: replies that reached the inbox with another correlation id.
     """
 
-    def __init__(self, topic: str, correlation_id: str, timeout: float, ignored: int = 0) -> None:
-        detail = f" ({ignored} with another correlation id ignored)" if ignored else ""
+    def __init__(self, topic: str, correlation_id: str, timeout: float) -> None:
         super().__init__(
             f"no reply to the request on {topic!r} (correlation id {correlation_id}) "
-            f"within {timeout:g}s{detail}"
+            f"within {timeout:g}s"
         )
         self.topic = topic
         self.correlation_id = correlation_id
         self.timeout = timeout
-        self.ignored = ignored
 
 
 class NoResponders(LoomError):

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import anyio
 import msgspec
-from anyio.lowlevel import checkpoint
 
 from ._bus import EventBus
 from ._collab_base import (
-    INBOX_SLACK,
     check_sender,
     check_timeout,
-    inbox_topic,
     outgoing,
     type_name,
 )
-from ._collab_errors import NoResponders, RequestTimeout
-from ._errors import BusClosed, InvalidArgument, SubscriptionClosed, WouldBlock
+from ._errors import InvalidArgument
 from ._event import Event, reply_envelope, reply_topic
 from ._ids import new_id
-from ._qos import QoS
+from ._replies import router_for
 
 __all__ = ["reply", "request"]
 
@@ -36,11 +31,11 @@ async def request(
 ) -> Event:
     """Publish a request on ``topic`` and wait for its reply.
 
-    The request carries a new correlation id and, as ``reply_to``, an inbox topic private to
-    this call (``agent.{sender}.replies.{id}``, or ``_inbox.{id}`` without a sender), which is
-    subscribed before the request is published and closed when the call ends, however it ends.
-    Only a reply with the request's correlation id is accepted; others that reach the inbox are
-    counted and ignored. Responders answer with :func:`reply`.
+    The request carries a new correlation id and, as ``reply_to``, the sender's reply topic
+    (``agent.{sender}.replies.rpc``, or the bus's ``_inbox.{token}`` without a sender). The
+    bus's reply router (one subscription for every call, see ``_replies.py``) hands the reply
+    with the request's correlation id to this call; replies for calls that already ended are
+    counted as stray and dropped. Responders answer with :func:`reply`.
 
     Args:
         bus: the bus to use.
@@ -67,53 +62,17 @@ async def request(
     """
     check_timeout(timeout)
     check_sender(sender)
+    router = router_for(bus)
     correlation_id = new_id()
-    inbox = inbox_topic(sender, correlation_id)
     event = outgoing(
         payload,
         type=type,
         sender=sender,
         correlation_id=correlation_id,
-        reply_to=inbox,
+        reply_to=router.inbox(sender),
         parent=parent,
     )
-    ignored = 0
-    async with bus.subscribe(inbox, qos=QoS.BATCHED, buffer_size=INBOX_SLACK) as inbox_sub:
-        deadline = anyio.current_time() + timeout
-        try:
-            reached = bus.publish_nowait(topic, event)
-        except WouldBlock:
-            published = False  # a full subscriber (or a transport): publish within the deadline
-        else:
-            if not reached:
-                raise NoResponders(topic, correlation_id)
-            published = True
-            # The fast path: yield once. A local responder that answers without waiting has
-            # then answered, and the call needs no cancel scope, which is the largest single
-            # cost of a round trip. Otherwise (remote, slow, or scheduled later) wait below.
-            await checkpoint()
-            while True:
-                try:
-                    answer = inbox_sub.receive_nowait().event
-                except WouldBlock:
-                    break
-                except SubscriptionClosed:
-                    raise BusClosed("the bus closed while waiting for a reply") from None
-                if answer.envelope.correlation_id == correlation_id:
-                    return answer
-                ignored += 1
-        with anyio.move_on_at(deadline):
-            if not published:
-                await bus.publish(topic, event)
-            while True:
-                try:
-                    answer = (await inbox_sub.receive()).event
-                except SubscriptionClosed:
-                    raise BusClosed("the bus closed while waiting for a reply") from None
-                if answer.envelope.correlation_id == correlation_id:
-                    return answer
-                ignored += 1
-    raise RequestTimeout(topic, correlation_id, timeout, ignored)
+    return await router.call(topic, event, timeout=timeout)
 
 
 async def reply(

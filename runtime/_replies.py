@@ -16,10 +16,11 @@ import weakref
 from typing import Final
 
 import anyio
+from anyio.lowlevel import checkpoint
 
 from ._bus import EventBus
 from ._collab_errors import NoResponders, RequestTimeout
-from ._errors import BusClosed
+from ._errors import BusClosed, WouldBlock
 from ._event import Delivery, Event
 from ._ids import new_id
 from ._subscription import Subscription
@@ -52,6 +53,7 @@ class ReplyRouter:
             f"agent.*.replies.{RPC_SEGMENT}", self._on_reply
         )
         self._sub.add_pattern(self._inbox)
+        bus._close_hooks.append(self.close)
         self.stray = 0
         """Replies that arrived for no pending call (late, or never asked for)."""
 
@@ -76,6 +78,10 @@ class ReplyRouter:
         """Publish ``event`` (its envelope already names the correlation id and this router's
         inbox as ``reply_to``) and wait for the reply.
 
+        The common case costs no cancel scope: the request is queued without waiting, the
+        caller yields once so the responder runs, and a responder that answered at once has
+        already handed over its reply. Only otherwise does the call wait, within ``timeout``.
+
         Raises:
             NoResponders: on a bus without a transport, nobody is subscribed to ``topic``.
             RequestTimeout: no reply within ``timeout`` seconds (publishing included).
@@ -85,11 +91,23 @@ class ReplyRouter:
         correlation_id = event.envelope.correlation_id
         call = _Call(bus._new_waiter())
         self._pending[correlation_id] = call
+        deadline = anyio.current_time() + timeout
         try:
-            with anyio.move_on_after(timeout):
-                reached = await bus.publish(topic, event)
+            try:
+                reached = bus.publish_nowait(topic, event)
+            except WouldBlock:
+                reached = -1  # a full subscriber or a transport: publish within the timeout
+            else:
                 if not reached and bus._transport is None:
                     raise NoResponders(topic, correlation_id)
+                await checkpoint()
+                if call.reply is not None:
+                    return call.reply
+            with anyio.move_on_at(deadline):
+                if reached < 0:
+                    reached = await bus.publish(topic, event)
+                    if not reached and bus._transport is None:
+                        raise NoResponders(topic, correlation_id)
                 await call.waiter.wait()
                 if call.reply is None:  # woken by close(), not by a reply
                     raise BusClosed("the bus closed while waiting for a reply")
@@ -99,7 +117,8 @@ class ReplyRouter:
         raise RequestTimeout(topic, correlation_id, timeout)
 
     def close(self) -> None:
-        """Stop routing; every pending call ends with :class:`BusClosed`."""
+        """Stop routing; every pending call ends with :class:`BusClosed`. The bus calls this
+        when it closes."""
         self._sub.close()
         pending, self._pending = self._pending, {}
         for call in pending.values():

@@ -83,13 +83,15 @@ def pattern_matches(pattern: str, topic: str) -> bool:
 
 
 class _Node(Generic[T]):
+    # Containers are made on first use: most nodes of a big trie are leaves holding one
+    # value, and a million empty dicts and lists would be most of the trie's memory.
     __slots__ = ("children", "star", "tail", "values")
 
     def __init__(self) -> None:
-        self.children: dict[str, _Node[T]] = {}
+        self.children: dict[str, _Node[T]] | None = None
         self.star: _Node[T] | None = None
-        self.tail: list[T] = []  # values whose pattern ends with '>' right here
-        self.values: list[T] = []  # values whose pattern ends exactly here
+        self.tail: list[T] | None = None  # values whose pattern ends with '>' right here
+        self.values: list[T] | None = None  # values whose pattern ends exactly here
 
     def empty(self) -> bool:
         return not (self.children or self.star or self.tail or self.values)
@@ -117,6 +119,8 @@ class TopicTrie(Generic[T]):
         node = self._root
         for i, part in enumerate(parts):
             if part == ">" and i == len(parts) - 1:
+                if node.tail is None:
+                    node.tail = []
                 node.tail.append(value)
                 self._size += 1
                 return
@@ -125,10 +129,14 @@ class TopicTrie(Generic[T]):
                     node.star = _Node()
                 node = node.star
             else:
+                if node.children is None:
+                    node.children = {}
                 child = node.children.get(part)
                 if child is None:
                     child = node.children[part] = _Node()
                 node = child
+        if node.values is None:
+            node.values = []
         node.values.append(value)
         self._size += 1
 
@@ -142,13 +150,18 @@ class TopicTrie(Generic[T]):
             if part == ">" and i == last:
                 bucket = node.tail
                 break
-            nxt = node.star if part == "*" else node.children.get(part)
+            if part == "*":
+                nxt = node.star
+            else:
+                nxt = None if node.children is None else node.children.get(part)
             if nxt is None:
                 return False
             path.append((node, part))
             node = nxt
         if bucket is None:
             bucket = node.values
+        if bucket is None:
+            return False
         try:
             bucket.remove(value)
         except ValueError:
@@ -158,7 +171,7 @@ class TopicTrie(Generic[T]):
             parent, part = path.pop()
             if part == "*":
                 parent.star = None
-            else:
+            elif parent.children is not None:
                 del parent.children[part]
             node = parent
         return True
@@ -171,13 +184,15 @@ class TopicTrie(Generic[T]):
 
     def _walk(self, node: _Node[T], parts: list[str], i: int, out: list[T]) -> None:
         if i == len(parts):
-            out.extend(node.values)
+            if node.values:
+                out.extend(node.values)
             return
         if node.tail:
             out.extend(node.tail)
-        child = node.children.get(parts[i])
-        if child is not None:
-            self._walk(child, parts, i + 1, out)
+        if node.children is not None:
+            child = node.children.get(parts[i])
+            if child is not None:
+                self._walk(child, parts, i + 1, out)
         if node.star is not None:
             self._walk(node.star, parts, i + 1, out)
 
@@ -188,7 +203,8 @@ class TopicTrie(Generic[T]):
         while stack:
             node = stack.pop()
             count += 1
-            stack.extend(node.children.values())
+            if node.children:
+                stack.extend(node.children.values())
             if node.star is not None:
                 stack.append(node.star)
         return count

@@ -10,8 +10,8 @@ cancelled after it was set still reports ``is_set()``, so the wake-up it carried
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import anyio
 
@@ -23,7 +23,7 @@ class Waiter(Protocol):
 
     def is_set(self) -> bool: ...
 
-    async def wait(self) -> None: ...
+    def wait(self) -> Awaitable[Any]: ...
 
 
 class _FutureWaiter(asyncio.Future[None]):
@@ -36,8 +36,9 @@ class _FutureWaiter(asyncio.Future[None]):
     def is_set(self) -> bool:
         return self.done() and not self.cancelled()
 
-    async def wait(self) -> None:
-        await self
+    def wait(self) -> Awaitable[None]:
+        # The future itself: awaiting it adds no coroutine frame to a parked task.
+        return self
 
 
 def waiter_factory() -> Callable[[], Waiter]:
