@@ -12,6 +12,7 @@ from ._errors import InvalidArgument
 from ._event import Event
 from ._qos import QoS
 from ._supervision import SupervisionPolicy
+from ._topics import validate_pattern
 from .tools._tool import Tool
 
 if TYPE_CHECKING:
@@ -82,6 +83,8 @@ class AgentSpec(msgspec.Struct, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         validate_agent_id(self.id)
+        for pattern in self.topics:
+            validate_pattern(pattern)
         if self.mailbox_size < 1:
             raise InvalidArgument(f"mailbox_size must be >= 1, not {self.mailbox_size}")
         if self.max_concurrency < 1:

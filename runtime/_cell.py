@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, MutableMapping
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -18,7 +19,7 @@ import anyio
 from ._behaviour import AgentSpec, Behaviour, HasAgentSpec
 from ._context import Context
 from ._directory import AgentStatus
-from ._errors import BusClosed, InvalidArgument, SubscriptionClosed, WouldBlock
+from ._errors import BusClosed, InvalidArgument, WouldBlock
 from ._event import DEFAULT_TTL, Delivery, Envelope, Event, mailbox_topic
 from ._ids import new_id
 from ._qos import QoS
@@ -34,6 +35,10 @@ if TYPE_CHECKING:
 __all__: list[str] = []
 
 log = logging.getLogger("loom.runtime")
+
+current_cell: ContextVar[Cell | None] = ContextVar("loom_current_cell", default=None)
+"""The agent whose task is running (tasks it starts inherit it): lets the runtime see that a
+stop comes from inside the agent it would have to wait for."""
 
 _YIELD_EVERY = 64
 
@@ -56,10 +61,12 @@ class Cell:
         "_retry",
         "children",
         "ctx",
+        "delete_when_done",
         "failed_events",
         "handled",
         "id",
         "instance",
+        "last_error",
         "mailbox",
         "parent",
         "registry",
@@ -82,8 +89,12 @@ class Cell:
         self.mailbox: Subscription = runtime.bus.subscribe(
             mailbox_topic(spec.id), qos=spec.qos, buffer_size=spec.mailbox_size
         )
-        for pattern in spec.topics:
-            self.mailbox.add_pattern(pattern)
+        try:
+            for pattern in spec.topics:
+                self.mailbox.add_pattern(pattern)
+        except BaseException:
+            self.mailbox.close()  # a refused topic leaves nothing on the bus
+            raise
         self.instance: Behaviour | None = None
         self.ctx: Context | None = None
         self.registry: ToolRegistry | None = None
@@ -102,6 +113,8 @@ class Cell:
         self._attempts = 0
         self._consecutive = 0
         self._restart_times: list[float] | None = None
+        self.delete_when_done = False
+        self.last_error = ""  # the latest failure, in words, for errors and lifecycle events
 
     # ------------------------------------------------------------------ control
 
@@ -132,6 +145,7 @@ class Cell:
         policy = self.spec.policy
         final = AgentStatus.STOPPED
         reason = ""
+        current_cell.set(self)
         try:
             with self.scope:
                 while not self.stopping:
@@ -192,7 +206,8 @@ class Cell:
             await instance.on_start(ctx)
         except Exception as exc:
             outcome = self._decide(exc)
-            log.error("agent %s: on_start failed: %r", self.id, exc)
+            self.last_error = f"on_start raised {type(exc).__name__}: {exc}"
+            log.error("agent %s: %s", self.id, self.last_error)
         else:
             self._register_tools(instance)
             await rt._set_status(self, AgentStatus.RUNNING)
@@ -208,6 +223,8 @@ class Cell:
             self._unregister_tools()
             with anyio.CancelScope(shield=True):
                 await rt._set_status(self, AgentStatus.STOPPING)
+                # Children belong to the instance that spawned them: they go with it, first.
+                await rt._stop_children(self)
                 await self._call_on_stop(instance, ctx)
         self.instance = None
         return outcome
@@ -313,6 +330,7 @@ class Cell:
         policy = self.spec.policy
         strategy = policy.strategy
         reason = f"{type(exc).__name__}: {exc}"
+        self.last_error = reason
         log.warning("agent %s: handler failed on %s: %s", self.id, delivery.topic, reason)
         if strategy is Strategy.RESTART:
             self._attempts += 1
@@ -360,11 +378,17 @@ class Cell:
             leftovers.append(self._retry)
             self._retry = None
         if not mailbox.closed:
+            # Off the trie first, so nothing new arrives; then take what is queued and let in
+            # the publishers already waiting for room (they were promised delivery), so every
+            # one of those events reaches the dead-letter topic instead of vanishing.
+            self.runtime.bus._unsubscribe(mailbox)
+            buf = mailbox._buf
             while True:
-                try:
-                    leftovers.append(mailbox.receive_nowait())
-                except (WouldBlock, SubscriptionClosed):
+                while buf:
+                    leftovers.append(mailbox._take(buf))
+                if not (mailbox._send_waiters or mailbox._reserved):
                     break
+                await anyio.lowlevel.checkpoint()
             mailbox.close()
         why = "agent_failed" if final is AgentStatus.FAILED else "agent_stopped"
         for delivery in leftovers:

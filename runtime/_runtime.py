@@ -20,7 +20,7 @@ from anyio.abc import TaskGroup
 
 from ._behaviour import AgentSpec, HasAgentSpec
 from ._bus import EventBus
-from ._cell import Cell
+from ._cell import Cell, current_cell
 from ._directory import AgentInfo, AgentStatus, Directory
 from ._errors import BusClosed, InvalidArgument, LoomError
 from ._event import Delivery, Event
@@ -129,7 +129,10 @@ class AgentRuntime:
         await self.aclose()
         assert self._tg is not None
         tg, self._tg = self._tg, None
-        return await tg.__aexit__(exc_type, exc, tb)
+        # The body's own exception propagates as itself: the task group only ever holds the
+        # runtime's tasks, which aclose() has ended.
+        await tg.__aexit__(None, None, None)
+        return None
 
     async def aclose(self) -> None:
         """Stop every agent (children before parents), then the sweeper. Idempotent."""
@@ -169,8 +172,13 @@ class AgentRuntime:
         if self._tg is None or self._closing:
             raise BusClosed("the runtime is not running")
         spec = agent if isinstance(agent, AgentSpec) else agent.agent_spec()
-        if spec.id in self._cells or spec.id in self.directory:
-            raise InvalidArgument(f"an agent with id {spec.id!r} already exists")
+        if spec.id in self._cells:
+            raise InvalidArgument(f"an agent with id {spec.id!r} already exists (it is running)")
+        known = self.directory.get(spec.id)
+        if known is not None:
+            if known.remote or known.status not in (AgentStatus.STOPPED, AgentStatus.FAILED):
+                raise InvalidArgument(f"an agent with id {spec.id!r} already exists")
+            self.directory.remove(spec.id)  # a stopped or failed agent may be started again
         cell = Cell(self, spec, parent)
         self._cells[spec.id] = cell
         directory = self.directory
@@ -188,7 +196,8 @@ class AgentRuntime:
         await started.wait()
         cell.started = None  # an idle agent keeps no event it no longer needs
         if cell.done and cell.status is not AgentStatus.RUNNING:
-            raise AgentStartFailed(spec.id, cell.status.value)
+            detail = f": {cell.last_error}" if cell.last_error else ""
+            raise AgentStartFailed(spec.id, f"{cell.status.value}{detail}")
         return spec.id
 
     async def stop(self, agent_id: str) -> None:
@@ -204,7 +213,37 @@ class AgentRuntime:
             if agent_id in self.directory:
                 return  # already stopped
             raise AgentNotFound(agent_id)
+        if self._stops_caller(cell):
+            self._request_stop_tree(cell)
+            return
         await self._stop_cell(cell)
+
+    def _stops_caller(self, cell: Cell) -> bool:
+        """Whether ``cell`` is the agent this call runs in, or one of its ancestors: then the
+        stop cannot wait for it (the caller would wait for itself)."""
+        caller = current_cell.get()
+        while caller is not None:
+            if caller is cell:
+                return True
+            caller = self._cells.get(caller.parent) if caller.parent is not None else None
+        return False
+
+    def _request_stop_tree(self, cell: Cell) -> None:
+        for child in cell.children:
+            child_cell = self._cells.get(child)
+            if child_cell is not None:
+                self._request_stop_tree(child_cell)
+        cell.request_stop()
+
+    async def _stop_children(self, cell: Cell) -> None:
+        for child in list(cell.children):
+            child_cell = self._cells.get(child)
+            if child_cell is None:
+                continue
+            if self._stops_caller(child_cell):
+                self._request_stop_tree(child_cell)
+            else:
+                await self._stop_cell(child_cell)
 
     async def delete(self, agent_id: str) -> None:
         """Stop an agent if it runs and remove it from the directory.
@@ -214,15 +253,18 @@ class AgentRuntime:
         """
         if agent_id not in self._cells and agent_id not in self.directory:
             raise AgentNotFound(agent_id)
-        if agent_id in self._cells:
-            await self._stop_cell(self._cells[agent_id])
+        cell = self._cells.get(agent_id)
+        if cell is not None:
+            if self._stops_caller(cell):
+                # From inside itself: the entry goes once the agent has stopped.
+                cell.delete_when_done = True
+                self._request_stop_tree(cell)
+                return
+            await self._stop_cell(cell)
         self.directory.remove(agent_id)
 
     async def _stop_cell(self, cell: Cell) -> None:
-        for child in list(cell.children):
-            child_cell = self._cells.get(child)
-            if child_cell is not None:
-                await self._stop_cell(child_cell)
+        await self._stop_children(cell)
         cell.request_stop()
         with anyio.CancelScope(shield=True):
             with anyio.move_on_after(self.stop_timeout_s):
@@ -310,6 +352,8 @@ class AgentRuntime:
             if cell.id in self.directory:
                 self.directory.remove_pattern(cell.id, pattern)
         await self._set_status(cell, status, reason)
+        if cell.delete_when_done:
+            self.directory.remove(cell.id)
         if status is AgentStatus.FAILED:
             log.error("agent %s failed: %s", cell.id, reason)
 

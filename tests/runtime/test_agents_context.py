@@ -247,11 +247,6 @@ async def test_a_request_nobody_answers_times_out() -> None:
     assert exc.topic == "svc.silent"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: ReplyRouter.call reuses `timeout` for the time left after its first "
-    "checkpoint, so RequestTimeout.timeout (and its message) report e.g. 0.0499775, not 0.05",
-)
 async def test_request_timeout_reports_the_timeout_that_was_given() -> None:
     errors = Seen[RequestTimeout]()
 
@@ -558,12 +553,6 @@ async def test_a_child_is_supervised_by_its_own_policy() -> None:
     assert seen.items == ["spawned", "crashed", "crash"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a parent that ends on its own (handler error under the stop strategy, or "
-    "failed after max_restarts) leaves its children running: only AgentRuntime.stop/delete "
-    "stop children, Cell.main's own ending (_agent_ended) does not",
-)
 @pytest.mark.parametrize("strategy", [Strategy.STOP, Strategy.RESTART])
 async def test_a_parent_that_ends_by_itself_stops_its_children(strategy: Strategy) -> None:
     stops = Seen[str]()
@@ -587,12 +576,6 @@ async def test_a_parent_that_ends_by_itself_stops_its_children(strategy: Strateg
         assert stops.items == ["child"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a restart keeps the old instance's children running, so a parent that spawns "
-    "its children in on_start fails every restart with 'an agent with id ... already exists' "
-    "and ends failed after one handler error",
-)
 async def test_a_restarted_parent_can_spawn_its_children_again() -> None:
     async def parent_start(ctx: Context) -> None:
         await ctx.spawn(spec("child"))

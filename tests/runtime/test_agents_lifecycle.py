@@ -8,6 +8,7 @@ import anyio
 import msgspec
 import pytest
 
+from loom import Agent
 from loom.runtime import (
     AgentNotFound,
     AgentRuntime,
@@ -100,7 +101,11 @@ async def test_stop_calls_on_stop_publishes_stopping_stopped_and_keeps_the_entry
         await h.rt.stop("a")
         assert stopped.items == [None]
         assert h.life.history("a") == STARTED + ENDED
-        # The id stays taken until the agent is deleted.
+        # A stopped agent may be started again under its id: a new run, a new entry.
+        await h.rt.start(spec("a"))
+        assert h.rt.status("a") is AgentStatus.RUNNING
+        assert h.life.history("a")[-3:] == STARTED[-3:]
+        # While it runs, the id is taken.
         with pytest.raises(InvalidArgument, match="already exists"):
             await h.rt.start(spec("a"))
 
@@ -190,11 +195,6 @@ async def test_leaving_the_runtime_on_an_error_still_calls_on_stop() -> None:
     assert stopped.items == ["a"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: AgentRuntime.__aexit__ hands the body's exception to its task group, "
-    "which re-raises it wrapped in an ExceptionGroup",
-)
 async def test_an_error_in_the_runtime_block_propagates_as_itself() -> None:
     async with EventBus() as bus:
         with pytest.raises(RuntimeError, match="test body failed"):
@@ -309,13 +309,6 @@ anyio.run(main, backend=sys.argv[1])
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an agent whose handler calls runtime.stop() on itself (or on its parent) "
-    "never stops: _stop_cell waits, shielded, for the cell to finish, and the cell is the "
-    "caller; after stop_timeout_s it cancels the cell scope, which cannot reach through that "
-    "shield, so the agent and then the runtime's shutdown hang forever",
-)
 async def test_an_agent_can_stop_itself_from_its_handler(anyio_backend: str) -> None:
     # In a subprocess: with the bug, the runtime cannot even be left, so only a kill ends it.
     async with await anyio.open_process(
@@ -417,24 +410,18 @@ async def test_runtime_and_spec_arguments_are_checked() -> None:
 
 async def test_a_bad_topic_is_refused_at_start() -> None:
     async with hosted() as h:
-        bad = AgentSpec(id="a", factory=FnBehaviour, topics=("bad..topic",))
-        with pytest.raises(InvalidTopic):
-            await h.rt.start(bad)
+        with pytest.raises(InvalidTopic):  # refused when the spec is made, before any start
+            AgentSpec(id="a", factory=FnBehaviour, topics=("bad..topic",))
         assert "a" not in h.rt.directory
         assert h.life.history("a") == []
         await h.rt.start(spec("a"))
         assert h.rt.status("a") is AgentStatus.RUNNING
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Cell.__init__ subscribes the mailbox before add_pattern validates the "
-    "topics; the InvalidTopic leaves that subscription open on the bus",
-)
 async def test_a_bad_topic_refused_at_start_leaves_no_subscription_behind() -> None:
     async with hosted() as h:
         baseline = h.bus.subscription_count(), h.bus.trie_node_count()
-        bad = AgentSpec(id="a", factory=FnBehaviour, topics=("ok.topic", "bad..topic"))
         with pytest.raises(InvalidTopic):
-            await h.rt.start(bad)
+            await h.rt.start(Agent("a", topics=["ok.topic", "bad..topic"]))
         assert (h.bus.subscription_count(), h.bus.trie_node_count()) == baseline
+        assert "a" not in h.rt.directory

@@ -526,11 +526,6 @@ async def test_a_failing_on_start_under_resume_or_stop_raises_agent_start_failed
     assert len(calls) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: AgentStartFailed.reason is only the final status ('stopped'/'failed'); "
-    "the on_start error is published on the lifecycle topic but not carried by the exception",
-)
 async def test_agent_start_failed_names_the_on_start_error() -> None:
     async def on_start(ctx: Context) -> None:
         raise RuntimeError("database unreachable")
