@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Final
 
 import anyio
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
 from anyio.lowlevel import checkpoint
 from opentelemetry.trace import TracerProvider
 
@@ -150,6 +150,7 @@ class EventBus:
         self._tick = 0
         self._interest: dict[tuple[str, QoS], int] = {}
         self._tg: TaskGroup | None = None
+        self._transport_scope: anyio.CancelScope | None = None
         # Closing: subscriptions that still hold events, and the signal that none do.
         self._draining = False
         self._busy: set[Subscription] = set()
@@ -168,7 +169,7 @@ class EventBus:
             self._tg = anyio.create_task_group()
             await self._tg.__aenter__()
             try:
-                await self._tg.start(self._transport.run, self)
+                await self._tg.start(self._run_transport)
             except BaseException:
                 # The failed start raised its error here already; handing it to the task group
                 # too would come back wrapped in an ExceptionGroup instead of the error itself.
@@ -189,6 +190,12 @@ class EventBus:
     ) -> None:
         # Leaving on an error or a cancellation: nobody is left to drain, so close at once.
         await self.aclose(grace=self._drain_grace if exc_type is None else 0.0)
+        # The transport's task group is exited here and nowhere else: only the task that
+        # entered it, at the same depth of cancel scopes, may exit it (aclose may be called
+        # from any task, or from inside further scopes).
+        if self._tg is not None:
+            tg, self._tg = self._tg, None
+            await tg.__aexit__(None, None, None)
 
     async def aclose(self, grace: float | None = None) -> None:
         """Close the bus.
@@ -220,15 +227,16 @@ class EventBus:
                 sub._shut(by_bus=True)
             for hook in self._close_hooks:
                 hook()
+            if self._transport_scope is not None:
+                self._transport_scope.cancel()  # stop the transport; __aexit__ waits for it
         self._state = _State.CLOSED
-        # The transport's task group is exited outside the shield: it was entered before the
-        # shield scope, so exiting it inside would unwind cancel scopes out of order (asyncio
-        # raises RuntimeError, trio corrupts its scope stack). Its scope is cancelled first, and
-        # a task group always waits for its tasks, so the shield is not needed for that.
-        if self._tg is not None:
-            tg, self._tg = self._tg, None
-            tg.cancel_scope.cancel()
-            await tg.__aexit__(None, None, None)
+
+    async def _run_transport(self, *, task_status: TaskStatus[None]) -> None:
+        # Its own scope, so that closing stops the transport alone: the task group's scope
+        # also encloses the body of the caller's ``async with``, which closing must not cancel.
+        assert self._transport is not None
+        with anyio.CancelScope() as self._transport_scope:
+            await self._transport.run(self, task_status=task_status)
 
     @property
     def closed(self) -> bool:
