@@ -1,0 +1,279 @@
+"""The transport seam: two EventBus instances linked as two processes would be."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import anyio
+import anyio.lowlevel
+import msgspec
+import pytest
+from anyio.abc import TaskStatus
+
+from loom.runtime import (
+    BusClosed,
+    Event,
+    EventBus,
+    Inbound,
+    QoS,
+    Subscription,
+    Transport,
+    WouldBlock,
+    pattern_matches,
+)
+
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"]),
+]
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Event)
+
+
+class Network:
+    """What connects the 'processes': every transport end that joined it."""
+
+    def __init__(self) -> None:
+        self.ends: list[MemoryTransport] = []
+
+
+class MemoryTransport:
+    """One process's end of an in-memory network, implementing :class:`Transport`.
+
+    Events cross as bytes (msgpack), as they would between processes, and reach only the ends
+    whose local subscriptions hold a matching pattern. Like NATS with ``no_echo``, an end never
+    hands its own publishes back to its own bus.
+    """
+
+    def __init__(self, network: Network) -> None:
+        self.network = network
+        network.ends.append(self)
+        self.calls: list[tuple[str, str, QoS]] = []
+        self.interest: set[tuple[str, QoS]] = set()
+        self.sent: list[str] = []
+        self.running = False
+        self._send, self._receive = anyio.create_memory_object_stream[tuple[str, bytes]](16)
+
+    async def run(self, inbound: Inbound, *, task_status: TaskStatus[None]) -> None:
+        async with self._send, self._receive:  # closed when the bus cancels us
+            self.running = True
+            task_status.started()
+            try:
+                async for topic, data in self._receive:
+                    await inbound.deliver_inbound(topic, _decoder.decode(data))
+            finally:
+                self.running = False
+
+    async def publish(self, topic: str, event: Event) -> None:
+        self.sent.append(topic)
+        data = _encoder.encode(event)
+        for end in self.network.ends:
+            if end is self or not any(pattern_matches(p, topic) for p, _ in end.interest):
+                continue
+            try:
+                await end._send.send((topic, data))
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                pass  # that process has gone away
+
+    def add_interest(self, pattern: str, qos: QoS) -> None:
+        assert (pattern, qos) not in self.interest, "interest added twice"
+        self.interest.add((pattern, qos))
+        self.calls.append(("add", pattern, qos))
+
+    def remove_interest(self, pattern: str, qos: QoS) -> None:
+        assert (pattern, qos) in self.interest, "interest removed that was never added"
+        self.interest.remove((pattern, qos))
+        self.calls.append(("remove", pattern, qos))
+
+
+def _as_transport(t: MemoryTransport) -> Transport:
+    return t  # mypy checks here that MemoryTransport satisfies the protocol
+
+
+def ev(n: int) -> Event:
+    return Event(type="t", payload=str(n).encode())
+
+
+async def wait_until(cond: Callable[[], bool]) -> None:
+    with anyio.fail_after(2):
+        while not cond():
+            await anyio.lowlevel.checkpoint()
+
+
+async def receive_until(sub: Subscription, last: bytes) -> list[bytes]:
+    """Every payload up to and including ``last``, then proof that nothing else is queued."""
+    got: list[bytes] = []
+    with anyio.fail_after(2):
+        while not got or got[-1] != last:
+            got.append((await sub.receive()).event.payload)
+    with pytest.raises(WouldBlock):
+        sub.receive_nowait()
+    return got
+
+
+async def test_an_event_reaches_the_remote_and_the_local_subscriber_exactly_once() -> None:
+    network = Network()
+    ta, tb = MemoryTransport(network), MemoryTransport(network)
+    async with EventBus(transport=ta) as a, EventBus(transport=tb) as b:
+        local = a.subscribe("orders.>")
+        remote = b.subscribe("orders.>")
+        other = b.subscribe("invoices.>")  # B has no interest in what A publishes below
+        published = [ev(i) for i in range(20)]
+        for event in published:
+            await a.publish("orders.eu", event)
+        await a.publish("orders.end", Event(payload=b"end"))
+        expected = [e.payload for e in published] + [b"end"]
+        assert await receive_until(remote, b"end") == expected
+        assert await receive_until(local, b"end") == expected
+        # What crossed is equal to what was published, field for field (not the same object).
+        assert other.statistics().matched == 0
+        assert tb.sent == []  # B delivered inbound events locally and did not send them back
+        assert ta.sent == ["orders.eu"] * 20 + ["orders.end"]
+        assert b.statistics().published == 21
+
+
+async def test_events_cross_in_both_directions_without_echo() -> None:
+    network = Network()
+    ta, tb = MemoryTransport(network), MemoryTransport(network)
+    async with EventBus(transport=ta) as a, EventBus(transport=tb) as b:
+        on_a = a.subscribe("chat.*")
+        on_b = b.subscribe("chat.*")
+        sent_a = Event(type="hello", source="a", payload=b"from-a")
+        sent_b = Event(type="hello", source="b", payload=b"from-b")
+        await a.publish("chat.room", sent_a)
+        await b.publish("chat.room", sent_b)
+        await a.publish("chat.room", Event(payload=b"end-a"))
+        await b.publish("chat.room", Event(payload=b"end-b"))
+        got_a: list[Event] = []
+        got_b: list[Event] = []
+        with anyio.fail_after(2):
+            while len(got_a) < 4:
+                got_a.append((await on_a.receive()).event)
+            while len(got_b) < 4:
+                got_b.append((await on_b.receive()).event)
+        for got in (got_a, got_b):
+            assert sorted(e.payload for e in got) == [b"end-a", b"end-b", b"from-a", b"from-b"]
+        assert got_b[[e.payload for e in got_b].index(b"from-a")] == sent_a
+        assert got_a[[e.payload for e in got_a].index(b"from-b")] == sent_b
+        with pytest.raises(WouldBlock):
+            on_a.receive_nowait()
+        with pytest.raises(WouldBlock):
+            on_b.receive_nowait()
+
+
+async def test_interest_is_declared_once_per_pattern_and_tier() -> None:
+    transport = MemoryTransport(Network())
+    async with EventBus(transport=_as_transport(transport)) as bus:
+        first = bus.subscribe("a.*")
+        second = bus.subscribe("a.*")
+        realtime = bus.subscribe("a.*", qos=QoS.REALTIME)
+        other = bus.subscribe("b.>", qos=QoS.BACKGROUND)
+        assert transport.calls == [
+            ("add", "a.*", QoS.BATCHED),
+            ("add", "a.*", QoS.REALTIME),
+            ("add", "b.>", QoS.BACKGROUND),
+        ]
+        first.close()
+        assert len(transport.calls) == 3  # `second` still holds a.* at BATCHED
+        second.close()
+        realtime.close()
+        other.close()
+        assert transport.calls[3:] == [
+            ("remove", "a.*", QoS.BATCHED),
+            ("remove", "a.*", QoS.REALTIME),
+            ("remove", "b.>", QoS.BACKGROUND),
+        ]
+        again = bus.subscribe("a.*")
+        assert transport.calls[-1] == ("add", "a.*", QoS.BATCHED)
+        again.close()
+        assert transport.interest == set()
+
+
+async def test_the_transport_task_does_not_outlive_the_bus(anyio_backend: str) -> None:
+    from tests.runtime.test_bus_lifecycle import running_tasks
+
+    before = running_tasks(anyio_backend)
+    transport = MemoryTransport(Network())
+    async with EventBus(transport=transport) as bus:
+        assert transport.running
+        assert running_tasks(anyio_backend) != before
+        async with bus.subscribe("a") as sub:
+            await bus.publish("a", ev(1))
+            await sub.receive()
+    assert not transport.running
+    assert running_tasks(anyio_backend) == before
+
+
+class _Unreachable(MemoryTransport):
+    async def run(self, inbound: Inbound, *, task_status: TaskStatus[None]) -> None:
+        self._send.close()
+        self._receive.close()
+        raise ConnectionRefusedError("no server")
+
+
+async def test_a_transport_that_cannot_start_fails_the_bus_entry() -> None:
+    bus = EventBus(transport=_Unreachable(Network()))
+    with pytest.raises(ConnectionRefusedError):
+        await bus.__aenter__()
+    with pytest.raises(BusClosed):
+        bus.subscribe("a")
+    with pytest.raises(BusClosed):
+        await bus.__aenter__()
+
+
+async def test_inbound_delivery_waits_for_a_full_lossless_subscriber() -> None:
+    transport = MemoryTransport(Network())
+    async with EventBus(transport=transport) as bus, bus.subscribe("a", buffer_size=1) as sub:
+        await bus.deliver_inbound("a", ev(0))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(bus.deliver_inbound, "a", ev(1))
+            await wait_until(lambda: sub.statistics().waiting_publishers == 1)
+            assert sub.receive_nowait().event.payload == b"0"
+        assert sub.receive_nowait().event.payload == b"1"
+        assert transport.sent == []  # inbound events are for local subscribers only
+    with pytest.raises(BusClosed):
+        await bus.deliver_inbound("a", ev(2))
+
+
+async def test_publish_nowait_with_a_transport_refuses_and_delivers_to_nobody() -> None:
+    transport = MemoryTransport(Network())
+    async with EventBus(transport=transport) as bus, bus.subscribe("a") as sub:
+        with pytest.raises(WouldBlock):
+            bus.publish_nowait("a", ev(0))
+        with pytest.raises(WouldBlock):
+            sub.receive_nowait()
+        assert transport.sent == []
+        assert bus.statistics().published == 0
+
+
+async def test_leaving_on_an_error_stops_the_transport_and_keeps_the_error() -> None:
+    transport = MemoryTransport(Network())
+    with pytest.raises(KeyError, match="boom"):
+        async with EventBus(transport=transport, drain_grace=60) as bus:
+            bus.subscribe("a")
+            await bus.publish("a", ev(0))
+            raise KeyError("boom")
+    assert not transport.running
+    assert bus.statistics().dropped.closed == 1
+
+
+async def test_leaving_by_cancellation_stops_the_transport() -> None:
+    transport = MemoryTransport(Network())
+    with anyio.fail_after(5), anyio.CancelScope() as scope:
+        async with EventBus(transport=transport, drain_grace=60):
+            scope.cancel()
+            await anyio.sleep_forever()
+    assert scope.cancelled_caught
+    assert not transport.running
+
+
+async def test_a_bus_closed_from_another_task_stops_accepting_at_once() -> None:
+    transport = MemoryTransport(Network())
+    async with EventBus(transport=transport) as bus:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(bus.aclose)
+            await wait_until(lambda: bus.closed)
+        with pytest.raises(BusClosed):
+            await bus.publish("a", ev(0))
+    assert not transport.running
