@@ -7,6 +7,7 @@ from collections.abc import Callable
 import anyio
 import anyio.lowlevel
 import pytest
+from anyio.abc import TaskGroup
 
 from loom.runtime import (
     BusClosed,
@@ -122,7 +123,7 @@ async def test_leaving_the_subscription_block_closes_it() -> None:
 async def test_a_closed_bus_refuses_publishes_and_subscribes() -> None:
     bus = EventBus()
     async with bus:
-        assert not bus.closed
+        assert not bus.statistics().closed
     assert bus.closed
     assert bus.statistics().closed
     with pytest.raises(BusClosed):
@@ -265,15 +266,22 @@ async def test_leaving_the_bus_block_on_an_exception_closes_at_once() -> None:
             await bus.publish("a", ev(1))
         outcome.append("BusClosed")
 
+    subs: list[Subscription] = []
+
+    async def fail_inside(tg: TaskGroup) -> None:
+        async with bus:
+            sub = bus.subscribe("a", buffer_size=1)
+            subs.append(sub)
+            await bus.publish("a", ev(0))
+            tg.start_soon(publisher, sub)
+            await wait_until(lambda: waiting(sub) == 1)
+            raise RuntimeError("boom")
+
     with anyio.fail_after(5):  # a drain would take the whole minute
         async with anyio.create_task_group() as tg:
             with pytest.raises(RuntimeError, match="boom"):
-                async with bus:
-                    sub = bus.subscribe("a", buffer_size=1)
-                    await bus.publish("a", ev(0))
-                    tg.start_soon(publisher, sub)
-                    await wait_until(lambda: waiting(sub) == 1)
-                    raise RuntimeError("boom")
+                await fail_inside(tg)
+    (sub,) = subs
     assert outcome == ["BusClosed"]
     assert sub.closed
     assert bus.statistics().dropped == Drops(closed=1)

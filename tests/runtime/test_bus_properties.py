@@ -93,7 +93,7 @@ def test_lossless_tiers_deliver_every_event_exactly_once_in_order(
                 for j, (size, _, _) in enumerate(subscribers)
             ]
             # received[j][r]: what receiver r of subscription j took, in the order it took it
-            received = [[[] for _ in range(n)] for _, n, _ in subscribers]
+            received: list[list[list[Tag]]] = [[[] for _ in range(n)] for _, n, _ in subscribers]
 
             async def receive_all(sub: Subscription, out: list[Tag], schedule: Pauses) -> None:
                 steps = cycle(schedule)
@@ -106,7 +106,9 @@ def test_lossless_tiers_deliver_every_event_exactly_once_in_order(
 
             with anyio.fail_after(10):
                 async with anyio.create_task_group() as tg:
-                    for sub, outs, (_, _, schedule) in zip(subs, received, subscribers, strict=True):
+                    for sub, outs, (_, _, schedule) in zip(
+                        subs, received, subscribers, strict=True
+                    ):
                         for out in outs:
                             tg.start_soon(receive_all, sub, out, schedule)
                     async with anyio.create_task_group() as pubs:

@@ -15,7 +15,6 @@ from loom.runtime import (
     Event,
     EventBus,
     QoS,
-    Subscription,
     SubscriptionStats,
     TopicStats,
     WouldBlock,

@@ -42,7 +42,7 @@ def test_events_and_envelopes_are_frozen() -> None:
     with pytest.raises(AttributeError):
         event.envelope.hop = 3  # type: ignore[misc]
     with pytest.raises(TypeError):
-        Event("positional")  # type: ignore[misc]
+        Event("positional")  # type: ignore[call-arg]
 
 
 @pytest.mark.parametrize("codec", [msgspec.json, msgspec.msgpack])

@@ -86,7 +86,8 @@ async def test_the_span_continues_an_incoming_trace(
         bus.publish_nowait("a", event)
         delivery = sub.receive_nowait()
     (span,) = exporter.get_finished_spans()
-    assert span.context is not None and span.parent is not None
+    assert span.context is not None
+    assert span.parent is not None
     assert span.context.trace_id == TRACE_ID
     assert span.parent.span_id == SPAN_ID
     assert span.parent.is_remote
