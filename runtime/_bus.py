@@ -47,11 +47,12 @@ class _State(enum.Enum):
 class _Member:
     """One pattern of one subscription, as the trie stores it."""
 
-    __slots__ = ("lossless", "sub")
+    __slots__ = ("lossless", "qos", "sub")
 
-    def __init__(self, sub: Subscription, lossless: bool) -> None:
+    def __init__(self, sub: Subscription, qos: QoS) -> None:
         self.sub = sub
-        self.lossless = lossless
+        self.qos = qos
+        self.lossless = qos.lossless
 
 
 class _Topic:
@@ -141,7 +142,6 @@ class EventBus:
         self._state = _State.NEW
         self._accepting = False
         self._trie: TopicTrie[_Member] = TopicTrie()
-        self._members: dict[tuple[int, str], _Member] = {}
         self._subs: dict[int, Subscription] = {}
         self._ids = itertools.count(1)
         self._gen = 0  # bumped when a wildcard pattern comes or goes; invalidates cached routes
@@ -280,7 +280,7 @@ class EventBus:
         if not self._accepting:
             raise BusClosed("the bus is not open" if self._state is _State.NEW else "bus closed")
         parts = validate_pattern(pattern)
-        sub = Subscription(self, next(self._ids), pattern, parts, qos, event_types, buffer_size)
+        sub = Subscription(self, next(self._ids), pattern, qos, event_types, buffer_size)
         self._subs[sub.id] = sub
         self._link(sub, pattern, parts, sub.qos)
         return sub
@@ -303,20 +303,16 @@ class EventBus:
     def _add_pattern(self, sub: Subscription, pattern: str, qos: QoS) -> None:
         if not self._accepting:
             raise BusClosed("bus closed")
-        parts = validate_pattern(pattern)
-        sub._patterns[pattern] = (parts, qos)
+        self._link(sub, pattern, validate_pattern(pattern), qos)
         if qos.lossless:
             sub._lossless = True
-        self._link(sub, pattern, parts, qos)
 
     def _remove_pattern(self, sub: Subscription, pattern: str) -> None:
-        parts, qos = sub._patterns.pop(pattern)
-        self._unlink(sub, pattern, parts, qos)
-        sub._lossless = any(q.lossless for _, q in sub._patterns.values())
+        self._unlink(pattern, sub._patterns.pop(pattern))
+        sub._lossless = any(m.lossless for m in sub._patterns.values())
 
     def _link(self, sub: Subscription, pattern: str, parts: list[str], qos: QoS) -> None:
-        member = _Member(sub, qos.lossless)
-        self._members[sub.id, pattern] = member
+        member = sub._patterns[pattern] = _Member(sub, qos)
         self._trie.insert(parts, member)
         self._invalidate(pattern)
         if self._transport is not None:
@@ -326,19 +322,19 @@ class EventBus:
             if count == 0:
                 self._transport.add_interest(pattern, qos)
 
-    def _unlink(self, sub: Subscription, pattern: str, parts: list[str], qos: QoS) -> None:
-        member = self._members.pop((sub.id, pattern))
-        self._trie.remove(parts, member)
+    def _unlink(self, pattern: str, member: _Member) -> None:
+        # Segments are split again rather than kept: removal is rare, memory per pattern is not.
+        self._trie.remove(pattern.split("."), member)
         self._invalidate(pattern)
         if self._transport is not None:
-            key = (pattern, qos)
+            key = (pattern, member.qos)
             count = self._interest[key] - 1
             if count:
                 self._interest[key] = count
             else:
                 del self._interest[key]
                 if self._state is _State.OPEN:
-                    self._transport.remove_interest(pattern, qos)
+                    self._transport.remove_interest(pattern, member.qos)
 
     def _invalidate(self, pattern: str) -> None:
         """Make cached routes that ``pattern`` may affect be recomputed on their next publish.
@@ -357,8 +353,8 @@ class EventBus:
     def _unsubscribe(self, sub: Subscription) -> None:
         if self._subs.pop(sub.id, None) is None:
             return
-        for pattern, (parts, qos) in sub._patterns.items():
-            self._unlink(sub, pattern, parts, qos)
+        for pattern, member in sub._patterns.items():
+            self._unlink(pattern, member)
         if self._draining:
             self._busy.discard(sub)
             if not self._busy:
@@ -414,8 +410,8 @@ class EventBus:
 
         All or nothing: either every matching subscription gets the event (Realtime ones may
         drop it on overflow, as always) or none does and :class:`WouldBlock` is raised, so a
-        retry never duplicates. With a transport, the remote side is handed the event only when
-        it can take it without waiting, under the same rule.
+        retry never duplicates. On a bus with a transport it always raises
+        :class:`WouldBlock`: a remote publish may have to wait.
 
         Raises:
             WouldBlock: a matching Batched or Background subscription is full.
@@ -576,6 +572,14 @@ class EventBus:
     def subscription_count(self) -> int:
         """Open subscriptions (O(1))."""
         return len(self._subs)
+
+    def _subscribers(self, topic: str) -> list[Subscription]:
+        """Internal: the subscriptions an event published on ``topic`` would be routed to
+        (before type filters). Validates ``topic``."""
+        hard: dict[Subscription, None] = {}
+        for member in self._trie.match(validate_topic(topic)):
+            hard[member.sub] = None
+        return list(hard)
 
     def trie_node_count(self) -> int:
         """Nodes in the routing trie, the root included: 1 when nothing is subscribed."""

@@ -63,6 +63,7 @@ class Cell:
         "ctx",
         "delete_when_done",
         "failed_events",
+        "handle",
         "handled",
         "id",
         "instance",
@@ -71,7 +72,6 @@ class Cell:
         "parent",
         "registry",
         "runtime",
-        "scope",
         "spec",
         "started",
         "status",
@@ -99,7 +99,8 @@ class Cell:
         self.ctx: Context | None = None
         self.registry: ToolRegistry | None = None
         self.timers: TimerSet | None = None
-        self.scope = anyio.CancelScope()  # cancelled only to force a stuck agent down
+        # The agent's task; cancelled only to force a stuck agent down.
+        self.handle: anyio.TaskHandle[None] | None = None
         # Set when the agent first runs or ends before that; dropped once start() has seen it.
         self.started: anyio.Event | None = anyio.Event()
         self._done = False
@@ -147,26 +148,25 @@ class Cell:
         reason = ""
         current_cell.set(self)
         try:
-            with self.scope:
-                while not self.stopping:
-                    decision, reason = await self._run_instance()
-                    if decision is not Strategy.RESTART or self.stopping:
-                        break
-                    if not self._may_restart():
-                        final = AgentStatus.FAILED
-                        reason = (
-                            f"{reason}; gave up after {policy.max_restarts} restarts in "
-                            f"{policy.window_s:g}s"
-                        )
-                        break
-                    self._consecutive += 1
-                    rt.directory.count_restart(self.id)
-                    delay = policy.backoff(self._consecutive)
-                    log.warning("agent %s restarting in %.3fs: %s", self.id, delay, reason)
-                    self._backoff = anyio.Event()
-                    with anyio.move_on_after(delay):
-                        await self._backoff.wait()  # a stop cuts the delay short
-                    self._backoff = None
+            while not self.stopping:
+                decision, reason = await self._run_instance()
+                if decision is not Strategy.RESTART or self.stopping:
+                    break
+                if not self._may_restart():
+                    final = AgentStatus.FAILED
+                    reason = (
+                        f"{reason}; gave up after {policy.max_restarts} restarts in "
+                        f"{policy.window_s:g}s"
+                    )
+                    break
+                self._consecutive += 1
+                rt.directory.count_restart(self.id)
+                delay = policy.backoff(self._consecutive)
+                log.warning("agent %s restarting in %.3fs: %s", self.id, delay, reason)
+                self._backoff = anyio.Event()
+                with anyio.move_on_after(delay):
+                    await self._backoff.wait()  # a stop cuts the delay short
+                self._backoff = None
         finally:
             with anyio.CancelScope(shield=True):
                 await self._close_mailbox(final, reason)
@@ -292,7 +292,12 @@ class Cell:
                     # exception on this path: a parked agent must not hold one alive.)
                     if mailbox.closed:
                         break
-                    await mailbox._wait_nonempty()
+                    waiter = mailbox._park()
+                    try:
+                        await waiter.wait()
+                    except BaseException:
+                        mailbox._unpark(waiter)
+                        raise
                     continue
                 delivery = mailbox._take(buf)
                 tick += 1

@@ -5,10 +5,11 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
 
 import msgspec
 
-from ._topics import TopicTrie, validate_pattern, validate_topic
+from ._topics import pattern_matches, validate_pattern, validate_topic
 
 __all__ = ["AgentInfo", "AgentStatus", "Directory"]
 
@@ -60,6 +61,9 @@ def _zero() -> int:
     return 0
 
 
+_NO_METADATA: Mapping[str, str] = MappingProxyType({})
+
+
 class _Entry:
     __slots__ = (
         "capabilities",
@@ -77,10 +81,11 @@ class _Entry:
     def __init__(self, agent_id: str, remote: bool, metadata: Mapping[str, str]) -> None:
         self.id = agent_id
         self.remote = remote
-        self.metadata = dict(metadata)
+        # Shared, not copied, when empty: a hundred thousand idle agents have no metadata.
+        self.metadata: Mapping[str, str] = dict(metadata) if metadata else _NO_METADATA
         self.status = AgentStatus.CREATED
-        self.patterns: dict[str, list[str]] = {}
-        self.capabilities: set[str] = set()
+        self.patterns: list[str] = []
+        self.capabilities: frozenset[str] = frozenset()
         self.last_heartbeat_ms = time.time_ns() // 1_000_000
         self.depth: Callable[[], int] = _zero
         self.in_flight = 0
@@ -105,15 +110,19 @@ class Directory:
     """Every agent a runtime knows, local and remote.
 
     Lookups by id, by capability and by topic ("who would receive an event published on this
-    concrete topic", wildcards included, through the same trie as the bus) return frozen
-    :class:`AgentInfo` snapshots. The runtime and the bridge keep it up to date; applications
-    read it.
+    concrete topic", wildcards included) return frozen :class:`AgentInfo` snapshots. The
+    runtime and the bridge keep it up to date; applications read it.
+
+    Args:
+        receivers: answers "which agent ids would receive this topic". A runtime passes one
+            that asks the bus's own routing trie, so the answer is exactly what the bus would
+            do and no second trie is kept; without one, the entries' patterns are scanned.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, receivers: Callable[[str], Iterable[str]] | None = None) -> None:
         self._entries: dict[str, _Entry] = {}
         self._by_capability: dict[str, set[str]] = {}
-        self._trie: TopicTrie[str] = TopicTrie()
+        self._receivers = receivers
 
     # ------------------------------------------------------------------ writes (runtime/bridge)
 
@@ -132,9 +141,6 @@ class Directory:
         entry = self._entries.pop(agent_id, None)
         if entry is None:
             return
-        for pattern, parts in entry.patterns.items():
-            del pattern
-            self._trie.remove(parts, agent_id)
         self._set_capabilities(entry, ())
 
     def set_status(self, agent_id: str, status: AgentStatus) -> None:
@@ -143,15 +149,13 @@ class Directory:
     def add_pattern(self, agent_id: str, pattern: str) -> None:
         entry = self._entries[agent_id]
         if pattern not in entry.patterns:
-            parts = validate_pattern(pattern)
-            entry.patterns[pattern] = parts
-            self._trie.insert(parts, agent_id)
+            validate_pattern(pattern)
+            entry.patterns.append(pattern)
 
     def remove_pattern(self, agent_id: str, pattern: str) -> None:
         entry = self._entries[agent_id]
-        parts = entry.patterns.pop(pattern, None)
-        if parts is not None:
-            self._trie.remove(parts, agent_id)
+        if pattern in entry.patterns:
+            entry.patterns.remove(pattern)
 
     def set_capabilities(self, agent_id: str, names: Iterable[str]) -> None:
         self._set_capabilities(self._entries[agent_id], names)
@@ -162,7 +166,7 @@ class Directory:
             holders.discard(entry.id)
             if not holders:
                 del self._by_capability[name]
-        entry.capabilities = set(names)
+        entry.capabilities = frozenset(names)
         for name in entry.capabilities:
             self._by_capability.setdefault(name, set()).add(entry.id)
 
@@ -228,8 +232,16 @@ class Directory:
         Raises:
             InvalidTopic: ``topic`` is not a valid concrete topic.
         """
-        ids = dict.fromkeys(self._trie.match(validate_topic(topic)))
-        return [self._entries[i].info() for i in ids]
+        validate_topic(topic)
+        if self._receivers is not None:
+            ids: Iterable[str] = dict.fromkeys(self._receivers(topic))
+        else:
+            ids = [
+                e.id
+                for e in self._entries.values()
+                if any(pattern_matches(p, topic) for p in e.patterns)
+            ]
+        return [self._entries[i].info() for i in ids if i in self._entries]
 
     def least_busy(self, capability: str) -> AgentInfo | None:
         """Of the running agents offering ``capability``, the one with the least work queued

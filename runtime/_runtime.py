@@ -104,7 +104,8 @@ class AgentRuntime:
             raise InvalidArgument("stop_timeout_s, stale_after_s and sweep_interval_s must be > 0")
         self.bus = bus
         self.tools = tools if tools is not None else ToolRegistry()
-        self.directory = Directory()
+        self.directory = Directory(self._receivers)
+        self._owners: dict[int, str] = {}  # subscription id -> the agent it feeds
         self.stop_timeout_s = stop_timeout_s
         self.stale_after_s = stale_after_s
         self.sweep_interval_s = sweep_interval_s
@@ -147,6 +148,10 @@ class AgentRuntime:
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
 
+    def _receivers(self, topic: str) -> list[str]:
+        owners = self._owners
+        return [owners[s.id] for s in self.bus._subscribers(topic) if s.id in owners]
+
     def _task_group(self) -> TaskGroup:
         if self._tg is None:
             raise BusClosed("the runtime is not running")
@@ -186,11 +191,12 @@ class AgentRuntime:
         for pattern in cell.mailbox.patterns:
             directory.add_pattern(spec.id, pattern)
         mailbox = cell.mailbox
+        self._owners[mailbox.id] = spec.id
         directory.set_depth_probe(spec.id, lambda: len(mailbox._buf))
         if parent is not None and parent in self._cells:
             self._cells[parent].children.append(spec.id)
         await self._publish_lifecycle(spec.id, AgentStatus.CREATED)
-        self._tg.start_soon(cell.main)
+        cell.handle = self._tg.start_soon(cell.main)
         started = cell.started
         assert started is not None
         await started.wait()
@@ -273,7 +279,8 @@ class AgentRuntime:
                 log.warning(
                     "agent %s did not stop in %ss: cancelling it", cell.id, self.stop_timeout_s
                 )
-                cell.scope.cancel()
+                if cell.handle is not None:
+                    cell.handle.cancel()
                 await cell.wait_done()
 
     def status(self, agent_id: str) -> AgentStatus:
@@ -344,6 +351,7 @@ class AgentRuntime:
 
     async def _agent_ended(self, cell: Cell, status: AgentStatus, reason: str) -> None:
         self._cells.pop(cell.id, None)
+        self._owners.pop(cell.mailbox.id, None)
         if cell.parent is not None and cell.parent in self._cells:
             siblings = self._cells[cell.parent].children
             if cell.id in siblings:

@@ -26,7 +26,7 @@ from ._stats import Drops, SubscriptionStats
 from ._waiter import Waiter
 
 if TYPE_CHECKING:
-    from ._bus import EventBus
+    from ._bus import EventBus, _Member
 
 __all__ = ["Subscription"]
 
@@ -77,7 +77,6 @@ class Subscription:
         bus: EventBus,
         sub_id: int,
         pattern: str,
-        parts: list[str],
         qos: QoS,
         event_types: Collection[str] | None,
         buffer_size: int | None,
@@ -103,8 +102,9 @@ class Subscription:
         self._bus = bus
         # Set for the runtime's internal callback subscriptions (see EventBus._subscribe_callback).
         self._callback: Callable[[Delivery], None] | None = None
-        # pattern -> (its segments, its tier); the first is the one given to subscribe().
-        self._patterns: dict[str, tuple[list[str], QoS]] = {pattern: (parts, qos)}
+        # pattern -> its trie membership (which carries its tier); the bus fills it in, the
+        # pattern given to subscribe() first.
+        self._patterns: dict[str, _Member] = {}
         self._types = types
         self._lossless = qos.lossless  # True when any pattern's tier is lossless
         self._buf: deque[Delivery] = deque()
@@ -186,6 +186,17 @@ class Subscription:
         return delivery
 
     async def _wait_nonempty(self) -> None:
+        waiter = self._park()
+        try:
+            await waiter.wait()
+        except BaseException:
+            self._unpark(waiter)
+            raise
+
+    def _park(self) -> Waiter:
+        """Register a waiter for the next event (or a kick); the caller awaits ``wait()`` and
+        calls :meth:`_unpark` if that is cancelled. Split from :meth:`_wait_nonempty` so the
+        agent loop can park without a coroutine frame of its own per idle agent."""
         if self._closed:
             raise SubscriptionClosed(f"subscription {self.pattern!r} is closed")
         bus = self._bus
@@ -193,16 +204,15 @@ class Subscription:
             bus._note_idle(self)
         waiter = bus._new_waiter()
         self._recv_waiters.append(waiter)
+        return waiter
+
+    def _unpark(self, waiter: Waiter) -> None:
         try:
-            await waiter.wait()
-        except BaseException:
-            try:
-                self._recv_waiters.remove(waiter)
-            except ValueError:
-                # We were woken for an event we will now not take: wake someone else for it.
-                if self._buf and self._recv_waiters:
-                    self._recv_waiters.pop(0).set()
-            raise
+            self._recv_waiters.remove(waiter)
+        except ValueError:
+            # We were woken for an event we will now not take: wake someone else for it.
+            if self._buf and self._recv_waiters:
+                self._recv_waiters.pop(0).set()
 
     # ------------------------------------------------------------------ publisher side
 
@@ -281,7 +291,10 @@ class Subscription:
             raise SubscriptionClosed(f"subscription {self.pattern!r} is closed")
         if pattern in self._patterns:
             return False
-        tier = self.qos if qos is None else QoS(qos)
+        try:
+            tier = self.qos if qos is None else QoS(qos)
+        except ValueError:
+            raise InvalidArgument(f"qos must be a QoS, not {qos!r}") from None
         self._bus._add_pattern(self, pattern, tier)
         return True
 

@@ -122,7 +122,7 @@ class Agent:
         self.mailbox_size = mailbox_size
         self.max_concurrency = max_concurrency
         self.policy = policy if policy is not None else SupervisionPolicy()
-        self.metadata = dict(metadata or {})
+        self.metadata: dict[str, str] = dict(metadata) if metadata else {}
         self.state: dict[str, Any] = {}
         """The instance's state; ``ctx.state`` is this dict. A restart starts with a new one."""
 
