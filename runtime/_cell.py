@@ -122,6 +122,8 @@ class Cell:
     def request_stop(self) -> None:
         """Finish the event in hand, then stop; an idle agent stops at once."""
         self.stopping = True
+        if self._halt is None:
+            self._halt = Strategy.STOP
         self.mailbox._kick()
         if self._backoff is not None:
             self._backoff.set()
@@ -198,7 +200,7 @@ class Cell:
         if not isinstance(state, MutableMapping):
             state = {}
         self.instance = instance
-        self._halt = None
+        self._halt = Strategy.STOP if self.stopping else None
         await rt._set_status(self, AgentStatus.STARTING)
         ctx = self.ctx = Context(self.id, self, state)
         outcome: tuple[Strategy, str] = (Strategy.STOP, "")
@@ -276,21 +278,23 @@ class Cell:
         return Strategy.STOP, ""
 
     async def _worker(self, instance: Behaviour, ctx: Context) -> tuple[Strategy, str]:
+        """Handle the mailbox one event at a time until a stop or a failure halts the loop.
+
+        The hottest loop of the runtime: it reads the mailbox buffer directly and keeps the
+        per-event work to the TTL check, the handler call and two counters.
+        """
         mailbox = self.mailbox
+        buf = mailbox._buf
         handler = instance.on_event
         tick = 0
-        while True:
-            if self.stopping or self._halt is not None:
-                break
-            delivery = self._retry
-            if delivery is not None:
-                self._retry = None
-            else:
-                buf = mailbox._buf
+        delivery: Delivery | None = self._retry  # a retried event goes first, to the new instance
+        self._retry = None
+        while self._halt is None:
+            if delivery is None:
                 if not buf:
                     # Parked until an event arrives or a stop kicks us; then look again. (No
                     # exception on this path: a parked agent must not hold one alive.)
-                    if mailbox.closed:
+                    if mailbox._closed:
                         break
                     waiter = mailbox._park()
                     try:
@@ -299,7 +303,10 @@ class Cell:
                         mailbox._unpark(waiter)
                         raise
                     continue
-                delivery = mailbox._take(buf)
+                delivery = buf.popleft()
+                mailbox._delivered += 1
+                if mailbox._send_waiters:
+                    mailbox._grant()
                 tick += 1
                 if tick >= _YIELD_EVERY:  # handlers that never await must not starve others
                     tick = 0
@@ -310,6 +317,7 @@ class Cell:
                 await self._dead_letter(
                     delivery, "ttl_expired", f"hop {env.hop} reached ttl {env.ttl}", 0
                 )
+                delivery = None
                 continue
             ctx.event = event
             try:
@@ -319,15 +327,15 @@ class Cell:
                 outcome = await self._on_failure(delivery, exc)
                 if outcome is not None:
                     return outcome
+                delivery = None
                 continue
             ctx.event = None
+            delivery = None
             self.handled += 1
-            if self._attempts:
+            if self._attempts or self._consecutive:  # handled again after failures: reset
                 self._attempts = 0
-            self._consecutive = 0
-        if self._halt is not None:
-            return self._halt, "halted by a sibling worker"
-        return Strategy.STOP, ""
+                self._consecutive = 0
+        return self._halt or Strategy.STOP, ""
 
     async def _on_failure(self, delivery: Delivery, exc: Exception) -> tuple[Strategy, str] | None:
         """Apply the policy to a failed handler; ``None`` means carry on with the next event."""

@@ -20,6 +20,7 @@ _RAND_BITS = 74
 _RAND_MASK = (1 << _RAND_BITS) - 1
 _last_ms = 0
 _counter = 0
+_prefix = ""  # the formatted time part of _last_ms, made once per millisecond
 _lock = threading.Lock()  # sync capabilities run in worker threads and make events too
 
 
@@ -30,21 +31,21 @@ def now_ms() -> int:
 
 def new_id() -> str:
     """A new UUIDv7 string, unique and sortable by creation time."""
-    global _last_ms, _counter
+    global _last_ms, _counter, _prefix
     with _lock:
         ms = time.time_ns() // 1_000_000
         if ms > _last_ms:
             _last_ms = ms
+            _prefix = f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-7"
             # The top bit stays clear so a whole millisecond of increments cannot overflow.
             _counter = int.from_bytes(os.urandom(10)) & (_RAND_MASK >> 1)
         else:
             _counter += 1
             if _counter > _RAND_MASK:  # 2**73 ids in one millisecond: borrow the next one
                 _last_ms += 1
+                _prefix = f"{_last_ms >> 16:08x}-{_last_ms & 0xFFFF:04x}-7"
                 _counter = 0
-        last_ms, counter = _last_ms, _counter
-    rand_a = counter >> 62  # 12 bits
-    rand_b = counter & ((1 << 62) - 1)
-    value = (last_ms << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        prefix, counter = _prefix, _counter
+    # version 7 (in the prefix), 12 bits of counter, the RFC 4122 variant, 62 bits of counter
+    tail = f"{(0b10 << 62) | (counter & ((1 << 62) - 1)):016x}"
+    return f"{prefix}{counter >> 62:03x}-{tail[:4]}-{tail[4:]}"

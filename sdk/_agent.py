@@ -118,6 +118,10 @@ class Agent:
         self._on_event = on_event
         self._on_start = on_start
         self._on_stop = on_stop
+        if on_event is not None:
+            # The runtime calls instance.on_event for every event: bind the user's function
+            # straight there rather than through a delegating coroutine per event.
+            self.on_event = on_event  # type: ignore[method-assign,assignment]
         self.qos = qos
         self.mailbox_size = mailbox_size
         self.max_concurrency = max_concurrency
