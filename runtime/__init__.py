@@ -5,6 +5,10 @@ from ._behaviour import Behaviour as Behaviour
 from ._behaviour import HasAgentSpec as HasAgentSpec
 from ._behaviour import validate_agent_id as validate_agent_id
 from ._bus import EventBus as EventBus
+from ._collab_errors import BarrierAborted as BarrierAborted
+from ._collab_errors import BarrierMismatch as BarrierMismatch
+from ._collab_errors import NoResponders as NoResponders
+from ._collab_errors import RequestTimeout as RequestTimeout
 from ._context import Context as Context
 from ._context import ContextHost as ContextHost
 from ._directory import AgentInfo as AgentInfo
@@ -62,6 +66,8 @@ __all__ = [
     "AgentSpec",
     "AgentStartFailed",
     "AgentStatus",
+    "BarrierAborted",
+    "BarrierMismatch",
     "Behaviour",
     "BusClosed",
     "BusStats",
@@ -81,7 +87,9 @@ __all__ = [
     "InvalidTopic",
     "LifecycleEvent",
     "LoomError",
+    "NoResponders",
     "QoS",
+    "RequestTimeout",
     "Strategy",
     "Subscription",
     "SubscriptionClosed",
