@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ._behaviour import AgentSpec, Behaviour, HasAgentSpec
+from ._bus import EventBus
 from ._context import Context
 from ._directory import AgentStatus
 from ._errors import BusClosed, InvalidArgument, WouldBlock
@@ -408,6 +409,11 @@ class Cell:
             await self._dead_letter(delivery, why, reason or final.value, 0)
 
     # ------------------------------------------------------------------ ContextHost
+
+    @property
+    def bus(self) -> EventBus:
+        """The bus this agent lives on (``ctx.collab`` works on it)."""
+        return self.runtime.bus
 
     async def publish(self, topic: str, event: Event, *, qos: QoS | None) -> bool:
         bus = self.runtime.bus

@@ -11,7 +11,9 @@ import logging
 from collections.abc import Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ._collab_bound import BoundCollab
 from ._envelope_build import child_envelope
+from ._errors import LoomError
 from ._event import Envelope, Event, mailbox_topic, reply_topic
 from ._qos import QoS
 
@@ -215,6 +217,20 @@ class Context:
     async def unsubscribe(self, pattern: str) -> None:
         """Stop receiving events on ``pattern`` (the mailbox topic cannot be dropped)."""
         await self._host.unsubscribe(pattern)
+
+    @property
+    def collab(self) -> BoundCollab:
+        """Fan-out/fan-in, contract-net and barriers on behalf of this agent, continuing the
+        event being handled (see ``docs/collab.md``).
+
+        Raises:
+            LoomError: the host has no local bus (an agent connected through the bridge);
+                use ``request`` there.
+        """
+        bus = getattr(self._host, "bus", None)
+        if bus is None:
+            raise LoomError(f"agent {self.agent_id}: collaboration needs an in-process runtime")
+        return BoundCollab(bus, self.agent_id, self.event)
 
     async def spawn(self, agent: AgentSpec | HasAgentSpec) -> str:
         """Start a child agent, supervised by its own policy and stopped with this agent.
