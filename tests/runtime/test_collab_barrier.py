@@ -9,7 +9,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from loom.runtime import Envelope, Event, EventBus, InvalidArgument, InvalidTopic, _replies
+from loom.runtime import Envelope, Event, EventBus, InvalidArgument, InvalidTopic
 from loom.runtime.collab import (
     BarrierAborted,
     BarrierCoordinator,
@@ -18,6 +18,7 @@ from loom.runtime.collab import (
     NoResponders,
     arrive,
 )
+from tests.runtime._collab_support import idle
 
 pytestmark = [
     pytest.mark.anyio,
@@ -34,16 +35,6 @@ async def wait_until(cond: Callable[[], bool]) -> None:
 
 def waiting(coord: BarrierCoordinator, n: int) -> Callable[[], bool]:
     return lambda: coord.statistics().waiting == n
-
-
-def idle(bus: EventBus) -> tuple[int, int]:
-    """Subscriptions and trie nodes, not counting the reply router: once a bus has served a
-    request it keeps that one subscription (on two patterns, six trie nodes) for all calls."""
-    subs, nodes = bus.subscription_count(), bus.trie_node_count()
-    router = _replies._routers.get(bus)
-    if router is not None and not router._sub.closed:
-        return subs - 1, nodes - 6
-    return subs, nodes
 
 
 async def test_release_in_arrival_order_and_state_removed() -> None:

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 import anyio
 import pytest
 
-from loom.runtime import Envelope, Event, EventBus, InvalidArgument, _replies
+from loom.runtime import Envelope, Event, EventBus, InvalidArgument
 from loom.runtime.collab import (
     AWARD,
     CFP,
@@ -24,6 +24,7 @@ from loom.runtime.collab import (
     propose,
     reply,
 )
+from tests.runtime._collab_support import idle
 
 pytestmark = [
     pytest.mark.anyio,
@@ -48,16 +49,6 @@ async def bidders(bus: EventBus, topic: str, bids: list[Bidder]) -> AsyncIterato
             tg.start_soon(loop)
         yield
         tg.cancel_scope.cancel()
-
-
-def idle(bus: EventBus) -> tuple[int, int]:
-    """Subscriptions and trie nodes, not counting the reply router: once a bus has served a
-    request it keeps that one subscription (on two patterns, six trie nodes) for all calls."""
-    subs, nodes = bus.subscription_count(), bus.trie_node_count()
-    router = _replies._routers.get(bus)
-    if router is not None and not router._sub.closed:
-        return subs - 1, nodes - 6
-    return subs, nodes
 
 
 async def test_best_bids_win_and_everyone_hears() -> None:

@@ -8,8 +8,9 @@ from contextlib import asynccontextmanager
 import anyio
 import pytest
 
-from loom.runtime import Envelope, Event, EventBus, InvalidArgument, _replies
+from loom.runtime import Envelope, Event, EventBus, InvalidArgument
 from loom.runtime.collab import All, FirstK, Quorum, gather, reply
+from tests.runtime._collab_support import idle
 
 pytestmark = [
     pytest.mark.anyio,
@@ -45,16 +46,6 @@ def answer(bus: EventBus, name: str, payload: bytes | None = None) -> Handler:
 
 async def mute(ev: Event) -> None:
     pass
-
-
-def idle(bus: EventBus) -> tuple[int, int]:
-    """Subscriptions and trie nodes, not counting the reply router: once a bus has served a
-    request it keeps that one subscription (on two patterns, six trie nodes) for all calls."""
-    subs, nodes = bus.subscription_count(), bus.trie_node_count()
-    router = _replies._routers.get(bus)
-    if router is not None and not router._sub.closed:
-        return subs - 1, nodes - 6
-    return subs, nodes
 
 
 def joined(events: Sequence[Event]) -> bytes:

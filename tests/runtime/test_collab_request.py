@@ -24,6 +24,7 @@ from loom.runtime import (
     _replies,
 )
 from loom.runtime.collab import NoResponders, RequestTimeout, reply, request
+from tests.runtime._collab_support import idle
 
 pytestmark = [
     pytest.mark.anyio,
@@ -47,16 +48,6 @@ async def serving(bus: EventBus, topic: str, handler: Handler) -> AsyncIterator[
         tg.start_soon(loop)
         yield
         tg.cancel_scope.cancel()
-
-
-def idle(bus: EventBus) -> tuple[int, int]:
-    """Subscriptions and trie nodes, not counting the reply router: once a bus has served a
-    request it keeps that one subscription (on two patterns, six trie nodes) for all calls."""
-    subs, nodes = bus.subscription_count(), bus.trie_node_count()
-    router = _replies._routers.get(bus)
-    if router is not None and not router._sub.closed:
-        return subs - 1, nodes - 6
-    return subs, nodes
 
 
 async def test_round_trip_and_envelopes() -> None:
