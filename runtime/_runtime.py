@@ -24,7 +24,9 @@ from ._cell import Cell, current_cell
 from ._directory import AgentInfo, AgentStatus, Directory
 from ._errors import BusClosed, InvalidArgument, LoomError
 from ._event import Delivery, Event
-from .tools import ToolNotFound, ToolRegistry
+from ._qos import QoS
+from ._remote import RemoteAgent, attach_remote
+from .tools import DEFAULT_TIMEOUT, ToolNotFound, ToolRegistry
 
 __all__ = [
     "DEAD_LETTER_PREFIX",
@@ -110,6 +112,7 @@ class AgentRuntime:
         self.stale_after_s = stale_after_s
         self.sweep_interval_s = sweep_interval_s
         self._cells: dict[str, Cell] = {}
+        self._remotes: dict[str, RemoteAgent] = {}  # connected remote agents, by id
         self._tg: TaskGroup | None = None
         self._closing = False
 
@@ -329,17 +332,55 @@ class AgentRuntime:
         """
         info = self.directory.least_busy(name)
         if info is not None:
-            cell = self._cells.get(info.id)
-            if cell is not None and cell.registry is not None:
-                self.directory.add_in_flight(cell.id, 1)
+            registry = self._provider_registry(info.id)
+            if registry is not None:
+                self.directory.add_in_flight(info.id, 1)
                 try:
-                    return await cell.registry.call(name, arguments, timeout=timeout)
+                    return await registry.call(name, arguments, timeout=timeout)
                 finally:
-                    self.directory.add_in_flight(cell.id, -1)
+                    self.directory.add_in_flight(info.id, -1)
         if name in self.tools:
             return await self.tools.call(name, arguments, timeout=timeout)
         # Also when every agent offering it is stopped or restarting: the directory says which.
         raise ToolNotFound(name)
+
+    def _provider_registry(self, agent_id: str) -> ToolRegistry | None:
+        """The registry of the capabilities agent ``agent_id`` offers, local or remote."""
+        cell = self._cells.get(agent_id)
+        if cell is not None:
+            return cell.registry
+        remote = self._remotes.get(agent_id)
+        return None if remote is None else remote.registry
+
+    # ------------------------------------------------------------------ remote agents
+
+    async def attach_remote(
+        self,
+        agent_id: str,
+        *,
+        metadata: Mapping[str, str] = {},
+        qos: QoS = QoS.BATCHED,
+        buffer_size: int | None = None,
+        tool_timeout_s: float = DEFAULT_TIMEOUT,
+    ) -> RemoteAgent:
+        """Host an agent that lives in another process (the bridge calls this on connect).
+
+        The agent gets a directory entry (``remote``, ``running``), a mailbox subscription on
+        ``agent.{agent_id}.replies`` of tier ``qos``, and may then add patterns, subscriptions
+        and tools through the returned handle; ``handle.detach(reason)`` ends it.
+
+        Raises:
+            InvalidArgument: a malformed id (``AgentExists``: the id is taken).
+            BusClosed: the runtime is not running.
+        """
+        return await attach_remote(
+            self,
+            agent_id,
+            metadata=metadata,
+            qos=qos,
+            buffer_size=buffer_size,
+            tool_timeout_s=tool_timeout_s,
+        )
 
     # ------------------------------------------------------------------ internal, for cells
 

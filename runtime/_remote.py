@@ -1,0 +1,336 @@
+"""Remote agents: agents that live in another process and reach the runtime through a bridge.
+
+A remote agent is first-class: it has a directory entry (``remote=True``) with its status,
+patterns, capabilities and heartbeat; its subscriptions are ordinary bus subscriptions owned by
+it (so ``directory.by_topic`` finds it); and the tools it declares sit in a registry of its own
+that :meth:`AgentRuntime.call_tool` reaches like a local agent's, so any caller (an agent's
+``ctx.tool``, the LLM loop, the bridge's ``ForwardToolCall``) can call them.
+
+The runtime knows nothing of how the agent is connected: the bridge hands each declared tool an
+*invoker* (an async function that asks the agent and returns its answer) and consumes the
+subscriptions itself. No ``grpc`` here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import msgspec
+
+from ._behaviour import validate_agent_id
+from ._directory import AgentStatus
+from ._errors import BusClosed, InvalidArgument
+from ._event import mailbox_topic
+from ._qos import QoS
+from ._subscription import Subscription
+from .tools import DEFAULT_TIMEOUT, JSONObject, Tool, ToolRegistry
+
+if TYPE_CHECKING:
+    from ._runtime import AgentRuntime
+
+__all__ = [
+    "AgentExists",
+    "RemoteAgent",
+    "RemoteTool",
+    "ToolInvoker",
+    "ToolProvider",
+    "attach_remote",
+    "tool_inventory",
+]
+
+ToolInvoker = Callable[[str, JSONObject], Awaitable[Any]]
+"""``invoke(tool_name, arguments)``: asks the remote agent to run one of its tools.
+
+It runs inside the registry's timeout scope (``anyio.current_effective_deadline()`` is the
+call's deadline), must honour cancellation, and raises a ``ToolError`` for a failure of a
+known kind."""
+
+
+class AgentExists(InvalidArgument):
+    """The agent id is taken: by a local agent, or by a remote agent that is connected.
+
+    Attributes:
+        agent_id: the id.
+    """
+
+    def __init__(self, agent_id: str, detail: str) -> None:
+        super().__init__(f"agent {agent_id!r} already exists: {detail}")
+        self.agent_id = agent_id
+
+
+class RemoteTool:
+    """A tool a remote agent declared: its description, and an invoker that asks the agent.
+
+    It satisfies the ``Tool`` protocol, so the registry validates arguments against
+    ``parameters_schema`` and applies the timeout before the agent is asked.
+    """
+
+    __slots__ = ("_description", "_invoke", "_name", "_schema")
+
+    def __init__(
+        self, name: str, description: str, parameters_schema: JSONObject, invoke: ToolInvoker
+    ) -> None:
+        self._name = name
+        self._description = description
+        self._schema = parameters_schema
+        self._invoke = invoke
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def description(self) -> str:
+        return self._description
+
+    @property
+    def parameters_schema(self) -> JSONObject:
+        return self._schema
+
+    async def call(self, arguments: JSONObject) -> Any:
+        return await self._invoke(self._name, arguments)
+
+
+class RemoteAgent:
+    """The runtime's handle on one connected remote agent (made by ``attach_remote``).
+
+    Subscriptions: :attr:`mailbox` is one bus subscription holding the agent's mailbox topic
+    and every pattern added with :meth:`add_pattern` (one ordered stream, each pattern with its
+    own tier); :meth:`subscribe` makes further subscriptions of their own (an event-type filter
+    or buffer size of their own). All of them are owned by the agent in the directory. The
+    owner consumes them; closing one ends its iteration.
+
+    Not reusable: after :meth:`detach` every subscription is closed, and a reconnecting agent
+    is attached anew.
+    """
+
+    def __init__(
+        self,
+        runtime: AgentRuntime,
+        agent_id: str,
+        mailbox: Subscription,
+        tool_timeout_s: float,
+    ) -> None:
+        self.runtime = runtime
+        self.id = agent_id
+        self.mailbox = mailbox
+        self.registry: ToolRegistry | None = None
+        self._tool_timeout = tool_timeout_s
+        self._subs: dict[int, Subscription] = {}
+        self._pattern_refs: dict[str, int] = {}  # directory patterns, counted over subscriptions
+        self.detached = False
+
+    # ------------------------------------------------------------------ subscriptions
+
+    def add_pattern(self, pattern: str, *, qos: QoS | None = None) -> bool:
+        """Route ``pattern`` into :attr:`mailbox` too, with its own tier (default: the
+        mailbox's). False if the mailbox already held it.
+
+        Raises:
+            InvalidTopic: a malformed pattern.
+            SubscriptionClosed: the agent is detached.
+        """
+        added = self.mailbox.add_pattern(pattern, qos=qos)
+        if added:
+            self._ref_pattern(pattern)
+        return added
+
+    def remove_pattern(self, pattern: str) -> bool:
+        """Stop routing ``pattern`` into :attr:`mailbox`; False if it was not held there.
+
+        Raises:
+            InvalidArgument: it is the mailbox topic, which stays while the agent is attached.
+        """
+        if pattern == mailbox_topic(self.id):
+            raise InvalidArgument("the mailbox topic cannot be unsubscribed")
+        removed = self.mailbox.remove_pattern(pattern)
+        if removed:
+            self._unref_pattern(pattern)
+        return removed
+
+    def subscribe(
+        self,
+        pattern: str,
+        *,
+        qos: QoS = QoS.BATCHED,
+        event_types: Collection[str] | None = None,
+        buffer_size: int | None = None,
+    ) -> Subscription:
+        """A further bus subscription of this agent (see ``EventBus.subscribe``).
+
+        Raises:
+            InvalidTopic, InvalidArgument, BusClosed: as ``EventBus.subscribe``.
+            SubscriptionClosed: the agent is detached.
+        """
+        if self.detached:
+            raise BusClosed(f"agent {self.id} is detached")
+        sub = self.runtime.bus.subscribe(
+            pattern, qos=qos, event_types=event_types, buffer_size=buffer_size
+        )
+        self._subs[sub.id] = sub
+        self.runtime._owners[sub.id] = self.id
+        self._ref_pattern(pattern)
+        return sub
+
+    def unsubscribe(self, subscription_id: int) -> bool:
+        """Close a subscription :meth:`subscribe` made; False if there is none by that id."""
+        sub = self._subs.pop(subscription_id, None)
+        if sub is None:
+            return False
+        self.runtime._owners.pop(sub.id, None)
+        sub.close()
+        self._unref_pattern(sub.pattern)
+        return True
+
+    def subscriptions(self) -> list[Subscription]:
+        """The subscriptions :meth:`subscribe` made, oldest first (the mailbox not included)."""
+        return list(self._subs.values())
+
+    def pattern_count(self) -> int:
+        """Patterns held over all subscriptions, the mailbox topic not counted."""
+        return len(self.mailbox.patterns) - 1 + len(self._subs)
+
+    def _ref_pattern(self, pattern: str) -> None:
+        count = self._pattern_refs.get(pattern, 0)
+        self._pattern_refs[pattern] = count + 1
+        if count == 0:
+            self.runtime.directory.add_pattern(self.id, pattern)
+
+    def _unref_pattern(self, pattern: str) -> None:
+        count = self._pattern_refs.get(pattern, 0) - 1
+        if count > 0:
+            self._pattern_refs[pattern] = count
+            return
+        self._pattern_refs.pop(pattern, None)
+        if self.id in self.runtime.directory:
+            self.runtime.directory.remove_pattern(self.id, pattern)
+
+    # ------------------------------------------------------------------ tools
+
+    def declare_tools(self, tools: Iterable[Tool]) -> None:
+        """Make ``tools`` this agent's capabilities, replacing any declared before.
+
+        Each goes into the agent's own registry (default timeout: the one given to
+        ``attach_remote``), so calls are validated and timed out before the agent is asked.
+
+        Raises:
+            InvalidToolSchema, InvalidArgument: a tool the registry refuses; nothing changes.
+        """
+        registry = ToolRegistry(default_timeout=self._tool_timeout)
+        for tool in tools:
+            registry.register(tool)
+        self.registry = registry if len(registry) else None
+        self.runtime.directory.set_capabilities(self.id, [t.name for t in registry.list()])
+
+    # ------------------------------------------------------------------ liveness
+
+    def heartbeat(self) -> None:
+        """The agent is alive: refresh its heartbeat (a ``stale`` agent becomes ``running``)."""
+        if not self.detached:
+            self.runtime.directory.heartbeat(self.id)
+
+    def _depth(self) -> int:
+        return len(self.mailbox._buf) + sum(len(s._buf) for s in self._subs.values())
+
+    async def detach(self, reason: str = "") -> None:
+        """The agent's connection ended: close its subscriptions (what they still hold is
+        dropped, reason ``closed``), withdraw its tools, mark it ``disconnected`` and publish
+        that lifecycle event. It stays in the directory, so a reconnect finds its history.
+        Idempotent; shielded from cancellation.
+        """
+        if self.detached:
+            return
+        self.detached = True
+        rt = self.runtime
+        if rt._remotes.get(self.id) is self:
+            del rt._remotes[self.id]
+        self.registry = None
+        for sub in [self.mailbox, *self._subs.values()]:
+            rt._owners.pop(sub.id, None)
+            sub.close()
+        self._subs.clear()
+        directory = rt.directory
+        if self.id in directory:
+            for pattern in [*self._pattern_refs, mailbox_topic(self.id)]:
+                directory.remove_pattern(self.id, pattern)
+            directory.set_capabilities(self.id, ())
+            directory.set_status(self.id, AgentStatus.DISCONNECTED)
+            directory.set_depth_probe(self.id, _zero)
+        self._pattern_refs.clear()
+        with anyio.CancelScope(shield=True), contextlib.suppress(BusClosed):
+            await rt._publish_lifecycle(self.id, AgentStatus.DISCONNECTED, reason)
+
+
+def _zero() -> int:
+    return 0
+
+
+async def attach_remote(
+    runtime: AgentRuntime,
+    agent_id: str,
+    *,
+    metadata: Mapping[str, str] = {},
+    qos: QoS = QoS.BATCHED,
+    buffer_size: int | None = None,
+    tool_timeout_s: float = DEFAULT_TIMEOUT,
+) -> RemoteAgent:
+    """The body of :meth:`AgentRuntime.attach_remote` (see there)."""
+    validate_agent_id(agent_id)
+    if not (tool_timeout_s > 0 or math.isinf(tool_timeout_s)):
+        raise InvalidArgument(f"tool_timeout_s must be positive, not {tool_timeout_s!r}")
+    if runtime._tg is None or runtime._closing:
+        raise BusClosed("the runtime is not running")
+    if agent_id in runtime._cells:
+        raise AgentExists(agent_id, "a local agent runs under that id")
+    if agent_id in runtime._remotes:
+        raise AgentExists(agent_id, "a remote agent with that id is connected")
+    directory = runtime.directory
+    known = directory.get(agent_id)
+    if known is not None:
+        if not known.remote and known.status not in (AgentStatus.STOPPED, AgentStatus.FAILED):
+            raise AgentExists(agent_id, "a local agent is known under that id")
+        directory.remove(agent_id)  # a disconnected remote (or a finished local) one returns
+    mailbox = runtime.bus.subscribe(mailbox_topic(agent_id), qos=qos, buffer_size=buffer_size)
+    remote = RemoteAgent(runtime, agent_id, mailbox, tool_timeout_s)
+    directory.add(agent_id, remote=True, metadata=metadata)
+    directory.add_pattern(agent_id, mailbox_topic(agent_id))
+    directory.set_depth_probe(agent_id, remote._depth)
+    directory.set_status(agent_id, AgentStatus.RUNNING)
+    runtime._owners[mailbox.id] = agent_id
+    runtime._remotes[agent_id] = remote
+    await runtime._publish_lifecycle(agent_id, AgentStatus.RUNNING, "connected")
+    return remote
+
+
+class ToolProvider(msgspec.Struct, frozen=True, kw_only=True):
+    """One callable tool and who provides it (see :func:`tool_inventory`).
+
+    Attributes:
+        tool: the tool.
+        agent_id: the agent offering it; ``None`` for a tool of the runtime's own registry.
+        remote: whether that agent is a remote one.
+    """
+
+    tool: Tool
+    agent_id: str | None = None
+    remote: bool = False
+
+
+def tool_inventory(runtime: AgentRuntime) -> list[ToolProvider]:
+    """Every tool callable through ``runtime.call_tool`` now: the running agents'
+    capabilities (local and remote), then the runtime's own tools."""
+    out: list[ToolProvider] = []
+    for info in runtime.directory.all():
+        if info.status is not AgentStatus.RUNNING or not info.capabilities:
+            continue
+        registry = runtime._provider_registry(info.id)
+        if registry is not None:
+            out.extend(
+                ToolProvider(tool=t, agent_id=info.id, remote=info.remote) for t in registry.list()
+            )
+    out.extend(ToolProvider(tool=t) for t in runtime.tools.list())
+    return out
