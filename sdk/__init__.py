@@ -25,6 +25,7 @@ from ._capability import BoundCapability as BoundCapability
 from ._capability import Capability as Capability
 from ._capability import InvalidCapability as InvalidCapability
 from ._capability import capability as capability
+from ._cognitive import CognitiveAgent as CognitiveAgent
 
 __version__ = "0.1.0"
 
@@ -35,6 +36,7 @@ __all__ = [
     "BoundCapability",
     "BusClosed",
     "Capability",
+    "CognitiveAgent",
     "Context",
     "DeadlineExceeded",
     "Envelope",

@@ -1,0 +1,280 @@
+"""``CognitiveAgent``: an :class:`~loom.Agent` that answers its events with the LLM loop.
+
+Every event the agent receives starts one turn of the perceive-think-act loop
+(:mod:`loom.runtime.cognition`) in the conversation named by the event's thread::
+
+    agent = CognitiveAgent(
+        "assistant",
+        llm=router,
+        system_prompt="You answer questions about the repository.",
+        tools=native_tools(workspace),
+        use_capabilities=["text.upper"],
+        data_dir=".loom",
+        topics=["questions.*"],
+    )
+
+What happens to an event, in order:
+
+1. the goal is :meth:`CognitiveAgent.perceive`\\ d from it (default: the payload as UTF-8 text)
+   and recorded in the agent's memory, in the thread ``event.envelope.thread_id`` (or
+   ``default`` when the event has none), so a conversation continues across events, restarts
+   and, with a durable store, across restarts of the server;
+2. partial output is published on ``stream_topic`` (default ``agent.{id}.stream``) as JSON
+   events of type ``turn.text``, ``turn.tool_started`` and ``turn.tool_finished``, then one
+   ``turn.end`` with the whole :class:`~loom.runtime.cognition.TurnOutcome`; each carries the
+   thread in its envelope and in ``metadata["thread_id"]``;
+3. the answer is replied to the event (its ``reply_to``, else its sender's mailbox) with type
+   ``agent.answer`` and the answer text as payload; a turn that ends otherwise replies with
+   type ``agent.budget_exhausted``, ``agent.cancelled`` or ``agent.error`` and an empty
+   payload. ``metadata`` says ``outcome``, ``iterations`` and, on failure, ``error``. An event
+   that names neither ``reply_to`` nor a sender gets no reply; its answer is still in the
+   ``turn.end`` event and in the memory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Literal
+
+import anyio
+import msgspec
+from opentelemetry.trace import TracerProvider
+
+from loom.runtime import Context, Event, InvalidArgument, QoS, SupervisionPolicy, reply_topic
+from loom.runtime.cognition import (
+    Loop,
+    LoopConfig,
+    PeerCapabilities,
+    StrategyName,
+    Toolset,
+    Turn,
+    TurnOutcome,
+    TurnUpdate,
+)
+from loom.runtime.context import AgentContext, InMemoryStore, MemoryStore, SQLiteStore
+from loom.runtime.llm import LLM
+from loom.runtime.tools import Tool, ToolRegistry
+
+from ._agent import Agent
+
+__all__ = ["DEFAULT_THREAD", "CognitiveAgent"]
+
+DEFAULT_THREAD = "default"
+"""The conversation of events that carry no thread id."""
+
+_encoder = msgspec.json.Encoder(enc_hook=str)
+
+
+class CognitiveAgent(Agent):
+    """An agent whose events are answered by an LLM with tools, remembering its conversations.
+
+    Args:
+        id: the agent id.
+        llm: the model: a provider or a :class:`~loom.runtime.llm.ModelRouter` (not closed by
+            the agent).
+        config: how turns run (:class:`~loom.runtime.cognition.LoopConfig`). The five
+            arguments below are shortcuts that replace the matching field when given.
+        system_prompt: the agent's instructions.
+        strategy: ``react`` (default), ``single_shot`` or ``chain_of_thought``.
+        max_iterations: model calls per turn (default 8).
+        max_parallel_tools: tool calls run at once (default 5).
+        tool_timeout_s: seconds each tool call may take (default: the registry's).
+        tools: the tools the model may call: a registry (shared, called through it) or tools
+            (MCP tools, ``@capability`` functions, native tools). They are not offered to other
+            agents; ``capabilities`` are.
+        use_capabilities: other agents' capabilities the model may call, by name, or ``"all"``
+            (every capability of every running agent, this one's included). In process only.
+        memory: where conversations are kept (not closed by the agent).
+        data_dir: keep conversations in ``data_dir/context.db`` (a :class:`SQLiteStore`
+            opened on start and closed on stop). Without ``memory`` or ``data_dir``, memory
+            lives in process and ends with the instance.
+        stream_topic: where partial output goes (default ``agent.{id}.stream``).
+        tracer_provider: where ``agent.turn`` spans go.
+        topics, capabilities, qos, mailbox_size, max_concurrency, policy, metadata: as for
+            :class:`~loom.Agent`.
+
+    Raises:
+        InvalidArgument: both ``memory`` and ``data_dir`` are given, or a setting is out of
+            range.
+    """
+
+    def __init__(
+        self,
+        id: str | None = None,
+        *,
+        llm: LLM,
+        config: LoopConfig | None = None,
+        system_prompt: str | None = None,
+        strategy: StrategyName | None = None,
+        max_iterations: int | None = None,
+        max_parallel_tools: int | None = None,
+        tool_timeout_s: float | None = None,
+        tools: Iterable[Tool] | ToolRegistry = (),
+        use_capabilities: Iterable[str] | Literal["all"] = (),
+        memory: MemoryStore | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
+        stream_topic: str | None = None,
+        tracer_provider: TracerProvider | None = None,
+        topics: Iterable[str] | None = None,
+        capabilities: Iterable[Tool] = (),
+        qos: QoS = QoS.BATCHED,
+        mailbox_size: int = 1000,
+        max_concurrency: int = 1,
+        policy: SupervisionPolicy | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(
+            id,
+            topics=topics,
+            capabilities=capabilities,
+            qos=qos,
+            mailbox_size=mailbox_size,
+            max_concurrency=max_concurrency,
+            policy=policy,
+            metadata=metadata,
+        )
+        if memory is not None and data_dir is not None:
+            raise InvalidArgument("give a CognitiveAgent memory or data_dir, not both")
+        shortcuts = {
+            "system_prompt": system_prompt,
+            "strategy": strategy,
+            "max_iterations": max_iterations,
+            "max_parallel_tools": max_parallel_tools,
+            "tool_timeout_s": tool_timeout_s,
+        }
+        base = config if config is not None else LoopConfig()
+        given = {k: v for k, v in shortcuts.items() if v is not None}
+        # replace() skips __post_init__: re-validate through the constructor.
+        self.config = LoopConfig(**{**msgspec.structs.asdict(base), **given})
+        self.llm = llm
+        self._tools: ToolRegistry | tuple[Tool, ...] = (
+            tools if isinstance(tools, ToolRegistry) else tuple(tools)
+        )
+        self._use = use_capabilities if use_capabilities == "all" else tuple(use_capabilities)
+        self._memory = memory
+        self._data_dir = None if data_dir is None else Path(data_dir)
+        self.stream_topic = stream_topic or f"agent.{self.agent_id}.stream"
+        self._tracer_provider = tracer_provider
+        self._store: MemoryStore | None = None
+        self._owns_store = False
+        self._loop: Loop | None = None
+        self._turns: dict[str, Turn] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def on_start(self, ctx: Context) -> None:
+        """Open the memory and assemble the tools; then the user's ``on_start``."""
+        if self._memory is not None:
+            self._store = self._memory
+        elif self._data_dir is not None:
+            self._store = await SQLiteStore.open(SQLiteStore.in_data_dir(self._data_dir).path)
+            self._owns_store = True
+        else:
+            self._store = InMemoryStore()
+        toolset = Toolset(
+            [self._tools] if isinstance(self._tools, ToolRegistry) else (),
+            tools=() if isinstance(self._tools, ToolRegistry) else self._tools,
+            peers=PeerCapabilities.of_context(ctx, self._use)
+            if self._use == "all" or self._use
+            else None,
+        )
+        self._loop = Loop(
+            self.llm,
+            tools=toolset,
+            config=self.config,
+            tracer_provider=self._tracer_provider,
+            agent_id=self.agent_id,
+        )
+        await super().on_start(ctx)
+
+    async def on_stop(self, ctx: Context) -> None:
+        """Cancel the turns still running, the user's ``on_stop``, close the memory."""
+        self.cancel()
+        try:
+            await super().on_stop(ctx)
+        finally:
+            store, self._store = self._store, None
+            if store is not None and self._owns_store:
+                with anyio.CancelScope(shield=True):
+                    await store.aclose()
+
+    async def on_event(self, ctx: Context, topic: str, event: Event) -> None:
+        """Answer ``event`` with one turn (see :meth:`respond`)."""
+        await self.respond(ctx, event)
+
+    # ------------------------------------------------------------------ turns
+
+    def perceive(self, event: Event) -> str:
+        """The goal of the turn an event starts: its payload as UTF-8 (override to change)."""
+        return event.payload.decode("utf-8", errors="replace")
+
+    def cancel(self, thread_id: str | None = None) -> int:
+        """Cancel the running turn of ``thread_id`` (every running turn when ``None``).
+
+        A cancelled turn ends with a ``cancelled`` outcome, replied like any other.
+
+        Returns:
+            How many turns were cancelled.
+        """
+        turns = list(self._turns.values()) if thread_id is None else [self._turns.get(thread_id)]
+        n = 0
+        for turn in turns:
+            if turn is not None:
+                turn.cancel()
+                n += 1
+        return n
+
+    async def respond(self, ctx: Context, event: Event) -> TurnOutcome:
+        """Run one turn on ``event``, publish its partial output, its end and the reply.
+
+        Returns:
+            The outcome (also in the ``turn.end`` event and the reply).
+
+        Raises:
+            InvalidArgument: the agent has not started.
+        """
+        loop, store = self._loop, self._store
+        if loop is None or store is None:
+            raise InvalidArgument(f"agent {self.agent_id} has not started")
+        thread = event.envelope.thread_id or DEFAULT_THREAD
+        context = AgentContext(store, agent_id=self.agent_id, thread_id=thread)
+        stream_topic = self.stream_topic
+        stream_metadata = {"thread_id": thread, "event_id": event.id}
+
+        async def on_update(update: TurnUpdate) -> None:
+            await ctx.emit(
+                stream_topic,
+                _encoder.encode(update),
+                type=f"turn.{type(update).__struct_config__.tag}",
+                metadata=stream_metadata,
+            )
+
+        turn = loop.turn(context, self.perceive(event), event=event, on_update=on_update)
+        self._turns[thread] = turn
+        try:
+            outcome = await turn.run()
+        finally:
+            if self._turns.get(thread) is turn:
+                del self._turns[thread]
+        await ctx.emit(
+            stream_topic, _encoder.encode(outcome), type="turn.end", metadata=stream_metadata
+        )
+        await self._reply(ctx, event, outcome)
+        return outcome
+
+    async def _reply(self, ctx: Context, event: Event, outcome: TurnOutcome) -> None:
+        try:
+            reply_topic(event)
+        except ValueError:
+            return  # nowhere to reply; the turn.end event carries the answer
+        metadata = {"outcome": outcome.kind, "iterations": str(outcome.iterations)}
+        if outcome.error:
+            metadata["error"] = outcome.error
+        await ctx.reply(
+            event,
+            outcome.answer if outcome.kind == "answer" else b"",
+            type=f"agent.{outcome.kind}" if outcome.kind != "answer" else "agent.answer",
+            metadata=metadata,
+        )
