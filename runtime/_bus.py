@@ -24,7 +24,7 @@ from ._errors import BusClosed, InvalidArgument, WouldBlock
 from ._event import Delivery, Event
 from ._qos import QoS
 from ._stats import BusStats, Drops, TopicStats
-from ._subscription import Subscription
+from ._subscription import NO_BUFFER, Subscription
 from ._topics import TopicTrie, validate_pattern, validate_topic
 from ._tracing import PublishTracer
 from ._transport import Transport
@@ -432,6 +432,7 @@ class EventBus:
             if (
                 sub._lossless
                 and len(sub._buf) >= sub._limit
+                and sub._buf is not NO_BUFFER
                 and (sub._types is None or etype in sub._types)
                 and sub not in entry.soft
             ):
@@ -481,17 +482,21 @@ class EventBus:
                     sub._high = n + 1
                 if sub._recv_waiters:
                     sub._recv_waiters.pop(0).set()
+            elif buf is NO_BUFFER:
+                # Not a full buffer but none yet: made on the first event (an idle agent never
+                # pays for one), or a callback subscription, handed the event right here.
+                sub._matched += 1
+                delivered += 1
+                if sub._callback is not None:
+                    sub._delivered += 1
+                    sub._callback(delivery)
+                elif not sub._closed:
+                    sub._materialize(delivery)
             elif sub._lossless and sub not in entry.soft:
                 if blocked is None:
                     blocked = [sub]
                 else:
                     blocked.append(sub)
-            elif sub._callback is not None:
-                # A callback subscription (buffer bound 0): handed over inside this publish.
-                sub._matched += 1
-                sub._delivered += 1
-                delivered += 1
-                sub._callback(delivery)
             else:
                 sub._matched += 1
                 sub._overflow += 1

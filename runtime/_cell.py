@@ -303,6 +303,7 @@ class Cell:
                     except BaseException:
                         mailbox._unpark(waiter)
                         raise
+                    buf = mailbox._buf  # the first event makes the buffer
                     continue
                 delivery = buf.popleft()
                 mailbox._delivered += 1
@@ -396,10 +397,9 @@ class Cell:
             # the publishers already waiting for room (they were promised delivery), so every
             # one of those events reaches the dead-letter topic instead of vanishing.
             self.runtime.bus._unsubscribe(mailbox)
-            buf = mailbox._buf
             while True:
-                while buf:
-                    leftovers.append(mailbox._take(buf))
+                while mailbox._buf:
+                    leftovers.append(mailbox._take(mailbox._buf))
                 if not (mailbox._send_waiters or mailbox._reserved):
                     break
                 await anyio.lowlevel.checkpoint()

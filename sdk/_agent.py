@@ -49,6 +49,25 @@ Hook = Callable[[Context], Awaitable[None]]
 
 log = logging.getLogger("loom.agent")
 
+_DEFAULT_POLICY = SupervisionPolicy()  # frozen: one shared by every agent that takes the default
+
+
+class _Factory:
+    """This agent first, fresh instances after restarts (a small object, not a closure: an
+    idle agent's memory is counted in bytes)."""
+
+    __slots__ = ("_agent", "_first")
+
+    def __init__(self, agent: Agent) -> None:
+        self._agent = agent
+        self._first = True
+
+    def __call__(self) -> Agent:
+        if self._first:
+            self._first = False
+            return self._agent
+        return self._agent.fresh()
+
 
 def _check_async(fn: Callable[..., object] | None, what: str) -> None:
     if fn is not None and not inspect.iscoroutinefunction(fn):
@@ -125,7 +144,7 @@ class Agent:
         self.qos = qos
         self.mailbox_size = mailbox_size
         self.max_concurrency = max_concurrency
-        self.policy = policy if policy is not None else SupervisionPolicy()
+        self.policy = policy if policy is not None else _DEFAULT_POLICY
         self.metadata: dict[str, str] = dict(metadata) if metadata else {}
         self.state: dict[str, Any] = {}
         """The instance's state; ``ctx.state`` is this dict. A restart starts with a new one."""
@@ -168,17 +187,9 @@ class Agent:
 
     def agent_spec(self) -> AgentSpec:
         """How a runtime hosts this agent: this instance first, fresh ones after restarts."""
-        first = [True]
-
-        def factory() -> Agent:
-            if first[0]:
-                first[0] = False
-                return self
-            return self.fresh()
-
         return AgentSpec(
             id=self.agent_id,
-            factory=factory,
+            factory=_Factory(self),
             topics=self.subscriptions,
             qos=self.qos,
             mailbox_size=self.mailbox_size,
