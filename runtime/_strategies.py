@@ -138,7 +138,7 @@ def parse_text_step(text: str, names: Collection[str], *, call_prefix: str) -> T
         end = actions[i + 1].start() if i + 1 < len(actions) else limit
         if (observation := _OBSERVATION.search(text, match.end(), end)) is not None:
             end = observation.start()
-        name = match.group("name").strip().strip("`'\"*").strip()
+        name = match.group("name").strip(" \t`'\"*_")
         calls.append(_call(f"{call_prefix}{i}", name, text[match.end() : end], names))
     return TextStep(calls=tuple(calls))
 
