@@ -1,3 +1,49 @@
-"""``loom.bridge``: the gRPC bridge (the ``loom.v1`` wire). Built in the bridge issue."""
+"""``loom.bridge``: the gRPC bridge (the ``loom.v1`` wire): the server, and the wire types."""
 
-__all__: list[str] = []
+from ._auth import TLSConfig as TLSConfig
+from ._auth import is_loopback as is_loopback
+from ._limits import Limits as Limits
+from ._server import BridgeServer as BridgeServer
+from ._server_errors import AgentConnected as AgentConnected
+from ._server_errors import BindError as BindError
+from ._server_errors import BridgeError as BridgeError
+from ._server_errors import HandshakeError as HandshakeError
+from ._server_errors import InsecureBind as InsecureBind
+from ._server_errors import LimitExceeded as LimitExceeded
+from ._server_errors import NotRegistered as NotRegistered
+from ._server_errors import Unauthenticated as Unauthenticated
+from ._server_errors import WrongAgent as WrongAgent
+from ._status import StatusError as StatusError
+from ._status import error_from_status as error_from_status
+from ._wire_errors import WireError as WireError
+from ._wire_types import ProviderKind as ProviderKind
+from ._wire_types import ToolCallOutcome as ToolCallOutcome
+from ._wire_types import ToolCallRequest as ToolCallRequest
+from ._wire_types import ToolDescriptor as ToolDescriptor
+from ._wire_types import ToolErrorInfo as ToolErrorInfo
+from ._wire_types import ToolStatus as ToolStatus
+
+__all__ = [
+    "AgentConnected",
+    "BindError",
+    "BridgeError",
+    "BridgeServer",
+    "HandshakeError",
+    "InsecureBind",
+    "LimitExceeded",
+    "Limits",
+    "NotRegistered",
+    "ProviderKind",
+    "StatusError",
+    "TLSConfig",
+    "ToolCallOutcome",
+    "ToolCallRequest",
+    "ToolDescriptor",
+    "ToolErrorInfo",
+    "ToolStatus",
+    "Unauthenticated",
+    "WireError",
+    "WrongAgent",
+    "error_from_status",
+    "is_loopback",
+]

@@ -1,0 +1,132 @@
+"""Who may talk to the server: a bearer token, TLS (optionally mutual), loopback by default.
+
+The token travels in the ``authorization`` metadata as ``Bearer <token>`` on every call; a
+call without it, or with another, ends with ``UNAUTHENTICATED`` before any handler runs. The
+health service is exempt, so load balancers and orchestrators can probe without a secret.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Never
+
+import grpc
+import grpc.aio
+import msgspec
+
+from loom.runtime import InvalidArgument
+
+from ._server_errors import InsecureBind
+
+__all__ = ["TLSConfig", "TokenInterceptor", "check_bind", "is_loopback"]
+
+_HEALTH_PREFIX = "/grpc.health.v1.Health/"
+
+
+class TLSConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """TLS for the server: its certificate chain and key (PEM files), and for mutual TLS the CA
+    that client certificates must chain to (clients without one are refused).
+
+    Attributes:
+        cert_file: the server's certificate chain.
+        key_file: its private key.
+        client_ca_file: CA bundle for client certificates; ``None`` for server-only TLS.
+    """
+
+    cert_file: str
+    key_file: str
+    client_ca_file: str | None = None
+
+    def credentials(self) -> grpc.ServerCredentials:
+        """The gRPC server credentials.
+
+        Raises:
+            InvalidArgument: a file is missing or unreadable (named in the message).
+        """
+        key = _read(self.key_file, "TLS key")
+        cert = _read(self.cert_file, "TLS certificate")
+        ca = None if self.client_ca_file is None else _read(self.client_ca_file, "client CA")
+        return grpc.ssl_server_credentials(
+            [(key, cert)], root_certificates=ca, require_client_auth=ca is not None
+        )
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read the {what} file {path!r}: {exc.strerror}") from exc
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name or a wildcard ("", "0.0.0.0" parse; names do not)
+
+
+def check_bind(host: str, *, token: str | None, tls: TLSConfig | None) -> None:
+    """Refuse to serve a non-loopback address without a token or TLS.
+
+    Raises:
+        InsecureBind: it would.
+    """
+    if not is_loopback(host) and not token and tls is None:
+        raise InsecureBind(host)
+
+
+def _denying(
+    handler: grpc.RpcMethodHandler[Any, Any], details: str
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """A handler of the same kind as ``handler`` that ends the call with UNAUTHENTICATED."""
+
+    async def deny(_request: object, context: grpc.aio.ServicerContext[Any, Any]) -> Never:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, details)
+
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(deny)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(deny)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(deny)
+    return grpc.unary_unary_rpc_method_handler(deny)
+
+
+class TokenInterceptor(grpc.aio.ServerInterceptor):
+    """Admits a call only with ``authorization: Bearer <token>`` (health checks exempt)."""
+
+    def __init__(self, token: str) -> None:
+        if not token:
+            raise InvalidArgument("the token must not be empty")
+        self._expected = f"Bearer {token}".encode()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler_call_details.method.startswith(_HEALTH_PREFIX):
+            return handler
+        given: str | bytes | None = None
+        for key, value in handler_call_details.invocation_metadata or ():
+            if key == "authorization":
+                given = value
+                break
+        if given is None:
+            return _denying(handler, "missing authorization metadata: 'Bearer <token>'")
+        raw = given.encode() if isinstance(given, str) else given
+        # "bearer" is case-insensitive (RFC 6750); the token itself is compared in constant time.
+        if raw[:7].lower() == b"bearer ":
+            raw = b"Bearer " + raw[7:]
+        if not hmac.compare_digest(raw, self._expected):
+            return _denying(handler, "invalid token")
+        return handler

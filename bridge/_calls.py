@@ -1,0 +1,104 @@
+"""Tool calls made over gRPC (``Bridge.ForwardToolCall``, ``ToolService.Call``).
+
+One path for both: the call goes through ``AgentRuntime.call_tool``, so a runtime tool, an MCP
+server's tool, a local agent's capability and a remote agent's declared tool are called the
+same way, with the registry's validation and timeout. The outcome is always a ``ToolResult``;
+only a malformed ``ToolCall`` (negative ``timeout_ms``, unknown ``qos``) is a gRPC error.
+
+Time: ``timeout_ms`` (0: the tool's default) is the registry's timeout; the caller's gRPC
+deadline bounds the whole call too. Whichever comes first ends it with ``TOOL_TIMEOUT`` and
+cancels the tool (a remote agent is sent ``cancel_tool_call``). A caller that cancels cancels
+the tool the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import anyio
+import grpc
+import grpc.aio
+import msgspec
+
+from loom.bridge._generated import tools_pb2
+from loom.runtime import AgentRuntime, new_id
+from loom.runtime.tools import ToolError, ToolFailed, ToolTimeout
+
+from ._convert import tool_call_from_proto, tool_result_to_proto
+from ._status import outcome_from_error
+from ._wire_errors import WireError
+from ._wire_types import ToolCallOutcome, ToolCallRequest, ToolErrorInfo, ToolStatus
+
+__all__ = ["decode_output", "disconnected_outcome", "run_tool_call", "serve_tool_call"]
+
+_encoder = msgspec.json.Encoder()
+
+
+def decode_output(text: str) -> Any:
+    """A tool's output as a Python value: ``None`` when empty, the decoded JSON, or the text
+    itself when it is not JSON (an old agent may answer with plain text)."""
+    if not text:
+        return None
+    try:
+        return msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        return text
+
+
+async def run_tool_call(
+    runtime: AgentRuntime, request: ToolCallRequest, *, deadline_s: float | None
+) -> ToolCallOutcome:
+    """Call the tool ``request`` names and report how it ended.
+
+    Args:
+        runtime: where the tool is looked up.
+        request: the call; an empty ``id`` gets a fresh one, empty ``arguments`` mean ``{}``.
+        deadline_s: seconds the caller still waits (its gRPC deadline), or ``None``.
+    """
+    call_id = request.id or new_id()
+    timeout = request.timeout_ms / 1000 if request.timeout_ms > 0 else None
+    arguments = request.arguments or "{}"
+    limit = math.inf if deadline_s is None else max(deadline_s, 0.0)
+    try:
+        with anyio.move_on_after(limit) as scope:
+            value = await runtime.call_tool(request.name, arguments, timeout=timeout)
+        if scope.cancelled_caught:
+            raise ToolTimeout(limit, tool=request.name)
+    except ToolError as exc:
+        if exc.tool is None:
+            exc.tool = request.name
+        return outcome_from_error(call_id, exc)
+    try:
+        output = _encoder.encode(value).decode()
+    except (msgspec.EncodeError, TypeError, UnicodeDecodeError) as exc:
+        failed = ToolFailed("EncodeError", f"the result is not JSON: {exc}", tool=request.name)
+        return outcome_from_error(call_id, failed)
+    return ToolCallOutcome(id=call_id, status=ToolStatus.OK, output=output)
+
+
+def disconnected_outcome(call_id: str, agent_id: str, reason: str) -> ToolCallOutcome:
+    """The result of a call pushed to an agent whose stream ended before it answered."""
+    return ToolCallOutcome(
+        id=call_id,
+        status=ToolStatus.ERROR,
+        error=ToolErrorInfo(
+            code="AGENT_DISCONNECTED",
+            message=f"agent {agent_id} disconnected before answering: {reason}",
+            details={"agent_id": agent_id},
+        ),
+    )
+
+
+async def serve_tool_call(
+    runtime: AgentRuntime,
+    request: tools_pb2.ToolCall,
+    context: grpc.aio.ServicerContext[Any, Any],
+) -> tools_pb2.ToolResult:
+    """``Bridge.ForwardToolCall`` and ``ToolService.Call``: one path for both."""
+    try:
+        call = tool_call_from_proto(request)
+    except WireError as exc:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    outcome = await run_tool_call(runtime, call, deadline_s=context.time_remaining())
+    return tool_result_to_proto(outcome)

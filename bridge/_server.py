@@ -1,0 +1,417 @@
+"""The gRPC server of the bridge: ``Bridge``, ``ToolService``, ``EventBus``, health, reflection.
+
+:class:`BridgeServer` hosts them on one port, on an :class:`AgentRuntime`. ``docs/bridge.md``
+has the semantics a client relies on (handshake, batching, flow control, tool calls, auth,
+limits, status codes).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+import anyio
+import grpc
+import grpc.aio
+import msgspec
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
+from grpc_reflection.v1alpha import reflection  # type: ignore[import-untyped]
+
+from loom.bridge._generated import (
+    bridge_pb2,
+    bridge_pb2_grpc,
+    bus_pb2,
+    bus_pb2_grpc,
+    tools_pb2,
+    tools_pb2_grpc,
+)
+from loom.runtime import AgentRuntime, AgentStatus, BusClosed, InvalidArgument, validate_pattern
+from loom.runtime import validate_agent_id as _validate_agent_id
+from loom.runtime._remote import AgentExists, RemoteTool
+from loom.runtime.tools import JSONObject, ToolRegistry
+
+from ._auth import TLSConfig, TokenInterceptor, check_bind
+from ._calls import serve_tool_call
+from ._convert import tool_descriptor_from_proto
+from ._limits import Limits
+from ._server_errors import (
+    AgentConnected,
+    BindError,
+    HandshakeError,
+    LimitExceeded,
+    NotRegistered,
+)
+from ._services import EventBusService, ToolService
+from ._status import status_of
+from ._stream import Session
+from ._wire_errors import WireError
+from ._wire_types import ToolDescriptor
+
+__all__ = ["BridgeServer", "Hub", "Registration"]
+
+log = logging.getLogger("loom.bridge")
+
+SERVICE_NAMES = (
+    bridge_pb2.DESCRIPTOR.services_by_name["Bridge"].full_name,
+    tools_pb2.DESCRIPTOR.services_by_name["ToolService"].full_name,
+    bus_pb2.DESCRIPTOR.services_by_name["EventBus"].full_name,
+)
+
+_ANY_OBJECT: JSONObject = {"type": "object"}
+
+
+async def _noop(_name: str, _arguments: JSONObject) -> None:
+    return None
+
+
+class Registration(msgspec.Struct, frozen=True, kw_only=True):
+    """What an agent declared in ``RegisterAgent``, checked.
+
+    Attributes:
+        agent_id: its id.
+        topics: its ``subscribed_topics``, without repeats.
+        tools: its declared tools.
+        schemas: each tool's parsed ``parameters_schema``, by name.
+        metadata: its free key/values.
+    """
+
+    agent_id: str
+    topics: tuple[str, ...]
+    tools: tuple[ToolDescriptor, ...]
+    schemas: dict[str, dict[str, Any]]
+    metadata: dict[str, str]
+
+    @classmethod
+    def from_proto(cls, msg: bridge_pb2.AgentRegisterRequest, limits: Limits) -> Registration:
+        """Check a ``RegisterAgent`` request.
+
+        Raises:
+            InvalidArgument: a malformed id, pattern, tool name or schema, or a tool named
+                twice (``WireError`` for a malformed descriptor).
+            LimitExceeded: more topics than ``max_topics_per_agent``.
+        """
+        agent_id = _validate_agent_id(msg.agent_id)
+        topics = tuple(dict.fromkeys(msg.subscribed_topics))
+        if len(topics) > limits.max_topics_per_agent:
+            raise LimitExceeded(
+                "max_topics_per_agent",
+                limits.max_topics_per_agent,
+                f"agent {agent_id} asks for {len(topics)} topics",
+            )
+        for pattern in topics:
+            validate_pattern(pattern)
+        tools = tuple(tool_descriptor_from_proto(t) for t in msg.tools)
+        schemas: dict[str, dict[str, Any]] = {}
+        probe = ToolRegistry()  # the same checks the agent's registry makes on connect
+        for tool in tools:
+            if tool.name in schemas:
+                raise InvalidArgument(f"agent {agent_id} declares tool {tool.name!r} twice")
+            schema = _ANY_OBJECT
+            if tool.parameters_schema.strip():
+                try:
+                    schema = msgspec.json.decode(tool.parameters_schema)
+                except msgspec.DecodeError as exc:
+                    raise InvalidArgument(
+                        f"tool {tool.name!r}: parameters_schema is not JSON: {exc}"
+                    ) from None
+            probe.register(RemoteTool(tool.name, tool.description, schema, _noop))
+            schemas[tool.name] = dict(schema)
+        return cls(
+            agent_id=agent_id,
+            topics=topics,
+            tools=tools,
+            schemas=schemas,
+            metadata=dict(msg.metadata),
+        )
+
+
+class Hub:
+    """What the services of one server share: the runtime, the limits, who is registered
+    and connected, and which session each pushed tool call belongs to."""
+
+    def __init__(self, runtime: AgentRuntime, limits: Limits) -> None:
+        self.runtime = runtime
+        self.limits = limits
+        self.registrations: dict[str, Registration] = {}
+        self.sessions: dict[str, Session] = {}
+        self.calls: dict[str, Session] = {}
+        self.streams: set[anyio.CancelScope] = set()  # EventBus.Subscribe calls
+        self.closing = False
+
+    def register(self, reg: Registration) -> None:
+        """Record (or replace) a registration.
+
+        Raises:
+            AgentConnected: the id is a local agent's, or its stream is open.
+            LimitExceeded: ``max_agents`` are registered and none of them is disconnected.
+        """
+        agent_id = reg.agent_id
+        if agent_id in self.sessions:
+            raise AgentConnected(agent_id, "its stream is open; end it before registering again")
+        known = self.runtime.directory.get(agent_id)
+        if (
+            known is not None
+            and not known.remote
+            and known.status not in (AgentStatus.STOPPED, AgentStatus.FAILED)
+        ):
+            raise AgentConnected(agent_id, "a local agent runs under that id")
+        if agent_id not in self.registrations and len(self.registrations) >= self.limits.max_agents:
+            self._forget_one()
+        self.registrations.pop(agent_id, None)
+        self.registrations[agent_id] = reg  # newest last: eviction takes the oldest
+
+    def _forget_one(self) -> None:
+        for agent_id in self.registrations:
+            if agent_id not in self.sessions:
+                del self.registrations[agent_id]
+                info = self.runtime.directory.get(agent_id)
+                if info is not None and info.remote and info.status is not AgentStatus.RUNNING:
+                    self.runtime.directory.remove(agent_id)
+                return
+        limit = self.limits.max_agents
+        raise LimitExceeded("max_agents", limit, f"{limit} agents are registered and connected")
+
+    def descriptor(self, agent_id: str, name: str) -> ToolDescriptor | None:
+        reg = self.registrations.get(agent_id)
+        if reg is None:
+            return None
+        return next((t for t in reg.tools if t.name == name), None)
+
+
+_Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
+    """``loom.v1.Bridge``: how an agent process connects."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    async def RegisterAgent(
+        self, request: bridge_pb2.AgentRegisterRequest, context: _Context
+    ) -> bridge_pb2.AgentRegisterResponse:
+        try:
+            reg = Registration.from_proto(request, self.hub.limits)
+            self.hub.register(reg)
+        except (InvalidArgument, WireError, LimitExceeded, AgentConnected) as exc:
+            await context.abort(status_of(exc), str(exc))
+        log.info(
+            "agent %s registered (%d topics, %d tools)",
+            reg.agent_id,
+            len(reg.topics),
+            len(reg.tools),
+        )
+        return bridge_pb2.AgentRegisterResponse(success=True)
+
+    async def Heartbeat(
+        self, request: bridge_pb2.HeartbeatRequest, context: _Context
+    ) -> bridge_pb2.HeartbeatResponse:
+        return bridge_pb2.HeartbeatResponse(timestamp_ms=request.timestamp_ms, status="ok")
+
+    async def ForwardToolCall(
+        self, request: tools_pb2.ToolCall, context: _Context
+    ) -> tools_pb2.ToolResult:
+        return await serve_tool_call(self.hub.runtime, request, context)
+
+    async def EventStream(  # type: ignore[override]
+        self, request_iterator: Any, context: _Context
+    ) -> None:
+        try:
+            session = await self._handshake(context)
+        except (HandshakeError, NotRegistered, AgentConnected, AgentExists, BusClosed) as exc:
+            context.set_code(status_of(exc))
+            context.set_details(str(exc))
+            return
+        except TimeoutError:
+            context.set_code(grpc.StatusCode.DEADLINE_EXCEEDED)
+            context.set_details(
+                f"no handshake within {self.hub.limits.handshake_timeout_s:g} s: send "
+                "ack(message_id=<agent id>) first"
+            )
+            return
+        log.info("agent %s connected", session.agent_id)
+        status = await session.run()
+        log.info("agent %s disconnected%s", session.agent_id, f": {status[1]}" if status else "")
+        if status is not None:
+            context.set_code(status[0])
+            context.set_details(status[1])
+
+    async def _handshake(self, context: _Context) -> Session:
+        hub = self.hub
+        if hub.closing:
+            raise BusClosed("the server is shutting down")
+        with anyio.fail_after(hub.limits.handshake_timeout_s):
+            first = await context.read()
+        if not isinstance(first, bridge_pb2.ClientEvent):  # grpc.aio.EOF
+            raise HandshakeError("the stream ended before the handshake ack")
+        kind = first.WhichOneof("msg")
+        if kind != "ack":
+            raise HandshakeError(
+                "the first ClientEvent must be an ack whose message_id is the agent id given "
+                f"to RegisterAgent, not {kind or 'an empty frame'}"
+            )
+        agent_id = first.ack.message_id
+        if not agent_id:
+            raise HandshakeError("the handshake ack must carry the agent id in message_id")
+        reg = hub.registrations.get(agent_id)
+        if reg is None:
+            raise NotRegistered(agent_id)
+        if agent_id in hub.sessions:
+            raise AgentConnected(agent_id, "another stream is open for it")
+        remote = await hub.runtime.attach_remote(
+            agent_id, metadata=reg.metadata, tool_timeout_s=hub.limits.tool_timeout_s
+        )
+        session = Session(hub, remote, context)
+        hub.sessions[agent_id] = session
+        try:
+            for pattern in reg.topics:
+                remote.add_pattern(pattern)
+            remote.declare_tools(
+                RemoteTool(t.name, t.description, reg.schemas[t.name], session.invoke)
+                for t in reg.tools
+            )
+        except BaseException:
+            del hub.sessions[agent_id]
+            with anyio.CancelScope(shield=True):
+                await remote.detach("refused on connect")
+            raise
+        return session
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+class BridgeServer:
+    """Loom's gRPC server on an :class:`AgentRuntime`: ``Bridge``, ``ToolService``,
+    ``EventBus``, the standard health service and server reflection, on one port.
+
+    Use it as an async context manager (inside the runtime's)::
+
+        async with BridgeServer(runtime, port=0) as server:
+            print("listening on", server.address)
+
+    Entering binds and starts serving; leaving drains: health turns ``NOT_SERVING``, open
+    streams end with ``UNAVAILABLE``, and calls in flight get ``grace_s`` to finish before
+    they are cancelled.
+
+    Args:
+        runtime: the runtime to serve.
+        host: the address to bind; loopback by default.
+        port: the port; 0 picks a free one (read it from :attr:`port`).
+        token: a bearer token every call must carry (``authorization: Bearer <token>``).
+        tls: TLS (mutual when it names a client CA).
+        limits: the server's limits.
+        grace_s: seconds calls in flight get to finish when the server stops.
+
+    Raises:
+        InsecureBind: ``host`` is not loopback and neither ``token`` nor ``tls`` is given.
+    """
+
+    def __init__(
+        self,
+        runtime: AgentRuntime,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str | None = None,
+        tls: TLSConfig | None = None,
+        limits: Limits | None = None,
+        grace_s: float = 5.0,
+    ) -> None:
+        check_bind(host, token=token, tls=tls)
+        if not 0 <= port <= 65535:
+            raise InvalidArgument(f"port must be 0..65535, not {port}")
+        if grace_s < 0:
+            raise InvalidArgument(f"grace_s must be >= 0, not {grace_s}")
+        self.host = host
+        self.requested_port = port
+        self.token = token
+        self.tls = tls
+        self.limits = limits if limits is not None else Limits()
+        self.grace_s = grace_s
+        self.hub = Hub(runtime, self.limits)
+        self.port = 0
+        self._server: grpc.aio.Server | None = None
+        self._health: Any = None
+        self._closed = False
+
+    @property
+    def address(self) -> str:
+        """``host:port`` as bound (valid once entered)."""
+        return _address(self.host, self.port)
+
+    async def __aenter__(self) -> BridgeServer:
+        size = self.limits.max_message_bytes
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_receive_message_length", size),
+            ("grpc.max_send_message_length", size),
+            ("grpc.so_reuseport", 0),
+            # Find dead peers (a killed agent behind a silent network) within about 30 s.
+            ("grpc.keepalive_time_ms", 20_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+        ]
+        interceptors = [TokenInterceptor(self.token)] if self.token else []
+        server = grpc.aio.server(interceptors=interceptors, options=options)
+        bridge_pb2_grpc.add_BridgeServicer_to_server(BridgeServicer(self.hub), server)
+        tools_pb2_grpc.add_ToolServiceServicer_to_server(ToolService(self.hub), server)
+        bus_pb2_grpc.add_EventBusServicer_to_server(EventBusService(self.hub), server)
+        self._health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        address = _address(self.host, self.requested_port)
+        credentials = None if self.tls is None else self.tls.credentials()
+        try:
+            if credentials is None:
+                port = server.add_insecure_port(address)
+            else:
+                port = server.add_secure_port(address, credentials)
+        except RuntimeError as exc:
+            raise BindError(f"cannot listen on {address}: {exc}") from None
+        if not port:
+            raise BindError(f"cannot listen on {address}")
+        self.port = port
+        await server.start()
+        self._server = server
+        for name in ("", *SERVICE_NAMES):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("bridge listening on %s%s", self.address, " (TLS)" if self.tls else "")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self, grace_s: float | None = None) -> None:
+        """Drain and stop (see the class docs). Shielded; idempotent."""
+        if self._closed or self._server is None:
+            self._closed = True
+            return
+        self._closed = True
+        hub = self.hub
+        hub.closing = True
+        grace = self.grace_s if grace_s is None else grace_s
+        with anyio.CancelScope(shield=True):
+            await self._health.enter_graceful_shutdown()
+            for session in list(hub.sessions.values()):
+                session.end(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+            for scope in list(hub.streams):
+                scope.cancel()
+            await self._server.stop(grace)
+
+    def statistics(self) -> Mapping[str, int]:
+        """Counters: registered and connected agents, pushed tool calls in flight."""
+        return {
+            "registered": len(self.hub.registrations),
+            "connected": len(self.hub.sessions),
+            "pending_tool_calls": len(self.hub.calls),
+        }

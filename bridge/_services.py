@@ -1,0 +1,192 @@
+"""``ToolService`` and ``EventBus``: the runtime's tools and bus without an agent identity."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import grpc
+import grpc.aio
+import msgspec
+
+from loom.bridge._generated import bridge_pb2, bus_pb2, bus_pb2_grpc, tools_pb2, tools_pb2_grpc
+from loom.runtime import BusClosed, Delivery, InvalidArgument, SubscriptionClosed
+from loom.runtime._remote import tool_inventory
+
+from ._calls import serve_tool_call
+from ._convert import (
+    bus_stats_to_proto,
+    delivery_to_proto,
+    publish_from_proto,
+    qos_from_proto,
+    tool_descriptor_to_proto,
+)
+from ._status import code_name, status_of
+from ._wire_errors import WireError
+from ._wire_types import ProviderKind, ToolDescriptor
+
+if TYPE_CHECKING:
+    from ._server import Hub
+
+__all__ = ["EventBusService", "ToolService"]
+
+log = logging.getLogger("loom.bridge")
+
+_Context = grpc.aio.ServicerContext[Any, Any]
+_AGENT_KEY = "loom.agent"  # descriptor metadata: the agent that provides the tool
+
+
+def _encode(delivery: Delivery, limit: int) -> bridge_pb2.Delivery | None:
+    """The delivery's wire form, or ``None`` (logged) when it cannot travel."""
+    try:
+        msg = delivery_to_proto(delivery)
+    except WireError as exc:
+        log.warning("EventBus.Subscribe: event %s not delivered: %s", delivery.event.id, exc)
+        return None
+    if msg.ByteSize() + 8 > limit:
+        log.warning(
+            "EventBus.Subscribe: event %s not delivered: over max_message_bytes", delivery.event.id
+        )
+        return None
+    return msg
+
+
+class ToolService(tools_pb2_grpc.ToolServiceServicer):
+    """``loom.v1.ToolService``: list and call every tool the runtime can reach."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    async def ListTools(
+        self, request: tools_pb2.ListToolsRequest, context: _Context
+    ) -> tools_pb2.ListToolsResponse:
+        prefix = request.name_prefix
+        providers = set(request.providers)
+        found: dict[str, ToolDescriptor] = {}
+        # The order of the inventory is the order call_tool prefers: agents' tools first.
+        for entry in tool_inventory(self.hub.runtime):
+            tool = entry.tool
+            name = tool.name
+            if name in found or not name.startswith(prefix):
+                continue
+            declared = None
+            if entry.remote and entry.agent_id is not None:
+                declared = self.hub.descriptor(entry.agent_id, name)
+            if declared is None:
+                declared = ToolDescriptor(
+                    name=name,
+                    description=tool.description,
+                    parameters_schema=msgspec.json.encode(tool.parameters_schema).decode(),
+                    provider=ProviderKind.NATIVE,
+                )
+            if entry.agent_id is not None:
+                metadata = {**declared.metadata, _AGENT_KEY: entry.agent_id}
+                declared = msgspec.structs.replace(declared, metadata=metadata)
+            if providers and int(declared.provider) not in providers:
+                continue
+            found[name] = declared
+        return tools_pb2.ListToolsResponse(
+            tools=[tool_descriptor_to_proto(found[name]) for name in sorted(found)]
+        )
+
+    async def Call(self, request: tools_pb2.ToolCall, context: _Context) -> tools_pb2.ToolResult:
+        return await serve_tool_call(self.hub.runtime, request, context)
+
+
+class EventBusService(bus_pb2_grpc.EventBusServicer):
+    """``loom.v1.EventBus``: publish, subscribe and read counters."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    async def Publish(
+        self, request: bus_pb2.PublishRequest, context: _Context
+    ) -> bus_pb2.PublishResponse:
+        bus = self.hub.runtime.bus
+        accepted = 0
+        rejections = []
+        for position, publish in enumerate(request.publishes, 1):
+            try:
+                topic, event = publish_from_proto(publish)
+                await bus.publish(topic, event)
+            except (WireError, InvalidArgument, BusClosed) as exc:
+                rejections.append(
+                    bridge_pb2.PublishRejection(
+                        sequence=position, code=code_name(status_of(exc)), reason=str(exc)
+                    )
+                )
+            else:
+                accepted += 1
+        return bus_pb2.PublishResponse(accepted=accepted, rejections=rejections)
+
+    async def Subscribe(  # type: ignore[override]
+        self, request: bridge_pb2.SubscribeRequest, context: _Context
+    ) -> None:
+        hub = self.hub
+        limits = hub.limits
+        try:
+            qos = qos_from_proto(request.qos, field="SubscribeRequest.qos")
+            if request.buffer_size > limits.max_subscription_buffer:
+                raise InvalidArgument(
+                    f"buffer_size {request.buffer_size} is over the server's maximum "
+                    f"{limits.max_subscription_buffer}"
+                )
+            sub = hub.runtime.bus.subscribe(
+                request.pattern,
+                qos=qos,
+                event_types=list(request.event_types) or None,
+                buffer_size=request.buffer_size or None,
+            )
+        except (WireError, InvalidArgument, BusClosed) as exc:
+            await context.abort(status_of(exc), str(exc))
+        limit = limits.max_message_bytes - 64
+        with anyio.CancelScope() as scope:
+            hub.streams.add(scope)
+            try:
+                ok = bridge_pb2.SubscribeResult(ok=True, subscription_id=sub.id)
+                await context.write(bus_pb2.SubscribeResponse(subscribed=ok))
+                carry: Delivery | None = None
+                while True:
+                    if carry is not None:
+                        delivery, carry = carry, None
+                    else:
+                        try:
+                            delivery = await sub.receive()
+                        except SubscriptionClosed:
+                            break
+                    batch: list[bridge_pb2.Delivery] = []
+                    size = 0
+                    while True:
+                        msg = _encode(delivery, limit)
+                        if msg is not None:
+                            grown = size + msg.ByteSize() + 8
+                            if grown > limit and batch:
+                                carry = delivery  # it opens the next frame
+                                break
+                            batch.append(msg)
+                            size = grown
+                        if len(batch) >= limits.max_batch_events:
+                            break
+                        try:
+                            delivery = sub.receive_nowait()
+                        except (anyio.WouldBlock, SubscriptionClosed):
+                            break
+                    if batch:
+                        frame = bridge_pb2.DeliveryBatch(deliveries=batch)
+                        await context.write(bus_pb2.SubscribeResponse(batch=frame))
+            finally:
+                hub.streams.discard(scope)
+                sub.close()
+        if scope.cancelled_caught:
+            context.set_code(grpc.StatusCode.UNAVAILABLE)
+            context.set_details("the server is shutting down")
+
+    async def GetStats(
+        self, request: bus_pb2.GetStatsRequest, context: _Context
+    ) -> bus_pb2.BusStats:
+        return bus_stats_to_proto(
+            self.hub.runtime.bus.statistics(),
+            include_subscriptions=request.include_subscriptions,
+            include_topics=request.include_topics,
+        )

@@ -1,0 +1,568 @@
+"""One ``EventStream`` session: a connected remote agent, from handshake to end of stream.
+
+Four kinds of task, all in the session's task group, none per message:
+
+* the **reader** (the handler's own task) takes ``ClientEvent`` frames and handles each at
+  once; nothing it does waits on the bus, so pings, tool results and subscriptions are never
+  stuck behind a slow subscriber;
+* the **publisher** publishes what the reader queued on the bounded publish lane, in order,
+  waiting on the bus where a lossless subscriber is full, and acknowledges with credit;
+* one **pump** per bus subscription moves deliveries onto the bounded outbound queue (a full
+  queue holds the pump, so the subscription fills and its tier decides: drop or backpressure);
+* the **writer** drains the outbound queue onto the wire, coalescing consecutive deliveries
+  into ``delivery_batch`` frames once batching is on (only what is already queued: no added
+  latency).
+
+Everything a session holds is bounded: the outbound queue (``Limits.outbound_queue``), the
+publish lane (the publish window, or a small fixed size for streams without acks), the
+subscriptions' buffers, and the pushed tool calls (``Limits.max_pending_tool_calls``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+import grpc
+import grpc.aio
+import msgspec
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from loom.bridge._generated import bridge_pb2, tools_pb2
+from loom.runtime import (
+    BusClosed,
+    Delivery,
+    Event,
+    InvalidArgument,
+    Subscription,
+    mailbox_topic,
+    new_id,
+)
+from loom.runtime._remote import RemoteAgent
+from loom.runtime.tools import JSONObject, ToolFailed
+
+from ._calls import decode_output, disconnected_outcome
+from ._convert import (
+    delivery_to_proto,
+    publish_from_proto,
+    qos_from_proto,
+    tool_result_from_proto,
+)
+from ._server_errors import LimitExceeded, WrongAgent
+from ._status import code_name, error_from_outcome, status_of
+from ._wire_errors import WireError
+from ._wire_types import ToolCallOutcome, ToolStatus
+
+if TYPE_CHECKING:
+    from ._server import Hub
+
+__all__ = ["Session"]
+
+log = logging.getLogger("loom.bridge")
+
+_FEATURES: Final = frozenset(
+    {
+        bridge_pb2.STREAM_FEATURE_BATCH,
+        bridge_pb2.STREAM_FEATURE_PUBLISH_ACK,
+        bridge_pb2.STREAM_FEATURE_TOOL_CANCEL,
+    }
+)
+_OLD_LANE: Final = 64  # publish lane of a stream without acks: the reader waits beyond this
+_FRAME_OVERHEAD: Final = 64  # bytes kept free in a batch for the frame around the deliveries
+_MAX_REJECTIONS: Final = 64  # an ack is sent once this many rejections wait in it
+
+_encoder = msgspec.json.Encoder()
+
+Outbound = Delivery | bridge_pb2.ServerEvent
+Status = tuple[grpc.StatusCode, str]
+
+
+class _Publish(msgspec.Struct, gc=False):
+    """One publish on the lane: an event to publish, or a rejection decided by the reader."""
+
+    seq: int  # 0 for a stream without publish acks
+    topic: str = ""
+    event: Event | None = None
+    credit: bool = False  # it used a unit of credit, which its ack gives back
+    code: str = ""
+    reason: str = ""
+
+
+class _Pending:
+    """A tool call pushed to the agent, waiting for its ``tool_result``."""
+
+    __slots__ = ("done", "outcome")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.outcome: ToolCallOutcome | None = None
+
+
+class Session:
+    """A remote agent's open ``EventStream`` (see the module docs)."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        remote: RemoteAgent,
+        context: grpc.aio.ServicerContext[bridge_pb2.ClientEvent, bridge_pb2.ServerEvent],
+    ) -> None:
+        self.hub = hub
+        self.agent_id = remote.id
+        self.remote = remote
+        self._ctx = context
+        limits = hub.limits
+        self._limits = limits
+        out_send, out_recv = anyio.create_memory_object_stream[Outbound](limits.outbound_queue)
+        self._out: MemoryObjectSendStream[Outbound] = out_send
+        self._out_recv: MemoryObjectReceiveStream[Outbound] = out_recv
+        lane_send, lane_recv = anyio.create_memory_object_stream[_Publish](
+            limits.publish_window + limits.max_batch_events + _OLD_LANE
+        )
+        self._lane: MemoryObjectSendStream[_Publish] = lane_send
+        self._lane_recv: MemoryObjectReceiveStream[_Publish] = lane_recv
+        self._hello = False
+        self._acks = False
+        self._cancels = False
+        self._max_batch = limits.max_batch_events
+        self._window = 0
+        self._credit = 0  # what the client may still send, as the server counts it
+        self._seq = 0
+        self._acked = 0
+        self._credit_back = 0
+        self._rejections: list[bridge_pb2.PublishRejection] = []
+        self._pending: dict[str, _Pending] = {}
+        self._tg: TaskGroup | None = None
+        self.status: Status | None = None
+        self.closed = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> Status | None:
+        """Serve the stream until it ends; return the status to end the call with (``None``:
+        OK). Always detaches the agent and fails its pending calls before returning."""
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self._writer)
+                tg.start_soon(self._publisher)
+                tg.start_soon(self._pump, self.remote.mailbox)
+                await self._reader()
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._finish()
+        return self.status
+
+    def end(self, code: grpc.StatusCode, details: str) -> None:
+        """End the stream from outside (server shutdown) or inside, with this status."""
+        if self.status is None:
+            self.status = (code, details)
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+    async def _finish(self) -> None:
+        self.closed = True
+        reason = "stream ended" if self.status is None else self.status[1]
+        # Callers waiting on this agent learn at once; nobody waits for a timeout.
+        for call_id, pending in list(self._pending.items()):
+            if pending.outcome is None:
+                pending.outcome = disconnected_outcome(call_id, self.agent_id, reason)
+                pending.done.set()
+        self._out.close()
+        self._out_recv.close()
+        self._lane.close()
+        self._lane_recv.close()
+        if self.hub.sessions.get(self.agent_id) is self:
+            del self.hub.sessions[self.agent_id]
+        await self.remote.detach(reason)
+
+    # ------------------------------------------------------------------ reading
+
+    async def _reader(self) -> None:
+        ctx = self._ctx
+        while True:
+            try:
+                msg: object = await ctx.read()
+            except Exception as exc:  # the call broke (reset, malformed frame): it is over
+                log.debug("agent %s: stream read failed: %r", self.agent_id, exc)
+                return
+            if not isinstance(msg, bridge_pb2.ClientEvent):  # grpc.aio.EOF: the client is done
+                return
+            self.remote.heartbeat()  # any frame is a sign of life
+            await self._dispatch(msg)
+
+    async def _dispatch(self, msg: bridge_pb2.ClientEvent) -> None:
+        match msg.WhichOneof("msg"):
+            case "publish":
+                await self._accept(msg.publish)
+            case "publish_batch":
+                for i, publish in enumerate(msg.publish_batch.publishes):
+                    if i < self._max_batch:
+                        await self._accept(publish)
+                    else:
+                        await self._reject(
+                            "INVALID_ARGUMENT",
+                            f"publish_batch entry {i} is beyond max_batch_events "
+                            f"({self._max_batch}); not published",
+                            numbered=True,
+                        )
+            case "ping":
+                pong = bridge_pb2.HeartbeatResponse(timestamp_ms=msg.ping.timestamp_ms, status="ok")
+                await self._send(bridge_pb2.ServerEvent(pong=pong))
+            case "tool_result":
+                await self._resolve(msg.tool_result)
+            case "ack":
+                pass  # an ack after the handshake (old clients ack deliveries) needs nothing
+            case "hello":
+                await self._negotiate(msg.hello)
+            case "subscribe":
+                await self._subscribe(msg.subscribe)
+            case "unsubscribe":
+                await self._unsubscribe(msg.unsubscribe)
+            case _:
+                await self._error(
+                    "INVALID_ARGUMENT",
+                    "a ClientEvent with no known 'msg' variant set (empty, or from a newer "
+                    "protocol); ignored",
+                )
+
+    async def _send(self, frame: bridge_pb2.ServerEvent) -> None:
+        await self._out.send(frame)
+
+    async def _error(self, code: str, message: str) -> None:
+        await self._send(bridge_pb2.ServerEvent(err=bridge_pb2.Error(code=code, message=message)))
+
+    # ------------------------------------------------------------------ features
+
+    async def _negotiate(self, hello: bridge_pb2.StreamHello) -> None:
+        if self._hello:
+            await self._error("INVALID_ARGUMENT", "hello may be sent once per stream; ignored")
+            return
+        self._hello = True
+        granted = sorted(_FEATURES.intersection(hello.features))
+        limits = self._limits
+        self._max_batch = min(
+            hello.max_batch_events or limits.max_batch_events, limits.max_batch_events
+        )
+        if bridge_pb2.STREAM_FEATURE_PUBLISH_ACK in granted:
+            self._acks = True
+            self._window = min(hello.publish_window or limits.publish_window, limits.publish_window)
+            self._credit = self._window
+        self._cancels = bridge_pb2.STREAM_FEATURE_TOOL_CANCEL in granted
+        # Batching starts when the writer has written this welcome (see _writer), so no batch
+        # can overtake it.
+        welcome = bridge_pb2.StreamWelcome(
+            features=granted, max_batch_events=self._max_batch, publish_window=self._window
+        )
+        await self._send(bridge_pb2.ServerEvent(welcome=welcome))
+
+    # ------------------------------------------------------------------ publishing
+
+    async def _accept(self, publish: bridge_pb2.Publish) -> None:
+        """Number, check and queue one publish; the publisher task does the rest."""
+        if self._acks and self._credit <= 0:
+            await self._reject(
+                "RESOURCE_EXHAUSTED",
+                "no publish credit left: wait for a publish_ack before publishing more",
+                numbered=True,
+            )
+            return
+        seq = 0
+        if self._acks:
+            self._seq += 1
+            seq = self._seq
+            self._credit -= 1
+        try:
+            topic, event = publish_from_proto(publish)
+        except WireError as exc:
+            await self._lane.send(
+                _Publish(seq, credit=bool(seq), code="INVALID_ARGUMENT", reason=str(exc))
+            )
+            return
+        sender = event.envelope.sender
+        if sender and sender != self.agent_id:
+            error = WrongAgent(
+                f"stream of agent {self.agent_id!r} cannot publish as {sender!r}; not published"
+            )
+            await self._lane.send(
+                _Publish(seq, credit=bool(seq), code=code_name(status_of(error)), reason=str(error))
+            )
+            return
+        if not sender:  # stamped, so a reply to it finds this agent's mailbox
+            envelope = msgspec.structs.replace(event.envelope, sender=self.agent_id)
+            event = msgspec.structs.replace(event, envelope=envelope)
+        await self._lane.send(_Publish(seq, topic, event, credit=bool(seq)))
+
+    async def _reject(self, code: str, reason: str, *, numbered: bool) -> None:
+        seq = 0
+        if self._acks and numbered:
+            self._seq += 1
+            seq = self._seq
+        await self._lane.send(_Publish(seq, code=code, reason=reason))
+
+    async def _publisher(self) -> None:
+        bus = self.hub.runtime.bus
+        lane = self._lane_recv
+        try:
+            async for item in lane:
+                if item.event is not None:
+                    try:
+                        await bus.publish(item.topic, item.event)
+                    except (InvalidArgument, BusClosed) as exc:
+                        item.code, item.reason = code_name(status_of(exc)), str(exc)
+                if not item.seq:
+                    if item.code:
+                        await self._error(item.code, item.reason)
+                    continue
+                self._acked = item.seq
+                if item.credit:
+                    self._credit_back += 1
+                if item.code:
+                    self._rejections.append(
+                        bridge_pb2.PublishRejection(
+                            sequence=item.seq, code=item.code, reason=item.reason
+                        )
+                    )
+                # Ack when the lane is empty (no added latency) or half the window is due back.
+                if (
+                    lane.statistics().current_buffer_used == 0
+                    or 2 * self._credit_back >= self._window
+                    or len(self._rejections) >= _MAX_REJECTIONS
+                ):
+                    await self._ack()
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            return
+
+    async def _ack(self) -> None:
+        credit, self._credit_back = self._credit_back, 0
+        rejections, self._rejections = self._rejections, []
+        ack = bridge_pb2.PublishAck(sequence=self._acked, credit=credit, rejections=rejections)
+        await self._send(bridge_pb2.ServerEvent(publish_ack=ack))
+        self._credit += credit
+
+    # ------------------------------------------------------------------ subscriptions
+
+    async def _subscribe(self, req: bridge_pb2.SubscribeRequest) -> None:
+        def result(ok: bool, sub_id: int = 0, code: str = "", reason: str = "") -> Any:
+            return bridge_pb2.ServerEvent(
+                subscription=bridge_pb2.SubscribeResult(
+                    request_id=req.request_id,
+                    ok=ok,
+                    subscription_id=sub_id,
+                    code=code,
+                    reason=reason,
+                )
+            )
+
+        limits = self._limits
+        try:
+            qos = qos_from_proto(req.qos, field="SubscribeRequest.qos")
+            if req.buffer_size > limits.max_subscription_buffer:
+                raise InvalidArgument(
+                    f"buffer_size {req.buffer_size} is over the server's maximum "
+                    f"{limits.max_subscription_buffer}"
+                )
+            if self.remote.pattern_count() >= limits.max_topics_per_agent:
+                raise LimitExceeded(
+                    "max_topics_per_agent",
+                    limits.max_topics_per_agent,
+                    f"agent {self.agent_id} holds {self.remote.pattern_count()} patterns",
+                )
+            sub = self.remote.subscribe(
+                req.pattern,
+                qos=qos,
+                event_types=list(req.event_types) or None,
+                buffer_size=req.buffer_size or None,
+            )
+        except (InvalidArgument, LimitExceeded, BusClosed) as exc:
+            await self._send(result(False, code=code_name(status_of(exc)), reason=str(exc)))
+            return
+        assert self._tg is not None
+        self._tg.start_soon(self._pump, sub)
+        await self._send(result(True, sub.id))
+
+    async def _unsubscribe(self, req: bridge_pb2.UnsubscribeRequest) -> None:
+        code, reason, sub_id = "", "", 0
+        match req.WhichOneof("target"):
+            case "subscription_id":
+                sub_id = req.subscription_id
+                if not self.remote.unsubscribe(sub_id):
+                    code, reason = "NOT_FOUND", f"no stream subscription has id {sub_id}"
+            case "pattern":
+                pattern = req.pattern
+                if pattern == mailbox_topic(self.agent_id):
+                    code, reason = "INVALID_ARGUMENT", "the mailbox topic cannot be unsubscribed"
+                else:
+                    removed = self.remote.remove_pattern(pattern)
+                    for sub in self.remote.subscriptions():
+                        if sub.pattern == pattern:
+                            removed = self.remote.unsubscribe(sub.id) or removed
+                    if not removed:
+                        code, reason = "NOT_FOUND", f"agent {self.agent_id} holds no {pattern!r}"
+            case _:
+                code, reason = "INVALID_ARGUMENT", "unsubscribe names neither an id nor a pattern"
+        frame = bridge_pb2.SubscribeResult(
+            request_id=req.request_id,
+            ok=not code,
+            subscription_id=sub_id,
+            code=code,
+            reason=reason,
+        )
+        await self._send(bridge_pb2.ServerEvent(subscription=frame))
+
+    async def _pump(self, sub: Subscription) -> None:
+        out = self._out
+        try:
+            async for delivery in sub:
+                await out.send(delivery)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            return
+
+    # ------------------------------------------------------------------ writing
+
+    def _encode(self, delivery: Delivery) -> bridge_pb2.Delivery | bridge_pb2.ServerEvent:
+        """The delivery's wire form, or the ``Error`` frame that replaces one that cannot go."""
+        try:
+            msg = delivery_to_proto(delivery)
+        except WireError as exc:
+            code, reason = "INVALID_ARGUMENT", f"event {delivery.event.id} not delivered: {exc}"
+        else:
+            if msg.ByteSize() + _FRAME_OVERHEAD <= self._limits.max_message_bytes:
+                return msg
+            code = "RESOURCE_EXHAUSTED"
+            reason = (
+                f"event {delivery.event.id} on {delivery.topic!r} not delivered: "
+                f"{msg.ByteSize()} bytes is over max_message_bytes "
+                f"({self._limits.max_message_bytes})"
+            )
+        log.warning("agent %s: %s", self.agent_id, reason)
+        return bridge_pb2.ServerEvent(err=bridge_pb2.Error(code=code, message=reason))
+
+    async def _writer(self) -> None:
+        recv = self._out_recv
+        write = self._ctx.write
+        limit = self._limits.max_message_bytes - _FRAME_OVERHEAD
+        batching = False
+        held: Outbound | None = None
+        try:
+            while True:
+                item = held if held is not None else await recv.receive()
+                held = None
+                if not isinstance(item, Delivery):
+                    await write(item)
+                    if item.HasField("welcome"):
+                        batching = bridge_pb2.STREAM_FEATURE_BATCH in item.welcome.features
+                    continue
+                first = self._encode(item)
+                if isinstance(first, bridge_pb2.ServerEvent):
+                    await write(first)
+                    continue
+                if not batching:
+                    await write(bridge_pb2.ServerEvent(delivery=first))
+                    continue
+                batch = [first]
+                size = first.ByteSize() + 8
+                while len(batch) < self._max_batch:
+                    try:
+                        nxt = recv.receive_nowait()
+                    except anyio.WouldBlock:
+                        break
+                    if not isinstance(nxt, Delivery):
+                        held = nxt
+                        break
+                    encoded = self._encode(nxt)
+                    if isinstance(encoded, bridge_pb2.ServerEvent):
+                        held = encoded
+                        break
+                    grown = size + encoded.ByteSize() + 8
+                    if grown > limit:
+                        held = nxt
+                        break
+                    batch.append(encoded)
+                    size = grown
+                frame = bridge_pb2.DeliveryBatch(deliveries=batch)
+                await write(bridge_pb2.ServerEvent(delivery_batch=frame))
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            return
+        except Exception as exc:  # the call is over (the peer went away mid-write)
+            log.debug("agent %s: stream write failed: %r", self.agent_id, exc)
+            self.end(grpc.StatusCode.UNAVAILABLE, "the stream could not be written")
+
+    # ------------------------------------------------------------------ pushed tool calls
+
+    async def invoke(self, name: str, arguments: JSONObject) -> Any:
+        """Push a call of ``name`` to the agent and wait for its result (a ``ToolInvoker``).
+
+        Runs inside the registry's timeout scope; the pushed ``timeout_ms`` is what is left of
+        it. Cancelled (timeout, caller gone), it sends ``cancel_tool_call`` when the agent
+        negotiated it; a result arriving later is discarded.
+        """
+        if self.closed:
+            raise ToolFailed("AGENT_DISCONNECTED", f"agent {self.agent_id} is disconnected")
+        limit = self._limits.max_pending_tool_calls
+        if len(self._pending) >= limit:
+            error = LimitExceeded(
+                "max_pending_tool_calls", limit, f"agent {self.agent_id} has {limit} calls pending"
+            )
+            raise ToolFailed(code_name(status_of(error)), str(error))
+        call_id = new_id()
+        start = anyio.current_time()
+        deadline = anyio.current_effective_deadline()
+        timeout_ms = 0 if math.isinf(deadline) else max(1, math.ceil((deadline - start) * 1000))
+        call = tools_pb2.ToolCall(
+            id=call_id,
+            name=name,
+            arguments=_encoder.encode(arguments).decode(),
+            timeout_ms=timeout_ms,
+        )
+        pending = _Pending()
+        self._pending[call_id] = pending
+        self.hub.calls[call_id] = self
+        try:
+            await self._send(bridge_pb2.ServerEvent(tool_call=call))
+            await pending.done.wait()
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass  # the stream ended while queueing: _finish has set the outcome
+        except BaseException:
+            if pending.outcome is None and self._cancels and not self.closed:
+                why = (
+                    "deadline exceeded" if anyio.current_time() >= deadline else "caller cancelled"
+                )
+                cancel = bridge_pb2.CancelToolCall(id=call_id, reason=why)
+                try:
+                    self._out.send_nowait(bridge_pb2.ServerEvent(cancel_tool_call=cancel))
+                except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    log.debug("agent %s: cancel of call %s not sent", self.agent_id, call_id)
+            raise
+        finally:
+            self._pending.pop(call_id, None)
+            self.hub.calls.pop(call_id, None)
+        outcome = pending.outcome or disconnected_outcome(call_id, self.agent_id, "stream ended")
+        if outcome.status is ToolStatus.OK:
+            return decode_output(outcome.output)
+        raise error_from_outcome(outcome, tool=name, timeout=deadline - start)
+
+    async def _resolve(self, msg: tools_pb2.ToolResult) -> None:
+        try:
+            outcome = tool_result_from_proto(msg)
+        except WireError as exc:
+            await self._error("INVALID_ARGUMENT", f"tool_result {msg.id!r} ignored: {exc}")
+            return
+        pending = self._pending.get(outcome.id)
+        if pending is None:
+            owner = self.hub.calls.get(outcome.id)
+            if owner is not None and owner is not self:
+                error = WrongAgent(
+                    f"tool call {outcome.id!r} was not pushed to agent {self.agent_id!r}; "
+                    "result ignored"
+                )
+                await self._error(code_name(status_of(error)), str(error))
+            # Otherwise it is late (the call was cancelled or timed out): discarded.
+            return
+        if pending.outcome is None:
+            pending.outcome = outcome
+            pending.done.set()
