@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+from opentelemetry.trace import TracerProvider
 
 from loom.runtime.cognition import Loop, LoopConfig, Toolset, TurnUpdate
 from loom.runtime.context import AgentContext, InMemoryStore
@@ -70,13 +71,26 @@ async def scripted_loop(
     tools: Sequence[Tool] = (),
     config: LoopConfig | None = None,
     provider_fields: Mapping[str, Any] | None = None,
-    **loop_fields: Any,
+    tracer_provider: TracerProvider | None = None,
 ) -> AsyncIterator[tuple[ScriptedLLMServer, Loop, AgentContext]]:
-    """A scripted server, a loop over an OpenAI provider aimed at it, and a fresh context."""
+    """A scripted server, a loop over an OpenAI provider aimed at it, and a fresh context.
+
+    ``tracer_provider`` goes to both the provider and the loop, so their spans nest.
+    """
     async with ScriptedLLMServer() as server:
-        llm = OpenAIProvider("scripted", provider_config(server, **(provider_fields or {})))
+        llm = OpenAIProvider(
+            "scripted",
+            provider_config(server, **(provider_fields or {})),
+            tracer_provider=tracer_provider,
+        )
         try:
-            loop = Loop(llm, tools=Toolset(tools=tools), config=config, **loop_fields)
+            loop = Loop(
+                llm,
+                tools=Toolset(tools=tools),
+                config=config,
+                tracer_provider=tracer_provider,
+                agent_id="tester",
+            )
             context = AgentContext(InMemoryStore(), agent_id="tester", thread_id="t1")
             yield server, loop, context
         finally:
