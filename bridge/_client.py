@@ -1,0 +1,814 @@
+"""``BridgeClient``: an agent process's connection to a Loom server (the ``loom.v1`` wire).
+
+::
+
+    registration = AgentRegistration(agent_id="upperer", topics=("input.*",))
+    async with BridgeClient("127.0.0.1:50051", registration, token=token) as client:
+        await client.publish("output.upper", Event(payload=b"HELLO"))
+        async for delivery in client:
+            ...
+
+What it promises:
+
+* **Connecting.** ``__aenter__`` returns once the agent is registered, its stream open and
+  the handshake done (``Ack`` with the agent id, then a ``StreamHello`` asking for batches,
+  publish acks and tool-call cancellation). A server that cannot be reached is retried with
+  backoff for ``connect_timeout`` seconds, then :class:`ConnectFailed`; refused credentials or
+  a refused registration fail at once. Every RPC carries a deadline: nothing waits forever on
+  an unknown target.
+* **Reconnecting** (``bridge/_reconnect.py``): when the stream ends or falls silent the client
+  registers again, reopens the stream and resubscribes every dynamic subscription, one attempt
+  at a time (never two registrations at once), with capped, jittered backoff. Deliveries
+  already buffered stay buffered; pending requests keep waiting for their reply.
+* **Deliveries** go to a bounded buffer (``inbound_buffer``) read by ``receive()`` / ``async
+  for``. When it is full the stream's reader waits: that is backpressure all the way to the
+  server's publishers. A reply to a pending :meth:`request` never enters that buffer.
+* **Publishing** (:meth:`publish`) waits for a connection, for publish credit (the server's
+  pace, when it grants ``PUBLISH_ACK``) and for room in the bounded outbound queue; it never
+  grows memory without bound. :meth:`publish_nowait` raises ``WouldBlock`` instead of waiting.
+  A publish is sent at most once: one queued when the connection drops is lost unless the
+  publisher asked to ``wait_accepted`` (it then gets :class:`ConnectionLost` and may retry).
+* **Tool calls** (:meth:`call_tool`) carry ``timeout_ms`` *and* a gRPC deadline of the same
+  length (or the enclosing cancel scope's deadline, if sooner); cancelling the caller cancels
+  the RPC, and the server withdraws the call from the agent serving it.
+* **Pushed tool calls** run ``tool_handler`` in a task each (at most ``max_tool_calls`` at
+  once; more are refused with ``RESOURCE_EXHAUSTED``), and a ``CancelToolCall`` cancels that
+  task. They end with their session: the server has failed them already.
+* **Trace context.** Every RPC carries the current OpenTelemetry span's ``traceparent`` in its
+  metadata (the events carry theirs in the envelope), and the bearer token in
+  ``authorization``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from types import TracebackType
+
+import anyio
+import grpc
+import grpc.aio
+import msgspec
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from loom.bridge._generated import bridge_pb2, bridge_pb2_grpc
+from loom.runtime import (
+    Delivery,
+    Event,
+    InvalidArgument,
+    QoS,
+    RequestTimeout,
+    WouldBlock,
+    mailbox_topic,
+    new_id,
+    validate_agent_id,
+    validate_pattern,
+)
+from loom.runtime.tools import ToolTimeout
+
+from ._client_errors import ClientClosed, ConnectFailed, ConnectionLost, RegistrationRefused
+from ._client_session import AckWaiter, Session, SessionEnded
+from ._client_tools import error_from_rpc
+from ._convert import (
+    publish_to_proto,
+    tool_call_to_proto,
+    tool_descriptor_to_proto,
+    tool_result_from_proto,
+)
+from ._reconnect import Backoff, ConnectionStatus, Reconnector, StateListener
+from ._status import error_from_outcome
+from ._wire_types import ToolCallOutcome, ToolCallRequest, ToolDescriptor, ToolStatus
+
+__all__ = [
+    "AgentRegistration",
+    "BridgeClient",
+    "ClientOptions",
+    "ClientStatistics",
+    "ClientTLS",
+    "ToolHandler",
+]
+
+log = logging.getLogger("loom.bridge.client")
+
+_W3C = TraceContextTextMapPropagator()
+
+ToolHandler = Callable[[ToolCallRequest], Awaitable[ToolCallOutcome]]
+"""Serves one pushed tool call; runs in a task of its own, cancelled by ``CancelToolCall``."""
+
+# Status codes that no retry can fix: the loop stops and the client closes.
+_FATAL = frozenset(
+    {
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INVALID_ARGUMENT,
+    }
+)
+
+
+class ClientTLS(msgspec.Struct, frozen=True, kw_only=True):
+    """TLS for the channel (PEM bytes); mutual TLS when a client certificate is given.
+
+    Attributes:
+        root_certificates: CAs to trust; ``None`` for the system's.
+        certificate_chain: the client certificate (mutual TLS).
+        private_key: its key (mutual TLS).
+        server_name: the name to check the server's certificate against, when it differs from
+            the address's host (``grpc.ssl_target_name_override``).
+    """
+
+    root_certificates: bytes | None = None
+    certificate_chain: bytes | None = None
+    private_key: bytes | None = None
+    server_name: str | None = None
+
+
+class ClientOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """How the client behaves; every bound and timeout in one place.
+
+    Attributes:
+        connect_timeout: how long ``__aenter__`` keeps trying to make the first connection.
+        rpc_timeout: deadline of ``RegisterAgent``, of the wait for the server's welcome and of
+            each subscribe/unsubscribe answer.
+        tool_deadline: the gRPC deadline of a tool call made without a timeout (``timeout_ms``
+            is then 0: the server's default applies within it).
+        heartbeat_interval: seconds between ``ping`` frames.
+        heartbeat_timeout: a stream silent this long is dead and is replaced.
+        inbound_buffer: deliveries buffered for the reader of the client.
+        outbound_buffer: frames queued for the writer.
+        publish_window: the publish credit asked for (0: the server's default).
+        max_batch_events: the most events per batch frame, either way.
+        max_tool_calls: pushed tool calls served at once.
+        backoff: delays between reconnect attempts.
+        close_grace: how long ``aclose`` lets queued frames go out before it cuts the stream.
+    """
+
+    connect_timeout: float = 10.0
+    rpc_timeout: float = 5.0
+    tool_deadline: float = 300.0
+    heartbeat_interval: float = 5.0
+    heartbeat_timeout: float = 15.0
+    inbound_buffer: int = 1000
+    outbound_buffer: int = 1000
+    publish_window: int = 0
+    max_batch_events: int = 256
+    max_tool_calls: int = 64
+    backoff: Backoff = msgspec.field(default_factory=Backoff)
+    close_grace: float = 5.0
+
+    def __post_init__(self) -> None:
+        for name in ("connect_timeout", "rpc_timeout", "tool_deadline", "heartbeat_interval"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise InvalidArgument(f"ClientOptions.{name} must be > 0, not {value!r}")
+        if self.heartbeat_timeout <= self.heartbeat_interval:
+            raise InvalidArgument("ClientOptions.heartbeat_timeout must exceed the interval")
+        for name in ("inbound_buffer", "outbound_buffer", "max_batch_events", "max_tool_calls"):
+            if getattr(self, name) < 1:
+                raise InvalidArgument(f"ClientOptions.{name} must be >= 1")
+        if self.publish_window < 0 or self.close_grace < 0:
+            raise InvalidArgument("publish_window and close_grace must be >= 0")
+
+
+class AgentRegistration(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``RegisterAgent`` declares.
+
+    Attributes:
+        agent_id: the agent's id (one topic segment).
+        topics: patterns subscribed at registration (the server's default tier).
+        tools: the tools this agent serves (``tool_handler`` answers their calls).
+        metadata: free key/values for the server's directory.
+    """
+
+    agent_id: str
+    topics: tuple[str, ...] = ()
+    tools: tuple[ToolDescriptor, ...] = ()
+    metadata: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class ClientStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """Counters of a :class:`BridgeClient` (a snapshot).
+
+    Attributes:
+        status: the connection's status.
+        attempts: connection attempts made.
+        registrations: successful ``RegisterAgent`` calls (one per connection).
+        connects: connections established (the first one and every reconnect).
+        features: the stream features the current (or last) server granted, by name.
+        published: publishes written to the stream.
+        rejected: publishes the server's bus did not accept.
+        delivered: deliveries handed to the inbound buffer.
+        replies: replies handed to pending requests.
+        stray_replies: never counted by the client (a reply for no pending request is an
+            ordinary delivery); kept at 0 for symmetry with the in-process router.
+        malformed: deliveries dropped because they did not decode.
+        tools_served: pushed tool calls answered.
+        tools_cancelled: pushed tool calls withdrawn by the server.
+        tools_refused: pushed tool calls refused for the concurrency limit.
+        pings: heartbeats sent; ``pongs``: answered; ``rtt_ms``: the latest round trip.
+        server_errors: ``Error`` frames received; ``last_error``: the latest failure.
+    """
+
+    status: ConnectionStatus
+    attempts: int
+    registrations: int
+    connects: int
+    features: tuple[str, ...]
+    published: int
+    rejected: int
+    delivered: int
+    replies: int
+    stray_replies: int
+    malformed: int
+    tools_served: int
+    tools_cancelled: int
+    tools_refused: int
+    pings: int
+    pongs: int
+    rtt_ms: int
+    server_errors: int
+    last_error: str
+
+
+class _Subscription(msgspec.Struct, frozen=True, kw_only=True):
+    pattern: str
+    qos: QoS
+    event_types: tuple[str, ...] = ()
+    buffer_size: int = 0
+
+
+class _Reply:
+    __slots__ = ("event", "reply")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.reply: Event | None = None
+
+
+class BridgeClient:
+    """A registered agent's connection to a Loom server, kept alive across restarts.
+
+    Args:
+        address: ``host:port`` of the server.
+        registration: the agent's id, topics, tools and metadata.
+        token: bearer token sent in the ``authorization`` metadata of every call.
+        tls: ``True`` for TLS with the system's CAs, or a :class:`ClientTLS`; ``None``/``False``
+            for a plaintext channel (a server accepts that only on loopback).
+        tool_handler: serves pushed calls of ``registration.tools``.
+        options: bounds and timeouts.
+        on_state_change: ``listener(old, new)`` for every :class:`ConnectionStatus` change.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        registration: AgentRegistration,
+        *,
+        token: str | None = None,
+        tls: ClientTLS | bool | None = None,
+        tool_handler: ToolHandler | None = None,
+        options: ClientOptions | None = None,
+        on_state_change: StateListener | None = None,
+    ) -> None:
+        if not address or not isinstance(address, str):
+            raise InvalidArgument(f"a bridge address is host:port, not {address!r}")
+        validate_agent_id(registration.agent_id)
+        for pattern in registration.topics:
+            validate_pattern(pattern)
+        self.address = address
+        self.registration = registration
+        self.tool_handler = tool_handler
+        self.options = options if options is not None else ClientOptions()
+        self._token = token
+        self._tls: ClientTLS | None = ClientTLS() if tls is True else (tls or None)
+        self._tools_pb = [tool_descriptor_to_proto(t) for t in registration.tools]
+        self._reconnector = Reconnector(self.options.backoff)
+        if on_state_change is not None:
+            self._reconnector.add_listener(on_state_change)
+        # The subscription set a new connection restores: topics registered with the agent
+        # (less those unsubscribed since) and dynamic subscriptions, by pattern.
+        self._topics: list[str] = list(dict.fromkeys(registration.topics))
+        self._subscriptions: dict[str, _Subscription] = {}
+        self._requests: dict[str, _Reply] = {}
+        self._in_send: MemoryObjectSendStream[Delivery]
+        self._in_recv: MemoryObjectReceiveStream[Delivery]
+        self._in_send, self._in_recv = anyio.create_memory_object_stream[Delivery](
+            self.options.inbound_buffer
+        )
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: bridge_pb2_grpc.BridgeAsyncStub | None = None
+        self._session: Session | None = None
+        self._tg: TaskGroup | None = None
+        self._closing = False
+        self._fatal: Exception | None = None
+        self._last_exc: Exception | None = None
+        self._features: tuple[str, ...] = ()
+        # Counters (the session updates most of them).
+        self._registrations = 0
+        self._published = 0
+        self._rejected = 0
+        self._delivered = 0
+        self._replies = 0
+        self._malformed = 0
+        self._tools_served = 0
+        self._tools_cancelled = 0
+        self._tools_refused = 0
+        self._pings = 0
+        self._pongs = 0
+        self._rtt_ms = 0
+        self._server_errors = 0
+        self._last_server_error = ""
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> BridgeClient:
+        if self._tg is not None or self._closing:
+            raise InvalidArgument("a BridgeClient can be entered once")
+        self._channel = self._make_channel()
+        self._stub = bridge_pb2_grpc.BridgeStub(self._channel)
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._run)
+        status = ConnectionStatus.CLOSED
+        with anyio.move_on_after(self.options.connect_timeout):
+            status = await self._reconnector.wait_status(
+                ConnectionStatus.CONNECTED, ConnectionStatus.CLOSED
+            )
+        if status is ConnectionStatus.CONNECTED:
+            return self
+        error = self._fatal or self._last_exc
+        await self.aclose()
+        await self._finish()
+        if isinstance(error, RegistrationRefused):
+            raise error
+        if isinstance(error, grpc.aio.AioRpcError):
+            raise ConnectFailed(self.address, _rpc_text(error), code=error.code().name) from error
+        reason = f"not connected within {self.options.connect_timeout:g}s"
+        if error is not None:
+            reason = f"{reason}: {type(error).__name__}: {error}"
+        raise ConnectFailed(self.address, reason) from error
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+        await self._finish()
+
+    async def _finish(self) -> None:
+        # The task group is exited here, by the task that entered it and at the same depth of
+        # cancel scopes (aclose may run anywhere, inside further scopes).
+        tg, self._tg = self._tg, None
+        if tg is not None:
+            await tg.__aexit__(None, None, None)
+        if self._channel is not None:
+            with anyio.CancelScope(shield=True):
+                await self._channel.close(grace=None)
+
+    async def aclose(self) -> None:
+        """Close: queued frames get ``close_grace`` seconds to go out, the stream is
+        half-closed so the server sees a clean end, then every task of the client is
+        cancelled; waiting requests end with ``ClientClosed``, ``receive`` with
+        ``EndOfStream`` once the buffer is empty. Shielded; idempotent."""
+        if self._closing:
+            return
+        self._closing = True
+        with anyio.CancelScope(shield=True):
+            self._reconnector.close()  # no further attempt; a backoff sleep ends at once
+            session = self._session
+            if session is not None and not session.ended:
+                await session.close_gracefully()
+                with anyio.move_on_after(self.options.close_grace):
+                    await session.finished.wait()
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+        for call in self._requests.values():
+            call.event.set()
+        self._in_send.close()
+
+    @property
+    def status(self) -> ConnectionStatus:
+        """The connection's status now."""
+        return self._reconnector.status
+
+    async def wait_connected(self) -> None:
+        """Wait until the client is connected.
+
+        Raises:
+            ClientClosed: it closed instead (the cause is the fatal error, if any).
+        """
+        status = await self._reconnector.wait_status(
+            ConnectionStatus.CONNECTED, ConnectionStatus.CLOSED
+        )
+        if status is ConnectionStatus.CLOSED:
+            raise ClientClosed("the bridge client is closed") from self._fatal
+
+    async def wait_closed(self) -> None:
+        """Wait until the client has closed for good; re-raise the fatal error that closed it
+        (``None`` for ``aclose()``)."""
+        await self._reconnector.wait_status(ConnectionStatus.CLOSED)
+        if self._fatal is not None:
+            raise self._fatal
+
+    def add_listener(self, listener: StateListener) -> None:
+        """Call ``listener(old, new)`` on every :class:`ConnectionStatus` change."""
+        self._reconnector.add_listener(listener)
+
+    def statistics(self) -> ClientStatistics:
+        """A snapshot of the counters."""
+        rs = self._reconnector.statistics()
+        return ClientStatistics(
+            status=rs.status,
+            attempts=rs.attempts,
+            registrations=self._registrations,
+            connects=rs.connects,
+            features=self._features,
+            published=self._published,
+            rejected=self._rejected,
+            delivered=self._delivered,
+            replies=self._replies,
+            stray_replies=0,
+            malformed=self._malformed,
+            tools_served=self._tools_served,
+            tools_cancelled=self._tools_cancelled,
+            tools_refused=self._tools_refused,
+            pings=self._pings,
+            pongs=self._pongs,
+            rtt_ms=self._rtt_ms,
+            server_errors=self._server_errors,
+            last_error=self._last_server_error or rs.last_error,
+        )
+
+    # ------------------------------------------------------------------ the connection loop
+
+    def _make_channel(self) -> grpc.aio.Channel:
+        backoff_ms = int(self.options.backoff.maximum * 1000)
+        options: list[tuple[str, str | int]] = [
+            # The channel's own reconnects must not outwait ours: after a server restart the
+            # next RegisterAgent should find the channel trying again within our backoff.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", max(backoff_ms, 100)),
+        ]
+        tls = self._tls
+        if tls is None:
+            return grpc.aio.insecure_channel(self.address, options=options)
+        if tls.server_name:
+            options.append(("grpc.ssl_target_name_override", tls.server_name))
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=tls.root_certificates,
+            private_key=tls.private_key,
+            certificate_chain=tls.certificate_chain,
+        )
+        return grpc.aio.secure_channel(self.address, credentials, options=options)
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        md: list[tuple[str, str]] = []
+        if self._token:
+            md.append(("authorization", f"Bearer {self._token}"))
+        carrier: dict[str, str] = {}
+        _W3C.inject(carrier)
+        if "traceparent" in carrier:
+            md.append(("traceparent", carrier["traceparent"]))
+            if carrier.get("tracestate"):
+                md.append(("tracestate", carrier["tracestate"]))
+        return tuple(md)
+
+    async def _run(self) -> None:
+        try:
+            await self._reconnector.run(self._attempt, fatal=self._is_fatal)
+        except Exception as exc:
+            self._fatal = exc
+            log.error("bridge client for %s stopped: %s", self.registration.agent_id, exc)
+
+    def _is_fatal(self, exc: Exception, ever_connected: bool) -> bool:
+        self._last_exc = exc
+        if isinstance(exc, grpc.aio.AioRpcError):
+            return exc.code() in _FATAL
+        # A refusal on first contact is an answer (a taken id, a bad declaration); after a
+        # restart it is usually the server not yet having noticed our old stream end.
+        return isinstance(exc, RegistrationRefused) and not ever_connected
+
+    async def _attempt(self, connected: Callable[[], None]) -> None:
+        stub = self._stub
+        assert stub is not None
+        reg = self.registration
+        request = bridge_pb2.AgentRegisterRequest(
+            agent_id=reg.agent_id,
+            subscribed_topics=self._topics,
+            tools=self._tools_pb,
+            metadata=reg.metadata,
+        )
+        response = await stub.RegisterAgent(
+            request, timeout=self.options.rpc_timeout, metadata=self._metadata()
+        )
+        if not response.success:
+            raise RegistrationRefused(reg.agent_id, response.error_message)
+        self._registrations += 1
+        session = Session(self, stub, self._in_send)
+        self._session = session
+        if self._closing:
+            return
+
+        def on_connected() -> None:
+            names = bridge_pb2.StreamFeature
+            self._features = tuple(sorted(names.Name(f) for f in session.features))
+            connected()
+
+        await session.run(on_connected)
+
+    def _on_pong(self, timestamp_ms: int) -> None:
+        self._pongs += 1
+        self._rtt_ms = max(0, int(time.time() * 1000) - timestamp_ms)
+
+    def _on_server_error(self, code: str, message: str) -> None:
+        self._server_errors += 1
+        self._last_server_error = f"{code}: {message}"
+        log.warning("bridge: server error frame %s: %s", code, message)
+
+    def _route_reply(self, event: Event) -> bool:
+        """Hand ``event`` to the request it answers, if one waits; the request event itself
+        (delivered back to an agent subscribed to its topic) is not its own reply."""
+        corr = event.envelope.correlation_id
+        if not corr or corr == event.id or not self._requests:
+            return False
+        call = self._requests.pop(corr, None)
+        if call is None:
+            return False
+        call.reply = event
+        call.event.set()
+        self._replies += 1
+        return True
+
+    async def _ready(self) -> Session:
+        """The connected session, once there is one.
+
+        Raises:
+            ClientClosed: the client is closing or closed.
+        """
+        while True:
+            if self._closing:
+                raise ClientClosed("the bridge client is closed") from self._fatal
+            session = self._session
+            if (
+                session is not None
+                and not session.ended
+                and self._reconnector.status is ConnectionStatus.CONNECTED
+            ):
+                return session
+            await self.wait_connected()
+
+    # ------------------------------------------------------------------ events
+
+    async def publish(self, topic: str, event: Event, *, wait_accepted: bool = False) -> None:
+        """Publish ``event`` on ``topic`` through the server's bus.
+
+        Waits for a connection, for publish credit and for room in the outbound queue. With
+        ``wait_accepted`` it also waits for the server's ``publish_ack`` (a server without
+        that feature: until the frame is written).
+
+        Raises:
+            WireError: the event cannot go on the wire.
+            PublishRejected: (``wait_accepted``) the server's bus refused it.
+            ConnectionLost: (``wait_accepted``) the connection dropped before the ack; the
+                publish may or may not have been accepted.
+            ClientClosed: the client is closed.
+        """
+        msg = publish_to_proto(topic, event)
+        waiter = AckWaiter(topic) if wait_accepted else None
+        while True:
+            session = await self._ready()
+            try:
+                await session.publish(msg, waiter)
+            except SessionEnded:
+                continue  # not queued: the next connection takes it
+            break
+        if waiter is not None:
+            await waiter.event.wait()
+            if waiter.error is not None:
+                raise waiter.error
+
+    def publish_nowait(self, topic: str, event: Event) -> None:
+        """Publish if that needs no wait at all.
+
+        Raises:
+            WouldBlock: not connected, no publish credit, or the outbound queue is full;
+                nothing was queued.
+            WireError: the event cannot go on the wire.
+            ClientClosed: the client is closed.
+        """
+        if self._closing:
+            raise ClientClosed("the bridge client is closed")
+        session = self._session
+        if (
+            session is None
+            or session.ended
+            or self._reconnector.status is not ConnectionStatus.CONNECTED
+        ):
+            raise WouldBlock("the bridge client is not connected")
+        msg = publish_to_proto(topic, event)
+        try:
+            session.publish_nowait(msg)
+        except (anyio.WouldBlock, SessionEnded):
+            raise WouldBlock("no publish credit or no room in the outbound queue") from None
+
+    async def request(self, topic: str, event: Event, *, timeout: float) -> Event:
+        """Publish ``event`` (its envelope names a ``correlation_id``, and a ``reply_to`` that
+        this agent receives) and wait for the event that answers it.
+
+        The reply is recognised by correlation id on any topic this agent receives, and is
+        handed over by the stream's reader; it never waits behind the inbound buffer's
+        deliveries on this side (it may behind those the stream carries before it).
+
+        Raises:
+            RequestTimeout: no reply within ``timeout`` seconds (publishing included). Unlike
+                in process there is no ``NoResponders``: the server's publish does not say who
+                received it.
+            InvalidArgument: the envelope has no ``correlation_id``.
+            ClientClosed: the client closed while waiting.
+        """
+        corr = event.envelope.correlation_id
+        if not corr:
+            raise InvalidArgument("a request needs envelope.correlation_id")
+        if not timeout > 0:
+            raise InvalidArgument(f"timeout must be > 0 seconds, not {timeout!r}")
+        call = self._requests[corr] = _Reply()
+        try:
+            with anyio.move_on_after(timeout):
+                await self.publish(topic, event)
+                await call.event.wait()
+                if call.reply is None:
+                    raise ClientClosed("the bridge client closed while waiting for a reply")
+                return call.reply
+        finally:
+            if self._requests.get(corr) is call:
+                del self._requests[corr]
+        raise RequestTimeout(topic, corr, timeout)
+
+    async def subscribe(
+        self,
+        pattern: str,
+        *,
+        qos: QoS = QoS.BATCHED,
+        event_types: tuple[str, ...] = (),
+        buffer_size: int = 0,
+    ) -> bool:
+        """Subscribe on the stream; kept across reconnects until :meth:`unsubscribe`.
+
+        Returns:
+            False if this agent already held ``pattern`` (nothing was asked).
+
+        Raises:
+            InvalidTopic: a malformed pattern (checked here first).
+            SubscribeRefused: the server refused it; nothing changed.
+            ClientClosed: the client is closed.
+        """
+        validate_pattern(pattern)
+        if pattern in self._subscriptions or pattern in self._topics:
+            return False
+        if pattern == mailbox_topic(self.registration.agent_id):
+            return False
+        sub = _Subscription(
+            pattern=pattern, qos=qos, event_types=tuple(event_types), buffer_size=buffer_size
+        )
+        while True:
+            session = await self._ready()
+            try:
+                await session.subscribe(sub)
+            except SessionEnded:
+                continue
+            break
+        # Recorded once confirmed; a session that ended before confirming resubscribed
+        # without it, so the retry above on the next one cannot make a duplicate.
+        self._subscriptions[pattern] = sub
+        return True
+
+    async def unsubscribe(self, pattern: str) -> bool:
+        """Remove ``pattern`` (a dynamic subscription or a registered topic).
+
+        Returns:
+            False if this agent did not hold it.
+
+        Raises:
+            InvalidArgument: it is the agent's mailbox topic.
+            SubscribeRefused: the server refused; the pattern is dropped here regardless, so
+                a reconnect does not bring it back.
+            ClientClosed: the client is closed.
+        """
+        if pattern == mailbox_topic(self.registration.agent_id):
+            raise InvalidArgument("an agent cannot unsubscribe from its own mailbox topic")
+        held = self._subscriptions.pop(pattern, None) is not None
+        if pattern in self._topics:
+            self._topics.remove(pattern)
+            held = True
+        if not held:
+            return False
+        session = await self._ready()
+        with contextlib.suppress(SessionEnded):  # the next connection does not restore it
+            await session.unsubscribe(pattern)
+        return True
+
+    def subscriptions(self) -> tuple[str, ...]:
+        """Every pattern a new connection restores (registered topics first)."""
+        return (*self._topics, *self._subscriptions)
+
+    async def receive(self) -> Delivery:
+        """The next delivery.
+
+        Raises:
+            anyio.EndOfStream: the client is closed and the buffer is empty.
+        """
+        return await self._in_recv.receive()
+
+    def __aiter__(self) -> BridgeClient:
+        return self
+
+    async def __anext__(self) -> Delivery:
+        try:
+            return await self._in_recv.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+    # ------------------------------------------------------------------ tools & heartbeat
+
+    async def call_tool(
+        self,
+        name: str,
+        arguments: str,
+        *,
+        timeout: float | None = None,
+        correlation_id: str = "",
+        headers: Mapping[str, str] | None = None,
+    ) -> str:
+        """Call a tool by name through ``ForwardToolCall``; return its output (JSON text).
+
+        ``timeout`` goes out as ``timeout_ms`` and as the RPC's deadline (shortened to the
+        enclosing cancel scope's deadline, if that is sooner); ``None`` sends 0 (the server's
+        default) under a deadline of ``tool_deadline``. Cancelling the caller cancels the RPC.
+
+        Raises:
+            ToolNotFound, InvalidArguments, ToolTimeout, ToolPermissionDenied, ToolFailed: as
+                in process; the timeout also when the connection did not come back in time.
+            ClientClosed: the client is closed.
+        """
+        if timeout is not None and not timeout > 0:
+            raise InvalidArgument(f"timeout must be > 0 seconds, not {timeout!r}")
+        request = ToolCallRequest(
+            id=new_id(),
+            name=name,
+            arguments=arguments,
+            headers=dict(headers) if headers else {},
+            timeout_ms=0 if timeout is None else max(1, math.ceil(timeout * 1000)),
+            correlation_id=correlation_id,
+        )
+        msg = tool_call_to_proto(request)
+        budget = timeout if timeout is not None else self.options.tool_deadline
+        # Our own scope times the call out (ToolTimeout); an enclosing scope with a sooner
+        # deadline only shortens the RPC's deadline and cancels as itself.
+        with anyio.move_on_after(budget):
+            await self._ready()
+            stub = self._stub
+            assert stub is not None
+            left = max(0.001, anyio.current_effective_deadline() - anyio.current_time())
+            try:
+                result = await stub.ForwardToolCall(msg, timeout=left, metadata=self._metadata())
+            except grpc.aio.AioRpcError as exc:
+                raise error_from_rpc(name, exc, timeout) from None
+            outcome = tool_result_from_proto(result)
+            if outcome.status is ToolStatus.OK:
+                return outcome.output
+            raise error_from_outcome(
+                outcome, tool=name, timeout=timeout if timeout is not None else budget
+            )
+        raise ToolTimeout(timeout if timeout is not None else budget, tool=name)
+
+    async def heartbeat(self) -> float:
+        """Call the unary ``Heartbeat``; return the round trip in seconds.
+
+        Raises:
+            ConnectionLost: the server did not answer within ``rpc_timeout``.
+        """
+        stub = self._stub
+        if stub is None or self._closing:
+            raise ClientClosed("the bridge client is not open")
+        start = time.monotonic()
+        try:
+            await stub.Heartbeat(
+                bridge_pb2.HeartbeatRequest(timestamp_ms=int(time.time() * 1000)),
+                timeout=self.options.rpc_timeout,
+                metadata=self._metadata(),
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise ConnectionLost(_rpc_text(exc)) from None
+        return time.monotonic() - start
+
+
+def _rpc_text(exc: grpc.aio.AioRpcError) -> str:
+    return f"{exc.code().name}: {exc.details() or ''}".rstrip(": ")

@@ -1,0 +1,580 @@
+"""One connected ``EventStream``: the handshake, a reader, a writer, heartbeats, pushed tools.
+
+A session lives from a successful ``RegisterAgent`` to the end of its stream; the client's
+reconnect loop makes the next one. Its tasks:
+
+* the **reader** only decodes frames. Deliveries go to the client's bounded inbound buffer
+  (waiting for room there is the stream's backpressure), replies to pending requests to their
+  waiter, pushed tool calls to tasks of their own. It never runs a handler.
+* the **writer** drains the session's bounded outbound queue in order. Consecutive publishes
+  are sent as one ``publish_batch`` once the server has answered our hello (an old server
+  gets single ``publish`` frames), and numbered as the server numbers them, so that each
+  ``publish_ack`` settles the right publishers.
+* the **heartbeat** sends a ``ping`` every ``heartbeat_interval`` and ends the session when
+  nothing at all has arrived for ``heartbeat_timeout`` (time the reader spends waiting for room
+  in the inbound buffer does not count: that silence is ours, not the server's).
+
+Every task ends the session by recording why and cancelling the others; :meth:`run` then
+raises that reason, so the reconnect loop sees one plain exception, never a group.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import anyio
+import grpc
+import grpc.aio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from loom.bridge._generated import bridge_pb2, bridge_pb2_grpc, tools_pb2
+from loom.runtime import Delivery
+
+from ._client_errors import ConnectionLost, PublishRejected, SubscribeRefused
+from ._client_tools import outcome_from_exception
+from ._convert import delivery_from_proto, qos_to_proto, tool_call_from_proto, tool_result_to_proto
+from ._wire_errors import WireError
+from ._wire_types import ToolCallOutcome, ToolCallRequest, ToolErrorInfo, ToolStatus
+
+if TYPE_CHECKING:
+    from ._client import BridgeClient, _Subscription
+
+__all__: list[str] = []
+
+log = logging.getLogger("loom.bridge.client")
+
+FEATURES = (
+    bridge_pb2.STREAM_FEATURE_BATCH,
+    bridge_pb2.STREAM_FEATURE_PUBLISH_ACK,
+    bridge_pb2.STREAM_FEATURE_TOOL_CANCEL,
+)
+
+
+class SessionEnded(Exception):
+    """Internal: the session an operation was queued on is gone; try the next one."""
+
+
+class AckWaiter:
+    """A publisher waiting to learn whether the server's bus accepted its publish."""
+
+    __slots__ = ("error", "event", "topic")
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.event = anyio.Event()
+        self.error: Exception | None = None
+
+    def settle(self, error: Exception | None = None) -> None:
+        if not self.event.is_set():
+            self.error = error
+            self.event.set()
+
+
+class Outgoing:
+    """A publish waiting in the outbound queue (numbered by the writer, in wire order)."""
+
+    __slots__ = ("msg", "waiter")
+
+    def __init__(self, msg: bridge_pb2.Publish, waiter: AckWaiter | None) -> None:
+        self.msg = msg
+        self.waiter = waiter
+
+
+class _SubscribeWaiter:
+    __slots__ = ("event", "result")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.result: bridge_pb2.SubscribeResult | None = None
+
+
+OutItem = Outgoing | bridge_pb2.ClientEvent
+
+
+class Session:
+    """One stream of one registration. Internal to :class:`BridgeClient`."""
+
+    def __init__(
+        self,
+        client: BridgeClient,
+        stub: bridge_pb2_grpc.BridgeAsyncStub,
+        deliver: MemoryObjectSendStream[Delivery],
+    ) -> None:
+        self.client = client
+        self.options = client.options
+        self.agent_id = client.registration.agent_id
+        self._stub = stub
+        self._deliver = deliver
+        size = self.options.outbound_buffer + self.options.max_tool_calls + 16
+        self._out_send: MemoryObjectSendStream[OutItem]
+        self._out_recv: MemoryObjectReceiveStream[OutItem]
+        self._out_send, self._out_recv = anyio.create_memory_object_stream[OutItem](size)
+        self._call: grpc.aio.StreamStreamCall[bridge_pb2.ClientEvent, bridge_pb2.ServerEvent]
+        self._tg: TaskGroup | None = None
+        self.ended = False
+        self.finished = anyio.Event()
+        self.end_reason: Exception | None = None
+        self.closing = False
+        # Negotiated features.
+        self.features: frozenset[int] = frozenset()
+        self._welcomed = anyio.Event()
+        self._max_batch = 1
+        self._acks = False
+        self.credit = 0
+        self._credit_changed = anyio.Event()
+        self._seq = 0
+        self._ack_waiters: dict[int, AckWaiter] = {}
+        self._topics_by_seq: dict[int, str] = {}
+        # Liveness.
+        self._last_rx = time.monotonic()
+        self._reader_blocked = False
+        # Dynamic subscriptions and pushed tool calls in flight.
+        self._subscribes: dict[str, _SubscribeWaiter] = {}
+        self._request_ids = 0
+        self._tools: dict[str, anyio.CancelScope] = {}
+        self._withdrawn: set[str] = set()
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self, connected: Callable[[], None]) -> None:
+        """Open the stream, shake hands, resubscribe, report ``connected``, then run until the
+        stream ends. Raises why it ended (returns only after a graceful close)."""
+        client = self.client
+        self._call = self._stub.EventStream(metadata=client._metadata())
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self._guard, self._setup, connected)
+        finally:
+            self.ended = True
+            self._out_send.close()
+            self._call.cancel()
+            lost = self.end_reason or ConnectionLost("the connection closed")
+            for waiter in self._ack_waiters.values():
+                waiter.settle(ConnectionLost(f"connection lost before the ack ({lost})"))
+            self._ack_waiters.clear()
+            self._credit_changed.set()
+            for sub in self._subscribes.values():
+                sub.event.set()
+            self.finished.set()
+        if self.end_reason is not None and not self.closing:
+            raise self.end_reason
+
+    async def _guard(self, fn: Callable[..., Awaitable[None]], *args: object) -> None:
+        """Run one task of the session; its failure ends the session with that reason."""
+        try:
+            await fn(*args)
+        except SessionEnded as exc:
+            if not self.closing:  # while closing, a task that cannot send simply stops
+                self._end(ConnectionLost(str(exc) or "the session ended"))
+        except (grpc.aio.AioRpcError, ConnectionLost, WireError) as exc:
+            self._end(exc)
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception as exc:
+            log.exception("bridge session task failed")
+            self._end(exc)
+
+    def _end(self, exc: Exception) -> None:
+        if self.end_reason is None:
+            self.end_reason = exc
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+
+    async def _setup(self, connected: Callable[[], None]) -> None:
+        assert self._tg is not None
+        opts = self.options
+        call = self._call
+        await call.write(bridge_pb2.ClientEvent(ack=bridge_pb2.Ack(message_id=self.agent_id)))
+        await call.write(
+            bridge_pb2.ClientEvent(
+                hello=bridge_pb2.StreamHello(
+                    features=FEATURES,
+                    max_batch_events=opts.max_batch_events,
+                    publish_window=opts.publish_window,
+                )
+            )
+        )
+        self._tg.start_soon(self._guard, self._reader)
+        with anyio.move_on_after(opts.rpc_timeout):
+            await self._welcomed.wait()
+        if not self._welcomed.is_set():
+            # An original-Loom server ignores the hello: go on as an old client.
+            log.info("bridge: no welcome within %ss; using the original wire", opts.rpc_timeout)
+        self._tg.start_soon(self._guard, self._writer)
+        await self._resubscribe()
+        self._tg.start_soon(self._guard, self._heartbeat)
+        connected()
+
+    async def _resubscribe(self) -> None:
+        for sub in list(self.client._subscriptions.values()):
+            try:
+                await self.subscribe(sub)
+            except SubscribeRefused as exc:
+                # The server changed its mind (a lower limit after a restart, say): the
+                # subscription is gone; say so loudly, carry on with the rest.
+                log.error("bridge: resubscribing %r refused: %s", sub.pattern, exc)
+                self.client._subscriptions.pop(sub.pattern, None)
+
+    async def close_gracefully(self) -> None:
+        """Send what is queued, half-close, and let the server end the stream."""
+        self.closing = True
+        self._out_send.close()  # the writer drains the queue, then half-closes
+
+    # ------------------------------------------------------------------ the reader
+
+    async def _reader(self) -> None:
+        call = self._call
+        client = self.client
+        while True:
+            msg = await call.read()
+            if not isinstance(msg, bridge_pb2.ServerEvent):  # grpc.aio.EOF
+                if self.closing:
+                    assert self._tg is not None
+                    self._tg.cancel_scope.cancel()
+                    return
+                raise ConnectionLost("the server ended the event stream")
+            self._last_rx = time.monotonic()
+            kind = msg.WhichOneof("msg")
+            if kind == "delivery":
+                await self._on_delivery(msg.delivery)
+            elif kind == "delivery_batch":
+                for item in msg.delivery_batch.deliveries:
+                    await self._on_delivery(item)
+            elif kind == "pong":
+                client._on_pong(msg.pong.timestamp_ms)
+            elif kind == "tool_call":
+                await self._on_tool_call(msg.tool_call)
+            elif kind == "cancel_tool_call":
+                self._on_cancel(msg.cancel_tool_call)
+            elif kind == "publish_ack":
+                self._on_publish_ack(msg.publish_ack)
+            elif kind == "subscription":
+                waiter = self._subscribes.pop(msg.subscription.request_id, None)
+                if waiter is not None:
+                    waiter.result = msg.subscription
+                    waiter.event.set()
+            elif kind == "welcome":
+                self._on_welcome(msg.welcome)
+            elif kind == "err":
+                client._on_server_error(msg.err.code, msg.err.message)
+            # Anything else is a frame of a newer server that we did not ask for: ignored.
+
+    async def _on_delivery(self, msg: bridge_pb2.Delivery) -> None:
+        client = self.client
+        try:
+            delivery = delivery_from_proto(msg)
+        except WireError as exc:
+            client._malformed += 1
+            log.warning("bridge: dropped a malformed delivery on %r: %s", msg.topic, exc)
+            return
+        if client._route_reply(delivery.event):
+            return
+        try:
+            self._deliver.send_nowait(delivery)
+        except anyio.WouldBlock:
+            # The local mailbox is full: wait for room. This is the stream's backpressure (the
+            # server's queue for us fills, then its lossless publishers wait).
+            self._reader_blocked = True
+            try:
+                await self._deliver.send(delivery)
+            finally:
+                self._reader_blocked = False
+                self._last_rx = time.monotonic()
+        client._delivered += 1
+
+    def _on_welcome(self, welcome: bridge_pb2.StreamWelcome) -> None:
+        self.features = frozenset(welcome.features)
+        self._max_batch = max(1, min(welcome.max_batch_events or 1, self.options.max_batch_events))
+        if bridge_pb2.STREAM_FEATURE_PUBLISH_ACK in self.features:
+            self._acks = True
+            self.credit = welcome.publish_window
+        self._welcomed.set()
+
+    def _on_publish_ack(self, ack: bridge_pb2.PublishAck) -> None:
+        if ack.credit:
+            self.credit += ack.credit
+            changed, self._credit_changed = self._credit_changed, anyio.Event()
+            changed.set()
+        for rejection in ack.rejections:
+            self.client._rejected += 1
+            topic = self._topics_by_seq.pop(rejection.sequence, "")
+            waiter = self._ack_waiters.pop(rejection.sequence, None)
+            error = PublishRejected(topic, rejection.code, rejection.reason)
+            if waiter is not None:
+                waiter.settle(error)
+            else:
+                log.warning("bridge: %s", error)
+        for seq in list(self._topics_by_seq):
+            if seq > ack.sequence:
+                break
+            del self._topics_by_seq[seq]
+        for seq in list(self._ack_waiters):
+            if seq > ack.sequence:
+                break
+            self._ack_waiters.pop(seq).settle()
+
+    # ------------------------------------------------------------------ the writer
+
+    async def _writer(self) -> None:
+        call = self._call
+        recv = self._out_recv
+        # Only a server that answered our hello knows publish_batch (it accepts one whether
+        # or not it granted BATCH, which governs what it sends); an old server gets singles.
+        batching = self._welcomed.is_set()
+        while True:
+            try:
+                item = await recv.receive()
+            except anyio.EndOfStream:
+                if self.closing:
+                    await call.done_writing()
+                return
+            if isinstance(item, bridge_pb2.ClientEvent):
+                await call.write(item)
+                continue
+            batch = [item]
+            held: bridge_pb2.ClientEvent | None = None
+            while batching and len(batch) < self._max_batch:
+                try:
+                    more = recv.receive_nowait()
+                except (anyio.WouldBlock, anyio.EndOfStream):
+                    break
+                if isinstance(more, Outgoing):
+                    batch.append(more)
+                else:
+                    held = more
+                    break
+            self._number(batch)
+            if len(batch) == 1:
+                await call.write(bridge_pb2.ClientEvent(publish=batch[0].msg))
+            else:
+                await call.write(
+                    bridge_pb2.ClientEvent(
+                        publish_batch=bridge_pb2.PublishBatch(publishes=[o.msg for o in batch])
+                    )
+                )
+            self.client._published += len(batch)
+            if held is not None:
+                await call.write(held)
+
+    def _number(self, batch: list[Outgoing]) -> None:
+        """Give each publish the sequence number the server gives it (wire order)."""
+        if not self._acks:
+            for out in batch:
+                if out.waiter is not None:
+                    out.waiter.settle()  # nothing more to learn from an old server
+            return
+        for out in batch:
+            self._seq += 1
+            self._topics_by_seq[self._seq] = out.msg.topic
+            if out.waiter is not None:
+                self._ack_waiters[self._seq] = out.waiter
+
+    # ------------------------------------------------------------------ sending
+
+    async def publish(self, msg: bridge_pb2.Publish, waiter: AckWaiter | None) -> None:
+        """Queue a publish once there is credit (server pace) and room (local bound).
+
+        Raises:
+            SessionEnded: the session ended first; nothing was queued.
+        """
+        while self._acks and self.credit <= 0:
+            if self.ended:
+                raise SessionEnded
+            await self._credit_changed.wait()
+        if self.ended:
+            raise SessionEnded
+        self.credit -= 1
+        try:
+            await self._out_send.send(Outgoing(msg, waiter))
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise SessionEnded from None
+
+    def publish_nowait(self, msg: bridge_pb2.Publish) -> None:
+        """Queue a publish if that needs no wait.
+
+        Raises:
+            anyio.WouldBlock: no credit or no room.
+            SessionEnded: the session is gone.
+        """
+        if self.ended:
+            raise SessionEnded
+        if self._acks and self.credit <= 0:
+            raise anyio.WouldBlock
+        try:
+            self._out_send.send_nowait(Outgoing(msg, None))
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise SessionEnded from None
+        self.credit -= 1
+
+    async def send(self, msg: bridge_pb2.ClientEvent) -> None:
+        """Queue a control frame (in order with the publishes).
+
+        Raises:
+            SessionEnded: the session is gone.
+        """
+        try:
+            await self._out_send.send(msg)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise SessionEnded from None
+
+    async def subscribe(self, sub: _Subscription) -> int:
+        """Subscribe on the stream and wait for the server's answer.
+
+        Raises:
+            SubscribeRefused: the server said no.
+            SessionEnded: the session ended first (or the server never answered).
+        """
+        request = bridge_pb2.SubscribeRequest(
+            request_id=self._next_request_id(),
+            pattern=sub.pattern,
+            qos=qos_to_proto(sub.qos),
+            event_types=sub.event_types,
+            buffer_size=sub.buffer_size,
+        )
+        result = await self._control(request.request_id, bridge_pb2.ClientEvent(subscribe=request))
+        if not result.ok:
+            raise SubscribeRefused(sub.pattern, result.code, result.reason)
+        return result.subscription_id
+
+    async def unsubscribe(self, pattern: str) -> None:
+        """Remove every subscription of ``pattern`` on the stream; a pattern the server does
+        not hold (``NOT_FOUND``) is not an error.
+
+        Raises:
+            SubscribeRefused: the server said no for another reason.
+            SessionEnded: the session ended first.
+        """
+        request = bridge_pb2.UnsubscribeRequest(request_id=self._next_request_id(), pattern=pattern)
+        result = await self._control(
+            request.request_id, bridge_pb2.ClientEvent(unsubscribe=request)
+        )
+        if not result.ok and result.code != "NOT_FOUND":
+            raise SubscribeRefused(pattern, result.code, result.reason)
+
+    def _next_request_id(self) -> str:
+        self._request_ids += 1
+        return f"s{self._request_ids}"
+
+    async def _control(
+        self, request_id: str, msg: bridge_pb2.ClientEvent
+    ) -> bridge_pb2.SubscribeResult:
+        waiter = self._subscribes[request_id] = _SubscribeWaiter()
+        try:
+            await self.send(msg)
+            with anyio.move_on_after(self.options.rpc_timeout):
+                await waiter.event.wait()
+        finally:
+            self._subscribes.pop(request_id, None)
+        if waiter.result is None:
+            if not self.ended:
+                # A server that never answers cannot be trusted with the rest: start over.
+                self._end(ConnectionLost("no answer to a subscription request"))
+            raise SessionEnded
+        return waiter.result
+
+    # ------------------------------------------------------------------ heartbeats
+
+    async def _heartbeat(self) -> None:
+        opts = self.options
+        while True:
+            await anyio.sleep(opts.heartbeat_interval)
+            now = time.monotonic()
+            if self._reader_blocked:
+                self._last_rx = now
+            elif now - self._last_rx > opts.heartbeat_timeout:
+                raise ConnectionLost(
+                    f"nothing from the server for {opts.heartbeat_timeout:g}s (missed pongs)"
+                )
+            self.client._pings += 1
+            await self.send(
+                bridge_pb2.ClientEvent(
+                    ping=bridge_pb2.HeartbeatRequest(timestamp_ms=int(time.time() * 1000))
+                )
+            )
+
+    # ------------------------------------------------------------------ pushed tool calls
+
+    async def _on_tool_call(self, msg: tools_pb2.ToolCall) -> None:
+        client = self.client
+        try:
+            request = tool_call_from_proto(msg)
+        except WireError as exc:
+            await self._tool_result(
+                _failed(msg.id, ToolStatus.INVALID_ARGUMENTS, "INVALID_ARGUMENTS", str(exc))
+            )
+            return
+        if client.tool_handler is None:
+            await self._tool_result(
+                _failed(request.id, ToolStatus.NOT_FOUND, "NOT_FOUND", "no tools here")
+            )
+            return
+        if len(self._tools) >= self.options.max_tool_calls:
+            client._tools_refused += 1
+            await self._tool_result(
+                _failed(
+                    request.id,
+                    ToolStatus.ERROR,
+                    "RESOURCE_EXHAUSTED",
+                    f"agent {self.agent_id} already runs {len(self._tools)} tool calls",
+                )
+            )
+            return
+        scope = anyio.CancelScope()
+        if request.timeout_ms:
+            # A backstop only: the capability's registry times the call out itself, with a
+            # typed result; this catches a handler that ignores it.
+            scope.deadline = anyio.current_time() + request.timeout_ms / 1000 + 1.0
+        self._tools[request.id] = scope
+        assert self._tg is not None
+        self._tg.start_soon(self._serve_tool, request, scope)
+
+    async def _serve_tool(self, request: ToolCallRequest, scope: anyio.CancelScope) -> None:
+        client = self.client
+        handler = client.tool_handler
+        assert handler is not None
+        outcome: ToolCallOutcome | None = None
+        try:
+            with scope:
+                try:
+                    outcome = await handler(request)
+                except Exception as exc:
+                    outcome = outcome_from_exception(request.id, exc, tool=request.name)
+        finally:
+            self._tools.pop(request.id, None)
+        withdrawn = request.id in self._withdrawn
+        self._withdrawn.discard(request.id)
+        if withdrawn:
+            client._tools_cancelled += 1
+            return  # the server discards a result sent now; send none
+        if outcome is None:  # the backstop fired
+            timeout_s = request.timeout_ms / 1000
+            outcome = _failed(
+                request.id, ToolStatus.TIMEOUT, "TIMEOUT", f"timed out after {timeout_s:g} s"
+            )
+        client._tools_served += 1
+        await self._tool_result(outcome)
+
+    def _on_cancel(self, msg: bridge_pb2.CancelToolCall) -> None:
+        scope = self._tools.get(msg.id)
+        if scope is not None:
+            log.debug("bridge: tool call %s cancelled by the server: %s", msg.id, msg.reason)
+            self._withdrawn.add(msg.id)
+            scope.cancel()
+
+    async def _tool_result(self, outcome: ToolCallOutcome) -> None:
+        try:
+            msg = tool_result_to_proto(outcome)
+        except WireError as exc:
+            msg = tool_result_to_proto(_failed(outcome.id, ToolStatus.ERROR, "WireError", str(exc)))
+        await self.send(bridge_pb2.ClientEvent(tool_result=msg))
+
+
+def _failed(call_id: str, status: ToolStatus, code: str, message: str) -> ToolCallOutcome:
+    return ToolCallOutcome(
+        id=call_id, status=status, error=ToolErrorInfo(code=code, message=message)
+    )

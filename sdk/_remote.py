@@ -1,0 +1,433 @@
+"""Remote mode: the same ``Agent`` run in its own process, connected to a Loom server.
+
+How it is built, and why
+------------------------
+The agent is hosted by an ordinary :class:`~loom.runtime.AgentRuntime` on a small local
+*shim* bus that only this agent uses. The bridge's stream feeds it: every delivery the server
+sends is routed into the agent's local mailbox (``EventBus.deliver_inbound``). So the mailbox,
+its bound and backpressure, one-handler-at-a-time ordering (or ``max_concurrency``), the hop
+budget (TTL) check, supervision (resume/restart/stop, backoff, poison events, a fresh
+instance per restart), ``on_start``/``on_stop`` and timers are the runtime's own code, not a
+copy that could drift from it.
+
+What goes *out* does not touch the shim bus: the handler's :class:`~loom.Context` is built on
+:class:`RemoteHost`, a ``ContextHost`` whose every operation is a bridge call. So the agent
+code is unchanged:
+
+* ``ctx.emit``: a publish on the server's bus. ``qos=QoS.REALTIME`` never waits: without a
+  connection, publish credit or queue room it returns ``False``. Other tiers wait for all of
+  those (the server's pace), which is how backpressure reaches a fast emitter.
+* ``ctx.request``: the request names the agent's mailbox topic as ``reply_to``; the reply is
+  picked out of the stream by correlation id before the mailbox (it never queues behind
+  events). Timeout: ``RequestTimeout``. There is no ``NoResponders`` remotely: a publish
+  through the server does not report who received it, so a request nobody answers times out.
+* ``ctx.reply``: a publish to the request's ``reply_to`` (else its sender's mailbox).
+* ``ctx.tool``: ``ForwardToolCall`` with ``timeout_ms`` and a gRPC deadline; cancelling the
+  handler cancels the RPC, and the server withdraws the call from whoever serves it. The
+  agent's own capabilities are called through the server as well (it picks the least busy
+  provider, as in process).
+* ``ctx.subscribe`` / ``ctx.unsubscribe``: on the stream, with QoS, kept across reconnects;
+  mirrored into the local mailbox first, so no delivery of a new subscription is missed.
+* ``ctx.schedule``: local timers that deliver to the local mailbox (no round trip).
+* ``ctx.spawn``: raises :class:`~loom.bridge.NotSupportedRemotely`: the wire has no spawn RPC.
+  Start the child with its own ``Agent.run``, or in the server's runtime.
+* ``ctx.collab``: raises ``LoomError``; use ``ctx.request`` (the collaboration primitives
+  need the server's bus in process).
+
+Calls the server pushes to the agent's capabilities run in tasks of their own (never in the
+mailbox), through the local runtime's registry: validated, timed out, typed errors. Dead
+letters of the agent go to the server's ``loom.deadletter.{id}`` as they do in process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+from collections.abc import Mapping, MutableMapping, Sequence
+from typing import Any
+
+import anyio
+import msgspec
+from anyio.abc import TaskStatus
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from loom.bridge._calls import decode_output
+from loom.bridge._client import (
+    AgentRegistration,
+    BridgeClient,
+    ClientOptions,
+    ClientTLS,
+)
+from loom.bridge._client_errors import ClientClosed, NotSupportedRemotely
+from loom.bridge._reconnect import StateListener
+from loom.bridge._status import outcome_from_error
+from loom.bridge._wire_types import (
+    ProviderKind,
+    ToolCallOutcome,
+    ToolCallRequest,
+    ToolDescriptor,
+)
+from loom.runtime import (
+    DEAD_LETTER_PREFIX,
+    DEFAULT_TTL,
+    LIFECYCLE_PREFIX,
+    AgentRuntime,
+    AgentSpec,
+    AgentStatus,
+    Behaviour,
+    BusClosed,
+    Context,
+    Envelope,
+    Event,
+    EventBus,
+    HasAgentSpec,
+    InvalidArgument,
+    QoS,
+    Subscription,
+    Timer,
+    WouldBlock,
+    context_from_envelope,
+    envelope_with_context,
+    mailbox_topic,
+    new_id,
+)
+from loom.runtime.tools import Tool, ToolError, ToolFailed
+
+__all__ = ["RemoteHost", "run_agent", "serve_agent", "tool_descriptors"]
+
+log = logging.getLogger("loom.agent")
+
+_encoder = msgspec.json.Encoder()
+
+
+def _traced(event: Event) -> Event:
+    """``event`` with the current span's trace context, if a span is active (else the one it
+    inherited from the event being handled stays)."""
+    if not trace.get_current_span().get_span_context().is_valid:
+        return event
+    return msgspec.structs.replace(event, envelope=envelope_with_context(event.envelope, None))
+
+
+class RemoteHost:
+    """A :class:`~loom.runtime.ContextHost` over the bridge (see the module docs).
+
+    Args:
+        client: the agent's bridge client.
+        local: the context the local runtime made for this instance (timers and the local
+            mailbox are reached through it).
+        qos: the tier of new subscriptions made without one (the agent's).
+    """
+
+    __slots__ = ("_agent_id", "_client", "_local", "_qos")
+
+    def __init__(self, client: BridgeClient, local: Context, qos: QoS) -> None:
+        self._client = client
+        self._local = local
+        self._agent_id = local.agent_id
+        self._qos = qos
+
+    async def publish(self, topic: str, event: Event, *, qos: QoS | None) -> bool:
+        event = _traced(event)
+        if qos is QoS.REALTIME:
+            try:
+                self._client.publish_nowait(topic, event)
+            except WouldBlock:
+                return False
+            return True
+        await self._client.publish(topic, event)
+        return True
+
+    async def request(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        type: str,
+        metadata: Mapping[str, str] | None,
+        timeout: float,
+        parent: Event | None,
+    ) -> Event:
+        request_id = new_id()
+        penv = None if parent is None else parent.envelope
+        envelope = Envelope(
+            thread_id=(penv.thread_id if penv is not None and penv.thread_id else request_id),
+            correlation_id=request_id,
+            sender=self._agent_id,
+            # The mailbox: the server subscribes every agent to it, and the reply is taken
+            # out of the stream by correlation id before it would reach the handler.
+            reply_to=mailbox_topic(self._agent_id),
+            ttl=DEFAULT_TTL if penv is None else penv.ttl,
+            hop=0 if penv is None else penv.hop + 1,
+            traceparent="" if penv is None else penv.traceparent,
+            tracestate="" if penv is None else penv.tracestate,
+        )
+        event = Event(
+            id=request_id,
+            type=type or "request",
+            source=self._agent_id,
+            payload=payload,
+            metadata=dict(metadata) if metadata else {},
+            envelope=envelope,
+        )
+        return await self._client.request(topic, _traced(event), timeout=timeout)
+
+    async def call_tool(
+        self, name: str, arguments: Mapping[str, Any] | str, *, timeout: float | None
+    ) -> Any:
+        text = arguments if isinstance(arguments, str) else _encoder.encode(arguments).decode()
+        output = await self._client.call_tool(name, text, timeout=timeout)
+        return decode_output(output)
+
+    async def subscribe(self, pattern: str, *, qos: QoS | None) -> None:
+        client = self._client
+        if pattern in client.subscriptions() or pattern == mailbox_topic(self._agent_id):
+            return  # held already: as in process, nothing changes (the tier neither)
+        # Local first (it validates the pattern, and no delivery can arrive before it).
+        await self._local.subscribe(pattern, qos=qos)
+        try:
+            await client.subscribe(pattern, qos=qos if qos is not None else self._qos)
+        except BaseException:
+            await self._local.unsubscribe(pattern)
+            raise
+
+    async def unsubscribe(self, pattern: str) -> None:
+        if pattern == mailbox_topic(self._agent_id):
+            raise InvalidArgument("an agent cannot unsubscribe from its own mailbox topic")
+        await self._client.unsubscribe(pattern)
+        await self._local.unsubscribe(pattern)
+
+    async def spawn(self, agent: AgentSpec | HasAgentSpec) -> str:
+        raise NotSupportedRemotely(
+            "spawn", "run the child with its own Agent.run(), or start it in the server"
+        )
+
+    def schedule(
+        self, event: Event, *, delay: float | None, every: float | None, at: float | None
+    ) -> Timer:
+        # The local runtime's timers: same validation, same end with the instance.
+        return self._local.schedule(
+            event.type, event.payload, delay=delay, every=every, at=at, metadata=event.metadata
+        )
+
+
+class _RemoteInstance:
+    """What the local runtime hosts: the user's instance, handed contexts on a RemoteHost."""
+
+    __slots__ = ("_client", "_contexts", "_inner", "_qos", "state")
+
+    def __init__(self, inner: Behaviour, client: BridgeClient, qos: QoS) -> None:
+        self._inner = inner
+        self._client = client
+        self._qos = qos
+        state = getattr(inner, "state", None)
+        # The runtime reads ``state`` to build the context; the user's instance keeps it.
+        self.state: MutableMapping[str, Any] = state if isinstance(state, MutableMapping) else {}
+        # One remote context per local one (one per worker with max_concurrency > 1).
+        self._contexts: dict[int, tuple[Context, Context]] = {}
+
+    def _ctx(self, local: Context) -> Context:
+        pair = self._contexts.get(id(local))
+        if pair is None:
+            host = RemoteHost(self._client, local, self._qos)
+            pair = self._contexts[id(local)] = (local, Context(local.agent_id, host, local.state))
+        return pair[1]
+
+    async def on_start(self, ctx: Context) -> None:
+        await self._inner.on_start(self._ctx(ctx))
+
+    async def on_event(self, ctx: Context, topic: str, event: Event) -> None:
+        rctx = self._ctx(ctx)
+        rctx.event = event
+        # The event's trace context is current while it is handled, so the RPCs the handler
+        # makes carry it in their metadata.
+        token = None
+        if event.envelope.traceparent:
+            parent = context_from_envelope(event.envelope)
+            if parent is not None:
+                token = otel_context.attach(parent)
+        try:
+            await self._inner.on_event(rctx, topic, event)
+        finally:
+            rctx.event = None
+            if token is not None:
+                otel_context.detach(token)
+
+    async def on_stop(self, ctx: Context) -> None:
+        rctx = self._ctx(ctx)
+        rctx.event = None
+        await self._inner.on_stop(rctx)
+
+    def tools(self) -> Sequence[Tool]:
+        return self._inner.tools()
+
+
+def tool_descriptors(tools: Sequence[Tool]) -> tuple[ToolDescriptor, ...]:
+    """How ``RegisterAgent`` declares ``tools`` (served by this process over the stream)."""
+    return tuple(
+        ToolDescriptor(
+            name=tool.name,
+            description=tool.description,
+            parameters_schema=_encoder.encode(dict(tool.parameters_schema)).decode(),
+            provider=ProviderKind.GRPC,
+        )
+        for tool in tools
+    )
+
+
+async def _serve_tool(runtime: AgentRuntime, request: ToolCallRequest) -> ToolCallOutcome:
+    timeout = request.timeout_ms / 1000 if request.timeout_ms > 0 else None
+    try:
+        value = await runtime.call_tool(request.name, request.arguments or "{}", timeout=timeout)
+        output = _encoder.encode(value).decode()
+    except ToolError as exc:
+        return outcome_from_error(request.id, exc)
+    except (TypeError, ValueError) as exc:  # a result JSON cannot carry
+        return outcome_from_error(request.id, ToolFailed.from_exception(exc, tool=request.name))
+    return ToolCallOutcome(id=request.id, output=output)
+
+
+async def _pump(client: BridgeClient, bus: EventBus) -> None:
+    """Stream -> the local mailbox, in stream order; waits while the mailbox is full."""
+    async for delivery in client:
+        try:
+            await bus.deliver_inbound(delivery.topic, delivery.event)
+        except BusClosed:
+            return
+        except InvalidArgument as exc:  # a topic the local bus refuses: drop that one only
+            log.warning("dropped a delivery on %r: %s", delivery.topic, exc)
+
+
+async def _forward_dead_letters(client: BridgeClient, letters: Subscription, agent_id: str) -> None:
+    async with letters:
+        with contextlib.suppress(ClientClosed):
+            async for delivery in letters:
+                event = delivery.event
+                sender = event.envelope.sender
+                if sender != agent_id:
+                    # The server takes publishes only in this agent's name; the original
+                    # sender stays on record.
+                    metadata = {**event.metadata, "dead_letter.sender": sender}
+                    envelope = msgspec.structs.replace(event.envelope, sender=agent_id)
+                    event = msgspec.structs.replace(event, envelope=envelope, metadata=metadata)
+                await client.publish(delivery.topic, event)
+
+
+async def serve_agent(
+    agent: HasAgentSpec,
+    address: str,
+    *,
+    token: str | None = None,
+    tls: ClientTLS | bool | None = None,
+    options: ClientOptions | None = None,
+    on_state_change: StateListener | None = None,
+    task_status: TaskStatus[BridgeClient] = anyio.TASK_STATUS_IGNORED,
+) -> AgentStatus:
+    """Run ``agent`` connected to the server at ``address`` until it stops, fails, or the
+    caller cancels; return how it ended (``STOPPED`` or ``FAILED``).
+
+    Reports readiness with ``task_status.started(client)`` once connected and the agent has
+    started (its ``on_start`` returned). Cancelled, it stops the agent (``on_stop`` runs and
+    may still emit) and then disconnects cleanly.
+
+    Raises:
+        ConnectFailed, RegistrationRefused: the first connection failed.
+        AgentStartFailed: the agent never started.
+        Exception: the fatal error that closed the connection later (refused credentials).
+    """
+    spec = agent.agent_spec()
+    first = spec.factory()  # the user's own instance first, as in process
+    pending: list[Behaviour] = [first]
+
+    async with EventBus() as bus:
+        runtime = AgentRuntime(bus)
+
+        async def serve_tool(request: ToolCallRequest) -> ToolCallOutcome:
+            return await _serve_tool(runtime, request)
+
+        client = BridgeClient(
+            address,
+            AgentRegistration(
+                agent_id=spec.id,
+                topics=spec.topics,
+                tools=tool_descriptors(first.tools()),
+                metadata=dict(spec.metadata),
+            ),
+            token=token,
+            tls=tls,
+            tool_handler=serve_tool,
+            options=options,
+            on_state_change=on_state_change,
+        )
+
+        def factory() -> Behaviour:
+            inner = pending.pop() if pending else spec.factory()
+            return _RemoteInstance(inner, client, spec.qos)
+
+        hosted = msgspec.structs.replace(spec, factory=factory)
+        ending = anyio.Event()
+        final = [AgentStatus.STOPPED]
+
+        async def watch_lifecycle(life: Subscription) -> None:
+            async with life:
+                async for delivery in life:
+                    kind = delivery.event.type
+                    if kind in ("agent.stopped", "agent.failed"):
+                        final[0] = AgentStatus(kind.removeprefix("agent."))
+                        ending.set()
+                        return
+
+        async def watch_client() -> None:
+            # A fatal error (refused credentials) closes the client: stop the agent; the
+            # error itself is raised below, once everything has stopped.
+            with contextlib.suppress(Exception):
+                await client.wait_closed()
+            ending.set()
+
+        async with client, runtime, anyio.create_task_group() as tg:
+            tg.start_soon(watch_lifecycle, bus.subscribe(f"{LIFECYCLE_PREFIX}.{spec.id}"))
+            await runtime.start(hosted)
+            tg.start_soon(_pump, client, bus)
+            letters = bus.subscribe(f"{DEAD_LETTER_PREFIX}.{spec.id}")
+            tg.start_soon(_forward_dead_letters, client, letters, spec.id)
+            tg.start_soon(watch_client)
+            task_status.started(client)
+            await ending.wait()
+            tg.cancel_scope.cancel()
+        await client.wait_closed()  # re-raises a fatal error that closed the connection
+        return final[0]
+
+
+async def run_agent(
+    agent: HasAgentSpec,
+    address: str,
+    *,
+    token: str | None = None,
+    tls: ClientTLS | bool | None = None,
+    options: ClientOptions | None = None,
+) -> AgentStatus:
+    """:func:`serve_agent` until SIGINT or SIGTERM (then a clean stop and disconnect)."""
+    result = [AgentStatus.STOPPED]
+    errors: list[Exception] = []
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with anyio.create_task_group() as tg:
+
+            async def run() -> None:
+                try:
+                    result[0] = await serve_agent(
+                        agent, address, token=token, tls=tls, options=options
+                    )
+                except Exception as exc:
+                    errors.append(exc)  # raised as itself below, not in a group
+                finally:
+                    tg.cancel_scope.cancel()
+
+            tg.start_soon(run)
+            async for signum in signals:
+                log.info("%s received: stopping the agent", signal.Signals(signum).name)
+                tg.cancel_scope.cancel()
+                break
+    if errors:
+        raise errors[0]
+    return result[0]
