@@ -1,6 +1,7 @@
 """``loom.runtime.llm``: LLM providers behind one ``LLM`` protocol, and the model router."""
 
-from ._anthropic import AnthropicProvider as AnthropicProvider
+from typing import TYPE_CHECKING, Any
+
 from ._config import LLMConfig as LLMConfig
 from ._config import ProviderConfig as ProviderConfig
 from ._config import ProviderProfile as ProviderProfile
@@ -17,7 +18,6 @@ from ._errors import RateLimited as RateLimited
 from ._errors import RequestRejected as RequestRejected
 from ._errors import ToolCallError as ToolCallError
 from ._errors import UnknownTool as UnknownTool
-from ._openai import OpenAIProvider as OpenAIProvider
 from ._protocol import LLM as LLM
 from ._protocol import RoutableLLM as RoutableLLM
 from ._protocol import build_provider as build_provider
@@ -45,6 +45,24 @@ from ._types import ToolMessage as ToolMessage
 from ._types import ToolSpec as ToolSpec
 from ._types import Usage as Usage
 from ._types import UserMessage as UserMessage
+
+if TYPE_CHECKING:
+    from ._anthropic import AnthropicProvider as AnthropicProvider
+    from ._openai import OpenAIProvider as OpenAIProvider
+
+# The providers import their vendor SDK (seconds and ~100 MB); they load on first use.
+_LAZY = {"AnthropicProvider": "._anthropic", "OpenAIProvider": "._openai"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "LLM",
