@@ -17,6 +17,17 @@ from ._fs import FsWrite as FsWrite
 from ._function import FunctionTool as FunctionTool
 from ._http import FetchResult as FetchResult
 from ._http import HttpFetch as HttpFetch
+from ._mcp import McpHub as McpHub
+from ._mcp import McpServer as McpServer
+from ._mcp import McpServerStats as McpServerStats
+from ._mcp import McpServerStatus as McpServerStatus
+from ._mcp_config import McpConfigError as McpConfigError
+from ._mcp_config import McpHttpConfig as McpHttpConfig
+from ._mcp_config import McpServerConfig as McpServerConfig
+from ._mcp_config import McpStdioConfig as McpStdioConfig
+from ._mcp_config import load_mcp_config as load_mcp_config
+from ._mcp_tool import McpTool as McpTool
+from ._mcp_tool import ToolUnavailable as ToolUnavailable
 from ._native import native_tools as native_tools
 from ._registry import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
 from ._registry import RegistryStats as RegistryStats
@@ -50,6 +61,15 @@ __all__ = [
     "InvalidArguments",
     "InvalidToolSchema",
     "JSONObject",
+    "McpConfigError",
+    "McpHttpConfig",
+    "McpHub",
+    "McpServer",
+    "McpServerConfig",
+    "McpServerStats",
+    "McpServerStatus",
+    "McpStdioConfig",
+    "McpTool",
     "RegistryStats",
     "ResourceLimits",
     "ShellExec",
@@ -64,6 +84,8 @@ __all__ = [
     "ToolSpec",
     "ToolStats",
     "ToolTimeout",
+    "ToolUnavailable",
     "Workspace",
+    "load_mcp_config",
     "native_tools",
 ]
