@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from loom.runtime import (
     AgentSpec,
@@ -39,6 +40,10 @@ from loom.runtime import (
 from loom.runtime.tools import Tool
 
 from ._capability import capabilities_of
+
+if TYPE_CHECKING:
+    from loom.bridge._client import ClientOptions, ClientTLS
+    from loom.runtime import AgentStatus
 
 __all__ = ["Agent", "EventHandler", "Hook"]
 
@@ -197,3 +202,60 @@ class Agent:
             policy=self.policy,
             metadata=self.metadata,
         )
+
+    # ------------------------------------------------------------------ remote mode
+
+    def run(
+        self,
+        address: str | None = None,
+        *,
+        token: str | None = None,
+        tls: ClientTLS | bool | None = None,
+        options: ClientOptions | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> AgentStatus:
+        """Connect to a Loom server and run this agent there, in this process, until it stops,
+        or SIGINT/SIGTERM asks it to (then ``on_stop`` runs and it disconnects cleanly).
+
+        The agent code is the same as in process: handlers run one at a time from a local
+        mailbox fed by the server, with the same supervision, and ``ctx`` reaches the
+        server's bus and tools (``sdk/_remote.py`` says what differs remotely:
+        ``ctx.spawn`` and ``ctx.collab`` are not available remotely). Blocks: it calls
+        ``anyio.run``, so call it from synchronous code; async code awaits
+        ``serve_agent(agent, address, ...)`` (``sdk/_remote.py``) instead.
+
+        Args:
+            address: ``host:port`` of the server; default ``$LOOM_BRIDGE_ADDR``.
+            token: the bearer token; default ``$LOOM_TOKEN`` (none if unset or empty).
+            tls: ``True`` for TLS with the system's CAs, or a ``ClientTLS``.
+            options: the connection's bounds and timeouts (``ClientOptions``).
+            environ: where the two variables are read; ``os.environ`` when ``None``. This
+                method is the outermost layer: nothing below it reads the environment.
+
+        Returns:
+            How the agent ended: ``STOPPED`` (also after a signal) or ``FAILED``.
+
+        Raises:
+            InvalidArgument: no address given and ``LOOM_BRIDGE_ADDR`` unset.
+            ConnectFailed: the server could not be reached within the connect timeout, or
+                refused the credentials or the registration.
+            AgentStartFailed: the agent's ``on_start`` kept failing.
+        """
+        import anyio
+
+        from ._remote import run_agent
+
+        env = os.environ if environ is None else environ
+        address = address or env.get("LOOM_BRIDGE_ADDR") or None
+        if address is None:
+            raise InvalidArgument(
+                f"agent {self.agent_id}: no server address: pass address= or set "
+                "LOOM_BRIDGE_ADDR (host:port)"
+            )
+        if token is None:
+            token = env.get("LOOM_TOKEN") or None
+
+        async def main() -> AgentStatus:
+            return await run_agent(self, address, token=token, tls=tls, options=options)
+
+        return anyio.run(main)
