@@ -47,6 +47,7 @@ __all__ = [
     "Toolset",
     "Turn",
     "TurnOutcome",
+    "TurnTools",
     "TurnUpdate",
     "parse_text_step",
     "split_final_answer",
