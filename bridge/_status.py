@@ -42,6 +42,7 @@ from ._server_errors import (
     Unauthenticated,
     WrongAgent,
 )
+from ._wire_errors import WireError
 from ._wire_types import ToolCallOutcome, ToolErrorInfo, ToolStatus
 
 __all__ = [
@@ -64,6 +65,7 @@ _CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (WouldBlock, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (HandshakeError, grpc.StatusCode.INVALID_ARGUMENT),
+    (WireError, grpc.StatusCode.INVALID_ARGUMENT),
     (InsecureBind, grpc.StatusCode.FAILED_PRECONDITION),
     (BindError, grpc.StatusCode.UNAVAILABLE),
     (BusClosed, grpc.StatusCode.UNAVAILABLE),
