@@ -1,6 +1,6 @@
 """``loom.runtime.llm``: LLM providers behind one ``LLM`` protocol, and the model router."""
 
-from typing import TYPE_CHECKING, Any
+import typing
 
 from ._config import LLMConfig as LLMConfig
 from ._config import ProviderConfig as ProviderConfig
@@ -46,7 +46,7 @@ from ._types import ToolSpec as ToolSpec
 from ._types import Usage as Usage
 from ._types import UserMessage as UserMessage
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from ._anthropic import AnthropicProvider as AnthropicProvider
     from ._openai import OpenAIProvider as OpenAIProvider
 
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 _LAZY = {"AnthropicProvider": "._anthropic", "OpenAIProvider": "._openai"}
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> typing.Any:
     if name in _LAZY:
         import importlib
 
