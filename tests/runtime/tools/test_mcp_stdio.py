@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,11 @@ from loom.runtime.tools import (
     load_mcp_config,
 )
 
+from .mcp_servers import TOOLS_SERVER, LogLines, wait_for
+
 pytestmark = pytest.mark.anyio
 
-SERVER = Path(__file__).parent / "mcp_servers" / "tools_server.py"
+SERVER = TOOLS_SERVER
 TOOLS = {
     "t.add",
     "t.chatter",
@@ -58,33 +60,6 @@ def stdio_config(**overrides: Any) -> McpStdioConfig:
     return config
 
 
-async def wait_for(server: McpServer, condition: Callable[[], bool]) -> None:
-    """Wait, on the server's change signal (never by sleeping), until ``condition()``."""
-    with anyio.fail_after(10):
-        while not condition():
-            await server.wait_changed()
-
-
-class LogLines(logging.Handler):
-    """The messages of a logger, with a way to wait for one (logging runs in the loop's thread,
-    so the handler can wake an anyio event)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.messages: list[str] = []
-        self._arrived = anyio.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-        self._arrived.set()
-        self._arrived = anyio.Event()
-
-    async def wait_for(self, message: str) -> None:
-        with anyio.fail_after(5):
-            while message not in self.messages:
-                await self._arrived.wait()
-
-
 @pytest.fixture
 def stderr_lines() -> Iterator[LogLines]:
     logger = logging.getLogger("loom.mcp.t")
@@ -98,8 +73,32 @@ def stderr_lines() -> Iterator[LogLines]:
         logger.setLevel(logging.NOTSET)
 
 
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    # Module scope, so that one server process can serve the tests that only call tools.
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+async def shared_server() -> AsyncIterator[McpServer]:
+    async with McpServer("t", stdio_config()) as server:
+        with anyio.fail_after(10):
+            await server.wait_connected()
+        yield server
+
+
 @pytest.fixture
-async def connected() -> AsyncIterator[tuple[McpServer, ToolRegistry]]:
+async def connected(shared_server: McpServer) -> tuple[McpServer, ToolRegistry]:
+    """The shared server's tools in a fresh registry (fresh counters for each test)."""
+    registry = ToolRegistry()
+    for tool in shared_server.tools():
+        registry.register(tool, timeout=shared_server.config.call_timeout)
+    return shared_server, registry
+
+
+@pytest.fixture
+async def fresh() -> AsyncIterator[tuple[McpServer, ToolRegistry]]:
+    """A server of the test's own, for tests that crash it or change its tools."""
     registry = ToolRegistry()
     async with McpServer("t", stdio_config(), registry=registry) as server:
         with anyio.fail_after(10):
@@ -192,11 +191,11 @@ async def test_call_timeout_caps_a_direct_call() -> None:
 
 
 async def test_a_crash_makes_tools_unavailable_at_once_then_the_server_is_restarted(
-    connected: tuple[McpServer, ToolRegistry],
+    fresh: tuple[McpServer, ToolRegistry],
     stderr_lines: LogLines,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    server, registry = connected
+    server, registry = fresh
     caplog.set_level(logging.INFO, logger="loom.mcp")
     async with anyio.create_task_group() as tg:
         # A call in flight when the process dies fails as unavailable, not by its timeout.
@@ -256,9 +255,9 @@ async def test_a_chatty_stderr_never_blocks_the_server(
 
 
 async def test_tools_follow_the_servers_list_changes(
-    connected: tuple[McpServer, ToolRegistry],
+    fresh: tuple[McpServer, ToolRegistry],
 ) -> None:
-    server, registry = connected
+    server, registry = fresh
     add_before = registry.get("t.add")
     assert await registry.call("t.grow", {"name": "sprout"}) == {"result": "sprout"}
     await wait_for(server, lambda: "t.sprout" in registry)
@@ -373,3 +372,18 @@ async def test_a_name_taken_in_the_registry_is_skipped(
         assert "t.add" in registry
     assert [tool.name for tool in registry.list()] == ["t.echo"]
     assert any("'t.echo' not registered" in m for m in caplog.messages)
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_on_trio_too(stderr_lines: LogLines) -> None:
+    registry = ToolRegistry()
+    async with McpServer("t", stdio_config(), registry=registry) as server:
+        with anyio.fail_after(10):
+            await server.wait_connected()
+        assert await registry.call("t.echo", {"text": "trio"}) == "trio"
+        await registry.call("t.log", {"lines": ["from trio"]})
+        await stderr_lines.wait_for("from trio")
+        with pytest.raises(ToolUnavailable):
+            await registry.call("t.crash", {})
+        await wait_for(server, lambda: server.statistics().connects == 2)
+        assert await registry.call("t.echo", {"text": "again"}) == "again"
