@@ -368,6 +368,7 @@ class BridgeClient:
         tg, self._tg = self._tg, None
         if tg is not None:
             await tg.__aexit__(None, None, None)
+        self._in_recv.close()
         if self._channel is not None:
             with anyio.CancelScope(shield=True):
                 await self._channel.close(grace=None)

@@ -152,6 +152,7 @@ class Session:
         finally:
             self.ended = True
             self._out_send.close()
+            self._out_recv.close()
             self._call.cancel()
             lost = self.end_reason or ConnectionLost("the connection closed")
             for waiter in self._ack_waiters.values():
