@@ -290,6 +290,8 @@ class McpServer:
                     except Exception as exc:
                         error = _describe(exc)
                     connection.close(error)
+                    if self._status is McpServerStatus.CLOSED:
+                        break
                     self._last_error = error
                     if connection.connected_at is None:
                         self._failed_connects += 1
@@ -333,6 +335,8 @@ class McpServer:
                 connection.client = client
                 listing = await _list_tools(client)
                 connect_scope.deadline = math.inf
+                if connection.closed.is_set():
+                    return  # lost between the listing and now; the supervisor carries on
                 self._connection = connection
                 connection.connected_at = anyio.current_time()
                 self._connects += 1

@@ -103,7 +103,11 @@ class McpTool:
         return self._definition
 
     async def call(self, arguments: JSONObject) -> Any:
-        connection = self._server.live(self.remote_name)
+        try:
+            connection = self._server.live(self.remote_name)
+        except ToolUnavailable as exc:
+            exc.tool = self._name
+            raise
         client = connection.client
         assert client is not None  # a live connection has finished its handshake
         result: mcp_types.CallToolResult | None = None
@@ -119,7 +123,9 @@ class McpTool:
                     ) from exc
             if lost.cancelled_caught:
                 raise ToolUnavailable(
-                    self._server_name, connection.reason or "the connection dropped mid-call"
+                    self._server_name,
+                    connection.reason or "the connection dropped mid-call",
+                    tool=self._name,
                 )
         if result is None:
             assert deadline.cancelled_caught
@@ -131,7 +137,9 @@ class McpTool:
     def _error(self, exc: MCPError, connection: Connection) -> ToolError:
         if connection.closed.is_set() or exc.code == mcp_types.CONNECTION_CLOSED:
             return ToolUnavailable(
-                self._server_name, connection.reason or "the connection dropped mid-call"
+                self._server_name,
+                connection.reason or "the connection dropped mid-call",
+                tool=self._name,
             )
         if exc.code == mcp_types.INVALID_PARAMS:
             return InvalidArguments(exc.error.message)
