@@ -48,7 +48,7 @@ from ._strategies import (
 )
 from ._toolset import EMPTY_TOOLS, Toolset, TurnTools
 from ._tracing import context_from_envelope
-from .context import AgentContext, ChatMessage, ContextItem, ToolCallRequest
+from .context import AgentContext, ChatMessage, ContextItem, ItemKind, Role, ToolCallRequest
 from .llm._errors import BadResponse, MalformedToolArguments
 from .llm._protocol import LLM, RoutableLLM
 from .llm._router import ModelRouter
@@ -437,41 +437,52 @@ class Turn:
                         reasoning, answer = split_final_answer(completion.text)
                         return self._outcome("answer", answer=answer, reasoning=reasoning)
                     return self._outcome("answer", answer=completion.text)
+                # A step (the model's answer, its calls, their results) is recorded whole, in
+                # one write, once its tools are done: a turn cancelled mid-step leaves no half
+                # step behind, and an iteration costs one transaction.
                 if text_mode:
                     step = parse_text_step(completion.text, tools.names, call_prefix=f"t{n}_")
-                    await context.record_assistant(completion.text)
                     if not step.calls:
+                        await context.record_assistant(completion.text)
                         return self._outcome("answer", answer=step.answer)
                     results = await self._act(step.calls, tools, n, span)
-                    await context.record_observation(_observations(results))
+                    await context.record_many(
+                        [
+                            _item(context, "message", "assistant", completion.text),
+                            _item(context, "observation", "user", _observations(results)),
+                        ]
+                    )
                     continue
                 calls = _unique_ids(completion.tool_calls)
                 if not calls:
                     await context.record_assistant(completion.text)
                     return self._outcome("answer", answer=completion.text)
-                await context.record_assistant(
-                    completion.text,
-                    tool_calls=[
-                        ToolCallRequest(id=c.id, name=c.name, arguments=_arguments_text(c))
-                        for c in calls
-                    ],
-                )
                 results = await self._act(calls, tools, n, span)
-                await context.record_many(
-                    [
-                        ContextItem(
-                            kind="tool_result",
-                            role="tool",
-                            agent_id=context.agent_id,
-                            thread_id=context.thread_id,
-                            content=r.content,
-                            tool_call_id=r.call_id,
-                            tool_name=r.name,
-                            metadata={"is_error": "true"} if r.is_error else {},
-                        )
-                        for r in results
-                    ]
-                )
+                items = [_item(context, "message", "assistant", completion.text)]
+                items += [
+                    _item(
+                        context,
+                        "tool_call",
+                        "assistant",
+                        _arguments_text(c),
+                        tool_call_id=c.id,
+                        tool_name=c.name,
+                    )
+                    for c in calls
+                ]
+                items += [
+                    _item(
+                        context,
+                        "tool_result",
+                        "tool",
+                        r.content,
+                        tool_call_id=r.call_id,
+                        tool_name=r.name,
+                        metadata={"is_error": "true"} if r.is_error else {},
+                    )
+                    for r in results
+                ]
+                await context.record_many(items if completion.text else items[1:])
         turn_span.set_attribute("loom.turn.max_iterations", config.max_iterations)
         return self._outcome(
             "budget_exhausted",
@@ -654,6 +665,28 @@ def _history_call(call: ToolCallRequest) -> ToolCall:
         "malformed arguments", call_id=call.id, tool_name=call.name, raw_arguments=call.arguments
     )
     return ToolCall(id=call.id, name=call.name, raw_arguments=call.arguments, error=error)
+
+
+def _item(
+    context: AgentContext,
+    kind: ItemKind,
+    role: Role,
+    content: str,
+    *,
+    tool_call_id: str = "",
+    tool_name: str = "",
+    metadata: dict[str, str] | None = None,
+) -> ContextItem:
+    return ContextItem(
+        kind=kind,
+        role=role,
+        agent_id=context.agent_id,
+        thread_id=context.thread_id,
+        content=content,
+        tool_call_id=tool_call_id,
+        tool_name=tool_name,
+        metadata=metadata or {},
+    )
 
 
 def _arguments_text(call: ToolCall) -> str:
