@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -38,6 +39,7 @@ from loom.runtime import (
     Event,
     InvalidArgument,
     Subscription,
+    WouldBlock,
     mailbox_topic,
     new_id,
 )
@@ -73,6 +75,7 @@ _FEATURES: Final = frozenset(
 _OLD_LANE: Final = 64  # publish lane of a stream without acks: the reader waits beyond this
 _FRAME_OVERHEAD: Final = 64  # bytes kept free in a batch for the frame around the deliveries
 _MAX_REJECTIONS: Final = 64  # an ack is sent once this many rejections wait in it
+_NO_CREDIT: Final = "no publish credit left: wait for a publish_ack before publishing more"
 
 _encoder = msgspec.json.Encoder()
 
@@ -193,23 +196,19 @@ class Session:
             if not isinstance(msg, bridge_pb2.ClientEvent):  # grpc.aio.EOF: the client is done
                 return
             self.remote.heartbeat()  # any frame is a sign of life
-            await self._dispatch(msg)
+            try:
+                await self._dispatch(msg)
+            except Exception as exc:
+                # A bug of ours must not end the agent's stream: report it, keep serving.
+                log.exception("agent %s: frame not handled", self.agent_id)
+                await self._error("INTERNAL", f"the frame was not handled: {exc!r}")
 
     async def _dispatch(self, msg: bridge_pb2.ClientEvent) -> None:
         match msg.WhichOneof("msg"):
             case "publish":
                 await self._accept(msg.publish)
             case "publish_batch":
-                for i, publish in enumerate(msg.publish_batch.publishes):
-                    if i < self._max_batch:
-                        await self._accept(publish)
-                    else:
-                        await self._reject(
-                            "INVALID_ARGUMENT",
-                            f"publish_batch entry {i} is beyond max_batch_events "
-                            f"({self._max_batch}); not published",
-                            numbered=True,
-                        )
+                await self._accept_batch(msg.publish_batch.publishes)
             case "ping":
                 pong = bridge_pb2.HeartbeatResponse(timestamp_ms=msg.ping.timestamp_ms, status="ok")
                 await self._send(bridge_pb2.ServerEvent(pong=pong))
@@ -262,20 +261,36 @@ class Session:
 
     # ------------------------------------------------------------------ publishing
 
-    async def _accept(self, publish: bridge_pb2.Publish) -> None:
+    async def _accept_batch(self, publishes: Sequence[bridge_pb2.Publish]) -> None:
+        """A ``publish_batch``: admitted against the credit there is when the frame arrives,
+        all at once, so its outcome does not depend on how fast acks go out meanwhile."""
+        size = min(len(publishes), self._max_batch)
+        admitted = min(size, max(self._credit, 0)) if self._acks else size
+        if self._acks:
+            self._credit -= admitted
+        for i, publish in enumerate(publishes):
+            if i < admitted:
+                await self._accept(publish, paid=True)
+            elif i < size:
+                await self._reject("RESOURCE_EXHAUSTED", _NO_CREDIT)
+            else:
+                await self._reject(
+                    "INVALID_ARGUMENT",
+                    f"publish_batch entry {i} is beyond max_batch_events ({self._max_batch}); "
+                    "not published",
+                )
+
+    async def _accept(self, publish: bridge_pb2.Publish, *, paid: bool = False) -> None:
         """Number, check and queue one publish; the publisher task does the rest."""
-        if self._acks and self._credit <= 0:
-            await self._reject(
-                "RESOURCE_EXHAUSTED",
-                "no publish credit left: wait for a publish_ack before publishing more",
-                numbered=True,
-            )
-            return
         seq = 0
         if self._acks:
+            if not paid:
+                if self._credit <= 0:
+                    await self._reject("RESOURCE_EXHAUSTED", _NO_CREDIT)
+                    return
+                self._credit -= 1
             self._seq += 1
             seq = self._seq
-            self._credit -= 1
         try:
             topic, event = publish_from_proto(publish)
         except WireError as exc:
@@ -297,9 +312,10 @@ class Session:
             event = msgspec.structs.replace(event, envelope=envelope)
         await self._lane.send(_Publish(seq, topic, event, credit=bool(seq)))
 
-    async def _reject(self, code: str, reason: str, *, numbered: bool) -> None:
+    async def _reject(self, code: str, reason: str) -> None:
+        """Queue a refusal decided here; with acks it is numbered and answered in order."""
         seq = 0
-        if self._acks and numbered:
+        if self._acks:
             self._seq += 1
             seq = self._seq
         await self._lane.send(_Publish(seq, code=code, reason=reason))
@@ -311,7 +327,14 @@ class Session:
             async for item in lane:
                 if item.event is not None:
                     try:
-                        await bus.publish(item.topic, item.event)
+                        try:
+                            bus.publish_nowait(item.topic, item.event)
+                        except WouldBlock:
+                            # About to wait for a full subscriber: first tell the client what
+                            # is done, so its credit does not wait on this publish.
+                            if self._credit_back or self._rejections:
+                                await self._ack()
+                            await bus.publish(item.topic, item.event)
                     except (InvalidArgument, BusClosed) as exc:
                         item.code, item.reason = code_name(status_of(exc)), str(exc)
                 if not item.seq:
@@ -378,7 +401,7 @@ class Session:
                 event_types=list(req.event_types) or None,
                 buffer_size=req.buffer_size or None,
             )
-        except (InvalidArgument, LimitExceeded, BusClosed) as exc:
+        except (WireError, InvalidArgument, LimitExceeded, BusClosed) as exc:
             await self._send(result(False, code=code_name(status_of(exc)), reason=str(exc)))
             return
         assert self._tg is not None
