@@ -190,7 +190,11 @@ class CognitiveAgent(Agent):
         await super().on_start(ctx)
 
     async def on_stop(self, ctx: Context) -> None:
-        """Cancel the turns still running, the user's ``on_stop``, close the memory."""
+        """The user's ``on_stop``, then close the memory (when the agent opened it).
+
+        The runtime calls this once the handlers are done (or cancelled past its
+        ``stop_timeout_s``); turns still running in other tasks are cancelled first.
+        """
         self.cancel()
         try:
             await super().on_stop(ctx)
