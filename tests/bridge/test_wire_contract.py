@@ -20,7 +20,7 @@ from google.protobuf.descriptor import (
     ServiceDescriptor,
 )
 
-from loom.bridge._generated import bridge_pb2, bus_pb2, event_pb2, tools_pb2
+from loom.bridge._generated import bridge_pb2, bus_pb2, directory_pb2, event_pb2, tools_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -132,7 +132,13 @@ _SCALARS = {
     FieldDescriptor.TYPE_DOUBLE: "double",
 }
 
-_FILES = (event_pb2.DESCRIPTOR, tools_pb2.DESCRIPTOR, bridge_pb2.DESCRIPTOR, bus_pb2.DESCRIPTOR)
+_FILES = (
+    event_pb2.DESCRIPTOR,
+    tools_pb2.DESCRIPTOR,
+    bridge_pb2.DESCRIPTOR,
+    bus_pb2.DESCRIPTOR,
+    directory_pb2.DESCRIPTOR,
+)
 
 
 def _local(full_name: str) -> str:

@@ -1,0 +1,342 @@
+"""``AdminClient``: the server's services without an agent identity, for tools and the CLI.
+
+It speaks ``Directory``, ``EventBus`` and ``ToolService`` (never ``Bridge``: it registers no
+agent), and returns the runtime's own types (:class:`~loom.runtime.AgentInfo`,
+:class:`~loom.runtime.BusStats`, :class:`~loom.runtime.Delivery`), so nothing generated
+leaves ``bridge/``.
+
+Nothing waits forever: every call carries a deadline (``timeout``), and a server that cannot
+be reached fails the call at once with :class:`ConnectFailed` (gRPC's fail-fast: a channel
+that cannot connect ends the call with ``UNAVAILABLE`` rather than waiting for the server).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any
+
+import anyio
+import grpc
+import grpc.aio
+import msgspec
+
+from loom.bridge._generated import (
+    bridge_pb2,
+    bus_pb2,
+    bus_pb2_grpc,
+    directory_pb2,
+    directory_pb2_grpc,
+    tools_pb2,
+    tools_pb2_grpc,
+)
+from loom.runtime import (
+    AgentInfo,
+    BusStats,
+    DeadlineExceeded,
+    Delivery,
+    Event,
+    InvalidArgument,
+    LoomError,
+    QoS,
+    new_id,
+)
+
+from ._client import ClientTLS
+from ._client_errors import ConnectFailed
+from ._convert import (
+    bus_stats_from_proto,
+    delivery_from_proto,
+    publish_to_proto,
+    qos_to_proto,
+    tool_call_to_proto,
+    tool_descriptor_from_proto,
+    tool_result_from_proto,
+)
+from ._directory_service import agent_info_from_proto
+from ._status import error_from_status
+from ._wire_types import ToolCallOutcome, ToolCallRequest, ToolDescriptor
+
+__all__ = ["AdminClient", "PublishOutcome", "Rejection"]
+
+# A tool call's RPC deadline is its timeout plus this: the server answers TOOL_TIMEOUT itself
+# (with the tool's name and the timeout) rather than the client cutting the call short.
+_TOOL_MARGIN_S = 2.0
+
+
+class Rejection(msgspec.Struct, frozen=True, kw_only=True):
+    """A publish the bus did not accept.
+
+    Attributes:
+        position: its 1-based position among the events of the call.
+        code: a gRPC status name, e.g. ``"INVALID_ARGUMENT"``.
+        reason: what is wrong, in words.
+    """
+
+    position: int
+    code: str
+    reason: str
+
+
+class PublishOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``EventBus.Publish`` answered.
+
+    Attributes:
+        accepted: how many events the bus accepted.
+        rejections: the others.
+    """
+
+    accepted: int
+    rejections: tuple[Rejection, ...] = ()
+
+
+class AdminClient:
+    """A connection to a Loom server for looking and poking, not for being an agent.
+
+    ::
+
+        async with AdminClient("127.0.0.1:50051", timeout=5) as admin:
+            for agent in await admin.list_agents():
+                print(agent.id, agent.status)
+
+    Args:
+        address: ``host:port`` of the server.
+        token: the bearer token, if the server wants one.
+        tls: ``True`` for TLS with the system's CAs, or a :class:`ClientTLS`.
+        timeout: the deadline of every call in seconds (for a tool call: added to the tool's
+            own timeout; for :meth:`subscribe`: the wait for the subscription to be live).
+
+    Every method raises:
+        ConnectFailed: no server answered at ``address`` (refused, unresolvable, or TLS
+            failed to set up).
+        DeadlineExceeded: the server did not answer within ``timeout``.
+        Unauthenticated: the token is missing or wrong.
+        InvalidArgument: the server refused the request as malformed.
+        StatusError: any other status.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        token: str | None = None,
+        tls: ClientTLS | bool | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        if not address:
+            raise InvalidArgument("the server address must not be empty (host:port)")
+        if not (timeout > 0 and math.isfinite(timeout)):
+            raise InvalidArgument(f"timeout must be > 0 seconds, not {timeout!r}")
+        self.address = address
+        self.timeout = timeout
+        self._metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {token}"),) if token else ()
+        )
+        self._tls = ClientTLS() if tls is True else (tls or None)
+        self._channel: grpc.aio.Channel | None = None
+
+    async def __aenter__(self) -> AdminClient:
+        tls = self._tls
+        if tls is None:
+            self._channel = grpc.aio.insecure_channel(self.address)
+        else:
+            options = []
+            if tls.server_name:
+                options.append(("grpc.ssl_target_name_override", tls.server_name))
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=tls.root_certificates,
+                private_key=tls.private_key,
+                certificate_chain=tls.certificate_chain,
+            )
+            self._channel = grpc.aio.secure_channel(self.address, credentials, options=options)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the channel; calls in flight are cancelled. Idempotent."""
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            with anyio.CancelScope(shield=True):
+                await channel.close(grace=None)
+
+    def _open(self) -> grpc.aio.Channel:
+        if self._channel is None:
+            raise InvalidArgument("the AdminClient is not open (use it with async with)")
+        return self._channel
+
+    def _error(self, exc: grpc.aio.AioRpcError, what: str, timeout: float) -> LoomError:
+        code = exc.code()
+        details = exc.details() or ""
+        if code is grpc.StatusCode.UNAVAILABLE:
+            return ConnectFailed(self.address, details or "no server answered", code=code.name)
+        if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+            return DeadlineExceeded(f"{what}: {self.address} did not answer within {timeout:g} s")
+        return error_from_status(code, f"{what}: {details}")
+
+    # ------------------------------------------------------------------ Directory
+
+    async def list_agents(self, *, capability: str = "", topic: str = "") -> list[AgentInfo]:
+        """The server's agents, local and remote, in the order they were added.
+
+        Args:
+            capability: only agents offering the tool with this name.
+            topic: only agents that would receive an event published on this concrete topic.
+        """
+        stub = directory_pb2_grpc.DirectoryStub(self._open())
+        request = directory_pb2.ListAgentsRequest(capability=capability, topic=topic)
+        try:
+            response = await stub.ListAgents(request, timeout=self.timeout, metadata=self._metadata)
+        except grpc.aio.AioRpcError as exc:
+            raise self._error(exc, "Directory.ListAgents", self.timeout) from None
+        return [agent_info_from_proto(a) for a in response.agents]
+
+    # ------------------------------------------------------------------ EventBus
+
+    async def statistics(self, *, topics: bool = True, subscriptions: bool = False) -> BusStats:
+        """The server bus's counters, with per-topic and per-subscription records if asked."""
+        stub = bus_pb2_grpc.EventBusStub(self._open())
+        request = bus_pb2.GetStatsRequest(
+            include_topics=topics, include_subscriptions=subscriptions
+        )
+        try:
+            response = await stub.GetStats(request, timeout=self.timeout, metadata=self._metadata)
+        except grpc.aio.AioRpcError as exc:
+            raise self._error(exc, "EventBus.GetStats", self.timeout) from None
+        return bus_stats_from_proto(response)
+
+    async def publish(
+        self, topic: str, events: Sequence[Event], *, timeout: float | None = None
+    ) -> PublishOutcome:
+        """Publish ``events`` on ``topic`` in order; return what the bus accepted.
+
+        The server waits for room where a lossless subscriber is full; ``timeout`` (default:
+        the client's) bounds that wait. Cut off, the events not yet published are not.
+        """
+        stub = bus_pb2_grpc.EventBusStub(self._open())
+        request = bus_pb2.PublishRequest(publishes=[publish_to_proto(topic, e) for e in events])
+        limit = self.timeout if timeout is None else timeout
+        try:
+            response = await stub.Publish(request, timeout=limit, metadata=self._metadata)
+        except grpc.aio.AioRpcError as exc:
+            raise self._error(exc, "EventBus.Publish", limit) from None
+        return PublishOutcome(
+            accepted=response.accepted,
+            rejections=tuple(
+                Rejection(position=r.sequence, code=r.code, reason=r.reason)
+                for r in response.rejections
+            ),
+        )
+
+    @asynccontextmanager
+    async def subscribe(
+        self,
+        pattern: str,
+        *,
+        qos: QoS = QoS.REALTIME,
+        event_types: Sequence[str] = (),
+        buffer_size: int = 0,
+    ) -> AsyncIterator[AsyncIterator[Delivery]]:
+        """Subscribe on the server's bus for as long as the block lasts.
+
+        Entering returns once the subscription is live (so nothing published afterwards is
+        missed), or raises within ``timeout``. Iterate the result for deliveries, in bus
+        order; iteration ends when the server ends the call (it raises the status, e.g.
+        ``ConnectFailed`` when the server shut down, unless the block is left first).
+
+        Args:
+            pattern: a topic pattern (``*`` one segment, ``>`` the rest).
+            qos: the subscription's tier; ``REALTIME`` (the default for an observer) drops for
+                a slow reader instead of holding publishers back.
+            event_types: only events of these types; empty for all.
+            buffer_size: the subscription's bound on the server; 0 for the tier's default.
+        """
+        stub = bus_pb2_grpc.EventBusStub(self._open())
+        request = bridge_pb2.SubscribeRequest(
+            pattern=pattern,
+            qos=qos_to_proto(qos),
+            event_types=list(event_types),
+            buffer_size=buffer_size,
+        )
+        call = stub.Subscribe(request, metadata=self._metadata)
+        try:
+            try:
+                with anyio.fail_after(self.timeout):
+                    first: Any = await call.read()
+            except TimeoutError:
+                raise DeadlineExceeded(
+                    f"EventBus.Subscribe: {self.address} did not confirm the subscription "
+                    f"within {self.timeout:g} s"
+                ) from None
+            except grpc.aio.AioRpcError as exc:
+                raise self._error(exc, "EventBus.Subscribe", self.timeout) from None
+            if first is grpc.aio.EOF:
+                raise ConnectFailed(self.address, "the subscription ended before it was live")
+            yield self._deliveries(call)
+        finally:
+            call.cancel()
+
+    async def _deliveries(
+        self, call: grpc.aio.UnaryStreamCall[bridge_pb2.SubscribeRequest, bus_pb2.SubscribeResponse]
+    ) -> AsyncIterator[Delivery]:
+        while True:
+            try:
+                msg: Any = await call.read()
+            except grpc.aio.AioRpcError as exc:
+                raise self._error(exc, "EventBus.Subscribe", self.timeout) from None
+            if msg is grpc.aio.EOF:
+                return
+            for delivery in msg.batch.deliveries:
+                yield delivery_from_proto(delivery)
+
+    # ------------------------------------------------------------------ ToolService
+
+    async def list_tools(self, *, prefix: str = "") -> list[ToolDescriptor]:
+        """Every tool the server can call, sorted by name (``prefix``: names starting so)."""
+        stub = tools_pb2_grpc.ToolServiceStub(self._open())
+        request = tools_pb2.ListToolsRequest(name_prefix=prefix)
+        try:
+            response = await stub.ListTools(request, timeout=self.timeout, metadata=self._metadata)
+        except grpc.aio.AioRpcError as exc:
+            raise self._error(exc, "ToolService.ListTools", self.timeout) from None
+        return [tool_descriptor_from_proto(t) for t in response.tools]
+
+    async def call_tool(
+        self, name: str, arguments: str, *, timeout: float | None = None
+    ) -> ToolCallOutcome:
+        """Call a tool through ``ToolService.Call``; return the outcome, failed or not.
+
+        A failed tool is an outcome with its status (``TOOL_NOT_FOUND``, ...), not an
+        exception: the caller decides what a failure means to it.
+
+        Args:
+            name: the tool's name.
+            arguments: the arguments object as JSON text.
+            timeout: the tool's timeout in seconds (``timeout_ms``); ``None``: the server's
+                default, under a deadline of the client's ``timeout``.
+        """
+        if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
+            raise InvalidArgument(f"timeout must be > 0 seconds, not {timeout!r}")
+        stub = tools_pb2_grpc.ToolServiceStub(self._open())
+        request = ToolCallRequest(
+            id=new_id(),
+            name=name,
+            arguments=arguments,
+            timeout_ms=0 if timeout is None else max(1, math.ceil(timeout * 1000)),
+        )
+        deadline = self.timeout if timeout is None else timeout + _TOOL_MARGIN_S
+        try:
+            result = await stub.Call(
+                tool_call_to_proto(request), timeout=deadline, metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise self._error(exc, "ToolService.Call", deadline) from None
+        return tool_result_from_proto(result)
