@@ -24,6 +24,8 @@ from loom.bridge._generated import (
     bridge_pb2_grpc,
     bus_pb2,
     bus_pb2_grpc,
+    directory_pb2,
+    directory_pb2_grpc,
     tools_pb2,
     tools_pb2_grpc,
 )
@@ -35,6 +37,7 @@ from loom.runtime.tools import JSONObject, ToolRegistry
 from ._auth import TLSConfig, TokenInterceptor, check_bind
 from ._calls import serve_tool_call
 from ._convert import tool_descriptor_from_proto
+from ._directory_service import DirectoryService
 from ._limits import Limits
 from ._server_errors import (
     AgentConnected,
@@ -57,6 +60,7 @@ SERVICE_NAMES = (
     bridge_pb2.DESCRIPTOR.services_by_name["Bridge"].full_name,
     tools_pb2.DESCRIPTOR.services_by_name["ToolService"].full_name,
     bus_pb2.DESCRIPTOR.services_by_name["EventBus"].full_name,
+    directory_pb2.DESCRIPTOR.services_by_name["Directory"].full_name,
 )
 
 _ANY_OBJECT: JSONObject = {"type": "object"}
@@ -359,6 +363,7 @@ class BridgeServer:
         bridge_pb2_grpc.add_BridgeServicer_to_server(BridgeServicer(self.hub), server)
         tools_pb2_grpc.add_ToolServiceServicer_to_server(ToolService(self.hub), server)
         bus_pb2_grpc.add_EventBusServicer_to_server(EventBusService(self.hub), server)
+        directory_pb2_grpc.add_DirectoryServicer_to_server(DirectoryService(self.hub), server)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
