@@ -41,14 +41,17 @@ What it promises:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
+from typing import TypeVar
 
 import anyio
+import anyio.lowlevel
 import grpc
 import grpc.aio
 import msgspec
@@ -99,6 +102,11 @@ _W3C = TraceContextTextMapPropagator()
 
 ToolHandler = Callable[[ToolCallRequest], Awaitable[ToolCallOutcome]]
 """Serves one pushed tool call; runs in a task of its own, cancelled by ``CancelToolCall``."""
+
+_R = TypeVar("_R")
+
+# How much later than the caller's own deadline the RPC's deadline is (see call_tool).
+_DEADLINE_SLACK = 0.25
 
 # Status codes that no retry can fix: the loop stops and the client closes.
 _FATAL = frozenset(
@@ -295,11 +303,10 @@ class BridgeClient:
         self._topics: list[str] = list(dict.fromkeys(registration.topics))
         self._subscriptions: dict[str, _Subscription] = {}
         self._requests: dict[str, _Reply] = {}
-        self._in_send: MemoryObjectSendStream[Delivery]
-        self._in_recv: MemoryObjectReceiveStream[Delivery]
-        self._in_send, self._in_recv = anyio.create_memory_object_stream[Delivery](
-            self.options.inbound_buffer
-        )
+        # The inbound buffer exists while the client is entered (a stream left unclosed is a
+        # ResourceWarning); it outlives every session, so nothing buffered is lost to one.
+        self._in_send: MemoryObjectSendStream[Delivery] | None = None
+        self._in_recv: MemoryObjectReceiveStream[Delivery] | None = None
         self._channel: grpc.aio.Channel | None = None
         self._stub: bridge_pb2_grpc.BridgeAsyncStub | None = None
         self._session: Session | None = None
@@ -329,6 +336,9 @@ class BridgeClient:
     async def __aenter__(self) -> BridgeClient:
         if self._tg is not None or self._closing:
             raise InvalidArgument("a BridgeClient can be entered once")
+        self._in_send, self._in_recv = anyio.create_memory_object_stream[Delivery](
+            self.options.inbound_buffer
+        )
         self._channel = self._make_channel()
         self._stub = bridge_pb2_grpc.BridgeStub(self._channel)
         self._tg = anyio.create_task_group()
@@ -368,7 +378,8 @@ class BridgeClient:
         tg, self._tg = self._tg, None
         if tg is not None:
             await tg.__aexit__(None, None, None)
-        self._in_recv.close()
+        if self._in_recv is not None:
+            self._in_recv.close()
         if self._channel is not None:
             with anyio.CancelScope(shield=True):
                 await self._channel.close(grace=None)
@@ -392,7 +403,8 @@ class BridgeClient:
             self._tg.cancel_scope.cancel()
         for call in self._requests.values():
             call.event.set()
-        self._in_send.close()
+        if self._in_send is not None:
+            self._in_send.close()
 
     @property
     def status(self) -> ConnectionStatus:
@@ -507,12 +519,13 @@ class BridgeClient:
             tools=self._tools_pb,
             metadata=reg.metadata,
         )
-        response = await stub.RegisterAgent(
-            request, timeout=self.options.rpc_timeout, metadata=self._metadata()
+        response = await _unary(
+            stub.RegisterAgent(request, timeout=self.options.rpc_timeout, metadata=self._metadata())
         )
         if not response.success:
             raise RegistrationRefused(reg.agent_id, response.error_message)
         self._registrations += 1
+        assert self._in_send is not None
         session = Session(self, stub, self._in_send)
         self._session = session
         if self._closing:
@@ -726,12 +739,16 @@ class BridgeClient:
         Raises:
             anyio.EndOfStream: the client is closed and the buffer is empty.
         """
+        if self._in_recv is None:
+            raise ClientClosed("the bridge client is not open")
         return await self._in_recv.receive()
 
     def __aiter__(self) -> BridgeClient:
         return self
 
     async def __anext__(self) -> Delivery:
+        if self._in_recv is None:
+            raise StopAsyncIteration
         try:
             return await self._in_recv.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
@@ -779,9 +796,17 @@ class BridgeClient:
             assert stub is not None
             left = max(0.001, anyio.current_effective_deadline() - anyio.current_time())
             try:
-                result = await stub.ForwardToolCall(msg, timeout=left, metadata=self._metadata())
+                # The RPC's deadline is a backstop a little after ours: our scope ends the
+                # call first, as an ordinary cancellation.
+                result = await _unary(
+                    stub.ForwardToolCall(
+                        msg, timeout=left + _DEADLINE_SLACK, metadata=self._metadata()
+                    )
+                )
             except grpc.aio.AioRpcError as exc:
                 raise error_from_rpc(name, exc, timeout) from None
+            except ConnectionLost:
+                raise ToolTimeout(timeout if timeout is not None else budget, tool=name) from None
             outcome = tool_result_from_proto(result)
             if outcome.status is ToolStatus.OK:
                 return outcome.output
@@ -801,14 +826,45 @@ class BridgeClient:
             raise ClientClosed("the bridge client is not open")
         start = time.monotonic()
         try:
-            await stub.Heartbeat(
-                bridge_pb2.HeartbeatRequest(timestamp_ms=int(time.time() * 1000)),
-                timeout=self.options.rpc_timeout,
-                metadata=self._metadata(),
+            await _unary(
+                stub.Heartbeat(
+                    bridge_pb2.HeartbeatRequest(timestamp_ms=int(time.time() * 1000)),
+                    timeout=self.options.rpc_timeout,
+                    metadata=self._metadata(),
+                )
             )
         except grpc.aio.AioRpcError as exc:
             raise ConnectionLost(_rpc_text(exc)) from None
         return time.monotonic() - start
+
+
+def _cancelling() -> bool:
+    """Whether the current task is being cancelled (by a cancel scope), as opposed to a
+    ``CancelledError`` that grpc.aio raised for a call it cancelled itself."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
+
+
+async def _unary(call: Awaitable[_R]) -> _R:
+    """Await a unary grpc.aio call so that cancellation stays anyio's.
+
+    grpc.aio answers the cancellation of a task awaiting a unary call with a fresh, bare
+    ``CancelledError`` (its internal task's), which anyio's cancel scope does not recognise as
+    the one it sent, and lets through. Caught here: the scope delivers its cancellation again
+    at the next checkpoint, as its own. A ``CancelledError`` with no scope behind it (grpc
+    cancelled the call itself) becomes :class:`ConnectionLost`.
+
+    Raises:
+        grpc.aio.AioRpcError: the call failed.
+        ConnectionLost: grpc cancelled the call by itself.
+    """
+    try:
+        return await call
+    except asyncio.CancelledError:
+        if _cancelling():
+            await anyio.lowlevel.checkpoint()
+            raise  # not reached while a scope is cancelling this task
+        raise ConnectionLost("grpc cancelled the call") from None
 
 
 def _rpc_text(exc: grpc.aio.AioRpcError) -> str:
