@@ -1,5 +1,7 @@
 """``loom.runtime.tools``: the ``Tool`` seam, the registry every call goes through, native tools."""
 
+import typing
+
 from ._errors import InvalidArguments as InvalidArguments
 from ._errors import InvalidToolSchema as InvalidToolSchema
 from ._errors import ToolError as ToolError
@@ -7,6 +9,7 @@ from ._errors import ToolFailed as ToolFailed
 from ._errors import ToolNotFound as ToolNotFound
 from ._errors import ToolPermissionDenied as ToolPermissionDenied
 from ._errors import ToolTimeout as ToolTimeout
+from ._errors import ToolUnavailable as ToolUnavailable
 from ._fs import DirEntry as DirEntry
 from ._fs import DirListing as DirListing
 from ._fs import FileContent as FileContent
@@ -17,17 +20,11 @@ from ._fs import FsWrite as FsWrite
 from ._function import FunctionTool as FunctionTool
 from ._http import FetchResult as FetchResult
 from ._http import HttpFetch as HttpFetch
-from ._mcp import McpHub as McpHub
-from ._mcp import McpServer as McpServer
-from ._mcp import McpServerStats as McpServerStats
-from ._mcp import McpServerStatus as McpServerStatus
 from ._mcp_config import McpConfigError as McpConfigError
 from ._mcp_config import McpHttpConfig as McpHttpConfig
 from ._mcp_config import McpServerConfig as McpServerConfig
 from ._mcp_config import McpStdioConfig as McpStdioConfig
 from ._mcp_config import load_mcp_config as load_mcp_config
-from ._mcp_tool import McpTool as McpTool
-from ._mcp_tool import ToolUnavailable as ToolUnavailable
 from ._native import native_tools as native_tools
 from ._registry import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
 from ._registry import RegistryStats as RegistryStats
@@ -43,6 +40,33 @@ from ._stats import ToolStats as ToolStats
 from ._tool import JSONObject as JSONObject
 from ._tool import Tool as Tool
 from ._workspace import Workspace as Workspace
+
+if typing.TYPE_CHECKING:
+    from ._mcp import McpHub as McpHub
+    from ._mcp import McpServer as McpServer
+    from ._mcp import McpServerStats as McpServerStats
+    from ._mcp import McpServerStatus as McpServerStatus
+    from ._mcp_tool import McpTool as McpTool
+
+# These import the mcp SDK (~0.7 s, pydantic and an HTTP stack); they load on first use.
+_LAZY = {
+    "McpHub": "._mcp",
+    "McpServer": "._mcp",
+    "McpServerStats": "._mcp",
+    "McpServerStatus": "._mcp",
+    "McpTool": "._mcp_tool",
+}
+
+
+def __getattr__(name: str) -> typing.Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_SHELL_PROGRAMS",

@@ -20,6 +20,7 @@ __all__ = [
     "ToolNotFound",
     "ToolPermissionDenied",
     "ToolTimeout",
+    "ToolUnavailable",
 ]
 
 
@@ -128,3 +129,20 @@ class ToolFailed(ToolError):
     def from_exception(cls, exc: BaseException, *, tool: str | None = None) -> ToolFailed:
         """The ``ToolFailed`` that reports ``exc`` (the caller raises it ``from exc``)."""
         return cls(type(exc).__name__, str(exc), tool=tool)
+
+
+class ToolUnavailable(ToolError):
+    """The tool's provider (an MCP server) is not connected: it crashed, its HTTP endpoint
+    went away, or it is still starting. Raised at once, never after waiting; the call may or
+    may not have reached the server (a call in flight when the connection dropped is
+    abandoned, not retried).
+
+    Attributes:
+        server: the MCP server's name.
+        reason: why it is unavailable, in words.
+    """
+
+    def __init__(self, server: str, reason: str, *, tool: str | None = None) -> None:
+        self.server = server
+        self.reason = reason
+        super().__init__(f"MCP server {server!r} is unavailable: {reason}", tool=tool)

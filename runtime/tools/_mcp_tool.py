@@ -9,29 +9,13 @@ import mcp.types as mcp_types
 import pydantic
 from mcp.shared.exceptions import MCPError
 
-from ._errors import InvalidArguments, ToolError, ToolFailed, ToolTimeout
+from ._errors import InvalidArguments, ToolError, ToolFailed, ToolTimeout, ToolUnavailable
 from ._tool import JSONObject
 
 if TYPE_CHECKING:
     from ._mcp_connection import Connection
 
 __all__ = ["McpTool", "ToolUnavailable"]
-
-
-class ToolUnavailable(ToolError):
-    """The tool's MCP server is not connected: it crashed, its HTTP endpoint went away, or it is
-    still starting. Raised at once, never after waiting; the call may or may not have reached
-    the server (a call in flight when the connection dropped is abandoned, not retried).
-
-    Attributes:
-        server: the MCP server's name.
-        reason: why it is unavailable, in words.
-    """
-
-    def __init__(self, server: str, reason: str, *, tool: str | None = None) -> None:
-        self.server = server
-        self.reason = reason
-        super().__init__(f"MCP server {server!r} is unavailable: {reason}", tool=tool)
 
 
 class _Live(Protocol):
