@@ -535,7 +535,7 @@ class Session:
         call_id = new_id()
         start = anyio.current_time()
         deadline = anyio.current_effective_deadline()
-        timeout_ms = 0 if math.isinf(deadline) else max(1, math.ceil((deadline - start) * 1000))
+        timeout_ms = 0 if math.isinf(deadline) else max(1, int((deadline - start) * 1000))
         call = tools_pb2.ToolCall(
             id=call_id,
             name=name,

@@ -1,0 +1,180 @@
+"""Who may talk to the server: bearer token, TLS, mutual TLS, loopback by default."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from pathlib import Path
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
+
+from loom.bridge import BridgeServer, InsecureBind, TLSConfig, is_loopback
+from loom.bridge._generated import bridge_pb2, bus_pb2
+from loom.runtime import AgentRuntime, EventBus, InvalidArgument
+
+from ._server_harness import OldAgent, auth, channel, serving
+
+pytestmark = pytest.mark.anyio
+
+TOKEN = "s3cret-token"
+
+
+async def test_token_good_missing_and_wrong() -> None:
+    async with serving(token=TOKEN) as s, channel(s.target) as ch:
+        good = OldAgent(ch, "good", metadata=auth(TOKEN))
+        await good.connect()
+        stats = await good.bus.GetStats(bus_pb2.GetStatsRequest(), metadata=auth(TOKEN))
+        assert stats.published >= 0
+        # Case-insensitive scheme, as RFC 6750 has it.
+        lower = (("authorization", f"bearer {TOKEN}"),)
+        await good.bridge.Heartbeat(bridge_pb2.HeartbeatRequest(), metadata=lower)
+
+        for metadata, needle in [
+            ((), "missing"),
+            (auth("wrong"), "invalid token"),
+            ((("authorization", TOKEN),), "invalid token"),  # no scheme
+        ]:
+            agent = OldAgent(ch, "bad", metadata=metadata)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await agent.register()
+            assert info.value.code() is grpc.StatusCode.UNAUTHENTICATED
+            assert needle in (info.value.details() or "")
+            # Streams and server streams are refused the same way.
+            call = await agent.open(handshake=False)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await call.read()
+            assert info.value.code() is grpc.StatusCode.UNAUTHENTICATED
+        assert s.server.statistics()["registered"] == 1
+        # Health checks need no token (probes have none).
+        health = health_pb2_grpc.HealthStub(ch)
+        reply = await health.Check(health_pb2.HealthCheckRequest())
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _cert(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: x509.Name,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    *,
+    ca: bool,
+) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+class PKI:
+    """A throwaway CA with a server and a client certificate, written as PEM files."""
+
+    def __init__(self, root: Path) -> None:
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca = _cert("loom test CA", ca_key, _name("loom test CA"), ca_key, ca=True)
+        self.files: dict[str, Path] = {}
+        self.pem: dict[str, bytes] = {"ca": ca.public_bytes(serialization.Encoding.PEM)}
+        for who in ("server", "client"):
+            key = ec.generate_private_key(ec.SECP256R1())
+            cert = _cert(who, key, ca.subject, ca_key, ca=False)
+            self.pem[f"{who}.crt"] = cert.public_bytes(serialization.Encoding.PEM)
+            self.pem[f"{who}.key"] = key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        for name, data in self.pem.items():
+            path = root / (name if "." in name else f"{name}.crt")
+            path.write_bytes(data)
+            self.files[name] = path
+
+    def server_tls(self, *, mutual: bool) -> TLSConfig:
+        return TLSConfig(
+            cert_file=str(self.files["server.crt"]),
+            key_file=str(self.files["server.key"]),
+            client_ca_file=str(self.files["ca"]) if mutual else None,
+        )
+
+    def client(self, *, with_cert: bool) -> grpc.ChannelCredentials:
+        if not with_cert:
+            return grpc.ssl_channel_credentials(root_certificates=self.pem["ca"])
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.pem["ca"],
+            private_key=self.pem["client.key"],
+            certificate_chain=self.pem["client.crt"],
+        )
+
+
+async def test_tls(tmp_path: Path) -> None:
+    pki = PKI(tmp_path)
+    async with serving(tls=pki.server_tls(mutual=False)) as s:
+        async with channel(s.target, credentials=pki.client(with_cert=False)) as ch:
+            await OldAgent(ch, "over-tls").connect()
+        # A plaintext client cannot talk to a TLS server.
+        async with channel(s.target) as ch:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await OldAgent(ch, "plain").bridge.Heartbeat(
+                    bridge_pb2.HeartbeatRequest(), timeout=2
+                )
+            assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+async def test_mutual_tls_requires_a_client_certificate(tmp_path: Path) -> None:
+    pki = PKI(tmp_path)
+    async with serving(tls=pki.server_tls(mutual=True), token=TOKEN) as s:
+        async with channel(s.target, credentials=pki.client(with_cert=True)) as ch:
+            agent = OldAgent(ch, "mtls", metadata=auth(TOKEN))
+            await agent.connect()
+            await agent.ping(2)
+        async with channel(s.target, credentials=pki.client(with_cert=False)) as ch:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await OldAgent(ch, "anon").bridge.Heartbeat(
+                    bridge_pb2.HeartbeatRequest(), metadata=auth(TOKEN), timeout=2
+                )
+            assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+async def test_missing_tls_files_are_a_clear_error(tmp_path: Path) -> None:
+    tls = TLSConfig(cert_file=str(tmp_path / "nope.crt"), key_file=str(tmp_path / "nope.key"))
+    async with EventBus() as bus, AgentRuntime(bus) as runtime:
+        with pytest.raises(InvalidArgument, match="nope.key"):
+            async with BridgeServer(runtime, tls=tls):
+                pass
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10", "example.org", ""])
+async def test_refuses_a_non_loopback_address_without_token_or_tls(host: str) -> None:
+    assert not is_loopback(host)
+    async with EventBus() as bus, AgentRuntime(bus) as runtime:
+        with pytest.raises(InsecureBind, match="without authentication"):
+            BridgeServer(runtime, host=host)
+        BridgeServer(runtime, host=host, token=TOKEN)  # allowed (not entered: no bind)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"])
+def test_loopback_addresses(host: str) -> None:
+    assert is_loopback(host)
