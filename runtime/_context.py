@@ -19,6 +19,7 @@ from ._qos import QoS
 
 if TYPE_CHECKING:
     from ._behaviour import AgentSpec, HasAgentSpec
+    from ._runtime import AgentRuntime
     from ._timers import Timer
 
 __all__ = ["Context", "ContextHost"]
@@ -217,6 +218,15 @@ class Context:
     async def unsubscribe(self, pattern: str) -> None:
         """Stop receiving events on ``pattern`` (the mailbox topic cannot be dropped)."""
         await self._host.unsubscribe(pattern)
+
+    @property
+    def runtime(self) -> AgentRuntime | None:
+        """The runtime hosting this agent, or ``None`` for an agent connected through the
+        bridge (it reaches the server's runtime only through this context's calls)."""
+        runtime = getattr(self._host, "runtime", None)
+        from ._runtime import AgentRuntime
+
+        return runtime if isinstance(runtime, AgentRuntime) else None
 
     @property
     def collab(self) -> BoundCollab:

@@ -26,7 +26,7 @@ from ._errors import BusClosed, InvalidArgument, LoomError
 from ._event import Delivery, Event
 from ._qos import QoS
 from ._remote import RemoteAgent, attach_remote
-from .tools import DEFAULT_TIMEOUT, ToolNotFound, ToolRegistry
+from .tools import DEFAULT_TIMEOUT, Tool, ToolNotFound, ToolRegistry
 
 __all__ = [
     "DEAD_LETTER_PREFIX",
@@ -343,6 +343,23 @@ class AgentRuntime:
             return await self.tools.call(name, arguments, timeout=timeout)
         # Also when every agent offering it is stopped or restarting: the directory says which.
         raise ToolNotFound(name)
+
+    def describe_tool(
+        self, name: str, *, exclude: str | None = None, include_runtime_tools: bool = True
+    ) -> Tool | None:
+        """The tool an agent would get calling ``name``: a capability of a running agent (not
+        ``exclude``), local or remote, else (if ``include_runtime_tools``) a tool of the
+        runtime's registry; ``None`` if nobody offers it. For describing tools to a model;
+        call them through :meth:`call_tool`."""
+        for info in self.directory.by_capability(name):
+            if info.id == exclude or info.status is not AgentStatus.RUNNING:
+                continue
+            registry = self._provider_registry(info.id)
+            if registry is not None and name in registry:
+                return registry.get(name)
+        if include_runtime_tools and name in self.tools:
+            return self.tools.get(name)
+        return None
 
     def _provider_registry(self, agent_id: str) -> ToolRegistry | None:
         """The registry of the capabilities agent ``agent_id`` offers, local or remote."""

@@ -22,7 +22,6 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from ._directory import AgentStatus
 from .llm._types import ToolSpec
 from .tools import JSONObject, Tool, ToolNotFound, ToolRegistry
 
@@ -89,10 +88,8 @@ class PeerCapabilities:
     ) -> PeerCapabilities | None:
         """The capabilities seen from a handler's ``ctx``, or ``None`` when the agent is not
         hosted in process (a remote agent cannot read the runtime's directory yet)."""
-        from ._runtime import AgentRuntime
-
-        runtime = getattr(ctx._host, "runtime", None)
-        if not isinstance(runtime, AgentRuntime):
+        runtime = ctx.runtime
+        if runtime is None:
             return None
         return cls(runtime, names, include_runtime_tools=include_runtime_tools)
 
@@ -114,19 +111,9 @@ class PeerCapabilities:
         return found
 
     def _describe(self, name: str) -> Tool | None:
-        runtime = self._runtime
-        for info in runtime.directory.by_capability(name):
-            if info.id == self._exclude or info.status is not AgentStatus.RUNNING:
-                continue
-            # The directory holds names only; the description and schema come from the
-            # registry of the cell hosting the agent (runtime internals, until the runtime
-            # offers a public way to describe a capability).
-            cell = runtime._cells.get(info.id)
-            if cell is not None and cell.registry is not None and name in cell.registry:
-                return cell.registry.get(name)
-        if self._include_runtime_tools and name in runtime.tools:
-            return runtime.tools.get(name)
-        return None
+        return self._runtime.describe_tool(
+            name, exclude=self._exclude, include_runtime_tools=self._include_runtime_tools
+        )
 
 
 class _PeerTool:
