@@ -212,8 +212,6 @@ class ClientStatistics(msgspec.Struct, frozen=True, kw_only=True):
         rejected: publishes the server's bus did not accept.
         delivered: deliveries handed to the inbound buffer.
         replies: replies handed to pending requests.
-        stray_replies: never counted by the client (a reply for no pending request is an
-            ordinary delivery); kept at 0 for symmetry with the in-process router.
         malformed: deliveries dropped because they did not decode.
         tools_served: pushed tool calls answered.
         tools_cancelled: pushed tool calls withdrawn by the server.
@@ -231,7 +229,6 @@ class ClientStatistics(msgspec.Struct, frozen=True, kw_only=True):
     rejected: int
     delivered: int
     replies: int
-    stray_replies: int
     malformed: int
     tools_served: int
     tools_cancelled: int
@@ -447,7 +444,6 @@ class BridgeClient:
             rejected=self._rejected,
             delivered=self._delivered,
             replies=self._replies,
-            stray_replies=0,
             malformed=self._malformed,
             tools_served=self._tools_served,
             tools_cancelled=self._tools_cancelled,

@@ -86,6 +86,28 @@ async def test_events_flow_both_ways_with_the_features_granted() -> None:
             await agent.publish("out.n", Event())
 
 
+async def test_a_fast_publisher_keeps_to_its_publish_credit() -> None:
+    # A window of 4 and a burst of 500: without credit the server would reject the excess
+    # (RESOURCE_EXHAUSTED); with it the publisher waits for acks and nothing is rejected.
+    options = ClientOptions(
+        connect_timeout=5,
+        heartbeat_interval=1,
+        heartbeat_timeout=5,
+        publish_window=4,
+        max_batch_events=3,
+    )
+    async with hosting() as host, host.bus.subscribe("burst") as out:
+        async with client(host, "p1", options=options) as agent:
+            for i in range(500):
+                await agent.publish("burst", Event(payload=str(i).encode()))
+            await agent.publish("burst", Event(type="end"), wait_accepted=True)
+            assert agent.statistics().rejected == 0
+            assert agent.statistics().server_errors == 0
+        with anyio.fail_after(5):
+            got = [(await out.receive()).event.payload for _ in range(500)]
+        assert got == [str(i).encode() for i in range(500)]
+
+
 async def test_a_publish_the_servers_bus_refuses_is_reported_to_a_waiting_publisher() -> None:
     async with hosting() as host, client(host, "e2") as agent:
         with pytest.raises(PublishRejected) as info:
