@@ -31,6 +31,7 @@ N = int(os.environ.get("LOOM_BENCH_EVENTS", "200000"))
 ASKS = int(os.environ.get("LOOM_BENCH_ASKS", "5000"))
 IDLE = int(os.environ.get("LOOM_BENCH_IDLE_AGENTS", "100000"))
 REPEATS = int(os.environ.get("LOOM_BENCH_REPEATS", "5"))
+SCRIPT = os.path.abspath(__file__)
 EVENTS = [Event(type="bench", payload=b"x" * (i % 64)) for i in range(1024)]
 
 
@@ -163,9 +164,7 @@ async def idle_agents_rss(count: int) -> tuple[float, float]:
 async def idle_run() -> tuple[float, float]:
     """Idle agents measured in a fresh process, so nothing the other figures allocated
     (and the allocator kept) is counted against them."""
-    result = await anyio.run_process(
-        [sys.executable, os.path.abspath(__file__), "--idle", str(IDLE)], check=True
-    )
+    result = await anyio.run_process([sys.executable, SCRIPT, "--idle", str(IDLE)], check=True)
     rss, delta = result.stdout.decode().split()
     return float(rss), float(delta)
 
