@@ -191,6 +191,10 @@ class Subscription:
         self._delivered += 1
         if self._send_waiters:
             self._grant()
+        elif not buf and self._bus._draining:
+            # Emptied while the bus closes: a consumer that never parks (receive_nowait) must
+            # not keep the close waiting for its whole grace.
+            self._bus._note_idle(self)
         return delivery
 
     async def _wait_nonempty(self) -> None:

@@ -433,3 +433,25 @@ async def test_a_receiver_woken_then_cancelled_leaves_the_event_queued() -> None
             assert got == [1]
         assert consistent(sub)
         assert sub.statistics().delivered == 1
+
+
+async def test_close_is_not_held_up_by_a_consumer_that_never_parks() -> None:
+    """A consumer draining with receive_nowait ends the drain as soon as it is empty."""
+    bus = EventBus(drain_grace=30)
+    async with bus:
+        sub = bus.subscribe("a.b", qos=QoS.BATCHED)
+        for _ in range(3):
+            await bus.publish("a.b", Event())
+        closed = anyio.Event()
+
+        async def close() -> None:
+            await bus.aclose()
+            closed.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(close)
+            await anyio.wait_all_tasks_blocked()
+            for _ in range(3):
+                sub.receive_nowait()
+            with anyio.fail_after(5):  # far less than the 30 s grace
+                await closed.wait()
