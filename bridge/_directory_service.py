@@ -7,7 +7,6 @@ same struct by :func:`agent_info_from_proto` on the client side.
 
 from __future__ import annotations
 
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
 import grpc
@@ -74,7 +73,7 @@ def agent_info_from_proto(msg: directory_pb2.AgentInfo) -> AgentInfo:
         mailbox_depth=msg.mailbox_depth,
         in_flight=msg.in_flight,
         restarts=msg.restarts,
-        metadata=MappingProxyType(dict(msg.metadata)),
+        metadata=dict(msg.metadata),
     )
 
 

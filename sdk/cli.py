@@ -11,6 +11,8 @@ from pathlib import Path
 
 import anyio
 
+from ._cmd_parsers import EPILOG as _COMMANDS_EPILOG
+from ._cmd_parsers import add_commands, run_command
 from ._config import ConfigError, load_config
 from ._serve import serve
 
@@ -28,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="loom",
         description="Loom: an event-driven runtime for AI agents.",
-        epilog=_EPILOG,
+        epilog=_EPILOG + _COMMANDS_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -57,12 +59,21 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--drain-grace", type=float, dest="drain_grace_s", help="seconds to drain on stop"
     )
+    add_commands(sub)  # run, agents, topics, tail, publish, call (sdk/_cmd_parsers.py)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``loom`` script."""
     args = _parser().parse_args(argv)
+    if args.command != "serve":
+        sys.exit(
+            run_command(
+                args,
+                env_address=os.environ.get("LOOM_BRIDGE_ADDR"),
+                env_token=os.environ.get("LOOM_TOKEN"),
+            )
+        )
     if args.command == "serve":
         toml_path = args.config if args.config is not None else Path("loom.toml")
         if args.config is not None and not args.config.exists():

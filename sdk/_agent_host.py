@@ -1,0 +1,237 @@
+"""The child side of ``loom run``: find the agents of a file, and host one of them.
+
+``loom run`` (``sdk/_runner.py``) starts this module as a subprocess, twice over:
+
+* ``python -m loom._agent_host list FILE...`` imports each file and prints, as its last
+  stdout line, ``LOOM-AGENTS:`` and a JSON list of ``{"file", "id"}`` (or ``{"file",
+  "error"}``).
+* ``python -m loom._agent_host run FILE AGENT_ID`` reads one JSON line of :class:`HostConfig`
+  from stdin (so a token never shows in ``ps`` or the environment), connects the agent to the
+  server, says ``connected to ADDRESS`` on stderr once it runs, and serves until SIGINT or
+  SIGTERM, until the agent stops or fails, or until stdin closes (the supervisor is gone).
+  Exit code 0: stopped cleanly; 1: the agent failed or could not connect; 2: the file or the
+  agent cannot be loaded.
+
+Which objects are agents (the discovery rule)
+---------------------------------------------
+A file's agents are its **module-level variables bound to an** :class:`~loom.Agent`
+**instance** (any subclass, e.g. ``CognitiveAgent``), in the order they are defined. Names
+starting with ``_`` are skipped (so a helper instance can be hidden), an instance bound to two
+names counts once, and agents inside lists, dicts or functions are not found. The file is
+imported under a private module name, never as ``__main__``, so its
+``if __name__ == "__main__": agent.run()`` block does not run: the same file works with
+``python file.py`` and with ``loom run``. Its folder is put first on ``sys.path``, so it can
+import its neighbours.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import re
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+
+import anyio
+import msgspec
+
+from loom.bridge._client import ClientTLS
+from loom.runtime import AgentStatus, LoomError
+
+from ._agent import Agent
+
+__all__ = ["LIST_MARKER", "HostConfig", "LoadError", "find_agents", "load_module", "main"]
+
+LIST_MARKER = "LOOM-AGENTS:"
+
+log = logging.getLogger("loom.run")
+
+
+class LoadError(LoomError):
+    """A file of agents cannot be imported, or holds no agent (or not the one asked for)."""
+
+
+class HostConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """What the supervisor hands a hosted agent (one JSON line on its stdin).
+
+    Attributes:
+        address: ``host:port`` of the server.
+        token: the bearer token, if any.
+        tls: TLS settings for the channel, if any.
+        log_level: the level of the child's log on stderr.
+    """
+
+    address: str
+    token: str | None = None
+    tls: ClientTLS | None = None
+    log_level: str = "info"
+
+
+def load_module(path: Path) -> ModuleType:
+    """Import the file at ``path`` under a private name (see the module docs).
+
+    Raises:
+        LoadError: it does not exist, or importing it raised.
+    """
+    if not path.is_file():
+        raise LoadError(f"{path}: no such file")
+    name = "_loom_run_" + re.sub(r"\W", "_", path.stem)
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise LoadError(f"{path}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses, pickling and typing look modules up by name
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise LoadError(f"{path}: importing it raised {type(exc).__name__}: {exc}") from exc
+    return module
+
+
+def find_agents(module: ModuleType) -> list[Agent]:
+    """The module-level ``Agent`` instances of ``module`` (the discovery rule above).
+
+    Raises:
+        LoadError: two of them have the same id.
+    """
+    found: dict[int, Agent] = {}
+    ids: dict[str, str] = {}
+    for name, value in vars(module).items():
+        if name.startswith("_") or not isinstance(value, Agent) or id(value) in found:
+            continue
+        if value.agent_id in ids:
+            raise LoadError(
+                f"{module.__file__}: {ids[value.agent_id]} and {name} are both agent "
+                f"{value.agent_id!r}; agent ids must be unique"
+            )
+        ids[value.agent_id] = name
+        found[id(value)] = value
+    return list(found.values())
+
+
+def _list(files: Sequence[str]) -> int:
+    entries: list[dict[str, str]] = []
+    for file in files:
+        try:
+            agents = find_agents(load_module(Path(file)))
+        except LoadError as exc:
+            entries.append({"file": file, "error": str(exc)})
+            continue
+        if not agents:
+            entries.append(
+                {"file": file, "error": f"{file}: no module-level Agent instance (see loom run -h)"}
+            )
+        entries.extend({"file": file, "id": a.agent_id} for a in agents)
+    sys.stdout.flush()  # whatever the files printed comes first; the marker line is last
+    print(LIST_MARKER + json.dumps(entries), flush=True)
+    return 0
+
+
+class _Announce:
+    """A ``TaskStatus`` that says on stderr when the agent is connected and running."""
+
+    def __init__(self, address: str, agent_id: str) -> None:
+        self._text = f"agent {agent_id} connected to {address} (pid {os.getpid()})"
+
+    def started(self, value: object = None) -> None:
+        print(self._text, file=sys.stderr, flush=True)
+
+
+async def _until_stdin_closes() -> None:
+    fd = sys.stdin.fileno()
+    while True:
+        await anyio.wait_readable(fd)
+        if not os.read(fd, 4096):
+            return
+
+
+async def _host(agent: Agent, config: HostConfig) -> int:
+    from ._remote import serve_agent
+
+    code = 0
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with anyio.create_task_group() as tg:
+
+            async def run() -> None:
+                nonlocal code
+                try:
+                    status = await serve_agent(
+                        agent,
+                        config.address,
+                        token=config.token,
+                        tls=config.tls,
+                        task_status=_Announce(config.address, agent.agent_id),
+                    )
+                    code = 0 if status is AgentStatus.STOPPED else 1
+                except LoomError as exc:  # ConnectFailed, AgentStartFailed, refused, ...
+                    print(f"agent {agent.agent_id}: {exc}", file=sys.stderr, flush=True)
+                    code = 1
+                finally:
+                    tg.cancel_scope.cancel()
+
+            async def stop_on_signal() -> None:
+                async for signum in signals:
+                    log.info("%s received: stopping", signal.Signals(signum).name)
+                    tg.cancel_scope.cancel()
+                    return
+
+            async def stop_when_orphaned() -> None:
+                await _until_stdin_closes()
+                log.info("the supervisor went away: stopping")
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(run)
+            tg.start_soon(stop_on_signal)
+            tg.start_soon(stop_when_orphaned)
+    return code
+
+
+def _run(file: str, agent_id: str) -> int:
+    line = sys.stdin.buffer.readline()
+    try:
+        config = msgspec.json.decode(line, type=HostConfig)
+    except msgspec.DecodeError as exc:
+        print(f"loom run: bad host configuration on stdin: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        agents = {a.agent_id: a for a in find_agents(load_module(Path(file)))}
+    except LoadError as exc:
+        print(f"loom run: {exc}", file=sys.stderr)
+        return 2
+    agent = agents.get(agent_id)
+    if agent is None:
+        print(f"loom run: {file} has no agent {agent_id!r}", file=sys.stderr)
+        return 2
+    with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C while stopping
+        return anyio.run(_host, agent, config)
+    return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the child process (``python -m loom._agent_host``)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) >= 2 and args[0] == "list":
+        return _list(args[1:])
+    if len(args) == 3 and args[0] == "run":
+        return _run(args[1], args[2])
+    print("usage: python -m loom._agent_host (list FILE... | run FILE AGENT_ID)", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

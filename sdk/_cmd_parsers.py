@@ -1,0 +1,377 @@
+"""The argument parsers of ``loom run``, ``agents``, ``topics``, ``tail``, ``publish`` and
+``call``, and the step from parsed flags to the objects the commands take.
+
+``cli.py`` owns the command line: it registers these parsers with :func:`add_commands`, reads
+``LOOM_BRIDGE_ADDR`` / ``LOOM_TOKEN`` from the environment and hands them to
+:func:`run_command`, which builds a :class:`~loom._commands.Connection` (flags win over the
+environment) and calls ``anyio.run``. Nothing here reads the environment itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+import textwrap
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import anyio
+
+from loom.bridge._client import ClientTLS
+from loom.bridge._client_errors import ConnectFailed
+from loom.runtime import LoomError, QoS
+
+from . import _commands as commands
+from ._runner import RunConfig, run
+
+__all__ = ["COMMANDS", "EPILOG", "add_commands", "run_command"]
+
+COMMANDS = ("run", "agents", "topics", "tail", "publish", "call")
+
+EPILOG = """\
+  loom run agents/                   # every agent file in agents/, embedded server
+  loom agents                        # who is connected (LOOM_BRIDGE_ADDR, else :50051)
+  loom topics                        # what is published where, delivered, dropped
+  loom tail 'orders.>'               # print events as they are published
+  loom publish orders.new '{"id": 7}' --type order.created
+  loom call fs.read '{"path": "README.md"}'
+"""
+
+_QOS = {q.name.lower(): q for q in QoS}
+_RAW = argparse.RawDescriptionHelpFormatter
+
+
+def _examples(text: str) -> str:
+    return "examples:\n" + text
+
+
+def _connection_flags(*, address_help: str) -> argparse.ArgumentParser:
+    flags = argparse.ArgumentParser(add_help=False)
+    group = flags.add_argument_group("connection")
+    group.add_argument("-a", "--address", metavar="HOST:PORT", help=address_help)
+    group.add_argument("--token", help="bearer token the server requires (default: $LOOM_TOKEN)")
+    group.add_argument("--tls", action="store_true", help="use TLS with the system's CAs")
+    group.add_argument("--ca", type=Path, metavar="PEM", help="CA bundle to trust (implies --tls)")
+    group.add_argument("--cert", type=Path, metavar="PEM", help="client certificate (mutual TLS)")
+    group.add_argument("--key", type=Path, metavar="PEM", help="client key (mutual TLS)")
+    group.add_argument(
+        "--server-name", metavar="NAME", help="name to check the server's certificate against"
+    )
+    return flags
+
+
+def _client_flags() -> argparse.ArgumentParser:
+    flags = _connection_flags(
+        address_help="server address (default: $LOOM_BRIDGE_ADDR, else 127.0.0.1:50051)"
+    )
+    flags.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="give up when the server has not answered in this long (default 5; call: 30)",
+    )
+    return flags
+
+
+def _add(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    *,
+    help: str,
+    description: str,
+    examples: str,
+    parents: list[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
+    return sub.add_parser(
+        name,
+        help=help,
+        # Raw formatting keeps the examples' layout, so the prose is wrapped here.
+        description=textwrap.fill(description, 79),
+        epilog=_examples(examples),
+        formatter_class=_RAW,
+        parents=parents,
+    )
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register the parsers of :data:`COMMANDS` on ``loom``'s subparsers."""
+    client = _client_flags()
+
+    p = _add(
+        sub,
+        "run",
+        help="run agent files as supervised subprocesses",
+        description=(
+            "Run the agents of PATH (a .py file, or a folder of them: its *.py files not "
+            "starting with '_') in one subprocess each, connected to the server at --address "
+            "or, without one, to an embedded server started here. An agent is a module-level "
+            "variable bound to an Agent instance (names starting with '_' are skipped; the "
+            "file's `if __name__ == '__main__'` block does not run). Output lines are prefixed "
+            "with [agent-id]; a crashed agent is restarted with capped, jittered backoff; "
+            "SIGINT/SIGTERM stops every agent cleanly (SIGTERM, then SIGKILL after --grace)."
+        ),
+        examples=(
+            "  loom run agents/                        # embedded server on a free port\n"
+            "  loom run echo.py planner.py --port 50051\n"
+            "  loom run agents/ -a 10.0.0.5:50051 --token $TOKEN --tls\n"
+            "\n"
+            "  # agents/echo.py\n"
+            "  from loom import Agent\n"
+            "\n"
+            "  async def on_event(ctx, topic, event):\n"
+            "      print('got', event.payload)\n"
+            "\n"
+            "  echo = Agent('echo', topics=['demo.*'], on_event=on_event)\n"
+        ),
+        parents=[
+            _connection_flags(
+                address_help="server address (default: $LOOM_BRIDGE_ADDR, else an embedded server)"
+            )
+        ],
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="agent file or folder")
+    p.add_argument(
+        "--port", type=int, default=0, help="port of the embedded server (default 0: a free one)"
+    )
+    p.add_argument(
+        "--grace", type=float, default=5.0, help="seconds an agent gets to stop (default 5)"
+    )
+    p.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default="info",
+        help="the agents' log level (default info)",
+    )
+
+    p = _add(
+        sub,
+        "agents",
+        help="list the server's agents",
+        description="List the agents the server knows, local and remote, with their status, "
+        "mailbox depth, running tool calls, restarts, last heartbeat, topics and tools.",
+        examples=(
+            "  loom agents\n"
+            "  loom agents --capability fs.read      # who offers the tool fs.read\n"
+            "  loom agents --topic orders.eu.new     # who would receive that topic\n"
+            "  loom agents --json | jq .status\n"
+        ),
+        parents=[client],
+    )
+    p.add_argument("--capability", default="", metavar="TOOL", help="only agents offering TOOL")
+    p.add_argument("--topic", default="", help="only agents that would receive TOPIC")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    p = _add(
+        sub,
+        "topics",
+        help="show the bus's per-topic statistics",
+        description="Show the server bus's counters: totals, then per topic published, "
+        "delivered, dropped and unrouted events (and, with --subscriptions, every "
+        "subscription's queue).",
+        examples="  loom topics\n  loom topics --subscriptions\n  loom topics --json\n",
+        parents=[client],
+    )
+    p.add_argument("--subscriptions", action="store_true", help="also list subscriptions")
+    p.add_argument("--json", action="store_true", help="the statistics as one JSON object")
+
+    p = _add(
+        sub,
+        "tail",
+        help="print events on a topic pattern as they are published",
+        description="Subscribe to PATTERN ('*' one segment, '>' the rest) and print one line "
+        "per event (topic, type, id, payload preview) until Ctrl-C. Events published before "
+        "the subscription is live are not shown.",
+        examples=(
+            "  loom tail 'orders.>'\n"
+            "  loom tail 'agent.*.replies' --type reply\n"
+            "  loom tail '>' --json --count 10 | jq .payload\n"
+        ),
+        parents=[client],
+    )
+    p.add_argument("pattern", metavar="PATTERN", help="topic pattern")
+    p.add_argument(
+        "--type",
+        dest="types",
+        action="append",
+        default=[],
+        metavar="TYPE",
+        help="only events of this type (repeatable)",
+    )
+    p.add_argument(
+        "--qos",
+        choices=list(_QOS),
+        default="realtime",
+        help="tier of the subscription: realtime (default) drops when tail falls behind; "
+        "batched and background hold publishers back instead",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object per event")
+    p.add_argument("--count", type=int, default=0, help="exit after N events (default: never)")
+
+    p = _add(
+        sub,
+        "publish",
+        help="publish one event",
+        description="Publish one event on TOPIC. DATA is the payload: the text itself, "
+        "@PATH for a file's bytes, or - for standard input.",
+        examples=(
+            "  loom publish orders.new '{\"id\": 7}' --type order.created\n"
+            "  loom publish reports.daily @report.pdf --meta lang=en\n"
+            "  echo hello | loom publish demo.greetings -\n"
+        ),
+        parents=[client],
+    )
+    p.add_argument("topic", metavar="TOPIC", help="concrete topic (no wildcards)")
+    p.add_argument("data", metavar="DATA", help="payload: text, @file, or - for stdin")
+    p.add_argument("--type", default="message", help="the event's type (default: message)")
+    p.add_argument(
+        "--qos",
+        choices=list(_QOS),
+        default="batched",
+        help="batched/background (default): wait up to --timeout while a lossless subscriber "
+        "is full; realtime: give up after 1 s instead",
+    )
+    p.add_argument("--source", default="loom-cli", help="the event's source (default: loom-cli)")
+    p.add_argument(
+        "--meta",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a metadata entry (repeatable)",
+    )
+
+    p = _add(
+        sub,
+        "call",
+        help="call a tool and print its output",
+        description="Call TOOL with JSON arguments (an object; default {}) through the "
+        "server: a tool of its runtime, of an MCP server or of a connected agent. Prints the "
+        "output; on failure prints the status (TOOL_NOT_FOUND, TOOL_INVALID_ARGUMENTS, "
+        "TOOL_TIMEOUT, TOOL_ERROR) and the message, and exits 1.",
+        examples=(
+            '  loom call fs.read \'{"path": "README.md"}\'\n'
+            "  loom call math.add @args.json --timeout 60\n"
+            "  loom call clock.now\n"
+        ),
+        parents=[client],
+    )
+    p.add_argument("tool", metavar="TOOL", help="the tool's name")
+    p.add_argument("arguments", nargs="?", default="{}", metavar="JSON", help="object, @file, or -")
+
+
+def _tls(args: argparse.Namespace) -> ClientTLS | None:
+    if (args.cert is None) != (args.key is None):
+        raise commands.UsageError("--cert and --key go together (mutual TLS)")
+    if not (args.tls or args.ca or args.cert):
+        return None
+
+    def read(path: Path | None, what: str) -> bytes | None:
+        if path is None:
+            return None
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise commands.UsageError(
+                f"cannot read the {what} {str(path)!r}: {exc.strerror}"
+            ) from None
+
+    return ClientTLS(
+        root_certificates=read(args.ca, "CA bundle"),
+        certificate_chain=read(args.cert, "client certificate"),
+        private_key=read(args.key, "client key"),
+        server_name=args.server_name,
+    )
+
+
+def _connection(
+    args: argparse.Namespace, env_address: str | None, env_token: str | None, timeout: float
+) -> commands.Connection:
+    return commands.Connection(
+        address=args.address or env_address or commands.DEFAULT_ADDRESS,
+        token=args.token or env_token or None,
+        tls=_tls(args),
+        timeout=args.timeout if args.timeout is not None else timeout,
+    )
+
+
+def _build(
+    args: argparse.Namespace, env_address: str | None, env_token: str | None
+) -> Callable[[], Awaitable[int]]:
+    if args.command == "run":
+        config = RunConfig(
+            paths=tuple(args.paths),
+            address=args.address or env_address or None,
+            token=args.token or env_token or None,
+            tls=_tls(args),
+            port=args.port,
+            grace=args.grace,
+            log_level=args.log_level,
+        )
+        return functools.partial(run, config)
+    conn = _connection(args, env_address, env_token, 30.0 if args.command == "call" else 5.0)
+    match args.command:
+        case "agents":
+            return functools.partial(
+                commands.agents,
+                conn,
+                capability=args.capability,
+                topic=args.topic,
+                as_json=args.json,
+            )
+        case "topics":
+            return functools.partial(
+                commands.topics, conn, subscriptions=args.subscriptions, as_json=args.json
+            )
+        case "tail":
+            return functools.partial(
+                commands.tail,
+                conn,
+                args.pattern,
+                qos=_QOS[args.qos],
+                event_types=tuple(args.types),
+                as_json=args.json,
+                count=args.count,
+            )
+        case "publish":
+            return functools.partial(
+                commands.publish,
+                conn,
+                args.topic,
+                commands.read_data(args.data),
+                type=args.type,
+                qos=_QOS[args.qos],
+                source=args.source,
+                metadata=commands.parse_metadata(args.meta),
+            )
+        case "call":
+            text = args.arguments
+            if text == "-" or text.startswith("@"):
+                text = commands.read_data(text).decode(errors="replace")
+            return functools.partial(
+                commands.call,
+                conn,
+                args.tool,
+                commands.parse_arguments(text),
+                timeout=conn.timeout,
+            )
+    raise AssertionError(f"not a client command: {args.command}")
+
+
+def run_command(args: argparse.Namespace, *, env_address: str | None, env_token: str | None) -> int:
+    """Build the command ``args`` names, run it, and return the process's exit code.
+
+    A Loom error (an unreachable server, a refused call, bad input) is printed as one line
+    on stderr, ``loom <command>: <message>``, with exit code 1 (2 for bad input), never a
+    traceback.
+    """
+    try:
+        main = _build(args, env_address, env_token)
+        return anyio.run(main)
+    except LoomError as exc:
+        message = str(exc)
+        if isinstance(exc, ConnectFailed):
+            message += " (is `loom serve` running there? set --address or LOOM_BRIDGE_ADDR)"
+        print(f"loom {args.command}: {message}", file=sys.stderr)
+        return commands.exit_code_of(exc)
+    except KeyboardInterrupt:  # a Ctrl-C before the command's own signal handling is up
+        return 130
