@@ -16,6 +16,7 @@ import anyio
 import grpc
 import grpc.aio
 import msgspec
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
 from grpc_reflection.v1alpha import reflection  # type: ignore[import-untyped]
 
@@ -247,7 +248,10 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
         if hub.closing:
             raise BusClosed("the server is shutting down")
         with anyio.fail_after(hub.limits.handshake_timeout_s):
-            first = await context.read()
+            try:
+                first = await context.read()
+            except DecodeError as exc:
+                raise HandshakeError(f"the first frame is not a ClientEvent: {exc}") from None
         if not isinstance(first, bridge_pb2.ClientEvent):  # grpc.aio.EOF
             raise HandshakeError("the stream ended before the handshake ack")
         kind = first.WhichOneof("msg")

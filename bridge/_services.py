@@ -174,7 +174,9 @@ class EventBusService(bus_pb2_grpc.EventBusServicer):
                             break
                     if batch:
                         frame = bridge_pb2.DeliveryBatch(deliveries=batch)
-                        await context.write(bus_pb2.SubscribeResponse(batch=frame))
+                        # Finished once started (see _stream.Session._write for why).
+                        with anyio.move_on_after(5.0, shield=True):
+                            await context.write(bus_pb2.SubscribeResponse(batch=frame))
             finally:
                 hub.streams.discard(scope)
                 sub.close()

@@ -31,6 +31,7 @@ import grpc.aio
 import msgspec
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from google.protobuf.message import DecodeError
 
 from loom.bridge._generated import bridge_pb2, tools_pb2
 from loom.runtime import (
@@ -75,6 +76,7 @@ _FEATURES: Final = frozenset(
 _OLD_LANE: Final = 64  # publish lane of a stream without acks: the reader waits beyond this
 _FRAME_OVERHEAD: Final = 64  # bytes kept free in a batch for the frame around the deliveries
 _MAX_REJECTIONS: Final = 64  # an ack is sent once this many rejections wait in it
+_WRITE_GRACE: Final = 5.0  # seconds a started write may take to finish once its stream ends
 _NO_CREDIT: Final = "no publish credit left: wait for a publish_ack before publishing more"
 
 _encoder = msgspec.json.Encoder()
@@ -190,7 +192,11 @@ class Session:
         while True:
             try:
                 msg: object = await ctx.read()
-            except Exception as exc:  # the call broke (reset, malformed frame): it is over
+            except DecodeError as exc:
+                # Bytes that are no ClientEvent: the frames after them cannot be trusted.
+                self.end(grpc.StatusCode.INVALID_ARGUMENT, f"a frame is not a ClientEvent: {exc}")
+                return
+            except Exception as exc:  # the call broke (reset): it is over
                 log.debug("agent %s: stream read failed: %r", self.agent_id, exc)
                 return
             if not isinstance(msg, bridge_pb2.ClientEvent):  # grpc.aio.EOF: the client is done
@@ -465,9 +471,16 @@ class Session:
         log.warning("agent %s: %s", self.agent_id, reason)
         return bridge_pb2.ServerEvent(err=bridge_pb2.Error(code=code, message=reason))
 
+    async def _write(self, frame: bridge_pb2.ServerEvent) -> None:
+        # A write cancelled half way leaves its operation inside gRPC's core, and the call can
+        # then never send its status (TOO_MANY_OPERATIONS): so a started write is finished,
+        # shielded, within a bound (a peer that reads nothing for that long is given up on).
+        with anyio.move_on_after(_WRITE_GRACE, shield=True):
+            await self._ctx.write(frame)
+
     async def _writer(self) -> None:
         recv = self._out_recv
-        write = self._ctx.write
+        write = self._write
         limit = self._limits.max_message_bytes - _FRAME_OVERHEAD
         batching = False
         held: Outbound | None = None

@@ -3,6 +3,7 @@ raw generated stubs only, speaking section 1 of the wire contract as the origina
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -48,12 +49,18 @@ async def serving(
     tls: TLSConfig | None = None,
     grace_s: float = 1.0,
 ) -> AsyncIterator[Served]:
-    async with (
-        EventBus(drain_grace=0.5) as bus,
-        AgentRuntime(bus, tools=tools, stop_timeout_s=1.0) as runtime,
-        BridgeServer(runtime, token=token, tls=tls, limits=limits, grace_s=grace_s) as server,
-    ):
-        yield Served(bus, runtime, server)
+    try:
+        async with (
+            EventBus(drain_grace=0.5) as bus,
+            AgentRuntime(bus, tools=tools, stop_timeout_s=1.0) as runtime,
+            BridgeServer(runtime, token=token, tls=tls, limits=limits, grace_s=grace_s) as server,
+        ):
+            yield Served(bus, runtime, server)
+    finally:
+        # gRPC's asyncio layer is bound to the loop that made its objects and lets go of it
+        # only when the last of them is freed: free them now, while this loop still runs, or
+        # the next test's loop meets a poller of this closed one ("Event loop is closed").
+        gc.collect()
 
 
 @asynccontextmanager
@@ -73,6 +80,8 @@ async def channel(
         yield ch
     finally:
         await ch.close(grace=None)
+        del ch
+        gc.collect()
 
 
 def auth(token: str) -> tuple[tuple[str, str], ...]:
