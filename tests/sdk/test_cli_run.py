@@ -1,0 +1,161 @@
+"""``loom run``: a folder of agent files as supervised subprocesses, against a real ``loom
+serve`` subprocess and against its own embedded server; discovery and its errors."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+
+from ._cli_support import loom, loom_serve, running
+
+pytestmark = pytest.mark.anyio
+
+ECHO = """\
+from loom import Agent
+
+
+async def on_event(ctx, topic, event):
+    print(f"echo got {event.payload.decode()} on {topic}", flush=True)
+
+
+echo = Agent("echo", topics=["demo.*"], on_event=on_event)
+_hidden = Agent("hidden", topics=["demo.*"])  # names starting with _ are not agents
+
+if __name__ == "__main__":  # loom run imports the file under another name: never runs
+    print("MAIN BLOCK RAN", flush=True)
+"""
+
+CRASHER = """\
+import os
+import sys
+
+from loom import Agent
+
+
+async def on_event(ctx, topic, event):
+    print(f"crasher got {event.payload.decode()}", flush=True)
+    if event.payload == b"boom":
+        print("crashing now", file=sys.stderr, flush=True)
+        os._exit(3)
+
+
+crasher = Agent("crasher", topics=["demo.*"], on_event=on_event)
+"""
+
+
+def _agents(tmp_path: Path) -> Path:
+    folder = tmp_path / "agents"
+    folder.mkdir()
+    (folder / "echo.py").write_text(ECHO)
+    (folder / "crasher.py").write_text(CRASHER)
+    (folder / "_helpers.py").write_text("raise RuntimeError('never imported')\n")
+    return folder
+
+
+async def test_a_folder_of_agents_with_a_crash_and_a_restart(tmp_path: Path) -> None:
+    folder = _agents(tmp_path)
+    async with (
+        loom_serve(tmp_path) as (_server, address),
+        running("run", str(folder), "-a", address, cwd=tmp_path) as run,
+    ):
+        await run.wait_for(r"^\[crasher\] agent crasher connected to ")
+        await run.wait_for(r"^\[echo\] agent echo connected to ")
+        listed = await loom("agents", "--json", "-a", address, cwd=tmp_path)
+        assert sorted(json.loads(x)["id"] for x in listed.stdout.splitlines()) == [
+            "crasher",
+            "echo",
+        ]
+
+        boom = await loom("publish", "demo.x", "boom", "-a", address, cwd=tmp_path)
+        assert boom.returncode == 0, boom.stderr
+        await run.wait_for(r"^\[echo\] echo got boom on demo\.x$")
+        await run.wait_for(r"^\[crasher\] crasher got boom$")
+        await run.wait_for(r"^\[crasher\] crashing now$")  # its stderr, prefixed too
+        await run.wait_for(r"^\[crasher\] exited with code 3; restart 1 in \d+\.\d+ s$")
+        await run.wait_for(r"^\[crasher\] agent crasher connected to ", count=2)
+
+        again = await loom("publish", "demo.y", "after", "-a", address, cwd=tmp_path)
+        assert again.returncode == 0, again.stderr
+        await run.wait_for(r"^\[crasher\] crasher got after$")
+        await run.wait_for(r"^\[echo\] echo got after on demo\.y$")
+
+        assert await run.stop(signal.SIGINT) == 0
+        assert run.count(r"^\[echo\] agent echo connected") == 1  # only the crashed one restarted
+        assert "MAIN BLOCK RAN" not in run.output
+        assert "hidden" not in run.output
+        assert "never imported" not in run.output
+        assert "Traceback" not in run.output
+
+        # Stopped cleanly: disconnected from the server (the stream ended, not timed out).
+        after = await loom("agents", "--json", "-a", address, cwd=tmp_path)
+        statuses = {json.loads(x)["id"]: json.loads(x)["status"] for x in after.stdout.splitlines()}
+        assert statuses == {"crasher": "disconnected", "echo": "disconnected"}
+
+
+async def test_without_an_address_it_embeds_a_server(tmp_path: Path) -> None:
+    folder = tmp_path / "one"
+    folder.mkdir()
+    (folder / "echo.py").write_text(ECHO)
+    async with running("run", str(folder / "echo.py"), cwd=tmp_path) as run:
+        address = (await run.wait_for(r"embedded server listening on (\S+:\d+)")).group(1)
+        await run.wait_for(r"^\[echo\] agent echo connected to ")
+        result = await loom("publish", "demo.z", "hello", "-a", address, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        await run.wait_for(r"^\[echo\] echo got hello on demo\.z$")
+        assert await run.stop(signal.SIGTERM) == 0
+
+
+async def test_an_agent_that_stops_by_itself_is_not_restarted(tmp_path: Path) -> None:
+    (tmp_path / "quitter.py").write_text(
+        "import os\n"
+        "from loom import Agent\n\n"
+        "async def on_start(ctx):\n"
+        "    print('done', flush=True)\n"
+        "    os.kill(os.getpid(), 15)  # SIGTERM: a clean stop, exit code 0\n\n"
+        "quitter = Agent('quitter', on_start=on_start)\n"
+    )
+    async with running("run", "quitter.py", cwd=tmp_path) as run:
+        await run.wait_for(r"^\[quitter\] stopped \(exit code 0\); not restarted$")
+        assert await run.wait() == 0  # no agent left: the run ends
+        assert run.count(r"^\[quitter\] done$") == 1
+
+
+@pytest.mark.parametrize(
+    ("files", "args", "needle"),
+    [
+        ({}, ["missing.py"], "missing.py: no such file or folder"),
+        ({"empty/x.txt": ""}, ["empty"], "holds no agent files"),
+        ({"plain.py": "x = 1\n"}, ["plain.py"], "no module-level Agent instance"),
+        ({"broken.py": "import nope_not_a_module\n"}, ["broken.py"], "ModuleNotFoundError"),
+        (
+            {
+                "a.py": "from loom import Agent\na = Agent('same')\n",
+                "b.py": "from loom import Agent\nb = Agent('same')\n",
+            },
+            ["a.py", "b.py"],
+            "agent 'same' is defined in both",
+        ),
+        (
+            {"two.py": "from loom import Agent\na = Agent('x')\nb = Agent('x')\n"},
+            ["two.py"],
+            "are both agent 'x'",
+        ),
+    ],
+)
+async def test_discovery_errors_stop_before_anything_starts(
+    tmp_path: Path, files: dict[str, str], args: list[str], needle: str
+) -> None:
+    for name, text in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    result = await loom("run", *args, cwd=tmp_path)
+    assert result.returncode == 1
+    err = result.stderr.decode()
+    assert err.startswith("loom run: ")
+    assert needle in err
+    assert "Traceback" not in err
+    assert b"listening" not in result.stdout
