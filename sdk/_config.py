@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 
+from loom.bridge import Limits, TLSConfig, is_loopback
 from loom.runtime import InvalidArgument
 
 __all__ = ["ConfigError", "ServeConfig", "load_config"]
@@ -31,7 +32,16 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         port: TCP port; 0 picks a free one.
         data_dir: where durable state lives (created if missing).
         log_level: debug, info, warning or error.
-        drain_grace_s: seconds a shutdown waits for queued events to drain.
+        drain_grace_s: seconds a shutdown waits for queued events to drain (and for calls in
+            flight on the bridge to finish).
+        token: bearer token every gRPC call must carry (``authorization: Bearer <token>``).
+        tls_cert_file: the server's TLS certificate chain (PEM); TLS is on when set.
+        tls_key_file: its private key (PEM).
+        tls_client_ca_file: CA bundle that client certificates must chain to (mutual TLS).
+        max_message_bytes: largest gRPC message accepted or sent.
+        max_topics_per_agent: topic patterns one agent may hold.
+        max_pending_tool_calls: tool calls pushed to one agent and not yet answered.
+        max_agents: registered agents.
     """
 
     host: str = "127.0.0.1"
@@ -39,6 +49,14 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     data_dir: str = ".loom"
     log_level: str = "info"
     drain_grace_s: float = 5.0
+    token: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_client_ca_file: str | None = None
+    max_message_bytes: int = Limits().max_message_bytes
+    max_topics_per_agent: int = Limits().max_topics_per_agent
+    max_pending_tool_calls: int = Limits().max_pending_tool_calls
+    max_agents: int = Limits().max_agents
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -47,6 +65,40 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             raise ConfigError(f"log_level must be one of {', '.join(_LOG_LEVELS)}")
         if self.drain_grace_s < 0:
             raise ConfigError(f"drain_grace_s must be >= 0, not {self.drain_grace_s}")
+        if self.token is not None and not self.token:
+            raise ConfigError("token must not be empty (leave it unset for none)")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ConfigError("tls_cert_file and tls_key_file go together: set both or neither")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ConfigError("tls_client_ca_file (mutual TLS) needs tls_cert_file, tls_key_file")
+        if not is_loopback(self.host) and self.token is None and self.tls_cert_file is None:
+            raise ConfigError(
+                f"host {self.host!r} is not a loopback address: set a token or TLS "
+                "(token, tls_cert_file/tls_key_file), or bind 127.0.0.1"
+            )
+        try:
+            self.limits()
+        except InvalidArgument as exc:
+            raise ConfigError(str(exc)) from None
+
+    def limits(self) -> Limits:
+        """The bridge's limits."""
+        return Limits(
+            max_message_bytes=self.max_message_bytes,
+            max_topics_per_agent=self.max_topics_per_agent,
+            max_pending_tool_calls=self.max_pending_tool_calls,
+            max_agents=self.max_agents,
+        )
+
+    def tls(self) -> TLSConfig | None:
+        """The bridge's TLS, or ``None``."""
+        if self.tls_cert_file is None or self.tls_key_file is None:
+            return None
+        return TLSConfig(
+            cert_file=self.tls_cert_file,
+            key_file=self.tls_key_file,
+            client_ca_file=self.tls_client_ca_file,
+        )
 
 
 _ENV = {
@@ -55,6 +107,14 @@ _ENV = {
     "LOOM_DATA_DIR": "data_dir",
     "LOOM_LOG_LEVEL": "log_level",
     "LOOM_DRAIN_GRACE": "drain_grace_s",
+    "LOOM_TOKEN": "token",
+    "LOOM_TLS_CERT": "tls_cert_file",
+    "LOOM_TLS_KEY": "tls_key_file",
+    "LOOM_TLS_CLIENT_CA": "tls_client_ca_file",
+    "LOOM_MAX_MESSAGE_BYTES": "max_message_bytes",
+    "LOOM_MAX_TOPICS_PER_AGENT": "max_topics_per_agent",
+    "LOOM_MAX_PENDING_TOOL_CALLS": "max_pending_tool_calls",
+    "LOOM_MAX_AGENTS": "max_agents",
 }
 
 

@@ -1,8 +1,9 @@
-"""``loom serve``: host the runtime until a signal asks it to stop.
+"""``loom serve``: host the runtime and its gRPC bridge until a signal asks it to stop.
 
-The composition root of a server process: it builds the bus (and, as later layers land, the
-actor runtime and the gRPC bridge), reports readiness through ``task_status``, and on SIGINT or
-SIGTERM drains within the configured grace before it returns.
+The composition root of a server process: it builds the bus, the actor runtime and the bridge
+server, reports readiness (the bound port) through ``task_status``, and on SIGINT or SIGTERM
+drains within the configured grace: the bridge first (health ``NOT_SERVING``, streams end with
+``UNAVAILABLE``, calls in flight get the grace), then the agents, then the bus.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import signal
 import anyio
 from anyio.abc import TaskStatus
 
-from loom.runtime import EventBus
+from loom.bridge import BridgeServer
+from loom.runtime import AgentRuntime, EventBus
 
 from ._config import ServeConfig
 
@@ -24,17 +26,45 @@ log = logging.getLogger("loom.serve")
 
 
 async def serve(
-    config: ServeConfig, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    config: ServeConfig, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED
 ) -> None:
-    """Run a Loom server until SIGINT or SIGTERM, then drain and stop."""
+    """Run a Loom server until SIGINT or SIGTERM, then drain and stop.
+
+    Reports the bound port through ``task_status`` once the bridge accepts calls, so
+    ``await tg.start(serve, config)`` returns it (``port = 0`` picks a free one).
+
+    Raises:
+        InsecureBind: a non-loopback host without a token or TLS.
+        BindError: the address cannot be bound.
+    """
     data_dir = await anyio.Path(config.data_dir).resolve()
     await data_dir.mkdir(parents=True, exist_ok=True)
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with EventBus(drain_grace=config.drain_grace_s) as bus:
+        async with (
+            EventBus(drain_grace=config.drain_grace_s) as bus,
+            AgentRuntime(bus) as runtime,
+            BridgeServer(
+                runtime,
+                host=config.host,
+                port=config.port,
+                token=config.token,
+                tls=config.tls(),
+                limits=config.limits(),
+                grace_s=config.drain_grace_s,
+            ) as server,
+        ):
             log.info("loom serve: event bus up (pid %d, data dir %s)", os.getpid(), data_dir)
-            task_status.started()
+            log.info(
+                "loom serve: listening on %s (%s%s)",
+                server.address,
+                "TLS" if config.tls_cert_file else "plaintext",
+                ", token required" if config.token else "",
+            )
+            task_status.started(server.port)
             async for signum in signals:
                 log.info("loom serve: %s received, draining", signal.Signals(signum).name)
                 break
+            await server.aclose()
+            await runtime.aclose()
             await bus.aclose()
     log.info("loom serve: stopped")

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import anyio
 
+from loom.bridge import BridgeError
+from loom.runtime import InvalidArgument
+
 from ._cmd_parsers import EPILOG as _COMMANDS_EPILOG
 from ._cmd_parsers import add_commands, run_command
 from ._config import ConfigError, load_config
@@ -23,6 +26,8 @@ examples:
   loom serve                         # 127.0.0.1:50051, data in ./.loom
   loom serve --port 0 --log-level debug
   LOOM_DATA_DIR=/var/lib/loom loom serve --config /etc/loom/loom.toml
+  LOOM_TOKEN=$(cat /run/secrets/loom) loom serve --host 0.0.0.0 \
+      --tls-cert server.pem --tls-key server.key --tls-client-ca clients-ca.pem
 """
 
 
@@ -59,6 +64,24 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--drain-grace", type=float, dest="drain_grace_s", help="seconds to drain on stop"
     )
+    sec = s.add_argument_group(
+        "security", "A non-loopback --host needs a token, TLS, or both (else loom refuses)."
+    )
+    sec.add_argument(
+        "--token", help="bearer token every call must carry (LOOM_TOKEN; prefer the variable)"
+    )
+    sec.add_argument("--tls-cert", dest="tls_cert_file", help="TLS certificate chain, PEM")
+    sec.add_argument("--tls-key", dest="tls_key_file", help="TLS private key, PEM")
+    sec.add_argument(
+        "--tls-client-ca",
+        dest="tls_client_ca_file",
+        help="CA for client certificates: turns on mutual TLS",
+    )
+    lim = s.add_argument_group("limits")
+    lim.add_argument("--max-message-bytes", type=int, help="largest gRPC message (4 MiB)")
+    lim.add_argument("--max-topics-per-agent", type=int, help="patterns per agent (256)")
+    lim.add_argument("--max-pending-tool-calls", type=int, help="unanswered calls per agent (1024)")
+    lim.add_argument("--max-agents", type=int, help="registered agents (10000)")
     add_commands(sub)  # run, agents, topics, tail, publish, call (sdk/_cmd_parsers.py)
     return parser
 
@@ -88,6 +111,14 @@ def main(argv: Sequence[str] | None = None) -> None:
                     "data_dir": args.data_dir,
                     "log_level": args.log_level,
                     "drain_grace_s": args.drain_grace_s,
+                    "token": args.token,
+                    "tls_cert_file": args.tls_cert_file,
+                    "tls_key_file": args.tls_key_file,
+                    "tls_client_ca_file": args.tls_client_ca_file,
+                    "max_message_bytes": args.max_message_bytes,
+                    "max_topics_per_agent": args.max_topics_per_agent,
+                    "max_pending_tool_calls": args.max_pending_tool_calls,
+                    "max_agents": args.max_agents,
                 },
             )
         except ConfigError as exc:
@@ -97,7 +128,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             stream=sys.stderr,
         )
-        anyio.run(serve, config)
+        try:
+            anyio.run(serve, config)
+        except (BridgeError, InvalidArgument) as exc:  # cannot bind, unreadable TLS files
+            sys.exit(f"loom: {exc}")
 
 
 if __name__ == "__main__":

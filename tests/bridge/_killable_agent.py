@@ -27,7 +27,7 @@ async def main(target: str, agent_id: str) -> None:
         await call.write(bridge_pb2.ClientEvent(ping=bridge_pb2.HeartbeatRequest(timestamp_ms=1)))
         while True:
             msg = await call.read()
-            if msg is grpc.aio.EOF:
+            if not isinstance(msg, bridge_pb2.ServerEvent):
                 return
             kind = msg.WhichOneof("msg")
             if kind == "pong":

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -176,7 +176,9 @@ class OldAgent:
         return frame
 
     async def answer(self, call_id: str, output: Any) -> None:
-        result = tools_pb2.ToolResult(id=call_id, status=tools_pb2.TOOL_OK, output=json.dumps(output))
+        result = tools_pb2.ToolResult(
+            id=call_id, status=tools_pb2.TOOL_OK, output=json.dumps(output)
+        )
         await self.send(bridge_pb2.ClientEvent(tool_result=result))
 
     async def close(self) -> None:
@@ -184,6 +186,14 @@ class OldAgent:
             await self.call.done_writing()
             self.call.cancel()
             self.call = None
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait for server-side state that has no event of its own to wait on (counters the
+    server updates as a stream ends); bounded, polled at a short interval."""
+    with anyio.fail_after(timeout):
+        while not predicate():  # noqa: ASYNC110  (no event exists for these counters)
+            await anyio.sleep(0.005)
 
 
 async def status_of(call: EventStreamCall) -> tuple[grpc.StatusCode, str]:

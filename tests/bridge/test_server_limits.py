@@ -10,7 +10,15 @@ from loom.bridge import Limits
 from loom.bridge._generated import bridge_pb2, tools_pb2
 from loom.runtime import Event, InvalidArgument
 
-from ._server_harness import OldAgent, channel, descriptor, event, serving, status_of
+from ._server_harness import (
+    OldAgent,
+    channel,
+    descriptor,
+    event,
+    serving,
+    status_of,
+    wait_until,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -58,7 +66,9 @@ async def test_max_pending_tool_calls() -> None:
             first: list[tools_pb2.ToolResult] = []
 
             async def call_first() -> None:
-                first.append(await caller.bridge.ForwardToolCall(tools_pb2.ToolCall(name="busy.op")))
+                first.append(
+                    await caller.bridge.ForwardToolCall(tools_pb2.ToolCall(name="busy.op"))
+                )
 
             tg.start_soon(call_first)
             pushed = await worker.next("tool_call")
@@ -79,9 +89,7 @@ async def test_max_agents_forgets_disconnected_agents_first() -> None:
         assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "max_agents = 2" in (info.value.details() or "")
         await a.close()
-        with anyio.fail_after(5):
-            while s.server.statistics()["connected"] != 1:
-                await anyio.sleep(0.005)
+        await wait_until(lambda: s.server.statistics()["connected"] == 1)
         await OldAgent(ch, "c").connect()  # "a" is forgotten to make room
         assert s.runtime.directory.get("a") is None
         call = await OldAgent(ch, "a").open(handshake=False)

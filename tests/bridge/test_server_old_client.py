@@ -15,7 +15,7 @@ from loom.bridge._generated import bridge_pb2, tools_pb2
 from loom.runtime import AgentStatus, Event
 from loom.runtime.tools import FunctionTool, ToolRegistry
 
-from ._server_harness import OldAgent, channel, descriptor, event, serving
+from ._server_harness import OldAgent, channel, descriptor, event, serving, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -33,7 +33,8 @@ async def test_register_handshake_publish_and_deliver() -> None:
         talker = await OldAgent(ch, "talker").connect()
         info = s.runtime.directory.get("listener")
         assert info is not None
-        assert info.remote and info.status is AgentStatus.RUNNING
+        assert info.remote
+        assert info.status is AgentStatus.RUNNING
         assert set(info.patterns) == {"agent.listener.replies", "orders.>"}
         assert [a.id for a in s.runtime.directory.by_topic("orders.eu.created")] == ["listener"]
 
@@ -117,7 +118,9 @@ async def _serve_tool(agent: OldAgent, answer: Any = None, *, calls: int = 1) ->
         frame = await agent.next("tool_call")
         args = json.loads(frame.tool_call.arguments)
         seen.append((frame.tool_call.name, args, frame.tool_call.timeout_ms))
-        await agent.answer(frame.tool_call.id, answer if answer is not None else args["a"] + args["b"])
+        await agent.answer(
+            frame.tool_call.id, answer if answer is not None else args["a"] + args["b"]
+        )
     return seen
 
 
@@ -238,21 +241,20 @@ async def test_the_callers_deadline_is_honoured() -> None:
         start = anyio.current_time()
         # The server ends the call at the deadline: the caller sees its answer (TOOL_TIMEOUT)
         # or gRPC's DEADLINE_EXCEEDED, whichever reaches it first; never a 60 s wait.
+        outcome: object
         try:
             result = await caller.bridge.ForwardToolCall(
                 tools_pb2.ToolCall(name="slow.op", arguments="{}", timeout_ms=60_000), timeout=0.3
             )
+            outcome = result.status
         except grpc.aio.AioRpcError as exc:
-            assert exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED
-        else:
-            assert result.status == tools_pb2.TOOL_TIMEOUT
+            outcome = exc.code()
+        assert outcome in (grpc.StatusCode.DEADLINE_EXCEEDED, tools_pb2.TOOL_TIMEOUT)
         assert anyio.current_time() - start < 1.5
         pushed = await provider.next("tool_call")
         # The agent was told the deadline, not the longer timeout_ms.
         assert 0 < pushed.tool_call.timeout_ms <= 300
-        with anyio.fail_after(2):
-            while s.server.statistics()["pending_tool_calls"]:
-                await anyio.sleep(0.01)
+        await wait_until(lambda: not s.server.statistics()["pending_tool_calls"])
         assert s.runtime.directory.get("slow").in_flight == 0  # type: ignore[union-attr]
 
 

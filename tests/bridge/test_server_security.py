@@ -161,7 +161,7 @@ async def test_mutual_tls_requires_a_client_certificate(tmp_path: Path) -> None:
 async def test_missing_tls_files_are_a_clear_error(tmp_path: Path) -> None:
     tls = TLSConfig(cert_file=str(tmp_path / "nope.crt"), key_file=str(tmp_path / "nope.key"))
     async with EventBus() as bus, AgentRuntime(bus) as runtime:
-        with pytest.raises(InvalidArgument, match="nope.key"):
+        with pytest.raises(InvalidArgument, match=r"nope\.key"):
             async with BridgeServer(runtime, tls=tls):
                 pass
 

@@ -115,7 +115,8 @@ async def test_event_bus_publish_subscribe_and_stats() -> None:
         )
         first = await sub.read()
         assert isinstance(first, bus_pb2.SubscribeResponse)
-        assert first.subscribed.ok and first.subscribed.subscription_id
+        assert first.subscribed.ok
+        assert first.subscribed.subscription_id
         (stats,) = [
             x for x in s.bus.statistics().subscriptions if x.id == first.subscribed.subscription_id
         ]
@@ -148,7 +149,8 @@ async def test_event_bus_publish_subscribe_and_stats() -> None:
         assert any(t.topic == "feed.a" and t.published == 2 for t in stats_msg.topics)
         assert any(x.pattern == "feed.*" for x in stats_msg.subscriptions)
         bare = await client.bus.GetStats(bus_pb2.GetStatsRequest())
-        assert not bare.subscriptions and not bare.topics
+        assert not bare.subscriptions
+        assert not bare.topics
         sub.cancel()
 
         refused = client.bus.Subscribe(bridge_pb2.SubscribeRequest(pattern="a..b"))

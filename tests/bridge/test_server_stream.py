@@ -213,7 +213,8 @@ async def test_end_of_stream_fails_pending_calls_at_once_and_disconnects() -> No
         info = s.runtime.directory.get("worker")
         assert info is not None
         assert info.status is AgentStatus.DISCONNECTED
-        assert info.patterns == () and info.capabilities == ()
+        assert info.patterns == ()
+        assert info.capabilities == ()
         assert s.bus.subscription_count() == subs_with_worker - 1  # its mailbox is gone
         assert s.runtime.directory.by_topic("jobs.x") == []
         assert s.server.statistics() == {"registered": 1, "connected": 0, "pending_tool_calls": 0}
@@ -224,7 +225,8 @@ async def test_end_of_stream_fails_pending_calls_at_once_and_disconnects() -> No
         again = OldAgent(ch, "worker")
         await again.open()
         info = s.runtime.directory.get("worker")
-        assert info is not None and info.status is AgentStatus.RUNNING
+        assert info is not None
+        assert info.status is AgentStatus.RUNNING
         await s.bus.publish("jobs.y", Event(type="job"))
         assert (await again.next("delivery")).delivery.topic == "jobs.y"
 
@@ -267,7 +269,8 @@ async def test_a_killed_agent_process_fails_its_call_within_a_second() -> None:
             (result,) = results
             assert result.status == tools_pb2.TOOL_ERROR
             info = s.runtime.directory.get("victim")
-            assert info is not None and info.status is AgentStatus.DISCONNECTED
+            assert info is not None
+            assert info.status is AgentStatus.DISCONNECTED
         finally:
             if proc.returncode is None:
                 proc.kill()
