@@ -1,0 +1,247 @@
+"""How fast is the gRPC bridge, next to plain grpc.aio doing the least it could?
+
+Everything runs in separate processes, as in production: ``loom serve`` (a subprocess), the
+remote agents (``benchmarks/_bridge_agents.py``, one process per role) and the raw grpc.aio
+echo server (``benchmarks/_raw_grpc.py``); this driver starts them, waits for each to say it
+is ready, and collects what they measured. Figures (one JSON line):
+
+* ``stream_events_per_s``: events from a remote publisher (``BridgeClient.publish``, what
+  ``ctx.emit`` calls) through the server to a remote subscriber ``Agent`` (handled by
+  ``on_event``), batching on; from the first publish to the last event handled.
+* ``raw_grpc_batched_events_per_s``: a plain grpc.aio bidirectional echo carrying 100
+  serialized events per message (the client parses every event that comes back).
+* ``stream_unbatched_events_per_s`` / ``raw_grpc_unbatched_msgs_per_s``: one event per gRPC
+  message both ways.
+* ``tool_rtt_p50_us`` / ``tool_rtt_p99_us``: a remote agent calling a tool another remote agent
+  declared (two hops: caller -> server -> provider and back).
+* ``runtime_tool_rtt_p50_us``: a remote agent calling a tool of the server's own runtime (one
+  hop).
+* ``raw_unary_p50_us``: a plain grpc.aio unary round trip of a small message.
+
+Each figure is the best of ``LOOM_BENCH_REPEATS`` runs (the machine is shared and noisy), the
+Loom and raw runs interleaved. ``LOOM_BENCH_PROFILE=path`` runs the server under cProfile and
+writes its stats there. See docs/performance.md for the targets and the latest figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import select
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import _raw_grpc as raw
+from benchmarks._util import emit
+
+EVENTS = int(os.environ.get("LOOM_BENCH_BRIDGE_EVENTS", "50000"))
+UNBATCHED = int(os.environ.get("LOOM_BENCH_BRIDGE_UNBATCHED", "10000"))
+CALLS = int(os.environ.get("LOOM_BENCH_BRIDGE_CALLS", "2000"))
+REPEATS = int(os.environ.get("LOOM_BENCH_REPEATS", "3"))
+PROFILE = os.environ.get("LOOM_BENCH_PROFILE", "")
+AGENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bridge_agents.py")
+TIMEOUT = 120.0
+
+# The one-hop figure calls ``bench.echo`` as a tool of the server's own runtime: cheap and
+# side-effect free, so the figure is the bridge's cost, not the tool's. ``loom serve``
+# registers no such tool, so that figure comes from a server process built the same way
+# (BridgeServer on an AgentRuntime) whose runtime has it (``_bridge_agents.py runtime-server``).
+RUNTIME_TOOL = "bench.echo"
+
+
+def _readline(proc: subprocess.Popen[str], deadline: float) -> str:
+    assert proc.stdout is not None
+    left = deadline - time.monotonic()
+    if left <= 0 or not select.select([proc.stdout], [], [], left)[0]:
+        raise TimeoutError(f"{proc.args!r} said nothing in time")
+    return proc.stdout.readline()
+
+
+class Role:
+    """One process of ``_bridge_agents.py``."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, AGENTS, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def expect(self, key: str) -> Any:
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            line = _readline(self.proc, deadline)
+            if not line:
+                raise RuntimeError(f"{self.proc.args!r} ended (code {self.proc.wait()})")
+            if line.startswith("{"):
+                message = json.loads(line)
+                if key in message:
+                    return message[key]
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Server:
+    """``loom serve`` on a free port, in its own process."""
+
+    def __init__(self, data_dir: str) -> None:
+        cmd = [sys.executable, "-m", "loom.cli", "serve", "--port", "0", "--data-dir", data_dir]
+        if PROFILE:  # the stats are written when the server exits (on SIGTERM, cleanly)
+            cmd = [sys.executable, "-m", "cProfile", "-o", PROFILE, *cmd[1:]]
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        deadline = time.monotonic() + TIMEOUT
+        self.log: list[str] = []
+        while True:
+            line = _readline(self.proc, deadline)
+            if not line:
+                raise RuntimeError("loom serve ended before it listened:\n" + "".join(self.log))
+            self.log.append(line)
+            match = re.search(r"listening on (\S+:\d+)", line)
+            if match:
+                self.address = match.group(1)
+                break
+        # Its log must keep flowing, or a full pipe would stall the server.
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.log.append(line)
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def stream_rate(address: str, n: int, batch: bool, run: int) -> float:
+    flag = "1" if batch else "0"
+    topic = f"bench.stream.r{run}"
+    sub = Role("subscriber", address, str(n), topic, flag)
+    pub = None
+    try:
+        sub.expect("ready")
+        pub = Role("publisher", address, str(n), topic, flag)
+        pub.expect("ready")
+        start = pub.expect("result")["start"]
+        end = sub.expect("result")["end"]
+    finally:
+        if pub is not None:
+            pub.close()
+        sub.close()
+    return float(n / (end - start))
+
+
+def _calls(address: str) -> dict[str, float]:
+    caller = Role("caller", address, str(CALLS), "bench.echo", '{"x": 1}')
+    try:
+        caller.expect("ready")
+        result: dict[str, float] = caller.expect("result")
+    finally:
+        caller.close()
+    return result
+
+
+def tool_rtts(address: str) -> tuple[dict[str, float], dict[str, float]]:
+    """(a remote agent's tool through ``address``, a runtime tool of a server's own)."""
+    provider = Role("tool-server", address)
+    try:
+        provider.expect("ready")
+        two_hops = _calls(address)
+    finally:
+        provider.close()
+    server = Role("runtime-server")
+    try:
+        one_hop = _calls(server.expect("address"))
+    finally:
+        server.close()
+    return two_hops, one_hop
+
+
+def main() -> None:
+    raw_proc, raw_port = raw.start_server()
+    figures: dict[str, float] = {}
+
+    def best(key: str, value: float, lower: bool = False) -> None:
+        old = figures.get(key)
+        if old is None or (value < old if lower else value > old):
+            figures[key] = value
+
+    with tempfile.TemporaryDirectory(prefix="loom-bench-") as data_dir:
+        server = Server(data_dir)
+        try:
+            for run in range(REPEATS):
+                best(
+                    "raw_grpc_batched_events_per_s",
+                    asyncio.run(raw.stream_events_per_s(raw_port, 100, EVENTS)),
+                )
+                best("stream_events_per_s", stream_rate(server.address, EVENTS, True, run))
+                best(
+                    "raw_grpc_unbatched_msgs_per_s",
+                    asyncio.run(raw.stream_events_per_s(raw_port, 1, UNBATCHED)),
+                )
+                best(
+                    "stream_unbatched_events_per_s",
+                    stream_rate(server.address, UNBATCHED, False, run + REPEATS),
+                )
+                best("raw_unary_p50_us", asyncio.run(raw.unary_p50_us(raw_port, CALLS)), True)
+                two_hops, one_hop = tool_rtts(server.address)
+                best("tool_rtt_p50_us", two_hops["p50_us"], True)
+                best("tool_rtt_p99_us", two_hops["p99_us"], True)
+                best("runtime_tool_rtt_p50_us", one_hop["p50_us"], True)
+        finally:
+            server.close()
+            raw.stop_server(raw_proc)
+
+    ratios = {
+        "stream_vs_raw_batched": figures["stream_events_per_s"]
+        / figures["raw_grpc_batched_events_per_s"],
+        "unbatched_vs_raw": figures["stream_unbatched_events_per_s"]
+        / figures["raw_grpc_unbatched_msgs_per_s"],
+        "runtime_tool_vs_raw_unary": figures["runtime_tool_rtt_p50_us"]
+        / figures["raw_unary_p50_us"],
+        "tool_vs_raw_unary": figures["tool_rtt_p50_us"] / figures["raw_unary_p50_us"],
+    }
+    targets = {
+        "stream_vs_raw_batched": ratios["stream_vs_raw_batched"] >= 0.5,
+        "unbatched_vs_raw": ratios["unbatched_vs_raw"] >= 0.8,
+        "runtime_tool_vs_raw_unary": ratios["runtime_tool_vs_raw_unary"] <= 1.2,
+        "tool_vs_raw_unary": ratios["tool_vs_raw_unary"] <= 2.4,
+    }
+    emit(
+        "bridge",
+        {
+            **{k: round(v, 1) for k, v in figures.items()},
+            **{f"ratio_{k}": round(v, 3) for k, v in ratios.items()},
+            **{f"met_{k}": v for k, v in targets.items()},
+            "events": EVENTS,
+            "unbatched_events": UNBATCHED,
+            "tool_calls": CALLS,
+            "runtime_tool": f"{RUNTIME_TOOL} (runtime of _bridge_agents.py runtime-server)",
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
