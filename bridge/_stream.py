@@ -401,6 +401,13 @@ class Session:
                     limits.max_topics_per_agent,
                     f"agent {self.agent_id} holds {self.remote.pattern_count()} patterns",
                 )
+            if not req.event_types and not req.buffer_size:
+                # A plain subscription joins the agent's mailbox, as ctx.subscribe does in
+                # process: an event that several of its patterns match arrives once, in
+                # order with the rest. (Removed by pattern; its id is the mailbox's.)
+                self.remote.add_pattern(req.pattern, qos=qos)
+                await self._send(result(True, self.remote.mailbox.id))
+                return
             sub = self.remote.subscribe(
                 req.pattern,
                 qos=qos,

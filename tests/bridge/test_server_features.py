@@ -119,6 +119,25 @@ async def test_dynamic_subscriptions_with_qos_and_type_filter() -> None:
         assert info.patterns == ("agent.dyn.replies",)
 
 
+async def test_overlapping_patterns_deliver_each_event_once() -> None:
+    """A plain dynamic subscription joins the agent's mailbox, as ctx.subscribe does in
+    process: an event its registered and dynamic patterns both match arrives once, in order."""
+    async with serving() as s, channel(s.target) as ch:
+        agent = await OldAgent(ch, "overlap").connect(topics=["input.*"])
+        result = await subscribe(agent, bridge_pb2.SubscribeRequest(pattern="input.x"))
+        assert result.ok
+        await s.bus.publish("input.x", Event(type="first"))
+        await s.bus.publish("input.y", Event(type="second"))
+        first = await agent.next("delivery")
+        second = await agent.next("delivery")
+        assert [first.delivery.event.type, second.delivery.event.type] == ["first", "second"]
+        await agent.ping(7)  # nothing else was queued before the pong: no duplicate
+        assert (await unsubscribe(agent, pattern="input.x")).ok
+        info = s.runtime.directory.get("overlap")
+        assert info is not None
+        assert set(info.patterns) == {"agent.overlap.replies", "input.*"}
+
+
 @pytest.mark.parametrize("qos", [event_pb2.QOS_REALTIME, event_pb2.QOS_BATCHED])
 async def test_a_slow_agent_gets_the_tier_it_asked_for(qos: int) -> None:
     async with serving(limits=Limits(outbound_queue=16)) as s, channel(s.target) as ch:
