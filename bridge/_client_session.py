@@ -45,6 +45,10 @@ if TYPE_CHECKING:
 
 __all__: list[str] = []
 
+# A publisher that never has to wait yields once every this many publishes, so it cannot
+# starve the writer (and its batches stay large: the writer sends what piled up meanwhile).
+_YIELD_EVERY = 64
+
 log = logging.getLogger("loom.bridge.client")
 
 FEATURES = (
@@ -123,6 +127,7 @@ class Session:
         self.features: frozenset[int] = frozenset()
         self._welcomed = anyio.Event()
         self._max_batch = 1
+        self._tick = 0
         self._acks = False
         self.credit = 0
         self._credit_changed = anyio.Event()
@@ -390,8 +395,20 @@ class Session:
         if self.ended:
             raise SessionEnded
         self.credit -= 1
+        out = Outgoing(msg, waiter)
         try:
-            await self._out_send.send(Outgoing(msg, waiter))
+            # Queue without yielding while there is room, so a fast publisher fills the queue
+            # and the writer sends it as one batch; anyio's send() would yield on every call
+            # and wake the writer for a single event each time.
+            try:
+                self._out_send.send_nowait(out)
+            except anyio.WouldBlock:
+                await self._out_send.send(out)
+            else:
+                self._tick += 1
+                if self._tick >= _YIELD_EVERY:  # a publishing loop must not starve the writer
+                    self._tick = 0
+                    await anyio.lowlevel.checkpoint()
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise SessionEnded from None
 

@@ -300,7 +300,7 @@ class Session:
         try:
             topic, event = publish_from_proto(publish)
         except WireError as exc:
-            await self._lane.send(
+            await self._queue(
                 _Publish(seq, credit=bool(seq), code="INVALID_ARGUMENT", reason=str(exc))
             )
             return
@@ -309,14 +309,22 @@ class Session:
             error = WrongAgent(
                 f"stream of agent {self.agent_id!r} cannot publish as {sender!r}; not published"
             )
-            await self._lane.send(
+            await self._queue(
                 _Publish(seq, credit=bool(seq), code=code_name(status_of(error)), reason=str(error))
             )
             return
         if not sender:  # stamped, so a reply to it finds this agent's mailbox
             envelope = msgspec.structs.replace(event.envelope, sender=self.agent_id)
             event = msgspec.structs.replace(event, envelope=envelope)
-        await self._lane.send(_Publish(seq, topic, event, credit=bool(seq)))
+        await self._queue(_Publish(seq, topic, event, credit=bool(seq)))
+
+    async def _queue(self, item: _Publish) -> None:
+        """Hand a publish to the publisher task, without a yield while the lane has room (so a
+        whole publish_batch is queued before the publisher runs, and acked once)."""
+        try:
+            self._lane.send_nowait(item)
+        except anyio.WouldBlock:
+            await self._lane.send(item)
 
     async def _reject(self, code: str, reason: str) -> None:
         """Queue a refusal decided here; with acks it is numbered and answered in order."""
@@ -324,13 +332,21 @@ class Session:
         if self._acks:
             self._seq += 1
             seq = self._seq
-        await self._lane.send(_Publish(seq, code=code, reason=reason))
+        await self._queue(_Publish(seq, code=code, reason=reason))
 
     async def _publisher(self) -> None:
         bus = self.hub.runtime.bus
         lane = self._lane_recv
         try:
-            async for item in lane:
+            while True:
+                try:
+                    item = lane.receive_nowait()
+                except anyio.WouldBlock:
+                    # The lane is drained: the burst is done, so ack it (once, not per event),
+                    # then wait for the next.
+                    if self._credit_back or self._rejections:
+                        await self._ack()
+                    item = await lane.receive()
                 if item.event is not None:
                     try:
                         try:
@@ -356,14 +372,14 @@ class Session:
                             sequence=item.seq, code=item.code, reason=item.reason
                         )
                     )
-                # Ack when the lane is empty (no added latency) or half the window is due back.
+                # Within a burst, ack when half the window is due back (so a long burst never
+                # stalls the client), or when rejections pile up.
                 if (
-                    lane.statistics().current_buffer_used == 0
-                    or 2 * self._credit_back >= self._window
+                    2 * self._credit_back >= self._window
                     or len(self._rejections) >= _MAX_REJECTIONS
                 ):
                     await self._ack()
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+        except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
             return
 
     async def _ack(self) -> None:
@@ -454,7 +470,12 @@ class Session:
         out = self._out
         try:
             async for delivery in sub:
-                await out.send(delivery)
+                # No yield while the queue has room: a burst reaches the writer whole and goes
+                # out as one batch (anyio's send() would wake the writer for every event).
+                try:
+                    out.send_nowait(delivery)
+                except anyio.WouldBlock:
+                    await out.send(delivery)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             return
 
