@@ -2,7 +2,22 @@
 
 from ._auth import TLSConfig as TLSConfig
 from ._auth import is_loopback as is_loopback
+from ._client import AgentRegistration as AgentRegistration
+from ._client import BridgeClient as BridgeClient
+from ._client import ClientOptions as ClientOptions
+from ._client import ClientStatistics as ClientStatistics
+from ._client import ClientTLS as ClientTLS
+from ._client_errors import ClientClosed as ClientClosed
+from ._client_errors import ConnectFailed as ConnectFailed
+from ._client_errors import ConnectionLost as ConnectionLost
+from ._client_errors import NotSupportedRemotely as NotSupportedRemotely
+from ._client_errors import PublishRejected as PublishRejected
+from ._client_errors import RegistrationRefused as RegistrationRefused
+from ._client_errors import SubscribeRefused as SubscribeRefused
 from ._limits import Limits as Limits
+from ._reconnect import Backoff as Backoff
+from ._reconnect import ConnectionStatus as ConnectionStatus
+from ._reconnect import ReconnectStatistics as ReconnectStatistics
 from ._server import BridgeServer as BridgeServer
 from ._server_errors import AgentConnected as AgentConnected
 from ._server_errors import BindError as BindError
@@ -25,16 +40,31 @@ from ._wire_types import ToolStatus as ToolStatus
 
 __all__ = [
     "AgentConnected",
+    "AgentRegistration",
+    "Backoff",
     "BindError",
+    "BridgeClient",
     "BridgeError",
     "BridgeServer",
+    "ClientClosed",
+    "ClientOptions",
+    "ClientStatistics",
+    "ClientTLS",
+    "ConnectFailed",
+    "ConnectionLost",
+    "ConnectionStatus",
     "HandshakeError",
     "InsecureBind",
     "LimitExceeded",
     "Limits",
     "NotRegistered",
+    "NotSupportedRemotely",
     "ProviderKind",
+    "PublishRejected",
+    "ReconnectStatistics",
+    "RegistrationRefused",
     "StatusError",
+    "SubscribeRefused",
     "TLSConfig",
     "ToolCallOutcome",
     "ToolCallRequest",

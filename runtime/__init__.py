@@ -33,6 +33,9 @@ from ._event import step_hop as step_hop
 from ._ids import new_id as new_id
 from ._ids import now_ms as now_ms
 from ._qos import QoS as QoS
+from ._remote import AgentExists as AgentExists
+from ._remote import RemoteAgent as RemoteAgent
+from ._remote import RemoteTool as RemoteTool
 from ._runtime import DEAD_LETTER_PREFIX as DEAD_LETTER_PREFIX
 from ._runtime import LIFECYCLE_PREFIX as LIFECYCLE_PREFIX
 from ._runtime import AgentNotFound as AgentNotFound
@@ -60,6 +63,7 @@ __all__ = [
     "DEAD_LETTER_PREFIX",
     "DEFAULT_TTL",
     "LIFECYCLE_PREFIX",
+    "AgentExists",
     "AgentInfo",
     "AgentNotFound",
     "AgentRuntime",
@@ -89,6 +93,8 @@ __all__ = [
     "LoomError",
     "NoResponders",
     "QoS",
+    "RemoteAgent",
+    "RemoteTool",
     "RequestTimeout",
     "Strategy",
     "Subscription",
