@@ -14,8 +14,10 @@ import msgspec
 
 from loom.bridge import Limits, TLSConfig, is_loopback
 from loom.runtime import InvalidArgument
+from loom.runtime.llm import LLMConfig, LLMConfigError, load_llm_config
+from loom.runtime.tools import McpConfigError, McpServerConfig, load_mcp_config
 
-__all__ = ["ConfigError", "ServeConfig", "load_config"]
+__all__ = ["ConfigError", "ServeConfig", "ServiceTables", "load_config", "load_tables"]
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -134,12 +136,9 @@ def load_config(
     """
     merged: dict[str, Any] = {}
     source = "defaults"
-    if toml_path is not None and toml_path.exists():
+    doc = _read_toml(toml_path)
+    if doc is not None:
         source = str(toml_path)
-        try:
-            doc = tomllib.loads(toml_path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"{toml_path}: {exc}") from exc
         serve = doc.get("serve", {})
         if not isinstance(serve, dict):
             raise ConfigError(f"{toml_path}: [serve] must be a table")
@@ -154,3 +153,44 @@ def load_config(
         return msgspec.convert(merged, ServeConfig, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"configuration ({source}): {exc}") from exc
+
+
+def _read_toml(toml_path: Path | None) -> dict[str, Any] | None:
+    """The parsed file, or ``None`` when there is none to read."""
+    if toml_path is None or not toml_path.exists():
+        return None
+    try:
+        return tomllib.loads(toml_path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{toml_path}: {exc}") from exc
+
+
+class ServiceTables(msgspec.Struct, frozen=True, kw_only=True):
+    """The other tables of ``loom.toml`` that a server uses.
+
+    Attributes:
+        mcp: the ``[mcp.<name>]`` servers whose tools the runtime offers.
+        llm: the ``[llm.<name>]`` providers, validated at start so a mistake shows at once
+            (``None`` when the file has no ``[llm]``).
+    """
+
+    mcp: Mapping[str, McpServerConfig] = msgspec.field(default_factory=dict)
+    llm: LLMConfig | None = None
+
+
+def load_tables(*, toml_path: Path | None, environ: Mapping[str, str]) -> ServiceTables:
+    """Decode ``[mcp]`` and ``[llm]`` of ``loom.toml`` (absent tables: none configured).
+
+    Raises:
+        ConfigError: a table is malformed; the message names the file, the server or
+            provider, and the key (never a secret).
+    """
+    doc = _read_toml(toml_path)
+    if doc is None:
+        return ServiceTables()
+    try:
+        mcp = load_mcp_config(doc.get("mcp", {}))
+        llm = load_llm_config(doc["llm"], environ=environ) if "llm" in doc else None
+    except (McpConfigError, LLMConfigError) as exc:
+        raise ConfigError(f"{toml_path}: {exc}") from exc
+    return ServiceTables(mcp=mcp, llm=llm)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 
 import anyio
 from anyio.abc import TaskStatus
@@ -18,20 +20,44 @@ from anyio.abc import TaskStatus
 from loom.bridge import BridgeServer
 from loom.runtime import AgentRuntime, EventBus
 
-from ._config import ServeConfig
+from ._config import ServeConfig, ServiceTables
 
 __all__ = ["serve"]
 
 log = logging.getLogger("loom.serve")
 
 
+@asynccontextmanager
+async def _mcp_hub(
+    tables: ServiceTables, runtime: AgentRuntime, environ: Mapping[str, str]
+) -> AsyncIterator[None]:
+    """The configured MCP servers, their tools in the runtime's registry (none: nothing)."""
+    if tables.llm is not None:
+        log.info("loom serve: LLM providers configured: %s", ", ".join(tables.llm.providers))
+    if not tables.mcp:
+        yield
+        return
+    from loom.runtime.tools import McpHub  # the mcp SDK loads only when it is used
+
+    async with McpHub(tables.mcp, runtime.tools, environ=environ) as hub:
+        log.info("loom serve: MCP servers: %s", ", ".join(hub.servers))
+        yield
+
+
 async def serve(
-    config: ServeConfig, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED
+    config: ServeConfig,
+    *,
+    tables: ServiceTables | None = None,
+    environ: Mapping[str, str] | None = None,
+    task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a Loom server until SIGINT or SIGTERM, then drain and stop.
 
     Reports the bound port through ``task_status`` once the bridge accepts calls, so
-    ``await tg.start(serve, config)`` returns it (``port = 0`` picks a free one).
+    ``await tg.start(serve, config)`` returns it (``port = 0`` picks a free one). The MCP
+    servers of ``tables`` are connected first and their tools registered in the runtime, so
+    every agent and ``ForwardToolCall`` can use them from the first call; ``environ`` is what
+    their ``pass_env``/``headers_env`` read.
 
     Raises:
         InsecureBind: a non-loopback host without a token or TLS.
@@ -40,9 +66,11 @@ async def serve(
     data_dir = await anyio.Path(config.data_dir).resolve()
     await data_dir.mkdir(parents=True, exist_ok=True)
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        tables = tables if tables is not None else ServiceTables()
         async with (
             EventBus(drain_grace=config.drain_grace_s) as bus,
             AgentRuntime(bus) as runtime,
+            _mcp_hub(tables, runtime, environ or {}),
             BridgeServer(
                 runtime,
                 host=config.host,

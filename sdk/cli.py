@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -16,7 +17,7 @@ from loom.runtime import InvalidArgument
 
 from ._cmd_parsers import EPILOG as _COMMANDS_EPILOG
 from ._cmd_parsers import add_commands, run_command
-from ._config import ConfigError, load_config
+from ._config import ConfigError, load_config, load_tables
 from ._serve import serve
 
 __all__ = ["main"]
@@ -121,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     "max_agents": args.max_agents,
                 },
             )
+            tables = load_tables(toml_path=toml_path, environ=os.environ)
         except ConfigError as exc:
             sys.exit(f"loom: {exc}")
         logging.basicConfig(
@@ -129,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             stream=sys.stderr,
         )
         try:
-            anyio.run(serve, config)
+            anyio.run(functools.partial(serve, config, tables=tables, environ=os.environ))
         except (BridgeError, InvalidArgument) as exc:  # cannot bind, unreadable TLS files
             sys.exit(f"loom: {exc}")
 
