@@ -40,7 +40,7 @@ lint: $(STAMP) ## ruff
 	$(BIN)/ruff format --check .
 
 type: $(STAMP) ## mypy --strict over the code and the tests
-	$(BIN)/mypy runtime bridge sdk tests benchmarks
+	$(BIN)/mypy runtime bridge sdk tests benchmarks examples
 
 proto: $(STAMP) ## Regenerate the gRPC code from proto/
 	$(PY) scripts/gen_protos.py
