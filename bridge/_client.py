@@ -59,7 +59,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from loom.bridge._generated import bridge_pb2, bridge_pb2_grpc
+from loom.bridge._generated import bridge_pb2, bridge_pb2_grpc, tools_pb2, tools_pb2_grpc
 from loom.runtime import (
     Delivery,
     Event,
@@ -80,6 +80,7 @@ from ._client_tools import error_from_rpc
 from ._convert import (
     publish_to_proto,
     tool_call_to_proto,
+    tool_descriptor_from_proto,
     tool_descriptor_to_proto,
     tool_result_from_proto,
 )
@@ -810,6 +811,29 @@ class BridgeClient:
                 outcome, tool=name, timeout=timeout if timeout is not None else budget
             )
         raise ToolTimeout(timeout if timeout is not None else budget, tool=name)
+
+    async def list_tools(self, *, prefix: str = "") -> list[ToolDescriptor]:
+        """Every tool callable through the server now (``ToolService.ListTools``): agents'
+        capabilities, local and remote, then the runtime's own tools (native, MCP).
+
+        Raises:
+            ConnectionLost: the server did not answer within ``rpc_timeout``.
+            ClientClosed: the client is closed.
+        """
+        await self._ready()
+        assert self._channel is not None
+        stub = tools_pb2_grpc.ToolServiceStub(self._channel)
+        try:
+            response = await _unary(
+                stub.ListTools(
+                    tools_pb2.ListToolsRequest(name_prefix=prefix),
+                    timeout=self.options.rpc_timeout,
+                    metadata=self._metadata(),
+                )
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise ConnectionLost(f"ToolService.ListTools failed: {exc.details()}") from None
+        return [tool_descriptor_from_proto(t) for t in response.tools]
 
     async def heartbeat(self) -> float:
         """Call the unary ``Heartbeat``; return the round trip in seconds.

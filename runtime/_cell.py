@@ -28,7 +28,7 @@ from ._replies import router_for
 from ._subscription import Subscription
 from ._supervision import Strategy
 from ._timers import Timer, TimerSet
-from .tools import ToolRegistry
+from .tools import ToolRegistry, ToolSpec
 
 if TYPE_CHECKING:
     from ._runtime import AgentRuntime
@@ -464,6 +464,21 @@ class Cell:
         self, name: str, arguments: Mapping[str, Any] | str, *, timeout: float | None
     ) -> Any:
         return await self.runtime.call_tool(name, arguments, timeout=timeout)
+
+    async def list_tools(self) -> list[ToolSpec]:
+        from ._remote import tool_inventory
+
+        seen: dict[str, ToolSpec] = {}
+        for entry in tool_inventory(self.runtime):
+            tool = entry.tool
+            if entry.agent_id == self.id or tool.name in seen:
+                continue
+            seen[tool.name] = ToolSpec(
+                name=tool.name,
+                description=tool.description,
+                parameters_schema=dict(tool.parameters_schema),
+            )
+        return list(seen.values())
 
     async def subscribe(self, pattern: str, *, qos: QoS | None) -> None:
         if self.mailbox.add_pattern(pattern, qos=qos):

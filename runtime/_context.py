@@ -16,6 +16,7 @@ from ._envelope_build import child_envelope
 from ._errors import LoomError
 from ._event import Envelope, Event, mailbox_topic, reply_topic
 from ._qos import QoS
+from .tools import ToolSpec
 
 if TYPE_CHECKING:
     from ._behaviour import AgentSpec, HasAgentSpec
@@ -49,6 +50,8 @@ class ContextHost(Protocol):
     async def subscribe(self, pattern: str, *, qos: QoS | None) -> None: ...
 
     async def unsubscribe(self, pattern: str) -> None: ...
+
+    async def list_tools(self) -> list[ToolSpec]: ...
 
     async def spawn(self, agent: AgentSpec | HasAgentSpec) -> str: ...
 
@@ -210,6 +213,13 @@ class Context:
             ToolNotFound, InvalidArguments, ToolTimeout, ToolPermissionDenied, ToolFailed.
         """
         return await self._host.call_tool(name, arguments or {}, timeout=timeout)
+
+    async def list_tools(self) -> list[ToolSpec]:
+        """Every tool ``ctx.tool`` can call now, but this agent's own capabilities: other
+        agents' capabilities (local and remote), then the runtime's tools (native, MCP). In
+        process it reads the runtime; through the bridge it asks the server
+        (``ToolService.ListTools``)."""
+        return await self._host.list_tools()
 
     async def subscribe(self, pattern: str, *, qos: QoS | None = None) -> None:
         """Also receive events on ``pattern`` in this agent's mailbox."""

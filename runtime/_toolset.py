@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from .llm._types import ToolSpec
 from .tools import JSONObject, Tool, ToolNotFound, ToolRegistry
+from .tools import ToolSpec as ListedTool
 
 if TYPE_CHECKING:
     from ._context import Context
     from ._runtime import AgentRuntime
 
-__all__ = ["PeerCapabilities", "ToolCaller", "Toolset", "TurnTools"]
+__all__ = ["PeerCapabilities", "PeerSource", "RemotePeers", "ToolCaller", "Toolset", "TurnTools"]
 
 log = logging.getLogger("loom.runtime.loop")
 
@@ -116,6 +117,67 @@ class PeerCapabilities:
         )
 
 
+class PeerSource(Protocol):
+    """Where a toolset finds other agents' tools: :class:`PeerCapabilities` (in process) or
+    :class:`RemotePeers` (through the bridge)."""
+
+    def tools(self) -> list[Tool]: ...
+
+
+class RemotePeers:
+    """The tools a handler's ``ctx`` can call, for an agent connected through the bridge:
+    other agents' capabilities and the server's own tools (native, MCP), as the server lists
+    them (``ctx.list_tools``), called through ``ctx.tool``.
+
+    Listing needs a round trip, so it is not done by :meth:`tools`: call :meth:`refresh`
+    before a turn (``CognitiveAgent`` does) and every turn sees the list as it was then.
+
+    Args:
+        ctx: the handler's context.
+        names: the tool names to offer, or ``"all"``.
+    """
+
+    def __init__(self, ctx: Context, names: Iterable[str] | Literal["all"] = "all") -> None:
+        self._ctx = ctx
+        self._names: frozenset[str] | None = None if names == "all" else frozenset(names)
+        self._tools: list[Tool] = []
+
+    async def refresh(self) -> None:
+        """List the tools again (one ``ToolService.ListTools`` round trip)."""
+        found: list[Tool] = []
+        for spec in await self._ctx.list_tools():
+            if self._names is None or spec.name in self._names:
+                found.append(_PeerTool(_Described(spec), self._ctx.tool))
+        self._tools = found
+
+    def tools(self) -> list[Tool]:
+        return list(self._tools)
+
+
+class _Described:
+    """A tool known by its description only; it is always called through its route."""
+
+    __slots__ = ("_spec",)
+
+    def __init__(self, spec: ListedTool) -> None:
+        self._spec = spec
+
+    @property
+    def name(self) -> str:
+        return self._spec.name
+
+    @property
+    def description(self) -> str:
+        return self._spec.description
+
+    @property
+    def parameters_schema(self) -> JSONObject:
+        return self._spec.parameters_schema
+
+    async def call(self, arguments: JSONObject) -> Any:
+        raise ToolNotFound(self._spec.name)  # never reached: peers are called via their caller
+
+
 class _PeerTool:
     """A capability described by its owner and called through the runtime."""
 
@@ -198,7 +260,7 @@ class Toolset:
         registries: Iterable[ToolRegistry] = (),
         *,
         tools: Iterable[Tool] = (),
-        peers: PeerCapabilities | None = None,
+        peers: PeerSource | None = None,
         default_timeout: float = 30.0,
     ) -> None:
         self._registries = list(registries)

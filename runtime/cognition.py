@@ -26,6 +26,8 @@ from ._strategies import ToolCalling as ToolCalling
 from ._strategies import parse_text_step as parse_text_step
 from ._strategies import split_final_answer as split_final_answer
 from ._toolset import PeerCapabilities as PeerCapabilities
+from ._toolset import PeerSource as PeerSource
+from ._toolset import RemotePeers as RemotePeers
 from ._toolset import ToolCaller as ToolCaller
 from ._toolset import Toolset as Toolset
 from ._toolset import TurnTools as TurnTools
@@ -36,6 +38,8 @@ __all__ = [
     "LoopConfig",
     "OutcomeKind",
     "PeerCapabilities",
+    "PeerSource",
+    "RemotePeers",
     "StrategyName",
     "TextChunk",
     "TextStep",

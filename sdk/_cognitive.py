@@ -47,6 +47,8 @@ from loom.runtime.cognition import (
     Loop,
     LoopConfig,
     PeerCapabilities,
+    PeerSource,
+    RemotePeers,
     StrategyName,
     Toolset,
     Turn,
@@ -158,6 +160,7 @@ class CognitiveAgent(Agent):
         self.stream_topic = stream_topic or f"agent.{self.agent_id}.stream"
         self._tracer_provider = tracer_provider
         self._store: MemoryStore | None = None
+        self._remote_peers: RemotePeers | None = None
         self._owns_store = False
         self._loop: Loop | None = None
         self._turns: dict[str, Turn] = {}
@@ -173,12 +176,16 @@ class CognitiveAgent(Agent):
             self._owns_store = True
         else:
             self._store = InMemoryStore()
+        peers: PeerSource | None = None
+        if self._use == "all" or self._use:
+            # In process the runtime describes the peers; through the bridge the server lists
+            # them (refreshed before each turn, see respond()).
+            peers = PeerCapabilities.of_context(ctx, self._use) or RemotePeers(ctx, self._use)
+        self._remote_peers = peers if isinstance(peers, RemotePeers) else None
         toolset = Toolset(
             [self._tools] if isinstance(self._tools, ToolRegistry) else (),
             tools=() if isinstance(self._tools, ToolRegistry) else self._tools,
-            peers=PeerCapabilities.of_context(ctx, self._use)
-            if self._use == "all" or self._use
-            else None,
+            peers=peers,
         )
         self._loop = Loop(
             self.llm,
@@ -255,6 +262,8 @@ class CognitiveAgent(Agent):
                 metadata=stream_metadata,
             )
 
+        if self._remote_peers is not None:
+            await self._remote_peers.refresh()  # the tools the server offers now
         turn = loop.turn(context, self.perceive(event), event=event, on_update=on_update)
         self._turns[thread] = turn
         try:

@@ -42,6 +42,7 @@ letters of the agent go to the server's ``loom.deadletter.{id}`` as they do in p
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import signal
 from collections.abc import Mapping, MutableMapping, Sequence
@@ -93,9 +94,11 @@ from loom.runtime import (
     mailbox_topic,
     new_id,
 )
-from loom.runtime.tools import Tool, ToolError, ToolFailed
+from loom.runtime.tools import Tool, ToolError, ToolFailed, ToolSpec
 
 __all__ = ["RemoteHost", "run_agent", "serve_agent", "tool_descriptors"]
+
+_PROVIDER_KEY = "loom.agent"  # ToolService.ListTools: the agent that provides a tool
 
 log = logging.getLogger("loom.agent")
 
@@ -179,6 +182,21 @@ class RemoteHost:
         text = arguments if isinstance(arguments, str) else _encoder.encode(arguments).decode()
         output = await self._client.call_tool(name, text, timeout=timeout)
         return decode_output(output)
+
+    async def list_tools(self) -> list[ToolSpec]:
+        specs = []
+        for desc in await self._client.list_tools():
+            if desc.metadata.get(_PROVIDER_KEY) == self._agent_id:
+                continue  # this agent's own capabilities
+            try:
+                schema = json.loads(desc.parameters_schema or "{}")
+            except ValueError:
+                continue  # a provider's broken schema: not offered, as in process
+            if isinstance(schema, dict):
+                specs.append(
+                    ToolSpec(name=desc.name, description=desc.description, parameters_schema=schema)
+                )
+        return specs
 
     async def subscribe(self, pattern: str, *, qos: QoS | None) -> None:
         client = self._client

@@ -340,3 +340,53 @@ async def test_responding_before_start_is_refused() -> None:
     ctx: Any = None
     with pytest.raises(InvalidArgument, match="not started"):
         await agent.respond(ctx, Event())
+
+
+@capability("math.add")
+async def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+async def test_a_remote_cognitive_agent_uses_the_servers_tools() -> None:
+    """Connected through the bridge, the agent is offered what the server lists (another
+    agent's capability, a tool of the server's runtime) and calls them through it."""
+    from loom._remote import serve_agent
+    from loom.bridge import BridgeServer
+    from loom.runtime.tools import ToolRegistry
+
+    runtime_tools = ToolRegistry()
+    runtime_tools.register(add)
+    async with ScriptedLLMServer() as server, provider_for(server) as llm:
+        server.push(
+            Reply(
+                tool_calls=[
+                    ScriptedToolCall(name="text_upper", arguments={"text": "abc"}),
+                    ScriptedToolCall(name="math_add", arguments={"a": 2, "b": 3}),
+                ]
+            ),
+            Reply(text="ABC and 5."),
+        )
+        agent = CognitiveAgent(
+            "far-writer", llm=llm, use_capabilities=["text.upper", "math.add"], topics=["ask.*"]
+        )
+        async with (
+            EventBus() as bus,
+            AgentRuntime(bus, tools=runtime_tools) as runtime,
+            BridgeServer(runtime, port=0) as bridge,
+            bus.subscribe("test.answers") as answers,
+        ):
+            await runtime.start(Agent("helper", capabilities=[upper]))
+            async with anyio.create_task_group() as tg:
+                await tg.start(serve_agent, agent, bridge.address)
+                info = runtime.directory.get("far-writer")
+                assert info is not None
+                assert info.remote
+                await bus.publish("ask.x", ask("shout abc, add 2 and 3"))
+                reply = await next_of(answers, "agent.answer")
+                tg.cancel_scope.cancel()
+    assert reply.payload == b"ABC and 5."
+    offered = {tool["function"]["name"] for tool in server.requests[0].tools}
+    assert offered == {"text_upper", "math_add"}
+    results = [m["content"] for m in server.requests[1].messages if m["role"] == "tool"]
+    assert results == ["ABC", "5"]
