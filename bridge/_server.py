@@ -30,9 +30,16 @@ from loom.bridge._generated import (
     tools_pb2,
     tools_pb2_grpc,
 )
-from loom.runtime import AgentRuntime, AgentStatus, BusClosed, InvalidArgument, validate_pattern
+from loom.runtime import (
+    AgentExists,
+    AgentRuntime,
+    AgentStatus,
+    BusClosed,
+    InvalidArgument,
+    RemoteTool,
+    validate_pattern,
+)
 from loom.runtime import validate_agent_id as _validate_agent_id
-from loom.runtime._remote import AgentExists, RemoteTool
 from loom.runtime.tools import JSONObject, ToolRegistry
 
 from ._auth import TLSConfig, TokenInterceptor, check_bind

@@ -13,6 +13,7 @@ import math
 import grpc
 
 from loom.runtime import (
+    AgentExists,
     AgentNotFound,
     BusClosed,
     DeadlineExceeded,
@@ -21,7 +22,6 @@ from loom.runtime import (
     SubscriptionClosed,
     WouldBlock,
 )
-from loom.runtime._remote import AgentExists
 from loom.runtime.tools import (
     InvalidArguments,
     ToolError,

@@ -39,12 +39,12 @@ from loom.runtime import (
     Delivery,
     Event,
     InvalidArgument,
+    RemoteAgent,
     Subscription,
     WouldBlock,
     mailbox_topic,
     new_id,
 )
-from loom.runtime._remote import RemoteAgent
 from loom.runtime.tools import JSONObject, ToolFailed
 
 from ._calls import decode_output, disconnected_outcome

@@ -14,6 +14,8 @@ from ._context import ContextHost as ContextHost
 from ._directory import AgentInfo as AgentInfo
 from ._directory import AgentStatus as AgentStatus
 from ._directory import Directory as Directory
+from ._envelope_build import child_envelope as child_envelope
+from ._envelope_build import request_event as request_event
 from ._errors import BusClosed as BusClosed
 from ._errors import DeadlineExceeded as DeadlineExceeded
 from ._errors import InvalidArgument as InvalidArgument
@@ -36,6 +38,8 @@ from ._qos import QoS as QoS
 from ._remote import AgentExists as AgentExists
 from ._remote import RemoteAgent as RemoteAgent
 from ._remote import RemoteTool as RemoteTool
+from ._remote import ToolProvider as ToolProvider
+from ._remote import tool_inventory as tool_inventory
 from ._runtime import DEAD_LETTER_PREFIX as DEAD_LETTER_PREFIX
 from ._runtime import LIFECYCLE_PREFIX as LIFECYCLE_PREFIX
 from ._runtime import AgentNotFound as AgentNotFound
@@ -103,9 +107,11 @@ __all__ = [
     "SupervisionPolicy",
     "TTLExpired",
     "Timer",
+    "ToolProvider",
     "TopicStats",
     "Transport",
     "WouldBlock",
+    "child_envelope",
     "context_from_envelope",
     "envelope_with_context",
     "mailbox_topic",
@@ -114,7 +120,9 @@ __all__ = [
     "pattern_matches",
     "reply_envelope",
     "reply_topic",
+    "request_event",
     "step_hop",
+    "tool_inventory",
     "validate_agent_id",
     "validate_pattern",
     "validate_topic",

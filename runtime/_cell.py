@@ -20,9 +20,9 @@ from ._behaviour import AgentSpec, Behaviour, HasAgentSpec
 from ._bus import EventBus
 from ._context import Context
 from ._directory import AgentStatus
+from ._envelope_build import request_event
 from ._errors import BusClosed, InvalidArgument, WouldBlock
-from ._event import DEFAULT_TTL, Delivery, Envelope, Event, mailbox_topic
-from ._ids import new_id
+from ._event import Delivery, Event, mailbox_topic
 from ._qos import QoS
 from ._replies import router_for
 from ._subscription import Subscription
@@ -437,26 +437,13 @@ class Cell:
         parent: Event | None,
     ) -> Event:
         router = router_for(self.runtime.bus)
-        request_id = new_id()
-        penv = None if parent is None else parent.envelope
-        envelope = Envelope(
-            # A request outside any thread starts one, named after itself.
-            thread_id=(penv.thread_id if penv is not None and penv.thread_id else request_id),
-            correlation_id=request_id,
+        event = request_event(
+            payload,
+            type=type,
+            metadata=metadata,
             sender=self.id,
             reply_to=router.inbox(self.id),
-            ttl=DEFAULT_TTL if penv is None else penv.ttl,
-            hop=0 if penv is None else penv.hop + 1,
-            traceparent="" if penv is None else penv.traceparent,
-            tracestate="" if penv is None else penv.tracestate,
-        )
-        event = Event(
-            id=request_id,
-            type=type or "request",
-            source=self.id,
-            payload=payload,
-            metadata=dict(metadata) if metadata else {},
-            envelope=envelope,
+            parent=parent,
         )
         return await router.call(topic, event, timeout=timeout)
 

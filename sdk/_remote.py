@@ -72,7 +72,6 @@ from loom.bridge._wire_types import (
 )
 from loom.runtime import (
     DEAD_LETTER_PREFIX,
-    DEFAULT_TTL,
     LIFECYCLE_PREFIX,
     AgentRuntime,
     AgentSpec,
@@ -80,7 +79,6 @@ from loom.runtime import (
     Behaviour,
     BusClosed,
     Context,
-    Envelope,
     Event,
     EventBus,
     HasAgentSpec,
@@ -92,7 +90,7 @@ from loom.runtime import (
     context_from_envelope,
     envelope_with_context,
     mailbox_topic,
-    new_id,
+    request_event,
 )
 from loom.runtime.tools import Tool, ToolError, ToolFailed, ToolSpec
 
@@ -152,27 +150,15 @@ class RemoteHost:
         timeout: float,
         parent: Event | None,
     ) -> Event:
-        request_id = new_id()
-        penv = None if parent is None else parent.envelope
-        envelope = Envelope(
-            thread_id=(penv.thread_id if penv is not None and penv.thread_id else request_id),
-            correlation_id=request_id,
+        event = request_event(
+            payload,
+            type=type,
+            metadata=metadata,
             sender=self._agent_id,
             # The mailbox: the server subscribes every agent to it, and the reply is taken
             # out of the stream by correlation id before it would reach the handler.
             reply_to=mailbox_topic(self._agent_id),
-            ttl=DEFAULT_TTL if penv is None else penv.ttl,
-            hop=0 if penv is None else penv.hop + 1,
-            traceparent="" if penv is None else penv.traceparent,
-            tracestate="" if penv is None else penv.tracestate,
-        )
-        event = Event(
-            id=request_id,
-            type=type or "request",
-            source=self._agent_id,
-            payload=payload,
-            metadata=dict(metadata) if metadata else {},
-            envelope=envelope,
+            parent=parent,
         )
         return await self._client.request(topic, _traced(event), timeout=timeout)
 
