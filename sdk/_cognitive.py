@@ -56,7 +56,7 @@ from loom.runtime.cognition import (
     TurnUpdate,
 )
 from loom.runtime.context import AgentContext, InMemoryStore, MemoryStore, SQLiteStore
-from loom.runtime.llm import LLM
+from loom.runtime.llm import LLM, ModelRouter, RouteDecision
 from loom.runtime.tools import Tool, ToolRegistry
 
 from ._agent import Agent
@@ -161,6 +161,7 @@ class CognitiveAgent(Agent):
         self._tracer_provider = tracer_provider
         self._store: MemoryStore | None = None
         self._remote_peers: RemotePeers | None = None
+        self._decisions: list[RouteDecision] = []
         self._owns_store = False
         self._loop: Loop | None = None
         self._turns: dict[str, Turn] = {}
@@ -187,6 +188,9 @@ class CognitiveAgent(Agent):
             tools=() if isinstance(self._tools, ToolRegistry) else self._tools,
             peers=peers,
         )
+        if isinstance(self.llm, ModelRouter):
+            # Published after each turn as llm.route debug events (see respond()).
+            self.llm.add_decision_listener(self._decisions.append)
         self._loop = Loop(
             self.llm,
             tools=toolset,
@@ -203,6 +207,8 @@ class CognitiveAgent(Agent):
         ``stop_timeout_s``); turns still running in other tasks are cancelled first.
         """
         self.cancel()
+        if isinstance(self.llm, ModelRouter):
+            self.llm.remove_decision_listener(self._decisions.append)
         try:
             await super().on_stop(ctx)
         finally:
@@ -271,6 +277,16 @@ class CognitiveAgent(Agent):
         finally:
             if self._turns.get(thread) is turn:
                 del self._turns[thread]
+        # Every routing decision, as a debug event with its reason (decisions of turns that
+        # ran side by side go out with whichever turn ends first, each exactly once).
+        decisions, self._decisions[:] = list(self._decisions), []
+        for decision in decisions:
+            await ctx.emit(
+                stream_topic,
+                _encoder.encode(decision),
+                type="llm.route",
+                metadata={**stream_metadata, "reason": decision.reason},
+            )
         await ctx.emit(
             stream_topic, _encoder.encode(outcome), type="turn.end", metadata=stream_metadata
         )

@@ -127,7 +127,9 @@ class ModelRouter:
         if unknown:
             raise InvalidArgument(f"the router's order names unknown providers: {unknown}")
         self._tracer = (tracer_provider or NoOpTracerProvider()).get_tracer("loom.runtime.llm")
-        self._on_decision = on_decision
+        self._listeners: list[Callable[[RouteDecision], None]] = (
+            [on_decision] if on_decision is not None else []
+        )
         self._name = name
         self._owns = owns_providers
 
@@ -151,6 +153,15 @@ class ModelRouter:
             on_decision=on_decision,
             owns_providers=True,
         )
+
+    def add_decision_listener(self, listener: Callable[[RouteDecision], None]) -> None:
+        """Also call ``listener`` with every decision (it must not block)."""
+        self._listeners.append(listener)
+
+    def remove_decision_listener(self, listener: Callable[[RouteDecision], None]) -> None:
+        """Stop calling ``listener``; unknown listeners are ignored."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
 
     @property
     def name(self) -> str:
@@ -233,11 +244,11 @@ class ModelRouter:
         if not decision.chosen:
             span.set_status(StatusCode.ERROR, decision.reason)
         _log.debug("llm route: %s", decision.reason)
-        if self._on_decision is not None:
+        for listener in list(self._listeners):
             try:
-                self._on_decision(decision)
+                listener(decision)
             except Exception:
-                _log.exception("the on_decision hook of router %r failed", self._name)
+                _log.exception("an on_decision listener of router %r failed", self._name)
 
     def _give_up(self, decision: RouteDecision) -> NoProviderAvailable:
         return NoProviderAvailable(decision.reason, decision=decision)

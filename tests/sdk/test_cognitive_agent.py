@@ -390,3 +390,39 @@ async def test_a_remote_cognitive_agent_uses_the_servers_tools() -> None:
     assert offered == {"text_upper", "math_add"}
     results = [m["content"] for m in server.requests[1].messages if m["role"] == "tool"]
     assert results == ["ABC", "5"]
+
+
+async def test_routing_decisions_are_published_as_debug_events() -> None:
+    """With a ModelRouter, every decision goes out on the stream topic as an ``llm.route``
+    event, with its reason, before the turn's end."""
+    from loom.runtime.llm import ModelRouter
+
+    async with ScriptedLLMServer() as server, provider_for(server) as up:
+        server.push(Reply(text="routed"))
+        down = OpenAIProvider(
+            "down",
+            ProviderConfig(
+                kind="openai",
+                model="m",
+                base_url="http://127.0.0.1:9/v1",  # the discard port: refused at once
+                timeout_s=2.0,
+                max_retries=0,
+            ),
+        )
+        router = ModelRouter({"down": down, "up": up}, owns_providers=False)
+        agent = CognitiveAgent("routed", llm=router, topics=["ask.*"])
+        async with (
+            hosting(agent) as (bus, _),
+            bus.subscribe(agent.stream_topic) as stream,
+            bus.subscribe("test.answers") as answers,
+        ):
+            await bus.publish("ask.x", ask("hi"))
+            route = await next_of(stream, "llm.route")
+            await next_of(stream, "turn.end")
+            reply = await next_of(answers, "agent.answer")
+        await down.aclose()
+    decision = msgspec.json.decode(route.payload)
+    assert decision["chosen"] == "up"
+    assert [a["provider"] for a in decision["attempts"]] == ["down", "up"]
+    assert "up" in route.metadata["reason"]
+    assert reply.payload == b"routed"
