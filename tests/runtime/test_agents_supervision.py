@@ -6,6 +6,7 @@ import anyio
 import pytest
 
 from loom.runtime import (
+    AgentSpec,
     AgentStartFailed,
     AgentStatus,
     Context,
@@ -15,7 +16,7 @@ from loom.runtime import (
     SupervisionPolicy,
 )
 
-from ._agents_support import Seen, event, hosted, info_of, spec
+from ._agents_support import Handler, Seen, event, hosted, info_of, spec
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])]
 
@@ -44,6 +45,17 @@ class Instances:
         self.stopped = Seen[int]()
         self.start_times: list[float] = []
         self.stop_times: list[float] = []
+
+    def spec(self, on_event: Handler, *, policy: SupervisionPolicy) -> AgentSpec:
+        """Agent ``a`` on topic ``in``, its instances counted and timed here."""
+        return spec(
+            "a",
+            on_event,
+            topics=["in"],
+            on_start=self.on_start,
+            on_stop=self.on_stop,
+            policy=policy,
+        )
 
     async def on_start(self, ctx: Context) -> None:
         self.count += 1
@@ -75,16 +87,7 @@ async def test_resume_dead_letters_the_event_and_keeps_instance_and_state() -> N
         seen.add((ctx.state["instance"], ctx.state["count"], ev.payload.decode()))
 
     async with hosted() as h:
-        await h.rt.start(
-            spec(
-                "a",
-                on_event,
-                topics=["in"],
-                on_start=inst.on_start,
-                on_stop=inst.on_stop,
-                policy=policy(Strategy.RESUME),
-            )
-        )
+        await h.rt.start(inst.spec(on_event, policy=policy(Strategy.RESUME)))
         bad = event("bad", trace="kept")
         for ev in (event("x"), bad, event("y")):
             await h.bus.publish("in", ev)
@@ -123,16 +126,7 @@ async def test_restart_starts_a_fresh_instance_and_retries_the_failed_event_ther
         seen.add((ctx.state["instance"], ctx.state["count"], ev.payload.decode()))
 
     async with hosted() as h:
-        await h.rt.start(
-            spec(
-                "a",
-                on_event,
-                topics=["in"],
-                on_start=inst.on_start,
-                on_stop=inst.on_stop,
-                policy=policy(),
-            )
-        )
+        await h.rt.start(inst.spec(on_event, policy=policy()))
         for payload in ("x", "flaky", "y"):
             await h.bus.publish("in", event(payload))
         await seen.wait_for(3)
@@ -157,12 +151,8 @@ async def test_restart_backoff_doubles_up_to_backoff_max() -> None:
 
     async with hosted() as h:
         await h.rt.start(
-            spec(
-                "a",
+            inst.spec(
                 on_event,
-                topics=["in"],
-                on_start=inst.on_start,
-                on_stop=inst.on_stop,
                 policy=policy(
                     backoff_initial_s=0.02, backoff_max_s=0.04, max_restarts=10, poison_after=100
                 ),
@@ -194,14 +184,7 @@ async def test_a_handled_event_resets_the_backoff() -> None:
 
     async with hosted() as h:
         await h.rt.start(
-            spec(
-                "a",
-                on_event,
-                topics=["in"],
-                on_start=inst.on_start,
-                on_stop=inst.on_stop,
-                policy=policy(backoff_initial_s=0.05, backoff_max_s=1.0),
-            )
+            inst.spec(on_event, policy=policy(backoff_initial_s=0.05, backoff_max_s=1.0))
         )
         for name in ("e1", "e2", "e3"):
             await h.bus.publish("in", event(name))
@@ -235,16 +218,7 @@ async def test_too_many_restarts_fail_the_agent_and_dead_letter_its_mailbox() ->
             raise ValueError("boom")
 
     async with hosted() as h:
-        await h.rt.start(
-            spec(
-                "a",
-                on_event,
-                topics=["in"],
-                on_start=inst.on_start,
-                on_stop=inst.on_stop,
-                policy=policy(max_restarts=2, poison_after=10),
-            )
-        )
+        await h.rt.start(inst.spec(on_event, policy=policy(max_restarts=2, poison_after=10)))
         for payload in ("bad", "x1", "x2"):
             await h.bus.publish("in", event(payload))
         failed = await h.life.wait("a", AgentStatus.FAILED)
@@ -356,16 +330,7 @@ async def test_stop_strategy_stops_the_agent_and_dead_letters_the_event() -> Non
         seen.add(ev.payload.decode())
 
     async with hosted() as h:
-        await h.rt.start(
-            spec(
-                "a",
-                on_event,
-                topics=["in"],
-                on_start=inst.on_start,
-                on_stop=inst.on_stop,
-                policy=policy(Strategy.STOP),
-            )
-        )
+        await h.rt.start(inst.spec(on_event, policy=policy(Strategy.STOP)))
         for payload in ("x", "bad", "y", "z"):
             await h.bus.publish("in", event(payload))
         stopped = await h.life.wait("a", AgentStatus.STOPPED)
