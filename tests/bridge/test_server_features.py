@@ -246,6 +246,9 @@ async def test_flow_control_stops_a_fast_publisher_at_the_window() -> None:
             await wait_until(lambda: sub.statistics().waiting_publishers == 1)
             # The client has 4 credits back: a fifth publish more is refused outright.
             await agent.send(batch(*["flow.x"] * 5))
+            # The pong proves the server read that frame before room is made below (else the
+            # acks of 5..8 could reach its credit first, and all five would fit).
+            await agent.ping(2)
             for _ in range(13 - 1):
                 await sub.receive()
             credit, rejections = await acks_until(agent, 13)
