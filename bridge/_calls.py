@@ -13,7 +13,6 @@ the tool the same way.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import anyio
@@ -59,12 +58,16 @@ async def run_tool_call(
     call_id = request.id or new_id()
     timeout = request.timeout_ms / 1000 if request.timeout_ms > 0 else None
     arguments = request.arguments or "{}"
-    limit = math.inf if deadline_s is None else max(deadline_s, 0.0)
     try:
-        with anyio.move_on_after(limit) as scope:
+        if deadline_s is None or (timeout is not None and timeout <= deadline_s):
+            # The registry's timeout comes first (or alone): its scope is the only one needed.
             value = await runtime.call_tool(request.name, arguments, timeout=timeout)
-        if scope.cancelled_caught:
-            raise ToolTimeout(limit, tool=request.name)
+        else:
+            limit = max(deadline_s, 0.0)
+            with anyio.move_on_after(limit) as scope:
+                value = await runtime.call_tool(request.name, arguments, timeout=timeout)
+            if scope.cancelled_caught:
+                raise ToolTimeout(limit, tool=request.name)
     except ToolError as exc:
         if exc.tool is None:
             exc.tool = request.name

@@ -558,6 +558,15 @@ class BridgeClient:
         self._replies += 1
         return True
 
+    def _connected(self) -> bool:
+        session = self._session
+        return (
+            not self._closing
+            and session is not None
+            and not session.ended
+            and self._reconnector.status is ConnectionStatus.CONNECTED
+        )
+
     async def _ready(self) -> Session:
         """The connected session, once there is one.
 
@@ -785,32 +794,34 @@ class BridgeClient:
         )
         msg = tool_call_to_proto(request)
         budget = timeout if timeout is not None else self.options.tool_deadline
-        # Our own scope times the call out (ToolTimeout); an enclosing scope with a sooner
-        # deadline only shortens the RPC's deadline and cancels as itself.
-        with anyio.move_on_after(budget):
-            await self._ready()
-            stub = self._stub
-            assert stub is not None
-            left = max(0.001, anyio.current_effective_deadline() - anyio.current_time())
-            try:
-                # The RPC's deadline is a backstop a little after ours: our scope ends the
-                # call first, as an ordinary cancellation.
-                result = await _unary(
-                    stub.ForwardToolCall(
-                        msg, timeout=left + _DEADLINE_SLACK, metadata=self._metadata()
-                    )
-                )
-            except grpc.aio.AioRpcError as exc:
-                raise error_from_rpc(name, exc, timeout) from None
-            except ConnectionLost:
-                raise ToolTimeout(timeout if timeout is not None else budget, tool=name) from None
-            outcome = tool_result_from_proto(result)
-            if outcome.status is ToolStatus.OK:
-                return outcome.output
-            raise error_from_outcome(
-                outcome, tool=name, timeout=timeout if timeout is not None else budget
+        now = anyio.current_time()
+        deadline = now + budget
+        if not self._connected():
+            with anyio.move_on_after(budget):
+                await self._ready()
+            if not self._connected():
+                raise ToolTimeout(budget, tool=name)
+            now = anyio.current_time()
+        stub = self._stub
+        assert stub is not None
+        # No cancel scope of our own (it would cost more than the rest of the call): the RPC's
+        # deadline is our timeout, so grpc ends the call with DEADLINE_EXCEEDED (a ToolTimeout)
+        # and the server, which also got timeout_ms, stops the tool. An enclosing scope with a
+        # sooner deadline cancels the call as itself; the RPC's deadline is a backstop a little
+        # after it.
+        left = min(deadline, anyio.current_effective_deadline() + _DEADLINE_SLACK) - now
+        try:
+            result = await _unary(
+                stub.ForwardToolCall(msg, timeout=max(0.001, left), metadata=self._metadata())
             )
-        raise ToolTimeout(timeout if timeout is not None else budget, tool=name)
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(name, exc, budget) from None
+        except ConnectionLost:
+            raise ToolTimeout(budget, tool=name) from None
+        outcome = tool_result_from_proto(result)
+        if outcome.status is ToolStatus.OK:
+            return outcome.output
+        raise error_from_outcome(outcome, tool=name, timeout=budget)
 
     async def list_tools(self, *, prefix: str = "") -> list[ToolDescriptor]:
         """Every tool callable through the server now (``ToolService.ListTools``): agents'

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import grpc
@@ -46,6 +46,7 @@ from ._auth import TLSConfig, TokenInterceptor, check_bind
 from ._calls import serve_tool_call
 from ._convert import tool_descriptor_from_proto
 from ._directory_service import DirectoryService
+from ._handlers import GenericOnly
 from ._limits import Limits
 from ._server_errors import (
     AgentConnected,
@@ -371,14 +372,16 @@ class BridgeServer:
         ]
         interceptors = [TokenInterceptor(self.token)] if self.token else []
         server = grpc.aio.server(interceptors=interceptors, options=options)
-        bridge_pb2_grpc.add_BridgeServicer_to_server(BridgeServicer(self.hub), server)
-        tools_pb2_grpc.add_ToolServiceServicer_to_server(ToolService(self.hub), server)
-        bus_pb2_grpc.add_EventBusServicer_to_server(EventBusService(self.hub), server)
-        directory_pb2_grpc.add_DirectoryServicer_to_server(DirectoryService(self.hub), server)
+        # Generic handlers only: registered methods cost every call a wait on all of them.
+        target = cast(grpc.aio.Server, GenericOnly(server))
+        bridge_pb2_grpc.add_BridgeServicer_to_server(BridgeServicer(self.hub), target)
+        tools_pb2_grpc.add_ToolServiceServicer_to_server(ToolService(self.hub), target)
+        bus_pb2_grpc.add_EventBusServicer_to_server(EventBusService(self.hub), target)
+        directory_pb2_grpc.add_DirectoryServicer_to_server(DirectoryService(self.hub), target)
         self._health = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, target)
         reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), target
         )
         address = _address(self.host, self.requested_port)
         credentials = None if self.tls is None else self.tls.credentials()

@@ -183,6 +183,11 @@ class _Described:
 
     _spec: _Spec
 
+    #: The registry may skip its JSON Schema pass (see ``loom.runtime.tools.validates_itself``):
+    #: every call converts its arguments strictly with msgspec, from the same type hints the
+    #: schema was derived from.
+    validates_arguments = True
+
     @property
     def name(self) -> str:
         """The tool name, e.g. ``text.upper``."""

@@ -39,6 +39,7 @@ from ._stats import ToolSpec as ToolSpec
 from ._stats import ToolStats as ToolStats
 from ._tool import JSONObject as JSONObject
 from ._tool import Tool as Tool
+from ._tool import validates_itself as validates_itself
 from ._workspace import Workspace as Workspace
 
 if typing.TYPE_CHECKING:
@@ -112,4 +113,5 @@ __all__ = [
     "Workspace",
     "load_mcp_config",
     "native_tools",
+    "validates_itself",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["JSONObject", "Tool"]
+__all__ = ["JSONObject", "Tool", "validates_itself"]
 
 JSONObject = Mapping[str, Any]
 """A decoded JSON object (arguments, schemas)."""
@@ -42,3 +42,15 @@ class Tool(Protocol):
         by kind; anything else is reported as a failed call. Cancellation must be honoured.
         """
         ...
+
+
+def validates_itself(tool: Tool) -> bool:
+    """Whether ``tool`` checks its arguments as strictly as its ``parameters_schema`` says.
+
+    A tool may declare ``validates_arguments = True`` when its ``call`` refuses, with
+    ``InvalidArguments``, every arguments object the schema refuses (an ``@capability`` does:
+    its schema and its strict msgspec conversion come from the same type hints). The registry
+    then skips its own JSON Schema pass, which costs more than the rest of a call; it still
+    parses the JSON and checks that the arguments are an object.
+    """
+    return getattr(tool, "validates_arguments", False) is True
