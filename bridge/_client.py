@@ -72,10 +72,10 @@ from loom.runtime import (
     validate_agent_id,
     validate_pattern,
 )
-from loom.runtime.tools import ToolTimeout
+from loom.runtime.tools import ToolFailed, ToolTimeout
 
 from ._client_errors import ClientClosed, ConnectFailed, ConnectionLost, RegistrationRefused
-from ._client_session import AckWaiter, Session, SessionEnded
+from ._client_session import AckWaiter, CallWaiter, Session, SessionEnded
 from ._client_tools import error_from_rpc
 from ._convert import (
     publish_to_proto,
@@ -144,7 +144,7 @@ class ClientOptions(msgspec.Struct, frozen=True, kw_only=True):
         connect_timeout: how long ``__aenter__`` keeps trying to make the first connection.
         rpc_timeout: deadline of ``RegisterAgent``, of the wait for the server's welcome and of
             each subscribe/unsubscribe answer.
-        tool_deadline: the gRPC deadline of a tool call made without a timeout (``timeout_ms``
+        tool_deadline: how long a tool call made without a timeout is waited for (``timeout_ms``
             is then 0: the server's default applies within it).
         heartbeat_interval: seconds between ``ping`` frames.
         heartbeat_timeout: a stream silent this long is dead and is replaced.
@@ -153,6 +153,8 @@ class ClientOptions(msgspec.Struct, frozen=True, kw_only=True):
         publish_window: the publish credit asked for (0: the server's default).
         max_batch_events: the most events per batch frame, either way.
         max_tool_calls: pushed tool calls served at once.
+        stream_calls: make tool calls on the open stream when the server takes them (one frame
+            each way instead of an RPC per call); off, every call is a ``ForwardToolCall``.
         backoff: delays between reconnect attempts.
         close_grace: how long ``aclose`` lets queued frames go out before it cuts the stream.
     """
@@ -167,6 +169,7 @@ class ClientOptions(msgspec.Struct, frozen=True, kw_only=True):
     publish_window: int = 0
     max_batch_events: int = 256
     max_tool_calls: int = 64
+    stream_calls: bool = True
     backoff: Backoff = msgspec.field(default_factory=Backoff)
     close_grace: float = 5.0
 
@@ -771,11 +774,17 @@ class BridgeClient:
         correlation_id: str = "",
         headers: Mapping[str, str] | None = None,
     ) -> str:
-        """Call a tool by name through ``ForwardToolCall``; return its output (JSON text).
+        """Call a tool by name; return its output (JSON text).
 
-        ``timeout`` goes out as ``timeout_ms`` and as the RPC's deadline (shortened to the
-        enclosing cancel scope's deadline, if that is sooner); ``None`` sends 0 (the server's
-        default) under a deadline of ``tool_deadline``. Cancelling the caller cancels the RPC.
+        Connected to a server that grants ``STREAM_FEATURE_TOOL_CALLS``, the call goes on the
+        open stream (a ``call`` frame, answered by ``call_result``): no RPC per call, which
+        is most of a unary call's cost. Otherwise (an original-Loom server, no connection yet,
+        a full outbound queue) it is a ``ForwardToolCall`` RPC.
+
+        ``timeout`` goes out as ``timeout_ms`` and bounds our wait (for the RPC: its
+        deadline, shortened to the enclosing cancel scope's deadline if that is sooner);
+        ``None`` sends 0 (the server's default) and waits at most ``tool_deadline``.
+        Cancelling the caller cancels the call (on the stream: a ``cancel_call`` frame).
 
         Raises:
             ToolNotFound, InvalidArguments, ToolTimeout, ToolPermissionDenied, ToolFailed: as
@@ -794,6 +803,16 @@ class BridgeClient:
         )
         msg = tool_call_to_proto(request)
         budget = timeout if timeout is not None else self.options.tool_deadline
+        if self._connected():
+            session = self._session
+            assert session is not None
+            if session.stream_calls:
+                try:
+                    waiter = session.start_call(msg)
+                except (anyio.WouldBlock, SessionEnded):
+                    pass  # a full queue or a session just gone: the RPC below
+                else:
+                    return await self._await_call(session, msg.id, waiter, name, budget)
         now = anyio.current_time()
         deadline = now + budget
         if not self._connected():
@@ -819,6 +838,26 @@ class BridgeClient:
         except ConnectionLost:
             raise ToolTimeout(budget, tool=name) from None
         outcome = tool_result_from_proto(result)
+        if outcome.status is ToolStatus.OK:
+            return outcome.output
+        raise error_from_outcome(outcome, tool=name, timeout=budget)
+
+    async def _await_call(
+        self, session: Session, call_id: str, waiter: CallWaiter, name: str, budget: float
+    ) -> str:
+        """The output of a call made on the stream (see :meth:`call_tool`)."""
+        try:
+            with anyio.move_on_after(budget):
+                await waiter.event.wait()
+        finally:
+            if not waiter.event.is_set():  # timed out or cancelled: the server may stop
+                session.withdraw_call(call_id, "the caller gave up")
+        if not waiter.event.is_set():
+            raise ToolTimeout(budget, tool=name)
+        if waiter.error is not None:
+            raise ToolFailed("UNAVAILABLE", str(waiter.error), tool=name)
+        assert waiter.result is not None
+        outcome = tool_result_from_proto(waiter.result)
         if outcome.status is ToolStatus.OK:
             return outcome.output
         raise error_from_outcome(outcome, tool=name, timeout=budget)

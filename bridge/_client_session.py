@@ -5,7 +5,8 @@ reconnect loop makes the next one. Its tasks:
 
 * the **reader** only decodes frames. Deliveries go to the client's bounded inbound buffer
   (waiting for room there is the stream's backpressure), replies to pending requests to their
-  waiter, pushed tool calls to tasks of their own. It never runs a handler.
+  waiter, pushed tool calls to tasks of their own, the results of our own calls to their
+  waiters. It never runs a handler.
 * the **writer** drains the session's bounded outbound queue in order. Consecutive publishes
   are sent as one ``publish_batch`` once the server has answered our hello (an old server
   gets single ``publish`` frames), and numbered as the server numbers them, so that each
@@ -20,6 +21,7 @@ raises that reason, so the reconnect loop sees one plain exception, never a grou
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -88,6 +90,17 @@ class Outgoing:
         self.waiter = waiter
 
 
+class CallWaiter:
+    """A tool call made on the stream, waiting for its ``call_result``."""
+
+    __slots__ = ("error", "event", "result")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.result: tools_pb2.ToolResult | None = None
+        self.error: Exception | None = None
+
+
 class _SubscribeWaiter:
     __slots__ = ("event", "result")
 
@@ -141,6 +154,7 @@ class Session:
         self._subscribes: dict[str, _SubscribeWaiter] = {}
         self._request_ids = 0
         self._tools: dict[str, anyio.CancelScope] = {}
+        self._calls: dict[str, CallWaiter] = {}  # calls we made, by id
         self._withdrawn: set[str] = set()
 
     # ------------------------------------------------------------------ running
@@ -166,6 +180,10 @@ class Session:
             self._credit_changed.set()
             for sub in self._subscribes.values():
                 sub.event.set()
+            for made in self._calls.values():
+                made.error = ConnectionLost(f"connection lost before the result ({lost})")
+                made.event.set()
+            self._calls.clear()
             self.finished.set()
         if self.end_reason is not None and not self.closing:
             raise self.end_reason
@@ -199,7 +217,11 @@ class Session:
         await call.write(
             bridge_pb2.ClientEvent(
                 hello=bridge_pb2.StreamHello(
-                    features=FEATURES,
+                    features=(
+                        (*FEATURES, bridge_pb2.STREAM_FEATURE_TOOL_CALLS)
+                        if opts.stream_calls
+                        else FEATURES
+                    ),
                     max_batch_events=opts.max_batch_events,
                     publish_window=opts.publish_window,
                 )
@@ -257,6 +279,11 @@ class Session:
                 await self._on_tool_call(msg.tool_call)
             elif kind == "cancel_tool_call":
                 self._on_cancel(msg.cancel_tool_call)
+            elif kind == "call_result":
+                made = self._calls.pop(msg.call_result.id, None)
+                if made is not None:  # else withdrawn: the caller is gone
+                    made.result = msg.call_result
+                    made.event.set()
             elif kind == "publish_ack":
                 self._on_publish_ack(msg.publish_ack)
             elif kind == "subscription":
@@ -428,6 +455,39 @@ class Session:
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise SessionEnded from None
         self.credit -= 1
+
+    @property
+    def stream_calls(self) -> bool:
+        """Whether the server takes tool calls on the stream."""
+        return bridge_pb2.STREAM_FEATURE_TOOL_CALLS in self.features
+
+    def start_call(self, msg: tools_pb2.ToolCall) -> CallWaiter:
+        """Queue a tool call (``msg.id`` unique among ours in flight); wait on the waiter.
+
+        Raises:
+            anyio.WouldBlock: the outbound queue is full.
+            SessionEnded: the session is gone.
+        """
+        if self.ended:
+            raise SessionEnded
+        try:
+            self._out_send.send_nowait(bridge_pb2.ClientEvent(call=msg))
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise SessionEnded from None
+        waiter = self._calls[msg.id] = CallWaiter()
+        return waiter
+
+    def withdraw_call(self, call_id: str, reason: str) -> None:
+        """Give up on a call: its result, if any comes, is ignored; the server is asked to
+        cancel the tool (best effort: a full queue skips the ask, and the server's own
+        timeout still ends the tool)."""
+        if self._calls.pop(call_id, None) is None or self.ended:
+            return
+        cancel = bridge_pb2.CancelToolCall(id=call_id, reason=reason)
+        with contextlib.suppress(
+            anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError
+        ):
+            self._out_send.send_nowait(bridge_pb2.ClientEvent(cancel_call=cancel))
 
     async def send(self, msg: bridge_pb2.ClientEvent) -> None:
         """Queue a control frame (in order with the publishes).

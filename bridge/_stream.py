@@ -1,6 +1,7 @@
 """One ``EventStream`` session: a connected remote agent, from handshake to end of stream.
 
-Four kinds of task, all in the session's task group, none per message:
+Four kinds of task, all in the session's task group, none per message (only a tool call the
+agent makes on the stream runs in a task of its own, so that a slow tool holds up nothing):
 
 * the **reader** (the handler's own task) takes ``ClientEvent`` frames and handles each at
   once; nothing it does waits on the bus, so pings, tool results and subscriptions are never
@@ -47,17 +48,19 @@ from loom.runtime import (
 )
 from loom.runtime.tools import JSONObject, ToolFailed
 
-from ._calls import decode_output, disconnected_outcome
+from ._calls import decode_output, disconnected_outcome, run_tool_call
 from ._convert import (
     delivery_to_proto,
     publish_from_proto,
     qos_from_proto,
+    tool_call_from_proto,
     tool_result_from_proto,
+    tool_result_to_proto,
 )
 from ._server_errors import LimitExceeded, WrongAgent
 from ._status import code_name, error_from_outcome, status_of
 from ._wire_errors import WireError
-from ._wire_types import ToolCallOutcome, ToolStatus
+from ._wire_types import ToolCallOutcome, ToolCallRequest, ToolErrorInfo, ToolStatus
 
 if TYPE_CHECKING:
     from ._server import Hub
@@ -71,10 +74,12 @@ _FEATURES: Final = frozenset(
         bridge_pb2.STREAM_FEATURE_BATCH,
         bridge_pb2.STREAM_FEATURE_PUBLISH_ACK,
         bridge_pb2.STREAM_FEATURE_TOOL_CANCEL,
+        bridge_pb2.STREAM_FEATURE_TOOL_CALLS,
     }
 )
 _OLD_LANE: Final = 64  # publish lane of a stream without acks: the reader waits beyond this
 _FRAME_OVERHEAD: Final = 64  # bytes kept free in a batch for the frame around the deliveries
+_ACK_INTERVAL: Final = 0.001  # seconds; acks of a steady stream come at most this often
 _MAX_REJECTIONS: Final = 64  # an ack is sent once this many rejections wait in it
 _WRITE_GRACE: Final = 5.0  # seconds a started write may take to finish once its stream ends
 _NO_CREDIT: Final = "no publish credit left: wait for a publish_ack before publishing more"
@@ -138,8 +143,10 @@ class Session:
         self._seq = 0
         self._acked = 0
         self._credit_back = 0
+        self._last_ack = -math.inf
         self._rejections: list[bridge_pb2.PublishRejection] = []
         self._pending: dict[str, _Pending] = {}
+        self._calls: dict[str, anyio.CancelScope] = {}  # calls the agent made on the stream
         self._tg: TaskGroup | None = None
         self.status: Status | None = None
         self.closed = False
@@ -224,6 +231,12 @@ class Session:
                 pass  # an ack after the handshake (old clients ack deliveries) needs nothing
             case "hello":
                 await self._negotiate(msg.hello)
+            case "call":
+                await self._call(msg.call)
+            case "cancel_call":
+                scope = self._calls.get(msg.cancel_call.id)
+                if scope is not None:
+                    scope.cancel()
             case "subscribe":
                 await self._subscribe(msg.subscribe)
             case "unsubscribe":
@@ -342,11 +355,20 @@ class Session:
                 try:
                     item = lane.receive_nowait()
                 except anyio.WouldBlock:
-                    # The lane is drained: the burst is done, so ack it (once, not per event),
-                    # then wait for the next.
+                    # The lane is drained: the burst is done, so ack it (once, not per event).
+                    # Unless an ack went out less than _ACK_INTERVAL ago: then more may come
+                    # meanwhile (a stream of one event per frame drains the lane every time),
+                    # and one ack per interval settles them all; an idle lane is acked when
+                    # the interval ends.
+                    got: _Publish | None = None
                     if self._credit_back or self._rejections:
-                        await self._ack()
-                    item = await lane.receive()
+                        wait = self._last_ack + _ACK_INTERVAL - anyio.current_time()
+                        if wait > 0:
+                            with anyio.move_on_after(wait):
+                                got = await lane.receive()
+                        if got is None:
+                            await self._ack()
+                    item = got if got is not None else await lane.receive()
                 if item.event is not None:
                     try:
                         try:
@@ -383,6 +405,7 @@ class Session:
             return
 
     async def _ack(self) -> None:
+        self._last_ack = anyio.current_time()
         credit, self._credit_back = self._credit_back, 0
         rejections, self._rejections = self._rejections, []
         ack = bridge_pb2.PublishAck(sequence=self._acked, credit=credit, rejections=rejections)
@@ -630,3 +653,54 @@ class Session:
         if pending.outcome is None:
             pending.outcome = outcome
             pending.done.set()
+
+    # ------------------------------------------------------------------ calls the agent makes
+
+    async def _call(self, msg: tools_pb2.ToolCall) -> None:
+        """A ``call`` frame: the tool runs in a task of its own (the reader goes on at once);
+        its ``call_result`` follows, unless the agent withdraws the call first."""
+        call_id = msg.id
+        refusal: ToolCallOutcome | None = None
+        if not call_id:
+            refusal = _refused("", ToolStatus.INVALID_ARGUMENTS, "a call needs an id")
+        elif call_id in self._calls:
+            refusal = _refused(call_id, ToolStatus.INVALID_ARGUMENTS, "id already in flight")
+        elif len(self._calls) >= self._limits.max_pending_tool_calls:
+            refusal = _refused(
+                call_id,
+                ToolStatus.ERROR,
+                f"agent {self.agent_id} already has {len(self._calls)} calls in flight "
+                f"(max_pending_tool_calls)",
+                code="RESOURCE_EXHAUSTED",
+            )
+        else:
+            try:
+                request = tool_call_from_proto(msg)
+            except WireError as exc:
+                refusal = _refused(call_id, ToolStatus.INVALID_ARGUMENTS, str(exc))
+        if refusal is not None:
+            await self._send(bridge_pb2.ServerEvent(call_result=tool_result_to_proto(refusal)))
+            return
+        scope = anyio.CancelScope()
+        self._calls[call_id] = scope
+        assert self._tg is not None
+        self._tg.start_soon(self._run_call, request, scope)
+
+    async def _run_call(self, request: ToolCallRequest, scope: anyio.CancelScope) -> None:
+        outcome = None
+        try:
+            with scope:
+                # timeout_ms (or the tool's default) is the call's only deadline: no RPC here.
+                outcome = await run_tool_call(self.hub.runtime, request, deadline_s=None)
+        finally:
+            self._calls.pop(request.id, None)
+        if outcome is not None:  # else the agent withdrew the call: it wants no answer
+            await self._send(bridge_pb2.ServerEvent(call_result=tool_result_to_proto(outcome)))
+
+
+def _refused(
+    call_id: str, status: ToolStatus, message: str, *, code: str = "INVALID_ARGUMENT"
+) -> ToolCallOutcome:
+    return ToolCallOutcome(
+        id=call_id, status=status, error=ToolErrorInfo(code=code, message=message)
+    )

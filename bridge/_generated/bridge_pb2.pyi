@@ -15,10 +15,12 @@ class StreamFeature(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STREAM_FEATURE_BATCH: _ClassVar[StreamFeature]
     STREAM_FEATURE_PUBLISH_ACK: _ClassVar[StreamFeature]
     STREAM_FEATURE_TOOL_CANCEL: _ClassVar[StreamFeature]
+    STREAM_FEATURE_TOOL_CALLS: _ClassVar[StreamFeature]
 STREAM_FEATURE_UNSPECIFIED: StreamFeature
 STREAM_FEATURE_BATCH: StreamFeature
 STREAM_FEATURE_PUBLISH_ACK: StreamFeature
 STREAM_FEATURE_TOOL_CANCEL: StreamFeature
+STREAM_FEATURE_TOOL_CALLS: StreamFeature
 
 class AgentRegisterRequest(_message.Message):
     __slots__ = ("agent_id", "subscribed_topics", "tools", "metadata")
@@ -48,7 +50,7 @@ class AgentRegisterResponse(_message.Message):
     def __init__(self, success: _Optional[bool] = ..., error_message: _Optional[str] = ...) -> None: ...
 
 class ClientEvent(_message.Message):
-    __slots__ = ("publish", "ack", "ping", "tool_result", "hello", "subscribe", "unsubscribe", "publish_batch")
+    __slots__ = ("publish", "ack", "ping", "tool_result", "hello", "subscribe", "unsubscribe", "publish_batch", "call", "cancel_call")
     PUBLISH_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +59,8 @@ class ClientEvent(_message.Message):
     SUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
     UNSUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
     PUBLISH_BATCH_FIELD_NUMBER: _ClassVar[int]
+    CALL_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_CALL_FIELD_NUMBER: _ClassVar[int]
     publish: Publish
     ack: Ack
     ping: HeartbeatRequest
@@ -65,10 +69,12 @@ class ClientEvent(_message.Message):
     subscribe: SubscribeRequest
     unsubscribe: UnsubscribeRequest
     publish_batch: PublishBatch
-    def __init__(self, publish: _Optional[_Union[Publish, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., ping: _Optional[_Union[HeartbeatRequest, _Mapping]] = ..., tool_result: _Optional[_Union[_tools_pb2.ToolResult, _Mapping]] = ..., hello: _Optional[_Union[StreamHello, _Mapping]] = ..., subscribe: _Optional[_Union[SubscribeRequest, _Mapping]] = ..., unsubscribe: _Optional[_Union[UnsubscribeRequest, _Mapping]] = ..., publish_batch: _Optional[_Union[PublishBatch, _Mapping]] = ...) -> None: ...
+    call: _tools_pb2.ToolCall
+    cancel_call: CancelToolCall
+    def __init__(self, publish: _Optional[_Union[Publish, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., ping: _Optional[_Union[HeartbeatRequest, _Mapping]] = ..., tool_result: _Optional[_Union[_tools_pb2.ToolResult, _Mapping]] = ..., hello: _Optional[_Union[StreamHello, _Mapping]] = ..., subscribe: _Optional[_Union[SubscribeRequest, _Mapping]] = ..., unsubscribe: _Optional[_Union[UnsubscribeRequest, _Mapping]] = ..., publish_batch: _Optional[_Union[PublishBatch, _Mapping]] = ..., call: _Optional[_Union[_tools_pb2.ToolCall, _Mapping]] = ..., cancel_call: _Optional[_Union[CancelToolCall, _Mapping]] = ...) -> None: ...
 
 class ServerEvent(_message.Message):
-    __slots__ = ("delivery", "pong", "err", "tool_call", "welcome", "subscription", "delivery_batch", "publish_ack", "cancel_tool_call")
+    __slots__ = ("delivery", "pong", "err", "tool_call", "welcome", "subscription", "delivery_batch", "publish_ack", "cancel_tool_call", "call_result")
     DELIVERY_FIELD_NUMBER: _ClassVar[int]
     PONG_FIELD_NUMBER: _ClassVar[int]
     ERR_FIELD_NUMBER: _ClassVar[int]
@@ -78,6 +84,7 @@ class ServerEvent(_message.Message):
     DELIVERY_BATCH_FIELD_NUMBER: _ClassVar[int]
     PUBLISH_ACK_FIELD_NUMBER: _ClassVar[int]
     CANCEL_TOOL_CALL_FIELD_NUMBER: _ClassVar[int]
+    CALL_RESULT_FIELD_NUMBER: _ClassVar[int]
     delivery: Delivery
     pong: HeartbeatResponse
     err: Error
@@ -87,7 +94,8 @@ class ServerEvent(_message.Message):
     delivery_batch: DeliveryBatch
     publish_ack: PublishAck
     cancel_tool_call: CancelToolCall
-    def __init__(self, delivery: _Optional[_Union[Delivery, _Mapping]] = ..., pong: _Optional[_Union[HeartbeatResponse, _Mapping]] = ..., err: _Optional[_Union[Error, _Mapping]] = ..., tool_call: _Optional[_Union[_tools_pb2.ToolCall, _Mapping]] = ..., welcome: _Optional[_Union[StreamWelcome, _Mapping]] = ..., subscription: _Optional[_Union[SubscribeResult, _Mapping]] = ..., delivery_batch: _Optional[_Union[DeliveryBatch, _Mapping]] = ..., publish_ack: _Optional[_Union[PublishAck, _Mapping]] = ..., cancel_tool_call: _Optional[_Union[CancelToolCall, _Mapping]] = ...) -> None: ...
+    call_result: _tools_pb2.ToolResult
+    def __init__(self, delivery: _Optional[_Union[Delivery, _Mapping]] = ..., pong: _Optional[_Union[HeartbeatResponse, _Mapping]] = ..., err: _Optional[_Union[Error, _Mapping]] = ..., tool_call: _Optional[_Union[_tools_pb2.ToolCall, _Mapping]] = ..., welcome: _Optional[_Union[StreamWelcome, _Mapping]] = ..., subscription: _Optional[_Union[SubscribeResult, _Mapping]] = ..., delivery_batch: _Optional[_Union[DeliveryBatch, _Mapping]] = ..., publish_ack: _Optional[_Union[PublishAck, _Mapping]] = ..., cancel_tool_call: _Optional[_Union[CancelToolCall, _Mapping]] = ..., call_result: _Optional[_Union[_tools_pb2.ToolResult, _Mapping]] = ...) -> None: ...
 
 class Publish(_message.Message):
     __slots__ = ("topic", "event")

@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 import grpc
 import grpc.aio
+import msgspec
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -62,6 +63,7 @@ async def test_events_flow_both_ways_with_the_features_granted() -> None:
                 "STREAM_FEATURE_BATCH",
                 "STREAM_FEATURE_PUBLISH_ACK",
                 "STREAM_FEATURE_TOOL_CANCEL",
+                "STREAM_FEATURE_TOOL_CALLS",
             }
             for i in range(300):  # more than one batch either way
                 await agent.publish("out.n", Event(type="n", payload=str(i).encode()))
@@ -204,10 +206,14 @@ class Service(Agent):
             raise
 
 
-async def test_tool_calls_map_statuses_to_typed_errors() -> None:
+@pytest.mark.parametrize("on_stream", [True, False], ids=["stream", "rpc"])
+async def test_tool_calls_map_statuses_to_typed_errors(on_stream: bool) -> None:
+    options = msgspec.structs.replace(FAST, stream_calls=on_stream)
     async with hosting() as host:
         await host.runtime.start(Service("svc"))
-        async with client(host, "t1") as agent:
+        async with client(host, "t1", options=options) as agent:
+            granted = "STREAM_FEATURE_TOOL_CALLS" in agent.statistics().features
+            assert granted is on_stream
             assert await agent.call_tool("svc.upper", '{"text": "abc"}', timeout=5) == '"ABC"'
             with pytest.raises(ToolNotFound):
                 await agent.call_tool("svc.nothing", "{}")
@@ -219,11 +225,15 @@ async def test_tool_calls_map_statuses_to_typed_errors() -> None:
                 await agent.call_tool("svc.upper", "{}", timeout=0)
 
 
-async def test_a_tool_call_times_out_within_its_deadline_and_the_tool_is_cancelled() -> None:
+@pytest.mark.parametrize("on_stream", [True, False], ids=["stream", "rpc"])
+async def test_a_tool_call_times_out_within_its_deadline_and_the_tool_is_cancelled(
+    on_stream: bool,
+) -> None:
+    options = msgspec.structs.replace(FAST, stream_calls=on_stream)
     async with hosting() as host:
         service = Service("svc")
         await host.runtime.start(service)
-        async with client(host, "t2") as agent:
+        async with client(host, "t2", options=options) as agent:
             start = anyio.current_time()
             with pytest.raises(ToolTimeout) as info:
                 await agent.call_tool("svc.hang", "{}", timeout=0.3)
@@ -234,11 +244,13 @@ async def test_a_tool_call_times_out_within_its_deadline_and_the_tool_is_cancell
                 await service.cancelled.wait()
 
 
-async def test_cancelling_the_caller_cancels_the_remote_tool() -> None:
+@pytest.mark.parametrize("on_stream", [True, False], ids=["stream", "rpc"])
+async def test_cancelling_the_caller_cancels_the_remote_tool(on_stream: bool) -> None:
+    options = msgspec.structs.replace(FAST, stream_calls=on_stream)
     async with hosting() as host:
         service = Service("svc")
         await host.runtime.start(service)
-        async with client(host, "t3") as agent, anyio.create_task_group() as tg:
+        async with client(host, "t3", options=options) as agent, anyio.create_task_group() as tg:
 
             async def call() -> None:
                 await agent.call_tool("svc.hang", "{}", timeout=30)
