@@ -59,7 +59,7 @@ from ._services import EventBusService, ToolService
 from ._status import status_of
 from ._stream import Session
 from ._wire_errors import WireError
-from ._wire_types import ToolDescriptor
+from ._wire_types import VALIDATES_KEY, ToolDescriptor
 
 __all__ = ["BridgeServer", "Hub", "Registration"]
 
@@ -285,7 +285,13 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
             for pattern in reg.topics:
                 remote.add_pattern(pattern)
             remote.declare_tools(
-                RemoteTool(t.name, t.description, reg.schemas[t.name], session.invoke)
+                RemoteTool(
+                    t.name,
+                    t.description,
+                    reg.schemas[t.name],
+                    session.invoke,
+                    validates_arguments=t.metadata.get(VALIDATES_KEY) == "true",
+                )
                 for t in reg.tools
             )
         except BaseException:

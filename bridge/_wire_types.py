@@ -9,12 +9,14 @@ conversion's.
 from __future__ import annotations
 
 import enum
+from typing import Final
 
 import msgspec
 
 from loom.runtime import QoS
 
 __all__ = [
+    "VALIDATES_KEY",
     "ProviderKind",
     "ToolCallOutcome",
     "ToolCallRequest",
@@ -22,6 +24,10 @@ __all__ = [
     "ToolErrorInfo",
     "ToolStatus",
 ]
+
+VALIDATES_KEY: Final = "loom.validates_arguments"
+"""``ToolDescriptor.metadata`` key: ``"true"`` when the declaring agent checks every call's
+arguments against the schema itself (the server then skips its own check)."""
 
 
 class ProviderKind(enum.IntEnum):

@@ -66,18 +66,29 @@ class RemoteTool:
     """A tool a remote agent declared: its description, and an invoker that asks the agent.
 
     It satisfies the ``Tool`` protocol, so the registry validates arguments against
-    ``parameters_schema`` and applies the timeout before the agent is asked.
+    ``parameters_schema`` and applies the timeout before the agent is asked; unless the agent
+    declared that it checks them itself (``validates_arguments``, as Loom's SDK does for its
+    ``@capability`` tools): then the agent's own check is the one, and invalid arguments come
+    back from it as ``InvalidArguments`` all the same. A false declaration harms only the
+    agent that makes it: its tool is handed what it said it would check.
     """
 
-    __slots__ = ("_description", "_invoke", "_name", "_schema")
+    __slots__ = ("_description", "_invoke", "_name", "_schema", "validates_arguments")
 
     def __init__(
-        self, name: str, description: str, parameters_schema: JSONObject, invoke: ToolInvoker
+        self,
+        name: str,
+        description: str,
+        parameters_schema: JSONObject,
+        invoke: ToolInvoker,
+        *,
+        validates_arguments: bool = False,
     ) -> None:
         self._name = name
         self._description = description
         self._schema = parameters_schema
         self._invoke = invoke
+        self.validates_arguments = validates_arguments
 
     @property
     def name(self) -> str:

@@ -65,6 +65,7 @@ from loom.bridge._client_errors import ClientClosed, NotSupportedRemotely
 from loom.bridge._reconnect import StateListener
 from loom.bridge._status import outcome_from_error
 from loom.bridge._wire_types import (
+    VALIDATES_KEY,
     ProviderKind,
     ToolCallOutcome,
     ToolCallRequest,
@@ -92,7 +93,7 @@ from loom.runtime import (
     mailbox_topic,
     request_event,
 )
-from loom.runtime.tools import Tool, ToolError, ToolFailed, ToolSpec
+from loom.runtime.tools import Tool, ToolError, ToolFailed, ToolSpec, validates_itself
 
 __all__ = ["RemoteHost", "run_agent", "serve_agent", "tool_descriptors"]
 
@@ -275,6 +276,9 @@ def tool_descriptors(tools: Sequence[Tool]) -> tuple[ToolDescriptor, ...]:
             description=tool.description,
             parameters_schema=_encoder.encode(dict(tool.parameters_schema)).decode(),
             provider=ProviderKind.GRPC,
+            # Its calls are checked here (strictly: see validates_itself); the server need
+            # not check them first.
+            metadata={VALIDATES_KEY: "true"} if validates_itself(tool) else {},
         )
         for tool in tools
     )

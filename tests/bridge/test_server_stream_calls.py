@@ -11,6 +11,7 @@ import pytest
 from loom import capability
 from loom.bridge import Limits
 from loom.bridge._generated import bridge_pb2, tools_pb2
+from loom.bridge._wire_types import VALIDATES_KEY
 from loom.runtime.tools import ToolRegistry
 
 from ._server_harness import OldAgent, channel, descriptor, serving, wait_until
@@ -191,3 +192,37 @@ async def test_a_call_of_another_agents_declared_tool_goes_through_the_stream_to
         await worker.answer(pushed.id, {"echo": "hi"})
         result = (await caller.next("call_result")).call_result
         assert (result.id, json.loads(result.output)) == ("c", {"echo": "hi"})
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"n": {"type": "integer"}},
+    "required": ["n"],
+    "additionalProperties": False,
+}
+
+
+async def test_the_server_checks_declared_schemas_unless_the_agent_checks_them_itself() -> None:
+    async with serving() as s, channel(s.target) as ch:
+        checked = descriptor("w.checked", SCHEMA)
+        trusted = descriptor("w.trusted", SCHEMA)
+        trusted.metadata[VALIDATES_KEY] = "true"
+        worker = await OldAgent(ch, "worker").connect(tools=[checked, trusted])
+        caller = await connected(ch, "caller")
+        # Not declared as self-checking: refused by the server, the agent never asked.
+        await caller.send(call("c1", "w.checked", {"n": "one"}))
+        result = (await caller.next("call_result")).call_result
+        assert result.status == tools_pb2.TOOL_INVALID_ARGUMENTS
+        # Declared: handed to the agent, whose own verdict is the answer.
+        await caller.send(call("c2", "w.trusted", {"n": "one"}))
+        pushed = (await worker.next("tool_call")).tool_call
+        assert json.loads(pushed.arguments) == {"n": "one"}
+        refusal = tools_pb2.ToolResult(
+            id=pushed.id,
+            status=tools_pb2.TOOL_INVALID_ARGUMENTS,
+            error=tools_pb2.ToolError(code="INVALID_ARGUMENTS", message="n: not an int"),
+        )
+        await worker.send(bridge_pb2.ClientEvent(tool_result=refusal))
+        result = (await caller.next("call_result")).call_result
+        assert (result.id, result.status) == ("c2", tools_pb2.TOOL_INVALID_ARGUMENTS)
+        assert "not an int" in result.error.message

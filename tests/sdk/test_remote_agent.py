@@ -19,7 +19,7 @@ from anyio.streams.text import TextReceiveStream
 from loom import Agent, Context, capability
 from loom.bridge._client_errors import NotSupportedRemotely
 from loom.runtime import Event, InvalidArgument, Subscription
-from loom.runtime.tools import ToolTimeout
+from loom.runtime.tools import InvalidArguments, ToolTimeout, validates_itself
 
 from ..bridge._client_support import Hosting, hosting, next_of
 
@@ -268,6 +268,15 @@ async def test_a_remote_agent_uses_every_context_operation(tmp_path: Path) -> No
             # ... and of the remote capability from an in-process agent.
             await bus.publish("call.upper", Event(payload=b"xyz"))
             assert await payload_of(results, "result") == b"XYZ"
+            # The remote capability checks its arguments itself and says so, so the server
+            # skips its own check; what it refuses still comes back typed.
+            declared = rt.describe_tool("remote.upper")
+            assert declared is not None
+            assert validates_itself(declared)
+            with pytest.raises(InvalidArguments):
+                await rt.call_tool("remote.upper", {"text": 5}, timeout=5)
+            with pytest.raises(InvalidArguments):
+                await rt.call_tool("remote.upper", {"text": "a", "extra": 1}, timeout=5)
             # Request/reply both ways.
             await bus.publish("probe.request", Event(payload=b"ping"))
             assert await payload_of(out, "request") == b"echo:ping"
