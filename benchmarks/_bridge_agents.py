@@ -19,7 +19,8 @@ Roles:
   ``{"ready": true, "address": ...}``. Used for the one-hop figure when ``loom serve``
   registers no runtime tool to call.
 * ``caller ADDRESS CALLS TOOL ARGS_JSON``: sequential tool calls through the server
-  (``ForwardToolCall``, what ``ctx.tool`` calls); reports ``p50_us`` and ``p99_us``.
+  (``BridgeClient.call_tool``, what ``ctx.tool`` calls: a ``call`` frame on the agent's open
+  stream, the server granting it); reports ``p50_us`` and ``p99_us``.
 
 BATCH is ``1`` for batching on (the client asks for batches of up to 256 events) and ``0``
 for one event per gRPC message both ways (``max_batch_events=1``).
