@@ -39,8 +39,9 @@ from loom.runtime import Delivery
 from ._client_errors import ConnectionLost, PublishRejected, SubscribeRefused
 from ._client_tools import outcome_from_exception
 from ._convert import delivery_from_proto, qos_to_proto, tool_call_from_proto, tool_result_to_proto
+from ._status import failed_outcome
 from ._wire_errors import WireError
-from ._wire_types import ToolCallOutcome, ToolCallRequest, ToolErrorInfo, ToolStatus
+from ._wire_types import ToolCallOutcome, ToolCallRequest, ToolStatus
 
 if TYPE_CHECKING:
     from ._client import BridgeClient, _Subscription
@@ -583,18 +584,18 @@ class Session:
             request = tool_call_from_proto(msg)
         except WireError as exc:
             await self._tool_result(
-                _failed(msg.id, ToolStatus.INVALID_ARGUMENTS, "INVALID_ARGUMENTS", str(exc))
+                failed_outcome(msg.id, ToolStatus.INVALID_ARGUMENTS, "INVALID_ARGUMENTS", str(exc))
             )
             return
         if client.tool_handler is None:
             await self._tool_result(
-                _failed(request.id, ToolStatus.NOT_FOUND, "NOT_FOUND", "no tools here")
+                failed_outcome(request.id, ToolStatus.NOT_FOUND, "NOT_FOUND", "no tools here")
             )
             return
         if len(self._tools) >= self.options.max_tool_calls:
             client._tools_refused += 1
             await self._tool_result(
-                _failed(
+                failed_outcome(
                     request.id,
                     ToolStatus.ERROR,
                     "RESOURCE_EXHAUSTED",
@@ -631,7 +632,7 @@ class Session:
             return  # the server discards a result sent now; send none
         if outcome is None:  # the backstop fired
             timeout_s = request.timeout_ms / 1000
-            outcome = _failed(
+            outcome = failed_outcome(
                 request.id, ToolStatus.TIMEOUT, "TIMEOUT", f"timed out after {timeout_s:g} s"
             )
         client._tools_served += 1
@@ -648,11 +649,7 @@ class Session:
         try:
             msg = tool_result_to_proto(outcome)
         except WireError as exc:
-            msg = tool_result_to_proto(_failed(outcome.id, ToolStatus.ERROR, "WireError", str(exc)))
+            msg = tool_result_to_proto(
+                failed_outcome(outcome.id, ToolStatus.ERROR, "WireError", str(exc))
+            )
         await self.send(bridge_pb2.ClientEvent(tool_result=msg))
-
-
-def _failed(call_id: str, status: ToolStatus, code: str, message: str) -> ToolCallOutcome:
-    return ToolCallOutcome(
-        id=call_id, status=status, error=ToolErrorInfo(code=code, message=message)
-    )

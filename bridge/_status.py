@@ -50,6 +50,7 @@ __all__ = [
     "code_name",
     "error_from_outcome",
     "error_from_status",
+    "failed_outcome",
     "outcome_from_error",
     "status_of",
 ]
@@ -186,3 +187,10 @@ def error_from_outcome(outcome: ToolCallOutcome, *, tool: str, timeout: float) -
             return ToolPermissionDenied(message, tool=tool)
         case _:
             return ToolFailed(err.code or "ToolError", message, tool=tool)
+
+
+def failed_outcome(call_id: str, status: ToolStatus, code: str, message: str) -> ToolCallOutcome:
+    """A call's outcome that is not OK: its status, ``error.code`` and message."""
+    return ToolCallOutcome(
+        id=call_id, status=status, error=ToolErrorInfo(code=code, message=message)
+    )

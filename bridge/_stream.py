@@ -58,9 +58,9 @@ from ._convert import (
     tool_result_to_proto,
 )
 from ._server_errors import LimitExceeded, WrongAgent
-from ._status import code_name, error_from_outcome, status_of
+from ._status import code_name, error_from_outcome, failed_outcome, status_of
 from ._wire_errors import WireError
-from ._wire_types import ToolCallOutcome, ToolCallRequest, ToolErrorInfo, ToolStatus
+from ._wire_types import ToolCallOutcome, ToolCallRequest, ToolStatus
 
 if TYPE_CHECKING:
     from ._server import Hub
@@ -662,22 +662,28 @@ class Session:
         call_id = msg.id
         refusal: ToolCallOutcome | None = None
         if not call_id:
-            refusal = _refused("", ToolStatus.INVALID_ARGUMENTS, "a call needs an id")
+            refusal = failed_outcome(
+                "", ToolStatus.INVALID_ARGUMENTS, "INVALID_ARGUMENTS", "a call needs an id"
+            )
         elif call_id in self._calls:
-            refusal = _refused(call_id, ToolStatus.INVALID_ARGUMENTS, "id already in flight")
+            refusal = failed_outcome(
+                call_id, ToolStatus.INVALID_ARGUMENTS, "INVALID_ARGUMENTS", "id already in flight"
+            )
         elif len(self._calls) >= self._limits.max_pending_tool_calls:
-            refusal = _refused(
+            refusal = failed_outcome(
                 call_id,
                 ToolStatus.ERROR,
+                "RESOURCE_EXHAUSTED",
                 f"agent {self.agent_id} already has {len(self._calls)} calls in flight "
                 f"(max_pending_tool_calls)",
-                code="RESOURCE_EXHAUSTED",
             )
         else:
             try:
                 request = tool_call_from_proto(msg)
             except WireError as exc:
-                refusal = _refused(call_id, ToolStatus.INVALID_ARGUMENTS, str(exc))
+                refusal = failed_outcome(
+                    call_id, ToolStatus.INVALID_ARGUMENTS, "INVALID_ARGUMENTS", str(exc)
+                )
         if refusal is not None:
             await self._send(bridge_pb2.ServerEvent(call_result=tool_result_to_proto(refusal)))
             return
@@ -696,11 +702,3 @@ class Session:
             self._calls.pop(request.id, None)
         if outcome is not None:  # else the agent withdrew the call: it wants no answer
             await self._send(bridge_pb2.ServerEvent(call_result=tool_result_to_proto(outcome)))
-
-
-def _refused(
-    call_id: str, status: ToolStatus, message: str, *, code: str = "INVALID_ARGUMENT"
-) -> ToolCallOutcome:
-    return ToolCallOutcome(
-        id=call_id, status=status, error=ToolErrorInfo(code=code, message=message)
-    )
