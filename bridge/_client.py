@@ -580,11 +580,7 @@ class BridgeClient:
             if self._closing:
                 raise ClientClosed("the bridge client is closed") from self._fatal
             session = self._session
-            if (
-                session is not None
-                and not session.ended
-                and self._reconnector.status is ConnectionStatus.CONNECTED
-            ):
+            if session is not None and self._connected():
                 return session
             await self.wait_connected()
 
