@@ -77,11 +77,12 @@ async def subscriber(address: str, n: int, topic: str, batch: bool) -> None:
     agent = Agent(f"bench-sub-{os.getpid()}", topics=[topic], on_event=on_event, mailbox_size=4096)
     async with anyio.create_task_group() as tg:
         await tg.start(functools.partial(serve_agent, agent, address, options=_options(batch)))
+        cpu0 = time.process_time()
         _say(ready=True)
         await done.wait()
         tg.cancel_scope.cancel()
     assert seen["bytes"] == 32 * n
-    _say(result={"end": end, "count": seen["count"]})
+    _say(result={"end": end, "count": seen["count"], "cpu_s": time.process_time() - cpu0})
 
 
 async def publisher(address: str, n: int, topic: str, batch: bool) -> None:

@@ -56,7 +56,6 @@ import grpc
 import grpc.aio
 import msgspec
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from loom.bridge._generated import bridge_pb2, bridge_pb2_grpc, tools_pb2, tools_pb2_grpc
@@ -84,6 +83,7 @@ from ._convert import (
     tool_descriptor_to_proto,
     tool_result_from_proto,
 )
+from ._lane import Lane
 from ._reconnect import Backoff, ConnectionStatus, Reconnector, StateListener
 from ._status import error_from_outcome
 from ._wire_types import ToolCallOutcome, ToolCallRequest, ToolDescriptor, ToolStatus
@@ -306,8 +306,7 @@ class BridgeClient:
         self._requests: dict[str, _Reply] = {}
         # The inbound buffer exists while the client is entered (a stream left unclosed is a
         # ResourceWarning); it outlives every session, so nothing buffered is lost to one.
-        self._in_send: MemoryObjectSendStream[Delivery] | None = None
-        self._in_recv: MemoryObjectReceiveStream[Delivery] | None = None
+        self._inbound: Lane[Delivery] | None = None
         self._channel: grpc.aio.Channel | None = None
         self._stub: bridge_pb2_grpc.BridgeAsyncStub | None = None
         self._session: Session | None = None
@@ -337,9 +336,7 @@ class BridgeClient:
     async def __aenter__(self) -> BridgeClient:
         if self._tg is not None or self._closing:
             raise InvalidArgument("a BridgeClient can be entered once")
-        self._in_send, self._in_recv = anyio.create_memory_object_stream[Delivery](
-            self.options.inbound_buffer
-        )
+        self._inbound = Lane[Delivery](self.options.inbound_buffer)
         self._channel = self._make_channel()
         self._stub = bridge_pb2_grpc.BridgeStub(self._channel)
         self._tg = anyio.create_task_group()
@@ -379,8 +376,8 @@ class BridgeClient:
         tg, self._tg = self._tg, None
         if tg is not None:
             await tg.__aexit__(None, None, None)
-        if self._in_recv is not None:
-            self._in_recv.close()
+        if self._inbound is not None:
+            self._inbound.close_receiving()
         if self._channel is not None:
             with anyio.CancelScope(shield=True):
                 await self._channel.close(grace=None)
@@ -404,8 +401,8 @@ class BridgeClient:
             self._tg.cancel_scope.cancel()
         for call in self._requests.values():
             call.event.set()
-        if self._in_send is not None:
-            self._in_send.close()
+        if self._inbound is not None:
+            self._inbound.close()
 
     @property
     def status(self) -> ConnectionStatus:
@@ -525,8 +522,8 @@ class BridgeClient:
         if not response.success:
             raise RegistrationRefused(reg.agent_id, response.error_message)
         self._registrations += 1
-        assert self._in_send is not None
-        session = Session(self, stub, self._in_send)
+        assert self._inbound is not None
+        session = Session(self, stub, self._inbound)
         self._session = session
         if self._closing:
             return
@@ -744,18 +741,18 @@ class BridgeClient:
         Raises:
             anyio.EndOfStream: the client is closed and the buffer is empty.
         """
-        if self._in_recv is None:
+        if self._inbound is None:
             raise ClientClosed("the bridge client is not open")
-        return await self._in_recv.receive()
+        return await self._inbound.receive()
 
     def __aiter__(self) -> BridgeClient:
         return self
 
     async def __anext__(self) -> Delivery:
-        if self._in_recv is None:
+        if self._inbound is None:
             raise StopAsyncIteration
         try:
-            return await self._in_recv.receive()
+            return await self._inbound.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             raise StopAsyncIteration from None
 

@@ -31,7 +31,6 @@ import anyio
 import grpc
 import grpc.aio
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from loom.bridge._generated import bridge_pb2, bridge_pb2_grpc, tools_pb2
 from loom.runtime import Delivery
@@ -39,6 +38,7 @@ from loom.runtime import Delivery
 from ._client_errors import ConnectionLost, PublishRejected, SubscribeRefused
 from ._client_tools import outcome_from_exception
 from ._convert import delivery_from_proto, qos_to_proto, tool_call_from_proto, tool_result_to_proto
+from ._lane import Lane
 from ._status import failed_outcome
 from ._wire_errors import WireError
 from ._wire_types import ToolCallOutcome, ToolCallRequest, ToolStatus
@@ -120,7 +120,7 @@ class Session:
         self,
         client: BridgeClient,
         stub: bridge_pb2_grpc.BridgeAsyncStub,
-        deliver: MemoryObjectSendStream[Delivery],
+        deliver: Lane[Delivery],
     ) -> None:
         self.client = client
         self.options = client.options
@@ -128,9 +128,7 @@ class Session:
         self._stub = stub
         self._deliver = deliver
         size = self.options.outbound_buffer + self.options.max_tool_calls + 16
-        self._out_send: MemoryObjectSendStream[OutItem]
-        self._out_recv: MemoryObjectReceiveStream[OutItem]
-        self._out_send, self._out_recv = anyio.create_memory_object_stream[OutItem](size)
+        self._out = Lane[OutItem](size)
         self._call: grpc.aio.StreamStreamCall[bridge_pb2.ClientEvent, bridge_pb2.ServerEvent]
         self._tg: TaskGroup | None = None
         self.ended = False
@@ -171,8 +169,7 @@ class Session:
                 tg.start_soon(self._guard, self._setup, connected)
         finally:
             self.ended = True
-            self._out_send.close()
-            self._out_recv.close()
+            self._out.close_receiving()
             self._call.cancel()
             lost = self.end_reason or ConnectionLost("the connection closed")
             for waiter in self._ack_waiters.values():
@@ -252,7 +249,7 @@ class Session:
     async def close_gracefully(self) -> None:
         """Send what is queued, half-close, and let the server end the stream."""
         self.closing = True
-        self._out_send.close()  # the writer drains the queue, then half-closes
+        self._out.close()  # the writer drains the queue, then half-closes
 
     # ------------------------------------------------------------------ the reader
 
@@ -356,7 +353,7 @@ class Session:
 
     async def _writer(self) -> None:
         call = self._call
-        recv = self._out_recv
+        recv = self._out
         # Only a server that answered our hello knows publish_batch (it accepts one whether
         # or not it granted BATCH, which governs what it sends); an old server gets singles.
         batching = self._welcomed.is_set()
@@ -429,9 +426,9 @@ class Session:
             # and the writer sends it as one batch; anyio's send() would yield on every call
             # and wake the writer for a single event each time.
             try:
-                self._out_send.send_nowait(out)
+                self._out.send_nowait(out)
             except anyio.WouldBlock:
-                await self._out_send.send(out)
+                await self._out.send(out)
             else:
                 self._tick += 1
                 if self._tick >= _YIELD_EVERY:  # a publishing loop must not starve the writer
@@ -452,7 +449,7 @@ class Session:
         if self._acks and self.credit <= 0:
             raise anyio.WouldBlock
         try:
-            self._out_send.send_nowait(Outgoing(msg, None))
+            self._out.send_nowait(Outgoing(msg, None))
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise SessionEnded from None
         self.credit -= 1
@@ -472,7 +469,7 @@ class Session:
         if self.ended:
             raise SessionEnded
         try:
-            self._out_send.send_nowait(bridge_pb2.ClientEvent(call=msg))
+            self._out.send_nowait(bridge_pb2.ClientEvent(call=msg))
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise SessionEnded from None
         waiter = self._calls[msg.id] = CallWaiter()
@@ -488,7 +485,7 @@ class Session:
         with contextlib.suppress(
             anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError
         ):
-            self._out_send.send_nowait(bridge_pb2.ClientEvent(cancel_call=cancel))
+            self._out.send_nowait(bridge_pb2.ClientEvent(cancel_call=cancel))
 
     async def send(self, msg: bridge_pb2.ClientEvent) -> None:
         """Queue a control frame (in order with the publishes).
@@ -497,7 +494,7 @@ class Session:
             SessionEnded: the session is gone.
         """
         try:
-            await self._out_send.send(msg)
+            await self._out.send(msg)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise SessionEnded from None
 

@@ -27,11 +27,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
+import anyio.lowlevel
 import grpc
 import grpc.aio
 import msgspec
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from google.protobuf.message import DecodeError
 
 from loom.bridge._generated import bridge_pb2, tools_pb2
@@ -57,6 +57,7 @@ from ._convert import (
     tool_result_from_proto,
     tool_result_to_proto,
 )
+from ._lane import Lane
 from ._server_errors import LimitExceeded, WrongAgent
 from ._status import code_name, error_from_outcome, failed_outcome, status_of
 from ._wire_errors import WireError
@@ -126,14 +127,8 @@ class Session:
         self._ctx = context
         limits = hub.limits
         self._limits = limits
-        out_send, out_recv = anyio.create_memory_object_stream[Outbound](limits.outbound_queue)
-        self._out: MemoryObjectSendStream[Outbound] = out_send
-        self._out_recv: MemoryObjectReceiveStream[Outbound] = out_recv
-        lane_send, lane_recv = anyio.create_memory_object_stream[_Publish](
-            limits.publish_window + limits.max_batch_events + _OLD_LANE
-        )
-        self._lane: MemoryObjectSendStream[_Publish] = lane_send
-        self._lane_recv: MemoryObjectReceiveStream[_Publish] = lane_recv
+        self._out = Lane[Outbound](limits.outbound_queue)
+        self._lane = Lane[_Publish](limits.publish_window + limits.max_batch_events + _OLD_LANE)
         self._hello = False
         self._acks = False
         self._cancels = False
@@ -148,6 +143,7 @@ class Session:
         self._pending: dict[str, _Pending] = {}
         self._calls: dict[str, anyio.CancelScope] = {}  # calls the agent made on the stream
         self._tg: TaskGroup | None = None
+        self._write_scope = anyio.CancelScope(shield=True)
         self.status: Status | None = None
         self.closed = False
 
@@ -162,8 +158,12 @@ class Session:
                 tg.start_soon(self._writer)
                 tg.start_soon(self._publisher)
                 tg.start_soon(self._pump, self.remote.mailbox)
-                await self._reader()
-                tg.cancel_scope.cancel()
+                try:
+                    await self._reader()
+                finally:
+                    # However the reading ended (EOF, an error, the call cancelled from outside,
+                    # a failing task cancelling this one): the shielded writer must stop too.
+                    self._stop()
         finally:
             with anyio.CancelScope(shield=True):
                 await self._finish()
@@ -173,8 +173,22 @@ class Session:
         """End the stream from outside (server shutdown) or inside, with this status."""
         if self.status is None:
             self.status = (code, details)
+        self._stop()
+
+    def _stop(self) -> None:
+        """Cancel the session's tasks; a write already started may finish within _WRITE_GRACE.
+
+        A grpc.aio write cancelled half way leaves its operation inside gRPC's core, and the
+        call can then never send its status (TOO_MANY_OPERATIONS). So the writer runs shielded
+        from the task group's cancellation and is stopped here without a cancellation: its
+        queue is closed (ending it when it is between writes), and a write in progress gets a
+        deadline (a peer that reads nothing for that long is given up on).
+        """
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
+        self._out.close_receiving()
+        scope = self._write_scope
+        scope.deadline = min(scope.deadline, anyio.current_time() + _WRITE_GRACE)
 
     async def _finish(self) -> None:
         self.closed = True
@@ -184,10 +198,8 @@ class Session:
             if pending.outcome is None:
                 pending.outcome = disconnected_outcome(call_id, self.agent_id, reason)
                 pending.done.set()
-        self._out.close()
-        self._out_recv.close()
-        self._lane.close()
-        self._lane_recv.close()
+        self._out.close_receiving()
+        self._lane.close_receiving()
         if self.hub.sessions.get(self.agent_id) is self:
             del self.hub.sessions[self.agent_id]
         await self.remote.detach(reason)
@@ -249,7 +261,12 @@ class Session:
                 )
 
     async def _send(self, frame: bridge_pb2.ServerEvent) -> None:
-        await self._out.send(frame)
+        try:
+            await self._out.send(frame)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            # The stream is over (_stop closed the queue): nothing more goes out, and the
+            # sending task is being cancelled; it learns at this checkpoint.
+            await anyio.lowlevel.checkpoint()
 
     async def _error(self, code: str, message: str) -> None:
         await self._send(bridge_pb2.ServerEvent(err=bridge_pb2.Error(code=code, message=message)))
@@ -349,7 +366,7 @@ class Session:
 
     async def _publisher(self) -> None:
         bus = self.hub.runtime.bus
-        lane = self._lane_recv
+        lane = self._lane
         try:
             while True:
                 try:
@@ -375,8 +392,12 @@ class Session:
                             bus.publish_nowait(item.topic, item.event)
                         except WouldBlock:
                             # About to wait for a full subscriber: first tell the client what
-                            # is done, so its credit does not wait on this publish.
-                            if self._credit_back or self._rejections:
+                            # is done, so its credit does not wait on this publish (if an ack
+                            # is due: a subscriber that is full at every publish would else
+                            # cost an ack frame per event).
+                            if (self._credit_back or self._rejections) and (
+                                anyio.current_time() - self._last_ack >= _ACK_INTERVAL
+                            ):
                                 await self._ack()
                             await bus.publish(item.topic, item.event)
                     except (InvalidArgument, BusClosed) as exc:
@@ -522,16 +543,15 @@ class Session:
         log.warning("agent %s: %s", self.agent_id, reason)
         return bridge_pb2.ServerEvent(err=bridge_pb2.Error(code=code, message=reason))
 
-    async def _write(self, frame: bridge_pb2.ServerEvent) -> None:
-        # A write cancelled half way leaves its operation inside gRPC's core, and the call can
-        # then never send its status (TOO_MANY_OPERATIONS): so a started write is finished,
-        # shielded, within a bound (a peer that reads nothing for that long is given up on).
-        with anyio.move_on_after(_WRITE_GRACE, shield=True):
-            await self._ctx.write(frame)
-
     async def _writer(self) -> None:
-        recv = self._out_recv
-        write = self._write
+        # Shielded while the stream lasts (see _stop): a slow reader is backpressure, not an
+        # error; gRPC keepalive finds a peer that is gone. Ends when _stop closes the queue.
+        with self._write_scope:
+            await self._write_frames()
+
+    async def _write_frames(self) -> None:
+        recv = self._out
+        write = self._ctx.write
         limit = self._limits.max_message_bytes - _FRAME_OVERHEAD
         batching = False
         held: Outbound | None = None
