@@ -102,6 +102,10 @@ class _Publish(msgspec.Struct, gc=False):
     reason: str = ""
 
 
+_ACK_DUE: Final = _Publish(0)
+"""Put on the lane for the publisher task when publishes the reader made itself await an ack."""
+
+
 class _Pending:
     """A tool call pushed to the agent, waiting for its ``tool_result``."""
 
@@ -140,6 +144,9 @@ class Session:
         self._credit_back = 0
         self._last_ack = -math.inf
         self._rejections: list[bridge_pb2.PublishRejection] = []
+        self._bus = hub.runtime.bus
+        self._queued = 0  # publishes (and refusals) on the lane, not yet taken by the publisher
+        self._blocked = False  # the publisher holds a publish it waits to hand to the bus
         self._pending: dict[str, _Pending] = {}
         self._calls: dict[str, anyio.CancelScope] = {}  # calls the agent made on the stream
         self._tg: TaskGroup | None = None
@@ -317,7 +324,8 @@ class Session:
                 )
 
     async def _accept(self, publish: bridge_pb2.Publish, *, paid: bool = False) -> None:
-        """Number, check and queue one publish; the publisher task does the rest."""
+        """Number, check and publish one publish: here when nothing is ahead of it and the bus
+        takes it at once, else through the publisher task (which waits, and answers errors)."""
         seq = 0
         if self._acks:
             if not paid:
@@ -346,11 +354,30 @@ class Session:
         if not sender:  # stamped, so a reply to it finds this agent's mailbox
             envelope = msgspec.structs.replace(event.envelope, sender=self.agent_id)
             event = msgspec.structs.replace(event, envelope=envelope)
+        if not self._queued and not self._blocked:
+            # Nothing ahead of it, so publishing here keeps the stream's order, and saves the
+            # hand-over to the publisher task (a stream of single events paid one per event).
+            try:
+                self._bus.publish_nowait(topic, event)
+            except (WouldBlock, InvalidArgument, BusClosed):
+                pass  # the publisher task waits for room, or answers the error, in order
+            else:
+                if seq:
+                    self._settled_here(seq)
+                return
         await self._queue(_Publish(seq, topic, event, credit=bool(seq)))
+
+    def _settled_here(self, seq: int) -> None:
+        """Book a publish the reader made; the publisher task acks it (see _publisher)."""
+        self._acked = seq
+        self._credit_back += 1
+        if self._credit_back == 1 or 2 * self._credit_back == self._window:
+            self._lane.send_nowait(_ACK_DUE)  # at most two wait on the lane: it has room
 
     async def _queue(self, item: _Publish) -> None:
         """Hand a publish to the publisher task, without a yield while the lane has room (so a
         whole publish_batch is queued before the publisher runs, and acked once)."""
+        self._queued += 1
         try:
             self._lane.send_nowait(item)
         except anyio.WouldBlock:
@@ -365,7 +392,7 @@ class Session:
         await self._queue(_Publish(seq, code=code, reason=reason))
 
     async def _publisher(self) -> None:
-        bus = self.hub.runtime.bus
+        bus = self._bus
         lane = self._lane
         try:
             while True:
@@ -386,11 +413,19 @@ class Session:
                         if got is None:
                             await self._ack()
                     item = got if got is not None else await lane.receive()
+                if item is _ACK_DUE:
+                    # Publishes the reader made are due an ack: sent when the lane is drained
+                    # (above), or now if half the window is due back.
+                    if 2 * self._credit_back >= self._window:
+                        await self._ack()
+                    continue
+                self._queued -= 1
                 if item.event is not None:
                     try:
                         try:
                             bus.publish_nowait(item.topic, item.event)
                         except WouldBlock:
+                            self._blocked = True  # the reader must queue behind this one
                             # About to wait for a full subscriber: first tell the client what
                             # is done, so its credit does not wait on this publish (if an ack
                             # is due: a subscriber that is full at every publish would else
@@ -400,7 +435,9 @@ class Session:
                             ):
                                 await self._ack()
                             await bus.publish(item.topic, item.event)
+                            self._blocked = False
                     except (InvalidArgument, BusClosed) as exc:
+                        self._blocked = False
                         item.code, item.reason = code_name(status_of(exc)), str(exc)
                 if not item.seq:
                     if item.code:
