@@ -17,6 +17,12 @@ is ready, and collects what they measured. Figures (one JSON line):
 * ``runtime_tool_rtt_p50_us``: a remote agent calling a tool of the server's own runtime (one
   hop).
 * ``raw_unary_p50_us``: a plain grpc.aio unary round trip of a small message.
+* ``python_floor_batched_events_per_s`` / ``python_floor_unbatched_events_per_s``: a second
+  baseline, the least any Python bridge pays (``benchmarks/_python_floor.py``): publisher,
+  middle server and subscriber processes over plain grpc.aio, one Struct and one protobuf
+  message per event and hop, and nothing else (no routing, envelope, flow control or acks).
+  The stream targets are ratios to the raw echo; this says how much of that a Python bridge
+  can reach at all on this machine.
 
 Each figure is the best of ``LOOM_BENCH_REPEATS`` runs (the machine is shared and noisy), the
 Loom and raw runs interleaved. ``LOOM_BENCH_PROFILE=path`` runs the server under cProfile and
@@ -40,6 +46,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import _raw_grpc as raw
+from benchmarks._python_floor import floor_events_per_s
 from benchmarks._util import emit
 
 EVENTS = int(os.environ.get("LOOM_BENCH_BRIDGE_EVENTS", "50000"))
@@ -205,6 +212,8 @@ def main() -> None:
                     "stream_unbatched_events_per_s",
                     stream_rate(server.address, UNBATCHED, False, run + REPEATS),
                 )
+                best("python_floor_batched_events_per_s", floor_events_per_s(100, EVENTS))
+                best("python_floor_unbatched_events_per_s", floor_events_per_s(1, UNBATCHED))
                 best("raw_unary_p50_us", asyncio.run(raw.unary_p50_us(raw_port, CALLS)), True)
                 two_hops, one_hop = tool_rtts(server.address)
                 best("tool_rtt_p50_us", two_hops["p50_us"], True)
@@ -222,6 +231,14 @@ def main() -> None:
         "runtime_tool_vs_raw_unary": figures["runtime_tool_rtt_p50_us"]
         / figures["raw_unary_p50_us"],
         "tool_vs_raw_unary": figures["tool_rtt_p50_us"] / figures["raw_unary_p50_us"],
+        "python_floor_batched_vs_raw_batched": figures["python_floor_batched_events_per_s"]
+        / figures["raw_grpc_batched_events_per_s"],
+        "python_floor_unbatched_vs_raw": figures["python_floor_unbatched_events_per_s"]
+        / figures["raw_grpc_unbatched_msgs_per_s"],
+        "stream_vs_python_floor_batched": figures["stream_events_per_s"]
+        / figures["python_floor_batched_events_per_s"],
+        "unbatched_vs_python_floor": figures["stream_unbatched_events_per_s"]
+        / figures["python_floor_unbatched_events_per_s"],
     }
     targets = {
         "stream_vs_raw_batched": ratios["stream_vs_raw_batched"] >= 0.5,
