@@ -29,6 +29,8 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
         max_subscription_buffer: the largest ``buffer_size`` a subscription may ask for.
         handshake_timeout_s: how long a new stream may take to send its handshake ``ack``.
         outbound_queue: frames queued for one stream's writer before its producers wait.
+        max_bus_subscribers: ``EventBus.Subscribe`` calls open at once (``loom tail`` and other
+            plain subscribers; agents' streams are counted by ``max_agents``).
     """
 
     max_message_bytes: int = 4 * 1024 * 1024
@@ -41,6 +43,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     max_subscription_buffer: int = 65_536
     handshake_timeout_s: float = 10.0
     outbound_queue: int = 1024
+    max_bus_subscribers: int = 1024
 
     def __post_init__(self) -> None:
         if self.max_message_bytes < 1024:
@@ -54,6 +57,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
             "max_batch_events",
             "publish_window",
             "outbound_queue",
+            "max_bus_subscribers",
             "max_subscription_buffer",
         ):
             value = getattr(self, name)

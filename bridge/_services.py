@@ -21,6 +21,7 @@ from ._convert import (
     qos_from_proto,
     tool_descriptor_to_proto,
 )
+from ._server_errors import LimitExceeded
 from ._status import code_name, status_of
 from ._wire_errors import WireError
 from ._wire_types import ProviderKind, ToolDescriptor
@@ -131,13 +132,19 @@ class EventBusService(bus_pb2_grpc.EventBusServicer):
                     f"buffer_size {request.buffer_size} is over the server's maximum "
                     f"{limits.max_subscription_buffer}"
                 )
+            if len(hub.streams) >= limits.max_bus_subscribers:
+                raise LimitExceeded(
+                    "max_bus_subscribers",
+                    limits.max_bus_subscribers,
+                    f"{len(hub.streams)} EventBus.Subscribe calls are open",
+                )
             sub = hub.runtime.bus.subscribe(
                 request.pattern,
                 qos=qos,
                 event_types=list(request.event_types) or None,
                 buffer_size=request.buffer_size or None,
             )
-        except (WireError, InvalidArgument, BusClosed) as exc:
+        except (WireError, InvalidArgument, LimitExceeded, BusClosed) as exc:
             await context.abort(status_of(exc), str(exc))
         limit = limits.max_message_bytes - 64
         with anyio.CancelScope() as scope:
@@ -173,7 +180,7 @@ class EventBusService(bus_pb2_grpc.EventBusServicer):
                             break
                     if batch:
                         frame = bridge_pb2.DeliveryBatch(deliveries=batch)
-                        # Finished once started (see _stream.Session._write for why).
+                        # Finished once started (see _stream.Session._stop for why).
                         with anyio.move_on_after(5.0, shield=True):
                             await context.write(bus_pb2.SubscribeResponse(batch=frame))
             finally:

@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import (  # type: ignore[import-untyped]
     reflection_pb2_grpc,
 )
 
+from loom.bridge import Limits
 from loom.bridge._generated import bridge_pb2, bus_pb2, event_pb2, tools_pb2
 from loom.runtime import Context, Event, QoS
 from loom.runtime.tools import FunctionTool, InvalidArguments, ToolRegistry
@@ -157,6 +158,40 @@ async def test_event_bus_publish_subscribe_and_stats() -> None:
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await refused.read()
         assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_open_event_bus_subscribes_are_limited_and_a_closed_one_frees_its_place() -> None:
+    async with serving(limits=Limits(max_bus_subscribers=2)) as s, channel(s.target) as ch:
+        client = OldAgent(ch, "client")
+        open_calls = []
+        for pattern in ("a", "b"):
+            call = client.bus.Subscribe(bridge_pb2.SubscribeRequest(pattern=pattern))
+            first = await call.read()
+            assert isinstance(first, bus_pb2.SubscribeResponse)
+            assert first.subscribed.ok
+            open_calls.append(call)
+
+        refused = client.bus.Subscribe(bridge_pb2.SubscribeRequest(pattern="c"))
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await refused.read()
+        assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "max_bus_subscribers" in (info.value.details() or "")
+        assert len(s.bus.statistics().subscriptions) == 2  # the refused call subscribed nothing
+
+        open_calls.pop().cancel()
+        with anyio.fail_after(5):  # once the server has seen the cancel, the place is free
+            while True:
+                again = client.bus.Subscribe(bridge_pb2.SubscribeRequest(pattern="c"))
+                try:
+                    first = await again.read()
+                    break
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() is not grpc.StatusCode.RESOURCE_EXHAUSTED:
+                        raise
+        assert isinstance(first, bus_pb2.SubscribeResponse)
+        assert first.subscribed.ok
+        again.cancel()
+        open_calls[0].cancel()
 
 
 async def test_health_and_reflection() -> None:
