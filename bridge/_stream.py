@@ -426,18 +426,19 @@ class Session:
                             bus.publish_nowait(item.topic, item.event)
                         except WouldBlock:
                             self._blocked = True  # the reader must queue behind this one
-                            # About to wait for a full subscriber: first tell the client what
-                            # is done, so its credit does not wait on this publish (if an ack
-                            # is due: a subscriber that is full at every publish would else
-                            # cost an ack frame per event).
-                            if (self._credit_back or self._rejections) and (
-                                anyio.current_time() - self._last_ack >= _ACK_INTERVAL
-                            ):
-                                await self._ack()
-                            await bus.publish(item.topic, item.event)
-                            self._blocked = False
+                            try:
+                                # About to wait for a full subscriber: first tell the client
+                                # what is done, so its credit does not wait on this publish (if
+                                # an ack is due: a subscriber that is full at every publish
+                                # would else cost an ack frame per event).
+                                if (self._credit_back or self._rejections) and (
+                                    anyio.current_time() - self._last_ack >= _ACK_INTERVAL
+                                ):
+                                    await self._ack()
+                                await bus.publish(item.topic, item.event)
+                            finally:
+                                self._blocked = False
                     except (InvalidArgument, BusClosed) as exc:
-                        self._blocked = False
                         item.code, item.reason = code_name(status_of(exc)), str(exc)
                 if not item.seq:
                     if item.code:
