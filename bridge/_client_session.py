@@ -379,31 +379,36 @@ class Session:
                 else:
                     held = more
                     break
-            self._number(batch)
-            if len(batch) == 1:
+            waited = self._number(batch)
+            if len(batch) == 1 and not waited:
                 await call.write(bridge_pb2.ClientEvent(publish=batch[0].msg))
             else:
-                await call.write(
-                    bridge_pb2.ClientEvent(
-                        publish_batch=bridge_pb2.PublishBatch(publishes=[o.msg for o in batch])
-                    )
+                # A publisher waits for its ack: ask for it (the server acks a steady stream
+                # only every few milliseconds otherwise). A batch of one is fine.
+                frame = bridge_pb2.PublishBatch(
+                    publishes=[o.msg for o in batch], ack_requested=waited
                 )
+                await call.write(bridge_pb2.ClientEvent(publish_batch=frame))
             self.client._published += len(batch)
             if held is not None:
                 await call.write(held)
 
-    def _number(self, batch: list[Outgoing]) -> None:
-        """Give each publish the sequence number the server gives it (wire order)."""
+    def _number(self, batch: list[Outgoing]) -> bool:
+        """Give each publish the sequence number the server gives it (wire order); return
+        whether one of them waits for its ack."""
         if not self._acks:
             for out in batch:
                 if out.waiter is not None:
                     out.waiter.settle()  # nothing more to learn from an old server
-            return
+            return False
+        waited = False
         for out in batch:
             self._seq += 1
             self._topics_by_seq[self._seq] = out.msg.topic
             if out.waiter is not None:
                 self._ack_waiters[self._seq] = out.waiter
+                waited = True
+        return waited
 
     # ------------------------------------------------------------------ sending
 

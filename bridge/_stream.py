@@ -21,6 +21,7 @@ subscriptions' buffers, and the pushed tool calls (``Limits.max_pending_tool_cal
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Sequence
@@ -80,7 +81,7 @@ _FEATURES: Final = frozenset(
 )
 _OLD_LANE: Final = 64  # publish lane of a stream without acks: the reader waits beyond this
 _FRAME_OVERHEAD: Final = 64  # bytes kept free in a batch for the frame around the deliveries
-_ACK_INTERVAL: Final = 0.001  # seconds; acks of a steady stream come at most this often
+_ACK_LINGER: Final = 0.01  # seconds; unless due sooner, acks of a steady stream come this often
 _MAX_REJECTIONS: Final = 64  # an ack is sent once this many rejections wait in it
 _WRITE_GRACE: Final = 5.0  # seconds a started write may take to finish once its stream ends
 _NO_CREDIT: Final = "no publish credit left: wait for a publish_ack before publishing more"
@@ -143,6 +144,7 @@ class Session:
         self._acked = 0
         self._credit_back = 0
         self._last_ack = -math.inf
+        self._ack_wanted = 0  # the client asked for an ack once this publish is handled
         self._rejections: list[bridge_pb2.PublishRejection] = []
         self._bus = hub.runtime.bus
         self._queued = 0  # publishes (and refusals) on the lane, not yet taken by the publisher
@@ -240,7 +242,11 @@ class Session:
             case "publish":
                 await self._accept(msg.publish)
             case "publish_batch":
-                await self._accept_batch(msg.publish_batch.publishes)
+                batch = msg.publish_batch
+                if batch.ack_requested and self._acks and batch.publishes:
+                    # Every entry takes a number, so the batch's last one is known now.
+                    self._ack_wanted = self._seq + len(batch.publishes)
+                await self._accept_batch(batch.publishes)
             case "ping":
                 pong = bridge_pb2.HeartbeatResponse(timestamp_ms=msg.ping.timestamp_ms, status="ok")
                 await self._send(bridge_pb2.ServerEvent(pong=pong))
@@ -371,8 +377,24 @@ class Session:
         """Book a publish the reader made; the publisher task acks it (see _publisher)."""
         self._acked = seq
         self._credit_back += 1
-        if self._credit_back == 1 or 2 * self._credit_back == self._window:
-            self._lane.send_nowait(_ACK_DUE)  # at most two wait on the lane: it has room
+        if (
+            self._credit_back == 1
+            or 2 * self._credit_back == self._window
+            or (seq == self._ack_wanted)
+        ):
+            # The publisher decides from the state, not from the marker: when the lane is
+            # (improbably) full, the markers already on it do the same job.
+            with contextlib.suppress(anyio.WouldBlock):
+                self._lane.send_nowait(_ACK_DUE)
+
+    def _ack_due(self) -> bool:
+        """Whether an ack must go now rather than when the queue empties (and the linger is
+        over): half the window is due back, rejections pile up, or the client asked for it."""
+        return (
+            2 * self._credit_back >= self._window
+            or len(self._rejections) >= _MAX_REJECTIONS
+            or 0 < self._ack_wanted <= self._acked
+        )
 
     async def _queue(self, item: _Publish) -> None:
         """Hand a publish to the publisher task, without a yield while the lane has room (so a
@@ -400,13 +422,14 @@ class Session:
                     item = lane.receive_nowait()
                 except anyio.WouldBlock:
                     # The lane is drained: the burst is done, so ack it (once, not per event).
-                    # Unless an ack went out less than _ACK_INTERVAL ago: then more may come
+                    # Unless an ack went out less than _ACK_LINGER ago: then more may come
                     # meanwhile (a stream of one event per frame drains the lane every time),
-                    # and one ack per interval settles them all; an idle lane is acked when
-                    # the interval ends.
+                    # and one ack per linger settles them all; an idle lane is acked when the
+                    # linger ends. Credit does not wait for it (half the window is acked at
+                    # once), nor does a client that asked for an ack.
                     got: _Publish | None = None
                     if self._credit_back or self._rejections:
-                        wait = self._last_ack + _ACK_INTERVAL - anyio.current_time()
+                        wait = self._last_ack + _ACK_LINGER - anyio.current_time()
                         if wait > 0:
                             with anyio.move_on_after(wait):
                                 got = await lane.receive()
@@ -415,8 +438,8 @@ class Session:
                     item = got if got is not None else await lane.receive()
                 if item is _ACK_DUE:
                     # Publishes the reader made are due an ack: sent when the lane is drained
-                    # (above), or now if half the window is due back.
-                    if 2 * self._credit_back >= self._window:
+                    # (above), or now if one is due (half the window back, or asked for).
+                    if self._ack_due():
                         await self._ack()
                     continue
                 self._queued -= 1
@@ -432,7 +455,8 @@ class Session:
                                 # an ack is due: a subscriber that is full at every publish
                                 # would else cost an ack frame per event).
                                 if (self._credit_back or self._rejections) and (
-                                    anyio.current_time() - self._last_ack >= _ACK_INTERVAL
+                                    self._ack_due()
+                                    or anyio.current_time() - self._last_ack >= _ACK_LINGER
                                 ):
                                     await self._ack()
                                 await bus.publish(item.topic, item.event)
@@ -454,11 +478,8 @@ class Session:
                         )
                     )
                 # Within a burst, ack when half the window is due back (so a long burst never
-                # stalls the client), or when rejections pile up.
-                if (
-                    2 * self._credit_back >= self._window
-                    or len(self._rejections) >= _MAX_REJECTIONS
-                ):
+                # stalls the client), when rejections pile up, or when the client asked.
+                if self._ack_due():
                     await self._ack()
         except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
             return
@@ -467,6 +488,8 @@ class Session:
         self._last_ack = anyio.current_time()
         credit, self._credit_back = self._credit_back, 0
         rejections, self._rejections = self._rejections, []
+        if self._ack_wanted <= self._acked:
+            self._ack_wanted = 0
         ack = bridge_pb2.PublishAck(sequence=self._acked, credit=credit, rejections=rejections)
         await self._send(bridge_pb2.ServerEvent(publish_ack=ack))
         self._credit += credit

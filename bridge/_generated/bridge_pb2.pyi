@@ -200,10 +200,12 @@ class SubscribeResult(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., ok: _Optional[bool] = ..., subscription_id: _Optional[int] = ..., code: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class PublishBatch(_message.Message):
-    __slots__ = ("publishes",)
+    __slots__ = ("publishes", "ack_requested")
     PUBLISHES_FIELD_NUMBER: _ClassVar[int]
+    ACK_REQUESTED_FIELD_NUMBER: _ClassVar[int]
     publishes: _containers.RepeatedCompositeFieldContainer[Publish]
-    def __init__(self, publishes: _Optional[_Iterable[_Union[Publish, _Mapping]]] = ...) -> None: ...
+    ack_requested: bool
+    def __init__(self, publishes: _Optional[_Iterable[_Union[Publish, _Mapping]]] = ..., ack_requested: _Optional[bool] = ...) -> None: ...
 
 class DeliveryBatch(_message.Message):
     __slots__ = ("deliveries",)

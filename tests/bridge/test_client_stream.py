@@ -110,6 +110,21 @@ async def test_a_fast_publisher_keeps_to_its_publish_credit() -> None:
         assert got == [str(i).encode() for i in range(500)]
 
 
+async def test_a_waiting_publisher_asks_for_its_ack(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The server would otherwise settle this steady stream once per linger: never, here.
+    monkeypatch.setattr("loom.bridge._stream._ACK_LINGER", 3600.0)
+    options = ClientOptions(publish_window=1000, max_batch_events=1)
+    async with hosting() as host, host.bus.subscribe("steady") as out:
+        async with client(host, "w1", options=options) as agent:
+            for i in range(3):
+                await agent.publish("steady", Event(payload=str(i).encode()))
+            with anyio.fail_after(5):
+                for _ in range(3):
+                    await agent.publish("steady", Event(type="w"), wait_accepted=True)
+            assert agent.statistics().rejected == 0
+        assert len([(await out.receive()) for _ in range(6)]) == 6
+
+
 async def test_a_publish_the_servers_bus_refuses_is_reported_to_a_waiting_publisher() -> None:
     async with hosting() as host, client(host, "e2") as agent:
         with pytest.raises(PublishRejected) as info:

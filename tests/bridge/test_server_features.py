@@ -235,6 +235,35 @@ async def test_publish_acks_and_credit() -> None:
         assert [(r.sequence, r.code) for r in rejections] == [(8, "INVALID_ARGUMENT")]
 
 
+async def test_credit_and_requested_acks_do_not_wait_for_the_linger(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A linger nothing here could wait out: every ack below is due to a rule of its own.
+    monkeypatch.setattr("loom.bridge._stream._ACK_LINGER", 3600.0)
+    async with serving() as s, channel(s.target) as ch:
+        agent = await OldAgent(ch, "lingering").connect()
+        await hello(agent, ACK, window=8)
+        await agent.publish("linger.t", event("first"))
+        credit, _ = await acks_until(agent, 1)  # the first of a stream: no ack before it
+        assert credit == 1
+        # Half the window due back is acked at once, so credit never waits for the linger.
+        for _ in range(4):
+            await agent.publish("linger.t", event("steady"))
+        credit, _ = await acks_until(agent, 5)
+        assert credit == 4
+        # A batch (of one) that asks for its ack gets it as soon as it is handled.
+        await agent.publish("linger.t", event("x"))
+        frame = bridge_pb2.PublishBatch(
+            publishes=[bridge_pb2.Publish(topic="linger.t", event=event("asked"))],
+            ack_requested=True,
+        )
+        await agent.send(bridge_pb2.ClientEvent(publish_batch=frame))
+        credit, rejections = await acks_until(agent, 7)
+        assert (credit, rejections) == (2, [])
+        (topic,) = [t for t in s.bus.statistics().topics if t.topic == "linger.t"]
+        assert topic.published == 7
+
+
 async def test_flow_control_stops_a_fast_publisher_at_the_window() -> None:
     async with serving() as s, channel(s.target) as ch:
         agent = await OldAgent(ch, "fast").connect()
