@@ -21,8 +21,11 @@ What it promises:
   at a time (never two registrations at once), with capped, jittered backoff. Deliveries
   already buffered stay buffered; pending requests keep waiting for their reply.
 * **Deliveries** go to a bounded buffer (``inbound_buffer``) read by ``receive()`` / ``async
-  for``. When it is full the stream's reader waits: that is backpressure all the way to the
-  server's publishers. A reply to a pending :meth:`request` never enters that buffer.
+  for``, or, given an ``inbound`` sink (the SDK passes the agent's local :class:`EventBus`),
+  straight from the stream's reader into ``inbound.deliver_inbound``: one hand-over fewer
+  per event. Either way, when there is no room the stream's reader waits: that is
+  backpressure all the way to the server's publishers. A reply to a pending :meth:`request`
+  never enters the buffer or the sink.
 * **Publishing** (:meth:`publish`) waits for a connection, for publish credit (the server's
   pace, when it grants ``PUBLISH_ACK``) and for room in the bounded outbound queue; it never
   grows memory without bound. :meth:`publish_nowait` raises ``WouldBlock`` instead of waiting.
@@ -62,6 +65,7 @@ from loom.bridge._generated import bridge_pb2, bridge_pb2_grpc, tools_pb2, tools
 from loom.runtime import (
     Delivery,
     Event,
+    Inbound,
     InvalidArgument,
     QoS,
     RequestTimeout,
@@ -259,6 +263,22 @@ class _Reply:
         self.reply: Event | None = None
 
 
+class _LaneInbound:
+    """The client's own inbound buffer as a sink: what ``receive()`` reads."""
+
+    __slots__ = ("lane",)
+
+    def __init__(self, lane: Lane[Delivery]) -> None:
+        self.lane = lane
+
+    async def deliver_inbound(self, topic: str, event: Event) -> None:
+        delivery = Delivery(topic, event)
+        try:
+            self.lane.send_nowait(delivery)
+        except anyio.WouldBlock:
+            await self.lane.send(delivery)
+
+
 class BridgeClient:
     """A registered agent's connection to a Loom server, kept alive across restarts.
 
@@ -271,6 +291,10 @@ class BridgeClient:
         tool_handler: serves pushed calls of ``registration.tools``.
         options: bounds and timeouts.
         on_state_change: ``listener(old, new)`` for every :class:`ConnectionStatus` change.
+        inbound: where deliveries go instead of the client's own buffer (``receive()`` is
+            then refused). The stream's reader awaits its ``deliver_inbound``, in stream
+            order; a delivery it refuses with ``InvalidArgument`` is dropped and counted as
+            malformed, and nothing is delivered once it raises ``BusClosed``.
     """
 
     def __init__(
@@ -283,6 +307,7 @@ class BridgeClient:
         tool_handler: ToolHandler | None = None,
         options: ClientOptions | None = None,
         on_state_change: StateListener | None = None,
+        inbound: Inbound | None = None,
     ) -> None:
         if not address or not isinstance(address, str):
             raise InvalidArgument(f"a bridge address is host:port, not {address!r}")
@@ -307,6 +332,7 @@ class BridgeClient:
         # The inbound buffer exists while the client is entered (a stream left unclosed is a
         # ResourceWarning); it outlives every session, so nothing buffered is lost to one.
         self._inbound: Lane[Delivery] | None = None
+        self._sink = inbound
         self._channel: grpc.aio.Channel | None = None
         self._stub: bridge_pb2_grpc.BridgeAsyncStub | None = None
         self._session: Session | None = None
@@ -336,7 +362,9 @@ class BridgeClient:
     async def __aenter__(self) -> BridgeClient:
         if self._tg is not None or self._closing:
             raise InvalidArgument("a BridgeClient can be entered once")
-        self._inbound = Lane[Delivery](self.options.inbound_buffer)
+        if self._sink is None:
+            self._inbound = Lane[Delivery](self.options.inbound_buffer)
+            self._sink = _LaneInbound(self._inbound)
         self._channel = self._make_channel()
         self._stub = bridge_pb2_grpc.BridgeStub(self._channel)
         self._tg = anyio.create_task_group()
@@ -522,8 +550,8 @@ class BridgeClient:
         if not response.success:
             raise RegistrationRefused(reg.agent_id, response.error_message)
         self._registrations += 1
-        assert self._inbound is not None
-        session = Session(self, stub, self._inbound)
+        assert self._sink is not None
+        session = Session(self, stub, self._sink)
         self._session = session
         if self._closing:
             return
@@ -740,16 +768,25 @@ class BridgeClient:
 
         Raises:
             anyio.EndOfStream: the client is closed and the buffer is empty.
+            InvalidArgument: the client delivers to an ``inbound`` sink instead.
         """
         if self._inbound is None:
+            self._refuse_receive()
             raise ClientClosed("the bridge client is not open")
         return await self._inbound.receive()
+
+    def _refuse_receive(self) -> None:
+        if self._sink is not None and not isinstance(self._sink, _LaneInbound):
+            raise InvalidArgument(
+                "this bridge client delivers to its inbound sink; it has nothing to receive"
+            )
 
     def __aiter__(self) -> BridgeClient:
         return self
 
     async def __anext__(self) -> Delivery:
         if self._inbound is None:
+            self._refuse_receive()
             raise StopAsyncIteration
         try:
             return await self._inbound.receive()

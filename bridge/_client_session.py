@@ -3,10 +3,10 @@
 A session lives from a successful ``RegisterAgent`` to the end of its stream; the client's
 reconnect loop makes the next one. Its tasks:
 
-* the **reader** only decodes frames. Deliveries go to the client's bounded inbound buffer
-  (waiting for room there is the stream's backpressure), replies to pending requests to their
-  waiter, pushed tool calls to tasks of their own, the results of our own calls to their
-  waiters. It never runs a handler.
+* the **reader** only decodes frames. Deliveries go to the client's inbound sink, its bounded
+  buffer or the agent's local bus (waiting for room there is the stream's backpressure),
+  replies to pending requests to their waiter, pushed tool calls to tasks of their own, the
+  results of our own calls to their waiters. It never runs a handler.
 * the **writer** drains the session's bounded outbound queue in order. Consecutive publishes
   are sent as one ``publish_batch`` once the server has answered our hello (an old server
   gets single ``publish`` frames), and numbered as the server numbers them, so that each
@@ -33,11 +33,11 @@ import grpc.aio
 from anyio.abc import TaskGroup
 
 from loom.bridge._generated import bridge_pb2, bridge_pb2_grpc, tools_pb2
-from loom.runtime import Delivery
+from loom.runtime import BusClosed, Inbound, InvalidArgument
 
 from ._client_errors import ConnectionLost, PublishRejected, SubscribeRefused
 from ._client_tools import outcome_from_exception
-from ._convert import delivery_from_proto, qos_to_proto, tool_call_from_proto, tool_result_to_proto
+from ._convert import event_from_proto, qos_to_proto, tool_call_from_proto, tool_result_to_proto
 from ._lane import Lane
 from ._status import failed_outcome
 from ._wire_errors import WireError
@@ -120,7 +120,7 @@ class Session:
         self,
         client: BridgeClient,
         stub: bridge_pb2_grpc.BridgeAsyncStub,
-        deliver: Lane[Delivery],
+        deliver: Inbound,
     ) -> None:
         self.client = client
         self.options = client.options
@@ -297,25 +297,30 @@ class Session:
 
     async def _on_delivery(self, msg: bridge_pb2.Delivery) -> None:
         client = self.client
+        topic = msg.topic
         try:
-            delivery = delivery_from_proto(msg)
+            event = event_from_proto(msg.event)
         except WireError as exc:
             client._malformed += 1
-            log.warning("bridge: dropped a malformed delivery on %r: %s", msg.topic, exc)
+            log.warning("bridge: dropped a malformed delivery on %r: %s", topic, exc)
             return
-        if client._route_reply(delivery.event):
+        if client._route_reply(event):
             return
+        # Where the sink is full (a full local mailbox) this waits for room: the stream's
+        # backpressure (the server's queue for us fills, then its lossless publishers wait).
+        # That wait is ours, not the server's silence: the heartbeat does not count it.
+        self._reader_blocked = True
         try:
-            self._deliver.send_nowait(delivery)
-        except anyio.WouldBlock:
-            # The local mailbox is full: wait for room. This is the stream's backpressure (the
-            # server's queue for us fills, then its lossless publishers wait).
-            self._reader_blocked = True
-            try:
-                await self._deliver.send(delivery)
-            finally:
-                self._reader_blocked = False
-                self._last_rx = time.monotonic()
+            await self._deliver.deliver_inbound(topic, event)
+        except InvalidArgument as exc:  # a topic the local bus refuses: drop that one only
+            client._malformed += 1
+            log.warning("bridge: dropped a delivery on %r: %s", topic, exc)
+            return
+        except BusClosed:
+            return  # the agent's bus is closing: it takes nothing more
+        finally:
+            self._reader_blocked = False
+            self._last_rx = time.monotonic()
         client._delivered += 1
 
     def _on_welcome(self, welcome: bridge_pb2.StreamWelcome) -> None:

@@ -3,8 +3,10 @@
 How it is built, and why
 ------------------------
 The agent is hosted by an ordinary :class:`~loom.runtime.AgentRuntime` on a small local
-*shim* bus that only this agent uses. The bridge's stream feeds it: every delivery the server
-sends is routed into the agent's local mailbox (``EventBus.deliver_inbound``). So the mailbox,
+*shim* bus that only this agent uses. The bridge's stream feeds it: the stream's reader routes
+every delivery the server sends into the agent's local mailbox (``EventBus.deliver_inbound``),
+with no task in between; what arrives before the agent has started is held (up to
+``inbound_buffer``) and handed over in order once it has. So the mailbox,
 its bound and backpressure, one-handler-at-a-time ordering (or ``max_concurrency``), the hop
 budget (TTL) check, supervision (resume/restart/stop, backoff, poison events, a fresh
 instance per restart), ``on_start``/``on_stop`` and timers are the runtime's own code, not a
@@ -45,6 +47,7 @@ import contextlib
 import json
 import logging
 import signal
+from collections import deque
 from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
@@ -78,7 +81,6 @@ from loom.runtime import (
     AgentSpec,
     AgentStatus,
     Behaviour,
-    BusClosed,
     Context,
     Event,
     EventBus,
@@ -296,15 +298,42 @@ async def _serve_tool(runtime: AgentRuntime, request: ToolCallRequest) -> ToolCa
     return ToolCallOutcome(id=request.id, output=output)
 
 
-async def _pump(client: BridgeClient, bus: EventBus) -> None:
-    """Stream -> the local mailbox, in stream order; waits while the mailbox is full."""
-    async for delivery in client:
-        try:
-            await bus.deliver_inbound(delivery.topic, delivery.event)
-        except BusClosed:
-            return
-        except InvalidArgument as exc:  # a topic the local bus refuses: drop that one only
-            log.warning("dropped a delivery on %r: %s", delivery.topic, exc)
+class _HeldInbound:
+    """The stream's deliveries into the agent's local bus, held until its mailbox exists.
+
+    The client connects (and the server starts delivering) before the agent starts, and a
+    delivery routed into the local bus before the agent's mailbox subscribes would reach
+    nobody. So up to ``limit`` are held, in order, and :meth:`open` hands them over; beyond
+    that the stream's reader waits (backpressure, as for a full mailbox). Once open, each
+    delivery goes straight into the bus from the stream's reader.
+    """
+
+    def __init__(self, bus: EventBus, limit: int) -> None:
+        self._bus = bus
+        self._limit = limit
+        self._held: deque[tuple[str, Event]] = deque()
+        self._open = False
+        self._opened = anyio.Event()
+
+    async def deliver_inbound(self, topic: str, event: Event) -> None:
+        if not self._open:
+            if len(self._held) < self._limit:
+                self._held.append((topic, event))
+                return
+            await self._opened.wait()
+        await self._bus.deliver_inbound(topic, event)
+
+    async def open(self) -> None:
+        """Hand over what is held, in order (waiting for room), then let deliveries through."""
+        held = self._held
+        while held:
+            topic, event = held.popleft()
+            try:
+                await self._bus.deliver_inbound(topic, event)
+            except InvalidArgument as exc:  # a topic the local bus refuses: that one only
+                log.warning("dropped a delivery on %r: %s", topic, exc)
+        self._open = True  # no wait between the last hand-over and this: the order holds
+        self._opened.set()
 
 
 async def _forward_dead_letters(client: BridgeClient, letters: Subscription, agent_id: str) -> None:
@@ -350,6 +379,9 @@ async def serve_agent(
 
     async with EventBus() as bus:
         runtime = AgentRuntime(bus)
+        inbound = _HeldInbound(
+            bus, (options if options is not None else ClientOptions()).inbound_buffer
+        )
 
         async def serve_tool(request: ToolCallRequest) -> ToolCallOutcome:
             return await _serve_tool(runtime, request)
@@ -367,6 +399,7 @@ async def serve_agent(
             tool_handler=serve_tool,
             options=options,
             on_state_change=on_state_change,
+            inbound=inbound,  # the stream's reader delivers into the local mailbox, in order
         )
 
         def factory() -> Behaviour:
@@ -396,7 +429,7 @@ async def serve_agent(
         async with client, runtime, anyio.create_task_group() as tg:
             tg.start_soon(watch_lifecycle, bus.subscribe(f"{LIFECYCLE_PREFIX}.{spec.id}"))
             await runtime.start(hosted)
-            tg.start_soon(_pump, client, bus)
+            await inbound.open()
             letters = bus.subscribe(f"{DEAD_LETTER_PREFIX}.{spec.id}")
             tg.start_soon(_forward_dead_letters, client, letters, spec.id)
             tg.start_soon(watch_client)

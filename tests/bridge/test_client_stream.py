@@ -32,6 +32,7 @@ from loom.bridge._wire_types import (
 from loom.runtime import (
     Envelope,
     Event,
+    EventBus,
     InvalidArgument,
     InvalidTopic,
     QoS,
@@ -108,6 +109,43 @@ async def test_a_fast_publisher_keeps_to_its_publish_credit() -> None:
         with anyio.fail_after(5):
             got = [(await out.receive()).event.payload for _ in range(500)]
         assert got == [str(i).encode() for i in range(500)]
+
+
+class _Refusing:
+    """A sink that refuses one topic, as a bus refuses a topic it cannot route."""
+
+    def __init__(self, inner: EventBus) -> None:
+        self.inner = inner
+
+    async def deliver_inbound(self, topic: str, event: Event) -> None:
+        if topic == "in.refused":
+            raise InvalidTopic(topic, "refused here")
+        await self.inner.deliver_inbound(topic, event)
+
+
+async def test_deliveries_go_straight_into_an_inbound_sink_in_order() -> None:
+    async with hosting() as host, EventBus() as local, local.subscribe("in.*") as mailbox:
+        agent = BridgeClient(
+            host.address,
+            AgentRegistration(agent_id="sink1", topics=("in.*",)),
+            options=FAST,
+            inbound=_Refusing(local),
+        )
+        async with agent:
+            with pytest.raises(InvalidArgument, match="inbound sink"):
+                await agent.receive()
+            with pytest.raises(InvalidArgument, match="inbound sink"):
+                await anext(aiter(agent))
+            for i in range(20):
+                await host.bus.publish("in.ok", Event(payload=str(i).encode()))
+            await host.bus.publish("in.refused", Event(type="dropped"))
+            await host.bus.publish("in.ok", Event(type="after"))
+            with anyio.fail_after(5):
+                got = [(await mailbox.receive()).event for _ in range(21)]
+            assert [e.payload for e in got[:20]] == [str(i).encode() for i in range(20)]
+            assert got[20].type == "after"  # the refused one is dropped, the stream goes on
+            stats = agent.statistics()
+            assert (stats.delivered, stats.malformed) == (21, 1)
 
 
 async def test_a_waiting_publisher_asks_for_its_ack(monkeypatch: pytest.MonkeyPatch) -> None:

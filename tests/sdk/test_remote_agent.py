@@ -197,7 +197,8 @@ async def test_the_issues_example_runs_as_a_subprocess(tmp_path: Path) -> None:
         ):
             await next_of(life, "agent.running", timeout=15)
             await bus.publish("input.x", Event(payload=b"hello"))
-            delivery = await out.receive()
+            with anyio.fail_after(10):
+                delivery = await out.receive()
             assert delivery.topic == "output.upper"
             assert delivery.event.payload == b"HELLO"
             assert delivery.event.source == "upperer"
