@@ -81,7 +81,7 @@ from ._client_errors import ClientClosed, ConnectFailed, ConnectionLost, Registr
 from ._client_session import AckWaiter, CallWaiter, Session, SessionEnded
 from ._client_tools import error_from_rpc
 from ._convert import (
-    publish_to_proto,
+    fill_event,
     tool_call_to_proto,
     tool_descriptor_from_proto,
     tool_descriptor_to_proto,
@@ -261,6 +261,20 @@ class _Reply:
     def __init__(self) -> None:
         self.event = anyio.Event()
         self.reply: Event | None = None
+
+
+def _publish_frame(topic: str, event: Event, *, mirror: bool) -> bridge_pb2.ClientEvent:
+    """The ``publish`` frame of ``event``, built in place (a message handed to a constructor
+    is copied).
+
+    Raises:
+        WireError: the event cannot go on the wire.
+    """
+    frame = bridge_pb2.ClientEvent()
+    msg = frame.publish
+    msg.topic = topic
+    fill_event(msg.event, event, mirror=mirror)
+    return frame
 
 
 class _LaneInbound:
@@ -625,12 +639,13 @@ class BridgeClient:
                 publish may or may not have been accepted.
             ClientClosed: the client is closed.
         """
-        msg = publish_to_proto(topic, event)
         waiter = AckWaiter(topic) if wait_accepted else None
         while True:
             session = await self._ready()
+            # Built for this session: an old server (after a reconnect) needs the mirror.
+            frame = _publish_frame(topic, event, mirror=session.mirror)
             try:
-                await session.publish(msg, waiter)
+                await session.publish(frame, waiter)
             except SessionEnded:
                 continue  # not queued: the next connection takes it
             break
@@ -657,9 +672,9 @@ class BridgeClient:
             or self._reconnector.status is not ConnectionStatus.CONNECTED
         ):
             raise WouldBlock("the bridge client is not connected")
-        msg = publish_to_proto(topic, event)
+        frame = _publish_frame(topic, event, mirror=session.mirror)
         try:
-            session.publish_nowait(msg)
+            session.publish_nowait(frame)
         except (anyio.WouldBlock, SessionEnded):
             raise WouldBlock("no publish credit or no room in the outbound queue") from None
 

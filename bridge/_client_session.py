@@ -82,12 +82,13 @@ class AckWaiter:
 
 
 class Outgoing:
-    """A publish waiting in the outbound queue (numbered by the writer, in wire order)."""
+    """A publish waiting in the outbound queue (numbered by the writer, in wire order): a
+    ``ClientEvent`` whose ``publish`` is set, so that a publish sent alone goes as it is."""
 
-    __slots__ = ("msg", "waiter")
+    __slots__ = ("frame", "waiter")
 
-    def __init__(self, msg: bridge_pb2.Publish, waiter: AckWaiter | None) -> None:
-        self.msg = msg
+    def __init__(self, frame: bridge_pb2.ClientEvent, waiter: AckWaiter | None) -> None:
+        self.frame = frame
         self.waiter = waiter
 
 
@@ -138,6 +139,7 @@ class Session:
         # Negotiated features.
         self.features: frozenset[int] = frozenset()
         self._welcomed = anyio.Event()
+        self.mirror = True  # the envelope goes into metadata too, until a welcome says not
         self._max_batch = 1
         self._tick = 0
         self._acks = False
@@ -325,6 +327,7 @@ class Session:
 
     def _on_welcome(self, welcome: bridge_pb2.StreamWelcome) -> None:
         self.features = frozenset(welcome.features)
+        self.mirror = False  # a server that speaks section 2 reads the typed envelope
         self._max_batch = max(1, min(welcome.max_batch_events or 1, self.options.max_batch_events))
         if bridge_pb2.STREAM_FEATURE_PUBLISH_ACK in self.features:
             self._acks = True
@@ -386,12 +389,12 @@ class Session:
                     break
             waited = self._number(batch)
             if len(batch) == 1 and not waited:
-                await call.write(bridge_pb2.ClientEvent(publish=batch[0].msg))
+                await call.write(batch[0].frame)
             else:
                 # A publisher waits for its ack: ask for it (the server acks a steady stream
                 # only every few milliseconds otherwise). A batch of one is fine.
                 frame = bridge_pb2.PublishBatch(
-                    publishes=[o.msg for o in batch], ack_requested=waited
+                    publishes=[o.frame.publish for o in batch], ack_requested=waited
                 )
                 await call.write(bridge_pb2.ClientEvent(publish_batch=frame))
             self.client._published += len(batch)
@@ -409,7 +412,7 @@ class Session:
         waited = False
         for out in batch:
             self._seq += 1
-            self._topics_by_seq[self._seq] = out.msg.topic
+            self._topics_by_seq[self._seq] = out.frame.publish.topic
             if out.waiter is not None:
                 self._ack_waiters[self._seq] = out.waiter
                 waited = True
@@ -417,7 +420,7 @@ class Session:
 
     # ------------------------------------------------------------------ sending
 
-    async def publish(self, msg: bridge_pb2.Publish, waiter: AckWaiter | None) -> None:
+    async def publish(self, frame: bridge_pb2.ClientEvent, waiter: AckWaiter | None) -> None:
         """Queue a publish once there is credit (server pace) and room (local bound).
 
         Raises:
@@ -430,7 +433,7 @@ class Session:
         if self.ended:
             raise SessionEnded
         self.credit -= 1
-        out = Outgoing(msg, waiter)
+        out = Outgoing(frame, waiter)
         try:
             # Queue without yielding while there is room, so a fast publisher fills the queue
             # and the writer sends it as one batch; anyio's send() would yield on every call
@@ -447,7 +450,7 @@ class Session:
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise SessionEnded from None
 
-    def publish_nowait(self, msg: bridge_pb2.Publish) -> None:
+    def publish_nowait(self, frame: bridge_pb2.ClientEvent) -> None:
         """Queue a publish if that needs no wait.
 
         Raises:
@@ -459,7 +462,7 @@ class Session:
         if self._acks and self.credit <= 0:
             raise anyio.WouldBlock
         try:
-            self._out.send_nowait(Outgoing(msg, None))
+            self._out.send_nowait(Outgoing(frame, None))
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise SessionEnded from None
         self.credit -= 1

@@ -17,11 +17,13 @@ propagates a trace wants it kept). Either way, every envelope key of :data:`ENVE
 both spellings is removed from the runtime event's metadata, so the envelope lives in one
 place only and a round trip is stable.
 
-Writing (:func:`event_to_proto`): the typed ``envelope`` is always set, and mirrored into
-metadata under the unprefixed keys for old clients: the non-empty strings, ``ttl`` and ``hop``
-always, and ``trace_id`` / ``span_id`` / ``trace_flags`` from the ``traceparent``. Envelope
-keys that the runtime event's own metadata carries (in either spelling) do not travel: the
-envelope is the one source of them.
+Writing (:func:`event_to_proto`, :func:`fill_event`): the typed ``envelope`` is always set,
+and (``mirror=True``, for old clients) mirrored into metadata under the unprefixed keys: the
+non-empty strings, ``ttl`` and ``hop`` always, and ``trace_id`` / ``span_id`` /
+``trace_flags`` from the ``traceparent``. A peer that negotiated section 2 reads the typed
+envelope, and the stream leaves the mirror out for it (a third of a small event's bytes, and
+a map to build and parse on each side). Envelope keys that the runtime event's own metadata
+carries (in either spelling) do not travel: the envelope is the one source of them.
 
 Lenient, by choice:
 
@@ -85,6 +87,7 @@ __all__ = [
     "envelope_to_metadata",
     "event_from_proto",
     "event_to_proto",
+    "fill_event",
     "publish_from_proto",
     "publish_to_proto",
     "qos_from_proto",
@@ -275,7 +278,10 @@ def envelope_to_metadata(envelope: Envelope) -> dict[str, str]:
 
 
 def _envelope_from_proto(msg: event_pb2.Envelope) -> Envelope:
-    traceparent, tracestate = _checked_trace(msg.traceparent, msg.tracestate)
+    traceparent = msg.traceparent
+    tracestate = ""
+    if traceparent:
+        traceparent, tracestate = _checked_trace(traceparent, msg.tracestate)
     return Envelope(
         thread_id=msg.thread_id,
         correlation_id=msg.correlation_id,
@@ -288,51 +294,80 @@ def _envelope_from_proto(msg: event_pb2.Envelope) -> Envelope:
     )
 
 
-def _envelope_to_proto(envelope: Envelope) -> event_pb2.Envelope:
-    traceparent, tracestate = _checked_trace(envelope.traceparent, envelope.tracestate)
-    return event_pb2.Envelope(
-        thread_id=envelope.thread_id,
-        correlation_id=envelope.correlation_id,
-        sender=envelope.sender,
-        reply_to=envelope.reply_to,
-        ttl=envelope.ttl,
-        hop=envelope.hop,
-        traceparent=traceparent,
-        tracestate=tracestate,
-    )
+def _fill_envelope(msg: event_pb2.Envelope, envelope: Envelope) -> None:
+    if envelope.thread_id:
+        msg.thread_id = envelope.thread_id
+    if envelope.correlation_id:
+        msg.correlation_id = envelope.correlation_id
+    if envelope.sender:
+        msg.sender = envelope.sender
+    if envelope.reply_to:
+        msg.reply_to = envelope.reply_to
+    msg.ttl = envelope.ttl  # always: ttl has presence, and an absent one reads as the default
+    msg.hop = envelope.hop
+    if envelope.traceparent:
+        traceparent, tracestate = _checked_trace(envelope.traceparent, envelope.tracestate)
+        if traceparent:
+            msg.traceparent = traceparent
+            if tracestate:
+                msg.tracestate = tracestate
 
 
 # ------------------------------------------------------------------ events
 
 
-def event_to_proto(event: Event) -> event_pb2.Event:
-    """``event`` as a ``loom.v1.Event``: typed envelope set and mirrored into metadata.
+def event_to_proto(event: Event, *, mirror: bool = True) -> event_pb2.Event:
+    """``event`` as a ``loom.v1.Event``: typed envelope set and, with ``mirror``, mirrored
+    into metadata for old clients.
 
     Raises:
         WireError: a value the wire cannot carry: a non-finite or float32-overflowing
             ``confidence``, ``priority`` outside int32, ``timestamp_ms`` outside int64,
             ``ttl``/``hop`` outside uint32, or a string with lone surrogates.
     """
+    msg = event_pb2.Event()
+    fill_event(msg, event, mirror=mirror)
+    return msg
+
+
+def fill_event(msg: event_pb2.Event, event: Event, *, mirror: bool = True) -> None:
+    """Write ``event`` into the empty ``msg`` in place, as :func:`event_to_proto` would.
+
+    In place because a message passed to a constructor (or appended to a repeated field) is
+    copied: building each event inside the frame that carries it saves that copy, which costs
+    more than the event's own fields. ``mirror=False`` leaves the envelope out of
+    ``metadata``: for a peer that negotiated section 2 and reads the typed envelope.
+
+    Raises:
+        WireError: as :func:`event_to_proto`; ``msg`` is then partly written, and the caller
+            discards it.
+    """
     confidence = event.confidence
     if not (math.isfinite(confidence) and abs(confidence) <= _F32_MAX):
         raise WireError("Event.confidence", f"{confidence!r} is not a finite float32")
     metadata = event.metadata
-    if not metadata.keys().isdisjoint(_RESERVED):
+    if metadata and not metadata.keys().isdisjoint(_RESERVED):
         metadata = {k: v for k, v in metadata.items() if k not in _RESERVED}
-    mirrored = {**metadata, **envelope_to_metadata(event.envelope)}
+    envelope = event.envelope
     try:
-        return event_pb2.Event(
-            id=event.id,
-            type=event.type,
-            timestamp_ms=event.timestamp_ms,
-            source=event.source,
-            metadata=mirrored,
-            payload=event.payload,
-            confidence=confidence,
-            tags=event.tags,
-            priority=event.priority,
-            envelope=_envelope_to_proto(event.envelope),
-        )
+        msg.id = event.id
+        msg.type = event.type
+        msg.timestamp_ms = event.timestamp_ms
+        if event.source:
+            msg.source = event.source
+        if mirror:
+            msg.metadata.update(metadata)
+            msg.metadata.update(envelope_to_metadata(envelope))
+        elif metadata:
+            msg.metadata.update(metadata)
+        msg.payload = event.payload
+        if confidence:
+            msg.confidence = confidence
+        if event.tags:
+            msg.tags.extend(event.tags)
+        if event.priority:
+            msg.priority = event.priority
+        _fill_envelope(msg.envelope, envelope)
     except (ValueError, TypeError) as exc:
         raise WireError(f"Event {event.id!r}", str(exc)) from exc
 
@@ -347,14 +382,18 @@ def event_from_proto(msg: event_pb2.Event) -> Event:
     confidence = msg.confidence
     if not math.isfinite(confidence):
         raise WireError("Event.confidence", f"{confidence!r} is not finite")
-    metadata = dict(msg.metadata)
+    # Empty containers are common (a section-2 peer mirrors nothing into metadata), and
+    # copying an empty protobuf container costs more than asking its length.
+    wire_metadata = msg.metadata
+    metadata = dict(wire_metadata) if len(wire_metadata) else {}
     if msg.HasField("envelope"):
         envelope = _envelope_from_proto(msg.envelope)
     else:
         envelope = envelope_from_metadata(metadata)
-    if not metadata.keys().isdisjoint(_RESERVED):
+    if metadata and not metadata.keys().isdisjoint(_RESERVED):
         for key in _RESERVED.intersection(metadata):
             del metadata[key]
+    tags = msg.tags
     return Event(
         id=msg.id,
         type=msg.type,
@@ -363,19 +402,21 @@ def event_from_proto(msg: event_pb2.Event) -> Event:
         metadata=metadata,
         payload=msg.payload,
         confidence=confidence,
-        tags=tuple(msg.tags),
+        tags=tuple(tags) if len(tags) else (),
         priority=msg.priority,
         envelope=envelope,
     )
 
 
-def delivery_to_proto(delivery: Delivery) -> bridge_pb2.Delivery:
+def delivery_to_proto(delivery: Delivery, *, mirror: bool = True) -> bridge_pb2.Delivery:
     """``delivery`` as a ``loom.v1.Delivery``.
 
     Raises:
         WireError: as :func:`event_to_proto`.
     """
-    return bridge_pb2.Delivery(topic=delivery.topic, event=event_to_proto(delivery.event))
+    msg = bridge_pb2.Delivery(topic=delivery.topic)
+    fill_event(msg.event, delivery.event, mirror=mirror)
+    return msg
 
 
 def delivery_from_proto(msg: bridge_pb2.Delivery) -> Delivery:
@@ -387,13 +428,15 @@ def delivery_from_proto(msg: bridge_pb2.Delivery) -> Delivery:
     return Delivery(msg.topic, event_from_proto(msg.event))
 
 
-def publish_to_proto(topic: str, event: Event) -> bridge_pb2.Publish:
+def publish_to_proto(topic: str, event: Event, *, mirror: bool = True) -> bridge_pb2.Publish:
     """A ``loom.v1.Publish`` of ``event`` on ``topic``.
 
     Raises:
         WireError: as :func:`event_to_proto`.
     """
-    return bridge_pb2.Publish(topic=topic, event=event_to_proto(event))
+    msg = bridge_pb2.Publish(topic=topic)
+    fill_event(msg.event, event, mirror=mirror)
+    return msg
 
 
 def publish_from_proto(msg: bridge_pb2.Publish) -> tuple[str, Event]:

@@ -51,7 +51,7 @@ from loom.runtime.tools import JSONObject, ToolFailed
 
 from ._calls import decode_output, disconnected_outcome, run_tool_call
 from ._convert import (
-    delivery_to_proto,
+    fill_event,
     publish_from_proto,
     qos_from_proto,
     tool_call_from_proto,
@@ -586,20 +586,27 @@ class Session:
 
     # ------------------------------------------------------------------ writing
 
-    def _encode(self, delivery: Delivery) -> bridge_pb2.Delivery | bridge_pb2.ServerEvent:
-        """The delivery's wire form, or the ``Error`` frame that replaces one that cannot go."""
+    def _fill(self, msg: bridge_pb2.Delivery, delivery: Delivery) -> int | bridge_pb2.ServerEvent:
+        """Write ``delivery`` into the empty ``msg`` (in place: no copy into its frame); return
+        its encoded size, or the ``Error`` frame that replaces a delivery that cannot go (the
+        caller then discards ``msg``).
+
+        A stream that said hello reads the typed envelope, so its events carry no metadata
+        mirror of it: an old client's get one.
+        """
+        msg.topic = delivery.topic
         try:
-            msg = delivery_to_proto(delivery)
+            fill_event(msg.event, delivery.event, mirror=not self._hello)
         except WireError as exc:
             code, reason = "INVALID_ARGUMENT", f"event {delivery.event.id} not delivered: {exc}"
         else:
-            if msg.ByteSize() + _FRAME_OVERHEAD <= self._limits.max_message_bytes:
-                return msg
+            size: int = msg.ByteSize()
+            if size + _FRAME_OVERHEAD <= self._limits.max_message_bytes:
+                return size
             code = "RESOURCE_EXHAUSTED"
             reason = (
                 f"event {delivery.event.id} on {delivery.topic!r} not delivered: "
-                f"{msg.ByteSize()} bytes is over max_message_bytes "
-                f"({self._limits.max_message_bytes})"
+                f"{size} bytes is over max_message_bytes ({self._limits.max_message_bytes})"
             )
         log.warning("agent %s: %s", self.agent_id, reason)
         return bridge_pb2.ServerEvent(err=bridge_pb2.Error(code=code, message=reason))
@@ -625,16 +632,21 @@ class Session:
                     if item.HasField("welcome"):
                         batching = bridge_pb2.STREAM_FEATURE_BATCH in item.welcome.features
                     continue
-                first = self._encode(item)
-                if isinstance(first, bridge_pb2.ServerEvent):
-                    await write(first)
-                    continue
+                frame = bridge_pb2.ServerEvent()
                 if not batching:
-                    await write(bridge_pb2.ServerEvent(delivery=first))
+                    filled = self._fill(frame.delivery, item)
+                    await write(filled if isinstance(filled, bridge_pb2.ServerEvent) else frame)
                     continue
-                batch = [first]
-                size = first.ByteSize() + 8
-                while len(batch) < self._max_batch:
+                # Each delivery is built inside the batch frame; one that does not fit is taken
+                # out again and goes first in the next frame.
+                entries = frame.delivery_batch.deliveries
+                filled = self._fill(entries.add(), item)
+                if isinstance(filled, bridge_pb2.ServerEvent):
+                    await write(filled)
+                    continue
+                size = filled + 8
+                count = 1
+                while count < self._max_batch:
                     try:
                         nxt = recv.receive_nowait()
                     except anyio.WouldBlock:
@@ -642,18 +654,18 @@ class Session:
                     if not isinstance(nxt, Delivery):
                         held = nxt
                         break
-                    encoded = self._encode(nxt)
-                    if isinstance(encoded, bridge_pb2.ServerEvent):
-                        held = encoded
+                    filled = self._fill(entries.add(), nxt)
+                    if isinstance(filled, bridge_pb2.ServerEvent):
+                        del entries[-1]
+                        held = filled
                         break
-                    grown = size + encoded.ByteSize() + 8
-                    if grown > limit:
+                    if size + filled + 8 > limit:
+                        del entries[-1]
                         held = nxt
                         break
-                    batch.append(encoded)
-                    size = grown
-                frame = bridge_pb2.DeliveryBatch(deliveries=batch)
-                await write(bridge_pb2.ServerEvent(delivery_batch=frame))
+                    size += filled + 8
+                    count += 1
+                await write(frame)
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             return
         except Exception as exc:  # the call is over (the peer went away mid-write)

@@ -124,6 +124,14 @@ def test_event_round_trip(event: Event) -> None:
 
 
 @given(events)
+def test_event_round_trip_without_the_mirror(event: Event) -> None:
+    # What a section-2 peer gets: the typed envelope only, the same event back.
+    msg = event_to_proto(event, mirror=False)
+    assert set(msg.metadata) == set(event.metadata)
+    assert event_from_proto(wire(msg)) == event
+
+
+@given(events)
 def test_event_mirrors_envelope_for_old_clients(event: Event) -> None:
     msg = event_to_proto(event)
     env = event.envelope

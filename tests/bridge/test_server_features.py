@@ -9,7 +9,7 @@ import pytest
 
 from loom.bridge import Limits
 from loom.bridge._generated import bridge_pb2, event_pb2, tools_pb2
-from loom.runtime import Event, QoS
+from loom.runtime import Envelope, Event, QoS
 
 from ._server_harness import OldAgent, channel, descriptor, event, serving, wait_until
 
@@ -189,6 +189,29 @@ async def test_batches_carry_many_events_in_order_and_only_when_negotiated() -> 
         for i in range(n):
             frame = await plain.next("delivery")  # an old client only ever gets singles
             assert frame.delivery.event.payload == str(i).encode()
+
+
+async def test_the_envelope_is_mirrored_into_metadata_only_for_old_clients() -> None:
+    async with serving() as s, channel(s.target) as ch:
+        new = await OldAgent(ch, "new").connect(topics=["env.>"])
+        old = await OldAgent(ch, "old").connect(topics=["env.>"])
+        await hello(new, CANCEL)  # any hello: a section-2 peer reads the typed envelope
+        envelope = Envelope(sender="someone", correlation_id="c-1", thread_id="t-1", hop=2)
+        sent = Event(type="e", metadata={"user": "kept"}, envelope=envelope)
+        await s.bus.publish("env.x", sent)
+        typed = (await new.next("delivery")).delivery.event
+        assert dict(typed.metadata) == {"user": "kept"}
+        assert (typed.envelope.sender, typed.envelope.correlation_id) == ("someone", "c-1")
+        assert (typed.envelope.thread_id, typed.envelope.hop) == ("t-1", 2)
+        mirrored = (await old.next("delivery")).delivery.event
+        assert dict(mirrored.metadata) == {
+            "user": "kept",
+            "sender": "someone",
+            "correlation_id": "c-1",
+            "thread_id": "t-1",
+            "ttl": str(envelope.ttl),
+            "hop": "2",
+        }
 
 
 async def acks_until(
