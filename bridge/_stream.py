@@ -21,6 +21,7 @@ subscriptions' buffers, and the pushed tool calls (``Limits.max_pending_tool_cal
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -145,6 +146,7 @@ class Session:
         self._credit_back = 0
         self._last_ack = -math.inf
         self._ack_wanted = 0  # the client asked for an ack once this publish is handled
+        self._linger: asyncio.TimerHandle | None = None
         self._rejections: list[bridge_pb2.PublishRejection] = []
         self._bus = hub.runtime.bus
         self._queued = 0  # publishes (and refusals) on the lane, not yet taken by the publisher
@@ -416,6 +418,7 @@ class Session:
     async def _publisher(self) -> None:
         bus = self._bus
         lane = self._lane
+        loop = asyncio.get_running_loop()  # grpc.aio: the server runs on asyncio only
         try:
             while True:
                 try:
@@ -427,19 +430,23 @@ class Session:
                     # and one ack per linger settles them all; an idle lane is acked when the
                     # linger ends. Credit does not wait for it (half the window is acked at
                     # once), nor does a client that asked for an ack.
-                    got: _Publish | None = None
+                    # The linger is one timer per linger, not a cancel scope per drained lane
+                    # (a stream of single events drains it at every event).
                     if self._credit_back or self._rejections:
-                        wait = self._last_ack + _ACK_LINGER - anyio.current_time()
-                        if wait > 0:
-                            with anyio.move_on_after(wait):
-                                got = await lane.receive()
-                        if got is None:
+                        wait = self._last_ack + _ACK_LINGER - loop.time()
+                        if wait <= 0:
                             await self._ack()
-                    item = got if got is not None else await lane.receive()
+                        elif self._linger is None:
+                            self._linger = loop.call_later(wait, self._linger_over)
+                    item = await lane.receive()
                 if item is _ACK_DUE:
-                    # Publishes the reader made are due an ack: sent when the lane is drained
-                    # (above), or now if one is due (half the window back, or asked for).
-                    if self._ack_due():
+                    # Publishes the reader made are due an ack (sent when the lane is drained,
+                    # above), or one is due now (half the window back, asked for), or the
+                    # linger is over.
+                    if self._ack_due() or (
+                        (self._credit_back or self._rejections)
+                        and loop.time() - self._last_ack >= _ACK_LINGER
+                    ):
                         await self._ack()
                     continue
                 self._queued -= 1
@@ -483,6 +490,18 @@ class Session:
                     await self._ack()
         except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
             return
+        finally:
+            if self._linger is not None:
+                self._linger.cancel()
+
+    def _linger_over(self) -> None:
+        """The linger timer: wake the publisher task to ack (it checks what is due)."""
+        self._linger = None
+        with contextlib.suppress(
+            anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError
+        ):
+            # A full lane keeps the publisher busy: it lingers again when the lane drains.
+            self._lane.send_nowait(_ACK_DUE)
 
     async def _ack(self) -> None:
         self._last_ack = anyio.current_time()

@@ -258,6 +258,19 @@ async def test_publish_acks_and_credit() -> None:
         assert [(r.sequence, r.code) for r in rejections] == [(8, "INVALID_ARGUMENT")]
 
 
+async def test_an_idle_stream_is_settled_when_the_linger_ends() -> None:
+    async with serving() as s, channel(s.target) as ch:
+        agent = await OldAgent(ch, "idle").connect()
+        await hello(agent, ACK, window=100)
+        for _ in range(3):  # far from half the window, and nobody asks: the linger's timer
+            await agent.publish("idle.t", event("one"))
+        credit, rejections = await acks_until(agent, 3)
+        assert (credit, rejections) == (3, [])
+        await agent.send(batch("bad..topic"))  # a rejection is settled the same way
+        _, rejections = await acks_until(agent, 4)
+        assert [(r.sequence, r.code) for r in rejections] == [(4, "INVALID_ARGUMENT")]
+
+
 async def test_credit_and_requested_acks_do_not_wait_for_the_linger(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
