@@ -6,7 +6,9 @@ import datetime
 import ipaddress
 from pathlib import Path
 
+import anyio
 import grpc
+import msgspec
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -15,10 +17,13 @@ from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
 
 from loom.bridge import BridgeServer, InsecureBind, TLSConfig, is_loopback
+from loom.bridge._client import AgentRegistration, BridgeClient, ClientTLS
+from loom.bridge._client_errors import ConnectFailed
 from loom.bridge._generated import bridge_pb2, bus_pb2
-from loom.runtime import AgentRuntime, EventBus, InvalidArgument
+from loom.runtime import AgentRuntime, Event, EventBus, InvalidArgument
 
-from ._server_harness import OldAgent, auth, channel, serving
+from ._client_support import FAST
+from ._server_harness import OldAgent, Served, auth, channel, serving
 
 pytestmark = pytest.mark.anyio
 
@@ -178,3 +183,63 @@ async def test_refuses_a_non_loopback_address_without_token_or_tls(host: str) ->
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"])
 def test_loopback_addresses(host: str) -> None:
     assert is_loopback(host)
+
+
+# ------------------------------------------------------------------ our client over TLS
+
+
+def _client_tls(pki: PKI, *, with_cert: bool, server_name: str | None = None) -> ClientTLS:
+    return ClientTLS(
+        root_certificates=pki.pem["ca"],
+        certificate_chain=pki.pem["client.crt"] if with_cert else None,
+        private_key=pki.pem["client.key"] if with_cert else None,
+        server_name=server_name,
+    )
+
+
+async def _round_trip(s: Served, agent: BridgeClient) -> None:
+    """An event each way through the server, on the agent's TLS stream."""
+    async with s.bus.subscribe("tls.out") as out:
+        await agent.publish("tls.out", Event(type="up"), wait_accepted=True)
+        with anyio.fail_after(5):
+            assert (await out.receive()).event.type == "up"
+    await s.bus.publish("tls.in", Event(type="down"))
+    with anyio.fail_after(5):
+        assert (await agent.receive()).event.type == "down"
+
+
+async def test_the_client_over_tls_and_mutual_tls(tmp_path: Path) -> None:
+    pki = PKI(tmp_path)
+    registration = AgentRegistration(agent_id="tls-agent", topics=("tls.in",))
+    async with serving(tls=pki.server_tls(mutual=False)) as s:
+        # server_name: the certificate is checked against it, not against the address's host.
+        tls = _client_tls(pki, with_cert=False, server_name="localhost")
+        async with BridgeClient(s.server.address, registration, tls=tls, options=FAST) as agent:
+            await _round_trip(s, agent)
+            assert agent.statistics().features  # section 2 negotiated over TLS too
+    async with serving(tls=pki.server_tls(mutual=True), token=TOKEN) as s:
+        tls = _client_tls(pki, with_cert=True)
+        async with BridgeClient(
+            s.server.address, registration, token=TOKEN, tls=tls, options=FAST
+        ) as agent:
+            await _round_trip(s, agent)
+
+
+async def test_the_client_fails_clearly_on_a_tls_mismatch(tmp_path: Path) -> None:
+    pki = PKI(tmp_path)
+    (tmp_path / "other").mkdir()
+    other = PKI(tmp_path / "other")
+    registration = AgentRegistration(agent_id="tls-refused")
+    quick = msgspec.structs.replace(FAST, connect_timeout=1.0)
+    async with serving(tls=pki.server_tls(mutual=True)) as s:
+        cases = {
+            "no client certificate": _client_tls(pki, with_cert=False),
+            "trusting another CA (and showing its certificate)": _client_tls(other, with_cert=True),
+            "plaintext": None,
+        }
+        for case, tls in cases.items():
+            with pytest.raises(ConnectFailed) as info:
+                async with BridgeClient(s.server.address, registration, tls=tls, options=quick):
+                    pass
+            assert s.server.address in str(info.value), case
+        assert s.runtime.directory.get("tls-refused") is None  # nobody got in
