@@ -28,7 +28,9 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
         tool_timeout_s: the timeout of a tool call that names none (``timeout_ms`` 0).
         max_subscription_buffer: the largest ``buffer_size`` a subscription may ask for.
         handshake_timeout_s: how long a new stream may take to send its handshake ``ack``.
-        outbound_queue: frames queued for one stream's writer before its producers wait.
+        outbound_queue: frames other than deliveries (acks, pongs, pushed calls, results,
+            errors) queued for one stream's writer before their producers wait; deliveries
+            wait in their subscriptions.
         max_bus_subscribers: ``EventBus.Subscribe`` calls open at once (``loom tail`` and other
             plain subscribers; agents' streams are counted by ``max_agents``).
     """

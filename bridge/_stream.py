@@ -8,15 +8,19 @@ agent makes on the stream runs in a task of its own, so that a slow tool holds u
   stuck behind a slow subscriber;
 * the **publisher** publishes what the reader queued on the bounded publish lane, in order,
   waiting on the bus where a lossless subscriber is full, and acknowledges with credit;
-* one **pump** per bus subscription moves deliveries onto the bounded outbound queue (a full
-  queue holds the pump, so the subscription fills and its tier decides: drop or backpressure);
-* the **writer** drains the outbound queue onto the wire, coalescing consecutive deliveries
-  into ``delivery_batch`` frames once batching is on (only what is already queued: no added
-  latency).
+* one **pump** per bus subscription writes its deliveries onto the wire itself, coalescing
+  what is already queued into ``delivery_batch`` frames once batching is on (no added
+  latency). While it writes, the subscription fills, and its tier decides: drop or
+  backpressure. No task stands between a subscription and the wire: a hand-over per event
+  cost as much as the rest of the server's work on it;
+* the **writer** drains the bounded outbound queue of everything else (acks, pongs, pushed
+  tool calls, results, errors) onto the wire.
 
-Everything a session holds is bounded: the outbound queue (``Limits.outbound_queue``), the
-publish lane (the publish window, or a small fixed size for streams without acks), the
-subscriptions' buffers, and the pushed tool calls (``Limits.max_pending_tool_calls``).
+Pumps and writer take turns through one lock (a gRPC call takes one write at a time), first
+come first served. Everything a session holds is bounded: the outbound queue
+(``Limits.outbound_queue``), the publish lane (the publish window, or a small fixed size for
+streams without acks), the subscriptions' buffers, and the pushed tool calls
+(``Limits.max_pending_tool_calls``).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -44,6 +48,7 @@ from loom.runtime import (
     InvalidArgument,
     RemoteAgent,
     Subscription,
+    SubscriptionClosed,
     WouldBlock,
     mailbox_topic,
     new_id,
@@ -89,7 +94,6 @@ _NO_CREDIT: Final = "no publish credit left: wait for a publish_ack before publi
 
 _encoder = msgspec.json.Encoder()
 
-Outbound = Delivery | bridge_pb2.ServerEvent
 Status = tuple[grpc.StatusCode, str]
 
 
@@ -133,7 +137,7 @@ class Session:
         self._ctx = context
         limits = hub.limits
         self._limits = limits
-        self._out = Lane[Outbound](limits.outbound_queue)
+        self._out = Lane[bridge_pb2.ServerEvent](limits.outbound_queue)
         self._lane = Lane[_Publish](limits.publish_window + limits.max_batch_events + _OLD_LANE)
         self._hello = False
         self._acks = False
@@ -154,7 +158,9 @@ class Session:
         self._pending: dict[str, _Pending] = {}
         self._calls: dict[str, anyio.CancelScope] = {}  # calls the agent made on the stream
         self._tg: TaskGroup | None = None
-        self._write_scope = anyio.CancelScope(shield=True)
+        self._write_lock = asyncio.Lock()  # one write at a time on the call (fair: FIFO)
+        self._write_scopes: set[anyio.CancelScope] = set()  # of the writer and the pumps
+        self._batching = False  # set once the welcome granting BATCH is on the wire
         self.status: Status | None = None
         self.closed = False
 
@@ -173,7 +179,7 @@ class Session:
                     await self._reader()
                 finally:
                     # However the reading ended (EOF, an error, the call cancelled from outside,
-                    # a failing task cancelling this one): the shielded writer must stop too.
+                    # a failing task cancelling this one): the shielded writers must stop too.
                     self._stop()
         finally:
             with anyio.CancelScope(shield=True):
@@ -190,16 +196,21 @@ class Session:
         """Cancel the session's tasks; a write already started may finish within _WRITE_GRACE.
 
         A grpc.aio write cancelled half way leaves its operation inside gRPC's core, and the
-        call can then never send its status (TOO_MANY_OPERATIONS). So the writer runs shielded
-        from the task group's cancellation and is stopped here without a cancellation: its
-        queue is closed (ending it when it is between writes), and a write in progress gets a
-        deadline (a peer that reads nothing for that long is given up on).
+        call can then never send its status (TOO_MANY_OPERATIONS). So the writer and the pumps
+        run shielded from the task group's cancellation and are stopped here without one:
+        their sources are closed (the outbound queue, the agent's subscriptions, whose
+        deliveries would be dropped as it detaches anyway), which ends each between writes,
+        and a write in progress gets a deadline (a peer that reads nothing for that long is
+        given up on).
         """
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
         self._out.close_receiving()
-        scope = self._write_scope
-        scope.deadline = min(scope.deadline, anyio.current_time() + _WRITE_GRACE)
+        for sub in (self.remote.mailbox, *self.remote.subscriptions()):
+            sub.close()
+        deadline = anyio.current_time() + _WRITE_GRACE
+        for scope in self._write_scopes:
+            scope.deadline = min(scope.deadline, deadline)
 
     async def _finish(self) -> None:
         self.closed = True
@@ -591,17 +602,65 @@ class Session:
         await self._send(bridge_pb2.ServerEvent(subscription=frame))
 
     async def _pump(self, sub: Subscription) -> None:
-        out = self._out
-        try:
-            async for delivery in sub:
-                # No yield while the queue has room: a burst reaches the writer whole and goes
-                # out as one batch (anyio's send() would wake the writer for every event).
+        """Write ``sub``'s deliveries onto the wire, in its order, until it closes (see _stop)."""
+        with self._shielded():
+            try:
+                await self._pump_frames(sub)
+            except Exception as exc:  # the call is over (the peer went away mid-write)
+                log.debug("agent %s: stream write failed: %r", self.agent_id, exc)
+                self.end(grpc.StatusCode.UNAVAILABLE, "the stream could not be written")
+
+    async def _pump_frames(self, sub: Subscription) -> None:
+        lock = self._write_lock
+        write = self._ctx.write
+        limit = self._limits.max_message_bytes - _FRAME_OVERHEAD
+        held: Delivery | None = None
+        while True:
+            if held is not None:
+                item, held = held, None
+            else:
                 try:
-                    out.send_nowait(delivery)
-                except anyio.WouldBlock:
-                    await out.send(delivery)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            return
+                    item = await sub.receive()
+                except SubscriptionClosed:
+                    return
+            frame = bridge_pb2.ServerEvent()
+            if not self._batching:
+                filled = self._fill(frame.delivery, item)
+                async with lock:
+                    await write(filled if isinstance(filled, bridge_pb2.ServerEvent) else frame)
+                continue
+            # Each delivery is built inside the batch frame; one that does not fit is taken out
+            # again and goes first in the next frame; one that cannot go at all is replaced by
+            # an error frame, after the batch, in order.
+            entries = frame.delivery_batch.deliveries
+            filled = self._fill(entries.add(), item)
+            if isinstance(filled, bridge_pb2.ServerEvent):
+                async with lock:
+                    await write(filled)
+                continue
+            size = filled + 8
+            count = 1
+            error: bridge_pb2.ServerEvent | None = None
+            while count < self._max_batch:
+                try:
+                    nxt = sub.receive_nowait()
+                except (WouldBlock, SubscriptionClosed):
+                    break
+                filled = self._fill(entries.add(), nxt)
+                if isinstance(filled, bridge_pb2.ServerEvent):
+                    del entries[-1]
+                    error = filled
+                    break
+                if size + filled + 8 > limit:
+                    del entries[-1]
+                    held = nxt
+                    break
+                size += filled + 8
+                count += 1
+            async with lock:
+                await write(frame)
+                if error is not None:
+                    await write(error)
 
     # ------------------------------------------------------------------ writing
 
@@ -630,66 +689,42 @@ class Session:
         log.warning("agent %s: %s", self.agent_id, reason)
         return bridge_pb2.ServerEvent(err=bridge_pb2.Error(code=code, message=reason))
 
+    @contextlib.contextmanager
+    def _shielded(self) -> Iterator[anyio.CancelScope]:
+        """A writing task's scope: shielded while the stream lasts (see _stop), so that a slow
+        reader is backpressure, not an error (gRPC keepalive finds a peer that is gone)."""
+        scope = anyio.CancelScope(shield=True)
+        if self._tg is None or self._tg.cancel_scope.cancel_called:
+            scope.deadline = anyio.current_time() + _WRITE_GRACE  # started as the stream ends
+        self._write_scopes.add(scope)
+        try:
+            with scope:
+                yield scope
+        finally:
+            self._write_scopes.discard(scope)
+
     async def _writer(self) -> None:
-        # Shielded while the stream lasts (see _stop): a slow reader is backpressure, not an
-        # error; gRPC keepalive finds a peer that is gone. Ends when _stop closes the queue.
-        with self._write_scope:
-            await self._write_frames()
+        """Write the outbound queue (everything but deliveries) until _stop closes it."""
+        with self._shielded():
+            try:
+                await self._write_frames()
+            except Exception as exc:  # the call is over (the peer went away mid-write)
+                log.debug("agent %s: stream write failed: %r", self.agent_id, exc)
+                self.end(grpc.StatusCode.UNAVAILABLE, "the stream could not be written")
 
     async def _write_frames(self) -> None:
         recv = self._out
+        lock = self._write_lock
         write = self._ctx.write
-        limit = self._limits.max_message_bytes - _FRAME_OVERHEAD
-        batching = False
-        held: Outbound | None = None
         try:
             while True:
-                item = held if held is not None else await recv.receive()
-                held = None
-                if not isinstance(item, Delivery):
-                    await write(item)
-                    if item.HasField("welcome"):
-                        batching = bridge_pb2.STREAM_FEATURE_BATCH in item.welcome.features
-                    continue
-                frame = bridge_pb2.ServerEvent()
-                if not batching:
-                    filled = self._fill(frame.delivery, item)
-                    await write(filled if isinstance(filled, bridge_pb2.ServerEvent) else frame)
-                    continue
-                # Each delivery is built inside the batch frame; one that does not fit is taken
-                # out again and goes first in the next frame.
-                entries = frame.delivery_batch.deliveries
-                filled = self._fill(entries.add(), item)
-                if isinstance(filled, bridge_pb2.ServerEvent):
-                    await write(filled)
-                    continue
-                size = filled + 8
-                count = 1
-                while count < self._max_batch:
-                    try:
-                        nxt = recv.receive_nowait()
-                    except anyio.WouldBlock:
-                        break
-                    if not isinstance(nxt, Delivery):
-                        held = nxt
-                        break
-                    filled = self._fill(entries.add(), nxt)
-                    if isinstance(filled, bridge_pb2.ServerEvent):
-                        del entries[-1]
-                        held = filled
-                        break
-                    if size + filled + 8 > limit:
-                        del entries[-1]
-                        held = nxt
-                        break
-                    size += filled + 8
-                    count += 1
-                await write(frame)
+                frame = await recv.receive()
+                async with lock:
+                    await write(frame)
+                    if frame.HasField("welcome"):
+                        self._batching = bridge_pb2.STREAM_FEATURE_BATCH in frame.welcome.features
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             return
-        except Exception as exc:  # the call is over (the peer went away mid-write)
-            log.debug("agent %s: stream write failed: %r", self.agent_id, exc)
-            self.end(grpc.StatusCode.UNAVAILABLE, "the stream could not be written")
 
     # ------------------------------------------------------------------ pushed tool calls
 
