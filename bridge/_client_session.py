@@ -5,8 +5,9 @@ reconnect loop makes the next one. Its tasks:
 
 * the **reader** only decodes frames. Deliveries go to the client's inbound sink, its bounded
   buffer or the agent's local bus (waiting for room there is the stream's backpressure),
-  replies to pending requests to their waiter, pushed tool calls to tasks of their own, the
-  results of our own calls to their waiters. It never runs a handler.
+  replies to pending requests to their waiter, pushed tool calls to workers of their own
+  (``bridge/_workers.py``), the results of our own calls to their waiters. It never runs a
+  handler.
 * the **writer** drains the session's bounded outbound queue in order. Consecutive publishes
   are sent as one ``publish_batch`` once the server has answered our hello (an old server
   gets single ``publish`` frames), and numbered as the server numbers them, so that each
@@ -22,6 +23,7 @@ raises that reason, so the reconnect loop sees one plain exception, never a grou
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -42,6 +44,7 @@ from ._lane import Lane
 from ._status import failed_outcome
 from ._wire_errors import WireError
 from ._wire_types import ToolCallOutcome, ToolCallRequest, ToolStatus
+from ._workers import Workers
 
 if TYPE_CHECKING:
     from ._client import BridgeClient, _Subscription
@@ -132,6 +135,7 @@ class Session:
         self._out = Lane[OutItem](size)
         self._call: grpc.aio.StreamStreamCall[bridge_pb2.ClientEvent, bridge_pb2.ServerEvent]
         self._tg: TaskGroup | None = None
+        self._workers: Workers | None = None  # run pushed tool calls, one each
         self.ended = False
         self.finished = anyio.Event()
         self.end_reason: Exception | None = None
@@ -168,6 +172,7 @@ class Session:
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                self._workers = Workers(tg)
                 tg.start_soon(self._guard, self._setup, connected)
         finally:
             self.ended = True
@@ -619,8 +624,8 @@ class Session:
             # typed result; this catches a handler that ignores it.
             scope.deadline = anyio.current_time() + request.timeout_ms / 1000 + 1.0
         self._tools[request.id] = scope
-        assert self._tg is not None
-        self._tg.start_soon(self._serve_tool, request, scope)
+        assert self._workers is not None
+        self._workers.submit(functools.partial(self._serve_tool, request, scope))
 
     async def _serve_tool(self, request: ToolCallRequest, scope: anyio.CancelScope) -> None:
         client = self.client

@@ -1,7 +1,8 @@
 """One ``EventStream`` session: a connected remote agent, from handshake to end of stream.
 
-Four kinds of task, all in the session's task group, none per message (only a tool call the
-agent makes on the stream runs in a task of its own, so that a slow tool holds up nothing):
+Four kinds of task, all in the session's task group, none per message (a tool call the
+agent makes on the stream runs in a worker of its own, so that a slow tool holds up nothing;
+see ``bridge/_workers.py``):
 
 * the **reader** (the handler's own task) takes ``ClientEvent`` frames and handles each at
   once; nothing it does waits on the bus, so pings, tool results and subscriptions are never
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 from collections.abc import Iterator, Sequence
@@ -69,6 +71,7 @@ from ._server_errors import LimitExceeded, WrongAgent
 from ._status import code_name, error_from_outcome, failed_outcome, status_of
 from ._wire_errors import WireError
 from ._wire_types import ToolCallOutcome, ToolCallRequest, ToolStatus
+from ._workers import Workers
 
 if TYPE_CHECKING:
     from ._server import Hub
@@ -158,6 +161,7 @@ class Session:
         self._pending: dict[str, _Pending] = {}
         self._calls: dict[str, anyio.CancelScope] = {}  # calls the agent made on the stream
         self._tg: TaskGroup | None = None
+        self._workers: Workers | None = None  # run the calls the agent makes, one each
         self._write_lock = asyncio.Lock()  # one write at a time on the call (fair: FIFO)
         self._write_scopes: set[anyio.CancelScope] = set()  # of the writer and the pumps
         self._batching = False  # set once the welcome granting BATCH is on the wire
@@ -172,6 +176,7 @@ class Session:
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                self._workers = Workers(tg)
                 tg.start_soon(self._writer)
                 tg.start_soon(self._publisher)
                 tg.start_soon(self._pump, self.remote.mailbox)
@@ -836,8 +841,8 @@ class Session:
             return
         scope = anyio.CancelScope()
         self._calls[call_id] = scope
-        assert self._tg is not None
-        self._tg.start_soon(self._run_call, request, scope)
+        assert self._workers is not None
+        self._workers.submit(functools.partial(self._run_call, request, scope))
 
     async def _run_call(self, request: ToolCallRequest, scope: anyio.CancelScope) -> None:
         outcome = None
