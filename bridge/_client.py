@@ -263,9 +263,12 @@ class _Reply:
         self.reply: Event | None = None
 
 
-def _publish_frame(topic: str, event: Event, *, mirror: bool) -> bridge_pb2.ClientEvent:
+def _publish_frame(
+    topic: str, event: Event, *, sender: str, mirror: bool
+) -> bridge_pb2.ClientEvent:
     """The ``publish`` frame of ``event``, built in place (a message handed to a constructor
-    is copied).
+    is copied). An event without a sender gets ``sender``, this agent, as the server would
+    stamp it (sparing the server a copy of the event to do so).
 
     Raises:
         WireError: the event cannot go on the wire.
@@ -273,7 +276,12 @@ def _publish_frame(topic: str, event: Event, *, mirror: bool) -> bridge_pb2.Clie
     frame = bridge_pb2.ClientEvent()
     msg = frame.publish
     msg.topic = topic
-    fill_event(msg.event, event, mirror=mirror)
+    wire = msg.event
+    fill_event(wire, event, mirror=mirror)
+    if not event.envelope.sender:
+        wire.envelope.sender = sender
+        if mirror:
+            wire.metadata["sender"] = sender
     return frame
 
 
@@ -643,7 +651,9 @@ class BridgeClient:
         while True:
             session = await self._ready()
             # Built for this session: an old server (after a reconnect) needs the mirror.
-            frame = _publish_frame(topic, event, mirror=session.mirror)
+            frame = _publish_frame(
+                topic, event, sender=self.registration.agent_id, mirror=session.mirror
+            )
             try:
                 await session.publish(frame, waiter)
             except SessionEnded:
@@ -672,7 +682,9 @@ class BridgeClient:
             or self._reconnector.status is not ConnectionStatus.CONNECTED
         ):
             raise WouldBlock("the bridge client is not connected")
-        frame = _publish_frame(topic, event, mirror=session.mirror)
+        frame = _publish_frame(
+            topic, event, sender=self.registration.agent_id, mirror=session.mirror
+        )
         try:
             session.publish_nowait(frame)
         except (anyio.WouldBlock, SessionEnded):

@@ -26,6 +26,7 @@ import contextlib
 import functools
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -151,7 +152,9 @@ class Session:
         self._credit_changed = anyio.Event()
         self._seq = 0
         self._ack_waiters: dict[int, AckWaiter] = {}
-        self._topics_by_seq: dict[int, str] = {}
+        # (sequence, topic) of every publish not yet acked, in order: to name the topic of a
+        # rejected one (a deque, not a dict: an ack settles a prefix of it).
+        self._unacked: deque[tuple[int, str]] = deque()
         # Liveness.
         self._last_rx = time.monotonic()
         self._reader_blocked = False
@@ -344,23 +347,29 @@ class Session:
             self.credit += ack.credit
             changed, self._credit_changed = self._credit_changed, anyio.Event()
             changed.set()
-        for rejection in ack.rejections:
+        unacked = self._unacked
+        rejected = {r.sequence: r for r in ack.rejections}
+        while unacked and unacked[0][0] <= ack.sequence:
+            seq, topic = unacked.popleft()
+            rejection = rejected.pop(seq, None) if rejected else None
+            if rejection is None:
+                continue
             self.client._rejected += 1
-            topic = self._topics_by_seq.pop(rejection.sequence, "")
-            waiter = self._ack_waiters.pop(rejection.sequence, None)
+            waiter = self._ack_waiters.pop(seq, None)
             error = PublishRejected(topic, rejection.code, rejection.reason)
             if waiter is not None:
                 waiter.settle(error)
             else:
                 log.warning("bridge: %s", error)
-        for seq in list(self._topics_by_seq):
-            if seq > ack.sequence:
-                break
-            del self._topics_by_seq[seq]
-        for seq in list(self._ack_waiters):
-            if seq > ack.sequence:
-                break
-            self._ack_waiters.pop(seq).settle()
+        for rejection in rejected.values():  # not ours to name (a confused server): say so
+            self.client._rejected += 1
+            log.warning("bridge: %s", PublishRejected("", rejection.code, rejection.reason))
+        waiters = self._ack_waiters
+        if waiters:
+            for seq in list(waiters):
+                if seq > ack.sequence:
+                    break
+                waiters.pop(seq).settle()
 
     # ------------------------------------------------------------------ the writer
 
@@ -417,7 +426,7 @@ class Session:
         waited = False
         for out in batch:
             self._seq += 1
-            self._topics_by_seq[self._seq] = out.frame.publish.topic
+            self._unacked.append((self._seq, out.frame.publish.topic))
             if out.waiter is not None:
                 self._ack_waiters[self._seq] = out.waiter
                 waited = True
