@@ -21,7 +21,7 @@ from loom.runtime import InvalidArgument
 
 from ._server_errors import InsecureBind
 
-__all__ = ["TLSConfig", "TokenInterceptor", "check_bind", "is_loopback"]
+__all__ = ["TLSConfig", "TokenInterceptor", "certificate_names", "check_bind", "is_loopback"]
 
 _HEALTH_PREFIX = "/grpc.health.v1.Health/"
 
@@ -34,11 +34,26 @@ class TLSConfig(msgspec.Struct, frozen=True, kw_only=True):
         cert_file: the server's certificate chain.
         key_file: its private key.
         client_ca_file: CA bundle for client certificates; ``None`` for server-only TLS.
+        bind_agent_ids: (mutual TLS) a client may register, and open its stream, only as an
+            agent its certificate names: the subject's common name or a DNS name among its
+            subject alternative names. Else ``PERMISSION_DENIED``. Without it any client with
+            a certificate of the CA may act as any agent (the token, if any, still applies).
+
+    Raises:
+        InvalidArgument: ``bind_agent_ids`` without ``client_ca_file``.
     """
 
     cert_file: str
     key_file: str
     client_ca_file: str | None = None
+    bind_agent_ids: bool = False
+
+    def __post_init__(self) -> None:
+        if self.bind_agent_ids and self.client_ca_file is None:
+            raise InvalidArgument(
+                "bind_agent_ids needs mutual TLS: without client_ca_file no client shows a "
+                "certificate to bind"
+            )
 
     def credentials(self) -> grpc.ServerCredentials:
         """The gRPC server credentials.
@@ -52,6 +67,14 @@ class TLSConfig(msgspec.Struct, frozen=True, kw_only=True):
         return grpc.ssl_server_credentials(
             [(key, cert)], root_certificates=ca, require_client_auth=ca is not None
         )
+
+
+def certificate_names(context: grpc.aio.ServicerContext[Any, Any]) -> frozenset[str]:
+    """The names the peer's (verified) client certificate gives: its subject's common name
+    and its DNS subject alternative names. Empty without a client certificate."""
+    auth = context.auth_context()
+    raw = [*auth.get("x509_common_name", ()), *auth.get("x509_subject_alternative_name", ())]
+    return frozenset(name.decode("utf-8", "replace") for name in raw)
 
 
 def _read(path: str, what: str) -> bytes:

@@ -42,7 +42,7 @@ from loom.runtime import (
 from loom.runtime import validate_agent_id as _validate_agent_id
 from loom.runtime.tools import JSONObject, ToolRegistry
 
-from ._auth import TLSConfig, TokenInterceptor, check_bind
+from ._auth import TLSConfig, TokenInterceptor, certificate_names, check_bind
 from ._calls import serve_tool_call
 from ._convert import tool_descriptor_from_proto
 from ._directory_service import DirectoryService
@@ -54,6 +54,7 @@ from ._server_errors import (
     HandshakeError,
     LimitExceeded,
     NotRegistered,
+    WrongAgent,
 )
 from ._services import EventBusService, ToolService
 from ._status import status_of
@@ -152,6 +153,7 @@ class Hub:
         self.calls: dict[str, Session] = {}
         self.streams: set[anyio.CancelScope] = set()  # EventBus.Subscribe calls
         self.closing = False
+        self.bind_agent_ids = False  # TLSConfig.bind_agent_ids
 
     def register(self, reg: Registration) -> None:
         """Record (or replace) a registration.
@@ -206,9 +208,10 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
         self, request: bridge_pb2.AgentRegisterRequest, context: _Context
     ) -> bridge_pb2.AgentRegisterResponse:
         try:
+            self._check_identity(context, request.agent_id)
             reg = Registration.from_proto(request, self.hub.limits)
             self.hub.register(reg)
-        except (InvalidArgument, WireError, LimitExceeded, AgentConnected) as exc:
+        except (InvalidArgument, WireError, LimitExceeded, AgentConnected, WrongAgent) as exc:
             await context.abort(status_of(exc), str(exc))
         log.info(
             "agent %s registered (%d topics, %d tools)",
@@ -233,7 +236,14 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
     ) -> None:
         try:
             session = await self._handshake(context)
-        except (HandshakeError, NotRegistered, AgentConnected, AgentExists, BusClosed) as exc:
+        except (
+            HandshakeError,
+            NotRegistered,
+            AgentConnected,
+            AgentExists,
+            BusClosed,
+            WrongAgent,
+        ) as exc:
             context.set_code(status_of(exc))
             context.set_details(str(exc))
             return
@@ -250,6 +260,22 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
         if status is not None:
             context.set_code(status[0])
             context.set_details(status[1])
+
+    def _check_identity(self, context: _Context, agent_id: str) -> None:
+        """With ``TLSConfig.bind_agent_ids``: the client certificate must name ``agent_id``.
+
+        Raises:
+            WrongAgent: it does not (``PERMISSION_DENIED``).
+        """
+        if not self.hub.bind_agent_ids:
+            return
+        names = certificate_names(context)
+        if agent_id not in names:
+            shown = ", ".join(sorted(names)) or "nothing"
+            raise WrongAgent(
+                f"the client certificate names {shown}, not agent {agent_id!r}: it may act "
+                "only as an agent it names (bind_agent_ids)"
+            )
 
     async def _handshake(self, context: _Context) -> Session:
         hub = self.hub
@@ -271,6 +297,7 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
         agent_id = first.ack.message_id
         if not agent_id:
             raise HandshakeError("the handshake ack must carry the agent id in message_id")
+        self._check_identity(context, agent_id)
         reg = hub.registrations.get(agent_id)
         if reg is None:
             raise NotRegistered(agent_id)
@@ -355,6 +382,7 @@ class BridgeServer:
         self.limits = limits if limits is not None else Limits()
         self.grace_s = grace_s
         self.hub = Hub(runtime, self.limits)
+        self.hub.bind_agent_ids = tls is not None and tls.bind_agent_ids
         self.port = 0
         self._server: grpc.aio.Server | None = None
         self._health: Any = None

@@ -40,6 +40,8 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         tls_cert_file: the server's TLS certificate chain (PEM); TLS is on when set.
         tls_key_file: its private key (PEM).
         tls_client_ca_file: CA bundle that client certificates must chain to (mutual TLS).
+        tls_bind_agent_ids: (mutual TLS) a client acts only as an agent its certificate names
+            (common name or DNS subject alternative name).
         max_message_bytes: largest gRPC message accepted or sent.
         max_topics_per_agent: topic patterns one agent may hold.
         max_pending_tool_calls: tool calls pushed to one agent and not yet answered.
@@ -55,6 +57,7 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     tls_client_ca_file: str | None = None
+    tls_bind_agent_ids: bool = False
     max_message_bytes: int = Limits().max_message_bytes
     max_topics_per_agent: int = Limits().max_topics_per_agent
     max_pending_tool_calls: int = Limits().max_pending_tool_calls
@@ -73,6 +76,11 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             raise ConfigError("tls_cert_file and tls_key_file go together: set both or neither")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ConfigError("tls_client_ca_file (mutual TLS) needs tls_cert_file, tls_key_file")
+        if self.tls_bind_agent_ids and self.tls_client_ca_file is None:
+            raise ConfigError(
+                "tls_bind_agent_ids needs mutual TLS: set tls_client_ca_file (the CA of the "
+                "client certificates that name the agents)"
+            )
         if not is_loopback(self.host) and self.token is None and self.tls_cert_file is None:
             raise ConfigError(
                 f"host {self.host!r} is not a loopback address: set a token or TLS "
@@ -100,6 +108,7 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             cert_file=self.tls_cert_file,
             key_file=self.tls_key_file,
             client_ca_file=self.tls_client_ca_file,
+            bind_agent_ids=self.tls_bind_agent_ids,
         )
 
 
@@ -113,6 +122,7 @@ _ENV = {
     "LOOM_TLS_CERT": "tls_cert_file",
     "LOOM_TLS_KEY": "tls_key_file",
     "LOOM_TLS_CLIENT_CA": "tls_client_ca_file",
+    "LOOM_TLS_BIND_AGENT_IDS": "tls_bind_agent_ids",
     "LOOM_MAX_MESSAGE_BYTES": "max_message_bytes",
     "LOOM_MAX_TOPICS_PER_AGENT": "max_topics_per_agent",
     "LOOM_MAX_PENDING_TOOL_CALLS": "max_pending_tool_calls",

@@ -27,8 +27,9 @@ examples:
   loom serve                         # 127.0.0.1:50051, data in ./.loom
   loom serve --port 0 --log-level debug
   LOOM_DATA_DIR=/var/lib/loom loom serve --config /etc/loom/loom.toml
-  LOOM_TOKEN=$(cat /run/secrets/loom) loom serve --host 0.0.0.0 \
-      --tls-cert server.pem --tls-key server.key --tls-client-ca clients-ca.pem
+  LOOM_TOKEN=$(cat /run/secrets/loom) loom serve --host 0.0.0.0 \\
+      --tls-cert server.pem --tls-key server.key --tls-client-ca clients-ca.pem \\
+      --tls-bind-agent-ids            # each agent's certificate names it (CN or DNS SAN)
 """
 
 
@@ -78,6 +79,14 @@ def _parser() -> argparse.ArgumentParser:
         dest="tls_client_ca_file",
         help="CA for client certificates: turns on mutual TLS",
     )
+    sec.add_argument(
+        "--tls-bind-agent-ids",
+        dest="tls_bind_agent_ids",
+        action="store_true",
+        default=None,
+        help="with --tls-client-ca: a client acts only as an agent its certificate names "
+        "(common name or DNS name; LOOM_TLS_BIND_AGENT_IDS)",
+    )
     lim = s.add_argument_group("limits")
     lim.add_argument("--max-message-bytes", type=int, help="largest gRPC message (4 MiB)")
     lim.add_argument("--max-topics-per-agent", type=int, help="patterns per agent (256)")
@@ -116,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     "tls_cert_file": args.tls_cert_file,
                     "tls_key_file": args.tls_key_file,
                     "tls_client_ca_file": args.tls_client_ca_file,
+                    "tls_bind_agent_ids": args.tls_bind_agent_ids,
                     "max_message_bytes": args.max_message_bytes,
                     "max_topics_per_agent": args.max_topics_per_agent,
                     "max_pending_tool_calls": args.max_pending_tool_calls,

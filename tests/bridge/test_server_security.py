@@ -23,7 +23,7 @@ from loom.bridge._generated import bridge_pb2, bus_pb2
 from loom.runtime import AgentRuntime, Event, EventBus, InvalidArgument
 
 from ._client_support import FAST
-from ._server_harness import OldAgent, Served, auth, channel, serving
+from ._server_harness import OldAgent, Served, auth, channel, serving, status_of
 
 pytestmark = pytest.mark.anyio
 
@@ -73,6 +73,7 @@ def _cert(
     issuer_key: ec.EllipticCurvePrivateKey,
     *,
     ca: bool,
+    dns: tuple[str, ...] = ("localhost",),
 ) -> x509.Certificate:
     now = datetime.datetime.now(datetime.UTC)
     builder = (
@@ -88,7 +89,10 @@ def _cert(
     if not ca:
         builder = builder.add_extension(
             x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                [
+                    *(x509.DNSName(name) for name in dns),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                ]
             ),
             critical=False,
         )
@@ -101,6 +105,7 @@ class PKI:
     def __init__(self, root: Path) -> None:
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca = _cert("loom test CA", ca_key, _name("loom test CA"), ca_key, ca=True)
+        self._ca, self._ca_key = ca, ca_key
         self.files: dict[str, Path] = {}
         self.pem: dict[str, bytes] = {"ca": ca.public_bytes(serialization.Encoding.PEM)}
         for who in ("server", "client"):
@@ -117,11 +122,22 @@ class PKI:
             path.write_bytes(data)
             self.files[name] = path
 
-    def server_tls(self, *, mutual: bool) -> TLSConfig:
+    def server_tls(self, *, mutual: bool, bind: bool = False) -> TLSConfig:
         return TLSConfig(
             cert_file=str(self.files["server.crt"]),
             key_file=str(self.files["server.key"]),
             client_ca_file=str(self.files["ca"]) if mutual else None,
+            bind_agent_ids=bind,
+        )
+
+    def issue(self, common_name: str, *dns: str) -> tuple[bytes, bytes]:
+        """A client certificate (PEM) and its key, naming ``common_name`` and ``dns``."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _cert(common_name, key, self._ca.subject, self._ca_key, ca=False, dns=dns)
+        return cert.public_bytes(serialization.Encoding.PEM), key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
         )
 
     def client(self, *, with_cert: bool) -> grpc.ChannelCredentials:
@@ -243,3 +259,58 @@ async def test_the_client_fails_clearly_on_a_tls_mismatch(tmp_path: Path) -> Non
                     pass
             assert s.server.address in str(info.value), case
         assert s.runtime.directory.get("tls-refused") is None  # nobody got in
+
+
+# ------------------------------------------------------------------ certificates name agents
+
+
+async def test_a_bound_certificate_acts_only_as_the_agents_it_names(tmp_path: Path) -> None:
+    pki = PKI(tmp_path)
+
+    def credentials(cert: tuple[bytes, bytes]) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=pki.pem["ca"], certificate_chain=cert[0], private_key=cert[1]
+        )
+
+    as_a = credentials(pki.issue("agent-a"))
+    as_b = credentials(pki.issue("someone", "agent-b"))  # a DNS name names an agent too
+    async with serving(tls=pki.server_tls(mutual=True, bind=True)) as s:
+        async with channel(s.target, credentials=as_a) as ch:
+            await OldAgent(ch, "agent-a").connect()  # register and stream as itself
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await OldAgent(ch, "agent-b").register()
+            assert info.value.code() is grpc.StatusCode.PERMISSION_DENIED
+            details = str(info.value.details())
+            assert "agent-a" in details
+            assert "not agent 'agent-b'" in details
+        async with channel(s.target, credentials=as_b) as ch:
+            await OldAgent(ch, "agent-b").register()
+        # agent-b is registered; a stream claiming it with agent-a's certificate is refused.
+        async with channel(s.target, credentials=as_a) as ch:
+            intruder = OldAgent(ch, "agent-b")
+            call = await intruder.open(handshake=False)
+            await intruder.send(bridge_pb2.ClientEvent(ack=bridge_pb2.Ack(message_id="agent-b")))
+            code, details = await status_of(call)
+            assert code is grpc.StatusCode.PERMISSION_DENIED, details
+        assert "agent-b" not in s.server.hub.sessions
+
+
+async def test_our_client_with_a_bound_certificate(tmp_path: Path) -> None:
+    pki = PKI(tmp_path)
+    cert, key = pki.issue("bound-agent")
+    tls = ClientTLS(root_certificates=pki.pem["ca"], certificate_chain=cert, private_key=key)
+    quick = msgspec.structs.replace(FAST, connect_timeout=1.0)
+    async with serving(tls=pki.server_tls(mutual=True, bind=True)) as s:
+        registration = AgentRegistration(agent_id="bound-agent", topics=("tls.in",))
+        async with BridgeClient(s.server.address, registration, tls=tls, options=FAST) as agent:
+            await _round_trip(s, agent)
+        other = AgentRegistration(agent_id="not-named")
+        # Refused credentials are final: no retries until connect_timeout.
+        with pytest.raises(ConnectFailed, match="PERMISSION_DENIED.*not agent 'not-named'"):
+            async with BridgeClient(s.server.address, other, tls=tls, options=quick):
+                pass
+
+
+def test_binding_agent_ids_needs_mutual_tls(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgument, match="needs mutual TLS"):
+        TLSConfig(cert_file="c.pem", key_file="k.pem", bind_agent_ids=True)

@@ -60,11 +60,17 @@ def test_config_carries_security_and_limits(tmp_path: Path) -> None:
     )
     config = load_config(
         toml_path=toml,
-        environ={"LOOM_TOKEN": "abc", "LOOM_MAX_MESSAGE_BYTES": "65536"},
+        environ={
+            "LOOM_TOKEN": "abc",
+            "LOOM_MAX_MESSAGE_BYTES": "65536",
+            "LOOM_TLS_BIND_AGENT_IDS": "true",
+        },
         overrides={"max_topics_per_agent": 3, "tls_client_ca_file": "ca.pem"},
     )
     assert config.token == "abc"
-    assert config.tls() == TLSConfig(cert_file="s.pem", key_file="s.key", client_ca_file="ca.pem")
+    assert config.tls() == TLSConfig(
+        cert_file="s.pem", key_file="s.key", client_ca_file="ca.pem", bind_agent_ids=True
+    )
     assert config.limits() == Limits(max_message_bytes=65536, max_topics_per_agent=3, max_agents=5)
     assert ServeConfig().tls() is None
 
@@ -76,6 +82,12 @@ def test_config_carries_security_and_limits(tmp_path: Path) -> None:
         ("", {"LOOM_HOST": "10.1.2.3"}, "set a token or TLS"),
         ('[serve]\ntls_cert_file = "a.pem"\n', {}, "go together"),
         ('[serve]\ntls_client_ca_file = "ca.pem"\n', {}, "mutual TLS"),
+        (
+            '[serve]\ntls_cert_file = "a.pem"\ntls_key_file = "a.key"\n',
+            {"LOOM_TLS_BIND_AGENT_IDS": "1"},
+            "tls_bind_agent_ids needs mutual TLS",
+        ),
+        ("", {"LOOM_TLS_BIND_AGENT_IDS": "maybe"}, "tls_bind_agent_ids"),
         ('[serve]\ntoken = ""\n', {}, "token must not be empty"),
         ("[serve]\nmax_agents = 0\n", {}, "max_agents"),
         ("", {"LOOM_MAX_MESSAGE_BYTES": "lots"}, "LOOM_MAX_MESSAGE_BYTES"),
