@@ -306,7 +306,7 @@ async def test_our_client_with_a_bound_certificate(tmp_path: Path) -> None:
             await _round_trip(s, agent)
         other = AgentRegistration(agent_id="not-named")
         # Refused credentials are final: no retries until connect_timeout.
-        with pytest.raises(ConnectFailed, match="PERMISSION_DENIED.*not agent 'not-named'"):
+        with pytest.raises(ConnectFailed, match=r"PERMISSION_DENIED.*not agent 'not-named'"):
             async with BridgeClient(s.server.address, other, tls=tls, options=quick):
                 pass
 
