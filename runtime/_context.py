@@ -243,9 +243,11 @@ class Context:
         """Fan-out/fan-in, contract-net and barriers on behalf of this agent, continuing the
         event being handled (see ``docs/collab.md``).
 
+        An agent connected through the bridge gets the same primitives, on a bus of its
+        process whose transport is its connection (``sdk/_remote_collab.py``).
+
         Raises:
-            LoomError: the host has no local bus (an agent connected through the bridge);
-                use ``request`` there.
+            LoomError: the host offers no bus to collaborate on.
         """
         bus = getattr(self._host, "bus", None)
         if bus is None:

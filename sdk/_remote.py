@@ -33,8 +33,11 @@ code is unchanged:
 * ``ctx.schedule``: local timers that deliver to the local mailbox (no round trip).
 * ``ctx.spawn``: raises :class:`~loom.bridge.NotSupportedRemotely`: the wire has no spawn RPC.
   Start the child with its own ``Agent.run``, or in the server's runtime.
-* ``ctx.collab``: raises ``LoomError``; use ``ctx.request`` (the collaboration primitives
-  need the server's bus in process).
+* ``ctx.collab``: the runtime's own primitives (gather, contract-net, propose, arrive) on a
+  small collaboration bus whose transport is this connection (``sdk/_remote_collab.py``):
+  what they publish goes to the server; their inboxes lie under the agent's mailbox topic,
+  and the agent registers ``agent.{id}.replies.>``, so every answer arrives on the stream.
+  As on any bus with a transport, a target nobody serves is a timeout, not ``unrouted``.
 
 Calls the server pushes to the agent's capabilities run in tasks of their own (never in the
 mailbox), through the local runtime's registry: validated, timed out, typed errors. Dead
@@ -97,6 +100,8 @@ from loom.runtime import (
 )
 from loom.runtime.tools import Tool, ToolError, ToolFailed, ToolSpec, validates_itself
 
+from ._remote_collab import BridgeTransport, reply_interest
+
 __all__ = ["RemoteHost", "run_agent", "serve_agent", "tool_descriptors"]
 
 _PROVIDER_KEY = "loom.agent"  # ToolService.ListTools: the agent that provides a tool
@@ -122,15 +127,17 @@ class RemoteHost:
         local: the context the local runtime made for this instance (timers and the local
             mailbox are reached through it).
         qos: the tier of new subscriptions made without one (the agent's).
+        bus: the collaboration bus ``ctx.collab`` runs on (``sdk/_remote_collab.py``).
     """
 
-    __slots__ = ("_agent_id", "_client", "_local", "_qos")
+    __slots__ = ("_agent_id", "_client", "_local", "_qos", "bus")
 
-    def __init__(self, client: BridgeClient, local: Context, qos: QoS) -> None:
+    def __init__(self, client: BridgeClient, local: Context, qos: QoS, bus: EventBus) -> None:
         self._client = client
         self._local = local
         self._agent_id = local.agent_id
         self._qos = qos
+        self.bus = bus
 
     async def publish(self, topic: str, event: Event, *, qos: QoS | None) -> bool:
         event = _traced(event)
@@ -222,12 +229,13 @@ class RemoteHost:
 class _RemoteInstance:
     """What the local runtime hosts: the user's instance, handed contexts on a RemoteHost."""
 
-    __slots__ = ("_client", "_contexts", "_inner", "_qos", "state")
+    __slots__ = ("_client", "_collab", "_contexts", "_inner", "_qos", "state")
 
-    def __init__(self, inner: Behaviour, client: BridgeClient, qos: QoS) -> None:
+    def __init__(self, inner: Behaviour, client: BridgeClient, qos: QoS, collab: EventBus) -> None:
         self._inner = inner
         self._client = client
         self._qos = qos
+        self._collab = collab
         state = getattr(inner, "state", None)
         # The runtime reads ``state`` to build the context; the user's instance keeps it.
         self.state: MutableMapping[str, Any] = state if isinstance(state, MutableMapping) else {}
@@ -237,7 +245,7 @@ class _RemoteInstance:
     def _ctx(self, local: Context) -> Context:
         pair = self._contexts.get(id(local))
         if pair is None:
-            host = RemoteHost(self._client, local, self._qos)
+            host = RemoteHost(self._client, local, self._qos, self._collab)
             pair = self._contexts[id(local)] = (local, Context(local.agent_id, host, local.state))
         return pair[1]
 
@@ -314,6 +322,7 @@ class _HeldInbound:
         self._held: deque[tuple[str, Event]] = deque()
         self._open = False
         self._opened = anyio.Event()
+        self.collab: BridgeTransport | None = None  # also fed: the collaboration bus
 
     async def deliver_inbound(self, topic: str, event: Event) -> None:
         if not self._open:
@@ -322,6 +331,9 @@ class _HeldInbound:
                 return
             await self._opened.wait()
         await self._bus.deliver_inbound(topic, event)
+        collab = self.collab
+        if collab is not None and collab.wants(topic):
+            await collab.deliver(topic, event)
 
     async def open(self) -> None:
         """Hand over what is held, in order (waiting for room), then let deliveries through."""
@@ -332,6 +344,9 @@ class _HeldInbound:
                 await self._bus.deliver_inbound(topic, event)
             except InvalidArgument as exc:  # a topic the local bus refuses: that one only
                 log.warning("dropped a delivery on %r: %s", topic, exc)
+                continue
+            if self.collab is not None and self.collab.wants(topic):
+                await self.collab.deliver(topic, event)
         self._open = True  # no wait between the last hand-over and this: the order holds
         self._opened.set()
 
@@ -390,7 +405,8 @@ async def serve_agent(
             address,
             AgentRegistration(
                 agent_id=spec.id,
-                topics=spec.topics,
+                # Every collaboration inbox of the agent lies under its mailbox topic.
+                topics=(*spec.topics, reply_interest(spec.id)),
                 tools=tool_descriptors(first.tools()),
                 metadata=dict(spec.metadata),
             ),
@@ -404,7 +420,7 @@ async def serve_agent(
 
         def factory() -> Behaviour:
             inner = pending.pop() if pending else spec.factory()
-            return _RemoteInstance(inner, client, spec.qos)
+            return _RemoteInstance(inner, client, spec.qos, collab_bus)
 
         hosted = msgspec.structs.replace(spec, factory=factory)
         ending = anyio.Event()
@@ -426,7 +442,10 @@ async def serve_agent(
                 await client.wait_closed()
             ending.set()
 
-        async with client, runtime, anyio.create_task_group() as tg:
+        transport = BridgeTransport(client, spec.id)
+        inbound.collab = transport
+        collab_bus = EventBus(transport=transport)
+        async with client, collab_bus, runtime, anyio.create_task_group() as tg:
             tg.start_soon(watch_lifecycle, bus.subscribe(f"{LIFECYCLE_PREFIX}.{spec.id}"))
             await runtime.start(hosted)
             await inbound.open()

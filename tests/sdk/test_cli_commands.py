@@ -119,7 +119,12 @@ async def test_agents_and_call_with_a_remote_agent(tmp_path: Path) -> None:
         assert [(i["id"], i["status"], i["remote"]) for i in infos] == [
             ("upperer", "running", True)
         ]
-        assert set(infos[0]["patterns"]) == {"jobs.*", "agent.upperer.replies"}
+        # The mailbox, and under it the inboxes of its collaboration calls (ctx.collab).
+        assert set(infos[0]["patterns"]) == {
+            "jobs.*",
+            "agent.upperer.replies",
+            "agent.upperer.replies.>",
+        }
         assert abs(infos[0]["last_heartbeat_ms"] - time.time() * 1000) < 60_000
         by_cap = await loom("agents", "--capability", "nope", "-a", address, cwd=tmp_path)
         assert by_cap.stdout.decode().strip() == "no agents"
