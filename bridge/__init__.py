@@ -10,7 +10,6 @@ from ._client import ClientTLS as ClientTLS
 from ._client_errors import ClientClosed as ClientClosed
 from ._client_errors import ConnectFailed as ConnectFailed
 from ._client_errors import ConnectionLost as ConnectionLost
-from ._client_errors import NotSupportedRemotely as NotSupportedRemotely
 from ._client_errors import PublishRejected as PublishRejected
 from ._client_errors import RegistrationRefused as RegistrationRefused
 from ._client_errors import SubscribeRefused as SubscribeRefused
@@ -58,7 +57,6 @@ __all__ = [
     "LimitExceeded",
     "Limits",
     "NotRegistered",
-    "NotSupportedRemotely",
     "ProviderKind",
     "PublishRejected",
     "ReconnectStatistics",

@@ -13,7 +13,6 @@ __all__ = [
     "ClientClosed",
     "ConnectFailed",
     "ConnectionLost",
-    "NotSupportedRemotely",
     "PublishRejected",
     "RegistrationRefused",
     "SubscribeRefused",
@@ -102,17 +101,3 @@ class PublishRejected(LoomError):
         self.topic = topic
         self.code = code
         self.reason = reason
-
-
-class NotSupportedRemotely(LoomError, NotImplementedError):
-    """The operation needs an in-process runtime; an agent connected through the bridge
-    cannot do it (the ``loom.v1`` wire has no RPC for it).
-
-    Attributes:
-        operation: what was attempted, e.g. ``"spawn"``.
-    """
-
-    def __init__(self, operation: str, hint: str = "") -> None:
-        message = f"{operation} is not supported for an agent connected through the bridge"
-        super().__init__(f"{message}; {hint}" if hint else message)
-        self.operation = operation

@@ -31,8 +31,9 @@ code is unchanged:
 * ``ctx.subscribe`` / ``ctx.unsubscribe``: on the stream, with QoS, kept across reconnects;
   mirrored into the local mailbox first, so no delivery of a new subscription is missed.
 * ``ctx.schedule``: local timers that deliver to the local mailbox (no round trip).
-* ``ctx.spawn``: raises :class:`~loom.bridge.NotSupportedRemotely`: the wire has no spawn RPC.
-  Start the child with its own ``Agent.run``, or in the server's runtime.
+* ``ctx.spawn``: the child runs in this process as a remote agent of its own (its own
+  connection), linked to the instance that spawned it: it stops first whenever that instance
+  ends, as in process (``sdk/_remote_spawn.py``).
 * ``ctx.collab``: the runtime's own primitives (gather, contract-net, propose, arrive) on a
   small collaboration bus whose transport is this connection (``sdk/_remote_collab.py``):
   what they publish goes to the server; their inboxes lie under the agent's mailbox topic,
@@ -47,11 +48,12 @@ letters of the agent go to the server's ``loom.deadletter.{id}`` as they do in p
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import signal
 from collections import deque
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
 import anyio
@@ -67,7 +69,7 @@ from loom.bridge._client import (
     ClientOptions,
     ClientTLS,
 )
-from loom.bridge._client_errors import ClientClosed, NotSupportedRemotely
+from loom.bridge._client_errors import ClientClosed
 from loom.bridge._reconnect import StateListener
 from loom.bridge._status import outcome_from_error
 from loom.bridge._wire_types import (
@@ -101,12 +103,15 @@ from loom.runtime import (
 from loom.runtime.tools import Tool, ToolError, ToolFailed, ToolSpec, validates_itself
 
 from ._remote_collab import BridgeTransport, reply_interest
+from ._remote_spawn import spawn_linked
 
 __all__ = ["RemoteHost", "run_agent", "serve_agent", "tool_descriptors"]
 
 _PROVIDER_KEY = "loom.agent"  # ToolService.ListTools: the agent that provides a tool
 
 log = logging.getLogger("loom.agent")
+
+_Spawner = Callable[[Context, AgentSpec | HasAgentSpec], Awaitable[str]]
 
 _encoder = msgspec.json.Encoder()
 
@@ -128,16 +133,20 @@ class RemoteHost:
             mailbox are reached through it).
         qos: the tier of new subscriptions made without one (the agent's).
         bus: the collaboration bus ``ctx.collab`` runs on (``sdk/_remote_collab.py``).
+        spawn: starts a child connected on its own (``sdk/_remote_spawn.py``).
     """
 
-    __slots__ = ("_agent_id", "_client", "_local", "_qos", "bus")
+    __slots__ = ("_agent_id", "_client", "_local", "_qos", "_spawn", "bus")
 
-    def __init__(self, client: BridgeClient, local: Context, qos: QoS, bus: EventBus) -> None:
+    def __init__(
+        self, client: BridgeClient, local: Context, qos: QoS, bus: EventBus, spawn: _Spawner
+    ) -> None:
         self._client = client
         self._local = local
         self._agent_id = local.agent_id
         self._qos = qos
         self.bus = bus
+        self._spawn = spawn
 
     async def publish(self, topic: str, event: Event, *, qos: QoS | None) -> bool:
         event = _traced(event)
@@ -213,9 +222,7 @@ class RemoteHost:
         await self._local.unsubscribe(pattern)
 
     async def spawn(self, agent: AgentSpec | HasAgentSpec) -> str:
-        raise NotSupportedRemotely(
-            "spawn", "run the child with its own Agent.run(), or start it in the server"
-        )
+        return await self._spawn(self._local, agent)
 
     def schedule(
         self, event: Event, *, delay: float | None, every: float | None, at: float | None
@@ -229,13 +236,21 @@ class RemoteHost:
 class _RemoteInstance:
     """What the local runtime hosts: the user's instance, handed contexts on a RemoteHost."""
 
-    __slots__ = ("_client", "_collab", "_contexts", "_inner", "_qos", "state")
+    __slots__ = ("_client", "_collab", "_contexts", "_inner", "_qos", "_spawn", "state")
 
-    def __init__(self, inner: Behaviour, client: BridgeClient, qos: QoS, collab: EventBus) -> None:
+    def __init__(
+        self,
+        inner: Behaviour,
+        client: BridgeClient,
+        qos: QoS,
+        collab: EventBus,
+        spawn: _Spawner,
+    ) -> None:
         self._inner = inner
         self._client = client
         self._qos = qos
         self._collab = collab
+        self._spawn = spawn
         state = getattr(inner, "state", None)
         # The runtime reads ``state`` to build the context; the user's instance keeps it.
         self.state: MutableMapping[str, Any] = state if isinstance(state, MutableMapping) else {}
@@ -245,7 +260,7 @@ class _RemoteInstance:
     def _ctx(self, local: Context) -> Context:
         pair = self._contexts.get(id(local))
         if pair is None:
-            host = RemoteHost(self._client, local, self._qos, self._collab)
+            host = RemoteHost(self._client, local, self._qos, self._collab, self._spawn)
             pair = self._contexts[id(local)] = (local, Context(local.agent_id, host, local.state))
         return pair[1]
 
@@ -367,7 +382,7 @@ async def _forward_dead_letters(client: BridgeClient, letters: Subscription, age
 
 
 async def serve_agent(
-    agent: HasAgentSpec,
+    agent: AgentSpec | HasAgentSpec,
     address: str,
     *,
     token: str | None = None,
@@ -388,7 +403,7 @@ async def serve_agent(
         AgentStartFailed: the agent never started.
         Exception: the fatal error that closed the connection later (refused credentials).
     """
-    spec = agent.agent_spec()
+    spec = agent if isinstance(agent, AgentSpec) else agent.agent_spec()
     first = spec.factory()  # the user's own instance first, as in process
     pending: list[Behaviour] = [first]
 
@@ -420,7 +435,7 @@ async def serve_agent(
 
         def factory() -> Behaviour:
             inner = pending.pop() if pending else spec.factory()
-            return _RemoteInstance(inner, client, spec.qos, collab_bus)
+            return _RemoteInstance(inner, client, spec.qos, collab_bus, spawn)
 
         hosted = msgspec.structs.replace(spec, factory=factory)
         ending = anyio.Event()
@@ -441,6 +456,13 @@ async def serve_agent(
             with contextlib.suppress(Exception):
                 await client.wait_closed()
             ending.set()
+
+        connect = functools.partial(
+            serve_agent, address=address, token=token, tls=tls, options=options
+        )
+
+        async def spawn(local: Context, child: AgentSpec | HasAgentSpec) -> str:
+            return await spawn_linked(local, child, tg, connect)
 
         transport = BridgeTransport(client, spec.id)
         inbound.collab = transport

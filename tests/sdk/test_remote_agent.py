@@ -17,11 +17,11 @@ from anyio.abc import Process
 from anyio.streams.text import TextReceiveStream
 
 from loom import Agent, Context, capability
-from loom.bridge._client_errors import NotSupportedRemotely
-from loom.runtime import Event, InvalidArgument, Subscription
+from loom.runtime import AgentStatus, Event, InvalidArgument, Subscription
 from loom.runtime.tools import InvalidArguments, ToolTimeout, validates_itself
 
 from ..bridge._client_support import Hosting, hosting, next_of
+from ..bridge._server_harness import wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -65,6 +65,10 @@ OPTIONS = ClientOptions(
     connect_timeout=10, heartbeat_interval=0.2, heartbeat_timeout=3,
     backoff=Backoff(initial=0.05, maximum=0.3),
 )
+
+
+async def kid(ctx: Context, topic: str, event) -> None:
+    await ctx.emit("output.kid", b"kid:" + event.payload, type="kid")
 
 
 class Remote(Agent):
@@ -116,10 +120,8 @@ class Remote(Agent):
                 text = f"{type(exc).__name__} {elapsed:.3f}"
                 await ctx.emit("output.timeout", text, type="timeout")
         elif topic == "probe.spawn":
-            try:
-                await ctx.spawn(Agent("child"))
-            except Exception as exc:
-                await ctx.emit("output.spawn", type(exc).__name__, type="spawn")
+            child = await ctx.spawn(Agent("child", topics=["kid.in"], on_event=kid))
+            await ctx.emit("output.spawn", child, type="spawn")
         elif topic == "probe.schedule":
             ctx.schedule("tick", delay=0.01)
         elif topic == "probe.count":
@@ -173,6 +175,11 @@ async def stop(process: Process, lines: Lines) -> None:
     await lines.wait_for("ended stopped")
     with anyio.fail_after(10):
         assert await process.wait() == 0
+
+
+def _status(host: Hosting, agent_id: str) -> AgentStatus | None:
+    info = host.runtime.directory.get(agent_id)
+    return None if info is None else info.status
 
 
 def _patterns(host: Hosting, agent_id: str) -> tuple[str, ...]:
@@ -294,11 +301,18 @@ async def test_a_remote_agent_uses_every_context_operation(tmp_path: Path) -> No
             with pytest.raises(ToolTimeout):
                 await rt.call_tool("remote.hang", {}, timeout=0.3)
             await lines.wait_for("CANCELLED remote.hang")
-            # Timers deliver to the agent's mailbox; spawn is refused with a typed error.
+            # Timers deliver to the agent's mailbox.
             await bus.publish("probe.schedule", Event())
             assert (await payload_of(out, "tick")).startswith(b"tick after")
+            # A spawned child connects on its own: a remote agent like its parent.
             await bus.publish("probe.spawn", Event())
-            assert await payload_of(out, "spawn") == NotSupportedRemotely.__name__.encode()
+            assert await payload_of(out, "spawn") == b"child"
+            child = rt.directory.get("child")
+            assert child is not None
+            assert child.remote
+            assert child.status is AgentStatus.RUNNING
+            await bus.publish("kid.in", Event(payload=b"hi"))
+            assert await payload_of(out, "kid") == b"kid:hi"
 
             # Supervision as in process: the failing event is a dead letter on the server,
             # and a fresh instance (counting from zero) handles the next one.
@@ -308,6 +322,9 @@ async def test_a_remote_agent_uses_every_context_operation(tmp_path: Path) -> No
             assert letter.metadata["dead_letter.reason"] == "poison"
             await bus.publish("probe.count", Event())
             assert await payload_of(out, "count") == b"1"
+            # The instance that spawned the child ended (restarted): the child stopped first,
+            # as in process, and disconnected.
+            await wait_until(lambda: _status(host, "child") is AgentStatus.DISCONNECTED)
 
             await stop(process, lines)
 
