@@ -77,6 +77,7 @@ from loom.runtime import (
 )
 from loom.runtime.tools import ToolFailed, ToolTimeout
 
+from ._client_config import AgentRegistration, ClientOptions, ClientStatistics, ClientTLS
 from ._client_errors import ClientClosed, ConnectFailed, ConnectionLost, RegistrationRefused
 from ._client_session import AckWaiter, CallWaiter, Session, SessionEnded
 from ._client_tools import error_from_rpc
@@ -88,7 +89,7 @@ from ._convert import (
     tool_result_from_proto,
 )
 from ._lane import Lane
-from ._reconnect import Backoff, ConnectionStatus, Reconnector, StateListener
+from ._reconnect import ConnectionStatus, Reconnector, StateListener
 from ._status import error_from_outcome
 from ._wire_types import ToolCallOutcome, ToolCallRequest, ToolDescriptor, ToolStatus
 
@@ -122,130 +123,6 @@ _FATAL = frozenset(
         grpc.StatusCode.INVALID_ARGUMENT,
     }
 )
-
-
-class ClientTLS(msgspec.Struct, frozen=True, kw_only=True):
-    """TLS for the channel (PEM bytes); mutual TLS when a client certificate is given.
-
-    Attributes:
-        root_certificates: CAs to trust; ``None`` for the system's.
-        certificate_chain: the client certificate (mutual TLS).
-        private_key: its key (mutual TLS).
-        server_name: the name to check the server's certificate against, when it differs from
-            the address's host (``grpc.ssl_target_name_override``).
-    """
-
-    root_certificates: bytes | None = None
-    certificate_chain: bytes | None = None
-    private_key: bytes | None = None
-    server_name: str | None = None
-
-
-class ClientOptions(msgspec.Struct, frozen=True, kw_only=True):
-    """How the client behaves; every bound and timeout in one place.
-
-    Attributes:
-        connect_timeout: how long ``__aenter__`` keeps trying to make the first connection.
-        rpc_timeout: deadline of ``RegisterAgent``, of the wait for the server's welcome and of
-            each subscribe/unsubscribe answer.
-        tool_deadline: how long a tool call made without a timeout is waited for (``timeout_ms``
-            is then 0: the server's default applies within it).
-        heartbeat_interval: seconds between ``ping`` frames.
-        heartbeat_timeout: a stream silent this long is dead and is replaced.
-        inbound_buffer: deliveries buffered for the reader of the client.
-        outbound_buffer: frames queued for the writer.
-        publish_window: the publish credit asked for (0: the server's default).
-        max_batch_events: the most events per batch frame, either way.
-        max_tool_calls: pushed tool calls served at once.
-        stream_calls: make tool calls on the open stream when the server takes them (one frame
-            each way instead of an RPC per call); off, every call is a ``ForwardToolCall``.
-        backoff: delays between reconnect attempts.
-        close_grace: how long ``aclose`` lets queued frames go out before it cuts the stream.
-    """
-
-    connect_timeout: float = 10.0
-    rpc_timeout: float = 5.0
-    tool_deadline: float = 300.0
-    heartbeat_interval: float = 5.0
-    heartbeat_timeout: float = 15.0
-    inbound_buffer: int = 1000
-    outbound_buffer: int = 1000
-    publish_window: int = 0
-    max_batch_events: int = 256
-    max_tool_calls: int = 64
-    stream_calls: bool = True
-    backoff: Backoff = msgspec.field(default_factory=Backoff)
-    close_grace: float = 5.0
-
-    def __post_init__(self) -> None:
-        for name in ("connect_timeout", "rpc_timeout", "tool_deadline", "heartbeat_interval"):
-            value = getattr(self, name)
-            if not (value > 0 and math.isfinite(value)):
-                raise InvalidArgument(f"ClientOptions.{name} must be > 0, not {value!r}")
-        if self.heartbeat_timeout <= self.heartbeat_interval:
-            raise InvalidArgument("ClientOptions.heartbeat_timeout must exceed the interval")
-        for name in ("inbound_buffer", "outbound_buffer", "max_batch_events", "max_tool_calls"):
-            if getattr(self, name) < 1:
-                raise InvalidArgument(f"ClientOptions.{name} must be >= 1")
-        if self.publish_window < 0 or self.close_grace < 0:
-            raise InvalidArgument("publish_window and close_grace must be >= 0")
-
-
-class AgentRegistration(msgspec.Struct, frozen=True, kw_only=True):
-    """What ``RegisterAgent`` declares.
-
-    Attributes:
-        agent_id: the agent's id (one topic segment).
-        topics: patterns subscribed at registration (the server's default tier).
-        tools: the tools this agent serves (``tool_handler`` answers their calls).
-        metadata: free key/values for the server's directory.
-    """
-
-    agent_id: str
-    topics: tuple[str, ...] = ()
-    tools: tuple[ToolDescriptor, ...] = ()
-    metadata: dict[str, str] = msgspec.field(default_factory=dict)
-
-
-class ClientStatistics(msgspec.Struct, frozen=True, kw_only=True):
-    """Counters of a :class:`BridgeClient` (a snapshot).
-
-    Attributes:
-        status: the connection's status.
-        attempts: connection attempts made.
-        registrations: successful ``RegisterAgent`` calls (one per connection).
-        connects: connections established (the first one and every reconnect).
-        features: the stream features the current (or last) server granted, by name.
-        published: publishes written to the stream.
-        rejected: publishes the server's bus did not accept.
-        delivered: deliveries handed to the inbound buffer.
-        replies: replies handed to pending requests.
-        malformed: deliveries dropped because they did not decode.
-        tools_served: pushed tool calls answered.
-        tools_cancelled: pushed tool calls withdrawn by the server.
-        tools_refused: pushed tool calls refused for the concurrency limit.
-        pings: heartbeats sent; ``pongs``: answered; ``rtt_ms``: the latest round trip.
-        server_errors: ``Error`` frames received; ``last_error``: the latest failure.
-    """
-
-    status: ConnectionStatus
-    attempts: int
-    registrations: int
-    connects: int
-    features: tuple[str, ...]
-    published: int
-    rejected: int
-    delivered: int
-    replies: int
-    malformed: int
-    tools_served: int
-    tools_cancelled: int
-    tools_refused: int
-    pings: int
-    pongs: int
-    rtt_ms: int
-    server_errors: int
-    last_error: str
 
 
 class _Subscription(msgspec.Struct, frozen=True, kw_only=True):
