@@ -345,6 +345,9 @@ class _HeldInbound:
                 self._held.append((topic, event))
                 return
             await self._opened.wait()
+        await self._hand_over(topic, event)
+
+    async def _hand_over(self, topic: str, event: Event) -> None:
         await self._bus.deliver_inbound(topic, event)
         collab = self.collab
         if collab is not None and collab.wants(topic):
@@ -356,12 +359,9 @@ class _HeldInbound:
         while held:
             topic, event = held.popleft()
             try:
-                await self._bus.deliver_inbound(topic, event)
+                await self._hand_over(topic, event)
             except InvalidArgument as exc:  # a topic the local bus refuses: that one only
                 log.warning("dropped a delivery on %r: %s", topic, exc)
-                continue
-            if self.collab is not None and self.collab.wants(topic):
-                await self.collab.deliver(topic, event)
         self._open = True  # no wait between the last hand-over and this: the order holds
         self._opened.set()
 

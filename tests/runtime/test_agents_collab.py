@@ -7,51 +7,22 @@ import pytest
 
 from loom import Agent, Context
 from loom.runtime import AgentRuntime, Envelope, Event, EventBus
-from loom.runtime.collab import BarrierCoordinator, FirstK
+from loom.runtime.collab import BarrierCoordinator
+
+from ._collab_support import Orchestration
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])]
 
 
 async def test_gather_and_contract_net_between_agents() -> None:
-    results: dict[str, object] = {}
-    done = anyio.Event()
-    decided = anyio.Event()
-
-    def note(key: str, value: object) -> None:
-        results[key] = value
-        if sum(k.startswith("outcome.") for k in results) == 3:
-            decided.set()
-
-    def worker(name: str) -> Agent:
-        async def on_event(ctx: Context, topic: str, event: Event) -> None:
-            if event.type == "contract.cfp":
-                outcome = await ctx.collab.propose(event, score=len(name), timeout=5)
-                note(f"outcome.{name}", outcome.awarded)
-            else:
-                await ctx.reply(event, f"{name}:{event.payload.decode()}".encode())
-
-        return Agent(name, topics=[f"work.{name}", "work.all", "bids"], on_event=on_event)
-
-    async def orchestrate(ctx: Context, topic: str, event: Event) -> None:
-        thread = event.envelope.thread_id
-        got = await ctx.collab.gather(["work.a", "work.bb", "work.ccc"], b"job", timeout=5)
-        results["all"] = sorted(r.event.payload for r in got.replies)
-        results["threads"] = {r.event.envelope.thread_id for r in got.replies}
-        first = await ctx.collab.gather("work.all", b"q", timeout=5, mode=FirstK(1), expected=3)
-        results["first"] = first.satisfied and len(first.replies) == 1
-        won = await ctx.collab.contract_net("bids", b"task", window=5, expected=3)
-        results["winner"] = [p.sender for p in won.awarded]
-        results["thread"] = thread
-        done.set()
-
+    scenario = Orchestration()
     async with EventBus() as bus, AgentRuntime(bus) as rt:
         for name in ("a", "bb", "ccc"):
-            await rt.start(worker(name))
-        await rt.start(Agent("boss", topics=["go"], on_event=orchestrate))
+            await rt.start(scenario.worker(name))
+        await rt.start(scenario.boss())
         await bus.publish("go", Event(envelope=Envelope(thread_id="t-1")))
-        with anyio.fail_after(10):
-            await done.wait()
-            await decided.wait()
+        await scenario.finished()
+    results = scenario.results
     assert results["all"] == [b"a:job", b"bb:job", b"ccc:job"]
     assert results["threads"] == {"t-1"}  # the handled event's thread carried on
     assert results["first"] is True

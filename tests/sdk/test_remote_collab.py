@@ -11,57 +11,28 @@ import pytest
 from loom import Agent, Context
 from loom._remote import serve_agent
 from loom.runtime import Envelope, Event
-from loom.runtime.collab import BarrierCoordinator, FirstK
+from loom.runtime.collab import BarrierCoordinator
 
 from ..bridge._client_support import FAST, hosting
+from ..runtime._collab_support import Orchestration
 
 pytestmark = pytest.mark.anyio
 
 
 async def test_a_remote_agent_gathers_and_runs_a_contract_net_with_a_remote_bidder() -> None:
-    results: dict[str, object] = {}
-    done = anyio.Event()
-    decided = anyio.Event()
-
-    def note(key: str, value: object) -> None:
-        results[key] = value
-        if sum(k.startswith("outcome.") for k in results) == 3:
-            decided.set()
-
-    def worker(name: str) -> Agent:
-        async def on_event(ctx: Context, topic: str, event: Event) -> None:
-            if event.type == "contract.cfp":
-                outcome = await ctx.collab.propose(event, score=len(name), timeout=5)
-                note(f"outcome.{name}", outcome.awarded)
-            else:
-                await ctx.reply(event, f"{name}:{event.payload.decode()}".encode())
-
-        return Agent(name, topics=[f"work.{name}", "work.all", "bids"], on_event=on_event)
-
-    async def orchestrate(ctx: Context, topic: str, event: Event) -> None:
-        got = await ctx.collab.gather(["work.a", "work.bb", "work.ccc"], b"job", timeout=5)
-        results["all"] = sorted(r.event.payload for r in got.replies)
-        results["threads"] = {r.event.envelope.thread_id for r in got.replies}
-        first = await ctx.collab.gather("work.all", b"q", timeout=5, mode=FirstK(1), expected=3)
-        results["first"] = first.satisfied and len(first.replies) == 1
-        won = await ctx.collab.contract_net("bids", b"task", window=5, expected=3)
-        results["winner"] = [p.sender for p in won.awarded]
-        done.set()
-
+    scenario = Orchestration()
     async with hosting() as host, anyio.create_task_group() as tg:
-        rt = host.runtime
         for name in ("a", "bb"):  # in the server's runtime
-            await rt.start(worker(name))
+            await host.runtime.start(scenario.worker(name))
         # The highest bidder and the manager are remote: both sides of every primitive cross
         # the bridge.
         remote = functools.partial(serve_agent, address=host.address, options=FAST)
-        await tg.start(remote, worker("ccc"))
-        await tg.start(remote, Agent("boss", topics=["go"], on_event=orchestrate))
+        await tg.start(remote, scenario.worker("ccc"))
+        await tg.start(remote, scenario.boss())
         await host.bus.publish("go", Event(envelope=Envelope(thread_id="t-1")))
-        with anyio.fail_after(10):
-            await done.wait()
-            await decided.wait()
+        await scenario.finished()
         tg.cancel_scope.cancel()
+    results = scenario.results
     assert results["all"] == [b"a:job", b"bb:job", b"ccc:job"]
     assert results["threads"] == {"t-1"}  # the handled event's thread carried on
     assert results["first"] is True
