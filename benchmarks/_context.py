@@ -27,7 +27,7 @@ import anyio
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks._util import emit
-from loom.runtime.context import (
+from loom.runtime.memory import (
     AgentContext,
     ContextItem,
     HeuristicTokenCounter,
@@ -35,7 +35,7 @@ from loom.runtime.context import (
     SQLiteStore,
     message_tokens,
 )
-from loom.runtime.context._items import ChatMessage
+from loom.runtime.memory._items import ChatMessage
 
 BUDGET = 8000
 BUILDS = int(os.environ.get("LOOM_BENCH_BUILDS", "15"))

@@ -35,7 +35,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks._context import measure_context_build_ms
 from benchmarks._util import emit
 from loom.runtime.cognition import Loop, LoopConfig, Toolset
-from loom.runtime.context import AgentContext, InMemoryStore, MemoryStore, SQLiteStore
 from loom.runtime.llm import (
     Completion,
     CompletionRequest,
@@ -43,6 +42,7 @@ from loom.runtime.llm import (
     ProviderConfig,
     StreamChunk,
 )
+from loom.runtime.memory import AgentContext, InMemoryStore, MemoryStore, SQLiteStore
 from loom.runtime.testing import Reply, ScriptedLLMServer, ScriptedToolCall
 from loom.runtime.tools import FunctionTool, Tool
 

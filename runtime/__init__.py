@@ -5,10 +5,6 @@ from ._behaviour import Behaviour as Behaviour
 from ._behaviour import HasAgentSpec as HasAgentSpec
 from ._behaviour import validate_agent_id as validate_agent_id
 from ._bus import EventBus as EventBus
-from ._collab_errors import BarrierAborted as BarrierAborted
-from ._collab_errors import BarrierMismatch as BarrierMismatch
-from ._collab_errors import NoResponders as NoResponders
-from ._collab_errors import RequestTimeout as RequestTimeout
 from ._context import Context as Context
 from ._context import ContextHost as ContextHost
 from ._directory import AgentInfo as AgentInfo
@@ -62,6 +58,10 @@ from ._tracing import context_from_envelope as context_from_envelope
 from ._tracing import envelope_with_context as envelope_with_context
 from ._transport import Inbound as Inbound
 from ._transport import Transport as Transport
+from .collab._errors import BarrierAborted as BarrierAborted
+from .collab._errors import BarrierMismatch as BarrierMismatch
+from .collab._errors import NoResponders as NoResponders
+from .collab._errors import RequestTimeout as RequestTimeout
 
 __all__ = [
     "DEAD_LETTER_PREFIX",

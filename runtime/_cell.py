@@ -24,10 +24,10 @@ from ._envelope_build import request_event
 from ._errors import BusClosed, InvalidArgument, WouldBlock
 from ._event import Delivery, Event, mailbox_topic
 from ._qos import QoS
-from ._replies import router_for
 from ._subscription import Subscription
 from ._supervision import Strategy
 from ._timers import Timer, TimerSet
+from .collab._replies import router_for
 from .tools import ToolRegistry, ToolSpec
 
 if TYPE_CHECKING:

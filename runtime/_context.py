@@ -11,11 +11,11 @@ import logging
 from collections.abc import Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ._collab_bound import BoundCollab
 from ._envelope_build import child_envelope
 from ._errors import LoomError
 from ._event import Envelope, Event, mailbox_topic, reply_topic
 from ._qos import QoS
+from .collab._bound import BoundCollab
 from .tools import ToolSpec
 
 if TYPE_CHECKING:

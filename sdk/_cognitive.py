@@ -55,8 +55,8 @@ from loom.runtime.cognition import (
     TurnOutcome,
     TurnUpdate,
 )
-from loom.runtime.context import AgentContext, InMemoryStore, MemoryStore, SQLiteStore
 from loom.runtime.llm import LLM, ModelRouter, RouteDecision
+from loom.runtime.memory import AgentContext, InMemoryStore, MemoryStore, SQLiteStore
 from loom.runtime.tools import Tool, ToolRegistry
 
 from ._agent import Agent

@@ -5,8 +5,8 @@ from __future__ import annotations
 import anyio
 
 from loom import Agent, Context
-from loom.runtime import Event, EventBus, _replies
-from loom.runtime.collab import FirstK
+from loom.runtime import Event, EventBus
+from loom.runtime.collab import FirstK, _replies
 
 __all__ = ["Orchestration", "idle"]
 

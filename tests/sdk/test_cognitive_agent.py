@@ -22,8 +22,8 @@ from loom.runtime import (
 )
 from loom.runtime.cognition import LoopConfig, TurnOutcome
 from loom.runtime.collab import request
-from loom.runtime.context import DEFAULT_FILENAME, InMemoryStore
 from loom.runtime.llm import OpenAIProvider, ProviderConfig
+from loom.runtime.memory import DEFAULT_FILENAME, InMemoryStore
 from loom.runtime.testing import HTTPError, Reply, ScriptedLLMServer, ScriptedToolCall
 from loom.runtime.tools import FunctionTool
 
