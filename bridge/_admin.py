@@ -44,8 +44,8 @@ from loom.runtime import (
     new_id,
 )
 
+from ._aio import unary
 from ._client import ClientTLS
-from ._client_errors import ConnectFailed
 from ._convert import (
     bus_stats_from_proto,
     delivery_from_proto,
@@ -56,6 +56,7 @@ from ._convert import (
     tool_result_from_proto,
 )
 from ._directory_service import agent_info_from_proto
+from ._errors import ConnectFailed
 from ._status import error_from_status
 from ._wire_types import ToolCallOutcome, ToolCallRequest, ToolDescriptor
 
@@ -194,7 +195,9 @@ class AdminClient:
         stub = directory_pb2_grpc.DirectoryStub(self._open())
         request = directory_pb2.ListAgentsRequest(capability=capability, topic=topic)
         try:
-            response = await stub.ListAgents(request, timeout=self.timeout, metadata=self._metadata)
+            response = await unary(
+                stub.ListAgents(request, timeout=self.timeout, metadata=self._metadata)
+            )
         except grpc.aio.AioRpcError as exc:
             raise self._error(exc, "Directory.ListAgents", self.timeout) from None
         return [agent_info_from_proto(a) for a in response.agents]
@@ -208,7 +211,9 @@ class AdminClient:
             include_topics=topics, include_subscriptions=subscriptions
         )
         try:
-            response = await stub.GetStats(request, timeout=self.timeout, metadata=self._metadata)
+            response = await unary(
+                stub.GetStats(request, timeout=self.timeout, metadata=self._metadata)
+            )
         except grpc.aio.AioRpcError as exc:
             raise self._error(exc, "EventBus.GetStats", self.timeout) from None
         return bus_stats_from_proto(response)
@@ -225,7 +230,7 @@ class AdminClient:
         request = bus_pb2.PublishRequest(publishes=[publish_to_proto(topic, e) for e in events])
         limit = self.timeout if timeout is None else timeout
         try:
-            response = await stub.Publish(request, timeout=limit, metadata=self._metadata)
+            response = await unary(stub.Publish(request, timeout=limit, metadata=self._metadata))
         except grpc.aio.AioRpcError as exc:
             raise self._error(exc, "EventBus.Publish", limit) from None
         return PublishOutcome(
@@ -304,7 +309,9 @@ class AdminClient:
         stub = tools_pb2_grpc.ToolServiceStub(self._open())
         request = tools_pb2.ListToolsRequest(name_prefix=prefix)
         try:
-            response = await stub.ListTools(request, timeout=self.timeout, metadata=self._metadata)
+            response = await unary(
+                stub.ListTools(request, timeout=self.timeout, metadata=self._metadata)
+            )
         except grpc.aio.AioRpcError as exc:
             raise self._error(exc, "ToolService.ListTools", self.timeout) from None
         return [tool_descriptor_from_proto(t) for t in response.tools]
@@ -334,8 +341,8 @@ class AdminClient:
         )
         deadline = self.timeout if timeout is None else timeout + _TOOL_MARGIN_S
         try:
-            result = await stub.Call(
-                tool_call_to_proto(request), timeout=deadline, metadata=self._metadata
+            result = await unary(
+                stub.Call(tool_call_to_proto(request), timeout=deadline, metadata=self._metadata)
             )
         except grpc.aio.AioRpcError as exc:
             raise self._error(exc, "ToolService.Call", deadline) from None

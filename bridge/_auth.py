@@ -19,7 +19,7 @@ import msgspec
 
 from loom.runtime import InvalidArgument
 
-from ._server_errors import InsecureBind
+from ._errors import InsecureBind
 
 __all__ = ["TLSConfig", "TokenInterceptor", "certificate_names", "check_bind", "is_loopback"]
 

@@ -25,8 +25,8 @@ from loom.runtime import AgentRuntime, new_id
 from loom.runtime.tools import ToolError, ToolFailed, ToolTimeout
 
 from ._convert import tool_call_from_proto, tool_result_to_proto
+from ._errors import WireError
 from ._status import outcome_from_error
-from ._wire_errors import WireError
 from ._wire_types import ToolCallOutcome, ToolCallRequest, ToolErrorInfo, ToolStatus
 
 __all__ = ["decode_output", "disconnected_outcome", "run_tool_call", "serve_tool_call"]

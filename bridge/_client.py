@@ -44,14 +44,12 @@ What it promises:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -77,8 +75,8 @@ from loom.runtime import (
 )
 from loom.runtime.tools import ToolFailed, ToolTimeout
 
+from ._aio import rpc_text, unary
 from ._client_config import AgentRegistration, ClientOptions, ClientStatistics, ClientTLS
-from ._client_errors import ClientClosed, ConnectFailed, ConnectionLost, RegistrationRefused
 from ._client_session import AckWaiter, CallWaiter, Session, SessionEnded
 from ._client_tools import error_from_rpc
 from ._convert import (
@@ -88,6 +86,7 @@ from ._convert import (
     tool_descriptor_to_proto,
     tool_result_from_proto,
 )
+from ._errors import ClientClosed, ConnectFailed, ConnectionLost, RegistrationRefused
 from ._lane import Lane
 from ._reconnect import ConnectionStatus, Reconnector, StateListener
 from ._status import error_from_outcome
@@ -109,7 +108,6 @@ _W3C = TraceContextTextMapPropagator()
 ToolHandler = Callable[[ToolCallRequest], Awaitable[ToolCallOutcome]]
 """Serves one pushed tool call; runs in a task of its own, cancelled by ``CancelToolCall``."""
 
-_R = TypeVar("_R")
 
 # How much later than the caller's own deadline the RPC's deadline is (see call_tool).
 _DEADLINE_SLACK = 0.25
@@ -253,7 +251,7 @@ class BridgeClient:
         self._pings = 0
         self._pongs = 0
         self._rtt_ms = 0
-        self._server_errors = 0
+        self._errors = 0
         self._last_server_error = ""
 
     # ------------------------------------------------------------------ lifecycle
@@ -282,7 +280,7 @@ class BridgeClient:
         if isinstance(error, RegistrationRefused):
             raise error
         if isinstance(error, grpc.aio.AioRpcError):
-            raise ConnectFailed(self.address, _rpc_text(error), code=error.code().name) from error
+            raise ConnectFailed(self.address, rpc_text(error), code=error.code().name) from error
         reason = f"not connected within {self.options.connect_timeout:g}s"
         if error is not None:
             reason = f"{reason}: {type(error).__name__}: {error}"
@@ -379,7 +377,7 @@ class BridgeClient:
             pings=self._pings,
             pongs=self._pongs,
             rtt_ms=self._rtt_ms,
-            server_errors=self._server_errors,
+            server_errors=self._errors,
             last_error=self._last_server_error or rs.last_error,
         )
 
@@ -443,7 +441,7 @@ class BridgeClient:
             tools=self._tools_pb,
             metadata=reg.metadata,
         )
-        response = await _unary(
+        response = await unary(
             stub.RegisterAgent(request, timeout=self.options.rpc_timeout, metadata=self._metadata())
         )
         if not response.success:
@@ -467,7 +465,7 @@ class BridgeClient:
         self._rtt_ms = max(0, int(time.time() * 1000) - timestamp_ms)
 
     def _on_server_error(self, code: str, message: str) -> None:
-        self._server_errors += 1
+        self._errors += 1
         self._last_server_error = f"{code}: {message}"
         log.warning("bridge: server error frame %s: %s", code, message)
 
@@ -764,7 +762,7 @@ class BridgeClient:
         # after it.
         left = min(deadline, anyio.current_effective_deadline() + _DEADLINE_SLACK) - now
         try:
-            result = await _unary(
+            result = await unary(
                 stub.ForwardToolCall(msg, timeout=max(0.001, left), metadata=self._metadata())
             )
         except grpc.aio.AioRpcError as exc:
@@ -808,7 +806,7 @@ class BridgeClient:
         assert self._channel is not None
         stub = tools_pb2_grpc.ToolServiceStub(self._channel)
         try:
-            response = await _unary(
+            response = await unary(
                 stub.ListTools(
                     tools_pb2.ListToolsRequest(name_prefix=prefix),
                     timeout=self.options.rpc_timeout,
@@ -830,7 +828,7 @@ class BridgeClient:
             raise ClientClosed("the bridge client is not open")
         start = time.monotonic()
         try:
-            await _unary(
+            await unary(
                 stub.Heartbeat(
                     bridge_pb2.HeartbeatRequest(timestamp_ms=int(time.time() * 1000)),
                     timeout=self.options.rpc_timeout,
@@ -838,38 +836,5 @@ class BridgeClient:
                 )
             )
         except grpc.aio.AioRpcError as exc:
-            raise ConnectionLost(_rpc_text(exc)) from None
+            raise ConnectionLost(rpc_text(exc)) from None
         return time.monotonic() - start
-
-
-def _cancelling() -> bool:
-    """Whether the current task is being cancelled (by a cancel scope), as opposed to a
-    ``CancelledError`` that grpc.aio raised for a call it cancelled itself."""
-    task = asyncio.current_task()
-    return task is None or task.cancelling() > 0
-
-
-async def _unary(call: Awaitable[_R]) -> _R:
-    """Await a unary grpc.aio call so that cancellation stays anyio's.
-
-    grpc.aio answers the cancellation of a task awaiting a unary call with a fresh, bare
-    ``CancelledError`` (its internal task's), which anyio's cancel scope does not recognise as
-    the one it sent, and lets through. Caught here: the scope delivers its cancellation again
-    at the next checkpoint, as its own. A ``CancelledError`` with no scope behind it (grpc
-    cancelled the call itself) becomes :class:`ConnectionLost`.
-
-    Raises:
-        grpc.aio.AioRpcError: the call failed.
-        ConnectionLost: grpc cancelled the call by itself.
-    """
-    try:
-        return await call
-    except asyncio.CancelledError:
-        if _cancelling():
-            await anyio.lowlevel.checkpoint()
-            raise  # not reached while a scope is cancelling this task
-        raise ConnectionLost("grpc cancelled the call") from None
-
-
-def _rpc_text(exc: grpc.aio.AioRpcError) -> str:
-    return f"{exc.code().name}: {exc.details() or ''}".rstrip(": ")

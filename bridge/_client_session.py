@@ -38,12 +38,11 @@ from anyio.abc import TaskGroup
 from loom.bridge._generated import bridge_pb2, bridge_pb2_grpc, tools_pb2
 from loom.runtime import BusClosed, Inbound, InvalidArgument
 
-from ._client_errors import ConnectionLost, PublishRejected, SubscribeRefused
 from ._client_tools import outcome_from_exception
 from ._convert import event_from_proto, qos_to_proto, tool_call_from_proto, tool_result_to_proto
+from ._errors import ConnectionLost, PublishRejected, SubscribeRefused, WireError
 from ._lane import Lane
 from ._status import failed_outcome
-from ._wire_errors import WireError
 from ._wire_types import ToolCallOutcome, ToolCallRequest, ToolStatus
 from ._workers import Workers
 

@@ -67,7 +67,7 @@ from loom.runtime import (
     TopicStats,
 )
 
-from ._wire_errors import WireError
+from ._errors import WireError
 from ._wire_types import (
     ProviderKind,
     ToolCallOutcome,

@@ -15,11 +15,11 @@ import grpc.aio
 from loom.bridge._generated import directory_pb2, directory_pb2_grpc
 from loom.runtime import AgentInfo, AgentStatus, InvalidArgument
 
+from ._errors import WireError
 from ._status import status_of
-from ._wire_errors import WireError
 
 if TYPE_CHECKING:
-    from ._server import Hub
+    from ._hub import Hub
 
 __all__ = ["DirectoryService", "agent_info_from_proto", "agent_info_to_proto"]
 

@@ -15,7 +15,6 @@ from typing import Any, cast
 import anyio
 import grpc
 import grpc.aio
-import msgspec
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
 from grpc_reflection.v1alpha import reflection  # type: ignore[import-untyped]
@@ -33,36 +32,32 @@ from loom.bridge._generated import (
 from loom.runtime import (
     AgentExists,
     AgentRuntime,
-    AgentStatus,
     BusClosed,
     InvalidArgument,
     RemoteTool,
-    validate_pattern,
 )
-from loom.runtime import validate_agent_id as _validate_agent_id
-from loom.runtime.tools import JSONObject, ToolRegistry
 
 from ._auth import TLSConfig, TokenInterceptor, certificate_names, check_bind
 from ._calls import serve_tool_call
-from ._convert import tool_descriptor_from_proto
 from ._directory_service import DirectoryService
-from ._handlers import GenericOnly
-from ._limits import Limits
-from ._server_errors import (
+from ._errors import (
     AgentConnected,
     BindError,
     HandshakeError,
     LimitExceeded,
     NotRegistered,
+    WireError,
     WrongAgent,
 )
+from ._handlers import GenericOnly
+from ._hub import Hub, Registration
+from ._limits import Limits
+from ._server_session import Session
 from ._services import EventBusService, ToolService
 from ._status import status_of
-from ._stream import Session
-from ._wire_errors import WireError
-from ._wire_types import VALIDATES_KEY, ToolDescriptor
+from ._wire_types import VALIDATES_KEY
 
-__all__ = ["BridgeServer", "Hub", "Registration"]
+__all__ = ["BridgeServer"]
 
 log = logging.getLogger("loom.bridge")
 
@@ -72,128 +67,6 @@ SERVICE_NAMES = (
     bus_pb2.DESCRIPTOR.services_by_name["EventBus"].full_name,
     directory_pb2.DESCRIPTOR.services_by_name["Directory"].full_name,
 )
-
-_ANY_OBJECT: JSONObject = {"type": "object"}
-
-
-async def _noop(_name: str, _arguments: JSONObject) -> None:
-    return None
-
-
-class Registration(msgspec.Struct, frozen=True, kw_only=True):
-    """What an agent declared in ``RegisterAgent``, checked.
-
-    Attributes:
-        agent_id: its id.
-        topics: its ``subscribed_topics``, without repeats.
-        tools: its declared tools.
-        schemas: each tool's parsed ``parameters_schema``, by name.
-        metadata: its free key/values.
-    """
-
-    agent_id: str
-    topics: tuple[str, ...]
-    tools: tuple[ToolDescriptor, ...]
-    schemas: dict[str, dict[str, Any]]
-    metadata: dict[str, str]
-
-    @classmethod
-    def from_proto(cls, msg: bridge_pb2.AgentRegisterRequest, limits: Limits) -> Registration:
-        """Check a ``RegisterAgent`` request.
-
-        Raises:
-            InvalidArgument: a malformed id, pattern, tool name or schema, or a tool named
-                twice (``WireError`` for a malformed descriptor).
-            LimitExceeded: more topics than ``max_topics_per_agent``.
-        """
-        agent_id = _validate_agent_id(msg.agent_id)
-        topics = tuple(dict.fromkeys(msg.subscribed_topics))
-        if len(topics) > limits.max_topics_per_agent:
-            raise LimitExceeded(
-                "max_topics_per_agent",
-                limits.max_topics_per_agent,
-                f"agent {agent_id} asks for {len(topics)} topics",
-            )
-        for pattern in topics:
-            validate_pattern(pattern)
-        tools = tuple(tool_descriptor_from_proto(t) for t in msg.tools)
-        schemas: dict[str, dict[str, Any]] = {}
-        probe = ToolRegistry()  # the same checks the agent's registry makes on connect
-        for tool in tools:
-            if tool.name in schemas:
-                raise InvalidArgument(f"agent {agent_id} declares tool {tool.name!r} twice")
-            schema = _ANY_OBJECT
-            if tool.parameters_schema.strip():
-                try:
-                    schema = msgspec.json.decode(tool.parameters_schema)
-                except msgspec.DecodeError as exc:
-                    raise InvalidArgument(
-                        f"tool {tool.name!r}: parameters_schema is not JSON: {exc}"
-                    ) from None
-            probe.register(RemoteTool(tool.name, tool.description, schema, _noop))
-            schemas[tool.name] = dict(schema)
-        return cls(
-            agent_id=agent_id,
-            topics=topics,
-            tools=tools,
-            schemas=schemas,
-            metadata=dict(msg.metadata),
-        )
-
-
-class Hub:
-    """What the services of one server share: the runtime, the limits, who is registered
-    and connected, and which session each pushed tool call belongs to."""
-
-    def __init__(self, runtime: AgentRuntime, limits: Limits) -> None:
-        self.runtime = runtime
-        self.limits = limits
-        self.registrations: dict[str, Registration] = {}
-        self.sessions: dict[str, Session] = {}
-        self.calls: dict[str, Session] = {}
-        self.streams: set[anyio.CancelScope] = set()  # EventBus.Subscribe calls
-        self.closing = False
-        self.bind_agent_ids = False  # TLSConfig.bind_agent_ids
-
-    def register(self, reg: Registration) -> None:
-        """Record (or replace) a registration.
-
-        Raises:
-            AgentConnected: the id is a local agent's, or its stream is open.
-            LimitExceeded: ``max_agents`` are registered and none of them is disconnected.
-        """
-        agent_id = reg.agent_id
-        if agent_id in self.sessions:
-            raise AgentConnected(agent_id, "its stream is open; end it before registering again")
-        known = self.runtime.directory.get(agent_id)
-        if (
-            known is not None
-            and not known.remote
-            and known.status not in (AgentStatus.STOPPED, AgentStatus.FAILED)
-        ):
-            raise AgentConnected(agent_id, "a local agent runs under that id")
-        if agent_id not in self.registrations and len(self.registrations) >= self.limits.max_agents:
-            self._forget_one()
-        self.registrations.pop(agent_id, None)
-        self.registrations[agent_id] = reg  # newest last: eviction takes the oldest
-
-    def _forget_one(self) -> None:
-        for agent_id in self.registrations:
-            if agent_id not in self.sessions:
-                del self.registrations[agent_id]
-                info = self.runtime.directory.get(agent_id)
-                if info is not None and info.remote and info.status is not AgentStatus.RUNNING:
-                    self.runtime.directory.remove(agent_id)
-                return
-        limit = self.limits.max_agents
-        raise LimitExceeded("max_agents", limit, f"{limit} agents are registered and connected")
-
-    def descriptor(self, agent_id: str, name: str) -> ToolDescriptor | None:
-        reg = self.registrations.get(agent_id)
-        if reg is None:
-            return None
-        return next((t for t in reg.tools if t.name == name), None)
-
 
 _Context = grpc.aio.ServicerContext[Any, Any]
 

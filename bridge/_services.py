@@ -21,13 +21,12 @@ from ._convert import (
     qos_from_proto,
     tool_descriptor_to_proto,
 )
-from ._server_errors import LimitExceeded
+from ._errors import LimitExceeded, WireError
 from ._status import code_name, status_of
-from ._wire_errors import WireError
 from ._wire_types import ProviderKind, ToolDescriptor
 
 if TYPE_CHECKING:
-    from ._server import Hub
+    from ._hub import Hub
 
 __all__ = ["EventBusService", "ToolService"]
 
@@ -180,7 +179,7 @@ class EventBusService(bus_pb2_grpc.EventBusServicer):
                             break
                     if batch:
                         frame = bridge_pb2.DeliveryBatch(deliveries=batch)
-                        # Finished once started (see _stream.Session._stop for why).
+                        # Finished once started (see _server_session.Session._stop for why).
                         with anyio.move_on_after(5.0, shield=True):
                             await context.write(bus_pb2.SubscribeResponse(batch=frame))
             finally:

@@ -31,7 +31,7 @@ from loom.runtime.tools import (
     ToolTimeout,
 )
 
-from ._server_errors import (
+from ._errors import (
     AgentConnected,
     BindError,
     BridgeError,
@@ -40,9 +40,9 @@ from ._server_errors import (
     LimitExceeded,
     NotRegistered,
     Unauthenticated,
+    WireError,
     WrongAgent,
 )
-from ._wire_errors import WireError
 from ._wire_types import ToolCallOutcome, ToolErrorInfo, ToolStatus
 
 __all__ = [

@@ -69,7 +69,7 @@ from loom.bridge._client import (
     ClientOptions,
     ClientTLS,
 )
-from loom.bridge._client_errors import ClientClosed
+from loom.bridge._errors import ClientClosed
 from loom.bridge._reconnect import StateListener
 from loom.bridge._status import outcome_from_error
 from loom.bridge._wire_types import (

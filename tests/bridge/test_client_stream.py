@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from loom import Agent, Context, capability
 from loom.bridge import Limits
 from loom.bridge._client import AgentRegistration, BridgeClient, ClientOptions
-from loom.bridge._client_errors import (
+from loom.bridge._errors import (
     ClientClosed,
     ConnectFailed,
     PublishRejected,
@@ -150,7 +150,7 @@ async def test_deliveries_go_straight_into_an_inbound_sink_in_order() -> None:
 
 async def test_a_waiting_publisher_asks_for_its_ack(monkeypatch: pytest.MonkeyPatch) -> None:
     # The server would otherwise settle this steady stream once per linger: never, here.
-    monkeypatch.setattr("loom.bridge._stream._ACK_LINGER", 3600.0)
+    monkeypatch.setattr("loom.bridge._server_session._ACK_LINGER", 3600.0)
     options = ClientOptions(publish_window=1000, max_batch_events=1)
     async with hosting() as host, host.bus.subscribe("steady") as out:
         async with client(host, "w1", options=options) as agent:

@@ -29,8 +29,8 @@ from loom.bridge._convert import (
     tool_result_from_proto,
     tool_result_to_proto,
 )
+from loom.bridge._errors import WireError
 from loom.bridge._generated import bridge_pb2, bus_pb2, event_pb2, tools_pb2
-from loom.bridge._wire_errors import WireError
 from loom.bridge._wire_types import (
     ProviderKind,
     ToolCallOutcome,

@@ -12,8 +12,8 @@ import pytest
 
 from loom.bridge import ToolStatus, Unauthenticated, WireError
 from loom.bridge._admin import AdminClient
-from loom.bridge._client_errors import ConnectFailed
 from loom.bridge._directory_service import agent_info_from_proto, agent_info_to_proto
+from loom.bridge._errors import ConnectFailed
 from loom.bridge._generated import directory_pb2
 from loom.runtime import AgentInfo, AgentStatus, Event, InvalidArgument
 from loom.runtime.tools import FunctionTool, ToolRegistry

@@ -275,7 +275,7 @@ async def test_credit_and_requested_acks_do_not_wait_for_the_linger(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # A linger nothing here could wait out: every ack below is due to a rule of its own.
-    monkeypatch.setattr("loom.bridge._stream._ACK_LINGER", 3600.0)
+    monkeypatch.setattr("loom.bridge._server_session._ACK_LINGER", 3600.0)
     async with serving() as s, channel(s.target) as ch:
         agent = await OldAgent(ch, "lingering").connect()
         await hello(agent, ACK, window=8)

@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-un
 
 from loom.bridge import BridgeServer, InsecureBind, TLSConfig, is_loopback
 from loom.bridge._client import AgentRegistration, BridgeClient, ClientTLS
-from loom.bridge._client_errors import ConnectFailed
+from loom.bridge._errors import ConnectFailed
 from loom.bridge._generated import bridge_pb2, bus_pb2
 from loom.runtime import AgentRuntime, Event, EventBus, InvalidArgument
 

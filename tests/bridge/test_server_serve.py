@@ -13,10 +13,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
 
-from loom._config import ConfigError, ServeConfig, load_config
-from loom._serve import serve
 from loom.bridge import Limits, TLSConfig
 from loom.bridge._generated import bridge_pb2
+from loom.cli._config import ConfigError, ServeConfig, load_config
+from loom.cli._serve import serve
 
 from ._server_harness import OldAgent, auth, channel
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from loom._config import ConfigError, ServeConfig, load_config
+from loom.cli._config import ConfigError, ServeConfig, load_config
 
 pytestmark = pytest.mark.anyio
 

@@ -66,15 +66,14 @@ from ._convert import (
     tool_result_from_proto,
     tool_result_to_proto,
 )
+from ._errors import LimitExceeded, WireError, WrongAgent
 from ._lane import Lane
-from ._server_errors import LimitExceeded, WrongAgent
 from ._status import code_name, error_from_outcome, failed_outcome, status_of
-from ._wire_errors import WireError
 from ._wire_types import ToolCallOutcome, ToolCallRequest, ToolStatus
 from ._workers import Workers
 
 if TYPE_CHECKING:
-    from ._server import Hub
+    from ._hub import Hub
 
 __all__ = ["Session"]
 

@@ -2,10 +2,10 @@
 
 ``loom run`` (``sdk/_runner.py``) starts this module as a subprocess, twice over:
 
-* ``python -m loom._agent_host list FILE...`` imports each file and prints, as its last
+* ``python -m loom.cli._agent_host list FILE...`` imports each file and prints, as its last
   stdout line, ``LOOM-AGENTS:`` and a JSON list of ``{"file", "id"}`` (or ``{"file",
   "error"}``).
-* ``python -m loom._agent_host run FILE AGENT_ID`` reads one JSON line of :class:`HostConfig`
+* ``python -m loom.cli._agent_host run FILE AGENT_ID`` reads one JSON line of :class:`HostConfig`
   from stdin (so a token never shows in ``ps`` or the environment), connects the agent to the
   server, says ``connected to ADDRESS`` on stderr once it runs, and serves until SIGINT or
   SIGTERM, until the agent stops or fails, or until stdin closes (the supervisor is gone).
@@ -44,7 +44,7 @@ import msgspec
 from loom.bridge._client import ClientTLS
 from loom.runtime import AgentStatus, LoomError
 
-from ._agent import Agent
+from .._agent import Agent
 
 __all__ = ["LIST_MARKER", "HostConfig", "LoadError", "find_agents", "load_module", "main"]
 
@@ -156,7 +156,7 @@ async def _until_stdin_closes() -> None:
 
 
 async def _host(agent: Agent, config: HostConfig) -> int:
-    from ._remote import serve_agent
+    from .._remote import serve_agent
 
     code = 0
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -223,13 +223,15 @@ def _run(file: str, agent_id: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the child process (``python -m loom._agent_host``)."""
+    """Entry point of the child process (``python -m loom.cli._agent_host``)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) >= 2 and args[0] == "list":
         return _list(args[1:])
     if len(args) == 3 and args[0] == "run":
         return _run(args[1], args[2])
-    print("usage: python -m loom._agent_host (list FILE... | run FILE AGENT_ID)", file=sys.stderr)
+    print(
+        "usage: python -m loom.cli._agent_host (list FILE... | run FILE AGENT_ID)", file=sys.stderr
+    )
     return 2
 
 

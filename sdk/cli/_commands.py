@@ -6,7 +6,7 @@ and printing to ``out``. Failures are Loom errors with a message meant for a per
 prints ``loom <command>: <message>`` and exits with :func:`exit_code_of` the error.
 
 Nothing waits forever: every call has a deadline (``Connection.timeout``), and a server that
-cannot be reached fails the first call at once (:class:`~loom.bridge._client_errors.ConnectFailed`).
+cannot be reached fails the first call at once (:class:`~loom.bridge._errors.ConnectFailed`).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 
 ``cli.py`` owns the command line: it registers these parsers with :func:`add_commands`, reads
 ``LOOM_BRIDGE_ADDR`` / ``LOOM_TOKEN`` from the environment and hands them to
-:func:`run_command`, which builds a :class:`~loom._commands.Connection` (flags win over the
+:func:`run_command`, which builds a :class:`~loom.cli._commands.Connection` (flags win over the
 environment) and calls ``anyio.run``. Nothing here reads the environment itself.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import anyio
 
 from loom.bridge._client import ClientTLS
-from loom.bridge._client_errors import ConnectFailed
+from loom.bridge._errors import ConnectFailed
 from loom.runtime import LoomError, QoS
 
 from . import _commands as commands

@@ -15,9 +15,9 @@ import anyio
 from loom.bridge import BridgeError
 from loom.runtime import InvalidArgument
 
-from ._cmd_parsers import EPILOG as _COMMANDS_EPILOG
-from ._cmd_parsers import add_commands, run_command
 from ._config import ConfigError, load_config, load_tables
+from ._parsers import EPILOG as _COMMANDS_EPILOG
+from ._parsers import add_commands, run_command
 from ._serve import serve
 
 __all__ = ["main"]
@@ -144,7 +144,3 @@ def main(argv: Sequence[str] | None = None) -> None:
             anyio.run(functools.partial(serve, config, tables=tables, environ=os.environ))
         except (BridgeError, InvalidArgument) as exc:  # cannot bind, unreadable TLS files
             sys.exit(f"loom: {exc}")
-
-
-if __name__ == "__main__":
-    main()

@@ -10,7 +10,7 @@ What it does, in order:
    before anything starts.
 2. **Finds a server.** The given address, or else an **embedded** server started in this
    process on ``127.0.0.1`` (``port`` 0 picks a free one), which lives as long as the run.
-3. **Runs one subprocess per agent** (``python -m loom._agent_host run FILE ID``), so one
+3. **Runs one subprocess per agent** (``python -m loom.cli._agent_host run FILE ID``), so one
    agent crashing cannot take the others down. Each output line of the agent goes to this
    process's stdout (its stderr to stderr), prefixed ``[agent-id] ``; the supervisor's own
    notes about an agent carry the same prefix, on stderr.
@@ -51,7 +51,7 @@ __all__ = ["AgentFile", "RunConfig", "RunError", "discover", "run"]
 log = logging.getLogger("loom.run")
 
 # -u: unbuffered, so an agent's print reaches the terminal when it is made, not at exit.
-_HOST = [sys.executable, "-u", "-m", "loom._agent_host"]
+_HOST = [sys.executable, "-u", "-m", "loom.cli._agent_host"]
 
 
 class RunError(LoomError):

@@ -1,0 +1,214 @@
+"""The bridge's errors: the wire's, the server's refusals, and what only the client meets.
+
+Every class here is a :class:`~loom.runtime.LoomError`. Each that crosses the wire maps to one
+gRPC status code in ``_status.py`` (the one place that mapping lives), and back to the same
+class on the client. Tool failures use the runtime's own tool errors (``ToolNotFound``,
+``InvalidArguments``, ``ToolTimeout``, ``ToolFailed``) and request timeouts ``RequestTimeout``,
+so handler code catches the same exceptions remote as in process.
+"""
+
+from __future__ import annotations
+
+from loom.runtime import BusClosed, InvalidArgument, LoomError
+
+__all__ = [
+    "AgentConnected",
+    "BindError",
+    "BridgeError",
+    "ClientClosed",
+    "ConnectFailed",
+    "ConnectionLost",
+    "HandshakeError",
+    "InsecureBind",
+    "LimitExceeded",
+    "NotRegistered",
+    "PublishRejected",
+    "RegistrationRefused",
+    "SubscribeRefused",
+    "Unauthenticated",
+    "WireError",
+    "WrongAgent",
+]
+
+# ---------------------------------------------------------------- the wire
+
+
+class WireError(LoomError, ValueError):
+    """A wire message (or a runtime value bound for the wire) is malformed; nothing was made.
+
+    The bridge answers it with ``INVALID_ARGUMENT`` (or an ``Error`` frame on a stream) and
+    carries on: one bad message never ends a connection.
+
+    Attributes:
+        field: where the problem is, e.g. ``"Event.metadata['ttl']"``.
+        reason: what is wrong with it, in words.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"malformed {field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+# ---------------------------------------------------------------- the server's refusals
+
+
+class BridgeError(LoomError):
+    """Base of the bridge server's own errors."""
+
+
+class InsecureBind(BridgeError, ValueError):
+    """The server would listen on a non-loopback address with neither a token nor TLS.
+
+    Attributes:
+        host: the address it was asked to bind.
+    """
+
+    def __init__(self, host: str) -> None:
+        super().__init__(
+            f"refusing to serve on non-loopback address {host!r} without authentication: "
+            "set a token, TLS, or both (or bind 127.0.0.1)"
+        )
+        self.host = host
+
+
+class BindError(BridgeError, OSError):
+    """The server could not listen on the address (in use, not local, no permission)."""
+
+
+class Unauthenticated(BridgeError, PermissionError):
+    """A call carried no valid credentials (``authorization: Bearer <token>``)."""
+
+
+class HandshakeError(BridgeError, ValueError):
+    """An ``EventStream`` did not open with ``ack(message_id=<agent id>)``."""
+
+
+class NotRegistered(BridgeError, LookupError):
+    """An ``EventStream`` handshake named an agent id that never called ``RegisterAgent``.
+
+    Attributes:
+        agent_id: the id.
+    """
+
+    def __init__(self, agent_id: str) -> None:
+        super().__init__(f"agent {agent_id!r} is not registered: call RegisterAgent first")
+        self.agent_id = agent_id
+
+
+class AgentConnected(BridgeError):
+    """The agent id is in use: a local agent, or a remote one whose stream is open.
+
+    Attributes:
+        agent_id: the id.
+    """
+
+    def __init__(self, agent_id: str, detail: str) -> None:
+        super().__init__(f"agent {agent_id!r} already exists: {detail}")
+        self.agent_id = agent_id
+
+
+class WrongAgent(BridgeError, PermissionError):
+    """A stream acted as an agent other than the one it opened as (a publish whose sender is
+    another agent, a result for a tool call pushed to another agent)."""
+
+
+class LimitExceeded(BridgeError):
+    """A configured limit was reached; nothing was done.
+
+    Attributes:
+        limit: the limit's name, e.g. ``"max_agents"``.
+        value: its value.
+    """
+
+    def __init__(self, limit: str, value: int, detail: str) -> None:
+        super().__init__(f"{detail} (limit {limit} = {value})")
+        self.limit = limit
+        self.value = value
+
+
+# ---------------------------------------------------------------- the client
+
+
+class ClientClosed(BusClosed):
+    """The bridge client is closing or closed and refuses the operation."""
+
+
+class ConnectionLost(LoomError, ConnectionError):
+    """The event stream ended or went silent; the client reconnects by itself.
+
+    Raised inside the client's session only; callers of ``publish``, ``subscribe`` and
+    ``call_tool`` wait for the next connection instead of seeing it.
+
+    Attributes:
+        reason: what happened, in words.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ConnectFailed(LoomError, ConnectionError):
+    """The first connection could not be made (within ``connect_timeout``, or the server
+    refused the credentials); nothing is left running.
+
+    Attributes:
+        address: the server address.
+        reason: the last failure, in words.
+        code: the gRPC status code's name of the last failure, e.g. ``"UNAVAILABLE"``
+            (``""`` when it was not a gRPC status).
+    """
+
+    def __init__(self, address: str, reason: str, *, code: str = "") -> None:
+        super().__init__(f"cannot connect to {address}: {reason}")
+        self.address = address
+        self.reason = reason
+        self.code = code
+
+
+class RegistrationRefused(LoomError):
+    """``RegisterAgent`` answered ``success = false``.
+
+    Attributes:
+        agent_id: the agent that asked.
+        reason: the server's ``error_message``.
+    """
+
+    def __init__(self, agent_id: str, reason: str) -> None:
+        super().__init__(f"the server refused agent {agent_id!r}: {reason}")
+        self.agent_id = agent_id
+        self.reason = reason
+
+
+class SubscribeRefused(InvalidArgument):
+    """The server refused a subscribe or an unsubscribe; nothing changed.
+
+    Attributes:
+        pattern: the pattern asked for.
+        code: the server's machine-readable code, e.g. ``"RESOURCE_EXHAUSTED"``.
+        reason: what is wrong, in words.
+    """
+
+    def __init__(self, pattern: str, code: str, reason: str) -> None:
+        super().__init__(f"subscription {pattern!r} refused ({code}): {reason}")
+        self.pattern = pattern
+        self.code = code
+        self.reason = reason
+
+
+class PublishRejected(LoomError):
+    """The server's bus did not accept a publish (only reported to a publisher that waits for
+    acceptance).
+
+    Attributes:
+        topic: the topic published on.
+        code: the server's machine-readable code, e.g. ``"INVALID_ARGUMENT"``.
+        reason: what is wrong, in words.
+    """
+
+    def __init__(self, topic: str, code: str, reason: str) -> None:
+        super().__init__(f"publish on {topic!r} rejected ({code}): {reason}")
+        self.topic = topic
+        self.code = code
+        self.reason = reason
