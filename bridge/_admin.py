@@ -41,8 +41,8 @@ from loom.runtime import (
     InvalidArgument,
     LoomError,
     QoS,
-    new_id,
 )
+from loom.runtime.lowlevel import new_id
 
 from ._aio import unary
 from ._client import ClientTLS

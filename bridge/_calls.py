@@ -21,7 +21,8 @@ import grpc.aio
 import msgspec
 
 from loom.bridge._generated import tools_pb2
-from loom.runtime import AgentRuntime, new_id
+from loom.runtime import AgentRuntime
+from loom.runtime.lowlevel import new_id
 from loom.runtime.tools import ToolError, ToolFailed, ToolTimeout
 
 from ._convert import tool_call_from_proto, tool_result_to_proto

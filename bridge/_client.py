@@ -60,14 +60,9 @@ from anyio.abc import TaskGroup
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from loom.bridge._generated import bridge_pb2, bridge_pb2_grpc, tools_pb2, tools_pb2_grpc
-from loom.runtime import (
-    Delivery,
-    Event,
+from loom.runtime import Delivery, Event, InvalidArgument, QoS, RequestTimeout, WouldBlock
+from loom.runtime.lowlevel import (
     Inbound,
-    InvalidArgument,
-    QoS,
-    RequestTimeout,
-    WouldBlock,
     mailbox_topic,
     new_id,
     validate_agent_id,

@@ -36,7 +36,8 @@ import grpc.aio
 from anyio.abc import TaskGroup
 
 from loom.bridge._generated import bridge_pb2, bridge_pb2_grpc, tools_pb2
-from loom.runtime import BusClosed, Inbound, InvalidArgument
+from loom.runtime import BusClosed, InvalidArgument
+from loom.runtime.lowlevel import Inbound
 
 from ._client_tools import outcome_from_exception
 from ._convert import event_from_proto, qos_to_proto, tool_call_from_proto, tool_result_to_proto

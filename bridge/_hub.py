@@ -12,8 +12,9 @@ import anyio
 import msgspec
 
 from loom.bridge._generated import bridge_pb2
-from loom.runtime import AgentRuntime, AgentStatus, InvalidArgument, RemoteTool, validate_pattern
-from loom.runtime import validate_agent_id as _validate_agent_id
+from loom.runtime import AgentRuntime, AgentStatus, InvalidArgument
+from loom.runtime.lowlevel import RemoteTool, validate_pattern
+from loom.runtime.lowlevel import validate_agent_id as _validate_agent_id
 from loom.runtime.tools import JSONObject, ToolRegistry
 
 from ._convert import tool_descriptor_from_proto

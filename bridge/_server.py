@@ -29,13 +29,8 @@ from loom.bridge._generated import (
     tools_pb2,
     tools_pb2_grpc,
 )
-from loom.runtime import (
-    AgentExists,
-    AgentRuntime,
-    BusClosed,
-    InvalidArgument,
-    RemoteTool,
-)
+from loom.runtime import AgentExists, AgentRuntime, BusClosed, InvalidArgument
+from loom.runtime.lowlevel import RemoteTool
 
 from ._auth import TLSConfig, TokenInterceptor, certificate_names, check_bind
 from ._calls import serve_tool_call

@@ -48,13 +48,11 @@ from loom.runtime import (
     Delivery,
     Event,
     InvalidArgument,
-    RemoteAgent,
     Subscription,
     SubscriptionClosed,
     WouldBlock,
-    mailbox_topic,
-    new_id,
 )
+from loom.runtime.lowlevel import RemoteAgent, mailbox_topic, new_id
 from loom.runtime.tools import JSONObject, ToolFailed
 
 from ._calls import decode_output, disconnected_outcome, run_tool_call

@@ -11,7 +11,8 @@ import grpc.aio
 import msgspec
 
 from loom.bridge._generated import bridge_pb2, bus_pb2, bus_pb2_grpc, tools_pb2, tools_pb2_grpc
-from loom.runtime import BusClosed, Delivery, InvalidArgument, SubscriptionClosed, tool_inventory
+from loom.runtime import BusClosed, Delivery, InvalidArgument, SubscriptionClosed
+from loom.runtime.lowlevel import tool_inventory
 
 from ._calls import serve_tool_call
 from ._convert import (

@@ -28,15 +28,8 @@ import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from loom.runtime import (
-    AgentSpec,
-    Context,
-    Event,
-    InvalidArgument,
-    QoS,
-    SupervisionPolicy,
-    validate_agent_id,
-)
+from loom.runtime import AgentSpec, Context, Event, InvalidArgument, QoS, SupervisionPolicy
+from loom.runtime.lowlevel import validate_agent_id
 from loom.runtime.tools import Tool
 
 from ._capability import capabilities_of

@@ -42,7 +42,7 @@ import anyio
 import msgspec
 from opentelemetry.trace import TracerProvider
 
-from loom.runtime import Context, Event, InvalidArgument, QoS, SupervisionPolicy, reply_topic
+from loom.runtime import Context, Event, InvalidArgument, QoS, SupervisionPolicy
 from loom.runtime.cognition import (
     Loop,
     LoopConfig,
@@ -56,6 +56,7 @@ from loom.runtime.cognition import (
     TurnUpdate,
 )
 from loom.runtime.llm import LLM, ModelRouter, RouteDecision
+from loom.runtime.lowlevel import reply_topic
 from loom.runtime.memory import AgentContext, InMemoryStore, MemoryStore, SQLiteStore
 from loom.runtime.tools import Tool, ToolRegistry
 

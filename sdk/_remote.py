@@ -89,12 +89,14 @@ from loom.runtime import (
     Context,
     Event,
     EventBus,
-    HasAgentSpec,
     InvalidArgument,
     QoS,
     Subscription,
     Timer,
     WouldBlock,
+)
+from loom.runtime.lowlevel import (
+    HasAgentSpec,
     context_from_envelope,
     envelope_with_context,
     mailbox_topic,

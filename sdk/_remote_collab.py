@@ -29,7 +29,8 @@ from anyio.abc import TaskStatus
 
 from loom.bridge._client import BridgeClient
 from loom.bridge._lane import Lane
-from loom.runtime import Event, Inbound, LoomError, QoS, mailbox_topic
+from loom.runtime import Event, LoomError, QoS
+from loom.runtime.lowlevel import Inbound, mailbox_topic
 
 __all__ = ["BridgeTransport", "reply_interest"]
 

@@ -21,7 +21,8 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from loom.runtime import AgentSpec, Context, Event, HasAgentSpec, Strategy, SupervisionPolicy
+from loom.runtime import AgentSpec, Context, Event, Strategy, SupervisionPolicy
+from loom.runtime.lowlevel import HasAgentSpec
 from loom.runtime.tools import Tool
 
 __all__ = ["Connect", "spawn_linked"]

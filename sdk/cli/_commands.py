@@ -26,16 +26,8 @@ from loom.bridge._admin import AdminClient
 from loom.bridge._calls import decode_output
 from loom.bridge._client import ClientTLS
 from loom.bridge._wire_types import ToolStatus
-from loom.runtime import (
-    AgentInfo,
-    BusStats,
-    Delivery,
-    Event,
-    InvalidArgument,
-    LoomError,
-    QoS,
-    mailbox_topic,
-)
+from loom.runtime import AgentInfo, BusStats, Delivery, Event, InvalidArgument, LoomError, QoS
+from loom.runtime.lowlevel import mailbox_topic
 
 __all__ = [
     "DEFAULT_ADDRESS",

@@ -38,8 +38,8 @@ from loom.runtime import (
     QoS,
     RequestTimeout,
     WouldBlock,
-    mailbox_topic,
 )
+from loom.runtime.lowlevel import mailbox_topic
 from loom.runtime.tools import (
     InvalidArguments,
     ToolFailed,

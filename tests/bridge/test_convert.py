@@ -51,9 +51,8 @@ from loom.runtime import (
     QoS,
     SubscriptionStats,
     TopicStats,
-    reply_envelope,
-    reply_topic,
 )
+from loom.runtime.lowlevel import reply_envelope, reply_topic
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 RESERVED = set(ENVELOPE_KEYS) | {f"loom.{k}" for k in ENVELOPE_KEYS}

@@ -23,9 +23,9 @@ from loom.runtime import (
     SupervisionPolicy,
     Timer,
     collab,
-    mailbox_topic,
 )
 from loom.runtime.collab import NoResponders, RequestTimeout
+from loom.runtime.lowlevel import mailbox_topic
 from loom.runtime.tools import (
     FunctionTool,
     InvalidArguments,

@@ -16,8 +16,8 @@ from loom.runtime import (
     Event,
     InvalidTopic,
     LifecycleEvent,
-    mailbox_topic,
 )
+from loom.runtime.lowlevel import mailbox_topic
 from loom.runtime.tools import FunctionTool, Tool
 
 from ._agents_support import Seen, event, hosted, info_of, lifecycle_of, spec

@@ -24,8 +24,8 @@ from loom.runtime import (
     LifecycleEvent,
     Strategy,
     SupervisionPolicy,
-    mailbox_topic,
 )
+from loom.runtime.lowlevel import mailbox_topic
 
 from ._agents_support import FnBehaviour, Lifecycle, Seen, event, hosted, info_of, spec
 

@@ -6,14 +6,8 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from loom.runtime import (
-    AgentStatus,
-    Context,
-    Event,
-    QoS,
-    WouldBlock,
-    mailbox_topic,
-)
+from loom.runtime import AgentStatus, Context, Event, QoS, WouldBlock
+from loom.runtime.lowlevel import mailbox_topic
 
 from ._agents_support import Seen, event, hosted, info_of, spec
 

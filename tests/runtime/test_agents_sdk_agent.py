@@ -8,15 +8,8 @@ import anyio
 import pytest
 
 from loom import Agent, Context, capability
-from loom.runtime import (
-    AgentStatus,
-    Event,
-    InvalidArgument,
-    QoS,
-    Strategy,
-    SupervisionPolicy,
-    mailbox_topic,
-)
+from loom.runtime import AgentStatus, Event, InvalidArgument, QoS, Strategy, SupervisionPolicy
+from loom.runtime.lowlevel import mailbox_topic
 from loom.runtime.tools import InvalidArguments, ToolNotFound
 
 from ._agents_support import FAST, Seen, event, hosted, info_of

@@ -11,17 +11,8 @@ import msgspec
 import pytest
 from anyio.abc import TaskStatus
 
-from loom.runtime import (
-    BusClosed,
-    Event,
-    EventBus,
-    Inbound,
-    QoS,
-    Subscription,
-    Transport,
-    WouldBlock,
-    pattern_matches,
-)
+from loom.runtime import BusClosed, Event, EventBus, QoS, Subscription, WouldBlock, pattern_matches
+from loom.runtime.lowlevel import Inbound, Transport
 
 pytestmark = [
     pytest.mark.anyio,

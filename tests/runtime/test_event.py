@@ -7,19 +7,8 @@ import uuid
 import msgspec
 import pytest
 
-from loom.runtime import (
-    DEFAULT_TTL,
-    Delivery,
-    Envelope,
-    Event,
-    LoomError,
-    TTLExpired,
-    mailbox_topic,
-    now_ms,
-    reply_envelope,
-    reply_topic,
-    step_hop,
-)
+from loom.runtime import DEFAULT_TTL, Delivery, Envelope, Event, LoomError, TTLExpired
+from loom.runtime.lowlevel import mailbox_topic, now_ms, reply_envelope, reply_topic, step_hop
 
 
 def test_an_event_gets_an_id_and_a_timestamp() -> None:

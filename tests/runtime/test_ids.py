@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 import loom.runtime._ids as ids
-from loom.runtime import new_id, now_ms
+from loom.runtime.lowlevel import new_id, now_ms
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def test_a_full_counter_borrows_the_next_millisecond(fake_clock: list[int]) -> N
 
 _MAKER = """
 import sys
-from loom.runtime import new_id
+from loom.runtime.lowlevel import (new_id)
 sys.stdout.write("ready\\n")
 sys.stdout.flush()
 sys.stdin.readline()  # start together with the other process

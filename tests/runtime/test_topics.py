@@ -17,9 +17,8 @@ from loom.runtime import (
     QoS,
     WouldBlock,
     pattern_matches,
-    validate_pattern,
-    validate_topic,
 )
+from loom.runtime.lowlevel import validate_pattern, validate_topic
 
 # ---------------------------------------------------------------- validation
 

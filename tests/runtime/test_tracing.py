@@ -10,15 +10,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, format_span_id, format_trace_id, get_current_span
 
-from loom.runtime import (
-    Envelope,
-    Event,
-    EventBus,
-    InvalidTopic,
-    WouldBlock,
-    context_from_envelope,
-    envelope_with_context,
-)
+from loom.runtime import Envelope, Event, EventBus, InvalidTopic, WouldBlock
+from loom.runtime.lowlevel import context_from_envelope, envelope_with_context
 
 pytestmark = [
     pytest.mark.anyio,

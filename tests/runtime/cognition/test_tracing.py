@@ -9,8 +9,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from loom.runtime import Envelope, Event, envelope_with_context
+from loom.runtime import Envelope, Event
 from loom.runtime.cognition import LoopConfig
+from loom.runtime.lowlevel import envelope_with_context
 from loom.runtime.testing import Delay, HTTPError, RecordedRequest, Reply, ScriptedToolCall
 from loom.runtime.tools import FunctionTool
 

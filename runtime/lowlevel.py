@@ -1,0 +1,58 @@
+"""``loom.runtime.lowlevel``: the seams and helpers that transports and hosts build on.
+
+Nothing here is needed to write or run agents; the bridge, the SDK's remote mode and the
+cluster use it to carry events and tool calls between processes:
+
+* :class:`Transport` and :class:`Inbound`: the bus's seam to another process or node;
+* :class:`RemoteAgent`, :class:`RemoteTool`, :class:`ToolProvider`, :func:`tool_inventory`:
+  agents and tools that live elsewhere, as the runtime sees them;
+* :class:`ContextHost`, :class:`HasAgentSpec`: what a handler's ``Context`` and an agent
+  definition are built on;
+* envelope, topic and id helpers that keep the wire and the runtime in step.
+"""
+
+from ._behaviour import HasAgentSpec as HasAgentSpec
+from ._behaviour import validate_agent_id as validate_agent_id
+from ._context import ContextHost as ContextHost
+from ._envelope_build import child_envelope as child_envelope
+from ._envelope_build import request_event as request_event
+from ._event import mailbox_topic as mailbox_topic
+from ._event import reply_envelope as reply_envelope
+from ._event import reply_topic as reply_topic
+from ._event import step_hop as step_hop
+from ._ids import new_id as new_id
+from ._ids import now_ms as now_ms
+from ._remote import RemoteAgent as RemoteAgent
+from ._remote import RemoteTool as RemoteTool
+from ._remote import ToolProvider as ToolProvider
+from ._remote import tool_inventory as tool_inventory
+from ._topics import validate_pattern as validate_pattern
+from ._topics import validate_topic as validate_topic
+from ._tracing import context_from_envelope as context_from_envelope
+from ._tracing import envelope_with_context as envelope_with_context
+from ._transport import Inbound as Inbound
+from ._transport import Transport as Transport
+
+__all__ = [
+    "ContextHost",
+    "HasAgentSpec",
+    "Inbound",
+    "RemoteAgent",
+    "RemoteTool",
+    "ToolProvider",
+    "Transport",
+    "child_envelope",
+    "context_from_envelope",
+    "envelope_with_context",
+    "mailbox_topic",
+    "new_id",
+    "now_ms",
+    "reply_envelope",
+    "reply_topic",
+    "request_event",
+    "step_hop",
+    "tool_inventory",
+    "validate_agent_id",
+    "validate_pattern",
+    "validate_topic",
+]
