@@ -1,7 +1,20 @@
-"""``loom.bridge``: the gRPC bridge (the ``loom.v1`` wire): the server, and the wire types."""
+"""``loom.bridge``: the gRPC bridge (the ``loom.v1`` wire): the server, the clients, the wire types.
 
+Everything the SDK takes from the bridge is exported here (``tests/test_architecture.py`` fails
+on an import of a ``loom.bridge._*`` module from outside ``bridge/``): :class:`BridgeServer`,
+the agent-side :class:`BridgeClient`, the :class:`AdminClient` the CLI uses, the error classes,
+and the wire-level pieces a host needs to serve tool calls (:func:`decode_output`,
+:func:`outcome_from_error`, :class:`Lane`).
+"""
+
+from loom.runtime.lowlevel import set_public_module as _set_public_module
+
+from ._admin import AdminClient as AdminClient
+from ._admin import PublishOutcome as PublishOutcome
+from ._admin import Rejection as Rejection
 from ._auth import TLSConfig as TLSConfig
 from ._auth import is_loopback as is_loopback
+from ._calls import decode_output as decode_output
 from ._client import AgentRegistration as AgentRegistration
 from ._client import BridgeClient as BridgeClient
 from ._client import ClientOptions as ClientOptions
@@ -23,13 +36,17 @@ from ._errors import SubscribeRefused as SubscribeRefused
 from ._errors import Unauthenticated as Unauthenticated
 from ._errors import WireError as WireError
 from ._errors import WrongAgent as WrongAgent
+from ._lane import Lane as Lane
 from ._limits import Limits as Limits
 from ._reconnect import Backoff as Backoff
 from ._reconnect import ConnectionStatus as ConnectionStatus
 from ._reconnect import ReconnectStatistics as ReconnectStatistics
+from ._reconnect import StateListener as StateListener
 from ._server import BridgeServer as BridgeServer
 from ._status import StatusError as StatusError
 from ._status import error_from_status as error_from_status
+from ._status import outcome_from_error as outcome_from_error
+from ._wire_types import VALIDATES_KEY as VALIDATES_KEY
 from ._wire_types import ProviderKind as ProviderKind
 from ._wire_types import ToolCallOutcome as ToolCallOutcome
 from ._wire_types import ToolCallRequest as ToolCallRequest
@@ -38,6 +55,8 @@ from ._wire_types import ToolErrorInfo as ToolErrorInfo
 from ._wire_types import ToolStatus as ToolStatus
 
 __all__ = [
+    "VALIDATES_KEY",
+    "AdminClient",
     "AgentConnected",
     "AgentRegistration",
     "Backoff",
@@ -54,13 +73,17 @@ __all__ = [
     "ConnectionStatus",
     "HandshakeError",
     "InsecureBind",
+    "Lane",
     "LimitExceeded",
     "Limits",
     "NotRegistered",
     "ProviderKind",
+    "PublishOutcome",
     "PublishRejected",
     "ReconnectStatistics",
     "RegistrationRefused",
+    "Rejection",
+    "StateListener",
     "StatusError",
     "SubscribeRefused",
     "TLSConfig",
@@ -72,6 +95,10 @@ __all__ = [
     "Unauthenticated",
     "WireError",
     "WrongAgent",
+    "decode_output",
     "error_from_status",
     "is_loopback",
+    "outcome_from_error",
 ]
+
+_set_public_module(globals())

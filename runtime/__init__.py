@@ -25,6 +25,7 @@ from ._event import DEFAULT_TTL as DEFAULT_TTL
 from ._event import Delivery as Delivery
 from ._event import Envelope as Envelope
 from ._event import Event as Event
+from ._public import set_public_module as _set_public_module
 from ._qos import QoS as QoS
 from ._remote import AgentExists as AgentExists
 from ._runtime import DEAD_LETTER_PREFIX as DEAD_LETTER_PREFIX
@@ -91,3 +92,5 @@ __all__ = [
     "WouldBlock",
     "pattern_matches",
 ]
+
+_set_public_module(globals())

@@ -8,7 +8,9 @@ cluster use it to carry events and tool calls between processes:
   agents and tools that live elsewhere, as the runtime sees them;
 * :class:`ContextHost`, :class:`HasAgentSpec`: what a handler's ``Context`` and an agent
   definition are built on;
-* envelope, topic and id helpers that keep the wire and the runtime in step.
+* envelope, topic and id helpers that keep the wire and the runtime in step;
+* :func:`set_public_module`: what every public package of loom calls last, so its names
+  show its public path (``loom.bridge.BridgeServer``), not a private module's.
 """
 
 from ._behaviour import HasAgentSpec as HasAgentSpec
@@ -22,6 +24,7 @@ from ._event import reply_topic as reply_topic
 from ._event import step_hop as step_hop
 from ._ids import new_id as new_id
 from ._ids import now_ms as now_ms
+from ._public import set_public_module as set_public_module
 from ._remote import RemoteAgent as RemoteAgent
 from ._remote import RemoteTool as RemoteTool
 from ._remote import ToolProvider as ToolProvider
@@ -50,9 +53,12 @@ __all__ = [
     "reply_envelope",
     "reply_topic",
     "request_event",
+    "set_public_module",
     "step_hop",
     "tool_inventory",
     "validate_agent_id",
     "validate_pattern",
     "validate_topic",
 ]
+
+set_public_module(globals())

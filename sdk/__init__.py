@@ -19,6 +19,7 @@ from loom.runtime import LoomError as LoomError
 from loom.runtime import QoS as QoS
 from loom.runtime import Strategy as Strategy
 from loom.runtime import SupervisionPolicy as SupervisionPolicy
+from loom.runtime.lowlevel import set_public_module as _set_public_module
 
 from ._agent import Agent as Agent
 from ._capability import BoundCapability as BoundCapability
@@ -51,3 +52,5 @@ __all__ = [
     "SupervisionPolicy",
     "capability",
 ]
+
+_set_public_module(globals())

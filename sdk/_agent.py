@@ -35,7 +35,7 @@ from loom.runtime.tools import Tool
 from ._capability import capabilities_of
 
 if TYPE_CHECKING:
-    from loom.bridge._client import ClientOptions, ClientTLS
+    from loom.bridge import ClientOptions, ClientTLS
     from loom.runtime import AgentStatus
 
 __all__ = ["Agent", "EventHandler", "Hook"]

@@ -62,22 +62,20 @@ from anyio.abc import TaskStatus
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from loom.bridge._calls import decode_output
-from loom.bridge._client import (
+from loom.bridge import (
+    VALIDATES_KEY,
     AgentRegistration,
     BridgeClient,
+    ClientClosed,
     ClientOptions,
     ClientTLS,
-)
-from loom.bridge._errors import ClientClosed
-from loom.bridge._reconnect import StateListener
-from loom.bridge._status import outcome_from_error
-from loom.bridge._wire_types import (
-    VALIDATES_KEY,
     ProviderKind,
+    StateListener,
     ToolCallOutcome,
     ToolCallRequest,
     ToolDescriptor,
+    decode_output,
+    outcome_from_error,
 )
 from loom.runtime import (
     DEAD_LETTER_PREFIX,

@@ -27,8 +27,7 @@ from typing import Literal
 
 from anyio.abc import TaskStatus
 
-from loom.bridge._client import BridgeClient
-from loom.bridge._lane import Lane
+from loom.bridge import BridgeClient, Lane
 from loom.runtime import Event, LoomError, QoS
 from loom.runtime.lowlevel import Inbound, mailbox_topic
 

@@ -8,6 +8,7 @@ A :class:`Toolset` gathers the tools: registries, loose tools (MCP), other agent
 capabilities (:class:`PeerCapabilities`). Semantics in ``docs/cognition.md``.
 """
 
+from .._public import set_public_module as _set_public_module
 from ._loop import Loop as Loop
 from ._loop import LoopConfig as LoopConfig
 from ._loop import OutcomeKind as OutcomeKind
@@ -57,3 +58,5 @@ __all__ = [
     "split_final_answer",
     "to_messages",
 ]
+
+_set_public_module(globals())

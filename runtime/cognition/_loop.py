@@ -39,14 +39,16 @@ from .._errors import InvalidArgument, LoomError
 from .._event import Event
 from .._ids import new_id
 from .._tracing import context_from_envelope
-from ..llm._errors import BadResponse, MalformedToolArguments
-from ..llm._protocol import LLM, RoutableLLM
-from ..llm._router import ModelRouter
-from ..llm._types import (
+from ..llm import (
+    LLM,
     AssistantMessage,
+    BadResponse,
     Completion,
     CompletionRequest,
+    MalformedToolArguments,
     Message,
+    ModelRouter,
+    RoutableLLM,
     StreamEnd,
     SystemMessage,
     TextDelta,

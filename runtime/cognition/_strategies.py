@@ -21,8 +21,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from ..llm._errors import MalformedToolArguments, ToolCallError, UnknownTool
-from ..llm._types import ToolCall, ToolSpec
+from ..llm import MalformedToolArguments, ToolCall, ToolCallError, ToolSpec, UnknownTool
 
 __all__ = [
     "COT_INSTRUCTIONS",

@@ -22,7 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from ..llm._types import ToolSpec
+from ..llm import ToolSpec
 from ..tools import JSONObject, Tool, ToolNotFound, ToolRegistry
 from ..tools import ToolSpec as ListedTool
 

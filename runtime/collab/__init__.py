@@ -5,6 +5,7 @@ inbox subscription and closes it however the call ends (reply, timeout, cancella
 none starts a task. Semantics are written out in ``docs/collab.md``.
 """
 
+from .._public import set_public_module as _set_public_module
 from ._barrier import BARRIER_PREFIX as BARRIER_PREFIX
 from ._barrier import BarrierCoordinator as BarrierCoordinator
 from ._barrier import BarrierResult as BarrierResult
@@ -72,3 +73,5 @@ __all__ = [
     "reply",
     "request",
 ]
+
+_set_public_module(globals())

@@ -2,6 +2,8 @@
 
 import typing
 
+from .._public import public_module as _public_module
+from .._public import set_public_module as _set_public_module
 from ._config import LLMConfig as LLMConfig
 from ._config import ProviderConfig as ProviderConfig
 from ._config import ProviderProfile as ProviderProfile
@@ -59,6 +61,7 @@ def __getattr__(name: str) -> typing.Any:
         import importlib
 
         value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        _public_module(value, __name__)
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -111,3 +114,5 @@ __all__ = [
     "estimate_prompt_tokens",
     "load_llm_config",
 ]
+
+_set_public_module(globals())

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import msgspec
 
 from .._errors import InvalidArgument
-from ..tools._tool import Tool
+from ..tools import Tool
 from ._errors import ToolCallError
 
 __all__ = [

@@ -7,6 +7,7 @@ their results, and older items brought back by keyword, importance and recency. 
 docs/context.md.
 """
 
+from .._public import set_public_module as _set_public_module
 from ._agent_context import MEMORY_HEADER as MEMORY_HEADER
 from ._agent_context import AgentContext as AgentContext
 from ._errors import BudgetTooSmall as BudgetTooSmall
@@ -78,3 +79,5 @@ __all__ = [
     "message_tokens",
     "rank",
 ]
+
+_set_public_module(globals())

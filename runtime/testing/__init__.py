@@ -4,6 +4,7 @@
 answering from a script, so tests exercise the real provider code path without a network LLM.
 """
 
+from .._public import set_public_module as _set_public_module
 from ._scripted_llm import Delay as Delay
 from ._scripted_llm import HTTPError as HTTPError
 from ._scripted_llm import RecordedRequest as RecordedRequest
@@ -21,3 +22,5 @@ __all__ = [
     "ScriptedLLMServer",
     "ScriptedToolCall",
 ]
+
+_set_public_module(globals())

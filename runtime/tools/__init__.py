@@ -2,6 +2,8 @@
 
 import typing
 
+from .._public import public_module as _public_module
+from .._public import set_public_module as _set_public_module
 from ._errors import InvalidArguments as InvalidArguments
 from ._errors import InvalidToolSchema as InvalidToolSchema
 from ._errors import ToolError as ToolError
@@ -64,6 +66,7 @@ def __getattr__(name: str) -> typing.Any:
         import importlib
 
         value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        _public_module(value, __name__)
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -115,3 +118,5 @@ __all__ = [
     "native_tools",
     "validates_itself",
 ]
+
+_set_public_module(globals())

@@ -41,7 +41,7 @@ from types import ModuleType
 import anyio
 import msgspec
 
-from loom.bridge._client import ClientTLS
+from loom.bridge import ClientTLS
 from loom.runtime import AgentStatus, LoomError
 
 from .._agent import Agent

@@ -22,10 +22,7 @@ from typing import Any, TextIO
 import anyio
 import msgspec
 
-from loom.bridge._admin import AdminClient
-from loom.bridge._calls import decode_output
-from loom.bridge._client import ClientTLS
-from loom.bridge._wire_types import ToolStatus
+from loom.bridge import AdminClient, ClientTLS, ToolStatus, decode_output
 from loom.runtime import AgentInfo, BusStats, Delivery, Event, InvalidArgument, LoomError, QoS
 from loom.runtime.lowlevel import mailbox_topic
 

@@ -18,8 +18,7 @@ from pathlib import Path
 
 import anyio
 
-from loom.bridge._client import ClientTLS
-from loom.bridge._errors import ConnectFailed
+from loom.bridge import ClientTLS, ConnectFailed
 from loom.runtime import LoomError, QoS
 
 from . import _commands as commands

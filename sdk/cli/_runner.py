@@ -40,8 +40,7 @@ import anyio
 import msgspec
 from anyio.abc import ByteReceiveStream, Process
 
-from loom.bridge._client import ClientTLS
-from loom.bridge._reconnect import Backoff
+from loom.bridge import Backoff, ClientTLS
 from loom.runtime import LoomError
 
 from ._agent_host import LIST_MARKER, HostConfig
