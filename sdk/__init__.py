@@ -3,6 +3,9 @@
 What users import::
 
     from loom import Agent, Context, capability
+
+An agent runs in process on an :class:`AgentRuntime`, or connected to a Loom server:
+blocking with ``Agent.run()``, or from async code with ``await serve_agent(agent, address)``.
 """
 
 from loom.runtime import AgentRuntime as AgentRuntime
@@ -27,6 +30,7 @@ from ._capability import Capability as Capability
 from ._capability import InvalidCapability as InvalidCapability
 from ._capability import capability as capability
 from ._cognitive import CognitiveAgent as CognitiveAgent
+from ._connect import serve_agent as serve_agent
 
 __version__ = "0.1.0"
 
@@ -51,6 +55,7 @@ __all__ = [
     "Strategy",
     "SupervisionPolicy",
     "capability",
+    "serve_agent",
 ]
 
 _set_public_module(globals())
