@@ -36,9 +36,8 @@ import time
 
 import anyio
 
-from loom import Agent, Context, Event, capability
-from loom._remote import serve_agent
-from loom.bridge._client import AgentRegistration, BridgeClient, ClientOptions
+from loom import Agent, Context, Event, capability, serve_agent
+from loom.bridge import AgentRegistration, BridgeClient, ClientOptions
 
 
 def _say(**fields: object) -> None:

@@ -29,13 +29,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks._util import emit
 from loom.runtime.memory import (
     AgentContext,
+    ChatMessage,
     ContextItem,
     HeuristicTokenCounter,
     Role,
     SQLiteStore,
     message_tokens,
 )
-from loom.runtime.memory._items import ChatMessage
 
 BUDGET = 8000
 BUILDS = int(os.environ.get("LOOM_BENCH_BUILDS", "15"))
