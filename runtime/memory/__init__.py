@@ -4,7 +4,7 @@ Record what happens in an :class:`AgentContext` (over a :class:`MemoryStore`: th
 :class:`SQLiteStore` by default, or :class:`InMemoryStore`), then ``build`` a list of
 :class:`ChatMessage` that fits a token budget: the newest turns whole, tool calls always with
 their results, and older items brought back by keyword, importance and recency. See
-docs/context.md.
+docs/memory.md.
 """
 
 from .._public import set_public_module as _set_public_module

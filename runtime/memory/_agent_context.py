@@ -8,7 +8,7 @@ call, asks for a prompt::
     await ctx.record_user("Summarise the open issues about the bus")
     messages = await ctx.build(budget_tokens=8000, system=SYSTEM_PROMPT)
 
-See docs/context.md for the whole pipeline and its rules.
+See docs/memory.md for the whole pipeline and its rules.
 """
 
 from __future__ import annotations
