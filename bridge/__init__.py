@@ -7,7 +7,6 @@ from ._client import BridgeClient as BridgeClient
 from ._client import ClientOptions as ClientOptions
 from ._client import ClientStatistics as ClientStatistics
 from ._client import ClientTLS as ClientTLS
-from ._errors import AgentConnected as AgentConnected
 from ._errors import BindError as BindError
 from ._errors import BridgeError as BridgeError
 from ._errors import ClientClosed as ClientClosed
@@ -38,7 +37,6 @@ from ._wire_types import ToolErrorInfo as ToolErrorInfo
 from ._wire_types import ToolStatus as ToolStatus
 
 __all__ = [
-    "AgentConnected",
     "AgentRegistration",
     "Backoff",
     "BindError",

@@ -12,7 +12,6 @@ from __future__ import annotations
 from loom.runtime import BusClosed, InvalidArgument, LoomError
 
 __all__ = [
-    "AgentConnected",
     "BindError",
     "BridgeError",
     "ClientClosed",
@@ -93,18 +92,6 @@ class NotRegistered(BridgeError, LookupError):
 
     def __init__(self, agent_id: str) -> None:
         super().__init__(f"agent {agent_id!r} is not registered: call RegisterAgent first")
-        self.agent_id = agent_id
-
-
-class AgentConnected(BridgeError):
-    """The agent id is in use: a local agent, or a remote one whose stream is open.
-
-    Attributes:
-        agent_id: the id.
-    """
-
-    def __init__(self, agent_id: str, detail: str) -> None:
-        super().__init__(f"agent {agent_id!r} already exists: {detail}")
         self.agent_id = agent_id
 
 

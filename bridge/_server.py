@@ -36,7 +36,6 @@ from ._auth import TLSConfig, TokenInterceptor, certificate_names, check_bind
 from ._calls import serve_tool_call
 from ._directory_service import DirectoryService
 from ._errors import (
-    AgentConnected,
     BindError,
     HandshakeError,
     LimitExceeded,
@@ -79,7 +78,7 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
             self._check_identity(context, request.agent_id)
             reg = Registration.from_proto(request, self.hub.limits)
             self.hub.register(reg)
-        except (InvalidArgument, WireError, LimitExceeded, AgentConnected, WrongAgent) as exc:
+        except (InvalidArgument, WireError, LimitExceeded, AgentExists, WrongAgent) as exc:
             await context.abort(status_of(exc), str(exc))
         log.info(
             "agent %s registered (%d topics, %d tools)",
@@ -107,7 +106,6 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
         except (
             HandshakeError,
             NotRegistered,
-            AgentConnected,
             AgentExists,
             BusClosed,
             WrongAgent,
@@ -170,7 +168,7 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
         if reg is None:
             raise NotRegistered(agent_id)
         if agent_id in hub.sessions:
-            raise AgentConnected(agent_id, "another stream is open for it")
+            raise AgentExists(agent_id, "another stream is open for it")
         remote = await hub.runtime.attach_remote(
             agent_id, metadata=reg.metadata, tool_timeout_s=hub.limits.tool_timeout_s
         )

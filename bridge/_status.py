@@ -32,7 +32,6 @@ from loom.runtime.tools import (
 )
 
 from ._errors import (
-    AgentConnected,
     BindError,
     BridgeError,
     HandshakeError,
@@ -61,7 +60,6 @@ _CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (WrongAgent, grpc.StatusCode.PERMISSION_DENIED),
     (ToolPermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (NotRegistered, grpc.StatusCode.FAILED_PRECONDITION),
-    (AgentConnected, grpc.StatusCode.ALREADY_EXISTS),
     (AgentExists, grpc.StatusCode.ALREADY_EXISTS),
     (LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (WouldBlock, grpc.StatusCode.RESOURCE_EXHAUSTED),

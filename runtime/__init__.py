@@ -6,6 +6,9 @@ This is what an application touches. The plumbing that only transports and hosts
 subpackages.
 """
 
+from ._agent_errors import AgentExists as AgentExists
+from ._agent_errors import AgentNotFound as AgentNotFound
+from ._agent_errors import AgentStartFailed as AgentStartFailed
 from ._behaviour import AgentSpec as AgentSpec
 from ._behaviour import Behaviour as Behaviour
 from ._bus import EventBus as EventBus
@@ -26,12 +29,9 @@ from ._event import Delivery as Delivery
 from ._event import Envelope as Envelope
 from ._event import Event as Event
 from ._qos import QoS as QoS
-from ._remote import AgentExists as AgentExists
 from ._runtime import DEAD_LETTER_PREFIX as DEAD_LETTER_PREFIX
 from ._runtime import LIFECYCLE_PREFIX as LIFECYCLE_PREFIX
-from ._runtime import AgentNotFound as AgentNotFound
 from ._runtime import AgentRuntime as AgentRuntime
-from ._runtime import AgentStartFailed as AgentStartFailed
 from ._runtime import LifecycleEvent as LifecycleEvent
 from ._stats import BusStats as BusStats
 from ._stats import DropReason as DropReason

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import msgspec
 
+from ._agent_errors import AgentExists
 from ._behaviour import validate_agent_id
 from ._directory import AgentStatus
 from ._errors import BusClosed, InvalidArgument
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
     from ._runtime import AgentRuntime
 
 __all__ = [
-    "AgentExists",
     "RemoteAgent",
     "RemoteTool",
     "ToolInvoker",
@@ -48,18 +48,6 @@ ToolInvoker = Callable[[str, JSONObject], Awaitable[Any]]
 It runs inside the registry's timeout scope (``anyio.current_effective_deadline()`` is the
 call's deadline), must honour cancellation, and raises a ``ToolError`` for a failure of a
 known kind."""
-
-
-class AgentExists(InvalidArgument):
-    """The agent id is taken: by a local agent, or by a remote agent that is connected.
-
-    Attributes:
-        agent_id: the id.
-    """
-
-    def __init__(self, agent_id: str, detail: str) -> None:
-        super().__init__(f"agent {agent_id!r} already exists: {detail}")
-        self.agent_id = agent_id
 
 
 class RemoteTool:

@@ -18,11 +18,12 @@ import anyio
 import msgspec
 from anyio.abc import TaskGroup
 
+from ._agent_errors import AgentNotFound, AgentStartFailed
 from ._behaviour import AgentSpec, HasAgentSpec
 from ._bus import EventBus
 from ._cell import Cell, current_cell
 from ._directory import AgentInfo, AgentStatus, Directory
-from ._errors import BusClosed, InvalidArgument, LoomError
+from ._errors import BusClosed, InvalidArgument
 from ._event import Delivery, Event
 from ._qos import QoS
 from ._remote import RemoteAgent, attach_remote
@@ -31,9 +32,7 @@ from .tools import DEFAULT_TIMEOUT, Tool, ToolNotFound, ToolRegistry
 __all__ = [
     "DEAD_LETTER_PREFIX",
     "LIFECYCLE_PREFIX",
-    "AgentNotFound",
     "AgentRuntime",
-    "AgentStartFailed",
     "LifecycleEvent",
 ]
 
@@ -43,24 +42,6 @@ LIFECYCLE_PREFIX = "loom.lifecycle"
 """Lifecycle events of agent ``x`` are published on ``loom.lifecycle.x``."""
 DEAD_LETTER_PREFIX = "loom.deadletter"
 """Dead letters of agent ``x`` are published on ``loom.deadletter.x``."""
-
-
-class AgentNotFound(LoomError, LookupError):
-    """No agent with that id is hosted here."""
-
-
-class AgentStartFailed(LoomError):
-    """An agent stopped or failed before it ever ran (its ``on_start`` kept failing).
-
-    Attributes:
-        agent_id: the agent.
-        reason: why.
-    """
-
-    def __init__(self, agent_id: str, reason: str) -> None:
-        super().__init__(f"agent {agent_id} did not start: {reason}")
-        self.agent_id = agent_id
-        self.reason = reason
 
 
 class LifecycleEvent(msgspec.Struct, frozen=True, kw_only=True):
