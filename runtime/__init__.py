@@ -17,6 +17,7 @@ from ._directory import AgentInfo as AgentInfo
 from ._directory import AgentStatus as AgentStatus
 from ._directory import Directory as Directory
 from ._errors import BusClosed as BusClosed
+from ._errors import ConfigError as ConfigError
 from ._errors import DeadlineExceeded as DeadlineExceeded
 from ._errors import InvalidArgument as InvalidArgument
 from ._errors import InvalidTopic as InvalidTopic
@@ -64,6 +65,7 @@ __all__ = [
     "Behaviour",
     "BusClosed",
     "BusStats",
+    "ConfigError",
     "Context",
     "DeadlineExceeded",
     "Delivery",

@@ -11,6 +11,7 @@ import anyio
 
 __all__ = [
     "BusClosed",
+    "ConfigError",
     "DeadlineExceeded",
     "InvalidArgument",
     "InvalidTopic",
@@ -41,6 +42,15 @@ class InvalidTopic(InvalidArgument):
         super().__init__(f"invalid topic {topic!r}: {reason}")
         self.topic = topic
         self.reason = reason
+
+
+class ConfigError(InvalidArgument):
+    """A configuration (a TOML table, a flag, an environment variable) is invalid; nothing was
+    started. The message names the source and the key.
+
+    The parent of every configuration error (``LLMConfigError``, ``McpConfigError``, those of
+    ``loom serve``), so that one ``except ConfigError`` catches them all.
+    """
 
 
 class BusClosed(LoomError):

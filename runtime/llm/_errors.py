@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .._errors import DeadlineExceeded, InvalidArgument, LoomError
+from .._errors import ConfigError, DeadlineExceeded, LoomError
 
 if TYPE_CHECKING:
     from ._router import RouteDecision
@@ -91,7 +91,7 @@ class BadResponse(LLMError):
     """The provider answered, but with something that is not a usable completion."""
 
 
-class LLMConfigError(LLMError, InvalidArgument):
+class LLMConfigError(LLMError, ConfigError):
     """An ``[llm.<name>]`` table or ``LOOM_LLM_*`` variable is malformed or incomplete."""
 
 
