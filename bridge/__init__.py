@@ -27,6 +27,7 @@ from ._reconnect import Backoff as Backoff
 from ._reconnect import ConnectionStatus as ConnectionStatus
 from ._reconnect import ReconnectStatistics as ReconnectStatistics
 from ._server import BridgeServer as BridgeServer
+from ._server import ServerStatistics as ServerStatistics
 from ._status import StatusError as StatusError
 from ._status import error_from_status as error_from_status
 from ._wire_types import ProviderKind as ProviderKind
@@ -59,6 +60,7 @@ __all__ = [
     "PublishRejected",
     "ReconnectStatistics",
     "RegistrationRefused",
+    "ServerStatistics",
     "StatusError",
     "SubscribeRefused",
     "TLSConfig",

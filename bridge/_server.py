@@ -8,13 +8,13 @@ limits, status codes).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, cast
 
 import anyio
 import grpc
 import grpc.aio
+import msgspec
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
 from grpc_reflection.v1alpha import reflection  # type: ignore[import-untyped]
@@ -51,7 +51,7 @@ from ._services import EventBusService, ToolService
 from ._status import status_of
 from ._wire_types import VALIDATES_KEY
 
-__all__ = ["BridgeServer"]
+__all__ = ["BridgeServer", "ServerStatistics"]
 
 log = logging.getLogger("loom.bridge")
 
@@ -199,6 +199,20 @@ def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
+class ServerStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """A snapshot of a :class:`BridgeServer` (:meth:`BridgeServer.statistics`).
+
+    Attributes:
+        registered: agents that called ``RegisterAgent`` and are remembered.
+        connected: agents whose ``EventStream`` is open.
+        pending_tool_calls: tool calls pushed to agents and not yet answered.
+    """
+
+    registered: int
+    connected: int
+    pending_tool_calls: int
+
+
 class BridgeServer:
     """Loom's gRPC server on an :class:`AgentRuntime`: ``Bridge``, ``ToolService``,
     ``EventBus``, the standard health service and server reflection, on one port.
@@ -327,10 +341,10 @@ class BridgeServer:
                 scope.cancel()
             await self._server.stop(grace)
 
-    def statistics(self) -> Mapping[str, int]:
+    def statistics(self) -> ServerStatistics:
         """Counters: registered and connected agents, pushed tool calls in flight."""
-        return {
-            "registered": len(self.hub.registrations),
-            "connected": len(self.hub.sessions),
-            "pending_tool_calls": len(self.hub.calls),
-        }
+        return ServerStatistics(
+            registered=len(self.hub.registrations),
+            connected=len(self.hub.sessions),
+            pending_tool_calls=len(self.hub.calls),
+        )

@@ -34,6 +34,7 @@ from ._runtime import DEAD_LETTER_PREFIX as DEAD_LETTER_PREFIX
 from ._runtime import LIFECYCLE_PREFIX as LIFECYCLE_PREFIX
 from ._runtime import AgentRuntime as AgentRuntime
 from ._runtime import LifecycleEvent as LifecycleEvent
+from ._stats import AgentStats as AgentStats
 from ._stats import BusStats as BusStats
 from ._stats import DropReason as DropReason
 from ._stats import Drops as Drops
@@ -59,6 +60,7 @@ __all__ = [
     "AgentRuntime",
     "AgentSpec",
     "AgentStartFailed",
+    "AgentStats",
     "AgentStatus",
     "BarrierAborted",
     "BarrierMismatch",

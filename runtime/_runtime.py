@@ -27,6 +27,7 @@ from ._errors import BusClosed, InvalidArgument
 from ._event import Delivery, Event
 from ._qos import QoS
 from ._remote import RemoteAgent, attach_remote
+from ._stats import AgentStats
 from .tools import DEFAULT_TIMEOUT, Tool, ToolNotFound, ToolRegistry
 
 __all__ = [
@@ -282,19 +283,19 @@ class AgentRuntime:
         """Every agent the directory knows."""
         return self.directory.all()
 
-    def statistics_of(self, agent_id: str) -> Mapping[str, int]:
+    def statistics_of(self, agent_id: str) -> AgentStats:
         """Counters of a hosted agent: handled, failed, mailbox depth and high-water."""
         cell = self._cells.get(agent_id)
         if cell is None:
             raise AgentNotFound(agent_id)
         stats = cell.mailbox.statistics()
-        return {
-            "handled": cell.handled,
-            "failed": cell.failed_events,
-            "queued": stats.queued,
-            "high_water": stats.high_water,
-            "capacity": stats.capacity,
-        }
+        return AgentStats(
+            handled=cell.handled,
+            failed=cell.failed_events,
+            queued=stats.queued,
+            high_water=stats.high_water,
+            capacity=stats.capacity,
+        )
 
     # ------------------------------------------------------------------ tools
 

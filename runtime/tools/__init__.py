@@ -44,6 +44,7 @@ from ._workspace import Workspace as Workspace
 
 if typing.TYPE_CHECKING:
     from ._mcp import McpHub as McpHub
+    from ._mcp import McpHubStats as McpHubStats
     from ._mcp import McpServer as McpServer
     from ._mcp import McpServerStats as McpServerStats
     from ._mcp import McpServerStatus as McpServerStatus
@@ -52,6 +53,7 @@ if typing.TYPE_CHECKING:
 # These import the mcp SDK (~0.7 s, pydantic and an HTTP stack); they load on first use.
 _LAZY = {
     "McpHub": "._mcp",
+    "McpHubStats": "._mcp",
     "McpServer": "._mcp",
     "McpServerStats": "._mcp",
     "McpServerStatus": "._mcp",
@@ -89,6 +91,7 @@ __all__ = [
     "McpConfigError",
     "McpHttpConfig",
     "McpHub",
+    "McpHubStats",
     "McpServer",
     "McpServerConfig",
     "McpServerStats",

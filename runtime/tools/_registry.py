@@ -17,6 +17,7 @@ import builtins
 import math
 import re
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, Final
 
 import anyio
@@ -55,11 +56,11 @@ class RegistryStats(msgspec.Struct, frozen=True, kw_only=True):
     """A registry's counters.
 
     Attributes:
-        tools: each registered tool's counters, by name.
+        tools: each registered tool's counters, by name (a read-only mapping).
         not_found: calls to names that were not registered.
     """
 
-    tools: dict[str, ToolStats]
+    tools: Mapping[str, ToolStats]
     not_found: int
 
 
@@ -308,7 +309,7 @@ class ToolRegistry:
     def statistics(self) -> RegistryStats:
         """A snapshot of every tool's counters."""
         return RegistryStats(
-            tools={name: entry.stats() for name, entry in self._entries.items()},
+            tools=MappingProxyType({name: e.stats() for name, e in self._entries.items()}),
             not_found=self._not_found,
         )
 

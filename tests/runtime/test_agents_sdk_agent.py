@@ -101,7 +101,7 @@ async def test_an_agent_without_on_event_ignores_events() -> None:
         await h.bus.publish("in", event())
         await h.bus.publish(mailbox_topic("quiet"), event())
         await anyio.wait_all_tasks_blocked()
-        assert h.rt.statistics_of("quiet")["handled"] == 2
+        assert h.rt.statistics_of("quiet").handled == 2
         assert h.rt.status("quiet") is AgentStatus.RUNNING
         assert h.dead.of("quiet") == []
 

@@ -377,8 +377,8 @@ async def test_a_remote_agent_survives_a_server_restart_on_the_same_port(tmp_pat
             assert extra == [f"b{i}".encode() for i in range(n)]
             # One registration: one running agent, one connection on the new server.
             assert host.server is not None
-            assert host.server.statistics()["registered"] == 1
-            assert host.server.statistics()["connected"] == 1
+            assert host.server.statistics().registered == 1
+            assert host.server.statistics().connected == 1
             assert [a.id for a in host.runtime.agents() if a.id == "remote"] == ["remote"]
 
             await stop(process, lines)

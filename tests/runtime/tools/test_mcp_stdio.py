@@ -348,9 +348,9 @@ async def test_a_hub_registers_each_enabled_server() -> None:
         assert await registry.call("a.echo", {"text": "from a"}) == "from a"
         assert await registry.call("b.add", {"a": 1, "b": 1}) == {"result": 2}
         assert not any(name.startswith("off.") for name in (t.name for t in registry.list()))
-        assert {s.status for s in hub.statistics().values()} == {McpServerStatus.CONNECTED}
+        assert {s.status for s in hub.statistics().servers.values()} == {McpServerStatus.CONNECTED}
     assert len(registry) == 0
-    assert {s.status for s in hub.statistics().values()} == {McpServerStatus.CLOSED}
+    assert {s.status for s in hub.statistics().servers.values()} == {McpServerStatus.CLOSED}
 
 
 async def test_a_name_taken_in_the_registry_is_skipped(
