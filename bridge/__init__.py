@@ -29,6 +29,7 @@ from ._reconnect import ReconnectStatistics as ReconnectStatistics
 from ._server import BridgeServer as BridgeServer
 from ._server import ServerStatistics as ServerStatistics
 from ._status import StatusError as StatusError
+from ._status import error_from_outcome as error_from_outcome
 from ._status import error_from_status as error_from_status
 from ._wire_types import ProviderKind as ProviderKind
 from ._wire_types import ToolCallOutcome as ToolCallOutcome
@@ -72,6 +73,7 @@ __all__ = [
     "Unauthenticated",
     "WireError",
     "WrongAgent",
+    "error_from_outcome",
     "error_from_status",
     "is_loopback",
 ]

@@ -11,7 +11,7 @@ import grpc
 import grpc.aio
 
 from loom.runtime.tools import (
-    InvalidArguments,
+    InvalidToolArguments,
     ToolError,
     ToolFailed,
     ToolNotFound,
@@ -38,7 +38,7 @@ def error_from_rpc(name: str, exc: grpc.aio.AioRpcError, timeout: float | None) 
     if code is grpc.StatusCode.NOT_FOUND:
         return ToolNotFound(name)
     if code is grpc.StatusCode.INVALID_ARGUMENT:
-        return InvalidArguments(details, tool=name)
+        return InvalidToolArguments(details, tool=name)
     return ToolFailed(code.name, details, tool=name)
 
 

@@ -3,7 +3,7 @@
 Every class here is a :class:`~loom.runtime.LoomError`. Each that crosses the wire maps to one
 gRPC status code in ``_status.py`` (the one place that mapping lives), and back to the same
 class on the client. Tool failures use the runtime's own tool errors (``ToolNotFound``,
-``InvalidArguments``, ``ToolTimeout``, ``ToolFailed``) and request timeouts ``RequestTimeout``,
+``InvalidToolArguments``, ``ToolTimeout``, ``ToolFailed``) and request timeouts ``RequestTimeout``,
 so handler code catches the same exceptions remote as in process.
 """
 

@@ -23,7 +23,7 @@ from loom.runtime import (
     WouldBlock,
 )
 from loom.runtime.tools import (
-    InvalidArguments,
+    InvalidToolArguments,
     ToolError,
     ToolFailed,
     ToolNotFound,
@@ -131,8 +131,8 @@ def _path(path: tuple[str | int, ...]) -> str:
 def outcome_from_error(call_id: str, exc: ToolError) -> ToolCallOutcome:
     """The ``ToolResult`` that reports a failed call.
 
-    ``ToolNotFound`` -> ``NOT_FOUND``; ``InvalidArguments`` -> ``INVALID_ARGUMENTS`` (``details``
-    has ``path``, a JSON Pointer); ``ToolTimeout`` -> ``TIMEOUT`` (``details`` has
+    ``ToolNotFound`` -> ``NOT_FOUND``; ``InvalidToolArguments`` -> ``INVALID_ARGUMENTS``
+    (``details`` has ``path``, a JSON Pointer); ``ToolTimeout`` -> ``TIMEOUT`` (``details`` has
     ``timeout_s``); anything else -> ``ERROR``, with ``code`` ``PERMISSION_DENIED`` for a
     refusal by policy and the failure's type name (``ToolFailed.cause_type``) otherwise.
     ``details["tool"]`` names the tool when known.
@@ -142,7 +142,7 @@ def outcome_from_error(call_id: str, exc: ToolError) -> ToolCallOutcome:
     match exc:
         case ToolNotFound():
             status, code = ToolStatus.NOT_FOUND, "NOT_FOUND"
-        case InvalidArguments():
+        case InvalidToolArguments():
             status, code = ToolStatus.INVALID_ARGUMENTS, "INVALID_ARGUMENTS"
             details["path"] = _path(exc.path)
         case ToolTimeout():
@@ -176,7 +176,7 @@ def error_from_outcome(outcome: ToolCallOutcome, *, tool: str, timeout: float) -
         case ToolStatus.NOT_FOUND:
             return ToolNotFound(tool)
         case ToolStatus.INVALID_ARGUMENTS:
-            return InvalidArguments(message, tool=tool)
+            return InvalidToolArguments(message, tool=tool)
         case ToolStatus.TIMEOUT:
             with contextlib.suppress(ValueError):
                 timeout = float(err.details.get("timeout_s", timeout))

@@ -27,7 +27,11 @@ class LoomError(Exception):
 
 
 class InvalidArgument(LoomError, ValueError):
-    """An argument is out of its allowed range or of the wrong kind; nothing was done."""
+    """An argument is out of its allowed range or of the wrong kind; nothing was done.
+
+    The general case: a bad value handed to any Loom API. A tool call's arguments that fail
+    the tool's schema are the subclass ``loom.runtime.tools.InvalidToolArguments``.
+    """
 
 
 class InvalidTopic(InvalidArgument):

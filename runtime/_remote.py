@@ -57,7 +57,7 @@ class RemoteTool:
     ``parameters_schema`` and applies the timeout before the agent is asked; unless the agent
     declared that it checks them itself (``validates_arguments``, as Loom's SDK does for its
     ``@capability`` tools): then the agent's own check is the one, and invalid arguments come
-    back from it as ``InvalidArguments`` all the same. A false declaration harms only the
+    back from it as ``InvalidToolArguments`` all the same. A false declaration harms only the
     agent that makes it: its tool is handed what it said it would check.
     """
 

@@ -310,7 +310,7 @@ class AgentRuntime:
         the runtime's registry.
 
         Raises:
-            ToolNotFound, InvalidArguments, ToolTimeout, ToolPermissionDenied, ToolFailed.
+            ToolNotFound, InvalidToolArguments, ToolTimeout, ToolPermissionDenied, ToolFailed.
         """
         info = self.directory.least_busy(name)
         if info is not None:

@@ -2,7 +2,7 @@
 
 import typing
 
-from ._errors import InvalidArguments as InvalidArguments
+from ._errors import InvalidToolArguments as InvalidToolArguments
 from ._errors import InvalidToolSchema as InvalidToolSchema
 from ._errors import ToolError as ToolError
 from ._errors import ToolFailed as ToolFailed
@@ -85,7 +85,7 @@ __all__ = [
     "FsWrite",
     "FunctionTool",
     "HttpFetch",
-    "InvalidArguments",
+    "InvalidToolArguments",
     "InvalidToolSchema",
     "JSONObject",
     "McpConfigError",

@@ -13,7 +13,7 @@ import anyio
 import pytest
 
 from loom.runtime.tools import (
-    InvalidArguments,
+    InvalidToolArguments,
     McpHub,
     McpServer,
     McpServerStatus,
@@ -152,10 +152,10 @@ async def test_schema_invalid_arguments_never_reach_the_server(
     connected: tuple[McpServer, ToolRegistry], stderr_lines: LogLines
 ) -> None:
     server, registry = connected
-    with pytest.raises(InvalidArguments) as info:
+    with pytest.raises(InvalidToolArguments) as info:
         await registry.call("t.log", {"lines": "not a list"})
     assert info.value.path == ("lines",)
-    with pytest.raises(InvalidArguments):
+    with pytest.raises(InvalidToolArguments):
         await registry.call("t.add", {"a": 1})
     # A later call's stderr lines arrive; the refused one's never did (the server's own
     # argument validation would have logged the refusal).
