@@ -32,11 +32,12 @@ __all__ = [
 # ---------------------------------------------------------------- the wire
 
 
-class WireError(LoomError, ValueError):
+class WireError(InvalidArgument):
     """A wire message (or a runtime value bound for the wire) is malformed; nothing was made.
 
     The bridge answers it with ``INVALID_ARGUMENT`` (or an ``Error`` frame on a stream) and
-    carries on: one bad message never ends a connection.
+    carries on: one bad message never ends a connection. A bad value like any other (an
+    ``InvalidArgument``), which is what a client rebuilds from that code.
 
     Attributes:
         field: where the problem is, e.g. ``"Event.metadata['ttl']"``.
@@ -79,8 +80,10 @@ class Unauthenticated(BridgeError, PermissionError):
     """A call carried no valid credentials (``authorization: Bearer <token>``)."""
 
 
-class HandshakeError(BridgeError, ValueError):
-    """An ``EventStream`` did not open with ``ack(message_id=<agent id>)``."""
+class HandshakeError(BridgeError, InvalidArgument):
+    """An ``EventStream`` did not open with ``ack(message_id=<agent id>)``.
+
+    Reported as ``INVALID_ARGUMENT``; a client rebuilds an ``InvalidArgument`` from it."""
 
 
 class NotRegistered(BridgeError, LookupError):
