@@ -20,7 +20,6 @@ from ._client import BridgeClient as BridgeClient
 from ._client import ClientOptions as ClientOptions
 from ._client import ClientStatistics as ClientStatistics
 from ._client import ClientTLS as ClientTLS
-from ._errors import AgentConnected as AgentConnected
 from ._errors import BindError as BindError
 from ._errors import BridgeError as BridgeError
 from ._errors import ClientClosed as ClientClosed
@@ -43,7 +42,9 @@ from ._reconnect import ConnectionStatus as ConnectionStatus
 from ._reconnect import ReconnectStatistics as ReconnectStatistics
 from ._reconnect import StateListener as StateListener
 from ._server import BridgeServer as BridgeServer
+from ._server import ServerStatistics as ServerStatistics
 from ._status import StatusError as StatusError
+from ._status import error_from_outcome as error_from_outcome
 from ._status import error_from_status as error_from_status
 from ._status import outcome_from_error as outcome_from_error
 from ._wire_types import VALIDATES_KEY as VALIDATES_KEY
@@ -57,7 +58,6 @@ from ._wire_types import ToolStatus as ToolStatus
 __all__ = [
     "VALIDATES_KEY",
     "AdminClient",
-    "AgentConnected",
     "AgentRegistration",
     "Backoff",
     "BindError",
@@ -83,6 +83,7 @@ __all__ = [
     "ReconnectStatistics",
     "RegistrationRefused",
     "Rejection",
+    "ServerStatistics",
     "StateListener",
     "StatusError",
     "SubscribeRefused",
@@ -96,6 +97,7 @@ __all__ = [
     "WireError",
     "WrongAgent",
     "decode_output",
+    "error_from_outcome",
     "error_from_status",
     "is_loopback",
     "outcome_from_error",

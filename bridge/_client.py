@@ -714,7 +714,7 @@ class BridgeClient:
         Cancelling the caller cancels the call (on the stream: a ``cancel_call`` frame).
 
         Raises:
-            ToolNotFound, InvalidArguments, ToolTimeout, ToolPermissionDenied, ToolFailed: as
+            ToolNotFound, InvalidToolArguments, ToolTimeout, ToolPermissionDenied, ToolFailed: as
                 in process; the timeout also when the connection did not come back in time.
             ClientClosed: the client is closed.
         """

@@ -10,36 +10,18 @@ from __future__ import annotations
 import grpc
 import grpc.aio
 
-from loom.runtime.tools import (
-    InvalidArguments,
-    ToolError,
-    ToolFailed,
-    ToolNotFound,
-    ToolPermissionDenied,
-    ToolTimeout,
-)
+from loom.runtime.tools import ToolError, ToolFailed
 
-from ._status import outcome_from_error
+from ._status import outcome_from_error, tool_error_from_status
 from ._wire_types import ToolCallOutcome
 
 __all__ = ["error_from_rpc", "outcome_from_exception"]
 
 
 def error_from_rpc(name: str, exc: grpc.aio.AioRpcError, timeout: float | None) -> ToolError:
-    """The error a failed ``ForwardToolCall`` RPC means for ``ctx.tool``: a passed deadline is
-    a :class:`ToolTimeout`, refused credentials a :class:`ToolPermissionDenied`, anything else
-    a :class:`ToolFailed` naming the status (``UNAVAILABLE``: the server went away)."""
-    code = exc.code()
-    details = exc.details() or code.name
-    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
-        return ToolTimeout(timeout if timeout is not None else 0.0, tool=name)
-    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-        return ToolPermissionDenied(f"{code.name}: {details}", tool=name)
-    if code is grpc.StatusCode.NOT_FOUND:
-        return ToolNotFound(name)
-    if code is grpc.StatusCode.INVALID_ARGUMENT:
-        return InvalidArguments(details, tool=name)
-    return ToolFailed(code.name, details, tool=name)
+    """The error a failed ``ForwardToolCall`` RPC means for ``ctx.tool`` (the mapping is
+    ``_status.tool_error_from_status``)."""
+    return tool_error_from_status(exc.code(), exc.details() or "", tool=name, timeout=timeout)
 
 
 def outcome_from_exception(call_id: str, exc: Exception, *, tool: str) -> ToolCallOutcome:

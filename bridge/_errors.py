@@ -3,7 +3,7 @@
 Every class here is a :class:`~loom.runtime.LoomError`. Each that crosses the wire maps to one
 gRPC status code in ``_status.py`` (the one place that mapping lives), and back to the same
 class on the client. Tool failures use the runtime's own tool errors (``ToolNotFound``,
-``InvalidArguments``, ``ToolTimeout``, ``ToolFailed``) and request timeouts ``RequestTimeout``,
+``InvalidToolArguments``, ``ToolTimeout``, ``ToolFailed``) and request timeouts ``RequestTimeout``,
 so handler code catches the same exceptions remote as in process.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 from loom.runtime import BusClosed, InvalidArgument, LoomError
 
 __all__ = [
-    "AgentConnected",
     "BindError",
     "BridgeError",
     "ClientClosed",
@@ -33,11 +32,12 @@ __all__ = [
 # ---------------------------------------------------------------- the wire
 
 
-class WireError(LoomError, ValueError):
+class WireError(InvalidArgument):
     """A wire message (or a runtime value bound for the wire) is malformed; nothing was made.
 
     The bridge answers it with ``INVALID_ARGUMENT`` (or an ``Error`` frame on a stream) and
-    carries on: one bad message never ends a connection.
+    carries on: one bad message never ends a connection. A bad value like any other (an
+    ``InvalidArgument``), which is what a client rebuilds from that code.
 
     Attributes:
         field: where the problem is, e.g. ``"Event.metadata['ttl']"``.
@@ -80,8 +80,10 @@ class Unauthenticated(BridgeError, PermissionError):
     """A call carried no valid credentials (``authorization: Bearer <token>``)."""
 
 
-class HandshakeError(BridgeError, ValueError):
-    """An ``EventStream`` did not open with ``ack(message_id=<agent id>)``."""
+class HandshakeError(BridgeError, InvalidArgument):
+    """An ``EventStream`` did not open with ``ack(message_id=<agent id>)``.
+
+    Reported as ``INVALID_ARGUMENT``; a client rebuilds an ``InvalidArgument`` from it."""
 
 
 class NotRegistered(BridgeError, LookupError):
@@ -93,18 +95,6 @@ class NotRegistered(BridgeError, LookupError):
 
     def __init__(self, agent_id: str) -> None:
         super().__init__(f"agent {agent_id!r} is not registered: call RegisterAgent first")
-        self.agent_id = agent_id
-
-
-class AgentConnected(BridgeError):
-    """The agent id is in use: a local agent, or a remote one whose stream is open.
-
-    Attributes:
-        agent_id: the id.
-    """
-
-    def __init__(self, agent_id: str, detail: str) -> None:
-        super().__init__(f"agent {agent_id!r} already exists: {detail}")
         self.agent_id = agent_id
 
 

@@ -12,13 +12,13 @@ import anyio
 import msgspec
 
 from loom.bridge._generated import bridge_pb2
-from loom.runtime import AgentRuntime, AgentStatus, InvalidArgument
+from loom.runtime import AgentExists, AgentRuntime, AgentStatus, InvalidArgument
 from loom.runtime.lowlevel import RemoteTool, validate_pattern
 from loom.runtime.lowlevel import validate_agent_id as _validate_agent_id
 from loom.runtime.tools import JSONObject, ToolRegistry
 
 from ._convert import tool_descriptor_from_proto
-from ._errors import AgentConnected, LimitExceeded
+from ._errors import LimitExceeded
 from ._limits import Limits
 from ._wire_types import ToolDescriptor
 
@@ -113,19 +113,19 @@ class Hub:
         """Record (or replace) a registration.
 
         Raises:
-            AgentConnected: the id is a local agent's, or its stream is open.
+            AgentExists: the id is a local agent's, or its stream is open.
             LimitExceeded: ``max_agents`` are registered and none of them is disconnected.
         """
         agent_id = reg.agent_id
         if agent_id in self.sessions:
-            raise AgentConnected(agent_id, "its stream is open; end it before registering again")
+            raise AgentExists(agent_id, "its stream is open; end it before registering again")
         known = self.runtime.directory.get(agent_id)
         if (
             known is not None
             and not known.remote
             and known.status not in (AgentStatus.STOPPED, AgentStatus.FAILED)
         ):
-            raise AgentConnected(agent_id, "a local agent runs under that id")
+            raise AgentExists(agent_id, "a local agent runs under that id")
         if agent_id not in self.registrations and len(self.registrations) >= self.limits.max_agents:
             self._forget_one()
         self.registrations.pop(agent_id, None)

@@ -8,13 +8,13 @@ limits, status codes).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, cast
 
 import anyio
 import grpc
 import grpc.aio
+import msgspec
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
 from grpc_reflection.v1alpha import reflection  # type: ignore[import-untyped]
@@ -36,7 +36,6 @@ from ._auth import TLSConfig, TokenInterceptor, certificate_names, check_bind
 from ._calls import serve_tool_call
 from ._directory_service import DirectoryService
 from ._errors import (
-    AgentConnected,
     BindError,
     HandshakeError,
     LimitExceeded,
@@ -52,7 +51,7 @@ from ._services import EventBusService, ToolService
 from ._status import status_of
 from ._wire_types import VALIDATES_KEY
 
-__all__ = ["BridgeServer"]
+__all__ = ["BridgeServer", "ServerStatistics"]
 
 log = logging.getLogger("loom.bridge")
 
@@ -79,7 +78,7 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
             self._check_identity(context, request.agent_id)
             reg = Registration.from_proto(request, self.hub.limits)
             self.hub.register(reg)
-        except (InvalidArgument, WireError, LimitExceeded, AgentConnected, WrongAgent) as exc:
+        except (InvalidArgument, WireError, LimitExceeded, AgentExists, WrongAgent) as exc:
             await context.abort(status_of(exc), str(exc))
         log.info(
             "agent %s registered (%d topics, %d tools)",
@@ -107,7 +106,6 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
         except (
             HandshakeError,
             NotRegistered,
-            AgentConnected,
             AgentExists,
             BusClosed,
             WrongAgent,
@@ -170,7 +168,7 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
         if reg is None:
             raise NotRegistered(agent_id)
         if agent_id in hub.sessions:
-            raise AgentConnected(agent_id, "another stream is open for it")
+            raise AgentExists(agent_id, "another stream is open for it")
         remote = await hub.runtime.attach_remote(
             agent_id, metadata=reg.metadata, tool_timeout_s=hub.limits.tool_timeout_s
         )
@@ -199,6 +197,20 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
 
 def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+class ServerStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """A snapshot of a :class:`BridgeServer` (:meth:`BridgeServer.statistics`).
+
+    Attributes:
+        registered: agents that called ``RegisterAgent`` and are remembered.
+        connected: agents whose ``EventStream`` is open.
+        pending_tool_calls: tool calls pushed to agents and not yet answered.
+    """
+
+    registered: int
+    connected: int
+    pending_tool_calls: int
 
 
 class BridgeServer:
@@ -329,10 +341,10 @@ class BridgeServer:
                 scope.cancel()
             await self._server.stop(grace)
 
-    def statistics(self) -> Mapping[str, int]:
+    def statistics(self) -> ServerStatistics:
         """Counters: registered and connected agents, pushed tool calls in flight."""
-        return {
-            "registered": len(self.hub.registrations),
-            "connected": len(self.hub.sessions),
-            "pending_tool_calls": len(self.hub.calls),
-        }
+        return ServerStatistics(
+            registered=len(self.hub.registrations),
+            connected=len(self.hub.sessions),
+            pending_tool_calls=len(self.hub.calls),
+        )

@@ -3,27 +3,40 @@
 Both directions live here: the server turns a :class:`LoomError` into a status code (a call's
 status, an ``Error`` frame's ``code``, a rejection's ``code``) and a ``ToolError`` into a
 ``ToolResult``; a client turns them back. Nothing else in ``bridge/`` picks a code by itself.
+
+The mapping is symmetric. A status carries a code and a message and nothing else (the
+``loom.v1`` wire has no field for a class), so each code the server emits stands for exactly
+one error class, and a client rebuilds that class with the message as sent:
+
+- ``UNAUTHENTICATED``: :class:`Unauthenticated`
+- ``PERMISSION_DENIED``: :class:`WrongAgent`
+- ``FAILED_PRECONDITION``: :class:`NotRegistered`
+- ``ALREADY_EXISTS``: :class:`~loom.runtime.AgentExists`
+- ``RESOURCE_EXHAUSTED``: :class:`LimitExceeded`
+- ``INVALID_ARGUMENT``: :class:`~loom.runtime.InvalidArgument`
+- ``UNAVAILABLE``: :class:`~loom.runtime.BusClosed`
+- ``DEADLINE_EXCEEDED``: :class:`~loom.runtime.DeadlineExceeded`
+
+A subclass crosses as the class above it: an ``InvalidTopic``, a ``WireError`` or a
+``HandshakeError`` arrives as an ``InvalidArgument``, so ``except InvalidArgument`` catches it
+on both sides. Fields the message does not carry are empty on the client (the
+``agent_id`` of a rebuilt ``AgentExists`` is ``""``). Any other code (``UNKNOWN``,
+``INTERNAL``, ``UNIMPLEMENTED``...) is a :class:`StatusError`. Tool errors cross in a
+``ToolResult`` instead (``outcome_from_error`` / ``error_from_outcome``), each kind as its own
+status, the message kept.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 
 import grpc
 
-from loom.runtime import (
-    AgentExists,
-    AgentNotFound,
-    BusClosed,
-    DeadlineExceeded,
-    InvalidArgument,
-    LoomError,
-    SubscriptionClosed,
-    WouldBlock,
-)
+from loom.runtime import AgentExists, BusClosed, DeadlineExceeded, InvalidArgument, LoomError
 from loom.runtime.tools import (
-    InvalidArguments,
+    InvalidToolArguments,
     ToolError,
     ToolFailed,
     ToolNotFound,
@@ -31,18 +44,7 @@ from loom.runtime.tools import (
     ToolTimeout,
 )
 
-from ._errors import (
-    AgentConnected,
-    BindError,
-    BridgeError,
-    HandshakeError,
-    InsecureBind,
-    LimitExceeded,
-    NotRegistered,
-    Unauthenticated,
-    WireError,
-    WrongAgent,
-)
+from ._errors import BridgeError, LimitExceeded, NotRegistered, Unauthenticated, WrongAgent
 from ._wire_types import ToolCallOutcome, ToolErrorInfo, ToolStatus
 
 __all__ = [
@@ -53,37 +55,43 @@ __all__ = [
     "failed_outcome",
     "outcome_from_error",
     "status_of",
+    "tool_error_from_status",
 ]
 
-# First match wins: subclasses before their bases.
-_CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
-    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
-    (WrongAgent, grpc.StatusCode.PERMISSION_DENIED),
-    (ToolPermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
-    (NotRegistered, grpc.StatusCode.FAILED_PRECONDITION),
-    (AgentConnected, grpc.StatusCode.ALREADY_EXISTS),
-    (AgentExists, grpc.StatusCode.ALREADY_EXISTS),
-    (LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (WouldBlock, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (HandshakeError, grpc.StatusCode.INVALID_ARGUMENT),
-    (WireError, grpc.StatusCode.INVALID_ARGUMENT),
-    (InsecureBind, grpc.StatusCode.FAILED_PRECONDITION),
-    (BindError, grpc.StatusCode.UNAVAILABLE),
-    (BusClosed, grpc.StatusCode.UNAVAILABLE),
-    (SubscriptionClosed, grpc.StatusCode.UNAVAILABLE),
-    (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
-    (ToolNotFound, grpc.StatusCode.NOT_FOUND),
-    (AgentNotFound, grpc.StatusCode.NOT_FOUND),
-    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+_Code = grpc.StatusCode
+
+# The wire's error classes: one code per class and one class per code. The server reports an
+# error with the code of the first class here it is an instance of (subclasses before their
+# bases); a client rebuilds that class from the code.
+_WIRE: tuple[tuple[type[LoomError], grpc.StatusCode], ...] = (
+    (Unauthenticated, _Code.UNAUTHENTICATED),
+    (WrongAgent, _Code.PERMISSION_DENIED),
+    (NotRegistered, _Code.FAILED_PRECONDITION),
+    (AgentExists, _Code.ALREADY_EXISTS),
+    (LimitExceeded, _Code.RESOURCE_EXHAUSTED),
+    (BusClosed, _Code.UNAVAILABLE),
+    (DeadlineExceeded, _Code.DEADLINE_EXCEEDED),
+    (InvalidArgument, _Code.INVALID_ARGUMENT),
 )
+_CLASS_OF: dict[str, type[LoomError]] = {code.name: kind for kind, code in _WIRE}
+assert len(_CLASS_OF) == len(_WIRE), "two wire classes share a status code"
+
+# How a client makes an instance of a class whose constructor wants structured fields; the
+# message is then set to the text the server sent.
+_BLANK: dict[type[LoomError], Callable[[], LoomError]] = {
+    AgentExists: lambda: AgentExists("", ""),
+    NotRegistered: lambda: NotRegistered(""),
+    LimitExceeded: lambda: LimitExceeded("", 0, ""),
+}
 
 
 def status_of(exc: BaseException) -> grpc.StatusCode:
-    """The gRPC status code that reports ``exc`` (``INTERNAL`` for an unexpected error)."""
-    for kind, code in _CODES:
+    """The gRPC status code that reports ``exc``: its wire class's code, ``UNKNOWN`` for a
+    Loom error without one, ``INTERNAL`` for an unexpected error."""
+    for kind, code in _WIRE:
         if isinstance(exc, kind):
             return code
-    return grpc.StatusCode.UNKNOWN if isinstance(exc, LoomError) else grpc.StatusCode.INTERNAL
+    return _Code.UNKNOWN if isinstance(exc, LoomError) else _Code.INTERNAL
 
 
 def code_name(code: grpc.StatusCode) -> str:
@@ -93,10 +101,10 @@ def code_name(code: grpc.StatusCode) -> str:
 
 
 class StatusError(BridgeError):
-    """A gRPC status that no more specific Loom error describes.
+    """A gRPC status that no Loom error class stands for (``UNKNOWN``, ``INTERNAL``, ...).
 
     Attributes:
-        code: the status code's name, e.g. ``"UNAVAILABLE"``.
+        code: the status code's name, e.g. ``"INTERNAL"``.
         details: the server's message.
     """
 
@@ -107,19 +115,36 @@ class StatusError(BridgeError):
 
 
 def error_from_status(code: grpc.StatusCode | str, details: str) -> LoomError:
-    """The Loom error a client raises for a failed call's status (or an ``Error`` frame)."""
+    """The Loom error a client raises for a failed call's status (or an ``Error`` frame): the
+    code's wire class, its message ``details`` as sent (see the module's table)."""
     name = code.name if isinstance(code, grpc.StatusCode) else code
-    match name:
-        case "UNAUTHENTICATED":
-            return Unauthenticated(details)
-        case "PERMISSION_DENIED":
-            return WrongAgent(details)
-        case "INVALID_ARGUMENT":
-            return InvalidArgument(details)
-        case "DEADLINE_EXCEEDED":
-            return DeadlineExceeded(details)
-        case _:
-            return StatusError(name, details)
+    kind = _CLASS_OF.get(name)
+    if kind is None:
+        return StatusError(name, details)
+    blank = _BLANK.get(kind)
+    exc = kind(details) if blank is None else blank()
+    exc.args = (details,)  # the text as the server wrote it, not rebuilt from empty fields
+    return exc
+
+
+def tool_error_from_status(
+    code: grpc.StatusCode, details: str, *, tool: str, timeout: float | None
+) -> ToolError:
+    """The error a failed tool-call RPC (``ForwardToolCall``, ``ToolService.Call``) means for
+    its caller: a passed deadline is a :class:`ToolTimeout`, refused credentials a
+    :class:`ToolPermissionDenied`, ``NOT_FOUND`` a :class:`ToolNotFound`, ``INVALID_ARGUMENT``
+    (a malformed call) :class:`InvalidToolArguments`, anything else a :class:`ToolFailed`
+    naming the status (``UNAVAILABLE``: the server went away)."""
+    details = details or code.name
+    if code is _Code.DEADLINE_EXCEEDED:
+        return ToolTimeout(timeout if timeout is not None else 0.0, tool=tool)
+    if code in (_Code.UNAUTHENTICATED, _Code.PERMISSION_DENIED):
+        return ToolPermissionDenied(f"{code.name}: {details}", tool=tool)
+    if code is _Code.NOT_FOUND:
+        return ToolNotFound(tool)
+    if code is _Code.INVALID_ARGUMENT:
+        return InvalidToolArguments(details, tool=tool)
+    return ToolFailed(code.name, details, tool=tool)
 
 
 # ------------------------------------------------------------------ tool calls
@@ -133,8 +158,8 @@ def _path(path: tuple[str | int, ...]) -> str:
 def outcome_from_error(call_id: str, exc: ToolError) -> ToolCallOutcome:
     """The ``ToolResult`` that reports a failed call.
 
-    ``ToolNotFound`` -> ``NOT_FOUND``; ``InvalidArguments`` -> ``INVALID_ARGUMENTS`` (``details``
-    has ``path``, a JSON Pointer); ``ToolTimeout`` -> ``TIMEOUT`` (``details`` has
+    ``ToolNotFound`` -> ``NOT_FOUND``; ``InvalidToolArguments`` -> ``INVALID_ARGUMENTS``
+    (``details`` has ``path``, a JSON Pointer); ``ToolTimeout`` -> ``TIMEOUT`` (``details`` has
     ``timeout_s``); anything else -> ``ERROR``, with ``code`` ``PERMISSION_DENIED`` for a
     refusal by policy and the failure's type name (``ToolFailed.cause_type``) otherwise.
     ``details["tool"]`` names the tool when known.
@@ -144,7 +169,7 @@ def outcome_from_error(call_id: str, exc: ToolError) -> ToolCallOutcome:
     match exc:
         case ToolNotFound():
             status, code = ToolStatus.NOT_FOUND, "NOT_FOUND"
-        case InvalidArguments():
+        case InvalidToolArguments():
             status, code = ToolStatus.INVALID_ARGUMENTS, "INVALID_ARGUMENTS"
             details["path"] = _path(exc.path)
         case ToolTimeout():
@@ -163,8 +188,27 @@ def outcome_from_error(call_id: str, exc: ToolError) -> ToolCallOutcome:
     )
 
 
+def _pointer_path(pointer: str) -> tuple[str | int, ...]:
+    """The path a JSON Pointer names (an all-digit part taken for an index)."""
+    parts = [p.replace("~1", "/").replace("~0", "~") for p in pointer.split("/")[1:]]
+    return tuple(int(p) if p.isdigit() else p for p in parts)
+
+
+def _after(text: str, head: str) -> str:
+    """``text`` after ``head`` and the ``": "`` that ends it, or all of it."""
+    if text.startswith(head):
+        _, sep, rest = text[len(head) :].partition(": ")
+        if sep:
+            return rest
+    return text
+
+
 def error_from_outcome(outcome: ToolCallOutcome, *, tool: str, timeout: float) -> ToolError:
     """The ``ToolError`` a failed ``ToolResult`` stands for (``outcome.status`` is not OK).
+
+    The kind the status names, with the message as sent: ``str()`` of the rebuilt error is
+    ``error.message`` (the tool's name is not put before it a second time), so a failure
+    that crosses several hops reads the same at the end as where it happened.
 
     Args:
         outcome: the result.
@@ -174,19 +218,27 @@ def error_from_outcome(outcome: ToolCallOutcome, *, tool: str, timeout: float) -
     """
     err = outcome.error or ToolErrorInfo()
     message = err.message or err.code or outcome.status.name.lower()
+    # ToolError's str() is "<tool>: <text>"; the text is what the error itself holds.
+    prefix = f"{tool}: "
+    text = message[len(prefix) :] if message.startswith(prefix) else message
+    exc: ToolError
     match outcome.status:
         case ToolStatus.NOT_FOUND:
-            return ToolNotFound(tool)
+            exc = ToolNotFound(tool)
         case ToolStatus.INVALID_ARGUMENTS:
-            return InvalidArguments(message, tool=tool)
+            path = _pointer_path(err.details.get("path", ""))
+            exc = InvalidToolArguments(_after(text, "invalid arguments"), path=path, tool=tool)
         case ToolStatus.TIMEOUT:
             with contextlib.suppress(ValueError):
                 timeout = float(err.details.get("timeout_s", timeout))
-            return ToolTimeout(timeout if math.isfinite(timeout) else math.inf, tool=tool)
+            exc = ToolTimeout(timeout if math.isfinite(timeout) else math.inf, tool=tool)
         case _ if err.code == "PERMISSION_DENIED":
-            return ToolPermissionDenied(message, tool=tool)
+            exc = ToolPermissionDenied(text, tool=tool)
         case _:
-            return ToolFailed(err.code or "ToolError", message, tool=tool)
+            cause = err.code or "ToolError"
+            exc = ToolFailed(cause, _after(text, f"failed: {cause}"), tool=tool)
+    exc.args = (text,)
+    return exc
 
 
 def failed_outcome(call_id: str, status: ToolStatus, code: str, message: str) -> ToolCallOutcome:

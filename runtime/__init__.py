@@ -6,6 +6,9 @@ This is what an application touches. The plumbing that only transports and hosts
 subpackages.
 """
 
+from ._agent_errors import AgentExists as AgentExists
+from ._agent_errors import AgentNotFound as AgentNotFound
+from ._agent_errors import AgentStartFailed as AgentStartFailed
 from ._behaviour import AgentSpec as AgentSpec
 from ._behaviour import Behaviour as Behaviour
 from ._bus import EventBus as EventBus
@@ -14,6 +17,7 @@ from ._directory import AgentInfo as AgentInfo
 from ._directory import AgentStatus as AgentStatus
 from ._directory import Directory as Directory
 from ._errors import BusClosed as BusClosed
+from ._errors import ConfigError as ConfigError
 from ._errors import DeadlineExceeded as DeadlineExceeded
 from ._errors import InvalidArgument as InvalidArgument
 from ._errors import InvalidTopic as InvalidTopic
@@ -27,13 +31,11 @@ from ._event import Envelope as Envelope
 from ._event import Event as Event
 from ._public import set_public_module as _set_public_module
 from ._qos import QoS as QoS
-from ._remote import AgentExists as AgentExists
 from ._runtime import DEAD_LETTER_PREFIX as DEAD_LETTER_PREFIX
 from ._runtime import LIFECYCLE_PREFIX as LIFECYCLE_PREFIX
-from ._runtime import AgentNotFound as AgentNotFound
 from ._runtime import AgentRuntime as AgentRuntime
-from ._runtime import AgentStartFailed as AgentStartFailed
 from ._runtime import LifecycleEvent as LifecycleEvent
+from ._stats import AgentStats as AgentStats
 from ._stats import BusStats as BusStats
 from ._stats import DropReason as DropReason
 from ._stats import Drops as Drops
@@ -59,12 +61,14 @@ __all__ = [
     "AgentRuntime",
     "AgentSpec",
     "AgentStartFailed",
+    "AgentStats",
     "AgentStatus",
     "BarrierAborted",
     "BarrierMismatch",
     "Behaviour",
     "BusClosed",
     "BusStats",
+    "ConfigError",
     "Context",
     "DeadlineExceeded",
     "Delivery",

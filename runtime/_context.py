@@ -210,7 +210,7 @@ class Context:
         tool of the runtime.
 
         Raises:
-            ToolNotFound, InvalidArguments, ToolTimeout, ToolPermissionDenied, ToolFailed.
+            ToolNotFound, InvalidToolArguments, ToolTimeout, ToolPermissionDenied, ToolFailed.
         """
         return await self._host.call_tool(name, arguments or {}, timeout=timeout)
 

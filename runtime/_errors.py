@@ -11,6 +11,7 @@ import anyio
 
 __all__ = [
     "BusClosed",
+    "ConfigError",
     "DeadlineExceeded",
     "InvalidArgument",
     "InvalidTopic",
@@ -26,7 +27,11 @@ class LoomError(Exception):
 
 
 class InvalidArgument(LoomError, ValueError):
-    """An argument is out of its allowed range or of the wrong kind; nothing was done."""
+    """An argument is out of its allowed range or of the wrong kind; nothing was done.
+
+    The general case: a bad value handed to any Loom API. A tool call's arguments that fail
+    the tool's schema are the subclass ``loom.runtime.tools.InvalidToolArguments``.
+    """
 
 
 class InvalidTopic(InvalidArgument):
@@ -41,6 +46,15 @@ class InvalidTopic(InvalidArgument):
         super().__init__(f"invalid topic {topic!r}: {reason}")
         self.topic = topic
         self.reason = reason
+
+
+class ConfigError(InvalidArgument):
+    """A configuration (a TOML table, a flag, an environment variable) is invalid; nothing was
+    started. The message names the source and the key.
+
+    The parent of every configuration error (``LLMConfigError``, ``McpConfigError``, those of
+    ``loom serve``), so that one ``except ConfigError`` catches them all.
+    """
 
 
 class BusClosed(LoomError):

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import msgspec
 
+from ._agent_errors import AgentExists
 from ._behaviour import validate_agent_id
 from ._directory import AgentStatus
 from ._errors import BusClosed, InvalidArgument
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
     from ._runtime import AgentRuntime
 
 __all__ = [
-    "AgentExists",
     "RemoteAgent",
     "RemoteTool",
     "ToolInvoker",
@@ -50,18 +50,6 @@ call's deadline), must honour cancellation, and raises a ``ToolError`` for a fai
 known kind."""
 
 
-class AgentExists(InvalidArgument):
-    """The agent id is taken: by a local agent, or by a remote agent that is connected.
-
-    Attributes:
-        agent_id: the id.
-    """
-
-    def __init__(self, agent_id: str, detail: str) -> None:
-        super().__init__(f"agent {agent_id!r} already exists: {detail}")
-        self.agent_id = agent_id
-
-
 class RemoteTool:
     """A tool a remote agent declared: its description, and an invoker that asks the agent.
 
@@ -69,7 +57,7 @@ class RemoteTool:
     ``parameters_schema`` and applies the timeout before the agent is asked; unless the agent
     declared that it checks them itself (``validates_arguments``, as Loom's SDK does for its
     ``@capability`` tools): then the agent's own check is the one, and invalid arguments come
-    back from it as ``InvalidArguments`` all the same. A false declaration harms only the
+    back from it as ``InvalidToolArguments`` all the same. A false declaration harms only the
     agent that makes it: its tool is handed what it said it would check.
     """
 

@@ -18,22 +18,22 @@ import anyio
 import msgspec
 from anyio.abc import TaskGroup
 
+from ._agent_errors import AgentNotFound, AgentStartFailed
 from ._behaviour import AgentSpec, HasAgentSpec
 from ._bus import EventBus
 from ._cell import Cell, current_cell
 from ._directory import AgentInfo, AgentStatus, Directory
-from ._errors import BusClosed, InvalidArgument, LoomError
+from ._errors import BusClosed, InvalidArgument
 from ._event import Delivery, Event
 from ._qos import QoS
 from ._remote import RemoteAgent, attach_remote
+from ._stats import AgentStats
 from .tools import DEFAULT_TIMEOUT, Tool, ToolNotFound, ToolRegistry
 
 __all__ = [
     "DEAD_LETTER_PREFIX",
     "LIFECYCLE_PREFIX",
-    "AgentNotFound",
     "AgentRuntime",
-    "AgentStartFailed",
     "LifecycleEvent",
 ]
 
@@ -43,24 +43,6 @@ LIFECYCLE_PREFIX = "loom.lifecycle"
 """Lifecycle events of agent ``x`` are published on ``loom.lifecycle.x``."""
 DEAD_LETTER_PREFIX = "loom.deadletter"
 """Dead letters of agent ``x`` are published on ``loom.deadletter.x``."""
-
-
-class AgentNotFound(LoomError, LookupError):
-    """No agent with that id is hosted here."""
-
-
-class AgentStartFailed(LoomError):
-    """An agent stopped or failed before it ever ran (its ``on_start`` kept failing).
-
-    Attributes:
-        agent_id: the agent.
-        reason: why.
-    """
-
-    def __init__(self, agent_id: str, reason: str) -> None:
-        super().__init__(f"agent {agent_id} did not start: {reason}")
-        self.agent_id = agent_id
-        self.reason = reason
 
 
 class LifecycleEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -301,19 +283,19 @@ class AgentRuntime:
         """Every agent the directory knows."""
         return self.directory.all()
 
-    def statistics_of(self, agent_id: str) -> Mapping[str, int]:
+    def statistics_of(self, agent_id: str) -> AgentStats:
         """Counters of a hosted agent: handled, failed, mailbox depth and high-water."""
         cell = self._cells.get(agent_id)
         if cell is None:
             raise AgentNotFound(agent_id)
         stats = cell.mailbox.statistics()
-        return {
-            "handled": cell.handled,
-            "failed": cell.failed_events,
-            "queued": stats.queued,
-            "high_water": stats.high_water,
-            "capacity": stats.capacity,
-        }
+        return AgentStats(
+            handled=cell.handled,
+            failed=cell.failed_events,
+            queued=stats.queued,
+            high_water=stats.high_water,
+            capacity=stats.capacity,
+        )
 
     # ------------------------------------------------------------------ tools
 
@@ -328,7 +310,7 @@ class AgentRuntime:
         the runtime's registry.
 
         Raises:
-            ToolNotFound, InvalidArguments, ToolTimeout, ToolPermissionDenied, ToolFailed.
+            ToolNotFound, InvalidToolArguments, ToolTimeout, ToolPermissionDenied, ToolFailed.
         """
         info = self.directory.least_busy(name)
         if info is not None:

@@ -8,7 +8,7 @@ import msgspec
 
 from ._qos import QoS
 
-__all__ = ["BusStats", "DropReason", "Drops", "SubscriptionStats", "TopicStats"]
+__all__ = ["AgentStats", "BusStats", "DropReason", "Drops", "SubscriptionStats", "TopicStats"]
 
 
 class DropReason(enum.Enum):
@@ -102,3 +102,21 @@ class BusStats(msgspec.Struct, frozen=True, kw_only=True):
     subscriptions: tuple[SubscriptionStats, ...]
     topics: tuple[TopicStats, ...]
     closed: bool
+
+
+class AgentStats(msgspec.Struct, frozen=True, kw_only=True):
+    """One hosted agent's counters (:meth:`AgentRuntime.statistics_of`).
+
+    Attributes:
+        handled: events its handler finished.
+        failed: events its handler raised on.
+        queued: events waiting in its mailbox now.
+        high_water: the most events its mailbox ever held at once.
+        capacity: its mailbox's size.
+    """
+
+    handled: int
+    failed: int
+    queued: int
+    high_water: int
+    capacity: int

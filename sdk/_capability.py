@@ -27,7 +27,7 @@ Semantics, in one place:
   already typed, so ``"5"`` is not an ``int`` and ``1`` is not a ``bool``. Strict mode still
   takes an ``int`` for a ``float`` and the string forms of types JSON lacks (``datetime``,
   ``UUID``, ``Decimal``, base64 ``bytes``). It refuses ``1.0`` for an ``int``, which JSON Schema
-  would accept. Unknown fields are rejected. Any mismatch is an :class:`InvalidArguments`
+  would accept. Unknown fields are rejected. Any mismatch is an :class:`InvalidToolArguments`
   with ``path`` (``("items", 0, "qty")``) and msgspec's ``reason``; msgspec does not name dict
   keys, so inside a ``dict`` value the path stops at the dict and the reason carries msgspec's
   location (``$.stock[...].qty``).
@@ -74,7 +74,7 @@ import anyio.to_thread
 import msgspec
 
 from loom.runtime import LoomError
-from loom.runtime.tools import InvalidArguments
+from loom.runtime.tools import InvalidToolArguments
 
 __all__ = [
     "BoundCapability",
@@ -148,7 +148,7 @@ class _Spec(msgspec.Struct, frozen=True, kw_only=True):
             return msgspec.convert(arguments, self.args_type, strict=True)
         except msgspec.ValidationError as exc:
             path, reason = _error_location(str(exc))
-            raise InvalidArguments(reason, path=path, tool=self.name) from None
+            raise InvalidToolArguments(reason, path=path, tool=self.name) from None
 
     async def invoke(self, bound_to: tuple[object, ...], arguments: object) -> JSONValue:
         values = self.validate(arguments)
@@ -254,7 +254,7 @@ class Capability(_Described, Generic[P, R]):
         """Validate ``arguments``, run the function and return its result as JSON builtins.
 
         Raises:
-            InvalidArguments: the arguments do not match the parameters' schema.
+            InvalidToolArguments: the arguments do not match the parameters' schema.
             TypeError: this is a method capability read from the class, not from an instance.
         """
         if self._spec.is_method:
@@ -305,7 +305,7 @@ class BoundCapability(_Described, Generic[P, R]):
         """Validate ``arguments``, run the method on the instance, return JSON builtins.
 
         Raises:
-            InvalidArguments: the arguments do not match the parameters' schema.
+            InvalidToolArguments: the arguments do not match the parameters' schema.
         """
         return await self._spec.invoke((self.__self__,), arguments)
 

@@ -39,6 +39,7 @@ TOPS = ("loom.runtime", "loom.bridge", "loom", "benchmarks", "examples")
 _CORE = ("_errors", "_event", "_envelope_build", "_ids", "_public", "_qos", "_topics", "_tracing")
 _BUS = ("_bus", "_subscription", "_stats", "_waiter", "_transport")
 _ACTORS = (
+    "_agent_errors",
     "_behaviour",
     "_context",
     "_cell",

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from ..llm import MalformedToolArguments, ToolCall, ToolCallError, ToolSpec, UnknownTool
+from ..llm import BadToolCall, MalformedToolArguments, ToolCall, ToolSpec, UnknownTool
 
 __all__ = [
     "COT_INSTRUCTIONS",
@@ -145,7 +145,7 @@ def parse_text_step(text: str, names: Collection[str], *, call_prefix: str) -> T
 def _call(call_id: str, name: str, block: str, names: Collection[str]) -> ToolCall:
     given = _INPUT.search(block)
     raw = block[given.end() :].strip() if given is not None else ""
-    error: ToolCallError
+    error: BadToolCall
     if name not in names:
         error = UnknownTool(
             f"there is no tool {name!r}; the tools are: {', '.join(sorted(names)) or 'none'}",

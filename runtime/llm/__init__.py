@@ -10,6 +10,7 @@ from ._config import ProviderProfile as ProviderProfile
 from ._config import Secret as Secret
 from ._config import load_llm_config as load_llm_config
 from ._errors import BadResponse as BadResponse
+from ._errors import BadToolCall as BadToolCall
 from ._errors import LLMConfigError as LLMConfigError
 from ._errors import LLMError as LLMError
 from ._errors import MalformedToolArguments as MalformedToolArguments
@@ -18,7 +19,6 @@ from ._errors import ProviderTimeout as ProviderTimeout
 from ._errors import ProviderUnavailable as ProviderUnavailable
 from ._errors import RateLimited as RateLimited
 from ._errors import RequestRejected as RequestRejected
-from ._errors import ToolCallError as ToolCallError
 from ._errors import UnknownTool as UnknownTool
 from ._protocol import LLM as LLM
 from ._protocol import RoutableLLM as RoutableLLM
@@ -72,6 +72,7 @@ __all__ = [
     "AnthropicProvider",
     "AssistantMessage",
     "BadResponse",
+    "BadToolCall",
     "Completion",
     "CompletionRequest",
     "ErrorCounts",
@@ -101,7 +102,6 @@ __all__ = [
     "SystemMessage",
     "TextDelta",
     "ToolCall",
-    "ToolCallError",
     "ToolCallReady",
     "ToolChoice",
     "ToolMessage",

@@ -5,7 +5,7 @@ raised ``from None``: an SDK exception's text may quote a response body or reque
 nothing here may ever carry an API key. What is useful for debugging (provider, HTTP status,
 the server's message with any key scrubbed) is kept as structured fields instead.
 
-:class:`ToolCallError` and its subclasses are different: they describe a bad tool call *made by
+:class:`BadToolCall` and its subclasses are different: they describe a bad tool call *made by
 the model*. They are not raised by ``complete()``; they ride on the
 :class:`~loom.runtime.llm.ToolCall` they concern (``call.error``) so the loop can report them
 back to the model and carry on.
@@ -15,13 +15,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .._errors import DeadlineExceeded, InvalidArgument, LoomError
+from .._errors import ConfigError, DeadlineExceeded, LoomError
 
 if TYPE_CHECKING:
     from ._router import RouteDecision
 
 __all__ = [
     "BadResponse",
+    "BadToolCall",
     "LLMConfigError",
     "LLMError",
     "MalformedToolArguments",
@@ -30,7 +31,6 @@ __all__ = [
     "ProviderUnavailable",
     "RateLimited",
     "RequestRejected",
-    "ToolCallError",
     "UnknownTool",
 ]
 
@@ -91,7 +91,7 @@ class BadResponse(LLMError):
     """The provider answered, but with something that is not a usable completion."""
 
 
-class LLMConfigError(LLMError, InvalidArgument):
+class LLMConfigError(LLMError, ConfigError):
     """An ``[llm.<name>]`` table or ``LOOM_LLM_*`` variable is malformed or incomplete."""
 
 
@@ -107,8 +107,14 @@ class NoProviderAvailable(LLMError):
         self.decision = decision
 
 
-class ToolCallError(LLMError):
-    """A tool call the model made that cannot be run as it stands.
+class BadToolCall(LLMError):
+    """A tool call the model asked for that cannot be run as it stands: the model's mistake,
+    found while reading its answer, before any tool is looked up or called.
+
+    Attached to the ``ToolCall`` (``ToolCall.error``), never raised; the loop answers the call
+    with it. Not to be confused with :class:`~loom.runtime.tools.ToolError`, which reports a
+    call that was made and went wrong (the tool is missing, refused the arguments, timed out
+    or failed).
 
     Attributes:
         call_id: the id of the call, to answer it with a tool message.
@@ -121,8 +127,11 @@ class ToolCallError(LLMError):
         self.tool_name = tool_name
 
 
-class MalformedToolArguments(ToolCallError):
-    """The model's argument string is not a JSON object.
+class MalformedToolArguments(BadToolCall):
+    """The model's argument text is not a JSON object (it does not parse, or is a list...).
+
+    Arguments that parse but fail the tool's schema are not this: the registry raises
+    :class:`~loom.runtime.tools.InvalidToolArguments` for them when the call runs.
 
     Attributes:
         raw_arguments: the argument text exactly as the model produced it.
@@ -133,5 +142,5 @@ class MalformedToolArguments(ToolCallError):
         self.raw_arguments = raw_arguments
 
 
-class UnknownTool(ToolCallError):
+class UnknownTool(BadToolCall):
     """The model called a tool name that was not offered in the request."""

@@ -15,7 +15,7 @@ import msgspec
 
 from .._errors import InvalidArgument
 from ..tools import Tool
-from ._errors import ToolCallError
+from ._errors import BadToolCall
 
 __all__ = [
     "AssistantMessage",
@@ -63,7 +63,7 @@ class ToolCall(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     arguments: Mapping[str, Any] = msgspec.field(default_factory=dict)
     raw_arguments: str = ""
-    error: ToolCallError | None = None
+    error: BadToolCall | None = None
 
 
 class SystemMessage(msgspec.Struct, frozen=True, kw_only=True, tag_field="role", tag="system"):

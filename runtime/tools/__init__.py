@@ -4,7 +4,7 @@ import typing
 
 from .._public import public_module as _public_module
 from .._public import set_public_module as _set_public_module
-from ._errors import InvalidArguments as InvalidArguments
+from ._errors import InvalidToolArguments as InvalidToolArguments
 from ._errors import InvalidToolSchema as InvalidToolSchema
 from ._errors import ToolError as ToolError
 from ._errors import ToolFailed as ToolFailed
@@ -46,6 +46,7 @@ from ._workspace import Workspace as Workspace
 
 if typing.TYPE_CHECKING:
     from ._mcp import McpHub as McpHub
+    from ._mcp import McpHubStats as McpHubStats
     from ._mcp import McpServer as McpServer
     from ._mcp import McpServerStats as McpServerStats
     from ._mcp import McpServerStatus as McpServerStatus
@@ -54,6 +55,7 @@ if typing.TYPE_CHECKING:
 # These import the mcp SDK (~0.7 s, pydantic and an HTTP stack); they load on first use.
 _LAZY = {
     "McpHub": "._mcp",
+    "McpHubStats": "._mcp",
     "McpServer": "._mcp",
     "McpServerStats": "._mcp",
     "McpServerStatus": "._mcp",
@@ -86,12 +88,13 @@ __all__ = [
     "FsWrite",
     "FunctionTool",
     "HttpFetch",
-    "InvalidArguments",
+    "InvalidToolArguments",
     "InvalidToolSchema",
     "JSONObject",
     "McpConfigError",
     "McpHttpConfig",
     "McpHub",
+    "McpHubStats",
     "McpServer",
     "McpServerConfig",
     "McpServerStats",

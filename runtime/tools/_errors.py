@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from .._errors import DeadlineExceeded, InvalidArgument, LoomError
 
 __all__ = [
-    "InvalidArguments",
+    "InvalidToolArguments",
     "InvalidToolSchema",
     "ToolError",
     "ToolFailed",
@@ -25,7 +25,11 @@ __all__ = [
 
 
 class ToolError(LoomError):
-    """Base of every error a tool call raises on purpose.
+    """Base of every error a tool call raises on purpose: a call that was made and went wrong.
+
+    The kind says how (missing, bad arguments, timed out, refused, failed), and each crosses
+    the wire as its own ``ToolResult`` status. A tool call the model got wrong before any call
+    was made is :class:`~loom.runtime.llm.BadToolCall` instead.
 
     Attributes:
         tool: the name of the tool involved, or ``None`` while unknown (a tool may raise
@@ -49,10 +53,14 @@ class ToolNotFound(ToolError, LookupError):
         super().__init__("no such tool", tool=tool)
 
 
-class InvalidArguments(ToolError, InvalidArgument):
-    """The arguments are not JSON, not an object, or fail the tool's schema; nothing was called.
+class InvalidToolArguments(ToolError, InvalidArgument):
+    """A tool call's arguments are not JSON, not an object, or fail the tool's schema; nothing
+    was called.
 
-    Tools raise it too for arguments the schema cannot express (a cap exceeded, say).
+    Tools raise it too for arguments the schema cannot express (a cap exceeded, say). It is
+    the tool-call case of :class:`~loom.runtime.InvalidArgument` (a bad value given to any
+    Loom API): it names the tool and where in the arguments the problem is, and crosses the
+    wire as ``TOOL_INVALID_ARGUMENTS``.
 
     Attributes:
         path: where in the arguments object the problem is, as JSON keys and indices
@@ -110,7 +118,7 @@ class ToolPermissionDenied(ToolError, PermissionError):
 
 
 class ToolFailed(ToolError):
-    """The tool ran and failed.
+    """The tool ran and failed (one kind of :class:`ToolError`: a call that went wrong).
 
     Raised by the registry for any non-``ToolError`` exception out of a tool (that exception
     is ``__cause__``), and by tools themselves for expected failures (a missing file).

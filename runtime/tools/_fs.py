@@ -23,7 +23,7 @@ import anyio.to_thread
 import msgspec
 
 from .._errors import InvalidArgument
-from ._errors import InvalidArguments, ToolError, ToolFailed, ToolPermissionDenied
+from ._errors import InvalidToolArguments, ToolError, ToolFailed, ToolPermissionDenied
 from ._tool import JSONObject
 from ._workspace import Workspace, os_error
 
@@ -206,16 +206,16 @@ class FsWrite:
             try:
                 data = base64.b64decode(content, validate=True)
             except binascii.Error as exc:
-                raise InvalidArguments(f"not valid base64: {exc}", path=("content",)) from None
+                raise InvalidToolArguments(f"not valid base64: {exc}", path=("content",)) from None
         else:
             try:
                 data = content.encode("utf-8")
             except UnicodeEncodeError as exc:
-                raise InvalidArguments(
+                raise InvalidToolArguments(
                     f"not encodable as UTF-8: {exc}", path=("content",)
                 ) from None
         if len(data) > self._max:
-            raise InvalidArguments(
+            raise InvalidToolArguments(
                 f"{len(data)} bytes is more than the {self._max} one write may take",
                 path=("content",),
             )

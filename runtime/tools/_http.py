@@ -43,7 +43,7 @@ import httpcore2
 import msgspec
 
 from .._errors import InvalidArgument
-from ._errors import InvalidArguments, ToolFailed, ToolPermissionDenied, ToolTimeout
+from ._errors import InvalidToolArguments, ToolFailed, ToolPermissionDenied, ToolTimeout
 from ._tool import JSONObject
 
 __all__ = ["FetchResult", "HttpFetch"]
@@ -103,14 +103,14 @@ class _Policy:
             parts = urlsplit(url)
             port = parts.port
         except ValueError as exc:
-            raise InvalidArguments(f"invalid URL: {exc}", path=("url",)) from None
+            raise InvalidToolArguments(f"invalid URL: {exc}", path=("url",)) from None
         if parts.scheme not in ("http", "https"):
             raise ToolPermissionDenied(f"{url!r}: only http and https URLs are fetched")
         if parts.username is not None or parts.password is not None:
             raise ToolPermissionDenied(f"{url!r}: credentials in URLs are not allowed")
         host = (parts.hostname or "").rstrip(".")
         if not host:
-            raise InvalidArguments(f"invalid URL {url!r}: no host", path=("url",))
+            raise InvalidToolArguments(f"invalid URL {url!r}: no host", path=("url",))
         if (ip := _ip(host)) is not None:
             if ip not in self.ips:
                 raise ToolPermissionDenied(f"{url!r}: IP address {host} is not allowed")

@@ -34,7 +34,7 @@ import math
 import random
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Final
 
 import anyio
@@ -57,7 +57,7 @@ from ._mcp_connection import Connection, open_transport
 from ._mcp_tool import McpTool, ToolUnavailable, same_definition
 from ._registry import ToolRegistry
 
-__all__ = ["McpHub", "McpServer", "McpServerStats", "McpServerStatus"]
+__all__ = ["McpHub", "McpHubStats", "McpServer", "McpServerStats", "McpServerStatus"]
 
 _log = logging.getLogger("loom.mcp")
 
@@ -80,6 +80,17 @@ class McpServerStatus(enum.Enum):
     """The connection failed or ended; waiting out the backoff before the next attempt."""
     CLOSED = "closed"
     """Closed for good."""
+
+
+class McpHubStats(msgspec.Struct, frozen=True, kw_only=True):
+    """A snapshot of an :class:`McpHub`.
+
+    Attributes:
+        servers: each enabled server's record, by name, in configuration order (a read-only
+            mapping).
+    """
+
+    servers: Mapping[str, McpServerStats]
 
 
 class McpServerStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -487,8 +498,11 @@ class McpHub:
         """The enabled servers, by name."""
         return self._servers
 
-    def statistics(self) -> dict[str, McpServerStats]:
-        return {name: server.statistics() for name, server in self._servers.items()}
+    def statistics(self) -> McpHubStats:
+        """A snapshot of every enabled server's supervisor."""
+        return McpHubStats(
+            servers=MappingProxyType({n: s.statistics() for n, s in self._servers.items()})
+        )
 
     async def wait_connected(self) -> None:
         """Return once every server is connected (each may have been, and be again, down)."""

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from .._errors import InvalidArgument
+from .._errors import ConfigError
 
 __all__ = [
     "McpConfigError",
@@ -50,7 +50,7 @@ _MISSING: Final = re.compile(r"^Object missing required field `(?P<field>[^`]+)`
 _UNKNOWN: Final = re.compile(r"^Object contains unknown field `(?P<field>[^`]+)`$")
 
 
-class McpConfigError(InvalidArgument):
+class McpConfigError(ConfigError):
     """An ``[mcp.<name>]`` table is malformed; nothing was started.
 
     Attributes:

@@ -9,7 +9,7 @@ import mcp.types as mcp_types
 import pydantic
 from mcp.shared.exceptions import MCPError
 
-from ._errors import InvalidArguments, ToolError, ToolFailed, ToolTimeout, ToolUnavailable
+from ._errors import InvalidToolArguments, ToolError, ToolFailed, ToolTimeout, ToolUnavailable
 from ._tool import JSONObject
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ class McpTool:
 
     * an ``isError`` result: :class:`ToolFailed` with ``cause_type="McpToolError"`` and the
       result's text as ``cause_message``;
-    * the server refusing the arguments (``-32602``): :class:`InvalidArguments`;
+    * the server refusing the arguments (``-32602``): :class:`InvalidToolArguments`;
     * the server not connected, or the connection dropping mid-call: :class:`ToolUnavailable`;
     * ``call_timeout`` expiring: :class:`ToolTimeout` (the SDK tells the server with
       ``notifications/cancelled``);
@@ -126,7 +126,7 @@ class McpTool:
                 tool=self._name,
             )
         if exc.code == mcp_types.INVALID_PARAMS:
-            return InvalidArguments(exc.error.message)
+            return InvalidToolArguments(exc.error.message)
         if exc.code == mcp_types.REQUEST_TIMEOUT:
             return ToolTimeout(self._timeout)
         return ToolFailed("McpError", f"{exc.error.message} (code {exc.code})")

@@ -17,6 +17,7 @@ import builtins
 import math
 import re
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, Final
 
 import anyio
@@ -27,7 +28,7 @@ import msgspec
 
 from .._errors import InvalidArgument
 from ._errors import (
-    InvalidArguments,
+    InvalidToolArguments,
     InvalidToolSchema,
     ToolError,
     ToolFailed,
@@ -55,11 +56,11 @@ class RegistryStats(msgspec.Struct, frozen=True, kw_only=True):
     """A registry's counters.
 
     Attributes:
-        tools: each registered tool's counters, by name.
+        tools: each registered tool's counters, by name (a read-only mapping).
         not_found: calls to names that were not registered.
     """
 
-    tools: dict[str, ToolStats]
+    tools: Mapping[str, ToolStats]
     not_found: int
 
 
@@ -81,7 +82,7 @@ class _Counters:
         self.invalid_arguments = self.timeouts = self.permission_denied = self.failed = 0
 
     def count_failure(self, exc: ToolError) -> None:
-        if isinstance(exc, InvalidArguments):
+        if isinstance(exc, InvalidToolArguments):
             self.invalid_arguments += 1
         elif isinstance(exc, ToolTimeout):
             self.timeouts += 1
@@ -128,22 +129,24 @@ class _Entry:
             try:
                 value = msgspec.json.decode(arguments)
             except msgspec.DecodeError as exc:
-                raise InvalidArguments(f"not valid JSON: {exc}", tool=self.name) from None
+                raise InvalidToolArguments(f"not valid JSON: {exc}", tool=self.name) from None
         elif isinstance(arguments, Mapping):
             value = dict(arguments)
         else:
-            raise InvalidArguments(
+            raise InvalidToolArguments(
                 f"expected a JSON object, got {type(arguments).__name__}", tool=self.name
             )
         if not isinstance(value, dict):
-            raise InvalidArguments(
+            raise InvalidToolArguments(
                 f"expected a JSON object, got {_json_type(value)}", tool=self.name
             )
         if self.self_checked:
             return value  # the tool's own check is as strict as the schema (and faster)
         error = jsonschema.exceptions.best_match(self.validator.iter_errors(value))
         if error is not None:
-            raise InvalidArguments(error.message, path=tuple(error.absolute_path), tool=self.name)
+            raise InvalidToolArguments(
+                error.message, path=tuple(error.absolute_path), tool=self.name
+            )
         return value
 
     def stats(self) -> ToolStats:
@@ -278,7 +281,7 @@ class ToolRegistry:
 
         Raises:
             ToolNotFound: no tool has that name.
-            InvalidArguments: not JSON, not an object, or failing the schema (or refused as
+            InvalidToolArguments: not JSON, not an object, or failing the schema (or refused as
                 invalid by the tool).
             ToolTimeout: the timeout expired.
             InvalidArgument: ``timeout`` is not positive (a caller's error, not counted).
@@ -308,7 +311,7 @@ class ToolRegistry:
     def statistics(self) -> RegistryStats:
         """A snapshot of every tool's counters."""
         return RegistryStats(
-            tools={name: entry.stats() for name, entry in self._entries.items()},
+            tools=MappingProxyType({name: e.stats() for name, e in self._entries.items()}),
             not_found=self._not_found,
         )
 

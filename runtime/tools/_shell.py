@@ -47,7 +47,7 @@ import msgspec
 from anyio.abc import ByteReceiveStream, ByteSendStream
 
 from .._errors import InvalidArgument
-from ._errors import InvalidArguments, ToolPermissionDenied, ToolTimeout
+from ._errors import InvalidToolArguments, ToolPermissionDenied, ToolTimeout
 from ._tool import JSONObject
 from ._workspace import Workspace
 
@@ -258,7 +258,7 @@ class ShellExec:
         stdin = arguments.get("stdin")
         data = None if stdin is None else stdin.encode("utf-8", "replace")
         if data is not None and len(data) > self._max_stdin:
-            raise InvalidArguments(
+            raise InvalidToolArguments(
                 f"stdin holds more than {self._max_stdin} bytes", path=("stdin",)
             )
         timeout: float = arguments.get("timeout", self._timeout)
@@ -272,7 +272,7 @@ class ShellExec:
             raise ToolPermissionDenied(f"program {name!r} is not allowed")
         for index, arg in enumerate(argv[1:], 1):
             if "\0" in arg:
-                raise InvalidArguments("arguments cannot contain NUL", path=("argv", index))
+                raise InvalidToolArguments("arguments cannot contain NUL", path=("argv", index))
             if reason := _forbidden_flag(name, arg):
                 raise ToolPermissionDenied(f"{name} {arg!r}: {reason}")
             if self._confine and _leaves_workspace(arg):

@@ -28,7 +28,7 @@ class ToolFailures(msgspec.Struct, frozen=True, kw_only=True):
 
     Attributes:
         invalid_arguments: refused before the tool ran (or by the tool) as
-            :class:`InvalidArguments`.
+            :class:`InvalidToolArguments`.
         timeouts: ended by their timeout (:class:`ToolTimeout`).
         permission_denied: refused by policy (:class:`ToolPermissionDenied`).
         failed: any other failure (:class:`ToolFailed` and other ``ToolError``\\ s).

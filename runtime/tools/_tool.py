@@ -48,7 +48,7 @@ def validates_itself(tool: Tool) -> bool:
     """Whether ``tool`` checks its arguments as strictly as its ``parameters_schema`` says.
 
     A tool may declare ``validates_arguments = True`` when its ``call`` refuses, with
-    ``InvalidArguments``, every arguments object the schema refuses (an ``@capability`` does:
+    ``InvalidToolArguments``, every arguments object the schema refuses (an ``@capability`` does:
     its schema and its strict msgspec conversion come from the same type hints). The registry
     then skips its own JSON Schema pass, which costs more than the rest of a call; it still
     parses the JSON and checks that the arguments are an object.

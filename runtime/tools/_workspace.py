@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Final
 
 from .._errors import InvalidArgument
-from ._errors import InvalidArguments, ToolFailed, ToolPermissionDenied
+from ._errors import InvalidToolArguments, ToolFailed, ToolPermissionDenied
 
 __all__ = ["Workspace"]
 
@@ -60,12 +60,12 @@ class Workspace:
         """The components of ``path``'s real path below the root (``[]`` for the root itself).
 
         Raises:
-            InvalidArguments: ``path`` holds a NUL character.
+            InvalidToolArguments: ``path`` holds a NUL character.
             ToolPermissionDenied: ``path`` is absolute, has a ``..`` component, or resolves
                 (through symlinks) outside the root.
         """
         if "\0" in path:
-            raise InvalidArguments("a path cannot contain NUL characters", path=("path",))
+            raise InvalidToolArguments("a path cannot contain NUL characters", path=("path",))
         if path.startswith(("/", "~")):
             raise ToolPermissionDenied(f"{path!r}: paths are relative to the workspace root")
         parts = [p for p in path.split("/") if p not in ("", ".")]

@@ -13,9 +13,9 @@ from pathlib import Path
 import anyio
 
 from loom.bridge import BridgeError
-from loom.runtime import InvalidArgument
+from loom.runtime import ConfigError, InvalidArgument
 
-from ._config import ConfigError, load_config, load_tables
+from ._config import load_config, load_tables
 from ._parsers import EPILOG as _COMMANDS_EPILOG
 from ._parsers import add_commands, run_command
 from ._serve import serve

@@ -22,14 +22,13 @@ from typing import Any, TextIO
 import anyio
 import msgspec
 
-from loom.bridge import AdminClient, ClientTLS, ToolStatus, decode_output
+from loom.bridge import AdminClient, ClientTLS, ToolStatus, decode_output, error_from_outcome
 from loom.runtime import AgentInfo, BusStats, Delivery, Event, InvalidArgument, LoomError, QoS
 from loom.runtime.lowlevel import mailbox_topic
 
 __all__ = [
     "DEFAULT_ADDRESS",
     "Connection",
-    "ToolCallFailed",
     "UsageError",
     "agents",
     "call",
@@ -50,25 +49,6 @@ _PREVIEW = 60  # characters of payload a tail line shows
 
 class UsageError(InvalidArgument):
     """The command line itself is wrong (bad JSON, unreadable ``@file``): exit code 2."""
-
-
-class ToolCallFailed(LoomError):
-    """``loom call``: the tool call ended with a status other than ``TOOL_OK``.
-
-    Attributes:
-        tool: the tool's name.
-        status: how it ended.
-        code: the error's machine-readable code.
-        detail: the error's message.
-    """
-
-    def __init__(self, tool: str, status: ToolStatus, code: str, detail: str) -> None:
-        # The wire's name (TOOL_NOT_FOUND), which the docs and other SDKs use.
-        super().__init__(f"tool {tool!r} failed: TOOL_{status.name}: {detail or code or '-'}")
-        self.tool = tool
-        self.status = status
-        self.code = code
-        self.detail = detail
 
 
 def exit_code_of(exc: BaseException) -> int:
@@ -406,17 +386,15 @@ async def call(
     indented JSON, or as text when the output is not JSON).
 
     Raises:
-        ToolCallFailed: the call ended with any status but ``TOOL_OK``.
+        ToolError: the call ended with any status but ``TOOL_OK``: the runtime's own tool
+            error for it (``ToolNotFound``, ``InvalidToolArguments``, ``ToolTimeout``,
+            ``ToolPermissionDenied``, ``ToolFailed``), as every client rebuilds it.
     """
     async with conn.client() as admin:
         outcome = await admin.call_tool(tool, arguments, timeout=timeout)
     if outcome.status is not ToolStatus.OK:
-        error = outcome.error
-        raise ToolCallFailed(
-            tool,
-            outcome.status,
-            "" if error is None else error.code,
-            "" if error is None else error.message,
+        raise error_from_outcome(
+            outcome, tool=tool, timeout=math.inf if timeout is None else timeout
         )
     value = decode_output(outcome.output)
     if isinstance(value, str) and value == outcome.output:

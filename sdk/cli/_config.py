@@ -13,17 +13,13 @@ from typing import Any
 import msgspec
 
 from loom.bridge import Limits, TLSConfig, is_loopback
-from loom.runtime import InvalidArgument
+from loom.runtime import ConfigError, InvalidArgument
 from loom.runtime.llm import LLMConfig, LLMConfigError, load_llm_config
 from loom.runtime.tools import McpConfigError, McpServerConfig, load_mcp_config
 
-__all__ = ["ConfigError", "ServeConfig", "ServiceTables", "load_config", "load_tables"]
+__all__ = ["ServeConfig", "ServiceTables", "load_config", "load_tables"]
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
-class ConfigError(InvalidArgument):
-    """The configuration is invalid: names the source and the key."""
 
 
 class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -187,7 +187,7 @@ async def test_a_server_restart_on_the_same_port_reconnects_once_and_resubscribe
             stats = agent.statistics()
             assert (stats.registrations, stats.connects) == (2, 2)
             assert host.server is not None
-            assert host.server.statistics()["registered"] == 1
+            assert host.server.statistics().registered == 1
             info = host.runtime.directory.get("r1")
             assert info is not None
             assert set(info.patterns) >= {"input.*", "extra.*"}

@@ -41,7 +41,7 @@ from loom.runtime import (
 )
 from loom.runtime.lowlevel import mailbox_topic
 from loom.runtime.tools import (
-    InvalidArguments,
+    InvalidToolArguments,
     ToolFailed,
     ToolNotFound,
     ToolTimeout,
@@ -270,9 +270,9 @@ async def test_tool_calls_map_statuses_to_typed_errors(on_stream: bool) -> None:
             assert await agent.call_tool("svc.upper", '{"text": "abc"}', timeout=5) == '"ABC"'
             with pytest.raises(ToolNotFound):
                 await agent.call_tool("svc.nothing", "{}")
-            with pytest.raises(InvalidArguments):
+            with pytest.raises(InvalidToolArguments):
                 await agent.call_tool("svc.upper", '{"text": 5}')
-            with pytest.raises(InvalidArguments):
+            with pytest.raises(InvalidToolArguments):
                 await agent.call_tool("svc.upper", "not json")
             with pytest.raises(InvalidArgument):
                 await agent.call_tool("svc.upper", "{}", timeout=0)

@@ -376,4 +376,4 @@ async def test_cancel_of_a_pushed_call_when_the_caller_gives_up() -> None:
         # A result after the cancel is discarded quietly.
         await worker.answer(pushed.tool_call.id, 1)
         await worker.ping(4)
-        assert s.server.statistics()["pending_tool_calls"] == 0
+        assert s.server.statistics().pending_tool_calls == 0

@@ -157,4 +157,4 @@ async def _throw(frames: list[bytes], handshake: bool, errors: _Errors) -> None:
         result = await good.bridge.ForwardToolCall(tools_pb2.ToolCall(name="nope"))
         assert result.status == tools_pb2.TOOL_NOT_FOUND
         await good.ping(11)
-        assert s.server.statistics()["pending_tool_calls"] == 0
+        assert s.server.statistics().pending_tool_calls == 0

@@ -89,7 +89,7 @@ async def test_max_agents_forgets_disconnected_agents_first() -> None:
         assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "max_agents = 2" in (info.value.details() or "")
         await a.close()
-        await wait_until(lambda: s.server.statistics()["connected"] == 1)
+        await wait_until(lambda: s.server.statistics().connected == 1)
         await OldAgent(ch, "c").connect()  # "a" is forgotten to make room
         assert s.runtime.directory.get("a") is None
         call = await OldAgent(ch, "a").open(handshake=False)

@@ -192,7 +192,7 @@ async def test_forward_tool_call_failures_map_to_their_status(
         assert needle in result.error.message
         assert result.error.code
         # Nothing was pushed to the agent: it was refused before.
-        assert s.server.statistics()["pending_tool_calls"] == 0
+        assert s.server.statistics().pending_tool_calls == 0
 
 
 async def test_agent_reported_failure_is_tool_error() -> None:
@@ -231,7 +231,7 @@ async def test_timeout_ms_is_honoured() -> None:
         assert 0.15 <= elapsed < 1.5
         pushed = await provider.next("tool_call")
         assert 0 < pushed.tool_call.timeout_ms <= 200
-        assert s.server.statistics()["pending_tool_calls"] == 0
+        assert s.server.statistics().pending_tool_calls == 0
 
 
 async def test_the_callers_deadline_is_honoured() -> None:
@@ -254,7 +254,7 @@ async def test_the_callers_deadline_is_honoured() -> None:
         pushed = await provider.next("tool_call")
         # The agent was told the deadline, not the longer timeout_ms.
         assert 0 < pushed.tool_call.timeout_ms <= 300
-        await wait_until(lambda: not s.server.statistics()["pending_tool_calls"])
+        await wait_until(lambda: not s.server.statistics().pending_tool_calls)
         assert s.runtime.directory.get("slow").in_flight == 0  # type: ignore[union-attr]
 
 

@@ -15,8 +15,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-un
 
 from loom.bridge import Limits, TLSConfig
 from loom.bridge._generated import bridge_pb2
-from loom.cli._config import ConfigError, ServeConfig, load_config
+from loom.cli._config import ServeConfig, load_config
 from loom.cli._serve import serve
+from loom.runtime import ConfigError
 
 from ._server_harness import OldAgent, auth, channel
 

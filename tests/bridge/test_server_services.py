@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import (  # type: ignore[import-untyped]
 from loom.bridge import Limits
 from loom.bridge._generated import bridge_pb2, bus_pb2, event_pb2, tools_pb2
 from loom.runtime import Context, Event, QoS
-from loom.runtime.tools import FunctionTool, InvalidArguments, ToolRegistry
+from loom.runtime.tools import FunctionTool, InvalidToolArguments, ToolRegistry
 
 from ..runtime._agents_support import Seen, spec
 from ._server_harness import OldAgent, channel, descriptor, event, serving
@@ -95,7 +95,7 @@ async def test_a_local_agent_calls_a_remote_agents_tool_with_ctx_tool() -> None:
             seen.add(await ctx.tool("remote.sq", {"x": 7}))
             try:
                 await ctx.tool("remote.sq", {"x": "seven"})
-            except InvalidArguments as exc:  # validated before the agent is asked
+            except InvalidToolArguments as exc:  # validated before the agent is asked
                 seen.add(exc.path)
 
         await s.runtime.start(spec("local", on_event, topics=["go"]))

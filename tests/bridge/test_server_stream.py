@@ -12,7 +12,7 @@ import anyio
 import grpc
 import pytest
 
-from loom.bridge import Limits
+from loom.bridge import Limits, ServerStatistics
 from loom.bridge._generated import bridge_pb2, tools_pb2
 from loom.runtime import AgentStatus, Event
 
@@ -217,7 +217,9 @@ async def test_end_of_stream_fails_pending_calls_at_once_and_disconnects() -> No
         assert info.capabilities == ()
         assert s.bus.subscription_count() == subs_with_worker - 1  # its mailbox is gone
         assert s.runtime.directory.by_topic("jobs.x") == []
-        assert s.server.statistics() == {"registered": 1, "connected": 0, "pending_tool_calls": 0}
+        assert s.server.statistics() == ServerStatistics(
+            registered=1, connected=0, pending_tool_calls=0
+        )
         # Its tool is gone with it.
         gone = await caller.bridge.ForwardToolCall(tools_pb2.ToolCall(name="worker.run"))
         assert gone.status == tools_pb2.TOOL_NOT_FOUND

@@ -28,7 +28,7 @@ from loom.runtime.collab import NoResponders, RequestTimeout
 from loom.runtime.lowlevel import mailbox_topic
 from loom.runtime.tools import (
     FunctionTool,
-    InvalidArguments,
+    InvalidToolArguments,
     Tool,
     ToolNotFound,
     ToolRegistry,
@@ -362,7 +362,7 @@ async def test_tool_falls_back_to_the_runtime_registry_and_refuses_unknown_names
         name, args = ev.metadata["tool"], ev.metadata.get("text")
         try:
             results.add(await ctx.tool(name, None if args is None else {"text": args}))
-        except (ToolNotFound, InvalidArguments) as exc:
+        except (ToolNotFound, InvalidToolArguments) as exc:
             errors.add(exc)
 
     registry = ToolRegistry()
@@ -375,7 +375,7 @@ async def test_tool_falls_back_to_the_runtime_registry_and_refuses_unknown_names
         await errors.wait_for(2)
     assert results.items == ["runtime:hi"]
     assert isinstance(errors.items[0], ToolNotFound)
-    assert isinstance(errors.items[1], InvalidArguments)
+    assert isinstance(errors.items[1], InvalidToolArguments)
 
 
 async def test_a_stopped_providers_capability_is_gone() -> None:

@@ -109,7 +109,7 @@ async def test_thousands_of_requests_and_many_agents_leave_nothing_behind() -> N
             await bus.publish("go", Event(type=kind, payload=str(count).encode()))
         await done.wait_for(6, timeout=20)
         await late_replies.wait_for(LATE)
-        assert rt.statistics_of("client")["failed"] == 0
+        assert rt.statistics_of("client").failed == 0
 
         # Many agents: with timers, children and tools; stopped, failed, refused, deleted.
         async def worker_start(ctx: Context) -> None:

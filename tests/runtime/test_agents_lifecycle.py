@@ -382,11 +382,11 @@ async def test_statistics_of_counts_handled_and_failed_events() -> None:
         await handled.wait_for(3)
         await h.dead.wait("a", "handler_error")
         stats = h.rt.statistics_of("a")
-        assert stats["handled"] == 2
-        assert stats["failed"] == 1
-        assert stats["capacity"] == 7
-        assert stats["queued"] == 0
-        assert 1 <= stats["high_water"] <= 7
+        assert stats.handled == 2
+        assert stats.failed == 1
+        assert stats.capacity == 7
+        assert stats.queued == 0
+        assert 1 <= stats.high_water <= 7
 
 
 async def test_runtime_and_spec_arguments_are_checked() -> None:

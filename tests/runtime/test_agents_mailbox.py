@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyn
 async def test_the_mailbox_holds_1000_events_by_default() -> None:
     async with hosted() as h:
         await h.rt.start(spec("a"))
-        assert h.rt.statistics_of("a")["capacity"] == 1000
+        assert h.rt.statistics_of("a").capacity == 1000
 
 
 async def test_a_full_mailbox_holds_the_publisher_back_and_loses_nothing() -> None:
@@ -58,8 +58,8 @@ async def test_a_full_mailbox_holds_the_publisher_back_and_loses_nothing() -> No
         assert handled.items == list(range(20))
         assert published.items == list(range(4, 20))
         stats = h.rt.statistics_of("a")
-        assert stats["high_water"] == 3
-        assert stats["handled"] == 20
+        assert stats.high_water == 3
+        assert stats.handled == 20
     assert h.dead.of("a") == []
 
 

@@ -10,7 +10,7 @@ import pytest
 from loom import Agent, Context, capability
 from loom.runtime import AgentStatus, Event, InvalidArgument, QoS, Strategy, SupervisionPolicy
 from loom.runtime.lowlevel import mailbox_topic
-from loom.runtime.tools import InvalidArguments, ToolNotFound
+from loom.runtime.tools import InvalidToolArguments, ToolNotFound
 
 from ._agents_support import FAST, Seen, event, hosted, info_of
 
@@ -86,7 +86,7 @@ async def test_the_function_form_runs_its_hooks_and_offers_its_capabilities() ->
         await h.bus.publish("in", event("abc"))
         await results.wait_for(1)
         assert agent.state == {"greeting": "hi"}  # ctx.state is the agent's state
-        with pytest.raises(InvalidArguments):
+        with pytest.raises(InvalidToolArguments):
             await h.rt.call_tool("text.reverse", {"text": 5})
         await h.rt.stop("fn")
         with pytest.raises(ToolNotFound):
@@ -101,7 +101,7 @@ async def test_an_agent_without_on_event_ignores_events() -> None:
         await h.bus.publish("in", event())
         await h.bus.publish(mailbox_topic("quiet"), event())
         await anyio.wait_all_tasks_blocked()
-        assert h.rt.statistics_of("quiet")["handled"] == 2
+        assert h.rt.statistics_of("quiet").handled == 2
         assert h.rt.status("quiet") is AgentStatus.RUNNING
         assert h.dead.of("quiet") == []
 

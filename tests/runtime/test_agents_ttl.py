@@ -29,7 +29,7 @@ async def test_an_event_that_used_its_budget_is_dead_lettered_not_handled() -> N
             await h.bus.publish("in", ev)
         await seen.wait_for(1)
         letters = [await h.dead.wait("a", "ttl_expired") for _ in range(2)]
-        assert h.rt.statistics_of("a")["handled"] == 1
+        assert h.rt.statistics_of("a").handled == 1
     assert seen.items == [1]
     first = letters[0]
     assert first.id == expired.id

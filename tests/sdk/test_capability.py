@@ -29,7 +29,7 @@ from loom._capability import (
 )
 from loom.runtime import InvalidArgument, LoomError
 from loom.runtime.tools import (
-    InvalidArguments,
+    InvalidToolArguments,
     Tool,
     ToolError,
     ToolFailed,
@@ -192,7 +192,7 @@ async def test_explicit_meta_description_wins_over_docstring() -> None:
         "minimum": 0,
         "description": "from Meta",
     }
-    with pytest.raises(InvalidArguments):
+    with pytest.raises(InvalidToolArguments):
         await f.call({"n": -1})
 
 
@@ -308,7 +308,7 @@ async def test_recursive_types_keep_defs() -> None:
     arguments = {"tree": {"value": 1, "children": [{"value": 2, "children": [{"value": 3}]}]}}
     _check(schema, arguments)
     assert await depth.call(arguments) == 3
-    with pytest.raises(InvalidArguments) as info:
+    with pytest.raises(InvalidToolArguments) as info:
         await depth.call({"tree": {"value": 1, "children": [{"value": "x"}]}})
     assert info.value.path == ("tree", "children", 0, "value")
 
@@ -364,7 +364,7 @@ def place(order: Order, note: str = "", urgent: bool = False) -> str:
 async def test_invalid_arguments(
     arguments: dict[str, Any], path: tuple[str | int, ...], reason: str
 ) -> None:
-    with pytest.raises(InvalidArguments) as info:
+    with pytest.raises(InvalidToolArguments) as info:
         await place.call(arguments)
     error = info.value
     assert error.path == path
@@ -381,7 +381,7 @@ async def test_invalid_arguments(
 
 async def test_arguments_that_are_not_an_object() -> None:
     for bad in ([1], None, "x", 3):
-        with pytest.raises(InvalidArguments) as info:
+        with pytest.raises(InvalidToolArguments) as info:
             await place.call(bad)  # type: ignore[arg-type]
         assert info.value.path == ()
         assert info.value.reason.startswith("Expected `object`")
@@ -392,13 +392,13 @@ async def test_error_inside_a_dict_value_keeps_msgspec_location() -> None:
     def f(stock: dict[str, Order]) -> int:
         return len(stock)
 
-    with pytest.raises(InvalidArguments) as info:
+    with pytest.raises(InvalidToolArguments) as info:
         await f.call({"stock": {"k": {"sku": "a", "qty": "many"}}})
     # msgspec does not name dict keys; the path stops at the dict and the reason says more.
     assert info.value.path == ("stock",)
     assert info.value.reason == "Expected `int`, got `str` (at `$.stock[...].qty`)"
 
-    with pytest.raises(InvalidArguments) as info:
+    with pytest.raises(InvalidToolArguments) as info:
         await f.call({"stock": {1: {"sku": "a", "qty": 1}}})
     assert info.value.path == ("stock",)
     assert info.value.reason == "Expected `str`, got `int` (in a key)"
@@ -414,7 +414,7 @@ async def test_strictness_where_it_is_safe() -> None:
         {"x": 1, "when": "2024-05-06T07:08:09Z", "uid": "6f1c9f3e-8f7e-4b8e-9a55-0c3e6bba1a10"}
     ) == ["float", 2024, 4]
     # a numeric string is not a number.
-    with pytest.raises(InvalidArguments) as info:
+    with pytest.raises(InvalidToolArguments) as info:
         await f.call({"x": "1.5", "when": "2024-05-06T07:08:09Z", "uid": str(uuid.uuid4())})
     assert info.value.path == ("x",)
 
@@ -806,7 +806,7 @@ async def test_registered_in_a_tool_registry() -> None:
     assert await registry.call("text.shout", {"text": "hi", "times": 2}) == "HI! HI!"
     assert await registry.call("text.shout", '{"text": "json"}') == "JSON!"
     assert await registry.call("count", {}) == 2
-    with pytest.raises(InvalidArguments) as info:
+    with pytest.raises(InvalidToolArguments) as info:
         await registry.call("text.shout", {"text": 1})
     assert info.value.tool == "text.shout"
     assert info.value.path == ("text",)

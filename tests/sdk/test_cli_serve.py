@@ -10,7 +10,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from loom.cli._config import ConfigError, ServeConfig, load_config
+from loom.cli._config import ServeConfig, load_config
+from loom.runtime import ConfigError
 
 pytestmark = pytest.mark.anyio
 

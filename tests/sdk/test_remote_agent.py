@@ -18,7 +18,7 @@ from anyio.streams.text import TextReceiveStream
 
 from loom import Agent, Context, capability
 from loom.runtime import AgentStatus, Event, InvalidArgument, Subscription
-from loom.runtime.tools import InvalidArguments, ToolTimeout, validates_itself
+from loom.runtime.tools import InvalidToolArguments, ToolTimeout, validates_itself
 
 from ..bridge._client_support import Hosting, hosting, next_of
 from ..bridge._server_harness import wait_until
@@ -281,9 +281,9 @@ async def test_a_remote_agent_uses_every_context_operation(tmp_path: Path) -> No
             declared = rt.describe_tool("remote.upper")
             assert declared is not None
             assert validates_itself(declared)
-            with pytest.raises(InvalidArguments):
+            with pytest.raises(InvalidToolArguments):
                 await rt.call_tool("remote.upper", {"text": 5}, timeout=5)
-            with pytest.raises(InvalidArguments):
+            with pytest.raises(InvalidToolArguments):
                 await rt.call_tool("remote.upper", {"text": "a", "extra": 1}, timeout=5)
             # Request/reply both ways.
             await bus.publish("probe.request", Event(payload=b"ping"))
@@ -377,8 +377,8 @@ async def test_a_remote_agent_survives_a_server_restart_on_the_same_port(tmp_pat
             assert extra == [f"b{i}".encode() for i in range(n)]
             # One registration: one running agent, one connection on the new server.
             assert host.server is not None
-            assert host.server.statistics()["registered"] == 1
-            assert host.server.statistics()["connected"] == 1
+            assert host.server.statistics().registered == 1
+            assert host.server.statistics().connected == 1
             assert [a.id for a in host.runtime.agents() if a.id == "remote"] == ["remote"]
 
             await stop(process, lines)

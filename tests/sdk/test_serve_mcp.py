@@ -30,7 +30,7 @@ async def test_loom_serve_offers_the_tools_of_its_mcp_servers(tmp_path: Path) ->
         assert b"5" in result.stdout
         failed = await loom("call", "demo.fail", '{"message": "no"}', "-a", address, cwd=tmp_path)
         assert failed.returncode == 1
-        assert b"TOOL_ERROR" in failed.stderr
+        assert failed.stderr.startswith(b"loom call: demo.fail: failed: McpToolError: ")
 
 
 @pytest.mark.parametrize(

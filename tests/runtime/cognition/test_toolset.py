@@ -9,7 +9,7 @@ import pytest
 
 from loom.runtime import AgentRuntime, AgentSpec, Context, Event, EventBus, InvalidArgument
 from loom.runtime.cognition import PeerCapabilities, Toolset
-from loom.runtime.tools import FunctionTool, InvalidArguments, Tool, ToolNotFound, ToolRegistry
+from loom.runtime.tools import FunctionTool, InvalidToolArguments, Tool, ToolNotFound, ToolRegistry
 
 pytestmark = pytest.mark.anyio
 
@@ -56,7 +56,7 @@ async def test_registries_come_first_then_loose_tools() -> None:
 
 async def test_calls_are_validated_by_the_registry() -> None:
     turn = Toolset(tools=[tool("a", "r")]).snapshot()
-    with pytest.raises(InvalidArguments):
+    with pytest.raises(InvalidToolArguments):
         await turn.call("a", {"x": "not a number"})
     with pytest.raises(ToolNotFound):
         await turn.call("zzz", {})

@@ -214,7 +214,7 @@ async def test_bad_tool_calls_are_fed_back_as_errors() -> None:
         "MalformedToolArguments",
         "MalformedToolArguments",
         "UnknownTool",
-        "InvalidArguments",
+        "InvalidToolArguments",
     ]
     assert all(r.is_error for r in outcome.tool_results)
     follow_up = server.requests[1].messages

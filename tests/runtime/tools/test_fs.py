@@ -16,7 +16,7 @@ from loom.runtime.tools import (
     FsList,
     FsRead,
     FsWrite,
-    InvalidArguments,
+    InvalidToolArguments,
     ToolFailed,
     ToolPermissionDenied,
     ToolRegistry,
@@ -82,7 +82,7 @@ async def test_read_is_capped_and_pages_without_cutting_characters(
     assert (second.content, second.truncated) == ("étail", False)
     small = await registry.call("fs.read", {"path": "long.txt", "max_bytes": 4})
     assert (small.content, small.truncated) == ("aaaa", True)
-    with pytest.raises(InvalidArguments):
+    with pytest.raises(InvalidToolArguments):
         await registry.call("fs.read", {"path": "long.txt", "max_bytes": 65})
 
 
@@ -168,7 +168,7 @@ async def test_write_modes(root: Path, registry: ToolRegistry) -> None:
     blob = base64.b64encode(b"\x00\xff").decode()
     await registry.call("fs.write", {"path": "b.bin", "content": blob, "encoding": "base64"})
     assert (root / "b.bin").read_bytes() == b"\x00\xff"
-    with pytest.raises(InvalidArguments, match="base64"):
+    with pytest.raises(InvalidToolArguments, match="base64"):
         await registry.call("fs.write", {"path": "b.bin", "content": "%%", "encoding": "base64"})
 
 
@@ -181,7 +181,7 @@ async def test_write_parents(root: Path, registry: ToolRegistry) -> None:
 
 
 async def test_write_size_cap(root: Path, registry: ToolRegistry) -> None:
-    with pytest.raises(InvalidArguments) as info:
+    with pytest.raises(InvalidToolArguments) as info:
         await registry.call("fs.write", {"path": "big.txt", "content": "x" * 33})
     assert info.value.path == ("content",)
     assert not (root / "big.txt").exists()
@@ -216,7 +216,7 @@ async def test_missing_and_directory_errors(registry: ToolRegistry) -> None:
     with pytest.raises(ToolFailed) as info:
         await registry.call("fs.list", {"path": "hello.txt"})
     assert info.value.cause_type == "NotADirectoryError"
-    with pytest.raises(InvalidArguments):
+    with pytest.raises(InvalidToolArguments):
         await registry.call("fs.read", {"path": "a\0b"})
 
 

@@ -14,7 +14,7 @@ from loom.runtime import InvalidArgument
 from loom.runtime.tools import (
     FetchResult,
     HttpFetch,
-    InvalidArguments,
+    InvalidToolArguments,
     ToolFailed,
     ToolPermissionDenied,
     ToolRegistry,
@@ -125,9 +125,9 @@ async def test_hosts_not_allowlisted_are_refused() -> None:
         ):
             with pytest.raises(ToolPermissionDenied):
                 await fetch(tools, url)
-        with pytest.raises(InvalidArguments):
+        with pytest.raises(InvalidToolArguments):
             await fetch(tools, "http://example.com:99999/")
-        with pytest.raises(InvalidArguments):
+        with pytest.raises(InvalidToolArguments):
             await fetch(tools, "http:///nohost")
 
 

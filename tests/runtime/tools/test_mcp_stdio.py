@@ -13,7 +13,7 @@ import anyio
 import pytest
 
 from loom.runtime.tools import (
-    InvalidArguments,
+    InvalidToolArguments,
     McpHub,
     McpServer,
     McpServerStatus,
@@ -152,10 +152,10 @@ async def test_schema_invalid_arguments_never_reach_the_server(
     connected: tuple[McpServer, ToolRegistry], stderr_lines: LogLines
 ) -> None:
     server, registry = connected
-    with pytest.raises(InvalidArguments) as info:
+    with pytest.raises(InvalidToolArguments) as info:
         await registry.call("t.log", {"lines": "not a list"})
     assert info.value.path == ("lines",)
-    with pytest.raises(InvalidArguments):
+    with pytest.raises(InvalidToolArguments):
         await registry.call("t.add", {"a": 1})
     # A later call's stderr lines arrive; the refused one's never did (the server's own
     # argument validation would have logged the refusal).
@@ -348,9 +348,9 @@ async def test_a_hub_registers_each_enabled_server() -> None:
         assert await registry.call("a.echo", {"text": "from a"}) == "from a"
         assert await registry.call("b.add", {"a": 1, "b": 1}) == {"result": 2}
         assert not any(name.startswith("off.") for name in (t.name for t in registry.list()))
-        assert {s.status for s in hub.statistics().values()} == {McpServerStatus.CONNECTED}
+        assert {s.status for s in hub.statistics().servers.values()} == {McpServerStatus.CONNECTED}
     assert len(registry) == 0
-    assert {s.status for s in hub.statistics().values()} == {McpServerStatus.CLOSED}
+    assert {s.status for s in hub.statistics().servers.values()} == {McpServerStatus.CLOSED}
 
 
 async def test_a_name_taken_in_the_registry_is_skipped(

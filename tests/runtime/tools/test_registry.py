@@ -14,7 +14,7 @@ import pytest
 from loom.runtime import DeadlineExceeded, InvalidArgument
 from loom.runtime.tools import (
     FunctionTool,
-    InvalidArguments,
+    InvalidToolArguments,
     InvalidToolSchema,
     Tool,
     ToolFailed,
@@ -98,7 +98,7 @@ async def test_invalid_arguments(
 ) -> None:
     registry = ToolRegistry()
     registry.register(add_tool())
-    with pytest.raises(InvalidArguments) as info:
+    with pytest.raises(InvalidToolArguments) as info:
         await registry.call("math.add", arguments)
     assert info.value.path == path
     assert needle in info.value.reason
@@ -110,7 +110,7 @@ async def test_invalid_arguments(
 async def test_arguments_of_the_wrong_python_type() -> None:
     registry = ToolRegistry()
     registry.register(add_tool())
-    with pytest.raises(InvalidArguments, match="got list"):
+    with pytest.raises(InvalidToolArguments, match="got list"):
         await registry.call("math.add", [1, 2])  # type: ignore[arg-type]
 
 

@@ -12,7 +12,7 @@ from loom.runtime import InvalidArgument
 from loom.runtime.tools import (
     DEFAULT_SHELL_PROGRAMS,
     ExecResult,
-    InvalidArguments,
+    InvalidToolArguments,
     ResourceLimits,
     ShellExec,
     ToolFailed,
@@ -210,13 +210,13 @@ async def test_cpu_limit_applies(root: Path) -> None:
 
 async def test_bad_input(root: Path) -> None:
     registry = make(root, max_stdin_bytes=4)
-    with pytest.raises(InvalidArguments):
+    with pytest.raises(InvalidToolArguments):
         await run(registry, "cat", stdin="12345")
-    with pytest.raises(InvalidArguments):
+    with pytest.raises(InvalidToolArguments):
         await registry.call("shell.exec", {"argv": []})
-    with pytest.raises(InvalidArguments):
+    with pytest.raises(InvalidToolArguments):
         await run(registry, "echo", "a\0b")
-    with pytest.raises(InvalidArguments):
+    with pytest.raises(InvalidToolArguments):
         await run(registry, "echo", timeout=1000)
 
 

@@ -7,7 +7,7 @@ import inspect
 import loom.runtime.tools as tools_pkg
 from loom.runtime import LoomError
 from loom.runtime.tools import (
-    InvalidArguments,
+    InvalidToolArguments,
     ToolError,
     ToolFailed,
     ToolNotFound,
@@ -30,6 +30,6 @@ def test_public_surface_matches_all() -> None:
 
 
 def test_error_tree() -> None:
-    for cls in (InvalidArguments, ToolTimeout, ToolPermissionDenied, ToolFailed, ToolNotFound):
+    for cls in (InvalidToolArguments, ToolTimeout, ToolPermissionDenied, ToolFailed, ToolNotFound):
         assert issubclass(cls, ToolError)
         assert issubclass(cls, LoomError)
