@@ -72,7 +72,7 @@ from loom.runtime.tools import ToolFailed, ToolTimeout
 
 from ._aio import rpc_text, unary
 from ._client_config import AgentRegistration, ClientOptions, ClientStatistics, ClientTLS
-from ._client_session import AckWaiter, CallWaiter, Session, SessionEnded
+from ._client_session import AckWaiter, CallWaiter, Counters, Session, SessionEnded
 from ._client_tools import error_from_rpc
 from ._convert import (
     fill_event,
@@ -232,22 +232,7 @@ class BridgeClient:
         self._closing = False
         self._fatal: Exception | None = None
         self._last_exc: Exception | None = None
-        self._features: tuple[str, ...] = ()
-        # Counters (the session updates most of them).
-        self._registrations = 0
-        self._published = 0
-        self._rejected = 0
-        self._delivered = 0
-        self._replies = 0
-        self._malformed = 0
-        self._tools_served = 0
-        self._tools_cancelled = 0
-        self._tools_refused = 0
-        self._pings = 0
-        self._pongs = 0
-        self._rtt_ms = 0
-        self._errors = 0
-        self._last_server_error = ""
+        self._counters = Counters()  # written by the sessions; see statistics()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -355,25 +340,26 @@ class BridgeClient:
     def statistics(self) -> ClientStatistics:
         """A snapshot of the counters."""
         rs = self._reconnector.statistics()
+        c = self._counters
         return ClientStatistics(
             status=rs.status,
             attempts=rs.attempts,
-            registrations=self._registrations,
+            registrations=c.registrations,
             connects=rs.connects,
-            features=self._features,
-            published=self._published,
-            rejected=self._rejected,
-            delivered=self._delivered,
-            replies=self._replies,
-            malformed=self._malformed,
-            tools_served=self._tools_served,
-            tools_cancelled=self._tools_cancelled,
-            tools_refused=self._tools_refused,
-            pings=self._pings,
-            pongs=self._pongs,
-            rtt_ms=self._rtt_ms,
-            server_errors=self._errors,
-            last_error=self._last_server_error or rs.last_error,
+            features=c.features,
+            published=c.published,
+            rejected=c.rejected,
+            delivered=c.delivered,
+            replies=c.replies,
+            malformed=c.malformed,
+            tools_served=c.tools_served,
+            tools_cancelled=c.tools_cancelled,
+            tools_refused=c.tools_refused,
+            pings=c.pings,
+            pongs=c.pongs,
+            rtt_ms=c.rtt_ms,
+            server_errors=c.server_errors,
+            last_error=c.last_server_error or rs.last_error,
         )
 
     # ------------------------------------------------------------------ the connection loop
@@ -441,28 +427,19 @@ class BridgeClient:
         )
         if not response.success:
             raise RegistrationRefused(reg.agent_id, response.error_message)
-        self._registrations += 1
+        self._counters.registrations += 1
         assert self._sink is not None
-        session = Session(self, stub, self._sink)
+        session = Session(self, stub, self._sink, self._counters)
         self._session = session
         if self._closing:
             return
 
         def on_connected() -> None:
             names = bridge_pb2.StreamFeature
-            self._features = tuple(sorted(names.Name(f) for f in session.features))
+            self._counters.features = tuple(sorted(names.Name(f) for f in session.features))
             connected()
 
         await session.run(on_connected)
-
-    def _on_pong(self, timestamp_ms: int) -> None:
-        self._pongs += 1
-        self._rtt_ms = max(0, int(time.time() * 1000) - timestamp_ms)
-
-    def _on_server_error(self, code: str, message: str) -> None:
-        self._errors += 1
-        self._last_server_error = f"{code}: {message}"
-        log.warning("bridge: server error frame %s: %s", code, message)
 
     def _route_reply(self, event: Event) -> bool:
         """Hand ``event`` to the request it answers, if one waits; the request event itself
@@ -475,7 +452,7 @@ class BridgeClient:
             return False
         call.reply = event
         call.event.set()
-        self._replies += 1
+        self._counters.replies += 1
         return True
 
     def _connected(self) -> bool:
