@@ -348,6 +348,7 @@ class BridgeClient:
             connects=rs.connects,
             features=c.features,
             published=c.published,
+            dropped=c.dropped,
             rejected=c.rejected,
             delivered=c.delivered,
             replies=c.replies,
@@ -512,7 +513,8 @@ class BridgeClient:
                 raise waiter.error
 
     def publish_nowait(self, topic: str, event: Event) -> None:
-        """Publish if that needs no wait at all.
+        """Publish if that needs no wait at all (``ctx.emit(qos=REALTIME)``); a refusal is
+        counted in ``statistics().dropped``.
 
         Raises:
             WouldBlock: not connected, no publish credit, or the outbound queue is full;
@@ -528,6 +530,7 @@ class BridgeClient:
             or session.ended
             or self._reconnector.status is not ConnectionStatus.CONNECTED
         ):
+            self._counters.dropped += 1
             raise WouldBlock("the bridge client is not connected")
         frame = _publish_frame(
             topic, event, sender=self.registration.agent_id, mirror=session.mirror
@@ -535,6 +538,7 @@ class BridgeClient:
         try:
             session.publish_nowait(frame)
         except (anyio.WouldBlock, SessionEnded):
+            self._counters.dropped += 1
             raise WouldBlock("no publish credit or no room in the outbound queue") from None
 
     async def request(self, topic: str, event: Event, *, timeout: float) -> Event:

@@ -110,6 +110,8 @@ class ClientStatistics(msgspec.Struct, frozen=True, kw_only=True):
         connects: connections established (the first one and every reconnect).
         features: the stream features the current (or last) server granted, by name.
         published: publishes written to the stream.
+        dropped: :meth:`~BridgeClient.publish_nowait` calls refused (no connection, publish
+            credit or queue room): nothing was sent.
         rejected: publishes the server's bus did not accept.
         delivered: deliveries handed to the inbound buffer or sink.
         replies: replies handed to pending requests.
@@ -127,6 +129,7 @@ class ClientStatistics(msgspec.Struct, frozen=True, kw_only=True):
     connects: int
     features: tuple[str, ...]
     published: int
+    dropped: int
     rejected: int
     delivered: int
     replies: int

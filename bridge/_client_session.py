@@ -71,6 +71,7 @@ class Counters:
 
     __slots__ = (
         "delivered",
+        "dropped",
         "features",
         "last_server_error",
         "malformed",
@@ -91,6 +92,7 @@ class Counters:
         self.registrations = 0
         self.features: tuple[str, ...] = ()
         self.published = 0
+        self.dropped = 0
         self.rejected = 0
         self.delivered = 0
         self.replies = 0

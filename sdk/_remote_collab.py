@@ -85,6 +85,9 @@ class BridgeTransport:
     async def publish(self, topic: str, event: Event) -> None:
         await self._client.publish(topic, event)
 
+    def publish_nowait(self, topic: str, event: Event) -> None:
+        self._client.publish_nowait(topic, event)
+
     def add_interest(self, pattern: str, qos: QoS) -> None:
         if not pattern.startswith(self._prefix):
             self._other += 1
