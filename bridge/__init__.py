@@ -2,6 +2,7 @@
 
 from ._auth import TLSConfig as TLSConfig
 from ._auth import is_loopback as is_loopback
+from ._calls import run_tool_call as run_tool_call
 from ._client import AgentRegistration as AgentRegistration
 from ._client import BridgeClient as BridgeClient
 from ._client import ClientOptions as ClientOptions
@@ -74,4 +75,5 @@ __all__ = [
     "WrongAgent",
     "error_from_status",
     "is_loopback",
+    "run_tool_call",
 ]

@@ -41,7 +41,9 @@ code is unchanged:
   As on any bus with a transport, a target nobody serves is a timeout, not ``unrouted``.
 
 Calls the server pushes to the agent's capabilities run in tasks of their own (never in the
-mailbox), through the local runtime's registry: validated, timed out, typed errors. Dead
+mailbox), through the local runtime's registry: validated, timed out, typed errors. They are
+served by ``loom.bridge.run_tool_call``, the very function the server serves its own tool
+calls with (``bridge/_calls.py``), so both sides answer a call the same way. Dead
 letters of the agent go to the server's ``loom.deadletter.{id}`` as they do in process.
 """
 
@@ -62,6 +64,7 @@ from anyio.abc import TaskStatus
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
+from loom.bridge import run_tool_call
 from loom.bridge._calls import decode_output
 from loom.bridge._client import (
     AgentRegistration,
@@ -71,12 +74,9 @@ from loom.bridge._client import (
 )
 from loom.bridge._errors import ClientClosed
 from loom.bridge._reconnect import StateListener
-from loom.bridge._status import outcome_from_error
 from loom.bridge._wire_types import (
     VALIDATES_KEY,
     ProviderKind,
-    ToolCallOutcome,
-    ToolCallRequest,
     ToolDescriptor,
 )
 from loom.runtime import (
@@ -102,7 +102,7 @@ from loom.runtime.lowlevel import (
     mailbox_topic,
     request_event,
 )
-from loom.runtime.tools import Tool, ToolError, ToolFailed, ToolSpec, validates_itself
+from loom.runtime.tools import Tool, ToolSpec, validates_itself
 
 from ._remote_collab import BridgeTransport, reply_interest
 from ._remote_spawn import spawn_linked
@@ -311,18 +311,6 @@ def tool_descriptors(tools: Sequence[Tool]) -> tuple[ToolDescriptor, ...]:
     )
 
 
-async def _serve_tool(runtime: AgentRuntime, request: ToolCallRequest) -> ToolCallOutcome:
-    timeout = request.timeout_ms / 1000 if request.timeout_ms > 0 else None
-    try:
-        value = await runtime.call_tool(request.name, request.arguments or "{}", timeout=timeout)
-        output = _encoder.encode(value).decode()
-    except ToolError as exc:
-        return outcome_from_error(request.id, exc)
-    except (TypeError, ValueError) as exc:  # a result JSON cannot carry
-        return outcome_from_error(request.id, ToolFailed.from_exception(exc, tool=request.name))
-    return ToolCallOutcome(id=request.id, output=output)
-
-
 class _HeldInbound:
     """The stream's deliveries into the agent's local bus, held until its mailbox exists.
 
@@ -415,9 +403,6 @@ async def serve_agent(
             bus, (options if options is not None else ClientOptions()).inbound_buffer
         )
 
-        async def serve_tool(request: ToolCallRequest) -> ToolCallOutcome:
-            return await _serve_tool(runtime, request)
-
         client = BridgeClient(
             address,
             AgentRegistration(
@@ -429,7 +414,8 @@ async def serve_agent(
             ),
             token=token,
             tls=tls,
-            tool_handler=serve_tool,
+            # Pushed calls of its capabilities: the server's own serving path, on this runtime.
+            tool_handler=functools.partial(run_tool_call, runtime, deadline_s=None),
             options=options,
             on_state_change=on_state_change,
             inbound=inbound,  # the stream's reader delivers into the local mailbox, in order
