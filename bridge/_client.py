@@ -19,13 +19,13 @@ What it promises:
 * **Reconnecting** (``bridge/_reconnect.py``): when the stream ends or falls silent the client
   registers again, reopens the stream and resubscribes every dynamic subscription, one attempt
   at a time (never two registrations at once), with capped, jittered backoff. Deliveries
-  already buffered stay buffered; pending requests keep waiting for their reply.
+  already buffered stay buffered.
 * **Deliveries** go to a bounded buffer (``inbound_buffer``) read by ``receive()`` / ``async
-  for``, or, given an ``inbound`` sink (the SDK passes the agent's local :class:`EventBus`),
+  for``, or, given an ``inbound`` sink (a remote agent's local bus, through its transport),
   straight from the stream's reader into ``inbound.deliver_inbound``: one hand-over fewer
   per event. Either way, when there is no room the stream's reader waits: that is
-  backpressure all the way to the server's publishers. A reply to a pending :meth:`request`
-  never enters the buffer or the sink.
+  backpressure all the way to the server's publishers. Replies are deliveries like any
+  other: a remote agent's requests wait in its bus's reply router, as in process.
 * **Publishing** (:meth:`publish`) waits for a connection, for publish credit (the server's
   pace, when it grants ``PUBLISH_ACK``) and for room in the bounded outbound queue; it never
   grows memory without bound. :meth:`publish_nowait` raises ``WouldBlock`` instead of waiting.
@@ -60,7 +60,7 @@ from anyio.abc import TaskGroup
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from loom.bridge._generated import bridge_pb2, bridge_pb2_grpc, tools_pb2, tools_pb2_grpc
-from loom.runtime import Delivery, Event, InvalidArgument, QoS, RequestTimeout, WouldBlock
+from loom.runtime import Delivery, Event, InvalidArgument, QoS, WouldBlock
 from loom.runtime.lowlevel import (
     Inbound,
     mailbox_topic,
@@ -123,14 +123,6 @@ class _Subscription(msgspec.Struct, frozen=True, kw_only=True):
     qos: QoS
     event_types: tuple[str, ...] = ()
     buffer_size: int = 0
-
-
-class _Reply:
-    __slots__ = ("event", "reply")
-
-    def __init__(self) -> None:
-        self.event = anyio.Event()
-        self.reply: Event | None = None
 
 
 def _publish_frame(
@@ -220,7 +212,6 @@ class BridgeClient:
         # (less those unsubscribed since) and dynamic subscriptions, by pattern.
         self._topics: list[str] = list(dict.fromkeys(registration.topics))
         self._subscriptions: dict[str, _Subscription] = {}
-        self._requests: dict[str, _Reply] = {}
         # The inbound buffer exists while the client is entered (a stream left unclosed is a
         # ResourceWarning); it outlives every session, so nothing buffered is lost to one.
         self._inbound: Lane[Delivery] | None = None
@@ -290,8 +281,8 @@ class BridgeClient:
     async def aclose(self) -> None:
         """Close: queued frames get ``close_grace`` seconds to go out, the stream is
         half-closed so the server sees a clean end, then every task of the client is
-        cancelled; waiting requests end with ``ClientClosed``, ``receive`` with
-        ``EndOfStream`` once the buffer is empty. Shielded; idempotent."""
+        cancelled; ``receive`` ends with ``EndOfStream`` once the buffer is empty.
+        Shielded; idempotent."""
         if self._closing:
             return
         self._closing = True
@@ -304,8 +295,6 @@ class BridgeClient:
                     await session.finished.wait()
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
-        for call in self._requests.values():
-            call.event.set()
         if self._inbound is not None:
             self._inbound.close()
 
@@ -351,7 +340,6 @@ class BridgeClient:
             dropped=c.dropped,
             rejected=c.rejected,
             delivered=c.delivered,
-            replies=c.replies,
             malformed=c.malformed,
             tools_served=c.tools_served,
             tools_cancelled=c.tools_cancelled,
@@ -442,20 +430,6 @@ class BridgeClient:
 
         await session.run(on_connected)
 
-    def _route_reply(self, event: Event) -> bool:
-        """Hand ``event`` to the request it answers, if one waits; the request event itself
-        (delivered back to an agent subscribed to its topic) is not its own reply."""
-        corr = event.envelope.correlation_id
-        if not corr or corr == event.id or not self._requests:
-            return False
-        call = self._requests.pop(corr, None)
-        if call is None:
-            return False
-        call.reply = event
-        call.event.set()
-        self._counters.replies += 1
-        return True
-
     def _connected(self) -> bool:
         session = self._session
         return (
@@ -540,39 +514,6 @@ class BridgeClient:
         except (anyio.WouldBlock, SessionEnded):
             self._counters.dropped += 1
             raise WouldBlock("no publish credit or no room in the outbound queue") from None
-
-    async def request(self, topic: str, event: Event, *, timeout: float) -> Event:
-        """Publish ``event`` (its envelope names a ``correlation_id``, and a ``reply_to`` that
-        this agent receives) and wait for the event that answers it.
-
-        The reply is recognised by correlation id on any topic this agent receives, and is
-        handed over by the stream's reader; it never waits behind the inbound buffer's
-        deliveries on this side (it may behind those the stream carries before it).
-
-        Raises:
-            RequestTimeout: no reply within ``timeout`` seconds (publishing included). Unlike
-                in process there is no ``NoResponders``: the server's publish does not say who
-                received it.
-            InvalidArgument: the envelope has no ``correlation_id``.
-            ClientClosed: the client closed while waiting.
-        """
-        corr = event.envelope.correlation_id
-        if not corr:
-            raise InvalidArgument("a request needs envelope.correlation_id")
-        if not timeout > 0:
-            raise InvalidArgument(f"timeout must be > 0 seconds, not {timeout!r}")
-        call = self._requests[corr] = _Reply()
-        try:
-            with anyio.move_on_after(timeout):
-                await self.publish(topic, event)
-                await call.event.wait()
-                if call.reply is None:
-                    raise ClientClosed("the bridge client closed while waiting for a reply")
-                return call.reply
-        finally:
-            if self._requests.get(corr) is call:
-                del self._requests[corr]
-        raise RequestTimeout(topic, corr, timeout)
 
     async def subscribe(
         self,

@@ -114,7 +114,6 @@ class ClientStatistics(msgspec.Struct, frozen=True, kw_only=True):
             credit or queue room): nothing was sent.
         rejected: publishes the server's bus did not accept.
         delivered: deliveries handed to the inbound buffer or sink.
-        replies: replies handed to pending requests.
         malformed: deliveries dropped because they did not decode.
         tools_served: pushed tool calls answered.
         tools_cancelled: pushed tool calls withdrawn by the server.
@@ -132,7 +131,6 @@ class ClientStatistics(msgspec.Struct, frozen=True, kw_only=True):
     dropped: int
     rejected: int
     delivered: int
-    replies: int
     malformed: int
     tools_served: int
     tools_cancelled: int

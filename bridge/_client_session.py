@@ -5,9 +5,8 @@ reconnect loop makes the next one. Its tasks:
 
 * the **reader** only decodes frames. Deliveries go to the client's inbound sink, its bounded
   buffer or the agent's local bus (waiting for room there is the stream's backpressure),
-  replies to pending requests to their waiter, pushed tool calls to workers of their own
-  (``bridge/_workers.py``), the results of our own calls to their waiters. It never runs a
-  handler.
+  pushed tool calls to workers of their own (``bridge/_workers.py``), the results of our own
+  calls to their waiters. It never runs a handler.
 * the **writer** drains the session's bounded outbound queue in order. Consecutive publishes
   are sent as one ``publish_batch`` once the server has answered our hello (an old server
   gets single ``publish`` frames), and numbered as the server numbers them, so that each
@@ -80,7 +79,6 @@ class Counters:
         "published",
         "registrations",
         "rejected",
-        "replies",
         "rtt_ms",
         "server_errors",
         "tools_cancelled",
@@ -95,7 +93,6 @@ class Counters:
         self.dropped = 0
         self.rejected = 0
         self.delivered = 0
-        self.replies = 0
         self.malformed = 0
         self.tools_served = 0
         self.tools_cancelled = 0
@@ -360,15 +357,12 @@ class Session:
             # Anything else is a frame of a newer server that we did not ask for: ignored.
 
     async def _on_delivery(self, msg: bridge_pb2.Delivery) -> None:
-        client = self.client
         topic = msg.topic
         try:
             event = event_from_proto(msg.event)
         except WireError as exc:
             self.counters.malformed += 1
             log.warning("bridge: dropped a malformed delivery on %r: %s", topic, exc)
-            return
-        if client._route_reply(event):
             return
         # Where the sink is full (a full local mailbox) this waits for room: the stream's
         # backpressure (the server's queue for us fills, then its lossless publishers wait).

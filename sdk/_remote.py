@@ -101,6 +101,7 @@ from loom.runtime.lowlevel import (
     envelope_with_context,
     mailbox_topic,
     request_event,
+    router_for,
 )
 from loom.runtime.tools import Tool, ToolSpec, validates_itself
 
@@ -171,17 +172,19 @@ class RemoteHost:
         timeout: float,
         parent: Event | None,
     ) -> Event:
+        # The reply router of the bus, as in process: the reply comes back on the stream
+        # (``agent.{id}.replies.rpc`` lies under the registered ``agent.{id}.replies.>``) and
+        # is handed to this call by correlation id; it never reaches the mailbox.
+        router = router_for(self.bus)
         event = request_event(
             payload,
             type=type,
             metadata=metadata,
             sender=self._agent_id,
-            # The mailbox: the server subscribes every agent to it, and the reply is taken
-            # out of the stream by correlation id before it would reach the handler.
-            reply_to=mailbox_topic(self._agent_id),
+            reply_to=router.inbox(self._agent_id),
             parent=parent,
         )
-        return await self._client.request(topic, _traced(event), timeout=timeout)
+        return await router.call(topic, _traced(event), timeout=timeout)
 
     async def call_tool(
         self, name: str, arguments: Mapping[str, Any] | str, *, timeout: float | None
@@ -331,6 +334,12 @@ class _HeldInbound:
 
     async def deliver_inbound(self, topic: str, event: Event) -> None:
         if not self._open:
+            collab = self.collab
+            if collab is not None and collab.waits_for(topic):
+                # A reply to a call already waiting (``on_start`` may request): it goes to no
+                # mailbox, so it need not wait for one, and holding it would deadlock.
+                await collab.deliver(topic, event)
+                return
             if len(self._held) < self._limit:
                 self._held.append((topic, event))
                 return

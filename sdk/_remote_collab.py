@@ -60,6 +60,10 @@ class BridgeTransport:
         """Whether a delivery on ``topic`` is for the collaboration bus."""
         return self._inbound is not None and (self._other > 0 or topic.startswith(self._prefix))
 
+    def waits_for(self, topic: str) -> bool:
+        """Whether ``topic`` is one of the agent's inboxes (replies, collaboration answers)."""
+        return self._inbound is not None and topic.startswith(self._prefix)
+
     async def deliver(self, topic: str, event: Event) -> None:
         """Hand a delivery of the stream to the collaboration bus (see :meth:`wants`)."""
         if self._inbound is not None:
@@ -88,12 +92,18 @@ class BridgeTransport:
     def publish_nowait(self, topic: str, event: Event) -> None:
         self._client.publish_nowait(topic, event)
 
+    def _local(self, pattern: str) -> bool:
+        # The agent's inboxes are registered already; other ``agent.`` patterns and the
+        # ``_inbox.`` one are the reply router's (``agent.*.replies.rpc``: this agent's own
+        # replies lie under its prefix, and asking the server for everyone's would be wrong).
+        return pattern.startswith((self._prefix, "agent.", "_inbox."))
+
     def add_interest(self, pattern: str, qos: QoS) -> None:
-        if not pattern.startswith(self._prefix):
+        if not self._local(pattern):
             self._other += 1
             self._ops.send_nowait(("add", pattern, qos))
 
     def remove_interest(self, pattern: str, qos: QoS) -> None:
-        if not pattern.startswith(self._prefix):
+        if not self._local(pattern):
             self._other -= 1
             self._ops.send_nowait(("remove", pattern, qos))
