@@ -8,6 +8,7 @@ from ._client import BridgeClient as BridgeClient
 from ._client import ClientOptions as ClientOptions
 from ._client import ClientStatistics as ClientStatistics
 from ._client import ClientTLS as ClientTLS
+from ._client_transport import ClientTransport as ClientTransport
 from ._errors import AgentConnected as AgentConnected
 from ._errors import BindError as BindError
 from ._errors import BridgeError as BridgeError
@@ -50,6 +51,7 @@ __all__ = [
     "ClientOptions",
     "ClientStatistics",
     "ClientTLS",
+    "ClientTransport",
     "ConnectFailed",
     "ConnectionLost",
     "ConnectionStatus",

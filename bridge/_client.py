@@ -176,7 +176,8 @@ class BridgeClient:
         options: bounds and timeouts.
         on_state_change: ``listener(old, new)`` for every :class:`ConnectionStatus` change.
         inbound: where deliveries go instead of the client's own buffer (``receive()`` is
-            then refused). The stream's reader awaits its ``deliver_inbound``, in stream
+            then refused); a remote agent's :class:`ClientTransport`, which hands them to its
+            bus. The stream's reader awaits its ``deliver_inbound``, in stream
             order; a delivery it refuses with ``InvalidArgument`` is dropped and counted as
             malformed, and nothing is delivered once it raises ``BusClosed``.
     """
