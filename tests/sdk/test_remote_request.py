@@ -10,6 +10,7 @@ import pytest
 
 from loom import Agent, Context
 from loom._remote import serve_agent
+from loom.bridge import ClientOptions, ConnectFailed
 from loom.runtime import Event, RequestTimeout
 
 from ..bridge._client_support import FAST, hosting, next_of
@@ -63,3 +64,16 @@ async def test_remote_requests_get_their_replies_past_queued_events_or_time_out(
             elapsed = float((await next_of(out, "timeout")).payload)
             assert 0.2 <= elapsed < 2
         tg.cancel_scope.cancel()
+
+
+async def test_a_failed_first_connection_is_raised_as_itself() -> None:
+    # The bus's transport connects when the bus is entered: its error comes out unwrapped.
+    quick = ClientOptions(connect_timeout=0.5)
+    async with hosting() as host:
+        await host.runtime.start(Agent("taken", topics=["x"], on_event=echo))
+        with pytest.raises(ConnectFailed) as refused:
+            await serve_agent(Agent("taken", on_event=echo), host.address, options=quick)
+        assert refused.value.code == "ALREADY_EXISTS"
+        address = host.address
+    with pytest.raises(ConnectFailed):
+        await serve_agent(Agent("nobody", on_event=echo), address, options=quick)
