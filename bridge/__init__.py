@@ -15,11 +15,13 @@ from ._admin import Rejection as Rejection
 from ._auth import TLSConfig as TLSConfig
 from ._auth import is_loopback as is_loopback
 from ._calls import decode_output as decode_output
+from ._calls import run_tool_call as run_tool_call
 from ._client import AgentRegistration as AgentRegistration
 from ._client import BridgeClient as BridgeClient
 from ._client import ClientOptions as ClientOptions
 from ._client import ClientStatistics as ClientStatistics
 from ._client import ClientTLS as ClientTLS
+from ._client_transport import ClientTransport as ClientTransport
 from ._errors import BindError as BindError
 from ._errors import BridgeError as BridgeError
 from ._errors import ClientClosed as ClientClosed
@@ -68,6 +70,7 @@ __all__ = [
     "ClientOptions",
     "ClientStatistics",
     "ClientTLS",
+    "ClientTransport",
     "ConnectFailed",
     "ConnectionLost",
     "ConnectionStatus",
@@ -101,6 +104,7 @@ __all__ = [
     "error_from_status",
     "is_loopback",
     "outcome_from_error",
+    "run_tool_call",
 ]
 
 _set_public_module(globals())

@@ -1,9 +1,14 @@
-"""Tool calls made over gRPC (``Bridge.ForwardToolCall``, ``ToolService.Call``).
+"""Serving a tool call that came over the wire: :func:`run_tool_call`, the one path.
 
-One path for both: the call goes through ``AgentRuntime.call_tool``, so a runtime tool, an MCP
-server's tool, a local agent's capability and a remote agent's declared tool are called the
-same way, with the registry's validation and timeout. The outcome is always a ``ToolResult``;
-only a malformed ``ToolCall`` (negative ``timeout_ms``, unknown ``qos``) is a gRPC error.
+Every call that arrives over gRPC is served by :func:`run_tool_call`: on the server, a
+``Bridge.ForwardToolCall`` or ``ToolService.Call`` RPC and a ``call`` frame of an agent's stream
+(``bridge/_server_session.py``); in a remote agent's process, a call the server pushes to the
+agent's capabilities (the SDK hands it to ``BridgeClient`` as its ``tool_handler``). The call
+goes through ``AgentRuntime.call_tool``, so a runtime tool, an MCP server's tool, a local
+agent's capability and a remote agent's declared tool are called the same way, with the
+registry's validation and timeout, and answered with the same outcomes. The outcome is
+always a ``ToolResult``; only a malformed ``ToolCall`` (negative ``timeout_ms``, unknown
+``qos``) is a gRPC error.
 
 Time: ``timeout_ms`` (0: the tool's default) is the registry's timeout; the caller's gRPC
 deadline bounds the whole call too. Whichever comes first ends it with ``TOOL_TIMEOUT`` and

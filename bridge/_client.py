@@ -19,13 +19,13 @@ What it promises:
 * **Reconnecting** (``bridge/_reconnect.py``): when the stream ends or falls silent the client
   registers again, reopens the stream and resubscribes every dynamic subscription, one attempt
   at a time (never two registrations at once), with capped, jittered backoff. Deliveries
-  already buffered stay buffered; pending requests keep waiting for their reply.
+  already buffered stay buffered.
 * **Deliveries** go to a bounded buffer (``inbound_buffer``) read by ``receive()`` / ``async
-  for``, or, given an ``inbound`` sink (the SDK passes the agent's local :class:`EventBus`),
+  for``, or, given an ``inbound`` sink (a remote agent's local bus, through its transport),
   straight from the stream's reader into ``inbound.deliver_inbound``: one hand-over fewer
   per event. Either way, when there is no room the stream's reader waits: that is
-  backpressure all the way to the server's publishers. A reply to a pending :meth:`request`
-  never enters the buffer or the sink.
+  backpressure all the way to the server's publishers. Replies are deliveries like any
+  other: a remote agent's requests wait in its bus's reply router, as in process.
 * **Publishing** (:meth:`publish`) waits for a connection, for publish credit (the server's
   pace, when it grants ``PUBLISH_ACK``) and for room in the bounded outbound queue; it never
   grows memory without bound. :meth:`publish_nowait` raises ``WouldBlock`` instead of waiting.
@@ -60,7 +60,7 @@ from anyio.abc import TaskGroup
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from loom.bridge._generated import bridge_pb2, bridge_pb2_grpc, tools_pb2, tools_pb2_grpc
-from loom.runtime import Delivery, Event, InvalidArgument, QoS, RequestTimeout, WouldBlock
+from loom.runtime import Delivery, Event, InvalidArgument, QoS, WouldBlock
 from loom.runtime.lowlevel import (
     Inbound,
     mailbox_topic,
@@ -72,7 +72,7 @@ from loom.runtime.tools import ToolFailed, ToolTimeout
 
 from ._aio import rpc_text, unary
 from ._client_config import AgentRegistration, ClientOptions, ClientStatistics, ClientTLS
-from ._client_session import AckWaiter, CallWaiter, Session, SessionEnded
+from ._client_session import AckWaiter, CallWaiter, Counters, Session, SessionEnded
 from ._client_tools import error_from_rpc
 from ._convert import (
     fill_event,
@@ -123,14 +123,6 @@ class _Subscription(msgspec.Struct, frozen=True, kw_only=True):
     qos: QoS
     event_types: tuple[str, ...] = ()
     buffer_size: int = 0
-
-
-class _Reply:
-    __slots__ = ("event", "reply")
-
-    def __init__(self) -> None:
-        self.event = anyio.Event()
-        self.reply: Event | None = None
 
 
 def _publish_frame(
@@ -184,7 +176,8 @@ class BridgeClient:
         options: bounds and timeouts.
         on_state_change: ``listener(old, new)`` for every :class:`ConnectionStatus` change.
         inbound: where deliveries go instead of the client's own buffer (``receive()`` is
-            then refused). The stream's reader awaits its ``deliver_inbound``, in stream
+            then refused); a remote agent's :class:`ClientTransport`, which hands them to its
+            bus. The stream's reader awaits its ``deliver_inbound``, in stream
             order; a delivery it refuses with ``InvalidArgument`` is dropped and counted as
             malformed, and nothing is delivered once it raises ``BusClosed``.
     """
@@ -220,7 +213,6 @@ class BridgeClient:
         # (less those unsubscribed since) and dynamic subscriptions, by pattern.
         self._topics: list[str] = list(dict.fromkeys(registration.topics))
         self._subscriptions: dict[str, _Subscription] = {}
-        self._requests: dict[str, _Reply] = {}
         # The inbound buffer exists while the client is entered (a stream left unclosed is a
         # ResourceWarning); it outlives every session, so nothing buffered is lost to one.
         self._inbound: Lane[Delivery] | None = None
@@ -232,22 +224,7 @@ class BridgeClient:
         self._closing = False
         self._fatal: Exception | None = None
         self._last_exc: Exception | None = None
-        self._features: tuple[str, ...] = ()
-        # Counters (the session updates most of them).
-        self._registrations = 0
-        self._published = 0
-        self._rejected = 0
-        self._delivered = 0
-        self._replies = 0
-        self._malformed = 0
-        self._tools_served = 0
-        self._tools_cancelled = 0
-        self._tools_refused = 0
-        self._pings = 0
-        self._pongs = 0
-        self._rtt_ms = 0
-        self._errors = 0
-        self._last_server_error = ""
+        self._counters = Counters()  # written by the sessions; see statistics()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -305,8 +282,8 @@ class BridgeClient:
     async def aclose(self) -> None:
         """Close: queued frames get ``close_grace`` seconds to go out, the stream is
         half-closed so the server sees a clean end, then every task of the client is
-        cancelled; waiting requests end with ``ClientClosed``, ``receive`` with
-        ``EndOfStream`` once the buffer is empty. Shielded; idempotent."""
+        cancelled; ``receive`` ends with ``EndOfStream`` once the buffer is empty.
+        Shielded; idempotent."""
         if self._closing:
             return
         self._closing = True
@@ -319,8 +296,6 @@ class BridgeClient:
                     await session.finished.wait()
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
-        for call in self._requests.values():
-            call.event.set()
         if self._inbound is not None:
             self._inbound.close()
 
@@ -355,25 +330,26 @@ class BridgeClient:
     def statistics(self) -> ClientStatistics:
         """A snapshot of the counters."""
         rs = self._reconnector.statistics()
+        c = self._counters
         return ClientStatistics(
             status=rs.status,
             attempts=rs.attempts,
-            registrations=self._registrations,
+            registrations=c.registrations,
             connects=rs.connects,
-            features=self._features,
-            published=self._published,
-            rejected=self._rejected,
-            delivered=self._delivered,
-            replies=self._replies,
-            malformed=self._malformed,
-            tools_served=self._tools_served,
-            tools_cancelled=self._tools_cancelled,
-            tools_refused=self._tools_refused,
-            pings=self._pings,
-            pongs=self._pongs,
-            rtt_ms=self._rtt_ms,
-            server_errors=self._errors,
-            last_error=self._last_server_error or rs.last_error,
+            features=c.features,
+            published=c.published,
+            dropped=c.dropped,
+            rejected=c.rejected,
+            delivered=c.delivered,
+            malformed=c.malformed,
+            tools_served=c.tools_served,
+            tools_cancelled=c.tools_cancelled,
+            tools_refused=c.tools_refused,
+            pings=c.pings,
+            pongs=c.pongs,
+            rtt_ms=c.rtt_ms,
+            server_errors=c.server_errors,
+            last_error=c.last_server_error or rs.last_error,
         )
 
     # ------------------------------------------------------------------ the connection loop
@@ -441,42 +417,19 @@ class BridgeClient:
         )
         if not response.success:
             raise RegistrationRefused(reg.agent_id, response.error_message)
-        self._registrations += 1
+        self._counters.registrations += 1
         assert self._sink is not None
-        session = Session(self, stub, self._sink)
+        session = Session(self, stub, self._sink, self._counters)
         self._session = session
         if self._closing:
             return
 
         def on_connected() -> None:
             names = bridge_pb2.StreamFeature
-            self._features = tuple(sorted(names.Name(f) for f in session.features))
+            self._counters.features = tuple(sorted(names.Name(f) for f in session.features))
             connected()
 
         await session.run(on_connected)
-
-    def _on_pong(self, timestamp_ms: int) -> None:
-        self._pongs += 1
-        self._rtt_ms = max(0, int(time.time() * 1000) - timestamp_ms)
-
-    def _on_server_error(self, code: str, message: str) -> None:
-        self._errors += 1
-        self._last_server_error = f"{code}: {message}"
-        log.warning("bridge: server error frame %s: %s", code, message)
-
-    def _route_reply(self, event: Event) -> bool:
-        """Hand ``event`` to the request it answers, if one waits; the request event itself
-        (delivered back to an agent subscribed to its topic) is not its own reply."""
-        corr = event.envelope.correlation_id
-        if not corr or corr == event.id or not self._requests:
-            return False
-        call = self._requests.pop(corr, None)
-        if call is None:
-            return False
-        call.reply = event
-        call.event.set()
-        self._replies += 1
-        return True
 
     def _connected(self) -> bool:
         session = self._session
@@ -535,7 +488,8 @@ class BridgeClient:
                 raise waiter.error
 
     def publish_nowait(self, topic: str, event: Event) -> None:
-        """Publish if that needs no wait at all.
+        """Publish if that needs no wait at all (``ctx.emit(qos=REALTIME)``); a refusal is
+        counted in ``statistics().dropped``.
 
         Raises:
             WouldBlock: not connected, no publish credit, or the outbound queue is full;
@@ -551,6 +505,7 @@ class BridgeClient:
             or session.ended
             or self._reconnector.status is not ConnectionStatus.CONNECTED
         ):
+            self._counters.dropped += 1
             raise WouldBlock("the bridge client is not connected")
         frame = _publish_frame(
             topic, event, sender=self.registration.agent_id, mirror=session.mirror
@@ -558,40 +513,8 @@ class BridgeClient:
         try:
             session.publish_nowait(frame)
         except (anyio.WouldBlock, SessionEnded):
+            self._counters.dropped += 1
             raise WouldBlock("no publish credit or no room in the outbound queue") from None
-
-    async def request(self, topic: str, event: Event, *, timeout: float) -> Event:
-        """Publish ``event`` (its envelope names a ``correlation_id``, and a ``reply_to`` that
-        this agent receives) and wait for the event that answers it.
-
-        The reply is recognised by correlation id on any topic this agent receives, and is
-        handed over by the stream's reader; it never waits behind the inbound buffer's
-        deliveries on this side (it may behind those the stream carries before it).
-
-        Raises:
-            RequestTimeout: no reply within ``timeout`` seconds (publishing included). Unlike
-                in process there is no ``NoResponders``: the server's publish does not say who
-                received it.
-            InvalidArgument: the envelope has no ``correlation_id``.
-            ClientClosed: the client closed while waiting.
-        """
-        corr = event.envelope.correlation_id
-        if not corr:
-            raise InvalidArgument("a request needs envelope.correlation_id")
-        if not timeout > 0:
-            raise InvalidArgument(f"timeout must be > 0 seconds, not {timeout!r}")
-        call = self._requests[corr] = _Reply()
-        try:
-            with anyio.move_on_after(timeout):
-                await self.publish(topic, event)
-                await call.event.wait()
-                if call.reply is None:
-                    raise ClientClosed("the bridge client closed while waiting for a reply")
-                return call.reply
-        finally:
-            if self._requests.get(corr) is call:
-                del self._requests[corr]
-        raise RequestTimeout(topic, corr, timeout)
 
     async def subscribe(
         self,

@@ -110,9 +110,10 @@ class ClientStatistics(msgspec.Struct, frozen=True, kw_only=True):
         connects: connections established (the first one and every reconnect).
         features: the stream features the current (or last) server granted, by name.
         published: publishes written to the stream.
+        dropped: :meth:`~BridgeClient.publish_nowait` calls refused (no connection, publish
+            credit or queue room): nothing was sent.
         rejected: publishes the server's bus did not accept.
         delivered: deliveries handed to the inbound buffer or sink.
-        replies: replies handed to pending requests.
         malformed: deliveries dropped because they did not decode.
         tools_served: pushed tool calls answered.
         tools_cancelled: pushed tool calls withdrawn by the server.
@@ -127,9 +128,9 @@ class ClientStatistics(msgspec.Struct, frozen=True, kw_only=True):
     connects: int
     features: tuple[str, ...]
     published: int
+    dropped: int
     rejected: int
     delivered: int
-    replies: int
     malformed: int
     tools_served: int
     tools_cancelled: int

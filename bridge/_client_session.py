@@ -5,9 +5,8 @@ reconnect loop makes the next one. Its tasks:
 
 * the **reader** only decodes frames. Deliveries go to the client's inbound sink, its bounded
   buffer or the agent's local bus (waiting for room there is the stream's backpressure),
-  replies to pending requests to their waiter, pushed tool calls to workers of their own
-  (``bridge/_workers.py``), the results of our own calls to their waiters. It never runs a
-  handler.
+  pushed tool calls to workers of their own (``bridge/_workers.py``), the results of our own
+  calls to their waiters. It never runs a handler.
 * the **writer** drains the session's bounded outbound queue in order. Consecutive publishes
   are sent as one ``publish_batch`` once the server has answered our hello (an old server
   gets single ``publish`` frames), and numbered as the server numbers them, so that each
@@ -63,6 +62,57 @@ FEATURES = (
     bridge_pb2.STREAM_FEATURE_PUBLISH_ACK,
     bridge_pb2.STREAM_FEATURE_TOOL_CANCEL,
 )
+
+
+class Counters:
+    """The client's counters: owned by the :class:`BridgeClient`, written by its sessions
+    (one at a time), read by ``BridgeClient.statistics()`` into a frozen record."""
+
+    __slots__ = (
+        "delivered",
+        "dropped",
+        "features",
+        "last_server_error",
+        "malformed",
+        "pings",
+        "pongs",
+        "published",
+        "registrations",
+        "rejected",
+        "rtt_ms",
+        "server_errors",
+        "tools_cancelled",
+        "tools_refused",
+        "tools_served",
+    )
+
+    def __init__(self) -> None:
+        self.registrations = 0
+        self.features: tuple[str, ...] = ()
+        self.published = 0
+        self.dropped = 0
+        self.rejected = 0
+        self.delivered = 0
+        self.malformed = 0
+        self.tools_served = 0
+        self.tools_cancelled = 0
+        self.tools_refused = 0
+        self.pings = 0
+        self.pongs = 0
+        self.rtt_ms = 0
+        self.server_errors = 0
+        self.last_server_error = ""
+
+    def pong(self, timestamp_ms: int) -> None:
+        """A ``pong`` answering the ping sent at ``timestamp_ms`` arrived."""
+        self.pongs += 1
+        self.rtt_ms = max(0, int(time.time() * 1000) - timestamp_ms)
+
+    def server_error(self, code: str, message: str) -> None:
+        """The server sent an ``Error`` frame."""
+        self.server_errors += 1
+        self.last_server_error = f"{code}: {message}"
+        log.warning("bridge: server error frame %s: %s", code, message)
 
 
 class SessionEnded(Exception):
@@ -126,8 +176,10 @@ class Session:
         client: BridgeClient,
         stub: bridge_pb2_grpc.BridgeAsyncStub,
         deliver: Inbound,
+        counters: Counters,
     ) -> None:
         self.client = client
+        self.counters = counters
         self.options = client.options
         self.agent_id = client.registration.agent_id
         self._stub = stub
@@ -265,7 +317,6 @@ class Session:
 
     async def _reader(self) -> None:
         call = self._call
-        client = self.client
         while True:
             msg = await call.read()
             if not isinstance(msg, bridge_pb2.ServerEvent):  # grpc.aio.EOF
@@ -282,7 +333,7 @@ class Session:
                 for item in msg.delivery_batch.deliveries:
                     await self._on_delivery(item)
             elif kind == "pong":
-                client._on_pong(msg.pong.timestamp_ms)
+                self.counters.pong(msg.pong.timestamp_ms)
             elif kind == "tool_call":
                 await self._on_tool_call(msg.tool_call)
             elif kind == "cancel_tool_call":
@@ -302,19 +353,16 @@ class Session:
             elif kind == "welcome":
                 self._on_welcome(msg.welcome)
             elif kind == "err":
-                client._on_server_error(msg.err.code, msg.err.message)
+                self.counters.server_error(msg.err.code, msg.err.message)
             # Anything else is a frame of a newer server that we did not ask for: ignored.
 
     async def _on_delivery(self, msg: bridge_pb2.Delivery) -> None:
-        client = self.client
         topic = msg.topic
         try:
             event = event_from_proto(msg.event)
         except WireError as exc:
-            client._malformed += 1
+            self.counters.malformed += 1
             log.warning("bridge: dropped a malformed delivery on %r: %s", topic, exc)
-            return
-        if client._route_reply(event):
             return
         # Where the sink is full (a full local mailbox) this waits for room: the stream's
         # backpressure (the server's queue for us fills, then its lossless publishers wait).
@@ -323,7 +371,7 @@ class Session:
         try:
             await self._deliver.deliver_inbound(topic, event)
         except InvalidArgument as exc:  # a topic the local bus refuses: drop that one only
-            client._malformed += 1
+            self.counters.malformed += 1
             log.warning("bridge: dropped a delivery on %r: %s", topic, exc)
             return
         except BusClosed:
@@ -331,7 +379,7 @@ class Session:
         finally:
             self._reader_blocked = False
             self._last_rx = time.monotonic()
-        client._delivered += 1
+        self.counters.delivered += 1
 
     def _on_welcome(self, welcome: bridge_pb2.StreamWelcome) -> None:
         self.features = frozenset(welcome.features)
@@ -354,7 +402,7 @@ class Session:
             rejection = rejected.pop(seq, None) if rejected else None
             if rejection is None:
                 continue
-            self.client._rejected += 1
+            self.counters.rejected += 1
             waiter = self._ack_waiters.pop(seq, None)
             error = PublishRejected(topic, rejection.code, rejection.reason)
             if waiter is not None:
@@ -362,7 +410,7 @@ class Session:
             else:
                 log.warning("bridge: %s", error)
         for rejection in rejected.values():  # not ours to name (a confused server): say so
-            self.client._rejected += 1
+            self.counters.rejected += 1
             log.warning("bridge: %s", PublishRejected("", rejection.code, rejection.reason))
         waiters = self._ack_waiters
         if waiters:
@@ -411,7 +459,7 @@ class Session:
                     publishes=[o.frame.publish for o in batch], ack_requested=waited
                 )
                 await call.write(bridge_pb2.ClientEvent(publish_batch=frame))
-            self.client._published += len(batch)
+            self.counters.published += len(batch)
             if held is not None:
                 await call.write(held)
 
@@ -593,7 +641,7 @@ class Session:
                 raise ConnectionLost(
                     f"nothing from the server for {opts.heartbeat_timeout:g}s (missed pongs)"
                 )
-            self.client._pings += 1
+            self.counters.pings += 1
             await self.send(
                 bridge_pb2.ClientEvent(
                     ping=bridge_pb2.HeartbeatRequest(timestamp_ms=int(time.time() * 1000))
@@ -617,7 +665,7 @@ class Session:
             )
             return
         if len(self._tools) >= self.options.max_tool_calls:
-            client._tools_refused += 1
+            self.counters.tools_refused += 1
             await self._tool_result(
                 failed_outcome(
                     request.id,
@@ -652,14 +700,14 @@ class Session:
         withdrawn = request.id in self._withdrawn
         self._withdrawn.discard(request.id)
         if withdrawn:
-            client._tools_cancelled += 1
+            self.counters.tools_cancelled += 1
             return  # the server discards a result sent now; send none
         if outcome is None:  # the backstop fired
             timeout_s = request.timeout_ms / 1000
             outcome = failed_outcome(
                 request.id, ToolStatus.TIMEOUT, "TIMEOUT", f"timed out after {timeout_s:g} s"
             )
-        client._tools_served += 1
+        self.counters.tools_served += 1
         await self._tool_result(outcome)
 
     def _on_cancel(self, msg: bridge_pb2.CancelToolCall) -> None:

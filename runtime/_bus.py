@@ -410,11 +410,13 @@ class EventBus:
 
         All or nothing: either every matching subscription gets the event (Realtime ones may
         drop it on overflow, as always) or none does and :class:`WouldBlock` is raised, so a
-        retry never duplicates. On a bus with a transport it always raises
-        :class:`WouldBlock`: a remote publish may have to wait.
+        retry never duplicates. On a bus with a transport the transport must also take it
+        without waiting (``Transport.publish_nowait``), before anything is routed here; the
+        count is then of local subscriptions only, so 0 does not mean that nobody got it.
 
         Raises:
-            WouldBlock: a matching Batched or Background subscription is full.
+            WouldBlock: a matching Batched or Background subscription is full, or the
+                transport cannot send without waiting.
             InvalidTopic: ``topic`` is not a valid concrete topic.
             BusClosed: the bus is not open.
         """
@@ -422,8 +424,6 @@ class EventBus:
             raise BusClosed("the bus is not open" if self._state is _State.NEW else "bus closed")
         if not isinstance(event, Event):
             raise InvalidArgument(f"publish takes an Event, not {type(event).__name__}")
-        if self._transport is not None:
-            raise WouldBlock("a bus with a transport publishes remotely, which can wait")
         entry = self._topics.get(topic)
         if entry is None or entry.gen != self._gen:
             entry = self._refresh(topic, entry)
@@ -437,8 +437,12 @@ class EventBus:
                 and sub not in entry.soft
             ):
                 raise WouldBlock(f"subscription {sub.pattern!r} is full")
-        if self._tracer is not None:  # only once the publish is sure to happen
+        if self._tracer is not None:  # only once no local subscriber can refuse it
             event = self._tracer.inject(topic, event)
+        if self._transport is not None:
+            # Out first: it is the one step that can still refuse (WouldBlock), and nothing
+            # has been routed here yet, so a refusal leaves no trace.
+            self._transport.publish_nowait(topic, event)
         self._route(entry, Delivery(topic, event))
         return entry.reached
 

@@ -243,8 +243,8 @@ class Context:
         """Fan-out/fan-in, contract-net and barriers on behalf of this agent, continuing the
         event being handled (see ``docs/collab.md``).
 
-        An agent connected through the bridge gets the same primitives, on a bus of its
-        process whose transport is its connection (``sdk/_remote_collab.py``).
+        An agent connected through the bridge gets the same primitives, on the bus of its
+        process whose transport is its connection (``bridge/_client_transport.py``).
 
         Raises:
             LoomError: the host offers no bus to collaborate on.

@@ -41,6 +41,11 @@ class Transport(Protocol):
       degree the tier needs (a JetStream publish waits for its ack); it may wait, which is
       backpressure on the publisher. It must not echo the event back to this bus's
       ``inbound``: the bus has delivered it locally already (NATS: ``no_echo``).
+    * ``publish_nowait`` carries one event out if that needs no wait at all (a connection,
+      credit and room in its queue now), else raises :class:`WouldBlock` having sent nothing.
+      :meth:`EventBus.publish_nowait` calls it before routing locally, so a refusal leaves
+      the publish undone everywhere (all or nothing). A transport that can never send
+      without waiting simply always raises.
     * ``add_interest`` / ``remove_interest`` tell the transport which patterns local
       subscriptions hold. They are called once per pattern and tier as it comes and goes,
       never block, and the transport applies them in order in its own task.
@@ -49,6 +54,8 @@ class Transport(Protocol):
     async def run(self, inbound: Inbound, *, task_status: TaskStatus[None]) -> None: ...
 
     async def publish(self, topic: str, event: Event) -> None: ...
+
+    def publish_nowait(self, topic: str, event: Event) -> None: ...
 
     def add_interest(self, pattern: str, qos: QoS) -> None: ...
 

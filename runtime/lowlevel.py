@@ -7,7 +7,8 @@ cluster use it to carry events and tool calls between processes:
 * :class:`RemoteAgent`, :class:`RemoteTool`, :class:`ToolProvider`, :func:`tool_inventory`:
   agents and tools that live elsewhere, as the runtime sees them;
 * :class:`ContextHost`, :class:`HasAgentSpec`: what a handler's ``Context`` and an agent
-  definition are built on;
+  definition are built on; :func:`router_for`, a bus's reply router, which a host's
+  ``request`` waits in (in process and in a remote agent's process alike);
 * envelope, topic and id helpers that keep the wire and the runtime in step;
 * :func:`set_public_module`: what every public package of loom calls last, so its names
   show its public path (``loom.bridge.BridgeServer``), not a private module's.
@@ -35,6 +36,8 @@ from ._tracing import context_from_envelope as context_from_envelope
 from ._tracing import envelope_with_context as envelope_with_context
 from ._transport import Inbound as Inbound
 from ._transport import Transport as Transport
+from .collab._replies import ReplyRouter as ReplyRouter
+from .collab._replies import router_for as router_for
 
 __all__ = [
     "ContextHost",
@@ -42,6 +45,7 @@ __all__ = [
     "Inbound",
     "RemoteAgent",
     "RemoteTool",
+    "ReplyRouter",
     "ToolProvider",
     "Transport",
     "child_envelope",
@@ -53,6 +57,7 @@ __all__ = [
     "reply_envelope",
     "reply_topic",
     "request_event",
+    "router_for",
     "set_public_module",
     "step_hop",
     "tool_inventory",

@@ -2,47 +2,53 @@
 
 How it is built, and why
 ------------------------
-The agent is hosted by an ordinary :class:`~loom.runtime.AgentRuntime` on a small local
-*shim* bus that only this agent uses. The bridge's stream feeds it: the stream's reader routes
-every delivery the server sends into the agent's local mailbox (``EventBus.deliver_inbound``),
-with no task in between; what arrives before the agent has started is held (up to
-``inbound_buffer``) and handed over in order once it has. So the mailbox,
-its bound and backpressure, one-handler-at-a-time ordering (or ``max_concurrency``), the hop
-budget (TTL) check, supervision (resume/restart/stop, backoff, poison events, a fresh
-instance per restart), ``on_start``/``on_stop`` and timers are the runtime's own code, not a
-copy that could drift from it.
+The agent is hosted by an ordinary :class:`~loom.runtime.AgentRuntime` on **one** local
+:class:`~loom.runtime.EventBus` whose :class:`~loom.runtime.lowlevel.Transport` is the agent's
+bridge connection (``loom.bridge.ClientTransport``, ``bridge/_client_transport.py``). So the
+mailbox, its bound and backpressure, one-handler-at-a-time ordering (or ``max_concurrency``),
+the hop budget (TTL) check, supervision (resume/restart/stop, backoff, poison events, a fresh
+instance per restart), ``on_start``/``on_stop``, timers, the reply router and the
+collaboration primitives are the runtime's own code on the runtime's own bus, not a copy that
+could drift from it; only the transport differs from a bus in the server's process.
 
-What goes *out* does not touch the shim bus: the handler's :class:`~loom.Context` is built on
-:class:`RemoteHost`, a ``ContextHost`` whose every operation is a bridge call. So the agent
-code is unchanged:
+The stream's reader delivers every delivery the server sends into that bus
+(``EventBus.deliver_inbound``), with no task in between; what arrives before the agent has
+started is held (up to ``inbound_buffer``) and handed over in order once it has. What the
+agent publishes goes through the bus (local subscribers first) and out through the transport.
 
-* ``ctx.emit``: a publish on the server's bus. ``qos=QoS.REALTIME`` never waits: without a
-  connection, publish credit or queue room it returns ``False``. Other tiers wait for all of
-  those (the server's pace), which is how backpressure reaches a fast emitter.
-* ``ctx.request``: the request names the agent's mailbox topic as ``reply_to``; the reply is
-  picked out of the stream by correlation id before the mailbox (it never queues behind
-  events). Timeout: ``RequestTimeout``. There is no ``NoResponders`` remotely: a publish
-  through the server does not report who received it, so a request nobody answers times out.
+The handler's :class:`~loom.Context` is built on :class:`RemoteHost`, which adds to the bus
+only what is genuinely remote. So the agent code is unchanged:
+
+* ``ctx.emit``: a publish on the bus, carried to the server's bus. ``qos=QoS.REALTIME``
+  never waits: without a connection, publish credit or queue room it returns ``False`` (the
+  transport's ``publish_nowait``; counted in the client's ``dropped``). Other tiers wait for
+  all of those (the server's pace), which is how backpressure reaches a fast emitter.
+* ``ctx.request``: the bus's reply router, as in process: ``reply_to`` is
+  ``agent.{id}.replies.rpc``, under the registered ``agent.{id}.replies.>``, and the reply is
+  handed to the call by correlation id as it comes off the stream, never through the mailbox.
+  Timeout: ``RequestTimeout``. There is no ``NoResponders`` remotely: a publish through the
+  server does not report who received it, so a request nobody answers times out.
 * ``ctx.reply``: a publish to the request's ``reply_to`` (else its sender's mailbox).
-* ``ctx.tool``: ``ForwardToolCall`` with ``timeout_ms`` and a gRPC deadline; cancelling the
-  handler cancels the RPC, and the server withdraws the call from whoever serves it. The
-  agent's own capabilities are called through the server as well (it picks the least busy
-  provider, as in process).
+* ``ctx.tool``: ``ForwardToolCall`` (or a ``call`` frame) with ``timeout_ms`` and a
+  deadline; cancelling the handler cancels the call, and the server withdraws it from whoever
+  serves it. The agent's own capabilities are called through the server as well (it picks the
+  least busy provider, as in process).
 * ``ctx.subscribe`` / ``ctx.unsubscribe``: on the stream, with QoS, kept across reconnects;
-  mirrored into the local mailbox first, so no delivery of a new subscription is missed.
-* ``ctx.schedule``: local timers that deliver to the local mailbox (no round trip).
+  added to the local mailbox first, so no delivery of a new subscription is missed.
+* ``ctx.schedule``: the runtime's timers on the bus; they stay in this process.
 * ``ctx.spawn``: the child runs in this process as a remote agent of its own (its own
   connection), linked to the instance that spawned it: it stops first whenever that instance
   ends, as in process (``sdk/_remote_spawn.py``).
-* ``ctx.collab``: the runtime's own primitives (gather, contract-net, propose, arrive) on a
-  small collaboration bus whose transport is this connection (``sdk/_remote_collab.py``):
-  what they publish goes to the server; their inboxes lie under the agent's mailbox topic,
-  and the agent registers ``agent.{id}.replies.>``, so every answer arrives on the stream.
-  As on any bus with a transport, a target nobody serves is a timeout, not ``unrouted``.
+* ``ctx.collab``: the runtime's own primitives on the bus. Their inboxes lie under the
+  agent's mailbox topic, so every answer arrives on the stream; any other pattern they
+  subscribe becomes a subscription on the stream. As on any bus with a transport, a target
+  nobody serves is a timeout, not ``unrouted``.
 
 Calls the server pushes to the agent's capabilities run in tasks of their own (never in the
-mailbox), through the local runtime's registry: validated, timed out, typed errors. Dead
-letters of the agent go to the server's ``loom.deadletter.{id}`` as they do in process.
+mailbox), through the local runtime's registry: validated, timed out, typed errors. They are
+served by ``loom.bridge.run_tool_call``, the very function the server serves its own tool
+calls with (``bridge/_calls.py``), so both sides answer a call the same way. Dead letters of
+the agent go to the server's ``loom.deadletter.{id}`` as they do in process.
 """
 
 from __future__ import annotations
@@ -52,7 +58,6 @@ import functools
 import json
 import logging
 import signal
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
@@ -69,13 +74,12 @@ from loom.bridge import (
     ClientClosed,
     ClientOptions,
     ClientTLS,
+    ClientTransport,
     ProviderKind,
     StateListener,
-    ToolCallOutcome,
-    ToolCallRequest,
     ToolDescriptor,
     decode_output,
-    outcome_from_error,
+    run_tool_call,
 )
 from loom.runtime import (
     DEAD_LETTER_PREFIX,
@@ -99,10 +103,10 @@ from loom.runtime.lowlevel import (
     envelope_with_context,
     mailbox_topic,
     request_event,
+    router_for,
 )
-from loom.runtime.tools import Tool, ToolError, ToolFailed, ToolSpec, validates_itself
+from loom.runtime.tools import Tool, ToolSpec, validates_itself
 
-from ._remote_collab import BridgeTransport, reply_interest
 from ._remote_spawn import spawn_linked
 
 __all__ = ["RemoteHost", "run_agent", "serve_agent", "tool_descriptors"]
@@ -125,23 +129,30 @@ def _traced(event: Event) -> Event:
 
 
 class RemoteHost:
-    """A :class:`~loom.runtime.ContextHost` over the bridge (see the module docs).
+    """A :class:`~loom.runtime.ContextHost` for an agent connected through the bridge (see
+    the module docs): the bus for events, the connection for what is genuinely remote.
 
     Args:
-        client: the agent's bridge client.
+        transport: the agent's connection, the transport of ``bus``.
         local: the context the local runtime made for this instance (timers and the local
             mailbox are reached through it).
         qos: the tier of new subscriptions made without one (the agent's).
-        bus: the collaboration bus ``ctx.collab`` runs on (``sdk/_remote_collab.py``).
+        bus: the agent's bus (``ctx.collab`` and ``ctx.request`` run on it).
         spawn: starts a child connected on its own (``sdk/_remote_spawn.py``).
     """
 
-    __slots__ = ("_agent_id", "_client", "_local", "_qos", "_spawn", "bus")
+    __slots__ = ("_agent_id", "_client", "_local", "_qos", "_spawn", "_transport", "bus")
 
     def __init__(
-        self, client: BridgeClient, local: Context, qos: QoS, bus: EventBus, spawn: _Spawner
+        self,
+        transport: ClientTransport,
+        local: Context,
+        qos: QoS,
+        bus: EventBus,
+        spawn: _Spawner,
     ) -> None:
-        self._client = client
+        self._transport = transport
+        self._client = transport.client
         self._local = local
         self._agent_id = local.agent_id
         self._qos = qos
@@ -152,11 +163,11 @@ class RemoteHost:
         event = _traced(event)
         if qos is QoS.REALTIME:
             try:
-                self._client.publish_nowait(topic, event)
+                self.bus.publish_nowait(topic, event)
             except WouldBlock:
                 return False
             return True
-        await self._client.publish(topic, event)
+        await self.bus.publish(topic, event)
         return True
 
     async def request(
@@ -169,17 +180,19 @@ class RemoteHost:
         timeout: float,
         parent: Event | None,
     ) -> Event:
+        # The reply router of the bus, as in process: the reply comes back on the stream
+        # (``agent.{id}.replies.rpc`` lies under the registered ``agent.{id}.replies.>``) and
+        # is handed to this call by correlation id; it never reaches the mailbox.
+        router = router_for(self.bus)
         event = request_event(
             payload,
             type=type,
             metadata=metadata,
             sender=self._agent_id,
-            # The mailbox: the server subscribes every agent to it, and the reply is taken
-            # out of the stream by correlation id before it would reach the handler.
-            reply_to=mailbox_topic(self._agent_id),
+            reply_to=router.inbox(self._agent_id),
             parent=parent,
         )
-        return await self._client.request(topic, _traced(event), timeout=timeout)
+        return await router.call(topic, _traced(event), timeout=timeout)
 
     async def call_tool(
         self, name: str, arguments: Mapping[str, Any] | str, *, timeout: float | None
@@ -207,12 +220,19 @@ class RemoteHost:
         client = self._client
         if pattern in client.subscriptions() or pattern == mailbox_topic(self._agent_id):
             return  # held already: as in process, nothing changes (the tier neither)
-        # Local first (it validates the pattern, and no delivery can arrive before it).
-        await self._local.subscribe(pattern, qos=qos)
+        # Subscribed on the stream here, awaited (a refusal is raised), so the bus's interest
+        # in it must ask the transport for nothing.
+        self._transport.claim(pattern)
         try:
-            await client.subscribe(pattern, qos=qos if qos is not None else self._qos)
+            # Local first (it validates the pattern, and no delivery can arrive before it).
+            await self._local.subscribe(pattern, qos=qos)
+            try:
+                await client.subscribe(pattern, qos=qos if qos is not None else self._qos)
+            except BaseException:
+                await self._local.unsubscribe(pattern)
+                raise
         except BaseException:
-            await self._local.unsubscribe(pattern)
+            self._transport.release(pattern)
             raise
 
     async def unsubscribe(self, pattern: str) -> None:
@@ -220,6 +240,7 @@ class RemoteHost:
             raise InvalidArgument("an agent cannot unsubscribe from its own mailbox topic")
         await self._client.unsubscribe(pattern)
         await self._local.unsubscribe(pattern)
+        self._transport.release(pattern)
 
     async def spawn(self, agent: AgentSpec | HasAgentSpec) -> str:
         return await self._spawn(self._local, agent)
@@ -236,20 +257,20 @@ class RemoteHost:
 class _RemoteInstance:
     """What the local runtime hosts: the user's instance, handed contexts on a RemoteHost."""
 
-    __slots__ = ("_client", "_collab", "_contexts", "_inner", "_qos", "_spawn", "state")
+    __slots__ = ("_bus", "_contexts", "_inner", "_qos", "_spawn", "_transport", "state")
 
     def __init__(
         self,
         inner: Behaviour,
-        client: BridgeClient,
+        transport: ClientTransport,
         qos: QoS,
-        collab: EventBus,
+        bus: EventBus,
         spawn: _Spawner,
     ) -> None:
         self._inner = inner
-        self._client = client
+        self._transport = transport
         self._qos = qos
-        self._collab = collab
+        self._bus = bus
         self._spawn = spawn
         state = getattr(inner, "state", None)
         # The runtime reads ``state`` to build the context; the user's instance keeps it.
@@ -260,7 +281,7 @@ class _RemoteInstance:
     def _ctx(self, local: Context) -> Context:
         pair = self._contexts.get(id(local))
         if pair is None:
-            host = RemoteHost(self._client, local, self._qos, self._collab, self._spawn)
+            host = RemoteHost(self._transport, local, self._qos, self._bus, self._spawn)
             pair = self._contexts[id(local)] = (local, Context(local.agent_id, host, local.state))
         return pair[1]
 
@@ -309,63 +330,6 @@ def tool_descriptors(tools: Sequence[Tool]) -> tuple[ToolDescriptor, ...]:
     )
 
 
-async def _serve_tool(runtime: AgentRuntime, request: ToolCallRequest) -> ToolCallOutcome:
-    timeout = request.timeout_ms / 1000 if request.timeout_ms > 0 else None
-    try:
-        value = await runtime.call_tool(request.name, request.arguments or "{}", timeout=timeout)
-        output = _encoder.encode(value).decode()
-    except ToolError as exc:
-        return outcome_from_error(request.id, exc)
-    except (TypeError, ValueError) as exc:  # a result JSON cannot carry
-        return outcome_from_error(request.id, ToolFailed.from_exception(exc, tool=request.name))
-    return ToolCallOutcome(id=request.id, output=output)
-
-
-class _HeldInbound:
-    """The stream's deliveries into the agent's local bus, held until its mailbox exists.
-
-    The client connects (and the server starts delivering) before the agent starts, and a
-    delivery routed into the local bus before the agent's mailbox subscribes would reach
-    nobody. So up to ``limit`` are held, in order, and :meth:`open` hands them over; beyond
-    that the stream's reader waits (backpressure, as for a full mailbox). Once open, each
-    delivery goes straight into the bus from the stream's reader.
-    """
-
-    def __init__(self, bus: EventBus, limit: int) -> None:
-        self._bus = bus
-        self._limit = limit
-        self._held: deque[tuple[str, Event]] = deque()
-        self._open = False
-        self._opened = anyio.Event()
-        self.collab: BridgeTransport | None = None  # also fed: the collaboration bus
-
-    async def deliver_inbound(self, topic: str, event: Event) -> None:
-        if not self._open:
-            if len(self._held) < self._limit:
-                self._held.append((topic, event))
-                return
-            await self._opened.wait()
-        await self._hand_over(topic, event)
-
-    async def _hand_over(self, topic: str, event: Event) -> None:
-        await self._bus.deliver_inbound(topic, event)
-        collab = self.collab
-        if collab is not None and collab.wants(topic):
-            await collab.deliver(topic, event)
-
-    async def open(self) -> None:
-        """Hand over what is held, in order (waiting for room), then let deliveries through."""
-        held = self._held
-        while held:
-            topic, event = held.popleft()
-            try:
-                await self._hand_over(topic, event)
-            except InvalidArgument as exc:  # a topic the local bus refuses: that one only
-                log.warning("dropped a delivery on %r: %s", topic, exc)
-        self._open = True  # no wait between the last hand-over and this: the order holds
-        self._opened.set()
-
-
 async def _forward_dead_letters(client: BridgeClient, letters: Subscription, agent_id: str) -> None:
     async with letters:
         with contextlib.suppress(ClientClosed):
@@ -407,78 +371,68 @@ async def serve_agent(
     first = spec.factory()  # the user's own instance first, as in process
     pending: list[Behaviour] = [first]
 
-    async with EventBus() as bus:
-        runtime = AgentRuntime(bus)
-        inbound = _HeldInbound(
-            bus, (options if options is not None else ClientOptions()).inbound_buffer
-        )
+    transport = ClientTransport(
+        address,
+        AgentRegistration(
+            agent_id=spec.id,
+            topics=spec.topics,  # and agent.{id}.replies.>, added by the transport
+            tools=tool_descriptors(first.tools()),
+            metadata=dict(spec.metadata),
+        ),
+        token=token,
+        tls=tls,
+        options=options,
+        on_state_change=on_state_change,
+    )
+    client = transport.client
+    bus = EventBus(transport=transport)  # its mailbox, timers, replies and collab: one bus
+    runtime = AgentRuntime(bus)
+    # Pushed calls of its capabilities: the server's own serving path, on this runtime.
+    client.tool_handler = functools.partial(run_tool_call, runtime, deadline_s=None)
 
-        async def serve_tool(request: ToolCallRequest) -> ToolCallOutcome:
-            return await _serve_tool(runtime, request)
+    def factory() -> Behaviour:
+        inner = pending.pop() if pending else spec.factory()
+        return _RemoteInstance(inner, transport, spec.qos, bus, spawn)
 
-        client = BridgeClient(
-            address,
-            AgentRegistration(
-                agent_id=spec.id,
-                # Every collaboration inbox of the agent lies under its mailbox topic.
-                topics=(*spec.topics, reply_interest(spec.id)),
-                tools=tool_descriptors(first.tools()),
-                metadata=dict(spec.metadata),
-            ),
-            token=token,
-            tls=tls,
-            tool_handler=serve_tool,
-            options=options,
-            on_state_change=on_state_change,
-            inbound=inbound,  # the stream's reader delivers into the local mailbox, in order
-        )
+    hosted = msgspec.structs.replace(spec, factory=factory)
+    ending = anyio.Event()
+    final = [AgentStatus.STOPPED]
 
-        def factory() -> Behaviour:
-            inner = pending.pop() if pending else spec.factory()
-            return _RemoteInstance(inner, client, spec.qos, collab_bus, spawn)
+    async def watch_lifecycle(life: Subscription) -> None:
+        async with life:
+            async for delivery in life:
+                kind = delivery.event.type
+                if kind in ("agent.stopped", "agent.failed"):
+                    final[0] = AgentStatus(kind.removeprefix("agent."))
+                    ending.set()
+                    return
 
-        hosted = msgspec.structs.replace(spec, factory=factory)
-        ending = anyio.Event()
-        final = [AgentStatus.STOPPED]
+    async def watch_client() -> None:
+        # A fatal error (refused credentials) closes the client: stop the agent; the
+        # error itself is raised below, once everything has stopped.
+        with contextlib.suppress(Exception):
+            await client.wait_closed()
+        ending.set()
 
-        async def watch_lifecycle(life: Subscription) -> None:
-            async with life:
-                async for delivery in life:
-                    kind = delivery.event.type
-                    if kind in ("agent.stopped", "agent.failed"):
-                        final[0] = AgentStatus(kind.removeprefix("agent."))
-                        ending.set()
-                        return
+    connect = functools.partial(serve_agent, address=address, token=token, tls=tls, options=options)
 
-        async def watch_client() -> None:
-            # A fatal error (refused credentials) closes the client: stop the agent; the
-            # error itself is raised below, once everything has stopped.
-            with contextlib.suppress(Exception):
-                await client.wait_closed()
-            ending.set()
+    async def spawn(local: Context, child: AgentSpec | HasAgentSpec) -> str:
+        return await spawn_linked(local, child, tg, connect)
 
-        connect = functools.partial(
-            serve_agent, address=address, token=token, tls=tls, options=options
-        )
-
-        async def spawn(local: Context, child: AgentSpec | HasAgentSpec) -> str:
-            return await spawn_linked(local, child, tg, connect)
-
-        transport = BridgeTransport(client, spec.id)
-        inbound.collab = transport
-        collab_bus = EventBus(transport=transport)
-        async with client, collab_bus, runtime, anyio.create_task_group() as tg:
-            tg.start_soon(watch_lifecycle, bus.subscribe(f"{LIFECYCLE_PREFIX}.{spec.id}"))
-            await runtime.start(hosted)
-            await inbound.open()
-            letters = bus.subscribe(f"{DEAD_LETTER_PREFIX}.{spec.id}")
-            tg.start_soon(_forward_dead_letters, client, letters, spec.id)
-            tg.start_soon(watch_client)
-            task_status.started(client)
-            await ending.wait()
-            tg.cancel_scope.cancel()
-        await client.wait_closed()  # re-raises a fatal error that closed the connection
-        return final[0]
+    # Entering the bus connects (its transport's run enters the client); leaving it, after
+    # the runtime has stopped the agent (on_stop may still emit), disconnects cleanly.
+    async with bus, runtime, anyio.create_task_group() as tg:
+        tg.start_soon(watch_lifecycle, bus.subscribe(f"{LIFECYCLE_PREFIX}.{spec.id}"))
+        await runtime.start(hosted)
+        await transport.open()  # what arrived before the mailbox existed, in order
+        letters = bus.subscribe(f"{DEAD_LETTER_PREFIX}.{spec.id}")
+        tg.start_soon(_forward_dead_letters, client, letters, spec.id)
+        tg.start_soon(watch_client)
+        task_status.started(client)
+        await ending.wait()
+        tg.cancel_scope.cancel()
+    await client.wait_closed()  # re-raises a fatal error that closed the connection
+    return final[0]
 
 
 async def run_agent(

@@ -139,12 +139,13 @@ def type_name(value: object) -> str:
 async def publish_routed(bus: EventBus, topic: str, event: Event) -> bool:
     """Publish ``event``; False only when it certainly reached no subscriber.
 
-    ``publish_nowait`` says how many subscriptions it reached; 0 is certain. When it would
-    block (a full lossless subscriber, which is a subscriber, or a transport, which may reach
-    one in another process) the event goes through ``publish`` and counts as routed.
+    ``publish_nowait`` says how many local subscriptions it reached; 0 is certain on a bus
+    without a transport (one with a transport may reach a subscriber in another process).
+    When it would block (a full lossless subscriber, which is a subscriber, or a transport
+    that cannot send now) the event goes through ``publish`` and counts as routed.
     """
     try:
-        return bus.publish_nowait(topic, event) > 0
+        return bus.publish_nowait(topic, event) > 0 or bus._transport is not None
     except WouldBlock:
         await bus.publish(topic, event)
         return True

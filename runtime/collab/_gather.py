@@ -327,7 +327,7 @@ async def gather(
                 except WouldBlock:
                     blocked.append(i)
                     continue
-                if not reached:
+                if not reached and bus._transport is None:  # else it may reach another process
                     got.unrouted.append(i)
             if not blocked:
                 await got.collect(inbox_sub)

@@ -66,6 +66,10 @@ class MemoryTransport:
             with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                 await end._send.send((topic, data))  # unless that process has gone away
 
+    def publish_nowait(self, topic: str, event: Event) -> None:
+        # Every end's queue would have to take it at once, or none: simpler to never try.
+        raise WouldBlock("an in-memory publish may wait for a slow end")
+
     def add_interest(self, pattern: str, qos: QoS) -> None:
         assert (pattern, qos) not in self.interest, "interest added twice"
         self.interest.add((pattern, qos))
@@ -234,6 +238,49 @@ async def test_publish_nowait_with_a_transport_refuses_and_delivers_to_nobody() 
             sub.receive_nowait()
         assert transport.sent == []
         assert bus.statistics().published == 0
+
+
+class Gate:
+    """A transport whose non-blocking publish takes events while ``open``."""
+
+    def __init__(self) -> None:
+        self.open = True
+        self.sent: list[str] = []
+
+    async def run(self, inbound: Inbound, *, task_status: TaskStatus[None]) -> None:
+        task_status.started()
+        await anyio.sleep_forever()
+
+    async def publish(self, topic: str, event: Event) -> None:
+        self.sent.append(topic)
+
+    def publish_nowait(self, topic: str, event: Event) -> None:
+        if not self.open:
+            raise WouldBlock("closed gate")
+        self.sent.append(topic)
+
+    def add_interest(self, pattern: str, qos: QoS) -> None:
+        pass
+
+    def remove_interest(self, pattern: str, qos: QoS) -> None:
+        pass
+
+
+async def test_publish_nowait_goes_out_and_in_or_nowhere() -> None:
+    gate = Gate()
+    transport: Transport = gate  # mypy checks that Gate satisfies the protocol
+    async with EventBus(transport=transport) as bus, bus.subscribe("a") as sub:
+        assert bus.publish_nowait("a", ev(0)) == 1  # the local subscriber, and out
+        assert bus.publish_nowait("b", ev(1)) == 0  # nobody here; out all the same
+        assert gate.sent == ["a", "b"]
+        assert sub.receive_nowait().event.payload == b"0"
+        gate.open = False
+        with pytest.raises(WouldBlock):
+            bus.publish_nowait("a", ev(2))
+        with pytest.raises(WouldBlock):
+            sub.receive_nowait()  # refused out, so not routed here either
+        assert gate.sent == ["a", "b"]
+        assert bus.statistics().published == 2
 
 
 async def test_leaving_on_an_error_stops_the_transport_and_keeps_the_error() -> None:

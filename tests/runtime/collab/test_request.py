@@ -228,6 +228,9 @@ async def test_with_a_transport_a_remote_responder_may_answer() -> None:
         async def publish(self, topic: str, event: Event) -> None:
             self.published.append(topic)
 
+        def publish_nowait(self, topic: str, event: Event) -> None:
+            self.published.append(topic)
+
         def add_interest(self, pattern: str, qos: QoS) -> None:
             pass
 
