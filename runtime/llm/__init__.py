@@ -4,6 +4,7 @@ import typing
 
 from .._public import public_module as _public_module
 from .._public import set_public_module as _set_public_module
+from ..tools import ToolSpec as ToolSpec
 from ._config import LLMConfig as LLMConfig
 from ._config import ProviderConfig as ProviderConfig
 from ._config import ProviderProfile as ProviderProfile
@@ -44,7 +45,6 @@ from ._types import ToolCall as ToolCall
 from ._types import ToolCallReady as ToolCallReady
 from ._types import ToolChoice as ToolChoice
 from ._types import ToolMessage as ToolMessage
-from ._types import ToolSpec as ToolSpec
 from ._types import Usage as Usage
 from ._types import UserMessage as UserMessage
 

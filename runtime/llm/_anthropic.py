@@ -187,7 +187,7 @@ class AnthropicProvider(ProviderBase[AsyncStream[RawMessageStreamEvent]]):
                 {
                     "name": names.to_wire(tool.name),
                     "description": tool.description,
-                    "input_schema": dict(tool.parameters),
+                    "input_schema": dict(tool.parameters_schema),
                 },
             )
             for tool in request.tools

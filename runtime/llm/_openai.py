@@ -189,7 +189,7 @@ class OpenAIProvider(ProviderBase[AsyncStream[ChatCompletionChunk]]):
                 "function": {
                     "name": names.to_wire(tool.name),
                     "description": tool.description,
-                    "parameters": dict(tool.parameters),
+                    "parameters": dict(tool.parameters_schema),
                 },
             }
             for tool in request.tools
