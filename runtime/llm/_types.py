@@ -91,11 +91,15 @@ class ToolMessage(msgspec.Struct, frozen=True, kw_only=True, tag_field="role", t
         tool_call_id: the :attr:`ToolCall.id` this answers.
         content: the result (or error text) as the model should read it.
         is_error: the call failed; providers that can say so (Anthropic) tell the model.
+        name: the tool's name, when known ('' otherwise). The OpenAI and Anthropic wires pair
+            a result with its call by id and do not send it; it is there for whoever reads
+            the history (and a token estimate counts it).
     """
 
     tool_call_id: str
     content: str
     is_error: bool = False
+    name: str = ""
 
 
 Message = SystemMessage | UserMessage | AssistantMessage | ToolMessage

@@ -21,8 +21,9 @@ import msgspec
 from .._errors import InvalidArgument
 from .._event import Event
 from .._ids import now_ms
+from ..llm import Message, SystemMessage, ToolCall
 from ._errors import BudgetTooSmall, InvalidItem
-from ._items import ChatMessage, ContextItem, ItemKind, Prompt, Role, ToolCallRequest
+from ._items import ContextItem, ItemKind, Prompt, Role, arguments_text
 from ._offload import Offloader
 from ._retrieval import RankedItem, RetrievalPolicy, rank
 from ._store import MemoryStore
@@ -177,14 +178,15 @@ class AgentContext:
         self,
         content: str = "",
         *,
-        tool_calls: Sequence[ToolCallRequest] = (),
+        tool_calls: Sequence[ToolCall] = (),
         importance: float = 0.5,
         metadata: Mapping[str, str] | None = None,
     ) -> list[ContextItem]:
         """Record one model answer: its text (when any) and the tool calls it makes, atomically.
 
         Returns the stored items: the message (when ``content`` or no calls), then one
-        ``tool_call`` item per call, whose ``content`` is the call's JSON arguments.
+        ``tool_call`` item per call, whose ``content`` is the call's arguments as JSON text
+        (as the model wrote them, when the call carries its ``raw_arguments``).
         """
         items = []
         if content or not tool_calls:
@@ -194,7 +196,7 @@ class AgentContext:
                 self._item(
                     "tool_call",
                     "assistant",
-                    call.arguments,
+                    arguments_text(call),
                     importance,
                     metadata,
                     tool_call_id=call.id,
@@ -297,7 +299,7 @@ class AgentContext:
 
     async def build(
         self, *, goal: str | None = None, budget_tokens: int, system: str = ""
-    ) -> list[ChatMessage]:
+    ) -> list[Message]:
         """The messages of :meth:`build_prompt`."""
         prompt = await self.build_prompt(goal=goal, budget_tokens=budget_tokens, system=system)
         return list(prompt.messages)
@@ -319,10 +321,10 @@ class AgentContext:
         """
         if budget_tokens < 1:
             raise InvalidArgument(f"budget_tokens must be >= 1, got {budget_tokens}")
-        head: list[ChatMessage] = []
+        head: list[Message] = []
         used = 0
         if system:
-            head.append(ChatMessage(role="system", content=system))
+            head.append(SystemMessage(content=system))
             used = message_tokens(head[0], self.counter)
             if used > budget_tokens:
                 raise BudgetTooSmall(budget_tokens, used)
@@ -336,7 +338,7 @@ class AgentContext:
 
         policy = self.policy
         retrieved: list[RankedItem] = []
-        memory: ChatMessage | None = None
+        memory: Message | None = None
         if truncated or policy.scope == "agent":
             if truncated and policy.budget_share > 0:
                 reserve = int(available * policy.budget_share)
@@ -398,7 +400,7 @@ class AgentContext:
 
     async def _retrieve(
         self, query: str, window: Sequence[Turn], budget: int
-    ) -> tuple[ChatMessage | None, list[RankedItem]]:
+    ) -> tuple[Message | None, list[RankedItem]]:
         policy = self.policy
         header_cost = MESSAGE_OVERHEAD_TOKENS + self.counter.count(MEMORY_HEADER) + 2
         if budget <= header_cost or policy.max_candidates == 0:
@@ -443,7 +445,7 @@ class AgentContext:
             # the whole is what counts, so shed the least relevant lines until it fits.
             in_order = sorted(chosen, key=lambda c: c[0].item.seq)
             content = "\n".join([MEMORY_HEADER, *(line for _, line, _ in in_order)])
-            memory = ChatMessage(role="system", content=content)
+            memory = SystemMessage(content=content)
             if message_tokens(memory, self.counter) <= budget:
                 return memory, [r for r, _, _ in in_order]
             chosen.pop()
