@@ -23,7 +23,7 @@ from .._event import Event
 from .._ids import now_ms
 from ..llm import Message, SystemMessage, ToolCall
 from ._errors import BudgetTooSmall, InvalidItem
-from ._items import ContextItem, ItemKind, Prompt, Role, arguments_text
+from ._items import ContextItem, ItemKind, Prompt, Role, arguments_text, tool_call_of
 from ._offload import Offloader
 from ._retrieval import RankedItem, RetrievalPolicy, rank
 from ._store import MemoryStore
@@ -96,8 +96,11 @@ class AgentContext:
         self.policy = policy if policy is not None else RetrievalPolicy()
         self.offloader = offloader
         self._clock = clock
-        # Items are immutable, so an item's cost under this context's counter never changes.
+        # Items are immutable, so an item's cost under this context's counter never changes,
+        # and neither does the call a tool_call item records (parsed JSON: worth keeping, as
+        # every build of a turn's loop renders the same calls again).
         self._costs: dict[str, int] = {}
+        self._calls: dict[str, ToolCall] = {}
 
     # ------------------------------------------------------------------ recording
 
@@ -297,6 +300,14 @@ class AgentContext:
             cost = self._costs[item.id] = item_tokens(item, self.counter)
         return cost
 
+    def _tool_call(self, item: ContextItem) -> ToolCall:
+        call = self._calls.get(item.id)
+        if call is None:
+            if len(self._calls) >= _COST_CACHE_SIZE:
+                self._calls.clear()
+            call = self._calls[item.id] = tool_call_of(item)
+        return call
+
     async def build(
         self, *, goal: str | None = None, budget_tokens: int, system: str = ""
     ) -> list[Message]:
@@ -357,7 +368,7 @@ class AgentContext:
             tokens += message_tokens(memory, self.counter)
         window_items = 0
         for turn in window:
-            messages.extend(turn.messages())
+            messages.extend(turn.messages(self._tool_call))
             window_items += len(turn.items())
         return Prompt(
             messages=tuple(messages),

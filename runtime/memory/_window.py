@@ -22,7 +22,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from ..llm import AssistantMessage, Message, SystemMessage, ToolMessage, UserMessage
+from ..llm import (
+    AssistantMessage,
+    Message,
+    SystemMessage,
+    ToolCall,
+    ToolMessage,
+    UserMessage,
+)
 from ._items import ContextItem, tool_call_of
 from ._tokens import MESSAGE_OVERHEAD_TOKENS, TokenCounter
 
@@ -81,8 +88,9 @@ class Turn:
                 kept += [call, result]
         return kept
 
-    def messages(self) -> list[Message]:
-        """The messages of this turn, in prompt order."""
+    def messages(self, call_of: Callable[[ContextItem], ToolCall] = tool_call_of) -> list[Message]:
+        """The messages of this turn, in prompt order; ``call_of`` reads a ``tool_call`` item
+        (a caller may cache what it reads: items never change)."""
         if self.item is not None:
             return [_plain_message(self.item)]
         answered = [c for c in self.calls if c.tool_call_id in self.results]
@@ -90,7 +98,7 @@ class Turn:
         if not answered and self.text is None:
             return []
         out: list[Message] = [
-            AssistantMessage(content=text, tool_calls=tuple(tool_call_of(c) for c in answered))
+            AssistantMessage(content=text, tool_calls=tuple(call_of(c) for c in answered))
         ]
         for call in answered:
             result = self.results[call.tool_call_id]
