@@ -27,9 +27,9 @@ import anyio
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks._util import emit
+from loom.runtime.llm import AssistantMessage, Message, SystemMessage, UserMessage
 from loom.runtime.memory import (
     AgentContext,
-    ChatMessage,
     ContextItem,
     HeuristicTokenCounter,
     Role,
@@ -87,15 +87,22 @@ def _items(n: int) -> list[ContextItem]:
     return out[:n]
 
 
-async def _naive_build(store: SQLiteStore) -> list[ChatMessage]:
+_MESSAGE_OF_ROLE: dict[str, type[SystemMessage | UserMessage | AssistantMessage]] = {
+    "system": SystemMessage,
+    "user": UserMessage,
+    "assistant": AssistantMessage,
+}
+
+
+async def _naive_build(store: SQLiteStore) -> list[Message]:
     counter = HeuristicTokenCounter()
     items = await store.recent("bench", "main", limit=1_000_000)
-    kept: list[ChatMessage] = []
+    kept: list[Message] = []
     used = 0
     for item in reversed(items):
         if item.kind not in ("message", "event", "observation"):
             continue
-        message = ChatMessage(role=item.role, content=item.content)
+        message = _MESSAGE_OF_ROLE[item.role](content=item.content)
         cost = message_tokens(message, counter)
         if used + cost > BUDGET:
             break

@@ -19,7 +19,6 @@ from ._loop import ToolStarted as ToolStarted
 from ._loop import Turn as Turn
 from ._loop import TurnOutcome as TurnOutcome
 from ._loop import TurnUpdate as TurnUpdate
-from ._loop import to_messages as to_messages
 from ._strategies import FINAL_ANSWER as FINAL_ANSWER
 from ._strategies import StrategyName as StrategyName
 from ._strategies import TextStep as TextStep
@@ -56,7 +55,6 @@ __all__ = [
     "TurnUpdate",
     "parse_text_step",
     "split_final_answer",
-    "to_messages",
 ]
 
 _set_public_module(globals())

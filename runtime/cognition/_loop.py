@@ -18,7 +18,6 @@ outcome: it propagates, after cancelling the model call and the running tools.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
@@ -41,23 +40,17 @@ from .._ids import new_id
 from .._tracing import context_from_envelope
 from ..llm import (
     LLM,
-    AssistantMessage,
     BadResponse,
     Completion,
     CompletionRequest,
-    MalformedToolArguments,
-    Message,
     ModelRouter,
     RoutableLLM,
     StreamEnd,
-    SystemMessage,
     TextDelta,
     ToolCall,
-    ToolMessage,
     Usage,
-    UserMessage,
 )
-from ..memory import AgentContext, ChatMessage, ContextItem, ItemKind, Role, ToolCallRequest
+from ..memory import AgentContext, ContextItem, ItemKind, Role, arguments_text
 from ..tools import ToolError
 from ._strategies import (
     COT_INSTRUCTIONS,
@@ -426,7 +419,7 @@ class Turn:
                     goal=self.goal, budget_tokens=config.context_budget_tokens, system=system
                 )
                 request = CompletionRequest(
-                    messages=to_messages(prompt.messages),
+                    messages=prompt.messages,
                     tools=offered,
                     temperature=config.temperature,
                     max_tokens=config.max_tokens,
@@ -466,7 +459,7 @@ class Turn:
                         context,
                         "tool_call",
                         "assistant",
-                        _arguments_text(c),
+                        arguments_text(c),
                         tool_call_id=c.id,
                         tool_name=c.name,
                     )
@@ -634,41 +627,6 @@ class Turn:
 # ---------------------------------------------------------------------- helpers
 
 
-def to_messages(messages: Sequence[ChatMessage]) -> tuple[Message, ...]:
-    """A built prompt (context messages) as LLM messages."""
-    out: list[Message] = []
-    for m in messages:
-        match m.role:
-            case "system":
-                out.append(SystemMessage(content=m.content))
-            case "user":
-                out.append(UserMessage(content=m.content))
-            case "assistant":
-                calls = tuple(_history_call(c) for c in m.tool_calls)
-                out.append(AssistantMessage(content=m.content, tool_calls=calls))
-            case "tool":
-                out.append(
-                    ToolMessage(tool_call_id=m.tool_call_id, content=m.content, is_error=m.is_error)
-                )
-    return tuple(out)
-
-
-def _history_call(call: ToolCallRequest) -> ToolCall:
-    try:
-        arguments = json.loads(call.arguments) if call.arguments.strip() else {}
-    except json.JSONDecodeError:
-        arguments = None
-    if isinstance(arguments, dict):
-        return ToolCall(
-            id=call.id, name=call.name, arguments=arguments, raw_arguments=call.arguments
-        )
-    # A malformed call goes back marked as such, so providers send "{}" in its place.
-    error = MalformedToolArguments(
-        "malformed arguments", call_id=call.id, tool_name=call.name, raw_arguments=call.arguments
-    )
-    return ToolCall(id=call.id, name=call.name, raw_arguments=call.arguments, error=error)
-
-
 def _item(
     context: AgentContext,
     kind: ItemKind,
@@ -689,12 +647,6 @@ def _item(
         tool_name=tool_name,
         metadata=metadata or {},
     )
-
-
-def _arguments_text(call: ToolCall) -> str:
-    if call.error is not None or call.raw_arguments:
-        return call.raw_arguments or "{}"
-    return json.dumps(call.arguments)
 
 
 def _unique_ids(calls: Sequence[ToolCall]) -> tuple[ToolCall, ...]:

@@ -75,7 +75,7 @@ def text_tools_instructions(tools: Sequence[ToolSpec]) -> str:
     """The system prompt section that teaches the text format and lists ``tools``."""
     lines = []
     for tool in tools:
-        schema = msgspec.json.encode(tool.parameters).decode()
+        schema = msgspec.json.encode(tool.parameters_schema).decode()
         lines.append(
             f"- {tool.name}: {tool.description or '(no description)'}\n  arguments: {schema}"
         )

@@ -22,9 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from ..llm import ToolSpec
-from ..tools import JSONObject, Tool, ToolNotFound, ToolRegistry
-from ..tools import ToolSpec as ListedTool
+from ..tools import JSONObject, Tool, ToolNotFound, ToolRegistry, ToolSpec
 
 if TYPE_CHECKING:
     from .._context import Context
@@ -159,7 +157,7 @@ class _Described:
 
     __slots__ = ("_spec",)
 
-    def __init__(self, spec: ListedTool) -> None:
+    def __init__(self, spec: ToolSpec) -> None:
         self._spec = spec
 
     @property

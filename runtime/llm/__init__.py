@@ -1,9 +1,8 @@
 """``loom.runtime.llm``: LLM providers behind one ``LLM`` protocol, and the model router."""
 
-import typing
-
-from .._public import public_module as _public_module
 from .._public import set_public_module as _set_public_module
+from ..tools import ToolSpec as ToolSpec
+from ._anthropic import AnthropicProvider as AnthropicProvider
 from ._config import LLMConfig as LLMConfig
 from ._config import ProviderConfig as ProviderConfig
 from ._config import ProviderProfile as ProviderProfile
@@ -20,6 +19,7 @@ from ._errors import ProviderUnavailable as ProviderUnavailable
 from ._errors import RateLimited as RateLimited
 from ._errors import RequestRejected as RequestRejected
 from ._errors import UnknownTool as UnknownTool
+from ._openai import OpenAIProvider as OpenAIProvider
 from ._protocol import LLM as LLM
 from ._protocol import RoutableLLM as RoutableLLM
 from ._protocol import build_provider as build_provider
@@ -44,28 +44,8 @@ from ._types import ToolCall as ToolCall
 from ._types import ToolCallReady as ToolCallReady
 from ._types import ToolChoice as ToolChoice
 from ._types import ToolMessage as ToolMessage
-from ._types import ToolSpec as ToolSpec
 from ._types import Usage as Usage
 from ._types import UserMessage as UserMessage
-
-if typing.TYPE_CHECKING:
-    from ._anthropic import AnthropicProvider as AnthropicProvider
-    from ._openai import OpenAIProvider as OpenAIProvider
-
-# The providers import their vendor SDK (seconds and ~100 MB); they load on first use.
-_LAZY = {"AnthropicProvider": "._anthropic", "OpenAIProvider": "._openai"}
-
-
-def __getattr__(name: str) -> typing.Any:
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        _public_module(value, __name__)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 __all__ = [
     "LLM",

@@ -14,33 +14,16 @@ Differences from the chat completions wire that this module absorbs:
   ``tool_calls`` / ``length``.
 
 The SDK's own OpenTelemetry spans are switched off: ours are made with the tracer provider we
-are given, never the global one.
+are given, never the global one. The SDK is imported when a provider is made, not with this
+module (see :mod:`._openai`).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-import anthropic
-from anthropic import AsyncAnthropic, AsyncStream
-from anthropic.types import (
-    InputJSONDelta,
-    Message,
-    MessageParam,
-    RawContentBlockDeltaEvent,
-    RawContentBlockStartEvent,
-    RawContentBlockStopEvent,
-    RawMessageDeltaEvent,
-    RawMessageStartEvent,
-    RawMessageStreamEvent,
-    ToolChoiceParam,
-    ToolParam,
-    ToolUseBlock,
-)
-from anthropic.types import TextBlock as SDKTextBlock
-from anthropic.types import TextDelta as SDKTextDelta
 from opentelemetry.trace import TracerProvider
 
 from ._assemble import StreamAssembler, parse_tool_call
@@ -69,6 +52,16 @@ from ._types import (
     UserMessage,
 )
 
+if TYPE_CHECKING:
+    from anthropic import AsyncAnthropic, AsyncStream
+    from anthropic.types import (
+        Message,
+        MessageParam,
+        RawMessageStreamEvent,
+        ToolChoiceParam,
+        ToolParam,
+    )
+
 __all__ = ["AnthropicProvider"]
 
 _DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -96,7 +89,7 @@ def _call_input(call: ToolCall) -> dict[str, Any]:
     return {} if call.error is not None else dict(call.arguments)
 
 
-class AnthropicProvider(ProviderBase[AsyncStream[RawMessageStreamEvent]]):
+class AnthropicProvider(ProviderBase["AsyncStream[RawMessageStreamEvent]"]):
     """A provider on the Anthropic messages wire.
 
     Args:
@@ -119,15 +112,19 @@ class AnthropicProvider(ProviderBase[AsyncStream[RawMessageStreamEvent]]):
     ) -> None:
         super().__init__(name, config, tracer_provider=tracer_provider)
         self._owns_client = client is None
-        # Key and base URL are always passed, so the SDK does not look for its own in the
-        # process environment.
-        self._client = client or AsyncAnthropic(
-            api_key=config.api_key.reveal() or _NO_KEY,
-            base_url=config.base_url or _DEFAULT_BASE_URL,
-            timeout=config.timeout_s,
-            max_retries=0,  # retries are ours: see ProviderBase
-            open_telemetry=False,
-        )
+        if client is None:
+            from anthropic import AsyncAnthropic
+
+            # Key and base URL are always passed, so the SDK does not look for its own in the
+            # process environment.
+            client = AsyncAnthropic(
+                api_key=config.api_key.reveal() or _NO_KEY,
+                base_url=config.base_url or _DEFAULT_BASE_URL,
+                timeout=config.timeout_s,
+                max_retries=0,  # retries are ours: see ProviderBase
+                open_telemetry=False,
+            )
+        self._client = client
 
     async def aclose(self) -> None:
         if self._owns_client:
@@ -183,11 +180,11 @@ class AnthropicProvider(ProviderBase[AsyncStream[RawMessageStreamEvent]]):
     def _tools(request: CompletionRequest, names: ToolNameMap) -> list[ToolParam]:
         return [
             cast(
-                ToolParam,
+                "ToolParam",
                 {
                     "name": names.to_wire(tool.name),
                     "description": tool.description,
-                    "input_schema": dict(tool.parameters),
+                    "input_schema": dict(tool.parameters_schema),
                 },
             )
             for tool in request.tools
@@ -196,6 +193,8 @@ class AnthropicProvider(ProviderBase[AsyncStream[RawMessageStreamEvent]]):
     async def _create(
         self, request: CompletionRequest, names: ToolNameMap, timeout: float, *, stream: bool
     ) -> Message | AsyncStream[RawMessageStreamEvent]:
+        import anthropic
+
         system, messages = self._messages(request, names)
         tools = self._tools(request, names)
         return await self._client.messages.create(
@@ -214,6 +213,9 @@ class AnthropicProvider(ProviderBase[AsyncStream[RawMessageStreamEvent]]):
     async def _attempt(
         self, request: CompletionRequest, names: ToolNameMap, timeout: float
     ) -> Completion:
+        from anthropic.types import Message, ToolUseBlock
+        from anthropic.types import TextBlock as SDKTextBlock
+
         response = await self._create(request, names, timeout, stream=False)
         if not isinstance(response, Message):
             raise BadResponse("expected a message", provider=self._name)
@@ -250,11 +252,23 @@ class AnthropicProvider(ProviderBase[AsyncStream[RawMessageStreamEvent]]):
         self, request: CompletionRequest, names: ToolNameMap, timeout: float
     ) -> AsyncStream[RawMessageStreamEvent]:
         response = await self._create(request, names, timeout, stream=True)
-        return cast(AsyncStream[RawMessageStreamEvent], response)
+        return cast("AsyncStream[RawMessageStreamEvent]", response)
 
     async def _read_stream(
         self, stream: AsyncStream[RawMessageStreamEvent], assembler: StreamAssembler
     ) -> AsyncGenerator[StreamChunk, None]:
+        from anthropic.types import (
+            InputJSONDelta,
+            RawContentBlockDeltaEvent,
+            RawContentBlockStartEvent,
+            RawContentBlockStopEvent,
+            RawMessageDeltaEvent,
+            RawMessageStartEvent,
+            ToolUseBlock,
+        )
+        from anthropic.types import TextBlock as SDKTextBlock
+        from anthropic.types import TextDelta as SDKTextDelta
+
         tool_blocks: set[int] = set()
         async for event in stream:
             if isinstance(event, RawMessageStartEvent):
@@ -295,6 +309,8 @@ class AnthropicProvider(ProviderBase[AsyncStream[RawMessageStreamEvent]]):
     # ------------------------------------------------------------------ errors
 
     def _map_error(self, exc: Exception) -> LLMError | None:
+        import anthropic
+
         name = self._name
         if isinstance(exc, anthropic.APITimeoutError):
             return ProviderTimeout("the request timed out", provider=name)

@@ -3,6 +3,10 @@
 Speaks the wire through the official ``openai`` SDK with native tool calling: tools go out as
 ``{"type": "function", "function": {"name", "description", "parameters"}}`` under their wire
 names, and tool calls come back from ``message.tool_calls`` (never parsed out of text).
+
+The SDK is imported when a provider is made, not with this module: it takes seconds and about
+a hundred megabytes, which every process that only imports ``loom`` would otherwise pay. So
+``loom.runtime.llm`` holds this class from the start, like any other name.
 """
 
 from __future__ import annotations
@@ -11,18 +15,8 @@ import email.utils
 import json
 import time
 from collections.abc import AsyncGenerator, Mapping
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
-import openai
-from openai import AsyncOpenAI, AsyncStream
-from openai.types.chat import (
-    ChatCompletion,
-    ChatCompletionChunk,
-    ChatCompletionFunctionToolParam,
-    ChatCompletionMessageFunctionToolCallParam,
-    ChatCompletionMessageParam,
-    ChatCompletionToolChoiceOptionParam,
-)
 from opentelemetry.trace import TracerProvider
 
 from ._assemble import StreamAssembler, parse_tool_call
@@ -49,6 +43,18 @@ from ._types import (
     Usage,
     UserMessage,
 )
+
+if TYPE_CHECKING:
+    import openai
+    from openai import AsyncOpenAI, AsyncStream
+    from openai.types.chat import (
+        ChatCompletion,
+        ChatCompletionChunk,
+        ChatCompletionFunctionToolParam,
+        ChatCompletionMessageFunctionToolCallParam,
+        ChatCompletionMessageParam,
+        ChatCompletionToolChoiceOptionParam,
+    )
 
 __all__ = ["OpenAIProvider", "retry_after_seconds"]
 
@@ -107,7 +113,7 @@ def finish_reason(value: str | None) -> FinishReason | None:
     return _FINISH.get(value, "other")
 
 
-class OpenAIProvider(ProviderBase[AsyncStream[ChatCompletionChunk]]):
+class OpenAIProvider(ProviderBase["AsyncStream[ChatCompletionChunk]"]):
     """A provider on the OpenAI chat completions wire.
 
     Args:
@@ -130,12 +136,16 @@ class OpenAIProvider(ProviderBase[AsyncStream[ChatCompletionChunk]]):
     ) -> None:
         super().__init__(name, config, tracer_provider=tracer_provider)
         self._owns_client = client is None
-        self._client = client or AsyncOpenAI(
-            api_key=config.api_key.reveal() or _NO_KEY,
-            base_url=config.base_url or _DEFAULT_BASE_URL,
-            timeout=config.timeout_s,
-            max_retries=0,  # retries are ours: see ProviderBase
-        )
+        if client is None:
+            from openai import AsyncOpenAI
+
+            client = AsyncOpenAI(
+                api_key=config.api_key.reveal() or _NO_KEY,
+                base_url=config.base_url or _DEFAULT_BASE_URL,
+                timeout=config.timeout_s,
+                max_retries=0,  # retries are ours: see ProviderBase
+            )
+        self._client = client
 
     async def aclose(self) -> None:
         if self._owns_client:
@@ -189,7 +199,7 @@ class OpenAIProvider(ProviderBase[AsyncStream[ChatCompletionChunk]]):
                 "function": {
                     "name": names.to_wire(tool.name),
                     "description": tool.description,
-                    "parameters": dict(tool.parameters),
+                    "parameters": dict(tool.parameters_schema),
                 },
             }
             for tool in request.tools
@@ -198,6 +208,8 @@ class OpenAIProvider(ProviderBase[AsyncStream[ChatCompletionChunk]]):
     async def _create(
         self, request: CompletionRequest, names: ToolNameMap, timeout: float, *, stream: bool
     ) -> ChatCompletion | AsyncStream[ChatCompletionChunk]:
+        import openai
+
         tools = self._tools(request, names)
         tool_choice: ChatCompletionToolChoiceOptionParam | openai.Omit = (
             request.tool_choice if tools else openai.omit
@@ -219,6 +231,8 @@ class OpenAIProvider(ProviderBase[AsyncStream[ChatCompletionChunk]]):
     async def _attempt(
         self, request: CompletionRequest, names: ToolNameMap, timeout: float
     ) -> Completion:
+        from openai.types.chat import ChatCompletion
+
         response = await self._create(request, names, timeout, stream=False)
         if not isinstance(response, ChatCompletion) or not response.choices:
             raise BadResponse("the answer has no choices", provider=self._name)
@@ -257,7 +271,7 @@ class OpenAIProvider(ProviderBase[AsyncStream[ChatCompletionChunk]]):
         self, request: CompletionRequest, names: ToolNameMap, timeout: float
     ) -> AsyncStream[ChatCompletionChunk]:
         response = await self._create(request, names, timeout, stream=True)
-        return cast(AsyncStream[ChatCompletionChunk], response)
+        return cast("AsyncStream[ChatCompletionChunk]", response)
 
     async def _read_stream(
         self, stream: AsyncStream[ChatCompletionChunk], assembler: StreamAssembler
@@ -290,6 +304,8 @@ class OpenAIProvider(ProviderBase[AsyncStream[ChatCompletionChunk]]):
     # ------------------------------------------------------------------ errors
 
     def _map_error(self, exc: Exception) -> LLMError | None:
+        import openai
+
         name = self._name
         if isinstance(exc, openai.APITimeoutError):
             return ProviderTimeout("the request timed out", provider=name)

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from opentelemetry.trace import TracerProvider
 
+from ._anthropic import AnthropicProvider
 from ._config import ProviderConfig, ProviderProfile
+from ._openai import OpenAIProvider
 from ._types import Completion, CompletionRequest, StreamChunk
-
-if TYPE_CHECKING:
-    from ._anthropic import AnthropicProvider
-    from ._openai import OpenAIProvider
 
 __all__ = ["LLM", "RoutableLLM", "build_provider"]
 
@@ -63,12 +61,6 @@ def build_provider(
     name: str, config: ProviderConfig, *, tracer_provider: TracerProvider | None = None
 ) -> OpenAIProvider | AnthropicProvider:
     """The provider ``config.kind`` names. Close it with ``aclose()`` (or ``async with``)."""
-    # The vendor SDKs are imported here, when a provider is built, not with the package:
-    # they take seconds and ~100 MB to import, which every CLI call and agent process would pay.
     if config.kind == "anthropic":
-        from ._anthropic import AnthropicProvider
-
         return AnthropicProvider(name, config, tracer_provider=tracer_provider)
-    from ._openai import OpenAIProvider
-
     return OpenAIProvider(name, config, tracer_provider=tracer_provider)

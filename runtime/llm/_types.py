@@ -14,7 +14,7 @@ from typing import Any, Literal
 import msgspec
 
 from .._errors import InvalidArgument
-from ..tools import Tool
+from ..tools import ToolSpec
 from ._errors import BadToolCall
 
 __all__ = [
@@ -31,7 +31,6 @@ __all__ = [
     "ToolCallReady",
     "ToolChoice",
     "ToolMessage",
-    "ToolSpec",
     "Usage",
     "UserMessage",
 ]
@@ -42,8 +41,6 @@ FinishReason = Literal["stop", "tool_calls", "length", "content_filter", "other"
 
 ToolChoice = Literal["auto", "none", "required"]
 """Whether the model may (``auto``), must not (``none``) or must (``required``) call a tool."""
-
-_EMPTY_SCHEMA: Mapping[str, Any] = {"type": "object", "properties": {}}
 
 
 class ToolCall(msgspec.Struct, frozen=True, kw_only=True):
@@ -94,46 +91,19 @@ class ToolMessage(msgspec.Struct, frozen=True, kw_only=True, tag_field="role", t
         tool_call_id: the :attr:`ToolCall.id` this answers.
         content: the result (or error text) as the model should read it.
         is_error: the call failed; providers that can say so (Anthropic) tell the model.
+        name: the tool's name, when known ('' otherwise). The OpenAI and Anthropic wires pair
+            a result with its call by id and do not send it; it is there for whoever reads
+            the history (and a token estimate counts it).
     """
 
     tool_call_id: str
     content: str
     is_error: bool = False
+    name: str = ""
 
 
 Message = SystemMessage | UserMessage | AssistantMessage | ToolMessage
 """One message of a conversation; ``role`` is the tag."""
-
-
-class ToolSpec(msgspec.Struct, frozen=True, kw_only=True):
-    """A tool as offered to the model.
-
-    Attributes:
-        name: Loom's (dotted) name, e.g. ``fs.read``; providers map it to a safe wire name.
-        description: what the tool does, for the model.
-        parameters: JSON Schema of the arguments object.
-    """
-
-    name: str
-    description: str = ""
-    parameters: Mapping[str, Any] = msgspec.field(default_factory=lambda: dict(_EMPTY_SCHEMA))
-
-    def __post_init__(self) -> None:
-        if not self.name:
-            raise InvalidArgument("a tool needs a non-empty name")
-        if self.parameters.get("type", "object") != "object":
-            raise InvalidArgument(
-                f"tool {self.name!r}: parameters must be a JSON Schema of type 'object'"
-            )
-
-    @classmethod
-    def from_tool(cls, tool: Tool) -> ToolSpec:
-        """The spec of a runtime :class:`~loom.runtime.tools.Tool`."""
-        return cls(
-            name=tool.name,
-            description=tool.description,
-            parameters=dict(tool.parameters_schema) or dict(_EMPTY_SCHEMA),
-        )
 
 
 class CompletionRequest(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,10 +1,10 @@
 """``loom.runtime.memory``: an agent's memory and the prompt it is built into.
 
 Record what happens in an :class:`AgentContext` (over a :class:`MemoryStore`: the durable
-:class:`SQLiteStore` by default, or :class:`InMemoryStore`), then ``build`` a list of
-:class:`ChatMessage` that fits a token budget: the newest turns whole, tool calls always with
-their results, and older items brought back by keyword, importance and recency. See
-docs/memory.md.
+:class:`SQLiteStore` by default, or :class:`InMemoryStore`), then ``build`` the
+:mod:`loom.runtime.llm` messages that fit a token budget: the newest turns whole, tool calls
+always with their results, and older items brought back by keyword, importance and recency.
+See docs/memory.md.
 """
 
 from .._public import set_public_module as _set_public_module
@@ -19,13 +19,13 @@ from ._errors import StoreClosed as StoreClosed
 from ._errors import StoreOpenError as StoreOpenError
 from ._items import KINDS as KINDS
 from ._items import ROLES as ROLES
-from ._items import ChatMessage as ChatMessage
 from ._items import ContextItem as ContextItem
 from ._items import ItemKind as ItemKind
 from ._items import Prompt as Prompt
 from ._items import Role as Role
 from ._items import ScoredItem as ScoredItem
-from ._items import ToolCallRequest as ToolCallRequest
+from ._items import arguments_text as arguments_text
+from ._items import tool_call_of as tool_call_of
 from ._memory import InMemoryStore as InMemoryStore
 from ._offload import Offloaded as Offloaded
 from ._offload import Offloader as Offloader
@@ -53,7 +53,6 @@ __all__ = [
     "SCHEMA_VERSION",
     "AgentContext",
     "BudgetTooSmall",
-    "ChatMessage",
     "ContextError",
     "ContextItem",
     "DuplicateItem",
@@ -74,10 +73,11 @@ __all__ = [
     "StoreClosed",
     "StoreOpenError",
     "TokenCounter",
-    "ToolCallRequest",
+    "arguments_text",
     "fts5_query",
     "message_tokens",
     "rank",
+    "tool_call_of",
 ]
 
 _set_public_module(globals())

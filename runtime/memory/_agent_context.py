@@ -21,8 +21,9 @@ import msgspec
 from .._errors import InvalidArgument
 from .._event import Event
 from .._ids import now_ms
+from ..llm import Message, SystemMessage, ToolCall
 from ._errors import BudgetTooSmall, InvalidItem
-from ._items import ChatMessage, ContextItem, ItemKind, Prompt, Role, ToolCallRequest
+from ._items import ContextItem, ItemKind, Prompt, Role, arguments_text, tool_call_of
 from ._offload import Offloader
 from ._retrieval import RankedItem, RetrievalPolicy, rank
 from ._store import MemoryStore
@@ -95,8 +96,11 @@ class AgentContext:
         self.policy = policy if policy is not None else RetrievalPolicy()
         self.offloader = offloader
         self._clock = clock
-        # Items are immutable, so an item's cost under this context's counter never changes.
+        # Items are immutable, so an item's cost under this context's counter never changes,
+        # and neither does the call a tool_call item records (parsed JSON: worth keeping, as
+        # every build of a turn's loop renders the same calls again).
         self._costs: dict[str, int] = {}
+        self._calls: dict[str, ToolCall] = {}
 
     # ------------------------------------------------------------------ recording
 
@@ -177,14 +181,15 @@ class AgentContext:
         self,
         content: str = "",
         *,
-        tool_calls: Sequence[ToolCallRequest] = (),
+        tool_calls: Sequence[ToolCall] = (),
         importance: float = 0.5,
         metadata: Mapping[str, str] | None = None,
     ) -> list[ContextItem]:
         """Record one model answer: its text (when any) and the tool calls it makes, atomically.
 
         Returns the stored items: the message (when ``content`` or no calls), then one
-        ``tool_call`` item per call, whose ``content`` is the call's JSON arguments.
+        ``tool_call`` item per call, whose ``content`` is the call's arguments as JSON text
+        (as the model wrote them, when the call carries its ``raw_arguments``).
         """
         items = []
         if content or not tool_calls:
@@ -194,7 +199,7 @@ class AgentContext:
                 self._item(
                     "tool_call",
                     "assistant",
-                    call.arguments,
+                    arguments_text(call),
                     importance,
                     metadata,
                     tool_call_id=call.id,
@@ -295,9 +300,17 @@ class AgentContext:
             cost = self._costs[item.id] = item_tokens(item, self.counter)
         return cost
 
+    def _tool_call(self, item: ContextItem) -> ToolCall:
+        call = self._calls.get(item.id)
+        if call is None:
+            if len(self._calls) >= _COST_CACHE_SIZE:
+                self._calls.clear()
+            call = self._calls[item.id] = tool_call_of(item)
+        return call
+
     async def build(
         self, *, goal: str | None = None, budget_tokens: int, system: str = ""
-    ) -> list[ChatMessage]:
+    ) -> list[Message]:
         """The messages of :meth:`build_prompt`."""
         prompt = await self.build_prompt(goal=goal, budget_tokens=budget_tokens, system=system)
         return list(prompt.messages)
@@ -319,10 +332,10 @@ class AgentContext:
         """
         if budget_tokens < 1:
             raise InvalidArgument(f"budget_tokens must be >= 1, got {budget_tokens}")
-        head: list[ChatMessage] = []
+        head: list[Message] = []
         used = 0
         if system:
-            head.append(ChatMessage(role="system", content=system))
+            head.append(SystemMessage(content=system))
             used = message_tokens(head[0], self.counter)
             if used > budget_tokens:
                 raise BudgetTooSmall(budget_tokens, used)
@@ -336,7 +349,7 @@ class AgentContext:
 
         policy = self.policy
         retrieved: list[RankedItem] = []
-        memory: ChatMessage | None = None
+        memory: Message | None = None
         if truncated or policy.scope == "agent":
             if truncated and policy.budget_share > 0:
                 reserve = int(available * policy.budget_share)
@@ -355,7 +368,7 @@ class AgentContext:
             tokens += message_tokens(memory, self.counter)
         window_items = 0
         for turn in window:
-            messages.extend(turn.messages())
+            messages.extend(turn.messages(self._tool_call))
             window_items += len(turn.items())
         return Prompt(
             messages=tuple(messages),
@@ -398,7 +411,7 @@ class AgentContext:
 
     async def _retrieve(
         self, query: str, window: Sequence[Turn], budget: int
-    ) -> tuple[ChatMessage | None, list[RankedItem]]:
+    ) -> tuple[Message | None, list[RankedItem]]:
         policy = self.policy
         header_cost = MESSAGE_OVERHEAD_TOKENS + self.counter.count(MEMORY_HEADER) + 2
         if budget <= header_cost or policy.max_candidates == 0:
@@ -443,7 +456,7 @@ class AgentContext:
             # the whole is what counts, so shed the least relevant lines until it fits.
             in_order = sorted(chosen, key=lambda c: c[0].item.seq)
             content = "\n".join([MEMORY_HEADER, *(line for _, line, _ in in_order)])
-            memory = ChatMessage(role="system", content=content)
+            memory = SystemMessage(content=content)
             if message_tokens(memory, self.counter) <= budget:
                 return memory, [r for r, _, _ in in_order]
             chosen.pop()

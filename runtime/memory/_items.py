@@ -1,30 +1,35 @@
-"""The data of the context layer: what is recorded (:class:`ContextItem`) and what a prompt is
-made of (:class:`ChatMessage`).
+"""The data of the memory layer: what is recorded (:class:`ContextItem`) and the prompt built
+from it (:class:`Prompt`).
 
-Both are frozen msgspec Structs and know nothing of any LLM SDK: the LLM adapters turn a list of
-``ChatMessage`` into their provider's request shape.
+A prompt is made of the LLM layer's own messages (:data:`~loom.runtime.llm.Message`), so a
+built prompt goes into a :class:`~loom.runtime.llm.CompletionRequest` as it is; the model's
+tool calls are recorded from, and rebuilt as, :class:`~loom.runtime.llm.ToolCall`. A tool
+call's arguments are stored as JSON text (:func:`arguments_text`) and read back by
+:func:`tool_call_of`; those two are the stored form of a call.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Literal
 
 import msgspec
 
 from .._ids import new_id, now_ms
+from ..llm import MalformedToolArguments, Message, ToolCall
 from ._errors import InvalidItem
 
 __all__ = [
     "KINDS",
     "ROLES",
-    "ChatMessage",
     "ContextItem",
     "ItemKind",
     "Prompt",
     "Role",
     "ScoredItem",
-    "ToolCallRequest",
+    "arguments_text",
+    "tool_call_of",
 ]
 
 ItemKind = Literal["message", "tool_call", "tool_result", "event", "observation"]
@@ -115,46 +120,38 @@ class ScoredItem(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     score: float
 
 
-class ToolCallRequest(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """One tool call inside an assistant :class:`ChatMessage`.
+def arguments_text(call: ToolCall) -> str:
+    """The stored text of ``call``'s arguments: as the model wrote them when known (a malformed
+    call included), else their JSON; ``{}`` for a malformed call without text."""
+    if call.error is not None or call.raw_arguments:
+        return call.raw_arguments or "{}"
+    return json.dumps(call.arguments)
 
-    Attributes:
-        id: the call id its result answers to.
-        name: the tool's name.
-        arguments: the arguments as JSON text, as the model produced them.
+
+def tool_call_of(item: ContextItem) -> ToolCall:
+    """The :class:`~loom.runtime.llm.ToolCall` a ``tool_call`` item records.
+
+    Arguments that are not a JSON object come back marked malformed (so providers send ``{}``
+    in their place); empty text means no arguments.
     """
-
-    id: str
-    name: str
-    arguments: str = "{}"
-
-
-class ChatMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
-    """One message of a built prompt, in the shape every chat LLM API shares.
-
-    Attributes:
-        role: ``system``, ``user``, ``assistant`` or ``tool``.
-        content: the text (may be empty for an assistant message that only calls tools).
-        tool_calls: for an assistant message, the calls it makes; each is answered by a ``tool``
-            message that follows it directly.
-        tool_call_id: for a ``tool`` message, the call it answers.
-        name: for a ``tool`` message, the tool's name.
-        is_error: for a ``tool`` message, whether the call failed (the result text says how).
-    """
-
-    role: Role
-    content: str = ""
-    tool_calls: tuple[ToolCallRequest, ...] = ()
-    tool_call_id: str = ""
-    name: str = ""
-    is_error: bool = False
+    text, call_id, name = item.content, item.tool_call_id, item.tool_name
+    try:
+        arguments = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError:
+        arguments = None
+    if isinstance(arguments, dict):
+        return ToolCall(id=call_id, name=name, arguments=arguments, raw_arguments=text)
+    error = MalformedToolArguments(
+        "malformed arguments", call_id=call_id, tool_name=name, raw_arguments=text
+    )
+    return ToolCall(id=call_id, name=name, raw_arguments=text, error=error)
 
 
 class Prompt(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A built prompt and how it was made.
 
     Attributes:
-        messages: the chat messages, in order.
+        messages: the messages for the model, in order.
         tokens: their estimated size, by the context's token counter.
         budget_tokens: the budget they were fitted to.
         window_items: how many stored items of the thread's recent window made it in.
@@ -163,7 +160,7 @@ class Prompt(msgspec.Struct, frozen=True, kw_only=True, gc=False):
             ran out before the start of the thread was reached).
     """
 
-    messages: tuple[ChatMessage, ...]
+    messages: tuple[Message, ...]
     tokens: int
     budget_tokens: int
     window_items: int

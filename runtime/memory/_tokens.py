@@ -12,7 +12,7 @@ with weights fitted (non-negative least squares on relative error) against OpenA
 * letters of other scripts cost per character: Chinese/Japanese 1.0, Korean 1.15, Greek 1.1,
   Arabic/Hebrew 0.9, Indic scripts 1.1, Cyrillic 0.5, anything else alphabetic 0.5.
 
-Measured error against ``cl100k_base`` (see tests/runtime/context/test_tokens.py): within a few
+Measured error against ``cl100k_base`` (see tests/runtime/memory/test_tokens.py): within a few
 per cent on English, code and JSON, within about 25% on other languages. ``o200k_base`` (newer
 OpenAI models) needs fewer tokens for non-Latin scripts, so there the estimate runs high; that
 is the safe side for a budget. When an exact count matters, plug in a real tokenizer through
@@ -24,7 +24,8 @@ from __future__ import annotations
 import re
 from typing import Protocol, runtime_checkable
 
-from ._items import ChatMessage
+from ..llm import AssistantMessage, Message, ToolMessage
+from ._items import arguments_text
 
 __all__ = [
     "MESSAGE_OVERHEAD_TOKENS",
@@ -97,12 +98,14 @@ class HeuristicTokenCounter:
         return max(round(total), 1)
 
 
-def message_tokens(message: ChatMessage, counter: TokenCounter) -> int:
-    """Tokens a chat message costs: its text, its tool calls, and the per-message overhead."""
+def message_tokens(message: Message, counter: TokenCounter) -> int:
+    """Tokens a message costs: its text, its tool calls (or the tool's name), and the
+    per-message overhead."""
     total = MESSAGE_OVERHEAD_TOKENS + counter.count(message.content)
-    if message.tool_call_id:
+    if isinstance(message, ToolMessage):
         total += counter.count(message.name) + 2
-    for call in message.tool_calls:
-        # id, name and arguments, plus the structure around them.
-        total += counter.count(call.name) + counter.count(call.arguments) + 8
+    elif isinstance(message, AssistantMessage):
+        for call in message.tool_calls:
+            # id, name and arguments, plus the structure around them.
+            total += counter.count(call.name) + counter.count(arguments_text(call)) + 8
     return total

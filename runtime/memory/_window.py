@@ -1,4 +1,4 @@
-"""The window: from a thread's items to chat messages that fit a token budget.
+"""The window: from a thread's items to the model's messages, within a token budget.
 
 Items are first grouped into *turns*, the smallest pieces a prompt may hold or leave out:
 
@@ -22,7 +22,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from ._items import ChatMessage, ContextItem, ToolCallRequest
+from ..llm import (
+    AssistantMessage,
+    Message,
+    SystemMessage,
+    ToolCall,
+    ToolMessage,
+    UserMessage,
+)
+from ._items import ContextItem, tool_call_of
 from ._tokens import MESSAGE_OVERHEAD_TOKENS, TokenCounter
 
 __all__ = ["Turn", "fit_turns", "group_turns", "item_tokens"]
@@ -41,6 +49,15 @@ def item_tokens(item: ContextItem, counter: TokenCounter) -> int:
     if item.kind == "tool_result":
         cost += counter.count(item.tool_name) + 2
     return cost
+
+
+def _plain_message(item: ContextItem) -> Message:
+    # A plain item is never the tool's: tool results render only with their call.
+    if item.role == "system":
+        return SystemMessage(content=item.content)
+    if item.role == "assistant":
+        return AssistantMessage(content=item.content)
+    return UserMessage(content=item.content)
 
 
 _NO_CALLS: list[ContextItem] = []
@@ -71,33 +88,26 @@ class Turn:
                 kept += [call, result]
         return kept
 
-    def messages(self) -> list[ChatMessage]:
-        """The chat messages of this turn, in prompt order."""
+    def messages(self, call_of: Callable[[ContextItem], ToolCall] = tool_call_of) -> list[Message]:
+        """The messages of this turn, in prompt order; ``call_of`` reads a ``tool_call`` item
+        (a caller may cache what it reads: items never change)."""
         if self.item is not None:
-            return [ChatMessage(role=self.item.role, content=self.item.content)]
+            return [_plain_message(self.item)]
         answered = [c for c in self.calls if c.tool_call_id in self.results]
         text = self.text.content if self.text is not None else ""
         if not answered and self.text is None:
             return []
-        out = [
-            ChatMessage(
-                role="assistant",
-                content=text,
-                tool_calls=tuple(
-                    ToolCallRequest(id=c.tool_call_id, name=c.tool_name, arguments=c.content)
-                    for c in answered
-                ),
-            )
+        out: list[Message] = [
+            AssistantMessage(content=text, tool_calls=tuple(call_of(c) for c in answered))
         ]
         for call in answered:
             result = self.results[call.tool_call_id]
             out.append(
-                ChatMessage(
-                    role="tool",
-                    content=result.content,
+                ToolMessage(
                     tool_call_id=call.tool_call_id,
-                    name=result.tool_name or call.tool_name,
+                    content=result.content,
                     is_error=result.metadata.get("is_error") == "true",
+                    name=result.tool_name or call.tool_name,
                 )
             )
         return out

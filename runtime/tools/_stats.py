@@ -1,26 +1,58 @@
-"""Frozen records returned by :meth:`ToolRegistry.statistics` and :meth:`ToolRegistry.specs`."""
+"""Frozen records: a tool's description (:class:`ToolSpec`, from :meth:`ToolRegistry.specs`)
+and its counters (from :meth:`ToolRegistry.statistics`)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 
+from .._errors import InvalidArgument
+from ._tool import JSONObject, Tool
+
 __all__ = ["ToolFailures", "ToolSpec", "ToolStats"]
+
+_EMPTY_SCHEMA: Mapping[str, Any] = {"type": "object", "properties": {}}
 
 
 class ToolSpec(msgspec.Struct, frozen=True, kw_only=True):
-    """What a model (or a remote peer) is told about a tool.
+    """What a model (or a remote peer) is told about a tool: the description part of a
+    :class:`Tool`, without the way to call it.
+
+    The one description of a tool everywhere: :meth:`ToolRegistry.specs`, ``ctx.list_tools``
+    and the ``tools`` of an LLM :class:`~loom.runtime.llm.CompletionRequest`.
 
     Attributes:
-        name: the tool's registered name.
+        name: the tool's (dotted) name, e.g. ``fs.read``; LLM providers map it to a name their
+            API accepts.
         description: what it does, for the model.
         parameters_schema: the JSON Schema of its arguments object.
+
+    Raises:
+        InvalidArgument: the name is empty, or the schema is not of type ``object``.
     """
 
     name: str
-    description: str
-    parameters_schema: dict[str, Any]
+    description: str = ""
+    parameters_schema: JSONObject = msgspec.field(default_factory=lambda: dict(_EMPTY_SCHEMA))
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise InvalidArgument("a tool needs a non-empty name")
+        if self.parameters_schema.get("type", "object") != "object":
+            raise InvalidArgument(
+                f"tool {self.name!r}: parameters_schema must be a JSON Schema of type 'object'"
+            )
+
+    @classmethod
+    def from_tool(cls, tool: Tool) -> ToolSpec:
+        """The spec of ``tool`` (an empty schema becomes the schema of an empty object)."""
+        return cls(
+            name=tool.name,
+            description=tool.description,
+            parameters_schema=dict(tool.parameters_schema) or dict(_EMPTY_SCHEMA),
+        )
 
 
 class ToolFailures(msgspec.Struct, frozen=True, kw_only=True):

@@ -51,7 +51,7 @@ async def test_registries_come_first_then_loose_tools() -> None:
     assert await turn.call("a", {"x": 1}) == "registry:1"
     assert await turn.call("b", {}) == "loose:0"
     assert turn.specs[0].description == "a tool"
-    assert dict(turn.specs[0].parameters) == SCHEMA
+    assert dict(turn.specs[0].parameters_schema) == SCHEMA
 
 
 async def test_calls_are_validated_by_the_registry() -> None:

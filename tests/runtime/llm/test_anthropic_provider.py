@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyn
 READ = ToolSpec(
     name="fs.read",
     description="Read a file.",
-    parameters={"type": "object", "properties": {"path": {"type": "string"}}},
+    parameters_schema={"type": "object", "properties": {"path": {"type": "string"}}},
 )
 HISTORY = (SystemMessage(content="rule one"), SystemMessage(content="rule two"))
 

@@ -40,7 +40,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyn
 READ = ToolSpec(
     name="fs.read",
     description="Read a file.",
-    parameters={
+    parameters_schema={
         "type": "object",
         "properties": {"path": {"type": "string"}},
         "required": ["path"],

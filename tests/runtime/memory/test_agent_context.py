@@ -8,6 +8,14 @@ import pytest
 
 import loom.runtime.memory as context_pkg
 from loom.runtime import Event, InvalidArgument
+from loom.runtime.llm import (
+    AssistantMessage,
+    MalformedToolArguments,
+    SystemMessage,
+    ToolCall,
+    ToolMessage,
+    UserMessage,
+)
 from loom.runtime.memory import (
     MEMORY_HEADER,
     AgentContext,
@@ -16,7 +24,6 @@ from loom.runtime.memory import (
     MemoryStore,
     RetrievalPolicy,
     SQLiteStore,
-    ToolCallRequest,
 )
 
 from .conftest import make
@@ -42,7 +49,7 @@ async def test_old_items_come_back_by_keyword(store: MemoryStore) -> None:
     assert prompt.retrieved_items >= 1
     assert prompt.tokens <= 600
     memory = prompt.messages[1]
-    assert memory.role == "system"
+    assert isinstance(memory, SystemMessage)
     assert memory.content.startswith(MEMORY_HEADER)
     assert "rotates every Tuesday" in memory.content
     assert prompt.messages[-1].content == "when does the database password rotate?"
@@ -111,10 +118,10 @@ async def test_record_event_and_kinds(store: MemoryStore) -> None:
     sysmsg = await ctx.record_system("switch to formal tone")
     assert (obs.kind, obs.role, sysmsg.role) == ("observation", "assistant", "system")
     messages = await ctx.build(budget_tokens=1000)
-    assert [(m.role, m.content[:6]) for m in messages] == [
-        ("user", "[event"),
-        ("assistant", "noted"),
-        ("system", "switch"),
+    assert [(type(m), m.content[:6]) for m in messages] == [
+        (UserMessage, "[event"),
+        (AssistantMessage, "noted"),
+        (SystemMessage, "switch"),
     ]
 
 
@@ -191,14 +198,14 @@ async def test_build_from_10k_items_fits_the_budget(tmp_path: Path) -> None:
             )
         await store.add_many(items)
         ctx = AgentContext(store, agent_id="a1", thread_id="t1")
-        await ctx.record_assistant(tool_calls=[ToolCallRequest(id="c", name="db.query")])
+        await ctx.record_assistant(tool_calls=[ToolCall(id="c", name="db.query")])
         await ctx.record_tool_result("c", "rows: 3", tool_name="db.query")
         prompt = await ctx.build_prompt(goal="topic42", budget_tokens=4000, system="sys")
         assert prompt.tokens <= 4000
         assert prompt.truncated
         assert prompt.retrieved_items > 0
         assert "topic42" in prompt.messages[1].content
-        assert [m.role for m in prompt.messages[-2:]] == ["assistant", "tool"]
+        assert [type(m) for m in prompt.messages[-2:]] == [AssistantMessage, ToolMessage]
         assert prompt.window_items > 20
 
 
@@ -208,9 +215,7 @@ async def test_in_memory_and_sqlite_build_the_same_prompt(tmp_path: Path) -> Non
         await ctx.record_user("the invoice for ACME is overdue", importance=0.6)
         for i in range(40):
             await ctx.record_user(f"chat {i}")
-            await ctx.record_assistant(
-                f"reply {i}", tool_calls=[ToolCallRequest(id=f"c{i}", name="noop")]
-            )
+            await ctx.record_assistant(f"reply {i}", tool_calls=[ToolCall(id=f"c{i}", name="noop")])
             await ctx.record_tool_result(f"c{i}", "ok", tool_name="noop")
         return await ctx.build(goal="invoice overdue", budget_tokens=500, system="s")
 
@@ -219,6 +224,28 @@ async def test_in_memory_and_sqlite_build_the_same_prompt(tmp_path: Path) -> Non
         left, right = await build(a), await build(b)
     assert isinstance(left, list)
     assert isinstance(right, list)
-    assert [(m.role, m.content, m.tool_call_id) for m in left] == [
-        (m.role, m.content, m.tool_call_id) for m in right
+    # Stored the same way, the messages are equal (no ids or timestamps are in them).
+    assert left == right
+
+
+async def test_tool_calls_are_stored_as_the_model_wrote_them(store: MemoryStore) -> None:
+    ctx = AgentContext(store, agent_id="a1", thread_id="t1")
+    bad = MalformedToolArguments("not JSON", call_id="c3", tool_name="t.x", raw_arguments="{")
+    stored = await ctx.record_assistant(
+        tool_calls=[
+            ToolCall(id="c1", name="t.x", arguments={"q": "x"}, raw_arguments='{"q":"x"}'),
+            ToolCall(id="c2", name="t.x", arguments={"q": "y"}),  # made in code: no text
+            ToolCall(id="c3", name="t.x", raw_arguments="{", error=bad),
+        ]
+    )
+    assert [i.content for i in stored] == ['{"q":"x"}', '{"q": "y"}', "{"]
+    for call_id in ("c1", "c2", "c3"):
+        await ctx.record_tool_result(call_id, "done", tool_name="t.x")
+    answer = (await ctx.build(budget_tokens=1000))[0]
+    assert isinstance(answer, AssistantMessage)
+    assert [(c.arguments, c.raw_arguments) for c in answer.tool_calls] == [
+        ({"q": "x"}, '{"q":"x"}'),
+        ({"q": "y"}, '{"q": "y"}'),
+        ({}, "{"),
     ]
+    assert isinstance(answer.tool_calls[2].error, MalformedToolArguments)

@@ -8,7 +8,8 @@ import anyio
 import pytest
 
 from loom.runtime import InvalidArgument
-from loom.runtime.memory import AgentContext, InMemoryStore, Offloader, ToolCallRequest
+from loom.runtime.llm import ToolCall
+from loom.runtime.memory import AgentContext, InMemoryStore, Offloader
 from loom.runtime.memory._offload import safe_name
 
 pytestmark = pytest.mark.anyio
@@ -19,7 +20,7 @@ async def test_large_tool_result_is_offloaded_with_head_and_tail(tmp_path: Path)
     output = "HEAD" + "x" * 5000 + "ü" * 100 + "TAIL"
     async with InMemoryStore() as store:
         ctx = AgentContext(store, agent_id="agent/1", thread_id="t", offloader=offloader)
-        await ctx.record_assistant(tool_calls=[ToolCallRequest(id="c1", name="shell.exec")])
+        await ctx.record_assistant(tool_calls=[ToolCall(id="c1", name="shell.exec")])
         item = await ctx.record_tool_result("c1", output, tool_name="shell.exec")
         path = Path(item.metadata["offload_path"])
         assert path == tmp_path / "offload" / "agent%2F1" / f"{safe_name(item.id)}.txt"

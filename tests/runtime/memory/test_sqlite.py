@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
 
+from loom.runtime.llm import (
+    AssistantMessage,
+    MalformedToolArguments,
+    SystemMessage,
+    ToolCall,
+    ToolMessage,
+    UserMessage,
+)
 from loom.runtime.memory import (
     DEFAULT_FILENAME,
     SCHEMA_VERSION,
     AgentContext,
-    ChatMessage,
     SchemaVersionError,
     SQLiteStore,
     StoreClosed,
     StoreOpenError,
-    ToolCallRequest,
 )
 
 from .conftest import make
@@ -30,9 +37,7 @@ async def test_a_conversation_survives_reopening_the_file(tmp_path: Path) -> Non
         ctx = AgentContext(store, agent_id="helper", thread_id="th-1")
         await ctx.record_user("What is in config.yaml?")
         await ctx.record_assistant(
-            tool_calls=[
-                ToolCallRequest(id="c1", name="fs.read", arguments='{"path": "config.yaml"}')
-            ]
+            tool_calls=[ToolCall(id="c1", name="fs.read", arguments={"path": "config.yaml"})]
         )
         await ctx.record_tool_result("c1", "port: 8080", tool_name="fs.read")
         await ctx.record_assistant("It sets the port to 8080.")
@@ -45,15 +50,19 @@ async def test_a_conversation_survives_reopening_the_file(tmp_path: Path) -> Non
         after = await ctx.build(budget_tokens=4000, system="sys")
         assert after == before
         assert after[1:] == [
-            ChatMessage(role="user", content="What is in config.yaml?"),
-            ChatMessage(
-                role="assistant",
+            UserMessage(content="What is in config.yaml?"),
+            AssistantMessage(
                 tool_calls=(
-                    ToolCallRequest(id="c1", name="fs.read", arguments='{"path": "config.yaml"}'),
+                    ToolCall(
+                        id="c1",
+                        name="fs.read",
+                        arguments={"path": "config.yaml"},
+                        raw_arguments='{"path": "config.yaml"}',
+                    ),
                 ),
             ),
-            ChatMessage(role="tool", content="port: 8080", tool_call_id="c1", name="fs.read"),
-            ChatMessage(role="assistant", content="It sets the port to 8080."),
+            ToolMessage(content="port: 8080", tool_call_id="c1", name="fs.read"),
+            AssistantMessage(content="It sets the port to 8080."),
         ]
         # Keyword search sees what was written before the restart, and new seqs go on.
         hits = await store.search("helper", "port")
@@ -124,3 +133,45 @@ async def test_two_stores_on_one_file_see_each_other(tmp_path: Path) -> None:
         await a.add(make("from a"))
         await b.add(make("from b"))
         assert [i.content for i in await a.recent("a1", "t1", limit=5)] == ["from a", "from b"]
+
+
+async def test_a_store_written_before_the_llm_message_model_builds_the_same_prompt(
+    tmp_path: Path,
+) -> None:
+    # data/store_v1.db was written by the release whose prompts were memory's own ChatMessage
+    # and ToolCallRequest: record_user, then record_assistant("Reading both.") with the calls
+    # c1 fs.read '{"path": "config.yaml"}', c2 fs.read '{"path": ' (malformed) and c3
+    # clock.now '' (no arguments), their three results (c2's an error), and a final answer.
+    # The stored form of an item did not change; this proves it reads back as it did.
+    path = tmp_path / "store_v1.db"
+    shutil.copyfile(Path(__file__).parent / "data" / "store_v1.db", path)
+    async with SQLiteStore(path) as store:
+        ctx = AgentContext(store, agent_id="helper", thread_id="th-1")
+        messages = await ctx.build(budget_tokens=4000, system="sys")
+    assert len(messages) == 7
+    assert messages[:2] == [
+        SystemMessage(content="sys"),
+        UserMessage(content="What is in config.yaml and notes.txt?"),
+    ]
+    answer = messages[2]
+    assert isinstance(answer, AssistantMessage)
+    assert answer.content == "Reading both."
+    good, malformed, empty = answer.tool_calls
+    assert good == ToolCall(
+        id="c1",
+        name="fs.read",
+        arguments={"path": "config.yaml"},
+        raw_arguments='{"path": "config.yaml"}',
+    )
+    assert (malformed.id, malformed.name, malformed.raw_arguments) == ("c2", "fs.read", '{"path": ')
+    assert isinstance(malformed.error, MalformedToolArguments)
+    assert malformed.arguments == {}
+    assert empty == ToolCall(id="c3", name="clock.now", arguments={}, raw_arguments="")
+    assert messages[3:] == [
+        ToolMessage(tool_call_id="c1", content="port: 8080", name="fs.read"),
+        ToolMessage(
+            tool_call_id="c2", content="malformed arguments", name="fs.read", is_error=True
+        ),
+        ToolMessage(tool_call_id="c3", content="2023-11-14T22:13:20Z", name="clock.now"),
+        AssistantMessage(content="It sets the port to 8080."),
+    ]

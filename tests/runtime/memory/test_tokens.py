@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from loom.runtime.llm import AssistantMessage, ToolCall, ToolMessage, UserMessage
 from loom.runtime.memory import (
     MESSAGE_OVERHEAD_TOKENS,
-    ChatMessage,
     HeuristicTokenCounter,
     TokenCounter,
-    ToolCallRequest,
     message_tokens,
 )
 
@@ -57,10 +56,22 @@ def test_edges() -> None:
 
 
 def test_message_tokens_add_the_overhead_and_the_calls() -> None:
-    plain = ChatMessage(role="user", content="hello there")
+    plain = UserMessage(content="hello there")
     assert message_tokens(plain, COUNTER) == MESSAGE_OVERHEAD_TOKENS + COUNTER.count("hello there")
-    call = ToolCallRequest(id="c", name="fs.read", arguments='{"path": "a"}')
-    with_call = ChatMessage(role="assistant", content="hello there", tool_calls=(call,))
+    call = ToolCall(id="c", name="fs.read", arguments={"path": "a"})
+    with_call = AssistantMessage(content="hello there", tool_calls=(call,))
     assert message_tokens(with_call, COUNTER) > message_tokens(plain, COUNTER) + COUNTER.count(
-        call.arguments
+        '{"path": "a"}'
+    )
+    # The text the model wrote is what is counted, when the call carries it.
+    raw = ToolCall(id="c", name="fs.read", arguments={"path": "a"}, raw_arguments='{"path":"a"}')
+    assert message_tokens(AssistantMessage(tool_calls=(raw,)), COUNTER) - COUNTER.count(
+        '{"path":"a"}'
+    ) == message_tokens(AssistantMessage(tool_calls=(call,)), COUNTER) - COUNTER.count(
+        '{"path": "a"}'
+    )
+    result = ToolMessage(tool_call_id="c", content="hello there", name="fs.read")
+    assert (
+        message_tokens(result, COUNTER)
+        == message_tokens(plain, COUNTER) + COUNTER.count("fs.read") + 2
     )

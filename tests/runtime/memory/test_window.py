@@ -7,16 +7,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from loom.runtime.llm import (
+    AssistantMessage,
+    Message,
+    SystemMessage,
+    ToolCall,
+    ToolMessage,
+    UserMessage,
+)
 from loom.runtime.memory import (
     MEMORY_HEADER,
     AgentContext,
     BudgetTooSmall,
-    ChatMessage,
     HeuristicTokenCounter,
     InMemoryStore,
     Prompt,
     RetrievalPolicy,
-    ToolCallRequest,
     message_tokens,
 )
 
@@ -47,7 +53,7 @@ async def _record(ctx: AgentContext, ops: list[tuple[object, ...]]) -> None:
                 ids = op[2]
                 assert isinstance(ids, list)
                 text = f"{tag} thinking" if op[1] else ""
-                calls = [ToolCallRequest(id=i, name="t.x", arguments='{"a": 1}') for i in ids]
+                calls = [ToolCall(id=i, name="t.x", arguments={"a": 1}) for i in ids]
                 await ctx.record_assistant(text, tool_calls=calls)
             case "result":
                 size = op[2]
@@ -60,18 +66,20 @@ async def _record(ctx: AgentContext, ops: list[tuple[object, ...]]) -> None:
                 await ctx.record_observation(f"{tag} {words}", role="assistant")
 
 
-def check_pairing(messages: tuple[ChatMessage, ...]) -> None:
+def _calls(m: Message) -> tuple[ToolCall, ...]:
+    return m.tool_calls if isinstance(m, AssistantMessage) else ()
+
+
+def check_pairing(messages: tuple[Message, ...]) -> None:
     """Every assistant tool call is answered right after it; no tool message stands alone."""
     i = 0
     while i < len(messages):
         m = messages[i]
-        assert m.role != "tool", f"tool message without its call at {i}"
-        if m.tool_calls:
-            assert m.role == "assistant"
-            ids = [c.id for c in m.tool_calls]
+        assert not isinstance(m, ToolMessage), f"tool message without its call at {i}"
+        if calls := _calls(m):
+            ids = [c.id for c in calls]
             assert len(set(ids)) == len(ids)
-            answers = messages[i + 1 : i + 1 + len(ids)]
-            assert [a.role for a in answers] == ["tool"] * len(ids)
+            answers = [a for a in messages[i + 1 : i + 1 + len(ids)] if isinstance(a, ToolMessage)]
             assert [a.tool_call_id for a in answers] == ids
             i += 1 + len(ids)
         else:
@@ -86,7 +94,7 @@ def check_prompt(prompt: Prompt, budget: int) -> None:
     tags = [
         int(m.content[1:4])
         for m in prompt.messages
-        if m.content.startswith("i") and m.role != "tool" and not m.tool_calls
+        if m.content.startswith("i") and not isinstance(m, ToolMessage) and not _calls(m)
     ]
     assert tags == sorted(tags)
 
@@ -116,7 +124,7 @@ def test_random_conversations_keep_pairing_and_budget(
                 return
             check_prompt(prompt, budget)
             if system:
-                assert prompt.messages[0] == ChatMessage(role="system", content=system)
+                assert prompt.messages[0] == SystemMessage(content=system)
             # With a budget this roomy, the whole conversation must be there.
             if budget >= 1500 and not prompt.truncated:
                 assert prompt.retrieved_items == 0
@@ -154,26 +162,25 @@ async def test_unanswered_calls_and_orphans_are_left_out() -> None:
         await ctx.record_assistant(
             "let me look",
             tool_calls=[
-                ToolCallRequest(id="c1", name="fs.read", arguments='{"p": 1}'),
-                ToolCallRequest(id="c2", name="fs.read", arguments='{"p": 2}'),
+                ToolCall(id="c1", name="fs.read", arguments={"p": 1}),
+                ToolCall(id="c2", name="fs.read", arguments={"p": 2}),
             ],
         )
         await ctx.record_observation("the disk is busy")  # arrives between call and result
         await ctx.record_tool_result("c2", "second", tool_name="fs.read", is_error=True)
         await ctx.record_tool_result("c2", "second again", tool_name="fs.read")
-        await ctx.record_assistant(tool_calls=[ToolCallRequest(id="c3", name="x", arguments="{}")])
+        await ctx.record_assistant(tool_calls=[ToolCall(id="c3", name="x")])
         messages = await ctx.build(budget_tokens=10_000)
     assert messages == [
-        ChatMessage(role="user", content="go"),
-        ChatMessage(
-            role="assistant",
+        UserMessage(content="go"),
+        AssistantMessage(
             content="let me look",
-            tool_calls=(ToolCallRequest(id="c2", name="fs.read", arguments='{"p": 2}'),),
+            tool_calls=(
+                ToolCall(id="c2", name="fs.read", arguments={"p": 2}, raw_arguments='{"p": 2}'),
+            ),
         ),
-        ChatMessage(
-            role="tool", content="second", tool_call_id="c2", name="fs.read", is_error=True
-        ),
-        ChatMessage(role="user", content="the disk is busy"),
+        ToolMessage(content="second", tool_call_id="c2", name="fs.read", is_error=True),
+        UserMessage(content="the disk is busy"),
     ]
 
 
@@ -185,7 +192,7 @@ async def test_a_turn_is_kept_whole_or_not_at_all() -> None:
         )
         await ctx.record_user("first question " * 20)
         await ctx.record_assistant(
-            tool_calls=[ToolCallRequest(id="c1", name="search", arguments='{"q": "x"}')]
+            tool_calls=[ToolCall(id="c1", name="search", arguments={"q": "x"})]
         )
         await ctx.record_tool_result("c1", "a long result " * 100, tool_name="search")
         await ctx.record_user("follow up")
@@ -196,7 +203,7 @@ async def test_a_turn_is_kept_whole_or_not_at_all() -> None:
         assert [m.content for m in prompt.messages] == ["follow up"]
         assert prompt.truncated
         prompt = await ctx.build_prompt(budget_tokens=tool_turn)
-        assert [m.role for m in prompt.messages] == ["assistant", "tool", "user"]
+        assert [type(m) for m in prompt.messages] == [AssistantMessage, ToolMessage, UserMessage]
 
 
 @pytest.mark.anyio
@@ -213,7 +220,5 @@ async def test_budget_too_small_for_system_or_newest_turn() -> None:
         # An empty thread builds to the system text alone.
     async with InMemoryStore() as store:
         ctx = AgentContext(store, agent_id="a", thread_id="t")
-        assert await ctx.build(budget_tokens=100, system="hi") == [
-            ChatMessage(role="system", content="hi")
-        ]
+        assert await ctx.build(budget_tokens=100, system="hi") == [SystemMessage(content="hi")]
         assert MEMORY_HEADER  # the header is public for adapters that want to spot it
