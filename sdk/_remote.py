@@ -210,10 +210,15 @@ class RemoteHost:
                 schema = json.loads(desc.parameters_schema or "{}")
             except ValueError:
                 continue  # a provider's broken schema: not offered, as in process
-            if isinstance(schema, dict):
-                specs.append(
-                    ToolSpec(name=desc.name, description=desc.description, parameters_schema=schema)
+            if not isinstance(schema, dict):
+                continue
+            try:
+                spec = ToolSpec(
+                    name=desc.name, description=desc.description, parameters_schema=schema
                 )
+            except InvalidArgument:
+                continue  # not an object schema: no model could call it; skipped, as above
+            specs.append(spec)
         return specs
 
     async def subscribe(self, pattern: str, *, qos: QoS | None) -> None:
