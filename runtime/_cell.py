@@ -24,7 +24,7 @@ from ._envelope_build import request_event
 from ._errors import BusClosed, InvalidArgument, WouldBlock
 from ._event import Delivery, Event, mailbox_topic
 from ._qos import QoS
-from ._subscription import Subscription
+from ._subscription import Subscription, drain, kick, park, take, unpark
 from ._supervision import Strategy
 from ._timers import Timer, TimerSet
 from .collab._replies import router_for
@@ -125,7 +125,7 @@ class Cell:
         self.stopping = True
         if self._halt is None:
             self._halt = Strategy.STOP
-        self.mailbox._kick()
+        kick(self.mailbox)
         if self._backoff is not None:
             self._backoff.set()
 
@@ -281,34 +281,29 @@ class Cell:
     async def _worker(self, instance: Behaviour, ctx: Context) -> tuple[Strategy, str]:
         """Handle the mailbox one event at a time until a stop or a failure halts the loop.
 
-        The hottest loop of the runtime: it reads the mailbox buffer directly and keeps the
-        per-event work to the TTL check, the handler call and two counters.
+        The hottest loop of the runtime: one call takes the next event from the mailbox, and
+        the per-event work is kept to the TTL check, the handler call and two counters.
         """
         mailbox = self.mailbox
-        buf = mailbox._buf
         handler = instance.on_event
         tick = 0
         delivery: Delivery | None = self._retry  # a retried event goes first, to the new instance
         self._retry = None
         while self._halt is None:
             if delivery is None:
-                if not buf:
+                delivery = take(mailbox)
+                if delivery is None:
                     # Parked until an event arrives or a stop kicks us; then look again. (No
                     # exception on this path: a parked agent must not hold one alive.)
-                    if mailbox._closed:
+                    if mailbox.closed:
                         break
-                    waiter = mailbox._park()
+                    waiter = park(mailbox)
                     try:
                         await waiter.wait()
                     except BaseException:
-                        mailbox._unpark(waiter)
+                        unpark(mailbox, waiter)
                         raise
-                    buf = mailbox._buf  # the first event makes the buffer
                     continue
-                delivery = buf.popleft()
-                mailbox._delivered += 1
-                if mailbox._send_waiters:
-                    mailbox._grant()
                 tick += 1
                 if tick >= _YIELD_EVERY:  # handlers that never await must not starve others
                     tick = 0
@@ -373,7 +368,7 @@ class Cell:
 
     def _halt_all(self, strategy: Strategy) -> None:
         self._halt = strategy
-        self.mailbox._kick()
+        kick(self.mailbox)
 
     # ------------------------------------------------------------------ dead letters & timers
 
@@ -393,16 +388,10 @@ class Cell:
             leftovers.append(self._retry)
             self._retry = None
         if not mailbox.closed:
-            # Off the trie first, so nothing new arrives; then take what is queued and let in
-            # the publishers already waiting for room (they were promised delivery), so every
-            # one of those events reaches the dead-letter topic instead of vanishing.
-            self.runtime.bus._unsubscribe(mailbox)
-            while True:
-                while mailbox._buf:
-                    leftovers.append(mailbox._take(mailbox._buf))
-                if not (mailbox._send_waiters or mailbox._reserved):
-                    break
-                await anyio.lowlevel.checkpoint()
+            # Off the bus first, so nothing new arrives; then what is queued, and what the
+            # publishers already waiting for room were promised, so every one of those events
+            # reaches the dead-letter topic instead of vanishing.
+            leftovers.extend(await drain(mailbox))
             mailbox.close()
         why = "agent_failed" if final is AgentStatus.FAILED else "agent_stopped"
         for delivery in leftovers:

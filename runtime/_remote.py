@@ -26,7 +26,7 @@ from ._directory import AgentStatus
 from ._errors import BusClosed, InvalidArgument
 from ._event import mailbox_topic
 from ._qos import QoS
-from ._subscription import Subscription
+from ._subscription import Subscription, depth
 from .tools import DEFAULT_TIMEOUT, JSONObject, Tool, ToolRegistry
 
 if TYPE_CHECKING:
@@ -245,7 +245,7 @@ class RemoteAgent:
             self.runtime.directory.heartbeat(self.id)
 
     def _depth(self) -> int:
-        return len(self.mailbox._buf) + sum(len(s._buf) for s in self._subs.values())
+        return depth(self.mailbox) + sum(depth(s) for s in self._subs.values())
 
     async def detach(self, reason: str = "") -> None:
         """The agent's connection ended: close its subscriptions (what they still hold is

@@ -26,6 +26,7 @@ from ._errors import BusClosed, InvalidArgument, LoomError
 from ._event import Delivery, Event
 from ._qos import QoS
 from ._remote import RemoteAgent, attach_remote
+from ._subscription import depth
 from .tools import DEFAULT_TIMEOUT, Tool, ToolNotFound, ToolRegistry
 
 __all__ = [
@@ -195,7 +196,7 @@ class AgentRuntime:
             directory.add_pattern(spec.id, pattern)
         mailbox = cell.mailbox
         self._owners[mailbox.id] = spec.id
-        directory.set_depth_probe(spec.id, lambda: len(mailbox._buf))
+        directory.set_depth_probe(spec.id, lambda: depth(mailbox))
         if parent is not None and parent in self._cells:
             self._cells[parent].children.append(spec.id)
         await self._publish_lifecycle(spec.id, AgentStatus.CREATED)
