@@ -31,7 +31,7 @@ from .collab._replies import router_for
 from .tools import ToolRegistry, ToolSpec
 
 if TYPE_CHECKING:
-    from ._runtime import AgentRuntime
+    from ._runtime import AgentRuntime, RuntimeServices
 
 __all__: list[str] = []
 
@@ -73,6 +73,7 @@ class Cell:
         "parent",
         "registry",
         "runtime",
+        "services",
         "spec",
         "started",
         "status",
@@ -80,8 +81,15 @@ class Cell:
         "timers",
     )
 
-    def __init__(self, runtime: AgentRuntime, spec: AgentSpec, parent: str | None) -> None:
-        self.runtime = runtime
+    def __init__(
+        self,
+        runtime: AgentRuntime,
+        services: RuntimeServices,
+        spec: AgentSpec,
+        parent: str | None,
+    ) -> None:
+        self.runtime = runtime  # what the agent may use of it publicly (``ctx.runtime``)
+        self.services = services  # and the rest, which only the runtime's own parts may use
         self.spec = spec
         self.id = spec.id
         self.parent = parent
@@ -173,7 +181,7 @@ class Cell:
         finally:
             with anyio.CancelScope(shield=True):
                 await self._close_mailbox(final, reason)
-                await rt._agent_ended(self, final, reason)
+                await self.services.agent_ended(self, final, reason)
                 self._done = True
                 self._set_started()
                 if self._done_event is not None:
@@ -195,14 +203,14 @@ class Cell:
     # ------------------------------------------------------------------ one instance
 
     async def _run_instance(self) -> tuple[Strategy, str]:
-        rt = self.runtime
+        services = self.services
         instance = self.spec.factory()
         state = getattr(instance, "state", None)
         if not isinstance(state, MutableMapping):
             state = {}
         self.instance = instance
         self._halt = Strategy.STOP if self.stopping else None
-        await rt._set_status(self, AgentStatus.STARTING)
+        await services.set_status(self, AgentStatus.STARTING, "")
         ctx = self.ctx = Context(self.id, self, state)
         outcome: tuple[Strategy, str] = (Strategy.STOP, "")
         try:
@@ -213,7 +221,7 @@ class Cell:
             log.error("agent %s: %s", self.id, self.last_error)
         else:
             self._register_tools(instance)
-            await rt._set_status(self, AgentStatus.RUNNING)
+            await services.set_status(self, AgentStatus.RUNNING, "")
             self._set_started()
             if self.spec.max_concurrency == 1:
                 outcome = await self._worker(instance, ctx)
@@ -225,9 +233,9 @@ class Cell:
                 self.timers = None
             self._unregister_tools()
             with anyio.CancelScope(shield=True):
-                await rt._set_status(self, AgentStatus.STOPPING)
+                await services.set_status(self, AgentStatus.STOPPING, "")
                 # Children belong to the instance that spawned them: they go with it, first.
-                await rt._stop_children(self)
+                await services.stop_children(self)
                 await self._call_on_stop(instance, ctx)
         self.instance = None
         return outcome
@@ -375,7 +383,7 @@ class Cell:
     async def _dead_letter(
         self, delivery: Delivery, reason: str, error: str, attempts: int
     ) -> None:
-        await self.runtime._dead_letter(self.id, delivery, reason, error, attempts)
+        await self.services.dead_letter(self.id, delivery, reason, error, attempts)
 
     async def _deliver_timer(self, event: Event) -> None:
         await self.runtime.bus.publish(mailbox_topic(self.id), event)
@@ -442,7 +450,7 @@ class Cell:
         return await self.runtime.call_tool(name, arguments, timeout=timeout)
 
     async def list_tools(self) -> list[ToolSpec]:
-        from ._remote import tool_inventory
+        from ._runtime import tool_inventory  # imported here: _runtime imports this module
 
         seen: dict[str, ToolSpec] = {}
         for entry in tool_inventory(self.runtime):
@@ -475,5 +483,5 @@ class Cell:
         if self.instance is None or self.stopping:
             raise BusClosed(f"agent {self.id} is not running")
         if self.timers is None:
-            self.timers = TimerSet(self.runtime._task_group(), self._deliver_timer)
+            self.timers = TimerSet(self.services.task_group(), self._deliver_timer)
         return self.timers.schedule(event, delay=delay, every=every, at=at)
