@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from contextvars import ContextVar
 from itertools import chain
 from typing import TYPE_CHECKING, Any
@@ -299,6 +299,8 @@ class Cell:
         tick = 0
         retry = self._retry  # a retried event goes first, to the new instance
         self._retry = None
+        queued: Iterator[Delivery] | None
+        delivery: Delivery | None
         while self._halt is None:
             queued = deliveries(mailbox)
             for delivery in queued if retry is None else chain((retry,), queued):
@@ -330,6 +332,8 @@ class Cell:
                     self._consecutive = 0
             if self._halt is not None or mailbox.closed:
                 break
+            # A parked agent keeps neither its last event nor the spent generator alive.
+            queued = delivery = None
             # Empty: parked until an event arrives or a stop kicks us; then look again. (No
             # exception on this path: a parked agent must not hold one alive.)
             waiter = park(mailbox)
