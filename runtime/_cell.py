@@ -303,8 +303,9 @@ class Cell:
         delivery: Delivery | None
         while self._halt is None:
             queued = deliveries(mailbox)
-            for delivery in queued if retry is None else chain((retry,), queued):
-                retry = None
+            if retry is not None:
+                queued, retry = chain((retry,), queued), None
+            for delivery in queued:
                 tick += 1
                 if tick >= _YIELD_EVERY:  # handlers that never await must not starve others
                     tick = 0
