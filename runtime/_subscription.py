@@ -1,10 +1,11 @@
 """A subscription: one consumer's bounded buffer of deliveries, with its QoS promise.
 
 This module owns the mailbox state: the buffer, its parked receivers and waiting publishers,
-the reserved room, the counters and the closed flag. Nothing else reads or writes them; the bus
-and the agent cell go through the functions at the end of this module (:func:`fan_out`,
-:func:`put_waiting`, :func:`deliveries`, :func:`park`...), and the subscription reaches its bus only
-through the :class:`BusHooks` the bus gave it.
+the reserved room, the counters and the closed flag. The bus and the agent cell go through the
+functions at the end of this module (:func:`fan_out`, :func:`put_waiting`, :func:`park`...),
+and the subscription reaches its bus only through the :class:`BusHooks` the bus gave it. One
+exception, for speed: the agent loop (``Cell._worker``) takes its events from the buffer itself,
+as ``Subscription._take`` does (``tests/runtime/test_ownership.py`` names it).
 
 The bus hands an event to every matching buffer inside ``publish`` (no task per subscriber, no
 task per message), so the cost of a delivery is an append and, when the consumer is parked, one
@@ -21,7 +22,7 @@ publisher that arrives later cannot take the room of one that has been waiting.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from types import TracebackType
 from typing import Final, Protocol
 
@@ -106,7 +107,6 @@ class Subscription:
         "_dropped_closed",
         "_high",
         "_hooks",
-        "_kicks",
         "_limit",
         "_matched",
         "_overflow",
@@ -179,7 +179,6 @@ class Subscription:
         self._dropped_closed = 0
         self._high = 0
         self._tick = 0
-        self._kicks = 0  # how many times kick() was called: it ends deliveries() iterations
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._buf)}/{self._cap} queued"
@@ -410,9 +409,7 @@ class Subscription:
         return self._closed
 
     def _kick(self) -> None:
-        """Wake every parked receiver without an event (they look again and park again), and
-        end every :func:`deliveries` iteration before it takes another."""
-        self._kicks += 1
+        """Wake every parked receiver without an event (they look again and park again)."""
         while self._recv_waiters:
             self._recv_waiters.pop(0).set()
 
@@ -597,24 +594,6 @@ def close_by_bus(sub: Subscription) -> None:
     if not sub._closed:
         sub._hooks.unsubscribe(sub, sub._patterns)
         sub._shut(by_bus=True)
-
-
-def deliveries(sub: Subscription) -> Iterator[Delivery]:
-    """Take what ``sub`` holds, one delivery per step, each only when the next is asked for;
-    stop when it is empty or when :func:`kick` is called (the agent's loop).
-
-    A generator rather than a function called per event: resuming it costs half as much, and
-    this is the one step per event of every agent. Not a checkpoint; no exception when empty (a
-    parked agent must not keep one alive).
-    """
-    buf = sub._buf  # the first event makes the buffer: a later one is seen by the next call
-    kicks = sub._kicks
-    while buf and sub._kicks == kicks:
-        delivery = buf.popleft()
-        sub._delivered += 1
-        if sub._send_waiters:
-            sub._grant()
-        yield delivery
 
 
 def park(sub: Subscription) -> Waiter:
