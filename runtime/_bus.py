@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import itertools
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from types import TracebackType
 from typing import Final
 
@@ -24,7 +24,15 @@ from ._errors import BusClosed, InvalidArgument, WouldBlock
 from ._event import Delivery, Event
 from ._qos import QoS
 from ._stats import BusStats, Drops, TopicStats
-from ._subscription import NO_BUFFER, Subscription
+from ._subscription import (
+    BusHooks,
+    Subscription,
+    close_by_bus,
+    fan_out,
+    first_full,
+    holds_events,
+    put_waiting,
+)
 from ._topics import TopicTrie, validate_pattern, validate_topic
 from ._tracing import PublishTracer
 from ._transport import Transport
@@ -45,7 +53,8 @@ class _State(enum.Enum):
 
 
 class _Member:
-    """One pattern of one subscription, as the trie stores it."""
+    """One pattern of one subscription, as the trie stores it. Equal to another of the same
+    subscription and tier: the subscription keeps only the tier, and removal finds the entry."""
 
     __slots__ = ("lossless", "qos", "sub")
 
@@ -54,13 +63,22 @@ class _Member:
         self.qos = qos
         self.lossless = qos.lossless
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Member) and other.sub is self.sub and other.qos is self.qos
+
+    __hash__ = None  # type: ignore[assignment]  # mutable-looking, compared by content
+
 
 class _Topic:
     """Per-topic counters, and the cached route (valid while ``gen`` is the bus's).
 
-    ``soft`` holds the lossless subscriptions that this topic reaches through Realtime patterns
-    only: for them a full buffer drops instead of waiting. It is consulted only when a buffer
-    is full, so the common path never looks at it.
+    It is the :class:`~._subscription.Route` that :func:`~._subscription.fan_out` delivers
+    along and counts on (published, unrouted, delivered, overflow, reached); the bus counts the
+    rest (deliveries after a wait for room, drops on close).
+
+    ``soft`` holds the subscriptions that this topic reaches through Realtime patterns only:
+    for them a full buffer drops instead of waiting. It is consulted only when a buffer is
+    full, so the common path never looks at it.
     """
 
     __slots__ = (
@@ -152,10 +170,17 @@ class EventBus:
         self._tg: TaskGroup | None = None
         self._transport_scope: anyio.CancelScope | None = None
         # Closing: subscriptions that still hold events, and the signal that none do.
-        self._draining = False
         self._busy: set[Subscription] = set()
         self._drained = anyio.Event()
         self._new_waiter: Callable[[], Waiter] = anyio.Event
+        # All a subscription may ask of its bus (the drain flag lives there too).
+        self._hooks = BusHooks(
+            link=self._add_pattern,
+            unlink=self._remove_pattern,
+            unsubscribe=self._unsubscribe,
+            idle=self._note_idle,
+            count_closed=self._count_closed_drops,
+        )
         # Internal plumbing built on the bus (the reply router) that must end with it.
         self._close_hooks: list[Callable[[], None]] = []
 
@@ -164,7 +189,7 @@ class EventBus:
     async def __aenter__(self) -> EventBus:
         if self._state is not _State.NEW:
             raise BusClosed("an EventBus can be entered once")
-        self._new_waiter = waiter_factory()
+        self._new_waiter = self._hooks.new_waiter = waiter_factory()
         if self._transport is not None:
             self._tg = anyio.create_task_group()
             await self._tg.__aenter__()
@@ -214,17 +239,14 @@ class EventBus:
         grace = self._drain_grace if grace is None else grace
         with anyio.CancelScope(shield=True):
             if grace > 0:
-                self._draining = True
-                self._busy = {
-                    s for s in self._subs.values() if s._buf or s._send_waiters or s._reserved
-                }
+                self._hooks.draining = True
+                self._busy = {s for s in self._subs.values() if holds_events(s)}
                 if self._busy:
                     with anyio.move_on_after(grace):
                         await self._drained.wait()
-                self._draining = False
+                self._hooks.draining = False
             for sub in list(self._subs.values()):
-                self._unsubscribe(sub)
-                sub._shut(by_bus=True)
+                close_by_bus(sub)
             for hook in self._close_hooks:
                 hook()
             if self._transport_scope is not None:
@@ -244,11 +266,11 @@ class EventBus:
         return not self._accepting
 
     def _note_idle(self, sub: Subscription) -> None:
-        """A subscription has emptied while closing: maybe the drain is done."""
-        if not sub._send_waiters and not sub._reserved:
-            self._busy.discard(sub)
-            if not self._busy:
-                self._drained.set()
+        """A subscription has emptied, and nobody waits to add to it, while closing: maybe the
+        drain is done."""
+        self._busy.discard(sub)
+        if not self._busy:
+            self._drained.set()
 
     # ------------------------------------------------------------------ subscribing
 
@@ -277,10 +299,28 @@ class EventBus:
             InvalidArgument: a bad ``buffer_size`` or ``event_types``.
             BusClosed: the bus is not open.
         """
+        return self._open(pattern, qos, event_types, buffer_size, None)
+
+    def _open(
+        self,
+        pattern: str,
+        qos: QoS,
+        event_types: Collection[str] | None,
+        buffer_size: int | None,
+        callback: Callable[[Delivery], None] | None,
+    ) -> Subscription:
         if not self._accepting:
             raise BusClosed("the bus is not open" if self._state is _State.NEW else "bus closed")
         parts = validate_pattern(pattern)
-        sub = Subscription(self, next(self._ids), pattern, qos, event_types, buffer_size)
+        sub = Subscription(
+            self._hooks,
+            next(self._ids),
+            pattern,
+            qos,
+            event_types,
+            buffer_size,
+            callback=callback,
+        )
         self._subs[sub.id] = sub
         self._link(sub, pattern, parts, sub.qos)
         return sub
@@ -295,24 +335,18 @@ class EventBus:
         so the fast path of ``publish`` never looks at it: it is reached only where a full
         buffer would be, and it never holds a publisher back.
         """
-        sub = self.subscribe(pattern, qos=QoS.REALTIME, buffer_size=1)
-        sub._cap = sub._limit = 0
-        sub._callback = callback
-        return sub
+        return self._open(pattern, QoS.REALTIME, None, None, callback)
 
     def _add_pattern(self, sub: Subscription, pattern: str, qos: QoS) -> None:
         if not self._accepting:
             raise BusClosed("bus closed")
         self._link(sub, pattern, validate_pattern(pattern), qos)
-        if qos.lossless:
-            sub._lossless = True
 
-    def _remove_pattern(self, sub: Subscription, pattern: str) -> None:
-        self._unlink(pattern, sub._patterns.pop(pattern))
-        sub._lossless = any(m.lossless for m in sub._patterns.values())
+    def _remove_pattern(self, sub: Subscription, pattern: str, qos: QoS) -> None:
+        self._unlink(pattern, _Member(sub, qos))
 
     def _link(self, sub: Subscription, pattern: str, parts: list[str], qos: QoS) -> None:
-        member = sub._patterns[pattern] = _Member(sub, qos)
+        member = _Member(sub, qos)
         self._trie.insert(parts, member)
         self._invalidate(pattern)
         if self._transport is not None:
@@ -350,12 +384,12 @@ class EventBus:
             if entry is not None:
                 entry.gen = -1
 
-    def _unsubscribe(self, sub: Subscription) -> None:
+    def _unsubscribe(self, sub: Subscription, patterns: Mapping[str, QoS]) -> None:
         if self._subs.pop(sub.id, None) is None:
             return
-        for pattern, member in sub._patterns.items():
-            self._unlink(pattern, member)
-        if self._draining:
+        for pattern, qos in patterns.items():
+            self._unlink(pattern, _Member(sub, qos))
+        if self._hooks.draining:
             self._busy.discard(sub)
             if not self._busy:
                 self._drained.set()
@@ -396,7 +430,7 @@ class EventBus:
         if self._tracer is not None:  # after validation: a refused publish makes no span
             event = self._tracer.inject(topic, event)
         delivery = Delivery(topic, event)
-        blocked = self._route(entry, delivery)
+        blocked = fan_out(entry, delivery)
         reached = entry.reached  # read before any await: the next publish overwrites it
         if blocked:
             reached += await self._finish_blocked(entry, blocked, delivery)
@@ -427,23 +461,16 @@ class EventBus:
         entry = self._topics.get(topic)
         if entry is None or entry.gen != self._gen:
             entry = self._refresh(topic, entry)
-        etype = event.type
-        for sub in entry.route:
-            if (
-                sub._lossless
-                and len(sub._buf) >= sub._limit
-                and sub._buf is not NO_BUFFER
-                and (sub._types is None or etype in sub._types)
-                and sub not in entry.soft
-            ):
-                raise WouldBlock(f"subscription {sub.pattern!r} is full")
+        full = first_full(entry, event.type)
+        if full is not None:
+            raise WouldBlock(f"subscription {full.pattern!r} is full")
         if self._tracer is not None:  # only once no local subscriber can refuse it
             event = self._tracer.inject(topic, event)
         if self._transport is not None:
             # Out first: it is the one step that can still refuse (WouldBlock), and nothing
             # has been routed here yet, so a refusal leaves no trace.
             self._transport.publish_nowait(topic, event)
-        self._route(entry, Delivery(topic, event))
+        fan_out(entry, Delivery(topic, event))
         return entry.reached
 
     async def deliver_inbound(self, topic: str, event: Event) -> None:
@@ -455,64 +482,9 @@ class EventBus:
         if entry is None or entry.gen != self._gen:
             entry = self._refresh(topic, entry)
         delivery = Delivery(topic, event)
-        blocked = self._route(entry, delivery)
+        blocked = fan_out(entry, delivery)
         if blocked:
             await self._finish_blocked(entry, blocked, delivery)
-
-    def _route(self, entry: _Topic, delivery: Delivery) -> list[Subscription] | None:
-        """Queue ``delivery`` on every matching subscription with room; return the full
-        lossless ones (the caller waits for those)."""
-        entry.published += 1
-        route = entry.route
-        if not route:
-            entry.unrouted += 1
-            entry.reached = 0
-            return None
-        blocked: list[Subscription] | None = None
-        etype = delivery.event.type
-        delivered = 0
-        overflow = 0
-        for sub in route:
-            types = sub._types
-            if types is not None and etype not in types:
-                continue
-            buf = sub._buf
-            n = len(buf)
-            if n < sub._limit:
-                buf.append(delivery)
-                sub._matched += 1
-                delivered += 1
-                if n >= sub._high:
-                    sub._high = n + 1
-                if sub._recv_waiters:
-                    sub._recv_waiters.pop(0).set()
-            elif buf is NO_BUFFER:
-                # Not a full buffer but none yet: made on the first event (an idle agent never
-                # pays for one), or a callback subscription, handed the event right here.
-                sub._matched += 1
-                delivered += 1
-                if sub._callback is not None:
-                    sub._delivered += 1
-                    sub._callback(delivery)
-                elif not sub._closed:
-                    sub._materialize(delivery)
-            elif sub._lossless and sub not in entry.soft:
-                if blocked is None:
-                    blocked = [sub]
-                else:
-                    blocked.append(sub)
-            else:
-                sub._matched += 1
-                sub._overflow += 1
-                overflow += 1
-        entry.delivered += delivered
-        entry.reached = delivered + overflow
-        if overflow:
-            entry.overflow += overflow
-        elif not delivered and blocked is None:
-            # Every subscription on the route filtered the event out by type.
-            entry.unrouted += 1
-        return blocked
 
     async def _finish_blocked(
         self, entry: _Topic, blocked: list[Subscription], delivery: Delivery
@@ -520,17 +492,15 @@ class EventBus:
         """Wait for room in each full subscription in turn; return how many took the event."""
         reached = 0
         for sub in blocked:
-            if await sub._put_waiting(delivery):
+            if await put_waiting(sub, delivery):  # BusClosed if the bus closed it meanwhile
                 reached += 1
                 # The topic's record may have been evicted while we waited; its counters were
                 # folded into the totals then, so count on there rather than into a lost record.
                 if self._topics.get(entry.topic) is not entry:
                     entry = self._evicted
                 entry.delivered += 1
-                if self._draining:
+                if self._hooks.draining:
                     self._busy.add(sub)
-            elif sub._closed_by_bus:
-                raise BusClosed("bus closed while the publish waited for room")
         return reached
 
     def _refresh(self, topic: str, entry: _Topic | None) -> _Topic:
@@ -551,7 +521,7 @@ class EventBus:
         for member in self._trie.match(parts):
             hard[member.sub] = hard.get(member.sub, False) or member.lossless
         entry.route = tuple(hard)
-        entry.soft = frozenset(sub for sub, h in hard.items() if sub._lossless and not h)
+        entry.soft = frozenset(sub for sub, h in hard.items() if not h)
         entry.gen = self._gen
         return entry
 

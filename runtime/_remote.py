@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import msgspec
 
 from ._agent_errors import AgentExists
 from ._behaviour import validate_agent_id
@@ -27,19 +26,17 @@ from ._directory import AgentStatus
 from ._errors import BusClosed, InvalidArgument
 from ._event import mailbox_topic
 from ._qos import QoS
-from ._subscription import Subscription
+from ._subscription import Subscription, depth
 from .tools import DEFAULT_TIMEOUT, JSONObject, Tool, ToolRegistry
 
 if TYPE_CHECKING:
-    from ._runtime import AgentRuntime
+    from ._runtime import AgentRuntime, RuntimeServices
 
 __all__ = [
     "RemoteAgent",
     "RemoteTool",
     "ToolInvoker",
-    "ToolProvider",
     "attach_remote",
-    "tool_inventory",
 ]
 
 ToolInvoker = Callable[[str, JSONObject], Awaitable[Any]]
@@ -110,11 +107,13 @@ class RemoteAgent:
     def __init__(
         self,
         runtime: AgentRuntime,
+        services: RuntimeServices,
         agent_id: str,
         mailbox: Subscription,
         tool_timeout_s: float,
     ) -> None:
         self.runtime = runtime
+        self._services = services
         self.id = agent_id
         self.mailbox = mailbox
         self.registry: ToolRegistry | None = None
@@ -171,7 +170,7 @@ class RemoteAgent:
             pattern, qos=qos, event_types=event_types, buffer_size=buffer_size
         )
         self._subs[sub.id] = sub
-        self.runtime._owners[sub.id] = self.id
+        self._services.owners[sub.id] = self.id
         self._ref_pattern(pattern)
         return sub
 
@@ -180,7 +179,7 @@ class RemoteAgent:
         sub = self._subs.pop(subscription_id, None)
         if sub is None:
             return False
-        self.runtime._owners.pop(sub.id, None)
+        self._services.owners.pop(sub.id, None)
         sub.close()
         self._unref_pattern(sub.pattern)
         return True
@@ -232,8 +231,9 @@ class RemoteAgent:
         if not self.detached:
             self.runtime.directory.heartbeat(self.id)
 
-    def _depth(self) -> int:
-        return len(self.mailbox._buf) + sum(len(s._buf) for s in self._subs.values())
+    def queued(self) -> int:
+        """Events waiting in the agent's subscriptions, the mailbox included (its load)."""
+        return depth(self.mailbox) + sum(depth(s) for s in self._subs.values())
 
     async def detach(self, reason: str = "") -> None:
         """The agent's connection ended: close its subscriptions (what they still hold is
@@ -244,15 +244,15 @@ class RemoteAgent:
         if self.detached:
             return
         self.detached = True
-        rt = self.runtime
-        if rt._remotes.get(self.id) is self:
-            del rt._remotes[self.id]
+        services = self._services
+        if services.remotes.get(self.id) is self:
+            del services.remotes[self.id]
         self.registry = None
         for sub in [self.mailbox, *self._subs.values()]:
-            rt._owners.pop(sub.id, None)
+            services.owners.pop(sub.id, None)
             sub.close()
         self._subs.clear()
-        directory = rt.directory
+        directory = self.runtime.directory
         if self.id in directory:
             for pattern in [*self._pattern_refs, mailbox_topic(self.id)]:
                 directory.remove_pattern(self.id, pattern)
@@ -261,7 +261,7 @@ class RemoteAgent:
             directory.set_depth_probe(self.id, _zero)
         self._pattern_refs.clear()
         with anyio.CancelScope(shield=True), contextlib.suppress(BusClosed):
-            await rt._publish_lifecycle(self.id, AgentStatus.DISCONNECTED, reason)
+            await services.publish_lifecycle(self.id, AgentStatus.DISCONNECTED, reason)
 
 
 def _zero() -> int:
@@ -270,6 +270,7 @@ def _zero() -> int:
 
 async def attach_remote(
     runtime: AgentRuntime,
+    services: RuntimeServices,
     agent_id: str,
     *,
     metadata: Mapping[str, str] = {},
@@ -281,11 +282,11 @@ async def attach_remote(
     validate_agent_id(agent_id)
     if not (tool_timeout_s > 0 or math.isinf(tool_timeout_s)):
         raise InvalidArgument(f"tool_timeout_s must be positive, not {tool_timeout_s!r}")
-    if runtime._tg is None or runtime._closing:
+    if not services.running():
         raise BusClosed("the runtime is not running")
-    if agent_id in runtime._cells:
+    if services.hosts(agent_id):
         raise AgentExists(agent_id, "a local agent runs under that id")
-    if agent_id in runtime._remotes:
+    if agent_id in services.remotes:
         raise AgentExists(agent_id, "a remote agent with that id is connected")
     directory = runtime.directory
     known = directory.get(agent_id)
@@ -294,42 +295,12 @@ async def attach_remote(
             raise AgentExists(agent_id, "a local agent is known under that id")
         directory.remove(agent_id)  # a disconnected remote (or a finished local) one returns
     mailbox = runtime.bus.subscribe(mailbox_topic(agent_id), qos=qos, buffer_size=buffer_size)
-    remote = RemoteAgent(runtime, agent_id, mailbox, tool_timeout_s)
+    remote = RemoteAgent(runtime, services, agent_id, mailbox, tool_timeout_s)
     directory.add(agent_id, remote=True, metadata=metadata)
     directory.add_pattern(agent_id, mailbox_topic(agent_id))
-    directory.set_depth_probe(agent_id, remote._depth)
+    directory.set_depth_probe(agent_id, remote.queued)
     directory.set_status(agent_id, AgentStatus.RUNNING)
-    runtime._owners[mailbox.id] = agent_id
-    runtime._remotes[agent_id] = remote
-    await runtime._publish_lifecycle(agent_id, AgentStatus.RUNNING, "connected")
+    services.owners[mailbox.id] = agent_id
+    services.remotes[agent_id] = remote
+    await services.publish_lifecycle(agent_id, AgentStatus.RUNNING, "connected")
     return remote
-
-
-class ToolProvider(msgspec.Struct, frozen=True, kw_only=True):
-    """One callable tool and who provides it (see :func:`tool_inventory`).
-
-    Attributes:
-        tool: the tool.
-        agent_id: the agent offering it; ``None`` for a tool of the runtime's own registry.
-        remote: whether that agent is a remote one.
-    """
-
-    tool: Tool
-    agent_id: str | None = None
-    remote: bool = False
-
-
-def tool_inventory(runtime: AgentRuntime) -> list[ToolProvider]:
-    """Every tool callable through ``runtime.call_tool`` now: the running agents'
-    capabilities (local and remote), then the runtime's own tools."""
-    out: list[ToolProvider] = []
-    for info in runtime.directory.all():
-        if info.status is not AgentStatus.RUNNING or not info.capabilities:
-            continue
-        registry = runtime._provider_registry(info.id)
-        if registry is not None:
-            out.extend(
-                ToolProvider(tool=t, agent_id=info.id, remote=info.remote) for t in registry.list()
-            )
-    out.extend(ToolProvider(tool=t) for t in runtime.tools.list())
-    return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -28,6 +28,7 @@ from ._event import Delivery, Event
 from ._qos import QoS
 from ._remote import RemoteAgent, attach_remote
 from ._stats import AgentStats
+from ._subscription import depth
 from .tools import DEFAULT_TIMEOUT, Tool, ToolNotFound, ToolRegistry
 
 __all__ = [
@@ -35,6 +36,8 @@ __all__ = [
     "LIFECYCLE_PREFIX",
     "AgentRuntime",
     "LifecycleEvent",
+    "ToolProvider",
+    "tool_inventory",
 ]
 
 log = logging.getLogger("loom.runtime")
@@ -55,6 +58,73 @@ class LifecycleEvent(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _lifecycle_encoder = msgspec.json.Encoder()
+
+
+class RuntimeServices:
+    """What the runtime lends the agents it hosts (each ``Cell``, each ``RemoteAgent``) beyond
+    its public API, and the one way they reach into it. The runtime fills it in with its own
+    methods, so its private members stay its own.
+
+    It also holds the two maps the runtime shares with its agents: which agent owns each bus
+    subscription (``owners``: subscription id -> agent id; the directory's ``by_topic`` answers
+    from it) and the remote agents attached now (``remotes``: agent id -> handle).
+
+    Attributes:
+        running: ``running()``: whether the runtime takes new agents.
+        hosts: ``hosts(agent_id)``: whether a local agent of that id is hosted (running or
+            stopping).
+        set_status: ``await set_status(cell, status, reason)``: record an agent's new state
+            and publish its lifecycle event.
+        publish_lifecycle: ``await publish_lifecycle(agent_id, status, reason)``: publish a
+            lifecycle event only (remote agents keep their state in the directory).
+        agent_ended: ``await agent_ended(cell, status, reason)``: an agent's task is ending:
+            drop it from the runtime's books, record ``status``.
+        stop_children: ``await stop_children(cell)``: stop the agents ``cell`` spawned.
+        dead_letter: ``await dead_letter(agent_id, delivery, reason, error, attempts)``:
+            publish an event the agent could not handle on its dead-letter topic.
+        task_group: ``task_group()``: the runtime's task group (timers run in it).
+        provider_registry: ``provider_registry(agent_id)``: the registry of the tools agent
+            ``agent_id`` offers, local or remote; ``None`` for none.
+    """
+
+    __slots__ = (
+        "agent_ended",
+        "dead_letter",
+        "hosts",
+        "owners",
+        "provider_registry",
+        "publish_lifecycle",
+        "remotes",
+        "running",
+        "set_status",
+        "stop_children",
+        "task_group",
+    )
+
+    def __init__(
+        self,
+        *,
+        running: Callable[[], bool],
+        hosts: Callable[[str], bool],
+        set_status: Callable[[Cell, AgentStatus, str], Awaitable[None]],
+        publish_lifecycle: Callable[[str, AgentStatus, str], Awaitable[None]],
+        agent_ended: Callable[[Cell, AgentStatus, str], Awaitable[None]],
+        stop_children: Callable[[Cell], Awaitable[None]],
+        dead_letter: Callable[[str, Delivery, str, str, int], Awaitable[None]],
+        task_group: Callable[[], TaskGroup],
+        provider_registry: Callable[[str], ToolRegistry | None],
+    ) -> None:
+        self.owners: dict[int, str] = {}
+        self.remotes: dict[str, RemoteAgent] = {}
+        self.running = running
+        self.hosts = hosts
+        self.set_status = set_status
+        self.publish_lifecycle = publish_lifecycle
+        self.agent_ended = agent_ended
+        self.stop_children = stop_children
+        self.dead_letter = dead_letter
+        self.task_group = task_group
+        self.provider_registry = provider_registry
 
 
 class AgentRuntime:
@@ -89,14 +159,25 @@ class AgentRuntime:
         self.bus = bus
         self.tools = tools if tools is not None else ToolRegistry()
         self.directory = Directory(self._receivers)
-        self._owners: dict[int, str] = {}  # subscription id -> the agent it feeds
         self.stop_timeout_s = stop_timeout_s
         self.stale_after_s = stale_after_s
         self.sweep_interval_s = sweep_interval_s
         self._cells: dict[str, Cell] = {}
-        self._remotes: dict[str, RemoteAgent] = {}  # connected remote agents, by id
         self._tg: TaskGroup | None = None
         self._closing = False
+        # All its agents may ask of it; it also holds which agent owns each subscription and
+        # the connected remote agents.
+        self._services = RuntimeServices(
+            running=self._running,
+            hosts=self._cells.__contains__,
+            set_status=self._set_status,
+            publish_lifecycle=self._publish_lifecycle,
+            agent_ended=self._agent_ended,
+            stop_children=self._stop_children,
+            dead_letter=self._dead_letter,
+            task_group=self._task_group,
+            provider_registry=self._provider_registry,
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -134,8 +215,11 @@ class AgentRuntime:
             self._tg.cancel_scope.cancel()
 
     def _receivers(self, topic: str) -> list[str]:
-        owners = self._owners
+        owners = self._services.owners
         return [owners[s.id] for s in self.bus._subscribers(topic) if s.id in owners]
+
+    def _running(self) -> bool:
+        return self._tg is not None and not self._closing
 
     def _task_group(self) -> TaskGroup:
         if self._tg is None:
@@ -169,15 +253,15 @@ class AgentRuntime:
             if known.remote or known.status not in (AgentStatus.STOPPED, AgentStatus.FAILED):
                 raise InvalidArgument(f"an agent with id {spec.id!r} already exists")
             self.directory.remove(spec.id)  # a stopped or failed agent may be started again
-        cell = Cell(self, spec, parent)
+        cell = Cell(self, self._services, spec, parent)
         self._cells[spec.id] = cell
         directory = self.directory
         directory.add(spec.id, metadata=spec.metadata)
         for pattern in cell.mailbox.patterns:
             directory.add_pattern(spec.id, pattern)
         mailbox = cell.mailbox
-        self._owners[mailbox.id] = spec.id
-        directory.set_depth_probe(spec.id, lambda: len(mailbox._buf))
+        self._services.owners[mailbox.id] = spec.id
+        directory.set_depth_probe(spec.id, lambda: depth(mailbox))
         if parent is not None and parent in self._cells:
             self._cells[parent].children.append(spec.id)
         await self._publish_lifecycle(spec.id, AgentStatus.CREATED)
@@ -348,7 +432,7 @@ class AgentRuntime:
         cell = self._cells.get(agent_id)
         if cell is not None:
             return cell.registry
-        remote = self._remotes.get(agent_id)
+        remote = self._services.remotes.get(agent_id)
         return None if remote is None else remote.registry
 
     # ------------------------------------------------------------------ remote agents
@@ -374,6 +458,7 @@ class AgentRuntime:
         """
         return await attach_remote(
             self,
+            self._services,
             agent_id,
             metadata=metadata,
             qos=qos,
@@ -391,7 +476,7 @@ class AgentRuntime:
 
     async def _agent_ended(self, cell: Cell, status: AgentStatus, reason: str) -> None:
         self._cells.pop(cell.id, None)
-        self._owners.pop(cell.mailbox.id, None)
+        self._services.owners.pop(cell.mailbox.id, None)
         if cell.parent is not None and cell.parent in self._cells:
             siblings = self._cells[cell.parent].children
             if cell.id in siblings:
@@ -445,3 +530,34 @@ class AgentRuntime:
             log.warning(
                 "dead letter of agent %s lost, the bus is closed: %s (%s)", agent_id, reason, error
             )
+
+
+class ToolProvider(msgspec.Struct, frozen=True, kw_only=True):
+    """One callable tool and who provides it (see :func:`tool_inventory`).
+
+    Attributes:
+        tool: the tool.
+        agent_id: the agent offering it; ``None`` for a tool of the runtime's own registry.
+        remote: whether that agent is a remote one.
+    """
+
+    tool: Tool
+    agent_id: str | None = None
+    remote: bool = False
+
+
+def tool_inventory(runtime: AgentRuntime) -> list[ToolProvider]:
+    """Every tool callable through ``runtime.call_tool`` now: the running agents'
+    capabilities (local and remote), then the runtime's own tools."""
+    out: list[ToolProvider] = []
+    for info in runtime.directory.all():
+        if info.status is not AgentStatus.RUNNING or not info.capabilities:
+            continue
+        # Here, beside AgentRuntime, so as to use its provider lookup.
+        registry = runtime._provider_registry(info.id)
+        if registry is not None:
+            out.extend(
+                ToolProvider(tool=t, agent_id=info.id, remote=info.remote) for t in registry.list()
+            )
+    out.extend(ToolProvider(tool=t) for t in runtime.tools.list())
+    return out

@@ -1,9 +1,18 @@
 """A subscription: one consumer's bounded buffer of deliveries, with its QoS promise.
 
-The bus writes into a subscription's buffer directly from ``publish`` (no task per subscriber,
-no task per message), so the cost of a delivery is an append and, when the consumer is parked,
-one wake-up. The fields the publisher touches are plain attributes for that reason; they are
-private to ``loom.runtime``.
+This module owns the mailbox state: the buffer, its parked receivers and waiting publishers,
+the reserved room, the counters and the closed flag. The bus and the agent cell go through the
+functions at the end of this module (:func:`fan_out`, :func:`put_waiting`, :func:`park`...),
+and the subscription reaches its bus only through the :class:`BusHooks` the bus gave it. One
+exception, for speed: the agent loop (``Cell._worker``) takes its events from the buffer itself,
+as ``Subscription._take`` does (``tests/runtime/test_ownership.py`` names it).
+
+The bus hands an event to every matching buffer inside ``publish`` (no task per subscriber, no
+task per message), so the cost of a delivery is an append and, when the consumer is parked, one
+wake-up. :func:`fan_out` is the loop that does it, written here, next to the state it touches:
+one call per event, not one per subscriber (a call per delivery would cost the bus a tenth of
+its fan-out rate), and it counts on the topic's record it is handed (a :class:`Route`) rather
+than returning counts (a tuple per publish shows in the 1:1 rate).
 
 Flow control for lossless tiers works by *reservation*: a consumer that frees room hands it to
 the longest-waiting publisher (FIFO) and the slot stays reserved for it until it appends, so a
@@ -13,20 +22,18 @@ publisher that arrives later cannot take the room of one that has been waiting.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
+import anyio
 from anyio.lowlevel import checkpoint
 
-from ._errors import InvalidArgument, SubscriptionClosed, WouldBlock
+from ._errors import BusClosed, InvalidArgument, SubscriptionClosed, WouldBlock
 from ._event import Delivery
 from ._qos import QoS
 from ._stats import Drops, SubscriptionStats
 from ._waiter import Waiter
-
-if TYPE_CHECKING:
-    from ._bus import EventBus, _Member
 
 __all__ = ["Subscription"]
 
@@ -39,6 +46,44 @@ the fast path to where the buffer is made."""
 # A consumer that always finds events waiting would never let the event loop run; every this
 # many receives it yields once, which is also where it notices cancellation.
 _YIELD_EVERY: Final = 64
+
+
+class BusHooks:
+    """What a subscription may ask of the bus that made it: the bus fills one in with its own
+    methods and hands it to each of its subscriptions, so neither reaches into the other and
+    the bus's public face stays the user's.
+
+    Attributes:
+        draining: the bus is closing and waits for its subscriptions to empty; a subscription
+            that empties (or parks) then calls ``idle``.
+        new_waiter: makes the cheapest one-shot waiter for the bus's event loop.
+        link: ``link(sub, pattern, tier)`` routes ``pattern`` into ``sub`` (validates it).
+        unlink: ``unlink(sub, pattern, tier)`` stops routing ``pattern`` into ``sub``.
+        unsubscribe: ``unsubscribe(sub, patterns)`` takes ``sub`` (holding ``patterns``, each
+            with its tier) off the bus; idempotent.
+        idle: ``idle(sub)``: ``sub`` holds nothing and nobody waits to add to it.
+        count_closed: ``count_closed(deliveries)`` counts them dropped (reason ``closed``) on
+            their topics.
+    """
+
+    __slots__ = ("count_closed", "draining", "idle", "link", "new_waiter", "unlink", "unsubscribe")
+
+    def __init__(
+        self,
+        *,
+        link: Callable[[Subscription, str, QoS], None],
+        unlink: Callable[[Subscription, str, QoS], None],
+        unsubscribe: Callable[[Subscription, Mapping[str, QoS]], None],
+        idle: Callable[[Subscription], None],
+        count_closed: Callable[[Iterable[Delivery]], None],
+    ) -> None:
+        self.draining = False
+        self.new_waiter: Callable[[], Waiter] = anyio.Event
+        self.link = link
+        self.unlink = unlink
+        self.unsubscribe = unsubscribe
+        self.idle = idle
+        self.count_closed = count_closed
 
 
 class Subscription:
@@ -54,7 +99,6 @@ class Subscription:
 
     __slots__ = (
         "_buf",
-        "_bus",
         "_callback",
         "_cap",
         "_closed",
@@ -62,8 +106,8 @@ class Subscription:
         "_delivered",
         "_dropped_closed",
         "_high",
+        "_hooks",
         "_limit",
-        "_lossless",
         "_matched",
         "_overflow",
         "_patterns",
@@ -80,12 +124,14 @@ class Subscription:
 
     def __init__(
         self,
-        bus: EventBus,
+        hooks: BusHooks,
         sub_id: int,
         pattern: str,
         qos: QoS,
         event_types: Collection[str] | None,
         buffer_size: int | None,
+        *,
+        callback: Callable[[Delivery], None] | None = None,
     ) -> None:
         try:
             qos = QoS(qos)
@@ -105,14 +151,16 @@ class Subscription:
         self.pattern: Final = pattern
         self.qos: Final = qos
         self.event_types: Final = types
-        self._bus = bus
-        # Set for the runtime's internal callback subscriptions (see EventBus._subscribe_callback).
-        self._callback: Callable[[Delivery], None] | None = None
-        # pattern -> its trie membership (which carries its tier); the bus fills it in, the
-        # pattern given to subscribe() first.
-        self._patterns: dict[str, _Member] = {}
+        self._hooks = hooks
+        # Set for the runtime's internal callback subscriptions (see EventBus._subscribe_callback):
+        # their bound is 0, so the bus's fast path never looks at them and hands each event to
+        # the callback where a full buffer would be handled.
+        self._callback = callback
+        if callback is not None:
+            cap = 0
+        # pattern -> its tier, the pattern given to subscribe() first; the bus holds the routes.
+        self._patterns: dict[str, QoS] = {pattern: qos}
         self._types = types
-        self._lossless = qos.lossless  # True when any pattern's tier is lossless
         self._buf: deque[Delivery] = NO_BUFFER
         self._cap = cap
         # The fast-path bound: 0 until the buffer exists, and while publishers wait (so
@@ -191,11 +239,15 @@ class Subscription:
         self._delivered += 1
         if self._send_waiters:
             self._grant()
-        elif not buf and self._bus._draining:
+        elif not buf and self._hooks.draining:
             # Emptied while the bus closes: a consumer that never parks (receive_nowait) must
             # not keep the close waiting for its whole grace.
-            self._bus._note_idle(self)
+            self._note_idle()
         return delivery
+
+    def _note_idle(self) -> None:
+        if not self._send_waiters and not self._reserved:
+            self._hooks.idle(self)
 
     async def _wait_nonempty(self) -> None:
         waiter = self._park()
@@ -211,10 +263,10 @@ class Subscription:
         agent loop can park without a coroutine frame of its own per idle agent."""
         if self._closed:
             raise SubscriptionClosed(f"subscription {self.pattern!r} is closed")
-        bus = self._bus
-        if bus._draining:
-            bus._note_idle(self)
-        waiter = bus._new_waiter()
+        hooks = self._hooks
+        if hooks.draining:
+            self._note_idle()
+        waiter = hooks.new_waiter()
         self._recv_waiters.append(waiter)
         return waiter
 
@@ -255,14 +307,18 @@ class Subscription:
             self._recv_waiters.pop(0).set()
 
     async def _put_waiting(self, delivery: Delivery) -> bool:
-        """Wait for room, then append. False when the subscription closed meanwhile."""
+        """Wait for room, then append. False when the subscription closed meanwhile.
+
+        Raises:
+            BusClosed: the bus closed it meanwhile.
+        """
         # A publisher blocked on several subscriptions comes here for the later ones only after
         # waiting on the earlier ones; by then this one may have been closed (nobody would wake
         # us) or drained (its consumer is parked and will never grant room): look first.
         if self._closed:
-            return False
+            return self._closed_check()
         if len(self._buf) >= self._limit:
-            waiter = self._bus._new_waiter()
+            waiter = self._hooks.new_waiter()
             self._send_waiters.append(waiter)
             self._limit = 0
             try:
@@ -277,7 +333,7 @@ class Subscription:
                 raise
             self._reserved -= 1
             if self._is_closed():  # closed while we waited
-                return False
+                return self._closed_check()
         buf = self._buf
         buf.append(delivery)
         self._matched += 1
@@ -287,6 +343,11 @@ class Subscription:
             self._recv_waiters.pop(0).set()
         self._update_limit()
         return True
+
+    def _closed_check(self) -> bool:
+        if self._closed_by_bus:
+            raise BusClosed("bus closed while the publish waited for room")
+        return False
 
     # ------------------------------------------------------------------ patterns
 
@@ -319,7 +380,8 @@ class Subscription:
             tier = self.qos if qos is None else QoS(qos)
         except ValueError:
             raise InvalidArgument(f"qos must be a QoS, not {qos!r}") from None
-        self._bus._add_pattern(self, pattern, tier)
+        self._hooks.link(self, pattern, tier)
+        self._patterns[pattern] = tier
         return True
 
     def remove_pattern(self, pattern: str) -> bool:
@@ -332,7 +394,7 @@ class Subscription:
             return False
         if len(self._patterns) == 1:
             raise InvalidArgument("cannot remove the last pattern; close the subscription")
-        self._bus._remove_pattern(self, pattern)
+        self._hooks.unlink(self, pattern, self._patterns.pop(pattern))
         return True
 
     # ------------------------------------------------------------------ lifecycle
@@ -354,7 +416,7 @@ class Subscription:
     def close(self) -> None:
         """Remove the subscription from the bus; discard what is queued. Idempotent."""
         if not self._closed:
-            self._bus._unsubscribe(self)
+            self._hooks.unsubscribe(self, self._patterns)
             self._shut(by_bus=False)
 
     async def aclose(self) -> None:
@@ -366,7 +428,7 @@ class Subscription:
         self._closed_by_bus = by_bus
         if self._buf:
             self._dropped_closed += len(self._buf)
-            self._bus._count_closed_drops(self._buf)
+            self._hooks.count_closed(self._buf)
             self._buf.clear()
         while self._recv_waiters:
             self._recv_waiters.pop(0).set()
@@ -402,3 +464,175 @@ class Subscription:
             capacity=self._cap,
             waiting_publishers=len(self._send_waiters),
         )
+
+
+# ---------------------------------------------------------------------- the owner's fast paths
+#
+# What the bus and the agent cell do to a subscription's buffer, done here, by the module that
+# owns it. Functions rather than methods so that ``Subscription``'s public face stays the user's.
+
+
+class Route(Protocol):
+    """A topic's cached route as :func:`fan_out` reads it, and the topic counters it keeps.
+
+    Attributes:
+        route: the subscriptions the topic's events go to, each once.
+        soft: those of them the topic reaches through Realtime patterns only: full, they drop
+            the event (``overflow``) rather than hold the publisher back.
+        published: events routed along it.
+        unrouted: events that reached no subscription (none matched, or none took the type).
+        delivered: events queued (or handed to a callback) summed over subscriptions.
+        overflow: events dropped by full Realtime subscriptions.
+        reached: subscriptions the latest event reached without waiting.
+    """
+
+    route: tuple[Subscription, ...]
+    soft: frozenset[Subscription]
+    published: int
+    unrouted: int
+    delivered: int
+    overflow: int
+    reached: int
+
+
+def fan_out(entry: Route, delivery: Delivery) -> list[Subscription] | None:
+    """Queue ``delivery`` on every subscription of ``entry``'s route that has room, counting on
+    ``entry`` (the bus's publish: one call per event, however many subscribers).
+
+    Returns:
+        The full subscriptions that do not drop the event, for the publisher to wait on
+        (:func:`put_waiting`); ``None`` for none.
+    """
+    entry.published += 1
+    route = entry.route
+    if not route:
+        entry.unrouted += 1
+        entry.reached = 0
+        return None
+    blocked: list[Subscription] | None = None
+    etype = delivery.event.type
+    delivered = 0
+    overflow = 0
+    for sub in route:
+        types = sub._types
+        if types is not None and etype not in types:
+            continue
+        buf = sub._buf
+        n = len(buf)
+        if n < sub._limit:
+            buf.append(delivery)
+            sub._matched += 1
+            delivered += 1
+            if n >= sub._high:
+                sub._high = n + 1
+            if sub._recv_waiters:
+                sub._recv_waiters.pop(0).set()
+        elif buf is NO_BUFFER:
+            # Not a full buffer but none yet: made on the first event (an idle agent never
+            # pays for one), or a callback subscription, handed the event right here.
+            sub._matched += 1
+            delivered += 1
+            if sub._callback is not None:
+                sub._delivered += 1
+                sub._callback(delivery)
+            elif not sub._closed:
+                sub._materialize(delivery)
+        elif sub not in entry.soft:
+            if blocked is None:
+                blocked = [sub]
+            else:
+                blocked.append(sub)
+        else:
+            sub._matched += 1
+            sub._overflow += 1
+            overflow += 1
+    entry.delivered += delivered
+    entry.reached = delivered + overflow
+    if overflow:
+        entry.overflow += overflow
+    elif not delivered and blocked is None:
+        # Every subscription on the route filtered the event out by type.
+        entry.unrouted += 1
+    return blocked
+
+
+def first_full(entry: Route, event_type: str) -> Subscription | None:
+    """The first subscription of ``entry``'s route that :func:`fan_out` would make a publisher
+    of an event of ``event_type`` wait for, if any (the bus's all-or-nothing
+    ``publish_nowait``)."""
+    soft = entry.soft
+    for sub in entry.route:
+        buf = sub._buf
+        if (
+            len(buf) >= sub._limit
+            and buf is not NO_BUFFER
+            and (sub._types is None or event_type in sub._types)
+            and sub not in soft
+        ):
+            return sub
+    return None
+
+
+async def put_waiting(sub: Subscription, delivery: Delivery) -> bool:
+    """Wait for room in ``sub``, then queue ``delivery``; False if ``sub`` was closed by its
+    owner first. Waiting publishers are served oldest first, each holding the room it was given.
+
+    Raises:
+        BusClosed: the bus closed ``sub`` first.
+    """
+    return await sub._put_waiting(delivery)
+
+
+def holds_events(sub: Subscription) -> bool:
+    """Whether ``sub`` holds events, or publishers wait (or hold room) to add some."""
+    return bool(sub._buf or sub._send_waiters or sub._reserved)
+
+
+def close_by_bus(sub: Subscription) -> None:
+    """Close ``sub`` because its bus closes: what it holds is dropped (``closed``), waiting
+    publishers get :class:`BusClosed`, its consumers' iteration ends."""
+    if not sub._closed:
+        sub._hooks.unsubscribe(sub, sub._patterns)
+        sub._shut(by_bus=True)
+
+
+def park(sub: Subscription) -> Waiter:
+    """A waiter that is set when an event arrives in ``sub`` or :func:`kick` is called; await
+    its ``wait()``, and on any exception from that call :func:`unpark`. (No coroutine of its
+    own: an idle agent parks on the bare waiter.)
+
+    Raises:
+        SubscriptionClosed: ``sub`` is closed.
+    """
+    return sub._park()
+
+
+def unpark(sub: Subscription, waiter: Waiter) -> None:
+    """Withdraw a waiter :func:`park` gave (its wait was cancelled), passing on a wake-up it
+    may have carried."""
+    sub._unpark(waiter)
+
+
+def kick(sub: Subscription) -> None:
+    """Wake every receiver parked on ``sub`` without an event: each looks again."""
+    sub._kick()
+
+
+def depth(sub: Subscription) -> int:
+    """How many deliveries ``sub`` holds now (O(1))."""
+    return len(sub._buf)
+
+
+async def drain(sub: Subscription) -> list[Delivery]:
+    """Take ``sub`` off the bus and everything it holds, letting in the publishers already
+    waiting for room (they were promised delivery), so none of their events vanishes. ``sub``
+    stays open (its owner closes it after); a checkpoint while publishers are let in."""
+    sub._hooks.unsubscribe(sub, sub._patterns)
+    taken: list[Delivery] = []
+    while True:
+        buf = sub._buf
+        while buf:
+            taken.append(sub._take(buf))
+        if not (sub._send_waiters or sub._reserved):
+            return taken
+        await checkpoint()

@@ -28,8 +28,8 @@ from ._ids import now_ms as now_ms
 from ._public import set_public_module as set_public_module
 from ._remote import RemoteAgent as RemoteAgent
 from ._remote import RemoteTool as RemoteTool
-from ._remote import ToolProvider as ToolProvider
-from ._remote import tool_inventory as tool_inventory
+from ._runtime import ToolProvider as ToolProvider
+from ._runtime import tool_inventory as tool_inventory
 from ._topics import validate_pattern as validate_pattern
 from ._topics import validate_topic as validate_topic
 from ._tracing import context_from_envelope as context_from_envelope
