@@ -324,11 +324,16 @@ class Subscription:
             try:
                 await waiter.wait()
             except BaseException:
-                if waiter.is_set():
-                    self._reserved -= 1  # the room we were given goes to the next in line
+                try:
+                    self._send_waiters.remove(waiter)
+                except ValueError:
+                    # Granted (or woken by a close) already. That can happen after our own
+                    # cancellation: the scope cancels the waiter at once, but a consumer may
+                    # pop it and reserve room for it before this task runs again. Either way
+                    # the room reserved for us goes to the next in line.
+                    self._reserved -= 1
                     self._grant()
                 else:
-                    self._send_waiters.remove(waiter)
                     self._update_limit()
                 raise
             self._reserved -= 1
