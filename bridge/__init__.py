@@ -2,9 +2,11 @@
 
 Everything the SDK takes from the bridge is exported here (``tests/test_architecture.py`` fails
 on an import of a ``loom.bridge._*`` module from outside ``bridge/``): :class:`BridgeServer`,
-the agent-side :class:`BridgeClient`, the :class:`AdminClient` the CLI uses, the error classes,
-and the wire-level pieces a host needs to serve tool calls (:func:`decode_output`,
-:func:`outcome_from_error`, :class:`Lane`).
+the agent-side :class:`BridgeClient` and :class:`ClientTransport` (a remote agent's connection
+as the transport of its bus), the :class:`AdminClient` the CLI uses, the error classes and the
+status mapping (:func:`error_from_status`, :func:`error_from_outcome`), and the pieces a host
+needs to serve tool calls (:func:`run_tool_call`, the one serving path of server and SDK,
+:func:`decode_output`, :func:`outcome_from_error`, :class:`Lane`).
 """
 
 from loom.runtime.lowlevel import set_public_module as _set_public_module

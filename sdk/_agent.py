@@ -213,12 +213,12 @@ class Agent:
         The agent code is the same as in process: handlers run one at a time from a local
         mailbox fed by the server, with the same supervision and timers, and ``ctx`` reaches
         the server's bus and tools. ``ctx.spawn`` runs the child in this process as a remote
-        agent of its own, linked to its parent (``sdk/_remote_spawn.py``); ``ctx.collab``
-        (gather, contract-net, barriers) runs on a bus whose transport is this connection
-        (``sdk/_remote_collab.py``). What differs remotely is written in ``sdk/_remote.py``:
-        a request nobody answers times out instead of raising ``NoResponders``, for one.
-        Blocks: it calls ``anyio.run``, so call it from synchronous code; async code awaits
-        :func:`loom.serve_agent` instead.
+        agent of its own, linked to its parent (``sdk/_remote_spawn.py``); ``ctx.request``
+        and ``ctx.collab`` (gather, contract-net, barriers) run on the agent's one local bus,
+        whose transport is this connection (``loom.bridge.ClientTransport``). What differs
+        remotely is written in ``sdk/_remote.py``: a request nobody answers times out
+        instead of raising ``NoResponders``, for one. Blocks: it calls ``anyio.run``, so
+        call it from synchronous code; async code awaits :func:`loom.serve_agent` instead.
 
         Args:
             address: ``host:port`` of the server; default ``$LOOM_BRIDGE_ADDR``.

@@ -92,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     lim.add_argument("--max-topics-per-agent", type=int, help="patterns per agent (256)")
     lim.add_argument("--max-pending-tool-calls", type=int, help="unanswered calls per agent (1024)")
     lim.add_argument("--max-agents", type=int, help="registered agents (10000)")
-    add_commands(sub)  # run, agents, topics, tail, publish, call (sdk/_cmd_parsers.py)
+    add_commands(sub)  # run, agents, topics, tail, publish, call (sdk/cli/_parsers.py)
     return parser
 
 

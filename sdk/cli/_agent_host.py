@@ -1,6 +1,6 @@
 """The child side of ``loom run``: find the agents of a file, and host one of them.
 
-``loom run`` (``sdk/_runner.py``) starts this module as a subprocess, twice over:
+``loom run`` (``sdk/cli/_runner.py``) starts this module as a subprocess, twice over:
 
 * ``python -m loom.cli._agent_host list FILE...`` imports each file and prints, as its last
   stdout line, ``LOOM-AGENTS:`` and a JSON list of ``{"file", "id"}`` (or ``{"file",

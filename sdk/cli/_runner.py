@@ -5,7 +5,7 @@ What it does, in order:
 1. **Finds the agents.** Each PATH is a ``.py`` file or a folder; a folder contributes its
    ``*.py`` files (not its subfolders), sorted, except those whose name starts with ``_``. The
    files are imported in one short-lived subprocess (never in the supervisor) and their agents
-   found by the rule in ``sdk/_agent_host.py``: module-level ``Agent`` instances. A file that
+   found by the rule in ``sdk/cli/_agent_host.py``: module-level ``Agent`` instances. A file that
    cannot be imported or holds no agent, or an agent id found twice, stops ``loom run``
    before anything starts.
 2. **Finds a server.** The given address, or else an **embedded** server started in this
