@@ -1,7 +1,7 @@
 """Public names show the public module they are imported from, not the private one defining them.
 
-``loom.runtime.ToolNotFound`` reads ``loom.runtime.tools.ToolNotFound`` in reprs, tracebacks,
-docs and pickles, rather than ``loom.runtime.tools._errors.ToolNotFound``: the private module
+``ToolNotFound`` reads ``loom.runtime.tools.ToolNotFound`` in reprs, tracebacks, docs and
+pickles, rather than ``loom.runtime.tools._errors.ToolNotFound``: the private module
 is free to move, the public path is the promise. anyio does the same at the end of its
 ``__init__``. Every public module calls :func:`set_public_module` once its names are bound.
 
