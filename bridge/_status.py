@@ -2,7 +2,11 @@
 
 Both directions live here: the server turns a :class:`LoomError` into a status code (a call's
 status, an ``Error`` frame's ``code``, a rejection's ``code``) and a ``ToolError`` into a
-``ToolResult``; a client turns them back. Nothing else in ``bridge/`` picks a code by itself.
+``ToolResult``; a client turns them back. Some modules of ``bridge/`` still name a code
+directly (``_auth.py``'s ``UNAUTHENTICATED``, ``_server_session.py``'s frame errors and
+publish rejections, ``_server.py``'s ``UNAVAILABLE`` at shutdown); they use the code of the
+class they mean in the table below, and a code outside it (``INTERNAL`` for a frame the
+server failed to handle) reads back as a :class:`StatusError`.
 
 The mapping is symmetric. A status carries a code and a message and nothing else (the
 ``loom.v1`` wire has no field for a class), so each code the server emits stands for exactly
