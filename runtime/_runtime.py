@@ -22,6 +22,7 @@ from ._agent_errors import AgentNotFound, AgentStartFailed
 from ._behaviour import AgentSpec, HasAgentSpec
 from ._bus import EventBus
 from ._cell import Cell, current_cell
+from ._context import Hosting
 from ._directory import AgentInfo, AgentStatus, Directory
 from ._errors import BusClosed, InvalidArgument
 from ._event import Delivery, Event
@@ -235,8 +236,19 @@ class AgentRuntime:
 
     # ------------------------------------------------------------------ agents
 
-    async def start(self, agent: AgentSpec | HasAgentSpec, *, parent: str | None = None) -> str:
+    async def start(
+        self,
+        agent: AgentSpec | HasAgentSpec,
+        *,
+        parent: str | None = None,
+        hosting: Hosting | None = None,
+    ) -> str:
         """Start an agent and return its id once it runs (its ``on_start`` has returned).
+
+        ``hosting`` (``loom.runtime.lowlevel.Hosting``) is for hosts, not agents: it makes the
+        host the agent's contexts are built on from the runtime's own, so some operations can
+        go elsewhere (an agent connected through the bridge calls tools through the server);
+        everything else stays the runtime's. ``None``: the runtime hosts the contexts alone.
 
         Raises:
             InvalidArgument: the id is taken.
@@ -253,7 +265,7 @@ class AgentRuntime:
             if known.remote or known.status not in (AgentStatus.STOPPED, AgentStatus.FAILED):
                 raise InvalidArgument(f"an agent with id {spec.id!r} already exists")
             self.directory.remove(spec.id)  # a stopped or failed agent may be started again
-        cell = Cell(self, self._services, spec, parent)
+        cell = Cell(self, self._services, spec, parent, hosting)
         self._cells[spec.id] = cell
         directory = self.directory
         directory.add(spec.id, metadata=spec.metadata)
