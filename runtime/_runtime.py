@@ -217,7 +217,7 @@ class AgentRuntime:
 
     def _receivers(self, topic: str) -> list[str]:
         owners = self._services.owners
-        return [owners[s.id] for s in self.bus._subscribers(topic) if s.id in owners]
+        return [owners[s.id] for s in self.bus.plumbing.subscribers(topic) if s.id in owners]
 
     def _running(self) -> bool:
         return self._tg is not None and not self._closing
@@ -439,6 +439,12 @@ class AgentRuntime:
             return self.tools.get(name)
         return None
 
+    def capabilities_of(self, agent_id: str) -> list[Tool]:
+        """The tools agent ``agent_id`` offers now, local or remote (empty for none, for an
+        agent not running, and for an unknown id)."""
+        registry = self._provider_registry(agent_id)
+        return [] if registry is None else registry.list()
+
     def _provider_registry(self, agent_id: str) -> ToolRegistry | None:
         """The registry of the capabilities agent ``agent_id`` offers, local or remote."""
         cell = self._cells.get(agent_id)
@@ -565,11 +571,9 @@ def tool_inventory(runtime: AgentRuntime) -> list[ToolProvider]:
     for info in runtime.directory.all():
         if info.status is not AgentStatus.RUNNING or not info.capabilities:
             continue
-        # Here, beside AgentRuntime, so as to use its provider lookup.
-        registry = runtime._provider_registry(info.id)
-        if registry is not None:
-            out.extend(
-                ToolProvider(tool=t, agent_id=info.id, remote=info.remote) for t in registry.list()
-            )
+        out.extend(
+            ToolProvider(tool=t, agent_id=info.id, remote=info.remote)
+            for t in runtime.capabilities_of(info.id)
+        )
     out.extend(ToolProvider(tool=t) for t in runtime.tools.list())
     return out
