@@ -419,7 +419,15 @@ class BridgeClient:
             raise RegistrationRefused(reg.agent_id, response.error_message)
         self._counters.registrations += 1
         assert self._sink is not None
-        session = Session(self, stub, self._sink, self._counters)
+        session = Session(
+            self,
+            stub,
+            self._sink,
+            self._counters,
+            metadata=self._metadata,
+            restore=self._restorable,
+            refused=self._drop_subscription,
+        )
         self._session = session
         if self._closing:
             return
@@ -578,6 +586,14 @@ class BridgeClient:
         with contextlib.suppress(SessionEnded):  # the next connection does not restore it
             await session.unsubscribe(pattern)
         return True
+
+    def _restorable(self) -> list[_Subscription]:
+        """The dynamic subscriptions a new stream restores, in the order they were made."""
+        return list(self._subscriptions.values())
+
+    def _drop_subscription(self, pattern: str) -> None:
+        """Forget a subscription the server refused on a reconnect."""
+        self._subscriptions.pop(pattern, None)
 
     def subscriptions(self) -> tuple[str, ...]:
         """Every pattern a new connection restores (registered topics first)."""

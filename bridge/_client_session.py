@@ -177,9 +177,19 @@ class Session:
         stub: bridge_pb2_grpc.BridgeAsyncStub,
         deliver: Inbound,
         counters: Counters,
+        *,
+        metadata: Callable[[], tuple[tuple[str, str], ...]],
+        restore: Callable[[], list[_Subscription]],
+        refused: Callable[[str], None],
     ) -> None:
         self.client = client
         self.counters = counters
+        # What the session needs of the client's own state, handed in by the client: the
+        # metadata of the stream's RPC (made when it opens), the subscriptions a new stream
+        # restores, and how to drop one the server no longer allows.
+        self._metadata = metadata
+        self._restore = restore
+        self._refused = refused
         self.options = client.options
         self.agent_id = client.registration.agent_id
         self._stub = stub
@@ -222,8 +232,7 @@ class Session:
     async def run(self, connected: Callable[[], None]) -> None:
         """Open the stream, shake hands, resubscribe, report ``connected``, then run until the
         stream ends. Raises why it ended (returns only after a graceful close)."""
-        client = self.client
-        self._call = self._stub.EventStream(metadata=client._metadata())
+        self._call = self._stub.EventStream(metadata=self._metadata())
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -299,14 +308,14 @@ class Session:
         connected()
 
     async def _resubscribe(self) -> None:
-        for sub in list(self.client._subscriptions.values()):
+        for sub in self._restore():
             try:
                 await self.subscribe(sub)
             except SubscribeRefused as exc:
                 # The server changed its mind (a lower limit after a restart, say): the
                 # subscription is gone; say so loudly, carry on with the rest.
                 log.error("bridge: resubscribing %r refused: %s", sub.pattern, exc)
-                self.client._subscriptions.pop(sub.pattern, None)
+                self._refused(sub.pattern)
 
     async def close_gracefully(self) -> None:
         """Send what is queued, half-close, and let the server end the stream."""

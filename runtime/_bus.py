@@ -38,7 +38,7 @@ from ._tracing import PublishTracer
 from ._transport import Transport
 from ._waiter import Waiter, waiter_factory
 
-__all__ = ["EventBus"]
+__all__ = ["BusPlumbing", "EventBus"]
 
 # A publisher that never has to wait would never let its consumers run; every this many
 # publishes it yields once (also where it notices cancellation).
@@ -123,6 +123,42 @@ class _Topic:
         )
 
 
+class BusPlumbing:
+    """What the runtime's own parts built on a bus (the reply router, the collaboration
+    primitives, the runtime's directory) may ask of it beyond its public API: the bus fills
+    one in with its own methods and offers it as ``bus.plumbing``, so its private members stay
+    its own. Not for applications.
+
+    Attributes:
+        has_transport: the bus has a transport: an event that reached no local subscriber may
+            still reach one in another process.
+        new_waiter: makes the cheapest one-shot waiter for the bus's event loop (set when the
+            bus is entered).
+        subscribe_callback: ``subscribe_callback(pattern, callback)``: a subscription whose
+            deliveries go to ``callback`` inside the publisher's ``publish`` (see
+            ``EventBus._subscribe_callback``).
+        on_close: ``on_close(hook)``: call ``hook()`` when the bus closes.
+        subscribers: ``subscribers(topic)``: the subscriptions an event published on
+            ``topic`` would be routed to (before type filters); validates ``topic``.
+    """
+
+    __slots__ = ("has_transport", "new_waiter", "on_close", "subscribe_callback", "subscribers")
+
+    def __init__(
+        self,
+        *,
+        has_transport: bool,
+        subscribe_callback: Callable[[str, Callable[[Delivery], None]], Subscription],
+        on_close: Callable[[Callable[[], None]], None],
+        subscribers: Callable[[str], list[Subscription]],
+    ) -> None:
+        self.has_transport = has_transport
+        self.new_waiter: Callable[[], Waiter] = anyio.Event
+        self.subscribe_callback = subscribe_callback
+        self.on_close = on_close
+        self.subscribers = subscribers
+
+
 class EventBus:
     """Publish/subscribe over dot-separated topics with per-subscription QoS.
 
@@ -183,13 +219,20 @@ class EventBus:
         )
         # Internal plumbing built on the bus (the reply router) that must end with it.
         self._close_hooks: list[Callable[[], None]] = []
+        self.plumbing = BusPlumbing(
+            has_transport=transport is not None,
+            subscribe_callback=self._subscribe_callback,
+            on_close=self._close_hooks.append,
+            subscribers=self._subscribers,
+        )
+        """For the runtime's own parts only (see :class:`BusPlumbing`)."""
 
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> EventBus:
         if self._state is not _State.NEW:
             raise BusClosed("an EventBus can be entered once")
-        self._new_waiter = self._hooks.new_waiter = waiter_factory()
+        self._new_waiter = self._hooks.new_waiter = self.plumbing.new_waiter = waiter_factory()
         if self._transport is not None:
             self._tg = anyio.create_task_group()
             await self._tg.__aenter__()

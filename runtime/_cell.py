@@ -18,7 +18,7 @@ import anyio
 
 from ._behaviour import AgentSpec, Behaviour, HasAgentSpec
 from ._bus import EventBus
-from ._context import Context
+from ._context import Context, ContextHost, Handler, Hosting
 from ._directory import AgentStatus
 from ._envelope_build import request_event
 from ._errors import BusClosed, InvalidArgument, WouldBlock
@@ -66,6 +66,7 @@ class Cell:
         "failed_events",
         "handle",
         "handled",
+        "hosting",
         "id",
         "instance",
         "last_error",
@@ -87,12 +88,14 @@ class Cell:
         services: RuntimeServices,
         spec: AgentSpec,
         parent: str | None,
+        hosting: Hosting | None = None,
     ) -> None:
         self.runtime = runtime  # what the agent may use of it publicly (``ctx.runtime``)
         self.services = services  # and the rest, which only the runtime's own parts may use
         self.spec = spec
         self.id = spec.id
         self.parent = parent
+        self.hosting = hosting  # None: the cell is the host of the agent's contexts
         self.children: list[str] = []
         self.status = AgentStatus.CREATED
         self.mailbox: Subscription = runtime.bus.subscribe(
@@ -211,7 +214,7 @@ class Cell:
         self.instance = instance
         self._halt = Strategy.STOP if self.stopping else None
         await services.set_status(self, AgentStatus.STARTING, "")
-        ctx = self.ctx = Context(self.id, self, state)
+        ctx = self.ctx = self._context(state)
         outcome: tuple[Strategy, str] = (Strategy.STOP, "")
         try:
             await instance.on_start(ctx)
@@ -224,7 +227,7 @@ class Cell:
             await services.set_status(self, AgentStatus.RUNNING, "")
             self._set_started()
             if self.spec.max_concurrency == 1:
-                outcome = await self._worker(instance, ctx)
+                outcome = await self._worker(self._handler(instance), ctx)
             else:
                 outcome = await self._consume(instance, ctx)
         finally:
@@ -239,6 +242,15 @@ class Cell:
                 await self._call_on_stop(instance, ctx)
         self.instance = None
         return outcome
+
+    def _context(self, state: MutableMapping[str, Any]) -> Context:
+        """A context of this agent: on the cell itself, or on the host its hosting makes of it."""
+        host: ContextHost = self if self.hosting is None else self.hosting.host(self)
+        return Context(self.id, host, state)
+
+    def _handler(self, instance: Behaviour) -> Handler:
+        handler: Handler = instance.on_event
+        return handler if self.hosting is None else self.hosting.handler(handler)
 
     async def _call_on_stop(self, instance: Behaviour, ctx: Context) -> None:
         ctx.event = None
@@ -275,8 +287,8 @@ class Cell:
         results: list[tuple[Strategy, str]] = []
 
         async def worker() -> None:
-            wctx = Context(self.id, self, ctx.state)
-            results.append(await self._worker(instance, wctx))
+            wctx = self._context(ctx.state)
+            results.append(await self._worker(self._handler(instance), wctx))
 
         async with anyio.create_task_group() as tg:
             for _ in range(n):
@@ -286,7 +298,7 @@ class Cell:
                 return outcome
         return Strategy.STOP, ""
 
-    async def _worker(self, instance: Behaviour, ctx: Context) -> tuple[Strategy, str]:
+    async def _worker(self, handler: Handler, ctx: Context) -> tuple[Strategy, str]:
         """Handle the mailbox one event at a time until a stop or a failure halts the loop.
 
         The hottest loop of the runtime: it takes events from the mailbox buffer itself (the
@@ -296,7 +308,6 @@ class Cell:
         """
         mailbox = self.mailbox
         buf = mailbox._buf
-        handler = instance.on_event
         tick = 0
         delivery: Delivery | None = self._retry  # a retried event goes first, to the new instance
         self._retry = None

@@ -8,7 +8,7 @@ carries its conversation and its TTL along without anyone copying fields by hand
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._envelope_build import child_envelope
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ._runtime import AgentRuntime
     from ._timers import Timer
 
-__all__ = ["Context", "ContextHost"]
+__all__ = ["Context", "ContextHost", "Handler", "Hosting"]
 
 
 class ContextHost(Protocol):
@@ -63,6 +63,29 @@ class ContextHost(Protocol):
         every: float | None,
         at: float | None,
     ) -> Timer: ...
+
+
+Handler = Callable[["Context", str, Event], Awaitable[None]]
+"""A behaviour's ``on_event``: ``await handler(ctx, topic, event)``."""
+
+
+class Hosting(Protocol):
+    """How the contexts of one agent reach the world when the runtime's own host is not the
+    whole story (``AgentRuntime.start(agent, hosting=...)``): an agent connected through the
+    bridge runs in a runtime of its own process, and only some of its operations are remote.
+
+    The runtime still owns the agent: its mailbox, supervision, timers and the host it gives
+    each context. ``host`` receives that host (it implements every operation, on the
+    runtime's bus) and returns the one the context is built on, which forwards to it what is
+    not its own. One host per context (one per worker with ``max_concurrency > 1``), made
+    when the context is. ``handler`` is asked once per worker for the callable it hands each
+    event to, so a hosting that must run code around every handler call (make the event's
+    trace context current) costs nothing to an agent that has none.
+    """
+
+    def host(self, local: ContextHost) -> ContextHost: ...
+
+    def handler(self, on_event: Handler) -> Handler: ...
 
 
 class _AgentLog(logging.LoggerAdapter[logging.Logger]):

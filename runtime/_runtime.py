@@ -22,6 +22,7 @@ from ._agent_errors import AgentNotFound, AgentStartFailed
 from ._behaviour import AgentSpec, HasAgentSpec
 from ._bus import EventBus
 from ._cell import Cell, current_cell
+from ._context import Hosting
 from ._directory import AgentInfo, AgentStatus, Directory
 from ._errors import BusClosed, InvalidArgument
 from ._event import Delivery, Event
@@ -216,7 +217,7 @@ class AgentRuntime:
 
     def _receivers(self, topic: str) -> list[str]:
         owners = self._services.owners
-        return [owners[s.id] for s in self.bus._subscribers(topic) if s.id in owners]
+        return [owners[s.id] for s in self.bus.plumbing.subscribers(topic) if s.id in owners]
 
     def _running(self) -> bool:
         return self._tg is not None and not self._closing
@@ -235,8 +236,19 @@ class AgentRuntime:
 
     # ------------------------------------------------------------------ agents
 
-    async def start(self, agent: AgentSpec | HasAgentSpec, *, parent: str | None = None) -> str:
+    async def start(
+        self,
+        agent: AgentSpec | HasAgentSpec,
+        *,
+        parent: str | None = None,
+        hosting: Hosting | None = None,
+    ) -> str:
         """Start an agent and return its id once it runs (its ``on_start`` has returned).
+
+        ``hosting`` (``loom.runtime.lowlevel.Hosting``) is for hosts, not agents: it makes the
+        host the agent's contexts are built on from the runtime's own, so some operations can
+        go elsewhere (an agent connected through the bridge calls tools through the server);
+        everything else stays the runtime's. ``None``: the runtime hosts the contexts alone.
 
         Raises:
             InvalidArgument: the id is taken.
@@ -253,7 +265,7 @@ class AgentRuntime:
             if known.remote or known.status not in (AgentStatus.STOPPED, AgentStatus.FAILED):
                 raise InvalidArgument(f"an agent with id {spec.id!r} already exists")
             self.directory.remove(spec.id)  # a stopped or failed agent may be started again
-        cell = Cell(self, self._services, spec, parent)
+        cell = Cell(self, self._services, spec, parent, hosting)
         self._cells[spec.id] = cell
         directory = self.directory
         directory.add(spec.id, metadata=spec.metadata)
@@ -427,6 +439,12 @@ class AgentRuntime:
             return self.tools.get(name)
         return None
 
+    def capabilities_of(self, agent_id: str) -> list[Tool]:
+        """The tools agent ``agent_id`` offers now, local or remote (empty for none, for an
+        agent not running, and for an unknown id)."""
+        registry = self._provider_registry(agent_id)
+        return [] if registry is None else registry.list()
+
     def _provider_registry(self, agent_id: str) -> ToolRegistry | None:
         """The registry of the capabilities agent ``agent_id`` offers, local or remote."""
         cell = self._cells.get(agent_id)
@@ -553,11 +571,9 @@ def tool_inventory(runtime: AgentRuntime) -> list[ToolProvider]:
     for info in runtime.directory.all():
         if info.status is not AgentStatus.RUNNING or not info.capabilities:
             continue
-        # Here, beside AgentRuntime, so as to use its provider lookup.
-        registry = runtime._provider_registry(info.id)
-        if registry is not None:
-            out.extend(
-                ToolProvider(tool=t, agent_id=info.id, remote=info.remote) for t in registry.list()
-            )
+        out.extend(
+            ToolProvider(tool=t, agent_id=info.id, remote=info.remote)
+            for t in runtime.capabilities_of(info.id)
+        )
     out.extend(ToolProvider(tool=t) for t in runtime.tools.list())
     return out

@@ -7,8 +7,10 @@ cluster use it to carry events and tool calls between processes:
 * :class:`RemoteAgent`, :class:`RemoteTool`, :class:`ToolProvider`, :func:`tool_inventory`:
   agents and tools that live elsewhere, as the runtime sees them;
 * :class:`ContextHost`, :class:`HasAgentSpec`: what a handler's ``Context`` and an agent
-  definition are built on; :func:`router_for`, a bus's reply router, which a host's
-  ``request`` waits in (in process and in a remote agent's process alike);
+  definition are built on; :class:`Hosting` (with :data:`Handler`): the host a runtime
+  gives an agent's contexts when some of its operations live elsewhere; :func:`router_for`,
+  a bus's reply router, which a host's ``request`` waits in (in process and in a remote
+  agent's process alike);
 * envelope, topic and id helpers that keep the wire and the runtime in step;
 * :func:`set_public_module`: what every public package of loom calls last, so its names
   show its public path (``loom.bridge.BridgeServer``), not a private module's.
@@ -17,6 +19,8 @@ cluster use it to carry events and tool calls between processes:
 from ._behaviour import HasAgentSpec as HasAgentSpec
 from ._behaviour import validate_agent_id as validate_agent_id
 from ._context import ContextHost as ContextHost
+from ._context import Handler as Handler
+from ._context import Hosting as Hosting
 from ._envelope_build import child_envelope as child_envelope
 from ._envelope_build import request_event as request_event
 from ._event import mailbox_topic as mailbox_topic
@@ -41,7 +45,9 @@ from .collab._replies import router_for as router_for
 
 __all__ = [
     "ContextHost",
+    "Handler",
     "HasAgentSpec",
+    "Hosting",
     "Inbound",
     "RemoteAgent",
     "RemoteTool",

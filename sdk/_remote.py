@@ -16,8 +16,11 @@ The stream's reader delivers every delivery the server sends into that bus
 started is held (up to ``inbound_buffer``) and handed over in order once it has. What the
 agent publishes goes through the bus (local subscribers first) and out through the transport.
 
-The handler's :class:`~loom.Context` is built on :class:`RemoteHost`, which adds to the bus
-only what is genuinely remote. So the agent code is unchanged:
+The runtime hosts the user's instance itself, with a hosting (``_RemoteHosting``, given to
+``AgentRuntime.start``): the one :class:`~loom.Context` per instance that its cell builds
+sits on :class:`RemoteHost`, which sends through the connection only what is genuinely remote
+(tool calls and listing, stream subscriptions, spawning a connected child) and hands the rest
+to the cell. So the agent code is unchanged:
 
 * ``ctx.emit``: a publish on the bus, carried to the server's bus. ``qos=QoS.REALTIME``
   never waits: without a connection, publish credit or queue room it returns ``False`` (the
@@ -58,7 +61,7 @@ import functools
 import json
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -95,9 +98,10 @@ from loom.runtime import (
     QoS,
     Subscription,
     Timer,
-    WouldBlock,
 )
 from loom.runtime.lowlevel import (
+    ContextHost,
+    Handler,
     HasAgentSpec,
     context_from_envelope,
     envelope_with_context,
@@ -115,7 +119,7 @@ _PROVIDER_KEY = "loom.agent"  # ToolService.ListTools: the agent that provides a
 
 log = logging.getLogger("loom.agent")
 
-_Spawner = Callable[[Context, AgentSpec | HasAgentSpec], Awaitable[str]]
+_Spawner = Callable[[ContextHost, AgentSpec | HasAgentSpec], Awaitable[str]]
 
 _encoder = msgspec.json.Encoder()
 
@@ -129,13 +133,14 @@ def _traced(event: Event) -> Event:
 
 
 class RemoteHost:
-    """A :class:`~loom.runtime.ContextHost` for an agent connected through the bridge (see
-    the module docs): the bus for events, the connection for what is genuinely remote.
+    """A :class:`~loom.runtime.lowlevel.ContextHost` for an agent connected through the bridge
+    (see the module docs): what is genuinely remote goes through the connection, the rest to
+    the host the local runtime made for the agent (its cell: the bus, timers, mailbox).
 
     Args:
         transport: the agent's connection, the transport of ``bus``.
-        local: the context the local runtime made for this instance (timers and the local
-            mailbox are reached through it).
+        local: the host the local runtime made for this agent's context.
+        agent_id: the agent.
         qos: the tier of new subscriptions made without one (the agent's).
         bus: the agent's bus (``ctx.collab`` and ``ctx.request`` run on it).
         spawn: starts a child connected on its own (``sdk/_remote_spawn.py``).
@@ -146,7 +151,8 @@ class RemoteHost:
     def __init__(
         self,
         transport: ClientTransport,
-        local: Context,
+        local: ContextHost,
+        agent_id: str,
         qos: QoS,
         bus: EventBus,
         spawn: _Spawner,
@@ -154,21 +160,13 @@ class RemoteHost:
         self._transport = transport
         self._client = transport.client
         self._local = local
-        self._agent_id = local.agent_id
+        self._agent_id = agent_id
         self._qos = qos
         self.bus = bus
         self._spawn = spawn
 
     async def publish(self, topic: str, event: Event, *, qos: QoS | None) -> bool:
-        event = _traced(event)
-        if qos is QoS.REALTIME:
-            try:
-                self.bus.publish_nowait(topic, event)
-            except WouldBlock:
-                return False
-            return True
-        await self.bus.publish(topic, event)
-        return True
+        return await self._local.publish(topic, _traced(event), qos=qos)
 
     async def request(
         self,
@@ -254,69 +252,44 @@ class RemoteHost:
         self, event: Event, *, delay: float | None, every: float | None, at: float | None
     ) -> Timer:
         # The local runtime's timers: same validation, same end with the instance.
-        return self._local.schedule(
-            event.type, event.payload, delay=delay, every=every, at=at, metadata=event.metadata
-        )
+        return self._local.schedule(event, delay=delay, every=every, at=at)
 
 
-class _RemoteInstance:
-    """What the local runtime hosts: the user's instance, handed contexts on a RemoteHost."""
+class _RemoteHosting:
+    """How the local runtime hosts the agent (``AgentRuntime.start(hosting=...)``): each of
+    its contexts on a :class:`RemoteHost` over the one the runtime made, and each event
+    handled with its trace context current."""
 
-    __slots__ = ("_bus", "_contexts", "_inner", "_qos", "_spawn", "_transport", "state")
+    __slots__ = ("_agent_id", "_bus", "_qos", "_spawn", "_transport")
 
     def __init__(
-        self,
-        inner: Behaviour,
-        transport: ClientTransport,
-        qos: QoS,
-        bus: EventBus,
-        spawn: _Spawner,
+        self, transport: ClientTransport, agent_id: str, qos: QoS, bus: EventBus, spawn: _Spawner
     ) -> None:
-        self._inner = inner
         self._transport = transport
+        self._agent_id = agent_id
         self._qos = qos
         self._bus = bus
         self._spawn = spawn
-        state = getattr(inner, "state", None)
-        # The runtime reads ``state`` to build the context; the user's instance keeps it.
-        self.state: MutableMapping[str, Any] = state if isinstance(state, MutableMapping) else {}
-        # One remote context per local one (one per worker with max_concurrency > 1).
-        self._contexts: dict[int, tuple[Context, Context]] = {}
 
-    def _ctx(self, local: Context) -> Context:
-        pair = self._contexts.get(id(local))
-        if pair is None:
-            host = RemoteHost(self._transport, local, self._qos, self._bus, self._spawn)
-            pair = self._contexts[id(local)] = (local, Context(local.agent_id, host, local.state))
-        return pair[1]
+    def host(self, local: ContextHost) -> ContextHost:
+        return RemoteHost(self._transport, local, self._agent_id, self._qos, self._bus, self._spawn)
 
-    async def on_start(self, ctx: Context) -> None:
-        await self._inner.on_start(self._ctx(ctx))
+    def handler(self, on_event: Handler) -> Handler:
+        async def handle(ctx: Context, topic: str, event: Event) -> None:
+            # The event's trace context is current while it is handled, so the RPCs the
+            # handler makes carry it in their metadata.
+            token = None
+            if event.envelope.traceparent:
+                parent = context_from_envelope(event.envelope)
+                if parent is not None:
+                    token = otel_context.attach(parent)
+            try:
+                await on_event(ctx, topic, event)
+            finally:
+                if token is not None:
+                    otel_context.detach(token)
 
-    async def on_event(self, ctx: Context, topic: str, event: Event) -> None:
-        rctx = self._ctx(ctx)
-        rctx.event = event
-        # The event's trace context is current while it is handled, so the RPCs the handler
-        # makes carry it in their metadata.
-        token = None
-        if event.envelope.traceparent:
-            parent = context_from_envelope(event.envelope)
-            if parent is not None:
-                token = otel_context.attach(parent)
-        try:
-            await self._inner.on_event(rctx, topic, event)
-        finally:
-            rctx.event = None
-            if token is not None:
-                otel_context.detach(token)
-
-    async def on_stop(self, ctx: Context) -> None:
-        rctx = self._ctx(ctx)
-        rctx.event = None
-        await self._inner.on_stop(rctx)
-
-    def tools(self) -> Sequence[Tool]:
-        return self._inner.tools()
+        return handle
 
 
 def tool_descriptors(tools: Sequence[Tool]) -> tuple[ToolDescriptor, ...]:
@@ -396,8 +369,7 @@ async def serve_agent(
     client.tool_handler = functools.partial(run_tool_call, runtime, deadline_s=None)
 
     def factory() -> Behaviour:
-        inner = pending.pop() if pending else spec.factory()
-        return _RemoteInstance(inner, transport, spec.qos, bus, spawn)
+        return pending.pop() if pending else spec.factory()
 
     hosted = msgspec.structs.replace(spec, factory=factory)
     ending = anyio.Event()
@@ -421,14 +393,16 @@ async def serve_agent(
 
     connect = functools.partial(serve_agent, address=address, token=token, tls=tls, options=options)
 
-    async def spawn(local: Context, child: AgentSpec | HasAgentSpec) -> str:
+    async def spawn(local: ContextHost, child: AgentSpec | HasAgentSpec) -> str:
         return await spawn_linked(local, child, tg, connect)
 
     # Entering the bus connects (its transport's run enters the client); leaving it, after
     # the runtime has stopped the agent (on_stop may still emit), disconnects cleanly.
     async with bus, runtime, anyio.create_task_group() as tg:
         tg.start_soon(watch_lifecycle, bus.subscribe(f"{LIFECYCLE_PREFIX}.{spec.id}"))
-        await runtime.start(hosted)
+        await runtime.start(
+            hosted, hosting=_RemoteHosting(transport, spec.id, spec.qos, bus, spawn)
+        )
         await transport.open()  # what arrived before the mailbox existed, in order
         letters = bus.subscribe(f"{DEAD_LETTER_PREFIX}.{spec.id}")
         tg.start_soon(_forward_dead_letters, client, letters, spec.id)

@@ -22,7 +22,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from loom.runtime import AgentSpec, Context, Event, Strategy, SupervisionPolicy
-from loom.runtime.lowlevel import HasAgentSpec
+from loom.runtime.lowlevel import ContextHost, HasAgentSpec
 from loom.runtime.tools import Tool
 
 __all__ = ["Connect", "spawn_linked"]
@@ -67,10 +67,10 @@ class _Link:
 
 
 async def spawn_linked(
-    local: Context, agent: AgentSpec | HasAgentSpec, tg: TaskGroup, connect: Connect
+    local: ContextHost, agent: AgentSpec | HasAgentSpec, tg: TaskGroup, connect: Connect
 ) -> str:
-    """Start ``agent`` connected on its own, linked to the instance ``local`` belongs to;
-    return its id.
+    """Start ``agent`` connected on its own, linked to the instance whose context ``local``
+    (the local runtime's own host of it) serves; return its id.
 
     Raises:
         AgentStartFailed: the child could not connect (its id is taken, say) or start.

@@ -145,7 +145,7 @@ async def publish_routed(bus: EventBus, topic: str, event: Event) -> bool:
     that cannot send now) the event goes through ``publish`` and counts as routed.
     """
     try:
-        return bus.publish_nowait(topic, event) > 0 or bus._transport is not None
+        return bus.publish_nowait(topic, event) > 0 or bus.plumbing.has_transport
     except WouldBlock:
         await bus.publish(topic, event)
         return True

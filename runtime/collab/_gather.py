@@ -327,7 +327,8 @@ async def gather(
                 except WouldBlock:
                     blocked.append(i)
                     continue
-                if not reached and bus._transport is None:  # else it may reach another process
+                # With a transport, an event that reached nobody here may reach another process.
+                if not reached and not bus.plumbing.has_transport:
                     got.unrouted.append(i)
             if not blocked:
                 await got.collect(inbox_sub)

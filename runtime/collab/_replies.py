@@ -43,23 +43,29 @@ class _Call:
 class ReplyRouter:
     """Matches replies to pending calls by correlation id. One per bus (:func:`router_for`)."""
 
-    __slots__ = ("__weakref__", "_bus", "_inbox", "_pending", "_sub", "stray")
+    __slots__ = ("__weakref__", "_bus", "_inbox", "_pending", "_plumbing", "_sub", "stray")
 
     def __init__(self, bus: EventBus) -> None:
         self._bus = bus
+        plumbing = self._plumbing = bus.plumbing
         self._pending: dict[str, _Call] = {}
         self._inbox = f"_inbox.{new_id()}"
-        self._sub: Subscription = bus._subscribe_callback(
+        self._sub: Subscription = plumbing.subscribe_callback(
             f"agent.*.replies.{RPC_SEGMENT}", self._on_reply
         )
         self._sub.add_pattern(self._inbox)
-        bus._close_hooks.append(self.close)
+        plumbing.on_close(self.close)
         self.stray = 0
         """Replies that arrived for no pending call (late, or never asked for)."""
 
     def inbox(self, sender: str) -> str:
         """The reply topic of calls made by ``sender`` ("" for none)."""
         return f"agent.{sender}.replies.{RPC_SEGMENT}" if sender else self._inbox
+
+    @property
+    def closed(self) -> bool:
+        """Whether it stopped routing (its bus closed): :func:`router_for` makes a new one."""
+        return self._sub.closed
 
     def pending(self) -> int:
         """Calls waiting for their reply now."""
@@ -88,8 +94,9 @@ class ReplyRouter:
             BusClosed: the bus closed first.
         """
         bus = self._bus
+        plumbing = self._plumbing
         correlation_id = event.envelope.correlation_id
-        call = _Call(bus._new_waiter())
+        call = _Call(plumbing.new_waiter())
         self._pending[correlation_id] = call
         deadline = anyio.current_time() + timeout
         try:
@@ -98,7 +105,7 @@ class ReplyRouter:
             except WouldBlock:
                 reached = -1  # a full subscriber or a transport: publish within the timeout
             else:
-                if not reached and bus._transport is None:
+                if not reached and not plumbing.has_transport:
                     raise NoResponders(topic, correlation_id)
                 await checkpoint()
                 if call.reply is not None:
@@ -106,7 +113,7 @@ class ReplyRouter:
             with anyio.move_on_at(deadline):
                 if reached < 0:
                     reached = await bus.publish(topic, event)
-                    if not reached and bus._transport is None:
+                    if not reached and not plumbing.has_transport:
                         raise NoResponders(topic, correlation_id)
                 await call.waiter.wait()
                 if call.reply is None:  # woken by close(), not by a reply
@@ -131,6 +138,6 @@ _routers: weakref.WeakKeyDictionary[EventBus, ReplyRouter] = weakref.WeakKeyDict
 def router_for(bus: EventBus) -> ReplyRouter:
     """The bus's reply router, made on first use."""
     router = _routers.get(bus)
-    if router is None or router._sub.closed:
+    if router is None or router.closed:
         router = _routers[bus] = ReplyRouter(bus)
     return router

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 import anyio
 import pytest
@@ -25,7 +26,7 @@ from loom.runtime import (
     collab,
 )
 from loom.runtime.collab import NoResponders, RequestTimeout
-from loom.runtime.lowlevel import mailbox_topic
+from loom.runtime.lowlevel import ContextHost, Handler, mailbox_topic
 from loom.runtime.tools import (
     FunctionTool,
     InvalidToolArguments,
@@ -758,3 +759,77 @@ async def test_log_lines_carry_the_agent_id(caplog: pytest.LogCaptureFixture) ->
     assert [r.getMessage() for r in records] == ["[agent-7] up", "[agent-7] handling in"]
     assert [getattr(r, "agent_id", None) for r in records] == ["agent-7", "agent-7"]
     assert [r.levelno for r in records] == [logging.INFO, logging.WARNING]
+
+
+# ------------------------------------------------------------------------------- hosting
+
+
+class _Forwarding:
+    """A host over the runtime's own that counts the tool calls it takes over and forwards
+    everything else to it (as the SDK's ``RemoteHost`` does with what is not remote)."""
+
+    def __init__(self, local: ContextHost) -> None:
+        self.local = local
+        self.tool_calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.local, name)
+
+    async def call_tool(
+        self, name: str, arguments: Mapping[str, Any] | str, *, timeout: float | None
+    ) -> Any:
+        self.tool_calls += 1
+        return f"elsewhere:{name}"
+
+
+class _Hosting:
+    def __init__(self) -> None:
+        self.hosts: list[_Forwarding] = []
+        self.handled: list[str] = []
+
+    def host(self, local: ContextHost) -> ContextHost:
+        host = _Forwarding(local)
+        self.hosts.append(host)
+        return cast(ContextHost, host)
+
+    def handler(self, on_event: Handler) -> Handler:
+        async def handle(ctx: Context, topic: str, ev: Event) -> None:
+            self.handled.append(topic)
+            await on_event(ctx, topic, ev)
+
+        return handle
+
+
+@pytest.mark.parametrize("max_concurrency", [1, 3])
+async def test_a_hosting_makes_the_host_of_each_context_and_wraps_the_handler(
+    max_concurrency: int,
+) -> None:
+    hosting = _Hosting()
+    contexts = Seen[Context]()
+    answers = Seen[Any]()
+
+    async def on_start(ctx: Context) -> None:
+        contexts.add(ctx)
+
+    async def on_event(ctx: Context, topic: str, ev: Event) -> None:
+        contexts.add(ctx)
+        answers.add(await ctx.tool("anything"))
+        await ctx.emit("out", ev.payload)  # the runtime's own publish, through the host
+
+    async with hosted() as h:
+        out = h.bus.subscribe("out")
+        a = spec("a", on_event, topics=["in"], on_start=on_start, max_concurrency=max_concurrency)
+        await h.rt.start(a, hosting=hosting)
+        await h.bus.publish("in", event(b"x"))
+        assert await answers.wait_for(1) == ["elsewhere:anything"]
+        with anyio.fail_after(5):
+            delivery = await out.__anext__()
+        assert delivery.event.payload == b"x"
+        assert delivery.event.envelope.sender == "a"
+        assert h.rt.status("a") is AgentStatus.RUNNING
+    # One host per context (one for on_start/on_stop, one per worker beyond the first), each
+    # made over the agent's own host, and every event went through the wrapped handler.
+    assert len(hosting.hosts) == (1 if max_concurrency == 1 else 1 + max_concurrency)
+    assert len({id(h.local) for h in hosting.hosts}) == 1
+    assert sum(h.tool_calls for h in hosting.hosts) == 1
+    assert hosting.handled == ["in"]

@@ -279,3 +279,14 @@ async def test_the_restart_counter_and_status_follow_the_agent() -> None:
         await seen.wait_for(1)
         assert info_of(h.rt, "a").restarts == 1
         assert h.rt.status("a") is AgentStatus.RUNNING
+
+
+async def test_capabilities_of_lists_what_an_agent_offers_while_it_runs() -> None:
+    async with hosted() as h:
+        await h.rt.start(spec("a", tools=[who_tool("who.a", "a"), who_tool("who.b", "a")]))
+        await h.rt.start(spec("plain"))
+        assert [t.name for t in h.rt.capabilities_of("a")] == ["who.a", "who.b"]
+        assert h.rt.capabilities_of("plain") == []
+        assert h.rt.capabilities_of("nobody") == []
+        await h.rt.stop("a")
+        assert h.rt.capabilities_of("a") == []

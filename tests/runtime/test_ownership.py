@@ -1,5 +1,6 @@
-"""One owner per piece of state: the mailbox, the bus, the agent cell and the remote agent touch
-each other only through what each offers, never through another object's private members.
+"""One owner per piece of state: the mailbox, the bus, the agent cell, the remote agent, the
+runtime, the reply router and the collaboration primitives touch each other only through what
+each offers, never through another object's private members.
 
 A private member is a name with one leading underscore; ``self._x`` and ``cls._x`` are the
 object's own business. Anything else (``sub._buf``, ``self._bus._draining``,
@@ -15,9 +16,20 @@ from pathlib import Path
 
 import pytest
 
-RUNTIME = Path(__file__).resolve().parents[2] / "runtime"
+ROOT = Path(__file__).resolve().parents[2]
+RUNTIME = ROOT / "runtime"
 
-CHECKED = ("_bus.py", "_cell.py", "_subscription.py", "_remote.py", "_context.py")
+CHECKED = (
+    "_bus.py",
+    "_cell.py",
+    "_subscription.py",
+    "_remote.py",
+    "_context.py",
+    "_runtime.py",
+    "collab/_replies.py",
+    "collab/_base.py",
+    "collab/_gather.py",
+)
 
 # The exceptions, by module: the class whose private members that module may touch on any
 # instance, not only on ``self``, and why.
@@ -106,6 +118,13 @@ def test_no_module_touches_another_objects_private_members(module: str) -> None:
         f"runtime/{module} reaches into another object's private members; go through what "
         "its owner offers (or, if this module owns that state, say so in OWNERS)"
     )
+
+
+def test_the_client_session_keeps_to_what_the_client_hands_it() -> None:
+    # Outside runtime/, the same rule: the bridge client's stream session gets the client's
+    # counters, metadata and subscriptions handed in, and touches none of its members.
+    source = (ROOT / "bridge" / "_client_session.py").read_text()
+    assert foreign_private_accesses(source) == []
 
 
 def test_the_check_sees_what_it_must() -> None:

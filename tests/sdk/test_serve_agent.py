@@ -66,3 +66,36 @@ async def test_serve_agent_runs_an_agent_against_a_server_until_cancelled() -> N
 def test_serve_agent_is_loom_s_own() -> None:
     assert loom.serve_agent is serve_agent
     assert serve_agent.__module__ == "loom"
+
+
+async def test_a_connected_agent_has_one_context_per_instance() -> None:
+    # The runtime of the agent's process builds the context (no second one wrapped around
+    # it): the same object in on_start, on_event and on_stop, with no runtime to reach.
+    seen: list[Context] = []
+
+    async def on_start(ctx: Context) -> None:
+        seen.append(ctx)
+
+    async def handle(ctx: Context, topic: str, event: Event) -> None:
+        seen.append(ctx)
+        await ctx.emit("output.ctx", payload=b"none" if ctx.runtime is None else b"some")
+
+    async def on_stop(ctx: Context) -> None:
+        seen.append(ctx)
+
+    agent = Agent("single", topics=["input.*"], on_start=on_start, on_event=handle, on_stop=on_stop)
+    with anyio.fail_after(20):
+        async with (
+            EventBus() as bus,
+            AgentRuntime(bus) as runtime,
+            BridgeServer(runtime, port=0, grace_s=0.5) as server,
+            bus.subscribe("output.*") as out,
+            anyio.create_task_group() as tg,
+        ):
+            await tg.start(serve_agent, agent, server.address)
+            await bus.publish("input.x", Event(type="x"))
+            delivery = await out.receive()
+            assert delivery.event.payload == b"none"
+            tg.cancel_scope.cancel()
+    assert len(seen) == 3
+    assert seen[0] is seen[1] is seen[2]
