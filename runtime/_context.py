@@ -27,8 +27,10 @@ __all__ = ["Context", "ContextHost", "Handler", "Hosting"]
 
 
 class ContextHost(Protocol):
-    """The operations a :class:`Context` delegates to: the in-process runtime implements them,
-    and so does the SDK's remote client, which is why the same agent code runs in both."""
+    """The operations a :class:`Context` delegates to. The runtime's cell implements them; an
+    agent connected through the bridge gets ``sdk/_remote.py``'s ``RemoteHost`` over that same
+    cell (chosen with ``AgentRuntime.start(hosting=...)``), which is why the same agent code
+    runs in both."""
 
     async def publish(self, topic: str, event: Event, *, qos: QoS | None) -> bool: ...
 
@@ -189,7 +191,8 @@ class Context:
 
         Raises:
             RequestTimeout: no reply within ``timeout`` seconds (a ``DeadlineExceeded``).
-            NoResponders: nobody is subscribed to ``topic``.
+            NoResponders: nobody is subscribed to ``topic`` (on a bus without a transport;
+                through a transport nobody can tell, and the request times out instead).
         """
         if isinstance(payload, str):
             payload = payload.encode()
@@ -274,7 +277,7 @@ class Context:
         """
         bus = getattr(self._host, "bus", None)
         if bus is None:
-            raise LoomError(f"agent {self.agent_id}: collaboration needs an in-process runtime")
+            raise LoomError(f"agent {self.agent_id}: collaboration needs a host with a bus")
         return BoundCollab(bus, self.agent_id, self.event)
 
     async def spawn(self, agent: AgentSpec | HasAgentSpec) -> str:
