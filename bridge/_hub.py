@@ -15,7 +15,7 @@ from loom.bridge._generated import bridge_pb2
 from loom.runtime import AgentExists, AgentRuntime, AgentStatus, InvalidArgument
 from loom.runtime.lowlevel import RemoteTool, validate_pattern
 from loom.runtime.lowlevel import validate_agent_id as _validate_agent_id
-from loom.runtime.tools import JSONObject, ToolRegistry
+from loom.runtime.tools import MAX_SCHEMA_BYTES, JSONObject, ToolRegistry
 
 from ._convert import tool_descriptor_from_proto
 from ._errors import LimitExceeded
@@ -78,11 +78,23 @@ class Registration(msgspec.Struct, frozen=True, kw_only=True):
                 raise InvalidArgument(f"agent {agent_id} declares tool {tool.name!r} twice")
             schema = _ANY_OBJECT
             if tool.parameters_schema.strip():
+                # Bounded before it is decoded; the probe then bounds its depth and references.
+                size = len(tool.parameters_schema.encode())
+                if size > MAX_SCHEMA_BYTES:
+                    raise InvalidArgument(
+                        f"tool {tool.name!r}: parameters_schema is {size} bytes, more than "
+                        f"the {MAX_SCHEMA_BYTES} allowed"
+                    )
                 try:
                     schema = msgspec.json.decode(tool.parameters_schema)
                 except msgspec.DecodeError as exc:
                     raise InvalidArgument(
                         f"tool {tool.name!r}: parameters_schema is not JSON: {exc}"
+                    ) from None
+                except RecursionError:
+                    # msgspec stops at its own nesting limit, well before the interpreter's.
+                    raise InvalidArgument(
+                        f"tool {tool.name!r}: parameters_schema is nested too deeply"
                     ) from None
             probe.register(RemoteTool(tool.name, tool.description, schema, _noop))
             schemas[tool.name] = dict(schema)

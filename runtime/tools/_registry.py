@@ -25,6 +25,9 @@ import jsonschema
 import jsonschema.exceptions
 import jsonschema.validators
 import msgspec
+import referencing
+import referencing.exceptions
+import referencing.jsonschema
 
 from .._errors import InvalidArgument
 from ._errors import (
@@ -39,10 +42,26 @@ from ._errors import (
 from ._stats import ToolFailures, ToolSpec, ToolStats
 from ._tool import Tool, validates_itself
 
-__all__ = ["DEFAULT_TIMEOUT", "RegistryStats", "ToolArguments", "ToolRegistry"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "MAX_SCHEMA_BYTES",
+    "MAX_SCHEMA_DEPTH",
+    "RegistryStats",
+    "ToolArguments",
+    "ToolRegistry",
+]
 
 DEFAULT_TIMEOUT: Final = 30.0
 """Seconds a call may take unless its tool or the call itself says otherwise."""
+
+MAX_SCHEMA_BYTES: Final = 64 * 1024
+"""The largest ``parameters_schema`` registered, in bytes of its compact JSON encoding."""
+
+MAX_SCHEMA_DEPTH: Final = 32
+"""The deepest nesting of objects and arrays in a ``parameters_schema`` (``{}`` is 1)."""
+
+# The reference keywords of every draft jsonschema knows; only '#...' values are allowed.
+_REFERENCE_KEYWORDS: Final = ("$ref", "$dynamicRef", "$recursiveRef")
 
 # Letters, digits, '_', '-' and '.' as a namespace separator; what MCP allows, and short
 # enough for every model API once the LLM layer maps the dots.
@@ -119,7 +138,10 @@ class _Entry:
             raise InvalidToolSchema(
                 f"{exc.message} (at '{where}')" if where else exc.message, tool=self.name
             ) from exc
-        self.validator = cls(schema)
+        _check_references(cls, schema, self.name)
+        # jsonschema's default registry fetches any URI a reference names (http, file): a
+        # schema sent by a client would make the server read its files or hang on a URL.
+        self.validator = cls(schema, registry=_NO_RETRIEVAL)
         self.self_checked = validates_itself(tool)
         self.limiter = None if max_concurrency is None else anyio.CapacityLimiter(max_concurrency)
         self.counters = _Counters()
@@ -142,7 +164,13 @@ class _Entry:
             )
         if self.self_checked:
             return value  # the tool's own check is as strict as the schema (and faster)
-        error = jsonschema.exceptions.best_match(self.validator.iter_errors(value))
+        try:
+            error = jsonschema.exceptions.best_match(self.validator.iter_errors(value))
+        except referencing.exceptions.Unresolvable as exc:
+            # Unreachable after _check_references; a safety net that keeps the refusal typed.
+            raise InvalidToolSchema(
+                f"a reference does not resolve within the schema: {exc}", tool=self.name
+            ) from None
         if error is not None:
             raise InvalidToolArguments(
                 error.message, path=tuple(error.absolute_path), tool=self.name
@@ -368,13 +396,109 @@ def _schema_of(tool: Tool) -> dict[str, Any]:
         raise InvalidToolSchema(f"expected a JSON object, got {kind}", tool=tool.name)
     try:
         # A deep copy that also proves the schema is plain JSON.
-        copied: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(schema))
+        encoded = msgspec.json.encode(schema)
     except (msgspec.EncodeError, TypeError) as exc:
         raise InvalidToolSchema(f"not JSON-encodable: {exc}", tool=tool.name) from None
+    except RecursionError:
+        # msgspec stops at its own nesting limit, well before the interpreter's stack.
+        raise InvalidToolSchema(_too_deep(), tool=tool.name) from None
+    if len(encoded) > MAX_SCHEMA_BYTES:
+        raise InvalidToolSchema(
+            f"{len(encoded)} bytes of JSON, more than the {MAX_SCHEMA_BYTES} allowed",
+            tool=tool.name,
+        )
+    copied: dict[str, Any] = msgspec.json.decode(encoded)
+    if _depth(copied) > MAX_SCHEMA_DEPTH:
+        raise InvalidToolSchema(_too_deep(), tool=tool.name)
     kind = copied.get("type", "object")
     if kind != "object":
         raise InvalidToolSchema(f"the arguments must be an object, not {kind!r}", tool=tool.name)
     return copied
+
+
+def _too_deep() -> str:
+    return f"objects and arrays nested more than {MAX_SCHEMA_DEPTH} deep"
+
+
+def _depth(value: object) -> int:
+    # Iterative, so the depth is known before anything recursive (jsonschema) walks it.
+    deepest = 0
+    stack: builtins.list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, builtins.list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_SCHEMA_DEPTH:
+            break
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _refuse(uri: str) -> referencing.Resource[Any]:
+    # referencing chains this as the cause of its Unretrievable; the tool is named by whoever
+    # turns that into the refusal the caller sees.
+    raise InvalidToolSchema(f"the reference {_shown(uri)} is not in the schema; none is fetched")
+
+
+# Every validator resolves references in this registry: what is not in the schema itself is
+# refused, never fetched (jsonschema's default would open http and file URIs).
+# (mypy does not see attrs' alias of the private ``_retrieve`` field.)
+_NO_RETRIEVAL: Final[referencing.Registry[Any]] = referencing.Registry(retrieve=_refuse)  # type: ignore[call-arg]
+
+
+def _shown(text: str) -> str:
+    # The client's own text, echoed back in a message; bounded so an error stays a line.
+    return repr(text if len(text) <= 200 else text[:200] + "...")
+
+
+def _check_references(
+    cls: type[jsonschema.protocols.Validator], schema: dict[str, Any], tool: str
+) -> None:
+    """Refuse a schema whose references leave it or lead nowhere.
+
+    Walks every subschema the schema's draft knows of, and every subschema a reference leads
+    to (so a reference hidden under an unknown keyword is reached too), resolving each
+    reference the way the validator will, against the schema alone.
+    """
+    # The validator class's own draft, as jsonschema picks it (a meta-schema names itself).
+    dialect = str(cls.META_SCHEMA.get("$schema", "urn:unknown-dialect"))
+    spec = referencing.jsonschema.specification_with(
+        dialect, default=referencing.Specification.OPAQUE
+    )
+    root = spec.create_resource(schema)
+    stack = [(root, _NO_RETRIEVAL.resolver_with_root(root))]
+    seen: set[int] = set()
+    while stack:
+        resource, resolver = stack.pop()
+        contents = resource.contents
+        if id(contents) in seen:
+            continue
+        seen.add(id(contents))
+        if isinstance(contents, Mapping):
+            for keyword in _REFERENCE_KEYWORDS:
+                ref = contents.get(keyword)
+                if ref is None:
+                    continue
+                if not isinstance(ref, str) or not ref.startswith("#"):
+                    raise InvalidToolSchema(
+                        f"{keyword} {_shown(str(ref))} is not a local reference: only "
+                        "'#...' references within the schema are allowed, nothing is fetched",
+                        tool=tool,
+                    )
+                try:
+                    target = resolver.lookup(ref)
+                except referencing.exceptions.Unresolvable:
+                    raise InvalidToolSchema(
+                        f"{keyword} {_shown(ref)} does not resolve within the schema", tool=tool
+                    ) from None
+                stack.append((spec.create_resource(target.contents), target.resolver))
+        for sub in resource.subresources():
+            stack.append((sub, resolver.in_subresource(sub)))
 
 
 def _json_type(value: object) -> str:
