@@ -44,6 +44,7 @@ from ._tool import Tool, validates_itself
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "MAX_ARGUMENT_DEPTH",
     "MAX_SCHEMA_BYTES",
     "MAX_SCHEMA_DEPTH",
     "RegistryStats",
@@ -59,6 +60,10 @@ MAX_SCHEMA_BYTES: Final = 64 * 1024
 
 MAX_SCHEMA_DEPTH: Final = 32
 """The deepest nesting of objects and arrays in a ``parameters_schema`` (``{}`` is 1)."""
+
+MAX_ARGUMENT_DEPTH: Final = 64
+"""The deepest nesting of objects and arrays in a call's arguments (``{}`` is 1). Their size
+is bounded where they arrive (the bridge's ``max_message_bytes``), not here."""
 
 # The reference keywords of every draft jsonschema knows; only '#...' values are allowed.
 _REFERENCE_KEYWORDS: Final = ("$ref", "$dynamicRef", "$recursiveRef")
@@ -152,12 +157,20 @@ class _Entry:
                 value = msgspec.json.decode(arguments)
             except msgspec.DecodeError as exc:
                 raise InvalidToolArguments(f"not valid JSON: {exc}", tool=self.name) from None
+            except RecursionError:
+                # msgspec stops at its own nesting limit, well before the interpreter's stack.
+                raise InvalidToolArguments(_too_deep(MAX_ARGUMENT_DEPTH), tool=self.name) from None
         elif isinstance(arguments, Mapping):
             value = dict(arguments)
         else:
             raise InvalidToolArguments(
                 f"expected a JSON object, got {type(arguments).__name__}", tool=self.name
             )
+        # Before anything recursive (jsonschema, the tool) walks them; decoded and mapping
+        # arguments alike, so every caller meets the same bound. Text with no more opening
+        # brackets than the bound cannot nest deeper (counted in C, so most calls skip the walk).
+        if _may_nest_deeper(arguments) and _depth(value, MAX_ARGUMENT_DEPTH) > MAX_ARGUMENT_DEPTH:
+            raise InvalidToolArguments(_too_deep(MAX_ARGUMENT_DEPTH), tool=self.name)
         if not isinstance(value, dict):
             raise InvalidToolArguments(
                 f"expected a JSON object, got {_json_type(value)}", tool=self.name
@@ -309,8 +322,9 @@ class ToolRegistry:
 
         Raises:
             ToolNotFound: no tool has that name.
-            InvalidToolArguments: not JSON, not an object, or failing the schema (or refused as
-                invalid by the tool).
+            InvalidToolArguments: not JSON, not an object, nested deeper than
+                :data:`MAX_ARGUMENT_DEPTH`, or failing the schema (or refused as invalid by the
+                tool).
             ToolTimeout: the timeout expired.
             InvalidArgument: ``timeout`` is not positive (a caller's error, not counted).
             ToolPermissionDenied: the tool refused by policy.
@@ -401,41 +415,50 @@ def _schema_of(tool: Tool) -> dict[str, Any]:
         raise InvalidToolSchema(f"not JSON-encodable: {exc}", tool=tool.name) from None
     except RecursionError:
         # msgspec stops at its own nesting limit, well before the interpreter's stack.
-        raise InvalidToolSchema(_too_deep(), tool=tool.name) from None
+        raise InvalidToolSchema(_too_deep(MAX_SCHEMA_DEPTH), tool=tool.name) from None
     if len(encoded) > MAX_SCHEMA_BYTES:
         raise InvalidToolSchema(
             f"{len(encoded)} bytes of JSON, more than the {MAX_SCHEMA_BYTES} allowed",
             tool=tool.name,
         )
     copied: dict[str, Any] = msgspec.json.decode(encoded)
-    if _depth(copied) > MAX_SCHEMA_DEPTH:
-        raise InvalidToolSchema(_too_deep(), tool=tool.name)
+    if _depth(copied, MAX_SCHEMA_DEPTH) > MAX_SCHEMA_DEPTH:
+        raise InvalidToolSchema(_too_deep(MAX_SCHEMA_DEPTH), tool=tool.name)
     kind = copied.get("type", "object")
     if kind != "object":
         raise InvalidToolSchema(f"the arguments must be an object, not {kind!r}", tool=tool.name)
     return copied
 
 
-def _too_deep() -> str:
-    return f"objects and arrays nested more than {MAX_SCHEMA_DEPTH} deep"
+def _may_nest_deeper(arguments: ToolArguments) -> bool:
+    if isinstance(arguments, str):
+        return arguments.count("[") + arguments.count("{") > MAX_ARGUMENT_DEPTH
+    if isinstance(arguments, bytes):
+        return arguments.count(b"[") + arguments.count(b"{") > MAX_ARGUMENT_DEPTH
+    return True
 
 
-def _depth(value: object) -> int:
-    # Iterative, so the depth is known before anything recursive (jsonschema) walks it.
+def _too_deep(limit: int) -> str:
+    return f"objects and arrays nested more than {limit} deep"
+
+
+def _depth(value: object, limit: int) -> int:
+    # Iterative, so the depth is known before anything recursive (jsonschema) walks it; it
+    # stops once past ``limit``, so the answer is exact only up to ``limit + 1``. Only
+    # containers are stacked: a long flat array costs one isinstance per item.
+    if not isinstance(value, dict | builtins.list):
+        return 0
     deepest = 0
-    stack: builtins.list[tuple[object, int]] = [(value, 1)]
+    stack: builtins.list[tuple[dict[Any, Any] | builtins.list[Any], int]] = [(value, 1)]
     while stack:
         item, level = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, builtins.list):
-            children = item
-        else:
-            continue
         deepest = max(deepest, level)
-        if deepest > MAX_SCHEMA_DEPTH:
+        if deepest > limit:
             break
-        stack.extend((child, level + 1) for child in children)
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend(
+            [(child, level + 1) for child in children if isinstance(child, dict | builtins.list)]
+        )
     return deepest
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from loom.runtime import DeadlineExceeded, InvalidArgument
 from loom.runtime.tools import (
+    MAX_ARGUMENT_DEPTH,
     FunctionTool,
     InvalidToolArguments,
     InvalidToolSchema,
@@ -112,6 +113,31 @@ async def test_arguments_of_the_wrong_python_type() -> None:
     registry.register(add_tool())
     with pytest.raises(InvalidToolArguments, match="got list"):
         await registry.call("math.add", [1, 2])  # type: ignore[arg-type]
+
+
+def nested(depth: int) -> dict[str, Any]:
+    """An arguments object ``depth`` deep (``{}`` is 1), built without recursion."""
+    value: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        value = {"x": value}
+    return value
+
+
+async def test_arguments_nested_too_deep() -> None:
+    registry = ToolRegistry()
+    registry.register(
+        FunctionTool(
+            lambda **kwargs: len(kwargs), name="t.any", description="", parameters_schema={}
+        )
+    )
+    assert await registry.call("t.any", nested(MAX_ARGUMENT_DEPTH)) == 1
+    deep_text = '{"x": ' + "[" * 100_000 + "]" * 100_000 + "}"  # past msgspec's own limit
+    for arguments in (nested(MAX_ARGUMENT_DEPTH + 1), nested(10_000), deep_text):
+        with pytest.raises(InvalidToolArguments) as info:
+            await registry.call("t.any", arguments)
+        assert f"nested more than {MAX_ARGUMENT_DEPTH} deep" in info.value.reason
+        assert info.value.tool == "t.any"
+    assert registry.statistics().tools["t.any"].failures.invalid_arguments == 3
 
 
 async def test_not_found() -> None:
