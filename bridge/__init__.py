@@ -6,7 +6,7 @@ the agent-side :class:`BridgeClient` and :class:`ClientTransport` (a remote agen
 as the transport of its bus), the :class:`AdminClient` the CLI uses, the error classes and the
 status mapping (:func:`error_from_status`, :func:`error_from_outcome`), and the pieces a host
 needs to serve tool calls (:func:`run_tool_call`, the one serving path of server and SDK,
-:func:`decode_output`, :func:`outcome_from_error`, :class:`Lane`).
+:func:`decode_output`).
 """
 
 from loom.runtime.lowlevel import set_public_module as _set_public_module
@@ -39,7 +39,6 @@ from ._errors import SubscribeRefused as SubscribeRefused
 from ._errors import Unauthenticated as Unauthenticated
 from ._errors import WireError as WireError
 from ._errors import WrongAgent as WrongAgent
-from ._lane import Lane as Lane
 from ._limits import Limits as Limits
 from ._reconnect import Backoff as Backoff
 from ._reconnect import ConnectionStatus as ConnectionStatus
@@ -50,7 +49,6 @@ from ._server import ServerStatistics as ServerStatistics
 from ._status import StatusError as StatusError
 from ._status import error_from_outcome as error_from_outcome
 from ._status import error_from_status as error_from_status
-from ._status import outcome_from_error as outcome_from_error
 from ._wire_types import VALIDATES_KEY as VALIDATES_KEY
 from ._wire_types import ProviderKind as ProviderKind
 from ._wire_types import ToolCallOutcome as ToolCallOutcome
@@ -78,7 +76,6 @@ __all__ = [
     "ConnectionStatus",
     "HandshakeError",
     "InsecureBind",
-    "Lane",
     "LimitExceeded",
     "Limits",
     "NotRegistered",
@@ -105,7 +102,6 @@ __all__ = [
     "error_from_outcome",
     "error_from_status",
     "is_loopback",
-    "outcome_from_error",
     "run_tool_call",
 ]
 
