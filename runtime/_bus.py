@@ -140,9 +140,19 @@ class BusPlumbing:
         on_close: ``on_close(hook)``: call ``hook()`` when the bus closes.
         subscribers: ``subscribers(topic)``: the subscriptions an event published on
             ``topic`` would be routed to (before type filters); validates ``topic``.
+        reply_router: the bus's reply router once made (``collab.router_for``), kept here so
+            it lives and dies with its bus. (A module-level map from bus to router held every
+            bus forever: the router refers to its bus, so a weak key never died.)
     """
 
-    __slots__ = ("has_transport", "new_waiter", "on_close", "subscribe_callback", "subscribers")
+    __slots__ = (
+        "has_transport",
+        "new_waiter",
+        "on_close",
+        "reply_router",
+        "subscribe_callback",
+        "subscribers",
+    )
 
     def __init__(
         self,
@@ -157,6 +167,7 @@ class BusPlumbing:
         self.subscribe_callback = subscribe_callback
         self.on_close = on_close
         self.subscribers = subscribers
+        self.reply_router: object | None = None
 
 
 class EventBus:

@@ -12,7 +12,6 @@ A reply for a call that already ended (timed out, cancelled) finds no entry and 
 
 from __future__ import annotations
 
-import weakref
 from typing import Final
 
 import anyio
@@ -43,7 +42,7 @@ class _Call:
 class ReplyRouter:
     """Matches replies to pending calls by correlation id. One per bus (:func:`router_for`)."""
 
-    __slots__ = ("__weakref__", "_bus", "_inbox", "_pending", "_plumbing", "_sub", "stray")
+    __slots__ = ("_bus", "_inbox", "_pending", "_plumbing", "_sub", "stray")
 
     def __init__(self, bus: EventBus) -> None:
         self._bus = bus
@@ -132,12 +131,10 @@ class ReplyRouter:
             call.waiter.set()
 
 
-_routers: weakref.WeakKeyDictionary[EventBus, ReplyRouter] = weakref.WeakKeyDictionary()
-
-
 def router_for(bus: EventBus) -> ReplyRouter:
     """The bus's reply router, made on first use."""
-    router = _routers.get(bus)
-    if router is None or router.closed:
-        router = _routers[bus] = ReplyRouter(bus)
+    plumbing = bus.plumbing
+    router = plumbing.reply_router
+    if not isinstance(router, ReplyRouter) or router.closed:
+        router = plumbing.reply_router = ReplyRouter(bus)
     return router

@@ -15,8 +15,8 @@ def idle(bus: EventBus) -> tuple[int, int]:
     """Subscriptions and trie nodes, not counting the reply router: once a bus has served a
     request it keeps that one subscription (on two patterns, six trie nodes) for all calls."""
     subs, nodes = bus.subscription_count(), bus.trie_node_count()
-    router = _replies._routers.get(bus)
-    if router is not None and not router._sub.closed:
+    router = bus.plumbing.reply_router
+    if isinstance(router, _replies.ReplyRouter) and not router._sub.closed:
         return subs - 1, nodes - 6
     return subs, nodes
 

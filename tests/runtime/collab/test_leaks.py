@@ -4,6 +4,8 @@ as they found it: no subscription, no trie node, no task, no waiting publisher."
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import Awaitable, Callable
 
 import anyio
@@ -162,3 +164,14 @@ async def _coordinator(bus: EventBus, *, task_status: TaskStatus[BarrierCoordina
     async with BarrierCoordinator(bus) as coord:
         task_status.started(coord)
         await anyio.sleep_forever()
+
+
+async def test_a_closed_bus_with_a_reply_router_is_freed() -> None:
+    # The router refers to its bus; kept in a module-level map keyed weakly by the bus, it
+    # held every bus (and whatever the bus held: a transport's gRPC channel) for good.
+    async with EventBus() as bus:
+        assert not router_for(bus).closed
+    ref = weakref.ref(bus)
+    del bus
+    gc.collect()
+    assert ref() is None
