@@ -46,6 +46,8 @@ from ._reconnect import ReconnectStatistics as ReconnectStatistics
 from ._reconnect import StateListener as StateListener
 from ._server import BridgeServer as BridgeServer
 from ._server import ServerStatistics as ServerStatistics
+from ._server_status import ServerStatus as ServerStatus
+from ._server_status import loom_version as loom_version
 from ._status import StatusError as StatusError
 from ._status import error_from_outcome as error_from_outcome
 from ._status import error_from_status as error_from_status
@@ -86,6 +88,7 @@ __all__ = [
     "RegistrationRefused",
     "Rejection",
     "ServerStatistics",
+    "ServerStatus",
     "StateListener",
     "StatusError",
     "SubscribeRefused",
@@ -102,6 +105,7 @@ __all__ = [
     "error_from_outcome",
     "error_from_status",
     "is_loopback",
+    "loom_version",
     "run_tool_call",
 ]
 

@@ -29,6 +29,8 @@ from loom.bridge._generated import (
     bus_pb2_grpc,
     directory_pb2,
     directory_pb2_grpc,
+    server_pb2,
+    server_pb2_grpc,
     tools_pb2,
     tools_pb2_grpc,
 )
@@ -57,6 +59,7 @@ from ._convert import (
 )
 from ._directory_service import agent_info_from_proto
 from ._errors import ConnectFailed
+from ._server_status import ServerStatus, server_status_from_proto
 from ._status import error_from_status
 from ._wire_types import ToolCallOutcome, ToolCallRequest, ToolDescriptor
 
@@ -182,6 +185,21 @@ class AdminClient:
         if code is grpc.StatusCode.DEADLINE_EXCEEDED:
             return DeadlineExceeded(f"{what}: {self.address} did not answer within {timeout:g} s")
         return error_from_status(code, f"{what}: {details}")
+
+    # ------------------------------------------------------------------ Server
+
+    async def status(self) -> ServerStatus:
+        """The server's version, uptime and headline counts (``loom status``)."""
+        stub = server_pb2_grpc.ServerStub(self._open())
+        try:
+            response = await unary(
+                stub.GetStatus(
+                    server_pb2.GetStatusRequest(), timeout=self.timeout, metadata=self._metadata
+                )
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise self._error(exc, "status", self.timeout) from None
+        return server_status_from_proto(response)
 
     # ------------------------------------------------------------------ Directory
 

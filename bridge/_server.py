@@ -26,6 +26,8 @@ from loom.bridge._generated import (
     bus_pb2_grpc,
     directory_pb2,
     directory_pb2_grpc,
+    server_pb2,
+    server_pb2_grpc,
     tools_pb2,
     tools_pb2_grpc,
 )
@@ -47,6 +49,7 @@ from ._handlers import GenericOnly
 from ._hub import Hub, Registration
 from ._limits import Limits
 from ._server_session import Session
+from ._server_status import ServerService
 from ._services import EventBusService, ToolService
 from ._status import status_of
 from ._wire_types import VALIDATES_KEY
@@ -60,6 +63,7 @@ SERVICE_NAMES = (
     tools_pb2.DESCRIPTOR.services_by_name["ToolService"].full_name,
     bus_pb2.DESCRIPTOR.services_by_name["EventBus"].full_name,
     directory_pb2.DESCRIPTOR.services_by_name["Directory"].full_name,
+    server_pb2.DESCRIPTOR.services_by_name["Server"].full_name,
 )
 
 _Context = grpc.aio.ServicerContext[Any, Any]
@@ -292,6 +296,7 @@ class BridgeServer:
         tools_pb2_grpc.add_ToolServiceServicer_to_server(ToolService(self.hub), target)
         bus_pb2_grpc.add_EventBusServicer_to_server(EventBusService(self.hub), target)
         directory_pb2_grpc.add_DirectoryServicer_to_server(DirectoryService(self.hub), target)
+        server_pb2_grpc.add_ServerServicer_to_server(ServerService(self.hub), target)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, target)
         reflection.enable_server_reflection(

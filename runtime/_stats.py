@@ -47,6 +47,8 @@ class SubscriptionStats(msgspec.Struct, frozen=True, kw_only=True):
         high_water: the most events its buffer ever held at once.
         capacity: its buffer size.
         waiting_publishers: publishers held back by its full buffer right now.
+        patterns: every pattern it listens on now (an agent's mailbox is one
+            subscription on all of the agent's topics).
     """
 
     id: int
@@ -59,6 +61,7 @@ class SubscriptionStats(msgspec.Struct, frozen=True, kw_only=True):
     high_water: int
     capacity: int
     waiting_publishers: int
+    patterns: tuple[str, ...] = ()
 
 
 class TopicStats(msgspec.Struct, frozen=True, kw_only=True):

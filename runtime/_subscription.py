@@ -468,6 +468,7 @@ class Subscription:
             high_water=self._high,
             capacity=self._cap,
             waiting_publishers=len(self._send_waiters),
+            patterns=tuple(self._patterns),
         )
 
 

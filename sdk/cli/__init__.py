@@ -12,10 +12,10 @@ from pathlib import Path
 
 import anyio
 
-from loom.bridge import BridgeError
+from loom.bridge import BridgeError, loom_version
 from loom.runtime import ConfigError, InvalidArgument
 
-from ._config import load_config, load_tables
+from ._config import SERVE_KEYS, load_config, load_tables, show_config
 from ._parsers import EPILOG as _COMMANDS_EPILOG
 from ._parsers import add_commands, run_command
 from ._serve import serve
@@ -26,6 +26,7 @@ _EPILOG = """\
 examples:
   loom serve                         # 127.0.0.1:50051, data in ./.loom
   loom serve --port 0 --log-level debug
+  loom config                        # what loom serve would run with, and where each is from
   LOOM_DATA_DIR=/var/lib/loom loom serve --config /etc/loom/loom.toml
   LOOM_TOKEN=$(cat /run/secrets/loom) loom serve --host 0.0.0.0 \\
       --tls-cert server.pem --tls-key server.key --tls-client-ca clients-ca.pem \\
@@ -33,24 +34,9 @@ examples:
 """
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="loom",
-        description="Loom: an event-driven runtime for AI agents.",
-        epilog=_EPILOG + _COMMANDS_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    s = sub.add_parser(
-        "serve",
-        help="run a Loom server until SIGINT/SIGTERM",
-        description=(
-            "Run a Loom server: the event bus and everything on it. Settings come from "
-            "loom.toml ([serve]), then LOOM_* environment variables, then these flags."
-        ),
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def _serve_flags() -> argparse.ArgumentParser:
+    """The flags of ``loom serve``, shared with ``loom config`` (which shows what they make)."""
+    s = argparse.ArgumentParser(add_help=False)
     s.add_argument(
         "--config",
         type=Path,
@@ -92,14 +78,64 @@ def _parser() -> argparse.ArgumentParser:
     lim.add_argument("--max-topics-per-agent", type=int, help="patterns per agent (256)")
     lim.add_argument("--max-pending-tool-calls", type=int, help="unanswered calls per agent (1024)")
     lim.add_argument("--max-agents", type=int, help="registered agents (10000)")
+    return s
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="loom",
+        description="Loom: an event-driven runtime for AI agents.",
+        epilog=_EPILOG + _COMMANDS_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"loom {loom_version()}", help="print the version"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    serve_flags = _serve_flags()
+    sub.add_parser(
+        "serve",
+        help="run a Loom server until SIGINT/SIGTERM",
+        description=(
+            "Run a Loom server: the event bus and everything on it. Settings come from "
+            "loom.toml ([serve]), then LOOM_* environment variables, then these flags."
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[serve_flags],
+    )
+    c = sub.add_parser(
+        "config",
+        help="show the configuration loom serve would run with, and where each value is from",
+        description=(
+            "Print the configuration `loom serve` would run with given the same loom.toml, "
+            "LOOM_* variables and flags, one setting a line with its source: flag, "
+            "environment, loom.toml or default. Secrets are shown as ***. Exits 2 when the "
+            "configuration is invalid, with the reason."
+        ),
+        epilog=(
+            "examples:\n"
+            "  loom config\n"
+            "  LOOM_PORT=6000 loom config --port 7000     # the flag wins\n"
+            "  loom config --json | jq .port.value\n"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[serve_flags],
+    )
+    c.add_argument("--json", action="store_true", help="one JSON object: key -> value, source")
     add_commands(sub)  # run, agents, topics, tail, publish, call (sdk/cli/_parsers.py)
     return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The settings the flags of ``serve``/``config`` set (``None``: not given)."""
+    return {key: getattr(args, key, None) for key in SERVE_KEYS}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``loom`` script."""
     args = _parser().parse_args(argv)
-    if args.command != "serve":
+    if args.command not in ("serve", "config"):
         sys.exit(
             run_command(
                 args,
@@ -107,40 +143,22 @@ def main(argv: Sequence[str] | None = None) -> None:
                 env_token=os.environ.get("LOOM_TOKEN"),
             )
         )
-    if args.command == "serve":
-        toml_path = args.config if args.config is not None else Path("loom.toml")
-        if args.config is not None and not args.config.exists():
-            sys.exit(f"loom: config file not found: {args.config}")
-        try:
-            config = load_config(
-                toml_path=toml_path,
-                environ=os.environ,
-                overrides={
-                    "host": args.host,
-                    "port": args.port,
-                    "data_dir": args.data_dir,
-                    "log_level": args.log_level,
-                    "drain_grace_s": args.drain_grace_s,
-                    "token": args.token,
-                    "tls_cert_file": args.tls_cert_file,
-                    "tls_key_file": args.tls_key_file,
-                    "tls_client_ca_file": args.tls_client_ca_file,
-                    "tls_bind_agent_ids": args.tls_bind_agent_ids,
-                    "max_message_bytes": args.max_message_bytes,
-                    "max_topics_per_agent": args.max_topics_per_agent,
-                    "max_pending_tool_calls": args.max_pending_tool_calls,
-                    "max_agents": args.max_agents,
-                },
-            )
-            tables = load_tables(toml_path=toml_path, environ=os.environ)
-        except ConfigError as exc:
-            sys.exit(f"loom: {exc}")
-        logging.basicConfig(
-            level=config.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
-        try:
-            anyio.run(functools.partial(serve, config, tables=tables, environ=os.environ))
-        except (BridgeError, InvalidArgument) as exc:  # cannot bind, unreadable TLS files
-            sys.exit(f"loom: {exc}")
+    toml_path = args.config if args.config is not None else Path("loom.toml")
+    if args.config is not None and not args.config.exists():
+        sys.exit(f"loom: config file not found: {args.config}")
+    if args.command == "config":
+        sys.exit(show_config(toml_path, os.environ, _overrides(args), as_json=args.json))
+    try:
+        config = load_config(toml_path=toml_path, environ=os.environ, overrides=_overrides(args))
+        tables = load_tables(toml_path=toml_path, environ=os.environ)
+    except ConfigError as exc:
+        sys.exit(f"loom: {exc}")
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        anyio.run(functools.partial(serve, config, tables=tables, environ=os.environ))
+    except (BridgeError, InvalidArgument) as exc:  # cannot bind, unreadable TLS files
+        sys.exit(f"loom: {exc}")

@@ -12,7 +12,9 @@ cannot be reached fails the first call at once (:class:`~loom.bridge._errors.Con
 from __future__ import annotations
 
 import base64
+import contextlib
 import math
+import platform
 import signal
 import sys
 import time
@@ -22,8 +24,29 @@ from typing import Any, TextIO
 import anyio
 import msgspec
 
-from loom.bridge import AdminClient, ClientTLS, ToolStatus, decode_output, error_from_outcome
-from loom.runtime import AgentInfo, BusStats, Delivery, Event, InvalidArgument, LoomError, QoS
+from loom.bridge import (
+    AdminClient,
+    Backoff,
+    ClientTLS,
+    ConnectFailed,
+    ConnectionLost,
+    ServerStatus,
+    ToolStatus,
+    decode_output,
+    error_from_outcome,
+    loom_version,
+)
+from loom.runtime import (
+    AgentInfo,
+    AgentStatus,
+    BusStats,
+    DeadlineExceeded,
+    Delivery,
+    Event,
+    InvalidArgument,
+    LoomError,
+    QoS,
+)
 from loom.runtime.lowlevel import mailbox_topic
 
 __all__ = [
@@ -36,14 +59,20 @@ __all__ = [
     "parse_arguments",
     "publish",
     "read_data",
+    "status",
     "tail",
+    "tools",
     "topics",
+    "version",
 ]
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 """Where ``loom serve`` listens by default, so a client command needs no flag beside it."""
 
 _encoder = msgspec.json.Encoder()
+# What a restarting or unreachable server looks like to a client; `tail --follow` retries it.
+_RETRYABLE = (ConnectFailed, ConnectionLost, DeadlineExceeded)
+_FOLLOW_BACKOFF = Backoff(initial=0.2, maximum=5.0)
 _PREVIEW = 60  # characters of payload a tail line shows
 
 
@@ -184,24 +213,59 @@ async def agents(
     *,
     capability: str = "",
     topic: str = "",
+    everyone: bool = False,
     as_json: bool = False,
     out: TextIO = sys.stdout,
 ) -> int:
-    """``loom agents``: the server's directory, one agent a line."""
+    """``loom agents``: the server's directory, one agent a line.
+
+    Agents disconnected for longer than the server's liveness window (its ``stale_after``)
+    are left out unless ``everyone``; the table says how many were.
+    """
     async with conn.client() as admin:
         found = await admin.list_agents(capability=capability, topic=topic)
+        window_ms = 0 if everyone else round((await admin.status()).stale_after_s * 1000)
+    now = time.time_ns() // 1_000_000
+    shown = [info for info in found if everyone or not _gone(info, now, window_ms)]
+    hidden = len(found) - len(shown)
     if as_json:
-        for info in found:
+        for info in shown:
             _json_line(msgspec.to_builtins(info), out)
         return 0
-    if not found:
+    if not shown:
         print("no agents", file=out)
-        return 0
-    now = time.time_ns() // 1_000_000
-    rows = [["ID", "STATUS", "WHERE", "DEPTH", "RUNNING", "RESTARTS", "SEEN", "TOPICS", "TOOLS"]]
-    rows += [_agent_row(info, now) for info in found]
-    _table(rows, out)
+    else:
+        rows = [
+            ["ID", "STATUS", "WHERE", "DEPTH", "RUNNING", "RESTARTS", "SEEN", "TOPICS", "TOOLS"]
+        ]
+        rows += [_agent_row(info, now) for info in shown]
+        _table(rows, out)
+    if hidden:
+        gone = "agent" if hidden == 1 else "agents"
+        print(
+            f"({hidden} {gone} disconnected for over {window_ms / 1000:g} s not shown; --all shows "
+            f"{'it' if hidden == 1 else 'them'})",
+            file=out,
+        )
     return 0
+
+
+_AGENT_COLUMNS = [
+    "ID",
+    "STATUS",
+    "WHERE",
+    "DEPTH",
+    "RUNNING",
+    "RESTARTS",
+    "SEEN",
+    "TOPICS",
+    "TOOLS",
+]
+
+
+def _gone(info: AgentInfo, now_ms: int, window_ms: int) -> bool:
+    """Disconnected for longer than the liveness window."""
+    return info.status is AgentStatus.DISCONNECTED and now_ms - info.last_heartbeat_ms > window_ms
 
 
 def _agent_row(info: AgentInfo, now_ms: int) -> list[str]:
@@ -252,12 +316,12 @@ def _print_stats(stats: BusStats, subscriptions: bool, out: TextIO) -> None:
         print(file=out)
         _table(rows, out)
     if subscriptions and stats.subscriptions:
-        rows = [["SUB", "PATTERN", "QOS", "QUEUED", "CAPACITY", "DELIVERED", "DROPPED", "WAITING"]]
+        rows = [["SUB", "PATTERNS", "QOS", "QUEUED", "CAPACITY", "DELIVERED", "DROPPED", "WAITING"]]
         for s in stats.subscriptions:
             rows.append(
                 [
                     str(s.id),
-                    s.pattern,
+                    ",".join(s.patterns or (s.pattern,)),
                     s.qos.name.lower(),
                     str(s.queued),
                     str(s.capacity),
@@ -278,14 +342,24 @@ async def tail(
     event_types: Sequence[str] = (),
     as_json: bool = False,
     count: int = 0,
+    follow: bool = False,
+    backoff: Backoff = _FOLLOW_BACKOFF,
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> int:
     """``loom tail``: print events on ``pattern`` as they are published, until SIGINT/SIGTERM
-    (or ``count`` events, if not 0). Exits 0 when stopped so."""
+    (or ``count`` events, if not 0). Exits 0 when stopped so.
+
+    With ``follow``, a lost server (stopped, restarted, unreachable) is not the end: tail says
+    so once on ``err``, subscribes again with ``backoff`` until the server is back, and says
+    when it is. Events published while it was away are not shown (a tail is an observer, not
+    a durable consumer). Errors a retry cannot fix (a wrong token, a malformed pattern) end it
+    either way.
+    """
     if count < 0:
         raise UsageError(f"--count must be >= 0, not {count}")
     failed: list[LoomError] = []  # raised as itself below, not inside an exception group
+    seen = 0
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with anyio.create_task_group() as tg:
 
@@ -294,24 +368,45 @@ async def tail(
                     tg.cancel_scope.cancel()
                     return
 
+            failures = 0  # consecutive failed attempts to subscribe
+
+            async def consume_once(announce: str) -> None:
+                nonlocal seen, failures
+                async with (
+                    conn.client() as admin,
+                    admin.subscribe(pattern, qos=qos, event_types=event_types) as deliveries,
+                ):
+                    # On stderr, so stdout holds only events (pipe --json into jq).
+                    print(announce, file=err, flush=True)
+                    failures = 0
+                    async for delivery in deliveries:
+                        _print_delivery(delivery, as_json, out)
+                        seen += 1
+                        if seen == count:
+                            return
+                raise ConnectionLost(f"{conn.address} ended the subscription")
+
             async def consume() -> None:
+                nonlocal failures
+                announce = f"tailing {pattern} on {conn.address} (Ctrl-C to stop)"
                 try:
-                    async with (
-                        conn.client() as admin,
-                        admin.subscribe(pattern, qos=qos, event_types=event_types) as deliveries,
-                    ):
-                        # On stderr, so stdout holds only events (pipe --json into jq).
-                        print(
-                            f"tailing {pattern} on {conn.address} (Ctrl-C to stop)",
-                            file=err,
-                            flush=True,
-                        )
-                        seen = 0
-                        async for delivery in deliveries:
-                            _print_delivery(delivery, as_json, out)
-                            seen += 1
-                            if seen == count:
-                                break
+                    while True:
+                        try:
+                            await consume_once(announce)
+                            return
+                        except _RETRYABLE as exc:
+                            if not follow:
+                                raise
+                            failures += 1
+                            if failures == 1:
+                                print(
+                                    f"lost {conn.address} ({_one_line(exc)}); reconnecting "
+                                    "(events published meanwhile are not shown)",
+                                    file=err,
+                                    flush=True,
+                                )
+                                announce = f"reconnected: tailing {pattern} on {conn.address}"
+                            await anyio.sleep(backoff.delay(failures))
                 except LoomError as exc:
                     failed.append(exc)
                 finally:
@@ -322,6 +417,10 @@ async def tail(
     if failed:
         raise failed[0]
     return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def _print_delivery(delivery: Delivery, as_json: bool, out: TextIO) -> None:
@@ -401,4 +500,97 @@ async def call(
         print(value, file=out)  # plain text from an old agent
     else:
         print(msgspec.json.format(_encoder.encode(value), indent=2).decode(), file=out)
+    return 0
+
+
+async def tools(
+    conn: Connection,
+    *,
+    prefix: str = "",
+    as_json: bool = False,
+    out: TextIO = sys.stdout,
+) -> int:
+    """``loom tools``: every tool the server can call (its runtime's, its MCP servers', its
+    agents' capabilities), one a line; with ``as_json`` one object a line, schema included."""
+    async with conn.client() as admin:
+        found = await admin.list_tools(prefix=prefix)
+    if as_json:
+        for tool in found:
+            record = msgspec.to_builtins(tool)
+            record["provider"] = tool.provider.name.lower()
+            with contextlib.suppress(msgspec.DecodeError):  # the schema as JSON, not as text
+                record["parameters_schema"] = msgspec.json.decode(tool.parameters_schema or "{}")
+            _json_line(record, out)
+        return 0
+    if not found:
+        print("no tools" + (f" starting with {prefix!r}" if prefix else ""), file=out)
+        return 0
+    rows = [["TOOL", "FROM", "DESCRIPTION"]]
+    for tool in found:
+        agent = tool.metadata.get("loom.agent")
+        where = f"agent {agent}" if agent else "server"
+        rows.append([tool.name, where, _first_line(tool.description, 60)])
+    _table(rows, out)
+    return 0
+
+
+def _first_line(text: str, width: int) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else "-"
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+async def status(conn: Connection, *, as_json: bool = False, out: TextIO = sys.stdout) -> int:
+    """``loom status``: whether the server answers, its version and uptime, and the counts of
+    agents, topics, tool calls and drops. Exits 1 (with the reason) when it does not answer."""
+    async with conn.client() as admin:
+        state = await admin.status()
+    if as_json:
+        _json_line({"address": conn.address, "serving": True, **msgspec.to_builtins(state)}, out)
+        return 0
+    for label, value in _status_lines(conn.address, state):
+        print(f"{label + ':':<12} {value}", file=out)
+    return 0
+
+
+def _status_lines(address: str, s: ServerStatus) -> list[tuple[str, str]]:
+    return [
+        ("server", f"{address}: serving, loom {s.version}"),
+        ("uptime", f"{_duration(s.uptime_s)} (since {_utc(s.started_ms)})"),
+        ("agents", f"{s.agents} ({s.connected} connected remotely)"),
+        ("bus", f"{s.topics} topics, {s.subscriptions} subscriptions"),
+        ("events", f"{s.published} published, {s.dropped} dropped, {s.unrouted} unrouted"),
+        (
+            "tool calls",
+            f"{s.tool_calls} done, {s.tool_calls_running} running, "
+            f"{s.pending_tool_calls} waiting on remote agents",
+        ),
+    ]
+
+
+def _duration(seconds: float) -> str:
+    whole = int(seconds)
+    days, rest = divmod(whole, 86_400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h {minutes}m"
+    if hours:
+        return f"{hours}h {minutes}m {secs}s"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{seconds:.1f}s"
+
+
+def _utc(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ms / 1000))
+
+
+def version(*, out: TextIO = sys.stdout) -> int:
+    """``loom version``: this installation's version and what it runs on."""
+    import grpc
+
+    print(
+        f"loom {loom_version()} (Python {platform.python_version()}, grpcio {grpc.__version__})",
+        file=out,
+    )
     return 0

@@ -5,10 +5,11 @@ command-line flags (later sources win), and handed down. Nothing below the CLI r
 
 from __future__ import annotations
 
+import sys
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import msgspec
 
@@ -17,7 +18,15 @@ from loom.runtime import ConfigError, InvalidArgument
 from loom.runtime.llm import LLMConfig, LLMConfigError, load_llm_config
 from loom.runtime.tools import McpConfigError, McpServerConfig, load_mcp_config
 
-__all__ = ["ServeConfig", "ServiceTables", "load_config", "load_tables"]
+__all__ = [
+    "SERVE_KEYS",
+    "ServeConfig",
+    "ServiceTables",
+    "explain_config",
+    "load_config",
+    "load_tables",
+    "show_config",
+]
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -159,6 +168,85 @@ def load_config(
         return msgspec.convert(merged, ServeConfig, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"configuration ({source}): {exc}") from exc
+
+
+SERVE_KEYS: tuple[str, ...] = tuple(f.name for f in msgspec.structs.fields(ServeConfig))
+"""Every setting of ``[serve]``; a flag of ``loom serve`` sets the one its ``dest`` names."""
+
+# Flags whose name is not the setting's (the rest are --max-agents for max_agents, ...).
+_FLAG_NAMES = {
+    "drain_grace_s": "--drain-grace",
+    "tls_cert_file": "--tls-cert",
+    "tls_key_file": "--tls-key",
+    "tls_client_ca_file": "--tls-client-ca",
+}
+_SECRETS = frozenset({"token"})
+
+
+class Setting(msgspec.Struct, frozen=True):
+    """One effective setting: its value (secrets masked) and where it came from."""
+
+    value: Any
+    source: str
+
+
+def explain_config(
+    *,
+    toml_path: Path | None,
+    environ: Mapping[str, str],
+    overrides: Mapping[str, Any],
+) -> dict[str, Setting]:
+    """The configuration :func:`load_config` makes of the same inputs, with the source of each
+    value: ``flag --port``, ``env LOOM_PORT``, ``loom.toml [serve]`` or ``default``.
+
+    Raises:
+        ConfigError: as :func:`load_config`.
+    """
+    config = load_config(toml_path=toml_path, environ=environ, overrides=overrides)
+    doc = _read_toml(toml_path)
+    in_file = doc.get("serve", {}) if doc is not None else {}
+    from_env = {key: var for var, key in _ENV.items() if var in environ}
+    settings: dict[str, Setting] = {}
+    for key in SERVE_KEYS:
+        if overrides.get(key) is not None:
+            source = "flag " + _FLAG_NAMES.get(key, "--" + key.replace("_", "-"))
+        elif key in from_env:
+            source = "env " + from_env[key]
+        elif key in in_file:
+            source = f"{toml_path} [serve]"
+        else:
+            source = "default"
+        value = getattr(config, key)
+        if key in _SECRETS and value is not None:
+            value = "***"
+        settings[key] = Setting(value, source)
+    return settings
+
+
+def show_config(
+    toml_path: Path | None,
+    environ: Mapping[str, str],
+    overrides: Mapping[str, Any],
+    *,
+    as_json: bool = False,
+    out: TextIO | None = None,
+) -> int:
+    """``loom config``: print :func:`explain_config`; 0, or 2 with the reason on stderr when
+    the configuration is invalid."""
+    out = out or sys.stdout
+    try:
+        settings = explain_config(toml_path=toml_path, environ=environ, overrides=overrides)
+    except ConfigError as exc:
+        print(f"loom config: {exc}", file=sys.stderr)
+        return 2
+    if as_json:
+        out.write(msgspec.json.encode(settings).decode() + "\n")
+        return 0
+    width = max(len(key) for key in settings)
+    for key, setting in settings.items():
+        shown = "-" if setting.value is None else setting.value
+        print(f"{key:<{width}}  {shown!s:<24} {setting.source}", file=out)
+    return 0
 
 
 def _read_toml(toml_path: Path | None) -> dict[str, Any] | None:

@@ -26,15 +26,18 @@ from ._runner import RunConfig, run
 
 __all__ = ["COMMANDS", "EPILOG", "add_commands", "run_command"]
 
-COMMANDS = ("run", "agents", "topics", "tail", "publish", "call")
+COMMANDS = ("run", "status", "agents", "tools", "topics", "tail", "publish", "call", "version")
 
 EPILOG = """\
   loom run agents/                   # every agent file in agents/, embedded server
+  loom status                        # is the server up: version, uptime, counts
   loom agents                        # who is connected (LOOM_BRIDGE_ADDR, else :50051)
+  loom tools                         # every tool the server can call
   loom topics                        # what is published where, delivered, dropped
   loom tail 'orders.>'               # print events as they are published
   loom publish orders.new '{"id": 7}' --type order.created
   loom call fs.read '{"path": "README.md"}'
+  loom version
 """
 
 _QOS = {q.name.lower(): q for q in QoS}
@@ -159,7 +162,48 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     p.add_argument("--capability", default="", metavar="TOOL", help="only agents offering TOOL")
     p.add_argument("--topic", default="", help="only agents that would receive TOPIC")
+    p.add_argument(
+        "--all",
+        dest="everyone",
+        action="store_true",
+        help="also agents disconnected for longer than the server's liveness window",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    p = _add(
+        sub,
+        "status",
+        help="show whether the server answers, its version, uptime and counts",
+        description="Ask the server how it is: its version and uptime, how many agents it "
+        "knows (and how many are connected remotely), topics and subscriptions on its bus, "
+        "events published, dropped and unrouted, and tool calls done, running and waiting. "
+        "Exits 1 with the reason when no server answers.",
+        examples="  loom status\n  loom status --json | jq .uptime_s\n",
+        parents=[client],
+    )
+    p.add_argument("--json", action="store_true", help="the status as one JSON object")
+
+    p = _add(
+        sub,
+        "tools",
+        help="list every tool the server can call",
+        description="List the tools the server can call: its runtime's own, its MCP "
+        "servers', and the capabilities of connected agents (FROM names the agent). "
+        "With --json, one object per tool with its JSON Schema.",
+        examples=("  loom tools\n  loom tools --prefix fs.\n  loom tools --json | jq -r .name\n"),
+        parents=[client],
+    )
+    p.add_argument("--prefix", default="", help="only tools whose name starts with PREFIX")
+    p.add_argument("--json", action="store_true", help="one JSON object per tool, with schema")
+
+    _add(
+        sub,
+        "version",
+        help="print loom's version",
+        description="Print the installed loom's version, and the Python and grpcio it runs on.",
+        examples="  loom version\n  loom --version\n",
+        parents=[],
+    )
 
     p = _add(
         sub,
@@ -185,6 +229,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
             "  loom tail 'orders.>'\n"
             "  loom tail 'agent.*.replies' --type reply\n"
             "  loom tail '>' --json --count 10 | jq .payload\n"
+            "  loom tail 'orders.>' --follow          # across server restarts\n"
         ),
         parents=[client],
     )
@@ -206,6 +251,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     p.add_argument("--json", action="store_true", help="one JSON object per event")
     p.add_argument("--count", type=int, default=0, help="exit after N events (default: never)")
+    p.add_argument(
+        "-f",
+        "--follow",
+        action="store_true",
+        help="keep going when the server goes away: subscribe again once it is back",
+    )
 
     p = _add(
         sub,
@@ -307,14 +358,21 @@ def _build(
             log_level=args.log_level,
         )
         return functools.partial(run, config)
+    if args.command == "version":
+        return _sync(commands.version)
     conn = _connection(args, env_address, env_token, 30.0 if args.command == "call" else 5.0)
     match args.command:
+        case "status":
+            return functools.partial(commands.status, conn, as_json=args.json)
+        case "tools":
+            return functools.partial(commands.tools, conn, prefix=args.prefix, as_json=args.json)
         case "agents":
             return functools.partial(
                 commands.agents,
                 conn,
                 capability=args.capability,
                 topic=args.topic,
+                everyone=args.everyone,
                 as_json=args.json,
             )
         case "topics":
@@ -330,6 +388,7 @@ def _build(
                 event_types=tuple(args.types),
                 as_json=args.json,
                 count=args.count,
+                follow=args.follow,
             )
         case "publish":
             return functools.partial(
@@ -354,6 +413,13 @@ def _build(
                 timeout=conn.timeout,
             )
     raise AssertionError(f"not a client command: {args.command}")
+
+
+def _sync(fn: Callable[[], int]) -> Callable[[], Awaitable[int]]:
+    async def run() -> int:
+        return fn()
+
+    return run
 
 
 def run_command(args: argparse.Namespace, *, env_address: str | None, env_token: str | None) -> int:

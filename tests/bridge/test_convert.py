@@ -601,6 +601,7 @@ bus_stats = st.builds(
             high_water=counts,
             capacity=counts,
             waiting_publishers=counts,
+            patterns=st.lists(texts, max_size=3).map(tuple),
         ),
         max_size=3,
     ).map(tuple),

@@ -14,7 +14,10 @@ from ._cli_support import clean_env, loom, loom_serve, running
 
 pytestmark = pytest.mark.anyio
 
-COMMANDS = ["serve", "run", "agents", "topics", "tail", "publish", "call"]
+COMMANDS = [
+    *("serve", "config", "run", "status", "agents", "tools", "topics", "tail"),
+    *("publish", "call", "version"),
+]
 
 # A remote agent that offers a tool, for `loom agents` and `loom call`.
 UPPER = """\

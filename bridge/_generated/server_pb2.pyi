@@ -1,0 +1,41 @@
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from typing import ClassVar as _ClassVar, Optional as _Optional
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class GetStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ServerStatus(_message.Message):
+    __slots__ = ("version", "started_ms", "uptime_ms", "agents", "connected", "topics", "subscriptions", "published", "dropped", "unrouted", "tool_calls", "tool_calls_running", "pending_tool_calls", "stale_after_ms")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STARTED_MS_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_MS_FIELD_NUMBER: _ClassVar[int]
+    AGENTS_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    TOPICS_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTIONS_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    UNROUTED_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALLS_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    PENDING_TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
+    STALE_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    started_ms: int
+    uptime_ms: int
+    agents: int
+    connected: int
+    topics: int
+    subscriptions: int
+    published: int
+    dropped: int
+    unrouted: int
+    tool_calls: int
+    tool_calls_running: int
+    pending_tool_calls: int
+    stale_after_ms: int
+    def __init__(self, version: _Optional[str] = ..., started_ms: _Optional[int] = ..., uptime_ms: _Optional[int] = ..., agents: _Optional[int] = ..., connected: _Optional[int] = ..., topics: _Optional[int] = ..., subscriptions: _Optional[int] = ..., published: _Optional[int] = ..., dropped: _Optional[int] = ..., unrouted: _Optional[int] = ..., tool_calls: _Optional[int] = ..., tool_calls_running: _Optional[int] = ..., pending_tool_calls: _Optional[int] = ..., stale_after_ms: _Optional[int] = ...) -> None: ...

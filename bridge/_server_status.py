@@ -1,0 +1,126 @@
+"""``Server``: the server's own state over the wire (what ``loom status`` prints).
+
+One snapshot per call, from the runtime's counters; nothing is kept for it. The wire form is
+read back into :class:`ServerStatus` by :func:`server_status_from_proto` on the client side.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import time
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import grpc.aio
+import msgspec
+
+from loom.bridge._generated import server_pb2, server_pb2_grpc
+
+if TYPE_CHECKING:
+    from ._hub import Hub
+
+__all__ = ["ServerService", "ServerStatus", "loom_version", "server_status_from_proto"]
+
+_Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def loom_version() -> str:
+    """The installed loom-runtime's version (``"unknown"`` when run from a bare tree)."""
+    try:
+        return importlib.metadata.version("loom-runtime")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class ServerStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """A server's state at one moment (:meth:`AdminClient.status`).
+
+    Attributes:
+        version: the loom-runtime version the server runs.
+        started_ms: when it started serving, in Unix milliseconds.
+        uptime_s: how long it has served, in seconds.
+        agents: agents its directory knows, local and remote.
+        connected: remote agents whose stream is open.
+        topics: concrete topics its bus keeps counters for.
+        subscriptions: open subscriptions on its bus.
+        published: events published on its bus.
+        dropped: deliveries its bus dropped, every reason.
+        unrouted: events that reached no subscriber.
+        tool_calls: tool calls its runtime's registry finished, every outcome.
+        tool_calls_running: tool calls running or waiting for a slot now.
+        pending_tool_calls: tool calls pushed to remote agents and not yet answered.
+        stale_after_s: a remote agent without a heartbeat for this long is marked stale (its
+            liveness window).
+    """
+
+    version: str
+    started_ms: int
+    uptime_s: float
+    agents: int
+    connected: int
+    topics: int
+    subscriptions: int
+    published: int
+    dropped: int
+    unrouted: int
+    tool_calls: int
+    tool_calls_running: int
+    pending_tool_calls: int
+    stale_after_s: float
+
+
+class ServerService(server_pb2_grpc.ServerServicer):
+    """``loom.v1.Server``: the server's version, uptime and headline counts."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.version = loom_version()
+        self.started_ms = time.time_ns() // 1_000_000
+        self.started = anyio.current_time()
+
+    async def GetStatus(
+        self, request: server_pb2.GetStatusRequest, context: _Context
+    ) -> server_pb2.ServerStatus:
+        runtime = self.hub.runtime
+        bus = runtime.bus.statistics()
+        finished = running = 0
+        for tool in runtime.tools.statistics().tools.values():
+            now = tool.waiting + tool.in_flight
+            running += now
+            finished += tool.calls - now
+        return server_pb2.ServerStatus(
+            version=self.version,
+            started_ms=self.started_ms,
+            uptime_ms=max(0, round((anyio.current_time() - self.started) * 1000)),
+            agents=len(runtime.directory.all()),
+            connected=len(self.hub.sessions),
+            topics=len(bus.topics),
+            subscriptions=len(bus.subscriptions),
+            published=bus.published,
+            dropped=bus.dropped.total,
+            unrouted=bus.unrouted,
+            tool_calls=finished,
+            tool_calls_running=running,
+            pending_tool_calls=len(self.hub.calls),
+            stale_after_ms=round(runtime.stale_after_s * 1000),
+        )
+
+
+def server_status_from_proto(msg: server_pb2.ServerStatus) -> ServerStatus:
+    """A server's status read off the wire."""
+    return ServerStatus(
+        version=msg.version,
+        started_ms=msg.started_ms,
+        uptime_s=msg.uptime_ms / 1000,
+        agents=msg.agents,
+        connected=msg.connected,
+        topics=msg.topics,
+        subscriptions=msg.subscriptions,
+        published=msg.published,
+        dropped=msg.dropped,
+        unrouted=msg.unrouted,
+        tool_calls=msg.tool_calls,
+        tool_calls_running=msg.tool_calls_running,
+        pending_tool_calls=msg.pending_tool_calls,
+        stale_after_s=msg.stale_after_ms / 1000,
+    )
