@@ -67,6 +67,7 @@ async def test_subscription_stats_count_every_event() -> None:
             high_water=4,
             capacity=4,
             waiting_publishers=0,
+            patterns=("a.*",),
         )
         assert realtime.statistics() == SubscriptionStats(
             id=realtime.id,
@@ -79,6 +80,7 @@ async def test_subscription_stats_count_every_event() -> None:
             high_water=2,
             capacity=2,
             waiting_publishers=0,
+            patterns=("a.>",),
         )
         for sub in (lossless, realtime):
             s = sub.statistics()
