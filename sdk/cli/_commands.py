@@ -18,7 +18,7 @@ import platform
 import signal
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
 import anyio
@@ -42,18 +42,20 @@ from loom.runtime import (
     BusStats,
     DeadlineExceeded,
     Delivery,
+    Envelope,
     Event,
     InvalidArgument,
     LoomError,
     QoS,
 )
-from loom.runtime.lowlevel import mailbox_topic
+from loom.runtime.lowlevel import mailbox_topic, new_id
 
 __all__ = [
     "DEFAULT_ADDRESS",
     "Connection",
     "UsageError",
     "agents",
+    "ask",
     "call",
     "exit_code_of",
     "parse_arguments",
@@ -593,4 +595,136 @@ def version(*, out: TextIO = sys.stdout) -> int:
         f"loom {loom_version()} (Python {platform.python_version()}, grpcio {grpc.__version__})",
         file=out,
     )
+    return 0
+
+
+_ANSWER = "agent.answer"
+
+
+async def ask(
+    conn: Connection,
+    target: str,
+    text: bytes,
+    *,
+    thread: str = "",
+    stream: bool = True,
+    as_json: bool = False,
+    timeout: float = 60.0,
+    out: TextIO = sys.stdout,
+) -> int:
+    """``loom ask``: send ``text`` to an agent (by id: to its mailbox) or a topic, as a request,
+    and print the reply.
+
+    While a cognitive agent works on it, the pieces of its answer (``turn.text`` on the
+    agent's ``agent.{id}.stream``, or any agent's for a topic) are printed as they come; the
+    reply then ends the line (or, when it differs from what streamed, follows it). With
+    ``as_json``, nothing streams and the reply prints as one JSON object.
+
+    Raises:
+        LoomError: no agent receives the target, the reply did not come within ``timeout``,
+            or it is not an answer (``agent.error``, ``agent.cancelled``, ...): the message
+            says which and why.
+    """
+    if not (timeout > 0 and math.isfinite(timeout)):
+        raise UsageError(f"--timeout must be a positive number of seconds, not {timeout}")
+    reply_to = f"loom.cli.ask.{new_id()}"  # this call's own inbox
+    request = Event(
+        type="request",
+        source="loom-cli",
+        payload=text,
+        envelope=Envelope(thread_id=thread or new_id(), reply_to=reply_to),
+    )
+    async with conn.client() as admin:
+        known = {info.id for info in await admin.list_agents()}
+        topic = mailbox_topic(target) if target in known else target
+        if not await admin.list_agents(topic=topic):
+            raise LoomError(f"no agent receives {target!r} (loom agents lists who is there)")
+        pieces: list[str] = []
+        reply: Event | None = None
+        failure: LoomError | None = None
+        async with (
+            admin.subscribe(reply_to, qos=QoS.BATCHED) as replies,
+            _stream_of(admin, target if target in known else "*", stream and not as_json) as parts,
+            anyio.create_task_group() as tg,
+        ):
+
+            async def print_pieces() -> None:
+                with contextlib.suppress(LoomError):  # a lost stream costs the preview only
+                    await print_each(parts)
+
+            async def print_each(parts: AsyncIterator[Delivery]) -> None:
+                async for delivery in parts:
+                    event = delivery.event
+                    if event.metadata.get("event_id") != request.id:
+                        continue  # another request's turn
+                    with contextlib.suppress(msgspec.DecodeError, KeyError, TypeError):
+                        piece = msgspec.json.decode(event.payload)["text"]
+                        pieces.append(piece)
+                        out.write(piece)
+                        out.flush()
+
+            tg.start_soon(print_pieces)
+            # Raised after the task group, as itself rather than inside an exception group.
+            try:
+                outcome = await admin.publish(topic, [request], timeout=timeout)
+                if outcome.rejections:
+                    r = outcome.rejections[0]
+                    failure = LoomError(f"not sent: {r.code}: {r.reason}")
+                else:
+                    with anyio.move_on_after(timeout):
+                        async for delivery in replies:
+                            if delivery.event.envelope.correlation_id == request.id:
+                                reply = delivery.event
+                                break
+            except LoomError as exc:
+                failure = exc
+            tg.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+    if reply is None:
+        if pieces:
+            out.write("\n")
+        raise DeadlineExceeded(f"no reply from {target!r} within {timeout:g} s")
+    return _print_reply(target, reply, "".join(pieces), as_json, out)
+
+
+@contextlib.asynccontextmanager
+async def _stream_of(
+    admin: AdminClient, agent: str, wanted: bool
+) -> AsyncIterator[AsyncIterator[Delivery]]:
+    """The ``turn.text`` events of ``agent``'s stream (``*``: any agent's), or nothing."""
+    if not wanted:
+        yield _nothing()
+        return
+    pattern = f"agent.{agent}.stream"
+    async with admin.subscribe(pattern, qos=QoS.BATCHED, event_types=("turn.text",)) as parts:
+        yield parts
+
+
+async def _nothing() -> AsyncIterator[Delivery]:
+    return
+    yield
+
+
+def _print_reply(target: str, reply: Event, streamed: str, as_json: bool, out: TextIO) -> int:
+    answer = reply.payload.decode(errors="replace")
+    if as_json:
+        _json_line(
+            {
+                "type": reply.type,
+                "source": reply.source,
+                "thread_id": reply.envelope.thread_id,
+                "metadata": reply.metadata,
+                **_payload_fields(reply.payload),
+            },
+            out,
+        )
+    elif streamed:
+        out.write("\n" if answer == streamed else f"\n{answer}\n")
+    else:
+        print(answer, file=out)
+    out.flush()
+    if reply.type.startswith("agent.") and reply.type != _ANSWER:
+        why = reply.metadata.get("error") or reply.type.removeprefix("agent.").replace("_", " ")
+        raise LoomError(f"{target} did not answer: {reply.type}: {why}")
     return 0

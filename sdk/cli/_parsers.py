@@ -26,7 +26,10 @@ from ._runner import RunConfig, run
 
 __all__ = ["COMMANDS", "EPILOG", "add_commands", "run_command"]
 
-COMMANDS = ("run", "status", "agents", "tools", "topics", "tail", "publish", "call", "version")
+COMMANDS = (
+    *("run", "status", "agents", "tools", "topics", "tail", "publish", "ask", "call"),
+    "version",
+)
 
 EPILOG = """\
   loom run agents/                   # every agent file in agents/, embedded server
@@ -36,6 +39,7 @@ EPILOG = """\
   loom topics                        # what is published where, delivered, dropped
   loom tail 'orders.>'               # print events as they are published
   loom publish orders.new '{"id": 7}' --type order.created
+  loom ask upperer 'hello'             # a request to an agent, and its reply
   loom call fs.read '{"path": "README.md"}'
   loom version
 """
@@ -292,6 +296,31 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
     p = _add(
         sub,
+        "ask",
+        help="send a request to an agent or a topic and print the reply",
+        description="Send TEXT as a request to TARGET: an agent's id (its mailbox) or a "
+        "topic, and print the reply. A cognitive agent's answer streams as it is written, "
+        "then the reply ends it. Exits 1 when no agent receives TARGET, no reply comes "
+        "within --timeout, or the reply is not an answer (agent.error, agent.cancelled, ...). "
+        "TEXT may be @PATH for a file, or - for standard input.",
+        examples=(
+            "  loom ask upperer 'hello'\n"
+            "  loom ask assistant 'What is in README.md?' --thread docs\n"
+            "  loom ask questions.general @question.txt --timeout 120\n"
+            "  loom ask assistant 'hi' --json | jq -r .payload\n"
+        ),
+        parents=[client],
+    )
+    p.add_argument("target", metavar="TARGET", help="an agent's id, or a topic")
+    p.add_argument("text", metavar="TEXT", help="the request: text, @file, or - for stdin")
+    p.add_argument(
+        "--thread", default="", help="the conversation it belongs to (default: a new one)"
+    )
+    p.add_argument("--no-stream", dest="stream", action="store_false", help="print the reply only")
+    p.add_argument("--json", action="store_true", help="the reply as one JSON object")
+
+    p = _add(
+        sub,
         "call",
         help="call a tool and print its output",
         description="Call TOOL with JSON arguments (an object; default {}) through the "
@@ -360,7 +389,8 @@ def _build(
         return functools.partial(run, config)
     if args.command == "version":
         return _sync(commands.version)
-    conn = _connection(args, env_address, env_token, 30.0 if args.command == "call" else 5.0)
+    waits = {"call": 30.0, "ask": 60.0}  # a tool or a model may take a while
+    conn = _connection(args, env_address, env_token, waits.get(args.command, 5.0))
     match args.command:
         case "status":
             return functools.partial(commands.status, conn, as_json=args.json)
@@ -400,6 +430,17 @@ def _build(
                 qos=_QOS[args.qos],
                 source=args.source,
                 metadata=commands.parse_metadata(args.meta),
+            )
+        case "ask":
+            return functools.partial(
+                commands.ask,
+                conn,
+                args.target,
+                commands.read_data(args.text),
+                thread=args.thread,
+                stream=args.stream,
+                as_json=args.json,
+                timeout=conn.timeout,
             )
         case "call":
             text = args.arguments

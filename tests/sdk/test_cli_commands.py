@@ -16,7 +16,7 @@ pytestmark = pytest.mark.anyio
 
 COMMANDS = [
     *("serve", "config", "run", "status", "agents", "tools", "topics", "tail"),
-    *("publish", "call", "version"),
+    *("publish", "ask", "call", "version"),
 ]
 
 # A remote agent that offers a tool, for `loom agents` and `loom call`.
