@@ -220,7 +220,9 @@ class OpenAIProvider(ProviderBase["AsyncStream[ChatCompletionChunk]"]):
             tools=tools or openai.omit,
             tool_choice=tool_choice,
             temperature=openai.omit if request.temperature is None else request.temperature,
-            max_tokens=openai.omit if request.max_tokens is None else request.max_tokens,
+            # Always bounded: a model left to itself may write to its context limit (a small
+            # local model did, until the call timed out).
+            max_tokens=request.max_tokens or self._config.max_output_tokens,
             stream=stream,
             stream_options={"include_usage": True} if stream else openai.omit,
             timeout=timeout,

@@ -410,6 +410,16 @@ async def test_history_roles_on_the_wire(server: ScriptedLLMServer) -> None:
     assert body["max_tokens"] == 12
 
 
+async def test_a_request_without_max_tokens_gets_the_configured_bound(
+    server: ScriptedLLMServer,
+) -> None:
+    server.push(Reply(text="ok"), Reply(text="ok"))
+    async with OpenAIProvider("local", config_for(server, max_output_tokens=321)) as llm:
+        await llm.complete(ask())
+        await llm.complete(ask(max_tokens=7))
+    assert [r.body["max_tokens"] for r in server.requests] == [321, 7]
+
+
 async def test_connection_refused_is_unavailable() -> None:
     # A port that was just free and is closed again: nothing listens there.
     async with ScriptedLLMServer() as closed:
