@@ -114,7 +114,8 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
         backoff_max_s: the cap of one backoff.
         retry_after_max_s: the cap on how long a ``Retry-After`` may make us wait.
         max_concurrency: calls to this provider in flight at once; more wait their turn.
-        max_output_tokens: ``max_tokens`` when a request sets none (Anthropic requires one).
+        max_output_tokens: ``max_tokens`` when a request sets none, on both wires (Anthropic
+            requires one; an unbounded local model may write to its context limit).
     """
 
     kind: ProviderKind

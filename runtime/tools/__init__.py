@@ -4,6 +4,8 @@ import typing
 
 from .._public import public_module as _public_module
 from .._public import set_public_module as _set_public_module
+from ._clock import ClockNow as ClockNow
+from ._clock import Now as Now
 from ._errors import InvalidToolArguments as InvalidToolArguments
 from ._errors import InvalidToolSchema as InvalidToolSchema
 from ._errors import ToolError as ToolError
@@ -83,6 +85,7 @@ __all__ = [
     "MAX_ARGUMENT_DEPTH",
     "MAX_SCHEMA_BYTES",
     "MAX_SCHEMA_DEPTH",
+    "ClockNow",
     "DirEntry",
     "DirListing",
     "ExecResult",
@@ -107,6 +110,7 @@ __all__ = [
     "McpServerStatus",
     "McpStdioConfig",
     "McpTool",
+    "Now",
     "RegistryStats",
     "ResourceLimits",
     "ShellExec",

@@ -18,6 +18,8 @@ from loom.runtime import ConfigError, InvalidArgument
 from loom.runtime.llm import LLMConfig, LLMConfigError, load_llm_config
 from loom.runtime.tools import McpConfigError, McpServerConfig, load_mcp_config
 
+from ._hosted import AgentTable, ToolsTable, decode_agents, decode_tools
+
 __all__ = [
     "SERVE_KEYS",
     "ServeConfig",
@@ -264,16 +266,21 @@ class ServiceTables(msgspec.Struct, frozen=True, kw_only=True):
 
     Attributes:
         mcp: the ``[mcp.<name>]`` servers whose tools the runtime offers.
-        llm: the ``[llm.<name>]`` providers, validated at start so a mistake shows at once
-            (``None`` when the file has no ``[llm]``).
+        llm: the ``[llm.<name>]`` providers: the server's model router, used by the agents it
+            hosts (``None`` when the file has no ``[llm]``).
+        tools: the native tools of ``[tools]`` (``clock.now`` alone when absent).
+        agents: the cognitive agents of ``[agents.<id>]`` it hosts.
     """
 
     mcp: Mapping[str, McpServerConfig] = msgspec.field(default_factory=dict)
     llm: LLMConfig | None = None
+    tools: ToolsTable = msgspec.field(default_factory=ToolsTable)
+    agents: Mapping[str, AgentTable] = msgspec.field(default_factory=dict)
 
 
 def load_tables(*, toml_path: Path | None, environ: Mapping[str, str]) -> ServiceTables:
-    """Decode ``[mcp]`` and ``[llm]`` of ``loom.toml`` (absent tables: none configured).
+    """Decode ``[mcp]``, ``[llm]``, ``[tools]`` and ``[agents]`` of ``loom.toml`` (absent
+    tables: none configured).
 
     Raises:
         ConfigError: a table is malformed; the message names the file, the server or
@@ -287,4 +294,8 @@ def load_tables(*, toml_path: Path | None, environ: Mapping[str, str]) -> Servic
         llm = load_llm_config(doc["llm"], environ=environ) if "llm" in doc else None
     except (McpConfigError, LLMConfigError) as exc:
         raise ConfigError(f"{toml_path}: {exc}") from exc
-    return ServiceTables(mcp=mcp, llm=llm)
+    where = str(toml_path)
+    tools = decode_tools(doc.get("tools", {}), where=where)
+    names = None if llm is None else tuple(llm.providers)
+    agents = decode_agents(doc.get("agents", {}), where=where, llm_names=names)
+    return ServiceTables(mcp=mcp, llm=llm, tools=tools, agents=agents)

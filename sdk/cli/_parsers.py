@@ -328,9 +328,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "output; on failure prints the status (TOOL_NOT_FOUND, TOOL_INVALID_ARGUMENTS, "
         "TOOL_TIMEOUT, TOOL_ERROR) and the message, and exits 1.",
         examples=(
-            '  loom call fs.read \'{"path": "README.md"}\'\n'
-            "  loom call math.add @args.json --timeout 60\n"
-            "  loom call clock.now\n"
+            "  loom call clock.now                    # on every loom serve\n"
+            '  loom call fs.read \'{"path": "README.md"}\'   # with [tools.fs] in loom.toml\n'
+            "  loom call text.upper @args.json --timeout 60   # an agent's capability\n"
         ),
         parents=[client],
     )

@@ -13,14 +13,18 @@ import os
 import signal
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import anyio
 from anyio.abc import TaskStatus
 
+from loom import CognitiveAgent
 from loom.bridge import BridgeServer
 from loom.runtime import AgentRuntime, EventBus
+from loom.runtime.llm import ModelRouter
 
 from ._config import ServeConfig, ServiceTables
+from ._hosted import agent_data_dir, agent_tools, build_tools
 
 __all__ = ["serve"]
 
@@ -32,8 +36,6 @@ async def _mcp_hub(
     tables: ServiceTables, runtime: AgentRuntime, environ: Mapping[str, str]
 ) -> AsyncIterator[None]:
     """The configured MCP servers, their tools in the runtime's registry (none: nothing)."""
-    if tables.llm is not None:
-        log.info("loom serve: LLM providers configured: %s", ", ".join(tables.llm.providers))
     if not tables.mcp:
         yield
         return
@@ -42,6 +44,51 @@ async def _mcp_hub(
     async with McpHub(tables.mcp, runtime.tools, environ=environ) as hub:
         log.info("loom serve: MCP servers: %s", ", ".join(hub.servers))
         yield
+
+
+@asynccontextmanager
+async def _models(tables: ServiceTables) -> AsyncIterator[ModelRouter | None]:
+    """The server's model router over ``[llm]`` (``None`` without one); closed at the end."""
+    if tables.llm is None:
+        yield None
+        return
+    async with ModelRouter.from_config(tables.llm) as router:
+        log.info("loom serve: LLM providers: %s", ", ".join(tables.llm.providers))
+        yield router
+
+
+@asynccontextmanager
+async def _hosted(
+    tables: ServiceTables, runtime: AgentRuntime, router: ModelRouter | None, data_dir: Path
+) -> AsyncIterator[None]:
+    """Register the native tools of ``[tools]`` and start the agents of ``[agents]``, before
+    the bridge listens: its first caller finds them. (The runtime stops the agents.)"""
+    tools = build_tools(tables.tools)
+    for tool in tools:
+        runtime.tools.register(tool)
+    log.info("loom serve: native tools: %s", ", ".join(t.name for t in tools) or "none")
+    for agent_id, table in tables.agents.items():
+        assert router is not None  # decode_agents refuses [agents] without [llm]
+        llm = router.providers[table.llm] if table.llm else router
+        agent = CognitiveAgent(
+            agent_id,
+            llm=llm,
+            system_prompt=table.system_prompt,
+            strategy=table.strategy,
+            max_iterations=table.max_iterations,
+            max_parallel_tools=table.max_parallel_tools,
+            tool_timeout_s=table.tool_timeout_s,
+            tools=agent_tools(agent_id, table, runtime.tools),
+            use_capabilities=table.capabilities,
+            data_dir=agent_data_dir(data_dir, agent_id),
+            topics=table.topics,
+            max_concurrency=table.max_concurrency,
+            mailbox_size=table.mailbox_size,
+        )
+        await anyio.Path(agent_data_dir(data_dir, agent_id)).mkdir(parents=True, exist_ok=True)
+        await runtime.start(agent)
+        log.info("loom serve: hosting agent %s (%s)", agent_id, table.llm or "the [llm] router")
+    yield
 
 
 async def serve(
@@ -70,7 +117,9 @@ async def serve(
         async with (
             EventBus(drain_grace=config.drain_grace_s) as bus,
             AgentRuntime(bus) as runtime,
+            _models(tables) as router,
             _mcp_hub(tables, runtime, environ or {}),
+            _hosted(tables, runtime, router, Path(data_dir)),
             BridgeServer(
                 runtime,
                 host=config.host,
