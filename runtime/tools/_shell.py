@@ -34,19 +34,21 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterable, Mapping
 from typing import Final
 
 import anyio
+import anyio.to_thread
 import msgspec
-from anyio.abc import ByteReceiveStream, ByteSendStream
+from anyio.abc import ByteReceiveStream, ByteSendStream, Process
 
 from .._errors import InvalidArgument
+from ._argv import FileArgument, file_arguments
 from ._errors import InvalidToolArguments, ToolPermissionDenied, ToolTimeout
 from ._tool import JSONObject
 from ._workspace import Workspace
@@ -70,23 +72,26 @@ DEFAULT_SHELL_PROGRAMS: Final = (
 
 DEFAULT_SEARCH_PATH: Final = "/usr/local/bin:/usr/bin:/bin"
 
-# Flags with which an otherwise harmless program runs other programs or writes elsewhere.
-# Exact option words for find; long options match any unambiguous GNU abbreviation.
-_FIND_FORBIDDEN: Final = frozenset(
-    {"-exec", "-execdir", "-ok", "-okdir", "-delete", "-fprint", "-fprint0", "-fprintf", "-fls"}
-)
-_LONG_FORBIDDEN: Final[Mapping[str, tuple[str, ...]]] = {
-    "sort": ("--compress-program",),
-    "date": ("--set",),
-}
-_SHORT_FORBIDDEN: Final[Mapping[str, str]] = {"date": "s"}
-
-_SHORT_CLUSTER: Final = re.compile(r"-[A-Za-z0-9]*")
-
-# Runs in the child: apply the limits given as argv[1] ("NAME=VALUE,..."), then become the
-# program argv[2] with argv[3:] as its argv. Kept tiny and fixed on purpose.
+# Runs in the child: become a child subreaper, apply the limits given as argv[1]
+# ("NAME=VALUE,..."), fork the program argv[2] with argv[3:] as its argv, wait for it, then
+# kill and reap everything left below (a subreaper inherits every orphan of its subtree, so
+# children that left with setsid or a double fork are still found), and exit as the program
+# did. SIGTERM (from Loom on a timeout or a cancellation) skips to the killing. Kept small
+# and fixed on purpose: it takes its input only from its own argv.
 _LAUNCHER: Final = """\
-import os, resource, signal, sys
+import os, signal, sys, time
+me = os.getpid()
+try:
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+except Exception:
+    pass  # not Linux: the process group is all Loom can kill
+import resource
+class Stop(BaseException):
+    pass
+def stop(signum, frame):
+    raise Stop
+signal.signal(signal.SIGTERM, stop)
 # Python ignores these at startup and an ignored signal stays ignored across exec.
 signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
@@ -98,14 +103,67 @@ for item in filter(None, sys.argv[1].split(",")):
     if hard != resource.RLIM_INFINITY:
         value = min(value, hard)
     resource.setrlimit(which, (value, value))
+def children():
+    try:
+        with open(f"/proc/{me}/task/{me}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        pass
+    found = []
+    for name in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    if int(f.read().rsplit(b")", 1)[1].split()[1]) == me:
+                        found.append(int(name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return found
+status = None
 try:
-    os.execv(sys.argv[2], sys.argv[3:])
-except OSError as exc:
-    sys.stderr.write(f"cannot run {sys.argv[3]}: {exc.strerror}\\n")
-    os._exit(127)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.execv(sys.argv[2], sys.argv[3:])
+            except OSError as exc:
+                sys.stderr.write(f"cannot run {sys.argv[3]}: {exc.strerror}\\n")
+            finally:
+                os._exit(127)
+        status = os.waitpid(pid, 0)[1]
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+except Stop:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+while True:
+    # Each round kills our children; theirs then become ours, until none is left.
+    for pid in children():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        break
+    time.sleep(0.002)
+code = 128 + signal.SIGTERM if status is None else os.waitstatus_to_exitcode(status)
+if code < 0:
+    try:
+        signal.signal(-code, signal.SIG_DFL)
+    except (OSError, ValueError):
+        pass
+    os.kill(me, -code)
+    code = 128 - code
+os._exit(code)
 """
 
 _GRACE: Final = 2.0
+# How long output may still arrive after the program's tree is gone: only a writer outside
+# the tree (a descendant that escaped the launcher) could hold a pipe open that long.
+_DRAIN_GRACE: Final = 0.5
 _CHUNK: Final = 65536
 
 
@@ -250,40 +308,52 @@ class ShellExec:
 
     async def call(self, arguments: JSONObject) -> ExecResult:
         argv: list[str] = list(arguments["argv"])
-        program = self._check(argv)
+        program = self._programs.get(argv[0])
+        if program is None:
+            raise ToolPermissionDenied(f"program {argv[0]!r} is not allowed")
+        for index, arg in enumerate(argv[1:], 1):
+            if "\0" in arg:
+                raise InvalidToolArguments("arguments cannot contain NUL", path=("argv", index))
+        # Options first: refusing one needs no file system access.
+        files = file_arguments(argv[0], argv[1:]) if self._confine else []
         cwd_arg: str = arguments.get("cwd", ".")
         parts = self._workspace.components(cwd_arg)
-        with self._workspace.directory(parts, cwd_arg, target=True):
-            pass  # proves it is a directory inside the root, reached without symlinks
         stdin = arguments.get("stdin")
         data = None if stdin is None else stdin.encode("utf-8", "replace")
         if data is not None and len(data) > self._max_stdin:
             raise InvalidToolArguments(
                 f"stdin holds more than {self._max_stdin} bytes", path=("stdin",)
             )
+        await anyio.to_thread.run_sync(self._check_files, parts, cwd_arg, files)
         timeout: float = arguments.get("timeout", self._timeout)
         command = [sys.executable, "-I", "-S", "-c", _LAUNCHER, self._limits, program, *argv]
         return await self._run(command, self._workspace.real_path(parts), data, timeout)
 
-    def _check(self, argv: list[str]) -> str:
-        name = argv[0]
-        program = self._programs.get(name)
-        if program is None:
-            raise ToolPermissionDenied(f"program {name!r} is not allowed")
-        for index, arg in enumerate(argv[1:], 1):
-            if "\0" in arg:
-                raise InvalidToolArguments("arguments cannot contain NUL", path=("argv", index))
-            if reason := _forbidden_flag(name, arg):
-                raise ToolPermissionDenied(f"{name} {arg!r}: {reason}")
-            if self._confine and _leaves_workspace(arg):
-                raise ToolPermissionDenied(
-                    f"argument {arg!r} points outside the workspace: use relative paths "
-                    "without '..'"
-                )
-        return program
+    def _check_files(self, cwd: list[str], cwd_arg: str, files: list[FileArgument]) -> None:
+        with self._workspace.directory(cwd, cwd_arg, target=True):
+            pass  # proves it is a directory inside the root, reached without symlinks
+        for found in files:
+            self._workspace.check(found.path, found.access, cwd)
 
     async def _run(
         self, command: list[str], cwd: str, data: bytes | None, timeout: float
+    ) -> ExecResult:
+        # TMPDIR: a private directory per call, so that programs' temporary files (sort's
+        # spills) are not written to the host's /tmp; removed afterwards.
+        tmp = tempfile.mkdtemp(prefix="loom-shell-")
+        try:
+            return await self._spawn(command, cwd, data, timeout, {**self._env, "TMPDIR": tmp})
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(shutil.rmtree, tmp, True)
+
+    async def _spawn(
+        self,
+        command: list[str],
+        cwd: str,
+        data: bytes | None,
+        timeout: float,
+        env: dict[str, str],
     ) -> ExecResult:
         process = await anyio.open_process(
             command,
@@ -291,12 +361,13 @@ class ShellExec:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=cwd,
-            env=self._env,
-            start_new_session=True,  # its own process group, so a kill reaches descendants
+            env=env,
+            start_new_session=True,  # its own session and group, so a kill reaches them all
         )
         out, err = _Capture(self._max_output), _Capture(self._max_output)
+        code: int | None = None
         try:
-            with anyio.move_on_after(timeout) as scope:
+            with anyio.move_on_after(timeout):
                 async with anyio.create_task_group() as tg:
                     assert process.stdout is not None
                     assert process.stderr is not None
@@ -305,14 +376,18 @@ class ShellExec:
                     if data is not None:
                         assert process.stdin is not None
                         tg.start_soon(_feed, process.stdin, data)
-                code = await process.wait()
-            if scope.cancelled_caught:
+                    code = await process.wait()
+                    # The launcher killed the program's tree before it exited, so the pipes
+                    # end now; a writer it could not reach must not hold the call open.
+                    with anyio.move_on_after(_DRAIN_GRACE):
+                        await out.done.wait()
+                        await err.done.wait()
+                    tg.cancel_scope.cancel()
+            if code is None:
                 raise ToolTimeout(timeout)
         finally:
-            # Kill the group before reaping the leader: while it is unreaped its pid (the
-            # group's id) cannot be reused, so the signal cannot reach a stranger.
             if process.returncode is None:
-                _kill_group(process.pid)
+                await _stop(process)
             with anyio.CancelScope(shield=True), anyio.move_on_after(_GRACE):
                 await process.aclose()
         return ExecResult(
@@ -326,22 +401,26 @@ class ShellExec:
 
 
 class _Capture:
-    __slots__ = ("cap", "chunks", "dropped", "kept")
+    __slots__ = ("cap", "chunks", "done", "dropped", "kept")
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
         self.kept = 0
         self.dropped = 0
         self.chunks: list[bytes] = []
+        self.done = anyio.Event()
 
     async def drain(self, stream: ByteReceiveStream) -> None:
         # Reads to EOF even past the cap, so the child never blocks on a full pipe.
-        async for chunk in stream:
-            room = self.cap - self.kept
-            if room > 0:
-                self.chunks.append(chunk[:room])
-                self.kept += min(room, len(chunk))
-            self.dropped += max(0, len(chunk) - max(room, 0))
+        try:
+            async for chunk in stream:
+                room = self.cap - self.kept
+                if room > 0:
+                    self.chunks.append(chunk[:room])
+                    self.kept += min(room, len(chunk))
+                self.dropped += max(0, len(chunk) - max(room, 0))
+        finally:
+            self.done.set()
 
     def text(self) -> str:
         text = b"".join(self.chunks).decode("utf-8", "replace")
@@ -358,6 +437,19 @@ async def _feed(stream: ByteSendStream, data: bytes) -> None:
         pass  # the program stopped reading; what it did not read is not our failure
     finally:
         await stream.aclose()
+
+
+async def _stop(process: Process) -> None:
+    # SIGTERM asks the launcher to kill its tree, which it can see whole (it is their
+    # subreaper); if it has not exited within the grace, SIGKILL its process group. It is
+    # unreaped until then, so its pid, the group's id, cannot have gone to a stranger.
+    with anyio.CancelScope(shield=True):
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        with anyio.move_on_after(_GRACE):
+            await process.wait()
+        if process.returncode is None:
+            _kill_group(process.pid)
 
 
 def _kill_group(pgid: int) -> None:
@@ -378,28 +470,3 @@ def _resolve(allow: Iterable[str] | None, search_path: str) -> dict[str, str]:
             continue
         programs[name] = os.path.abspath(found)
     return programs
-
-
-def _forbidden_flag(name: str, arg: str) -> str | None:
-    if name == "find" and arg in _FIND_FORBIDDEN:
-        return "runs programs or writes files"
-    if arg.startswith("--") and len(arg) > 3:
-        option = arg.split("=", 1)[0]
-        if any(long.startswith(option) for long in _LONG_FORBIDDEN.get(name, ())):
-            return "option not allowed"
-    elif arg.startswith("-") and not arg.startswith("--"):
-        letters = _SHORT_CLUSTER.match(arg)
-        cluster = letters.group()[1:] if letters else ""
-        if set(cluster) & set(_SHORT_FORBIDDEN.get(name, "")):
-            return "option not allowed"
-    return None
-
-
-def _leaves_workspace(arg: str) -> bool:
-    values = [arg]
-    if arg.startswith("-"):
-        if "=" in arg:
-            values.append(arg.split("=", 1)[1])
-        if not arg.startswith("--") and (cluster := _SHORT_CLUSTER.match(arg)):
-            values.append(arg[cluster.end() :])  # -fVALUE, -abcVALUE
-    return any(v.startswith(("/", "~")) or ".." in v.split("/") for v in values)

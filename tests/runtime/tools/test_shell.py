@@ -71,14 +71,17 @@ async def test_no_shell_interpretation(root: Path) -> None:
 async def test_the_environment_is_clean(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOOM_TEST_SECRET", "hunter2")
     # /proc/self is the reading process: cat shows its own environment.
-    (root / "environ").symlink_to("/proc/self/environ")
-    got = await run(make(root), "cat", "environ")
+    got = await run(make(root, confine_arguments=False), "cat", "/proc/self/environ")
     variables = dict(item.split("=", 1) for item in got.stdout.split("\0") if item)
+    tmp = variables.pop("TMPDIR")
     assert variables == {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "LC_ALL": "C.UTF-8",
         "HOME": str(root),
     }
+    # Each call's private temporary directory is gone when the call returns.
+    assert os.path.basename(tmp).startswith("loom-shell-")
+    assert not os.path.exists(tmp)
 
 
 @pytest.mark.parametrize("program", ["python", "python3", "sh", "bash", "curl", "/usr/bin/ls"])
