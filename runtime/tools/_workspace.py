@@ -202,7 +202,7 @@ class Workspace:
                 if access is Access.STAT:
                     return
                 if stat.S_ISREG(info.st_mode):
-                    _single_link(info, path)
+                    single_link(info, path)
                 elif stat.S_ISDIR(info.st_mode) and tree:
                     with self.directory(parts[-1:], path, target=True, at=fd) as below:
                         self._walk(below, parts, path, access, [MAX_TREE_ENTRIES])
@@ -228,7 +228,7 @@ class Workspace:
                     if access is Access.READ_TREE_FOLLOW:
                         self._check_link([*parts, entry.name], name)
                 elif stat.S_ISREG(info.st_mode):
-                    _single_link(info, name)
+                    single_link(info, name)
                 elif stat.S_ISDIR(info.st_mode):
                     with self.directory([entry.name], name, target=True, at=fd) as below:
                         self._walk(below, [*parts, entry.name], name, access, budget)
@@ -250,10 +250,12 @@ class Workspace:
                 f"{shown!r} is a symbolic link to a directory, which the program would follow"
             )
         if stat.S_ISREG(info.st_mode):
-            _single_link(info, shown)
+            single_link(info, shown)
 
 
-def _single_link(info: os.stat_result, path: str) -> None:
+def single_link(info: os.stat_result, path: str) -> None:
+    """Refuse a regular file with more than one hard link: its other names may be anywhere
+    on the file system (finding them would need a search of all of it)."""
     if info.st_nlink > 1:
         raise ToolPermissionDenied(
             f"{path!r} has {info.st_nlink} hard links; a file with more than one is refused, "
