@@ -80,8 +80,8 @@ async def test_the_environment_is_clean(root: Path, monkeypatch: pytest.MonkeyPa
         "HOME": str(root),
     }
     # Each call's private temporary directory is gone when the call returns.
-    assert os.path.basename(tmp).startswith("loom-shell-")
-    assert not os.path.exists(tmp)
+    assert Path(tmp).name.startswith("loom-shell-")
+    assert not await anyio.Path(tmp).exists()
 
 
 @pytest.mark.parametrize("program", ["python", "python3", "sh", "bash", "curl", "/usr/bin/ls"])
