@@ -179,6 +179,54 @@ async def test_the_registry_timeout_kills_too(root: Path) -> None:
     await assert_gone(marker)
 
 
+async def test_background_children_end_with_the_call(root: Path) -> None:
+    # The probe's case: 'cmd &' children used to survive the call, and holding stdout open
+    # they kept it waiting until its timeout. Now the call returns when sh exits, having
+    # killed and reaped them: none is left, not even as a zombie.
+    registry = make(root, allow=["sh"])
+    marker = "41.13"
+    script = f"i=0; while [ $i -lt 50 ]; do sleep {marker} & i=$((i+1)); done; echo started"
+    start = anyio.current_time()
+    got = await run(registry, "sh", "-c", script, timeout=20)
+    assert anyio.current_time() - start < 5
+    assert (got.exit_code, got.stdout) == (0, "started\n")
+    assert _processes_with(marker) == []
+    got = await run(registry, "sh", "-c", "exit 3")
+    assert (got.exit_code, got.signal) == (3, None)
+    got = await run(registry, "sh", "-c", "kill -TERM $$")
+    assert (got.exit_code, got.signal) == (-15, "SIGTERM")
+
+
+async def test_children_that_left_the_session_end_with_the_call(root: Path) -> None:
+    # setsid (and a double fork) takes a child out of the process group and the session, so
+    # a group kill misses it; it used to turn a quick command into a timeout.
+    registry = make(root, allow=["sh"])
+    script = "echo a; setsid sleep 41.21 & (setsid sleep 41.22 &); echo b"
+    start = anyio.current_time()
+    got = await run(registry, "sh", "-c", script, timeout=20)
+    assert anyio.current_time() - start < 5
+    assert got.stdout == "a\nb\n"
+    assert _processes_with("41.21") == _processes_with("41.22") == []
+
+
+async def test_timeout_and_cancellation_kill_children_that_left_the_session(root: Path) -> None:
+    registry = make(root, allow=["sh"])
+    start = anyio.current_time()
+    with pytest.raises(ToolTimeout):
+        await run(registry, "sh", "-c", "setsid sleep 41.31 & exec sleep 41.32", timeout=0.5)
+    assert anyio.current_time() - start < 4
+    assert _processes_with("41.31") == _processes_with("41.32") == []
+
+    async with anyio.create_task_group() as tg:
+        script = "setsid sleep 41.41 & exec sleep 41.42"
+        tg.start_soon(lambda: run(registry, "sh", "-c", script))
+        with anyio.fail_after(5):
+            while not (_processes_with("41.41") and _processes_with("41.42")):
+                await anyio.lowlevel.checkpoint()
+        tg.cancel_scope.cancel()
+    assert _processes_with("41.41") == _processes_with("41.42") == []
+
+
 async def test_output_cap(root: Path) -> None:
     (root / "big.txt").write_text("x" * 10_000)
     registry = make(root, max_output_bytes=100)
