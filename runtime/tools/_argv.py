@@ -87,17 +87,18 @@ _HEAD = _Rules(
     },
     refused={},
 )
+_REOPENS = "reopens the file by name while it runs, after the check (use -f)"
 _TAIL = _Rules(
-    short={**_flags("fFqvz" + _DIGITS), "c": V, "n": V, "s": V},
+    short={**_flags("fqvz" + _DIGITS), "c": V, "n": V, "s": V},
     long={
-        **_keys("--quiet --silent --verbose --zero-terminated --retry --help --version", F),
+        **_keys("--quiet --silent --verbose --zero-terminated --help --version", F),
         "--bytes": V,
         "--lines": V,
         "--follow": OPT,
         "--sleep-interval": V,
         "--max-unchanged-stats": V,
     },
-    refused={"--pid": "watches another process"},
+    refused={"--pid": "watches another process", "-F": _REOPENS, "--retry": _REOPENS},
 )
 _SORT = _Rules(
     short={**_flags("bdfgiMhnRrVcCmsuz"), "k": V, "S": V, "t": V, "o": W},
@@ -166,11 +167,11 @@ _LS = _Rules(
             ),
             F,
         ),
-        **_keys("--color --classify --hyperlink --indicator-style", OPT),
+        **_keys("--color --classify --hyperlink", OPT),
         **_keys(
             (
-                "--block-size --format --hide --ignore --quoting-style --sort --time "
-                "--time-style --tabsize --width"
+                "--block-size --format --hide --ignore --indicator-style --quoting-style "
+                "--sort --time --time-style --tabsize --width"
             ),
             V,
         ),
@@ -304,6 +305,8 @@ def file_arguments(name: str, args: list[str]) -> list[FileArgument]:
             access = Access.READ
         case "ls":
             access = Access.STAT
+        case "tail" if any(v.startswith("n") for v in seen.get("--follow", [])):
+            raise _refuse(name, "--follow=name", _REOPENS)
         case _:
             access = Access.READ
     found += [FileArgument(i, p, access) for i, p in operands if p != "-"]
@@ -350,6 +353,10 @@ def _getopt(
                 value = args[index]
                 index += 1
             take(kind, option, index, value)
+        elif name in ("head", "tail") and arg[1].isdigit() and not arg[1:].isdigit():
+            # head and tail read '-5c FILE' with an obsolete parser of their own, in which
+            # FILE is an operand; a plain '-5' means the same under both parsers.
+            raise _refuse(name, arg, "digits mixed with letters: use -n NUM or -c NUM")
         else:
             for at in range(1, len(arg)):
                 option = "-" + arg[at]

@@ -38,7 +38,7 @@ __all__ = ["MAX_TREE_ENTRIES", "Access", "Workspace"]
 _DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _NOFOLLOW: Final = os.O_NOFOLLOW
 
-MAX_TREE_ENTRIES: Final = 10_000
+MAX_TREE_ENTRIES: Final = 50_000
 """The most entries :meth:`Workspace.check` walks below a directory read recursively."""
 
 
