@@ -8,26 +8,35 @@ What makes it safe by construction:
   path when the tool is built. The default list holds text tools only; no interpreter, shell,
   network tool or program that runs other programs. ``date`` is left out because ``date -s``
   sets the clock, ``xargs``/``env``/``nice``/``timeout`` because they run programs.
-* **Arguments stay in the workspace** (unless ``confine_arguments=False``): an argument (or an
-  option's value, ``--opt=VALUE`` or ``-oVALUE``) that is an absolute or home path or has a
-  ``..`` component is refused, and so are the flags with which an allowed program runs
-  other programs or writes outside its arguments (``find -exec``, ``find -delete``,
-  ``sort --compress-program``). This screening is lexical: it does not see through
-  symlinks that already exist in the workspace. It is defence in depth, not a sandbox;
-  for hostile workloads add an OS sandbox (namespaces, Landlock) around Loom.
+* **Options from an allow-list, files through the jail** (unless
+  ``confine_arguments=False``): each default program's argv is parsed as its ``getopt_long``
+  parses it (``_argv.py``); an option not on that program's list of safe options is refused
+  by name (``sort --files0-from`` reads file names from a file, ``--compress-program`` runs a
+  program, ``find -exec``, ``grep -R``, ``ls -L``...), and every file it names, as operand or
+  option value, goes through :meth:`Workspace.check`: its real path must be inside, a file
+  with other hard links is refused, a directory it reads recursively is walked first. A
+  program without rules (one the operator allowed) gets every argument screened as a path.
+  These checks precede the program's own opens: a name swapped for a link in between (by a
+  writer outside Loom's tools) is not seen. Defence in depth, not a sandbox; for hostile
+  workloads add an OS sandbox (namespaces, Landlock) around Loom.
 * **cwd inside the workspace**, a **clean environment** (the parent's variables, API keys
-  among them, never reach the child), stdin from ``/dev/null`` unless given.
+  among them, never reach the child), a private ``TMPDIR`` per call, stdin from
+  ``/dev/null`` unless given.
 * **Resource limits** (:class:`ResourceLimits`) applied in the child before ``exec``.
-* **A timeout that kills the whole process group**, and an **output cap** per stream: output
-  past it is drained and counted, not kept, so a chatty program neither blocks on a full
-  pipe nor fills memory.
+* **No process outlives the call**: the launcher is the child subreaper of the program's
+  tree, so every orphan below it, even one that left with ``setsid`` or a double fork, is
+  reparented to it; when the program exits it kills and reaps all of them before exiting
+  itself, and a timeout or a cancellation has it do the same at once (its process group is
+  killed if it does not). An **output cap** per stream: output past it is drained and
+  counted, not kept, so a chatty program neither blocks on a full pipe nor fills memory.
 
 How limits reach the child: ``anyio.open_process`` has no ``preexec_fn`` (which is unsafe in
 a threaded parent anyway), so the child is started as ``python -I -S -c <launcher>``, a fixed
-launcher written here that calls ``setrlimit`` and then ``execv``\\ s the resolved program. The
-launcher takes its input only from its own argv, never runs anything but that ``execv``, and
-costs one interpreter start (~15 ms) per call. Running ``subprocess.Popen`` in a worker thread
-would have kept ``preexec_fn`` but made cancellation and output draining thread-bound.
+launcher written here that calls ``setrlimit``, forks and ``execv``\\ s the resolved
+program, and stays to clean up after it. The launcher takes its input only from its own
+argv and never runs anything but that ``execv``; it costs one interpreter start and a fork
+(~20 ms) per call. Running ``subprocess.Popen`` in a worker thread would have kept
+``preexec_fn`` but made cancellation and output draining thread-bound.
 """
 
 from __future__ import annotations
@@ -223,10 +232,10 @@ class ExecResult(msgspec.Struct, frozen=True, kw_only=True):
 class ShellExec:
     """``shell.exec``: run one allowlisted program with an argv list, without a shell.
 
-    A timeout raises :class:`ToolTimeout` after killing the process group; cancellation
-    (the registry's timeout included) kills it the same way, so a call never leaves a process
-    behind that it started (descendants that leave the group, with ``setsid``, could; none of
-    the default programs do).
+    The call returns when the program exits, having killed every process it left behind,
+    those that left its process group or session included. A timeout raises
+    :class:`ToolTimeout` after killing the whole tree; cancellation (the registry's timeout
+    included) kills it the same way (``docs/tools.md`` says what can still escape).
 
     Args:
         workspace: the confining workspace; the default cwd is its root.
@@ -239,8 +248,9 @@ class ShellExec:
         max_output_bytes: the cap per stream (stdout, stderr).
         max_stdin_bytes: the most input a call may give.
         limits: resource limits of each child.
-        confine_arguments: refuse arguments that point outside the workspace (see the module
-            docstring).
+        confine_arguments: check options against each program's allow-list and file
+            arguments with :meth:`Workspace.check` (see the module docstring); ``False``
+            turns both off (the cwd stays confined, the tree is still killed).
         env: extra environment variables for the child, on top of a clean base.
 
     Raises:
