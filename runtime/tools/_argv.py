@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping
 from typing import Final, NamedTuple
 
 from ._errors import ToolPermissionDenied
-from ._workspace import Access
+from ._workspace import PathAccess
 
 __all__ = ["FileArgument", "file_arguments", "has_rules"]
 
@@ -45,7 +45,7 @@ class FileArgument(NamedTuple):
 
     position: int
     path: str
-    access: Access
+    access: PathAccess
 
 
 class _Rules(NamedTuple):
@@ -292,23 +292,23 @@ def file_arguments(name: str, args: list[str]) -> list[FileArgument]:
             )
             if not seen.keys() & {"-e", "-f", "--regexp", "--file"}:
                 operands = operands[1:]  # the first operand is the pattern
-            access = Access.READ_TREE if recursive else Access.READ
+            access = PathAccess.READ_TREE if recursive else PathAccess.READ
             if recursive and not operands:
                 found.append(FileArgument(0, ".", access))  # grep -r searches '.'
         case "diff":
-            access = Access.READ_TREE_FOLLOW  # directories are compared file by file
-            found = [f._replace(access=access) if f.access is Access.READ else f for f in found]
+            access = PathAccess.READ_TREE_FOLLOW  # directories are compared file by file
+            found = [f._replace(access=access) if f.access is PathAccess.READ else f for f in found]
         case "uniq":
             # uniq [INPUT [OUTPUT]]: the second operand is written.
-            found += [FileArgument(i, p, Access.WRITE) for i, p in operands[1:2]]
+            found += [FileArgument(i, p, PathAccess.WRITE) for i, p in operands[1:2]]
             operands = operands[:1]
-            access = Access.READ
+            access = PathAccess.READ
         case "ls":
-            access = Access.STAT
+            access = PathAccess.STAT
         case "tail" if any(v.startswith("n") for v in seen.get("--follow", [])):
             raise _refuse(name, "--follow=name", _REOPENS)
         case _:
-            access = Access.READ
+            access = PathAccess.READ
     found += [FileArgument(i, p, access) for i, p in operands if p != "-"]
     return found
 
@@ -327,9 +327,9 @@ def _getopt(
     def take(kind: _K, option: str, index: int, value: str) -> None:
         seen.setdefault(option, []).append(value)
         if kind is R:
-            found.append(FileArgument(index, value, Access.READ))
+            found.append(FileArgument(index, value, PathAccess.READ))
         elif kind is W:
-            found.append(FileArgument(index, value, Access.WRITE))
+            found.append(FileArgument(index, value, PathAccess.WRITE))
 
     index = 0
     while index < len(args):
@@ -432,7 +432,7 @@ def _find(args: list[str]) -> Iterator[FileArgument]:
         else:
             break
     while index < len(args) and not args[index].startswith(("-", "(", "!", ",")):
-        yield FileArgument(index + 1, args[index], Access.STAT)
+        yield FileArgument(index + 1, args[index], PathAccess.STAT)
         index += 1
     while index < len(args):
         word = args[index]
@@ -447,7 +447,7 @@ def _find(args: list[str]) -> Iterator[FileArgument]:
         if word in _FIND_VALUE:
             index += 1
         elif word in _FIND_FILE or (_NEWER_XY.fullmatch(word) and not word.endswith("t")):
-            yield FileArgument(index + 1, args[index], Access.STAT)
+            yield FileArgument(index + 1, args[index], PathAccess.STAT)
             index += 1
         elif _NEWER_XY.fullmatch(word):
             index += 1  # -newerXt takes a time, not a file
@@ -482,7 +482,7 @@ def _generic(name: str, args: list[str]) -> Iterator[FileArgument]:
                     "paths without '..'"
                 )
             if value:
-                yield FileArgument(index, value, Access.READ)
+                yield FileArgument(index, value, PathAccess.READ)
 
 
 def _in_cluster(option: str, arg: str) -> bool:

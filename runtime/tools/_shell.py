@@ -365,15 +365,18 @@ class ShellExec:
         timeout: float,
         env: dict[str, str],
     ) -> ExecResult:
-        process = await anyio.open_process(
-            command,
-            stdin=subprocess.DEVNULL if data is None else subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=cwd,
-            env=env,
-            start_new_session=True,  # its own session and group, so a kill reaches them all
-        )
+        # Shielded: cancelled half-way, asyncio would SIGKILL the launcher alone, leaving the
+        # program it may already have started behind; spawning is short.
+        with anyio.CancelScope(shield=True):
+            process = await anyio.open_process(
+                command,
+                stdin=subprocess.DEVNULL if data is None else subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,  # its own session and group, so a kill reaches all
+            )
         out, err = _Capture(self._max_output), _Capture(self._max_output)
         code: int | None = None
         try:

@@ -33,7 +33,7 @@ from typing import Final
 from .._errors import InvalidArgument
 from ._errors import InvalidToolArguments, ToolFailed, ToolPermissionDenied
 
-__all__ = ["MAX_TREE_ENTRIES", "Access", "Workspace"]
+__all__ = ["MAX_TREE_ENTRIES", "PathAccess", "Workspace"]
 
 _DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _NOFOLLOW: Final = os.O_NOFOLLOW
@@ -42,7 +42,7 @@ MAX_TREE_ENTRIES: Final = 50_000
 """The most entries :meth:`Workspace.check` walks below a directory read recursively."""
 
 
-class Access(enum.Enum):
+class PathAccess(enum.Enum):
     """How a child process will use a path it is given (see :meth:`Workspace.check`)."""
 
     STAT = "stat"
@@ -170,7 +170,7 @@ class Workspace:
         """The absolute real path of ``parts`` (for handing a directory to a child process)."""
         return os.path.join(self._root, *parts)
 
-    def check(self, path: str, access: Access, base: list[str] | None = None) -> None:
+    def check(self, path: str, access: PathAccess, base: list[str] | None = None) -> None:
         """Refuse ``path`` unless a child process may use it as ``access`` says.
 
         The real path must lie inside the root (:meth:`components`); an existing regular file
@@ -185,7 +185,7 @@ class Workspace:
             ToolFailed: an OS error other than a missing path.
         """
         parts = self.components(path, base)
-        tree = access in (Access.READ_TREE, Access.READ_TREE_FOLLOW)
+        tree = access in (PathAccess.READ_TREE, PathAccess.READ_TREE_FOLLOW)
         if not parts:
             if tree:
                 with self.directory([], path, target=True) as fd:
@@ -199,7 +199,7 @@ class Workspace:
                     return
                 except OSError as exc:
                     raise os_error(exc, path) from None
-                if access is Access.STAT:
+                if access is PathAccess.STAT:
                     return
                 if stat.S_ISREG(info.st_mode):
                     single_link(info, path)
@@ -212,7 +212,7 @@ class Workspace:
                 raise
 
     def _walk(
-        self, fd: int, parts: list[str], shown: str, access: Access, budget: list[int]
+        self, fd: int, parts: list[str], shown: str, access: PathAccess, budget: list[int]
     ) -> None:
         with os.scandir(fd) as entries:
             for entry in entries:
@@ -225,7 +225,7 @@ class Workspace:
                 name = f"{shown.rstrip('/')}/{entry.name}"
                 info = entry.stat(follow_symlinks=False)
                 if stat.S_ISLNK(info.st_mode):
-                    if access is Access.READ_TREE_FOLLOW:
+                    if access is PathAccess.READ_TREE_FOLLOW:
                         self._check_link([*parts, entry.name], name)
                 elif stat.S_ISREG(info.st_mode):
                     single_link(info, name)

@@ -179,12 +179,17 @@ async def test_the_registry_timeout_kills_too(root: Path) -> None:
     await assert_gone(marker)
 
 
+def unique(tag: str) -> str:
+    # A sleep argument no other test run on this machine uses: the pid of this one.
+    return f"41.{os.getpid()}{tag}"
+
+
 async def test_background_children_end_with_the_call(root: Path) -> None:
     # The probe's case: 'cmd &' children used to survive the call, and holding stdout open
     # they kept it waiting until its timeout. Now the call returns when sh exits, having
     # killed and reaped them: none is left, not even as a zombie.
     registry = make(root, allow=["sh"])
-    marker = "41.13"
+    marker = unique("1")
     script = f"i=0; while [ $i -lt 50 ]; do sleep {marker} & i=$((i+1)); done; echo started"
     start = anyio.current_time()
     got = await run(registry, "sh", "-c", script, timeout=20)
@@ -201,30 +206,33 @@ async def test_children_that_left_the_session_end_with_the_call(root: Path) -> N
     # setsid (and a double fork) takes a child out of the process group and the session, so
     # a group kill misses it; it used to turn a quick command into a timeout.
     registry = make(root, allow=["sh"])
-    script = "echo a; setsid sleep 41.21 & (setsid sleep 41.22 &); echo b"
+    one, two = unique("1"), unique("2")
+    script = f"echo a; setsid sleep {one} & (setsid sleep {two} &); echo b"
     start = anyio.current_time()
     got = await run(registry, "sh", "-c", script, timeout=20)
     assert anyio.current_time() - start < 5
     assert got.stdout == "a\nb\n"
-    assert _processes_with("41.21") == _processes_with("41.22") == []
+    assert _processes_with(one) == _processes_with(two) == []
 
 
 async def test_timeout_and_cancellation_kill_children_that_left_the_session(root: Path) -> None:
     registry = make(root, allow=["sh"])
+    one, two = unique("1"), unique("2")
     start = anyio.current_time()
     with pytest.raises(ToolTimeout):
-        await run(registry, "sh", "-c", "setsid sleep 41.31 & exec sleep 41.32", timeout=0.5)
+        await run(registry, "sh", "-c", f"setsid sleep {one} & exec sleep {two}", timeout=0.5)
     assert anyio.current_time() - start < 4
-    assert _processes_with("41.31") == _processes_with("41.32") == []
+    assert _processes_with(one) == _processes_with(two) == []
 
     async with anyio.create_task_group() as tg:
-        script = "setsid sleep 41.41 & exec sleep 41.42"
+        one, two = unique("3"), unique("4")
+        script = f"setsid sleep {one} & exec sleep {two}"
         tg.start_soon(lambda: run(registry, "sh", "-c", script))
         with anyio.fail_after(5):
-            while not (_processes_with("41.41") and _processes_with("41.42")):
+            while not (_processes_with(one) and _processes_with(two)):
                 await anyio.lowlevel.checkpoint()
         tg.cancel_scope.cancel()
-    assert _processes_with("41.41") == _processes_with("41.42") == []
+    assert _processes_with(one) == _processes_with(two) == []
 
 
 async def test_output_cap(root: Path) -> None:
