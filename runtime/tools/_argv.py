@@ -41,9 +41,8 @@ F, V, OPT, R, W = _K.FLAG, _K.VALUE, _K.OPTIONAL, _K.READ, _K.WRITE
 
 
 class FileArgument(NamedTuple):
-    """A path found in argv: where (index in argv), the path, and how the program uses it."""
+    """A path found in argv and how the program uses it."""
 
-    position: int
     path: str
     access: PathAccess
 
@@ -294,13 +293,13 @@ def file_arguments(name: str, args: list[str]) -> list[FileArgument]:
                 operands = operands[1:]  # the first operand is the pattern
             access = PathAccess.READ_TREE if recursive else PathAccess.READ
             if recursive and not operands:
-                found.append(FileArgument(0, ".", access))  # grep -r searches '.'
+                found.append(FileArgument(".", access))  # grep -r searches '.'
         case "diff":
             access = PathAccess.READ_TREE_FOLLOW  # directories are compared file by file
             found = [f._replace(access=access) if f.access is PathAccess.READ else f for f in found]
         case "uniq":
             # uniq [INPUT [OUTPUT]]: the second operand is written.
-            found += [FileArgument(i, p, PathAccess.WRITE) for i, p in operands[1:2]]
+            found += [FileArgument(p, PathAccess.WRITE) for p in operands[1:2]]
             operands = operands[:1]
             access = PathAccess.READ
         case "ls":
@@ -309,7 +308,7 @@ def file_arguments(name: str, args: list[str]) -> list[FileArgument]:
             raise _refuse(name, "--follow=name", _REOPENS)
         case _:
             access = PathAccess.READ
-    found += [FileArgument(i, p, access) for i, p in operands if p != "-"]
+    found += [FileArgument(p, access) for p in operands if p != "-"]
     return found
 
 
@@ -319,27 +318,27 @@ def _refuse(name: str, option: str, why: str) -> ToolPermissionDenied:
 
 def _getopt(
     name: str, rules: _Rules, args: list[str]
-) -> tuple[list[FileArgument], list[tuple[int, str]], dict[str, list[str]]]:
+) -> tuple[list[FileArgument], list[str], dict[str, list[str]]]:
     found: list[FileArgument] = []
-    operands: list[tuple[int, str]] = []
+    operands: list[str] = []
     seen: dict[str, list[str]] = {}
 
-    def take(kind: _K, option: str, index: int, value: str) -> None:
+    def take(kind: _K, option: str, value: str) -> None:
         seen.setdefault(option, []).append(value)
         if kind is R:
-            found.append(FileArgument(index, value, PathAccess.READ))
+            found.append(FileArgument(value, PathAccess.READ))
         elif kind is W:
-            found.append(FileArgument(index, value, PathAccess.WRITE))
+            found.append(FileArgument(value, PathAccess.WRITE))
 
     index = 0
     while index < len(args):
         arg = args[index]
         index += 1
         if arg == "--":
-            operands += [(i + 1, a) for i, a in enumerate(args[index:], index)]
+            operands += args[index:]
             break
         if arg == "-" or not arg.startswith("-"):
-            operands.append((index, arg))
+            operands.append(arg)
         elif arg.startswith("--"):
             option, eq, value = arg.partition("=")
             if option in rules.refused:
@@ -352,7 +351,7 @@ def _getopt(
                     break  # the program reports the missing value
                 value = args[index]
                 index += 1
-            take(kind, option, index, value)
+            take(kind, option, value)
         elif name in ("head", "tail") and arg[1].isdigit() and not arg[1:].isdigit():
             # head and tail read '-5c FILE' with an obsolete parser of their own, in which
             # FILE is an operand; a plain '-5' means the same under both parsers.
@@ -374,7 +373,7 @@ def _getopt(
                         break
                     value = args[index]
                     index += 1
-                take(kind, option, index, value)
+                take(kind, option, value)
                 break
     return found, operands, seen
 
@@ -432,7 +431,7 @@ def _find(args: list[str]) -> Iterator[FileArgument]:
         else:
             break
     while index < len(args) and not args[index].startswith(("-", "(", "!", ",")):
-        yield FileArgument(index + 1, args[index], PathAccess.STAT)
+        yield FileArgument(args[index], PathAccess.STAT)
         index += 1
     while index < len(args):
         word = args[index]
@@ -447,7 +446,7 @@ def _find(args: list[str]) -> Iterator[FileArgument]:
         if word in _FIND_VALUE:
             index += 1
         elif word in _FIND_FILE or (_NEWER_XY.fullmatch(word) and not word.endswith("t")):
-            yield FileArgument(index + 1, args[index], PathAccess.STAT)
+            yield FileArgument(args[index], PathAccess.STAT)
             index += 1
         elif _NEWER_XY.fullmatch(word):
             index += 1  # -newerXt takes a time, not a file
@@ -462,7 +461,7 @@ _GENERIC_REFUSED: Final[Mapping[str, tuple[str, ...]]] = {"date": ("-s", "--set"
 def _generic(name: str, args: list[str]) -> Iterator[FileArgument]:
     # No rules for this program: every argument, option value and @response-file name that
     # could be a path is checked as a file read; none may be absolute, home or hold '..'.
-    for index, arg in enumerate(args, 1):
+    for arg in args:
         for option in _GENERIC_REFUSED.get(name, ()):
             if arg.startswith(option) if option.startswith("--") else _in_cluster(option, arg):
                 raise _refuse(name, option, "changes the system")
@@ -482,7 +481,7 @@ def _generic(name: str, args: list[str]) -> Iterator[FileArgument]:
                     "paths without '..'"
                 )
             if value:
-                yield FileArgument(index, value, PathAccess.READ)
+                yield FileArgument(value, PathAccess.READ)
 
 
 def _in_cluster(option: str, arg: str) -> bool:

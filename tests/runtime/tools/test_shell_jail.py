@@ -129,6 +129,8 @@ def links(root: Path) -> Path:
     "argv",
     [
         ["cat", "out.txt"],
+        ["cat", "--", "-n", "out.txt"],
+        ["grep", "x", "a.txt", "-n", "out.txt"],  # options and operands mix, as getopt allows
         ["cat", "-n", "a.txt", "out_dir/x.txt"],
         ["head", "-n", "1", "hard.txt"],
         ["tail", "hard.txt"],
