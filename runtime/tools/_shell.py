@@ -131,7 +131,11 @@ def children():
 status = None
 try:
     try:
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:  # RLIMIT_NPROC, say: the launcher counts as one process
+            sys.stderr.write(f"cannot start {sys.argv[3]}: {exc.strerror}\\n")
+            os._exit(127)
         if pid == 0:
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -187,7 +191,8 @@ class ResourceLimits(msgspec.Struct, frozen=True, kw_only=True):
         file_size: the largest file the child may write, in bytes (``SIGXFSZ`` past it).
         open_files: file descriptors.
         processes: ``RLIMIT_NPROC``. Off by default: Linux counts every process of the user,
-            not just the child's, and does not apply it to root, so no default fits all.
+            not just the child's (the launcher is one of them), and does not apply it to
+            root, so no default fits all.
     """
 
     cpu_seconds: int | None = 10
