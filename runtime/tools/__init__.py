@@ -47,6 +47,8 @@ from ._stats import ToolStats as ToolStats
 from ._tool import JSONObject as JSONObject
 from ._tool import Tool as Tool
 from ._tool import validates_itself as validates_itself
+from ._workspace import MAX_TREE_ENTRIES as MAX_TREE_ENTRIES
+from ._workspace import PathAccess as PathAccess
 from ._workspace import Workspace as Workspace
 
 if typing.TYPE_CHECKING:
@@ -85,6 +87,7 @@ __all__ = [
     "MAX_ARGUMENT_DEPTH",
     "MAX_SCHEMA_BYTES",
     "MAX_SCHEMA_DEPTH",
+    "MAX_TREE_ENTRIES",
     "ClockNow",
     "DirEntry",
     "DirListing",
@@ -111,6 +114,7 @@ __all__ = [
     "McpStdioConfig",
     "McpTool",
     "Now",
+    "PathAccess",
     "RegistryStats",
     "ResourceLimits",
     "ShellExec",

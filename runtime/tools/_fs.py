@@ -25,7 +25,7 @@ import msgspec
 from .._errors import InvalidArgument
 from ._errors import InvalidToolArguments, ToolError, ToolFailed, ToolPermissionDenied
 from ._tool import JSONObject
-from ._workspace import Workspace, os_error
+from ._workspace import Workspace, os_error, single_link
 
 __all__ = ["DirEntry", "DirListing", "FileContent", "FileWritten", "FsList", "FsRead", "FsWrite"]
 
@@ -94,6 +94,9 @@ def _check_cap(value: int, name: str) -> int:
 class FsRead:
     """``fs.read``: read a file of the workspace.
 
+    Like ``fs.write``, it reads only a regular file with a single link, checked on the open
+    file: a hard link could alias a file outside the workspace.
+
     Args:
         workspace: the confining workspace.
         max_bytes: the most bytes one call returns.
@@ -138,6 +141,8 @@ class FsRead:
             try:
                 info = os.fstat(fd)
                 _require_regular(info, path)
+                # Checked on the open file, so no link made meanwhile can slip past.
+                single_link(info, path)
                 data = _pread_all(fd, limit, offset)
             finally:
                 os.close(fd)
@@ -169,8 +174,8 @@ class FsWrite:
     """``fs.write``: create, overwrite or append to a file of the workspace.
 
     The file is opened without following symlinks and must be a regular file with a single
-    link (a hard link could alias a file outside the workspace). Overwrites truncate in
-    place; a failed write can leave the file partially written.
+    link (a hard link could alias a file outside the workspace), checked on the open file.
+    Overwrites truncate in place; a failed write can leave the file partially written.
 
     Args:
         workspace: the confining workspace.
@@ -244,8 +249,7 @@ class FsWrite:
             try:
                 info = os.fstat(fd)
                 _require_regular(info, path)
-                if info.st_nlink > 1:
-                    raise ToolPermissionDenied(f"{path!r} has other hard links; not written")
+                single_link(info, path)
                 # Truncate only now: O_TRUNC would have emptied a file we then refuse.
                 if mode == "overwrite":
                     os.ftruncate(fd, 0)

@@ -8,45 +8,56 @@ What makes it safe by construction:
   path when the tool is built. The default list holds text tools only; no interpreter, shell,
   network tool or program that runs other programs. ``date`` is left out because ``date -s``
   sets the clock, ``xargs``/``env``/``nice``/``timeout`` because they run programs.
-* **Arguments stay in the workspace** (unless ``confine_arguments=False``): an argument (or an
-  option's value, ``--opt=VALUE`` or ``-oVALUE``) that is an absolute or home path or has a
-  ``..`` component is refused, and so are the flags with which an allowed program runs
-  other programs or writes outside its arguments (``find -exec``, ``find -delete``,
-  ``sort --compress-program``). This screening is lexical: it does not see through
-  symlinks that already exist in the workspace. It is defence in depth, not a sandbox;
-  for hostile workloads add an OS sandbox (namespaces, Landlock) around Loom.
+* **Options from an allow-list, files through the jail** (unless
+  ``confine_arguments=False``): each default program's argv is parsed as its ``getopt_long``
+  parses it (``_argv.py``); an option not on that program's list of safe options is refused
+  by name (``sort --files0-from`` reads file names from a file, ``--compress-program`` runs a
+  program, ``find -exec``, ``grep -R``, ``ls -L``...), and every file it names, as operand or
+  option value, goes through :meth:`Workspace.check`: its real path must be inside, a file
+  with other hard links is refused, a directory it reads recursively is walked first. A
+  program without rules (one the operator allowed) gets every argument screened as a path.
+  These checks precede the program's own opens: a name swapped for a link in between (by a
+  writer outside Loom's tools) is not seen. Defence in depth, not a sandbox; for hostile
+  workloads add an OS sandbox (namespaces, Landlock) around Loom.
 * **cwd inside the workspace**, a **clean environment** (the parent's variables, API keys
-  among them, never reach the child), stdin from ``/dev/null`` unless given.
+  among them, never reach the child), a private ``TMPDIR`` per call, stdin from
+  ``/dev/null`` unless given.
 * **Resource limits** (:class:`ResourceLimits`) applied in the child before ``exec``.
-* **A timeout that kills the whole process group**, and an **output cap** per stream: output
-  past it is drained and counted, not kept, so a chatty program neither blocks on a full
-  pipe nor fills memory.
+* **No process outlives the call**: the launcher is the child subreaper of the program's
+  tree, so every orphan below it, even one that left with ``setsid`` or a double fork, is
+  reparented to it; when the program exits it kills and reaps all of them before exiting
+  itself, and a timeout or a cancellation has it do the same at once (its process group is
+  killed if it does not). An **output cap** per stream: output past it is drained and
+  counted, not kept, so a chatty program neither blocks on a full pipe nor fills memory.
 
 How limits reach the child: ``anyio.open_process`` has no ``preexec_fn`` (which is unsafe in
 a threaded parent anyway), so the child is started as ``python -I -S -c <launcher>``, a fixed
-launcher written here that calls ``setrlimit`` and then ``execv``\\ s the resolved program. The
-launcher takes its input only from its own argv, never runs anything but that ``execv``, and
-costs one interpreter start (~15 ms) per call. Running ``subprocess.Popen`` in a worker thread
-would have kept ``preexec_fn`` but made cancellation and output draining thread-bound.
+launcher written here that calls ``setrlimit``, forks and ``execv``\\ s the resolved
+program, and stays to clean up after it. The launcher takes its input only from its own
+argv and never runs anything but that ``execv``; it costs one interpreter start and a fork
+(~20 ms) per call. Running ``subprocess.Popen`` in a worker thread would have kept
+``preexec_fn`` but made cancellation and output draining thread-bound.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterable, Mapping
 from typing import Final
 
 import anyio
+import anyio.to_thread
 import msgspec
-from anyio.abc import ByteReceiveStream, ByteSendStream
+from anyio.abc import ByteReceiveStream, ByteSendStream, Process
 
 from .._errors import InvalidArgument
+from ._argv import FileArgument, file_arguments
 from ._errors import InvalidToolArguments, ToolPermissionDenied, ToolTimeout
 from ._tool import JSONObject
 from ._workspace import Workspace
@@ -70,23 +81,26 @@ DEFAULT_SHELL_PROGRAMS: Final = (
 
 DEFAULT_SEARCH_PATH: Final = "/usr/local/bin:/usr/bin:/bin"
 
-# Flags with which an otherwise harmless program runs other programs or writes elsewhere.
-# Exact option words for find; long options match any unambiguous GNU abbreviation.
-_FIND_FORBIDDEN: Final = frozenset(
-    {"-exec", "-execdir", "-ok", "-okdir", "-delete", "-fprint", "-fprint0", "-fprintf", "-fls"}
-)
-_LONG_FORBIDDEN: Final[Mapping[str, tuple[str, ...]]] = {
-    "sort": ("--compress-program",),
-    "date": ("--set",),
-}
-_SHORT_FORBIDDEN: Final[Mapping[str, str]] = {"date": "s"}
-
-_SHORT_CLUSTER: Final = re.compile(r"-[A-Za-z0-9]*")
-
-# Runs in the child: apply the limits given as argv[1] ("NAME=VALUE,..."), then become the
-# program argv[2] with argv[3:] as its argv. Kept tiny and fixed on purpose.
+# Runs in the child: become a child subreaper, apply the limits given as argv[1]
+# ("NAME=VALUE,..."), fork the program argv[2] with argv[3:] as its argv, wait for it, then
+# kill and reap everything left below (a subreaper inherits every orphan of its subtree, so
+# children that left with setsid or a double fork are still found), and exit as the program
+# did. SIGTERM (from Loom on a timeout or a cancellation) skips to the killing. Kept small
+# and fixed on purpose: it takes its input only from its own argv.
 _LAUNCHER: Final = """\
-import os, resource, signal, sys
+import os, signal, sys, time
+me = os.getpid()
+try:
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+except Exception:
+    pass  # not Linux: the process group is all Loom can kill
+import resource
+class Stop(BaseException):
+    pass
+def stop(signum, frame):
+    raise Stop
+signal.signal(signal.SIGTERM, stop)
 # Python ignores these at startup and an ignored signal stays ignored across exec.
 signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
@@ -98,14 +112,71 @@ for item in filter(None, sys.argv[1].split(",")):
     if hard != resource.RLIM_INFINITY:
         value = min(value, hard)
     resource.setrlimit(which, (value, value))
+def children():
+    try:
+        with open(f"/proc/{me}/task/{me}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        pass
+    found = []
+    for name in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    if int(f.read().rsplit(b")", 1)[1].split()[1]) == me:
+                        found.append(int(name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return found
+status = None
 try:
-    os.execv(sys.argv[2], sys.argv[3:])
-except OSError as exc:
-    sys.stderr.write(f"cannot run {sys.argv[3]}: {exc.strerror}\\n")
-    os._exit(127)
+    try:
+        try:
+            pid = os.fork()
+        except OSError as exc:  # RLIMIT_NPROC, say: the launcher counts as one process
+            sys.stderr.write(f"cannot start {sys.argv[3]}: {exc.strerror}\\n")
+            os._exit(127)
+        if pid == 0:
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.execv(sys.argv[2], sys.argv[3:])
+            except OSError as exc:
+                sys.stderr.write(f"cannot run {sys.argv[3]}: {exc.strerror}\\n")
+            finally:
+                os._exit(127)
+        status = os.waitpid(pid, 0)[1]
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+except Stop:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+while True:
+    # Each round kills our children; theirs then become ours, until none is left.
+    for pid in children():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        break
+    time.sleep(0.002)
+code = 128 + signal.SIGTERM if status is None else os.waitstatus_to_exitcode(status)
+if code < 0:
+    try:
+        signal.signal(-code, signal.SIG_DFL)
+    except (OSError, ValueError):
+        pass
+    os.kill(me, -code)
+    code = 128 - code
+os._exit(code)
 """
 
 _GRACE: Final = 2.0
+# How long output may still arrive after the program's tree is gone: only a writer outside
+# the tree (a descendant that escaped the launcher) could hold a pipe open that long.
+_DRAIN_GRACE: Final = 0.5
 _CHUNK: Final = 65536
 
 
@@ -120,7 +191,8 @@ class ResourceLimits(msgspec.Struct, frozen=True, kw_only=True):
         file_size: the largest file the child may write, in bytes (``SIGXFSZ`` past it).
         open_files: file descriptors.
         processes: ``RLIMIT_NPROC``. Off by default: Linux counts every process of the user,
-            not just the child's, and does not apply it to root, so no default fits all.
+            not just the child's (the launcher is one of them), and does not apply it to
+            root, so no default fits all.
     """
 
     cpu_seconds: int | None = 10
@@ -165,10 +237,10 @@ class ExecResult(msgspec.Struct, frozen=True, kw_only=True):
 class ShellExec:
     """``shell.exec``: run one allowlisted program with an argv list, without a shell.
 
-    A timeout raises :class:`ToolTimeout` after killing the process group; cancellation
-    (the registry's timeout included) kills it the same way, so a call never leaves a process
-    behind that it started (descendants that leave the group, with ``setsid``, could; none of
-    the default programs do).
+    The call returns when the program exits, having killed every process it left behind,
+    those that left its process group or session included. A timeout raises
+    :class:`ToolTimeout` after killing the whole tree; cancellation (the registry's timeout
+    included) kills it the same way (``docs/tools.md`` says what can still escape).
 
     Args:
         workspace: the confining workspace; the default cwd is its root.
@@ -181,8 +253,9 @@ class ShellExec:
         max_output_bytes: the cap per stream (stdout, stderr).
         max_stdin_bytes: the most input a call may give.
         limits: resource limits of each child.
-        confine_arguments: refuse arguments that point outside the workspace (see the module
-            docstring).
+        confine_arguments: check options against each program's allow-list and file
+            arguments with :meth:`Workspace.check` (see the module docstring); ``False``
+            turns both off (the cwd stays confined, the tree is still killed).
         env: extra environment variables for the child, on top of a clean base.
 
     Raises:
@@ -250,53 +323,69 @@ class ShellExec:
 
     async def call(self, arguments: JSONObject) -> ExecResult:
         argv: list[str] = list(arguments["argv"])
-        program = self._check(argv)
+        program = self._programs.get(argv[0])
+        if program is None:
+            raise ToolPermissionDenied(f"program {argv[0]!r} is not allowed")
+        for index, arg in enumerate(argv[1:], 1):
+            if "\0" in arg:
+                raise InvalidToolArguments("arguments cannot contain NUL", path=("argv", index))
+        # Options first: refusing one needs no file system access.
+        files = file_arguments(argv[0], argv[1:]) if self._confine else []
         cwd_arg: str = arguments.get("cwd", ".")
         parts = self._workspace.components(cwd_arg)
-        with self._workspace.directory(parts, cwd_arg, target=True):
-            pass  # proves it is a directory inside the root, reached without symlinks
         stdin = arguments.get("stdin")
         data = None if stdin is None else stdin.encode("utf-8", "replace")
         if data is not None and len(data) > self._max_stdin:
             raise InvalidToolArguments(
                 f"stdin holds more than {self._max_stdin} bytes", path=("stdin",)
             )
+        await anyio.to_thread.run_sync(self._check_files, parts, cwd_arg, files)
         timeout: float = arguments.get("timeout", self._timeout)
         command = [sys.executable, "-I", "-S", "-c", _LAUNCHER, self._limits, program, *argv]
         return await self._run(command, self._workspace.real_path(parts), data, timeout)
 
-    def _check(self, argv: list[str]) -> str:
-        name = argv[0]
-        program = self._programs.get(name)
-        if program is None:
-            raise ToolPermissionDenied(f"program {name!r} is not allowed")
-        for index, arg in enumerate(argv[1:], 1):
-            if "\0" in arg:
-                raise InvalidToolArguments("arguments cannot contain NUL", path=("argv", index))
-            if reason := _forbidden_flag(name, arg):
-                raise ToolPermissionDenied(f"{name} {arg!r}: {reason}")
-            if self._confine and _leaves_workspace(arg):
-                raise ToolPermissionDenied(
-                    f"argument {arg!r} points outside the workspace: use relative paths "
-                    "without '..'"
-                )
-        return program
+    def _check_files(self, cwd: list[str], cwd_arg: str, files: list[FileArgument]) -> None:
+        with self._workspace.directory(cwd, cwd_arg, target=True):
+            pass  # proves it is a directory inside the root, reached without symlinks
+        for found in files:
+            self._workspace.check(found.path, found.access, cwd)
 
     async def _run(
         self, command: list[str], cwd: str, data: bytes | None, timeout: float
     ) -> ExecResult:
-        process = await anyio.open_process(
-            command,
-            stdin=subprocess.DEVNULL if data is None else subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=cwd,
-            env=self._env,
-            start_new_session=True,  # its own process group, so a kill reaches descendants
-        )
-        out, err = _Capture(self._max_output), _Capture(self._max_output)
+        # TMPDIR: a private directory per call, so that programs' temporary files (sort's
+        # spills) are not written to the host's /tmp; removed afterwards.
+        tmp = tempfile.mkdtemp(prefix="loom-shell-")
         try:
-            with anyio.move_on_after(timeout) as scope:
+            return await self._spawn(command, cwd, data, timeout, {**self._env, "TMPDIR": tmp})
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(shutil.rmtree, tmp, True)
+
+    async def _spawn(
+        self,
+        command: list[str],
+        cwd: str,
+        data: bytes | None,
+        timeout: float,
+        env: dict[str, str],
+    ) -> ExecResult:
+        # Shielded: cancelled half-way, asyncio would SIGKILL the launcher alone, leaving the
+        # program it may already have started behind; spawning is short.
+        with anyio.CancelScope(shield=True):
+            process = await anyio.open_process(
+                command,
+                stdin=subprocess.DEVNULL if data is None else subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,  # its own session and group, so a kill reaches all
+            )
+        out, err = _Capture(self._max_output), _Capture(self._max_output)
+        code: int | None = None
+        try:
+            with anyio.move_on_after(timeout):
                 async with anyio.create_task_group() as tg:
                     assert process.stdout is not None
                     assert process.stderr is not None
@@ -305,14 +394,18 @@ class ShellExec:
                     if data is not None:
                         assert process.stdin is not None
                         tg.start_soon(_feed, process.stdin, data)
-                code = await process.wait()
-            if scope.cancelled_caught:
+                    code = await process.wait()
+                    # The launcher killed the program's tree before it exited, so the pipes
+                    # end now; a writer it could not reach must not hold the call open.
+                    with anyio.move_on_after(_DRAIN_GRACE):
+                        await out.done.wait()
+                        await err.done.wait()
+                    tg.cancel_scope.cancel()
+            if code is None:
                 raise ToolTimeout(timeout)
         finally:
-            # Kill the group before reaping the leader: while it is unreaped its pid (the
-            # group's id) cannot be reused, so the signal cannot reach a stranger.
             if process.returncode is None:
-                _kill_group(process.pid)
+                await _stop(process)
             with anyio.CancelScope(shield=True), anyio.move_on_after(_GRACE):
                 await process.aclose()
         return ExecResult(
@@ -326,22 +419,26 @@ class ShellExec:
 
 
 class _Capture:
-    __slots__ = ("cap", "chunks", "dropped", "kept")
+    __slots__ = ("cap", "chunks", "done", "dropped", "kept")
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
         self.kept = 0
         self.dropped = 0
         self.chunks: list[bytes] = []
+        self.done = anyio.Event()
 
     async def drain(self, stream: ByteReceiveStream) -> None:
         # Reads to EOF even past the cap, so the child never blocks on a full pipe.
-        async for chunk in stream:
-            room = self.cap - self.kept
-            if room > 0:
-                self.chunks.append(chunk[:room])
-                self.kept += min(room, len(chunk))
-            self.dropped += max(0, len(chunk) - max(room, 0))
+        try:
+            async for chunk in stream:
+                room = self.cap - self.kept
+                if room > 0:
+                    self.chunks.append(chunk[:room])
+                    self.kept += min(room, len(chunk))
+                self.dropped += max(0, len(chunk) - max(room, 0))
+        finally:
+            self.done.set()
 
     def text(self) -> str:
         text = b"".join(self.chunks).decode("utf-8", "replace")
@@ -358,6 +455,19 @@ async def _feed(stream: ByteSendStream, data: bytes) -> None:
         pass  # the program stopped reading; what it did not read is not our failure
     finally:
         await stream.aclose()
+
+
+async def _stop(process: Process) -> None:
+    # SIGTERM asks the launcher to kill its tree, which it can see whole (it is their
+    # subreaper); if it has not exited within the grace, SIGKILL its process group. It is
+    # unreaped until then, so its pid, the group's id, cannot have gone to a stranger.
+    with anyio.CancelScope(shield=True):
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        with anyio.move_on_after(_GRACE):
+            await process.wait()
+        if process.returncode is None:
+            _kill_group(process.pid)
 
 
 def _kill_group(pgid: int) -> None:
@@ -378,28 +488,3 @@ def _resolve(allow: Iterable[str] | None, search_path: str) -> dict[str, str]:
             continue
         programs[name] = os.path.abspath(found)
     return programs
-
-
-def _forbidden_flag(name: str, arg: str) -> str | None:
-    if name == "find" and arg in _FIND_FORBIDDEN:
-        return "runs programs or writes files"
-    if arg.startswith("--") and len(arg) > 3:
-        option = arg.split("=", 1)[0]
-        if any(long.startswith(option) for long in _LONG_FORBIDDEN.get(name, ())):
-            return "option not allowed"
-    elif arg.startswith("-") and not arg.startswith("--"):
-        letters = _SHORT_CLUSTER.match(arg)
-        cluster = letters.group()[1:] if letters else ""
-        if set(cluster) & set(_SHORT_FORBIDDEN.get(name, "")):
-            return "option not allowed"
-    return None
-
-
-def _leaves_workspace(arg: str) -> bool:
-    values = [arg]
-    if arg.startswith("-"):
-        if "=" in arg:
-            values.append(arg.split("=", 1)[1])
-        if not arg.startswith("--") and (cluster := _SHORT_CLUSTER.match(arg)):
-            values.append(arg[cluster.end() :])  # -fVALUE, -abcVALUE
-    return any(v.startswith(("/", "~")) or ".." in v.split("/") for v in values)

@@ -238,3 +238,18 @@ def test_a_directory_swapped_for_a_symlink_after_the_check_is_refused(root: Path
     with pytest.raises(ToolPermissionDenied, match="symbolic link"):  # noqa: SIM117
         with workspace.directory(parts[:-1], "sub/inner.txt"):
             pass
+
+
+async def test_hard_linked_files_are_not_read(root: Path, registry: ToolRegistry) -> None:
+    # A hard link is the file itself, not a pointer: no path check sees where else it lives.
+    os.link(root.parent / "secret.txt", root / "linked.txt")
+    with pytest.raises(ToolPermissionDenied, match="hard links") as info:
+        await registry.call("fs.read", {"path": "linked.txt"})
+    assert "secret" not in str(info.value).replace("secret.txt", "")
+    # Both names inside the workspace: refused all the same (the rule cannot tell them apart).
+    os.link(root / "hello.txt", root / "sub" / "again.txt")
+    with pytest.raises(ToolPermissionDenied, match="hard links"):
+        await registry.call("fs.read", {"path": "hello.txt"})
+    os.unlink(root / "sub" / "again.txt")
+    got = await registry.call("fs.read", {"path": "hello.txt"})
+    assert got.content == "hello\n"

@@ -71,14 +71,17 @@ async def test_no_shell_interpretation(root: Path) -> None:
 async def test_the_environment_is_clean(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOOM_TEST_SECRET", "hunter2")
     # /proc/self is the reading process: cat shows its own environment.
-    (root / "environ").symlink_to("/proc/self/environ")
-    got = await run(make(root), "cat", "environ")
+    got = await run(make(root, confine_arguments=False), "cat", "/proc/self/environ")
     variables = dict(item.split("=", 1) for item in got.stdout.split("\0") if item)
+    tmp = variables.pop("TMPDIR")
     assert variables == {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "LC_ALL": "C.UTF-8",
         "HOME": str(root),
     }
+    # Each call's private temporary directory is gone when the call returns.
+    assert Path(tmp).name.startswith("loom-shell-")
+    assert not await anyio.Path(tmp).exists()
 
 
 @pytest.mark.parametrize("program", ["python", "python3", "sh", "bash", "curl", "/usr/bin/ls"])
@@ -174,6 +177,62 @@ async def test_the_registry_timeout_kills_too(root: Path) -> None:
     with pytest.raises(ToolTimeout):
         await run(registry, "sleep", marker)
     await assert_gone(marker)
+
+
+def unique(tag: str) -> str:
+    # A sleep argument no other test run on this machine uses: the pid of this one.
+    return f"41.{os.getpid()}{tag}"
+
+
+async def test_background_children_end_with_the_call(root: Path) -> None:
+    # The probe's case: 'cmd &' children used to survive the call, and holding stdout open
+    # they kept it waiting until its timeout. Now the call returns when sh exits, having
+    # killed and reaped them: none is left, not even as a zombie.
+    registry = make(root, allow=["sh"])
+    marker = unique("1")
+    script = f"i=0; while [ $i -lt 50 ]; do sleep {marker} & i=$((i+1)); done; echo started"
+    start = anyio.current_time()
+    got = await run(registry, "sh", "-c", script, timeout=20)
+    assert anyio.current_time() - start < 5
+    assert (got.exit_code, got.stdout) == (0, "started\n")
+    assert _processes_with(marker) == []
+    got = await run(registry, "sh", "-c", "exit 3")
+    assert (got.exit_code, got.signal) == (3, None)
+    got = await run(registry, "sh", "-c", "kill -TERM $$")
+    assert (got.exit_code, got.signal) == (-15, "SIGTERM")
+
+
+async def test_children_that_left_the_session_end_with_the_call(root: Path) -> None:
+    # setsid (and a double fork) takes a child out of the process group and the session, so
+    # a group kill misses it; it used to turn a quick command into a timeout.
+    registry = make(root, allow=["sh"])
+    one, two = unique("1"), unique("2")
+    script = f"echo a; setsid sleep {one} & (setsid sleep {two} &); echo b"
+    start = anyio.current_time()
+    got = await run(registry, "sh", "-c", script, timeout=20)
+    assert anyio.current_time() - start < 5
+    assert got.stdout == "a\nb\n"
+    assert _processes_with(one) == _processes_with(two) == []
+
+
+async def test_timeout_and_cancellation_kill_children_that_left_the_session(root: Path) -> None:
+    registry = make(root, allow=["sh"])
+    one, two = unique("1"), unique("2")
+    start = anyio.current_time()
+    with pytest.raises(ToolTimeout):
+        await run(registry, "sh", "-c", f"setsid sleep {one} & exec sleep {two}", timeout=0.5)
+    assert anyio.current_time() - start < 4
+    assert _processes_with(one) == _processes_with(two) == []
+
+    async with anyio.create_task_group() as tg:
+        one, two = unique("3"), unique("4")
+        script = f"setsid sleep {one} & exec sleep {two}"
+        tg.start_soon(lambda: run(registry, "sh", "-c", script))
+        with anyio.fail_after(5):
+            while not (_processes_with(one) and _processes_with(two)):
+                await anyio.lowlevel.checkpoint()
+        tg.cancel_scope.cancel()
+    assert _processes_with(one) == _processes_with(two) == []
 
 
 async def test_output_cap(root: Path) -> None:
