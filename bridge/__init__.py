@@ -24,6 +24,7 @@ from ._client import ClientOptions as ClientOptions
 from ._client import ClientStatistics as ClientStatistics
 from ._client import ClientTLS as ClientTLS
 from ._client_transport import ClientTransport as ClientTransport
+from ._errors import AgentUnresponsive as AgentUnresponsive
 from ._errors import BindError as BindError
 from ._errors import BridgeError as BridgeError
 from ._errors import ClientClosed as ClientClosed
@@ -61,6 +62,7 @@ __all__ = [
     "VALIDATES_KEY",
     "AdminClient",
     "AgentRegistration",
+    "AgentUnresponsive",
     "Backoff",
     "BindError",
     "BridgeClient",

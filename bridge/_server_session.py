@@ -31,6 +31,7 @@ import contextlib
 import functools
 import logging
 import math
+import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -44,6 +45,7 @@ from google.protobuf.message import DecodeError
 
 from loom.bridge._generated import bridge_pb2, tools_pb2
 from loom.runtime import (
+    AgentStatus,
     BusClosed,
     Delivery,
     Event,
@@ -55,7 +57,7 @@ from loom.runtime import (
 from loom.runtime.lowlevel import RemoteAgent, mailbox_topic, new_id
 from loom.runtime.tools import JSONObject, ToolFailed
 
-from ._calls import decode_output, disconnected_outcome, run_tool_call
+from ._calls import decode_output, disconnected_outcome, run_tool_call, unresponsive_outcome
 from ._convert import (
     fill_event,
     publish_from_proto,
@@ -156,6 +158,7 @@ class Session:
         self._queued = 0  # publishes (and refusals) on the lane, not yet taken by the publisher
         self._blocked = False  # the publisher holds a publish it waits to hand to the bus
         self._pending: dict[str, _Pending] = {}
+        self._watch = anyio.Event()  # set when a call is pushed: the watchdog looks again
         self._calls: dict[str, anyio.CancelScope] = {}  # calls the agent made on the stream
         self._tg: TaskGroup | None = None
         self._workers: Workers | None = None  # run the calls the agent makes, one each
@@ -177,6 +180,7 @@ class Session:
                 tg.start_soon(self._writer)
                 tg.start_soon(self._publisher)
                 tg.start_soon(self._pump, self.remote.mailbox)
+                tg.start_soon(self._watchdog)
                 try:
                     await self._reader()
                 finally:
@@ -758,6 +762,8 @@ class Session:
         pending = _Pending()
         self._pending[call_id] = pending
         self.hub.calls[call_id] = self
+        if not self._watch.is_set():
+            self._watch.set()
         try:
             await self._send(bridge_pb2.ServerEvent(tool_call=call))
             await pending.done.wait()
@@ -781,6 +787,37 @@ class Session:
         if outcome.status is ToolStatus.OK:
             return decode_output(outcome.output)
         raise error_from_outcome(outcome, tool=name, timeout=deadline - start)
+
+    async def _watchdog(self) -> None:
+        """Fail the calls pushed to the agent once it turns stale (``AGENT_UNRESPONSIVE``).
+
+        Stale is the directory's rule: nothing from the agent (no frame at all: our SDK
+        pings every ``heartbeat_interval``) for the runtime's ``stale_after_s``. A stopped
+        (SIGSTOP) or partitioned process keeps its stream open for as long as TCP and gRPC
+        keepalive take to notice (tens of seconds), and its callers would wait for their
+        whole timeout; they are told at the threshold instead. The call is only given up
+        here: the stream stays, and a result the agent sends later is discarded. Sleeps
+        while no call is pending, so an idle agent costs no wake-ups.
+        """
+        runtime = self.hub.runtime
+        while True:
+            if not self._pending:
+                self._watch = anyio.Event()
+                await self._watch.wait()
+            threshold = runtime.stale_after_s
+            info = runtime.directory.get(self.agent_id)
+            if info is None:
+                return
+            silent = (time.time_ns() // 1_000_000 - info.last_heartbeat_ms) / 1000
+            if info.status is not AgentStatus.STALE and silent < threshold:
+                await anyio.sleep(threshold - silent)
+                continue
+            for call_id, pending in list(self._pending.items()):
+                if pending.outcome is None:
+                    pending.outcome = unresponsive_outcome(call_id, self.agent_id, threshold)
+                    pending.done.set()
+            # The calls are being woken; give them the turn before looking again.
+            await anyio.lowlevel.checkpoint()
 
     async def _resolve(self, msg: tools_pb2.ToolResult) -> None:
         try:
