@@ -18,6 +18,7 @@ from ._auth import TLSConfig as TLSConfig
 from ._auth import is_loopback as is_loopback
 from ._calls import decode_output as decode_output
 from ._calls import run_tool_call as run_tool_call
+from ._client import Acceptance as Acceptance
 from ._client import AgentRegistration as AgentRegistration
 from ._client import BridgeClient as BridgeClient
 from ._client import ClientOptions as ClientOptions
@@ -60,6 +61,7 @@ from ._wire_types import ToolStatus as ToolStatus
 
 __all__ = [
     "VALIDATES_KEY",
+    "Acceptance",
     "AdminClient",
     "AgentRegistration",
     "AgentUnresponsive",

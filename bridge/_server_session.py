@@ -85,6 +85,7 @@ _FEATURES: Final = frozenset(
         bridge_pb2.STREAM_FEATURE_PUBLISH_ACK,
         bridge_pb2.STREAM_FEATURE_TOOL_CANCEL,
         bridge_pb2.STREAM_FEATURE_TOOL_CALLS,
+        bridge_pb2.STREAM_FEATURE_UNROUTED,
     }
 )
 _OLD_LANE: Final = 64  # publish lane of a stream without acks: the reader waits beyond this
@@ -112,6 +113,13 @@ class _Publish(msgspec.Struct, gc=False):
 
 _ACK_DUE: Final = _Publish(0)
 """Put on the lane for the publisher task when publishes the reader made itself await an ack."""
+
+
+def _unrouted(seq: int, topic: str) -> bridge_pb2.PublishRejection:
+    """The ack's notice (``STREAM_FEATURE_UNROUTED``) of a publish that reached nobody."""
+    return bridge_pb2.PublishRejection(
+        sequence=seq, code="UNROUTED", reason=f"no subscription took the event on {topic!r}"
+    )
 
 
 class _Pending:
@@ -144,6 +152,7 @@ class Session:
         self._hello = False
         self._acks = False
         self._cancels = False
+        self._unrouted = False  # report publishes that reached no subscription (in acks)
         self._max_batch = limits.max_batch_events
         self._window = 0
         self._credit = 0  # what the client may still send, as the server counts it
@@ -320,10 +329,18 @@ class Session:
             self._window = min(hello.publish_window or limits.publish_window, limits.publish_window)
             self._credit = self._window
         self._cancels = bridge_pb2.STREAM_FEATURE_TOOL_CANCEL in granted
+        if bridge_pb2.STREAM_FEATURE_UNROUTED in granted:
+            if self._acks and self.hub.local_routing:
+                self._unrouted = True
+            else:  # nothing to report it in, or nothing this server can know
+                granted.remove(bridge_pb2.STREAM_FEATURE_UNROUTED)
         # Batching starts when the writer has written this welcome (see _writer), so no batch
         # can overtake it.
         welcome = bridge_pb2.StreamWelcome(
-            features=granted, max_batch_events=self._max_batch, publish_window=self._window
+            features=granted,
+            max_batch_events=self._max_batch,
+            publish_window=self._window,
+            settle_ms=math.ceil(self.hub.settle.remaining() * 1000),
         )
         await self._send(bridge_pb2.ServerEvent(welcome=welcome))
 
@@ -379,15 +396,22 @@ class Session:
         if not sender:  # stamped, so a reply to it finds this agent's mailbox
             envelope = msgspec.structs.replace(event.envelope, sender=self.agent_id)
             event = msgspec.structs.replace(event, envelope=envelope)
-        if not self._queued and not self._blocked:
+        if (
+            not self._queued
+            and not self._blocked
+            and not (self.hub.settle.active and not self.hub.routable(topic))
+        ):
             # Nothing ahead of it, so publishing here keeps the stream's order, and saves the
             # hand-over to the publisher task (a stream of single events paid one per event).
+            # A publish the settle window holds goes to the publisher task, which waits.
             try:
-                self._bus.publish_nowait(topic, event)
+                reached = self._bus.publish_nowait(topic, event)
             except (WouldBlock, InvalidArgument, BusClosed):
                 pass  # the publisher task waits for room, or answers the error, in order
             else:
                 if seq:
+                    if not reached and self._unrouted:
+                        self._rejections.append(_unrouted(seq, topic))
                     self._settled_here(seq)
                 return
         await self._queue(_Publish(seq, topic, event, credit=bool(seq)))
@@ -434,6 +458,7 @@ class Session:
 
     async def _publisher(self) -> None:
         bus = self._bus
+        settle = self.hub.settle
         lane = self._lane
         loop = asyncio.get_running_loop()  # grpc.aio: the server runs on asyncio only
         try:
@@ -467,10 +492,21 @@ class Session:
                         await self._ack()
                     continue
                 self._queued -= 1
+                reached = -1
                 if item.event is not None:
+                    if settle.active and not self.hub.routable(item.topic):
+                        # Held until a subscriber reattaches or the window closes (Settle):
+                        # the publishes behind it wait too, so the stream keeps its order.
+                        self._blocked = True
+                        try:
+                            if self._credit_back or self._rejections:
+                                await self._ack()
+                            await settle.hold(functools.partial(self.hub.routable, item.topic))
+                        finally:
+                            self._blocked = False
                     try:
                         try:
-                            bus.publish_nowait(item.topic, item.event)
+                            reached = bus.publish_nowait(item.topic, item.event)
                         except WouldBlock:
                             self._blocked = True  # the reader must queue behind this one
                             try:
@@ -483,7 +519,7 @@ class Session:
                                     or anyio.current_time() - self._last_ack >= _ACK_LINGER
                                 ):
                                     await self._ack()
-                                await bus.publish(item.topic, item.event)
+                                reached = await bus.publish(item.topic, item.event)
                             finally:
                                 self._blocked = False
                     except (InvalidArgument, BusClosed) as exc:
@@ -501,6 +537,8 @@ class Session:
                             sequence=item.seq, code=item.code, reason=item.reason
                         )
                     )
+                elif reached == 0 and self._unrouted:
+                    self._rejections.append(_unrouted(item.seq, item.topic))
                 # Within a burst, ack when half the window is due back (so a long burst never
                 # stalls the client), when rejections pile up, or when the client asked.
                 if self._ack_due():
@@ -563,6 +601,7 @@ class Session:
                 # process: an event that several of its patterns match arrives once, in
                 # order with the rest. (Removed by pattern; its id is the mailbox's.)
                 self.remote.add_pattern(req.pattern, qos=qos)
+                self.hub.settle.activity()
                 await self._send(result(True, self.remote.mailbox.id))
                 return
             sub = self.remote.subscribe(
@@ -576,6 +615,7 @@ class Session:
             return
         assert self._tg is not None
         self._tg.start_soon(self._pump, sub)
+        self.hub.settle.activity()
         await self._send(result(True, sub.id))
 
     async def _unsubscribe(self, req: bridge_pb2.UnsubscribeRequest) -> None:

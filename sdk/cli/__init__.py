@@ -66,6 +66,20 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--drain-grace", type=float, dest="drain_grace_s", help="seconds to drain on stop"
     )
+    s.add_argument(
+        "--settle",
+        type=float,
+        dest="settle_s",
+        help="seconds after start that publishes nobody is subscribed to wait for agents to "
+        "reattach (LOOM_SETTLE; default 2, 0: off)",
+    )
+    s.add_argument(
+        "--stale-after",
+        type=float,
+        dest="stale_after_s",
+        help="seconds of silence after which an agent is stale and its pending tool calls "
+        "fail with AGENT_UNRESPONSIVE (LOOM_STALE_AFTER; default 15)",
+    )
     sec = s.add_argument_group(
         "security", "A non-loopback --host needs a token, TLS, or both (else loom refuses)."
     )
@@ -121,6 +135,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                     "data_dir": args.data_dir,
                     "log_level": args.log_level,
                     "drain_grace_s": args.drain_grace_s,
+                    "settle_s": args.settle_s,
+                    "stale_after_s": args.stale_after_s,
                     "token": args.token,
                     "tls_cert_file": args.tls_cert_file,
                     "tls_key_file": args.tls_key_file,

@@ -29,9 +29,7 @@ async def work(request: ToolCallRequest) -> ToolCallOutcome:
 
 
 async def main(target: str, agent_id: str) -> None:
-    registration = AgentRegistration(
-        agent_id=agent_id, tools=(ToolDescriptor(name="frozen.work"),)
-    )
+    registration = AgentRegistration(agent_id=agent_id, tools=(ToolDescriptor(name="frozen.work"),))
     options = ClientOptions(heartbeat_interval=0.1, heartbeat_timeout=5.0)
     async with BridgeClient(target, registration, tool_handler=work, options=options):
         print("ready", flush=True)

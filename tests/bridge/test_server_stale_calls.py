@@ -5,11 +5,12 @@ SIGSTOP while a call to it is pending."""
 from __future__ import annotations
 
 import gc
+import itertools
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -69,6 +70,20 @@ async def read_line(proc: Process) -> str:
     return data.decode().strip()
 
 
+def status_of(runtime: AgentRuntime, agent_id: str) -> AgentStatus | None:
+    info = runtime.directory.get(agent_id)
+    return None if info is None else info.status
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float) -> None:
+    """Poll ``condition`` (a directory status changes at the runtime's sweeps) until true."""
+    with anyio.fail_after(timeout):
+        for _ in itertools.count():
+            if condition():
+                return
+            await anyio.sleep(0.05)
+
+
 async def test_a_frozen_agent_fails_its_pending_calls_when_it_turns_stale() -> None:
     async with frozen_agent_setup() as (runtime, target, proc), channel(target) as ch:
         caller = OldAgent(ch, "caller")
@@ -109,18 +124,11 @@ async def test_a_frozen_agent_fails_its_pending_calls_when_it_turns_stale() -> N
         assert isinstance(exc, AgentUnresponsive)
         assert exc.agent_id == "frozen"
         # The directory says the same at its next sweep; the stream itself is still open.
-        with anyio.fail_after(5):
-            while (info := runtime.directory.get("frozen")) is None or (
-                info.status is not AgentStatus.STALE
-            ):
-                await anyio.sleep(0.05)
+        await wait_until(lambda: status_of(runtime, "frozen") is AgentStatus.STALE, 5)
         # Continued, it pings again and is running: a new call reaches it.
         os.kill(proc.pid, signal.SIGCONT)
+        await wait_until(lambda: status_of(runtime, "frozen") is AgentStatus.RUNNING, 10)
         with anyio.fail_after(10):
-            while (info := runtime.directory.get("frozen")) is None or (
-                info.status is not AgentStatus.RUNNING
-            ):
-                await anyio.sleep(0.05)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(call_over_the_wire)
                 assert (await read_line(proc)).startswith("call ")
