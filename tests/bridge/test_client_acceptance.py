@@ -77,9 +77,9 @@ async def test_a_fresh_server_holds_unrouted_publishes_until_a_subscriber_attach
 
 
 async def test_the_settle_window_closes_early_when_nobody_comes() -> None:
-    # settle_s / 2 with no agent registering or subscribing closes the window: the publish
-    # goes ahead, reaches nobody, and says so.
-    async with settling(2.0) as (_bus, server):
+    # settle_s / 2 with no agent registering, attaching or subscribing closes the window:
+    # the publish goes ahead, reaches nobody, and says so.
+    async with settling(6.0) as (_bus, server):
         reg = AgentRegistration(agent_id="lonely")
         address = f"127.0.0.1:{server.port}"
         async with BridgeClient(address, reg, options=FAST) as pub:
@@ -87,7 +87,9 @@ async def test_the_settle_window_closes_early_when_nobody_comes() -> None:
             with anyio.fail_after(5):
                 outcome = await pub.publish("nobody.here", Event(), wait_accepted=True)
             assert outcome is Acceptance.UNROUTED
-            assert anyio.current_time() - start < 2.0
+            # Closed by the quiet rule (3 s after the last registration or attach), well
+            # before the window's own end (6 s after the server started).
+            assert anyio.current_time() - start < 4.0
             assert not server.statistics().settling
 
 
