@@ -110,9 +110,9 @@ async def test_a_frozen_agent_fails_its_pending_calls_when_it_turns_stale() -> N
                 os.kill(proc.pid, signal.SIGSTOP)
                 stopped = anyio.current_time()
         took = anyio.current_time() - stopped
-        # At the threshold (the last ping may be up to 0.1 s older than the SIGSTOP), and not
-        # long after it.
-        assert STALE_AFTER_S - 0.2 <= took < STALE_AFTER_S + 2.0, took
+        # At the threshold (the last ping the server read may be a little older than the
+        # SIGSTOP: 0.1 s between pings, more on a loaded machine), and not long after it.
+        assert STALE_AFTER_S - 0.5 <= took < STALE_AFTER_S + 2.0, took
         (result,) = wire
         assert result.status == tools_pb2.TOOL_ERROR
         assert result.error.code == "AGENT_UNRESPONSIVE"
