@@ -176,6 +176,11 @@ class Session:
         self._batching = False  # set once the welcome granting BATCH is on the wire
         self.status: Status | None = None
         self.closed = False
+        # A clean end of the client's side (half-close): what it published is still
+        # published and acknowledged before the stream ends (see _finish_publishes).
+        self._half_closed = False
+        self._published_all = anyio.Event()
+        self._wrote_all = anyio.Event()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -192,6 +197,8 @@ class Session:
                 tg.start_soon(self._watchdog)
                 try:
                     await self._reader()
+                    if self._half_closed and self.status is None:
+                        await self._finish_publishes()
                 finally:
                     # However the reading ended (EOF, an error, the call cancelled from outside,
                     # a failing task cancelling this one): the shielded writers must stop too.
@@ -256,6 +263,7 @@ class Session:
                 log.debug("agent %s: stream read failed: %r", self.agent_id, exc)
                 return
             if not isinstance(msg, bridge_pb2.ClientEvent):  # grpc.aio.EOF: the client is done
+                self._half_closed = True
                 return
             self.remote.heartbeat()  # any frame is a sign of life
             try:
@@ -264,6 +272,19 @@ class Session:
                 # A bug of ours must not end the agent's stream: report it, keep serving.
                 log.exception("agent %s: frame not handled", self.agent_id)
                 await self._error("INTERNAL", f"the frame was not handled: {exc!r}")
+
+    async def _finish_publishes(self) -> None:
+        """The client half-closed its side: publish what it sent before (the publish lane
+        drains, waiting for room in lossless subscribers as ever), send the last ack, then let
+        the stream end. Without this, a client that closes cleanly right after publishing
+        would lose everything still on the lane (up to its publish window). Bounded by
+        ``_WRITE_GRACE``: what is left after it is dropped, unacknowledged (our client counts
+        it ``lost``)."""
+        self._lane.close()
+        with anyio.move_on_after(_WRITE_GRACE):
+            await self._published_all.wait()
+            self._out.close()  # the writer sends the last ack, then stops
+            await self._wrote_all.wait()
 
     async def _dispatch(self, msg: bridge_pb2.ClientEvent) -> None:
         match msg.WhichOneof("msg"):
@@ -543,7 +564,12 @@ class Session:
                 # stalls the client), when rejections pile up, or when the client asked.
                 if self._ack_due():
                     await self._ack()
-        except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+        except anyio.EndOfStream:
+            # The lane was closed by _finish_publishes and is drained: the last ack.
+            if self._credit_back or self._rejections:
+                await self._ack()
+            self._published_all.set()
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             return
         finally:
             if self._linger is not None:
@@ -754,6 +780,7 @@ class Session:
         with self._shielded():
             try:
                 await self._write_frames()
+                self._wrote_all.set()
             except Exception as exc:  # the call is over (the peer went away mid-write)
                 log.debug("agent %s: stream write failed: %r", self.agent_id, exc)
                 self.end(grpc.StatusCode.UNAVAILABLE, "the stream could not be written")

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import anyio
+import msgspec
 import pytest
 
 from loom.bridge import Acceptance, AgentRegistration, BridgeClient, BridgeServer, ConnectionLost
@@ -117,3 +118,30 @@ async def test_publishes_a_dropped_connection_takes_are_counted_lost() -> None:
         assert len(errors) == 1
         # At least the two the server never acknowledged (perhaps one was published).
         assert pub.statistics().lost >= 2
+
+
+async def test_a_clean_close_publishes_everything_published_before_it() -> None:
+    # The client half-closes after its last publish while the server still holds up to a
+    # window of them, waiting for a slow subscriber: they are published and acknowledged
+    # before the stream ends, not dropped with it.
+    count = 2000
+    async with hosting() as host, host.bus.subscribe("slow.>", buffer_size=10) as sub:
+        got = 0
+
+        async def read() -> None:
+            nonlocal got
+            while got < count:
+                await sub.receive()
+                got += 1
+                await anyio.sleep(0.0002)
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(read)
+                # close_grace bounds how long the close waits for the server's last ack.
+                options = msgspec.structs.replace(FAST, close_grace=20.0)
+                async with client(host, "closer", options=options) as pub:
+                    for _ in range(count):
+                        await pub.publish("slow.x", Event())
+                assert pub.statistics().lost == 0
+        assert got == count
