@@ -18,12 +18,14 @@ from ._auth import TLSConfig as TLSConfig
 from ._auth import is_loopback as is_loopback
 from ._calls import decode_output as decode_output
 from ._calls import run_tool_call as run_tool_call
+from ._client import Acceptance as Acceptance
 from ._client import AgentRegistration as AgentRegistration
 from ._client import BridgeClient as BridgeClient
 from ._client import ClientOptions as ClientOptions
 from ._client import ClientStatistics as ClientStatistics
 from ._client import ClientTLS as ClientTLS
 from ._client_transport import ClientTransport as ClientTransport
+from ._errors import AgentUnresponsive as AgentUnresponsive
 from ._errors import BindError as BindError
 from ._errors import BridgeError as BridgeError
 from ._errors import ClientClosed as ClientClosed
@@ -61,8 +63,10 @@ from ._wire_types import ToolStatus as ToolStatus
 
 __all__ = [
     "VALIDATES_KEY",
+    "Acceptance",
     "AdminClient",
     "AgentRegistration",
+    "AgentUnresponsive",
     "Backoff",
     "BindError",
     "BridgeClient",

@@ -31,11 +31,17 @@ from loom.runtime.lowlevel import new_id
 from loom.runtime.tools import ToolError, ToolFailed, ToolTimeout
 
 from ._convert import tool_call_from_proto, tool_result_to_proto
-from ._errors import WireError
+from ._errors import AgentUnresponsive, WireError
 from ._status import outcome_from_error
 from ._wire_types import ToolCallOutcome, ToolCallRequest, ToolErrorInfo, ToolStatus
 
-__all__ = ["decode_output", "disconnected_outcome", "run_tool_call", "serve_tool_call"]
+__all__ = [
+    "decode_output",
+    "disconnected_outcome",
+    "run_tool_call",
+    "serve_tool_call",
+    "unresponsive_outcome",
+]
 
 _encoder = msgspec.json.Encoder()
 
@@ -97,6 +103,12 @@ def disconnected_outcome(call_id: str, agent_id: str, reason: str) -> ToolCallOu
             details={"agent_id": agent_id},
         ),
     )
+
+
+def unresponsive_outcome(call_id: str, agent_id: str, stale_after_s: float) -> ToolCallOutcome:
+    """The result of a call pushed to an agent that turned stale before it answered
+    (``AGENT_UNRESPONSIVE``: see :class:`AgentUnresponsive`)."""
+    return outcome_from_error(call_id, AgentUnresponsive(agent_id, stale_after_s))
 
 
 async def serve_tool_call(

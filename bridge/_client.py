@@ -29,8 +29,11 @@ What it promises:
 * **Publishing** (:meth:`publish`) waits for a connection, for publish credit (the server's
   pace, when it grants ``PUBLISH_ACK``) and for room in the bounded outbound queue; it never
   grows memory without bound. :meth:`publish_nowait` raises ``WouldBlock`` instead of waiting.
-  A publish is sent at most once: one queued when the connection drops is lost unless the
-  publisher asked to ``wait_accepted`` (it then gets :class:`ConnectionLost` and may retry).
+  A publish is sent at most once: one queued or unacknowledged when the connection drops is
+  lost (or, if written, perhaps published): counted in ``statistics().lost``, and a publisher
+  that asked to ``wait_accepted`` gets :class:`ConnectionLost` (it may retry). With
+  ``wait_accepted`` the answer says whether anybody was subscribed (``Acceptance.UNROUTED``
+  otherwise; counted in ``statistics().unrouted`` either way).
 * **Tool calls** (:meth:`call_tool`) carry ``timeout_ms`` *and* a gRPC deadline of the same
   length (or the enclosing cancel scope's deadline, if sooner); cancelling the caller cancels
   the RPC, and the server withdraws the call from the agent serving it.
@@ -71,7 +74,13 @@ from loom.runtime.lowlevel import (
 from loom.runtime.tools import ToolFailed, ToolTimeout
 
 from ._aio import rpc_text, unary
-from ._client_config import AgentRegistration, ClientOptions, ClientStatistics, ClientTLS
+from ._client_config import (
+    Acceptance,
+    AgentRegistration,
+    ClientOptions,
+    ClientStatistics,
+    ClientTLS,
+)
 from ._client_session import AckWaiter, CallWaiter, Counters, Session, SessionEnded
 from ._client_tools import error_from_rpc
 from ._convert import (
@@ -88,6 +97,7 @@ from ._status import error_from_outcome
 from ._wire_types import ToolCallOutcome, ToolCallRequest, ToolDescriptor, ToolStatus
 
 __all__ = [
+    "Acceptance",
     "AgentRegistration",
     "BridgeClient",
     "ClientOptions",
@@ -340,6 +350,8 @@ class BridgeClient:
             published=c.published,
             dropped=c.dropped,
             rejected=c.rejected,
+            unrouted=c.unrouted,
+            lost=c.lost,
             delivered=c.delivered,
             malformed=c.malformed,
             tools_served=c.tools_served,
@@ -464,12 +476,18 @@ class BridgeClient:
 
     # ------------------------------------------------------------------ events
 
-    async def publish(self, topic: str, event: Event, *, wait_accepted: bool = False) -> None:
+    async def publish(self, topic: str, event: Event, *, wait_accepted: bool = False) -> Acceptance:
         """Publish ``event`` on ``topic`` through the server's bus.
 
         Waits for a connection, for publish credit and for room in the outbound queue. With
         ``wait_accepted`` it also waits for the server's ``publish_ack`` (a server without
         that feature: until the frame is written).
+
+        Returns:
+            ``QUEUED`` without ``wait_accepted``; else ``ACCEPTED``, ``UNROUTED`` (the bus
+            took it but nobody was subscribed: after a server restart, the subscribers had
+            not come back within its settle window) or ``SENT`` (a server that does not
+            acknowledge publishes).
 
         Raises:
             WireError: the event cannot go on the wire.
@@ -490,10 +508,12 @@ class BridgeClient:
             except SessionEnded:
                 continue  # not queued: the next connection takes it
             break
-        if waiter is not None:
-            await waiter.event.wait()
-            if waiter.error is not None:
-                raise waiter.error
+        if waiter is None:
+            return Acceptance.QUEUED
+        await waiter.event.wait()
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.outcome
 
     def publish_nowait(self, topic: str, event: Event) -> None:
         """Publish if that needs no wait at all (``ctx.emit(qos=REALTIME)``); a refusal is

@@ -3,6 +3,7 @@ its TLS, its options (every bound and timeout), and a snapshot of its counters."
 
 from __future__ import annotations
 
+import enum
 import math
 
 import msgspec
@@ -12,7 +13,26 @@ from loom.runtime import InvalidArgument
 from ._reconnect import Backoff, ConnectionStatus
 from ._wire_types import ToolDescriptor
 
-__all__ = ["AgentRegistration", "ClientOptions", "ClientStatistics", "ClientTLS"]
+__all__ = ["Acceptance", "AgentRegistration", "ClientOptions", "ClientStatistics", "ClientTLS"]
+
+
+class Acceptance(enum.Enum):
+    """What :meth:`~loom.bridge.BridgeClient.publish` learned of a publish."""
+
+    QUEUED = "queued"
+    """Not waited for (``wait_accepted=False``): queued for the stream, nothing more known. If
+    the connection drops before the server acknowledges it, it is counted in
+    ``statistics().lost``."""
+    SENT = "sent"
+    """Written to the stream of a server that does not acknowledge publishes (an original
+    Loom server): nothing more can be known."""
+    ACCEPTED = "accepted"
+    """The server's bus accepted it (after any wait for room in a lossless subscriber) and
+    it reached a subscription (a server without ``STREAM_FEATURE_UNROUTED``: accepted, and
+    perhaps reached nobody)."""
+    UNROUTED = "unrouted"
+    """The server's bus accepted it, but no subscription matched it, even after the
+    server's settle window: nobody got it."""
 
 
 class ClientTLS(msgspec.Struct, frozen=True, kw_only=True):
@@ -113,6 +133,12 @@ class ClientStatistics(msgspec.Struct, frozen=True, kw_only=True):
         dropped: :meth:`~BridgeClient.publish_nowait` calls refused (no connection, publish
             credit or queue room): nothing was sent.
         rejected: publishes the server's bus did not accept.
+        unrouted: publishes the server's bus accepted but no subscription took
+            (``Acceptance.UNROUTED``; only from a server that reports it).
+        lost: publishes a dropped connection took with it: queued and never written, or
+            written and never acknowledged (these may still have reached the bus: at most
+            this many were lost). A publisher that waits (``wait_accepted``) gets
+            ``ConnectionLost`` for each; counted for the others too.
         delivered: deliveries handed to the inbound buffer or sink.
         malformed: deliveries dropped because they did not decode.
         tools_served: pushed tool calls answered.
@@ -130,6 +156,8 @@ class ClientStatistics(msgspec.Struct, frozen=True, kw_only=True):
     published: int
     dropped: int
     rejected: int
+    unrouted: int
+    lost: int
     delivered: int
     malformed: int
     tools_served: int

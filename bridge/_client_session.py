@@ -38,6 +38,7 @@ from loom.bridge._generated import bridge_pb2, bridge_pb2_grpc, tools_pb2
 from loom.runtime import BusClosed, InvalidArgument
 from loom.runtime.lowlevel import Inbound
 
+from ._client_config import Acceptance
 from ._client_tools import outcome_from_exception
 from ._convert import event_from_proto, qos_to_proto, tool_call_from_proto, tool_result_to_proto
 from ._errors import ConnectionLost, PublishRejected, SubscribeRefused, WireError
@@ -61,6 +62,7 @@ FEATURES = (
     bridge_pb2.STREAM_FEATURE_BATCH,
     bridge_pb2.STREAM_FEATURE_PUBLISH_ACK,
     bridge_pb2.STREAM_FEATURE_TOOL_CANCEL,
+    bridge_pb2.STREAM_FEATURE_UNROUTED,
 )
 
 
@@ -73,6 +75,7 @@ class Counters:
         "dropped",
         "features",
         "last_server_error",
+        "lost",
         "malformed",
         "pings",
         "pongs",
@@ -84,6 +87,7 @@ class Counters:
         "tools_cancelled",
         "tools_refused",
         "tools_served",
+        "unrouted",
     )
 
     def __init__(self) -> None:
@@ -92,6 +96,8 @@ class Counters:
         self.published = 0
         self.dropped = 0
         self.rejected = 0
+        self.unrouted = 0
+        self.lost = 0
         self.delivered = 0
         self.malformed = 0
         self.tools_served = 0
@@ -122,16 +128,20 @@ class SessionEnded(Exception):
 class AckWaiter:
     """A publisher waiting to learn whether the server's bus accepted its publish."""
 
-    __slots__ = ("error", "event", "topic")
+    __slots__ = ("error", "event", "outcome", "topic")
 
     def __init__(self, topic: str) -> None:
         self.topic = topic
         self.event = anyio.Event()
         self.error: Exception | None = None
+        self.outcome = Acceptance.ACCEPTED
 
-    def settle(self, error: Exception | None = None) -> None:
+    def settle(
+        self, error: Exception | None = None, outcome: Acceptance = Acceptance.ACCEPTED
+    ) -> None:
         if not self.event.is_set():
             self.error = error
+            self.outcome = outcome
             self.event.set()
 
 
@@ -240,9 +250,25 @@ class Session:
                 tg.start_soon(self._guard, self._setup, connected)
         finally:
             self.ended = True
+            lost = self.end_reason or ConnectionLost("the connection closed")
+            # What the connection took with it: publishes written and never acknowledged
+            # (perhaps published), and publishes still queued (never written). Each is
+            # counted, and each publisher that waits is told.
+            self.counters.lost += len(self._unacked)
+            self._unacked.clear()
+            while True:
+                try:
+                    item = self._out.receive_nowait()
+                except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                    break
+                if isinstance(item, Outgoing):
+                    self.counters.lost += 1
+                    if item.waiter is not None:
+                        item.waiter.settle(
+                            ConnectionLost(f"connection lost before sending ({lost})")
+                        )
             self._out.close_receiving()
             self._call.cancel()
-            lost = self.end_reason or ConnectionLost("the connection closed")
             for waiter in self._ack_waiters.values():
                 waiter.settle(ConnectionLost(f"connection lost before the ack ({lost})"))
             self._ack_waiters.clear()
@@ -411,6 +437,12 @@ class Session:
             rejection = rejected.pop(seq, None) if rejected else None
             if rejection is None:
                 continue
+            if rejection.code == "UNROUTED":  # accepted, but nobody was subscribed
+                self.counters.unrouted += 1
+                waiter = self._ack_waiters.pop(seq, None)
+                if waiter is not None:
+                    waiter.settle(outcome=Acceptance.UNROUTED)
+                continue
             self.counters.rejected += 1
             waiter = self._ack_waiters.pop(seq, None)
             error = PublishRejected(topic, rejection.code, rejection.reason)
@@ -478,7 +510,7 @@ class Session:
         if not self._acks:
             for out in batch:
                 if out.waiter is not None:
-                    out.waiter.settle()  # nothing more to learn from an old server
+                    out.waiter.settle(outcome=Acceptance.SENT)  # an old server says no more
             return False
         waited = False
         for out in batch:

@@ -10,8 +10,11 @@ so handler code catches the same exceptions remote as in process.
 from __future__ import annotations
 
 from loom.runtime import BusClosed, InvalidArgument, LoomError
+from loom.runtime.tools import ToolFailed
 
 __all__ = [
+    "AGENT_UNRESPONSIVE",
+    "AgentUnresponsive",
     "BindError",
     "BridgeError",
     "ClientClosed",
@@ -115,6 +118,37 @@ class LimitExceeded(BridgeError):
         super().__init__(f"{detail} (limit {limit} = {value})")
         self.limit = limit
         self.value = value
+
+
+# ---------------------------------------------------------------- tool calls to agents
+
+AGENT_UNRESPONSIVE = "AGENT_UNRESPONSIVE"
+"""The ``ToolResult.error.code`` of a call failed because its agent turned stale."""
+
+
+class AgentUnresponsive(ToolFailed):
+    """A tool call pushed to a remote agent failed because the agent turned stale: nothing
+    (no ping, no frame) arrived from it for ``stale_after_s`` while the call was pending (a
+    process stopped with SIGSTOP, a network partition). Its stream may still be open; the
+    agent may still run the call, but nobody waits for its result any more.
+
+    It crosses the wire as ``TOOL_ERROR`` with ``error.code = "AGENT_UNRESPONSIVE"`` and is
+    rebuilt as itself; a ``ToolFailed``, so code catching tool failures catches it too.
+
+    Attributes:
+        agent_id: the agent that fell silent (``""`` when the result did not name it).
+        stale_after_s: the silence that made it stale, in seconds (0 when not reported).
+    """
+
+    def __init__(self, agent_id: str, stale_after_s: float, *, tool: str | None = None) -> None:
+        super().__init__(
+            AGENT_UNRESPONSIVE,
+            f"agent {agent_id} sent nothing for {stale_after_s:g} s and is stale; "
+            "the call was given up",
+            tool=tool,
+        )
+        self.agent_id = agent_id
+        self.stale_after_s = stale_after_s
 
 
 # ---------------------------------------------------------------- the client

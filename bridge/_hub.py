@@ -6,6 +6,8 @@ The servicers (``_server``, ``_services``, ``_directory_service``) and each stre
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -25,7 +27,7 @@ from ._wire_types import ToolDescriptor
 if TYPE_CHECKING:
     from ._server_session import Session
 
-__all__ = ["Hub", "Registration"]
+__all__ = ["Hub", "Registration", "Settle"]
 
 _ANY_OBJECT: JSONObject = {"type": "object"}
 
@@ -107,13 +109,104 @@ class Registration(msgspec.Struct, frozen=True, kw_only=True):
         )
 
 
+class Settle:
+    """The settle window of a fresh server: publishes that no subscription matches are held
+    while agents reattach.
+
+    A server has no memory of the agents connected to the process before it (a restart, a
+    crash), so it cannot know who is coming back. When it restarts, every client reconnects
+    after its own backoff, and a publisher that comes back before its subscribers would
+    publish into the void (the bus counts such events ``unrouted``). So for at most
+    ``settle_s`` after the server starts, a stream's publish that would reach no subscription
+    waits for one to appear (an agent attaching or subscribing). The window closes early once
+    ``settle_s / 2`` pass with no registration, attach or subscription (nobody, or nobody
+    more, is reconnecting; a first start with no agents holds at most that long). Held
+    publishes keep their stream's order and hold its publisher (its credit runs out); when
+    the window closes, each is published as it is, and a client that negotiated
+    ``STREAM_FEATURE_UNROUTED`` is told of those that still reached nobody.
+
+    Attributes:
+        settle_s: the longest the window lasts (0: no window).
+        active: the window is open.
+        held: publishes that waited in it.
+    """
+
+    def __init__(self, settle_s: float) -> None:
+        self.settle_s = settle_s
+        self.quiet_s = settle_s / 2
+        self.active = False
+        self.held = 0
+        self._until = 0.0
+        self._last = 0.0
+        self._changed = anyio.Event()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def open(self) -> None:
+        """Open the window now (the server has started listening)."""
+        if self.settle_s <= 0:
+            return
+        now = asyncio.get_running_loop().time()
+        self.active = True
+        self._until = now + self.settle_s
+        self._last = now
+        self._arm()
+
+    def remaining(self) -> float:
+        """Seconds the window may still last (0 when closed)."""
+        if not self.active:
+            return 0.0
+        return max(0.0, self._until - asyncio.get_running_loop().time())
+
+    def _arm(self) -> None:
+        loop = asyncio.get_running_loop()
+        end = min(self._until, self._last + self.quiet_s)
+        self._timer = loop.call_at(end, self._check)
+
+    def _check(self) -> None:
+        self._timer = None
+        now = asyncio.get_running_loop().time()
+        if now >= self._until or now >= self._last + self.quiet_s:
+            self.close()
+        else:
+            self._arm()
+
+    def close(self) -> None:
+        """Close the window: held publishes go ahead. Idempotent."""
+        self.active = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._changed.set()
+
+    def activity(self) -> None:
+        """An agent registered, attached or subscribed: held publishes look again, and the
+        window stays open at least ``quiet_s`` more (within ``settle_s``)."""
+        if not self.active:
+            return
+        self._last = asyncio.get_running_loop().time()
+        changed, self._changed = self._changed, anyio.Event()
+        changed.set()
+
+    async def hold(self, routable: Callable[[], bool]) -> None:
+        """Wait while the window is open and ``routable()`` is false."""
+        if not self.active or routable():
+            return
+        self.held += 1
+        while self.active and not routable():
+            await self._changed.wait()
+
+
 class Hub:
     """What the services of one server share: the runtime, the limits, who is registered
     and connected, and which session each pushed tool call belongs to."""
 
-    def __init__(self, runtime: AgentRuntime, limits: Limits) -> None:
+    def __init__(self, runtime: AgentRuntime, limits: Limits, *, settle_s: float = 0.0) -> None:
         self.runtime = runtime
         self.limits = limits
+        # A bus with a transport may route an event to other nodes, which this server cannot
+        # see: it neither holds publishes nor reports them unrouted.
+        self.local_routing = not runtime.bus.plumbing.has_transport
+        self.settle = Settle(settle_s if self.local_routing else 0.0)
         self.registrations: dict[str, Registration] = {}
         self.sessions: dict[str, Session] = {}
         self.calls: dict[str, Session] = {}
@@ -142,6 +235,15 @@ class Hub:
             self._forget_one()
         self.registrations.pop(agent_id, None)
         self.registrations[agent_id] = reg  # newest last: eviction takes the oldest
+        self.settle.activity()
+
+    def routable(self, topic: str) -> bool:
+        """Whether an event published on ``topic`` now would reach a subscription here (an
+        invalid topic counts as routable: the bus refuses it, with its own error)."""
+        try:
+            return bool(self.runtime.bus.plumbing.subscribers(topic))
+        except InvalidArgument:
+            return True
 
     def _forget_one(self) -> None:
         for agent_id in self.registrations:

@@ -196,6 +196,7 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
             with anyio.CancelScope(shield=True):
                 await remote.detach("refused on connect")
             raise
+        hub.settle.activity()  # its subscriptions are live: held publishes look again
         return session
 
 
@@ -210,11 +211,15 @@ class ServerStatistics(msgspec.Struct, frozen=True, kw_only=True):
         registered: agents that called ``RegisterAgent`` and are remembered.
         connected: agents whose ``EventStream`` is open.
         pending_tool_calls: tool calls pushed to agents and not yet answered.
+        settling: the settle window is open (publishes no subscription matches are held).
+        held_publishes: publishes that waited in the settle window.
     """
 
     registered: int
     connected: int
     pending_tool_calls: int
+    settling: bool = False
+    held_publishes: int = 0
 
 
 class BridgeServer:
@@ -238,6 +243,10 @@ class BridgeServer:
         tls: TLS (mutual when it names a client CA).
         limits: the server's limits.
         grace_s: seconds calls in flight get to finish when the server stops.
+        settle_s: the settle window after the server starts: for at most this long, a
+            stream's publish that no subscription matches waits for agents to reattach (see
+            ``docs/bridge.md``, "Restarts"). 0 (the default here; ``loom serve`` uses 2 s):
+            none, for a server whose process starts its own agents.
 
     Raises:
         InsecureBind: ``host`` is not loopback and neither ``token`` nor ``tls`` is given.
@@ -253,19 +262,23 @@ class BridgeServer:
         tls: TLSConfig | None = None,
         limits: Limits | None = None,
         grace_s: float = 5.0,
+        settle_s: float = 0.0,
     ) -> None:
         check_bind(host, token=token, tls=tls)
         if not 0 <= port <= 65535:
             raise InvalidArgument(f"port must be 0..65535, not {port}")
         if grace_s < 0:
             raise InvalidArgument(f"grace_s must be >= 0, not {grace_s}")
+        if not 0 <= settle_s < float("inf"):
+            raise InvalidArgument(f"settle_s must be >= 0 seconds, not {settle_s}")
         self.host = host
         self.requested_port = port
         self.token = token
         self.tls = tls
         self.limits = limits if limits is not None else Limits()
         self.grace_s = grace_s
-        self.hub = Hub(runtime, self.limits)
+        self.settle_s = settle_s
+        self.hub = Hub(runtime, self.limits, settle_s=settle_s)
         self.hub.bind_agent_ids = tls is not None and tls.bind_agent_ids
         self.port = 0
         self._server: grpc.aio.Server | None = None
@@ -318,6 +331,7 @@ class BridgeServer:
         self._server = server
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.hub.settle.open()
         log.info("bridge listening on %s%s", self.address, " (TLS)" if self.tls else "")
         return self
 
@@ -337,6 +351,7 @@ class BridgeServer:
         self._closed = True
         hub = self.hub
         hub.closing = True
+        hub.settle.close()
         grace = self.grace_s if grace_s is None else grace_s
         with anyio.CancelScope(shield=True):
             await self._health.enter_graceful_shutdown()
@@ -352,4 +367,6 @@ class BridgeServer:
             registered=len(self.hub.registrations),
             connected=len(self.hub.sessions),
             pending_tool_calls=len(self.hub.calls),
+            settling=self.hub.settle.active,
+            held_publishes=self.hub.settle.held,
         )

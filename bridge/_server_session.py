@@ -31,6 +31,7 @@ import contextlib
 import functools
 import logging
 import math
+import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -44,6 +45,7 @@ from google.protobuf.message import DecodeError
 
 from loom.bridge._generated import bridge_pb2, tools_pb2
 from loom.runtime import (
+    AgentStatus,
     BusClosed,
     Delivery,
     Event,
@@ -55,7 +57,7 @@ from loom.runtime import (
 from loom.runtime.lowlevel import RemoteAgent, mailbox_topic, new_id
 from loom.runtime.tools import JSONObject, ToolFailed
 
-from ._calls import decode_output, disconnected_outcome, run_tool_call
+from ._calls import decode_output, disconnected_outcome, run_tool_call, unresponsive_outcome
 from ._convert import (
     fill_event,
     publish_from_proto,
@@ -83,6 +85,7 @@ _FEATURES: Final = frozenset(
         bridge_pb2.STREAM_FEATURE_PUBLISH_ACK,
         bridge_pb2.STREAM_FEATURE_TOOL_CANCEL,
         bridge_pb2.STREAM_FEATURE_TOOL_CALLS,
+        bridge_pb2.STREAM_FEATURE_UNROUTED,
     }
 )
 _OLD_LANE: Final = 64  # publish lane of a stream without acks: the reader waits beyond this
@@ -110,6 +113,13 @@ class _Publish(msgspec.Struct, gc=False):
 
 _ACK_DUE: Final = _Publish(0)
 """Put on the lane for the publisher task when publishes the reader made itself await an ack."""
+
+
+def _unrouted(seq: int, topic: str) -> bridge_pb2.PublishRejection:
+    """The ack's notice (``STREAM_FEATURE_UNROUTED``) of a publish that reached nobody."""
+    return bridge_pb2.PublishRejection(
+        sequence=seq, code="UNROUTED", reason=f"no subscription took the event on {topic!r}"
+    )
 
 
 class _Pending:
@@ -142,6 +152,7 @@ class Session:
         self._hello = False
         self._acks = False
         self._cancels = False
+        self._unrouted = False  # report publishes that reached no subscription (in acks)
         self._max_batch = limits.max_batch_events
         self._window = 0
         self._credit = 0  # what the client may still send, as the server counts it
@@ -156,6 +167,7 @@ class Session:
         self._queued = 0  # publishes (and refusals) on the lane, not yet taken by the publisher
         self._blocked = False  # the publisher holds a publish it waits to hand to the bus
         self._pending: dict[str, _Pending] = {}
+        self._watch = anyio.Event()  # set when a call is pushed: the watchdog looks again
         self._calls: dict[str, anyio.CancelScope] = {}  # calls the agent made on the stream
         self._tg: TaskGroup | None = None
         self._workers: Workers | None = None  # run the calls the agent makes, one each
@@ -164,6 +176,11 @@ class Session:
         self._batching = False  # set once the welcome granting BATCH is on the wire
         self.status: Status | None = None
         self.closed = False
+        # A clean end of the client's side (half-close): what it published is still
+        # published and acknowledged before the stream ends (see _finish_publishes).
+        self._half_closed = False
+        self._published_all = anyio.Event()
+        self._wrote_all = anyio.Event()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -177,8 +194,11 @@ class Session:
                 tg.start_soon(self._writer)
                 tg.start_soon(self._publisher)
                 tg.start_soon(self._pump, self.remote.mailbox)
+                tg.start_soon(self._watchdog)
                 try:
                     await self._reader()
+                    if self._half_closed and self.status is None:
+                        await self._finish_publishes()
                 finally:
                     # However the reading ended (EOF, an error, the call cancelled from outside,
                     # a failing task cancelling this one): the shielded writers must stop too.
@@ -243,6 +263,7 @@ class Session:
                 log.debug("agent %s: stream read failed: %r", self.agent_id, exc)
                 return
             if not isinstance(msg, bridge_pb2.ClientEvent):  # grpc.aio.EOF: the client is done
+                self._half_closed = True
                 return
             self.remote.heartbeat()  # any frame is a sign of life
             try:
@@ -251,6 +272,19 @@ class Session:
                 # A bug of ours must not end the agent's stream: report it, keep serving.
                 log.exception("agent %s: frame not handled", self.agent_id)
                 await self._error("INTERNAL", f"the frame was not handled: {exc!r}")
+
+    async def _finish_publishes(self) -> None:
+        """The client half-closed its side: publish what it sent before (the publish lane
+        drains, waiting for room in lossless subscribers as ever), send the last ack, then let
+        the stream end. Without this, a client that closes cleanly right after publishing
+        would lose everything still on the lane (up to its publish window). Bounded by
+        ``_WRITE_GRACE``: what is left after it is dropped, unacknowledged (our client counts
+        it ``lost``)."""
+        self._lane.close()
+        with anyio.move_on_after(_WRITE_GRACE):
+            await self._published_all.wait()
+            self._out.close()  # the writer sends the last ack, then stops
+            await self._wrote_all.wait()
 
     async def _dispatch(self, msg: bridge_pb2.ClientEvent) -> None:
         match msg.WhichOneof("msg"):
@@ -316,10 +350,18 @@ class Session:
             self._window = min(hello.publish_window or limits.publish_window, limits.publish_window)
             self._credit = self._window
         self._cancels = bridge_pb2.STREAM_FEATURE_TOOL_CANCEL in granted
+        if bridge_pb2.STREAM_FEATURE_UNROUTED in granted:
+            if self._acks and self.hub.local_routing:
+                self._unrouted = True
+            else:  # nothing to report it in, or nothing this server can know
+                granted.remove(bridge_pb2.STREAM_FEATURE_UNROUTED)
         # Batching starts when the writer has written this welcome (see _writer), so no batch
         # can overtake it.
         welcome = bridge_pb2.StreamWelcome(
-            features=granted, max_batch_events=self._max_batch, publish_window=self._window
+            features=granted,
+            max_batch_events=self._max_batch,
+            publish_window=self._window,
+            settle_ms=math.ceil(self.hub.settle.remaining() * 1000),
         )
         await self._send(bridge_pb2.ServerEvent(welcome=welcome))
 
@@ -375,15 +417,22 @@ class Session:
         if not sender:  # stamped, so a reply to it finds this agent's mailbox
             envelope = msgspec.structs.replace(event.envelope, sender=self.agent_id)
             event = msgspec.structs.replace(event, envelope=envelope)
-        if not self._queued and not self._blocked:
+        if (
+            not self._queued
+            and not self._blocked
+            and not (self.hub.settle.active and not self.hub.routable(topic))
+        ):
             # Nothing ahead of it, so publishing here keeps the stream's order, and saves the
             # hand-over to the publisher task (a stream of single events paid one per event).
+            # A publish the settle window holds goes to the publisher task, which waits.
             try:
-                self._bus.publish_nowait(topic, event)
+                reached = self._bus.publish_nowait(topic, event)
             except (WouldBlock, InvalidArgument, BusClosed):
                 pass  # the publisher task waits for room, or answers the error, in order
             else:
                 if seq:
+                    if not reached and self._unrouted:
+                        self._rejections.append(_unrouted(seq, topic))
                     self._settled_here(seq)
                 return
         await self._queue(_Publish(seq, topic, event, credit=bool(seq)))
@@ -430,6 +479,7 @@ class Session:
 
     async def _publisher(self) -> None:
         bus = self._bus
+        settle = self.hub.settle
         lane = self._lane
         loop = asyncio.get_running_loop()  # grpc.aio: the server runs on asyncio only
         try:
@@ -463,10 +513,21 @@ class Session:
                         await self._ack()
                     continue
                 self._queued -= 1
+                reached = -1
                 if item.event is not None:
+                    if settle.active and not self.hub.routable(item.topic):
+                        # Held until a subscriber reattaches or the window closes (Settle):
+                        # the publishes behind it wait too, so the stream keeps its order.
+                        self._blocked = True
+                        try:
+                            if self._credit_back or self._rejections:
+                                await self._ack()
+                            await settle.hold(functools.partial(self.hub.routable, item.topic))
+                        finally:
+                            self._blocked = False
                     try:
                         try:
-                            bus.publish_nowait(item.topic, item.event)
+                            reached = bus.publish_nowait(item.topic, item.event)
                         except WouldBlock:
                             self._blocked = True  # the reader must queue behind this one
                             try:
@@ -479,7 +540,7 @@ class Session:
                                     or anyio.current_time() - self._last_ack >= _ACK_LINGER
                                 ):
                                     await self._ack()
-                                await bus.publish(item.topic, item.event)
+                                reached = await bus.publish(item.topic, item.event)
                             finally:
                                 self._blocked = False
                     except (InvalidArgument, BusClosed) as exc:
@@ -497,11 +558,18 @@ class Session:
                             sequence=item.seq, code=item.code, reason=item.reason
                         )
                     )
+                elif reached == 0 and self._unrouted:
+                    self._rejections.append(_unrouted(item.seq, item.topic))
                 # Within a burst, ack when half the window is due back (so a long burst never
                 # stalls the client), when rejections pile up, or when the client asked.
                 if self._ack_due():
                     await self._ack()
-        except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+        except anyio.EndOfStream:
+            # The lane was closed by _finish_publishes and is drained: the last ack.
+            if self._credit_back or self._rejections:
+                await self._ack()
+            self._published_all.set()
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             return
         finally:
             if self._linger is not None:
@@ -559,6 +627,7 @@ class Session:
                 # process: an event that several of its patterns match arrives once, in
                 # order with the rest. (Removed by pattern; its id is the mailbox's.)
                 self.remote.add_pattern(req.pattern, qos=qos)
+                self.hub.settle.activity()
                 await self._send(result(True, self.remote.mailbox.id))
                 return
             sub = self.remote.subscribe(
@@ -572,6 +641,7 @@ class Session:
             return
         assert self._tg is not None
         self._tg.start_soon(self._pump, sub)
+        self.hub.settle.activity()
         await self._send(result(True, sub.id))
 
     async def _unsubscribe(self, req: bridge_pb2.UnsubscribeRequest) -> None:
@@ -710,6 +780,7 @@ class Session:
         with self._shielded():
             try:
                 await self._write_frames()
+                self._wrote_all.set()
             except Exception as exc:  # the call is over (the peer went away mid-write)
                 log.debug("agent %s: stream write failed: %r", self.agent_id, exc)
                 self.end(grpc.StatusCode.UNAVAILABLE, "the stream could not be written")
@@ -758,6 +829,8 @@ class Session:
         pending = _Pending()
         self._pending[call_id] = pending
         self.hub.calls[call_id] = self
+        if not self._watch.is_set():
+            self._watch.set()
         try:
             await self._send(bridge_pb2.ServerEvent(tool_call=call))
             await pending.done.wait()
@@ -781,6 +854,37 @@ class Session:
         if outcome.status is ToolStatus.OK:
             return decode_output(outcome.output)
         raise error_from_outcome(outcome, tool=name, timeout=deadline - start)
+
+    async def _watchdog(self) -> None:
+        """Fail the calls pushed to the agent once it turns stale (``AGENT_UNRESPONSIVE``).
+
+        Stale is the directory's rule: nothing from the agent (no frame at all: our SDK
+        pings every ``heartbeat_interval``) for the runtime's ``stale_after_s``. A stopped
+        (SIGSTOP) or partitioned process keeps its stream open for as long as TCP and gRPC
+        keepalive take to notice (tens of seconds), and its callers would wait for their
+        whole timeout; they are told at the threshold instead. The call is only given up
+        here: the stream stays, and a result the agent sends later is discarded. Sleeps
+        while no call is pending, so an idle agent costs no wake-ups.
+        """
+        runtime = self.hub.runtime
+        while True:
+            if not self._pending:
+                self._watch = anyio.Event()
+                await self._watch.wait()
+            threshold = runtime.stale_after_s
+            info = runtime.directory.get(self.agent_id)
+            if info is None:
+                return
+            silent = (time.time_ns() // 1_000_000 - info.last_heartbeat_ms) / 1000
+            if info.status is not AgentStatus.STALE and silent < threshold:
+                await anyio.sleep(threshold - silent)
+                continue
+            for call_id, pending in list(self._pending.items()):
+                if pending.outcome is None:
+                    pending.outcome = unresponsive_outcome(call_id, self.agent_id, threshold)
+                    pending.done.set()
+            # The calls are being woken; give them the turn before looking again.
+            await anyio.lowlevel.checkpoint()
 
     async def _resolve(self, msg: tools_pb2.ToolResult) -> None:
         try:

@@ -48,7 +48,15 @@ from loom.runtime.tools import (
     ToolTimeout,
 )
 
-from ._errors import BridgeError, LimitExceeded, NotRegistered, Unauthenticated, WrongAgent
+from ._errors import (
+    AGENT_UNRESPONSIVE,
+    AgentUnresponsive,
+    BridgeError,
+    LimitExceeded,
+    NotRegistered,
+    Unauthenticated,
+    WrongAgent,
+)
 from ._wire_types import ToolCallOutcome, ToolErrorInfo, ToolStatus
 
 __all__ = [
@@ -165,7 +173,9 @@ def outcome_from_error(call_id: str, exc: ToolError) -> ToolCallOutcome:
     ``ToolNotFound`` -> ``NOT_FOUND``; ``InvalidToolArguments`` -> ``INVALID_ARGUMENTS``
     (``details`` has ``path``, a JSON Pointer); ``ToolTimeout`` -> ``TIMEOUT`` (``details`` has
     ``timeout_s``); anything else -> ``ERROR``, with ``code`` ``PERMISSION_DENIED`` for a
-    refusal by policy and the failure's type name (``ToolFailed.cause_type``) otherwise.
+    refusal by policy, ``AGENT_UNRESPONSIVE`` for an agent that turned stale (``details``
+    has ``agent_id`` and ``stale_after_s``) and the failure's type name
+    (``ToolFailed.cause_type``) otherwise.
     ``details["tool"]`` names the tool when known.
     """
     details = {"tool": exc.tool} if exc.tool else {}
@@ -181,6 +191,10 @@ def outcome_from_error(call_id: str, exc: ToolError) -> ToolCallOutcome:
             details["timeout_s"] = f"{exc.timeout:g}"
         case ToolPermissionDenied():
             status, code = ToolStatus.ERROR, "PERMISSION_DENIED"
+        case AgentUnresponsive():
+            status, code = ToolStatus.ERROR, AGENT_UNRESPONSIVE
+            details["agent_id"] = exc.agent_id
+            details["stale_after_s"] = f"{exc.stale_after_s:g}"
         case ToolFailed():
             status, code = ToolStatus.ERROR, exc.cause_type
         case _:
@@ -238,6 +252,12 @@ def error_from_outcome(outcome: ToolCallOutcome, *, tool: str, timeout: float) -
             exc = ToolTimeout(timeout if math.isfinite(timeout) else math.inf, tool=tool)
         case _ if err.code == "PERMISSION_DENIED":
             exc = ToolPermissionDenied(text, tool=tool)
+        case _ if err.code == AGENT_UNRESPONSIVE:
+            stale_after_s = 0.0
+            with contextlib.suppress(ValueError):
+                stale_after_s = float(err.details.get("stale_after_s", "0"))
+            exc = AgentUnresponsive(err.details.get("agent_id", ""), stale_after_s, tool=tool)
+            exc.cause_message = _after(text, f"failed: {AGENT_UNRESPONSIVE}")
         case _:
             cause = err.code or "ToolError"
             exc = ToolFailed(cause, _after(text, f"failed: {cause}"), tool=tool)

@@ -16,11 +16,13 @@ class StreamFeature(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STREAM_FEATURE_PUBLISH_ACK: _ClassVar[StreamFeature]
     STREAM_FEATURE_TOOL_CANCEL: _ClassVar[StreamFeature]
     STREAM_FEATURE_TOOL_CALLS: _ClassVar[StreamFeature]
+    STREAM_FEATURE_UNROUTED: _ClassVar[StreamFeature]
 STREAM_FEATURE_UNSPECIFIED: StreamFeature
 STREAM_FEATURE_BATCH: StreamFeature
 STREAM_FEATURE_PUBLISH_ACK: StreamFeature
 STREAM_FEATURE_TOOL_CANCEL: StreamFeature
 STREAM_FEATURE_TOOL_CALLS: StreamFeature
+STREAM_FEATURE_UNROUTED: StreamFeature
 
 class AgentRegisterRequest(_message.Message):
     __slots__ = ("agent_id", "subscribed_topics", "tools", "metadata")
@@ -152,14 +154,16 @@ class StreamHello(_message.Message):
     def __init__(self, features: _Optional[_Iterable[_Union[StreamFeature, str]]] = ..., max_batch_events: _Optional[int] = ..., publish_window: _Optional[int] = ...) -> None: ...
 
 class StreamWelcome(_message.Message):
-    __slots__ = ("features", "max_batch_events", "publish_window")
+    __slots__ = ("features", "max_batch_events", "publish_window", "settle_ms")
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_EVENTS_FIELD_NUMBER: _ClassVar[int]
     PUBLISH_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    SETTLE_MS_FIELD_NUMBER: _ClassVar[int]
     features: _containers.RepeatedScalarFieldContainer[StreamFeature]
     max_batch_events: int
     publish_window: int
-    def __init__(self, features: _Optional[_Iterable[_Union[StreamFeature, str]]] = ..., max_batch_events: _Optional[int] = ..., publish_window: _Optional[int] = ...) -> None: ...
+    settle_ms: int
+    def __init__(self, features: _Optional[_Iterable[_Union[StreamFeature, str]]] = ..., max_batch_events: _Optional[int] = ..., publish_window: _Optional[int] = ..., settle_ms: _Optional[int] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
     __slots__ = ("request_id", "pattern", "qos", "event_types", "buffer_size")

@@ -52,6 +52,20 @@ def _serve_flags() -> argparse.ArgumentParser:
     s.add_argument(
         "--drain-grace", type=float, dest="drain_grace_s", help="seconds to drain on stop"
     )
+    s.add_argument(
+        "--settle",
+        type=float,
+        dest="settle_s",
+        help="seconds after start that publishes nobody is subscribed to wait for agents to "
+        "reattach (LOOM_SETTLE; default 2, 0: off)",
+    )
+    s.add_argument(
+        "--stale-after",
+        type=float,
+        dest="stale_after_s",
+        help="seconds of silence after which an agent is stale and its pending tool calls "
+        "fail with AGENT_UNRESPONSIVE (LOOM_STALE_AFTER; default 15)",
+    )
     sec = s.add_argument_group(
         "security", "A non-loopback --host needs a token, TLS, or both (else loom refuses)."
     )

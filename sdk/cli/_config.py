@@ -43,6 +43,12 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         log_level: debug, info, warning or error.
         drain_grace_s: seconds a shutdown waits for queued events to drain (and for calls in
             flight on the bridge to finish).
+        settle_s: the settle window after the server starts: for at most this long,
+            publishes that no subscription matches wait for agents to reattach (after a
+            restart, publishers often reconnect before their subscribers); closes early after
+            half of it with no agent registering or subscribing. 0 turns it off.
+        stale_after_s: a remote agent silent this long is stale, and the tool calls pending
+            on it fail with ``AGENT_UNRESPONSIVE``.
         token: bearer token every gRPC call must carry (``authorization: Bearer <token>``).
         tls_cert_file: the server's TLS certificate chain (PEM); TLS is on when set.
         tls_key_file: its private key (PEM).
@@ -60,6 +66,8 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     data_dir: str = ".loom"
     log_level: str = "info"
     drain_grace_s: float = 5.0
+    settle_s: float = 2.0
+    stale_after_s: float = 15.0
     token: str | None = None
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
@@ -77,6 +85,10 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             raise ConfigError(f"log_level must be one of {', '.join(_LOG_LEVELS)}")
         if self.drain_grace_s < 0:
             raise ConfigError(f"drain_grace_s must be >= 0, not {self.drain_grace_s}")
+        if not 0 <= self.settle_s < float("inf"):
+            raise ConfigError(f"settle_s must be >= 0 seconds, not {self.settle_s}")
+        if not 0 < self.stale_after_s < float("inf"):
+            raise ConfigError(f"stale_after_s must be > 0 seconds, not {self.stale_after_s}")
         if self.token is not None and not self.token:
             raise ConfigError("token must not be empty (leave it unset for none)")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
@@ -125,6 +137,8 @@ _ENV = {
     "LOOM_DATA_DIR": "data_dir",
     "LOOM_LOG_LEVEL": "log_level",
     "LOOM_DRAIN_GRACE": "drain_grace_s",
+    "LOOM_SETTLE": "settle_s",
+    "LOOM_STALE_AFTER": "stale_after_s",
     "LOOM_TOKEN": "token",
     "LOOM_TLS_CERT": "tls_cert_file",
     "LOOM_TLS_KEY": "tls_key_file",
@@ -178,6 +192,8 @@ SERVE_KEYS: tuple[str, ...] = tuple(f.name for f in msgspec.structs.fields(Serve
 # Flags whose name is not the setting's (the rest are --max-agents for max_agents, ...).
 _FLAG_NAMES = {
     "drain_grace_s": "--drain-grace",
+    "settle_s": "--settle",
+    "stale_after_s": "--stale-after",
     "tls_cert_file": "--tls-cert",
     "tls_key_file": "--tls-key",
     "tls_client_ca_file": "--tls-client-ca",

@@ -116,7 +116,12 @@ async def serve(
         tables = tables if tables is not None else ServiceTables()
         async with (
             EventBus(drain_grace=config.drain_grace_s) as bus,
-            AgentRuntime(bus) as runtime,
+            AgentRuntime(
+                bus,
+                stale_after_s=config.stale_after_s,
+                # A short threshold gets a sweep to match (5 s, the default, for 15 s).
+                sweep_interval_s=min(5.0, config.stale_after_s / 3),
+            ) as runtime,
             _models(tables) as router,
             _mcp_hub(tables, runtime, environ or {}),
             _hosted(tables, runtime, router, Path(data_dir)),
@@ -128,6 +133,7 @@ async def serve(
                 tls=config.tls(),
                 limits=config.limits(),
                 grace_s=config.drain_grace_s,
+                settle_s=config.settle_s,
             ) as server,
         ):
             log.info("loom serve: event bus up (pid %d, data dir %s)", os.getpid(), data_dir)

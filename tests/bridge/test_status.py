@@ -18,6 +18,7 @@ import pytest
 import loom
 from loom import InvalidCapability
 from loom.bridge import (
+    AgentUnresponsive,
     BindError,
     BridgeError,
     ClientClosed,
@@ -115,6 +116,7 @@ TOOL_ERRORS: tuple[type[ToolError], ...] = (
     ToolTimeout,
     ToolPermissionDenied,
     ToolFailed,
+    AgentUnresponsive,  # a call pushed to an agent that turned stale (code AGENT_UNRESPONSIVE)
 )
 
 # Sent in a ToolResult as TOOL_ERROR with their class name as the code: rebuilt as ToolFailed.
@@ -188,6 +190,7 @@ SAMPLES: dict[type[LoomError], Callable[[], LoomError]] = {
     ToolPermissionDenied: lambda: ToolPermissionDenied("/etc is outside the workspace", tool="t.x"),
     ToolFailed: lambda: ToolFailed("ValueError", "bad value: 3", tool="t.x"),
     ToolUnavailable: lambda: ToolUnavailable("fs", "not connected", tool="t.x"),
+    AgentUnresponsive: lambda: AgentUnresponsive("a1", 15.0, tool="t.x"),
 }
 
 
@@ -313,6 +316,13 @@ def test_tool_error_fields_survive() -> None:
     failed = _through_the_wire(ToolFailed("ValueError", "bad value: 3", tool="t.x"))
     assert isinstance(failed, ToolFailed)
     assert (failed.cause_type, failed.cause_message) == ("ValueError", "bad value: 3")
+    stale = _through_the_wire(AgentUnresponsive("a1", 2.5, tool="t.x"))
+    assert isinstance(stale, AgentUnresponsive)
+    assert (stale.agent_id, stale.stale_after_s, stale.cause_type) == (
+        "a1",
+        2.5,
+        "AGENT_UNRESPONSIVE",
+    )
     denied = _through_the_wire(ToolPermissionDenied("no", tool="t.x"))
     assert isinstance(denied, ToolPermissionDenied)
     assert denied.reason == "no"

@@ -75,6 +75,20 @@ def test_config_sources_merge_in_order(tmp_path: Path) -> None:
     assert cfg == ServeConfig(host="127.0.0.2", port=8000, data_dir="/tmp/x", log_level="debug")
 
 
+def test_config_carries_the_settle_window_and_the_stale_threshold(tmp_path: Path) -> None:
+    toml = tmp_path / "loom.toml"
+    toml.write_text("[serve]\nsettle_s = 3.5\nstale_after_s = 4\n")
+    cfg = load_config(toml_path=toml, environ={}, overrides={})
+    assert (cfg.settle_s, cfg.stale_after_s) == (3.5, 4.0)
+    cfg = load_config(
+        toml_path=toml, environ={"LOOM_SETTLE": "1", "LOOM_STALE_AFTER": "9"}, overrides={}
+    )
+    assert (cfg.settle_s, cfg.stale_after_s) == (1.0, 9.0)
+    cfg = load_config(toml_path=None, environ={}, overrides={"settle_s": 0.0})
+    assert (cfg.settle_s, cfg.stale_after_s) == (0.0, 15.0)
+    assert ServeConfig().settle_s == 2.0
+
+
 @pytest.mark.parametrize(
     ("doc", "env", "needle"),
     [
@@ -84,6 +98,8 @@ def test_config_sources_merge_in_order(tmp_path: Path) -> None:
         ("serve = 3\n", {}, "table"),
         ("[serve\n", {}, "loom.toml"),
         ("", {"LOOM_PORT": "eighty"}, "LOOM_PORT"),
+        ("[serve]\nsettle_s = -1\n", {}, "settle_s"),
+        ("[serve]\nstale_after_s = 0\n", {}, "stale_after_s"),
     ],
 )
 def test_config_errors_name_the_problem(
