@@ -28,6 +28,18 @@ AGENT_STATUS_FAILED: AgentStatus
 AGENT_STATUS_STALE: AgentStatus
 AGENT_STATUS_DISCONNECTED: AgentStatus
 
+class ReleaseAgentRequest(_message.Message):
+    __slots__ = ("agent_id",)
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    def __init__(self, agent_id: _Optional[str] = ...) -> None: ...
+
+class ReleaseAgentResponse(_message.Message):
+    __slots__ = ("was_connected",)
+    WAS_CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    was_connected: bool
+    def __init__(self, was_connected: _Optional[bool] = ...) -> None: ...
+
 class ListAgentsRequest(_message.Message):
     __slots__ = ("capability", "topic")
     CAPABILITY_FIELD_NUMBER: _ClassVar[int]
