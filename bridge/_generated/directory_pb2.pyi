@@ -35,10 +35,12 @@ class ReleaseAgentRequest(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ...) -> None: ...
 
 class ReleaseAgentResponse(_message.Message):
-    __slots__ = ("was_connected",)
+    __slots__ = ("released", "was_connected")
+    RELEASED_FIELD_NUMBER: _ClassVar[int]
     WAS_CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    released: bool
     was_connected: bool
-    def __init__(self, was_connected: _Optional[bool] = ...) -> None: ...
+    def __init__(self, released: _Optional[bool] = ..., was_connected: _Optional[bool] = ...) -> None: ...
 
 class ListAgentsRequest(_message.Message):
     __slots__ = ("capability", "topic")

@@ -64,8 +64,8 @@ class DirectoryServicer:
         """Added: frees a remote agent's id (`loom agents release ID`): its registration and
         registration secret are forgotten and its open stream, if any, ends with
         PERMISSION_DENIED, so any client may register the id again at once. Only for a caller
-        with the server's admin token (else PERMISSION_DENIED); an id the server does not hold
-        for a remote agent: NOT_FOUND.
+        with the server's admin token (else PERMISSION_DENIED). Idempotent: an id the server
+        holds no registration for is answered with released = false.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
