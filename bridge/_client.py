@@ -85,7 +85,13 @@ from ._errors import ClientClosed, ConnectFailed, ConnectionLost, RegistrationRe
 from ._lane import Lane
 from ._reconnect import ConnectionStatus, Reconnector, StateListener
 from ._status import error_from_outcome
-from ._wire_types import ToolCallOutcome, ToolCallRequest, ToolDescriptor, ToolStatus
+from ._wire_types import (
+    SECRET_METADATA,
+    ToolCallOutcome,
+    ToolCallRequest,
+    ToolDescriptor,
+    ToolStatus,
+)
 
 __all__ = [
     "AgentRegistration",
@@ -225,6 +231,10 @@ class BridgeClient:
         self._fatal: Exception | None = None
         self._last_exc: Exception | None = None
         self._counters = Counters()  # written by the sessions; see statistics()
+        # The latest registration's secret (AgentRegisterResponse.registration_secret): shown
+        # on the stream and on the next RegisterAgent, so that across reconnects this client,
+        # and no other, may take the agent's id back within the server's liveness window.
+        self._secret: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -387,6 +397,11 @@ class BridgeClient:
                 md.append(("tracestate", carrier["tracestate"]))
         return tuple(md)
 
+    def _agent_metadata(self) -> tuple[tuple[str, str], ...]:
+        """The metadata of RegisterAgent and EventStream: with the registration secret."""
+        md = self._metadata()
+        return md if self._secret is None else (*md, (SECRET_METADATA, self._secret))
+
     async def _run(self) -> None:
         try:
             await self._reconnector.run(self._attempt, fatal=self._is_fatal)
@@ -413,10 +428,14 @@ class BridgeClient:
             metadata=reg.metadata,
         )
         response = await unary(
-            stub.RegisterAgent(request, timeout=self.options.rpc_timeout, metadata=self._metadata())
+            stub.RegisterAgent(
+                request, timeout=self.options.rpc_timeout, metadata=self._agent_metadata()
+            )
         )
         if not response.success:
             raise RegistrationRefused(reg.agent_id, response.error_message)
+        # A server without secrets (older) answers none: then nothing is shown.
+        self._secret = response.registration_secret or None
         self._counters.registrations += 1
         assert self._sink is not None
         session = Session(
@@ -424,7 +443,7 @@ class BridgeClient:
             stub,
             self._sink,
             self._counters,
-            metadata=self._metadata,
+            metadata=self._agent_metadata,
             restore=self._restorable,
             refused=self._drop_subscription,
         )

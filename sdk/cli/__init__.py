@@ -72,6 +72,11 @@ def _parser() -> argparse.ArgumentParser:
     sec.add_argument(
         "--token", help="bearer token every call must carry (LOOM_TOKEN; prefer the variable)"
     )
+    sec.add_argument(
+        "--admin-token",
+        help="operator token: reads every mailbox, releases agent ids (LOOM_ADMIN_TOKEN; "
+        "prefer the variable)",
+    )
     sec.add_argument("--tls-cert", dest="tls_cert_file", help="TLS certificate chain, PEM")
     sec.add_argument("--tls-key", dest="tls_key_file", help="TLS private key, PEM")
     sec.add_argument(
@@ -122,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     "log_level": args.log_level,
                     "drain_grace_s": args.drain_grace_s,
                     "token": args.token,
+                    "admin_token": args.admin_token,
                     "tls_cert_file": args.tls_cert_file,
                     "tls_key_file": args.tls_key_file,
                     "tls_client_ca_file": args.tls_client_ca_file,

@@ -36,6 +36,7 @@ __all__ = [
     "parse_arguments",
     "publish",
     "read_data",
+    "release",
     "tail",
     "topics",
 ]
@@ -201,6 +202,14 @@ async def agents(
     rows = [["ID", "STATUS", "WHERE", "DEPTH", "RUNNING", "RESTARTS", "SEEN", "TOPICS", "TOOLS"]]
     rows += [_agent_row(info, now) for info in found]
     _table(rows, out)
+    return 0
+
+
+async def release(conn: Connection, agent_id: str, *, out: TextIO = sys.stdout) -> int:
+    """``loom agents release ID``: free a remote agent's id (the admin token as ``--token``)."""
+    async with conn.client() as admin:
+        released = await admin.release_agent(agent_id)
+    print(f"released {agent_id}" if released else f"{agent_id} was not registered", file=out)
     return 0
 
 

@@ -154,9 +154,17 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
             "  loom agents --capability fs.read      # who offers the tool fs.read\n"
             "  loom agents --topic orders.eu.new     # who would receive that topic\n"
             "  loom agents --json | jq .status\n"
+            "  loom agents release worker-1 --token $LOOM_ADMIN_TOKEN   # free the id\n"
         ),
         parents=[client],
     )
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=("release",),
+        help="release ID: free a remote agent's id (ends its stream; needs the admin token)",
+    )
+    p.add_argument("agent_id", nargs="?", metavar="ID", help="the agent id to release")
     p.add_argument("--capability", default="", metavar="TOOL", help="only agents offering TOOL")
     p.add_argument("--topic", default="", help="only agents that would receive TOPIC")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -309,7 +317,13 @@ def _build(
         return functools.partial(run, config)
     conn = _connection(args, env_address, env_token, 30.0 if args.command == "call" else 5.0)
     match args.command:
+        case "agents" if args.action == "release":
+            if not args.agent_id:
+                raise commands.UsageError("loom agents release needs the agent ID")
+            return functools.partial(commands.release, conn, args.agent_id)
         case "agents":
+            if args.agent_id:
+                raise commands.UsageError(f"unexpected argument {args.agent_id!r}")
             return functools.partial(
                 commands.agents,
                 conn,
