@@ -104,6 +104,10 @@ __all__ = [
 
 log = logging.getLogger("loom.bridge.client")
 
+# The registration secret of every agent id this process registered, by (address, agent id):
+# one entry per id, replaced at each registration (see BridgeClient._secret).
+_held_secrets: dict[tuple[str, str], str] = {}
+
 _W3C = TraceContextTextMapPropagator()
 
 ToolHandler = Callable[[ToolCallRequest], Awaitable[ToolCallOutcome]]
@@ -234,7 +238,9 @@ class BridgeClient:
         # The latest registration's secret (AgentRegisterResponse.registration_secret): shown
         # on the stream and on the next RegisterAgent, so that across reconnects this client,
         # and no other, may take the agent's id back within the server's liveness window.
-        self._secret: str | None = None
+        # Kept per process too: a child spawned again after its parent restarted is a new
+        # client of the same id, and the same holder.
+        self._secret: str | None = _held_secrets.get((address, registration.agent_id))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -436,6 +442,11 @@ class BridgeClient:
             raise RegistrationRefused(reg.agent_id, response.error_message)
         # A server without secrets (older) answers none: then nothing is shown.
         self._secret = response.registration_secret or None
+        key = (self.address, reg.agent_id)
+        if self._secret is None:
+            _held_secrets.pop(key, None)
+        else:
+            _held_secrets[key] = self._secret
         self._counters.registrations += 1
         assert self._sink is not None
         session = Session(

@@ -5,6 +5,7 @@ off loopback."""
 
 from __future__ import annotations
 
+import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,9 +14,10 @@ import anyio
 import grpc
 import pytest
 
-from loom.bridge import AdminClient, BridgeServer, WeakToken, WrongAgent
+from loom.bridge import AdminClient, BridgeServer, WeakToken, WrongAgent, token_weakness
 from loom.bridge._client import AgentRegistration, BridgeClient
 from loom.bridge._generated import bridge_pb2, bus_pb2, event_pb2, tools_pb2
+from loom.bridge._identity import OPERATOR, Principal, reaches_other_mailboxes
 from loom.runtime import AgentRuntime, Event, EventBus, Subscription
 from loom.runtime.tools import FunctionTool, ToolRegistry
 
@@ -412,3 +414,36 @@ async def test_loom_serve_refuses_a_weak_token(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert b"token is too weak" in result.stderr
     assert b"secrets.token_urlsafe(32)" in result.stderr
+
+
+# ------------------------------------------------------------------ the rule itself, pure
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reaches"),
+    [
+        (">", True),
+        ("agent.>", True),
+        ("agent.*.replies", True),
+        ("agent.*.replies.rpc", True),
+        ("*.*.replies.>", True),
+        ("agent.other.>", True),
+        ("agent.me.>", False),
+        ("agent.me.replies.>", False),
+        ("agent.*", False),
+        ("agent.*.stream", False),
+        ("orders.>", False),
+        ("loom.lifecycle.*", False),
+    ],
+)
+def test_which_patterns_reach_other_mailboxes(pattern: str, reaches: bool) -> None:
+    me = Principal.agent("me")
+    assert reaches_other_mailboxes(me, pattern) is reaches
+    assert not reaches_other_mailboxes(OPERATOR, pattern)
+
+
+def test_generated_tokens_are_never_weak() -> None:
+    for _ in range(200):
+        assert token_weakness(secrets.token_urlsafe(32)) is None
+        assert token_weakness(secrets.token_hex(16)) is None
+        assert token_weakness(secrets.token_urlsafe(12)) is None  # 16 characters
