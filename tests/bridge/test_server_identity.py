@@ -241,6 +241,21 @@ async def test_wildcards_withhold_other_agents_mailboxes() -> None:
                 seen = [(await anext(aiter(mailboxes))).event.type for _ in range(2)]
             assert seen == ["secret", "own"]
             await watcher.ping(9)  # nothing else was sent to the watcher
+        # Subscriptions made on the stream are filtered alike: one joining the mailbox, one
+        # with a buffer of its own (written by a pump of its own).
+        dyn = await OldAgent(ch, "dyn", metadata=auth(TOKEN)).connect()
+        for pattern, size in (("agent.>", 0), ("agent.*.replies", 8)):
+            request = bridge_pb2.SubscribeRequest(pattern=pattern, buffer_size=size)
+            await dyn.send(bridge_pb2.ClientEvent(subscribe=request))
+            assert (await dyn.next("subscription")).subscription.ok
+        await s.bus.publish("agent.owner.replies", Event(type="secret"))
+        await s.bus.publish("agent.owner.stream", Event(type="public"))
+        await s.bus.publish("agent.dyn.replies", Event(type="own"))
+        got = sorted([(await dyn.next("delivery")).delivery.event.type for _ in range(3)])
+        assert got == ["own", "own", "public"]
+        await dyn.ping(10)
+        assert (await owner.next("delivery")).delivery.event.type == "secret"
+        await dyn.close()
         await owner.close()
         await watcher.close()
 
