@@ -240,7 +240,9 @@ class BridgeClient:
         # and no other, may take the agent's id back within the server's liveness window.
         # Kept per process too: a child spawned again after its parent restarted is a new
         # client of the same id, and the same holder.
-        self._secret: str | None = _held_secrets.get((address, registration.agent_id))
+        self._secret: str | None = (
+            _held_secrets.get((address, registration.agent_id)) or self.options.registration_secret
+        )
 
     # ------------------------------------------------------------------ lifecycle
 

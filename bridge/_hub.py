@@ -21,7 +21,7 @@ from loom.runtime.lowlevel import RemoteTool, validate_pattern
 from loom.runtime.lowlevel import validate_agent_id as _validate_agent_id
 from loom.runtime.tools import MAX_SCHEMA_BYTES, JSONObject, ToolRegistry
 
-from ._auth import principal_of
+from ._auth import principal_of, token_weakness
 from ._convert import tool_descriptor_from_proto
 from ._errors import LimitExceeded, WrongAgent
 from ._identity import Principal
@@ -171,11 +171,12 @@ class Hub:
         )
 
     def register(self, reg: Registration, secret: str | None = None) -> str:
-        """Record (or replace) a registration; return its new secret.
+        """Record (or replace) a registration; return its secret.
 
         An id whose stream once opened with its registration secret is held for the client
         that has the secret: registering it again needs that secret (``secret``) until its
-        stream has been closed for the runtime's liveness window (``stale_after_s``).
+        stream has been closed for the runtime's liveness window (``stale_after_s``), and
+        keeps it. Otherwise the secret is the one shown, if strong enough, else a new one.
 
         Raises:
             AgentExists: the id is a local agent's, or its stream is open.
@@ -198,12 +199,15 @@ class Hub:
         self.registrations.pop(agent_id, None)
         self.registrations[agent_id] = reg  # newest last: eviction takes the oldest
         old = self.holders.get(agent_id)
-        # The holder registering again stays the holder; anyone else holds the id once a
-        # stream opens with the secret returned here.
-        held = old is not None and old.held and old.matches(secret)
-        new = secrets.token_urlsafe(24)
-        self.holders[agent_id] = Holder(new, held=held)
-        return new
+        if old is not None and old.held and old.matches(secret):
+            return old.secret  # the holder registering again: it stays the holder
+        # Anyone else holds the id once a stream opens with the secret returned here: the one
+        # it showed, if strong enough (a supervisor gives each new process of an agent the
+        # same, so a restarted process takes the id back), else a new one.
+        if secret is None or token_weakness(secret) is not None:
+            secret = secrets.token_urlsafe(24)
+        self.holders[agent_id] = Holder(secret, held=False)
+        return secret
 
     def admit_stream(self, agent_id: str, secret: str | None) -> None:
         """Check the registration secret of a stream opening for ``agent_id``: with the

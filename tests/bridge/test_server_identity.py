@@ -291,13 +291,27 @@ async def test_a_held_id_needs_its_secret() -> None:
             _, call = await _stream(ch, "owned", wrong)
             code, details = await status_of(call)
             assert code is grpc.StatusCode.PERMISSION_DENIED, details
-        # The owner comes back with it, and gets a new one.
-        again = await _register(ch, "owned", secret)
-        assert again
-        assert again != secret
-        owner, _ = await _stream(ch, "owned", again)
+        # The owner comes back with it, and keeps it.
+        assert await _register(ch, "owned", secret) == secret
+        owner, _ = await _stream(ch, "owned", secret)
         await owner.ping(2)
         await owner.close()
+
+
+async def test_a_secret_shown_first_is_adopted_if_strong() -> None:
+    async with serving() as s, channel(s.target) as ch:
+        assert await _register(ch, "proposer", STRONG) == STRONG
+        weak = await _register(ch, "weakling", "aaaaaaaaaaaaaaaaaaaa")
+        assert weak != "aaaaaaaaaaaaaaaaaaaa"
+        # A process restarted by its supervisor shows the same secret and takes the id back.
+        first, _ = await _stream(ch, "proposer", STRONG)
+        await first.ping(1)
+        await first.close()
+        await _wait_gone(s, "proposer")
+        assert await _register(ch, "proposer", STRONG) == STRONG
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await _register(ch, "proposer", STRONG[::-1])  # a strong secret, but not its own
+        assert info.value.code() is grpc.StatusCode.PERMISSION_DENIED
 
 
 async def test_an_old_client_is_bound_to_its_stream_only() -> None:
