@@ -16,6 +16,7 @@ from ._admin import PublishOutcome as PublishOutcome
 from ._admin import Rejection as Rejection
 from ._auth import TLSConfig as TLSConfig
 from ._auth import is_loopback as is_loopback
+from ._auth import token_weakness as token_weakness
 from ._calls import decode_output as decode_output
 from ._calls import run_tool_call as run_tool_call
 from ._client import Acceptance as Acceptance
@@ -39,6 +40,7 @@ from ._errors import PublishRejected as PublishRejected
 from ._errors import RegistrationRefused as RegistrationRefused
 from ._errors import SubscribeRefused as SubscribeRefused
 from ._errors import Unauthenticated as Unauthenticated
+from ._errors import WeakToken as WeakToken
 from ._errors import WireError as WireError
 from ._errors import WrongAgent as WrongAgent
 from ._limits import Limits as Limits
@@ -103,6 +105,7 @@ __all__ = [
     "ToolErrorInfo",
     "ToolStatus",
     "Unauthenticated",
+    "WeakToken",
     "WireError",
     "WrongAgent",
     "decode_output",
@@ -111,6 +114,7 @@ __all__ = [
     "is_loopback",
     "loom_version",
     "run_tool_call",
+    "token_weakness",
 ]
 
 _set_public_module(globals())

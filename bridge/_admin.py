@@ -220,6 +220,24 @@ class AdminClient:
             raise self._error(exc, "Directory.ListAgents", self.timeout) from None
         return [agent_info_from_proto(a) for a in response.agents]
 
+    async def release_agent(self, agent_id: str) -> bool:
+        """Free a remote agent's id (``Directory.ReleaseAgent``): its registration and secret
+        are forgotten and its open stream, if any, ends. Return whether the server held a
+        registration for it. Needs the server's admin token as this client's ``token``.
+
+        Raises:
+            WrongAgent: the token is not the server's admin token.
+        """
+        stub = directory_pb2_grpc.DirectoryStub(self._open())
+        request = directory_pb2.ReleaseAgentRequest(agent_id=agent_id)
+        try:
+            response = await unary(
+                stub.ReleaseAgent(request, timeout=self.timeout, metadata=self._metadata)
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise self._error(exc, "Directory.ReleaseAgent", self.timeout) from None
+        return response.released
+
     # ------------------------------------------------------------------ EventBus
 
     async def statistics(self, *, topics: bool = True, subscriptions: bool = False) -> BusStats:

@@ -3,12 +3,17 @@
 The token travels in the ``authorization`` metadata as ``Bearer <token>`` on every call; a
 call without it, or with another, ends with ``UNAUTHENTICATED`` before any handler runs. The
 health service is exempt, so load balancers and orchestrators can probe without a secret.
+The admin token, if the server has one, is accepted wherever the token is and makes its
+caller the operator (:func:`principal_of`). Who a caller is once admitted, and what that lets
+it do, is ``bridge/_identity.py``.
 """
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
+import math
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Never
@@ -19,11 +24,27 @@ import msgspec
 
 from loom.runtime import InvalidArgument
 
-from ._errors import InsecureBind
+from ._errors import InsecureBind, WeakToken
+from ._identity import ANONYMOUS, OPERATOR, Principal
 
-__all__ = ["TLSConfig", "TokenInterceptor", "certificate_names", "check_bind", "is_loopback"]
+__all__ = [
+    "MIN_TOKEN_BITS",
+    "MIN_TOKEN_LENGTH",
+    "TLSConfig",
+    "TokenInterceptor",
+    "certificate_names",
+    "check_bind",
+    "is_loopback",
+    "principal_of",
+    "token_weakness",
+]
 
 _HEALTH_PREFIX = "/grpc.health.v1.Health/"
+
+MIN_TOKEN_LENGTH = 16
+"""The fewest characters a token may have on a non-loopback address."""
+MIN_TOKEN_BITS = 40
+"""The least entropy a token may have there, estimated from its characters' frequencies."""
 
 
 class TLSConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -94,14 +115,81 @@ def is_loopback(host: str) -> bool:
         return False  # a host name or a wildcard ("", "0.0.0.0" parse; names do not)
 
 
-def check_bind(host: str, *, token: str | None, tls: TLSConfig | None) -> None:
-    """Refuse to serve a non-loopback address without a token or TLS.
+def token_weakness(token: str) -> str | None:
+    """Why ``token`` is too weak to guard a server others can reach, or ``None``.
+
+    Too weak: whitespace or control characters in it, fewer than :data:`MIN_TOKEN_LENGTH`
+    characters, or less than :data:`MIN_TOKEN_BITS` bits of entropy as its characters'
+    frequencies estimate it (which catches repeats such as one character many times, not a
+    dictionary word: use a generated token).
+    """
+    if any(c.isspace() or not c.isprintable() for c in token):
+        return "it contains whitespace or control characters"
+    if len(token) < MIN_TOKEN_LENGTH:
+        return f"it has {len(token)} characters, fewer than {MIN_TOKEN_LENGTH}"
+    n = len(token)
+    bits = -sum(k * math.log2(k / n) for k in Counter(token).values())
+    if bits < MIN_TOKEN_BITS:
+        return (
+            f"its characters repeat too much (about {bits:.0f} bits of entropy, fewer than "
+            f"{MIN_TOKEN_BITS})"
+        )
+    return None
+
+
+def check_bind(
+    host: str, *, token: str | None, tls: TLSConfig | None, admin_token: str | None = None
+) -> None:
+    """Refuse to serve a non-loopback address without a token or TLS, or with a weak token.
 
     Raises:
-        InsecureBind: it would.
+        InsecureBind: it would serve without either.
+        WeakToken: ``token`` or ``admin_token`` is too weak (:func:`token_weakness`).
     """
-    if not is_loopback(host) and not token and tls is None:
+    if is_loopback(host):
+        return
+    if not token and tls is None:
         raise InsecureBind(host)
+    for what, value in (("token", token), ("admin token", admin_token)):
+        if value is not None:
+            why = token_weakness(value)
+            if why is not None:
+                raise WeakToken(host, what, why)
+
+
+def _bearer(context: grpc.aio.ServicerContext[Any, Any]) -> bytes | None:
+    """The ``authorization`` metadata of the call, scheme normalised, or ``None``."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            raw = value.encode() if isinstance(value, str) else value
+            return b"Bearer " + raw[7:] if raw[:7].lower() == b"bearer " else raw
+    return None
+
+
+def principal_of(
+    context: grpc.aio.ServicerContext[Any, Any],
+    *,
+    admin_token: str | None,
+    bind_agent_ids: bool,
+) -> Principal:
+    """Who made a unary call (or an ``EventBus.Subscribe``), as the credentials say.
+
+    The admin token makes the operator. Under ``bind_agent_ids`` (mutual TLS) a client
+    certificate makes the agents it names, the common name first (the sender of what it
+    publishes without one). Anything else, the shared token included, is a caller that is no
+    agent: the token is shared by every client, so it cannot tell them apart.
+    """
+    if admin_token is not None:
+        given = _bearer(context)
+        if given is not None and hmac.compare_digest(given, f"Bearer {admin_token}".encode()):
+            return OPERATOR
+    if bind_agent_ids:
+        auth = context.auth_context()
+        common = [n.decode("utf-8", "replace") for n in auth.get("x509_common_name", ())]
+        names = certificate_names(context)
+        if names:
+            return Principal(name=common[0] if common else "", agents=names)
+    return ANONYMOUS
 
 
 def _denying(
@@ -122,12 +210,14 @@ def _denying(
 
 
 class TokenInterceptor(grpc.aio.ServerInterceptor):
-    """Admits a call only with ``authorization: Bearer <token>`` (health checks exempt)."""
+    """Admits a call only with ``authorization: Bearer <token>``, or the admin token if given
+    (health checks exempt)."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, admin_token: str | None = None) -> None:
         if not token:
             raise InvalidArgument("the token must not be empty")
         self._expected = f"Bearer {token}".encode()
+        self._admin = None if admin_token is None else f"Bearer {admin_token}".encode()
 
     async def intercept_service(
         self,
@@ -150,6 +240,9 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
         # "bearer" is case-insensitive (RFC 6750); the token itself is compared in constant time.
         if raw[:7].lower() == b"bearer ":
             raw = b"Bearer " + raw[7:]
-        if not hmac.compare_digest(raw, self._expected):
+        # Both compared, always: how long the check takes says nothing of which one matched.
+        ok = hmac.compare_digest(raw, self._expected)
+        admin = self._admin is not None and hmac.compare_digest(raw, self._admin)
+        if not (ok or admin):
             return _denying(handler, "invalid token")
         return handler

@@ -94,7 +94,13 @@ from ._errors import ClientClosed, ConnectFailed, ConnectionLost, RegistrationRe
 from ._lane import Lane
 from ._reconnect import ConnectionStatus, Reconnector, StateListener
 from ._status import error_from_outcome
-from ._wire_types import ToolCallOutcome, ToolCallRequest, ToolDescriptor, ToolStatus
+from ._wire_types import (
+    SECRET_METADATA,
+    ToolCallOutcome,
+    ToolCallRequest,
+    ToolDescriptor,
+    ToolStatus,
+)
 
 __all__ = [
     "Acceptance",
@@ -107,6 +113,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("loom.bridge.client")
+
+# The registration secret of every agent id this process registered, by (address, agent id):
+# one entry per id, replaced at each registration (see BridgeClient._secret).
+_held_secrets: dict[tuple[str, str], str] = {}
 
 _W3C = TraceContextTextMapPropagator()
 
@@ -235,6 +245,14 @@ class BridgeClient:
         self._fatal: Exception | None = None
         self._last_exc: Exception | None = None
         self._counters = Counters()  # written by the sessions; see statistics()
+        # The latest registration's secret (AgentRegisterResponse.registration_secret): shown
+        # on the stream and on the next RegisterAgent, so that across reconnects this client,
+        # and no other, may take the agent's id back within the server's liveness window.
+        # Kept per process too: a child spawned again after its parent restarted is a new
+        # client of the same id, and the same holder.
+        self._secret: str | None = (
+            _held_secrets.get((address, registration.agent_id)) or self.options.registration_secret
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -399,6 +417,11 @@ class BridgeClient:
                 md.append(("tracestate", carrier["tracestate"]))
         return tuple(md)
 
+    def _agent_metadata(self) -> tuple[tuple[str, str], ...]:
+        """The metadata of RegisterAgent and EventStream: with the registration secret."""
+        md = self._metadata()
+        return md if self._secret is None else (*md, (SECRET_METADATA, self._secret))
+
     async def _run(self) -> None:
         try:
             await self._reconnector.run(self._attempt, fatal=self._is_fatal)
@@ -425,10 +448,19 @@ class BridgeClient:
             metadata=reg.metadata,
         )
         response = await unary(
-            stub.RegisterAgent(request, timeout=self.options.rpc_timeout, metadata=self._metadata())
+            stub.RegisterAgent(
+                request, timeout=self.options.rpc_timeout, metadata=self._agent_metadata()
+            )
         )
         if not response.success:
             raise RegistrationRefused(reg.agent_id, response.error_message)
+        # A server without secrets (older) answers none: then nothing is shown.
+        self._secret = response.registration_secret or None
+        key = (self.address, reg.agent_id)
+        if self._secret is None:
+            _held_secrets.pop(key, None)
+        else:
+            _held_secrets[key] = self._secret
         self._counters.registrations += 1
         assert self._sink is not None
         session = Session(
@@ -436,7 +468,7 @@ class BridgeClient:
             stub,
             self._sink,
             self._counters,
-            metadata=self._metadata,
+            metadata=self._agent_metadata,
             restore=self._restorable,
             refused=self._drop_subscription,
         )

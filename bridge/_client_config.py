@@ -74,6 +74,10 @@ class ClientOptions(msgspec.Struct, frozen=True, kw_only=True):
             each way instead of an RPC per call); off, every call is a ``ForwardToolCall``.
         backoff: delays between reconnect attempts.
         close_grace: how long ``aclose`` lets queued frames go out before it cuts the stream.
+        registration_secret: the secret to show on the first ``RegisterAgent`` (at least 16
+            random characters), which the server adopts while nobody holds the id. A
+            supervisor that restarts the agent's process gives each new process the same one,
+            so the new process takes the id back at once. ``None``: the server makes one.
     """
 
     connect_timeout: float = 10.0
@@ -89,6 +93,7 @@ class ClientOptions(msgspec.Struct, frozen=True, kw_only=True):
     stream_calls: bool = True
     backoff: Backoff = msgspec.field(default_factory=Backoff)
     close_grace: float = 5.0
+    registration_secret: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("connect_timeout", "rpc_timeout", "tool_deadline", "heartbeat_interval"):

@@ -15,7 +15,7 @@ import grpc.aio
 from loom.bridge._generated import directory_pb2, directory_pb2_grpc
 from loom.runtime import AgentInfo, AgentStatus, InvalidArgument
 
-from ._errors import WireError
+from ._errors import WireError, WrongAgent
 from ._status import status_of
 
 if TYPE_CHECKING:
@@ -95,3 +95,16 @@ class DirectoryService(directory_pb2_grpc.DirectoryServicer):
         if request.capability:
             agents = [a for a in agents if request.capability in a.capabilities]
         return directory_pb2.ListAgentsResponse(agents=[agent_info_to_proto(a) for a in agents])
+
+    async def ReleaseAgent(
+        self, request: directory_pb2.ReleaseAgentRequest, context: _Context
+    ) -> directory_pb2.ReleaseAgentResponse:
+        hub = self.hub
+        if not hub.caller(context).operator:
+            error = WrongAgent(
+                "releasing an agent id needs the server's admin token"
+                + ("" if hub.admin_token else " (this server has none: start it with one)")
+            )
+            await context.abort(status_of(error), str(error))
+        released, was_connected = await hub.release(request.agent_id)
+        return directory_pb2.ReleaseAgentResponse(released=released, was_connected=was_connected)

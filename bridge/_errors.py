@@ -28,6 +28,7 @@ __all__ = [
     "RegistrationRefused",
     "SubscribeRefused",
     "Unauthenticated",
+    "WeakToken",
     "WireError",
     "WrongAgent",
 ]
@@ -73,6 +74,25 @@ class InsecureBind(BridgeError, ValueError):
             "set a token, TLS, or both (or bind 127.0.0.1)"
         )
         self.host = host
+
+
+class WeakToken(InsecureBind):
+    """The server would listen on a non-loopback address guarded by a token too easy to guess.
+
+    Attributes:
+        host: the address it was asked to bind.
+        reason: what is wrong with the token.
+    """
+
+    def __init__(self, host: str, what: str, reason: str) -> None:
+        BridgeError.__init__(
+            self,
+            f"refusing to serve on non-loopback address {host!r}: the {what} is too weak: "
+            f"{reason}. Use at least 16 characters from a random source, e.g. "
+            'python -c "import secrets; print(secrets.token_urlsafe(32))"',
+        )
+        self.host = host
+        self.reason = reason
 
 
 class BindError(BridgeError, OSError):

@@ -7,10 +7,14 @@ The servicers (``_server``, ``_services``, ``_directory_service``) and each stre
 from __future__ import annotations
 
 import asyncio
+import hmac
+import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import grpc
+import grpc.aio
 import msgspec
 
 from loom.bridge._generated import bridge_pb2
@@ -19,15 +23,17 @@ from loom.runtime.lowlevel import RemoteTool, validate_pattern
 from loom.runtime.lowlevel import validate_agent_id as _validate_agent_id
 from loom.runtime.tools import MAX_SCHEMA_BYTES, JSONObject, ToolRegistry
 
+from ._auth import principal_of, token_weakness
 from ._convert import tool_descriptor_from_proto
-from ._errors import LimitExceeded
+from ._errors import LimitExceeded, WrongAgent
+from ._identity import Principal
 from ._limits import Limits
-from ._wire_types import ToolDescriptor
+from ._wire_types import SECRET_METADATA, ToolDescriptor
 
 if TYPE_CHECKING:
     from ._server_session import Session
 
-__all__ = ["Hub", "Registration", "Settle"]
+__all__ = ["Holder", "Hub", "Registration", "Settle"]
 
 _ANY_OBJECT: JSONObject = {"type": "object"}
 
@@ -196,6 +202,21 @@ class Settle:
             await self._changed.wait()
 
 
+class Holder:
+    """Who holds an agent id: the secret of its latest registration, and whether a stream has
+    opened with that secret (only then is the id held for the secret's owner)."""
+
+    __slots__ = ("ended_at", "held", "secret")
+
+    def __init__(self, secret: str, *, held: bool) -> None:
+        self.secret = secret
+        self.held = held
+        self.ended_at: float | None = None  # when its last stream ended (anyio time)
+
+    def matches(self, given: str | None) -> bool:
+        return given is not None and hmac.compare_digest(given.encode(), self.secret.encode())
+
+
 class Hub:
     """What the services of one server share: the runtime, the limits, who is registered
     and connected, and which session each pushed tool call belongs to."""
@@ -211,19 +232,54 @@ class Hub:
         self.sessions: dict[str, Session] = {}
         self.calls: dict[str, Session] = {}
         self.streams: set[anyio.CancelScope] = set()  # EventBus.Subscribe calls
+        self.holders: dict[str, Holder] = {}
         self.closing = False
         self.bind_agent_ids = False  # TLSConfig.bind_agent_ids
+        self.admin_token: str | None = None
 
-    def register(self, reg: Registration) -> None:
-        """Record (or replace) a registration.
+    def caller(self, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
+        """Who made a unary call (or an ``EventBus.Subscribe``), as its credentials say
+        (``bridge/_auth.py``, ``principal_of``)."""
+        return principal_of(
+            context, admin_token=self.admin_token, bind_agent_ids=self.bind_agent_ids
+        )
+
+    def _check_holder(self, agent_id: str, given: str | None) -> None:
+        """Refuse to hand a held id to a client without its secret (see :meth:`register`).
+
+        Raises:
+            WrongAgent: the id is held, and ``given`` is not its secret.
+        """
+        holder = self.holders.get(agent_id)
+        if holder is None or not holder.held or holder.matches(given):
+            return
+        window = self.runtime.stale_after_s
+        ended = holder.ended_at
+        if ended is not None and anyio.current_time() - ended >= window:
+            return  # its owner stayed away for the liveness window: the id is free again
+        raise WrongAgent(
+            f"agent {agent_id!r} is held by the client that registered it: show its "
+            f"registration secret ({SECRET_METADATA} metadata), wait until its stream has been "
+            f"closed for {window:g} s, or have an operator run 'loom agents release {agent_id}'"
+        )
+
+    def register(self, reg: Registration, secret: str | None = None) -> str:
+        """Record (or replace) a registration; return its secret.
+
+        An id whose stream once opened with its registration secret is held for the client
+        that has the secret: registering it again needs that secret (``secret``) until its
+        stream has been closed for the runtime's liveness window (``stale_after_s``), and
+        keeps it. Otherwise the secret is the one shown, if strong enough, else a new one.
 
         Raises:
             AgentExists: the id is a local agent's, or its stream is open.
+            WrongAgent: the id is held by another client (see above).
             LimitExceeded: ``max_agents`` are registered and none of them is disconnected.
         """
         agent_id = reg.agent_id
         if agent_id in self.sessions:
             raise AgentExists(agent_id, "its stream is open; end it before registering again")
+        self._check_holder(agent_id, secret)
         known = self.runtime.directory.get(agent_id)
         if (
             known is not None
@@ -236,6 +292,16 @@ class Hub:
         self.registrations.pop(agent_id, None)
         self.registrations[agent_id] = reg  # newest last: eviction takes the oldest
         self.settle.activity()
+        old = self.holders.get(agent_id)
+        if old is not None and old.held and old.matches(secret):
+            return old.secret  # the holder registering again: it stays the holder
+        # Anyone else holds the id once a stream opens with the secret returned here: the one
+        # it showed, if strong enough (a supervisor gives each new process of an agent the
+        # same, so a restarted process takes the id back), else a new one.
+        if secret is None or token_weakness(secret) is not None:
+            secret = secrets.token_urlsafe(24)
+        self.holders[agent_id] = Holder(secret, held=False)
+        return secret
 
     def routable(self, topic: str) -> bool:
         """Whether an event published on ``topic`` now would reach a subscription here (an
@@ -245,10 +311,57 @@ class Hub:
         except InvalidArgument:
             return True
 
+    def admit_stream(self, agent_id: str, secret: str | None) -> None:
+        """Check the registration secret of a stream opening for ``agent_id``: with the
+        secret, the id becomes held; without one, only an id nobody holds may open (an old
+        client, which never reads the secret, is bound to its open stream alone).
+
+        Raises:
+            WrongAgent: a wrong secret, or none for a held id.
+        """
+        holder = self.holders.get(agent_id)
+        if holder is None:
+            return
+        if secret is not None:
+            if not holder.matches(secret):
+                raise WrongAgent(
+                    f"the registration secret shown for agent {agent_id!r} is not the one its "
+                    "latest RegisterAgent returned"
+                )
+            holder.held = True
+        elif holder.held:
+            raise WrongAgent(
+                f"agent {agent_id!r} is held by the client that registered it: its stream opens "
+                f"only with its registration secret ({SECRET_METADATA} metadata)"
+            )
+        holder.ended_at = None
+
+    def stream_ended(self, agent_id: str) -> None:
+        """Start the liveness window of a held id whose stream ended."""
+        holder = self.holders.get(agent_id)
+        if holder is not None:
+            holder.ended_at = anyio.current_time()
+
+    async def release(self, agent_id: str, *, grace_s: float = 5.0) -> tuple[bool, bool]:
+        """Forget ``agent_id``'s registration and secret, ending its stream if open (waiting
+        up to ``grace_s`` for it to end); return (whether it was registered, whether its
+        stream was open)."""
+        session = self.sessions.get(agent_id)
+        if session is not None:
+            session.end(
+                grpc.StatusCode.PERMISSION_DENIED, "the agent id was released by an operator"
+            )
+            with anyio.move_on_after(grace_s):
+                await session.finished.wait()
+        known = self.registrations.pop(agent_id, None) is not None
+        self.holders.pop(agent_id, None)
+        return known, session is not None
+
     def _forget_one(self) -> None:
         for agent_id in self.registrations:
             if agent_id not in self.sessions:
                 del self.registrations[agent_id]
+                self.holders.pop(agent_id, None)
                 info = self.runtime.directory.get(agent_id)
                 if info is not None and info.remote and info.status is not AgentStatus.RUNNING:
                     self.runtime.directory.remove(agent_id)

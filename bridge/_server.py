@@ -47,12 +47,13 @@ from ._errors import (
 )
 from ._handlers import GenericOnly
 from ._hub import Hub, Registration
+from ._identity import Principal, authorize_read, claimed_sender
 from ._limits import Limits
 from ._server_session import Session
 from ._server_status import ServerService
 from ._services import EventBusService, ToolService
 from ._status import status_of
-from ._wire_types import VALIDATES_KEY
+from ._wire_types import SECRET_METADATA, VALIDATES_KEY
 
 __all__ = ["BridgeServer", "ServerStatistics"]
 
@@ -69,6 +70,14 @@ SERVICE_NAMES = (
 _Context = grpc.aio.ServicerContext[Any, Any]
 
 
+def _secret(context: _Context) -> str | None:
+    """The registration secret the call shows (``loom-agent-secret`` metadata), if any."""
+    for key, value in context.invocation_metadata() or ():
+        if key == SECRET_METADATA:
+            return value if isinstance(value, str) else value.decode("utf-8", "replace")
+    return None
+
+
 class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
     """``loom.v1.Bridge``: how an agent process connects."""
 
@@ -81,7 +90,10 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
         try:
             self._check_identity(context, request.agent_id)
             reg = Registration.from_proto(request, self.hub.limits)
-            self.hub.register(reg)
+            agent = Principal.agent(reg.agent_id)
+            for pattern in reg.topics:
+                authorize_read(agent, pattern)
+            secret = self.hub.register(reg, _secret(context))
         except (InvalidArgument, WireError, LimitExceeded, AgentExists, WrongAgent) as exc:
             await context.abort(status_of(exc), str(exc))
         log.info(
@@ -90,7 +102,7 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
             len(reg.topics),
             len(reg.tools),
         )
-        return bridge_pb2.AgentRegisterResponse(success=True)
+        return bridge_pb2.AgentRegisterResponse(success=True, registration_secret=secret)
 
     async def Heartbeat(
         self, request: bridge_pb2.HeartbeatRequest, context: _Context
@@ -100,6 +112,10 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
     async def ForwardToolCall(
         self, request: tools_pb2.ToolCall, context: _Context
     ) -> tools_pb2.ToolResult:
+        try:
+            claimed_sender(self.hub.caller(context), request.headers)
+        except WrongAgent as exc:
+            await context.abort(status_of(exc), str(exc))
         return await serve_tool_call(self.hub.runtime, request, context)
 
     async def EventStream(  # type: ignore[override]
@@ -173,6 +189,7 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
             raise NotRegistered(agent_id)
         if agent_id in hub.sessions:
             raise AgentExists(agent_id, "another stream is open for it")
+        hub.admit_stream(agent_id, _secret(context))
         remote = await hub.runtime.attach_remote(
             agent_id, metadata=reg.metadata, tool_timeout_s=hub.limits.tool_timeout_s
         )
@@ -181,6 +198,7 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
         try:
             for pattern in reg.topics:
                 remote.add_pattern(pattern)
+            session.screen(reg.topics)
             remote.declare_tools(
                 RemoteTool(
                     t.name,
@@ -247,9 +265,14 @@ class BridgeServer:
             stream's publish that no subscription matches waits for agents to reattach (see
             ``docs/bridge.md``, "Restarts"). 0 (the default here; ``loom serve`` uses 2 s):
             none, for a server whose process starts its own agents.
+        admin_token: a second bearer token, accepted wherever ``token`` is, that makes its
+            caller the operator: it may read every agent's mailbox and release agent ids
+            (``Directory.ReleaseAgent``). ``None``: nobody may.
 
     Raises:
         InsecureBind: ``host`` is not loopback and neither ``token`` nor ``tls`` is given.
+        WeakToken: ``host`` is not loopback and ``token`` or ``admin_token`` is too weak
+            (``loom.bridge.token_weakness``).
     """
 
     def __init__(
@@ -263,8 +286,11 @@ class BridgeServer:
         limits: Limits | None = None,
         grace_s: float = 5.0,
         settle_s: float = 0.0,
+        admin_token: str | None = None,
     ) -> None:
-        check_bind(host, token=token, tls=tls)
+        if admin_token is not None and not admin_token:
+            raise InvalidArgument("admin_token must not be empty (None for none)")
+        check_bind(host, token=token, tls=tls, admin_token=admin_token)
         if not 0 <= port <= 65535:
             raise InvalidArgument(f"port must be 0..65535, not {port}")
         if grace_s < 0:
@@ -280,6 +306,7 @@ class BridgeServer:
         self.settle_s = settle_s
         self.hub = Hub(runtime, self.limits, settle_s=settle_s)
         self.hub.bind_agent_ids = tls is not None and tls.bind_agent_ids
+        self.hub.admin_token = admin_token
         self.port = 0
         self._server: grpc.aio.Server | None = None
         self._health: Any = None
@@ -301,7 +328,7 @@ class BridgeServer:
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
         ]
-        interceptors = [TokenInterceptor(self.token)] if self.token else []
+        interceptors = [TokenInterceptor(self.token, self.hub.admin_token)] if self.token else []
         server = grpc.aio.server(interceptors=interceptors, options=options)
         # Generic handlers only: registered methods cost every call a wait on all of them.
         target = cast(grpc.aio.Server, GenericOnly(server))

@@ -67,6 +67,14 @@ from ._convert import (
     tool_result_to_proto,
 )
 from ._errors import LimitExceeded, WireError, WrongAgent
+from ._identity import (
+    Principal,
+    authorize_publish,
+    authorize_read,
+    claimed_sender,
+    may_receive,
+    reaches_other_mailboxes,
+)
 from ._lane import Lane
 from ._status import code_name, error_from_outcome, failed_outcome, status_of
 from ._wire_types import ToolCallOutcome, ToolCallRequest, ToolStatus
@@ -143,6 +151,7 @@ class Session:
     ) -> None:
         self.hub = hub
         self.agent_id = remote.id
+        self.principal = Principal.agent(remote.id)
         self.remote = remote
         self._ctx = context
         limits = hub.limits
@@ -181,6 +190,17 @@ class Session:
         self._half_closed = False
         self._published_all = anyio.Event()
         self._wrote_all = anyio.Event()
+        self.finished = anyio.Event()  # set once _finish is done (Hub.release waits on it)
+        # Whether a pattern of the agent's matches other agents' mailboxes: their deliveries
+        # are then withheld one by one (bridge/_identity.py).
+        self._screen = False
+
+    def screen(self, patterns: Sequence[str]) -> None:
+        """Note patterns the agent holds: deliveries from other agents' mailboxes that they
+        match are withheld from now on."""
+        self._screen = self._screen or any(
+            reaches_other_mailboxes(self.principal, p) for p in patterns
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -246,7 +266,11 @@ class Session:
         self._lane.close_receiving()
         if self.hub.sessions.get(self.agent_id) is self:
             del self.hub.sessions[self.agent_id]
-        await self.remote.detach(reason)
+            self.hub.stream_ended(self.agent_id)
+        try:
+            await self.remote.detach(reason)
+        finally:
+            self.finished.set()
 
     # ------------------------------------------------------------------ reading
 
@@ -405,18 +429,15 @@ class Session:
                 _Publish(seq, credit=bool(seq), code="INVALID_ARGUMENT", reason=str(exc))
             )
             return
-        sender = event.envelope.sender
-        if sender and sender != self.agent_id:
-            error = WrongAgent(
-                f"stream of agent {self.agent_id!r} cannot publish as {sender!r}; not published"
-            )
+        try:
+            # The sender is this stream's agent (stamped when empty, so a reply to it finds
+            # this agent's mailbox); the server's topics are not this agent's to publish on.
+            event = authorize_publish(self.principal, topic, event)
+        except WrongAgent as error:
             await self._queue(
                 _Publish(seq, credit=bool(seq), code=code_name(status_of(error)), reason=str(error))
             )
             return
-        if not sender:  # stamped, so a reply to it finds this agent's mailbox
-            envelope = msgspec.structs.replace(event.envelope, sender=self.agent_id)
-            event = msgspec.structs.replace(event, envelope=envelope)
         if (
             not self._queued
             and not self._blocked
@@ -610,6 +631,7 @@ class Session:
 
         limits = self._limits
         try:
+            authorize_read(self.principal, req.pattern)
             qos = qos_from_proto(req.qos, field="SubscribeRequest.qos")
             if req.buffer_size > limits.max_subscription_buffer:
                 raise InvalidArgument(
@@ -628,6 +650,7 @@ class Session:
                 # order with the rest. (Removed by pattern; its id is the mailbox's.)
                 self.remote.add_pattern(req.pattern, qos=qos)
                 self.hub.settle.activity()
+                self.screen((req.pattern,))
                 await self._send(result(True, self.remote.mailbox.id))
                 return
             sub = self.remote.subscribe(
@@ -636,9 +659,10 @@ class Session:
                 event_types=list(req.event_types) or None,
                 buffer_size=req.buffer_size or None,
             )
-        except (WireError, InvalidArgument, LimitExceeded, BusClosed) as exc:
+        except (WireError, InvalidArgument, LimitExceeded, BusClosed, WrongAgent) as exc:
             await self._send(result(False, code=code_name(status_of(exc)), reason=str(exc)))
             return
+        self.screen((req.pattern,))
         assert self._tg is not None
         self._tg.start_soon(self._pump, sub)
         self.hub.settle.activity()
@@ -695,6 +719,8 @@ class Session:
                     item = await sub.receive()
                 except SubscriptionClosed:
                     return
+            if self._screen and not may_receive(self.principal, item.topic):
+                continue  # another agent's mailbox, matched by a wildcard: withheld
             frame = bridge_pb2.ServerEvent()
             if not self._batching:
                 filled = self._fill(frame.delivery, item)
@@ -718,6 +744,8 @@ class Session:
                     nxt = sub.receive_nowait()
                 except (WouldBlock, SubscriptionClosed):
                     break
+                if self._screen and not may_receive(self.principal, nxt.topic):
+                    continue
                 filled = self._fill(entries.add(), nxt)
                 if isinstance(filled, bridge_pb2.ServerEvent):
                     del entries[-1]
@@ -933,9 +961,14 @@ class Session:
         else:
             try:
                 request = tool_call_from_proto(msg)
+                claimed_sender(self.principal, request.headers)
             except WireError as exc:
                 refusal = failed_outcome(
                     call_id, ToolStatus.INVALID_ARGUMENTS, "INVALID_ARGUMENTS", str(exc)
+                )
+            except WrongAgent as exc:
+                refusal = failed_outcome(
+                    call_id, ToolStatus.ERROR, code_name(status_of(exc)), str(exc)
                 )
         if refusal is not None:
             await self._send(bridge_pb2.ServerEvent(call_result=tool_result_to_proto(refusal)))

@@ -22,7 +22,14 @@ from ._convert import (
     qos_from_proto,
     tool_descriptor_to_proto,
 )
-from ._errors import LimitExceeded, WireError
+from ._errors import LimitExceeded, WireError, WrongAgent
+from ._identity import (
+    authorize_publish,
+    authorize_read,
+    claimed_sender,
+    may_receive,
+    reaches_other_mailboxes,
+)
 from ._status import code_name, status_of
 from ._wire_types import ProviderKind, ToolDescriptor
 
@@ -91,6 +98,10 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
         )
 
     async def Call(self, request: tools_pb2.ToolCall, context: _Context) -> tools_pb2.ToolResult:
+        try:
+            claimed_sender(self.hub.caller(context), request.headers)
+        except WrongAgent as exc:
+            await context.abort(status_of(exc), str(exc))
         return await serve_tool_call(self.hub.runtime, request, context)
 
 
@@ -104,13 +115,14 @@ class EventBusService(bus_pb2_grpc.EventBusServicer):
         self, request: bus_pb2.PublishRequest, context: _Context
     ) -> bus_pb2.PublishResponse:
         bus = self.hub.runtime.bus
+        principal = self.hub.caller(context)
         accepted = 0
         rejections = []
         for position, publish in enumerate(request.publishes, 1):
             try:
                 topic, event = publish_from_proto(publish)
-                await bus.publish(topic, event)
-            except (WireError, InvalidArgument, BusClosed) as exc:
+                await bus.publish(topic, authorize_publish(principal, topic, event))
+            except (WireError, InvalidArgument, BusClosed, WrongAgent) as exc:
                 rejections.append(
                     bridge_pb2.PublishRejection(
                         sequence=position, code=code_name(status_of(exc)), reason=str(exc)
@@ -125,7 +137,10 @@ class EventBusService(bus_pb2_grpc.EventBusServicer):
     ) -> None:
         hub = self.hub
         limits = hub.limits
+        principal = hub.caller(context)
+        screen = reaches_other_mailboxes(principal, request.pattern)
         try:
+            authorize_read(principal, request.pattern)
             qos = qos_from_proto(request.qos, field="SubscribeRequest.qos")
             if request.buffer_size > limits.max_subscription_buffer:
                 raise InvalidArgument(
@@ -144,7 +159,7 @@ class EventBusService(bus_pb2_grpc.EventBusServicer):
                 event_types=list(request.event_types) or None,
                 buffer_size=request.buffer_size or None,
             )
-        except (WireError, InvalidArgument, LimitExceeded, BusClosed) as exc:
+        except (WireError, InvalidArgument, LimitExceeded, BusClosed, WrongAgent) as exc:
             await context.abort(status_of(exc), str(exc))
         limit = limits.max_message_bytes - 64
         with anyio.CancelScope() as scope:
@@ -164,7 +179,9 @@ class EventBusService(bus_pb2_grpc.EventBusServicer):
                     batch: list[bridge_pb2.Delivery] = []
                     size = 0
                     while True:
-                        msg = _encode(delivery, limit)
+                        # Another agent's mailbox, matched by a wildcard: withheld.
+                        withheld = screen and not may_receive(principal, delivery.topic)
+                        msg = None if withheld else _encode(delivery, limit)
                         if msg is not None:
                             grown = size + msg.ByteSize() + 8
                             if grown > limit and batch:

@@ -16,6 +16,7 @@ import msgspec
 from loom.runtime import QoS
 
 __all__ = [
+    "SECRET_METADATA",
     "VALIDATES_KEY",
     "ProviderKind",
     "ToolCallOutcome",
@@ -24,6 +25,10 @@ __all__ = [
     "ToolErrorInfo",
     "ToolStatus",
 ]
+
+SECRET_METADATA: Final = "loom-agent-secret"
+"""The call metadata in which a client shows its registration secret (``RegisterAgent``,
+``EventStream``): ``AgentRegisterResponse.registration_secret`` of its latest registration."""
 
 VALIDATES_KEY: Final = "loom.validates_arguments"
 """``ToolDescriptor.metadata`` key: ``"true"`` when the declaring agent checks every call's

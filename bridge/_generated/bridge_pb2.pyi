@@ -44,12 +44,14 @@ class AgentRegisterRequest(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., subscribed_topics: _Optional[_Iterable[str]] = ..., tools: _Optional[_Iterable[_Union[_tools_pb2.ToolDescriptor, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class AgentRegisterResponse(_message.Message):
-    __slots__ = ("success", "error_message")
+    __slots__ = ("success", "error_message", "registration_secret")
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    REGISTRATION_SECRET_FIELD_NUMBER: _ClassVar[int]
     success: bool
     error_message: str
-    def __init__(self, success: _Optional[bool] = ..., error_message: _Optional[str] = ...) -> None: ...
+    registration_secret: str
+    def __init__(self, success: _Optional[bool] = ..., error_message: _Optional[str] = ..., registration_secret: _Optional[str] = ...) -> None: ...
 
 class ClientEvent(_message.Message):
     __slots__ = ("publish", "ack", "ping", "tool_result", "hello", "subscribe", "unsubscribe", "publish_batch", "call", "cancel_call")

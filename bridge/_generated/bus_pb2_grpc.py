@@ -58,7 +58,9 @@ class EventBusServicer:
     """
 
     def Publish(self, request, context):
-        """Publishes events in order. Returns once every publish is handled: accepted by the bus
+        """Publishes events in order. An event's sender is the caller's identity: a sender naming
+        anyone else, and the server's topics (`loom.lifecycle.>`, `loom.dlq.>`), are rejected
+        with PERMISSION_DENIED. Returns once every publish is handled: accepted by the bus
         (for BATCHED and BACKGROUND subscribers, after any wait for room; the caller's deadline
         bounds that wait) or rejected.
         """
@@ -69,7 +71,10 @@ class EventBusServicer:
     def Subscribe(self, request, context):
         """Subscribes for as long as the call lasts. The first message is a SubscribeResult with
         ok = true once the subscription is live; then deliveries follow in batches. A refused
-        subscription ends the call with INVALID_ARGUMENT or RESOURCE_EXHAUSTED instead.
+        subscription ends the call with INVALID_ARGUMENT or RESOURCE_EXHAUSTED instead, or
+        PERMISSION_DENIED for another agent's mailbox (`agent.B.replies` and under it: read by B
+        and the admin token alone); a wildcard matching other agents' mailboxes is kept, their
+        events withheld (docs/bridge.md, "Security").
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

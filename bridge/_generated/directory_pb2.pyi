@@ -28,6 +28,20 @@ AGENT_STATUS_FAILED: AgentStatus
 AGENT_STATUS_STALE: AgentStatus
 AGENT_STATUS_DISCONNECTED: AgentStatus
 
+class ReleaseAgentRequest(_message.Message):
+    __slots__ = ("agent_id",)
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    def __init__(self, agent_id: _Optional[str] = ...) -> None: ...
+
+class ReleaseAgentResponse(_message.Message):
+    __slots__ = ("released", "was_connected")
+    RELEASED_FIELD_NUMBER: _ClassVar[int]
+    WAS_CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    released: bool
+    was_connected: bool
+    def __init__(self, released: _Optional[bool] = ..., was_connected: _Optional[bool] = ...) -> None: ...
+
 class ListAgentsRequest(_message.Message):
     __slots__ = ("capability", "topic")
     CAPABILITY_FIELD_NUMBER: _ClassVar[int]

@@ -40,6 +40,11 @@ class DirectoryStub:
                 request_serializer=loom_dot_v1_dot_directory__pb2.ListAgentsRequest.SerializeToString,
                 response_deserializer=loom_dot_v1_dot_directory__pb2.ListAgentsResponse.FromString,
                 _registered_method=True)
+        self.ReleaseAgent = channel.unary_unary(
+                '/loom.v1.Directory/ReleaseAgent',
+                request_serializer=loom_dot_v1_dot_directory__pb2.ReleaseAgentRequest.SerializeToString,
+                response_deserializer=loom_dot_v1_dot_directory__pb2.ReleaseAgentResponse.FromString,
+                _registered_method=True)
 
 
 class DirectoryServicer:
@@ -55,6 +60,17 @@ class DirectoryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReleaseAgent(self, request, context):
+        """Added: frees a remote agent's id (`loom agents release ID`): its registration and
+        registration secret are forgotten and its open stream, if any, ends with
+        PERMISSION_DENIED, so any client may register the id again at once. Only for a caller
+        with the server's admin token (else PERMISSION_DENIED). Idempotent: an id the server
+        holds no registration for is answered with released = false.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DirectoryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -62,6 +78,11 @@ def add_DirectoryServicer_to_server(servicer, server):
                     servicer.ListAgents,
                     request_deserializer=loom_dot_v1_dot_directory__pb2.ListAgentsRequest.FromString,
                     response_serializer=loom_dot_v1_dot_directory__pb2.ListAgentsResponse.SerializeToString,
+            ),
+            'ReleaseAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseAgent,
+                    request_deserializer=loom_dot_v1_dot_directory__pb2.ReleaseAgentRequest.FromString,
+                    response_serializer=loom_dot_v1_dot_directory__pb2.ReleaseAgentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -92,6 +113,33 @@ class Directory:
             '/loom.v1.Directory/ListAgents',
             loom_dot_v1_dot_directory__pb2.ListAgentsRequest.SerializeToString,
             loom_dot_v1_dot_directory__pb2.ListAgentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loom.v1.Directory/ReleaseAgent',
+            loom_dot_v1_dot_directory__pb2.ReleaseAgentRequest.SerializeToString,
+            loom_dot_v1_dot_directory__pb2.ReleaseAgentResponse.FromString,
             options,
             channel_credentials,
             insecure,

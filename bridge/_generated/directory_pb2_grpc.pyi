@@ -30,14 +30,18 @@ class DirectoryStub:
     @typing.overload
     def __new__(cls, channel: grpc.aio.Channel) -> DirectoryAsyncStub: ...  # type: ignore[misc]
     ListAgents: grpc.UnaryUnaryMultiCallable[_directory_pb2.ListAgentsRequest, _directory_pb2.ListAgentsResponse]
+    ReleaseAgent: grpc.UnaryUnaryMultiCallable[_directory_pb2.ReleaseAgentRequest, _directory_pb2.ReleaseAgentResponse]
 
 class DirectoryAsyncStub:
     def __init__(self, channel: grpc.aio.Channel) -> None: ...
     ListAgents: grpc.aio.UnaryUnaryMultiCallable[_directory_pb2.ListAgentsRequest, _directory_pb2.ListAgentsResponse]
+    ReleaseAgent: grpc.aio.UnaryUnaryMultiCallable[_directory_pb2.ReleaseAgentRequest, _directory_pb2.ReleaseAgentResponse]
 
 class DirectoryServicer(metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def ListAgents(self, request: _directory_pb2.ListAgentsRequest, context: _ServicerContext) -> _directory_pb2.ListAgentsResponse | collections.abc.Awaitable[_directory_pb2.ListAgentsResponse]: ...
+    @abc.abstractmethod
+    def ReleaseAgent(self, request: _directory_pb2.ReleaseAgentRequest, context: _ServicerContext) -> _directory_pb2.ReleaseAgentResponse | collections.abc.Awaitable[_directory_pb2.ReleaseAgentResponse]: ...
 
 def add_DirectoryServicer_to_server(
     servicer: DirectoryServicer, server: grpc.Server | grpc.aio.Server

@@ -72,6 +72,11 @@ def _serve_flags() -> argparse.ArgumentParser:
     sec.add_argument(
         "--token", help="bearer token every call must carry (LOOM_TOKEN; prefer the variable)"
     )
+    sec.add_argument(
+        "--admin-token",
+        help="operator token: reads every mailbox, releases agent ids (LOOM_ADMIN_TOKEN; "
+        "prefer the variable)",
+    )
     sec.add_argument("--tls-cert", dest="tls_cert_file", help="TLS certificate chain, PEM")
     sec.add_argument("--tls-key", dest="tls_key_file", help="TLS private key, PEM")
     sec.add_argument(

@@ -41,7 +41,7 @@ from types import ModuleType
 import anyio
 import msgspec
 
-from loom.bridge import ClientTLS
+from loom.bridge import ClientOptions, ClientTLS
 from loom.runtime import AgentStatus, LoomError
 
 from .._agent import Agent
@@ -65,12 +65,15 @@ class HostConfig(msgspec.Struct, frozen=True, kw_only=True):
         token: the bearer token, if any.
         tls: TLS settings for the channel, if any.
         log_level: the level of the child's log on stderr.
+        secret: the agent's registration secret, the same for every process the supervisor
+            starts for it, so a restarted one takes the agent's id back at once.
     """
 
     address: str
     token: str | None = None
     tls: ClientTLS | None = None
     log_level: str = "info"
+    secret: str | None = None
 
 
 def load_module(path: Path) -> ModuleType:
@@ -170,6 +173,7 @@ async def _host(agent: Agent, config: HostConfig) -> int:
                         config.address,
                         token=config.token,
                         tls=config.tls,
+                        options=ClientOptions(registration_secret=config.secret),
                         task_status=_Announce(config.address, agent.agent_id),
                     )
                     code = 0 if status is AgentStatus.STOPPED else 1

@@ -61,6 +61,7 @@ __all__ = [
     "parse_arguments",
     "publish",
     "read_data",
+    "release",
     "status",
     "tail",
     "tools",
@@ -268,6 +269,14 @@ _AGENT_COLUMNS = [
 def _gone(info: AgentInfo, now_ms: int, window_ms: int) -> bool:
     """Disconnected for longer than the liveness window."""
     return info.status is AgentStatus.DISCONNECTED and now_ms - info.last_heartbeat_ms > window_ms
+
+
+async def release(conn: Connection, agent_id: str, *, out: TextIO = sys.stdout) -> int:
+    """``loom agents release ID``: free a remote agent's id (the admin token as ``--token``)."""
+    async with conn.client() as admin:
+        released = await admin.release_agent(agent_id)
+    print(f"released {agent_id}" if released else f"{agent_id} was not registered", file=out)
+    return 0
 
 
 def _agent_row(info: AgentInfo, now_ms: int) -> list[str]:

@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 import msgspec
 
-from loom.bridge import Limits, TLSConfig, is_loopback
+from loom.bridge import Limits, TLSConfig, is_loopback, token_weakness
 from loom.runtime import ConfigError, InvalidArgument
 from loom.runtime.llm import LLMConfig, LLMConfigError, load_llm_config
 from loom.runtime.tools import McpConfigError, McpServerConfig, load_mcp_config
@@ -50,6 +50,8 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         stale_after_s: a remote agent silent this long is stale, and the tool calls pending
             on it fail with ``AGENT_UNRESPONSIVE``.
         token: bearer token every gRPC call must carry (``authorization: Bearer <token>``).
+        admin_token: a second token, accepted wherever ``token`` is, that makes its caller the
+            operator (reads every mailbox, ``loom agents release``).
         tls_cert_file: the server's TLS certificate chain (PEM); TLS is on when set.
         tls_key_file: its private key (PEM).
         tls_client_ca_file: CA bundle that client certificates must chain to (mutual TLS).
@@ -69,6 +71,7 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     settle_s: float = 2.0
     stale_after_s: float = 15.0
     token: str | None = None
+    admin_token: str | None = None
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     tls_client_ca_file: str | None = None
@@ -91,6 +94,8 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             raise ConfigError(f"stale_after_s must be > 0 seconds, not {self.stale_after_s}")
         if self.token is not None and not self.token:
             raise ConfigError("token must not be empty (leave it unset for none)")
+        if self.admin_token is not None and not self.admin_token:
+            raise ConfigError("admin_token must not be empty (leave it unset for none)")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ConfigError("tls_cert_file and tls_key_file go together: set both or neither")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
@@ -105,6 +110,15 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
                 f"host {self.host!r} is not a loopback address: set a token or TLS "
                 "(token, tls_cert_file/tls_key_file), or bind 127.0.0.1"
             )
+        if not is_loopback(self.host):
+            for what, value in (("token", self.token), ("admin_token", self.admin_token)):
+                why = None if value is None else token_weakness(value)
+                if why is not None:
+                    raise ConfigError(
+                        f"host {self.host!r} is not a loopback address and the {what} is too "
+                        f"weak: {why}. Use at least 16 characters from a random source, e.g. "
+                        'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+                    )
         try:
             self.limits()
         except InvalidArgument as exc:
@@ -140,6 +154,7 @@ _ENV = {
     "LOOM_SETTLE": "settle_s",
     "LOOM_STALE_AFTER": "stale_after_s",
     "LOOM_TOKEN": "token",
+    "LOOM_ADMIN_TOKEN": "admin_token",
     "LOOM_TLS_CERT": "tls_cert_file",
     "LOOM_TLS_KEY": "tls_key_file",
     "LOOM_TLS_CLIENT_CA": "tls_client_ca_file",
@@ -198,7 +213,7 @@ _FLAG_NAMES = {
     "tls_key_file": "--tls-key",
     "tls_client_ca_file": "--tls-client-ca",
 }
-_SECRETS = frozenset({"token"})
+_SECRETS = frozenset({"token", "admin_token"})
 
 
 class Setting(msgspec.Struct, frozen=True):

@@ -161,9 +161,17 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
             "  loom agents --capability fs.read      # who offers the tool fs.read\n"
             "  loom agents --topic orders.eu.new     # who would receive that topic\n"
             "  loom agents --json | jq .status\n"
+            "  loom agents release worker-1 --token $LOOM_ADMIN_TOKEN   # free the id\n"
         ),
         parents=[client],
     )
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=("release",),
+        help="release ID: free a remote agent's id (ends its stream; needs the admin token)",
+    )
+    p.add_argument("agent_id", nargs="?", metavar="ID", help="the agent id to release")
     p.add_argument("--capability", default="", metavar="TOOL", help="only agents offering TOOL")
     p.add_argument("--topic", default="", help="only agents that would receive TOPIC")
     p.add_argument(
@@ -392,11 +400,17 @@ def _build(
     waits = {"call": 30.0, "ask": 60.0}  # a tool or a model may take a while
     conn = _connection(args, env_address, env_token, waits.get(args.command, 5.0))
     match args.command:
+        case "agents" if args.action == "release":
+            if not args.agent_id:
+                raise commands.UsageError("loom agents release needs the agent ID")
+            return functools.partial(commands.release, conn, args.agent_id)
         case "status":
             return functools.partial(commands.status, conn, as_json=args.json)
         case "tools":
             return functools.partial(commands.tools, conn, prefix=args.prefix, as_json=args.json)
         case "agents":
+            if args.agent_id:
+                raise commands.UsageError(f"unexpected argument {args.agent_id!r}")
             return functools.partial(
                 commands.agents,
                 conn,

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import secrets
 import signal
 import subprocess
 import sys
@@ -179,15 +180,19 @@ def _describe(code: int) -> str:
 class _Supervisor:
     def __init__(self, config: RunConfig, host: HostConfig) -> None:
         self.config = config
-        self.line = msgspec.json.encode(host) + b"\n"
+        self.host = host
         self.stopping = anyio.Event()
 
     async def supervise(self, agent: AgentFile) -> None:
         failures = 0
         restarts = 0
+        # One registration secret per agent, shown by each of its processes: a restarted
+        # process takes the agent's id back, which the server holds for the secret's owner.
+        host = msgspec.structs.replace(self.host, secret=secrets.token_urlsafe(32))
+        line = msgspec.json.encode(host) + b"\n"
         while not self.stopping.is_set():
             started = anyio.current_time()
-            code = await self._run_once(agent)
+            code = await self._run_once(agent, line)
             if self.stopping.is_set():
                 return
             if code == 0:
@@ -202,7 +207,7 @@ class _Supervisor:
             with anyio.move_on_after(delay):
                 await self.stopping.wait()
 
-    async def _run_once(self, agent: AgentFile) -> int:
+    async def _run_once(self, agent: AgentFile, line: bytes) -> int:
         process: Process = await anyio.open_process(
             [*_HOST, "run", agent.file, agent.id],
             start_new_session=True,  # Ctrl-C reaches the supervisor, which stops us in order
@@ -217,7 +222,7 @@ class _Supervisor:
             # If it died at once, its exit code says why. Its stdin stays open after this:
             # closing it (our death) is what stops an orphan.
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                await process.stdin.send(self.line)
+                await process.stdin.send(line)
 
             async def stop_on_request() -> None:
                 await self.stopping.wait()

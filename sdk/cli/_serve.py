@@ -130,6 +130,7 @@ async def serve(
                 host=config.host,
                 port=config.port,
                 token=config.token,
+                admin_token=config.admin_token,
                 tls=config.tls(),
                 limits=config.limits(),
                 grace_s=config.drain_grace_s,

@@ -48,12 +48,23 @@ async def serving(
     token: str | None = None,
     tls: TLSConfig | None = None,
     grace_s: float = 1.0,
+    admin_token: str | None = None,
+    stale_after_s: float = 15.0,
 ) -> AsyncIterator[Served]:
     try:
         async with (
             EventBus(drain_grace=0.5) as bus,
-            AgentRuntime(bus, tools=tools, stop_timeout_s=1.0) as runtime,
-            BridgeServer(runtime, token=token, tls=tls, limits=limits, grace_s=grace_s) as server,
+            AgentRuntime(
+                bus, tools=tools, stop_timeout_s=1.0, stale_after_s=stale_after_s
+            ) as runtime,
+            BridgeServer(
+                runtime,
+                token=token,
+                tls=tls,
+                limits=limits,
+                grace_s=grace_s,
+                admin_token=admin_token,
+            ) as server,
         ):
             yield Served(bus, runtime, server)
     finally:

@@ -62,13 +62,13 @@ def test_config_carries_security_and_limits(tmp_path: Path) -> None:
     config = load_config(
         toml_path=toml,
         environ={
-            "LOOM_TOKEN": "abc",
+            "LOOM_TOKEN": "abcdefghijklmnop-0123",
             "LOOM_MAX_MESSAGE_BYTES": "65536",
             "LOOM_TLS_BIND_AGENT_IDS": "true",
         },
         overrides={"max_topics_per_agent": 3, "tls_client_ca_file": "ca.pem"},
     )
-    assert config.token == "abc"
+    assert config.token == "abcdefghijklmnop-0123"
     assert config.tls() == TLSConfig(
         cert_file="s.pem", key_file="s.key", client_ca_file="ca.pem", bind_agent_ids=True
     )
