@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
+import grpc
 import pytest
 
 from loom.bridge._generated import bridge_pb2, tools_pb2
@@ -159,3 +160,19 @@ async def test_a_slow_validation_ends_at_the_calls_timeout_and_stalls_no_one() -
     assert [r.status for r in results] == [tools_pb2.TOOL_TIMEOUT] * 3, results
     assert all(0.9 <= e < 3.0 for e in elapsed), elapsed
     assert slowest < 1.0, slowest
+
+
+async def test_a_pattern_re2_cannot_compile_is_refused_at_registration_naming_it() -> None:
+    async with serving() as s, channel(s.target) as ch:
+        agent = OldAgent(ch, "declarer")
+        for pattern in (r"(a)\1", r"(?<=a)b"):
+            schema = {"type": "object", "properties": {"s": {"pattern": pattern}}}
+            with anyio.fail_after(5), pytest.raises(grpc.aio.AioRpcError) as info:
+                await agent.register(tools=[descriptor("d.tool", schema)])
+            assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            details = info.value.details() or ""
+            assert repr(pattern) in details
+            assert "RE2" in details
+        # Nothing was registered; a schema RE2 takes registers.
+        schema = {"type": "object", "properties": {"s": {"pattern": r"^a+\z"}}}
+        assert (await agent.register(tools=[descriptor("d.tool", schema)])).success
