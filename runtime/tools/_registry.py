@@ -4,8 +4,9 @@ Every tool call in Loom goes through :meth:`ToolRegistry.call`, whoever made the
 tools, agents' capabilities, MCP servers, remote agents) and whoever calls it (the LLM loop,
 the gRPC bridge). A tool therefore only does its work; the registry guarantees:
 
-* arguments are a JSON object that passes the tool's schema before the tool runs, checked in a
-  worker thread within the call's timeout (a schema's patterns in RE2), never on the event loop;
+* arguments are a bounded JSON object that passes the tool's schema before the tool runs,
+  checked within the call's timeout: a millisecond at most on the event loop, the rest in a
+  worker thread (a schema's patterns in RE2);
 * the call ends within its timeout, by cancelling the tool;
 * no more than the tool's concurrency limit run at once; the rest wait, in FIFO order;
 * every failure leaves as a :class:`ToolError` of a known kind, and cancellation from outside
