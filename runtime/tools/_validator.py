@@ -43,6 +43,10 @@ __all__ = [
 _OPTIONS: Final = re2.Options()
 # A client's bad pattern is refused with a typed error; RE2 must not also log it on stderr.
 _OPTIONS.log_errors = False
+# Each compiled pattern's memory (program and DFA cache; RE2's default is 8 MiB). A pattern that
+# needs more to compile is refused; past it when matching, RE2 goes on without its DFA (slower,
+# still linear). With the cache below, compiled patterns hold at most ~2 x 128 MiB.
+_OPTIONS.max_mem = 1 << 20
 
 _LIMITATION: Final = "patterns run in RE2: no backreferences or lookaround"
 
@@ -97,7 +101,8 @@ def check_budget() -> None:
         raise OutOfBudget
 
 
-@functools.lru_cache(maxsize=1024)
+# (re2.compile keeps a cache of its own, of 128, but rebuilds its key from the options each call.)
+@functools.lru_cache(maxsize=128)
 def _compiled(pattern: str) -> Any:
     return re2.compile(pattern, _OPTIONS)
 
@@ -115,7 +120,7 @@ def pattern_refusal(pattern: str) -> str | None:
 
 
 def _search(pattern: str, text: str) -> bool:
-    # Every pattern was compiled when the schema was registered; this is a cache hit.
+    # Every pattern compiled when its schema was registered; usually this is a cache hit.
     return _compiled(pattern).search(text) is not None
 
 
