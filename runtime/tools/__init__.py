@@ -31,6 +31,7 @@ from ._mcp_config import McpStdioConfig as McpStdioConfig
 from ._mcp_config import load_mcp_config as load_mcp_config
 from ._native import native_tools as native_tools
 from ._registry import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
+from ._registry import MAX_ARGUMENT_BYTES as MAX_ARGUMENT_BYTES
 from ._registry import MAX_ARGUMENT_DEPTH as MAX_ARGUMENT_DEPTH
 from ._registry import MAX_SCHEMA_BYTES as MAX_SCHEMA_BYTES
 from ._registry import MAX_SCHEMA_DEPTH as MAX_SCHEMA_DEPTH
@@ -84,6 +85,7 @@ def __getattr__(name: str) -> typing.Any:
 __all__ = [
     "DEFAULT_SHELL_PROGRAMS",
     "DEFAULT_TIMEOUT",
+    "MAX_ARGUMENT_BYTES",
     "MAX_ARGUMENT_DEPTH",
     "MAX_SCHEMA_BYTES",
     "MAX_SCHEMA_DEPTH",

@@ -4,7 +4,9 @@ Every tool call in Loom goes through :meth:`ToolRegistry.call`, whoever made the
 tools, agents' capabilities, MCP servers, remote agents) and whoever calls it (the LLM loop,
 the gRPC bridge). A tool therefore only does its work; the registry guarantees:
 
-* arguments are a JSON object that passes the tool's schema before the tool runs;
+* arguments are a bounded JSON object that passes the tool's schema before the tool runs,
+  checked within the call's timeout: a millisecond at most on the event loop, the rest in a
+  worker thread (a schema's patterns in RE2);
 * the call ends within its timeout, by cancelling the tool;
 * no more than the tool's concurrency limit run at once; the rest wait, in FIFO order;
 * every failure leaves as a :class:`ToolError` of a known kind, and cancellation from outside
@@ -21,6 +23,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 import anyio
+import anyio.to_thread
 import jsonschema
 import jsonschema.exceptions
 import jsonschema.validators
@@ -28,6 +31,7 @@ import msgspec
 import referencing
 import referencing.exceptions
 import referencing.jsonschema
+from anyio.lowlevel import RunVar
 
 from .._errors import InvalidArgument
 from ._errors import (
@@ -41,9 +45,19 @@ from ._errors import (
 )
 from ._stats import ToolFailures, ToolSpec, ToolStats
 from ._tool import Tool, validates_itself
+from ._validator import (
+    Budget,
+    OutOfBudget,
+    check_budget,
+    pattern_refusal,
+    schema_format_checker,
+    validator_class,
+)
+from ._validator import shown as _shown
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "MAX_ARGUMENT_BYTES",
     "MAX_ARGUMENT_DEPTH",
     "MAX_SCHEMA_BYTES",
     "MAX_SCHEMA_DEPTH",
@@ -62,8 +76,22 @@ MAX_SCHEMA_DEPTH: Final = 32
 """The deepest nesting of objects and arrays in a ``parameters_schema`` (``{}`` is 1)."""
 
 MAX_ARGUMENT_DEPTH: Final = 64
-"""The deepest nesting of objects and arrays in a call's arguments (``{}`` is 1). Their size
-is bounded where they arrive (the bridge's ``max_message_bytes``), not here."""
+"""The deepest nesting of objects and arrays in a call's arguments (``{}`` is 1)."""
+
+MAX_ARGUMENT_BYTES: Final = 1024 * 1024
+"""The largest arguments of a call, in bytes of their (UTF-8) JSON text; decoded arguments are
+measured as compact JSON."""
+
+# Validations running in worker threads at once, over all registries: past it calls wait (within
+# their timeout) rather than take every thread anyio lends (fs tools and others need them too).
+_VALIDATION_THREADS: Final = 8
+
+# Validation first runs on the event loop for this long, when the arguments are at most
+# _INLINE_BYTES of text: nearly every call ends there, without the worker thread's round trip
+# (tens to hundreds of microseconds, more than the rest of a small call). Past it, the work is
+# thrown away and done again in a thread; validation has no side effects.
+_INLINE_SECONDS: Final = 0.001
+_INLINE_BYTES: Final = 16 * 1024
 
 # The reference keywords of every draft jsonschema knows; only '#...' values are allowed.
 _REFERENCE_KEYWORDS: Final = ("$ref", "$dynamicRef", "$recursiveRef")
@@ -137,22 +165,31 @@ class _Entry:
         self.timeout = timeout
         cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
         try:
-            cls.check_schema(schema)
+            # Patterns are checked as RE2 compiles them, the engine that will match them.
+            # (The stubs' protocol omits check_schema's format_checker, there since 4.0.)
+            cls.check_schema(schema, format_checker=schema_format_checker(cls))  # type: ignore[call-arg]
         except jsonschema.exceptions.SchemaError as exc:
+            message = exc.message
+            if exc.validator == "format" and isinstance(exc.instance, str):
+                message = pattern_refusal(exc.instance) or message
             where = "/".join(str(p) for p in exc.absolute_path)
             raise InvalidToolSchema(
-                f"{exc.message} (at '{where}')" if where else exc.message, tool=self.name
+                f"{message} (at '{where}')" if where else message, tool=self.name
             ) from exc
         _check_references(cls, schema, self.name)
         # jsonschema's default registry fetches any URI a reference names (http, file): a
         # schema sent by a client would make the server read its files or hang on a URL.
-        self.validator = cls(schema, registry=_NO_RETRIEVAL)
+        self.validator = validator_class(cls)(schema, registry=_NO_RETRIEVAL)
         self.self_checked = validates_itself(tool)
         self.limiter = None if max_concurrency is None else anyio.CapacityLimiter(max_concurrency)
         self.counters = _Counters()
 
     def validate(self, arguments: ToolArguments) -> dict[str, Any]:
+        """The checked arguments object; run in a worker thread under a :class:`Budget`."""
         if isinstance(arguments, str | bytes):
+            size = _text_bytes(arguments)
+            if size > MAX_ARGUMENT_BYTES:
+                raise InvalidToolArguments(_too_large(size), tool=self.name)
             try:
                 value = msgspec.json.decode(arguments)
             except msgspec.DecodeError as exc:
@@ -175,6 +212,10 @@ class _Entry:
             raise InvalidToolArguments(
                 f"expected a JSON object, got {_json_type(value)}", tool=self.name
             )
+        if not isinstance(arguments, str | bytes):
+            size = _encoded_bytes(value)
+            if size > MAX_ARGUMENT_BYTES:
+                raise InvalidToolArguments(_too_large(size), tool=self.name)
         if self.self_checked:
             return value  # the tool's own check is as strict as the schema (and faster)
         try:
@@ -183,6 +224,12 @@ class _Entry:
             # Unreachable after _check_references; a safety net that keeps the refusal typed.
             raise InvalidToolSchema(
                 f"a reference does not resolve within the schema: {exc}", tool=self.name
+            ) from None
+        except RecursionError:
+            # References that lead back to where they started without descending into the
+            # arguments ({"$ref": "#"}): the schema's fault, found only when it is applied.
+            raise InvalidToolSchema(
+                "its references loop without end when applied", tool=self.name
             ) from None
         if error is not None:
             raise InvalidToolArguments(
@@ -323,9 +370,10 @@ class ToolRegistry:
         Raises:
             ToolNotFound: no tool has that name.
             InvalidToolArguments: not JSON, not an object, nested deeper than
-                :data:`MAX_ARGUMENT_DEPTH`, or failing the schema (or refused as invalid by the
-                tool).
-            ToolTimeout: the timeout expired.
+                :data:`MAX_ARGUMENT_DEPTH`, larger than :data:`MAX_ARGUMENT_BYTES`, or failing
+                the schema (or refused as invalid by the tool).
+            InvalidToolSchema: the schema's references loop without end when applied.
+            ToolTimeout: the timeout expired (while validating or in the tool).
             InvalidArgument: ``timeout`` is not positive (a caller's error, not counted).
             ToolPermissionDenied: the tool refused by policy.
             ToolFailed: the tool raised anything else (chained as ``__cause__``).
@@ -358,8 +406,10 @@ class ToolRegistry:
         )
 
     async def _call(self, entry: _Entry, arguments: ToolArguments, limit: float) -> Any:
-        checked = entry.validate(arguments)
         with anyio.CancelScope(deadline=anyio.current_time() + limit) as scope:
+            checked = await _validated(entry, arguments, scope.deadline)
+            if checked is None:
+                raise ToolTimeout(limit, tool=entry.name)
             try:
                 return await self._run(entry, checked)
             except ToolError:
@@ -394,6 +444,64 @@ class ToolRegistry:
         finally:
             counters.in_flight -= 1
             entry.limiter.release_on_behalf_of(borrower)
+
+
+# Shared by every registry of an event loop (a limiter belongs to the loop that made it).
+_validation_threads: Final[RunVar[anyio.CapacityLimiter]] = RunVar("_validation_threads")
+
+
+async def _validated(
+    entry: _Entry, arguments: ToolArguments, deadline: float
+) -> dict[str, Any] | None:
+    """``entry.validate(arguments)``, or ``None`` when the ``deadline`` (loop clock) passed.
+
+    Small arguments get a millisecond on the event loop; anything longer runs in a worker
+    thread, so a large argument or a slow schema keeps one thread busy, never the loop.
+    Cancelling the caller (its deadline included) returns at once; the thread left behind stops
+    at its next keyword, since its budget is abandoned.
+    """
+    if isinstance(arguments, Mapping) or len(arguments) <= _INLINE_BYTES:
+        remaining = deadline - anyio.current_time()
+        try:
+            return Budget(min(remaining, _INLINE_SECONDS)).run(entry.validate, arguments)
+        except OutOfBudget:
+            if remaining <= _INLINE_SECONDS:
+                return None
+    try:
+        limiter = _validation_threads.get()
+    except LookupError:
+        limiter = anyio.CapacityLimiter(_VALIDATION_THREADS)
+        _validation_threads.set(limiter)
+    budget = Budget(deadline - anyio.current_time())
+    try:
+        return await anyio.to_thread.run_sync(
+            budget.run,
+            entry.validate,
+            arguments,
+            abandon_on_cancel=True,
+            limiter=limiter,
+        )
+    except OutOfBudget:
+        return None
+    finally:
+        budget.abandoned = True
+
+
+def _text_bytes(text: str | bytes) -> int:
+    if isinstance(text, bytes):
+        return len(text)
+    # UTF-8 takes at most 4 bytes a character; encode only when that could pass the bound.
+    return len(text) if len(text) * 4 <= MAX_ARGUMENT_BYTES else len(text.encode(errors="replace"))
+
+
+def _encoded_bytes(value: dict[str, Any]) -> int:
+    # Decoded arguments (an in-process caller's) measured as the JSON a remote caller would
+    # send; values JSON cannot hold count as null.
+    return len(msgspec.json.encode(value, enc_hook=lambda _: None))
+
+
+def _too_large(size: int) -> str:
+    return f"{size} bytes of JSON, more than the {MAX_ARGUMENT_BYTES} allowed"
 
 
 def _check_timeout(timeout: float) -> float:
@@ -448,10 +556,13 @@ def _depth(value: object, limit: int) -> int:
     # containers are stacked: a long flat array costs one isinstance per item.
     if not isinstance(value, dict | builtins.list):
         return 0
-    deepest = 0
+    deepest = popped = 0
     stack: builtins.list[tuple[dict[Any, Any] | builtins.list[Any], int]] = [(value, 1)]
     while stack:
         item, level = stack.pop()
+        popped += 1
+        if popped % 1024 == 0:
+            check_budget()
         deepest = max(deepest, level)
         if deepest > limit:
             break
@@ -474,20 +585,16 @@ def _refuse(uri: str) -> referencing.Resource[Any]:
 _NO_RETRIEVAL: Final[referencing.Registry[Any]] = referencing.Registry(retrieve=_refuse)  # type: ignore[call-arg]
 
 
-def _shown(text: str) -> str:
-    # The client's own text, echoed back in a message; bounded so an error stays a line.
-    return repr(text if len(text) <= 200 else text[:200] + "...")
-
-
 def _check_references(
     cls: type[jsonschema.protocols.Validator], schema: dict[str, Any], tool: str
 ) -> None:
-    """Refuse a schema whose references leave it or lead nowhere.
+    """Refuse a schema whose references leave it or lead nowhere, or whose patterns RE2 refuses.
 
     Walks every subschema the schema's draft knows of, and every subschema a reference leads
     to (so a reference hidden under an unknown keyword is reached too), resolving each
     reference the way the validator will, against the schema alone.
     """
+    keywords: set[str] = set()
     # The validator class's own draft, as jsonschema picks it (a meta-schema names itself).
     dialect = str(cls.META_SCHEMA.get("$schema", "urn:unknown-dialect"))
     spec = referencing.jsonschema.specification_with(
@@ -503,6 +610,8 @@ def _check_references(
             continue
         seen.add(id(contents))
         if isinstance(contents, Mapping):
+            _check_patterns(contents, tool)
+            keywords.update(k for k in _PATTERN_COMPANIONS if k in contents)
             for keyword in _REFERENCE_KEYWORDS:
                 ref = contents.get(keyword)
                 if ref is None:
@@ -522,6 +631,31 @@ def _check_references(
                 stack.append((spec.create_resource(target.contents), target.resolver))
         for sub in resource.subresources():
             stack.append((sub, resolver.in_subresource(sub)))
+    if keywords == set(_PATTERN_COMPANIONS):
+        # jsonschema finds the properties unevaluatedProperties covers with its own ``re``
+        # search of patternProperties' keys, which RE2 cannot stand in for.
+        raise InvalidToolSchema(
+            "unevaluatedProperties and patternProperties in one schema are not supported "
+            "(patterns run in RE2)",
+            tool=tool,
+        )
+
+
+# Keywords that cannot both appear in a schema (see the end of _check_references).
+_PATTERN_COMPANIONS: Final = ("patternProperties", "unevaluatedProperties")
+
+
+def _check_patterns(schema: Mapping[str, Any], tool: str) -> None:
+    # Also where the meta-schema does not mark them ``format: regex`` (patternProperties' keys
+    # before draft 6), so no pattern reaches the validator uncompiled.
+    pattern = schema.get("pattern")
+    patterns = schema.get("patternProperties")
+    for each in ([pattern] if isinstance(pattern, str) else []) + (
+        [k for k in patterns if isinstance(k, str)] if isinstance(patterns, Mapping) else []
+    ):
+        refusal = pattern_refusal(each)
+        if refusal is not None:
+            raise InvalidToolSchema(refusal, tool=tool)
 
 
 def _json_type(value: object) -> str:

@@ -1,6 +1,6 @@
-"""A tool call's arguments nested too deep or too large are refused with a typed result on every
-entry point (``ToolService.Call``, ``Bridge.ForwardToolCall``, a ``call`` frame of a stream),
-and the caller's stream and the server serve on."""
+"""A tool call's arguments nested too deep, too large or malformed are refused with a typed
+result on every entry point (``ToolService.Call``, ``Bridge.ForwardToolCall``, a ``call`` frame of
+a stream), and the caller's stream and the server serve on."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from loom.bridge import Limits
 from loom.bridge._generated import bridge_pb2, tools_pb2
-from loom.runtime.tools import MAX_ARGUMENT_DEPTH, FunctionTool, ToolRegistry
+from loom.runtime.tools import MAX_ARGUMENT_BYTES, MAX_ARGUMENT_DEPTH, FunctionTool, ToolRegistry
 
 from ._server_harness import OldAgent, channel, serving
 
@@ -125,9 +125,44 @@ async def test_arguments_at_the_depth_limit_are_taken() -> None:
                 assert json.loads(result.output) == json.loads(text)
 
 
+# Within max_message_bytes (4 MiB), so they reach the registry: each is refused there.
+BAD = [
+    pytest.param(
+        json.dumps({"x": "y" * MAX_ARGUMENT_BYTES}),
+        f"more than the {MAX_ARGUMENT_BYTES} allowed",
+        id="over-max-argument-bytes",
+    ),
+    pytest.param('{"x": ', "not valid JSON", id="malformed-json"),
+    pytest.param("[1, 2]", "expected a JSON object", id="not-an-object"),
+]
+
+
+@pytest.mark.parametrize(("arguments", "reason"), BAD)
+@pytest.mark.parametrize("entry", ["ToolService.Call", "Bridge.ForwardToolCall", "stream"])
+async def test_bad_arguments_end_only_their_call_on_every_entry_point(
+    entry: str, arguments: str, reason: str
+) -> None:
+    async with serving(tools=registry()) as s, channel(s.target) as ch:
+        agent = await connected(ch, "caller")
+        with anyio.fail_after(10):
+            call = tool_call(arguments, "bad")
+            if entry == "stream":
+                await agent.send(bridge_pb2.ClientEvent(call=call))
+                result = (await agent.next("call_result")).call_result
+                assert result.id == "bad"
+                await agent.ping(2)
+            elif entry == "Bridge.ForwardToolCall":
+                result = await agent.bridge.ForwardToolCall(call)
+            else:
+                result = await agent.tools.Call(call)
+            assert result.status == tools_pb2.TOOL_INVALID_ARGUMENTS, result
+            assert reason in result.error.message
+            await assert_serving(agent)
+
+
 async def test_arguments_larger_than_max_message_bytes_are_refused_by_grpc() -> None:
-    # The size bound of arguments is the message's (Limits.max_message_bytes): gRPC refuses a
-    # larger unary request before any of it is decoded.
+    # Past Limits.max_message_bytes gRPC refuses a unary request before any of it is decoded
+    # (MAX_ARGUMENT_BYTES is the registry's bound below that, the same for every caller).
     limits = Limits(max_message_bytes=4096)
     large = json.dumps({"x": "y" * 8000})
     async with serving(tools=registry(), limits=limits) as s, channel(s.target) as ch:

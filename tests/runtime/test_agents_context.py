@@ -28,6 +28,8 @@ from loom.runtime import (
 from loom.runtime.collab import NoResponders, RequestTimeout
 from loom.runtime.lowlevel import ContextHost, Handler, mailbox_topic
 from loom.runtime.tools import (
+    MAX_ARGUMENT_BYTES,
+    MAX_ARGUMENT_DEPTH,
     FunctionTool,
     InvalidToolArguments,
     Tool,
@@ -377,6 +379,52 @@ async def test_tool_falls_back_to_the_runtime_registry_and_refuses_unknown_names
     assert results.items == ["runtime:hi"]
     assert isinstance(errors.items[0], ToolNotFound)
     assert isinstance(errors.items[1], InvalidToolArguments)
+
+
+async def test_tool_refuses_bad_arguments_at_once_and_the_caller_goes_on() -> None:
+    # ctx.tool meets the registry's bounds like a remote caller: depth, bytes, and a pattern's
+    # worst case matched in linear time (Python's re backtracks through 2**29 ways on it).
+    deep: dict[str, Any] = {}
+    for _ in range(MAX_ARGUMENT_DEPTH + 10):
+        deep = {"a": deep}
+    bad: list[dict[str, Any]] = [
+        {"text": "a" * 29 + "!"},
+        {"text": "a" * (MAX_ARGUMENT_BYTES + 1)},
+        {"text": "aa", "deep": deep},
+    ]
+    refused = Seen[tuple[str, float]]()
+    results = Seen[Any]()
+
+    async def caller(ctx: Context, topic: str, ev: Event) -> None:
+        for name in ("cap.match", "rt.match"):
+            for arguments in bad:
+                started = time.perf_counter()
+                try:
+                    await ctx.tool(name, arguments)
+                except InvalidToolArguments as exc:
+                    refused.add((exc.reason, time.perf_counter() - started))
+            results.add(await ctx.tool(name, {"text": "aaa"}))
+
+    def matcher(name: str) -> Tool:
+        async def fn(text: str, **rest: Any) -> str:
+            return text
+
+        schema = {"type": "object", "properties": {"text": {"pattern": "^(a+)+$"}}}
+        return FunctionTool(fn, name=name, description="match", parameters_schema=schema)
+
+    registry = ToolRegistry()
+    registry.register(matcher("rt.match"))
+    async with hosted(tools=registry) as h:
+        await h.rt.start(spec("provider", tools=[matcher("cap.match")]))
+        await h.rt.start(spec("caller", caller, topics=["go"]))
+        await h.bus.publish("go", event())
+        await results.wait_for(2)
+    assert results.items == ["aaa", "aaa"]
+    reasons = [reason for reason, _ in refused.items]
+    assert len(reasons) == 6
+    for i, expected in enumerate(["does not match", "allowed", "nested more than"] * 2):
+        assert expected in reasons[i], reasons[i]
+    assert max(elapsed for _, elapsed in refused.items) < 1.0
 
 
 async def test_a_stopped_providers_capability_is_gone() -> None:
