@@ -20,7 +20,14 @@ from google.protobuf.descriptor import (
     ServiceDescriptor,
 )
 
-from loom.bridge._generated import bridge_pb2, bus_pb2, directory_pb2, event_pb2, tools_pb2
+from loom.bridge._generated import (
+    bridge_pb2,
+    bus_pb2,
+    directory_pb2,
+    event_pb2,
+    server_pb2,
+    tools_pb2,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -138,6 +145,7 @@ _FILES = (
     bridge_pb2.DESCRIPTOR,
     bus_pb2.DESCRIPTOR,
     directory_pb2.DESCRIPTOR,
+    server_pb2.DESCRIPTOR,
 )
 
 
