@@ -107,6 +107,7 @@ class Subscription:
         "_dropped_closed",
         "_high",
         "_hooks",
+        "_in_flight",
         "_limit",
         "_matched",
         "_overflow",
@@ -177,6 +178,7 @@ class Subscription:
         self._delivered = 0
         self._overflow = 0
         self._dropped_closed = 0
+        self._in_flight = 0  # taken, but not yet taken in by a remote consumer (see lend)
         self._high = 0
         self._tick = 0
 
@@ -468,6 +470,7 @@ class Subscription:
             high_water=self._high,
             capacity=self._cap,
             waiting_publishers=len(self._send_waiters),
+            in_flight=self._in_flight,
         )
 
 
@@ -500,9 +503,10 @@ class Route(Protocol):
     reached: int
 
 
-def fan_out(entry: Route, delivery: Delivery) -> list[Subscription] | None:
+def fan_out(entry: Route, delivery: Delivery, hold: bool = False) -> list[Subscription] | None:
     """Queue ``delivery`` on every subscription of ``entry``'s route that has room, counting on
-    ``entry`` (the bus's publish: one call per event, however many subscribers).
+    ``entry`` (the bus's publish: one call per event, however many subscribers). ``hold``:
+    full Realtime subscriptions are waited on too (an event its sender already admitted).
 
     Returns:
         The full subscriptions that do not drop the event, for the publisher to wait on
@@ -542,7 +546,7 @@ def fan_out(entry: Route, delivery: Delivery) -> list[Subscription] | None:
                 sub._callback(delivery)
             elif not sub._closed:
                 sub._materialize(delivery)
-        elif sub not in entry.soft:
+        elif hold or sub not in entry.soft:
             if blocked is None:
                 blocked = [sub]
             else:
@@ -641,3 +645,31 @@ async def drain(sub: Subscription) -> list[Delivery]:
         if not (sub._send_waiters or sub._reserved):
             return taken
         await checkpoint()
+
+
+# ---------------------------------------------------------------------- deliveries in flight
+#
+# A consumer that forwards what it takes to another process (the bridge's stream to a remote
+# agent) has not delivered an event when it takes it: the event is in flight until the far end
+# says it took it. These move the count between ``delivered`` and ``in_flight``, so that
+# ``matched == delivered + dropped + queued + in_flight`` holds at every moment.
+
+
+def lend(sub: Subscription, count: int) -> None:
+    """The last ``count`` events taken from ``sub`` are in flight, not delivered yet."""
+    sub._delivered -= count
+    sub._in_flight += count
+
+
+def settle(sub: Subscription, count: int) -> None:
+    """``count`` events in flight from ``sub`` (the oldest) reached their consumer."""
+    sub._in_flight -= count
+    sub._delivered += count
+
+
+def lose(sub: Subscription, deliveries: Collection[Delivery]) -> None:
+    """``deliveries``, in flight from ``sub``, will never arrive (the consumer's stream
+    ended): counted dropped, reason ``closed``, on ``sub`` and on their topics."""
+    sub._in_flight -= len(deliveries)
+    sub._dropped_closed += len(deliveries)
+    sub._hooks.count_closed(deliveries)
