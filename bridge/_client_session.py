@@ -11,6 +11,10 @@ reconnect loop makes the next one. Its tasks:
   are sent as one ``publish_batch`` once the server has answered our hello (an old server
   gets single ``publish`` frames), and numbered as the server numbers them, so that each
   ``publish_ack`` settles the right publishers.
+* the **creditor** (with ``STREAM_FEATURE_DELIVERY_CREDIT``) gives the server back credit for
+  the deliveries the sink has taken in: a quarter of the window at once, or what there is
+  after a short linger, so the server never has more in flight to us than the window and a
+  slow agent holds its events back on the server, where its tier and statistics apply.
 * the **heartbeat** sends a ``ping`` every ``heartbeat_interval`` and ends the session when
   nothing at all has arrived for ``heartbeat_timeout`` (time the reader spends waiting for room
   in the inbound buffer does not count: that silence is ours, not the server's).
@@ -54,11 +58,14 @@ __all__: list[str] = []
 # A publisher that never has to wait yields once every this many publishes, so it cannot
 # starve the writer (and its batches stay large: the writer sends what piled up meanwhile).
 _YIELD_EVERY = 64
+# Seconds a delivery credit short of a quarter window may wait for more to go with it.
+_CREDIT_LINGER = 0.005
 
 log = logging.getLogger("loom.bridge.client")
 
 FEATURES = (
     bridge_pb2.STREAM_FEATURE_BATCH,
+    bridge_pb2.STREAM_FEATURE_DELIVERY_CREDIT,
     bridge_pb2.STREAM_FEATURE_PUBLISH_ACK,
     bridge_pb2.STREAM_FEATURE_TOOL_CANCEL,
 )
@@ -212,6 +219,12 @@ class Session:
         self._acks = False
         self.credit = 0
         self._credit_changed = anyio.Event()
+        # Delivery credit owed to the server (see the creditor).
+        self._credited = False
+        self._owed = 0
+        self._credit_step = 1
+        self._owed_any = anyio.Event()
+        self._owed_step = anyio.Event()
         self._seq = 0
         self._ack_waiters: dict[int, AckWaiter] = {}
         # (sequence, topic) of every publish not yet acked, in order: to name the topic of a
@@ -293,6 +306,7 @@ class Session:
                     ),
                     max_batch_events=opts.max_batch_events,
                     publish_window=opts.publish_window,
+                    delivery_window=opts.delivery_window,
                 )
             )
         )
@@ -303,6 +317,8 @@ class Session:
             # An original-Loom server ignores the hello: go on as an old client.
             log.info("bridge: no welcome within %ss; using the original wire", opts.rpc_timeout)
         self._tg.start_soon(self._guard, self._writer)
+        if self._credited:
+            self._tg.start_soon(self._guard, self._creditor)
         await self._resubscribe()
         self._tg.start_soon(self._guard, self._heartbeat)
         connected()
@@ -338,9 +354,13 @@ class Session:
             kind = msg.WhichOneof("msg")
             if kind == "delivery":
                 await self._on_delivery(msg.delivery)
+                if self._credited:
+                    self._took()
             elif kind == "delivery_batch":
                 for item in msg.delivery_batch.deliveries:
                     await self._on_delivery(item)
+                    if self._credited:
+                        self._took()
             elif kind == "pong":
                 self.counters.pong(msg.pong.timestamp_ms)
             elif kind == "tool_call":
@@ -390,8 +410,31 @@ class Session:
             self._last_rx = time.monotonic()
         self.counters.delivered += 1
 
+    def _took(self) -> None:
+        """One more delivery taken in (handed over, or dropped as undeliverable): owed back."""
+        self._owed += 1
+        if self._owed >= self._credit_step and not self._owed_step.is_set():
+            self._owed_step.set()
+        if not self._owed_any.is_set():
+            self._owed_any.set()
+
+    async def _creditor(self) -> None:
+        while True:
+            await self._owed_any.wait()
+            if self._owed < self._credit_step:
+                with anyio.move_on_after(_CREDIT_LINGER):
+                    await self._owed_step.wait()
+            count, self._owed = self._owed, 0
+            self._owed_any, self._owed_step = anyio.Event(), anyio.Event()
+            credit = bridge_pb2.DeliveryCredit(count=count)
+            await self.send(bridge_pb2.ClientEvent(delivery_credit=credit))
+
     def _on_welcome(self, welcome: bridge_pb2.StreamWelcome) -> None:
         self.features = frozenset(welcome.features)
+        if bridge_pb2.STREAM_FEATURE_DELIVERY_CREDIT in self.features:
+            # Deliveries read from now on are credited back (the server counts from here).
+            self._credited = True
+            self._credit_step = max(1, welcome.delivery_window // 4)
         self.mirror = False  # a server that speaks section 2 reads the typed envelope
         self._max_batch = max(1, min(welcome.max_batch_events or 1, self.options.max_batch_events))
         if bridge_pb2.STREAM_FEATURE_PUBLISH_ACK in self.features:

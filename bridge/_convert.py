@@ -593,6 +593,7 @@ def bus_stats_to_proto(
             high_water=s.high_water,
             capacity=s.capacity,
             waiting_publishers=s.waiting_publishers,
+            in_flight=s.in_flight,
         )
         for s in (stats.subscriptions if include_subscriptions else ())
     ]
@@ -640,6 +641,7 @@ def bus_stats_from_proto(msg: bus_pb2.BusStats) -> BusStats:
                 high_water=s.high_water,
                 capacity=s.capacity,
                 waiting_publishers=s.waiting_publishers,
+                in_flight=s.in_flight,
             )
             for s in msg.subscriptions
         ),

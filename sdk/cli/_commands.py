@@ -252,7 +252,19 @@ def _print_stats(stats: BusStats, subscriptions: bool, out: TextIO) -> None:
         print(file=out)
         _table(rows, out)
     if subscriptions and stats.subscriptions:
-        rows = [["SUB", "PATTERN", "QOS", "QUEUED", "CAPACITY", "DELIVERED", "DROPPED", "WAITING"]]
+        rows = [
+            [
+                "SUB",
+                "PATTERN",
+                "QOS",
+                "QUEUED",
+                "CAPACITY",
+                "IN_FLIGHT",
+                "DELIVERED",
+                "DROPPED",
+                "WAITING",
+            ]
+        ]
         for s in stats.subscriptions:
             rows.append(
                 [
@@ -261,6 +273,7 @@ def _print_stats(stats: BusStats, subscriptions: bool, out: TextIO) -> None:
                     s.qos.name.lower(),
                     str(s.queued),
                     str(s.capacity),
+                    str(s.in_flight),
                     str(s.delivered),
                     str(s.dropped.total),
                     str(s.waiting_publishers),
