@@ -16,6 +16,7 @@ import msgspec
 from loom.runtime import QoS
 
 __all__ = [
+    "QOS_KEY",
     "VALIDATES_KEY",
     "ProviderKind",
     "ToolCallOutcome",
@@ -24,6 +25,11 @@ __all__ = [
     "ToolErrorInfo",
     "ToolStatus",
 ]
+
+QOS_KEY: Final = "loom.qos"
+"""``AgentRegisterRequest.metadata`` key: the tier of the agent's server-side subscriptions
+(its mailbox and registered topics), ``"realtime"``, ``"batched"`` or ``"background"``;
+absent: batched (what an old client gets)."""
 
 VALIDATES_KEY: Final = "loom.validates_arguments"
 """``ToolDescriptor.metadata`` key: ``"true"`` when the declaring agent checks every call's
