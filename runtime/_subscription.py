@@ -178,7 +178,7 @@ class Subscription:
         self._delivered = 0
         self._overflow = 0
         self._dropped_closed = 0
-        self._in_flight = 0  # taken, but not yet taken in by a remote consumer (see lend)
+        self._in_flight = 0  # taken, not yet taken in by a remote consumer (lend_in_flight)
         self._high = 0
         self._tick = 0
 
@@ -655,19 +655,19 @@ async def drain(sub: Subscription) -> list[Delivery]:
 # ``matched == delivered + dropped + queued + in_flight`` holds at every moment.
 
 
-def lend(sub: Subscription, count: int) -> None:
+def lend_in_flight(sub: Subscription, count: int) -> None:
     """The last ``count`` events taken from ``sub`` are in flight, not delivered yet."""
     sub._delivered -= count
     sub._in_flight += count
 
 
-def settle(sub: Subscription, count: int) -> None:
+def settle_in_flight(sub: Subscription, count: int) -> None:
     """``count`` events in flight from ``sub`` (the oldest) reached their consumer."""
     sub._in_flight -= count
     sub._delivered += count
 
 
-def lose(sub: Subscription, deliveries: Collection[Delivery]) -> None:
+def lose_in_flight(sub: Subscription, deliveries: Collection[Delivery]) -> None:
     """``deliveries``, in flight from ``sub``, will never arrive (the consumer's stream
     ended): counted dropped, reason ``closed``, on ``sub`` and on their topics."""
     sub._in_flight -= len(deliveries)

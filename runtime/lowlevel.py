@@ -37,9 +37,9 @@ from ._remote import RemoteAgent as RemoteAgent
 from ._remote import RemoteTool as RemoteTool
 from ._runtime import ToolProvider as ToolProvider
 from ._runtime import tool_inventory as tool_inventory
-from ._subscription import lend as lend_in_flight
-from ._subscription import lose as lose_in_flight
-from ._subscription import settle as settle_in_flight
+from ._subscription import lend_in_flight as lend_in_flight
+from ._subscription import lose_in_flight as lose_in_flight
+from ._subscription import settle_in_flight as settle_in_flight
 from ._topics import validate_pattern as validate_pattern
 from ._topics import validate_topic as validate_topic
 from ._tracing import context_from_envelope as context_from_envelope
