@@ -317,8 +317,8 @@ class Session:
             # An original-Loom server ignores the hello: go on as an old client.
             log.info("bridge: no welcome within %ss; using the original wire", opts.rpc_timeout)
         self._tg.start_soon(self._guard, self._writer)
-        if self._credited:
-            self._tg.start_soon(self._guard, self._creditor)
+        # Always: a welcome later than rpc_timeout still turns credit on (it idles until then).
+        self._tg.start_soon(self._guard, self._creditor)
         await self._resubscribe()
         self._tg.start_soon(self._guard, self._heartbeat)
         connected()
