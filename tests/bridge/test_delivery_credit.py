@@ -144,10 +144,10 @@ async def test_a_slow_remote_agent_holds_back_a_batched_publisher_and_a_kill_los
     assert total - 1 <= accounted <= total
     assert topic.dropped.closed == stats.dropped.closed
     # ``delivered`` is what the agent's process took in: what it handled, plus at most what
-    # its own mailbox held (and the event in its handler); credits not yet sent when it died
-    # count as dropped, never as delivered.
+    # its own mailbox held (and the event in its handler). Credit it had not sent yet when it
+    # died (a few ms' worth) counts as dropped, never as delivered.
     assert stats.dropped.closed > 0
-    assert handled - 10 <= stats.delivered <= handled + MAILBOX + 1, (handled, stats)
+    assert handled - 50 <= stats.delivered <= handled + MAILBOX + 1, (handled, stats)
 
 
 async def test_a_flooded_realtime_remote_agent_drops_on_the_server_and_the_statistics_show_it(
