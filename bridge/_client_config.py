@@ -49,7 +49,8 @@ class ClientOptions(msgspec.Struct, frozen=True, kw_only=True):
         outbound_buffer: frames queued for the writer.
         publish_window: the publish credit asked for (0: the server's default).
         delivery_window: the delivery credit offered: deliveries the server may have in flight
-            to this client, not yet taken in by its sink (0: the server's default).
+            to this client, not yet taken in by its sink (0: ``inbound_buffer``); the server
+            may grant less.
         max_batch_events: the most events per batch frame, either way.
         max_tool_calls: pushed tool calls served at once.
         stream_calls: make tool calls on the open stream when the server takes them (one frame

@@ -58,7 +58,9 @@ __all__: list[str] = []
 # A publisher that never has to wait yields once every this many publishes, so it cannot
 # starve the writer (and its batches stay large: the writer sends what piled up meanwhile).
 _YIELD_EVERY = 64
-# Seconds a delivery credit short of a quarter window may wait for more to go with it.
+# Delivery credit is sent once this much (or a quarter of the window) is owed, or else when
+# _CREDIT_LINGER seconds have passed since the first delivery it owes.
+_CREDIT_STEP = 256
 _CREDIT_LINGER = 0.005
 
 log = logging.getLogger("loom.bridge.client")
@@ -306,7 +308,7 @@ class Session:
                     ),
                     max_batch_events=opts.max_batch_events,
                     publish_window=opts.publish_window,
-                    delivery_window=opts.delivery_window,
+                    delivery_window=opts.delivery_window or opts.inbound_buffer,
                 )
             )
         )
@@ -336,6 +338,15 @@ class Session:
     async def close_gracefully(self) -> None:
         """Send what is queued, half-close, and let the server end the stream."""
         self.closing = True
+        if self._owed:
+            # What we took in is credited before we go, so the server counts it delivered
+            # rather than dropped with the stream (best effort: a full queue skips it).
+            credit = bridge_pb2.DeliveryCredit(count=self._owed)
+            with contextlib.suppress(
+                anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError
+            ):
+                self._out.send_nowait(bridge_pb2.ClientEvent(delivery_credit=credit))
+                self._owed = 0
         self._out.close()  # the writer drains the queue, then half-closes
 
     # ------------------------------------------------------------------ the reader
@@ -434,7 +445,9 @@ class Session:
         if bridge_pb2.STREAM_FEATURE_DELIVERY_CREDIT in self.features:
             # Deliveries read from now on are credited back (the server counts from here).
             self._credited = True
-            self._credit_step = max(1, welcome.delivery_window // 4)
+            # Credit goes back in steps of a batch (or a quarter of a small window), so the
+            # server's window never runs dry while we keep up, at one frame per batch.
+            self._credit_step = max(1, min(welcome.delivery_window // 4, _CREDIT_STEP))
         self.mirror = False  # a server that speaks section 2 reads the typed envelope
         self._max_batch = max(1, min(welcome.max_batch_events or 1, self.options.max_batch_events))
         if bridge_pb2.STREAM_FEATURE_PUBLISH_ACK in self.features:
