@@ -102,6 +102,7 @@ _FEATURES: Final = frozenset(
         bridge_pb2.STREAM_FEATURE_TOOL_CALLS,
     }
 )
+_DELIVERY_WINDOW: Final = 1024  # granted to a stream that asks for credit but names no window
 _OLD_LANE: Final = 64  # publish lane of a stream without acks: the reader waits beyond this
 _FRAME_OVERHEAD: Final = 64  # bytes kept free in a batch for the frame around the deliveries
 _ACK_LINGER: Final = 0.01  # seconds; unless due sooner, acks of a steady stream come this often
@@ -184,9 +185,10 @@ class Session:
         self._dwindow = 0
         self._dcredit = 0  # deliveries the pumps may still send
         self._credit_event = asyncio.Event()  # more credit, or the stream ends
-        # Deliveries sent and not yet credited, by frame, in wire order; of the oldest frame
-        # the first _flight_off are credited already.
-        self._flight: deque[tuple[Subscription, list[Delivery]]] = deque()
+        # The topics of deliveries sent and not yet credited, by frame, in wire order (not the
+        # deliveries: their events need not stay alive); of the oldest frame the first
+        # _flight_off are credited already.
+        self._flight: deque[tuple[Subscription, list[str]]] = deque()
         self._flight_off = 0
         self.status: Status | None = None
         self.closed = False
@@ -353,7 +355,7 @@ class Session:
             self._credit = self._window
         self._cancels = bridge_pb2.STREAM_FEATURE_TOOL_CANCEL in granted
         if bridge_pb2.STREAM_FEATURE_DELIVERY_CREDIT in granted:
-            asked = hello.delivery_window or limits.delivery_window
+            asked = hello.delivery_window or _DELIVERY_WINDOW
             self._dwindow = min(asked, limits.delivery_window)
         # Batching starts when the writer has written this welcome (see _writer), so no batch
         # can overtake it.
@@ -659,9 +661,9 @@ class Session:
         write = self._ctx.write
         limit = self._limits.max_message_bytes - _FRAME_OVERHEAD
         held: Delivery | None = None
-        # Taken from ``sub`` (so in flight on it) and not yet handed to _flight or settled:
-        # lost (dropped ``closed``) if the pump ends with them.
-        sent: list[Delivery] = []
+        # Topics of what was taken from ``sub`` (so in flight on it) and not yet handed to
+        # _flight or settled: lost (dropped ``closed``) if the pump ends with them.
+        sent: list[str] = []
         try:
             while True:
                 if held is not None:
@@ -674,7 +676,7 @@ class Session:
                     except SubscriptionClosed:
                         return
                     lend_in_flight(sub, 1)
-                sent = [item]
+                sent = [item.topic]
                 # Another pump may have used the credit while this one waited for an event.
                 if self._credited and self._dcredit <= 0 and not await self._wait_credit(sub):
                     return
@@ -722,7 +724,7 @@ class Session:
                         held = nxt
                         break
                     size += filled + 8
-                    sent.append(nxt)
+                    sent.append(nxt.topic)
                 async with lock:
                     await self._write_deliveries(frame, sub, sent)
                     sent = []
@@ -730,12 +732,12 @@ class Session:
                         await write(error)
         finally:
             if held is not None:
-                sent.append(held)
+                sent.append(held.topic)
             if sent:
                 lose_in_flight(sub, sent)
 
     async def _write_deliveries(
-        self, frame: bridge_pb2.ServerEvent, sub: Subscription, sent: list[Delivery]
+        self, frame: bridge_pb2.ServerEvent, sub: Subscription, sent: list[str]
     ) -> None:
         """Write a frame carrying ``sent`` (called holding the write lock, so _flight is in
         wire order). With delivery credit they stay in flight until the agent credits them;

@@ -574,9 +574,9 @@ class EventBus:
         entry.gen = self._gen
         return entry
 
-    def _count_closed_drops(self, deliveries: Iterable[Delivery]) -> None:
-        for delivery in deliveries:
-            entry = self._topics.get(delivery.topic, self._evicted)
+    def _count_closed_drops(self, topics: Iterable[str]) -> None:
+        for topic in topics:
+            entry = self._topics.get(topic, self._evicted)
             entry.closed += 1
 
     # ------------------------------------------------------------------ introspection

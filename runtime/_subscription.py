@@ -62,8 +62,8 @@ class BusHooks:
         unsubscribe: ``unsubscribe(sub, patterns)`` takes ``sub`` (holding ``patterns``, each
             with its tier) off the bus; idempotent.
         idle: ``idle(sub)``: ``sub`` holds nothing and nobody waits to add to it.
-        count_closed: ``count_closed(deliveries)`` counts them dropped (reason ``closed``) on
-            their topics.
+        count_closed: ``count_closed(topics)`` counts a delivery on each of ``topics`` dropped
+            (reason ``closed``) on its topic.
     """
 
     __slots__ = ("count_closed", "draining", "idle", "link", "new_waiter", "unlink", "unsubscribe")
@@ -75,7 +75,7 @@ class BusHooks:
         unlink: Callable[[Subscription, str, QoS], None],
         unsubscribe: Callable[[Subscription, Mapping[str, QoS]], None],
         idle: Callable[[Subscription], None],
-        count_closed: Callable[[Iterable[Delivery]], None],
+        count_closed: Callable[[Iterable[str]], None],
     ) -> None:
         self.draining = False
         self.new_waiter: Callable[[], Waiter] = anyio.Event
@@ -435,7 +435,7 @@ class Subscription:
         self._closed_by_bus = by_bus
         if self._buf:
             self._dropped_closed += len(self._buf)
-            self._hooks.count_closed(self._buf)
+            self._hooks.count_closed(d.topic for d in self._buf)
             self._buf.clear()
         while self._recv_waiters:
             self._recv_waiters.pop(0).set()
@@ -667,9 +667,10 @@ def settle_in_flight(sub: Subscription, count: int) -> None:
     sub._delivered += count
 
 
-def lose_in_flight(sub: Subscription, deliveries: Collection[Delivery]) -> None:
-    """``deliveries``, in flight from ``sub``, will never arrive (the consumer's stream
-    ended): counted dropped, reason ``closed``, on ``sub`` and on their topics."""
-    sub._in_flight -= len(deliveries)
-    sub._dropped_closed += len(deliveries)
-    sub._hooks.count_closed(deliveries)
+def lose_in_flight(sub: Subscription, topics: Collection[str]) -> None:
+    """Deliveries in flight from ``sub`` on ``topics`` (one each) will never arrive (the
+    consumer's stream ended): counted dropped, reason ``closed``, on ``sub`` and on their
+    topics. (Topics, not deliveries: what is in flight need not keep its events alive.)"""
+    sub._in_flight -= len(topics)
+    sub._dropped_closed += len(topics)
+    sub._hooks.count_closed(topics)

@@ -18,6 +18,7 @@ import grpc.aio
 import pytest
 from anyio.abc import Process
 
+from loom.bridge import ClientOptions
 from loom.bridge._generated import bridge_pb2, bus_pb2, bus_pb2_grpc, event_pb2
 from loom.runtime import Event, QoS, Subscription
 
@@ -75,7 +76,7 @@ async def slow_agent(
     try:
         assert host.server is not None
         sessions = host.server.hub.sessions
-        await wait_until(lambda: "slow" in sessions, timeout=20)
+        await wait_until(lambda: "slow" in sessions and sessions["slow"]._credited, timeout=20)
         yield process, count_file, sessions["slow"].remote.mailbox
     finally:
         with anyio.CancelScope(shield=True):
@@ -98,7 +99,8 @@ async def test_a_slow_remote_agent_holds_back_a_batched_publisher_and_a_kill_los
         ),
     ):
         assert host.server is not None
-        window = host.server.limits.delivery_window
+        window = ClientOptions().inbound_buffer  # the delivery window the SDK asks for
+        assert host.server.hub.sessions["slow"]._dwindow == window
         bus = host.bus
 
         async def publish() -> None:
