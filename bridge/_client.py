@@ -95,6 +95,7 @@ from ._lane import Lane
 from ._reconnect import ConnectionStatus, Reconnector, StateListener
 from ._status import error_from_outcome
 from ._wire_types import (
+    QOS_KEY,
     SECRET_METADATA,
     ToolCallOutcome,
     ToolCallRequest,
@@ -445,7 +446,12 @@ class BridgeClient:
             agent_id=reg.agent_id,
             subscribed_topics=self._topics,
             tools=self._tools_pb,
-            metadata=reg.metadata,
+            # The tier rides in the metadata: the request's fields are the original wire's.
+            metadata=(
+                reg.metadata
+                if reg.qos is QoS.BATCHED
+                else {**reg.metadata, QOS_KEY: reg.qos.name.lower()}
+            ),
         )
         response = await unary(
             stub.RegisterAgent(

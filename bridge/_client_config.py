@@ -8,7 +8,7 @@ import math
 
 import msgspec
 
-from loom.runtime import InvalidArgument
+from loom.runtime import InvalidArgument, QoS
 
 from ._reconnect import Backoff, ConnectionStatus
 from ._wire_types import ToolDescriptor
@@ -68,6 +68,9 @@ class ClientOptions(msgspec.Struct, frozen=True, kw_only=True):
             started).
         outbound_buffer: frames queued for the writer.
         publish_window: the publish credit asked for (0: the server's default).
+        delivery_window: the delivery credit offered: deliveries the server may have in flight
+            to this client, not yet taken in by its sink (0: ``inbound_buffer``); the server
+            may grant less.
         max_batch_events: the most events per batch frame, either way.
         max_tool_calls: pushed tool calls served at once.
         stream_calls: make tool calls on the open stream when the server takes them (one frame
@@ -88,6 +91,7 @@ class ClientOptions(msgspec.Struct, frozen=True, kw_only=True):
     inbound_buffer: int = 1000
     outbound_buffer: int = 1000
     publish_window: int = 0
+    delivery_window: int = 0
     max_batch_events: int = 256
     max_tool_calls: int = 64
     stream_calls: bool = True
@@ -105,8 +109,8 @@ class ClientOptions(msgspec.Struct, frozen=True, kw_only=True):
         for name in ("inbound_buffer", "outbound_buffer", "max_batch_events", "max_tool_calls"):
             if getattr(self, name) < 1:
                 raise InvalidArgument(f"ClientOptions.{name} must be >= 1")
-        if self.publish_window < 0 or self.close_grace < 0:
-            raise InvalidArgument("publish_window and close_grace must be >= 0")
+        if self.publish_window < 0 or self.close_grace < 0 or self.delivery_window < 0:
+            raise InvalidArgument("publish_window, delivery_window and close_grace must be >= 0")
 
 
 class AgentRegistration(msgspec.Struct, frozen=True, kw_only=True):
@@ -114,15 +118,19 @@ class AgentRegistration(msgspec.Struct, frozen=True, kw_only=True):
 
     Attributes:
         agent_id: the agent's id (one topic segment).
-        topics: patterns subscribed at registration (the server's default tier).
+        topics: patterns subscribed at registration.
         tools: the tools this agent serves (``tool_handler`` answers their calls).
         metadata: free key/values for the server's directory.
+        qos: the tier of the agent's subscriptions on the server (its mailbox and ``topics``):
+            there a ``REALTIME`` agent that falls behind has events dropped and counted. Sent
+            as the ``loom.qos`` metadata key.
     """
 
     agent_id: str
     topics: tuple[str, ...] = ()
     tools: tuple[ToolDescriptor, ...] = ()
     metadata: dict[str, str] = msgspec.field(default_factory=dict)
+    qos: QoS = QoS.BATCHED
 
 
 class ClientStatistics(msgspec.Struct, frozen=True, kw_only=True):

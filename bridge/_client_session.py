@@ -11,6 +11,10 @@ reconnect loop makes the next one. Its tasks:
   are sent as one ``publish_batch`` once the server has answered our hello (an old server
   gets single ``publish`` frames), and numbered as the server numbers them, so that each
   ``publish_ack`` settles the right publishers.
+* the **creditor** (with ``STREAM_FEATURE_DELIVERY_CREDIT``) gives the server back credit for
+  the deliveries the sink has taken in: a quarter of the window at once, or what there is
+  after a short linger, so the server never has more in flight to us than the window and a
+  slow agent holds its events back on the server, where its tier and statistics apply.
 * the **heartbeat** sends a ``ping`` every ``heartbeat_interval`` and ends the session when
   nothing at all has arrived for ``heartbeat_timeout`` (time the reader spends waiting for room
   in the inbound buffer does not count: that silence is ours, not the server's).
@@ -55,11 +59,16 @@ __all__: list[str] = []
 # A publisher that never has to wait yields once every this many publishes, so it cannot
 # starve the writer (and its batches stay large: the writer sends what piled up meanwhile).
 _YIELD_EVERY = 64
+# Delivery credit is sent once this much (or a quarter of the window) is owed, or else when
+# _CREDIT_LINGER seconds have passed since the first delivery it owes.
+_CREDIT_STEP = 256
+_CREDIT_LINGER = 0.005
 
 log = logging.getLogger("loom.bridge.client")
 
 FEATURES = (
     bridge_pb2.STREAM_FEATURE_BATCH,
+    bridge_pb2.STREAM_FEATURE_DELIVERY_CREDIT,
     bridge_pb2.STREAM_FEATURE_PUBLISH_ACK,
     bridge_pb2.STREAM_FEATURE_TOOL_CANCEL,
     bridge_pb2.STREAM_FEATURE_UNROUTED,
@@ -222,6 +231,12 @@ class Session:
         self._acks = False
         self.credit = 0
         self._credit_changed = anyio.Event()
+        # Delivery credit owed to the server (see the creditor).
+        self._credited = False
+        self._owed = 0
+        self._credit_step = 1
+        self._owed_any = anyio.Event()
+        self._owed_step = anyio.Event()
         self._seq = 0
         self._ack_waiters: dict[int, AckWaiter] = {}
         # (sequence, topic) of every publish not yet acked, in order: to name the topic of a
@@ -319,6 +334,7 @@ class Session:
                     ),
                     max_batch_events=opts.max_batch_events,
                     publish_window=opts.publish_window,
+                    delivery_window=opts.delivery_window or opts.inbound_buffer,
                 )
             )
         )
@@ -329,6 +345,8 @@ class Session:
             # An original-Loom server ignores the hello: go on as an old client.
             log.info("bridge: no welcome within %ss; using the original wire", opts.rpc_timeout)
         self._tg.start_soon(self._guard, self._writer)
+        # Always: a welcome later than rpc_timeout still turns credit on (it idles until then).
+        self._tg.start_soon(self._guard, self._creditor)
         await self._resubscribe()
         self._tg.start_soon(self._guard, self._heartbeat)
         connected()
@@ -346,6 +364,15 @@ class Session:
     async def close_gracefully(self) -> None:
         """Send what is queued, half-close, and let the server end the stream."""
         self.closing = True
+        if self._owed:
+            # What we took in is credited before we go, so the server counts it delivered
+            # rather than dropped with the stream (best effort: a full queue skips it).
+            credit = bridge_pb2.DeliveryCredit(count=self._owed)
+            with contextlib.suppress(
+                anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError
+            ):
+                self._out.send_nowait(bridge_pb2.ClientEvent(delivery_credit=credit))
+                self._owed = 0
         self._out.close()  # the writer drains the queue, then half-closes
 
     # ------------------------------------------------------------------ the reader
@@ -364,9 +391,13 @@ class Session:
             kind = msg.WhichOneof("msg")
             if kind == "delivery":
                 await self._on_delivery(msg.delivery)
+                if self._credited:
+                    self._took()
             elif kind == "delivery_batch":
                 for item in msg.delivery_batch.deliveries:
                     await self._on_delivery(item)
+                    if self._credited:
+                        self._took()
             elif kind == "pong":
                 self.counters.pong(msg.pong.timestamp_ms)
             elif kind == "tool_call":
@@ -416,8 +447,33 @@ class Session:
             self._last_rx = time.monotonic()
         self.counters.delivered += 1
 
+    def _took(self) -> None:
+        """One more delivery taken in (handed over, or dropped as undeliverable): owed back."""
+        self._owed += 1
+        if self._owed >= self._credit_step and not self._owed_step.is_set():
+            self._owed_step.set()
+        if not self._owed_any.is_set():
+            self._owed_any.set()
+
+    async def _creditor(self) -> None:
+        while True:
+            await self._owed_any.wait()
+            if self._owed < self._credit_step:
+                with anyio.move_on_after(_CREDIT_LINGER):
+                    await self._owed_step.wait()
+            count, self._owed = self._owed, 0
+            self._owed_any, self._owed_step = anyio.Event(), anyio.Event()
+            credit = bridge_pb2.DeliveryCredit(count=count)
+            await self.send(bridge_pb2.ClientEvent(delivery_credit=credit))
+
     def _on_welcome(self, welcome: bridge_pb2.StreamWelcome) -> None:
         self.features = frozenset(welcome.features)
+        if bridge_pb2.STREAM_FEATURE_DELIVERY_CREDIT in self.features:
+            # Deliveries read from now on are credited back (the server counts from here).
+            self._credited = True
+            # Credit goes back in steps of a batch (or a quarter of a small window), so the
+            # server's window never runs dry while we keep up, at one frame per batch.
+            self._credit_step = max(1, min(welcome.delivery_window // 4, _CREDIT_STEP))
         self.mirror = False  # a server that speaks section 2 reads the typed envelope
         self._max_batch = max(1, min(welcome.max_batch_events or 1, self.options.max_batch_events))
         if bridge_pb2.STREAM_FEATURE_PUBLISH_ACK in self.features:

@@ -14,9 +14,13 @@ server the way any bus reaches other processes (``docs/bus.md``, the transport s
   its own.
 * **In.** The client's stream reader delivers into :meth:`deliver_inbound`, which hands each
   delivery to the bus (``EventBus.deliver_inbound``, waiting for room: backpressure up the
-  stream). The server does not know ``no_echo``, so what this agent published comes back on
-  every topic it subscribes; the bus delivered it locally already, so a delivery whose
-  sender is this agent (the server takes publishes only in its name) is dropped here.
+  stream). It waits for room in a full Realtime subscription too (``admitted``): the server
+  sends under delivery credit, which goes back only as the bus takes deliveries in, so the
+  agent's tier (registered with it, ``AgentRegistration.qos``) drops on the server, where
+  ``loom topics`` counts it, not unseen in this process. The server does not know
+  ``no_echo``, so what this agent published comes back on every topic it subscribes; the bus
+  delivered it locally already, so a delivery whose sender is this agent (the server takes
+  publishes only in its name) is dropped here.
 * **Interest.** The agent registers its topics, its mailbox and ``agent.{id}.replies.>``
   (every reply-router and collaboration inbox of the agent lies under it), so the bus's
   interest in those needs nothing. Patterns a host subscribes itself (``ctx.subscribe``,
@@ -41,6 +45,7 @@ change. This class shows what a transport whose far end is a router, not a peer,
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import deque
 from typing import Literal
@@ -53,6 +58,7 @@ from loom.runtime import (
     DEAD_LETTER_PREFIX,
     LIFECYCLE_PREFIX,
     Event,
+    EventBus,
     InvalidArgument,
     LoomError,
     QoS,
@@ -88,7 +94,12 @@ class _HeldInbound:
     """
 
     def __init__(self, bus: Inbound, limit: int, *, passing: str = "") -> None:
-        self._bus = bus
+        # A bus takes what the server admitted: a full Realtime mailbox waits (module docs).
+        self._put = (
+            functools.partial(bus.deliver_inbound, admitted=True)
+            if isinstance(bus, EventBus)
+            else bus.deliver_inbound
+        )
         self._limit = limit
         self._passing = passing
         self._held: deque[tuple[str, Event]] = deque()
@@ -98,13 +109,13 @@ class _HeldInbound:
     async def deliver_inbound(self, topic: str, event: Event) -> None:
         if not self._open:
             if self._passing and topic.startswith(self._passing):
-                await self._bus.deliver_inbound(topic, event)
+                await self._put(topic, event)
                 return
             if len(self._held) < self._limit:
                 self._held.append((topic, event))
                 return
             await self._opened.wait()
-        await self._bus.deliver_inbound(topic, event)
+        await self._put(topic, event)
 
     async def open(self) -> None:
         """Hand over what is held, in order (waiting for room), then let deliveries through."""
@@ -112,7 +123,7 @@ class _HeldInbound:
         while held:
             topic, event = held.popleft()
             try:
-                await self._bus.deliver_inbound(topic, event)
+                await self._put(topic, event)
             except InvalidArgument as exc:  # a topic the local bus refuses: that one only
                 log.warning("dropped a delivery on %r: %s", topic, exc)
         self._open = True  # no wait between the last hand-over and this: the order holds

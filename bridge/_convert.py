@@ -594,6 +594,7 @@ def bus_stats_to_proto(
             capacity=s.capacity,
             waiting_publishers=s.waiting_publishers,
             patterns=s.patterns,
+            in_flight=s.in_flight,
         )
         for s in (stats.subscriptions if include_subscriptions else ())
     ]
@@ -642,6 +643,7 @@ def bus_stats_from_proto(msg: bus_pb2.BusStats) -> BusStats:
                 capacity=s.capacity,
                 waiting_publishers=s.waiting_publishers,
                 patterns=tuple(s.patterns),
+                in_flight=s.in_flight,
             )
             for s in msg.subscriptions
         ),

@@ -18,7 +18,7 @@ import grpc.aio
 import msgspec
 
 from loom.bridge._generated import bridge_pb2
-from loom.runtime import AgentExists, AgentRuntime, AgentStatus, InvalidArgument
+from loom.runtime import AgentExists, AgentRuntime, AgentStatus, InvalidArgument, QoS
 from loom.runtime.lowlevel import RemoteTool, validate_pattern
 from loom.runtime.lowlevel import validate_agent_id as _validate_agent_id
 from loom.runtime.tools import MAX_SCHEMA_BYTES, JSONObject, ToolRegistry
@@ -28,7 +28,7 @@ from ._convert import tool_descriptor_from_proto
 from ._errors import LimitExceeded, WrongAgent
 from ._identity import Principal
 from ._limits import Limits
-from ._wire_types import SECRET_METADATA, ToolDescriptor
+from ._wire_types import QOS_KEY, SECRET_METADATA, ToolDescriptor
 
 if TYPE_CHECKING:
     from ._server_session import Session
@@ -51,6 +51,7 @@ class Registration(msgspec.Struct, frozen=True, kw_only=True):
         tools: its declared tools.
         schemas: each tool's parsed ``parameters_schema``, by name.
         metadata: its free key/values.
+        qos: the tier of its mailbox and topics (``loom.qos`` in its metadata; else batched).
     """
 
     agent_id: str
@@ -58,6 +59,7 @@ class Registration(msgspec.Struct, frozen=True, kw_only=True):
     tools: tuple[ToolDescriptor, ...]
     schemas: dict[str, dict[str, Any]]
     metadata: dict[str, str]
+    qos: QoS = QoS.BATCHED
 
     @classmethod
     def from_proto(cls, msg: bridge_pb2.AgentRegisterRequest, limits: Limits) -> Registration:
@@ -69,6 +71,13 @@ class Registration(msgspec.Struct, frozen=True, kw_only=True):
             LimitExceeded: more topics than ``max_topics_per_agent``.
         """
         agent_id = _validate_agent_id(msg.agent_id)
+        tier = msg.metadata.get(QOS_KEY, "batched")
+        try:
+            qos = QoS[tier.upper()]
+        except KeyError:
+            raise InvalidArgument(
+                f"metadata {QOS_KEY}={tier!r} names no tier: realtime, batched or background"
+            ) from None
         topics = tuple(dict.fromkeys(msg.subscribed_topics))
         if len(topics) > limits.max_topics_per_agent:
             raise LimitExceeded(
@@ -112,6 +121,7 @@ class Registration(msgspec.Struct, frozen=True, kw_only=True):
             tools=tools,
             schemas=schemas,
             metadata=dict(msg.metadata),
+            qos=qos,
         )
 
 

@@ -25,6 +25,9 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
             forgets the longest-registered disconnected agent.
         max_batch_events: the most events in one ``delivery_batch`` or ``publish_batch``.
         publish_window: the most publish credit a stream is granted.
+        delivery_window: the most deliveries a stream with ``STREAM_FEATURE_DELIVERY_CREDIT``
+            may have in flight (sent, not yet credited back), whatever it asks; one that
+            names no window gets 1024 (or this, if less). The server keeps only their topics.
         tool_timeout_s: the timeout of a tool call that names none (``timeout_ms`` 0).
         max_subscription_buffer: the largest ``buffer_size`` a subscription may ask for.
         handshake_timeout_s: how long a new stream may take to send its handshake ``ack``.
@@ -41,6 +44,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     max_agents: int = 10_000
     max_batch_events: int = 256
     publish_window: int = 1024
+    delivery_window: int = 65_536
     tool_timeout_s: float = 30.0
     max_subscription_buffer: int = 65_536
     handshake_timeout_s: float = 10.0
@@ -58,6 +62,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
             "max_agents",
             "max_batch_events",
             "publish_window",
+            "delivery_window",
             "outbound_queue",
             "max_bus_subscribers",
             "max_subscription_buffer",

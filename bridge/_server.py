@@ -191,7 +191,7 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
             raise AgentExists(agent_id, "another stream is open for it")
         hub.admit_stream(agent_id, _secret(context))
         remote = await hub.runtime.attach_remote(
-            agent_id, metadata=reg.metadata, tool_timeout_s=hub.limits.tool_timeout_s
+            agent_id, metadata=reg.metadata, qos=reg.qos, tool_timeout_s=hub.limits.tool_timeout_s
         )
         session = Session(hub, remote, context)
         hub.sessions[agent_id] = session

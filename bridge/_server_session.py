@@ -14,6 +14,14 @@ see ``bridge/_workers.py``):
   latency). While it writes, the subscription fills, and its tier decides: drop or
   backpressure. No task stands between a subscription and the wire: a hand-over per event
   cost as much as the rest of the server's work on it;
+* **delivery credit** (``STREAM_FEATURE_DELIVERY_CREDIT``) bounds what is in flight to the
+  agent: the pumps send no more than the agent has credited back, so a slow agent leaves its
+  events in its subscriptions, where the tier decides (drop, or hold the publishers back) and
+  the statistics see them. A delivery sent is ``in_flight`` on its subscription until the
+  agent credits it (then ``delivered``); when the stream ends what is in flight is dropped,
+  reason ``closed``. A stream without the feature (an old client) has each delivery counted
+  delivered once its write completed: one frame at a time per subscription is in flight, and
+  gRPC's own flow control holds what the client has not read;
 * the **writer** drains the bounded outbound queue of everything else (acks, pongs, pushed
   tool calls, results, errors) onto the wire.
 
@@ -32,6 +40,7 @@ import functools
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -54,7 +63,14 @@ from loom.runtime import (
     SubscriptionClosed,
     WouldBlock,
 )
-from loom.runtime.lowlevel import RemoteAgent, mailbox_topic, new_id
+from loom.runtime.lowlevel import (
+    RemoteAgent,
+    lend_in_flight,
+    lose_in_flight,
+    mailbox_topic,
+    new_id,
+    settle_in_flight,
+)
 from loom.runtime.tools import JSONObject, ToolFailed
 
 from ._calls import decode_output, disconnected_outcome, run_tool_call, unresponsive_outcome
@@ -90,12 +106,14 @@ log = logging.getLogger("loom.bridge")
 _FEATURES: Final = frozenset(
     {
         bridge_pb2.STREAM_FEATURE_BATCH,
+        bridge_pb2.STREAM_FEATURE_DELIVERY_CREDIT,
         bridge_pb2.STREAM_FEATURE_PUBLISH_ACK,
         bridge_pb2.STREAM_FEATURE_TOOL_CANCEL,
         bridge_pb2.STREAM_FEATURE_TOOL_CALLS,
         bridge_pb2.STREAM_FEATURE_UNROUTED,
     }
 )
+_DELIVERY_WINDOW: Final = 1024  # granted to a stream that asks for credit but names no window
 _OLD_LANE: Final = 64  # publish lane of a stream without acks: the reader waits beyond this
 _FRAME_OVERHEAD: Final = 64  # bytes kept free in a batch for the frame around the deliveries
 _ACK_LINGER: Final = 0.01  # seconds; unless due sooner, acks of a steady stream come this often
@@ -183,6 +201,16 @@ class Session:
         self._write_lock = asyncio.Lock()  # one write at a time on the call (fair: FIFO)
         self._write_scopes: set[anyio.CancelScope] = set()  # of the writer and the pumps
         self._batching = False  # set once the welcome granting BATCH is on the wire
+        # Delivery credit (see the module docs); on once the welcome granting it is written.
+        self._credited = False
+        self._dwindow = 0
+        self._dcredit = 0  # deliveries the pumps may still send
+        self._credit_event = asyncio.Event()  # more credit, or the stream ends
+        # The topics of deliveries sent and not yet credited, by frame, in wire order (not the
+        # deliveries: their events need not stay alive); of the oldest frame the first
+        # _flight_off are credited already.
+        self._flight: deque[tuple[Subscription, list[str]]] = deque()
+        self._flight_off = 0
         self.status: Status | None = None
         self.closed = False
         # A clean end of the client's side (half-close): what it published is still
@@ -250,6 +278,7 @@ class Session:
         self._out.close_receiving()
         for sub in (self.remote.mailbox, *self.remote.subscriptions()):
             sub.close()
+        self._credit_event.set()  # pumps waiting for credit see their subscription closed
         deadline = anyio.current_time() + _WRITE_GRACE
         for scope in self._write_scopes:
             scope.deadline = min(scope.deadline, deadline)
@@ -264,6 +293,7 @@ class Session:
                 pending.done.set()
         self._out.close_receiving()
         self._lane.close_receiving()
+        self._lose_flight()
         if self.hub.sessions.get(self.agent_id) is self:
             del self.hub.sessions[self.agent_id]
             self.hub.stream_ended(self.agent_id)
@@ -325,6 +355,14 @@ class Session:
                 await self._send(bridge_pb2.ServerEvent(pong=pong))
             case "tool_result":
                 await self._resolve(msg.tool_result)
+            case "delivery_credit":
+                extra = self._on_credit(msg.delivery_credit.count)
+                if extra:
+                    await self._error(
+                        "INVALID_ARGUMENT",
+                        f"delivery_credit of {msg.delivery_credit.count} is {extra} more than "
+                        "the deliveries in flight; the excess is ignored",
+                    )
             case "ack":
                 pass  # an ack after the handshake (old clients ack deliveries) needs nothing
             case "hello":
@@ -379,6 +417,9 @@ class Session:
                 self._unrouted = True
             else:  # nothing to report it in, or nothing this server can know
                 granted.remove(bridge_pb2.STREAM_FEATURE_UNROUTED)
+        if bridge_pb2.STREAM_FEATURE_DELIVERY_CREDIT in granted:
+            asked = hello.delivery_window or _DELIVERY_WINDOW
+            self._dwindow = min(asked, limits.delivery_window)
         # Batching starts when the writer has written this welcome (see _writer), so no batch
         # can overtake it.
         welcome = bridge_pb2.StreamWelcome(
@@ -386,6 +427,7 @@ class Session:
             max_batch_events=self._max_batch,
             publish_window=self._window,
             settle_ms=math.ceil(self.hub.settle.remaining() * 1000),
+            delivery_window=self._dwindow,
         )
         await self._send(bridge_pb2.ServerEvent(welcome=welcome))
 
@@ -711,56 +753,144 @@ class Session:
         write = self._ctx.write
         limit = self._limits.max_message_bytes - _FRAME_OVERHEAD
         held: Delivery | None = None
-        while True:
-            if held is not None:
-                item, held = held, None
-            else:
-                try:
-                    item = await sub.receive()
-                except SubscriptionClosed:
+        # Topics of what was taken from ``sub`` (so in flight on it) and not yet handed to
+        # _flight or settled: lost (dropped ``closed``) if the pump ends with them.
+        sent: list[str] = []
+        try:
+            while True:
+                if held is not None:
+                    item, held = held, None
+                else:
+                    if self._credited and self._dcredit <= 0 and not await self._wait_credit(sub):
+                        return
+                    try:
+                        item = await sub.receive()
+                    except SubscriptionClosed:
+                        return
+                    lend_in_flight(sub, 1)
+                    if self._screen and not may_receive(self.principal, item.topic):
+                        # Another agent's mailbox, matched by a wildcard: withheld (taken from
+                        # the buffer, so settled as delivered, never written).
+                        settle_in_flight(sub, 1)
+                        continue
+                sent = [item.topic]
+                # Another pump may have used the credit while this one waited for an event.
+                if self._credited and self._dcredit <= 0 and not await self._wait_credit(sub):
                     return
-            if self._screen and not may_receive(self.principal, item.topic):
-                continue  # another agent's mailbox, matched by a wildcard: withheld
-            frame = bridge_pb2.ServerEvent()
-            if not self._batching:
-                filled = self._fill(frame.delivery, item)
-                async with lock:
-                    await write(filled if isinstance(filled, bridge_pb2.ServerEvent) else frame)
-                continue
-            # Each delivery is built inside the batch frame; one that does not fit is taken out
-            # again and goes first in the next frame; one that cannot go at all is replaced by
-            # an error frame, after the batch, in order.
-            entries = frame.delivery_batch.deliveries
-            filled = self._fill(entries.add(), item)
-            if isinstance(filled, bridge_pb2.ServerEvent):
-                async with lock:
-                    await write(filled)
-                continue
-            size = filled + 8
-            count = 1
-            error: bridge_pb2.ServerEvent | None = None
-            while count < self._max_batch:
-                try:
-                    nxt = sub.receive_nowait()
-                except (WouldBlock, SubscriptionClosed):
-                    break
-                if self._screen and not may_receive(self.principal, nxt.topic):
+                frame = bridge_pb2.ServerEvent()
+                if not self._batching:
+                    filled = self._fill(frame.delivery, item)
+                    if isinstance(filled, bridge_pb2.ServerEvent):
+                        settle_in_flight(sub, 1)  # an Error frame goes in its place
+                        sent = []
+                        async with lock:
+                            await write(filled)
+                        continue
+                    async with lock:
+                        await self._write_deliveries(frame, sub, sent)
+                    sent = []
                     continue
-                filled = self._fill(entries.add(), nxt)
+                # Each delivery is built inside the batch frame; one that does not fit is taken
+                # out again and goes first in the next frame; one that cannot go at all is
+                # replaced by an error frame, after the batch, in order.
+                entries = frame.delivery_batch.deliveries
+                filled = self._fill(entries.add(), item)
                 if isinstance(filled, bridge_pb2.ServerEvent):
-                    del entries[-1]
-                    error = filled
-                    break
-                if size + filled + 8 > limit:
-                    del entries[-1]
-                    held = nxt
-                    break
-                size += filled + 8
-                count += 1
-            async with lock:
-                await write(frame)
-                if error is not None:
-                    await write(error)
+                    settle_in_flight(sub, 1)
+                    sent = []
+                    async with lock:
+                        await write(filled)
+                    continue
+                size = filled + 8
+                room = min(self._max_batch, self._dcredit) if self._credited else self._max_batch
+                error: bridge_pb2.ServerEvent | None = None
+                while len(sent) < room:
+                    try:
+                        nxt = sub.receive_nowait()
+                    except (WouldBlock, SubscriptionClosed):
+                        break
+                    lend_in_flight(sub, 1)
+                    if self._screen and not may_receive(self.principal, nxt.topic):
+                        settle_in_flight(sub, 1)  # withheld, as above
+                        continue
+                    filled = self._fill(entries.add(), nxt)
+                    if isinstance(filled, bridge_pb2.ServerEvent):
+                        del entries[-1]
+                        settle_in_flight(sub, 1)
+                        error = filled
+                        break
+                    if size + filled + 8 > limit:
+                        del entries[-1]
+                        held = nxt
+                        break
+                    size += filled + 8
+                    sent.append(nxt.topic)
+                async with lock:
+                    await self._write_deliveries(frame, sub, sent)
+                    sent = []
+                    if error is not None:
+                        await write(error)
+        finally:
+            if held is not None:
+                sent.append(held.topic)
+            if sent:
+                lose_in_flight(sub, sent)
+
+    async def _write_deliveries(
+        self, frame: bridge_pb2.ServerEvent, sub: Subscription, sent: list[str]
+    ) -> None:
+        """Write a frame carrying ``sent`` (called holding the write lock, so _flight is in
+        wire order). With delivery credit they stay in flight until the agent credits them;
+        without, they are delivered once the write completed."""
+        if self._credited:
+            self._dcredit -= len(sent)
+            # Before the write: the agent may credit them before the write call returns.
+            # _flight owns them now: the caller's list is emptied, so its clean-up loses none.
+            self._flight.append((sub, sent.copy()))
+            sent.clear()
+            await self._ctx.write(frame)
+        else:
+            await self._ctx.write(frame)
+            settle_in_flight(sub, len(sent))
+            sent.clear()
+
+    async def _wait_credit(self, sub: Subscription) -> bool:
+        """Wait for delivery credit; False if ``sub`` closed first (the stream is ending)."""
+        while self._dcredit <= 0:
+            if sub.closed or self.closed:
+                return False
+            self._credit_event.clear()
+            await self._credit_event.wait()
+        return not sub.closed
+
+    def _on_credit(self, count: int) -> int:
+        """The agent took in ``count`` more deliveries: settle the oldest in flight and give
+        the pumps that much more credit. Returns how much of ``count`` matched nothing."""
+        flight = self._flight
+        settled = 0
+        while count and flight:
+            sub, sent = flight[0]
+            n = min(count, len(sent) - self._flight_off)
+            settle_in_flight(sub, n)
+            settled += n
+            count -= n
+            if self._flight_off + n == len(sent):
+                flight.popleft()
+                self._flight_off = 0
+            else:
+                self._flight_off += n
+        if settled:
+            self._dcredit += settled
+            self._credit_event.set()
+        return count
+
+    def _lose_flight(self) -> None:
+        """The stream ended: what is in flight never arrives (dropped, reason ``closed``)."""
+        flight = self._flight
+        while flight:
+            sub, sent = flight.popleft()
+            lose_in_flight(sub, sent[self._flight_off :])
+            self._flight_off = 0
 
     # ------------------------------------------------------------------ writing
 
@@ -823,7 +953,13 @@ class Session:
                 async with lock:
                     await write(frame)
                     if frame.HasField("welcome"):
-                        self._batching = bridge_pb2.STREAM_FEATURE_BATCH in frame.welcome.features
+                        features = frame.welcome.features
+                        self._batching = bridge_pb2.STREAM_FEATURE_BATCH in features
+                        if bridge_pb2.STREAM_FEATURE_DELIVERY_CREDIT in features:
+                            # Deliveries written from now on count against the window; the
+                            # agent credits only those it reads after this welcome.
+                            self._dcredit = self._dwindow
+                            self._credited = True
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             return
 

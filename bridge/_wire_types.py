@@ -16,6 +16,7 @@ import msgspec
 from loom.runtime import QoS
 
 __all__ = [
+    "QOS_KEY",
     "SECRET_METADATA",
     "VALIDATES_KEY",
     "ProviderKind",
@@ -29,6 +30,10 @@ __all__ = [
 SECRET_METADATA: Final = "loom-agent-secret"
 """The call metadata in which a client shows its registration secret (``RegisterAgent``,
 ``EventStream``): ``AgentRegisterResponse.registration_secret`` of its latest registration."""
+QOS_KEY: Final = "loom.qos"
+"""``AgentRegisterRequest.metadata`` key: the tier of the agent's server-side subscriptions
+(its mailbox and registered topics), ``"realtime"``, ``"batched"`` or ``"background"``;
+absent: batched (what an old client gets)."""
 
 VALIDATES_KEY: Final = "loom.validates_arguments"
 """``ToolDescriptor.metadata`` key: ``"true"`` when the declaring agent checks every call's

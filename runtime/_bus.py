@@ -527,16 +527,22 @@ class EventBus:
         fan_out(entry, Delivery(topic, event))
         return entry.reached
 
-    async def deliver_inbound(self, topic: str, event: Event) -> None:
+    async def deliver_inbound(self, topic: str, event: Event, *, admitted: bool = False) -> None:
         """Route an event that a transport brought from another process, to local
-        subscriptions only. Part of the :class:`Inbound` contract; not for applications."""
+        subscriptions only. Part of the :class:`Inbound` contract; not for applications.
+
+        ``admitted``: the far end applied the tier already and sent the event under credit
+        (the bridge's delivery credit), so a full Realtime subscription here waits for room
+        like a lossless one instead of dropping: the drop, if any, is the far end's, counted
+        where its subscription lives, and waiting here withholds the credit that lets it
+        happen there."""
         if not self._accepting:
             raise BusClosed("bus closed")
         entry = self._topics.get(topic)
         if entry is None or entry.gen != self._gen:
             entry = self._refresh(topic, entry)
         delivery = Delivery(topic, event)
-        blocked = fan_out(entry, delivery)
+        blocked = fan_out(entry, delivery, admitted)
         if blocked:
             await self._finish_blocked(entry, blocked, delivery)
 
@@ -579,9 +585,9 @@ class EventBus:
         entry.gen = self._gen
         return entry
 
-    def _count_closed_drops(self, deliveries: Iterable[Delivery]) -> None:
-        for delivery in deliveries:
-            entry = self._topics.get(delivery.topic, self._evicted)
+    def _count_closed_drops(self, topics: Iterable[str]) -> None:
+        for topic in topics:
+            entry = self._topics.get(topic, self._evicted)
             entry.closed += 1
 
     # ------------------------------------------------------------------ introspection

@@ -34,14 +34,16 @@ class Drops(msgspec.Struct, frozen=True, kw_only=True):
 class SubscriptionStats(msgspec.Struct, frozen=True, kw_only=True):
     """One subscription's counters.
 
-    ``matched == delivered + dropped.total + queued`` holds at every moment.
+    ``matched == delivered + dropped.total + queued + in_flight`` holds at every moment.
 
     Attributes:
         id: the subscription's id.
         pattern: its pattern.
         qos: its tier.
         matched: events routed to it (queued, or dropped on overflow).
-        delivered: events its consumer has taken.
+        delivered: events its consumer has taken. For a remote agent's subscription: events
+            the agent's process has taken in (it credited them back); until then they are
+            ``in_flight``.
         dropped: events it lost, by reason.
         queued: events waiting in its buffer now.
         high_water: the most events its buffer ever held at once.
@@ -49,6 +51,9 @@ class SubscriptionStats(msgspec.Struct, frozen=True, kw_only=True):
         waiting_publishers: publishers held back by its full buffer right now.
         patterns: every pattern it listens on now (an agent's mailbox is one
             subscription on all of the agent's topics).
+        in_flight: events taken from its buffer and on their way to a consumer in another
+            process (a remote agent's stream), not yet taken in there. When that stream ends
+            they are counted in ``dropped.closed``. Always 0 in process.
     """
 
     id: int
@@ -62,6 +67,7 @@ class SubscriptionStats(msgspec.Struct, frozen=True, kw_only=True):
     capacity: int
     waiting_publishers: int
     patterns: tuple[str, ...] = ()
+    in_flight: int = 0
 
 
 class TopicStats(msgspec.Struct, frozen=True, kw_only=True):

@@ -62,8 +62,8 @@ class BusHooks:
         unsubscribe: ``unsubscribe(sub, patterns)`` takes ``sub`` (holding ``patterns``, each
             with its tier) off the bus; idempotent.
         idle: ``idle(sub)``: ``sub`` holds nothing and nobody waits to add to it.
-        count_closed: ``count_closed(deliveries)`` counts them dropped (reason ``closed``) on
-            their topics.
+        count_closed: ``count_closed(topics)`` counts a delivery on each of ``topics`` dropped
+            (reason ``closed``) on its topic.
     """
 
     __slots__ = ("count_closed", "draining", "idle", "link", "new_waiter", "unlink", "unsubscribe")
@@ -75,7 +75,7 @@ class BusHooks:
         unlink: Callable[[Subscription, str, QoS], None],
         unsubscribe: Callable[[Subscription, Mapping[str, QoS]], None],
         idle: Callable[[Subscription], None],
-        count_closed: Callable[[Iterable[Delivery]], None],
+        count_closed: Callable[[Iterable[str]], None],
     ) -> None:
         self.draining = False
         self.new_waiter: Callable[[], Waiter] = anyio.Event
@@ -107,6 +107,7 @@ class Subscription:
         "_dropped_closed",
         "_high",
         "_hooks",
+        "_in_flight",
         "_limit",
         "_matched",
         "_overflow",
@@ -177,6 +178,7 @@ class Subscription:
         self._delivered = 0
         self._overflow = 0
         self._dropped_closed = 0
+        self._in_flight = 0  # taken, not yet taken in by a remote consumer (lend_in_flight)
         self._high = 0
         self._tick = 0
 
@@ -433,7 +435,7 @@ class Subscription:
         self._closed_by_bus = by_bus
         if self._buf:
             self._dropped_closed += len(self._buf)
-            self._hooks.count_closed(self._buf)
+            self._hooks.count_closed(d.topic for d in self._buf)
             self._buf.clear()
         while self._recv_waiters:
             self._recv_waiters.pop(0).set()
@@ -469,6 +471,7 @@ class Subscription:
             capacity=self._cap,
             waiting_publishers=len(self._send_waiters),
             patterns=tuple(self._patterns),
+            in_flight=self._in_flight,
         )
 
 
@@ -501,9 +504,10 @@ class Route(Protocol):
     reached: int
 
 
-def fan_out(entry: Route, delivery: Delivery) -> list[Subscription] | None:
+def fan_out(entry: Route, delivery: Delivery, hold: bool = False) -> list[Subscription] | None:
     """Queue ``delivery`` on every subscription of ``entry``'s route that has room, counting on
-    ``entry`` (the bus's publish: one call per event, however many subscribers).
+    ``entry`` (the bus's publish: one call per event, however many subscribers). ``hold``:
+    full Realtime subscriptions are waited on too (an event its sender already admitted).
 
     Returns:
         The full subscriptions that do not drop the event, for the publisher to wait on
@@ -543,7 +547,7 @@ def fan_out(entry: Route, delivery: Delivery) -> list[Subscription] | None:
                 sub._callback(delivery)
             elif not sub._closed:
                 sub._materialize(delivery)
-        elif sub not in entry.soft:
+        elif hold or sub not in entry.soft:
             if blocked is None:
                 blocked = [sub]
             else:
@@ -642,3 +646,32 @@ async def drain(sub: Subscription) -> list[Delivery]:
         if not (sub._send_waiters or sub._reserved):
             return taken
         await checkpoint()
+
+
+# ---------------------------------------------------------------------- deliveries in flight
+#
+# A consumer that forwards what it takes to another process (the bridge's stream to a remote
+# agent) has not delivered an event when it takes it: the event is in flight until the far end
+# says it took it. These move the count between ``delivered`` and ``in_flight``, so that
+# ``matched == delivered + dropped + queued + in_flight`` holds at every moment.
+
+
+def lend_in_flight(sub: Subscription, count: int) -> None:
+    """The last ``count`` events taken from ``sub`` are in flight, not delivered yet."""
+    sub._delivered -= count
+    sub._in_flight += count
+
+
+def settle_in_flight(sub: Subscription, count: int) -> None:
+    """``count`` events in flight from ``sub`` (the oldest) reached their consumer."""
+    sub._in_flight -= count
+    sub._delivered += count
+
+
+def lose_in_flight(sub: Subscription, topics: Collection[str]) -> None:
+    """Deliveries in flight from ``sub`` on ``topics`` (one each) will never arrive (the
+    consumer's stream ended): counted dropped, reason ``closed``, on ``sub`` and on their
+    topics. (Topics, not deliveries: what is in flight need not keep its events alive.)"""
+    sub._in_flight -= len(topics)
+    sub._dropped_closed += len(topics)
+    sub._hooks.count_closed(topics)

@@ -11,6 +11,9 @@ cluster use it to carry events and tool calls between processes:
   gives an agent's contexts when some of its operations live elsewhere; :func:`router_for`,
   a bus's reply router, which a host's ``request`` waits in (in process and in a remote
   agent's process alike);
+* :func:`lend_in_flight`, :func:`settle_in_flight`, :func:`lose_in_flight`: the counts of
+  a subscription whose consumer forwards its events to another process (in flight until
+  taken in there);
 * envelope, topic and id helpers that keep the wire and the runtime in step;
 * :func:`set_public_module`: what every public package of loom calls last, so its names
   show its public path (``loom.bridge.BridgeServer``), not a private module's.
@@ -34,6 +37,9 @@ from ._remote import RemoteAgent as RemoteAgent
 from ._remote import RemoteTool as RemoteTool
 from ._runtime import ToolProvider as ToolProvider
 from ._runtime import tool_inventory as tool_inventory
+from ._subscription import lend_in_flight as lend_in_flight
+from ._subscription import lose_in_flight as lose_in_flight
+from ._subscription import settle_in_flight as settle_in_flight
 from ._topics import validate_pattern as validate_pattern
 from ._topics import validate_topic as validate_topic
 from ._tracing import context_from_envelope as context_from_envelope
@@ -57,6 +63,8 @@ __all__ = [
     "child_envelope",
     "context_from_envelope",
     "envelope_with_context",
+    "lend_in_flight",
+    "lose_in_flight",
     "mailbox_topic",
     "new_id",
     "now_ms",
@@ -65,6 +73,7 @@ __all__ = [
     "request_event",
     "router_for",
     "set_public_module",
+    "settle_in_flight",
     "step_hop",
     "tool_inventory",
     "validate_agent_id",

@@ -356,6 +356,7 @@ async def serve_agent(
             topics=spec.topics,  # and agent.{id}.replies.>, added by the transport
             tools=tool_descriptors(first.tools()),
             metadata=dict(spec.metadata),
+            qos=spec.qos,  # the tier of its subscriptions on the server, where drops count
         ),
         token=token,
         tls=tls,

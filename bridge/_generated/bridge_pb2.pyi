@@ -17,12 +17,14 @@ class StreamFeature(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STREAM_FEATURE_TOOL_CANCEL: _ClassVar[StreamFeature]
     STREAM_FEATURE_TOOL_CALLS: _ClassVar[StreamFeature]
     STREAM_FEATURE_UNROUTED: _ClassVar[StreamFeature]
+    STREAM_FEATURE_DELIVERY_CREDIT: _ClassVar[StreamFeature]
 STREAM_FEATURE_UNSPECIFIED: StreamFeature
 STREAM_FEATURE_BATCH: StreamFeature
 STREAM_FEATURE_PUBLISH_ACK: StreamFeature
 STREAM_FEATURE_TOOL_CANCEL: StreamFeature
 STREAM_FEATURE_TOOL_CALLS: StreamFeature
 STREAM_FEATURE_UNROUTED: StreamFeature
+STREAM_FEATURE_DELIVERY_CREDIT: StreamFeature
 
 class AgentRegisterRequest(_message.Message):
     __slots__ = ("agent_id", "subscribed_topics", "tools", "metadata")
@@ -54,7 +56,7 @@ class AgentRegisterResponse(_message.Message):
     def __init__(self, success: _Optional[bool] = ..., error_message: _Optional[str] = ..., registration_secret: _Optional[str] = ...) -> None: ...
 
 class ClientEvent(_message.Message):
-    __slots__ = ("publish", "ack", "ping", "tool_result", "hello", "subscribe", "unsubscribe", "publish_batch", "call", "cancel_call")
+    __slots__ = ("publish", "ack", "ping", "tool_result", "hello", "subscribe", "unsubscribe", "publish_batch", "call", "cancel_call", "delivery_credit")
     PUBLISH_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +67,7 @@ class ClientEvent(_message.Message):
     PUBLISH_BATCH_FIELD_NUMBER: _ClassVar[int]
     CALL_FIELD_NUMBER: _ClassVar[int]
     CANCEL_CALL_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_CREDIT_FIELD_NUMBER: _ClassVar[int]
     publish: Publish
     ack: Ack
     ping: HeartbeatRequest
@@ -75,7 +78,8 @@ class ClientEvent(_message.Message):
     publish_batch: PublishBatch
     call: _tools_pb2.ToolCall
     cancel_call: CancelToolCall
-    def __init__(self, publish: _Optional[_Union[Publish, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., ping: _Optional[_Union[HeartbeatRequest, _Mapping]] = ..., tool_result: _Optional[_Union[_tools_pb2.ToolResult, _Mapping]] = ..., hello: _Optional[_Union[StreamHello, _Mapping]] = ..., subscribe: _Optional[_Union[SubscribeRequest, _Mapping]] = ..., unsubscribe: _Optional[_Union[UnsubscribeRequest, _Mapping]] = ..., publish_batch: _Optional[_Union[PublishBatch, _Mapping]] = ..., call: _Optional[_Union[_tools_pb2.ToolCall, _Mapping]] = ..., cancel_call: _Optional[_Union[CancelToolCall, _Mapping]] = ...) -> None: ...
+    delivery_credit: DeliveryCredit
+    def __init__(self, publish: _Optional[_Union[Publish, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., ping: _Optional[_Union[HeartbeatRequest, _Mapping]] = ..., tool_result: _Optional[_Union[_tools_pb2.ToolResult, _Mapping]] = ..., hello: _Optional[_Union[StreamHello, _Mapping]] = ..., subscribe: _Optional[_Union[SubscribeRequest, _Mapping]] = ..., unsubscribe: _Optional[_Union[UnsubscribeRequest, _Mapping]] = ..., publish_batch: _Optional[_Union[PublishBatch, _Mapping]] = ..., call: _Optional[_Union[_tools_pb2.ToolCall, _Mapping]] = ..., cancel_call: _Optional[_Union[CancelToolCall, _Mapping]] = ..., delivery_credit: _Optional[_Union[DeliveryCredit, _Mapping]] = ...) -> None: ...
 
 class ServerEvent(_message.Message):
     __slots__ = ("delivery", "pong", "err", "tool_call", "welcome", "subscription", "delivery_batch", "publish_ack", "cancel_tool_call", "call_result")
@@ -146,26 +150,30 @@ class HeartbeatResponse(_message.Message):
     def __init__(self, timestamp_ms: _Optional[int] = ..., status: _Optional[str] = ...) -> None: ...
 
 class StreamHello(_message.Message):
-    __slots__ = ("features", "max_batch_events", "publish_window")
+    __slots__ = ("features", "max_batch_events", "publish_window", "delivery_window")
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_EVENTS_FIELD_NUMBER: _ClassVar[int]
     PUBLISH_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_WINDOW_FIELD_NUMBER: _ClassVar[int]
     features: _containers.RepeatedScalarFieldContainer[StreamFeature]
     max_batch_events: int
     publish_window: int
-    def __init__(self, features: _Optional[_Iterable[_Union[StreamFeature, str]]] = ..., max_batch_events: _Optional[int] = ..., publish_window: _Optional[int] = ...) -> None: ...
+    delivery_window: int
+    def __init__(self, features: _Optional[_Iterable[_Union[StreamFeature, str]]] = ..., max_batch_events: _Optional[int] = ..., publish_window: _Optional[int] = ..., delivery_window: _Optional[int] = ...) -> None: ...
 
 class StreamWelcome(_message.Message):
-    __slots__ = ("features", "max_batch_events", "publish_window", "settle_ms")
+    __slots__ = ("features", "max_batch_events", "publish_window", "settle_ms", "delivery_window")
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_EVENTS_FIELD_NUMBER: _ClassVar[int]
     PUBLISH_WINDOW_FIELD_NUMBER: _ClassVar[int]
     SETTLE_MS_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_WINDOW_FIELD_NUMBER: _ClassVar[int]
     features: _containers.RepeatedScalarFieldContainer[StreamFeature]
     max_batch_events: int
     publish_window: int
     settle_ms: int
-    def __init__(self, features: _Optional[_Iterable[_Union[StreamFeature, str]]] = ..., max_batch_events: _Optional[int] = ..., publish_window: _Optional[int] = ..., settle_ms: _Optional[int] = ...) -> None: ...
+    delivery_window: int
+    def __init__(self, features: _Optional[_Iterable[_Union[StreamFeature, str]]] = ..., max_batch_events: _Optional[int] = ..., publish_window: _Optional[int] = ..., settle_ms: _Optional[int] = ..., delivery_window: _Optional[int] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
     __slots__ = ("request_id", "pattern", "qos", "event_types", "buffer_size")
@@ -246,3 +254,9 @@ class CancelToolCall(_message.Message):
     id: str
     reason: str
     def __init__(self, id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class DeliveryCredit(_message.Message):
+    __slots__ = ("count",)
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    def __init__(self, count: _Optional[int] = ...) -> None: ...

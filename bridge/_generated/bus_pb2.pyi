@@ -47,7 +47,7 @@ class Drops(_message.Message):
     def __init__(self, overflow: _Optional[int] = ..., closed: _Optional[int] = ...) -> None: ...
 
 class SubscriptionStats(_message.Message):
-    __slots__ = ("id", "pattern", "qos", "matched", "delivered", "dropped", "queued", "high_water", "capacity", "waiting_publishers", "patterns")
+    __slots__ = ("id", "pattern", "qos", "matched", "delivered", "dropped", "queued", "high_water", "capacity", "waiting_publishers", "patterns", "in_flight")
     ID_FIELD_NUMBER: _ClassVar[int]
     PATTERN_FIELD_NUMBER: _ClassVar[int]
     QOS_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +59,7 @@ class SubscriptionStats(_message.Message):
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     WAITING_PUBLISHERS_FIELD_NUMBER: _ClassVar[int]
     PATTERNS_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     id: int
     pattern: str
     qos: _event_pb2.QoSLevel
@@ -70,7 +71,8 @@ class SubscriptionStats(_message.Message):
     capacity: int
     waiting_publishers: int
     patterns: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[int] = ..., pattern: _Optional[str] = ..., qos: _Optional[_Union[_event_pb2.QoSLevel, str]] = ..., matched: _Optional[int] = ..., delivered: _Optional[int] = ..., dropped: _Optional[_Union[Drops, _Mapping]] = ..., queued: _Optional[int] = ..., high_water: _Optional[int] = ..., capacity: _Optional[int] = ..., waiting_publishers: _Optional[int] = ..., patterns: _Optional[_Iterable[str]] = ...) -> None: ...
+    in_flight: int
+    def __init__(self, id: _Optional[int] = ..., pattern: _Optional[str] = ..., qos: _Optional[_Union[_event_pb2.QoSLevel, str]] = ..., matched: _Optional[int] = ..., delivered: _Optional[int] = ..., dropped: _Optional[_Union[Drops, _Mapping]] = ..., queued: _Optional[int] = ..., high_water: _Optional[int] = ..., capacity: _Optional[int] = ..., waiting_publishers: _Optional[int] = ..., patterns: _Optional[_Iterable[str]] = ..., in_flight: _Optional[int] = ...) -> None: ...
 
 class TopicStats(_message.Message):
     __slots__ = ("topic", "published", "unrouted", "delivered", "dropped")

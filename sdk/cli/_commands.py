@@ -327,7 +327,19 @@ def _print_stats(stats: BusStats, subscriptions: bool, out: TextIO) -> None:
         print(file=out)
         _table(rows, out)
     if subscriptions and stats.subscriptions:
-        rows = [["SUB", "PATTERNS", "QOS", "QUEUED", "CAPACITY", "DELIVERED", "DROPPED", "WAITING"]]
+        rows = [
+            [
+                "SUB",
+                "PATTERNS",
+                "QOS",
+                "QUEUED",
+                "CAPACITY",
+                "IN_FLIGHT",
+                "DELIVERED",
+                "DROPPED",
+                "WAITING",
+            ]
+        ]
         for s in stats.subscriptions:
             rows.append(
                 [
@@ -336,6 +348,7 @@ def _print_stats(stats: BusStats, subscriptions: bool, out: TextIO) -> None:
                     s.qos.name.lower(),
                     str(s.queued),
                     str(s.capacity),
+                    str(s.in_flight),
                     str(s.delivered),
                     str(s.dropped.total),
                     str(s.waiting_publishers),
