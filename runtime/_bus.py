@@ -21,10 +21,11 @@ from anyio.lowlevel import checkpoint
 from opentelemetry.trace import TracerProvider
 
 from ._errors import BusClosed, InvalidArgument, WouldBlock
-from ._event import Delivery, Event
+from ._event import Delivery, Event, event_size
 from ._qos import QoS
 from ._stats import BusStats, Drops, TopicStats
 from ._subscription import (
+    DEFAULT_MAX_BUFFER_BYTES,
     BusHooks,
     Subscription,
     close_by_bus,
@@ -73,7 +74,8 @@ class _Topic:
     """Per-topic counters, and the cached route (valid while ``gen`` is the bus's).
 
     It is the :class:`~._subscription.Route` that :func:`~._subscription.fan_out` delivers
-    along and counts on (published, unrouted, delivered, overflow, reached); the bus counts the
+    along and counts on (published, unrouted, delivered, overflow, over_bytes, reached); the
+    bus counts the
     rest (deliveries after a wait for room, drops on close).
 
     ``soft`` holds the subscriptions that this topic reaches through Realtime patterns only:
@@ -85,6 +87,7 @@ class _Topic:
         "closed",
         "delivered",
         "gen",
+        "over_bytes",
         "overflow",
         "published",
         "reached",
@@ -104,6 +107,7 @@ class _Topic:
         self.unrouted = 0
         self.delivered = 0
         self.overflow = 0
+        self.over_bytes = 0
         self.closed = 0
 
     def fold_into(self, other: _Topic) -> None:
@@ -111,6 +115,7 @@ class _Topic:
         other.unrouted += self.unrouted
         other.delivered += self.delivered
         other.overflow += self.overflow
+        other.over_bytes += self.over_bytes
         other.closed += self.closed
 
     def record(self) -> TopicStats:
@@ -119,7 +124,7 @@ class _Topic:
             published=self.published,
             unrouted=self.unrouted,
             delivered=self.delivered,
-            dropped=Drops(overflow=self.overflow, closed=self.closed),
+            dropped=Drops(overflow=self.overflow, closed=self.closed, bytes=self.over_bytes),
         )
 
 
@@ -175,6 +180,11 @@ class EventBus:
             and no tracing work at all on the publish path.
         drain_grace: seconds that closing waits for consumers to drain their buffers.
         max_tracked_topics: how many topics keep their own statistics record.
+        max_buffer_bytes: the byte bound of every subscription's buffer unless it asks
+            otherwise (each event counted by ``loom.runtime.lowlevel.event_size``); ``None``
+            for none (the count bound alone). A full one by bytes acts as a full one by count:
+            a Realtime subscription drops (reason ``bytes``), a lossless one holds the
+            publisher back.
     """
 
     def __init__(
@@ -184,6 +194,7 @@ class EventBus:
         tracer_provider: TracerProvider | None = None,
         drain_grace: float = 5.0,
         max_tracked_topics: int = 10_000,
+        max_buffer_bytes: int | None = DEFAULT_MAX_BUFFER_BYTES,
     ) -> None:
         if drain_grace < 0:
             raise InvalidArgument(f"drain_grace must be >= 0, not {drain_grace!r}")
@@ -193,6 +204,15 @@ class EventBus:
         self._tracer = None if tracer_provider is None else PublishTracer(tracer_provider)
         self._drain_grace = drain_grace
         self._max_topics = max_tracked_topics
+        if max_buffer_bytes is not None and (
+            isinstance(max_buffer_bytes, bool)
+            or not isinstance(max_buffer_bytes, int)
+            or max_buffer_bytes < 1
+        ):
+            raise InvalidArgument(
+                f"max_buffer_bytes must be a positive int or None, not {max_buffer_bytes!r}"
+            )
+        self._max_bytes = max_buffer_bytes
         self._state = _State.NEW
         self._accepting = False
         self._trie: TopicTrie[_Member] = TopicTrie()
@@ -324,6 +344,7 @@ class EventBus:
         qos: QoS = QoS.BATCHED,
         event_types: Collection[str] | None = None,
         buffer_size: int | None = None,
+        max_buffer_bytes: int | None = None,
     ) -> Subscription:
         """Subscribe to the topics ``pattern`` matches (``*`` one segment, ``>`` the rest).
 
@@ -336,13 +357,16 @@ class EventBus:
                 hold the publisher back instead.
             event_types: only events whose ``type`` is one of these; ``None`` for all.
             buffer_size: the buffer bound; ``None`` for the tier's default.
+            max_buffer_bytes: the buffer's byte bound (see :class:`EventBus`); ``None`` for
+                the bus's.
 
         Raises:
             InvalidTopic: the pattern is malformed.
             InvalidArgument: a bad ``buffer_size`` or ``event_types``.
             BusClosed: the bus is not open.
         """
-        return self._open(pattern, qos, event_types, buffer_size, None)
+        max_bytes = self._max_bytes if max_buffer_bytes is None else max_buffer_bytes
+        return self._open(pattern, qos, event_types, buffer_size, None, max_bytes)
 
     def _open(
         self,
@@ -351,6 +375,7 @@ class EventBus:
         event_types: Collection[str] | None,
         buffer_size: int | None,
         callback: Callable[[Delivery], None] | None,
+        max_bytes: int | None = None,
     ) -> Subscription:
         if not self._accepting:
             raise BusClosed("the bus is not open" if self._state is _State.NEW else "bus closed")
@@ -362,6 +387,7 @@ class EventBus:
             qos,
             event_types,
             buffer_size,
+            max_buffer_bytes=max_bytes,
             callback=callback,
         )
         self._subs[sub.id] = sub
@@ -472,7 +498,7 @@ class EventBus:
             entry = self._refresh(topic, entry)
         if self._tracer is not None:  # after validation: a refused publish makes no span
             event = self._tracer.inject(topic, event)
-        delivery = Delivery(topic, event)
+        delivery = Delivery(topic, event, event_size(event))
         blocked = fan_out(entry, delivery)
         reached = entry.reached  # read before any await: the next publish overwrites it
         if blocked:
@@ -504,7 +530,8 @@ class EventBus:
         entry = self._topics.get(topic)
         if entry is None or entry.gen != self._gen:
             entry = self._refresh(topic, entry)
-        full = first_full(entry, event.type)
+        size = event_size(event)
+        full = first_full(entry, event.type, size)
         if full is not None:
             raise WouldBlock(f"subscription {full.pattern!r} is full")
         if self._tracer is not None:  # only once no local subscriber can refuse it
@@ -513,7 +540,7 @@ class EventBus:
             # Out first: it is the one step that can still refuse (WouldBlock), and nothing
             # has been routed here yet, so a refusal leaves no trace.
             self._transport.publish_nowait(topic, event)
-        fan_out(entry, Delivery(topic, event))
+        fan_out(entry, Delivery(topic, event, size))
         return entry.reached
 
     async def deliver_inbound(self, topic: str, event: Event) -> None:
@@ -524,7 +551,7 @@ class EventBus:
         entry = self._topics.get(topic)
         if entry is None or entry.gen != self._gen:
             entry = self._refresh(topic, entry)
-        delivery = Delivery(topic, event)
+        delivery = Delivery(topic, event, event_size(event))
         blocked = fan_out(entry, delivery)
         if blocked:
             await self._finish_blocked(entry, blocked, delivery)
@@ -585,7 +612,7 @@ class EventBus:
             published=total.published,
             unrouted=total.unrouted,
             delivered=total.delivered,
-            dropped=Drops(overflow=total.overflow, closed=total.closed),
+            dropped=Drops(overflow=total.overflow, closed=total.closed, bytes=total.over_bytes),
             subscriptions=tuple(s.statistics() for s in self._subs.values()),
             topics=tuple(e.record() for e in self._topics.values()),
             closed=not self._accepting,

@@ -15,9 +15,11 @@ from ._ids import new_id, now_ms
 
 __all__ = [
     "DEFAULT_TTL",
+    "EVENT_OVERHEAD_BYTES",
     "Delivery",
     "Envelope",
     "Event",
+    "event_size",
     "mailbox_topic",
     "reply_envelope",
     "reply_topic",
@@ -87,10 +89,37 @@ class Delivery(msgspec.Struct, frozen=True, gc=False):
     """An event as a subscriber receives it, with the concrete topic it was published on.
 
     One ``Delivery`` is made per publish and shared by every subscriber of it.
+
+    Attributes:
+        topic: the concrete topic.
+        event: the event.
+        size: what the event counts against a buffer's byte bound (:func:`event_size`),
+            computed once by the bus when it makes the delivery; 0 for one made elsewhere.
     """
 
     topic: str
     event: Event
+    size: int = 0
+
+
+EVENT_OVERHEAD_BYTES = 256
+"""The fixed part of :func:`event_size`: about what an event's id, type, timestamp, envelope
+and the Python objects around them take, whatever its payload."""
+
+
+def event_size(event: Event) -> int:
+    """The bytes an event counts against a buffer's ``max_buffer_bytes``: a cheap estimate,
+    not a measurement. Its payload's length, the lengths of its metadata keys and values and
+    of its source, plus :data:`EVENT_OVERHEAD_BYTES`; tags and the envelope's strings are in
+    the fixed part. Cheap enough for every publish (computed once per event, not per
+    subscriber), and close enough that the payloads that fill memory are what it counts.
+    """
+    size = len(event.payload) + len(event.source) + EVENT_OVERHEAD_BYTES
+    metadata = event.metadata
+    if metadata:
+        for key, value in metadata.items():
+            size += len(key) + len(value)
+    return size
 
 
 def mailbox_topic(agent_id: str) -> str:
