@@ -570,11 +570,11 @@ def tool_result_from_proto(msg: tools_pb2.ToolResult) -> ToolCallOutcome:
 
 
 def _drops_to_proto(drops: Drops) -> bus_pb2.Drops:
-    return bus_pb2.Drops(overflow=drops.overflow, closed=drops.closed)
+    return bus_pb2.Drops(overflow=drops.overflow, closed=drops.closed, bytes=drops.bytes)
 
 
 def _drops_from_proto(msg: bus_pb2.Drops) -> Drops:
-    return Drops(overflow=msg.overflow, closed=msg.closed)
+    return Drops(overflow=msg.overflow, closed=msg.closed, bytes=msg.bytes)
 
 
 def bus_stats_to_proto(
@@ -593,6 +593,8 @@ def bus_stats_to_proto(
             high_water=s.high_water,
             capacity=s.capacity,
             waiting_publishers=s.waiting_publishers,
+            queued_bytes=s.queued_bytes,
+            max_bytes=s.max_bytes,
         )
         for s in (stats.subscriptions if include_subscriptions else ())
     ]
@@ -640,6 +642,8 @@ def bus_stats_from_proto(msg: bus_pb2.BusStats) -> BusStats:
                 high_water=s.high_water,
                 capacity=s.capacity,
                 waiting_publishers=s.waiting_publishers,
+                queued_bytes=s.queued_bytes,
+                max_bytes=s.max_bytes,
             )
             for s in msg.subscriptions
         ),

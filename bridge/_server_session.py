@@ -52,7 +52,7 @@ from loom.runtime import (
     SubscriptionClosed,
     WouldBlock,
 )
-from loom.runtime.lowlevel import RemoteAgent, mailbox_topic, new_id
+from loom.runtime.lowlevel import RemoteAgent, event_size, mailbox_topic, new_id
 from loom.runtime.tools import JSONObject, ToolFailed
 
 from ._calls import decode_output, disconnected_outcome, run_tool_call
@@ -112,6 +112,18 @@ _ACK_DUE: Final = _Publish(0)
 """Put on the lane for the publisher task when publishes the reader made itself await an ack."""
 
 
+def _publish_size(item: _Publish) -> int:
+    """What a publish counts against the lane's byte bound (a marker or a refusal: 0)."""
+    return 0 if item.event is None else event_size(item.event)
+
+
+def _frame_size(frame: bridge_pb2.ServerEvent) -> int:
+    """What a frame counts against the outbound queue's byte bound: its encoded size (acks and
+    pongs are a few bytes; pushed calls and results carry their arguments and output)."""
+    size: int = frame.ByteSize()
+    return size
+
+
 class _Pending:
     """A tool call pushed to the agent, waiting for its ``tool_result``."""
 
@@ -137,8 +149,16 @@ class Session:
         self._ctx = context
         limits = hub.limits
         self._limits = limits
-        self._out = Lane[bridge_pb2.ServerEvent](limits.outbound_queue)
-        self._lane = Lane[_Publish](limits.publish_window + limits.max_batch_events + _OLD_LANE)
+        # Bounded in count and in bytes (Limits.max_buffer_bytes): a few pushed calls with
+        # large arguments, or a window of large publishes, must not pin the server's memory.
+        self._out = Lane[bridge_pb2.ServerEvent](
+            limits.outbound_queue, max_bytes=limits.max_buffer_bytes, size=_frame_size
+        )
+        self._lane = Lane[_Publish](
+            limits.publish_window + limits.max_batch_events + _OLD_LANE,
+            max_bytes=limits.max_buffer_bytes,
+            size=_publish_size,
+        )
         self._hello = False
         self._acks = False
         self._cancels = False

@@ -92,6 +92,11 @@ def _parser() -> argparse.ArgumentParser:
     lim.add_argument("--max-topics-per-agent", type=int, help="patterns per agent (256)")
     lim.add_argument("--max-pending-tool-calls", type=int, help="unanswered calls per agent (1024)")
     lim.add_argument("--max-agents", type=int, help="registered agents (10000)")
+    lim.add_argument(
+        "--max-buffer-bytes",
+        type=int,
+        help="byte bound of each subscription buffer and stream queue (16 MiB)",
+    )
     add_commands(sub)  # run, agents, topics, tail, publish, call (sdk/cli/_parsers.py)
     return parser
 
@@ -130,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     "max_topics_per_agent": args.max_topics_per_agent,
                     "max_pending_tool_calls": args.max_pending_tool_calls,
                     "max_agents": args.max_agents,
+                    "max_buffer_bytes": args.max_buffer_bytes,
                 },
             )
             tables = load_tables(toml_path=toml_path, environ=os.environ)
