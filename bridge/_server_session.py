@@ -66,6 +66,7 @@ from ._convert import (
 )
 from ._errors import LimitExceeded, WireError, WrongAgent
 from ._lane import Lane
+from ._reports import FINAL, dead_letter_from_proto, report_from_proto
 from ._status import code_name, error_from_outcome, failed_outcome, status_of
 from ._wire_types import ToolCallOutcome, ToolCallRequest, ToolStatus
 from ._workers import Workers
@@ -83,6 +84,7 @@ _FEATURES: Final = frozenset(
         bridge_pb2.STREAM_FEATURE_PUBLISH_ACK,
         bridge_pb2.STREAM_FEATURE_TOOL_CANCEL,
         bridge_pb2.STREAM_FEATURE_TOOL_CALLS,
+        bridge_pb2.STREAM_FEATURE_SUPERVISION,
     }
 )
 _OLD_LANE: Final = 64  # publish lane of a stream without acks: the reader waits beyond this
@@ -301,6 +303,8 @@ class Session:
                 await self._subscribe(msg.subscribe)
             case "unsubscribe":
                 await self._unsubscribe(msg.unsubscribe)
+            case "report" | "dead_letter":
+                await self._supervised(msg)
             case _:
                 await self._error(
                     "INVALID_ARGUMENT",
@@ -318,6 +322,27 @@ class Session:
 
     async def _error(self, code: str, message: str) -> None:
         await self._send(bridge_pb2.ServerEvent(err=bridge_pb2.Error(code=code, message=message)))
+
+    async def _supervised(self, msg: bridge_pb2.ClientEvent) -> None:
+        """A ``report`` or ``dead_letter`` (``bridge/_reports.py``): published by the server's
+        runtime in this agent's name. A final report releases the agent: its subscriptions
+        leave the bus (what they hold is dead-lettered) and ``released`` follows every
+        delivery already on its way, on the stream."""
+        try:
+            if msg.HasField("report"):
+                report = report_from_proto(msg.report)
+                await self.remote.report(report.status, report.reason, report.restarts)
+                if report.status in FINAL:
+                    count = await self.remote.release(report.status, report.reason)
+                    frame = bridge_pb2.ServerEvent(
+                        released=bridge_pb2.Released(dead_lettered=count)
+                    )
+                    await self._send(frame)
+            else:
+                delivery, reason, error, attempts = dead_letter_from_proto(msg.dead_letter)
+                await self.remote.dead_letter(delivery, reason, error, attempts)
+        except (WireError, InvalidArgument) as exc:
+            await self._error("INVALID_ARGUMENT", f"{msg.WhichOneof('msg')} ignored: {exc}")
 
     # ------------------------------------------------------------------ features
 

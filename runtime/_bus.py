@@ -543,9 +543,10 @@ class EventBus:
         fan_out(entry, Delivery(topic, event, size))
         return entry.reached
 
-    async def deliver_inbound(self, topic: str, event: Event) -> None:
+    async def deliver_inbound(self, topic: str, event: Event) -> int:
         """Route an event that a transport brought from another process, to local
-        subscriptions only. Part of the :class:`Inbound` contract; not for applications."""
+        subscriptions only; return how many took it (as :meth:`publish` counts). Part of the
+        :class:`Inbound` contract; not for applications."""
         if not self._accepting:
             raise BusClosed("bus closed")
         entry = self._topics.get(topic)
@@ -553,8 +554,10 @@ class EventBus:
             entry = self._refresh(topic, entry)
         delivery = Delivery(topic, event, event_size(event))
         blocked = fan_out(entry, delivery)
+        reached = entry.reached
         if blocked:
-            await self._finish_blocked(entry, blocked, delivery)
+            reached += await self._finish_blocked(entry, blocked, delivery)
+        return reached
 
     async def _finish_blocked(
         self, entry: _Topic, blocked: list[Subscription], delivery: Delivery

@@ -92,9 +92,11 @@ from loom.runtime import (
     AgentStatus,
     Behaviour,
     Context,
+    Delivery,
     Event,
     EventBus,
     InvalidArgument,
+    LifecycleEvent,
     QoS,
     Subscription,
     Timer,
@@ -122,6 +124,7 @@ log = logging.getLogger("loom.agent")
 _Spawner = Callable[[ContextHost, AgentSpec | HasAgentSpec], Awaitable[str]]
 
 _encoder = msgspec.json.Encoder()
+_lifecycle = msgspec.json.Decoder(LifecycleEvent)
 
 
 def _traced(event: Event) -> Event:
@@ -308,19 +311,46 @@ def tool_descriptors(tools: Sequence[Tool]) -> tuple[ToolDescriptor, ...]:
     )
 
 
-async def _forward_dead_letters(client: BridgeClient, letters: Subscription, agent_id: str) -> None:
-    async with letters:
+async def _forward_records(
+    client: BridgeClient, records: Subscription, ending: anyio.Event, final: list[AgentStatus]
+) -> None:
+    """Tell the server what the agent's runtime here decided, in the order it decided it:
+    its dead letters (``BridgeClient.dead_letter``) and its state changes after it first ran
+    (``BridgeClient.report``: restarts, a failure, a stop), so the server publishes them as its
+    own and ``loom agents`` counts the restarts. A final state (stopped, failed) comes after
+    the dead letters of what its mailbox held, and its report waits for the server's release:
+    every delivery sent to the agent until then is in hand (a late one is handed back as a
+    dead letter by the transport). Then ``ending`` is set."""
+    running = False
+    async with records:
         with contextlib.suppress(ClientClosed):
-            async for delivery in letters:
+            async for delivery in records:
                 event = delivery.event
-                sender = event.envelope.sender
-                if sender != agent_id:
-                    # The server takes publishes only in this agent's name; the original
-                    # sender stays on record.
-                    metadata = {**event.metadata, "dead_letter.sender": sender}
-                    envelope = msgspec.structs.replace(event.envelope, sender=agent_id)
-                    event = msgspec.structs.replace(event, envelope=envelope, metadata=metadata)
-                await client.publish(delivery.topic, event)
+                if delivery.topic.startswith(DEAD_LETTER_PREFIX):
+                    meta = event.metadata
+                    attempts = meta.get("dead_letter.attempts", "0")
+                    await client.dead_letter(
+                        Delivery(meta.get("dead_letter.topic", delivery.topic), event),
+                        reason=meta.get("dead_letter.reason", "handler_error"),
+                        error=meta.get("dead_letter.error", ""),
+                        attempts=int(attempts) if attempts.isdigit() else 0,
+                    )
+                    continue
+                try:
+                    status = AgentStatus(event.type.removeprefix("agent."))
+                    record = _lifecycle.decode(event.payload)
+                except (ValueError, msgspec.DecodeError):
+                    continue
+                final_status = status in (AgentStatus.STOPPED, AgentStatus.FAILED)
+                if not running and not final_status:
+                    # Its first start: the server published "running" when it connected.
+                    running = status is AgentStatus.RUNNING
+                    continue
+                await client.report(status, record.reason, restarts=record.restarts)
+                if final_status:
+                    final[0] = status
+                    break
+    ending.set()
 
 
 async def serve_agent(
@@ -375,15 +405,6 @@ async def serve_agent(
     ending = anyio.Event()
     final = [AgentStatus.STOPPED]
 
-    async def watch_lifecycle(life: Subscription) -> None:
-        async with life:
-            async for delivery in life:
-                kind = delivery.event.type
-                if kind in ("agent.stopped", "agent.failed"):
-                    final[0] = AgentStatus(kind.removeprefix("agent."))
-                    ending.set()
-                    return
-
     async def watch_client() -> None:
         # A fatal error (refused credentials) closes the client: stop the agent; the
         # error itself is raised below, once everything has stopped.
@@ -399,16 +420,21 @@ async def serve_agent(
     # Entering the bus connects (its transport's run enters the client); leaving it, after
     # the runtime has stopped the agent (on_stop may still emit), disconnects cleanly.
     async with bus, runtime, anyio.create_task_group() as tg:
-        tg.start_soon(watch_lifecycle, bus.subscribe(f"{LIFECYCLE_PREFIX}.{spec.id}"))
+        # One subscription for both, so the server learns them in the order they happened.
+        records = bus.subscribe(f"{LIFECYCLE_PREFIX}.{spec.id}")
+        records.add_pattern(f"{DEAD_LETTER_PREFIX}.{spec.id}")
+        tg.start_soon(_forward_records, client, records, ending, final)
         await runtime.start(
             hosted, hosting=_RemoteHosting(transport, spec.id, spec.qos, bus, spawn)
         )
         await transport.open()  # what arrived before the mailbox existed, in order
-        letters = bus.subscribe(f"{DEAD_LETTER_PREFIX}.{spec.id}")
-        tg.start_soon(_forward_dead_letters, client, letters, spec.id)
         tg.start_soon(watch_client)
         task_status.started(client)
         await ending.wait()
+        # The agent has ended: end the stream here, while the client's tasks still run, so
+        # what is queued (dead letters, deliveries handed back) goes out within close_grace.
+        # (Left to the bus's close, the transport's tasks would be cancelled first.)
+        await client.close_stream()
         tg.cancel_scope.cancel()
     await client.wait_closed()  # re-raises a fatal error that closed the connection
     return final[0]
