@@ -50,8 +50,16 @@ to the cell. So the agent code is unchanged:
 Calls the server pushes to the agent's capabilities run in tasks of their own (never in the
 mailbox), through the local runtime's registry: validated, timed out, typed errors. They are
 served by ``loom.bridge.run_tool_call``, the very function the server serves its own tool
-calls with (``bridge/_calls.py``), so both sides answer a call the same way. Dead letters of
-the agent go to the server's ``loom.deadletter.{id}`` as they do in process.
+calls with (``bridge/_calls.py``), so both sides answer a call the same way.
+
+Supervision happens here, in the agent's process; what it decides reaches the server
+(``_forward_records``, ``STREAM_FEATURE_SUPERVISION``): its dead letters and its state changes,
+in order, so the server's ``loom.lifecycle.{id}`` and ``loom.deadletter.{id}`` show restarts,
+poison events and failures as in process. When the agent fails or stops, its final report
+releases it on the server (what the server still held for it is dead-lettered there) and
+waits until every delivery sent before the release is in hand; what the closed mailbox no
+longer takes is handed back as a dead letter (``ClientTransport``); then the stream ends
+cleanly. See ``docs/agents.md``, "Remote agents".
 """
 
 from __future__ import annotations
