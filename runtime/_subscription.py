@@ -24,6 +24,13 @@ Every buffer has two bounds: a count of events (``buffer_size``) and a count of 
 what is queued and what is reserved for waiting publishers), so the fast path pays one
 comparison and one subtraction for it. An event larger than the whole bound still goes into an
 empty buffer (``_room`` goes negative): otherwise it could never be delivered.
+
+Small events (estimate under ``SMALL_EVENT_BYTES``, ``Delivery.size`` 0) are not charged and
+go through :func:`fan_out`, the loop without byte checks; charged ones through
+:func:`fan_out_sized`. The bus's hot path is measured in tens of nanoseconds per event, and
+charging every event cost it about a fifth of its rate (CPython allocates an int per
+subtraction). What small events can hold is bounded by the count bound instead: at most
+``buffer_size`` x 1 KiB.
 """
 
 from __future__ import annotations
@@ -267,7 +274,8 @@ class Subscription:
     def _take(self, buf: deque[Delivery]) -> Delivery:
         delivery = buf.popleft()
         self._delivered += 1
-        self._room += delivery.size
+        if delivery.size:
+            self._room += delivery.size
         if self._send_waiters:
             self._grant()
         elif not buf and self._hooks.draining:
@@ -339,7 +347,8 @@ class Subscription:
     def _materialize(self, first: Delivery) -> None:
         """Make the buffer, holding its first event (called by the bus's publish)."""
         self._buf = deque((first,))
-        self._room -= first.size
+        if first.size:
+            self._room -= first.size
         self._limit = self._cap
         if self._high < 1:
             self._high = 1
@@ -555,6 +564,72 @@ class Route(Protocol):
 def fan_out(entry: Route, delivery: Delivery) -> list[Subscription] | None:
     """Queue ``delivery`` on every subscription of ``entry``'s route that has room, counting on
     ``entry`` (the bus's publish: one call per event, however many subscribers).
+
+    For an event that is not charged against byte bounds (``delivery.size`` 0: a small one);
+    :func:`fan_out_sized` for the others. Two copies of one loop rather than one with a test
+    per subscriber: that test cost the 1:1 rate 8% (CPU time, A/B in one process).
+
+    Returns:
+        The full subscriptions that do not drop the event, for the publisher to wait on
+        (:func:`put_waiting`); ``None`` for none.
+    """
+    entry.published += 1
+    route = entry.route
+    if not route:
+        entry.unrouted += 1
+        entry.reached = 0
+        return None
+    blocked: list[Subscription] | None = None
+    etype = delivery.event.type
+    delivered = 0
+    overflow = 0
+    for sub in route:
+        types = sub._types
+        if types is not None and etype not in types:
+            continue
+        buf = sub._buf
+        n = len(buf)
+        if n < sub._limit:
+            buf.append(delivery)
+            sub._matched += 1
+            delivered += 1
+            if n >= sub._high:
+                sub._high = n + 1
+            if sub._recv_waiters:
+                sub._recv_waiters.pop(0).set()
+        elif buf is NO_BUFFER:
+            # Not a full buffer but none yet: made on the first event (an idle agent never
+            # pays for one), or a callback subscription, handed the event right here.
+            sub._matched += 1
+            delivered += 1
+            if sub._callback is not None:
+                sub._delivered += 1
+                sub._callback(delivery)
+            elif not sub._closed:
+                sub._materialize(delivery)
+        elif sub not in entry.soft:
+            if blocked is None:
+                blocked = [sub]
+            else:
+                blocked.append(sub)
+        else:
+            sub._matched += 1
+            sub._overflow += 1
+            overflow += 1
+    entry.delivered += delivered
+    entry.reached = delivered + overflow
+    if overflow:
+        entry.overflow += overflow
+    elif not delivered and blocked is None:
+        # Every subscription on the route filtered the event out by type.
+        entry.unrouted += 1
+    return blocked
+
+
+def fan_out_sized(entry: Route, delivery: Delivery) -> list[Subscription] | None:
+    """:func:`fan_out` for an event charged against byte bounds (``delivery.size`` > 0): a
+    subscription takes it only if its bytes fit too (or its buffer is empty); a Realtime one
+    that has a place but not the bytes drops it (``bytes``).
 
     Returns:
         The full subscriptions that do not drop the event, for the publisher to wait on

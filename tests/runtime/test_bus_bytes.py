@@ -17,7 +17,7 @@ from loom.runtime import (
     QoS,
     WouldBlock,
 )
-from loom.runtime.lowlevel import EVENT_OVERHEAD_BYTES, event_size
+from loom.runtime.lowlevel import EVENT_OVERHEAD_BYTES, SMALL_EVENT_BYTES, event_size
 
 from ._agents_support import spec
 
@@ -35,7 +35,23 @@ def big(n: int = 0, size: int = 10 * KIB) -> Event:
 
 async def test_event_size_is_payload_metadata_and_a_fixed_part() -> None:
     event = Event(type="t", source="src", payload=b"x" * 1000, metadata={"k": "vv"})
-    assert event_size(event) == 1000 + 3 + 3 + EVENT_OVERHEAD_BYTES
+    assert event_size(event) == 1000 + 3 + EVENT_OVERHEAD_BYTES
+    # Small events are not charged: their number is bounded by the count bound.
+    assert event_size(Event(payload=b"x" * 100)) == 0
+    assert event_size(Event(payload=b"x" * (SMALL_EVENT_BYTES - EVENT_OVERHEAD_BYTES))) == (
+        SMALL_EVENT_BYTES
+    )
+
+
+async def test_small_events_are_bounded_by_count_alone() -> None:
+    async with EventBus(drain_grace=0) as bus:
+        sub = bus.subscribe("a", qos=QoS.REALTIME, buffer_size=100, max_buffer_bytes=KIB)
+        for _ in range(100):
+            await bus.publish("a", Event(payload=b"x" * 100))
+        assert sub.statistics().queued == 100
+        assert sub.statistics().queued_bytes == 0
+        await bus.publish("a", big())  # charged: fits no more (the buffer is not empty)
+        assert sub.statistics().dropped == Drops(overflow=1)
 
 
 async def test_realtime_drops_by_bytes_and_counts_them() -> None:
