@@ -63,7 +63,15 @@ from anyio.abc import TaskGroup
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from loom.bridge._generated import bridge_pb2, bridge_pb2_grpc, tools_pb2, tools_pb2_grpc
-from loom.runtime import Delivery, Event, InvalidArgument, QoS, WouldBlock
+from loom.runtime import (
+    DEAD_LETTER_PREFIX,
+    AgentStatus,
+    Delivery,
+    Event,
+    InvalidArgument,
+    QoS,
+    WouldBlock,
+)
 from loom.runtime.lowlevel import (
     Inbound,
     mailbox_topic,
@@ -93,6 +101,7 @@ from ._convert import (
 from ._errors import ClientClosed, ConnectFailed, ConnectionLost, RegistrationRefused
 from ._lane import Lane
 from ._reconnect import ConnectionStatus, Reconnector, StateListener
+from ._reports import FINAL, Report, dead_letter_to_proto, report_to_proto
 from ._status import error_from_outcome
 from ._wire_types import (
     QOS_KEY,
@@ -176,12 +185,13 @@ class _LaneInbound:
     def __init__(self, lane: Lane[Delivery]) -> None:
         self.lane = lane
 
-    async def deliver_inbound(self, topic: str, event: Event) -> None:
+    async def deliver_inbound(self, topic: str, event: Event) -> int:
         delivery = Delivery(topic, event)
         try:
             self.lane.send_nowait(delivery)
         except anyio.WouldBlock:
             await self.lane.send(delivery)
+        return 1
 
 
 class BridgeClient:
@@ -313,6 +323,17 @@ class BridgeClient:
         half-closed so the server sees a clean end, then every task of the client is
         cancelled; ``receive`` ends with ``EndOfStream`` once the buffer is empty.
         Shielded; idempotent."""
+        await self.close_stream()
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+        if self._inbound is not None:
+            self._inbound.close()
+
+    async def close_stream(self) -> None:
+        """The first half of :meth:`aclose`: queued frames get ``close_grace`` seconds to go
+        out and the stream is half-closed, but the client's tasks are not cancelled (they end
+        with the stream). For the owner of a task that runs inside the client (a remote
+        agent's transport): it must not be cancelled by the client. Shielded; idempotent."""
         if self._closing:
             return
         self._closing = True
@@ -323,10 +344,6 @@ class BridgeClient:
                 await session.close_gracefully()
                 with anyio.move_on_after(self.options.close_grace):
                     await session.finished.wait()
-        if self._tg is not None:
-            self._tg.cancel_scope.cancel()
-        if self._inbound is not None:
-            self._inbound.close()
 
     @property
     def status(self) -> ConnectionStatus:
@@ -581,6 +598,95 @@ class BridgeClient:
         except (anyio.WouldBlock, SessionEnded):
             self._counters.dropped += 1
             raise WouldBlock("no publish credit or no room in the outbound queue") from None
+
+    # ------------------------------------------------------------------ supervision
+
+    async def report(
+        self,
+        status: AgentStatus,
+        reason: str = "",
+        *,
+        restarts: int = 0,
+        timeout: float | None = None,
+    ) -> bool:
+        """Tell the server the agent's own runtime changed its state (``AgentReport``: a
+        restart, a failure, a stop), so the server publishes it as its lifecycle event and
+        counts restarts. A final state (``stopped``, ``failed``) also releases the agent: the
+        server dead-letters what its subscriptions hold and sends nothing more; this waits
+        (at most ``timeout``, default the RPC timeout) until every delivery sent before that
+        is read and handed to the inbound sink.
+
+        Returns:
+            False from a server that takes no reports (nothing was sent); also when the
+            release was not confirmed in time.
+
+        Raises:
+            ClientClosed: the client is closed.
+        """
+        frame = report_to_proto(Report(status=status, reason=reason, restarts=restarts))
+        while True:
+            session = await self._ready()
+            if bridge_pb2.STREAM_FEATURE_SUPERVISION not in session.features:
+                return False
+            try:
+                await session.send(frame)
+            except SessionEnded:
+                continue
+            break
+        if status not in FINAL:
+            return True
+        limit = self.options.rpc_timeout if timeout is None else timeout
+        with anyio.move_on_after(limit):
+            await session.released.wait()
+            return True
+        log.warning("bridge: the server did not confirm the release of %s", self.agent_id)
+        return False
+
+    async def dead_letter(
+        self, delivery: Delivery, *, reason: str, error: str, attempts: int = 0
+    ) -> None:
+        """Hand the server an event the agent could not handle; it goes to the server's
+        ``loom.deadletter.{agent_id}`` with ``reason``, ``error`` and ``attempts`` in its
+        metadata (``docs/agents.md``). To a server that takes no ``dead_letter`` frames it is
+        published on that topic instead, in this agent's name (the original sender kept as
+        ``dead_letter.sender``).
+
+        Raises:
+            WireError: the event cannot go on the wire.
+            ClientClosed: the client is closed.
+        """
+        while True:
+            session = await self._ready()
+            if bridge_pb2.STREAM_FEATURE_SUPERVISION in session.features:
+                frame = dead_letter_to_proto(
+                    delivery, reason=reason, error=error, attempts=attempts
+                )
+                try:
+                    await session.send(frame)
+                except SessionEnded:
+                    continue
+                return
+            break
+        event = delivery.event
+        agent_id = self.agent_id
+        metadata = {
+            **event.metadata,
+            "dead_letter.reason": reason,
+            "dead_letter.error": error,
+            "dead_letter.topic": delivery.topic,
+            "dead_letter.agent": agent_id,
+            "dead_letter.attempts": str(attempts),
+        }
+        if event.envelope.sender != agent_id:
+            metadata["dead_letter.sender"] = event.envelope.sender
+        envelope = msgspec.structs.replace(event.envelope, sender=agent_id)
+        event = msgspec.structs.replace(event, envelope=envelope, metadata=metadata)
+        await self.publish(f"{DEAD_LETTER_PREFIX}.{agent_id}", event)
+
+    @property
+    def agent_id(self) -> str:
+        """The registered agent's id."""
+        return self.registration.agent_id
 
     async def subscribe(
         self,

@@ -72,6 +72,7 @@ FEATURES = (
     bridge_pb2.STREAM_FEATURE_PUBLISH_ACK,
     bridge_pb2.STREAM_FEATURE_TOOL_CANCEL,
     bridge_pb2.STREAM_FEATURE_UNROUTED,
+    bridge_pb2.STREAM_FEATURE_SUPERVISION,
 )
 
 
@@ -225,6 +226,7 @@ class Session:
         # Negotiated features.
         self.features: frozenset[int] = frozenset()
         self._welcomed = anyio.Event()
+        self.released = anyio.Event()  # the server's answer to a final report
         self.mirror = True  # the envelope goes into metadata too, until a welcome says not
         self._max_batch = 1
         self._tick = 0
@@ -418,6 +420,8 @@ class Session:
                     waiter.event.set()
             elif kind == "welcome":
                 self._on_welcome(msg.welcome)
+            elif kind == "released":
+                self.released.set()
             elif kind == "err":
                 self.counters.server_error(msg.err.code, msg.err.message)
             # Anything else is a frame of a newer server that we did not ask for: ignored.

@@ -29,6 +29,10 @@ server the way any bus reaches other processes (``docs/bus.md``, the transport s
   stream, made in order by the transport's task, refcounted per pattern. The runtime's own
   watchers (``loom.``), other agents' mailboxes (the links of spawned children) and the reply
   router's wildcard (``agent.*.replies.rpc``: everyone's replies) never go to the server.
+* **After the agent's mailbox closed.** A delivery that no local subscription takes (the bus
+  says it reached none, or the bus is closing) would be lost here: it is handed back to the
+  server as a dead letter (reason ``agent_gone``; ``BridgeClient.dead_letter``). That happens
+  between an agent's failure or stop and the server's ``released`` (see ``serve_agent``).
 * **Before the agent starts.** The client registers (and the server starts delivering) before
   the agent's mailbox exists, so deliveries are held, in order, up to ``inbound_buffer``, and
   handed over by :meth:`open`; beyond that the reader waits. Deliveries to the agent's inboxes
@@ -57,6 +61,8 @@ from anyio.abc import TaskStatus
 from loom.runtime import (
     DEAD_LETTER_PREFIX,
     LIFECYCLE_PREFIX,
+    BusClosed,
+    Delivery,
     Event,
     EventBus,
     InvalidArgument,
@@ -67,6 +73,7 @@ from loom.runtime.lowlevel import Inbound, mailbox_topic
 
 from ._client import BridgeClient, ToolHandler
 from ._client_config import AgentRegistration, ClientOptions, ClientTLS
+from ._errors import ClientClosed
 from ._lane import Lane
 from ._reconnect import StateListener
 
@@ -106,16 +113,15 @@ class _HeldInbound:
         self._open = False
         self._opened = anyio.Event()
 
-    async def deliver_inbound(self, topic: str, event: Event) -> None:
+    async def deliver_inbound(self, topic: str, event: Event) -> int | None:
         if not self._open:
             if self._passing and topic.startswith(self._passing):
-                await self._put(topic, event)
-                return
+                return await self._put(topic, event)
             if len(self._held) < self._limit:
                 self._held.append((topic, event))
-                return
+                return None  # held: handed over (and counted) by open()
             await self._opened.wait()
-        await self._put(topic, event)
+        return await self._put(topic, event)
 
     async def open(self) -> None:
         """Hand over what is held, in order (waiting for room), then let deliveries through."""
@@ -177,14 +183,31 @@ class ClientTransport:
 
     # ------------------------------------------------------------------ the stream's side
 
-    async def deliver_inbound(self, topic: str, event: Event) -> None:
+    async def deliver_inbound(self, topic: str, event: Event) -> int | None:
         """The client's sink: every delivery of the stream, in stream order."""
         if event.envelope.sender == self.agent_id:
-            return  # our own publish, back from the server: delivered here already
+            return None  # our own publish, back from the server: delivered here already
         held = self._held
         if held is None:
             raise InvalidArgument("the transport is not running")  # counted as malformed
-        await held.deliver_inbound(topic, event)
+        try:
+            reached = await held.deliver_inbound(topic, event)
+        except BusClosed:
+            reached = 0
+        if reached == 0 and not topic.startswith(self._inboxes):
+            # Nobody here takes it any more (the agent's mailbox closed: it failed or
+            # stopped): back to the server as a dead letter rather than lost here. (A late
+            # reply to an inbox that closed is not the agent's loss: counted unrouted.)
+            try:
+                await self.client.dead_letter(
+                    Delivery(topic, event),
+                    reason="agent_gone",
+                    error=f"no subscription in agent {self.agent_id}'s process took it "
+                    "(its mailbox had closed)",
+                )
+            except ClientClosed:
+                log.warning("dropped a delivery on %r: the agent and its client are gone", topic)
+        return reached
 
     async def open(self) -> None:
         """Hand what arrived before the agent started to the bus, in order; then let every

@@ -570,11 +570,11 @@ def tool_result_from_proto(msg: tools_pb2.ToolResult) -> ToolCallOutcome:
 
 
 def _drops_to_proto(drops: Drops) -> bus_pb2.Drops:
-    return bus_pb2.Drops(overflow=drops.overflow, closed=drops.closed)
+    return bus_pb2.Drops(overflow=drops.overflow, closed=drops.closed, bytes=drops.bytes)
 
 
 def _drops_from_proto(msg: bus_pb2.Drops) -> Drops:
-    return Drops(overflow=msg.overflow, closed=msg.closed)
+    return Drops(overflow=msg.overflow, closed=msg.closed, bytes=msg.bytes)
 
 
 def bus_stats_to_proto(
@@ -595,6 +595,8 @@ def bus_stats_to_proto(
             waiting_publishers=s.waiting_publishers,
             patterns=s.patterns,
             in_flight=s.in_flight,
+            queued_bytes=s.queued_bytes,
+            max_bytes=s.max_bytes,
         )
         for s in (stats.subscriptions if include_subscriptions else ())
     ]
@@ -644,6 +646,8 @@ def bus_stats_from_proto(msg: bus_pb2.BusStats) -> BusStats:
                 waiting_publishers=s.waiting_publishers,
                 patterns=tuple(s.patterns),
                 in_flight=s.in_flight,
+                queued_bytes=s.queued_bytes,
+                max_bytes=s.max_bytes,
             )
             for s in msg.subscriptions
         ),

@@ -20,13 +20,17 @@ keep their ``except`` clauses:
   wake-up it was given passes to the next waiter).
 * ``receive`` yields to the loop when it waits, and at least every 64 calls otherwise, so a
   consumer that always finds an item still lets other tasks run.
+* Optionally bounded in bytes too (``max_bytes``, each item measured once by ``size`` as it
+  is queued): an item that does not fit waits (or ``WouldBlock``) like one that finds no
+  place; an item larger than the whole bound goes into an empty lane (else it never could),
+  and items of size 0 (markers) are never held back by bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Final, Generic, TypeVar
 
 import anyio
@@ -42,12 +46,38 @@ _YIELD_EVERY: Final = 64
 class Lane(Generic[T]):
     """A bounded FIFO with ``max_size`` places (see the module docs)."""
 
-    __slots__ = ("_buf", "_getters", "_max", "_putters", "_recv_closed", "_send_closed", "_tick")
+    __slots__ = (
+        "_buf",
+        "_bytes",
+        "_getters",
+        "_max",
+        "_max_bytes",
+        "_putters",
+        "_recv_closed",
+        "_send_closed",
+        "_size",
+        "_sizes",
+        "_tick",
+    )
 
-    def __init__(self, max_size: int) -> None:
+    def __init__(
+        self,
+        max_size: int,
+        *,
+        max_bytes: int | None = None,
+        size: Callable[[T], int] | None = None,
+    ) -> None:
         if max_size < 1:
             raise ValueError(f"max_size must be at least 1, not {max_size}")
+        if (max_bytes is None) != (size is None):
+            raise ValueError("max_bytes and size go together")
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError(f"max_bytes must be at least 1, not {max_bytes}")
         self._max = max_size
+        self._max_bytes = max_bytes or 0
+        self._size = size
+        self._bytes = 0  # what the queued items measure, with a byte bound
+        self._sizes: deque[int] = deque()  # their sizes, in queue order
         self._buf: deque[T] = deque()
         self._getters: deque[asyncio.Future[None]] = deque()
         self._putters: deque[asyncio.Future[None]] = deque()
@@ -74,9 +104,25 @@ class Lane(Generic[T]):
             raise anyio.BrokenResourceError
         if len(self._buf) >= self._max or self._putters:
             raise anyio.WouldBlock
+        if self._size is not None:
+            self._count_in(item)
         self._buf.append(item)
         if self._getters:
             _wake(self._getters)
+
+    def _count_in(self, item: T) -> None:
+        """Count ``item``'s bytes in, or raise ``WouldBlock`` if they do not fit."""
+        assert self._size is not None
+        n = self._size(item)
+        if n and self._buf and self._bytes + n > self._max_bytes:
+            raise anyio.WouldBlock
+        self._bytes += n
+        self._sizes.append(n)
+
+    @property
+    def queued_bytes(self) -> int:
+        """What the queued items measure (0 without a byte bound)."""
+        return self._bytes
 
     async def send(self, item: T) -> None:
         """Queue ``item``, waiting for room; no yield when there is room at once."""
@@ -96,6 +142,11 @@ class Lane(Generic[T]):
             # Woken: there is room now (or the lane closed). Take the room before any sender
             # that comes later: it sees us gone from the queue of putters only now.
             if not self._send_closed and not self._recv_closed and len(self._buf) < self._max:
+                if self._size is not None:
+                    try:
+                        self._count_in(item)
+                    except anyio.WouldBlock:
+                        continue  # a place, but not the bytes: wait again
                 self._buf.append(item)
                 if self._getters:
                     _wake(self._getters)
@@ -127,6 +178,8 @@ class Lane(Generic[T]):
                 raise anyio.EndOfStream
             raise anyio.WouldBlock
         item = buf.popleft()
+        if self._size is not None:
+            self._bytes -= self._sizes.popleft()
         if self._putters:
             _wake(self._putters)
         return item
@@ -154,6 +207,8 @@ class Lane(Generic[T]):
         """Close the receiving side (idempotent): the queue is dropped, senders fail."""
         self._recv_closed = True
         self._buf.clear()
+        self._sizes.clear()
+        self._bytes = 0
         _wake_all(self._getters)
         _wake_all(self._putters)
 

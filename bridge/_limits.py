@@ -6,7 +6,7 @@ import math
 
 import msgspec
 
-from loom.runtime import InvalidArgument
+from loom.runtime import DEFAULT_MAX_BUFFER_BYTES, InvalidArgument
 
 __all__ = ["Limits"]
 
@@ -36,6 +36,11 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
             wait in their subscriptions.
         max_bus_subscribers: ``EventBus.Subscribe`` calls open at once (``loom tail`` and other
             plain subscribers; agents' streams are counted by ``max_agents``).
+        max_buffer_bytes: the byte bound of each of a stream's own queues (its publish lane
+            and its outbound queue), next to their count bounds; what fills it waits like what
+            finds the queue full (the stream's reader, then the client, is held back). The
+            byte bound of the agents' subscriptions is the server bus's (``loom serve``
+            gives both the same value).
     """
 
     max_message_bytes: int = 4 * 1024 * 1024
@@ -50,6 +55,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     handshake_timeout_s: float = 10.0
     outbound_queue: int = 1024
     max_bus_subscribers: int = 1024
+    max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES
 
     def __post_init__(self) -> None:
         if self.max_message_bytes < 1024:
@@ -66,6 +72,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
             "outbound_queue",
             "max_bus_subscribers",
             "max_subscription_buffer",
+            "max_buffer_bytes",
         ):
             value = getattr(self, name)
             if value < 1:

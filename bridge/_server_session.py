@@ -65,6 +65,7 @@ from loom.runtime import (
 )
 from loom.runtime.lowlevel import (
     RemoteAgent,
+    event_size,
     lend_in_flight,
     lose_in_flight,
     mailbox_topic,
@@ -92,6 +93,7 @@ from ._identity import (
     reaches_other_mailboxes,
 )
 from ._lane import Lane
+from ._reports import FINAL, dead_letter_from_proto, report_from_proto
 from ._status import code_name, error_from_outcome, failed_outcome, status_of
 from ._wire_types import ToolCallOutcome, ToolCallRequest, ToolStatus
 from ._workers import Workers
@@ -111,6 +113,7 @@ _FEATURES: Final = frozenset(
         bridge_pb2.STREAM_FEATURE_TOOL_CANCEL,
         bridge_pb2.STREAM_FEATURE_TOOL_CALLS,
         bridge_pb2.STREAM_FEATURE_UNROUTED,
+        bridge_pb2.STREAM_FEATURE_SUPERVISION,
     }
 )
 _DELIVERY_WINDOW: Final = 1024  # granted to a stream that asks for credit but names no window
@@ -148,6 +151,18 @@ def _unrouted(seq: int, topic: str) -> bridge_pb2.PublishRejection:
     )
 
 
+def _publish_size(item: _Publish) -> int:
+    """What a publish counts against the lane's byte bound (a marker or a refusal: 0)."""
+    return 0 if item.event is None else event_size(item.event)
+
+
+def _frame_size(frame: bridge_pb2.ServerEvent) -> int:
+    """What a frame counts against the outbound queue's byte bound: its encoded size (acks and
+    pongs are a few bytes; pushed calls and results carry their arguments and output)."""
+    size: int = frame.ByteSize()
+    return size
+
+
 class _Pending:
     """A tool call pushed to the agent, waiting for its ``tool_result``."""
 
@@ -174,8 +189,16 @@ class Session:
         self._ctx = context
         limits = hub.limits
         self._limits = limits
-        self._out = Lane[bridge_pb2.ServerEvent](limits.outbound_queue)
-        self._lane = Lane[_Publish](limits.publish_window + limits.max_batch_events + _OLD_LANE)
+        # Bounded in count and in bytes (Limits.max_buffer_bytes): a few pushed calls with
+        # large arguments, or a window of large publishes, must not pin the server's memory.
+        self._out = Lane[bridge_pb2.ServerEvent](
+            limits.outbound_queue, max_bytes=limits.max_buffer_bytes, size=_frame_size
+        )
+        self._lane = Lane[_Publish](
+            limits.publish_window + limits.max_batch_events + _OLD_LANE,
+            max_bytes=limits.max_buffer_bytes,
+            size=_publish_size,
+        )
         self._hello = False
         self._acks = False
         self._cancels = False
@@ -377,6 +400,8 @@ class Session:
                 await self._subscribe(msg.subscribe)
             case "unsubscribe":
                 await self._unsubscribe(msg.unsubscribe)
+            case "report" | "dead_letter":
+                await self._supervised(msg)
             case _:
                 await self._error(
                     "INVALID_ARGUMENT",
@@ -394,6 +419,27 @@ class Session:
 
     async def _error(self, code: str, message: str) -> None:
         await self._send(bridge_pb2.ServerEvent(err=bridge_pb2.Error(code=code, message=message)))
+
+    async def _supervised(self, msg: bridge_pb2.ClientEvent) -> None:
+        """A ``report`` or ``dead_letter`` (``bridge/_reports.py``): published by the server's
+        runtime in this agent's name. A final report releases the agent: its subscriptions
+        leave the bus (what they hold is dead-lettered) and ``released`` follows every
+        delivery already on its way, on the stream."""
+        try:
+            if msg.HasField("report"):
+                report = report_from_proto(msg.report)
+                await self.remote.report(report.status, report.reason, report.restarts)
+                if report.status in FINAL:
+                    count = await self.remote.release(report.status, report.reason)
+                    frame = bridge_pb2.ServerEvent(
+                        released=bridge_pb2.Released(dead_lettered=count)
+                    )
+                    await self._send(frame)
+            else:
+                delivery, reason, error, attempts = dead_letter_from_proto(msg.dead_letter)
+                await self.remote.dead_letter(delivery, reason, error, attempts)
+        except (WireError, InvalidArgument) as exc:
+            await self._error("INVALID_ARGUMENT", f"{msg.WhichOneof('msg')} ignored: {exc}")
 
     # ------------------------------------------------------------------ features
 

@@ -41,6 +41,7 @@ from ._stats import DropReason as DropReason
 from ._stats import Drops as Drops
 from ._stats import SubscriptionStats as SubscriptionStats
 from ._stats import TopicStats as TopicStats
+from ._subscription import DEFAULT_MAX_BUFFER_BYTES as DEFAULT_MAX_BUFFER_BYTES
 from ._subscription import Subscription as Subscription
 from ._supervision import Strategy as Strategy
 from ._supervision import SupervisionPolicy as SupervisionPolicy
@@ -53,6 +54,7 @@ from .collab._errors import RequestTimeout as RequestTimeout
 
 __all__ = [
     "DEAD_LETTER_PREFIX",
+    "DEFAULT_MAX_BUFFER_BYTES",
     "DEFAULT_TTL",
     "LIFECYCLE_PREFIX",
     "AgentExists",

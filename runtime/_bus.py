@@ -21,14 +21,16 @@ from anyio.lowlevel import checkpoint
 from opentelemetry.trace import TracerProvider
 
 from ._errors import BusClosed, InvalidArgument, WouldBlock
-from ._event import Delivery, Event
+from ._event import EVENT_OVERHEAD_BYTES, SMALL_EVENT_BYTES, Delivery, Event, event_size
 from ._qos import QoS
 from ._stats import BusStats, Drops, TopicStats
 from ._subscription import (
+    DEFAULT_MAX_BUFFER_BYTES,
     BusHooks,
     Subscription,
     close_by_bus,
     fan_out,
+    fan_out_sized,
     first_full,
     holds_events,
     put_waiting,
@@ -39,6 +41,8 @@ from ._transport import Transport
 from ._waiter import Waiter, waiter_factory
 
 __all__ = ["BusPlumbing", "EventBus"]
+
+_SMALL_PAYLOAD: Final = SMALL_EVENT_BYTES - EVENT_OVERHEAD_BYTES
 
 # A publisher that never has to wait would never let its consumers run; every this many
 # publishes it yields once (also where it notices cancellation).
@@ -73,7 +77,8 @@ class _Topic:
     """Per-topic counters, and the cached route (valid while ``gen`` is the bus's).
 
     It is the :class:`~._subscription.Route` that :func:`~._subscription.fan_out` delivers
-    along and counts on (published, unrouted, delivered, overflow, reached); the bus counts the
+    along and counts on (published, unrouted, delivered, overflow, over_bytes, reached); the
+    bus counts the
     rest (deliveries after a wait for room, drops on close).
 
     ``soft`` holds the subscriptions that this topic reaches through Realtime patterns only:
@@ -85,6 +90,7 @@ class _Topic:
         "closed",
         "delivered",
         "gen",
+        "over_bytes",
         "overflow",
         "published",
         "reached",
@@ -104,6 +110,7 @@ class _Topic:
         self.unrouted = 0
         self.delivered = 0
         self.overflow = 0
+        self.over_bytes = 0
         self.closed = 0
 
     def fold_into(self, other: _Topic) -> None:
@@ -111,6 +118,7 @@ class _Topic:
         other.unrouted += self.unrouted
         other.delivered += self.delivered
         other.overflow += self.overflow
+        other.over_bytes += self.over_bytes
         other.closed += self.closed
 
     def record(self) -> TopicStats:
@@ -119,7 +127,7 @@ class _Topic:
             published=self.published,
             unrouted=self.unrouted,
             delivered=self.delivered,
-            dropped=Drops(overflow=self.overflow, closed=self.closed),
+            dropped=Drops(overflow=self.overflow, closed=self.closed, bytes=self.over_bytes),
         )
 
 
@@ -186,6 +194,11 @@ class EventBus:
             and no tracing work at all on the publish path.
         drain_grace: seconds that closing waits for consumers to drain their buffers.
         max_tracked_topics: how many topics keep their own statistics record.
+        max_buffer_bytes: the byte bound of every subscription's buffer unless it asks
+            otherwise (each event counted by ``loom.runtime.lowlevel.event_size``); ``None``
+            for none (the count bound alone). A full one by bytes acts as a full one by count:
+            a Realtime subscription drops (reason ``bytes``), a lossless one holds the
+            publisher back.
     """
 
     def __init__(
@@ -195,6 +208,7 @@ class EventBus:
         tracer_provider: TracerProvider | None = None,
         drain_grace: float = 5.0,
         max_tracked_topics: int = 10_000,
+        max_buffer_bytes: int | None = DEFAULT_MAX_BUFFER_BYTES,
     ) -> None:
         if drain_grace < 0:
             raise InvalidArgument(f"drain_grace must be >= 0, not {drain_grace!r}")
@@ -204,6 +218,15 @@ class EventBus:
         self._tracer = None if tracer_provider is None else PublishTracer(tracer_provider)
         self._drain_grace = drain_grace
         self._max_topics = max_tracked_topics
+        if max_buffer_bytes is not None and (
+            isinstance(max_buffer_bytes, bool)
+            or not isinstance(max_buffer_bytes, int)
+            or max_buffer_bytes < 1
+        ):
+            raise InvalidArgument(
+                f"max_buffer_bytes must be a positive int or None, not {max_buffer_bytes!r}"
+            )
+        self._max_bytes = max_buffer_bytes
         self._state = _State.NEW
         self._accepting = False
         self._trie: TopicTrie[_Member] = TopicTrie()
@@ -335,6 +358,7 @@ class EventBus:
         qos: QoS = QoS.BATCHED,
         event_types: Collection[str] | None = None,
         buffer_size: int | None = None,
+        max_buffer_bytes: int | None = None,
     ) -> Subscription:
         """Subscribe to the topics ``pattern`` matches (``*`` one segment, ``>`` the rest).
 
@@ -347,13 +371,16 @@ class EventBus:
                 hold the publisher back instead.
             event_types: only events whose ``type`` is one of these; ``None`` for all.
             buffer_size: the buffer bound; ``None`` for the tier's default.
+            max_buffer_bytes: the buffer's byte bound (see :class:`EventBus`); ``None`` for
+                the bus's.
 
         Raises:
             InvalidTopic: the pattern is malformed.
             InvalidArgument: a bad ``buffer_size`` or ``event_types``.
             BusClosed: the bus is not open.
         """
-        return self._open(pattern, qos, event_types, buffer_size, None)
+        max_bytes = self._max_bytes if max_buffer_bytes is None else max_buffer_bytes
+        return self._open(pattern, qos, event_types, buffer_size, None, max_bytes)
 
     def _open(
         self,
@@ -362,6 +389,7 @@ class EventBus:
         event_types: Collection[str] | None,
         buffer_size: int | None,
         callback: Callable[[Delivery], None] | None,
+        max_bytes: int | None = None,
     ) -> Subscription:
         if not self._accepting:
             raise BusClosed("the bus is not open" if self._state is _State.NEW else "bus closed")
@@ -373,6 +401,7 @@ class EventBus:
             qos,
             event_types,
             buffer_size,
+            max_buffer_bytes=max_bytes,
             callback=callback,
         )
         self._subs[sub.id] = sub
@@ -483,8 +512,14 @@ class EventBus:
             entry = self._refresh(topic, entry)
         if self._tracer is not None:  # after validation: a refused publish makes no span
             event = self._tracer.inject(topic, event)
-        delivery = Delivery(topic, event)
-        blocked = fan_out(entry, delivery)
+        # A small event (the common case) is not charged against byte bounds: told apart
+        # here without a call (one cost the 1:1 rate 5%), and routed by the plain loop.
+        if event.metadata or len(event.payload) >= _SMALL_PAYLOAD:
+            delivery = Delivery(topic, event, event_size(event))
+            blocked = (fan_out_sized if delivery.size else fan_out)(entry, delivery)
+        else:
+            delivery = Delivery(topic, event)
+            blocked = fan_out(entry, delivery)
         reached = entry.reached  # read before any await: the next publish overwrites it
         if blocked:
             reached += await self._finish_blocked(entry, blocked, delivery)
@@ -515,7 +550,8 @@ class EventBus:
         entry = self._topics.get(topic)
         if entry is None or entry.gen != self._gen:
             entry = self._refresh(topic, entry)
-        full = first_full(entry, event.type)
+        size = event_size(event)
+        full = first_full(entry, event.type, size)
         if full is not None:
             raise WouldBlock(f"subscription {full.pattern!r} is full")
         if self._tracer is not None:  # only once no local subscriber can refuse it
@@ -524,12 +560,13 @@ class EventBus:
             # Out first: it is the one step that can still refuse (WouldBlock), and nothing
             # has been routed here yet, so a refusal leaves no trace.
             self._transport.publish_nowait(topic, event)
-        fan_out(entry, Delivery(topic, event))
+        (fan_out_sized if size else fan_out)(entry, Delivery(topic, event, size))
         return entry.reached
 
-    async def deliver_inbound(self, topic: str, event: Event, *, admitted: bool = False) -> None:
+    async def deliver_inbound(self, topic: str, event: Event, *, admitted: bool = False) -> int:
         """Route an event that a transport brought from another process, to local
-        subscriptions only. Part of the :class:`Inbound` contract; not for applications.
+        subscriptions only; return how many took it (as :meth:`publish` counts). Part of the
+        :class:`Inbound` contract; not for applications.
 
         ``admitted``: the far end applied the tier already and sent the event under credit
         (the bridge's delivery credit), so a full Realtime subscription here waits for room
@@ -541,10 +578,12 @@ class EventBus:
         entry = self._topics.get(topic)
         if entry is None or entry.gen != self._gen:
             entry = self._refresh(topic, entry)
-        delivery = Delivery(topic, event)
-        blocked = fan_out(entry, delivery, admitted)
+        delivery = Delivery(topic, event, event_size(event))
+        blocked = (fan_out_sized if delivery.size else fan_out)(entry, delivery, admitted)
+        reached = entry.reached
         if blocked:
-            await self._finish_blocked(entry, blocked, delivery)
+            reached += await self._finish_blocked(entry, blocked, delivery)
+        return reached
 
     async def _finish_blocked(
         self, entry: _Topic, blocked: list[Subscription], delivery: Delivery
@@ -602,7 +641,7 @@ class EventBus:
             published=total.published,
             unrouted=total.unrouted,
             delivered=total.delivered,
-            dropped=Drops(overflow=total.overflow, closed=total.closed),
+            dropped=Drops(overflow=total.overflow, closed=total.closed, bytes=total.over_bytes),
             subscriptions=tuple(s.statistics() for s in self._subs.values()),
             topics=tuple(e.record() for e in self._topics.values()),
             closed=not self._accepting,

@@ -329,6 +329,8 @@ class Cell:
                 # What the owner's Subscription._take does, written out.
                 delivery = buf.popleft()
                 mailbox._delivered += 1
+                if delivery.size:
+                    mailbox._room += delivery.size
                 if mailbox._send_waiters:
                     mailbox._grant()
                 tick += 1

@@ -24,9 +24,9 @@ from ._agent_errors import AgentExists
 from ._behaviour import validate_agent_id
 from ._directory import AgentStatus
 from ._errors import BusClosed, InvalidArgument
-from ._event import mailbox_topic
+from ._event import Delivery, mailbox_topic
 from ._qos import QoS
-from ._subscription import Subscription, depth
+from ._subscription import Subscription, depth, drain
 from .tools import DEFAULT_TIMEOUT, JSONObject, Tool, ToolRegistry
 
 if TYPE_CHECKING:
@@ -121,6 +121,10 @@ class RemoteAgent:
         self._subs: dict[int, Subscription] = {}
         self._pattern_refs: dict[str, int] = {}  # directory patterns, counted over subscriptions
         self.detached = False
+        self.released = False
+        # Restarts the directory counted before this connection; the agent reports its own.
+        info = runtime.directory.get(agent_id)
+        self._restarts_before = 0 if info is None else info.restarts
 
     # ------------------------------------------------------------------ subscriptions
 
@@ -231,6 +235,56 @@ class RemoteAgent:
         if not self.detached:
             self.runtime.directory.heartbeat(self.id)
 
+    # ------------------------------------------------------------------ its own supervision
+
+    async def report(self, status: AgentStatus, reason: str = "", restarts: int = 0) -> None:
+        """The agent's own runtime (in its process) changed its state: record it and publish
+        the lifecycle event, as this runtime does for its own agents. ``restarts`` is how often
+        that runtime has restarted the agent since it connected; the directory counts them on
+        top of those of earlier connections. A final state (``stopped``, ``failed``) is
+        followed by :meth:`release`.
+
+        Raises:
+            InvalidArgument: a state an agent's runtime does not report.
+        """
+        if status not in _REPORTED:
+            raise InvalidArgument(f"an agent reports none of its states as {status.value!r}")
+        directory = self.runtime.directory
+        if not self.detached and self.id in directory:
+            target = self._restarts_before + max(0, restarts)
+            while (info := directory.get(self.id)) is not None and info.restarts < target:
+                directory.count_restart(self.id)
+            directory.set_status(self.id, status)
+        with contextlib.suppress(BusClosed):
+            await self._services.publish_lifecycle(self.id, status, reason)
+
+    async def dead_letter(self, delivery: Delivery, reason: str, error: str, attempts: int) -> None:
+        """Publish an event the agent could not handle on its dead-letter topic, as this
+        runtime does for its own agents (in the agent's name: it names no other)."""
+        await self._services.dead_letter(self.id, delivery, reason, error, attempts)
+
+    async def release(self, status: AgentStatus, reason: str) -> int:
+        """The agent ended in its process (``status``: stopped or failed): take its
+        subscriptions off the bus, dead-letter what they hold and what publishers waiting for
+        room were promised (reason ``agent_stopped`` / ``agent_failed``, as in process), and
+        withdraw its tools. Its stream's pumps end with the subscriptions. Returns how many
+        events were dead-lettered. Idempotent (0 the second time)."""
+        if self.released or self.detached:
+            return 0
+        self.released = True
+        self.registry = None
+        if self.id in self.runtime.directory:
+            self.runtime.directory.set_capabilities(self.id, ())
+        why = "agent_failed" if status is AgentStatus.FAILED else "agent_stopped"
+        count = 0
+        for sub in [self.mailbox, *self._subs.values()]:
+            leftovers = await drain(sub)
+            sub.close()
+            for delivery in leftovers:
+                await self._services.dead_letter(self.id, delivery, why, reason or why, 0)
+                count += 1
+        return count
+
     def queued(self) -> int:
         """Events waiting in the agent's subscriptions, the mailbox included (its load)."""
         return depth(self.mailbox) + sum(depth(s) for s in self._subs.values())
@@ -268,6 +322,17 @@ def _zero() -> int:
     return 0
 
 
+_REPORTED = frozenset(
+    {
+        AgentStatus.STARTING,
+        AgentStatus.RUNNING,
+        AgentStatus.STOPPING,
+        AgentStatus.STOPPED,
+        AgentStatus.FAILED,
+    }
+)
+
+
 async def attach_remote(
     runtime: AgentRuntime,
     services: RuntimeServices,
@@ -295,8 +360,13 @@ async def attach_remote(
             raise AgentExists(agent_id, "a local agent is known under that id")
         directory.remove(agent_id)  # a disconnected remote (or a finished local) one returns
     mailbox = runtime.bus.subscribe(mailbox_topic(agent_id), qos=qos, buffer_size=buffer_size)
-    remote = RemoteAgent(runtime, services, agent_id, mailbox, tool_timeout_s)
     directory.add(agent_id, remote=True, metadata=metadata)
+    if known is not None and known.remote:
+        # Its restarts so far stay counted (``loom agents``): a remote agent whose process
+        # failed and was started again by its supervisor is the same agent, restarted.
+        for _ in range(known.restarts):
+            directory.count_restart(agent_id)
+    remote = RemoteAgent(runtime, services, agent_id, mailbox, tool_timeout_s)
     directory.add_pattern(agent_id, mailbox_topic(agent_id))
     directory.set_depth_probe(agent_id, remote.queued)
     directory.set_status(agent_id, AgentStatus.RUNNING)

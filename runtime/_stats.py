@@ -18,6 +18,8 @@ class DropReason(enum.Enum):
     """A Realtime subscription's buffer was full."""
     CLOSED = "closed"
     """It was still queued when its subscription (or the bus) closed."""
+    BYTES = "bytes"
+    """A Realtime subscription's buffer held its ``max_buffer_bytes``: the event did not fit."""
 
 
 class Drops(msgspec.Struct, frozen=True, kw_only=True):
@@ -25,10 +27,11 @@ class Drops(msgspec.Struct, frozen=True, kw_only=True):
 
     overflow: int = 0
     closed: int = 0
+    bytes: int = 0
 
     @property
     def total(self) -> int:
-        return self.overflow + self.closed
+        return self.overflow + self.closed + self.bytes
 
 
 class SubscriptionStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -54,6 +57,8 @@ class SubscriptionStats(msgspec.Struct, frozen=True, kw_only=True):
         in_flight: events taken from its buffer and on their way to a consumer in another
             process (a remote agent's stream), not yet taken in there. When that stream ends
             they are counted in ``dropped.closed``. Always 0 in process.
+        queued_bytes: the size of the events waiting now, as ``event_size`` counts it.
+        max_bytes: its byte bound (``max_buffer_bytes``); 0 for none.
     """
 
     id: int
@@ -68,6 +73,8 @@ class SubscriptionStats(msgspec.Struct, frozen=True, kw_only=True):
     waiting_publishers: int
     patterns: tuple[str, ...] = ()
     in_flight: int = 0
+    queued_bytes: int = 0
+    max_bytes: int = 0
 
 
 class TopicStats(msgspec.Struct, frozen=True, kw_only=True):

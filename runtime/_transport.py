@@ -20,11 +20,16 @@ __all__ = ["Inbound", "Transport"]
 class Inbound(Protocol):
     """Where a transport hands the events that arrived from other processes."""
 
-    async def deliver_inbound(self, topic: str, event: Event) -> None:
+    async def deliver_inbound(self, topic: str, event: Event) -> int | None:
         """Route ``event`` to the local subscriptions only, with their QoS.
 
         Waits while a lossless local subscriber is full: a transport that awaits this gets
         backpressure to pass upstream (a NATS JetStream consumer simply does not ack yet).
+
+        Returns:
+            How many local subscriptions took it (the bus counts; 0: none here wanted it, so
+            the transport may hand it back rather than lose it), or ``None`` from an inbound
+            that does not count.
         """
         ...
 

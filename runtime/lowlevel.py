@@ -26,6 +26,9 @@ from ._context import Handler as Handler
 from ._context import Hosting as Hosting
 from ._envelope_build import child_envelope as child_envelope
 from ._envelope_build import request_event as request_event
+from ._event import EVENT_OVERHEAD_BYTES as EVENT_OVERHEAD_BYTES
+from ._event import SMALL_EVENT_BYTES as SMALL_EVENT_BYTES
+from ._event import event_size as event_size
 from ._event import mailbox_topic as mailbox_topic
 from ._event import reply_envelope as reply_envelope
 from ._event import reply_topic as reply_topic
@@ -50,6 +53,8 @@ from .collab._replies import ReplyRouter as ReplyRouter
 from .collab._replies import router_for as router_for
 
 __all__ = [
+    "EVENT_OVERHEAD_BYTES",
+    "SMALL_EVENT_BYTES",
     "ContextHost",
     "Handler",
     "HasAgentSpec",
@@ -63,6 +68,7 @@ __all__ = [
     "child_envelope",
     "context_from_envelope",
     "envelope_with_context",
+    "event_size",
     "lend_in_flight",
     "lose_in_flight",
     "mailbox_topic",

@@ -50,8 +50,16 @@ to the cell. So the agent code is unchanged:
 Calls the server pushes to the agent's capabilities run in tasks of their own (never in the
 mailbox), through the local runtime's registry: validated, timed out, typed errors. They are
 served by ``loom.bridge.run_tool_call``, the very function the server serves its own tool
-calls with (``bridge/_calls.py``), so both sides answer a call the same way. Dead letters of
-the agent go to the server's ``loom.deadletter.{id}`` as they do in process.
+calls with (``bridge/_calls.py``), so both sides answer a call the same way.
+
+Supervision happens here, in the agent's process; what it decides reaches the server
+(``_forward_records``, ``STREAM_FEATURE_SUPERVISION``): its dead letters and its state changes,
+in order, so the server's ``loom.lifecycle.{id}`` and ``loom.deadletter.{id}`` show restarts,
+poison events and failures as in process. When the agent fails or stops, its final report
+releases it on the server (what the server still held for it is dead-lettered there) and
+waits until every delivery sent before the release is in hand; what the closed mailbox no
+longer takes is handed back as a dead letter (``ClientTransport``); then the stream ends
+cleanly. See ``docs/agents.md``, "Remote agents".
 """
 
 from __future__ import annotations
@@ -92,9 +100,11 @@ from loom.runtime import (
     AgentStatus,
     Behaviour,
     Context,
+    Delivery,
     Event,
     EventBus,
     InvalidArgument,
+    LifecycleEvent,
     QoS,
     Subscription,
     Timer,
@@ -122,6 +132,7 @@ log = logging.getLogger("loom.agent")
 _Spawner = Callable[[ContextHost, AgentSpec | HasAgentSpec], Awaitable[str]]
 
 _encoder = msgspec.json.Encoder()
+_lifecycle = msgspec.json.Decoder(LifecycleEvent)
 
 
 def _traced(event: Event) -> Event:
@@ -308,19 +319,46 @@ def tool_descriptors(tools: Sequence[Tool]) -> tuple[ToolDescriptor, ...]:
     )
 
 
-async def _forward_dead_letters(client: BridgeClient, letters: Subscription, agent_id: str) -> None:
-    async with letters:
+async def _forward_records(
+    client: BridgeClient, records: Subscription, ending: anyio.Event, final: list[AgentStatus]
+) -> None:
+    """Tell the server what the agent's runtime here decided, in the order it decided it:
+    its dead letters (``BridgeClient.dead_letter``) and its state changes after it first ran
+    (``BridgeClient.report``: restarts, a failure, a stop), so the server publishes them as its
+    own and ``loom agents`` counts the restarts. A final state (stopped, failed) comes after
+    the dead letters of what its mailbox held, and its report waits for the server's release:
+    every delivery sent to the agent until then is in hand (a late one is handed back as a
+    dead letter by the transport). Then ``ending`` is set."""
+    running = False
+    async with records:
         with contextlib.suppress(ClientClosed):
-            async for delivery in letters:
+            async for delivery in records:
                 event = delivery.event
-                sender = event.envelope.sender
-                if sender != agent_id:
-                    # The server takes publishes only in this agent's name; the original
-                    # sender stays on record.
-                    metadata = {**event.metadata, "dead_letter.sender": sender}
-                    envelope = msgspec.structs.replace(event.envelope, sender=agent_id)
-                    event = msgspec.structs.replace(event, envelope=envelope, metadata=metadata)
-                await client.publish(delivery.topic, event)
+                if delivery.topic.startswith(DEAD_LETTER_PREFIX):
+                    meta = event.metadata
+                    attempts = meta.get("dead_letter.attempts", "0")
+                    await client.dead_letter(
+                        Delivery(meta.get("dead_letter.topic", delivery.topic), event),
+                        reason=meta.get("dead_letter.reason", "handler_error"),
+                        error=meta.get("dead_letter.error", ""),
+                        attempts=int(attempts) if attempts.isdigit() else 0,
+                    )
+                    continue
+                try:
+                    status = AgentStatus(event.type.removeprefix("agent."))
+                    record = _lifecycle.decode(event.payload)
+                except (ValueError, msgspec.DecodeError):
+                    continue
+                final_status = status in (AgentStatus.STOPPED, AgentStatus.FAILED)
+                if not running and not final_status:
+                    # Its first start: the server published "running" when it connected.
+                    running = status is AgentStatus.RUNNING
+                    continue
+                await client.report(status, record.reason, restarts=record.restarts)
+                if final_status:
+                    final[0] = status
+                    break
+    ending.set()
 
 
 async def serve_agent(
@@ -376,15 +414,6 @@ async def serve_agent(
     ending = anyio.Event()
     final = [AgentStatus.STOPPED]
 
-    async def watch_lifecycle(life: Subscription) -> None:
-        async with life:
-            async for delivery in life:
-                kind = delivery.event.type
-                if kind in ("agent.stopped", "agent.failed"):
-                    final[0] = AgentStatus(kind.removeprefix("agent."))
-                    ending.set()
-                    return
-
     async def watch_client() -> None:
         # A fatal error (refused credentials) closes the client: stop the agent; the
         # error itself is raised below, once everything has stopped.
@@ -400,16 +429,21 @@ async def serve_agent(
     # Entering the bus connects (its transport's run enters the client); leaving it, after
     # the runtime has stopped the agent (on_stop may still emit), disconnects cleanly.
     async with bus, runtime, anyio.create_task_group() as tg:
-        tg.start_soon(watch_lifecycle, bus.subscribe(f"{LIFECYCLE_PREFIX}.{spec.id}"))
+        # One subscription for both, so the server learns them in the order they happened.
+        records = bus.subscribe(f"{LIFECYCLE_PREFIX}.{spec.id}")
+        records.add_pattern(f"{DEAD_LETTER_PREFIX}.{spec.id}")
+        tg.start_soon(_forward_records, client, records, ending, final)
         await runtime.start(
             hosted, hosting=_RemoteHosting(transport, spec.id, spec.qos, bus, spawn)
         )
         await transport.open()  # what arrived before the mailbox existed, in order
-        letters = bus.subscribe(f"{DEAD_LETTER_PREFIX}.{spec.id}")
-        tg.start_soon(_forward_dead_letters, client, letters, spec.id)
         tg.start_soon(watch_client)
         task_status.started(client)
         await ending.wait()
+        # The agent has ended: end the stream here, while the client's tasks still run, so
+        # what is queued (dead letters, deliveries handed back) goes out within close_grace.
+        # (Left to the bus's close, the transport's tasks would be cancelled first.)
+        await client.close_stream()
         tg.cancel_scope.cancel()
     await client.wait_closed()  # re-raises a fatal error that closed the connection
     return final[0]

@@ -26,7 +26,7 @@ from loom.bridge._generated import bridge_pb2 as loom_dot_v1_dot_bridge__pb2
 from loom.bridge._generated import event_pb2 as loom_dot_v1_dot_event__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11loom/v1/bus.proto\x12\x07loom.v1\x1a\x14loom/v1/bridge.proto\x1a\x13loom/v1/event.proto\"5\n\x0ePublishRequest\x12#\n\tpublishes\x18\x01 \x03(\x0b\x32\x10.loom.v1.Publish\"R\n\x0fPublishResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x04\x12-\n\nrejections\x18\x02 \x03(\x0b\x32\x19.loom.v1.PublishRejection\"s\n\x11SubscribeResponse\x12.\n\nsubscribed\x18\x01 \x01(\x0b\x32\x18.loom.v1.SubscribeResultH\x00\x12\'\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x16.loom.v1.DeliveryBatchH\x00\x42\x05\n\x03msg\"H\n\x0fGetStatsRequest\x12\x1d\n\x15include_subscriptions\x18\x01 \x01(\x08\x12\x16\n\x0einclude_topics\x18\x02 \x01(\x08\")\n\x05\x44rops\x12\x10\n\x08overflow\x18\x01 \x01(\x04\x12\x0e\n\x06\x63losed\x18\x02 \x01(\x04\"\x8c\x02\n\x11SubscriptionStats\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0f\n\x07pattern\x18\x02 \x01(\t\x12\x1e\n\x03qos\x18\x03 \x01(\x0e\x32\x11.loom.v1.QoSLevel\x12\x0f\n\x07matched\x18\x04 \x01(\x04\x12\x11\n\tdelivered\x18\x05 \x01(\x04\x12\x1f\n\x07\x64ropped\x18\x06 \x01(\x0b\x32\x0e.loom.v1.Drops\x12\x0e\n\x06queued\x18\x07 \x01(\x04\x12\x12\n\nhigh_water\x18\x08 \x01(\x04\x12\x10\n\x08\x63\x61pacity\x18\t \x01(\x04\x12\x1a\n\x12waiting_publishers\x18\n \x01(\x04\x12\x10\n\x08patterns\x18( \x03(\t\x12\x11\n\tin_flight\x18\x14 \x01(\x04\"t\n\nTopicStats\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpublished\x18\x02 \x01(\x04\x12\x10\n\x08unrouted\x18\x03 \x01(\x04\x12\x11\n\tdelivered\x18\x04 \x01(\x04\x12\x1f\n\x07\x64ropped\x18\x05 \x01(\x0b\x32\x0e.loom.v1.Drops\"\xcb\x01\n\x08\x42usStats\x12\x11\n\tpublished\x18\x01 \x01(\x04\x12\x10\n\x08unrouted\x18\x02 \x01(\x04\x12\x11\n\tdelivered\x18\x03 \x01(\x04\x12\x1f\n\x07\x64ropped\x18\x04 \x01(\x0b\x32\x0e.loom.v1.Drops\x12\x31\n\rsubscriptions\x18\x05 \x03(\x0b\x32\x1a.loom.v1.SubscriptionStats\x12#\n\x06topics\x18\x06 \x03(\x0b\x32\x13.loom.v1.TopicStats\x12\x0e\n\x06\x63losed\x18\x07 \x01(\x08\x32\xc7\x01\n\x08\x45ventBus\x12<\n\x07Publish\x12\x17.loom.v1.PublishRequest\x1a\x18.loom.v1.PublishResponse\x12\x44\n\tSubscribe\x12\x19.loom.v1.SubscribeRequest\x1a\x1a.loom.v1.SubscribeResponse0\x01\x12\x37\n\x08GetStats\x12\x18.loom.v1.GetStatsRequest\x1a\x11.loom.v1.BusStatsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11loom/v1/bus.proto\x12\x07loom.v1\x1a\x14loom/v1/bridge.proto\x1a\x13loom/v1/event.proto\"5\n\x0ePublishRequest\x12#\n\tpublishes\x18\x01 \x03(\x0b\x32\x10.loom.v1.Publish\"R\n\x0fPublishResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x04\x12-\n\nrejections\x18\x02 \x03(\x0b\x32\x19.loom.v1.PublishRejection\"s\n\x11SubscribeResponse\x12.\n\nsubscribed\x18\x01 \x01(\x0b\x32\x18.loom.v1.SubscribeResultH\x00\x12\'\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x16.loom.v1.DeliveryBatchH\x00\x42\x05\n\x03msg\"H\n\x0fGetStatsRequest\x12\x1d\n\x15include_subscriptions\x18\x01 \x01(\x08\x12\x16\n\x0einclude_topics\x18\x02 \x01(\x08\"8\n\x05\x44rops\x12\x10\n\x08overflow\x18\x01 \x01(\x04\x12\x0e\n\x06\x63losed\x18\x02 \x01(\x04\x12\r\n\x05\x62ytes\x18\x19 \x01(\x04\"\xb5\x02\n\x11SubscriptionStats\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0f\n\x07pattern\x18\x02 \x01(\t\x12\x1e\n\x03qos\x18\x03 \x01(\x0e\x32\x11.loom.v1.QoSLevel\x12\x0f\n\x07matched\x18\x04 \x01(\x04\x12\x11\n\tdelivered\x18\x05 \x01(\x04\x12\x1f\n\x07\x64ropped\x18\x06 \x01(\x0b\x32\x0e.loom.v1.Drops\x12\x0e\n\x06queued\x18\x07 \x01(\x04\x12\x12\n\nhigh_water\x18\x08 \x01(\x04\x12\x10\n\x08\x63\x61pacity\x18\t \x01(\x04\x12\x1a\n\x12waiting_publishers\x18\n \x01(\x04\x12\x10\n\x08patterns\x18( \x03(\t\x12\x11\n\tin_flight\x18\x14 \x01(\x04\x12\x14\n\x0cqueued_bytes\x18\x19 \x01(\x04\x12\x11\n\tmax_bytes\x18\x1a \x01(\x04\"t\n\nTopicStats\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpublished\x18\x02 \x01(\x04\x12\x10\n\x08unrouted\x18\x03 \x01(\x04\x12\x11\n\tdelivered\x18\x04 \x01(\x04\x12\x1f\n\x07\x64ropped\x18\x05 \x01(\x0b\x32\x0e.loom.v1.Drops\"\xcb\x01\n\x08\x42usStats\x12\x11\n\tpublished\x18\x01 \x01(\x04\x12\x10\n\x08unrouted\x18\x02 \x01(\x04\x12\x11\n\tdelivered\x18\x03 \x01(\x04\x12\x1f\n\x07\x64ropped\x18\x04 \x01(\x0b\x32\x0e.loom.v1.Drops\x12\x31\n\rsubscriptions\x18\x05 \x03(\x0b\x32\x1a.loom.v1.SubscriptionStats\x12#\n\x06topics\x18\x06 \x03(\x0b\x32\x13.loom.v1.TopicStats\x12\x0e\n\x06\x63losed\x18\x07 \x01(\x08\x32\xc7\x01\n\x08\x45ventBus\x12<\n\x07Publish\x12\x17.loom.v1.PublishRequest\x1a\x18.loom.v1.PublishResponse\x12\x44\n\tSubscribe\x12\x19.loom.v1.SubscribeRequest\x1a\x1a.loom.v1.SubscribeResponse0\x01\x12\x37\n\x08GetStats\x12\x18.loom.v1.GetStatsRequest\x1a\x11.loom.v1.BusStatsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,13 +42,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSTATSREQUEST']._serialized_start=329
   _globals['_GETSTATSREQUEST']._serialized_end=401
   _globals['_DROPS']._serialized_start=403
-  _globals['_DROPS']._serialized_end=444
-  _globals['_SUBSCRIPTIONSTATS']._serialized_start=447
-  _globals['_SUBSCRIPTIONSTATS']._serialized_end=715
-  _globals['_TOPICSTATS']._serialized_start=717
-  _globals['_TOPICSTATS']._serialized_end=833
-  _globals['_BUSSTATS']._serialized_start=836
-  _globals['_BUSSTATS']._serialized_end=1039
-  _globals['_EVENTBUS']._serialized_start=1042
-  _globals['_EVENTBUS']._serialized_end=1241
+  _globals['_DROPS']._serialized_end=459
+  _globals['_SUBSCRIPTIONSTATS']._serialized_start=462
+  _globals['_SUBSCRIPTIONSTATS']._serialized_end=771
+  _globals['_TOPICSTATS']._serialized_start=773
+  _globals['_TOPICSTATS']._serialized_end=889
+  _globals['_BUSSTATS']._serialized_start=892
+  _globals['_BUSSTATS']._serialized_end=1095
+  _globals['_EVENTBUS']._serialized_start=1098
+  _globals['_EVENTBUS']._serialized_end=1297
 # @@protoc_insertion_point(module_scope)

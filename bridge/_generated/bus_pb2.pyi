@@ -39,15 +39,17 @@ class GetStatsRequest(_message.Message):
     def __init__(self, include_subscriptions: _Optional[bool] = ..., include_topics: _Optional[bool] = ...) -> None: ...
 
 class Drops(_message.Message):
-    __slots__ = ("overflow", "closed")
+    __slots__ = ("overflow", "closed", "bytes")
     OVERFLOW_FIELD_NUMBER: _ClassVar[int]
     CLOSED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
     overflow: int
     closed: int
-    def __init__(self, overflow: _Optional[int] = ..., closed: _Optional[int] = ...) -> None: ...
+    bytes: int
+    def __init__(self, overflow: _Optional[int] = ..., closed: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
 
 class SubscriptionStats(_message.Message):
-    __slots__ = ("id", "pattern", "qos", "matched", "delivered", "dropped", "queued", "high_water", "capacity", "waiting_publishers", "patterns", "in_flight")
+    __slots__ = ("id", "pattern", "qos", "matched", "delivered", "dropped", "queued", "high_water", "capacity", "waiting_publishers", "patterns", "in_flight", "queued_bytes", "max_bytes")
     ID_FIELD_NUMBER: _ClassVar[int]
     PATTERN_FIELD_NUMBER: _ClassVar[int]
     QOS_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +62,8 @@ class SubscriptionStats(_message.Message):
     WAITING_PUBLISHERS_FIELD_NUMBER: _ClassVar[int]
     PATTERNS_FIELD_NUMBER: _ClassVar[int]
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
     id: int
     pattern: str
     qos: _event_pb2.QoSLevel
@@ -72,7 +76,9 @@ class SubscriptionStats(_message.Message):
     waiting_publishers: int
     patterns: _containers.RepeatedScalarFieldContainer[str]
     in_flight: int
-    def __init__(self, id: _Optional[int] = ..., pattern: _Optional[str] = ..., qos: _Optional[_Union[_event_pb2.QoSLevel, str]] = ..., matched: _Optional[int] = ..., delivered: _Optional[int] = ..., dropped: _Optional[_Union[Drops, _Mapping]] = ..., queued: _Optional[int] = ..., high_water: _Optional[int] = ..., capacity: _Optional[int] = ..., waiting_publishers: _Optional[int] = ..., patterns: _Optional[_Iterable[str]] = ..., in_flight: _Optional[int] = ...) -> None: ...
+    queued_bytes: int
+    max_bytes: int
+    def __init__(self, id: _Optional[int] = ..., pattern: _Optional[str] = ..., qos: _Optional[_Union[_event_pb2.QoSLevel, str]] = ..., matched: _Optional[int] = ..., delivered: _Optional[int] = ..., dropped: _Optional[_Union[Drops, _Mapping]] = ..., queued: _Optional[int] = ..., high_water: _Optional[int] = ..., capacity: _Optional[int] = ..., waiting_publishers: _Optional[int] = ..., patterns: _Optional[_Iterable[str]] = ..., in_flight: _Optional[int] = ..., queued_bytes: _Optional[int] = ..., max_bytes: _Optional[int] = ...) -> None: ...
 
 class TopicStats(_message.Message):
     __slots__ = ("topic", "published", "unrouted", "delivered", "dropped")

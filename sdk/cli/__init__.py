@@ -97,6 +97,11 @@ def _serve_flags() -> argparse.ArgumentParser:
     lim.add_argument("--max-topics-per-agent", type=int, help="patterns per agent (256)")
     lim.add_argument("--max-pending-tool-calls", type=int, help="unanswered calls per agent (1024)")
     lim.add_argument("--max-agents", type=int, help="registered agents (10000)")
+    lim.add_argument(
+        "--max-buffer-bytes",
+        type=int,
+        help="byte bound of each subscription buffer and stream queue (16 MiB)",
+    )
     return s
 
 

@@ -61,6 +61,10 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         max_topics_per_agent: topic patterns one agent may hold.
         max_pending_tool_calls: tool calls pushed to one agent and not yet answered.
         max_agents: registered agents.
+        max_buffer_bytes: the byte bound of every subscription's buffer on the server's bus
+            (agents' mailboxes included) and of each stream's own queues, next to their
+            count bounds: a Realtime subscription drops beyond it (``bytes``), the others
+            hold the publisher back.
     """
 
     host: str = "127.0.0.1"
@@ -80,6 +84,7 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     max_topics_per_agent: int = Limits().max_topics_per_agent
     max_pending_tool_calls: int = Limits().max_pending_tool_calls
     max_agents: int = Limits().max_agents
+    max_buffer_bytes: int = Limits().max_buffer_bytes
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -131,6 +136,7 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             max_topics_per_agent=self.max_topics_per_agent,
             max_pending_tool_calls=self.max_pending_tool_calls,
             max_agents=self.max_agents,
+            max_buffer_bytes=self.max_buffer_bytes,
         )
 
     def tls(self) -> TLSConfig | None:
@@ -163,6 +169,7 @@ _ENV = {
     "LOOM_MAX_TOPICS_PER_AGENT": "max_topics_per_agent",
     "LOOM_MAX_PENDING_TOOL_CALLS": "max_pending_tool_calls",
     "LOOM_MAX_AGENTS": "max_agents",
+    "LOOM_MAX_BUFFER_BYTES": "max_buffer_bytes",
 }
 
 

@@ -115,7 +115,9 @@ async def serve(
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         tables = tables if tables is not None else ServiceTables()
         async with (
-            EventBus(drain_grace=config.drain_grace_s) as bus,
+            EventBus(
+                drain_grace=config.drain_grace_s, max_buffer_bytes=config.max_buffer_bytes
+            ) as bus,
             AgentRuntime(
                 bus,
                 stale_after_s=config.stale_after_s,

@@ -63,6 +63,7 @@ async def test_events_flow_both_ways_with_the_features_granted() -> None:
                 "STREAM_FEATURE_BATCH",
                 "STREAM_FEATURE_DELIVERY_CREDIT",
                 "STREAM_FEATURE_PUBLISH_ACK",
+                "STREAM_FEATURE_SUPERVISION",
                 "STREAM_FEATURE_TOOL_CANCEL",
                 "STREAM_FEATURE_TOOL_CALLS",
                 "STREAM_FEATURE_UNROUTED",

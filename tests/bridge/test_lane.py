@@ -179,3 +179,27 @@ async def test_a_busy_consumer_still_yields_to_other_tasks() -> None:
 def test_a_lane_needs_room() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         Lane[int](0)
+
+
+async def test_the_byte_bound_holds_like_the_count_bound() -> None:
+    # Issue 17, item 10: a stream's queues are bounded in bytes too.
+    lane = Lane[bytes](100, max_bytes=10, size=len)
+    lane.send_nowait(b"aaaa")
+    lane.send_nowait(b"bbbb")
+    with pytest.raises(anyio.WouldBlock):
+        lane.send_nowait(b"ccc")  # 11 > 10
+    lane.send_nowait(b"")  # a marker of size 0 is never held back by bytes
+    assert lane.queued_bytes == 8
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lane.send, b"ccc")
+            await anyio.wait_all_tasks_blocked()
+            assert len(lane) == 3
+            assert await lane.receive() == b"aaaa"  # frees 4 bytes: the sender goes in
+        assert [lane.receive_nowait() for _ in range(3)] == [b"bbbb", b"", b"ccc"]
+    assert lane.queued_bytes == 0
+    lane.send_nowait(b"x" * 50)  # larger than the bound: into an empty lane only
+    with pytest.raises(anyio.WouldBlock):
+        lane.send_nowait(b"y")
+    lane.close_receiving()
+    assert lane.queued_bytes == 0

@@ -10,6 +10,7 @@ import msgspec
 import pytest
 
 from loom.runtime import (
+    DEFAULT_MAX_BUFFER_BYTES,
     BusStats,
     Drops,
     Event,
@@ -19,6 +20,7 @@ from loom.runtime import (
     TopicStats,
     WouldBlock,
 )
+from loom.runtime.lowlevel import event_size
 
 pytestmark = [
     pytest.mark.anyio,
@@ -68,6 +70,8 @@ async def test_subscription_stats_count_every_event() -> None:
             capacity=4,
             waiting_publishers=0,
             patterns=("a.*",),
+            queued_bytes=event_size(ev(3)),
+            max_bytes=DEFAULT_MAX_BUFFER_BYTES,
         )
         assert realtime.statistics() == SubscriptionStats(
             id=realtime.id,
@@ -81,6 +85,8 @@ async def test_subscription_stats_count_every_event() -> None:
             capacity=2,
             waiting_publishers=0,
             patterns=("a.>",),
+            queued_bytes=event_size(ev(1)),
+            max_bytes=DEFAULT_MAX_BUFFER_BYTES,
         )
         for sub in (lossless, realtime):
             s = sub.statistics()

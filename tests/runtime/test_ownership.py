@@ -46,7 +46,7 @@ HOT_PATHS: dict[tuple[str, str], frozenset[str]] = {
     # The agent loop takes each event from its mailbox buffer itself, as Subscription._take
     # does: through a call per event (take()) the mailbox benchmark lost 5-7%, through a
     # generator step about as much (benchmarks/actors.py, 13 back-to-back runs).
-    ("_cell.py", "_worker"): frozenset({"_buf", "_delivered", "_send_waiters", "_grant"}),
+    ("_cell.py", "_worker"): frozenset({"_buf", "_delivered", "_room", "_send_waiters", "_grant"}),
 }
 
 
