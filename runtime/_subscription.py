@@ -740,6 +740,22 @@ def close_by_bus(sub: Subscription) -> None:
         sub._shut(by_bus=True)
 
 
+def take(sub: Subscription) -> Delivery | None:
+    """Take the next delivery queued on ``sub``, or ``None`` when none is (the agent loop's
+    fast path: no exception and no checkpoint; what :meth:`Subscription.receive_nowait` does,
+    counted the same, letting waiting publishers in)."""
+    buf = sub._buf
+    if not buf:
+        return None
+    delivery = buf.popleft()
+    sub._delivered += 1
+    if delivery.size:
+        sub._room += delivery.size
+    if sub._send_waiters:
+        sub._grant()
+    return delivery
+
+
 def park(sub: Subscription) -> Waiter:
     """A waiter that is set when an event arrives in ``sub`` or :func:`kick` is called; await
     its ``wait()``, and on any exception from that call :func:`unpark`. (No coroutine of its

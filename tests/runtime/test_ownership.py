@@ -41,13 +41,10 @@ OWNERS: dict[str, tuple[str, str]] = {
     "_subscription.py": ("Subscription", "owner of the mailbox state"),
 }
 
-# The exceptions, by function: the private members one function may touch, and why.
-HOT_PATHS: dict[tuple[str, str], frozenset[str]] = {
-    # The agent loop takes each event from its mailbox buffer itself, as Subscription._take
-    # does: through a call per event (take()) the mailbox benchmark lost 5-7%, through a
-    # generator step about as much (benchmarks/actors.py, 13 back-to-back runs).
-    ("_cell.py", "_worker"): frozenset({"_buf", "_delivered", "_room", "_send_waiters", "_grant"}),
-}
+# The exceptions, by function: the private members one function may touch, and why. None
+# now: the agent loop, the last, takes each event through the mailbox owner's take() (see
+# Cell._worker for what paid for the call).
+HOT_PATHS: dict[tuple[str, str], frozenset[str]] = {}
 
 
 def _members(tree: ast.Module, class_name: str) -> set[str]:
