@@ -45,7 +45,7 @@ from ._errors import (
     WireError,
     WrongAgent,
 )
-from ._handlers import GenericOnly
+from ._handlers import GenericOnly, RequestGuard
 from ._hub import Hub, Registration
 from ._identity import Principal, authorize_read, claimed_sender
 from ._limits import Limits
@@ -231,6 +231,8 @@ class ServerStatistics(msgspec.Struct, frozen=True, kw_only=True):
         pending_tool_calls: tool calls pushed to agents and not yet answered.
         settling: the settle window is open (publishes no subscription matches are held).
         held_publishes: publishes that waited in the settle window.
+        malformed_requests: requests (or request frames) whose bytes did not decode as the
+            method's message, answered ``INVALID_ARGUMENT`` (``docs/security.md``).
     """
 
     registered: int
@@ -238,6 +240,7 @@ class ServerStatistics(msgspec.Struct, frozen=True, kw_only=True):
     pending_tool_calls: int
     settling: bool = False
     held_publishes: int = 0
+    malformed_requests: int = 0
 
 
 class BridgeServer:
@@ -310,6 +313,7 @@ class BridgeServer:
         self.port = 0
         self._server: grpc.aio.Server | None = None
         self._health: Any = None
+        self._guard = RequestGuard()
         self._closed = False
 
     @property
@@ -331,7 +335,7 @@ class BridgeServer:
         interceptors = [TokenInterceptor(self.token, self.hub.admin_token)] if self.token else []
         server = grpc.aio.server(interceptors=interceptors, options=options)
         # Generic handlers only: registered methods cost every call a wait on all of them.
-        target = cast(grpc.aio.Server, GenericOnly(server))
+        target = cast(grpc.aio.Server, GenericOnly(server, self._guard))
         bridge_pb2_grpc.add_BridgeServicer_to_server(BridgeServicer(self.hub), target)
         tools_pb2_grpc.add_ToolServiceServicer_to_server(ToolService(self.hub), target)
         bus_pb2_grpc.add_EventBusServicer_to_server(EventBusService(self.hub), target)
@@ -389,11 +393,13 @@ class BridgeServer:
             await self._server.stop(grace)
 
     def statistics(self) -> ServerStatistics:
-        """Counters: registered and connected agents, pushed tool calls in flight."""
+        """Counters: registered and connected agents, pushed tool calls in flight, requests
+        refused as undecodable."""
         return ServerStatistics(
             registered=len(self.hub.registrations),
             connected=len(self.hub.sessions),
             pending_tool_calls=len(self.hub.calls),
             settling=self.hub.settle.active,
             held_publishes=self.hub.settle.held,
+            malformed_requests=self._guard.refused,
         )
