@@ -218,6 +218,21 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
         return session
 
 
+class _Health(health.aio.HealthServicer):  # type: ignore[misc]
+    """The standard health service, with ``List`` too: grpcio-health-checking's servicer
+    leaves it to the generated default, which answers ``UNIMPLEMENTED`` and has grpc log an
+    ERROR traceback for every call (anyone could fill the log with them)."""
+
+    async def List(
+        self, request: health_pb2.HealthListRequest, context: _Context
+    ) -> health_pb2.HealthListResponse:
+        response = health_pb2.HealthListResponse()
+        for name in ("", *SERVICE_NAMES):
+            check = await self.Check(health_pb2.HealthCheckRequest(service=name), context)
+            response.statuses[name].CopyFrom(check)
+        return response
+
+
 def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
@@ -341,7 +356,7 @@ class BridgeServer:
         bus_pb2_grpc.add_EventBusServicer_to_server(EventBusService(self.hub), target)
         directory_pb2_grpc.add_DirectoryServicer_to_server(DirectoryService(self.hub), target)
         server_pb2_grpc.add_ServerServicer_to_server(ServerService(self.hub), target)
-        self._health = health.aio.HealthServicer()
+        self._health = _Health()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, target)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), target
