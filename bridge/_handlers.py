@@ -23,9 +23,9 @@ reflection, and any added later):
   ends the stream with ``INVALID_ARGUMENT``), and the wrapper answers the same for a servicer
   that lets it through (server reflection).
 
-Each refusal is counted (``ServerStatistics.malformed_requests``) and logged as a one-line
-warning, at most :data:`WARN_BURST` per :data:`WARN_INTERVAL_S` (the first one after a quiet
-spell says how many were not logged).
+Each undecodable request or frame is counted (``ServerStatistics.malformed_requests``) and
+logged as a one-line warning, at most :data:`WARN_BURST` per :data:`WARN_INTERVAL_S` (the first
+one logged after a window that suppressed some says how many).
 """
 
 from __future__ import annotations
@@ -124,15 +124,18 @@ class RequestGuard:
         self._throttle = throttle if throttle is not None else WarningThrottle(log)
         self._lock = threading.Lock()
 
-    def refuse(self, method: str, context: Any, exc: MalformedRequest) -> None:
-        """Count and (throttled) log one undecodable request."""
+    def refuse(self, what: str, exc: MalformedRequest) -> None:
+        """Count and (throttled) log one undecodable request or request frame."""
         with self._lock:
             self.refused += 1
-        try:
-            peer = context.peer()
-        except Exception:  # the call is gone; the warning is still worth having
-            peer = "a gone peer"
-        self._throttle.warning(f"{method} from {peer}: {exc}; answered {status_of(exc).name}")
+        self._throttle.warning(f"{what}: {exc}; answered {status_of(exc).name}")
+
+
+def _peer(context: Any) -> str:
+    try:
+        return str(context.peer())
+    except Exception:  # the call is already gone; the warning is still worth having
+        return "a peer already gone"
 
 
 class GenericOnly:
@@ -201,7 +204,11 @@ def _guard(handler: _Handler, method: str, guard: RequestGuard) -> _Handler:
         try:
             return decode(raw)
         except Exception as exc:
-            raise malformed(exc) from None
+            error = malformed(exc)
+            # Counted here, as it happens (the servicer may handle it: EventStream does);
+            # grpc gives a deserializer no call, so no peer to name.
+            guard.refuse(f"a request frame of {method}", error)
+            raise error from None
 
     def decode_request(raw: bytes) -> Any:
         try:
@@ -213,10 +220,10 @@ def _guard(handler: _Handler, method: str, guard: RequestGuard) -> _Handler:
     out = handler.response_serializer
     match streaming, handler.response_streaming:
         case True, True:
-            wrapped = _catching(behaviour, method, guard)
+            wrapped = _catching(behaviour)
             return grpc.stream_stream_rpc_method_handler(wrapped, decode_frame, out)
         case True, False:
-            wrapped = _catching(behaviour, method, guard)
+            wrapped = _catching(behaviour)
             return grpc.stream_unary_rpc_method_handler(wrapped, decode_frame, out)
         case False, True:
             wrapped = _checking(behaviour, method, guard)
@@ -236,7 +243,7 @@ def _checking(behaviour: _Behaviour, method: str, guard: RequestGuard) -> _Behav
 
         async def agen(request: Any, context: Any) -> AsyncIterator[Any]:
             if isinstance(request, _Undecodable):
-                guard.refuse(method, context, request.error)
+                guard.refuse(f"{method} from {_peer(context)}", request.error)
                 await context.abort(status_of(request.error), str(request.error))
             async for item in behaviour(request, context):
                 yield item
@@ -246,7 +253,7 @@ def _checking(behaviour: _Behaviour, method: str, guard: RequestGuard) -> _Behav
 
         async def coro(request: Any, context: Any) -> Any:
             if isinstance(request, _Undecodable):
-                guard.refuse(method, context, request.error)
+                guard.refuse(f"{method} from {_peer(context)}", request.error)
                 await context.abort(status_of(request.error), str(request.error))
             return await behaviour(request, context)
 
@@ -255,7 +262,7 @@ def _checking(behaviour: _Behaviour, method: str, guard: RequestGuard) -> _Behav
 
         def gen(request: Any, context: Any) -> Iterator[Any]:
             if isinstance(request, _Undecodable):
-                guard.refuse(method, context, request.error)
+                guard.refuse(f"{method} from {_peer(context)}", request.error)
                 context.abort(status_of(request.error), str(request.error))
             yield from behaviour(request, context)
 
@@ -263,15 +270,16 @@ def _checking(behaviour: _Behaviour, method: str, guard: RequestGuard) -> _Behav
 
     def func(request: Any, context: Any) -> Any:
         if isinstance(request, _Undecodable):
-            guard.refuse(method, context, request.error)
+            guard.refuse(f"{method} from {_peer(context)}", request.error)
             context.abort(status_of(request.error), str(request.error))
         return behaviour(request, context)
 
     return func
 
 
-def _catching(behaviour: _Behaviour, method: str, guard: RequestGuard) -> _Behaviour:
-    """``behaviour`` (request stream), answering a :class:`MalformedRequest` it lets out."""
+def _catching(behaviour: _Behaviour) -> _Behaviour:
+    """``behaviour`` (request stream), answering a :class:`MalformedRequest` it lets out
+    (already counted and logged where it was raised)."""
     if inspect.isasyncgenfunction(behaviour):
 
         async def agen(requests: Any, context: Any) -> AsyncIterator[Any]:
@@ -279,7 +287,6 @@ def _catching(behaviour: _Behaviour, method: str, guard: RequestGuard) -> _Behav
                 async for item in behaviour(requests, context):
                     yield item
             except MalformedRequest as exc:
-                guard.refuse(method, context, exc)
                 await context.abort(status_of(exc), str(exc))
 
         return agen
@@ -289,7 +296,6 @@ def _catching(behaviour: _Behaviour, method: str, guard: RequestGuard) -> _Behav
             try:
                 return await behaviour(requests, context)
             except MalformedRequest as exc:
-                guard.refuse(method, context, exc)
                 await context.abort(status_of(exc), str(exc))
 
         return coro
@@ -299,7 +305,6 @@ def _catching(behaviour: _Behaviour, method: str, guard: RequestGuard) -> _Behav
             try:
                 yield from behaviour(requests, context)
             except MalformedRequest as exc:
-                guard.refuse(method, context, exc)
                 context.abort(status_of(exc), str(exc))
 
         return gen
@@ -308,7 +313,6 @@ def _catching(behaviour: _Behaviour, method: str, guard: RequestGuard) -> _Behav
         try:
             return behaviour(requests, context)
         except MalformedRequest as exc:
-            guard.refuse(method, context, exc)
             context.abort(status_of(exc), str(exc))
 
     return func
