@@ -60,11 +60,9 @@ class MalformedRequest(WireError, DecodeError):
     """Request bytes that do not decode as the method's request message.
 
     A ``DecodeError`` too, so a servicer that reads a request stream and catches protobuf's
-    error (``EventStream``) goes on handling it as before.
+    error (``EventStream``) goes on handling it as before. Its ``field`` is the message's
+    full name.
     """
-
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message, reason)
 
 
 def _reason(exc: Exception, message: str) -> str:
