@@ -96,8 +96,14 @@ async def live() -> AsyncIterator[Live]:
     root.addHandler(records)
     try:
         async with serving() as s, channel(s.target) as ch:
-            methods = await served_methods(ch)
-            yield Live(s.server, ch, methods, records)
+            live = Live(s.server, ch, methods=await served_methods(ch), log=records)
+            try:
+                yield live
+            finally:
+                # pytest holds a fixture's value until after its event loop is closed; a gRPC
+                # object still alive then binds the next test's loop to this closed one
+                # ("Event loop is closed"). serving() and channel() collect them: let them.
+                vars(live).clear()
     finally:
         root.removeHandler(records)
 

@@ -208,6 +208,7 @@ async def test_health_and_reflection() -> None:
             "loom.v1.ToolService",
             "loom.v1.EventBus",
             "loom.v1.Directory",
+            "loom.v1.Server",
         )
         serving_ = health_pb2.HealthCheckResponse.SERVING
         assert {k: v.status for k, v in listing.statuses.items()} == dict.fromkeys(served, serving_)
