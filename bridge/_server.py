@@ -45,7 +45,7 @@ from ._errors import (
     WireError,
     WrongAgent,
 )
-from ._handlers import GenericOnly
+from ._handlers import GenericOnly, RequestGuard
 from ._hub import Hub, Registration
 from ._identity import Principal, authorize_read, claimed_sender
 from ._limits import Limits
@@ -218,6 +218,21 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
         return session
 
 
+class _Health(health.aio.HealthServicer):  # type: ignore[misc]
+    """The standard health service, with ``List`` too: grpcio-health-checking's servicer
+    leaves it to the generated default, which answers ``UNIMPLEMENTED`` and has grpc log an
+    ERROR traceback for every call (anyone could fill the log with them)."""
+
+    async def List(
+        self, request: health_pb2.HealthListRequest, context: _Context
+    ) -> health_pb2.HealthListResponse:
+        response = health_pb2.HealthListResponse()
+        for name in ("", *SERVICE_NAMES):
+            check = await self.Check(health_pb2.HealthCheckRequest(service=name), context)
+            response.statuses[name].CopyFrom(check)
+        return response
+
+
 def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
@@ -231,6 +246,8 @@ class ServerStatistics(msgspec.Struct, frozen=True, kw_only=True):
         pending_tool_calls: tool calls pushed to agents and not yet answered.
         settling: the settle window is open (publishes no subscription matches are held).
         held_publishes: publishes that waited in the settle window.
+        malformed_requests: requests (or request frames) whose bytes did not decode as the
+            method's message, answered ``INVALID_ARGUMENT`` (``docs/security.md``).
     """
 
     registered: int
@@ -238,6 +255,7 @@ class ServerStatistics(msgspec.Struct, frozen=True, kw_only=True):
     pending_tool_calls: int
     settling: bool = False
     held_publishes: int = 0
+    malformed_requests: int = 0
 
 
 class BridgeServer:
@@ -310,6 +328,7 @@ class BridgeServer:
         self.port = 0
         self._server: grpc.aio.Server | None = None
         self._health: Any = None
+        self._guard = RequestGuard()
         self._closed = False
 
     @property
@@ -331,13 +350,13 @@ class BridgeServer:
         interceptors = [TokenInterceptor(self.token, self.hub.admin_token)] if self.token else []
         server = grpc.aio.server(interceptors=interceptors, options=options)
         # Generic handlers only: registered methods cost every call a wait on all of them.
-        target = cast(grpc.aio.Server, GenericOnly(server))
+        target = cast(grpc.aio.Server, GenericOnly(server, self._guard))
         bridge_pb2_grpc.add_BridgeServicer_to_server(BridgeServicer(self.hub), target)
         tools_pb2_grpc.add_ToolServiceServicer_to_server(ToolService(self.hub), target)
         bus_pb2_grpc.add_EventBusServicer_to_server(EventBusService(self.hub), target)
         directory_pb2_grpc.add_DirectoryServicer_to_server(DirectoryService(self.hub), target)
         server_pb2_grpc.add_ServerServicer_to_server(ServerService(self.hub), target)
-        self._health = health.aio.HealthServicer()
+        self._health = _Health()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, target)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), target
@@ -389,11 +408,13 @@ class BridgeServer:
             await self._server.stop(grace)
 
     def statistics(self) -> ServerStatistics:
-        """Counters: registered and connected agents, pushed tool calls in flight."""
+        """Counters: registered and connected agents, pushed tool calls in flight, requests
+        refused as undecodable."""
         return ServerStatistics(
             registered=len(self.hub.registrations),
             connected=len(self.hub.sessions),
             pending_tool_calls=len(self.hub.calls),
             settling=self.hub.settle.active,
             held_publishes=self.hub.settle.held,
+            malformed_requests=self._guard.refused,
         )

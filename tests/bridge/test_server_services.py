@@ -200,6 +200,18 @@ async def test_health_and_reflection() -> None:
         for service in ("", "loom.v1.Bridge", "loom.v1.ToolService", "loom.v1.EventBus"):
             reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
             assert reply.status == health_pb2.HealthCheckResponse.SERVING, service
+        # List answers too (grpc's default servicer leaves it UNIMPLEMENTED, with a traceback).
+        listing = await health.List(health_pb2.HealthListRequest())
+        served = (
+            "",
+            "loom.v1.Bridge",
+            "loom.v1.ToolService",
+            "loom.v1.EventBus",
+            "loom.v1.Directory",
+            "loom.v1.Server",
+        )
+        serving_ = health_pb2.HealthCheckResponse.SERVING
+        assert {k: v.status for k, v in listing.statuses.items()} == dict.fromkeys(served, serving_)
 
         stub = reflection_pb2_grpc.ServerReflectionStub(ch)
         call = stub.ServerReflectionInfo()

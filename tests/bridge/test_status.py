@@ -40,6 +40,7 @@ from loom.bridge import (
     error_from_status,
 )
 from loom.bridge._convert import tool_result_from_proto, tool_result_to_proto
+from loom.bridge._handlers import MalformedRequest
 from loom.bridge._status import _WIRE, code_name, outcome_from_error, status_of
 from loom.cli._agent_host import LoadError
 from loom.cli._commands import UsageError
@@ -108,6 +109,7 @@ ARRIVES_AS: dict[type[LoomError], type[LoomError]] = {
     InvalidTopic: InvalidArgument,  # a bad pattern in RegisterAgent, subscribe, ListAgents
     WireError: InvalidArgument,  # a malformed frame or field
     HandshakeError: InvalidArgument,  # an EventStream that did not open with its ack
+    MalformedRequest: InvalidArgument,  # request bytes that do not decode (bridge/_handlers.py)
 }
 
 # Sent in a ToolResult (outcome_from_error) and rebuilt as themselves (error_from_outcome).
@@ -181,6 +183,7 @@ SAMPLES: dict[type[LoomError], Callable[[], LoomError]] = {
     InvalidTopic: lambda: InvalidTopic("a..b", "empty segment"),
     AgentExists: lambda: AgentExists("a1", "a local agent runs under that id"),
     WireError: lambda: WireError("Event.metadata['ttl']", "not an integer"),
+    MalformedRequest: lambda: MalformedRequest("loom.v1.PublishRequest", "truncated"),
     NotRegistered: lambda: NotRegistered("a1"),
     LimitExceeded: lambda: LimitExceeded("max_agents", 3, "3 agents are connected"),
     ToolError: lambda: ToolError("plain: failure", tool="t.x"),
