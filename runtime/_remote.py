@@ -256,7 +256,7 @@ class RemoteAgent:
         if self.id in directory:
             for pattern in [*self._pattern_refs, mailbox_topic(self.id)]:
                 directory.remove_pattern(self.id, pattern)
-            directory.set_capabilities(self.id, ())
+            directory.withdraw_capabilities(self.id)  # expected back: calls wait for it
             directory.set_status(self.id, AgentStatus.DISCONNECTED)
             directory.set_depth_probe(self.id, _zero)
         self._pattern_refs.clear()

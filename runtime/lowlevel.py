@@ -27,6 +27,8 @@ from ._event import mailbox_topic as mailbox_topic
 from ._event import reply_envelope as reply_envelope
 from ._event import reply_topic as reply_topic
 from ._event import step_hop as step_hop
+from ._failure import TRACEBACK_LOGGER as TRACEBACK_LOGGER
+from ._failure import log_user_failure as log_user_failure
 from ._ids import new_id as new_id
 from ._ids import now_ms as now_ms
 from ._public import set_public_module as set_public_module
@@ -44,6 +46,7 @@ from .collab._replies import ReplyRouter as ReplyRouter
 from .collab._replies import router_for as router_for
 
 __all__ = [
+    "TRACEBACK_LOGGER",
     "ContextHost",
     "Handler",
     "HasAgentSpec",
@@ -57,6 +60,7 @@ __all__ = [
     "child_envelope",
     "context_from_envelope",
     "envelope_with_context",
+    "log_user_failure",
     "mailbox_topic",
     "new_id",
     "now_ms",

@@ -78,15 +78,21 @@ from loom.bridge import (
     ClientOptions,
     ClientTLS,
     ClientTransport,
+    ConnectFailed,
     ProviderKind,
     StateListener,
+    ToolCallOutcome,
+    ToolCallRequest,
     ToolDescriptor,
+    ToolErrorInfo,
+    ToolStatus,
     decode_output,
     run_tool_call,
 )
 from loom.runtime import (
     DEAD_LETTER_PREFIX,
     LIFECYCLE_PREFIX,
+    AgentExists,
     AgentRuntime,
     AgentSpec,
     AgentStatus,
@@ -95,6 +101,7 @@ from loom.runtime import (
     Event,
     EventBus,
     InvalidArgument,
+    LoomError,
     QoS,
     Subscription,
     Timer,
@@ -113,7 +120,19 @@ from loom.runtime.tools import Tool, ToolSpec, validates_itself
 
 from ._remote_spawn import spawn_linked
 
-__all__ = ["RemoteHost", "run_agent", "serve_agent", "tool_descriptors"]
+__all__ = [
+    "DEFAULT_ADDRESS",
+    "Ended",
+    "RemoteHost",
+    "exit_code_of",
+    "run_agent",
+    "serve_agent",
+    "tool_descriptors",
+]
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+"""Where an agent or a client looks for the server when neither an address nor
+``LOOM_BRIDGE_ADDR`` says: where ``loom serve`` listens by default."""
 
 _PROVIDER_KEY = "loom.agent"  # ToolService.ListTools: the agent that provides a tool
 
@@ -323,6 +342,60 @@ async def _forward_dead_letters(client: BridgeClient, letters: Subscription, age
                 await client.publish(delivery.topic, event)
 
 
+class _DrainingCalls:
+    """The agent's ``tool_handler``: serves pushed calls, counts those in progress, and once
+    draining refuses new ones, so that a stop lets the calls it found running finish."""
+
+    __slots__ = ("_agent_id", "_deadline", "_idle", "_running", "_serve")
+
+    def __init__(
+        self, agent_id: str, serve: Callable[[ToolCallRequest], Awaitable[ToolCallOutcome]]
+    ) -> None:
+        self._agent_id = agent_id
+        self._serve = serve
+        self._running = 0
+        self._idle = anyio.Event()
+        self._idle.set()
+        self._deadline: float | None = None
+
+    async def __call__(self, request: ToolCallRequest) -> ToolCallOutcome:
+        if self._deadline is not None:
+            message = f"agent {self._agent_id} is stopping: it takes no new calls"
+            return ToolCallOutcome(
+                id=request.id,
+                status=ToolStatus.ERROR,
+                error=ToolErrorInfo(code="AGENT_STOPPING", message=message),
+            )
+        self._running += 1
+        if self._running == 1:
+            self._idle = anyio.Event()
+        try:
+            return await self._serve(request)
+        finally:
+            self._running -= 1
+            if not self._running:
+                self._idle.set()
+
+    def drain(self, grace: float) -> None:
+        """Refuse new calls from now on; :meth:`wait_idle` waits up to ``grace`` from now."""
+        if self._deadline is None:
+            self._deadline = anyio.current_time() + grace
+
+    async def wait_idle(self) -> None:
+        """Wait (shielded) until no call runs, or the drain's grace is over."""
+        if self._deadline is None:
+            return
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(max(0.0, self._deadline - anyio.current_time())):
+                await self._idle.wait()
+            if self._running:
+                log.warning(
+                    "agent %s: %d capability call(s) still running after the grace: cancelled",
+                    self._agent_id,
+                    self._running,
+                )
+
+
 async def serve_agent(
     agent: AgentSpec | HasAgentSpec,
     address: str,
@@ -331,14 +404,17 @@ async def serve_agent(
     tls: ClientTLS | bool | None = None,
     options: ClientOptions | None = None,
     on_state_change: StateListener | None = None,
+    stop_timeout_s: float = 5.0,
     task_status: TaskStatus[BridgeClient] = anyio.TASK_STATUS_IGNORED,
 ) -> AgentStatus:
     """Run ``agent`` connected to the server at ``address`` until it stops, fails, or the
     caller cancels; return how it ended (``STOPPED`` or ``FAILED``).
 
     Reports readiness with ``task_status.started(client)`` once connected and the agent has
-    started (its ``on_start`` returned). Cancelled, it stops the agent (``on_stop`` runs and
-    may still emit) and then disconnects cleanly.
+    started (its ``on_start`` returned). Cancelled, it drains: calls pushed from then on are
+    refused (``AGENT_STOPPING``), the handler in progress and the capability calls running
+    get ``stop_timeout_s`` to finish (then they are cancelled), ``on_stop`` runs (it may still
+    emit), and then it disconnects cleanly.
 
     Raises:
         ConnectFailed, RegistrationRefused: the first connection failed.
@@ -364,9 +440,10 @@ async def serve_agent(
     )
     client = transport.client
     bus = EventBus(transport=transport)  # its mailbox, timers, replies and collab: one bus
-    runtime = AgentRuntime(bus)
+    runtime = AgentRuntime(bus, stop_timeout_s=stop_timeout_s)
     # Pushed calls of its capabilities: the server's own serving path, on this runtime.
-    client.tool_handler = functools.partial(run_tool_call, runtime, deadline_s=None)
+    calls = _DrainingCalls(spec.id, functools.partial(run_tool_call, runtime, deadline_s=None))
+    client.tool_handler = calls
 
     def factory() -> Behaviour:
         return pending.pop() if pending else spec.factory()
@@ -397,21 +474,60 @@ async def serve_agent(
         return await spawn_linked(local, child, tg, connect)
 
     # Entering the bus connects (its transport's run enters the client); leaving it, after
-    # the runtime has stopped the agent (on_stop may still emit), disconnects cleanly.
-    async with bus, runtime, anyio.create_task_group() as tg:
-        tg.start_soon(watch_lifecycle, bus.subscribe(f"{LIFECYCLE_PREFIX}.{spec.id}"))
-        await runtime.start(
-            hosted, hosting=_RemoteHosting(transport, spec.id, spec.qos, bus, spawn)
-        )
-        await transport.open()  # what arrived before the mailbox existed, in order
-        letters = bus.subscribe(f"{DEAD_LETTER_PREFIX}.{spec.id}")
-        tg.start_soon(_forward_dead_letters, client, letters, spec.id)
-        tg.start_soon(watch_client)
-        task_status.started(client)
-        await ending.wait()
-        tg.cancel_scope.cancel()
+    # the runtime has stopped the agent (on_stop may still emit) and the capability calls in
+    # progress have ended, disconnects cleanly.
+    async with bus:
+        try:
+            async with runtime, anyio.create_task_group() as tg:
+                tg.start_soon(watch_lifecycle, bus.subscribe(f"{LIFECYCLE_PREFIX}.{spec.id}"))
+                await runtime.start(
+                    hosted, hosting=_RemoteHosting(transport, spec.id, spec.qos, bus, spawn)
+                )
+                await transport.open()  # what arrived before the mailbox existed, in order
+                letters = bus.subscribe(f"{DEAD_LETTER_PREFIX}.{spec.id}")
+                tg.start_soon(_forward_dead_letters, client, letters, spec.id)
+                tg.start_soon(watch_client)
+                task_status.started(client)
+                try:
+                    await ending.wait()
+                finally:
+                    calls.drain(stop_timeout_s)  # no new calls; the runtime stops the agent
+                    tg.cancel_scope.cancel()
+        finally:
+            await calls.wait_idle()
     await client.wait_closed()  # re-raises a fatal error that closed the connection
     return final[0]
+
+
+class Ended(msgspec.Struct, frozen=True, kw_only=True):
+    """How :func:`run_agent` ended.
+
+    Attributes:
+        status: how the agent ended, ``None`` when it could not run (``error`` says why).
+        error: the error that ended it, in one line (``""`` if none).
+        code: the process's exit code: 0 stopped (also by a signal), 1 failed (a restart may
+            help: it crashed, its id is taken, the server went away for good), 3 a restart
+            cannot help (refused credentials, not permitted, a wrong address or option).
+    """
+
+    status: AgentStatus | None
+    error: str = ""
+    code: int = 0
+
+
+# gRPC statuses of a refused connection that running the agent again would meet again.
+_UNFIXABLE = frozenset(
+    {"UNAUTHENTICATED", "PERMISSION_DENIED", "INVALID_ARGUMENT", "UNIMPLEMENTED"}
+)
+
+
+def exit_code_of(exc: Exception) -> int:
+    """The exit code of an agent process that ``exc`` ended (see :class:`Ended`)."""
+    if isinstance(exc, ConnectFailed):
+        return 3 if exc.code in _UNFIXABLE else 1
+    if isinstance(exc, InvalidArgument) and not isinstance(exc, AgentExists):
+        return 3  # a malformed address, option or agent: the same next time
+    return 1
 
 
 async def run_agent(
@@ -421,28 +537,41 @@ async def run_agent(
     token: str | None = None,
     tls: ClientTLS | bool | None = None,
     options: ClientOptions | None = None,
-) -> AgentStatus:
-    """:func:`serve_agent` until SIGINT or SIGTERM (then a clean stop and disconnect)."""
-    result = [AgentStatus.STOPPED]
-    errors: list[Exception] = []
+    stop_timeout_s: float = 5.0,
+    task_status: TaskStatus[BridgeClient] = anyio.TASK_STATUS_IGNORED,
+) -> Ended:
+    """:func:`serve_agent` until SIGINT or SIGTERM (then a drain and a clean disconnect),
+    whatever the stage: before the first connection, while reconnecting, while connected.
+
+    An error that ends the agent is logged on ``loom.agent`` in one line (never a
+    traceback: these are expected failures) and returned in :class:`Ended`.
+    """
+    ended = Ended(status=AgentStatus.STOPPED)
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with anyio.create_task_group() as tg:
 
             async def run() -> None:
+                nonlocal ended
                 try:
-                    result[0] = await serve_agent(
-                        agent, address, token=token, tls=tls, options=options
+                    status = await serve_agent(
+                        agent,
+                        address,
+                        token=token,
+                        tls=tls,
+                        options=options,
+                        stop_timeout_s=stop_timeout_s,
+                        task_status=task_status,
                     )
-                except Exception as exc:
-                    errors.append(exc)  # raised as itself below, not in a group
+                    ended = Ended(status=status, code=0 if status is AgentStatus.STOPPED else 1)
+                except LoomError as exc:  # ConnectFailed, RegistrationRefused, AgentStartFailed
+                    ended = Ended(status=None, error=str(exc), code=exit_code_of(exc))
+                    log.error("%s", exc)
                 finally:
                     tg.cancel_scope.cancel()
 
             tg.start_soon(run)
             async for signum in signals:
-                log.info("%s received: stopping the agent", signal.Signals(signum).name)
+                log.info("%s received: stopping", signal.Signals(signum).name)
                 tg.cancel_scope.cancel()
                 break
-    if errors:
-        raise errors[0]
-    return result[0]
+    return ended
