@@ -74,7 +74,9 @@ async def run_tool_call(
     outcome = await _run(runtime, request, deadline_s)
     if log.isEnabledFor(logging.DEBUG):
         took = (anyio.current_time() - start) * 1000
-        how = outcome.status.name if outcome.error is None else outcome.error.code
+        how = outcome.status.name
+        if outcome.error is not None and outcome.error.code != how:
+            how = f"{how} {outcome.error.code}"
         log.debug("tool call %s (%s): %s in %.1f ms", request.name, outcome.id, how, took)
     return outcome
 

@@ -342,6 +342,11 @@ async def _forward_dead_letters(client: BridgeClient, letters: Subscription, age
                 await client.publish(delivery.topic, event)
 
 
+async def _set_when(trigger: anyio.Event, event: anyio.Event) -> None:
+    await trigger.wait()
+    event.set()
+
+
 class _DrainingCalls:
     """The agent's ``tool_handler``: serves pushed calls, counts those in progress, and once
     draining refuses new ones, so that a stop lets the calls it found running finish."""
@@ -405,16 +410,18 @@ async def serve_agent(
     options: ClientOptions | None = None,
     on_state_change: StateListener | None = None,
     stop_timeout_s: float = 5.0,
+    stop: anyio.Event | None = None,
     task_status: TaskStatus[BridgeClient] = anyio.TASK_STATUS_IGNORED,
 ) -> AgentStatus:
-    """Run ``agent`` connected to the server at ``address`` until it stops, fails, or the
-    caller cancels; return how it ended (``STOPPED`` or ``FAILED``).
+    """Run ``agent`` connected to the server at ``address`` until it stops, fails, ``stop``
+    is set, or the caller cancels; return how it ended (``STOPPED`` or ``FAILED``).
 
     Reports readiness with ``task_status.started(client)`` once connected and the agent has
-    started (its ``on_start`` returned). Cancelled, it drains: calls pushed from then on are
-    refused (``AGENT_STOPPING``), the handler in progress and the capability calls running
-    get ``stop_timeout_s`` to finish (then they are cancelled), ``on_stop`` runs (it may still
-    emit), and then it disconnects cleanly.
+    started (its ``on_start`` returned). When ``stop`` is set it drains: calls pushed from
+    then on are refused (``AGENT_STOPPING``), the handler in progress and the capability
+    calls running get ``stop_timeout_s`` to finish (then they are cancelled), ``on_stop``
+    runs (it may still emit), and then it disconnects cleanly. Cancelled instead, it does the
+    same at once: what is running is cancelled, not waited for.
 
     Raises:
         ConnectFailed, RegistrationRefused: the first connection failed.
@@ -487,6 +494,8 @@ async def serve_agent(
                 letters = bus.subscribe(f"{DEAD_LETTER_PREFIX}.{spec.id}")
                 tg.start_soon(_forward_dead_letters, client, letters, spec.id)
                 tg.start_soon(watch_client)
+                if stop is not None:
+                    tg.start_soon(_set_when, stop, ending)
                 task_status.started(client)
                 try:
                     await ending.wait()
@@ -547,8 +556,10 @@ async def run_agent(
     traceback: these are expected failures) and returned in :class:`Ended`.
     """
     ended = Ended(status=AgentStatus.STOPPED)
+    stop = anyio.Event()
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with anyio.create_task_group() as tg:
+            running = anyio.Event()
 
             async def run() -> None:
                 nonlocal ended
@@ -560,7 +571,8 @@ async def run_agent(
                         tls=tls,
                         options=options,
                         stop_timeout_s=stop_timeout_s,
-                        task_status=task_status,
+                        stop=stop,
+                        task_status=_Started(task_status, running),
                     )
                     ended = Ended(status=status, code=0 if status is AgentStatus.STOPPED else 1)
                 except LoomError as exc:  # ConnectFailed, RegistrationRefused, AgentStartFailed
@@ -571,7 +583,24 @@ async def run_agent(
 
             tg.start_soon(run)
             async for signum in signals:
-                log.info("%s received: stopping", signal.Signals(signum).name)
-                tg.cancel_scope.cancel()
-                break
+                name = signal.Signals(signum).name
+                if stop.is_set() or not running.is_set():
+                    # Not connected yet (nothing to drain), or a second signal: at once.
+                    log.info("%s received: stopping", name)
+                    tg.cancel_scope.cancel()
+                    break
+                log.info("%s received: stopping (grace %g s)", name, stop_timeout_s)
+                stop.set()
     return ended
+
+
+class _Started:
+    """A ``TaskStatus`` that also sets an event once the agent runs."""
+
+    def __init__(self, inner: TaskStatus[BridgeClient], event: anyio.Event) -> None:
+        self._inner = inner
+        self._event = event
+
+    def started(self, value: Any = None) -> None:
+        self._event.set()
+        self._inner.started(value)
