@@ -405,10 +405,11 @@ class AgentRuntime:
         """Call a tool: a capability of the least busy running agent offering it, else a tool of
         the runtime's registry.
 
-        A capability whose every provider is known but not running (restarting, or a remote
-        agent reconnecting) is waited for, within the call's timeout (``None``: the registry's
-        default), rather than refused at once: a provider's restart is not a missing tool.
-        What is left of the timeout then bounds the call itself.
+        A capability whose every provider is known but not running (a remote agent that
+        disconnected and is expected back: ``Directory.has_provider``) is waited for, within
+        the call's timeout (``None``: the registry's default), rather than refused at once: a
+        provider's restart is not a missing tool. What is left of the timeout then bounds the
+        call itself.
 
         Raises:
             ToolNotFound, InvalidToolArguments, ToolTimeout, ToolPermissionDenied, ToolFailed.
