@@ -295,17 +295,17 @@ class BridgeClient:
             raise
         if status is ConnectionStatus.CONNECTED:
             return self
-        error = self._fatal or self._last_exc
+        fatal = self._fatal
+        error = fatal or self._last_exc
         await self.aclose()
         await self._finish()
-        if isinstance(error, (RegistrationRefused, ConnectFailed)):
-            raise error
-        if isinstance(error, grpc.aio.AioRpcError):
-            raise ConnectFailed(self.address, rpc_text(error), code=error.code().name) from error
+        if fatal is not None:
+            raise fatal  # a refusal: ConnectFailed (a status) or RegistrationRefused
         reason = f"not connected within {self.options.connect_timeout:g} s"
         if error is not None:
             reason = f"{reason}: {describe_failure(error)}"
-        raise ConnectFailed(self.address, reason) from error
+        code = error.code().name if isinstance(error, grpc.aio.AioRpcError) else ""
+        raise ConnectFailed(self.address, reason, code=code) from error
 
     async def __aexit__(
         self,

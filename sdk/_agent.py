@@ -269,6 +269,7 @@ class Agent:
         """
         import math
         import signal
+        import threading
 
         import anyio
 
@@ -295,14 +296,18 @@ class Agent:
             )
 
         # Until anyio's own handlers are up, a SIGTERM is a KeyboardInterrupt too: a signal
-        # at any moment is a quiet stop.
-        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+        # at any moment is a quiet stop. (Signal handlers belong to the main thread.)
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = (
+            signal.signal(signal.SIGTERM, signal.default_int_handler) if main_thread else None
+        )
         try:
             ended = anyio.run(main)
         except KeyboardInterrupt:
             return AgentStatus.STOPPED
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)
         if ended.status is None:
             raise SystemExit(ended.code)
         return ended.status

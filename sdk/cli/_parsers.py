@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import functools
 import math
+import signal
 import sys
 import textwrap
 from collections.abc import Awaitable, Callable
@@ -539,6 +540,10 @@ def run_command(args: argparse.Namespace, *, env_address: str | None, env_token:
     on stderr, ``loom <command>: <message>``, with exit code 1 (2 for bad input), never a
     traceback.
     """
+    if args.command == "run":
+        # Until its own signal handling is up (discovery imports the agent files first), a
+        # SIGTERM stops `loom run` as a Ctrl-C does: quietly, nothing started is left.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         main = _build(args, env_address, env_token)
         return anyio.run(main)
@@ -549,4 +554,4 @@ def run_command(args: argparse.Namespace, *, env_address: str | None, env_token:
         print(f"loom {args.command}: {message}", file=sys.stderr)
         return commands.exit_code_of(exc)
     except KeyboardInterrupt:  # a Ctrl-C before the command's own signal handling is up
-        return 130
+        return 0 if args.command == "run" else 130

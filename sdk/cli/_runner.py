@@ -45,7 +45,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import anyio
 import msgspec
@@ -55,7 +55,9 @@ from loom.bridge import Backoff, ClientTLS
 from loom.runtime import LoomError
 
 from .._remote import DEFAULT_ADDRESS
-from ._agent_host import LIST_MARKER, HostConfig
+
+if TYPE_CHECKING:
+    from ._agent_host import HostConfig
 
 __all__ = ["AgentFile", "RunConfig", "RunError", "discover", "run"]
 
@@ -138,6 +140,10 @@ async def discover(paths: Sequence[str]) -> list[AgentFile]:
         RunError: a path does not exist, a file cannot be imported or holds no agent, or an
             agent id is found twice.
     """
+    # Imported here, not at the top: `python -m loom.cli._agent_host` imports loom.cli first,
+    # and runpy warns when that import has loaded the module it is about to run.
+    from ._agent_host import LIST_MARKER
+
     files = _files(paths)
     result = await anyio.run_process(
         [*_HOST, "list", *map(str, files)], check=False, stderr=subprocess.PIPE
@@ -343,6 +349,8 @@ async def _supervise_all(
     config: RunConfig, agents: Sequence[AgentFile], address: str, output: _Output
 ) -> bool:
     """Supervise ``agents`` until a signal or until none is left; whether all could run."""
+    from ._agent_host import HostConfig
+
     host = HostConfig(
         address=address,
         token=config.token,

@@ -260,3 +260,20 @@ async def test_log_format_json(tmp_path: Path) -> None:
     assert records[0]["level"] == "INFO"
     assert records[0]["logger"] == "loom.bridge.client"
     assert re.fullmatch(_TIME.strip(), records[0]["ts"])
+
+
+async def test_the_first_connection_has_a_configurable_limit(tmp_path: Path) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    script = (
+        "from loom import Agent\n"
+        "from loom.bridge import ClientOptions\n"
+        f"Agent('x').run({address!r}, options=ClientOptions(connect_timeout=0.5))\n"
+    )
+    async with running_argv([*PYTHON, "-c", script], cwd=tmp_path, env=clean_env()) as agent:
+        assert await agent.wait() == 1
+    assert re.fullmatch(
+        _TIME + f"ERROR loom.agent: cannot connect to {address}: not connected within 0.5 s: "
+        "connection refused",
+        agent.lines[-1],
+    )
+    _assert_clean(agent.output)
