@@ -45,7 +45,7 @@ from ._capability import capabilities_of
 if TYPE_CHECKING:
     from loom.bridge import ClientOptions, ClientTLS
 
-    from ._remote import Ended
+    from ._process import Ended
 
 __all__ = ["Agent", "EventHandler", "Hook"]
 
@@ -276,7 +276,7 @@ class Agent:
         from loom.bridge import ClientOptions
 
         from ._logging import configure_logging
-        from ._remote import DEFAULT_ADDRESS, run_agent
+        from ._process import DEFAULT_ADDRESS, run_agent
 
         env = os.environ if environ is None else environ
         address = address or env.get("LOOM_BRIDGE_ADDR") or DEFAULT_ADDRESS

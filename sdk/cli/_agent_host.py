@@ -165,7 +165,7 @@ async def _until_stdin_closes() -> None:
 async def _host(agent: Agent, config: HostConfig) -> int:
     from loom.bridge import ClientOptions
 
-    from .._remote import Ended, run_agent
+    from .._process import Ended, run_agent
 
     options = ClientOptions(
         connect_timeout=math.inf if config.connect_timeout is None else config.connect_timeout,

@@ -50,7 +50,7 @@ from loom.runtime import (
 )
 from loom.runtime.lowlevel import mailbox_topic, new_id
 
-from .._remote import DEFAULT_ADDRESS as _DEFAULT_ADDRESS
+from .._process import DEFAULT_ADDRESS as _DEFAULT_ADDRESS
 
 __all__ = [
     "DEFAULT_ADDRESS",

@@ -54,7 +54,7 @@ from anyio.abc import ByteReceiveStream, Process
 from loom.bridge import Backoff, ClientTLS
 from loom.runtime import LoomError
 
-from .._remote import DEFAULT_ADDRESS
+from .._process import DEFAULT_ADDRESS
 
 if TYPE_CHECKING:
     from ._agent_host import HostConfig
