@@ -228,3 +228,30 @@ async def test_log_format_json_makes_every_line_an_object(tmp_path: Path) -> Non
     printed = next(r for r in records if r.get("stream") == "stdout")
     assert printed["message"] == "echo got hi on demo.j"
     assert printed["agent"] == "echo"
+
+
+async def test_a_file_that_no_longer_imports_stops_the_run(tmp_path: Path) -> None:
+    # Discovery imports it once (fine); the agent's own process imports it again (it raises).
+    (tmp_path / "late.py").write_text(
+        "import pathlib\n"
+        "from loom import Agent\n\n"
+        "marker = pathlib.Path(__file__).with_suffix('.imported')\n"
+        "if marker.exists():\n"
+        "    raise RuntimeError('broken on the second import')\n"
+        "marker.write_text('x')\n"
+        "late = Agent('late')\n"
+    )
+    address = f"127.0.0.1:{free_port()}"
+    async with running("run", "late.py", "-a", address, cwd=tmp_path) as run:
+        assert await run.wait(timeout=45) == 1
+    assert re.search(
+        r"\[late\] ERROR loom.run: late.py: importing it raised RuntimeError: broken on the "
+        r"second import$",
+        run.output,
+        re.M,
+    ), run.output
+    assert run.lines[-1].endswith(
+        "[late] exited with code 2: its file or agent cannot be loaded; not restarted, "
+        "stopping the run"
+    )
+    assert "Traceback" not in run.output
