@@ -55,13 +55,13 @@ def add_log_flags(p: argparse.ArgumentParser, what: str) -> None:
         "--log-level",
         choices=["debug", "info", "warning", "error"],
         default="info",
-        help=f"{what}'s level (default info; debug shows Loom's own decisions)",
+        help=f"level of {what} (default info; debug shows Loom's own decisions)",
     )
     p.add_argument(
         "--log-format",
         choices=["text", "json"],
         default="text",
-        help=f"{what}'s format: text lines, or one JSON object per line (default text)",
+        help=f"format of {what}: text lines, or one JSON object per line (default text)",
     )
 
 

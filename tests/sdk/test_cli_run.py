@@ -255,3 +255,26 @@ async def test_a_file_that_no_longer_imports_stops_the_run(tmp_path: Path) -> No
         "stopping the run"
     )
     assert "Traceback" not in run.output
+
+
+async def test_traceback_shows_where_a_handler_failed(tmp_path: Path) -> None:
+    (tmp_path / "failing.py").write_text(
+        "from loom import Agent\n\n"
+        "async def on_event(ctx, topic, event):\n"
+        "    raise ValueError('no good')\n\n"
+        "failing = Agent('failing', topics=['demo.*'], on_event=on_event)\n"
+    )
+    async with (
+        loom_serve(tmp_path) as (_server, address),
+        running("run", "failing.py", "-a", address, "--traceback", cwd=tmp_path) as run,
+    ):
+        await run.wait_for("connected to .* as failing$")
+        sent = await loom("publish", "demo.x", "x", "-a", address, cwd=tmp_path)
+        assert sent.returncode == 0, sent.stderr
+        await run.wait_for(
+            r"\[failing\] WARNING loom.runtime: agent failing: handler failed on demo.x: "
+            r"ValueError: no good \(at .*failing\.py:4 in on_event\)$"
+        )
+        await run.wait_for(r'\[failing\]   File ".*failing\.py", line 4, in on_event$')
+        assert await run.stop() == 0
+    assert "DEBUG loom.bridge" not in run.output  # only the tracebacks are turned up
