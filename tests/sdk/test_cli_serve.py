@@ -127,9 +127,12 @@ async def test_a_port_in_use_is_one_line(tmp_path: Path) -> None:
             env=clean_env(),
         )
     assert result.returncode == 1
-    assert result.stderr.decode() == (
-        f"loom: cannot listen on 127.0.0.1:{port}: address already in use\n"
+    err = result.stderr.decode()
+    assert (
+        err.splitlines()[-1] == f"loom: cannot listen on 127.0.0.1:{port}: address already in use"
     )
+    assert "add_port" not in err  # no gRPC C-core line
+    assert "GRPC_VERBOSITY" not in err
 
 
 def test_an_unknown_key_names_its_table(tmp_path: Path) -> None:
