@@ -153,13 +153,16 @@ class Directory:
         self._entries[agent_id] = _Entry(agent_id, remote, metadata)
         self._notify()
 
-    def remove(self, agent_id: str) -> None:
-        """Remove an entry and every index of it; unknown ids are ignored."""
+    def remove(self, agent_id: str, *, returning: bool = False) -> None:
+        """Remove an entry and every index of it; unknown ids are ignored. ``returning``:
+        it is added again at once (a remote agent reconnecting), so what it offered before
+        still counts in :meth:`has_provider` until it declares its tools."""
         entry = self._entries.pop(agent_id, None)
         if entry is None:
             return
         self._set_capabilities(entry, ())
-        self._forget_lapsed(agent_id)
+        if not returning:
+            self._forget_lapsed(agent_id)
         self._notify()
 
     def withdraw_capabilities(self, agent_id: str) -> None:

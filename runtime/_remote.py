@@ -293,7 +293,8 @@ async def attach_remote(
     if known is not None:
         if not known.remote and known.status not in (AgentStatus.STOPPED, AgentStatus.FAILED):
             raise AgentExists(agent_id, "a local agent is known under that id")
-        directory.remove(agent_id)  # a disconnected remote (or a finished local) one returns
+        # A disconnected remote (or a finished local) one returns.
+        directory.remove(agent_id, returning=True)
     mailbox = runtime.bus.subscribe(mailbox_topic(agent_id), qos=qos, buffer_size=buffer_size)
     remote = RemoteAgent(runtime, services, agent_id, mailbox, tool_timeout_s)
     directory.add(agent_id, remote=True, metadata=metadata)

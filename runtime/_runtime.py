@@ -417,6 +417,7 @@ class AgentRuntime:
         info = self.directory.least_busy(name)
         if info is None and name not in self.tools and self.directory.has_provider(name):
             limit = DEFAULT_TIMEOUT if timeout is None else timeout
+            log.debug("tool %s: no provider running; waiting up to %g s for one", name, limit)
             start = anyio.current_time()
             with anyio.move_on_after(limit):
                 while (info := self.directory.least_busy(name)) is None:

@@ -248,7 +248,9 @@ class Agent:
             token: the bearer token; default ``$LOOM_TOKEN`` (none if unset or empty).
             tls: ``True`` for TLS with the system's CAs, or a ``ClientTLS``.
             options: the connection's bounds and timeouts (``ClientOptions``); by default
-                its own, with ``connect_timeout`` infinite.
+                its own, with ``connect_timeout`` infinite and ``registration_secret`` from
+                ``$LOOM_AGENT_SECRET`` (without one, a process started again within the
+                server's hold of the id is refused with ``PERMISSION_DENIED``).
             environ: where the variables are read; ``os.environ`` when ``None``. This
                 method is the outermost layer: nothing below it reads the environment.
             log_level: ``debug``, ``info``, ``warning`` or ``error``; default
@@ -288,7 +290,11 @@ class Agent:
                 log_format or env.get("LOOM_LOG_FORMAT") or "text",
             )
         if options is None:
-            options = ClientOptions(connect_timeout=math.inf)
+            # $LOOM_AGENT_SECRET: the registration secret a supervisor (compose, systemd) gives
+            # every process of this agent, so a restarted one takes its id back at once.
+            options = ClientOptions(
+                connect_timeout=math.inf, registration_secret=env.get("LOOM_AGENT_SECRET") or None
+            )
 
         async def main() -> Ended:
             return await run_agent(

@@ -335,7 +335,7 @@ class _DrainingCalls:
     """The agent's ``tool_handler``: serves pushed calls, counts those in progress, and once
     draining refuses new ones, so that a stop lets the calls it found running finish."""
 
-    __slots__ = ("_agent_id", "_deadline", "_idle", "_running", "_serve")
+    __slots__ = ("_agent_id", "_deadline", "_idle", "_running", "_serve", "started")
 
     def __init__(
         self, agent_id: str, serve: Callable[[ToolCallRequest], Awaitable[ToolCallOutcome]]
@@ -346,8 +346,12 @@ class _DrainingCalls:
         self._idle = anyio.Event()
         self._idle.set()
         self._deadline: float | None = None
+        # Set once the agent runs: the server may push a call as soon as the agent is
+        # registered, before its capabilities are in the local registry (after on_start).
+        self.started = anyio.Event()
 
     async def __call__(self, request: ToolCallRequest) -> ToolCallOutcome:
+        await self.started.wait()  # the caller's deadline (a cancel_tool_call) bounds it
         if self._deadline is not None:
             message = f"agent {self._agent_id} is stopping: it takes no new calls"
             return ToolCallOutcome(
@@ -475,6 +479,7 @@ async def serve_agent(
                     hosted, hosting=_RemoteHosting(transport, spec.id, spec.qos, bus, spawn)
                 )
                 await transport.open()  # what arrived before the mailbox existed, in order
+                calls.started.set()
                 letters = bus.subscribe(f"{DEAD_LETTER_PREFIX}.{spec.id}")
                 tg.start_soon(_forward_dead_letters, client, letters, spec.id)
                 tg.start_soon(watch_client)
@@ -485,6 +490,7 @@ async def serve_agent(
                     await ending.wait()
                 finally:
                     calls.drain(stop_timeout_s)  # no new calls; the runtime stops the agent
+                    calls.started.set()  # a call still waiting for the start is refused
                     tg.cancel_scope.cancel()
         finally:
             await calls.wait_idle()

@@ -44,6 +44,10 @@ if __name__ == "__main__":
     upperer.run()
 """
 
+# Every process of the agent shows the same registration secret, as a supervisor's would: a
+# process started again takes the id back at once (the server holds it for the secret's owner).
+SECRET = "test-secret-0123456789abcdef"
+
 _TIME = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} "
 _CLEAN = ("Traceback", "AioRpcError", "debug_error_string", "RuntimeError: Attempted")
 
@@ -107,7 +111,7 @@ async def test_the_agent_may_start_before_the_server(tmp_path: Path) -> None:
 async def test_signals_while_connected_and_while_reconnecting(tmp_path: Path) -> None:
     path = _agent_file(tmp_path)
     async with loom_serve(tmp_path) as (server, address):
-        env = clean_env(LOOM_BRIDGE_ADDR=address)
+        env = clean_env(LOOM_BRIDGE_ADDR=address, LOOM_AGENT_SECRET=SECRET)
         async with running_argv([*PYTHON, str(path)], cwd=tmp_path, env=env) as connected:
             await connected.wait_for(f"connected to {address} as upperer$")
             assert await connected.stop(signal.SIGTERM) == 0
@@ -162,7 +166,7 @@ async def test_an_id_already_connected_is_retried_in_one_line(tmp_path: Path) ->
 async def test_failures_of_user_code_say_where_in_the_agent_process(tmp_path: Path) -> None:
     path = _agent_file(tmp_path)
     async with loom_serve(tmp_path) as (_server, address):
-        env = clean_env(LOOM_BRIDGE_ADDR=address)
+        env = clean_env(LOOM_BRIDGE_ADDR=address, LOOM_AGENT_SECRET=SECRET)
         async with running_argv([*PYTHON, str(path)], cwd=tmp_path, env=env) as agent:
             await agent.wait_for("connected to .* as upperer$")
             failed = await loom(
@@ -182,7 +186,9 @@ async def test_failures_of_user_code_say_where_in_the_agent_process(tmp_path: Pa
             assert await agent.stop() == 0
         _assert_clean(agent.output)  # the tracebacks are for debug
 
-        debug = clean_env(LOOM_BRIDGE_ADDR=address, LOOM_LOG_LEVEL="debug")
+        debug = clean_env(
+            LOOM_BRIDGE_ADDR=address, LOOM_LOG_LEVEL="debug", LOOM_AGENT_SECRET=SECRET
+        )
         async with running_argv([*PYTHON, str(path)], cwd=tmp_path, env=debug) as agent:
             await agent.wait_for("connected to .* as upperer$")
             await loom("call", "text.upper", '{"text": "fail"}', "-a", address, cwd=tmp_path)
@@ -214,31 +220,20 @@ async def test_a_stop_lets_the_capability_call_in_progress_finish(tmp_path: Path
 async def test_a_call_waits_for_its_restarting_provider(tmp_path: Path) -> None:
     # Before: "no such tool" at once while the agent offering it was away.
     path = _agent_file(tmp_path)
-    async with loom_serve(tmp_path) as (_server, address):
-        env = clean_env(LOOM_BRIDGE_ADDR=address)
+    async with loom_serve(tmp_path, "--log-level", "debug") as (server, address):
+        env = clean_env(LOOM_BRIDGE_ADDR=address, LOOM_AGENT_SECRET=SECRET)
         async with running_argv([*PYTHON, str(path)], cwd=tmp_path, env=env) as agent:
             await agent.wait_for("connected to .* as upperer$")
             agent.process.kill()  # a crash: no goodbye
             await agent.wait()
-        listed = ""
-        while '"disconnected"' not in listed:  # the server has seen the stream end
-            listed = (await loom("agents", "--json", "-a", address, cwd=tmp_path)).stdout.decode()
-        async with (
-            running(
-                "call",
-                "text.upper",
-                '{"text": "back"}',
-                "-a",
-                address,
-                "--timeout",
-                "20",
-                cwd=tmp_path,
-            ) as call,
-            running_argv([*PYTHON, str(path)], cwd=tmp_path, env=env) as again,
-        ):
-            assert await call.wait(timeout=20) == 0, call.output
-            assert json.loads(call.output) == "BACK"
-            assert await again.stop() == 0
+        await server.wait_for("agent upperer disconnected")
+        call_args = ["call", "text.upper", '{"text": "back"}', "-a", address, "--timeout", "20"]
+        async with running(*call_args, cwd=tmp_path) as call:
+            await server.wait_for("tool text.upper: no provider running; waiting up to 20 s")
+            async with running_argv([*PYTHON, str(path)], cwd=tmp_path, env=env) as again:
+                assert await call.wait(timeout=20) == 0, call.output + server.output
+                assert json.loads(call.output) == "BACK"
+                assert await again.stop() == 0
 
 
 async def test_the_default_address_is_127_0_0_1_50051(tmp_path: Path) -> None:
