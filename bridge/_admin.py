@@ -46,7 +46,7 @@ from loom.runtime import (
 )
 from loom.runtime.lowlevel import new_id
 
-from ._aio import unary
+from ._aio import rpc_text, unary
 from ._client import ClientTLS
 from ._convert import (
     bus_stats_from_proto,
@@ -181,7 +181,7 @@ class AdminClient:
         code = exc.code()
         details = exc.details() or ""
         if code is grpc.StatusCode.UNAVAILABLE:
-            return ConnectFailed(self.address, details or "no server answered", code=code.name)
+            return ConnectFailed(self.address, rpc_text(exc), code=code.name)
         if code is grpc.StatusCode.DEADLINE_EXCEEDED:
             return DeadlineExceeded(f"{what}: {self.address} did not answer within {timeout:g} s")
         return error_from_status(code, f"{what}: {details}")

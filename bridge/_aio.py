@@ -51,4 +51,25 @@ async def unary(call: Awaitable[_R]) -> _R:
 
 
 def rpc_text(exc: grpc.aio.AioRpcError) -> str:
-    return f"{exc.code().name}: {exc.details() or ''}".rstrip(": ")
+    """A failed call's reason in a few words on one line, for a log line or an error message.
+
+    A server that cannot be reached is ``connection refused`` (or the C core's last words on
+    it), not the nested ``failed to connect to all addresses; last error: ...`` text grpc
+    gives, and never its multi-line repr with a ``debug_error_string``.
+    """
+    code = exc.code()
+    details = (exc.details() or "").strip().splitlines()
+    text = details[0] if details else ""
+    if code is grpc.StatusCode.UNAVAILABLE:
+        lowered = text.lower()
+        if "connection refused" in lowered:
+            return "connection refused"
+        if "dns resolution failed" in lowered or "name resolution" in lowered:
+            return "cannot resolve the host name"
+        if "failed to connect to all addresses" in lowered and ": " in text:
+            # "...; last error: UNKNOWN: ipv4:1.2.3.4:5: <what the socket said>"
+            return text.rsplit(": ", 1)[1].strip() or "unavailable"
+        return text or "unavailable"
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        return "no answer in time"
+    return f"{code.name}: {text}" if text else code.name

@@ -18,6 +18,7 @@ the tool the same way.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import anyio
@@ -27,7 +28,7 @@ import msgspec
 
 from loom.bridge._generated import tools_pb2
 from loom.runtime import AgentRuntime
-from loom.runtime.lowlevel import new_id
+from loom.runtime.lowlevel import log_user_failure, new_id
 from loom.runtime.tools import ToolError, ToolFailed, ToolTimeout
 
 from ._convert import tool_call_from_proto, tool_result_to_proto
@@ -44,6 +45,8 @@ __all__ = [
 ]
 
 _encoder = msgspec.json.Encoder()
+
+log = logging.getLogger("loom.bridge.calls")
 
 
 def decode_output(text: str) -> Any:
@@ -67,6 +70,20 @@ async def run_tool_call(
         request: the call; an empty ``id`` gets a fresh one, empty ``arguments`` mean ``{}``.
         deadline_s: seconds the caller still waits (its gRPC deadline), or ``None``.
     """
+    start = anyio.current_time()
+    outcome = await _run(runtime, request, deadline_s)
+    if log.isEnabledFor(logging.DEBUG):
+        took = (anyio.current_time() - start) * 1000
+        how = outcome.status.name
+        if outcome.error is not None and outcome.error.code != how:
+            how = f"{how} {outcome.error.code}"
+        log.debug("tool call %s (%s): %s in %.1f ms", request.name, outcome.id, how, took)
+    return outcome
+
+
+async def _run(
+    runtime: AgentRuntime, request: ToolCallRequest, deadline_s: float | None
+) -> ToolCallOutcome:
     call_id = request.id or new_id()
     timeout = request.timeout_ms / 1000 if request.timeout_ms > 0 else None
     arguments = request.arguments or "{}"
@@ -83,6 +100,10 @@ async def run_tool_call(
     except ToolError as exc:
         if exc.tool is None:
             exc.tool = request.name
+        if isinstance(exc, ToolFailed) and exc.__cause__ is not None:
+            # User code (a capability of an agent of this process) raised: said here, where
+            # its file and line are known; the caller gets the message only.
+            log_user_failure(log, f"capability {exc}", exc.__cause__)
         return outcome_from_error(call_id, exc)
     try:
         output = _encoder.encode(value).decode()

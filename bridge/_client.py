@@ -69,6 +69,7 @@ from loom.runtime import (
     Delivery,
     Event,
     InvalidArgument,
+    LoomError,
     QoS,
     WouldBlock,
 )
@@ -146,6 +147,15 @@ _FATAL = frozenset(
         grpc.StatusCode.INVALID_ARGUMENT,
     }
 )
+
+
+def describe_failure(exc: Exception) -> str:
+    """A connection attempt's failure in a few words on one line (never a gRPC repr)."""
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return rpc_text(exc)
+    if isinstance(exc, LoomError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 class _Subscription(msgspec.Struct, frozen=True, kw_only=True):
@@ -237,7 +247,12 @@ class BridgeClient:
         self._token = token
         self._tls: ClientTLS | None = ClientTLS() if tls is True else (tls or None)
         self._tools_pb = [tool_descriptor_to_proto(t) for t in registration.tools]
-        self._reconnector = Reconnector(self.options.backoff)
+        self._reconnector = Reconnector(
+            self.options.backoff,
+            target=address,
+            name=registration.agent_id,
+            describe=describe_failure,
+        )
         if on_state_change is not None:
             self._reconnector.add_listener(on_state_change)
         # The subscription set a new connection restores: topics registered with the agent
@@ -279,23 +294,30 @@ class BridgeClient:
         await self._tg.__aenter__()
         self._tg.start_soon(self._run)
         status = ConnectionStatus.CLOSED
-        with anyio.move_on_after(self.options.connect_timeout):
-            status = await self._reconnector.wait_status(
-                ConnectionStatus.CONNECTED, ConnectionStatus.CLOSED
-            )
+        try:
+            with anyio.move_on_after(self.options.connect_timeout):
+                status = await self._reconnector.wait_status(
+                    ConnectionStatus.CONNECTED, ConnectionStatus.CLOSED
+                )
+        except BaseException:
+            # Cancelled (a Ctrl-C) before the first connection: leave nothing behind, and
+            # exit the task group here, where it was entered, or anyio cannot unwind.
+            await self.aclose()
+            await self._finish()
+            raise
         if status is ConnectionStatus.CONNECTED:
             return self
-        error = self._fatal or self._last_exc
+        fatal = self._fatal
+        error = fatal or self._last_exc
         await self.aclose()
         await self._finish()
-        if isinstance(error, RegistrationRefused):
-            raise error
-        if isinstance(error, grpc.aio.AioRpcError):
-            raise ConnectFailed(self.address, rpc_text(error), code=error.code().name) from error
-        reason = f"not connected within {self.options.connect_timeout:g}s"
+        if fatal is not None:
+            raise fatal  # a refusal: ConnectFailed (a status) or RegistrationRefused
+        reason = f"not connected within {self.options.connect_timeout:g} s"
         if error is not None:
-            reason = f"{reason}: {type(error).__name__}: {error}"
-        raise ConnectFailed(self.address, reason) from error
+            reason = f"{reason}: {describe_failure(error)}"
+        code = error.code().name if isinstance(error, grpc.aio.AioRpcError) else ""
+        raise ConnectFailed(self.address, reason, code=code) from error
 
     async def __aexit__(
         self,
@@ -444,8 +466,13 @@ class BridgeClient:
         try:
             await self._reconnector.run(self._attempt, fatal=self._is_fatal)
         except Exception as exc:
+            # A gRPC status that no retry can fix is raised to the user as a Loom error
+            # (one line), never as grpc's multi-line repr.
+            if isinstance(exc, grpc.aio.AioRpcError):
+                exc = ConnectFailed(self.address, rpc_text(exc), code=exc.code().name)
             self._fatal = exc
-            log.error("bridge client for %s stopped: %s", self.registration.agent_id, exc)
+            # Not logged at WARNING: whoever awaits the client gets it raised and says it.
+            log.debug("bridge client for %s stopped: %s", self.registration.agent_id, exc)
 
     def _is_fatal(self, exc: Exception, ever_connected: bool) -> bool:
         self._last_exc = exc

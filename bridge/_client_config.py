@@ -56,7 +56,9 @@ class ClientOptions(msgspec.Struct, frozen=True, kw_only=True):
     """How the client behaves; every bound and timeout in one place.
 
     Attributes:
-        connect_timeout: how long ``__aenter__`` keeps trying to make the first connection.
+        connect_timeout: how long ``__aenter__`` keeps trying to make the first connection
+            (``math.inf``: until it succeeds or a fatal error; ``Agent.run`` and ``loom run``
+            default to that, so start order does not matter).
         rpc_timeout: deadline of ``RegisterAgent``, of the wait for the server's welcome and of
             each subscribe/unsubscribe answer.
         tool_deadline: how long a tool call made without a timeout is waited for (``timeout_ms``
@@ -102,7 +104,7 @@ class ClientOptions(msgspec.Struct, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         for name in ("connect_timeout", "rpc_timeout", "tool_deadline", "heartbeat_interval"):
             value = getattr(self, name)
-            if not (value > 0 and math.isfinite(value)):
+            if not (value > 0 and (math.isfinite(value) or name == "connect_timeout")):
                 raise InvalidArgument(f"ClientOptions.{name} must be > 0, not {value!r}")
         if self.heartbeat_timeout <= self.heartbeat_interval:
             raise InvalidArgument("ClientOptions.heartbeat_timeout must exceed the interval")

@@ -19,6 +19,12 @@ session torn down). Between attempts the loop sleeps ``Backoff.delay(n)``: expon
 random, so that many agents cut off by one server restart do not come back in lockstep.
 ``n`` counts failures since the last successful connection; a connection that was
 established resets it, so a server restart costs only the first, short delay.
+
+The loop logs one line per change of state, on ``loom.bridge.client``: ``connecting to X``,
+``cannot connect to X: connection refused; retrying in 0.2 s`` (the same failure again is
+logged at DEBUG only), ``connected to X as ID``, ``connection to X lost: ...; reconnecting in
+0.1 s``, ``reconnected to X as ID``, ``disconnected from X``. A fatal error is not logged here:
+whoever gets it raised says it, once.
 """
 
 from __future__ import annotations
@@ -120,17 +126,35 @@ class ReconnectStatistics(msgspec.Struct, frozen=True, kw_only=True):
     last_error: str
 
 
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
 class Reconnector:
     """Runs connection attempts one at a time, with backoff, and tracks the status.
 
     Args:
         backoff: the delays between attempts.
         rng: the jitter's random source (seed it in tests).
+        target: what is connected to (``host:port``), for the log lines.
+        name: who connects (the agent id), for the log lines.
+        describe: a failure in a few words on one line (default ``Type: message``).
     """
 
-    def __init__(self, backoff: Backoff | None = None, *, rng: random.Random | None = None):
+    def __init__(
+        self,
+        backoff: Backoff | None = None,
+        *,
+        rng: random.Random | None = None,
+        target: str = "the server",
+        name: str = "",
+        describe: Callable[[Exception], str] | None = None,
+    ):
         self.backoff = backoff if backoff is not None else Backoff()
         self._rng = rng
+        self._target = target
+        self._name = name
+        self._describe = describe if describe is not None else _describe
         self._status = ConnectionStatus.CONNECTING
         self._listeners: list[StateListener] = []
         self._changed = anyio.Event()
@@ -208,14 +232,19 @@ class Reconnector:
             raise RuntimeError("Reconnector.run is already running")
         self._running = True
         ever = False
+        logged = ""  # the failure last logged at WARNING: the same again goes to DEBUG
+        target, as_name = self._target, f" as {self._name}" if self._name else ""
+        log.info("connecting to %s", target)
         try:
             while self._status is not ConnectionStatus.CLOSED:
                 self._attempts += 1
                 established = False
 
                 def connected() -> None:
-                    nonlocal established, ever
+                    nonlocal established, ever, logged
+                    log.info("%s to %s%s", "reconnected" if ever else "connected", target, as_name)
                     established = ever = True
+                    logged = ""
                     self._connects += 1
                     self._failures = 0
                     if self._status is not ConnectionStatus.CLOSED:
@@ -227,17 +256,26 @@ class Reconnector:
                 except Exception as exc:
                     if self.closed:
                         break
+                    reason = self._describe(exc)
                     if fatal(exc, ever):
-                        self._last_error = f"{type(exc).__name__}: {exc}"
+                        self._last_error = reason
                         raise
-                    reason = f"{type(exc).__name__}: {exc}"
                 if self.closed:
                     break
                 self._last_error = reason
                 self._failures = 1 if established else self._failures + 1
                 self._set(ConnectionStatus.RECONNECTING)
                 delay = self.backoff.delay(self._failures, rng=self._rng)
-                log.warning("bridge connection: %s; retrying in %.3fs", reason, delay)
+                if established:
+                    log.warning(
+                        "connection to %s lost: %s; reconnecting in %.1f s", target, reason, delay
+                    )
+                else:
+                    level = logging.DEBUG if reason == logged else logging.WARNING
+                    log.log(
+                        level, "cannot connect to %s: %s; retrying in %.1f s", target, reason, delay
+                    )
+                    logged = reason
                 self._wake = anyio.Event()
                 with anyio.move_on_after(delay):
                     await self._wake.wait()  # close() cuts the delay short
@@ -246,3 +284,5 @@ class Reconnector:
             self._running = False
             if self._status is not ConnectionStatus.CLOSED:
                 self._set(ConnectionStatus.CLOSED)
+            if ever:
+                log.info("disconnected from %s", target)

@@ -8,6 +8,7 @@ limits, status codes).
 from __future__ import annotations
 
 import logging
+import socket
 from types import TracebackType
 from typing import Any, cast
 
@@ -95,6 +96,7 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
                 authorize_read(agent, pattern)
             secret = self.hub.register(reg, _secret(context))
         except (InvalidArgument, WireError, LimitExceeded, AgentExists, WrongAgent) as exc:
+            log.info("agent %s refused: %s", request.agent_id, exc)
             await context.abort(status_of(exc), str(exc))
         log.info(
             "agent %s registered (%d topics, %d tools)",
@@ -130,6 +132,7 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
             BusClosed,
             WrongAgent,
         ) as exc:
+            log.info("event stream refused: %s", exc)
             context.set_code(status_of(exc))
             context.set_details(str(exc))
             return
@@ -141,8 +144,14 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
             )
             return
         log.info("agent %s connected", session.agent_id)
-        status = await session.run()
-        log.info("agent %s disconnected%s", session.agent_id, f": {status[1]}" if status else "")
+        status = None
+        try:
+            status = await session.run()
+        finally:
+            # Also when the call is cancelled under it (a client gone, a server stopping):
+            # every disconnect is logged, once.
+            why = f": {status[1]}" if status else ""
+            log.info("agent %s disconnected%s", session.agent_id, why)
         if status is not None:
             context.set_code(status[0])
             context.set_details(status[1])
@@ -231,6 +240,32 @@ class _Health(health.aio.HealthServicer):  # type: ignore[misc]
             check = await self.Check(health_pb2.HealthCheckRequest(service=name), context)
             response.statuses[name].CopyFrom(check)
         return response
+
+
+def _check_bindable(host: str, port: int, address: str) -> None:
+    """Bind ``host:port`` with a plain socket first, as grpc would (``SO_REUSEADDR``, no
+    ``SO_REUSEPORT``), so that a taken port is one clear line (``cannot listen on
+    127.0.0.1:50051: address already in use``) rather than grpc's C-core log and its "set
+    GRPC_VERBOSITY" hint. Port 0 always binds; a race with another process after this check
+    still ends in grpc's own, vaguer, error.
+
+    Raises:
+        BindError: the address cannot be bound (the OS's reason, in its words).
+    """
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise BindError(f"cannot listen on {address}: {exc.strerror or exc}") from None
+    for family, kind, proto, _name, sockaddr in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as exc:
+                reason = (exc.strerror or str(exc)).lower()
+                raise BindError(f"cannot listen on {address}: {reason}") from None
 
 
 def _address(host: str, port: int) -> str:
@@ -362,6 +397,7 @@ class BridgeServer:
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), target
         )
         address = _address(self.host, self.requested_port)
+        _check_bindable(self.host, self.requested_port, address)
         credentials = None if self.tls is None else self.tls.credentials()
         try:
             if credentials is None:

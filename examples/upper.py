@@ -1,6 +1,7 @@
-"""The upper-casing agent: run it with ``loom run examples/`` (or ``python examples/upper.py``
-against a running ``loom serve``), then ``loom publish input.text hello`` and
-``loom tail 'output.>'``."""
+"""The upper-casing agent. With `make run` (a `loom serve` on 127.0.0.1:50051) in another
+terminal, run it with `loom run examples/` or `python examples/upper.py` (the address comes
+from LOOM_BRIDGE_ADDR, else 127.0.0.1:50051), then `loom tail 'output.>'` and
+`loom publish input.text hello`: the tail prints `output.upper ... HELLO`."""
 
 from loom import Agent, Context, Event, capability
 

@@ -23,6 +23,7 @@ from ._directory import AgentStatus
 from ._envelope_build import request_event
 from ._errors import BusClosed, InvalidArgument, WouldBlock
 from ._event import Delivery, Event, mailbox_topic
+from ._failure import log_user_failure
 from ._qos import QoS
 from ._subscription import Subscription, drain, kick, park, take, unpark
 from ._supervision import Strategy
@@ -224,7 +225,7 @@ class Cell:
         except Exception as exc:
             outcome = self._decide(exc)
             self.last_error = f"on_start raised {type(exc).__name__}: {exc}"
-            log.error("agent %s: %s", self.id, self.last_error)
+            log_user_failure(log, f"agent {self.id}: {self.last_error}", exc)
         else:
             self._register_tools(instance)
             await services.set_status(self, AgentStatus.RUNNING, "")
@@ -371,7 +372,7 @@ class Cell:
         strategy = policy.strategy
         reason = f"{type(exc).__name__}: {exc}"
         self.last_error = reason
-        log.warning("agent %s: handler failed on %s: %s", self.id, delivery.topic, reason)
+        log_user_failure(log, f"agent {self.id}: handler failed on {delivery.topic}: {reason}", exc)
         if strategy is Strategy.RESTART:
             self._attempts += 1
             self._failing = True

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 
+import anyio
 import msgspec
 
 from ._topics import pattern_matches, validate_pattern, validate_topic
@@ -123,6 +124,21 @@ class Directory:
         self._entries: dict[str, _Entry] = {}
         self._by_capability: dict[str, set[str]] = {}
         self._receivers = receivers
+        self._changed: anyio.Event | None = None  # made by a waiter, set by the next change
+        # Capabilities of disconnected remote agents, until they return or are swept: a call
+        # of one waits for a provider instead of failing at once (AgentRuntime.call_tool).
+        self._lapsed: dict[str, set[str]] = {}
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, None
+        if changed is not None:
+            changed.set()
+
+    async def wait_changed(self) -> None:
+        """Wait until an entry is added or removed, or changes status or capabilities."""
+        if self._changed is None:
+            self._changed = anyio.Event()
+        await self._changed.wait()
 
     # ------------------------------------------------------------------ writes (runtime/bridge)
 
@@ -135,16 +151,43 @@ class Directory:
         if agent_id in self._entries:
             raise KeyError(agent_id)
         self._entries[agent_id] = _Entry(agent_id, remote, metadata)
+        self._notify()
 
-    def remove(self, agent_id: str) -> None:
-        """Remove an entry and every index of it; unknown ids are ignored."""
+    def remove(self, agent_id: str, *, returning: bool = False) -> None:
+        """Remove an entry and every index of it; unknown ids are ignored. ``returning``:
+        it is added again at once (a remote agent reconnecting), so what it offered before
+        still counts in :meth:`has_provider` until it declares its tools."""
         entry = self._entries.pop(agent_id, None)
         if entry is None:
             return
         self._set_capabilities(entry, ())
+        if not returning:
+            self._forget_lapsed(agent_id)
+        self._notify()
+
+    def withdraw_capabilities(self, agent_id: str) -> None:
+        """The agent (a remote one whose connection ended) offers nothing now, but is
+        expected back: its capabilities still count in :meth:`has_provider`."""
+        entry = self._entries[agent_id]
+        for name in entry.capabilities:
+            self._lapsed.setdefault(name, set()).add(agent_id)
+        self.set_capabilities(agent_id, ())
+
+    def _forget_lapsed(self, agent_id: str) -> None:
+        for name in [n for n, ids in self._lapsed.items() if agent_id in ids]:
+            ids = self._lapsed[name]
+            ids.discard(agent_id)
+            if not ids:
+                del self._lapsed[name]
+
+    def has_provider(self, capability: str) -> bool:
+        """Whether an agent offers ``capability``, running or not (restarting, stopped, or
+        a remote one disconnected and not yet removed)."""
+        return bool(self._by_capability.get(capability) or self._lapsed.get(capability))
 
     def set_status(self, agent_id: str, status: AgentStatus) -> None:
         self._entries[agent_id].status = status
+        self._notify()
 
     def add_pattern(self, agent_id: str, pattern: str) -> None:
         entry = self._entries[agent_id]
@@ -158,7 +201,11 @@ class Directory:
             entry.patterns.remove(pattern)
 
     def set_capabilities(self, agent_id: str, names: Iterable[str]) -> None:
-        self._set_capabilities(self._entries[agent_id], names)
+        entry = self._entries[agent_id]
+        self._set_capabilities(entry, names)
+        if entry.capabilities:
+            self._forget_lapsed(agent_id)
+        self._notify()
 
     def _set_capabilities(self, entry: _Entry, names: Iterable[str]) -> None:
         for name in entry.capabilities:

@@ -310,7 +310,7 @@ class RemoteAgent:
         if self.id in directory:
             for pattern in [*self._pattern_refs, mailbox_topic(self.id)]:
                 directory.remove_pattern(self.id, pattern)
-            directory.set_capabilities(self.id, ())
+            directory.withdraw_capabilities(self.id)  # expected back: calls wait for it
             directory.set_status(self.id, AgentStatus.DISCONNECTED)
             directory.set_depth_probe(self.id, _zero)
         self._pattern_refs.clear()
@@ -358,7 +358,8 @@ async def attach_remote(
     if known is not None:
         if not known.remote and known.status not in (AgentStatus.STOPPED, AgentStatus.FAILED):
             raise AgentExists(agent_id, "a local agent is known under that id")
-        directory.remove(agent_id)  # a disconnected remote (or a finished local) one returns
+        # A disconnected remote (or a finished local) one returns.
+        directory.remove(agent_id, returning=True)
     mailbox = runtime.bus.subscribe(mailbox_topic(agent_id), qos=qos, buffer_size=buffer_size)
     directory.add(agent_id, remote=True, metadata=metadata)
     if known is not None and known.remote:

@@ -30,7 +30,7 @@ from ._qos import QoS
 from ._remote import RemoteAgent, attach_remote
 from ._stats import AgentStats
 from ._subscription import depth
-from .tools import DEFAULT_TIMEOUT, Tool, ToolNotFound, ToolRegistry
+from .tools import DEFAULT_TIMEOUT, Tool, ToolNotFound, ToolRegistry, ToolTimeout
 
 __all__ = [
     "DEAD_LETTER_PREFIX",
@@ -405,10 +405,27 @@ class AgentRuntime:
         """Call a tool: a capability of the least busy running agent offering it, else a tool of
         the runtime's registry.
 
+        A capability whose every provider is known but not running (a remote agent that
+        disconnected and is expected back: ``Directory.has_provider``) is waited for, within
+        the call's timeout (``None``: the registry's default), rather than refused at once: a
+        provider's restart is not a missing tool. What is left of the timeout then bounds the
+        call itself.
+
         Raises:
             ToolNotFound, InvalidToolArguments, ToolTimeout, ToolPermissionDenied, ToolFailed.
         """
         info = self.directory.least_busy(name)
+        if info is None and name not in self.tools and self.directory.has_provider(name):
+            limit = DEFAULT_TIMEOUT if timeout is None else timeout
+            log.debug("tool %s: no provider running; waiting up to %g s for one", name, limit)
+            start = anyio.current_time()
+            with anyio.move_on_after(limit):
+                while (info := self.directory.least_busy(name)) is None:
+                    await self.directory.wait_changed()
+            if info is None:
+                raise ToolTimeout(limit, tool=name)
+            timeout = max(limit - (anyio.current_time() - start), 0.001)
+            log.debug("tool %s: a provider is back (%s)", name, info.id)
         if info is not None:
             registry = self._provider_registry(info.id)
             if registry is not None:

@@ -33,6 +33,8 @@ from ._event import mailbox_topic as mailbox_topic
 from ._event import reply_envelope as reply_envelope
 from ._event import reply_topic as reply_topic
 from ._event import step_hop as step_hop
+from ._failure import TRACEBACK_LOGGER as TRACEBACK_LOGGER
+from ._failure import log_user_failure as log_user_failure
 from ._ids import new_id as new_id
 from ._ids import now_ms as now_ms
 from ._public import set_public_module as set_public_module
@@ -55,6 +57,7 @@ from .collab._replies import router_for as router_for
 __all__ = [
     "EVENT_OVERHEAD_BYTES",
     "SMALL_EVENT_BYTES",
+    "TRACEBACK_LOGGER",
     "ContextHost",
     "Handler",
     "HasAgentSpec",
@@ -70,6 +73,7 @@ __all__ = [
     "envelope_with_context",
     "event_size",
     "lend_in_flight",
+    "log_user_failure",
     "lose_in_flight",
     "mailbox_topic",
     "new_id",

@@ -28,7 +28,15 @@ import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from loom.runtime import AgentSpec, Context, Event, InvalidArgument, QoS, SupervisionPolicy
+from loom.runtime import (
+    AgentSpec,
+    AgentStatus,
+    Context,
+    Event,
+    InvalidArgument,
+    QoS,
+    SupervisionPolicy,
+)
 from loom.runtime.lowlevel import validate_agent_id
 from loom.runtime.tools import Tool
 
@@ -36,7 +44,8 @@ from ._capability import capabilities_of
 
 if TYPE_CHECKING:
     from loom.bridge import ClientOptions, ClientTLS
-    from loom.runtime import AgentStatus
+
+    from ._process import Ended
 
 __all__ = ["Agent", "EventHandler", "Hook"]
 
@@ -206,9 +215,12 @@ class Agent:
         tls: ClientTLS | bool | None = None,
         options: ClientOptions | None = None,
         environ: Mapping[str, str] | None = None,
+        log_level: str | None = None,
+        log_format: str | None = None,
+        stop_timeout_s: float = 5.0,
     ) -> AgentStatus:
         """Connect to a Loom server and run this agent there, in this process, until it stops,
-        or SIGINT/SIGTERM asks it to (then ``on_stop`` runs and it disconnects cleanly).
+        or SIGINT/SIGTERM asks it to (then it drains and disconnects cleanly).
 
         The agent code is the same as in process: handlers run one at a time from a local
         mailbox fed by the server, with the same supervision and timers, and ``ctx`` reaches
@@ -220,38 +232,88 @@ class Agent:
         instead of raising ``NoResponders``, for one. Blocks: it calls ``anyio.run``, so
         call it from synchronous code; async code awaits :func:`loom.serve_agent` instead.
 
+        The process's log: one line per connection change (``connecting to ...``, ``cannot
+        connect to ...: connection refused; retrying in 0.2 s``, ``connected to ... as
+        ID``, ``reconnected ...``), one line per failure of the agent's own code with its
+        file and line (the traceback at ``debug``). The first connection is retried until it
+        succeeds (``options.connect_timeout`` bounds that; default: forever), so the agent
+        may start before the server. A signal at any moment (before the first connection,
+        while reconnecting, while connected) stops it quietly: the handler in progress and
+        the capability calls running get ``stop_timeout_s`` to finish, no new ones are
+        taken, ``on_stop`` runs, and it disconnects.
+
         Args:
-            address: ``host:port`` of the server; default ``$LOOM_BRIDGE_ADDR``.
+            address: ``host:port`` of the server; default ``$LOOM_BRIDGE_ADDR``, else
+                ``127.0.0.1:50051`` (where ``loom serve`` listens by default).
             token: the bearer token; default ``$LOOM_TOKEN`` (none if unset or empty).
             tls: ``True`` for TLS with the system's CAs, or a ``ClientTLS``.
-            options: the connection's bounds and timeouts (``ClientOptions``).
-            environ: where the two variables are read; ``os.environ`` when ``None``. This
+            options: the connection's bounds and timeouts (``ClientOptions``); by default
+                its own, with ``connect_timeout`` infinite and ``registration_secret`` from
+                ``$LOOM_AGENT_SECRET`` (without one, a process started again within the
+                server's hold of the id is refused with ``PERMISSION_DENIED``).
+            environ: where the variables are read; ``os.environ`` when ``None``. This
                 method is the outermost layer: nothing below it reads the environment.
+            log_level: ``debug``, ``info``, ``warning`` or ``error``; default
+                ``$LOOM_LOG_LEVEL``, else ``info``.
+            log_format: ``text`` or ``json``; default ``$LOOM_LOG_FORMAT``, else ``text``.
+                Logging is set up only when the process has not set it up already (the root
+                logger has no handler).
+            stop_timeout_s: the grace of a stop (see above).
 
         Returns:
             How the agent ended: ``STOPPED`` (also after a signal) or ``FAILED``.
 
         Raises:
-            InvalidArgument: no address given and ``LOOM_BRIDGE_ADDR`` unset.
-            ConnectFailed: the server could not be reached within the connect timeout, or
-                refused the credentials or the registration.
-            AgentStartFailed: the agent's ``on_start`` kept failing.
+            SystemExit: the agent could not run: the reason is logged in one line first.
+                Code 1 when running it again may help (its id is taken, its ``on_start``
+                kept failing), 3 when it cannot (refused credentials, not permitted, a
+                malformed address); ``loom run`` restarts the first and not the second.
         """
+        import math
+        import signal
+        import threading
+
         import anyio
 
-        from ._remote import run_agent
+        from loom.bridge import ClientOptions
+
+        from ._logging import configure_logging
+        from ._process import DEFAULT_ADDRESS, run_agent
 
         env = os.environ if environ is None else environ
-        address = address or env.get("LOOM_BRIDGE_ADDR") or None
-        if address is None:
-            raise InvalidArgument(
-                f"agent {self.agent_id}: no server address: pass address= or set "
-                "LOOM_BRIDGE_ADDR (host:port)"
-            )
+        address = address or env.get("LOOM_BRIDGE_ADDR") or DEFAULT_ADDRESS
         if token is None:
             token = env.get("LOOM_TOKEN") or None
+        if not logging.getLogger().handlers:
+            configure_logging(
+                log_level or env.get("LOOM_LOG_LEVEL") or "info",
+                log_format or env.get("LOOM_LOG_FORMAT") or "text",
+            )
+        if options is None:
+            # $LOOM_AGENT_SECRET: the registration secret a supervisor (compose, systemd) gives
+            # every process of this agent, so a restarted one takes its id back at once.
+            options = ClientOptions(
+                connect_timeout=math.inf, registration_secret=env.get("LOOM_AGENT_SECRET") or None
+            )
 
-        async def main() -> AgentStatus:
-            return await run_agent(self, address, token=token, tls=tls, options=options)
+        async def main() -> Ended:
+            return await run_agent(
+                self, address, token=token, tls=tls, options=options, stop_timeout_s=stop_timeout_s
+            )
 
-        return anyio.run(main)
+        # Until anyio's own handlers are up, a SIGTERM is a KeyboardInterrupt too: a signal
+        # at any moment is a quiet stop. (Signal handlers belong to the main thread.)
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = (
+            signal.signal(signal.SIGTERM, signal.default_int_handler) if main_thread else None
+        )
+        try:
+            ended = anyio.run(main)
+        except KeyboardInterrupt:
+            return AgentStatus.STOPPED
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)
+        if ended.status is None:
+            raise SystemExit(ended.code)
+        return ended.status

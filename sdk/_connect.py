@@ -30,6 +30,8 @@ async def serve_agent(
     tls: ClientTLS | bool | None = None,
     options: ClientOptions | None = None,
     on_state_change: StateListener | None = None,
+    stop_timeout_s: float = 5.0,
+    stop: anyio.Event | None = None,
     task_status: TaskStatus[BridgeClient] = anyio.TASK_STATUS_IGNORED,
 ) -> AgentStatus:
     """Run ``agent`` in this process, connected to the Loom server at ``address``.
@@ -38,9 +40,11 @@ async def serve_agent(
     ``ctx.spawn`` and ``ctx.collab`` behave as they do in process (``sdk/_remote.py`` says
     how), while everything it emits, requests or calls goes through the server. It returns
     when the agent stops by itself (``ctx.stop()``, or supervision gave up) or fails for
-    good; cancel the enclosing scope to stop it from outside, which runs ``on_stop`` (it may
-    still emit) and then disconnects cleanly. Unlike ``Agent.run()`` it installs no signal
-    handlers and reads no environment variables.
+    good. To stop it from outside, set ``stop``: it drains (takes no new events or calls,
+    lets the handler and the capability calls in progress finish within ``stop_timeout_s``),
+    runs ``on_stop`` (it may still emit) and disconnects cleanly. Cancelling the enclosing
+    scope does the same at once, cancelling what runs. Unlike ``Agent.run()`` it installs no
+    signal handlers and reads no environment variables.
 
     Start it with ``await tg.start(serve_agent, agent, address)`` to wait until the agent is
     registered on the server and its ``on_start`` has returned::
@@ -60,6 +64,8 @@ async def serve_agent(
         tls: ``True`` for TLS with the system's CAs, or a ``loom.bridge.ClientTLS``.
         options: the connection's bounds and timeouts (``loom.bridge.ClientOptions``).
         on_state_change: called with ``(old, new)`` on each ``ConnectionStatus`` change.
+        stop_timeout_s: the grace of a stop (also the local runtime's ``stop_timeout_s``).
+        stop: set it to stop the agent gracefully (see above).
         task_status: set by ``TaskGroup.start``; it receives the connected ``BridgeClient``.
 
     Returns:
@@ -77,5 +83,7 @@ async def serve_agent(
         tls=tls,
         options=options,
         on_state_change=on_state_change,
+        stop_timeout_s=stop_timeout_s,
+        stop=stop,
         task_status=task_status,
     )

@@ -68,7 +68,6 @@ import contextlib
 import functools
 import json
 import logging
-import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -88,7 +87,11 @@ from loom.bridge import (
     ClientTransport,
     ProviderKind,
     StateListener,
+    ToolCallOutcome,
+    ToolCallRequest,
     ToolDescriptor,
+    ToolErrorInfo,
+    ToolStatus,
     decode_output,
     run_tool_call,
 )
@@ -123,7 +126,7 @@ from loom.runtime.tools import Tool, ToolSpec, validates_itself
 
 from ._remote_spawn import spawn_linked
 
-__all__ = ["RemoteHost", "run_agent", "serve_agent", "tool_descriptors"]
+__all__ = ["RemoteHost", "serve_agent", "tool_descriptors"]
 
 _PROVIDER_KEY = "loom.agent"  # ToolService.ListTools: the agent that provides a tool
 
@@ -361,6 +364,69 @@ async def _forward_records(
     ending.set()
 
 
+async def _set_when(trigger: anyio.Event, event: anyio.Event) -> None:
+    await trigger.wait()
+    event.set()
+
+
+class _DrainingCalls:
+    """The agent's ``tool_handler``: serves pushed calls, counts those in progress, and once
+    draining refuses new ones, so that a stop lets the calls it found running finish."""
+
+    __slots__ = ("_agent_id", "_deadline", "_idle", "_running", "_serve", "started")
+
+    def __init__(
+        self, agent_id: str, serve: Callable[[ToolCallRequest], Awaitable[ToolCallOutcome]]
+    ) -> None:
+        self._agent_id = agent_id
+        self._serve = serve
+        self._running = 0
+        self._idle = anyio.Event()
+        self._idle.set()
+        self._deadline: float | None = None
+        # Set once the agent runs: the server may push a call as soon as the agent is
+        # registered, before its capabilities are in the local registry (after on_start).
+        self.started = anyio.Event()
+
+    async def __call__(self, request: ToolCallRequest) -> ToolCallOutcome:
+        await self.started.wait()  # the caller's deadline (a cancel_tool_call) bounds it
+        if self._deadline is not None:
+            message = f"agent {self._agent_id} is stopping: it takes no new calls"
+            return ToolCallOutcome(
+                id=request.id,
+                status=ToolStatus.ERROR,
+                error=ToolErrorInfo(code="AGENT_STOPPING", message=message),
+            )
+        self._running += 1
+        if self._running == 1:
+            self._idle = anyio.Event()
+        try:
+            return await self._serve(request)
+        finally:
+            self._running -= 1
+            if not self._running:
+                self._idle.set()
+
+    def drain(self, grace: float) -> None:
+        """Refuse new calls from now on; :meth:`wait_idle` waits up to ``grace`` from now."""
+        if self._deadline is None:
+            self._deadline = anyio.current_time() + grace
+
+    async def wait_idle(self) -> None:
+        """Wait (shielded) until no call runs, or the drain's grace is over."""
+        if self._deadline is None:
+            return
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(max(0.0, self._deadline - anyio.current_time())):
+                await self._idle.wait()
+            if self._running:
+                log.warning(
+                    "agent %s: %d capability call(s) still running after the grace: cancelled",
+                    self._agent_id,
+                    self._running,
+                )
+
+
 async def serve_agent(
     agent: AgentSpec | HasAgentSpec,
     address: str,
@@ -369,14 +435,19 @@ async def serve_agent(
     tls: ClientTLS | bool | None = None,
     options: ClientOptions | None = None,
     on_state_change: StateListener | None = None,
+    stop_timeout_s: float = 5.0,
+    stop: anyio.Event | None = None,
     task_status: TaskStatus[BridgeClient] = anyio.TASK_STATUS_IGNORED,
 ) -> AgentStatus:
-    """Run ``agent`` connected to the server at ``address`` until it stops, fails, or the
-    caller cancels; return how it ended (``STOPPED`` or ``FAILED``).
+    """Run ``agent`` connected to the server at ``address`` until it stops, fails, ``stop``
+    is set, or the caller cancels; return how it ended (``STOPPED`` or ``FAILED``).
 
     Reports readiness with ``task_status.started(client)`` once connected and the agent has
-    started (its ``on_start`` returned). Cancelled, it stops the agent (``on_stop`` runs and
-    may still emit) and then disconnects cleanly.
+    started (its ``on_start`` returned). When ``stop`` is set it drains: calls pushed from
+    then on are refused (``AGENT_STOPPING``), the handler in progress and the capability
+    calls running get ``stop_timeout_s`` to finish (then they are cancelled), ``on_stop``
+    runs (it may still emit), and then it disconnects cleanly. Cancelled instead, it does the
+    same at once: what is running is cancelled, not waited for.
 
     Raises:
         ConnectFailed, RegistrationRefused: the first connection failed.
@@ -403,9 +474,10 @@ async def serve_agent(
     )
     client = transport.client
     bus = EventBus(transport=transport)  # its mailbox, timers, replies and collab: one bus
-    runtime = AgentRuntime(bus)
+    runtime = AgentRuntime(bus, stop_timeout_s=stop_timeout_s)
     # Pushed calls of its capabilities: the server's own serving path, on this runtime.
-    client.tool_handler = functools.partial(run_tool_call, runtime, deadline_s=None)
+    calls = _DrainingCalls(spec.id, functools.partial(run_tool_call, runtime, deadline_s=None))
+    client.tool_handler = calls
 
     def factory() -> Behaviour:
         return pending.pop() if pending else spec.factory()
@@ -427,57 +499,50 @@ async def serve_agent(
         return await spawn_linked(local, child, tg, connect)
 
     # Entering the bus connects (its transport's run enters the client); leaving it, after
-    # the runtime has stopped the agent (on_stop may still emit), disconnects cleanly.
-    async with bus, runtime, anyio.create_task_group() as tg:
-        # One subscription for both, so the server learns them in the order they happened.
+    # the runtime has stopped the agent (on_stop may still emit) and the capability calls in
+    # progress have ended, reports how it ended and disconnects cleanly.
+    async with bus, anyio.create_task_group() as relay:
+        # The agent's records (state changes, dead letters) on one subscription, so the
+        # server learns them in the order they happened; relayed from outside the
+        # runtime's block, so the final report of a stop still goes out.
         records = bus.subscribe(f"{LIFECYCLE_PREFIX}.{spec.id}")
         records.add_pattern(f"{DEAD_LETTER_PREFIX}.{spec.id}")
-        tg.start_soon(_forward_records, client, records, ending, final)
-        await runtime.start(
-            hosted, hosting=_RemoteHosting(transport, spec.id, spec.qos, bus, spawn)
-        )
-        await transport.open()  # what arrived before the mailbox existed, in order
-        tg.start_soon(watch_client)
-        task_status.started(client)
-        await ending.wait()
-        # The agent has ended: end the stream here, while the client's tasks still run, so
-        # what is queued (dead letters, deliveries handed back) goes out within close_grace.
-        # (Left to the bus's close, the transport's tasks would be cancelled first.)
+        reported = anyio.Event()
+
+        async def relay_records() -> None:
+            try:
+                await _forward_records(client, records, ending, final)
+            finally:
+                reported.set()
+
+        relay.start_soon(relay_records)
+        try:
+            async with runtime, anyio.create_task_group() as tg:
+                await runtime.start(
+                    hosted, hosting=_RemoteHosting(transport, spec.id, spec.qos, bus, spawn)
+                )
+                await transport.open()  # what arrived before the mailbox existed, in order
+                calls.started.set()
+                tg.start_soon(watch_client)
+                if stop is not None:
+                    tg.start_soon(_set_when, stop, ending)
+                task_status.started(client)
+                try:
+                    await ending.wait()
+                finally:
+                    calls.drain(stop_timeout_s)  # no new calls; the runtime stops the agent
+                    calls.started.set()  # a call still waiting for the start is refused
+                    tg.cancel_scope.cancel()
+        finally:
+            await calls.wait_idle()
+        # The agent has ended and its final record is on the bus: let the relay report it
+        # (the server then releases the agent), then end the stream here, while the
+        # client's tasks still run, so what is queued (dead letters, deliveries handed
+        # back) goes out. (Left to the bus's close, the transport's tasks would be
+        # cancelled first.)
+        with anyio.move_on_after(stop_timeout_s):
+            await reported.wait()
         await client.close_stream()
-        tg.cancel_scope.cancel()
+        relay.cancel_scope.cancel()
     await client.wait_closed()  # re-raises a fatal error that closed the connection
     return final[0]
-
-
-async def run_agent(
-    agent: HasAgentSpec,
-    address: str,
-    *,
-    token: str | None = None,
-    tls: ClientTLS | bool | None = None,
-    options: ClientOptions | None = None,
-) -> AgentStatus:
-    """:func:`serve_agent` until SIGINT or SIGTERM (then a clean stop and disconnect)."""
-    result = [AgentStatus.STOPPED]
-    errors: list[Exception] = []
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with anyio.create_task_group() as tg:
-
-            async def run() -> None:
-                try:
-                    result[0] = await serve_agent(
-                        agent, address, token=token, tls=tls, options=options
-                    )
-                except Exception as exc:
-                    errors.append(exc)  # raised as itself below, not in a group
-                finally:
-                    tg.cancel_scope.cancel()
-
-            tg.start_soon(run)
-            async for signum in signals:
-                log.info("%s received: stopping the agent", signal.Signals(signum).name)
-                tg.cancel_scope.cancel()
-                break
-    if errors:
-        raise errors[0]
-    return result[0]

@@ -36,7 +36,17 @@ TOPS = ("loom.runtime", "loom.bridge", "loom", "benchmarks", "examples")
 # The floors of runtime/, lowest first. A module imports only modules of its own floor group
 # or of lower floors; the groups sharing a floor number are siblings, which import each other
 # only where SIBLINGS allows it (so no cycle can form between them).
-_CORE = ("_errors", "_event", "_envelope_build", "_ids", "_public", "_qos", "_topics", "_tracing")
+_CORE = (
+    "_errors",
+    "_event",
+    "_failure",
+    "_envelope_build",
+    "_ids",
+    "_public",
+    "_qos",
+    "_topics",
+    "_tracing",
+)
 _BUS = ("_bus", "_subscription", "_stats", "_waiter", "_transport")
 _ACTORS = (
     "_agent_errors",

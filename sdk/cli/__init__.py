@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -15,6 +14,7 @@ import anyio
 from loom.bridge import BridgeError, loom_version
 from loom.runtime import ConfigError, InvalidArgument
 
+from .._logging import configure_logging
 from ._config import SERVE_KEYS, load_config, load_tables, show_config
 from ._parsers import EPILOG as _COMMANDS_EPILOG
 from ._parsers import add_commands, run_command
@@ -25,7 +25,9 @@ __all__ = ["main"]
 _EPILOG = """\
 examples:
   loom serve                         # 127.0.0.1:50051, data in ./.loom
+  LOOM_BRIDGE_ADDR=127.0.0.1:6000 loom serve   # where clients with that variable look
   loom serve --port 0 --log-level debug
+  loom serve --log-format json       # one JSON object per log line
   loom config                        # what loom serve would run with, and where each is from
   LOOM_DATA_DIR=/var/lib/loom loom serve --config /etc/loom/loom.toml
   LOOM_TOKEN=$(cat /run/secrets/loom) loom serve --host 0.0.0.0 \\
@@ -43,11 +45,24 @@ def _serve_flags() -> argparse.ArgumentParser:
         default=None,
         help="loom.toml to read (default: ./loom.toml if present)",
     )
-    s.add_argument("--host", help="address to bind (LOOM_HOST; default 127.0.0.1)")
-    s.add_argument("--port", type=int, help="port (LOOM_PORT; default 50051, 0 picks one)")
+    s.add_argument(
+        "--host", help="address to bind (LOOM_HOST; default: of LOOM_BRIDGE_ADDR, else 127.0.0.1)"
+    )
+    s.add_argument(
+        "--port",
+        type=int,
+        help="port (LOOM_PORT; default: of LOOM_BRIDGE_ADDR, else 50051; 0 picks one)",
+    )
     s.add_argument("--data-dir", help="durable state directory (LOOM_DATA_DIR; default .loom)")
     s.add_argument(
-        "--log-level", choices=["debug", "info", "warning", "error"], help="LOOM_LOG_LEVEL"
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="LOOM_LOG_LEVEL; default info (debug shows Loom's own decisions)",
+    )
+    s.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="LOOM_LOG_FORMAT: text lines (default) or one JSON object per line",
     )
     s.add_argument(
         "--drain-grace", type=float, dest="drain_grace_s", help="seconds to drain on stop"
@@ -122,7 +137,9 @@ def _parser() -> argparse.ArgumentParser:
         help="run a Loom server until SIGINT/SIGTERM",
         description=(
             "Run a Loom server: the event bus and everything on it. Settings come from "
-            "loom.toml ([serve]), then LOOM_* environment variables, then these flags."
+            "loom.toml ([serve]), then LOOM_* environment variables, then these flags. "
+            "It listens on $LOOM_BRIDGE_ADDR (the address clients and agents use) when set, "
+            "unless LOOM_HOST/LOOM_PORT or --host/--port say otherwise."
         ),
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -177,11 +194,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         tables = load_tables(toml_path=toml_path, environ=os.environ)
     except ConfigError as exc:
         sys.exit(f"loom: {exc}")
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(config.log_level, config.log_format)
     try:
         anyio.run(functools.partial(serve, config, tables=tables, environ=os.environ))
     except (BridgeError, InvalidArgument) as exc:  # cannot bind, unreadable TLS files

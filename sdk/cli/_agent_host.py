@@ -7,10 +7,15 @@
   "error"}``).
 * ``python -m loom.cli._agent_host run FILE AGENT_ID`` reads one JSON line of :class:`HostConfig`
   from stdin (so a token never shows in ``ps`` or the environment), connects the agent to the
-  server, says ``connected to ADDRESS`` on stderr once it runs, and serves until SIGINT or
-  SIGTERM, until the agent stops or fails, or until stdin closes (the supervisor is gone).
-  Exit code 0: stopped cleanly; 1: the agent failed or could not connect; 2: the file or the
-  agent cannot be loaded.
+  server (retrying the first connection until ``connect_timeout``; default forever), and
+  serves until SIGINT or SIGTERM, until the agent stops or fails, or until stdin closes (the
+  supervisor is gone). Its log goes to stderr, one line per connection change and per failure
+  of the agent's code. A signal at any moment, even while the file is being imported, is a
+  quiet stop with exit code 0.
+
+  Exit codes: 0 stopped cleanly; 1 the agent failed or lost its server (a restart may help);
+  2 the file or the agent cannot be loaded, 3 the server refused it for good (credentials,
+  permission, a malformed option): a restart cannot help, and ``loom run`` does not try.
 
 Which objects are agents (the discovery rule)
 ---------------------------------------------
@@ -26,10 +31,10 @@ import its neighbours.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import logging
+import math
 import os
 import re
 import signal
@@ -41,10 +46,11 @@ from types import ModuleType
 import anyio
 import msgspec
 
-from loom.bridge import ClientOptions, ClientTLS
+from loom.bridge import ClientTLS
 from loom.runtime import AgentStatus, LoomError
 
 from .._agent import Agent
+from .._logging import configure_logging
 
 __all__ = ["LIST_MARKER", "HostConfig", "LoadError", "find_agents", "load_module", "main"]
 
@@ -65,6 +71,10 @@ class HostConfig(msgspec.Struct, frozen=True, kw_only=True):
         token: the bearer token, if any.
         tls: TLS settings for the channel, if any.
         log_level: the level of the child's log on stderr.
+        log_format: ``text`` (without a time: the supervisor stamps each line) or ``json``.
+        traceback: log the tracebacks of the agent's own failures (else at ``debug`` only).
+        grace: seconds a stop gives the handler and the capability calls in progress.
+        connect_timeout: seconds the first connection is retried (``None``: forever).
         secret: the agent's registration secret, the same for every process the supervisor
             starts for it, so a restarted one takes the agent's id back at once.
     """
@@ -73,6 +83,10 @@ class HostConfig(msgspec.Struct, frozen=True, kw_only=True):
     token: str | None = None
     tls: ClientTLS | None = None
     log_level: str = "info"
+    log_format: str = "text"
+    traceback: bool = False
+    grace: float = 5.0
+    connect_timeout: float | None = None
     secret: str | None = None
 
 
@@ -140,16 +154,6 @@ def _list(files: Sequence[str]) -> int:
     return 0
 
 
-class _Announce:
-    """A ``TaskStatus`` that says on stderr when the agent is connected and running."""
-
-    def __init__(self, address: str, agent_id: str) -> None:
-        self._text = f"agent {agent_id} connected to {address} (pid {os.getpid()})"
-
-    def started(self, value: object = None) -> None:
-        print(self._text, file=sys.stderr, flush=True)
-
-
 async def _until_stdin_closes() -> None:
     fd = sys.stdin.fileno()
     while True:
@@ -159,45 +163,39 @@ async def _until_stdin_closes() -> None:
 
 
 async def _host(agent: Agent, config: HostConfig) -> int:
-    from .._remote import serve_agent
+    from loom.bridge import ClientOptions
 
-    code = 0
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with anyio.create_task_group() as tg:
+    from .._process import Ended, run_agent
 
-            async def run() -> None:
-                nonlocal code
-                try:
-                    status = await serve_agent(
-                        agent,
-                        config.address,
-                        token=config.token,
-                        tls=config.tls,
-                        options=ClientOptions(registration_secret=config.secret),
-                        task_status=_Announce(config.address, agent.agent_id),
-                    )
-                    code = 0 if status is AgentStatus.STOPPED else 1
-                except LoomError as exc:  # ConnectFailed, AgentStartFailed, refused, ...
-                    print(f"agent {agent.agent_id}: {exc}", file=sys.stderr, flush=True)
-                    code = 1
-                finally:
-                    tg.cancel_scope.cancel()
+    options = ClientOptions(
+        connect_timeout=math.inf if config.connect_timeout is None else config.connect_timeout,
+        registration_secret=config.secret,
+    )
+    ended = Ended(status=AgentStatus.STOPPED)
+    async with anyio.create_task_group() as tg:
 
-            async def stop_on_signal() -> None:
-                async for signum in signals:
-                    log.info("%s received: stopping", signal.Signals(signum).name)
-                    tg.cancel_scope.cancel()
-                    return
-
-            async def stop_when_orphaned() -> None:
-                await _until_stdin_closes()
-                log.info("the supervisor went away: stopping")
+        async def run() -> None:
+            nonlocal ended
+            try:
+                ended = await run_agent(
+                    agent,
+                    config.address,
+                    token=config.token,
+                    tls=config.tls,
+                    options=options,
+                    stop_timeout_s=config.grace,
+                )
+            finally:
                 tg.cancel_scope.cancel()
 
-            tg.start_soon(run)
-            tg.start_soon(stop_on_signal)
-            tg.start_soon(stop_when_orphaned)
-    return code
+        async def stop_when_orphaned() -> None:
+            await _until_stdin_closes()
+            log.info("the supervisor went away: stopping")
+            os.kill(os.getpid(), signal.SIGTERM)  # the same drain as a stop by loom run
+
+        tg.start_soon(run)
+        tg.start_soon(stop_when_orphaned)
+    return ended.code
 
 
 def _run(file: str, agent_id: str) -> int:
@@ -207,23 +205,19 @@ def _run(file: str, agent_id: str) -> int:
     except msgspec.DecodeError as exc:
         print(f"loom run: bad host configuration on stdin: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+    configure_logging(
+        config.log_level, config.log_format, traceback=config.traceback, timestamps=False
     )
     try:
         agents = {a.agent_id: a for a in find_agents(load_module(Path(file)))}
     except LoadError as exc:
-        print(f"loom run: {exc}", file=sys.stderr)
+        log.error("%s", exc)
         return 2
     agent = agents.get(agent_id)
     if agent is None:
-        print(f"loom run: {file} has no agent {agent_id!r}", file=sys.stderr)
+        log.error("%s has no agent %r", file, agent_id)
         return 2
-    with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C while stopping
-        return anyio.run(_host, agent, config)
-    return 1
+    return anyio.run(_host, agent, config)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -232,7 +226,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(args) >= 2 and args[0] == "list":
         return _list(args[1:])
     if len(args) == 3 and args[0] == "run":
-        return _run(args[1], args[2])
+        # Until the agent's own handlers are up (the file may take long to import), a
+        # SIGTERM is a KeyboardInterrupt like SIGINT: a stop at any moment is quiet, code 0.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        try:
+            return _run(args[1], args[2])
+        except KeyboardInterrupt:
+            return 0
     print(
         "usage: python -m loom.cli._agent_host (list FILE... | run FILE AGENT_ID)", file=sys.stderr
     )

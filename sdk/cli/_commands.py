@@ -50,6 +50,8 @@ from loom.runtime import (
 )
 from loom.runtime.lowlevel import mailbox_topic, new_id
 
+from .._process import DEFAULT_ADDRESS as _DEFAULT_ADDRESS
+
 __all__ = [
     "DEFAULT_ADDRESS",
     "Connection",
@@ -69,7 +71,7 @@ __all__ = [
     "version",
 ]
 
-DEFAULT_ADDRESS = "127.0.0.1:50051"
+DEFAULT_ADDRESS = _DEFAULT_ADDRESS
 """Where ``loom serve`` listens by default, so a client command needs no flag beside it."""
 
 _encoder = msgspec.json.Encoder()
@@ -478,8 +480,10 @@ async def publish(
     source: str = "loom-cli",
     metadata: Mapping[str, str] | None = None,
     out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
 ) -> int:
-    """``loom publish``: one event on ``topic`` through ``EventBus.Publish``.
+    """``loom publish``: one event on ``topic`` through ``EventBus.Publish``; a note on
+    ``err`` when no subscription on the server matched it (nobody received it).
 
     The tier says how long the server may hold the publish back while a lossless subscriber
     is full: ``BATCHED`` and ``BACKGROUND`` wait up to the connection's timeout; ``REALTIME``
@@ -489,12 +493,28 @@ async def publish(
     event = Event(type=type, source=source, payload=data, metadata=dict(metadata or {}))
     limit = min(conn.timeout, 1.0) if qos is QoS.REALTIME else conn.timeout
     async with conn.client() as admin:
+        before = _unrouted(await admin.statistics(topics=True), topic)
         outcome = await admin.publish(topic, [event], timeout=limit)
-    if outcome.rejections:
-        r = outcome.rejections[0]
-        raise LoomError(f"not published: {r.code}: {r.reason}")
+        if outcome.rejections:
+            r = outcome.rejections[0]
+            raise LoomError(f"not published: {r.code}: {r.reason}")
+        after = _unrouted(await admin.statistics(topics=True), topic)
     print(f"published {event.id} to {topic} ({len(data)} bytes)", file=out)
+    if after > before:
+        # The publish reply carries no delivery count; the bus's per-topic counters do.
+        # Another publisher to the same topic at the same instant could make this say so
+        # wrongly, never the other way round.
+        print(
+            f"note: no subscription matched {topic}: nobody received it "
+            "(see `loom agents` and `loom topics --subscriptions`)",
+            file=err,
+        )
     return 0
+
+
+def _unrouted(stats: BusStats, topic: str) -> int:
+    """How many events published on ``topic`` matched no subscription, so far."""
+    return next((t.unrouted for t in stats.topics if t.topic == topic), 0)
 
 
 async def call(

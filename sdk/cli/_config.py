@@ -5,6 +5,7 @@ command-line flags (later sources win), and handed down. Nothing below the CLI r
 
 from __future__ import annotations
 
+import re
 import sys
 import tomllib
 from collections.abc import Mapping
@@ -31,6 +32,7 @@ __all__ = [
 ]
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+_LOG_FORMATS = ("text", "json")
 
 
 class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -41,6 +43,7 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         port: TCP port; 0 picks a free one.
         data_dir: where durable state lives (created if missing).
         log_level: debug, info, warning or error.
+        log_format: text or json (one object per line).
         drain_grace_s: seconds a shutdown waits for queued events to drain (and for calls in
             flight on the bridge to finish).
         settle_s: the settle window after the server starts: for at most this long,
@@ -71,6 +74,7 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     port: int = 50051
     data_dir: str = ".loom"
     log_level: str = "info"
+    log_format: str = "text"
     drain_grace_s: float = 5.0
     settle_s: float = 2.0
     stale_after_s: float = 15.0
@@ -91,6 +95,8 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             raise ConfigError(f"port must be 0..65535, not {self.port}")
         if self.log_level not in _LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(_LOG_LEVELS)}")
+        if self.log_format not in _LOG_FORMATS:
+            raise ConfigError(f"log_format must be one of {', '.join(_LOG_FORMATS)}")
         if self.drain_grace_s < 0:
             raise ConfigError(f"drain_grace_s must be >= 0, not {self.drain_grace_s}")
         if not 0 <= self.settle_s < float("inf"):
@@ -156,6 +162,7 @@ _ENV = {
     "LOOM_PORT": "port",
     "LOOM_DATA_DIR": "data_dir",
     "LOOM_LOG_LEVEL": "log_level",
+    "LOOM_LOG_FORMAT": "log_format",
     "LOOM_DRAIN_GRACE": "drain_grace_s",
     "LOOM_SETTLE": "settle_s",
     "LOOM_STALE_AFTER": "stale_after_s",
@@ -196,6 +203,17 @@ def load_config(
         if not isinstance(serve, dict):
             raise ConfigError(f"{toml_path}: [serve] must be a table")
         merged.update(serve)
+    bridge_addr = environ.get("LOOM_BRIDGE_ADDR")
+    if bridge_addr:
+        # The address every client and agent uses by default: a server started in the same
+        # environment listens there, so one variable moves the whole set (LOOM_HOST and
+        # LOOM_PORT, then flags, still win).
+        host, sep, port = bridge_addr.rpartition(":")
+        if not sep or not host:
+            raise ConfigError(f"$LOOM_BRIDGE_ADDR is host:port, not {bridge_addr!r}")
+        merged["host"] = host.removeprefix("[").removesuffix("]")
+        merged["port"] = port
+        source = f"{source}, $LOOM_BRIDGE_ADDR"
     for var, key in _ENV.items():
         if var in environ:
             merged[key] = environ[var]
@@ -205,7 +223,14 @@ def load_config(
         # str values from the environment are converted ("50051" -> 50051) by strict=False.
         return msgspec.convert(merged, ServeConfig, strict=False)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"configuration ({source}): {exc}") from exc
+        message = str(exc)
+        unknown = _UNKNOWN.fullmatch(message)
+        if unknown is not None:  # only loom.toml can bring an unknown key: name its table
+            message = f"[serve] has no key {unknown.group(1)!r}"
+        raise ConfigError(f"configuration ({source}): {message}") from exc
+
+
+_UNKNOWN = re.compile(r"Object contains unknown field `(.+)`")
 
 
 SERVE_KEYS: tuple[str, ...] = tuple(f.name for f in msgspec.structs.fields(ServeConfig))
@@ -246,6 +271,8 @@ def explain_config(
     doc = _read_toml(toml_path)
     in_file = doc.get("serve", {}) if doc is not None else {}
     from_env = {key: var for var, key in _ENV.items() if var in environ}
+    if environ.get("LOOM_BRIDGE_ADDR"):  # host and port, unless LOOM_HOST/LOOM_PORT say
+        from_env = {"host": "LOOM_BRIDGE_ADDR", "port": "LOOM_BRIDGE_ADDR", **from_env}
     settings: dict[str, Setting] = {}
     for key in SERVE_KEYS:
         if overrides.get(key) is not None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
+import signal
 import sys
 import textwrap
 from collections.abc import Awaitable, Callable
@@ -24,7 +26,7 @@ from loom.runtime import LoomError, QoS
 from . import _commands as commands
 from ._runner import RunConfig, run
 
-__all__ = ["COMMANDS", "EPILOG", "add_commands", "run_command"]
+__all__ = ["COMMANDS", "EPILOG", "add_commands", "add_log_flags", "run_command"]
 
 COMMANDS = (
     *("run", "status", "agents", "tools", "topics", "tail", "publish", "ask", "call"),
@@ -32,7 +34,7 @@ COMMANDS = (
 )
 
 EPILOG = """\
-  loom run agents/                   # every agent file in agents/, embedded server
+  loom run agents/                   # every agent file in agents/, supervised
   loom status                        # is the server up: version, uptime, counts
   loom agents                        # who is connected (LOOM_BRIDGE_ADDR, else :50051)
   loom tools                         # every tool the server can call
@@ -46,6 +48,21 @@ EPILOG = """\
 
 _QOS = {q.name.lower(): q for q in QoS}
 _RAW = argparse.RawDescriptionHelpFormatter
+
+
+def add_log_flags(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default="info",
+        help=f"level of {what} (default info; debug shows Loom's own decisions)",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help=f"format of {what}: text lines, or one JSON object per line (default text)",
+    )
 
 
 def _examples(text: str) -> str:
@@ -111,16 +128,23 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         description=(
             "Run the agents of PATH (a .py file, or a folder of them: its *.py files not "
             "starting with '_') in one subprocess each, connected to the server at --address "
-            "or, without one, to an embedded server started here. An agent is a module-level "
+            "(default: $LOOM_BRIDGE_ADDR, else 127.0.0.1:50051, where `loom serve` listens), "
+            "or with --embedded to a server started here. An agent is a module-level "
             "variable bound to an Agent instance (names starting with '_' are skipped; the "
-            "file's `if __name__ == '__main__'` block does not run). Output lines are prefixed "
-            "with [agent-id]; a crashed agent is restarted with capped, jittered backoff; "
-            "SIGINT/SIGTERM stops every agent cleanly (SIGTERM, then SIGKILL after --grace)."
+            "file's `if __name__ == '__main__'` block does not run). Each agent retries its "
+            "first connection until the server is up (--connect-timeout; default forever). "
+            "Output lines are prefixed with the time and [agent-id]; a crashed agent is "
+            "restarted with capped, jittered backoff, but one the server refuses for good "
+            "(wrong token, not permitted) or whose file cannot be loaded stops the run with "
+            "exit code 1. SIGINT/SIGTERM stops every agent cleanly: it takes no new events or "
+            "calls, those in progress get --grace seconds, then it disconnects (killed 2 s "
+            "after the grace if still running)."
         ),
         examples=(
-            "  loom run agents/                        # embedded server on a free port\n"
-            "  loom run echo.py planner.py --port 50051\n"
+            "  loom run agents/                        # to loom serve on 127.0.0.1:50051\n"
+            "  loom run echo.py planner.py --embedded --port 50052\n"
             "  loom run agents/ -a 10.0.0.5:50051 --token $TOKEN --tls\n"
+            "  loom run agents/ --log-format json --grace 30\n"
             "\n"
             "  # agents/echo.py\n"
             "  from loom import Agent\n"
@@ -132,22 +156,40 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         ),
         parents=[
             _connection_flags(
-                address_help="server address (default: $LOOM_BRIDGE_ADDR, else an embedded server)"
+                address_help="server address (default: $LOOM_BRIDGE_ADDR, else 127.0.0.1:50051)"
             )
         ],
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="agent file or folder")
     p.add_argument(
-        "--port", type=int, default=0, help="port of the embedded server (default 0: a free one)"
+        "--embedded",
+        action="store_true",
+        help="start a server in this process instead of connecting to one",
     )
     p.add_argument(
-        "--grace", type=float, default=5.0, help="seconds an agent gets to stop (default 5)"
+        "--port",
+        type=int,
+        default=0,
+        help="with --embedded: the server's port (default 0: a free one, printed)",
     )
     p.add_argument(
-        "--log-level",
-        choices=["debug", "info", "warning", "error"],
-        default="info",
-        help="the agents' log level (default info)",
+        "--grace",
+        type=float,
+        default=5.0,
+        help="seconds a stopping agent gives the handler and tool calls in progress (default 5)",
+    )
+    p.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="give up on an agent's first connection after this long (default: never)",
+    )
+    add_log_flags(p, "the agents' log")
+    p.add_argument(
+        "--traceback",
+        action="store_true",
+        help="log the traceback of each failure in an agent's code (else only at debug)",
     )
 
     p = _add(
@@ -385,14 +427,28 @@ def _build(
     args: argparse.Namespace, env_address: str | None, env_token: str | None
 ) -> Callable[[], Awaitable[int]]:
     if args.command == "run":
+        if args.embedded and args.address:
+            raise commands.UsageError("--embedded starts a server here: leave out --address")
+        if args.port and not args.embedded:
+            raise commands.UsageError("--port is the embedded server's: add --embedded")
+        if not (args.grace >= 0 and math.isfinite(args.grace)):
+            raise commands.UsageError(f"--grace must be >= 0 seconds, not {args.grace}")
+        if args.connect_timeout is not None and not args.connect_timeout > 0:
+            raise commands.UsageError(
+                f"--connect-timeout must be > 0 seconds, not {args.connect_timeout}"
+            )
         config = RunConfig(
             paths=tuple(args.paths),
-            address=args.address or env_address or None,
+            address=args.address or env_address or commands.DEFAULT_ADDRESS,
+            embedded=args.embedded,
             token=args.token or env_token or None,
             tls=_tls(args),
             port=args.port,
             grace=args.grace,
+            connect_timeout=args.connect_timeout,
             log_level=args.log_level,
+            log_format=args.log_format,
+            traceback=args.traceback,
         )
         return functools.partial(run, config)
     if args.command == "version":
@@ -484,6 +540,10 @@ def run_command(args: argparse.Namespace, *, env_address: str | None, env_token:
     on stderr, ``loom <command>: <message>``, with exit code 1 (2 for bad input), never a
     traceback.
     """
+    if args.command == "run":
+        # Until its own signal handling is up (discovery imports the agent files first), a
+        # SIGTERM stops `loom run` as a Ctrl-C does: quietly, nothing started is left.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         main = _build(args, env_address, env_token)
         return anyio.run(main)
@@ -494,4 +554,4 @@ def run_command(args: argparse.Namespace, *, env_address: str | None, env_token:
         print(f"loom {args.command}: {message}", file=sys.stderr)
         return commands.exit_code_of(exc)
     except KeyboardInterrupt:  # a Ctrl-C before the command's own signal handling is up
-        return 130
+        return 0 if args.command == "run" else 130

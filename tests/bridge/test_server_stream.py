@@ -220,9 +220,12 @@ async def test_end_of_stream_fails_pending_calls_at_once_and_disconnects() -> No
         assert s.server.statistics() == ServerStatistics(
             registered=1, connected=0, pending_tool_calls=0
         )
-        # Its tool is gone with it.
-        gone = await caller.bridge.ForwardToolCall(tools_pb2.ToolCall(name="worker.run"))
-        assert gone.status == tools_pb2.TOOL_NOT_FOUND
+        # Its tool is gone with it; it is expected back, so a call waits for it, within its
+        # timeout (issue 11), rather than fail at once with TOOL_NOT_FOUND.
+        gone = await caller.bridge.ForwardToolCall(
+            tools_pb2.ToolCall(name="worker.run", timeout_ms=200)
+        )
+        assert gone.status == tools_pb2.TOOL_TIMEOUT
         # It may come back: the registration holds, a new stream attaches it again.
         again = OldAgent(ch, "worker")
         await again.open()

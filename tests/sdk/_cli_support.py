@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Mapping
@@ -16,6 +17,10 @@ import anyio
 from anyio.abc import Process, TaskGroup
 
 LOOM = [sys.executable, "-m", "loom.cli"]
+PYTHON = [sys.executable, "-u"]
+
+# `loom run` prefixes each line of an agent with the time and its id.
+STAMP = r"\d\d:\d\d:\d\d\.\d{3} "
 
 # `loom serve` and `loom run` (embedded) both say where they listen.
 _LISTENING = re.compile(r"listening on (\S+:\d+)")
@@ -31,8 +36,9 @@ def clean_env(**extra: str) -> dict[str, str]:
 class Running:
     """A running ``loom`` subprocess whose merged stdout/stderr is read as it comes."""
 
-    def __init__(self, process: Process) -> None:
+    def __init__(self, process: Process, *, group: bool = False) -> None:
         self.process = process
+        self.group = group  # signals go to its whole process group (a shell and its child)
         self.lines: list[str] = []
         self._changed = anyio.Event()
 
@@ -85,10 +91,18 @@ class Running:
 
     async def stop(self, signum: signal.Signals = signal.SIGINT, timeout: float = 15) -> int:
         """Send ``signum`` and wait for the exit code."""
-        if self.process.returncode is None:
-            self.process.send_signal(signum)
+        self.signal(signum)
         with anyio.fail_after(timeout):
             return await self.process.wait()
+
+    def signal(self, signum: signal.Signals) -> None:
+        """Send ``signum`` (to the process group, if it leads one)."""
+        if self.process.returncode is not None:
+            return
+        if self.group:
+            os.killpg(self.process.pid, signum)
+        else:
+            self.process.send_signal(signum)
 
 
 @asynccontextmanager
@@ -96,14 +110,26 @@ async def running(
     *args: str, cwd: Path, env: Mapping[str, str] | None = None
 ) -> AsyncIterator[Running]:
     """Start ``loom *args``; on exit, stop it (SIGTERM, then SIGKILL) if it still runs."""
+    async with running_argv([*LOOM, *args], cwd=cwd, env=env) as proc:
+        yield proc
+
+
+@asynccontextmanager
+async def running_argv(
+    argv: list[str], *, cwd: Path, env: Mapping[str, str] | None = None, group: bool = False
+) -> AsyncIterator[Running]:
+    """Start ``argv`` (stdout and stderr merged, read as they come); stop it on exit. With
+    ``group``, in a process group of its own, which signals reach as a whole (as a Ctrl-C
+    in a terminal reaches a shell command and what it started)."""
     process = await anyio.open_process(
-        [*LOOM, *args],
+        argv,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         cwd=cwd,
         env=dict(env) if env is not None else clean_env(),
+        start_new_session=group,
     )
-    proc = Running(process)
+    proc = Running(process, group=group)
     tg: TaskGroup
     async with anyio.create_task_group() as tg:
         tg.start_soon(proc._read)
@@ -112,11 +138,11 @@ async def running(
         finally:
             with anyio.CancelScope(shield=True):
                 if process.returncode is None:
-                    process.terminate()
+                    proc.signal(signal.SIGTERM)
                     with anyio.move_on_after(10):
                         await process.wait()
                     if process.returncode is None:
-                        process.kill()
+                        proc.signal(signal.SIGKILL)
                         await process.wait()
                 tg.cancel_scope.cancel()
                 await process.aclose()
@@ -131,6 +157,13 @@ async def loom_serve(tmp_path: Path, *extra: str) -> AsyncIterator[tuple[Running
     ) as server:
         match = await server.wait_for(_LISTENING.pattern)
         yield server, match.group(1)
+
+
+def free_port() -> int:
+    """A port nothing listens on now (bound and released: for a server started later)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 async def loom(

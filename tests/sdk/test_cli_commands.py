@@ -108,7 +108,7 @@ async def test_agents_and_call_with_a_remote_agent(tmp_path: Path) -> None:
         loom_serve(tmp_path) as (_server, address),
         running("run", str(folder), "-a", address, cwd=tmp_path) as run,
     ):
-        await run.wait_for(r"\[upperer\] agent upperer connected")
+        await run.wait_for(r"\[upperer\] INFO loom.bridge.client: connected to .* as upperer$")
 
         listed = await loom("agents", "-a", address, cwd=tmp_path)
         assert listed.returncode == 0, listed.stderr
@@ -241,3 +241,28 @@ async def test_top_level_help_lists_every_command_with_examples(tmp_path: Path) 
     out = result.stdout.decode()
     for command in COMMANDS:
         assert f"loom {command}" in out.split("examples:", 1)[1], command
+
+
+async def test_publish_says_when_no_subscription_matched(tmp_path: Path) -> None:
+    async with loom_serve(tmp_path) as (_server, address):
+        nobody = await loom("publish", "lonely.topic", "x", "-a", address, cwd=tmp_path)
+        assert nobody.returncode == 0, nobody.stderr
+        assert nobody.stdout.startswith(b"published ")
+        assert nobody.stderr == (
+            b"note: no subscription matched lonely.topic: nobody received it "
+            b"(see `loom agents` and `loom topics --subscriptions`)\n"
+        )
+        async with running("tail", "lonely.*", "-a", address, cwd=tmp_path) as tail:
+            await tail.wait_for("tailing lonely")
+            heard = await loom("publish", "lonely.topic", "y", "-a", address, cwd=tmp_path)
+            assert heard.returncode == 0, heard.stderr
+            assert heard.stderr == b""
+
+
+async def test_an_unreachable_server_is_said_once_in_few_words(tmp_path: Path) -> None:
+    port = _free_port()
+    result = await loom("agents", "-a", f"127.0.0.1:{port}", cwd=tmp_path)
+    assert result.stderr.decode() == (
+        f"loom agents: cannot connect to 127.0.0.1:{port}: connection refused "
+        "(is `loom serve` running there? set --address or LOOM_BRIDGE_ADDR)\n"
+    )

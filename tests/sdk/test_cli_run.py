@@ -4,12 +4,13 @@ serve`` subprocess and against its own embedded server; discovery and its errors
 from __future__ import annotations
 
 import json
+import re
 import signal
 from pathlib import Path
 
 import pytest
 
-from ._cli_support import loom, loom_serve, running
+from ._cli_support import STAMP, clean_env, free_port, loom, loom_serve, running
 
 pytestmark = pytest.mark.anyio
 
@@ -39,7 +40,7 @@ async def on_event(ctx, topic, event):
     print(f"crasher got {event.payload.decode()}", flush=True)
     if event.payload == b"boom":
         print("crashing now", file=sys.stderr, flush=True)
-        os._exit(3)
+        os._exit(5)
 
 
 crasher = Agent("crasher", topics=["demo.*"], on_event=on_event)
@@ -61,8 +62,10 @@ async def test_a_folder_of_agents_with_a_crash_and_a_restart(tmp_path: Path) -> 
         loom_serve(tmp_path) as (_server, address),
         running("run", str(folder), "-a", address, cwd=tmp_path) as run,
     ):
-        await run.wait_for(r"^\[crasher\] agent crasher connected to ")
-        await run.wait_for(r"^\[echo\] agent echo connected to ")
+        await run.wait_for(
+            STAMP + r"\[crasher\] INFO loom.bridge.client: connected to .* as crasher$"
+        )
+        await run.wait_for(STAMP + r"\[echo\] INFO loom.bridge.client: connected to .* as echo$")
         listed = await loom("agents", "--json", "-a", address, cwd=tmp_path)
         assert sorted(json.loads(x)["id"] for x in listed.stdout.splitlines()) == [
             "crasher",
@@ -71,19 +74,21 @@ async def test_a_folder_of_agents_with_a_crash_and_a_restart(tmp_path: Path) -> 
 
         boom = await loom("publish", "demo.x", "boom", "-a", address, cwd=tmp_path)
         assert boom.returncode == 0, boom.stderr
-        await run.wait_for(r"^\[echo\] echo got boom on demo\.x$")
-        await run.wait_for(r"^\[crasher\] crasher got boom$")
-        await run.wait_for(r"^\[crasher\] crashing now$")  # its stderr, prefixed too
-        await run.wait_for(r"^\[crasher\] exited with code 3; restart 1 in \d+\.\d+ s$")
-        await run.wait_for(r"^\[crasher\] agent crasher connected to ", count=2)
+        await run.wait_for(f"^{STAMP}" + r"\[echo\] echo got boom on demo\.x$")
+        await run.wait_for(f"^{STAMP}" + r"\[crasher\] crasher got boom$")
+        await run.wait_for(f"^{STAMP}" + r"\[crasher\] crashing now$")  # its stderr, prefixed too
+        await run.wait_for(
+            f"^{STAMP}" + r"\[crasher\] exited with code 5; restart 1 in \d+\.\d+ s$"
+        )
+        await run.wait_for(r"\[crasher\] INFO loom.bridge.client: connected to ", count=2)
 
         again = await loom("publish", "demo.y", "after", "-a", address, cwd=tmp_path)
         assert again.returncode == 0, again.stderr
-        await run.wait_for(r"^\[crasher\] crasher got after$")
-        await run.wait_for(r"^\[echo\] echo got after on demo\.y$")
+        await run.wait_for(r"\[crasher\] crasher got after$")
+        await run.wait_for(r"\[echo\] echo got after on demo\.y$")
 
         assert await run.stop(signal.SIGINT) == 0
-        assert run.count(r"^\[echo\] agent echo connected") == 1  # only the crashed one restarted
+        assert run.count(r"\[echo\] INFO loom.bridge.client: connected") == 1  # only the crasher
         assert "MAIN BLOCK RAN" not in run.output
         assert "hidden" not in run.output
         assert "never imported" not in run.output
@@ -95,16 +100,16 @@ async def test_a_folder_of_agents_with_a_crash_and_a_restart(tmp_path: Path) -> 
         assert statuses == {"crasher": "disconnected", "echo": "disconnected"}
 
 
-async def test_without_an_address_it_embeds_a_server(tmp_path: Path) -> None:
+async def test_with_embedded_it_starts_a_server_of_its_own(tmp_path: Path) -> None:
     folder = tmp_path / "one"
     folder.mkdir()
     (folder / "echo.py").write_text(ECHO)
-    async with running("run", str(folder / "echo.py"), cwd=tmp_path) as run:
+    async with running("run", str(folder / "echo.py"), "--embedded", cwd=tmp_path) as run:
         address = (await run.wait_for(r"embedded server listening on (\S+:\d+)")).group(1)
-        await run.wait_for(r"^\[echo\] agent echo connected to ")
+        await run.wait_for(r"\[echo\] INFO loom.bridge.client: connected to ")
         result = await loom("publish", "demo.z", "hello", "-a", address, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
-        await run.wait_for(r"^\[echo\] echo got hello on demo\.z$")
+        await run.wait_for(r"\[echo\] echo got hello on demo\.z$")
         assert await run.stop(signal.SIGTERM) == 0
 
 
@@ -117,10 +122,10 @@ async def test_an_agent_that_stops_by_itself_is_not_restarted(tmp_path: Path) ->
         "    os.kill(os.getpid(), 15)  # SIGTERM: a clean stop, exit code 0\n\n"
         "quitter = Agent('quitter', on_start=on_start)\n"
     )
-    async with running("run", "quitter.py", cwd=tmp_path) as run:
-        await run.wait_for(r"^\[quitter\] stopped \(exit code 0\); not restarted$")
+    async with running("run", "quitter.py", "--embedded", cwd=tmp_path) as run:
+        await run.wait_for(f"^{STAMP}" + r"\[quitter\] stopped \(exit code 0\); not restarted$")
         assert await run.wait() == 0  # no agent left: the run ends
-        assert run.count(r"^\[quitter\] done$") == 1
+        assert run.count(r"\[quitter\] done$") == 1
 
 
 @pytest.mark.parametrize(
@@ -159,3 +164,117 @@ async def test_discovery_errors_stop_before_anything_starts(
     assert needle in err
     assert "Traceback" not in err
     assert b"listening" not in result.stdout
+
+
+async def test_the_address_comes_from_loom_bridge_addr(tmp_path: Path) -> None:
+    (tmp_path / "echo.py").write_text(ECHO)
+    async with loom_serve(tmp_path) as (_server, address):
+        env = clean_env(LOOM_BRIDGE_ADDR=address)
+        async with running("run", "echo.py", cwd=tmp_path, env=env) as run:
+            await run.wait_for(f"^{STAMP}loom run: echo -> {re.escape(address)}$")
+            await run.wait_for(f"connected to {re.escape(address)} as echo$")
+            assert await run.stop(signal.SIGTERM) == 0
+        assert "embedded" not in run.output
+
+
+async def test_a_refusal_no_restart_can_fix_stops_the_run(tmp_path: Path) -> None:
+    (tmp_path / "echo.py").write_text(ECHO)
+    async with (
+        loom_serve(tmp_path, "--token", "s3cret") as (_server, address),
+        running("run", "echo.py", "-a", address, "--token", "wrong", cwd=tmp_path) as run,
+    ):
+        assert await run.wait() == 1
+    assert re.search(
+        f"^{STAMP}" + r"\[echo\] ERROR loom.agent: cannot connect to \S+: UNAUTHENTICATED: .+$",
+        run.output,
+        re.M,
+    ), run.output
+    assert run.lines[-1] == run.lines[-1].split("[echo] ")[0] + (
+        "[echo] exited with code 3: the server refused it for good; not restarted, stopping the run"
+    )
+    assert "restart 1" not in run.output
+    assert "Traceback" not in run.output
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+async def test_a_signal_before_any_connection_is_a_quiet_stop(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    (tmp_path / "echo.py").write_text(ECHO)
+    address = f"127.0.0.1:{free_port()}"
+    async with running("run", "echo.py", "-a", address, cwd=tmp_path) as run:
+        await run.wait_for(r"\[echo\] WARNING loom.bridge.client: cannot connect to .*; retrying")
+        assert await run.stop(signum) == 0
+    assert run.count(r"\[echo\] INFO loom.agent: SIGTERM received: stopping$") == 1
+    for needle in ("Traceback", "AioRpcError", "exited with code", "killed"):
+        assert needle not in run.output
+
+
+async def test_log_format_json_makes_every_line_an_object(tmp_path: Path) -> None:
+    (tmp_path / "echo.py").write_text(ECHO)
+    async with (
+        loom_serve(tmp_path) as (_server, address),
+        running("run", "echo.py", "-a", address, "--log-format", "json", cwd=tmp_path) as run,
+    ):
+        await run.wait_for('"message": "connected to ')
+        result = await loom("publish", "demo.j", "hi", "-a", address, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        await run.wait_for("echo got hi on demo.j")
+        assert await run.stop() == 0
+    records = [json.loads(line) for line in run.lines]
+    connected = next(r for r in records if r.get("message", "").startswith("connected to"))
+    assert connected["agent"] == "echo"
+    assert connected["logger"] == "loom.bridge.client"
+    printed = next(r for r in records if r.get("stream") == "stdout")
+    assert printed["message"] == "echo got hi on demo.j"
+    assert printed["agent"] == "echo"
+
+
+async def test_a_file_that_no_longer_imports_stops_the_run(tmp_path: Path) -> None:
+    # Discovery imports it once (fine); the agent's own process imports it again (it raises).
+    (tmp_path / "late.py").write_text(
+        "import pathlib\n"
+        "from loom import Agent\n\n"
+        "marker = pathlib.Path(__file__).with_suffix('.imported')\n"
+        "if marker.exists():\n"
+        "    raise RuntimeError('broken on the second import')\n"
+        "marker.write_text('x')\n"
+        "late = Agent('late')\n"
+    )
+    address = f"127.0.0.1:{free_port()}"
+    async with running("run", "late.py", "-a", address, cwd=tmp_path) as run:
+        assert await run.wait(timeout=45) == 1
+    assert re.search(
+        r"\[late\] ERROR loom.run: late.py: importing it raised RuntimeError: broken on the "
+        r"second import$",
+        run.output,
+        re.M,
+    ), run.output
+    assert run.lines[-1].endswith(
+        "[late] exited with code 2: its file or agent cannot be loaded; not restarted, "
+        "stopping the run"
+    )
+    assert "Traceback" not in run.output
+
+
+async def test_traceback_shows_where_a_handler_failed(tmp_path: Path) -> None:
+    (tmp_path / "failing.py").write_text(
+        "from loom import Agent\n\n"
+        "async def on_event(ctx, topic, event):\n"
+        "    raise ValueError('no good')\n\n"
+        "failing = Agent('failing', topics=['demo.*'], on_event=on_event)\n"
+    )
+    async with (
+        loom_serve(tmp_path) as (_server, address),
+        running("run", "failing.py", "-a", address, "--traceback", cwd=tmp_path) as run,
+    ):
+        await run.wait_for("connected to .* as failing$")
+        sent = await loom("publish", "demo.x", "x", "-a", address, cwd=tmp_path)
+        assert sent.returncode == 0, sent.stderr
+        await run.wait_for(
+            r"\[failing\] WARNING loom.runtime: agent failing: handler failed on demo.x: "
+            r"ValueError: no good \(at .*failing\.py:4 in on_event\)$"
+        )
+        await run.wait_for(r'\[failing\]   File ".*failing\.py", line 4, in on_event$')
+        assert await run.stop() == 0
+    assert "DEBUG loom.bridge" not in run.output  # only the tracebacks are turned up

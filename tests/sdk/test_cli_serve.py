@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +14,8 @@ import pytest
 
 from loom.cli._config import ServeConfig, load_config
 from loom.runtime import ConfigError
+
+from ._cli_support import clean_env, loom, loom_serve, running
 
 pytestmark = pytest.mark.anyio
 
@@ -109,3 +113,74 @@ def test_config_errors_name_the_problem(
     toml.write_text(doc)
     with pytest.raises(ConfigError, match=needle):
         load_config(toml_path=toml, environ=env, overrides={})
+
+
+async def test_a_port_in_use_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = await anyio.run_process(
+            [*LOOM, "serve", "--port", str(port), "--data-dir", str(tmp_path / "d")],
+            cwd=tmp_path,
+            check=False,
+            env=clean_env(),
+        )
+    assert result.returncode == 1
+    err = result.stderr.decode()
+    assert (
+        err.splitlines()[-1] == f"loom: cannot listen on 127.0.0.1:{port}: address already in use"
+    )
+    assert "add_port" not in err  # no gRPC C-core line
+    assert "GRPC_VERBOSITY" not in err
+
+
+def test_an_unknown_key_names_its_table(tmp_path: Path) -> None:
+    toml = tmp_path / "loom.toml"
+    toml.write_text("[serve]\nprot = 50051\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(toml_path=toml, environ={}, overrides={})
+    assert str(info.value) == f"configuration ({toml}): [serve] has no key 'prot'"
+
+
+def test_loom_bridge_addr_is_where_serve_listens(tmp_path: Path) -> None:
+    cfg = load_config(toml_path=None, environ={"LOOM_BRIDGE_ADDR": "127.0.0.2:6001"}, overrides={})
+    assert (cfg.host, cfg.port) == ("127.0.0.2", 6001)
+    port_wins = load_config(
+        toml_path=None,
+        environ={"LOOM_BRIDGE_ADDR": "127.0.0.2:6001", "LOOM_PORT": "6002"},
+        overrides={},
+    )
+    assert (port_wins.host, port_wins.port) == ("127.0.0.2", 6002)
+    with pytest.raises(ConfigError, match="LOOM_BRIDGE_ADDR"):
+        load_config(toml_path=None, environ={"LOOM_BRIDGE_ADDR": "nocolon"}, overrides={})
+
+
+async def test_json_logs_and_debug_decisions(tmp_path: Path) -> None:
+    (tmp_path / "agent.py").write_text(
+        "from loom import Agent, capability\n\n"
+        "@capability('text.upper')\n"
+        "async def upper(text: str) -> str:\n"
+        '    """Upper-case a text."""\n'
+        "    return text.upper()\n\n"
+        "upperer = Agent('upperer', capabilities=[upper])\n"
+    )
+    async with loom_serve(tmp_path, "--log-format", "json", "--log-level", "debug") as (
+        server,
+        address,
+    ):
+        async with running("run", "agent.py", "-a", address, cwd=tmp_path) as run:
+            await run.wait_for("connected to .* as upperer")
+            ok = await loom("call", "text.upper", '{"text": "a"}', "-a", address, cwd=tmp_path)
+            assert ok.returncode == 0, ok.stderr
+            await server.wait_for(r"tool call text\.upper \(\S+\): OK in \d+\.\d ms")
+            assert await run.stop() == 0
+        await server.wait_for("agent upperer disconnected")
+        assert await server.stop() == 0
+    records = [json.loads(line) for line in server.lines if line.startswith("{")]
+    assert records, server.output
+    assert all({"ts", "level", "logger", "message"} <= set(r) for r in records)
+    messages = [r["message"] for r in records]
+    assert "agent upperer registered (1 topics, 1 tools)" in messages
+    assert messages.count("agent upperer disconnected") == 1
+    assert not any(r["logger"].startswith(("asyncio", "grpc")) for r in records)

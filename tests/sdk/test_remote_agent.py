@@ -17,7 +17,7 @@ from anyio.abc import Process
 from anyio.streams.text import TextReceiveStream
 
 from loom import Agent, Context, capability
-from loom.runtime import AgentStatus, Event, InvalidArgument, Subscription
+from loom.runtime import AgentStatus, Event, Subscription
 from loom.runtime.tools import InvalidToolArguments, ToolTimeout, validates_itself
 
 from ..bridge._client_support import Hosting, hosting, next_of
@@ -385,8 +385,3 @@ async def test_a_remote_agent_survives_a_server_restart_on_the_same_port(tmp_pat
 
 
 # ------------------------------------------------------------------ in-process pieces
-
-
-def test_run_needs_an_address() -> None:
-    with pytest.raises(InvalidArgument, match="LOOM_BRIDGE_ADDR"):
-        Agent("x").run(environ={})

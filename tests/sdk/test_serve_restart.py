@@ -41,7 +41,7 @@ async def test_the_conversation_survives_a_restart_of_loom_serve(tmp_path: Path)
                 running("run", str(agents), "-a", address, cwd=tmp_path, env=env) as agent,
                 running("tail", "agent.memo.stream", "-a", address, cwd=tmp_path) as tail,
             ):
-                await agent.wait_for(r"\[memo\] .*connected")
+                await agent.wait_for(r"\[memo\] .*connected", timeout=60)  # a heavy import
                 await tail.wait_for(r"tailing agent\.memo\.stream on ")
                 sent = await loom("publish", "ask.x", question, "-a", address, cwd=tmp_path)
                 assert sent.returncode == 0, sent.stderr

@@ -1,0 +1,130 @@
+"""An agent process: :func:`run_agent` runs one agent until a signal stops it, and says how
+it ended as an exit code; ``Agent.run()`` and ``loom run``'s agent host both use it.
+
+What a process promises (``docs/bridge.md``, "An agent process"): a signal at any moment is
+a quiet stop (at once before the agent runs; a drain once it does: :func:`serve_agent` with
+``stop``), an expected failure is one log line, never a traceback, and the exit code says
+whether running it again can help (:class:`Ended`).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from typing import Any
+
+import anyio
+import msgspec
+from anyio.abc import TaskStatus
+
+from loom.bridge import BridgeClient, ClientOptions, ClientTLS, ConnectFailed
+from loom.runtime import AgentExists, AgentStatus, InvalidArgument, LoomError
+from loom.runtime.lowlevel import HasAgentSpec
+
+from ._remote import serve_agent
+
+__all__ = ["DEFAULT_ADDRESS", "Ended", "exit_code_of", "run_agent"]
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+"""Where an agent or a client looks for the server when neither an address nor
+``LOOM_BRIDGE_ADDR`` says: where ``loom serve`` listens by default."""
+
+log = logging.getLogger("loom.agent")
+
+
+class Ended(msgspec.Struct, frozen=True, kw_only=True):
+    """How :func:`run_agent` ended.
+
+    Attributes:
+        status: how the agent ended, ``None`` when it could not run (``error`` says why).
+        error: the error that ended it, in one line (``""`` if none).
+        code: the process's exit code: 0 stopped (also by a signal), 1 failed (a restart may
+            help: it crashed, its id is taken, the server went away for good), 3 a restart
+            cannot help (refused credentials, not permitted, a wrong address or option).
+    """
+
+    status: AgentStatus | None
+    error: str = ""
+    code: int = 0
+
+
+# gRPC statuses of a refused connection that running the agent again would meet again.
+_UNFIXABLE = frozenset(
+    {"UNAUTHENTICATED", "PERMISSION_DENIED", "INVALID_ARGUMENT", "UNIMPLEMENTED"}
+)
+
+
+def exit_code_of(exc: Exception) -> int:
+    """The exit code of an agent process that ``exc`` ended (see :class:`Ended`)."""
+    if isinstance(exc, ConnectFailed):
+        return 3 if exc.code in _UNFIXABLE else 1
+    if isinstance(exc, InvalidArgument) and not isinstance(exc, AgentExists):
+        return 3  # a malformed address, option or agent: the same next time
+    return 1
+
+
+async def run_agent(
+    agent: HasAgentSpec,
+    address: str,
+    *,
+    token: str | None = None,
+    tls: ClientTLS | bool | None = None,
+    options: ClientOptions | None = None,
+    stop_timeout_s: float = 5.0,
+    task_status: TaskStatus[BridgeClient] = anyio.TASK_STATUS_IGNORED,
+) -> Ended:
+    """:func:`serve_agent` until SIGINT or SIGTERM (then a drain and a clean disconnect),
+    whatever the stage: before the first connection, while reconnecting, while connected.
+
+    An error that ends the agent is logged on ``loom.agent`` in one line (never a
+    traceback: these are expected failures) and returned in :class:`Ended`.
+    """
+    ended = Ended(status=AgentStatus.STOPPED)
+    stop = anyio.Event()
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with anyio.create_task_group() as tg:
+            running = anyio.Event()
+
+            async def run() -> None:
+                nonlocal ended
+                try:
+                    status = await serve_agent(
+                        agent,
+                        address,
+                        token=token,
+                        tls=tls,
+                        options=options,
+                        stop_timeout_s=stop_timeout_s,
+                        stop=stop,
+                        task_status=_Started(task_status, running),
+                    )
+                    ended = Ended(status=status, code=0 if status is AgentStatus.STOPPED else 1)
+                except LoomError as exc:  # ConnectFailed, RegistrationRefused, AgentStartFailed
+                    ended = Ended(status=None, error=str(exc), code=exit_code_of(exc))
+                    log.error("%s", exc)
+                finally:
+                    tg.cancel_scope.cancel()
+
+            tg.start_soon(run)
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if stop.is_set() or not running.is_set():
+                    # Not connected yet (nothing to drain), or a second signal: at once.
+                    log.info("%s received: stopping", name)
+                    tg.cancel_scope.cancel()
+                    break
+                log.info("%s received: stopping (grace %g s)", name, stop_timeout_s)
+                stop.set()
+    return ended
+
+
+class _Started:
+    """A ``TaskStatus`` that also sets an event once the agent runs."""
+
+    def __init__(self, inner: TaskStatus[BridgeClient], event: anyio.Event) -> None:
+        self._inner = inner
+        self._event = event
+
+    def started(self, value: Any = None) -> None:
+        self._event.set()
+        self._inner.started(value)
