@@ -641,6 +641,7 @@ def version(*, out: TextIO = sys.stdout) -> int:
 
 
 _ANSWER = "agent.answer"
+_STREAM_TAIL_S = 5.0  # how long a streamed answer's last pieces may trail its reply
 
 
 async def ask(
@@ -684,6 +685,7 @@ async def ask(
         pieces: list[str] = []
         reply: Event | None = None
         failure: LoomError | None = None
+        turn_ended = anyio.Event()
         async with (
             admin.subscribe(reply_to, qos=QoS.BATCHED) as replies,
             _stream_of(admin, target if target in known else "*", stream and not as_json) as parts,
@@ -699,6 +701,9 @@ async def ask(
                     event = delivery.event
                     if event.metadata.get("event_id") != request.id:
                         continue  # another request's turn
+                    if event.type == "turn.end":
+                        turn_ended.set()
+                        return
                     with contextlib.suppress(msgspec.DecodeError, KeyError, TypeError):
                         piece = msgspec.json.decode(event.payload)["text"]
                         pieces.append(piece)
@@ -718,6 +723,11 @@ async def ask(
                             if delivery.event.envelope.correlation_id == request.id:
                                 reply = delivery.event
                                 break
+                    if reply is not None and pieces:
+                        # The stream and the reply come on two subscriptions, so the reply may
+                        # overtake the last pieces; the turn's end comes before its reply.
+                        with anyio.move_on_after(_STREAM_TAIL_S):
+                            await turn_ended.wait()
             except LoomError as exc:
                 failure = exc
             tg.cancel_scope.cancel()
@@ -734,12 +744,14 @@ async def ask(
 async def _stream_of(
     admin: AdminClient, agent: str, wanted: bool
 ) -> AsyncIterator[AsyncIterator[Delivery]]:
-    """The ``turn.text`` events of ``agent``'s stream (``*``: any agent's), or nothing."""
+    """The ``turn.text`` and ``turn.end`` events of ``agent``'s stream (``*``: any agent's),
+    or nothing."""
     if not wanted:
         yield _nothing()
         return
     pattern = f"agent.{agent}.stream"
-    async with admin.subscribe(pattern, qos=QoS.BATCHED, event_types=("turn.text",)) as parts:
+    kinds = ("turn.text", "turn.end")
+    async with admin.subscribe(pattern, qos=QoS.BATCHED, event_types=kinds) as parts:
         yield parts
 
 
