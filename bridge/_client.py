@@ -75,6 +75,7 @@ from loom.runtime import (
 )
 from loom.runtime.lowlevel import (
     Inbound,
+    dead_letter_metadata,
     mailbox_topic,
     new_id,
     validate_agent_id,
@@ -696,14 +697,7 @@ class BridgeClient:
             break
         event = delivery.event
         agent_id = self.agent_id
-        metadata = {
-            **event.metadata,
-            "dead_letter.reason": reason,
-            "dead_letter.error": error,
-            "dead_letter.topic": delivery.topic,
-            "dead_letter.agent": agent_id,
-            "dead_letter.attempts": str(attempts),
-        }
+        metadata = dead_letter_metadata(delivery, agent_id, reason, error, attempts)
         if event.envelope.sender != agent_id:
             metadata["dead_letter.sender"] = event.envelope.sender
         envelope = msgspec.structs.replace(event.envelope, sender=agent_id)

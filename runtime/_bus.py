@@ -28,6 +28,7 @@ from ._subscription import (
     DEFAULT_MAX_BUFFER_BYTES,
     BusHooks,
     Subscription,
+    check_max_buffer_bytes,
     close_by_bus,
     fan_out,
     fan_out_sized,
@@ -218,14 +219,7 @@ class EventBus:
         self._tracer = None if tracer_provider is None else PublishTracer(tracer_provider)
         self._drain_grace = drain_grace
         self._max_topics = max_tracked_topics
-        if max_buffer_bytes is not None and (
-            isinstance(max_buffer_bytes, bool)
-            or not isinstance(max_buffer_bytes, int)
-            or max_buffer_bytes < 1
-        ):
-            raise InvalidArgument(
-                f"max_buffer_bytes must be a positive int or None, not {max_buffer_bytes!r}"
-            )
+        check_max_buffer_bytes(max_buffer_bytes)
         self._max_bytes = max_buffer_bytes
         self._state = _State.NEW
         self._accepting = False

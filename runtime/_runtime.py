@@ -46,6 +46,24 @@ log = logging.getLogger("loom.runtime")
 LIFECYCLE_PREFIX = "loom.lifecycle"
 """Lifecycle events of agent ``x`` are published on ``loom.lifecycle.x``."""
 DEAD_LETTER_PREFIX = "loom.deadletter"
+
+
+def dead_letter_metadata(
+    delivery: Delivery, agent_id: str, reason: str, error: str, attempts: int
+) -> dict[str, str]:
+    """The metadata of a dead letter of ``agent_id``: the event's own, and why, where it came
+    from and how often it was tried (``docs/agents.md``). One builder for the runtime and a
+    remote agent's client, so both say it the same way."""
+    return {
+        **delivery.event.metadata,
+        "dead_letter.reason": reason,
+        "dead_letter.error": error,
+        "dead_letter.topic": delivery.topic,
+        "dead_letter.agent": agent_id,
+        "dead_letter.attempts": str(attempts),
+    }
+
+
 """Dead letters of agent ``x`` are published on ``loom.deadletter.x``."""
 
 
@@ -548,14 +566,7 @@ class AgentRuntime:
         self, agent_id: str, delivery: Delivery, reason: str, error: str, attempts: int
     ) -> None:
         event = delivery.event
-        metadata = {
-            **event.metadata,
-            "dead_letter.reason": reason,
-            "dead_letter.error": error,
-            "dead_letter.topic": delivery.topic,
-            "dead_letter.agent": agent_id,
-            "dead_letter.attempts": str(attempts),
-        }
+        metadata = dead_letter_metadata(delivery, agent_id, reason, error, attempts)
         try:
             await self.bus.publish(
                 f"{DEAD_LETTER_PREFIX}.{agent_id}",

@@ -56,6 +56,17 @@ DEFAULT_MAX_BUFFER_BYTES: Final = 16 * 1024 * 1024
 16 MiB, four of the bridge's largest messages, far above what small events reach with the
 tiers' count bounds (2048 events of 1 KiB: 2.5 MiB with the fixed overhead)."""
 
+
+def check_max_buffer_bytes(value: int | None) -> None:
+    """Refuse a byte bound that is not a positive int or ``None`` (none).
+
+    Raises:
+        InvalidArgument: it is not.
+    """
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise InvalidArgument(f"max_buffer_bytes must be a positive int or None, not {value!r}")
+
+
 _UNBOUNDED: Final = 1 << 62  # the room of a subscription without a byte bound
 
 NO_BUFFER: Final[deque[Delivery]] = deque(maxlen=0)
@@ -166,14 +177,7 @@ class Subscription:
         cap = qos.default_buffer if buffer_size is None else buffer_size
         if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
             raise InvalidArgument(f"buffer_size must be a positive int, not {buffer_size!r}")
-        if max_buffer_bytes is not None and (
-            isinstance(max_buffer_bytes, bool)
-            or not isinstance(max_buffer_bytes, int)
-            or max_buffer_bytes < 1
-        ):
-            raise InvalidArgument(
-                f"max_buffer_bytes must be a positive int or None, not {max_buffer_bytes!r}"
-            )
+        check_max_buffer_bytes(max_buffer_bytes)
         types: frozenset[str] | None = None
         if event_types is not None:
             if isinstance(event_types, str):

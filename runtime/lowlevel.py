@@ -41,6 +41,7 @@ from ._public import set_public_module as set_public_module
 from ._remote import RemoteAgent as RemoteAgent
 from ._remote import RemoteTool as RemoteTool
 from ._runtime import ToolProvider as ToolProvider
+from ._runtime import dead_letter_metadata as dead_letter_metadata
 from ._runtime import tool_inventory as tool_inventory
 from ._subscription import lend_in_flight as lend_in_flight
 from ._subscription import lose_in_flight as lose_in_flight
@@ -70,6 +71,7 @@ __all__ = [
     "Transport",
     "child_envelope",
     "context_from_envelope",
+    "dead_letter_metadata",
     "envelope_with_context",
     "event_size",
     "lend_in_flight",

@@ -12,11 +12,11 @@ import pytest
 from loom import Agent, CognitiveAgent, Context
 from loom.cli._commands import Connection, ask
 from loom.runtime import DeadlineExceeded, Event, LoomError
-from loom.runtime.llm import OpenAIProvider, ProviderConfig
 from loom.runtime.testing import HTTPError, Reply, ScriptedLLMServer
 
 from ..bridge._client_support import hosting
 from ._cli_support import loom, loom_serve, running
+from .test_cognitive_agent import provider_for
 
 pytestmark = pytest.mark.anyio
 
@@ -42,18 +42,6 @@ class Writes(io.StringIO):
     def write(self, text: str) -> int:
         self.writes.append(text)
         return super().write(text)
-
-
-def provider_for(server: ScriptedLLMServer) -> OpenAIProvider:
-    config = ProviderConfig(
-        kind="openai",
-        model="scripted-model",
-        base_url=server.openai_base_url,
-        timeout_s=5.0,
-        backoff_base_s=0.01,
-        backoff_max_s=0.02,
-    )
-    return OpenAIProvider("scripted", config)
 
 
 async def test_ask_an_agent_and_a_topic_through_loom_serve(tmp_path: Path) -> None:

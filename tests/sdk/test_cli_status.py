@@ -21,21 +21,10 @@ from loom.cli._commands import Connection, agents, status, topics
 from ..bridge._client_support import FAST, hosting
 from ..bridge._server_harness import wait_until
 from ._cli_support import clean_env, loom, loom_serve, running
+from .test_cli_commands import UPPER  # the agent with a capability the CLI tests share
 
 pytestmark = pytest.mark.anyio
 
-UPPER = """\
-from loom import Agent, capability
-
-
-@capability("text.upper")
-async def upper(text: str) -> str:
-    \"\"\"Upper-case a text.\"\"\"
-    return text.upper()
-
-
-upperer = Agent("upperer", topics=["jobs.*"], capabilities=[upper])
-"""
 
 VERSION = importlib.metadata.version("loom-runtime")
 
