@@ -3,6 +3,7 @@ can stop the server and start it again on the same port (a restart, as an agent 
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -65,22 +66,28 @@ async def hosting(
     stale_after_s: float = 15.0,
     sweep_interval_s: float = 5.0,
 ) -> AsyncIterator[Hosting]:
-    async with (
-        EventBus(drain_grace=0.2) as bus,
-        AgentRuntime(
-            bus,
-            tools=tools,
-            stop_timeout_s=1.0,
-            stale_after_s=stale_after_s,
-            sweep_interval_s=sweep_interval_s,
-        ) as runtime,
-    ):
-        host = Hosting(bus, runtime, token=token, limits=limits)
-        await host.start()
-        try:
-            yield host
-        finally:
-            await host.stop()
+    try:
+        async with (
+            EventBus(drain_grace=0.2) as bus,
+            AgentRuntime(
+                bus,
+                tools=tools,
+                stop_timeout_s=1.0,
+                stale_after_s=stale_after_s,
+                sweep_interval_s=sweep_interval_s,
+            ) as runtime,
+        ):
+            host = Hosting(bus, runtime, token=token, limits=limits)
+            await host.start()
+            try:
+                yield host
+            finally:
+                await host.stop()
+    finally:
+        # As _server_harness.serving: free the test's gRPC objects (the server, its clients'
+        # channels) while this loop still runs, or the next test's loop meets a poller of
+        # this closed one ("Event loop is closed").
+        gc.collect()
 
 
 def client(
