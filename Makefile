@@ -9,7 +9,7 @@ PY     := $(BIN)/python
 # The editable install is a setuptools "strict" link tree, so a new module is invisible until
 # the tree is rebuilt. The stamp's name hashes the set of source files and pyproject.toml, so
 # adding, removing or renaming a module (or changing dependencies) re-installs on the next make.
-SRC_SET := $(shell { find runtime bridge sdk -type f \( -name '*.py' -o -name '*.pyi' -o -name 'py.typed' \) 2>/dev/null | LC_ALL=C sort; cat pyproject.toml; } | cksum | cut -d' ' -f1)
+SRC_SET := $(shell { find runtime bridge cluster sdk -type f \( -name '*.py' -o -name '*.pyi' -o -name 'py.typed' \) 2>/dev/null | LC_ALL=C sort; cat pyproject.toml; } | cksum | cut -d' ' -f1)
 STAMP   := $(VENV)/.installed-$(SRC_SET)
 
 .DEFAULT_GOAL := help
@@ -40,7 +40,7 @@ lint: $(STAMP) ## ruff
 	$(BIN)/ruff format --check .
 
 type: $(STAMP) ## mypy --strict over the code and the tests
-	$(BIN)/mypy runtime bridge sdk tests benchmarks examples
+	$(BIN)/mypy runtime bridge cluster sdk tests benchmarks examples
 
 proto: $(STAMP) ## Regenerate the gRPC code from proto/
 	$(PY) scripts/gen_protos.py
