@@ -44,6 +44,7 @@ from ._errors import WeakToken as WeakToken
 from ._errors import WireError as WireError
 from ._errors import WrongAgent as WrongAgent
 from ._limits import Limits as Limits
+from ._llm_client import ServerLLM as ServerLLM
 from ._reconnect import Backoff as Backoff
 from ._reconnect import ConnectionStatus as ConnectionStatus
 from ._reconnect import ReconnectStatistics as ReconnectStatistics
@@ -93,6 +94,7 @@ __all__ = [
     "ReconnectStatistics",
     "RegistrationRefused",
     "Rejection",
+    "ServerLLM",
     "ServerStatistics",
     "ServerStatus",
     "StateListener",

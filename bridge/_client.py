@@ -102,6 +102,7 @@ from ._convert import (
 )
 from ._errors import ClientClosed, ConnectFailed, ConnectionLost, RegistrationRefused
 from ._lane import Lane
+from ._llm_client import ServerLLM
 from ._reconnect import ConnectionStatus, Reconnector, StateListener
 from ._reports import FINAL, Report, dead_letter_to_proto, report_to_proto
 from ._status import error_from_outcome
@@ -935,6 +936,22 @@ class BridgeClient:
         except grpc.aio.AioRpcError as exc:
             raise ConnectionLost(f"ToolService.ListTools failed: {exc.details()}") from None
         return [tool_descriptor_from_proto(t) for t in response.tools]
+
+    def llm(self, model: str = "", *, timeout_s: float = 300.0) -> ServerLLM:
+        """The server's model (``loom.v1.LLM``) as an :class:`~loom.runtime.llm.LLM` over this
+        connection: each call waits for the connection (within its deadline) and carries the
+        token, so this process needs no API key (``bridge/_llm_client.py``).
+
+        Args:
+            model: a provider of the server's ``[llm]`` by name; ``""``: its router.
+            timeout_s: the deadline of a call whose request sets no ``timeout_s``.
+        """
+        return ServerLLM(self._llm_channel, self._metadata, model=model, timeout_s=timeout_s)
+
+    async def _llm_channel(self) -> grpc.aio.Channel:
+        await self._ready()
+        assert self._channel is not None
+        return self._channel
 
     async def heartbeat(self) -> float:
         """Call the unary ``Heartbeat``; return the round trip in seconds.

@@ -27,6 +27,8 @@ from loom.bridge._generated import (
     bus_pb2_grpc,
     directory_pb2,
     directory_pb2_grpc,
+    llm_pb2,
+    llm_pb2_grpc,
     server_pb2,
     server_pb2_grpc,
     tools_pb2,
@@ -50,6 +52,7 @@ from ._handlers import GenericOnly, RequestGuard
 from ._hub import Hub, Registration
 from ._identity import Principal, authorize_read, claimed_sender
 from ._limits import Limits
+from ._llm_service import LLMService
 from ._server_session import Session
 from ._server_status import ServerService
 from ._services import EventBusService, ToolService
@@ -66,7 +69,9 @@ SERVICE_NAMES = (
     bus_pb2.DESCRIPTOR.services_by_name["EventBus"].full_name,
     directory_pb2.DESCRIPTOR.services_by_name["Directory"].full_name,
     server_pb2.DESCRIPTOR.services_by_name["Server"].full_name,
+    llm_pb2.DESCRIPTOR.services_by_name["LLM"].full_name,
 )
+_LLM_SERVICE = SERVICE_NAMES[-1]
 
 _Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -295,7 +300,8 @@ class ServerStatistics(msgspec.Struct, frozen=True, kw_only=True):
 
 class BridgeServer:
     """Loom's gRPC server on an :class:`AgentRuntime`: ``Bridge``, ``ToolService``,
-    ``EventBus``, the standard health service and server reflection, on one port.
+    ``EventBus``, ``Directory``, ``Server``, ``LLM`` (the runtime's model, ``runtime.llm``),
+    the standard health service and server reflection, on one port.
 
     Use it as an async context manager (inside the runtime's)::
 
@@ -391,6 +397,7 @@ class BridgeServer:
         bus_pb2_grpc.add_EventBusServicer_to_server(EventBusService(self.hub), target)
         directory_pb2_grpc.add_DirectoryServicer_to_server(DirectoryService(self.hub), target)
         server_pb2_grpc.add_ServerServicer_to_server(ServerService(self.hub), target)
+        llm_pb2_grpc.add_LLMServicer_to_server(LLMService(self.hub.runtime), target)
         self._health = _Health()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, target)
         reflection.enable_server_reflection(
@@ -413,6 +420,9 @@ class BridgeServer:
         self._server = server
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if self.hub.runtime.llm is None:
+            # Without a model every LLM call fails (FAILED_PRECONDITION); health says so.
+            await self._health.set(_LLM_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.hub.settle.open()
         log.info("bridge listening on %s%s", self.address, " (TLS)" if self.tls else "")
         return self

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ._behaviour import AgentSpec, HasAgentSpec
     from ._runtime import AgentRuntime
     from ._timers import Timer
+    from .llm import LLM
 
 __all__ = ["Context", "ContextHost", "Handler", "Hosting"]
 
@@ -263,6 +264,18 @@ class Context:
         from ._runtime import AgentRuntime
 
         return runtime if isinstance(runtime, AgentRuntime) else None
+
+    @property
+    def llm(self) -> LLM | None:
+        """The model the agent's host offers, or ``None`` when it has none: in process the
+        runtime's (``AgentRuntime(llm=...)``; ``loom serve`` gives it the router of its
+        ``[llm]`` tables); for an agent connected through the bridge, the server's, called
+        through ``loom.v1.LLM`` (whether the server has one shows at the first call:
+        ``NoModelConfigured``). ``CognitiveAgent(llm="server")`` uses it."""
+        runtime = self.runtime
+        if runtime is not None:
+            return runtime.llm
+        return getattr(self._host, "llm", None)
 
     @property
     def collab(self) -> BoundCollab:

@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
@@ -31,6 +31,9 @@ from ._remote import RemoteAgent, attach_remote
 from ._stats import AgentStats
 from ._subscription import depth
 from .tools import DEFAULT_TIMEOUT, Tool, ToolNotFound, ToolRegistry, ToolTimeout
+
+if TYPE_CHECKING:
+    from .llm import LLM
 
 __all__ = [
     "DEAD_LETTER_PREFIX",
@@ -162,6 +165,10 @@ class AgentRuntime:
         stop_timeout_s: how long a stop waits for the handler in progress and for ``on_stop``.
         stale_after_s: a remote agent with no heartbeat for this long is marked ``stale``.
         sweep_interval_s: how often the liveness sweep runs.
+        llm: the host's model (a :class:`~loom.runtime.llm.ModelRouter`, as ``loom serve``
+            builds from ``[llm]``), for agents that ask for it (``ctx.llm``,
+            ``CognitiveAgent(llm="server")``) and for the bridge's ``loom.v1.LLM`` service.
+            Not closed by the runtime.
     """
 
     def __init__(
@@ -172,6 +179,7 @@ class AgentRuntime:
         stop_timeout_s: float = 5.0,
         stale_after_s: float = 15.0,
         sweep_interval_s: float = 5.0,
+        llm: LLM | None = None,
     ) -> None:
         if stop_timeout_s <= 0 or stale_after_s <= 0 or sweep_interval_s <= 0:
             raise InvalidArgument("stop_timeout_s, stale_after_s and sweep_interval_s must be > 0")
@@ -181,6 +189,7 @@ class AgentRuntime:
         self.stop_timeout_s = stop_timeout_s
         self.stale_after_s = stale_after_s
         self.sweep_interval_s = sweep_interval_s
+        self.llm = llm
         self._cells: dict[str, Cell] = {}
         self._tg: TaskGroup | None = None
         self._closing = False

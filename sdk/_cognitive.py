@@ -55,7 +55,7 @@ from loom.runtime.cognition import (
     TurnOutcome,
     TurnUpdate,
 )
-from loom.runtime.llm import LLM, ModelRouter, RouteDecision
+from loom.runtime.llm import LLM, ModelRouter, NoModelConfigured, RouteDecision
 from loom.runtime.lowlevel import reply_topic
 from loom.runtime.memory import AgentContext, InMemoryStore, MemoryStore, SQLiteStore
 from loom.runtime.tools import Tool, ToolRegistry
@@ -76,7 +76,11 @@ class CognitiveAgent(Agent):
     Args:
         id: the agent id.
         llm: the model: a provider or a :class:`~loom.runtime.llm.ModelRouter` (not closed by
-            the agent).
+            the agent); or ``"server"``: the model of its host (``ctx.llm``), chosen when it
+            starts. Connected to a server (``Agent.run()``, ``loom run``), that is the
+            server's ``[llm]`` router, called through ``loom.v1.LLM``, so the agent's process
+            needs no API key; in process, its runtime's (``AgentRuntime(llm=...)``), and a
+            runtime without one fails the start with ``NoModelConfigured``.
         config: how turns run (:class:`~loom.runtime.cognition.LoopConfig`). The five
             arguments below are shortcuts that replace the matching field when given.
         system_prompt: the agent's instructions.
@@ -107,7 +111,7 @@ class CognitiveAgent(Agent):
         self,
         id: str | None = None,
         *,
-        llm: LLM,
+        llm: LLM | Literal["server"],
         config: LoopConfig | None = None,
         system_prompt: str | None = None,
         strategy: StrategyName | None = None,
@@ -151,7 +155,10 @@ class CognitiveAgent(Agent):
         given = {k: v for k, v in shortcuts.items() if v is not None}
         # replace() skips __post_init__: re-validate through the constructor.
         self.config = LoopConfig(**{**msgspec.structs.asdict(base), **given})
+        if llm != "server" and not isinstance(llm, LLM):
+            raise InvalidArgument(f'llm must be an LLM or "server", not {llm!r}')
         self.llm = llm
+        self._model: LLM | None = None  # the one in use, once started
         self._tools: ToolRegistry | tuple[Tool, ...] = (
             tools if isinstance(tools, ToolRegistry) else tuple(tools)
         )
@@ -189,11 +196,12 @@ class CognitiveAgent(Agent):
             tools=() if isinstance(self._tools, ToolRegistry) else self._tools,
             peers=peers,
         )
-        if isinstance(self.llm, ModelRouter):
+        model = self._model = self._host_model(ctx) if self.llm == "server" else self.llm
+        if isinstance(model, ModelRouter):
             # Published after each turn as llm.route debug events (see respond()).
-            self.llm.add_decision_listener(self._decisions.append)
+            model.add_decision_listener(self._decisions.append)
         self._loop = Loop(
-            self.llm,
+            model,
             tools=toolset,
             config=self.config,
             tracer_provider=self._tracer_provider,
@@ -208,8 +216,8 @@ class CognitiveAgent(Agent):
         ``stop_timeout_s``); turns still running in other tasks are cancelled first.
         """
         self.cancel()
-        if isinstance(self.llm, ModelRouter):
-            self.llm.remove_decision_listener(self._decisions.append)
+        if isinstance(self._model, ModelRouter):
+            self._model.remove_decision_listener(self._decisions.append)
         try:
             await super().on_stop(ctx)
         finally:
@@ -217,6 +225,21 @@ class CognitiveAgent(Agent):
             if store is not None and self._owns_store:
                 with anyio.CancelScope(shield=True):
                     await store.aclose()
+
+    def _host_model(self, ctx: Context) -> LLM:
+        """``llm="server"``: the host's model.
+
+        Raises:
+            NoModelConfigured: in process, and the runtime has none.
+        """
+        model = ctx.llm
+        if model is None:
+            raise NoModelConfigured(
+                f'agent {self.agent_id} asks for llm="server", and its runtime has no model: '
+                "give the runtime one (AgentRuntime(llm=...)), or run the agent connected to a "
+                "server with an [llm] table (Agent.run(), loom run)"
+            )
+        return model
 
     async def on_event(self, ctx: Context, topic: str, event: Event) -> None:
         """Answer ``event`` with one turn (see :meth:`respond`)."""

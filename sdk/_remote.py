@@ -86,6 +86,7 @@ from loom.bridge import (
     ClientTLS,
     ClientTransport,
     ProviderKind,
+    ServerLLM,
     StateListener,
     ToolCallOutcome,
     ToolCallRequest,
@@ -160,7 +161,7 @@ class RemoteHost:
         spawn: starts a child connected on its own (``sdk/_remote_spawn.py``).
     """
 
-    __slots__ = ("_agent_id", "_client", "_local", "_qos", "_spawn", "_transport", "bus")
+    __slots__ = ("_agent_id", "_client", "_llm", "_local", "_qos", "_spawn", "_transport", "bus")
 
     def __init__(
         self,
@@ -178,6 +179,14 @@ class RemoteHost:
         self._qos = qos
         self.bus = bus
         self._spawn = spawn
+        self._llm: ServerLLM | None = None
+
+    @property
+    def llm(self) -> ServerLLM:
+        """The server's model through ``loom.v1.LLM`` (``ctx.llm``): no key in this process."""
+        if self._llm is None:
+            self._llm = self._client.llm()
+        return self._llm
 
     async def publish(self, topic: str, event: Event, *, qos: QoS | None) -> bool:
         return await self._local.publish(topic, _traced(event), qos=qos)

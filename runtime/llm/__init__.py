@@ -13,11 +13,13 @@ from ._errors import BadToolCall as BadToolCall
 from ._errors import LLMConfigError as LLMConfigError
 from ._errors import LLMError as LLMError
 from ._errors import MalformedToolArguments as MalformedToolArguments
+from ._errors import NoModelConfigured as NoModelConfigured
 from ._errors import NoProviderAvailable as NoProviderAvailable
 from ._errors import ProviderTimeout as ProviderTimeout
 from ._errors import ProviderUnavailable as ProviderUnavailable
 from ._errors import RateLimited as RateLimited
 from ._errors import RequestRejected as RequestRejected
+from ._errors import UnknownModel as UnknownModel
 from ._errors import UnknownTool as UnknownTool
 from ._openai import OpenAIProvider as OpenAIProvider
 from ._protocol import LLM as LLM
@@ -63,6 +65,7 @@ __all__ = [
     "MalformedToolArguments",
     "Message",
     "ModelRouter",
+    "NoModelConfigured",
     "NoProviderAvailable",
     "OpenAIProvider",
     "ProviderConfig",
@@ -87,6 +90,7 @@ __all__ = [
     "ToolMessage",
     "ToolNameMap",
     "ToolSpec",
+    "UnknownModel",
     "UnknownTool",
     "Usage",
     "UserMessage",

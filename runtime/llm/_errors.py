@@ -26,11 +26,13 @@ __all__ = [
     "LLMConfigError",
     "LLMError",
     "MalformedToolArguments",
+    "NoModelConfigured",
     "NoProviderAvailable",
     "ProviderTimeout",
     "ProviderUnavailable",
     "RateLimited",
     "RequestRejected",
+    "UnknownModel",
     "UnknownTool",
 ]
 
@@ -93,6 +95,27 @@ class BadResponse(LLMError):
 
 class LLMConfigError(LLMError, ConfigError):
     """An ``[llm.<name>]`` table or ``LOOM_LLM_*`` variable is malformed or incomplete."""
+
+
+class NoModelConfigured(LLMConfigError):
+    """A model was asked of a host that has none: ``CognitiveAgent(llm="server")`` on a
+    runtime without a router (``AgentRuntime(llm=...)``), or ``loom.v1.LLM`` on a server
+    without an ``[llm]`` table."""
+
+
+class UnknownModel(LLMError, LookupError):
+    """A model was asked for by a name the router does not have (``[llm.<name>]``).
+
+    Attributes:
+        model: the name asked for.
+        known: the names it has, in its fallback order.
+    """
+
+    def __init__(self, model: str, known: tuple[str, ...] = ()) -> None:
+        have = ", ".join(known) or "none"
+        super().__init__(f"no model {model!r} (have: {have})")
+        self.model = model
+        self.known = known
 
 
 class NoProviderAvailable(LLMError):

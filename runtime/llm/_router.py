@@ -33,8 +33,8 @@ from opentelemetry.trace import NoOpTracerProvider, Span, StatusCode, TracerProv
 
 from .._errors import InvalidArgument
 from ._config import LLMConfig
-from ._errors import LLMError, NoProviderAvailable
-from ._protocol import RoutableLLM, build_provider
+from ._errors import LLMError, NoProviderAvailable, UnknownModel
+from ._protocol import LLM, RoutableLLM, build_provider
 from ._types import Completion, CompletionRequest, StreamChunk
 
 __all__ = ["ModelRouter", "Rejection", "RouteAttempt", "RouteDecision", "estimate_prompt_tokens"]
@@ -170,6 +170,25 @@ class ModelRouter:
     @property
     def providers(self) -> Mapping[str, RoutableLLM]:
         return self._providers
+
+    @property
+    def order(self) -> tuple[str, ...]:
+        """The fallback chain: the providers' names, first tried first."""
+        return self._order
+
+    def route(self, model: str = "") -> LLM:
+        """The model ``model`` names: ``""`` (or the router's own name) for the router, else
+        the provider configured as ``[llm.<model>]`` (used directly, without fallback).
+
+        Raises:
+            UnknownModel: no provider has that name.
+        """
+        if not model or model == self._name:
+            return self
+        provider = self._providers.get(model)
+        if provider is None:
+            raise UnknownModel(model, self._order)
+        return provider
 
     async def __aenter__(self) -> ModelRouter:
         return self

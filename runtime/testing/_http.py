@@ -72,6 +72,18 @@ class Responder:
     async def end(self) -> None:
         await self._stream.send(b"0\r\n\r\n")
 
+    async def wait_disconnected(self) -> None:
+        """Return once the client has closed the connection (or it broke).
+
+        For a handler that is not answering yet: HTTP clients send nothing more on a connection
+        until their request is answered, so whatever arrives meanwhile is read and dropped.
+        """
+        while True:
+            try:
+                await self._stream.receive()
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                return
+
     @staticmethod
     def _head(status: int, headers: Mapping[str, str]) -> bytes:
         lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}"]

@@ -102,7 +102,11 @@ class HTTPError(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Delay(msgspec.Struct, frozen=True, kw_only=True):
-    """Wait ``seconds`` before answering with ``then`` (a client may time out meanwhile)."""
+    """Wait ``seconds`` before answering with ``then`` (a client may time out meanwhile).
+
+    A client that closes its connection during the wait has abandoned the request: it is
+    counted in :attr:`ScriptedLLMServer.abandoned` at once, and ``then`` is not sent.
+    """
 
     seconds: float
     then: Reply | HTTPError = Reply(text="late")
@@ -168,6 +172,8 @@ class ScriptedLLMServer:
         self.port = 0
         self.requests: list[RecordedRequest] = []
         self.unscripted = 0
+        self.abandoned = 0
+        self._abandon = anyio.Event()
 
     @property
     def openai_base_url(self) -> str:
@@ -183,6 +189,12 @@ class ScriptedLLMServer:
     def remaining(self) -> int:
         """Steps not yet taken."""
         return len(self._script)
+
+    async def wait_abandoned(self, count: int = 1) -> None:
+        """Wait until ``count`` requests were abandoned by their client during a
+        :class:`Delay` (its connection closed); bound it with a timeout."""
+        while self.abandoned < count:
+            await self._abandon.wait()
 
     def push(self, *steps: ScriptStep) -> None:
         """Append steps to the script."""
@@ -245,7 +257,8 @@ class ScriptedLLMServer:
         if not isinstance(step, Reply | HTTPError | Delay):
             step = step(recorded)
         while isinstance(step, Delay):
-            await anyio.sleep(step.seconds)
+            if await self._abandoned_during(responder, step.seconds):
+                return
             step = step.then
         if isinstance(step, HTTPError):
             await self._send_error(responder, wire, step)
@@ -253,6 +266,26 @@ class ScriptedLLMServer:
             await self._send_openai(responder, recorded, step)
         else:
             await self._send_anthropic(responder, recorded, step)
+
+    async def _abandoned_during(self, responder: Responder, seconds: float) -> bool:
+        """Wait ``seconds``; ``True`` (counted) if the client went away meanwhile."""
+        gone = False
+        async with anyio.create_task_group() as tg:
+
+            async def watch() -> None:
+                nonlocal gone
+                await responder.wait_disconnected()
+                gone = True
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(watch)
+            await anyio.sleep(seconds)
+            tg.cancel_scope.cancel()
+        if gone:
+            self.abandoned += 1
+            self._abandon.set()
+            self._abandon = anyio.Event()
+        return gone
 
     @staticmethod
     async def _send_error(responder: Responder, wire: Wire, error: HTTPError) -> None:

@@ -118,13 +118,16 @@ async def serve(
             EventBus(
                 drain_grace=config.drain_grace_s, max_buffer_bytes=config.max_buffer_bytes
             ) as bus,
+            # The router first: the runtime offers it to its agents (llm="server") and the
+            # bridge to agents elsewhere (loom.v1.LLM).
+            _models(tables) as router,
             AgentRuntime(
                 bus,
                 stale_after_s=config.stale_after_s,
                 # A short threshold gets a sweep to match (5 s, the default, for 15 s).
                 sweep_interval_s=min(5.0, config.stale_after_s / 3),
+                llm=router,
             ) as runtime,
-            _models(tables) as router,
             _mcp_hub(tables, runtime, environ or {}),
             _hosted(tables, runtime, router, Path(data_dir)),
             BridgeServer(

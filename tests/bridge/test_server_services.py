@@ -211,7 +211,12 @@ async def test_health_and_reflection() -> None:
             "loom.v1.Server",
         )
         serving_ = health_pb2.HealthCheckResponse.SERVING
-        assert {k: v.status for k, v in listing.statuses.items()} == dict.fromkeys(served, serving_)
+        # Without a model (AgentRuntime(llm=...), [llm] of loom serve) LLM calls cannot succeed.
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        assert {k: v.status for k, v in listing.statuses.items()} == {
+            **dict.fromkeys(served, serving_),
+            "loom.v1.LLM": not_serving,
+        }
 
         stub = reflection_pb2_grpc.ServerReflectionStub(ch)
         call = stub.ServerReflectionInfo()

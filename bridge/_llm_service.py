@@ -1,0 +1,147 @@
+"""``loom.v1.LLM``: the server's model router (``AgentRuntime.llm``) for agents elsewhere.
+
+An agent in another process calls models through the server, so API keys live only there
+(``proto/loom/v1/llm.proto`` has the contract). What a call leaves behind:
+
+* **Deadline.** The call's gRPC deadline shortens the request's ``timeout_s``, so the
+  provider gives up in time and says so (``ProviderTimeout``); should grpc end the call first,
+  the handler is cancelled, and with it the provider's HTTP request.
+* **Cancellation.** A client that cancels or goes away cancels the handler: the provider's
+  request is closed (its connection dropped), nothing keeps running here, nothing is sent.
+* **Errors.** An :class:`LLMError` ends the stream with an ``LLMFailure`` frame (its class and
+  fields) and then the status of its kind (``_llm_convert.failure_code``); a malformed request
+  ends ``INVALID_ARGUMENT`` before any model is called.
+* **Shutdown.** Calls in flight get the server's grace, like every call, then are cancelled.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grpc
+import grpc.aio
+import msgspec
+
+from loom.bridge._generated import llm_pb2, llm_pb2_grpc
+from loom.runtime import AgentRuntime, InvalidArgument
+from loom.runtime.llm import (
+    LLM,
+    LLMError,
+    ModelRouter,
+    NoModelConfigured,
+    ProviderConfig,
+    RoutableLLM,
+    UnknownModel,
+)
+
+from ._llm_convert import (
+    chunk_to_proto,
+    completion_to_proto,
+    failure_code,
+    failure_to_proto,
+    request_from_proto,
+)
+
+__all__ = ["LLMService"]
+
+log = logging.getLogger("loom.bridge")
+
+_Context = grpc.aio.ServicerContext[Any, Any]
+
+NOT_CONFIGURED = (
+    "this server has no model: give its loom.toml an [llm.<name>] table (see docs/serve.md)"
+)
+
+
+def resolve_model(runtime: AgentRuntime, model: str) -> LLM:
+    """The model ``model`` names on ``runtime``: its router for ``""``, else a provider.
+
+    Raises:
+        NoModelConfigured: the runtime has no model.
+        UnknownModel: no provider has that name.
+    """
+    llm = runtime.llm
+    if llm is None:
+        raise NoModelConfigured(NOT_CONFIGURED)
+    if isinstance(llm, ModelRouter):
+        return llm.route(model)
+    if model and model != llm.name:
+        raise UnknownModel(model, (llm.name,))
+    return llm
+
+
+def _model_info(name: str, llm: LLM) -> llm_pb2.ModelInfo:
+    info = llm_pb2.ModelInfo(name=name)
+    config = getattr(llm, "config", None)
+    if isinstance(config, ProviderConfig):
+        info.kind = config.kind
+        info.model = config.model
+    if isinstance(llm, RoutableLLM):
+        p = llm.profile
+        info.locality = p.locality
+        info.supports_tools = p.supports_tools
+        info.supports_streaming = p.supports_streaming
+        info.typical_latency_s = p.typical_latency_s
+        info.cost_per_1k_input = p.cost_per_1k_input
+        info.cost_per_1k_output = p.cost_per_1k_output
+    return info
+
+
+class LLMService(llm_pb2_grpc.LLMServicer):
+    """``loom.v1.LLM`` over the runtime's model (see the module docs)."""
+
+    def __init__(self, runtime: AgentRuntime) -> None:
+        self.runtime = runtime
+
+    async def Complete(  # type: ignore[override]
+        self, request: llm_pb2.CompleteRequest, context: _Context
+    ) -> None:
+        try:
+            llm = resolve_model(self.runtime, request.model)
+            wanted = request_from_proto(request)
+        except LLMError as exc:
+            await self._fail(context, exc)
+            return
+        except InvalidArgument as exc:  # a WireError too
+            context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
+            context.set_details(str(exc))
+            return
+        left = context.time_remaining()
+        if left is not None and (wanted.timeout_s is None or left < wanted.timeout_s):
+            # The provider gives up by itself, with a ProviderTimeout naming it, rather than
+            # being cut short by grpc without a word.
+            wanted = msgspec.structs.replace(wanted, timeout_s=max(left, 0.001))
+        try:
+            if request.stream:
+                async with llm.stream(wanted) as chunks:
+                    async for chunk in chunks:
+                        await context.write(chunk_to_proto(chunk))
+            else:
+                completion = await llm.complete(wanted)
+                await context.write(llm_pb2.CompleteResponse(end=completion_to_proto(completion)))
+        except LLMError as exc:
+            await self._fail(context, exc)
+
+    async def ListModels(
+        self, request: llm_pb2.ListModelsRequest, context: _Context
+    ) -> llm_pb2.ListModelsResponse:
+        llm = self.runtime.llm
+        response = llm_pb2.ListModelsResponse()
+        if isinstance(llm, ModelRouter):
+            for name in llm.order:
+                response.models.append(_model_info(name, llm.providers[name]))
+        elif llm is not None:
+            response.models.append(_model_info(llm.name, llm))
+        return response
+
+    @staticmethod
+    async def _fail(context: _Context, exc: LLMError) -> None:
+        failure = failure_to_proto(exc)
+        log.info("LLM.Complete failed: %s", exc)
+        try:
+            await context.write(llm_pb2.CompleteResponse(error=failure))
+        except Exception:  # the call is over already (the client went away): status only
+            log.debug("LLM.Complete: the error frame could not be written", exc_info=True)
+        context.set_code(failure_code(failure))
+        context.set_details(str(exc))
