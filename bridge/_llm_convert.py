@@ -100,6 +100,7 @@ _KINDS: tuple[tuple[type[LLMError], int, grpc.StatusCode], ...] = (
     (NoProviderAvailable, _F.LLM_NO_PROVIDER, grpc.StatusCode.UNAVAILABLE),
 )
 _CODE_OF_KIND = {kind: code for _cls, kind, code in _KINDS}
+_MAX_CAUSES = 4  # a chain of causes travels this deep (a router's is one)
 
 
 # ------------------------------------------------------------------ requests
@@ -350,8 +351,8 @@ def chunk_from_proto(msg: llm_pb2.CompleteResponse) -> StreamChunk | LLMError:
 # ------------------------------------------------------------------ errors
 
 
-def failure_to_proto(exc: LLMError) -> llm_pb2.LLMFailure:
-    """The ``LLMFailure`` of ``exc``: its kind, ``str()`` and structured fields."""
+def failure_to_proto(exc: LLMError, depth: int = 0) -> llm_pb2.LLMFailure:
+    """The ``LLMFailure`` of ``exc``: its kind, ``str()``, structured fields and cause."""
     kind = next((k for cls, k, _code in _KINDS if isinstance(exc, cls)), _F.LLM_ERROR)
     msg = llm_pb2.LLMFailure(kind=kind, message=str(exc), provider=exc.provider)  # type: ignore[arg-type]
     status = getattr(exc, "status", None)
@@ -360,6 +361,9 @@ def failure_to_proto(exc: LLMError) -> llm_pb2.LLMFailure:
     retry_after = getattr(exc, "retry_after", None)
     if retry_after is not None:
         msg.retry_after_s = retry_after
+    cause = exc.__cause__
+    if isinstance(cause, LLMError) and depth < _MAX_CAUSES:
+        msg.cause.CopyFrom(failure_to_proto(cause, depth + 1))
     return msg
 
 
@@ -396,4 +400,6 @@ def failure_from_proto(msg: llm_pb2.LLMFailure) -> LLMError:
             exc = LLMError(msg.message, provider=provider)
     exc.provider = provider
     exc.args = (msg.message,)  # the text as the server wrote it, not rebuilt from the fields
+    if msg.HasField("cause"):
+        exc.__cause__ = failure_from_proto(msg.cause)
     return exc

@@ -155,8 +155,6 @@ class CognitiveAgent(Agent):
         given = {k: v for k, v in shortcuts.items() if v is not None}
         # replace() skips __post_init__: re-validate through the constructor.
         self.config = LoopConfig(**{**msgspec.structs.asdict(base), **given})
-        if llm != "server" and not isinstance(llm, LLM):
-            raise InvalidArgument(f'llm must be an LLM or "server", not {llm!r}')
         self.llm = llm
         self._model: LLM | None = None  # the one in use, once started
         self._tools: ToolRegistry | tuple[Tool, ...] = (

@@ -180,7 +180,7 @@ class Usage(_message.Message):
     def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
 
 class LLMFailure(_message.Message):
-    __slots__ = ("kind", "message", "provider", "http_status", "retry_after_s")
+    __slots__ = ("kind", "message", "provider", "http_status", "retry_after_s", "cause")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         LLM_ERROR: _ClassVar[LLMFailure.Kind]
@@ -206,12 +206,14 @@ class LLMFailure(_message.Message):
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     HTTP_STATUS_FIELD_NUMBER: _ClassVar[int]
     RETRY_AFTER_S_FIELD_NUMBER: _ClassVar[int]
+    CAUSE_FIELD_NUMBER: _ClassVar[int]
     kind: LLMFailure.Kind
     message: str
     provider: str
     http_status: int
     retry_after_s: float
-    def __init__(self, kind: _Optional[_Union[LLMFailure.Kind, str]] = ..., message: _Optional[str] = ..., provider: _Optional[str] = ..., http_status: _Optional[int] = ..., retry_after_s: _Optional[float] = ...) -> None: ...
+    cause: LLMFailure
+    def __init__(self, kind: _Optional[_Union[LLMFailure.Kind, str]] = ..., message: _Optional[str] = ..., provider: _Optional[str] = ..., http_status: _Optional[int] = ..., retry_after_s: _Optional[float] = ..., cause: _Optional[_Union[LLMFailure, _Mapping]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()

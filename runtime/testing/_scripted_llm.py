@@ -173,7 +173,7 @@ class ScriptedLLMServer:
         self.requests: list[RecordedRequest] = []
         self.unscripted = 0
         self.abandoned = 0
-        self._abandon = anyio.Event()
+        self._changed = anyio.Event()  # set (and replaced) when a request arrives or is abandoned
 
     @property
     def openai_base_url(self) -> str:
@@ -190,11 +190,20 @@ class ScriptedLLMServer:
         """Steps not yet taken."""
         return len(self._script)
 
+    async def wait_requests(self, count: int = 1) -> None:
+        """Wait until ``count`` requests have arrived; bound it with a timeout."""
+        while len(self.requests) < count:
+            await self._changed.wait()
+
     async def wait_abandoned(self, count: int = 1) -> None:
         """Wait until ``count`` requests were abandoned by their client during a
         :class:`Delay` (its connection closed); bound it with a timeout."""
         while self.abandoned < count:
-            await self._abandon.wait()
+            await self._changed.wait()
+
+    def _change(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
 
     def push(self, *steps: ScriptStep) -> None:
         """Append steps to the script."""
@@ -247,6 +256,7 @@ class ScriptedLLMServer:
             return
         recorded = RecordedRequest(wire=wire, path=path, headers=http.headers, body=body)
         self.requests.append(recorded)
+        self._change()
         if not self._script:
             self.unscripted += 1
             await self._send_error(
@@ -283,8 +293,7 @@ class ScriptedLLMServer:
             tg.cancel_scope.cancel()
         if gone:
             self.abandoned += 1
-            self._abandon.set()
-            self._abandon = anyio.Event()
+            self._change()
         return gone
 
     @staticmethod

@@ -25,6 +25,7 @@ from loom.bridge._generated import (
     bus_pb2,
     directory_pb2,
     event_pb2,
+    llm_pb2,
     server_pb2,
     tools_pb2,
 )
@@ -146,6 +147,7 @@ _FILES = (
     bus_pb2.DESCRIPTOR,
     directory_pb2.DESCRIPTOR,
     server_pb2.DESCRIPTOR,
+    llm_pb2.DESCRIPTOR,
 )
 
 
