@@ -17,8 +17,9 @@ It is what ``CognitiveAgent(llm="server")`` uses when the agent runs connected t
 * **Errors** are the runtime's own: the class the server's ``LLMFailure`` frame names, with
   its message and fields (``RateLimited.retry_after``, ``RequestRejected.status``...),
   ``UnknownModel``, ``NoModelConfigured`` for a server without ``[llm]`` (or one too old to
-  have the service); an unreachable server is ``ProviderUnavailable``; refused credentials
-  ``Unauthenticated``.
+  have the service); a server unreachable or gone mid-call is ``ProviderUnavailable`` (a
+  ``BridgeClient`` waits for its connection first: ``ProviderTimeout`` if none comes within
+  the deadline); refused credentials ``Unauthenticated``.
 """
 
 from __future__ import annotations
@@ -175,7 +176,8 @@ class ServerLLM:
         code = exc.code()
         if code is grpc.StatusCode.DEADLINE_EXCEEDED:
             return ProviderTimeout(f"no answer within {budget:g} s", provider=self._name)
-        if code is grpc.StatusCode.UNAVAILABLE:
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+            # Unreachable, or gone mid-call (a server stopping past its grace cancels it).
             return ProviderUnavailable(f"the server: {rpc_text(exc)}", provider=self._name)
         if code is grpc.StatusCode.UNIMPLEMENTED:
             return NoModelConfigured(

@@ -28,6 +28,7 @@ from loom.runtime.llm import (
     OpenAIProvider,
     ProviderConfig,
     ProviderTimeout,
+    ProviderUnavailable,
     RateLimited,
     RequestRejected,
     StreamChunk,
@@ -303,3 +304,19 @@ def _channel_of(ch: grpc.aio.Channel):  # type: ignore[no-untyped-def]
         return ch
 
     return channel
+
+
+async def test_a_server_that_stops_mid_call_is_provider_unavailable() -> None:
+    async with serving() as s, model(s) as llm:
+        s.llm.push(Delay(seconds=30))
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+
+                async def stop_when_asked() -> None:
+                    await s.llm.wait_requests()
+                    await s.server.aclose(grace_s=0.2)
+
+                tg.start_soon(stop_when_asked)
+                with pytest.raises(ProviderUnavailable):
+                    await llm.complete(ASK)
+            await s.llm.wait_abandoned()
