@@ -99,10 +99,10 @@ class ServerLLM:
     async def complete(self, request: CompletionRequest) -> Completion:
         """The whole answer (one ``Complete`` call with ``stream = false``)."""
         async with self._call(request, stream=False) as chunks:
-            async for chunk in chunks:
-                if isinstance(chunk, StreamEnd):
-                    return chunk.completion
-        raise self._cut_short()
+            # Read to the end (the stream stops after its StreamEnd), leaving no generator
+            # suspended behind.
+            ends = [chunk.completion async for chunk in chunks if isinstance(chunk, StreamEnd)]
+        return ends[-1]
 
     @asynccontextmanager
     async def stream(self, request: CompletionRequest) -> AsyncIterator[AsyncIterator[StreamChunk]]:

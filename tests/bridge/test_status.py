@@ -41,6 +41,7 @@ from loom.bridge import (
 )
 from loom.bridge._convert import tool_result_from_proto, tool_result_to_proto
 from loom.bridge._handlers import MalformedRequest
+from loom.bridge._llm_convert import _KINDS as _LLM_KINDS
 from loom.bridge._status import _WIRE, code_name, outcome_from_error, status_of
 from loom.cli._agent_host import LoadError
 from loom.cli._commands import UsageError
@@ -64,16 +65,10 @@ from loom.runtime import (
     WouldBlock,
 )
 from loom.runtime.llm import (
-    BadResponse,
     BadToolCall,
     LLMConfigError,
     LLMError,
     MalformedToolArguments,
-    NoProviderAvailable,
-    ProviderTimeout,
-    ProviderUnavailable,
-    RateLimited,
-    RequestRejected,
     UnknownTool,
 )
 from loom.runtime.memory import (
@@ -128,6 +123,10 @@ TOOL_ERRORS_AS_FAILED: tuple[type[ToolError], ...] = (
     ToolUnavailable,  # an MCP tool of the server's whose MCP server is down
 )
 
+# Sent by loom.v1.LLM in an LLMFailure frame (its kind says the class) before the status, and
+# rebuilt as themselves (bridge/_llm_convert.py; round trips in test_llm_convert.py).
+LLM_FAILURES: set[type[LoomError]] = {cls for cls, _kind, _code in _LLM_KINDS} | {LLMError}
+
 # Never sent by the server, with the reason.
 NEVER_CROSSES: dict[type[LoomError], str] = {
     LoomError: "the root; the server reports only the classes above",
@@ -155,13 +154,6 @@ NEVER_CROSSES: dict[type[LoomError], str] = {
     NoResponders: "collab: decided by the requester's runtime",
     BarrierMismatch: "collab: raised to the local caller",
     BarrierAborted: "collab: raised to the local caller",
-    LLMError: "LLM providers are called in process",
-    RateLimited: "LLM providers are called in process",
-    ProviderTimeout: "LLM providers are called in process",
-    ProviderUnavailable: "LLM providers are called in process",
-    RequestRejected: "LLM providers are called in process",
-    BadResponse: "LLM providers are called in process",
-    NoProviderAvailable: "LLM providers are called in process",
     BadToolCall: "attached to a ToolCall, never raised",
     MalformedToolArguments: "attached to a ToolCall, never raised",
     UnknownTool: "attached to a ToolCall, never raised",
@@ -227,6 +219,7 @@ def test_every_loom_error_is_filed_once() -> None:
         set(ARRIVES_AS),
         set(TOOL_ERRORS),
         set(TOOL_ERRORS_AS_FAILED),
+        LLM_FAILURES,
         set(NEVER_CROSSES),
     ]
     filed = set().union(*tables)
