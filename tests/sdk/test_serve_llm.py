@@ -5,15 +5,20 @@ process, it uses the runtime's model, or fails its start with ``NoModelConfigure
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import anyio
+import grpc
+import grpc.aio
 import pytest
 
 from loom import CognitiveAgent
-from loom.runtime import AgentRuntime, AgentStartFailed, EventBus
+from loom.bridge import AdminClient, ServerLLM, Unauthenticated
+from loom.runtime import AgentRuntime, AgentStartFailed, EventBus, QoS
 from loom.runtime.collab import request
+from loom.runtime.llm import CompletionRequest, UserMessage
 from loom.runtime.testing import Delay, Reply, ScriptedLLMServer
 
 from ._cli_support import PYTHON, clean_env, loom, running, running_argv
@@ -23,6 +28,7 @@ pytestmark = pytest.mark.anyio
 
 TOKEN = "llm-wire-test-token-0123456789"
 KEY = "sk-only-the-server-has-this"
+ASK = CompletionRequest(messages=(UserMessage(content="hi"),))
 
 AGENT = """\
 from loom import CognitiveAgent
@@ -61,13 +67,36 @@ async def test_a_remote_agent_answers_through_the_servers_model(tmp_path: Path) 
         ) as server:
             address = (await server.wait_for(r"listening on (\S+:\d+)")).group(1)
             agent_env["LOOM_BRIDGE_ADDR"] = address
-            async with running_argv([*PYTHON, "thinker.py"], cwd=tmp_path, env=agent_env) as agent:
+            async with (
+                running_argv([*PYTHON, "thinker.py"], cwd=tmp_path, env=agent_env) as agent,
+                AdminClient(address, token=TOKEN, timeout=10) as admin,
+                admin.subscribe("agent.thinker.stream", qos=QoS.BATCHED) as stream,
+            ):
                 await agent.wait_for(r"connected to .* as thinker")
                 asked = await loom(
                     "ask", "thinker", "Who are you?", "-a", address, cwd=tmp_path, env=agent_env
                 )
                 assert asked.returncode == 0, asked.stderr
                 assert asked.stdout.decode() == "Hello there, I am thinking.\n"
+                # The answer streamed as turn.text pieces, as the model wrote them.
+                pieces = []
+                with anyio.fail_after(10):
+                    async for delivery in stream:
+                        if delivery.event.type == "turn.end":
+                            break
+                        if delivery.event.type == "turn.text":
+                            pieces.append(json.loads(delivery.event.payload)["text"])
+                assert len(pieces) > 1
+                assert "".join(pieces) == "Hello there, I am thinking."
+
+                # Without the token, the server's model is out of reach.
+                async with grpc.aio.insecure_channel(address) as ch:
+
+                    async def channel() -> grpc.aio.Channel:
+                        return ch
+
+                    with anyio.fail_after(10), pytest.raises(Unauthenticated):
+                        await ServerLLM(channel).complete(ASK)
 
                 # The second turn's model call hangs; the agent's stop cancels its turn, and
                 # with it the model call on the server.
