@@ -164,9 +164,11 @@ class EmbeddedNats:
         await tg.__aenter__()
         try:
             await tg.start(self._supervise, binary)
-        except BaseException as exc:
+        except BaseException:
+            # The failed start is raised here, by start(), not by the group: leave the group
+            # clean, so the caller gets the one error rather than a group around it.
             tg.cancel_scope.cancel()
-            await tg.__aexit__(type(exc), exc, exc.__traceback__)
+            await tg.__aexit__(None, None, None)
             raise
         self._tg = tg
         return self
@@ -295,6 +297,8 @@ class EmbeddedNats:
                     await anyio.sleep(0.02)  # a polled condition, bounded by the scope
                 else:
                     return None
+            else:  # its output ended before it was ready: it is exiting; its code says why
+                await process.wait()
         with anyio.CancelScope(shield=True):
             await _kill(process)
         output = tuple(run.output)
