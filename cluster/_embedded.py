@@ -237,6 +237,9 @@ class EmbeddedNats:
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.PIPE,
+                    # Its own session: a Ctrl-C in the terminal (SIGINT to the foreground
+                    # group) reaches Loom, which drains first and stops the server last.
+                    start_new_session=True,
                 ) as process:
                     self._process = process
                     async with anyio.create_task_group() as tg:

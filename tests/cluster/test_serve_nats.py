@@ -15,7 +15,7 @@ from loom.cli._config import explain_config, load_config
 from loom.cluster import NatsEngine, NatsMode
 from loom.runtime import ConfigError, DurabilityUnavailable
 
-from ..sdk._cli_support import clean_env, loom, loom_serve, running
+from ..sdk._cli_support import LOOM, clean_env, loom, loom_serve, running, running_argv
 from .conftest import start_nats_server
 from .test_embedded import gone, wait_until
 
@@ -58,6 +58,24 @@ async def test_sigkill_of_loom_serve_leaves_no_nats_server(tmp_path: Path) -> No
             await server.process.wait()
             # The kernel kills the orphan (PR_SET_PDEATHSIG); nothing else would.
             await wait_until(lambda: gone(pid))
+
+
+async def test_ctrl_c_reaches_loom_first_and_the_server_stops_last(tmp_path: Path) -> None:
+    # A terminal's Ctrl-C signals the whole foreground process group. The server sits in a
+    # session of its own, so it is not stopped under the draining Loom (nor restarted).
+    argv = [*LOOM, "serve", "--port", "0", "--data-dir", str(tmp_path / "data")]
+    with anyio.fail_after(60):
+        async with running_argv(argv, cwd=tmp_path, group=True) as server:
+            pid = int((await server.wait_for(READY)).group(2))
+            await server.wait_for(r"listening on")
+            assert await server.stop(signal.SIGINT) == 0
+        assert server.count("restarting") == 0, server.output
+        assert server.count("nats-server: ") == 0, server.output  # it said nothing: no SIGINT
+        lines = server.lines
+        drained = next(i for i, line in enumerate(lines) if "SIGINT received" in line)
+        stopped = next(i for i, line in enumerate(lines) if "nats-server stopped" in line)
+        assert drained < stopped
+        assert gone(pid)
 
 
 async def test_nats_off_starts_nothing_and_says_so(tmp_path: Path) -> None:
