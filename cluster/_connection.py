@@ -254,7 +254,15 @@ def _reason(exc: BaseException) -> str:
         )
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused (is the server running, and on that port?)"
+    if isinstance(exc, ConnectionResetError):
+        # What a TLS server that wants a client certificate does to a client without one.
+        return (
+            "the server closed the connection during the handshake (does it require a "
+            "client certificate, or TLS?)"
+        )
     if isinstance(exc, ssl.SSLError):
+        if "CERTIFICATE_REQUIRED" in str(exc.reason):
+            return "TLS: the server requires a client certificate (and its key)"
         return f"TLS: {exc.reason or text}"
     if isinstance(exc, nats.errors.NoServersError):
         return "no server could be reached"

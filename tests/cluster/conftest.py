@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -59,12 +59,13 @@ class NatsServerProcess:
 
 @asynccontextmanager
 async def start_nats_server(
-    store_dir: Path, *, token: str | None = None, port: int = -1
+    store_dir: Path, *, token: str | None = None, port: int = -1, extra: Sequence[str] = ()
 ) -> AsyncIterator[NatsServerProcess]:
-    """A ``nats-server`` with JetStream under ``store_dir``, on ``port`` (-1: a free one);
-    yielded once it says it is ready; SIGKILLed and reaped on exit."""
+    """A ``nats-server`` with JetStream under ``store_dir``, on ``port`` (-1: a free one),
+    with ``extra`` arguments (``--user``, ``--tlsverify`` ...); yielded once it says it is
+    ready; SIGKILLed and reaped on exit."""
     argv = [str(find_nats_server()), "-js", "-sd", str(store_dir), "-a", "127.0.0.1"]
-    argv += ["-p", str(port)]
+    argv += ["-p", str(port), *extra]
     if token is not None:
         argv += ["--auth", token]
     process = await anyio.open_process(
