@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import fcntl
 import logging
 import os
 import re
@@ -145,6 +146,7 @@ class EmbeddedNats:
         self._process: Process | None = None
         self._stopping = False
         self._tg: anyio.abc.TaskGroup | None = None
+        self._lock: int | None = None
 
     @property
     def url(self) -> str:
@@ -169,6 +171,7 @@ class EmbeddedNats:
             # clean, so the caller gets the one error rather than a group around it.
             tg.cancel_scope.cancel()
             await tg.__aexit__(None, None, None)
+            self._unlock()
             raise
         self._tg = tg
         return self
@@ -186,10 +189,28 @@ class EmbeddedNats:
             await self._terminate()
         tg.cancel_scope.cancel()
         await tg.__aexit__(None, None, None)
+        self._unlock()
         log.info("embedded nats-server stopped")
+
+    def _unlock(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            os.close(lock)
 
     def _prepare_store(self) -> None:
         self.store_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # nats-server does not lock its store: two servers on one directory would both write
+        # JetStream's files. The lock is held for as long as this object runs its server.
+        lock = os.open(self.store_dir / "loom-nats.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(lock)
+            raise NatsServerFailed(
+                f"the store {self.store_dir} is in use by another embedded nats-server "
+                "(another loom serve with the same --data-dir?)"
+            ) from None
+        self._lock = lock
         conf = self._config_path()
         # Created 0600 before the token is written, so it is never readable by others.
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -118,6 +118,17 @@ async def test_a_server_that_cannot_start_says_why(tmp_path: Path) -> None:
     assert "cannot listen: no reason" in str(caught.value)
 
 
+async def test_one_store_one_server(tmp_path: Path) -> None:
+    # nats-server itself would share the directory, and both would write JetStream's files.
+    with anyio.fail_after(30):
+        async with EmbeddedNats(tmp_path / "nats"):
+            with pytest.raises(NatsServerFailed, match="is in use by another embedded"):
+                async with EmbeddedNats(tmp_path / "nats"):
+                    pass
+        async with EmbeddedNats(tmp_path / "nats") as again:  # released on stop
+            assert again.pid is not None
+
+
 def test_no_binary_says_how_to_get_one(tmp_path: Path) -> None:
     with pytest.raises(NatsServerNotFound) as caught:
         find_nats_server(tmp_path / "missing")
