@@ -164,7 +164,7 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         given = [key for key in _NATS_OPTIONS if getattr(self, key) is not None]
         if given and mode is not NatsMode.EXTERNAL:
             raise ConfigError(
-                f"{', '.join(given)} apply to an external NATS server: set nats to its URL "
+                f"{', '.join(given)}: only for an external NATS server: set nats to its URL "
                 f"(--nats nats://host:4222), not {self.nats!r}"
             )
         if (self.nats_user is None) != (self.nats_password is None):

@@ -141,7 +141,7 @@ def test_config_of_nats_with_its_sources(tmp_path: Path) -> None:
     ("overrides", "message"),
     [
         ({"nats": "http://10.0.0.7"}, "nats must be 'embedded', 'off' or server URLs"),
-        ({"nats_token": "t"}, r"nats_token apply to an external NATS server: set nats"),
+        ({"nats_token": "t"}, "nats_token: only for an external NATS server: set nats to its URL"),
         ({"nats": "off", "nats_creds_file": "x.creds"}, "not 'off'"),
         ({"nats": "nats://h:4222", "nats_tls_cert_file": "c.pem"}, "go together"),
     ],
