@@ -51,6 +51,7 @@ from ._reconnect import ReconnectStatistics as ReconnectStatistics
 from ._reconnect import StateListener as StateListener
 from ._server import BridgeServer as BridgeServer
 from ._server import ServerStatistics as ServerStatistics
+from ._server_status import NatsInfo as NatsInfo
 from ._server_status import ServerStatus as ServerStatus
 from ._server_status import loom_version as loom_version
 from ._status import StatusError as StatusError
@@ -87,6 +88,7 @@ __all__ = [
     "InsecureBind",
     "LimitExceeded",
     "Limits",
+    "NatsInfo",
     "NotRegistered",
     "ProviderKind",
     "PublishOutcome",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, cast
 
@@ -54,7 +55,7 @@ from ._identity import Principal, authorize_read, claimed_sender
 from ._limits import Limits
 from ._llm_service import LLMService
 from ._server_session import Session
-from ._server_status import ServerService
+from ._server_status import NatsInfo, ServerService
 from ._services import EventBusService, ToolService
 from ._status import status_of
 from ._wire_types import SECRET_METADATA, VALIDATES_KEY
@@ -327,6 +328,8 @@ class BridgeServer:
         admin_token: a second bearer token, accepted wherever ``token`` is, that makes its
             caller the operator: it may read every agent's mailbox and release agent ids
             (``Directory.ReleaseAgent``). ``None``: nobody may.
+        nats: where the server's NATS is, asked at each ``GetStatus`` (``None``: reported
+            as ``off``).
 
     Raises:
         InsecureBind: ``host`` is not loopback and neither ``token`` nor ``tls`` is given.
@@ -346,6 +349,7 @@ class BridgeServer:
         grace_s: float = 5.0,
         settle_s: float = 0.0,
         admin_token: str | None = None,
+        nats: Callable[[], NatsInfo] | None = None,
     ) -> None:
         if admin_token is not None and not admin_token:
             raise InvalidArgument("admin_token must not be empty (None for none)")
@@ -363,6 +367,7 @@ class BridgeServer:
         self.limits = limits if limits is not None else Limits()
         self.grace_s = grace_s
         self.settle_s = settle_s
+        self.nats = nats
         self.hub = Hub(runtime, self.limits, settle_s=settle_s)
         self.hub.bind_agent_ids = tls is not None and tls.bind_agent_ids
         self.hub.admin_token = admin_token
@@ -396,7 +401,8 @@ class BridgeServer:
         tools_pb2_grpc.add_ToolServiceServicer_to_server(ToolService(self.hub), target)
         bus_pb2_grpc.add_EventBusServicer_to_server(EventBusService(self.hub), target)
         directory_pb2_grpc.add_DirectoryServicer_to_server(DirectoryService(self.hub), target)
-        server_pb2_grpc.add_ServerServicer_to_server(ServerService(self.hub), target)
+        status = ServerService(self.hub, nats=self.nats)
+        server_pb2_grpc.add_ServerServicer_to_server(status, target)
         llm_pb2_grpc.add_LLMServicer_to_server(LLMService(self.hub.runtime), target)
         self._health = _Health()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, target)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import importlib.metadata
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import grpc.aio
@@ -19,7 +20,13 @@ from loom.bridge._generated import server_pb2, server_pb2_grpc
 if TYPE_CHECKING:
     from ._hub import Hub
 
-__all__ = ["ServerService", "ServerStatus", "loom_version", "server_status_from_proto"]
+__all__ = [
+    "NatsInfo",
+    "ServerService",
+    "ServerStatus",
+    "loom_version",
+    "server_status_from_proto",
+]
 
 _Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -51,6 +58,12 @@ class ServerStatus(msgspec.Struct, frozen=True, kw_only=True):
         pending_tool_calls: tool calls pushed to remote agents and not yet answered.
         stale_after_s: a remote agent without a heartbeat for this long is marked stale (its
             liveness window).
+        nats: where its NATS is: ``embedded``, ``external`` or ``off`` (``""``: a server
+            that predates it).
+        nats_url: the NATS server's URL, without credentials (empty when off).
+        nats_store_dir: the embedded server's JetStream storage (empty otherwise).
+        nats_connected: whether its NATS connection is up.
+        nats_restarts: times the embedded nats-server was restarted after it died.
     """
 
     version: str
@@ -67,13 +80,35 @@ class ServerStatus(msgspec.Struct, frozen=True, kw_only=True):
     tool_calls_running: int
     pending_tool_calls: int
     stale_after_s: float
+    nats: str = ""
+    nats_url: str = ""
+    nats_store_dir: str = ""
+    nats_connected: bool = False
+    nats_restarts: int = 0
+
+
+class NatsInfo(Protocol):
+    """Where a server's NATS is, as ``GetStatus`` reports it (``loom.cluster.NatsStatus``
+    has this shape; the bridge does not import the cluster)."""
+
+    @property
+    def mode(self) -> str: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def store_dir(self) -> str: ...
+    @property
+    def connected(self) -> bool: ...
+    @property
+    def restarts(self) -> int: ...
 
 
 class ServerService(server_pb2_grpc.ServerServicer):
     """``loom.v1.Server``: the server's version, uptime and headline counts."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, *, nats: Callable[[], NatsInfo] | None = None) -> None:
         self.hub = hub
+        self.nats = nats
         self.version = loom_version()
         self.started_ms = time.time_ns() // 1_000_000
         self.started = anyio.current_time()
@@ -88,6 +123,7 @@ class ServerService(server_pb2_grpc.ServerServicer):
             now = tool.waiting + tool.in_flight
             running += now
             finished += tool.calls - now
+        nats = self.nats() if self.nats is not None else None
         return server_pb2.ServerStatus(
             version=self.version,
             started_ms=self.started_ms,
@@ -103,6 +139,11 @@ class ServerService(server_pb2_grpc.ServerServicer):
             tool_calls_running=running,
             pending_tool_calls=len(self.hub.calls),
             stale_after_ms=round(runtime.stale_after_s * 1000),
+            nats_mode=nats.mode if nats is not None else "off",
+            nats_url=nats.url if nats is not None else "",
+            nats_store_dir=nats.store_dir if nats is not None else "",
+            nats_connected=nats is not None and nats.connected,
+            nats_restarts=nats.restarts if nats is not None else 0,
         )
 
 
@@ -123,4 +164,9 @@ def server_status_from_proto(msg: server_pb2.ServerStatus) -> ServerStatus:
         tool_calls_running=msg.tool_calls_running,
         pending_tool_calls=msg.pending_tool_calls,
         stale_after_s=msg.stale_after_ms / 1000,
+        nats=msg.nats_mode,
+        nats_url=msg.nats_url,
+        nats_store_dir=msg.nats_store_dir,
+        nats_connected=msg.nats_connected,
+        nats_restarts=msg.nats_restarts,
     )

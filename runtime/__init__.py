@@ -19,6 +19,7 @@ from ._directory import Directory as Directory
 from ._errors import BusClosed as BusClosed
 from ._errors import ConfigError as ConfigError
 from ._errors import DeadlineExceeded as DeadlineExceeded
+from ._errors import DurabilityUnavailable as DurabilityUnavailable
 from ._errors import InvalidArgument as InvalidArgument
 from ._errors import InvalidTopic as InvalidTopic
 from ._errors import LoomError as LoomError
@@ -77,6 +78,7 @@ __all__ = [
     "Directory",
     "DropReason",
     "Drops",
+    "DurabilityUnavailable",
     "Envelope",
     "Event",
     "EventBus",

@@ -13,6 +13,7 @@ __all__ = [
     "BusClosed",
     "ConfigError",
     "DeadlineExceeded",
+    "DurabilityUnavailable",
     "InvalidArgument",
     "InvalidTopic",
     "LoomError",
@@ -71,6 +72,23 @@ class WouldBlock(LoomError, anyio.WouldBlock):
 
 class DeadlineExceeded(LoomError, TimeoutError):
     """An operation did not finish before its deadline."""
+
+
+class DurabilityUnavailable(LoomError):
+    """A durable subscription (or another durable operation) was asked of a server that runs
+    without NATS (``loom serve --nats off``): nothing was subscribed.
+
+    Attributes:
+        what: what was asked, in words (``"durable subscription 'orders'"``).
+    """
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            f"{what} needs durability, and this server runs with --nats off (memory only): "
+            "start loom serve without --nats off (the embedded NATS server is the default) or "
+            "with --nats URL of a NATS server with JetStream"
+        )
+        self.what = what
 
 
 class TTLExpired(LoomError):

@@ -12,6 +12,7 @@ from pathlib import Path
 import anyio
 
 from loom.bridge import BridgeError, loom_version
+from loom.cluster import NatsError
 from loom.runtime import ConfigError, InvalidArgument
 
 from .._logging import configure_logging
@@ -28,6 +29,8 @@ examples:
   LOOM_BRIDGE_ADDR=127.0.0.1:6000 loom serve   # where clients with that variable look
   loom serve --port 0 --log-level debug
   loom serve --log-format json       # one JSON object per log line
+  loom serve --nats off              # memory only: no nats-server, nothing durable
+  LOOM_NATS_TOKEN=... loom serve --nats nats://10.0.0.7:4222   # an existing NATS server
   loom config                        # what loom serve would run with, and where each is from
   LOOM_DATA_DIR=/var/lib/loom loom serve --config /etc/loom/loom.toml
   LOOM_TOKEN=$(cat /run/secrets/loom) loom serve --host 0.0.0.0 \\
@@ -107,6 +110,32 @@ def _serve_flags() -> argparse.ArgumentParser:
         help="with --tls-client-ca: a client acts only as an agent its certificate names "
         "(common name or DNS name; LOOM_TLS_BIND_AGENT_IDS)",
     )
+    nats = s.add_argument_group(
+        "durability (NATS JetStream)",
+        "By default loom serve starts its own nats-server (JetStream under DATA_DIR/nats).",
+    )
+    nats.add_argument(
+        "--nats",
+        metavar="embedded|off|URL",
+        help="embedded (default): a nats-server child; off: memory only, durable "
+        "subscriptions refused; URL: an existing server or cluster, e.g. nats://host:4222, "
+        "comma-separated (LOOM_NATS_URL)",
+    )
+    nats.add_argument("--nats-token", help="with --nats URL: its token (LOOM_NATS_TOKEN)")
+    nats.add_argument("--nats-user", help="with --nats URL: user name (LOOM_NATS_USER)")
+    nats.add_argument(
+        "--nats-password", help="with --nats-user: password (LOOM_NATS_PASSWORD; prefer it)"
+    )
+    nats.add_argument(
+        "--nats-creds", dest="nats_creds_file", help="with --nats URL: credentials file"
+    )
+    nats.add_argument(
+        "--nats-tls-ca", dest="nats_tls_ca_file", help="with --nats URL: CA of the server (PEM)"
+    )
+    nats.add_argument(
+        "--nats-tls-cert", dest="nats_tls_cert_file", help="client certificate (mutual TLS)"
+    )
+    nats.add_argument("--nats-tls-key", dest="nats_tls_key_file", help="its private key (PEM)")
     lim = s.add_argument_group("limits")
     lim.add_argument("--max-message-bytes", type=int, help="largest gRPC message (4 MiB)")
     lim.add_argument("--max-topics-per-agent", type=int, help="patterns per agent (256)")
@@ -197,5 +226,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     configure_logging(config.log_level, config.log_format)
     try:
         anyio.run(functools.partial(serve, config, tables=tables, environ=os.environ))
-    except (BridgeError, InvalidArgument) as exc:  # cannot bind, unreadable TLS files
+    # Cannot bind, unreadable TLS files, no nats-server, NATS refuses the credentials.
+    except (BridgeError, InvalidArgument, NatsError) as exc:
         sys.exit(f"loom: {exc}")

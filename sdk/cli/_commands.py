@@ -608,7 +608,20 @@ def _status_lines(address: str, s: ServerStatus) -> list[tuple[str, str]]:
             f"{s.tool_calls} done, {s.tool_calls_running} running, "
             f"{s.pending_tool_calls} waiting on remote agents",
         ),
+        ("nats", _nats_line(s)),
     ]
+
+
+def _nats_line(s: ServerStatus) -> str:
+    if s.nats == "embedded":
+        restarts = f", {s.nats_restarts} restarts" if s.nats_restarts else ""
+        state = "connected" if s.nats_connected else "disconnected"
+        return f"embedded at {s.nats_url} ({state}{restarts}), store {s.nats_store_dir}"
+    if s.nats == "external":
+        return f"external at {s.nats_url} ({'connected' if s.nats_connected else 'disconnected'})"
+    if s.nats == "off":
+        return "off (memory only: durable subscriptions refused)"
+    return "not reported (an older server)"
 
 
 def _duration(seconds: float) -> str:

@@ -15,6 +15,7 @@ from typing import Any, TextIO
 import msgspec
 
 from loom.bridge import Limits, TLSConfig, is_loopback, token_weakness
+from loom.cluster import NatsMode, NatsSettings, parse_nats, redact_url
 from loom.runtime import ConfigError, InvalidArgument
 from loom.runtime.llm import LLMConfig, LLMConfigError, load_llm_config
 from loom.runtime.tools import McpConfigError, McpServerConfig, load_mcp_config
@@ -68,6 +69,17 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             (agents' mailboxes included) and of each stream's own queues, next to their
             count bounds: a Realtime subscription drops beyond it (``bytes``), the others
             hold the publisher back.
+        nats: where durable delivery lives: ``embedded`` (a ``nats-server`` child with
+            JetStream under ``data_dir/nats``, the default), ``off`` (memory only: durable
+            subscriptions are refused), or the URLs of an existing server or cluster
+            (``nats://host:4222``, comma-separated).
+        nats_token: with NATS URLs: the server's authorization token.
+        nats_user: with NATS URLs: a user name (with ``nats_password``).
+        nats_password: its password.
+        nats_creds_file: with NATS URLs: a credentials file (JWT and NKey seed).
+        nats_tls_ca_file: with NATS URLs: the CA that the server's certificate chains to.
+        nats_tls_cert_file: with NATS URLs: a client certificate (mutual TLS) ...
+        nats_tls_key_file: ... and its key.
     """
 
     host: str = "127.0.0.1"
@@ -89,6 +101,14 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     max_pending_tool_calls: int = Limits().max_pending_tool_calls
     max_agents: int = Limits().max_agents
     max_buffer_bytes: int = Limits().max_buffer_bytes
+    nats: str = "embedded"
+    nats_token: str | None = None
+    nats_user: str | None = None
+    nats_password: str | None = None
+    nats_creds_file: str | None = None
+    nats_tls_ca_file: str | None = None
+    nats_tls_cert_file: str | None = None
+    nats_tls_key_file: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -134,6 +154,44 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             self.limits()
         except InvalidArgument as exc:
             raise ConfigError(str(exc)) from None
+        self._check_nats()
+
+    def _check_nats(self) -> None:
+        try:
+            mode, _ = parse_nats(self.nats)
+        except InvalidArgument as exc:
+            raise ConfigError(str(exc)) from None
+        given = [key for key in _NATS_OPTIONS if getattr(self, key) is not None]
+        if given and mode is not NatsMode.EXTERNAL:
+            raise ConfigError(
+                f"{', '.join(given)}: only for an external NATS server: set nats to its URL "
+                f"(--nats nats://host:4222), not {self.nats!r}"
+            )
+        if (self.nats_user is None) != (self.nats_password is None):
+            raise ConfigError("nats_user and nats_password go together: set both or neither")
+        if self.nats_token is not None and self.nats_user is not None:
+            raise ConfigError("nats_token and nats_user/nats_password: set one of them")
+        if (self.nats_tls_cert_file is None) != (self.nats_tls_key_file is None):
+            raise ConfigError(
+                "nats_tls_cert_file and nats_tls_key_file go together: set both or neither"
+            )
+
+    def nats_settings(self) -> NatsSettings | None:
+        """Credentials and TLS for an external NATS server (``None`` in the other modes)."""
+        mode, urls = parse_nats(self.nats)
+        if mode is not NatsMode.EXTERNAL:
+            return None
+        return NatsSettings(
+            servers=urls,
+            token=self.nats_token,
+            user=self.nats_user,
+            password=self.nats_password,
+            creds_file=self.nats_creds_file,
+            tls_ca_file=self.nats_tls_ca_file,
+            tls_cert_file=self.nats_tls_cert_file,
+            tls_key_file=self.nats_tls_key_file,
+            name="loom serve",
+        )
 
     def limits(self) -> Limits:
         """The bridge's limits."""
@@ -157,6 +215,16 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         )
 
 
+_NATS_OPTIONS = (
+    "nats_token",
+    "nats_user",
+    "nats_password",
+    "nats_creds_file",
+    "nats_tls_ca_file",
+    "nats_tls_cert_file",
+    "nats_tls_key_file",
+)
+
 _ENV = {
     "LOOM_HOST": "host",
     "LOOM_PORT": "port",
@@ -177,6 +245,14 @@ _ENV = {
     "LOOM_MAX_PENDING_TOOL_CALLS": "max_pending_tool_calls",
     "LOOM_MAX_AGENTS": "max_agents",
     "LOOM_MAX_BUFFER_BYTES": "max_buffer_bytes",
+    "LOOM_NATS_URL": "nats",
+    "LOOM_NATS_TOKEN": "nats_token",
+    "LOOM_NATS_USER": "nats_user",
+    "LOOM_NATS_PASSWORD": "nats_password",
+    "LOOM_NATS_CREDS": "nats_creds_file",
+    "LOOM_NATS_TLS_CA": "nats_tls_ca_file",
+    "LOOM_NATS_TLS_CERT": "nats_tls_cert_file",
+    "LOOM_NATS_TLS_KEY": "nats_tls_key_file",
 }
 
 
@@ -244,8 +320,12 @@ _FLAG_NAMES = {
     "tls_cert_file": "--tls-cert",
     "tls_key_file": "--tls-key",
     "tls_client_ca_file": "--tls-client-ca",
+    "nats_creds_file": "--nats-creds",
+    "nats_tls_ca_file": "--nats-tls-ca",
+    "nats_tls_cert_file": "--nats-tls-cert",
+    "nats_tls_key_file": "--nats-tls-key",
 }
-_SECRETS = frozenset({"token", "admin_token"})
+_SECRETS = frozenset({"token", "admin_token", "nats_token", "nats_password"})
 
 
 class Setting(msgspec.Struct, frozen=True):
@@ -286,6 +366,8 @@ def explain_config(
         value = getattr(config, key)
         if key in _SECRETS and value is not None:
             value = "***"
+        elif key == "nats":  # a URL may carry a user and password
+            value = ",".join(redact_url(u) for u in value.split(","))
         settings[key] = Setting(value, source)
     return settings
 

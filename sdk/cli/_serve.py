@@ -1,9 +1,10 @@
 """``loom serve``: host the runtime and its gRPC bridge until a signal asks it to stop.
 
-The composition root of a server process: it builds the bus, the actor runtime and the bridge
-server, reports readiness (the bound port) through ``task_status``, and on SIGINT or SIGTERM
-drains within the configured grace: the bridge first (health ``NOT_SERVING``, streams end with
-``UNAVAILABLE``, calls in flight get the grace), then the agents, then the bus.
+The composition root of a server process: it starts (or reaches) NATS, builds the bus, the
+actor runtime and the bridge server, reports readiness (the bound port) through
+``task_status``, and on SIGINT or SIGTERM drains within the configured grace: the bridge first
+(health ``NOT_SERVING``, streams end with ``UNAVAILABLE``, calls in flight get the grace), then
+the agents, then the bus, and last NATS (the connection drains, the embedded server stops).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from anyio.abc import TaskStatus
 
 from loom import CognitiveAgent
 from loom.bridge import BridgeServer
+from loom.cluster import open_nats
 from loom.runtime import AgentRuntime, EventBus
 from loom.runtime.llm import ModelRouter
 
@@ -109,12 +111,21 @@ async def serve(
     Raises:
         InsecureBind: a non-loopback host without a token or TLS.
         BindError: the address cannot be bound.
+        NatsError: the embedded nats-server cannot start, or the first connection to NATS
+            failed (``NatsServerNotFound``, ``NatsServerFailed``, ``NatsConnectFailed``).
     """
     data_dir = await anyio.Path(config.data_dir).resolve()
     await data_dir.mkdir(parents=True, exist_ok=True)
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         tables = tables if tables is not None else ServiceTables()
         async with (
+            # First in, last out: durable state outlives everything built on it.
+            open_nats(
+                config.nats,
+                store_dir=data_dir / "nats",
+                settings=config.nats_settings(),
+                drain_grace_s=config.drain_grace_s,
+            ) as nats,
             EventBus(
                 drain_grace=config.drain_grace_s, max_buffer_bytes=config.max_buffer_bytes
             ) as bus,
@@ -140,9 +151,11 @@ async def serve(
                 limits=config.limits(),
                 grace_s=config.drain_grace_s,
                 settle_s=config.settle_s,
+                nats=nats.status,
             ) as server,
         ):
             log.info("loom serve: event bus up (pid %d, data dir %s)", os.getpid(), data_dir)
+            log.info("loom serve: NATS %s", nats.describe())
             log.info(
                 "loom serve: listening on %s (%s%s)",
                 server.address,

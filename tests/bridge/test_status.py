@@ -46,6 +46,7 @@ from loom.bridge._status import _WIRE, code_name, outcome_from_error, status_of
 from loom.cli._agent_host import LoadError
 from loom.cli._commands import UsageError
 from loom.cli._runner import RunError
+from loom.cluster import NatsConnectFailed, NatsError, NatsServerFailed, NatsServerNotFound
 from loom.runtime import (
     AgentExists,
     AgentNotFound,
@@ -55,6 +56,7 @@ from loom.runtime import (
     BusClosed,
     ConfigError,
     DeadlineExceeded,
+    DurabilityUnavailable,
     InvalidArgument,
     InvalidTopic,
     LoomError,
@@ -147,6 +149,13 @@ NEVER_CROSSES: dict[type[LoomError], str] = {
     AgentNotFound: "a local lookup; a tool call to a gone agent is a ToolNotFound result",
     AgentStartFailed: "raised in the process that starts the agent",
     ConfigError: "configuration is read before the server starts",
+    NatsError: "a base class; its subclasses are filed one by one",
+    NatsServerNotFound: "raised when loom serve starts, before anything listens",
+    NatsServerFailed: "raised when loom serve starts, before anything listens",
+    NatsConnectFailed: "raised when loom serve starts, before anything listens",
+    # For now raised in the server's process only; the durable subscriptions over the wire
+    # (issue 12, section 2) decide which status it travels as.
+    DurabilityUnavailable: "raised in the server's process (--nats off)",
     McpConfigError: "configuration is read before the server starts",
     LLMConfigError: "configuration is read before the server starts",
     InvalidToolSchema: "raised when a tool is registered, not when it is called",
