@@ -7,4 +7,10 @@ SDK); ``loom serve`` (sdk/cli) composes it with the bridge.
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from loom.runtime.lowlevel import set_public_module as _set_public_module
+
+from ._jetstream import JetStreamLog as JetStreamLog
+
+__all__ = ["JetStreamLog"]
+
+_set_public_module(globals())
