@@ -138,7 +138,7 @@ class _Consumer:
     async def fetch(self, batch: int, timeout: float) -> list[DurableMessage]:
         try:
             msgs = await self._sub.fetch(batch, timeout=timeout)
-        except nats.errors.TimeoutError:
+        except TimeoutError:  # nats-py raises its own and asyncio's, both TimeoutErrors
             return []
         except nats.errors.ConnectionClosedError:
             # The caller's connection is gone for good: nothing more will come. Wait out the
@@ -370,7 +370,7 @@ class JetStreamLog:
             while pending:
                 try:
                     msgs = await sub.fetch(min(pending, 256), timeout=5.0)
-                except nats.errors.TimeoutError:
+                except TimeoutError:
                     return  # the rest expired meanwhile
                 for msg in msgs:
                     meta = msg.metadata

@@ -27,7 +27,7 @@ from ._errors import BusClosed, InvalidArgument, WouldBlock
 from ._event import Delivery, Event, event_size, mailbox_topic
 from ._failure import log_user_failure
 from ._qos import QoS
-from ._subscription import Subscription, drain, kick, park, put_waiting, take, unpark
+from ._subscription import Subscription, drain, kick, park, put, take, unpark
 from ._supervision import Strategy
 from ._timers import Timer, TimerSet
 from .collab._replies import router_for
@@ -45,6 +45,9 @@ current_cell: ContextVar[Cell | None] = ContextVar("loom_current_cell", default=
 stop comes from inside the agent it would have to wait for."""
 
 _YIELD_EVERY = 64
+
+# How long a stopped durable agent's fetch in progress may take to end (it polls every 1 s).
+_PUMP_GRACE_S = 2.0
 
 
 class _Halt(Exception):
@@ -180,7 +183,10 @@ class Cell:
             try:
                 await self._main()
             finally:
-                tg.cancel_scope.cancel()
+                # The pump ends after its fetch in progress, handing back (nak) what that
+                # brings: cancelled mid-fetch, its pull request would linger on the server
+                # and take events nobody reads until the ack wait. Bounded all the same.
+                tg.cancel_scope.deadline = anyio.current_time() + _PUMP_GRACE_S
 
     async def _main(self) -> None:
         rt = self.runtime
@@ -455,7 +461,7 @@ class Cell:
         consumer = None
         delay = 0.1
         try:
-            while True:
+            while not self.done:
                 try:
                     if consumer is None:
                         consumer = await durable_log.open_consumer(
@@ -471,8 +477,11 @@ class Cell:
                     await anyio.sleep(delay)
                     delay = min(delay * 2, 5.0)
                     continue
-                for msg in msgs:
+                for i, msg in enumerate(msgs):
                     if not await self._admit(msg):
+                        with anyio.CancelScope(shield=True):
+                            for rest in msgs[i + 1 :]:  # handed back: the next holder's
+                                await self._quietly(rest.nak())
                         return
         finally:
             if consumer is not None:
@@ -489,7 +498,7 @@ class Cell:
         assert self._inflight is not None
         self._inflight[id(delivery)] = msg
         try:
-            taken = await put_waiting(self.mailbox, delivery)
+            taken = await put(self.mailbox, delivery)
         except BusClosed:
             taken = False
         if not taken:

@@ -45,7 +45,10 @@ class NatsServer:
         ports_dir.mkdir()
         args = [NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(self.port)]
         args += ["-sd", str(self.store), "--ports_file_dir", str(ports_dir)]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # A quick fork; the wait for readiness below is the part that must not block.
+        self.proc = subprocess.Popen(  # noqa: ASYNC220
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         with anyio.fail_after(10):
             while True:
                 files = list(ports_dir.glob("*.ports"))
@@ -83,12 +86,15 @@ async def connect(server: NatsServer) -> Client:
 
 @asynccontextmanager
 async def durable_bus(
-    server: NatsServer, **log_options: float
+    server: NatsServer, *, ack_wait: float = 30.0, publish_timeout: float = 30.0
 ) -> AsyncIterator[tuple[EventBus, JetStreamLog]]:
     """A connected client, a ``JetStreamLog`` on it, a bus using it: all closed after."""
     nc = await connect(server)
     try:
-        async with JetStreamLog(nc, **log_options) as log, EventBus(durable_log=log) as bus:
+        async with (
+            JetStreamLog(nc, ack_wait=ack_wait, publish_timeout=publish_timeout) as log,
+            EventBus(durable_log=log) as bus,
+        ):
             yield bus, log
     finally:
         with anyio.CancelScope(shield=True):

@@ -62,7 +62,8 @@ async def test_stored_in_order_from_the_log_alone(tmp_path: Path) -> None:
             # Read from the log, never from memory: the bus routed nothing to it.
             assert bus.subscription_count() == 0
             stats = await log.statistics()
-            assert stats.appended == 5 and stats.stored == 5
+            assert stats.appended == 5
+            assert stats.stored == 5
 
 
 async def test_unsettled_and_nakked_are_redelivered_marked(tmp_path: Path) -> None:
@@ -85,7 +86,8 @@ async def test_unsettled_and_nakked_are_redelivered_marked(tmp_path: Path) -> No
             # Closed with `last` unsettled: it comes back to the next holder of the name.
             async with bus.subscribe("jobs.>", durable="worker") as sub:
                 back = await sub.receive()
-                assert back.event.id == last.event.id and back.attempt == last.attempt + 1
+                assert back.event.id == last.event.id
+                assert back.attempt == last.attempt + 1
 
 
 async def test_same_event_published_twice_is_stored_once(tmp_path: Path) -> None:
@@ -105,17 +107,18 @@ async def test_same_event_published_twice_is_stored_once(tmp_path: Path) -> None
 async def test_kept_while_nobody_consumes_and_learnt_by_a_new_bus(tmp_path: Path) -> None:
     with anyio.fail_after(30):
         async with nats_server(tmp_path) as server:
-            async with durable_bus(server) as (bus, _):
-                async with bus.subscribe("mail.>", durable="inbox"):
-                    pass  # the name exists now; nobody consumes
+            async with durable_bus(server) as (bus, _), bus.subscribe("mail.>", durable="inbox"):
+                pass  # the name exists now; nobody consumes
             # Another process's bus: it learns the durable pattern from the server and
             # stores what it publishes on it.
             async with durable_bus(server) as (bus, _):
                 for i in range(20):
                     await bus.publish("mail.new", Event(payload=b"%d" % i))
-            async with durable_bus(server) as (bus, _):
-                async with bus.subscribe("mail.>", durable="inbox") as sub:
-                    got = await _take(sub, 20)
+            async with (
+                durable_bus(server) as (bus, _),
+                bus.subscribe("mail.>", durable="inbox") as sub,
+            ):
+                got = await _take(sub, 20)
             assert [m.event.payload for m in got] == [b"%d" % i for i in range(20)]
 
 
@@ -131,30 +134,33 @@ async def test_publish_nowait_on_a_durable_topic_would_block(tmp_path: Path) -> 
 
 async def test_replay_since_until_reads_without_moving_durables(tmp_path: Path) -> None:
     with anyio.fail_after(30):
-        async with nats_server(tmp_path) as server, durable_bus(server) as (bus, _):
-            async with bus.subscribe("audit.>", durable="auditor") as sub:
-                for i in range(10):
-                    await bus.publish(f"audit.{i % 2}", Event(payload=b"%d" % i))
-                everything = [d async for d in bus.replay("audit.>")]
-                assert [d.event.payload for d in everything] == [b"%d" % i for i in range(10)]
-                assert "delivery.attempt" not in everything[0].event.metadata
-                odd = [d.event.payload async for d in bus.replay("audit.1")]
-                assert odd == [b"1", b"3", b"5", b"7", b"9"]
-                # Sequences: the durable's view gives them.
-                first_two = await _take(sub, 2)
-                seq = first_two[1].sequence
-                window = [
-                    d.event.payload async for d in bus.replay("audit.>", since=seq, until=seq + 2)
-                ]
-                assert window == [b"1", b"2", b"3"]
-                recent = [d async for d in bus.replay("audit.>", since=timedelta(minutes=5))]
-                assert len(recent) == 10
-                assert [d async for d in bus.replay("audit.>", since=timedelta(days=-1))] == []
-                assert [d async for d in bus.replay("nothing.here")] == []
-                # The durable did not move: it goes on after the two it took.
-                rest = await _take(sub, 8)
-                assert [m.event.payload for m in rest] == [b"%d" % i for i in range(2, 10)]
-                assert all(m.attempt == 1 for m in rest)
+        async with (
+            nats_server(tmp_path) as server,
+            durable_bus(server) as (bus, _),
+            bus.subscribe("audit.>", durable="auditor") as sub,
+        ):
+            for i in range(10):
+                await bus.publish(f"audit.{i % 2}", Event(payload=b"%d" % i))
+            everything = [d async for d in bus.replay("audit.>")]
+            assert [d.event.payload for d in everything] == [b"%d" % i for i in range(10)]
+            assert "delivery.attempt" not in everything[0].event.metadata
+            odd = [d.event.payload async for d in bus.replay("audit.1")]
+            assert odd == [b"1", b"3", b"5", b"7", b"9"]
+            # Sequences: the durable's view gives them.
+            first_two = await _take(sub, 2)
+            seq = first_two[1].sequence
+            window = [
+                d.event.payload async for d in bus.replay("audit.>", since=seq, until=seq + 2)
+            ]
+            assert window == [b"1", b"2", b"3"]
+            recent = [d async for d in bus.replay("audit.>", since=timedelta(minutes=5))]
+            assert len(recent) == 10
+            assert [d async for d in bus.replay("audit.>", since=timedelta(days=-1))] == []
+            assert [d async for d in bus.replay("nothing.here")] == []
+            # The durable did not move: it goes on after the two it took.
+            rest = await _take(sub, 8)
+            assert [m.event.payload for m in rest] == [b"%d" % i for i in range(2, 10)]
+            assert all(m.attempt == 1 for m in rest)
 
 
 async def test_publish_waits_through_a_server_restart(tmp_path: Path) -> None:
