@@ -75,8 +75,9 @@ async def start_server(root: Path) -> tuple[subprocess.Popen[bytes], str]:
         stderr=subprocess.DEVNULL,
     )
     with anyio.fail_after(10):
-        while not (files := list(ports.glob("*.ports"))) or not files[0].read_text().strip():
-            await anyio.sleep(0.01)  # noqa: ASYNC110  (another process writes it)
+        # Another process writes the file: polled, bounded by the deadline.
+        while not (files := list(ports.glob("*.ports"))) or not files[0].read_text().strip():  # noqa: ASYNC110
+            await anyio.sleep(0.01)
     return proc, json.loads(files[0].read_text())["nats"][0]
 
 
