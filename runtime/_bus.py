@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import weakref
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 from types import TracebackType
 from typing import Final, overload
@@ -237,6 +238,7 @@ class EventBus:
         # The durable patterns the log knows: a topic one of them matches is stored first.
         self._durable: TopicTrie[str] = TopicTrie()
         self._durable_patterns: set[str] = set()
+        self._durable_subs: weakref.WeakSet[DurableSubscription] = weakref.WeakSet()
         self._tracer = None if tracer_provider is None else PublishTracer(tracer_provider)
         self._drain_grace = drain_grace
         self._max_topics = max_tracked_topics
@@ -342,6 +344,8 @@ class EventBus:
                 self._hooks.draining = False
             for sub in list(self._subs.values()):
                 close_by_bus(sub)
+            for durable in list(self._durable_subs):
+                durable.close_by_bus()  # its iteration ends; its messages stay in the log
             for hook in self._close_hooks:
                 hook()
             if self._transport_scope is not None:
@@ -470,7 +474,7 @@ class EventBus:
         if max_ack_pending < 1:
             raise InvalidArgument(f"buffer_size must be >= 1, not {buffer_size!r}")
         log = self.register_durable(name, (pattern,))
-        return DurableSubscription(
+        sub = DurableSubscription(
             log,
             name,
             (pattern,),
@@ -479,6 +483,8 @@ class EventBus:
             max_deliver=max_deliver,
             max_ack_pending=max_ack_pending,
         )
+        self._durable_subs.add(sub)
+        return sub
 
     def register_durable(self, name: str, patterns: Collection[str]) -> DurableLog:
         """Internal (the runtime's durable agents, :meth:`subscribe`): make ``name`` a durable
@@ -618,9 +624,14 @@ class EventBus:
         subscriptions that had room and not the rest; use :meth:`publish_nowait` for
         all-or-nothing.
 
+        On a topic a durable pattern matches, it first waits until the durable log has
+        stored the event (``docs/durability.md``).
+
         Raises:
             InvalidTopic: ``topic`` is not a valid concrete topic.
             BusClosed: the bus is not open (or closed while this waited).
+            DurableUnavailable: a durable topic's event was not stored in time; it reached
+                nobody.
         """
         self._tick += 1
         if self._tick >= _YIELD_EVERY:

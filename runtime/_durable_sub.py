@@ -58,6 +58,9 @@ class DurableSubscription:
     delivery beyond that (a crash on the last attempt) is dead-lettered here on
     ``loom.dlq.{name}`` instead of being handed out.
 
+    With ``event_types``, an event of another type is acknowledged without being handed
+    out (the durable name is done with it). Closing the bus ends the iteration.
+
     Made by :meth:`EventBus.subscribe`; use it as an async context manager.
     """
 
@@ -98,7 +101,13 @@ class DurableSubscription:
         await self.aclose()
 
     async def open(self) -> None:
-        """Attach to the durable name in the log (made the first time). Idempotent."""
+        """Attach to the durable name in the log (made the first time). Idempotent.
+
+        Raises:
+            SubscriptionClosed: it was closed.
+        """
+        if self._closed:
+            raise SubscriptionClosed(f"durable subscription {self.name!r} is closed")
         if self._consumer is None:
             self._consumer = await self._log.open_consumer(
                 self.name,
@@ -110,12 +119,16 @@ class DurableSubscription:
     async def aclose(self) -> None:
         """Stop receiving. What was fetched and not settled is delivered again later (after
         the log's ack wait); the durable name and its position stay in the log."""
-        if self._closed:
-            return
         self._closed = True
-        if self._consumer is not None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
             with anyio.CancelScope(shield=True):
-                await self._consumer.aclose()
+                await consumer.aclose()
+
+    def close_by_bus(self) -> None:
+        """Internal: its bus closes. Iteration ends (within one poll, about a second);
+        what it took and did not settle is delivered again later."""
+        self._closed = True
 
     def __aiter__(self) -> DurableSubscription:
         return self
@@ -134,10 +147,10 @@ class DurableSubscription:
         """
         if not self._settled and self._last is not None:
             await self.ack(self._last)
-        await self.open()
-        assert self._consumer is not None
+        if not self._closed:
+            await self.open()
         while True:
-            if self._closed:
+            if self._closed or self._consumer is None:
                 raise SubscriptionClosed(f"durable subscription {self.name!r} is closed")
             if not self._ready:
                 self._ready = await self._consumer.fetch(self._max_ack_pending, _POLL_S)

@@ -204,3 +204,22 @@ async def test_subjects_and_names_map_every_allowed_character(tmp_path: Path) ->
                 assert log.patterns() == frozenset({"ünï.>"})
             finally:
                 await nc.close()
+
+
+async def test_closing_the_bus_ends_a_durable_iteration(tmp_path: Path) -> None:
+    with anyio.fail_after(20):
+        async with nats_server(tmp_path) as server, durable_bus(server) as (bus, _):
+            sub = bus.subscribe("end.>", durable="ender")
+            await sub.open()
+            ended = anyio.Event()
+
+            async def iterate() -> None:
+                async for _ in sub:
+                    pass
+                ended.set()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(iterate)
+                await bus.aclose()
+                await ended.wait()
+            await sub.aclose()
