@@ -86,13 +86,19 @@ async def connect(server: NatsServer) -> Client:
 
 @asynccontextmanager
 async def durable_bus(
-    server: NatsServer, *, ack_wait: float = 30.0, publish_timeout: float = 30.0
+    server: NatsServer,
+    *,
+    ack_wait: float = 30.0,
+    publish_timeout: float = 30.0,
+    max_bytes: int = 1 << 30,
 ) -> AsyncIterator[tuple[EventBus, JetStreamLog]]:
     """A connected client, a ``JetStreamLog`` on it, a bus using it: all closed after."""
     nc = await connect(server)
     try:
         async with (
-            JetStreamLog(nc, ack_wait=ack_wait, publish_timeout=publish_timeout) as log,
+            JetStreamLog(
+                nc, ack_wait=ack_wait, publish_timeout=publish_timeout, max_bytes=max_bytes
+            ) as log,
             EventBus(durable_log=log) as bus,
         ):
             yield bus, log

@@ -223,3 +223,24 @@ async def test_closing_the_bus_ends_a_durable_iteration(tmp_path: Path) -> None:
                 await bus.aclose()
                 await ended.wait()
             await sub.aclose()
+
+
+async def test_past_the_limit_the_oldest_go_and_are_counted(tmp_path: Path) -> None:
+    with anyio.fail_after(20):
+        async with (
+            nats_server(tmp_path) as server,
+            durable_bus(server, max_bytes=4096) as (bus, log),
+            bus.subscribe("big.>", durable="slow") as sub,
+        ):
+            await sub.open()  # the name exists; it takes nothing while 40 are published
+            for i in range(40):
+                await bus.publish("big.x", Event(payload=b"%03d" % i + b"." * 200))
+            stats = await log.statistics()
+            (slow,) = stats.consumers
+            assert 0 < stats.stored < 40
+            assert slow.overflow == 40 - stats.stored
+            assert slow.pending == stats.stored
+            kept = await _take(sub, stats.stored)
+            # What is left is the newest, in order.
+            expected = [b"%03d" % i for i in range(40 - stats.stored, 40)]
+            assert [m.event.payload[:3] for m in kept] == expected
