@@ -365,8 +365,10 @@ class JetStreamLog:
         end_seq = until if isinstance(until, int) else None
         end_time = None if until is None or isinstance(until, int) else _moment(until)
         sub = await self._js.pull_subscribe(subject_of(pattern), stream=STREAM, config=config)
+        name = ""
         try:
-            pending = (await sub.consumer_info()).num_pending
+            info = await sub.consumer_info()
+            name, pending = info.name, info.num_pending
             while pending:
                 try:
                     msgs = await sub.fetch(min(pending, 256), timeout=5.0)
@@ -385,7 +387,8 @@ class JetStreamLog:
         finally:
             with anyio.CancelScope(shield=True), contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
-                await self._js.delete_consumer(STREAM, sub._consumer)
+                if name:
+                    await self._js.delete_consumer(STREAM, name)
 
     async def statistics(self) -> DurableStats:
         info = await self._js.stream_info(STREAM)

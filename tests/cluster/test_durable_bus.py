@@ -136,7 +136,7 @@ async def test_replay_since_until_reads_without_moving_durables(tmp_path: Path) 
     with anyio.fail_after(30):
         async with (
             nats_server(tmp_path) as server,
-            durable_bus(server) as (bus, _),
+            durable_bus(server) as (bus, log),
             bus.subscribe("audit.>", durable="auditor") as sub,
         ):
             for i in range(10):
@@ -161,6 +161,9 @@ async def test_replay_since_until_reads_without_moving_durables(tmp_path: Path) 
             rest = await _take(sub, 8)
             assert [m.event.payload for m in rest] == [b"%d" % i for i in range(2, 10)]
             assert all(m.attempt == 1 for m in rest)
+            # Every replay's consumer is gone: only the durable one is left.
+            infos = await log._js.consumers_info("LOOM_EVENTS")
+            assert [i.name for i in infos] == ["auditor"]
 
 
 async def test_publish_waits_through_a_server_restart(tmp_path: Path) -> None:
