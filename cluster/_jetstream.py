@@ -128,12 +128,16 @@ class _Message:
     async def term(self) -> None:
         await self._msg.term()
 
+    async def in_progress(self) -> None:
+        await self._msg.in_progress()
+
 
 class _Consumer:
-    __slots__ = ("_sub",)
+    __slots__ = ("_sub", "ack_wait")
 
-    def __init__(self, sub: JetStreamContext.PullSubscription) -> None:
+    def __init__(self, sub: JetStreamContext.PullSubscription, ack_wait: float) -> None:
         self._sub = sub
+        self.ack_wait = ack_wait
 
     async def fetch(self, batch: int, timeout: float) -> list[DurableMessage]:
         try:
@@ -334,7 +338,7 @@ class JetStreamLog:
         self._patterns[name] = tuple(patterns)
         self._refresh_known()
         sub = await self._js.pull_subscribe_bind(durable=durable, stream=STREAM)
-        return _Consumer(sub)
+        return _Consumer(sub, self.ack_wait)
 
     async def delete(self, name: str) -> None:
         """Forget the durable name ``name``: its position and what it had not taken.

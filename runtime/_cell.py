@@ -20,7 +20,7 @@ from ._behaviour import AgentSpec, Behaviour, HasAgentSpec
 from ._bus import EventBus
 from ._context import Context, ContextHost, Handler, Hosting
 from ._directory import AgentStatus
-from ._durable import DurableLog, DurableMessage
+from ._durable import DurableConsumer, DurableLog, DurableMessage
 from ._durable_sub import dead_letter_event, dlq_topic
 from ._envelope_build import request_event
 from ._errors import BusClosed, InvalidArgument, WouldBlock
@@ -69,6 +69,7 @@ class Cell:
         "_log",
         "_restart_times",
         "_retry",
+        "_room",
         "children",
         "ctx",
         "delete_when_done",
@@ -114,6 +115,7 @@ class Cell:
         # (one path per event: no duplicates); its deliveries in hand, by delivery identity.
         self._log: DurableLog | None = None
         self._inflight: dict[int, DurableMessage] | None = None
+        self._room: anyio.Event | None = None  # set when a durable delivery leaves our hands
         try:
             if spec.durable:
                 self._log = runtime.bus.register_durable(spec.id, spec.topics)
@@ -408,7 +410,7 @@ class Cell:
         self.last_error = reason
         log_user_failure(log, f"agent {self.id}: handler failed on {delivery.topic}: {reason}", exc)
         if self._inflight is not None:
-            msg = self._inflight.pop(id(delivery), None)
+            msg = self._release(delivery)
             if msg is not None:
                 # A durable delivery: its redelivery (with backoff) is the retry, and after
                 # max_deliver the dead letter; the instance carries on with the next event
@@ -455,38 +457,69 @@ class Cell:
 
     async def _pump(self, durable_log: DurableLog) -> None:
         """Fetch the durable name's deliveries into the mailbox, in log order, as long as the
-        agent lives; at most ``mailbox_size`` unacknowledged at a time (``max_ack_pending``).
-        Never raises: the log unreachable is retried with backoff and logged."""
-        spec = self.spec
-        consumer = None
-        delay = 0.1
+        agent lives. Never raises: the log unreachable is retried with backoff and logged.
+
+        At most ``2 * max_concurrency`` deliveries are in hand (queued or being handled) at a
+        time, and the log is told every third of its ack wait that they still are: a slow
+        handler (an LLM turn) then never sees an event it holds redelivered behind its back.
+        """
+        consumer = await self._open_consumer(durable_log)
         try:
-            while not self.done:
-                try:
-                    if consumer is None:
-                        consumer = await durable_log.open_consumer(
-                            spec.id,
-                            spec.topics,
-                            max_deliver=spec.max_deliver,
-                            max_ack_pending=spec.mailbox_size,
-                        )
-                        delay = 0.1
-                    msgs = await consumer.fetch(spec.mailbox_size, 1.0)
-                except Exception as exc:
-                    log.warning("agent %s: durable log unreachable, retrying: %r", self.id, exc)
-                    await anyio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
-                    continue
-                for i, msg in enumerate(msgs):
-                    if not await self._admit(msg):
-                        with anyio.CancelScope(shield=True):
-                            for rest in msgs[i + 1 :]:  # handed back: the next holder's
-                                await self._quietly(rest.nak())
-                        return
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._keep_alive, consumer.ack_wait / 3)
+                await self._fetch_loop(consumer)
+                tg.cancel_scope.cancel()
         finally:
-            if consumer is not None:
-                with anyio.CancelScope(shield=True):
-                    await consumer.aclose()
+            with anyio.CancelScope(shield=True):
+                await consumer.aclose()
+
+    async def _open_consumer(self, durable_log: DurableLog) -> DurableConsumer:
+        spec = self.spec
+        delay = 0.1
+        while True:
+            try:
+                return await durable_log.open_consumer(
+                    spec.id,
+                    spec.topics,
+                    max_deliver=spec.max_deliver,
+                    max_ack_pending=spec.mailbox_size,
+                )
+            except Exception as exc:
+                log.warning("agent %s: durable log unreachable, retrying: %r", self.id, exc)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _fetch_loop(self, consumer: DurableConsumer) -> None:
+        window = 2 * self.spec.max_concurrency
+        inflight = self._inflight
+        assert inflight is not None
+        delay = 0.1
+        while not self.done:
+            if len(inflight) >= window:
+                self._room = anyio.Event()
+                await self._room.wait()
+                continue
+            try:
+                msgs = await consumer.fetch(window - len(inflight), 1.0)
+            except Exception as exc:
+                log.warning("agent %s: durable fetch failed, retrying: %r", self.id, exc)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            delay = 0.1
+            for i, msg in enumerate(msgs):
+                if not await self._admit(msg):
+                    with anyio.CancelScope(shield=True):
+                        for rest in msgs[i + 1 :]:  # handed back: the next holder's
+                            await self._quietly(rest.nak())
+                    return
+
+    async def _keep_alive(self, every: float) -> None:
+        assert self._inflight is not None
+        while True:
+            await anyio.sleep(every)
+            for msg in list(self._inflight.values()):
+                await self._quietly(msg.in_progress())
 
     async def _admit(self, msg: DurableMessage) -> bool:
         """Queue one durable delivery in the mailbox; False once the mailbox is closed."""
@@ -502,15 +535,22 @@ class Cell:
         except BusClosed:
             taken = False
         if not taken:
-            if self._inflight.pop(id(delivery), None) is not None:
+            if self._release(delivery) is not None:
                 with anyio.CancelScope(shield=True):
                     await self._quietly(msg.nak())
             return False
         return True
 
-    async def _settle(self, delivery: Delivery) -> None:
+    def _release(self, delivery: Delivery) -> DurableMessage | None:
+        """The durable delivery ``delivery`` leaves our hands (``None``: not a durable one)."""
         assert self._inflight is not None
         msg = self._inflight.pop(id(delivery), None)
+        if msg is not None and self._room is not None:
+            self._room.set()  # the pump may fetch again
+        return msg
+
+    async def _settle(self, delivery: Delivery) -> None:
+        msg = self._release(delivery)
         if msg is not None:
             await self._quietly(msg.ack())
 
@@ -559,7 +599,7 @@ class Cell:
             mailbox.close()
         why = "agent_failed" if final is AgentStatus.FAILED else "agent_stopped"
         for delivery in leftovers:
-            msg = None if self._inflight is None else self._inflight.pop(id(delivery), None)
+            msg = None if self._inflight is None else self._release(delivery)
             if msg is not None:
                 await self._quietly(msg.nak())  # stored: delivered again when it is back
             else:

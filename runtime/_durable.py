@@ -96,9 +96,20 @@ class DurableMessage(Protocol):
         """Never deliver it again (it was dead-lettered)."""
         ...
 
+    async def in_progress(self) -> None:
+        """Still working on it: its ack wait starts over (it is not redelivered yet)."""
+        ...
+
 
 class DurableConsumer(Protocol):
-    """A durable name's position in the log: what it has not acknowledged yet survives it."""
+    """A durable name's position in the log: what it has not acknowledged yet survives it.
+
+    Attributes:
+        ack_wait: seconds a delivery may stay unsettled (without ``in_progress``) before the
+            log delivers it again.
+    """
+
+    ack_wait: float
 
     async def fetch(self, batch: int, timeout: float) -> list[DurableMessage]:
         """Up to ``batch`` deliveries, waiting at most ``timeout`` seconds for the first;

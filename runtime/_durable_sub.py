@@ -24,6 +24,8 @@ DLQ_PREFIX: Final = "loom.dlq"
 
 # How long one fetch waits on the server before asking again (a wake-up to notice a close).
 _POLL_S: Final = 1.0
+# At most this many fetched ahead of the one in hand: they wait here, and their ack wait runs.
+_AHEAD: Final = 16
 
 
 def dlq_topic(name: str) -> str:
@@ -54,7 +56,9 @@ class DurableSubscription:
     Settling: taking the next message acknowledges the previous one unless it was settled
     already (``ack``, ``nak``, ``dead_letter``). A message taken and not settled when the
     subscription closes (or its process dies) is delivered again, marked, after the log's
-    ack wait. After ``max_deliver`` deliveries the log stops offering an event; the next
+    ack wait (default 30 s): work on one message that takes longer calls
+    ``await msg.in_progress()`` now and then, or it is delivered again meanwhile. After
+    ``max_deliver`` deliveries the log stops offering an event; the next
     delivery beyond that (a crash on the last attempt) is dead-lettered here on
     ``loom.dlq.{name}`` instead of being handed out.
 
@@ -84,6 +88,7 @@ class DurableSubscription:
         self._max_ack_pending = max_ack_pending
         self._consumer: DurableConsumer | None = None
         self._ready: list[DurableMessage] = []
+        self._fetched_at = 0.0
         self._last: DurableMessage | None = None
         self._settled = True
         self._closed = False
@@ -152,9 +157,17 @@ class DurableSubscription:
         while True:
             if self._closed or self._consumer is None:
                 raise SubscriptionClosed(f"durable subscription {self.name!r} is closed")
+            consumer = self._consumer
             if not self._ready:
-                self._ready = await self._consumer.fetch(self._max_ack_pending, _POLL_S)
+                batch = min(self._max_ack_pending, _AHEAD)
+                self._ready = await consumer.fetch(batch, _POLL_S)
+                self._fetched_at = anyio.current_time()
                 continue
+            if anyio.current_time() - self._fetched_at > consumer.ack_wait / 2:
+                # Those fetched ahead have waited long (a slow consumer): still ours.
+                for ahead in self._ready:
+                    await ahead.in_progress()
+                self._fetched_at = anyio.current_time()
             msg = self._ready.pop(0)
             if msg.attempt > self.max_deliver:
                 # Offered once more than allowed: the previous holder died on its last

@@ -227,3 +227,34 @@ async def test_kill_9_mid_handler_redelivers_to_the_restarted_process(tmp_path: 
     assert ["2", "2"] in after
     assert sorted(int(p) for p, _ in after) == [2, 3, 4, 5, 6]
     assert all(a == "1" for p, a in after if p in ("4", "5", "6"))
+
+
+async def test_a_handler_slower_than_the_ack_wait_is_not_redelivered(tmp_path: Path) -> None:
+    seen: list[tuple[bytes, str]] = []
+    done = anyio.Event()
+
+    async def handle(ctx: Context, topic: str, event: Event) -> None:
+        seen.append((event.payload, event.metadata["delivery.attempt"]))
+        if event.payload == b"slow":
+            await anyio.sleep(2.5)  # longer than the ack wait: the cell keeps it alive
+        elif event.payload == b"2":
+            done.set()
+
+    with anyio.fail_after(30):
+        async with (
+            nats_server(tmp_path) as server,
+            durable_bus(server, ack_wait=1.0) as (bus, log),
+            AgentRuntime(bus) as runtime,
+        ):
+            await runtime.start(Agent("slowpoke", topics=["t.>"], on_event=handle, durable=True))
+            await bus.publish("t.a", Event(payload=b"slow"))
+            # While it is handled, the agent keeps fetching (it has room for one more):
+            # the slow event must not come back to it as a redelivery.
+            await anyio.sleep(2.0)
+            for i in range(3):
+                await bus.publish("t.b", Event(payload=b"%d" % i))
+            await done.wait()
+            await anyio.sleep(1.5)  # past another ack wait: nothing comes again
+            (stats,) = (await log.statistics()).consumers
+    assert seen == [(b"slow", "1"), (b"0", "1"), (b"1", "1"), (b"2", "1")]
+    assert stats.redelivered == 0
