@@ -310,6 +310,8 @@ class JetStreamLog:
     ) -> DurableConsumer:
         durable = consumer_name(name)
         subjects = [subject_of(p) for p in patterns]
+        if not subjects:  # no filter would mean every stored event
+            raise InvalidArgument(f"durable name {name!r} needs at least one pattern")
         # One more delivery than max_deliver: the extra one is seen only when the holder of
         # the last attempt died without settling it, and it is dead-lettered then instead
         # of being left stuck on the server.

@@ -98,6 +98,8 @@ class AgentSpec(msgspec.Struct, frozen=True, kw_only=True):
             raise InvalidArgument(f"mailbox_size must be >= 1, not {self.mailbox_size}")
         if self.max_concurrency < 1:
             raise InvalidArgument(f"max_concurrency must be >= 1, not {self.max_concurrency}")
+        if self.durable and not self.topics:
+            raise InvalidArgument("a durable agent needs topics: they are what is stored for it")
         if self.durable and self.qos is QoS.REALTIME:
             raise InvalidArgument("a durable agent is lossless: its qos cannot be REALTIME")
         if self.max_deliver < 1:

@@ -39,6 +39,8 @@ async def test_a_durable_agent_needs_a_log() -> None:
         assert bus.subscription_count() == 0  # nothing left behind
     with pytest.raises(InvalidArgument, match="REALTIME"):
         Agent("a", topics=["x.>"], durable=True, qos=QoS.REALTIME).agent_spec()
+    with pytest.raises(InvalidArgument, match="needs topics"):
+        Agent("a", durable=True).agent_spec()
 
 
 async def test_a_raising_handler_gets_the_event_again_marked(tmp_path: Path) -> None:
