@@ -30,10 +30,12 @@ from ._errors import NatsConnectFailed as NatsConnectFailed
 from ._errors import NatsError as NatsError
 from ._errors import NatsServerFailed as NatsServerFailed
 from ._errors import NatsServerNotFound as NatsServerNotFound
+from ._jetstream import JetStreamLog as JetStreamLog
 
 __all__ = [
     "ConnectionState",
     "EmbeddedNats",
+    "JetStreamLog",
     "NatsConnectFailed",
     "NatsConnection",
     "NatsEngine",

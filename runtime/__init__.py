@@ -16,6 +16,16 @@ from ._context import Context as Context
 from ._directory import AgentInfo as AgentInfo
 from ._directory import AgentStatus as AgentStatus
 from ._directory import Directory as Directory
+from ._durable import ATTEMPT_KEY as ATTEMPT_KEY
+from ._durable import DEFAULT_MAX_DELIVER as DEFAULT_MAX_DELIVER
+from ._durable import REDELIVERED_KEY as REDELIVERED_KEY
+from ._durable import ConsumerStats as ConsumerStats
+from ._durable import DurableMessage as DurableMessage
+from ._durable import DurableStats as DurableStats
+from ._durable import DurableUnavailable as DurableUnavailable
+from ._durable import Position as Position
+from ._durable_sub import DLQ_PREFIX as DLQ_PREFIX
+from ._durable_sub import DurableSubscription as DurableSubscription
 from ._errors import BusClosed as BusClosed
 from ._errors import ConfigError as ConfigError
 from ._errors import DeadlineExceeded as DeadlineExceeded
@@ -54,10 +64,14 @@ from .collab._errors import NoResponders as NoResponders
 from .collab._errors import RequestTimeout as RequestTimeout
 
 __all__ = [
+    "ATTEMPT_KEY",
     "DEAD_LETTER_PREFIX",
     "DEFAULT_MAX_BUFFER_BYTES",
+    "DEFAULT_MAX_DELIVER",
     "DEFAULT_TTL",
+    "DLQ_PREFIX",
     "LIFECYCLE_PREFIX",
+    "REDELIVERED_KEY",
     "AgentExists",
     "AgentInfo",
     "AgentNotFound",
@@ -72,6 +86,7 @@ __all__ = [
     "BusClosed",
     "BusStats",
     "ConfigError",
+    "ConsumerStats",
     "Context",
     "DeadlineExceeded",
     "Delivery",
@@ -79,6 +94,10 @@ __all__ = [
     "DropReason",
     "Drops",
     "DurabilityUnavailable",
+    "DurableMessage",
+    "DurableStats",
+    "DurableSubscription",
+    "DurableUnavailable",
     "Envelope",
     "Event",
     "EventBus",
@@ -87,6 +106,7 @@ __all__ = [
     "LifecycleEvent",
     "LoomError",
     "NoResponders",
+    "Position",
     "QoS",
     "RequestTimeout",
     "Strategy",

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import msgspec
 
+from ._durable import DEFAULT_MAX_DELIVER
 from ._errors import InvalidArgument
 from ._event import Event
 from ._qos import QoS
@@ -70,6 +71,12 @@ class AgentSpec(msgspec.Struct, frozen=True, kw_only=True):
             order but may finish out of order.
         policy: what to do when a handler raises.
         metadata: free key/values shown in the directory.
+        durable: the agent's ``topics`` are a durable subscription named by its id (the bus
+            needs a durable log): events published while it is stopped are kept, each is
+            acknowledged when the handler returns and delivered again when it raises or the
+            process dies (``docs/durability.md``). Its mailbox topic stays in memory.
+        max_deliver: (durable) deliveries of one event before it is dead-lettered on
+            ``loom.dlq.{id}``.
     """
 
     id: str
@@ -80,6 +87,8 @@ class AgentSpec(msgspec.Struct, frozen=True, kw_only=True):
     max_concurrency: int = 1
     policy: SupervisionPolicy = SupervisionPolicy()
     metadata: Mapping[str, str] = msgspec.field(default_factory=dict)
+    durable: bool = False
+    max_deliver: int = DEFAULT_MAX_DELIVER
 
     def __post_init__(self) -> None:
         validate_agent_id(self.id)
@@ -89,6 +98,12 @@ class AgentSpec(msgspec.Struct, frozen=True, kw_only=True):
             raise InvalidArgument(f"mailbox_size must be >= 1, not {self.mailbox_size}")
         if self.max_concurrency < 1:
             raise InvalidArgument(f"max_concurrency must be >= 1, not {self.max_concurrency}")
+        if self.durable and not self.topics:
+            raise InvalidArgument("a durable agent needs topics: they are what is stored for it")
+        if self.durable and self.qos is QoS.REALTIME:
+            raise InvalidArgument("a durable agent is lossless: its qos cannot be REALTIME")
+        if self.max_deliver < 1:
+            raise InvalidArgument(f"max_deliver must be >= 1, not {self.max_deliver}")
 
 
 class HasAgentSpec(Protocol):

@@ -11,16 +11,24 @@ from __future__ import annotations
 
 import enum
 import itertools
-from collections.abc import Callable, Collection, Iterable, Mapping
+import weakref
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 from types import TracebackType
-from typing import Final
+from typing import Final, overload
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.lowlevel import checkpoint
 from opentelemetry.trace import TracerProvider
 
-from ._errors import BusClosed, InvalidArgument, WouldBlock
+from ._durable import (
+    DEFAULT_MAX_DELIVER,
+    DurableLog,
+    Position,
+    validate_durable_name,
+)
+from ._durable_sub import DurableSubscription
+from ._errors import BusClosed, DurabilityUnavailable, InvalidArgument, WouldBlock
 from ._event import EVENT_OVERHEAD_BYTES, SMALL_EVENT_BYTES, Delivery, Event, event_size
 from ._qos import QoS
 from ._stats import BusStats, Drops, TopicStats
@@ -90,6 +98,7 @@ class _Topic:
     __slots__ = (
         "closed",
         "delivered",
+        "durable",
         "gen",
         "over_bytes",
         "overflow",
@@ -106,6 +115,7 @@ class _Topic:
         self.route: tuple[Subscription, ...] = ()
         self.soft: frozenset[Subscription] = frozenset()
         self.gen = -1
+        self.durable = False  # a durable pattern matches: a publish is stored first
         self.published = 0
         self.reached = 0  # subscriptions the latest publish reached without waiting
         self.unrouted = 0
@@ -155,6 +165,7 @@ class BusPlumbing:
     """
 
     __slots__ = (
+        "durable_log",
         "has_transport",
         "new_waiter",
         "on_close",
@@ -177,6 +188,7 @@ class BusPlumbing:
         self.on_close = on_close
         self.subscribers = subscribers
         self.reply_router: object | None = None
+        self.durable_log: DurableLog | None = None
 
 
 class EventBus:
@@ -200,12 +212,17 @@ class EventBus:
             for none (the count bound alone). A full one by bytes acts as a full one by count:
             a Realtime subscription drops (reason ``bytes``), a lossless one holds the
             publisher back.
+        durable_log: where durable subscriptions live (``loom.cluster.JetStreamLog``);
+            ``None`` for none: ``subscribe(durable=...)`` and :meth:`replay` are refused.
+            A publish whose topic matches a durable pattern returns once the log stored it;
+            other publishes never touch it (see ``docs/durability.md``).
     """
 
     def __init__(
         self,
         *,
         transport: Transport | None = None,
+        durable_log: DurableLog | None = None,
         tracer_provider: TracerProvider | None = None,
         drain_grace: float = 5.0,
         max_tracked_topics: int = 10_000,
@@ -216,6 +233,11 @@ class EventBus:
         if max_tracked_topics < 1:
             raise InvalidArgument(f"max_tracked_topics must be >= 1, not {max_tracked_topics!r}")
         self._transport = transport
+        self._log = durable_log
+        # The durable patterns the log knows: a topic one of them matches is stored first.
+        self._durable: TopicTrie[str] = TopicTrie()
+        self._durable_patterns: set[str] = set()
+        self._durable_subs: weakref.WeakSet[DurableSubscription] = weakref.WeakSet()
         self._tracer = None if tracer_provider is None else PublishTracer(tracer_provider)
         self._drain_grace = drain_grace
         self._max_topics = max_tracked_topics
@@ -253,6 +275,7 @@ class EventBus:
             on_close=self._close_hooks.append,
             subscribers=self._subscribers,
         )
+        self.plumbing.durable_log = durable_log
         """For the runtime's own parts only (see :class:`BusPlumbing`)."""
 
     # ------------------------------------------------------------------ lifecycle
@@ -261,6 +284,8 @@ class EventBus:
         if self._state is not _State.NEW:
             raise BusClosed("an EventBus can be entered once")
         self._new_waiter = self._hooks.new_waiter = self.plumbing.new_waiter = waiter_factory()
+        if self._log is not None:
+            self.add_durable_patterns(self._log.patterns())
         if self._transport is not None:
             self._tg = anyio.create_task_group()
             await self._tg.__aenter__()
@@ -318,6 +343,8 @@ class EventBus:
                 self._hooks.draining = False
             for sub in list(self._subs.values()):
                 close_by_bus(sub)
+            for durable in list(self._durable_subs):
+                durable.close_by_bus()  # its iteration ends; its messages stay in the log
             for hook in self._close_hooks:
                 hook()
             if self._transport_scope is not None:
@@ -345,6 +372,31 @@ class EventBus:
 
     # ------------------------------------------------------------------ subscribing
 
+    @overload
+    def subscribe(
+        self,
+        pattern: str,
+        *,
+        qos: QoS = ...,
+        event_types: Collection[str] | None = ...,
+        buffer_size: int | None = ...,
+        max_buffer_bytes: int | None = ...,
+        durable: None = ...,
+    ) -> Subscription: ...
+
+    @overload
+    def subscribe(
+        self,
+        pattern: str,
+        *,
+        qos: QoS = ...,
+        event_types: Collection[str] | None = ...,
+        buffer_size: int | None = ...,
+        max_buffer_bytes: int | None = ...,
+        durable: str,
+        max_deliver: int = ...,
+    ) -> DurableSubscription: ...
+
     def subscribe(
         self,
         pattern: str,
@@ -353,28 +405,110 @@ class EventBus:
         event_types: Collection[str] | None = None,
         buffer_size: int | None = None,
         max_buffer_bytes: int | None = None,
-    ) -> Subscription:
+        durable: str | None = None,
+        max_deliver: int = DEFAULT_MAX_DELIVER,
+    ) -> Subscription | DurableSubscription:
         """Subscribe to the topics ``pattern`` matches (``*`` one segment, ``>`` the rest).
 
         The subscription is live as soon as this returns: events published afterwards are
         routed to it. Use it as an async context manager so it is closed when you are done.
 
+        With ``durable="name"`` the subscription lives in the bus's durable log instead of
+        memory (see ``docs/durability.md``): from this call on, events published on matching
+        topics are stored before their publish returns, kept while nobody consumes them, and
+        handed to whoever iterates a subscription of that name, at least once, with
+        redelivery and dead letters. It yields :class:`DurableMessage` records; one is
+        acknowledged when the next is taken (or by ``sub.ack(msg)``); one still unsettled
+        when the subscription closes is delivered again.
+
         Args:
             pattern: a topic pattern.
             qos: the tier: ``REALTIME`` drops on overflow, ``BATCHED`` and ``BACKGROUND``
-                hold the publisher back instead.
+                hold the publisher back instead. A durable subscription is lossless: not
+                ``REALTIME``.
             event_types: only events whose ``type`` is one of these; ``None`` for all.
-            buffer_size: the buffer bound; ``None`` for the tier's default.
+            buffer_size: the buffer bound; ``None`` for the tier's default (for a durable
+                one: the deliveries fetched and not yet acknowledged, ``max_ack_pending``).
             max_buffer_bytes: the buffer's byte bound (see :class:`EventBus`); ``None`` for
                 the bus's.
+            durable: the durable name; ``None`` for an in-memory subscription.
+            max_deliver: (durable) deliveries of one event before it is dead-lettered on
+                ``loom.dlq.{durable}``.
 
         Raises:
             InvalidTopic: the pattern is malformed.
-            InvalidArgument: a bad ``buffer_size`` or ``event_types``.
+            InvalidArgument: a bad ``buffer_size`` or ``event_types``; ``durable`` with
+                ``REALTIME``.
+            DurabilityUnavailable: ``durable`` on a bus with no durable log.
             BusClosed: the bus is not open.
         """
+        if durable is not None:
+            return self._subscribe_durable(
+                pattern, qos, event_types, buffer_size, durable, max_deliver
+            )
         max_bytes = self._max_bytes if max_buffer_bytes is None else max_buffer_bytes
         return self._open(pattern, qos, event_types, buffer_size, None, max_bytes)
+
+    def _subscribe_durable(
+        self,
+        pattern: str,
+        qos: QoS,
+        event_types: Collection[str] | None,
+        buffer_size: int | None,
+        name: str,
+        max_deliver: int,
+    ) -> DurableSubscription:
+        if qos is QoS.REALTIME:
+            raise InvalidArgument(
+                "a durable subscription is lossless: use QoS.BATCHED or QoS.BACKGROUND, "
+                "not REALTIME (which drops by design)"
+            )
+        if not self._accepting:
+            raise BusClosed("the bus is not open" if self._state is _State.NEW else "bus closed")
+        validate_pattern(pattern)
+        validate_durable_name(name)
+        if max_deliver < 1:
+            raise InvalidArgument(f"max_deliver must be >= 1, not {max_deliver!r}")
+        max_ack_pending = qos.default_buffer if buffer_size is None else buffer_size
+        if max_ack_pending < 1:
+            raise InvalidArgument(f"buffer_size must be >= 1, not {buffer_size!r}")
+        log = self.register_durable(name, (pattern,))
+        sub = DurableSubscription(
+            log,
+            name,
+            (pattern,),
+            publish=self.publish,
+            event_types=None if event_types is None else frozenset(event_types),
+            max_deliver=max_deliver,
+            max_ack_pending=max_ack_pending,
+        )
+        self._durable_subs.add(sub)
+        return sub
+
+    def register_durable(self, name: str, patterns: Collection[str]) -> DurableLog:
+        """Internal (the runtime's durable agents, :meth:`subscribe`): make ``name`` a durable
+        name storing ``patterns`` from now on; return the log.
+
+        Raises:
+            DurabilityUnavailable: the bus has no durable log.
+        """
+        if self._log is None:
+            raise DurabilityUnavailable(f"durable subscription {name!r}")
+        self._log.register(name, patterns)
+        self.add_durable_patterns(patterns)
+        return self._log
+
+    def add_durable_patterns(self, patterns: Iterable[str]) -> None:
+        """Internal: publishes on topics ``patterns`` match are stored in the durable log
+        from now on (patterns the log learnt elsewhere, e.g. at start from its server)."""
+        added = False
+        for pattern in patterns:
+            if pattern not in self._durable_patterns:
+                self._durable_patterns.add(pattern)
+                self._durable.insert(validate_pattern(pattern), pattern)
+                added = True
+        if added:
+            self._gen += 1  # every cached route recomputes its durable flag
 
     def _open(
         self,
@@ -489,9 +623,14 @@ class EventBus:
         subscriptions that had room and not the rest; use :meth:`publish_nowait` for
         all-or-nothing.
 
+        On a topic a durable pattern matches, it first waits until the durable log has
+        stored the event (``docs/durability.md``).
+
         Raises:
             InvalidTopic: ``topic`` is not a valid concrete topic.
             BusClosed: the bus is not open (or closed while this waited).
+            DurableUnavailable: a durable topic's event was not stored in time; it reached
+                nobody.
         """
         self._tick += 1
         if self._tick >= _YIELD_EVERY:
@@ -506,6 +645,11 @@ class EventBus:
             entry = self._refresh(topic, entry)
         if self._tracer is not None:  # after validation: a refused publish makes no span
             event = self._tracer.inject(topic, event)
+        if entry.durable:
+            # Stored first: a publish that cannot be stored (DurableUnavailable) has reached
+            # nobody, and once stored it reaches the durable names whatever happens here.
+            assert self._log is not None
+            await self._log.append(topic, event)
         # A small event (the common case) is not charged against byte bounds: told apart
         # here without a call (one cost the 1:1 rate 5%), and routed by the plain loop.
         if event.metadata or len(event.payload) >= _SMALL_PAYLOAD:
@@ -544,6 +688,8 @@ class EventBus:
         entry = self._topics.get(topic)
         if entry is None or entry.gen != self._gen:
             entry = self._refresh(topic, entry)
+        if entry.durable:
+            raise WouldBlock(f"topic {topic!r} is durable: storing it needs a wait")
         size = event_size(event)
         full = first_full(entry, event.type, size)
         if full is not None:
@@ -615,6 +761,7 @@ class EventBus:
             hard[member.sub] = hard.get(member.sub, False) or member.lossless
         entry.route = tuple(hard)
         entry.soft = frozenset(sub for sub, h in hard.items() if not h)
+        entry.durable = bool(self._durable_patterns) and bool(self._durable.match(parts))
         entry.gen = self._gen
         return entry
 
@@ -622,6 +769,33 @@ class EventBus:
         for topic in topics:
             entry = self._topics.get(topic, self._evicted)
             entry.closed += 1
+
+    # ------------------------------------------------------------------ history
+
+    def replay(
+        self,
+        pattern: str,
+        *,
+        since: Position | None = None,
+        until: Position | None = None,
+    ) -> AsyncIterator[Delivery]:
+        """The stored events on topics ``pattern`` matches, oldest first, as deliveries.
+
+        Read-only: it reads the durable log through a consumer of its own, so no durable
+        name moves. ``since`` / ``until`` (both inclusive) take a log sequence
+        (``DurableMessage.sequence``), a ``datetime`` or a ``timedelta`` (that long ago);
+        ``None`` means the oldest event held, and the newest when the replay started (it
+        ends there: events stored meanwhile are not waited for). Only events published on
+        a durable topic are stored, and only as long as the log's limits keep them.
+
+        Raises:
+            InvalidTopic: the pattern is malformed.
+            DurabilityUnavailable: the bus has no durable log.
+        """
+        validate_pattern(pattern)
+        if self._log is None:
+            raise DurabilityUnavailable("replay")
+        return self._log.replay(pattern, since=since, until=until)
 
     # ------------------------------------------------------------------ introspection
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Awaitable, Mapping, MutableMapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -20,12 +20,14 @@ from ._behaviour import AgentSpec, Behaviour, HasAgentSpec
 from ._bus import EventBus
 from ._context import Context, ContextHost, Handler, Hosting
 from ._directory import AgentStatus
+from ._durable import DurableConsumer, DurableLog, DurableMessage
+from ._durable_sub import dead_letter_event, dlq_topic
 from ._envelope_build import request_event
 from ._errors import BusClosed, InvalidArgument, WouldBlock
-from ._event import Delivery, Event, mailbox_topic
+from ._event import Delivery, Event, event_size, mailbox_topic
 from ._failure import log_user_failure
 from ._qos import QoS
-from ._subscription import Subscription, drain, kick, park, take, unpark
+from ._subscription import Subscription, drain, kick, park, put, take, unpark
 from ._supervision import Strategy
 from ._timers import Timer, TimerSet
 from .collab._replies import router_for
@@ -44,6 +46,9 @@ stop comes from inside the agent it would have to wait for."""
 
 _YIELD_EVERY = 64
 
+# How long a stopped durable agent's fetch in progress may take to end (it polls every 1 s).
+_PUMP_GRACE_S = 2.0
+
 
 class _Halt(Exception):
     """Internal: a handler failure decided to leave the consume loop."""
@@ -60,8 +65,11 @@ class Cell:
         "_done_event",
         "_failing",
         "_halt",
+        "_inflight",
+        "_log",
         "_restart_times",
         "_retry",
+        "_room",
         "children",
         "ctx",
         "delete_when_done",
@@ -103,9 +111,18 @@ class Cell:
         self.mailbox: Subscription = runtime.bus.subscribe(
             mailbox_topic(spec.id), qos=spec.qos, buffer_size=spec.mailbox_size
         )
+        # A durable agent's topics are read from the durable log, never from memory routes
+        # (one path per event: no duplicates); its deliveries in hand, by delivery identity.
+        self._log: DurableLog | None = None
+        self._inflight: dict[int, DurableMessage] | None = None
+        self._room: anyio.Event | None = None  # set when a durable delivery leaves our hands
         try:
-            for pattern in spec.topics:
-                self.mailbox.add_pattern(pattern)
+            if spec.durable:
+                self._log = runtime.bus.register_durable(spec.id, spec.topics)
+                self._inflight = {}
+            else:
+                for pattern in spec.topics:
+                    self.mailbox.add_pattern(pattern)
         except BaseException:
             self.mailbox.close()  # a refused topic leaves nothing on the bus
             raise
@@ -158,7 +175,22 @@ class Cell:
             self.started.set()
 
     async def main(self) -> None:
-        """The agent's task: (re)start instances until stopped or failed."""
+        """The agent's task: (re)start instances until stopped or failed; a durable agent's
+        deliveries are fetched by a second task into its mailbox meanwhile."""
+        if self._log is None:
+            await self._main()
+            return
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._pump, self._log)
+            try:
+                await self._main()
+            finally:
+                # The pump ends after its fetch in progress, handing back (nak) what that
+                # brings: cancelled mid-fetch, its pull request would linger on the server
+                # and take events nobody reads until the ack wait. Bounded all the same.
+                tg.cancel_scope.deadline = anyio.current_time() + _PUMP_GRACE_S
+
+    async def _main(self) -> None:
         rt = self.runtime
         policy = self.spec.policy
         final = AgentStatus.STOPPED
@@ -344,6 +376,8 @@ class Cell:
                 await self._dead_letter(
                     delivery, "ttl_expired", f"hop {env.hop} reached ttl {env.ttl}", 0
                 )
+                if self._inflight is not None:
+                    await self._settle(delivery)
                 delivery = None
                 continue
             ctx.event = event
@@ -356,6 +390,8 @@ class Cell:
                     return outcome
                 delivery = None
                 continue
+            if self._inflight is not None:
+                await self._settle(delivery)
             delivery = None
             self.handled += 1
             if self._failing:  # handled again after failures: reset
@@ -373,6 +409,14 @@ class Cell:
         reason = f"{type(exc).__name__}: {exc}"
         self.last_error = reason
         log_user_failure(log, f"agent {self.id}: handler failed on {delivery.topic}: {reason}", exc)
+        if self._inflight is not None:
+            msg = self._release(delivery)
+            if msg is not None:
+                # A durable delivery: its redelivery (with backoff) is the retry, and after
+                # max_deliver the dead letter; the instance carries on with the next event
+                # whatever the strategy (a restart would not make the event any better).
+                await self._durable_failed(msg, reason)
+                return None
         if strategy is Strategy.RESTART:
             self._attempts += 1
             self._failing = True
@@ -409,6 +453,134 @@ class Cell:
     ) -> None:
         await self.services.dead_letter(self.id, delivery, reason, error, attempts)
 
+    # ------------------------------------------------------------------ durable deliveries
+
+    async def _pump(self, durable_log: DurableLog) -> None:
+        """Fetch the durable name's deliveries into the mailbox, in log order, as long as the
+        agent lives. Never raises: the log unreachable is retried with backoff and logged.
+
+        At most ``2 * max_concurrency`` deliveries are in hand (queued or being handled) at a
+        time, and the log is told every third of its ack wait that they still are: a slow
+        handler (an LLM turn) then never sees an event it holds redelivered behind its back.
+        """
+        consumer = await self._open_consumer(durable_log)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._keep_alive, consumer.ack_wait / 3)
+                await self._fetch_loop(consumer)
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await consumer.aclose()
+
+    async def _open_consumer(self, durable_log: DurableLog) -> DurableConsumer:
+        spec = self.spec
+        delay = 0.1
+        while True:
+            try:
+                return await durable_log.open_consumer(
+                    spec.id,
+                    spec.topics,
+                    max_deliver=spec.max_deliver,
+                    max_ack_pending=spec.mailbox_size,
+                )
+            except Exception as exc:
+                log.warning("agent %s: durable log unreachable, retrying: %r", self.id, exc)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _fetch_loop(self, consumer: DurableConsumer) -> None:
+        window = 2 * self.spec.max_concurrency
+        inflight = self._inflight
+        assert inflight is not None
+        delay = 0.1
+        while not self.done:
+            if len(inflight) >= window:
+                self._room = anyio.Event()
+                await self._room.wait()
+                continue
+            try:
+                msgs = await consumer.fetch(window - len(inflight), 1.0)
+            except Exception as exc:
+                log.warning("agent %s: durable fetch failed, retrying: %r", self.id, exc)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            delay = 0.1
+            for i, msg in enumerate(msgs):
+                if not await self._admit(msg):
+                    with anyio.CancelScope(shield=True):
+                        for rest in msgs[i + 1 :]:  # handed back: the next holder's
+                            await self._quietly(rest.nak())
+                    return
+
+    async def _keep_alive(self, every: float) -> None:
+        assert self._inflight is not None
+        while True:
+            await anyio.sleep(every)
+            for msg in list(self._inflight.values()):
+                await self._quietly(msg.in_progress())
+
+    async def _admit(self, msg: DurableMessage) -> bool:
+        """Queue one durable delivery in the mailbox; False once the mailbox is closed."""
+        if msg.attempt > self.spec.max_deliver:
+            # Offered once more than allowed: an earlier holder died on its last attempt.
+            await self._durable_dead_letter(msg, "max_deliver", "no answer on the last attempt")
+            return True
+        delivery = Delivery(msg.topic, msg.event, event_size(msg.event))
+        assert self._inflight is not None
+        self._inflight[id(delivery)] = msg
+        try:
+            taken = await put(self.mailbox, delivery)
+        except BusClosed:
+            taken = False
+        if not taken:
+            if self._release(delivery) is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._quietly(msg.nak())
+            return False
+        return True
+
+    def _release(self, delivery: Delivery) -> DurableMessage | None:
+        """The durable delivery ``delivery`` leaves our hands (``None``: not a durable one)."""
+        assert self._inflight is not None
+        msg = self._inflight.pop(id(delivery), None)
+        if msg is not None and self._room is not None:
+            self._room.set()  # the pump may fetch again
+        return msg
+
+    async def _settle(self, delivery: Delivery) -> None:
+        msg = self._release(delivery)
+        if msg is not None:
+            await self._quietly(msg.ack())
+
+    async def _durable_failed(self, msg: DurableMessage, reason: str) -> None:
+        if msg.attempt >= self.spec.max_deliver:
+            await self._durable_dead_letter(msg, "max_deliver", reason)
+        else:
+            await self._quietly(msg.nak(self.spec.policy.backoff(msg.attempt)))
+
+    async def _durable_dead_letter(self, msg: DurableMessage, reason: str, error: str) -> None:
+        """Publish ``msg`` on ``loom.dlq.{id}``, then settle it for good (published first:
+        a crash in between delivers it again rather than losing it)."""
+        try:
+            await self.runtime.bus.publish(
+                dlq_topic(self.id), dead_letter_event(msg, self.id, reason, error)
+            )
+        except Exception as exc:
+            log.warning("agent %s: dead letter not published, event kept: %r", self.id, exc)
+            await self._quietly(msg.nak(1.0))
+            return
+        await self._quietly(msg.term())
+
+    async def _quietly(self, settle: Awaitable[None]) -> None:
+        # A settle that fails (the log unreachable) is not the handler's failure: the log
+        # delivers the event again after its ack wait, marked as a redelivery.
+        try:
+            await settle
+        except Exception as exc:
+            log.warning("agent %s: durable settle failed (delivered again later): %r", self.id, exc)
+
     async def _deliver_timer(self, event: Event) -> None:
         await self.runtime.bus.publish(mailbox_topic(self.id), event)
 
@@ -427,7 +599,11 @@ class Cell:
             mailbox.close()
         why = "agent_failed" if final is AgentStatus.FAILED else "agent_stopped"
         for delivery in leftovers:
-            await self._dead_letter(delivery, why, reason or final.value, 0)
+            msg = None if self._inflight is None else self._release(delivery)
+            if msg is not None:
+                await self._quietly(msg.nak())  # stored: delivered again when it is back
+            else:
+                await self._dead_letter(delivery, why, reason or final.value, 0)
 
     # ------------------------------------------------------------------ ContextHost
 

@@ -75,8 +75,9 @@ class DeadlineExceeded(LoomError, TimeoutError):
 
 
 class DurabilityUnavailable(LoomError):
-    """A durable subscription (or another durable operation) was asked of a server that runs
-    without NATS (``loom serve --nats off``): nothing was subscribed.
+    """Something durable (a durable subscription, a replay) was asked of a bus with no durable
+    log: a ``loom serve`` started with ``--nats off`` (memory only), or an ``EventBus`` made
+    without ``durable_log=``. Nothing was subscribed.
 
     Attributes:
         what: what was asked, in words (``"durable subscription 'orders'"``).
@@ -84,9 +85,9 @@ class DurabilityUnavailable(LoomError):
 
     def __init__(self, what: str) -> None:
         super().__init__(
-            f"{what} needs durability, and this server runs with --nats off (memory only): "
-            "start loom serve without --nats off (the embedded NATS server is the default) or "
-            "with --nats URL of a NATS server with JetStream"
+            f"{what} needs durability, and this bus has none: `loom serve` embeds a NATS "
+            "server with JetStream by default (not with --nats off) or uses --nats URL; in "
+            "your own process pass EventBus(durable_log=loom.cluster.JetStreamLog(...))"
         )
         self.what = what
 

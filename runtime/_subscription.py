@@ -731,6 +731,22 @@ async def put_waiting(sub: Subscription, delivery: Delivery) -> bool:
     return await sub._put_waiting(delivery)
 
 
+async def put(sub: Subscription, delivery: Delivery) -> bool:
+    """Queue ``delivery``, which came from outside the bus's routes (a durable agent's, from
+    the durable log), waiting for room; False if ``sub`` was closed by its owner first.
+
+    Raises:
+        BusClosed: the bus closed ``sub`` first.
+    """
+    if sub._buf is NO_BUFFER:  # none yet (made on the first event), as the bus's fan-out does
+        if sub._closed:
+            return sub._closed_check()
+        sub._matched += 1
+        sub._materialize(delivery)
+        return True
+    return await sub._put_waiting(delivery)
+
+
 def holds_events(sub: Subscription) -> bool:
     """Whether ``sub`` holds events, or publishers wait (or hold room) to add some."""
     return bool(sub._buf or sub._send_waiters or sub._reserved)

@@ -14,6 +14,9 @@ cluster use it to carry events and tool calls between processes:
 * :func:`lend_in_flight`, :func:`settle_in_flight`, :func:`lose_in_flight`: the counts of
   a subscription whose consumer forwards its events to another process (in flight until
   taken in there);
+* :class:`DurableLog` and :class:`DurableConsumer`: the bus's seam to a durable log
+  (``loom.cluster.JetStreamLog``), with :func:`mark_delivery`, :func:`dead_letter_event`
+  and :func:`dlq_topic`;
 * envelope, topic and id helpers that keep the wire and the runtime in step;
 * :func:`set_public_module`: what every public package of loom calls last, so its names
   show its public path (``loom.bridge.BridgeServer``), not a private module's.
@@ -24,6 +27,12 @@ from ._behaviour import validate_agent_id as validate_agent_id
 from ._context import ContextHost as ContextHost
 from ._context import Handler as Handler
 from ._context import Hosting as Hosting
+from ._durable import DurableConsumer as DurableConsumer
+from ._durable import DurableLog as DurableLog
+from ._durable import mark_delivery as mark_delivery
+from ._durable import validate_durable_name as validate_durable_name
+from ._durable_sub import dead_letter_event as dead_letter_event
+from ._durable_sub import dlq_topic as dlq_topic
 from ._envelope_build import child_envelope as child_envelope
 from ._envelope_build import request_event as request_event
 from ._event import EVENT_OVERHEAD_BYTES as EVENT_OVERHEAD_BYTES
@@ -60,6 +69,8 @@ __all__ = [
     "SMALL_EVENT_BYTES",
     "TRACEBACK_LOGGER",
     "ContextHost",
+    "DurableConsumer",
+    "DurableLog",
     "Handler",
     "HasAgentSpec",
     "Hosting",
@@ -71,13 +82,16 @@ __all__ = [
     "Transport",
     "child_envelope",
     "context_from_envelope",
+    "dead_letter_event",
     "dead_letter_metadata",
+    "dlq_topic",
     "envelope_with_context",
     "event_size",
     "lend_in_flight",
     "log_user_failure",
     "lose_in_flight",
     "mailbox_topic",
+    "mark_delivery",
     "new_id",
     "now_ms",
     "reply_envelope",
@@ -89,6 +103,7 @@ __all__ = [
     "step_hop",
     "tool_inventory",
     "validate_agent_id",
+    "validate_durable_name",
     "validate_pattern",
     "validate_topic",
 ]

@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from loom.runtime import (
+    DEFAULT_MAX_DELIVER,
     AgentSpec,
     AgentStatus,
     Context,
@@ -101,6 +102,12 @@ class Agent:
         max_concurrency: handlers that may run at once (default 1: one at a time, in order).
         policy: supervision policy (default: restart with backoff; see docs/agents.md).
         metadata: free key/values shown in the directory.
+        durable: in a runtime whose bus has a durable log, ``topics`` become a durable
+            subscription named by the agent's id: nothing published on them is lost while the
+            agent is stopped or crashed, each event is acknowledged when the handler returns,
+            redelivered (marked) when it raises, dead-lettered on ``loom.dlq.{id}`` after
+            ``max_deliver`` tries. See ``docs/durability.md``. (In process only for now.)
+        max_deliver: deliveries of one event to a durable agent (default 5).
     """
 
     id: ClassVar[str | None] = None
@@ -128,6 +135,8 @@ class Agent:
         max_concurrency: int = 1,
         policy: SupervisionPolicy | None = None,
         metadata: Mapping[str, str] | None = None,
+        durable: bool = False,
+        max_deliver: int = DEFAULT_MAX_DELIVER,
     ) -> None:
         agent_id = id if id is not None else type(self).id
         if agent_id is None:
@@ -153,6 +162,8 @@ class Agent:
         self.max_concurrency = max_concurrency
         self.policy = policy if policy is not None else _DEFAULT_POLICY
         self.metadata: dict[str, str] = dict(metadata) if metadata else {}
+        self.durable = durable
+        self.max_deliver = max_deliver
         self.state: dict[str, Any] = {}
         """The instance's state; ``ctx.state`` is this dict. A restart starts with a new one."""
 
@@ -203,6 +214,8 @@ class Agent:
             max_concurrency=self.max_concurrency,
             policy=self.policy,
             metadata=self.metadata,
+            durable=self.durable,
+            max_deliver=self.max_deliver,
         )
 
     # ------------------------------------------------------------------ remote mode

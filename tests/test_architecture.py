@@ -48,7 +48,7 @@ _CORE = (
     "_topics",
     "_tracing",
 )
-_BUS = ("_bus", "_subscription", "_stats", "_waiter", "_transport")
+_BUS = ("_bus", "_subscription", "_stats", "_waiter", "_transport", "_durable", "_durable_sub")
 _ACTORS = (
     "_agent_errors",
     "_behaviour",

@@ -21,7 +21,7 @@ from anyio.abc import TaskStatus
 
 from loom import CognitiveAgent
 from loom.bridge import BridgeServer
-from loom.cluster import open_nats
+from loom.cluster import JetStreamLog, NatsEngine, open_nats
 from loom.runtime import AgentRuntime, EventBus
 from loom.runtime.llm import ModelRouter
 
@@ -46,6 +46,17 @@ async def _mcp_hub(
     async with McpHub(tables.mcp, runtime.tools, environ=environ) as hub:
         log.info("loom serve: MCP servers: %s", ", ".join(hub.servers))
         yield
+
+
+@asynccontextmanager
+async def _durable_log(nats: NatsEngine) -> AsyncIterator[JetStreamLog | None]:
+    """The bus's durable log on the server's NATS connection (``None`` with ``--nats off``:
+    the bus then refuses durable subscriptions with ``DurabilityUnavailable``)."""
+    if nats.connection is None:
+        yield None
+        return
+    async with JetStreamLog(nats.connection.client) as log:
+        yield log
 
 
 @asynccontextmanager
@@ -126,8 +137,11 @@ async def serve(
                 settings=config.nats_settings(),
                 drain_grace_s=config.drain_grace_s,
             ) as nats,
+            _durable_log(nats) as durable_log,
             EventBus(
-                drain_grace=config.drain_grace_s, max_buffer_bytes=config.max_buffer_bytes
+                drain_grace=config.drain_grace_s,
+                max_buffer_bytes=config.max_buffer_bytes,
+                durable_log=durable_log,
             ) as bus,
             # The router first: the runtime offers it to its agents (llm="server") and the
             # bridge to agents elsewhere (loom.v1.LLM).

@@ -57,6 +57,7 @@ from loom.runtime import (
     ConfigError,
     DeadlineExceeded,
     DurabilityUnavailable,
+    DurableUnavailable,
     InvalidArgument,
     InvalidTopic,
     LoomError,
@@ -146,6 +147,10 @@ NEVER_CROSSES: dict[type[LoomError], str] = {
     SubscriptionClosed: "a local subscription; the server ends a subscribe with UNAVAILABLE",
     WouldBlock: "the server waits for room instead of refusing (its publishers block)",
     TTLExpired: "the bus drops an expired event, counted; nothing is answered",
+    # Durable subscriptions are in process for now; the wire's durable registration (issue
+    # 12, section 2) decides how these cross.
+    DurabilityUnavailable: "durable subscriptions are in process only (no wire flag yet)",
+    DurableUnavailable: "durable subscriptions are in process only (no wire flag yet)",
     AgentNotFound: "a local lookup; a tool call to a gone agent is a ToolNotFound result",
     AgentStartFailed: "raised in the process that starts the agent",
     ConfigError: "configuration is read before the server starts",
@@ -153,9 +158,6 @@ NEVER_CROSSES: dict[type[LoomError], str] = {
     NatsServerNotFound: "raised when loom serve starts, before anything listens",
     NatsServerFailed: "raised when loom serve starts, before anything listens",
     NatsConnectFailed: "raised when loom serve starts, before anything listens",
-    # For now raised in the server's process only; the durable subscriptions over the wire
-    # (issue 12, section 2) decide which status it travels as.
-    DurabilityUnavailable: "raised in the server's process (--nats off)",
     McpConfigError: "configuration is read before the server starts",
     LLMConfigError: "configuration is read before the server starts",
     InvalidToolSchema: "raised when a tool is registered, not when it is called",

@@ -12,8 +12,9 @@ import anyio
 import pytest
 
 from loom.cli._config import explain_config, load_config
-from loom.cluster import NatsEngine, NatsMode
-from loom.runtime import ConfigError, DurabilityUnavailable
+from loom.cli._serve import _durable_log
+from loom.cluster import NatsEngine, NatsMode, open_nats
+from loom.runtime import ConfigError, DurabilityUnavailable, Event, EventBus
 
 from ..sdk._cli_support import LOOM, clean_env, loom, loom_serve, running, running_argv
 from .conftest import start_nats_server
@@ -160,7 +161,32 @@ def test_durability_refused_when_off_says_how_to_enable_it() -> None:
         engine.require_durable("durable subscription 'orders'")
     assert caught.value.what == "durable subscription 'orders'"
     assert str(caught.value) == (
-        "durable subscription 'orders' needs durability, and this server runs with --nats off "
-        "(memory only): start loom serve without --nats off (the embedded NATS server is the "
-        "default) or with --nats URL of a NATS server with JetStream"
+        "durable subscription 'orders' needs durability, and this bus has none: `loom serve` "
+        "embeds a NATS server with JetStream by default (not with --nats off) or uses --nats "
+        "URL; in your own process pass EventBus(durable_log=loom.cluster.JetStreamLog(...))"
     )
+
+
+@pytest.mark.parametrize("mode", ["embedded", "off"])
+async def test_serve_gives_its_bus_a_durable_log_on_its_nats(tmp_path: Path, mode: str) -> None:
+    """What `loom serve` composes: the bus's durable log on the server's one NATS connection,
+    or none with --nats off (a durable subscription then says how to get one)."""
+    with anyio.fail_after(60):
+        async with (
+            open_nats(mode, store_dir=tmp_path / "nats") as nats,
+            _durable_log(nats) as durable_log,
+            EventBus(durable_log=durable_log) as bus,
+        ):
+            if mode == "off":
+                assert durable_log is None
+                with pytest.raises(DurabilityUnavailable):
+                    bus.subscribe("orders.>", durable="billing")
+                return
+            async with bus.subscribe("orders.>", durable="billing") as sub:
+                await bus.publish("orders.1", Event(type="order", payload=b"one"))
+                message = await sub.__anext__()
+                assert (message.topic, message.event.payload, message.attempt) == (
+                    "orders.1",
+                    b"one",
+                    1,
+                )

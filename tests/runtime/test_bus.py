@@ -437,7 +437,7 @@ async def test_publish_takes_only_events() -> None:
 async def test_subscribe_refuses_a_bad_buffer_size(size: object) -> None:
     async with EventBus() as bus:
         with pytest.raises(InvalidArgument, match="buffer_size"):
-            bus.subscribe("a", buffer_size=size)  # type: ignore[arg-type]
+            bus.subscribe("a", buffer_size=size)  # type: ignore[call-overload]
         assert bus.subscription_count() == 0
         assert bus.trie_node_count() == 1
 
@@ -446,20 +446,20 @@ async def test_subscribe_refuses_a_bad_buffer_size(size: object) -> None:
 async def test_subscribe_refuses_bad_event_types(types: object, reason: str) -> None:
     async with EventBus() as bus:
         with pytest.raises(InvalidArgument, match=reason):
-            bus.subscribe("a", event_types=types)  # type: ignore[arg-type]
+            bus.subscribe("a", event_types=types)  # type: ignore[call-overload]
         assert bus.subscription_count() == 0
 
 
 async def test_subscribe_refuses_an_unknown_qos() -> None:
     async with EventBus() as bus:
         with pytest.raises(InvalidArgument, match="qos"):
-            bus.subscribe("a", qos=7)  # type: ignore[arg-type]
+            bus.subscribe("a", qos=7)  # type: ignore[call-overload]
         assert bus.subscription_count() == 0
         assert bus.trie_node_count() == 1
 
 
 async def test_qos_may_be_given_as_its_wire_number() -> None:
-    async with EventBus() as bus, bus.subscribe("a", qos=0) as sub:  # type: ignore[arg-type]
+    async with EventBus() as bus, bus.subscribe("a", qos=0) as sub:  # type: ignore[call-overload]
         assert sub.qos is QoS.REALTIME
 
 

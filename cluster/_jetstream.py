@@ -1,0 +1,439 @@
+"""The runtime's durable log (``loom.runtime.DurableLog``) on NATS JetStream.
+
+What it makes in JetStream (``docs/durability.md``, "What Loom creates in JetStream"):
+
+* one stream, ``LOOM_EVENTS``, on the one subject space ``loom.stored.>``: the stored event of
+  topic ``t`` is a message on ``loom.stored.t``. One catch-all subject rather than one per
+  durable pattern, because JetStream refuses subjects that overlap in any way, within a stream
+  as across streams (``a.>`` and ``a.b``, even ``a.*.c`` and ``a.b.*``): the bus decides what
+  is stored, the stream just holds it. The prefix keeps Loom's topics away from other users
+  of the server and from NATS's reserved ``$JS`` / ``$SYS`` subjects.
+* one durable pull consumer per durable name, filtered on its patterns' subjects.
+
+It takes a connected nats-py client from its caller (``loom serve`` makes it) and never owns
+the connection. asyncio only, as nats-py is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Collection
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Final
+
+import anyio
+import msgspec
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import api
+from nats.js.client import JetStreamContext
+
+from loom.runtime import (
+    ConsumerStats,
+    Delivery,
+    DurableMessage,
+    DurableStats,
+    DurableUnavailable,
+    Event,
+    InvalidArgument,
+    InvalidTopic,
+    Position,
+)
+from loom.runtime.lowlevel import DurableConsumer, mark_delivery
+
+__all__ = ["JetStreamLog", "consumer_name", "subject_of", "topic_of"]
+
+STREAM: Final = "LOOM_EVENTS"
+PREFIX: Final = "loom.stored"
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Event)
+
+# Characters NATS refuses in a subject; Loom's topics never have them (validate_topic refuses
+# every whitespace and control character), checked again here because a subject that carried
+# one would split the protocol line.
+_SUBJECT_FORBIDDEN = frozenset(" \t\r\n\f\v\x00")
+_NAME_OK = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+def subject_of(topic: str) -> str:
+    """The NATS subject of a Loom topic or pattern (``*`` and ``>`` mean the same in both)."""
+    if not _SUBJECT_FORBIDDEN.isdisjoint(topic):
+        raise InvalidTopic(topic, "contains a character a NATS subject cannot carry")
+    return f"{PREFIX}.{topic}"
+
+
+def topic_of(subject: str) -> str:
+    """The Loom topic of a stored message's subject."""
+    return subject[len(PREFIX) + 1 :]
+
+
+def consumer_name(name: str) -> str:
+    """The JetStream consumer name of a durable name: letters, digits and ``-`` kept, every
+    other byte written ``_XX`` (hex), so it is reversible and never holds the ``.``, ``*``,
+    ``>`` or path separators a consumer name may not."""
+    out: list[str] = []
+    for ch in name:
+        if ch in _NAME_OK:
+            out.append(ch)
+        else:
+            out.extend(f"_{b:02X}" for b in ch.encode())
+    return "".join(out)
+
+
+def _name_of(consumer: str) -> str:
+    raw = bytearray()
+    i = 0
+    while i < len(consumer):
+        if consumer[i] == "_":
+            raw.append(int(consumer[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            raw.extend(consumer[i].encode())
+            i += 1
+    return raw.decode()
+
+
+def _msg_id(topic: str, event: Event) -> str:
+    # The topic is part of the id: the same event forwarded on another durable topic is a
+    # new message, not a duplicate. A space cannot occur in a topic, so this is one-to-one.
+    if "\r" in event.id or "\n" in event.id:
+        raise InvalidArgument(f"event id {event.id!r} has a line break; it cannot be stored")
+    return f"{topic} {event.id}"
+
+
+class _Message:
+    """One JetStream delivery as a :class:`DurableMessage`."""
+
+    __slots__ = ("_msg", "attempt", "event", "sequence", "topic")
+
+    def __init__(self, msg: Msg) -> None:
+        meta = msg.metadata
+        self._msg = msg
+        self.topic = topic_of(msg.subject)
+        self.attempt = meta.num_delivered
+        self.sequence = meta.sequence.stream
+        self.event = mark_delivery(_decoder.decode(msg.data), self.attempt)
+
+    async def ack(self) -> None:
+        await self._msg.ack()
+
+    async def nak(self, delay: float = 0.0) -> None:
+        await self._msg.nak(delay=delay if delay > 0 else None)
+
+    async def term(self) -> None:
+        await self._msg.term()
+
+    async def in_progress(self) -> None:
+        await self._msg.in_progress()
+
+
+class _Consumer:
+    __slots__ = ("_sub", "ack_wait")
+
+    def __init__(self, sub: JetStreamContext.PullSubscription, ack_wait: float) -> None:
+        self._sub = sub
+        self.ack_wait = ack_wait
+
+    async def fetch(self, batch: int, timeout: float) -> list[DurableMessage]:
+        try:
+            msgs = await self._sub.fetch(batch, timeout=timeout)
+        except TimeoutError:  # nats-py raises its own and asyncio's, both TimeoutErrors
+            return []
+        except nats.errors.ConnectionClosedError:
+            # The caller's connection is gone for good: nothing more will come. Wait out the
+            # poll rather than spin; closing the subscription ends the loop.
+            await anyio.sleep(timeout)
+            return []
+        return [_Message(m) for m in msgs]
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(nats.errors.Error):
+            await self._sub.unsubscribe()
+
+
+class JetStreamLog:
+    """Durable subscriptions and replay on a JetStream stream (``loom.runtime.DurableLog``).
+
+    Use it as an async context manager around the bus that uses it::
+
+        nc = await nats.connect(url)
+        async with JetStreamLog(nc) as log, EventBus(durable_log=log) as bus:
+            ...
+
+    Args:
+        client: a connected nats-py client; the caller owns (and closes) it.
+        max_age: seconds a stored event is kept, acknowledged or not (default 7 days).
+        max_bytes: the stream's size bound (default 1 GiB); the oldest events go first.
+            An event dropped by either limit before a durable name acknowledged it is lost
+            to that name and counted in its ``overflow``.
+        duplicate_window: seconds within which a second append of the same event on the
+            same topic is recognised and stored once (default 2 minutes).
+        ack_wait: seconds a delivery may stay unsettled before it is delivered again (a
+            crashed or hung handler); default 30.
+        publish_timeout: how long an append keeps trying (the server down or restarting)
+            before it raises :class:`DurableUnavailable`; default 30 seconds.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        max_age: float = 7 * 24 * 3600.0,
+        max_bytes: int = 1 << 30,
+        duplicate_window: float = 120.0,
+        ack_wait: float = 30.0,
+        publish_timeout: float = 30.0,
+    ) -> None:
+        for label, value in (
+            ("max_age", max_age),
+            ("max_bytes", max_bytes),
+            ("duplicate_window", duplicate_window),
+            ("ack_wait", ack_wait),
+            ("publish_timeout", publish_timeout),
+        ):
+            if value <= 0:
+                raise InvalidArgument(f"{label} must be > 0, not {value!r}")
+        self._nc = client
+        self._js = client.jetstream()
+        self._max_age = max_age
+        self._max_bytes = max_bytes
+        self._window = duplicate_window
+        self.ack_wait = ack_wait
+        self._timeout = publish_timeout
+        self._patterns: dict[str, tuple[str, ...]] = {}  # durable name -> its patterns
+        self._known: frozenset[str] = frozenset()
+        # Where a durable name made now starts: after the newest sequence this log has seen.
+        # Never later than its registration, so nothing stored after it is missed; it may
+        # start a little earlier (another process's appends), which only delivers more.
+        self._last_seq = 0
+        self._start: dict[str, int] = {}
+        self._appended = 0
+        self._duplicates = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> JetStreamLog:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        pass  # the connection is the caller's; the stream and consumers persist by design
+
+    async def start(self) -> None:
+        """Make or update the stream, and learn the durable names it already has (their
+        patterns are stored from now on even while nobody consumes them)."""
+        config = api.StreamConfig(
+            name=STREAM,
+            subjects=[f"{PREFIX}.>"],
+            retention=api.RetentionPolicy.LIMITS,
+            discard=api.DiscardPolicy.OLD,
+            max_age=self._max_age,
+            max_bytes=self._max_bytes,
+            duplicate_window=self._window,
+            storage=api.StorageType.FILE,
+        )
+        try:
+            info = await self._js.stream_info(STREAM)
+        except nats.js.errors.NotFoundError:
+            info = await self._js.add_stream(config)
+        else:
+            info = await self._js.update_stream(config)
+        self._last_seq = info.state.last_seq
+        for consumer in await self._js.consumers_info(STREAM):
+            cfg = consumer.config
+            if cfg.durable_name is None:
+                continue  # a replay's ephemeral consumer
+            subjects = cfg.filter_subjects or ([cfg.filter_subject] if cfg.filter_subject else [])
+            self._patterns[_name_of(cfg.durable_name)] = tuple(topic_of(s) for s in subjects)
+        self._refresh_known()
+
+    def _refresh_known(self) -> None:
+        self._known = frozenset(p for ps in self._patterns.values() for p in ps)
+
+    # ------------------------------------------------------------------ DurableLog
+
+    def patterns(self) -> frozenset[str]:
+        return self._known
+
+    def register(self, name: str, patterns: Collection[str]) -> None:
+        for pattern in patterns:
+            subject_of(pattern)
+        self._start.setdefault(name, self._last_seq + 1)
+        merged = tuple(dict.fromkeys((*self._patterns.get(name, ()), *patterns)))
+        self._patterns[name] = merged
+        self._refresh_known()
+
+    async def append(self, topic: str, event: Event) -> int:
+        subject = subject_of(topic)
+        headers = {"Nats-Msg-Id": _msg_id(topic, event)}
+        data = _encoder.encode(event)
+        deadline = time.monotonic() + self._timeout
+        delay = 0.05
+        last: Exception | None = None
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DurableUnavailable(
+                    f"event {event.id} on {topic!r} not stored within {self._timeout:g}s: {last!r}"
+                )
+            try:
+                ack = await self._js.publish(
+                    subject, data, timeout=min(left, 5.0), stream=STREAM, headers=headers
+                )
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+                # The server is down or restarting (a JetStream that is not up answers "no
+                # responders"): retrying the same message id is safe, it is stored once.
+                last = exc
+            except nats.errors.ConnectionClosedError as exc:
+                raise DurableUnavailable(f"event {event.id} not stored: {exc!r}") from exc
+            else:
+                self._appended += 1
+                if ack.duplicate:
+                    self._duplicates += 1
+                self._last_seq = max(self._last_seq, ack.seq)
+                return ack.seq
+            await anyio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 1.0)
+
+    async def open_consumer(
+        self, name: str, patterns: Collection[str], *, max_deliver: int, max_ack_pending: int
+    ) -> DurableConsumer:
+        durable = consumer_name(name)
+        subjects = [subject_of(p) for p in patterns]
+        if not subjects:  # no filter would mean every stored event
+            raise InvalidArgument(f"durable name {name!r} needs at least one pattern")
+        # One more delivery than max_deliver: the extra one is seen only when the holder of
+        # the last attempt died without settling it, and it is dead-lettered then instead
+        # of being left stuck on the server.
+        config = api.ConsumerConfig(
+            durable_name=durable,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            max_deliver=max_deliver + 1,
+            max_ack_pending=max_ack_pending,
+            ack_wait=self.ack_wait,
+            filter_subjects=subjects,
+        )
+        try:
+            existing = await self._js.consumer_info(STREAM, durable)
+        except nats.js.errors.NotFoundError:
+            config.deliver_policy = api.DeliverPolicy.BY_START_SEQUENCE
+            config.opt_start_seq = self._start.get(name, self._last_seq + 1)
+            await self._js.add_consumer(STREAM, config)
+        else:
+            # The position is kept; the settings follow the code (an updated max_deliver or
+            # pattern list applies from now on).
+            old = existing.config
+            config.deliver_policy = old.deliver_policy
+            config.opt_start_seq = old.opt_start_seq
+            config.opt_start_time = old.opt_start_time
+            await self._js.add_consumer(STREAM, config)
+        self._patterns[name] = tuple(patterns)
+        self._refresh_known()
+        sub = await self._js.pull_subscribe_bind(durable=durable, stream=STREAM)
+        return _Consumer(sub, self.ack_wait)
+
+    async def delete(self, name: str) -> None:
+        """Forget the durable name ``name``: its position and what it had not taken.
+        (Publishes on its patterns are still stored until the bus is made again.)"""
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await self._js.delete_consumer(STREAM, consumer_name(name))
+        self._patterns.pop(name, None)
+        self._refresh_known()
+
+    async def replay(
+        self, pattern: str, *, since: Position | None, until: Position | None
+    ) -> AsyncIterator[Delivery]:
+        config = api.ConsumerConfig(
+            ack_policy=api.AckPolicy.NONE,
+            filter_subject=subject_of(pattern),
+            mem_storage=True,
+            inactive_threshold=30.0,  # gone by itself if this process dies mid-replay
+        )
+        match since:
+            case None:
+                config.deliver_policy = api.DeliverPolicy.ALL
+            case int():
+                config.deliver_policy = api.DeliverPolicy.BY_START_SEQUENCE
+                config.opt_start_seq = max(1, since)
+            case _:
+                config.deliver_policy = api.DeliverPolicy.BY_START_TIME
+                config.opt_start_time = _moment(since)
+        end_seq = until if isinstance(until, int) else None
+        end_time = None if until is None or isinstance(until, int) else _moment(until)
+        sub = await self._js.pull_subscribe(subject_of(pattern), stream=STREAM, config=config)
+        name = ""
+        try:
+            info = await sub.consumer_info()
+            name, pending = info.name, info.num_pending
+            while pending:
+                try:
+                    msgs = await sub.fetch(min(pending, 256), timeout=5.0)
+                except TimeoutError:
+                    return  # the rest expired meanwhile
+                for msg in msgs:
+                    meta = msg.metadata
+                    if end_seq is not None and meta.sequence.stream > end_seq:
+                        return
+                    if end_time is not None and meta.timestamp > end_time:
+                        return
+                    yield Delivery(topic_of(msg.subject), _decoder.decode(msg.data))
+                    pending = meta.num_pending
+                    if not pending:
+                        return
+        finally:
+            with anyio.CancelScope(shield=True), contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+                if name:
+                    await self._js.delete_consumer(STREAM, name)
+
+    async def statistics(self) -> DurableStats:
+        info = await self._js.stream_info(STREAM)
+        state = info.state
+        first = state.first_seq if state.messages else state.last_seq + 1
+        records = []
+        for consumer in await self._js.consumers_info(STREAM):
+            cfg = consumer.config
+            if cfg.durable_name is None:
+                continue
+            name = _name_of(cfg.durable_name)
+            floor = consumer.ack_floor.stream_seq if consumer.ack_floor else 0
+            if not consumer.num_ack_pending and consumer.delivered:
+                floor = max(floor, consumer.delivered.stream_seq)  # all it took is settled
+            floor = max(floor, (cfg.opt_start_seq or 1) - 1)
+            records.append(
+                ConsumerStats(
+                    name=name,
+                    patterns=self._patterns.get(name, ()),
+                    pending=consumer.num_pending or 0,
+                    in_flight=consumer.num_ack_pending or 0,
+                    redelivered=consumer.num_redelivered or 0,
+                    # Stream sequences below the stream's first that this name had not
+                    # acknowledged: removed by a limit before it took them.
+                    overflow=max(0, first - 1 - floor),
+                )
+            )
+        return DurableStats(
+            stored=state.messages,
+            bytes=state.bytes,
+            first_sequence=state.first_seq if state.messages else 0,
+            last_sequence=state.last_seq,
+            appended=self._appended,
+            duplicates=self._duplicates,
+            consumers=tuple(records),
+        )
+
+
+def _moment(position: datetime | timedelta) -> datetime:
+    if isinstance(position, timedelta):
+        return datetime.now(UTC) - position
+    return position if position.tzinfo is not None else position.astimezone(UTC)
