@@ -27,7 +27,6 @@ from ._context import Hosting as Hosting
 from ._envelope_build import child_envelope as child_envelope
 from ._envelope_build import request_event as request_event
 from ._event import EVENT_OVERHEAD_BYTES as EVENT_OVERHEAD_BYTES
-from ._event import SMALL_EVENT_BYTES as SMALL_EVENT_BYTES
 from ._event import event_size as event_size
 from ._event import mailbox_topic as mailbox_topic
 from ._event import reply_envelope as reply_envelope
@@ -57,7 +56,6 @@ from .collab._replies import router_for as router_for
 
 __all__ = [
     "EVENT_OVERHEAD_BYTES",
-    "SMALL_EVENT_BYTES",
     "TRACEBACK_LOGGER",
     "ContextHost",
     "Handler",
