@@ -34,9 +34,12 @@ server the way any bus reaches other processes (``docs/bus.md``, the transport s
   server as a dead letter (reason ``agent_gone``; ``BridgeClient.dead_letter``). That happens
   between an agent's failure or stop and the server's ``released`` (see ``serve_agent``).
 * **Before the agent starts.** The client registers (and the server starts delivering) before
-  the agent's mailbox exists, so deliveries are held, in order, up to ``inbound_buffer``, and
-  handed over by :meth:`open`; beyond that the reader waits. Deliveries to the agent's inboxes
-  go through at once: they reach no mailbox, and ``on_start`` may be waiting for a reply.
+  the agent's mailbox exists, so deliveries are held, in order, up to ``inbound_buffer`` and
+  ``max_buffer_bytes``, and handed over by :meth:`open`; beyond that the reader waits. A held
+  delivery is credited back to the server only when it is handed over: until then the server
+  counts it in flight, not ``delivered`` (which means the agent's bus took it), and drops it
+  ``closed`` if the stream ends first. Deliveries to the agent's inboxes go through at once:
+  they reach no mailbox, and ``on_start`` may be waiting for a reply.
 
 ``run`` enters the client: the bus connects when it is entered (``ConnectFailed`` and
 ``RegistrationRefused`` come out of ``async with bus``) and disconnects cleanly when it closes.
