@@ -53,6 +53,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
+from typing import Protocol, runtime_checkable
 
 import anyio
 import anyio.lowlevel
@@ -76,6 +77,7 @@ from loom.runtime import (
 from loom.runtime.lowlevel import (
     Inbound,
     dead_letter_metadata,
+    event_size,
     mailbox_topic,
     new_id,
     validate_agent_id,
@@ -189,6 +191,20 @@ def _publish_frame(
     return frame
 
 
+@runtime_checkable
+class QueuedInbound(Inbound, Protocol):
+    """An inbound sink that reports what it holds (for ``BridgeClient.statistics()``)."""
+
+    def queued(self) -> tuple[int, int]:
+        """Deliveries held in this process and not yet taken by a consumer, and their bytes
+        (``event_size``)."""
+        ...
+
+
+def _delivery_size(delivery: Delivery) -> int:
+    return delivery.size
+
+
 class _LaneInbound:
     """The client's own inbound buffer as a sink: what ``receive()`` reads."""
 
@@ -197,8 +213,11 @@ class _LaneInbound:
     def __init__(self, lane: Lane[Delivery]) -> None:
         self.lane = lane
 
+    def queued(self) -> tuple[int, int]:
+        return len(self.lane), self.lane.queued_bytes
+
     async def deliver_inbound(self, topic: str, event: Event) -> int:
-        delivery = Delivery(topic, event)
+        delivery = Delivery(topic, event, event_size(event))
         try:
             self.lane.send_nowait(delivery)
         except anyio.WouldBlock:
@@ -288,7 +307,11 @@ class BridgeClient:
         if self._tg is not None or self._closing:
             raise InvalidArgument("a BridgeClient can be entered once")
         if self._sink is None:
-            self._inbound = Lane[Delivery](self.options.inbound_buffer)
+            self._inbound = Lane[Delivery](
+                self.options.inbound_buffer,
+                max_bytes=self.options.max_buffer_bytes,
+                size=_delivery_size,
+            )
             self._sink = _LaneInbound(self._inbound)
         self._channel = self._make_channel()
         self._stub = bridge_pb2_grpc.BridgeStub(self._channel)
@@ -401,6 +424,10 @@ class BridgeClient:
         """A snapshot of the counters."""
         rs = self._reconnector.statistics()
         c = self._counters
+        sink = self._sink
+        inbound = sink.queued() if isinstance(sink, QueuedInbound) else (0, 0)
+        session = self._session
+        outbound = (0, 0) if session is None or session.ended else session.queued()
         return ClientStatistics(
             status=rs.status,
             attempts=rs.attempts,
@@ -413,6 +440,11 @@ class BridgeClient:
             unrouted=c.unrouted,
             lost=c.lost,
             delivered=c.delivered,
+            inbound_queued=inbound[0],
+            inbound_queued_bytes=inbound[1],
+            outbound_queued=outbound[0],
+            outbound_queued_bytes=outbound[1],
+            max_buffer_bytes=self.options.max_buffer_bytes,
             malformed=c.malformed,
             tools_served=c.tools_served,
             tools_cancelled=c.tools_cancelled,
@@ -588,7 +620,7 @@ class BridgeClient:
                 topic, event, sender=self.registration.agent_id, mirror=session.mirror
             )
             try:
-                await session.publish(frame, waiter)
+                await session.publish(frame, waiter, event_size(event))
             except SessionEnded:
                 continue  # not queued: the next connection takes it
             break
@@ -623,7 +655,7 @@ class BridgeClient:
             topic, event, sender=self.registration.agent_id, mirror=session.mirror
         )
         try:
-            session.publish_nowait(frame)
+            session.publish_nowait(frame, event_size(event))
         except (anyio.WouldBlock, SessionEnded):
             self._counters.dropped += 1
             raise WouldBlock("no publish credit or no room in the outbound queue") from None
@@ -780,6 +812,16 @@ class BridgeClient:
     def _drop_subscription(self, pattern: str) -> None:
         """Forget a subscription the server refused on a reconnect."""
         self._subscriptions.pop(pattern, None)
+
+    def hold_credit(self) -> Callable[[], None]:
+        """For an ``inbound`` sink, inside its ``deliver_inbound``: it holds the delivery it
+        is handed rather than taking it in (nothing consumes there yet). The delivery is not
+        credited back to the server, which counts it in flight, not ``delivered``, until the
+        sink calls the returned function on handing it over; a delivery whose stream has
+        ended by then was counted dropped (``closed``) there, and the call does nothing."""
+        session = self._session
+        assert session is not None  # only a session's reader hands deliveries to the sink
+        return session.hold_credit()
 
     def subscriptions(self) -> tuple[str, ...]:
         """Every pattern a new connection restores (registered topics first)."""

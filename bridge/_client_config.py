@@ -8,7 +8,7 @@ import math
 
 import msgspec
 
-from loom.runtime import InvalidArgument, QoS
+from loom.runtime import DEFAULT_MAX_BUFFER_BYTES, InvalidArgument, QoS
 
 from ._reconnect import Backoff, ConnectionStatus
 from ._wire_types import ToolDescriptor
@@ -69,6 +69,11 @@ class ClientOptions(msgspec.Struct, frozen=True, kw_only=True):
             held for an ``inbound`` sink that is not ready yet (the SDK's agent before it
             started).
         outbound_buffer: frames queued for the writer.
+        max_buffer_bytes: the byte bound of each of those two buffers, and of every
+            subscription's buffer on a remote agent's own bus (its mailbox): each event counted
+            by ``loom.runtime.lowlevel.event_size``, other frames by their encoded size. A
+            buffer full by bytes acts as one full by count (the reader, or the publisher,
+            waits); one item larger than the bound still goes into an empty buffer.
         publish_window: the publish credit asked for (0: the server's default).
         delivery_window: the delivery credit offered: deliveries the server may have in flight
             to this client, not yet taken in by its sink (0: ``inbound_buffer``); the server
@@ -92,6 +97,7 @@ class ClientOptions(msgspec.Struct, frozen=True, kw_only=True):
     heartbeat_timeout: float = 15.0
     inbound_buffer: int = 1000
     outbound_buffer: int = 1000
+    max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES
     publish_window: int = 0
     delivery_window: int = 0
     max_batch_events: int = 256
@@ -108,7 +114,8 @@ class ClientOptions(msgspec.Struct, frozen=True, kw_only=True):
                 raise InvalidArgument(f"ClientOptions.{name} must be > 0, not {value!r}")
         if self.heartbeat_timeout <= self.heartbeat_interval:
             raise InvalidArgument("ClientOptions.heartbeat_timeout must exceed the interval")
-        for name in ("inbound_buffer", "outbound_buffer", "max_batch_events", "max_tool_calls"):
+        names = ("inbound_buffer", "outbound_buffer", "max_batch_events", "max_tool_calls")
+        for name in (*names, "max_buffer_bytes"):
             if getattr(self, name) < 1:
                 raise InvalidArgument(f"ClientOptions.{name} must be >= 1")
         if self.publish_window < 0 or self.close_grace < 0 or self.delivery_window < 0:
@@ -155,6 +162,13 @@ class ClientStatistics(msgspec.Struct, frozen=True, kw_only=True):
             this many were lost). A publisher that waits (``wait_accepted``) gets
             ``ConnectionLost`` for each; counted for the others too.
         delivered: deliveries handed to the inbound buffer or sink.
+        inbound_queued: deliveries in this process that its consumer has not taken: those
+            in the ``receive()`` buffer, or, for a remote agent (an ``inbound`` sink that
+            reports them), those held before it started and those its own bus's
+            subscriptions hold; ``inbound_queued_bytes``: what they measure (``event_size``).
+        outbound_queued: frames queued for the writer (publishes waiting for the server's
+            credit among them); ``outbound_queued_bytes``: what they measure.
+        max_buffer_bytes: the byte bound of each of those buffers (``ClientOptions``).
         malformed: deliveries dropped because they did not decode.
         tools_served: pushed tool calls answered.
         tools_cancelled: pushed tool calls withdrawn by the server.
@@ -174,6 +188,11 @@ class ClientStatistics(msgspec.Struct, frozen=True, kw_only=True):
     unrouted: int
     lost: int
     delivered: int
+    inbound_queued: int
+    inbound_queued_bytes: int
+    outbound_queued: int
+    outbound_queued_bytes: int
+    max_buffer_bytes: int
     malformed: int
     tools_served: int
     tools_cancelled: int

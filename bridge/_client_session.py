@@ -66,6 +66,11 @@ _CREDIT_LINGER = 0.005
 
 log = logging.getLogger("loom.bridge.client")
 
+
+def _nothing() -> None:
+    pass
+
+
 FEATURES = (
     bridge_pb2.STREAM_FEATURE_BATCH,
     bridge_pb2.STREAM_FEATURE_DELIVERY_CREDIT,
@@ -159,11 +164,24 @@ class Outgoing:
     """A publish waiting in the outbound queue (numbered by the writer, in wire order): a
     ``ClientEvent`` whose ``publish`` is set, so that a publish sent alone goes as it is."""
 
-    __slots__ = ("frame", "waiter")
+    __slots__ = ("frame", "size", "waiter")
 
-    def __init__(self, frame: bridge_pb2.ClientEvent, waiter: AckWaiter | None) -> None:
+    def __init__(
+        self, frame: bridge_pb2.ClientEvent, waiter: AckWaiter | None, size: int = 0
+    ) -> None:
         self.frame = frame
         self.waiter = waiter
+        self.size = size  # what it counts against the queue's byte bound (its event_size)
+
+
+def _out_size(item: OutItem) -> int:
+    """What a queued frame counts against ``ClientOptions.max_buffer_bytes``: a publish its
+    event's ``event_size`` (measured before it was encoded), any other frame its encoded size
+    (pings and credit are a few bytes; tool results carry their output)."""
+    if isinstance(item, Outgoing):
+        return item.size
+    size: int = item.ByteSize()
+    return size
 
 
 class CallWaiter:
@@ -215,7 +233,9 @@ class Session:
         self._stub = stub
         self._deliver = deliver
         size = self.options.outbound_buffer + self.options.max_tool_calls + 16
-        self._out = Lane[OutItem](size)
+        # Bounded in bytes too: a queue of large publishes (or tool results) waiting for the
+        # server's credit must not grow the agent's memory past max_buffer_bytes.
+        self._out = Lane[OutItem](size, max_bytes=self.options.max_buffer_bytes, size=_out_size)
         self._call: grpc.aio.StreamStreamCall[bridge_pb2.ClientEvent, bridge_pb2.ServerEvent]
         self._tg: TaskGroup | None = None
         self._workers: Workers | None = None  # run pushed tool calls, one each
@@ -239,6 +259,7 @@ class Session:
         self._credit_step = 1
         self._owed_any = anyio.Event()
         self._owed_step = anyio.Event()
+        self._holding = False  # the delivery being handed over is held (hold_credit)
         self._seq = 0
         self._ack_waiters: dict[int, AckWaiter] = {}
         # (sequence, topic) of every publish not yet acked, in order: to name the topic of a
@@ -392,13 +413,11 @@ class Session:
             self._last_rx = time.monotonic()
             kind = msg.WhichOneof("msg")
             if kind == "delivery":
-                await self._on_delivery(msg.delivery)
-                if self._credited:
+                if await self._on_delivery(msg.delivery) and self._credited:
                     self._took()
             elif kind == "delivery_batch":
                 for item in msg.delivery_batch.deliveries:
-                    await self._on_delivery(item)
-                    if self._credited:
+                    if await self._on_delivery(item) and self._credited:
                         self._took()
             elif kind == "pong":
                 self.counters.pong(msg.pong.timestamp_ms)
@@ -426,30 +445,48 @@ class Session:
                 self.counters.server_error(msg.err.code, msg.err.message)
             # Anything else is a frame of a newer server that we did not ask for: ignored.
 
-    async def _on_delivery(self, msg: bridge_pb2.Delivery) -> None:
+    async def _on_delivery(self, msg: bridge_pb2.Delivery) -> bool:
+        """Hand one delivery to the sink; whether it is taken in now (so owed back as credit)
+        rather than held by the sink, which credits it itself (:meth:`hold_credit`)."""
         topic = msg.topic
         try:
             event = event_from_proto(msg.event)
         except WireError as exc:
             self.counters.malformed += 1
             log.warning("bridge: dropped a malformed delivery on %r: %s", topic, exc)
-            return
+            return True
         # Where the sink is full (a full local mailbox) this waits for room: the stream's
         # backpressure (the server's queue for us fills, then its lossless publishers wait).
         # That wait is ours, not the server's silence: the heartbeat does not count it.
         self._reader_blocked = True
+        self._holding = False
         try:
             await self._deliver.deliver_inbound(topic, event)
         except InvalidArgument as exc:  # a topic the local bus refuses: drop that one only
             self.counters.malformed += 1
             log.warning("bridge: dropped a delivery on %r: %s", topic, exc)
-            return
+            return True
         except BusClosed:
-            return  # the agent's bus is closing: it takes nothing more
+            return True  # the agent's bus is closing: it takes nothing more
         finally:
             self._reader_blocked = False
             self._last_rx = time.monotonic()
         self.counters.delivered += 1
+        return not self._holding
+
+    def hold_credit(self) -> Callable[[], None]:
+        """The sink holds the delivery it is being handed (it has no consumer yet): not
+        taken in, so not credited now. The server counts it in flight until the returned
+        function is called, when the sink hands it over (then it is owed back, and counted
+        ``delivered`` there); if the stream ends first, the server has counted it dropped
+        (``closed``) and the call does nothing."""
+        self._holding = True
+        # Read before the welcome turned credit on, it is not counted in flight: owe nothing.
+        return self._took_held if self._credited else _nothing
+
+    def _took_held(self) -> None:
+        if self._credited and not self.ended:
+            self._took()
 
     def _took(self) -> None:
         """One more delivery taken in (handed over, or dropped as undeliverable): owed back."""
@@ -583,8 +620,11 @@ class Session:
 
     # ------------------------------------------------------------------ sending
 
-    async def publish(self, frame: bridge_pb2.ClientEvent, waiter: AckWaiter | None) -> None:
-        """Queue a publish once there is credit (server pace) and room (local bound).
+    async def publish(
+        self, frame: bridge_pb2.ClientEvent, waiter: AckWaiter | None, size: int = 0
+    ) -> None:
+        """Queue a publish (its event measuring ``size``) once there is credit (server pace)
+        and room (the local bounds, in frames and in bytes).
 
         Raises:
             SessionEnded: the session ended first; nothing was queued.
@@ -596,7 +636,7 @@ class Session:
         if self.ended:
             raise SessionEnded
         self.credit -= 1
-        out = Outgoing(frame, waiter)
+        out = Outgoing(frame, waiter, size)
         try:
             # Queue without yielding while there is room, so a fast publisher fills the queue
             # and the writer sends it as one batch; anyio's send() would yield on every call
@@ -613,8 +653,8 @@ class Session:
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise SessionEnded from None
 
-    def publish_nowait(self, frame: bridge_pb2.ClientEvent) -> None:
-        """Queue a publish if that needs no wait.
+    def publish_nowait(self, frame: bridge_pb2.ClientEvent, size: int = 0) -> None:
+        """Queue a publish (its event measuring ``size``) if that needs no wait.
 
         Raises:
             anyio.WouldBlock: no credit or no room.
@@ -625,10 +665,14 @@ class Session:
         if self._acks and self.credit <= 0:
             raise anyio.WouldBlock
         try:
-            self._out.send_nowait(Outgoing(frame, None))
+            self._out.send_nowait(Outgoing(frame, None, size))
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise SessionEnded from None
         self.credit -= 1
+
+    def queued(self) -> tuple[int, int]:
+        """Frames in the outbound queue, and what they measure in bytes."""
+        return len(self._out), self._out.queued_bytes
 
     @property
     def stream_calls(self) -> bool:

@@ -34,9 +34,12 @@ server the way any bus reaches other processes (``docs/bus.md``, the transport s
   server as a dead letter (reason ``agent_gone``; ``BridgeClient.dead_letter``). That happens
   between an agent's failure or stop and the server's ``released`` (see ``serve_agent``).
 * **Before the agent starts.** The client registers (and the server starts delivering) before
-  the agent's mailbox exists, so deliveries are held, in order, up to ``inbound_buffer``, and
-  handed over by :meth:`open`; beyond that the reader waits. Deliveries to the agent's inboxes
-  go through at once: they reach no mailbox, and ``on_start`` may be waiting for a reply.
+  the agent's mailbox exists, so deliveries are held, in order, up to ``inbound_buffer`` and
+  ``max_buffer_bytes``, and handed over by :meth:`open`; beyond that the reader waits. A held
+  delivery is credited back to the server only when it is handed over: until then the server
+  counts it in flight, not ``delivered`` (which means the agent's bus took it), and drops it
+  ``closed`` if the stream ends first. Deliveries to the agent's inboxes go through at once:
+  they reach no mailbox, and ``on_start`` may be waiting for a reply.
 
 ``run`` enters the client: the bus connects when it is entered (``ConnectFailed`` and
 ``RegistrationRefused`` come out of ``async with bus``) and disconnects cleanly when it closes.
@@ -52,6 +55,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Literal
 
 import anyio
@@ -69,7 +73,7 @@ from loom.runtime import (
     LoomError,
     QoS,
 )
-from loom.runtime.lowlevel import Inbound, mailbox_topic
+from loom.runtime.lowlevel import Inbound, event_size, mailbox_topic
 
 from ._client import BridgeClient, ToolHandler
 from ._client_config import AgentRegistration, ClientOptions, ClientTLS
@@ -95,21 +99,37 @@ def reply_interest(agent_id: str) -> str:
 class _HeldInbound:
     """Deliveries into ``bus``, held until :meth:`open` (see the module docs).
 
-    Up to ``limit`` are held, in order; beyond that the caller (the stream's reader) waits for
-    the opening (backpressure, as for a full mailbox). Topics starting with ``passing`` go
-    through at once. Once open, each delivery goes straight into the bus.
+    Up to ``limit`` are held, in order, and up to ``max_bytes`` (each counted by
+    ``event_size``; one larger than that is held alone); beyond that the caller (the stream's
+    reader) waits for the opening (backpressure, as for a full mailbox). A held delivery is
+    not credited back to the server (``BridgeClient.hold_credit``) until :meth:`open` hands it
+    to the bus: ``delivered`` there means the agent's bus took it. Topics starting with
+    ``passing`` go through at once. Once open, each delivery goes straight into the bus.
     """
 
-    def __init__(self, bus: Inbound, limit: int, *, passing: str = "") -> None:
+    def __init__(
+        self,
+        bus: Inbound,
+        limit: int,
+        max_bytes: int,
+        hold: Callable[[], Callable[[], None]],
+        *,
+        passing: str = "",
+    ) -> None:
         # A bus takes what the server admitted: a full Realtime mailbox waits (module docs).
         self._put = (
             functools.partial(bus.deliver_inbound, admitted=True)
             if isinstance(bus, EventBus)
             else bus.deliver_inbound
         )
+        self._bus = bus
         self._limit = limit
+        self._max_bytes = max_bytes
+        self._hold = hold
         self._passing = passing
-        self._held: deque[tuple[str, Event]] = deque()
+        # topic, event, its size, and what credits it back once handed over.
+        self._held: deque[tuple[str, Event, int, Callable[[], None]]] = deque()
+        self._bytes = 0
         self._open = False
         self._opened = anyio.Event()
 
@@ -117,9 +137,12 @@ class _HeldInbound:
         if not self._open:
             if self._passing and topic.startswith(self._passing):
                 return await self._put(topic, event)
-            if len(self._held) < self._limit:
-                self._held.append((topic, event))
-                return None  # held: handed over (and counted) by open()
+            held = self._held
+            size = event_size(event)
+            if len(held) < self._limit and (self._bytes + size <= self._max_bytes or not held):
+                held.append((topic, event, size, self._hold()))
+                self._bytes += size
+                return None  # held: handed over (and credited) by open()
             await self._opened.wait()
         return await self._put(topic, event)
 
@@ -127,13 +150,26 @@ class _HeldInbound:
         """Hand over what is held, in order (waiting for room), then let deliveries through."""
         held = self._held
         while held:
-            topic, event = held.popleft()
+            topic, event, size, credit = held[0]
             try:
                 await self._put(topic, event)
             except InvalidArgument as exc:  # a topic the local bus refuses: that one only
                 log.warning("dropped a delivery on %r: %s", topic, exc)
+            held.popleft()
+            self._bytes -= size
+            credit()
         self._open = True  # no wait between the last hand-over and this: the order holds
         self._opened.set()
+
+    def queued(self) -> tuple[int, int]:
+        """What is held, and what the bus's subscriptions hold (the agent's mailbox among
+        them): deliveries and their bytes."""
+        count, size = len(self._held), self._bytes
+        if isinstance(self._bus, EventBus):
+            for sub in self._bus.statistics().subscriptions:
+                count += sub.queued
+                size += sub.queued_bytes
+        return count, size
 
 
 class ClientTransport:
@@ -215,10 +251,22 @@ class ClientTransport:
         if self._held is not None:
             await self._held.open()
 
+    def queued(self) -> tuple[int, int]:
+        """Deliveries in this process that the agent has not taken, and their bytes: those
+        held before it started, and those its bus's subscriptions hold (``BridgeClient``
+        reports them in ``statistics().inbound_queued``)."""
+        return (0, 0) if self._held is None else self._held.queued()
+
     # ------------------------------------------------------------------ Transport
 
     async def run(self, inbound: Inbound, *, task_status: TaskStatus[None]) -> None:
-        self._held = _HeldInbound(inbound, self._options.inbound_buffer, passing=self._inboxes)
+        self._held = _HeldInbound(
+            inbound,
+            self._options.inbound_buffer,
+            self._options.max_buffer_bytes,
+            self.client.hold_credit,
+            passing=self._inboxes,
+        )
         async with self.client:
             task_status.started()
             async for kind, pattern, qos in self._ops:

@@ -254,7 +254,7 @@ def _reason(exc: BaseException) -> str:
         )
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused (is the server running, and on that port?)"
-    if isinstance(exc, ConnectionResetError):
+    if isinstance(exc, ConnectionResetError | BrokenPipeError):
         # What a TLS server that wants a client certificate does to a client without one.
         return (
             "the server closed the connection during the handshake (does it require a "

@@ -29,7 +29,7 @@ from ._durable import (
 )
 from ._durable_sub import DurableSubscription
 from ._errors import BusClosed, DurabilityUnavailable, InvalidArgument, WouldBlock
-from ._event import EVENT_OVERHEAD_BYTES, SMALL_EVENT_BYTES, Delivery, Event, event_size
+from ._event import EVENT_OVERHEAD_BYTES, Delivery, Event, event_size
 from ._qos import QoS
 from ._stats import BusStats, Drops, TopicStats
 from ._subscription import (
@@ -39,7 +39,6 @@ from ._subscription import (
     check_max_buffer_bytes,
     close_by_bus,
     fan_out,
-    fan_out_sized,
     first_full,
     holds_events,
     put_waiting,
@@ -50,8 +49,6 @@ from ._transport import Transport
 from ._waiter import Waiter, waiter_factory
 
 __all__ = ["BusPlumbing", "EventBus"]
-
-_SMALL_PAYLOAD: Final = SMALL_EVENT_BYTES - EVENT_OVERHEAD_BYTES
 
 # A publisher that never has to wait would never let its consumers run; every this many
 # publishes it yields once (also where it notices cancellation).
@@ -650,14 +647,11 @@ class EventBus:
             # nobody, and once stored it reaches the durable names whatever happens here.
             assert self._log is not None
             await self._log.append(topic, event)
-        # A small event (the common case) is not charged against byte bounds: told apart
-        # here without a call (one cost the 1:1 rate 5%), and routed by the plain loop.
-        if event.metadata or len(event.payload) >= _SMALL_PAYLOAD:
-            delivery = Delivery(topic, event, event_size(event))
-            blocked = (fan_out_sized if delivery.size else fan_out)(entry, delivery)
-        else:
-            delivery = Delivery(topic, event)
-            blocked = fan_out(entry, delivery)
+        # event_size, inlined for the common event without metadata (a call costs the 1:1
+        # rate 5%).
+        size = event_size(event) if event.metadata else len(event.payload) + EVENT_OVERHEAD_BYTES
+        delivery = Delivery(topic, event, size)
+        blocked = fan_out(entry, delivery)
         reached = entry.reached  # read before any await: the next publish overwrites it
         if blocked:
             reached += await self._finish_blocked(entry, blocked, delivery)
@@ -700,7 +694,7 @@ class EventBus:
             # Out first: it is the one step that can still refuse (WouldBlock), and nothing
             # has been routed here yet, so a refusal leaves no trace.
             self._transport.publish_nowait(topic, event)
-        (fan_out_sized if size else fan_out)(entry, Delivery(topic, event, size))
+        fan_out(entry, Delivery(topic, event, size))
         return entry.reached
 
     async def deliver_inbound(self, topic: str, event: Event, *, admitted: bool = False) -> int:
@@ -719,7 +713,7 @@ class EventBus:
         if entry is None or entry.gen != self._gen:
             entry = self._refresh(topic, entry)
         delivery = Delivery(topic, event, event_size(event))
-        blocked = (fan_out_sized if delivery.size else fan_out)(entry, delivery, admitted)
+        blocked = fan_out(entry, delivery, admitted)
         reached = entry.reached
         if blocked:
             reached += await self._finish_blocked(entry, blocked, delivery)

@@ -16,7 +16,6 @@ from ._ids import new_id, now_ms
 __all__ = [
     "DEFAULT_TTL",
     "EVENT_OVERHEAD_BYTES",
-    "SMALL_EVENT_BYTES",
     "Delivery",
     "Envelope",
     "Event",
@@ -107,30 +106,20 @@ EVENT_OVERHEAD_BYTES = 256
 """The fixed part of :func:`event_size`: about what an event's id, type, timestamp, envelope
 and the Python objects around them take, whatever its payload."""
 
-SMALL_EVENT_BYTES = 1024
-"""Events whose :func:`event_size` is below this are charged 0 against a byte bound (their
-number is bounded by the buffer's count bound): see ``docs/bus.md``."""
-
-_SMALL_PAYLOAD = SMALL_EVENT_BYTES - EVENT_OVERHEAD_BYTES
-
 
 def event_size(event: Event) -> int:
     """The bytes an event counts against a buffer's ``max_buffer_bytes``: a cheap estimate,
     not a measurement. Its payload's length and the lengths of its metadata keys and values,
     plus :data:`EVENT_OVERHEAD_BYTES`; its source, tags and the envelope's strings are in the
-    fixed part. Below :data:`SMALL_EVENT_BYTES` it is 0: such an event is not charged. Computed
-    once per publish (not per subscriber); close enough that the payloads that fill memory
-    are what it counts.
+    fixed part. Every event is charged, however small. Computed once per publish (not per
+    subscriber); close enough that the payloads that fill memory are what it counts.
     """
-    size = len(event.payload)
+    size = len(event.payload) + EVENT_OVERHEAD_BYTES
     metadata = event.metadata
     if metadata:
         for key, value in metadata.items():
             size += len(key) + len(value)
-    elif size < _SMALL_PAYLOAD:
-        return 0
-    size += EVENT_OVERHEAD_BYTES
-    return size if size >= SMALL_EVENT_BYTES else 0
+    return size
 
 
 def mailbox_topic(agent_id: str) -> str:

@@ -25,12 +25,11 @@ what is queued and what is reserved for waiting publishers), so the fast path pa
 comparison and one subtraction for it. An event larger than the whole bound still goes into an
 empty buffer (``_room`` goes negative): otherwise it could never be delivered.
 
-Small events (estimate under ``SMALL_EVENT_BYTES``, ``Delivery.size`` 0) are not charged and
-go through :func:`fan_out`, the loop without byte checks; charged ones through
-:func:`fan_out_sized`. The bus's hot path is measured in tens of nanoseconds per event, and
-charging every event cost it about a fifth of its rate (CPython allocates an int per
-subtraction). What small events can hold is bounded by the count bound instead: at most
-``buffer_size`` x 1 KiB.
+Every event is charged, however small (an exact bound: ``docs/bus.md``). The bookkeeping is
+paid for on the hot path: a subtraction per delivery in :func:`fan_out` and an addition where
+it is taken, each an int allocation in CPython; against that, a subscription's ``matched`` is
+no longer counted per delivery (it is derived, see :meth:`Subscription.statistics`), and
+``__anext__`` takes its event inline rather than through a call.
 """
 
 from __future__ import annotations
@@ -54,7 +53,8 @@ __all__ = ["DEFAULT_MAX_BUFFER_BYTES", "Subscription"]
 DEFAULT_MAX_BUFFER_BYTES: Final = 16 * 1024 * 1024
 """The byte bound of a subscription's buffer unless its bus or its subscriber asks otherwise:
 16 MiB, four of the bridge's largest messages, far above what small events reach with the
-tiers' count bounds (2048 events of 1 KiB: 2.5 MiB with the fixed overhead)."""
+tiers' count bounds (2048 events of 1 KiB: 2.5 MiB with the fixed overhead), so by default
+the count bound binds first for them and the byte bound for large ones."""
 
 
 def check_max_buffer_bytes(value: int | None) -> None:
@@ -142,7 +142,6 @@ class Subscription:
         "_hooks",
         "_in_flight",
         "_limit",
-        "_matched",
         "_max_bytes",
         "_overflow",
         "_patterns",
@@ -214,7 +213,6 @@ class Subscription:
         self._send_waiters: list[tuple[Waiter, int]] = []  # each with its event's size
         self._closed = False
         self._closed_by_bus = False
-        self._matched = 0
         self._delivered = 0
         self._overflow = 0
         self._bytes_dropped = 0
@@ -263,7 +261,8 @@ class Subscription:
         return self
 
     async def __anext__(self) -> Delivery:
-        # A copy of receive() rather than a call to it: this is the hottest consumer path.
+        # A copy of receive(), and of _take, rather than calls to them: this is the hottest
+        # consumer path (the call to _take cost more than the byte bound's bookkeeping).
         self._tick += 1
         if self._tick >= _YIELD_EVERY:
             self._tick = 0
@@ -275,13 +274,19 @@ class Subscription:
             except SubscriptionClosed:
                 raise StopAsyncIteration from None
             buf = self._buf  # the first event makes the buffer
-        return self._take(buf)
+        delivery = buf.popleft()
+        self._delivered += 1
+        self._room += delivery.size
+        if self._send_waiters:
+            self._grant()
+        elif not buf and self._hooks.draining:
+            self._note_idle()
+        return delivery
 
     def _take(self, buf: deque[Delivery]) -> Delivery:
         delivery = buf.popleft()
         self._delivered += 1
-        if delivery.size:
-            self._room += delivery.size
+        self._room += delivery.size
         if self._send_waiters:
             self._grant()
         elif not buf and self._hooks.draining:
@@ -353,8 +358,7 @@ class Subscription:
     def _materialize(self, first: Delivery) -> None:
         """Make the buffer, holding its first event (called by the bus's publish)."""
         self._buf = deque((first,))
-        if first.size:
-            self._room -= first.size
+        self._room -= first.size
         self._limit = self._cap
         if self._high < 1:
             self._high = 1
@@ -401,7 +405,6 @@ class Subscription:
             self._room -= size
         buf = self._buf
         buf.append(delivery)
-        self._matched += 1
         if len(buf) > self._high:
             self._high = len(buf)
         if self._recv_waiters:
@@ -522,7 +525,14 @@ class Subscription:
             id=self.id,
             pattern=self.pattern,
             qos=self.qos,
-            matched=self._matched,
+            # Not counted on the hot path: every event that matched is in exactly one of
+            # these, at every moment (an int increment per delivery costs the bus ~2%).
+            matched=self._delivered
+            + self._overflow
+            + self._bytes_dropped
+            + self._dropped_closed
+            + len(self._buf)
+            + self._in_flight,
             delivered=self._delivered,
             dropped=Drops(
                 overflow=self._overflow, closed=self._dropped_closed, bytes=self._bytes_dropped
@@ -574,9 +584,9 @@ def fan_out(entry: Route, delivery: Delivery, hold: bool = False) -> list[Subscr
     ``entry`` (the bus's publish: one call per event, however many subscribers). ``hold``:
     full Realtime subscriptions are waited on too (an event its sender already admitted).
 
-    For an event that is not charged against byte bounds (``delivery.size`` 0: a small one);
-    :func:`fan_out_sized` for the others. Two copies of one loop rather than one with a test
-    per subscriber: that test cost the 1:1 rate 8% (CPU time, A/B in one process).
+    A subscription has room when it has a place (the count bound) and the event's bytes
+    (``delivery.size``) fit under its byte bound, or its buffer is empty. A full Realtime one
+    drops the event: ``bytes`` when it had a place but not the bytes, else ``overflow``.
 
     Returns:
         The full subscriptions that do not drop the event, for the publisher to wait on
@@ -589,84 +599,18 @@ def fan_out(entry: Route, delivery: Delivery, hold: bool = False) -> list[Subscr
         entry.reached = 0
         return None
     blocked: list[Subscription] | None = None
-    etype = delivery.event.type
-    delivered = 0
-    overflow = 0
-    for sub in route:
-        types = sub._types
-        if types is not None and etype not in types:
-            continue
-        buf = sub._buf
-        n = len(buf)
-        if n < sub._limit:
-            buf.append(delivery)
-            sub._matched += 1
-            delivered += 1
-            if n >= sub._high:
-                sub._high = n + 1
-            if sub._recv_waiters:
-                sub._recv_waiters.pop(0).set()
-        elif buf is NO_BUFFER:
-            # Not a full buffer but none yet: made on the first event (an idle agent never
-            # pays for one), or a callback subscription, handed the event right here.
-            sub._matched += 1
-            delivered += 1
-            if sub._callback is not None:
-                sub._delivered += 1
-                sub._callback(delivery)
-            elif not sub._closed:
-                sub._materialize(delivery)
-        elif hold or sub not in entry.soft:
-            if blocked is None:
-                blocked = [sub]
-            else:
-                blocked.append(sub)
-        else:
-            sub._matched += 1
-            sub._overflow += 1
-            overflow += 1
-    entry.delivered += delivered
-    entry.reached = delivered + overflow
-    if overflow:
-        entry.overflow += overflow
-    elif not delivered and blocked is None:
-        # Every subscription on the route filtered the event out by type.
-        entry.unrouted += 1
-    return blocked
-
-
-def fan_out_sized(
-    entry: Route, delivery: Delivery, hold: bool = False
-) -> list[Subscription] | None:
-    """:func:`fan_out` for an event charged against byte bounds (``delivery.size`` > 0): a
-    subscription takes it only if its bytes fit too (or its buffer is empty); a Realtime one
-    that has a place but not the bytes drops it (``bytes``), unless ``hold`` (as there).
-
-    Returns:
-        The full subscriptions that do not drop the event, for the publisher to wait on
-        (:func:`put_waiting`); ``None`` for none.
-    """
-    entry.published += 1
-    route = entry.route
-    if not route:
-        entry.unrouted += 1
-        entry.reached = 0
-        return None
-    blocked: list[Subscription] | None = None
-    etype = delivery.event.type
     size = delivery.size
     delivered = 0
     overflow = 0
     for sub in route:
         types = sub._types
-        if types is not None and etype not in types:
+        if types is not None and delivery.event.type not in types:  # read only when filtering
             continue
         buf = sub._buf
         n = len(buf)
         if n < sub._limit and (size <= sub._room or not n):
             buf.append(delivery)
             sub._room -= size
-            sub._matched += 1
             delivered += 1
             if n >= sub._high:
                 sub._high = n + 1
@@ -675,7 +619,6 @@ def fan_out_sized(
         elif buf is NO_BUFFER:
             # Not a full buffer but none yet: made on the first event (an idle agent never
             # pays for one), or a callback subscription, handed the event right here.
-            sub._matched += 1
             delivered += 1
             if sub._callback is not None:
                 sub._delivered += 1
@@ -688,7 +631,6 @@ def fan_out_sized(
             else:
                 blocked.append(sub)
         else:
-            sub._matched += 1
             overflow += 1
             if n < sub._limit:  # a place, but not the bytes
                 sub._bytes_dropped += 1
@@ -741,7 +683,6 @@ async def put(sub: Subscription, delivery: Delivery) -> bool:
     if sub._buf is NO_BUFFER:  # none yet (made on the first event), as the bus's fan-out does
         if sub._closed:
             return sub._closed_check()
-        sub._matched += 1
         sub._materialize(delivery)
         return True
     return await sub._put_waiting(delivery)
@@ -769,8 +710,7 @@ def take(sub: Subscription) -> Delivery | None:
         return None
     delivery = buf.popleft()
     sub._delivered += 1
-    if delivery.size:
-        sub._room += delivery.size
+    sub._room += delivery.size
     if sub._send_waiters:
         sub._grant()
     return delivery

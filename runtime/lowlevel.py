@@ -36,7 +36,6 @@ from ._durable_sub import dlq_topic as dlq_topic
 from ._envelope_build import child_envelope as child_envelope
 from ._envelope_build import request_event as request_event
 from ._event import EVENT_OVERHEAD_BYTES as EVENT_OVERHEAD_BYTES
-from ._event import SMALL_EVENT_BYTES as SMALL_EVENT_BYTES
 from ._event import event_size as event_size
 from ._event import mailbox_topic as mailbox_topic
 from ._event import reply_envelope as reply_envelope
@@ -66,7 +65,6 @@ from .collab._replies import router_for as router_for
 
 __all__ = [
     "EVENT_OVERHEAD_BYTES",
-    "SMALL_EVENT_BYTES",
     "TRACEBACK_LOGGER",
     "ContextHost",
     "DurableConsumer",

@@ -482,7 +482,9 @@ async def serve_agent(
         on_state_change=on_state_change,
     )
     client = transport.client
-    bus = EventBus(transport=transport)  # its mailbox, timers, replies and collab: one bus
+    # Its mailbox, timers, replies and collab: one bus, whose buffers have the client's byte
+    # bound (ClientOptions.max_buffer_bytes), as the client's own buffers do.
+    bus = EventBus(transport=transport, max_buffer_bytes=client.options.max_buffer_bytes)
     runtime = AgentRuntime(bus, stop_timeout_s=stop_timeout_s)
     # Pushed calls of its capabilities: the server's own serving path, on this runtime.
     calls = _DrainingCalls(spec.id, functools.partial(run_tool_call, runtime, deadline_s=None))

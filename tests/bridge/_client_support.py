@@ -13,7 +13,7 @@ import anyio
 from loom.bridge import BridgeServer, Limits
 from loom.bridge._client import AgentRegistration, BridgeClient, ClientOptions
 from loom.bridge._reconnect import Backoff
-from loom.runtime import AgentRuntime, Event, EventBus, Subscription
+from loom.runtime import DEFAULT_MAX_BUFFER_BYTES, AgentRuntime, Event, EventBus, Subscription
 from loom.runtime.tools import ToolRegistry
 
 FAST = ClientOptions(
@@ -65,10 +65,11 @@ async def hosting(
     limits: Limits | None = None,
     stale_after_s: float = 15.0,
     sweep_interval_s: float = 5.0,
+    max_buffer_bytes: int | None = DEFAULT_MAX_BUFFER_BYTES,
 ) -> AsyncIterator[Hosting]:
     try:
         async with (
-            EventBus(drain_grace=0.2) as bus,
+            EventBus(drain_grace=0.2, max_buffer_bytes=max_buffer_bytes) as bus,
             AgentRuntime(
                 bus,
                 tools=tools,

@@ -4,13 +4,15 @@ agent's mailbox exists (held, in order, not lost)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import anyio
 import pytest
 
 from loom.bridge import AgentRegistration, ClientTransport, ConnectionStatus
 from loom.bridge._client_transport import _HeldInbound
 from loom.runtime import Event, EventBus, QoS, WouldBlock
-from loom.runtime.lowlevel import router_for
+from loom.runtime.lowlevel import event_size, router_for
 
 from ._client_support import FAST, Hosting, hosting
 from ._server_harness import wait_until
@@ -89,9 +91,27 @@ async def test_a_realtime_publish_without_a_connection_is_refused_everywhere_and
                 near.receive_nowait()  # refused out, so not routed here either
 
 
+class _Credits:
+    """What ``BridgeClient.hold_credit`` does, counted: a credit owed per held delivery,
+    given back when the holder calls it."""
+
+    def __init__(self) -> None:
+        self.held = 0
+        self.given = 0
+
+    def hold(self) -> Callable[[], None]:
+        self.held += 1
+
+        def give() -> None:
+            self.given += 1
+
+        return give
+
+
 async def test_deliveries_before_the_mailbox_are_held_in_order_then_handed_over() -> None:
+    credits = _Credits()
     async with EventBus() as bus:
-        held = _HeldInbound(bus, limit=3)
+        held = _HeldInbound(bus, 3, 1 << 20, credits.hold)
         for i in range(3):  # nobody subscribes yet: a bus would route these to nobody
             await held.deliver_inbound("in.x", Event(payload=str(i).encode()))
         late: list[bytes] = []
@@ -107,15 +127,39 @@ async def test_deliveries_before_the_mailbox_are_held_in_order_then_handed_over(
             tg.start_soon(reader_beyond_the_limit)
             await anyio.wait_all_tasks_blocked()
             assert late == []  # waiting: nothing is dropped or reordered past the limit
+            # Held is not taken: nothing is credited to the server until the hand-over.
+            assert (credits.held, credits.given) == (3, 0)
+            assert held.queued() == (3, 3 * event_size(Event(payload=b"0")))
             await held.open()
+            assert (credits.held, credits.given) == (3, 3)
             with anyio.fail_after(5):
                 got = [(await mailbox.receive()).event.payload for _ in range(5)]
         assert got == [b"0", b"1", b"2", b"3", b"4"]
 
 
+async def test_deliveries_before_the_mailbox_are_held_up_to_the_byte_bound() -> None:
+    credits = _Credits()
+    size = event_size(Event(payload=b"x" * 1000))
+    async with EventBus() as bus:
+        held = _HeldInbound(bus, 100, 3 * size, credits.hold)
+        for _ in range(3):
+            await held.deliver_inbound("in.x", Event(payload=b"x" * 1000))
+        assert held.queued() == (3, 3 * size)
+        async with bus.subscribe("in.*") as mailbox, anyio.create_task_group() as tg:
+            # The fourth does not fit in bytes (there are places): the reader waits.
+            tg.start_soon(held.deliver_inbound, "in.x", Event(payload=b"y" * 1000))
+            await anyio.wait_all_tasks_blocked()
+            assert held.queued() == (3, 3 * size)
+            await held.open()
+            with anyio.fail_after(5):
+                got = [(await mailbox.receive()).event.payload[:1] for _ in range(4)]
+        assert got == [b"x", b"x", b"x", b"y"]
+        assert (credits.held, credits.given) == (3, 3)
+
+
 async def test_a_held_delivery_the_bus_refuses_is_dropped_alone() -> None:
     async with EventBus() as bus, bus.subscribe(">") as mailbox:
-        held = _HeldInbound(bus, limit=8)
+        held = _HeldInbound(bus, 8, 1 << 20, _Credits().hold)
         await held.deliver_inbound("bad..topic", Event(type="refused"))
         await held.deliver_inbound("fine", Event(type="kept"))
         await held.open()

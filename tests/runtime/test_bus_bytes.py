@@ -17,7 +17,7 @@ from loom.runtime import (
     QoS,
     WouldBlock,
 )
-from loom.runtime.lowlevel import EVENT_OVERHEAD_BYTES, SMALL_EVENT_BYTES, event_size
+from loom.runtime.lowlevel import EVENT_OVERHEAD_BYTES, event_size
 
 from ._agents_support import spec
 
@@ -36,22 +36,48 @@ def big(n: int = 0, size: int = 10 * KIB) -> Event:
 async def test_event_size_is_payload_metadata_and_a_fixed_part() -> None:
     event = Event(type="t", source="src", payload=b"x" * 1000, metadata={"k": "vv"})
     assert event_size(event) == 1000 + 3 + EVENT_OVERHEAD_BYTES
-    # Small events are not charged: their number is bounded by the count bound.
-    assert event_size(Event(payload=b"x" * 100)) == 0
-    assert event_size(Event(payload=b"x" * (SMALL_EVENT_BYTES - EVENT_OVERHEAD_BYTES))) == (
-        SMALL_EVENT_BYTES
-    )
+    # Every event is charged, however small.
+    assert event_size(Event(payload=b"x" * 100)) == 100 + EVENT_OVERHEAD_BYTES
+    assert event_size(Event()) == EVENT_OVERHEAD_BYTES
 
 
-async def test_small_events_are_bounded_by_count_alone() -> None:
+SMALL = 200  # payload bytes: 456 charged
+
+
+async def test_small_events_fill_a_byte_bound_and_realtime_drops_them_as_bytes() -> None:
     async with EventBus(drain_grace=0) as bus:
-        sub = bus.subscribe("a", qos=QoS.REALTIME, buffer_size=100, max_buffer_bytes=KIB)
-        for _ in range(100):
-            await bus.publish("a", Event(payload=b"x" * 100))
-        assert sub.statistics().queued == 100
-        assert sub.statistics().queued_bytes == 0
-        await bus.publish("a", big())  # charged: fits no more (the buffer is not empty)
-        assert sub.statistics().dropped == Drops(overflow=1)
+        sub = bus.subscribe("a", qos=QoS.REALTIME, buffer_size=1000, max_buffer_bytes=16 * KIB)
+        for _ in range(1000):
+            await bus.publish("a", Event(payload=b"x" * SMALL))
+        stats = sub.statistics()
+        fits = 16 * KIB // (SMALL + EVENT_OVERHEAD_BYTES)
+        assert stats.queued == fits  # far below the count bound
+        assert stats.queued_bytes == fits * (SMALL + EVENT_OVERHEAD_BYTES) <= 16 * KIB
+        assert stats.dropped == Drops(bytes=1000 - fits)
+        assert stats.matched == 1000
+        assert bus.statistics().dropped == Drops(bytes=1000 - fits)
+
+
+async def test_small_events_filling_a_byte_bound_hold_a_lossless_publisher_back() -> None:
+    async with EventBus() as bus:
+        sub = bus.subscribe("a", qos=QoS.BATCHED, buffer_size=1000, max_buffer_bytes=16 * KIB)
+        fits = 16 * KIB // (SMALL + EVENT_OVERHEAD_BYTES)
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+
+                async def publish() -> None:
+                    for i in range(1000):
+                        await bus.publish("a", Event(payload=b"%200d" % i))
+
+                tg.start_soon(publish)
+                await anyio.wait_all_tasks_blocked()
+                stats = sub.statistics()
+                assert (stats.queued, stats.waiting_publishers) == (fits, 1)
+                assert stats.queued_bytes <= 16 * KIB
+                for i in range(1000):
+                    assert int((await sub.receive()).event.payload) == i
+                    assert sub.statistics().queued_bytes <= 16 * KIB
+        assert sub.statistics().dropped == Drops()
 
 
 async def test_realtime_drops_by_bytes_and_counts_them() -> None:
