@@ -544,9 +544,7 @@ class EventBus:
         entry = self._topics.get(topic)
         if entry is None or entry.gen != self._gen:
             entry = self._refresh(topic, entry)
-        # As in publish: a small event is told apart without a call (the bridge's server
-        # publishes every event of a stream here).
-        size = event_size(event) if event.metadata or len(event.payload) >= _SMALL_PAYLOAD else 0
+        size = event_size(event)
         full = first_full(entry, event.type, size)
         if full is not None:
             raise WouldBlock(f"subscription {full.pattern!r} is full")
@@ -574,10 +572,7 @@ class EventBus:
         entry = self._topics.get(topic)
         if entry is None or entry.gen != self._gen:
             entry = self._refresh(topic, entry)
-        if event.metadata or len(event.payload) >= _SMALL_PAYLOAD:  # as in publish
-            delivery = Delivery(topic, event, event_size(event))
-        else:
-            delivery = Delivery(topic, event)
+        delivery = Delivery(topic, event, event_size(event))
         blocked = (fan_out_sized if delivery.size else fan_out)(entry, delivery, admitted)
         reached = entry.reached
         if blocked:
