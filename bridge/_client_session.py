@@ -12,8 +12,8 @@ reconnect loop makes the next one. Its tasks:
   gets single ``publish`` frames), and numbered as the server numbers them, so that each
   ``publish_ack`` settles the right publishers.
 * the **creditor** (with ``STREAM_FEATURE_DELIVERY_CREDIT``) gives the server back credit for
-  the deliveries the sink has taken in: a quarter of the window at once, or what there is
-  after a short linger, so the server never has more in flight to us than the window and a
+  the deliveries the sink has taken in: half the window at once, or what there is after a
+  linger, so the server never has more in flight to us than the window and a
   slow agent holds its events back on the server, where its tier and statistics apply.
 * the **heartbeat** sends a ``ping`` every ``heartbeat_interval`` and ends the session when
   nothing at all has arrived for ``heartbeat_timeout`` (time the reader spends waiting for room
@@ -59,10 +59,13 @@ __all__: list[str] = []
 # A publisher that never has to wait yields once every this many publishes, so it cannot
 # starve the writer (and its batches stay large: the writer sends what piled up meanwhile).
 _YIELD_EVERY = 64
-# Delivery credit is sent once this much (or a quarter of the window) is owed, or else when
-# _CREDIT_LINGER seconds have passed since the first delivery it owes.
-_CREDIT_STEP = 256
-_CREDIT_LINGER = 0.005
+# Delivery credit goes back in one frame once half the window is owed, as TCP's window updates
+# and NATS's flow control do: the server still has the other half to send from, so it never
+# waits for credit while we keep up, and a stream pays one credit frame (a gRPC message on each
+# side) per half window rather than per batch or per few milliseconds. Less than that goes back
+# _CREDIT_LINGER seconds after the first delivery owed, so that a trickle is soon counted
+# delivered on the server; the linger never holds the stream back (see above).
+_CREDIT_LINGER = 0.05
 
 log = logging.getLogger("loom.bridge.client")
 
@@ -490,11 +493,13 @@ class Session:
 
     def _took(self) -> None:
         """One more delivery taken in (handed over, or dropped as undeliverable): owed back."""
-        self._owed += 1
-        if self._owed >= self._credit_step and not self._owed_step.is_set():
-            self._owed_step.set()
-        if not self._owed_any.is_set():
+        # Per delivery, so comparisons only: the count rises one at a time from 0 (the
+        # creditor resets it and both events together), so each event is set exactly once.
+        owed = self._owed = self._owed + 1
+        if owed == 1:
             self._owed_any.set()
+        if owed == self._credit_step:
+            self._owed_step.set()
 
     async def _creditor(self) -> None:
         while True:
@@ -512,9 +517,8 @@ class Session:
         if bridge_pb2.STREAM_FEATURE_DELIVERY_CREDIT in self.features:
             # Deliveries read from now on are credited back (the server counts from here).
             self._credited = True
-            # Credit goes back in steps of a batch (or a quarter of a small window), so the
-            # server's window never runs dry while we keep up, at one frame per batch.
-            self._credit_step = max(1, min(welcome.delivery_window // 4, _CREDIT_STEP))
+            # Credit goes back at half the window (see _CREDIT_LINGER).
+            self._credit_step = max(1, welcome.delivery_window // 2)
         self.mirror = False  # a server that speaks section 2 reads the typed envelope
         self._max_batch = max(1, min(welcome.max_batch_events or 1, self.options.max_batch_events))
         if bridge_pb2.STREAM_FEATURE_PUBLISH_ACK in self.features:

@@ -156,13 +156,6 @@ def _publish_size(item: _Publish) -> int:
     return 0 if item.event is None else event_size(item.event)
 
 
-def _frame_size(frame: bridge_pb2.ServerEvent) -> int:
-    """What a frame counts against the outbound queue's byte bound: its encoded size (acks and
-    pongs are a few bytes; pushed calls and results carry their arguments and output)."""
-    size: int = frame.ByteSize()
-    return size
-
-
 class _Pending:
     """A tool call pushed to the agent, waiting for its ``tool_result``."""
 
@@ -191,8 +184,13 @@ class Session:
         self._limits = limits
         # Bounded in count and in bytes (Limits.max_buffer_bytes): a few pushed calls with
         # large arguments, or a window of large publishes, must not pin the server's memory.
+        # A frame counts its encoded size (acks and pongs are a few bytes; pushed calls and
+        # results carry their arguments and output), measured by protobuf itself: no Python
+        # call in between, since every frame but a delivery is measured.
         self._out = Lane[bridge_pb2.ServerEvent](
-            limits.outbound_queue, max_bytes=limits.max_buffer_bytes, size=_frame_size
+            limits.outbound_queue,
+            max_bytes=limits.max_buffer_bytes,
+            size=bridge_pb2.ServerEvent.ByteSize,
         )
         self._lane = Lane[_Publish](
             limits.publish_window + limits.max_batch_events + _OLD_LANE,

@@ -390,15 +390,17 @@ class _DrainingCalls:
         self._agent_id = agent_id
         self._serve = serve
         self._running = 0
-        self._idle = anyio.Event()
-        self._idle.set()
+        # Made only when a drain waits for the running calls, not for every call that starts
+        # with none running (that was an Event per call of an agent called one at a time).
+        self._idle: anyio.Event | None = None
         self._deadline: float | None = None
         # Set once the agent runs: the server may push a call as soon as the agent is
         # registered, before its capabilities are in the local registry (after on_start).
         self.started = anyio.Event()
 
     async def __call__(self, request: ToolCallRequest) -> ToolCallOutcome:
-        await self.started.wait()  # the caller's deadline (a cancel_tool_call) bounds it
+        if not self.started.is_set():  # (waiting on a set anyio.Event still yields a loop pass)
+            await self.started.wait()  # the caller's deadline (a cancel_tool_call) bounds it
         if self._deadline is not None:
             message = f"agent {self._agent_id} is stopping: it takes no new calls"
             return ToolCallOutcome(
@@ -407,14 +409,13 @@ class _DrainingCalls:
                 error=ToolErrorInfo(code="AGENT_STOPPING", message=message),
             )
         self._running += 1
-        if self._running == 1:
-            self._idle = anyio.Event()
         try:
             return await self._serve(request)
         finally:
             self._running -= 1
-            if not self._running:
+            if not self._running and self._idle is not None:
                 self._idle.set()
+                self._idle = None
 
     def drain(self, grace: float) -> None:
         """Refuse new calls from now on; :meth:`wait_idle` waits up to ``grace`` from now."""
@@ -427,7 +428,10 @@ class _DrainingCalls:
             return
         with anyio.CancelScope(shield=True):
             with anyio.move_on_after(max(0.0, self._deadline - anyio.current_time())):
-                await self._idle.wait()
+                if self._running:
+                    if self._idle is None:
+                        self._idle = anyio.Event()
+                    await self._idle.wait()
             if self._running:
                 log.warning(
                     "agent %s: %d capability call(s) still running after the grace: cancelled",

@@ -407,7 +407,7 @@ class ToolRegistry:
 
     async def _call(self, entry: _Entry, arguments: ToolArguments, limit: float) -> Any:
         with anyio.CancelScope(deadline=anyio.current_time() + limit) as scope:
-            checked = await _validated(entry, arguments, scope.deadline)
+            checked = await _validated(entry, arguments, scope.deadline, limit)
             if checked is None:
                 raise ToolTimeout(limit, tool=entry.name)
             try:
@@ -451,17 +451,28 @@ _validation_threads: Final[RunVar[anyio.CapacityLimiter]] = RunVar("_validation_
 
 
 async def _validated(
-    entry: _Entry, arguments: ToolArguments, deadline: float
+    entry: _Entry, arguments: ToolArguments, deadline: float, remaining: float
 ) -> dict[str, Any] | None:
     """``entry.validate(arguments)``, or ``None`` when the ``deadline`` (loop clock) passed.
 
-    Small arguments get a millisecond on the event loop; anything longer runs in a worker
-    thread, so a large argument or a slow schema keeps one thread busy, never the loop.
-    Cancelling the caller (its deadline included) returns at once; the thread left behind stops
-    at its next keyword, since its budget is abandoned.
+    ``remaining`` is the time left until ``deadline`` (the caller just set it). Small arguments
+    get a millisecond on the event loop; anything longer runs in a worker thread, so a large
+    argument or a slow schema keeps one thread busy, never the loop. Cancelling the caller (its
+    deadline included) returns at once; the thread left behind stops at its next keyword, since
+    its budget is abandoned.
     """
+    if (
+        entry.self_checked
+        and isinstance(arguments, str | bytes)
+        and len(arguments) <= _INLINE_BYTES
+        and not _may_nest_deeper(arguments)
+    ):
+        # No schema is applied (the tool checks its arguments itself, decided once when it
+        # was registered) and the text is small and too shallow for the depth walk: all that
+        # runs is msgspec's decoding of at most _INLINE_BYTES, in C, in time linear in them.
+        # Nothing to stop half-way, so no budget to set up (most calls over the bridge).
+        return entry.validate(arguments)
     if isinstance(arguments, Mapping) or len(arguments) <= _INLINE_BYTES:
-        remaining = deadline - anyio.current_time()
         try:
             return Budget(min(remaining, _INLINE_SECONDS)).run(entry.validate, arguments)
         except OutOfBudget:

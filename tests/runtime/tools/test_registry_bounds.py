@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import anyio
@@ -274,3 +275,54 @@ async def test_a_schema_whose_references_loop_is_a_typed_error() -> None:
     tools = registry_with({"type": "object", "$ref": "#"})
     with pytest.raises(InvalidToolSchema, match="loop without end"):
         await tools.call("t.tool", {})
+
+
+class _SelfChecked:
+    """A tool that checks its arguments itself (as an ``@capability`` does): the registry
+    applies no schema to them."""
+
+    name = "t.self"
+    description = "d"
+    parameters_schema: dict[str, Any] = {"type": "object"}  # noqa: RUF012 - read only
+    validates_arguments = True
+
+    async def call(self, arguments: Mapping[str, Any]) -> Any:
+        return dict(arguments)
+
+
+async def test_a_tool_that_checks_itself_still_gets_every_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from loom.runtime.tools import _registry
+
+    tools = ToolRegistry()
+    tools.register(_SelfChecked())
+    budgets: list[float] = []
+
+    class Counted(_validator.Budget):
+        def __init__(self, seconds: float) -> None:
+            budgets.append(seconds)
+            super().__init__(seconds)
+
+    monkeypatch.setattr(_registry, "Budget", Counted)
+    # Small, shallow text (every call over the bridge): decoded in C, no budget to set up.
+    assert await tools.call("t.self", '{"x": [1, {"y": 2}]}') == {"x": [1, {"y": 2}]}
+    assert await tools.call("t.self", b'{"x": 1}') == {"x": 1}
+    assert budgets == []
+    # What could run long still runs under the budget, and every bound still holds.
+    deep = "[" * 65 + "]" * 65
+    refusals: list[tuple[str | bytes | dict[str, Any], str]] = [
+        ('{"x": ' + deep + "}", "nested more than 64 deep"),
+        ('{"x": "' + "y" * MAX_ARGUMENT_BYTES + '"}', f"the {MAX_ARGUMENT_BYTES} allowed"),
+        ('{"x": ', "not valid JSON"),
+        ("[1]", "expected a JSON object"),
+        ({"x": ["y"] * (MAX_ARGUMENT_BYTES // 4)}, f"the {MAX_ARGUMENT_BYTES} allowed"),
+    ]
+    for arguments, message in refusals:
+        with pytest.raises(InvalidToolArguments, match=message):
+            await tools.call("t.self", arguments)
+    # The deep text and the decoded mapping got the inline millisecond, the long text a worker
+    # thread with the call's timeout; the two small malformed texts were refused without one.
+    assert len(budgets) == 3
+    assert sorted(budgets)[:2] == [0.001, 0.001]
+    assert budgets[1] > 1
