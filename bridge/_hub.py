@@ -346,11 +346,26 @@ class Hub:
             )
         holder.ended_at = None
 
-    def stream_ended(self, agent_id: str) -> None:
-        """Start the liveness window of a held id whose stream ended."""
+    def stream_ended(self, agent_id: str, *, final: bool = False) -> None:
+        """Start the liveness window of a held id whose stream ended; with ``final`` (its
+        agent reported that it stopped or failed for good) free the id at once instead: no
+        one is coming back for it, and a process started again should not wait."""
         holder = self.holders.get(agent_id)
-        if holder is not None:
+        if holder is None:
+            return
+        if final:
+            del self.holders[agent_id]
+        else:
             holder.ended_at = anyio.current_time()
+
+    def held_for(self, agent_id: str) -> float | None:
+        """Seconds until a held id whose stream ended is free again; ``None`` if it is not
+        held that way (free, or its stream is open)."""
+        holder = self.holders.get(agent_id)
+        if holder is None or not holder.held or holder.ended_at is None:
+            return None
+        left = holder.ended_at + self.runtime.stale_after_s - anyio.current_time()
+        return left if left > 0 else None
 
     async def release(self, agent_id: str, *, grace_s: float = 5.0) -> tuple[bool, bool]:
         """Forget ``agent_id``'s registration and secret, ending its stream if open (waiting

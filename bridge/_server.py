@@ -8,6 +8,7 @@ limits, status codes).
 from __future__ import annotations
 
 import logging
+import math
 import socket
 from types import TracebackType
 from typing import Any, cast
@@ -54,7 +55,7 @@ from ._server_session import Session
 from ._server_status import ServerService
 from ._services import EventBusService, ToolService
 from ._status import status_of
-from ._wire_types import SECRET_METADATA, VALIDATES_KEY
+from ._wire_types import HELD_METADATA, SECRET_METADATA, VALIDATES_KEY
 
 __all__ = ["BridgeServer", "ServerStatistics"]
 
@@ -97,7 +98,12 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
             secret = self.hub.register(reg, _secret(context))
         except (InvalidArgument, WireError, LimitExceeded, AgentExists, WrongAgent) as exc:
             log.info("agent %s refused: %s", request.agent_id, exc)
-            await context.abort(status_of(exc), str(exc))
+            trailer: tuple[tuple[str, str], ...] = ()
+            held = self.hub.held_for(request.agent_id) if isinstance(exc, WrongAgent) else None
+            if held is not None:
+                # When the id is free again, so a new process of the agent can wait for it.
+                trailer = ((HELD_METADATA, str(math.ceil(held * 1000))),)
+            await context.abort(status_of(exc), str(exc), trailing_metadata=trailer)
         log.info(
             "agent %s registered (%d topics, %d tools)",
             reg.agent_id,

@@ -319,7 +319,7 @@ class Session:
         self._lose_flight()
         if self.hub.sessions.get(self.agent_id) is self:
             del self.hub.sessions[self.agent_id]
-            self.hub.stream_ended(self.agent_id)
+            self.hub.stream_ended(self.agent_id, final=self.remote.released)
         try:
             await self.remote.detach(reason)
         finally:

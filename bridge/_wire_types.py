@@ -16,6 +16,7 @@ import msgspec
 from loom.runtime import QoS
 
 __all__ = [
+    "HELD_METADATA",
     "QOS_KEY",
     "SECRET_METADATA",
     "VALIDATES_KEY",
@@ -30,6 +31,10 @@ __all__ = [
 SECRET_METADATA: Final = "loom-agent-secret"
 """The call metadata in which a client shows its registration secret (``RegisterAgent``,
 ``EventStream``): ``AgentRegisterResponse.registration_secret`` of its latest registration."""
+HELD_METADATA: Final = "loom-agent-held-ms"
+"""The trailing metadata of a ``RegisterAgent`` refused ``PERMISSION_DENIED`` because the id is
+held for a client whose stream ended: in how many milliseconds the server frees the id (the
+rest of its liveness window). A client without the secret may wait that long and try again."""
 QOS_KEY: Final = "loom.qos"
 """``AgentRegisterRequest.metadata`` key: the tier of the agent's server-side subscriptions
 (its mailbox and registered topics), ``"realtime"``, ``"batched"`` or ``"background"``;

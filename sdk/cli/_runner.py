@@ -91,6 +91,8 @@ class RunConfig(msgspec.Struct, frozen=True, kw_only=True):
         grace: seconds a stopping agent gives its handler and capability calls in progress
             (it is killed if still running 2 s after that).
         connect_timeout: seconds an agent retries its first connection (``None``: forever).
+        id_wait: seconds an agent waits for its id while a live connection has it
+            (``ClientOptions.id_wait``).
         backoff: delays between restarts of a crashing agent.
         stable_after: seconds after which a running agent's past failures are forgotten.
         log_level: the agents' log level (their log goes to stderr, prefixed).
@@ -106,6 +108,7 @@ class RunConfig(msgspec.Struct, frozen=True, kw_only=True):
     port: int = 0
     grace: float = 5.0
     connect_timeout: float | None = None
+    id_wait: float = 30.0
     backoff: Backoff = msgspec.field(
         default_factory=lambda: Backoff(initial=0.2, maximum=10.0, multiplier=2.0, jitter=0.3)
     )
@@ -360,6 +363,7 @@ async def _supervise_all(
         traceback=config.traceback,
         grace=config.grace,
         connect_timeout=config.connect_timeout,
+        id_wait=config.id_wait,
     )
     supervisor = _Supervisor(config, host, output)
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
