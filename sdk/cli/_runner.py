@@ -179,8 +179,9 @@ def _stamp() -> str:
 class _Output:
     """Where ``loom run``'s lines go, text or JSON: an agent's, prefixed, and its own notes."""
 
-    def __init__(self, log_format: str) -> None:
+    def __init__(self, log_format: str, log_level: str = "info") -> None:
         self.json = log_format == "json"
+        self.debug = log_level == "debug"
 
     def line(self, agent_id: str, raw: bytes, out: TextIO, stream: str) -> None:
         text = raw.decode(errors="replace").rstrip("\r\n")
@@ -200,7 +201,9 @@ class _Output:
         self._write(out, json.dumps(record))
 
     def note(self, text: str, agent_id: str = "", *, level: str = "INFO") -> None:
-        """A line of the supervisor's own, on stderr."""
+        """A line of the supervisor's own, on stderr (a ``DEBUG`` one only at debug)."""
+        if level == "DEBUG" and not self.debug:
+            return
         if self.json:
             record: dict[str, object] = {"ts": _stamp(), "level": level, "logger": "loom.run"}
             if agent_id:
@@ -298,6 +301,7 @@ class _Supervisor:
         assert process.stdin is not None
         assert process.stdout is not None
         assert process.stderr is not None
+        self.output.note(f"started {agent.file} (pid {process.pid})", agent.id, level="DEBUG")
         relays_done = [anyio.Event(), anyio.Event()]
 
         async def relay(
@@ -398,7 +402,7 @@ async def run(config: RunConfig) -> int:
     """
     agents = await discover(config.paths)
     names = ", ".join(a.id for a in agents)
-    output = _Output(config.log_format)
+    output = _Output(config.log_format, config.log_level)
     if not config.embedded:
         output.note(f"{names} -> {config.address}")
         return 0 if await _supervise_all(config, agents, config.address, output) else 1
