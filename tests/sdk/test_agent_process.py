@@ -10,6 +10,7 @@ import re
 import signal
 from pathlib import Path
 
+import anyio
 import pytest
 
 from ._cli_support import (
@@ -134,7 +135,10 @@ async def test_signals_while_connected_and_while_reconnecting(tmp_path: Path) ->
                 r"reconnecting in \d+\.\d s$"
             )
             await agent.wait_for("retrying in")
+            # At once: not the grace (5 s) spent waiting for a server that is not there.
+            started = anyio.current_time()
             assert await agent.stop(signal.SIGINT) == 0
+            assert anyio.current_time() - started < 3.5
         _assert_clean(agent.output)
         assert server.count(r"agent upperer disconnected") == 2  # each disconnect, once
 
