@@ -108,6 +108,7 @@ from ._status import error_from_outcome
 from ._wire_types import (
     HELD_METADATA,
     QOS_KEY,
+    RESTARTS_KEY,
     SECRET_METADATA,
     ToolCallOutcome,
     ToolCallRequest,
@@ -548,16 +549,18 @@ class BridgeClient:
         stub = self._stub
         assert stub is not None
         reg = self.registration
+        # The tier and the process's restarts ride in the metadata: the request's fields are
+        # the original wire's.
+        metadata = reg.metadata
+        if reg.qos is not QoS.BATCHED:
+            metadata = {**metadata, QOS_KEY: reg.qos.name.lower()}
+        if self.options.process_restarts:
+            metadata = {**metadata, RESTARTS_KEY: str(self.options.process_restarts)}
         request = bridge_pb2.AgentRegisterRequest(
             agent_id=reg.agent_id,
             subscribed_topics=self._topics,
             tools=self._tools_pb,
-            # The tier rides in the metadata: the request's fields are the original wire's.
-            metadata=(
-                reg.metadata
-                if reg.qos is QoS.BATCHED
-                else {**reg.metadata, QOS_KEY: reg.qos.name.lower()}
-            ),
+            metadata=metadata,
         )
         response = await unary(
             stub.RegisterAgent(

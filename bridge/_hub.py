@@ -28,7 +28,7 @@ from ._convert import tool_descriptor_from_proto
 from ._errors import LimitExceeded, WrongAgent
 from ._identity import Principal
 from ._limits import Limits
-from ._wire_types import QOS_KEY, SECRET_METADATA, ToolDescriptor
+from ._wire_types import QOS_KEY, RESTARTS_KEY, SECRET_METADATA, ToolDescriptor
 
 if TYPE_CHECKING:
     from ._server_session import Session
@@ -243,6 +243,7 @@ class Hub:
         self.calls: dict[str, Session] = {}
         self.streams: set[anyio.CancelScope] = set()  # EventBus.Subscribe calls
         self.holders: dict[str, Holder] = {}
+        self.process_restarts: dict[str, int] = {}  # RESTARTS_KEY last seen, by agent id
         self.closing = False
         self.bind_agent_ids = False  # TLSConfig.bind_agent_ids
         self.admin_token: str | None = None
@@ -312,6 +313,19 @@ class Hub:
             secret = secrets.token_urlsafe(24)
         self.holders[agent_id] = Holder(secret, held=False)
         return secret
+
+    def count_process_restarts(self, agent_id: str, reg: Registration) -> None:
+        """A new process of the agent, as its supervisor numbers them (``RESTARTS_KEY``):
+        each restart not seen yet counts among the agent's restarts in the directory (before
+        it attaches, which keeps the count). A ``0`` is a new supervisor: it counts afresh."""
+        text = reg.metadata.get(RESTARTS_KEY, "0")
+        number = int(text) if text.isdigit() else 0
+        seen = self.process_restarts.get(agent_id, 0)
+        directory = self.runtime.directory
+        if number > seen and agent_id in directory:
+            for _ in range(number - seen):
+                directory.count_restart(agent_id)
+        self.process_restarts[agent_id] = number
 
     def routable(self, topic: str) -> bool:
         """Whether an event published on ``topic`` now would reach a subscription here (an

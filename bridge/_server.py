@@ -205,6 +205,7 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
         if agent_id in hub.sessions:
             raise AgentExists(agent_id, "another stream is open for it")
         hub.admit_stream(agent_id, _secret(context))
+        hub.count_process_restarts(agent_id, reg)
         remote = await hub.runtime.attach_remote(
             agent_id, metadata=reg.metadata, qos=reg.qos, tool_timeout_s=hub.limits.tool_timeout_s
         )

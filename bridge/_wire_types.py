@@ -18,6 +18,7 @@ from loom.runtime import QoS
 __all__ = [
     "HELD_METADATA",
     "QOS_KEY",
+    "RESTARTS_KEY",
     "SECRET_METADATA",
     "VALIDATES_KEY",
     "ProviderKind",
@@ -39,6 +40,12 @@ QOS_KEY: Final = "loom.qos"
 """``AgentRegisterRequest.metadata`` key: the tier of the agent's server-side subscriptions
 (its mailbox and registered topics), ``"realtime"``, ``"batched"`` or ``"background"``;
 absent: batched (what an old client gets)."""
+
+RESTARTS_KEY: Final = "loom.process_restarts"
+"""``AgentRegisterRequest.metadata`` key: how often the supervisor of the agent's process
+(``loom run``) has started it again after it ended (``"2"``: this is its third process). The
+server counts each one it has not seen yet among the agent's restarts (``loom agents``), on top
+of those its own runtime reports; absent: ``0``."""
 
 VALIDATES_KEY: Final = "loom.validates_arguments"
 """``ToolDescriptor.metadata`` key: ``"true"`` when the declaring agent checks every call's

@@ -77,6 +77,8 @@ class HostConfig(msgspec.Struct, frozen=True, kw_only=True):
         connect_timeout: seconds the first connection is retried (``None``: forever).
         id_wait: seconds the first connection waits for the agent's id while a live
             connection has it (``ClientOptions.id_wait``).
+        restarts: how often the supervisor has started this agent again after its process
+            ended (``ClientOptions.process_restarts``: ``loom agents`` counts them).
         secret: the agent's registration secret, the same for every process the supervisor
             starts for it, so a restarted one takes the agent's id back at once.
     """
@@ -90,6 +92,7 @@ class HostConfig(msgspec.Struct, frozen=True, kw_only=True):
     grace: float = 5.0
     connect_timeout: float | None = None
     id_wait: float = 30.0
+    restarts: int = 0
     secret: str | None = None
 
 
@@ -174,6 +177,7 @@ async def _host(agent: Agent, config: HostConfig) -> int:
         connect_timeout=math.inf if config.connect_timeout is None else config.connect_timeout,
         registration_secret=config.secret,
         id_wait=config.id_wait,
+        process_restarts=config.restarts,
     )
     ended = Ended(status=AgentStatus.STOPPED)
     async with anyio.create_task_group() as tg:

@@ -266,9 +266,10 @@ class _Supervisor:
         # One registration secret per agent, shown by each of its processes: a restarted
         # process takes the agent's id back, which the server holds for the secret's owner.
         host = msgspec.structs.replace(self.host, secret=secrets.token_urlsafe(32))
-        line = msgspec.json.encode(host) + b"\n"
         while not self.stopping.is_set():
             started = anyio.current_time()
+            # Each process says how many came before it: the server counts the restarts.
+            line = msgspec.json.encode(msgspec.structs.replace(host, restarts=restarts)) + b"\n"
             code = await self._run_once(agent, line)
             if self.stopping.is_set():
                 return
