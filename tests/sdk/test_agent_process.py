@@ -331,6 +331,29 @@ async def test_a_call_waits_for_its_restarting_provider(tmp_path: Path) -> None:
                 assert await again.stop() == 0
 
 
+async def test_a_call_cut_by_a_server_stop_says_so(tmp_path: Path) -> None:
+    # Before: "cannot connect to ...: Cancelling all calls (is `loom serve` running there?)"
+    # for a call the server had taken and then dropped as it shut down.
+    path = _agent_file(tmp_path)
+    async with loom_serve(tmp_path, "--drain-grace", "0.5", "--log-level", "debug") as (
+        server,
+        address,
+    ):
+        env = clean_env(LOOM_BRIDGE_ADDR=address)
+        async with running_argv([*PYTHON, str(path)], cwd=tmp_path, env=env) as agent:
+            await agent.wait_for("connected to .* as upperer$")
+            agent.process.kill()
+            await agent.wait()
+        call_args = ["call", "text.upper", '{"text": "x"}', "-a", address, "--timeout", "20"]
+        async with running(*call_args, cwd=tmp_path) as call:
+            await server.wait_for("tool text.upper: no provider running; waiting up to 20 s")
+            assert await server.stop(signal.SIGTERM) == 0
+            assert await call.wait() == 1
+        assert call.lines == [
+            f"loom call: ToolService.Call: {address} shut down before answering"
+        ], call.output
+
+
 async def test_the_default_address_is_127_0_0_1_50051(tmp_path: Path) -> None:
     async with running_argv(
         [*PYTHON, str(_agent_file(tmp_path))], cwd=tmp_path, env=clean_env()
