@@ -58,7 +58,7 @@ from ._convert import (
     tool_result_from_proto,
 )
 from ._directory_service import agent_info_from_proto
-from ._errors import ConnectFailed
+from ._errors import ConnectFailed, ConnectionLost
 from ._server_status import ServerStatus, server_status_from_proto
 from ._status import error_from_status
 from ._wire_types import ToolCallOutcome, ToolCallRequest, ToolDescriptor
@@ -181,6 +181,10 @@ class AdminClient:
         code = exc.code()
         details = exc.details() or ""
         if code is grpc.StatusCode.UNAVAILABLE:
+            if "Cancelling all calls" in details:
+                # grpc's words for a server that shut down while the call was in progress:
+                # it was reached, so "cannot connect" would send the user looking elsewhere.
+                return ConnectionLost(f"{what}: {self.address} shut down before answering")
             return ConnectFailed(self.address, rpc_text(exc), code=code.name)
         if code is grpc.StatusCode.DEADLINE_EXCEEDED:
             return DeadlineExceeded(f"{what}: {self.address} did not answer within {timeout:g} s")

@@ -77,9 +77,16 @@ async def run_tool_call(
     outcome = await _run(runtime, request, deadline_s)
     took = (anyio.current_time() - start) * 1000
     how = outcome.status.name
-    if outcome.error is not None and outcome.error.code != how:
-        how = f"{how} {outcome.error.code}"
-    log.debug("tool call %s (%s): %s in %.1f ms", request.name, outcome.id, how, took)
+    why = ""
+    if outcome.error is not None:
+        if outcome.error.code != how:
+            how = f"{how} {outcome.error.code}"
+        # Which limit, which timeout, what failed: the message without what the line says
+        # already (the tool's name, the code).
+        message = outcome.error.message.removeprefix(f"{request.name}: ")
+        message = message.removeprefix("failed: ").removeprefix(f"{outcome.error.code}: ")
+        why = f": {message}"
+    log.debug("tool call %s (%s): %s in %.1f ms%s", request.name, outcome.id, how, took, why)
     return outcome
 
 

@@ -105,11 +105,13 @@ from ._convert import (
 from ._errors import ClientClosed, ConnectFailed, ConnectionLost, RegistrationRefused
 from ._lane import Lane
 from ._llm_client import ServerLLM
-from ._reconnect import ConnectionStatus, Reconnector, StateListener
+from ._reconnect import ConnectionStatus, Reconnector, StateListener, Wait
 from ._reports import FINAL, Report, dead_letter_to_proto, report_to_proto
 from ._status import error_from_outcome
 from ._wire_types import (
+    HELD_METADATA,
     QOS_KEY,
+    RESTARTS_KEY,
     SECRET_METADATA,
     ToolCallOutcome,
     ToolCallRequest,
@@ -151,6 +153,22 @@ _FATAL = frozenset(
         grpc.StatusCode.INVALID_ARGUMENT,
     }
 )
+
+
+def _held_ms(exc: grpc.aio.AioRpcError) -> int | None:
+    """In how many milliseconds the server frees a held id (``HELD_METADATA``), if it says."""
+    for key, value in exc.trailing_metadata() or ():
+        if key == HELD_METADATA:
+            try:
+                return max(0, int(value))
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def _clock(seconds_from_now: float) -> str:
+    """The wall-clock time (local, ``HH:MM:SS``) that many seconds from now, for a log line."""
+    return time.strftime("%H:%M:%S", time.localtime(time.time() + seconds_from_now))
 
 
 def describe_failure(exc: Exception) -> str:
@@ -291,6 +309,9 @@ class BridgeClient:
         self._closing = False
         self._fatal: Exception | None = None
         self._last_exc: Exception | None = None
+        # Since when the first connection has found the agent's id taken by a live connection
+        # (ALREADY_EXISTS), so the wait for it is bounded by options.id_wait.
+        self._taken_since: float | None = None
         self._counters = Counters()  # written by the sessions; see statistics()
         # The latest registration's secret (AgentRegisterResponse.registration_secret): shown
         # on the stream and on the next RegisterAgent, so that across reconnects this client,
@@ -498,12 +519,15 @@ class BridgeClient:
 
     async def _run(self) -> None:
         try:
-            await self._reconnector.run(self._attempt, fatal=self._is_fatal)
+            await self._reconnector.run(self._attempt, fatal=self._is_fatal, wait=self._wait)
         except Exception as exc:
             # A gRPC status that no retry can fix is raised to the user as a Loom error
             # (one line), never as grpc's multi-line repr.
             if isinstance(exc, grpc.aio.AioRpcError):
-                exc = ConnectFailed(self.address, rpc_text(exc), code=exc.code().name)
+                reason = rpc_text(exc)
+                if exc.code() is grpc.StatusCode.ALREADY_EXISTS:
+                    reason = f"{reason} (still, after waiting {self.options.id_wait:g} s)"
+                exc = ConnectFailed(self.address, reason, code=exc.code().name)
             self._fatal = exc
             # Not logged at WARNING: whoever awaits the client gets it raised and says it.
             log.debug("bridge client for %s stopped: %s", self.registration.agent_id, exc)
@@ -511,25 +535,65 @@ class BridgeClient:
     def _is_fatal(self, exc: Exception, ever_connected: bool) -> bool:
         self._last_exc = exc
         if isinstance(exc, grpc.aio.AioRpcError):
-            return exc.code() in _FATAL
+            code = exc.code()
+            if code is grpc.StatusCode.ALREADY_EXISTS and not ever_connected:
+                # The id is taken by a live connection: another process of this agent, or the
+                # previous one, which the server has not yet seen go. Waited for, within bounds;
+                # after a reconnect it is always the latter, and retried as long as it takes.
+                now = anyio.current_time()
+                if self._taken_since is None:
+                    self._taken_since = now
+                return now - self._taken_since >= self.options.id_wait
+            self._taken_since = None
+            if code is grpc.StatusCode.PERMISSION_DENIED and _held_ms(exc) is not None:
+                return False  # held for a connection that ended: free at a time the server says
+            return code in _FATAL
+        self._taken_since = None
         # A refusal on first contact is an answer (a taken id, a bad declaration); after a
         # restart it is usually the server not yet having noticed our old stream end.
         return isinstance(exc, RegistrationRefused) and not ever_connected
+
+    def _wait(self, exc: Exception) -> Wait | None:
+        """The failures of a first connection that are the agent's id not released yet: one
+        log line saying until when the next attempts wait (see :meth:`_is_fatal`)."""
+        if not isinstance(exc, grpc.aio.AioRpcError):
+            return None
+        agent_id = self.registration.agent_id
+        held = _held_ms(exc)
+        if exc.code() is grpc.StatusCode.PERMISSION_DENIED and held is not None:
+            # A little after the server's time: it frees the id once the window has passed.
+            delay = held / 1000 + 0.2
+            return Wait(
+                kind="held",
+                delay=delay,
+                line=f"agent id {agent_id!r} is still held for its previous connection; "
+                f"waiting until {_clock(delay)} for the server to release it",
+            )
+        if exc.code() is grpc.StatusCode.ALREADY_EXISTS and self._taken_since is not None:
+            left = self._taken_since + self.options.id_wait - anyio.current_time()
+            return Wait(
+                kind="taken",
+                line=f"agent id {agent_id!r} is taken by a live connection; waiting until "
+                f"{_clock(left)} for it to be released (ClientOptions.id_wait)",
+            )
+        return None
 
     async def _attempt(self, connected: Callable[[], None]) -> None:
         stub = self._stub
         assert stub is not None
         reg = self.registration
+        # The tier and the process's restarts ride in the metadata: the request's fields are
+        # the original wire's.
+        metadata = reg.metadata
+        if reg.qos is not QoS.BATCHED:
+            metadata = {**metadata, QOS_KEY: reg.qos.name.lower()}
+        if self.options.process_restarts:
+            metadata = {**metadata, RESTARTS_KEY: str(self.options.process_restarts)}
         request = bridge_pb2.AgentRegisterRequest(
             agent_id=reg.agent_id,
             subscribed_topics=self._topics,
             tools=self._tools_pb,
-            # The tier rides in the metadata: the request's fields are the original wire's.
-            metadata=(
-                reg.metadata
-                if reg.qos is QoS.BATCHED
-                else {**reg.metadata, QOS_KEY: reg.qos.name.lower()}
-            ),
+            metadata=metadata,
         )
         response = await unary(
             stub.RegisterAgent(

@@ -88,6 +88,16 @@ class ClientOptions(msgspec.Struct, frozen=True, kw_only=True):
             random characters), which the server adopts while nobody holds the id. A
             supervisor that restarts the agent's process gives each new process the same one,
             so the new process takes the id back at once. ``None``: the server makes one.
+        id_wait: how long a first connection waits while the agent's id is taken by a live
+            connection (``ALREADY_EXISTS``: another process of the agent, or its previous one,
+            which the server has not yet seen go) before the refusal is final
+            (``ConnectFailed``, code ``ALREADY_EXISTS``; an agent process then exits 3). An id
+            the server still holds for a connection that ended (``PERMISSION_DENIED`` with
+            the time the server frees it) is waited for until that time, whatever this says.
+        process_restarts: how often the supervisor of this process (``loom run``) has
+            started the agent again after its process ended; the server counts them among
+            the agent's restarts (``loom agents``). Sent as the ``loom.process_restarts``
+            metadata key.
     """
 
     connect_timeout: float = 10.0
@@ -106,6 +116,8 @@ class ClientOptions(msgspec.Struct, frozen=True, kw_only=True):
     backoff: Backoff = msgspec.field(default_factory=Backoff)
     close_grace: float = 5.0
     registration_secret: str | None = None
+    id_wait: float = 30.0
+    process_restarts: int = 0
 
     def __post_init__(self) -> None:
         for name in ("connect_timeout", "rpc_timeout", "tool_deadline", "heartbeat_interval"):
@@ -118,6 +130,10 @@ class ClientOptions(msgspec.Struct, frozen=True, kw_only=True):
         for name in (*names, "max_buffer_bytes"):
             if getattr(self, name) < 1:
                 raise InvalidArgument(f"ClientOptions.{name} must be >= 1")
+        if self.process_restarts < 0:
+            raise InvalidArgument("ClientOptions.process_restarts must be >= 0")
+        if not (self.id_wait >= 0 and math.isfinite(self.id_wait)):
+            raise InvalidArgument(f"ClientOptions.id_wait must be >= 0, not {self.id_wait!r}")
         if self.publish_window < 0 or self.close_grace < 0 or self.delivery_window < 0:
             raise InvalidArgument("publish_window, delivery_window and close_grace must be >= 0")
 

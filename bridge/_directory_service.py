@@ -7,6 +7,7 @@ same struct by :func:`agent_info_from_proto` on the client side.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any, Final
 
 import grpc
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from ._hub import Hub
 
 __all__ = ["DirectoryService", "agent_info_from_proto", "agent_info_to_proto"]
+
+log = logging.getLogger("loom.bridge")
 
 _Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -107,4 +110,10 @@ class DirectoryService(directory_pb2_grpc.DirectoryServicer):
             )
             await context.abort(status_of(error), str(error))
         released, was_connected = await hub.release(request.agent_id)
+        log.info(
+            "agent %s %s by the operator%s",
+            request.agent_id,
+            "released" if released else "not registered: nothing released",
+            " (its open stream ended)" if was_connected else "",
+        )
         return directory_pb2.ReleaseAgentResponse(released=released, was_connected=was_connected)

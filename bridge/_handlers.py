@@ -108,9 +108,20 @@ class WarningThrottle:
                     message += f" ({suppressed} more like it not logged in the previous window)"
             if self._logged >= self._burst:
                 self._suppressed += 1
-                return
-            self._logged += 1
-        self._logger.warning("%s", message)
+                suppressed = True
+            else:
+                self._logged += 1
+                suppressed = False
+        if not suppressed:
+            self._logger.warning("%s", message)
+        elif self._logger.isEnabledFor(logging.DEBUG):
+            # Not a warning (a flood must not flood the log), but debug shows each one.
+            self._logger.debug(
+                "%s (rate-limited: over %d such warnings in %g s)",
+                message,
+                self._burst,
+                self._interval_s,
+            )
 
 
 class RequestGuard:

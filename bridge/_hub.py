@@ -28,7 +28,7 @@ from ._convert import tool_descriptor_from_proto
 from ._errors import LimitExceeded, WrongAgent
 from ._identity import Principal
 from ._limits import Limits
-from ._wire_types import QOS_KEY, SECRET_METADATA, ToolDescriptor
+from ._wire_types import QOS_KEY, RESTARTS_KEY, SECRET_METADATA, ToolDescriptor
 
 if TYPE_CHECKING:
     from ._server_session import Session
@@ -243,6 +243,7 @@ class Hub:
         self.calls: dict[str, Session] = {}
         self.streams: set[anyio.CancelScope] = set()  # EventBus.Subscribe calls
         self.holders: dict[str, Holder] = {}
+        self.process_restarts: dict[str, int] = {}  # RESTARTS_KEY last seen, by agent id
         self.closing = False
         self.bind_agent_ids = False  # TLSConfig.bind_agent_ids
         self.admin_token: str | None = None
@@ -313,6 +314,19 @@ class Hub:
         self.holders[agent_id] = Holder(secret, held=False)
         return secret
 
+    def count_process_restarts(self, agent_id: str, reg: Registration) -> None:
+        """A new process of the agent, as its supervisor numbers them (``RESTARTS_KEY``):
+        each restart not seen yet counts among the agent's restarts in the directory (before
+        it attaches, which keeps the count). A ``0`` is a new supervisor: it counts afresh."""
+        text = reg.metadata.get(RESTARTS_KEY, "0")
+        number = int(text) if text.isdigit() else 0
+        seen = self.process_restarts.get(agent_id, 0)
+        directory = self.runtime.directory
+        if number > seen and agent_id in directory:
+            for _ in range(number - seen):
+                directory.count_restart(agent_id)
+        self.process_restarts[agent_id] = number
+
     def routable(self, topic: str) -> bool:
         """Whether an event published on ``topic`` now would reach a subscription here (an
         invalid topic counts as routable: the bus refuses it, with its own error)."""
@@ -346,11 +360,26 @@ class Hub:
             )
         holder.ended_at = None
 
-    def stream_ended(self, agent_id: str) -> None:
-        """Start the liveness window of a held id whose stream ended."""
+    def stream_ended(self, agent_id: str, *, final: bool = False) -> None:
+        """Start the liveness window of a held id whose stream ended; with ``final`` (its
+        agent reported that it stopped or failed for good) free the id at once instead: no
+        one is coming back for it, and a process started again should not wait."""
         holder = self.holders.get(agent_id)
-        if holder is not None:
+        if holder is None:
+            return
+        if final:
+            del self.holders[agent_id]
+        else:
             holder.ended_at = anyio.current_time()
+
+    def held_for(self, agent_id: str) -> float | None:
+        """Seconds until a held id whose stream ended is free again; ``None`` if it is not
+        held that way (free, or its stream is open)."""
+        holder = self.holders.get(agent_id)
+        if holder is None or not holder.held or holder.ended_at is None:
+            return None
+        left = holder.ended_at + self.runtime.stale_after_s - anyio.current_time()
+        return left if left > 0 else None
 
     async def release(self, agent_id: str, *, grace_s: float = 5.0) -> tuple[bool, bool]:
         """Forget ``agent_id``'s registration and secret, ending its stream if open (waiting

@@ -24,7 +24,8 @@ The loop logs one line per change of state, on ``loom.bridge.client``: ``connect
 ``cannot connect to X: connection refused; retrying in 0.2 s`` (the same failure again is
 logged at DEBUG only), ``connected to X as ID``, ``connection to X lost: ...; reconnecting in
 0.1 s``, ``reconnected to X as ID``, ``disconnected from X``. A fatal error is not logged here:
-whoever gets it raised says it, once.
+whoever gets it raised says it, once. A failure that is a wait rather than a fault (the
+agent's id not yet released: see :class:`Wait`) is one line of its own, saying until when.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ __all__ = [
     "ReconnectStatistics",
     "Reconnector",
     "StateListener",
+    "Wait",
 ]
 
 log = logging.getLogger("loom.bridge.client")
@@ -124,6 +126,16 @@ class ReconnectStatistics(msgspec.Struct, frozen=True, kw_only=True):
     connects: int
     failures: int
     last_error: str
+
+
+class Wait(msgspec.Struct, frozen=True, kw_only=True):
+    """A failed attempt that is worth waiting out rather than a fault: the next attempt comes
+    after ``delay`` (``None``: the backoff's), and ``line`` is logged at WARNING instead of the
+    usual one, once per ``kind`` in a row (the tries after it at DEBUG)."""
+
+    kind: str
+    line: str
+    delay: float | None = None
 
 
 def _describe(exc: Exception) -> str:
@@ -219,6 +231,7 @@ class Reconnector:
         attempt: Callable[[Callable[[], None]], Awaitable[None]],
         *,
         fatal: Callable[[Exception, bool], bool],
+        wait: Callable[[Exception], Wait | None] | None = None,
     ) -> None:
         """Run ``attempt`` again and again until closed.
 
@@ -226,7 +239,8 @@ class Reconnector:
         ``connected()`` once the connection is established. Its return or its exception
         ends the connection; the loop then backs off and tries again. ``fatal(exc,
         ever_connected)`` says which exceptions end the loop instead: they enter ``CLOSED``
-        and propagate. Cancellation ends the loop as well (``CLOSED``).
+        and propagate. ``wait(exc)`` (asked of the others) may make one a :class:`Wait`.
+        Cancellation ends the loop as well (``CLOSED``).
         """
         if self._running:
             raise RuntimeError("Reconnector.run is already running")
@@ -239,6 +253,7 @@ class Reconnector:
             while self._status is not ConnectionStatus.CLOSED:
                 self._attempts += 1
                 established = False
+                waiting: Wait | None = None
 
                 def connected() -> None:
                     nonlocal established, ever, logged
@@ -260,13 +275,21 @@ class Reconnector:
                     if fatal(exc, ever):
                         self._last_error = reason
                         raise
+                    waiting = wait(exc) if wait is not None else None
                 if self.closed:
                     break
                 self._last_error = reason
                 self._failures = 1 if established else self._failures + 1
                 self._set(ConnectionStatus.RECONNECTING)
                 delay = self.backoff.delay(self._failures, rng=self._rng)
-                if established:
+                if waiting is not None and waiting.delay is not None:
+                    delay = waiting.delay
+                if waiting is not None and waiting.kind != logged:
+                    log.warning("%s", waiting.line)
+                    logged = waiting.kind
+                elif waiting is not None:
+                    log.debug("cannot connect to %s: %s; retrying in %.1f s", target, reason, delay)
+                elif established:
                     log.warning(
                         "connection to %s lost: %s; reconnecting in %.1f s", target, reason, delay
                     )

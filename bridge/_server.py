@@ -8,6 +8,7 @@ limits, status codes).
 from __future__ import annotations
 
 import logging
+import math
 import socket
 from collections.abc import Callable
 from types import TracebackType
@@ -58,7 +59,7 @@ from ._server_session import Session
 from ._server_status import NatsInfo, ServerService
 from ._services import EventBusService, ToolService
 from ._status import status_of
-from ._wire_types import SECRET_METADATA, VALIDATES_KEY
+from ._wire_types import HELD_METADATA, SECRET_METADATA, VALIDATES_KEY
 
 __all__ = ["BridgeServer", "ServerStatistics"]
 
@@ -103,7 +104,12 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
             secret = self.hub.register(reg, _secret(context))
         except (InvalidArgument, WireError, LimitExceeded, AgentExists, WrongAgent) as exc:
             log.info("agent %s refused: %s", request.agent_id, exc)
-            await context.abort(status_of(exc), str(exc))
+            trailer: tuple[tuple[str, str], ...] = ()
+            held = self.hub.held_for(request.agent_id) if isinstance(exc, WrongAgent) else None
+            if held is not None:
+                # When the id is free again, so a new process of the agent can wait for it.
+                trailer = ((HELD_METADATA, str(math.ceil(held * 1000))),)
+            await context.abort(status_of(exc), str(exc), trailing_metadata=trailer)
         log.info(
             "agent %s registered (%d topics, %d tools)",
             reg.agent_id,
@@ -205,6 +211,7 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
         if agent_id in hub.sessions:
             raise AgentExists(agent_id, "another stream is open for it")
         hub.admit_stream(agent_id, _secret(context))
+        hub.count_process_restarts(agent_id, reg)
         remote = await hub.runtime.attach_remote(
             agent_id, metadata=reg.metadata, qos=reg.qos, tool_timeout_s=hub.limits.tool_timeout_s
         )

@@ -317,7 +317,7 @@ class Session:
         self._lose_flight()
         if self.hub.sessions.get(self.agent_id) is self:
             del self.hub.sessions[self.agent_id]
-            self.hub.stream_ended(self.agent_id)
+            self.hub.stream_ended(self.agent_id, final=self.remote.released)
         try:
             await self.remote.detach(reason)
         finally:
@@ -521,7 +521,13 @@ class Session:
             event = authorize_publish(self.principal, topic, event)
         except WrongAgent as error:
             await self._queue(
-                _Publish(seq, credit=bool(seq), code=code_name(status_of(error)), reason=str(error))
+                _Publish(
+                    seq,
+                    topic,
+                    credit=bool(seq),
+                    code=code_name(status_of(error)),
+                    reason=str(error),
+                )
             )
             return
         if (
@@ -652,6 +658,15 @@ class Session:
                                 self._blocked = False
                     except (InvalidArgument, BusClosed) as exc:
                         item.code, item.reason = code_name(status_of(exc)), str(exc)
+                if item.code and log.isEnabledFor(logging.DEBUG):
+                    on = f" on {item.topic!r}" if item.topic else ""
+                    log.debug(
+                        "agent %s: publish%s rejected: %s: %s",
+                        self.agent_id,
+                        on,
+                        item.code,
+                        item.reason,
+                    )
                 if not item.seq:
                     if item.code:
                         await self._error(item.code, item.reason)
@@ -746,7 +761,15 @@ class Session:
                 buffer_size=req.buffer_size or None,
             )
         except (WireError, InvalidArgument, LimitExceeded, BusClosed, WrongAgent) as exc:
-            await self._send(result(False, code=code_name(status_of(exc)), reason=str(exc)))
+            code = code_name(status_of(exc))
+            log.debug(
+                "agent %s: subscription to %r refused: %s: %s",
+                self.agent_id,
+                req.pattern,
+                code,
+                exc,
+            )
+            await self._send(result(False, code=code, reason=str(exc)))
             return
         self.screen((req.pattern,))
         assert self._tg is not None

@@ -123,6 +123,15 @@ class EventBusService(bus_pb2_grpc.EventBusServicer):
                 topic, event = publish_from_proto(publish)
                 await bus.publish(topic, authorize_publish(principal, topic, event))
             except (WireError, InvalidArgument, BusClosed, WrongAgent) as exc:
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug(
+                        "EventBus.Publish from %s: publish %d on %r rejected: %s: %s",
+                        principal.describe(),
+                        position,
+                        publish.topic,
+                        status_of(exc).name,
+                        exc,
+                    )
                 rejections.append(
                     bridge_pb2.PublishRejection(
                         sequence=position, code=code_name(status_of(exc)), reason=str(exc)
@@ -160,6 +169,13 @@ class EventBusService(bus_pb2_grpc.EventBusServicer):
                 buffer_size=request.buffer_size or None,
             )
         except (WireError, InvalidArgument, LimitExceeded, BusClosed, WrongAgent) as exc:
+            log.debug(
+                "EventBus.Subscribe to %r from %s refused: %s: %s",
+                request.pattern,
+                principal.describe(),
+                status_of(exc).name,
+                exc,
+            )
             await context.abort(status_of(exc), str(exc))
         limit = limits.max_message_bytes - 64
         with anyio.CancelScope() as scope:

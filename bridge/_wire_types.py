@@ -16,7 +16,9 @@ import msgspec
 from loom.runtime import QoS
 
 __all__ = [
+    "HELD_METADATA",
     "QOS_KEY",
+    "RESTARTS_KEY",
     "SECRET_METADATA",
     "VALIDATES_KEY",
     "ProviderKind",
@@ -30,10 +32,20 @@ __all__ = [
 SECRET_METADATA: Final = "loom-agent-secret"
 """The call metadata in which a client shows its registration secret (``RegisterAgent``,
 ``EventStream``): ``AgentRegisterResponse.registration_secret`` of its latest registration."""
+HELD_METADATA: Final = "loom-agent-held-ms"
+"""The trailing metadata of a ``RegisterAgent`` refused ``PERMISSION_DENIED`` because the id is
+held for a client whose stream ended: in how many milliseconds the server frees the id (the
+rest of its liveness window). A client without the secret may wait that long and try again."""
 QOS_KEY: Final = "loom.qos"
 """``AgentRegisterRequest.metadata`` key: the tier of the agent's server-side subscriptions
 (its mailbox and registered topics), ``"realtime"``, ``"batched"`` or ``"background"``;
 absent: batched (what an old client gets)."""
+
+RESTARTS_KEY: Final = "loom.process_restarts"
+"""``AgentRegisterRequest.metadata`` key: how often the supervisor of the agent's process
+(``loom run``) has started it again after it ended (``"2"``: this is its third process). The
+server counts each one it has not seen yet among the agent's restarts (``loom agents``), on top
+of those its own runtime reports; absent: ``0``."""
 
 VALIDATES_KEY: Final = "loom.validates_arguments"
 """``ToolDescriptor.metadata`` key: ``"true"`` when the declaring agent checks every call's

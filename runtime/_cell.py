@@ -219,6 +219,8 @@ class Cell:
                 self._backoff = None
         finally:
             with anyio.CancelScope(shield=True):
+                # Not restarted again: a call waiting for its capabilities learns at once.
+                rt.directory.forget_capabilities(self.id)
                 await self._close_mailbox(final, reason)
                 await self.services.agent_ended(self, final, reason)
                 self._done = True
@@ -313,7 +315,11 @@ class Cell:
     def _unregister_tools(self) -> None:
         if self.registry is not None:
             self.registry = None
-            self.runtime.directory.set_capabilities(self.id, ())
+            # Withdrawn, not forgotten: the supervisor may start the agent again, and a call
+            # of its capabilities meanwhile waits for it (main() forgets them at the end).
+            directory = self.runtime.directory
+            if self.id in directory:
+                directory.withdraw_capabilities(self.id)
 
     # ------------------------------------------------------------------ the mailbox loop
 

@@ -125,8 +125,9 @@ class Directory:
         self._by_capability: dict[str, set[str]] = {}
         self._receivers = receivers
         self._changed: anyio.Event | None = None  # made by a waiter, set by the next change
-        # Capabilities of disconnected remote agents, until they return or are swept: a call
-        # of one waits for a provider instead of failing at once (AgentRuntime.call_tool).
+        # Capabilities of agents expected back (a remote agent disconnected, until it returns
+        # or is swept; a local one its supervisor is restarting, until it runs again or ends):
+        # a call of one waits for a provider instead of failing at once (AgentRuntime.call_tool).
         self._lapsed: dict[str, set[str]] = {}
 
     def _notify(self) -> None:
@@ -166,12 +167,19 @@ class Directory:
         self._notify()
 
     def withdraw_capabilities(self, agent_id: str) -> None:
-        """The agent (a remote one whose connection ended) offers nothing now, but is
-        expected back: its capabilities still count in :meth:`has_provider`."""
+        """The agent (a remote one whose connection ended, a local one between two instances)
+        offers nothing now, but is expected back: its capabilities still count in
+        :meth:`has_provider` until it offers them again or :meth:`forget_capabilities`."""
         entry = self._entries[agent_id]
         for name in entry.capabilities:
             self._lapsed.setdefault(name, set()).add(agent_id)
         self.set_capabilities(agent_id, ())
+
+    def forget_capabilities(self, agent_id: str) -> None:
+        """The agent is not coming back (it stopped or failed for good): what it offered
+        before no longer counts in :meth:`has_provider`, and waiting calls learn it."""
+        self._forget_lapsed(agent_id)
+        self._notify()
 
     def _forget_lapsed(self, agent_id: str) -> None:
         for name in [n for n, ids in self._lapsed.items() if agent_id in ids]:

@@ -433,7 +433,8 @@ class AgentRuntime:
         the runtime's registry.
 
         A capability whose every provider is known but not running (a remote agent that
-        disconnected and is expected back: ``Directory.has_provider``) is waited for, within
+        disconnected and is expected back, a local one its supervisor is restarting:
+        ``Directory.has_provider``) is waited for, within
         the call's timeout (``None``: the registry's default), rather than refused at once: a
         provider's restart is not a missing tool. What is left of the timeout then bounds the
         call itself.
@@ -448,11 +449,14 @@ class AgentRuntime:
             start = anyio.current_time()
             with anyio.move_on_after(limit):
                 while (info := self.directory.least_busy(name)) is None:
+                    if not self.directory.has_provider(name):
+                        break  # every provider ended for good: no need to wait on
                     await self.directory.wait_changed()
-            if info is None:
+            if info is None and self.directory.has_provider(name):
                 raise ToolTimeout(limit, tool=name)
             timeout = max(limit - (anyio.current_time() - start), 0.001)
-            log.debug("tool %s: a provider is back (%s)", name, info.id)
+            if info is not None:
+                log.debug("tool %s: a provider is back (%s)", name, info.id)
         if info is not None:
             registry = self._provider_registry(info.id)
             if registry is not None:
@@ -463,7 +467,7 @@ class AgentRuntime:
                     self.directory.add_in_flight(info.id, -1)
         if name in self.tools:
             return await self.tools.call(name, arguments, timeout=timeout)
-        # Also when every agent offering it is stopped or restarting: the directory says which.
+        # Also when every agent offering it stopped or failed for good (while the call waited).
         raise ToolNotFound(name)
 
     def describe_tool(

@@ -77,6 +77,27 @@ class _Factory:
         return self._agent.fresh()
 
 
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    """A duration in seconds from the environment (``default`` if unset or empty).
+
+    Raises:
+        SystemExit: (3) not a number of seconds >= 0, said in one log line first.
+    """
+    text = env.get(name) or ""
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (value >= 0 and value != float("inf")):
+        logging.getLogger("loom.agent").error(
+            "%s must be a number of seconds >= 0, not %r", name, text
+        )
+        raise SystemExit(3)
+    return value
+
+
 def _check_async(fn: Callable[..., object] | None, what: str) -> None:
     if fn is not None and not inspect.iscoroutinefunction(fn):
         name = getattr(fn, "__qualname__", repr(fn))
@@ -261,9 +282,11 @@ class Agent:
             token: the bearer token; default ``$LOOM_TOKEN`` (none if unset or empty).
             tls: ``True`` for TLS with the system's CAs, or a ``ClientTLS``.
             options: the connection's bounds and timeouts (``ClientOptions``); by default
-                its own, with ``connect_timeout`` infinite and ``registration_secret`` from
+                its own, with ``connect_timeout`` infinite, ``registration_secret`` from
                 ``$LOOM_AGENT_SECRET`` (without one, a process started again within the
-                server's hold of the id is refused with ``PERMISSION_DENIED``).
+                server's hold of the id waits until the server frees it, and says until
+                when) and ``id_wait`` from ``$LOOM_ID_WAIT`` (default 30 s: how long it waits
+                for its id while a live connection has it before exiting 3).
             environ: where the variables are read; ``os.environ`` when ``None``. This
                 method is the outermost layer: nothing below it reads the environment.
             log_level: ``debug``, ``info``, ``warning`` or ``error``; default
@@ -278,9 +301,10 @@ class Agent:
 
         Raises:
             SystemExit: the agent could not run: the reason is logged in one line first.
-                Code 1 when running it again may help (its id is taken, its ``on_start``
-                kept failing), 3 when it cannot (refused credentials, not permitted, a
-                malformed address); ``loom run`` restarts the first and not the second.
+                Code 1 when running it again may help (its ``on_start`` kept failing), 3
+                when it cannot (refused credentials, not permitted, its id taken by a live
+                connection past ``id_wait``, a malformed address); ``loom run`` restarts the
+                first and not the second.
         """
         import math
         import signal
@@ -306,7 +330,9 @@ class Agent:
             # $LOOM_AGENT_SECRET: the registration secret a supervisor (compose, systemd) gives
             # every process of this agent, so a restarted one takes its id back at once.
             options = ClientOptions(
-                connect_timeout=math.inf, registration_secret=env.get("LOOM_AGENT_SECRET") or None
+                connect_timeout=math.inf,
+                registration_secret=env.get("LOOM_AGENT_SECRET") or None,
+                id_wait=_seconds(env, "LOOM_ID_WAIT", 30.0),
             )
 
         async def main() -> Ended:

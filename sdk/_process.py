@@ -39,8 +39,9 @@ class Ended(msgspec.Struct, frozen=True, kw_only=True):
         status: how the agent ended, ``None`` when it could not run (``error`` says why).
         error: the error that ended it, in one line (``""`` if none).
         code: the process's exit code: 0 stopped (also by a signal), 1 failed (a restart may
-            help: it crashed, its id is taken, the server went away for good), 3 a restart
-            cannot help (refused credentials, not permitted, a wrong address or option).
+            help: it crashed, the server went away for good), 3 a restart cannot help (refused
+            credentials, not permitted, its id taken by a live connection past
+            ``ClientOptions.id_wait``, a wrong address or option).
     """
 
     status: AgentStatus | None
@@ -48,9 +49,10 @@ class Ended(msgspec.Struct, frozen=True, kw_only=True):
     code: int = 0
 
 
-# gRPC statuses of a refused connection that running the agent again would meet again.
+# gRPC statuses of a refused connection that running the agent again would meet again
+# (ALREADY_EXISTS: its id stayed taken by a live connection past ClientOptions.id_wait).
 _UNFIXABLE = frozenset(
-    {"UNAUTHENTICATED", "PERMISSION_DENIED", "INVALID_ARGUMENT", "UNIMPLEMENTED"}
+    {"UNAUTHENTICATED", "PERMISSION_DENIED", "INVALID_ARGUMENT", "UNIMPLEMENTED", "ALREADY_EXISTS"}
 )
 
 

@@ -85,6 +85,7 @@ from loom.bridge import (
     ClientOptions,
     ClientTLS,
     ClientTransport,
+    ConnectionStatus,
     ProviderKind,
     ServerLLM,
     StateListener,
@@ -555,8 +556,12 @@ async def serve_agent(
         # client's tasks still run, so what is queued (dead letters, deliveries handed
         # back) goes out. (Left to the bus's close, the transport's tasks would be
         # cancelled first.)
-        with anyio.move_on_after(stop_timeout_s):
-            await reported.wait()
+        if client.status is ConnectionStatus.CONNECTED:
+            with anyio.move_on_after(stop_timeout_s):
+                await reported.wait()
+        # Else (reconnecting) there is nobody to tell: the server detached the agent when its
+        # connection dropped. A stop then does not wait out the grace for a server that is not
+        # there (a Ctrl-C while the server is down ends the process at once).
         await client.close_stream()
         relay.cancel_scope.cancel()
     await client.wait_closed()  # re-raises a fatal error that closed the connection

@@ -75,6 +75,10 @@ class HostConfig(msgspec.Struct, frozen=True, kw_only=True):
         traceback: log the tracebacks of the agent's own failures (else at ``debug`` only).
         grace: seconds a stop gives the handler and the capability calls in progress.
         connect_timeout: seconds the first connection is retried (``None``: forever).
+        id_wait: seconds the first connection waits for the agent's id while a live
+            connection has it (``ClientOptions.id_wait``).
+        restarts: how often the supervisor has started this agent again after its process
+            ended (``ClientOptions.process_restarts``: ``loom agents`` counts them).
         secret: the agent's registration secret, the same for every process the supervisor
             starts for it, so a restarted one takes the agent's id back at once.
     """
@@ -87,6 +91,8 @@ class HostConfig(msgspec.Struct, frozen=True, kw_only=True):
     traceback: bool = False
     grace: float = 5.0
     connect_timeout: float | None = None
+    id_wait: float = 30.0
+    restarts: int = 0
     secret: str | None = None
 
 
@@ -170,6 +176,8 @@ async def _host(agent: Agent, config: HostConfig) -> int:
     options = ClientOptions(
         connect_timeout=math.inf if config.connect_timeout is None else config.connect_timeout,
         registration_secret=config.secret,
+        id_wait=config.id_wait,
+        process_restarts=config.restarts,
     )
     ended = Ended(status=AgentStatus.STOPPED)
     async with anyio.create_task_group() as tg:

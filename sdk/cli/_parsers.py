@@ -185,6 +185,15 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         metavar="SECONDS",
         help="give up on an agent's first connection after this long (default: never)",
     )
+    p.add_argument(
+        "--id-wait",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long an agent waits for its id while a live connection has it (another "
+        "process of it) before giving up (default 30; an id the server still holds for an "
+        "ended connection is waited for until the server frees it)",
+    )
     add_log_flags(p, "the agents' log")
     p.add_argument(
         "--traceback",
@@ -437,6 +446,8 @@ def _build(
             raise commands.UsageError(
                 f"--connect-timeout must be > 0 seconds, not {args.connect_timeout}"
             )
+        if not (args.id_wait >= 0 and math.isfinite(args.id_wait)):
+            raise commands.UsageError(f"--id-wait must be >= 0 seconds, not {args.id_wait}")
         config = RunConfig(
             paths=tuple(args.paths),
             address=args.address or env_address or commands.DEFAULT_ADDRESS,
@@ -446,6 +457,7 @@ def _build(
             port=args.port,
             grace=args.grace,
             connect_timeout=args.connect_timeout,
+            id_wait=args.id_wait,
             log_level=args.log_level,
             log_format=args.log_format,
             traceback=args.traceback,

@@ -91,6 +91,8 @@ class RunConfig(msgspec.Struct, frozen=True, kw_only=True):
         grace: seconds a stopping agent gives its handler and capability calls in progress
             (it is killed if still running 2 s after that).
         connect_timeout: seconds an agent retries its first connection (``None``: forever).
+        id_wait: seconds an agent waits for its id while a live connection has it
+            (``ClientOptions.id_wait``).
         backoff: delays between restarts of a crashing agent.
         stable_after: seconds after which a running agent's past failures are forgotten.
         log_level: the agents' log level (their log goes to stderr, prefixed).
@@ -106,6 +108,7 @@ class RunConfig(msgspec.Struct, frozen=True, kw_only=True):
     port: int = 0
     grace: float = 5.0
     connect_timeout: float | None = None
+    id_wait: float = 30.0
     backoff: Backoff = msgspec.field(
         default_factory=lambda: Backoff(initial=0.2, maximum=10.0, multiplier=2.0, jitter=0.3)
     )
@@ -176,8 +179,9 @@ def _stamp() -> str:
 class _Output:
     """Where ``loom run``'s lines go, text or JSON: an agent's, prefixed, and its own notes."""
 
-    def __init__(self, log_format: str) -> None:
+    def __init__(self, log_format: str, log_level: str = "info") -> None:
         self.json = log_format == "json"
+        self.debug = log_level == "debug"
 
     def line(self, agent_id: str, raw: bytes, out: TextIO, stream: str) -> None:
         text = raw.decode(errors="replace").rstrip("\r\n")
@@ -197,7 +201,9 @@ class _Output:
         self._write(out, json.dumps(record))
 
     def note(self, text: str, agent_id: str = "", *, level: str = "INFO") -> None:
-        """A line of the supervisor's own, on stderr."""
+        """A line of the supervisor's own, on stderr (a ``DEBUG`` one only at debug)."""
+        if level == "DEBUG" and not self.debug:
+            return
         if self.json:
             record: dict[str, object] = {"ts": _stamp(), "level": level, "logger": "loom.run"}
             if agent_id:
@@ -260,9 +266,10 @@ class _Supervisor:
         # One registration secret per agent, shown by each of its processes: a restarted
         # process takes the agent's id back, which the server holds for the secret's owner.
         host = msgspec.structs.replace(self.host, secret=secrets.token_urlsafe(32))
-        line = msgspec.json.encode(host) + b"\n"
         while not self.stopping.is_set():
             started = anyio.current_time()
+            # Each process says how many came before it: the server counts the restarts.
+            line = msgspec.json.encode(msgspec.structs.replace(host, restarts=restarts)) + b"\n"
             code = await self._run_once(agent, line)
             if self.stopping.is_set():
                 return
@@ -295,6 +302,7 @@ class _Supervisor:
         assert process.stdin is not None
         assert process.stdout is not None
         assert process.stderr is not None
+        self.output.note(f"started {agent.file} (pid {process.pid})", agent.id, level="DEBUG")
         relays_done = [anyio.Event(), anyio.Event()]
 
         async def relay(
@@ -360,6 +368,7 @@ async def _supervise_all(
         traceback=config.traceback,
         grace=config.grace,
         connect_timeout=config.connect_timeout,
+        id_wait=config.id_wait,
     )
     supervisor = _Supervisor(config, host, output)
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -394,7 +403,7 @@ async def run(config: RunConfig) -> int:
     """
     agents = await discover(config.paths)
     names = ", ".join(a.id for a in agents)
-    output = _Output(config.log_format)
+    output = _Output(config.log_format, config.log_level)
     if not config.embedded:
         output.note(f"{names} -> {config.address}")
         return 0 if await _supervise_all(config, agents, config.address, output) else 1

@@ -287,6 +287,9 @@ async def test_a_held_id_needs_its_secret() -> None:
             await _register(ch, "owned")
         assert info.value.code() is grpc.StatusCode.PERMISSION_DENIED
         assert "loom agents release owned" in str(info.value.details())
+        # And when the id is free again, for a client that would rather wait.
+        held = dict(info.value.trailing_metadata() or ())["loom-agent-held-ms"]
+        assert 14_000 < int(held) <= 15_000, held
         for wrong in (None, "not-the-secret"):
             _, call = await _stream(ch, "owned", wrong)
             code, details = await status_of(call)
@@ -343,6 +346,23 @@ async def test_the_hold_ends_after_the_liveness_window() -> None:
                 else:
                     break
         assert set(codes) <= {grpc.StatusCode.PERMISSION_DENIED}
+
+
+async def test_a_final_report_gives_the_id_up() -> None:
+    # The agent stopped for good (a clean stop of its process): nobody is coming back for the
+    # id, so a process started again does not wait out the liveness window.
+    async with serving() as s, channel(s.target) as ch:
+        secret = await _register(ch, "leaving")
+        owner, _ = await _stream(ch, "leaving", secret)
+        hello = bridge_pb2.StreamHello(features=[bridge_pb2.STREAM_FEATURE_SUPERVISION])
+        await owner.send(bridge_pb2.ClientEvent(hello=hello))
+        await owner.next("welcome")
+        stopped = bridge_pb2.AgentReport(status="stopped")
+        await owner.send(bridge_pb2.ClientEvent(report=stopped))
+        await owner.next("released")
+        await owner.close()
+        await _wait_gone(s, "leaving")
+        assert await _register(ch, "leaving") != secret  # no secret shown, and taken
 
 
 async def test_release_frees_a_held_id() -> None:

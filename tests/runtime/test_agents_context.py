@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 import anyio
+import msgspec
 import pytest
 
 from loom.runtime import (
@@ -442,6 +443,61 @@ async def test_a_stopped_providers_capability_is_gone() -> None:
         await h.rt.stop("p")
         await h.bus.publish("go", event())
         await errors.wait_for(1)
+
+
+async def test_a_call_waits_for_a_provider_its_supervisor_restarts() -> None:
+    # Before: ToolNotFound at once while the provider was between two instances.
+    results = Seen[Any]()
+
+    async def crash(ctx: Context, topic: str, ev: Event) -> None:
+        raise RuntimeError("crash")
+
+    async def caller(ctx: Context, topic: str, ev: Event) -> None:
+        results.add(await ctx.tool("echo", {"text": "x"}, timeout=10))
+
+    restart = SupervisionPolicy(backoff_initial_s=0.5, backoff_max_s=0.5, jitter=0)
+    async with hosted() as h:
+        provider = spec("p", crash, topics=["crash"], tools=[echo_tool("echo", "p")])
+        await h.rt.start(msgspec.structs.replace(provider, policy=restart))
+        await h.rt.start(spec("caller", caller, topics=["go"]))
+        await h.bus.publish("crash", event())
+        await h.life.wait("p", AgentStatus.STOPPING)
+        assert h.rt.directory.least_busy("echo") is None  # between two instances
+        await h.bus.publish("go", event())
+        await results.wait_for(1)
+        assert info_of(h.rt, "p").restarts >= 1
+    assert results.items == ["p:x"]
+
+
+async def test_a_call_waiting_for_a_provider_learns_when_it_fails_for_good() -> None:
+    errors = Seen[tuple[BaseException, float]]()
+
+    async def crash(ctx: Context, topic: str, ev: Event) -> None:
+        raise RuntimeError("crash")
+
+    async def caller(ctx: Context, topic: str, ev: Event) -> None:
+        start = time.monotonic()
+        try:
+            await ctx.tool("echo", {"text": "x"}, timeout=30)
+        except ToolNotFound as exc:
+            errors.add((exc, time.monotonic() - start))
+
+    async def failing_start(ctx: Context) -> None:
+        if ctx.state.setdefault("started", False):
+            raise RuntimeError("no second start")
+        ctx.state["started"] = True
+
+    # One restart allowed, whose on_start fails: the provider ends FAILED while the call waits.
+    restart = SupervisionPolicy(max_restarts=0, backoff_initial_s=0.5, jitter=0)
+    async with hosted() as h:
+        provider = spec("p", crash, topics=["crash"], tools=[echo_tool("echo", "p")])
+        await h.rt.start(msgspec.structs.replace(provider, policy=restart))
+        await h.rt.start(spec("caller", caller, topics=["go"]))
+        await h.bus.publish("crash", event())
+        await h.life.wait("p", AgentStatus.FAILED)
+        await h.bus.publish("go", event())
+        await errors.wait_for(1)
+    assert errors.items[0][1] < 5  # not the call's 30 s
 
 
 # ------------------------------------------------------------------- subscribe / unsubscribe

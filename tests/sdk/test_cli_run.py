@@ -86,6 +86,12 @@ async def test_a_folder_of_agents_with_a_crash_and_a_restart(tmp_path: Path) -> 
         assert again.returncode == 0, again.stderr
         await run.wait_for(r"\[crasher\] crasher got after$")
         await run.wait_for(r"\[echo\] echo got after on demo\.y$")
+        # `loom agents` counts the restart loom run made (before: 0).
+        listed = await loom("agents", "--json", "-a", address, cwd=tmp_path)
+        restarts = {
+            json.loads(x)["id"]: json.loads(x)["restarts"] for x in listed.stdout.splitlines()
+        }
+        assert restarts == {"crasher": 1, "echo": 0}
 
         assert await run.stop(signal.SIGINT) == 0
         assert run.count(r"\[echo\] INFO loom.bridge.client: connected") == 1  # only the crasher
