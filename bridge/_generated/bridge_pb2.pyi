@@ -19,6 +19,7 @@ class StreamFeature(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STREAM_FEATURE_UNROUTED: _ClassVar[StreamFeature]
     STREAM_FEATURE_DELIVERY_CREDIT: _ClassVar[StreamFeature]
     STREAM_FEATURE_SUPERVISION: _ClassVar[StreamFeature]
+    STREAM_FEATURE_DURABLE: _ClassVar[StreamFeature]
 STREAM_FEATURE_UNSPECIFIED: StreamFeature
 STREAM_FEATURE_BATCH: StreamFeature
 STREAM_FEATURE_PUBLISH_ACK: StreamFeature
@@ -27,9 +28,10 @@ STREAM_FEATURE_TOOL_CALLS: StreamFeature
 STREAM_FEATURE_UNROUTED: StreamFeature
 STREAM_FEATURE_DELIVERY_CREDIT: StreamFeature
 STREAM_FEATURE_SUPERVISION: StreamFeature
+STREAM_FEATURE_DURABLE: StreamFeature
 
 class AgentRegisterRequest(_message.Message):
-    __slots__ = ("agent_id", "subscribed_topics", "tools", "metadata")
+    __slots__ = ("agent_id", "subscribed_topics", "tools", "metadata", "durable")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -41,11 +43,19 @@ class AgentRegisterRequest(_message.Message):
     SUBSCRIBED_TOPICS_FIELD_NUMBER: _ClassVar[int]
     TOOLS_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    DURABLE_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     subscribed_topics: _containers.RepeatedScalarFieldContainer[str]
     tools: _containers.RepeatedCompositeFieldContainer[_tools_pb2.ToolDescriptor]
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, agent_id: _Optional[str] = ..., subscribed_topics: _Optional[_Iterable[str]] = ..., tools: _Optional[_Iterable[_Union[_tools_pb2.ToolDescriptor, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    durable: DurableRegistration
+    def __init__(self, agent_id: _Optional[str] = ..., subscribed_topics: _Optional[_Iterable[str]] = ..., tools: _Optional[_Iterable[_Union[_tools_pb2.ToolDescriptor, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., durable: _Optional[_Union[DurableRegistration, _Mapping]] = ...) -> None: ...
+
+class DurableRegistration(_message.Message):
+    __slots__ = ("max_deliver",)
+    MAX_DELIVER_FIELD_NUMBER: _ClassVar[int]
+    max_deliver: int
+    def __init__(self, max_deliver: _Optional[int] = ...) -> None: ...
 
 class AgentRegisterResponse(_message.Message):
     __slots__ = ("success", "error_message", "registration_secret")
@@ -58,7 +68,7 @@ class AgentRegisterResponse(_message.Message):
     def __init__(self, success: _Optional[bool] = ..., error_message: _Optional[str] = ..., registration_secret: _Optional[str] = ...) -> None: ...
 
 class ClientEvent(_message.Message):
-    __slots__ = ("publish", "ack", "ping", "tool_result", "hello", "subscribe", "unsubscribe", "publish_batch", "call", "cancel_call", "delivery_credit", "report", "dead_letter")
+    __slots__ = ("publish", "ack", "ping", "tool_result", "hello", "subscribe", "unsubscribe", "publish_batch", "call", "cancel_call", "delivery_credit", "report", "dead_letter", "durable_settle")
     PUBLISH_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +82,7 @@ class ClientEvent(_message.Message):
     DELIVERY_CREDIT_FIELD_NUMBER: _ClassVar[int]
     REPORT_FIELD_NUMBER: _ClassVar[int]
     DEAD_LETTER_FIELD_NUMBER: _ClassVar[int]
+    DURABLE_SETTLE_FIELD_NUMBER: _ClassVar[int]
     publish: Publish
     ack: Ack
     ping: HeartbeatRequest
@@ -85,7 +96,8 @@ class ClientEvent(_message.Message):
     delivery_credit: DeliveryCredit
     report: AgentReport
     dead_letter: DeadLetter
-    def __init__(self, publish: _Optional[_Union[Publish, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., ping: _Optional[_Union[HeartbeatRequest, _Mapping]] = ..., tool_result: _Optional[_Union[_tools_pb2.ToolResult, _Mapping]] = ..., hello: _Optional[_Union[StreamHello, _Mapping]] = ..., subscribe: _Optional[_Union[SubscribeRequest, _Mapping]] = ..., unsubscribe: _Optional[_Union[UnsubscribeRequest, _Mapping]] = ..., publish_batch: _Optional[_Union[PublishBatch, _Mapping]] = ..., call: _Optional[_Union[_tools_pb2.ToolCall, _Mapping]] = ..., cancel_call: _Optional[_Union[CancelToolCall, _Mapping]] = ..., delivery_credit: _Optional[_Union[DeliveryCredit, _Mapping]] = ..., report: _Optional[_Union[AgentReport, _Mapping]] = ..., dead_letter: _Optional[_Union[DeadLetter, _Mapping]] = ...) -> None: ...
+    durable_settle: DurableSettle
+    def __init__(self, publish: _Optional[_Union[Publish, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., ping: _Optional[_Union[HeartbeatRequest, _Mapping]] = ..., tool_result: _Optional[_Union[_tools_pb2.ToolResult, _Mapping]] = ..., hello: _Optional[_Union[StreamHello, _Mapping]] = ..., subscribe: _Optional[_Union[SubscribeRequest, _Mapping]] = ..., unsubscribe: _Optional[_Union[UnsubscribeRequest, _Mapping]] = ..., publish_batch: _Optional[_Union[PublishBatch, _Mapping]] = ..., call: _Optional[_Union[_tools_pb2.ToolCall, _Mapping]] = ..., cancel_call: _Optional[_Union[CancelToolCall, _Mapping]] = ..., delivery_credit: _Optional[_Union[DeliveryCredit, _Mapping]] = ..., report: _Optional[_Union[AgentReport, _Mapping]] = ..., dead_letter: _Optional[_Union[DeadLetter, _Mapping]] = ..., durable_settle: _Optional[_Union[DurableSettle, _Mapping]] = ...) -> None: ...
 
 class ServerEvent(_message.Message):
     __slots__ = ("delivery", "pong", "err", "tool_call", "welcome", "subscription", "delivery_batch", "publish_ack", "cancel_tool_call", "call_result", "released")
@@ -122,12 +134,14 @@ class Publish(_message.Message):
     def __init__(self, topic: _Optional[str] = ..., event: _Optional[_Union[_event_pb2.Event, _Mapping]] = ...) -> None: ...
 
 class Delivery(_message.Message):
-    __slots__ = ("topic", "event")
+    __slots__ = ("topic", "event", "delivery_id")
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_ID_FIELD_NUMBER: _ClassVar[int]
     topic: str
     event: _event_pb2.Event
-    def __init__(self, topic: _Optional[str] = ..., event: _Optional[_Union[_event_pb2.Event, _Mapping]] = ...) -> None: ...
+    delivery_id: int
+    def __init__(self, topic: _Optional[str] = ..., event: _Optional[_Union[_event_pb2.Event, _Mapping]] = ..., delivery_id: _Optional[int] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("message_id",)
@@ -298,3 +312,23 @@ class Released(_message.Message):
     DEAD_LETTERED_FIELD_NUMBER: _ClassVar[int]
     dead_lettered: int
     def __init__(self, dead_lettered: _Optional[int] = ...) -> None: ...
+
+class DurableSettle(_message.Message):
+    __slots__ = ("acks", "naks", "terms", "in_progress")
+    ACKS_FIELD_NUMBER: _ClassVar[int]
+    NAKS_FIELD_NUMBER: _ClassVar[int]
+    TERMS_FIELD_NUMBER: _ClassVar[int]
+    IN_PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    acks: _containers.RepeatedScalarFieldContainer[int]
+    naks: _containers.RepeatedCompositeFieldContainer[DurableNak]
+    terms: _containers.RepeatedScalarFieldContainer[int]
+    in_progress: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, acks: _Optional[_Iterable[int]] = ..., naks: _Optional[_Iterable[_Union[DurableNak, _Mapping]]] = ..., terms: _Optional[_Iterable[int]] = ..., in_progress: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class DurableNak(_message.Message):
+    __slots__ = ("delivery_id", "delay_ms")
+    DELIVERY_ID_FIELD_NUMBER: _ClassVar[int]
+    DELAY_MS_FIELD_NUMBER: _ClassVar[int]
+    delivery_id: int
+    delay_ms: int
+    def __init__(self, delivery_id: _Optional[int] = ..., delay_ms: _Optional[int] = ...) -> None: ...
