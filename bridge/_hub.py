@@ -18,7 +18,14 @@ import grpc.aio
 import msgspec
 
 from loom.bridge._generated import bridge_pb2
-from loom.runtime import AgentExists, AgentRuntime, AgentStatus, InvalidArgument, QoS
+from loom.runtime import (
+    DEFAULT_MAX_DELIVER,
+    AgentExists,
+    AgentRuntime,
+    AgentStatus,
+    InvalidArgument,
+    QoS,
+)
 from loom.runtime.lowlevel import RemoteTool, validate_pattern
 from loom.runtime.lowlevel import validate_agent_id as _validate_agent_id
 from loom.runtime.tools import MAX_SCHEMA_BYTES, JSONObject, ToolRegistry
@@ -52,6 +59,9 @@ class Registration(msgspec.Struct, frozen=True, kw_only=True):
         schemas: each tool's parsed ``parameters_schema``, by name.
         metadata: its free key/values.
         qos: the tier of its mailbox and topics (``loom.qos`` in its metadata; else batched).
+        durable: it asked for durable delivery of its topics (honoured on a stream that
+            negotiates ``STREAM_FEATURE_DURABLE``).
+        max_deliver: (durable) deliveries of one event before it is dead-lettered.
     """
 
     agent_id: str
@@ -60,6 +70,8 @@ class Registration(msgspec.Struct, frozen=True, kw_only=True):
     schemas: dict[str, dict[str, Any]]
     metadata: dict[str, str]
     qos: QoS = QoS.BATCHED
+    durable: bool = False
+    max_deliver: int = DEFAULT_MAX_DELIVER
 
     @classmethod
     def from_proto(cls, msg: bridge_pb2.AgentRegisterRequest, limits: Limits) -> Registration:
@@ -122,6 +134,8 @@ class Registration(msgspec.Struct, frozen=True, kw_only=True):
             schemas=schemas,
             metadata=dict(msg.metadata),
             qos=qos,
+            durable=msg.HasField("durable"),
+            max_deliver=msg.durable.max_deliver or DEFAULT_MAX_DELIVER,
         )
 
 

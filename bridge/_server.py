@@ -36,7 +36,13 @@ from loom.bridge._generated import (
     tools_pb2,
     tools_pb2_grpc,
 )
-from loom.runtime import AgentExists, AgentRuntime, BusClosed, InvalidArgument
+from loom.runtime import (
+    AgentExists,
+    AgentRuntime,
+    BusClosed,
+    DurabilityUnavailable,
+    InvalidArgument,
+)
 from loom.runtime.lowlevel import RemoteTool
 
 from ._auth import TLSConfig, TokenInterceptor, certificate_names, check_bind
@@ -101,8 +107,18 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
             agent = Principal.agent(reg.agent_id)
             for pattern in reg.topics:
                 authorize_read(agent, pattern)
+            if reg.durable and self.hub.runtime.bus.plumbing.durable_log is None:
+                # Refused now, not on the stream: the agent learns it before it runs.
+                raise DurabilityUnavailable(f"durable agent {reg.agent_id!r}")
             secret = self.hub.register(reg, _secret(context))
-        except (InvalidArgument, WireError, LimitExceeded, AgentExists, WrongAgent) as exc:
+        except (
+            InvalidArgument,
+            WireError,
+            LimitExceeded,
+            AgentExists,
+            WrongAgent,
+            DurabilityUnavailable,
+        ) as exc:
             log.info("agent %s refused: %s", request.agent_id, exc)
             trailer: tuple[tuple[str, str], ...] = ()
             held = self.hub.held_for(request.agent_id) if isinstance(exc, WrongAgent) else None
@@ -218,8 +234,13 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
         session = Session(hub, remote, context)
         hub.sessions[agent_id] = session
         try:
-            for pattern in reg.topics:
-                remote.add_pattern(pattern)
+            if reg.durable:
+                # Its topics come from the durable log once the hello grants durability, or
+                # from memory if it does not (Session._negotiate).
+                session.durable = reg
+            else:
+                for pattern in reg.topics:
+                    remote.add_pattern(pattern)
             session.screen(reg.topics)
             remote.declare_tools(
                 RemoteTool(

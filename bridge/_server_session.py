@@ -57,6 +57,8 @@ from loom.runtime import (
     AgentStatus,
     BusClosed,
     Delivery,
+    DurableMessage,
+    DurableSubscription,
     Event,
     InvalidArgument,
     Subscription,
@@ -99,7 +101,7 @@ from ._wire_types import ToolCallOutcome, ToolCallRequest, ToolStatus
 from ._workers import Workers
 
 if TYPE_CHECKING:
-    from ._hub import Hub
+    from ._hub import Hub, Registration
 
 __all__ = ["Session"]
 
@@ -114,6 +116,7 @@ _FEATURES: Final = frozenset(
         bridge_pb2.STREAM_FEATURE_TOOL_CALLS,
         bridge_pb2.STREAM_FEATURE_UNROUTED,
         bridge_pb2.STREAM_FEATURE_SUPERVISION,
+        bridge_pb2.STREAM_FEATURE_DURABLE,
     }
 )
 _DELIVERY_WINDOW: Final = 1024  # granted to a stream that asks for credit but names no window
@@ -230,7 +233,7 @@ class Session:
         # The topics of deliveries sent and not yet credited, by frame, in wire order (not the
         # deliveries: their events need not stay alive); of the oldest frame the first
         # _flight_off are credited already.
-        self._flight: deque[tuple[Subscription, list[str]]] = deque()
+        self._flight: deque[tuple[Subscription | None, list[str]]] = deque()  # None: durable
         self._flight_off = 0
         self.status: Status | None = None
         self.closed = False
@@ -243,6 +246,11 @@ class Session:
         # Whether a pattern of the agent's matches other agents' mailboxes: their deliveries
         # are then withheld one by one (bridge/_identity.py).
         self._screen = False
+        # A durable agent (its registration, set by the handshake): its topics come from the
+        # durable log if the hello grants STREAM_FEATURE_DURABLE (else from memory).
+        self.durable: Registration | None = None
+        self._dsub: DurableSubscription | None = None
+        self._dheld: dict[int, DurableMessage] = {}  # sent and not settled, by delivery id
 
     def screen(self, patterns: Sequence[str]) -> None:
         """Note patterns the agent holds: deliveries from other agents' mailboxes that they
@@ -299,6 +307,8 @@ class Session:
         self._out.close_receiving()
         for sub in (self.remote.mailbox, *self.remote.subscriptions()):
             sub.close()
+        if self._dsub is not None:
+            self._dsub.close_by_bus()  # its pump ends within a poll (about a second)
         self._credit_event.set()  # pumps waiting for credit see their subscription closed
         deadline = anyio.current_time() + _WRITE_GRACE
         for scope in self._write_scopes:
@@ -315,6 +325,7 @@ class Session:
         self._out.close_receiving()
         self._lane.close_receiving()
         self._lose_flight()
+        await self._hand_back()
         if self.hub.sessions.get(self.agent_id) is self:
             del self.hub.sessions[self.agent_id]
             self.hub.stream_ended(self.agent_id, final=self.remote.released)
@@ -400,6 +411,8 @@ class Session:
                 await self._unsubscribe(msg.unsubscribe)
             case "report" | "dead_letter":
                 await self._supervised(msg)
+            case "durable_settle":
+                await self._settle_durable(msg.durable_settle)
             case _:
                 await self._error(
                     "INVALID_ARGUMENT",
@@ -464,6 +477,9 @@ class Session:
         if bridge_pb2.STREAM_FEATURE_DELIVERY_CREDIT in granted:
             asked = hello.delivery_window or _DELIVERY_WINDOW
             self._dwindow = min(asked, limits.delivery_window)
+        if bridge_pb2.STREAM_FEATURE_DURABLE in granted and self.durable is None:
+            granted.remove(bridge_pb2.STREAM_FEATURE_DURABLE)  # not a durable registration
+        self._start_durable(bridge_pb2.STREAM_FEATURE_DURABLE in granted)
         # Batching starts when the writer has written this welcome (see _writer), so no batch
         # can overtake it.
         welcome = bridge_pb2.StreamWelcome(
@@ -938,7 +954,8 @@ class Session:
         while count and flight:
             sub, sent = flight[0]
             n = min(count, len(sent) - self._flight_off)
-            settle_in_flight(sub, n)
+            if sub is not None:
+                settle_in_flight(sub, n)
             settled += n
             count -= n
             if self._flight_off + n == len(sent):
@@ -956,8 +973,105 @@ class Session:
         flight = self._flight
         while flight:
             sub, sent = flight.popleft()
-            lose_in_flight(sub, sent[self._flight_off :])
+            if sub is not None:
+                lose_in_flight(sub, sent[self._flight_off :])
             self._flight_off = 0
+
+    # ------------------------------------------------------------------ durable deliveries
+
+    def _start_durable(self, granted: bool) -> None:
+        """A durable registration: its topics from the durable log (keyed by the agent id),
+        or, on a stream that did not negotiate durability, from memory as any agent's."""
+        reg = self.durable
+        if reg is None:
+            return
+        if not granted:
+            self.durable = None
+            for pattern in reg.topics:
+                self.remote.add_pattern(pattern)
+            return
+        try:
+            self._dsub = self._bus.subscribe_durable(
+                self.agent_id,
+                reg.topics,
+                max_deliver=reg.max_deliver,
+                max_ack_pending=reg.qos.default_buffer,
+            )
+        except Exception as exc:  # the log went away since RegisterAgent (checked there)
+            self.end(grpc.StatusCode.UNAVAILABLE, f"durable delivery unavailable: {exc}")
+            return
+        assert self._tg is not None
+        self._tg.start_soon(self._durable_pump, self._dsub)
+
+    async def _durable_pump(self, sub: DurableSubscription) -> None:
+        """Write the durable name's deliveries, each with its delivery id (the event's
+        sequence in the log, the same on every redelivery), under the delivery credit."""
+        with self._shielded():
+            try:
+                await self._durable_frames(sub)
+            except SubscriptionClosed:
+                return
+            except Exception as exc:
+                log.warning("agent %s: durable delivery failed: %r", self.agent_id, exc)
+                self.end(grpc.StatusCode.UNAVAILABLE, "durable delivery failed")
+
+    async def _durable_frames(self, sub: DurableSubscription) -> None:
+        limit = sub.max_ack_pending  # at most this many unsettled at the agent
+        while not self.closed:
+            if len(self._dheld) >= limit or (self._credited and self._dcredit <= 0):
+                self._credit_event.clear()
+                await self._credit_event.wait()  # set by credit, a settle and by _stop
+                if self._tg is not None and self._tg.cancel_scope.cancel_called:
+                    return
+                continue
+            msg = await sub.take()
+            frame = bridge_pb2.ServerEvent()
+            filled = self._fill(frame.delivery, Delivery(msg.topic, msg.event, 0))
+            if isinstance(filled, bridge_pb2.ServerEvent):
+                # It cannot go (too large): given up as a handler failure would be at the end.
+                await sub.dead_letter(msg, "undeliverable", filled.err.message)
+                continue
+            frame.delivery.delivery_id = msg.sequence
+            self._dheld[msg.sequence] = msg
+            async with self._write_lock:
+                if self._credited:
+                    self._dcredit -= 1
+                    self._flight.append((None, [msg.topic]))
+                await self._ctx.write(frame)
+
+    async def _settle_durable(self, frame: bridge_pb2.DurableSettle) -> None:
+        """The agent's acks, naks, terms and keep-alives, by delivery id. An id this stream
+        does not hold (an earlier stream's, handed back when it ended) is ignored."""
+        held = self._dheld
+        try:
+            for did in frame.acks:
+                if (msg := held.pop(did, None)) is not None:
+                    await msg.ack()
+            for nak in frame.naks:
+                if (msg := held.pop(nak.delivery_id, None)) is not None:
+                    await msg.nak(nak.delay_ms / 1000)
+            for did in frame.terms:
+                if (msg := held.pop(did, None)) is not None:
+                    await msg.term()
+            for did in frame.in_progress:
+                if (msg := held.get(did)) is not None:
+                    await msg.in_progress()
+        except Exception as exc:  # the log unreachable: it delivers again after its ack wait
+            log.warning("agent %s: durable settle failed: %r", self.agent_id, exc)
+        self._credit_event.set()  # room for the durable pump
+
+    async def _hand_back(self) -> None:
+        """The stream ended: what the agent holds unsettled is handed back at once (a nak,
+        no delay), so it comes again to its next stream without waiting out the ack wait."""
+        held, self._dheld = self._dheld, {}
+        for msg in held.values():
+            try:
+                await msg.nak()
+            except Exception as exc:
+                log.warning("agent %s: durable hand-back failed: %r", self.agent_id, exc)
+                break
+        if self._dsub is not None:
+            await self._dsub.aclose()
 
     # ------------------------------------------------------------------ writing
 

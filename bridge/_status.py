@@ -15,6 +15,9 @@ one error class, and a client rebuilds that class with the message as sent:
 - ``UNAUTHENTICATED``: :class:`Unauthenticated`
 - ``PERMISSION_DENIED``: :class:`WrongAgent`
 - ``FAILED_PRECONDITION``: :class:`NotRegistered`
+- ``UNIMPLEMENTED``: :class:`~loom.runtime.DurabilityUnavailable` (durability is not enabled
+  on this server: gRPC's "not supported/enabled in this service"; FAILED_PRECONDITION is
+  ``NotRegistered``'s)
 - ``ALREADY_EXISTS``: :class:`~loom.runtime.AgentExists`
 - ``RESOURCE_EXHAUSTED``: :class:`LimitExceeded`
 - ``INVALID_ARGUMENT``: :class:`~loom.runtime.InvalidArgument`
@@ -25,7 +28,7 @@ A subclass crosses as the class above it: an ``InvalidTopic``, a ``WireError`` o
 ``HandshakeError`` arrives as an ``InvalidArgument``, so ``except InvalidArgument`` catches it
 on both sides. Fields the message does not carry are empty on the client (the
 ``agent_id`` of a rebuilt ``AgentExists`` is ``""``). Any other code (``UNKNOWN``,
-``INTERNAL``, ``UNIMPLEMENTED``...) is a :class:`StatusError`. Tool errors cross in a
+``INTERNAL``...) is a :class:`StatusError`. Tool errors cross in a
 ``ToolResult`` instead (``outcome_from_error`` / ``error_from_outcome``), each kind as its own
 status, the message kept.
 """
@@ -38,7 +41,14 @@ from collections.abc import Callable
 
 import grpc
 
-from loom.runtime import AgentExists, BusClosed, DeadlineExceeded, InvalidArgument, LoomError
+from loom.runtime import (
+    AgentExists,
+    BusClosed,
+    DeadlineExceeded,
+    DurabilityUnavailable,
+    InvalidArgument,
+    LoomError,
+)
 from loom.runtime.tools import (
     InvalidToolArguments,
     ToolError,
@@ -79,6 +89,7 @@ _WIRE: tuple[tuple[type[LoomError], grpc.StatusCode], ...] = (
     (Unauthenticated, _Code.UNAUTHENTICATED),
     (WrongAgent, _Code.PERMISSION_DENIED),
     (NotRegistered, _Code.FAILED_PRECONDITION),
+    (DurabilityUnavailable, _Code.UNIMPLEMENTED),
     (AgentExists, _Code.ALREADY_EXISTS),
     (LimitExceeded, _Code.RESOURCE_EXHAUSTED),
     (BusClosed, _Code.UNAVAILABLE),
@@ -93,6 +104,7 @@ assert len(_CLASS_OF) == len(_WIRE), "two wire classes share a status code"
 _BLANK: dict[type[LoomError], Callable[[], LoomError]] = {
     AgentExists: lambda: AgentExists("", ""),
     NotRegistered: lambda: NotRegistered(""),
+    DurabilityUnavailable: lambda: DurabilityUnavailable(""),
     LimitExceeded: lambda: LimitExceeded("", 0, ""),
 }
 

@@ -469,11 +469,37 @@ class EventBus:
         max_ack_pending = qos.default_buffer if buffer_size is None else buffer_size
         if max_ack_pending < 1:
             raise InvalidArgument(f"buffer_size must be >= 1, not {buffer_size!r}")
-        log = self.register_durable(name, (pattern,))
+        return self.subscribe_durable(
+            name,
+            (pattern,),
+            event_types=event_types,
+            max_deliver=max_deliver,
+            max_ack_pending=max_ack_pending,
+        )
+
+    def subscribe_durable(
+        self,
+        name: str,
+        patterns: Collection[str],
+        *,
+        event_types: Collection[str] | None = None,
+        max_deliver: int,
+        max_ack_pending: int,
+    ) -> DurableSubscription:
+        """Internal (the bridge's remote durable agents): the durable name ``name`` over
+        several ``patterns`` (an agent's topics), as :meth:`subscribe` makes it for one.
+
+        Raises:
+            DurabilityUnavailable: the bus has no durable log.
+        """
+        for pattern in patterns:
+            validate_pattern(pattern)
+        validate_durable_name(name)
+        log = self.register_durable(name, patterns)
         sub = DurableSubscription(
             log,
             name,
-            (pattern,),
+            tuple(patterns),
             publish=self.publish,
             event_types=None if event_types is None else frozenset(event_types),
             max_deliver=max_deliver,

@@ -86,6 +86,7 @@ class DurableSubscription:
         self._publish = publish
         self._types = event_types
         self._max_ack_pending = max_ack_pending
+        self.max_ack_pending = max_ack_pending
         self._consumer: DurableConsumer | None = None
         self._ready: list[DurableMessage] = []
         self._fetched_at = 0.0
@@ -152,6 +153,15 @@ class DurableSubscription:
         """
         if not self._settled and self._last is not None:
             await self.ack(self._last)
+        return await self.take()
+
+    async def take(self) -> DurableMessage:
+        """The next delivery, leaving the ones taken before as they are: for a holder of
+        many at a time (a remote durable agent's session), which settles each itself.
+
+        Raises:
+            SubscriptionClosed: the subscription was closed.
+        """
         if not self._closed:
             await self.open()
         while True:

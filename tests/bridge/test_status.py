@@ -147,10 +147,7 @@ NEVER_CROSSES: dict[type[LoomError], str] = {
     SubscriptionClosed: "a local subscription; the server ends a subscribe with UNAVAILABLE",
     WouldBlock: "the server waits for room instead of refusing (its publishers block)",
     TTLExpired: "the bus drops an expired event, counted; nothing is answered",
-    # Durable subscriptions are in process for now; the wire's durable registration (issue
-    # 12, section 2) decides how these cross.
-    DurabilityUnavailable: "durable subscriptions are in process only (no wire flag yet)",
-    DurableUnavailable: "durable subscriptions are in process only (no wire flag yet)",
+    DurableUnavailable: "a publish the server's log did not store is a PublishRejection",
     AgentNotFound: "a local lookup; a tool call to a gone agent is a ToolNotFound result",
     AgentStartFailed: "raised in the process that starts the agent",
     ConfigError: "configuration is read before the server starts",
