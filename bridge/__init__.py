@@ -25,6 +25,7 @@ from ._client import BridgeClient as BridgeClient
 from ._client import ClientOptions as ClientOptions
 from ._client import ClientStatistics as ClientStatistics
 from ._client import ClientTLS as ClientTLS
+from ._client_durable import WireDurableLog as WireDurableLog
 from ._client_transport import ClientTransport as ClientTransport
 from ._errors import AgentUnresponsive as AgentUnresponsive
 from ._errors import BindError as BindError
@@ -110,6 +111,7 @@ __all__ = [
     "ToolStatus",
     "Unauthenticated",
     "WeakToken",
+    "WireDurableLog",
     "WireError",
     "WrongAgent",
     "decode_output",

@@ -138,6 +138,10 @@ _held_secrets: dict[tuple[str, str], str] = {}
 _W3C = TraceContextTextMapPropagator()
 
 ToolHandler = Callable[[ToolCallRequest], Awaitable[ToolCallOutcome]]
+DurableSink = Callable[
+    [str, Event, int, Callable[[bridge_pb2.DurableSettle], Awaitable[None]]], Awaitable[None]
+]
+"""Takes one durable delivery (topic, event, delivery id, how to settle it)."""
 """Serves one pushed tool call; runs in a task of its own, cancelled by ``CancelToolCall``."""
 
 
@@ -282,6 +286,9 @@ class BridgeClient:
         self.address = address
         self.registration = registration
         self.tool_handler = tool_handler
+        # A durable registration's deliveries (Delivery.delivery_id), with how to settle
+        # each on the stream it came on: the agent's WireDurableLog (bridge/_client_durable.py).
+        self.durable_sink: DurableSink | None = None
         self.options = options if options is not None else ClientOptions()
         self._token = token
         self._tls: ClientTLS | None = ClientTLS() if tls is True else (tls or None)
@@ -595,6 +602,8 @@ class BridgeClient:
             tools=self._tools_pb,
             metadata=metadata,
         )
+        if reg.durable:
+            request.durable.max_deliver = reg.max_deliver
         response = await unary(
             stub.RegisterAgent(
                 request, timeout=self.options.rpc_timeout, metadata=self._agent_metadata()

@@ -149,6 +149,10 @@ class AgentRegistration(msgspec.Struct, frozen=True, kw_only=True):
         qos: the tier of the agent's subscriptions on the server (its mailbox and ``topics``):
             there a ``REALTIME`` agent that falls behind has events dropped and counted. Sent
             as the ``loom.qos`` metadata key.
+        durable: the agent's ``topics`` are durable on the server (``Agent(durable=True)``,
+            ``docs/durability.md``): negotiated with ``STREAM_FEATURE_DURABLE``; its
+            deliveries go to :attr:`BridgeClient.durable_sink`.
+        max_deliver: (durable) deliveries of one event before it is dead-lettered.
     """
 
     agent_id: str
@@ -156,6 +160,8 @@ class AgentRegistration(msgspec.Struct, frozen=True, kw_only=True):
     tools: tuple[ToolDescriptor, ...] = ()
     metadata: dict[str, str] = msgspec.field(default_factory=dict)
     qos: QoS = QoS.BATCHED
+    durable: bool = False
+    max_deliver: int = 5
 
 
 class ClientStatistics(msgspec.Struct, frozen=True, kw_only=True):

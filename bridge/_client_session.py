@@ -354,9 +354,13 @@ class Session:
             bridge_pb2.ClientEvent(
                 hello=bridge_pb2.StreamHello(
                     features=(
-                        (*FEATURES, bridge_pb2.STREAM_FEATURE_TOOL_CALLS)
-                        if opts.stream_calls
-                        else FEATURES
+                        *FEATURES,
+                        *((bridge_pb2.STREAM_FEATURE_TOOL_CALLS,) if opts.stream_calls else ()),
+                        *(
+                            (bridge_pb2.STREAM_FEATURE_DURABLE,)
+                            if self.client.registration.durable
+                            else ()
+                        ),
                     ),
                     max_batch_events=opts.max_batch_events,
                     publish_window=opts.publish_window,
@@ -464,7 +468,12 @@ class Session:
         self._reader_blocked = True
         self._holding = False
         try:
-            await self._deliver.deliver_inbound(topic, event)
+            sink = self.client.durable_sink
+            if msg.delivery_id and sink is not None:
+                # For the agent's durable cell; waits while its queue is full (backpressure).
+                await sink(topic, event, msg.delivery_id, self.settle_durable)
+            else:
+                await self._deliver.deliver_inbound(topic, event)
         except InvalidArgument as exc:  # a topic the local bus refuses: drop that one only
             self.counters.malformed += 1
             log.warning("bridge: dropped a delivery on %r: %s", topic, exc)
@@ -710,6 +719,14 @@ class Session:
             anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError
         ):
             self._out.send_nowait(bridge_pb2.ClientEvent(cancel_call=cancel))
+
+    async def settle_durable(self, frame: bridge_pb2.DurableSettle) -> None:
+        """Send a ``durable_settle``; nothing once this stream has ended (the server handed
+        its unsettled deliveries back then: they come again on the next stream)."""
+        if self.ended:
+            return
+        with contextlib.suppress(SessionEnded):
+            await self.send(bridge_pb2.ClientEvent(durable_settle=frame))
 
     async def send(self, msg: bridge_pb2.ClientEvent) -> None:
         """Queue a control frame (in order with the publishes).

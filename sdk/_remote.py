@@ -94,6 +94,7 @@ from loom.bridge import (
     ToolDescriptor,
     ToolErrorInfo,
     ToolStatus,
+    WireDurableLog,
     decode_output,
     run_tool_call,
 )
@@ -480,6 +481,8 @@ async def serve_agent(
             tools=tool_descriptors(first.tools()),
             metadata=dict(spec.metadata),
             qos=spec.qos,  # the tier of its subscriptions on the server, where drops count
+            durable=spec.durable,
+            max_deliver=spec.max_deliver,
         ),
         token=token,
         tls=tls,
@@ -489,7 +492,16 @@ async def serve_agent(
     client = transport.client
     # Its mailbox, timers, replies and collab: one bus, whose buffers have the client's byte
     # bound (ClientOptions.max_buffer_bytes), as the client's own buffers do.
-    bus = EventBus(transport=transport, max_buffer_bytes=client.options.max_buffer_bytes)
+    # A durable agent's cell reads its deliveries from the server's durable log, over the
+    # stream (bridge/_client_durable.py): the same ack / nak / dead-letter code as in process.
+    durable_log = WireDurableLog(spec.mailbox_size) if spec.durable else None
+    if durable_log is not None:
+        client.durable_sink = durable_log.put
+    bus = EventBus(
+        transport=transport,
+        max_buffer_bytes=client.options.max_buffer_bytes,
+        durable_log=durable_log,
+    )
     runtime = AgentRuntime(bus, stop_timeout_s=stop_timeout_s)
     # Pushed calls of its capabilities: the server's own serving path, on this runtime.
     calls = _DrainingCalls(spec.id, functools.partial(run_tool_call, runtime, deadline_s=None))
