@@ -68,7 +68,15 @@ class _WireMessage:
         await self._settle(bridge_pb2.DurableSettle(naks=[nak]))
 
     async def term(self) -> None:
-        await self._settle(bridge_pb2.DurableSettle(terms=[self.sequence]))
+        # The cell gives a remote delivery up through dead_letter (the server publishes the
+        # dead letter), never by a bare term; this says so if that ever changes.
+        await self.dead_letter("terminated", "settled without a reason")
+
+    async def dead_letter(self, reason: str, error: str) -> None:
+        given_up = bridge_pb2.DurableDeadLetter(
+            delivery_id=self.sequence, reason=reason, error=error
+        )
+        await self._settle(bridge_pb2.DurableSettle(dead_letters=[given_up]))
 
     async def in_progress(self) -> None:
         await self._settle(bridge_pb2.DurableSettle(in_progress=[self.sequence]))

@@ -1050,9 +1050,12 @@ class Session:
             for nak in frame.naks:
                 if (msg := held.pop(nak.delivery_id, None)) is not None:
                     await msg.nak(nak.delay_ms / 1000)
-            for did in frame.terms:
-                if (msg := held.pop(did, None)) is not None:
-                    await msg.term()
+            for given_up in frame.dead_letters:
+                if (msg := held.pop(given_up.delivery_id, None)) is not None:
+                    assert self._dsub is not None  # deliveries are held only with one
+                    # The in-process agent's dead letter (dead_letter_event), published on
+                    # loom.dlq.{id} before the event is settled for good.
+                    await self._dsub.dead_letter(msg, given_up.reason, given_up.error)
             for did in frame.in_progress:
                 if (msg := held.get(did)) is not None:
                     await msg.in_progress()

@@ -20,7 +20,7 @@ from ._behaviour import AgentSpec, Behaviour, HasAgentSpec
 from ._bus import EventBus
 from ._context import Context, ContextHost, Handler, Hosting
 from ._directory import AgentStatus
-from ._durable import DurableConsumer, DurableLog, DurableMessage
+from ._durable import DurableConsumer, DurableLog, DurableMessage, RemoteDurableMessage
 from ._durable_sub import dead_letter_event, dlq_topic
 from ._envelope_build import request_event
 from ._errors import BusClosed, InvalidArgument, WouldBlock
@@ -569,6 +569,11 @@ class Cell:
     async def _durable_dead_letter(self, msg: DurableMessage, reason: str, error: str) -> None:
         """Publish ``msg`` on ``loom.dlq.{id}``, then settle it for good (published first:
         a crash in between delivers it again rather than losing it)."""
+        if isinstance(msg, RemoteDurableMessage):
+            # A remote agent's: its server publishes the same dead letter (it alone may
+            # publish on loom.dlq.>), then settles it, in that order.
+            await self._quietly(msg.dead_letter(reason, error))
+            return
         try:
             await self.runtime.bus.publish(
                 dlq_topic(self.id), dead_letter_event(msg, self.id, reason, error)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Collection
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import msgspec
 
@@ -30,6 +30,7 @@ __all__ = [
     "DurableStats",
     "DurableUnavailable",
     "Position",
+    "RemoteDurableMessage",
     "mark_delivery",
     "validate_durable_name",
 ]
@@ -81,6 +82,17 @@ class DurableMessage(Protocol):
 
     async def in_progress(self) -> None:
         """Still working on it: its ack wait starts over (it is not redelivered yet)."""
+        ...
+
+
+@runtime_checkable
+class RemoteDurableMessage(DurableMessage, Protocol):
+    """A delivery held for this process by another (a remote agent's, held by its server):
+    giving it up is the holder's to do, since only it may publish on ``loom.dlq.>``."""
+
+    async def dead_letter(self, reason: str, error: str) -> None:
+        """Have the holder publish it on ``loom.dlq.{name}`` (``dead_letter_event``), then
+        never deliver it again."""
         ...
 
 

@@ -127,8 +127,16 @@ class DurableSubscription:
         the log's ack wait); the durable name and its position stay in the log."""
         self._closed = True
         consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            with anyio.CancelScope(shield=True):
+        ready, self._ready = self._ready, []
+        with anyio.CancelScope(shield=True):
+            # Fetched ahead and never handed out (a fetch that ended as it closed): handed
+            # back at once, so the next holder need not wait out the ack wait for them.
+            for msg in ready:
+                try:
+                    await msg.nak()
+                except Exception:
+                    break  # the log unreachable: they come back after the ack wait
+            if consumer is not None:
                 await consumer.aclose()
 
     def close_by_bus(self) -> None:

@@ -29,6 +29,7 @@ from ._context import Handler as Handler
 from ._context import Hosting as Hosting
 from ._durable import DurableConsumer as DurableConsumer
 from ._durable import DurableLog as DurableLog
+from ._durable import RemoteDurableMessage as RemoteDurableMessage
 from ._durable import mark_delivery as mark_delivery
 from ._durable import validate_durable_name as validate_durable_name
 from ._durable_sub import dead_letter_event as dead_letter_event
@@ -74,6 +75,7 @@ __all__ = [
     "Hosting",
     "Inbound",
     "RemoteAgent",
+    "RemoteDurableMessage",
     "RemoteTool",
     "ReplyRouter",
     "ToolProvider",

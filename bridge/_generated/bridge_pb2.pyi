@@ -314,16 +314,16 @@ class Released(_message.Message):
     def __init__(self, dead_lettered: _Optional[int] = ...) -> None: ...
 
 class DurableSettle(_message.Message):
-    __slots__ = ("acks", "naks", "terms", "in_progress")
+    __slots__ = ("acks", "naks", "dead_letters", "in_progress")
     ACKS_FIELD_NUMBER: _ClassVar[int]
     NAKS_FIELD_NUMBER: _ClassVar[int]
-    TERMS_FIELD_NUMBER: _ClassVar[int]
+    DEAD_LETTERS_FIELD_NUMBER: _ClassVar[int]
     IN_PROGRESS_FIELD_NUMBER: _ClassVar[int]
     acks: _containers.RepeatedScalarFieldContainer[int]
     naks: _containers.RepeatedCompositeFieldContainer[DurableNak]
-    terms: _containers.RepeatedScalarFieldContainer[int]
+    dead_letters: _containers.RepeatedCompositeFieldContainer[DurableDeadLetter]
     in_progress: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, acks: _Optional[_Iterable[int]] = ..., naks: _Optional[_Iterable[_Union[DurableNak, _Mapping]]] = ..., terms: _Optional[_Iterable[int]] = ..., in_progress: _Optional[_Iterable[int]] = ...) -> None: ...
+    def __init__(self, acks: _Optional[_Iterable[int]] = ..., naks: _Optional[_Iterable[_Union[DurableNak, _Mapping]]] = ..., dead_letters: _Optional[_Iterable[_Union[DurableDeadLetter, _Mapping]]] = ..., in_progress: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class DurableNak(_message.Message):
     __slots__ = ("delivery_id", "delay_ms")
@@ -332,3 +332,13 @@ class DurableNak(_message.Message):
     delivery_id: int
     delay_ms: int
     def __init__(self, delivery_id: _Optional[int] = ..., delay_ms: _Optional[int] = ...) -> None: ...
+
+class DurableDeadLetter(_message.Message):
+    __slots__ = ("delivery_id", "reason", "error")
+    DELIVERY_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    delivery_id: int
+    reason: str
+    error: str
+    def __init__(self, delivery_id: _Optional[int] = ..., reason: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...

@@ -352,3 +352,13 @@ def test_a_deadline_is_a_deadline_on_both_sides() -> None:
     assert isinstance(error_from_status("UNAUTHENTICATED", "no"), Unauthenticated)
     assert isinstance(error_from_status("PERMISSION_DENIED", "no"), WrongAgent)
     assert isinstance(error_from_status("FAILED_PRECONDITION", "no"), NotRegistered)
+
+
+def test_durability_unavailable_crosses_as_unimplemented() -> None:
+    # A durable registration on a server without a durable log (`loom serve --nats off`):
+    # durability is not enabled in this service, which is what UNIMPLEMENTED means in gRPC.
+    exc = DurabilityUnavailable("durable agent 'a1'")
+    assert status_of(exc) is grpc.StatusCode.UNIMPLEMENTED
+    back = error_from_status("UNIMPLEMENTED", str(exc))
+    assert type(back) is DurabilityUnavailable
+    assert str(back) == str(exc)
