@@ -93,12 +93,12 @@ class _WireConsumer:
         with anyio.move_on_after(timeout):
             try:
                 msgs.append(await self._inbox.receive())
-            except anyio.EndOfStream:
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
                 await anyio.sleep(timeout)  # closed: nothing more will come
         while msgs and len(msgs) < batch:
             try:
                 msgs.append(self._inbox.receive_nowait())
-            except (anyio.WouldBlock, anyio.EndOfStream):
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
                 break
         return msgs
 
@@ -126,9 +126,24 @@ class WireDurableLog:
         self._send: MemoryObjectSendStream[DurableMessage] = send
         self._recv = recv
 
+    async def __aenter__(self) -> WireDurableLog:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """No more deliveries: a :meth:`put` waiting for room ends (``BusClosed``-like: the
+        reader drops it; the server hands it back when the stream ends)."""
+        self._send.close()
+        self._recv.close()
+
     async def put(self, topic: str, event: Event, delivery_id: int, settle: DurableSettler) -> None:
         """A durable delivery from the stream, for the agent's cell."""
-        await self._send.send(_WireMessage(topic, event, delivery_id, settle))
+        try:
+            await self._send.send(_WireMessage(topic, event, delivery_id, settle))
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            return  # the agent is gone: the server hands it back when the stream ends
 
     def patterns(self) -> frozenset[str]:
         return frozenset()

@@ -529,7 +529,11 @@ async def serve_agent(
     # Entering the bus connects (its transport's run enters the client); leaving it, after
     # the runtime has stopped the agent (on_stop may still emit) and the capability calls in
     # progress have ended, reports how it ended and disconnects cleanly.
-    async with bus, anyio.create_task_group() as relay:
+    async with (
+        durable_log if durable_log is not None else contextlib.nullcontext(),
+        bus,
+        anyio.create_task_group() as relay,
+    ):
         # The agent's records (state changes, dead letters) on one subscription, so the
         # server learns them in the order they happened; relayed from outside the
         # runtime's block, so the final report of a stop still goes out.

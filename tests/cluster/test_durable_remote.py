@@ -18,16 +18,23 @@ import anyio
 import grpc
 import pytest
 
-from loom.bridge import BridgeServer
+from loom import Agent
+from loom._remote import serve_agent
+from loom.bridge import BridgeServer, ConnectFailed
 from loom.bridge._generated import bridge_pb2
 from loom.bridge._status import error_from_status
 from loom.cluster import JetStreamLog
-from loom.runtime import AgentRuntime, DurabilityUnavailable, Event, EventBus
+from loom.runtime import AgentRuntime, Context, DurabilityUnavailable, Event, EventBus
 
 from ..bridge._server_harness import OldAgent, channel, event, serving, wait_until
 from ._jetstream_support import NatsServer, durable_bus, nats_server
 
 pytestmark = pytest.mark.anyio
+
+
+async def _ignore(ctx: Context, topic: str, event: Event) -> None:
+    return None
+
 
 # A remote durable agent: appends "<payload> <attempt>" for each event it handles; hangs on
 # the payload ``hang_on`` (killed there), raises on ``poison``.
@@ -213,6 +220,10 @@ async def test_durable_without_a_log_is_refused_with_the_reason() -> None:
             request.durable.max_deliver = 3
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await old.bridge.RegisterAgent(request)
+            # The SDK's agent stops at once with that reason rather than run non-durable.
+            agent = Agent("wants-durable", topics=["work.>"], on_event=_ignore, durable=True)
+            with pytest.raises(ConnectFailed, match=r"UNIMPLEMENTED: durable agent .*--nats off"):
+                await serve_agent(agent, served.target)
     code, details = refused.value.code(), refused.value.details() or ""
     assert code is grpc.StatusCode.UNIMPLEMENTED
     assert "durable agent 'wants-durable' needs durability" in details
