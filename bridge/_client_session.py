@@ -261,6 +261,10 @@ class Session:
         self._owed = 0
         self._credit_step = 1
         self._owed_any = anyio.Event()
+        # Durable settles not sent yet, sent together in one durable_settle frame by the
+        # settler (at most one entry per durable delivery held, plus keep-alives).
+        self._settles = bridge_pb2.DurableSettle()
+        self._settles_due = anyio.Event()
         self._owed_step = anyio.Event()
         self._holding = False  # the delivery being handed over is held (hold_credit)
         self._seq = 0
@@ -377,6 +381,8 @@ class Session:
         self._tg.start_soon(self._guard, self._writer)
         # Always: a welcome later than rpc_timeout still turns credit on (it idles until then).
         self._tg.start_soon(self._guard, self._creditor)
+        if self.client.registration.durable:
+            self._tg.start_soon(self._guard, self._settler)
         await self._resubscribe()
         self._tg.start_soon(self._guard, self._heartbeat)
         connected()
@@ -721,11 +727,19 @@ class Session:
             self._out.send_nowait(bridge_pb2.ClientEvent(cancel_call=cancel))
 
     async def settle_durable(self, frame: bridge_pb2.DurableSettle) -> None:
-        """Send a ``durable_settle``; nothing once this stream has ended (the server handed
-        its unsettled deliveries back then: they come again on the next stream)."""
+        """Queue a durable settle; the settler sends what is queued in one ``durable_settle``
+        frame. Nothing once this stream has ended (the server handed its unsettled
+        deliveries back then: they come again on the next stream)."""
         if self.ended:
             return
-        with contextlib.suppress(SessionEnded):
+        self._settles.MergeFrom(frame)
+        self._settles_due.set()
+
+    async def _settler(self) -> None:
+        while True:
+            await self._settles_due.wait()
+            frame, self._settles = self._settles, bridge_pb2.DurableSettle()
+            self._settles_due = anyio.Event()
             await self.send(bridge_pb2.ClientEvent(durable_settle=frame))
 
     async def send(self, msg: bridge_pb2.ClientEvent) -> None:
