@@ -1032,7 +1032,13 @@ class Session:
                 await sub.dead_letter(msg, "undeliverable", filled.err.message)
                 continue
             frame.delivery.delivery_id = msg.sequence
-            self._dheld[msg.sequence] = msg
+            self._dheld[msg.sequence] = msg  # from here on handed back if the stream ends
+            # Another pump may have used the credit while this one waited for the log.
+            while self._credited and self._dcredit <= 0:
+                self._credit_event.clear()
+                await self._credit_event.wait()
+                if self._tg is not None and self._tg.cancel_scope.cancel_called:
+                    return
             async with self._write_lock:
                 if self._credited:
                     self._dcredit -= 1

@@ -70,7 +70,9 @@ async def durable_server(
 ) -> AsyncIterator[tuple[EventBus, JetStreamLog, BridgeServer]]:
     """The server side: a bus with a JetStreamLog, its runtime, a bridge on 127.0.0.1:0."""
     async with (
-        durable_bus(nats) as (bus, log),
+        # An ack wait longer than any test: a redelivery within one comes from the server
+        # handing back what an ended stream held, not from the log's own timer.
+        durable_bus(nats, ack_wait=300.0) as (bus, log),
         AgentRuntime(bus, stop_timeout_s=1.0) as runtime,
         BridgeServer(runtime, grace_s=1.0) as server,
     ):
@@ -113,7 +115,7 @@ async def _wait_for(out: Path, line: str) -> None:
 async def test_kill_9_of_a_remote_durable_agent_loses_nothing(tmp_path: Path) -> None:
     out = tmp_path / "handled.txt"
     out.write_text("")
-    with anyio.fail_after(90):
+    with anyio.fail_after(60):
         async with nats_server(tmp_path) as nats, durable_server(nats) as (bus, log, server):
             address = f"127.0.0.1:{server.port}"
             first = _Agent(address, out, hang_on="2")
@@ -149,7 +151,7 @@ async def test_kill_9_of_a_remote_durable_agent_loses_nothing(tmp_path: Path) ->
 async def test_a_raising_remote_handler_is_retried_then_dead_lettered(tmp_path: Path) -> None:
     out = tmp_path / "handled.txt"
     out.write_text("")
-    with anyio.fail_after(90):
+    with anyio.fail_after(60):
         async with nats_server(tmp_path) as nats, durable_server(nats) as (bus, log, server):
             address = f"127.0.0.1:{server.port}"
             dlq = bus.subscribe("loom.dlq.crashy")
