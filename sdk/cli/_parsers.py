@@ -42,6 +42,7 @@ EPILOG = """\
   loom topics                        # what is published where, delivered, dropped
   loom tail 'orders.>'               # print events as they are published
   loom tail 'orders.>' --since 10m   # the stored ones of the last 10 minutes
+  loom replay 'orders.>' --since 1h --to orders.redo   # stored events, again
   loom dlq list                      # dead letters of durable subscriptions
   loom publish orders.new '{"id": 7}' --type order.created
   loom ask upperer 'hello'             # a request to an agent, and its reply
