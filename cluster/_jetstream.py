@@ -406,9 +406,9 @@ class JetStreamLog:
         except nats.js.errors.NotFoundError:
             return False
         except nats.js.errors.APIError as exc:
-            # JetStream answers "no message found" for a sequence it never held or removed
-            # by a limit; the same outcome to the caller.
-            if exc.err_code == 10037:
+            # JetStream answers "no message found" (10037) for a sequence removed already,
+            # and "stream store EOF" (10057) for one past the last: the same to the caller.
+            if exc.err_code in (10037, 10057):
                 return False
             raise
 

@@ -21,7 +21,7 @@ from loom.bridge import AdminClient, BridgeServer, WrongAgent
 from loom.cluster import JetStreamLog
 from loom.runtime import AgentRuntime, DurabilityUnavailable, Event, EventBus, QoS
 from tests.cluster._jetstream_support import durable_bus, nats_server
-from tests.sdk._cli_support import loom, loom_serve
+from tests.sdk._cli_support import loom, loom_serve, running
 
 pytestmark = pytest.mark.anyio
 
@@ -162,6 +162,27 @@ async def test_tail_since_replay_and_the_dead_letter_cycle(tmp_path: Path) -> No
                 stats = json.loads(_lines(await loom("topics", "--json", *a, cwd=tmp_path))[0])
                 (billing,) = [c for c in stats["durable"]["consumers"] if c["name"] == "billing"]
                 assert billing["overflow"] == 0
+
+
+async def test_tail_since_follow_goes_on_live_without_repeats(tmp_path: Path) -> None:
+    with anyio.fail_after(60):
+        async with served(tmp_path) as s, s.bus.subscribe("feed.>", durable="reader"):
+            for i in range(2):
+                await s.bus.publish(f"feed.{i}", Event(type="old", payload=b"old%d" % i))
+            argv = ("tail", "feed.>", "--since", "10m", "--follow", "-a", s.address)
+            async with running(*argv, cwd=tmp_path) as tail:
+                await tail.wait_for("stored events shown; tailing feed.>")
+                await s.bus.publish("feed.live", Event(type="new", payload=b"fresh"))
+                await s.bus.publish("other.topic", Event())  # not on the pattern
+                await tail.wait_for("feed.live new")
+                assert await tail.stop() == 0
+            out = tail.output
+            assert out.index("feed.0 old") < out.index("feed.1 old") < out.index("feed.live new")
+            assert out.count("feed.live new") == 1  # stored and live, shown once
+            assert out.count("feed.0 old") == 1
+            assert await s.log.remove(10_000) is False  # a sequence never stored
+            assert await s.log.remove(1) is True
+            assert await s.log.remove(1) is False  # removed already
 
 
 async def test_overflow_is_counted_and_shown_in_topics(tmp_path: Path) -> None:
