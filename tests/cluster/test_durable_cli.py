@@ -205,17 +205,24 @@ async def test_overflow_is_counted_and_shown_in_topics(tmp_path: Path) -> None:
 async def test_replay_keeps_other_agents_mailboxes_closed(tmp_path: Path) -> None:
     with anyio.fail_after(60):
         # A mailbox topic stored in the log (a durable pattern over it).
-        async with served(tmp_path) as s, s.bus.subscribe("agent.>", durable="audit"):
+        async with served(tmp_path) as s, s.bus.subscribe("agent.>", durable="audit") as sub:
             await s.bus.publish("agent.bob.replies", Event(payload=b"for bob"))
             await s.bus.publish("agent.news", Event(payload=b"for all"))
+            # bob's event given up: its dead letter is bob's too.
+            await sub.dead_letter(await sub.receive(), "max_deliver", "Boom: x")
             async with AdminClient(s.address) as anyone:
                 with pytest.raises(WrongAgent, match="bob"):
                     [d async for d in anyone.replay("agent.bob.replies")]
                 seen = [d.event.payload async for d in anyone.replay("agent.>")]
                 assert seen == [b"for all"]  # bob's withheld
+                assert [d async for d in anyone.replay("loom.dlq.>")] == []
             async with AdminClient(s.address, token=ADMIN) as operator:
                 seen = [d.event.payload async for d in operator.replay("agent.>")]
                 assert seen == [b"for bob", b"for all"]
+                letters = [d.event.payload async for d in operator.replay("loom.dlq.>")]
+                assert letters == [b"for bob"]
+            listed = await loom("dlq", "list", "-a", s.address, cwd=tmp_path)
+            assert _lines(listed) == ["no dead letters"]  # not for an anonymous caller
 
 
 async def test_without_durability_the_commands_say_so_in_one_line(tmp_path: Path) -> None:
