@@ -275,10 +275,17 @@ class EventBusService(bus_pb2_grpc.EventBusServicer):
         screen = not principal.operator
         try:
             authorize_read(principal, request.pattern)
+            if len(hub.streams) >= hub.limits.max_bus_subscribers:
+                # A replay holds a consumer on the log's server: counted as a subscription.
+                raise LimitExceeded(
+                    "max_bus_subscribers",
+                    hub.limits.max_bus_subscribers,
+                    f"{len(hub.streams)} EventBus.Subscribe and Replay calls are open",
+                )
             since = _position(request.since, "since") if request.HasField("since") else None
             until = _position(request.until, "until") if request.HasField("until") else None
             stored = hub.runtime.bus.replay(request.pattern, since=since, until=until)
-        except (InvalidArgument, WrongAgent, DurabilityUnavailable) as exc:
+        except (InvalidArgument, WrongAgent, DurabilityUnavailable, LimitExceeded) as exc:
             await context.abort(_replay_status(exc), str(exc))
         limit = hub.limits.max_message_bytes - 64
         with anyio.CancelScope() as scope:

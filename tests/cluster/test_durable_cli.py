@@ -17,7 +17,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from loom.bridge import AdminClient, BridgeServer, WrongAgent
+from loom.bridge import AdminClient, BridgeServer, LimitExceeded, Limits, WrongAgent
 from loom.cluster import JetStreamLog
 from loom.runtime import AgentRuntime, DurabilityUnavailable, Event, EventBus, QoS
 from tests.cluster._jetstream_support import durable_bus, nats_server
@@ -36,7 +36,9 @@ class Served:
 
 
 @asynccontextmanager
-async def served(tmp_path: Path, *, max_bytes: int = 1 << 30) -> AsyncIterator[Served]:
+async def served(
+    tmp_path: Path, *, max_bytes: int = 1 << 30, limits: Limits | None = None
+) -> AsyncIterator[Served]:
     """A real nats-server, a bus storing in it, and a real gRPC server over that bus (with an
     admin token)."""
     try:
@@ -44,7 +46,7 @@ async def served(tmp_path: Path, *, max_bytes: int = 1 << 30) -> AsyncIterator[S
             nats_server(tmp_path) as server,
             durable_bus(server, max_bytes=max_bytes) as (bus, log),
             AgentRuntime(bus, stop_timeout_s=1.0) as runtime,
-            BridgeServer(runtime, grace_s=1.0, admin_token=ADMIN) as bridge,
+            BridgeServer(runtime, grace_s=1.0, admin_token=ADMIN, limits=limits) as bridge,
         ):
             yield Served(bus, log, f"127.0.0.1:{bridge.port}")
     finally:
@@ -256,3 +258,14 @@ async def test_loom_serve_stores_dead_letters_and_lists_none(tmp_path: Path) -> 
             assert _lines(listed) == ["no dead letters"]
             topics = _lines(await loom("topics", "-a", address, cwd=tmp_path))
             assert any(line.startswith("durable log: ") for line in topics)
+
+
+async def test_a_replay_counts_against_max_bus_subscribers(tmp_path: Path) -> None:
+    with anyio.fail_after(60):
+        async with (
+            served(tmp_path, limits=Limits(max_bus_subscribers=1)) as s,
+            AdminClient(s.address) as admin,
+            admin.subscribe("x.>"),
+        ):
+            with pytest.raises(LimitExceeded, match="max_bus_subscribers"):
+                [d async for d in admin.replay("x.>")]
