@@ -436,11 +436,13 @@ class AdminClient:
             raise self._durable_error(exc, "EventBus.DropDeadLetter") from None
 
     def _durable_error(self, exc: grpc.aio.AioRpcError, what: str) -> LoomError:
-        if exc.code() is grpc.StatusCode.UNIMPLEMENTED:
-            # The server's words when its bus has no durable log; an older server's own
-            # ("Method not found!") when it has no such call.
-            details = exc.details() or ""
-            if "needs durability" not in details:
+        code = exc.code()
+        details = exc.details() or ""
+        # FAILED_PRECONDITION with these words: the server's bus has no durable log.
+        # UNIMPLEMENTED: an older server, without these calls.
+        unavailable = code is grpc.StatusCode.FAILED_PRECONDITION and "needs durability" in details
+        if unavailable or code is grpc.StatusCode.UNIMPLEMENTED:
+            if not unavailable:
                 details = f"{what}: {self.address} does not offer durability ({details})"
             error = DurabilityUnavailable(what)
             error.args = (details,)

@@ -357,10 +357,11 @@ class EventBusService(bus_pb2_grpc.EventBusServicer):
 
 
 def _replay_status(exc: LoomError) -> grpc.StatusCode:
-    # DurabilityUnavailable has no wire class (its message says what to do): UNIMPLEMENTED,
-    # as for a server that has no such call at all.
+    # DurabilityUnavailable has no wire class of its own: FAILED_PRECONDITION (the server is
+    # not in a state to do it), which AdminClient reads back as DurabilityUnavailable by the
+    # message; NotRegistered, the code's class elsewhere, never comes from these calls.
     if isinstance(exc, DurabilityUnavailable):
-        return grpc.StatusCode.UNIMPLEMENTED
+        return grpc.StatusCode.FAILED_PRECONDITION
     return status_of(exc)
 
 

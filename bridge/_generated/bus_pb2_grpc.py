@@ -106,7 +106,7 @@ class EventBusServicer:
         """Added (issue 12): the stored events on topics `pattern` matches, oldest first, from
         `since` to `until` (both inclusive), then the call ends. Read-only: no durable name moves. The
         read rule of Subscribe applies: another agent's mailbox is PERMISSION_DENIED, a wildcard
-        over other agents' mailboxes has their events withheld. UNIMPLEMENTED when the
+        over other agents' mailboxes has their events withheld. FAILED_PRECONDITION when the
         server's bus has no durable log (`loom serve --nats off`); INVALID_ARGUMENT for a bad
         pattern or position.
         """
@@ -119,7 +119,7 @@ class EventBusServicer:
         (a new event id, metadata `loom.retry_of` = the original id), then remove the dead
         letter. Needs the admin token (PERMISSION_DENIED otherwise, also on a server without
         one); INVALID_ARGUMENT when the log holds no dead letter at that sequence;
-        UNIMPLEMENTED when the bus has no durable log.
+        FAILED_PRECONDITION when the bus has no durable log.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
