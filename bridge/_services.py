@@ -374,13 +374,23 @@ def _may_read(principal: Principal, delivery: Delivery) -> bool:
 
 
 def _position(msg: bus_pb2.ReplayPosition, field: str) -> Position:
-    match msg.WhichOneof("at"):
-        case "sequence":
-            return msg.sequence
-        case "time_ms":
-            return datetime.fromtimestamp(msg.time_ms / 1000, UTC)
-        case "ago_ms":
-            return timedelta(milliseconds=msg.ago_ms)
+    """A replay position off the wire.
+
+    Raises:
+        InvalidArgument: none set, or a moment or span outside what a datetime can hold.
+    """
+    try:
+        match msg.WhichOneof("at"):
+            case "sequence":
+                return msg.sequence
+            case "time_ms":
+                return datetime.fromtimestamp(msg.time_ms / 1000, UTC)
+            case "ago_ms":
+                ago = timedelta(milliseconds=msg.ago_ms)
+                _ = datetime.now(UTC) - ago  # raises when it reaches before year 1
+                return ago
+    except (ValueError, OverflowError, OSError) as exc:
+        raise InvalidArgument(f"ReplayRequest.{field}: out of range: {exc}") from None
     raise InvalidArgument(f"ReplayRequest.{field}: set sequence, time_ms or ago_ms")
 
 
