@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
 
@@ -39,9 +40,12 @@ from loom.runtime import (
     BusStats,
     DeadlineExceeded,
     Delivery,
+    DurabilityUnavailable,
+    DurableStats,
     Event,
     InvalidArgument,
     LoomError,
+    Position,
     QoS,
 )
 from loom.runtime.lowlevel import new_id
@@ -51,6 +55,7 @@ from ._client import ClientTLS
 from ._convert import (
     bus_stats_from_proto,
     delivery_from_proto,
+    durable_stats_from_proto,
     publish_to_proto,
     qos_to_proto,
     tool_call_to_proto,
@@ -342,6 +347,108 @@ class AdminClient:
             for delivery in msg.batch.deliveries:
                 yield delivery_from_proto(delivery)
 
+    # ------------------------------------------------------------------ durability
+
+    async def durable_statistics(self) -> DurableStats | None:
+        """The server's durable log: what it holds and each durable name's standing (its
+        ``overflow``: events lost to it by the log's limits). ``None`` when the server has
+        no durable log, its log did not answer, or the server predates this."""
+        stub = bus_pb2_grpc.EventBusStub(self._open())
+        request = bus_pb2.GetStatsRequest(include_durable=True)
+        try:
+            response = await unary(
+                stub.GetStats(request, timeout=self.timeout, metadata=self._metadata)
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise self._error(exc, "EventBus.GetStats", self.timeout) from None
+        if not response.HasField("durable"):
+            return None
+        return durable_stats_from_proto(response.durable)
+
+    async def replay(
+        self, pattern: str, *, since: Position | None = None, until: Position | None = None
+    ) -> AsyncIterator[Delivery]:
+        """The stored events on topics ``pattern`` matches, oldest first (``EventBus.Replay``;
+        ``EventBus.replay`` on the server's bus). Each event's metadata carries its sequence
+        in the log (``log.sequence``). Each message must come within ``timeout``.
+
+        Raises:
+            DurabilityUnavailable: the server's bus has no durable log (``--nats off``).
+            WrongAgent: ``pattern`` names another agent's mailbox.
+            InvalidArgument: a malformed pattern.
+        """
+        stub = bus_pb2_grpc.EventBusStub(self._open())
+        request = bus_pb2.ReplayRequest(pattern=pattern)
+        if since is not None:
+            request.since.CopyFrom(_position_to_proto(since))
+        if until is not None:
+            request.until.CopyFrom(_position_to_proto(until))
+        call = stub.Replay(request, metadata=self._metadata)
+        try:
+            while True:
+                try:
+                    with anyio.fail_after(self.timeout):
+                        msg: Any = await call.read()
+                except TimeoutError:
+                    raise DeadlineExceeded(
+                        f"EventBus.Replay: {self.address} sent nothing for {self.timeout:g} s"
+                    ) from None
+                except grpc.aio.AioRpcError as exc:
+                    raise self._durable_error(exc, "EventBus.Replay") from None
+                if msg is grpc.aio.EOF:
+                    return
+                yield delivery_from_proto(msg.delivery)
+        finally:
+            call.cancel()
+
+    async def retry_dead_letter(self, sequence: int) -> tuple[str, str]:
+        """Publish the dead letter at ``sequence`` again on its original topic, then remove
+        it (``EventBus.RetryDeadLetter``). Returns the topic and the new event's id.
+
+        Raises:
+            WrongAgent: the server has an admin token and this client's is not it.
+            InvalidArgument: the log holds no dead letter at ``sequence``.
+            DurabilityUnavailable: the server's bus has no durable log.
+        """
+        stub = bus_pb2_grpc.EventBusStub(self._open())
+        request = bus_pb2.DeadLetterRequest(sequence=sequence)
+        try:
+            response = await unary(
+                stub.RetryDeadLetter(request, timeout=self.timeout, metadata=self._metadata)
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise self._durable_error(exc, "EventBus.RetryDeadLetter") from None
+        return response.topic, response.event_id
+
+    async def drop_dead_letter(self, sequence: int) -> None:
+        """Remove the dead letter at ``sequence`` from the log (``EventBus.DropDeadLetter``).
+
+        Raises:
+            WrongAgent: the server has an admin token and this client's is not it.
+            InvalidArgument: the log holds no dead letter at ``sequence``.
+            DurabilityUnavailable: the server's bus has no durable log.
+        """
+        stub = bus_pb2_grpc.EventBusStub(self._open())
+        request = bus_pb2.DeadLetterRequest(sequence=sequence)
+        try:
+            await unary(stub.DropDeadLetter(request, timeout=self.timeout, metadata=self._metadata))
+        except grpc.aio.AioRpcError as exc:
+            raise self._durable_error(exc, "EventBus.DropDeadLetter") from None
+
+    def _durable_error(self, exc: grpc.aio.AioRpcError, what: str) -> LoomError:
+        code = exc.code()
+        details = exc.details() or ""
+        # FAILED_PRECONDITION with these words: the server's bus has no durable log.
+        # UNIMPLEMENTED: an older server, without these calls.
+        unavailable = code is grpc.StatusCode.FAILED_PRECONDITION and "needs durability" in details
+        if unavailable or code is grpc.StatusCode.UNIMPLEMENTED:
+            if not unavailable:
+                details = f"{what}: {self.address} does not offer durability ({details})"
+            error = DurabilityUnavailable(what)
+            error.args = (details,)
+            return error
+        return self._error(exc, what, self.timeout)
+
     # ------------------------------------------------------------------ ToolService
 
     async def list_tools(self, *, prefix: str = "") -> list[ToolDescriptor]:
@@ -387,3 +494,17 @@ class AdminClient:
         except grpc.aio.AioRpcError as exc:
             raise self._error(exc, "ToolService.Call", deadline) from None
         return tool_result_from_proto(result)
+
+
+def _position_to_proto(position: Position) -> bus_pb2.ReplayPosition:
+    if isinstance(position, bool):
+        raise InvalidArgument(f"not a replay position: {position!r}")
+    if isinstance(position, int):
+        if position < 1:
+            raise InvalidArgument(f"a log sequence starts at 1, not {position}")
+        return bus_pb2.ReplayPosition(sequence=position)
+    if isinstance(position, timedelta):
+        return bus_pb2.ReplayPosition(ago_ms=max(0, int(position.total_seconds() * 1000)))
+    if isinstance(position, datetime):
+        return bus_pb2.ReplayPosition(time_ms=int(position.timestamp() * 1000))
+    raise InvalidArgument(f"not a replay position: {position!r}")

@@ -58,8 +58,10 @@ from loom.bridge._generated import bridge_pb2, bus_pb2, event_pb2, tools_pb2
 from loom.runtime import (
     DEFAULT_TTL,
     BusStats,
+    ConsumerStats,
     Delivery,
     Drops,
+    DurableStats,
     Envelope,
     Event,
     QoS,
@@ -83,6 +85,8 @@ __all__ = [
     "bus_stats_to_proto",
     "delivery_from_proto",
     "delivery_to_proto",
+    "durable_stats_from_proto",
+    "durable_stats_to_proto",
     "envelope_from_metadata",
     "envelope_to_metadata",
     "event_from_proto",
@@ -662,4 +666,50 @@ def bus_stats_from_proto(msg: bus_pb2.BusStats) -> BusStats:
             for t in msg.topics
         ),
         closed=msg.closed,
+    )
+
+
+def durable_stats_to_proto(stats: DurableStats) -> bus_pb2.DurableLogStats:
+    """The durable log's statistics as a ``loom.v1.DurableLogStats`` (``BusStats.durable``)."""
+    return bus_pb2.DurableLogStats(
+        stored=stats.stored,
+        bytes=stats.bytes,
+        first_sequence=stats.first_sequence,
+        last_sequence=stats.last_sequence,
+        appended=stats.appended,
+        duplicates=stats.duplicates,
+        consumers=[
+            bus_pb2.DurableConsumerStats(
+                name=c.name,
+                patterns=c.patterns,
+                pending=c.pending,
+                in_flight=c.in_flight,
+                redelivered=c.redelivered,
+                overflow=c.overflow,
+            )
+            for c in stats.consumers
+        ],
+    )
+
+
+def durable_stats_from_proto(msg: bus_pb2.DurableLogStats) -> DurableStats:
+    """The runtime record of a ``loom.v1.DurableLogStats``."""
+    return DurableStats(
+        stored=msg.stored,
+        bytes=msg.bytes,
+        first_sequence=msg.first_sequence,
+        last_sequence=msg.last_sequence,
+        appended=msg.appended,
+        duplicates=msg.duplicates,
+        consumers=tuple(
+            ConsumerStats(
+                name=c.name,
+                patterns=tuple(c.patterns),
+                pending=c.pending,
+                in_flight=c.in_flight,
+                redelivered=c.redelivered,
+                overflow=c.overflow,
+            )
+            for c in msg.consumers
+        ),
     )

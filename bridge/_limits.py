@@ -34,8 +34,9 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
         outbound_queue: frames other than deliveries (acks, pongs, pushed calls, results,
             errors) queued for one stream's writer before their producers wait; deliveries
             wait in their subscriptions.
-        max_bus_subscribers: ``EventBus.Subscribe`` calls open at once (``loom tail`` and other
-            plain subscribers; agents' streams are counted by ``max_agents``).
+        max_bus_subscribers: ``EventBus.Subscribe`` and ``EventBus.Replay`` calls open at once
+            (``loom tail`` and other plain subscribers; agents' streams are counted by
+            ``max_agents``).
         max_buffer_bytes: the byte bound of each of a stream's own queues (its publish lane
             and its outbound queue), next to their count bounds; what fills it waits like what
             finds the queue full (the stream's reader, then the client, is held back). The

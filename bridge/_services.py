@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -11,19 +12,34 @@ import grpc.aio
 import msgspec
 
 from loom.bridge._generated import bridge_pb2, bus_pb2, bus_pb2_grpc, tools_pb2, tools_pb2_grpc
-from loom.runtime import BusClosed, Delivery, InvalidArgument, SubscriptionClosed
-from loom.runtime.lowlevel import tool_inventory
+from loom.runtime import (
+    ATTEMPT_KEY,
+    DLQ_PREFIX,
+    REDELIVERED_KEY,
+    SEQUENCE_KEY,
+    BusClosed,
+    Delivery,
+    DurabilityUnavailable,
+    Event,
+    InvalidArgument,
+    LoomError,
+    Position,
+    SubscriptionClosed,
+)
+from loom.runtime.lowlevel import DurableLog, new_id, tool_inventory
 
 from ._calls import serve_tool_call
 from ._convert import (
     bus_stats_to_proto,
     delivery_to_proto,
+    durable_stats_to_proto,
     publish_from_proto,
     qos_from_proto,
     tool_descriptor_to_proto,
 )
 from ._errors import LimitExceeded, WireError, WrongAgent
 from ._identity import (
+    Principal,
     authorize_publish,
     authorize_read,
     claimed_sender,
@@ -36,7 +52,13 @@ from ._wire_types import ProviderKind, ToolDescriptor
 if TYPE_CHECKING:
     from ._hub import Hub
 
-__all__ = ["EventBusService", "ToolService"]
+__all__ = ["RETRY_OF_KEY", "EventBusService", "ToolService"]
+
+RETRY_OF_KEY = "loom.retry_of"
+"""The metadata key of an event ``RetryDeadLetter`` published again: the original's id (the
+retry has an id of its own, or the log would take it for the original and store nothing)."""
+_DEAD_LETTER_PREFIX = "dead_letter."
+_DURABLE_STATS_WAIT = 5.0  # seconds GetStats waits for the durable log's own statistics
 
 log = logging.getLogger("loom.bridge")
 
@@ -226,8 +248,182 @@ class EventBusService(bus_pb2_grpc.EventBusServicer):
     async def GetStats(
         self, request: bus_pb2.GetStatsRequest, context: _Context
     ) -> bus_pb2.BusStats:
-        return bus_stats_to_proto(
-            self.hub.runtime.bus.statistics(),
+        bus = self.hub.runtime.bus
+        msg = bus_stats_to_proto(
+            bus.statistics(),
             include_subscriptions=request.include_subscriptions,
             include_topics=request.include_topics,
         )
+        durable_log = bus.plumbing.durable_log
+        if request.include_durable and durable_log is not None:
+            # The log answers from its own server: bounded, and left out (not an error) when
+            # that server does not answer, so the bus's own counters still come back.
+            with anyio.move_on_after(_DURABLE_STATS_WAIT):
+                try:
+                    msg.durable.CopyFrom(durable_stats_to_proto(await durable_log.statistics()))
+                except Exception as exc:  # nats-py's errors are not Loom's; bridge cannot name them
+                    log.warning("EventBus.GetStats: the durable log did not answer: %r", exc)
+        return msg
+
+    async def Replay(  # type: ignore[override]
+        self, request: bus_pb2.ReplayRequest, context: _Context
+    ) -> None:
+        hub = self.hub
+        principal = hub.caller(context)
+        # Every replayed event is screened, not only under a wildcard over mailboxes: a dead
+        # letter (on loom.dlq.NAME) may hold an event of another agent's mailbox.
+        screen = not principal.operator
+        try:
+            authorize_read(principal, request.pattern)
+            if len(hub.streams) >= hub.limits.max_bus_subscribers:
+                # A replay holds a consumer on the log's server: counted as a subscription.
+                raise LimitExceeded(
+                    "max_bus_subscribers",
+                    hub.limits.max_bus_subscribers,
+                    f"{len(hub.streams)} EventBus.Subscribe and Replay calls are open",
+                )
+            since = _position(request.since, "since") if request.HasField("since") else None
+            until = _position(request.until, "until") if request.HasField("until") else None
+            stored = hub.runtime.bus.replay(request.pattern, since=since, until=until)
+        except (InvalidArgument, WrongAgent, DurabilityUnavailable, LimitExceeded) as exc:
+            await context.abort(_replay_status(exc), str(exc))
+        limit = hub.limits.max_message_bytes - 64
+        with anyio.CancelScope() as scope:
+            hub.streams.add(scope)
+            try:
+                async for delivery in stored:
+                    if screen and not _may_read(principal, delivery):
+                        continue  # another agent's mailbox (or its dead letter): withheld
+                    msg = _encode(delivery, limit)
+                    if msg is not None:
+                        await context.write(bus_pb2.ReplayedEvent(delivery=msg))
+            finally:
+                hub.streams.discard(scope)
+                with anyio.CancelScope(shield=True):
+                    await stored.aclose()  # type: ignore[attr-defined]
+        if scope.cancelled_caught:
+            context.set_code(grpc.StatusCode.UNAVAILABLE)
+            context.set_details("the server is shutting down")
+
+    async def RetryDeadLetter(
+        self, request: bus_pb2.DeadLetterRequest, context: _Context
+    ) -> bus_pb2.DeadLetterResponse:
+        try:
+            durable_log = self._operator_log(context, "retrying a dead letter")
+            letter = await _dead_letter(self.hub.runtime.bus.replay, request.sequence)
+            topic = letter.event.metadata[_DEAD_LETTER_PREFIX + "topic"]
+            original = _original(letter.event)
+            await self.hub.runtime.bus.publish(topic, original)
+            await durable_log.remove(request.sequence)
+        except (InvalidArgument, WrongAgent, DurabilityUnavailable, BusClosed) as exc:
+            await context.abort(_replay_status(exc), str(exc))
+        log.info(
+            "dead letter %d retried by the operator: event %s on %r (was %s)",
+            request.sequence,
+            original.id,
+            topic,
+            letter.event.id,
+        )
+        return bus_pb2.DeadLetterResponse(topic=topic, event_id=original.id)
+
+    async def DropDeadLetter(
+        self, request: bus_pb2.DeadLetterRequest, context: _Context
+    ) -> bus_pb2.DeadLetterResponse:
+        try:
+            durable_log = self._operator_log(context, "dropping a dead letter")
+            await _dead_letter(self.hub.runtime.bus.replay, request.sequence)
+            await durable_log.remove(request.sequence)
+        except (InvalidArgument, WrongAgent, DurabilityUnavailable) as exc:
+            await context.abort(_replay_status(exc), str(exc))
+        log.info("dead letter %d dropped by the operator", request.sequence)
+        return bus_pb2.DeadLetterResponse()
+
+    def _operator_log(self, context: _Context, what: str) -> DurableLog:
+        """The bus's durable log, for a caller allowed to change it: anyone on a server
+        without an admin token (as for publishing), the admin token's holder alone on one
+        with it (dead letters are every durable name's, not one caller's).
+
+        Raises:
+            WrongAgent: the server has an admin token and the caller did not show it.
+            DurabilityUnavailable: the bus has no durable log.
+        """
+        hub = self.hub
+        if hub.admin_token is not None and not hub.caller(context).operator:
+            raise WrongAgent(f"{what} needs the server's admin token")
+        durable_log = hub.runtime.bus.plumbing.durable_log
+        if durable_log is None:
+            raise DurabilityUnavailable(what)
+        return durable_log
+
+
+def _replay_status(exc: LoomError) -> grpc.StatusCode:
+    # DurabilityUnavailable has no wire class of its own: FAILED_PRECONDITION (the server is
+    # not in a state to do it), which AdminClient reads back as DurabilityUnavailable by the
+    # message; NotRegistered, the code's class elsewhere, never comes from these calls.
+    if isinstance(exc, DurabilityUnavailable):
+        return grpc.StatusCode.FAILED_PRECONDITION
+    return status_of(exc)
+
+
+def _may_read(principal: Principal, delivery: Delivery) -> bool:
+    if not may_receive(principal, delivery.topic):
+        return False
+    # A dead letter carries the original event: readable where the original is.
+    original = delivery.event.metadata.get(_DEAD_LETTER_PREFIX + "topic")
+    return original is None or may_receive(principal, original)
+
+
+def _position(msg: bus_pb2.ReplayPosition, field: str) -> Position:
+    """A replay position off the wire.
+
+    Raises:
+        InvalidArgument: none set, or a moment or span outside what a datetime can hold.
+    """
+    try:
+        match msg.WhichOneof("at"):
+            case "sequence":
+                return msg.sequence
+            case "time_ms":
+                return datetime.fromtimestamp(msg.time_ms / 1000, UTC)
+            case "ago_ms":
+                ago = timedelta(milliseconds=msg.ago_ms)
+                _ = datetime.now(UTC) - ago  # raises when it reaches before year 1
+                return ago
+    except (ValueError, OverflowError, OSError) as exc:
+        raise InvalidArgument(f"ReplayRequest.{field}: out of range: {exc}") from None
+    raise InvalidArgument(f"ReplayRequest.{field}: set sequence, time_ms or ago_ms")
+
+
+async def _dead_letter(replay: Any, sequence: int) -> Delivery:
+    """The dead letter stored at ``sequence``.
+
+    Raises:
+        InvalidArgument: the log holds none there (never stored, dropped, or not a dead
+            letter).
+    """
+    if sequence < 1:
+        raise InvalidArgument(f"no dead letter at sequence {sequence}: sequences start at 1")
+    stored = replay(f"{DLQ_PREFIX}.>", since=sequence, until=sequence)
+    try:
+        async for delivery in stored:
+            if delivery.event.metadata.get(SEQUENCE_KEY) == str(sequence):
+                if _DEAD_LETTER_PREFIX + "topic" in delivery.event.metadata:
+                    return delivery  # type: ignore[no-any-return]
+                break
+    finally:
+        with anyio.CancelScope(shield=True):
+            await stored.aclose()
+    raise InvalidArgument(f"no dead letter at sequence {sequence} (see `loom dlq list`)")
+
+
+def _original(letter: Event) -> Event:
+    """The event a dead letter holds, as it was published, under a new id marked as a retry
+    of the original."""
+    dropped = (ATTEMPT_KEY, REDELIVERED_KEY, SEQUENCE_KEY)
+    metadata = {
+        k: v
+        for k, v in letter.metadata.items()
+        if not k.startswith(_DEAD_LETTER_PREFIX) and k not in dropped
+    }
+    metadata[RETRY_OF_KEY] = letter.id
+    return msgspec.structs.replace(letter, id=new_id(), metadata=metadata)

@@ -33,6 +33,7 @@ from nats.js import api
 from nats.js.client import JetStreamContext
 
 from loom.runtime import (
+    SEQUENCE_KEY,
     ConsumerStats,
     Delivery,
     DurableMessage,
@@ -386,7 +387,10 @@ class JetStreamLog:
                         return
                     if end_time is not None and meta.timestamp > end_time:
                         return
-                    yield Delivery(topic_of(msg.subject), _decoder.decode(msg.data))
+                    event = _decoder.decode(msg.data)
+                    metadata = {**event.metadata, SEQUENCE_KEY: str(meta.sequence.stream)}
+                    event = msgspec.structs.replace(event, metadata=metadata)
+                    yield Delivery(topic_of(msg.subject), event)
                     pending = meta.num_pending
                     if not pending:
                         return
@@ -395,6 +399,18 @@ class JetStreamLog:
                 await sub.unsubscribe()
                 if name:
                     await self._js.delete_consumer(STREAM, name)
+
+    async def remove(self, sequence: int) -> bool:
+        try:
+            return await self._js.delete_msg(STREAM, sequence)
+        except nats.js.errors.NotFoundError:
+            return False
+        except nats.js.errors.APIError as exc:
+            # JetStream answers "no message found" (10037) for a sequence removed already,
+            # and "stream store EOF" (10057) for one past the last: the same to the caller.
+            if exc.err_code in (10037, 10057):
+                return False
+            raise
 
     async def statistics(self) -> DurableStats:
         info = await self._js.stream_info(STREAM)

@@ -19,6 +19,7 @@ from ._directory import Directory as Directory
 from ._durable import ATTEMPT_KEY as ATTEMPT_KEY
 from ._durable import DEFAULT_MAX_DELIVER as DEFAULT_MAX_DELIVER
 from ._durable import REDELIVERED_KEY as REDELIVERED_KEY
+from ._durable import SEQUENCE_KEY as SEQUENCE_KEY
 from ._durable import ConsumerStats as ConsumerStats
 from ._durable import DurableMessage as DurableMessage
 from ._durable import DurableStats as DurableStats
@@ -72,6 +73,7 @@ __all__ = [
     "DLQ_PREFIX",
     "LIFECYCLE_PREFIX",
     "REDELIVERED_KEY",
+    "SEQUENCE_KEY",
     "AgentExists",
     "AgentInfo",
     "AgentNotFound",

@@ -27,7 +27,7 @@ from ._durable import (
     Position,
     validate_durable_name,
 )
-from ._durable_sub import DurableSubscription
+from ._durable_sub import DLQ_PREFIX, DurableSubscription
 from ._errors import BusClosed, DurabilityUnavailable, InvalidArgument, WouldBlock
 from ._event import EVENT_OVERHEAD_BYTES, Delivery, Event, event_size
 from ._qos import QoS
@@ -282,7 +282,9 @@ class EventBus:
             raise BusClosed("an EventBus can be entered once")
         self._new_waiter = self._hooks.new_waiter = self.plumbing.new_waiter = waiter_factory()
         if self._log is not None:
-            self.add_durable_patterns(self._log.patterns())
+            # Dead letters are always stored, whoever's they are: `loom dlq` reads, retries
+            # and drops them from the log (they are not consumed by any durable name).
+            self.add_durable_patterns((*self._log.patterns(), f"{DLQ_PREFIX}.>"))
         if self._transport is not None:
             self._tg = anyio.create_task_group()
             await self._tg.__aenter__()

@@ -23,6 +23,7 @@ __all__ = [
     "ATTEMPT_KEY",
     "DEFAULT_MAX_DELIVER",
     "REDELIVERED_KEY",
+    "SEQUENCE_KEY",
     "ConsumerStats",
     "DurableConsumer",
     "DurableLog",
@@ -42,6 +43,10 @@ ATTEMPT_KEY = "delivery.attempt"
 """The metadata key a durable delivery carries: which attempt this is, ``"1"`` the first."""
 REDELIVERED_KEY = "delivery.redelivered"
 """The metadata key a durable delivery carries: ``"true"`` when delivered before."""
+
+SEQUENCE_KEY = "log.sequence"
+"""The metadata key a replayed event carries: its sequence in the log (what ``since``,
+``until`` and ``DurableLog.remove`` take), so a reader can name one stored event."""
 
 Position = int | datetime | timedelta
 """Where a replay starts or stops: a stream sequence, a moment, or that long ago."""
@@ -194,7 +199,14 @@ class DurableLog(Protocol):
     ) -> AsyncIterator[Delivery]:
         """The stored events matching ``pattern`` from ``since`` to ``until`` (both
         inclusive; ``None``: the oldest held, and the newest when the replay started), in
-        log order. Read-only: durable names are not moved."""
+        log order, each event's metadata carrying its sequence (``log.sequence``).
+        Read-only: durable names are not moved."""
+        ...
+
+    async def remove(self, sequence: int) -> bool:
+        """Delete the stored event at ``sequence`` (a dead letter dropped by an operator);
+        ``False`` when the log holds none there. Durable names that had not taken it never
+        will."""
         ...
 
     async def statistics(self) -> DurableStats:

@@ -26,29 +26,43 @@ from loom.bridge._generated import bridge_pb2 as loom_dot_v1_dot_bridge__pb2
 from loom.bridge._generated import event_pb2 as loom_dot_v1_dot_event__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11loom/v1/bus.proto\x12\x07loom.v1\x1a\x14loom/v1/bridge.proto\x1a\x13loom/v1/event.proto\"5\n\x0ePublishRequest\x12#\n\tpublishes\x18\x01 \x03(\x0b\x32\x10.loom.v1.Publish\"R\n\x0fPublishResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x04\x12-\n\nrejections\x18\x02 \x03(\x0b\x32\x19.loom.v1.PublishRejection\"s\n\x11SubscribeResponse\x12.\n\nsubscribed\x18\x01 \x01(\x0b\x32\x18.loom.v1.SubscribeResultH\x00\x12\'\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x16.loom.v1.DeliveryBatchH\x00\x42\x05\n\x03msg\"H\n\x0fGetStatsRequest\x12\x1d\n\x15include_subscriptions\x18\x01 \x01(\x08\x12\x16\n\x0einclude_topics\x18\x02 \x01(\x08\"8\n\x05\x44rops\x12\x10\n\x08overflow\x18\x01 \x01(\x04\x12\x0e\n\x06\x63losed\x18\x02 \x01(\x04\x12\r\n\x05\x62ytes\x18\x19 \x01(\x04\"\xb5\x02\n\x11SubscriptionStats\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0f\n\x07pattern\x18\x02 \x01(\t\x12\x1e\n\x03qos\x18\x03 \x01(\x0e\x32\x11.loom.v1.QoSLevel\x12\x0f\n\x07matched\x18\x04 \x01(\x04\x12\x11\n\tdelivered\x18\x05 \x01(\x04\x12\x1f\n\x07\x64ropped\x18\x06 \x01(\x0b\x32\x0e.loom.v1.Drops\x12\x0e\n\x06queued\x18\x07 \x01(\x04\x12\x12\n\nhigh_water\x18\x08 \x01(\x04\x12\x10\n\x08\x63\x61pacity\x18\t \x01(\x04\x12\x1a\n\x12waiting_publishers\x18\n \x01(\x04\x12\x10\n\x08patterns\x18( \x03(\t\x12\x11\n\tin_flight\x18\x14 \x01(\x04\x12\x14\n\x0cqueued_bytes\x18\x19 \x01(\x04\x12\x11\n\tmax_bytes\x18\x1a \x01(\x04\"t\n\nTopicStats\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpublished\x18\x02 \x01(\x04\x12\x10\n\x08unrouted\x18\x03 \x01(\x04\x12\x11\n\tdelivered\x18\x04 \x01(\x04\x12\x1f\n\x07\x64ropped\x18\x05 \x01(\x0b\x32\x0e.loom.v1.Drops\"\xcb\x01\n\x08\x42usStats\x12\x11\n\tpublished\x18\x01 \x01(\x04\x12\x10\n\x08unrouted\x18\x02 \x01(\x04\x12\x11\n\tdelivered\x18\x03 \x01(\x04\x12\x1f\n\x07\x64ropped\x18\x04 \x01(\x0b\x32\x0e.loom.v1.Drops\x12\x31\n\rsubscriptions\x18\x05 \x03(\x0b\x32\x1a.loom.v1.SubscriptionStats\x12#\n\x06topics\x18\x06 \x03(\x0b\x32\x13.loom.v1.TopicStats\x12\x0e\n\x06\x63losed\x18\x07 \x01(\x08\x32\xc7\x01\n\x08\x45ventBus\x12<\n\x07Publish\x12\x17.loom.v1.PublishRequest\x1a\x18.loom.v1.PublishResponse\x12\x44\n\tSubscribe\x12\x19.loom.v1.SubscribeRequest\x1a\x1a.loom.v1.SubscribeResponse0\x01\x12\x37\n\x08GetStats\x12\x18.loom.v1.GetStatsRequest\x1a\x11.loom.v1.BusStatsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11loom/v1/bus.proto\x12\x07loom.v1\x1a\x14loom/v1/bridge.proto\x1a\x13loom/v1/event.proto\"O\n\x0eReplayPosition\x12\x12\n\x08sequence\x18\x01 \x01(\x04H\x00\x12\x11\n\x07time_ms\x18\x02 \x01(\x03H\x00\x12\x10\n\x06\x61go_ms\x18\x03 \x01(\x04H\x00\x42\x04\n\x02\x61t\"p\n\rReplayRequest\x12\x0f\n\x07pattern\x18\x01 \x01(\t\x12&\n\x05since\x18\x02 \x01(\x0b\x32\x17.loom.v1.ReplayPosition\x12&\n\x05until\x18\x03 \x01(\x0b\x32\x17.loom.v1.ReplayPosition\"4\n\rReplayedEvent\x12#\n\x08\x64\x65livery\x18\x01 \x01(\x0b\x32\x11.loom.v1.Delivery\"%\n\x11\x44\x65\x61\x64LetterRequest\x12\x10\n\x08sequence\x18\x01 \x01(\x04\"5\n\x12\x44\x65\x61\x64LetterResponse\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\"\x81\x01\n\x14\x44urableConsumerStats\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08patterns\x18\x02 \x03(\t\x12\x0f\n\x07pending\x18\x03 \x01(\x04\x12\x11\n\tin_flight\x18\x04 \x01(\x04\x12\x13\n\x0bredelivered\x18\x05 \x01(\x04\x12\x10\n\x08overflow\x18\x06 \x01(\x04\"\xb7\x01\n\x0f\x44urableLogStats\x12\x0e\n\x06stored\x18\x01 \x01(\x04\x12\r\n\x05\x62ytes\x18\x02 \x01(\x04\x12\x16\n\x0e\x66irst_sequence\x18\x03 \x01(\x04\x12\x15\n\rlast_sequence\x18\x04 \x01(\x04\x12\x10\n\x08\x61ppended\x18\x05 \x01(\x04\x12\x12\n\nduplicates\x18\x06 \x01(\x04\x12\x30\n\tconsumers\x18\x07 \x03(\x0b\x32\x1d.loom.v1.DurableConsumerStats\"5\n\x0ePublishRequest\x12#\n\tpublishes\x18\x01 \x03(\x0b\x32\x10.loom.v1.Publish\"R\n\x0fPublishResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x04\x12-\n\nrejections\x18\x02 \x03(\x0b\x32\x19.loom.v1.PublishRejection\"s\n\x11SubscribeResponse\x12.\n\nsubscribed\x18\x01 \x01(\x0b\x32\x18.loom.v1.SubscribeResultH\x00\x12\'\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x16.loom.v1.DeliveryBatchH\x00\x42\x05\n\x03msg\"a\n\x0fGetStatsRequest\x12\x1d\n\x15include_subscriptions\x18\x01 \x01(\x08\x12\x16\n\x0einclude_topics\x18\x02 \x01(\x08\x12\x17\n\x0finclude_durable\x18\x32 \x01(\x08\"8\n\x05\x44rops\x12\x10\n\x08overflow\x18\x01 \x01(\x04\x12\x0e\n\x06\x63losed\x18\x02 \x01(\x04\x12\r\n\x05\x62ytes\x18\x19 \x01(\x04\"\xb5\x02\n\x11SubscriptionStats\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0f\n\x07pattern\x18\x02 \x01(\t\x12\x1e\n\x03qos\x18\x03 \x01(\x0e\x32\x11.loom.v1.QoSLevel\x12\x0f\n\x07matched\x18\x04 \x01(\x04\x12\x11\n\tdelivered\x18\x05 \x01(\x04\x12\x1f\n\x07\x64ropped\x18\x06 \x01(\x0b\x32\x0e.loom.v1.Drops\x12\x0e\n\x06queued\x18\x07 \x01(\x04\x12\x12\n\nhigh_water\x18\x08 \x01(\x04\x12\x10\n\x08\x63\x61pacity\x18\t \x01(\x04\x12\x1a\n\x12waiting_publishers\x18\n \x01(\x04\x12\x10\n\x08patterns\x18( \x03(\t\x12\x11\n\tin_flight\x18\x14 \x01(\x04\x12\x14\n\x0cqueued_bytes\x18\x19 \x01(\x04\x12\x11\n\tmax_bytes\x18\x1a \x01(\x04\"t\n\nTopicStats\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpublished\x18\x02 \x01(\x04\x12\x10\n\x08unrouted\x18\x03 \x01(\x04\x12\x11\n\tdelivered\x18\x04 \x01(\x04\x12\x1f\n\x07\x64ropped\x18\x05 \x01(\x0b\x32\x0e.loom.v1.Drops\"\xf6\x01\n\x08\x42usStats\x12\x11\n\tpublished\x18\x01 \x01(\x04\x12\x10\n\x08unrouted\x18\x02 \x01(\x04\x12\x11\n\tdelivered\x18\x03 \x01(\x04\x12\x1f\n\x07\x64ropped\x18\x04 \x01(\x0b\x32\x0e.loom.v1.Drops\x12\x31\n\rsubscriptions\x18\x05 \x03(\x0b\x32\x1a.loom.v1.SubscriptionStats\x12#\n\x06topics\x18\x06 \x03(\x0b\x32\x13.loom.v1.TopicStats\x12\x0e\n\x06\x63losed\x18\x07 \x01(\x08\x12)\n\x07\x64urable\x18\x32 \x01(\x0b\x32\x18.loom.v1.DurableLogStats2\x9a\x03\n\x08\x45ventBus\x12<\n\x07Publish\x12\x17.loom.v1.PublishRequest\x1a\x18.loom.v1.PublishResponse\x12\x44\n\tSubscribe\x12\x19.loom.v1.SubscribeRequest\x1a\x1a.loom.v1.SubscribeResponse0\x01\x12\x37\n\x08GetStats\x12\x18.loom.v1.GetStatsRequest\x1a\x11.loom.v1.BusStats\x12:\n\x06Replay\x12\x16.loom.v1.ReplayRequest\x1a\x16.loom.v1.ReplayedEvent0\x01\x12J\n\x0fRetryDeadLetter\x12\x1a.loom.v1.DeadLetterRequest\x1a\x1b.loom.v1.DeadLetterResponse\x12I\n\x0e\x44ropDeadLetter\x12\x1a.loom.v1.DeadLetterRequest\x1a\x1b.loom.v1.DeadLetterResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'loom.bridge._generated.bus_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PUBLISHREQUEST']._serialized_start=73
-  _globals['_PUBLISHREQUEST']._serialized_end=126
-  _globals['_PUBLISHRESPONSE']._serialized_start=128
-  _globals['_PUBLISHRESPONSE']._serialized_end=210
-  _globals['_SUBSCRIBERESPONSE']._serialized_start=212
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=327
-  _globals['_GETSTATSREQUEST']._serialized_start=329
-  _globals['_GETSTATSREQUEST']._serialized_end=401
-  _globals['_DROPS']._serialized_start=403
-  _globals['_DROPS']._serialized_end=459
-  _globals['_SUBSCRIPTIONSTATS']._serialized_start=462
-  _globals['_SUBSCRIPTIONSTATS']._serialized_end=771
-  _globals['_TOPICSTATS']._serialized_start=773
-  _globals['_TOPICSTATS']._serialized_end=889
-  _globals['_BUSSTATS']._serialized_start=892
-  _globals['_BUSSTATS']._serialized_end=1095
-  _globals['_EVENTBUS']._serialized_start=1098
-  _globals['_EVENTBUS']._serialized_end=1297
+  _globals['_REPLAYPOSITION']._serialized_start=73
+  _globals['_REPLAYPOSITION']._serialized_end=152
+  _globals['_REPLAYREQUEST']._serialized_start=154
+  _globals['_REPLAYREQUEST']._serialized_end=266
+  _globals['_REPLAYEDEVENT']._serialized_start=268
+  _globals['_REPLAYEDEVENT']._serialized_end=320
+  _globals['_DEADLETTERREQUEST']._serialized_start=322
+  _globals['_DEADLETTERREQUEST']._serialized_end=359
+  _globals['_DEADLETTERRESPONSE']._serialized_start=361
+  _globals['_DEADLETTERRESPONSE']._serialized_end=414
+  _globals['_DURABLECONSUMERSTATS']._serialized_start=417
+  _globals['_DURABLECONSUMERSTATS']._serialized_end=546
+  _globals['_DURABLELOGSTATS']._serialized_start=549
+  _globals['_DURABLELOGSTATS']._serialized_end=732
+  _globals['_PUBLISHREQUEST']._serialized_start=734
+  _globals['_PUBLISHREQUEST']._serialized_end=787
+  _globals['_PUBLISHRESPONSE']._serialized_start=789
+  _globals['_PUBLISHRESPONSE']._serialized_end=871
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=873
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=988
+  _globals['_GETSTATSREQUEST']._serialized_start=990
+  _globals['_GETSTATSREQUEST']._serialized_end=1087
+  _globals['_DROPS']._serialized_start=1089
+  _globals['_DROPS']._serialized_end=1145
+  _globals['_SUBSCRIPTIONSTATS']._serialized_start=1148
+  _globals['_SUBSCRIPTIONSTATS']._serialized_end=1457
+  _globals['_TOPICSTATS']._serialized_start=1459
+  _globals['_TOPICSTATS']._serialized_end=1575
+  _globals['_BUSSTATS']._serialized_start=1578
+  _globals['_BUSSTATS']._serialized_end=1824
+  _globals['_EVENTBUS']._serialized_start=1827
+  _globals['_EVENTBUS']._serialized_end=2237
 # @@protoc_insertion_point(module_scope)

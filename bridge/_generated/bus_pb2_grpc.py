@@ -51,6 +51,21 @@ class EventBusStub:
                 request_serializer=loom_dot_v1_dot_bus__pb2.GetStatsRequest.SerializeToString,
                 response_deserializer=loom_dot_v1_dot_bus__pb2.BusStats.FromString,
                 _registered_method=True)
+        self.Replay = channel.unary_stream(
+                '/loom.v1.EventBus/Replay',
+                request_serializer=loom_dot_v1_dot_bus__pb2.ReplayRequest.SerializeToString,
+                response_deserializer=loom_dot_v1_dot_bus__pb2.ReplayedEvent.FromString,
+                _registered_method=True)
+        self.RetryDeadLetter = channel.unary_unary(
+                '/loom.v1.EventBus/RetryDeadLetter',
+                request_serializer=loom_dot_v1_dot_bus__pb2.DeadLetterRequest.SerializeToString,
+                response_deserializer=loom_dot_v1_dot_bus__pb2.DeadLetterResponse.FromString,
+                _registered_method=True)
+        self.DropDeadLetter = channel.unary_unary(
+                '/loom.v1.EventBus/DropDeadLetter',
+                request_serializer=loom_dot_v1_dot_bus__pb2.DeadLetterRequest.SerializeToString,
+                response_deserializer=loom_dot_v1_dot_bus__pb2.DeadLetterResponse.FromString,
+                _registered_method=True)
 
 
 class EventBusServicer:
@@ -87,6 +102,37 @@ class EventBusServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Replay(self, request, context):
+        """Added (issue 12): the stored events on topics `pattern` matches, oldest first, from
+        `since` to `until` (both inclusive), then the call ends. Read-only: no durable name moves. The
+        read rule of Subscribe applies: another agent's mailbox is PERMISSION_DENIED, a wildcard
+        over other agents' mailboxes has their events withheld. FAILED_PRECONDITION when the
+        server's bus has no durable log (`loom serve --nats off`); INVALID_ARGUMENT for a bad
+        pattern or position.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryDeadLetter(self, request, context):
+        """Added (issue 12): publish a dead letter's original event again on its original topic
+        (a new event id, metadata `loom.retry_of` = the original id), then remove the dead
+        letter. Needs the admin token (PERMISSION_DENIED otherwise, also on a server without
+        one); INVALID_ARGUMENT when the log holds no dead letter at that sequence;
+        FAILED_PRECONDITION when the bus has no durable log.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DropDeadLetter(self, request, context):
+        """Added (issue 12): remove a dead letter from the log. Needs the admin token; INVALID_ARGUMENT as
+        for RetryDeadLetter.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EventBusServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -104,6 +150,21 @@ def add_EventBusServicer_to_server(servicer, server):
                     servicer.GetStats,
                     request_deserializer=loom_dot_v1_dot_bus__pb2.GetStatsRequest.FromString,
                     response_serializer=loom_dot_v1_dot_bus__pb2.BusStats.SerializeToString,
+            ),
+            'Replay': grpc.unary_stream_rpc_method_handler(
+                    servicer.Replay,
+                    request_deserializer=loom_dot_v1_dot_bus__pb2.ReplayRequest.FromString,
+                    response_serializer=loom_dot_v1_dot_bus__pb2.ReplayedEvent.SerializeToString,
+            ),
+            'RetryDeadLetter': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryDeadLetter,
+                    request_deserializer=loom_dot_v1_dot_bus__pb2.DeadLetterRequest.FromString,
+                    response_serializer=loom_dot_v1_dot_bus__pb2.DeadLetterResponse.SerializeToString,
+            ),
+            'DropDeadLetter': grpc.unary_unary_rpc_method_handler(
+                    servicer.DropDeadLetter,
+                    request_deserializer=loom_dot_v1_dot_bus__pb2.DeadLetterRequest.FromString,
+                    response_serializer=loom_dot_v1_dot_bus__pb2.DeadLetterResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -188,6 +249,87 @@ class EventBus:
             '/loom.v1.EventBus/GetStats',
             loom_dot_v1_dot_bus__pb2.GetStatsRequest.SerializeToString,
             loom_dot_v1_dot_bus__pb2.BusStats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Replay(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/loom.v1.EventBus/Replay',
+            loom_dot_v1_dot_bus__pb2.ReplayRequest.SerializeToString,
+            loom_dot_v1_dot_bus__pb2.ReplayedEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryDeadLetter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loom.v1.EventBus/RetryDeadLetter',
+            loom_dot_v1_dot_bus__pb2.DeadLetterRequest.SerializeToString,
+            loom_dot_v1_dot_bus__pb2.DeadLetterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DropDeadLetter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loom.v1.EventBus/DropDeadLetter',
+            loom_dot_v1_dot_bus__pb2.DeadLetterRequest.SerializeToString,
+            loom_dot_v1_dot_bus__pb2.DeadLetterResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -33,12 +33,18 @@ class EventBusStub:
     Publish: grpc.UnaryUnaryMultiCallable[_bus_pb2.PublishRequest, _bus_pb2.PublishResponse]
     Subscribe: grpc.UnaryStreamMultiCallable[_bridge_pb2.SubscribeRequest, _bus_pb2.SubscribeResponse]
     GetStats: grpc.UnaryUnaryMultiCallable[_bus_pb2.GetStatsRequest, _bus_pb2.BusStats]
+    Replay: grpc.UnaryStreamMultiCallable[_bus_pb2.ReplayRequest, _bus_pb2.ReplayedEvent]
+    RetryDeadLetter: grpc.UnaryUnaryMultiCallable[_bus_pb2.DeadLetterRequest, _bus_pb2.DeadLetterResponse]
+    DropDeadLetter: grpc.UnaryUnaryMultiCallable[_bus_pb2.DeadLetterRequest, _bus_pb2.DeadLetterResponse]
 
 class EventBusAsyncStub:
     def __init__(self, channel: grpc.aio.Channel) -> None: ...
     Publish: grpc.aio.UnaryUnaryMultiCallable[_bus_pb2.PublishRequest, _bus_pb2.PublishResponse]
     Subscribe: grpc.aio.UnaryStreamMultiCallable[_bridge_pb2.SubscribeRequest, _bus_pb2.SubscribeResponse]
     GetStats: grpc.aio.UnaryUnaryMultiCallable[_bus_pb2.GetStatsRequest, _bus_pb2.BusStats]
+    Replay: grpc.aio.UnaryStreamMultiCallable[_bus_pb2.ReplayRequest, _bus_pb2.ReplayedEvent]
+    RetryDeadLetter: grpc.aio.UnaryUnaryMultiCallable[_bus_pb2.DeadLetterRequest, _bus_pb2.DeadLetterResponse]
+    DropDeadLetter: grpc.aio.UnaryUnaryMultiCallable[_bus_pb2.DeadLetterRequest, _bus_pb2.DeadLetterResponse]
 
 class EventBusServicer(metaclass=abc.ABCMeta):
     @abc.abstractmethod
@@ -47,6 +53,12 @@ class EventBusServicer(metaclass=abc.ABCMeta):
     def Subscribe(self, request: _bridge_pb2.SubscribeRequest, context: _ServicerContext) -> collections.abc.Iterator[_bus_pb2.SubscribeResponse] | collections.abc.AsyncIterator[_bus_pb2.SubscribeResponse]: ...
     @abc.abstractmethod
     def GetStats(self, request: _bus_pb2.GetStatsRequest, context: _ServicerContext) -> _bus_pb2.BusStats | collections.abc.Awaitable[_bus_pb2.BusStats]: ...
+    @abc.abstractmethod
+    def Replay(self, request: _bus_pb2.ReplayRequest, context: _ServicerContext) -> collections.abc.Iterator[_bus_pb2.ReplayedEvent] | collections.abc.AsyncIterator[_bus_pb2.ReplayedEvent]: ...
+    @abc.abstractmethod
+    def RetryDeadLetter(self, request: _bus_pb2.DeadLetterRequest, context: _ServicerContext) -> _bus_pb2.DeadLetterResponse | collections.abc.Awaitable[_bus_pb2.DeadLetterResponse]: ...
+    @abc.abstractmethod
+    def DropDeadLetter(self, request: _bus_pb2.DeadLetterRequest, context: _ServicerContext) -> _bus_pb2.DeadLetterResponse | collections.abc.Awaitable[_bus_pb2.DeadLetterResponse]: ...
 
 def add_EventBusServicer_to_server(
     servicer: EventBusServicer, server: grpc.Server | grpc.aio.Server

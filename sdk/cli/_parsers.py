@@ -24,13 +24,14 @@ from loom.bridge import ClientTLS, ConnectFailed
 from loom.runtime import LoomError, QoS
 
 from . import _commands as commands
+from . import _durable_commands as durable
 from ._runner import RunConfig, run
 
 __all__ = ["COMMANDS", "EPILOG", "add_commands", "add_log_flags", "run_command"]
 
 COMMANDS = (
     *("run", "status", "agents", "tools", "topics", "tail", "publish", "ask", "call"),
-    "version",
+    *("replay", "dlq", "version"),
 )
 
 EPILOG = """\
@@ -40,6 +41,9 @@ EPILOG = """\
   loom tools                         # every tool the server can call
   loom topics                        # what is published where, delivered, dropped
   loom tail 'orders.>'               # print events as they are published
+  loom tail 'orders.>' --since 10m   # the stored ones of the last 10 minutes
+  loom replay 'orders.>' --since 1h --to orders.redo   # stored events, again
+  loom dlq list                      # dead letters of durable subscriptions
   loom publish orders.new '{"id": 7}' --type order.created
   loom ask upperer 'hello'             # a request to an agent, and its reply
   loom call fs.read '{"path": "README.md"}'
@@ -287,12 +291,16 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="print events on a topic pattern as they are published",
         description="Subscribe to PATTERN ('*' one segment, '>' the rest) and print one line "
         "per event (topic, type, id, payload preview) until Ctrl-C. Events published before "
-        "the subscription is live are not shown.",
+        "the subscription is live are not shown. With --since, print the events the server "
+        "stored (durable topics, with `loom serve`'s NATS) from then on instead, and exit; "
+        "add --follow to go on with live ones.",
         examples=(
             "  loom tail 'orders.>'\n"
             "  loom tail 'agent.*.replies' --type reply\n"
             "  loom tail '>' --json --count 10 | jq .payload\n"
             "  loom tail 'orders.>' --follow          # across server restarts\n"
+            "  loom tail 'orders.>' --since 10m       # stored events of the last 10 minutes\n"
+            "  loom tail 'orders.>' --since 2026-12-04T10:00 --follow\n"
         ),
         parents=[client],
     )
@@ -318,8 +326,63 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "-f",
         "--follow",
         action="store_true",
-        help="keep going when the server goes away: subscribe again once it is back",
+        help="keep going when the server goes away: subscribe again once it is back "
+        "(with --since: go on with live events after the stored ones)",
     )
+    p.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="first print the stored events from WHEN: a duration ago (10m, 2h, 7d), a "
+        "moment (2026-12-04T10:00, local time) or a log sequence (1234)",
+    )
+
+    p = _add(
+        sub,
+        "replay",
+        help="publish stored events again on another topic, for reprocessing",
+        description="Publish every event the server stored on PATTERN (from --since to "
+        "--until, oldest first) again on TOPIC, each under a new id with metadata "
+        "loom.replayed_from (the topic it was stored on) and loom.replay_of (its id). "
+        "Needs the server's durable log (not `loom serve --nats off`).",
+        examples=(
+            "  loom replay 'orders.>' --since 1h --to orders.reprocess\n"
+            "  loom replay orders.eu --since 1200 --until 1300 --to orders.reprocess\n"
+        ),
+        parents=[client],
+    )
+    p.add_argument("pattern", metavar="PATTERN", help="topic pattern of the stored events")
+    p.add_argument("--to", required=True, metavar="TOPIC", help="the topic to publish them on")
+    p.add_argument("--since", metavar="WHEN", help="from (as for tail; default: the oldest)")
+    p.add_argument("--until", metavar="WHEN", help="to, inclusive (default: the newest now)")
+
+    p = _add(
+        sub,
+        "dlq",
+        help="list, show, retry or drop dead letters",
+        description="The dead letters of durable subscriptions (events given up after their "
+        "last attempt, stored on loom.dlq.NAME). list: all of them (or one durable name's), "
+        "with the ID the other actions take; show ID: one, with its original event, reason, "
+        "attempts and last error; retry ID: publish the original event again on its original "
+        "topic (metadata loom.retry_of) and drop the dead letter; drop ID: delete it. retry "
+        "and drop need the server's admin token as --token when it has one.",
+        examples=(
+            "  loom dlq list\n"
+            "  loom dlq list billing --json\n"
+            "  loom dlq show 42\n"
+            '  loom dlq retry 42 --token "$LOOM_ADMIN_TOKEN"\n'
+            "  loom dlq drop 42\n"
+        ),
+        parents=[client],
+    )
+    p.add_argument("action", choices=("list", "show", "retry", "drop"), help="what to do")
+    p.add_argument(
+        "target",
+        nargs="?",
+        default="",
+        metavar="ID|DURABLE",
+        help="the dead letter's ID (show, retry, drop); a durable name (list, optional)",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object per dead letter")
 
     p = _add(
         sub,
@@ -491,6 +554,29 @@ def _build(
             return functools.partial(
                 commands.topics, conn, subscriptions=args.subscriptions, as_json=args.json
             )
+        case "tail" if args.since:
+            return functools.partial(
+                durable.tail_stored,
+                conn,
+                args.pattern,
+                durable.parse_position(args.since, "--since"),
+                qos=_QOS[args.qos],
+                event_types=tuple(args.types),
+                as_json=args.json,
+                count=args.count,
+                follow=args.follow,
+            )
+        case "replay":
+            return functools.partial(
+                durable.replay,
+                conn,
+                args.pattern,
+                args.to,
+                since=None if args.since is None else durable.parse_position(args.since, "--since"),
+                until=None if args.until is None else durable.parse_position(args.until, "--until"),
+            )
+        case "dlq":
+            return _dlq(conn, args)
         case "tail":
             return functools.partial(
                 commands.tail,
@@ -536,6 +622,21 @@ def _build(
                 timeout=conn.timeout,
             )
     raise AssertionError(f"not a client command: {args.command}")
+
+
+def _dlq(conn: commands.Connection, args: argparse.Namespace) -> Callable[[], Awaitable[int]]:
+    if args.action == "list":
+        return functools.partial(durable.dlq_list, conn, args.target, as_json=args.json)
+    if not args.target.isdigit():
+        raise commands.UsageError(
+            f"loom dlq {args.action} needs the dead letter's ID (a number; see `loom dlq list`)"
+        )
+    sequence = int(args.target)
+    if args.action == "show":
+        return functools.partial(durable.dlq_show, conn, sequence, as_json=args.json)
+    if args.action == "retry":
+        return functools.partial(durable.dlq_retry, conn, sequence)
+    return functools.partial(durable.dlq_drop, conn, sequence)
 
 
 def _sync(fn: Callable[[], int]) -> Callable[[], Awaitable[int]]:

@@ -280,9 +280,13 @@ def test_added_services() -> None:
     tools = {m.name for m in _service("ToolService").methods}
     assert tools == {"ListTools", "Call"}
     bus = {m.name: m for m in _service("EventBus").methods}
-    assert set(bus) == {"Publish", "Subscribe", "GetStats"}
-    assert bus["Subscribe"].server_streaming
-    assert not bus["Subscribe"].client_streaming
+    assert set(bus) == {
+        *("Publish", "Subscribe", "GetStats"),
+        *("Replay", "RetryDeadLetter", "DropDeadLetter"),  # issue 12: replay and dead letters
+    }
+    for streaming in ("Subscribe", "Replay"):
+        assert bus[streaming].server_streaming
+        assert not bus[streaming].client_streaming
 
 
 def test_old_client_bytes_decode_unchanged() -> None:
