@@ -438,10 +438,10 @@ class AdminClient:
     def _durable_error(self, exc: grpc.aio.AioRpcError, what: str) -> LoomError:
         code = exc.code()
         details = exc.details() or ""
-        # FAILED_PRECONDITION with these words: the server's bus has no durable log.
-        # UNIMPLEMENTED: an older server, without these calls.
-        unavailable = code is grpc.StatusCode.FAILED_PRECONDITION and "needs durability" in details
-        if unavailable or code is grpc.StatusCode.UNIMPLEMENTED:
+        # UNIMPLEMENTED is DurabilityUnavailable's code (bridge/_status.py): with its words, the
+        # server's bus has no durable log; without them, an older server without these calls.
+        unavailable = code is grpc.StatusCode.UNIMPLEMENTED and "needs durability" in details
+        if code is grpc.StatusCode.UNIMPLEMENTED:
             if not unavailable:
                 details = f"{what}: {self.address} does not offer durability ({details})"
             error = DurabilityUnavailable(what)

@@ -166,3 +166,6 @@ class WireDurableLog:
 
     async def statistics(self) -> DurableStats:
         raise DurabilityUnavailable("durable statistics in a remote agent's process")
+
+    async def remove(self, sequence: int) -> bool:
+        raise DurabilityUnavailable("removing a stored event in a remote agent's process")

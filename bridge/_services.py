@@ -22,7 +22,6 @@ from loom.runtime import (
     DurabilityUnavailable,
     Event,
     InvalidArgument,
-    LoomError,
     Position,
     SubscriptionClosed,
 )
@@ -286,7 +285,7 @@ class EventBusService(bus_pb2_grpc.EventBusServicer):
             until = _position(request.until, "until") if request.HasField("until") else None
             stored = hub.runtime.bus.replay(request.pattern, since=since, until=until)
         except (InvalidArgument, WrongAgent, DurabilityUnavailable, LimitExceeded) as exc:
-            await context.abort(_replay_status(exc), str(exc))
+            await context.abort(status_of(exc), str(exc))
         limit = hub.limits.max_message_bytes - 64
         with anyio.CancelScope() as scope:
             hub.streams.add(scope)
@@ -316,7 +315,7 @@ class EventBusService(bus_pb2_grpc.EventBusServicer):
             await self.hub.runtime.bus.publish(topic, original)
             await durable_log.remove(request.sequence)
         except (InvalidArgument, WrongAgent, DurabilityUnavailable, BusClosed) as exc:
-            await context.abort(_replay_status(exc), str(exc))
+            await context.abort(status_of(exc), str(exc))
         log.info(
             "dead letter %d retried by the operator: event %s on %r (was %s)",
             request.sequence,
@@ -334,7 +333,7 @@ class EventBusService(bus_pb2_grpc.EventBusServicer):
             await _dead_letter(self.hub.runtime.bus.replay, request.sequence)
             await durable_log.remove(request.sequence)
         except (InvalidArgument, WrongAgent, DurabilityUnavailable) as exc:
-            await context.abort(_replay_status(exc), str(exc))
+            await context.abort(status_of(exc), str(exc))
         log.info("dead letter %d dropped by the operator", request.sequence)
         return bus_pb2.DeadLetterResponse()
 
@@ -354,15 +353,6 @@ class EventBusService(bus_pb2_grpc.EventBusServicer):
         if durable_log is None:
             raise DurabilityUnavailable(what)
         return durable_log
-
-
-def _replay_status(exc: LoomError) -> grpc.StatusCode:
-    # DurabilityUnavailable has no wire class of its own: FAILED_PRECONDITION (the server is
-    # not in a state to do it), which AdminClient reads back as DurabilityUnavailable by the
-    # message; NotRegistered, the code's class elsewhere, never comes from these calls.
-    if isinstance(exc, DurabilityUnavailable):
-        return grpc.StatusCode.FAILED_PRECONDITION
-    return status_of(exc)
 
 
 def _may_read(principal: Principal, delivery: Delivery) -> bool:

@@ -60,6 +60,15 @@ BROKEN = {
 }
 
 
+def _broken(code: grpc.StatusCode, details: str) -> bool:
+    # UNIMPLEMENTED is also DurabilityUnavailable's code (bridge/_status.py): this server has
+    # no durable log, and its replay and dead-letter calls say so; a method missing says
+    # nothing of durability.
+    if code is grpc.StatusCode.UNIMPLEMENTED and "needs durability" in details:
+        return False
+    return code in BROKEN
+
+
 class _Records(logging.Handler):
     """Every record logged while installed (on the root logger: grpc's own logs included)."""
 
@@ -219,7 +228,7 @@ async def _check_everything_served(live: Live) -> None:
 async def test_arbitrary_bytes_to_every_method(live: Live, payload: bytes) -> None:
     for method in live.methods:
         code, details = await call_raw(live.ch, method, payload)
-        assert code not in BROKEN, (method.path, payload, code, details)
+        assert not _broken(code, details), (method.path, payload, code, details)
     await _check_everything_served(live)
 
 
@@ -237,5 +246,5 @@ async def test_well_formed_odd_messages_to_every_method(
 ) -> None:
     for method, request in zip(FUZZED, requests, strict=True):
         code, details = await call_raw(live.ch, method, request.SerializeToString())
-        assert code not in BROKEN, (method.path, request, code, details)
+        assert not _broken(code, details), (method.path, request, code, details)
     await _check_everything_served(live)
