@@ -282,6 +282,7 @@ class EventBus:
             raise BusClosed("an EventBus can be entered once")
         self._new_waiter = self._hooks.new_waiter = self.plumbing.new_waiter = waiter_factory()
         if self._log is not None:
+            self._log.watch(self.add_durable_patterns)
             self.add_durable_patterns(self._log.patterns())
         if self._transport is not None:
             self._tg = anyio.create_task_group()

@@ -10,7 +10,7 @@ The runtime never imports NATS; ``loom.cluster.JetStreamLog`` implements these p
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -159,6 +159,11 @@ class DurableLog(Protocol):
     def register(self, name: str, patterns: Collection[str]) -> None:
         """Make ``name`` a durable name storing ``patterns`` from now on; the next append
         already honours it. Never blocks (the log's server learns it on ``open_consumer``)."""
+        ...
+
+    def watch(self, listener: Callable[[Iterable[str]], None]) -> None:
+        """Call ``listener`` (on the bus's event loop) with the patterns of each durable name
+        the log learns from elsewhere (another process sharing its server) from now on."""
         ...
 
     async def append(self, topic: str, event: Event) -> int:
