@@ -9,6 +9,9 @@ What it makes in JetStream (``docs/durability.md``, "What Loom creates in JetStr
   is stored, the stream just holds it. The prefix keeps Loom's topics away from other users
   of the server and from NATS's reserved ``$JS`` / ``$SYS`` subjects.
 * one durable pull consumer per durable name, filtered on its patterns' subjects.
+* a core subscription to the server's consumer-created advisories on that stream, so that a
+  durable name another process makes is stored for here from moments later, not from the
+  next start (``docs/durability.md``, "Which publishes are stored").
 
 It takes a connected nats-py client from its caller (``loom serve`` makes it) and never owns
 the connection. asyncio only, as nats-py is.
