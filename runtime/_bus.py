@@ -25,6 +25,7 @@ from ._durable import (
     DEFAULT_MAX_DELIVER,
     DurableLog,
     Position,
+    WatchedLog,
     validate_durable_name,
 )
 from ._durable_sub import DurableSubscription
@@ -282,7 +283,8 @@ class EventBus:
             raise BusClosed("an EventBus can be entered once")
         self._new_waiter = self._hooks.new_waiter = self.plumbing.new_waiter = waiter_factory()
         if self._log is not None:
-            self._log.watch(self.add_durable_patterns)
+            if isinstance(self._log, WatchedLog):
+                self._log.watch(self.add_durable_patterns)
             self.add_durable_patterns(self._log.patterns())
         if self._transport is not None:
             self._tg = anyio.create_task_group()
