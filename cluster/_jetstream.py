@@ -9,6 +9,9 @@ What it makes in JetStream (``docs/durability.md``, "What Loom creates in JetStr
   is stored, the stream just holds it. The prefix keeps Loom's topics away from other users
   of the server and from NATS's reserved ``$JS`` / ``$SYS`` subjects.
 * one durable pull consumer per durable name, filtered on its patterns' subjects.
+* a core subscription to the server's consumer-created advisories on that stream, so that a
+  durable name another process makes is stored for here from moments later, not from the
+  next start (``docs/durability.md``, "Which publishes are stored").
 
 It takes a connected nats-py client from its caller (``loom serve`` makes it) and never owns
 the connection. asyncio only, as nats-py is.
@@ -17,8 +20,9 @@ the connection. asyncio only, as nats-py is.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Final
@@ -29,6 +33,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import api
 from nats.js.client import JetStreamContext
 
@@ -50,6 +55,12 @@ __all__ = ["JetStreamLog", "consumer_name", "subject_of", "topic_of"]
 
 STREAM: Final = "LOOM_EVENTS"
 PREFIX: Final = "loom.stored"
+# The server announces every consumer made on the stream here (no announcement for a changed
+# config, and none carries the config: the consumer's info is asked for).
+CREATED: Final = f"$JS.EVENT.ADVISORY.CONSUMER.CREATED.{STREAM}.*"
+# How long open_consumer waits to see its own announcement come back (below): the server
+# sends advisories within microseconds; past this, it goes on rather than block a start.
+_ECHO_WAIT: Final = 2.0
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Event)
@@ -215,6 +226,10 @@ class JetStreamLog:
         self._start: dict[str, int] = {}
         self._appended = 0
         self._duplicates = 0
+        self._listeners: list[Callable[[Iterable[str]], None]] = []
+        self._advisory_sub: Subscription | None = None
+        self._echo: dict[str, anyio.Event] = {}  # consumer name -> its advisory was applied
+        self._learnt = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -228,11 +243,19 @@ class JetStreamLog:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        pass  # the connection is the caller's; the stream and consumers persist by design
+        # The connection is the caller's; the stream and consumers persist by design.
+        sub, self._advisory_sub = self._advisory_sub, None
+        if sub is not None:
+            with anyio.CancelScope(shield=True), contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
 
     async def start(self) -> None:
         """Make or update the stream, and learn the durable names it already has (their
-        patterns are stored from now on even while nobody consumes them)."""
+        patterns are stored from now on even while nobody consumes them), then follow the
+        ones other processes make (the server's consumer-created advisories)."""
+        # Listening first, listing second: a name made in between is seen by one or both.
+        self._advisory_sub = await self._nc.subscribe(CREATED, cb=self._on_created)
+        await self._nc.flush()
         config = api.StreamConfig(
             name=STREAM,
             subjects=[f"{PREFIX}.>"],
@@ -260,6 +283,34 @@ class JetStreamLog:
 
     def _refresh_known(self) -> None:
         self._known = frozenset(p for ps in self._patterns.values() for p in ps)
+
+    def watch(self, listener: Callable[[Iterable[str]], None]) -> None:
+        """Call ``listener`` with the patterns of every durable name learnt from now on that
+        was made elsewhere (another process sharing the server)."""
+        self._listeners.append(listener)
+
+    async def _on_created(self, msg: Msg) -> None:
+        # Runs in nats-py's task for this subscription, one advisory at a time, in order.
+        try:
+            durable = json.loads(msg.data)["consumer"]
+            info = await self._js.consumer_info(STREAM, durable)
+        except (ValueError, KeyError, nats.errors.Error):
+            return  # not ours to read, or already deleted again: nothing to store for
+        cfg = info.config
+        if cfg.durable_name is not None:
+            subjects = cfg.filter_subjects or ([cfg.filter_subject] if cfg.filter_subject else [])
+            patterns = tuple(topic_of(s) for s in subjects if s.startswith(PREFIX + "."))
+            name = _name_of(cfg.durable_name)
+            merged = tuple(dict.fromkeys((*self._patterns.get(name, ()), *patterns)))
+            if merged != self._patterns.get(name):
+                self._patterns[name] = merged
+                self._refresh_known()
+                self._learnt += 1
+                for listener in self._listeners:
+                    listener(patterns)
+        echo = self._echo.pop(durable, None)
+        if echo is not None:
+            echo.set()
 
     # ------------------------------------------------------------------ DurableLog
 
@@ -329,7 +380,16 @@ class JetStreamLog:
         except nats.js.errors.NotFoundError:
             config.deliver_policy = api.DeliverPolicy.BY_START_SEQUENCE
             config.opt_start_seq = self._start.get(name, self._last_seq + 1)
+            # Made here: return only once this process has itself received and applied the
+            # server's announcement of it. The server sends one advisory to every listener
+            # at once, so by then every other bus on this server has it on its way too: the
+            # window in which another process may still publish unstored is its own
+            # delivery and handling of that message (docs/durability.md, measured).
+            echo = self._echo[durable] = anyio.Event()
             await self._js.add_consumer(STREAM, config)
+            with anyio.move_on_after(_ECHO_WAIT):
+                await echo.wait()
+            self._echo.pop(durable, None)
         else:
             # The position is kept; the settings follow the code (an updated max_deliver or
             # pattern list applies from now on).

@@ -25,6 +25,7 @@ from ._durable import (
     DEFAULT_MAX_DELIVER,
     DurableLog,
     Position,
+    WatchedLog,
     validate_durable_name,
 )
 from ._durable_sub import DLQ_PREFIX, DurableSubscription
@@ -282,6 +283,8 @@ class EventBus:
             raise BusClosed("an EventBus can be entered once")
         self._new_waiter = self._hooks.new_waiter = self.plumbing.new_waiter = waiter_factory()
         if self._log is not None:
+            if isinstance(self._log, WatchedLog):
+                self._log.watch(self.add_durable_patterns)
             # Dead letters are always stored, whoever's they are: `loom dlq` reads, retries
             # and drops them from the log (they are not consumed by any durable name).
             self.add_durable_patterns((*self._log.patterns(), f"{DLQ_PREFIX}.>"))

@@ -10,7 +10,7 @@ The runtime never imports NATS; ``loom.cluster.JetStreamLog`` implements these p
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 
@@ -215,6 +215,18 @@ class DurableLog(Protocol):
 
 
 _NAME = re.compile(r"[A-Za-z0-9_\-:@+=]{1,128}")
+
+
+@runtime_checkable
+class WatchedLog(Protocol):
+    """A durable log that learns durable names made elsewhere (another process sharing its
+    server: ``loom.cluster.JetStreamLog``). Optional: a log that only ever knows its own
+    names (one reached over the bridge, whose server's bus does the storing) lacks it."""
+
+    def watch(self, listener: Callable[[Iterable[str]], None]) -> None:
+        """Call ``listener`` (on the bus's event loop) with the patterns of each durable name
+        the log learns from elsewhere from now on."""
+        ...
 
 
 def validate_durable_name(name: str) -> str:
