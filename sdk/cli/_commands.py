@@ -18,7 +18,7 @@ import platform
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
 import anyio
@@ -416,8 +416,64 @@ async def tail(
     """
     if count < 0:
         raise UsageError(f"--count must be >= 0, not {count}")
-    failed: list[LoomError] = []  # raised as itself below, not inside an exception group
     seen = 0
+
+    async def attempt(connected: Callable[[], None]) -> None:
+        nonlocal seen
+        async with (
+            conn.client() as admin,
+            admin.subscribe(pattern, qos=qos, event_types=event_types) as deliveries,
+        ):
+            connected()
+            async for delivery in deliveries:
+                _print_delivery(delivery, as_json, out)
+                seen += 1
+                if seen == count:
+                    return
+        raise ConnectionLost(f"{conn.address} ended the subscription")
+
+    await follow_attempts(
+        attempt,
+        conn=conn,
+        pattern=pattern,
+        follow=follow,
+        announce=f"tailing {pattern} on {conn.address} (Ctrl-C to stop)",
+        lost_note=" (events published meanwhile are not shown)",
+        backoff=backoff,
+        err=err,
+    )
+    return 0
+
+
+async def follow_attempts(
+    attempt: Callable[[Callable[[], None]], Awaitable[None]],
+    *,
+    conn: Connection,
+    pattern: str,
+    follow: bool,
+    announce: str,
+    lost_note: str,
+    backoff: Backoff,
+    err: TextIO,
+) -> None:
+    """Run ``attempt`` (a tail's subscription) until it returns or SIGINT/SIGTERM comes.
+
+    ``attempt`` calls the function it is given once it is connected: that says ``announce``
+    on ``err`` (so stdout holds only events), or after a loss that it is back. Without
+    ``follow`` its first failure is raised; with it, a lost server is said once on ``err``
+    (with ``lost_note``) and retried with ``backoff`` until it is back. Errors a retry cannot
+    fix (a wrong token, a malformed pattern) end it either way, raised as themselves (not
+    inside an exception group).
+    """
+    failed: list[LoomError] = []
+    failures = 0  # consecutive failed attempts
+    said = announce
+
+    def connected() -> None:
+        nonlocal failures
+        print(said, file=err, flush=True)
+        failures = 0
+
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with anyio.create_task_group() as tg:
 
@@ -426,31 +482,12 @@ async def tail(
                     tg.cancel_scope.cancel()
                     return
 
-            failures = 0  # consecutive failed attempts to subscribe
-
-            async def consume_once(announce: str) -> None:
-                nonlocal seen, failures
-                async with (
-                    conn.client() as admin,
-                    admin.subscribe(pattern, qos=qos, event_types=event_types) as deliveries,
-                ):
-                    # On stderr, so stdout holds only events (pipe --json into jq).
-                    print(announce, file=err, flush=True)
-                    failures = 0
-                    async for delivery in deliveries:
-                        _print_delivery(delivery, as_json, out)
-                        seen += 1
-                        if seen == count:
-                            return
-                raise ConnectionLost(f"{conn.address} ended the subscription")
-
             async def consume() -> None:
-                nonlocal failures
-                announce = f"tailing {pattern} on {conn.address} (Ctrl-C to stop)"
+                nonlocal failures, said
                 try:
                     while True:
                         try:
-                            await consume_once(announce)
+                            await attempt(connected)
                             return
                         except _RETRYABLE as exc:
                             if not follow:
@@ -458,12 +495,12 @@ async def tail(
                             failures += 1
                             if failures == 1:
                                 print(
-                                    f"lost {conn.address} ({_one_line(exc)}); reconnecting "
-                                    "(events published meanwhile are not shown)",
+                                    f"lost {conn.address} ({_one_line(exc)}); reconnecting"
+                                    + lost_note,
                                     file=err,
                                     flush=True,
                                 )
-                                announce = f"reconnected: tailing {pattern} on {conn.address}"
+                                said = f"reconnected: tailing {pattern} on {conn.address}"
                             await anyio.sleep(backoff.delay(failures))
                 except LoomError as exc:
                     failed.append(exc)
@@ -474,7 +511,6 @@ async def tail(
             tg.start_soon(consume)
     if failed:
         raise failed[0]
-    return 0
 
 
 def _one_line(exc: BaseException) -> str:

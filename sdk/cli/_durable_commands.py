@@ -10,14 +10,12 @@ semantics.
 from __future__ import annotations
 
 import re
-import signal
 import sys
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final, TextIO
 
-import anyio
 import msgspec
 
 from loom.bridge import ConnectionLost
@@ -36,13 +34,12 @@ from loom.runtime.lowlevel import new_id, validate_topic
 
 from ._commands import (
     _FOLLOW_BACKOFF,
-    _RETRYABLE,
     Connection,
     UsageError,
     _json_line,
-    _one_line,
     _print_delivery,
     _table,
+    follow_attempts,
     preview,
 )
 
@@ -129,7 +126,6 @@ async def tail_stored(
     if count < 0:
         raise UsageError(f"--count must be >= 0, not {count}")
     types = frozenset(event_types)
-    failed: list[LoomError] = []
     seen = 0
     cursor: Position = since
 
@@ -152,7 +148,7 @@ async def tail_stored(
                 return True
         return False
 
-    async def once(announce: str) -> None:
+    async def attempt(connected: Callable[[], None]) -> None:
         printed: deque[str] = deque(maxlen=_SEEN_BOUND)
         async with conn.client() as admin:
             if not follow:
@@ -161,7 +157,7 @@ async def tail_stored(
             async with admin.subscribe(pattern, qos=qos, event_types=event_types) as live:
                 if await stored(admin, printed):
                     return
-                print(announce, file=err, flush=True)
+                connected()
                 async for delivery in live:
                     if delivery.event.id in printed:
                         continue  # shown from the log already
@@ -169,43 +165,16 @@ async def tail_stored(
                         return
         raise ConnectionLost(f"{conn.address} ended the subscription")
 
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with anyio.create_task_group() as tg:
-
-            async def stop_on_signal() -> None:
-                async for _ in signals:
-                    tg.cancel_scope.cancel()
-                    return
-
-            async def consume() -> None:
-                failures = 0
-                announce = f"stored events shown; tailing {pattern} on {conn.address}"
-                try:
-                    while True:
-                        try:
-                            await once(announce)
-                            return
-                        except _RETRYABLE as exc:
-                            if not follow:
-                                raise
-                            failures += 1
-                            if failures == 1:
-                                print(
-                                    f"lost {conn.address} ({_one_line(exc)}); reconnecting",
-                                    file=err,
-                                    flush=True,
-                                )
-                                announce = f"reconnected: tailing {pattern} on {conn.address}"
-                            await anyio.sleep(_FOLLOW_BACKOFF.delay(failures))
-                except LoomError as exc:
-                    failed.append(exc)
-                finally:
-                    tg.cancel_scope.cancel()
-
-            tg.start_soon(stop_on_signal)
-            tg.start_soon(consume)
-    if failed:
-        raise failed[0]
+    await follow_attempts(
+        attempt,
+        conn=conn,
+        pattern=pattern,
+        follow=follow,
+        announce=f"stored events shown; tailing {pattern} on {conn.address}",
+        lost_note="",
+        backoff=_FOLLOW_BACKOFF,
+        err=err,
+    )
     return 0
 
 
