@@ -46,34 +46,47 @@ class Sink:
 async def bus_run(
     fanout: int, pattern: str, topic: str, n: int, extra_subs: int = 0, qos: QoS = QoS.BATCHED
 ) -> float:
-    """Deliveries per second through the bus."""
+    """Deliveries per second through a bus of its own."""
     async with EventBus() as bus:
-        idle = [bus.subscribe(f"idle.{i}.events", qos=QoS.REALTIME) for i in range(extra_subs)]
-        subs = [bus.subscribe(pattern, qos=qos, buffer_size=BUFFER) for _ in range(fanout)]
-        sinks = [Sink() for _ in range(fanout)]
+        return await run_on(bus, fanout, pattern, topic, n, extra_subs, qos)
 
-        async def consume(sub: object, sink: Sink) -> None:
-            assert hasattr(sub, "__anext__")
-            handle = sink.handle
-            d: Delivery
-            async for d in sub:  # type: ignore[attr-defined]
-                handle(d.topic, d.event)
-                if sink.count == n:
-                    return
 
-        gc.collect()
-        start = time.perf_counter()
-        async with anyio.create_task_group() as tg:
-            for sub, sink in zip(subs, sinks, strict=True):
-                tg.start_soon(consume, sub, sink)
-            publish = bus.publish
-            for i in range(n):
-                await publish(topic, EVENTS[i & 1023])
-        elapsed = time.perf_counter() - start
-        assert all(s.count == n for s in sinks)
-        for sub in subs + idle:
-            sub.close()
-        return n * fanout / elapsed
+async def run_on(
+    bus: EventBus,
+    fanout: int,
+    pattern: str,
+    topic: str,
+    n: int,
+    extra_subs: int = 0,
+    qos: QoS = QoS.BATCHED,
+) -> float:
+    """Deliveries per second through ``bus`` (its subscriptions closed afterwards)."""
+    idle = [bus.subscribe(f"idle.{i}.events", qos=QoS.REALTIME) for i in range(extra_subs)]
+    subs = [bus.subscribe(pattern, qos=qos, buffer_size=BUFFER) for _ in range(fanout)]
+    sinks = [Sink() for _ in range(fanout)]
+
+    async def consume(sub: object, sink: Sink) -> None:
+        assert hasattr(sub, "__anext__")
+        handle = sink.handle
+        d: Delivery
+        async for d in sub:  # type: ignore[attr-defined]
+            handle(d.topic, d.event)
+            if sink.count == n:
+                return
+
+    gc.collect()
+    start = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for sub, sink in zip(subs, sinks, strict=True):
+            tg.start_soon(consume, sub, sink)
+        publish = bus.publish
+        for i in range(n):
+            await publish(topic, EVENTS[i & 1023])
+    elapsed = time.perf_counter() - start
+    assert all(s.count == n for s in sinks)
+    for sub in subs + idle:
+        sub.close()
+    return n * fanout / elapsed
 
 
 async def naive_run(fanout: int, topic: str, n: int) -> float:

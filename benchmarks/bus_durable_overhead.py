@@ -12,7 +12,6 @@ Prints one JSON line.
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import subprocess
@@ -28,9 +27,9 @@ import nats
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks._util import emit
-from benchmarks.bus import BUFFER, EVENTS, Sink
+from benchmarks.bus import EVENTS, run_on
 from loom.cluster import JetStreamLog
-from loom.runtime import Delivery, EventBus
+from loom.runtime import EventBus
 
 N = int(os.environ.get("LOOM_BENCH_EVENTS", "200000"))
 REPEATS = int(os.environ.get("LOOM_BENCH_REPEATS", "5"))
@@ -40,29 +39,7 @@ NATS_SERVER = str(Path(sys.executable).parent / "nats-server")
 
 async def run(bus: EventBus, fanout: int, n: int) -> float:
     topic = "bench.orders.created"
-    subs = [bus.subscribe(topic, buffer_size=BUFFER) for _ in range(fanout)]
-    sinks = [Sink() for _ in range(fanout)]
-
-    async def consume(sub: object, sink: Sink) -> None:
-        handle = sink.handle
-        d: Delivery
-        async for d in sub:  # type: ignore[attr-defined]
-            handle(d.topic, d.event)
-            if sink.count == n:
-                return
-
-    gc.collect()
-    start = time.perf_counter()
-    async with anyio.create_task_group() as tg:
-        for sub, sink in zip(subs, sinks, strict=True):
-            tg.start_soon(consume, sub, sink)
-        publish = bus.publish
-        for i in range(n):
-            await publish(topic, EVENTS[i & 1023])
-    elapsed = time.perf_counter() - start
-    for sub in subs:
-        sub.close()
-    return n * fanout / elapsed
+    return await run_on(bus, fanout, topic, topic, n)
 
 
 async def start_server(root: Path) -> tuple[subprocess.Popen[bytes], str]:
