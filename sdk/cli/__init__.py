@@ -136,6 +136,11 @@ def _serve_flags() -> argparse.ArgumentParser:
         "--nats-tls-cert", dest="nats_tls_cert_file", help="client certificate (mutual TLS)"
     )
     nats.add_argument("--nats-tls-key", dest="nats_tls_key_file", help="its private key (PEM)")
+    nats.add_argument(
+        "--node",
+        help="this server's name among the loom serve nodes sharing one NATS (default: the "
+        "host's name; LOOM_NODE)",
+    )
     lim = s.add_argument_group("limits")
     lim.add_argument("--max-message-bytes", type=int, help="largest gRPC message (4 MiB)")
     lim.add_argument("--max-topics-per-agent", type=int, help="patterns per agent (256)")

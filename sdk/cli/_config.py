@@ -6,6 +6,7 @@ command-line flags (later sources win), and handed down. Nothing below the CLI r
 from __future__ import annotations
 
 import re
+import socket
 import sys
 import tomllib
 from collections.abc import Mapping
@@ -80,6 +81,8 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         nats_tls_ca_file: with NATS URLs: the CA that the server's certificate chains to.
         nats_tls_cert_file: with NATS URLs: a client certificate (mutual TLS) ...
         nats_tls_key_file: ... and its key.
+        node: this server's name among the nodes sharing one NATS (``--node``); empty means
+            the host's name. One NATS subject token: letters, digits, ``_`` and ``-``.
     """
 
     host: str = "127.0.0.1"
@@ -109,6 +112,7 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     nats_tls_ca_file: str | None = None
     nats_tls_cert_file: str | None = None
     nats_tls_key_file: str | None = None
+    node: str = ""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -155,6 +159,18 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         except InvalidArgument as exc:
             raise ConfigError(str(exc)) from None
         self._check_nats()
+        if self.node and _NODE_NAME.fullmatch(self.node) is None:
+            raise ConfigError(
+                f"node must be 1-64 letters, digits, '_' or '-' (one NATS subject token), "
+                f"not {self.node!r}"
+            )
+
+    def node_name(self) -> str:
+        """This node's name: ``node``, else the host's name made into a subject token."""
+        if self.node:
+            return self.node
+        host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:64]
+        return host or "loom"
 
     def _check_nats(self) -> None:
         try:
@@ -215,6 +231,8 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         )
 
 
+_NODE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
 _NATS_OPTIONS = (
     "nats_token",
     "nats_user",
@@ -253,6 +271,7 @@ _ENV = {
     "LOOM_NATS_TLS_CA": "nats_tls_ca_file",
     "LOOM_NATS_TLS_CERT": "nats_tls_cert_file",
     "LOOM_NATS_TLS_KEY": "nats_tls_key_file",
+    "LOOM_NODE": "node",
 }
 
 

@@ -184,3 +184,12 @@ async def test_json_logs_and_debug_decisions(tmp_path: Path) -> None:
     assert "agent upperer registered (1 topics, 1 tools)" in messages
     assert messages.count("agent upperer disconnected") == 1
     assert not any(r["logger"].startswith(("asyncio", "grpc")) for r in records)
+
+
+def test_config_node_name_defaults_to_the_host_and_must_be_one_subject_token() -> None:
+    assert load_config(toml_path=None, environ={}, overrides={}).node_name()
+    named = load_config(toml_path=None, environ={"LOOM_NODE": "east-1"}, overrides={})
+    assert named.node_name() == "east-1"
+    for bad in ("a.b", "a b", "x" * 65, "*"):
+        with pytest.raises(ConfigError, match="one NATS subject token"):
+            load_config(toml_path=None, environ={}, overrides={"node": bad})
