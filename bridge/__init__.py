@@ -58,6 +58,8 @@ from ._server_status import loom_version as loom_version
 from ._status import StatusError as StatusError
 from ._status import error_from_outcome as error_from_outcome
 from ._status import error_from_status as error_from_status
+from ._tenants import Tenant as Tenant
+from ._tenants import validate_namespace as validate_namespace
 from ._wire_types import VALIDATES_KEY as VALIDATES_KEY
 from ._wire_types import ProviderKind as ProviderKind
 from ._wire_types import ToolCallOutcome as ToolCallOutcome
@@ -104,6 +106,7 @@ __all__ = [
     "StatusError",
     "SubscribeRefused",
     "TLSConfig",
+    "Tenant",
     "ToolCallOutcome",
     "ToolCallRequest",
     "ToolDescriptor",
@@ -121,6 +124,7 @@ __all__ = [
     "loom_version",
     "run_tool_call",
     "token_weakness",
+    "validate_namespace",
 ]
 
 _set_public_module(globals())

@@ -4,7 +4,8 @@ The token travels in the ``authorization`` metadata as ``Bearer <token>`` on eve
 call without it, or with another, ends with ``UNAUTHENTICATED`` before any handler runs. The
 health service is exempt, so load balancers and orchestrators can probe without a secret.
 The admin token, if the server has one, is accepted wherever the token is and makes its
-caller the operator (:func:`principal_of`). Who a caller is once admitted, and what that lets
+caller the operator (:func:`principal_of`); so is each tenant token, which confines its caller
+to a namespace (``bridge/_tenants.py``). Who a caller is once admitted, and what that lets
 it do, is ``bridge/_identity.py``.
 """
 
@@ -26,6 +27,7 @@ from loom.runtime import InvalidArgument
 
 from ._errors import InsecureBind, WeakToken
 from ._identity import ANONYMOUS, OPERATOR, Principal
+from ._tenants import Tenants
 
 __all__ = [
     "MIN_TOKEN_BITS",
@@ -138,19 +140,26 @@ def token_weakness(token: str) -> str | None:
 
 
 def check_bind(
-    host: str, *, token: str | None, tls: TLSConfig | None, admin_token: str | None = None
+    host: str,
+    *,
+    token: str | None,
+    tls: TLSConfig | None,
+    admin_token: str | None = None,
+    tenants: Tenants | None = None,
 ) -> None:
     """Refuse to serve a non-loopback address without a token or TLS, or with a weak token.
 
     Raises:
         InsecureBind: it would serve without either.
-        WeakToken: ``token`` or ``admin_token`` is too weak (:func:`token_weakness`).
+        WeakToken: ``token``, ``admin_token`` or a tenant token is too weak
+            (:func:`token_weakness`).
     """
     if is_loopback(host):
         return
-    if not token and tls is None:
+    if not token and not tenants and tls is None:
         raise InsecureBind(host)
-    for what, value in (("token", token), ("admin token", admin_token)):
+    named = [(f"tenant token {t.name!r}", t.token) for t in (tenants.tenants if tenants else ())]
+    for what, value in (("token", token), ("admin token", admin_token), *named):
         if value is not None:
             why = token_weakness(value)
             if why is not None:
@@ -171,25 +180,31 @@ def principal_of(
     *,
     admin_token: str | None,
     bind_agent_ids: bool,
+    tenants: Tenants | None = None,
 ) -> Principal:
     """Who made a unary call (or an ``EventBus.Subscribe``), as the credentials say.
 
-    The admin token makes the operator. Under ``bind_agent_ids`` (mutual TLS) a client
-    certificate makes the agents it names, the common name first (the sender of what it
-    publishes without one). Anything else, the shared token included, is a caller that is no
-    agent: the token is shared by every client, so it cannot tell them apart.
+    The admin token makes the operator. A tenant token confines the caller to its
+    namespace. Under ``bind_agent_ids`` (mutual TLS) a client certificate makes the agents it
+    names, the common name first (the sender of what it publishes without one). Anything
+    else, the shared token included, is a caller that is no agent: the token is shared by
+    every client, so it cannot tell them apart.
     """
-    if admin_token is not None:
-        given = _bearer(context)
-        if given is not None and hmac.compare_digest(given, f"Bearer {admin_token}".encode()):
-            return OPERATOR
+    given = _bearer(context) if admin_token is not None or tenants else None
+    if (
+        admin_token is not None
+        and given is not None
+        and hmac.compare_digest(given, f"Bearer {admin_token}".encode())
+    ):
+        return OPERATOR
+    namespace = tenants.namespace_of(given) if tenants and given is not None else None
     if bind_agent_ids:
         auth = context.auth_context()
         common = [n.decode("utf-8", "replace") for n in auth.get("x509_common_name", ())]
         names = certificate_names(context)
         if names:
-            return Principal(name=common[0] if common else "", agents=names)
-    return ANONYMOUS
+            return Principal(name=common[0] if common else "", agents=names, namespace=namespace)
+    return ANONYMOUS if namespace is None else Principal(namespace=namespace)
 
 
 def _denying(
@@ -210,14 +225,20 @@ def _denying(
 
 
 class TokenInterceptor(grpc.aio.ServerInterceptor):
-    """Admits a call only with ``authorization: Bearer <token>``, or the admin token if given
-    (health checks exempt)."""
+    """Admits a call only with ``authorization: Bearer <token>``, the admin token or a tenant
+    token, if given (health checks exempt). With tenant tokens the shared token may be
+    ``None``: then only those and the admin token are admitted."""
 
-    def __init__(self, token: str, admin_token: str | None = None) -> None:
-        if not token:
+    def __init__(
+        self, token: str | None, admin_token: str | None = None, tenants: Tenants | None = None
+    ) -> None:
+        if token is not None and not token:
             raise InvalidArgument("the token must not be empty")
-        self._expected = f"Bearer {token}".encode()
+        if token is None and not tenants:
+            raise InvalidArgument("a token or a tenant token is needed")
+        self._expected = None if token is None else f"Bearer {token}".encode()
         self._admin = None if admin_token is None else f"Bearer {admin_token}".encode()
+        self._tenants = tenants if tenants else None
 
     async def intercept_service(
         self,
@@ -240,9 +261,10 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
         # "bearer" is case-insensitive (RFC 6750); the token itself is compared in constant time.
         if raw[:7].lower() == b"bearer ":
             raw = b"Bearer " + raw[7:]
-        # Both compared, always: how long the check takes says nothing of which one matched.
-        ok = hmac.compare_digest(raw, self._expected)
+        # All compared, always: how long the check takes says nothing of which one matched.
+        ok = self._expected is not None and hmac.compare_digest(raw, self._expected)
         admin = self._admin is not None and hmac.compare_digest(raw, self._admin)
-        if not (ok or admin):
+        tenant = self._tenants is not None and self._tenants.namespace_of(raw) is not None
+        if not (ok or admin or tenant):
             return _denying(handler, "invalid token")
         return handler

@@ -18,6 +18,7 @@ from loom.runtime import AgentInfo, AgentStatus, InvalidArgument
 
 from ._errors import WireError, WrongAgent
 from ._status import status_of
+from ._tenants import agent_inside
 
 if TYPE_CHECKING:
     from ._hub import Hub
@@ -97,6 +98,9 @@ class DirectoryService(directory_pb2_grpc.DirectoryServicer):
             await context.abort(status_of(exc), f"ListAgentsRequest.topic: {exc}")
         if request.capability:
             agents = [a for a in agents if request.capability in a.capabilities]
+        namespace = self.hub.caller(context).namespace
+        if namespace is not None:  # a tenant lists the agents of its namespace only
+            agents = [a for a in agents if agent_inside(namespace, a.id)]
         return directory_pb2.ListAgentsResponse(agents=[agent_info_to_proto(a) for a in agents])
 
     async def ReleaseAgent(

@@ -35,6 +35,7 @@ from ._convert import tool_descriptor_from_proto
 from ._errors import LimitExceeded, WrongAgent
 from ._identity import Principal
 from ._limits import Limits
+from ._tenants import Tenants
 from ._wire_types import QOS_KEY, RESTARTS_KEY, SECRET_METADATA, ToolDescriptor
 
 if TYPE_CHECKING:
@@ -261,12 +262,16 @@ class Hub:
         self.closing = False
         self.bind_agent_ids = False  # TLSConfig.bind_agent_ids
         self.admin_token: str | None = None
+        self.tenants = Tenants()  # the tenant tokens and their namespaces
 
     def caller(self, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
         """Who made a unary call (or an ``EventBus.Subscribe``), as its credentials say
         (``bridge/_auth.py``, ``principal_of``)."""
         return principal_of(
-            context, admin_token=self.admin_token, bind_agent_ids=self.bind_agent_ids
+            context,
+            admin_token=self.admin_token,
+            bind_agent_ids=self.bind_agent_ids,
+            tenants=self.tenants,
         )
 
     def _check_holder(self, agent_id: str, given: str | None) -> None:

@@ -22,6 +22,11 @@ token), then asks this module. Nothing here trusts what a client wrote in an env
   agents' mailboxes (``>``, ``agent.>``, ``agent.*.replies``) is kept, and what it would
   bring from mailboxes that are not the caller's is withheld, delivery by delivery
   (:func:`may_receive`): a monitor subscribed to ``>`` goes on seeing everything else.
+* **Namespaces.** A caller that showed a tenant token (``bridge/_tenants.py``) is confined
+  to its namespace: it publishes and reads only topics inside it (a pattern reaching outside
+  is refused, not screened: it could only bring what the caller may not see), acts only as
+  agents inside it and calls only tools inside it. An agent id or tool name inside a
+  configured namespace is taken by that namespace's clients alone (and the operator).
 
 The module imports nothing of gRPC, so an HTTP or A2A entry point calls the same functions
 with the principal its own authentication gives.
@@ -37,14 +42,17 @@ import msgspec
 from loom.runtime import DEAD_LETTER_PREFIX, LIFECYCLE_PREFIX, Event
 
 from ._errors import WrongAgent
+from ._tenants import Tenants, agent_inside, tool_inside, topic_inside
 
 __all__ = [
     "ANONYMOUS",
     "OPERATOR",
     "SERVER_TOPICS",
     "Principal",
+    "authorize_agent",
     "authorize_publish",
     "authorize_read",
+    "authorize_tool",
     "claimed_sender",
     "mailbox_owner",
     "may_receive",
@@ -66,23 +74,39 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
             the names its client certificate gives under ``bind_agent_ids``.
         operator: it showed the server's admin token: it may read every mailbox and release
             agent ids; it still publishes as nobody.
+        namespace: it showed a tenant token: the namespace it is confined to; ``None`` for
+            none (the shared token, the admin token, an open server).
     """
 
     name: str = ""
     agents: frozenset[str] = frozenset()
     operator: bool = False
+    namespace: str | None = None
 
     @classmethod
-    def agent(cls, agent_id: str) -> Principal:
-        """The identity of agent ``agent_id``'s stream."""
-        return cls(name=agent_id, agents=frozenset((agent_id,)))
+    def agent(cls, agent_id: str, namespace: str | None = None) -> Principal:
+        """The identity of agent ``agent_id``'s stream (opened with a token of ``namespace``)."""
+        return cls(name=agent_id, agents=frozenset((agent_id,)), namespace=namespace)
 
     def describe(self) -> str:
         if self.name:
-            return f"agent {self.name!r}"
-        if self.agents:
-            return "a client whose certificate names " + ", ".join(sorted(self.agents))
-        return "the operator" if self.operator else "a client that is no agent"
+            who = f"agent {self.name!r}"
+        elif self.agents:
+            who = "a client whose certificate names " + ", ".join(sorted(self.agents))
+        elif self.namespace is not None:
+            who = "a client"
+        else:
+            return "the operator" if self.operator else "a client that is no agent"
+        return who if self.namespace is None else f"{who} of namespace {self.namespace!r}"
+
+    def outside(self, what: str) -> str:
+        """Why a tenant may not touch ``what`` (for a ``PERMISSION_DENIED`` message)."""
+        ns = self.namespace
+        return (
+            f"{self.describe()} may not {what}: it is outside its namespace (topics "
+            f"'{ns}.>', agent ids '{ns}:<name>' and their 'agent.{ns}:<name>.>' topics, "
+            f"tools '{ns}.<name>')"
+        )
 
 
 ANONYMOUS: Final = Principal()
@@ -137,6 +161,8 @@ def authorize_publish(principal: Principal, topic: str, event: Event) -> Event:
         WrongAgent: its sender names another identity, or the topic is the server's.
     """
     claimed = event.envelope.sender
+    if principal.namespace is not None and not topic_inside(principal.namespace, topic):
+        raise WrongAgent(principal.outside(f"publish on {topic!r}") + "; not published")
     # sender_of's rule, inline: this runs once per event published.
     if claimed and claimed not in principal.agents:
         raise WrongAgent(f"{principal.describe()} cannot publish as {claimed!r}; not published")
@@ -169,6 +195,8 @@ def mailbox_owner(topic: str) -> str | None:
 
 def may_receive(principal: Principal, topic: str) -> bool:
     """Whether an event published on the concrete ``topic`` may reach ``principal``."""
+    if principal.namespace is not None and not topic_inside(principal.namespace, topic):
+        return False
     owner = mailbox_owner(topic)
     return owner is None or principal.operator or owner in principal.agents
 
@@ -199,9 +227,13 @@ def authorize_read(principal: Principal, pattern: str) -> None:
     """Refuse a subscription that names another agent's mailbox outright (``agent.B.replies``
     or a pattern under it): it could receive nothing but what it may not read.
 
+    A tenant's pattern must lie inside its namespace.
+
     Raises:
-        WrongAgent: it does.
+        WrongAgent: it does, or it reaches outside the caller's namespace.
     """
+    if principal.namespace is not None and not topic_inside(principal.namespace, pattern):
+        raise WrongAgent(principal.outside(f"subscribe to {pattern!r}"))
     segments = pattern.split(".", 3)
     if (
         len(segments) >= 3
@@ -215,3 +247,44 @@ def authorize_read(principal: Principal, pattern: str) -> None:
             f"{principal.describe()} cannot subscribe to {pattern!r}: the mailbox of agent "
             f"{segments[1]!r} is read by that agent alone"
         )
+
+
+def authorize_agent(principal: Principal, agent_id: str, tenants: Tenants) -> None:
+    """Refuse to let ``principal`` register, or open the stream of, agent ``agent_id`` when
+    the id is outside its namespace, or inside a namespace that is not its own.
+
+    Raises:
+        WrongAgent: it may not act as that agent.
+    """
+    if principal.namespace is not None:
+        if not agent_inside(principal.namespace, agent_id):
+            raise WrongAgent(principal.outside(f"act as agent {agent_id!r}"))
+    elif not principal.operator:
+        taken = tenants.claimed(agent_id)
+        if taken is not None:
+            raise WrongAgent(
+                f"{principal.describe()} may not act as agent {agent_id!r}: it is in namespace "
+                f"{taken!r}, whose tenant token alone (or the admin token) may"
+            )
+
+
+def authorize_tool(
+    principal: Principal, tool: str, tenants: Tenants, *, declare: bool = False
+) -> None:
+    """Refuse a call of (or, with ``declare``, an agent's offer of) the tool named ``tool``
+    outside the caller's namespace; an offer inside a namespace not the caller's too.
+
+    Raises:
+        WrongAgent: it may not.
+    """
+    if principal.namespace is not None:
+        if not tool_inside(principal.namespace, tool):
+            what = "offer" if declare else "call"
+            raise WrongAgent(principal.outside(f"{what} tool {tool!r}"))
+    elif declare and not principal.operator:
+        taken = tenants.claimed(tool, tool=True)
+        if taken is not None:
+            raise WrongAgent(
+                f"{principal.describe()} may not offer tool {tool!r}: it is in namespace "
+                f"{taken!r}, whose tenant token alone may"
+            )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, cast
 
@@ -58,13 +58,20 @@ from ._errors import (
 )
 from ._handlers import GenericOnly, RequestGuard
 from ._hub import Hub, Registration
-from ._identity import Principal, authorize_read, claimed_sender
+from ._identity import (
+    Principal,
+    authorize_agent,
+    authorize_read,
+    authorize_tool,
+    claimed_sender,
+)
 from ._limits import Limits
 from ._llm_service import LLMService
 from ._server_session import Session
 from ._server_status import NatsInfo, ServerService
 from ._services import EventBusService, ToolService
 from ._status import status_of
+from ._tenants import Tenant, Tenants
 from ._wire_types import HELD_METADATA, SECRET_METADATA, VALIDATES_KEY
 
 __all__ = ["BridgeServer", "ServerStatistics"]
@@ -104,9 +111,13 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
         try:
             self._check_identity(context, request.agent_id)
             reg = Registration.from_proto(request, self.hub.limits)
-            agent = Principal.agent(reg.agent_id)
+            caller = self.hub.caller(context)
+            authorize_agent(caller, reg.agent_id, self.hub.tenants)
+            agent = Principal.agent(reg.agent_id, caller.namespace)
             for pattern in reg.topics:
                 authorize_read(agent, pattern)
+            for tool in reg.tools:
+                authorize_tool(caller, tool.name, self.hub.tenants, declare=True)
             if reg.durable and self.hub.runtime.bus.plumbing.durable_log is None:
                 # Refused now, not on the stream: the agent learns it before it runs.
                 raise DurabilityUnavailable(f"durable agent {reg.agent_id!r}")
@@ -143,7 +154,9 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
         self, request: tools_pb2.ToolCall, context: _Context
     ) -> tools_pb2.ToolResult:
         try:
-            claimed_sender(self.hub.caller(context), request.headers)
+            caller = self.hub.caller(context)
+            claimed_sender(caller, request.headers)
+            authorize_tool(caller, request.name, self.hub.tenants)
         except WrongAgent as exc:
             await context.abort(status_of(exc), str(exc))
         return await serve_tool_call(self.hub.runtime, request, context)
@@ -221,6 +234,7 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
         if not agent_id:
             raise HandshakeError("the handshake ack must carry the agent id in message_id")
         self._check_identity(context, agent_id)
+        authorize_agent(hub.caller(context), agent_id, hub.tenants)
         reg = hub.registrations.get(agent_id)
         if reg is None:
             raise NotRegistered(agent_id)
@@ -358,11 +372,15 @@ class BridgeServer:
             (``Directory.ReleaseAgent``). ``None``: nobody may.
         nats: where the server's NATS is, asked at each ``GetStatus`` (``None``: reported
             as ``off``).
+        tenants: tenant tokens, each accepted wherever ``token`` is and confining its caller
+            to a namespace (``docs/security.md``, "Tenants"). With them ``token`` may be
+            ``None``: only they and the admin token are admitted then.
 
     Raises:
         InsecureBind: ``host`` is not loopback and neither ``token`` nor ``tls`` is given.
-        WeakToken: ``host`` is not loopback and ``token`` or ``admin_token`` is too weak
-            (``loom.bridge.token_weakness``).
+        WeakToken: ``host`` is not loopback and ``token``, ``admin_token`` or a tenant
+            token is too weak (``loom.bridge.token_weakness``).
+        InvalidArgument: two tenants share a token, or one has no valid namespace.
     """
 
     def __init__(
@@ -378,10 +396,18 @@ class BridgeServer:
         settle_s: float = 0.0,
         admin_token: str | None = None,
         nats: Callable[[], NatsInfo] | None = None,
+        tenants: Iterable[Tenant] = (),
     ) -> None:
         if admin_token is not None and not admin_token:
             raise InvalidArgument("admin_token must not be empty (None for none)")
-        check_bind(host, token=token, tls=tls, admin_token=admin_token)
+        table = Tenants(tenants)
+        for tenant in table.tenants:
+            if tenant.token in (token, admin_token):
+                raise InvalidArgument(
+                    f"tenant token {tenant.name!r} is the server's shared or admin token: "
+                    "a tenant needs a token of its own"
+                )
+        check_bind(host, token=token, tls=tls, admin_token=admin_token, tenants=table)
         if not 0 <= port <= 65535:
             raise InvalidArgument(f"port must be 0..65535, not {port}")
         if grace_s < 0:
@@ -399,6 +425,7 @@ class BridgeServer:
         self.hub = Hub(runtime, self.limits, settle_s=settle_s)
         self.hub.bind_agent_ids = tls is not None and tls.bind_agent_ids
         self.hub.admin_token = admin_token
+        self.hub.tenants = table
         self.port = 0
         self._server: grpc.aio.Server | None = None
         self._health: Any = None
@@ -421,7 +448,11 @@ class BridgeServer:
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
         ]
-        interceptors = [TokenInterceptor(self.token, self.hub.admin_token)] if self.token else []
+        interceptors = (
+            [TokenInterceptor(self.token, self.hub.admin_token, self.hub.tenants)]
+            if self.token or self.hub.tenants
+            else []
+        )
         server = grpc.aio.server(interceptors=interceptors, options=options)
         # Generic handlers only: registered methods cost every call a wait on all of them.
         target = cast(grpc.aio.Server, GenericOnly(server, self._guard))

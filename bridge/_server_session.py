@@ -90,6 +90,7 @@ from ._identity import (
     Principal,
     authorize_publish,
     authorize_read,
+    authorize_tool,
     claimed_sender,
     may_receive,
     reaches_other_mailboxes,
@@ -180,7 +181,8 @@ class Session:
     ) -> None:
         self.hub = hub
         self.agent_id = remote.id
-        self.principal = Principal.agent(remote.id)
+        # The namespace of the token the stream showed (the handshake checked the id is in it).
+        self.principal = Principal.agent(remote.id, hub.caller(context).namespace)
         self.remote = remote
         self._ctx = context
         limits = hub.limits
@@ -1288,6 +1290,7 @@ class Session:
             try:
                 request = tool_call_from_proto(msg)
                 claimed_sender(self.principal, request.headers)
+                authorize_tool(self.principal, request.name, self.hub.tenants)
             except WireError as exc:
                 refusal = failed_outcome(
                     call_id, ToolStatus.INVALID_ARGUMENTS, "INVALID_ARGUMENTS", str(exc)

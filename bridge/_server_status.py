@@ -17,6 +17,8 @@ import msgspec
 
 from loom.bridge._generated import server_pb2, server_pb2_grpc
 
+from ._tenants import agent_inside, namespace_stats, tool_inside
+
 if TYPE_CHECKING:
     from ._hub import Hub
 
@@ -64,6 +66,8 @@ class ServerStatus(msgspec.Struct, frozen=True, kw_only=True):
         nats_store_dir: the embedded server's JetStream storage (empty otherwise).
         nats_connected: whether its NATS connection is up.
         nats_restarts: times the embedded nats-server was restarted after it died.
+        namespace: the namespace the caller's tenant token confines it to (``""``: none);
+            the counts above are then of that namespace only.
     """
 
     version: str
@@ -85,6 +89,7 @@ class ServerStatus(msgspec.Struct, frozen=True, kw_only=True):
     nats_store_dir: str = ""
     nats_connected: bool = False
     nats_restarts: int = 0
+    namespace: str = ""
 
 
 class NatsInfo(Protocol):
@@ -118,8 +123,18 @@ class ServerService(server_pb2_grpc.ServerServicer):
     ) -> server_pb2.ServerStatus:
         runtime = self.hub.runtime
         bus = runtime.bus.statistics()
+        agents = runtime.directory.all()
+        connected = len(self.hub.sessions)
+        namespace = self.hub.caller(context).namespace
+        if namespace is not None:
+            # A tenant's counts are of its namespace only: its agents, topics, tools.
+            bus = namespace_stats(bus, namespace)
+            agents = [a for a in agents if agent_inside(namespace, a.id)]
+            connected = sum(agent_inside(namespace, a) for a in self.hub.sessions)
         finished = running = 0
-        for tool in runtime.tools.statistics().tools.values():
+        for name, tool in runtime.tools.statistics().tools.items():
+            if namespace is not None and not tool_inside(namespace, name):
+                continue
             now = tool.waiting + tool.in_flight
             running += now
             finished += tool.calls - now
@@ -128,8 +143,8 @@ class ServerService(server_pb2_grpc.ServerServicer):
             version=self.version,
             started_ms=self.started_ms,
             uptime_ms=max(0, round((anyio.current_time() - self.started) * 1000)),
-            agents=len(runtime.directory.all()),
-            connected=len(self.hub.sessions),
+            agents=len(agents),
+            connected=connected,
             topics=len(bus.topics),
             subscriptions=len(bus.subscriptions),
             published=bus.published,
@@ -137,13 +152,17 @@ class ServerService(server_pb2_grpc.ServerServicer):
             unrouted=bus.unrouted,
             tool_calls=finished,
             tool_calls_running=running,
-            pending_tool_calls=len(self.hub.calls),
+            pending_tool_calls=sum(
+                namespace is None or agent_inside(namespace, session.agent_id)
+                for session in self.hub.calls.values()
+            ),
             stale_after_ms=round(runtime.stale_after_s * 1000),
             nats_mode=nats.mode if nats is not None else "off",
             nats_url=nats.url if nats is not None else "",
             nats_store_dir=nats.store_dir if nats is not None else "",
             nats_connected=nats is not None and nats.connected,
             nats_restarts=nats.restarts if nats is not None else 0,
+            namespace=namespace or "",
         )
 
 
@@ -169,4 +188,5 @@ def server_status_from_proto(msg: server_pb2.ServerStatus) -> ServerStatus:
         nats_store_dir=msg.nats_store_dir,
         nats_connected=msg.nats_connected,
         nats_restarts=msg.nats_restarts,
+        namespace=msg.namespace,
     )

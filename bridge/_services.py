@@ -41,11 +41,13 @@ from ._identity import (
     Principal,
     authorize_publish,
     authorize_read,
+    authorize_tool,
     claimed_sender,
     may_receive,
     reaches_other_mailboxes,
 )
 from ._status import code_name, status_of
+from ._tenants import namespace_stats, tool_inside
 from ._wire_types import ProviderKind, ToolDescriptor
 
 if TYPE_CHECKING:
@@ -91,12 +93,16 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
     ) -> tools_pb2.ListToolsResponse:
         prefix = request.name_prefix
         providers = set(request.providers)
+        # A tenant lists the tools of its namespace only.
+        namespace = self.hub.caller(context).namespace
         found: dict[str, ToolDescriptor] = {}
         # The order of the inventory is the order call_tool prefers: agents' tools first.
         for entry in tool_inventory(self.hub.runtime):
             tool = entry.tool
             name = tool.name
             if name in found or not name.startswith(prefix):
+                continue
+            if namespace is not None and not tool_inside(namespace, name):
                 continue
             declared = None
             if entry.remote and entry.agent_id is not None:
@@ -120,7 +126,9 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
 
     async def Call(self, request: tools_pb2.ToolCall, context: _Context) -> tools_pb2.ToolResult:
         try:
-            claimed_sender(self.hub.caller(context), request.headers)
+            caller = self.hub.caller(context)
+            claimed_sender(caller, request.headers)
+            authorize_tool(caller, request.name, self.hub.tenants)
         except WrongAgent as exc:
             await context.abort(status_of(exc), str(exc))
         return await serve_tool_call(self.hub.runtime, request, context)
@@ -248,13 +256,18 @@ class EventBusService(bus_pb2_grpc.EventBusServicer):
         self, request: bus_pb2.GetStatsRequest, context: _Context
     ) -> bus_pb2.BusStats:
         bus = self.hub.runtime.bus
+        stats = bus.statistics()
+        namespace = self.hub.caller(context).namespace
+        if namespace is not None:
+            stats = namespace_stats(stats, namespace)
         msg = bus_stats_to_proto(
-            bus.statistics(),
+            stats,
             include_subscriptions=request.include_subscriptions,
             include_topics=request.include_topics,
         )
         durable_log = bus.plumbing.durable_log
-        if request.include_durable and durable_log is not None:
+        # The log's counters are every namespace's: not a tenant's to read.
+        if request.include_durable and durable_log is not None and namespace is None:
             # The log answers from its own server: bounded, and left out (not an error) when
             # that server does not answer, so the bus's own counters still come back.
             with anyio.move_on_after(_DURABLE_STATS_WAIT):
@@ -347,7 +360,8 @@ class EventBusService(bus_pb2_grpc.EventBusServicer):
             DurabilityUnavailable: the bus has no durable log.
         """
         hub = self.hub
-        if hub.admin_token is not None and not hub.caller(context).operator:
+        caller = hub.caller(context)
+        if (hub.admin_token is not None or caller.namespace is not None) and not caller.operator:
             raise WrongAgent(f"{what} needs the server's admin token")
         durable_log = hub.runtime.bus.plumbing.durable_log
         if durable_log is None:

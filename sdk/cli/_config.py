@@ -15,13 +15,14 @@ from typing import Any, TextIO
 
 import msgspec
 
-from loom.bridge import Limits, TLSConfig, is_loopback, token_weakness
+from loom.bridge import Limits, Tenant, TLSConfig, is_loopback, token_weakness
 from loom.cluster import NatsMode, NatsSettings, parse_nats, redact_url
 from loom.runtime import ConfigError, InvalidArgument
 from loom.runtime.llm import LLMConfig, LLMConfigError, load_llm_config
 from loom.runtime.tools import McpConfigError, McpServerConfig, load_mcp_config
 
 from ._hosted import AgentTable, ToolsTable, decode_agents, decode_tools
+from ._tokens import decode_tokens
 
 __all__ = [
     "SERVE_KEYS",
@@ -436,17 +437,20 @@ class ServiceTables(msgspec.Struct, frozen=True, kw_only=True):
             hosts (``None`` when the file has no ``[llm]``).
         tools: the native tools of ``[tools]`` (``clock.now`` alone when absent).
         agents: the cognitive agents of ``[agents.<id>]`` it hosts.
+        tokens: the tenant tokens of ``[tokens.<name>]``, each confining its holders to a
+            namespace (the tokens read from the variables the tables name).
     """
 
     mcp: Mapping[str, McpServerConfig] = msgspec.field(default_factory=dict)
     llm: LLMConfig | None = None
     tools: ToolsTable = msgspec.field(default_factory=ToolsTable)
     agents: Mapping[str, AgentTable] = msgspec.field(default_factory=dict)
+    tokens: tuple[Tenant, ...] = ()
 
 
 def load_tables(*, toml_path: Path | None, environ: Mapping[str, str]) -> ServiceTables:
-    """Decode ``[mcp]``, ``[llm]``, ``[tools]`` and ``[agents]`` of ``loom.toml`` (absent
-    tables: none configured).
+    """Decode ``[mcp]``, ``[llm]``, ``[tools]``, ``[agents]`` and ``[tokens]`` of ``loom.toml``
+    (absent tables: none configured).
 
     Raises:
         ConfigError: a table is malformed; the message names the file, the server or
@@ -464,4 +468,5 @@ def load_tables(*, toml_path: Path | None, environ: Mapping[str, str]) -> Servic
     tools = decode_tools(doc.get("tools", {}), where=where)
     names = None if llm is None else tuple(llm.providers)
     agents = decode_agents(doc.get("agents", {}), where=where, llm_names=names)
-    return ServiceTables(mcp=mcp, llm=llm, tools=tools, agents=agents)
+    tokens = decode_tokens(doc.get("tokens", {}), where=where, environ=environ)
+    return ServiceTables(mcp=mcp, llm=llm, tools=tools, agents=agents, tokens=tokens)

@@ -166,6 +166,7 @@ async def serve(
                 grace_s=config.drain_grace_s,
                 settle_s=config.settle_s,
                 nats=nats.status,
+                tenants=tables.tokens,
             ) as server,
         ):
             log.info("loom serve: event bus up (pid %d, data dir %s)", os.getpid(), data_dir)
@@ -174,8 +175,14 @@ async def serve(
                 "loom serve: listening on %s (%s%s)",
                 server.address,
                 "TLS" if config.tls_cert_file else "plaintext",
-                ", token required" if config.token else "",
+                ", token required" if config.token or tables.tokens else "",
             )
+            for tenant in tables.tokens:
+                log.info(
+                    "loom serve: tenant token %s confines its clients to namespace %s",
+                    tenant.name,
+                    tenant.namespace,
+                )
             task_status.started(server.port)
             async for signum in signals:
                 log.info("loom serve: %s received, draining", signal.Signals(signum).name)
