@@ -233,7 +233,7 @@ def authorize_read(principal: Principal, pattern: str) -> None:
         WrongAgent: it does, or it reaches outside the caller's namespace.
     """
     if principal.namespace is not None and not topic_inside(principal.namespace, pattern):
-        raise WrongAgent(principal.outside(f"subscribe to {pattern!r}"))
+        raise WrongAgent(principal.outside(f"read {pattern!r}"))
     segments = pattern.split(".", 3)
     if (
         len(segments) >= 3

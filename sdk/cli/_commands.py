@@ -751,14 +751,18 @@ async def ask(
     """
     if not (timeout > 0 and math.isfinite(timeout)):
         raise UsageError(f"--timeout must be a positive number of seconds, not {timeout}")
-    reply_to = f"loom.cli.ask.{new_id()}"  # this call's own inbox
-    request = Event(
-        type="request",
-        source="loom-cli",
-        payload=text,
-        envelope=Envelope(thread_id=thread or new_id(), reply_to=reply_to),
-    )
     async with conn.client() as admin:
+        # A tenant's token reads only inside its namespace, so its inbox is there too (a
+        # server that predates tenants says "": the inbox is the old one).
+        namespace = (await admin.status()).namespace
+        prefix = f"{namespace}.cli" if namespace else "loom.cli"
+        reply_to = f"{prefix}.ask.{new_id()}"  # this call's own inbox
+        request = Event(
+            type="request",
+            source="loom-cli",
+            payload=text,
+            envelope=Envelope(thread_id=thread or new_id(), reply_to=reply_to),
+        )
         known = {info.id for info in await admin.list_agents()}
         topic = mailbox_topic(target) if target in known else target
         if not await admin.list_agents(topic=topic):
@@ -769,7 +773,12 @@ async def ask(
         turn_ended = anyio.Event()
         async with (
             admin.subscribe(reply_to, qos=QoS.BATCHED) as replies,
-            _stream_of(admin, target if target in known else "*", stream and not as_json) as parts,
+            # A tenant may not read every agent's stream ("*"): only a known agent's then.
+            _stream_of(
+                admin,
+                target if target in known else "*",
+                stream and not as_json and (target in known or not namespace),
+            ) as parts,
             anyio.create_task_group() as tg,
         ):
 

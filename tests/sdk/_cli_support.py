@@ -149,11 +149,14 @@ async def running_argv(
 
 
 @asynccontextmanager
-async def loom_serve(tmp_path: Path, *extra: str) -> AsyncIterator[tuple[Running, str]]:
-    """A real ``loom serve`` on port 0, and the address it says it listens on."""
+async def loom_serve(
+    tmp_path: Path, *extra: str, env: Mapping[str, str] | None = None
+) -> AsyncIterator[tuple[Running, str]]:
+    """A real ``loom serve`` on port 0 (in ``env``, else a clean one), and the address it
+    says it listens on."""
     data = tmp_path / "serve-data"
     async with running(
-        "serve", "--port", "0", "--data-dir", str(data), *extra, cwd=tmp_path
+        "serve", "--port", "0", "--data-dir", str(data), *extra, cwd=tmp_path, env=env
     ) as server:
         match = await server.wait_for(_LISTENING.pattern)
         yield server, match.group(1)
