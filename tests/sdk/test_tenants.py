@@ -20,6 +20,8 @@ import grpc.aio
 import pytest
 
 from loom.bridge._generated import bridge_pb2, bridge_pb2_grpc, tools_pb2, tools_pb2_grpc
+from loom.cli._config import load_tables
+from loom.runtime import ConfigError
 
 from ._cli_support import PYTHON, Running, clean_env, loom, loom_serve, running_argv
 
@@ -250,3 +252,36 @@ async def test_listings_are_filtered_and_the_admin_sees_both(tmp_path: Path) -> 
                 by_tool = await cluster.cli(who, "agents", "--capability", "team-b.upper", "--json")
                 found = [json.loads(line)["id"] for line in by_tool.stdout.decode().splitlines()]
                 assert found == ([] if who == "team-a" else ["team-b:worker"]), (who, found)
+
+
+def test_tokens_table_reads_each_token_from_its_variable(tmp_path: Path) -> None:
+    toml = tmp_path / "loom.toml"
+    toml.write_text(TOML)
+    env = {"TEST_TOKEN_ALPHA": "a" * 20, "TEST_TOKEN_BETA": "b" * 20}
+    tables = load_tables(toml_path=toml, environ=env)
+    assert [(t.name, t.namespace, t.token) for t in tables.tokens] == [
+        ("alpha", "team-a", "a" * 20),
+        ("beta", "team-b", "b" * 20),
+    ]
+    assert load_tables(toml_path=None, environ=env).tokens == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "environ", "message"),
+    [
+        (TOML, {"TEST_TOKEN_ALPHA": "a" * 20}, r"\[tokens.beta\]: \$TEST_TOKEN_BETA is unset"),
+        (TOML, {"TEST_TOKEN_ALPHA": "same", "TEST_TOKEN_BETA": "same"}, "same token as"),
+        ('[tokens.x]\ntoken_env = "T"\nnamespace = "a.b"\n', {"T": "t"}, "invalid namespace"),
+        ('[tokens.x]\ntoken_env = "T"\nnamespace = "loom"\n', {"T": "t"}, "reserved"),
+        ('[tokens.x]\ntoken = "inline"\nnamespace = "n"\n', {}, r"\[tokens.x\]"),
+        ('tokens = "x"\n', {}, r"\[tokens\]: must be a table"),
+    ],
+)
+def test_tokens_table_errors_name_the_table_never_the_token(
+    tmp_path: Path, text: str, environ: dict[str, str], message: str
+) -> None:
+    toml = tmp_path / "loom.toml"
+    toml.write_text(text)
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_tables(toml_path=toml, environ=environ)
+    assert "same" not in str(caught.value).replace("same token", "")
