@@ -677,6 +677,8 @@ def _status_lines(address: str, s: ServerStatus) -> list[tuple[str, str]]:
             f"{s.pending_tool_calls} waiting on remote agents",
         ),
         ("nats", _nats_line(s)),
+        # Counts above are of the namespace only, for a tenant's token: say so.
+        *([("namespace", f"{s.namespace} (the counts above are its own)")] if s.namespace else []),
     ]
 
 

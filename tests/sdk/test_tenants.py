@@ -248,6 +248,8 @@ async def test_listings_are_filtered_and_the_admin_sees_both(tmp_path: Path) -> 
                 record = json.loads(status.stdout)
                 assert record["agents"] == len(expected), (who, record)
                 assert record["namespace"] == ("" if who == "admin" else who), record
+                text = (await cluster.cli(who, "status")).stdout.decode()
+                assert (f"namespace:   {who} " in text) == (who != "admin"), text
                 # Directory queries are filtered the same way.
                 by_tool = await cluster.cli(who, "agents", "--capability", "team-b.upper", "--json")
                 found = [json.loads(line)["id"] for line in by_tool.stdout.decode().splitlines()]
