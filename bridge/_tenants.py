@@ -16,7 +16,8 @@ and a NATS account later, decides it the same way without a table:
   agents declare, and an MCP server the operator names ``N``.
 * **The system topics of its agents**: ``agent.N:<name>`` and below (mailbox, replies,
   ``stream``), ``loom.deadletter.N:<name>``, and for reading ``loom.dlq.N:<name>...`` and
-  ``loom.lifecycle.N:<name>``.
+  ``loom.lifecycle.N:<name>``; and its barriers, ``loom.barrier.N...`` (barrier names
+  ``N.<name>``).
 
 Anything else (``>``, ``agent.>``, ``_inbox.x``, another namespace's topics) is outside. A
 wildcard where the namespace is decided (the first segment, or the agent id's) is outside
@@ -95,6 +96,10 @@ def topic_namespace(topic: str) -> str | None:
     if first == "loom":
         if len(segments) > 2 and segments[1] in _AGENT_SYSTEM_TOPICS:
             return agent_namespace(segments[2])
+        if len(segments) > 2 and segments[1] == "barrier":
+            # A barrier (ctx.collab.arrive) named "N.<name>": the server's coordinator, on
+            # loom.barrier.>, answers in the arriving agent's own mailbox.
+            return segments[2]
         return None
     if first in ("*", ">") or first.startswith("_"):
         return None

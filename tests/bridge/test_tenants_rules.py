@@ -33,6 +33,7 @@ B = Tenant(name="beta", token="beta-token-0123456789x", namespace="team-b")
         ("loom.deadletter.team-a:worker", True),
         ("loom.dlq.team-a:worker", True),
         ("loom.lifecycle.team-a:worker", True),
+        ("loom.barrier.team-a.phase-1", True),
         # Outside: another namespace, a prefix of the name, wildcards where the owner is
         # decided, system topics of no namespaced agent, inboxes.
         ("team-b.orders", False),
@@ -47,6 +48,9 @@ B = Tenant(name="beta", token="beta-token-0123456789x", namespace="team-b")
         ("agent.worker.replies", False),
         ("loom.dlq.>", False),
         ("loom.lifecycle.worker", False),
+        ("loom.barrier.phase-1", False),
+        ("loom.barrier.>", False),
+        ("loom.barrier.team-b.phase-1", False),
         ("loom.cli.ask.x", False),
         ("_inbox.x", False),
     ],

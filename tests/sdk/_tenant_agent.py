@@ -1,7 +1,8 @@
 """An SDK agent of one tenant, run as a subprocess by the tenant tests (issue 13, section 3).
 
-Usage: python _tenant_agent.py HOST:PORT NAMESPACE OTHER_NAMESPACE [durable], with its tenant
-token in ``$TENANT_TOKEN`` (``durable``: a durable agent, so its topic is stored).
+Usage: python _tenant_agent.py HOST:PORT NAMESPACE OTHER_NAMESPACE [durable|asker], with its
+tenant token in ``$TENANT_TOKEN`` (``durable``: a durable agent, so its topic is stored;
+``asker``: see :func:`_asker`).
 Runs agent ``NAMESPACE:worker`` on ``NAMESPACE.jobs`` offering the
 capability ``NAMESPACE.upper``; it answers a request on its topic with the payload upper-cased
 and prints ``got <topic> <payload>`` for each event. Once connected it prints ``ready``, then
@@ -23,7 +24,12 @@ from loom.bridge import BridgeClient, PublishRejected, SubscribeRefused
 from loom.runtime import Envelope, Event, LoomError
 
 
-async def main(address: str, ns: str, other: str, durable: bool) -> None:
+async def main(address: str, ns: str, other: str, mode: str) -> None:
+    if mode == "asker":
+        await _asker(address, ns, other)
+        return
+    durable = mode == "durable"
+
     @capability(f"{ns}.upper")
     async def upper(text: str) -> str:
         return text.upper()
@@ -56,6 +62,36 @@ async def _serve(
     task_status: anyio.abc.TaskStatus[BridgeClient] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     await serve_agent(agent, address, token=token, task_status=task_status)
+
+
+async def _asker(address: str, ns: str, other: str) -> None:
+    """Agent ``NAMESPACE:asker``: through its context, asks ``NAMESPACE:worker`` (a request on
+    ``NAMESPACE.jobs`` and a call of ``NAMESPACE.upper``) and tries the same on the other
+    namespace; prints ``own``/``probe`` lines, then ``probed``."""
+    started: list[Context] = []
+
+    async def on_start(ctx: Context) -> None:
+        started.append(ctx)
+
+    agent = Agent(f"{ns}:asker", topics=[f"{ns}.asker"], on_start=on_start)
+    token = os.environ["TENANT_TOKEN"]
+    async with anyio.create_task_group() as tg:
+        await tg.start(functools.partial(_serve, agent, address, token))
+        ctx = started[0]
+        reply = await ctx.request(f"{ns}.jobs", "ping", timeout=20)
+        print(f"own request: {reply.payload.decode()} from {reply.envelope.sender}", flush=True)
+        print(f"own tool: {await ctx.tool(f'{ns}.upper', {'text': 'mine'})}", flush=True)
+        try:
+            # Refused at the server, so nobody answers: it times out, having reached no one.
+            await ctx.request(f"{other}.jobs", "ping", timeout=3)
+        except LoomError as exc:
+            print(f"probe request-other: {type(exc).__name__}", flush=True)
+        try:
+            await ctx.tool(f"{other}.upper", {"text": "x"})
+        except LoomError as exc:
+            print(f"probe ctx-tool-other: {_outcome(exc)}", flush=True)
+        print("probed", flush=True)
+        tg.cancel_scope.cancel()
 
 
 def _outcome(exc: Exception) -> str:
@@ -102,4 +138,4 @@ async def _probe(client: BridgeClient, ns: str, other: str) -> None:
 
 
 if __name__ == "__main__":
-    anyio.run(main, sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:] == ["durable"])
+    anyio.run(main, sys.argv[1], sys.argv[2], sys.argv[3], (sys.argv[4:] or [""])[0])

@@ -74,11 +74,11 @@ async def tenants_server(tmp_path: Path, *extra: str) -> AsyncIterator[Cluster]:
 
 @asynccontextmanager
 async def tenant_agent(
-    cluster: Cluster, ns: str, other: str, *, durable: bool = False
+    cluster: Cluster, ns: str, other: str, mode: str = ""
 ) -> AsyncIterator[Running]:
-    """``_tenant_agent.py``: agent ``ns:worker`` with ``ns``'s token, probing ``other``."""
+    """``_tenant_agent.py``: an agent of ``ns`` with ``ns``'s token, probing ``other``."""
     env = clean_env(TENANT_TOKEN=cluster.tokens[ns])
-    argv = [*PYTHON, AGENT, cluster.address, ns, other, *(["durable"] if durable else [])]
+    argv = [*PYTHON, AGENT, cluster.address, ns, other, *([mode] if mode else [])]
     async with running_argv(argv, cwd=cluster.cwd, env=env) as agent:
         yield agent
 
@@ -107,8 +107,8 @@ async def test_two_tenants_cannot_read_call_or_impersonate_each_other(tmp_path: 
     with anyio.fail_after(180):
         async with (
             tenants_server(tmp_path) as cluster,
-            tenant_agent(cluster, "team-a", "team-b", durable=True) as agent_a,
-            tenant_agent(cluster, "team-b", "team-a", durable=True) as agent_b,
+            tenant_agent(cluster, "team-a", "team-b", "durable") as agent_a,
+            tenant_agent(cluster, "team-b", "team-a", "durable") as agent_b,
         ):
             for agent, ns, other in ((agent_a, "team-a", "team-b"), (agent_b, "team-b", "team-a")):
                 seen = await _probed(agent)
@@ -131,6 +131,16 @@ async def test_two_tenants_cannot_read_call_or_impersonate_each_other(tmp_path: 
                 assert seen["own tool"] == '"MINE"'
                 # Taken by the bus (nobody but the publisher itself listens there: unrouted).
                 assert seen["own publish"] in ("ACCEPTED", "UNROUTED")
+
+            # Agent to agent inside team-a, through the context: a request and a tool call
+            # flow; the same towards team-b reaches nobody.
+            async with tenant_agent(cluster, "team-a", "team-b", "asker") as asker:
+                seen = await _probed(asker)
+            assert seen["own request"] == "PING from team-a:worker", seen
+            assert seen["own tool"] == "MINE", seen
+            assert seen["probe request-other"] == "RequestTimeout", seen
+            assert "ToolPermissionDenied" in seen["probe ctx-tool-other"], seen
+            assert agent_b.count("got team-b.jobs ping") == 0
 
             # The CLI with team-a's token: its own namespace works ...
             own = await cluster.cli("team-a", "call", "team-a.upper", '{"text": "hi"}')
