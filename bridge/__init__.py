@@ -37,6 +37,7 @@ from ._errors import HandshakeError as HandshakeError
 from ._errors import InsecureBind as InsecureBind
 from ._errors import LimitExceeded as LimitExceeded
 from ._errors import NotRegistered as NotRegistered
+from ._errors import OutsideNamespace as OutsideNamespace
 from ._errors import PublishRejected as PublishRejected
 from ._errors import RegistrationRefused as RegistrationRefused
 from ._errors import SubscribeRefused as SubscribeRefused
@@ -93,6 +94,7 @@ __all__ = [
     "Limits",
     "NatsInfo",
     "NotRegistered",
+    "OutsideNamespace",
     "ProviderKind",
     "PublishOutcome",
     "PublishRejected",

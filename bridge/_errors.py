@@ -24,6 +24,7 @@ __all__ = [
     "InsecureBind",
     "LimitExceeded",
     "NotRegistered",
+    "OutsideNamespace",
     "PublishRejected",
     "RegistrationRefused",
     "SubscribeRefused",
@@ -124,6 +125,12 @@ class NotRegistered(BridgeError, LookupError):
 class WrongAgent(BridgeError, PermissionError):
     """A stream acted as an agent other than the one it opened as (a publish whose sender is
     another agent, a result for a tool call pushed to another agent)."""
+
+
+class OutsideNamespace(WrongAgent):
+    """A caller confined to a namespace (a tenant token) reached outside it, or a caller
+    outside a namespace reached for an agent id or tool name inside it (``bridge/_tenants.py``).
+    Permanent for that caller: waiting or retrying changes nothing."""
 
 
 class LimitExceeded(BridgeError):

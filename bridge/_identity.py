@@ -41,7 +41,7 @@ import msgspec
 
 from loom.runtime import DEAD_LETTER_PREFIX, LIFECYCLE_PREFIX, Event
 
-from ._errors import WrongAgent
+from ._errors import OutsideNamespace, WrongAgent
 from ._tenants import Tenants, agent_inside, tool_inside, topic_inside
 
 __all__ = [
@@ -162,7 +162,7 @@ def authorize_publish(principal: Principal, topic: str, event: Event) -> Event:
     """
     claimed = event.envelope.sender
     if principal.namespace is not None and not topic_inside(principal.namespace, topic):
-        raise WrongAgent(principal.outside(f"publish on {topic!r}") + "; not published")
+        raise OutsideNamespace(principal.outside(f"publish on {topic!r}") + "; not published")
     # sender_of's rule, inline: this runs once per event published.
     if claimed and claimed not in principal.agents:
         raise WrongAgent(f"{principal.describe()} cannot publish as {claimed!r}; not published")
@@ -233,7 +233,7 @@ def authorize_read(principal: Principal, pattern: str) -> None:
         WrongAgent: it does, or it reaches outside the caller's namespace.
     """
     if principal.namespace is not None and not topic_inside(principal.namespace, pattern):
-        raise WrongAgent(principal.outside(f"read {pattern!r}"))
+        raise OutsideNamespace(principal.outside(f"read {pattern!r}"))
     segments = pattern.split(".", 3)
     if (
         len(segments) >= 3
@@ -254,15 +254,15 @@ def authorize_agent(principal: Principal, agent_id: str, tenants: Tenants) -> No
     the id is outside its namespace, or inside a namespace that is not its own.
 
     Raises:
-        WrongAgent: it may not act as that agent.
+        OutsideNamespace: it may not act as that agent.
     """
     if principal.namespace is not None:
         if not agent_inside(principal.namespace, agent_id):
-            raise WrongAgent(principal.outside(f"act as agent {agent_id!r}"))
+            raise OutsideNamespace(principal.outside(f"act as agent {agent_id!r}"))
     elif not principal.operator:
         taken = tenants.claimed(agent_id)
         if taken is not None:
-            raise WrongAgent(
+            raise OutsideNamespace(
                 f"{principal.describe()} may not act as agent {agent_id!r}: it is in namespace "
                 f"{taken!r}, whose tenant token alone (or the admin token) may"
             )
@@ -275,16 +275,16 @@ def authorize_tool(
     outside the caller's namespace; an offer inside a namespace not the caller's too.
 
     Raises:
-        WrongAgent: it may not.
+        OutsideNamespace: it may not.
     """
     if principal.namespace is not None:
         if not tool_inside(principal.namespace, tool):
             what = "offer" if declare else "call"
-            raise WrongAgent(principal.outside(f"{what} tool {tool!r}"))
+            raise OutsideNamespace(principal.outside(f"{what} tool {tool!r}"))
     elif declare and not principal.operator:
         taken = tenants.claimed(tool, tool=True)
         if taken is not None:
-            raise WrongAgent(
+            raise OutsideNamespace(
                 f"{principal.describe()} may not offer tool {tool!r}: it is in namespace "
                 f"{taken!r}, whose tenant token alone may"
             )

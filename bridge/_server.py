@@ -53,6 +53,7 @@ from ._errors import (
     HandshakeError,
     LimitExceeded,
     NotRegistered,
+    OutsideNamespace,
     WireError,
     WrongAgent,
 )
@@ -132,7 +133,12 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
         ) as exc:
             log.info("agent %s refused: %s", request.agent_id, exc)
             trailer: tuple[tuple[str, str], ...] = ()
-            held = self.hub.held_for(request.agent_id) if isinstance(exc, WrongAgent) else None
+            # A namespace's refusal is for good: no "free again at" for the client to wait on.
+            held = (
+                self.hub.held_for(request.agent_id)
+                if isinstance(exc, WrongAgent) and not isinstance(exc, OutsideNamespace)
+                else None
+            )
             if held is not None:
                 # When the id is free again, so a new process of the agent can wait for it.
                 trailer = ((HELD_METADATA, str(math.ceil(held * 1000))),)

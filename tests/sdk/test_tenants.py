@@ -132,6 +132,15 @@ async def test_two_tenants_cannot_read_call_or_impersonate_each_other(tmp_path: 
                 # Taken by the bus (nobody but the publisher itself listens there: unrouted).
                 assert seen["own publish"] in ("ACCEPTED", "UNROUTED")
 
+            # An SDK agent process of team-a that claims team-b's (live, held) agent id is
+            # refused for good: it exits at once saying why, rather than waiting for the id.
+            env = clean_env(TENANT_TOKEN=cluster.tokens["team-a"])
+            argv = [*PYTHON, AGENT, cluster.address, "team-b", "team-a"]
+            async with running_argv(argv, cwd=cluster.cwd, env=env) as impostor:
+                assert await impostor.wait(timeout=30) != 0
+            assert "may not act as agent 'team-b:worker'" in impostor.output, impostor.output
+            assert "PERMISSION_DENIED" in impostor.output, impostor.output
+
             # Agent to agent inside team-a, through the context: a request and a tool call
             # flow; the same towards team-b reaches nobody.
             async with tenant_agent(cluster, "team-a", "team-b", "asker") as asker:
