@@ -158,7 +158,8 @@ def authorize_publish(principal: Principal, topic: str, event: Event) -> Event:
     """``event`` as ``principal`` may publish it on ``topic``: its sender filled in.
 
     Raises:
-        WrongAgent: its sender names another identity, or the topic is the server's.
+        WrongAgent: its sender names another identity, or the topic is the server's
+            (``OutsideNamespace``: or outside the caller's namespace).
     """
     claimed = event.envelope.sender
     if principal.namespace is not None and not topic_inside(principal.namespace, topic):
@@ -230,7 +231,8 @@ def authorize_read(principal: Principal, pattern: str) -> None:
     A tenant's pattern must lie inside its namespace.
 
     Raises:
-        WrongAgent: it does, or it reaches outside the caller's namespace.
+        WrongAgent: it does (``OutsideNamespace``: it reaches outside the caller's
+            namespace).
     """
     if principal.namespace is not None and not topic_inside(principal.namespace, pattern):
         raise OutsideNamespace(principal.outside(f"read {pattern!r}"))

@@ -28,6 +28,7 @@ from loom.bridge import (
     InsecureBind,
     LimitExceeded,
     NotRegistered,
+    OutsideNamespace,
     PublishRejected,
     RegistrationRefused,
     StatusError,
@@ -108,6 +109,7 @@ ARRIVES_AS: dict[type[LoomError], type[LoomError]] = {
     WireError: InvalidArgument,  # a malformed frame or field
     HandshakeError: InvalidArgument,  # an EventStream that did not open with its ack
     MalformedRequest: InvalidArgument,  # request bytes that do not decode (bridge/_handlers.py)
+    OutsideNamespace: WrongAgent,  # a tenant reaching outside its namespace (PERMISSION_DENIED)
 }
 
 # Sent in a ToolResult (outcome_from_error) and rebuilt as themselves (error_from_outcome).
