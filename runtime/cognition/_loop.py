@@ -220,8 +220,8 @@ class Loop:
         llm: a provider or a :class:`~loom.runtime.llm.ModelRouter`.
         tools: where the tools come from; a snapshot is taken when each turn begins.
         config: how turns run.
-        tracer_provider: where the ``agent.turn`` spans go (none without one). Give the
-            providers the same one to nest their ``llm.call`` spans inside.
+        tracer_provider: where the ``invoke_agent {agent}`` spans go (none without one). Give the
+            providers the same one to nest their ``chat {model}`` spans inside.
         agent_id: the agent the turns belong to (span attributes, logs).
     """
 
@@ -332,7 +332,7 @@ class Turn:
         loop = self._loop
         parent = context_from_envelope(self._event.envelope) if self._event is not None else None
         span = loop._tracer.start_span(
-            "agent.turn",
+            f"invoke_agent {loop.agent_id}",
             context=parent,
             attributes={
                 "gen_ai.operation.name": "invoke_agent",
@@ -567,7 +567,7 @@ class Turn:
     ) -> ToolResult:
         arguments = dict(call.arguments)
         span = self._loop._tracer.start_span(
-            f"tool[{call.name}]",
+            f"execute_tool {call.name}",
             context=parent,
             attributes={
                 "gen_ai.operation.name": "execute_tool",
