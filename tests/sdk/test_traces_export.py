@@ -1,0 +1,245 @@
+"""Traces exported over OTLP, as an operator meets them (issue 14, section 1): a real ``loom
+serve`` subprocess and agent processes (``Agent.run()``), configured by ``--otlp-endpoint``
+and the standard ``OTEL_*`` variables, exporting to a real OTLP/gRPC receiver in the test.
+
+A remote publisher, the server, a remote handler and the tool it calls (a capability of a
+third agent process) form one trace, each hop a child of the one before."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+from pathlib import Path
+
+import anyio
+import pytest
+
+from .._otlp import ExportedSpan, otlp_receiver
+from ._cli_support import PYTHON, loom_serve, running_argv
+
+pytestmark = pytest.mark.anyio
+
+CALC = """\
+from loom import Agent, capability
+
+
+@capability("calc.add")
+async def add(a: int, b: int) -> int:
+    \"\"\"Add two numbers.\"\"\"
+    return a + b
+
+
+calc = Agent("calc", capabilities=[add])
+
+if __name__ == "__main__":
+    calc.run()
+"""
+
+WORKER = """\
+import json
+import sys
+
+from loom import Agent
+
+
+async def on_event(ctx, topic, event):
+    numbers = json.loads(event.payload)
+    total = await ctx.tool("calc.add", numbers)
+    print(f"handled {topic}: {total}", file=sys.stderr, flush=True)
+
+
+worker = Agent("worker", topics=["jobs.*"], on_event=on_event)
+
+if __name__ == "__main__":
+    worker.run()
+"""
+
+PUBLISHER = """\
+import sys
+
+from loom import Agent
+
+
+async def on_start(ctx):
+    await ctx.emit("jobs.new", payload=b'{"a": 2, "b": 3}')
+    print("published", file=sys.stderr, flush=True)
+
+
+publisher = Agent("publisher", on_start=on_start)
+
+if __name__ == "__main__":
+    publisher.run()
+"""
+
+
+def _env(address: str, **extra: str) -> dict[str, str]:
+    """This environment without LOOM_* or OTEL_* variables (nothing of a developer's shell
+    leaks in), with the server's address and ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOOM_", "OTEL_"))}
+    # Batches go out within 0.1 s (the SDK's own variable), so the test waits for spans,
+    # not for the exporter's 5 s schedule.
+    env.update(LOOM_BRIDGE_ADDR=address, OTEL_BSP_SCHEDULE_DELAY="100", **extra)
+    return env
+
+
+def _write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _one(spans: list[ExportedSpan], service: str, name: str) -> ExportedSpan:
+    found = [s for s in spans if s.service == service and s.name == name]
+    assert len(found) == 1, (service, name, [f"{s.service}: {s.name}" for s in spans])
+    return found[0]
+
+
+def _have_the_turn(spans: list[ExportedSpan]) -> bool:
+    names = {(s.service, s.name) for s in spans}
+    return {
+        ("publisher", "jobs.new publish"),
+        ("loom-serve", "jobs.new publish"),
+        ("worker", "jobs.new process"),
+        ("worker", "call_tool calc.add"),
+        ("loom-serve", "execute_tool calc.add"),
+        ("calc", "execute_tool calc.add"),
+    } <= names
+
+
+async def test_a_cross_process_turn_is_one_trace(tmp_path: Path) -> None:
+    calc = _write(tmp_path, "calc_agent.py", CALC)
+    worker = _write(tmp_path, "worker_agent.py", WORKER)
+    publisher = _write(tmp_path, "publisher_agent.py", PUBLISHER)
+    with anyio.fail_after(90):
+        async with (
+            otlp_receiver() as receiver,
+            # The server by its flag; the agents by the standard variables.
+            loom_serve(tmp_path, "--otlp-endpoint", receiver.endpoint) as (server, address),
+        ):
+            await server.wait_for(f"traces to {receiver.endpoint}")
+            otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}
+            async with (
+                running_argv([*PYTHON, str(calc)], cwd=tmp_path, env=_env(address, **otel)) as c,
+                running_argv([*PYTHON, str(worker)], cwd=tmp_path, env=_env(address, **otel)) as w,
+            ):
+                await c.wait_for("connected to .* as calc$")
+                await w.wait_for("connected to .* as worker$")
+                env = _env(address, OTEL_SERVICE_NAME="publisher", **otel)
+                async with running_argv([*PYTHON, str(publisher)], cwd=tmp_path, env=env) as p:
+                    await p.wait_for("published")
+                    await w.wait_for("handled jobs.new: 5")
+                    spans = await receiver.wait_until(_have_the_turn, timeout=30)
+                    assert await p.stop(signal.SIGTERM) == 0
+                assert await w.stop(signal.SIGTERM) == 0
+                assert await c.stop(signal.SIGTERM) == 0
+
+    sent = _one(spans, "publisher", "jobs.new publish")
+    relayed = _one(spans, "loom-serve", "jobs.new publish")
+    process = _one(spans, "worker", "jobs.new process")
+    call = _one(spans, "worker", "call_tool calc.add")
+    served = _one(spans, "loom-serve", "execute_tool calc.add")
+    ran = _one(spans, "calc", "execute_tool calc.add")
+    chain = [sent, relayed, process, call, served, ran]
+    # One trace, each hop the child of the one before, across four processes.
+    assert {s.trace_id for s in chain} == {sent.trace_id}
+    assert sent.parent_id == ""
+    for parent, child in itertools.pairwise(chain):
+        assert child.parent_id == parent.span_id, (parent.name, child.name)
+    assert [s.kind for s in chain] == [
+        "PRODUCER",
+        "PRODUCER",
+        "CONSUMER",
+        "CLIENT",
+        "SERVER",
+        "SERVER",
+    ]
+    assert sent.attributes["messaging.destination.name"] == "jobs.new"
+    assert sent.attributes["messaging.operation.type"] == "publish"
+    assert process.attributes["messaging.operation.type"] == "process"
+    assert process.attributes["loom.agent.id"] == "worker"
+    assert process.attributes["messaging.message.id"] == sent.attributes["messaging.message.id"]
+    for span in (call, served, ran):
+        assert span.attributes["gen_ai.operation.name"] == "execute_tool"
+        assert span.attributes["gen_ai.tool.name"] == "calc.add"
+    assert (served.attributes["loom.bridge.side"], ran.attributes["loom.bridge.side"]) == (
+        "server",
+        "agent",
+    )
+    assert all(s.status_code != 2 for s in chain)  # none is an error
+
+
+async def test_nothing_is_exported_when_tracing_is_not_configured(tmp_path: Path) -> None:
+    # A receiver listens, but nobody is told of it: no process exports anything, and none
+    # so much as loads the OpenTelemetry SDK or the exporter.
+    worker = _write(tmp_path, "worker_agent.py", WORKER)
+    calc = _write(tmp_path, "calc_agent.py", CALC)
+    publisher = _write(tmp_path, "publisher_agent.py", PUBLISHER + _SHOW_MODULES)
+    with anyio.fail_after(60):
+        async with otlp_receiver() as receiver, loom_serve(tmp_path) as (server, address):
+            async with (
+                running_argv([*PYTHON, str(calc)], cwd=tmp_path, env=_env(address)) as c,
+                running_argv([*PYTHON, str(worker)], cwd=tmp_path, env=_env(address)) as w,
+            ):
+                await c.wait_for("connected to .* as calc$")
+                await w.wait_for("connected to .* as worker$")
+                async with running_argv(
+                    [*PYTHON, str(publisher)], cwd=tmp_path, env=_env(address)
+                ) as p:
+                    await w.wait_for("handled jobs.new: 5")
+                    assert await p.stop(signal.SIGTERM) == 0
+                assert await w.stop(signal.SIGTERM) == 0
+                assert await c.stop(signal.SIGTERM) == 0
+            assert await server.stop(signal.SIGTERM) == 0
+            assert "traces to" not in server.output
+    assert receiver.trace_exports == 0
+    assert "sdk loaded: False, exporter loaded: False" in p.output
+
+
+# Appended to the publisher: once it has stopped, whether tracing that is off loaded anything.
+_SHOW_MODULES = """
+    import sys as _sys
+    print(
+        f"sdk loaded: {'opentelemetry.sdk.trace' in _sys.modules}, exporter loaded: "
+        f"{'opentelemetry.exporter.otlp.proto.grpc.trace_exporter' in _sys.modules}",
+        file=_sys.stderr,
+        flush=True,
+    )
+"""
+
+
+async def test_a_sampler_of_zero_exports_nothing(tmp_path: Path) -> None:
+    # Sampled out at the root: the publisher's trace is dropped there, and every hop after
+    # it follows the caller's decision (parent-based), so nobody exports a span of it.
+    worker = _write(tmp_path, "worker_agent.py", WORKER)
+    calc = _write(tmp_path, "calc_agent.py", CALC)
+    publisher = _write(tmp_path, "publisher_agent.py", PUBLISHER)
+    with anyio.fail_after(60):
+        async with otlp_receiver() as receiver:
+            flags = ("--otlp-endpoint", receiver.endpoint, "--trace-sample", "0")
+            async with loom_serve(tmp_path, *flags) as (server, address):
+                otel = {
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+                    "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                    "OTEL_TRACES_SAMPLER_ARG": "0",
+                }
+                async with (
+                    running_argv(
+                        [*PYTHON, str(calc)], cwd=tmp_path, env=_env(address, **otel)
+                    ) as c,
+                    running_argv(
+                        [*PYTHON, str(worker)], cwd=tmp_path, env=_env(address, **otel)
+                    ) as w,
+                ):
+                    await c.wait_for("connected to .* as calc$")
+                    await w.wait_for("connected to .* as worker$")
+                    async with running_argv(
+                        [*PYTHON, str(publisher)], cwd=tmp_path, env=_env(address, **otel)
+                    ) as p:
+                        await w.wait_for("handled jobs.new: 5")
+                        assert await p.stop(signal.SIGTERM) == 0
+                    assert await w.stop(signal.SIGTERM) == 0
+                    assert await c.stop(signal.SIGTERM) == 0
+                # Stopped: every process has flushed what it had.
+                assert await server.stop(signal.SIGTERM) == 0
+    assert receiver.spans == []
