@@ -30,6 +30,7 @@ from opentelemetry.trace import (
     Span,
     StatusCode,
     TracerProvider,
+    get_current_span,
     set_span_in_context,
     use_span,
 )
@@ -330,7 +331,11 @@ class Turn:
             raise InvalidArgument("a turn runs once; make another with Loop.turn")
         self._started = True
         loop = self._loop
-        parent = context_from_envelope(self._event.envelope) if self._event is not None else None
+        # Inside a handler's span (its ``{topic} process``), the turn is its child; else it
+        # continues the trace of the event that asked for it.
+        parent = None
+        if self._event is not None and not get_current_span().get_span_context().is_valid:
+            parent = context_from_envelope(self._event.envelope)
         span = loop._tracer.start_span(
             f"invoke_agent {loop.agent_id}",
             context=parent,

@@ -15,6 +15,8 @@ from pathlib import Path
 import anyio
 import pytest
 
+from loom.runtime.testing import Reply, ScriptedLLMServer, ScriptedToolCall
+
 from .._otlp import ExportedSpan, otlp_receiver
 from ._cli_support import PYTHON, loom_serve, running_argv
 
@@ -243,3 +245,116 @@ async def test_a_sampler_of_zero_exports_nothing(tmp_path: Path) -> None:
                 # Stopped: every process has flushed what it had.
                 assert await server.stop(signal.SIGTERM) == 0
     assert receiver.spans == []
+
+
+ASKER = """\
+import sys
+
+from loom import Agent
+
+
+async def on_start(ctx):
+    await ctx.emit("questions.new", payload=b"What is 2 + 3?")
+
+
+async def on_event(ctx, topic, event):
+    print(f"answer: {event.payload.decode()}", file=sys.stderr, flush=True)
+
+
+asker = Agent("asker", on_start=on_start, on_event=on_event)
+
+if __name__ == "__main__":
+    asker.run()
+"""
+
+
+def _a_turn_and_its_tool(spans: list[ExportedSpan]) -> bool:
+    names = {(s.service, s.name) for s in spans}
+    return {
+        ("loom-serve", "invoke_agent assistant"),
+        ("loom-serve", "chat scripted-model"),
+        ("calc", "execute_tool calc.add"),
+    } <= names and sum(1 for s in spans if s.name == "chat scripted-model") == 2
+
+
+async def test_a_cognitive_turn_its_model_calls_and_its_remote_tool_are_one_trace(
+    tmp_path: Path,
+) -> None:
+    # The server hosts a cognitive agent over a scripted model; a remote agent asks it, and
+    # the model calls a capability of another remote agent.
+    calc = _write(tmp_path, "calc_agent.py", CALC)
+    asker = _write(tmp_path, "asker_agent.py", ASKER)
+    with anyio.fail_after(90):
+        async with otlp_receiver() as receiver, ScriptedLLMServer() as llm:
+            (tmp_path / "loom.toml").write_text(
+                "[llm.scripted]\n"
+                'kind = "openai"\n'
+                'model = "scripted-model"\n'
+                f'base_url = "{llm.openai_base_url}"\n'
+                "timeout_s = 10\n"
+                "\n[agents.assistant]\n"
+                'llm = "scripted"\n'
+                'topics = ["questions.*"]\n'
+                'capabilities = "all"\n'
+            )
+            llm.push(
+                Reply(
+                    tool_calls=[ScriptedToolCall(name="calc_add", arguments={"a": 2, "b": 3})],
+                    prompt_tokens=30,
+                    completion_tokens=9,
+                ),
+                Reply(text="5", prompt_tokens=42, completion_tokens=1),
+            )
+            async with loom_serve(tmp_path, "--otlp-endpoint", receiver.endpoint) as (
+                server,
+                address,
+            ):
+                await server.wait_for("hosting agent assistant")
+                otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}
+                async with running_argv(
+                    [*PYTHON, str(calc)], cwd=tmp_path, env=_env(address, **otel)
+                ) as c:
+                    await c.wait_for("connected to .* as calc$")
+                    async with running_argv(
+                        [*PYTHON, str(asker)], cwd=tmp_path, env=_env(address, **otel)
+                    ) as a:
+                        await a.wait_for("answer: 5")
+                        spans = await receiver.wait_until(_a_turn_and_its_tool, timeout=30)
+                        assert await a.stop(signal.SIGTERM) == 0
+                    assert await c.stop(signal.SIGTERM) == 0
+
+    sent = _one(spans, "asker", "questions.new publish")
+    relayed = _one(spans, "loom-serve", "questions.new publish")
+    process = _one(spans, "loom-serve", "questions.new process")
+    turn = _one(spans, "loom-serve", "invoke_agent assistant")
+    chats = [s for s in spans if s.name == "chat scripted-model"]
+    tool = _one(spans, "loom-serve", "execute_tool calc.add")
+    ran = _one(spans, "calc", "execute_tool calc.add")
+    assert {s.trace_id for s in [sent, relayed, process, turn, *chats, tool, ran]} == {
+        sent.trace_id
+    }
+    assert relayed.parent_id == sent.span_id
+    assert process.parent_id == relayed.span_id
+    assert turn.parent_id == process.span_id
+    by_id = {s.span_id: s for s in spans}
+    # Each model call and the tool call sit in an iteration of the turn.
+    for span in [*chats, tool]:
+        assert by_id[span.parent_id].name.startswith("iteration[")
+        assert by_id[span.parent_id].parent_id == turn.span_id
+    # The remote agent's side of the call descends from the turn's tool call (through the
+    # handler's call_tool span).
+    ancestor = by_id[ran.parent_id]
+    while ancestor.span_id != tool.span_id:
+        ancestor = by_id[ancestor.parent_id]
+    first, second = sorted(chats, key=lambda s: s.attributes["gen_ai.usage.input_tokens"])
+    assert first.attributes["gen_ai.request.model"] == "scripted-model"
+    assert first.attributes["gen_ai.provider.name"] == "openai"
+    assert (
+        first.attributes["gen_ai.usage.input_tokens"],
+        first.attributes["gen_ai.usage.output_tokens"],
+    ) == (30, 9)
+    assert first.attributes["gen_ai.response.finish_reasons"] == ("tool_calls",)
+    assert second.attributes["gen_ai.response.finish_reasons"] == ("stop",)
+    assert turn.attributes["gen_ai.usage.input_tokens"] == 72
+    assert turn.attributes["gen_ai.agent.name"] == "assistant"
+    assert tool.attributes["gen_ai.tool.name"] == "calc.add"
