@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from opentelemetry import context as otel_context
 from opentelemetry.trace import (
     Span,
     SpanKind,
@@ -22,7 +23,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from ._wire_types import ToolCallRequest
 
-__all__ = ["TRACE_KEYS", "metadata_trace", "tool_call_span", "trace_headers"]
+__all__ = ["TRACE_KEYS", "metadata_context", "metadata_trace", "tool_call_span", "trace_headers"]
 
 TRACE_KEYS = ("traceparent", "tracestate")
 """The ``ToolCall.headers`` keys (and gRPC metadata keys) of the trace context."""
@@ -47,6 +48,14 @@ def metadata_trace(metadata: Iterable[tuple[str, str | bytes]] | None) -> dict[s
         if key in TRACE_KEYS and isinstance(value, str):
             found[key] = value
     return found
+
+
+def metadata_context(
+    metadata: Iterable[tuple[str, str | bytes]] | None,
+) -> otel_context.Context | None:
+    """The trace context a call's gRPC metadata names, or ``None``."""
+    carrier = metadata_trace(metadata)
+    return _W3C.extract(carrier) if "traceparent" in carrier else None
 
 
 def tool_call_span(provider: TracerProvider, request: ToolCallRequest, side: str) -> Span:

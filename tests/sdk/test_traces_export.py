@@ -358,3 +358,62 @@ async def test_a_cognitive_turn_its_model_calls_and_its_remote_tool_are_one_trac
     assert turn.attributes["gen_ai.usage.input_tokens"] == 72
     assert turn.attributes["gen_ai.agent.name"] == "assistant"
     assert tool.attributes["gen_ai.tool.name"] == "calc.add"
+
+
+THINKER = """\
+from loom import CognitiveAgent
+
+thinker = CognitiveAgent("thinker", llm="server", topics=["questions.*"])
+
+if __name__ == "__main__":
+    thinker.run()
+"""
+
+
+async def test_a_remote_turn_and_the_servers_model_call_are_one_trace(tmp_path: Path) -> None:
+    # A cognitive agent in its own process calls the server's model (loom.v1.LLM): the
+    # server's chat span is a child of the remote turn's iteration.
+    thinker = _write(tmp_path, "thinker_agent.py", THINKER)
+    asker = _write(tmp_path, "asker_agent.py", ASKER)
+
+    def done(spans: list[ExportedSpan]) -> bool:
+        names = {(s.service, s.name) for s in spans}
+        return {("thinker", "invoke_agent thinker"), ("loom-serve", "chat scripted-model")} <= names
+
+    with anyio.fail_after(90):
+        async with otlp_receiver() as receiver, ScriptedLLMServer() as llm:
+            (tmp_path / "loom.toml").write_text(
+                "[llm.scripted]\n"
+                'kind = "openai"\n'
+                'model = "scripted-model"\n'
+                f'base_url = "{llm.openai_base_url}"\n'
+                "timeout_s = 10\n"
+            )
+            llm.push(Reply(text="5", prompt_tokens=12, completion_tokens=1))
+            flags = ("--otlp-endpoint", receiver.endpoint)
+            async with loom_serve(tmp_path, *flags) as (_server, address):
+                otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}
+                async with running_argv(
+                    [*PYTHON, str(thinker)], cwd=tmp_path, env=_env(address, **otel)
+                ) as t:
+                    await t.wait_for("connected to .* as thinker$")
+                    async with running_argv(
+                        [*PYTHON, str(asker)], cwd=tmp_path, env=_env(address, **otel)
+                    ) as a:
+                        await a.wait_for("answer: 5")
+                        spans = await receiver.wait_until(done, timeout=30)
+                        assert await a.stop(signal.SIGTERM) == 0
+                    assert await t.stop(signal.SIGTERM) == 0
+
+    process = _one(spans, "thinker", "questions.new process")
+    turn = _one(spans, "thinker", "invoke_agent thinker")
+    iteration = _one(spans, "thinker", "iteration[1]")
+    chat = _one(spans, "loom-serve", "chat scripted-model")
+    assert turn.parent_id == process.span_id
+    assert iteration.parent_id == turn.span_id
+    # The server's router picks the provider (llm.route), whose chat span follows.
+    route = _one(spans, "loom-serve", "llm.route")
+    assert route.parent_id == iteration.span_id
+    assert chat.parent_id == route.span_id
+    assert chat.trace_id == process.trace_id
+    assert chat.attributes["gen_ai.usage.input_tokens"] == 12
