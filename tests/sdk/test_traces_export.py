@@ -18,7 +18,7 @@ import pytest
 from loom.runtime.testing import Reply, ScriptedLLMServer, ScriptedToolCall
 
 from .._otlp import ExportedSpan, otlp_receiver
-from ._cli_support import PYTHON, loom_serve, running_argv
+from ._cli_support import LOOM, PYTHON, loom_serve, running_argv
 
 pytestmark = pytest.mark.anyio
 
@@ -417,3 +417,23 @@ async def test_a_remote_turn_and_the_servers_model_call_are_one_trace(tmp_path: 
     assert chat.parent_id == route.span_id
     assert chat.trace_id == process.trace_id
     assert chat.attributes["gen_ai.usage.input_tokens"] == 12
+
+
+async def test_loom_run_exports_its_agents_traces_by_its_flag(tmp_path: Path) -> None:
+    # loom run --otlp-endpoint: each agent process exports, named by its agent id.
+    publisher = _write(tmp_path, "publisher_agent.py", PUBLISHER)
+
+    def sent(spans: list[ExportedSpan]) -> bool:
+        return ("publisher", "jobs.new publish") in {(s.service, s.name) for s in spans}
+
+    with anyio.fail_after(60):
+        async with otlp_receiver() as receiver, loom_serve(tmp_path) as (_server, address):
+            argv = [*LOOM, "run", str(publisher), "--address", address]
+            argv += ["--otlp-endpoint", receiver.endpoint]
+            async with running_argv(argv, cwd=tmp_path, env=_env(address)) as run:
+                await run.wait_for(r"\[publisher\] .*published")
+                spans = await receiver.wait_until(sent, timeout=30)
+                assert await run.stop(signal.SIGTERM) == 0
+    span = _one(spans, "publisher", "jobs.new publish")
+    assert span.kind == "PRODUCER"
+    assert span.parent_id == ""
