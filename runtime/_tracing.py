@@ -16,7 +16,6 @@ from opentelemetry.trace import (
     SpanKind,
     TracerProvider,
     get_current_span,
-    set_span_in_context,
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -68,39 +67,51 @@ class PublishTracer:
             parent = None
         else:
             parent = context_from_envelope(event.envelope)
-        span = self._tracer.start_span(
-            f"{topic} publish",
-            context=parent,
-            kind=SpanKind.PRODUCER,
-            attributes={
-                "messaging.system": "loom",
-                "messaging.operation.type": "publish",
-                "messaging.destination.name": topic,
-                "messaging.message.id": event.id,
-            },
-        )
-        try:
-            envelope = envelope_with_context(event.envelope, set_span_in_context(span))
-            return msgspec.structs.replace(event, envelope=envelope)
-        finally:
+        # Attributes only on a span that records: most are not sampled, and building them
+        # (and the SDK's bounded copy) is most of a span's cost. (A sampler therefore
+        # decides on the name, kind and parent, not on attributes.)
+        span = self._tracer.start_span(f"{topic} publish", context=parent, kind=SpanKind.PRODUCER)
+        sc = span.get_span_context()
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    "messaging.system": "loom",
+                    "messaging.operation.type": "publish",
+                    "messaging.destination.name": topic,
+                    "messaging.message.id": event.id,
+                }
+            )
             span.end()
+        # The W3C header written directly (what the propagator writes, at a fraction of its
+        # cost); an unsampled span's context goes along too (flags 00), so every later hop
+        # follows the root's decision.
+        envelope = msgspec.structs.replace(
+            event.envelope,
+            traceparent=f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{sc.trace_flags:02x}",
+            tracestate=sc.trace_state.to_header() if sc.trace_state else "",
+        )
+        return msgspec.structs.replace(event, envelope=envelope)
 
     def process_span(self, topic: str, event: Event, agent_id: str) -> Span:
         """The ``{topic} process`` consumer span of an agent handling ``event``: a child of
         the publish span whose context the event carries."""
-        return self._tracer.start_span(
+        span = self._tracer.start_span(
             f"{topic} process",
             context=context_from_envelope(event.envelope),
             kind=SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": "loom",
-                "messaging.operation.type": "process",
-                "messaging.destination.name": topic,
-                "messaging.message.id": event.id,
-                "messaging.consumer.group.name": agent_id,
-                "loom.agent.id": agent_id,
-            },
         )
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    "messaging.system": "loom",
+                    "messaging.operation.type": "process",
+                    "messaging.destination.name": topic,
+                    "messaging.message.id": event.id,
+                    "messaging.consumer.group.name": agent_id,
+                    "loom.agent.id": agent_id,
+                }
+            )
+        return span
 
     def tool_span(self, name: str, agent_id: str) -> Span:
         """The ``call_tool {name}`` client span of an agent's ``ctx.tool`` (a child of the
