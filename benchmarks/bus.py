@@ -5,20 +5,33 @@ subscriber calling a handler. Both sides deliver to a handler that reads the eve
 handler would let either side cheat), both use buffers of 1024, both run on plain asyncio in
 this process, interleaved, best of several runs.
 
+Tracing lines: the same 1:1 and fan-out runs on a bus given a tracer provider as ``loom serve``
+builds it (the OpenTelemetry SDK, a ``BatchSpanProcessor`` and the official OTLP/gRPC exporter
+sending to a receiver in another process, ``benchmarks/_otlp_sink.py``), sampling all traces
+(1.0) and one in a hundred (0.01, parent-based), measured next to the untraced runs.
+
 Prints one JSON line; see docs/performance.md for what the figures mean.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import anyio
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from benchmarks._util import best_rate, emit
 from loom.runtime import Delivery, Event, EventBus, QoS
@@ -44,10 +57,16 @@ class Sink:
 
 
 async def bus_run(
-    fanout: int, pattern: str, topic: str, n: int, extra_subs: int = 0, qos: QoS = QoS.BATCHED
+    fanout: int,
+    pattern: str,
+    topic: str,
+    n: int,
+    extra_subs: int = 0,
+    qos: QoS = QoS.BATCHED,
+    tracer_provider: TracerProvider | None = None,
 ) -> float:
     """Deliveries per second through a bus of its own."""
-    async with EventBus() as bus:
+    async with EventBus(tracer_provider=tracer_provider) as bus:
         return await run_on(bus, fanout, pattern, topic, n, extra_subs, qos)
 
 
@@ -115,10 +134,52 @@ async def naive_run(fanout: int, topic: str, n: int) -> float:
     return n * fanout / elapsed
 
 
+@contextlib.contextmanager
+def otlp_sink() -> Iterator[str]:
+    """A receiver in a subprocess; its endpoint."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "benchmarks._otlp_sink"],
+        stdout=subprocess.PIPE,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    ) as sink:
+        try:
+            assert sink.stdout is not None
+            port = int(sink.stdout.readline())
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            sink.kill()
+
+
+def traced(endpoint: str, ratio: float) -> TracerProvider:
+    """A tracer provider as ``loom serve --trace-sample RATIO`` builds it."""
+    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(ratio)))
+    provider.add_span_processor(
+        BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True))
+    )
+    return provider
+
+
 async def main() -> None:
+    with otlp_sink() as endpoint:
+        await _main(endpoint)
+
+
+async def _main(endpoint: str) -> None:
     topic = "bench.orders.created"
     figures: dict[str, float | int | str | bool] = {}
     fan_n = N // 5
+    # Spans cost far more than a delivery: fewer events keep the traced runs short.
+    traced_n = N // 4
+    all_traces, one_in_100 = traced(endpoint, 1.0), traced(endpoint, 0.01)
+
+    async def t1_all() -> float:
+        return await bus_run(1, topic, topic, traced_n, tracer_provider=all_traces)
+
+    async def t1_sampled() -> float:
+        return await bus_run(1, topic, topic, traced_n, tracer_provider=one_in_100)
+
+    async def t10_sampled() -> float:
+        return await bus_run(10, topic, topic, fan_n // 4, tracer_provider=one_in_100)
 
     async def b1() -> float:
         return await bus_run(1, topic, topic, N)
@@ -145,6 +206,9 @@ async def main() -> None:
         ("fanout10", b10),
         ("naive_fanout10", n10),
         ("wildcard_1to1", wc),
+        ("traced_1_1to1", t1_all),
+        ("traced_001_1to1", t1_sampled),
+        ("traced_001_fanout10", t10_sampled),
     ]
     for _, fn in pairs:  # warm-up: first runs pay for imports, allocator growth, caches
         await fn()
@@ -161,6 +225,18 @@ async def main() -> None:
     figures["publish_cost_ratio_100k_vs_1_subs"] = round(one_sub / many, 3)
     figures["ratio_1to1_vs_naive"] = round(best["publish_1to1"] / best["naive_1to1"], 3)
     figures["ratio_fanout10_vs_naive"] = round(best["fanout10"] / best["naive_fanout10"], 3)
+    for name in ("traced_1_1to1", "traced_001_1to1", "traced_001_fanout10"):
+        figures[f"{name}_per_s"] = round(best[name])
+    # The share of throughput that tracing costs, against the untraced run of the same shape.
+    figures["tracing_cost_1to1_at_1"] = round(1 - best["traced_1_1to1"] / best["publish_1to1"], 3)
+    figures["tracing_cost_1to1_at_001"] = round(
+        1 - best["traced_001_1to1"] / best["publish_1to1"], 3
+    )
+    figures["tracing_cost_fanout10_at_001"] = round(
+        1 - best["traced_001_fanout10"] / best["fanout10"], 3
+    )
+    all_traces.shutdown()
+    one_in_100.shutdown()
     figures["events"] = N
     emit("bus", figures)
 

@@ -25,6 +25,7 @@ import anyio
 import grpc
 import grpc.aio
 import msgspec
+from opentelemetry.trace import StatusCode, use_span
 
 from loom.bridge._generated import tools_pb2
 from loom.runtime import AgentRuntime
@@ -34,6 +35,7 @@ from loom.runtime.tools import ToolError, ToolFailed, ToolTimeout
 from ._convert import tool_call_from_proto, tool_result_to_proto
 from ._errors import AgentUnresponsive, WireError
 from ._status import outcome_from_error
+from ._trace import metadata_trace, tool_call_span
 from ._wire_types import ToolCallOutcome, ToolCallRequest, ToolErrorInfo, ToolStatus
 
 __all__ = [
@@ -61,15 +63,41 @@ def decode_output(text: str) -> Any:
 
 
 async def run_tool_call(
-    runtime: AgentRuntime, request: ToolCallRequest, *, deadline_s: float | None
+    runtime: AgentRuntime,
+    request: ToolCallRequest,
+    *,
+    deadline_s: float | None,
+    side: str = "server",
 ) -> ToolCallOutcome:
     """Call the tool ``request`` names and report how it ended.
+
+    With tracing on (the runtime's bus has a tracer provider), the call runs in an
+    ``execute_tool {tool}`` server span, a child of the caller's span named in its headers
+    (``bridge/_trace.py``), and current while the tool runs: a call pushed on to an agent
+    carries it in turn.
 
     Args:
         runtime: where the tool is looked up.
         request: the call; an empty ``id`` gets a fresh one, empty ``arguments`` mean ``{}``.
         deadline_s: seconds the caller still waits (its gRPC deadline), or ``None``.
+        side: ``server`` or ``agent`` (a call pushed to an agent's process): the span's
+            ``loom.bridge.side``.
     """
+    provider = runtime.bus.tracer_provider
+    if provider is None:
+        return await _logged(runtime, request, deadline_s)
+    span = tool_call_span(provider, request, side)
+    with use_span(span, end_on_exit=True):
+        outcome = await _logged(runtime, request, deadline_s)
+        if outcome.error is not None:
+            span.set_attribute("error.type", outcome.error.code)
+            span.set_status(StatusCode.ERROR, outcome.error.message[:300])
+        return outcome
+
+
+async def _logged(
+    runtime: AgentRuntime, request: ToolCallRequest, deadline_s: float | None
+) -> ToolCallOutcome:
     if not log.isEnabledFor(logging.DEBUG):
         # Debug off (the usual case): not even the clock is read for the line nobody logs.
         return await _run(runtime, request, deadline_s)
@@ -151,5 +179,10 @@ async def serve_tool_call(
         call = tool_call_from_proto(request)
     except WireError as exc:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    if "traceparent" not in call.headers:
+        # A caller that put its trace context in the RPC's metadata only (an old client).
+        trace = metadata_trace(context.invocation_metadata())
+        if trace:
+            call = msgspec.structs.replace(call, headers={**call.headers, **trace})
     outcome = await run_tool_call(runtime, call, deadline_s=context.time_remaining())
     return tool_result_to_proto(outcome)

@@ -108,6 +108,7 @@ from ._llm_client import ServerLLM
 from ._reconnect import ConnectionStatus, Reconnector, StateListener, Wait
 from ._reports import FINAL, Report, dead_letter_to_proto, report_to_proto
 from ._status import error_from_outcome
+from ._trace import trace_headers
 from ._wire_types import (
     HELD_METADATA,
     QOS_KEY,
@@ -964,7 +965,9 @@ class BridgeClient:
             id=new_id(),
             name=name,
             arguments=arguments,
-            headers=dict(headers) if headers else {},
+            # With a span current (a handler's, a tool call's), its context goes along:
+            # the server and the agent serving the call continue the trace.
+            headers={**headers, **trace_headers()} if headers else trace_headers(),
             timeout_ms=0 if timeout is None else max(1, math.ceil(timeout * 1000)),
             correlation_id=correlation_id,
         )

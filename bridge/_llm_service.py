@@ -22,11 +22,13 @@ from typing import Any
 import grpc
 import grpc.aio
 import msgspec
+from opentelemetry import context as otel_context
 
 from loom.bridge._generated import llm_pb2, llm_pb2_grpc
 from loom.runtime import AgentRuntime, InvalidArgument
 from loom.runtime.llm import (
     LLM,
+    CompletionRequest,
     LLMError,
     ModelRouter,
     NoModelConfigured,
@@ -42,6 +44,7 @@ from ._llm_convert import (
     failure_to_proto,
     request_from_proto,
 )
+from ._trace import metadata_context
 
 __all__ = ["LLMService"]
 
@@ -107,13 +110,28 @@ class LLMService(llm_pb2_grpc.LLMServicer):
             context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
             context.set_details(str(exc))
             return
+        # Traced, the caller's context (in the RPC's metadata) is current while the model
+        # runs: the provider's ``chat {model}`` span joins the caller's trace.
+        parent = None
+        if self.runtime.bus.tracer_provider is not None:
+            parent = metadata_context(context.invocation_metadata())
+        token = None if parent is None else otel_context.attach(parent)
+        try:
+            await self._complete(llm, wanted, request.stream, context)
+        finally:
+            if token is not None:
+                otel_context.detach(token)
+
+    async def _complete(
+        self, llm: LLM, wanted: CompletionRequest, stream: bool, context: _Context
+    ) -> None:
         left = context.time_remaining()
         if left is not None and (wanted.timeout_s is None or left < wanted.timeout_s):
             # The provider gives up by itself, with a ProviderTimeout naming it, rather than
             # being cut short by grpc without a word.
             wanted = msgspec.structs.replace(wanted, timeout_s=max(left, 0.001))
         try:
-            if request.stream:
+            if stream:
                 async with llm.stream(wanted) as chunks:
                     async for chunk in chunks:
                         await context.write(chunk_to_proto(chunk))

@@ -98,6 +98,7 @@ from ._identity import (
 from ._lane import Lane
 from ._reports import FINAL, dead_letter_from_proto, report_from_proto
 from ._status import code_name, error_from_outcome, failed_outcome, status_of
+from ._trace import trace_headers
 from ._wire_types import ToolCallOutcome, ToolCallRequest, ToolStatus
 from ._workers import Workers
 
@@ -1181,6 +1182,9 @@ class Session:
             name=name,
             arguments=_encoder.encode(arguments).decode(),
             timeout_ms=timeout_ms,
+            # The context of the call being served (its execute_tool span), so the agent's
+            # side of it joins the caller's trace.
+            headers=trace_headers(),
         )
         pending = _Pending()
         self._pending[call_id] = pending

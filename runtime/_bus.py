@@ -824,6 +824,12 @@ class EventBus:
 
     # ------------------------------------------------------------------ introspection
 
+    @property
+    def tracer_provider(self) -> TracerProvider | None:
+        """Where this bus's spans go (``None``: tracing is off), and those of the agents on it
+        and of the bridge calls served on it."""
+        return None if self._tracer is None else self._tracer.provider
+
     def statistics(self) -> BusStats:
         """Totals, and a record per subscription and per tracked topic (O(n) in those)."""
         total = _Topic("")

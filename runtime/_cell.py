@@ -15,6 +15,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from opentelemetry.trace import use_span
 
 from ._behaviour import AgentSpec, Behaviour, HasAgentSpec
 from ._bus import EventBus
@@ -30,6 +31,7 @@ from ._qos import QoS
 from ._subscription import Subscription, drain, kick, park, put, take, unpark
 from ._supervision import Strategy
 from ._timers import Timer, TimerSet
+from ._tracing import PublishTracer
 from .collab._replies import router_for
 from .tools import ToolRegistry, ToolSpec
 
@@ -70,6 +72,7 @@ class Cell:
         "_restart_times",
         "_retry",
         "_room",
+        "_tracer",
         "children",
         "ctx",
         "delete_when_done",
@@ -106,6 +109,8 @@ class Cell:
         self.id = spec.id
         self.parent = parent
         self.hosting = hosting  # None: the cell is the host of the agent's contexts
+        provider = runtime.bus.tracer_provider
+        self._tracer = None if provider is None else PublishTracer(provider)
         self.children: list[str] = []
         self.status = AgentStatus.CREATED
         self.mailbox: Subscription = runtime.bus.subscribe(
@@ -284,10 +289,14 @@ class Cell:
     def _context(self, state: MutableMapping[str, Any]) -> Context:
         """A context of this agent: on the cell itself, or on the host its hosting makes of it."""
         host: ContextHost = self if self.hosting is None else self.hosting.host(self)
-        return Context(self.id, host, state)
+        return Context(self.id, host, state, tracer=self._tracer)
 
     def _handler(self, instance: Behaviour) -> Handler:
         handler: Handler = instance.on_event
+        if self._tracer is not None:
+            # Decided once per instance, not per event: untraced, the loop calls the
+            # handler itself. Innermost, so a hosting's own wrapper cannot hide the span.
+            handler = _traced_handler(handler, self._tracer, self.id)
         return handler if self.hosting is None else self.hosting.handler(handler)
 
     async def _call_on_stop(self, instance: Behaviour, ctx: Context) -> None:
@@ -696,3 +705,15 @@ class Cell:
         if self.timers is None:
             self.timers = TimerSet(self.services.task_group(), self._deliver_timer)
         return self.timers.schedule(event, delay=delay, every=every, at=at)
+
+
+def _traced_handler(handler: Handler, tracer: PublishTracer, agent_id: str) -> Handler:
+    """``handler`` inside a ``{topic} process`` span, current while it runs (what it emits,
+    requests and calls is a child of it). A handler that raises marks the span an error."""
+
+    async def traced(ctx: Context, topic: str, event: Event) -> None:
+        span = tracer.process_span(topic, event, agent_id)
+        with use_span(span, end_on_exit=True):
+            await handler(ctx, topic, event)
+
+    return traced

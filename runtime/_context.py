@@ -11,10 +11,13 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from opentelemetry.trace import TracerProvider, use_span
+
 from ._envelope_build import child_envelope
 from ._errors import LoomError
 from ._event import Envelope, Event, mailbox_topic, reply_topic
 from ._qos import QoS
+from ._tracing import PublishTracer
 from .collab._bound import BoundCollab
 from .tools import ToolSpec
 
@@ -113,11 +116,19 @@ class Context:
         event: the event being handled, or ``None`` (in ``on_start``, ``on_stop``, timers).
     """
 
-    __slots__ = ("_host", "_log", "agent_id", "event", "state")
+    __slots__ = ("_host", "_log", "_tracer", "agent_id", "event", "state")
 
-    def __init__(self, agent_id: str, host: ContextHost, state: MutableMapping[str, Any]) -> None:
+    def __init__(
+        self,
+        agent_id: str,
+        host: ContextHost,
+        state: MutableMapping[str, Any],
+        *,
+        tracer: PublishTracer | None = None,
+    ) -> None:
         self.agent_id = agent_id
         self._host = host
+        self._tracer = tracer
         self.state = state
         self.event: Event | None = None
         self._log: logging.LoggerAdapter[logging.Logger] | None = None
@@ -239,7 +250,12 @@ class Context:
         Raises:
             ToolNotFound, InvalidToolArguments, ToolTimeout, ToolPermissionDenied, ToolFailed.
         """
-        return await self._host.call_tool(name, arguments or {}, timeout=timeout)
+        if self._tracer is None:
+            return await self._host.call_tool(name, arguments or {}, timeout=timeout)
+        # Current while the call runs: through the bridge its context travels with the call,
+        # so the server's and the provider's ``execute_tool`` spans are its children.
+        with use_span(self._tracer.tool_span(name, self.agent_id), end_on_exit=True):
+            return await self._host.call_tool(name, arguments or {}, timeout=timeout)
 
     async def list_tools(self) -> list[ToolSpec]:
         """Every tool ``ctx.tool`` can call now, but this agent's own capabilities: other
@@ -255,6 +271,12 @@ class Context:
     async def unsubscribe(self, pattern: str) -> None:
         """Stop receiving events on ``pattern`` (the mailbox topic cannot be dropped)."""
         await self._host.unsubscribe(pattern)
+
+    @property
+    def tracer_provider(self) -> TracerProvider | None:
+        """Where this agent's spans go: its bus's tracer provider (``None``: tracing is off).
+        A cognitive agent given none uses it for its turns."""
+        return None if self._tracer is None else self._tracer.provider
 
     @property
     def runtime(self) -> AgentRuntime | None:

@@ -289,6 +289,9 @@ class Agent:
                 for its id while a live connection has it before exiting 3).
             environ: where the variables are read; ``os.environ`` when ``None``. This
                 method is the outermost layer: nothing below it reads the environment.
+                The standard ``OTEL_*`` variables (``OTEL_EXPORTER_OTLP_ENDPOINT``,
+                ``OTEL_SERVICE_NAME`` (default: the agent id), ``OTEL_TRACES_SAMPLER``...)
+                switch on the export of its traces over OTLP (``docs/observability.md``).
             log_level: ``debug``, ``info``, ``warning`` or ``error``; default
                 ``$LOOM_LOG_LEVEL``, else ``info``.
             log_format: ``text`` or ``json``; default ``$LOOM_LOG_FORMAT``, else ``text``.
@@ -316,6 +319,7 @@ class Agent:
 
         from ._logging import configure_logging
         from ._process import DEFAULT_ADDRESS, run_agent
+        from ._telemetry import trace_config
 
         env = os.environ if environ is None else environ
         address = address or env.get("LOOM_BRIDGE_ADDR") or DEFAULT_ADDRESS
@@ -335,9 +339,18 @@ class Agent:
                 id_wait=_seconds(env, "LOOM_ID_WAIT", 30.0),
             )
 
+        # OTEL_EXPORTER_OTLP_ENDPOINT and the rest: traces exported, or nothing at all.
+        tracing = trace_config(env, service_name=self.agent_id)
+
         async def main() -> Ended:
             return await run_agent(
-                self, address, token=token, tls=tls, options=options, stop_timeout_s=stop_timeout_s
+                self,
+                address,
+                token=token,
+                tls=tls,
+                options=options,
+                stop_timeout_s=stop_timeout_s,
+                tracing=tracing,
             )
 
         # Until anyio's own handlers are up, a SIGTERM is a KeyboardInterrupt too: a signal

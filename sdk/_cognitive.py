@@ -98,7 +98,7 @@ class CognitiveAgent(Agent):
             opened on start and closed on stop). Without ``memory`` or ``data_dir``, memory
             lives in process and ends with the instance.
         stream_topic: where partial output goes (default ``agent.{id}.stream``).
-        tracer_provider: where ``agent.turn`` spans go.
+        tracer_provider: where ``invoke_agent {agent}`` spans go.
         topics, capabilities, qos, mailbox_size, max_concurrency, policy, metadata: as for
             :class:`~loom.Agent`.
 
@@ -202,7 +202,7 @@ class CognitiveAgent(Agent):
             model,
             tools=toolset,
             config=self.config,
-            tracer_provider=self._tracer_provider,
+            tracer_provider=self._tracer_provider or ctx.tracer_provider,
             agent_id=self.agent_id,
         )
         await super().on_start(ctx)

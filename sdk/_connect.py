@@ -15,6 +15,8 @@ from anyio.abc import TaskStatus
 from ._remote import serve_agent as _serve_agent
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+
     from loom.bridge import BridgeClient, ClientOptions, ClientTLS, StateListener
     from loom.runtime import AgentSpec, AgentStatus
     from loom.runtime.lowlevel import HasAgentSpec
@@ -32,6 +34,7 @@ async def serve_agent(
     on_state_change: StateListener | None = None,
     stop_timeout_s: float = 5.0,
     stop: anyio.Event | None = None,
+    tracer_provider: TracerProvider | None = None,
     task_status: TaskStatus[BridgeClient] = anyio.TASK_STATUS_IGNORED,
 ) -> AgentStatus:
     """Run ``agent`` in this process, connected to the Loom server at ``address``.
@@ -66,6 +69,9 @@ async def serve_agent(
         on_state_change: called with ``(old, new)`` on each ``ConnectionStatus`` change.
         stop_timeout_s: the grace of a stop (also the local runtime's ``stop_timeout_s``).
         stop: set it to stop the agent gracefully (see above).
+        tracer_provider: where the agent's spans go (publish, process, tool calls, turns);
+            none without one. Its trace context then travels with what it sends, so the
+            server and other agents continue its traces (``docs/observability.md``).
         task_status: set by ``TaskGroup.start``; it receives the connected ``BridgeClient``.
 
     Returns:
@@ -85,5 +91,6 @@ async def serve_agent(
         on_state_change=on_state_change,
         stop_timeout_s=stop_timeout_s,
         stop=stop,
+        tracer_provider=tracer_provider,
         task_status=task_status,
     )

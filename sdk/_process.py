@@ -22,6 +22,7 @@ from loom.runtime import AgentExists, AgentStatus, InvalidArgument, LoomError
 from loom.runtime.lowlevel import HasAgentSpec
 
 from ._remote import serve_agent
+from ._telemetry import TraceConfig, open_tracing
 
 __all__ = ["DEFAULT_ADDRESS", "Ended", "exit_code_of", "run_agent"]
 
@@ -73,10 +74,14 @@ async def run_agent(
     tls: ClientTLS | bool | None = None,
     options: ClientOptions | None = None,
     stop_timeout_s: float = 5.0,
+    tracing: TraceConfig | None = None,
     task_status: TaskStatus[BridgeClient] = anyio.TASK_STATUS_IGNORED,
 ) -> Ended:
     """:func:`serve_agent` until SIGINT or SIGTERM (then a drain and a clean disconnect),
     whatever the stage: before the first connection, while reconnecting, while connected.
+
+    With ``tracing``, its spans are exported over OTLP (``sdk/_telemetry.py``) and flushed
+    once the agent has stopped.
 
     An error that ends the agent is logged on ``loom.agent`` in one line (never a
     traceback: these are expected failures) and returned in :class:`Ended`.
@@ -84,7 +89,7 @@ async def run_agent(
     ended = Ended(status=AgentStatus.STOPPED)
     stop = anyio.Event()
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with anyio.create_task_group() as tg:
+        async with open_tracing(tracing) as tracer_provider, anyio.create_task_group() as tg:
             running = anyio.Event()
 
             async def run() -> None:
@@ -98,6 +103,7 @@ async def run_agent(
                         options=options,
                         stop_timeout_s=stop_timeout_s,
                         stop=stop,
+                        tracer_provider=tracer_provider,
                         task_status=_Started(task_status, running),
                     )
                     ended = Ended(status=status, code=0 if status is AgentStatus.STOPPED else 1)

@@ -76,6 +76,7 @@ import msgspec
 from anyio.abc import TaskStatus
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.trace import TracerProvider
 
 from loom.bridge import (
     VALIDATES_KEY,
@@ -452,6 +453,7 @@ async def serve_agent(
     on_state_change: StateListener | None = None,
     stop_timeout_s: float = 5.0,
     stop: anyio.Event | None = None,
+    tracer_provider: TracerProvider | None = None,
     task_status: TaskStatus[BridgeClient] = anyio.TASK_STATUS_IGNORED,
 ) -> AgentStatus:
     """Run ``agent`` connected to the server at ``address`` until it stops, fails, ``stop``
@@ -499,12 +501,17 @@ async def serve_agent(
         client.durable_sink = durable_log.put
     bus = EventBus(
         transport=transport,
+        # Its spans (publish, process, tool calls; its turns') and so the trace context its
+        # events and calls carry to the server.
+        tracer_provider=tracer_provider,
         max_buffer_bytes=client.options.max_buffer_bytes,
         durable_log=durable_log,
     )
     runtime = AgentRuntime(bus, stop_timeout_s=stop_timeout_s)
     # Pushed calls of its capabilities: the server's own serving path, on this runtime.
-    calls = _DrainingCalls(spec.id, functools.partial(run_tool_call, runtime, deadline_s=None))
+    calls = _DrainingCalls(
+        spec.id, functools.partial(run_tool_call, runtime, deadline_s=None, side="agent")
+    )
     client.tool_handler = calls
 
     def factory() -> Behaviour:

@@ -192,10 +192,21 @@ def test_floors(name: str) -> None:
 
 
 # What each top package must never import.
+# The OpenTelemetry SDK and its exporter are built by the outermost layer only (sdk/_telemetry.py,
+# from OTEL_* and flags); below it, the API alone, with the provider passed in.
+_OTEL_SDK = ("opentelemetry.sdk", "opentelemetry.exporter")
 FORBIDDEN = {
-    "loom.runtime": ("grpc", "nats", "loom.bridge", "loom.cluster", "loom.cli", "loom._*"),
-    "loom.bridge": ("loom.cluster", "loom.cli", "loom._*"),
-    "loom.cluster": ("grpc", "loom.bridge", "loom.cli", "loom._*"),
+    "loom.runtime": (
+        "grpc",
+        "nats",
+        "loom.bridge",
+        "loom.cluster",
+        "loom.cli",
+        "loom._*",
+        *_OTEL_SDK,
+    ),
+    "loom.bridge": ("loom.cluster", "loom.cli", "loom._*", *_OTEL_SDK),
+    "loom.cluster": ("grpc", "loom.bridge", "loom.cli", "loom._*", *_OTEL_SDK),
 }
 
 

@@ -30,6 +30,7 @@ from opentelemetry.trace import (
     Span,
     StatusCode,
     TracerProvider,
+    get_current_span,
     set_span_in_context,
     use_span,
 )
@@ -220,8 +221,8 @@ class Loop:
         llm: a provider or a :class:`~loom.runtime.llm.ModelRouter`.
         tools: where the tools come from; a snapshot is taken when each turn begins.
         config: how turns run.
-        tracer_provider: where the ``agent.turn`` spans go (none without one). Give the
-            providers the same one to nest their ``llm.call`` spans inside.
+        tracer_provider: where the ``invoke_agent {agent}`` spans go (none without one). Give the
+            providers the same one to nest their ``chat {model}`` spans inside.
         agent_id: the agent the turns belong to (span attributes, logs).
     """
 
@@ -330,9 +331,13 @@ class Turn:
             raise InvalidArgument("a turn runs once; make another with Loop.turn")
         self._started = True
         loop = self._loop
-        parent = context_from_envelope(self._event.envelope) if self._event is not None else None
+        # Inside a handler's span (its ``{topic} process``), the turn is its child; else it
+        # continues the trace of the event that asked for it.
+        parent = None
+        if self._event is not None and not get_current_span().get_span_context().is_valid:
+            parent = context_from_envelope(self._event.envelope)
         span = loop._tracer.start_span(
-            "agent.turn",
+            f"invoke_agent {loop.agent_id}",
             context=parent,
             attributes={
                 "gen_ai.operation.name": "invoke_agent",
@@ -567,7 +572,7 @@ class Turn:
     ) -> ToolResult:
         arguments = dict(call.arguments)
         span = self._loop._tracer.start_span(
-            f"tool[{call.name}]",
+            f"execute_tool {call.name}",
             context=parent,
             attributes={
                 "gen_ai.operation.name": "execute_tool",

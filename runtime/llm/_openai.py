@@ -119,7 +119,7 @@ class OpenAIProvider(ProviderBase["AsyncStream[ChatCompletionChunk]"]):
     Args:
         name: the provider's name.
         config: its ``[llm.<name>]``; ``kind`` should be ``"openai"``.
-        tracer_provider: where ``llm.call`` spans go.
+        tracer_provider: where ``chat {model}`` spans go.
         client: an SDK client to use instead of one built from ``config`` (it is not closed
             by :meth:`aclose`).
     """

@@ -110,7 +110,7 @@ class ProviderBase(ABC, Generic[_S]):
     Args:
         name: the provider's name (its ``[llm.<name>]``).
         config: its configuration; the API key is taken from ``config.api_key``.
-        tracer_provider: where ``llm.call`` spans go; none are made without one.
+        tracer_provider: where ``chat {model}`` spans go; none are made without one.
     """
 
     system: str = ""
@@ -241,7 +241,9 @@ class ProviderBase(ABC, Generic[_S]):
             attributes["gen_ai.request.temperature"] = request.temperature
         if request.max_tokens is not None:
             attributes["gen_ai.request.max_tokens"] = request.max_tokens
-        return self._tracer.start_span("llm.call", kind=SpanKind.CLIENT, attributes=attributes)
+        return self._tracer.start_span(
+            f"chat {self._config.model}", kind=SpanKind.CLIENT, attributes=attributes
+        )
 
     def _record_success(self, span: Span, completion: Completion) -> None:
         usage = completion.usage

@@ -18,7 +18,7 @@ For each request the router
    opening; once chunks flow, an error is the caller's;
 
 3. records everything in a :class:`RouteDecision`: as attributes of an ``llm.route`` span
-   (the parent of the providers' ``llm.call`` spans) and through the ``on_decision`` hook.
+   (the parent of the providers' ``chat {model}`` spans) and through the ``on_decision`` hook.
 """
 
 from __future__ import annotations

@@ -71,6 +71,18 @@ def _serve_flags() -> argparse.ArgumentParser:
         "--drain-grace", type=float, dest="drain_grace_s", help="seconds to drain on stop"
     )
     s.add_argument(
+        "--otlp-endpoint",
+        metavar="URL",
+        help="export traces over OTLP/gRPC there (http://host:4317; default "
+        "$OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, $OTEL_EXPORTER_OTLP_ENDPOINT, else off)",
+    )
+    s.add_argument(
+        "--trace-sample",
+        type=float,
+        metavar="RATIO",
+        help="keep this share of new traces, 0..1 (parent-based; default $OTEL_TRACES_SAMPLER)",
+    )
+    s.add_argument(
         "--settle",
         type=float,
         dest="settle_s",

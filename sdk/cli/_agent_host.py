@@ -81,6 +81,8 @@ class HostConfig(msgspec.Struct, frozen=True, kw_only=True):
             ended (``ClientOptions.process_restarts``: ``loom agents`` counts them).
         secret: the agent's registration secret, the same for every process the supervisor
             starts for it, so a restarted one takes the agent's id back at once.
+        otlp_endpoint: ``--otlp-endpoint``: where its traces go (else ``OTEL_*`` decide).
+        trace_sample: ``--trace-sample``: the share of new traces kept.
     """
 
     address: str
@@ -94,6 +96,8 @@ class HostConfig(msgspec.Struct, frozen=True, kw_only=True):
     id_wait: float = 30.0
     restarts: int = 0
     secret: str | None = None
+    otlp_endpoint: str | None = None
+    trace_sample: float | None = None
 
 
 def load_module(path: Path) -> ModuleType:
@@ -172,6 +176,7 @@ async def _host(agent: Agent, config: HostConfig) -> int:
     from loom.bridge import ClientOptions
 
     from .._process import Ended, run_agent
+    from .._telemetry import trace_config
 
     options = ClientOptions(
         connect_timeout=math.inf if config.connect_timeout is None else config.connect_timeout,
@@ -179,6 +184,17 @@ async def _host(agent: Agent, config: HostConfig) -> int:
         id_wait=config.id_wait,
         process_restarts=config.restarts,
     )
+    # The variables this process inherited from loom run (its environment is the user's).
+    try:
+        tracing = trace_config(
+            os.environ,
+            endpoint=config.otlp_endpoint,
+            sample=config.trace_sample,
+            service_name=agent.agent_id,
+        )
+    except LoomError as exc:  # a malformed OTEL_TRACES_SAMPLER: the same next time
+        log.error("%s", exc)
+        return 3
     ended = Ended(status=AgentStatus.STOPPED)
     async with anyio.create_task_group() as tg:
 
@@ -192,6 +208,7 @@ async def _host(agent: Agent, config: HostConfig) -> int:
                     tls=config.tls,
                     options=options,
                     stop_timeout_s=config.grace,
+                    tracing=tracing,
                 )
             finally:
                 tg.cancel_scope.cancel()

@@ -84,6 +84,10 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         nats_tls_key_file: ... and its key.
         node: this server's name among the nodes sharing one NATS (``--node``); empty means
             the host's name. One NATS subject token: letters, digits, ``_`` and ``-``.
+        otlp_endpoint: export traces over OTLP/gRPC to this URL (``--otlp-endpoint``); empty
+            means the standard ``OTEL_EXPORTER_OTLP_*`` variables decide (none: no tracing).
+        trace_sample: the share of new traces kept, 0..1 (``--trace-sample``); unset means
+            ``OTEL_TRACES_SAMPLER`` decides (default: all). ``docs/observability.md``.
     """
 
     host: str = "127.0.0.1"
@@ -114,6 +118,8 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     nats_tls_cert_file: str | None = None
     nats_tls_key_file: str | None = None
     node: str = ""
+    otlp_endpoint: str = ""
+    trace_sample: float | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -124,6 +130,8 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             raise ConfigError(f"log_format must be one of {', '.join(_LOG_FORMATS)}")
         if self.drain_grace_s < 0:
             raise ConfigError(f"drain_grace_s must be >= 0, not {self.drain_grace_s}")
+        if self.trace_sample is not None and not 0 <= self.trace_sample <= 1:
+            raise ConfigError(f"trace_sample must be within 0..1, not {self.trace_sample}")
         if not 0 <= self.settle_s < float("inf"):
             raise ConfigError(f"settle_s must be >= 0 seconds, not {self.settle_s}")
         if not 0 < self.stale_after_s < float("inf"):

@@ -200,6 +200,18 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     add_log_flags(p, "the agents' log")
     p.add_argument(
+        "--otlp-endpoint",
+        metavar="URL",
+        help="the agents export traces over OTLP/gRPC there (default "
+        "$OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, $OTEL_EXPORTER_OTLP_ENDPOINT, else off)",
+    )
+    p.add_argument(
+        "--trace-sample",
+        type=float,
+        metavar="RATIO",
+        help="the share of new traces the agents keep, 0..1 (default $OTEL_TRACES_SAMPLER)",
+    )
+    p.add_argument(
         "--traceback",
         action="store_true",
         help="log the traceback of each failure in an agent's code (else only at debug)",
@@ -511,6 +523,10 @@ def _build(
             )
         if not (args.id_wait >= 0 and math.isfinite(args.id_wait)):
             raise commands.UsageError(f"--id-wait must be >= 0 seconds, not {args.id_wait}")
+        if args.trace_sample is not None and not 0 <= args.trace_sample <= 1:
+            raise commands.UsageError(
+                f"--trace-sample must be within 0..1, not {args.trace_sample}"
+            )
         config = RunConfig(
             paths=tuple(args.paths),
             address=args.address or env_address or commands.DEFAULT_ADDRESS,
@@ -524,6 +540,8 @@ def _build(
             log_level=args.log_level,
             log_format=args.log_format,
             traceback=args.traceback,
+            otlp_endpoint=args.otlp_endpoint,
+            trace_sample=args.trace_sample,
         )
         return functools.partial(run, config)
     if args.command == "version":

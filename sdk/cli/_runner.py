@@ -98,6 +98,9 @@ class RunConfig(msgspec.Struct, frozen=True, kw_only=True):
         log_level: the agents' log level (their log goes to stderr, prefixed).
         log_format: ``text`` or ``json`` (the agents' lines and this process's own).
         traceback: the agents log the tracebacks of their code's failures.
+        otlp_endpoint: the agents export their traces over OTLP/gRPC there (else the
+            ``OTEL_*`` variables they inherit decide).
+        trace_sample: the share of new traces they keep (else ``OTEL_TRACES_SAMPLER``).
     """
 
     paths: tuple[str, ...]
@@ -116,6 +119,8 @@ class RunConfig(msgspec.Struct, frozen=True, kw_only=True):
     log_level: str = "info"
     log_format: str = "text"
     traceback: bool = False
+    otlp_endpoint: str | None = None
+    trace_sample: float | None = None
 
 
 def _files(paths: Sequence[str]) -> list[Path]:
@@ -369,6 +374,8 @@ async def _supervise_all(
         grace=config.grace,
         connect_timeout=config.connect_timeout,
         id_wait=config.id_wait,
+        otlp_endpoint=config.otlp_endpoint,
+        trace_sample=config.trace_sample,
     )
     supervisor = _Supervisor(config, host, output)
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import anyio
 from anyio.abc import TaskStatus
+from opentelemetry.trace import TracerProvider
 
 from loom import CognitiveAgent
 from loom.bridge import BridgeServer
@@ -25,6 +26,7 @@ from loom.cluster import JetStreamLog, NatsEngine, open_nats
 from loom.runtime import AgentRuntime, EventBus
 from loom.runtime.llm import ModelRouter
 
+from .._telemetry import open_tracing, trace_config
 from ._config import ServeConfig, ServiceTables
 from ._hosted import agent_data_dir, agent_tools, build_tools
 
@@ -60,12 +62,14 @@ async def _durable_log(nats: NatsEngine) -> AsyncIterator[JetStreamLog | None]:
 
 
 @asynccontextmanager
-async def _models(tables: ServiceTables) -> AsyncIterator[ModelRouter | None]:
+async def _models(
+    tables: ServiceTables, tracer_provider: TracerProvider | None
+) -> AsyncIterator[ModelRouter | None]:
     """The server's model router over ``[llm]`` (``None`` without one); closed at the end."""
     if tables.llm is None:
         yield None
         return
-    async with ModelRouter.from_config(tables.llm) as router:
+    async with ModelRouter.from_config(tables.llm, tracer_provider=tracer_provider) as router:
         log.info("loom serve: LLM providers: %s", ", ".join(tables.llm.providers))
         yield router
 
@@ -127,9 +131,17 @@ async def serve(
     """
     data_dir = await anyio.Path(config.data_dir).resolve()
     await data_dir.mkdir(parents=True, exist_ok=True)
+    tracing = trace_config(
+        environ or {},
+        endpoint=config.otlp_endpoint or None,
+        sample=config.trace_sample,
+        service_name="loom-serve",
+    )
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         tables = tables if tables is not None else ServiceTables()
         async with (
+            # Outermost: the spans of the last moments (the drain) are flushed after it.
+            open_tracing(tracing) as tracer_provider,
             # First in, last out: durable state outlives everything built on it.
             open_nats(
                 config.nats,
@@ -142,10 +154,11 @@ async def serve(
                 drain_grace=config.drain_grace_s,
                 max_buffer_bytes=config.max_buffer_bytes,
                 durable_log=durable_log,
+                tracer_provider=tracer_provider,
             ) as bus,
             # The router first: the runtime offers it to its agents (llm="server") and the
             # bridge to agents elsewhere (loom.v1.LLM).
-            _models(tables) as router,
+            _models(tables, tracer_provider) as router,
             AgentRuntime(
                 bus,
                 stale_after_s=config.stale_after_s,
@@ -171,6 +184,13 @@ async def serve(
         ):
             log.info("loom serve: event bus up (pid %d, data dir %s)", os.getpid(), data_dir)
             log.info("loom serve: NATS %s", nats.describe())
+            if tracing is not None:
+                log.info(
+                    "loom serve: traces to %s (%s %g)",
+                    tracing.endpoint,
+                    tracing.sampler,
+                    tracing.sampler_arg,
+                )
             log.info(
                 "loom serve: listening on %s (%s%s)",
                 server.address,

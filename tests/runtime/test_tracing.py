@@ -50,7 +50,7 @@ async def test_publish_makes_a_producer_span_and_stamps_its_context(
         await bus.publish("orders.eu", event)
         delivery = sub.receive_nowait()
     (span,) = exporter.get_finished_spans()
-    assert span.name == "publish orders.eu"
+    assert span.name == "orders.eu publish"
     assert span.kind is SpanKind.PRODUCER
     assert span.parent is None
     assert dict(span.attributes or {}) == {
@@ -99,7 +99,7 @@ async def test_the_span_is_a_child_of_the_current_span(
             await bus.publish("a", Event())
             outer_ctx = get_current_span().get_span_context()
         delivery = sub.receive_nowait()
-    publish_span = next(s for s in exporter.get_finished_spans() if s.name == "publish a")
+    publish_span = next(s for s in exporter.get_finished_spans() if s.name == "a publish")
     assert publish_span.parent is not None
     assert publish_span.parent.span_id == outer_ctx.span_id
     assert outer.get_span_context().trace_id == outer_ctx.trace_id

@@ -1,4 +1,5 @@
-"""Spans of a turn: agent.turn > iteration[n] > llm.call / tool[name], with GenAI attributes."""
+"""Spans of a turn: invoke_agent {agent} > iteration[n] > chat {model} /
+execute_tool {tool}, with GenAI attributes."""
 
 from __future__ import annotations
 
@@ -71,12 +72,12 @@ async def test_the_span_tree_of_a_turn(
         outcome = await loop.run(context, "go")
     assert outcome.kind == "answer"
     spans = exporter.get_finished_spans()
-    [turn] = by_name(spans, "agent.turn")
+    [turn] = by_name(spans, "invoke_agent tester")
     [it1] = by_name(spans, "iteration[1]")
     [it2] = by_name(spans, "iteration[2]")
-    calls = by_name(spans, "llm.call")
-    [echo] = by_name(spans, "tool[echo]")
-    [fail_span] = by_name(spans, "tool[fail]")
+    calls = by_name(spans, "chat scripted-model")
+    [echo] = by_name(spans, "execute_tool echo")
+    [fail_span] = by_name(spans, "execute_tool fail")
 
     assert turn.parent is None
     assert parent_of(it1) == parent_of(it2) == span_id(turn)
@@ -122,7 +123,7 @@ async def test_the_turn_continues_the_trace_of_its_event(
     async with scripted_loop(tracer_provider=tracer_provider) as (server, loop, context):
         server.push(Reply(text="ok"))
         await loop.run(context, "go", event=event)
-    [turn] = by_name(exporter.get_finished_spans(), "agent.turn")
+    [turn] = by_name(exporter.get_finished_spans(), "invoke_agent tester")
     assert turn.context is not None
     assert turn.context.trace_id == upstream.get_span_context().trace_id
     assert parent_of(turn) == upstream.get_span_context().span_id
@@ -135,7 +136,7 @@ async def test_an_error_outcome_marks_the_turn_span(
         server.push(HTTPError(status=401, message="who are you"))
         outcome = await loop.run(context, "go")
     assert outcome.kind == "error"
-    [turn] = by_name(exporter.get_finished_spans(), "agent.turn")
+    [turn] = by_name(exporter.get_finished_spans(), "invoke_agent tester")
     assert turn.status.status_code is StatusCode.ERROR
     attrs = dict(turn.attributes or {})
     assert (attrs["loom.turn.outcome"], attrs["error.type"]) == ("error", "RequestRejected")
@@ -150,7 +151,7 @@ async def test_a_budget_exhausted_turn_is_recorded_on_its_span(
     ) as (server, loop, context):
         server.push(Reply(tool_calls=[ScriptedToolCall(name="echo", arguments={"text": "x"})]))
         await loop.run(context, "go")
-    [turn] = by_name(exporter.get_finished_spans(), "agent.turn")
+    [turn] = by_name(exporter.get_finished_spans(), "invoke_agent tester")
     assert dict(turn.attributes or {})["loom.turn.outcome"] == "budget_exhausted"
 
 
@@ -172,7 +173,7 @@ async def test_a_cancelled_turn_ends_its_spans(
                 await asked.wait()
                 turn.cancel()
     spans = exporter.get_finished_spans()
-    [span] = by_name(spans, "agent.turn")
+    [span] = by_name(spans, "invoke_agent tester")
     assert dict(span.attributes or {})["loom.turn.outcome"] == "cancelled"
     assert by_name(spans, "iteration[1]")
-    assert by_name(spans, "llm.call")
+    assert by_name(spans, "chat scripted-model")

@@ -361,7 +361,7 @@ async def test_usage_recorded_and_span_attributes(
     assert (stats.prompt_tokens, stats.completion_tokens) == (16, 10)
 
     spans = exporter.get_finished_spans()
-    assert [s.name for s in spans] == ["llm.call", "llm.call"]
+    assert [s.name for s in spans] == ["chat scripted-model", "chat scripted-model"]
     attributes = dict(spans[0].attributes or {})
     assert attributes["gen_ai.system"] == "openai"
     assert attributes["gen_ai.request.model"] == "scripted-model"

@@ -267,7 +267,7 @@ async def test_decision_is_a_span(
     assert attributes["loom.route.attempts"] == ("local: ProviderUnavailable", "cloud: ok")
     assert attributes["loom.route.reason"] == "chose cloud; local failed (ProviderUnavailable)"
     # The provider's span is a child of the routing span.
-    call = spans["llm.call"]
+    call = spans["chat scripted-model"]
     assert call.parent is not None
     assert call.parent.span_id == route.context.span_id
 

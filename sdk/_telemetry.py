@@ -1,0 +1,177 @@
+"""Traces exported over OTLP: what ``loom serve``, ``loom run`` and ``Agent.run()`` switch on.
+
+The outermost layer decides (``docs/observability.md``): :func:`trace_config` reads the
+standard ``OTEL_*`` variables from the mapping it is given, with the command's flags
+(``--otlp-endpoint``, ``--trace-sample``) winning, and :func:`open_tracing` builds the
+OpenTelemetry SDK's ``TracerProvider`` with the official OTLP/gRPC exporter behind a
+``BatchSpanProcessor``. The provider is then handed down (``EventBus(tracer_provider=...)``,
+the model router, cognitive agents): nothing below reads the environment or a global.
+
+Off (no endpoint anywhere, ``OTEL_SDK_DISABLED=true`` or ``OTEL_TRACES_EXPORTER=none``),
+:func:`trace_config` returns ``None``, nothing of the OpenTelemetry SDK or the exporter is
+imported, and every traced operation costs one ``is None`` test.
+
+Leaving :func:`open_tracing` flushes what is batched (bounded by the exporter's timeout,
+``OTEL_EXPORTER_OTLP_TIMEOUT``, 10 s by default): a drained process loses no span of its
+last moments unless the collector cannot be reached.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import anyio
+import msgspec
+
+from loom.runtime import ConfigError
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.sampling import Sampler
+    from opentelemetry.trace import TracerProvider
+
+__all__ = ["TraceConfig", "open_tracing", "trace_config"]
+
+_TRUE = frozenset({"true", "1", "yes", "on"})
+
+
+class TraceConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Where spans go and which traces are kept.
+
+    Attributes:
+        endpoint: the OTLP/gRPC endpoint (``http://host:4317``; ``https://`` for TLS).
+        sampler: an ``OTEL_TRACES_SAMPLER`` name (``parentbased_always_on`` by default).
+        sampler_arg: its ratio, for the ``traceidratio`` samplers (0..1).
+        service_name: the ``service.name`` resource attribute.
+        resource: further resource attributes (``OTEL_RESOURCE_ATTRIBUTES``).
+    """
+
+    endpoint: str
+    sampler: str = "parentbased_always_on"
+    sampler_arg: float = 1.0
+    service_name: str = "loom"
+    resource: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+_SAMPLERS = frozenset(
+    {
+        "always_on",
+        "always_off",
+        "traceidratio",
+        "parentbased_always_on",
+        "parentbased_always_off",
+        "parentbased_traceidratio",
+    }
+)
+
+
+def trace_config(
+    environ: Mapping[str, str],
+    *,
+    endpoint: str | None = None,
+    sample: float | None = None,
+    service_name: str = "loom",
+) -> TraceConfig | None:
+    """The tracing this process runs with, or ``None`` when it is off.
+
+    ``endpoint`` (``--otlp-endpoint``) wins over ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``, which
+    wins over ``OTEL_EXPORTER_OTLP_ENDPOINT``; ``OTEL_TRACES_EXPORTER=otlp`` alone means the
+    exporter's default, ``http://localhost:4317``. ``sample`` (``--trace-sample``) is a
+    ratio for ``parentbased_traceidratio``: a trace begun elsewhere keeps its caller's
+    decision, so one trace is never half exported. ``service_name`` is used when
+    ``OTEL_SERVICE_NAME`` is not set.
+
+    Raises:
+        ConfigError: an unknown sampler, or a ratio outside 0..1.
+    """
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() in _TRUE:
+        return None
+    exporters = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    url = (
+        endpoint
+        or environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or ("http://localhost:4317" if exporters == "otlp" else "")
+    )
+    if not url or (exporters == "none" and not endpoint):
+        return None
+    if sample is not None:
+        sampler, ratio = "parentbased_traceidratio", sample
+    else:
+        sampler = environ.get("OTEL_TRACES_SAMPLER", "").strip().lower() or (
+            "parentbased_always_on"
+        )
+        if sampler not in _SAMPLERS:
+            raise ConfigError(
+                f"$OTEL_TRACES_SAMPLER must be one of {', '.join(sorted(_SAMPLERS))}, "
+                f"not {sampler!r}"
+            )
+        raw = environ.get("OTEL_TRACES_SAMPLER_ARG", "").strip()
+        try:
+            ratio = float(raw) if raw else 1.0
+        except ValueError:
+            raise ConfigError(f"$OTEL_TRACES_SAMPLER_ARG is a ratio, not {raw!r}") from None
+    if not (math.isfinite(ratio) and 0.0 <= ratio <= 1.0):
+        raise ConfigError(f"the trace sampling ratio must be within 0..1, not {ratio!r}")
+    resource: dict[str, str] = {}
+    for item in environ.get("OTEL_RESOURCE_ATTRIBUTES", "").split(","):
+        key, sep, value = item.partition("=")
+        if sep and key.strip():
+            resource[key.strip()] = value.strip()
+    return TraceConfig(
+        endpoint=url,
+        sampler=sampler,
+        sampler_arg=ratio,
+        service_name=environ.get("OTEL_SERVICE_NAME") or service_name,
+        resource=resource,
+    )
+
+
+def _sampler(config: TraceConfig) -> Sampler:
+    from opentelemetry.sdk.trace import sampling
+
+    ratio = sampling.TraceIdRatioBased(config.sampler_arg)
+    match config.sampler:
+        case "always_on":
+            return sampling.ALWAYS_ON
+        case "always_off":
+            return sampling.ALWAYS_OFF
+        case "traceidratio":
+            return ratio
+        case "parentbased_always_off":
+            return sampling.ParentBased(sampling.ALWAYS_OFF)
+        case "parentbased_traceidratio":
+            return sampling.ParentBased(ratio)
+        case _:
+            return sampling.ParentBased(sampling.ALWAYS_ON)
+
+
+@asynccontextmanager
+async def open_tracing(config: TraceConfig | None) -> AsyncIterator[TracerProvider | None]:
+    """The tracer provider ``config`` asks for (``None``: none, nothing imported); its spans
+    are flushed and the exporter shut down on leaving."""
+    if config is None:
+        yield None
+        return
+    # Imported here: a process that traces nothing loads neither the SDK nor grpc's exporter.
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    attributes = {**config.resource, "service.name": config.service_name}
+    provider = SdkTracerProvider(sampler=_sampler(config), resource=Resource.create(attributes))
+    # http:// means plaintext, as the OTLP exporter's own configuration reads it.
+    exporter = OTLPSpanExporter(
+        endpoint=config.endpoint, insecure=config.endpoint.startswith("http://")
+    )
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    try:
+        yield provider
+    finally:
+        # The flush blocks on the network: in a thread, shielded, so a cancelled process
+        # still sends what it traced (the exporter's timeout bounds it).
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(provider.shutdown)
