@@ -65,7 +65,7 @@ from ._server_session import Session
 from ._server_status import NatsInfo, ServerService
 from ._services import EventBusService, ToolService
 from ._status import status_of
-from ._wire_types import HELD_METADATA, SECRET_METADATA, VALIDATES_KEY
+from ._wire_types import HELD_METADATA, RELEASED_METADATA, SECRET_METADATA, VALIDATES_KEY
 
 __all__ = ["BridgeServer", "ServerStatistics"]
 
@@ -183,6 +183,9 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
         if status is not None:
             context.set_code(status[0])
             context.set_details(status[1])
+            if session.released_by_operator:
+                # So the client knows not to come back, rather than reading it from the words.
+                context.set_trailing_metadata(((RELEASED_METADATA, "operator"),))
 
     def _check_identity(self, context: _Context, agent_id: str) -> None:
         """With ``TLSConfig.bind_agent_ids``: the client certificate must name ``agent_id``.

@@ -267,6 +267,7 @@ class Session:
         self._flight: deque[tuple[Subscription | None, list[str], list[int]]] = deque()
         self._flight_off = 0  # (a None subscription: a durable delivery)
         self.status: Status | None = None
+        self.released_by_operator = False  # Hub.release ended it (see RELEASED_METADATA)
         self.closed = False
         # A clean end of the client's side (half-close): what it published is still
         # published and acknowledged before the stream ends (see _finish_publishes).
