@@ -320,6 +320,8 @@ class ServerStatistics(msgspec.Struct, frozen=True, kw_only=True):
         held_publishes: publishes that waited in the settle window.
         malformed_requests: requests (or request frames) whose bytes did not decode as the
             method's message, answered ``INVALID_ARGUMENT`` (``docs/security.md``).
+        in_flight: deliveries sent on agents' streams and not yet credited back.
+        in_flight_bytes: their encoded bytes (each stream's within its byte window).
     """
 
     registered: int
@@ -328,6 +330,8 @@ class ServerStatistics(msgspec.Struct, frozen=True, kw_only=True):
     settling: bool = False
     held_publishes: int = 0
     malformed_requests: int = 0
+    in_flight: int = 0
+    in_flight_bytes: int = 0
 
 
 class BridgeServer:
@@ -492,7 +496,8 @@ class BridgeServer:
 
     def statistics(self) -> ServerStatistics:
         """Counters: registered and connected agents, pushed tool calls in flight, requests
-        refused as undecodable."""
+        refused as undecodable, deliveries in flight to agents."""
+        streams = [session.statistics() for session in self.hub.sessions.values()]
         return ServerStatistics(
             registered=len(self.hub.registrations),
             connected=len(self.hub.sessions),
@@ -500,4 +505,6 @@ class BridgeServer:
             settling=self.hub.settle.active,
             held_publishes=self.hub.settle.held,
             malformed_requests=self._guard.refused,
+            in_flight=sum(s.in_flight for s in streams),
+            in_flight_bytes=sum(s.in_flight_bytes for s in streams),
         )

@@ -18,7 +18,7 @@ import grpc.aio
 import pytest
 from anyio.abc import Process
 
-from loom.bridge import ClientOptions, Limits
+from loom.bridge import AdminClient, ClientOptions, Limits
 from loom.bridge._generated import bridge_pb2, bus_pb2, bus_pb2_grpc, event_pb2
 from loom.runtime import Event, QoS, Subscription
 
@@ -291,6 +291,11 @@ async def test_the_byte_window_bounds_what_is_in_flight_and_an_oversize_delivery
         stats = session.statistics()
         assert (stats.in_flight, stats.in_flight_bytes) == (3, 3 * size)
         assert stats.delivery_window_bytes == 10_000
+        server = s.server.statistics()
+        assert (server.in_flight, server.in_flight_bytes) == (3, 3 * size)
+        async with AdminClient(s.target) as admin:  # what `loom status` shows
+            status = await admin.status()
+        assert (status.in_flight, status.in_flight_bytes) == (3, 3 * size)
         # The subscription counts one more in flight: the next, taken by its pump, which
         # waits with it for room (in memory, not on the wire).
         assert mailbox.statistics().in_flight == 4
