@@ -27,11 +27,13 @@ from ._client import ClientStatistics as ClientStatistics
 from ._client import ClientTLS as ClientTLS
 from ._client_durable import WireDurableLog as WireDurableLog
 from ._client_transport import ClientTransport as ClientTransport
+from ._errors import AgentReleased as AgentReleased
 from ._errors import AgentUnresponsive as AgentUnresponsive
 from ._errors import BindError as BindError
 from ._errors import BridgeError as BridgeError
 from ._errors import ClientClosed as ClientClosed
 from ._errors import ConnectFailed as ConnectFailed
+from ._errors import ConnectionEnded as ConnectionEnded
 from ._errors import ConnectionLost as ConnectionLost
 from ._errors import HandshakeError as HandshakeError
 from ._errors import InsecureBind as InsecureBind
@@ -74,6 +76,7 @@ __all__ = [
     "Acceptance",
     "AdminClient",
     "AgentRegistration",
+    "AgentReleased",
     "AgentUnresponsive",
     "Backoff",
     "BindError",
@@ -86,6 +89,7 @@ __all__ = [
     "ClientTLS",
     "ClientTransport",
     "ConnectFailed",
+    "ConnectionEnded",
     "ConnectionLost",
     "ConnectionStatus",
     "HandshakeError",

@@ -16,6 +16,11 @@ What it promises:
   backoff for ``connect_timeout`` seconds, then :class:`ConnectFailed`; refused credentials or
   a refused registration fail at once. Every RPC carries a deadline: nothing waits forever on
   an unknown target.
+* **Ending for good.** Once connected, only a status no retry can fix closes the client:
+  :class:`AgentReleased` when an operator released the agent's id (its open stream ended),
+  :class:`ConnectionEnded` when the server ended the stream otherwise so, or refused the
+  reconnection after a loss (its token changed meanwhile: ``cannot reconnect to X:
+  UNAUTHENTICATED: ...``). Never :class:`ConnectFailed`, which is the first connection's.
 * **Reconnecting** (``bridge/_reconnect.py``): when the stream ends or falls silent the client
   registers again, reopens the stream and resubscribes every dynamic subscription, one attempt
   at a time (never two registrations at once), with capped, jittered backoff. Deliveries
@@ -102,7 +107,14 @@ from ._convert import (
     tool_descriptor_to_proto,
     tool_result_from_proto,
 )
-from ._errors import ClientClosed, ConnectFailed, ConnectionLost, RegistrationRefused
+from ._errors import (
+    AgentReleased,
+    ClientClosed,
+    ConnectFailed,
+    ConnectionEnded,
+    ConnectionLost,
+    RegistrationRefused,
+)
 from ._lane import Lane
 from ._llm_client import ServerLLM
 from ._reconnect import ConnectionStatus, Reconnector, StateListener, Wait
@@ -112,6 +124,7 @@ from ._trace import trace_headers
 from ._wire_types import (
     HELD_METADATA,
     QOS_KEY,
+    RELEASED_METADATA,
     RESTARTS_KEY,
     SECRET_METADATA,
     ToolCallOutcome,
@@ -169,6 +182,11 @@ def _held_ms(exc: grpc.aio.AioRpcError) -> int | None:
             except (TypeError, ValueError):
                 return None
     return None
+
+
+def _released(exc: grpc.aio.AioRpcError) -> bool:
+    """Whether the server ended the stream because an operator released the agent's id."""
+    return any(key == RELEASED_METADATA for key, _ in exc.trailing_metadata() or ())
 
 
 def _clock(seconds_from_now: float) -> str:
@@ -533,15 +551,22 @@ class BridgeClient:
             # (one line), never as grpc's multi-line repr.
             if isinstance(exc, grpc.aio.AioRpcError):
                 reason = rpc_text(exc)
-                if exc.code() is grpc.StatusCode.ALREADY_EXISTS:
-                    reason = f"{reason} (still, after waiting {self.options.id_wait:g} s)"
-                exc = ConnectFailed(self.address, reason, code=exc.code().name)
+                if self._reconnector.statistics().connects:
+                    # Refused while reconnecting: what was running has ended, which is not a
+                    # failure to connect (ConnectFailed is the first connection's).
+                    exc = ConnectionEnded(self.address, reason, code=exc.code().name)
+                else:
+                    if exc.code() is grpc.StatusCode.ALREADY_EXISTS:
+                        reason = f"{reason} (still, after waiting {self.options.id_wait:g} s)"
+                    exc = ConnectFailed(self.address, reason, code=exc.code().name)
             self._fatal = exc
             # Not logged at WARNING: whoever awaits the client gets it raised and says it.
             log.debug("bridge client for %s stopped: %s", self.registration.agent_id, exc)
 
     def _is_fatal(self, exc: Exception, ever_connected: bool) -> bool:
         self._last_exc = exc
+        if isinstance(exc, ConnectionEnded):
+            return True  # an open stream ended for good (see _attempt)
         if isinstance(exc, grpc.aio.AioRpcError):
             code = exc.code()
             if code is grpc.StatusCode.ALREADY_EXISTS and not ever_connected:
@@ -634,12 +659,27 @@ class BridgeClient:
         if self._closing:
             return
 
+        established = False
+
         def on_connected() -> None:
+            nonlocal established
+            established = True
             names = bridge_pb2.StreamFeature
             self._counters.features = tuple(sorted(names.Name(f) for f in session.features))
             connected()
 
-        await session.run(on_connected)
+        try:
+            await session.run(on_connected)
+        except grpc.aio.AioRpcError as exc:
+            # The server ended an established stream with a status no retry can fix: said as
+            # the end it is (a release by the operator, above all), not as a failed connect.
+            if not established or exc.code() not in _FATAL:
+                raise
+            if _released(exc):
+                raise AgentReleased(self.address, reg.agent_id) from None
+            raise ConnectionEnded(
+                self.address, rpc_text(exc), code=exc.code().name, while_connected=True
+            ) from None
 
     def _connected(self) -> bool:
         session = self._session

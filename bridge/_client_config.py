@@ -78,6 +78,10 @@ class ClientOptions(msgspec.Struct, frozen=True, kw_only=True):
         delivery_window: the delivery credit offered: deliveries the server may have in flight
             to this client, not yet taken in by its sink (0: ``inbound_buffer``); the server
             may grant less.
+        delivery_window_bytes: the byte window offered with it: bytes of deliveries (each its
+            encoded size) the server may have in flight to this client (0:
+            ``max_buffer_bytes``, the bound of what this process holds); the server may grant
+            less, and sends a single larger delivery alone.
         max_batch_events: the most events per batch frame, either way.
         max_tool_calls: pushed tool calls served at once.
         stream_calls: make tool calls on the open stream when the server takes them (one frame
@@ -110,6 +114,7 @@ class ClientOptions(msgspec.Struct, frozen=True, kw_only=True):
     max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES
     publish_window: int = 0
     delivery_window: int = 0
+    delivery_window_bytes: int = 0
     max_batch_events: int = 256
     max_tool_calls: int = 64
     stream_calls: bool = True
@@ -134,8 +139,12 @@ class ClientOptions(msgspec.Struct, frozen=True, kw_only=True):
             raise InvalidArgument("ClientOptions.process_restarts must be >= 0")
         if not (self.id_wait >= 0 and math.isfinite(self.id_wait)):
             raise InvalidArgument(f"ClientOptions.id_wait must be >= 0, not {self.id_wait!r}")
-        if self.publish_window < 0 or self.close_grace < 0 or self.delivery_window < 0:
-            raise InvalidArgument("publish_window, delivery_window and close_grace must be >= 0")
+        if min(self.publish_window, self.delivery_window, self.delivery_window_bytes) < 0:
+            raise InvalidArgument(
+                "publish_window, delivery_window and delivery_window_bytes must be >= 0"
+            )
+        if self.close_grace < 0:
+            raise InvalidArgument("close_grace must be >= 0")
 
 
 class AgentRegistration(msgspec.Struct, frozen=True, kw_only=True):

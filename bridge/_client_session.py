@@ -369,6 +369,7 @@ class Session:
                     max_batch_events=opts.max_batch_events,
                     publish_window=opts.publish_window,
                     delivery_window=opts.delivery_window or opts.inbound_buffer,
+                    delivery_window_bytes=opts.delivery_window_bytes or opts.max_buffer_bytes,
                 )
             )
         )

@@ -14,11 +14,13 @@ from loom.runtime.tools import ToolFailed
 
 __all__ = [
     "AGENT_UNRESPONSIVE",
+    "AgentReleased",
     "AgentUnresponsive",
     "BindError",
     "BridgeError",
     "ClientClosed",
     "ConnectFailed",
+    "ConnectionEnded",
     "ConnectionLost",
     "HandshakeError",
     "InsecureBind",
@@ -216,6 +218,61 @@ class ConnectFailed(LoomError, ConnectionError):
         self.address = address
         self.reason = reason
         self.code = code
+
+
+class ConnectionEnded(LoomError, ConnectionError):
+    """A connection that had been established ended for good; the client is closed and does
+    not reconnect. Either the server ended the open stream with a status no retry can fix
+    (``while_connected``; an operator's release is :class:`AgentReleased`), or, after a lost
+    connection, it refused the reconnection so (``UNAUTHENTICATED``: its token changed while
+    the agent was away; ``PERMISSION_DENIED``, ``INVALID_ARGUMENT``, ``UNIMPLEMENTED``).
+
+    Unlike :class:`ConnectFailed` (no first connection) or :class:`ConnectionLost` (a loss the
+    client mends by itself), it means what was running has stopped for a reason a retry
+    would meet again.
+
+    Attributes:
+        address: the server address.
+        reason: what the server said, in words.
+        code: the gRPC status code's name, e.g. ``"UNAUTHENTICATED"``.
+        while_connected: the open stream was ended (else the reconnection was refused).
+    """
+
+    def __init__(
+        self, address: str, reason: str, *, code: str = "", while_connected: bool = False
+    ) -> None:
+        if while_connected:
+            message = f"connection to {address} ended by the server: {reason}; not reconnecting"
+        else:
+            message = f"cannot reconnect to {address}: {reason}"
+        super().__init__(message)
+        self.address = address
+        self.reason = reason
+        self.code = code
+        self.while_connected = while_connected
+
+
+class AgentReleased(ConnectionEnded):
+    """An operator released the agent's id while it was connected (``loom agents release
+    ID``, ``Directory.ReleaseAgent``): the server ended its stream and forgot its registration
+    so that another process may take the id. The client does not reconnect (it would take the
+    id back), and an agent process exits with code 4, which ``loom run`` does not restart.
+
+    Attributes:
+        agent_id: the released agent.
+    """
+
+    def __init__(self, address: str, agent_id: str) -> None:
+        LoomError.__init__(
+            self,
+            f"agent {agent_id!r} was released by the operator of {address}: its connection "
+            "ended and it does not reconnect",
+        )
+        self.address = address
+        self.reason = "released by the operator"
+        self.code = "PERMISSION_DENIED"
+        self.while_connected = True
+        self.agent_id = agent_id
 
 
 class RegistrationRefused(LoomError):

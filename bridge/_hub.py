@@ -406,6 +406,7 @@ class Hub:
         stream was open)."""
         session = self.sessions.get(agent_id)
         if session is not None:
+            session.released_by_operator = True  # the client is told so (RELEASED_METADATA)
             session.end(
                 grpc.StatusCode.PERMISSION_DENIED, "the agent id was released by an operator"
             )

@@ -27,7 +27,12 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
         publish_window: the most publish credit a stream is granted.
         delivery_window: the most deliveries a stream with ``STREAM_FEATURE_DELIVERY_CREDIT``
             may have in flight (sent, not yet credited back), whatever it asks; one that
-            names no window gets 1024 (or this, if less). The server keeps only their topics.
+            names no window gets 1024 (or this, if less). The server keeps only their topics
+            and sizes.
+        delivery_window_bytes: the most bytes of deliveries (each its encoded ``Delivery``
+            size) such a stream may have in flight, whatever it asks; one that names no byte
+            window gets this. A single delivery larger than the window is sent alone, when
+            nothing else is in flight (``max_message_bytes`` bounds it).
         tool_timeout_s: the timeout of a tool call that names none (``timeout_ms`` 0).
         max_subscription_buffer: the largest ``buffer_size`` a subscription may ask for.
         handshake_timeout_s: how long a new stream may take to send its handshake ``ack``.
@@ -51,6 +56,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     max_batch_events: int = 256
     publish_window: int = 1024
     delivery_window: int = 65_536
+    delivery_window_bytes: int = DEFAULT_MAX_BUFFER_BYTES
     tool_timeout_s: float = 30.0
     max_subscription_buffer: int = 65_536
     handshake_timeout_s: float = 10.0
@@ -70,6 +76,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
             "max_batch_events",
             "publish_window",
             "delivery_window",
+            "delivery_window_bytes",
             "outbound_queue",
             "max_bus_subscribers",
             "max_subscription_buffer",

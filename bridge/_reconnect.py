@@ -23,9 +23,11 @@ established resets it, so a server restart costs only the first, short delay.
 The loop logs one line per change of state, on ``loom.bridge.client``: ``connecting to X``,
 ``cannot connect to X: connection refused; retrying in 0.2 s`` (the same failure again is
 logged at DEBUG only), ``connected to X as ID``, ``connection to X lost: ...; reconnecting in
-0.1 s``, ``reconnected to X as ID``, ``disconnected from X``. A fatal error is not logged here:
-whoever gets it raised says it, once. A failure that is a wait rather than a fault (the
-agent's id not yet released: see :class:`Wait`) is one line of its own, saying until when.
+0.1 s``, ``reconnected to X as ID``, ``disconnected from X``. A fatal error is not logged here,
+not even as ``disconnected from X``: whoever gets it raised says it, once, in its own words
+(``agent 'x' was released by the operator of X ...``). A failure that is a wait rather than a
+fault (the agent's id not yet released: see :class:`Wait`) is one line of its own, saying until
+when.
 """
 
 from __future__ import annotations
@@ -246,6 +248,7 @@ class Reconnector:
             raise RuntimeError("Reconnector.run is already running")
         self._running = True
         ever = False
+        fatal_end = False  # ended by a fatal error: its own line says so, not ours
         logged = ""  # the failure last logged at WARNING: the same again goes to DEBUG
         target, as_name = self._target, f" as {self._name}" if self._name else ""
         log.info("connecting to %s", target)
@@ -274,6 +277,7 @@ class Reconnector:
                     reason = self._describe(exc)
                     if fatal(exc, ever):
                         self._last_error = reason
+                        fatal_end = True
                         raise
                     waiting = wait(exc) if wait is not None else None
                 if self.closed:
@@ -307,5 +311,5 @@ class Reconnector:
             self._running = False
             if self._status is not ConnectionStatus.CLOSED:
                 self._set(ConnectionStatus.CLOSED)
-            if ever:
+            if ever and not fatal_end:
                 log.info("disconnected from %s", target)

@@ -73,7 +73,7 @@ from ._server_status import NatsInfo, ServerService
 from ._services import EventBusService, ToolService
 from ._status import status_of
 from ._tenants import Tenant, Tenants
-from ._wire_types import HELD_METADATA, SECRET_METADATA, VALIDATES_KEY
+from ._wire_types import HELD_METADATA, RELEASED_METADATA, SECRET_METADATA, VALIDATES_KEY
 
 __all__ = ["BridgeServer", "ServerStatistics"]
 
@@ -202,6 +202,9 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
         if status is not None:
             context.set_code(status[0])
             context.set_details(status[1])
+            if session.released_by_operator:
+                # So the client knows not to come back, rather than reading it from the words.
+                context.set_trailing_metadata(((RELEASED_METADATA, "operator"),))
 
     def _check_identity(self, context: _Context, agent_id: str) -> None:
         """With ``TLSConfig.bind_agent_ids``: the client certificate must name ``agent_id``.
@@ -337,6 +340,8 @@ class ServerStatistics(msgspec.Struct, frozen=True, kw_only=True):
         held_publishes: publishes that waited in the settle window.
         malformed_requests: requests (or request frames) whose bytes did not decode as the
             method's message, answered ``INVALID_ARGUMENT`` (``docs/security.md``).
+        in_flight: deliveries sent on agents' streams and not yet credited back.
+        in_flight_bytes: their encoded bytes (each stream's within its byte window).
     """
 
     registered: int
@@ -345,6 +350,8 @@ class ServerStatistics(msgspec.Struct, frozen=True, kw_only=True):
     settling: bool = False
     held_publishes: int = 0
     malformed_requests: int = 0
+    in_flight: int = 0
+    in_flight_bytes: int = 0
 
 
 class BridgeServer:
@@ -526,7 +533,8 @@ class BridgeServer:
 
     def statistics(self) -> ServerStatistics:
         """Counters: registered and connected agents, pushed tool calls in flight, requests
-        refused as undecodable."""
+        refused as undecodable, deliveries in flight to agents."""
+        streams = [session.statistics() for session in self.hub.sessions.values()]
         return ServerStatistics(
             registered=len(self.hub.registrations),
             connected=len(self.hub.sessions),
@@ -534,4 +542,6 @@ class BridgeServer:
             settling=self.hub.settle.active,
             held_publishes=self.hub.settle.held,
             malformed_requests=self._guard.refused,
+            in_flight=sum(s.in_flight for s in streams),
+            in_flight_bytes=sum(s.in_flight_bytes for s in streams),
         )

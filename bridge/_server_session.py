@@ -15,8 +15,12 @@ see ``bridge/_workers.py``):
   backpressure. No task stands between a subscription and the wire: a hand-over per event
   cost as much as the rest of the server's work on it;
 * **delivery credit** (``STREAM_FEATURE_DELIVERY_CREDIT``) bounds what is in flight to the
-  agent: the pumps send no more than the agent has credited back, so a slow agent leaves its
-  events in its subscriptions, where the tier decides (drop, or hold the publishers back) and
+  agent, in deliveries and in bytes: the pumps send no more than the agent has credited back
+  (the count window), and no delivery that would take the bytes sent and not yet credited
+  past the byte window (a single larger one goes alone, when nothing else is in flight). The
+  server keeps each in-flight delivery's encoded size, oldest first, and frees the oldest
+  ones' bytes as their credit returns (credit is a count on the wire). So a slow agent leaves
+  its events in its subscriptions, where the tier decides (drop, or hold the publishers back) and
   the statistics see them. A delivery sent is ``in_flight`` on its subscription until the
   agent credits it (then ``delivered``); when the stream ends what is in flight is dropped,
   reason ``closed``. A stream without the feature (an old client) has each delivery counted
@@ -105,7 +109,7 @@ from ._workers import Workers
 if TYPE_CHECKING:
     from ._hub import Hub, Registration
 
-__all__ = ["Session"]
+__all__ = ["Session", "StreamStatistics"]
 
 log = logging.getLogger("loom.bridge")
 
@@ -159,6 +163,29 @@ def _unrouted(seq: int, topic: str) -> bridge_pb2.PublishRejection:
 def _publish_size(item: _Publish) -> int:
     """What a publish counts against the lane's byte bound (a marker or a refusal: 0)."""
     return 0 if item.event is None else event_size(item.event)
+
+
+class StreamStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """What one agent's stream has in flight to it (:meth:`Session.statistics`).
+
+    Attributes:
+        credited: the stream runs under delivery credit (``STREAM_FEATURE_DELIVERY_CREDIT``);
+            else (an old client) gRPC's flow control alone holds what it has not read, and
+            the figures below are 0.
+        in_flight: deliveries sent and not yet credited back.
+        in_flight_bytes: their encoded size.
+        max_in_flight_bytes: the most ``in_flight_bytes`` has been on this stream.
+        delivery_window: the count window granted.
+        delivery_window_bytes: the byte window granted; ``in_flight_bytes`` stays within it,
+            except a single delivery larger than it, sent alone.
+    """
+
+    credited: bool
+    in_flight: int
+    in_flight_bytes: int
+    max_in_flight_bytes: int
+    delivery_window: int
+    delivery_window_bytes: int
 
 
 class _Pending:
@@ -232,13 +259,18 @@ class Session:
         self._credited = False
         self._dwindow = 0
         self._dcredit = 0  # deliveries the pumps may still send
+        self._dwindow_bytes = 0  # the byte window granted (with credit)
+        self._dbytes = 0  # bytes of deliveries sent and not yet credited
+        self._dbytes_high = 0  # the most _dbytes has been
         self._credit_event = asyncio.Event()  # more credit, or the stream ends
-        # The topics of deliveries sent and not yet credited, by frame, in wire order (not the
-        # deliveries: their events need not stay alive); of the oldest frame the first
-        # _flight_off are credited already.
-        self._flight: deque[tuple[Subscription | None, list[str]]] = deque()  # None: durable
-        self._flight_off = 0
+        # The topics and encoded sizes of deliveries sent and not yet credited, by frame, in
+        # wire order (not the deliveries: their events need not stay alive); of the oldest
+        # frame the first _flight_off are credited already. Credit comes back as a count in
+        # that order, so the sizes of the oldest are the bytes it frees.
+        self._flight: deque[tuple[Subscription | None, list[str], list[int]]] = deque()
+        self._flight_off = 0  # (a None subscription: a durable delivery)
         self.status: Status | None = None
+        self.released_by_operator = False  # Hub.release ended it (see RELEASED_METADATA)
         self.closed = False
         # A clean end of the client's side (half-close): what it published is still
         # published and acknowledged before the stream ends (see _finish_publishes).
@@ -254,6 +286,18 @@ class Session:
         self.durable: Registration | None = None
         self._dsub: DurableSubscription | None = None
         self._dheld: dict[int, DurableMessage] = {}  # sent and not settled, by delivery id
+
+    def statistics(self) -> StreamStatistics:
+        """What is in flight to the agent now (see :class:`StreamStatistics`)."""
+        credited = self._credited
+        return StreamStatistics(
+            credited=credited,
+            in_flight=self._dwindow - self._dcredit if credited else 0,
+            in_flight_bytes=self._dbytes,
+            max_in_flight_bytes=self._dbytes_high,
+            delivery_window=self._dwindow,
+            delivery_window_bytes=self._dwindow_bytes,
+        )
 
     def screen(self, patterns: Sequence[str]) -> None:
         """Note patterns the agent holds: deliveries from other agents' mailboxes that they
@@ -480,6 +524,9 @@ class Session:
         if bridge_pb2.STREAM_FEATURE_DELIVERY_CREDIT in granted:
             asked = hello.delivery_window or _DELIVERY_WINDOW
             self._dwindow = min(asked, limits.delivery_window)
+            # A client that names no byte window (one from before it) still gets the server's.
+            asked_bytes = hello.delivery_window_bytes or limits.delivery_window_bytes
+            self._dwindow_bytes = min(asked_bytes, limits.delivery_window_bytes)
         if bridge_pb2.STREAM_FEATURE_DURABLE in granted and self.durable is None:
             granted.remove(bridge_pb2.STREAM_FEATURE_DURABLE)  # not a durable registration
         self._start_durable(bridge_pb2.STREAM_FEATURE_DURABLE in granted)
@@ -491,6 +538,7 @@ class Session:
             publish_window=self._window,
             settle_ms=math.ceil(self.hub.settle.remaining() * 1000),
             delivery_window=self._dwindow,
+            delivery_window_bytes=self._dwindow_bytes,
         )
         await self._send(bridge_pb2.ServerEvent(welcome=welcome))
 
@@ -840,8 +888,10 @@ class Session:
         limit = self._limits.max_message_bytes - _FRAME_OVERHEAD
         held: Delivery | None = None
         # Topics of what was taken from ``sub`` (so in flight on it) and not yet handed to
-        # _flight or settled: lost (dropped ``closed``) if the pump ends with them.
+        # _flight or settled: lost (dropped ``closed``) if the pump ends with them. ``sizes``:
+        # the encoded sizes of those in the frame being built (for the byte window).
         sent: list[str] = []
+        sizes: list[int] = []
         try:
             while True:
                 if held is not None:
@@ -860,9 +910,6 @@ class Session:
                         settle_in_flight(sub, 1)
                         continue
                 sent = [item.topic]
-                # Another pump may have used the credit while this one waited for an event.
-                if self._credited and self._dcredit <= 0 and not await self._wait_credit(sub):
-                    return
                 frame = bridge_pb2.ServerEvent()
                 if not self._batching:
                     filled = self._fill(frame.delivery, item)
@@ -872,8 +919,13 @@ class Session:
                         async with lock:
                             await write(filled)
                         continue
+                    # Another pump may have used the credit while this one waited for an
+                    # event; and the byte window needs the delivery's size.
+                    if self._credited and not await self._wait_room(sub, filled):
+                        return
+                    sizes = [filled]
                     async with lock:
-                        await self._write_deliveries(frame, sub, sent)
+                        await self._write_deliveries(frame, sub, sent, sizes)
                     sent = []
                     continue
                 # Each delivery is built inside the batch frame; one that does not fit is taken
@@ -887,8 +939,14 @@ class Session:
                     async with lock:
                         await write(filled)
                     continue
+                # As above: the credit may be spent, and the bytes may not fit yet.
+                if self._credited and not await self._wait_room(sub, filled):
+                    return
                 size = filled + 8
+                sizes = [filled]
                 room = min(self._max_batch, self._dcredit) if self._credited else self._max_batch
+                # Bytes this frame may still carry within the byte window.
+                bytes_left = self._dwindow_bytes - self._dbytes - filled
                 error: bridge_pb2.ServerEvent | None = None
                 while len(sent) < room:
                     try:
@@ -905,14 +963,16 @@ class Session:
                         settle_in_flight(sub, 1)
                         error = filled
                         break
-                    if size + filled + 8 > limit:
+                    if size + filled + 8 > limit or (self._credited and filled > bytes_left):
                         del entries[-1]
                         held = nxt
                         break
                     size += filled + 8
+                    bytes_left -= filled
                     sent.append(nxt.topic)
+                    sizes.append(filled)
                 async with lock:
-                    await self._write_deliveries(frame, sub, sent)
+                    await self._write_deliveries(frame, sub, sent, sizes)
                     sent = []
                     if error is not None:
                         await write(error)
@@ -923,16 +983,17 @@ class Session:
                 lose_in_flight(sub, sent)
 
     async def _write_deliveries(
-        self, frame: bridge_pb2.ServerEvent, sub: Subscription, sent: list[str]
+        self, frame: bridge_pb2.ServerEvent, sub: Subscription, sent: list[str], sizes: list[int]
     ) -> None:
-        """Write a frame carrying ``sent`` (called holding the write lock, so _flight is in
-        wire order). With delivery credit they stay in flight until the agent credits them;
-        without, they are delivered once the write completed."""
+        """Write a frame carrying ``sent`` (encoded sizes ``sizes``; called holding the write
+        lock, so _flight is in wire order). With delivery credit they stay in flight until the
+        agent credits them; without, they are delivered once the write completed."""
         if self._credited:
             self._dcredit -= len(sent)
+            self._took_bytes(sum(sizes))
             # Before the write: the agent may credit them before the write call returns.
             # _flight owns them now: the caller's list is emptied, so its clean-up loses none.
-            self._flight.append((sub, sent.copy()))
+            self._flight.append((sub, sent.copy(), sizes))
             sent.clear()
             await self._ctx.write(frame)
         else:
@@ -949,25 +1010,51 @@ class Session:
             await self._credit_event.wait()
         return not sub.closed
 
+    def _fits(self, size: int) -> bool:
+        """Whether a delivery of ``size`` bytes may go now: a unit of credit, and room in the
+        byte window (or nothing in flight: a delivery larger than the window goes alone)."""
+        return self._dcredit > 0 and (
+            not self._dbytes or self._dbytes + size <= self._dwindow_bytes
+        )
+
+    async def _wait_room(self, sub: Subscription, size: int) -> bool:
+        """Wait until a delivery of ``size`` bytes fits (:meth:`_fits`); False if ``sub``
+        closed first (the stream is ending)."""
+        while not self._fits(size):
+            if sub.closed or self.closed:
+                return False
+            self._credit_event.clear()
+            await self._credit_event.wait()
+        return not sub.closed
+
+    def _took_bytes(self, size: int) -> None:
+        self._dbytes += size
+        if self._dbytes > self._dbytes_high:
+            self._dbytes_high = self._dbytes
+
     def _on_credit(self, count: int) -> int:
         """The agent took in ``count`` more deliveries: settle the oldest in flight and give
         the pumps that much more credit. Returns how much of ``count`` matched nothing."""
         flight = self._flight
         settled = 0
+        freed = 0
         while count and flight:
-            sub, sent = flight[0]
-            n = min(count, len(sent) - self._flight_off)
+            sub, sent, sizes = flight[0]
+            off = self._flight_off
+            n = min(count, len(sent) - off)
             if sub is not None:
                 settle_in_flight(sub, n)
+            freed += sizes[0] if n == 1 == len(sizes) else sum(sizes[off : off + n])
             settled += n
             count -= n
-            if self._flight_off + n == len(sent):
+            if off + n == len(sent):
                 flight.popleft()
                 self._flight_off = 0
             else:
                 self._flight_off += n
         if settled:
             self._dcredit += settled
+            self._dbytes -= freed
             self._credit_event.set()
         return count
 
@@ -975,10 +1062,11 @@ class Session:
         """The stream ended: what is in flight never arrives (dropped, reason ``closed``)."""
         flight = self._flight
         while flight:
-            sub, sent = flight.popleft()
+            sub, sent, _ = flight.popleft()
             if sub is not None:
                 lose_in_flight(sub, sent[self._flight_off :])
             self._flight_off = 0
+        self._dbytes = 0
 
     # ------------------------------------------------------------------ durable deliveries
 
@@ -1036,8 +1124,9 @@ class Session:
                 continue
             frame.delivery.delivery_id = msg.sequence
             self._dheld[msg.sequence] = msg  # from here on handed back if the stream ends
-            # Another pump may have used the credit while this one waited for the log.
-            while self._credited and self._dcredit <= 0:
+            # Another pump may have used the credit while this one waited for the log; and
+            # the byte window needs the delivery's size.
+            while self._credited and not self._fits(filled):
                 self._credit_event.clear()
                 await self._credit_event.wait()
                 if self._tg is not None and self._tg.cancel_scope.cancel_called:
@@ -1045,7 +1134,8 @@ class Session:
             async with self._write_lock:
                 if self._credited:
                     self._dcredit -= 1
-                    self._flight.append((None, [msg.topic]))
+                    self._took_bytes(filled)
+                    self._flight.append((None, [msg.topic], [filled]))
                 await self._ctx.write(frame)
 
     async def _settle_durable(self, frame: bridge_pb2.DurableSettle) -> None:

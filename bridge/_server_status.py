@@ -68,6 +68,8 @@ class ServerStatus(msgspec.Struct, frozen=True, kw_only=True):
         nats_restarts: times the embedded nats-server was restarted after it died.
         namespace: the namespace the caller's tenant token confines it to (``""``: none);
             the counts above are then of that namespace only.
+        in_flight: deliveries sent on remote agents' streams and not yet credited back.
+        in_flight_bytes: their encoded bytes (each stream's within its byte window).
     """
 
     version: str
@@ -90,6 +92,8 @@ class ServerStatus(msgspec.Struct, frozen=True, kw_only=True):
     nats_connected: bool = False
     nats_restarts: int = 0
     namespace: str = ""
+    in_flight: int = 0
+    in_flight_bytes: int = 0
 
 
 class NatsInfo(Protocol):
@@ -139,6 +143,11 @@ class ServerService(server_pb2_grpc.ServerServicer):
             running += now
             finished += tool.calls - now
         nats = self.nats() if self.nats is not None else None
+        in_flight = in_flight_bytes = 0
+        for session in self.hub.sessions.values():
+            stream = session.statistics()
+            in_flight += stream.in_flight
+            in_flight_bytes += stream.in_flight_bytes
         return server_pb2.ServerStatus(
             version=self.version,
             started_ms=self.started_ms,
@@ -163,6 +172,8 @@ class ServerService(server_pb2_grpc.ServerServicer):
             nats_connected=nats is not None and nats.connected,
             nats_restarts=nats.restarts if nats is not None else 0,
             namespace=namespace or "",
+            in_flight=in_flight,
+            in_flight_bytes=in_flight_bytes,
         )
 
 
@@ -189,4 +200,6 @@ def server_status_from_proto(msg: server_pb2.ServerStatus) -> ServerStatus:
         nats_connected=msg.nats_connected,
         nats_restarts=msg.nats_restarts,
         namespace=msg.namespace,
+        in_flight=msg.in_flight,
+        in_flight_bytes=msg.in_flight_bytes,
     )

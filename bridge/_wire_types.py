@@ -18,6 +18,7 @@ from loom.runtime import QoS
 __all__ = [
     "HELD_METADATA",
     "QOS_KEY",
+    "RELEASED_METADATA",
     "RESTARTS_KEY",
     "SECRET_METADATA",
     "VALIDATES_KEY",
@@ -36,6 +37,10 @@ HELD_METADATA: Final = "loom-agent-held-ms"
 """The trailing metadata of a ``RegisterAgent`` refused ``PERMISSION_DENIED`` because the id is
 held for a client whose stream ended: in how many milliseconds the server frees the id (the
 rest of its liveness window). A client without the secret may wait that long and try again."""
+RELEASED_METADATA: Final = "loom-agent-released"
+"""The trailing metadata (value ``"operator"``) of an ``EventStream`` the server ended with
+``PERMISSION_DENIED`` because an operator released the agent's id (``Directory.ReleaseAgent``):
+the client must not come back for the id (``AgentReleased``), unlike a refusal it might outwait."""
 QOS_KEY: Final = "loom.qos"
 """``AgentRegisterRequest.metadata`` key: the tier of the agent's server-side subscriptions
 (its mailbox and registered topics), ``"realtime"``, ``"batched"`` or ``"background"``;

@@ -306,8 +306,9 @@ class Agent:
             SystemExit: the agent could not run: the reason is logged in one line first.
                 Code 1 when running it again may help (its ``on_start`` kept failing), 3
                 when it cannot (refused credentials, not permitted, its id taken by a live
-                connection past ``id_wait``, a malformed address); ``loom run`` restarts the
-                first and not the second.
+                connection past ``id_wait``, a malformed address, a reconnection refused
+                so), 4 when an operator released its id while it ran (``loom agents release
+                ID``); ``loom run`` restarts the first and not the others.
         """
         import math
         import signal

@@ -17,14 +17,21 @@ import anyio
 import msgspec
 from anyio.abc import TaskStatus
 
-from loom.bridge import BridgeClient, ClientOptions, ClientTLS, ConnectFailed
+from loom.bridge import (
+    AgentReleased,
+    BridgeClient,
+    ClientOptions,
+    ClientTLS,
+    ConnectFailed,
+    ConnectionEnded,
+)
 from loom.runtime import AgentExists, AgentStatus, InvalidArgument, LoomError
 from loom.runtime.lowlevel import HasAgentSpec
 
 from ._remote import serve_agent
 from ._telemetry import TraceConfig, open_tracing
 
-__all__ = ["DEFAULT_ADDRESS", "Ended", "exit_code_of", "run_agent"]
+__all__ = ["DEFAULT_ADDRESS", "RELEASED_EXIT_CODE", "Ended", "exit_code_of", "run_agent"]
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 """Where an agent or a client looks for the server when neither an address nor
@@ -42,7 +49,9 @@ class Ended(msgspec.Struct, frozen=True, kw_only=True):
         code: the process's exit code: 0 stopped (also by a signal), 1 failed (a restart may
             help: it crashed, the server went away for good), 3 a restart cannot help (refused
             credentials, not permitted, its id taken by a live connection past
-            ``ClientOptions.id_wait``, a wrong address or option).
+            ``ClientOptions.id_wait``, a wrong address or option; also when a reconnection
+            is refused so), 4 an operator released its id while it ran (``loom agents
+            release ID``): a restart would take the id back, which is what the release undid.
     """
 
     status: AgentStatus | None
@@ -57,9 +66,15 @@ _UNFIXABLE = frozenset(
 )
 
 
+RELEASED_EXIT_CODE = 4
+"""The exit code of an agent process whose id an operator released while it ran."""
+
+
 def exit_code_of(exc: Exception) -> int:
     """The exit code of an agent process that ``exc`` ended (see :class:`Ended`)."""
-    if isinstance(exc, ConnectFailed):
+    if isinstance(exc, AgentReleased):
+        return RELEASED_EXIT_CODE
+    if isinstance(exc, (ConnectFailed, ConnectionEnded)):
         return 3 if exc.code in _UNFIXABLE else 1
     if isinstance(exc, InvalidArgument) and not isinstance(exc, AgentExists):
         return 3  # a malformed address, option or agent: the same next time
@@ -109,7 +124,9 @@ async def run_agent(
                     ended = Ended(status=status, code=0 if status is AgentStatus.STOPPED else 1)
                 except LoomError as exc:  # ConnectFailed, RegistrationRefused, AgentStartFailed
                     ended = Ended(status=None, error=str(exc), code=exit_code_of(exc))
-                    log.error("%s", exc)
+                    # An operator's release is a decision, not a fault of the agent's.
+                    level = logging.WARNING if isinstance(exc, AgentReleased) else logging.ERROR
+                    log.log(level, "%s", exc)
                 finally:
                     tg.cancel_scope.cancel()
 

@@ -26,7 +26,7 @@ from loom.bridge._generated import event_pb2 as loom_dot_v1_dot_event__pb2
 from loom.bridge._generated import tools_pb2 as loom_dot_v1_dot_tools__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14loom/v1/bridge.proto\x12\x07loom.v1\x1a\x13loom/v1/event.proto\x1a\x13loom/v1/tools.proto\"\x8a\x02\n\x14\x41gentRegisterRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x19\n\x11subscribed_topics\x18\x02 \x03(\t\x12&\n\x05tools\x18\x03 \x03(\x0b\x32\x17.loom.v1.ToolDescriptor\x12=\n\x08metadata\x18\x04 \x03(\x0b\x32+.loom.v1.AgentRegisterRequest.MetadataEntry\x12-\n\x07\x64urable\x18< \x01(\x0b\x32\x1c.loom.v1.DurableRegistration\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"*\n\x13\x44urableRegistration\x12\x13\n\x0bmax_deliver\x18\x01 \x01(\r\"\\\n\x15\x41gentRegisterResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x1b\n\x13registration_secret\x18\n \x01(\t\"\xf5\x04\n\x0b\x43lientEvent\x12#\n\x07publish\x18\x01 \x01(\x0b\x32\x10.loom.v1.PublishH\x00\x12\x1b\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x0c.loom.v1.AckH\x00\x12)\n\x04ping\x18\x03 \x01(\x0b\x32\x19.loom.v1.HeartbeatRequestH\x00\x12*\n\x0btool_result\x18\x04 \x01(\x0b\x32\x13.loom.v1.ToolResultH\x00\x12%\n\x05hello\x18\n \x01(\x0b\x32\x14.loom.v1.StreamHelloH\x00\x12.\n\tsubscribe\x18\x0b \x01(\x0b\x32\x19.loom.v1.SubscribeRequestH\x00\x12\x32\n\x0bunsubscribe\x18\x0c \x01(\x0b\x32\x1b.loom.v1.UnsubscribeRequestH\x00\x12.\n\rpublish_batch\x18\r \x01(\x0b\x32\x15.loom.v1.PublishBatchH\x00\x12!\n\x04\x63\x61ll\x18\x0e \x01(\x0b\x32\x11.loom.v1.ToolCallH\x00\x12.\n\x0b\x63\x61ncel_call\x18\x0f \x01(\x0b\x32\x17.loom.v1.CancelToolCallH\x00\x12\x32\n\x0f\x64\x65livery_credit\x18\x14 \x01(\x0b\x32\x17.loom.v1.DeliveryCreditH\x00\x12&\n\x06report\x18\x19 \x01(\x0b\x32\x14.loom.v1.AgentReportH\x00\x12*\n\x0b\x64\x65\x61\x64_letter\x18\x1a \x01(\x0b\x32\x13.loom.v1.DeadLetterH\x00\x12\x30\n\x0e\x64urable_settle\x18< \x01(\x0b\x32\x16.loom.v1.DurableSettleH\x00\x42\x05\n\x03msg\"\xf1\x03\n\x0bServerEvent\x12%\n\x08\x64\x65livery\x18\x01 \x01(\x0b\x32\x11.loom.v1.DeliveryH\x00\x12*\n\x04pong\x18\x02 \x01(\x0b\x32\x1a.loom.v1.HeartbeatResponseH\x00\x12\x1d\n\x03\x65rr\x18\x03 \x01(\x0b\x32\x0e.loom.v1.ErrorH\x00\x12&\n\ttool_call\x18\x04 \x01(\x0b\x32\x11.loom.v1.ToolCallH\x00\x12)\n\x07welcome\x18\n \x01(\x0b\x32\x16.loom.v1.StreamWelcomeH\x00\x12\x30\n\x0csubscription\x18\x0b \x01(\x0b\x32\x18.loom.v1.SubscribeResultH\x00\x12\x30\n\x0e\x64\x65livery_batch\x18\x0c \x01(\x0b\x32\x16.loom.v1.DeliveryBatchH\x00\x12*\n\x0bpublish_ack\x18\r \x01(\x0b\x32\x13.loom.v1.PublishAckH\x00\x12\x33\n\x10\x63\x61ncel_tool_call\x18\x0e \x01(\x0b\x32\x17.loom.v1.CancelToolCallH\x00\x12*\n\x0b\x63\x61ll_result\x18\x0f \x01(\x0b\x32\x13.loom.v1.ToolResultH\x00\x12%\n\x08released\x18\x19 \x01(\x0b\x32\x11.loom.v1.ReleasedH\x00\x42\x05\n\x03msg\"7\n\x07Publish\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x1d\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x0e.loom.v1.Event\"M\n\x08\x44\x65livery\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x1d\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x0e.loom.v1.Event\x12\x13\n\x0b\x64\x65livery_id\x18< \x01(\x04\"\x19\n\x03\x41\x63k\x12\x12\n\nmessage_id\x18\x01 \x01(\t\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"(\n\x10HeartbeatRequest\x12\x14\n\x0ctimestamp_ms\x18\x01 \x01(\x03\"9\n\x11HeartbeatResponse\x12\x14\n\x0ctimestamp_ms\x18\x01 \x01(\x03\x12\x0e\n\x06status\x18\x02 \x01(\t\"\x82\x01\n\x0bStreamHello\x12(\n\x08\x66\x65\x61tures\x18\x01 \x03(\x0e\x32\x16.loom.v1.StreamFeature\x12\x18\n\x10max_batch_events\x18\x02 \x01(\r\x12\x16\n\x0epublish_window\x18\x03 \x01(\r\x12\x17\n\x0f\x64\x65livery_window\x18\x14 \x01(\r\"\x97\x01\n\rStreamWelcome\x12(\n\x08\x66\x65\x61tures\x18\x01 \x03(\x0e\x32\x16.loom.v1.StreamFeature\x12\x18\n\x10max_batch_events\x18\x02 \x01(\r\x12\x16\n\x0epublish_window\x18\x03 \x01(\r\x12\x11\n\tsettle_ms\x18\x1e \x01(\r\x12\x17\n\x0f\x64\x65livery_window\x18\x14 \x01(\r\"\x81\x01\n\x10SubscribeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07pattern\x18\x02 \x01(\t\x12\x1e\n\x03qos\x18\x03 \x01(\x0e\x32\x11.loom.v1.QoSLevel\x12\x13\n\x0b\x65vent_types\x18\x04 \x03(\t\x12\x13\n\x0b\x62uffer_size\x18\x05 \x01(\r\"`\n\x12UnsubscribeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x19\n\x0fsubscription_id\x18\x02 \x01(\x04H\x00\x12\x11\n\x07pattern\x18\x03 \x01(\tH\x00\x42\x08\n\x06target\"h\n\x0fSubscribeResult\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x17\n\x0fsubscription_id\x18\x03 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\"J\n\x0cPublishBatch\x12#\n\tpublishes\x18\x01 \x03(\x0b\x32\x10.loom.v1.Publish\x12\x15\n\rack_requested\x18\x02 \x01(\x08\"6\n\rDeliveryBatch\x12%\n\ndeliveries\x18\x01 \x03(\x0b\x32\x11.loom.v1.Delivery\"]\n\nPublishAck\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x0e\n\x06\x63redit\x18\x02 \x01(\r\x12-\n\nrejections\x18\x03 \x03(\x0b\x32\x19.loom.v1.PublishRejection\"B\n\x10PublishRejection\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\",\n\x0e\x43\x61ncelToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x1f\n\x0e\x44\x65liveryCredit\x12\r\n\x05\x63ount\x18\x01 \x01(\r\"?\n\x0b\x41gentReport\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x10\n\x08restarts\x18\x03 \x01(\r\"k\n\nDeadLetter\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x1d\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x0e.loom.v1.Event\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\r\"!\n\x08Released\x12\x15\n\rdead_lettered\x18\x01 \x01(\r\"\x87\x01\n\rDurableSettle\x12\x0c\n\x04\x61\x63ks\x18\x01 \x03(\x04\x12!\n\x04naks\x18\x02 \x03(\x0b\x32\x13.loom.v1.DurableNak\x12\x30\n\x0c\x64\x65\x61\x64_letters\x18\x03 \x03(\x0b\x32\x1a.loom.v1.DurableDeadLetter\x12\x13\n\x0bin_progress\x18\x04 \x03(\x04\"3\n\nDurableNak\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\x04\x12\x10\n\x08\x64\x65lay_ms\x18\x02 \x01(\r\"G\n\x11\x44urableDeadLetter\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\x04\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t*\xa5\x02\n\rStreamFeature\x12\x1e\n\x1aSTREAM_FEATURE_UNSPECIFIED\x10\x00\x12\x18\n\x14STREAM_FEATURE_BATCH\x10\x01\x12\x1e\n\x1aSTREAM_FEATURE_PUBLISH_ACK\x10\x02\x12\x1e\n\x1aSTREAM_FEATURE_TOOL_CANCEL\x10\x03\x12\x1d\n\x19STREAM_FEATURE_TOOL_CALLS\x10\x04\x12\x1b\n\x17STREAM_FEATURE_UNROUTED\x10\x1e\x12\"\n\x1eSTREAM_FEATURE_DELIVERY_CREDIT\x10\x14\x12\x1e\n\x1aSTREAM_FEATURE_SUPERVISION\x10\x19\x12\x1a\n\x16STREAM_FEATURE_DURABLE\x10#2\x96\x02\n\x06\x42ridge\x12N\n\rRegisterAgent\x12\x1d.loom.v1.AgentRegisterRequest\x1a\x1e.loom.v1.AgentRegisterResponse\x12=\n\x0b\x45ventStream\x12\x14.loom.v1.ClientEvent\x1a\x14.loom.v1.ServerEvent(\x01\x30\x01\x12\x39\n\x0f\x46orwardToolCall\x12\x11.loom.v1.ToolCall\x1a\x13.loom.v1.ToolResult\x12\x42\n\tHeartbeat\x12\x19.loom.v1.HeartbeatRequest\x1a\x1a.loom.v1.HeartbeatResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14loom/v1/bridge.proto\x12\x07loom.v1\x1a\x13loom/v1/event.proto\x1a\x13loom/v1/tools.proto\"\x8a\x02\n\x14\x41gentRegisterRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x19\n\x11subscribed_topics\x18\x02 \x03(\t\x12&\n\x05tools\x18\x03 \x03(\x0b\x32\x17.loom.v1.ToolDescriptor\x12=\n\x08metadata\x18\x04 \x03(\x0b\x32+.loom.v1.AgentRegisterRequest.MetadataEntry\x12-\n\x07\x64urable\x18< \x01(\x0b\x32\x1c.loom.v1.DurableRegistration\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"*\n\x13\x44urableRegistration\x12\x13\n\x0bmax_deliver\x18\x01 \x01(\r\"\\\n\x15\x41gentRegisterResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x1b\n\x13registration_secret\x18\n \x01(\t\"\xf5\x04\n\x0b\x43lientEvent\x12#\n\x07publish\x18\x01 \x01(\x0b\x32\x10.loom.v1.PublishH\x00\x12\x1b\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x0c.loom.v1.AckH\x00\x12)\n\x04ping\x18\x03 \x01(\x0b\x32\x19.loom.v1.HeartbeatRequestH\x00\x12*\n\x0btool_result\x18\x04 \x01(\x0b\x32\x13.loom.v1.ToolResultH\x00\x12%\n\x05hello\x18\n \x01(\x0b\x32\x14.loom.v1.StreamHelloH\x00\x12.\n\tsubscribe\x18\x0b \x01(\x0b\x32\x19.loom.v1.SubscribeRequestH\x00\x12\x32\n\x0bunsubscribe\x18\x0c \x01(\x0b\x32\x1b.loom.v1.UnsubscribeRequestH\x00\x12.\n\rpublish_batch\x18\r \x01(\x0b\x32\x15.loom.v1.PublishBatchH\x00\x12!\n\x04\x63\x61ll\x18\x0e \x01(\x0b\x32\x11.loom.v1.ToolCallH\x00\x12.\n\x0b\x63\x61ncel_call\x18\x0f \x01(\x0b\x32\x17.loom.v1.CancelToolCallH\x00\x12\x32\n\x0f\x64\x65livery_credit\x18\x14 \x01(\x0b\x32\x17.loom.v1.DeliveryCreditH\x00\x12&\n\x06report\x18\x19 \x01(\x0b\x32\x14.loom.v1.AgentReportH\x00\x12*\n\x0b\x64\x65\x61\x64_letter\x18\x1a \x01(\x0b\x32\x13.loom.v1.DeadLetterH\x00\x12\x30\n\x0e\x64urable_settle\x18< \x01(\x0b\x32\x16.loom.v1.DurableSettleH\x00\x42\x05\n\x03msg\"\xf1\x03\n\x0bServerEvent\x12%\n\x08\x64\x65livery\x18\x01 \x01(\x0b\x32\x11.loom.v1.DeliveryH\x00\x12*\n\x04pong\x18\x02 \x01(\x0b\x32\x1a.loom.v1.HeartbeatResponseH\x00\x12\x1d\n\x03\x65rr\x18\x03 \x01(\x0b\x32\x0e.loom.v1.ErrorH\x00\x12&\n\ttool_call\x18\x04 \x01(\x0b\x32\x11.loom.v1.ToolCallH\x00\x12)\n\x07welcome\x18\n \x01(\x0b\x32\x16.loom.v1.StreamWelcomeH\x00\x12\x30\n\x0csubscription\x18\x0b \x01(\x0b\x32\x18.loom.v1.SubscribeResultH\x00\x12\x30\n\x0e\x64\x65livery_batch\x18\x0c \x01(\x0b\x32\x16.loom.v1.DeliveryBatchH\x00\x12*\n\x0bpublish_ack\x18\r \x01(\x0b\x32\x13.loom.v1.PublishAckH\x00\x12\x33\n\x10\x63\x61ncel_tool_call\x18\x0e \x01(\x0b\x32\x17.loom.v1.CancelToolCallH\x00\x12*\n\x0b\x63\x61ll_result\x18\x0f \x01(\x0b\x32\x13.loom.v1.ToolResultH\x00\x12%\n\x08released\x18\x19 \x01(\x0b\x32\x11.loom.v1.ReleasedH\x00\x42\x05\n\x03msg\"7\n\x07Publish\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x1d\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x0e.loom.v1.Event\"M\n\x08\x44\x65livery\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x1d\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x0e.loom.v1.Event\x12\x13\n\x0b\x64\x65livery_id\x18< \x01(\x04\"\x19\n\x03\x41\x63k\x12\x12\n\nmessage_id\x18\x01 \x01(\t\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"(\n\x10HeartbeatRequest\x12\x14\n\x0ctimestamp_ms\x18\x01 \x01(\x03\"9\n\x11HeartbeatResponse\x12\x14\n\x0ctimestamp_ms\x18\x01 \x01(\x03\x12\x0e\n\x06status\x18\x02 \x01(\t\"\xa1\x01\n\x0bStreamHello\x12(\n\x08\x66\x65\x61tures\x18\x01 \x03(\x0e\x32\x16.loom.v1.StreamFeature\x12\x18\n\x10max_batch_events\x18\x02 \x01(\r\x12\x16\n\x0epublish_window\x18\x03 \x01(\r\x12\x17\n\x0f\x64\x65livery_window\x18\x14 \x01(\r\x12\x1d\n\x15\x64\x65livery_window_bytes\x18\x41 \x01(\x04\"\xb6\x01\n\rStreamWelcome\x12(\n\x08\x66\x65\x61tures\x18\x01 \x03(\x0e\x32\x16.loom.v1.StreamFeature\x12\x18\n\x10max_batch_events\x18\x02 \x01(\r\x12\x16\n\x0epublish_window\x18\x03 \x01(\r\x12\x11\n\tsettle_ms\x18\x1e \x01(\r\x12\x17\n\x0f\x64\x65livery_window\x18\x14 \x01(\r\x12\x1d\n\x15\x64\x65livery_window_bytes\x18\x41 \x01(\x04\"\x81\x01\n\x10SubscribeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07pattern\x18\x02 \x01(\t\x12\x1e\n\x03qos\x18\x03 \x01(\x0e\x32\x11.loom.v1.QoSLevel\x12\x13\n\x0b\x65vent_types\x18\x04 \x03(\t\x12\x13\n\x0b\x62uffer_size\x18\x05 \x01(\r\"`\n\x12UnsubscribeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x19\n\x0fsubscription_id\x18\x02 \x01(\x04H\x00\x12\x11\n\x07pattern\x18\x03 \x01(\tH\x00\x42\x08\n\x06target\"h\n\x0fSubscribeResult\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x17\n\x0fsubscription_id\x18\x03 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\"J\n\x0cPublishBatch\x12#\n\tpublishes\x18\x01 \x03(\x0b\x32\x10.loom.v1.Publish\x12\x15\n\rack_requested\x18\x02 \x01(\x08\"6\n\rDeliveryBatch\x12%\n\ndeliveries\x18\x01 \x03(\x0b\x32\x11.loom.v1.Delivery\"]\n\nPublishAck\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x0e\n\x06\x63redit\x18\x02 \x01(\r\x12-\n\nrejections\x18\x03 \x03(\x0b\x32\x19.loom.v1.PublishRejection\"B\n\x10PublishRejection\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\",\n\x0e\x43\x61ncelToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x1f\n\x0e\x44\x65liveryCredit\x12\r\n\x05\x63ount\x18\x01 \x01(\r\"?\n\x0b\x41gentReport\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x10\n\x08restarts\x18\x03 \x01(\r\"k\n\nDeadLetter\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x1d\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x0e.loom.v1.Event\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\r\"!\n\x08Released\x12\x15\n\rdead_lettered\x18\x01 \x01(\r\"\x87\x01\n\rDurableSettle\x12\x0c\n\x04\x61\x63ks\x18\x01 \x03(\x04\x12!\n\x04naks\x18\x02 \x03(\x0b\x32\x13.loom.v1.DurableNak\x12\x30\n\x0c\x64\x65\x61\x64_letters\x18\x03 \x03(\x0b\x32\x1a.loom.v1.DurableDeadLetter\x12\x13\n\x0bin_progress\x18\x04 \x03(\x04\"3\n\nDurableNak\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\x04\x12\x10\n\x08\x64\x65lay_ms\x18\x02 \x01(\r\"G\n\x11\x44urableDeadLetter\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\x04\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t*\xa5\x02\n\rStreamFeature\x12\x1e\n\x1aSTREAM_FEATURE_UNSPECIFIED\x10\x00\x12\x18\n\x14STREAM_FEATURE_BATCH\x10\x01\x12\x1e\n\x1aSTREAM_FEATURE_PUBLISH_ACK\x10\x02\x12\x1e\n\x1aSTREAM_FEATURE_TOOL_CANCEL\x10\x03\x12\x1d\n\x19STREAM_FEATURE_TOOL_CALLS\x10\x04\x12\x1b\n\x17STREAM_FEATURE_UNROUTED\x10\x1e\x12\"\n\x1eSTREAM_FEATURE_DELIVERY_CREDIT\x10\x14\x12\x1e\n\x1aSTREAM_FEATURE_SUPERVISION\x10\x19\x12\x1a\n\x16STREAM_FEATURE_DURABLE\x10#2\x96\x02\n\x06\x42ridge\x12N\n\rRegisterAgent\x12\x1d.loom.v1.AgentRegisterRequest\x1a\x1e.loom.v1.AgentRegisterResponse\x12=\n\x0b\x45ventStream\x12\x14.loom.v1.ClientEvent\x1a\x14.loom.v1.ServerEvent(\x01\x30\x01\x12\x39\n\x0f\x46orwardToolCall\x12\x11.loom.v1.ToolCall\x1a\x13.loom.v1.ToolResult\x12\x42\n\tHeartbeat\x12\x19.loom.v1.HeartbeatRequest\x1a\x1a.loom.v1.HeartbeatResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,8 +35,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_AGENTREGISTERREQUEST_METADATAENTRY']._loaded_options = None
   _globals['_AGENTREGISTERREQUEST_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_STREAMFEATURE']._serialized_start=3389
-  _globals['_STREAMFEATURE']._serialized_end=3682
+  _globals['_STREAMFEATURE']._serialized_start=3451
+  _globals['_STREAMFEATURE']._serialized_end=3744
   _globals['_AGENTREGISTERREQUEST']._serialized_start=76
   _globals['_AGENTREGISTERREQUEST']._serialized_end=342
   _globals['_AGENTREGISTERREQUEST_METADATAENTRY']._serialized_start=295
@@ -62,39 +62,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HEARTBEATRESPONSE']._serialized_start=1859
   _globals['_HEARTBEATRESPONSE']._serialized_end=1916
   _globals['_STREAMHELLO']._serialized_start=1919
-  _globals['_STREAMHELLO']._serialized_end=2049
-  _globals['_STREAMWELCOME']._serialized_start=2052
-  _globals['_STREAMWELCOME']._serialized_end=2203
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=2206
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=2335
-  _globals['_UNSUBSCRIBEREQUEST']._serialized_start=2337
-  _globals['_UNSUBSCRIBEREQUEST']._serialized_end=2433
-  _globals['_SUBSCRIBERESULT']._serialized_start=2435
-  _globals['_SUBSCRIBERESULT']._serialized_end=2539
-  _globals['_PUBLISHBATCH']._serialized_start=2541
-  _globals['_PUBLISHBATCH']._serialized_end=2615
-  _globals['_DELIVERYBATCH']._serialized_start=2617
-  _globals['_DELIVERYBATCH']._serialized_end=2671
-  _globals['_PUBLISHACK']._serialized_start=2673
-  _globals['_PUBLISHACK']._serialized_end=2766
-  _globals['_PUBLISHREJECTION']._serialized_start=2768
-  _globals['_PUBLISHREJECTION']._serialized_end=2834
-  _globals['_CANCELTOOLCALL']._serialized_start=2836
-  _globals['_CANCELTOOLCALL']._serialized_end=2880
-  _globals['_DELIVERYCREDIT']._serialized_start=2882
-  _globals['_DELIVERYCREDIT']._serialized_end=2913
-  _globals['_AGENTREPORT']._serialized_start=2915
-  _globals['_AGENTREPORT']._serialized_end=2978
-  _globals['_DEADLETTER']._serialized_start=2980
-  _globals['_DEADLETTER']._serialized_end=3087
-  _globals['_RELEASED']._serialized_start=3089
-  _globals['_RELEASED']._serialized_end=3122
-  _globals['_DURABLESETTLE']._serialized_start=3125
-  _globals['_DURABLESETTLE']._serialized_end=3260
-  _globals['_DURABLENAK']._serialized_start=3262
-  _globals['_DURABLENAK']._serialized_end=3313
-  _globals['_DURABLEDEADLETTER']._serialized_start=3315
-  _globals['_DURABLEDEADLETTER']._serialized_end=3386
-  _globals['_BRIDGE']._serialized_start=3685
-  _globals['_BRIDGE']._serialized_end=3963
+  _globals['_STREAMHELLO']._serialized_end=2080
+  _globals['_STREAMWELCOME']._serialized_start=2083
+  _globals['_STREAMWELCOME']._serialized_end=2265
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=2268
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=2397
+  _globals['_UNSUBSCRIBEREQUEST']._serialized_start=2399
+  _globals['_UNSUBSCRIBEREQUEST']._serialized_end=2495
+  _globals['_SUBSCRIBERESULT']._serialized_start=2497
+  _globals['_SUBSCRIBERESULT']._serialized_end=2601
+  _globals['_PUBLISHBATCH']._serialized_start=2603
+  _globals['_PUBLISHBATCH']._serialized_end=2677
+  _globals['_DELIVERYBATCH']._serialized_start=2679
+  _globals['_DELIVERYBATCH']._serialized_end=2733
+  _globals['_PUBLISHACK']._serialized_start=2735
+  _globals['_PUBLISHACK']._serialized_end=2828
+  _globals['_PUBLISHREJECTION']._serialized_start=2830
+  _globals['_PUBLISHREJECTION']._serialized_end=2896
+  _globals['_CANCELTOOLCALL']._serialized_start=2898
+  _globals['_CANCELTOOLCALL']._serialized_end=2942
+  _globals['_DELIVERYCREDIT']._serialized_start=2944
+  _globals['_DELIVERYCREDIT']._serialized_end=2975
+  _globals['_AGENTREPORT']._serialized_start=2977
+  _globals['_AGENTREPORT']._serialized_end=3040
+  _globals['_DEADLETTER']._serialized_start=3042
+  _globals['_DEADLETTER']._serialized_end=3149
+  _globals['_RELEASED']._serialized_start=3151
+  _globals['_RELEASED']._serialized_end=3184
+  _globals['_DURABLESETTLE']._serialized_start=3187
+  _globals['_DURABLESETTLE']._serialized_end=3322
+  _globals['_DURABLENAK']._serialized_start=3324
+  _globals['_DURABLENAK']._serialized_end=3375
+  _globals['_DURABLEDEADLETTER']._serialized_start=3377
+  _globals['_DURABLEDEADLETTER']._serialized_end=3448
+  _globals['_BRIDGE']._serialized_start=3747
+  _globals['_BRIDGE']._serialized_end=4025
 # @@protoc_insertion_point(module_scope)

@@ -3,8 +3,8 @@
 ``loom run`` (``sdk/cli/_runner.py``) starts this module as a subprocess, twice over:
 
 * ``python -m loom.cli._agent_host list FILE...`` imports each file and prints, as its last
-  stdout line, ``LOOM-AGENTS:`` and a JSON list of ``{"file", "id"}`` (or ``{"file",
-  "error"}``).
+  stdout line, ``LOOM-AGENTS:`` and a JSON list of ``{"file", "id", "durable"}`` (or
+  ``{"file", "error"}``).
 * ``python -m loom.cli._agent_host run FILE AGENT_ID`` reads one JSON line of :class:`HostConfig`
   from stdin (so a token never shows in ``ps`` or the environment), connects the agent to the
   server (retrying the first connection until ``connect_timeout``; default forever), and
@@ -15,7 +15,8 @@
 
   Exit codes: 0 stopped cleanly; 1 the agent failed or lost its server (a restart may help);
   2 the file or the agent cannot be loaded, 3 the server refused it for good (credentials,
-  permission, a malformed option): a restart cannot help, and ``loom run`` does not try.
+  permission, a malformed option): a restart cannot help, and ``loom run`` does not try;
+  4 an operator released its id while it ran: ``loom run`` does not restart it either.
 
 Which objects are agents (the discovery rule)
 ---------------------------------------------
@@ -147,7 +148,7 @@ def find_agents(module: ModuleType) -> list[Agent]:
 
 
 def _list(files: Sequence[str]) -> int:
-    entries: list[dict[str, str]] = []
+    entries: list[dict[str, str | bool]] = []
     for file in files:
         try:
             agents = find_agents(load_module(Path(file)))
@@ -158,7 +159,7 @@ def _list(files: Sequence[str]) -> int:
             entries.append(
                 {"file": file, "error": f"{file}: no module-level Agent instance (see loom run -h)"}
             )
-        entries.extend({"file": file, "id": a.agent_id} for a in agents)
+        entries.extend({"file": file, "id": a.agent_id, "durable": a.durable} for a in agents)
     sys.stdout.flush()  # whatever the files printed comes first; the marker line is last
     print(LIST_MARKER + json.dumps(entries), flush=True)
     return 0

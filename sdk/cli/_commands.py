@@ -676,6 +676,11 @@ def _status_lines(address: str, s: ServerStatus) -> list[tuple[str, str]]:
             f"{s.tool_calls} done, {s.tool_calls_running} running, "
             f"{s.pending_tool_calls} waiting on remote agents",
         ),
+        (
+            "in flight",
+            f"{s.in_flight} deliveries to remote agents, not yet taken in ({s.in_flight_bytes} "
+            "bytes)",
+        ),
         ("nats", _nats_line(s)),
         # Counts above are of the namespace only, for a tenant's token: say so.
         *([("namespace", f"{s.namespace} (the counts above are its own)")] if s.namespace else []),

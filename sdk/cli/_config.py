@@ -226,6 +226,8 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             max_pending_tool_calls=self.max_pending_tool_calls,
             max_agents=self.max_agents,
             max_buffer_bytes=self.max_buffer_bytes,
+            # One knob: what a stream may have in flight to an agent is a buffer too.
+            delivery_window_bytes=self.max_buffer_bytes,
         )
 
     def tls(self) -> TLSConfig | None:

@@ -168,7 +168,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument(
         "--embedded",
         action="store_true",
-        help="start a server in this process instead of connecting to one",
+        help="start a server in this process instead of connecting to one (memory only: "
+        "no NATS, so durable agents are refused; use loom serve for those)",
     )
     p.add_argument(
         "--port",

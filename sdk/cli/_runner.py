@@ -11,8 +11,13 @@ What it does, in order:
 2. **Finds a server.** The given address (``--address``, else ``$LOOM_BRIDGE_ADDR``, else
    ``127.0.0.1:50051``, where ``loom serve`` listens by default); with ``embedded``, a server
    started in this process on ``127.0.0.1`` (``port`` 0 picks a free one) instead, which
-   lives as long as the run. An agent keeps retrying its first connection (forever, unless
-   ``connect_timeout``), so ``loom run`` may start before ``loom serve``.
+   lives as long as the run. That server is **memory only**: no NATS, no data directory, so
+   nothing in it outlives the run and durable agents (``Agent(durable=True)``) have nowhere
+   to be stored; it says so when it starts, ``loom status`` shows ``nats: off``, and a run
+   with a durable agent is refused before anything starts (run those against ``loom
+   serve``, whose defaults store durable events in its embedded NATS JetStream). An agent
+   keeps retrying its first connection (forever, unless ``connect_timeout``), so ``loom run``
+   may start before ``loom serve``.
 3. **Runs one subprocess per agent** (``python -m loom.cli._agent_host run FILE ID``), so one
    agent crashing cannot take the others down. Each output line of the agent goes to this
    process's stdout (its stderr to stderr), prefixed with the time and ``[agent-id]``; the
@@ -24,7 +29,9 @@ What it does, in order:
    stopped by itself) is not restarted; the run ends when no agent is left. An agent that
    cannot run (exit code 2: its file or agent cannot be loaded; 3: the server refused it for
    good, e.g. a wrong token) is not restarted either: a restart cannot fix that. The run
-   says why in one line, stops the other agents and exits 1.
+   says why in one line, stops the other agents and exits 1. An agent whose id an operator
+   released while it ran (exit code 4, ``loom agents release ID``) is not restarted, which
+   would take the id back; the others go on.
 5. **Stops cleanly on SIGINT or SIGTERM:** every agent is sent SIGTERM and drains (no new
    events or calls; the handler and the capability calls in progress get ``grace`` seconds;
    ``on_stop`` runs; it disconnects). One still running ``grace`` + 2 seconds later is
@@ -54,7 +61,7 @@ from anyio.abc import ByteReceiveStream, Process
 from loom.bridge import Backoff, ClientTLS
 from loom.runtime import LoomError
 
-from .._process import DEFAULT_ADDRESS
+from .._process import DEFAULT_ADDRESS, RELEASED_EXIT_CODE
 
 if TYPE_CHECKING:
     from ._agent_host import HostConfig
@@ -72,10 +79,11 @@ class RunError(LoomError):
 
 
 class AgentFile(msgspec.Struct, frozen=True, kw_only=True):
-    """One agent to run: the file it is defined in, and its id."""
+    """One agent to run: the file it is defined in, its id, and whether it is durable."""
 
     file: str
     id: str
+    durable: bool = False
 
 
 class RunConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -165,7 +173,9 @@ async def discover(paths: Sequence[str]) -> list[AgentFile]:
     errors = [e["error"] for e in entries if "error" in e]
     if errors:
         raise RunError("; ".join(errors))
-    agents = [AgentFile(file=e["file"], id=e["id"]) for e in entries]
+    agents = [
+        AgentFile(file=e["file"], id=e["id"], durable=e.get("durable", False)) for e in entries
+    ]
     seen: dict[str, str] = {}
     for agent in agents:
         if agent.id in seen:
@@ -280,6 +290,10 @@ class _Supervisor:
                 return
             if code == 0:
                 note("stopped (exit code 0); not restarted", agent.id)
+                return
+            if code == RELEASED_EXIT_CODE:
+                # The operator freed its id for another process: taking it back is not ours.
+                note(f"{_describe(code)}: released by the operator; not restarted", agent.id)
                 return
             if code in _CANNOT_RUN:
                 note(
@@ -415,6 +429,14 @@ async def run(config: RunConfig) -> int:
         output.note(f"{names} -> {config.address}")
         return 0 if await _supervise_all(config, agents, config.address, output) else 1
 
+    durable = [a.id for a in agents if a.durable]
+    if durable:
+        # Said now, once, rather than as each agent's refused registration (exit code 3).
+        raise RunError(
+            f"{', '.join(durable)}: durable (Agent(durable=True)), but the embedded server of "
+            "loom run --embedded is memory only (no NATS): run them against loom serve"
+        )
+
     from loom.bridge import BridgeServer
     from loom.runtime import AgentRuntime, EventBus
 
@@ -424,7 +446,11 @@ async def run(config: RunConfig) -> int:
         BridgeServer(runtime, port=config.port, token=config.token) as server,
     ):
         # The address goes to stdout, like loom serve's, for scripts that want to connect.
-        print(f"loom run: embedded server listening on {server.address}", flush=True)
+        print(
+            f"loom run: embedded server listening on {server.address} "
+            "(memory only: no NATS, nothing durable; loom serve for that)",
+            flush=True,
+        )
         output.note(names)
         ok = await _supervise_all(config, agents, server.address, output)
     return 0 if ok else 1

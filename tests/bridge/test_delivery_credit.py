@@ -18,7 +18,7 @@ import grpc.aio
 import pytest
 from anyio.abc import Process
 
-from loom.bridge import ClientOptions
+from loom.bridge import AdminClient, ClientOptions, Limits
 from loom.bridge._generated import bridge_pb2, bus_pb2, bus_pb2_grpc, event_pb2
 from loom.runtime import Event, QoS, Subscription
 
@@ -257,3 +257,115 @@ async def test_an_old_client_has_a_delivery_counted_once_it_is_written() -> None
         await wait_until(lambda: mailbox.statistics().delivered == 5)
         assert mailbox.statistics().in_flight == 0
         await agent.close()
+
+
+# ------------------------------------------------------------------ the byte window
+
+
+async def test_the_byte_window_bounds_what_is_in_flight_and_an_oversize_delivery_goes_alone() -> (
+    None
+):
+    async with serving(limits=Limits(delivery_window_bytes=50_000)) as s, channel(s.target) as ch:
+        agent = OldAgent(ch, "bytes")
+        await agent.connect(topics=["b.>"])
+        hello = bridge_pb2.StreamHello(
+            features=[bridge_pb2.STREAM_FEATURE_DELIVERY_CREDIT],
+            delivery_window=100,
+            delivery_window_bytes=10_000,
+        )
+        await agent.send(bridge_pb2.ClientEvent(hello=hello))
+        welcome = (await agent.next("welcome")).welcome
+        assert (welcome.delivery_window, welcome.delivery_window_bytes) == (100, 10_000)
+        await agent.ping(2)  # the welcome is written: credit counts from here
+        session = s.server.hub.sessions["bytes"]
+        mailbox = session.remote.mailbox
+        payload = b"x" * 3_000
+        for i in range(6):
+            await s.bus.publish("b.x", Event(type="n", payload=payload, metadata={"i": str(i)}))
+        # Three fit in 10,000 bytes (each a little over 3,000 encoded); the count window
+        # (100) would let all six go.
+        got = [(await agent.next("delivery")).delivery for _ in range(3)]
+        size = got[0].ByteSize()
+        assert 3 * size <= 10_000 < 4 * size
+        await agent.ping(3)  # nothing more came before the pong: the byte window is full
+        stats = session.statistics()
+        assert (stats.in_flight, stats.in_flight_bytes) == (3, 3 * size)
+        assert stats.delivery_window_bytes == 10_000
+        server = s.server.statistics()
+        assert (server.in_flight, server.in_flight_bytes) == (3, 3 * size)
+        async with AdminClient(s.target) as admin:  # what `loom status` shows
+            status = await admin.status()
+        assert (status.in_flight, status.in_flight_bytes) == (3, 3 * size)
+        # The subscription counts one more in flight: the next, taken by its pump, which
+        # waits with it for room (in memory, not on the wire).
+        assert mailbox.statistics().in_flight == 4
+        credit = bridge_pb2.ClientEvent(delivery_credit=bridge_pb2.DeliveryCredit(count=1))
+        await agent.send(credit)  # frees the oldest one's bytes: one more goes
+        assert (await agent.next("delivery")).delivery.event.metadata["i"] == "3"
+        await agent.ping(4)
+        assert session.statistics().in_flight_bytes == 3 * size
+        # A delivery larger than the whole window waits until nothing is in flight, then
+        # goes alone.
+        await s.bus.publish("b.x", Event(type="n", payload=b"y" * 20_000))
+        credit = bridge_pb2.ClientEvent(delivery_credit=bridge_pb2.DeliveryCredit(count=3))
+        await agent.send(credit)  # 1, 2 and 3: then 4 and 5 go (6,000 bytes in flight)
+        for expected in ("4", "5"):
+            assert (await agent.next("delivery")).delivery.event.metadata["i"] == expected
+        await agent.ping(5)
+        assert session.statistics().in_flight == 2  # the big one waits behind them
+        credit = bridge_pb2.ClientEvent(delivery_credit=bridge_pb2.DeliveryCredit(count=2))
+        await agent.send(credit)
+        big = (await agent.next("delivery")).delivery
+        assert len(big.event.payload) == 20_000
+        await agent.ping(6)
+        stats = session.statistics()
+        assert (stats.in_flight, stats.in_flight_bytes) == (1, big.ByteSize())
+        assert stats.max_in_flight_bytes == big.ByteSize()
+        await agent.close()
+
+
+async def test_a_stream_that_names_no_byte_window_gets_the_servers() -> None:
+    async with serving(limits=Limits(delivery_window_bytes=12_345)) as s, channel(s.target) as ch:
+        agent = OldAgent(ch, "older")
+        await agent.connect(topics=["o.>"])
+        hello = bridge_pb2.StreamHello(features=[bridge_pb2.STREAM_FEATURE_DELIVERY_CREDIT])
+        await agent.send(bridge_pb2.ClientEvent(hello=hello))
+        welcome = (await agent.next("welcome")).welcome
+        assert welcome.delivery_window_bytes == 12_345
+        await agent.close()
+
+
+async def test_a_slow_remote_agent_with_large_events_keeps_in_flight_bytes_under_the_bound(
+    tmp_path: Path,
+) -> None:
+    window = 256 * 1024
+    payload = b"z" * (16 * 1024)
+    async with (
+        hosting(limits=Limits(delivery_window_bytes=window)) as host,
+        slow_agent(tmp_path, host, delay=0.01, qos=QoS.BATCHED) as (_process, count_file, mailbox),
+    ):
+        assert host.server is not None
+        session = host.server.hub.sessions["slow"]
+        assert session.statistics().delivery_window_bytes == window
+        bus = host.bus
+        most = 0  # the most bytes the subscription had in flight, sampled
+
+        async def publish() -> None:
+            for _ in range(2_000):
+                await bus.publish("flood.x", Event(type="n", payload=payload))
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(publish)
+                await wait_until(lambda: mailbox.statistics().waiting_publishers > 0, timeout=20)
+                end = anyio.current_time() + 1.0
+                while anyio.current_time() < end:
+                    most = max(most, mailbox.statistics().in_flight * len(payload))
+                    await anyio.sleep(0.005)
+                stats = session.statistics()
+                tg.cancel_scope.cancel()
+        assert _handled(count_file) > 0
+    # The count window (1000 deliveries, 16 MB of these) never came into play: the bytes did.
+    assert 0 < stats.max_in_flight_bytes <= window, stats
+    assert 0 < most <= window
+    assert stats.in_flight_bytes <= window

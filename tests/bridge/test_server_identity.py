@@ -14,7 +14,15 @@ import anyio
 import grpc
 import pytest
 
-from loom.bridge import AdminClient, BridgeServer, WeakToken, WrongAgent, token_weakness
+from loom.bridge import (
+    AdminClient,
+    AgentReleased,
+    BridgeServer,
+    ConnectionEnded,
+    WeakToken,
+    WrongAgent,
+    token_weakness,
+)
 from loom.bridge._client import AgentRegistration, BridgeClient
 from loom.bridge._generated import bridge_pb2, bus_pb2, event_pb2, tools_pb2
 from loom.bridge._identity import OPERATOR, Principal, reaches_other_mailboxes
@@ -383,6 +391,26 @@ async def test_release_frees_a_held_id() -> None:
         assert code is grpc.StatusCode.PERMISSION_DENIED
         assert "released by an operator" in details
         await OldAgent(ch, "stuck", metadata=md).connect()  # anyone may take it now
+
+
+async def test_our_client_released_while_connected_ends_with_agent_released() -> None:
+    # Not "cannot connect": it was connected, and the operator ended it; it does not come
+    # back for the id (the server said so in a trailer, not only in words).
+    async with serving(admin_token=ADMIN) as s:
+        registration = AgentRegistration(agent_id="kicked", topics=("k.in",))
+        async with BridgeClient(s.server.address, registration, options=FAST) as agent:
+            async with AdminClient(s.target, token=ADMIN) as admin:
+                assert await admin.release_agent("kicked")
+            with anyio.fail_after(5), pytest.raises(AgentReleased) as info:
+                await agent.wait_closed()
+        assert str(info.value) == (
+            f"agent 'kicked' was released by the operator of {s.server.address}: its "
+            "connection ended and it does not reconnect"
+        )
+        assert isinstance(info.value, ConnectionEnded)
+        assert info.value.code == "PERMISSION_DENIED"
+        assert agent.statistics().connects == 1  # it did not register again
+        assert "kicked" not in s.server.hub.registrations
 
 
 async def test_release_from_the_cli(tmp_path: Path) -> None:

@@ -18,11 +18,13 @@ import pytest
 import loom
 from loom import InvalidCapability
 from loom.bridge import (
+    AgentReleased,
     AgentUnresponsive,
     BindError,
     BridgeError,
     ClientClosed,
     ConnectFailed,
+    ConnectionEnded,
     ConnectionLost,
     HandshakeError,
     InsecureBind,
@@ -143,6 +145,8 @@ NEVER_CROSSES: dict[type[LoomError], str] = {
     ClientClosed: "the client's own state",
     ConnectionLost: "the client's session noticing its stream ended",
     ConnectFailed: "made by a client from a failed first contact",
+    ConnectionEnded: "made by a client from the status that ended it for good once connected",
+    AgentReleased: "made by a client from a stream ended with loom-agent-released",
     RegistrationRefused: "made by a client from RegisterAgent's success = false",
     SubscribeRefused: "made by a client from a SubscribeResult's code",
     PublishRejected: "made by a client from a PublishRejection's code",

@@ -212,6 +212,45 @@ async def test_a_client_without_the_feature_is_never_durable(tmp_path: Path) -> 
             await old.close()
 
 
+async def test_durable_deliveries_in_flight_are_bounded_in_bytes_too(tmp_path: Path) -> None:
+    with anyio.fail_after(30):
+        async with (
+            nats_server(tmp_path) as nats,
+            durable_server(nats) as (bus, _log, server),
+            channel(f"127.0.0.1:{server.port}") as ch,
+        ):
+            agent = OldAgent(ch, "weighed")
+            request = bridge_pb2.AgentRegisterRequest(
+                agent_id="weighed", subscribed_topics=["work.>"]
+            )
+            request.durable.max_deliver = 3
+            await agent.bridge.RegisterAgent(request)
+            await agent.open()
+            hello = bridge_pb2.StreamHello(
+                features=[
+                    bridge_pb2.STREAM_FEATURE_DURABLE,
+                    bridge_pb2.STREAM_FEATURE_DELIVERY_CREDIT,
+                ],
+                delivery_window=100,
+                delivery_window_bytes=10_000,
+            )
+            await agent.send(bridge_pb2.ClientEvent(hello=hello))
+            welcome = (await agent.next("welcome")).welcome
+            assert welcome.delivery_window_bytes == 10_000
+            for i in range(5):
+                await bus.publish("work.x", Event(payload=b"%d" % i + b"x" * 3_000))
+            got = [(await agent.next("delivery")).delivery for _ in range(3)]
+            assert [d.event.payload[:1] for d in got] == [b"0", b"1", b"2"]
+            await agent.ping(1)  # nothing more came before the pong: the byte window is full
+            stats = server.hub.sessions["weighed"].statistics()
+            assert stats.in_flight == 3
+            assert stats.in_flight_bytes <= 10_000
+            credit = bridge_pb2.DeliveryCredit(count=1)
+            await agent.send(bridge_pb2.ClientEvent(delivery_credit=credit))
+            assert (await agent.next("delivery")).delivery.event.payload[:1] == b"3"
+            await agent.close()
+
+
 async def test_durable_without_a_log_is_refused_with_the_reason() -> None:
     with anyio.fail_after(30):
         async with serving() as served, channel(served.target) as ch:  # a bus like --nats off

@@ -106,6 +106,38 @@ async def test_a_folder_of_agents_with_a_crash_and_a_restart(tmp_path: Path) -> 
         assert statuses == {"crasher": "disconnected", "echo": "disconnected"}
 
 
+async def test_an_agent_released_by_the_operator_is_not_restarted_and_the_rest_go_on(
+    tmp_path: Path,
+) -> None:
+    folder = _agents(tmp_path)
+    admin = "admin-" + "x7Qp2Lm9Zr4Kw8Vb"
+    async with (
+        loom_serve(tmp_path, "--admin-token", admin) as (_server, address),
+        running("run", str(folder), "-a", address, cwd=tmp_path) as run,
+    ):
+        await run.wait_for(r"\[crasher\] INFO loom.bridge.client: connected to .* as crasher$")
+        await run.wait_for(r"\[echo\] INFO loom.bridge.client: connected to .* as echo$")
+        released = await loom(
+            "agents", "release", "echo", "--token", admin, "-a", address, cwd=tmp_path
+        )
+        assert released.returncode == 0, released.stderr
+        await run.wait_for(
+            f"^{STAMP}" + r"\[echo\] WARNING loom.agent: agent 'echo' was released by the "
+            r"operator of \S+: its connection ended and it does not reconnect$"
+        )
+        await run.wait_for(
+            f"^{STAMP}" + r"\[echo\] exited with code 4: released by the operator; not restarted$"
+        )
+        # The others go on.
+        sent = await loom("publish", "demo.x", "still", "-a", address, cwd=tmp_path)
+        assert sent.returncode == 0, sent.stderr
+        await run.wait_for(r"\[crasher\] crasher got still$")
+        assert await run.stop(signal.SIGINT) == 0
+    assert run.count(r"\[echo\] INFO loom.bridge.client: connected") == 1  # not restarted
+    assert "cannot connect" not in run.output
+    assert "Traceback" not in run.output
+
+
 async def test_with_embedded_it_starts_a_server_of_its_own(tmp_path: Path) -> None:
     folder = tmp_path / "one"
     folder.mkdir()
@@ -117,6 +149,36 @@ async def test_with_embedded_it_starts_a_server_of_its_own(tmp_path: Path) -> No
         assert result.returncode == 0, result.stderr
         await run.wait_for(r"\[echo\] echo got hello on demo\.z$")
         assert await run.stop(signal.SIGTERM) == 0
+
+
+async def test_the_embedded_server_says_it_is_memory_only_and_refuses_durable_agents(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "echo.py").write_text(ECHO)
+    async with running("run", "echo.py", "--embedded", cwd=tmp_path) as run:
+        line = await run.wait_for(r"embedded server listening on (\S+:\d+)")
+        assert line.string == (
+            f"loom run: embedded server listening on {line.group(1)} "
+            "(memory only: no NATS, nothing durable; loom serve for that)"
+        )
+        status = await loom("status", "-a", line.group(1), cwd=tmp_path)
+        assert status.returncode == 0, status.stderr
+        assert b"nats:        off (memory only: durable subscriptions refused)" in status.stdout
+        assert await run.stop(signal.SIGTERM) == 0
+    (tmp_path / "keeper.py").write_text(
+        "from loom import Agent\nkeeper = Agent('keeper', topics=['k.*'], durable=True)\n"
+    )
+    refused = await loom("run", "keeper.py", "echo.py", "--embedded", cwd=tmp_path)
+    assert refused.returncode != 0
+    assert not refused.stdout  # nothing started
+    assert (
+        refused.stderr.decode()
+        .strip()
+        .endswith(
+            "keeper: durable (Agent(durable=True)), but the embedded server of loom run "
+            "--embedded is memory only (no NATS): run them against loom serve"
+        )
+    )
 
 
 async def test_an_agent_that_stops_by_itself_is_not_restarted(tmp_path: Path) -> None:

@@ -48,6 +48,9 @@ async def test_status_of_a_live_server(tmp_path: Path) -> None:
         assert lines["server"].strip() == f"{address}: serving, loom {VERSION}"
         assert "since" in lines["uptime"]
         assert lines["events"].strip() == "1 published, 0 dropped, 1 unrouted"
+        assert lines["in flight"].strip() == (
+            "0 deliveries to remote agents, not yet taken in (0 bytes)"
+        )
         as_json = await loom("status", "--json", "-a", address, cwd=tmp_path)
         record = json.loads(as_json.stdout)
         assert record["serving"] is True
@@ -55,6 +58,7 @@ async def test_status_of_a_live_server(tmp_path: Path) -> None:
         assert record["published"] == 1
         assert record["uptime_s"] > 0
         assert record["stale_after_s"] == 15.0
+        assert (record["in_flight"], record["in_flight_bytes"]) == (0, 0)
 
 
 async def test_status_of_no_server_is_one_line_and_exit_1(tmp_path: Path) -> None:
