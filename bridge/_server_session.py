@@ -489,6 +489,11 @@ class Session:
             settle_ms=math.ceil(self.hub.settle.remaining() * 1000),
             delivery_window=self._dwindow,
         )
+        durable_log = self._bus.plumbing.durable_log
+        if self.durable is not None and durable_log is not None:
+            # The agent's keep-alives must come well within the log's ack wait, whatever
+            # this server was configured with (StreamWelcome.durable_ack_wait_ms).
+            welcome.durable_ack_wait_ms = max(1, round(durable_log.ack_wait * 1000))
         await self._send(bridge_pb2.ServerEvent(welcome=welcome))
 
     # ------------------------------------------------------------------ publishing

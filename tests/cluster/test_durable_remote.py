@@ -4,6 +4,7 @@ durable state is keyed by its id on the server. Processes are killed with real s
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import signal
@@ -66,13 +67,13 @@ _SECRET = secrets.token_urlsafe(24)
 
 @asynccontextmanager
 async def durable_server(
-    nats: NatsServer,
+    nats: NatsServer, *, ack_wait: float = 300.0
 ) -> AsyncIterator[tuple[EventBus, JetStreamLog, BridgeServer]]:
     """The server side: a bus with a JetStreamLog, its runtime, a bridge on 127.0.0.1:0."""
     async with (
-        # An ack wait longer than any test: a redelivery within one comes from the server
-        # handing back what an ended stream held, not from the log's own timer.
-        durable_bus(nats, ack_wait=300.0) as (bus, log),
+        # By default an ack wait longer than any test: a redelivery within one comes from
+        # the server handing back what an ended stream held, not from the log's own timer.
+        durable_bus(nats, ack_wait=ack_wait) as (bus, log),
         AgentRuntime(bus, stop_timeout_s=1.0) as runtime,
         BridgeServer(runtime, grace_s=1.0) as server,
     ):
@@ -194,6 +195,7 @@ async def test_a_client_without_the_feature_is_never_durable(tmp_path: Path) -> 
             await old.send(bridge_pb2.ClientEvent(hello=hello))
             welcome = await old.next("welcome")
             assert bridge_pb2.STREAM_FEATURE_DURABLE not in welcome.welcome.features
+            assert welcome.welcome.durable_ack_wait_ms == 0  # said to durable streams only
             await bus.publish("work.x", Event(payload=b"plain"))
             frame = await old.read()
             delivery = (
@@ -231,3 +233,33 @@ async def test_durable_without_a_log_is_refused_with_the_reason() -> None:
     assert "durable agent 'wants-durable' needs durability" in details
     assert "--nats off" in details
     assert isinstance(error_from_status(code, details), DurabilityUnavailable)
+
+
+async def test_a_slow_handler_is_kept_alive_within_the_servers_ack_wait(tmp_path: Path) -> None:
+    # The server's log redelivers what is unsettled after 1 s; the handler takes 3 s. The
+    # agent learns that ack wait from the welcome and sends its keep-alive every third of
+    # it (assuming the default 30 s, it would say nothing for 10 s: redelivered meanwhile).
+    attempts: list[str] = []
+    done = anyio.Event()
+
+    async def slow(ctx: Context, topic: str, event: Event) -> None:
+        attempts.append(event.metadata["delivery.attempt"])
+        await anyio.sleep(3.0)  # three ack waits
+        done.set()
+
+    agent = Agent("slow", topics=["work.>"], on_event=slow, durable=True)
+    with anyio.fail_after(60):
+        async with (
+            nats_server(tmp_path) as nats,
+            durable_server(nats, ack_wait=1.0) as (bus, log, server),
+            anyio.create_task_group() as tg,
+        ):
+            address = f"127.0.0.1:{server.port}"
+            await tg.start(functools.partial(serve_agent, agent, address))
+            await _consumer_exists(log, "slow")
+            await bus.publish("work.x", Event(payload=b"slow"))
+            await done.wait()
+            stats = {c.name: c for c in (await log.statistics()).consumers}
+            tg.cancel_scope.cancel()
+    assert attempts == ["1"]
+    assert stats["slow"].redelivered == 0
