@@ -431,16 +431,43 @@ class JetStreamLog:
                 config.opt_start_time = _moment(since)
         end_seq = until if isinstance(until, int) else None
         end_time = None if until is None or isinstance(until, int) else _moment(until)
-        sub = await self._js.pull_subscribe(subject_of(pattern), stream=STREAM, config=config)
+        replayed = 0
+
+        def interrupted(exc: BaseException) -> DurableUnavailable:
+            # The server went away (killed, restarting: the replay's consumer, kept in its
+            # memory, is gone with it) or stopped answering. Said, never a silent end: the
+            # caller would take a cut replay for the whole of it.
+            return DurableUnavailable(
+                f"replay of {pattern!r} interrupted after {replayed} events: the durable "
+                f"log's server did not answer ({exc!r}); replay again (since= the last "
+                "log.sequence seen + 1) once it is back"
+            )
+
+        try:
+            sub = await self._js.pull_subscribe(subject_of(pattern), stream=STREAM, config=config)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise interrupted(exc) from exc
         name = ""
         try:
-            info = await sub.consumer_info()
+            try:
+                info = await sub.consumer_info()
+            except (nats.errors.Error, TimeoutError) as exc:
+                raise interrupted(exc) from exc
             name, pending = info.name, info.num_pending
             while pending:
                 try:
                     msgs = await sub.fetch(min(pending, 256), timeout=5.0)
-                except TimeoutError:
-                    return  # the rest expired meanwhile
+                except (nats.errors.Error, TimeoutError) as exc:
+                    # Nothing within the fetch's wait: either the rest expired meanwhile (a
+                    # limit removed it: the consumer has nothing pending) or the server is
+                    # gone or stuck (asking the consumer fails too).
+                    try:
+                        info = await sub.consumer_info()
+                    except (nats.errors.Error, TimeoutError) as gone:
+                        raise interrupted(gone) from exc
+                    if not info.num_pending:
+                        return
+                    raise interrupted(exc) from exc
                 for msg in msgs:
                     meta = msg.metadata
                     if end_seq is not None and meta.sequence.stream > end_seq:
@@ -451,6 +478,7 @@ class JetStreamLog:
                     metadata = {**event.metadata, SEQUENCE_KEY: str(meta.sequence.stream)}
                     event = msgspec.structs.replace(event, metadata=metadata)
                     yield Delivery(topic_of(msg.subject), event)
+                    replayed += 1
                     pending = meta.num_pending
                     if not pending:
                         return
