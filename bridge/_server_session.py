@@ -59,6 +59,7 @@ from loom.runtime import (
     Delivery,
     DurableMessage,
     DurableSubscription,
+    DurableUnavailable,
     Event,
     InvalidArgument,
     Subscription,
@@ -677,7 +678,10 @@ class Session:
                                 reached = await bus.publish(item.topic, item.event)
                             finally:
                                 self._blocked = False
-                    except (InvalidArgument, BusClosed) as exc:
+                    except (InvalidArgument, BusClosed, DurableUnavailable) as exc:
+                        # DurableUnavailable: a durable topic's event not stored within the
+                        # log's publish timeout (its server down): refused, with its code
+                        # (DEADLINE_EXCEEDED), and the stream goes on.
                         item.code, item.reason = code_name(status_of(exc)), str(exc)
                 if item.code and log.isEnabledFor(logging.DEBUG):
                     on = f" on {item.topic!r}" if item.topic else ""

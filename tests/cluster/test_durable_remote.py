@@ -21,7 +21,14 @@ import pytest
 
 from loom import Agent
 from loom._remote import serve_agent
-from loom.bridge import BridgeServer, ConnectFailed
+from loom.bridge import (
+    Acceptance,
+    AgentRegistration,
+    BridgeClient,
+    BridgeServer,
+    ConnectFailed,
+    PublishRejected,
+)
 from loom.bridge._generated import bridge_pb2
 from loom.bridge._status import error_from_status
 from loom.cluster import JetStreamLog
@@ -263,3 +270,32 @@ async def test_a_slow_handler_is_kept_alive_within_the_servers_ack_wait(tmp_path
             tg.cancel_scope.cancel()
     assert attempts == ["1"]
     assert stats["slow"].redelivered == 0
+
+
+async def test_a_remote_publish_not_stored_in_time_is_refused_and_the_stream_goes_on(
+    tmp_path: Path,
+) -> None:
+    # The nats-server is down for longer than the log's publish timeout (1 s here): the
+    # remote publisher's durable publish is refused with DEADLINE_EXCEEDED (the server's
+    # DurableUnavailable), not the end of its stream; once the server is back, it goes on.
+    registration = AgentRegistration(agent_id="publisher")
+    with anyio.fail_after(60):
+        async with nats_server(tmp_path) as nats:
+            async with (
+                durable_bus(nats, publish_timeout=1.0) as (bus, log),
+                AgentRuntime(bus, stop_timeout_s=1.0) as runtime,
+                BridgeServer(runtime, grace_s=1.0) as server,
+                BridgeClient(f"127.0.0.1:{server.port}", registration) as client,
+            ):
+                bus.register_durable("keeper", ("kept.>",))
+                assert await client.publish("kept.x", Event(), wait_accepted=True)
+                nats.kill()
+                with pytest.raises(PublishRejected) as refused:
+                    await client.publish("kept.x", Event(), wait_accepted=True)
+                await nats.start()
+                outcome = await client.publish("kept.x", Event(), wait_accepted=True)
+                connects = client.statistics().connects
+    assert refused.value.code == "DEADLINE_EXCEEDED"
+    assert "not stored within 1s" in refused.value.reason
+    assert outcome in (Acceptance.ACCEPTED, Acceptance.UNROUTED)
+    assert connects == 1  # the same stream throughout
