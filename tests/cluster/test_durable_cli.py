@@ -296,11 +296,16 @@ async def test_a_replay_cut_by_the_loss_of_its_nats_server_says_so(tmp_path: Pat
             for _ in range(2000):
                 await bus.publish("kept.x", Event(payload=payload))
             async with AdminClient(f"127.0.0.1:{bridge.port}", timeout=30) as admin:
-                with pytest.raises(DurableUnavailable) as cut:
+
+                async def read_all() -> None:
+                    nonlocal got
                     async for _ in admin.replay("kept.>"):
                         got += 1
                         if got == 10:
                             server.kill()
+
+                with pytest.raises(DurableUnavailable) as cut:
+                    await read_all()
             # Back (as loom serve's supervisor does it), and reconnected (a store goes
             # through): nats-py's close on a connection in the middle of reconnecting fails.
             await server.start()

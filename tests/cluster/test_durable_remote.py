@@ -280,21 +280,21 @@ async def test_a_remote_publish_not_stored_in_time_is_refused_and_the_stream_goe
     # DurableUnavailable), not the end of its stream; once the server is back, it goes on.
     registration = AgentRegistration(agent_id="publisher")
     with anyio.fail_after(60):
-        async with nats_server(tmp_path) as nats:
-            async with (
-                durable_bus(nats, publish_timeout=1.0) as (bus, log),
-                AgentRuntime(bus, stop_timeout_s=1.0) as runtime,
-                BridgeServer(runtime, grace_s=1.0) as server,
-                BridgeClient(f"127.0.0.1:{server.port}", registration) as client,
-            ):
-                bus.register_durable("keeper", ("kept.>",))
-                assert await client.publish("kept.x", Event(), wait_accepted=True)
-                nats.kill()
-                with pytest.raises(PublishRejected) as refused:
-                    await client.publish("kept.x", Event(), wait_accepted=True)
-                await nats.start()
-                outcome = await client.publish("kept.x", Event(), wait_accepted=True)
-                connects = client.statistics().connects
+        async with (
+            nats_server(tmp_path) as nats,
+            durable_bus(nats, publish_timeout=1.0) as (bus, _log),
+            AgentRuntime(bus, stop_timeout_s=1.0) as runtime,
+            BridgeServer(runtime, grace_s=1.0) as server,
+            BridgeClient(f"127.0.0.1:{server.port}", registration) as client,
+        ):
+            bus.register_durable("keeper", ("kept.>",))
+            assert await client.publish("kept.x", Event(), wait_accepted=True)
+            nats.kill()
+            with pytest.raises(PublishRejected) as refused:
+                await client.publish("kept.x", Event(), wait_accepted=True)
+            await nats.start()
+            outcome = await client.publish("kept.x", Event(), wait_accepted=True)
+            connects = client.statistics().connects
     assert refused.value.code == "DEADLINE_EXCEEDED"
     assert "not stored within 1s" in refused.value.reason
     assert outcome in (Acceptance.ACCEPTED, Acceptance.UNROUTED)
