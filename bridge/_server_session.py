@@ -37,11 +37,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import math
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -125,6 +126,7 @@ _OLD_LANE: Final = 64  # publish lane of a stream without acks: the reader waits
 _FRAME_OVERHEAD: Final = 64  # bytes kept free in a batch for the frame around the deliveries
 _ACK_LINGER: Final = 0.01  # seconds; unless due sooner, acks of a steady stream come this often
 _MAX_REJECTIONS: Final = 64  # an ack is sent once this many rejections wait in it
+_STORE_AHEAD: Final = 256  # durable publishes queued behind one whose stores are started too
 _WRITE_GRACE: Final = 5.0  # seconds a started write may take to finish once its stream ends
 _NO_CREDIT: Final = "no publish credit left: wait for a publish_ack before publishing more"
 
@@ -142,6 +144,7 @@ class _Publish(msgspec.Struct, gc=False):
     credit: bool = False  # it used a unit of credit, which its ack gives back
     code: str = ""
     reason: str = ""
+    ahead: bool = False  # its store was started ahead (_store_ahead)
 
 
 _ACK_DUE: Final = _Publish(0)
@@ -612,8 +615,27 @@ class Session:
             seq = self._seq
         await self._queue(_Publish(seq, code=code, reason=reason))
 
+    async def _store_ahead(
+        self, store_ahead: Callable[[str, Event], Awaitable[None]], item: _Publish
+    ) -> None:
+        """Start the durable stores of ``item`` and of up to ``_STORE_AHEAD`` publishes queued
+        behind it, in stream order, so they are in flight together: a stream of durable
+        publishes then pays one store round trip per window, not one per event. The stores
+        are started in lane order on one connection, so the log keeps the stream's order;
+        each publish still waits for its own store before it is routed and acknowledged."""
+        assert item.event is not None
+        if not item.ahead:
+            item.ahead = True
+            await store_ahead(item.topic, item.event)
+        # Listed first: the lane may change while a store is being started.
+        for queued in list(itertools.islice(self._lane.peek(), _STORE_AHEAD)):
+            if queued.event is not None and not queued.ahead:
+                queued.ahead = True
+                await store_ahead(queued.topic, queued.event)  # if its topic is durable
+
     async def _publisher(self) -> None:
         bus = self._bus
+        store_ahead = bus.plumbing.store_ahead
         settle = self.hub.settle
         lane = self._lane
         loop = asyncio.get_running_loop()  # grpc.aio: the server runs on asyncio only
@@ -675,6 +697,8 @@ class Session:
                                     or anyio.current_time() - self._last_ack >= _ACK_LINGER
                                 ):
                                     await self._ack()
+                                if store_ahead is not None:
+                                    await self._store_ahead(store_ahead, item)
                                 reached = await bus.publish(item.topic, item.event)
                             finally:
                                 self._blocked = False

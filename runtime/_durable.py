@@ -30,6 +30,7 @@ __all__ = [
     "DurableMessage",
     "DurableStats",
     "DurableUnavailable",
+    "PipelinedLog",
     "Position",
     "RemoteDurableMessage",
     "mark_delivery",
@@ -237,6 +238,20 @@ class WatchedLog(Protocol):
     def watch(self, listener: Callable[[Iterable[str]], None]) -> None:
         """Call ``listener`` (on the bus's event loop) with the patterns of each durable name
         the log learns from elsewhere from now on."""
+        ...
+
+
+@runtime_checkable
+class PipelinedLog(Protocol):
+    """A durable log that can start storing an event ahead of its ``append``, so that one
+    publisher with several publishes queued (a remote agent's stream on a bridge server)
+    has their stores in flight together, in its order, instead of one round trip each.
+    Optional (``loom.cluster.JetStreamLog`` has it)."""
+
+    async def store_ahead(self, topic: str, event: Event) -> None:
+        """Start storing ``event`` on ``topic`` (in call order); the ``append`` of the same
+        event on the same topic then waits for that store instead of making its own (and
+        makes its own, stored once by the event's id, if that one failed). Never raises."""
         ...
 
 

@@ -299,3 +299,31 @@ async def test_a_remote_publish_not_stored_in_time_is_refused_and_the_stream_goe
     assert "not stored within 1s" in refused.value.reason
     assert outcome in (Acceptance.ACCEPTED, Acceptance.UNROUTED)
     assert connects == 1  # the same stream throughout
+
+
+async def test_a_burst_of_remote_durable_publishes_is_stored_once_each_in_order(
+    tmp_path: Path,
+) -> None:
+    # A remote publisher's queued durable publishes have their stores started ahead,
+    # several in flight at a time (bus.plumbing.store_ahead): each is still stored once,
+    # and in the stream's order.
+    registration = AgentRegistration(agent_id="burst")
+    events = [Event(payload=b"%d" % i) for i in range(2000)]
+    with anyio.fail_after(60):
+        async with (
+            nats_server(tmp_path) as nats,
+            durable_bus(nats) as (bus, log),
+            AgentRuntime(bus, stop_timeout_s=1.0) as runtime,
+            BridgeServer(runtime, grace_s=1.0) as server,
+            BridgeClient(f"127.0.0.1:{server.port}", registration) as client,
+        ):
+            assert bus.plumbing.store_ahead is not None  # JetStreamLog pipelines
+            bus.register_durable("keeper", ("kept.>",))
+            for event in events[:-1]:  # queued on the stream, in this order
+                await client.publish("kept.x", event)
+            await client.publish("kept.x", events[-1], wait_accepted=True)  # and all before
+            stats = await log.statistics()
+            stored = [d.event.id async for d in bus.replay("kept.>")]
+    assert stats.appended == len(events)
+    assert stats.duplicates == 0  # each stored once: the append took the store made ahead
+    assert stored == [e.id for e in events]  # the stream's order
