@@ -127,6 +127,7 @@ _FRAME_OVERHEAD: Final = 64  # bytes kept free in a batch for the frame around t
 _ACK_LINGER: Final = 0.01  # seconds; unless due sooner, acks of a steady stream come this often
 _MAX_REJECTIONS: Final = 64  # an ack is sent once this many rejections wait in it
 _STORE_AHEAD: Final = 256  # durable publishes queued behind one whose stores are started too
+_DURABLE_AHEAD: Final = 256  # durable deliveries fetched at a time for a remote durable agent
 _WRITE_GRACE: Final = 5.0  # seconds a started write may take to finish once its stream ends
 _NO_CREDIT: Final = "no publish credit left: wait for a publish_ack before publishing more"
 
@@ -1029,6 +1030,9 @@ class Session:
                 reg.topics,
                 max_deliver=reg.max_deliver,
                 max_ack_pending=reg.qos.default_buffer,
+                # Fetched a batch frame's worth at a time: what is at hand goes out in one
+                # delivery_batch (_durable_frames), not a round trip and a frame per event.
+                ahead=_DURABLE_AHEAD,
             )
         except Exception as exc:  # the log went away since RegisterAgent (checked there)
             self.end(grpc.StatusCode.UNAVAILABLE, f"durable delivery unavailable: {exc}")
@@ -1058,6 +1062,9 @@ class Session:
                     return
                 continue
             msg = await sub.take()
+            if self._batching:
+                await self._durable_batch(sub, msg, limit)
+                continue
             frame = bridge_pb2.ServerEvent()
             filled = self._fill(frame.delivery, Delivery(msg.topic, msg.event, 0))
             if isinstance(filled, bridge_pb2.ServerEvent):
@@ -1077,6 +1084,60 @@ class Session:
                     self._dcredit -= 1
                     self._flight.append((None, [msg.topic]))
                 await self._ctx.write(frame)
+
+    async def _durable_batch(
+        self, sub: DurableSubscription, msg: DurableMessage, limit: int
+    ) -> None:
+        """Write ``msg`` and the deliveries already fetched behind it in one
+        ``delivery_batch``, within the batch size, the frame's byte bound, the delivery credit
+        and ``limit`` unsettled at the agent."""
+        self._dheld[msg.sequence] = msg  # from here on handed back if the stream ends
+        while self._credited and self._dcredit <= 0:
+            self._credit_event.clear()
+            await self._credit_event.wait()
+            if self._tg is not None and self._tg.cancel_scope.cancel_called:
+                return
+        async with self._write_lock:
+            # Counted under the lock: another pump may have used credit while this waited.
+            room = min(self._max_batch, limit - len(self._dheld) + 1)
+            if self._credited:
+                room = min(room, self._dcredit)
+            frame = bridge_pb2.ServerEvent()
+            entries = frame.delivery_batch.deliveries
+            bound = self._limits.max_message_bytes - _FRAME_OVERHEAD
+            size = 0
+            topics: list[str] = []
+            nxt: DurableMessage | None = msg
+            while nxt is not None:
+                entry = entries.add()
+                filled = self._fill(entry, Delivery(nxt.topic, nxt.event, 0))
+                if isinstance(filled, bridge_pb2.ServerEvent):
+                    del entries[-1]
+                    if nxt is msg:
+                        del self._dheld[msg.sequence]
+                    else:
+                        sub.take_ready()
+                    # It cannot go (too large): given up as a handler failure would be.
+                    await sub.dead_letter(nxt, "undeliverable", filled.err.message)
+                elif topics and size + filled + 8 > bound:
+                    del entries[-1]  # left fetched: the next frame's first
+                    break
+                else:
+                    if nxt is not msg:
+                        sub.take_ready()
+                        self._dheld[nxt.sequence] = nxt
+                    entry.delivery_id = nxt.sequence
+                    size += filled + 8
+                    topics.append(nxt.topic)
+                if len(topics) >= max(room, 1):
+                    break
+                nxt = sub.peek_ready()
+            if not topics:
+                return
+            if self._credited:
+                self._dcredit -= len(topics)
+                self._flight.append((None, topics))
+            await self._ctx.write(frame)
 
     async def _settle_durable(self, frame: bridge_pb2.DurableSettle) -> None:
         """The agent's acks, naks, terms and keep-alives, by delivery id. An id this stream

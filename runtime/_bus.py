@@ -501,9 +501,11 @@ class EventBus:
         event_types: Collection[str] | None = None,
         max_deliver: int,
         max_ack_pending: int,
+        ahead: int = 16,
     ) -> DurableSubscription:
         """Internal (the bridge's remote durable agents): the durable name ``name`` over
-        several ``patterns`` (an agent's topics), as :meth:`subscribe` makes it for one.
+        several ``patterns`` (an agent's topics), as :meth:`subscribe` makes it for one,
+        fetching up to ``ahead`` at a time.
 
         Raises:
             DurabilityUnavailable: the bus has no durable log.
@@ -520,6 +522,7 @@ class EventBus:
             event_types=None if event_types is None else frozenset(event_types),
             max_deliver=max_deliver,
             max_ack_pending=max_ack_pending,
+            ahead=ahead,
         )
         self._durable_subs.add(sub)
         return sub
