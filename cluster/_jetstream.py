@@ -362,10 +362,11 @@ class JetStreamLog:
         future = self._ahead.pop(msg_id, None)
         if future is None:
             return None
-        with anyio.move_on_after(min(self._timeout, 5.0)):
-            # Waits without taking the future's outcome as its own: a future given up
-            # (cancelled) or failed is not this task's cancellation or error.
-            await asyncio.wait((future,))
+        if not future.done():  # (often answered already: the stores ahead went together)
+            with anyio.move_on_after(min(self._timeout, 5.0)):
+                # Waits without taking the future's outcome as its own: a future given up
+                # (cancelled) or failed is not this task's cancellation or error.
+                await asyncio.wait((future,))
         if future.done() and not future.cancelled() and future.exception() is None:
             return future.result()
         # Failed (the server refused or went away), given up, or late: the append makes its
@@ -377,6 +378,8 @@ class JetStreamLog:
         subject = subject_of(topic)
         msg_id = _msg_id(topic, event)
         headers = {"Nats-Msg-Id": msg_id}
+        # One deadline for the store ahead's answer and the retries after it.
+        deadline = time.monotonic() + self._timeout
         if self._ahead and (ack := await self._ahead_ack(msg_id)) is not None:
             self._appended += 1
             if ack.duplicate:
@@ -384,7 +387,6 @@ class JetStreamLog:
             self._last_seq = max(self._last_seq, ack.seq)
             return ack.seq
         data = _encoder.encode(event)
-        deadline = time.monotonic() + self._timeout
         delay = 0.05
         last: Exception | None = None
         while True:
