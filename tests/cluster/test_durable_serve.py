@@ -12,6 +12,7 @@ the test's own data dir), between remote peers in processes of their own
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import sys
 from collections import Counter
@@ -21,7 +22,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from ..sdk._cli_support import Running, free_port, running, running_argv
+from ..sdk._cli_support import Running, clean_env, free_port, running, running_argv
 
 pytestmark = pytest.mark.anyio
 
@@ -112,4 +113,46 @@ async def test_sigkill_of_loom_serve_mid_stream_loses_no_accepted_event(tmp_path
     # A redelivery JetStream counted is marked: attempt 2 or more says redelivered. (What it
     # delivered in its last moments before the SIGKILL it may not have written down, so
     # those come again as attempt 1: "again unmarked", docs/durability.md.)
+    assert all(r == ("true" if a > 1 else "false") for _, a, r in rows)
+
+
+async def test_kill_9_of_a_remote_durable_agent_of_loom_serve(tmp_path: Path) -> None:
+    out = tmp_path / "handled.txt"
+    out.write_text("")
+    env = clean_env(LOOM_AGENT_SECRET=secrets.token_urlsafe(24))
+
+    async def publish(address: str, first: int) -> None:
+        # Three events from a peer process, each accepted (stored) before it says done.
+        argv = [*PEERS, "publisher", address, "work.x", str(first), "3", "1"]
+        async with running_argv([*argv, str(tmp_path / f"sent-{first}")], cwd=tmp_path) as pub:
+            await pub.wait_for(r'"done": 3', timeout=60)
+
+    with anyio.fail_after(120):
+        async with AsyncExitStack() as stack:
+            _server, address = await _serve(stack, tmp_path, 0)
+            handler = [*PEERS, "handler", address, "crashy", "work.>", str(out)]
+            first = await stack.enter_async_context(
+                running_argv([*handler, "2"], cwd=tmp_path, env=env)
+            )
+            await first.wait_for(r'"ready": true', timeout=60)
+            await publish(address, 1)  # 1, 2, 3, one at a time
+            while (2, 1, "false") not in _handled(out):  # noqa: ASYNC110
+                await anyio.sleep(0.02)  # another process writes it: polled, bounded above
+            first.signal(signal.SIGKILL)  # in the middle of handling event 2
+            await first.process.wait()
+            await publish(address, 4)  # 4, 5, 6 while the agent is down: kept for it
+            second = await stack.enter_async_context(
+                running_argv([*handler, "-"], cwd=tmp_path, env=env)
+            )
+            await second.wait_for(r'"ready": true', timeout=60)
+            assert not await _handled_all(out, {2, 3, 4, 5, 6}, timeout=30)
+    rows = _handled(out)
+    assert rows[:2] == [(1, 1, "false"), (2, 1, "false")]
+    after = rows[2:]
+    assert (2, 2, "true") in after  # the event it died on, again, marked
+    assert sorted(n for n, _, _ in after) == [2, 3, 4, 5, 6]
+    # What was published while it was down came in publish order, once each. (The first of
+    # them may come as attempt 2, marked: if the server had not yet seen the killed stream
+    # end, it sent it there, and handed it back when it did.)
+    assert [n for n, _, _ in after if n >= 4] == [4, 5, 6]
     assert all(r == ("true" if a > 1 else "false") for _, a, r in rows)
