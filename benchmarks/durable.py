@@ -1,15 +1,22 @@
 """How fast is a durable subscription, and how quickly does it recover?
 
-Everything on a real ``nats-server -js`` (the virtualenv's ``nats-server``, the one ``loom
-serve`` embeds) that this script starts on a free port and waits for (its ports file):
+Everything on the virtualenv's ``nats-server`` (the one ``loom serve`` embeds):
 
-* ``durable_events_per_s``: a bus with a ``JetStreamLog`` publishing to a durable subscription
-  in the same process (remote durable agents over the wire come later), the subscriber
-  taking and acknowledging every event; ``LOOM_BENCH_DURABLE_PUBLISHERS`` publisher tasks,
-  each awaiting its store as ``await bus.publish`` does. Against
-  ``raw_jetstream_events_per_s``: plain nats-py, ``publish_async`` with the same number of
-  acknowledgements in flight, and a pull consumer fetching and acknowledging; same message
-  size, same server. Interleaved, best of ``LOOM_BENCH_REPEATS``. Target: ratio >= 0.5.
+* ``durable_events_per_s``: the issue's path. A real ``loom serve`` subprocess (its embedded
+  ``nats-server`` on a temporary data dir); a remote publisher process (``BridgeClient``,
+  what a remote agent's ``ctx.emit`` calls) publishing ``LOOM_BENCH_DURABLE_EVENTS`` distinct
+  events, ``LOOM_BENCH_DURABLE_PUBLISHERS`` waiting for their acceptance at a time (each
+  accepted once JetStream stored it); a remote ``Agent(durable=True)`` process whose handler
+  takes each one, acknowledged as it returns (``benchmarks/_durable_agents.py``). From the
+  publisher's first publish to the handler's last distinct event, started-up processes.
+* ``durable_in_process_events_per_s``: the same in one process, for where the time goes: a
+  bus with a ``JetStreamLog`` and a durable subscription taking and acknowledging each,
+  as many publisher tasks each awaiting its store.
+* ``raw_jetstream_events_per_s``: plain nats-py against a ``nats-server -js`` of the same
+  binary that this script starts on a free port (its ports file): ``publish_async`` with the
+  same number of acknowledgements in flight, and a pull consumer fetching and
+  acknowledging; the same message size. Interleaved with the two above, best of
+  ``LOOM_BENCH_REPEATS``. Target: ``ratio_durable_vs_raw`` >= 0.5.
 * ``redelivery_after_kill_ms``: p50 over ``LOOM_BENCH_KILLS`` rounds: a subscriber process
   holds an event unacknowledged and is SIGKILLed; a new process opens the same durable name.
   Measured from that process's first fetch (its start-up excluded) to the event reaching its
@@ -27,6 +34,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -48,6 +56,7 @@ from loom.cluster import JetStreamLog
 from loom.runtime import Event, EventBus, QoS
 
 N = int(os.environ.get("LOOM_BENCH_DURABLE_EVENTS", "20000"))
+REMOTE_N = int(os.environ.get("LOOM_BENCH_DURABLE_REMOTE_EVENTS", "10000"))
 PUBLISHERS = int(os.environ.get("LOOM_BENCH_DURABLE_PUBLISHERS", "64"))
 FETCH = int(os.environ.get("LOOM_BENCH_DURABLE_FETCH", "64"))
 SIZE = int(os.environ.get("LOOM_BENCH_DURABLE_PAYLOAD", "256"))
@@ -56,6 +65,7 @@ KILLS = int(os.environ.get("LOOM_BENCH_KILLS", "5"))
 ACK_WAIT = float(os.environ.get("LOOM_BENCH_ACK_WAIT", "1.0"))
 RECOVERY = int(os.environ.get("LOOM_BENCH_RECOVERY_EVENTS", "100000"))
 NATS_SERVER = str(Path(sys.executable).parent / "nats-server")
+AGENTS = [sys.executable, "-u", str(Path(__file__).with_name("_durable_agents.py"))]
 EVENT = Event(type="bench", payload=b"x" * SIZE)
 RAW = b"x" * len(msgspec.msgpack.encode(EVENT))  # the same size as the stored event
 
@@ -94,6 +104,48 @@ class Server:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
         self.proc = None
+
+
+async def serve(root: Path) -> tuple[Process, str]:
+    """A real ``loom serve`` (embedded NATS, data under ``root``), and its address."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOM_")}
+    argv = [sys.executable, "-m", "loom.cli", "serve", "--port", "0"]
+    log = root / "serve.log"  # a file, not a pipe: nobody has to keep reading it
+    with log.open("wb") as out:
+        proc = await anyio.open_process(
+            [*argv, "--data-dir", str(root / "serve")], stdout=out, stderr=out, env=env
+        )
+    with anyio.fail_after(60):
+        # Another process writes the file: polled, bounded by the deadline.
+        while (m := re.search(r"listening on (\S+:\d+)", log.read_text())) is None:
+            if proc.returncode is not None:
+                raise RuntimeError(f"loom serve exited: {log.read_text()}")
+            await anyio.sleep(0.05)
+    return proc, m.group(1)
+
+
+async def remote_run(address: str, tag: int) -> float:
+    """One round of the issue's path (see the module docs): events per second."""
+    topic = f"bench.remote.{tag}"
+    handler = await anyio.open_process(
+        [*AGENTS, "handler", address, f"bench-durable-{tag}", topic, str(REMOTE_N)]
+    )
+    try:
+        handled = Lines(handler)
+        with anyio.fail_after(60):
+            await handled.take("ready")  # registered: its durable name exists
+        args = [address, topic, str(REMOTE_N), str(PUBLISHERS), str(SIZE)]
+        publisher = await anyio.open_process([*AGENTS, "publisher", *args])
+        try:
+            published = Lines(publisher)
+            with anyio.fail_after(600):
+                start = float((await published.take("start"))[0])
+                end = float((await handled.take("end"))[0])
+        finally:
+            await publisher.aclose()  # its stdin closed: it disconnects and exits
+    finally:
+        await handler.aclose()
+    return REMOTE_N / (end - start)
 
 
 async def durable_run(bus: EventBus, tag: int) -> float:
@@ -148,18 +200,20 @@ async def raw_run(nc: Client, tag: int) -> float:
     return rate
 
 
-async def throughput(server: Server) -> dict[str, float]:
+async def throughput(server: Server, address: str) -> dict[str, float]:
     nc = await nats.connect(server.url)
     try:
         await nc.jetstream().add_stream(name="RAW_BENCH", subjects=["raw.>"])
         async with JetStreamLog(nc) as log, EventBus(durable_log=log) as bus:
-            best = {"durable": 0.0, "raw": 0.0}
+            best = {"durable": 0.0, "in_process": 0.0, "raw": 0.0}
             for tag in range(REPEATS + 1):  # the first round warms up
-                durable = await durable_run(bus, tag)
-                raw = await raw_run(nc, tag)
+                rates = {
+                    "durable": await remote_run(address, tag),
+                    "in_process": await durable_run(bus, tag),
+                    "raw": await raw_run(nc, tag),
+                }
                 if tag:
-                    best["durable"] = max(best["durable"], durable)
-                    best["raw"] = max(best["raw"], raw)
+                    best = {k: max(best[k], rates[k]) for k in best}
             return best
     finally:
         await nc.close()
@@ -273,8 +327,15 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server = Server(Path(tmp))
         await server.start()
+        loom_serve, address = await serve(Path(tmp))
         try:
-            best = await throughput(server)
+            try:
+                best = await throughput(server, address)
+            finally:
+                loom_serve.send_signal(signal.SIGTERM)  # it drains, then stops its NATS
+                with anyio.fail_after(30):
+                    await loom_serve.wait()
+                await loom_serve.aclose()
             kills = await redelivery(server)
             recovered = await recovery(server)
         finally:
@@ -285,6 +346,8 @@ async def main() -> None:
             "durable_events_per_s": round(best["durable"]),
             "raw_jetstream_events_per_s": round(best["raw"]),
             "ratio_durable_vs_raw": round(best["durable"] / best["raw"], 3),
+            "durable_in_process_events_per_s": round(best["in_process"]),
+            "remote_events": REMOTE_N,
             "events": N,
             "publishers_in_flight": PUBLISHERS,
             "payload_bytes": len(RAW),

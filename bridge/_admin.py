@@ -42,6 +42,7 @@ from loom.runtime import (
     Delivery,
     DurabilityUnavailable,
     DurableStats,
+    DurableUnavailable,
     Event,
     InvalidArgument,
     LoomError,
@@ -447,6 +448,10 @@ class AdminClient:
             error = DurabilityUnavailable(what)
             error.args = (details,)
             return error
+        if code is grpc.StatusCode.DEADLINE_EXCEEDED and details != "Deadline Exceeded":
+            # Not this call's own deadline (grpc's words) but the server's DurableUnavailable,
+            # which crosses as DEADLINE_EXCEEDED (bridge/_status.py): its log did not answer.
+            return DurableUnavailable(f"{what}: {details}")
         return self._error(exc, what, self.timeout)
 
     # ------------------------------------------------------------------ ToolService

@@ -308,6 +308,9 @@ class BridgeClient:
         # A durable registration's deliveries (Delivery.delivery_id), with how to settle
         # each on the stream it came on: the agent's WireDurableLog (bridge/_client_durable.py).
         self.durable_sink: DurableSink | None = None
+        # Told the server's durable ack wait (seconds) by each welcome that grants
+        # durability: the WireDurableLog's keep-alives follow it.
+        self.durable_ack_wait: Callable[[float], None] | None = None
         self.options = options if options is not None else ClientOptions()
         self._token = token
         self._tls: ClientTLS | None = ClientTLS() if tls is True else (tls or None)

@@ -34,15 +34,17 @@ from loom.runtime import (
 )
 from loom.runtime.lowlevel import DurableConsumer
 
-__all__ = ["DurableSettler", "WireDurableLog"]
+__all__ = ["DEFAULT_ACK_WAIT", "DurableSettler", "WireDurableLog"]
 
 DurableSettler = Callable[[bridge_pb2.DurableSettle], Awaitable[None]]
 """Sends one ``durable_settle`` frame on the stream the delivery came on (a no-op once that
 stream has ended: the server handed the delivery back then)."""
 
-# The server's log delivers again what is not settled within its ack wait (JetStreamLog's
-# default 30 s); the cell tells it every third of this that it still holds its deliveries.
-_ACK_WAIT: Final = 30.0
+# The server's log delivers again what is not settled within its ack wait, which the server
+# tells in its welcome (StreamWelcome.durable_ack_wait_ms); the cell tells it every third of
+# that that it still holds its deliveries. Until told (and from an older server that does
+# not say): JetStreamLog's default.
+DEFAULT_ACK_WAIT: Final = 30.0
 
 
 class _WireMessage:
@@ -83,10 +85,15 @@ class _WireMessage:
 
 
 class _WireConsumer:
-    ack_wait = _ACK_WAIT
-
-    def __init__(self, inbox: MemoryObjectReceiveStream[DurableMessage]) -> None:
+    def __init__(
+        self, log: WireDurableLog, inbox: MemoryObjectReceiveStream[DurableMessage]
+    ) -> None:
+        self._log = log
         self._inbox = inbox
+
+    @property
+    def ack_wait(self) -> float:
+        return self._log.ack_wait  # the connected server's, as its last welcome said
 
     async def fetch(self, batch: int, timeout: float) -> list[DurableMessage]:
         msgs: list[DurableMessage] = []
@@ -122,6 +129,7 @@ class WireDurableLog:
     """
 
     def __init__(self, size: int) -> None:
+        self.ack_wait = DEFAULT_ACK_WAIT
         send, recv = anyio.create_memory_object_stream[DurableMessage](max(1, size))
         self._send: MemoryObjectSendStream[DurableMessage] = send
         self._recv = recv
@@ -131,6 +139,10 @@ class WireDurableLog:
 
     async def __aexit__(self, *exc_info: object) -> None:
         self.close()
+
+    def set_ack_wait(self, seconds: float) -> None:
+        """The server's ack wait, from a welcome (``BridgeClient.durable_ack_wait``)."""
+        self.ack_wait = seconds
 
     def close(self) -> None:
         """No more deliveries: a :meth:`put` waiting for room ends (``BusClosed``-like: the
@@ -157,7 +169,7 @@ class WireDurableLog:
     async def open_consumer(
         self, name: str, patterns: Collection[str], *, max_deliver: int, max_ack_pending: int
     ) -> DurableConsumer:
-        return _WireConsumer(self._recv)
+        return _WireConsumer(self, self._recv)
 
     def replay(
         self, pattern: str, *, since: Position | None, until: Position | None

@@ -43,6 +43,7 @@ from loom.runtime import BusClosed, InvalidArgument
 from loom.runtime.lowlevel import Inbound
 
 from ._client_config import Acceptance
+from ._client_durable import DEFAULT_ACK_WAIT
 from ._client_tools import outcome_from_exception
 from ._convert import event_from_proto, qos_to_proto, tool_call_from_proto, tool_result_to_proto
 from ._errors import ConnectionLost, PublishRejected, SubscribeRefused, WireError
@@ -540,6 +541,10 @@ class Session:
         if bridge_pb2.STREAM_FEATURE_PUBLISH_ACK in self.features:
             self._acks = True
             self.credit = welcome.publish_window
+        told = self.client.durable_ack_wait
+        if told is not None and bridge_pb2.STREAM_FEATURE_DURABLE in self.features:
+            # 0: an older server that does not say; its log's default then.
+            told(welcome.durable_ack_wait_ms / 1000 or DEFAULT_ACK_WAIT)
         self._welcomed.set()
 
     def _on_publish_ack(self, ack: bridge_pb2.PublishAck) -> None:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Final, Generic, TypeVar
 
 import anyio
@@ -161,6 +161,11 @@ class Lane(Generic[T]):
         _wake_all(self._putters)
 
     # ------------------------------------------------------------------ receiving
+
+    def peek(self) -> Iterator[T]:
+        """The queued items, oldest first, left in the lane (do not send or receive while
+        iterating)."""
+        return iter(self._buf)
 
     def receive_nowait(self) -> T:
         """Take the oldest item if there is one.

@@ -41,11 +41,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import math
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -63,6 +64,7 @@ from loom.runtime import (
     Delivery,
     DurableMessage,
     DurableSubscription,
+    DurableUnavailable,
     Event,
     InvalidArgument,
     Subscription,
@@ -130,6 +132,8 @@ _OLD_LANE: Final = 64  # publish lane of a stream without acks: the reader waits
 _FRAME_OVERHEAD: Final = 64  # bytes kept free in a batch for the frame around the deliveries
 _ACK_LINGER: Final = 0.01  # seconds; unless due sooner, acks of a steady stream come this often
 _MAX_REJECTIONS: Final = 64  # an ack is sent once this many rejections wait in it
+_STORE_AHEAD: Final = 256  # durable publishes queued behind one whose stores are started too
+_DURABLE_AHEAD: Final = 256  # durable deliveries fetched at a time for a remote durable agent
 _WRITE_GRACE: Final = 5.0  # seconds a started write may take to finish once its stream ends
 _NO_CREDIT: Final = "no publish credit left: wait for a publish_ack before publishing more"
 
@@ -147,6 +151,7 @@ class _Publish(msgspec.Struct, gc=False):
     credit: bool = False  # it used a unit of credit, which its ack gives back
     code: str = ""
     reason: str = ""
+    ahead: bool = False  # its store was started ahead (_store_ahead)
 
 
 _ACK_DUE: Final = _Publish(0)
@@ -540,6 +545,11 @@ class Session:
             delivery_window=self._dwindow,
             delivery_window_bytes=self._dwindow_bytes,
         )
+        durable_log = self._bus.plumbing.durable_log
+        if self.durable is not None and durable_log is not None:
+            # The agent's keep-alives must come well within the log's ack wait, whatever
+            # this server was configured with (StreamWelcome.durable_ack_wait_ms).
+            welcome.durable_ack_wait_ms = max(1, round(durable_log.ack_wait * 1000))
         await self._send(bridge_pb2.ServerEvent(welcome=welcome))
 
     # ------------------------------------------------------------------ publishing
@@ -657,8 +667,27 @@ class Session:
             seq = self._seq
         await self._queue(_Publish(seq, code=code, reason=reason))
 
+    async def _store_ahead(
+        self, store_ahead: Callable[[str, Event], Awaitable[None]], item: _Publish
+    ) -> None:
+        """Start the durable stores of ``item`` and of up to ``_STORE_AHEAD`` publishes queued
+        behind it, in stream order, so they are in flight together: a stream of durable
+        publishes then pays one store round trip per window, not one per event. The stores
+        are started in lane order on one connection, so the log keeps the stream's order;
+        each publish still waits for its own store before it is routed and acknowledged."""
+        assert item.event is not None
+        if not item.ahead:
+            item.ahead = True
+            await store_ahead(item.topic, item.event)
+        # Listed first: the lane may change while a store is being started.
+        for queued in list(itertools.islice(self._lane.peek(), _STORE_AHEAD)):
+            if queued.event is not None and not queued.ahead:
+                queued.ahead = True
+                await store_ahead(queued.topic, queued.event)  # if its topic is durable
+
     async def _publisher(self) -> None:
         bus = self._bus
+        store_ahead = bus.plumbing.store_ahead
         settle = self.hub.settle
         lane = self._lane
         loop = asyncio.get_running_loop()  # grpc.aio: the server runs on asyncio only
@@ -720,10 +749,15 @@ class Session:
                                     or anyio.current_time() - self._last_ack >= _ACK_LINGER
                                 ):
                                     await self._ack()
+                                if store_ahead is not None:
+                                    await self._store_ahead(store_ahead, item)
                                 reached = await bus.publish(item.topic, item.event)
                             finally:
                                 self._blocked = False
-                    except (InvalidArgument, BusClosed) as exc:
+                    except (InvalidArgument, BusClosed, DurableUnavailable) as exc:
+                        # DurableUnavailable: a durable topic's event not stored within the
+                        # log's publish timeout (its server down): refused, with its code
+                        # (DEADLINE_EXCEEDED), and the stream goes on.
                         item.code, item.reason = code_name(status_of(exc)), str(exc)
                 if item.code and log.isEnabledFor(logging.DEBUG):
                     on = f" on {item.topic!r}" if item.topic else ""
@@ -1087,6 +1121,9 @@ class Session:
                 reg.topics,
                 max_deliver=reg.max_deliver,
                 max_ack_pending=reg.qos.default_buffer,
+                # Fetched a batch frame's worth at a time: what is at hand goes out in one
+                # delivery_batch (_durable_frames), not a round trip and a frame per event.
+                ahead=_DURABLE_AHEAD,
             )
         except Exception as exc:  # the log went away since RegisterAgent (checked there)
             self.end(grpc.StatusCode.UNAVAILABLE, f"durable delivery unavailable: {exc}")
@@ -1116,6 +1153,9 @@ class Session:
                     return
                 continue
             msg = await sub.take()
+            if self._batching:
+                await self._durable_batch(sub, msg, limit)
+                continue
             frame = bridge_pb2.ServerEvent()
             filled = self._fill(frame.delivery, Delivery(msg.topic, msg.event, 0))
             if isinstance(filled, bridge_pb2.ServerEvent):
@@ -1137,6 +1177,70 @@ class Session:
                     self._took_bytes(filled)
                     self._flight.append((None, [msg.topic], [filled]))
                 await self._ctx.write(frame)
+
+    async def _durable_batch(
+        self, sub: DurableSubscription, msg: DurableMessage, limit: int
+    ) -> None:
+        """Write ``msg`` and the deliveries already fetched behind it in one
+        ``delivery_batch``, within the batch size, the frame's byte bound, the delivery credit
+        and ``limit`` unsettled at the agent."""
+        self._dheld[msg.sequence] = msg  # from here on handed back if the stream ends
+        # The first delivery must fit the byte window as well as the credit: its size, from a
+        # scratch encoding (one that cannot go at all is dead-lettered below, not waited for).
+        first = self._fill(bridge_pb2.Delivery(), Delivery(msg.topic, msg.event, 0))
+        first_size = 0 if isinstance(first, bridge_pb2.ServerEvent) else first
+        while self._credited and not self._fits(first_size):
+            self._credit_event.clear()
+            await self._credit_event.wait()
+            if self._tg is not None and self._tg.cancel_scope.cancel_called:
+                return
+        async with self._write_lock:
+            # Counted under the lock: another pump may have used credit while this waited.
+            room = min(self._max_batch, limit - len(self._dheld) + 1)
+            if self._credited:
+                room = min(room, self._dcredit)
+            frame = bridge_pb2.ServerEvent()
+            entries = frame.delivery_batch.deliveries
+            bound = self._limits.max_message_bytes - _FRAME_OVERHEAD
+            size = 0
+            topics: list[str] = []
+            sizes: list[int] = []
+            nxt: DurableMessage | None = msg
+            while nxt is not None:
+                entry = entries.add()
+                filled = self._fill(entry, Delivery(nxt.topic, nxt.event, 0))
+                if isinstance(filled, bridge_pb2.ServerEvent):
+                    del entries[-1]
+                    if nxt is msg:
+                        del self._dheld[msg.sequence]
+                    else:
+                        sub.take_ready()
+                    # It cannot go (too large): given up as a handler failure would be.
+                    await sub.dead_letter(nxt, "undeliverable", filled.err.message)
+                elif topics and (
+                    size + filled + 8 > bound
+                    or (self._credited and self._dbytes + sum(sizes) + filled > self._dwindow_bytes)
+                ):
+                    del entries[-1]  # left fetched: the next frame's first
+                    break
+                else:
+                    if nxt is not msg:
+                        sub.take_ready()
+                        self._dheld[nxt.sequence] = nxt
+                    entry.delivery_id = nxt.sequence
+                    size += filled + 8
+                    topics.append(nxt.topic)
+                    sizes.append(filled)
+                if len(topics) >= max(room, 1):
+                    break
+                nxt = sub.peek_ready()
+            if not topics:
+                return
+            if self._credited:
+                self._dcredit -= len(topics)
+                self._took_bytes(sum(sizes))
+                self._flight.append((None, topics, sizes))
+            await self._ctx.write(frame)
 
     async def _settle_durable(self, frame: bridge_pb2.DurableSettle) -> None:
         """The agent's acks, naks, terms and keep-alives, by delivery id. An id this stream

@@ -20,6 +20,7 @@ from loom.runtime import (
     BusClosed,
     Delivery,
     DurabilityUnavailable,
+    DurableUnavailable,
     Event,
     InvalidArgument,
     Position,
@@ -303,12 +304,17 @@ class EventBusService(bus_pb2_grpc.EventBusServicer):
         with anyio.CancelScope() as scope:
             hub.streams.add(scope)
             try:
-                async for delivery in stored:
-                    if screen and not _may_read(principal, delivery):
-                        continue  # another agent's mailbox (or its dead letter): withheld
-                    msg = _encode(delivery, limit)
-                    if msg is not None:
-                        await context.write(bus_pb2.ReplayedEvent(delivery=msg))
+                try:
+                    async for delivery in stored:
+                        if screen and not _may_read(principal, delivery):
+                            continue  # another agent's mailbox (or its dead letter): withheld
+                        msg = _encode(delivery, limit)
+                        if msg is not None:
+                            await context.write(bus_pb2.ReplayedEvent(delivery=msg))
+                except DurableUnavailable as exc:
+                    # The log's server went away mid-replay: said with its code (the
+                    # message says how far it got), not grpc's UNKNOWN for an exception.
+                    await context.abort(status_of(exc), str(exc))
             finally:
                 hub.streams.discard(scope)
                 with anyio.CancelScope(shield=True):

@@ -26,8 +26,10 @@ one error class, and a client rebuilds that class with the message as sent:
 
 A subclass crosses as the class above it: an ``InvalidTopic``, a ``WireError`` or a
 ``HandshakeError`` arrives as an ``InvalidArgument``, so ``except InvalidArgument`` catches it
-on both sides. Fields the message does not carry are empty on the client (the
-``agent_id`` of a rebuilt ``AgentExists`` is ``""``). Any other code (``UNKNOWN``,
+on both sides; a ``DurableUnavailable`` (the durable log's server did not answer) as a
+``DeadlineExceeded`` (``AdminClient``'s durable calls rebuild the ``DurableUnavailable``).
+Fields the message does not carry are empty on the client (the ``agent_id`` of a rebuilt
+``AgentExists`` is ``""``). Any other code (``UNKNOWN``,
 ``INTERNAL``...) is a :class:`StatusError`. Tool errors cross in a
 ``ToolResult`` instead (``outcome_from_error`` / ``error_from_outcome``), each kind as its own
 status, the message kept.

@@ -19,9 +19,11 @@ the connection. asyncio only, as nats-py is.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -61,6 +63,11 @@ CREATED: Final = f"$JS.EVENT.ADVISORY.CONSUMER.CREATED.{STREAM}.*"
 # How long open_consumer waits to see its own announcement come back (below): the server
 # sends advisories within microseconds; past this, it goes on rather than block a start.
 _ECHO_WAIT: Final = 2.0
+
+# Stores started ahead (store_ahead) and not yet taken by their append, at most: beyond it the
+# oldest is given up (its append stores the event itself). Below nats-py's own bound on
+# pending async publishes (set to twice this), so starting one never stalls.
+_AHEAD_MAX: Final = 1024
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Event)
@@ -212,6 +219,10 @@ class JetStreamLog:
                 raise InvalidArgument(f"{label} must be > 0, not {value!r}")
         self._nc = client
         self._js = client.jetstream()
+        # Its own context for the stores started ahead (publish_async: a future per store,
+        # the messages written in call order on the one connection, so stored in that order).
+        self._ajs = client.jetstream(publish_async_max_pending=2 * _AHEAD_MAX)
+        self._ahead: OrderedDict[str, asyncio.Future[api.PubAck]] = OrderedDict()
         self._max_age = max_age
         self._max_bytes = max_bytes
         self._window = duplicate_window
@@ -325,11 +336,57 @@ class JetStreamLog:
         self._patterns[name] = merged
         self._refresh_known()
 
+    async def store_ahead(self, topic: str, event: Event) -> None:
+        """Start storing ``event`` (``PipelinedLog``): its :meth:`append` then waits for this
+        store rather than making one (and makes its own if this one failed or is late)."""
+        msg_id = _msg_id(topic, event)
+        if msg_id in self._ahead:
+            return
+        try:
+            future = await self._ajs.publish_async(
+                subject_of(topic),
+                _encoder.encode(event),
+                stream=STREAM,
+                headers={"Nats-Msg-Id": msg_id},
+            )
+        except (nats.errors.Error, InvalidArgument):
+            return  # not started: its append stores it (and says what is wrong)
+        self._ahead[msg_id] = future
+        while len(self._ahead) > _AHEAD_MAX:
+            _, oldest = self._ahead.popitem(last=False)
+            oldest.cancel()  # its append (if it ever comes) stores it; stored once by id
+
+    async def _ahead_ack(self, msg_id: str) -> api.PubAck | None:
+        """The answer to the store started ahead for ``msg_id``; ``None`` when there is none,
+        it failed, or it is not in within 5 s (the server away: append retries it)."""
+        future = self._ahead.pop(msg_id, None)
+        if future is None:
+            return None
+        if not future.done():  # (often answered already: the stores ahead went together)
+            with anyio.move_on_after(min(self._timeout, 5.0)):
+                # Waits without taking the future's outcome as its own: a future given up
+                # (cancelled) or failed is not this task's cancellation or error.
+                await asyncio.wait((future,))
+        if future.done() and not future.cancelled() and future.exception() is None:
+            return future.result()
+        # Failed (the server refused or went away), given up, or late: the append makes its
+        # own store (the same id: stored once).
+        future.cancel()  # releases nats-py's slot for it
+        return None
+
     async def append(self, topic: str, event: Event) -> int:
         subject = subject_of(topic)
-        headers = {"Nats-Msg-Id": _msg_id(topic, event)}
-        data = _encoder.encode(event)
+        msg_id = _msg_id(topic, event)
+        headers = {"Nats-Msg-Id": msg_id}
+        # One deadline for the store ahead's answer and the retries after it.
         deadline = time.monotonic() + self._timeout
+        if self._ahead and (ack := await self._ahead_ack(msg_id)) is not None:
+            self._appended += 1
+            if ack.duplicate:
+                self._duplicates += 1
+            self._last_seq = max(self._last_seq, ack.seq)
+            return ack.seq
+        data = _encoder.encode(event)
         delay = 0.05
         last: Exception | None = None
         while True:
@@ -431,16 +488,43 @@ class JetStreamLog:
                 config.opt_start_time = _moment(since)
         end_seq = until if isinstance(until, int) else None
         end_time = None if until is None or isinstance(until, int) else _moment(until)
-        sub = await self._js.pull_subscribe(subject_of(pattern), stream=STREAM, config=config)
+        replayed = 0
+
+        def interrupted(exc: BaseException) -> DurableUnavailable:
+            # The server went away (killed, restarting: the replay's consumer, kept in its
+            # memory, is gone with it) or stopped answering. Said, never a silent end: the
+            # caller would take a cut replay for the whole of it.
+            return DurableUnavailable(
+                f"replay of {pattern!r} interrupted after {replayed} events: the durable "
+                f"log's server did not answer ({exc!r}); replay again (since= the last "
+                "log.sequence seen + 1) once it is back"
+            )
+
+        try:
+            sub = await self._js.pull_subscribe(subject_of(pattern), stream=STREAM, config=config)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise interrupted(exc) from exc
         name = ""
         try:
-            info = await sub.consumer_info()
+            try:
+                info = await sub.consumer_info()
+            except (nats.errors.Error, TimeoutError) as exc:
+                raise interrupted(exc) from exc
             name, pending = info.name, info.num_pending
             while pending:
                 try:
                     msgs = await sub.fetch(min(pending, 256), timeout=5.0)
-                except TimeoutError:
-                    return  # the rest expired meanwhile
+                except (nats.errors.Error, TimeoutError) as exc:
+                    # Nothing within the fetch's wait: either the rest expired meanwhile (a
+                    # limit removed it: the consumer has nothing pending) or the server is
+                    # gone or stuck (asking the consumer fails too).
+                    try:
+                        info = await sub.consumer_info()
+                    except (nats.errors.Error, TimeoutError) as gone:
+                        raise interrupted(gone) from exc
+                    if not info.num_pending:
+                        return
+                    raise interrupted(exc) from exc
                 for msg in msgs:
                     meta = msg.metadata
                     if end_seq is not None and meta.sequence.stream > end_seq:
@@ -451,6 +535,7 @@ class JetStreamLog:
                     metadata = {**event.metadata, SEQUENCE_KEY: str(meta.sequence.stream)}
                     event = msgspec.structs.replace(event, metadata=metadata)
                     yield Delivery(topic_of(msg.subject), event)
+                    replayed += 1
                     pending = meta.num_pending
                     if not pending:
                         return

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import itertools
 import weakref
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
 from types import TracebackType
 from typing import Final, overload
 
@@ -24,6 +24,7 @@ from opentelemetry.trace import TracerProvider
 from ._durable import (
     DEFAULT_MAX_DELIVER,
     DurableLog,
+    PipelinedLog,
     Position,
     WatchedLog,
     validate_durable_name,
@@ -160,6 +161,10 @@ class BusPlumbing:
         reply_router: the bus's reply router once made (``collab.router_for``), kept here so
             it lives and dies with its bus. (A module-level map from bus to router held every
             bus forever: the router refers to its bus, so a weak key never died.)
+        store_ahead: ``await store_ahead(topic, event)``: if a publish of ``event`` on
+            ``topic`` would be stored first, start that store now, in call order (a
+            :class:`PipelinedLog`); ``publish`` then waits for it. ``None`` when the bus's
+            log cannot (or it has none). For a publisher with several publishes queued.
     """
 
     __slots__ = (
@@ -168,6 +173,7 @@ class BusPlumbing:
         "new_waiter",
         "on_close",
         "reply_router",
+        "store_ahead",
         "subscribe_callback",
         "subscribers",
     )
@@ -187,6 +193,7 @@ class BusPlumbing:
         self.subscribers = subscribers
         self.reply_router: object | None = None
         self.durable_log: DurableLog | None = None
+        self.store_ahead: Callable[[str, Event], Awaitable[None]] | None = None
 
 
 class EventBus:
@@ -275,6 +282,10 @@ class EventBus:
         )
         self.plumbing.durable_log = durable_log
         """For the runtime's own parts only (see :class:`BusPlumbing`)."""
+        log: object = durable_log  # (mypy sees no class that is both protocols)
+        self._ahead_log = log if isinstance(log, PipelinedLog) else None
+        if self._ahead_log is not None:
+            self.plumbing.store_ahead = self._store_ahead
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -490,9 +501,11 @@ class EventBus:
         event_types: Collection[str] | None = None,
         max_deliver: int,
         max_ack_pending: int,
+        ahead: int = 16,
     ) -> DurableSubscription:
         """Internal (the bridge's remote durable agents): the durable name ``name`` over
-        several ``patterns`` (an agent's topics), as :meth:`subscribe` makes it for one.
+        several ``patterns`` (an agent's topics), as :meth:`subscribe` makes it for one,
+        fetching up to ``ahead`` at a time.
 
         Raises:
             DurabilityUnavailable: the bus has no durable log.
@@ -509,6 +522,7 @@ class EventBus:
             event_types=None if event_types is None else frozenset(event_types),
             max_deliver=max_deliver,
             max_ack_pending=max_ack_pending,
+            ahead=ahead,
         )
         self._durable_subs.add(sub)
         return sub
@@ -689,6 +703,18 @@ class EventBus:
         if self._transport is not None:
             await self._transport.publish(topic, event)
         return reached
+
+    async def _store_ahead(self, topic: str, event: Event) -> None:
+        # BusPlumbing.store_ahead. Not with a tracer: publish stores the event with its
+        # trace context injected, a different event from the one stored ahead.
+        try:
+            entry = self._topics.get(topic)
+            if entry is None or entry.gen != self._gen:
+                entry = self._refresh(topic, entry)
+        except InvalidArgument:
+            return  # publish says so
+        if entry.durable and self._tracer is None and self._ahead_log is not None:
+            await self._ahead_log.store_ahead(topic, event)
 
     def publish_nowait(self, topic: str, event: Event) -> int:
         """Publish ``event`` on ``topic`` if no lossless subscriber would make it wait; return

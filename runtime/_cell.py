@@ -481,7 +481,7 @@ class Cell:
         consumer = await self._open_consumer(durable_log)
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._keep_alive, consumer.ack_wait / 3)
+                tg.start_soon(self._keep_alive, consumer)
                 await self._fetch_loop(consumer)
                 tg.cancel_scope.cancel()
         finally:
@@ -529,10 +529,12 @@ class Cell:
                             await self._quietly(rest.nak())
                     return
 
-    async def _keep_alive(self, every: float) -> None:
+    async def _keep_alive(self, consumer: DurableConsumer) -> None:
         assert self._inflight is not None
         while True:
-            await anyio.sleep(every)
+            # Read each round: a remote agent's consumer learns its server's ack wait from
+            # each connection's welcome (a restarted server may have another).
+            await anyio.sleep(consumer.ack_wait / 3)
             for msg in list(self._inflight.values()):
                 await self._quietly(msg.in_progress())
 

@@ -16,7 +16,7 @@ from typing import Protocol, runtime_checkable
 
 import msgspec
 
-from ._errors import InvalidArgument, LoomError
+from ._errors import DeadlineExceeded, InvalidArgument
 from ._event import Delivery, Event
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "DurableMessage",
     "DurableStats",
     "DurableUnavailable",
+    "PipelinedLog",
     "Position",
     "RemoteDurableMessage",
     "mark_delivery",
@@ -52,10 +53,14 @@ Position = int | datetime | timedelta
 """Where a replay starts or stops: a stream sequence, a moment, or that long ago."""
 
 
-class DurableUnavailable(LoomError, TimeoutError):
+class DurableUnavailable(DeadlineExceeded):
     """The durable log did not store (or answer) in time: its server is down or unreachable,
     or the durable is full. A publish that raises this may or may not have been stored; a
-    retry of the same event (same id, same topic) is stored at most once."""
+    retry of the same event (same id, same topic) is stored at most once. A replay cut off
+    by it says how far it got.
+
+    A :class:`DeadlineExceeded` (and so a ``TimeoutError``): over the bridge it crosses as
+    ``DEADLINE_EXCEEDED`` with its message."""
 
 
 class DurableMessage(Protocol):
@@ -102,14 +107,13 @@ class RemoteDurableMessage(DurableMessage, Protocol):
 
 
 class DurableConsumer(Protocol):
-    """A durable name's position in the log: what it has not acknowledged yet survives it.
+    """A durable name's position in the log: what it has not acknowledged yet survives it."""
 
-    Attributes:
-        ack_wait: seconds a delivery may stay unsettled (without ``in_progress``) before the
-            log delivers it again.
-    """
-
-    ack_wait: float
+    @property
+    def ack_wait(self) -> float:
+        """Seconds a delivery may stay unsettled (without ``in_progress``) before the log
+        delivers it again (read each time: it may change, e.g. a remote agent's server)."""
+        ...
 
     async def fetch(self, batch: int, timeout: float) -> list[DurableMessage]:
         """Up to ``batch`` deliveries, waiting at most ``timeout`` seconds for the first;
@@ -166,7 +170,15 @@ class DurableStats(msgspec.Struct, frozen=True, kw_only=True):
 
 class DurableLog(Protocol):
     """Stores events and hands each durable name its deliveries (implemented in
-    ``loom.cluster``). The bus calls it; applications reach it through the bus."""
+    ``loom.cluster``). The bus calls it; applications reach it through the bus.
+
+    Attributes:
+        ack_wait: seconds a delivery of its consumers may stay unsettled (without
+            ``in_progress``) before it is delivered again; a bridge server tells its remote
+            durable agents (``StreamWelcome.durable_ack_wait_ms``).
+    """
+
+    ack_wait: float
 
     def patterns(self) -> frozenset[str]:
         """Every durable pattern the log knows now (of live and of stopped durable names):
@@ -226,6 +238,20 @@ class WatchedLog(Protocol):
     def watch(self, listener: Callable[[Iterable[str]], None]) -> None:
         """Call ``listener`` (on the bus's event loop) with the patterns of each durable name
         the log learns from elsewhere from now on."""
+        ...
+
+
+@runtime_checkable
+class PipelinedLog(Protocol):
+    """A durable log that can start storing an event ahead of its ``append``, so that one
+    publisher with several publishes queued (a remote agent's stream on a bridge server)
+    has their stores in flight together, in its order, instead of one round trip each.
+    Optional (``loom.cluster.JetStreamLog`` has it)."""
+
+    async def store_ahead(self, topic: str, event: Event) -> None:
+        """Start storing ``event`` on ``topic`` (in call order); the ``append`` of the same
+        event on the same topic then waits for that store instead of making its own (and
+        makes its own, stored once by the event's id, if that one failed). Never raises."""
         ...
 
 

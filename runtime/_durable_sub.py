@@ -78,6 +78,7 @@ class DurableSubscription:
         event_types: frozenset[str] | None,
         max_deliver: int,
         max_ack_pending: int,
+        ahead: int = _AHEAD,
     ) -> None:
         self.name = name
         self.patterns = tuple(patterns)
@@ -87,6 +88,7 @@ class DurableSubscription:
         self._types = event_types
         self._max_ack_pending = max_ack_pending
         self.max_ack_pending = max_ack_pending
+        self._ahead = ahead
         self._consumer: DurableConsumer | None = None
         self._ready: list[DurableMessage] = []
         self._fetched_at = 0.0
@@ -177,7 +179,7 @@ class DurableSubscription:
                 raise SubscriptionClosed(f"durable subscription {self.name!r} is closed")
             consumer = self._consumer
             if not self._ready:
-                batch = min(self._max_ack_pending, _AHEAD)
+                batch = min(self._max_ack_pending, self._ahead)
                 self._ready = await consumer.fetch(batch, _POLL_S)
                 self._fetched_at = anyio.current_time()
                 continue
@@ -198,6 +200,28 @@ class DurableSubscription:
             self._last = msg
             self._settled = False
             return msg
+
+    def peek_ready(self) -> DurableMessage | None:
+        """The next delivery if it is fetched already and :meth:`take_ready` can hand it out
+        without a wait; else ``None`` (then :meth:`take` does what it needs). For a holder
+        that batches what is at hand (a remote durable agent's session)."""
+        if self._closed or self._consumer is None or not self._ready:
+            return None
+        if anyio.current_time() - self._fetched_at > self._consumer.ack_wait / 2:
+            return None  # take keeps them alive first
+        msg = self._ready[0]
+        if msg.attempt > self.max_deliver:
+            return None  # take dead-letters it
+        if self._types is not None and msg.event.type not in self._types:
+            return None  # take settles it
+        return msg
+
+    def take_ready(self) -> DurableMessage:
+        """Hand out the delivery :meth:`peek_ready` returned (as :meth:`take` would)."""
+        msg = self._ready.pop(0)
+        self._last = msg
+        self._settled = False
+        return msg
 
     def _settle(self, msg: DurableMessage) -> None:
         if msg is self._last:

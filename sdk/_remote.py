@@ -499,6 +499,7 @@ async def serve_agent(
     durable_log = WireDurableLog(spec.mailbox_size) if spec.durable else None
     if durable_log is not None:
         client.durable_sink = durable_log.put
+        client.durable_ack_wait = durable_log.set_ack_wait
     bus = EventBus(
         transport=transport,
         # Its spans (publish, process, tool calls; its turns') and so the trace context its

@@ -186,20 +186,22 @@ class StreamHello(_message.Message):
     def __init__(self, features: _Optional[_Iterable[_Union[StreamFeature, str]]] = ..., max_batch_events: _Optional[int] = ..., publish_window: _Optional[int] = ..., delivery_window: _Optional[int] = ..., delivery_window_bytes: _Optional[int] = ...) -> None: ...
 
 class StreamWelcome(_message.Message):
-    __slots__ = ("features", "max_batch_events", "publish_window", "settle_ms", "delivery_window", "delivery_window_bytes")
+    __slots__ = ("features", "max_batch_events", "publish_window", "settle_ms", "delivery_window", "delivery_window_bytes", "durable_ack_wait_ms")
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_EVENTS_FIELD_NUMBER: _ClassVar[int]
     PUBLISH_WINDOW_FIELD_NUMBER: _ClassVar[int]
     SETTLE_MS_FIELD_NUMBER: _ClassVar[int]
     DELIVERY_WINDOW_FIELD_NUMBER: _ClassVar[int]
     DELIVERY_WINDOW_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DURABLE_ACK_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     features: _containers.RepeatedScalarFieldContainer[StreamFeature]
     max_batch_events: int
     publish_window: int
     settle_ms: int
     delivery_window: int
     delivery_window_bytes: int
-    def __init__(self, features: _Optional[_Iterable[_Union[StreamFeature, str]]] = ..., max_batch_events: _Optional[int] = ..., publish_window: _Optional[int] = ..., settle_ms: _Optional[int] = ..., delivery_window: _Optional[int] = ..., delivery_window_bytes: _Optional[int] = ...) -> None: ...
+    durable_ack_wait_ms: int
+    def __init__(self, features: _Optional[_Iterable[_Union[StreamFeature, str]]] = ..., max_batch_events: _Optional[int] = ..., publish_window: _Optional[int] = ..., settle_ms: _Optional[int] = ..., delivery_window: _Optional[int] = ..., delivery_window_bytes: _Optional[int] = ..., durable_ack_wait_ms: _Optional[int] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
     __slots__ = ("request_id", "pattern", "qos", "event_types", "buffer_size")

@@ -19,7 +19,15 @@ import pytest
 
 from loom.bridge import AdminClient, BridgeServer, LimitExceeded, Limits, WrongAgent
 from loom.cluster import JetStreamLog
-from loom.runtime import AgentRuntime, DurabilityUnavailable, Event, EventBus, QoS
+from loom.runtime import (
+    AgentRuntime,
+    DeadlineExceeded,
+    DurabilityUnavailable,
+    DurableUnavailable,
+    Event,
+    EventBus,
+    QoS,
+)
 from tests.cluster._jetstream_support import durable_bus, nats_server
 from tests.sdk._cli_support import loom, loom_serve, running
 
@@ -269,3 +277,41 @@ async def test_a_replay_counts_against_max_bus_subscribers(tmp_path: Path) -> No
         ):
             with pytest.raises(LimitExceeded, match="max_bus_subscribers"):
                 [d async for d in admin.replay("x.>")]
+
+
+async def test_a_replay_cut_by_the_loss_of_its_nats_server_says_so(tmp_path: Path) -> None:
+    # The nats-server SIGKILLed while a replay streams: the caller gets a typed error that
+    # says how far the replay got, not a silent end (it would take a cut replay for the
+    # whole) and not grpc's UNKNOWN for an unexpected exception.
+    got = 0
+    with anyio.fail_after(90):
+        async with (
+            nats_server(tmp_path) as server,
+            durable_bus(server, publish_timeout=5.0) as (bus, _log),
+            AgentRuntime(bus, stop_timeout_s=1.0) as runtime,
+            BridgeServer(runtime, grace_s=1.0) as bridge,
+        ):
+            bus.register_durable("keeper", ("kept.>",))  # so kept.> is stored
+            payload = b"x" * 4096  # more than gRPC's windows hold: the replay is mid-way
+            for _ in range(2000):
+                await bus.publish("kept.x", Event(payload=payload))
+            async with AdminClient(f"127.0.0.1:{bridge.port}", timeout=30) as admin:
+
+                async def read_all() -> None:
+                    nonlocal got
+                    async for _ in admin.replay("kept.>"):
+                        got += 1
+                        if got == 10:
+                            server.kill()
+
+                with pytest.raises(DurableUnavailable) as cut:
+                    await read_all()
+            # Back (as loom serve's supervisor does it), and reconnected (a store goes
+            # through): nats-py's close on a connection in the middle of reconnecting fails.
+            await server.start()
+            await bus.publish("kept.x", Event())
+    assert 10 <= got < 2000
+    message = str(cut.value)
+    assert message.startswith("EventBus.Replay: replay of 'kept.>' interrupted after ")
+    assert "the durable log's server did not answer" in message
+    assert isinstance(cut.value, DeadlineExceeded)  # DurableUnavailable's wire class

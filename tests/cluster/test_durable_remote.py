@@ -4,6 +4,7 @@ durable state is keyed by its id on the server. Processes are killed with real s
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import signal
@@ -20,7 +21,14 @@ import pytest
 
 from loom import Agent
 from loom._remote import serve_agent
-from loom.bridge import BridgeServer, ConnectFailed
+from loom.bridge import (
+    Acceptance,
+    AgentRegistration,
+    BridgeClient,
+    BridgeServer,
+    ConnectFailed,
+    PublishRejected,
+)
 from loom.bridge._generated import bridge_pb2
 from loom.bridge._status import error_from_status
 from loom.cluster import JetStreamLog
@@ -66,13 +74,13 @@ _SECRET = secrets.token_urlsafe(24)
 
 @asynccontextmanager
 async def durable_server(
-    nats: NatsServer,
+    nats: NatsServer, *, ack_wait: float = 300.0
 ) -> AsyncIterator[tuple[EventBus, JetStreamLog, BridgeServer]]:
     """The server side: a bus with a JetStreamLog, its runtime, a bridge on 127.0.0.1:0."""
     async with (
-        # An ack wait longer than any test: a redelivery within one comes from the server
-        # handing back what an ended stream held, not from the log's own timer.
-        durable_bus(nats, ack_wait=300.0) as (bus, log),
+        # By default an ack wait longer than any test: a redelivery within one comes from
+        # the server handing back what an ended stream held, not from the log's own timer.
+        durable_bus(nats, ack_wait=ack_wait) as (bus, log),
         AgentRuntime(bus, stop_timeout_s=1.0) as runtime,
         BridgeServer(runtime, grace_s=1.0) as server,
     ):
@@ -194,6 +202,7 @@ async def test_a_client_without_the_feature_is_never_durable(tmp_path: Path) -> 
             await old.send(bridge_pb2.ClientEvent(hello=hello))
             welcome = await old.next("welcome")
             assert bridge_pb2.STREAM_FEATURE_DURABLE not in welcome.welcome.features
+            assert welcome.welcome.durable_ack_wait_ms == 0  # said to durable streams only
             await bus.publish("work.x", Event(payload=b"plain"))
             frame = await old.read()
             delivery = (
@@ -270,3 +279,90 @@ async def test_durable_without_a_log_is_refused_with_the_reason() -> None:
     assert "durable agent 'wants-durable' needs durability" in details
     assert "--nats off" in details
     assert isinstance(error_from_status(code, details), DurabilityUnavailable)
+
+
+async def test_a_slow_handler_is_kept_alive_within_the_servers_ack_wait(tmp_path: Path) -> None:
+    # The server's log redelivers what is unsettled after 1 s; the handler takes 3 s. The
+    # agent learns that ack wait from the welcome and sends its keep-alive every third of
+    # it (assuming the default 30 s, it would say nothing for 10 s: redelivered meanwhile).
+    attempts: list[str] = []
+    done = anyio.Event()
+
+    async def slow(ctx: Context, topic: str, event: Event) -> None:
+        attempts.append(event.metadata["delivery.attempt"])
+        await anyio.sleep(3.0)  # three ack waits
+        done.set()
+
+    agent = Agent("slow", topics=["work.>"], on_event=slow, durable=True)
+    with anyio.fail_after(60):
+        async with (
+            nats_server(tmp_path) as nats,
+            durable_server(nats, ack_wait=1.0) as (bus, log, server),
+            anyio.create_task_group() as tg,
+        ):
+            address = f"127.0.0.1:{server.port}"
+            await tg.start(functools.partial(serve_agent, agent, address))
+            await _consumer_exists(log, "slow")
+            await bus.publish("work.x", Event(payload=b"slow"))
+            await done.wait()
+            stats = {c.name: c for c in (await log.statistics()).consumers}
+            tg.cancel_scope.cancel()
+    assert attempts == ["1"]
+    assert stats["slow"].redelivered == 0
+
+
+async def test_a_remote_publish_not_stored_in_time_is_refused_and_the_stream_goes_on(
+    tmp_path: Path,
+) -> None:
+    # The nats-server is down for longer than the log's publish timeout (1 s here): the
+    # remote publisher's durable publish is refused with DEADLINE_EXCEEDED (the server's
+    # DurableUnavailable), not the end of its stream; once the server is back, it goes on.
+    registration = AgentRegistration(agent_id="publisher")
+    with anyio.fail_after(60):
+        async with (
+            nats_server(tmp_path) as nats,
+            durable_bus(nats, publish_timeout=1.0) as (bus, _log),
+            AgentRuntime(bus, stop_timeout_s=1.0) as runtime,
+            BridgeServer(runtime, grace_s=1.0) as server,
+            BridgeClient(f"127.0.0.1:{server.port}", registration) as client,
+        ):
+            bus.register_durable("keeper", ("kept.>",))
+            assert await client.publish("kept.x", Event(), wait_accepted=True)
+            nats.kill()
+            with pytest.raises(PublishRejected) as refused:
+                await client.publish("kept.x", Event(), wait_accepted=True)
+            await nats.start()
+            outcome = await client.publish("kept.x", Event(), wait_accepted=True)
+            connects = client.statistics().connects
+    assert refused.value.code == "DEADLINE_EXCEEDED"
+    assert "not stored within 1s" in refused.value.reason
+    assert outcome in (Acceptance.ACCEPTED, Acceptance.UNROUTED)
+    assert connects == 1  # the same stream throughout
+
+
+async def test_a_burst_of_remote_durable_publishes_is_stored_once_each_in_order(
+    tmp_path: Path,
+) -> None:
+    # A remote publisher's queued durable publishes have their stores started ahead,
+    # several in flight at a time (bus.plumbing.store_ahead): each is still stored once,
+    # and in the stream's order.
+    registration = AgentRegistration(agent_id="burst")
+    events = [Event(payload=b"%d" % i) for i in range(2000)]
+    with anyio.fail_after(60):
+        async with (
+            nats_server(tmp_path) as nats,
+            durable_bus(nats) as (bus, log),
+            AgentRuntime(bus, stop_timeout_s=1.0) as runtime,
+            BridgeServer(runtime, grace_s=1.0) as server,
+            BridgeClient(f"127.0.0.1:{server.port}", registration) as client,
+        ):
+            assert bus.plumbing.store_ahead is not None  # JetStreamLog pipelines
+            bus.register_durable("keeper", ("kept.>",))
+            for event in events[:-1]:  # queued on the stream, in this order
+                await client.publish("kept.x", event)
+            await client.publish("kept.x", events[-1], wait_accepted=True)  # and all before
+            stats = await log.statistics()
+            stored = [d.event.id async for d in bus.replay("kept.>")]
+    assert stats.appended == len(events)
+    assert stats.duplicates == 0  # each stored once: the append took the store made ahead
+    assert stored == [e.id for e in events]  # the stream's order
