@@ -55,6 +55,7 @@ from ._runtime import tool_inventory as tool_inventory
 from ._subscription import lend_in_flight as lend_in_flight
 from ._subscription import lose_in_flight as lose_in_flight
 from ._subscription import settle_in_flight as settle_in_flight
+from ._topics import TopicTrie as TopicTrie
 from ._topics import validate_pattern as validate_pattern
 from ._topics import validate_topic as validate_topic
 from ._tracing import context_from_envelope as context_from_envelope
@@ -79,6 +80,7 @@ __all__ = [
     "RemoteTool",
     "ReplyRouter",
     "ToolProvider",
+    "TopicTrie",
     "Transport",
     "child_envelope",
     "context_from_envelope",

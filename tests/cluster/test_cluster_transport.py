@@ -1,0 +1,221 @@
+"""``ClusterTransport``: buses in one process, each with its own connection to one real
+nats-server, acting as nodes. (``test_cluster_nodes.py`` does the same with real ``loom serve``
+processes.) Readiness is what a transport reports (``remote_interest``), waited for with a
+bounded deadline."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+import anyio
+import pytest
+from anyio.lowlevel import checkpoint
+from nats.aio.client import Client
+
+from loom.cluster import ClusterTransport
+from loom.runtime import Envelope, Event, EventBus, QoS, Subscription
+
+from ._jetstream_support import NatsServer, connect, nats_server
+
+pytestmark = pytest.mark.anyio
+
+FAST = {"heartbeat_s": 0.2, "retransmit_after_s": 0.3, "discovery_s": 0.05}
+
+
+class Node:
+    def __init__(self, bus: EventBus, transport: ClusterTransport, nc: Client) -> None:
+        self.bus = bus
+        self.transport = transport
+        self.nc = nc
+
+
+@asynccontextmanager
+async def node(server: NatsServer, name: str, **options: float) -> AsyncIterator[Node]:
+    nc = await connect(server)
+    try:
+        transport = ClusterTransport(nc, name, **{**FAST, **options})  # type: ignore[arg-type]
+        async with EventBus(transport=transport, drain_grace=0.2) as bus:
+            yield Node(bus, transport, nc)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await nc.close()
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 10) -> None:
+    with anyio.fail_after(timeout):
+        while not condition():  # noqa: ASYNC110
+            await anyio.sleep(0.005)
+
+
+def knows(publisher: Node, other: str, pattern: str) -> Callable[[], bool]:
+    return lambda: any(
+        p == pattern for p, _ in publisher.transport.remote_interest().get(other, ())
+    )
+
+
+async def take(sub: Subscription, n: int) -> list[Event]:
+    got = []
+    for _ in range(n):
+        got.append((await sub.receive()).event)
+    return got
+
+
+@pytest.mark.parametrize("qos", [QoS.REALTIME, QoS.BATCHED, QoS.BACKGROUND])
+async def test_an_event_reaches_the_other_node_in_order_and_never_comes_back(
+    tmp_path: Path, qos: QoS
+) -> None:
+    n = 2000
+    with anyio.fail_after(30):
+        async with nats_server(tmp_path) as server, node(server, "a") as a, node(server, "b") as b:
+            async with (
+                b.bus.subscribe("orders.>", qos=qos, buffer_size=4096) as far,
+                a.bus.subscribe("orders.>", qos=qos, buffer_size=4096) as near,
+            ):
+                await wait_until(knows(a, "b", "orders.>"))
+                await wait_until(knows(b, "a", "orders.>"))
+                sent = [Event(type="t", payload=b"%d" % i) for i in range(n)]
+                for i, event in enumerate(sent):
+                    await a.bus.publish(f"orders.{i % 7}", event)
+                assert [e.id for e in await take(far, n)] == [e.id for e in sent]
+                # Here once (locally), and not again from the wire: no echo.
+                assert [e.id for e in await take(near, n)] == [e.id for e in sent]
+                with anyio.move_on_after(0.3):
+                    extra = await near.receive()
+                    raise AssertionError(f"echoed back: {extra}")
+            assert b.transport.statistics().received_events == n
+            assert a.transport.statistics().received_events == 0
+
+
+async def test_the_trace_context_crosses_intact(tmp_path: Path) -> None:
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with anyio.fail_after(20):
+        async with (
+            nats_server(tmp_path) as server,
+            node(server, "a") as a,
+            node(server, "b") as b,
+            b.bus.subscribe("t.>") as far,
+        ):
+            await wait_until(knows(a, "b", "t.>"))
+            event = Event(
+                type="t",
+                envelope=Envelope(traceparent=traceparent, correlation_id="c1"),
+                metadata={"k": "v"},
+            )
+            await a.bus.publish("t.x", event)
+            got = (await far.receive()).event
+            assert got == event
+            assert got.envelope.traceparent == traceparent
+
+
+async def test_no_remote_interest_puts_nothing_on_the_wire(tmp_path: Path) -> None:
+    with anyio.fail_after(20):
+        async with nats_server(tmp_path) as server, node(server, "a") as a, node(server, "b") as b:
+            async with b.bus.subscribe("wanted.>") as far, a.bus.subscribe("local.>") as near:
+                await wait_until(knows(a, "b", "wanted.>"))
+                for _ in range(100):
+                    await a.bus.publish("local.x", Event(type="t"))
+                await take(near, 100)
+                await a.bus.publish("wanted.x", Event(type="t"))
+                await far.receive()
+            assert a.transport.statistics().sent_events == 1
+
+
+async def test_a_node_that_starts_late_learns_the_interest_that_exists(tmp_path: Path) -> None:
+    with anyio.fail_after(20):
+        async with (
+            nats_server(tmp_path) as server,
+            node(server, "b") as b,
+            b.bus.subscribe("late.>") as far,
+            # Heartbeats far apart: what it learns, it learns from the answers to its hello.
+            node(server, "a", heartbeat_s=30) as a,
+        ):
+            await wait_until(knows(a, "b", "late.>"), timeout=5)
+            await a.bus.publish("late.x", Event(type="t", payload=b"first"))
+            assert (await far.receive()).event.payload == b"first"
+
+
+async def test_a_node_that_stops_or_goes_silent_has_its_interest_dropped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "loom.cluster")
+    with anyio.fail_after(20):
+        async with nats_server(tmp_path) as server, node(server, "a") as a:
+            async with node(server, "b") as b, b.bus.subscribe("x.>"):
+                await wait_until(knows(a, "b", "x.>"))
+            # A clean stop says goodbye: dropped at once, not at expiry.
+            await wait_until(lambda: "b" not in a.transport.remote_interest())
+            assert "node b left" in caplog.text
+            # A silent one (its connection cut, no goodbye) expires after three heartbeats.
+            async with AsyncExitStack() as stack:
+                c = await stack.enter_async_context(node(server, "c"))
+                await stack.enter_async_context(c.bus.subscribe("y.>"))
+                await wait_until(knows(a, "c", "y.>"))
+                await c.nc.close()  # no goodbye: the connection is gone
+                await wait_until(lambda: "c" not in a.transport.remote_interest(), timeout=5)
+                assert "node c silent for 0.6 s (expired)" in caplog.text
+
+
+async def test_a_full_lossless_subscriber_holds_the_remote_publisher_back(tmp_path: Path) -> None:
+    n = 30_000
+    with anyio.fail_after(60):
+        async with nats_server(tmp_path) as server, node(server, "a") as a, node(server, "b") as b:
+            async with b.bus.subscribe("bp.>", qos=QoS.BATCHED, buffer_size=8) as far:
+                await wait_until(knows(a, "b", "bp.>"))
+                done = anyio.Event()
+                sent: list[str] = []
+
+                async def publisher() -> None:
+                    for i in range(n):
+                        event = Event(type="t", payload=b"%d" % i)
+                        sent.append(event.id)
+                        await a.bus.publish("bp.x", event)
+                    done.set()
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(publisher)
+                    # Nobody reads on b: its buffer (8), the frame being delivered, and the
+                    # window of frames in flight fill; then the publisher waits.
+                    with anyio.move_on_after(1.5):
+                        await done.wait()
+                    assert not done.is_set()
+                    stalled = len(sent)
+                    assert stalled < n
+                    got = [e.id for e in await take(far, n)]
+                assert got == sent
+            stats = b.bus.statistics()
+            assert stats.dropped.overflow == 0
+
+
+async def test_a_nats_restart_mid_stream_loses_nothing_lossless(tmp_path: Path) -> None:
+    n = 20_000
+    with anyio.fail_after(60):
+        async with nats_server(tmp_path) as server, node(server, "a") as a, node(server, "b") as b:
+            async with b.bus.subscribe("r.>", qos=QoS.BACKGROUND) as far:
+                await wait_until(knows(a, "b", "r.>"))
+                sent: list[str] = []
+                got: list[str] = []
+
+                async def publisher() -> None:
+                    for i in range(n):
+                        event = Event(type="t", payload=b"%d" % i)
+                        sent.append(event.id)
+                        await a.bus.publish("r.x", event)
+                        if i % 50 == 0:
+                            await checkpoint()
+
+                async def reader() -> None:
+                    while len(got) < n:
+                        got.append((await far.receive()).event.id)
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(reader)
+                    tg.start_soon(publisher)
+                    await wait_until(lambda: len(got) > n // 10)
+                    server.kill()  # mid-stream: frames in flight and acks are lost
+                    await anyio.sleep(0.3)  # the outage itself (the fault, not readiness)
+                    await server.start()  # same port: both clients reconnect
+                assert got == sent
+            assert a.transport.statistics().retransmitted_frames > 0
