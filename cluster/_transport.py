@@ -201,6 +201,7 @@ class ClusterTransport:
         # Any remote interest at all: the one test a publish pays when there is none.
         self._any = False
         self._gen = 0
+        self.generation = 0  # InterestGate: the bus re-asks `wants` when this changes
         self._routes: dict[str, tuple[int, tuple[tuple[_Peer, bool], ...]]] = {}
         self._kicked = False
         self._kick = anyio.Event()
@@ -317,6 +318,15 @@ class ClusterTransport:
             self._kicked = True
             self._kick.set()
 
+    def wants(self, topic: str) -> bool:
+        """(InterestGate) Whether another node holds a subscription ``topic`` matches."""
+        if not self._any:
+            return False
+        route = self._routes.get(topic)
+        if route is None or route[0] != self._gen:
+            route = self._route(topic)
+        return bool(route[1])
+
     def add_interest(self, pattern: str, qos: QoS) -> None:
         self._local[(pattern, int(qos))] = None
         self._interest_changed()
@@ -366,6 +376,7 @@ class ClusterTransport:
 
     def _changed(self) -> None:
         self._gen += 1
+        self.generation = self._gen
         self._any = any(peer.patterns for peer in self._peers.values())
 
     # ------------------------------------------------------------------ sending
@@ -493,7 +504,7 @@ class ClusterTransport:
             "cluster: node %s %s; its interest dropped%s",
             peer.name,
             why,
-            f" ({lost} lossless batches to it discarded)" if lost else "",
+            f" ({lost} lossless frames to it unacknowledged, not sent again)" if lost else "",
         )
 
     async def _clock(self) -> None:

@@ -61,6 +61,7 @@ from ._topics import validate_topic as validate_topic
 from ._tracing import context_from_envelope as context_from_envelope
 from ._tracing import envelope_with_context as envelope_with_context
 from ._transport import Inbound as Inbound
+from ._transport import InterestGate as InterestGate
 from ._transport import Transport as Transport
 from .collab._replies import ReplyRouter as ReplyRouter
 from .collab._replies import router_for as router_for
@@ -75,6 +76,7 @@ __all__ = [
     "HasAgentSpec",
     "Hosting",
     "Inbound",
+    "InterestGate",
     "RemoteAgent",
     "RemoteDurableMessage",
     "RemoteTool",
