@@ -45,7 +45,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks._util import emit
 from benchmarks.bus import run_on
-from loom.bridge._client import AgentRegistration, BridgeClient, ClientOptions
+from loom.bridge import AgentRegistration, BridgeClient, ClientOptions
 from loom.cluster import ClusterTransport
 from loom.runtime import Event, EventBus, QoS
 
