@@ -10,12 +10,14 @@ from __future__ import annotations
 import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 import anyio
 import pytest
 from anyio.abc import TaskStatus
 
+from loom import Agent, Context, serve_agent
 from loom.bridge._client import AgentRegistration, BridgeClient, ClientOptions
 from loom.bridge._reconnect import Backoff
 from loom.runtime import Event, QoS
@@ -237,3 +239,46 @@ async def test_a_nats_restart_mid_stream_loses_no_lossless_event(tmp_path: Path)
                     await outer.start(restarted)  # the same port: the nodes reconnect
                 assert got == sent
                 outer.cancel_scope.cancel()
+
+
+async def test_a_durable_agent_on_one_node_gets_what_another_node_publishes(
+    tmp_path: Path, nats_server: NatsServerProcess
+) -> None:
+    n = 200
+    got: list[Event] = []
+    probed = anyio.Event()
+    all_in = anyio.Event()
+
+    async def on_event(ctx: Context, topic: str, event: Event) -> None:
+        if event.type == "probe":
+            probed.set()
+            return
+        got.append(event)
+        if len(got) == n:
+            all_in.set()
+
+    agent = Agent("keeper", topics=["dur.>"], on_event=on_event, durable=True)
+    with anyio.fail_after(120):
+        async with AsyncExitStack() as stack:
+            _, a = await stack.enter_async_context(loom_node(tmp_path, nats_server, "a"))
+            _, b = await stack.enter_async_context(loom_node(tmp_path, nats_server, "b"))
+            pub = await stack.enter_async_context(client(a, "pub"))
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            stop = anyio.Event()
+            await tg.start(partial(serve_agent, agent, b, options=OPTIONS, stop=stop))
+            # Node a stores for the durable name once JetStream told it of the name: a probe
+            # that arrives proves it (one published before that is stored for nobody).
+            with anyio.fail_after(30):
+                while not probed.is_set():
+                    await pub.publish("dur.probe", Event(type="probe"), wait_accepted=True)
+                    with anyio.move_on_after(0.2):
+                        await probed.wait()
+            sent = []
+            for i in range(n):
+                event = Event(type="t", payload=b"%d" % i)
+                sent.append(event.id)
+                await pub.publish(f"dur.{i % 3}", event, wait_accepted=True)
+            with anyio.fail_after(30):
+                await all_in.wait()
+            assert [e.id for e in got] == sent
+            stop.set()
