@@ -11,11 +11,13 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import anyio
+import msgspec
 import pytest
 from anyio.lowlevel import checkpoint
 from nats.aio.client import Client
 
 from loom.cluster import ClusterTransport, JetStreamLog
+from loom.cluster._wire import Frame
 from loom.runtime import Envelope, Event, EventBus, QoS, Subscription
 
 from ._jetstream_support import NatsServer, connect, nats_server
@@ -259,3 +261,50 @@ async def test_a_durable_subscription_on_one_node_gets_what_another_publishes_on
                 extra = await far.receive()
                 raise AssertionError(f"delivered twice: {extra}")
             assert a.transport.statistics().sent_events == 0
+
+
+async def test_a_full_remote_realtime_subscriber_drops_there_and_never_holds_back(
+    tmp_path: Path,
+) -> None:
+    n = 5000
+    with anyio.fail_after(30):
+        async with (
+            nats_server(tmp_path) as server,
+            node(server, "a") as a,
+            node(server, "b") as b,
+            b.bus.subscribe("rt.>", qos=QoS.REALTIME, buffer_size=16) as far,
+        ):
+            await wait_until(knows(a, "b", "rt.>"))
+            for i in range(n):  # nobody reads on b: the publisher never waits for it
+                await a.bus.publish("rt.x", Event(type="t", payload=b"%d" % i))
+            await wait_until(lambda: b.transport.statistics().received_events == n)
+            stats = b.bus.statistics()
+            # Counted where the subscription lives: 16 kept, the rest dropped on overflow.
+            assert stats.dropped.overflow == n - 16
+            assert far.statistics().queued == 16
+
+
+async def test_realtime_events_lost_on_the_wire_are_counted_by_the_receiver(
+    tmp_path: Path,
+) -> None:
+    with anyio.fail_after(20):
+        async with (
+            nats_server(tmp_path) as server,
+            node(server, "b") as b,
+            b.bus.subscribe("rt.>", qos=QoS.REALTIME) as far,
+        ):
+            # Another node's realtime frames, as its transport numbers them (by event); the
+            # frames holding events 1 to 9 never arrive (what NATS drops for a slow consumer).
+            def frame(first: int) -> bytes:
+                events = [("rt.x", Event(type="t", payload=b"%d" % first))]
+                return msgspec.msgpack.encode(
+                    Frame(
+                        src="z", epoch="e1", dst_epoch=b.transport.epoch, seq=first, events=events
+                    )
+                )
+
+            await b.nc.publish("_loom.node.b.rt", frame(0))
+            await b.nc.publish("_loom.node.b.rt", frame(10))
+            assert (await far.receive()).event.payload == b"0"
+            assert (await far.receive()).event.payload == b"10"
+            assert b.transport.statistics().realtime_lost == 9
