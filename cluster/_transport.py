@@ -198,6 +198,7 @@ class ClusterTransport:
         self._announce_due = False
         self._peers: dict[str, _Peer] = {}
         self._sources: dict[str, _Source] = {}
+        self._retired: dict[str, None] = {}  # lives of senders replaced by a newer one
         # Any remote interest at all: the one test a publish pays when there is none.
         self._any = False
         self._gen = 0
@@ -580,9 +581,17 @@ class ClusterTransport:
                     self._kicked = True
                     self._kick.set()
 
-    def _source(self, frame: Frame) -> _Source:
+    def _source(self, frame: Frame) -> _Source | None:
+        """The receiving state for the frame's sender and life; ``None`` for a frame of a
+        life it has already replaced (a straggler must not reset the newer one's state)."""
         source = self._sources.get(frame.src)
         if source is None or source.epoch != frame.epoch:
+            if frame.epoch in self._retired:
+                return None
+            if source is not None:
+                self._retired[source.epoch] = None
+                if len(self._retired) > 1024:  # bounded: the oldest lives are forgotten
+                    del self._retired[next(iter(self._retired))]
             source = self._sources[frame.src] = _Source(frame.epoch)
         return source
 
@@ -594,6 +603,8 @@ class ClusterTransport:
             if frame is None:
                 continue
             source = self._source(frame)
+            if source is None:
+                continue
             if frame.seq == source.expected:
                 for topic, event in frame.events:
                     # Waits while a lossless subscriber here is full: the ack waits with it.
@@ -621,6 +632,8 @@ class ClusterTransport:
             if frame is None:
                 continue
             source = self._source(frame)
+            if source is None:
+                continue
             if frame.seq > source.rt_next:
                 self._rt_lost += frame.seq - source.rt_next
                 log.warning(

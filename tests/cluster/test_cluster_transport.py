@@ -308,3 +308,32 @@ async def test_realtime_events_lost_on_the_wire_are_counted_by_the_receiver(
             assert (await far.receive()).event.payload == b"0"
             assert (await far.receive()).event.payload == b"10"
             assert b.transport.statistics().realtime_lost == 9
+
+
+async def test_a_restarted_sender_starts_afresh_and_its_old_life_is_ignored(
+    tmp_path: Path,
+) -> None:
+    with anyio.fail_after(20):
+        async with (
+            nats_server(tmp_path) as server,
+            node(server, "b") as b,
+            b.bus.subscribe("ll.>", qos=QoS.BATCHED) as far,
+        ):
+
+            def frame(epoch: str, seq: int, text: bytes) -> bytes:
+                events = [("ll.x", Event(type="t", payload=text))]
+                return msgspec.msgpack.encode(
+                    Frame(src="z", epoch=epoch, dst_epoch=b.transport.epoch, seq=seq, events=events)
+                )
+
+            subject = "_loom.node.b.ll"
+            await b.nc.publish(subject, frame("old", 0, b"old 0"))
+            await b.nc.publish(subject, frame("new", 0, b"new 0"))  # z restarted: from 0
+            await b.nc.publish(subject, frame("old", 1, b"old 1"))  # a straggler: ignored
+            await b.nc.publish(subject, frame("new", 1, b"new 1"))
+            await b.nc.publish(subject, frame("new", 1, b"new 1"))  # a retransmission
+            got = [(await far.receive()).event.payload for _ in range(3)]
+            assert got == [b"old 0", b"new 0", b"new 1"]
+            with anyio.move_on_after(0.3):
+                raise AssertionError(f"delivered: {(await far.receive()).event.payload!r}")
+            assert b.transport.statistics().duplicate_frames == 1
