@@ -422,6 +422,12 @@ class ClusterTransport:
             await self._kick.wait()
             self._kick = anyio.Event()
             self._kicked = False
+            if self._announce_due:  # interest changed here: the others learn it now
+                try:
+                    await self._announce()
+                except (nats.errors.Error, OSError) as exc:
+                    self._announce_due = True  # the clock tries again
+                    log.debug("cluster: announcement not sent now: %s", exc)
             for peer in list(self._peers.values()):
                 if peer.rt_out:
                     await self._send_realtime(peer)
