@@ -137,8 +137,8 @@ async def cluster(root: Path, names: tuple[str, ...]) -> AsyncIterator[Cluster]:
             stack.callback(_kill, node)
             seen: list[str] = []
             with anyio.fail_after(60):
+                await _lines(node, r"cluster node ", seen)  # said before it listens
                 match = await _lines(node, r"listening on (\S+:\d+)", seen)
-                await _lines(node, r"cluster node ", seen)
             tg.start_soon(_drain, node)
             where.nodes[name] = match.group(1)
             where.pids[f"node_{name}"] = node.pid

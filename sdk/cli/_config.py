@@ -82,9 +82,7 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         nats_tls_cert_file: with NATS URLs: a client certificate (mutual TLS) ...
         nats_tls_key_file: ... and its key.
         node: this server's name among the nodes sharing one NATS (``--node``); empty means
-            the host's name. One NATS subject token: letters, digits, ``_`` and ``-``. With
-            NATS URLs the nodes form one cluster (``docs/cluster.md``); embedded or off, the
-            name is unused.
+            the host's name. One NATS subject token: letters, digits, ``_`` and ``-``.
     """
 
     host: str = "127.0.0.1"

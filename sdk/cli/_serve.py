@@ -182,12 +182,12 @@ async def serve(
                 nats=nats.status,
             ) as server,
         ):
-            log.info("loom serve: event bus up (pid %d, data dir %s)", os.getpid(), data_dir)
-            log.info("loom serve: NATS %s", nats.describe())
             if cluster is not None:
                 log.info(
                     "loom serve: cluster node %s (events cross to the other nodes)", cluster.node
                 )
+            log.info("loom serve: event bus up (pid %d, data dir %s)", os.getpid(), data_dir)
+            log.info("loom serve: NATS %s", nats.describe())
             log.info(
                 "loom serve: listening on %s (%s%s)",
                 server.address,
