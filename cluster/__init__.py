@@ -1,5 +1,5 @@
 """loom.cluster — NATS under Loom: durable delivery on JetStream and, later, several
-``loom serve`` nodes acting as one.
+``loom serve`` nodes acting as one (:class:`ClusterTransport`, ``docs/cluster.md``).
 
 It implements the runtime's seams (it imports ``loom.runtime``, never ``loom.bridge`` or the
 SDK); ``loom serve`` (sdk/cli) composes it with the bridge.
@@ -31,8 +31,12 @@ from ._errors import NatsError as NatsError
 from ._errors import NatsServerFailed as NatsServerFailed
 from ._errors import NatsServerNotFound as NatsServerNotFound
 from ._jetstream import JetStreamLog as JetStreamLog
+from ._transport import ClusterStats as ClusterStats
+from ._transport import ClusterTransport as ClusterTransport
 
 __all__ = [
+    "ClusterStats",
+    "ClusterTransport",
     "ConnectionState",
     "EmbeddedNats",
     "JetStreamLog",

@@ -47,7 +47,7 @@ from ._subscription import (
 )
 from ._topics import TopicTrie, validate_pattern, validate_topic
 from ._tracing import PublishTracer
-from ._transport import Transport
+from ._transport import InterestGate, Transport
 from ._waiter import Waiter, waiter_factory
 
 __all__ = ["BusPlumbing", "EventBus"]
@@ -103,6 +103,8 @@ class _Topic:
         "overflow",
         "published",
         "reached",
+        "remote",
+        "remote_gen",
         "route",
         "soft",
         "topic",
@@ -115,6 +117,9 @@ class _Topic:
         self.soft: frozenset[Subscription] = frozenset()
         self.gen = -1
         self.durable = False  # a durable pattern matches: a publish is stored first
+        # The transport's InterestGate verdict for this topic, valid while its generation is.
+        self.remote = True
+        self.remote_gen = -1
         self.published = 0
         self.reached = 0  # subscriptions the latest publish reached without waiting
         self.unrouted = 0
@@ -238,6 +243,8 @@ class EventBus:
         if max_tracked_topics < 1:
             raise InvalidArgument(f"max_tracked_topics must be >= 1, not {max_tracked_topics!r}")
         self._transport = transport
+        # A transport that can say which topics it would carry is skipped for the others.
+        self._gate: InterestGate | None = transport if isinstance(transport, InterestGate) else None
         self._log = durable_log
         # The durable patterns the log knows: a topic one of them matches is stored first.
         self._durable: TopicTrie[str] = TopicTrie()
@@ -700,7 +707,11 @@ class EventBus:
         reached = entry.reached  # read before any await: the next publish overwrites it
         if blocked:
             reached += await self._finish_blocked(entry, blocked, delivery)
-        if self._transport is not None:
+        if self._transport is not None and (
+            # Inlined: with no interest elsewhere, this comparison is all a publish pays.
+            (gate := self._gate) is None
+            or (entry.remote if entry.remote_gen == gate.generation else self._carries(entry))
+        ):
             await self._transport.publish(topic, event)
         return reached
 
@@ -715,6 +726,16 @@ class EventBus:
             return  # publish says so
         if entry.durable and self._tracer is None and self._ahead_log is not None:
             await self._ahead_log.store_ahead(topic, event)
+
+    def _carries(self, entry: _Topic) -> bool:
+        """Ask the transport's gate again whether it may carry ``entry``'s topic anywhere;
+        cached with the route until the gate's generation changes."""
+        gate = self._gate
+        if gate is None:
+            return True
+        entry.remote_gen = gate.generation
+        entry.remote = gate.wants(entry.topic)
+        return entry.remote
 
     def publish_nowait(self, topic: str, event: Event) -> int:
         """Publish ``event`` on ``topic`` if no lossless subscriber would make it wait; return
@@ -747,7 +768,10 @@ class EventBus:
             raise WouldBlock(f"subscription {full.pattern!r} is full")
         if self._tracer is not None:  # only once no local subscriber can refuse it
             event = self._tracer.inject(topic, event)
-        if self._transport is not None:
+        if self._transport is not None and (
+            (gate := self._gate) is None
+            or (entry.remote if entry.remote_gen == gate.generation else self._carries(entry))
+        ):
             # Out first: it is the one step that can still refuse (WouldBlock), and nothing
             # has been routed here yet, so a refusal leaves no trace.
             self._transport.publish_nowait(topic, event)

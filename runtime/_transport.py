@@ -7,14 +7,14 @@ different processes. ``docs/bus.md`` says how the QoS tiers map onto NATS.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from anyio.abc import TaskStatus
 
 from ._event import Event
 from ._qos import QoS
 
-__all__ = ["Inbound", "Transport"]
+__all__ = ["Inbound", "InterestGate", "Transport"]
 
 
 class Inbound(Protocol):
@@ -65,3 +65,21 @@ class Transport(Protocol):
     def add_interest(self, pattern: str, qos: QoS) -> None: ...
 
     def remove_interest(self, pattern: str, qos: QoS) -> None: ...
+
+
+@runtime_checkable
+class InterestGate(Protocol):
+    """What a transport that sends only where other processes hold interest may also offer,
+    so that a publish nobody elsewhere wants does not even call it (``loom.cluster``'s
+    transport does; the bridge's client transport, which the server routes for, does not).
+
+    The bus caches the answer of ``wants`` per topic with its route and asks again only once
+    ``generation`` has changed: with no interest elsewhere, a publish pays one comparison.
+    """
+
+    generation: int
+    """Changes whenever ``wants`` may answer differently for some topic."""
+
+    def wants(self, topic: str) -> bool:
+        """Whether ``publish(topic, ...)`` would carry the event anywhere now."""
+        ...

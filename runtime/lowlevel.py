@@ -55,11 +55,13 @@ from ._runtime import tool_inventory as tool_inventory
 from ._subscription import lend_in_flight as lend_in_flight
 from ._subscription import lose_in_flight as lose_in_flight
 from ._subscription import settle_in_flight as settle_in_flight
+from ._topics import TopicTrie as TopicTrie
 from ._topics import validate_pattern as validate_pattern
 from ._topics import validate_topic as validate_topic
 from ._tracing import context_from_envelope as context_from_envelope
 from ._tracing import envelope_with_context as envelope_with_context
 from ._transport import Inbound as Inbound
+from ._transport import InterestGate as InterestGate
 from ._transport import Transport as Transport
 from .collab._replies import ReplyRouter as ReplyRouter
 from .collab._replies import router_for as router_for
@@ -74,11 +76,13 @@ __all__ = [
     "HasAgentSpec",
     "Hosting",
     "Inbound",
+    "InterestGate",
     "RemoteAgent",
     "RemoteDurableMessage",
     "RemoteTool",
     "ReplyRouter",
     "ToolProvider",
+    "TopicTrie",
     "Transport",
     "child_envelope",
     "context_from_envelope",

@@ -150,8 +150,8 @@ def _serve_flags() -> argparse.ArgumentParser:
     nats.add_argument("--nats-tls-key", dest="nats_tls_key_file", help="its private key (PEM)")
     nats.add_argument(
         "--node",
-        help="this server's name among the loom serve nodes sharing one NATS (default: the "
-        "host's name; LOOM_NODE)",
+        help="this server's name among the loom serve nodes sharing one NATS: with --nats URL "
+        "they form one cluster, docs/cluster.md (default: the host's name; LOOM_NODE)",
     )
     lim = s.add_argument_group("limits")
     lim.add_argument("--max-message-bytes", type=int, help="largest gRPC message (4 MiB)")

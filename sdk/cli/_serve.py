@@ -22,7 +22,7 @@ from opentelemetry.trace import TracerProvider
 
 from loom import CognitiveAgent
 from loom.bridge import BridgeServer
-from loom.cluster import JetStreamLog, NatsEngine, open_nats
+from loom.cluster import ClusterTransport, JetStreamLog, NatsEngine, NatsMode, open_nats
 from loom.runtime import AgentRuntime, EventBus
 from loom.runtime.llm import ModelRouter
 
@@ -59,6 +59,18 @@ async def _durable_log(nats: NatsEngine) -> AsyncIterator[JetStreamLog | None]:
         return
     async with JetStreamLog(nats.connection.client) as log:
         yield log
+
+
+def _cluster(nats: NatsEngine, config: ServeConfig) -> ClusterTransport | None:
+    """The bus's transport to the other nodes on the same NATS (``docs/cluster.md``): with
+    ``--nats URL`` this server is node ``config.node_name()`` of the Loom formed by every
+    ``loom serve`` on that NATS. Embedded NATS is this process's own server, which no other
+    node reaches, so there is no cluster (and no transport); nor with ``--nats off``. Alone
+    on its NATS, a node pays one attribute test per publish: nothing goes on the wire until
+    another node holds a matching subscription."""
+    if nats.mode is not NatsMode.EXTERNAL or nats.connection is None:
+        return None
+    return ClusterTransport(nats.connection.client, config.node_name())
 
 
 @asynccontextmanager
@@ -139,6 +151,7 @@ async def serve(
     )
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         tables = tables if tables is not None else ServiceTables()
+        cluster: ClusterTransport | None = None
         async with (
             # Outermost: the spans of the last moments (the drain) are flushed after it.
             open_tracing(tracing) as tracer_provider,
@@ -151,6 +164,7 @@ async def serve(
             ) as nats,
             _durable_log(nats) as durable_log,
             EventBus(
+                transport=(cluster := _cluster(nats, config)),
                 drain_grace=config.drain_grace_s,
                 max_buffer_bytes=config.max_buffer_bytes,
                 durable_log=durable_log,
@@ -182,6 +196,10 @@ async def serve(
                 tenants=tables.tokens,
             ) as server,
         ):
+            if cluster is not None:
+                log.info(
+                    "loom serve: cluster node %s (events cross to the other nodes)", cluster.node
+                )
             log.info("loom serve: event bus up (pid %d, data dir %s)", os.getpid(), data_dir)
             log.info("loom serve: NATS %s", nats.describe())
             if tracing is not None:

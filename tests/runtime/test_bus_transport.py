@@ -12,7 +12,7 @@ import pytest
 from anyio.abc import TaskStatus
 
 from loom.runtime import BusClosed, Event, EventBus, QoS, Subscription, WouldBlock, pattern_matches
-from loom.runtime.lowlevel import Inbound, Transport
+from loom.runtime.lowlevel import Inbound, InterestGate, Transport
 
 pytestmark = [
     pytest.mark.anyio,
@@ -318,3 +318,33 @@ async def test_a_bus_closed_from_another_task_stops_accepting_at_once() -> None:
         with pytest.raises(BusClosed):
             await bus.publish("a", ev(0))
     assert not transport.running
+
+
+class GatedTransport(MemoryTransport):
+    """A transport that also says which topics it would carry (``InterestGate``)."""
+
+    def __init__(self, network: Network) -> None:
+        super().__init__(network)
+        self.generation = 0
+        self.wanted: set[str] = set()
+        self.asked: list[str] = []
+
+    def wants(self, topic: str) -> bool:
+        self.asked.append(topic)
+        return topic in self.wanted
+
+
+async def test_a_gated_transport_is_not_called_for_topics_it_would_not_carry() -> None:
+    gated = GatedTransport(Network())
+    assert isinstance(gated, InterestGate)
+    async with EventBus(transport=gated) as bus:
+        for _ in range(100):
+            await bus.publish("local.x", ev(1))
+            bus.publish_nowait("local.x", ev(1))
+        assert gated.sent == []
+        assert gated.asked == ["local.x"]  # asked once, then cached with the route
+        gated.wanted.add("local.x")
+        gated.generation += 1  # interest came elsewhere: asked again, and now it carries
+        await bus.publish("local.x", ev(2))
+        assert gated.sent == ["local.x"]
+        assert gated.asked == ["local.x", "local.x"]
