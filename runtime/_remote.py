@@ -342,6 +342,7 @@ async def attach_remote(
     qos: QoS = QoS.BATCHED,
     buffer_size: int | None = None,
     tool_timeout_s: float = DEFAULT_TIMEOUT,
+    node: str | None = None,
 ) -> RemoteAgent:
     """The body of :meth:`AgentRuntime.attach_remote` (see there)."""
     validate_agent_id(agent_id)
@@ -353,6 +354,12 @@ async def attach_remote(
         raise AgentExists(agent_id, "a local agent runs under that id")
     if agent_id in services.remotes:
         raise AgentExists(agent_id, "a remote agent with that id is connected")
+    if node is None and runtime.id_claim is not None:
+        # The id must be this node's across the cluster first (AgentExists if it is live on
+        # another); the claim waits on NATS, so the local checks are made again after it.
+        await runtime.id_claim(agent_id)
+        if services.hosts(agent_id) or agent_id in services.remotes:
+            raise AgentExists(agent_id, "another agent took that id meanwhile")
     directory = runtime.directory
     known = directory.get(agent_id)
     if known is not None:
@@ -361,7 +368,7 @@ async def attach_remote(
         # A disconnected remote (or a finished local) one returns.
         directory.remove(agent_id, returning=True)
     mailbox = runtime.bus.subscribe(mailbox_topic(agent_id), qos=qos, buffer_size=buffer_size)
-    directory.add(agent_id, remote=True, metadata=metadata)
+    directory.add(agent_id, remote=True, metadata=metadata, node=node)
     if known is not None and known.remote:
         # Its restarts so far stay counted (``loom agents``): a remote agent whose process
         # failed and was started again by its supervisor is the same agent, restarted.

@@ -21,7 +21,14 @@ from anyio.abc import TaskStatus
 
 from loom import CognitiveAgent
 from loom.bridge import BridgeServer
-from loom.cluster import JetStreamLog, NatsEngine, open_nats
+from loom.cluster import (
+    ClusterDirectory,
+    JetStreamLog,
+    NatsEngine,
+    NatsMode,
+    open_nats,
+    parse_nats,
+)
 from loom.runtime import AgentRuntime, EventBus
 from loom.runtime.llm import ModelRouter
 
@@ -57,6 +64,31 @@ async def _durable_log(nats: NatsEngine) -> AsyncIterator[JetStreamLog | None]:
         return
     async with JetStreamLog(nats.connection.client) as log:
         yield log
+
+
+def _clustered(config: ServeConfig) -> bool:
+    """Whether this server is a node of a cluster: NATS URLs, which other nodes share (an
+    embedded server is this node's alone)."""
+    return parse_nats(config.nats)[0] is NatsMode.EXTERNAL
+
+
+@asynccontextmanager
+async def _cluster(
+    config: ServeConfig, nats: NatsEngine, runtime: AgentRuntime
+) -> AsyncIterator[None]:
+    """The cluster's directory and calls between nodes (``docs/cluster.md``), with NATS URLs;
+    else nothing."""
+    if not _clustered(config) or nats.connection is None:
+        yield
+        return
+    async with ClusterDirectory(
+        runtime,
+        nats.connection.client,
+        config.node_name(),
+        heartbeat_s=config.cluster_heartbeat_s,
+    ):
+        log.info("loom serve: node %s of the cluster on NATS", config.node_name())
+        yield
 
 
 @asynccontextmanager
@@ -152,7 +184,10 @@ async def serve(
                 # A short threshold gets a sweep to match (5 s, the default, for 15 s).
                 sweep_interval_s=min(5.0, config.stale_after_s / 3),
                 llm=router,
+                node=config.node_name() if _clustered(config) else "",
             ) as runtime,
+            # Before any agent starts: ids are claimed cluster-wide from the first.
+            _cluster(config, nats, runtime),
             _mcp_hub(tables, runtime, environ or {}),
             _hosted(tables, runtime, router, Path(data_dir)),
             BridgeServer(

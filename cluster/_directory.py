@@ -1,0 +1,446 @@
+"""One directory over every node of a cluster, kept in a JetStream KV bucket.
+
+Each node writes its own agents (local and bridge-connected) under ``agents.<id>``: status,
+patterns, capabilities with their schemas, load and heartbeat; and itself under
+``nodes.<name>``, every heartbeat interval. Every node watches the bucket and shows the
+agents of the others in its runtime's directory as remote agents marked with their node
+(``AgentRuntime.attach_remote(node=...)``), whose capabilities are ``RemoteTool``s calling
+over NATS (:class:`~loom.cluster._calls.ClusterCalls`). So ``directory.by_capability``,
+``least_busy``, ``call_tool`` and the bridge's listings span the cluster.
+
+Ids are unique cluster-wide: the runtime asks :meth:`ClusterDirectory.claim` before it starts
+or attaches an agent, which creates the agent's key (KV create: atomic, one winner) or takes
+it over from a node that is dead or whose agent has ended; else ``AgentExists``.
+
+Liveness: a node not heard from for 1.5 heartbeat intervals (checked every quarter interval)
+is dead: its agents leave this node's directory, and calls waiting on it fail at once with
+``AGENT_DISCONNECTED``. So a node killed with SIGKILL leaves every directory within two
+intervals. The bucket's own age limit (three intervals) removes what a dead node left in it.
+A node that stops cleanly deletes its keys first, so others see its agents leave at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from types import TracebackType
+from typing import Any
+
+import anyio
+import msgspec
+import nats.js.errors
+from anyio.abc import TaskGroup
+from nats.aio.client import Client
+from nats.js.api import KeyValueConfig
+from nats.js.kv import KeyValue
+
+from loom.runtime import AgentExists, AgentRuntime, AgentStatus, LoomError
+from loom.runtime.lowlevel import RemoteAgent, RemoteTool
+
+from ._calls import ClusterCalls
+from ._wire import AgentRecord, NodeRecord, ToolRecord, agent_key, node_key
+
+__all__ = ["ClusterDirectory"]
+
+log = logging.getLogger("loom.cluster")
+
+BUCKET = "loom_directory"
+_ENDED = frozenset({"stopped", "failed", "disconnected"})
+_decode_agent = msgspec.json.Decoder(AgentRecord).decode
+_decode_node = msgspec.json.Decoder(NodeRecord).decode
+_encode = msgspec.json.Encoder().encode
+_json = msgspec.json.Decoder().decode
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class ClusterDirectory:
+    """This node's share of the cluster's directory, and its view of the others'.
+
+    An async context manager: entering creates (or opens) the bucket, starts serving calls,
+    reads what the bucket holds, and sets ``runtime.id_claim``; leaving withdraws this node's
+    agents from the bucket and its proxies from the runtime.
+
+    Args:
+        runtime: the node's runtime (its directory is the one shown and kept).
+        client: the node's NATS connection (JetStream on).
+        node: this node's name (one subject token).
+        heartbeat_s: how often this node says it is alive; 1.5 times it without word is death.
+    """
+
+    def __init__(
+        self, runtime: AgentRuntime, client: Client, node: str, *, heartbeat_s: float = 2.0
+    ) -> None:
+        self.runtime = runtime
+        self.client = client
+        self.node = node
+        self.heartbeat_s = heartbeat_s
+        self.calls = ClusterCalls(runtime, client, node)
+        self._kv: KeyValue | None = None
+        self._tg: TaskGroup | None = None
+        # This node's keys: agent id -> the revision last written (compare-and-set).
+        self._owned: dict[str, int] = {}
+        self._claimed: dict[str, float] = {}  # agent id -> when claimed (anyio time)
+        self._published: dict[str, AgentRecord] = {}
+        # Other nodes: when last heard from (anyio time), and their agents here.
+        self._seen: dict[str, float] = {}
+        self._proxies: dict[str, tuple[str, RemoteAgent, AgentRecord]] = {}
+        self._ready = anyio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> ClusterDirectory:
+        js = self.client.jetstream()
+        try:
+            self._kv = await js.key_value(BUCKET)
+        except nats.js.errors.BucketNotFoundError:
+            config = KeyValueConfig(bucket=BUCKET, history=1, ttl=3 * self.heartbeat_s)
+            self._kv = await js.create_key_value(config)
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        try:
+            await self._tg.start(self.calls.serve)
+            await self._put_node()
+            self._tg.start_soon(self._watch)
+            with anyio.fail_after(max(5.0, 2 * self.heartbeat_s)):
+                await self._ready.wait()  # what the bucket held is in the directory
+            self._tg.start_soon(self._heartbeats)
+            self._tg.start_soon(self._publish_changes)
+            self._tg.start_soon(self._sweep)
+        except BaseException:
+            self._tg.cancel_scope.cancel()
+            await self._tg.__aexit__(None, None, None)
+            raise
+        self.runtime.id_claim = self.claim
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Leave: delete this node's keys, drop the others' agents. Idempotent."""
+        tg, self._tg = self._tg, None
+        if tg is None:
+            return
+        if self.runtime.id_claim == self.claim:
+            self.runtime.id_claim = None
+        tg.cancel_scope.cancel()
+        await tg.__aexit__(None, None, None)
+        with anyio.CancelScope(shield=True):
+            kv = self._kv
+            if kv is not None:
+                with anyio.move_on_after(2.0):
+                    for agent_id, revision in list(self._owned.items()):
+                        with contextlib.suppress(Exception):
+                            await kv.delete(agent_key(agent_id), last=revision)
+                    with contextlib.suppress(Exception):
+                        await kv.delete(node_key(self.node))
+            for node in list(self._seen):
+                await self._drop_node(node, "this node is leaving")
+
+    # ------------------------------------------------------------------ claims
+
+    async def claim(self, agent_id: str) -> None:
+        """Make ``agent_id`` this node's (the runtime's ``id_claim``).
+
+        Raises:
+            AgentExists: it is live on another node.
+        """
+        kv = self._kv
+        assert kv is not None
+        key = agent_key(agent_id)
+        value = _encode(self._placeholder(agent_id))
+        for _ in range(3):
+            self._claimed[agent_id] = anyio.current_time()
+            try:
+                self._owned[agent_id] = await kv.create(key, value)
+                return
+            except nats.js.errors.KeyWrongLastSequenceError:
+                pass
+            try:
+                entry = await kv.get(key)
+            except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+                continue  # gone meanwhile: create again
+            held = _decode_agent(entry.value or b"{}")
+            if held.node != self.node and held.node in self._seen and held.status not in _ENDED:
+                raise AgentExists(agent_id, f"it is live on node {held.node}")
+            # Ours already, or of a dead node, or ended there: taken over.
+            try:
+                self._owned[agent_id] = await kv.update(key, value, last=entry.revision)
+                return
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue
+        raise AgentExists(agent_id, "another node claimed it at the same time")
+
+    def _placeholder(self, agent_id: str) -> AgentRecord:
+        return AgentRecord(id=agent_id, node=self.node, status="starting", heartbeat_ms=_now_ms())
+
+    # ------------------------------------------------------------------ this node's agents
+
+    def _records(self) -> dict[str, AgentRecord]:
+        """This node's own agents as records, now."""
+        runtime = self.runtime
+        out: dict[str, AgentRecord] = {}
+        for info in runtime.directory.all():
+            if info.node != self.node:
+                continue
+            tools = tuple(
+                ToolRecord(
+                    name=t.name,
+                    description=t.description,
+                    parameters_schema=_encode(t.parameters_schema).decode(),
+                    validates_arguments=bool(getattr(t, "validates_arguments", False)),
+                )
+                for t in runtime.capabilities_of(info.id)
+            )
+            out[info.id] = AgentRecord(
+                id=info.id,
+                node=self.node,
+                status=info.status.value,
+                patterns=info.patterns,
+                tools=tools,
+                metadata=dict(info.metadata),
+                restarts=info.restarts,
+                load=max(0, info.mailbox_depth) + max(0, info.in_flight),
+                heartbeat_ms=info.last_heartbeat_ms,
+            )
+        return out
+
+    async def _publish(self, *, all_of_them: bool) -> None:
+        kv = self._kv
+        assert kv is not None
+        records = self._records()
+        for agent_id, record in records.items():
+            before = self._published.get(agent_id)
+            same = before is not None and _same(before, record)
+            if same and not all_of_them:
+                continue
+            key = agent_key(agent_id)
+            data = _encode(record)
+            try:
+                if agent_id in self._owned:
+                    self._owned[agent_id] = await kv.update(key, data, last=self._owned[agent_id])
+                else:
+                    self._owned[agent_id] = await kv.create(key, data)
+                self._published[agent_id] = record
+            except nats.js.errors.KeyWrongLastSequenceError:
+                # Another node took the id (this node's agent had ended): not ours to write.
+                self._owned.pop(agent_id, None)
+                self._published[agent_id] = record
+                log.info("cluster: agent %s is now another node's", agent_id)
+        # Gone from the directory: its key goes too (not one just claimed: its agent is
+        # being started or attached, and enters the directory in a moment).
+        recent = anyio.current_time() - 2 * self.heartbeat_s
+        for agent_id in [
+            a
+            for a in {*self._published, *self._owned}
+            if a not in records and self._claimed.get(a, 0.0) < recent
+        ]:
+            self._published.pop(agent_id, None)
+            self._claimed.pop(agent_id, None)
+            revision = self._owned.pop(agent_id, None)
+            if revision is not None:
+                with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError):
+                    await kv.delete(agent_key(agent_id), last=revision)
+
+    async def _put_node(self) -> None:
+        assert self._kv is not None
+        record = NodeRecord(node=self.node, heartbeat_s=self.heartbeat_s, heartbeat_ms=_now_ms())
+        await self._kv.put(node_key(self.node), _encode(record))
+
+    async def _heartbeats(self) -> None:
+        while True:
+            try:
+                await self._put_node()
+                await self._publish(all_of_them=True)
+            except (nats.errors.Error, OSError) as exc:
+                log.warning("cluster: heartbeat of node %s not written: %s", self.node, exc)
+            await anyio.sleep(self.heartbeat_s)
+
+    async def _publish_changes(self) -> None:
+        while True:
+            await self.runtime.directory.wait_changed()
+            try:
+                await self._publish(all_of_them=False)
+            except (nats.errors.Error, OSError) as exc:
+                log.warning("cluster: directory change of node %s not written: %s", self.node, exc)
+
+    # ------------------------------------------------------------------ the other nodes
+
+    async def _watch(self) -> None:
+        assert self._kv is not None
+        watcher = await self._kv.watchall()
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    self._ready.set()  # the bucket's contents are read
+                    continue
+                key = entry.key
+                deleted = entry.operation in ("DEL", "PURGE")
+                if key.startswith("nodes."):
+                    node = key.removeprefix("nodes.")
+                    if node == self.node:
+                        continue
+                    if deleted:
+                        await self._drop_node(node, "it left")
+                    else:
+                        self._seen[node] = anyio.current_time()
+                elif key.startswith("agents."):
+                    await self._on_agent(key, None if deleted else entry.value)
+        finally:
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await watcher.stop()  # type: ignore[no-untyped-call]
+
+    async def _on_agent(self, key: str, value: bytes | None) -> None:
+        if value is None:
+            agent_id = next((a for a, p in self._proxies.items() if agent_key(a) == key), None)
+            if agent_id is not None:
+                await self._drop_proxy(agent_id, "its node removed it")
+            return
+        try:
+            record = _decode_agent(value)
+        except msgspec.DecodeError:
+            log.warning("cluster: undecodable directory entry %s", key)
+            return
+        if record.node == self.node:
+            return
+        self._seen.setdefault(record.node, anyio.current_time())
+        held = self._proxies.get(record.id)
+        if held is not None and held[0] != record.node:
+            await self._drop_proxy(record.id, f"it moved to node {record.node}")
+            held = None
+        if held is None:
+            if not await self._make_room(record):
+                return
+            try:
+                remote = await self.runtime.attach_remote(
+                    record.id, metadata=record.metadata, node=record.node
+                )
+            except LoomError as exc:  # a local agent of that id, or the runtime is closing
+                log.warning(
+                    "cluster: agent %s of node %s not shown: %s", record.id, record.node, exc
+                )
+                return
+            # Events for it travel to its node (the cluster's transport), not into a
+            # mailbox here: the proxy keeps none.
+            remote.mailbox.close()
+            held = (record.node, remote, record)
+            self._proxies[record.id] = held
+            self._apply(remote, record, None)
+        else:
+            self._apply(held[1], record, held[2])
+        self._proxies[record.id] = (record.node, held[1], record)
+
+    async def _make_room(self, record: AgentRecord) -> bool:
+        """Whether ``record``'s agent may be shown here: a local entry of that id that has
+        ended (the id moved to another node) gives way; a live one keeps it."""
+        directory = self.runtime.directory
+        known = directory.get(record.id)
+        if known is None:
+            return True
+        if known.node == self.node and known.status.value in _ENDED:
+            directory.remove(record.id)
+            self._published.pop(record.id, None)
+            self._owned.pop(record.id, None)
+            return True
+        if record.status not in _ENDED:
+            log.error(
+                "cluster: agent %s is live on node %s and here: ids must be unique",
+                record.id,
+                record.node,
+            )
+        return False
+
+    def _apply(self, remote: RemoteAgent, record: AgentRecord, before: AgentRecord | None) -> None:
+        directory = self.runtime.directory
+        if record.id not in directory:
+            return
+        if before is None or before.tools != record.tools:
+            invoke = self.calls.invoker(record.node, record.id)
+            remote.declare_tools(
+                RemoteTool(
+                    t.name,
+                    t.description,
+                    _json(t.parameters_schema),
+                    invoke,
+                    validates_arguments=True,  # its own node's registry checks them
+                )
+                for t in record.tools
+            )
+        if before is None or before.patterns != record.patterns:
+            for pattern in before.patterns if before is not None else ():
+                if pattern not in record.patterns:
+                    directory.remove_pattern(record.id, pattern)
+            for pattern in record.patterns:
+                directory.add_pattern(record.id, pattern)
+        status = AgentStatus(record.status) if record.status in _STATUSES else AgentStatus.RUNNING
+        info = directory.get(record.id)
+        if info is not None and info.status is not status:
+            directory.set_status(record.id, status)
+        while (info := directory.get(record.id)) is not None and info.restarts < record.restarts:
+            directory.count_restart(record.id)
+        load = record.load
+        directory.set_depth_probe(record.id, lambda: load)
+        directory.heartbeat(record.id, now_ms=_now_ms())
+
+    async def _drop_proxy(self, agent_id: str, reason: str) -> None:
+        held = self._proxies.pop(agent_id, None)
+        if held is None:
+            return
+        await held[1].detach(reason)
+        directory = self.runtime.directory
+        info = directory.get(agent_id)
+        if info is not None and info.node == held[0]:
+            directory.remove(agent_id)
+            directory.forget_capabilities(agent_id)
+
+    async def _drop_node(self, node: str, reason: str) -> None:
+        self._seen.pop(node, None)
+        failed = self.calls.fail_node(node, reason)
+        gone = [a for a, held in self._proxies.items() if held[0] == node]
+        for agent_id in gone:
+            await self._drop_proxy(agent_id, f"node {node}: {reason}")
+        if gone or failed:
+            log.warning(
+                "cluster: node %s is gone (%s): %d agents left, %d calls failed",
+                node,
+                reason,
+                len(gone),
+                failed,
+            )
+
+    async def _sweep(self) -> None:
+        limit = 1.5 * self.heartbeat_s
+        while True:
+            await anyio.sleep(self.heartbeat_s / 4)
+            now = anyio.current_time()
+            for node, seen in list(self._seen.items()):
+                if now - seen > limit:
+                    await self._drop_node(node, f"silent for {limit:g} s")
+
+    # ------------------------------------------------------------------ reads
+
+    def nodes(self) -> list[str]:
+        """The nodes heard from, this one first."""
+        return [self.node, *sorted(self._seen)]
+
+    def statistics(self) -> dict[str, Any]:
+        return {"nodes": len(self._seen) + 1, "remote_agents": len(self._proxies)}
+
+
+_STATUSES = frozenset(s.value for s in AgentStatus)
+
+
+def _same(a: AgentRecord, b: AgentRecord) -> bool:
+    """Equal but for what changes every heartbeat (its time, the load)."""
+    return msgspec.structs.replace(a, heartbeat_ms=0, load=0) == msgspec.structs.replace(
+        b, heartbeat_ms=0, load=0
+    )
