@@ -353,7 +353,11 @@ async def attach_remote(
     if services.hosts(agent_id):
         raise AgentExists(agent_id, "a local agent runs under that id")
     if agent_id in services.remotes:
-        raise AgentExists(agent_id, "a remote agent with that id is connected")
+        held = runtime.directory.get(agent_id)
+        where = (
+            "" if held is None or held.node == runtime.directory.node else f" on node {held.node}"
+        )
+        raise AgentExists(agent_id, f"a remote agent with that id is connected{where}")
     if node is None and runtime.id_claim is not None:
         # The id must be this node's across the cluster first (AgentExists if it is live on
         # another); the claim waits on NATS, so the local checks are made again after it.

@@ -13,7 +13,7 @@ from nats.aio.client import Client
 
 from loom import Agent, capability
 from loom.cluster import ClusterDirectory
-from loom.runtime import AgentExists, AgentRuntime, AgentStatus, EventBus
+from loom.runtime import AgentExists, AgentRuntime, AgentStatus, EventBus, InvalidArgument
 from loom.runtime.tools import InvalidToolArguments, ToolFailed, ToolNotFound
 
 from .conftest import NatsServerProcess
@@ -115,6 +115,32 @@ async def test_agents_of_every_node_are_in_each_directory_and_callable(
             # A clean stop: the agent leaves the other node's directory at once.
             await b.runtime.delete("upperer")
             await wait_until(lambda: "upperer" not in a.runtime.directory, timeout=2)
+
+
+async def test_one_claim_of_an_id_wins_across_nodes(nats_server: NatsServerProcess) -> None:
+    with anyio.fail_after(30):
+        async with node(nats_server.url, "a") as a, node(nats_server.url, "b") as b:
+            outcomes: dict[str, str] = {}
+
+            async def claim(n: Node) -> None:
+                try:
+                    await n.cluster.claim("contested")
+                    outcomes[n.name] = "won"
+                except AgentExists as exc:
+                    outcomes[n.name] = str(exc)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(claim, a)
+                tg.start_soon(claim, b)
+            assert sorted(outcomes.values())[-1] == "won"
+            loser = next(v for v in outcomes.values() if v != "won")
+            assert "live on node" in loser
+            # The claim alone refuses the id, shown here yet or not.
+            await b.cluster.claim("fresh")
+            with pytest.raises(AgentExists, match="live on node b"):
+                await a.cluster.claim("fresh")
+            with pytest.raises(InvalidArgument, match="already exists"):
+                await a.runtime.start(Agent("fresh"))
 
 
 async def test_a_failure_crosses_as_its_own_kind(nats_server: NatsServerProcess) -> None:
