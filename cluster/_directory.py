@@ -144,7 +144,7 @@ class ClusterDirectory:
                     with contextlib.suppress(Exception):
                         await kv.delete(node_key(self.node))
             for node in list(self._seen):
-                await self._drop_node(node, "this node is leaving")
+                await self._drop_node(node, "this node is leaving", level=logging.DEBUG)
 
     # ------------------------------------------------------------------ claims
 
@@ -290,7 +290,7 @@ class ClusterDirectory:
                     if node == self.node:
                         continue
                     if deleted:
-                        await self._drop_node(node, "it left")
+                        await self._drop_node(node, "it left", level=logging.INFO)
                     else:
                         self._seen[node] = anyio.current_time()
                 elif key.startswith("agents."):
@@ -402,14 +402,15 @@ class ClusterDirectory:
             directory.remove(agent_id)
             directory.forget_capabilities(agent_id)
 
-    async def _drop_node(self, node: str, reason: str) -> None:
+    async def _drop_node(self, node: str, reason: str, *, level: int = logging.WARNING) -> None:
         self._seen.pop(node, None)
         failed = self.calls.fail_node(node, reason)
         gone = [a for a, held in self._proxies.items() if held[0] == node]
         for agent_id in gone:
             await self._drop_proxy(agent_id, f"node {node}: {reason}")
         if gone or failed:
-            log.warning(
+            log.log(
+                level,
                 "cluster: node %s is gone (%s): %d agents left, %d calls failed",
                 node,
                 reason,
