@@ -363,6 +363,15 @@ class ClusterDirectory:
         directory = self.runtime.directory
         if record.id not in directory:
             return
+        if (
+            before is not None
+            and before.tools
+            and not record.tools
+            and record.status == "disconnected"
+        ):
+            # Ended or disconnected there: what it offered may come back (a reconnect), so
+            # calls here wait for it as they would on its own node.
+            directory.withdraw_capabilities(record.id)
         if before is None or before.tools != record.tools:
             invoke = self.calls.invoker(record.node, record.id)
             remote.declare_tools(

@@ -14,7 +14,8 @@ from nats.aio.client import Client
 from loom import Agent, capability
 from loom.cluster import ClusterDirectory
 from loom.runtime import AgentExists, AgentRuntime, AgentStatus, EventBus, InvalidArgument
-from loom.runtime.tools import InvalidToolArguments, ToolFailed, ToolNotFound
+from loom.runtime.lowlevel import RemoteTool
+from loom.runtime.tools import InvalidToolArguments, JSONObject, ToolFailed, ToolNotFound
 
 from .conftest import NatsServerProcess
 
@@ -224,3 +225,40 @@ async def test_a_silent_node_leaves_and_its_calls_fail_at_once(
             assert left <= 2 * HEARTBEAT + 0.2, left
             assert isinstance(failure[0], ToolFailed)
             assert failure[0].cause_type == "AGENT_DISCONNECTED"
+
+
+async def test_a_call_waits_for_an_agent_reconnecting_to_its_node(
+    nats_server: NatsServerProcess,
+) -> None:
+    async def invoke(name: str, arguments: JSONObject) -> object:
+        return f"{name}: {arguments['text']}"
+
+    def tools() -> list[RemoteTool]:
+        schema: JSONObject = {"type": "object", "properties": {"text": {"type": "string"}}}
+        return [RemoteTool("text.say", "Say it.", schema, invoke)]
+
+    with anyio.fail_after(30):
+        async with node(nats_server.url, "a") as a, node(nats_server.url, "b") as b:
+            remote = await b.runtime.attach_remote("sayer")
+            remote.declare_tools(tools())
+            await wait_until(lambda: bool(a.runtime.directory.by_capability("text.say")))
+            assert await a.runtime.call_tool("text.say", {"text": "1"}) == "text.say: 1"
+            await remote.detach("stream ended")
+            await wait_until(
+                lambda: (
+                    getattr(a.runtime.directory.get("sayer"), "status", None)
+                    is AgentStatus.DISCONNECTED
+                )
+            )
+            result: list[object] = []
+
+            async def call() -> None:
+                result.append(await a.runtime.call_tool("text.say", {"text": "2"}, timeout=10))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                await anyio.sleep(0.2)
+                assert result == []  # waiting, not ToolNotFound
+                again = await b.runtime.attach_remote("sayer")
+                again.declare_tools(tools())
+            assert result == ["text.say: 2"]
