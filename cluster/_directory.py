@@ -317,6 +317,10 @@ class ClusterDirectory:
         if held is not None and held[0] != record.node:
             await self._drop_proxy(record.id, f"it moved to node {record.node}")
             held = None
+        elif held is not None and (held[1].detached or record.id not in self.runtime.directory):
+            # Taken off this node's directory by hand (``loom agents release``): shown anew.
+            self._proxies.pop(record.id, None)
+            held = None
         if held is None:
             if not await self._make_room(record):
                 return

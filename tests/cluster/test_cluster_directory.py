@@ -12,8 +12,16 @@ import pytest
 from nats.aio.client import Client
 
 from loom import Agent, capability
+from loom.cli._config import load_config
 from loom.cluster import ClusterDirectory
-from loom.runtime import AgentExists, AgentRuntime, AgentStatus, EventBus, InvalidArgument
+from loom.runtime import (
+    AgentExists,
+    AgentRuntime,
+    AgentStatus,
+    ConfigError,
+    EventBus,
+    InvalidArgument,
+)
 from loom.runtime.lowlevel import RemoteTool
 from loom.runtime.tools import InvalidToolArguments, JSONObject, ToolFailed, ToolNotFound
 
@@ -262,3 +270,10 @@ async def test_a_call_waits_for_an_agent_reconnecting_to_its_node(
                 again = await b.runtime.attach_remote("sayer")
                 again.declare_tools(tools())
             assert result == ["text.say: 2"]
+
+
+def test_the_heartbeat_interval_is_a_setting() -> None:
+    config = load_config(toml_path=None, environ={"LOOM_CLUSTER_HEARTBEAT": "0.5"}, overrides={})
+    assert config.cluster_heartbeat_s == 0.5
+    with pytest.raises(ConfigError, match="cluster_heartbeat_s"):
+        load_config(toml_path=None, environ={}, overrides={"cluster_heartbeat_s": 0})
