@@ -12,8 +12,17 @@ by ``ClusterDirectory`` as ``loom serve --nats URL --node X`` joins them:
   connections of this process, the responder a Python callback answering with the data.
 
 Interleaved rounds, ``LOOM_BENCH_CLUSTER_CALLS`` calls each, the p50 of each round and the
-best round's kept (the machine is shared). Target: ratio <= 2.5. Agents connected through the
-bridge add their own gRPC hops on each side (``benchmarks/bridge.py`` measures those).
+best round's kept (the machine is shared). Target: ratio <= 2.5.
+
+Beside them, the same call between agent processes connected through the bridge, with two
+real ``loom serve --nats URL --node X`` processes (``benchmarks/_bridge_agents.py``'s
+``caller`` on node A, its ``tool-server`` on node B):
+
+* ``cluster_bridged_tool_rtt_p50_us``: caller process -> node A -> NATS -> node B -> provider
+  process, and back;
+* ``bridged_tool_rtt_same_node_p50_us``: the same two processes' call through node B alone
+  (both connected to it): what the bridge costs without the cluster, so the difference is
+  what crossing nodes adds.
 
 Prints one JSON line.
 """
@@ -22,10 +31,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -39,6 +50,7 @@ from nats.aio.msg import Msg
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks._util import emit
+from benchmarks.bridge import Role
 from loom import Agent, capability
 from loom.cluster import ClusterDirectory, find_nats_server
 from loom.runtime import AgentRuntime, Context, Event, EventBus
@@ -136,6 +148,78 @@ async def raw_rtts(url: str) -> list[float]:
         await responder.close()
 
 
+class Node:
+    """``loom serve --nats URL --node NAME`` on a free port, in its own process."""
+
+    def __init__(self, root: Path, url: str, name: str) -> None:
+        cmd = [sys.executable, "-m", "loom.cli", "serve", "--port", "0"]
+        cmd += ["--data-dir", str(root / f"data-{name}"), "--nats", url, "--node", name]
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        assert self.proc.stdout is not None
+        self.log: list[str] = []
+        for line in self.proc.stdout:
+            self.log.append(line)
+            if (match := re.search(r"listening on (\S+:\d+)", line)) is not None:
+                self.address = match.group(1)
+                break
+        else:
+            raise RuntimeError("loom serve ended before it listened:\n" + "".join(self.log))
+        # Its log must keep flowing, or a full pipe would stall the server.
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.log.append(line)
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _calls(address: str) -> float:
+    caller = Role("caller", address, str(CALLS), "bench.echo", '{"x": 1}')
+    try:
+        caller.expect("ready")
+        return float(caller.expect("result")["p50_us"])
+    finally:
+        caller.close()
+
+
+def bridged_rtts(root: Path, url: str) -> tuple[float, float]:
+    """(through node A to the provider on node B, through node B alone), p50 in us."""
+    a = Node(root, url, "a")
+    b = Node(root, url, "b")
+    provider = None
+    try:
+        provider = Role("tool-server", b.address)
+        provider.expect("ready")
+        deadline = time.monotonic() + 30
+        while True:  # node A lists the provider of node B once B has written it
+            shown = subprocess.run(
+                [sys.executable, "-m", "loom.cli", "tools", "-a", a.address],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if "bench.echo" in shown.stdout:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("node A never listed bench.echo of node B")
+        return _calls(a.address), _calls(b.address)
+    finally:
+        if provider is not None:
+            provider.close()
+        a.close()
+        b.close()
+
+
 async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="loom-bench-cluster-") as tmp:
         async with nats_server(Path(tmp)) as url:
@@ -144,6 +228,7 @@ async def main() -> None:
             for _ in range(ROUNDS):
                 raw_p50.append(statistics.median(await raw_rtts(url)))
                 loom_p50.append(statistics.median(await loom_rtts(url)))
+            across, same = await anyio.to_thread.run_sync(bridged_rtts, Path(tmp), url)
     loom_us = min(loom_p50) * 1e6
     raw_us = min(raw_p50) * 1e6
     emit(
@@ -153,6 +238,8 @@ async def main() -> None:
             "raw_nats_request_p50_us": round(raw_us, 1),
             "ratio": round(loom_us / raw_us, 2),
             "target_ratio_max": 2.5,
+            "cluster_bridged_tool_rtt_p50_us": round(across, 1),
+            "bridged_tool_rtt_same_node_p50_us": round(same, 1),
             "calls": CALLS,
             "rounds": ROUNDS,
         },
