@@ -223,19 +223,8 @@ class ClusterDirectory:
             same = before is not None and _same(before, record)
             if same and not all_of_them:
                 continue
-            key = agent_key(agent_id)
-            data = _encode(record)
-            try:
-                if agent_id in self._owned:
-                    self._owned[agent_id] = await kv.update(key, data, last=self._owned[agent_id])
-                else:
-                    self._owned[agent_id] = await kv.create(key, data)
-                self._published[agent_id] = record
-            except nats.js.errors.KeyWrongLastSequenceError:
-                # Another node took the id (this node's agent had ended): not ours to write.
-                self._owned.pop(agent_id, None)
-                self._published[agent_id] = record
-                log.info("cluster: agent %s is now another node's", agent_id)
+            await self._write(kv, record)
+            self._published[agent_id] = record
         # Gone from the directory: its key goes too (not one just claimed: its agent is
         # being started or attached, and enters the directory in a moment).
         recent = anyio.current_time() - 2 * self.heartbeat_s
@@ -251,6 +240,34 @@ class ClusterDirectory:
                 with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError):
                     await kv.delete(agent_key(agent_id), last=revision)
 
+    async def _write(self, kv: KeyValue, record: AgentRecord) -> None:
+        """Write this node's record of an agent, compare-and-set against the last write."""
+        agent_id = record.id
+        key = agent_key(agent_id)
+        data = _encode(record)
+        try:
+            if agent_id in self._owned:
+                self._owned[agent_id] = await kv.update(key, data, last=self._owned[agent_id])
+            else:
+                self._owned[agent_id] = await kv.create(key, data)
+            return
+        except nats.js.errors.KeyWrongLastSequenceError:
+            pass
+        # Not as last written: the key lapsed (this node was cut off from NATS for longer
+        # than the bucket's age limit) or another node took the id over.
+        try:
+            entry = await kv.get(key)
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            self._owned[agent_id] = await kv.create(key, data)
+            return
+        held = _decode_agent(entry.value or b"{}")
+        live_there = held.node in self._seen and held.status not in _ENDED
+        if held.node == self.node or (not live_there and record.status not in _ENDED):
+            self._owned[agent_id] = await kv.update(key, data, last=entry.revision)
+            return
+        if self._owned.pop(agent_id, None) is not None:
+            log.info("cluster: agent %s is now node %s's", agent_id, held.node)
+
     async def _put_node(self) -> None:
         assert self._kv is not None
         record = NodeRecord(node=self.node, heartbeat_s=self.heartbeat_s, heartbeat_ms=_now_ms())
@@ -261,7 +278,7 @@ class ClusterDirectory:
             try:
                 await self._put_node()
                 await self._publish(all_of_them=True)
-            except (nats.errors.Error, OSError) as exc:
+            except Exception as exc:  # NATS away, a JetStream error: the next beat tries again
                 log.warning("cluster: heartbeat of node %s not written: %s", self.node, exc)
             await anyio.sleep(self.heartbeat_s)
 
@@ -270,7 +287,7 @@ class ClusterDirectory:
             await self.runtime.directory.wait_changed()
             try:
                 await self._publish(all_of_them=False)
-            except (nats.errors.Error, OSError) as exc:
+            except Exception as exc:  # the next heartbeat writes it
                 log.warning("cluster: directory change of node %s not written: %s", self.node, exc)
 
     # ------------------------------------------------------------------ the other nodes

@@ -14,6 +14,7 @@ from nats.aio.client import Client
 from loom import Agent, capability
 from loom.cli._config import load_config
 from loom.cluster import ClusterDirectory
+from loom.cluster._wire import agent_key
 from loom.runtime import (
     AgentExists,
     AgentRuntime,
@@ -277,3 +278,16 @@ def test_the_heartbeat_interval_is_a_setting() -> None:
     assert config.cluster_heartbeat_s == 0.5
     with pytest.raises(ConfigError, match="cluster_heartbeat_s"):
         load_config(toml_path=None, environ={}, overrides={"cluster_heartbeat_s": 0})
+
+
+async def test_an_agents_key_that_lapsed_is_written_again(nats_server: NatsServerProcess) -> None:
+    # As after a node's NATS outage longer than the bucket's age limit.
+    with anyio.fail_after(30):
+        async with node(nats_server.url, "a") as a, node(nats_server.url, "b") as b:
+            await a.runtime.start(Agent("upperer", capabilities=[upper]))
+            await wait_until(lambda: "upperer" in b.runtime.directory)
+            kv = await a.client.jetstream().key_value("loom_directory")
+            await kv.purge(agent_key("upperer"))
+            await wait_until(lambda: "upperer" not in b.runtime.directory, timeout=5)
+            await wait_until(lambda: "upperer" in b.runtime.directory, timeout=5)
+            assert await b.runtime.call_tool("text.upper", {"text": "back"}) == "BACK"
