@@ -122,6 +122,10 @@ class RemoteAgent:
         self._pattern_refs: dict[str, int] = {}  # directory patterns, counted over subscriptions
         self.detached = False
         self.released = False
+        # Another node's agent (a cluster directory shows it here): that node publishes its
+        # lifecycle events, which the cluster carries; publishing them here too would say
+        # each twice.
+        self.node: str | None = None
         # Restarts the directory counted before this connection; the agent reports its own.
         info = runtime.directory.get(agent_id)
         self._restarts_before = 0 if info is None else info.restarts
@@ -314,6 +318,8 @@ class RemoteAgent:
             directory.set_status(self.id, AgentStatus.DISCONNECTED)
             directory.set_depth_probe(self.id, _zero)
         self._pattern_refs.clear()
+        if self.node is not None:
+            return
         with anyio.CancelScope(shield=True), contextlib.suppress(BusClosed):
             await services.publish_lifecycle(self.id, AgentStatus.DISCONNECTED, reason)
 
@@ -379,10 +385,12 @@ async def attach_remote(
         for _ in range(known.restarts):
             directory.count_restart(agent_id)
     remote = RemoteAgent(runtime, services, agent_id, mailbox, tool_timeout_s)
+    remote.node = node
     directory.add_pattern(agent_id, mailbox_topic(agent_id))
     directory.set_depth_probe(agent_id, remote.queued)
     directory.set_status(agent_id, AgentStatus.RUNNING)
     services.owners[mailbox.id] = agent_id
     services.remotes[agent_id] = remote
-    await services.publish_lifecycle(agent_id, AgentStatus.RUNNING, "connected")
+    if node is None:
+        await services.publish_lifecycle(agent_id, AgentStatus.RUNNING, "connected")
     return remote

@@ -556,7 +556,8 @@ class AgentRuntime:
         """Host an agent that lives in another process (the bridge calls this on connect).
 
         ``node``: it lives on that other node of the cluster (the cluster directory attaches
-        those); its id is not claimed again here. ``None``: it is this node's own, and the
+        those); its id is not claimed again here, and its lifecycle events are its own node's
+        to publish (none are published here). ``None``: it is this node's own, and the
         runtime's ``id_claim`` (if set) is asked first.
 
         The agent gets a directory entry (``remote``, ``running``), a mailbox subscription on

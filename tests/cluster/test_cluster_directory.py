@@ -291,3 +291,20 @@ async def test_an_agents_key_that_lapsed_is_written_again(nats_server: NatsServe
             await wait_until(lambda: "upperer" not in b.runtime.directory, timeout=5)
             await wait_until(lambda: "upperer" in b.runtime.directory, timeout=5)
             assert await b.runtime.call_tool("text.upper", {"text": "back"}) == "BACK"
+
+
+async def test_another_nodes_agent_says_its_lifecycle_on_its_own_node_only(
+    nats_server: NatsServerProcess,
+) -> None:
+    with anyio.fail_after(30):
+        async with node(nats_server.url, "a") as a, node(nats_server.url, "b") as b:
+            seen_on_a = a.runtime.bus.subscribe("loom.lifecycle.>")
+            seen_on_b = b.runtime.bus.subscribe("loom.lifecycle.>")
+            await b.runtime.start(Agent("upperer", capabilities=[upper]))
+            await wait_until(lambda: "upperer" in a.runtime.directory)
+            await b.runtime.delete("upperer")
+            await wait_until(lambda: "upperer" not in a.runtime.directory)
+            # Node b said created, running, stopping, stopped; node a (which the cluster's
+            # event transport would tell) said nothing of its own.
+            assert seen_on_b.statistics().queued >= 2
+            assert seen_on_a.statistics().queued == 0
