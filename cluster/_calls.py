@@ -168,6 +168,10 @@ class ClusterCalls:
 
     # ------------------------------------------------------------------ serving
 
+    def serving(self) -> int:
+        """Calls of other nodes running here now."""
+        return len(self._serving)
+
     async def serve(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:

@@ -25,7 +25,6 @@ import contextlib
 import logging
 import time
 from types import TracebackType
-from typing import Any
 
 import anyio
 import msgspec
@@ -41,7 +40,7 @@ from loom.runtime.lowlevel import RemoteAgent, RemoteTool
 from ._calls import ClusterCalls
 from ._wire import AgentRecord, NodeRecord, ToolRecord, agent_key, node_key
 
-__all__ = ["ClusterDirectory"]
+__all__ = ["ClusterDirectory", "ClusterStats"]
 
 log = logging.getLogger("loom.cluster")
 
@@ -89,6 +88,9 @@ class ClusterDirectory:
         self._seen: dict[str, float] = {}
         self._proxies: dict[str, tuple[str, RemoteAgent, AgentRecord]] = {}
         self._ready = anyio.Event()
+        # Keys of this node found in the bucket at start, not claimed again: what an earlier
+        # run of this node (killed, restarted) left; removed once the bucket is read.
+        self._leftovers: dict[str, int] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -97,7 +99,14 @@ class ClusterDirectory:
         try:
             self._kv = await js.key_value(BUCKET)
         except nats.js.errors.BucketNotFoundError:
-            config = KeyValueConfig(bucket=BUCKET, history=1, ttl=3 * self.heartbeat_s)
+            config = KeyValueConfig(
+                bucket=BUCKET,
+                history=1,
+                ttl=3 * self.heartbeat_s,
+                # An expired key leaves a marker, so the watchers learn it is gone (the
+                # leftovers of a node that died; nats-server 2.11+).
+                limit_marker_ttl=max(1.0, self.heartbeat_s),
+            )
             self._kv = await js.create_key_value(config)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
@@ -107,6 +116,7 @@ class ClusterDirectory:
             self._tg.start_soon(self._watch)
             with anyio.fail_after(max(5.0, 2 * self.heartbeat_s)):
                 await self._ready.wait()  # what the bucket held is in the directory
+            await self._remove_leftovers()
             self._tg.start_soon(self._heartbeats)
             self._tg.start_soon(self._publish_changes)
             self._tg.start_soon(self._sweep)
@@ -290,6 +300,20 @@ class ClusterDirectory:
             except Exception as exc:  # the next heartbeat writes it
                 log.warning("cluster: directory change of node %s not written: %s", self.node, exc)
 
+    async def _remove_leftovers(self) -> None:
+        assert self._kv is not None
+        for agent_id, revision in self._leftovers.items():
+            if agent_id not in self._owned:
+                with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError):
+                    await self._kv.delete(agent_key(agent_id), last=revision)
+        if self._leftovers:
+            log.info(
+                "cluster: %d agents of an earlier run of node %s removed",
+                len(self._leftovers),
+                self.node,
+            )
+        self._leftovers.clear()
+
     # ------------------------------------------------------------------ the other nodes
 
     async def _watch(self) -> None:
@@ -311,12 +335,12 @@ class ClusterDirectory:
                     else:
                         self._seen[node] = anyio.current_time()
                 elif key.startswith("agents."):
-                    await self._on_agent(key, None if deleted else entry.value)
+                    await self._on_agent(key, None if deleted else entry.value, entry.revision)
         finally:
             with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                 await watcher.stop()  # type: ignore[no-untyped-call]
 
-    async def _on_agent(self, key: str, value: bytes | None) -> None:
+    async def _on_agent(self, key: str, value: bytes | None, revision: int | None) -> None:
         if value is None:
             agent_id = next((a for a, p in self._proxies.items() if agent_key(a) == key), None)
             if agent_id is not None:
@@ -328,6 +352,8 @@ class ClusterDirectory:
             log.warning("cluster: undecodable directory entry %s", key)
             return
         if record.node == self.node:
+            if not self._ready.is_set() and revision is not None:
+                self._leftovers[record.id] = revision
             return
         self._seen.setdefault(record.node, anyio.current_time())
         held = self._proxies.get(record.id)
@@ -463,8 +489,36 @@ class ClusterDirectory:
         """The nodes heard from, this one first."""
         return [self.node, *sorted(self._seen)]
 
-    def statistics(self) -> dict[str, Any]:
-        return {"nodes": len(self._seen) + 1, "remote_agents": len(self._proxies)}
+    def statistics(self) -> ClusterStats:
+        """What this node sees of the cluster now."""
+        return ClusterStats(
+            node=self.node,
+            nodes=len(self._seen) + 1,
+            agents_here=len(self._owned),
+            agents_elsewhere=len(self._proxies),
+            calls_waiting=len(self.calls.pending),
+            calls_serving=self.calls.serving(),
+        )
+
+
+class ClusterStats(msgspec.Struct, frozen=True, kw_only=True):
+    """A node's view of its cluster (``ClusterDirectory.statistics()``).
+
+    Attributes:
+        node: this node.
+        nodes: the nodes alive, this one included.
+        agents_here: this node's agents in the shared directory.
+        agents_elsewhere: the other nodes' agents shown here.
+        calls_waiting: calls of this node waiting on other nodes.
+        calls_serving: calls of other nodes this node runs now.
+    """
+
+    node: str
+    nodes: int
+    agents_here: int
+    agents_elsewhere: int
+    calls_waiting: int
+    calls_serving: int
 
 
 _STATUSES = frozenset(s.value for s in AgentStatus)

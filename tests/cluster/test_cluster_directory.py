@@ -308,3 +308,18 @@ async def test_another_nodes_agent_says_its_lifecycle_on_its_own_node_only(
             # event transport would tell) said nothing of its own.
             assert seen_on_b.statistics().queued >= 2
             assert seen_on_a.statistics().queued == 0
+
+
+async def test_a_restarted_node_removes_what_its_earlier_run_left(
+    nats_server: NatsServerProcess,
+) -> None:
+    with anyio.fail_after(30):
+        async with node(nats_server.url, "a", heartbeat_s=2.0) as first:
+            await first.runtime.start(Agent("ghost", capabilities=[upper]))
+            await first.client.close()  # killed: nothing is taken out of the bucket
+        async with node(nats_server.url, "a", heartbeat_s=2.0) as again:
+            assert "ghost" not in again.runtime.directory
+            async with node(nats_server.url, "c", heartbeat_s=2.0) as c:
+                # Within the bucket's age limit (6 s), yet not shown: the key is gone.
+                assert "ghost" not in c.runtime.directory
+                assert c.cluster.statistics().nodes == 2
