@@ -18,7 +18,7 @@ import anyio
 import msgspec
 from anyio.abc import TaskGroup
 
-from ._agent_errors import AgentNotFound, AgentStartFailed
+from ._agent_errors import AgentExists, AgentNotFound, AgentStartFailed
 from ._behaviour import AgentSpec, HasAgentSpec
 from ._bus import EventBus
 from ._cell import Cell, current_cell
@@ -303,6 +303,8 @@ class AgentRuntime:
         if spec.id in self._cells:
             raise InvalidArgument(f"an agent with id {spec.id!r} already exists (it is running)")
         known = self.directory.get(spec.id)
+        if known is not None and known.node != self.directory.node:
+            raise AgentExists(spec.id, f"it is live on node {known.node}")
         if known is not None and (
             known.remote or known.status not in (AgentStatus.STOPPED, AgentStatus.FAILED)
         ):

@@ -119,7 +119,7 @@ async def test_agents_of_every_node_are_in_each_directory_and_callable(
             # An id live on another node is refused, atomically, in process and remote alike.
             with pytest.raises(AgentExists, match="already exists"):
                 await a.runtime.attach_remote("upperer")
-            with pytest.raises(Exception, match="already exists"):
+            with pytest.raises(AgentExists, match="live on node b"):
                 await a.runtime.start(Agent("upperer"))
 
             # A clean stop: the agent leaves the other node's directory at once.
