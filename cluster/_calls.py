@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -83,8 +84,9 @@ class ClusterCalls:
 
     # ------------------------------------------------------------------ calling
 
-    def invoker(self, node: str, agent_id: str) -> Any:
-        """The invoker of agent ``agent_id``'s capabilities on ``node``."""
+    def invoker(self, node: str, agent_id: str) -> Callable[[str, JSONObject], Awaitable[Any]]:
+        """The invoker of agent ``agent_id``'s capabilities on ``node`` (what its proxy's
+        ``RemoteTool``s call)."""
 
         async def invoke(name: str, arguments: JSONObject) -> Any:
             return await self.call(node, agent_id, name, arguments)
