@@ -34,22 +34,19 @@ from nats.aio.client import Client
 from nats.js.api import KeyValueConfig
 from nats.js.kv import KeyValue
 
-from loom.runtime import AgentExists, AgentRuntime, AgentStatus, LoomError
-from loom.runtime.lowlevel import RemoteAgent, RemoteTool
+from loom.runtime import AgentExists, AgentRuntime
 
 from ._calls import ClusterCalls
-from ._wire import AgentRecord, NodeRecord, ToolRecord, agent_key, node_key
+from ._peers import Peers
+from ._wire import ENDED_STATUSES, AgentRecord, NodeRecord, ToolRecord, agent_key, node_key
 
 __all__ = ["ClusterDirectory", "ClusterStats"]
 
 log = logging.getLogger("loom.cluster")
 
 BUCKET = "loom_directory"
-_ENDED = frozenset({"stopped", "failed", "disconnected"})
 _decode_agent = msgspec.json.Decoder(AgentRecord).decode
-_decode_node = msgspec.json.Decoder(NodeRecord).decode
 _encode = msgspec.json.Encoder().encode
-_json = msgspec.json.Decoder().decode
 
 
 def _now_ms() -> int:
@@ -84,9 +81,7 @@ class ClusterDirectory:
         self._owned: dict[str, int] = {}
         self._claimed: dict[str, float] = {}  # agent id -> when claimed (anyio time)
         self._published: dict[str, AgentRecord] = {}
-        # Other nodes: when last heard from (anyio time), and their agents here.
-        self._seen: dict[str, float] = {}
-        self._proxies: dict[str, tuple[str, RemoteAgent, AgentRecord]] = {}
+        self.peers = Peers(runtime, node, self.calls, self._gave_way)
         self._ready = anyio.Event()
         # Keys of this node found in the bucket at start, not claimed again: what an earlier
         # run of this node (killed, restarted) left; removed once the bucket is read.
@@ -119,7 +114,7 @@ class ClusterDirectory:
             await self._remove_leftovers()
             self._tg.start_soon(self._heartbeats)
             self._tg.start_soon(self._publish_changes)
-            self._tg.start_soon(self._sweep)
+            self._tg.start_soon(self.peers.sweep, self.heartbeat_s)
         except BaseException:
             self._tg.cancel_scope.cancel()
             await self._tg.__aexit__(None, None, None)
@@ -153,8 +148,8 @@ class ClusterDirectory:
                             await kv.delete(agent_key(agent_id), last=revision)
                     with contextlib.suppress(Exception):
                         await kv.delete(node_key(self.node))
-            for node in list(self._seen):
-                await self._drop_node(node, "this node is leaving", level=logging.DEBUG)
+            for node in self.peers.nodes():
+                await self.peers.drop_node(node, "this node is leaving", level=logging.DEBUG)
 
     # ------------------------------------------------------------------ claims
 
@@ -180,7 +175,8 @@ class ClusterDirectory:
             except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
                 continue  # gone meanwhile: create again
             held = _decode_agent(entry.value or b"{}")
-            if held.node != self.node and held.node in self._seen and held.status not in _ENDED:
+            live = self.peers.alive(held.node) and held.status not in ENDED_STATUSES
+            if held.node != self.node and live:
                 raise AgentExists(agent_id, f"it is live on node {held.node}")
             # Ours already, or of a dead node, or ended there: taken over.
             try:
@@ -271,8 +267,8 @@ class ClusterDirectory:
             self._owned[agent_id] = await kv.create(key, data)
             return
         held = _decode_agent(entry.value or b"{}")
-        live_there = held.node in self._seen and held.status not in _ENDED
-        if held.node == self.node or (not live_there and record.status not in _ENDED):
+        live_there = self.peers.alive(held.node) and held.status not in ENDED_STATUSES
+        if held.node == self.node or (not live_there and record.status not in ENDED_STATUSES):
             self._owned[agent_id] = await kv.update(key, data, last=entry.revision)
             return
         if self._owned.pop(agent_id, None) is not None:
@@ -331,171 +327,46 @@ class ClusterDirectory:
                     if node == self.node:
                         continue
                     if deleted:
-                        await self._drop_node(node, "it left", level=logging.INFO)
+                        await self.peers.drop_node(node, "it left", level=logging.INFO)
                     else:
-                        self._seen[node] = anyio.current_time()
+                        self.peers.heard(node)
                 elif key.startswith("agents."):
-                    await self._on_agent(key, None if deleted else entry.value, entry.revision)
+                    if deleted:
+                        await self.peers.removed(key)
+                    else:
+                        await self._on_agent(key, entry.value or b"", entry.revision)
         finally:
             with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                 await watcher.stop()  # type: ignore[no-untyped-call]
 
-    async def _on_agent(self, key: str, value: bytes | None, revision: int | None) -> None:
-        if value is None:
-            agent_id = next((a for a, p in self._proxies.items() if agent_key(a) == key), None)
-            if agent_id is not None:
-                await self._drop_proxy(agent_id, "its node removed it")
-            return
+    async def _on_agent(self, key: str, value: bytes, revision: int | None) -> None:
         try:
             record = _decode_agent(value)
         except msgspec.DecodeError:
             log.warning("cluster: undecodable directory entry %s", key)
             return
-        if record.node == self.node:
-            if not self._ready.is_set() and revision is not None:
-                self._leftovers[record.id] = revision
-            return
-        self._seen.setdefault(record.node, anyio.current_time())
-        held = self._proxies.get(record.id)
-        if held is not None and held[0] != record.node:
-            await self._drop_proxy(record.id, f"it moved to node {record.node}")
-            held = None
-        elif held is not None and (held[1].detached or record.id not in self.runtime.directory):
-            # Taken off this node's directory by hand (``loom agents release``): shown anew.
-            self._proxies.pop(record.id, None)
-            held = None
-        if held is None:
-            if not await self._make_room(record):
-                return
-            try:
-                remote = await self.runtime.attach_remote(
-                    record.id, metadata=record.metadata, node=record.node
-                )
-            except LoomError as exc:  # a local agent of that id, or the runtime is closing
-                log.warning(
-                    "cluster: agent %s of node %s not shown: %s", record.id, record.node, exc
-                )
-                return
-            # Events for it travel to its node (the cluster's transport), not into a
-            # mailbox here: the proxy keeps none.
-            remote.mailbox.close()
-            held = (record.node, remote, record)
-            self._proxies[record.id] = held
-            self._apply(remote, record, None)
-        else:
-            self._apply(held[1], record, held[2])
-        self._proxies[record.id] = (record.node, held[1], record)
+        if record.node != self.node:
+            await self.peers.update(record)
+        elif not self._ready.is_set() and revision is not None:
+            self._leftovers[record.id] = revision
 
-    async def _make_room(self, record: AgentRecord) -> bool:
-        """Whether ``record``'s agent may be shown here: a local entry of that id that has
-        ended (the id moved to another node) gives way; a live one keeps it."""
-        directory = self.runtime.directory
-        known = directory.get(record.id)
-        if known is None:
-            return True
-        if known.node == self.node and known.status.value in _ENDED:
-            directory.remove(record.id)
-            self._published.pop(record.id, None)
-            self._owned.pop(record.id, None)
-            return True
-        if record.status not in _ENDED:
-            log.error(
-                "cluster: agent %s is live on node %s and here: ids must be unique",
-                record.id,
-                record.node,
-            )
-        return False
-
-    def _apply(self, remote: RemoteAgent, record: AgentRecord, before: AgentRecord | None) -> None:
-        directory = self.runtime.directory
-        if record.id not in directory:
-            return
-        if (
-            before is not None
-            and before.tools
-            and not record.tools
-            and record.status == "disconnected"
-        ):
-            # Ended or disconnected there: what it offered may come back (a reconnect), so
-            # calls here wait for it as they would on its own node.
-            directory.withdraw_capabilities(record.id)
-        if before is None or before.tools != record.tools:
-            invoke = self.calls.invoker(record.node, record.id)
-            remote.declare_tools(
-                RemoteTool(
-                    t.name,
-                    t.description,
-                    _json(t.parameters_schema),
-                    invoke,
-                    validates_arguments=True,  # its own node's registry checks them
-                )
-                for t in record.tools
-            )
-        if before is None or before.patterns != record.patterns:
-            for pattern in before.patterns if before is not None else ():
-                if pattern not in record.patterns:
-                    directory.remove_pattern(record.id, pattern)
-            for pattern in record.patterns:
-                directory.add_pattern(record.id, pattern)
-        status = AgentStatus(record.status) if record.status in _STATUSES else AgentStatus.RUNNING
-        info = directory.get(record.id)
-        if info is not None and info.status is not status:
-            directory.set_status(record.id, status)
-        while (info := directory.get(record.id)) is not None and info.restarts < record.restarts:
-            directory.count_restart(record.id)
-        load = record.load
-        directory.set_depth_probe(record.id, lambda: load)
-        directory.heartbeat(record.id, now_ms=_now_ms())
-
-    async def _drop_proxy(self, agent_id: str, reason: str) -> None:
-        held = self._proxies.pop(agent_id, None)
-        if held is None:
-            return
-        await held[1].detach(reason)
-        directory = self.runtime.directory
-        info = directory.get(agent_id)
-        if info is not None and info.node == held[0]:
-            directory.remove(agent_id)
-            directory.forget_capabilities(agent_id)
-
-    async def _drop_node(self, node: str, reason: str, *, level: int = logging.WARNING) -> None:
-        self._seen.pop(node, None)
-        failed = self.calls.fail_node(node, reason)
-        gone = [a for a, held in self._proxies.items() if held[0] == node]
-        for agent_id in gone:
-            await self._drop_proxy(agent_id, f"node {node}: {reason}")
-        if gone or failed:
-            log.log(
-                level,
-                "cluster: node %s is gone (%s): %d agents left, %d calls failed",
-                node,
-                reason,
-                len(gone),
-                failed,
-            )
-
-    async def _sweep(self) -> None:
-        limit = 1.5 * self.heartbeat_s
-        while True:
-            await anyio.sleep(self.heartbeat_s / 4)
-            now = anyio.current_time()
-            for node, seen in list(self._seen.items()):
-                if now - seen > limit:
-                    await self._drop_node(node, f"silent for {limit:g} s")
+    def _gave_way(self, agent_id: str) -> None:
+        self._published.pop(agent_id, None)
+        self._owned.pop(agent_id, None)
 
     # ------------------------------------------------------------------ reads
 
     def nodes(self) -> list[str]:
         """The nodes heard from, this one first."""
-        return [self.node, *sorted(self._seen)]
+        return [self.node, *self.peers.nodes()]
 
     def statistics(self) -> ClusterStats:
         """What this node sees of the cluster now."""
         return ClusterStats(
             node=self.node,
-            nodes=len(self._seen) + 1,
+            nodes=len(self.peers.nodes()) + 1,
             agents_here=len(self._owned),
-            agents_elsewhere=len(self._proxies),
+            agents_elsewhere=len(self.peers),
             calls_waiting=len(self.calls.pending),
             calls_serving=self.calls.serving(),
         )
@@ -519,9 +390,6 @@ class ClusterStats(msgspec.Struct, frozen=True, kw_only=True):
     agents_elsewhere: int
     calls_waiting: int
     calls_serving: int
-
-
-_STATUSES = frozenset(s.value for s in AgentStatus)
 
 
 def _same(a: AgentRecord, b: AgentRecord) -> bool:

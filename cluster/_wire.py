@@ -26,6 +26,7 @@ from loom.runtime.tools import (
 
 __all__ = [
     "AGENT_DISCONNECTED",
+    "ENDED_STATUSES",
     "AgentRecord",
     "CallError",
     "CallReply",
@@ -37,6 +38,9 @@ __all__ = [
     "error_to_wire",
     "node_key",
 ]
+
+ENDED_STATUSES = frozenset({"stopped", "failed", "disconnected"})
+"""An agent in one of these states (as its node wrote it) is not live: its id may be taken."""
 
 AGENT_DISCONNECTED = "AGENT_DISCONNECTED"
 """``ToolFailed.cause_type`` of a call whose provider vanished (as the bridge says it)."""
