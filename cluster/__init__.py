@@ -25,7 +25,7 @@ from ._connection import NatsConnection as NatsConnection
 from ._connection import NatsSettings as NatsSettings
 from ._connection import redact_url as redact_url
 from ._directory import ClusterDirectory as ClusterDirectory
-from ._directory import ClusterStats as ClusterStats
+from ._directory import DirectoryStats as DirectoryStats
 from ._embedded import EmbeddedNats as EmbeddedNats
 from ._embedded import find_nats_server as find_nats_server
 from ._engine import NatsEngine as NatsEngine
@@ -42,8 +42,8 @@ from ._jetstream import JetStreamLog as JetStreamLog
 __all__ = [
     "ClusterCalls",
     "ClusterDirectory",
-    "ClusterStats",
     "ConnectionState",
+    "DirectoryStats",
     "EmbeddedNats",
     "JetStreamLog",
     "NatsConnectFailed",

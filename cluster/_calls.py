@@ -32,7 +32,7 @@ from loom.runtime import AgentNotFound, AgentRuntime
 from loom.runtime.lowlevel import new_id
 from loom.runtime.tools import JSONObject, ToolError
 
-from ._wire import (
+from ._directory_wire import (
     AGENT_DISCONNECTED,
     CallError,
     CallReply,

@@ -37,10 +37,17 @@ from nats.js.kv import KeyValue
 from loom.runtime import AgentExists, AgentRuntime
 
 from ._calls import ClusterCalls
+from ._directory_wire import (
+    ENDED_STATUSES,
+    AgentRecord,
+    NodeRecord,
+    ToolRecord,
+    agent_key,
+    node_key,
+)
 from ._peers import Peers
-from ._wire import ENDED_STATUSES, AgentRecord, NodeRecord, ToolRecord, agent_key, node_key
 
-__all__ = ["ClusterDirectory", "ClusterStats"]
+__all__ = ["ClusterDirectory", "DirectoryStats"]
 
 log = logging.getLogger("loom.cluster")
 
@@ -360,9 +367,9 @@ class ClusterDirectory:
         """The nodes heard from, this one first."""
         return [self.node, *self.peers.nodes()]
 
-    def statistics(self) -> ClusterStats:
+    def statistics(self) -> DirectoryStats:
         """What this node sees of the cluster now."""
-        return ClusterStats(
+        return DirectoryStats(
             node=self.node,
             nodes=len(self.peers.nodes()) + 1,
             agents_here=len(self._owned),
@@ -372,7 +379,7 @@ class ClusterDirectory:
         )
 
 
-class ClusterStats(msgspec.Struct, frozen=True, kw_only=True):
+class DirectoryStats(msgspec.Struct, frozen=True, kw_only=True):
     """A node's view of its cluster (``ClusterDirectory.statistics()``).
 
     Attributes:

@@ -24,7 +24,7 @@ from loom.runtime import AgentRuntime, AgentStatus, LoomError
 from loom.runtime.lowlevel import RemoteAgent, RemoteTool
 
 from ._calls import ClusterCalls
-from ._wire import ENDED_STATUSES, AgentRecord, agent_key
+from ._directory_wire import ENDED_STATUSES, AgentRecord, agent_key
 
 __all__ = ["Peers"]
 

@@ -73,7 +73,7 @@ def _clustered(config: ServeConfig) -> bool:
 
 
 @asynccontextmanager
-async def _cluster(
+async def _cluster_directory(
     config: ServeConfig, nats: NatsEngine, runtime: AgentRuntime
 ) -> AsyncIterator[None]:
     """The cluster's directory and calls between nodes (``docs/cluster.md``), with NATS URLs;
@@ -187,7 +187,7 @@ async def serve(
                 node=config.node_name() if _clustered(config) else "",
             ) as runtime,
             # Before any agent starts: ids are claimed cluster-wide from the first.
-            _cluster(config, nats, runtime),
+            _cluster_directory(config, nats, runtime),
             _mcp_hub(tables, runtime, environ or {}),
             _hosted(tables, runtime, router, Path(data_dir)),
             BridgeServer(

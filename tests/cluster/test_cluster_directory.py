@@ -14,7 +14,7 @@ from nats.aio.client import Client
 from loom import Agent, capability
 from loom.cli._config import load_config
 from loom.cluster import ClusterDirectory
-from loom.cluster._wire import agent_key
+from loom.cluster._directory_wire import agent_key
 from loom.runtime import (
     AgentExists,
     AgentRuntime,
