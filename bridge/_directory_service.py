@@ -55,6 +55,7 @@ def agent_info_to_proto(info: AgentInfo) -> directory_pb2.AgentInfo:
         in_flight=max(info.in_flight, 0),
         restarts=info.restarts,
         metadata=info.metadata,
+        node=info.node,
     )
 
 
@@ -78,6 +79,7 @@ def agent_info_from_proto(msg: directory_pb2.AgentInfo) -> AgentInfo:
         in_flight=msg.in_flight,
         restarts=msg.restarts,
         metadata=dict(msg.metadata),
+        node=msg.node,
     )
 
 

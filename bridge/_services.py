@@ -66,6 +66,7 @@ log = logging.getLogger("loom.bridge")
 
 _Context = grpc.aio.ServicerContext[Any, Any]
 _AGENT_KEY = "loom.agent"  # descriptor metadata: the agent that provides the tool
+_NODE_KEY = "loom.node"  # ... and the cluster node that agent lives on (when in a cluster)
 
 
 def _encode(delivery: Delivery, limit: int) -> bridge_pb2.Delivery | None:
@@ -117,6 +118,8 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
                 )
             if entry.agent_id is not None:
                 metadata = {**declared.metadata, _AGENT_KEY: entry.agent_id}
+                if entry.node:
+                    metadata[_NODE_KEY] = entry.node
                 declared = msgspec.structs.replace(declared, metadata=metadata)
             if providers and int(declared.provider) not in providers:
                 continue

@@ -9,16 +9,23 @@ The engine: :func:`open_nats` starts a supervised ``nats-server`` child
 :class:`NatsConnection`; :class:`NatsEngine` says where NATS is and whether durability is
 available (``--nats off``: it is not, and :meth:`NatsEngine.require_durable` raises
 :class:`~loom.runtime.DurabilityUnavailable`).
+
+The cluster: :class:`ClusterDirectory` shares a node's agents with every node on the same
+NATS (a JetStream KV bucket) and shows theirs in its runtime's directory as remote agents,
+whose capabilities :class:`ClusterCalls` calls over NATS (``docs/cluster.md``).
 """
 
 from __future__ import annotations
 
 from loom.runtime.lowlevel import set_public_module as _set_public_module
 
+from ._calls import ClusterCalls as ClusterCalls
 from ._connection import ConnectionState as ConnectionState
 from ._connection import NatsConnection as NatsConnection
 from ._connection import NatsSettings as NatsSettings
 from ._connection import redact_url as redact_url
+from ._directory import ClusterDirectory as ClusterDirectory
+from ._directory import DirectoryStats as DirectoryStats
 from ._embedded import EmbeddedNats as EmbeddedNats
 from ._embedded import find_nats_server as find_nats_server
 from ._engine import NatsEngine as NatsEngine
@@ -35,9 +42,12 @@ from ._transport import ClusterStats as ClusterStats
 from ._transport import ClusterTransport as ClusterTransport
 
 __all__ = [
+    "ClusterCalls",
+    "ClusterDirectory",
     "ClusterStats",
     "ClusterTransport",
     "ConnectionState",
+    "DirectoryStats",
     "EmbeddedNats",
     "JetStreamLog",
     "NatsConnectFailed",

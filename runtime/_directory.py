@@ -44,6 +44,8 @@ class AgentInfo(msgspec.Struct, frozen=True, kw_only=True):
         in_flight: tool calls it is running now.
         restarts: how often it has been restarted.
         metadata: free key/values it registered with.
+        node: the ``loom serve`` node it lives on (``""``: a runtime outside any cluster).
+            An agent of another node appears as a remote agent marked with that node.
     """
 
     id: str
@@ -56,6 +58,7 @@ class AgentInfo(msgspec.Struct, frozen=True, kw_only=True):
     in_flight: int
     restarts: int
     metadata: Mapping[str, str]
+    node: str = ""
 
 
 def _zero() -> int:
@@ -73,15 +76,17 @@ class _Entry:
         "in_flight",
         "last_heartbeat_ms",
         "metadata",
+        "node",
         "patterns",
         "remote",
         "restarts",
         "status",
     )
 
-    def __init__(self, agent_id: str, remote: bool, metadata: Mapping[str, str]) -> None:
+    def __init__(self, agent_id: str, remote: bool, metadata: Mapping[str, str], node: str) -> None:
         self.id = agent_id
         self.remote = remote
+        self.node = node
         # Shared, not copied, when empty: a hundred thousand idle agents have no metadata.
         self.metadata: Mapping[str, str] = dict(metadata) if metadata else _NO_METADATA
         self.status = AgentStatus.CREATED
@@ -104,6 +109,7 @@ class _Entry:
             in_flight=self.in_flight,
             restarts=self.restarts,
             metadata=self.metadata,
+            node=self.node,
         )
 
 
@@ -118,9 +124,13 @@ class Directory:
         receivers: answers "which agent ids would receive this topic". A runtime passes one
             that asks the bus's own routing trie, so the answer is exactly what the bus would
             do and no second trie is kept; without one, the entries' patterns are scanned.
+        node: the node this directory's own agents live on (``AgentInfo.node``).
     """
 
-    def __init__(self, receivers: Callable[[str], Iterable[str]] | None = None) -> None:
+    def __init__(
+        self, receivers: Callable[[str], Iterable[str]] | None = None, *, node: str = ""
+    ) -> None:
+        self.node = node
         self._entries: dict[str, _Entry] = {}
         self._by_capability: dict[str, set[str]] = {}
         self._receivers = receivers
@@ -143,15 +153,24 @@ class Directory:
 
     # ------------------------------------------------------------------ writes (runtime/bridge)
 
-    def add(self, agent_id: str, *, remote: bool = False, metadata: Mapping[str, str] = {}) -> None:
-        """Add an entry (status ``created``); replaces nothing.
+    def add(
+        self,
+        agent_id: str,
+        *,
+        remote: bool = False,
+        metadata: Mapping[str, str] = {},
+        node: str | None = None,
+    ) -> None:
+        """Add an entry (status ``created``); replaces nothing. ``node``: where it lives
+        (``None``: this directory's own node).
 
         Raises:
             KeyError: the id is taken.
         """
         if agent_id in self._entries:
             raise KeyError(agent_id)
-        self._entries[agent_id] = _Entry(agent_id, remote, metadata)
+        where = self.node if node is None else node
+        self._entries[agent_id] = _Entry(agent_id, remote, metadata, where)
         self._notify()
 
     def remove(self, agent_id: str, *, returning: bool = False) -> None:

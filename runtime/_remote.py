@@ -122,6 +122,10 @@ class RemoteAgent:
         self._pattern_refs: dict[str, int] = {}  # directory patterns, counted over subscriptions
         self.detached = False
         self.released = False
+        # Another node's agent (a cluster directory shows it here): that node publishes its
+        # lifecycle events, which the cluster carries; publishing them here too would say
+        # each twice.
+        self.node: str | None = None
         # Restarts the directory counted before this connection; the agent reports its own.
         info = runtime.directory.get(agent_id)
         self._restarts_before = 0 if info is None else info.restarts
@@ -314,6 +318,8 @@ class RemoteAgent:
             directory.set_status(self.id, AgentStatus.DISCONNECTED)
             directory.set_depth_probe(self.id, _zero)
         self._pattern_refs.clear()
+        if self.node is not None:
+            return
         with anyio.CancelScope(shield=True), contextlib.suppress(BusClosed):
             await services.publish_lifecycle(self.id, AgentStatus.DISCONNECTED, reason)
 
@@ -342,6 +348,7 @@ async def attach_remote(
     qos: QoS = QoS.BATCHED,
     buffer_size: int | None = None,
     tool_timeout_s: float = DEFAULT_TIMEOUT,
+    node: str | None = None,
 ) -> RemoteAgent:
     """The body of :meth:`AgentRuntime.attach_remote` (see there)."""
     validate_agent_id(agent_id)
@@ -352,7 +359,17 @@ async def attach_remote(
     if services.hosts(agent_id):
         raise AgentExists(agent_id, "a local agent runs under that id")
     if agent_id in services.remotes:
-        raise AgentExists(agent_id, "a remote agent with that id is connected")
+        held = runtime.directory.get(agent_id)
+        where = (
+            "" if held is None or held.node == runtime.directory.node else f" on node {held.node}"
+        )
+        raise AgentExists(agent_id, f"a remote agent with that id is connected{where}")
+    if node is None and runtime.id_claim is not None:
+        # The id must be this node's across the cluster first (AgentExists if it is live on
+        # another); the claim waits on NATS, so the local checks are made again after it.
+        await runtime.id_claim(agent_id)
+        if services.hosts(agent_id) or agent_id in services.remotes:
+            raise AgentExists(agent_id, "another agent took that id meanwhile")
     directory = runtime.directory
     known = directory.get(agent_id)
     if known is not None:
@@ -361,17 +378,19 @@ async def attach_remote(
         # A disconnected remote (or a finished local) one returns.
         directory.remove(agent_id, returning=True)
     mailbox = runtime.bus.subscribe(mailbox_topic(agent_id), qos=qos, buffer_size=buffer_size)
-    directory.add(agent_id, remote=True, metadata=metadata)
+    directory.add(agent_id, remote=True, metadata=metadata, node=node)
     if known is not None and known.remote:
         # Its restarts so far stay counted (``loom agents``): a remote agent whose process
         # failed and was started again by its supervisor is the same agent, restarted.
         for _ in range(known.restarts):
             directory.count_restart(agent_id)
     remote = RemoteAgent(runtime, services, agent_id, mailbox, tool_timeout_s)
+    remote.node = node
     directory.add_pattern(agent_id, mailbox_topic(agent_id))
     directory.set_depth_probe(agent_id, remote.queued)
     directory.set_status(agent_id, AgentStatus.RUNNING)
     services.owners[mailbox.id] = agent_id
     services.remotes[agent_id] = remote
-    await services.publish_lifecycle(agent_id, AgentStatus.RUNNING, "connected")
+    if node is None:
+        await services.publish_lifecycle(agent_id, AgentStatus.RUNNING, "connected")
     return remote

@@ -18,7 +18,7 @@ import anyio
 import msgspec
 from anyio.abc import TaskGroup
 
-from ._agent_errors import AgentNotFound, AgentStartFailed
+from ._agent_errors import AgentExists, AgentNotFound, AgentStartFailed
 from ._behaviour import AgentSpec, HasAgentSpec
 from ._bus import EventBus
 from ._cell import Cell, current_cell
@@ -39,6 +39,7 @@ __all__ = [
     "DEAD_LETTER_PREFIX",
     "LIFECYCLE_PREFIX",
     "AgentRuntime",
+    "IdClaim",
     "LifecycleEvent",
     "ToolProvider",
     "tool_inventory",
@@ -80,6 +81,12 @@ class LifecycleEvent(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _lifecycle_encoder = msgspec.json.Encoder()
+
+IdClaim = Callable[[str], Awaitable[None]]
+"""``await claim(agent_id)``: make ``agent_id`` this runtime's beyond its process (a cluster's
+shared directory) before an agent of that id is started or attached here.
+
+Raises ``AgentExists`` when the id is live elsewhere; must be atomic across claimants."""
 
 
 class RuntimeServices:
@@ -169,6 +176,12 @@ class AgentRuntime:
             builds from ``[llm]``), for agents that ask for it (``ctx.llm``,
             ``CognitiveAgent(llm="server")``) and for the bridge's ``loom.v1.LLM`` service.
             Not closed by the runtime.
+        node: the name of the node it runs on, among several sharing one directory
+            (``AgentInfo.node`` of its agents; ``""`` outside a cluster).
+
+    Attributes:
+        id_claim: set by whatever shares this runtime's agent ids beyond its process (the
+            cluster directory): asked before an agent is started or a remote one attached.
     """
 
     def __init__(
@@ -180,12 +193,14 @@ class AgentRuntime:
         stale_after_s: float = 15.0,
         sweep_interval_s: float = 5.0,
         llm: LLM | None = None,
+        node: str = "",
     ) -> None:
         if stop_timeout_s <= 0 or stale_after_s <= 0 or sweep_interval_s <= 0:
             raise InvalidArgument("stop_timeout_s, stale_after_s and sweep_interval_s must be > 0")
         self.bus = bus
         self.tools = tools if tools is not None else ToolRegistry()
-        self.directory = Directory(self._receivers)
+        self.directory = Directory(self._receivers, node=node)
+        self.id_claim: IdClaim | None = None
         self.stop_timeout_s = stop_timeout_s
         self.stale_after_s = stale_after_s
         self.sweep_interval_s = sweep_interval_s
@@ -288,9 +303,19 @@ class AgentRuntime:
         if spec.id in self._cells:
             raise InvalidArgument(f"an agent with id {spec.id!r} already exists (it is running)")
         known = self.directory.get(spec.id)
-        if known is not None:
-            if known.remote or known.status not in (AgentStatus.STOPPED, AgentStatus.FAILED):
-                raise InvalidArgument(f"an agent with id {spec.id!r} already exists")
+        if known is not None and known.node != self.directory.node:
+            raise AgentExists(spec.id, f"it is live on node {known.node}")
+        if known is not None and (
+            known.remote or known.status not in (AgentStatus.STOPPED, AgentStatus.FAILED)
+        ):
+            raise InvalidArgument(f"an agent with id {spec.id!r} already exists")
+        if self.id_claim is not None:
+            await self.id_claim(spec.id)  # AgentExists: live on another node
+            if spec.id in self._cells:  # started here while the claim waited
+                raise InvalidArgument(
+                    f"an agent with id {spec.id!r} already exists (it is running)"
+                )
+        if known is not None and spec.id in self.directory:
             self.directory.remove(spec.id)  # a stopped or failed agent may be started again
         cell = Cell(self, self._services, spec, parent, hosting)
         self._cells[spec.id] = cell
@@ -428,9 +453,11 @@ class AgentRuntime:
         arguments: Mapping[str, Any] | str,
         *,
         timeout: float | None = None,
+        provider: str | None = None,
     ) -> Any:
         """Call a tool: a capability of the least busy running agent offering it, else a tool of
-        the runtime's registry.
+        the runtime's registry; with ``provider``, that agent's capability only (another
+        node, having chosen this node's agent, asks for it by id: no second choice is made).
 
         A capability whose every provider is known but not running (a remote agent that
         disconnected and is expected back, a local one its supervisor is restarting:
@@ -441,7 +468,10 @@ class AgentRuntime:
 
         Raises:
             ToolNotFound, InvalidToolArguments, ToolTimeout, ToolPermissionDenied, ToolFailed.
+            AgentNotFound: ``provider`` is not an agent of this runtime offering ``name``.
         """
+        if provider is not None:
+            return await self._call_provider(provider, name, arguments, timeout)
         info = self.directory.least_busy(name)
         if info is None and name not in self.tools and self.directory.has_provider(name):
             limit = DEFAULT_TIMEOUT if timeout is None else timeout
@@ -469,6 +499,18 @@ class AgentRuntime:
             return await self.tools.call(name, arguments, timeout=timeout)
         # Also when every agent offering it stopped or failed for good (while the call waited).
         raise ToolNotFound(name)
+
+    async def _call_provider(
+        self, agent_id: str, name: str, arguments: Mapping[str, Any] | str, timeout: float | None
+    ) -> Any:
+        registry = self._provider_registry(agent_id)
+        if registry is None or name not in registry:
+            raise AgentNotFound(agent_id)
+        self.directory.add_in_flight(agent_id, 1)
+        try:
+            return await registry.call(name, arguments, timeout=timeout)
+        finally:
+            self.directory.add_in_flight(agent_id, -1)
 
     def describe_tool(
         self, name: str, *, exclude: str | None = None, include_runtime_tools: bool = True
@@ -511,8 +553,14 @@ class AgentRuntime:
         qos: QoS = QoS.BATCHED,
         buffer_size: int | None = None,
         tool_timeout_s: float = DEFAULT_TIMEOUT,
+        node: str | None = None,
     ) -> RemoteAgent:
         """Host an agent that lives in another process (the bridge calls this on connect).
+
+        ``node``: it lives on that other node of the cluster (the cluster directory attaches
+        those); its id is not claimed again here, and its lifecycle events are its own node's
+        to publish (none are published here). ``None``: it is this node's own, and the
+        runtime's ``id_claim`` (if set) is asked first.
 
         The agent gets a directory entry (``remote``, ``running``), a mailbox subscription on
         ``agent.{agent_id}.replies`` of tier ``qos``, and may then add patterns, subscriptions
@@ -530,6 +578,7 @@ class AgentRuntime:
             qos=qos,
             buffer_size=buffer_size,
             tool_timeout_s=tool_timeout_s,
+            node=node,
         )
 
     # ------------------------------------------------------------------ internal, for cells
@@ -598,11 +647,13 @@ class ToolProvider(msgspec.Struct, frozen=True, kw_only=True):
         tool: the tool.
         agent_id: the agent offering it; ``None`` for a tool of the runtime's own registry.
         remote: whether that agent is a remote one.
+        node: the node that agent lives on (``""`` outside a cluster or for none).
     """
 
     tool: Tool
     agent_id: str | None = None
     remote: bool = False
+    node: str = ""
 
 
 def tool_inventory(runtime: AgentRuntime) -> list[ToolProvider]:
@@ -613,7 +664,7 @@ def tool_inventory(runtime: AgentRuntime) -> list[ToolProvider]:
         if info.status is not AgentStatus.RUNNING or not info.capabilities:
             continue
         out.extend(
-            ToolProvider(tool=t, agent_id=info.id, remote=info.remote)
+            ToolProvider(tool=t, agent_id=info.id, remote=info.remote, node=info.node)
             for t in runtime.capabilities_of(info.id)
         )
     out.extend(ToolProvider(tool=t) for t in runtime.tools.list())

@@ -49,6 +49,7 @@ from ._ids import now_ms as now_ms
 from ._public import set_public_module as set_public_module
 from ._remote import RemoteAgent as RemoteAgent
 from ._remote import RemoteTool as RemoteTool
+from ._runtime import IdClaim as IdClaim
 from ._runtime import ToolProvider as ToolProvider
 from ._runtime import dead_letter_metadata as dead_letter_metadata
 from ._runtime import tool_inventory as tool_inventory
@@ -75,6 +76,7 @@ __all__ = [
     "Handler",
     "HasAgentSpec",
     "Hosting",
+    "IdClaim",
     "Inbound",
     "InterestGate",
     "RemoteAgent",

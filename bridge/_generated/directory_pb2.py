@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17loom/v1/directory.proto\x12\x07loom.v1\"\'\n\x13ReleaseAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"?\n\x14ReleaseAgentResponse\x12\x10\n\x08released\x18\x01 \x01(\x08\x12\x15\n\rwas_connected\x18\x02 \x01(\x08\"6\n\x11ListAgentsRequest\x12\x12\n\ncapability\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\"\xb1\x02\n\tAgentInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12$\n\x06status\x18\x02 \x01(\x0e\x32\x14.loom.v1.AgentStatus\x12\x0e\n\x06remote\x18\x03 \x01(\x08\x12\x10\n\x08patterns\x18\x04 \x03(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x05 \x03(\t\x12\x19\n\x11last_heartbeat_ms\x18\x06 \x01(\x03\x12\x15\n\rmailbox_depth\x18\x07 \x01(\x04\x12\x11\n\tin_flight\x18\x08 \x01(\x04\x12\x10\n\x08restarts\x18\t \x01(\x04\x12\x32\n\x08metadata\x18\n \x03(\x0b\x32 .loom.v1.AgentInfo.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"8\n\x12ListAgentsResponse\x12\"\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x12.loom.v1.AgentInfo*\xff\x01\n\x0b\x41gentStatus\x12\x1c\n\x18\x41GENT_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41GENT_STATUS_CREATED\x10\x01\x12\x19\n\x15\x41GENT_STATUS_STARTING\x10\x02\x12\x18\n\x14\x41GENT_STATUS_RUNNING\x10\x03\x12\x19\n\x15\x41GENT_STATUS_STOPPING\x10\x04\x12\x18\n\x14\x41GENT_STATUS_STOPPED\x10\x05\x12\x17\n\x13\x41GENT_STATUS_FAILED\x10\x06\x12\x16\n\x12\x41GENT_STATUS_STALE\x10\x07\x12\x1d\n\x19\x41GENT_STATUS_DISCONNECTED\x10\x08\x32\x9f\x01\n\tDirectory\x12\x45\n\nListAgents\x12\x1a.loom.v1.ListAgentsRequest\x1a\x1b.loom.v1.ListAgentsResponse\x12K\n\x0cReleaseAgent\x12\x1c.loom.v1.ReleaseAgentRequest\x1a\x1d.loom.v1.ReleaseAgentResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17loom/v1/directory.proto\x12\x07loom.v1\"\'\n\x13ReleaseAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"?\n\x14ReleaseAgentResponse\x12\x10\n\x08released\x18\x01 \x01(\x08\x12\x15\n\rwas_connected\x18\x02 \x01(\x08\"6\n\x11ListAgentsRequest\x12\x12\n\ncapability\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\"\xbf\x02\n\tAgentInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12$\n\x06status\x18\x02 \x01(\x0e\x32\x14.loom.v1.AgentStatus\x12\x0e\n\x06remote\x18\x03 \x01(\x08\x12\x10\n\x08patterns\x18\x04 \x03(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x05 \x03(\t\x12\x19\n\x11last_heartbeat_ms\x18\x06 \x01(\x03\x12\x15\n\rmailbox_depth\x18\x07 \x01(\x04\x12\x11\n\tin_flight\x18\x08 \x01(\x04\x12\x10\n\x08restarts\x18\t \x01(\x04\x12\x32\n\x08metadata\x18\n \x03(\x0b\x32 .loom.v1.AgentInfo.MetadataEntry\x12\x0c\n\x04node\x18\x46 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"8\n\x12ListAgentsResponse\x12\"\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x12.loom.v1.AgentInfo*\xff\x01\n\x0b\x41gentStatus\x12\x1c\n\x18\x41GENT_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41GENT_STATUS_CREATED\x10\x01\x12\x19\n\x15\x41GENT_STATUS_STARTING\x10\x02\x12\x18\n\x14\x41GENT_STATUS_RUNNING\x10\x03\x12\x19\n\x15\x41GENT_STATUS_STOPPING\x10\x04\x12\x18\n\x14\x41GENT_STATUS_STOPPED\x10\x05\x12\x17\n\x13\x41GENT_STATUS_FAILED\x10\x06\x12\x16\n\x12\x41GENT_STATUS_STALE\x10\x07\x12\x1d\n\x19\x41GENT_STATUS_DISCONNECTED\x10\x08\x32\x9f\x01\n\tDirectory\x12\x45\n\nListAgents\x12\x1a.loom.v1.ListAgentsRequest\x1a\x1b.loom.v1.ListAgentsResponse\x12K\n\x0cReleaseAgent\x12\x1c.loom.v1.ReleaseAgentRequest\x1a\x1d.loom.v1.ReleaseAgentResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_AGENTINFO_METADATAENTRY']._loaded_options = None
   _globals['_AGENTINFO_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_AGENTSTATUS']._serialized_start=565
-  _globals['_AGENTSTATUS']._serialized_end=820
+  _globals['_AGENTSTATUS']._serialized_start=579
+  _globals['_AGENTSTATUS']._serialized_end=834
   _globals['_RELEASEAGENTREQUEST']._serialized_start=36
   _globals['_RELEASEAGENTREQUEST']._serialized_end=75
   _globals['_RELEASEAGENTRESPONSE']._serialized_start=77
@@ -42,11 +42,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTAGENTSREQUEST']._serialized_start=142
   _globals['_LISTAGENTSREQUEST']._serialized_end=196
   _globals['_AGENTINFO']._serialized_start=199
-  _globals['_AGENTINFO']._serialized_end=504
-  _globals['_AGENTINFO_METADATAENTRY']._serialized_start=457
-  _globals['_AGENTINFO_METADATAENTRY']._serialized_end=504
-  _globals['_LISTAGENTSRESPONSE']._serialized_start=506
-  _globals['_LISTAGENTSRESPONSE']._serialized_end=562
-  _globals['_DIRECTORY']._serialized_start=823
-  _globals['_DIRECTORY']._serialized_end=982
+  _globals['_AGENTINFO']._serialized_end=518
+  _globals['_AGENTINFO_METADATAENTRY']._serialized_start=471
+  _globals['_AGENTINFO_METADATAENTRY']._serialized_end=518
+  _globals['_LISTAGENTSRESPONSE']._serialized_start=520
+  _globals['_LISTAGENTSRESPONSE']._serialized_end=576
+  _globals['_DIRECTORY']._serialized_start=837
+  _globals['_DIRECTORY']._serialized_end=996
 # @@protoc_insertion_point(module_scope)

@@ -51,7 +51,7 @@ class ListAgentsRequest(_message.Message):
     def __init__(self, capability: _Optional[str] = ..., topic: _Optional[str] = ...) -> None: ...
 
 class AgentInfo(_message.Message):
-    __slots__ = ("id", "status", "remote", "patterns", "capabilities", "last_heartbeat_ms", "mailbox_depth", "in_flight", "restarts", "metadata")
+    __slots__ = ("id", "status", "remote", "patterns", "capabilities", "last_heartbeat_ms", "mailbox_depth", "in_flight", "restarts", "metadata", "node")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +69,7 @@ class AgentInfo(_message.Message):
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     RESTARTS_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
     id: str
     status: AgentStatus
     remote: bool
@@ -79,7 +80,8 @@ class AgentInfo(_message.Message):
     in_flight: int
     restarts: int
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, id: _Optional[str] = ..., status: _Optional[_Union[AgentStatus, str]] = ..., remote: _Optional[bool] = ..., patterns: _Optional[_Iterable[str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., last_heartbeat_ms: _Optional[int] = ..., mailbox_depth: _Optional[int] = ..., in_flight: _Optional[int] = ..., restarts: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    node: str
+    def __init__(self, id: _Optional[str] = ..., status: _Optional[_Union[AgentStatus, str]] = ..., remote: _Optional[bool] = ..., patterns: _Optional[_Iterable[str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., last_heartbeat_ms: _Optional[int] = ..., mailbox_depth: _Optional[int] = ..., in_flight: _Optional[int] = ..., restarts: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., node: _Optional[str] = ...) -> None: ...
 
 class ListAgentsResponse(_message.Message):
     __slots__ = ("agents",)

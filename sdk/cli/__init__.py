@@ -153,6 +153,13 @@ def _serve_flags() -> argparse.ArgumentParser:
         help="this server's name among the loom serve nodes sharing one NATS: with --nats URL "
         "they form one cluster, docs/cluster.md (default: the host's name; LOOM_NODE)",
     )
+    nats.add_argument(
+        "--cluster-heartbeat",
+        type=float,
+        dest="cluster_heartbeat_s",
+        help="with NATS URLs: seconds between this node's heartbeats; silent 1.5 times that, "
+        "a node is dead to the others (LOOM_CLUSTER_HEARTBEAT; default 2)",
+    )
     lim = s.add_argument_group("limits")
     lim.add_argument("--max-message-bytes", type=int, help="largest gRPC message (4 MiB)")
     lim.add_argument("--max-topics-per-agent", type=int, help="patterns per agent (256)")

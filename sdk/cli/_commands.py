@@ -245,6 +245,11 @@ async def agents(
             ["ID", "STATUS", "WHERE", "DEPTH", "RUNNING", "RESTARTS", "SEEN", "TOPICS", "TOOLS"]
         ]
         rows += [_agent_row(info, now) for info in shown]
+        if any(info.node for info in shown):
+            # A server in a cluster (loom serve --node): which node each agent lives on.
+            rows = [
+                [*row[:3], node, *row[3:]] for row, node in zip(rows, _nodes(shown), strict=True)
+            ]
         _table(rows, out)
     if hidden:
         gone = "agent" if hidden == 1 else "agents"
@@ -280,6 +285,10 @@ async def release(conn: Connection, agent_id: str, *, out: TextIO = sys.stdout) 
         released = await admin.release_agent(agent_id)
     print(f"released {agent_id}" if released else f"{agent_id} was not registered", file=out)
     return 0
+
+
+def _nodes(shown: list[AgentInfo]) -> list[str]:
+    return ["NODE", *(info.node or "-" for info in shown)]
 
 
 def _agent_row(info: AgentInfo, now_ms: int) -> list[str]:
@@ -637,11 +646,15 @@ async def tools(
     if not found:
         print("no tools" + (f" starting with {prefix!r}" if prefix else ""), file=out)
         return 0
-    rows = [["TOOL", "FROM", "DESCRIPTION"]]
+    clustered = any("loom.node" in tool.metadata for tool in found)
+    rows = [
+        ["TOOL", "FROM", "NODE", "DESCRIPTION"] if clustered else ["TOOL", "FROM", "DESCRIPTION"]
+    ]
     for tool in found:
         agent = tool.metadata.get("loom.agent")
         where = f"agent {agent}" if agent else "server"
-        rows.append([tool.name, where, _first_line(tool.description, 60)])
+        node = [tool.metadata.get("loom.node", "-")] if clustered else []
+        rows.append([tool.name, where, *node, _first_line(tool.description, 60)])
     _table(rows, out)
     return 0
 

@@ -88,6 +88,9 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             means the standard ``OTEL_EXPORTER_OTLP_*`` variables decide (none: no tracing).
         trace_sample: the share of new traces kept, 0..1 (``--trace-sample``); unset means
             ``OTEL_TRACES_SAMPLER`` decides (default: all). ``docs/observability.md``.
+        cluster_heartbeat_s: with NATS URLs (a cluster): how often this node tells the
+            others it is alive; a node silent for 1.5 times it is dead to them, its agents
+            leave their directories and calls to them fail (``docs/cluster.md``).
     """
 
     host: str = "127.0.0.1"
@@ -120,6 +123,7 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     node: str = ""
     otlp_endpoint: str = ""
     trace_sample: float | None = None
+    cluster_heartbeat_s: float = 2.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -136,6 +140,10 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             raise ConfigError(f"settle_s must be >= 0 seconds, not {self.settle_s}")
         if not 0 < self.stale_after_s < float("inf"):
             raise ConfigError(f"stale_after_s must be > 0 seconds, not {self.stale_after_s}")
+        if not 0.05 <= self.cluster_heartbeat_s <= 60:
+            raise ConfigError(
+                f"cluster_heartbeat_s must be 0.05..60 seconds, not {self.cluster_heartbeat_s}"
+            )
         if self.token is not None and not self.token:
             raise ConfigError("token must not be empty (leave it unset for none)")
         if self.admin_token is not None and not self.admin_token:
@@ -283,6 +291,7 @@ _ENV = {
     "LOOM_NATS_TLS_CERT": "nats_tls_cert_file",
     "LOOM_NATS_TLS_KEY": "nats_tls_key_file",
     "LOOM_NODE": "node",
+    "LOOM_CLUSTER_HEARTBEAT": "cluster_heartbeat_s",
 }
 
 
@@ -347,6 +356,7 @@ _FLAG_NAMES = {
     "drain_grace_s": "--drain-grace",
     "settle_s": "--settle",
     "stale_after_s": "--stale-after",
+    "cluster_heartbeat_s": "--cluster-heartbeat",
     "tls_cert_file": "--tls-cert",
     "tls_key_file": "--tls-key",
     "tls_client_ca_file": "--tls-client-ca",

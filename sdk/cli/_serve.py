@@ -22,7 +22,15 @@ from opentelemetry.trace import TracerProvider
 
 from loom import CognitiveAgent
 from loom.bridge import BridgeServer
-from loom.cluster import ClusterTransport, JetStreamLog, NatsEngine, NatsMode, open_nats
+from loom.cluster import (
+    ClusterDirectory,
+    ClusterTransport,
+    JetStreamLog,
+    NatsEngine,
+    NatsMode,
+    open_nats,
+    parse_nats,
+)
 from loom.runtime import AgentRuntime, EventBus
 from loom.runtime.llm import ModelRouter
 
@@ -71,6 +79,30 @@ def _cluster(nats: NatsEngine, config: ServeConfig) -> ClusterTransport | None:
     if nats.mode is not NatsMode.EXTERNAL or nats.connection is None:
         return None
     return ClusterTransport(nats.connection.client, config.node_name())
+
+
+def _clustered(config: ServeConfig) -> bool:
+    """Whether this server is a node of a cluster: NATS URLs, which other nodes share (an
+    embedded server is this node's alone)."""
+    return parse_nats(config.nats)[0] is NatsMode.EXTERNAL
+
+
+@asynccontextmanager
+async def _cluster_directory(
+    config: ServeConfig, nats: NatsEngine, runtime: AgentRuntime
+) -> AsyncIterator[None]:
+    """The cluster's directory and calls between nodes (``docs/cluster.md``), with NATS URLs;
+    else nothing."""
+    if not _clustered(config) or nats.connection is None:
+        yield
+        return
+    async with ClusterDirectory(
+        runtime,
+        nats.connection.client,
+        config.node_name(),
+        heartbeat_s=config.cluster_heartbeat_s,
+    ):
+        yield  # the startup line says this node's name, once everything is up
 
 
 @asynccontextmanager
@@ -179,7 +211,10 @@ async def serve(
                 # A short threshold gets a sweep to match (5 s, the default, for 15 s).
                 sweep_interval_s=min(5.0, config.stale_after_s / 3),
                 llm=router,
+                node=config.node_name() if _clustered(config) else "",
             ) as runtime,
+            # Before any agent starts: ids are claimed cluster-wide from the first.
+            _cluster_directory(config, nats, runtime),
             _mcp_hub(tables, runtime, environ or {}),
             _hosted(tables, runtime, router, Path(data_dir)),
             BridgeServer(

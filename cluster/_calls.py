@@ -1,0 +1,259 @@
+"""Tool calls between the nodes of a cluster, over core NATS.
+
+Each node serves ``_loom.call.<node>`` (run a capability of one of its agents) and
+``_loom.cancel.<node>`` (the caller gave up), and takes answers on
+``_loom.reply.<node>.<call id>``. A call carries what is left of the caller's deadline, so the
+provider stops when the caller would; a caller that is cancelled (its own caller gone, its
+timeout) sends a cancel, and the provider cancels the invocation (a bridge agent's call gets
+its ``cancel_tool_call``). A provider node declared dead (:meth:`ClusterCalls.fail_node`)
+fails every call waiting on it at once with ``ToolFailed`` ``AGENT_DISCONNECTED``.
+
+Bounded: at most ``max_calls`` calls are served at once (beyond, a call is refused with
+``ToolFailed`` ``RESOURCE_EXHAUSTED`` rather than queued) and the waiting calls of this node
+are those of its callers, each holding one slot of :attr:`pending`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import msgspec
+from anyio.abc import TaskGroup
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from loom.runtime import AgentNotFound, AgentRuntime
+from loom.runtime.lowlevel import new_id
+from loom.runtime.tools import JSONObject, ToolError
+
+from ._directory_wire import (
+    AGENT_DISCONNECTED,
+    CallError,
+    CallReply,
+    CallRequest,
+    error_from_wire,
+    error_to_wire,
+    json_text,
+)
+
+__all__ = ["ClusterCalls"]
+
+log = logging.getLogger("loom.cluster")
+
+_encode = msgspec.msgpack.Encoder().encode
+_request = msgspec.msgpack.Decoder(CallRequest).decode
+_reply = msgspec.msgpack.Decoder(CallReply).decode
+_json = msgspec.json.Decoder().decode
+
+
+class _Pending:
+    """One call of this node waiting for another node's answer."""
+
+    __slots__ = ("done", "node", "reply")
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.done = anyio.Event()
+        self.reply: CallReply | None = None
+
+
+class ClusterCalls:
+    """This node's side of calls between nodes: it calls others' agents and serves its own.
+
+    Use :meth:`invoker` to make the ``ToolInvoker`` of an agent of another node (a
+    ``RemoteTool`` of its proxy calls it), and :meth:`serve` in a task group to answer calls.
+    """
+
+    def __init__(
+        self, runtime: AgentRuntime, client: Client, node: str, *, max_calls: int = 1024
+    ) -> None:
+        self.runtime = runtime
+        self.client = client
+        self.node = node
+        self.max_calls = max_calls
+        self.pending: dict[str, _Pending] = {}
+        self._serving: dict[tuple[str, str], anyio.CancelScope] = {}
+        self._reply_prefix = f"_loom.reply.{node}."
+        self._tg: TaskGroup | None = None
+
+    # ------------------------------------------------------------------ calling
+
+    def invoker(self, node: str, agent_id: str) -> Callable[[str, JSONObject], Awaitable[Any]]:
+        """The invoker of agent ``agent_id``'s capabilities on ``node`` (what its proxy's
+        ``RemoteTool``s call)."""
+
+        async def invoke(name: str, arguments: JSONObject) -> Any:
+            return await self.call(node, agent_id, name, arguments)
+
+        return invoke
+
+    async def call(self, node: str, agent_id: str, name: str, arguments: JSONObject) -> Any:
+        """Run capability ``name`` of agent ``agent_id`` on ``node`` and return its output.
+
+        Bounded by the enclosing deadline (the registry's timeout scope), whose remainder
+        travels with the call. Cancelled, it tells the provider to cancel too.
+
+        Raises:
+            ToolError: the provider's error, rebuilt; ``ToolFailed`` ``AGENT_DISCONNECTED``
+                when ``node`` is declared dead before it answers.
+        """
+        call_id = new_id()
+        deadline = anyio.current_effective_deadline()
+        left = deadline - anyio.current_time()
+        timeout_ms = 0 if math.isinf(left) else max(1, math.ceil(left * 1000))
+        request = CallRequest(
+            id=call_id,
+            caller=self.node,
+            agent=agent_id,
+            tool=name,
+            arguments=json_text(arguments),
+            timeout_ms=timeout_ms,
+            reply=self._reply_prefix + call_id,
+        )
+        pending = _Pending(node)
+        self.pending[call_id] = pending
+        try:
+            await self.client.publish(f"_loom.call.{node}", _encode(request))
+            await pending.done.wait()
+        except BaseException:
+            if pending.reply is None:
+                # Cancelled (or the publish failed): the provider need not go on. Shielded:
+                # the cancel is what this cancellation must still do.
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    await self.client.publish(
+                        f"_loom.cancel.{node}", f"{self.node} {call_id}".encode()
+                    )
+            raise
+        finally:
+            self.pending.pop(call_id, None)
+        reply = pending.reply
+        assert reply is not None
+        if reply.error is not None:
+            raise error_from_wire(reply.error)
+        return _json(reply.output) if reply.output else None
+
+    def fail_node(self, node: str, reason: str) -> int:
+        """``node`` is gone: every call waiting on it fails now with ``AGENT_DISCONNECTED``.
+        Returns how many."""
+        count = 0
+        for call_id, pending in list(self.pending.items()):
+            if pending.node == node and pending.reply is None:
+                pending.reply = CallReply(
+                    id=call_id,
+                    error=CallError(
+                        kind="failed",
+                        message=f"node {node} is gone before answering: {reason}",
+                        detail=AGENT_DISCONNECTED,
+                    ),
+                )
+                pending.done.set()
+                count += 1
+        return count
+
+    async def _on_reply(self, msg: Msg) -> None:
+        try:
+            reply = _reply(msg.data)
+        except msgspec.DecodeError:
+            log.warning("cluster: undecodable call reply on %s", msg.subject)
+            return
+        pending = self.pending.get(reply.id)
+        if pending is not None and pending.reply is None:
+            pending.reply = reply
+            pending.done.set()
+        # else: the caller gave up (timed out, cancelled) before it came: dropped.
+
+    # ------------------------------------------------------------------ serving
+
+    def serving(self) -> int:
+        """Calls of other nodes running here now."""
+        return len(self._serving)
+
+    async def serve(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Answer calls from other nodes until cancelled (subscriptions made before
+        ``task_status.started``)."""
+        subs: list[Subscription] = []
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            try:
+                subs.append(
+                    await self.client.subscribe(f"_loom.call.{self.node}", cb=self._on_call)
+                )
+                subs.append(
+                    await self.client.subscribe(f"_loom.cancel.{self.node}", cb=self._on_cancel)
+                )
+                subs.append(
+                    await self.client.subscribe(self._reply_prefix + "*", cb=self._on_reply)
+                )
+                await self.client.flush()
+                task_status.started()
+                await anyio.sleep_forever()
+            finally:
+                self._tg = None
+                with anyio.CancelScope(shield=True):
+                    for sub in subs:
+                        with contextlib.suppress(Exception):
+                            await sub.unsubscribe()
+                tg.cancel_scope.cancel()
+
+    async def _on_call(self, msg: Msg) -> None:
+        try:
+            request = _request(msg.data)
+        except msgspec.DecodeError:
+            log.warning("cluster: undecodable call request on %s", msg.subject)
+            return
+        tg = self._tg
+        if tg is None:
+            return
+        if len(self._serving) >= self.max_calls:
+            error = CallError(
+                kind="failed",
+                message=f"node {self.node} serves {self.max_calls} calls already",
+                detail="RESOURCE_EXHAUSTED",
+                tool=request.tool,
+            )
+            await self._answer(request, CallReply(id=request.id, error=error))
+            return
+        scope = anyio.CancelScope()
+        self._serving[(request.caller, request.id)] = scope
+        tg.start_soon(self._run, request, scope)
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        caller, _, call_id = msg.data.decode(errors="replace").partition(" ")
+        scope = self._serving.get((caller, call_id))
+        if scope is not None:
+            scope.cancel()
+
+    async def _run(self, request: CallRequest, scope: anyio.CancelScope) -> None:
+        reply: CallReply | None = None
+        try:
+            with scope:
+                timeout = request.timeout_ms / 1000 if request.timeout_ms else None
+                try:
+                    value = await self.runtime.call_tool(
+                        request.tool, request.arguments, timeout=timeout, provider=request.agent
+                    )
+                    reply = CallReply(id=request.id, output=json_text(value))
+                except (ToolError, AgentNotFound) as exc:
+                    if isinstance(exc, ToolError) and exc.tool is None:
+                        exc.tool = request.tool
+                    reply = CallReply(id=request.id, error=error_to_wire(exc))
+        finally:
+            self._serving.pop((request.caller, request.id), None)
+        if reply is not None:  # None: cancelled by the caller, who waits for nothing
+            await self._answer(request, reply)
+
+    async def _answer(self, request: CallRequest, reply: CallReply) -> None:
+        try:
+            await self.client.publish(request.reply, _encode(reply))
+        except Exception as exc:  # the connection is away: the caller's deadline ends it
+            log.warning(
+                "cluster: the answer to %s of node %s is lost: %s", request.id, request.caller, exc
+            )
