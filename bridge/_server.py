@@ -31,6 +31,8 @@ from loom.bridge._generated import (
     directory_pb2_grpc,
     llm_pb2,
     llm_pb2_grpc,
+    memory_pb2,
+    memory_pb2_grpc,
     server_pb2,
     server_pb2_grpc,
     tools_pb2,
@@ -68,6 +70,8 @@ from ._identity import (
 )
 from ._limits import Limits
 from ._llm_service import LLMService
+from ._memory_service import MemoryServicer
+from ._memory_store import PlanMemory
 from ._server_session import Session
 from ._server_status import NatsInfo, ServerService
 from ._services import EventBusService, ToolService
@@ -88,6 +92,8 @@ SERVICE_NAMES = (
     llm_pb2.DESCRIPTOR.services_by_name["LLM"].full_name,
 )
 _LLM_SERVICE = SERVICE_NAMES[-1]
+MEMORY_SERVICE = memory_pb2.DESCRIPTOR.services_by_name["MemoryService"].full_name
+"""The original Loom's ``MemoryService``: served when the server is given a store."""
 
 _Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -289,11 +295,15 @@ class _Health(health.aio.HealthServicer):  # type: ignore[misc]
     leaves it to the generated default, which answers ``UNIMPLEMENTED`` and has grpc log an
     ERROR traceback for every call (anyone could fill the log with them)."""
 
+    def __init__(self, names: tuple[str, ...] = SERVICE_NAMES) -> None:
+        super().__init__()
+        self.names = names
+
     async def List(
         self, request: health_pb2.HealthListRequest, context: _Context
     ) -> health_pb2.HealthListResponse:
         response = health_pb2.HealthListResponse()
-        for name in ("", *SERVICE_NAMES):
+        for name in ("", *self.names):
             check = await self.Check(health_pb2.HealthCheckRequest(service=name), context)
             response.statuses[name].CopyFrom(check)
         return response
@@ -388,6 +398,9 @@ class BridgeServer:
         tenants: tenant tokens, each accepted wherever ``token`` is and confining its caller
             to a namespace (``docs/security.md``, "Tenants"). With them ``token`` may be
             ``None``: only they and the admin token are admitted then.
+        memory: the store of the original Loom's ``MemoryService``, opened by the caller
+            (``loom serve``: ``<data-dir>/memory.sqlite3``); ``None``: not served
+            (``UNIMPLEMENTED``). ``docs/interop.md``.
 
     Raises:
         InsecureBind: ``host`` is not loopback and neither ``token`` nor ``tls`` is given.
@@ -410,6 +423,7 @@ class BridgeServer:
         admin_token: str | None = None,
         nats: Callable[[], NatsInfo] | None = None,
         tenants: Iterable[Tenant] = (),
+        memory: PlanMemory | None = None,
     ) -> None:
         if admin_token is not None and not admin_token:
             raise InvalidArgument("admin_token must not be empty (None for none)")
@@ -435,6 +449,8 @@ class BridgeServer:
         self.grace_s = grace_s
         self.settle_s = settle_s
         self.nats = nats
+        self.memory = memory
+        self.services = SERVICE_NAMES if memory is None else (*SERVICE_NAMES, MEMORY_SERVICE)
         self.hub = Hub(runtime, self.limits, settle_s=settle_s)
         self.hub.bind_agent_ids = tls is not None and tls.bind_agent_ids
         self.hub.admin_token = admin_token
@@ -476,10 +492,13 @@ class BridgeServer:
         status = ServerService(self.hub, nats=self.nats)
         server_pb2_grpc.add_ServerServicer_to_server(status, target)
         llm_pb2_grpc.add_LLMServicer_to_server(LLMService(self.hub.runtime), target)
-        self._health = _Health()
+        if self.memory is not None:
+            memory = MemoryServicer(self.hub, self.memory)
+            memory_pb2_grpc.add_MemoryServiceServicer_to_server(memory, target)
+        self._health = _Health(self.services)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, target)
         reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), target
+            (*self.services, health.SERVICE_NAME, reflection.SERVICE_NAME), target
         )
         address = _address(self.host, self.requested_port)
         _check_bindable(self.host, self.requested_port, address)
@@ -496,7 +515,7 @@ class BridgeServer:
         self.port = port
         await server.start()
         self._server = server
-        for name in ("", *SERVICE_NAMES):
+        for name in ("", *self.services):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if self.hub.runtime.llm is None:
             # Without a model every LLM call fails (FAILED_PRECONDITION); health says so.
