@@ -23,12 +23,18 @@ import grpc
 import grpc.aio
 import pytest
 from anyio.abc import ByteReceiveStream, Process, TaskGroup
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
+from grpc_reflection.v1alpha import (  # type: ignore[import-untyped]
+    reflection_pb2,
+    reflection_pb2_grpc,
+)
 
-from loom.bridge import BridgeServer, MemoryLimits, PlanMemory, Tenant
+from loom.bridge import BridgeServer, MemoryLimits, PlanMemory, Tenant, TLSConfig
 from loom.bridge._generated import event_pb2, memory_pb2, memory_pb2_grpc
 from loom.runtime import AgentRuntime, EventBus
 
 from ._server_harness import OldAgent, auth, channel
+from .test_server_security import PKI
 
 pytestmark = pytest.mark.anyio
 
@@ -53,6 +59,8 @@ async def memory_server(
     token: str | None = None,
     admin_token: str | None = None,
     tenants: Sequence[Tenant] = (),
+    tls: TLSConfig | None = None,
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> AsyncIterator[Memory]:
     try:
         async with (
@@ -66,8 +74,9 @@ async def memory_server(
                 token=token,
                 admin_token=admin_token,
                 tenants=tenants,
+                tls=tls,
             ) as server,
-            channel(f"127.0.0.1:{server.port}") as ch,
+            channel(f"localhost:{server.port}", credentials=credentials) as ch,
         ):
             yield Memory(server, memory_pb2_grpc.MemoryServiceStub(ch), ch)
     finally:
@@ -519,6 +528,42 @@ async def test_tenants_stay_inside_their_namespace(tmp_path: Path) -> None:
             seen = await m.stub.GetRecentPlans(inside, metadata=auth(ADMIN))
             assert len(seen.plans) == 1
             await refused(m.stub.GetRecentPlans(inside), grpc.StatusCode.UNAUTHENTICATED)
+
+
+async def test_a_certificate_s_agents_are_its_sessions(tmp_path: Path) -> None:
+    """Under bind_agent_ids the client certificate names the agents whose memory it may use;
+    an empty session_id is its own agent."""
+    pki = PKI(tmp_path)
+    cert, key = pki.issue("agent-a")
+    as_a = grpc.ssl_channel_credentials(
+        root_certificates=pki.pem["ca"], certificate_chain=cert, private_key=key
+    )
+    tls = pki.server_tls(mutual=True, bind=True)
+    with anyio.fail_after(20):
+        async with memory_server(tmp_path / "data", tls=tls, credentials=as_a) as m:
+            saved = await m.stub.SavePlan(memory_pb2.SavePlanRequest(plan=plan(plan_hash="mine")))
+            assert saved.success
+            named = memory_pb2.GetRecentPlansRequest(session_id="agent-a", symbol="BTCUSDT")
+            assert [p.plan_hash for p in (await m.stub.GetRecentPlans(named)).plans] == ["mine"]
+            other = memory_pb2.SavePlanRequest(session_id="agent-b", plan=plan())
+            details = await refused(m.stub.SavePlan(other), grpc.StatusCode.PERMISSION_DENIED)
+            assert "agent-b" in details
+
+
+async def test_health_and_reflection_list_it(tmp_path: Path) -> None:
+    with anyio.fail_after(20):
+        async with memory_server(tmp_path) as m:
+            health = health_pb2_grpc.HealthStub(m.ch)
+            check = health_pb2.HealthCheckRequest(service="loom.v1.MemoryService")
+            assert (await health.Check(check)).status == health_pb2.HealthCheckResponse.SERVING
+            stub = reflection_pb2_grpc.ServerReflectionStub(m.ch)
+            call = stub.ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+            )
+            names = set()
+            async for answer in call:
+                names |= {s.name for s in answer.list_services_response.service}
+            assert "loom.v1.MemoryService" in names
 
 
 async def test_without_a_store_the_service_is_unimplemented(tmp_path: Path) -> None:
