@@ -41,6 +41,7 @@ from ._errors import LimitExceeded
 
 __all__ = [
     "EPISODE_THREAD",
+    "IN_MEMORY",
     "MEMORY_FILENAME",
     "Duplicate",
     "Execution",
@@ -52,6 +53,9 @@ __all__ = [
 
 MEMORY_FILENAME: Final = "memory.sqlite3"
 """The store's file name inside the data directory."""
+IN_MEMORY: Final = ":memory:"
+"""The path of a store that lives in memory only, gone when closed (what a ``BridgeServer``
+given no store uses, as the original did)."""
 EPISODE_THREAD: Final = "memory-service"
 """The context store's thread that holds a session's episode (its agent id is the session)."""
 

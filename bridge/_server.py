@@ -71,7 +71,7 @@ from ._identity import (
 from ._limits import Limits
 from ._llm_service import LLMService
 from ._memory_service import MemoryServicer
-from ._memory_store import PlanMemory
+from ._memory_store import IN_MEMORY, PlanMemory
 from ._server_session import Session
 from ._server_status import NatsInfo, ServerService
 from ._services import EventBusService, ToolService
@@ -93,7 +93,7 @@ SERVICE_NAMES = (
 )
 _LLM_SERVICE = SERVICE_NAMES[-1]
 MEMORY_SERVICE = memory_pb2.DESCRIPTOR.services_by_name["MemoryService"].full_name
-"""The original Loom's ``MemoryService``: served when the server is given a store."""
+"""The original Loom's ``MemoryService`` (``bridge/_memory_service.py``)."""
 
 _Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -398,9 +398,10 @@ class BridgeServer:
         tenants: tenant tokens, each accepted wherever ``token`` is and confining its caller
             to a namespace (``docs/security.md``, "Tenants"). With them ``token`` may be
             ``None``: only they and the admin token are admitted then.
-        memory: the store of the original Loom's ``MemoryService``, opened by the caller
-            (``loom serve``: ``<data-dir>/memory.sqlite3``); ``None``: not served
-            (``UNIMPLEMENTED``). ``docs/interop.md``.
+        memory: the store of the original Loom's ``MemoryService``, opened and closed by the
+            caller (``loom serve``: ``<data-dir>/memory.sqlite3``); ``None``: one in memory,
+            opened and closed with the server, whose records go with it, as the original's
+            did. ``docs/interop.md``.
 
     Raises:
         InsecureBind: ``host`` is not loopback and neither ``token`` nor ``tls`` is given.
@@ -449,8 +450,12 @@ class BridgeServer:
         self.grace_s = grace_s
         self.settle_s = settle_s
         self.nats = nats
-        self.memory = memory
-        self.services = SERVICE_NAMES if memory is None else (*SERVICE_NAMES, MEMORY_SERVICE)
+        # Without a store given, one in memory that goes with the server, as the original's.
+        self._own_memory: PlanMemory | None = None
+        self.memory: PlanMemory = memory if memory is not None else PlanMemory(IN_MEMORY)
+        if memory is None:
+            self._own_memory = self.memory
+        self.services = (*SERVICE_NAMES, MEMORY_SERVICE)
         self.hub = Hub(runtime, self.limits, settle_s=settle_s)
         self.hub.bind_agent_ids = tls is not None and tls.bind_agent_ids
         self.hub.admin_token = admin_token
@@ -467,6 +472,20 @@ class BridgeServer:
         return _address(self.host, self.port)
 
     async def __aenter__(self) -> BridgeServer:
+        if self._own_memory is not None:
+            await self._own_memory.__aenter__()
+        try:
+            await self._start()
+        except BaseException:
+            await self._close_own_memory()
+            raise
+        return self
+
+    async def _close_own_memory(self) -> None:
+        if self._own_memory is not None:
+            await self._own_memory.aclose()
+
+    async def _start(self) -> None:
         size = self.limits.max_message_bytes
         options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", size),
@@ -492,9 +511,8 @@ class BridgeServer:
         status = ServerService(self.hub, nats=self.nats)
         server_pb2_grpc.add_ServerServicer_to_server(status, target)
         llm_pb2_grpc.add_LLMServicer_to_server(LLMService(self.hub.runtime), target)
-        if self.memory is not None:
-            memory = MemoryServicer(self.hub, self.memory)
-            memory_pb2_grpc.add_MemoryServiceServicer_to_server(memory, target)
+        memory = MemoryServicer(self.hub, self.memory)
+        memory_pb2_grpc.add_MemoryServiceServicer_to_server(memory, target)
         self._health = _Health(self.services)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, target)
         reflection.enable_server_reflection(
@@ -522,7 +540,6 @@ class BridgeServer:
             await self._health.set(_LLM_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.hub.settle.open()
         log.info("bridge listening on %s%s", self.address, " (TLS)" if self.tls else "")
-        return self
 
     async def __aexit__(
         self,
@@ -536,6 +553,7 @@ class BridgeServer:
         """Drain and stop (see the class docs). Shielded; idempotent."""
         if self._closed or self._server is None:
             self._closed = True
+            await self._close_own_memory()
             return
         self._closed = True
         hub = self.hub
@@ -549,6 +567,7 @@ class BridgeServer:
             for scope in list(hub.streams):
                 scope.cancel()
             await self._server.stop(grace)
+            await self._close_own_memory()  # after the calls that might use it
 
     def statistics(self) -> ServerStatistics:
         """Counters: registered and connected agents, pushed tool calls in flight, requests

@@ -31,6 +31,7 @@ from grpc_reflection.v1alpha import (  # type: ignore[import-untyped]
 
 from loom.bridge import BridgeServer, MemoryLimits, PlanMemory, Tenant, TLSConfig
 from loom.bridge._generated import event_pb2, memory_pb2, memory_pb2_grpc
+from loom.bridge._memory_store import IN_MEMORY
 from loom.runtime import AgentRuntime, EventBus
 
 from ._server_harness import OldAgent, auth, channel
@@ -566,20 +567,26 @@ async def test_health_and_reflection_list_it(tmp_path: Path) -> None:
             assert "loom.v1.MemoryService" in names
 
 
-async def test_without_a_store_the_service_is_unimplemented(tmp_path: Path) -> None:
+async def test_without_a_store_the_server_keeps_one_in_memory() -> None:
+    """A BridgeServer given no store serves the original's answers from memory, gone with it."""
     with anyio.fail_after(20):
-        try:
-            async with (
-                EventBus(drain_grace=0.5) as bus,
-                AgentRuntime(bus, stop_timeout_s=1.0) as runtime,
-                BridgeServer(runtime, grace_s=1.0) as server,
-                channel(f"127.0.0.1:{server.port}") as ch,
-            ):
-                stub = memory_pb2_grpc.MemoryServiceStub(ch)
-                request = memory_pb2.SavePlanRequest(session_id="a", plan=plan())
-                await refused(stub.SavePlan(request), grpc.StatusCode.UNIMPLEMENTED)
-        finally:
-            gc.collect()
+        for round in range(2):
+            try:
+                async with (
+                    EventBus(drain_grace=0.5) as bus,
+                    AgentRuntime(bus, stop_timeout_s=1.0) as runtime,
+                    BridgeServer(runtime, grace_s=1.0) as server,
+                    channel(f"127.0.0.1:{server.port}") as ch,
+                ):
+                    stub = memory_pb2_grpc.MemoryServiceStub(ch)
+                    request = memory_pb2.GetRecentPlansRequest(session_id="a", symbol="BTCUSDT")
+                    assert list((await stub.GetRecentPlans(request)).plans) == []  # none kept
+                    saved = memory_pb2.SavePlanRequest(session_id="a", plan=plan(ts=round + 1))
+                    assert (await stub.SavePlan(saved)).success
+                    assert len((await stub.GetRecentPlans(request)).plans) == 1
+            finally:
+                gc.collect()
+            assert not await anyio.Path(IN_MEMORY).exists()  # no file of that name either
 
 
 async def _serve(data: Path, tg: TaskGroup) -> tuple[Process, int]:
