@@ -35,7 +35,13 @@ import anyio.to_thread
 import msgspec
 
 from loom.runtime import InvalidArgument
-from loom.runtime.memory import ContextItem, SQLiteStore, StoreClosed, StoreOpenError
+from loom.runtime.memory import (
+    ContextItem,
+    SchemaVersionError,
+    SQLiteStore,
+    StoreClosed,
+    StoreOpenError,
+)
 
 from ._errors import LimitExceeded
 
@@ -61,7 +67,12 @@ EPISODE_THREAD: Final = "memory-service"
 
 _T = TypeVar("_T")
 
+MEMORY_SCHEMA_VERSION: Final = 1
+"""The version of the tables this code writes (beside the context store's own, which keeps its
+own version). A file with a newer one is refused, never altered."""
+
 _SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS memory_service_version (version INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS memory_sessions (session TEXT PRIMARY KEY)",
     """CREATE TABLE IF NOT EXISTS plans (
         seq INTEGER PRIMARY KEY AUTOINCREMENT, session TEXT NOT NULL, plan BLOB NOT NULL,
@@ -215,13 +226,36 @@ class PlanMemory:
     def _connect(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreOpenError(str(self.path), str(exc)) from exc
+        try:
             conn.execute("PRAGMA busy_timeout = 5000")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
-            for statement in _SCHEMA:
-                conn.execute(statement)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                (found,) = conn.execute(
+                    "SELECT max(version) FROM memory_service_version"
+                ).fetchone()
+                if found is None:
+                    conn.execute(
+                        "INSERT INTO memory_service_version (version) VALUES (?)",
+                        (MEMORY_SCHEMA_VERSION,),
+                    )
+                elif found > MEMORY_SCHEMA_VERSION:
+                    raise SchemaVersionError(str(self.path), found, MEMORY_SCHEMA_VERSION)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
         except sqlite3.Error as exc:
+            conn.close()
             raise StoreOpenError(str(self.path), str(exc)) from exc
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     async def _run(self, fn: Callable[[sqlite3.Connection], _T], *, write: bool = False) -> _T:
@@ -325,18 +359,22 @@ class PlanMemory:
         self, session: str, plan_hash: str, execution: Execution | None
     ) -> None:
         """Record an execution of ``plan_hash``: ``execution``, or (``None``) a record with
-        status ``executed``, filled from the session's plan of that hash when it has one."""
+        status ``executed``; what it leaves out (symbol, action, confidence) is filled from
+        the session's plan of that hash when it has one."""
 
         def write(conn: sqlite3.Connection) -> None:
             self._admit(conn, session)
             record = execution
-            if record is None:
+            plan = Plan()
+            if record is None or not record.symbol:
+                # What the execution leaves out is the plan's: stats go by its symbol.
                 row = conn.execute(
                     "SELECT plan FROM plans WHERE session = ? AND plan_hash = ? "
                     "ORDER BY seq DESC LIMIT 1",
                     (session, plan_hash),
                 ).fetchone()
-                plan = _plan(row[0]) if row is not None else Plan()
+                plan = _plan(row[0]) if row is not None else plan
+            if record is None:
                 record = Execution(
                     timestamp_ms=_now_ms(),
                     plan_hash=plan_hash,
@@ -345,6 +383,13 @@ class PlanMemory:
                     confidence=plan.confidence,
                     status="executed",
                     executed=True,
+                )
+            elif not record.symbol:
+                record = msgspec.structs.replace(
+                    record,
+                    plan_hash=plan_hash,
+                    symbol=plan.symbol,
+                    action=record.action or plan.action,
                 )
             elif record.plan_hash != plan_hash:
                 record = msgspec.structs.replace(record, plan_hash=plan_hash)

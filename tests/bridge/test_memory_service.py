@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import math
 import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -33,6 +34,7 @@ from loom.bridge import BridgeServer, MemoryLimits, PlanMemory, Tenant, TLSConfi
 from loom.bridge._generated import event_pb2, memory_pb2, memory_pb2_grpc
 from loom.bridge._memory_store import IN_MEMORY
 from loom.runtime import AgentRuntime, EventBus
+from loom.runtime.memory import SchemaVersionError
 
 from ._server_harness import OldAgent, auth, channel
 from .test_server_security import PKI
@@ -202,7 +204,7 @@ async def test_executions_and_stats(tmp_path: Path) -> None:
             )
             assert ok.success
             second = memory_pb2.ExecutionRecord(
-                symbol="BTCUSDT", status="filled", executed=True, order_id="o-2", order_size_usdt=50
+                status="filled", executed=True, order_id="o-2", order_size_usdt=50
             )
             await m.stub.MarkExecuted(
                 memory_pb2.MarkExecutedRequest(session_id="a", plan_hash="p1", execution=second)
@@ -243,7 +245,9 @@ async def test_executions_and_stats(tmp_path: Path) -> None:
             ) == (3, 2, 1)
             assert math.isclose(stats.win_rate, 2 / 3, rel_tol=1e-6)
             assert [r.plan_hash for r in stats.recent_executions] == ["p2", "p1", "p1"]
+            # The execution without a symbol counts under its plan's.
             assert stats.recent_executions[1].order_id == "o-2"
+            assert stats.recent_executions[1].symbol == "BTCUSDT"
             every = await m.stub.GetExecutionStats(
                 memory_pb2.GetExecutionStatsRequest(session_id="a")
             )
@@ -565,6 +569,17 @@ async def test_health_and_reflection_list_it(tmp_path: Path) -> None:
             async for answer in call:
                 names |= {s.name for s in answer.list_services_response.service}
             assert "loom.v1.MemoryService" in names
+
+
+async def test_a_file_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    async with PlanMemory.in_data_dir(tmp_path):
+        pass
+    with sqlite3.connect(tmp_path / "memory.sqlite3") as conn:
+        conn.execute("UPDATE memory_service_version SET version = 99")
+    conn.close()
+    with pytest.raises(SchemaVersionError):
+        async with PlanMemory.in_data_dir(tmp_path):
+            pass
 
 
 async def test_without_a_store_the_server_keeps_one_in_memory() -> None:
