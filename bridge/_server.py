@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import socket
 from collections.abc import Callable, Iterable
 from types import TracebackType
@@ -398,10 +399,12 @@ class BridgeServer:
         tenants: tenant tokens, each accepted wherever ``token`` is and confining its caller
             to a namespace (``docs/security.md``, "Tenants"). With them ``token`` may be
             ``None``: only they and the admin token are admitted then.
-        memory: the store of the original Loom's ``MemoryService``, opened and closed by the
-            caller (``loom serve``: ``<data-dir>/memory.sqlite3``); ``None``: one in memory,
-            opened and closed with the server, whose records go with it, as the original's
-            did. ``docs/interop.md``.
+        data_dir: where the server keeps what it stores: the original Loom's
+            ``MemoryService`` in ``data_dir/memory.sqlite3`` (``loom serve``: its data
+            directory), opened and closed with the server. ``None``: in memory, gone with
+            the server, as the original's was. ``docs/interop.md``.
+        memory: a ``MemoryService`` store opened and closed by the caller (to choose its
+            file or its :class:`MemoryLimits`); it takes the place of ``data_dir``'s.
 
     Raises:
         InsecureBind: ``host`` is not loopback and neither ``token`` nor ``tls`` is given.
@@ -424,6 +427,7 @@ class BridgeServer:
         admin_token: str | None = None,
         nats: Callable[[], NatsInfo] | None = None,
         tenants: Iterable[Tenant] = (),
+        data_dir: str | os.PathLike[str] | None = None,
         memory: PlanMemory | None = None,
     ) -> None:
         if admin_token is not None and not admin_token:
@@ -450,11 +454,13 @@ class BridgeServer:
         self.grace_s = grace_s
         self.settle_s = settle_s
         self.nats = nats
-        # Without a store given, one in memory that goes with the server, as the original's.
+        # Without a store given, one of the server's own, in data_dir or in memory.
         self._own_memory: PlanMemory | None = None
-        self.memory: PlanMemory = memory if memory is not None else PlanMemory(IN_MEMORY)
         if memory is None:
-            self._own_memory = self.memory
+            memory = self._own_memory = (
+                PlanMemory(IN_MEMORY) if data_dir is None else PlanMemory.in_data_dir(data_dir)
+            )
+        self.memory = memory
         self.services = (*SERVICE_NAMES, MEMORY_SERVICE)
         self.hub = Hub(runtime, self.limits, settle_s=settle_s)
         self.hub.bind_agent_ids = tls is not None and tls.bind_agent_ids

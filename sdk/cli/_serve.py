@@ -21,7 +21,7 @@ from anyio.abc import TaskStatus
 from opentelemetry.trace import TracerProvider
 
 from loom import CognitiveAgent
-from loom.bridge import BridgeServer, PlanMemory
+from loom.bridge import BridgeServer
 from loom.cluster import JetStreamLog, NatsEngine, open_nats
 from loom.runtime import AgentRuntime, EventBus
 from loom.runtime.llm import ModelRouter
@@ -168,9 +168,6 @@ async def serve(
             ) as runtime,
             _mcp_hub(tables, runtime, environ or {}),
             _hosted(tables, runtime, router, Path(data_dir)),
-            # The original Loom's MemoryService (loom.v1.MemoryService), durable here: its
-            # plans and episodes outlive a restart (docs/interop.md).
-            PlanMemory.in_data_dir(data_dir) as memory,
             BridgeServer(
                 runtime,
                 host=config.host,
@@ -183,7 +180,9 @@ async def serve(
                 settle_s=config.settle_s,
                 nats=nats.status,
                 tenants=tables.tokens,
-                memory=memory,
+                # The original Loom's MemoryService, durable here: its plans and episodes
+                # outlive a restart, in <data-dir>/memory.sqlite3 (docs/interop.md).
+                data_dir=data_dir,
             ) as server,
         ):
             log.info("loom serve: event bus up (pid %d, data dir %s)", os.getpid(), data_dir)
