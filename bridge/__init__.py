@@ -49,6 +49,9 @@ from ._errors import WireError as WireError
 from ._errors import WrongAgent as WrongAgent
 from ._limits import Limits as Limits
 from ._llm_client import ServerLLM as ServerLLM
+from ._memory_store import MEMORY_FILENAME as MEMORY_FILENAME
+from ._memory_store import MemoryLimits as MemoryLimits
+from ._memory_store import PlanMemory as PlanMemory
 from ._reconnect import Backoff as Backoff
 from ._reconnect import ConnectionStatus as ConnectionStatus
 from ._reconnect import ReconnectStatistics as ReconnectStatistics
@@ -72,6 +75,7 @@ from ._wire_types import ToolErrorInfo as ToolErrorInfo
 from ._wire_types import ToolStatus as ToolStatus
 
 __all__ = [
+    "MEMORY_FILENAME",
     "VALIDATES_KEY",
     "Acceptance",
     "AdminClient",
@@ -96,9 +100,11 @@ __all__ = [
     "InsecureBind",
     "LimitExceeded",
     "Limits",
+    "MemoryLimits",
     "NatsInfo",
     "NotRegistered",
     "OutsideNamespace",
+    "PlanMemory",
     "ProviderKind",
     "PublishOutcome",
     "PublishRejected",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import socket
 from collections.abc import Callable, Iterable
 from types import TracebackType
@@ -31,6 +32,8 @@ from loom.bridge._generated import (
     directory_pb2_grpc,
     llm_pb2,
     llm_pb2_grpc,
+    memory_pb2,
+    memory_pb2_grpc,
     server_pb2,
     server_pb2_grpc,
     tools_pb2,
@@ -68,6 +71,8 @@ from ._identity import (
 )
 from ._limits import Limits
 from ._llm_service import LLMService
+from ._memory_service import MemoryServicer
+from ._memory_store import IN_MEMORY, PlanMemory
 from ._server_session import Session
 from ._server_status import NatsInfo, ServerService
 from ._services import EventBusService, ToolService
@@ -88,6 +93,8 @@ SERVICE_NAMES = (
     llm_pb2.DESCRIPTOR.services_by_name["LLM"].full_name,
 )
 _LLM_SERVICE = SERVICE_NAMES[-1]
+MEMORY_SERVICE = memory_pb2.DESCRIPTOR.services_by_name["MemoryService"].full_name
+"""The original Loom's ``MemoryService`` (``bridge/_memory_service.py``)."""
 
 _Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -289,11 +296,15 @@ class _Health(health.aio.HealthServicer):  # type: ignore[misc]
     leaves it to the generated default, which answers ``UNIMPLEMENTED`` and has grpc log an
     ERROR traceback for every call (anyone could fill the log with them)."""
 
+    def __init__(self, names: tuple[str, ...] = SERVICE_NAMES) -> None:
+        super().__init__()
+        self.names = names
+
     async def List(
         self, request: health_pb2.HealthListRequest, context: _Context
     ) -> health_pb2.HealthListResponse:
         response = health_pb2.HealthListResponse()
-        for name in ("", *SERVICE_NAMES):
+        for name in ("", *self.names):
             check = await self.Check(health_pb2.HealthCheckRequest(service=name), context)
             response.statuses[name].CopyFrom(check)
         return response
@@ -388,6 +399,12 @@ class BridgeServer:
         tenants: tenant tokens, each accepted wherever ``token`` is and confining its caller
             to a namespace (``docs/security.md``, "Tenants"). With them ``token`` may be
             ``None``: only they and the admin token are admitted then.
+        data_dir: where the server keeps what it stores: the original Loom's
+            ``MemoryService`` in ``data_dir/memory.sqlite3`` (``loom serve``: its data
+            directory), opened and closed with the server. ``None``: in memory, gone with
+            the server, as the original's was. ``docs/interop.md``.
+        memory: a ``MemoryService`` store opened and closed by the caller (to choose its
+            file or its :class:`MemoryLimits`); it takes the place of ``data_dir``'s.
 
     Raises:
         InsecureBind: ``host`` is not loopback and neither ``token`` nor ``tls`` is given.
@@ -410,6 +427,8 @@ class BridgeServer:
         admin_token: str | None = None,
         nats: Callable[[], NatsInfo] | None = None,
         tenants: Iterable[Tenant] = (),
+        data_dir: str | os.PathLike[str] | None = None,
+        memory: PlanMemory | None = None,
     ) -> None:
         if admin_token is not None and not admin_token:
             raise InvalidArgument("admin_token must not be empty (None for none)")
@@ -435,6 +454,14 @@ class BridgeServer:
         self.grace_s = grace_s
         self.settle_s = settle_s
         self.nats = nats
+        # Without a store given, one of the server's own, in data_dir or in memory.
+        self._own_memory: PlanMemory | None = None
+        if memory is None:
+            memory = self._own_memory = (
+                PlanMemory(IN_MEMORY) if data_dir is None else PlanMemory.in_data_dir(data_dir)
+            )
+        self.memory = memory
+        self.services = (*SERVICE_NAMES, MEMORY_SERVICE)
         self.hub = Hub(runtime, self.limits, settle_s=settle_s)
         self.hub.bind_agent_ids = tls is not None and tls.bind_agent_ids
         self.hub.admin_token = admin_token
@@ -451,6 +478,20 @@ class BridgeServer:
         return _address(self.host, self.port)
 
     async def __aenter__(self) -> BridgeServer:
+        if self._own_memory is not None:
+            await self._own_memory.__aenter__()
+        try:
+            await self._start()
+        except BaseException:
+            await self._close_own_memory()
+            raise
+        return self
+
+    async def _close_own_memory(self) -> None:
+        if self._own_memory is not None:
+            await self._own_memory.aclose()
+
+    async def _start(self) -> None:
         size = self.limits.max_message_bytes
         options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", size),
@@ -476,10 +517,12 @@ class BridgeServer:
         status = ServerService(self.hub, nats=self.nats)
         server_pb2_grpc.add_ServerServicer_to_server(status, target)
         llm_pb2_grpc.add_LLMServicer_to_server(LLMService(self.hub.runtime), target)
-        self._health = _Health()
+        memory = MemoryServicer(self.hub, self.memory)
+        memory_pb2_grpc.add_MemoryServiceServicer_to_server(memory, target)
+        self._health = _Health(self.services)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, target)
         reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), target
+            (*self.services, health.SERVICE_NAME, reflection.SERVICE_NAME), target
         )
         address = _address(self.host, self.requested_port)
         _check_bindable(self.host, self.requested_port, address)
@@ -496,14 +539,13 @@ class BridgeServer:
         self.port = port
         await server.start()
         self._server = server
-        for name in ("", *SERVICE_NAMES):
+        for name in ("", *self.services):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if self.hub.runtime.llm is None:
             # Without a model every LLM call fails (FAILED_PRECONDITION); health says so.
             await self._health.set(_LLM_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.hub.settle.open()
         log.info("bridge listening on %s%s", self.address, " (TLS)" if self.tls else "")
-        return self
 
     async def __aexit__(
         self,
@@ -517,6 +559,7 @@ class BridgeServer:
         """Drain and stop (see the class docs). Shielded; idempotent."""
         if self._closed or self._server is None:
             self._closed = True
+            await self._close_own_memory()
             return
         self._closed = True
         hub = self.hub
@@ -530,6 +573,7 @@ class BridgeServer:
             for scope in list(hub.streams):
                 scope.cancel()
             await self._server.stop(grace)
+            await self._close_own_memory()  # after the calls that might use it
 
     def statistics(self) -> ServerStatistics:
         """Counters: registered and connected agents, pushed tool calls in flight, requests

@@ -229,6 +229,9 @@ async def serve(
                 settle_s=config.settle_s,
                 nats=nats.status,
                 tenants=tables.tokens,
+                # The original Loom's MemoryService, durable here: its plans and episodes
+                # outlive a restart, in <data-dir>/memory.sqlite3 (docs/interop.md).
+                data_dir=data_dir,
             ) as server,
         ):
             if cluster is not None:

@@ -209,6 +209,7 @@ async def test_health_and_reflection() -> None:
             "loom.v1.EventBus",
             "loom.v1.Directory",
             "loom.v1.Server",
+            "loom.v1.MemoryService",
         )
         serving_ = health_pb2.HealthCheckResponse.SERVING
         # Without a model (AgentRuntime(llm=...), [llm] of loom serve) LLM calls cannot succeed.

@@ -26,6 +26,7 @@ from loom.bridge._generated import (
     directory_pb2,
     event_pb2,
     llm_pb2,
+    memory_pb2,
     server_pb2,
     tools_pb2,
 )
@@ -148,6 +149,7 @@ _FILES = (
     directory_pb2.DESCRIPTOR,
     server_pb2.DESCRIPTOR,
     llm_pb2.DESCRIPTOR,
+    memory_pb2.DESCRIPTOR,
 )
 
 
@@ -336,3 +338,155 @@ def test_stale_generated_code_is_caught(tmp_path: Path) -> None:
     assert "make proto" in result.stderr
     assert "differs: event_pb2.pyi" in result.stderr
     assert "stale): old_pb2.py" in result.stderr
+
+
+# The original Loom's MemoryService (shared/specs/memory-wire.md): every message exactly, with
+# nothing added (its clients' generated code is the contract).
+MEMORY: dict[str, dict[int, tuple[str, str]]] = {
+    "PlanRecord": {
+        1: ("timestamp_ms", "int64"),
+        2: ("symbol", "string"),
+        3: ("action", "string"),
+        4: ("confidence", "float"),
+        5: ("reasoning", "string"),
+        6: ("plan_hash", "string"),
+        7: ("method", "string"),
+        8: ("metadata", "map<string,string>"),
+    },
+    "ExecutionRecord": {
+        1: ("timestamp_ms", "int64"),
+        2: ("plan_hash", "string"),
+        3: ("symbol", "string"),
+        4: ("action", "string"),
+        5: ("confidence", "float"),
+        6: ("status", "string"),
+        7: ("executed", "bool"),
+        8: ("order_id", "string"),
+        9: ("order_size_usdt", "float"),
+        10: ("error_message", "string"),
+    },
+    "SavePlanRequest": {1: ("session_id", "string"), 2: ("plan", "PlanRecord")},
+    "SavePlanResponse": {
+        1: ("success", "bool"),
+        2: ("plan_hash", "string"),
+        3: ("error_message", "string"),
+    },
+    "GetRecentPlansRequest": {
+        1: ("session_id", "string"),
+        2: ("symbol", "string"),
+        3: ("limit", "int32"),
+    },
+    "GetRecentPlansResponse": {
+        1: ("plans", "repeated PlanRecord"),
+        2: ("success", "bool"),
+        3: ("error_message", "string"),
+    },
+    "CheckDuplicateRequest": {
+        1: ("session_id", "string"),
+        2: ("plan", "PlanRecord"),
+        3: ("time_window_sec", "int32"),
+    },
+    "CheckDuplicateResponse": {
+        1: ("is_duplicate", "bool"),
+        2: ("duplicate_plan", "PlanRecord"),
+        3: ("time_since_duplicate_ms", "int64"),
+    },
+    "MarkExecutedRequest": {
+        1: ("session_id", "string"),
+        2: ("plan_hash", "string"),
+        3: ("execution", "ExecutionRecord"),
+    },
+    "MarkExecutedResponse": {1: ("success", "bool"), 2: ("error_message", "string")},
+    "CheckExecutedRequest": {1: ("session_id", "string"), 2: ("plan_hash", "string")},
+    "CheckExecutedResponse": {1: ("is_executed", "bool"), 2: ("execution", "ExecutionRecord")},
+    "GetExecutionStatsRequest": {1: ("session_id", "string"), 2: ("symbol", "string")},
+    "GetExecutionStatsResponse": {
+        1: ("total_executions", "int32"),
+        2: ("successful_executions", "int32"),
+        3: ("failed_executions", "int32"),
+        4: ("win_rate", "float"),
+        5: ("duplicate_prevented", "int32"),
+        6: ("recent_executions", "repeated ExecutionRecord"),
+    },
+    "MemoryWriteRequest": {
+        1: ("session_id", "string"),
+        2: ("event", "Event"),
+        3: ("metadata", "map<string,string>"),
+    },
+    "MemoryWriteResponse": {1: ("success", "bool"), 2: ("error_message", "string")},
+    "MemoryRetrieveRequest": {
+        1: ("session_id", "string"),
+        2: ("query", "string"),
+        3: ("k", "int32"),
+        4: ("filters", "map<string,string>"),
+    },
+    "MemoryRetrieveResponse": {
+        1: ("results", "repeated string"),
+        2: ("success", "bool"),
+        3: ("error_message", "string"),
+    },
+    "MemorySummarizeRequest": {1: ("session_id", "string"), 2: ("max_events", "int32")},
+    "MemorySummarizeResponse": {
+        1: ("summary", "string"),
+        2: ("event_count", "int32"),
+        3: ("success", "bool"),
+        4: ("error_message", "string"),
+    },
+}
+
+MEMORY_RPCS = {
+    "SavePlan": ("SavePlanRequest", "SavePlanResponse"),
+    "GetRecentPlans": ("GetRecentPlansRequest", "GetRecentPlansResponse"),
+    "CheckDuplicate": ("CheckDuplicateRequest", "CheckDuplicateResponse"),
+    "MarkExecuted": ("MarkExecutedRequest", "MarkExecutedResponse"),
+    "CheckExecuted": ("CheckExecutedRequest", "CheckExecutedResponse"),
+    "GetExecutionStats": ("GetExecutionStatsRequest", "GetExecutionStatsResponse"),
+    "AppendEvent": ("MemoryWriteRequest", "MemoryWriteResponse"),
+    "Retrieve": ("MemoryRetrieveRequest", "MemoryRetrieveResponse"),
+    "SummarizeEpisode": ("MemorySummarizeRequest", "MemorySummarizeResponse"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MEMORY))
+def test_memory_message_is_the_original_s(name: str) -> None:
+    message = _message(name)
+    assert message.file.name == "loom/v1/memory.proto"
+    got = {f.number: (f.name, _type_of(f)) for f in message.fields}
+    assert got == MEMORY[name]
+    for field in message.fields:
+        if field.type != FieldDescriptor.TYPE_MESSAGE and not field.is_repeated:
+            assert not field.has_presence, f"{name}.{field.name} must not be optional"
+
+
+def test_memory_service_is_the_original_s() -> None:
+    service = _service("MemoryService")
+    got = {
+        m.name: (_local(m.input_type.full_name), _local(m.output_type.full_name))
+        for m in service.methods
+    }
+    assert got == MEMORY_RPCS
+    assert not any(m.client_streaming or m.server_streaming for m in service.methods)
+    assert {v.name: v.number for v in _enum("MemoryOpType").values} == {
+        "SAVE_PLAN": 0,
+        "GET_RECENT_PLANS": 1,
+        "CHECK_DUPLICATE": 2,
+        "MARK_EXECUTED": 3,
+        "GET_EXECUTION_STATS": 4,
+        "APPEND_EVENT": 5,
+        "RETRIEVE": 6,
+        "SUMMARIZE": 7,
+    }
+
+
+def test_memory_bytes_of_an_old_client_decode() -> None:
+    """Bytes written field by field as the original's client writes them parse to the values
+    it meant (tag 1 session_id, tag 2 plan with tag 2 symbol and tag 6 plan_hash)."""
+    plan = b"\x12\x03BTC" + b"\x32\x02h1"  # symbol = "BTC", plan_hash = "h1"
+    raw = b"\x0a\x05agent" + b"\x12" + bytes([len(plan)]) + plan
+    request = memory_pb2.SavePlanRequest.FromString(raw)
+    assert (request.session_id, request.plan.symbol, request.plan.plan_hash) == (
+        "agent",
+        "BTC",
+        "h1",
+    )
+    assert request.SerializeToString() == raw
