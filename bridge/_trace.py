@@ -10,6 +10,7 @@ and the agent that runs the tool add to one trace. RPCs also carry it in their m
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping
 
 from opentelemetry import context as otel_context
@@ -20,6 +21,8 @@ from opentelemetry.trace import (
     get_current_span,
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from loom.runtime.lowlevel import UNSAMPLED_SPAN, head_sampling, is_sampled
 
 from ._wire_types import ToolCallRequest
 
@@ -62,7 +65,14 @@ def tool_call_span(provider: TracerProvider, request: ToolCallRequest, side: str
     """The ``execute_tool {tool}`` server span of a call served here (``side``: ``server``
     or ``agent``), a child of the caller's span named in the call's headers."""
     carrier: Mapping[str, str] = request.headers
-    parent = _W3C.extract(carrier) if "traceparent" in carrier else None
+    traceparent = carrier.get("traceparent", "")
+    head = head_sampling(provider)
+    if head is not None and head.parent_based and traceparent:
+        # A caller's decision not to keep the trace, followed without the SDK's span.
+        with contextlib.suppress(ValueError):
+            if not is_sampled(traceparent):
+                return UNSAMPLED_SPAN
+    parent = _W3C.extract(carrier) if traceparent else None
     return provider.get_tracer("loom.bridge").start_span(
         f"execute_tool {request.name}",
         context=parent,
