@@ -36,7 +36,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from benchmarks._util import best_rate, emit
-from loom._telemetry import TraceConfig, head_sampler
+from loom import trace_sampler
 from loom.runtime import Delivery, Event, EventBus, QoS
 
 N = int(os.environ.get("LOOM_BENCH_EVENTS", "200000"))
@@ -163,13 +163,7 @@ def traced(endpoint: str, ratio: float, *, sdk_sampler: bool = False) -> TracerP
     """A tracer provider as ``loom serve --trace-sample RATIO`` builds it (Loom's sampler:
     the runtime decides which spans are not kept); ``sdk_sampler``: with the SDK's own
     sampler instead, as a custom sampler runs (the SDK asked for every span)."""
-    sampler = (
-        ParentBased(TraceIdRatioBased(ratio))
-        if sdk_sampler
-        else head_sampler(
-            TraceConfig(endpoint=endpoint, sampler="parentbased_traceidratio", sampler_arg=ratio)
-        )
-    )
+    sampler = ParentBased(TraceIdRatioBased(ratio)) if sdk_sampler else trace_sampler(ratio=ratio)
     provider = TracerProvider(sampler=sampler)
     provider.add_span_processor(
         BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True))

@@ -232,10 +232,10 @@ class PublishTracer:
                 return self._recorded(topic, event, _SAMPLED_ROOT_CONTEXT)
             if unsampled:
                 tp = event.envelope.traceparent
-                if tp and not is_sampled(tp):
-                    return event
+                if not tp or not is_sampled(tp):
+                    return event  # bare, or the unsampled context it came with
                 # A current unsampled span wins over a kept context the event came with.
-                return _stamped(event, UNSAMPLED_TRACEPARENT)
+                return _stamped(event, "")
         return self._recorded(topic, event, None)
 
     def outbound(self, event: Event) -> Event:

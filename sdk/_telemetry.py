@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace.span import TraceState
     from opentelemetry.util.types import Attributes
 
-__all__ = ["TraceConfig", "head_sampler", "open_tracing", "trace_config"]
+__all__ = ["TraceConfig", "head_sampler", "open_tracing", "trace_config", "trace_sampler"]
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 
@@ -188,6 +188,28 @@ def head_sampler(config: TraceConfig) -> Sampler:
             return f"Loom({inner.get_description()})"
 
     return LoomSampler()
+
+
+def trace_sampler(name: str = "parentbased_traceidratio", ratio: float = 1.0) -> Sampler:
+    """The sampler ``loom serve`` uses, for a ``TracerProvider`` built in code
+    (``TracerProvider(sampler=loom.trace_sampler(ratio=0.01))``): with it, the runtime decides
+    without the SDK which spans are not kept, which is most of what tracing costs
+    (``docs/observability.md``). Another sampler works too, asking the SDK for every span.
+
+    Args:
+        name: an ``OTEL_TRACES_SAMPLER`` name (``parentbased_traceidratio``, ``always_on``...).
+        ratio: the share of traces kept, for the ``traceidratio`` samplers (0..1).
+
+    Raises:
+        ConfigError: an unknown sampler, or a ratio outside 0..1.
+    """
+    if name not in _SAMPLERS:
+        raise ConfigError(
+            f"the sampler must be one of {', '.join(sorted(_SAMPLERS))}, not {name!r}"
+        )
+    if not (math.isfinite(ratio) and 0.0 <= ratio <= 1.0):
+        raise ConfigError(f"the trace sampling ratio must be within 0..1, not {ratio!r}")
+    return head_sampler(TraceConfig(endpoint="", sampler=name, sampler_arg=ratio))
 
 
 @asynccontextmanager
