@@ -10,7 +10,6 @@ and the agent that runs the tool add to one trace. RPCs also carry it in their m
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable, Mapping
 
 from opentelemetry import context as otel_context
@@ -67,11 +66,8 @@ def tool_call_span(provider: TracerProvider, request: ToolCallRequest, side: str
     carrier: Mapping[str, str] = request.headers
     traceparent = carrier.get("traceparent", "")
     head = head_sampling(provider)
-    if head is not None and head.parent_based and traceparent:
-        # A caller's decision not to keep the trace, followed without the SDK's span.
-        with contextlib.suppress(ValueError):
-            if not is_sampled(traceparent):
-                return UNSAMPLED_SPAN
+    if head is not None and head.parent_based and is_sampled(traceparent) is False:
+        return UNSAMPLED_SPAN  # the caller's decision not to keep it, without the SDK's span
     parent = _W3C.extract(carrier) if traceparent else None
     return provider.get_tracer("loom.bridge").start_span(
         f"execute_tool {request.name}",

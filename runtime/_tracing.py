@@ -136,9 +136,15 @@ def head_sampling(provider: TracerProvider) -> HeadSampling | None:
     return head
 
 
-def is_sampled(traceparent: str) -> bool:
-    """Whether a (valid) W3C ``traceparent``'s flags say sampled."""
-    return bool(int(traceparent[-2:], 16) & 1)
+def is_sampled(traceparent: str) -> bool | None:
+    """Whether a W3C ``traceparent``'s flags say sampled; ``None`` if it is not one (W3C:
+    then it is ignored). The flags are characters 53-54 in every version."""
+    if len(traceparent) < 55 or traceparent[52] != "-":
+        return None
+    try:
+        return bool(int(traceparent[53:55], 16) & 1)
+    except ValueError:
+        return None
 
 
 def _next_skip(ratio: float) -> float:
@@ -206,9 +212,10 @@ class PublishTracer:
             sc = span.get_span_context()
             if sc.is_valid:
                 return (not sc.trace_flags.sampled) if head.parent_based else head.ratio == 0
-        if traceparent:
-            return (not is_sampled(traceparent)) if head.parent_based else head.ratio == 0
-        return None
+        sampled = is_sampled(traceparent) if traceparent else None
+        if sampled is not None:
+            return (not sampled) if head.parent_based else head.ratio == 0
+        return None  # no context, or a malformed one (ignored, as W3C says)
 
     def inject(self, topic: str, event: Event) -> Event:
         if self._head is not None:
@@ -228,11 +235,11 @@ class PublishTracer:
                 )
             if unsampled is None:
                 if not self._draw():
-                    return event  # unstamped: not kept (the module docs)
+                    # Not kept: bare (a malformed context it came with is dropped).
+                    return _stamped(event, "") if traceparent else event
                 return self._recorded(topic, event, _SAMPLED_ROOT_CONTEXT)
             if unsampled:
-                tp = event.envelope.traceparent
-                if not tp or not is_sampled(tp):
+                if not traceparent or is_sampled(traceparent) is False:
                     return event  # bare, or the unsampled context it came with
                 # A current unsampled span wins over a kept context the event came with.
                 return _stamped(event, "")

@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.trace import get_current_span
 
 from loom import trace_sampler
-from loom.runtime import AgentRuntime, ConfigError, Event, EventBus
+from loom.runtime import AgentRuntime, ConfigError, Envelope, Event, EventBus
 from loom.runtime import Context as AgentContext
 from loom.runtime.lowlevel import (
     SAMPLED_ROOT,
@@ -172,6 +172,20 @@ async def test_a_current_span_of_the_caller_decides_and_an_unsampled_one_is_foll
     assert first.event.envelope.traceparent == ""
     assert is_sampled(second.event.envelope.traceparent)
     assert len(traced.spans("a publish")) == 1
+    traced.provider.shutdown()
+
+
+@pytest.mark.anyio
+async def test_a_malformed_context_is_ignored_and_a_root_drawn_instead() -> None:
+    traced = Traced(0.0)
+    junk = Event(envelope=Envelope(traceparent="00-not-a-trace-context-at-all-01"))
+    async with EventBus(tracer_provider=traced.provider) as bus, bus.subscribe("a") as sub:
+        await bus.publish("a", junk)
+        bus.publish_nowait("a", junk)
+        assert sub.receive_nowait().event.envelope.traceparent == ""
+        assert sub.receive_nowait().event.envelope.traceparent == ""
+    assert is_sampled("junk") is None
+    assert traced.exporter.get_finished_spans() == ()
     traced.provider.shutdown()
 
 
