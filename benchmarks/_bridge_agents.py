@@ -10,7 +10,8 @@ Roles:
 * ``subscriber ADDRESS N TOPIC BATCH``: an ``Agent`` subscribed to TOPIC, handling each event
   (it reads the payload); reports ``end``, the ``time.monotonic()`` at which the N-th event
   was handled. ``time.monotonic`` is one clock for every process of the machine, so the
-  driver can subtract the publisher's ``start`` from it.
+  driver can subtract the publisher's ``start`` from it. With ``$LOOM_BENCH_TRACE``
+  (``ENDPOINT RATIO``) it traces, exporting to ENDPOINT.
 * ``publisher ADDRESS N TOPIC BATCH``: a ``BridgeClient`` (what ``ctx.emit`` calls) that
   publishes N events of 32 bytes as fast as the server's credit lets it; reports ``start``.
 * ``tool-server ADDRESS``: an ``Agent`` offering the capability ``bench.echo``.
@@ -35,8 +36,9 @@ import sys
 import time
 
 import anyio
+from opentelemetry.sdk.trace import TracerProvider
 
-from loom import Agent, Context, Event, capability, serve_agent
+from loom import Agent, Context, Event, capability, serve_agent, trace_sampler
 from loom.bridge import AgentRegistration, BridgeClient, ClientOptions
 
 
@@ -50,6 +52,24 @@ async def _until_stdin_closes() -> None:
         await anyio.wait_readable(fd)
         if not os.read(fd, 4096):
             return
+
+
+def _traced() -> TracerProvider | None:
+    """``$LOOM_BENCH_TRACE`` (``ENDPOINT RATIO``, set by the driver for its tracing lines): a
+    tracer provider as ``Agent.run()`` builds it (Loom's sampler, a ``BatchSpanProcessor``,
+    the OTLP/gRPC exporter); else ``None``, nothing traced."""
+    setting = os.environ.get("LOOM_BENCH_TRACE")
+    if not setting:
+        return None
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    endpoint, ratio = setting.split()
+    provider = TracerProvider(sampler=trace_sampler(ratio=float(ratio)))
+    provider.add_span_processor(
+        BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True))
+    )
+    return provider
 
 
 def _options(batch: bool) -> ClientOptions:
@@ -74,12 +94,18 @@ async def subscriber(address: str, n: int, topic: str, batch: bool) -> None:
             done.set()
 
     agent = Agent(f"bench-sub-{os.getpid()}", topics=[topic], on_event=on_event, mailbox_size=4096)
+    provider = _traced()
+    serve = functools.partial(
+        serve_agent, agent, address, options=_options(batch), tracer_provider=provider
+    )
     async with anyio.create_task_group() as tg:
-        await tg.start(functools.partial(serve_agent, agent, address, options=_options(batch)))
+        await tg.start(serve)
         cpu0 = time.process_time()
         _say(ready=True)
         await done.wait()
         tg.cancel_scope.cancel()
+    if provider is not None:
+        provider.shutdown()
     assert seen["bytes"] == 32 * n
     _say(result={"end": end, "count": seen["count"], "cpu_s": time.process_time() - cpu0})
 

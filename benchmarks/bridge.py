@@ -17,6 +17,11 @@ is ready, and collects what they measured. Figures (one JSON line):
 * ``runtime_tool_rtt_p50_us``: a remote agent calling a tool of the server's own runtime (one
   hop).
 * ``raw_unary_p50_us``: a plain grpc.aio unary round trip of a small message.
+* ``traced_1_stream_events_per_s`` / ``traced_001_stream_events_per_s``: the batched stream
+  through a ``loom serve`` tracing at 1.0 / 0.01 (``--otlp-endpoint``, ``--trace-sample``) to
+  a subscriber tracing alike, both exporting to an OTLP receiver in another process
+  (``benchmarks/_otlp_sink.py``); ``tracing_cost_stream_at_1`` / ``_at_001``: the share of
+  ``stream_events_per_s`` (same run) that tracing costs.
 * ``python_floor_batched_events_per_s`` / ``python_floor_unbatched_events_per_s``: a second
   baseline, the least any Python bridge pays (``benchmarks/_python_floor.py``): publisher,
   middle server and subscriber processes over plain grpc.aio, one Struct and one protobuf
@@ -48,6 +53,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import _raw_grpc as raw
 from benchmarks._python_floor import floor_events_per_s
 from benchmarks._util import emit
+from benchmarks.bus import otlp_sink
 
 EVENTS = int(os.environ.get("LOOM_BENCH_BRIDGE_EVENTS", "50000"))
 UNBATCHED = int(os.environ.get("LOOM_BENCH_BRIDGE_UNBATCHED", "10000"))
@@ -63,6 +69,10 @@ TIMEOUT = 120.0
 # (BridgeServer on an AgentRuntime) whose runtime has it (``_bridge_agents.py runtime-server``).
 RUNTIME_TOOL = "bench.echo"
 
+# The traced processes export every 0.2 s (the SDK's own variable; 5 s by default), so that
+# their exports fall within the measured runs, as they do in a process that runs for days.
+TRACE_ENV = {"OTEL_BSP_SCHEDULE_DELAY": "200"}
+
 
 def _readline(proc: subprocess.Popen[str], deadline: float) -> str:
     assert proc.stdout is not None
@@ -73,14 +83,15 @@ def _readline(proc: subprocess.Popen[str], deadline: float) -> str:
 
 
 class Role:
-    """One process of ``_bridge_agents.py``."""
+    """One process of ``_bridge_agents.py`` (``env``: added to this one's environment)."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, AGENTS, *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            env=None if env is None else {**os.environ, **env},
         )
 
     def expect(self, key: str) -> Any:
@@ -105,14 +116,19 @@ class Role:
 
 
 class Server:
-    """``loom serve`` on a free port, in its own process."""
+    """``loom serve`` on a free port, in its own process; ``trace``: ``(endpoint, ratio)``,
+    exporting its spans there (``--otlp-endpoint``, ``--trace-sample``)."""
 
-    def __init__(self, data_dir: str) -> None:
+    def __init__(self, data_dir: str, trace: tuple[str, float] | None = None) -> None:
         cmd = [sys.executable, "-m", "loom.cli", "serve", "--port", "0", "--data-dir", data_dir]
-        if PROFILE:  # the stats are written when the server exits (on SIGTERM, cleanly)
+        env = None
+        if trace is not None:
+            cmd += ["--otlp-endpoint", trace[0], "--trace-sample", str(trace[1])]
+            env = {**os.environ, **TRACE_ENV}
+        elif PROFILE:  # the stats are written when the server exits (on SIGTERM, cleanly)
             cmd = [sys.executable, "-m", "cProfile", "-o", PROFILE, *cmd[1:]]
         self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
         )
         deadline = time.monotonic() + TIMEOUT
         self.log: list[str] = []
@@ -142,10 +158,15 @@ class Server:
             self.proc.wait()
 
 
-def stream_rate(address: str, n: int, batch: bool, run: int) -> float:
+def stream_rate(
+    address: str, n: int, batch: bool, run: int, trace: tuple[str, float] | None = None
+) -> float:
+    """Events per second from a remote publisher to a remote subscriber; ``trace``: the
+    subscriber traces, exporting to ``trace[0]`` at the ratio ``trace[1]``."""
     flag = "1" if batch else "0"
     topic = f"bench.stream.r{run}"
-    sub = Role("subscriber", address, str(n), topic, flag)
+    env = None if trace is None else {**TRACE_ENV, "LOOM_BENCH_TRACE": f"{trace[0]} {trace[1]}"}
+    sub = Role("subscriber", address, str(n), topic, flag, env=env)
     pub = None
     try:
         sub.expect("ready")
@@ -195,8 +216,17 @@ def main() -> None:
         if old is None or (value < old if lower else value > old):
             figures[key] = value
 
-    with tempfile.TemporaryDirectory(prefix="loom-bench-") as data_dir:
+    with (
+        tempfile.TemporaryDirectory(prefix="loom-bench-") as data_dir,
+        tempfile.TemporaryDirectory(prefix="loom-bench-") as dir_1,
+        tempfile.TemporaryDirectory(prefix="loom-bench-") as dir_001,
+        otlp_sink() as sink,
+    ):
         server = Server(data_dir)
+        # The tracing lines: a server and a subscriber tracing at 1.0 and at 0.01, each
+        # measured next to the untraced stream in every repeat. (The publisher is a bare
+        # client: the roots are the server's relays, as for any client that does not trace.)
+        traced = {1.0: Server(dir_1, (sink, 1.0)), 0.01: Server(dir_001, (sink, 0.01))}
         try:
             for run in range(REPEATS):
                 best(
@@ -204,6 +234,11 @@ def main() -> None:
                     asyncio.run(raw.stream_events_per_s(raw_port, 100, EVENTS)),
                 )
                 best("stream_events_per_s", stream_rate(server.address, EVENTS, True, run))
+                for ratio, name in ((0.01, "traced_001"), (1.0, "traced_1")):
+                    best(
+                        f"{name}_stream_events_per_s",
+                        stream_rate(traced[ratio].address, EVENTS, True, run, trace=(sink, ratio)),
+                    )
                 best(
                     "raw_grpc_unbatched_msgs_per_s",
                     asyncio.run(raw.stream_events_per_s(raw_port, 1, UNBATCHED)),
@@ -221,6 +256,8 @@ def main() -> None:
                 best("runtime_tool_rtt_p50_us", one_hop["p50_us"], True)
         finally:
             server.close()
+            for one in traced.values():
+                one.close()
             raw.stop_server(raw_proc)
 
     ratios = {
@@ -240,6 +277,12 @@ def main() -> None:
         "unbatched_vs_python_floor": figures["stream_unbatched_events_per_s"]
         / figures["python_floor_unbatched_events_per_s"],
     }
+    # The share of the stream's throughput that tracing costs (server and subscriber).
+    costs = {
+        f"tracing_cost_stream_at_{name}": 1
+        - figures[f"traced_{name}_stream_events_per_s"] / figures["stream_events_per_s"]
+        for name in ("1", "001")
+    }
     targets = {
         "stream_vs_raw_batched": ratios["stream_vs_raw_batched"] >= 0.5,
         "unbatched_vs_raw": ratios["unbatched_vs_raw"] >= 0.8,
@@ -251,6 +294,7 @@ def main() -> None:
         {
             **{k: round(v, 1) for k, v in figures.items()},
             **{f"ratio_{k}": round(v, 3) for k, v in ratios.items()},
+            **{k: round(v, 3) for k, v in costs.items()},
             **{f"met_{k}": v for k, v in targets.items()},
             "events": EVENTS,
             "unbatched_events": UNBATCHED,

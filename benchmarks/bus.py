@@ -8,7 +8,9 @@ this process, interleaved, best of several runs.
 Tracing lines: the same 1:1 and fan-out runs on a bus given a tracer provider as ``loom serve``
 builds it (the OpenTelemetry SDK, a ``BatchSpanProcessor`` and the official OTLP/gRPC exporter
 sending to a receiver in another process, ``benchmarks/_otlp_sink.py``), sampling all traces
-(1.0) and one in a hundred (0.01, parent-based), measured next to the untraced runs.
+(1.0) and one in a hundred (0.01, parent-based), measured next to the untraced runs; and, to
+tell the costs apart, with a sampler of 0 (the runtime's decision alone) and at 0.01 with the
+SDK's own sampler (what a sampler Loom does not know costs: every publish asks the SDK).
 
 Prints one JSON line; see docs/performance.md for what the figures mean.
 """
@@ -22,7 +24,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import anyio
 
@@ -34,6 +36,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from benchmarks._util import best_rate, emit
+from loom import trace_sampler
 from loom.runtime import Delivery, Event, EventBus, QoS
 
 N = int(os.environ.get("LOOM_BENCH_EVENTS", "200000"))
@@ -65,9 +68,11 @@ async def bus_run(
     qos: QoS = QoS.BATCHED,
     tracer_provider: TracerProvider | None = None,
 ) -> float:
-    """Deliveries per second through a bus of its own."""
+    """Deliveries per second through a bus of its own; a traced run ends once its spans
+    are exported (each run pays for its own, none spills into the next)."""
     async with EventBus(tracer_provider=tracer_provider) as bus:
-        return await run_on(bus, fanout, pattern, topic, n, extra_subs, qos)
+        flush = None if tracer_provider is None else tracer_provider.force_flush
+        return await run_on(bus, fanout, pattern, topic, n, extra_subs, qos, flush)
 
 
 async def run_on(
@@ -78,8 +83,10 @@ async def run_on(
     n: int,
     extra_subs: int = 0,
     qos: QoS = QoS.BATCHED,
+    flush: Callable[[], object] | None = None,
 ) -> float:
-    """Deliveries per second through ``bus`` (its subscriptions closed afterwards)."""
+    """Deliveries per second through ``bus`` (its subscriptions closed afterwards);
+    ``flush`` is timed too, after the last delivery."""
     idle = [bus.subscribe(f"idle.{i}.events", qos=QoS.REALTIME) for i in range(extra_subs)]
     subs = [bus.subscribe(pattern, qos=qos, buffer_size=BUFFER) for _ in range(fanout)]
     sinks = [Sink() for _ in range(fanout)]
@@ -101,6 +108,8 @@ async def run_on(
         publish = bus.publish
         for i in range(n):
             await publish(topic, EVENTS[i & 1023])
+    if flush is not None:
+        flush()
     elapsed = time.perf_counter() - start
     assert all(s.count == n for s in sinks)
     for sub in subs + idle:
@@ -150,9 +159,12 @@ def otlp_sink() -> Iterator[str]:
             sink.kill()
 
 
-def traced(endpoint: str, ratio: float) -> TracerProvider:
-    """A tracer provider as ``loom serve --trace-sample RATIO`` builds it."""
-    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(ratio)))
+def traced(endpoint: str, ratio: float, *, sdk_sampler: bool = False) -> TracerProvider:
+    """A tracer provider as ``loom serve --trace-sample RATIO`` builds it (Loom's sampler:
+    the runtime decides which spans are not kept); ``sdk_sampler``: with the SDK's own
+    sampler instead, as a custom sampler runs (the SDK asked for every span)."""
+    sampler = ParentBased(TraceIdRatioBased(ratio)) if sdk_sampler else trace_sampler(ratio=ratio)
+    provider = TracerProvider(sampler=sampler)
     provider.add_span_processor(
         BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True))
     )
@@ -168,18 +180,27 @@ async def _main(endpoint: str) -> None:
     topic = "bench.orders.created"
     figures: dict[str, float | int | str | bool] = {}
     fan_n = N // 5
-    # Spans cost far more than a delivery: fewer events keep the traced runs short.
-    traced_n = N // 4
+    # Every span kept costs far more than a delivery: fewer events keep the run at 1.0 short.
+    # The others run as long as their untraced baselines, so that the export at the end of
+    # each (one round trip to the receiver) is as small a share of it.
+    traced_n = N // 10
     all_traces, one_in_100 = traced(endpoint, 1.0), traced(endpoint, 0.01)
+    none_kept, sdk_one_in_100 = traced(endpoint, 0.0), traced(endpoint, 0.01, sdk_sampler=True)
 
     async def t1_all() -> float:
         return await bus_run(1, topic, topic, traced_n, tracer_provider=all_traces)
 
     async def t1_sampled() -> float:
-        return await bus_run(1, topic, topic, traced_n, tracer_provider=one_in_100)
+        return await bus_run(1, topic, topic, N, tracer_provider=one_in_100)
+
+    async def t1_none() -> float:
+        return await bus_run(1, topic, topic, N, tracer_provider=none_kept)
+
+    async def t1_sdk() -> float:
+        return await bus_run(1, topic, topic, traced_n, tracer_provider=sdk_one_in_100)
 
     async def t10_sampled() -> float:
-        return await bus_run(10, topic, topic, fan_n // 4, tracer_provider=one_in_100)
+        return await bus_run(10, topic, topic, fan_n, tracer_provider=one_in_100)
 
     async def b1() -> float:
         return await bus_run(1, topic, topic, N)
@@ -209,6 +230,8 @@ async def _main(endpoint: str) -> None:
         ("traced_1_1to1", t1_all),
         ("traced_001_1to1", t1_sampled),
         ("traced_001_fanout10", t10_sampled),
+        ("traced_0_1to1", t1_none),
+        ("traced_001_sdk_sampler_1to1", t1_sdk),
     ]
     for _, fn in pairs:  # warm-up: first runs pay for imports, allocator growth, caches
         await fn()
@@ -225,7 +248,8 @@ async def _main(endpoint: str) -> None:
     figures["publish_cost_ratio_100k_vs_1_subs"] = round(one_sub / many, 3)
     figures["ratio_1to1_vs_naive"] = round(best["publish_1to1"] / best["naive_1to1"], 3)
     figures["ratio_fanout10_vs_naive"] = round(best["fanout10"] / best["naive_fanout10"], 3)
-    for name in ("traced_1_1to1", "traced_001_1to1", "traced_001_fanout10"):
+    traced_names = ("traced_1_1to1", "traced_001_1to1", "traced_001_fanout10", "traced_0_1to1")
+    for name in (*traced_names, "traced_001_sdk_sampler_1to1"):
         figures[f"{name}_per_s"] = round(best[name])
     # The share of throughput that tracing costs, against the untraced run of the same shape.
     figures["tracing_cost_1to1_at_1"] = round(1 - best["traced_1_1to1"] / best["publish_1to1"], 3)
@@ -235,8 +259,14 @@ async def _main(endpoint: str) -> None:
     figures["tracing_cost_fanout10_at_001"] = round(
         1 - best["traced_001_fanout10"] / best["fanout10"], 3
     )
-    all_traces.shutdown()
-    one_in_100.shutdown()
+    # Nothing kept: what the runtime's own decision costs, without a span or an export.
+    figures["tracing_cost_1to1_at_0"] = round(1 - best["traced_0_1to1"] / best["publish_1to1"], 3)
+    # A sampler Loom does not know (here the SDK's own): every publish asks the SDK.
+    figures["tracing_cost_1to1_at_001_sdk_sampler"] = round(
+        1 - best["traced_001_sdk_sampler_1to1"] / best["publish_1to1"], 3
+    )
+    for provider in (all_traces, one_in_100, none_kept, sdk_one_in_100):
+        provider.shutdown()
     figures["events"] = N
     emit("bus", figures)
 

@@ -21,6 +21,8 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from loom.runtime.lowlevel import UNSAMPLED_SPAN, head_sampling, is_sampled
+
 from ._wire_types import ToolCallRequest
 
 __all__ = ["TRACE_KEYS", "metadata_context", "metadata_trace", "tool_call_span", "trace_headers"]
@@ -62,7 +64,11 @@ def tool_call_span(provider: TracerProvider, request: ToolCallRequest, side: str
     """The ``execute_tool {tool}`` server span of a call served here (``side``: ``server``
     or ``agent``), a child of the caller's span named in the call's headers."""
     carrier: Mapping[str, str] = request.headers
-    parent = _W3C.extract(carrier) if "traceparent" in carrier else None
+    traceparent = carrier.get("traceparent", "")
+    head = head_sampling(provider)
+    if head is not None and head.parent_based and is_sampled(traceparent) is False:
+        return UNSAMPLED_SPAN  # the caller's decision not to keep it, without the SDK's span
+    parent = _W3C.extract(carrier) if traceparent else None
     return provider.get_tracer("loom.bridge").start_span(
         f"execute_tool {request.name}",
         context=parent,

@@ -15,6 +15,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from opentelemetry import context as otel_context
 from opentelemetry.trace import use_span
 
 from ._behaviour import AgentSpec, Behaviour, HasAgentSpec
@@ -31,7 +32,7 @@ from ._qos import QoS
 from ._subscription import Subscription, drain, kick, park, put, take, unpark
 from ._supervision import Strategy
 from ._timers import Timer, TimerSet
-from ._tracing import PublishTracer
+from ._tracing import UNSAMPLED_SPAN, PublishTracer, unsampled_context
 from .collab._replies import router_for
 from .tools import ToolRegistry, ToolSpec
 
@@ -715,6 +716,15 @@ def _traced_handler(handler: Handler, tracer: PublishTracer, agent_id: str) -> H
 
     async def traced(ctx: Context, topic: str, event: Event) -> None:
         span = tracer.process_span(topic, event, agent_id)
+        if span is UNSAMPLED_SPAN:
+            # Not kept: no SDK span, only the decision made current, so that what the
+            # handler sends and calls carries it on.
+            token = otel_context.attach(unsampled_context())
+            try:
+                await handler(ctx, topic, event)
+            finally:
+                otel_context.detach(token)
+            return
         with use_span(span, end_on_exit=True):
             await handler(ctx, topic, event)
 

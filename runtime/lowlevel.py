@@ -59,8 +59,14 @@ from ._subscription import settle_in_flight as settle_in_flight
 from ._topics import TopicTrie as TopicTrie
 from ._topics import validate_pattern as validate_pattern
 from ._topics import validate_topic as validate_topic
+from ._tracing import SAMPLED_ROOT as SAMPLED_ROOT
+from ._tracing import UNSAMPLED_SPAN as UNSAMPLED_SPAN
+from ._tracing import UNSAMPLED_TRACEPARENT as UNSAMPLED_TRACEPARENT
+from ._tracing import HeadSampling as HeadSampling
 from ._tracing import context_from_envelope as context_from_envelope
 from ._tracing import envelope_with_context as envelope_with_context
+from ._tracing import head_sampling as head_sampling
+from ._tracing import is_sampled as is_sampled
 from ._transport import Inbound as Inbound
 from ._transport import InterestGate as InterestGate
 from ._transport import Transport as Transport
@@ -69,12 +75,16 @@ from .collab._replies import router_for as router_for
 
 __all__ = [
     "EVENT_OVERHEAD_BYTES",
+    "SAMPLED_ROOT",
     "TRACEBACK_LOGGER",
+    "UNSAMPLED_SPAN",
+    "UNSAMPLED_TRACEPARENT",
     "ContextHost",
     "DurableConsumer",
     "DurableLog",
     "Handler",
     "HasAgentSpec",
+    "HeadSampling",
     "Hosting",
     "IdClaim",
     "Inbound",
@@ -93,6 +103,8 @@ __all__ = [
     "dlq_topic",
     "envelope_with_context",
     "event_size",
+    "head_sampling",
+    "is_sampled",
     "lend_in_flight",
     "log_user_failure",
     "lose_in_flight",

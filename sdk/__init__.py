@@ -31,6 +31,7 @@ from ._capability import InvalidCapability as InvalidCapability
 from ._capability import capability as capability
 from ._cognitive import CognitiveAgent as CognitiveAgent
 from ._connect import serve_agent as serve_agent
+from ._telemetry import trace_sampler as trace_sampler
 
 __version__ = "0.1.0"
 
@@ -56,6 +57,7 @@ __all__ = [
     "SupervisionPolicy",
     "capability",
     "serve_agent",
+    "trace_sampler",
 ]
 
 _set_public_module(globals())

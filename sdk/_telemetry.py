@@ -29,10 +29,15 @@ import msgspec
 from loom.runtime import ConfigError
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk.trace.sampling import Sampler
-    from opentelemetry.trace import TracerProvider
+    from collections.abc import Sequence
 
-__all__ = ["TraceConfig", "open_tracing", "trace_config"]
+    from opentelemetry.context import Context
+    from opentelemetry.sdk.trace.sampling import Sampler
+    from opentelemetry.trace import Link, SpanKind, TracerProvider
+    from opentelemetry.trace.span import TraceState
+    from opentelemetry.util.types import Attributes
+
+__all__ = ["TraceConfig", "head_sampler", "open_tracing", "trace_config", "trace_sampler"]
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 
@@ -129,23 +134,82 @@ def trace_config(
     )
 
 
-def _sampler(config: TraceConfig) -> Sampler:
+def head_sampler(config: TraceConfig) -> Sampler:
+    """The sampler ``config`` names, as Loom's providers carry it: with the
+    :class:`~loom.runtime.lowlevel.HeadSampling` it stands for, so that the runtime decides
+    without the SDK which spans are not kept (``runtime/_tracing.py``), and honouring a root
+    the runtime drew as kept (:data:`~loom.runtime.lowlevel.SAMPLED_ROOT`) instead of drawing
+    again."""
     from opentelemetry.sdk.trace import sampling
 
-    ratio = sampling.TraceIdRatioBased(config.sampler_arg)
+    from loom.runtime.lowlevel import SAMPLED_ROOT, HeadSampling
+
+    ratio = config.sampler_arg
     match config.sampler:
         case "always_on":
-            return sampling.ALWAYS_ON
+            inner: sampling.Sampler = sampling.ALWAYS_ON
+            head = HeadSampling(ratio=1.0, parent_based=False)
         case "always_off":
-            return sampling.ALWAYS_OFF
+            inner, head = sampling.ALWAYS_OFF, HeadSampling(ratio=0.0, parent_based=False)
         case "traceidratio":
-            return ratio
+            # Each hop decides on the trace id, which only the SDK draws: below 1.0 the
+            # runtime leaves every decision to the SDK (``head_sampling`` refuses it).
+            inner = sampling.TraceIdRatioBased(ratio)
+            head = HeadSampling(ratio=ratio, parent_based=False)
         case "parentbased_always_off":
-            return sampling.ParentBased(sampling.ALWAYS_OFF)
+            inner = sampling.ParentBased(sampling.ALWAYS_OFF)
+            head = HeadSampling(ratio=0.0)
         case "parentbased_traceidratio":
-            return sampling.ParentBased(ratio)
+            inner = sampling.ParentBased(sampling.TraceIdRatioBased(ratio))
+            head = HeadSampling(ratio=ratio)
         case _:
-            return sampling.ParentBased(sampling.ALWAYS_ON)
+            inner, head = sampling.ParentBased(sampling.ALWAYS_ON), HeadSampling(ratio=1.0)
+
+    class LoomSampler(sampling.Sampler):
+        loom_head_sampling = head
+
+        def should_sample(
+            self,
+            parent_context: Context | None,
+            trace_id: int,
+            name: str,
+            kind: SpanKind | None = None,
+            attributes: Attributes = None,
+            links: Sequence[Link] | None = None,
+            trace_state: TraceState | None = None,
+        ) -> sampling.SamplingResult:
+            if parent_context is not None and parent_context.get(SAMPLED_ROOT):
+                return sampling.SamplingResult(sampling.Decision.RECORD_AND_SAMPLE, attributes)
+            return inner.should_sample(
+                parent_context, trace_id, name, kind, attributes, links, trace_state
+            )
+
+        def get_description(self) -> str:
+            return f"Loom({inner.get_description()})"
+
+    return LoomSampler()
+
+
+def trace_sampler(name: str = "parentbased_traceidratio", ratio: float = 1.0) -> Sampler:
+    """The sampler ``loom serve`` uses, for a ``TracerProvider`` built in code
+    (``TracerProvider(sampler=loom.trace_sampler(ratio=0.01))``): with it, the runtime decides
+    without the SDK which spans are not kept, which is most of what tracing costs
+    (``docs/observability.md``). Another sampler works too, asking the SDK for every span.
+
+    Args:
+        name: an ``OTEL_TRACES_SAMPLER`` name (``parentbased_traceidratio``, ``always_on``...).
+        ratio: the share of traces kept, for the ``traceidratio`` samplers (0..1).
+
+    Raises:
+        ConfigError: an unknown sampler, or a ratio outside 0..1.
+    """
+    if name not in _SAMPLERS:
+        raise ConfigError(
+            f"the sampler must be one of {', '.join(sorted(_SAMPLERS))}, not {name!r}"
+        )
+    if not (math.isfinite(ratio) and 0.0 <= ratio <= 1.0):
+        raise ConfigError(f"the trace sampling ratio must be within 0..1, not {ratio!r}")
+    return head_sampler(TraceConfig(endpoint="", sampler=name, sampler_arg=ratio))
 
 
 @asynccontextmanager
@@ -162,7 +226,7 @@ async def open_tracing(config: TraceConfig | None) -> AsyncIterator[TracerProvid
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     attributes = {**config.resource, "service.name": config.service_name}
-    provider = SdkTracerProvider(sampler=_sampler(config), resource=Resource.create(attributes))
+    provider = SdkTracerProvider(sampler=head_sampler(config), resource=Resource.create(attributes))
     # http:// means plaintext, as the OTLP exporter's own configuration reads it.
     exporter = OTLPSpanExporter(
         endpoint=config.endpoint, insecure=config.endpoint.startswith("http://")

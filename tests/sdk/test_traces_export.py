@@ -247,6 +247,48 @@ async def test_a_sampler_of_zero_exports_nothing(tmp_path: Path) -> None:
     assert receiver.spans == []
 
 
+async def test_an_unsampled_root_is_followed_by_hops_that_would_keep_everything(
+    tmp_path: Path,
+) -> None:
+    # The publisher keeps nothing (its runtime decides without the SDK and sends the event
+    # bare as far as its own bus goes); the server, the worker and the tool's agent keep
+    # every trace they begin. The event leaves the publisher stamped "not sampled", so
+    # every later hop follows that (parent-based) and records nothing of this trace.
+    worker = _write(tmp_path, "worker_agent.py", WORKER)
+    calc = _write(tmp_path, "calc_agent.py", CALC)
+    publisher = _write(tmp_path, "publisher_agent.py", PUBLISHER)
+    flow = {"jobs.new publish", "jobs.new process", "call_tool calc.add", "execute_tool calc.add"}
+    with anyio.fail_after(60):
+        async with otlp_receiver() as receiver:
+            flags = ("--otlp-endpoint", receiver.endpoint, "--trace-sample", "1")
+            async with loom_serve(tmp_path, *flags) as (server, address):
+                keep_all = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}
+                keep_none = {
+                    **keep_all,
+                    "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                    "OTEL_TRACES_SAMPLER_ARG": "0",
+                }
+                async with (
+                    running_argv(
+                        [*PYTHON, str(calc)], cwd=tmp_path, env=_env(address, **keep_all)
+                    ) as c,
+                    running_argv(
+                        [*PYTHON, str(worker)], cwd=tmp_path, env=_env(address, **keep_all)
+                    ) as w,
+                ):
+                    await c.wait_for("connected to .* as calc$")
+                    await w.wait_for("connected to .* as worker$")
+                    async with running_argv(
+                        [*PYTHON, str(publisher)], cwd=tmp_path, env=_env(address, **keep_none)
+                    ) as p:
+                        await w.wait_for("handled jobs.new: 5")
+                        assert await p.stop(signal.SIGTERM) == 0
+                    assert await w.stop(signal.SIGTERM) == 0
+                    assert await c.stop(signal.SIGTERM) == 0
+                assert await server.stop(signal.SIGTERM) == 0
+    assert [f"{s.service}: {s.name}" for s in receiver.spans if s.name in flow] == []
+
+
 ASKER = """\
 import sys
 
