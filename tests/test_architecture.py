@@ -2,9 +2,9 @@
 functions, under ``TYPE_CHECKING``); ``docs/architecture.md`` draws them.
 
 * Packages point one way: ``loom`` (sdk/) -> ``loom.bridge`` | ``loom.cluster`` | ``loom.web``
-  -> ``loom.runtime``; ``loom.web`` imports neither grpc, nats, the bridge nor the cluster. The runtime
-  never imports grpc, the bridge or the SDK; the bridge never imports the SDK; the generated
-  ``_pb2`` modules are imported only inside bridge/.
+  -> ``loom.runtime``; ``loom.web`` imports neither grpc, nats, the bridge nor the cluster.
+  The runtime never imports grpc, the bridge or the SDK; the bridge never imports the SDK;
+  the generated ``_pb2`` modules are imported only inside bridge/.
 * Floors inside runtime/: a floor imports only floors below it (see ``FLOORS``).
 * Privacy: a module of package P imports ``_private`` modules of P, of P's subpackages and of
   P's parent packages in the same tree (runtime/collab/ uses the runtime's core, loom.cli the
