@@ -71,9 +71,15 @@ function poll(render, every) {
 
 // ---------------------------------------------------------------- Agents
 
+// Agents whose process went away (or that stopped) leave the table for a list of their own:
+// the directory keeps a disconnected agent's entry until its id is taken again or forgotten.
+const GONE = new Set(["disconnected", "stopped"]);
+
 async function renderAgents() {
-  const agents = await api("/api/agents");
-  const rows = agents.map((a) => el("tr", { "data-agent": a.id, class: "clickable",
+  const all = await api("/api/agents");
+  const live = all.filter((a) => !GONE.has(a.status));
+  const gone = all.filter((a) => GONE.has(a.status));
+  const rows = live.map((a) => el("tr", { "data-agent": a.id, class: "clickable",
       on: { click: () => { window.location.hash = `#agent/${encodeURIComponent(a.id)}`; } } },
     el("td", {}, el("a", { href: `#agent/${encodeURIComponent(a.id)}` }, a.id)),
     el("td", {}, a.node),
@@ -82,9 +88,14 @@ async function renderAgents() {
     el("td", { class: "num" }, a.restarts),
     el("td", {}, a.capabilities.join(", ") || "-"),
     el("td", {}, ago(a.last_heartbeat_ms))));
-  main.replaceChildren(el("h1", {}, `Agents (${agents.length})`),
+  main.replaceChildren(el("h1", {}, `Agents (${live.length})`),
     table(["id", "node", "status", "mailbox", "restarts", "capabilities", "last heartbeat"],
-      rows, "agents"));
+      rows, "agents"),
+    gone.length ? el("h2", {}, `Gone (${gone.length})`) : null,
+    gone.length ? table(["id", "status", "last heartbeat"], gone.map((a) => el("tr", { "data-agent": a.id },
+      el("td", {}, el("a", { href: `#agent/${encodeURIComponent(a.id)}` }, a.id)),
+      el("td", {}, el("span", { class: `status ${a.status}` }, a.status)),
+      el("td", {}, ago(a.last_heartbeat_ms)))), "agents-gone") : null);
 }
 
 async function renderAgent(id) {
@@ -206,8 +217,11 @@ function renderTail() {
   });
   const form = el("form", { class: "bar", on: { submit: (ev) => { ev.preventDefault(); if (!paused) open(); } } },
     el("label", { for: "tail-pattern" }, "pattern "), pattern, el("button", { type: "submit" }, "Apply"), pause, counter);
+  const headers = ["time", "topic", "type", "from", "payload"];
   main.replaceChildren(el("h1", {}, "Live tail"), form,
-    table(["time", "topic", "type", "from", "payload"], [body], "tail"));
+    el("table", { "data-testid": "tail" },
+      el("thead", {}, el("tr", {}, headers.map((h) => el("th", {}, h)))), body));
+  update();
   open();
 }
 
@@ -226,7 +240,7 @@ async function renderTurn(key) {
   const t = await api(`/api/turns/${encodeURIComponent(key)}`);
   const width = 900, left = 170, rowH = 26;
   const span = Math.max(1, t.duration_ms);
-  const x = (ms) => left + (Math.max(0, ms) / span) * (width - left - 20);
+  const x = (ms) => left + (Math.max(0, ms) / span) * (width - left - 80);
   const rows = t.segments.map((s, i) => {
     const y = 30 + i * rowH;
     const label = s.kind === "llm" ? s.name : `${s.name}${s.is_error ? " (error)" : ""}`;
