@@ -93,9 +93,10 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             leave their directories and calls to them fail (``docs/cluster.md``).
         http: the HTTP port (health, metrics, the dashboard; ``docs/serve.md``) as one
             ``host:port``, or ``off``; empty means ``http_host`` and ``http_port`` say.
-        http_host: the HTTP port's address (default ``127.0.0.1``).
-        http_port: its port (default 50052; with ``port = 0``, a free one as well, so a
-            server asked for any free port never collides on the fixed HTTP one).
+        http_host: the HTTP port's address (default ``127.0.0.1``); replaces ``http``'s.
+        http_port: its port, replacing ``http``'s (default 50052; with ``port = 0``, a free
+            one as well, so a server asked for any free port never collides on the fixed
+            HTTP one).
     """
 
     host: str = "127.0.0.1"
@@ -199,25 +200,24 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
                     )
 
     def http_address(self) -> tuple[str, int] | None:
-        """Where the HTTP port listens, or ``None`` when it is ``off``.
+        """Where the HTTP port listens, or ``None`` when it is ``off``: ``http``'s host and
+        port, each replaced by ``http_host``/``http_port`` when those are set.
 
         Raises:
-            ConfigError: ``http`` is not ``host:port`` or ``off``, or is given together with
-                ``http_host``/``http_port``, or the port is out of range.
+            ConfigError: ``http`` is not ``host:port`` or ``off``, or the port is out of range.
         """
+        if self.http == "off":
+            return None
+        host, port = "127.0.0.1", None
         if self.http:
-            if self.http_host is not None or self.http_port is not None:
-                raise ConfigError("set http (host:port or off), or http_host/http_port: not both")
-            if self.http == "off":
-                return None
-            host, sep, port_text = self.http.rpartition(":")
-            if not sep or not host or not port_text.isdigit():
+            text, sep, port_text = self.http.rpartition(":")
+            if not sep or not text or not port_text.isdigit():
                 raise ConfigError(f"http is host:port or off, not {self.http!r}")
-            host, port = host.removeprefix("[").removesuffix("]"), int(port_text)
-        else:
-            host = "127.0.0.1" if self.http_host is None else self.http_host
-            default = 0 if self.port == 0 else _HTTP_PORT
-            port = default if self.http_port is None else self.http_port
+            host, port = text.removeprefix("[").removesuffix("]"), int(port_text)
+        host = host if self.http_host is None else self.http_host
+        port = port if self.http_port is None else self.http_port
+        if port is None:
+            port = 0 if self.port == 0 else _HTTP_PORT
         if not 0 <= port <= 65535:
             raise ConfigError(f"http port must be 0..65535, not {port}")
         return host, port

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from playwright.async_api import Browser, async_playwright, expect
 
 from loom.runtime.testing import Delay, Reply, ScriptedLLMServer, ScriptedToolCall
 from tests.sdk._cli_support import PYTHON, clean_env, loom, running_argv
@@ -28,7 +29,6 @@ pytestmark = pytest.mark.anyio
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 TOKEN = "dashboard-browser-token-0123456789abcdef"
 
-playwright_api = pytest.importorskip("playwright.async_api")
 if not os.path.exists(CHROMIUM):  # `make test` installs it first (make browser)
     pytest.fail(
         "the dashboard's browser tests need Chromium: run `make browser` "
@@ -72,8 +72,8 @@ def _toml(llm: ScriptedLLMServer) -> str:
 
 
 @asynccontextmanager
-async def _browser() -> AsyncIterator[playwright_api.Browser]:
-    async with playwright_api.async_playwright() as p:
+async def _browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True)
         try:
             yield browser
@@ -98,7 +98,6 @@ async def test_the_dashboard_in_a_browser(tmp_path: Path) -> None:
         ):
             agent_env = clean_env(LOOM_TOKEN=TOKEN, LOOM_BRIDGE_ADDR=address)
             page = await browser.new_page(viewport={"width": 1280, "height": 860})
-            expect = playwright_api.expect
 
             # No token: the login page, and nothing else.
             await page.goto(url)

@@ -47,8 +47,9 @@ def test_a_non_loopback_http_address_needs_a_token_or_tls() -> None:
     assert ServeConfig().http_address() == ("127.0.0.1", 50052)
     assert ServeConfig(port=0).http_address() == ("127.0.0.1", 0)
     assert ServeConfig(http="off").http_address() is None
-    with pytest.raises(ConfigError, match="not both"):
-        ServeConfig(http="127.0.0.1:1", http_port=2)
+    # The parts replace the whole's (a flag --http-port over LOOM_HTTP, say).
+    assert ServeConfig(http="127.0.0.1:1", http_port=2).http_address() == ("127.0.0.1", 2)
+    assert ServeConfig(http="off", http_port=2).http_address() is None
     with pytest.raises(ConfigError, match="http is host:port or off"):
         ServeConfig(http="nowhere")
 

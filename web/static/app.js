@@ -46,6 +46,10 @@ function ago(ms) {
 
 function clock(ms) { return new Date(ms).toISOString().slice(11, 23); }
 
+function show(...nodes) {
+  main.replaceChildren(...nodes.filter((n) => n !== null && n !== undefined));
+}
+
 function table(headers, rows, testid) {
   return el("table", { "data-testid": testid },
     el("thead", {}, el("tr", {}, headers.map((h) => el("th", {}, h)))),
@@ -88,7 +92,7 @@ async function renderAgents() {
     el("td", { class: "num" }, a.restarts),
     el("td", {}, a.capabilities.join(", ") || "-"),
     el("td", {}, ago(a.last_heartbeat_ms))));
-  main.replaceChildren(el("h1", {}, `Agents (${live.length})`),
+  show(el("h1", {}, `Agents (${live.length})`),
     table(["id", "node", "status", "mailbox", "restarts", "capabilities", "last heartbeat"],
       rows, "agents"),
     gone.length ? el("h2", {}, `Gone (${gone.length})`) : null,
@@ -105,7 +109,7 @@ async function renderAgent(id) {
     ["status", "node", "mailbox_depth", "in_flight", "restarts"].map((k) => [el("dt", {}, k), el("dd", {}, a[k])]),
     el("dt", {}, "capabilities"), el("dd", {}, a.capabilities.join(", ") || "-"),
     el("dt", {}, "topics"), el("dd", {}, a.patterns.join(", "))) : el("p", {}, "Not in the directory now.");
-  main.replaceChildren(
+  show(
     el("h1", {}, el("a", { href: "#agents" }, "Agents"), " / ", id), facts,
     el("h2", {}, "Turns"),
     table(["started", "outcome", "iterations", "tokens"], data.turns.map((t) => el("tr", {},
@@ -158,7 +162,7 @@ async function renderTopology() {
     svg("text", { x: ax, y: 16, "text-anchor": "end", class: "heading" }, "agents"),
     svg("text", { x: tx, y: 16, class: "heading" }, "topics"),
     edges, agentNodes, topicNodes);
-  main.replaceChildren(el("h1", {}, "Topology"),
+  show(el("h1", {}, "Topology"),
     el("p", { class: "hint" }, "Edges agent → topic: it published there (seen while this page is open); topic → agent: it subscribes. Width: events/s."),
     picture);
 }
@@ -167,7 +171,7 @@ async function renderTopology() {
 
 async function renderTopics() {
   const t = await api("/api/topics");
-  main.replaceChildren(el("h1", {}, "Topics"),
+  show(el("h1", {}, "Topics"),
     el("p", {}, `published ${t.published}, unrouted ${t.unrouted}, dropped ${t.dropped}`),
     table(["topic", "rate /s", "last minute", "published", "delivered", "unrouted", "dropped"],
       t.topics.map((r) => el("tr", { "data-topic": r.topic },
@@ -218,7 +222,7 @@ function renderTail() {
   const form = el("form", { class: "bar", on: { submit: (ev) => { ev.preventDefault(); if (!paused) open(); } } },
     el("label", { for: "tail-pattern" }, "pattern "), pattern, el("button", { type: "submit" }, "Apply"), pause, counter);
   const headers = ["time", "topic", "type", "from", "payload"];
-  main.replaceChildren(el("h1", {}, "Live tail"), form,
+  show(el("h1", {}, "Live tail"), form,
     el("table", { "data-testid": "tail" },
       el("thead", {}, el("tr", {}, headers.map((h) => el("th", {}, h)))), body));
   update();
@@ -229,7 +233,7 @@ function renderTail() {
 
 async function renderTurns() {
   const turns = await api("/api/turns");
-  main.replaceChildren(el("h1", {}, "Turns"),
+  show(el("h1", {}, "Turns"),
     table(["started", "agent", "outcome", "iterations", "tokens"], turns.map((t) => el("tr", { "data-turn": t.key },
       el("td", {}, el("a", { href: `#turn/${encodeURIComponent(t.key)}` }, clock(t.started_ms))),
       el("td", {}, t.agent), el("td", {}, t.ended ? t.outcome : "running"),
@@ -252,7 +256,7 @@ async function renderTurn(key) {
   });
   const ticks = [0, 0.25, 0.5, 0.75, 1].map((f) => svg("text", { x: x(f * span), y: 16, class: "tick", "text-anchor": "middle" }, `${Math.round(f * span)} ms`));
   const height = 40 + t.segments.length * rowH;
-  main.replaceChildren(
+  show(
     el("h1", {}, el("a", { href: "#turns" }, "Turns"), " / ", t.agent, " ", clock(t.started_ms)),
     el("p", { "data-testid": "turn-summary" },
       `${t.ended ? t.outcome : "running"} · ${t.iterations || "?"} model calls · ${t.segments.filter((s) => s.kind === "tool").length} tool calls · tokens ${tokens(t.usage)} · ${t.duration_ms} ms`),
@@ -272,7 +276,7 @@ async function renderDeadLetters() {
     el("td", {}, e.metadata["dead_letter.topic"] || "-"), el("td", {}, e.metadata["dead_letter.reason"] || "-"),
     el("td", {}, e.metadata["dead_letter.error"] || "-"), el("td", {}, e.metadata["loom.sequence"] || "")));
   const headers = ["time", "agent / name", "topic", "reason", "error", "sequence"];
-  main.replaceChildren(el("h1", {}, "Dead letters"),
+  show(el("h1", {}, "Dead letters"),
     el("h2", {}, "Agents' dead letters (loom.deadletter.*)"), table(headers, letters(d.dead_letters), "dead-letters"),
     el("h2", {}, "Durable"),
     d.durable ? el("div", {},
