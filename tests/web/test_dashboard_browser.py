@@ -208,6 +208,9 @@ async def test_the_dashboard_in_a_browser(tmp_path: Path) -> None:
 
             # The agent's own page: its turn and its tool call.
             await page.goto(url + "#agent/thinker")
+            facts = page.locator("dl.facts")
+            await expect(facts).to_contain_text("running")
+            await expect(facts).not_to_contain_text("object")  # nothing rendered as a string
             await expect(page.locator("[data-testid=agent-tools]")).to_contain_text("clock.now")
             await expect(page.locator("[data-testid=agent-turns] tbody tr")).to_have_count(1)
             await page.screenshot(path=shots / "agent.png")
