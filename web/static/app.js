@@ -136,8 +136,12 @@ function tokens(usage) {
 async function renderTopology() {
   const g = await api("/api/topology");
   const rowH = 22, top = 30, width = 980;
-  const agentY = new Map(g.agents.map((a, i) => [a.id, top + i * rowH]));
-  const topicY = new Map(g.topics.map((t, i) => [t.id, top + i * rowH]));
+  // The shorter column is centred against the longer, so edges fan evenly.
+  const shift = (a, b) => Math.max(0, Math.floor((a - b) / 2)) * rowH;
+  const agentTop = top + shift(g.topics.length, g.agents.length);
+  const topicTop = top + shift(g.agents.length, g.topics.length);
+  const agentY = new Map(g.agents.map((a, i) => [a.id, agentTop + i * rowH]));
+  const topicY = new Map(g.topics.map((t, i) => [t.id, topicTop + i * rowH]));
   const height = top + Math.max(g.agents.length, g.topics.length, 1) * rowH + 10;
   const ax = 200, tx = width - 260;
   const edges = g.edges.map((e) => {
