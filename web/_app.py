@@ -110,6 +110,7 @@ def create_app(
                 if page:
                     return _login(401)
                 return _Json({"error": "unauthenticated: log in or send the token"}, 401)
+            observer.wake()  # someone looks: the dashboard starts remembering
             response = await handler(request)
             response.headers.update(_SECURITY)
             return response

@@ -1,10 +1,12 @@
 """What the dashboard knows beyond a snapshot: rates over the last minute, who publishes
 where, each agent's recent events, the turns of cognitive agents, the dead letters.
 
-One :class:`Observer` per server. It holds two bounded Realtime subscriptions for as long as
-it runs: ``loom.>`` (lifecycle events, dead letters) and ``agent.*.stream`` (the ``turn.*``
-events a cognitive agent publishes), so a turn's timeline and the dead letters are there
-when a page opens. Everything else is on demand: a ``>`` tap is held only while a page that
+One :class:`Observer` per server. From the first time a page asks (:meth:`wake`) it holds
+two bounded Realtime subscriptions: ``loom.>`` (lifecycle events, dead letters) and
+``agent.*.stream`` (the ``turn.*`` events a cognitive agent publishes), so a turn's timeline
+and the dead letters are there when a page opens again. Not before: a server nobody watches
+has no subscription of the dashboard's (``loom topics`` lists none, nothing changes what is
+routed). Everything else is on demand: a ``>`` tap is held only while a page that
 needs it (Topology, an agent's events) has asked within the last ``lease_s`` seconds,
 because a subscription on every topic makes every publish routable (``unrouted`` stays 0,
 the settle window holds nothing) and, in a cluster, draws every event across. Realtime: a
@@ -95,7 +97,12 @@ class Observer:
         self._own: set[int] = set()
         self._tap_until = 0.0
         self._tap_wanted = anyio.Event()
+        self._woken = anyio.Event()
         self.dropped = 0
+
+    def wake(self) -> None:
+        """A page was opened: start watching (once; it goes on until the server stops)."""
+        self._woken.set()
 
     def own(self, sub: Subscription) -> None:
         """Mark a subscription as the dashboard's (hidden from its own pages)."""
@@ -111,13 +118,15 @@ class Observer:
         """A page needs the ``>`` tap: keep (or open) it for ``lease_s`` more seconds."""
         self._tap_until = time.monotonic() + self.lease_s
         self._tap_wanted.set()
+        self.wake()
 
     @property
     def tapping(self) -> bool:
         return time.monotonic() < self._tap_until
 
     async def run(self) -> None:
-        """Watch until cancelled (or the bus closes)."""
+        """From the first :meth:`wake`, watch until cancelled (or the bus closes)."""
+        await self._woken.wait()
         async with anyio.create_task_group() as tg:
             for pattern in ("loom.>", "agent.*.stream"):
                 tg.start_soon(self._watch, pattern, False)

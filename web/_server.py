@@ -17,6 +17,7 @@ from loom.runtime import AgentRuntime
 from ._app import Metrics, Readiness, Viewers, create_app
 from ._auth import Auth
 from ._errors import HttpBindError
+from ._observer import Observer
 
 __all__ = ["HttpServer"]
 
@@ -63,8 +64,6 @@ class HttpServer:
         grace_s: float = 5.0,
         max_tails: int = 64,
     ) -> None:
-        from ._observer import Observer
-
         self.runtime = runtime
         self.host = host
         self.port = port

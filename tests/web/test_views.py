@@ -130,3 +130,22 @@ async def test_a_turns_timeline_from_its_events() -> None:
         ("llm", "model call 2", 300, 900),
         ("tool", "clock.now", 100, 300),
     ]
+
+
+async def test_an_unwatched_server_holds_no_subscription_of_the_dashboard() -> None:
+    async with (
+        EventBus() as bus,
+        AgentRuntime(bus) as runtime,
+        HttpServer(runtime) as http,
+        httpx2.AsyncClient(base_url=http.url, timeout=10) as client,
+    ):
+        assert (await client.get("/healthz")).status_code == 200
+        await anyio.sleep(0.2)  # room for a watcher that should not start
+        assert bus.statistics().subscriptions == ()  # routing and `loom topics` unchanged
+        assert (await client.get("/api/agents")).status_code == 200
+        watched = {"loom.>", "agent.*.stream"}
+        with anyio.fail_after(10):
+            while True:  # the watchers start in the server's task group, soon after
+                if {s.pattern for s in bus.statistics().subscriptions} == watched:
+                    break
+                await anyio.sleep(0.02)
