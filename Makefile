@@ -9,11 +9,11 @@ PY     := $(BIN)/python
 # The editable install is a setuptools "strict" link tree, so a new module is invisible until
 # the tree is rebuilt. The stamp's name hashes the set of source files and pyproject.toml, so
 # adding, removing or renaming a module (or changing dependencies) re-installs on the next make.
-SRC_SET := $(shell { find runtime bridge cluster sdk -type f \( -name '*.py' -o -name '*.pyi' -o -name 'py.typed' \) 2>/dev/null | LC_ALL=C sort; cat pyproject.toml; } | cksum | cut -d' ' -f1)
+SRC_SET := $(shell { find runtime bridge cluster web sdk -type f \( -name '*.py' -o -name '*.pyi' -o -name 'py.typed' -o -path 'web/static/*' \) 2>/dev/null | LC_ALL=C sort; cat pyproject.toml; } | cksum | cut -d' ' -f1)
 STAMP   := $(VENV)/.installed-$(SRC_SET)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint type proto proto-check pytest bench clean
+.PHONY: help install browser run test lint type proto proto-check pytest bench clean
 
 help: ## Show this help
 	@echo "Loom: make <target>"
@@ -30,7 +30,20 @@ $(STAMP):
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-install: $(STAMP) ## Create .venv and install Loom with its dev tools
+install: $(STAMP) browser ## Create .venv and install Loom with its dev tools
+
+# The dashboard's tests drive a real Chromium through Playwright: the distribution's package,
+# never a browser Playwright would download. Installed here when missing and we are root;
+# otherwise this stops with the one command that installs it.
+browser: ## Install the distribution's Chromium for the dashboard's tests (when missing)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (the dashboard's browser tests need it)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+	  else \
+	    echo "the dashboard's browser tests need Chromium; install it with:"; \
+	    echo "  sudo apt-get install -y chromium"; exit 1; \
+	  fi; }
 
 run: $(STAMP) ## Start `loom serve` on embedded defaults
 	$(BIN)/loom serve
@@ -40,7 +53,7 @@ lint: $(STAMP) ## ruff
 	$(BIN)/ruff format --check .
 
 type: $(STAMP) ## mypy --strict over the code and the tests
-	$(BIN)/mypy runtime bridge cluster sdk tests benchmarks examples
+	$(BIN)/mypy runtime bridge cluster web sdk tests benchmarks examples
 
 proto: $(STAMP) ## Regenerate the gRPC code from proto/
 	$(PY) scripts/gen_protos.py
@@ -48,10 +61,10 @@ proto: $(STAMP) ## Regenerate the gRPC code from proto/
 proto-check: $(STAMP) ## Fail when the generated gRPC code is stale
 	$(PY) scripts/gen_protos.py --check
 
-pytest: $(STAMP) ## The test suite only
+pytest: $(STAMP) browser ## The test suite only
 	$(BIN)/pytest
 
-test: lint type proto-check pytest ## Everything CI runs: lint, types, proto freshness, tests
+test: lint type proto-check browser pytest ## Everything CI runs: lint, types, proto freshness, tests
 
 bench: $(STAMP) ## Run every benchmark; one JSON line each
 	@for b in benchmarks/[a-z]*.py; do $(PY) $$b || exit 1; done

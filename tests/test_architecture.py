@@ -1,9 +1,10 @@
 """The house's walls, read from the source with ``ast`` (every import: top level, inside
 functions, under ``TYPE_CHECKING``); ``docs/architecture.md`` draws them.
 
-* Packages point one way: ``loom`` (sdk/) -> ``loom.bridge`` -> ``loom.runtime``. The runtime
-  never imports grpc, the bridge or the SDK; the bridge never imports the SDK; the generated
-  ``_pb2`` modules are imported only inside bridge/.
+* Packages point one way: ``loom`` (sdk/) -> ``loom.bridge`` | ``loom.cluster`` | ``loom.web``
+  -> ``loom.runtime``; ``loom.web`` imports neither grpc, nats, the bridge nor the cluster.
+  The runtime never imports grpc, the bridge or the SDK; the bridge never imports the SDK;
+  the generated ``_pb2`` modules are imported only inside bridge/.
 * Floors inside runtime/: a floor imports only floors below it (see ``FLOORS``).
 * Privacy: a module of package P imports ``_private`` modules of P, of P's subpackages and of
   P's parent packages in the same tree (runtime/collab/ uses the runtime's core, loom.cli the
@@ -26,13 +27,22 @@ TREES = {
     "runtime": "loom.runtime",
     "bridge": "loom.bridge",
     "cluster": "loom.cluster",
+    "web": "loom.web",
     "sdk": "loom",
     "benchmarks": "benchmarks",
     "examples": "examples",
 }
 # Top packages: privacy never crosses from one to another, even where one's name nests in
 # another's (loom.bridge is not a subpackage of loom for this purpose: it is its own folder).
-TOPS = ("loom.runtime", "loom.bridge", "loom.cluster", "loom", "benchmarks", "examples")
+TOPS = (
+    "loom.runtime",
+    "loom.bridge",
+    "loom.cluster",
+    "loom.web",
+    "loom",
+    "benchmarks",
+    "examples",
+)
 
 # The floors of runtime/, lowest first. A module imports only modules of its own floor group
 # or of lower floors; the groups sharing a floor number are siblings, which import each other
@@ -201,12 +211,15 @@ FORBIDDEN = {
         "nats",
         "loom.bridge",
         "loom.cluster",
+        "loom.web",
         "loom.cli",
         "loom._*",
         *_OTEL_SDK,
     ),
-    "loom.bridge": ("loom.cluster", "loom.cli", "loom._*", *_OTEL_SDK),
-    "loom.cluster": ("grpc", "loom.bridge", "loom.cli", "loom._*", *_OTEL_SDK),
+    "loom.bridge": ("loom.cluster", "loom.web", "loom.cli", "loom._*", *_OTEL_SDK),
+    "loom.cluster": ("grpc", "loom.bridge", "loom.web", "loom.cli", "loom._*", *_OTEL_SDK),
+    # The dashboard reads the runtime in process: no wire, no NATS, no SDK.
+    "loom.web": ("grpc", "nats", "loom.bridge", "loom.cluster", "loom.cli", "loom._*", *_OTEL_SDK),
 }
 
 

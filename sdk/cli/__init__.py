@@ -14,6 +14,7 @@ import anyio
 from loom.bridge import BridgeError, loom_version
 from loom.cluster import NatsError
 from loom.runtime import ConfigError, InvalidArgument
+from loom.web import WebError
 
 from .._logging import configure_logging
 from ._config import SERVE_KEYS, load_config, load_tables, show_config
@@ -160,6 +161,18 @@ def _serve_flags() -> argparse.ArgumentParser:
         help="with NATS URLs: seconds between this node's heartbeats; silent 1.5 times that, "
         "a node is dead to the others (LOOM_CLUSTER_HEARTBEAT; default 2)",
     )
+    web = s.add_argument_group(
+        "HTTP (health, metrics, the dashboard)",
+        "Its own port; a non-loopback address needs the token or TLS, as --host does.",
+    )
+    web.add_argument(
+        "--http",
+        metavar="HOST:PORT|off",
+        help="where the HTTP port listens, or off (LOOM_HTTP; default 127.0.0.1:50052, "
+        "a free port with --port 0)",
+    )
+    web.add_argument("--http-host", help="its address alone (LOOM_HTTP_HOST; default 127.0.0.1)")
+    web.add_argument("--http-port", type=int, help="its port alone (LOOM_HTTP_PORT; default 50052)")
     lim = s.add_argument_group("limits")
     lim.add_argument("--max-message-bytes", type=int, help="largest gRPC message (4 MiB)")
     lim.add_argument("--max-topics-per-agent", type=int, help="patterns per agent (256)")
@@ -251,5 +264,5 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         anyio.run(functools.partial(serve, config, tables=tables, environ=os.environ))
     # Cannot bind, unreadable TLS files, no nats-server, NATS refuses the credentials.
-    except (BridgeError, InvalidArgument, NatsError) as exc:
+    except (BridgeError, InvalidArgument, NatsError, WebError) as exc:
         sys.exit(f"loom: {exc}")

@@ -91,6 +91,12 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         cluster_heartbeat_s: with NATS URLs (a cluster): how often this node tells the
             others it is alive; a node silent for 1.5 times it is dead to them, its agents
             leave their directories and calls to them fail (``docs/cluster.md``).
+        http: the HTTP port (health, metrics, the dashboard; ``docs/serve.md``) as one
+            ``host:port``, or ``off``; empty means ``http_host`` and ``http_port`` say.
+        http_host: the HTTP port's address (default ``127.0.0.1``); replaces ``http``'s.
+        http_port: its port, replacing ``http``'s (default 50052; with ``port = 0``, a free
+            one as well, so a server asked for any free port never collides on the fixed
+            HTTP one).
     """
 
     host: str = "127.0.0.1"
@@ -124,6 +130,9 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     otlp_endpoint: str = ""
     trace_sample: float | None = None
     cluster_heartbeat_s: float = 2.0
+    http: str = ""
+    http_host: str | None = None
+    http_port: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -157,20 +166,11 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
                 "tls_bind_agent_ids needs mutual TLS: set tls_client_ca_file (the CA of the "
                 "client certificates that name the agents)"
             )
-        if not is_loopback(self.host) and self.token is None and self.tls_cert_file is None:
-            raise ConfigError(
-                f"host {self.host!r} is not a loopback address: set a token or TLS "
-                "(token, tls_cert_file/tls_key_file), or bind 127.0.0.1"
-            )
-        if not is_loopback(self.host):
-            for what, value in (("token", self.token), ("admin_token", self.admin_token)):
-                why = None if value is None else token_weakness(value)
-                if why is not None:
-                    raise ConfigError(
-                        f"host {self.host!r} is not a loopback address and the {what} is too "
-                        f"weak: {why}. Use at least 16 characters from a random source, e.g. "
-                        'python -c "import secrets; print(secrets.token_urlsafe(32))"'
-                    )
+        self._check_exposed("host", self.host)
+        http = self.http_address()  # raises on a malformed one
+        if http is not None:
+            # The dashboard shows every agent and event: the gRPC port's rules, same token.
+            self._check_exposed("http_host", http[0])
         try:
             self.limits()
         except InvalidArgument as exc:
@@ -181,6 +181,46 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
                 f"node must be 1-64 letters, digits, '_' or '-' (one NATS subject token), "
                 f"not {self.node!r}"
             )
+
+    def _check_exposed(self, what: str, host: str) -> None:
+        """A non-loopback ``host`` needs a token or TLS, and strong tokens."""
+        if not is_loopback(host) and self.token is None and self.tls_cert_file is None:
+            raise ConfigError(
+                f"{what} {host!r} is not a loopback address: set a token or TLS "
+                "(token, tls_cert_file/tls_key_file), or bind 127.0.0.1"
+            )
+        if not is_loopback(host):
+            for name, value in (("token", self.token), ("admin_token", self.admin_token)):
+                why = None if value is None else token_weakness(value)
+                if why is not None:
+                    raise ConfigError(
+                        f"{what} {host!r} is not a loopback address and the {name} is too "
+                        f"weak: {why}. Use at least 16 characters from a random source, e.g. "
+                        'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+                    )
+
+    def http_address(self) -> tuple[str, int] | None:
+        """Where the HTTP port listens, or ``None`` when it is ``off``: ``http``'s host and
+        port, each replaced by ``http_host``/``http_port`` when those are set.
+
+        Raises:
+            ConfigError: ``http`` is not ``host:port`` or ``off``, or the port is out of range.
+        """
+        if self.http == "off":
+            return None
+        host, port = "127.0.0.1", None
+        if self.http:
+            text, sep, port_text = self.http.rpartition(":")
+            if not sep or not text or not port_text.isdigit():
+                raise ConfigError(f"http is host:port or off, not {self.http!r}")
+            host, port = text.removeprefix("[").removesuffix("]"), int(port_text)
+        host = host if self.http_host is None else self.http_host
+        port = port if self.http_port is None else self.http_port
+        if port is None:
+            port = 0 if self.port == 0 else _HTTP_PORT
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"http port must be 0..65535, not {port}")
+        return host, port
 
     def node_name(self) -> str:
         """This node's name: ``node``, else the host's name made into a subject token."""
@@ -250,6 +290,9 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         )
 
 
+_HTTP_PORT = 50052
+"""The HTTP port's default, next to the gRPC port's 50051."""
+
 _NODE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 _NATS_OPTIONS = (
@@ -292,6 +335,9 @@ _ENV = {
     "LOOM_NATS_TLS_KEY": "nats_tls_key_file",
     "LOOM_NODE": "node",
     "LOOM_CLUSTER_HEARTBEAT": "cluster_heartbeat_s",
+    "LOOM_HTTP": "http",
+    "LOOM_HTTP_HOST": "http_host",
+    "LOOM_HTTP_PORT": "http_port",
 }
 
 

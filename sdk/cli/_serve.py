@@ -33,6 +33,7 @@ from loom.cluster import (
 )
 from loom.runtime import AgentRuntime, EventBus
 from loom.runtime.llm import ModelRouter
+from loom.web import HttpServer, Metrics
 
 from .._telemetry import open_tracing, trace_config
 from ._config import ServeConfig, ServiceTables
@@ -152,11 +153,60 @@ async def _hosted(
     yield
 
 
+class _Readiness:
+    """What ``/readyz`` answers: ready while the bridge serves and NATS (when there is one)
+    is connected; not ready from the moment a drain begins."""
+
+    def __init__(self, nats: NatsEngine) -> None:
+        self.nats = nats
+        self.draining = False
+
+    def __call__(self) -> str | None:
+        if self.draining:
+            return "draining"
+        status = self.nats.status()
+        if status.mode != "off" and not status.connected:
+            return f"NATS ({status.url}) is not connected"
+        return None
+
+
+@asynccontextmanager
+async def _http(
+    config: ServeConfig,
+    tables: ServiceTables,
+    runtime: AgentRuntime,
+    ready: _Readiness,
+    metrics: Metrics | None,
+) -> AsyncIterator[HttpServer | None]:
+    """The HTTP port (health, metrics, the dashboard), unless ``http = off``."""
+    address = config.http_address()
+    if address is None:
+        yield None
+        return
+    tokens = tuple(t for t in (config.token, config.admin_token) if t is not None)
+    async with HttpServer(
+        runtime,
+        host=address[0],
+        port=address[1],
+        tokens=tokens,
+        # Tenant tokens confine a caller to a namespace; the dashboard shows everything,
+        # so with only those it opens to nobody (set token or admin_token to open it).
+        locked=bool(tables.tokens) and not tokens,
+        tls_cert_file=config.tls_cert_file,
+        tls_key_file=config.tls_key_file,
+        metrics=metrics,
+        ready=ready,
+        grace_s=config.drain_grace_s,
+    ) as http:
+        yield http
+
+
 async def serve(
     config: ServeConfig,
     *,
     tables: ServiceTables | None = None,
     environ: Mapping[str, str] | None = None,
+    metrics: Metrics | None = None,
     task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a Loom server until SIGINT or SIGTERM, then drain and stop.
@@ -165,11 +215,13 @@ async def serve(
     ``await tg.start(serve, config)`` returns it (``port = 0`` picks a free one). The MCP
     servers of ``tables`` are connected first and their tools registered in the runtime, so
     every agent and ``ForwardToolCall`` can use them from the first call; ``environ`` is what
-    their ``pass_env``/``headers_env`` read.
+    their ``pass_env``/``headers_env`` read. ``metrics`` is the body of the HTTP port's
+    ``/metrics`` (``None``: 404).
 
     Raises:
         InsecureBind: a non-loopback host without a token or TLS.
         BindError: the address cannot be bound.
+        HttpBindError: the HTTP port's address cannot be bound.
         NatsError: the embedded nats-server cannot start, or the first connection to NATS
             failed (``NatsServerNotFound``, ``NatsServerFailed``, ``NatsConnectFailed``).
     """
@@ -233,6 +285,8 @@ async def serve(
                 # outlive a restart, in <data-dir>/memory.sqlite3 (docs/interop.md).
                 data_dir=data_dir,
             ) as server,
+            # Last in, first out: the drain makes /readyz fail, then stops the HTTP port.
+            _http(config, tables, runtime, ready := _Readiness(nats), metrics) as http,
         ):
             if cluster is not None:
                 log.info(
@@ -253,6 +307,12 @@ async def serve(
                 "TLS" if config.tls_cert_file else "plaintext",
                 ", token required" if config.token or tables.tokens else "",
             )
+            if http is not None:
+                log.info(
+                    "loom serve: dashboard on %s (%s)",
+                    http.url,
+                    "token required" if http.auth.required else "no token: loopback only",
+                )
             for tenant in tables.tokens:
                 log.info(
                     "loom serve: tenant token %s confines its clients to namespace %s",
@@ -263,6 +323,9 @@ async def serve(
             async for signum in signals:
                 log.info("loom serve: %s received, draining", signal.Signals(signum).name)
                 break
+            ready.draining = True
+            if http is not None:
+                await http.aclose()
             await server.aclose()
             await runtime.aclose()
             await bus.aclose()

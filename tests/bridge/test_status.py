@@ -97,6 +97,7 @@ from loom.runtime.tools import (
     ToolTimeout,
     ToolUnavailable,
 )
+from loom.web import HttpBindError, WebError
 
 # ---------------------------------------------------------------- the tables
 
@@ -161,6 +162,8 @@ NEVER_CROSSES: dict[type[LoomError], str] = {
     NatsServerNotFound: "raised when loom serve starts, before anything listens",
     NatsServerFailed: "raised when loom serve starts, before anything listens",
     NatsConnectFailed: "raised when loom serve starts, before anything listens",
+    WebError: "a base class; its subclasses are filed one by one",
+    HttpBindError: "raised when loom serve starts, before anything listens",
     McpConfigError: "configuration is read before the server starts",
     LLMConfigError: "configuration is read before the server starts",
     InvalidToolSchema: "raised when a tool is registered, not when it is called",

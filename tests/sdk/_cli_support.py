@@ -27,8 +27,11 @@ _LISTENING = re.compile(r"listening on (\S+:\d+)")
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """This environment without LOOM_* variables (a developer's shell must not leak in)."""
+    """This environment without LOOM_* variables (a developer's shell must not leak in), and
+    with ``LOOM_HTTP_PORT=0``: a ``loom serve`` on a fixed gRPC port would otherwise take the
+    fixed HTTP port 50052, which another server on the machine may hold."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOM_")}
+    env["LOOM_HTTP_PORT"] = "0"
     env.update(extra)
     return env
 
