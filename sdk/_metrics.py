@@ -164,6 +164,7 @@ class ServeMetrics:
         self._config = config
         self._otlp = otlp
         self._sources: _Sources | None = None
+        self._observed = anyio.Event()
         self._snap = _Snapshot()
         self._durable: DurableStats | None = None
         # Topics with a label of their own: the first top_topics seen (the busiest first
@@ -199,6 +200,7 @@ class ServeMetrics:
         self._sources = _Sources(
             bus=bus, runtime=runtime, server=server, router=router, durable=durable
         )
+        self._observed.set()
 
     def prometheus(self) -> tuple[bytes, str]:
         """The Prometheus text exposition of every metric now, and its content type: what
@@ -587,6 +589,7 @@ async def open_metrics(
     metrics = ServeMetrics(provider, registry, config, otlp)
 
     async def refresh_durable() -> None:
+        await metrics._observed.wait()
         while True:
             await metrics.refresh_durable()
             await anyio.sleep(durable_every_s)
