@@ -10,6 +10,11 @@ builds it (the OpenTelemetry SDK, a ``BatchSpanProcessor`` and the official OTLP
 sending to a receiver in another process, ``benchmarks/_otlp_sink.py``), sampling all traces
 (1.0) and one in a hundred (0.01, parent-based), measured next to the untraced runs.
 
+Metrics lines: the same 1:1 and fan-out runs with ``loom serve``'s metrics on
+(``sdk/_metrics.py``: the MeterProvider read as Prometheus text, exported over OTLP to the same
+receiver every second, and scraped every 0.1 s, far more often than Prometheus's 15 s, while
+the events flow), measured next to the runs without.
+
 Prints one JSON line; see docs/performance.md for what the figures mean.
 """
 
@@ -34,9 +39,11 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from benchmarks._util import best_rate, emit
-from loom.runtime import Delivery, Event, EventBus, QoS
+from loom._metrics import MetricsConfig, open_metrics
+from loom.runtime import AgentRuntime, Delivery, Event, EventBus, QoS
 
 N = int(os.environ.get("LOOM_BENCH_EVENTS", "200000"))
+SCRAPE_EVERY_S = 0.1
 REPEATS = int(os.environ.get("LOOM_BENCH_REPEATS", "5"))
 BUFFER = 1024
 EVENTS = [Event(type="bench", payload=b"x" * (i % 64)) for i in range(1024)]
@@ -68,6 +75,29 @@ async def bus_run(
     """Deliveries per second through a bus of its own."""
     async with EventBus(tracer_provider=tracer_provider) as bus:
         return await run_on(bus, fanout, pattern, topic, n, extra_subs, qos)
+
+
+async def metered_run(fanout: int, topic: str, n: int, endpoint: str) -> float:
+    """Deliveries per second through a bus of its own with ``loom serve``'s metrics on: the
+    statistics read by a scrape every ``SCRAPE_EVERY_S`` and an OTLP export every second."""
+    config = MetricsConfig(otlp_endpoint=endpoint, interval_s=1.0)
+    async with (
+        open_metrics(config) as metrics,
+        EventBus() as bus,
+        AgentRuntime(bus, meter_provider=metrics.meter_provider) as runtime,
+    ):
+        metrics.observe(bus, runtime=runtime)
+
+        async def scrape() -> None:
+            while True:
+                metrics.prometheus()
+                await anyio.sleep(SCRAPE_EVERY_S)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(scrape)
+            rate = await run_on(bus, fanout, topic, topic, n)
+            tg.cancel_scope.cancel()
+    return rate
 
 
 async def run_on(
@@ -181,6 +211,12 @@ async def _main(endpoint: str) -> None:
     async def t10_sampled() -> float:
         return await bus_run(10, topic, topic, fan_n // 4, tracer_provider=one_in_100)
 
+    async def m1() -> float:
+        return await metered_run(1, topic, N, endpoint)
+
+    async def m10() -> float:
+        return await metered_run(10, topic, fan_n, endpoint)
+
     async def b1() -> float:
         return await bus_run(1, topic, topic, N)
 
@@ -209,6 +245,8 @@ async def _main(endpoint: str) -> None:
         ("traced_1_1to1", t1_all),
         ("traced_001_1to1", t1_sampled),
         ("traced_001_fanout10", t10_sampled),
+        ("metered_1to1", m1),
+        ("metered_fanout10", m10),
     ]
     for _, fn in pairs:  # warm-up: first runs pay for imports, allocator growth, caches
         await fn()
@@ -235,6 +273,11 @@ async def _main(endpoint: str) -> None:
     figures["tracing_cost_fanout10_at_001"] = round(
         1 - best["traced_001_fanout10"] / best["fanout10"], 3
     )
+    # And the share that metrics cost (on against off, same shape, same run).
+    figures["metered_1to1_per_s"] = round(best["metered_1to1"])
+    figures["metered_fanout10_per_s"] = round(best["metered_fanout10"])
+    figures["metrics_cost_1to1"] = round(1 - best["metered_1to1"] / best["publish_1to1"], 3)
+    figures["metrics_cost_fanout10"] = round(1 - best["metered_fanout10"] / best["fanout10"], 3)
     all_traces.shutdown()
     one_in_100.shutdown()
     figures["events"] = N
