@@ -39,7 +39,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from benchmarks._util import best_rate, emit
-from loom._metrics import MetricsConfig, open_metrics
+from loom.metrics import MetricsConfig, open_metrics
 from loom.runtime import AgentRuntime, Delivery, Event, EventBus, QoS
 
 N = int(os.environ.get("LOOM_BENCH_EVENTS", "200000"))

@@ -19,11 +19,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from loom import Agent, Context, capability, serve_agent
-from loom._metrics import ServeMetrics, metrics_config
 from loom.bridge import AdminClient, BridgeClient
 from loom.cli._config import ServeConfig, load_tables
 from loom.cli._serve import serve
-from loom.runtime import ConfigError, Event
+from loom.metrics import MetricsConfig, ServeMetrics, metrics_config, open_metrics
+from loom.runtime import ConfigError, Event, EventBus
 from loom.runtime.llm import CompletionRequest, UserMessage
 from loom.runtime.testing import Reply, ScriptedLLMServer
 
@@ -247,9 +247,6 @@ async def test_metrics_reach_an_otlp_receiver(tmp_path: Path) -> None:
 async def test_topic_labels_are_bounded_and_stay_put() -> None:
     # Two topics get a label; a third, even once it is the busiest, stays in "other", so no
     # series moves between a topic and "other", and each only grows.
-    from loom._metrics import MetricsConfig, open_metrics
-    from loom.runtime import EventBus
-
     def published(metrics: ServeMetrics) -> dict[str, float]:
         _, samples = _parse(metrics.prometheus()[0].decode())
         return {
