@@ -599,18 +599,22 @@ async def open_metrics(
             await anyio.sleep(config.interval_s)
             await metrics.export()
 
+    tg = anyio.create_task_group()
+    await tg.__aenter__()
     try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(refresh_durable)
-            if otlp is not None:
-                tg.start_soon(export)
-            try:
-                yield metrics
-            finally:
-                tg.cancel_scope.cancel()
+        tg.start_soon(refresh_durable)
+        if otlp is not None:
+            tg.start_soon(export)
+        yield metrics
     finally:
-        with anyio.CancelScope(shield=True):
-            if otlp is not None:
-                with anyio.move_on_after(10):
-                    await metrics.export()
-            await anyio.to_thread.run_sync(provider.shutdown)
+        try:
+            tg.cancel_scope.cancel()
+            # The body's own exception propagates as itself (not in an ExceptionGroup): the
+            # task group only ever holds the two loops above, cancelled here.
+            await tg.__aexit__(None, None, None)
+        finally:
+            with anyio.CancelScope(shield=True):
+                if otlp is not None:
+                    with anyio.move_on_after(10):
+                        await metrics.export()
+                await anyio.to_thread.run_sync(provider.shutdown)
