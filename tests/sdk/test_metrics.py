@@ -264,3 +264,43 @@ async def test_topic_labels_are_bounded_and_stay_put() -> None:
             for _ in range(5):
                 await bus.publish("a.three", Event(type="x"))
             assert published(metrics) == {"a.one": 2, "a.two": 1, "other": 5}
+
+
+async def test_a_durable_agents_backlog(tmp_path: Path) -> None:
+    # A remote durable agent that holds its first event: the other four wait in the log for
+    # it, and the metrics say so once the durable log's figures are read again.
+    release = anyio.Event()
+
+    async def hold(ctx: Context, topic: str, event: Event) -> None:
+        await release.wait()
+
+    slow = Agent("ledger", topics=["orders.*"], durable=True, on_event=hold)
+
+    def backlog(metrics: ServeMetrics) -> float:
+        _, samples = _parse(metrics.prometheus()[0].decode())
+        return sum(
+            v
+            for (n, _), v in samples.items()
+            if n in ("loom_durable_backlog", "loom_durable_in_flight")
+        )
+
+    with anyio.fail_after(60):
+        async with (
+            ScriptedLLMServer() as llm,
+            _served(tmp_path, llm) as (address, metrics),
+            anyio.create_task_group() as tg,
+        ):
+            await tg.start(partial(serve_agent, slow, address))
+            async with AdminClient(address, timeout=10) as admin:
+                await admin.publish("orders.new", [Event(type="order") for _ in range(5)])
+            # The log's figures are read every 5 s: poll for a reading that has them (within
+            # the test's deadline; nothing signals a reading).
+            while True:
+                if backlog(metrics) >= 4:
+                    break
+                await anyio.sleep(0.2)
+            _, samples = _parse(metrics.prometheus()[0].decode())
+            assert _value(samples, "loom_durable_stored") >= 5
+            assert _labels(samples, "loom_durable_backlog", "durable")
+            release.set()
+            tg.cancel_scope.cancel()
