@@ -161,7 +161,7 @@ async def serve(
     *,
     tables: ServiceTables | None = None,
     environ: Mapping[str, str] | None = None,
-    metrics: Callable[[ServeMetrics], None] | None = None,
+    on_metrics: Callable[[ServeMetrics], None] | None = None,
     task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a Loom server until SIGINT or SIGTERM, then drain and stop.
@@ -170,7 +170,7 @@ async def serve(
     ``await tg.start(serve, config)`` returns it (``port = 0`` picks a free one). The MCP
     servers of ``tables`` are connected first and their tools registered in the runtime, so
     every agent and ``ForwardToolCall`` can use them from the first call; ``environ`` is what
-    their ``pass_env``/``headers_env`` read. ``metrics`` is called with the server's metrics
+    their ``pass_env``/``headers_env`` read. ``on_metrics`` is called with the server's metrics
     (``ServeMetrics``: its ``prometheus()`` is what ``/metrics`` answers) once they read
     everything, before readiness is reported.
 
@@ -258,8 +258,8 @@ async def serve(
                     metering.otlp_endpoint,
                     metering.interval_s,
                 )
-            if metrics is not None:
-                metrics(meters)
+            if on_metrics is not None:
+                on_metrics(meters)
             if tracing is not None:
                 log.info(
                     "loom serve: traces to %s (%s %g)",

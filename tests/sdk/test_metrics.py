@@ -82,7 +82,7 @@ async def _served(
     got: list[ServeMetrics] = []
     async with anyio.create_task_group() as tg:
         port = await tg.start(
-            partial(serve, config, tables=tables, environ=env, metrics=got.append)
+            partial(serve, config, tables=tables, environ=env, on_metrics=got.append)
         )
         try:
             yield f"127.0.0.1:{port}", got[0]
