@@ -12,6 +12,11 @@ sending to a receiver in another process, ``benchmarks/_otlp_sink.py``), samplin
 tell the costs apart, with a sampler of 0 (the runtime's decision alone) and at 0.01 with the
 SDK's own sampler (what a sampler Loom does not know costs: every publish asks the SDK).
 
+Metrics lines: the same 1:1 and fan-out runs with ``loom serve``'s metrics on
+(``sdk/_metrics.py``: the MeterProvider read as Prometheus text, exported over OTLP to the same
+receiver every second, and scraped every 0.1 s, far more often than Prometheus's 15 s, while
+the events flow), measured next to the runs without.
+
 Prints one JSON line; see docs/performance.md for what the figures mean.
 """
 
@@ -37,9 +42,11 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from benchmarks._util import best_rate, emit
 from loom import trace_sampler
-from loom.runtime import Delivery, Event, EventBus, QoS
+from loom.metrics import MetricsConfig, open_metrics
+from loom.runtime import AgentRuntime, Delivery, Event, EventBus, QoS
 
 N = int(os.environ.get("LOOM_BENCH_EVENTS", "200000"))
+SCRAPE_EVERY_S = 0.1
 REPEATS = int(os.environ.get("LOOM_BENCH_REPEATS", "5"))
 BUFFER = 1024
 EVENTS = [Event(type="bench", payload=b"x" * (i % 64)) for i in range(1024)]
@@ -73,6 +80,29 @@ async def bus_run(
     async with EventBus(tracer_provider=tracer_provider) as bus:
         flush = None if tracer_provider is None else tracer_provider.force_flush
         return await run_on(bus, fanout, pattern, topic, n, extra_subs, qos, flush)
+
+
+async def metered_run(fanout: int, topic: str, n: int, endpoint: str) -> float:
+    """Deliveries per second through a bus of its own with ``loom serve``'s metrics on: the
+    statistics read by a scrape every ``SCRAPE_EVERY_S`` and an OTLP export every second."""
+    config = MetricsConfig(otlp_endpoint=endpoint, interval_s=1.0)
+    async with (
+        open_metrics(config) as metrics,
+        EventBus() as bus,
+        AgentRuntime(bus, meter_provider=metrics.meter_provider) as runtime,
+    ):
+        metrics.observe(bus, runtime=runtime)
+
+        async def scrape() -> None:
+            while True:
+                metrics.prometheus()
+                await anyio.sleep(SCRAPE_EVERY_S)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(scrape)
+            rate = await run_on(bus, fanout, topic, topic, n)
+            tg.cancel_scope.cancel()
+    return rate
 
 
 async def run_on(
@@ -187,6 +217,8 @@ async def _main(endpoint: str) -> None:
     all_traces, one_in_100 = traced(endpoint, 1.0), traced(endpoint, 0.01)
     none_kept, sdk_one_in_100 = traced(endpoint, 0.0), traced(endpoint, 0.01, sdk_sampler=True)
 
+    # Each traced run's spans are exported before it ends (bus_run): an exporter thread still
+    # busy with them would take the GIL from the next run, whichever it is.
     async def t1_all() -> float:
         return await bus_run(1, topic, topic, traced_n, tracer_provider=all_traces)
 
@@ -201,6 +233,12 @@ async def _main(endpoint: str) -> None:
 
     async def t10_sampled() -> float:
         return await bus_run(10, topic, topic, fan_n, tracer_provider=one_in_100)
+
+    async def m1() -> float:
+        return await metered_run(1, topic, N, endpoint)
+
+    async def m10() -> float:
+        return await metered_run(10, topic, fan_n, endpoint)
 
     async def b1() -> float:
         return await bus_run(1, topic, topic, N)
@@ -223,8 +261,10 @@ async def _main(endpoint: str) -> None:
     # Interleave each measurement with its baseline so drift on the machine hits both alike.
     pairs = [
         ("publish_1to1", b1),
+        ("metered_1to1", m1),
         ("naive_1to1", n1),
         ("fanout10", b10),
+        ("metered_fanout10", m10),
         ("naive_fanout10", n10),
         ("wildcard_1to1", wc),
         ("traced_1_1to1", t1_all),
@@ -265,6 +305,11 @@ async def _main(endpoint: str) -> None:
     figures["tracing_cost_1to1_at_001_sdk_sampler"] = round(
         1 - best["traced_001_sdk_sampler_1to1"] / best["publish_1to1"], 3
     )
+    # And the share that metrics cost (on against off, same shape, same run).
+    figures["metered_1to1_per_s"] = round(best["metered_1to1"])
+    figures["metered_fanout10_per_s"] = round(best["metered_fanout10"])
+    figures["metrics_cost_1to1"] = round(1 - best["metered_1to1"] / best["publish_1to1"], 3)
+    figures["metrics_cost_fanout10"] = round(1 - best["metered_fanout10"] / best["fanout10"], 3)
     for provider in (all_traces, one_in_100, none_kept, sdk_one_in_100):
         provider.shutdown()
     figures["events"] = N

@@ -130,6 +130,14 @@ class RequestGuard:
 
     def __init__(self, throttle: WarningThrottle | None = None) -> None:
         self.refused = 0
+        # The request-and-response streams (EventStream), counted where their frames are
+        # decoded and encoded: the bytes are the ones on the wire, at one addition per frame.
+        # (Decoding and encoding run on the event loop's thread, as the servicers do.)
+        self.streams = 0
+        self.frames_received = 0
+        self.bytes_received = 0
+        self.frames_sent = 0
+        self.bytes_sent = 0
         self._throttle = throttle if throttle is not None else WarningThrottle(log)
         self._lock = threading.Lock()
 
@@ -229,8 +237,10 @@ def _guard(handler: _Handler, method: str, guard: RequestGuard) -> _Handler:
     out = handler.response_serializer
     match streaming, handler.response_streaming:
         case True, True:
-            wrapped = _catching(behaviour)
-            return grpc.stream_stream_rpc_method_handler(wrapped, decode_frame, out)
+            wrapped = _catching(behaviour, guard)
+            return grpc.stream_stream_rpc_method_handler(
+                wrapped, _counting_in(decode_frame, guard), _counting_out(out, guard)
+            )
         case True, False:
             wrapped = _catching(behaviour)
             return grpc.stream_unary_rpc_method_handler(wrapped, decode_frame, out)
@@ -286,9 +296,34 @@ def _checking(behaviour: _Behaviour, method: str, guard: RequestGuard) -> _Behav
     return func
 
 
-def _catching(behaviour: _Behaviour) -> _Behaviour:
+def _counting_in(decode: Callable[[bytes], Any], guard: RequestGuard) -> Callable[[bytes], Any]:
+    def counted(raw: bytes) -> Any:
+        guard.frames_received += 1
+        guard.bytes_received += len(raw)
+        return decode(raw)
+
+    return counted
+
+
+def _counting_out(
+    encode: Callable[[Any], bytes] | None, guard: RequestGuard
+) -> Callable[[Any], bytes] | None:
+    if encode is None:
+        return None
+
+    def counted(message: Any) -> bytes:
+        raw = encode(message)
+        guard.frames_sent += 1
+        guard.bytes_sent += len(raw)
+        return raw
+
+    return counted
+
+
+def _catching(behaviour: _Behaviour, streams: RequestGuard | None = None) -> _Behaviour:
     """``behaviour`` (request stream), answering a :class:`MalformedRequest` it lets out
-    (already counted and logged where it was raised)."""
+    (already counted and logged where it was raised); with ``streams``, counting each call in
+    its ``streams``."""
     if inspect.isasyncgenfunction(behaviour):
 
         async def agen(requests: Any, context: Any) -> AsyncIterator[Any]:
@@ -302,6 +337,8 @@ def _catching(behaviour: _Behaviour) -> _Behaviour:
     if inspect.iscoroutinefunction(behaviour):
 
         async def coro(requests: Any, context: Any) -> Any:
+            if streams is not None:
+                streams.streams += 1
             try:
                 return await behaviour(requests, context)
             except MalformedRequest as exc:

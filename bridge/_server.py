@@ -353,6 +353,11 @@ class ServerStatistics(msgspec.Struct, frozen=True, kw_only=True):
             method's message, answered ``INVALID_ARGUMENT`` (``docs/security.md``).
         in_flight: deliveries sent on agents' streams and not yet credited back.
         in_flight_bytes: their encoded bytes (each stream's within its byte window).
+        streams_opened: ``EventStream`` calls since the server started.
+        frames_received: frames read from those streams (``ClientEvent``).
+        bytes_received: their encoded bytes.
+        frames_sent: frames written to them (``ServerEvent``).
+        bytes_sent: their encoded bytes.
     """
 
     registered: int
@@ -363,6 +368,11 @@ class ServerStatistics(msgspec.Struct, frozen=True, kw_only=True):
     malformed_requests: int = 0
     in_flight: int = 0
     in_flight_bytes: int = 0
+    streams_opened: int = 0
+    frames_received: int = 0
+    bytes_received: int = 0
+    frames_sent: int = 0
+    bytes_sent: int = 0
 
 
 class BridgeServer:
@@ -577,7 +587,8 @@ class BridgeServer:
 
     def statistics(self) -> ServerStatistics:
         """Counters: registered and connected agents, pushed tool calls in flight, requests
-        refused as undecodable, deliveries in flight to agents."""
+        refused as undecodable, deliveries in flight to agents, the streams' frames and
+        bytes."""
         streams = [session.statistics() for session in self.hub.sessions.values()]
         return ServerStatistics(
             registered=len(self.hub.registrations),
@@ -588,4 +599,9 @@ class BridgeServer:
             malformed_requests=self._guard.refused,
             in_flight=sum(s.in_flight for s in streams),
             in_flight_bytes=sum(s.in_flight_bytes for s in streams),
+            streams_opened=self._guard.streams,
+            frames_received=self._guard.frames_received,
+            bytes_received=self._guard.bytes_received,
+            frames_sent=self._guard.frames_sent,
+            bytes_sent=self._guard.bytes_sent,
         )

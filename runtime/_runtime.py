@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import msgspec
 from anyio.abc import TaskGroup
+from opentelemetry.metrics import Histogram, MeterProvider
 
 from ._agent_errors import AgentExists, AgentNotFound, AgentStartFailed
 from ._behaviour import AgentSpec, HasAgentSpec
@@ -178,6 +179,9 @@ class AgentRuntime:
             Not closed by the runtime.
         node: the name of the node it runs on, among several sharing one directory
             (``AgentInfo.node`` of its agents; ``""`` outside a cluster).
+        meter_provider: where the tool calls it routes are timed (``loom.tool.duration``, by
+            tool and outcome: its own registry's and its agents' capabilities); none: not
+            timed. Their counts need none (``ToolRegistry.statistics``).
 
     Attributes:
         id_claim: set by whatever shares this runtime's agent ids beyond its process (the
@@ -194,11 +198,18 @@ class AgentRuntime:
         sweep_interval_s: float = 5.0,
         llm: LLM | None = None,
         node: str = "",
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         if stop_timeout_s <= 0 or stale_after_s <= 0 or sweep_interval_s <= 0:
             raise InvalidArgument("stop_timeout_s, stale_after_s and sweep_interval_s must be > 0")
         self.bus = bus
         self.tools = tools if tools is not None else ToolRegistry()
+        self._tool_duration: Histogram | None = None
+        if meter_provider is not None:
+            self._tool_duration = meter_provider.get_meter("loom.runtime").create_histogram(
+                "loom.tool.duration", unit="s", description="Tool calls, by how they ended"
+            )
+            self.tools.duration = self._tool_duration
         self.directory = Directory(self._receivers, node=node)
         self.id_claim: IdClaim | None = None
         self.stop_timeout_s = stop_timeout_s
@@ -539,9 +550,15 @@ class AgentRuntime:
         """The registry of the capabilities agent ``agent_id`` offers, local or remote."""
         cell = self._cells.get(agent_id)
         if cell is not None:
-            return cell.registry
-        remote = self._services.remotes.get(agent_id)
-        return None if remote is None else remote.registry
+            registry = cell.registry
+        else:
+            remote = self._services.remotes.get(agent_id)
+            registry = None if remote is None else remote.registry
+        if registry is not None and self._tool_duration is not None:
+            # An agent's registry is made by its cell or replaced when a remote agent declares
+            # its tools again: timed from the first call the runtime routes to it.
+            registry.duration = self._tool_duration
+        return registry
 
     # ------------------------------------------------------------------ remote agents
 

@@ -45,12 +45,15 @@ def _value(value: AnyValue) -> Any:
 
 
 class OtlpReceiver:
-    """What the receiver holds: the spans, and how many metric exports came."""
+    """What the receiver holds: the spans; the metrics' names, and the last value of each
+    sum or gauge point by (metric, its ``topic`` attribute or ``""``)."""
 
     def __init__(self) -> None:
         self.spans: list[ExportedSpan] = []
         self.trace_exports = 0
         self.metric_exports = 0
+        self.metric_names: set[str] = set()
+        self.metric_points: dict[tuple[str, str], float] = {}
         self.port = 0
         self._changed = anyio.Event()
 
@@ -79,6 +82,36 @@ class OtlpReceiver:
                     )
         self._changed.set()
         self._changed = anyio.Event()
+
+    def _add_metrics(self, request: metrics_service_pb2.ExportMetricsServiceRequest) -> None:
+        self.metric_exports += 1
+        for rm in request.resource_metrics:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    self.metric_names.add(metric.name)
+                    which = metric.WhichOneof("data")
+                    if which not in ("sum", "gauge"):
+                        continue
+                    for point in getattr(metric, which).data_points:
+                        attrs = {a.key: _value(a.value) for a in point.attributes}
+                        value = (
+                            point.as_int
+                            if point.WhichOneof("value") == "as_int"
+                            else point.as_double
+                        )
+                        self.metric_points[(metric.name, str(attrs.get("topic", "")))] = value
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def wait_for_metrics(
+        self, done: Callable[[set[str]], bool], *, timeout: float
+    ) -> set[str]:
+        """The metric names once ``done(names)`` holds; fails after ``timeout``."""
+        with anyio.move_on_after(timeout):
+            while not done(self.metric_names):
+                await self._changed.wait()
+            return self.metric_names
+        raise AssertionError(f"the receiver did not get the metrics; it has {self.metric_names}")
 
     async def wait_until(
         self, done: Callable[[list[ExportedSpan]], bool], *, timeout: float
@@ -110,7 +143,7 @@ class _Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
     async def Export(
         self, request: metrics_service_pb2.ExportMetricsServiceRequest, context: object
     ) -> metrics_service_pb2.ExportMetricsServiceResponse:
-        self._receiver.metric_exports += 1
+        self._receiver._add_metrics(request)
         return metrics_service_pb2.ExportMetricsServiceResponse()
 
 

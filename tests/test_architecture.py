@@ -203,8 +203,9 @@ def test_floors(name: str) -> None:
 
 # What each top package must never import.
 # The OpenTelemetry SDK and its exporter are built by the outermost layer only (sdk/_telemetry.py,
-# from OTEL_* and flags); below it, the API alone, with the provider passed in.
-_OTEL_SDK = ("opentelemetry.sdk", "opentelemetry.exporter")
+# from OTEL_* and flags); below it, the API alone, with the provider passed in. So are the
+# metrics' readers and the Prometheus text (sdk/_metrics.py).
+_OTEL_SDK = ("opentelemetry.sdk", "opentelemetry.exporter", "prometheus_client")
 FORBIDDEN = {
     "loom.runtime": (
         "grpc",

@@ -24,6 +24,7 @@ import json
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any, cast
 
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from ._assemble import StreamAssembler, parse_tool_call
@@ -108,9 +109,12 @@ class AnthropicProvider(ProviderBase["AsyncStream[RawMessageStreamEvent]"]):
         config: ProviderConfig,
         *,
         tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
         client: AsyncAnthropic | None = None,
     ) -> None:
-        super().__init__(name, config, tracer_provider=tracer_provider)
+        super().__init__(
+            name, config, tracer_provider=tracer_provider, meter_provider=meter_provider
+        )
         self._owns_client = client is None
         if client is None:
             from anthropic import AsyncAnthropic

@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncGenerator, Mapping
 from typing import TYPE_CHECKING, cast
 
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from ._assemble import StreamAssembler, parse_tool_call
@@ -132,9 +133,12 @@ class OpenAIProvider(ProviderBase["AsyncStream[ChatCompletionChunk]"]):
         config: ProviderConfig,
         *,
         tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
         client: AsyncOpenAI | None = None,
     ) -> None:
-        super().__init__(name, config, tracer_provider=tracer_provider)
+        super().__init__(
+            name, config, tracer_provider=tracer_provider, meter_provider=meter_provider
+        )
         self._owns_client = client is None
         if client is None:
             from openai import AsyncOpenAI

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol, runtime_checkable
 
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from ._anthropic import AnthropicProvider
@@ -58,9 +59,17 @@ class RoutableLLM(LLM, Protocol):
 
 
 def build_provider(
-    name: str, config: ProviderConfig, *, tracer_provider: TracerProvider | None = None
+    name: str,
+    config: ProviderConfig,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
 ) -> OpenAIProvider | AnthropicProvider:
     """The provider ``config.kind`` names. Close it with ``aclose()`` (or ``async with``)."""
     if config.kind == "anthropic":
-        return AnthropicProvider(name, config, tracer_provider=tracer_provider)
-    return OpenAIProvider(name, config, tracer_provider=tracer_provider)
+        return AnthropicProvider(
+            name, config, tracer_provider=tracer_provider, meter_provider=meter_provider
+        )
+    return OpenAIProvider(
+        name, config, tracer_provider=tracer_provider, meter_provider=meter_provider
+    )

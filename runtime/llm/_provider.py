@@ -26,6 +26,7 @@ from typing import Generic, TypeVar
 
 import anyio
 import msgspec
+from opentelemetry.metrics import Histogram, MeterProvider
 from opentelemetry.trace import NoOpTracerProvider, Span, SpanKind, StatusCode, TracerProvider
 
 from ._assemble import StreamAssembler
@@ -104,6 +105,11 @@ def _kind(exc: LLMError) -> str:
     return "bad_response"
 
 
+def _outcome(exc: Exception) -> str:
+    """The ``outcome`` label of a failed call: its error kind (``ErrorCounts``' fields)."""
+    return _kind(exc) if isinstance(exc, LLMError) else "failed"
+
+
 class ProviderBase(ABC, Generic[_S]):
     """The shared machinery of a provider; ``_S`` is the SDK's stream type.
 
@@ -111,17 +117,31 @@ class ProviderBase(ABC, Generic[_S]):
         name: the provider's name (its ``[llm.<name>]``).
         config: its configuration; the API key is taken from ``config.api_key``.
         tracer_provider: where ``chat {model}`` spans go; none are made without one.
+        meter_provider: where each call's duration goes (``loom.llm.duration``, by provider,
+            model and outcome); nothing is recorded without one. The counts and tokens need
+            none: :meth:`statistics` keeps them.
     """
 
     system: str = ""
     """The ``gen_ai.system`` value of this provider's spans."""
 
     def __init__(
-        self, name: str, config: ProviderConfig, *, tracer_provider: TracerProvider | None = None
+        self,
+        name: str,
+        config: ProviderConfig,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         self._name = name
         self._config = config
         self._tracer = (tracer_provider or NoOpTracerProvider()).get_tracer("loom.runtime.llm")
+        self._duration: Histogram | None = None
+        if meter_provider is not None:
+            self._duration = meter_provider.get_meter("loom.runtime.llm").create_histogram(
+                "loom.llm.duration", unit="s", description="Model calls, by how they ended"
+            )
+        self._labels = {"provider": name, "model": config.model}
         self._limiter = anyio.CapacityLimiter(config.max_concurrency)
         self._random = random.Random()
         self._stats = ProviderStats()
@@ -245,6 +265,13 @@ class ProviderBase(ABC, Generic[_S]):
             f"chat {self._config.model}", kind=SpanKind.CLIENT, attributes=attributes
         )
 
+    def _timed(self, start: float, outcome: str) -> None:
+        # One record per call, only with a meter: the histogram's count is the calls.
+        if self._duration is not None:
+            self._duration.record(
+                anyio.current_time() - start, {**self._labels, "outcome": outcome}
+            )
+
     def _record_success(self, span: Span, completion: Completion) -> None:
         usage = completion.usage
         self._stats = msgspec.structs.replace(
@@ -303,9 +330,11 @@ class ProviderBase(ABC, Generic[_S]):
             )
         except Exception as exc:
             self._record_failure(span, exc)
+            self._timed(start, _outcome(exc))
             raise
         else:
             self._record_success(span, completion)
+            self._timed(start, "ok")
             return completion
         finally:
             span.end()
@@ -347,6 +376,7 @@ class ProviderBase(ABC, Generic[_S]):
                 raise self._timeout_error(timeout) from None
         except Exception as exc:
             self._record_failure(span, exc)
+            self._timed(start, _outcome(exc))
             span.end()
             raise
         chunks = _ChunkStream(
@@ -357,8 +387,10 @@ class ProviderBase(ABC, Generic[_S]):
         except BaseException as exc:
             if isinstance(exc, Exception):
                 self._record_failure(span, exc)
+                self._timed(start, _outcome(exc))
             raise
         else:
+            self._timed(start, "ok")
             if chunks.completion is not None:
                 self._record_success(span, chunks.completion)
             else:

@@ -29,6 +29,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Literal
 
 import msgspec
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import NoOpTracerProvider, Span, StatusCode, TracerProvider, use_span
 
 from .._errors import InvalidArgument
@@ -139,11 +140,15 @@ class ModelRouter:
         config: LLMConfig,
         *,
         tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
         on_decision: Callable[[RouteDecision], None] | None = None,
     ) -> ModelRouter:
-        """A router over providers built from ``config``; it owns and closes them."""
+        """A router over providers built from ``config``; it owns and closes them. With
+        ``meter_provider``, each provider records its calls' durations."""
         providers = {
-            name: build_provider(name, provider, tracer_provider=tracer_provider)
+            name: build_provider(
+                name, provider, tracer_provider=tracer_provider, meter_provider=meter_provider
+            )
             for name, provider in config.providers.items()
         }
         return cls(

@@ -32,6 +32,7 @@ import referencing
 import referencing.exceptions
 import referencing.jsonschema
 from anyio.lowlevel import RunVar
+from opentelemetry.metrics import Histogram
 
 from .._errors import InvalidArgument
 from ._errors import (
@@ -257,6 +258,21 @@ class _Entry:
         )
 
 
+def _outcome(exc: ToolError) -> str:
+    """The ``outcome`` label of a failed call: its kind, as ``ToolFailures`` counts it."""
+    if isinstance(exc, InvalidToolArguments):
+        return "invalid_arguments"
+    if isinstance(exc, ToolTimeout):
+        return "timeout"
+    if isinstance(exc, ToolPermissionDenied):
+        return "permission_denied"
+    return "failed"
+
+
+def _time(duration: Histogram, start: float, tool: str, outcome: str) -> None:
+    duration.record(anyio.current_time() - start, {"tool": tool, "outcome": outcome})
+
+
 class ToolRegistry:
     """The tools an agent (or a whole runtime) can call, by name.
 
@@ -272,6 +288,9 @@ class ToolRegistry:
         self._default_timeout = _check_timeout(default_timeout)
         self._entries: dict[str, _Entry] = {}
         self._not_found = 0
+        # Where each call's duration goes, by tool and outcome (``loom.tool.duration``): set
+        # by the runtime that owns a meter (AgentRuntime(meter_provider=...)); None: not timed.
+        self.duration: Histogram | None = None
 
     def register(
         self,
@@ -385,17 +404,25 @@ class ToolRegistry:
         limit = entry.timeout if timeout is None else _check_timeout(timeout)
         counters = entry.counters
         counters.calls += 1
+        duration = self.duration
+        start = anyio.current_time() if duration is not None else 0.0
         try:
             result = await self._call(entry, arguments, limit)
         except ToolError as exc:
             if exc.tool is None:
                 exc.tool = entry.name
             counters.count_failure(exc)
+            if duration is not None:
+                _time(duration, start, entry.name, _outcome(exc))
             raise
         except BaseException:
             counters.cancelled += 1
+            if duration is not None:
+                _time(duration, start, entry.name, "cancelled")
             raise
         counters.succeeded += 1
+        if duration is not None:
+            _time(duration, start, entry.name, "ok")
         return result
 
     def statistics(self) -> RegistryStats:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
 from anyio.abc import TaskStatus
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from loom import CognitiveAgent
@@ -35,6 +36,7 @@ from loom.runtime import AgentRuntime, EventBus
 from loom.runtime.llm import ModelRouter
 from loom.web import HttpServer, Metrics
 
+from .._metrics import ServeMetrics, metrics_config, open_metrics
 from .._telemetry import open_tracing, trace_config
 from ._config import ServeConfig, ServiceTables
 from ._hosted import agent_data_dir, agent_tools, build_tools
@@ -108,13 +110,15 @@ async def _cluster_directory(
 
 @asynccontextmanager
 async def _models(
-    tables: ServiceTables, tracer_provider: TracerProvider | None
+    tables: ServiceTables, tracer_provider: TracerProvider | None, meter_provider: MeterProvider
 ) -> AsyncIterator[ModelRouter | None]:
     """The server's model router over ``[llm]`` (``None`` without one); closed at the end."""
     if tables.llm is None:
         yield None
         return
-    async with ModelRouter.from_config(tables.llm, tracer_provider=tracer_provider) as router:
+    async with ModelRouter.from_config(
+        tables.llm, tracer_provider=tracer_provider, meter_provider=meter_provider
+    ) as router:
         log.info("loom serve: LLM providers: %s", ", ".join(tables.llm.providers))
         yield router
 
@@ -207,6 +211,7 @@ async def serve(
     tables: ServiceTables | None = None,
     environ: Mapping[str, str] | None = None,
     metrics: Metrics | None = None,
+    on_metrics: Callable[[ServeMetrics], None] | None = None,
     task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a Loom server until SIGINT or SIGTERM, then drain and stop.
@@ -215,8 +220,10 @@ async def serve(
     ``await tg.start(serve, config)`` returns it (``port = 0`` picks a free one). The MCP
     servers of ``tables`` are connected first and their tools registered in the runtime, so
     every agent and ``ForwardToolCall`` can use them from the first call; ``environ`` is what
-    their ``pass_env``/``headers_env`` read. ``metrics`` is the body of the HTTP port's
-    ``/metrics`` (``None``: 404).
+    their ``pass_env``/``headers_env`` read. ``metrics`` replaces the body of the HTTP port's
+    ``/metrics`` (by default the server's own metrics, ``ServeMetrics.prometheus()``).
+    ``on_metrics`` is called with the server's metrics once they read everything, before
+    readiness is reported.
 
     Raises:
         InsecureBind: a non-loopback host without a token or TLS.
@@ -233,12 +240,18 @@ async def serve(
         sample=config.trace_sample,
         service_name="loom-serve",
     )
+    metering = metrics_config(
+        environ or {}, endpoint=config.otlp_endpoint or None, service_name="loom-serve"
+    )
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         tables = tables if tables is not None else ServiceTables()
         cluster: ClusterTransport | None = None
         async with (
             # Outermost: the spans of the last moments (the drain) are flushed after it.
             open_tracing(tracing) as tracer_provider,
+            # Next: the last export follows the drain; the runtime and the router record into
+            # it, so it is made before them.
+            open_metrics(metering) as meters,
             # First in, last out: durable state outlives everything built on it.
             open_nats(
                 config.nats,
@@ -256,7 +269,7 @@ async def serve(
             ) as bus,
             # The router first: the runtime offers it to its agents (llm="server") and the
             # bridge to agents elsewhere (loom.v1.LLM).
-            _models(tables, tracer_provider) as router,
+            _models(tables, tracer_provider, meters.meter_provider) as router,
             AgentRuntime(
                 bus,
                 stale_after_s=config.stale_after_s,
@@ -264,6 +277,7 @@ async def serve(
                 sweep_interval_s=min(5.0, config.stale_after_s / 3),
                 llm=router,
                 node=config.node_name() if _clustered(config) else "",
+                meter_provider=meters.meter_provider,
             ) as runtime,
             # Before any agent starts: ids are claimed cluster-wide from the first.
             _cluster_directory(config, nats, runtime),
@@ -286,7 +300,13 @@ async def serve(
                 data_dir=data_dir,
             ) as server,
             # Last in, first out: the drain makes /readyz fail, then stops the HTTP port.
-            _http(config, tables, runtime, ready := _Readiness(nats), metrics) as http,
+            _http(
+                config,
+                tables,
+                runtime,
+                ready := _Readiness(nats),
+                metrics if metrics is not None else meters.prometheus,
+            ) as http,
         ):
             if cluster is not None:
                 log.info(
@@ -294,6 +314,15 @@ async def serve(
                 )
             log.info("loom serve: event bus up (pid %d, data dir %s)", os.getpid(), data_dir)
             log.info("loom serve: NATS %s", nats.describe())
+            meters.observe(bus, runtime=runtime, server=server, router=router, durable=durable_log)
+            if metering.otlp_endpoint:
+                log.info(
+                    "loom serve: metrics to %s (every %g s)",
+                    metering.otlp_endpoint,
+                    metering.interval_s,
+                )
+            if on_metrics is not None:
+                on_metrics(meters)
             if tracing is not None:
                 log.info(
                     "loom serve: traces to %s (%s %g)",

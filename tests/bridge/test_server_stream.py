@@ -10,6 +10,7 @@ from pathlib import Path
 
 import anyio
 import grpc
+import msgspec
 import pytest
 
 from loom.bridge import Limits, ServerStatistics
@@ -217,7 +218,10 @@ async def test_end_of_stream_fails_pending_calls_at_once_and_disconnects() -> No
         assert info.capabilities == ()
         assert s.bus.subscription_count() == subs_with_worker - 1  # its mailbox is gone
         assert s.runtime.directory.by_topic("jobs.x") == []
-        assert s.server.statistics() == ServerStatistics(
+        stats = s.server.statistics()
+        assert stats.streams_opened == 1  # the worker's; its frames and bytes counted as well
+        wire = {"frames_received": 0, "bytes_received": 0, "frames_sent": 0, "bytes_sent": 0}
+        assert msgspec.structs.replace(stats, streams_opened=0, **wire) == ServerStatistics(
             registered=1, connected=0, pending_tool_calls=0
         )
         # Its tool is gone with it; it is expected back, so a call waits for it, within its

@@ -10,6 +10,7 @@ from pathlib import Path
 import anyio
 import httpx2
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from loom.cli._config import ServeConfig
 from loom.runtime import AgentRuntime, ConfigError, EventBus
@@ -117,8 +118,12 @@ async def test_every_page_and_api_needs_the_token(tmp_path: Path) -> None:
                 agents = await other.get("/api/agents", headers=bearer)
                 assert agents.status_code == 200
                 assert agents.json() == []
-                # /metrics is on the port; this server was given nothing to export there.
-                assert (await other.get("/metrics", headers=bearer)).status_code == 404
+                # /metrics is the server's own metrics, Prometheus text that its parser reads.
+                scraped = await other.get("/metrics", headers=bearer)
+                assert scraped.status_code == 200
+                assert scraped.headers["content-type"].startswith("text/plain")
+                families = {family.name for family in text_string_to_metric_families(scraped.text)}
+                assert {"loom_events_published", "loom_bridge_streams"} <= families
 
 
 async def test_metrics_are_what_the_callable_returns() -> None:
