@@ -398,7 +398,11 @@ class ClusterDirectory:
                     else:
                         await self._on_agent(key, entry.value or b"", entry.revision)
         finally:
-            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+            with (
+                anyio.CancelScope(shield=True),
+                anyio.move_on_after(2.0),
+                contextlib.suppress(Exception),
+            ):
                 await watcher.stop()  # type: ignore[no-untyped-call]
 
     async def _on_agent(self, key: str, value: bytes, revision: int | None) -> None:

@@ -33,9 +33,7 @@ def clustered(client: Client) -> bool:
     return bool(client._server_info.get("cluster"))
 
 
-async def with_replicas(
-    client: Client, what: str, make: Callable[[int], Awaitable[T]]
-) -> T:
+async def with_replicas(client: Client, what: str, make: Callable[[int], Awaitable[T]]) -> T:
     """``make(replicas)`` with three replicas on a NATS cluster, else (or if the cluster
     cannot place three) with one.
 

@@ -52,7 +52,7 @@ class NatsNode:
         argv += ["--routes", ",".join(f"nats://127.0.0.1:{p}" for p in routes)]
         with self.log.open("ab") as out:
             # A quick fork; readiness is waited for through the monitor port.
-            self.proc = subprocess.Popen(  # noqa: ASYNC220
+            self.proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
             )
 
@@ -67,7 +67,7 @@ class NatsNode:
         """The monitor endpoint's JSON, or ``None`` while it does not answer (or not 200)."""
         url = f"http://127.0.0.1:{self.monitor_port}{path}"
         try:
-            with urllib.request.urlopen(url, timeout=2) as answer:  # noqa: S310 (loopback)
+            with urllib.request.urlopen(url, timeout=2) as answer:
                 data: dict[str, object] = json.loads(answer.read())
                 return data
         except (OSError, ValueError):
@@ -135,9 +135,24 @@ class NatsCluster:
         leader = (streams[stream].get("cluster") or {}).get("leader")  # type: ignore[attr-defined]
         return next(s for s in self.servers if s.name == leader)
 
+    async def wait_streams(self, *names: str) -> None:
+        """Until each stream of ``names`` has a leader (after a restart JetStream recovers
+        them from the stores, one raft election each)."""
+        with anyio.fail_after(60):
+            while True:
+                streams = await anyio.to_thread.run_sync(self._streams)
+                if all(_settled(streams.get(n)) for n in names):
+                    return
+                await anyio.sleep(0.1)
+
     def kill_all(self) -> None:
         for server in self.servers:
             server.kill()
+
+
+def _settled(stream: dict[str, object] | None) -> bool:
+    cluster = (stream or {}).get("cluster") or {}
+    return bool(cluster.get("leader"))  # type: ignore[attr-defined]
 
 
 @asynccontextmanager
@@ -166,16 +181,33 @@ class Nodes:
         environ = clean_env(**(env if env is not None else self.env))
         server = await self.stack.enter_async_context(
             running(
-                "serve", "--port", "0", "--data-dir", str(self.root / f"data-{name}"),
-                "--nats", self.nats.urls, "--node", name,
-                "--cluster-heartbeat", str(HEARTBEAT), *extra,
-                cwd=self.root, env=environ,
-            )  # fmt: skip
+                "serve",
+                "--port",
+                "0",
+                "--data-dir",
+                str(self.root / f"data-{name}"),
+                "--nats",
+                self.nats.urls,
+                "--node",
+                name,
+                "--cluster-heartbeat",
+                str(HEARTBEAT),
+                *extra,
+                cwd=self.root,
+                env=environ,
+            )
         )
         match = await server.wait_for(r"listening on (\S+:\d+)", timeout=60)
         self.servers[name] = server
         self.addresses[name] = match.group(1)
         return server
+
+    async def wait_joined(self) -> None:
+        """Until each node has heard every other (its first heartbeat): a test relies on it."""
+        for name, server in self.servers.items():
+            for other in self.servers:
+                if other != name:
+                    await server.wait_for(f"cluster: node {other} joined", timeout=30)
 
     async def agent(
         self, node: str, name: str, text: str, *, ready: str | None = None, **env: str
@@ -218,9 +250,5 @@ async def nodes_on(
         found.env = dict(env or {})
         for name in names:
             await found.start(name)
-        for name in names:
-            # Each node has heard every other (its first heartbeat) before a test relies on it.
-            for other in names:
-                if other != name:
-                    await found.servers[name].wait_for(f"cluster: node {other} joined", timeout=30)
+        await found.wait_joined()
         yield found
