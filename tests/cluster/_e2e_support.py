@@ -174,6 +174,7 @@ class Nodes:
         self.stack = stack
         self.servers: dict[str, Running] = {}
         self.addresses: dict[str, str] = {}
+        self.agents: dict[str, Running] = {}  # by the name given to agent()
         self.env: dict[str, str] = {}
 
     async def start(self, name: str, *extra: str, env: Mapping[str, str] | None = None) -> Running:
@@ -221,6 +222,7 @@ class Nodes:
             running_argv([sys.executable, "-u", str(path)], cwd=self.root, env=environ)
         )
         await agent.wait_for(f"connected to .* as {ready or name}$", timeout=60)
+        self.agents[name] = agent
         return agent
 
     async def loom(self, node: str, *args: str, **env: str) -> str:
