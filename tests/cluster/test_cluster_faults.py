@@ -5,6 +5,8 @@ NATS servers) stopped and started again with a durable backlog waiting."""
 from __future__ import annotations
 
 import re
+import signal
+import time
 from pathlib import Path
 
 import anyio
@@ -14,7 +16,8 @@ from loom.bridge._client import AgentRegistration, BridgeClient
 from loom.runtime import Event
 
 from ..bridge._client_support import FAST
-from ._e2e_support import Nodes, nats_cluster, nodes_on
+from ..sdk._cli_support import running
+from ._e2e_support import HEARTBEAT, Nodes, nats_cluster, nodes_on
 
 pytestmark = pytest.mark.anyio
 
@@ -52,6 +55,9 @@ if __name__ == "__main__":
 """
 
 PROVIDER = """\
+import asyncio
+import sys
+
 from loom import Agent, capability
 
 
@@ -61,7 +67,15 @@ async def upper(text: str) -> str:
     return text.upper()
 
 
-agent = Agent("upperer", capabilities=[upper])
+@capability("work.slow")
+async def slow(tag: str) -> str:
+    \"\"\"Take a minute.\"\"\"
+    print(f"slow {tag} started", file=sys.stderr, flush=True)
+    await asyncio.sleep(60)
+    return tag
+
+
+agent = Agent("upperer", capabilities=[upper, slow])
 
 if __name__ == "__main__":
     agent.run()
@@ -176,3 +190,29 @@ async def test_a_durable_backlog_survives_stopping_every_node_and_nats_server(
             )  # fmt: skip
             stored = await keeper.wait_for(r"flow.kept: (\d+) distinct", timeout=60)
             assert int(stored.group(1)) == total, keeper.output
+
+
+async def test_a_node_killed_leaves_every_directory_and_its_calls_fail(tmp_path: Path) -> None:
+    with anyio.fail_after(120):
+        async with nats_cluster(tmp_path) as nats, nodes_on(tmp_path, nats, "a", "b", "c") as nodes:
+            provider = await nodes.agent("b", "upperer", PROVIDER)
+            await nodes.wait_listed("a", "upperer")
+            await nodes.wait_listed("c", "upperer")
+            caller = await nodes.stack.enter_async_context(
+                running(
+                    "call", "-a", nodes.addresses["a"], "--timeout", "60", "work.slow",
+                    '{"tag": "k"}', cwd=tmp_path,
+                )
+            )  # fmt: skip
+            await provider.wait_for("slow k started")
+            nodes.servers["b"].signal(signal.SIGKILL)
+            killed = time.monotonic()
+            gone = r"cluster: node b is gone .*: 1 agents left"
+            await nodes.servers["a"].wait_for(gone + ", 1 calls failed", timeout=10)
+            await nodes.servers["c"].wait_for(gone, timeout=10)
+            # Within two heartbeat intervals (read a little later than it happened).
+            assert time.monotonic() - killed <= 2 * HEARTBEAT + 0.75
+            assert await caller.wait(timeout=5) == 1
+            assert "AGENT_DISCONNECTED" in caller.output
+            for node in ("a", "c"):
+                assert "upperer" not in await nodes.loom(node, "agents")
