@@ -32,7 +32,6 @@ from loom.cluster import (
     parse_nats,
 )
 from loom.runtime import AgentRuntime, EventBus
-from loom.runtime.collab import BarrierCoordinator
 from loom.runtime.llm import ModelRouter
 
 from .._telemetry import open_tracing, trace_config
@@ -216,11 +215,6 @@ async def serve(
             ) as runtime,
             # Before any agent starts: ids are claimed cluster-wide from the first.
             _cluster_directory(config, nats, runtime),
-            # The barriers of ctx.collab.arrive (loom.barrier.>), for agents here and remote
-            # ones. In a cluster every node runs one and every arrival reaches each of them
-            # (docs/cluster.md): each releases the parties, and each party takes the first
-            # release.
-            BarrierCoordinator(bus),
             _mcp_hub(tables, runtime, environ or {}),
             _hosted(tables, runtime, router, Path(data_dir)),
             BridgeServer(

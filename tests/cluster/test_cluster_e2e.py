@@ -68,17 +68,10 @@ NAME = os.environ["WORKER"]
 
 
 async def on_event(ctx, topic, event):
-    if topic == "go.barrier":
-        done = await ctx.collab.arrive(
-            "phase-1", parties=2, timeout=15, thread_id=event.payload.decode()
-        )
-        print(f"{NAME} barrier {done.complete} {','.join(sorted(done.arrived))}", flush=True)
-    else:
-        await ctx.reply(event, f"{NAME}:{event.payload.decode()}")
+    await ctx.reply(event, f"{NAME}:{event.payload.decode()}")
 
 
-topics = [f"work.{NAME}"] + (["go.barrier"] if os.environ.get("BARRIER") else [])
-agent = Agent(NAME, topics=topics, on_event=on_event)
+agent = Agent(NAME, topics=[f"work.{NAME}"], on_event=on_event)
 
 if __name__ == "__main__":
     agent.run()
@@ -133,9 +126,7 @@ async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Nod
             scripts = {"listener": LISTENER, "responder": RESPONDER, "boss": BOSS}
             for name, node in AGENTS.items():
                 if name.startswith("w-"):
-                    # The barrier's two parties: the workers on nodes a and b.
-                    barrier = "1" if name in ("w-a", "w-b") else ""
-                    await nodes.agent(node, name, WORKER, WORKER=name, BARRIER=barrier)
+                    await nodes.agent(node, name, WORKER, WORKER=name)
                 else:
                     await nodes.agent(node, name, scripts[name])
             for node in ("a", "b", "c"):
@@ -198,10 +189,3 @@ async def test_request_reply_and_a_gather_span_the_three_nodes(cluster: Nodes) -
         line = await agent_says(cluster, "boss", "boss gathered .*")
         assert line == "boss gathered w-a:job,w-b:job,w-c:job satisfied=True", line
 
-
-async def test_a_barrier_with_parties_on_two_nodes(cluster: Nodes) -> None:
-    with anyio.fail_after(60):
-        await cluster.loom("c", "publish", "go.barrier", "round-1")
-        for worker in ("w-a", "w-b"):
-            line = await agent_says(cluster, worker, f"{worker} barrier .*")
-            assert line == f"{worker} barrier True w-a,w-b", line
