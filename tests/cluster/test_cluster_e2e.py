@@ -188,4 +188,3 @@ async def test_request_reply_and_a_gather_span_the_three_nodes(cluster: Nodes) -
         await cluster.loom("c", "publish", "go.gather", "x")
         line = await agent_says(cluster, "boss", "boss gathered .*")
         assert line == "boss gathered w-a:job,w-b:job,w-c:job satisfied=True", line
-
