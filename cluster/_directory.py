@@ -46,6 +46,7 @@ from ._directory_wire import (
     node_key,
 )
 from ._peers import Peers
+from ._replicas import with_replicas
 
 __all__ = ["ClusterDirectory", "DirectoryStats"]
 
@@ -93,6 +94,10 @@ class ClusterDirectory:
         # Keys of this node found in the bucket at start, not claimed again: what an earlier
         # run of this node (killed, restarted) left; removed once the bucket is read.
         self._leftovers: dict[str, int] = {}
+        # When the watch last delivered an entry (anyio time): _heard for the liveness of
+        # the others, _seen for the watch's own (reset when a watch starts).
+        self._heard = 0.0
+        self._seen = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -101,15 +106,21 @@ class ClusterDirectory:
         try:
             self._kv = await js.key_value(BUCKET)
         except nats.js.errors.BucketNotFoundError:
-            config = KeyValueConfig(
-                bucket=BUCKET,
-                history=1,
-                ttl=3 * self.heartbeat_s,
-                # An expired key leaves a marker, so the watchers learn it is gone (the
-                # leftovers of a node that died; nats-server 2.11+).
-                limit_marker_ttl=max(1.0, self.heartbeat_s),
-            )
-            self._kv = await js.create_key_value(config)
+
+            async def make(replicas: int) -> KeyValue:
+                config = KeyValueConfig(
+                    bucket=BUCKET,
+                    history=1,
+                    ttl=3 * self.heartbeat_s,
+                    # An expired key leaves a marker, so the watchers learn it is gone (the
+                    # leftovers of a node that died; nats-server 2.11+).
+                    limit_marker_ttl=max(1.0, self.heartbeat_s),
+                    # Three copies on a NATS cluster: the directory survives any one server.
+                    replicas=replicas,
+                )
+                return await js.create_key_value(config)
+
+            self._kv = await with_replicas(self.client, f"the directory's bucket {BUCKET}", make)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         try:
@@ -121,7 +132,7 @@ class ClusterDirectory:
             await self._remove_leftovers()
             self._tg.start_soon(self._heartbeats)
             self._tg.start_soon(self._publish_changes)
-            self._tg.start_soon(self.peers.sweep, self.heartbeat_s)
+            self._tg.start_soon(self.peers.sweep, self.heartbeat_s, lambda: self._heard)
         except BaseException:
             self._tg.cancel_scope.cancel()
             await self._tg.__aexit__(None, None, None)
@@ -320,10 +331,54 @@ class ClusterDirectory:
     # ------------------------------------------------------------------ the other nodes
 
     async def _watch(self) -> None:
+        """Follow the bucket for as long as the node runs, watching again when the watch
+        stalls.
+
+        A watch is a JetStream consumer on one server of the NATS cluster: when that server
+        dies, its deliveries stop, and nats-py's own recovery (a missed idle heartbeat, 10 s
+        on) gives up for good when the consumer cannot be made again at that moment (the
+        replicas are still electing a leader). This node's own key is rewritten every
+        heartbeat, so a healthy watch delivers something at least that often: three
+        intervals without anything while connected mean a stalled watch, and a new one
+        replays the bucket (what is current; the writes it missed arrive as their next
+        heartbeat)."""
+        while True:
+            self._seen = anyio.current_time()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._guard, tg.cancel_scope)
+                try:
+                    await self._watch_once()
+                except Exception as exc:  # the watch could not be made, or broke
+                    log.warning("cluster: directory watch of node %s failed: %s", self.node, exc)
+                    await anyio.sleep(self.heartbeat_s)
+                tg.cancel_scope.cancel()
+
+    async def _guard(self, watch: anyio.CancelScope) -> None:
+        await self._stalled()
+        log.warning(
+            "cluster: node %s heard nothing from the directory for %.1f s; watching it again",
+            self.node,
+            anyio.current_time() - self._seen,
+        )
+        watch.cancel()
+
+    async def _stalled(self) -> None:
+        """Return once the watch has delivered nothing for three heartbeat intervals while
+        the connection was up (a disconnection is a state of its own: the client resubscribes
+        when it is back)."""
+        while True:
+            await anyio.sleep(self.heartbeat_s)
+            if not self.client.is_connected:
+                self._seen = anyio.current_time()
+            elif anyio.current_time() - self._seen > 3 * self.heartbeat_s:
+                return
+
+    async def _watch_once(self) -> None:
         assert self._kv is not None
         watcher = await self._kv.watchall()
         try:
             async for entry in watcher:
+                self._seen = self._heard = anyio.current_time()
                 if entry is None:
                     self._ready.set()  # the bucket's contents are read
                     continue
@@ -343,7 +398,11 @@ class ClusterDirectory:
                     else:
                         await self._on_agent(key, entry.value or b"", entry.revision)
         finally:
-            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+            with (
+                anyio.CancelScope(shield=True),
+                anyio.move_on_after(2.0),
+                contextlib.suppress(Exception),
+            ):
                 await watcher.stop()  # type: ignore[no-untyped-call]
 
     async def _on_agent(self, key: str, value: bytes, revision: int | None) -> None:

@@ -53,6 +53,8 @@ from loom.runtime import (
 )
 from loom.runtime.lowlevel import DurableConsumer, mark_delivery
 
+from ._replicas import with_replicas
+
 __all__ = ["JetStreamLog", "consumer_name", "subject_of", "topic_of"]
 
 STREAM: Final = "LOOM_EVENTS"
@@ -68,6 +70,15 @@ _ECHO_WAIT: Final = 2.0
 # oldest is given up (its append stores the event itself). Below nats-py's own bound on
 # pending async publishes (set to twice this), so starting one never stalls.
 _AHEAD_MAX: Final = 1024
+
+# What JetStream answers while it is away for a moment: not up yet ("no responders"), or, on
+# a NATS cluster, a stream whose replicas elect a leader after a server died (503: "no
+# response from stream", "JetStream system temporarily unavailable"). Worth asking again.
+_UNAVAILABLE: Final = (
+    nats.errors.NoRespondersError,
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
+)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Event)
@@ -168,6 +179,12 @@ class _Consumer:
             # poll rather than spin; closing the subscription ends the loop.
             await anyio.sleep(timeout)
             return []
+        except _UNAVAILABLE:
+            # JetStream away for a moment (a NATS server of the cluster died and the
+            # stream's replicas elect a leader): nothing now, the next poll asks again. The
+            # position is the server's, so nothing is skipped.
+            await anyio.sleep(min(timeout, 0.25))
+            return []
         return [_Message(m) for m in msgs]
 
     async def aclose(self) -> None:
@@ -267,22 +284,28 @@ class JetStreamLog:
         # Listening first, listing second: a name made in between is seen by one or both.
         self._advisory_sub = await self._nc.subscribe(CREATED, cb=self._on_created)
         await self._nc.flush()
-        config = api.StreamConfig(
-            name=STREAM,
-            subjects=[f"{PREFIX}.>"],
-            retention=api.RetentionPolicy.LIMITS,
-            discard=api.DiscardPolicy.OLD,
-            max_age=self._max_age,
-            max_bytes=self._max_bytes,
-            duplicate_window=self._window,
-            storage=api.StorageType.FILE,
-        )
-        try:
-            info = await self._js.stream_info(STREAM)
-        except nats.js.errors.NotFoundError:
-            info = await self._js.add_stream(config)
-        else:
-            info = await self._js.update_stream(config)
+
+        async def make(replicas: int) -> api.StreamInfo:
+            config = api.StreamConfig(
+                name=STREAM,
+                subjects=[f"{PREFIX}.>"],
+                retention=api.RetentionPolicy.LIMITS,
+                discard=api.DiscardPolicy.OLD,
+                max_age=self._max_age,
+                max_bytes=self._max_bytes,
+                duplicate_window=self._window,
+                storage=api.StorageType.FILE,
+                # Three copies on a NATS cluster: the stored events survive any one server.
+                num_replicas=replicas,
+            )
+            try:
+                await self._js.stream_info(STREAM)
+            except nats.js.errors.NotFoundError:
+                return await self._js.add_stream(config)
+            # An existing stream takes the replicas too (JetStream scales it up in place).
+            return await self._js.update_stream(config)
+
+        info = await with_replicas(self._nc, f"the durable events' stream {STREAM}", make)
         self._last_seq = info.state.last_seq
         for consumer in await self._js.consumers_info(STREAM):
             cfg = consumer.config
@@ -399,9 +422,11 @@ class JetStreamLog:
                 ack = await self._js.publish(
                     subject, data, timeout=min(left, 5.0), stream=STREAM, headers=headers
                 )
-            except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+            except (nats.errors.TimeoutError, *_UNAVAILABLE) as exc:
                 # The server is down or restarting (a JetStream that is not up answers "no
-                # responders"): retrying the same message id is safe, it is stored once.
+                # responders"), or, on a NATS cluster, the stream's replicas are electing a
+                # leader after a server died (503, "no response from stream"): retrying the
+                # same message id is safe, it is stored once.
                 last = exc
             except nats.errors.ConnectionClosedError as exc:
                 raise DurableUnavailable(f"event {event.id} not stored: {exc!r}") from exc

@@ -199,14 +199,25 @@ class Peers:
                 failed,
             )
 
-    async def sweep(self, heartbeat_s: float) -> None:
-        """Declare dead, every quarter interval, the nodes silent for 1.5 intervals."""
+    async def sweep(self, heartbeat_s: float, directory_heard: Callable[[], float]) -> None:
+        """Declare dead, every quarter interval, the nodes silent for 1.5 intervals, while
+        the directory itself speaks.
+
+        ``directory_heard`` says when the watch of the bucket last delivered anything (this
+        node's own heartbeat comes through it every interval). A node is dead only once the
+        directory went on speaking for 1.25 intervals after that node's last word: a live
+        node would have written within them (a quarter interval of slack for a late
+        write). When the directory falls silent too, the silence is the directory's, not
+        the other nodes': the bucket's replicas electing a leader after a NATS server died,
+        a stalled watch. Nobody is declared dead then (as nobody is while disconnected); the
+        watch comes back and brings the heartbeats."""
         limit = 1.5 * heartbeat_s
         while True:
             await anyio.sleep(heartbeat_s / 4)
             now = anyio.current_time()
+            heard = directory_heard()
             for node, seen in list(self._seen.items()):
-                if now - seen > limit:
+                if now - seen > limit and heard - seen > 1.25 * heartbeat_s:
                     await self.drop_node(node, f"silent for {limit:g} s")
 
     def nodes(self) -> list[str]:
