@@ -93,19 +93,19 @@ def _clustered(config: ServeConfig) -> bool:
 @asynccontextmanager
 async def _cluster_directory(
     config: ServeConfig, nats: NatsEngine, runtime: AgentRuntime
-) -> AsyncIterator[None]:
+) -> AsyncIterator[ClusterDirectory | None]:
     """The cluster's directory and calls between nodes (``docs/cluster.md``), with NATS URLs;
     else nothing."""
     if not _clustered(config) or nats.connection is None:
-        yield
+        yield None
         return
     async with ClusterDirectory(
         runtime,
         nats.connection.client,
         config.node_name(),
         heartbeat_s=config.cluster_heartbeat_s,
-    ):
-        yield  # the startup line says this node's name, once everything is up
+    ) as directory:
+        yield directory  # the startup line says this node's name, once everything is up
 
 
 @asynccontextmanager
@@ -280,7 +280,7 @@ async def serve(
                 meter_provider=meters.meter_provider,
             ) as runtime,
             # Before any agent starts: ids are claimed cluster-wide from the first.
-            _cluster_directory(config, nats, runtime),
+            _cluster_directory(config, nats, runtime) as directory,
             _mcp_hub(tables, runtime, environ or {}),
             _hosted(tables, runtime, router, Path(data_dir)),
             BridgeServer(
@@ -356,6 +356,12 @@ async def serve(
             if http is not None:
                 await http.aclose()
             await server.aclose()
+            if directory is not None:
+                # Before the runtime: the directory's task group was entered inside the
+                # runtime's, so it must end first (else the runtime's cancellation reaches it
+                # with no scope left to catch it). The node leaves the cluster's directory
+                # once its bridge has stopped taking agents, before its agents stop.
+                await directory.aclose()
             await runtime.aclose()
             await bus.aclose()
     log.info("loom serve: stopped")
