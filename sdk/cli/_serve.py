@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -33,6 +33,7 @@ from loom.cluster import (
     parse_nats,
 )
 from loom.runtime import AgentRuntime, EventBus
+from loom.runtime.collab import BarrierCoordinator
 from loom.runtime.llm import ModelRouter
 from loom.web import HttpServer, Metrics
 
@@ -106,6 +107,20 @@ async def _cluster_directory(
         heartbeat_s=config.cluster_heartbeat_s,
     ) as directory:
         yield directory  # the startup line says this node's name, once everything is up
+
+
+@asynccontextmanager
+async def _barriers(bus: EventBus) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """The bus's barrier coordinator, so agents anywhere can ``ctx.collab.arrive``; yields
+    what stops it (also called on the way out; the second call does nothing).
+
+    In a cluster every node runs one: an arrival crosses to every node (each coordinator
+    holds interest in ``loom.barrier.>``), so each counts every participant and answers at
+    release; a participant takes the first answer, the others are strays its reply router
+    counts (``docs/cluster.md``)."""
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(BarrierCoordinator(bus, sender="loom-serve"))
+        yield stack.aclose
 
 
 @asynccontextmanager
@@ -280,6 +295,7 @@ async def serve(
                 meter_provider=meters.meter_provider,
             ) as runtime,
             # Before any agent starts: ids are claimed cluster-wide from the first.
+            _barriers(bus) as stop_barriers,
             _cluster_directory(config, nats, runtime) as directory,
             _mcp_hub(tables, runtime, environ or {}),
             _hosted(tables, runtime, router, Path(data_dir)),
@@ -356,12 +372,14 @@ async def serve(
             if http is not None:
                 await http.aclose()
             await server.aclose()
+            # Before the runtime: the directory's and the coordinator's task groups were
+            # entered inside the runtime's, so they must end first (else the runtime's
+            # cancellation reaches them with no scope left to catch it). The node leaves the
+            # cluster's directory once its bridge has stopped taking agents, before its agents
+            # stop; waiting participants get ``aborted``.
             if directory is not None:
-                # Before the runtime: the directory's task group was entered inside the
-                # runtime's, so it must end first (else the runtime's cancellation reaches it
-                # with no scope left to catch it). The node leaves the cluster's directory
-                # once its bridge has stopped taking agents, before its agents stop.
                 await directory.aclose()
+            await stop_barriers()
             await runtime.aclose()
             await bus.aclose()
     log.info("loom serve: stopped")

@@ -68,10 +68,16 @@ NAME = os.environ["WORKER"]
 
 
 async def on_event(ctx, topic, event):
+    if topic == "go.barrier":
+        if NAME in ("w-a", "w-b"):  # two parties, on two nodes
+            result = await ctx.collab.arrive("phase", parties=2, timeout=15, thread_id="t1")
+            arrived = ",".join(sorted(result.arrived))
+            print(f"{NAME} barrier {arrived} complete={result.complete}", flush=True)
+        return
     await ctx.reply(event, f"{NAME}:{event.payload.decode()}")
 
 
-agent = Agent(NAME, topics=[f"work.{NAME}"], on_event=on_event)
+agent = Agent(NAME, topics=[f"work.{NAME}", "go.barrier"], on_event=on_event)
 
 if __name__ == "__main__":
     agent.run()
@@ -179,7 +185,7 @@ async def test_pub_sub_per_tier_and_the_trace_context_cross_nodes(cluster: Nodes
         assert line.split()[-1].split("-")[1] == trace_id, line
 
 
-async def test_request_reply_and_a_gather_span_the_three_nodes(cluster: Nodes) -> None:
+async def test_request_reply_a_gather_and_a_barrier_span_the_nodes(cluster: Nodes) -> None:
     with anyio.fail_after(60):
         # ctx.request from node a to the responder on node c.
         await cluster.loom("b", "publish", "go.request", "ping")
@@ -188,3 +194,8 @@ async def test_request_reply_and_a_gather_span_the_three_nodes(cluster: Nodes) -
         await cluster.loom("c", "publish", "go.gather", "x")
         line = await agent_says(cluster, "boss", "boss gathered .*")
         assert line == "boss gathered w-a:job,w-b:job,w-c:job satisfied=True", line
+        # A barrier with its two parties on nodes a and b, published from node c.
+        await cluster.loom("c", "publish", "go.barrier", "x")
+        for worker in ("w-a", "w-b"):
+            line = await agent_says(cluster, worker, rf"{worker} barrier .*")
+            assert line == f"{worker} barrier w-a,w-b complete=True", line
