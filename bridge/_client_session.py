@@ -82,6 +82,7 @@ FEATURES = (
     bridge_pb2.STREAM_FEATURE_TOOL_CANCEL,
     bridge_pb2.STREAM_FEATURE_UNROUTED,
     bridge_pb2.STREAM_FEATURE_SUPERVISION,
+    bridge_pb2.STREAM_FEATURE_DURABLE_TOPICS,
 )
 
 
@@ -354,6 +355,8 @@ class Session:
         assert self._tg is not None
         opts = self.options
         call = self._call
+        # Until this stream's welcome says otherwise, nothing is known to be durable.
+        self.client.durable_topics.reset(())
         await call.write(bridge_pb2.ClientEvent(ack=bridge_pb2.Ack(message_id=self.agent_id)))
         await call.write(
             bridge_pb2.ClientEvent(
@@ -456,6 +459,8 @@ class Session:
                 self._on_welcome(msg.welcome)
             elif kind == "released":
                 self.released.set()
+            elif kind == "durable_patterns":
+                self.client.durable_topics.add(msg.durable_patterns.patterns)
             elif kind == "err":
                 self.counters.server_error(msg.err.code, msg.err.message)
             # Anything else is a frame of a newer server that we did not ask for: ignored.
@@ -541,6 +546,13 @@ class Session:
         if bridge_pb2.STREAM_FEATURE_PUBLISH_ACK in self.features:
             self._acks = True
             self.credit = welcome.publish_window
+        # The topics this server stores durably (none from one that does not say): a
+        # publish on one waits for its acceptance (BridgeClient.publish).
+        self.client.durable_topics.reset(
+            welcome.durable_patterns
+            if bridge_pb2.STREAM_FEATURE_DURABLE_TOPICS in self.features
+            else ()
+        )
         told = self.client.durable_ack_wait
         if told is not None and bridge_pb2.STREAM_FEATURE_DURABLE in self.features:
             # 0: an older server that does not say; its log's default then.

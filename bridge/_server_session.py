@@ -125,6 +125,7 @@ _FEATURES: Final = frozenset(
         bridge_pb2.STREAM_FEATURE_UNROUTED,
         bridge_pb2.STREAM_FEATURE_SUPERVISION,
         bridge_pb2.STREAM_FEATURE_DURABLE,
+        bridge_pb2.STREAM_FEATURE_DURABLE_TOPICS,
     }
 )
 _DELIVERY_WINDOW: Final = 1024  # granted to a stream that asks for credit but names no window
@@ -291,6 +292,11 @@ class Session:
         self.durable: Registration | None = None
         self._dsub: DurableSubscription | None = None
         self._dheld: dict[int, DurableMessage] = {}  # sent and not settled, by delivery id
+        # STREAM_FEATURE_DURABLE_TOPICS: durable patterns the bus learnt since the welcome,
+        # not yet told (the bus calls _durable_learnt; _tell_durable sends them).
+        self._dlearnt: list[str] = []
+        self._dlearnt_any = anyio.Event()
+        self._unwatch: Callable[[], None] | None = None
 
     def statistics(self) -> StreamStatistics:
         """What is in flight to the agent now (see :class:`StreamStatistics`)."""
@@ -374,6 +380,8 @@ class Session:
             if pending.outcome is None:
                 pending.outcome = disconnected_outcome(call_id, self.agent_id, reason)
                 pending.done.set()
+        if self._unwatch is not None:
+            self._unwatch()
         self._out.close_receiving()
         self._lane.close_receiving()
         self._lose_flight()
@@ -545,12 +553,41 @@ class Session:
             delivery_window=self._dwindow,
             delivery_window_bytes=self._dwindow_bytes,
         )
-        durable_log = self._bus.plumbing.durable_log
+        plumbing = self._bus.plumbing
+        durable_log = plumbing.durable_log
         if self.durable is not None and durable_log is not None:
             # The agent's keep-alives must come well within the log's ack wait, whatever
             # this server was configured with (StreamWelcome.durable_ack_wait_ms).
             welcome.durable_ack_wait_ms = max(1, round(durable_log.ack_wait * 1000))
+        topics = bridge_pb2.STREAM_FEATURE_DURABLE_TOPICS
+        if topics in granted:
+            if durable_log is None or not self._acks:
+                granted.remove(topics)  # nothing stored here, or no ack to wait for
+                del welcome.features[:]
+                welcome.features.extend(granted)
+            else:
+                # Watched before the snapshot is taken: a pattern learnt in between is told
+                # twice rather than never (the client keeps a set).
+                self._unwatch = plumbing.watch_durable(self._durable_learnt)
+                welcome.durable_patterns.extend(sorted(plumbing.durable_patterns()))
         await self._send(bridge_pb2.ServerEvent(welcome=welcome))
+        if self._unwatch is not None and self._tg is not None:
+            self._tg.start_soon(self._tell_durable)
+
+    def _durable_learnt(self, patterns: tuple[str, ...]) -> None:
+        """The bus learnt durable patterns (called synchronously by it): tell the client."""
+        self._dlearnt.extend(patterns)
+        self._dlearnt_any.set()
+
+    async def _tell_durable(self) -> None:
+        """Send the durable patterns learnt since the welcome (STREAM_FEATURE_DURABLE_TOPICS),
+        those that came together in one frame; after the welcome, in the outbound order."""
+        while True:
+            await self._dlearnt_any.wait()
+            self._dlearnt_any = anyio.Event()
+            learnt, self._dlearnt = self._dlearnt, []
+            frame = bridge_pb2.DurablePatterns(patterns=learnt)
+            await self._send(bridge_pb2.ServerEvent(durable_patterns=frame))
 
     # ------------------------------------------------------------------ publishing
 
