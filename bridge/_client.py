@@ -73,7 +73,6 @@ from loom.runtime import (
     DEAD_LETTER_PREFIX,
     AgentStatus,
     Delivery,
-    DurableUnavailable,
     Event,
     InvalidArgument,
     LoomError,
@@ -115,6 +114,7 @@ from ._errors import (
     ConnectFailed,
     ConnectionEnded,
     ConnectionLost,
+    DurablePublishFailed,
     PublishRejected,
     RegistrationRefused,
 )
@@ -739,10 +739,10 @@ class BridgeClient:
             WireError: the event cannot go on the wire.
             PublishRejected: (``wait_accepted``, or a durable topic) the server's bus
                 refused it.
-            DurableUnavailable: (a durable topic) not stored: the server's log did not store
-                it in time (its NATS server down), or no connection took it within
-                ``durable_publish_timeout``. It may or may not have been stored; publishing
-                the same event again stores it at most once.
+            DurablePublishFailed: (a durable topic; a ``DurableUnavailable``) not stored:
+                the server's log did not store it in time (its NATS server down), or no
+                connection took it within ``durable_publish_timeout``. It may or may not have
+                been stored; publishing the same event again stores it at most once.
             ConnectionLost: (``wait_accepted``) the connection dropped before the ack; the
                 publish may or may not have been accepted.
             ClientClosed: the client is closed.
@@ -755,29 +755,23 @@ class BridgeClient:
         """A publish on a durable topic: returns once stored (see :meth:`publish`)."""
         limit = self.options.durable_publish_timeout
         lost: ConnectionLost | None = None
-        try:
-            with anyio.fail_after(limit):
-                while True:
-                    try:
-                        return await self._publish(topic, event, AckWaiter(topic))
-                    except ConnectionLost as exc:
-                        # Written and perhaps stored, or never sent: the same event again
-                        # (same id, same topic) is stored once either way.
-                        lost = exc
-                    except PublishRejected as exc:
-                        if exc.code != "DEADLINE_EXCEEDED":
-                            raise
-                        # The server's log did not store it within its publish timeout.
-                        raise DurableUnavailable(
-                            f"durable publish on {topic!r} not stored: {exc.reason}"
-                        ) from exc
-        except DurableUnavailable:
-            raise
-        except TimeoutError:
-            raise DurableUnavailable(
-                f"durable publish on {topic!r} not stored within {limit:g} s"
-                + (f" (connection lost: {lost})" if lost is not None else "")
-            ) from lost
+        with anyio.move_on_after(limit):
+            while True:
+                try:
+                    return await self._publish(topic, event, AckWaiter(topic))
+                except ConnectionLost as exc:
+                    # Written and perhaps stored, or never sent: the same event again (same
+                    # id, same topic) is stored once either way.
+                    lost = exc
+                except PublishRejected as exc:
+                    if exc.code != "DEADLINE_EXCEEDED":
+                        raise
+                    # The server's log did not store it within its publish timeout.
+                    raise DurablePublishFailed(topic, exc.code, exc.reason) from exc
+        reason = f"not stored within {limit:g} s"
+        if lost is not None:
+            reason += f" (the connection was lost: {lost})"
+        raise DurablePublishFailed(topic, "UNAVAILABLE", reason) from lost
 
     async def _publish(self, topic: str, event: Event, waiter: AckWaiter | None) -> Acceptance:
         while True:

@@ -543,6 +543,11 @@ class Session:
         if bridge_pb2.STREAM_FEATURE_DURABLE in granted and self.durable is None:
             granted.remove(bridge_pb2.STREAM_FEATURE_DURABLE)  # not a durable registration
         self._start_durable(bridge_pb2.STREAM_FEATURE_DURABLE in granted)
+        plumbing = self._bus.plumbing
+        durable_log = plumbing.durable_log
+        topics = bridge_pb2.STREAM_FEATURE_DURABLE_TOPICS
+        if topics in granted and (durable_log is None or not self._acks):
+            granted.remove(topics)  # nothing is stored here, or there is no ack to wait for
         # Batching starts when the writer has written this welcome (see _writer), so no batch
         # can overtake it.
         welcome = bridge_pb2.StreamWelcome(
@@ -553,23 +558,15 @@ class Session:
             delivery_window=self._dwindow,
             delivery_window_bytes=self._dwindow_bytes,
         )
-        plumbing = self._bus.plumbing
-        durable_log = plumbing.durable_log
         if self.durable is not None and durable_log is not None:
             # The agent's keep-alives must come well within the log's ack wait, whatever
             # this server was configured with (StreamWelcome.durable_ack_wait_ms).
             welcome.durable_ack_wait_ms = max(1, round(durable_log.ack_wait * 1000))
-        topics = bridge_pb2.STREAM_FEATURE_DURABLE_TOPICS
         if topics in granted:
-            if durable_log is None or not self._acks:
-                granted.remove(topics)  # nothing stored here, or no ack to wait for
-                del welcome.features[:]
-                welcome.features.extend(granted)
-            else:
-                # Watched before the snapshot is taken: a pattern learnt in between is told
-                # twice rather than never (the client keeps a set).
-                self._unwatch = plumbing.watch_durable(self._durable_learnt)
-                welcome.durable_patterns.extend(sorted(plumbing.durable_patterns()))
+            # Watched before the snapshot is taken: a pattern learnt in between is told twice
+            # rather than never (the client keeps a set).
+            self._unwatch = plumbing.watch_durable(self._durable_learnt)
+            welcome.durable_patterns.extend(sorted(plumbing.durable_patterns()))
         await self._send(bridge_pb2.ServerEvent(welcome=welcome))
         if self._unwatch is not None and self._tg is not None:
             self._tg.start_soon(self._tell_durable)
