@@ -67,6 +67,13 @@ _YIELD_EVERY = 64
 # _CREDIT_LINGER seconds after the first delivery owed, so that a trickle is soon counted
 # delivered on the server; the linger never holds the stream back (see above).
 _CREDIT_LINGER = 0.05
+# Durable settles go back together: once this many acks are due, or _SETTLE_LINGER seconds
+# after the first one. A handler returns one event at a time, and a frame per ack cost the
+# server a gRPC read, a settle and a NATS flush per event (about a third of its CPU on the
+# durable path, docs/performance.md); an ack a few milliseconds late changes nothing
+# (redelivery waits for the log's ack wait, seconds).
+_SETTLE_STEP = 64
+_SETTLE_LINGER = 0.005
 
 log = logging.getLogger("loom.bridge.client")
 
@@ -267,6 +274,7 @@ class Session:
         # settler (at most one entry per durable delivery held, plus keep-alives).
         self._settles = bridge_pb2.DurableSettle()
         self._settles_due = anyio.Event()
+        self._settles_step = anyio.Event()  # _SETTLE_STEP acks are due
         self._owed_step = anyio.Event()
         self._holding = False  # the delivery being handed over is held (hold_credit)
         self._seq = 0
@@ -750,14 +758,20 @@ class Session:
         deliveries back then: they come again on the next stream)."""
         if self.ended:
             return
-        self._settles.MergeFrom(frame)
+        settles = self._settles
+        settles.MergeFrom(frame)
         self._settles_due.set()
+        if len(settles.acks) >= _SETTLE_STEP:
+            self._settles_step.set()
 
     async def _settler(self) -> None:
         while True:
             await self._settles_due.wait()
+            if len(self._settles.acks) < _SETTLE_STEP:
+                with anyio.move_on_after(_SETTLE_LINGER):  # more acks come meanwhile
+                    await self._settles_step.wait()
             frame, self._settles = self._settles, bridge_pb2.DurableSettle()
-            self._settles_due = anyio.Event()
+            self._settles_due, self._settles_step = anyio.Event(), anyio.Event()
             await self.send(bridge_pb2.ClientEvent(durable_settle=frame))
 
     async def send(self, msg: bridge_pb2.ClientEvent) -> None:
