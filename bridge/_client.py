@@ -754,20 +754,30 @@ class BridgeClient:
     async def _publish_durable(self, topic: str, event: Event) -> Acceptance:
         """A publish on a durable topic: returns once stored (see :meth:`publish`)."""
         limit = self.options.durable_publish_timeout
+        deadline = anyio.current_time() + limit
         lost: ConnectionLost | None = None
-        with anyio.move_on_after(limit):
-            while True:
-                try:
+        while True:
+            try:
+                if lost is None and self._connected():
+                    # The common case: no deadline of our own (a cancel scope per event
+                    # costs the publisher as much as the rest of the publish). A connection
+                    # that dies meanwhile ends in ConnectionLost; the server answers a store
+                    # it cannot make within its own publish timeout.
                     return await self._publish(topic, event, AckWaiter(topic))
-                except ConnectionLost as exc:
-                    # Written and perhaps stored, or never sent: the same event again (same
-                    # id, same topic) is stored once either way.
-                    lost = exc
-                except PublishRejected as exc:
-                    if exc.code != "DEADLINE_EXCEEDED":
-                        raise
-                    # The server's log did not store it within its publish timeout.
-                    raise DurablePublishFailed(topic, exc.code, exc.reason) from exc
+                with anyio.move_on_after(deadline - anyio.current_time()):
+                    return await self._publish(topic, event, AckWaiter(topic))
+                break  # no connection took it in time
+            except ConnectionLost as exc:
+                # Written and perhaps stored, or never sent: the same event again (same id,
+                # same topic) is stored once either way.
+                lost = exc
+                if anyio.current_time() >= deadline:
+                    break
+            except PublishRejected as exc:
+                if exc.code != "DEADLINE_EXCEEDED":
+                    raise
+                # The server's log did not store it within its publish timeout.
+                raise DurablePublishFailed(topic, exc.code, exc.reason) from exc
         reason = f"not stored within {limit:g} s"
         if lost is not None:
             reason += f" (the connection was lost: {lost})"

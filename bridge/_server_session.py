@@ -252,6 +252,7 @@ class Session:
         self._rejections: list[bridge_pb2.PublishRejection] = []
         self._bus = hub.runtime.bus
         self._queued = 0  # publishes (and refusals) on the lane, not yet taken by the publisher
+        self._looked_ahead = 0  # lane items, from its head, that _store_ahead has looked at
         self._blocked = False  # the publisher holds a publish it waits to hand to the bus
         self._pending: dict[str, _Pending] = {}
         self._watch = anyio.Event()  # set when a call is pushed: the watchdog looks again
@@ -713,8 +714,13 @@ class Session:
         if not item.ahead:
             item.ahead = True
             await store_ahead(item.topic, item.event)
-        # Listed first: the lane may change while a store is being started.
-        for queued in list(itertools.islice(self._lane.peek(), _STORE_AHEAD)):
+        # Listed first: the lane may change while a store is being started. Those at its
+        # head that an earlier call looked at are skipped (in C): looking at the whole window
+        # again for every publish cost the server a loop of 256 per event.
+        start = self._looked_ahead
+        window = list(itertools.islice(self._lane.peek(), start, _STORE_AHEAD))
+        self._looked_ahead = start + len(window)
+        for queued in window:
             if queued.event is not None and not queued.ahead:
                 queued.ahead = True
                 await store_ahead(queued.topic, queued.event)  # if its topic is durable
@@ -745,6 +751,8 @@ class Session:
                         elif self._linger is None:
                             self._linger = loop.call_later(wait, self._linger_over)
                     item = await lane.receive()
+                if self._looked_ahead:
+                    self._looked_ahead -= 1  # the lane's head moved on (see _store_ahead)
                 if item is _ACK_DUE:
                     # Publishes the reader made are due an ack (sent when the lane is drained,
                     # above), or one is due now (half the window back, asked for), or the

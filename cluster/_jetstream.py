@@ -125,17 +125,32 @@ def _msg_id(topic: str, event: Event) -> str:
     return f"{topic} {event.id}"
 
 
+def _delivery_of(msg: Msg) -> tuple[int, int]:
+    """A delivery's attempt and stream sequence, read from its ack subject. Read directly in
+    the two token layouts JetStream uses (``$JS.ACK.<stream>.<consumer>.<delivered>.<stream
+    seq>...``, 9 tokens; with domain and account hash, ``$JS.ACK.<domain>.<hash>.<stream>
+    .<consumer>.<delivered>.<stream seq>...``, 12 or more); nats-py's ``msg.metadata`` builds
+    dataclasses and a datetime per message that nothing here reads (about a tenth of the
+    server's CPU per durable delivery). Anything else goes through nats-py."""
+    tokens = (msg.reply or "").split(".")
+    if tokens[:2] == ["$JS", "ACK"]:
+        if len(tokens) == 9:
+            return int(tokens[4]), int(tokens[5])
+        if len(tokens) >= 12:
+            return int(tokens[6]), int(tokens[7])
+    meta = msg.metadata
+    return meta.num_delivered, meta.sequence.stream
+
+
 class _Message:
     """One JetStream delivery as a :class:`DurableMessage`."""
 
     __slots__ = ("_msg", "attempt", "event", "sequence", "topic")
 
     def __init__(self, msg: Msg) -> None:
-        meta = msg.metadata
         self._msg = msg
         self.topic = topic_of(msg.subject)
-        self.attempt = meta.num_delivered
-        self.sequence = meta.sequence.stream
+        self.attempt, self.sequence = _delivery_of(msg)
         self.event = mark_delivery(_decoder.decode(msg.data), self.attempt)
 
     async def ack(self) -> None:
