@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -67,11 +68,12 @@ _YIELD_EVERY = 64
 # _CREDIT_LINGER seconds after the first delivery owed, so that a trickle is soon counted
 # delivered on the server; the linger never holds the stream back (see above).
 _CREDIT_LINGER = 0.05
-# Durable settles go back together: once this many acks are due, or _SETTLE_LINGER seconds
-# after the first one. A handler returns one event at a time, and a frame per ack cost the
-# server a gRPC read, a settle and a NATS flush per event (about a third of its CPU on the
-# durable path, docs/performance.md); an ack a few milliseconds late changes nothing
-# (redelivery waits for the log's ack wait, seconds).
+# Durable settles go back together: a settle frame follows the previous one by at least
+# _SETTLE_LINGER seconds unless _SETTLE_STEP acks are due (a lone one, after a quiet spell,
+# goes at once). A handler returns one event at a time, and a frame per ack cost the server a
+# gRPC read, a settle and a NATS flush per event (about a third of its CPU on the durable
+# path, docs/performance.md); an ack a few milliseconds late changes nothing but what a
+# crash in those milliseconds delivers again (marked).
 _SETTLE_STEP = 64
 _SETTLE_LINGER = 0.005
 
@@ -765,14 +767,17 @@ class Session:
             self._settles_step.set()
 
     async def _settler(self) -> None:
+        last = -math.inf
         while True:
             await self._settles_due.wait()
-            if len(self._settles.acks) < _SETTLE_STEP:
-                with anyio.move_on_after(_SETTLE_LINGER):  # more acks come meanwhile
+            wait = last + _SETTLE_LINGER - anyio.current_time()
+            if wait > 0 and len(self._settles.acks) < _SETTLE_STEP:
+                with anyio.move_on_after(wait):  # more acks come meanwhile
                     await self._settles_step.wait()
             frame, self._settles = self._settles, bridge_pb2.DurableSettle()
             self._settles_due, self._settles_step = anyio.Event(), anyio.Event()
             await self.send(bridge_pb2.ClientEvent(durable_settle=frame))
+            last = anyio.current_time()
 
     async def send(self, msg: bridge_pb2.ClientEvent) -> None:
         """Queue a control frame (in order with the publishes).

@@ -104,6 +104,7 @@ from ._identity import (
 from ._lane import Lane
 from ._reports import FINAL, dead_letter_from_proto, report_from_proto
 from ._status import code_name, error_from_outcome, failed_outcome, status_of
+from ._tenants import topic_namespace
 from ._trace import trace_headers
 from ._wire_types import ToolCallOutcome, ToolCallRequest, ToolStatus
 from ._workers import Workers
@@ -567,15 +568,26 @@ class Session:
             # Watched before the snapshot is taken: a pattern learnt in between is told twice
             # rather than never (the client keeps a set).
             self._unwatch = plumbing.watch_durable(self._durable_learnt)
-            welcome.durable_patterns.extend(sorted(plumbing.durable_patterns()))
+            told = filter(self._tells, plumbing.durable_patterns())
+            welcome.durable_patterns.extend(sorted(told))
         await self._send(bridge_pb2.ServerEvent(welcome=welcome))
         if self._unwatch is not None and self._tg is not None:
             self._tg.start_soon(self._tell_durable)
 
     def _durable_learnt(self, patterns: tuple[str, ...]) -> None:
         """The bus learnt durable patterns (called synchronously by it): tell the client."""
-        self._dlearnt.extend(patterns)
-        self._dlearnt_any.set()
+        told = [p for p in patterns if self._tells(p)]
+        if told:
+            self._dlearnt.extend(told)
+            self._dlearnt_any.set()
+
+    def _tells(self, pattern: str) -> bool:
+        """Whether this stream is told durable pattern ``pattern``: a tenant only of those in
+        its own namespace or in none (a system pattern, a wildcard first segment). Another
+        tenant's patterns name its topics, which are not this one's to know, and no publish
+        of this one can be stored under them (it is refused outside its namespace)."""
+        namespace = self.principal.namespace
+        return namespace is None or topic_namespace(pattern) in (namespace, None)
 
     async def _tell_durable(self) -> None:
         """Send the durable patterns learnt since the welcome (STREAM_FEATURE_DURABLE_TOPICS),
