@@ -35,6 +35,7 @@ from ._errors import ClientClosed as ClientClosed
 from ._errors import ConnectFailed as ConnectFailed
 from ._errors import ConnectionEnded as ConnectionEnded
 from ._errors import ConnectionLost as ConnectionLost
+from ._errors import DurablePublishFailed as DurablePublishFailed
 from ._errors import HandshakeError as HandshakeError
 from ._errors import InsecureBind as InsecureBind
 from ._errors import LimitExceeded as LimitExceeded
@@ -96,6 +97,7 @@ __all__ = [
     "ConnectionEnded",
     "ConnectionLost",
     "ConnectionStatus",
+    "DurablePublishFailed",
     "HandshakeError",
     "InsecureBind",
     "LimitExceeded",

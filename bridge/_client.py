@@ -107,12 +107,15 @@ from ._convert import (
     tool_descriptor_to_proto,
     tool_result_from_proto,
 )
+from ._durable_topics import DurableTopics
 from ._errors import (
     AgentReleased,
     ClientClosed,
     ConnectFailed,
     ConnectionEnded,
     ConnectionLost,
+    DurablePublishFailed,
+    PublishRejected,
     RegistrationRefused,
 )
 from ._lane import Lane
@@ -311,6 +314,9 @@ class BridgeClient:
         # Told the server's durable ack wait (seconds) by each welcome that grants
         # durability: the WireDurableLog's keep-alives follow it.
         self.durable_ack_wait: Callable[[float], None] | None = None
+        # The topics the connected server stores durably (STREAM_FEATURE_DURABLE_TOPICS),
+        # set by each session's welcome: a publish on one waits for its acceptance.
+        self.durable_topics = DurableTopics()
         self.options = options if options is not None else ClientOptions()
         self._token = token
         self._tls: ClientTLS | None = ClientTLS() if tls is True else (tls or None)
@@ -716,6 +722,13 @@ class BridgeClient:
         ``wait_accepted`` it also waits for the server's ``publish_ack`` (a server without
         that feature: until the frame is written).
 
+        On a topic the server stores durably (it says which: ``STREAM_FEATURE_DURABLE_TOPICS``)
+        it always waits for the ``publish_ack``, which the server sends once JetStream stored
+        the event: when this returns, the event survives a crash of the server. A connection
+        lost before that ack is not an error there: the same event is published again on the
+        next connection (JetStream stores it once: ``Nats-Msg-Id``), within
+        ``ClientOptions.durable_publish_timeout``.
+
         Returns:
             ``QUEUED`` without ``wait_accepted``; else ``ACCEPTED``, ``UNROUTED`` (the bus
             took it but nobody was subscribed: after a server restart, the subscribers had
@@ -724,12 +737,53 @@ class BridgeClient:
 
         Raises:
             WireError: the event cannot go on the wire.
-            PublishRejected: (``wait_accepted``) the server's bus refused it.
+            PublishRejected: (``wait_accepted``, or a durable topic) the server's bus
+                refused it.
+            DurablePublishFailed: (a durable topic; a ``DurableUnavailable``) not stored:
+                the server's log did not store it in time (its NATS server down), or no
+                connection took it within ``durable_publish_timeout``. It may or may not have
+                been stored; publishing the same event again stores it at most once.
             ConnectionLost: (``wait_accepted``) the connection dropped before the ack; the
                 publish may or may not have been accepted.
             ClientClosed: the client is closed.
         """
-        waiter = AckWaiter(topic) if wait_accepted else None
+        if self.durable_topics.matches(topic):
+            return await self._publish_durable(topic, event)
+        return await self._publish(topic, event, AckWaiter(topic) if wait_accepted else None)
+
+    async def _publish_durable(self, topic: str, event: Event) -> Acceptance:
+        """A publish on a durable topic: returns once stored (see :meth:`publish`)."""
+        limit = self.options.durable_publish_timeout
+        deadline = anyio.current_time() + limit
+        lost: ConnectionLost | None = None
+        while True:
+            try:
+                if lost is None and self._connected():
+                    # The common case: no deadline of our own (a cancel scope per event
+                    # costs the publisher as much as the rest of the publish). A connection
+                    # that dies meanwhile ends in ConnectionLost; the server answers a store
+                    # it cannot make within its own publish timeout.
+                    return await self._publish(topic, event, AckWaiter(topic))
+                with anyio.move_on_after(deadline - anyio.current_time()):
+                    return await self._publish(topic, event, AckWaiter(topic))
+                break  # no connection took it in time
+            except ConnectionLost as exc:
+                # Written and perhaps stored, or never sent: the same event again (same id,
+                # same topic) is stored once either way.
+                lost = exc
+                if anyio.current_time() >= deadline:
+                    break
+            except PublishRejected as exc:
+                if exc.code != "DEADLINE_EXCEEDED":
+                    raise
+                # The server's log did not store it within its publish timeout.
+                raise DurablePublishFailed(topic, exc.code, exc.reason) from exc
+        reason = f"not stored within {limit:g} s"
+        if lost is not None:
+            reason += f" (the connection was lost: {lost})"
+        raise DurablePublishFailed(topic, "UNAVAILABLE", reason) from lost
+
+    async def _publish(self, topic: str, event: Event, waiter: AckWaiter | None) -> Acceptance:
         while True:
             session = await self._ready()
             # Built for this session: an old server (after a reconnect) needs the mirror.
@@ -760,6 +814,9 @@ class BridgeClient:
         """
         if self._closing:
             raise ClientClosed("the bridge client is closed")
+        if self.durable_topics.matches(topic):
+            self._counters.dropped += 1
+            raise WouldBlock(f"topic {topic!r} is durable: storing it needs a wait")
         session = self._session
         if (
             session is None

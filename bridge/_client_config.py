@@ -98,6 +98,9 @@ class ClientOptions(msgspec.Struct, frozen=True, kw_only=True):
             (``ConnectFailed``, code ``ALREADY_EXISTS``; an agent process then exits 3). An id
             the server still holds for a connection that ended (``PERMISSION_DENIED`` with
             the time the server frees it) is waited for until that time, whatever this says.
+        durable_publish_timeout: how long a publish on a topic the server stores durably
+            may take, reconnections included, before it raises ``DurableUnavailable``
+            (``BridgeClient.publish``).
         process_restarts: how often the supervisor of this process (``loom run``) has
             started the agent again after its process ended; the server counts them among
             the agent's restarts (``loom agents``). Sent as the ``loom.process_restarts``
@@ -123,9 +126,16 @@ class ClientOptions(msgspec.Struct, frozen=True, kw_only=True):
     registration_secret: str | None = None
     id_wait: float = 30.0
     process_restarts: int = 0
+    durable_publish_timeout: float = 30.0
 
     def __post_init__(self) -> None:
-        for name in ("connect_timeout", "rpc_timeout", "tool_deadline", "heartbeat_interval"):
+        for name in (
+            "connect_timeout",
+            "rpc_timeout",
+            "tool_deadline",
+            "heartbeat_interval",
+            "durable_publish_timeout",
+        ):
             value = getattr(self, name)
             if not (value > 0 and (math.isfinite(value) or name == "connect_timeout")):
                 raise InvalidArgument(f"ClientOptions.{name} must be > 0, not {value!r}")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -67,6 +68,14 @@ _YIELD_EVERY = 64
 # _CREDIT_LINGER seconds after the first delivery owed, so that a trickle is soon counted
 # delivered on the server; the linger never holds the stream back (see above).
 _CREDIT_LINGER = 0.05
+# Durable settles go back together: a settle frame follows the previous one by at least
+# _SETTLE_LINGER seconds unless _SETTLE_STEP acks are due (a lone one, after a quiet spell,
+# goes at once). A handler returns one event at a time, and a frame per ack cost the server a
+# gRPC read, a settle and a NATS flush per event (about a third of its CPU on the durable
+# path, docs/performance.md); an ack a few milliseconds late changes nothing but what a
+# crash in those milliseconds delivers again (marked).
+_SETTLE_STEP = 64
+_SETTLE_LINGER = 0.005
 
 log = logging.getLogger("loom.bridge.client")
 
@@ -82,6 +91,7 @@ FEATURES = (
     bridge_pb2.STREAM_FEATURE_TOOL_CANCEL,
     bridge_pb2.STREAM_FEATURE_UNROUTED,
     bridge_pb2.STREAM_FEATURE_SUPERVISION,
+    bridge_pb2.STREAM_FEATURE_DURABLE_TOPICS,
 )
 
 
@@ -266,6 +276,7 @@ class Session:
         # settler (at most one entry per durable delivery held, plus keep-alives).
         self._settles = bridge_pb2.DurableSettle()
         self._settles_due = anyio.Event()
+        self._settles_step = anyio.Event()  # _SETTLE_STEP acks are due
         self._owed_step = anyio.Event()
         self._holding = False  # the delivery being handed over is held (hold_credit)
         self._seq = 0
@@ -354,6 +365,8 @@ class Session:
         assert self._tg is not None
         opts = self.options
         call = self._call
+        # Until this stream's welcome says otherwise, nothing is known to be durable.
+        self.client.durable_topics.reset(())
         await call.write(bridge_pb2.ClientEvent(ack=bridge_pb2.Ack(message_id=self.agent_id)))
         await call.write(
             bridge_pb2.ClientEvent(
@@ -456,6 +469,8 @@ class Session:
                 self._on_welcome(msg.welcome)
             elif kind == "released":
                 self.released.set()
+            elif kind == "durable_patterns":
+                self.client.durable_topics.add(msg.durable_patterns.patterns)
             elif kind == "err":
                 self.counters.server_error(msg.err.code, msg.err.message)
             # Anything else is a frame of a newer server that we did not ask for: ignored.
@@ -541,6 +556,13 @@ class Session:
         if bridge_pb2.STREAM_FEATURE_PUBLISH_ACK in self.features:
             self._acks = True
             self.credit = welcome.publish_window
+        # The topics this server stores durably (none from one that does not say): a
+        # publish on one waits for its acceptance (BridgeClient.publish).
+        self.client.durable_topics.reset(
+            welcome.durable_patterns
+            if bridge_pb2.STREAM_FEATURE_DURABLE_TOPICS in self.features
+            else ()
+        )
         told = self.client.durable_ack_wait
         if told is not None and bridge_pb2.STREAM_FEATURE_DURABLE in self.features:
             # 0: an older server that does not say; its log's default then.
@@ -738,15 +760,24 @@ class Session:
         deliveries back then: they come again on the next stream)."""
         if self.ended:
             return
-        self._settles.MergeFrom(frame)
+        settles = self._settles
+        settles.MergeFrom(frame)
         self._settles_due.set()
+        if len(settles.acks) >= _SETTLE_STEP:
+            self._settles_step.set()
 
     async def _settler(self) -> None:
+        last = -math.inf
         while True:
             await self._settles_due.wait()
+            wait = last + _SETTLE_LINGER - anyio.current_time()
+            if wait > 0 and len(self._settles.acks) < _SETTLE_STEP:
+                with anyio.move_on_after(wait):  # more acks come meanwhile
+                    await self._settles_step.wait()
             frame, self._settles = self._settles, bridge_pb2.DurableSettle()
-            self._settles_due = anyio.Event()
+            self._settles_due, self._settles_step = anyio.Event(), anyio.Event()
             await self.send(bridge_pb2.ClientEvent(durable_settle=frame))
+            last = anyio.current_time()
 
     async def send(self, msg: bridge_pb2.ClientEvent) -> None:
         """Queue a control frame (in order with the publishes).

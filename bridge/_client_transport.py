@@ -6,7 +6,8 @@ bus's :class:`~loom.runtime.lowlevel.Transport` is this class, so the mailbox, t
 server the way any bus reaches other processes (``docs/bus.md``, the transport seam):
 
 * **Out.** ``publish`` is ``BridgeClient.publish`` (waits for a connection, publish credit
-  and queue room: the server's backpressure); ``publish_nowait`` is
+  and queue room: the server's backpressure; on a topic the server stores durably, also for
+  the server's acceptance, which follows the store); ``publish_nowait`` is
   ``BridgeClient.publish_nowait`` (``WouldBlock`` otherwise, counted as ``dropped``), which
   keeps ``ctx.emit(qos=REALTIME)`` non-blocking. The runtime's records of this process
   (``loom.lifecycle.*``, ``loom.deadletter.*``) and publishes to the agent's own mailbox (its

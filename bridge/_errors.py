@@ -9,7 +9,7 @@ so handler code catches the same exceptions remote as in process.
 
 from __future__ import annotations
 
-from loom.runtime import BusClosed, InvalidArgument, LoomError
+from loom.runtime import BusClosed, DurableUnavailable, InvalidArgument, LoomError
 from loom.runtime.tools import ToolFailed
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "ConnectFailed",
     "ConnectionEnded",
     "ConnectionLost",
+    "DurablePublishFailed",
     "HandshakeError",
     "InsecureBind",
     "LimitExceeded",
@@ -320,3 +321,13 @@ class PublishRejected(LoomError):
         self.topic = topic
         self.code = code
         self.reason = reason
+
+
+class DurablePublishFailed(PublishRejected, DurableUnavailable):
+    """A publish on a topic the server stores durably was not stored: the server's log did
+    not store it within its publish timeout (code ``DEADLINE_EXCEEDED``: its NATS server down),
+    or no connection to the server took it within ``ClientOptions.durable_publish_timeout``
+    (code ``UNAVAILABLE``). It may or may not have been stored; the same event published
+    again is stored at most once. A :class:`PublishRejected` and the runtime's
+    ``DurableUnavailable`` (a ``TimeoutError``), so that a remote ``ctx.emit`` fails as an
+    in-process one does."""

@@ -104,6 +104,7 @@ from ._identity import (
 from ._lane import Lane
 from ._reports import FINAL, dead_letter_from_proto, report_from_proto
 from ._status import code_name, error_from_outcome, failed_outcome, status_of
+from ._tenants import topic_namespace
 from ._trace import trace_headers
 from ._wire_types import ToolCallOutcome, ToolCallRequest, ToolStatus
 from ._workers import Workers
@@ -125,6 +126,7 @@ _FEATURES: Final = frozenset(
         bridge_pb2.STREAM_FEATURE_UNROUTED,
         bridge_pb2.STREAM_FEATURE_SUPERVISION,
         bridge_pb2.STREAM_FEATURE_DURABLE,
+        bridge_pb2.STREAM_FEATURE_DURABLE_TOPICS,
     }
 )
 _DELIVERY_WINDOW: Final = 1024  # granted to a stream that asks for credit but names no window
@@ -251,6 +253,7 @@ class Session:
         self._rejections: list[bridge_pb2.PublishRejection] = []
         self._bus = hub.runtime.bus
         self._queued = 0  # publishes (and refusals) on the lane, not yet taken by the publisher
+        self._looked_ahead = 0  # lane items, from its head, that _store_ahead has looked at
         self._blocked = False  # the publisher holds a publish it waits to hand to the bus
         self._pending: dict[str, _Pending] = {}
         self._watch = anyio.Event()  # set when a call is pushed: the watchdog looks again
@@ -291,6 +294,11 @@ class Session:
         self.durable: Registration | None = None
         self._dsub: DurableSubscription | None = None
         self._dheld: dict[int, DurableMessage] = {}  # sent and not settled, by delivery id
+        # STREAM_FEATURE_DURABLE_TOPICS: durable patterns the bus learnt since the welcome,
+        # not yet told (the bus calls _durable_learnt; _tell_durable sends them).
+        self._dlearnt: list[str] = []
+        self._dlearnt_any = anyio.Event()
+        self._unwatch: Callable[[], None] | None = None
 
     def statistics(self) -> StreamStatistics:
         """What is in flight to the agent now (see :class:`StreamStatistics`)."""
@@ -374,6 +382,8 @@ class Session:
             if pending.outcome is None:
                 pending.outcome = disconnected_outcome(call_id, self.agent_id, reason)
                 pending.done.set()
+        if self._unwatch is not None:
+            self._unwatch()
         self._out.close_receiving()
         self._lane.close_receiving()
         self._lose_flight()
@@ -535,6 +545,11 @@ class Session:
         if bridge_pb2.STREAM_FEATURE_DURABLE in granted and self.durable is None:
             granted.remove(bridge_pb2.STREAM_FEATURE_DURABLE)  # not a durable registration
         self._start_durable(bridge_pb2.STREAM_FEATURE_DURABLE in granted)
+        plumbing = self._bus.plumbing
+        durable_log = plumbing.durable_log
+        topics = bridge_pb2.STREAM_FEATURE_DURABLE_TOPICS
+        if topics in granted and (durable_log is None or not self._acks):
+            granted.remove(topics)  # nothing is stored here, or there is no ack to wait for
         # Batching starts when the writer has written this welcome (see _writer), so no batch
         # can overtake it.
         welcome = bridge_pb2.StreamWelcome(
@@ -545,12 +560,44 @@ class Session:
             delivery_window=self._dwindow,
             delivery_window_bytes=self._dwindow_bytes,
         )
-        durable_log = self._bus.plumbing.durable_log
         if self.durable is not None and durable_log is not None:
             # The agent's keep-alives must come well within the log's ack wait, whatever
             # this server was configured with (StreamWelcome.durable_ack_wait_ms).
             welcome.durable_ack_wait_ms = max(1, round(durable_log.ack_wait * 1000))
+        if topics in granted:
+            # Watched before the snapshot is taken: a pattern learnt in between is told twice
+            # rather than never (the client keeps a set).
+            self._unwatch = plumbing.watch_durable(self._durable_learnt)
+            told = filter(self._tells, plumbing.durable_patterns())
+            welcome.durable_patterns.extend(sorted(told))
         await self._send(bridge_pb2.ServerEvent(welcome=welcome))
+        if self._unwatch is not None and self._tg is not None:
+            self._tg.start_soon(self._tell_durable)
+
+    def _durable_learnt(self, patterns: tuple[str, ...]) -> None:
+        """The bus learnt durable patterns (called synchronously by it): tell the client."""
+        told = [p for p in patterns if self._tells(p)]
+        if told:
+            self._dlearnt.extend(told)
+            self._dlearnt_any.set()
+
+    def _tells(self, pattern: str) -> bool:
+        """Whether this stream is told durable pattern ``pattern``: a tenant only of those in
+        its own namespace or in none (a system pattern, a wildcard first segment). Another
+        tenant's patterns name its topics, which are not this one's to know, and no publish
+        of this one can be stored under them (it is refused outside its namespace)."""
+        namespace = self.principal.namespace
+        return namespace is None or topic_namespace(pattern) in (namespace, None)
+
+    async def _tell_durable(self) -> None:
+        """Send the durable patterns learnt since the welcome (STREAM_FEATURE_DURABLE_TOPICS),
+        those that came together in one frame; after the welcome, in the outbound order."""
+        while True:
+            await self._dlearnt_any.wait()
+            self._dlearnt_any = anyio.Event()
+            learnt, self._dlearnt = self._dlearnt, []
+            frame = bridge_pb2.DurablePatterns(patterns=learnt)
+            await self._send(bridge_pb2.ServerEvent(durable_patterns=frame))
 
     # ------------------------------------------------------------------ publishing
 
@@ -679,8 +726,13 @@ class Session:
         if not item.ahead:
             item.ahead = True
             await store_ahead(item.topic, item.event)
-        # Listed first: the lane may change while a store is being started.
-        for queued in list(itertools.islice(self._lane.peek(), _STORE_AHEAD)):
+        # Listed first: the lane may change while a store is being started. Those at its
+        # head that an earlier call looked at are skipped (in C): looking at the whole window
+        # again for every publish cost the server a loop of 256 per event.
+        start = self._looked_ahead
+        window = list(itertools.islice(self._lane.peek(), start, _STORE_AHEAD))
+        self._looked_ahead = start + len(window)
+        for queued in window:
             if queued.event is not None and not queued.ahead:
                 queued.ahead = True
                 await store_ahead(queued.topic, queued.event)  # if its topic is durable
@@ -711,6 +763,8 @@ class Session:
                         elif self._linger is None:
                             self._linger = loop.call_later(wait, self._linger_over)
                     item = await lane.receive()
+                if self._looked_ahead:
+                    self._looked_ahead -= 1  # the lane's head moved on (see _store_ahead)
                 if item is _ACK_DUE:
                     # Publishes the reader made are due an ack (sent when the lane is drained,
                     # above), or one is due now (half the window back, asked for), or the

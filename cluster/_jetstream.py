@@ -80,6 +80,17 @@ _UNAVAILABLE: Final = (
     nats.js.errors.ServiceUnavailableError,
 )
 
+
+class _Stored(msgspec.Struct):
+    """JetStream's answer to a store (its ``PubAck``), or the error it sent instead."""
+
+    seq: int = 0
+    duplicate: bool = False
+    error: dict[str, object] | None = None
+
+
+_stored_decoder = msgspec.json.Decoder(_Stored)
+
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Event)
 
@@ -136,17 +147,32 @@ def _msg_id(topic: str, event: Event) -> str:
     return f"{topic} {event.id}"
 
 
+def _delivery_of(msg: Msg) -> tuple[int, int]:
+    """A delivery's attempt and stream sequence, read from its ack subject. Read directly in
+    the two token layouts JetStream uses (``$JS.ACK.<stream>.<consumer>.<delivered>.<stream
+    seq>...``, 9 tokens; with domain and account hash, ``$JS.ACK.<domain>.<hash>.<stream>
+    .<consumer>.<delivered>.<stream seq>...``, 12 or more); nats-py's ``msg.metadata`` builds
+    dataclasses and a datetime per message that nothing here reads (about a tenth of the
+    server's CPU per durable delivery). Anything else goes through nats-py."""
+    tokens = (msg.reply or "").split(".")
+    if tokens[:2] == ["$JS", "ACK"]:
+        if len(tokens) == 9:
+            return int(tokens[4]), int(tokens[5])
+        if len(tokens) >= 12:
+            return int(tokens[6]), int(tokens[7])
+    meta = msg.metadata
+    return meta.num_delivered, meta.sequence.stream
+
+
 class _Message:
     """One JetStream delivery as a :class:`DurableMessage`."""
 
     __slots__ = ("_msg", "attempt", "event", "sequence", "topic")
 
     def __init__(self, msg: Msg) -> None:
-        meta = msg.metadata
         self._msg = msg
         self.topic = topic_of(msg.subject)
-        self.attempt = meta.num_delivered
-        self.sequence = meta.sequence.stream
+        self.attempt, self.sequence = _delivery_of(msg)
         self.event = mark_delivery(_decoder.decode(msg.data), self.attempt)
 
     async def ack(self) -> None:
@@ -236,10 +262,16 @@ class JetStreamLog:
                 raise InvalidArgument(f"{label} must be > 0, not {value!r}")
         self._nc = client
         self._js = client.jetstream()
-        # Its own context for the stores started ahead (publish_async: a future per store,
-        # the messages written in call order on the one connection, so stored in that order).
-        self._ajs = client.jetstream(publish_async_max_pending=2 * _AHEAD_MAX)
-        self._ahead: OrderedDict[str, asyncio.Future[api.PubAck]] = OrderedDict()
+        # The stores started ahead: each a publish with a reply subject of this log's own
+        # (its inbox, then a number), written in call order on the one connection, so
+        # stored in that order; the answer resolves its future (_on_stored). Not nats-py's
+        # publish_async, which costs a semaphore, a random token and a callback per store
+        # (docs/performance.md). By message id: (reply token, future).
+        self._ahead: OrderedDict[str, tuple[str, asyncio.Future[_Stored]]] = OrderedDict()
+        self._answers: dict[str, asyncio.Future[_Stored]] = {}  # by reply token
+        self._reply_prefix = ""  # the inbox (set by start), then "."
+        self._reply_sub: Subscription | None = None
+        self._tokens = 0
         self._max_age = max_age
         self._max_bytes = max_bytes
         self._window = duplicate_window
@@ -272,10 +304,15 @@ class JetStreamLog:
         tb: TracebackType | None,
     ) -> None:
         # The connection is the caller's; the stream and consumers persist by design.
-        sub, self._advisory_sub = self._advisory_sub, None
-        if sub is not None:
-            with anyio.CancelScope(shield=True), contextlib.suppress(nats.errors.Error):
-                await sub.unsubscribe()
+        for sub in (self._advisory_sub, self._reply_sub):
+            if sub is not None:
+                with anyio.CancelScope(shield=True), contextlib.suppress(nats.errors.Error):
+                    await sub.unsubscribe()
+        self._advisory_sub = self._reply_sub = None
+        for _, future in self._ahead.values():
+            future.cancel()
+        self._ahead.clear()
+        self._answers.clear()
 
     async def start(self) -> None:
         """Make or update the stream, and learn the durable names it already has (their
@@ -283,6 +320,9 @@ class JetStreamLog:
         ones other processes make (the server's consumer-created advisories)."""
         # Listening first, listing second: a name made in between is seen by one or both.
         self._advisory_sub = await self._nc.subscribe(CREATED, cb=self._on_created)
+        inbox = self._nc.new_inbox()
+        self._reply_sub = await self._nc.subscribe(f"{inbox}.*", cb=self._on_stored)
+        self._reply_prefix = f"{inbox}."
         await self._nc.flush()
 
         async def make(replicas: int) -> api.StreamInfo:
@@ -363,38 +403,70 @@ class JetStreamLog:
         """Start storing ``event`` (``PipelinedLog``): its :meth:`append` then waits for this
         store rather than making one (and makes its own if this one failed or is late)."""
         msg_id = _msg_id(topic, event)
-        if msg_id in self._ahead:
+        if msg_id in self._ahead or not self._reply_prefix:
             return
         try:
-            future = await self._ajs.publish_async(
-                subject_of(topic),
+            subject = subject_of(topic)
+        except InvalidArgument:
+            return  # not started: its append says what is wrong
+        self._tokens += 1
+        token = str(self._tokens)
+        future: asyncio.Future[_Stored] = asyncio.get_running_loop().create_future()
+        self._answers[token] = future
+        self._ahead[msg_id] = (token, future)
+        try:
+            await self._nc.publish(
+                subject,
                 _encoder.encode(event),
-                stream=STREAM,
-                headers={"Nats-Msg-Id": msg_id},
+                reply=self._reply_prefix + token,
+                headers={"Nats-Msg-Id": msg_id, "Nats-Expected-Stream": STREAM},
             )
-        except (nats.errors.Error, InvalidArgument):
-            return  # not started: its append stores it (and says what is wrong)
-        self._ahead[msg_id] = future
+        except nats.errors.Error:
+            self._give_up(msg_id)  # not started: its append stores it
+            return
         while len(self._ahead) > _AHEAD_MAX:
-            _, oldest = self._ahead.popitem(last=False)
-            oldest.cancel()  # its append (if it ever comes) stores it; stored once by id
+            # The oldest given up: its append (if it ever comes) stores it; stored once by id.
+            self._give_up(next(iter(self._ahead)))
 
-    async def _ahead_ack(self, msg_id: str) -> api.PubAck | None:
+    def _give_up(self, msg_id: str) -> None:
+        token, future = self._ahead.pop(msg_id)
+        self._answers.pop(token, None)
+        future.cancel()
+
+    async def _on_stored(self, msg: Msg) -> None:
+        """The server's answer to a store started ahead (in nats-py's task for the
+        subscription): a PubAck, an API error, or a "no responders" status (JetStream down)."""
+        future = self._answers.pop(msg.subject[len(self._reply_prefix) :], None)
+        if future is None or future.done():
+            return  # given up already
+        try:
+            stored = _stored_decoder.decode(msg.data) if msg.data else None
+        except msgspec.DecodeError:
+            stored = None
+        if stored is None or stored.error is not None or stored.seq <= 0:
+            future.set_exception(nats.errors.Error(f"not stored: {stored or msg.headers}"))
+        else:
+            future.set_result(stored)
+
+    async def _ahead_ack(self, msg_id: str) -> _Stored | None:
         """The answer to the store started ahead for ``msg_id``; ``None`` when there is none,
         it failed, or it is not in within 5 s (the server away: append retries it)."""
-        future = self._ahead.pop(msg_id, None)
-        if future is None:
+        entry = self._ahead.get(msg_id)
+        if entry is None:
             return None
+        future = entry[1]
         if not future.done():  # (often answered already: the stores ahead went together)
             with anyio.move_on_after(min(self._timeout, 5.0)):
                 # Waits without taking the future's outcome as its own: a future given up
                 # (cancelled) or failed is not this task's cancellation or error.
                 await asyncio.wait((future,))
         if future.done() and not future.cancelled() and future.exception() is None:
+            del self._ahead[msg_id]
             return future.result()
         # Failed (the server refused or went away), given up, or late: the append makes its
         # own store (the same id: stored once).
-        future.cancel()  # releases nats-py's slot for it
+        if msg_id in self._ahead:
+            self._give_up(msg_id)
         return None
 
     async def append(self, topic: str, event: Event) -> int:
@@ -403,12 +475,12 @@ class JetStreamLog:
         headers = {"Nats-Msg-Id": msg_id}
         # One deadline for the store ahead's answer and the retries after it.
         deadline = time.monotonic() + self._timeout
-        if self._ahead and (ack := await self._ahead_ack(msg_id)) is not None:
+        if self._ahead and (stored := await self._ahead_ack(msg_id)) is not None:
             self._appended += 1
-            if ack.duplicate:
+            if stored.duplicate:
                 self._duplicates += 1
-            self._last_seq = max(self._last_seq, ack.seq)
-            return ack.seq
+            self._last_seq = max(self._last_seq, stored.seq)
+            return stored.seq
         data = _encoder.encode(event)
         delay = 0.05
         last: Exception | None = None

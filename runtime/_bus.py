@@ -9,6 +9,7 @@ before the next one starts. The semantics are written out for users in ``docs/bu
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import itertools
 import weakref
@@ -170,10 +171,16 @@ class BusPlumbing:
             ``topic`` would be stored first, start that store now, in call order (a
             :class:`PipelinedLog`); ``publish`` then waits for it. ``None`` when the bus's
             log cannot (or it has none). For a publisher with several publishes queued.
+        durable_patterns: ``durable_patterns()``: the durable patterns the bus stores for
+            now (a publish on a topic one matches is stored first).
+        watch_durable: ``watch_durable(listener)``: call ``listener(patterns)`` (on the bus's
+            event loop, synchronously) with each batch of durable patterns the bus learns from
+            now on; returns the function that stops it. The bridge tells its streams.
     """
 
     __slots__ = (
         "durable_log",
+        "durable_patterns",
         "has_transport",
         "new_waiter",
         "on_close",
@@ -181,6 +188,7 @@ class BusPlumbing:
         "store_ahead",
         "subscribe_callback",
         "subscribers",
+        "watch_durable",
     )
 
     def __init__(
@@ -190,7 +198,11 @@ class BusPlumbing:
         subscribe_callback: Callable[[str, Callable[[Delivery], None]], Subscription],
         on_close: Callable[[Callable[[], None]], None],
         subscribers: Callable[[str], list[Subscription]],
+        durable_patterns: Callable[[], frozenset[str]],
+        watch_durable: Callable[[Callable[[tuple[str, ...]], None]], Callable[[], None]],
     ) -> None:
+        self.durable_patterns = durable_patterns
+        self.watch_durable = watch_durable
         self.has_transport = has_transport
         self.new_waiter: Callable[[], Waiter] = anyio.Event
         self.subscribe_callback = subscribe_callback
@@ -250,6 +262,7 @@ class EventBus:
         self._durable: TopicTrie[str] = TopicTrie()
         self._durable_patterns: set[str] = set()
         self._durable_subs: weakref.WeakSet[DurableSubscription] = weakref.WeakSet()
+        self._durable_watchers: list[Callable[[tuple[str, ...]], None]] = []
         self._tracer = None if tracer_provider is None else PublishTracer(tracer_provider)
         self._drain_grace = drain_grace
         self._max_topics = max_tracked_topics
@@ -286,6 +299,8 @@ class EventBus:
             subscribe_callback=self._subscribe_callback,
             on_close=self._close_hooks.append,
             subscribers=self._subscribers,
+            durable_patterns=lambda: frozenset(self._durable_patterns),
+            watch_durable=self._watch_durable,
         )
         self.plumbing.durable_log = durable_log
         """For the runtime's own parts only (see :class:`BusPlumbing`)."""
@@ -550,14 +565,26 @@ class EventBus:
     def add_durable_patterns(self, patterns: Iterable[str]) -> None:
         """Internal: publishes on topics ``patterns`` match are stored in the durable log
         from now on (patterns the log learnt elsewhere, e.g. at start from its server)."""
-        added = False
+        added: list[str] = []
         for pattern in patterns:
             if pattern not in self._durable_patterns:
-                self._durable_patterns.add(pattern)
                 self._durable.insert(validate_pattern(pattern), pattern)
-                added = True
+                self._durable_patterns.add(pattern)
+                added.append(pattern)
         if added:
             self._gen += 1  # every cached route recomputes its durable flag
+            for listener in list(self._durable_watchers):
+                listener(tuple(added))
+
+    def _watch_durable(self, listener: Callable[[tuple[str, ...]], None]) -> Callable[[], None]:
+        # BusPlumbing.watch_durable.
+        self._durable_watchers.append(listener)
+
+        def unwatch() -> None:
+            with contextlib.suppress(ValueError):
+                self._durable_watchers.remove(listener)
+
+        return unwatch
 
     def _open(
         self,

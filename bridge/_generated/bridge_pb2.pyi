@@ -20,6 +20,7 @@ class StreamFeature(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STREAM_FEATURE_DELIVERY_CREDIT: _ClassVar[StreamFeature]
     STREAM_FEATURE_SUPERVISION: _ClassVar[StreamFeature]
     STREAM_FEATURE_DURABLE: _ClassVar[StreamFeature]
+    STREAM_FEATURE_DURABLE_TOPICS: _ClassVar[StreamFeature]
 STREAM_FEATURE_UNSPECIFIED: StreamFeature
 STREAM_FEATURE_BATCH: StreamFeature
 STREAM_FEATURE_PUBLISH_ACK: StreamFeature
@@ -29,6 +30,7 @@ STREAM_FEATURE_UNROUTED: StreamFeature
 STREAM_FEATURE_DELIVERY_CREDIT: StreamFeature
 STREAM_FEATURE_SUPERVISION: StreamFeature
 STREAM_FEATURE_DURABLE: StreamFeature
+STREAM_FEATURE_DURABLE_TOPICS: StreamFeature
 
 class AgentRegisterRequest(_message.Message):
     __slots__ = ("agent_id", "subscribed_topics", "tools", "metadata", "durable")
@@ -100,7 +102,7 @@ class ClientEvent(_message.Message):
     def __init__(self, publish: _Optional[_Union[Publish, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., ping: _Optional[_Union[HeartbeatRequest, _Mapping]] = ..., tool_result: _Optional[_Union[_tools_pb2.ToolResult, _Mapping]] = ..., hello: _Optional[_Union[StreamHello, _Mapping]] = ..., subscribe: _Optional[_Union[SubscribeRequest, _Mapping]] = ..., unsubscribe: _Optional[_Union[UnsubscribeRequest, _Mapping]] = ..., publish_batch: _Optional[_Union[PublishBatch, _Mapping]] = ..., call: _Optional[_Union[_tools_pb2.ToolCall, _Mapping]] = ..., cancel_call: _Optional[_Union[CancelToolCall, _Mapping]] = ..., delivery_credit: _Optional[_Union[DeliveryCredit, _Mapping]] = ..., report: _Optional[_Union[AgentReport, _Mapping]] = ..., dead_letter: _Optional[_Union[DeadLetter, _Mapping]] = ..., durable_settle: _Optional[_Union[DurableSettle, _Mapping]] = ...) -> None: ...
 
 class ServerEvent(_message.Message):
-    __slots__ = ("delivery", "pong", "err", "tool_call", "welcome", "subscription", "delivery_batch", "publish_ack", "cancel_tool_call", "call_result", "released")
+    __slots__ = ("delivery", "pong", "err", "tool_call", "welcome", "subscription", "delivery_batch", "publish_ack", "cancel_tool_call", "call_result", "released", "durable_patterns")
     DELIVERY_FIELD_NUMBER: _ClassVar[int]
     PONG_FIELD_NUMBER: _ClassVar[int]
     ERR_FIELD_NUMBER: _ClassVar[int]
@@ -112,6 +114,7 @@ class ServerEvent(_message.Message):
     CANCEL_TOOL_CALL_FIELD_NUMBER: _ClassVar[int]
     CALL_RESULT_FIELD_NUMBER: _ClassVar[int]
     RELEASED_FIELD_NUMBER: _ClassVar[int]
+    DURABLE_PATTERNS_FIELD_NUMBER: _ClassVar[int]
     delivery: Delivery
     pong: HeartbeatResponse
     err: Error
@@ -123,7 +126,8 @@ class ServerEvent(_message.Message):
     cancel_tool_call: CancelToolCall
     call_result: _tools_pb2.ToolResult
     released: Released
-    def __init__(self, delivery: _Optional[_Union[Delivery, _Mapping]] = ..., pong: _Optional[_Union[HeartbeatResponse, _Mapping]] = ..., err: _Optional[_Union[Error, _Mapping]] = ..., tool_call: _Optional[_Union[_tools_pb2.ToolCall, _Mapping]] = ..., welcome: _Optional[_Union[StreamWelcome, _Mapping]] = ..., subscription: _Optional[_Union[SubscribeResult, _Mapping]] = ..., delivery_batch: _Optional[_Union[DeliveryBatch, _Mapping]] = ..., publish_ack: _Optional[_Union[PublishAck, _Mapping]] = ..., cancel_tool_call: _Optional[_Union[CancelToolCall, _Mapping]] = ..., call_result: _Optional[_Union[_tools_pb2.ToolResult, _Mapping]] = ..., released: _Optional[_Union[Released, _Mapping]] = ...) -> None: ...
+    durable_patterns: DurablePatterns
+    def __init__(self, delivery: _Optional[_Union[Delivery, _Mapping]] = ..., pong: _Optional[_Union[HeartbeatResponse, _Mapping]] = ..., err: _Optional[_Union[Error, _Mapping]] = ..., tool_call: _Optional[_Union[_tools_pb2.ToolCall, _Mapping]] = ..., welcome: _Optional[_Union[StreamWelcome, _Mapping]] = ..., subscription: _Optional[_Union[SubscribeResult, _Mapping]] = ..., delivery_batch: _Optional[_Union[DeliveryBatch, _Mapping]] = ..., publish_ack: _Optional[_Union[PublishAck, _Mapping]] = ..., cancel_tool_call: _Optional[_Union[CancelToolCall, _Mapping]] = ..., call_result: _Optional[_Union[_tools_pb2.ToolResult, _Mapping]] = ..., released: _Optional[_Union[Released, _Mapping]] = ..., durable_patterns: _Optional[_Union[DurablePatterns, _Mapping]] = ...) -> None: ...
 
 class Publish(_message.Message):
     __slots__ = ("topic", "event")
@@ -186,7 +190,7 @@ class StreamHello(_message.Message):
     def __init__(self, features: _Optional[_Iterable[_Union[StreamFeature, str]]] = ..., max_batch_events: _Optional[int] = ..., publish_window: _Optional[int] = ..., delivery_window: _Optional[int] = ..., delivery_window_bytes: _Optional[int] = ...) -> None: ...
 
 class StreamWelcome(_message.Message):
-    __slots__ = ("features", "max_batch_events", "publish_window", "settle_ms", "delivery_window", "delivery_window_bytes", "durable_ack_wait_ms")
+    __slots__ = ("features", "max_batch_events", "publish_window", "settle_ms", "delivery_window", "delivery_window_bytes", "durable_ack_wait_ms", "durable_patterns")
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_EVENTS_FIELD_NUMBER: _ClassVar[int]
     PUBLISH_WINDOW_FIELD_NUMBER: _ClassVar[int]
@@ -194,6 +198,7 @@ class StreamWelcome(_message.Message):
     DELIVERY_WINDOW_FIELD_NUMBER: _ClassVar[int]
     DELIVERY_WINDOW_BYTES_FIELD_NUMBER: _ClassVar[int]
     DURABLE_ACK_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    DURABLE_PATTERNS_FIELD_NUMBER: _ClassVar[int]
     features: _containers.RepeatedScalarFieldContainer[StreamFeature]
     max_batch_events: int
     publish_window: int
@@ -201,7 +206,8 @@ class StreamWelcome(_message.Message):
     delivery_window: int
     delivery_window_bytes: int
     durable_ack_wait_ms: int
-    def __init__(self, features: _Optional[_Iterable[_Union[StreamFeature, str]]] = ..., max_batch_events: _Optional[int] = ..., publish_window: _Optional[int] = ..., settle_ms: _Optional[int] = ..., delivery_window: _Optional[int] = ..., delivery_window_bytes: _Optional[int] = ..., durable_ack_wait_ms: _Optional[int] = ...) -> None: ...
+    durable_patterns: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, features: _Optional[_Iterable[_Union[StreamFeature, str]]] = ..., max_batch_events: _Optional[int] = ..., publish_window: _Optional[int] = ..., settle_ms: _Optional[int] = ..., delivery_window: _Optional[int] = ..., delivery_window_bytes: _Optional[int] = ..., durable_ack_wait_ms: _Optional[int] = ..., durable_patterns: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
     __slots__ = ("request_id", "pattern", "qos", "event_types", "buffer_size")
@@ -348,3 +354,9 @@ class DurableDeadLetter(_message.Message):
     reason: str
     error: str
     def __init__(self, delivery_id: _Optional[int] = ..., reason: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class DurablePatterns(_message.Message):
+    __slots__ = ("patterns",)
+    PATTERNS_FIELD_NUMBER: _ClassVar[int]
+    patterns: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, patterns: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -14,6 +14,10 @@ stdout (``{"ready": true}`` once connected; the test waits for it, never sleeps)
   handler appends ``"<payload> <delivery.attempt> <delivery.redelivered>"`` to OUT, flushed
   (the line is there even if the process is SIGKILLed the next moment); it sleeps forever on
   the payload HANG_ON (to be killed in the middle of a handler).
+* ``emitter ADDRESS AGENT_ID TOPIC N``: an SDK ``Agent`` whose ``on_start`` emits N events
+  (payloads ``b"0"`` to ``b"<N - 1>"``) with ``ctx.emit``, one after the other, and prints
+  ``{"emitted": N}`` once the last emit returned (on a durable topic: once stored), then
+  stays connected until its stdin closes.
 """
 
 from __future__ import annotations
@@ -117,12 +121,28 @@ async def handler(address: str, agent_id: str, topic: str, out: str, hang_on: st
             tg.cancel_scope.cancel()
 
 
+async def emitter(address: str, agent_id: str, topic: str, n: int) -> None:
+    async def emit_all(ctx: Context) -> None:
+        for i in range(n):
+            await ctx.emit(topic, b"%d" % i)
+        _say(emitted=n)
+
+    agent = Agent(agent_id, on_start=emit_all)
+    async with anyio.create_task_group() as tg:
+        await tg.start(functools.partial(serve_agent, agent, address, options=_OPTIONS))
+        _say(ready=True)
+        await _until_stdin_closes()
+        tg.cancel_scope.cancel()
+
+
 def main(argv: list[str]) -> None:
     match argv:
         case ["publisher", address, topic, first, n, window, out]:
             anyio.run(publisher, address, topic, int(first), int(n), int(window), out)
         case ["handler", address, agent_id, topic, out, hang_on]:
             anyio.run(handler, address, agent_id, topic, out, hang_on)
+        case ["emitter", address, agent_id, topic, n]:
+            anyio.run(emitter, address, agent_id, topic, int(n))
         case _:
             raise SystemExit(f"usage: see the module docs; not {argv!r}")
 

@@ -343,10 +343,13 @@ async def test_a_remote_publish_not_stored_in_time_is_refused_and_the_stream_goe
 async def test_a_burst_of_remote_durable_publishes_is_stored_once_each_in_order(
     tmp_path: Path,
 ) -> None:
-    # A remote publisher's queued durable publishes have their stores started ahead,
-    # several in flight at a time (bus.plumbing.store_ahead): each is still stored once,
-    # and in the stream's order.
+    # A remote stream's queued durable publishes have their stores started ahead, several
+    # in flight at a time (bus.plumbing.store_ahead): each is still stored once, and in the
+    # stream's order. A publish on a durable topic waits for its store
+    # (STREAM_FEATURE_DURABLE_TOPICS), so the burst comes from 32 publishers at once, each
+    # publishing its share one after the other: each one's events are stored in its order.
     registration = AgentRegistration(agent_id="burst")
+    publishers = 32
     events = [Event(payload=b"%d" % i) for i in range(2000)]
     with anyio.fail_after(60):
         async with (
@@ -358,11 +361,22 @@ async def test_a_burst_of_remote_durable_publishes_is_stored_once_each_in_order(
         ):
             assert bus.plumbing.store_ahead is not None  # JetStreamLog pipelines
             bus.register_durable("keeper", ("kept.>",))
-            for event in events[:-1]:  # queued on the stream, in this order
-                await client.publish("kept.x", event)
-            await client.publish("kept.x", events[-1], wait_accepted=True)  # and all before
+            while not client.durable_topics.matches("kept.x"):  # noqa: ASYNC110
+                await anyio.sleep(0.01)  # told by a frame of the server: polled, bounded
+
+            async def publish_share(first: int) -> None:
+                for event in events[first::publishers]:
+                    await client.publish("kept.x", event)  # returns once stored
+
+            async with anyio.create_task_group() as tg:
+                for first in range(publishers):
+                    tg.start_soon(publish_share, first)
             stats = await log.statistics()
             stored = [d.event.id async for d in bus.replay("kept.>")]
     assert stats.appended == len(events)
     assert stats.duplicates == 0  # each stored once: the append took the store made ahead
-    assert stored == [e.id for e in events]  # the stream's order
+    assert sorted(stored) == sorted(e.id for e in events)
+    position = {event_id: i for i, event_id in enumerate(stored)}
+    for first in range(publishers):  # each publisher's order
+        share = [position[e.id] for e in events[first::publishers]]
+        assert share == sorted(share)
