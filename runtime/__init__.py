@@ -52,6 +52,7 @@ from ._stats import BusStats as BusStats
 from ._stats import DropReason as DropReason
 from ._stats import Drops as Drops
 from ._stats import SubscriptionStats as SubscriptionStats
+from ._stats import TierStats as TierStats
 from ._stats import TopicStats as TopicStats
 from ._subscription import DEFAULT_MAX_BUFFER_BYTES as DEFAULT_MAX_BUFFER_BYTES
 from ._subscription import Subscription as Subscription
@@ -117,6 +118,7 @@ __all__ = [
     "SubscriptionStats",
     "SupervisionPolicy",
     "TTLExpired",
+    "TierStats",
     "Timer",
     "TopicStats",
     "WouldBlock",

@@ -34,7 +34,7 @@ from ._durable_sub import DLQ_PREFIX, DurableSubscription
 from ._errors import BusClosed, DurabilityUnavailable, InvalidArgument, WouldBlock
 from ._event import EVENT_OVERHEAD_BYTES, Delivery, Event, event_size
 from ._qos import QoS
-from ._stats import BusStats, Drops, TopicStats
+from ._stats import BusStats, Drops, SubscriptionStats, TierStats, TopicStats
 from ._subscription import (
     DEFAULT_MAX_BUFFER_BYTES,
     BusHooks,
@@ -276,6 +276,9 @@ class EventBus:
         self._gen = 0  # bumped when a wildcard pattern comes or goes; invalidates cached routes
         self._topics: dict[str, _Topic] = {}
         self._evicted = _Topic("")
+        # Each tier's counters of the subscriptions that closed: delivered, then the drops
+        # (overflow, closed, bytes).
+        self._retired: dict[QoS, list[int]] = {}
         self._tick = 0
         self._interest: dict[tuple[str, QoS], int] = {}
         self._tg: TaskGroup | None = None
@@ -674,6 +677,9 @@ class EventBus:
     def _unsubscribe(self, sub: Subscription, patterns: Mapping[str, QoS]) -> None:
         if self._subs.pop(sub.id, None) is None:
             return
+        # What it counted stays in its tier's totals (statistics().tiers); what it still
+        # queues is about to be dropped as ``closed`` (Subscription.close shuts it next).
+        self._retire(sub.statistics(), closing=True)
         for pattern, qos in patterns.items():
             self._unlink(pattern, _Member(sub, qos))
         if self._hooks.draining:
@@ -921,20 +927,44 @@ class EventBus:
         and of the bridge calls served on it."""
         return None if self._tracer is None else self._tracer.provider
 
+    def _retire(self, stats: SubscriptionStats, *, closing: bool) -> None:
+        row = self._retired.setdefault(stats.qos, [0, 0, 0, 0])
+        row[0] += stats.delivered
+        row[1] += stats.dropped.overflow
+        row[2] += stats.dropped.closed + (stats.queued if closing else 0)
+        row[3] += stats.dropped.bytes
+
     def statistics(self) -> BusStats:
-        """Totals, and a record per subscription and per tracked topic (O(n) in those)."""
+        """Totals, and a record per subscription, per tracked topic and per tier (O(n) in
+        those)."""
         total = _Topic("")
         self._evicted.fold_into(total)
         for entry in self._topics.values():
             entry.fold_into(total)
+        subscriptions = tuple(s.statistics() for s in self._subs.values())
+        tiers = {qos: list(row) for qos, row in self._retired.items()}
+        for sub in subscriptions:
+            row = tiers.setdefault(sub.qos, [0, 0, 0, 0])
+            row[0] += sub.delivered
+            row[1] += sub.dropped.overflow
+            row[2] += sub.dropped.closed
+            row[3] += sub.dropped.bytes
         return BusStats(
             published=total.published,
             unrouted=total.unrouted,
             delivered=total.delivered,
             dropped=Drops(overflow=total.overflow, closed=total.closed, bytes=total.over_bytes),
-            subscriptions=tuple(s.statistics() for s in self._subs.values()),
+            subscriptions=subscriptions,
             topics=tuple(e.record() for e in self._topics.values()),
             closed=not self._accepting,
+            tiers=tuple(
+                TierStats(
+                    qos=qos,
+                    delivered=row[0],
+                    dropped=Drops(overflow=row[1], closed=row[2], bytes=row[3]),
+                )
+                for qos, row in sorted(tiers.items(), key=lambda item: item[0].value)
+            ),
         )
 
     def subscription_count(self) -> int:

@@ -8,7 +8,15 @@ import msgspec
 
 from ._qos import QoS
 
-__all__ = ["AgentStats", "BusStats", "DropReason", "Drops", "SubscriptionStats", "TopicStats"]
+__all__ = [
+    "AgentStats",
+    "BusStats",
+    "DropReason",
+    "Drops",
+    "SubscriptionStats",
+    "TierStats",
+    "TopicStats",
+]
 
 
 class DropReason(enum.Enum):
@@ -95,6 +103,21 @@ class TopicStats(msgspec.Struct, frozen=True, kw_only=True):
     dropped: Drops
 
 
+class TierStats(msgspec.Struct, frozen=True, kw_only=True):
+    """One QoS tier's counters over every subscription it has had, open and closed: unlike
+    the per-subscription records, they never go back when a subscription closes.
+
+    Attributes:
+        qos: the tier.
+        delivered: events its subscribers have taken.
+        dropped: deliveries its subscriptions lost, by reason.
+    """
+
+    qos: QoS
+    delivered: int
+    dropped: Drops
+
+
 class BusStats(msgspec.Struct, frozen=True, kw_only=True):
     """The bus's counters: totals, and the per-subscription and per-topic records.
 
@@ -109,6 +132,8 @@ class BusStats(msgspec.Struct, frozen=True, kw_only=True):
         subscriptions: one record per open subscription.
         topics: one record per tracked topic.
         closed: whether the bus refuses new publishes.
+        tiers: one record per QoS tier that has had a subscription (closed ones included);
+            this process's own (what its metrics read), not carried by the bridge.
     """
 
     published: int
@@ -118,6 +143,7 @@ class BusStats(msgspec.Struct, frozen=True, kw_only=True):
     subscriptions: tuple[SubscriptionStats, ...]
     topics: tuple[TopicStats, ...]
     closed: bool
+    tiers: tuple[TierStats, ...] = ()
 
 
 class AgentStats(msgspec.Struct, frozen=True, kw_only=True):

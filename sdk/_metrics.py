@@ -171,10 +171,6 @@ class ServeMetrics:
         # within one collection), kept for good, so that no series jumps between a topic and
         # "other" and every counter only grows.
         self._admitted: set[str] = set()
-        # What the subscriptions that closed had counted, by tier: a tier's counters go on
-        # growing when a subscription goes.
-        self._retired: dict[str, _Counts] = defaultdict(lambda: defaultdict(float))
-        self._last_subs: dict[int, tuple[str, _Counts]] = {}
         self._instruments()
 
     @property
@@ -468,32 +464,17 @@ class ServeMetrics:
         ]
 
     def _tiers(self, bus: BusStats) -> dict[str, _Counts]:
-        """Each tier's counters: the open subscriptions' plus what closed ones had counted
-        when last seen (the events a subscription counts between the last collection and its
-        close are not seen)."""
-        seen: dict[int, tuple[str, _Counts]] = {}
-        for sub in bus.subscriptions:
-            d = sub.dropped
-            seen[sub.id] = (
-                sub.qos.name.lower(),
-                {
-                    "delivered": sub.delivered,
-                    "overflow": d.overflow,
-                    "closed": d.closed,
-                    "bytes": d.bytes,
-                },
-            )
-        for sub_id, (tier, counts) in self._last_subs.items():
-            if sub_id not in seen:
-                for key, value in counts.items():
-                    self._retired[tier][key] += value
-        self._last_subs = seen
-        tiers: dict[str, _Counts] = {t: dict(c) for t, c in self._retired.items()}
-        for tier, counts in seen.values():
-            row = tiers.setdefault(tier, {})
-            for key, value in counts.items():
-                row[key] = row.get(key, 0) + value
-        return tiers
+        """Each tier's counters, over its open and closed subscriptions (the bus keeps what a
+        closed one had counted, so a tier's counters only grow)."""
+        return {
+            tier.qos.name.lower(): {
+                "delivered": tier.delivered,
+                "overflow": tier.dropped.overflow,
+                "closed": tier.dropped.closed,
+                "bytes": tier.dropped.bytes,
+            }
+            for tier in bus.tiers
+        }
 
     def _by_tier(self, field: str) -> list[Observation]:
         from opentelemetry.metrics import Observation

@@ -633,7 +633,10 @@ async def test_bus_stats_of_a_real_bus_leave_out_what_was_not_asked_for() -> Non
         stats = bus.statistics()
     msg = bus_stats_to_proto(stats, include_subscriptions=False)
     assert (msg.published, len(msg.subscriptions), len(msg.topics)) == (1, 0, 1)
-    assert bus_stats_from_proto(bus_stats_to_proto(stats)) == stats
+    # The tiers' totals are the process's own (metrics): not on the wire.
+    assert bus_stats_from_proto(bus_stats_to_proto(stats)) == msgspec.structs.replace(
+        stats, tiers=()
+    )
 
 
 def test_unknown_qos_in_bus_stats_is_a_wire_error() -> None:

@@ -489,3 +489,23 @@ async def test_a_bus_is_entered_once() -> None:
             await bus.__aenter__()
     with pytest.raises(BusClosed):
         await bus.__aenter__()
+
+
+async def test_a_tiers_counters_keep_what_its_closed_subscriptions_counted() -> None:
+    async with EventBus() as bus:
+        first = bus.subscribe("t.a", qos=QoS.BATCHED)
+        second = bus.subscribe("t.a", qos=QoS.REALTIME, buffer_size=1)
+        for _ in range(3):
+            await bus.publish("t.a", Event(payload=b"x"))
+        for _ in range(3):
+            await first.receive()
+        first.close()
+        second.close()  # one queued (closed), two lost to overflow
+        kept = bus.subscribe("t.a", qos=QoS.BATCHED)
+        await bus.publish("t.a", Event(payload=b"y"))
+        await kept.receive()
+        tiers = {tier.qos: tier for tier in bus.statistics().tiers}
+        assert tiers[QoS.BATCHED].delivered == 4
+        assert tiers[QoS.REALTIME].delivered == 0
+        assert tiers[QoS.REALTIME].dropped.overflow == 2
+        assert tiers[QoS.REALTIME].dropped.closed == 1
