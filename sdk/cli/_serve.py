@@ -30,7 +30,6 @@ from loom.cluster import (
     NatsEngine,
     NatsMode,
     open_nats,
-    parse_nats,
 )
 from loom.runtime import AgentRuntime, EventBus
 from loom.runtime.collab import BarrierCoordinator
@@ -80,15 +79,15 @@ def _cluster(nats: NatsEngine, config: ServeConfig) -> ClusterTransport | None:
     node reaches, so there is no cluster (and no transport); nor with ``--nats off``. Alone
     on its NATS, a node pays one attribute test per publish: nothing goes on the wire until
     another node holds a matching subscription."""
-    if nats.mode is not NatsMode.EXTERNAL or nats.connection is None:
+    if not _clustered(nats):
         return None
     return ClusterTransport(nats.connection.client, config.node_name())
 
 
-def _clustered(config: ServeConfig) -> bool:
+def _clustered(nats: NatsEngine) -> bool:
     """Whether this server is a node of a cluster: NATS URLs, which other nodes share (an
-    embedded server is this node's alone)."""
-    return parse_nats(config.nats)[0] is NatsMode.EXTERNAL
+    embedded server is this node's alone), and connected."""
+    return nats.mode is NatsMode.EXTERNAL and nats.connection is not None
 
 
 @asynccontextmanager
@@ -97,7 +96,7 @@ async def _cluster_directory(
 ) -> AsyncIterator[ClusterDirectory | None]:
     """The cluster's directory and calls between nodes (``docs/cluster.md``), with NATS URLs;
     else nothing."""
-    if not _clustered(config) or nats.connection is None:
+    if not _clustered(nats) or nats.connection is None:
         yield None
         return
     async with ClusterDirectory(
@@ -291,7 +290,7 @@ async def serve(
                 # A short threshold gets a sweep to match (5 s, the default, for 15 s).
                 sweep_interval_s=min(5.0, config.stale_after_s / 3),
                 llm=router,
-                node=config.node_name() if _clustered(config) else "",
+                node=config.node_name() if _clustered(nats) else "",
                 meter_provider=meters.meter_provider,
             ) as runtime,
             # Before any agent starts: ids are claimed cluster-wide from the first.
