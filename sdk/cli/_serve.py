@@ -79,7 +79,7 @@ def _cluster(nats: NatsEngine, config: ServeConfig) -> ClusterTransport | None:
     node reaches, so there is no cluster (and no transport); nor with ``--nats off``. Alone
     on its NATS, a node pays one attribute test per publish: nothing goes on the wire until
     another node holds a matching subscription."""
-    if not _clustered(nats):
+    if not _clustered(nats) or nats.connection is None:
         return None
     return ClusterTransport(nats.connection.client, config.node_name())
 
