@@ -107,3 +107,9 @@ async def test_the_cache_is_shared_kept_by_tenant_and_survives_a_kill(tmp_path: 
                     await _complete(address, a, ask=other)
             status = await _status(tmp_path, address, tokens["admin"])
             assert (status["hits"], status["misses"], status["entries"]) == (2, 2, 2)
+            shown = await loom(
+                "status", "-a", address, cwd=tmp_path, env=clean_env(LOOM_TOKEN=tokens["admin"])
+            )
+            assert "llm cache:   2 hits, 2 misses, " in shown.stdout.decode(), shown.stdout
+            # A tenant's status shows none of it: the cache does not count by namespace.
+            assert (await _status(tmp_path, address, a))["hits"] == 0

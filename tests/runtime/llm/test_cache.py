@@ -13,10 +13,12 @@ import pytest
 
 from loom.runtime.llm import (
     CACHE_FILENAME,
+    AssistantMessage,
     CachedLLM,
     CacheStats,
     CompletionRequest,
     LLMConfigError,
+    MalformedToolArguments,
     ModelRouter,
     OpenAIProvider,
     ProviderConfig,
@@ -27,6 +29,7 @@ from loom.runtime.llm import (
     StreamEnd,
     SystemMessage,
     TextDelta,
+    ToolCall,
     ToolCallReady,
     ToolSpec,
     UserMessage,
@@ -217,6 +220,22 @@ def test_provider_namespace_and_tool_schema_change_the_key(anyio_backend: str) -
     assert cache_key(request(tools=(TOOL,)), provider="p", config=config) != cache_key(
         request(tools=(schema,)), provider="p", config=config
     )
+
+
+def test_a_history_with_a_botched_tool_call_has_a_key(anyio_backend: str) -> None:
+    config = ProviderConfig(kind="openai", model="m")
+    error = MalformedToolArguments(
+        "not JSON", call_id="c1", tool_name="geo.lookup", raw_arguments="{oops"
+    )
+    botched = ToolCall(id="c1", name="geo.lookup", raw_arguments="{oops", error=error)
+    fine = ToolCall(id="c1", name="geo.lookup", arguments={"q": "x"})
+
+    def with_call(call: ToolCall) -> CompletionRequest:
+        return request(messages=(*PLAIN.messages, AssistantMessage(tool_calls=(call,))))
+
+    key = cache_key(with_call(botched), provider="p", config=config)
+    assert key == cache_key(with_call(botched), provider="p", config=config)
+    assert key != cache_key(with_call(fine), provider="p", config=config)
 
 
 def test_what_is_never_sent_does_not_change_the_key(anyio_backend: str) -> None:
