@@ -17,6 +17,7 @@ from ._admin import Rejection as Rejection
 from ._auth import TLSConfig as TLSConfig
 from ._auth import is_loopback as is_loopback
 from ._auth import token_weakness as token_weakness
+from ._cache_status import LLMCacheTotals as LLMCacheTotals
 from ._calls import decode_output as decode_output
 from ._calls import run_tool_call as run_tool_call
 from ._client import Acceptance as Acceptance
@@ -100,6 +101,7 @@ __all__ = [
     "DurablePublishFailed",
     "HandshakeError",
     "InsecureBind",
+    "LLMCacheTotals",
     "LimitExceeded",
     "Limits",
     "MemoryLimits",

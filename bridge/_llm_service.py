@@ -12,11 +12,14 @@ An agent in another process calls models through the server, so API keys live on
   fields) and then the status of its kind (``_llm_convert.failure_code``); a malformed request
   ends ``INVALID_ARGUMENT`` before any model is called.
 * **Shutdown.** Calls in flight get the server's grace, like every call, then are cancelled.
+* **Tenants.** A caller that showed a tenant token makes its calls as its namespace
+  (``llm_namespace``): the response cache never answers it with another namespace's answers.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -35,8 +38,10 @@ from loom.runtime.llm import (
     ProviderConfig,
     RoutableLLM,
     UnknownModel,
+    llm_namespace,
 )
 
+from ._identity import Principal
 from ._llm_convert import (
     chunk_to_proto,
     completion_to_proto,
@@ -92,10 +97,19 @@ def _model_info(name: str, llm: LLM) -> llm_pb2.ModelInfo:
 
 
 class LLMService(llm_pb2_grpc.LLMServicer):
-    """``loom.v1.LLM`` over the runtime's model (see the module docs)."""
+    """``loom.v1.LLM`` over the runtime's model (see the module docs).
 
-    def __init__(self, runtime: AgentRuntime) -> None:
+    Args:
+        runtime: the runtime whose model serves the calls.
+        caller: who made a call (the hub's ``caller``), for its tenant's namespace; without
+            it every call is of no namespace.
+    """
+
+    def __init__(
+        self, runtime: AgentRuntime, caller: Callable[[_Context], Principal] | None = None
+    ) -> None:
         self.runtime = runtime
+        self._caller = caller
 
     async def Complete(  # type: ignore[override]
         self, request: llm_pb2.CompleteRequest, context: _Context
@@ -116,8 +130,10 @@ class LLMService(llm_pb2_grpc.LLMServicer):
         if self.runtime.bus.tracer_provider is not None:
             parent = metadata_context(context.invocation_metadata())
         token = None if parent is None else otel_context.attach(parent)
+        namespace = self._caller(context).namespace if self._caller is not None else None
         try:
-            await self._complete(llm, wanted, request.stream, context)
+            with llm_namespace(namespace):
+                await self._complete(llm, wanted, request.stream, context)
         finally:
             if token is not None:
                 otel_context.detach(token)

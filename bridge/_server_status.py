@@ -17,6 +17,7 @@ import msgspec
 
 from loom.bridge._generated import server_pb2, server_pb2_grpc
 
+from ._cache_status import LLMCacheTotals, cache_totals_from_proto, cache_totals_to_proto
 from ._tenants import agent_inside, namespace_stats, tool_inside
 
 if TYPE_CHECKING:
@@ -70,6 +71,8 @@ class ServerStatus(msgspec.Struct, frozen=True, kw_only=True):
             the counts above are then of that namespace only.
         in_flight: deliveries sent on remote agents' streams and not yet credited back.
         in_flight_bytes: their encoded bytes (each stream's within its byte window).
+        llm_cache: the response cache's counters summed over the cached providers (zero for
+            a tenant's token, and without a cached provider).
     """
 
     version: str
@@ -94,6 +97,7 @@ class ServerStatus(msgspec.Struct, frozen=True, kw_only=True):
     namespace: str = ""
     in_flight: int = 0
     in_flight_bytes: int = 0
+    llm_cache: LLMCacheTotals = LLMCacheTotals()
 
 
 class NatsInfo(Protocol):
@@ -174,6 +178,8 @@ class ServerService(server_pb2_grpc.ServerServicer):
             namespace=namespace or "",
             in_flight=in_flight,
             in_flight_bytes=in_flight_bytes,
+            # The cache does not count by namespace: a tenant sees none of it.
+            **(cache_totals_to_proto(runtime.llm) if namespace is None else {}),
         )
 
 
@@ -202,4 +208,5 @@ def server_status_from_proto(msg: server_pb2.ServerStatus) -> ServerStatus:
         namespace=msg.namespace,
         in_flight=msg.in_flight,
         in_flight_bytes=msg.in_flight_bytes,
+        llm_cache=cache_totals_from_proto(msg),
     )

@@ -39,6 +39,8 @@ from loom.runtime import AgentInfo, AgentRuntime, BusStats, ConfigError, Durable
 from loom.runtime.llm import ModelRouter, ProviderStats
 from loom.runtime.lowlevel import DurableLog
 
+from ._metrics_cache import CacheRows, cache_instruments, cache_rows
+
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider, Observation
     from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
@@ -146,6 +148,7 @@ class _Snapshot(msgspec.Struct, frozen=True, kw_only=True):
     server: ServerStatistics | None = None
     providers: tuple[tuple[str, str, float, float, ProviderStats], ...] = ()
     durable: DurableStats | None = None
+    caches: CacheRows = ()
 
 
 class ServeMetrics:
@@ -257,6 +260,7 @@ class ServeMetrics:
             server=s.server.statistics() if s.server is not None else None,
             providers=tuple(providers),
             durable=self._durable,
+            caches=cache_rows(s.router),
         )
 
     # ------------------------------------------------------------------ the instruments
@@ -311,6 +315,7 @@ class ServeMetrics:
             "loom.agent.mailbox_depth", self._mailboxes, description="Events in agents' mailboxes"
         )
         self._llm_instruments(counter)
+        cache_instruments(counter, gauge, lambda: self._snap.caches)
         self._bridge_instruments(counter, gauge)
         self._durable_instruments(gauge)
 

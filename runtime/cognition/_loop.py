@@ -50,6 +50,7 @@ from ..llm import (
     TextDelta,
     ToolCall,
     Usage,
+    llm_namespace,
 )
 from ..memory import AgentContext, ContextItem, ItemKind, Role, arguments_text
 from ..tools import ToolError
@@ -352,6 +353,9 @@ class Turn:
         try:
             with (
                 use_span(span, record_exception=False, set_status_on_exception=False),
+                # The model calls of agent "team-a:planner" are namespace team-a's (the rule
+                # of bridge/_tenants.py): the response cache never serves them to another.
+                llm_namespace(loop.agent_id.partition(":")[0] if ":" in loop.agent_id else ""),
                 anyio.CancelScope() as scope,
             ):
                 self._scope = scope

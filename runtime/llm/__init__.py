@@ -3,6 +3,15 @@
 from .._public import set_public_module as _set_public_module
 from ..tools import ToolSpec as ToolSpec
 from ._anthropic import AnthropicProvider as AnthropicProvider
+from ._cache import CachedLLM as CachedLLM
+from ._cache import CacheStats as CacheStats
+from ._cache import cache_key as cache_key
+from ._cache import calling_namespace as calling_namespace
+from ._cache import llm_namespace as llm_namespace
+from ._cache_store import CACHE_FILENAME as CACHE_FILENAME
+from ._cache_store import CacheLimits as CacheLimits
+from ._cache_store import CacheStoreError as CacheStoreError
+from ._cache_store import ResponseStore as ResponseStore
 from ._config import LLMConfig as LLMConfig
 from ._config import ProviderConfig as ProviderConfig
 from ._config import ProviderProfile as ProviderProfile
@@ -50,11 +59,16 @@ from ._types import Usage as Usage
 from ._types import UserMessage as UserMessage
 
 __all__ = [
+    "CACHE_FILENAME",
     "LLM",
     "AnthropicProvider",
     "AssistantMessage",
     "BadResponse",
     "BadToolCall",
+    "CacheLimits",
+    "CacheStats",
+    "CacheStoreError",
+    "CachedLLM",
     "Completion",
     "CompletionRequest",
     "ErrorCounts",
@@ -76,6 +90,7 @@ __all__ = [
     "RateLimited",
     "Rejection",
     "RequestRejected",
+    "ResponseStore",
     "RoutableLLM",
     "RouteAttempt",
     "RouteDecision",
@@ -95,7 +110,10 @@ __all__ = [
     "Usage",
     "UserMessage",
     "build_provider",
+    "cache_key",
+    "calling_namespace",
     "estimate_prompt_tokens",
+    "llm_namespace",
     "load_llm_config",
 ]
 

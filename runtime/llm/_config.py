@@ -116,6 +116,11 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
         max_concurrency: calls to this provider in flight at once; more wait their turn.
         max_output_tokens: ``max_tokens`` when a request sets none, on both wires (Anthropic
             requires one; an unbounded local model may write to its context limit).
+        cache: keep this provider's answers in the response cache and answer an identical
+            request from it (see docs/guardrails.md, "Response cache"); off by default.
+        cache_ttl_s: how long a cached answer may be served, in seconds.
+        cache_max_entries: the most answers of this provider the cache keeps.
+        cache_max_bytes: the most bytes of this provider's answers the cache keeps.
     """
 
     kind: ProviderKind
@@ -136,10 +141,18 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     typical_latency_s: float = 1.0
     supports_tools: bool = True
     supports_streaming: bool = True
+    cache: bool = False
+    cache_ttl_s: float = 86400.0
+    cache_max_entries: int = 10_000
+    cache_max_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if not self.model:
             raise LLMConfigError("model must not be empty")
+        if self.cache_ttl_s <= 0 or self.cache_max_entries < 1 or self.cache_max_bytes < 1:
+            raise LLMConfigError(
+                "cache_ttl_s must be positive, cache_max_entries and cache_max_bytes at least 1"
+            )
         for field in ("timeout_s", "typical_latency_s"):
             if getattr(self, field) <= 0:
                 raise LLMConfigError(f"{field} must be positive")

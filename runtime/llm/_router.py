@@ -33,8 +33,12 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import NoOpTracerProvider, Span, StatusCode, TracerProvider, use_span
 
 from .._errors import InvalidArgument
+from ._anthropic import AnthropicProvider
+from ._cache import CachedLLM
+from ._cache_store import ResponseStore
 from ._config import LLMConfig
-from ._errors import LLMError, NoProviderAvailable, UnknownModel
+from ._errors import LLMConfigError, LLMError, NoProviderAvailable, UnknownModel
+from ._openai import OpenAIProvider
 from ._protocol import LLM, RoutableLLM, build_provider
 from ._types import Completion, CompletionRequest, StreamChunk
 
@@ -142,15 +146,25 @@ class ModelRouter:
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
         on_decision: Callable[[RouteDecision], None] | None = None,
+        cache: ResponseStore | None = None,
     ) -> ModelRouter:
         """A router over providers built from ``config``; it owns and closes them. With
-        ``meter_provider``, each provider records its calls' durations."""
-        providers = {
-            name: build_provider(
-                name, provider, tracer_provider=tracer_provider, meter_provider=meter_provider
+        ``meter_provider``, each provider records its calls' durations. Each provider with
+        ``cache = true`` is wrapped in a :class:`CachedLLM` over ``cache`` (the caller opens and
+        closes the store).
+
+        Raises:
+            LLMConfigError: a provider has ``cache = true`` and no ``cache`` store is given.
+        """
+        providers: dict[str, RoutableLLM] = {}
+        for name, provider_config in config.providers.items():
+            provider = build_provider(
+                name,
+                provider_config,
+                tracer_provider=tracer_provider,
+                meter_provider=meter_provider,
             )
-            for name, provider in config.providers.items()
-        }
+            providers[name] = _cached(provider, cache)
         return cls(
             providers,
             order=config.order,
@@ -340,6 +354,22 @@ class ModelRouter:
             decision = msgspec.structs.replace(decision, attempts=tuple(attempts))
             self._publish(span, decision)
             span.end()
+
+
+def _cached(
+    provider: OpenAIProvider | AnthropicProvider, store: ResponseStore | None
+) -> RoutableLLM:
+    # The one place the cache joins the router: outermost around the provider, so that a hit
+    # skips everything the provider does (its retries, its concurrency slot, and any policy
+    # or rate limit layered on it later).
+    if not provider.config.cache:
+        return provider
+    if store is None:
+        raise LLMConfigError(
+            f"[llm.{provider.name}] cache = true needs a response store: loom serve keeps it in "
+            "<data-dir>/llm_cache.sqlite3; in code pass ModelRouter.from_config(..., cache=store)"
+        )
+    return CachedLLM(provider, store)
 
 
 def _failed(name: str, exc: LLMError) -> RouteAttempt:

@@ -170,6 +170,8 @@ class Completion(msgspec.Struct, frozen=True, kw_only=True):
         model: the model that answered, as the provider named it.
         provider: the name of the provider that served the call.
         latency_s: wall time of the call, retries included.
+        cached: the answer came from the response cache: no model was called, and ``usage``
+            is zero (the tokens it saved are in the cache's statistics).
     """
 
     text: str
@@ -179,6 +181,7 @@ class Completion(msgspec.Struct, frozen=True, kw_only=True):
     model: str = ""
     provider: str = ""
     latency_s: float = 0.0
+    cached: bool = False
 
     @property
     def message(self) -> AssistantMessage:

@@ -30,6 +30,7 @@ from loom.bridge import (
     ClientTLS,
     ConnectFailed,
     ConnectionLost,
+    LLMCacheTotals,
     ServerStatus,
     ToolStatus,
     decode_output,
@@ -695,9 +696,18 @@ def _status_lines(address: str, s: ServerStatus) -> list[tuple[str, str]]:
             "bytes)",
         ),
         ("nats", _nats_line(s)),
+        *([("llm cache", _cache_line(s))] if s.llm_cache != LLMCacheTotals() else []),
         # Counts above are of the namespace only, for a tenant's token: say so.
         *([("namespace", f"{s.namespace} (the counts above are its own)")] if s.namespace else []),
     ]
+
+
+def _cache_line(s: ServerStatus) -> str:
+    c = s.llm_cache
+    return (
+        f"{c.hits} hits, {c.misses} misses, {c.saved_tokens} tokens saved; "
+        f"{c.entries} answers held ({c.bytes} bytes)"
+    )
 
 
 def _nats_line(s: ServerStatus) -> str:

@@ -40,6 +40,7 @@ from .._metrics import ServeMetrics, metrics_config, open_metrics
 from .._telemetry import open_tracing, trace_config
 from ._config import ServeConfig, ServiceTables
 from ._hosted import agent_data_dir, agent_tools, build_tools
+from ._llm_cache import open_response_cache
 
 __all__ = ["serve"]
 
@@ -124,15 +125,22 @@ async def _barriers(bus: EventBus) -> AsyncIterator[Callable[[], Awaitable[None]
 
 @asynccontextmanager
 async def _models(
-    tables: ServiceTables, tracer_provider: TracerProvider | None, meter_provider: MeterProvider
+    tables: ServiceTables,
+    tracer_provider: TracerProvider | None,
+    meter_provider: MeterProvider,
+    data_dir: Path,
 ) -> AsyncIterator[ModelRouter | None]:
-    """The server's model router over ``[llm]`` (``None`` without one); closed at the end."""
+    """The server's model router over ``[llm]`` (``None`` without one); closed at the end.
+    Providers with ``cache = true`` share ``<data_dir>/llm_cache.sqlite3``."""
     if tables.llm is None:
         yield None
         return
-    async with ModelRouter.from_config(
-        tables.llm, tracer_provider=tracer_provider, meter_provider=meter_provider
-    ) as router:
+    async with (
+        open_response_cache(tables.llm, data_dir) as cache,
+        ModelRouter.from_config(
+            tables.llm, tracer_provider=tracer_provider, meter_provider=meter_provider, cache=cache
+        ) as router,
+    ):
         log.info("loom serve: LLM providers: %s", ", ".join(tables.llm.providers))
         yield router
 
@@ -283,7 +291,7 @@ async def serve(
             ) as bus,
             # The router first: the runtime offers it to its agents (llm="server") and the
             # bridge to agents elsewhere (loom.v1.LLM).
-            _models(tables, tracer_provider, meters.meter_provider) as router,
+            _models(tables, tracer_provider, meters.meter_provider, Path(data_dir)) as router,
             AgentRuntime(
                 bus,
                 stale_after_s=config.stale_after_s,

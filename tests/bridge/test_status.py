@@ -73,6 +73,7 @@ from loom.runtime import (
 )
 from loom.runtime.llm import (
     BadToolCall,
+    CacheStoreError,
     LLMConfigError,
     LLMError,
     MalformedToolArguments,
@@ -168,6 +169,7 @@ NEVER_CROSSES: dict[type[LoomError], str] = {
     HttpBindError: "raised when loom serve starts, before anything listens",
     McpConfigError: "configuration is read before the server starts",
     LLMConfigError: "configuration is read before the server starts",
+    CacheStoreError: "the response cache opens before the server starts; later, logged",
     InvalidToolSchema: "raised when a tool is registered, not when it is called",
     RequestTimeout: "collab requests travel as events; the requester's own deadline",
     NoResponders: "collab: decided by the requester's runtime",

@@ -1,0 +1,29 @@
+"""What do the guard rails cost? (issue 16)
+
+* ``cache_hit_ms``: a completion answered by the LLM response cache, p50 (target <= 1), with
+  its same-run baseline ``uncached_call_ms`` (see ``benchmarks/_cache_bench.py``).
+
+Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import anyio
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks._cache_bench import measure_cache
+from benchmarks._util import emit
+
+
+async def main() -> None:
+    figures: dict[str, float | int | str | bool] = {}
+    figures.update(await measure_cache())
+    emit("guardrails", figures)
+
+
+if __name__ == "__main__":
+    anyio.run(main, backend="asyncio")
