@@ -1,0 +1,429 @@
+"""A remote A2A agent as a Loom :class:`~loom.runtime.tools.Tool`, on the official ``a2a-sdk``.
+
+It lives in the SDK, not in ``loom.runtime.tools`` beside the MCP tools, because importing any
+module of ``a2a.client`` runs ``a2a/client/__init__.py``, whose ``client_factory`` imports the
+SDK's gRPC transport, and with it ``grpc``, whenever grpcio is installed (always, for Loom);
+the runtime never imports grpc (``docs/architecture.md``).
+
+One tool per remote agent, not one per skill: an A2A agent is addressed as a whole (a message
+goes to the agent, which picks its skill itself), so one tool whose description lists the
+skills tells the model what it can ask without making it choose between tools that would all
+send the same message to the same place.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+import httpx
+from a2a.client import A2ACardResolver, Client, ClientConfig, ClientFactory
+from a2a.client.errors import A2AClientError, A2AClientTimeoutError, AgentCardResolutionError
+from a2a.types import (
+    AgentCard,
+    CancelTaskRequest,
+    GetTaskRequest,
+    Message,
+    Part,
+    Role,
+    SendMessageRequest,
+    StreamResponse,
+    Task,
+    TaskState,
+)
+from a2a.utils.errors import A2AError as SdkA2AError
+from google.protobuf.json_format import MessageToDict
+
+from loom.runtime import InvalidArgument
+from loom.runtime.tools import JSONObject, ToolError, stream_tool_output
+
+from ._a2a_errors import A2AAuthFailed, A2ABadCard, A2ATaskFailed, A2AUnreachable
+
+__all__ = ["A2AAgentTool"]
+
+log = logging.getLogger("loom.a2a")
+
+_PARAMETERS: JSONObject = {
+    "type": "object",
+    "properties": {
+        "message": {"type": "string", "description": "What to ask the agent, in words."},
+        "context_id": {
+            "type": "string",
+            "description": "To continue an earlier conversation with this agent: the "
+            "context_id of one of its earlier answers.",
+        },
+        "task_id": {
+            "type": "string",
+            "description": "To answer a question the agent asked (state input-required): "
+            "the task_id of that answer.",
+        },
+    },
+    "required": ["message"],
+    "additionalProperties": False,
+}
+
+_STATES: dict[int, str] = {
+    TaskState.TASK_STATE_SUBMITTED: "submitted",
+    TaskState.TASK_STATE_WORKING: "working",
+    TaskState.TASK_STATE_COMPLETED: "completed",
+    TaskState.TASK_STATE_FAILED: "failed",
+    TaskState.TASK_STATE_CANCELED: "canceled",
+    TaskState.TASK_STATE_REJECTED: "rejected",
+    TaskState.TASK_STATE_INPUT_REQUIRED: "input-required",
+    TaskState.TASK_STATE_AUTH_REQUIRED: "auth-required",
+}
+# States in which the remote side has stopped working on the task (for now, or for good).
+_SETTLED: set[int] = {
+    TaskState.TASK_STATE_COMPLETED,
+    TaskState.TASK_STATE_FAILED,
+    TaskState.TASK_STATE_CANCELED,
+    TaskState.TASK_STATE_REJECTED,
+    TaskState.TASK_STATE_INPUT_REQUIRED,
+    TaskState.TASK_STATE_AUTH_REQUIRED,
+}
+_FAILED: set[int] = {
+    TaskState.TASK_STATE_FAILED,
+    TaskState.TASK_STATE_CANCELED,
+    TaskState.TASK_STATE_REJECTED,
+}
+_MAX_DESCRIPTION = 2000
+
+
+class A2AAgentTool:
+    """A remote A2A agent, called as one tool: ``{"message": ..., "context_id"?, "task_id"?}``.
+
+    Entering it (``async with A2AAgentTool(url) as tool``) fetches the agent card from
+    ``<url>/.well-known/agent-card.json``; its name, description and skills become the tool's
+    description. Each :meth:`call` sends the message with ``message/stream`` when the card
+    says the agent streams (its status and artifact texts go to the caller as partial output,
+    :func:`~loom.runtime.tools.stream_tool_output`), else with ``message/send`` returning at
+    once and ``tasks/get`` until the task settles. It returns a JSON object: ``text`` (the
+    artifacts' text, else the agent's last message), ``state`` (``completed``, or
+    ``input-required`` when the agent asks a question: answer with its ``task_id``),
+    ``task_id``, ``context_id`` (pass it back to continue the conversation) and, when the agent
+    sent structured parts, ``data``.
+
+    A call cancelled by its caller or its timeout sends ``tasks/cancel`` for the remote task
+    (shielded, within ``cancel_grace_s``) before the cancellation goes on; a call cancelled
+    before the agent named its task cannot cancel anything remote.
+
+    Args:
+        url: the agent's base URL (where its card is served).
+        name: the tool's name (default ``a2a.<card name>``, made of letters, digits, ``_``).
+        token: a bearer token sent with every request (card included).
+        headers: other HTTP headers sent with every request.
+        connect_timeout_s: seconds to connect, send a request, or fetch the card. The wait for
+            the answer is bounded by the call's timeout (the registry's), not here.
+        cancel_grace_s: seconds ``tasks/cancel`` may take after a cancelled call.
+        poll_interval_s: the longest pause between two ``tasks/get`` of an agent that does
+            not stream (it starts at a tenth of that and doubles).
+
+    Raises (from entering):
+        A2AUnreachable: the card could not be fetched (no answer, a server error).
+        A2AAuthFailed: the server refused the credentials (401, 403).
+        A2ABadCard: the card is not JSON, not an agent card, or names no JSON-RPC transport.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str | None = None,
+        token: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        connect_timeout_s: float = 10.0,
+        cancel_grace_s: float = 5.0,
+        poll_interval_s: float = 1.0,
+    ) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise InvalidArgument(f"an A2A agent's URL is http:// or https://, not {url!r}")
+        for what, value in (
+            ("connect_timeout_s", connect_timeout_s),
+            ("cancel_grace_s", cancel_grace_s),
+            ("poll_interval_s", poll_interval_s),
+        ):
+            if not value > 0:
+                raise InvalidArgument(f"{what} must be > 0, not {value!r}")
+        self.url = url.rstrip("/")
+        self._name = name
+        self._headers = dict(headers or {})
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+        self._connect_timeout_s = connect_timeout_s
+        self._cancel_grace_s = cancel_grace_s
+        self._poll_interval_s = poll_interval_s
+        self._http: httpx.AsyncClient | None = None
+        self._client: Client | None = None
+        self._card: AgentCard | None = None
+
+    # ------------------------------------------------------------------ the Tool seam
+
+    @property
+    def name(self) -> str:
+        if self._name is None:
+            self._name = f"a2a.{_slug(self.card.name)}"
+        return self._name
+
+    @property
+    def description(self) -> str:
+        card = self.card
+        lines = [f"Ask the remote agent {card.name!r} (A2A, {self.url})."]
+        if card.description:
+            lines.append(card.description)
+        if card.skills:
+            lines.append("Its skills:")
+        for skill in card.skills:
+            line = f"- {skill.name or skill.id}: {skill.description}".rstrip(": ")
+            if skill.examples:
+                line += f" (e.g. {skill.examples[0]!r})"
+            lines.append(line)
+        text = "\n".join(lines)
+        return text if len(text) <= _MAX_DESCRIPTION else text[: _MAX_DESCRIPTION - 3] + "..."
+
+    @property
+    def parameters_schema(self) -> JSONObject:
+        return _PARAMETERS
+
+    @property
+    def card(self) -> AgentCard:
+        """The agent card, as fetched when the tool was entered."""
+        if self._card is None:
+            raise InvalidArgument(f"A2AAgentTool({self.url!r}) is not open: use `async with`")
+        return self._card
+
+    @property
+    def streaming(self) -> bool:
+        """Whether calls use ``message/stream`` (the card says the agent streams)."""
+        return bool(self.card.capabilities.streaming)
+
+    # ------------------------------------------------------------------ life
+
+    async def __aenter__(self) -> Self:
+        timeout = httpx.Timeout(self._connect_timeout_s, read=None)
+        http = httpx.AsyncClient(headers=self._headers, timeout=timeout)
+        try:
+            card = await self._fetch_card(http)
+            if not any(i.protocol_binding == "JSONRPC" for i in card.supported_interfaces):
+                bindings = sorted({i.protocol_binding for i in card.supported_interfaces})
+                raise A2ABadCard(self.url, f"no JSONRPC interface (it offers {bindings or 'none'})")
+            config = ClientConfig(
+                streaming=bool(card.capabilities.streaming),
+                polling=not card.capabilities.streaming,
+                httpx_client=http,
+            )
+            try:
+                client = ClientFactory(config).create(card)
+            except ValueError as exc:
+                raise A2ABadCard(self.url, str(exc)) from exc
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await http.aclose()
+            raise
+        self._http, self._client, self._card = http, client, card
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections; calls in flight fail. Idempotent."""
+        http, self._http, self._client = self._http, None, None
+        if http is not None:
+            with anyio.CancelScope(shield=True):
+                await http.aclose()
+
+    async def _fetch_card(self, http: httpx.AsyncClient) -> AgentCard:
+        try:
+            return await A2ACardResolver(http, self.url).get_agent_card()
+        except AgentCardResolutionError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, httpx.RequestError):
+                raise A2AUnreachable(self.url, _request_error(cause)) from exc
+            if exc.status_code in (401, 403):
+                raise A2AAuthFailed(self.url, f"HTTP {exc.status_code}") from exc
+            if exc.status_code is not None and exc.status_code >= 500:
+                raise A2AUnreachable(self.url, f"HTTP {exc.status_code}") from exc
+            raise A2ABadCard(self.url, _short(exc.message)) from exc
+
+    # ------------------------------------------------------------------ calls
+
+    async def call(self, arguments: JSONObject) -> Any:
+        client = self._client
+        if client is None:
+            raise A2AUnreachable(self.url, "the tool is closed", tool=self._name)
+        message = Message(
+            role=Role.ROLE_USER,
+            message_id=uuid.uuid4().hex,
+            parts=[Part(text=str(arguments["message"]))],
+            context_id=str(arguments.get("context_id", "")),
+            task_id=str(arguments.get("task_id", "")),
+        )
+        run = _Run(self.url)
+        try:
+            try:
+                events = client.send_message(SendMessageRequest(message=message))
+                try:
+                    await run.follow(events, stream=self.streaming)
+                finally:
+                    # The SDK's iterator is an async generator: close its HTTP stream now.
+                    close = getattr(events, "aclose", None)
+                    if close is not None:
+                        await close()
+                if not self.streaming:
+                    await self._poll(client, run)
+            except BaseException:
+                # Cancelled (the caller, or the registry's timeout) or failed while the remote
+                # task still runs: tell the remote side, so it stops working for nobody.
+                if run.task_id and run.state not in _SETTLED:
+                    await self._cancel_remote(client, run.task_id)
+                raise
+        except (SdkA2AError, httpx.HTTPError) as exc:
+            raise self._error(exc, run) from exc
+        return run.result()
+
+    async def _poll(self, client: Client, run: _Run) -> None:
+        pause = self._poll_interval_s / 10
+        while run.task_id and run.state not in _SETTLED:
+            await anyio.sleep(pause)
+            pause = min(pause * 2, self._poll_interval_s)
+            run.take_task(await client.get_task(GetTaskRequest(id=run.task_id)))
+
+    async def _cancel_remote(self, client: Client, task_id: str) -> None:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self._cancel_grace_s):
+            try:
+                await client.cancel_task(CancelTaskRequest(id=task_id))
+                log.debug("cancelled remote task %s of %s", task_id, self.url)
+            except (SdkA2AError, httpx.HTTPError) as exc:  # best effort: the call is over
+                log.warning("tasks/cancel of %s at %s failed: %r", task_id, self.url, exc)
+
+    def _error(self, exc: SdkA2AError | httpx.HTTPError, run: _Run) -> ToolError:
+        cause = exc.__cause__ if isinstance(exc, A2AClientError) else exc
+        if isinstance(cause, httpx.HTTPStatusError):
+            status = cause.response.status_code
+            if status in (401, 403):
+                return A2AAuthFailed(self.url, f"HTTP {status}")
+            return A2AUnreachable(self.url, f"HTTP {status}")
+        if isinstance(cause, httpx.HTTPError):
+            return A2AUnreachable(self.url, _request_error(cause))
+        if isinstance(exc, A2AClientTimeoutError):
+            return A2AUnreachable(self.url, "timed out")
+        if isinstance(exc, A2AClientError):
+            return A2AUnreachable(self.url, _short(str(exc)))
+        return A2ATaskFailed(self.url, "error", _short(str(exc)), task_id=run.task_id)
+
+    def __repr__(self) -> str:
+        return f"A2AAgentTool({self.url!r})"
+
+
+class _Run:
+    """What one call has heard of its remote task so far: state, artifacts, last message."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.task_id = ""
+        self.context_id = ""
+        self.state: int = TaskState.TASK_STATE_UNSPECIFIED
+        self.message: Message | None = None  # the agent's status message, or direct answer
+        self.answered = False  # a Message answered the request: no task
+        self.artifacts: dict[str, list[Part]] = {}
+
+    async def follow(self, events: AsyncIterator[StreamResponse], *, stream: bool) -> None:
+        async for event in events:
+            if event.HasField("task"):
+                self.take_task(event.task)
+            elif event.HasField("message"):
+                self.message, self.answered = event.message, True
+                self.context_id = event.message.context_id
+            elif event.HasField("status_update"):
+                update = event.status_update
+                self.task_id = update.task_id or self.task_id
+                self.context_id = update.context_id or self.context_id
+                self.state = update.status.state
+                if update.status.HasField("message"):
+                    self.message = update.status.message
+                    if stream and self.state not in _SETTLED:
+                        await stream_tool_output(_text(update.status.message.parts))
+            elif event.HasField("artifact_update"):
+                chunk = event.artifact_update
+                self.task_id = chunk.task_id or self.task_id
+                artifact = chunk.artifact
+                parts = self.artifacts.setdefault(artifact.artifact_id, [])
+                if not chunk.append:
+                    parts.clear()
+                parts.extend(artifact.parts)
+                if stream:
+                    await stream_tool_output(_text(artifact.parts))
+            if self.answered or self.state in _SETTLED:
+                return
+
+    def take_task(self, task: Task) -> None:
+        self.task_id, self.context_id = task.id, task.context_id
+        self.state = task.status.state
+        if task.status.HasField("message"):
+            self.message = task.status.message
+        for artifact in task.artifacts:
+            self.artifacts[artifact.artifact_id] = list(artifact.parts)
+
+    def result(self) -> dict[str, Any]:
+        message_text = _text(self.message.parts) if self.message is not None else ""
+        if self.answered:
+            return self._value(
+                "completed", message_text, self.message.parts if self.message else []
+            )
+        state = self.state
+        if state in _FAILED:
+            raise A2ATaskFailed(
+                self.url,
+                _STATES[state],
+                message_text or "(no message)",
+                task_id=self.task_id,
+            )
+        if state == TaskState.TASK_STATE_AUTH_REQUIRED:
+            raise A2AAuthFailed(self.url, f"task {self.task_id} requires authentication")
+        if state not in _SETTLED:
+            raise A2AUnreachable(
+                self.url, f"the answer ended with task {self.task_id or '?'} still running"
+            )
+        parts = [p for ps in self.artifacts.values() for p in ps]
+        if state == TaskState.TASK_STATE_INPUT_REQUIRED or not parts:
+            return self._value(
+                _STATES[state], message_text, self.message.parts if self.message else []
+            )
+        return self._value(_STATES[state], _text(parts), parts)
+
+    def _value(self, state: str, text: str, parts: Any) -> dict[str, Any]:
+        value: dict[str, Any] = {"text": text, "state": state}
+        if self.task_id:
+            value["task_id"] = self.task_id
+        if self.context_id:
+            value["context_id"] = self.context_id
+        data = [MessageToDict(p.data) for p in parts if p.HasField("data")]
+        if data:
+            value["data"] = data
+        return value
+
+
+def _text(parts: Any) -> str:
+    return "".join(p.text for p in parts if p.HasField("text"))
+
+
+def _slug(name: str) -> str:
+    slug = "".join(c if c.isalnum() else "_" for c in name.strip().lower()).strip("_")
+    return slug or "agent"
+
+
+def _short(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _request_error(exc: httpx.HTTPError) -> str:
+    return _short(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
