@@ -107,9 +107,11 @@ class A2AAgentTool:
     ``task_id``, ``context_id`` (pass it back to continue the conversation) and, when the agent
     sent structured parts, ``data``.
 
-    A call cancelled by its caller or its timeout sends ``tasks/cancel`` for the remote task
-    (shielded, within ``cancel_grace_s``) before the cancellation goes on; a call cancelled
-    before the agent named its task cannot cancel anything remote.
+    A stream that ends before the task settles is followed with ``tasks/get``. A call
+    cancelled by its caller or its timeout sends ``tasks/cancel`` for the remote task
+    (shielded, within ``cancel_grace_s``) before the cancellation goes on, so the remote
+    executor stops too; a call cancelled before the agent named its task (the first event of
+    the stream, or ``message/send``'s answer) cannot cancel anything remote.
 
     Args:
         url: the agent's base URL (where its card is served).
@@ -278,8 +280,10 @@ class A2AAgentTool:
                     close = getattr(events, "aclose", None)
                     if close is not None:
                         await close()
-                if not self.streaming:
-                    await self._poll(client, run)
+                # Without streaming the answer is the task as submitted; a stream that ended
+                # early (the server going away mid-answer) leaves it running. Either way the
+                # task is followed with tasks/get until it settles.
+                await self._poll(client, run)
             except BaseException:
                 # Cancelled (the caller, or the registry's timeout) or failed while the remote
                 # task still runs: tell the remote side, so it stops working for nobody.
@@ -292,7 +296,7 @@ class A2AAgentTool:
 
     async def _poll(self, client: Client, run: _Run) -> None:
         pause = self._poll_interval_s / 10
-        while run.task_id and run.state not in _SETTLED:
+        while run.task_id and not run.answered and run.state not in _SETTLED:
             await anyio.sleep(pause)
             pause = min(pause * 2, self._poll_interval_s)
             run.take_task(await client.get_task(GetTaskRequest(id=run.task_id)))
@@ -389,10 +393,8 @@ class _Run:
             )
         if state == TaskState.TASK_STATE_AUTH_REQUIRED:
             raise A2AAuthFailed(self.url, f"task {self.task_id} requires authentication")
-        if state not in _SETTLED:
-            raise A2AUnreachable(
-                self.url, f"the answer ended with task {self.task_id or '?'} still running"
-            )
+        if state not in _SETTLED:  # neither a message nor a task came back
+            raise A2AUnreachable(self.url, "the answer named no task and carried no message")
         parts = [p for ps in self.artifacts.values() for p in ps]
         if state == TaskState.TASK_STATE_INPUT_REQUIRED or not parts:
             return self._value(
