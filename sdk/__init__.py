@@ -44,6 +44,7 @@ if typing.TYPE_CHECKING:
     from ._a2a_errors import A2ATaskFailed as A2ATaskFailed
     from ._a2a_errors import A2AUnreachable as A2AUnreachable
     from ._a2a_tool import A2AAgentTool as A2AAgentTool
+    from ._a2a_tool import A2AToolStats as A2AToolStats
 
 # Remote A2A agents as tools import the a2a-sdk (pydantic, protobuf types, an HTTP client):
 # they load on first use, so `import loom` does not pay for them.
@@ -53,6 +54,7 @@ _LAZY = {
     "A2ABadCard": "._a2a_errors",
     "A2AError": "._a2a_errors",
     "A2ATaskFailed": "._a2a_errors",
+    "A2AToolStats": "._a2a_tool",
     "A2AUnreachable": "._a2a_errors",
 }
 
@@ -74,6 +76,7 @@ __all__ = [
     "A2ABadCard",
     "A2AError",
     "A2ATaskFailed",
+    "A2AToolStats",
     "A2AUnreachable",
     "Agent",
     "AgentRuntime",

@@ -21,6 +21,7 @@ from typing import Any, Self
 
 import anyio
 import httpx
+import msgspec
 from a2a.client import A2ACardResolver, Client, ClientConfig, ClientFactory
 from a2a.client.errors import A2AClientError, A2AClientTimeoutError, AgentCardResolutionError
 from a2a.types import (
@@ -43,7 +44,7 @@ from loom.runtime.tools import JSONObject, ToolError, stream_tool_output
 
 from ._a2a_errors import A2AAuthFailed, A2ABadCard, A2ATaskFailed, A2AUnreachable
 
-__all__ = ["A2AAgentTool"]
+__all__ = ["A2AAgentTool", "A2AToolStats"]
 
 log = logging.getLogger("loom.a2a")
 
@@ -93,6 +94,27 @@ _FAILED: set[int] = {
 _MAX_DESCRIPTION = 2000
 
 
+class A2AToolStats(msgspec.Struct, frozen=True, kw_only=True):
+    """What an :class:`A2AAgentTool` has done since it was made (its calls' outcomes, by
+    kind, are the registry's ``ToolStats``).
+
+    Attributes:
+        calls: calls started.
+        pieces: pieces of partial output handed to callers' sinks.
+        polls: ``tasks/get`` sent while following a task.
+        remote_cancels: ``tasks/cancel`` sent for a cancelled or failed call.
+        remote_cancel_failures: those that failed or outlasted ``cancel_grace_s``.
+        cut_bytes: bytes of result parts dropped beyond ``max_result_bytes``.
+    """
+
+    calls: int = 0
+    pieces: int = 0
+    polls: int = 0
+    remote_cancels: int = 0
+    remote_cancel_failures: int = 0
+    cut_bytes: int = 0
+
+
 class A2AAgentTool:
     """A remote A2A agent, called as one tool: ``{"message": ..., "context_id"?, "task_id"?}``.
 
@@ -123,6 +145,9 @@ class A2AAgentTool:
         cancel_grace_s: seconds ``tasks/cancel`` may take after a cancelled call.
         poll_interval_s: the longest pause between two ``tasks/get`` of an agent that does
             not stream (it starts at a tenth of that and doubles).
+        max_result_bytes: the most a call keeps of the agent's result parts (their protobuf
+            size); parts beyond it are dropped and the result says ``"cut": <bytes>``. What
+            was streamed to the caller meanwhile is not cut.
 
     Raises (from entering):
         A2AUnreachable: the card could not be fetched (no answer, a server error).
@@ -140,6 +165,7 @@ class A2AAgentTool:
         connect_timeout_s: float = 10.0,
         cancel_grace_s: float = 5.0,
         poll_interval_s: float = 1.0,
+        max_result_bytes: int = 1_000_000,
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise InvalidArgument(f"an A2A agent's URL is http:// or https://, not {url!r}")
@@ -147,6 +173,7 @@ class A2AAgentTool:
             ("connect_timeout_s", connect_timeout_s),
             ("cancel_grace_s", cancel_grace_s),
             ("poll_interval_s", poll_interval_s),
+            ("max_result_bytes", max_result_bytes),
         ):
             if not value > 0:
                 raise InvalidArgument(f"{what} must be > 0, not {value!r}")
@@ -158,6 +185,9 @@ class A2AAgentTool:
         self._connect_timeout_s = connect_timeout_s
         self._cancel_grace_s = cancel_grace_s
         self._poll_interval_s = poll_interval_s
+        self._max_result_bytes = max_result_bytes
+        self._calls = self._pieces = self._polls = self._cut = 0
+        self._remote_cancels = self._remote_cancel_failures = 0
         self._http: httpx.AsyncClient | None = None
         self._client: Client | None = None
         self._card: AgentCard | None = None
@@ -201,6 +231,17 @@ class A2AAgentTool:
     def streaming(self) -> bool:
         """Whether calls use ``message/stream`` (the card says the agent streams)."""
         return bool(self.card.capabilities.streaming)
+
+    def statistics(self) -> A2AToolStats:
+        """What the tool has done so far."""
+        return A2AToolStats(
+            calls=self._calls,
+            pieces=self._pieces,
+            polls=self._polls,
+            remote_cancels=self._remote_cancels,
+            remote_cancel_failures=self._remote_cancel_failures,
+            cut_bytes=self._cut,
+        )
 
     # ------------------------------------------------------------------ life
 
@@ -269,12 +310,14 @@ class A2AAgentTool:
             context_id=str(arguments.get("context_id", "")),
             task_id=str(arguments.get("task_id", "")),
         )
-        run = _Run(self.url)
+        self._calls += 1
+        run = _Run(self.url, self._max_result_bytes)
         try:
             try:
                 events = client.send_message(SendMessageRequest(message=message))
                 try:
                     await run.follow(events, stream=self.streaming)
+                    self._pieces += run.pieces
                 finally:
                     # The SDK's iterator is an async generator: close its HTTP stream now.
                     close = getattr(events, "aclose", None)
@@ -292,6 +335,8 @@ class A2AAgentTool:
                 raise
         except (SdkA2AError, httpx.HTTPError) as exc:
             raise self._error(exc, run) from exc
+        finally:
+            self._cut += run.cut
         return run.result()
 
     async def _poll(self, client: Client, run: _Run) -> None:
@@ -299,15 +344,23 @@ class A2AAgentTool:
         while run.task_id and not run.answered and run.state not in _SETTLED:
             await anyio.sleep(pause)
             pause = min(pause * 2, self._poll_interval_s)
+            self._polls += 1
             run.take_task(await client.get_task(GetTaskRequest(id=run.task_id)))
 
     async def _cancel_remote(self, client: Client, task_id: str) -> None:
-        with anyio.CancelScope(shield=True), anyio.move_on_after(self._cancel_grace_s):
+        self._remote_cancels += 1
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self._cancel_grace_s) as grace:
             try:
                 await client.cancel_task(CancelTaskRequest(id=task_id))
                 log.debug("cancelled remote task %s of %s", task_id, self.url)
+                return
             except (SdkA2AError, httpx.HTTPError) as exc:  # best effort: the call is over
                 log.warning("tasks/cancel of %s at %s failed: %r", task_id, self.url, exc)
+        if grace.cancelled_caught:
+            log.warning(
+                "tasks/cancel of %s at %s took over %g s", task_id, self.url, self._cancel_grace_s
+            )
+        self._remote_cancel_failures += 1
 
     def _error(self, exc: SdkA2AError | httpx.HTTPError, run: _Run) -> ToolError:
         cause = exc.__cause__ if isinstance(exc, A2AClientError) else exc
@@ -331,8 +384,12 @@ class A2AAgentTool:
 class _Run:
     """What one call has heard of its remote task so far: state, artifacts, last message."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, max_bytes: int) -> None:
         self.url = url
+        self.max_bytes = max_bytes
+        self.kept = 0  # bytes of parts kept
+        self.cut = 0  # bytes of parts dropped beyond max_bytes
+        self.pieces = 0
         self.task_id = ""
         self.context_id = ""
         self.state: int = TaskState.TASK_STATE_UNSPECIFIED
@@ -355,17 +412,18 @@ class _Run:
                 if update.status.HasField("message"):
                     self.message = update.status.message
                     if stream and self.state not in _SETTLED:
-                        await stream_tool_output(_text(update.status.message.parts))
+                        await self._piece(_text(update.status.message.parts))
             elif event.HasField("artifact_update"):
                 chunk = event.artifact_update
                 self.task_id = chunk.task_id or self.task_id
                 artifact = chunk.artifact
                 parts = self.artifacts.setdefault(artifact.artifact_id, [])
                 if not chunk.append:
+                    self.kept -= sum(p.ByteSize() for p in parts)
                     parts.clear()
-                parts.extend(artifact.parts)
+                self._keep(parts, artifact.parts)
                 if stream:
-                    await stream_tool_output(_text(artifact.parts))
+                    await self._piece(_text(artifact.parts))
             if self.answered or self.state in _SETTLED:
                 return
 
@@ -374,8 +432,26 @@ class _Run:
         self.state = task.status.state
         if task.status.HasField("message"):
             self.message = task.status.message
-        for artifact in task.artifacts:
-            self.artifacts[artifact.artifact_id] = list(artifact.parts)
+        for artifact in task.artifacts:  # the whole task: its artifacts replace ours
+            old = self.artifacts.get(artifact.artifact_id, [])
+            self.kept -= sum(p.ByteSize() for p in old)
+            kept: list[Part] = []
+            self.artifacts[artifact.artifact_id] = kept
+            self._keep(kept, artifact.parts)
+
+    def _keep(self, into: list[Part], parts: Any) -> None:
+        for part in parts:
+            size = part.ByteSize()
+            if self.kept + size > self.max_bytes:
+                self.cut += size
+            else:
+                self.kept += size
+                into.append(part)
+
+    async def _piece(self, text: str) -> None:
+        if text:
+            self.pieces += 1
+            await stream_tool_output(text)
 
     def result(self) -> dict[str, Any]:
         message_text = _text(self.message.parts) if self.message is not None else ""
@@ -411,6 +487,8 @@ class _Run:
         data = [MessageToDict(p.data) for p in parts if p.HasField("data")]
         if data:
             value["data"] = data
+        if self.cut:
+            value["cut"] = self.cut
         return value
 
 

@@ -123,6 +123,29 @@ async def test_streamed_output_reaches_the_callers_sink_in_order() -> None:
         outcome, pieces = await call_with_ctx(tool, "one two three")
     assert outcome["text"] == "ONE TWO THREE "
     assert pieces == ["thinking… ", "ONE ", "TWO ", "THREE "]
+    stats = tool.statistics()
+    assert (stats.calls, stats.pieces, stats.remote_cancels) == (1, 4, 0)
+
+
+async def test_a_result_beyond_its_bound_is_cut_and_says_so() -> None:
+    words = " ".join(f"w{i:03}" for i in range(200))
+    with anyio.fail_after(WAIT):
+        async with (
+            serve_a2a(StreamExecutor(), name="stream") as url,
+            A2AAgentTool(url, max_result_bytes=100) as tool,
+        ):
+            pieces: list[str] = []
+
+            async def sink(text: str) -> None:
+                pieces.append(text)
+
+            with tool_output_sink(sink):
+                outcome = await tool.call({"message": words})
+    assert outcome["text"].startswith("W000 W001 ")
+    assert len(outcome["text"]) < 100
+    assert outcome["cut"] > 0
+    assert outcome["cut"] == tool.statistics().cut_bytes
+    assert len(pieces) == 201  # what streams is not cut
 
 
 async def test_a_conversation_continues_with_its_context_id() -> None:
@@ -210,6 +233,8 @@ async def test_a_timeout_cancels_the_remote_task() -> None:
             await executor.cancelled.wait()  # the remote executor's cancel() ran
     assert isinstance(outcome, ToolTimeout)
     assert len(executor.cancelled_ids) == 1
+    stats = tool.statistics()
+    assert (stats.remote_cancels, stats.remote_cancel_failures) == (1, 0)
 
 
 async def test_cancelling_the_caller_cancels_the_remote_task() -> None:
@@ -225,6 +250,7 @@ async def test_cancelling_the_caller_cancels_the_remote_task() -> None:
                 tg.cancel_scope.cancel()
             await executor.cancelled.wait()
     assert len(executor.cancelled_ids) == 1
+    assert tool.statistics().polls >= 1
 
 
 async def test_a_cognitive_agents_tool_timeout_cancels_the_remote_task() -> None:
