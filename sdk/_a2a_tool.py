@@ -22,7 +22,7 @@ from typing import Any, Self
 import anyio
 import httpx
 import msgspec
-from a2a.client import A2ACardResolver, Client, ClientConfig, ClientFactory
+from a2a.client import A2ACardResolver, Client, ClientCallContext, ClientConfig, ClientFactory
 from a2a.client.errors import A2AClientError, A2AClientTimeoutError, AgentCardResolutionError
 from a2a.types import (
     AgentCard,
@@ -38,6 +38,8 @@ from a2a.types import (
 )
 from a2a.utils.errors import A2AError as SdkA2AError
 from google.protobuf.json_format import MessageToDict
+from opentelemetry.trace import get_current_span
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from loom.runtime import InvalidArgument
 from loom.runtime.tools import JSONObject, ToolError, stream_tool_output
@@ -92,6 +94,7 @@ _FAILED: set[int] = {
     TaskState.TASK_STATE_REJECTED,
 }
 _MAX_DESCRIPTION = 2000
+_W3C = TraceContextTextMapPropagator()
 
 
 class A2AToolStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -314,7 +317,9 @@ class A2AAgentTool:
         run = _Run(self.url, self._max_result_bytes)
         try:
             try:
-                events = client.send_message(SendMessageRequest(message=message))
+                events = client.send_message(
+                    SendMessageRequest(message=message), context=_trace_context()
+                )
                 try:
                     await run.follow(events, stream=self.streaming)
                     self._pieces += run.pieces
@@ -490,6 +495,16 @@ class _Run:
         if self.cut:
             value["cut"] = self.cut
         return value
+
+
+def _trace_context() -> ClientCallContext | None:
+    """The call's HTTP headers: the current span's W3C ``traceparent`` (the runtime's
+    ``call_tool`` span, when tracing is on), so an A2A server that traces continues the trace."""
+    if not get_current_span().get_span_context().is_valid:
+        return None
+    headers: dict[str, str] = {}
+    _W3C.inject(headers)
+    return ClientCallContext(service_parameters=headers)
 
 
 def _text(parts: Any) -> str:

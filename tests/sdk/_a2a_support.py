@@ -185,10 +185,12 @@ async def serve_a2a(
     name: str = "echo",
     streaming: bool = True,
     token: str | None = None,
+    headers_seen: list[dict[str, str]] | None = None,
 ) -> AsyncIterator[str]:
     """An A2A agent with ``executor``; yields its base URL (card at the well-known path).
 
-    With ``token``, every request without ``Authorization: Bearer <token>`` gets 401.
+    With ``token``, every request without ``Authorization: Bearer <token>`` gets 401; with
+    ``headers_seen``, each request's headers are appended to it.
     """
     sock_url: list[str] = []
 
@@ -196,7 +198,7 @@ async def serve_a2a(
         return agent_card(sock_url[0] + "/", name=name, streaming=streaming)
 
     app = Starlette()
-    async with serve_http(_AuthGate(app, token)) as url:
+    async with serve_http(_AuthGate(app, token, headers_seen)) as url:
         sock_url.append(url)
         card = card_for()
         handler = _Handler(agent_executor=executor, task_store=InMemoryTaskStore(), agent_card=card)
@@ -217,13 +219,16 @@ class _Handler(DefaultRequestHandlerV2):
 
 
 class _AuthGate:
-    """ASGI middleware: 401 without the bearer token (when there is one)."""
+    """ASGI middleware: 401 without the bearer token (when there is one); records headers."""
 
-    def __init__(self, app: Any, token: str | None) -> None:
+    def __init__(self, app: Any, token: str | None, seen: list[dict[str, str]] | None) -> None:
         self.app = app
         self.token = token
+        self.seen = seen
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.seen is not None and scope["type"] == "http":
+            self.seen.append({k.decode(): v.decode() for k, v in scope["headers"]})
         if self.token is not None and scope["type"] == "http":
             headers = dict(scope["headers"])
             if headers.get(b"authorization") != f"Bearer {self.token}".encode():

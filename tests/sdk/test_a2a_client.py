@@ -9,6 +9,9 @@ from typing import Any
 import anyio
 import msgspec
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from loom import (
     A2AAgentTool,
@@ -174,6 +177,35 @@ async def test_a_failed_remote_task_is_a_typed_error() -> None:
     assert outcome.task_id
     assert "it went wrong" in str(outcome)
     assert outcome.tool == "a2a.echo"
+
+
+async def test_the_call_carries_the_trace_of_ctx_tool() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    seen: list[dict[str, str]] = []
+    registry = ToolRegistry()
+    caller = Caller("a2a.echo")
+    try:
+        async with serve_a2a(EchoExecutor(), headers_seen=seen) as url, A2AAgentTool(url) as tool:
+            registry.register(tool)
+            async with (
+                EventBus(tracer_provider=provider) as bus,
+                AgentRuntime(bus, tools=registry) as runtime,
+            ):
+                await runtime.start(caller)
+                await bus.publish("call.x", Event(type="call", payload=b"traced"))
+                with anyio.fail_after(WAIT):
+                    await caller.done.wait()
+    finally:
+        provider.shutdown()
+    assert caller.outcomes[0]["text"] == "echo: traced"
+    [span] = [s for s in exporter.get_finished_spans() if s.name == "call_tool a2a.echo"]
+    assert span.context is not None
+    traced = [h["traceparent"] for h in seen if "traceparent" in h]
+    assert traced  # the message/stream request
+    assert all(f"{span.context.trace_id:032x}" in t for t in traced)
+    assert "traceparent" not in seen[0]  # the card is fetched outside any call
 
 
 # ---------------------------------------------------------------------- (b) the LLM loop
