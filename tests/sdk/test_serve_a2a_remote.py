@@ -11,8 +11,17 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tests.sdk._a2a_support import EchoExecutor, serve_a2a
-from tests.sdk._cli_support import PYTHON, clean_env, free_port, loom, loom_serve, running_argv
+from loom.runtime.testing import Reply, ScriptedLLMServer, ScriptedToolCall
+from tests.sdk._a2a_support import EchoExecutor, StreamExecutor, serve_a2a
+from tests.sdk._cli_support import (
+    PYTHON,
+    clean_env,
+    free_port,
+    loom,
+    loom_serve,
+    running,
+    running_argv,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -96,3 +105,42 @@ async def test_a_bad_remote_table_stops_the_start(
     assert result.returncode != 0
     assert b"loom.toml" in result.stderr
     assert needle in result.stderr
+
+
+async def test_a_hosted_agent_streams_the_remote_agents_output_on_its_stream(
+    tmp_path: Path,
+) -> None:
+    async with ScriptedLLMServer() as llm, serve_a2a(StreamExecutor(), name="shouter") as url:
+        (tmp_path / "loom.toml").write_text(
+            "[llm.scripted]\n"
+            'kind = "openai"\n'
+            'model = "scripted-model"\n'
+            f'base_url = "{llm.openai_base_url}"\n'
+            "timeout_s = 10\n\n"
+            f'[a2a.remote.shouter]\nurl = "{url}"\n\n'
+            "[agents.assistant]\n"
+            'llm = "scripted"\n'
+            'tools = ["a2a.shouter"]\n'
+        )
+        llm.push(
+            Reply(tool_calls=[ScriptedToolCall(name="a2a_shouter", arguments={"message": "a b"})]),
+            Reply(text="It shouted A B."),
+        )
+        with anyio.fail_after(60):
+            async with loom_serve(tmp_path, "--log-level", "info") as (server, address):
+                await server.wait_for(r"hosting agent assistant")
+                async with running(
+                    "tail", "agent.assistant.stream", "--json", "-a", address, cwd=tmp_path
+                ) as tail:
+                    await tail.wait_for(r"tailing")
+                    asked = await loom("ask", "assistant", "shout a b", "-a", address, cwd=tmp_path)
+                    assert asked.returncode == 0, asked.stderr
+                    assert asked.stdout.decode().endswith("It shouted A B.\n")
+                    await tail.wait_for(r'"turn\.end"')
+    events = [json.loads(line) for line in tail.lines if line.startswith("{")]
+    kinds = [e["type"] for e in events]
+    outputs = [e for e in events if e["type"] == "turn.tool_output"]
+    assert kinds.index("turn.tool_started") < kinds.index("turn.tool_output")
+    last_output = len(kinds) - 1 - kinds[::-1].index("turn.tool_output")
+    assert kinds.index("turn.tool_finished") > last_output
+    assert [json.loads(e["payload"])["text"] for e in outputs] == ["thinking… ", "A ", "B "]
