@@ -252,7 +252,13 @@ class A2AAgentTool:
         timeout = httpx.Timeout(self._connect_timeout_s, read=None)
         http = httpx.AsyncClient(headers=self._headers, timeout=timeout)
         try:
-            card = await self._fetch_card(http)
+            card = None
+            with anyio.move_on_after(self._connect_timeout_s):
+                card = await self._fetch_card(http)
+            if card is None:
+                raise A2AUnreachable(
+                    self.url, f"no agent card within {self._connect_timeout_s:g} s"
+                )
             if not any(i.protocol_binding == "JSONRPC" for i in card.supported_interfaces):
                 bindings = sorted({i.protocol_binding for i in card.supported_interfaces})
                 raise A2ABadCard(self.url, f"no JSONRPC interface (it offers {bindings or 'none'})")

@@ -11,7 +11,8 @@ tools, and the part of the server that opens them.
 
 Each becomes the tool ``a2a.<name>`` (:class:`loom.A2AAgentTool`) in the server's runtime
 registry, so ``loom tools`` lists it, its agents call it with ``ctx.tool`` or from their LLM
-loop, and agents in other processes through the bridge. Only the ``remote`` key of ``[a2a]`` is
+loop, and agents in other processes through the bridge. One whose card cannot be had at start
+is left out and tried again in the background until it can. Only the ``remote`` key of ``[a2a]`` is
 read here; the rest of ``[a2a]`` is the A2A server's.
 """
 
@@ -116,6 +117,12 @@ def decode_a2a_remote(a2a: Any, *, where: str, environ: Mapping[str, str]) -> tu
     return tuple(agents)
 
 
+# A remote agent whose card could not be had at start is tried again, waiting this long first,
+# doubling up to the cap: an agent that comes up after the server becomes a tool then.
+RETRY_FIRST_S = 1.0
+RETRY_MAX_S = 60.0
+
+
 @asynccontextmanager
 async def open_a2a_remote(
     remotes: tuple[A2ARemote, ...], runtime: AgentRuntime
@@ -124,41 +131,27 @@ async def open_a2a_remote(
     close them on exit.
 
     A remote agent whose card cannot be had (unreachable, refused, a bad card) is left out
-    with a warning naming why: the server starts without it, and it is not tried again until
-    the next start.
+    with a warning naming why, and the server starts without it; it is tried again in the
+    background (after 1 s, doubling to 60 s) until its card comes, and registered then.
     """
     if not remotes:
         yield
         return
-    from .._a2a_tool import A2AAgentTool  # the a2a-sdk loads only when it is used
-
     async with AsyncExitStack() as stack:
         opened: list[tuple[A2ARemote, A2AAgentTool]] = []
+        left_out: list[A2ARemote] = []
 
-        async def open_one(remote: A2ARemote) -> None:
-            tool = A2AAgentTool(
-                remote.url,
-                name=remote.name,
-                token=remote.token,
-                connect_timeout_s=remote.connect_timeout_s,
-            )
-            with anyio.move_on_after(remote.connect_timeout_s * 2):
-                try:
-                    await tool.__aenter__()
-                except ToolError as exc:
-                    log.warning("loom serve: A2A agent %s left out: %s", remote.name, exc)
-                    return
+        async def first(remote: A2ARemote) -> None:
+            tool = await _open(remote)
+            if tool is None:
+                left_out.append(remote)
+            else:
                 opened.append((remote, tool))
-                return
-            log.warning("loom serve: A2A agent %s left out: no card in time", remote.name)
-
-        try:
-            async with anyio.create_task_group() as tg:
-                for remote in remotes:
-                    tg.start_soon(open_one, remote)
-        finally:
-            for _, tool in opened:
                 stack.push_async_callback(tool.aclose)
+
+        async with anyio.create_task_group() as tg:
+            for remote in remotes:
+                tg.start_soon(first, remote)
         for remote, tool in opened:
             runtime.tools.register(tool, timeout=remote.timeout_s)
         if opened:
@@ -166,4 +159,47 @@ async def open_a2a_remote(
                 "loom serve: A2A agents: %s",
                 ", ".join(f"{tool.name} ({tool.url})" for _, tool in opened),
             )
-        yield
+
+        async def retry(remote: A2ARemote) -> None:
+            pause = RETRY_FIRST_S
+            while True:
+                await anyio.sleep(pause)
+                pause = min(pause * 2, RETRY_MAX_S)
+                tool = await _open(remote, quiet=True)
+                if tool is not None:
+                    stack.push_async_callback(tool.aclose)
+                    runtime.tools.register(tool, timeout=remote.timeout_s)
+                    log.info("loom serve: A2A agent %s (%s) is up: registered", tool.name, tool.url)
+                    return
+
+        async with anyio.create_task_group() as retries:
+            for remote in left_out:
+                retries.start_soon(retry, remote)
+            try:
+                yield
+            finally:
+                retries.cancel_scope.cancel()
+
+
+async def _open(remote: A2ARemote, *, quiet: bool = False) -> A2AAgentTool | None:
+    """The remote agent's tool, its card fetched; ``None`` (and a warning, unless ``quiet``)
+    when the card cannot be had in time."""
+    from .._a2a_tool import A2AAgentTool  # the a2a-sdk loads only when it is used
+
+    tool = A2AAgentTool(
+        remote.url,
+        name=remote.name,
+        token=remote.token,
+        connect_timeout_s=remote.connect_timeout_s,
+    )
+    reason = "no card within connect_timeout_s"
+    with anyio.move_on_after(remote.connect_timeout_s):
+        try:
+            return await tool.__aenter__()
+        except ToolError as exc:
+            reason = str(exc)
+    if not quiet:
+        log.warning("loom serve: A2A agent %s left out for now (retrying): %s", remote.name, reason)
+    else:
+        log.debug("loom serve: A2A agent %s still unavailable: %s", remote.name, reason)
+    return None

@@ -139,19 +139,19 @@ def agent_card(url: str, *, name: str, streaming: bool) -> AgentCard:
     )
 
 
-def _bind() -> socket.socket:
+def _bind(port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     sock.listen(64)
     sock.setblocking(False)
     return sock
 
 
 @contextlib.asynccontextmanager
-async def serve_http(app: Any) -> AsyncIterator[str]:
-    """Serve ``app`` on 127.0.0.1:0 in a task group; yields its base URL."""
-    sock = _bind()
+async def serve_http(app: Any, *, port: int = 0) -> AsyncIterator[str]:
+    """Serve ``app`` on 127.0.0.1:``port`` (0: a free one) in a task group; yields its URL."""
+    sock = _bind(port)
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
     server = uvicorn.Server(config)
@@ -186,6 +186,7 @@ async def serve_a2a(
     streaming: bool = True,
     token: str | None = None,
     headers_seen: list[dict[str, str]] | None = None,
+    port: int = 0,
 ) -> AsyncIterator[str]:
     """An A2A agent with ``executor``; yields its base URL (card at the well-known path).
 
@@ -198,7 +199,7 @@ async def serve_a2a(
         return agent_card(sock_url[0] + "/", name=name, streaming=streaming)
 
     app = Starlette()
-    async with serve_http(_AuthGate(app, token, headers_seen)) as url:
+    async with serve_http(_AuthGate(app, token, headers_seen), port=port) as url:
         sock_url.append(url)
         card = card_for()
         handler = _Handler(agent_executor=executor, task_store=InMemoryTaskStore(), agent_card=card)

@@ -7,6 +7,7 @@ import socket
 from typing import Any
 
 import anyio
+import anyio.abc
 import msgspec
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -330,6 +331,26 @@ async def test_an_unreachable_url_is_a_typed_error() -> None:
     assert isinstance(caught.value, ToolUnavailable)
     assert caught.value.url == url
     assert "ConnectError" in caught.value.reason
+
+
+async def test_a_server_that_never_answers_the_card_is_unreachable_in_time() -> None:
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    accepted: list[anyio.abc.SocketStream] = []
+
+    async def hold(stream: anyio.abc.SocketStream) -> None:
+        accepted.append(stream)
+        async with stream:  # read nothing, answer nothing
+            await anyio.sleep_forever()
+
+    with anyio.fail_after(WAIT):
+        async with listener, anyio.create_task_group() as tg:
+            tg.start_soon(listener.serve, hold)
+            with pytest.raises(A2AUnreachable, match=r"no agent card within 0\.5 s"):
+                async with A2AAgentTool(f"http://127.0.0.1:{port}", connect_timeout_s=0.5):
+                    pass
+            tg.cancel_scope.cancel()
+    assert accepted
 
 
 async def test_a_server_that_goes_away_makes_calls_unreachable() -> None:

@@ -76,14 +76,24 @@ async def test_loom_serve_offers_a_remote_a2a_agent_to_every_process(tmp_path: P
     assert [m.parts[0].text for m in executor.seen] == ["hi", "from afar"]
 
 
-async def test_an_unreachable_remote_agent_is_left_out(tmp_path: Path) -> None:
-    url = f"http://127.0.0.1:{free_port()}"
-    (tmp_path / "loom.toml").write_text(f'[a2a.remote.gone]\nurl = "{url}"\n')
-    async with loom_serve(tmp_path, "--log-level", "info") as (server, address):
-        await server.wait_for(r"A2A agent a2a\.gone left out: .*unreachable")
-        listed = await loom("tools", "-a", address, cwd=tmp_path)
-    assert listed.returncode == 0, listed.stderr
-    assert b"a2a.gone" not in listed.stdout
+async def test_an_unreachable_remote_agent_is_left_out_until_it_answers(tmp_path: Path) -> None:
+    port = free_port()
+    (tmp_path / "loom.toml").write_text(f'[a2a.remote.late]\nurl = "http://127.0.0.1:{port}"\n')
+    with anyio.fail_after(60):
+        async with loom_serve(tmp_path, "--log-level", "info") as (server, address):
+            await server.wait_for(
+                r"A2A agent a2a\.late left out for now \(retrying\): .*unreachable"
+            )
+            listed = await loom("tools", "-a", address, cwd=tmp_path)
+            assert listed.returncode == 0, listed.stderr
+            assert b"a2a.late" not in listed.stdout
+            async with serve_a2a(EchoExecutor(), name="late", port=port):
+                await server.wait_for(r"A2A agent a2a\.late \(.*\) is up: registered")
+                called = await loom(
+                    "call", "a2a.late", '{"message": "finally"}', "-a", address, cwd=tmp_path
+                )
+    assert called.returncode == 0, called.stderr
+    assert b"echo: finally" in called.stdout
 
 
 @pytest.mark.parametrize(
