@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Self
 
@@ -32,19 +32,16 @@ from a2a.types import (
     Part,
     Role,
     SendMessageRequest,
-    StreamResponse,
-    Task,
-    TaskState,
 )
 from a2a.utils.errors import A2AError as SdkA2AError
-from google.protobuf.json_format import MessageToDict
 from opentelemetry.trace import get_current_span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from loom.runtime import InvalidArgument
-from loom.runtime.tools import JSONObject, ToolError, stream_tool_output
+from loom.runtime.tools import JSONObject, ToolError
 
 from ._a2a_errors import A2AAuthFailed, A2ABadCard, A2ATaskFailed, A2AUnreachable
+from ._a2a_run import SETTLED, Run
 
 __all__ = ["A2AAgentTool", "A2AToolStats"]
 
@@ -69,30 +66,6 @@ _PARAMETERS: JSONObject = {
     "additionalProperties": False,
 }
 
-_STATES: dict[int, str] = {
-    TaskState.TASK_STATE_SUBMITTED: "submitted",
-    TaskState.TASK_STATE_WORKING: "working",
-    TaskState.TASK_STATE_COMPLETED: "completed",
-    TaskState.TASK_STATE_FAILED: "failed",
-    TaskState.TASK_STATE_CANCELED: "canceled",
-    TaskState.TASK_STATE_REJECTED: "rejected",
-    TaskState.TASK_STATE_INPUT_REQUIRED: "input-required",
-    TaskState.TASK_STATE_AUTH_REQUIRED: "auth-required",
-}
-# States in which the remote side has stopped working on the task (for now, or for good).
-_SETTLED: set[int] = {
-    TaskState.TASK_STATE_COMPLETED,
-    TaskState.TASK_STATE_FAILED,
-    TaskState.TASK_STATE_CANCELED,
-    TaskState.TASK_STATE_REJECTED,
-    TaskState.TASK_STATE_INPUT_REQUIRED,
-    TaskState.TASK_STATE_AUTH_REQUIRED,
-}
-_FAILED: set[int] = {
-    TaskState.TASK_STATE_FAILED,
-    TaskState.TASK_STATE_CANCELED,
-    TaskState.TASK_STATE_REJECTED,
-}
 _MAX_DESCRIPTION = 2000
 _W3C = TraceContextTextMapPropagator()
 
@@ -320,7 +293,7 @@ class A2AAgentTool:
             task_id=str(arguments.get("task_id", "")),
         )
         self._calls += 1
-        run = _Run(self.url, self._max_result_bytes)
+        run = Run(self.url, self._max_result_bytes)
         try:
             try:
                 events = client.send_message(
@@ -341,7 +314,7 @@ class A2AAgentTool:
             except BaseException:
                 # Cancelled (the caller, or the registry's timeout) or failed while the remote
                 # task still runs: tell the remote side, so it stops working for nobody.
-                if run.task_id and run.state not in _SETTLED:
+                if run.task_id and run.state not in SETTLED:
                     await self._cancel_remote(client, run.task_id)
                 raise
         except (SdkA2AError, httpx.HTTPError) as exc:
@@ -350,9 +323,9 @@ class A2AAgentTool:
             self._cut += run.cut
         return run.result()
 
-    async def _poll(self, client: Client, run: _Run) -> None:
+    async def _poll(self, client: Client, run: Run) -> None:
         pause = self._poll_interval_s / 10
-        while run.task_id and not run.answered and run.state not in _SETTLED:
+        while run.task_id and not run.answered and run.state not in SETTLED:
             await anyio.sleep(pause)
             pause = min(pause * 2, self._poll_interval_s)
             self._polls += 1
@@ -373,7 +346,7 @@ class A2AAgentTool:
             )
         self._remote_cancel_failures += 1
 
-    def _error(self, exc: SdkA2AError | httpx.HTTPError, run: _Run) -> ToolError:
+    def _error(self, exc: SdkA2AError | httpx.HTTPError, run: Run) -> ToolError:
         cause = exc.__cause__ if isinstance(exc, A2AClientError) else exc
         if isinstance(cause, httpx.HTTPStatusError):
             status = cause.response.status_code
@@ -392,117 +365,6 @@ class A2AAgentTool:
         return f"A2AAgentTool({self.url!r})"
 
 
-class _Run:
-    """What one call has heard of its remote task so far: state, artifacts, last message."""
-
-    def __init__(self, url: str, max_bytes: int) -> None:
-        self.url = url
-        self.max_bytes = max_bytes
-        self.kept = 0  # bytes of parts kept
-        self.cut = 0  # bytes of parts dropped beyond max_bytes
-        self.pieces = 0
-        self.task_id = ""
-        self.context_id = ""
-        self.state: int = TaskState.TASK_STATE_UNSPECIFIED
-        self.message: Message | None = None  # the agent's status message, or direct answer
-        self.answered = False  # a Message answered the request: no task
-        self.artifacts: dict[str, list[Part]] = {}
-
-    async def follow(self, events: AsyncIterator[StreamResponse], *, stream: bool) -> None:
-        async for event in events:
-            if event.HasField("task"):
-                self.take_task(event.task)
-            elif event.HasField("message"):
-                self.message, self.answered = event.message, True
-                self.context_id = event.message.context_id
-            elif event.HasField("status_update"):
-                update = event.status_update
-                self.task_id = update.task_id or self.task_id
-                self.context_id = update.context_id or self.context_id
-                self.state = update.status.state
-                if update.status.HasField("message"):
-                    self.message = update.status.message
-                    if stream and self.state not in _SETTLED:
-                        await self._piece(_text(update.status.message.parts))
-            elif event.HasField("artifact_update"):
-                chunk = event.artifact_update
-                self.task_id = chunk.task_id or self.task_id
-                artifact = chunk.artifact
-                parts = self.artifacts.setdefault(artifact.artifact_id, [])
-                if not chunk.append:
-                    self.kept -= sum(p.ByteSize() for p in parts)
-                    parts.clear()
-                self._keep(parts, artifact.parts)
-                if stream:
-                    await self._piece(_text(artifact.parts))
-            if self.answered or self.state in _SETTLED:
-                return
-
-    def take_task(self, task: Task) -> None:
-        self.task_id, self.context_id = task.id, task.context_id
-        self.state = task.status.state
-        if task.status.HasField("message"):
-            self.message = task.status.message
-        for artifact in task.artifacts:  # the whole task: its artifacts replace ours
-            old = self.artifacts.get(artifact.artifact_id, [])
-            self.kept -= sum(p.ByteSize() for p in old)
-            kept: list[Part] = []
-            self.artifacts[artifact.artifact_id] = kept
-            self._keep(kept, artifact.parts)
-
-    def _keep(self, into: list[Part], parts: Any) -> None:
-        for part in parts:
-            size = part.ByteSize()
-            if self.kept + size > self.max_bytes:
-                self.cut += size
-            else:
-                self.kept += size
-                into.append(part)
-
-    async def _piece(self, text: str) -> None:
-        if text:
-            self.pieces += 1
-            await stream_tool_output(text)
-
-    def result(self) -> dict[str, Any]:
-        message_text = _text(self.message.parts) if self.message is not None else ""
-        if self.answered:
-            return self._value(
-                "completed", message_text, self.message.parts if self.message else []
-            )
-        state = self.state
-        if state in _FAILED:
-            raise A2ATaskFailed(
-                self.url,
-                _STATES[state],
-                message_text or "(no message)",
-                task_id=self.task_id,
-            )
-        if state == TaskState.TASK_STATE_AUTH_REQUIRED:
-            raise A2AAuthFailed(self.url, f"task {self.task_id} requires authentication")
-        if state not in _SETTLED:  # neither a message nor a task came back
-            raise A2AUnreachable(self.url, "the answer named no task and carried no message")
-        parts = [p for ps in self.artifacts.values() for p in ps]
-        if state == TaskState.TASK_STATE_INPUT_REQUIRED or not parts:
-            return self._value(
-                _STATES[state], message_text, self.message.parts if self.message else []
-            )
-        return self._value(_STATES[state], _text(parts), parts)
-
-    def _value(self, state: str, text: str, parts: Any) -> dict[str, Any]:
-        value: dict[str, Any] = {"text": text, "state": state}
-        if self.task_id:
-            value["task_id"] = self.task_id
-        if self.context_id:
-            value["context_id"] = self.context_id
-        data = [MessageToDict(p.data) for p in parts if p.HasField("data")]
-        if data:
-            value["data"] = data
-        if self.cut:
-            value["cut"] = self.cut
-        return value
-
-
 def _trace_context() -> ClientCallContext | None:
     """The call's HTTP headers: the current span's W3C ``traceparent`` (the runtime's
     ``call_tool`` span, when tracing is on), so an A2A server that traces continues the trace."""
@@ -511,10 +373,6 @@ def _trace_context() -> ClientCallContext | None:
     headers: dict[str, str] = {}
     _W3C.inject(headers)
     return ClientCallContext(service_parameters=headers)
-
-
-def _text(parts: Any) -> str:
-    return "".join(p.text for p in parts if p.HasField("text"))
 
 
 def _slug(name: str) -> str:
