@@ -20,7 +20,8 @@ What happens to an event, in order:
    ``default`` when the event has none), so a conversation continues across events, restarts
    and, with a durable store, across restarts of the server;
 2. partial output is published on ``stream_topic`` (default ``agent.{id}.stream``) as JSON
-   events of type ``turn.text``, ``turn.tool_started`` and ``turn.tool_finished``, then one
+   events of type ``turn.text``, ``turn.tool_started``, ``turn.tool_output`` (a streaming
+   tool's partial output, such as a remote A2A agent's) and ``turn.tool_finished``, then one
    ``turn.end`` with the whole :class:`~loom.runtime.cognition.TurnOutcome`; each carries the
    thread in its envelope and in ``metadata["thread_id"]``;
 3. the answer is replied to the event (its ``reply_to``, else its sender's mailbox) with type

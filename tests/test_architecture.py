@@ -209,6 +209,9 @@ _OTEL_SDK = ("opentelemetry.sdk", "opentelemetry.exporter", "prometheus_client")
 FORBIDDEN = {
     "loom.runtime": (
         "grpc",
+        # The a2a-sdk's client package imports grpc as it loads (its client factory): the A2A
+        # tool lives in the SDK (sdk/_a2a_tool.py).
+        "a2a.client",
         "nats",
         "loom.bridge",
         "loom.cluster",

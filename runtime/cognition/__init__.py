@@ -14,6 +14,7 @@ from ._loop import LoopConfig as LoopConfig
 from ._loop import OutcomeKind as OutcomeKind
 from ._loop import TextChunk as TextChunk
 from ._loop import ToolFinished as ToolFinished
+from ._loop import ToolOutput as ToolOutput
 from ._loop import ToolResult as ToolResult
 from ._loop import ToolStarted as ToolStarted
 from ._loop import Turn as Turn
@@ -46,6 +47,7 @@ __all__ = [
     "ToolCaller",
     "ToolCalling",
     "ToolFinished",
+    "ToolOutput",
     "ToolResult",
     "ToolStarted",
     "Toolset",

@@ -53,7 +53,7 @@ from ..llm import (
     llm_namespace,
 )
 from ..memory import AgentContext, ContextItem, ItemKind, Role, arguments_text
-from ..tools import ToolError
+from ..tools import ToolError, tool_output_sink
 from ._strategies import (
     COT_INSTRUCTIONS,
     StrategyName,
@@ -70,6 +70,7 @@ __all__ = [
     "OutcomeKind",
     "TextChunk",
     "ToolFinished",
+    "ToolOutput",
     "ToolResult",
     "ToolStarted",
     "Turn",
@@ -207,7 +208,17 @@ class ToolFinished(
     result: ToolResult
 
 
-TurnUpdate = TextChunk | ToolStarted | ToolFinished
+class ToolOutput(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="tool_output"):
+    """A piece of a running tool's partial output (a tool that streams, such as a remote A2A
+    agent's answer: ``loom.runtime.tools.stream_tool_output``), between its start and finish."""
+
+    iteration: int
+    call_id: str
+    name: str
+    text: str
+
+
+TurnUpdate = TextChunk | ToolStarted | ToolOutput | ToolFinished
 """Partial output of a turn; ``kind`` is the tag."""
 
 OnUpdate = Callable[[TurnUpdate], Awaitable[None]]
@@ -592,8 +603,19 @@ class Turn:
                 )
             start = anyio.current_time()
             error_type = ""
+            on_update = self._on_update
+
+            async def output(text: str) -> None:  # a streaming tool's pieces, as turn updates
+                if on_update is not None:
+                    await on_update(
+                        ToolOutput(iteration=n, call_id=call.id, name=call.name, text=text)
+                    )
+
             try:
-                value = await tools.call(call.name, arguments, timeout=self._config.tool_timeout_s)
+                with tool_output_sink(output if on_update is not None else None):
+                    value = await tools.call(
+                        call.name, arguments, timeout=self._config.tool_timeout_s
+                    )
             except ToolError as exc:
                 content, error_type = str(exc), type(exc).__name__
             except Exception as exc:  # isolated: one tool's failure is a result, not the turn's

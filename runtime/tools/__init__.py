@@ -30,6 +30,9 @@ from ._mcp_config import McpServerConfig as McpServerConfig
 from ._mcp_config import McpStdioConfig as McpStdioConfig
 from ._mcp_config import load_mcp_config as load_mcp_config
 from ._native import native_tools as native_tools
+from ._output import ToolOutputSink as ToolOutputSink
+from ._output import stream_tool_output as stream_tool_output
+from ._output import tool_output_sink as tool_output_sink
 from ._registry import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
 from ._registry import MAX_ARGUMENT_BYTES as MAX_ARGUMENT_BYTES
 from ._registry import MAX_ARGUMENT_DEPTH as MAX_ARGUMENT_DEPTH
@@ -126,6 +129,7 @@ __all__ = [
     "ToolFailed",
     "ToolFailures",
     "ToolNotFound",
+    "ToolOutputSink",
     "ToolPermissionDenied",
     "ToolRegistry",
     "ToolSpec",
@@ -135,6 +139,8 @@ __all__ = [
     "Workspace",
     "load_mcp_config",
     "native_tools",
+    "stream_tool_output",
+    "tool_output_sink",
     "validates_itself",
 ]
 

@@ -21,6 +21,7 @@ from loom.runtime import ConfigError, InvalidArgument
 from loom.runtime.llm import LLMConfig, LLMConfigError, load_llm_config
 from loom.runtime.tools import McpConfigError, McpServerConfig, load_mcp_config
 
+from ._config_a2a_remote import A2ARemote, decode_a2a_remote
 from ._hosted import AgentTable, ToolsTable, decode_agents, decode_tools
 from ._tokens import decode_tokens
 
@@ -505,6 +506,8 @@ class ServiceTables(msgspec.Struct, frozen=True, kw_only=True):
         agents: the cognitive agents of ``[agents.<id>]`` it hosts.
         tokens: the tenant tokens of ``[tokens.<name>]``, each confining its holders to a
             namespace (the tokens read from the variables the tables name).
+        a2a_remote: the remote A2A agents of ``[a2a.remote.<name>]``, offered as tools
+            (``sdk/cli/_config_a2a_remote.py``).
     """
 
     mcp: Mapping[str, McpServerConfig] = msgspec.field(default_factory=dict)
@@ -512,6 +515,7 @@ class ServiceTables(msgspec.Struct, frozen=True, kw_only=True):
     tools: ToolsTable = msgspec.field(default_factory=ToolsTable)
     agents: Mapping[str, AgentTable] = msgspec.field(default_factory=dict)
     tokens: tuple[Tenant, ...] = ()
+    a2a_remote: tuple[A2ARemote, ...] = ()
 
 
 def load_tables(*, toml_path: Path | None, environ: Mapping[str, str]) -> ServiceTables:
@@ -535,4 +539,7 @@ def load_tables(*, toml_path: Path | None, environ: Mapping[str, str]) -> Servic
     names = None if llm is None else tuple(llm.providers)
     agents = decode_agents(doc.get("agents", {}), where=where, llm_names=names)
     tokens = decode_tokens(doc.get("tokens", {}), where=where, environ=environ)
-    return ServiceTables(mcp=mcp, llm=llm, tools=tools, agents=agents, tokens=tokens)
+    a2a_remote = decode_a2a_remote(doc.get("a2a", {}), where=where, environ=environ)
+    return ServiceTables(
+        mcp=mcp, llm=llm, tools=tools, agents=agents, tokens=tokens, a2a_remote=a2a_remote
+    )

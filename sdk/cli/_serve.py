@@ -39,6 +39,7 @@ from loom.web import HttpServer, Metrics
 from .._metrics import ServeMetrics, metrics_config, open_metrics
 from .._telemetry import open_tracing, trace_config
 from ._config import ServeConfig, ServiceTables
+from ._config_a2a_remote import open_a2a_remote
 from ._hosted import agent_data_dir, agent_tools, build_tools
 from ._llm_cache import open_response_cache
 
@@ -305,6 +306,7 @@ async def serve(
             _barriers(bus) as stop_barriers,
             _cluster_directory(config, nats, runtime) as directory,
             _mcp_hub(tables, runtime, environ or {}),
+            open_a2a_remote(tables.a2a_remote, runtime),
             _hosted(tables, runtime, router, Path(data_dir)),
             BridgeServer(
                 runtime,
