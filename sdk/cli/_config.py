@@ -20,7 +20,9 @@ from loom.cluster import NatsMode, NatsSettings, parse_nats, redact_url
 from loom.runtime import ConfigError, InvalidArgument
 from loom.runtime.llm import LLMConfig, LLMConfigError, load_llm_config
 from loom.runtime.tools import McpConfigError, McpServerConfig, load_mcp_config
+from loom.web import A2AAgent
 
+from ._config_a2a import decode_a2a_expose
 from ._hosted import AgentTable, ToolsTable, decode_agents, decode_tools
 from ._tokens import decode_tokens
 
@@ -505,6 +507,7 @@ class ServiceTables(msgspec.Struct, frozen=True, kw_only=True):
         agents: the cognitive agents of ``[agents.<id>]`` it hosts.
         tokens: the tenant tokens of ``[tokens.<name>]``, each confining its holders to a
             namespace (the tokens read from the variables the tables name).
+        a2a_expose: the agents of ``[a2a] expose``, served over A2A on the HTTP port.
     """
 
     mcp: Mapping[str, McpServerConfig] = msgspec.field(default_factory=dict)
@@ -512,6 +515,7 @@ class ServiceTables(msgspec.Struct, frozen=True, kw_only=True):
     tools: ToolsTable = msgspec.field(default_factory=ToolsTable)
     agents: Mapping[str, AgentTable] = msgspec.field(default_factory=dict)
     tokens: tuple[Tenant, ...] = ()
+    a2a_expose: tuple[A2AAgent, ...] = ()
 
 
 def load_tables(*, toml_path: Path | None, environ: Mapping[str, str]) -> ServiceTables:
@@ -535,4 +539,7 @@ def load_tables(*, toml_path: Path | None, environ: Mapping[str, str]) -> Servic
     names = None if llm is None else tuple(llm.providers)
     agents = decode_agents(doc.get("agents", {}), where=where, llm_names=names)
     tokens = decode_tokens(doc.get("tokens", {}), where=where, environ=environ)
-    return ServiceTables(mcp=mcp, llm=llm, tools=tools, agents=agents, tokens=tokens)
+    a2a_expose = decode_a2a_expose(doc.get("a2a", {}), where=where)
+    return ServiceTables(
+        mcp=mcp, llm=llm, tools=tools, agents=agents, tokens=tokens, a2a_expose=a2a_expose
+    )

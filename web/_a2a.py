@@ -1,0 +1,275 @@
+"""The A2A server of the HTTP port: chosen agents exposed over the Agent2Agent protocol (1.0),
+with the official ``a2a-sdk``'s request handler, routes and SQLite task store.
+
+Each exposed agent lives under ``/a2a/{agent_id}/``:
+
+* ``GET  /a2a/{id}/.well-known/agent-card.json``: its card (open to all, as A2A discovery
+  expects: it names the bearer scheme a client must then use); ``/.well-known/agent-card.json``
+  is the first exposed agent's card;
+* ``POST /a2a/{id}/``: JSON-RPC (``SendMessage``, ``SendStreamingMessage``, ``GetTask``,
+  ``CancelTask``, ``SubscribeToTask``, ``ListTasks``);
+* ``/a2a/{id}/rest/...``: the same over HTTP+JSON (the SDK's REST routes).
+
+Its tasks are kept in ``{data_dir}/a2a/{id}.sqlite3`` (the SDK's ``DatabaseTaskStore``), one
+file per agent so a task id of one agent is unknown to another; they outlive a restart.
+
+The ``a2a-sdk``'s packages import ``grpc`` themselves (``a2a.server.request_handlers`` tries
+its optional gRPC handler when ``grpcio`` is installed, which Loom requires): this module
+never uses it, and the import arrows (tests/test_architecture.py) are about Loom's own imports.
+The SDK's types are protobuf messages; they stay in this module and ``_a2a_executor.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from types import TracebackType
+
+import anyio
+import msgspec
+from a2a.server.request_handlers import DefaultRequestHandler
+from a2a.server.request_handlers.response_helpers import agent_card_to_dict
+from a2a.server.routes import create_jsonrpc_routes, create_rest_routes
+from a2a.server.tasks import DatabaseTaskStore
+from a2a.types import (
+    AgentCapabilities,
+    AgentCard,
+    AgentInterface,
+    AgentSkill,
+    HTTPAuthSecurityScheme,
+    SecurityRequirement,
+    SecurityScheme,
+    StringList,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from starlette.applications import Starlette
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from loom.runtime import AgentRuntime
+
+from ._a2a_executor import CancelTurn, LoomExecutor
+from ._auth import Auth
+
+__all__ = ["A2AAgent", "A2AServer"]
+
+log = logging.getLogger("loom.web.a2a")
+
+_CARD_PATH = "/.well-known/agent-card.json"
+_FILE_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+class A2AAgent(msgspec.Struct, frozen=True, kw_only=True):
+    """An agent exposed over A2A (``[a2a] expose`` of ``loom.toml``).
+
+    Attributes:
+        agent_id: the agent (running on this server, or connected to it).
+        description: the card's description (default: "Loom agent {id}").
+        stream_topic: where its turns' partial output goes (a ``CognitiveAgent``'s
+            ``stream_topic``; default ``agent.{id}.stream``).
+    """
+
+    agent_id: str
+    description: str = ""
+    stream_topic: str = ""
+
+
+def _version() -> str:
+    try:
+        return metadata.version("loom-runtime")
+    except metadata.PackageNotFoundError:  # a source tree run without installing
+        return "0"
+
+
+class _Exposed:
+    """One agent's executor, task store and request handler."""
+
+    def __init__(
+        self,
+        runtime: AgentRuntime,
+        agent: A2AAgent,
+        engine: AsyncEngine,
+        cancel_turn: CancelTurn | None,
+    ) -> None:
+        self.agent = agent
+        self.engine = engine
+        self.store = DatabaseTaskStore(engine)
+        self.executor = LoomExecutor(
+            runtime.bus,
+            agent.agent_id,
+            stream_topic=agent.stream_topic or f"agent.{agent.agent_id}.stream",
+            cancel_turn=cancel_turn,
+        )
+        self.base_card = AgentCard(
+            name=agent.agent_id,
+            description=agent.description or f"Loom agent {agent.agent_id}",
+            version=_version(),
+            capabilities=AgentCapabilities(streaming=True, push_notifications=False),
+            default_input_modes=["text/plain"],
+            default_output_modes=["text/plain", "application/json"],
+            skills=[_chat_skill(agent)],
+        )
+        self.handler = DefaultRequestHandler(
+            agent_executor=self.executor, task_store=self.store, agent_card=self.base_card
+        )
+
+
+def _chat_skill(agent: A2AAgent) -> AgentSkill:
+    return AgentSkill(
+        id="message",
+        name=agent.agent_id,
+        description=agent.description or f"Send a text message to Loom agent {agent.agent_id}",
+        tags=["loom"],
+    )
+
+
+class _Guard:
+    """Lets through only requests that carry the server's token (or session cookie); the
+    others get 401 with ``WWW-Authenticate: Bearer``, before the SDK reads a byte."""
+
+    def __init__(self, app: ASGIApp, auth: Auth) -> None:
+        self.app = app
+        self.auth = auth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self.auth.allows(HTTPConnection(scope)):
+            response = JSONResponse(
+                {"error": "unauthenticated: send Authorization: Bearer <the server's token>"},
+                401,
+                headers={"www-authenticate": 'Bearer realm="loom"'},
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+class A2AServer:
+    """The exposed agents' A2A endpoints; an async context manager (the HTTP server enters it
+    before it listens and leaves it after it stopped).
+
+    Args:
+        runtime: the server's runtime (its bus carries the messages; its capabilities are the
+            cards' skills).
+        agents: the agents to expose.
+        data_dir: where ``a2a/{id}.sqlite3`` keeps each agent's tasks.
+        cancel_turn: how ``tasks/cancel`` cancels a turn running in this process.
+    """
+
+    def __init__(
+        self,
+        runtime: AgentRuntime,
+        agents: Sequence[A2AAgent],
+        *,
+        data_dir: str | Path,
+        cancel_turn: CancelTurn | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.directory = Path(data_dir) / "a2a"
+        self._exposed: dict[str, _Exposed] = {}
+        for agent in agents:
+            path = self.directory / f"{_FILE_SAFE.sub('_', agent.agent_id)}.sqlite3"
+            engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+            self._exposed[agent.agent_id] = _Exposed(runtime, agent, engine, cancel_turn)
+
+    @property
+    def agents(self) -> tuple[str, ...]:
+        """The exposed agents' ids, in the configured order."""
+        return tuple(self._exposed)
+
+    def card(self, agent_id: str, url: str, *, bearer: bool) -> AgentCard:
+        """Agent ``agent_id``'s card as served now: its interfaces at ``url`` (the agent's
+        root, ``.../a2a/{id}/``), one skill per capability it offers (else one "message"
+        skill), and the bearer scheme when the port needs a token."""
+        exposed = self._exposed[agent_id]
+        card = AgentCard()
+        card.CopyFrom(exposed.base_card)
+        card.supported_interfaces.extend(
+            [
+                AgentInterface(url=url, protocol_binding="JSONRPC", protocol_version="1.0"),
+                AgentInterface(
+                    url=url + "rest", protocol_binding="HTTP+JSON", protocol_version="1.0"
+                ),
+            ]
+        )
+        tools = self.runtime.capabilities_of(agent_id)
+        if tools:
+            del card.skills[:]
+            card.skills.extend(
+                AgentSkill(id=t.name, name=t.name, description=t.description, tags=["loom"])
+                for t in tools
+            )
+        if bearer:
+            card.security_schemes["bearer"].CopyFrom(
+                SecurityScheme(
+                    http_auth_security_scheme=HTTPAuthSecurityScheme(
+                        scheme="bearer", description="the token of loom serve"
+                    )
+                )
+            )
+            card.security_requirements.append(SecurityRequirement(schemes={"bearer": StringList()}))
+        return card
+
+    def routes(self, auth: Auth) -> list[BaseRoute]:
+        """The routes to mount on the HTTP port's application."""
+
+        def card_endpoint(agent_id: str) -> Route:
+            async def endpoint(request: Request) -> Response:
+                root = str(request.url.replace(path=f"/a2a/{agent_id}/", query=""))
+                card = self.card(agent_id, root, bearer=auth.required)
+                return JSONResponse(agent_card_to_dict(card))
+
+            return Route(_CARD_PATH, endpoint, methods=["GET"])
+
+        routes: list[BaseRoute] = []
+        for agent_id, exposed in self._exposed.items():
+            guarded = Starlette(
+                routes=[
+                    *create_jsonrpc_routes(exposed.handler, "/"),
+                    Mount("/rest", routes=create_rest_routes(exposed.handler)),
+                ]
+            )
+            routes.append(
+                Mount(
+                    f"/a2a/{agent_id}",
+                    routes=[card_endpoint(agent_id), Mount("", app=_Guard(guarded, auth))],
+                )
+            )
+        if self._exposed:
+            routes.append(card_endpoint(next(iter(self._exposed))))
+        return routes
+
+    async def __aenter__(self) -> A2AServer:
+        await anyio.Path(self.directory).mkdir(parents=True, exist_ok=True)
+        for exposed in self._exposed.values():
+            await exposed.store.initialize()  # a broken file fails the start, not a request
+        log.info("A2A: exposing %s", ", ".join(self._exposed) or "no agent")
+        return self
+
+    async def end_streams(self) -> None:
+        """Stop following the tasks in flight, which ends their open streams (the HTTP
+        server does this before its shutdown, which would otherwise wait its whole grace on
+        them). Their tasks keep the state last stored (``working``): their agents' turns may
+        finish unseen."""
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            for exposed in self._exposed.values():
+                await exposed.handler.aclose()
+
+    async def aclose(self) -> None:
+        """:meth:`end_streams`, then close the stores."""
+        await self.end_streams()
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            for exposed in self._exposed.values():
+                await exposed.engine.dispose()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
