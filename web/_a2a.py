@@ -113,6 +113,14 @@ class _Exposed:
             default_input_modes=["text/plain"],
             default_output_modes=["text/plain", "application/json"],
             skills=[_chat_skill(agent)],
+            # Served with absolute URLs (see A2AServer.card); the handler wants one to start.
+            supported_interfaces=[
+                AgentInterface(
+                    url=f"/a2a/{agent.agent_id}/",
+                    protocol_binding="JSONRPC",
+                    protocol_version="1.0",
+                )
+            ],
         )
         self.handler = DefaultRequestHandler(
             agent_executor=self.executor, task_store=self.store, agent_card=self.base_card
@@ -188,6 +196,7 @@ class A2AServer:
         exposed = self._exposed[agent_id]
         card = AgentCard()
         card.CopyFrom(exposed.base_card)
+        del card.supported_interfaces[:]
         card.supported_interfaces.extend(
             [
                 AgentInterface(url=url, protocol_binding="JSONRPC", protocol_version="1.0"),
