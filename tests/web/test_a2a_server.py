@@ -23,6 +23,7 @@ from a2a.types import (
     Role,
     SendMessageRequest,
     StreamResponse,
+    SubscribeToTaskRequest,
     Task,
     TaskState,
 )
@@ -48,7 +49,7 @@ def _toml(llm: ScriptedLLMServer) -> str:
         'llm = "scripted"\n'
         'tools = ["clock.now"]\n'
         "\n[a2a]\n"
-        'expose = ["assistant"]\n'
+        'expose = ["assistant", "ghost"]\n'
         "\n[a2a.card.assistant]\n"
         'description = "Tells the time."\n'
     )
@@ -59,7 +60,7 @@ async def _server(tmp_path: Path, llm: ScriptedLLMServer, *extra: str) -> AsyncI
     """``loom serve`` exposing ``assistant``; yields the agent's A2A root URL."""
     (tmp_path / "loom.toml").write_text(_toml(llm))
     async with serve_http(tmp_path, "--nats", "off", *extra) as (server, _address, url):
-        await server.wait_for(r"A2A: exposing assistant")
+        await server.wait_for(r"A2A: exposing assistant, ghost")
         yield f"{url}a2a/assistant/"
 
 
@@ -190,13 +191,25 @@ async def test_card_send_stream_get_and_json_rpc_errors(tmp_path: Path) -> None:
                         headers={"A2A-Version": "1.0"},
                     )
                     assert no_task.json()["error"]["code"] == -32001  # TaskNotFoundError
+                # An agent nobody runs fails at once; a message without text is rejected.
+                ghost = root.replace("/assistant/", "/ghost/")
+                async with _client(ghost, streaming=False) as client:
+                    failed = await _final_task(client, _message("Anyone?"))
+                    assert failed.status.state == TaskState.TASK_STATE_FAILED
+                    assert "ghost is not running" in failed.status.message.parts[0].text
+                async with _client(root, streaming=False) as client:
+                    request = _message("")
+                    request.message.parts[0].Clear()
+                    request.message.parts[0].url = "https://example.com/x"
+                    rejected = await _final_task(client, request)
+                    assert rejected.status.state == TaskState.TASK_STATE_REJECTED
                 llm.push(Reply(text="Still here."))
                 async with _client(root, streaming=False) as client:
                     again = await _final_task(client, _message("Are you there?"))
                     assert again.artifacts[0].parts[0].text == "Still here."
 
 
-async def test_cancel_in_the_middle_of_a_turn_cancels_the_turn(tmp_path: Path) -> None:
+async def test_resubscribe_then_cancel_in_the_middle_of_a_turn(tmp_path: Path) -> None:
     async with ScriptedLLMServer() as llm:
         llm.push(Delay(seconds=60, then=Reply(text="too late")))
         async with _server(tmp_path, llm) as root, _client(root) as client:
@@ -209,8 +222,19 @@ async def test_cancel_in_the_middle_of_a_turn_cancels_the_turn(tmp_path: Path) -
                     if _describe(response) == "status:TASK_STATE_WORKING":
                         break
                 await llm.wait_requests(1)  # the turn is in its model call
-                cancelled = await client.cancel_task(CancelTaskRequest(id=task_id))
-                assert cancelled.status.state == TaskState.TASK_STATE_CANCELED
+                # Another client re-attaches to the running task: it is told where it stands,
+                # then sees the cancel.
+                async with _client(root) as other:
+                    again = cast(
+                        AsyncGenerator[StreamResponse, None],
+                        other.subscribe(SubscribeToTaskRequest(id=task_id)),
+                    )
+                    first = await anext(again)
+                    assert _describe(first) == "task:TASK_STATE_WORKING"
+                    cancelled = await client.cancel_task(CancelTaskRequest(id=task_id))
+                    assert cancelled.status.state == TaskState.TASK_STATE_CANCELED
+                    rest = [_describe(r) async for r in again]
+                    assert rest[-1:] == ["status:TASK_STATE_CANCELED"], rest
                 await llm.wait_abandoned(1)  # the turn's model call was cancelled
                 await updates.aclose()
                 got = await client.get_task(GetTaskRequest(id=task_id))
