@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
@@ -30,6 +31,7 @@ from types import TracebackType
 
 import anyio
 import msgspec
+from a2a.server.context import ServerCallContext
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.request_handlers.response_helpers import agent_card_to_dict
 from a2a.server.routes import create_jsonrpc_routes, create_rest_routes
@@ -40,9 +42,14 @@ from a2a.types import (
     AgentInterface,
     AgentSkill,
     HTTPAuthSecurityScheme,
+    ListTasksRequest,
+    Message,
+    Part,
+    Role,
     SecurityRequirement,
     SecurityScheme,
     StringList,
+    TaskState,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from starlette.applications import Starlette
@@ -134,6 +141,42 @@ def _chat_skill(agent: A2AAgent) -> AgentSkill:
         description=agent.description or f"Send a text message to Loom agent {agent.agent_id}",
         tags=["loom"],
     )
+
+
+_ORPHAN_PAGE = 100
+_ORPHAN_TEXT = "loom serve stopped before this task ended; send the message again"
+
+
+async def _fail_orphans(store: DatabaseTaskStore) -> int:
+    """Mark ``failed`` the tasks a previous process left ``submitted`` or ``working``: no
+    one follows them any more (their turns, if they ran on, were never seen)."""
+    context = ServerCallContext()  # the owner the tasks were stored under (no user)
+    failed = 0
+    for state in (TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE_WORKING):
+        # Each page's tasks leave the state listed, so the next page starts afresh; bounded
+        # all the same, should a save not take.
+        for _ in range(10_000):
+            page = await store.list(
+                ListTasksRequest(status=state, page_size=_ORPHAN_PAGE, include_artifacts=True),
+                context,
+            )
+            for task in page.tasks:
+                task.status.state = TaskState.TASK_STATE_FAILED
+                task.status.message.CopyFrom(
+                    Message(
+                        role=Role.ROLE_AGENT,
+                        message_id=str(uuid.uuid4()),
+                        task_id=task.id,
+                        context_id=task.context_id,
+                        parts=[Part(text=_ORPHAN_TEXT)],
+                    )
+                )
+                task.status.timestamp.GetCurrentTime()
+                await store.save(task, context)
+                failed += 1
+            if len(page.tasks) < _ORPHAN_PAGE:
+                break
+    return failed
 
 
 class _Guard:
@@ -256,6 +299,13 @@ class A2AServer:
         await anyio.Path(self.directory).mkdir(parents=True, exist_ok=True)
         for exposed in self._exposed.values():
             await exposed.store.initialize()  # a broken file fails the start, not a request
+            orphans = await _fail_orphans(exposed.store)
+            if orphans:
+                log.warning(
+                    "A2A: %d task(s) of %s were running when the server last stopped: failed",
+                    orphans,
+                    exposed.agent.agent_id,
+                )
         log.info("A2A: exposing %s", ", ".join(self._exposed) or "no agent")
         return self
 

@@ -290,7 +290,9 @@ async def test_the_token_is_the_cards_bearer_scheme_and_required(tmp_path: Path)
                     assert task.artifacts[0].parts[0].text == "Authorized."
 
 
-async def test_sigterm_with_a_stream_open_stops_within_the_grace(tmp_path: Path) -> None:
+async def test_sigterm_mid_turn_ends_the_stream_and_the_next_server_fails_the_task(
+    tmp_path: Path,
+) -> None:
     async with ScriptedLLMServer() as llm:
         llm.push(Delay(seconds=60, then=Reply(text="never")))
         (tmp_path / "loom.toml").write_text(_toml(llm))
@@ -299,7 +301,10 @@ async def test_sigterm_with_a_stream_open_stops_within_the_grace(tmp_path: Path)
             async with _client(root) as client:
                 with anyio.fail_after(60):
                     updates = _updates(client, _message("Hold on."))
+                    task_id = ""
                     async for response in updates:
+                        if response.HasField("task"):
+                            task_id = response.task.id
                         if _describe(response) == "status:TASK_STATE_WORKING":
                             break
                     await llm.wait_requests(1)
@@ -307,6 +312,11 @@ async def test_sigterm_with_a_stream_open_stops_within_the_grace(tmp_path: Path)
                     assert await server.wait(timeout=30) == 0
                     await updates.aclose()
             assert "Traceback" not in server.output, server.output
+        # The next server fails the task nobody follows any more.
+        async with _server(tmp_path, llm) as root, _client(root, streaming=False) as client:
+            got = await client.get_task(GetTaskRequest(id=task_id))
+            assert got.status.state == TaskState.TASK_STATE_FAILED
+            assert "stopped before this task ended" in got.status.message.parts[0].text
 
 
 async def test_the_a2a_table_and_its_errors() -> None:
