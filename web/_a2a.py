@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import anyio
 import msgspec
@@ -51,6 +52,7 @@ from a2a.types import (
     StringList,
     TaskState,
 )
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection, Request
@@ -91,6 +93,15 @@ def _version() -> str:
         return metadata.version("loom-runtime")
     except metadata.PackageNotFoundError:  # a source tree run without installing
         return "0"
+
+
+def _wal(connection: Any, _record: Any) -> None:
+    """Each connection to a task file: WAL, synced at checkpoints (as ``memory.sqlite3``): a
+    commit survives the process's death; a power cut may lose the last ones."""
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
 
 
 class _Exposed:
@@ -225,6 +236,7 @@ class A2AServer:
         for agent in agents:
             path = self.directory / f"{_FILE_SAFE.sub('_', agent.agent_id)}.sqlite3"
             engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+            event.listen(engine.sync_engine, "connect", _wal)
             self._exposed[agent.agent_id] = _Exposed(runtime, agent, engine, cancel_turn)
 
     @property

@@ -4,7 +4,9 @@ runtime, read with the ``a2a-sdk``'s card resolver; and a message to an agent th
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
+from contextlib import closing
 from pathlib import Path
 
 import anyio
@@ -64,4 +66,5 @@ async def test_skills_are_capabilities_and_the_reply_is_the_answer(tmp_path: Pat
                     tasks = [r.task async for r in client.send_message(request)]
                 assert tasks[-1].status.state == TaskState.TASK_STATE_COMPLETED
                 assert tasks[-1].artifacts[0].parts[0].text == "echo: hi"
-        assert (tmp_path / "a2a" / "echo.sqlite3").is_file()
+        with closing(sqlite3.connect(tmp_path / "a2a" / "echo.sqlite3")) as db:
+            assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
