@@ -10,9 +10,9 @@ cluster or the SDK; ``loom serve`` (``sdk/cli/_serve.py``) composes it (``docs/s
 
 from loom.runtime.lowlevel import set_public_module as _set_public_module
 
-from ._a2a import A2AAgent as A2AAgent
 from ._a2a import A2AServer as A2AServer
-from ._a2a_executor import CancelTurn as CancelTurn
+from ._a2a_agent import A2AAgent as A2AAgent
+from ._a2a_agent import CancelTurn as CancelTurn
 from ._app import Metrics as Metrics
 from ._app import Readiness as Readiness
 from ._app import create_app as create_app

@@ -28,7 +28,6 @@ delivered like the first (same thread), so the paused turn can take it as its an
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -41,13 +40,11 @@ from a2a.types import Part, TaskState
 from loom.runtime import Envelope, Event, EventBus, QoS
 from loom.runtime.lowlevel import mailbox_topic, new_id
 
-__all__ = ["CancelTurn", "LoomExecutor"]
+from ._a2a_agent import CancelTurn
+
+__all__ = ["LoomExecutor"]
 
 log = logging.getLogger("loom.web.a2a")
-
-CancelTurn = Callable[[str, str], bool]
-"""``cancel_turn(agent_id, thread_id)``: cancel that agent's running turn in that thread, in
-this process; False when there is none to cancel here."""
 
 _TURN_TYPES = ("turn.text", "turn.tool_started", "turn.tool_finished", "turn.end")
 _FAILED_REPLIES = {"agent.error", "agent.budget_exhausted"}

@@ -5,6 +5,8 @@ runtime, read with the ``a2a-sdk``'s card resolver; and a message to an agent th
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import uuid
 from contextlib import closing
 from pathlib import Path
@@ -68,3 +70,13 @@ async def test_skills_are_capabilities_and_the_reply_is_the_answer(tmp_path: Pat
                 assert tasks[-1].artifacts[0].parts[0].text == "echo: hi"
         with closing(sqlite3.connect(tmp_path / "a2a" / "echo.sqlite3")) as db:
             assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_the_cli_does_not_load_the_sdk_until_an_agent_is_exposed() -> None:
+    # Every `loom` command imports the CLI's configuration, which names A2AAgent: the SDK
+    # (pydantic, SQLAlchemy, its protobuf types) must stay unloaded until a server exposes one.
+    probe = "import sys, loom.cli; print(sorted({'a2a', 'sqlalchemy'} & set(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]", out
