@@ -222,7 +222,9 @@ FORBIDDEN = {
     ),
     "loom.bridge": ("loom.cluster", "loom.web", "loom.cli", "loom._*", *_OTEL_SDK),
     "loom.cluster": ("grpc", "loom.bridge", "loom.web", "loom.cli", "loom._*", *_OTEL_SDK),
-    # The dashboard reads the runtime in process: no wire, no NATS, no SDK.
+    # The dashboard reads the runtime in process: no wire, no NATS, no SDK. (The a2a-sdk that
+    # web/_a2a*.py use loads grpc itself, trying its optional gRPC handler: the SDK's import,
+    # which web never uses; this checks Loom's own imports.)
     "loom.web": ("grpc", "nats", "loom.bridge", "loom.cluster", "loom.cli", "loom._*", *_OTEL_SDK),
 }
 

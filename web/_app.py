@@ -31,6 +31,7 @@ from loom.runtime import (
 )
 
 from . import _views as views
+from ._a2a import A2AServer
 from ._auth import COOKIE, Auth
 from ._observer import Observer, event_json
 
@@ -86,6 +87,7 @@ def create_app(
     secure_cookie: bool = False,
     viewers: Viewers | None = None,
     tail_buffer: int = 256,
+    a2a: A2AServer | None = None,
 ) -> Starlette:
     """The HTTP port's application.
 
@@ -99,6 +101,7 @@ def create_app(
         secure_cookie: mark the session cookie ``Secure`` (the port speaks TLS).
         viewers: where the live tails are tracked (the server closes them on stop).
         tail_buffer: each live tail's buffer (Realtime: beyond it, its copies drop).
+        a2a: the agents exposed over A2A (``/a2a/...``, ``docs/interop.md``).
     """
     tails = viewers if viewers is not None else Viewers(64)
 
@@ -226,6 +229,7 @@ def create_app(
         Route("/api/turns/{key:path}", guarded(api_turn)),
         Route("/api/deadletters", guarded(api_dead_letters)),
         Route("/api/tail", guarded(api_tail)),
+        *(a2a.routes(auth) if a2a is not None else ()),
     ]
     return Starlette(routes=routes)
 

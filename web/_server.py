@@ -14,6 +14,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from loom.runtime import AgentRuntime
 
+from ._a2a import A2AServer
 from ._app import Metrics, Readiness, Viewers, create_app
 from ._auth import Auth
 from ._errors import HttpBindError
@@ -44,6 +45,7 @@ class HttpServer:
         ready: what ``/readyz`` answers (``None``: ready while it serves).
         grace_s: how long the requests in flight get when it stops.
         max_tails: live tails open at once.
+        a2a: agents to expose over A2A (its stores open on entry, close after the port).
 
     Raises:
         HttpBindError: (on entry) the address cannot be bound.
@@ -63,6 +65,7 @@ class HttpServer:
         ready: Readiness | None = None,
         grace_s: float = 5.0,
         max_tails: int = 64,
+        a2a: A2AServer | None = None,
     ) -> None:
         self.runtime = runtime
         self.host = host
@@ -80,7 +83,9 @@ class HttpServer:
             ready=ready,
             secure_cookie=self.tls,
             viewers=self.viewers,
+            a2a=a2a,
         )
+        self.a2a = a2a
         self._config = uvicorn.Config(
             self.app,
             log_config=None,  # loom serve's logging stays as it is
@@ -118,12 +123,20 @@ class HttpServer:
     async def __aenter__(self) -> HttpServer:
         sock = self._bind()
         self.port = sock.getsockname()[1]
+        if self.a2a is not None:
+            try:
+                await self.a2a.__aenter__()
+            except BaseException:
+                sock.close()
+                raise
         self._tg = await anyio.create_task_group().__aenter__()
         try:
             await self._tg.start(self._serve, sock)
         except BaseException:
             self._tg.cancel_scope.cancel()
             await self._tg.__aexit__(None, None, None)
+            if self.a2a is not None:
+                await self.a2a.aclose()
             raise
         self._tg.start_soon(self.observer.run)
         return self
@@ -142,6 +155,8 @@ class HttpServer:
             # Shielded, and bounded: the requests in flight get their grace, then are cut.
             with anyio.CancelScope(shield=True), anyio.move_on_after(self.grace_s + 1.0):
                 self.viewers.close_all()  # the live tails end: their responses complete
+                if self.a2a is not None:
+                    await self.a2a.end_streams()  # so do the A2A streams
                 if server.started:
                     await server.shutdown(sockets=[sock])
             sock.close()
@@ -155,6 +170,8 @@ class HttpServer:
         self._stop.set()
         tg.cancel_scope.cancel()  # the observer; the server's shutdown above is shielded
         await tg.__aexit__(None, None, None)
+        if self.a2a is not None:
+            await self.a2a.aclose()  # after the port: no request can reach a closed store
         log.debug("HTTP port %s closed", self.url)
 
     async def __aexit__(

@@ -20,7 +20,9 @@ from loom.cluster import NatsMode, NatsSettings, parse_nats, redact_url
 from loom.runtime import ConfigError, InvalidArgument
 from loom.runtime.llm import LLMConfig, LLMConfigError, load_llm_config
 from loom.runtime.tools import McpConfigError, McpServerConfig, load_mcp_config
+from loom.web import A2AAgent
 
+from ._config_a2a import decode_a2a_expose
 from ._config_a2a_remote import A2ARemote, decode_a2a_remote
 from ._hosted import AgentTable, ToolsTable, decode_agents, decode_tools
 from ._tokens import decode_tokens
@@ -508,6 +510,7 @@ class ServiceTables(msgspec.Struct, frozen=True, kw_only=True):
             namespace (the tokens read from the variables the tables name).
         a2a_remote: the remote A2A agents of ``[a2a.remote.<name>]``, offered as tools
             (``sdk/cli/_config_a2a_remote.py``).
+        a2a_expose: the agents of ``[a2a] expose``, served over A2A on the HTTP port.
     """
 
     mcp: Mapping[str, McpServerConfig] = msgspec.field(default_factory=dict)
@@ -516,6 +519,7 @@ class ServiceTables(msgspec.Struct, frozen=True, kw_only=True):
     agents: Mapping[str, AgentTable] = msgspec.field(default_factory=dict)
     tokens: tuple[Tenant, ...] = ()
     a2a_remote: tuple[A2ARemote, ...] = ()
+    a2a_expose: tuple[A2AAgent, ...] = ()
 
 
 def load_tables(*, toml_path: Path | None, environ: Mapping[str, str]) -> ServiceTables:
@@ -540,6 +544,13 @@ def load_tables(*, toml_path: Path | None, environ: Mapping[str, str]) -> Servic
     agents = decode_agents(doc.get("agents", {}), where=where, llm_names=names)
     tokens = decode_tokens(doc.get("tokens", {}), where=where, environ=environ)
     a2a_remote = decode_a2a_remote(doc.get("a2a", {}), where=where, environ=environ)
+    a2a_expose = decode_a2a_expose(doc.get("a2a", {}), where=where)
     return ServiceTables(
-        mcp=mcp, llm=llm, tools=tools, agents=agents, tokens=tokens, a2a_remote=a2a_remote
+        mcp=mcp,
+        llm=llm,
+        tools=tools,
+        agents=agents,
+        tokens=tokens,
+        a2a_remote=a2a_remote,
+        a2a_expose=a2a_expose,
     )

@@ -31,10 +31,10 @@ from loom.cluster import (
     NatsMode,
     open_nats,
 )
-from loom.runtime import AgentRuntime, EventBus
+from loom.runtime import AgentRuntime, ConfigError, EventBus
 from loom.runtime.collab import BarrierCoordinator
 from loom.runtime.llm import ModelRouter
-from loom.web import HttpServer, Metrics
+from loom.web import A2AServer, HttpServer, Metrics
 
 from .._metrics import ServeMetrics, metrics_config, open_metrics
 from .._telemetry import open_tracing, trace_config
@@ -149,13 +149,14 @@ async def _models(
 @asynccontextmanager
 async def _hosted(
     tables: ServiceTables, runtime: AgentRuntime, router: ModelRouter | None, data_dir: Path
-) -> AsyncIterator[None]:
+) -> AsyncIterator[dict[str, CognitiveAgent]]:
     """Register the native tools of ``[tools]`` and start the agents of ``[agents]``, before
     the bridge listens: its first caller finds them. (The runtime stops the agents.)"""
     tools = build_tools(tables.tools)
     for tool in tools:
         runtime.tools.register(tool)
     log.info("loom serve: native tools: %s", ", ".join(t.name for t in tools) or "none")
+    hosted: dict[str, CognitiveAgent] = {}
     for agent_id, table in tables.agents.items():
         assert router is not None  # decode_agents refuses [agents] without [llm]
         llm = router.providers[table.llm] if table.llm else router
@@ -176,8 +177,9 @@ async def _hosted(
         )
         await anyio.Path(agent_data_dir(data_dir, agent_id)).mkdir(parents=True, exist_ok=True)
         await runtime.start(agent)
+        hosted[agent_id] = agent
         log.info("loom serve: hosting agent %s (%s)", agent_id, table.llm or "the [llm] router")
-    yield
+    yield hosted
 
 
 class _Readiness:
@@ -204,10 +206,13 @@ async def _http(
     runtime: AgentRuntime,
     ready: _Readiness,
     metrics: Metrics | None,
+    a2a: A2AServer | None = None,
 ) -> AsyncIterator[HttpServer | None]:
-    """The HTTP port (health, metrics, the dashboard), unless ``http = off``."""
+    """The HTTP port (health, metrics, the dashboard, A2A), unless ``http = off``."""
     address = config.http_address()
     if address is None:
+        if a2a is not None:
+            raise ConfigError("[a2a] expose needs the HTTP port: http must not be off")
         yield None
         return
     tokens = tuple(t for t in (config.token, config.admin_token) if t is not None)
@@ -224,8 +229,24 @@ async def _http(
         metrics=metrics,
         ready=ready,
         grace_s=config.drain_grace_s,
+        a2a=a2a,
     ) as http:
         yield http
+
+
+def _a2a(
+    tables: ServiceTables, runtime: AgentRuntime, data_dir: Path, hosted: dict[str, CognitiveAgent]
+) -> A2AServer | None:
+    """The agents of ``[a2a] expose`` over A2A (none: ``None``); ``tasks/cancel`` cancels the
+    turn of an agent this server hosts (docs/interop.md)."""
+    if not tables.a2a_expose:
+        return None
+
+    def cancel_turn(agent_id: str, thread_id: str) -> bool:
+        agent = hosted.get(agent_id)
+        return agent is not None and agent.cancel(thread_id) > 0
+
+    return A2AServer(runtime, tables.a2a_expose, data_dir=data_dir, cancel_turn=cancel_turn)
 
 
 async def serve(
@@ -307,7 +328,7 @@ async def serve(
             _cluster_directory(config, nats, runtime) as directory,
             _mcp_hub(tables, runtime, environ or {}),
             open_a2a_remote(tables.a2a_remote, runtime),
-            _hosted(tables, runtime, router, Path(data_dir)),
+            _hosted(tables, runtime, router, Path(data_dir)) as hosted,
             BridgeServer(
                 runtime,
                 host=config.host,
@@ -331,6 +352,7 @@ async def serve(
                 runtime,
                 ready := _Readiness(nats),
                 metrics if metrics is not None else meters.prometheus,
+                _a2a(tables, runtime, Path(data_dir), hosted),
             ) as http,
         ):
             if cluster is not None:

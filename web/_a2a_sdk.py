@@ -1,0 +1,321 @@
+"""What ``A2AServer`` (``_a2a.py``) runs on: the ``a2a-sdk``'s request handler, routes and
+SQLite task store for each exposed agent. Imported only when a server exposes agents, so a
+``loom`` command that does not pays nothing for the SDK (pydantic, SQLAlchemy, its protobuf
+types).
+
+The ``a2a-sdk``'s packages import ``grpc`` themselves (``a2a.server.request_handlers`` tries
+its optional gRPC handler when ``grpcio`` is installed, which Loom requires): this module
+never uses it, and the import arrows (tests/test_architecture.py) are about Loom's own imports.
+The SDK's types are protobuf messages; they stay in this module and ``_a2a_executor.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import anyio
+from a2a.server.context import ServerCallContext
+from a2a.server.request_handlers import DefaultRequestHandler
+from a2a.server.request_handlers.response_helpers import agent_card_to_dict
+from a2a.server.routes import create_jsonrpc_routes, create_rest_routes
+from a2a.server.tasks import DatabaseTaskStore
+from a2a.types import (
+    AgentCapabilities,
+    AgentCard,
+    AgentInterface,
+    AgentSkill,
+    HTTPAuthSecurityScheme,
+    ListTasksRequest,
+    Message,
+    Part,
+    Role,
+    SecurityRequirement,
+    SecurityScheme,
+    StringList,
+    TaskState,
+)
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from starlette.applications import Starlette
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from loom.runtime import AgentRuntime
+
+from ._a2a_agent import A2AAgent, CancelTurn
+from ._a2a_executor import LoomExecutor
+from ._auth import Auth
+
+__all__ = ["SdkEndpoints"]
+
+log = logging.getLogger("loom.web.a2a")
+
+_CARD_PATH = "/.well-known/agent-card.json"
+_FILE_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def _version() -> str:
+    try:
+        return metadata.version("loom-runtime")
+    except metadata.PackageNotFoundError:  # a source tree run without installing
+        return "0"
+
+
+def _wal(connection: Any, _record: Any) -> None:
+    """Each connection to a task file: WAL, synced at checkpoints (as ``memory.sqlite3``): a
+    commit survives the process's death; a power cut may lose the last ones."""
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+class _Exposed:
+    """One agent's executor, task store and request handler."""
+
+    def __init__(
+        self,
+        runtime: AgentRuntime,
+        agent: A2AAgent,
+        engine: AsyncEngine,
+        cancel_turn: CancelTurn | None,
+    ) -> None:
+        self.agent = agent
+        self.engine = engine
+        self.store = DatabaseTaskStore(engine)
+        self.executor = LoomExecutor(
+            runtime.bus,
+            agent.agent_id,
+            stream_topic=agent.stream_topic or f"agent.{agent.agent_id}.stream",
+            cancel_turn=cancel_turn,
+        )
+        self.base_card = AgentCard(
+            name=agent.agent_id,
+            description=agent.description or f"Loom agent {agent.agent_id}",
+            version=_version(),
+            capabilities=AgentCapabilities(streaming=True, push_notifications=False),
+            default_input_modes=["text/plain"],
+            default_output_modes=["text/plain", "application/json"],
+            skills=[_chat_skill(agent)],
+            # Served with absolute URLs (see A2AServer.card); the handler wants one to start.
+            supported_interfaces=[
+                AgentInterface(
+                    url=f"/a2a/{agent.agent_id}/",
+                    protocol_binding="JSONRPC",
+                    protocol_version="1.0",
+                )
+            ],
+        )
+        self.handler = DefaultRequestHandler(
+            agent_executor=self.executor, task_store=self.store, agent_card=self.base_card
+        )
+
+
+def _chat_skill(agent: A2AAgent) -> AgentSkill:
+    return AgentSkill(
+        id="message",
+        name=agent.agent_id,
+        description=agent.description or f"Send a text message to Loom agent {agent.agent_id}",
+        tags=["loom"],
+    )
+
+
+_ORPHAN_PAGE = 100
+_ORPHAN_TEXT = "loom serve stopped before this task ended; send the message again"
+
+
+async def _fail_orphans(store: DatabaseTaskStore) -> int:
+    """Mark ``failed`` the tasks a previous process left ``submitted`` or ``working``: no
+    one follows them any more (their turns, if they ran on, were never seen)."""
+    context = ServerCallContext()  # the owner the tasks were stored under (no user)
+    failed = 0
+    for state in (TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE_WORKING):
+        # Each page's tasks leave the state listed, so the next page starts afresh; bounded
+        # all the same, should a save not take.
+        for _ in range(10_000):
+            page = await store.list(
+                ListTasksRequest(status=state, page_size=_ORPHAN_PAGE, include_artifacts=True),
+                context,
+            )
+            for task in page.tasks:
+                task.status.state = TaskState.TASK_STATE_FAILED
+                task.status.message.CopyFrom(
+                    Message(
+                        role=Role.ROLE_AGENT,
+                        message_id=str(uuid.uuid4()),
+                        task_id=task.id,
+                        context_id=task.context_id,
+                        parts=[Part(text=_ORPHAN_TEXT)],
+                    )
+                )
+                task.status.timestamp.GetCurrentTime()
+                await store.save(task, context)
+                failed += 1
+            if len(page.tasks) < _ORPHAN_PAGE:
+                break
+    return failed
+
+
+class _Guard:
+    """Lets through only requests that carry the server's token (or session cookie); the
+    others get 401 with ``WWW-Authenticate: Bearer``, before the SDK reads a byte."""
+
+    def __init__(self, app: ASGIApp, auth: Auth) -> None:
+        self.app = app
+        self.auth = auth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self.auth.allows(HTTPConnection(scope)):
+            response = JSONResponse(
+                {"error": "unauthenticated: send Authorization: Bearer <the server's token>"},
+                401,
+                headers={"www-authenticate": 'Bearer realm="loom"'},
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+class SdkEndpoints:
+    """The exposed agents' A2A endpoints; an async context manager (the HTTP server enters it
+    before it listens and leaves it after it stopped).
+
+    Args:
+        runtime: the server's runtime (its bus carries the messages; its capabilities are the
+            cards' skills).
+        agents: the agents to expose.
+        data_dir: where ``a2a/{id}.sqlite3`` keeps each agent's tasks.
+        cancel_turn: how ``tasks/cancel`` cancels a turn running in this process.
+    """
+
+    def __init__(
+        self,
+        runtime: AgentRuntime,
+        agents: Sequence[A2AAgent],
+        *,
+        data_dir: str | Path,
+        cancel_turn: CancelTurn | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.directory = Path(data_dir) / "a2a"
+        self._exposed: dict[str, _Exposed] = {}
+        for agent in agents:
+            path = self.directory / f"{_FILE_SAFE.sub('_', agent.agent_id)}.sqlite3"
+            engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+            event.listen(engine.sync_engine, "connect", _wal)
+            self._exposed[agent.agent_id] = _Exposed(runtime, agent, engine, cancel_turn)
+
+    @property
+    def agents(self) -> tuple[str, ...]:
+        """The exposed agents' ids, in the configured order."""
+        return tuple(self._exposed)
+
+    def card(self, agent_id: str, url: str, *, bearer: bool) -> AgentCard:
+        """Agent ``agent_id``'s card as served now: its interfaces at ``url`` (the agent's
+        root, ``.../a2a/{id}/``), one skill per capability it offers (else one "message"
+        skill), and the bearer scheme when the port needs a token."""
+        exposed = self._exposed[agent_id]
+        card = AgentCard()
+        card.CopyFrom(exposed.base_card)
+        del card.supported_interfaces[:]
+        card.supported_interfaces.extend(
+            [
+                AgentInterface(url=url, protocol_binding="JSONRPC", protocol_version="1.0"),
+                AgentInterface(
+                    url=url + "rest", protocol_binding="HTTP+JSON", protocol_version="1.0"
+                ),
+            ]
+        )
+        tools = self.runtime.capabilities_of(agent_id)
+        if tools:
+            del card.skills[:]
+            card.skills.extend(
+                AgentSkill(id=t.name, name=t.name, description=t.description, tags=["loom"])
+                for t in tools
+            )
+        if bearer:
+            card.security_schemes["bearer"].CopyFrom(
+                SecurityScheme(
+                    http_auth_security_scheme=HTTPAuthSecurityScheme(
+                        scheme="bearer", description="the token of loom serve"
+                    )
+                )
+            )
+            card.security_requirements.append(SecurityRequirement(schemes={"bearer": StringList()}))
+        return card
+
+    def routes(self, auth: Auth) -> list[BaseRoute]:
+        """The routes to mount on the HTTP port's application."""
+
+        def card_endpoint(agent_id: str) -> Route:
+            async def endpoint(request: Request) -> Response:
+                root = str(request.url.replace(path=f"/a2a/{agent_id}/", query=""))
+                card = self.card(agent_id, root, bearer=auth.required)
+                return JSONResponse(agent_card_to_dict(card))
+
+            return Route(_CARD_PATH, endpoint, methods=["GET"])
+
+        routes: list[BaseRoute] = []
+        for agent_id, exposed in self._exposed.items():
+            guarded = Starlette(
+                routes=[
+                    *create_jsonrpc_routes(exposed.handler, "/"),
+                    Mount("/rest", routes=create_rest_routes(exposed.handler)),
+                ]
+            )
+            routes.append(
+                Mount(
+                    f"/a2a/{agent_id}",
+                    routes=[card_endpoint(agent_id), Mount("", app=_Guard(guarded, auth))],
+                )
+            )
+        if self._exposed:
+            routes.append(card_endpoint(next(iter(self._exposed))))
+        return routes
+
+    async def __aenter__(self) -> SdkEndpoints:
+        await anyio.Path(self.directory).mkdir(parents=True, exist_ok=True)
+        for exposed in self._exposed.values():
+            await exposed.store.initialize()  # a broken file fails the start, not a request
+            orphans = await _fail_orphans(exposed.store)
+            if orphans:
+                log.warning(
+                    "A2A: %d task(s) of %s were running when the server last stopped: failed",
+                    orphans,
+                    exposed.agent.agent_id,
+                )
+        log.info("A2A: exposing %s", ", ".join(self._exposed) or "no agent")
+        return self
+
+    async def end_streams(self) -> None:
+        """Stop following the tasks in flight, which ends their open streams (the HTTP
+        server does this before its shutdown, which would otherwise wait its whole grace on
+        them). Their tasks keep the state last stored (``working``): their agents' turns may
+        finish unseen."""
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            for exposed in self._exposed.values():
+                await exposed.handler.aclose()
+
+    async def aclose(self) -> None:
+        """:meth:`end_streams`, then close the stores."""
+        await self.end_streams()
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            for exposed in self._exposed.values():
+                await exposed.engine.dispose()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
