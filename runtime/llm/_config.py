@@ -116,6 +116,9 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
         max_concurrency: calls to this provider in flight at once; more wait their turn.
         max_output_tokens: ``max_tokens`` when a request sets none, on both wires (Anthropic
             requires one; an unbounded local model may write to its context limit).
+        policy: the name of a ``[policy.<name>]`` guarding this provider's calls; it replaces
+            ``max_retries``, the backoffs and ``max_concurrency`` ('' for those: the default
+            policy, ``docs/guardrails.md``).
     """
 
     kind: ProviderKind
@@ -130,6 +133,7 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     retry_after_max_s: float = 30.0
     max_concurrency: int = 8
     max_output_tokens: int = 4096
+    policy: str = ""
     locality: Locality = "remote"
     cost_per_1k_input: float = 0.0
     cost_per_1k_output: float = 0.0

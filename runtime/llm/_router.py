@@ -33,8 +33,9 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import NoOpTracerProvider, Span, StatusCode, TracerProvider, use_span
 
 from .._errors import InvalidArgument
+from ..resilience import Policies
 from ._config import LLMConfig
-from ._errors import LLMError, NoProviderAvailable, UnknownModel
+from ._errors import LLMConfigError, LLMError, NoProviderAvailable, UnknownModel
 from ._protocol import LLM, RoutableLLM, build_provider
 from ._types import Completion, CompletionRequest, StreamChunk
 
@@ -142,15 +143,36 @@ class ModelRouter:
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
         on_decision: Callable[[RouteDecision], None] | None = None,
+        policies: Policies | None = None,
     ) -> ModelRouter:
         """A router over providers built from ``config``; it owns and closes them. With
-        ``meter_provider``, each provider records its calls' durations."""
-        providers = {
-            name: build_provider(
-                name, provider, tracer_provider=tracer_provider, meter_provider=meter_provider
+        ``meter_provider``, each provider records its calls' durations. With ``policies``, a
+        provider's ``policy`` names one of them (``<policy>@llm.<provider>``, its own state),
+        and every provider's policy is counted among them (statistics, metrics).
+
+        Raises:
+            LLMConfigError: a provider names a policy that ``policies`` does not define.
+        """
+        providers = {}
+        for name, provider in config.providers.items():
+            policy = None
+            if provider.policy:
+                if policies is None or provider.policy not in policies.configs:
+                    raise LLMConfigError(
+                        f"[llm.{name}] policy names {provider.policy!r}, "
+                        "which no [policy.<name>] defines"
+                    )
+                policy = policies.make(provider.policy, f"llm.{name}")
+            built = build_provider(
+                name,
+                provider,
+                tracer_provider=tracer_provider,
+                meter_provider=meter_provider,
+                policy=policy,
             )
-            for name, provider in config.providers.items()
-        }
+            if policies is not None and policy is None:
+                policies.add(built.policy)
+            providers[name] = built
         return cls(
             providers,
             order=config.order,
