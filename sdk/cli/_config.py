@@ -21,6 +21,12 @@ from loom.runtime import ConfigError, InvalidArgument
 from loom.runtime.llm import LLMConfig, LLMConfigError, load_llm_config
 from loom.runtime.tools import McpConfigError, McpServerConfig, load_mcp_config
 
+from ._config_policy import (
+    PolicyTables,
+    check_llm_policies,
+    decode_policy_tables,
+    without_policy,
+)
 from ._hosted import AgentTable, ToolsTable, decode_agents, decode_tools
 from ._tokens import decode_tokens
 
@@ -505,6 +511,7 @@ class ServiceTables(msgspec.Struct, frozen=True, kw_only=True):
         agents: the cognitive agents of ``[agents.<id>]`` it hosts.
         tokens: the tenant tokens of ``[tokens.<name>]``, each confining its holders to a
             namespace (the tokens read from the variables the tables name).
+        policy: the resilience policies of ``[policy.<name>]`` and ``[tools.policy]``.
     """
 
     mcp: Mapping[str, McpServerConfig] = msgspec.field(default_factory=dict)
@@ -512,6 +519,7 @@ class ServiceTables(msgspec.Struct, frozen=True, kw_only=True):
     tools: ToolsTable = msgspec.field(default_factory=ToolsTable)
     agents: Mapping[str, AgentTable] = msgspec.field(default_factory=dict)
     tokens: tuple[Tenant, ...] = ()
+    policy: PolicyTables = msgspec.field(default_factory=PolicyTables)
 
 
 def load_tables(*, toml_path: Path | None, environ: Mapping[str, str]) -> ServiceTables:
@@ -531,8 +539,10 @@ def load_tables(*, toml_path: Path | None, environ: Mapping[str, str]) -> Servic
     except (McpConfigError, LLMConfigError) as exc:
         raise ConfigError(f"{toml_path}: {exc}") from exc
     where = str(toml_path)
-    tools = decode_tools(doc.get("tools", {}), where=where)
+    policy = decode_policy_tables(doc, where=where)
+    check_llm_policies(policy, llm, where=where)
+    tools = decode_tools(without_policy(doc.get("tools", {})), where=where)
     names = None if llm is None else tuple(llm.providers)
     agents = decode_agents(doc.get("agents", {}), where=where, llm_names=names)
     tokens = decode_tokens(doc.get("tokens", {}), where=where, environ=environ)
-    return ServiceTables(mcp=mcp, llm=llm, tools=tools, agents=agents, tokens=tokens)
+    return ServiceTables(mcp=mcp, llm=llm, tools=tools, agents=agents, tokens=tokens, policy=policy)

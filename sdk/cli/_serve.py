@@ -34,11 +34,13 @@ from loom.cluster import (
 from loom.runtime import AgentRuntime, EventBus
 from loom.runtime.collab import BarrierCoordinator
 from loom.runtime.llm import ModelRouter
+from loom.runtime.resilience import Policies
 from loom.web import HttpServer, Metrics
 
 from .._metrics import ServeMetrics, metrics_config, open_metrics
 from .._telemetry import open_tracing, trace_config
 from ._config import ServeConfig, ServiceTables
+from ._config_policy import build_policies
 from ._hosted import agent_data_dir, agent_tools, build_tools
 
 __all__ = ["serve"]
@@ -124,14 +126,20 @@ async def _barriers(bus: EventBus) -> AsyncIterator[Callable[[], Awaitable[None]
 
 @asynccontextmanager
 async def _models(
-    tables: ServiceTables, tracer_provider: TracerProvider | None, meter_provider: MeterProvider
+    tables: ServiceTables,
+    tracer_provider: TracerProvider | None,
+    meter_provider: MeterProvider,
+    policies: Policies,
 ) -> AsyncIterator[ModelRouter | None]:
     """The server's model router over ``[llm]`` (``None`` without one); closed at the end."""
     if tables.llm is None:
         yield None
         return
     async with ModelRouter.from_config(
-        tables.llm, tracer_provider=tracer_provider, meter_provider=meter_provider
+        tables.llm,
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        policies=policies,
     ) as router:
         log.info("loom serve: LLM providers: %s", ", ".join(tables.llm.providers))
         yield router
@@ -259,6 +267,7 @@ async def serve(
     )
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         tables = tables if tables is not None else ServiceTables()
+        policies = build_policies(tables.policy)  # docs/guardrails.md
         cluster: ClusterTransport | None = None
         async with (
             # Outermost: the spans of the last moments (the drain) are flushed after it.
@@ -283,7 +292,7 @@ async def serve(
             ) as bus,
             # The router first: the runtime offers it to its agents (llm="server") and the
             # bridge to agents elsewhere (loom.v1.LLM).
-            _models(tables, tracer_provider, meters.meter_provider) as router,
+            _models(tables, tracer_provider, meters.meter_provider, policies) as router,
             AgentRuntime(
                 bus,
                 stale_after_s=config.stale_after_s,
@@ -292,6 +301,7 @@ async def serve(
                 llm=router,
                 node=config.node_name() if _clustered(nats) else "",
                 meter_provider=meters.meter_provider,
+                policies=policies,
             ) as runtime,
             # Before any agent starts: ids are claimed cluster-wide from the first.
             _barriers(bus) as stop_barriers,
