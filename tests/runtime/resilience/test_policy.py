@@ -3,8 +3,6 @@ part does, measured with the clock where it is about time (bounded, never slept 
 
 from __future__ import annotations
 
-from typing import Any
-
 import anyio
 import pytest
 
@@ -15,11 +13,9 @@ from loom.runtime.resilience import (
     Policies,
     Policy,
     PolicyConfig,
-    PolicyConfigError,
     RateLimit,
     Retry,
     current_idempotency_key,
-    load_policies,
 )
 from loom.runtime.tools import FunctionTool, ToolFailed, ToolRegistry, ToolTimeout
 
@@ -53,6 +49,12 @@ class Flaky:
             return self.calls
         finally:
             self.in_flight -= 1
+
+
+def breaker_state(policy: Policy) -> BreakerState:
+    breaker = policy.statistics().breaker
+    assert breaker is not None
+    return breaker.state
 
 
 def registry_with(
@@ -141,7 +143,8 @@ async def test_a_timeout_without_retry_is_a_tool_timeout() -> None:
         await registry.call("svc.op", {})
     assert caught.value.timeout == 0.05
     stats = registry.statistics().tools["svc.op"]
-    assert stats.failures.timeouts == 1 and stats.in_flight == 0
+    assert stats.failures.timeouts == 1
+    assert stats.in_flight == 0
 
 
 async def test_the_breaker_opens_then_half_opens_then_closes() -> None:
@@ -154,17 +157,19 @@ async def test_the_breaker_opens_then_half_opens_then_closes() -> None:
             with pytest.raises(ToolFailed, match="scheduled failure"):
                 await registry.call("svc.op", {})
         stats = policy.statistics()
-        assert stats.breaker is not None and stats.breaker.state is BreakerState.OPEN
+        assert stats.breaker is not None
+        assert stats.breaker.state is BreakerState.OPEN
         # Open: refused at once, the tool not called.
         with pytest.raises(ToolFailed) as refused:
             await registry.call("svc.op", {})
         assert refused.value.cause_type == "CircuitOpen"
         assert fn.calls == 3
-        opened_at = anyio.current_time()
-        while policy.statistics().breaker.state is BreakerState.OPEN:  # type: ignore[union-attr]
-            await anyio.sleep(0.01)
-        assert anyio.current_time() - opened_at >= 0.15
-        assert policy.statistics().breaker.state is BreakerState.HALF_OPEN  # type: ignore[union-attr]
+        # Open for its timeout (the time the breaker is about, not a readiness wait).
+        assert 0.15 <= stats.breaker.retry_in <= 0.2
+        await anyio.sleep(0.1)
+        assert breaker_state(policy) is BreakerState.OPEN
+        await anyio.sleep(policy.statistics().breaker.retry_in)  # type: ignore[union-attr]
+        assert breaker_state(policy) is BreakerState.HALF_OPEN
         # The probe succeeds: closed again.
         assert await registry.call("svc.op", {}) == 4
     final = policy.statistics().breaker
@@ -180,12 +185,14 @@ async def test_a_failed_probe_opens_the_breaker_again() -> None:
     with anyio.fail_after(5):
         with pytest.raises(ToolFailed):
             await registry.call("svc.op", {})
-        while policy.statistics().breaker.state is not BreakerState.HALF_OPEN:  # type: ignore[union-attr]
-            await anyio.sleep(0.01)
+        await anyio.sleep(policy.statistics().breaker.retry_in)  # type: ignore[union-attr]
+        assert breaker_state(policy) is BreakerState.HALF_OPEN
         with pytest.raises(ToolFailed, match="scheduled failure 2"):
             await registry.call("svc.op", {})
     stats = policy.statistics().breaker
-    assert stats is not None and stats.state is BreakerState.OPEN and stats.opened == 2
+    assert stats is not None
+    assert stats.state is BreakerState.OPEN
+    assert stats.opened == 2
 
 
 async def test_a_callers_mistake_does_not_count_against_the_breaker() -> None:
@@ -196,7 +203,7 @@ async def test_a_callers_mistake_does_not_count_against_the_breaker() -> None:
         for _ in range(3):
             with pytest.raises(Exception, match="not of type"):
                 await registry.call("svc.op", {"n": "x"})
-    assert policy.statistics().breaker.state is BreakerState.CLOSED  # type: ignore[union-attr]
+    assert breaker_state(policy) is BreakerState.CLOSED
 
 
 async def test_the_rate_limit_spaces_calls() -> None:
@@ -271,4 +278,5 @@ async def test_runtime_rules_guard_tools_by_name_once() -> None:
         with anyio.fail_after(5):
             assert await runtime.call_tool("svc.op", {}) == 2
     (stats,) = policies.statistics()
-    assert stats.name == "retry@tools:svc.*" and stats.retries == 1
+    assert stats.name == "retry@tools:svc.*"
+    assert stats.retries == 1
