@@ -60,7 +60,7 @@ async def runtime_with(
         yield runtime, policies
 
 
-def with_policy(config: PolicyConfig, pattern: str = "f.*") -> Any:
+def with_policy(config: PolicyConfig, pattern: str = "f.*") -> pytest.MarkDecorator:
     return pytest.mark.parametrize("runtime_with", [({"p": config}, {pattern: "p"})], indirect=True)
 
 
