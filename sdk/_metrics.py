@@ -38,6 +38,9 @@ from loom.bridge import BridgeServer, ServerStatistics
 from loom.runtime import AgentInfo, AgentRuntime, BusStats, ConfigError, DurableStats, EventBus
 from loom.runtime.llm import ModelRouter, ProviderStats
 from loom.runtime.lowlevel import DurableLog
+from loom.runtime.resilience import PolicyStats
+
+from ._metrics_policy import policy_instruments
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider, Observation
@@ -146,6 +149,7 @@ class _Snapshot(msgspec.Struct, frozen=True, kw_only=True):
     server: ServerStatistics | None = None
     providers: tuple[tuple[str, str, float, float, ProviderStats], ...] = ()
     durable: DurableStats | None = None
+    policies: tuple[PolicyStats, ...] = ()
 
 
 class ServeMetrics:
@@ -257,6 +261,7 @@ class ServeMetrics:
             server=s.server.statistics() if s.server is not None else None,
             providers=tuple(providers),
             durable=self._durable,
+            policies=s.runtime.policies.statistics() if s.runtime is not None else (),
         )
 
     # ------------------------------------------------------------------ the instruments
@@ -313,6 +318,7 @@ class ServeMetrics:
         self._llm_instruments(counter)
         self._bridge_instruments(counter, gauge)
         self._durable_instruments(gauge)
+        policy_instruments(counter, gauge, lambda: self._snap.policies)
 
     def _llm_instruments(
         self, counter: Callable[[str, Callable[[], Iterable[Observation]]], None]

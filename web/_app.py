@@ -189,6 +189,9 @@ def create_app(
             return _Json({"error": "no such turn (or forgotten)"}, 404)
         return _Json(found)
 
+    async def api_policies(request: Request) -> Response:
+        return _Json(views.policies(runtime))
+
     async def api_dead_letters(request: Request) -> Response:
         return _Json(await views.durable(runtime, observer))
 
@@ -225,6 +228,7 @@ def create_app(
         Route("/api/turns", guarded(api_turns)),
         Route("/api/turns/{key:path}", guarded(api_turn)),
         Route("/api/deadletters", guarded(api_dead_letters)),
+        Route("/api/policies", guarded(api_policies)),
         Route("/api/tail", guarded(api_tail)),
     ]
     return Starlette(routes=routes)
