@@ -76,6 +76,10 @@ async def test_an_open_breaker_in_the_api_the_panel_and_the_metrics() -> None:
 
 
 async def test_no_policy_no_panel() -> None:
-    async with EventBus() as bus, AgentRuntime(bus) as runtime, HttpServer(runtime) as http:
-        async with httpx2.AsyncClient(base_url=http.url, timeout=10) as client:
-            assert (await client.get("/api/policies")).json() == []
+    async with (
+        EventBus() as bus,
+        AgentRuntime(bus) as runtime,
+        HttpServer(runtime) as http,
+        httpx2.AsyncClient(base_url=http.url, timeout=10) as client,
+    ):
+        assert (await client.get("/api/policies")).json() == []
