@@ -31,6 +31,7 @@ from ._qos import QoS
 from ._remote import RemoteAgent, attach_remote
 from ._stats import AgentStats
 from ._subscription import depth
+from .collab._replies import router_for
 from .resilience import Policies
 from .tools import DEFAULT_TIMEOUT, Tool, ToolNotFound, ToolRegistry, ToolTimeout
 
@@ -243,6 +244,10 @@ class AgentRuntime:
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> AgentRuntime:
+        if self.policies.requests:
+            # ctx.request's policies, by topic, on its one road: the bus's reply router
+            # (made only when there are rules: it subscribes on the bus).
+            router_for(self.bus).policies = self.policies.requests
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._sweeper)

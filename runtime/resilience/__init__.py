@@ -23,7 +23,7 @@ from ._policy import Outcomes as Outcomes
 from ._policy import Policy as Policy
 from ._policy import PolicyStats as PolicyStats
 from ._set import Policies as Policies
-from ._set import ToolPolicies as ToolPolicies
+from ._set import PolicyRules as PolicyRules
 from ._trip import BreakerCounts as BreakerCounts
 
 __all__ = [
@@ -38,10 +38,10 @@ __all__ = [
     "PolicyConfig",
     "PolicyConfigError",
     "PolicyError",
+    "PolicyRules",
     "PolicyStats",
     "RateLimit",
     "Retry",
-    "ToolPolicies",
     "current_idempotency_key",
     "idempotency_key",
     "load_policies",

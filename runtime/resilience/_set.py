@@ -10,13 +10,14 @@ from ._config import PolicyConfig
 from ._errors import PolicyConfigError
 from ._policy import Policy, PolicyStats
 
-__all__ = ["Policies", "ToolPolicies"]
+__all__ = ["Policies", "PolicyRules"]
 
 
-class ToolPolicies:
-    """Which policy guards which tool: ``(pattern, policy)`` rules, first match wins.
+class PolicyRules:
+    """Which policy guards which tool (by name) or request (by topic): ``(pattern, policy)``
+    rules, first match wins.
 
-    A pattern is a tool name with shell wildcards (``"mcp.github.*"``, ``"fs.read"``, ``"*"``).
+    A pattern is a name with shell wildcards (``"mcp.github.*"``, ``"fs.read"``, ``"*"``).
     The answer for a name is cached until the rules change, so a call pays one dict lookup.
     """
 
@@ -27,7 +28,7 @@ class ToolPolicies:
         self._cache: dict[str, Policy | None] = {}
 
     def add(self, pattern: str, policy: Policy) -> None:
-        """Guard the tools whose names match ``pattern`` with ``policy`` (after earlier rules)."""
+        """Guard the names matching ``pattern`` with ``policy`` (after earlier rules)."""
         self._rules.append((pattern, policy))
         self._cache.clear()
 
@@ -36,7 +37,7 @@ class ToolPolicies:
         return tuple(self._rules)
 
     def match(self, name: str) -> Policy | None:
-        """The policy of the tool called ``name``, or ``None``."""
+        """The policy of ``name``, or ``None``."""
         try:
             return self._cache[name]
         except KeyError:
@@ -61,8 +62,10 @@ class Policies:
     def __init__(self, configs: Mapping[str, PolicyConfig] | None = None) -> None:
         self._configs = dict(configs or {})
         self._live: dict[str, Policy] = {}
-        self.tools = ToolPolicies()
+        self.tools = PolicyRules()
         """The rules that guard tools by name (``[tools.policy]``)."""
+        self.requests = PolicyRules()
+        """The rules that guard ``ctx.request`` by topic (``[requests.policy]``)."""
 
     @property
     def configs(self) -> Mapping[str, PolicyConfig]:
@@ -95,6 +98,16 @@ class Policies:
         """
         for pattern, name in rules.items():
             self.tools.add(pattern, self.make(name, f"tools:{pattern}"))
+
+    def attach_requests(self, rules: Mapping[str, str]) -> None:
+        """Guard requests by topic: ``{pattern: policy name}`` (``[requests.policy]``), one
+        live policy per pattern.
+
+        Raises:
+            PolicyConfigError: a rule names an unknown policy.
+        """
+        for pattern, name in rules.items():
+            self.requests.add(pattern, self.make(name, f"requests:{pattern}"))
 
     def __iter__(self) -> Iterator[Policy]:
         return iter(list(self._live.values()))

@@ -38,7 +38,7 @@ from anyio.lowlevel import RunVar
 from opentelemetry.metrics import Histogram
 
 from .._errors import InvalidArgument
-from ..resilience import Policy, ToolPolicies
+from ..resilience import Policy, PolicyRules
 from ._errors import (
     InvalidToolArguments,
     InvalidToolSchema,
@@ -302,7 +302,7 @@ class ToolRegistry:
         self.duration: Histogram | None = None
         # Which resilience policy guards which tool name, for tools registered without one
         # (``[tools.policy]``): shared by the runtime with every registry it routes calls to.
-        self.policies: ToolPolicies | None = None
+        self.policies: PolicyRules | None = None
 
     def register(
         self,

@@ -16,6 +16,9 @@ A ``loom.toml`` holds::
     [tools.policy]                 # tool name pattern -> policy; the first match wins
     "github.*" = "flaky-api"
 
+    [requests.policy]              # ctx.request's topic pattern -> policy
+    "billing.*" = "flaky-api"
+
 Each attachment gets its own live policy (``flaky-api@llm.openai``,
 ``flaky-api@tools:github.*``): its own breaker, bucket and slots.
 """
@@ -40,10 +43,12 @@ class PolicyTables(msgspec.Struct, frozen=True, kw_only=True):
     Attributes:
         configs: ``[policy.<name>]``, by name.
         tools: ``[tools.policy]``: tool name pattern -> policy name, in file order.
+        requests: ``[requests.policy]``: request topic pattern -> policy name.
     """
 
     configs: Mapping[str, PolicyConfig] = msgspec.field(default_factory=dict)
     tools: Mapping[str, str] = msgspec.field(default_factory=dict)
+    requests: Mapping[str, str] = msgspec.field(default_factory=dict)
 
 
 def decode_policy_tables(doc: Mapping[str, Any], *, where: str) -> PolicyTables:
@@ -60,17 +65,27 @@ def decode_policy_tables(doc: Mapping[str, Any], *, where: str) -> PolicyTables:
         configs = load_policies(table)
     except PolicyConfigError as exc:
         raise ConfigError(f"{where} {exc}") from None
-    tools_table = doc.get("tools", {})
-    rules = tools_table.get("policy", {}) if isinstance(tools_table, Mapping) else {}
+    tools = _rules(doc, "tools", configs, where)
+    requests = _rules(doc, "requests", configs, where)
+    return PolicyTables(configs=configs, tools=tools, requests=requests)
+
+
+def _rules(
+    doc: Mapping[str, Any], table: str, configs: Mapping[str, PolicyConfig], where: str
+) -> dict[str, str]:
+    outer = doc.get(table, {})
+    rules = outer.get("policy", {}) if isinstance(outer, Mapping) else {}
     if not isinstance(rules, Mapping) or not all(isinstance(v, str) for v in rules.values()):
-        raise ConfigError(f'{where} [tools.policy]: a table of "<tool pattern>" = "<policy>"')
+        raise ConfigError(f'{where} [{table}.policy]: a table of "<pattern>" = "<policy>"')
+    if table == "requests" and set(outer) - {"policy"}:
+        raise ConfigError(f"{where} [requests]: only [requests.policy] is known")
     for pattern, name in rules.items():
         if name not in configs:
             raise ConfigError(
-                f"{where} [tools.policy]: {pattern!r} names {name!r}, "
+                f"{where} [{table}.policy]: {pattern!r} names {name!r}, "
                 "which no [policy.<name>] defines"
             )
-    return PolicyTables(configs=configs, tools=dict(rules))
+    return dict(rules)
 
 
 def check_llm_policies(tables: PolicyTables, llm: LLMConfig | None, *, where: str) -> None:
@@ -94,4 +109,5 @@ def build_policies(tables: PolicyTables) -> Policies:
     ``[tools.policy]`` rule (the providers' are made by the model router)."""
     policies = Policies(tables.configs)
     policies.attach_tools(tables.tools)
+    policies.attach_requests(tables.requests)
     return policies
