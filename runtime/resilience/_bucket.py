@@ -23,11 +23,13 @@ class TokenBucket:
         self._rate = config.rate
         self._burst = float(config.burst)
         self._tokens = self._burst
-        self._last = anyio.current_time()
+        # Set at first use, so that a bucket can be made outside an event loop.
+        self._last: float | None = None
         self.waits = 0
 
     def _refill(self, now: float) -> None:
-        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+        if self._last is not None:
+            self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
         self._last = now
 
     async def take(self) -> None:

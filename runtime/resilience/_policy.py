@@ -24,6 +24,7 @@ from ._breaker import Breaker, BreakerStats
 from ._bucket import TokenBucket
 from ._config import CircuitBreaker, PolicyConfig, RateLimit, Retry
 from ._errors import CircuitOpen
+from ._slots import Slots
 
 __all__ = ["Outcomes", "Policy", "PolicyStats"]
 
@@ -113,20 +114,18 @@ class Policy:
             Breaker(name, config.circuit_breaker) if config.circuit_breaker is not None else None
         )
         self._bucket = TokenBucket(config.rate_limit) if config.rate_limit is not None else None
-        self._limiter = (
-            anyio.CapacityLimiter(config.max_concurrency)
-            if config.max_concurrency is not None
-            else None
-        )
+        self._slots = Slots(config.max_concurrency) if config.max_concurrency is not None else None
         self._random = random.Random(seed)
         # Nothing to do but count: the fast path of call().
         self._bare = (
             self._timeout is None
             and self._breaker is None
             and self._bucket is None
-            and self._limiter is None
+            and self._slots is None
             and self._retry is None
         )
+        # One attempt at most, run as it is: only retries (or not even those) to apply.
+        self._plain = self._timeout is None and self._breaker is None and self._bucket is None
         self._calls = self._succeeded = self._failed = self._retries = 0
         self._timeouts = self._rejected = self._waiting = self._in_flight = 0
 
@@ -161,7 +160,7 @@ class Policy:
             failed=self._failed,
             retries=self._retries,
             timeouts=self._timeouts,
-            rejected=self._breaker._rejected if self._breaker is not None else 0,
+            rejected=self._breaker.rejected if self._breaker is not None else 0,
             rate_limited=self._bucket.waits if self._bucket is not None else 0,
             waiting=self._waiting,
             in_flight=self._in_flight,
@@ -187,23 +186,26 @@ class Policy:
             of time; ``outcomes.refused(...)`` when the breaker refused it.
         """
         self._calls += 1
-        if self._bare:
-            self._in_flight += 1
+        slots = self._slots
+        if slots is not None:
+            self._waiting += 1
             try:
-                result = await attempt()
-            except BaseException:
-                self._failed += 1
-                raise
+                await slots.acquire()
             finally:
-                self._in_flight -= 1
-            self._succeeded += 1
-            return result
+                self._waiting -= 1
+        self._in_flight += 1
         try:
-            async with self._slot():
+            if self._bare:
+                result = await attempt()
+            else:
                 result = await self._attempts(attempt, idempotent, outcomes)
         except BaseException:
             self._failed += 1
             raise
+        finally:
+            self._in_flight -= 1
+            if slots is not None:
+                slots.release()
         self._succeeded += 1
         return result
 
@@ -214,38 +216,24 @@ class Policy:
         """Like :meth:`call`, for a call that stays open after its attempt returned (a stream):
         the concurrency slot is held until the block exits."""
         self._calls += 1
+        slots = self._slots
+        if slots is not None:
+            self._waiting += 1
+            try:
+                await slots.acquire()
+            finally:
+                self._waiting -= 1
+        self._in_flight += 1
         try:
-            async with self._slot():
-                result = await self._attempts(attempt, idempotent, outcomes)
-                yield result
+            yield await self._attempts(attempt, idempotent, outcomes)
         except BaseException:
             self._failed += 1
             raise
-        self._succeeded += 1
-
-    @asynccontextmanager
-    async def _slot(self) -> AsyncIterator[None]:
-        limiter = self._limiter
-        if limiter is None:
-            self._in_flight += 1
-            try:
-                yield
-            finally:
-                self._in_flight -= 1
-            return
-        # A fresh borrower per call: one task may hold several slots (a tool calling itself).
-        borrower = object()
-        self._waiting += 1
-        try:
-            await limiter.acquire_on_behalf_of(borrower)
-        finally:
-            self._waiting -= 1
-        self._in_flight += 1
-        try:
-            yield
         finally:
             self._in_flight -= 1
-            limiter.release_on_behalf_of(borrower)
+            if slots is not None:
+                slots.release()
+        self._succeeded += 1
 
     async def _attempts(
         self, attempt: Callable[[], Awaitable[_T]], idempotent: bool, outcomes: Outcomes
@@ -254,6 +242,8 @@ class Policy:
         made = 0
         while True:
             try:
+                if self._plain:
+                    return await attempt()
                 return await self._once(attempt, outcomes)
             except CircuitOpen as exc:
                 raise outcomes.refused(exc) from exc

@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from loom.runtime.resilience import PolicyConfigError, RateLimit, Retry, load_policies
+from loom.runtime.resilience import (
+    CircuitBreaker,
+    Policy,
+    PolicyConfigError,
+    RateLimit,
+    Retry,
+    load_policies,
+)
 
 
 def test_policies_from_toml_tables() -> None:
@@ -43,3 +50,15 @@ def test_bad_policy_tables_are_refused_by_name(table: dict[str, Any], message: s
     with pytest.raises(PolicyConfigError, match=r"\[policy\.bad\]") as caught:
         load_policies({"bad": table})
     assert message in str(caught.value)
+
+
+def test_a_policy_is_made_outside_an_event_loop() -> None:
+    # At import time, say, for a tool registered later: its clock starts at its first call.
+    policy = Policy.of(
+        "module-level",
+        timeout=1,
+        circuit_breaker=CircuitBreaker(interval=10),
+        rate_limit=RateLimit(rate=1),
+        max_concurrency=2,
+    )
+    assert policy.name == "module-level"
