@@ -124,6 +124,16 @@ class Breaker:
     def state(self) -> BreakerState:
         return self._current()
 
+    def check(self) -> None:
+        """Refuse a call at once while open (before it waits for a concurrency slot).
+
+        Raises:
+            CircuitOpen: open.
+        """
+        if self._current() is BreakerState.OPEN:
+            self.rejected += 1
+            raise CircuitOpen(self._name, self._retry_in(BreakerState.OPEN))
+
     def before(self) -> int:
         """Let an attempt through and return its generation, or refuse it.
 

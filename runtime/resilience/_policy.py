@@ -188,6 +188,7 @@ class Policy:
         self._calls += 1
         slots = self._slots
         if slots is not None:
+            self._refuse_if_open(outcomes)
             self._waiting += 1
             try:
                 await slots.acquire()
@@ -218,6 +219,7 @@ class Policy:
         self._calls += 1
         slots = self._slots
         if slots is not None:
+            self._refuse_if_open(outcomes)
             self._waiting += 1
             try:
                 await slots.acquire()
@@ -234,6 +236,15 @@ class Policy:
             if slots is not None:
                 slots.release()
         self._succeeded += 1
+
+    def _refuse_if_open(self, outcomes: Outcomes) -> None:
+        # An open breaker refuses before the call queues for a slot, not after the wait.
+        if self._breaker is not None:
+            try:
+                self._breaker.check()
+            except CircuitOpen as exc:
+                self._failed += 1
+                raise outcomes.refused(exc) from exc
 
     async def _attempts(
         self, attempt: Callable[[], Awaitable[_T]], idempotent: bool, outcomes: Outcomes
