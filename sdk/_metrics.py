@@ -261,7 +261,7 @@ class ServeMetrics:
             server=s.server.statistics() if s.server is not None else None,
             providers=tuple(providers),
             durable=self._durable,
-            policies=s.runtime.policies.statistics() if s.runtime is not None else (),
+            policies=s.runtime.policies.statistics().policies if s.runtime is not None else (),
         )
 
     # ------------------------------------------------------------------ the instruments

@@ -59,7 +59,7 @@ def policies(runtime: AgentRuntime) -> list[dict[str, Any]]:
     """Every resilience policy of the runtime (``AgentRuntime.policies``): its counters and
     its circuit breaker's state (``docs/guardrails.md``)."""
     rows = []
-    for p in runtime.policies.statistics():
+    for p in runtime.policies.statistics().policies:
         breaker = None
         if p.breaker is not None:
             b = p.breaker

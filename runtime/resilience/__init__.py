@@ -23,6 +23,7 @@ from ._policy import Outcomes as Outcomes
 from ._policy import Policy as Policy
 from ._policy import PolicyStats as PolicyStats
 from ._set import Policies as Policies
+from ._set import PoliciesStats as PoliciesStats
 from ._set import PolicyRules as PolicyRules
 from ._trip import BreakerCounts as BreakerCounts
 
@@ -34,6 +35,7 @@ __all__ = [
     "CircuitOpen",
     "Outcomes",
     "Policies",
+    "PoliciesStats",
     "Policy",
     "PolicyConfig",
     "PolicyConfigError",

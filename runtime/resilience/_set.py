@@ -6,11 +6,23 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Iterator, Mapping
 
+import msgspec
+
 from ._config import PolicyConfig
 from ._errors import PolicyConfigError
 from ._policy import Policy, PolicyStats
 
-__all__ = ["Policies", "PolicyRules"]
+__all__ = ["Policies", "PoliciesStats", "PolicyRules"]
+
+
+class PoliciesStats(msgspec.Struct, frozen=True, kw_only=True):
+    """Every live policy of a process.
+
+    Attributes:
+        policies: each one's statistics, ordered by name.
+    """
+
+    policies: tuple[PolicyStats, ...] = ()
 
 
 class PolicyRules:
@@ -112,6 +124,6 @@ class Policies:
     def __iter__(self) -> Iterator[Policy]:
         return iter(list(self._live.values()))
 
-    def statistics(self) -> tuple[PolicyStats, ...]:
+    def statistics(self) -> PoliciesStats:
         """Every live policy's statistics, by name."""
-        return tuple(p.statistics() for _, p in sorted(self._live.items()))
+        return PoliciesStats(policies=tuple(p.statistics() for _, p in sorted(self._live.items())))

@@ -72,7 +72,7 @@ async def test_the_default_policy_retries_5xx_and_counts_it(server: ScriptedLLMS
         assert completion.text == "ok"
         provider = router.providers["a"]
         assert provider.statistics().retries == 2  # type: ignore[attr-defined]
-    (stats,) = policies.statistics()
+    (stats,) = policies.statistics().policies
     assert stats.name == "default@llm.a"
     assert (stats.retries, stats.succeeded) == (2, 1)
     assert len(server.requests) == 3
@@ -86,7 +86,7 @@ async def test_retry_after_is_honoured_by_a_named_policy(server: ScriptedLLMServ
         with anyio.fail_after(10):
             await router.route("a").complete(REQUEST)
         assert anyio.current_time() - started >= 0.29
-    assert [s.name for s in policies.statistics()] == ["patient@llm.a"]
+    assert [s.name for s in policies.statistics().policies] == ["patient@llm.a"]
 
 
 async def test_the_breaker_opens_refuses_without_a_request_half_opens_and_closes(
@@ -101,7 +101,7 @@ async def test_the_breaker_opens_refuses_without_a_request_half_opens_and_closes
             for _ in range(2):
                 with pytest.raises(ProviderUnavailable, match="503"):
                     await provider.complete(REQUEST)
-            (policy,) = policies.statistics()
+            (policy,) = policies.statistics().policies
             assert policy.breaker is not None
             assert policy.breaker.state is BreakerState.OPEN
             # Open: refused at once, nothing sent.
@@ -109,11 +109,11 @@ async def test_the_breaker_opens_refuses_without_a_request_half_opens_and_closes
                 await provider.complete(REQUEST)
             assert len(server.requests) == 2
             await anyio.sleep(policy.breaker.retry_in)  # the breaker's own timeout
-            (policy,) = policies.statistics()
+            (policy,) = policies.statistics().policies
             assert policy.breaker is not None
             assert policy.breaker.state is BreakerState.HALF_OPEN
             assert (await provider.complete(REQUEST)).text == "ok"
-    (policy,) = policies.statistics()
+    (policy,) = policies.statistics().policies
     assert policy.breaker is not None
     assert (policy.breaker.state, policy.breaker.opened, policy.rejected) == (
         BreakerState.CLOSED,
@@ -149,7 +149,7 @@ async def test_the_timeout_ends_a_slow_attempt_and_the_retry_answers(
         assert 0.3 <= anyio.current_time() - started < 4
         with anyio.fail_after(5):
             await server.wait_abandoned(1)  # the slow attempt's connection was closed
-    (policy,) = policies.statistics()
+    (policy,) = policies.statistics().policies
     assert (policy.timeouts, policy.retries) == (1, 1)
 
 

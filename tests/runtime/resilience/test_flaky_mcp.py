@@ -72,7 +72,7 @@ async def test_a_tool_marked_idempotent_is_retried(
     with anyio.fail_after(10):
         result = await runtime.call_tool("f.flaky", {"key": "a", "fail_first": 2})
     assert result["calls"] == 3
-    (stats,) = policies.statistics()
+    (stats,) = policies.statistics().policies
     assert (stats.name, stats.retries) == ("p@tools:f.*", 2)
 
 
@@ -114,18 +114,18 @@ async def test_the_breaker_trips_open_half_opens_and_closes(
         for _ in range(2):
             with pytest.raises(ToolFailed, match="scheduled failure"):
                 await runtime.call_tool("f.effect", arguments)
-        (stats,) = policies.statistics()
+        (stats,) = policies.statistics().policies
         assert stats.breaker is not None
         assert stats.breaker.state is BreakerState.OPEN
         with pytest.raises(ToolFailed) as refused:
             await runtime.call_tool("f.effect", arguments)
         assert refused.value.cause_type == "CircuitOpen"
         await anyio.sleep(stats.breaker.retry_in)  # the breaker's own timeout
-        (stats,) = policies.statistics()
+        (stats,) = policies.statistics().policies
         assert stats.breaker is not None
         assert stats.breaker.state is BreakerState.HALF_OPEN
         assert (await runtime.call_tool("f.effect", arguments))["calls"] == 3
-    (stats,) = policies.statistics()
+    (stats,) = policies.statistics().policies
     assert stats.breaker is not None
     assert stats.breaker.state is BreakerState.CLOSED
     assert stats.rejected == 1
@@ -157,7 +157,7 @@ async def test_the_rate_limit_spaces_calls(runtime_with: tuple[AgentRuntime, Pol
             for _ in range(4):
                 tg.start_soon(runtime.call_tool, "f.calls", {"key": "e"})
     assert 0.3 - 0.01 <= anyio.current_time() - started < 5
-    (stats,) = policies.statistics()
+    (stats,) = policies.statistics().policies
     assert stats.rate_limited == 3
 
 
@@ -168,5 +168,5 @@ async def test_the_timeout_cancels_a_slow_call(runtime_with: tuple[AgentRuntime,
     with anyio.fail_after(10), pytest.raises(ToolTimeout):
         await runtime.call_tool("f.hold", {"seconds": 5})
     assert 0.3 <= anyio.current_time() - started < 3
-    (stats,) = policies.statistics()
+    (stats,) = policies.statistics().policies
     assert (stats.timeouts, stats.in_flight) == (1, 0)

@@ -277,7 +277,7 @@ async def test_runtime_rules_guard_tools_by_name_once() -> None:
         )
         with anyio.fail_after(5):
             assert await runtime.call_tool("svc.op", {}) == 2
-    (stats,) = policies.statistics()
+    (stats,) = policies.statistics().policies
     assert stats.name == "retry@tools:svc.*"
     assert stats.retries == 1
 

@@ -101,7 +101,7 @@ async def test_an_open_breaker_refuses_without_publishing() -> None:
             assert await ask(runtime) == RequestTimeout.__name__
             assert await ask(runtime) == RequestTimeout.__name__
             assert await ask(runtime) == CircuitOpen.__name__
-        (stats,) = runtime.policies.statistics()
+        (stats,) = runtime.policies.statistics().policies
     assert len(responder.seen) == 2
     assert stats.breaker is not None
     assert stats.breaker.state is BreakerState.OPEN
@@ -118,5 +118,5 @@ async def test_unguarded_topics_pass_untouched() -> None:
         )
         with anyio.fail_after(10):
             assert await ask(runtime) == "charged 1"
-    (stats,) = policies.statistics()
+    (stats,) = policies.statistics().policies
     assert stats.calls == 0
