@@ -32,7 +32,7 @@ def _scheduled(key: str, fail_first: int, ctx: Context) -> dict[str, object]:
 
 @server.tool(
     description="Fail the first fail_first calls with this key, then answer (idempotent).",
-    annotations=ToolAnnotations(idempotentHint=True),
+    annotations=ToolAnnotations(idempotent_hint=True),
 )
 def flaky(key: str, fail_first: int, ctx: Context) -> dict[str, object]:
     return _scheduled(key, fail_first, ctx)
@@ -50,7 +50,7 @@ def calls(key: str) -> int:
 
 @server.tool(
     description="Hold a call for a while; answer the most calls held at once so far.",
-    annotations=ToolAnnotations(readOnlyHint=True),
+    annotations=ToolAnnotations(read_only_hint=True),
 )
 async def hold(seconds: float) -> int:
     _in_flight[0] += 1
