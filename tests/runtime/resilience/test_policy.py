@@ -6,6 +6,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
+from loom import Agent, capability
 from loom.runtime import AgentRuntime, EventBus
 from loom.runtime.resilience import (
     BreakerState,
@@ -301,3 +302,22 @@ async def test_an_open_breaker_refuses_before_the_call_waits_for_a_slot() -> Non
         assert anyio.current_time() - started < 1
         slots.release()
     assert refused.value.cause_type == "CircuitOpen"
+
+
+async def test_an_agents_capability_is_guarded_but_not_again_for_another_node() -> None:
+    @capability("svc.echo")
+    async def echo(text: str) -> str:
+        return text
+
+    policies = Policies({"p": PolicyConfig(retry=FAST_RETRY)})
+    policies.attach_tools({"svc.*": "p"})
+    async with EventBus() as bus, AgentRuntime(bus, policies=policies) as runtime:
+        await runtime.start(Agent("provider", topics=["unused"], capabilities=[echo]))
+        with anyio.fail_after(10):
+            assert await runtime.call_tool("svc.echo", {"text": "a"}) == "a"
+            (stats,) = policies.statistics().policies
+            assert stats.calls == 1
+            # As a call another node chose this agent for arrives: that node guarded it.
+            assert await runtime.call_tool("svc.echo", {"text": "b"}, provider="provider") == "b"
+    (stats,) = policies.statistics().policies
+    assert stats.calls == 1
