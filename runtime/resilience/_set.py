@@ -113,7 +113,8 @@ class Policies:
 
     def attach_requests(self, rules: Mapping[str, str]) -> None:
         """Guard requests by topic: ``{pattern: policy name}`` (``[requests.policy]``), one
-        live policy per pattern.
+        live policy per pattern. Attach them before the ``AgentRuntime`` holding these
+        policies is entered: it hands them to its bus's reply router then.
 
         Raises:
             PolicyConfigError: a rule names an unknown policy.
