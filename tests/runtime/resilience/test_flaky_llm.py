@@ -185,7 +185,7 @@ async def test_the_concurrency_cap_holds(server: ScriptedLLMServer) -> None:
     def step(_: object) -> Delay:
         nonlocal most
         most = max(most, len(server.requests) - done)
-        return Delay(seconds=0.05, then=Reply(text="ok"))
+        return Delay(seconds=0.2, then=Reply(text="ok"))
 
     server.push(*[step] * 12)
     async with router_of(policies, a=(server, "two")) as router:

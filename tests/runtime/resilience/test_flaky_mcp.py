@@ -139,7 +139,7 @@ async def test_the_concurrency_cap_holds_under_many_parallel_calls(
     most: list[int] = []
 
     async def one() -> None:
-        most.append((await runtime.call_tool("f.hold", {"seconds": 0.02}))["result"])
+        most.append((await runtime.call_tool("f.hold", {"seconds": 0.1}))["result"])
 
     with anyio.fail_after(30):
         async with anyio.create_task_group() as tg:
