@@ -1,5 +1,8 @@
 """What do the guard rails cost? (issue 16)
 
+* ``policy_overhead_us``: a tool call through a resilience policy that does nothing, minus the
+  same call without one, same run (target <= 5); with ``policy_<part>_overhead_us`` for each
+  part of a policy (see ``benchmarks/_policy_bench.py``).
 * ``cache_hit_ms``: a completion answered by the LLM response cache, p50 (target <= 1), with
   its same-run baseline ``uncached_call_ms`` (see ``benchmarks/_cache_bench.py``).
 
@@ -16,11 +19,13 @@ import anyio
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks._cache_bench import measure_cache
+from benchmarks._policy_bench import measure_policy
 from benchmarks._util import emit
 
 
 async def main() -> None:
     figures: dict[str, float | int | str | bool] = {}
+    figures.update(await measure_policy())
     figures.update(await measure_cache())
     emit("guardrails", figures)
 

@@ -31,6 +31,8 @@ from ._qos import QoS
 from ._remote import RemoteAgent, attach_remote
 from ._stats import AgentStats
 from ._subscription import depth
+from .collab._replies import router_for
+from .resilience import Policies
 from .tools import DEFAULT_TIMEOUT, Tool, ToolNotFound, ToolRegistry, ToolTimeout
 
 if TYPE_CHECKING:
@@ -182,6 +184,9 @@ class AgentRuntime:
         meter_provider: where the tool calls it routes are timed (``loom.tool.duration``, by
             tool and outcome: its own registry's and its agents' capabilities); none: not
             timed. Their counts need none (``ToolRegistry.statistics``).
+        policies: the resilience policies of the process (``loom.runtime.resilience``): its
+            ``tools`` rules guard every tool call the runtime routes, to its own registry's
+            tools and to its agents' capabilities, local or remote (``docs/guardrails.md``).
 
     Attributes:
         id_claim: set by whatever shares this runtime's agent ids beyond its process (the
@@ -199,6 +204,7 @@ class AgentRuntime:
         llm: LLM | None = None,
         node: str = "",
         meter_provider: MeterProvider | None = None,
+        policies: Policies | None = None,
     ) -> None:
         if stop_timeout_s <= 0 or stale_after_s <= 0 or sweep_interval_s <= 0:
             raise InvalidArgument("stop_timeout_s, stale_after_s and sweep_interval_s must be > 0")
@@ -210,6 +216,8 @@ class AgentRuntime:
                 "loom.tool.duration", unit="s", description="Tool calls, by how they ended"
             )
             self.tools.duration = self._tool_duration
+        self.policies = policies if policies is not None else Policies()
+        self.tools.policies = self.policies.tools
         self.directory = Directory(self._receivers, node=node)
         self.id_claim: IdClaim | None = None
         self.stop_timeout_s = stop_timeout_s
@@ -236,6 +244,10 @@ class AgentRuntime:
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> AgentRuntime:
+        if self.policies.requests:
+            # ctx.request's policies, by topic, on its one road: the bus's reply router
+            # (made only when there are rules: it subscribes on the bus).
+            router_for(self.bus).policies = self.policies.requests
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._sweeper)
@@ -465,6 +477,7 @@ class AgentRuntime:
         *,
         timeout: float | None = None,
         provider: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Any:
         """Call a tool: a capability of the least busy running agent offering it, else a tool of
         the runtime's registry; with ``provider``, that agent's capability only (another
@@ -477,12 +490,17 @@ class AgentRuntime:
         provider's restart is not a missing tool. What is left of the timeout then bounds the
         call itself.
 
+        The tool's resilience policy applies here (``policies.tools``, or the one its
+        registration gave), once: not again for a call another node sent with ``provider``.
+        ``idempotency_key`` makes the call retryable and reaches the tool
+        (``ToolRegistry.call``).
+
         Raises:
             ToolNotFound, InvalidToolArguments, ToolTimeout, ToolPermissionDenied, ToolFailed.
             AgentNotFound: ``provider`` is not an agent of this runtime offering ``name``.
         """
         if provider is not None:
-            return await self._call_provider(provider, name, arguments, timeout)
+            return await self._call_provider(provider, name, arguments, timeout, idempotency_key)
         info = self.directory.least_busy(name)
         if info is None and name not in self.tools and self.directory.has_provider(name):
             limit = DEFAULT_TIMEOUT if timeout is None else timeout
@@ -503,23 +521,36 @@ class AgentRuntime:
             if registry is not None:
                 self.directory.add_in_flight(info.id, 1)
                 try:
-                    return await registry.call(name, arguments, timeout=timeout)
+                    return await registry.call(
+                        name, arguments, timeout=timeout, idempotency_key=idempotency_key
+                    )
                 finally:
                     self.directory.add_in_flight(info.id, -1)
         if name in self.tools:
-            return await self.tools.call(name, arguments, timeout=timeout)
+            return await self.tools.call(
+                name, arguments, timeout=timeout, idempotency_key=idempotency_key
+            )
         # Also when every agent offering it stopped or failed for good (while the call waited).
         raise ToolNotFound(name)
 
     async def _call_provider(
-        self, agent_id: str, name: str, arguments: Mapping[str, Any] | str, timeout: float | None
+        self,
+        agent_id: str,
+        name: str,
+        arguments: Mapping[str, Any] | str,
+        timeout: float | None,
+        key: str | None,
     ) -> Any:
         registry = self._provider_registry(agent_id)
         if registry is None or name not in registry:
             raise AgentNotFound(agent_id)
         self.directory.add_in_flight(agent_id, 1)
         try:
-            return await registry.call(name, arguments, timeout=timeout)
+            # The calling node's policy guarded this call already (retried, broke, limited):
+            # doing it again here would multiply its retries.
+            return await registry.call(
+                name, arguments, timeout=timeout, idempotency_key=key, guard=False
+            )
         finally:
             self.directory.add_in_flight(agent_id, -1)
 
@@ -554,10 +585,12 @@ class AgentRuntime:
         else:
             remote = self._services.remotes.get(agent_id)
             registry = None if remote is None else remote.registry
-        if registry is not None and self._tool_duration is not None:
+        if registry is not None:
             # An agent's registry is made by its cell or replaced when a remote agent declares
-            # its tools again: timed from the first call the runtime routes to it.
-            registry.duration = self._tool_duration
+            # its tools again: timed and guarded from the first call the runtime routes to it.
+            registry.policies = self.policies.tools
+            if self._tool_duration is not None:
+                registry.duration = self._tool_duration
         return registry
 
     # ------------------------------------------------------------------ remote agents

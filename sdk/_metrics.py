@@ -38,6 +38,9 @@ from loom.bridge import BridgeServer, ServerStatistics
 from loom.runtime import AgentInfo, AgentRuntime, BusStats, ConfigError, DurableStats, EventBus
 from loom.runtime.llm import ModelRouter, ProviderStats
 from loom.runtime.lowlevel import DurableLog
+from loom.runtime.resilience import PolicyStats
+
+from ._metrics_policy import policy_instruments
 
 from ._metrics_cache import CacheRows, cache_instruments, cache_rows
 
@@ -149,6 +152,7 @@ class _Snapshot(msgspec.Struct, frozen=True, kw_only=True):
     providers: tuple[tuple[str, str, float, float, ProviderStats], ...] = ()
     durable: DurableStats | None = None
     caches: CacheRows = ()
+    policies: tuple[PolicyStats, ...] = ()
 
 
 class ServeMetrics:
@@ -261,6 +265,7 @@ class ServeMetrics:
             providers=tuple(providers),
             durable=self._durable,
             caches=cache_rows(s.router),
+            policies=s.runtime.policies.statistics().policies if s.runtime is not None else (),
         )
 
     # ------------------------------------------------------------------ the instruments
@@ -318,6 +323,7 @@ class ServeMetrics:
         cache_instruments(counter, gauge, lambda: self._snap.caches)
         self._bridge_instruments(counter, gauge)
         self._durable_instruments(gauge)
+        policy_instruments(counter, gauge, lambda: self._snap.policies)
 
     def _llm_instruments(
         self, counter: Callable[[str, Callable[[], Iterable[Observation]]], None]

@@ -71,11 +71,13 @@ _ACTORS = (
     "_directory",
     "lowlevel",
 )
-FLOORS: dict[str, int] = {"core": 0, "bus": 1, "tools": 1, "collab": 2, "llm": 2, "memory": 2}
+FLOORS: dict[str, int] = {"core": 0, "bus": 1, "tools": 1, "resilience": 1}
+FLOORS |= {"collab": 2, "llm": 2, "memory": 2}
 FLOORS |= {"actors": 3, "cognition": 4}
 # Sibling groups that may import each other, in one direction only: memory may build llm
-# messages (llm never imports memory); bus and tools stay apart, as do collab and the others.
-SIBLINGS = {("memory", "llm")}
+# messages (llm never imports memory); the tool registry guards calls with resilience policies
+# (resilience never imports tools); bus and tools stay apart, as do collab and the others.
+SIBLINGS = {("memory", "llm"), ("tools", "resilience")}
 # testing/ is the harness shipped as library code: it may import anything in runtime.
 ANYTHING = "testing"
 

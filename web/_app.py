@@ -192,6 +192,9 @@ def create_app(
             return _Json({"error": "no such turn (or forgotten)"}, 404)
         return _Json(found)
 
+    async def api_policies(request: Request) -> Response:
+        return _Json(views.policies(runtime))
+
     async def api_dead_letters(request: Request) -> Response:
         return _Json(await views.durable(runtime, observer))
 
@@ -228,6 +231,7 @@ def create_app(
         Route("/api/turns", guarded(api_turns)),
         Route("/api/turns/{key:path}", guarded(api_turn)),
         Route("/api/deadletters", guarded(api_dead_letters)),
+        Route("/api/policies", guarded(api_policies)),
         Route("/api/tail", guarded(api_tail)),
         *(a2a.routes(auth) if a2a is not None else ()),
     ]

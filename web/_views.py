@@ -10,7 +10,16 @@ from loom.runtime import AgentRuntime, LoomError, pattern_matches
 
 from ._observer import Observer, event_json
 
-__all__ = ["agent_detail", "agents", "durable", "timeline", "topics", "topology", "turns"]
+__all__ = [
+    "agent_detail",
+    "agents",
+    "durable",
+    "policies",
+    "timeline",
+    "topics",
+    "topology",
+    "turns",
+]
 
 _INTERNAL = ("loom.",)
 """Topics of the runtime's own (lifecycle, dead letters): left out of the topology."""
@@ -41,6 +50,39 @@ def agents(runtime: AgentRuntime) -> list[dict[str, Any]]:
                 "capabilities": list(info.capabilities),
                 "patterns": list(info.patterns),
                 "last_heartbeat_ms": info.last_heartbeat_ms,
+            }
+        )
+    return rows
+
+
+def policies(runtime: AgentRuntime) -> list[dict[str, Any]]:
+    """Every resilience policy of the runtime (``AgentRuntime.policies``): its counters and
+    its circuit breaker's state (``docs/guardrails.md``)."""
+    rows = []
+    for p in runtime.policies.statistics().policies:
+        breaker = None
+        if p.breaker is not None:
+            b = p.breaker
+            breaker = {
+                "state": b.state.value,
+                "opened": b.opened,
+                "rejected": b.rejected,
+                "retry_in_s": round(b.retry_in, 3),
+                "consecutive_failures": b.counts.consecutive_failures,
+            }
+        rows.append(
+            {
+                "name": p.name,
+                "calls": p.calls,
+                "succeeded": p.succeeded,
+                "failed": p.failed,
+                "retries": p.retries,
+                "timeouts": p.timeouts,
+                "rejected": p.rejected,
+                "rate_limited": p.rate_limited,
+                "in_flight": p.in_flight,
+                "waiting": p.waiting,
+                "breaker": breaker,
             }
         )
     return rows

@@ -23,7 +23,9 @@ from .._event import Delivery, Event
 from .._ids import new_id
 from .._subscription import Subscription
 from .._waiter import Waiter
+from ..resilience import PolicyRules
 from ._errors import NoResponders, RequestTimeout
+from ._guard import guarded_request
 
 __all__ = ["RPC_SEGMENT", "ReplyRouter", "router_for"]
 
@@ -42,7 +44,7 @@ class _Call:
 class ReplyRouter:
     """Matches replies to pending calls by correlation id. One per bus (:func:`router_for`)."""
 
-    __slots__ = ("_bus", "_inbox", "_pending", "_plumbing", "_sub", "stray")
+    __slots__ = ("_bus", "_inbox", "_pending", "_plumbing", "_sub", "policies", "stray")
 
     def __init__(self, bus: EventBus) -> None:
         self._bus = bus
@@ -56,6 +58,9 @@ class ReplyRouter:
         plumbing.on_close(self.close)
         self.stray = 0
         """Replies that arrived for no pending call (late, or never asked for)."""
+        self.policies: PolicyRules | None = None
+        """Which resilience policy guards a request, by topic (set by the runtime, from
+        ``AgentRuntime.policies.requests``)."""
 
     def inbox(self, sender: str) -> str:
         """The reply topic of calls made by ``sender`` ("" for none)."""
@@ -87,11 +92,24 @@ class ReplyRouter:
         caller yields once so the responder runs, and a responder that answered at once has
         already handed over its reply. Only otherwise does the call wait, within ``timeout``.
 
+        A request whose topic a ``policies`` rule matches goes through that policy
+        (``_guard.py``): it may be retried, refused by an open breaker (``CircuitOpen``), rate
+        limited or capped, all within ``timeout``.
+
         Raises:
             NoResponders: on a bus without a transport, nobody is subscribed to ``topic``.
             RequestTimeout: no reply within ``timeout`` seconds (publishing included).
             BusClosed: the bus closed first.
+            CircuitOpen: the topic's policy's breaker is open; nothing was published.
         """
+        rules = self.policies
+        if rules:
+            policy = rules.match(topic)
+            if policy is not None:
+                return await guarded_request(policy, self._send, topic, event, timeout)
+        return await self._send(topic, event, timeout)
+
+    async def _send(self, topic: str, event: Event, timeout: float) -> Event:
         bus = self._bus
         plumbing = self._plumbing
         correlation_id = event.envelope.correlation_id

@@ -82,6 +82,7 @@ CONFIG_NOT_SENT: Final = frozenset(
         "backoff_max_s",
         "retry_after_max_s",
         "max_concurrency",
+        "policy",
         "locality",
         "cost_per_1k_input",
         "cost_per_1k_output",

@@ -121,6 +121,9 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
         cache_ttl_s: how long a cached answer may be served, in seconds.
         cache_max_entries: the most answers of this provider the cache keeps.
         cache_max_bytes: the most bytes of this provider's answers the cache keeps.
+        policy: the name of a ``[policy.<name>]`` guarding this provider's calls; it replaces
+            ``max_retries``, the backoffs and ``max_concurrency`` ('' for those: the default
+            policy, ``docs/guardrails.md``).
     """
 
     kind: ProviderKind
@@ -135,6 +138,7 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     retry_after_max_s: float = 30.0
     max_concurrency: int = 8
     max_output_tokens: int = 4096
+    policy: str = ""
     locality: Locality = "remote"
     cost_per_1k_input: float = 0.0
     cost_per_1k_output: float = 0.0

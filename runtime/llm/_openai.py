@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, cast
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
+from ..resilience import Policy
 from ._assemble import StreamAssembler, parse_tool_call
 from ._config import ProviderConfig
 from ._errors import (
@@ -135,9 +136,14 @@ class OpenAIProvider(ProviderBase["AsyncStream[ChatCompletionChunk]"]):
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
         client: AsyncOpenAI | None = None,
+        policy: Policy | None = None,
     ) -> None:
         super().__init__(
-            name, config, tracer_provider=tracer_provider, meter_provider=meter_provider
+            name,
+            config,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+            policy=policy,
         )
         self._owns_client = client is None
         if client is None:

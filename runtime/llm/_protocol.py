@@ -9,6 +9,7 @@ from typing import Protocol, runtime_checkable
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
+from ..resilience import Policy
 from ._anthropic import AnthropicProvider
 from ._config import ProviderConfig, ProviderProfile
 from ._openai import OpenAIProvider
@@ -64,12 +65,18 @@ def build_provider(
     *,
     tracer_provider: TracerProvider | None = None,
     meter_provider: MeterProvider | None = None,
+    policy: Policy | None = None,
 ) -> OpenAIProvider | AnthropicProvider:
-    """The provider ``config.kind`` names. Close it with ``aclose()`` (or ``async with``)."""
+    """The provider ``config.kind`` names. Close it with ``aclose()`` (or ``async with``).
+    ``policy`` guards its calls (``None``: the default one of its fields)."""
     if config.kind == "anthropic":
         return AnthropicProvider(
-            name, config, tracer_provider=tracer_provider, meter_provider=meter_provider
+            name,
+            config,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+            policy=policy,
         )
     return OpenAIProvider(
-        name, config, tracer_provider=tracer_provider, meter_provider=meter_provider
+        name, config, tracer_provider=tracer_provider, meter_provider=meter_provider, policy=policy
     )

@@ -2,10 +2,13 @@
 
 A subclass only speaks its wire: build the SDK call for one attempt, read the SDK's answer or
 stream, and map the SDK's exceptions to :mod:`._errors`. The SDKs' own retries are switched off
-(``max_retries=0``) so that one policy, tested here, applies to every provider:
+(``max_retries=0``) so that one policy applies to every provider: a resilience policy
+(``loom.runtime.resilience.Policy``, the same mechanism that guards tools and requests), by
+default the one :func:`default_policy` makes of the provider's own fields:
 
 * 429, 5xx and connection errors are retried up to ``max_retries`` times; everything else
-  (400, 401, a response we cannot read) fails at once.
+  (400, 401, a response we cannot read) fails at once. A completion request has no effect
+  besides its answer: every call is idempotent.
 * The wait before retry ``n`` (from 0) is uniform in ``[0, min(backoff_max_s,
   backoff_base_s * 2**n)]`` ("full jitter"), or the provider's ``Retry-After`` capped at
   ``retry_after_max_s`` when it sent one.
@@ -13,22 +16,26 @@ stream, and map the SDK's exceptions to :mod:`._errors`. The SDKs' own retries a
   attempt and every backoff. A retry whose wait would end past the deadline is not made; the
   error that prompted it is raised instead. When the deadline itself passes,
   :class:`ProviderTimeout` is raised.
+
+A policy named in ``[llm.<name>] policy = "..."`` replaces the default one (and with it
+``max_retries``, the backoffs and ``max_concurrency``); its circuit breaker, when open, fails
+calls at once with :class:`ProviderUnavailable`, so a router moves on to the next provider.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 import msgspec
 from opentelemetry.metrics import Histogram, MeterProvider
 from opentelemetry.trace import NoOpTracerProvider, Span, SpanKind, StatusCode, TracerProvider
 
+from ..resilience import CircuitOpen, Policy, PolicyConfig, Retry
 from ._assemble import StreamAssembler
 from ._config import ProviderConfig, ProviderProfile
 from ._errors import (
@@ -42,7 +49,7 @@ from ._errors import (
 from ._toolnames import ToolNameMap
 from ._types import Completion, CompletionRequest, StreamChunk, StreamEnd
 
-__all__ = ["ErrorCounts", "ProviderBase", "ProviderStats"]
+__all__ = ["ErrorCounts", "ProviderBase", "ProviderStats", "default_policy"]
 
 _log = logging.getLogger("loom.runtime.llm")
 
@@ -110,6 +117,49 @@ def _outcome(exc: Exception) -> str:
     return _kind(exc) if isinstance(exc, LLMError) else "failed"
 
 
+def default_policy(name: str, config: ProviderConfig) -> Policy:
+    """The policy of a provider given none: its own retry and concurrency fields, as a
+    :class:`~loom.runtime.resilience.Policy` named ``default@llm.<name>``."""
+    return Policy(
+        f"default@llm.{name}",
+        PolicyConfig(
+            retry=Retry(
+                policy="exponential",
+                duration=config.backoff_base_s,
+                max_interval=config.backoff_max_s,
+                max_retries=config.max_retries,
+                retry_after_max=config.retry_after_max_s,
+            ),
+            max_concurrency=config.max_concurrency,
+        ),
+    )
+
+
+class _Outcomes:
+    """How a provider's errors read to its policy."""
+
+    __slots__ = ("_provider",)
+
+    def __init__(self, provider: ProviderBase[Any]) -> None:
+        self._provider = provider
+
+    def failure(self, exc: Exception) -> bool:
+        # The provider's fault, not the request's: what a breaker should count.
+        return isinstance(exc, (*_RETRYABLE, BadResponse))
+
+    def transient(self, exc: Exception) -> bool:
+        return isinstance(exc, _RETRYABLE)
+
+    def retry_after(self, exc: Exception) -> float | None:
+        return exc.retry_after if isinstance(exc, RateLimited) else None
+
+    def timed_out(self, seconds: float) -> Exception:
+        return self._provider._timeout_error(seconds)
+
+    def refused(self, exc: CircuitOpen) -> Exception:
+        return ProviderUnavailable(str(exc), provider=self._provider.name)
+
+
 class ProviderBase(ABC, Generic[_S]):
     """The shared machinery of a provider; ``_S`` is the SDK's stream type.
 
@@ -120,6 +170,7 @@ class ProviderBase(ABC, Generic[_S]):
         meter_provider: where each call's duration goes (``loom.llm.duration``, by provider,
             model and outcome); nothing is recorded without one. The counts and tokens need
             none: :meth:`statistics` keeps them.
+        policy: the resilience policy of its calls (``None``: :func:`default_policy`).
     """
 
     system: str = ""
@@ -132,6 +183,7 @@ class ProviderBase(ABC, Generic[_S]):
         *,
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
+        policy: Policy | None = None,
     ) -> None:
         self._name = name
         self._config = config
@@ -142,8 +194,8 @@ class ProviderBase(ABC, Generic[_S]):
                 "loom.llm.duration", unit="s", description="Model calls, by how they ended"
             )
         self._labels = {"provider": name, "model": config.model}
-        self._limiter = anyio.CapacityLimiter(config.max_concurrency)
-        self._random = random.Random()
+        self._policy = policy if policy is not None else default_policy(name, config)
+        self._outcomes = _Outcomes(self)
         self._stats = ProviderStats()
         self._errors: dict[str, int] = dict.fromkeys(ErrorCounts.__struct_fields__, 0)
 
@@ -158,6 +210,11 @@ class ProviderBase(ABC, Generic[_S]):
     @property
     def profile(self) -> ProviderProfile:
         return self._config.profile
+
+    @property
+    def policy(self) -> Policy:
+        """The resilience policy of this provider's calls."""
+        return self._policy
 
     def statistics(self) -> ProviderStats:
         """A snapshot of this provider's counters."""
@@ -214,31 +271,27 @@ class ProviderBase(ABC, Generic[_S]):
         key = self._config.api_key.reveal()
         return text.replace(key, "***") if key else text
 
-    async def _retrying(self, deadline: float, attempt: Callable[[], Awaitable[_T]]) -> _T:
-        retry = 0
-        while True:
+    def _attempts(self, attempt: Callable[[], Awaitable[_T]]) -> Callable[[], Awaitable[_T]]:
+        """``attempt`` with its errors mapped and counted by kind, and each one after the
+        first counted as a retry."""
+        made = 0
+
+        async def once() -> _T:
+            nonlocal made
+            made += 1
+            if made > 1:
+                _log.debug("llm %s: retry %d", self._name, made - 1)
+                self._stats = msgspec.structs.replace(self._stats, retries=self._stats.retries + 1)
             try:
                 return await attempt()
+            except LLMError as exc:
+                error = exc
             except Exception as exc:
-                error = exc if isinstance(exc, LLMError) else self._mapped(exc)
+                error = self._mapped(exc)
             self._errors[_kind(error)] += 1
-            if not isinstance(error, _RETRYABLE) or retry >= self._config.max_retries:
-                raise error from None
-            delay = self._backoff(retry, error)
-            if anyio.current_time() + delay >= deadline:
-                raise error from None
-            _log.debug(
-                "llm %s: %s; retry %d in %.3fs", self._name, type(error).__name__, retry + 1, delay
-            )
-            self._stats = msgspec.structs.replace(self._stats, retries=self._stats.retries + 1)
-            retry += 1
-            await anyio.sleep(delay)
+            raise error from None
 
-    def _backoff(self, retry: int, exc: LLMError) -> float:
-        if isinstance(exc, RateLimited) and exc.retry_after is not None:
-            return min(max(exc.retry_after, 0.0), self._config.retry_after_max_s)
-        cap = min(self._config.backoff_max_s, self._config.backoff_base_s * 2**retry)
-        return self._random.uniform(0.0, cap)
+        return once
 
     def _mapped(self, exc: Exception) -> LLMError:
         mapped = self._map_error(exc)
@@ -316,11 +369,13 @@ class ProviderBase(ABC, Generic[_S]):
         try:
             try:
                 with anyio.fail_after(timeout):
-                    async with self._limiter:
-                        completion = await self._retrying(
-                            deadline,
-                            lambda: self._attempt(request, names, deadline - anyio.current_time()),
-                        )
+                    completion = await self._policy.call(
+                        self._attempts(
+                            lambda: self._attempt(request, names, deadline - anyio.current_time())
+                        ),
+                        idempotent=True,
+                        outcomes=self._outcomes,
+                    )
             except ProviderTimeout:
                 raise
             except TimeoutError:
@@ -356,20 +411,18 @@ class ProviderBase(ABC, Generic[_S]):
         span = self._start_span(request, "stream")
         start = anyio.current_time()
         deadline = start + timeout
+        # Entered by hand: the policy's concurrency slot stays held until the stream closes.
+        opening = self._policy.opened(
+            self._attempts(
+                lambda: self._open_stream(request, names, deadline - anyio.current_time())
+            ),
+            idempotent=True,
+            outcomes=self._outcomes,
+        )
         try:
             try:
                 with anyio.fail_after(timeout):
-                    await self._limiter.acquire()
-                    try:
-                        sdk_stream = await self._retrying(
-                            deadline,
-                            lambda: self._open_stream(
-                                request, names, deadline - anyio.current_time()
-                            ),
-                        )
-                    except BaseException:
-                        self._limiter.release()
-                        raise
+                    sdk_stream = await opening.__aenter__()
             except ProviderTimeout:
                 raise
             except TimeoutError:
@@ -382,9 +435,11 @@ class ProviderBase(ABC, Generic[_S]):
         chunks = _ChunkStream(
             self, sdk_stream, StreamAssembler(names, provider=self._name), timeout, start
         )
+        failure: BaseException | None = None
         try:
             yield chunks
         except BaseException as exc:
+            failure = exc
             if isinstance(exc, Exception):
                 self._record_failure(span, exc)
                 self._timed(start, _outcome(exc))
@@ -405,7 +460,11 @@ class ProviderBase(ABC, Generic[_S]):
                     await chunks.aclose()
                     await self._close_stream(sdk_stream)
             finally:
-                self._limiter.release()
+                # No await inside: it releases the slot and counts the call, even when cancelled.
+                if failure is None:
+                    await opening.__aexit__(None, None, None)
+                else:
+                    await opening.__aexit__(type(failure), failure, failure.__traceback__)
                 span.end()
 
 

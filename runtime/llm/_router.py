@@ -33,6 +33,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import NoOpTracerProvider, Span, StatusCode, TracerProvider, use_span
 
 from .._errors import InvalidArgument
+from ..resilience import Policies
 from ._anthropic import AnthropicProvider
 from ._cache import CachedLLM
 from ._cache_store import ResponseStore
@@ -146,25 +147,41 @@ class ModelRouter:
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
         on_decision: Callable[[RouteDecision], None] | None = None,
+        policies: Policies | None = None,
         cache: ResponseStore | None = None,
     ) -> ModelRouter:
         """A router over providers built from ``config``; it owns and closes them. With
-        ``meter_provider``, each provider records its calls' durations. Each provider with
-        ``cache = true`` is wrapped in a :class:`CachedLLM` over ``cache`` (the caller opens and
-        closes the store).
+        ``meter_provider``, each provider records its calls' durations. With ``policies``, a
+        provider's ``policy`` names one of them (``<policy>@llm.<provider>``, its own state),
+        and every provider's policy is counted among them (statistics, metrics). Each provider
+        with ``cache = true`` is wrapped in a :class:`CachedLLM` over ``cache`` (the caller opens
+        and closes the store), outside its policy: a cached answer takes no rate-limit token,
+        concurrency slot or retry.
 
         Raises:
-            LLMConfigError: a provider has ``cache = true`` and no ``cache`` store is given.
+            LLMConfigError: a provider names a policy that ``policies`` does not define, or has
+                ``cache = true`` and no ``cache`` store is given.
         """
         providers: dict[str, RoutableLLM] = {}
-        for name, provider_config in config.providers.items():
-            provider = build_provider(
+        for name, provider in config.providers.items():
+            policy = None
+            if provider.policy:
+                if policies is None or provider.policy not in policies.configs:
+                    raise LLMConfigError(
+                        f"[llm.{name}] policy names {provider.policy!r}, "
+                        "which no [policy.<name>] defines"
+                    )
+                policy = policies.make(provider.policy, f"llm.{name}")
+            built = build_provider(
                 name,
-                provider_config,
+                provider,
                 tracer_provider=tracer_provider,
                 meter_provider=meter_provider,
+                policy=policy,
             )
-            providers[name] = _cached(provider, cache)
+            if policies is not None and policy is None:
+                policies.add(built.policy)
+            providers[name] = _cached(built, cache)
         return cls(
             providers,
             order=config.order,

@@ -6,6 +6,7 @@ answering from a script, so tests exercise the real provider code path without a
 
 from .._public import set_public_module as _set_public_module
 from ._scripted_llm import Delay as Delay
+from ._scripted_llm import FailSchedule as FailSchedule
 from ._scripted_llm import HTTPError as HTTPError
 from ._scripted_llm import RecordedRequest as RecordedRequest
 from ._scripted_llm import Reply as Reply
@@ -15,6 +16,7 @@ from ._scripted_llm import ScriptStep as ScriptStep
 
 __all__ = [
     "Delay",
+    "FailSchedule",
     "HTTPError",
     "RecordedRequest",
     "Reply",

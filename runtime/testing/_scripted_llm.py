@@ -6,7 +6,9 @@ chat completions wire (``POST /v1/chat/completions``) and the Anthropic messages
 takes the next step. A step is a :class:`Reply` (text and/or tool calls), an :class:`HTTPError`
 (a 429 with ``Retry-After``, a 500...), a :class:`Delay` before another step (to trigger
 timeouts), or a callable that computes a step from the :class:`RecordedRequest`. Every request is
-recorded, so a test can assert on the messages and tools that went out.
+recorded, so a test can assert on the messages and tools that went out. A
+:class:`FailSchedule` makes it flaky on a schedule besides (the first N requests, or every k-th,
+fail with an error), for retries and circuit breakers.
 
 Example::
 
@@ -35,6 +37,7 @@ from ._http import HTTPRequest, Responder, serve_connection
 
 __all__ = [
     "Delay",
+    "FailSchedule",
     "HTTPError",
     "RecordedRequest",
     "Reply",
@@ -112,6 +115,26 @@ class Delay(msgspec.Struct, frozen=True, kw_only=True):
     then: Reply | HTTPError = Reply(text="late")
 
 
+class FailSchedule(msgspec.Struct, frozen=True, kw_only=True):
+    """Requests that fail whatever the script says, counted from the schedule's start.
+
+    Request ``n`` (from 1) fails with ``error`` when ``n <= first``, or when ``every`` is set
+    and ``n`` is a multiple of it; the others take the script's next step, or ``otherwise``
+    once the script is used up.
+
+    Attributes:
+        error: the failure, e.g. ``HTTPError(status=500)`` or a 429 with ``retry_after``.
+        first: how many requests fail from the start.
+        every: every ``every``-th request fails (0: none).
+        otherwise: the answer when the script has no step left.
+    """
+
+    error: HTTPError
+    first: int = 0
+    every: int = 0
+    otherwise: Reply = Reply(text="ok")
+
+
 class RecordedRequest(msgspec.Struct, frozen=True, kw_only=True):
     """A request the server received.
 
@@ -174,6 +197,14 @@ class ScriptedLLMServer:
         self.unscripted = 0
         self.abandoned = 0
         self._changed = anyio.Event()  # set (and replaced) when a request arrives or is abandoned
+        self._schedule: FailSchedule | None = None
+        self._scheduled = 0
+        self.failed_on_schedule = 0
+
+    def fail_on_schedule(self, schedule: FailSchedule | None) -> None:
+        """Fail requests from now on as ``schedule`` says (``None``: stop failing)."""
+        self._schedule = schedule
+        self._scheduled = 0
 
     @property
     def openai_base_url(self) -> str:
@@ -257,6 +288,16 @@ class ScriptedLLMServer:
         recorded = RecordedRequest(wire=wire, path=path, headers=http.headers, body=body)
         self.requests.append(recorded)
         self._change()
+        schedule = self._schedule
+        if schedule is not None:
+            self._scheduled += 1
+            n = self._scheduled
+            if n <= schedule.first or (schedule.every and n % schedule.every == 0):
+                self.failed_on_schedule += 1
+                await self._send_error(responder, wire, schedule.error)
+                return
+            if not self._script:
+                self._script.append(schedule.otherwise)
         if not self._script:
             self.unscripted += 1
             await self._send_error(

@@ -29,9 +29,11 @@ class FunctionTool:
         description: what it does, for the model.
         parameters_schema: JSON Schema of the arguments object; it is the contract, nothing is
             inferred from ``fn``'s signature.
+        idempotent: calling it twice has the effect of calling it once, so a resilience
+            policy may retry it.
     """
 
-    __slots__ = ("_description", "_fn", "_is_async", "_name", "_schema")
+    __slots__ = ("_description", "_fn", "_is_async", "_name", "_schema", "idempotent")
 
     def __init__(
         self,
@@ -40,8 +42,10 @@ class FunctionTool:
         name: str,
         description: str,
         parameters_schema: Mapping[str, Any],
+        idempotent: bool = False,
     ) -> None:
         self._fn = fn
+        self.idempotent = idempotent
         self._name = name
         self._description = description
         self._schema = parameters_schema

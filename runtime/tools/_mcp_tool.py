@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import anyio
 import mcp.types as mcp_types
 import pydantic
 from mcp.shared.exceptions import MCPError
 
+from ..resilience import current_idempotency_key
 from ._errors import InvalidToolArguments, ToolError, ToolFailed, ToolTimeout, ToolUnavailable
 from ._tool import JSONObject
 
@@ -82,6 +83,13 @@ class McpTool:
         return self._definition.input_schema
 
     @property
+    def idempotent(self) -> bool:
+        """The server marks the tool ``idempotentHint`` or ``readOnlyHint``: a resilience
+        policy may retry its calls."""
+        hints = self._definition.annotations
+        return hints is not None and bool(hints.idempotent_hint or hints.read_only_hint)
+
+    @property
     def definition(self) -> mcp_types.Tool:
         """The tool as the server listed it."""
         return self._definition
@@ -98,7 +106,15 @@ class McpTool:
         with anyio.move_on_after(self._timeout) as deadline:
             with connection.track() as lost:
                 try:
-                    result = await client.call_tool(self.remote_name, dict(arguments))
+                    key = current_idempotency_key()
+                    # The call's idempotency key travels in the request's _meta, so that the
+                    # server can do the effect once per key however often a policy retries.
+                    meta = (
+                        None
+                        if key is None
+                        else cast(mcp_types.RequestParamsMeta, {"idempotencyKey": key})
+                    )
+                    result = await client.call_tool(self.remote_name, dict(arguments), meta=meta)
                 except MCPError as exc:
                     raise self._error(exc, connection) from exc
                 except pydantic.ValidationError as exc:

@@ -10,7 +10,10 @@ the gRPC bridge). A tool therefore only does its work; the registry guarantees:
 * the call ends within its timeout, by cancelling the tool;
 * no more than the tool's concurrency limit run at once; the rest wait, in FIFO order;
 * every failure leaves as a :class:`ToolError` of a known kind, and cancellation from outside
-  propagates unwrapped.
+  propagates unwrapped;
+* the tool's resilience policy, if it has one (``loom.runtime.resilience``), guards the run:
+  the one given at registration, else the first of the registry's ``policies`` rules matching
+  the name (see :mod:`._guard`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from anyio.lowlevel import RunVar
 from opentelemetry.metrics import Histogram
 
 from .._errors import InvalidArgument
+from ..resilience import Policy, PolicyRules
 from ._errors import (
     InvalidToolArguments,
     InvalidToolSchema,
@@ -44,8 +48,9 @@ from ._errors import (
     ToolPermissionDenied,
     ToolTimeout,
 )
+from ._guard import guarded
 from ._stats import ToolFailures, ToolSpec, ToolStats
-from ._tool import Tool, validates_itself
+from ._tool import Tool, is_idempotent, validates_itself
 from ._validator import (
     Budget,
     OutOfBudget,
@@ -148,8 +153,10 @@ class _Counters:
 class _Entry:
     __slots__ = (
         "counters",
+        "idempotent",
         "limiter",
         "name",
+        "policy",
         "schema",
         "self_checked",
         "timeout",
@@ -161,6 +168,8 @@ class _Entry:
         self, tool: Tool, schema: dict[str, Any], timeout: float, max_concurrency: int | None
     ) -> None:
         self.tool = tool
+        self.policy: Policy | None = None
+        self.idempotent = is_idempotent(tool)
         self.name = tool.name
         self.schema = schema
         self.timeout = timeout
@@ -291,6 +300,9 @@ class ToolRegistry:
         # Where each call's duration goes, by tool and outcome (``loom.tool.duration``): set
         # by the runtime that owns a meter (AgentRuntime(meter_provider=...)); None: not timed.
         self.duration: Histogram | None = None
+        # Which resilience policy guards which tool name, for tools registered without one
+        # (``[tools.policy]``): shared by the runtime with every registry it routes calls to.
+        self.policies: PolicyRules | None = None
 
     def register(
         self,
@@ -299,6 +311,8 @@ class ToolRegistry:
         timeout: float | None = None,
         max_concurrency: int | None = None,
         replace: bool = False,
+        policy: Policy | None = None,
+        idempotent: bool | None = None,
     ) -> None:
         """Add ``tool`` under its name.
 
@@ -312,6 +326,10 @@ class ToolRegistry:
                 Calls over the limit wait for a slot, first come first served, and the wait
                 counts against their timeout.
             replace: replace a tool already registered under the name instead of refusing.
+            policy: the resilience policy guarding its calls (``None``: the registry's
+                ``policies`` rules decide).
+            idempotent: whether a call may be made twice with the same effect, so the policy
+                may retry it (``None``: the tool's own ``idempotent`` attribute, else no).
 
         Raises:
             InvalidToolSchema: the schema is not a valid JSON Schema of an object.
@@ -327,7 +345,11 @@ class ToolRegistry:
         if max_concurrency is not None and max_concurrency < 1:
             raise InvalidArgument(f"max_concurrency must be at least 1, not {max_concurrency}")
         limit = self._default_timeout if timeout is None else _check_timeout(timeout)
-        self._entries[name] = _Entry(tool, _schema_of(tool), limit, max_concurrency)
+        entry = _Entry(tool, _schema_of(tool), limit, max_concurrency)
+        entry.policy = policy
+        if idempotent is not None:
+            entry.idempotent = idempotent
+        self._entries[name] = entry
 
     def unregister(self, name: str) -> Tool:
         """Remove the tool called ``name`` and return it; running calls finish undisturbed.
@@ -369,7 +391,13 @@ class ToolRegistry:
         ]
 
     async def call(
-        self, name: str, arguments: ToolArguments, *, timeout: float | None = None
+        self,
+        name: str,
+        arguments: ToolArguments,
+        *,
+        timeout: float | None = None,
+        idempotency_key: str | None = None,
+        guard: bool = True,
     ) -> Any:
         """Validate ``arguments`` and run the tool called ``name`` on them.
 
@@ -382,6 +410,12 @@ class ToolRegistry:
             name: the tool's registered name.
             arguments: the arguments object, decoded or as JSON text.
             timeout: seconds for this call (``None``: the tool's default; ``math.inf``: none).
+                It bounds the whole call, every attempt and backoff of its policy included.
+            idempotency_key: makes the call retryable by its policy; the tool receives it
+                (``loom.runtime.resilience.current_idempotency_key()``, an MCP server as
+                ``_meta.idempotencyKey``) and should do its effect once per key.
+            guard: apply the ``policies`` rules (the runtime passes ``False`` for a call
+                another node already guarded); a policy given at registration always applies.
 
         Returns:
             What the tool returned.
@@ -407,7 +441,7 @@ class ToolRegistry:
         duration = self.duration
         start = anyio.current_time() if duration is not None else 0.0
         try:
-            result = await self._call(entry, arguments, limit)
+            result = await self._call(entry, arguments, limit, idempotency_key, guard)
         except ToolError as exc:
             if exc.tool is None:
                 exc.tool = entry.name
@@ -432,11 +466,30 @@ class ToolRegistry:
             not_found=self._not_found,
         )
 
-    async def _call(self, entry: _Entry, arguments: ToolArguments, limit: float) -> Any:
+    async def _call(
+        self,
+        entry: _Entry,
+        arguments: ToolArguments,
+        limit: float,
+        key: str | None,
+        guard: bool,
+    ) -> Any:
         with anyio.CancelScope(deadline=anyio.current_time() + limit) as scope:
             checked = await _validated(entry, arguments, scope.deadline, limit)
             if checked is None:
                 raise ToolTimeout(limit, tool=entry.name)
+            policy = entry.policy
+            if policy is None and guard and self.policies:
+                policy = self.policies.match(entry.name)
+            if policy is not None or key is not None:
+                try:
+                    return await guarded(policy, self._run, entry, checked, key)
+                except ToolFailed as exc:
+                    # A tool that turns our cancellation into an error of its own (made a
+                    # ToolFailed in the guard, so its policy can read it) still timed out.
+                    if scope.cancel_called:
+                        raise ToolTimeout(limit, tool=entry.name) from exc
+                    raise
             try:
                 return await self._run(entry, checked)
             except ToolError:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["JSONObject", "Tool", "validates_itself"]
+__all__ = ["JSONObject", "Tool", "is_idempotent", "validates_itself"]
 
 JSONObject = Mapping[str, Any]
 """A decoded JSON object (arguments, schemas)."""
@@ -54,3 +54,13 @@ def validates_itself(tool: Tool) -> bool:
     parses the JSON and checks that the arguments are an object.
     """
     return getattr(tool, "validates_arguments", False) is True
+
+
+def is_idempotent(tool: Tool) -> bool:
+    """Whether ``tool`` declares its calls idempotent (``idempotent = True``): making one twice
+    has the effect of making it once, so a resilience policy may retry it. Reads of any kind
+    are; a tool that sends an email is not (give its calls an idempotency key instead). An MCP
+    tool is when its server marks it ``idempotentHint`` or ``readOnlyHint``; the registration
+    may say otherwise (``ToolRegistry.register(idempotent=...)``).
+    """
+    return getattr(tool, "idempotent", False) is True

@@ -24,6 +24,12 @@ from loom.web import A2AAgent
 
 from ._config_a2a import decode_a2a_expose
 from ._config_a2a_remote import A2ARemote, decode_a2a_remote
+from ._config_policy import (
+    PolicyTables,
+    check_llm_policies,
+    decode_policy_tables,
+    without_policy,
+)
 from ._hosted import AgentTable, ToolsTable, decode_agents, decode_tools
 from ._tokens import decode_tokens
 
@@ -511,6 +517,7 @@ class ServiceTables(msgspec.Struct, frozen=True, kw_only=True):
         a2a_remote: the remote A2A agents of ``[a2a.remote.<name>]``, offered as tools
             (``sdk/cli/_config_a2a_remote.py``).
         a2a_expose: the agents of ``[a2a] expose``, served over A2A on the HTTP port.
+        policy: the resilience policies of ``[policy.<name>]`` and ``[tools.policy]``.
     """
 
     mcp: Mapping[str, McpServerConfig] = msgspec.field(default_factory=dict)
@@ -520,6 +527,7 @@ class ServiceTables(msgspec.Struct, frozen=True, kw_only=True):
     tokens: tuple[Tenant, ...] = ()
     a2a_remote: tuple[A2ARemote, ...] = ()
     a2a_expose: tuple[A2AAgent, ...] = ()
+    policy: PolicyTables = msgspec.field(default_factory=PolicyTables)
 
 
 def load_tables(*, toml_path: Path | None, environ: Mapping[str, str]) -> ServiceTables:
@@ -539,7 +547,9 @@ def load_tables(*, toml_path: Path | None, environ: Mapping[str, str]) -> Servic
     except (McpConfigError, LLMConfigError) as exc:
         raise ConfigError(f"{toml_path}: {exc}") from exc
     where = str(toml_path)
-    tools = decode_tools(doc.get("tools", {}), where=where)
+    policy = decode_policy_tables(doc, where=where)
+    check_llm_policies(policy, llm, where=where)
+    tools = decode_tools(without_policy(doc.get("tools", {})), where=where)
     names = None if llm is None else tuple(llm.providers)
     agents = decode_agents(doc.get("agents", {}), where=where, llm_names=names)
     tokens = decode_tokens(doc.get("tokens", {}), where=where, environ=environ)
@@ -553,4 +563,5 @@ def load_tables(*, toml_path: Path | None, environ: Mapping[str, str]) -> Servic
         tokens=tokens,
         a2a_remote=a2a_remote,
         a2a_expose=a2a_expose,
+        policy=policy,
     )

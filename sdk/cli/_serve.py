@@ -34,12 +34,14 @@ from loom.cluster import (
 from loom.runtime import AgentRuntime, ConfigError, EventBus
 from loom.runtime.collab import BarrierCoordinator
 from loom.runtime.llm import ModelRouter
+from loom.runtime.resilience import Policies
 from loom.web import A2AServer, HttpServer, Metrics
 
 from .._metrics import ServeMetrics, metrics_config, open_metrics
 from .._telemetry import open_tracing, trace_config
 from ._config import ServeConfig, ServiceTables
 from ._config_a2a_remote import open_a2a_remote
+from ._config_policy import build_policies
 from ._hosted import agent_data_dir, agent_tools, build_tools
 from ._llm_cache import open_response_cache
 
@@ -130,6 +132,7 @@ async def _models(
     tracer_provider: TracerProvider | None,
     meter_provider: MeterProvider,
     data_dir: Path,
+    policies: Policies,
 ) -> AsyncIterator[ModelRouter | None]:
     """The server's model router over ``[llm]`` (``None`` without one); closed at the end.
     Providers with ``cache = true`` share ``<data_dir>/llm_cache.sqlite3``."""
@@ -139,7 +142,11 @@ async def _models(
     async with (
         open_response_cache(tables.llm, data_dir) as cache,
         ModelRouter.from_config(
-            tables.llm, tracer_provider=tracer_provider, meter_provider=meter_provider, cache=cache
+            tables.llm,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+            policies=policies,
+            cache=cache,
         ) as router,
     ):
         log.info("loom serve: LLM providers: %s", ", ".join(tables.llm.providers))
@@ -289,6 +296,7 @@ async def serve(
     )
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         tables = tables if tables is not None else ServiceTables()
+        policies = build_policies(tables.policy)  # docs/guardrails.md
         cluster: ClusterTransport | None = None
         async with (
             # Outermost: the spans of the last moments (the drain) are flushed after it.
@@ -313,7 +321,7 @@ async def serve(
             ) as bus,
             # The router first: the runtime offers it to its agents (llm="server") and the
             # bridge to agents elsewhere (loom.v1.LLM).
-            _models(tables, tracer_provider, meters.meter_provider, Path(data_dir)) as router,
+            _models(tables, tracer_provider, meters.meter_provider, Path(data_dir), policies) as router,
             AgentRuntime(
                 bus,
                 stale_after_s=config.stale_after_s,
@@ -322,6 +330,7 @@ async def serve(
                 llm=router,
                 node=config.node_name() if _clustered(nats) else "",
                 meter_provider=meters.meter_provider,
+                policies=policies,
             ) as runtime,
             # Before any agent starts: ids are claimed cluster-wide from the first.
             _barriers(bus) as stop_barriers,
