@@ -40,9 +40,8 @@ from loom.runtime.llm import ModelRouter, ProviderStats
 from loom.runtime.lowlevel import DurableLog
 from loom.runtime.resilience import PolicyStats
 
-from ._metrics_policy import policy_instruments
-
 from ._metrics_cache import CacheRows, cache_instruments, cache_rows
+from ._metrics_policy import policy_instruments
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider, Observation

@@ -321,7 +321,9 @@ async def serve(
             ) as bus,
             # The router first: the runtime offers it to its agents (llm="server") and the
             # bridge to agents elsewhere (loom.v1.LLM).
-            _models(tables, tracer_provider, meters.meter_provider, Path(data_dir), policies) as router,
+            _models(
+                tables, tracer_provider, meters.meter_provider, Path(data_dir), policies
+            ) as router,
             AgentRuntime(
                 bus,
                 stale_after_s=config.stale_after_s,
