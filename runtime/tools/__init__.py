@@ -24,6 +24,10 @@ from ._fs import FsWrite as FsWrite
 from ._function import FunctionTool as FunctionTool
 from ._http import FetchResult as FetchResult
 from ._http import HttpFetch as HttpFetch
+from ._journal import EffectInterrupted as EffectInterrupted
+from ._journal import EffectJournal as EffectJournal
+from ._journal import JournalEntry as JournalEntry
+from ._journal import JournalStats as JournalStats
 from ._mcp_config import McpConfigError as McpConfigError
 from ._mcp_config import McpHttpConfig as McpHttpConfig
 from ._mcp_config import McpServerConfig as McpServerConfig
@@ -93,6 +97,8 @@ __all__ = [
     "ClockNow",
     "DirEntry",
     "DirListing",
+    "EffectInterrupted",
+    "EffectJournal",
     "ExecResult",
     "FetchResult",
     "FileContent",
@@ -105,6 +111,8 @@ __all__ = [
     "InvalidToolArguments",
     "InvalidToolSchema",
     "JSONObject",
+    "JournalEntry",
+    "JournalStats",
     "McpConfigError",
     "McpHttpConfig",
     "McpHub",
