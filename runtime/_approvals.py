@@ -113,13 +113,17 @@ class ApprovalAlreadyDecided(LoomError):
     """The approval was decided before (by a person or its deadline); nothing changed.
 
     Attributes:
-        record: the record as it stands.
+        approval_id: the approval.
+        status: how it was decided (``approved``, ``denied``, ``expired``).
+        decided_by: who decided it.
     """
 
-    def __init__(self, record: ApprovalRecord) -> None:
-        self.record = record
-        by = f" by {record.decided_by}" if record.decided_by else ""
-        super().__init__(f"approval {record.id} is already {record.status}{by}")
+    def __init__(self, approval_id: str, status: str, decided_by: str = "") -> None:
+        self.approval_id = approval_id
+        self.status = status
+        self.decided_by = decided_by
+        by = f" by {decided_by}" if decided_by else ""
+        super().__init__(f"approval {approval_id} is already {status}{by}")
 
 
 class ApprovalCall(msgspec.Struct, frozen=True, kw_only=True):
@@ -379,6 +383,13 @@ class Approvals:
             self._requested += 1
             self._deadlines[rec.id] = rec.deadline_ms
             self._wake.set()
+            log.info(
+                "approval %s: agent %s waits to call %s (thread %s)",
+                rec.id,
+                rec.agent_id,
+                rec.tool,
+                rec.thread_id,
+            )
             self._tell("requested", rec)
             await self._publish(REQUESTED_TOPIC, rec)
         return rec
@@ -469,6 +480,7 @@ class Approvals:
             )
         )
         for rec in await self.for_turn(agent_id, turn_id):
+            log.info("approval %s: the turn of agent %s resumed (%s)", rec.id, agent_id, rec.status)
             self._tell("resumed", rec)
 
     # ------------------------------------------------------------------ deciding
@@ -515,7 +527,8 @@ class Approvals:
             return cur.rowcount
 
         if await self._sql(update) == 0:
-            raise ApprovalAlreadyDecided(await self.get(rec.id))
+            now_rec = await self.get(rec.id)
+            raise ApprovalAlreadyDecided(now_rec.id, now_rec.status, now_rec.decided_by)
         decided = msgspec.structs.replace(
             rec, status=status, note=note, decided_by=by, decided_ms=now
         )
@@ -529,6 +542,7 @@ class Approvals:
         waiter = self._waiters.pop(rec.id, None)
         if waiter is not None:
             waiter.set()
+        log.info("approval %s: %s by %s", rec.id, status, by)
         self._tell("decided", decided)
         await self._publish(DECIDED_TOPIC, decided)
         # Into the agent's mailbox: its worker resumes the turn (none is held meanwhile).

@@ -21,6 +21,7 @@ from loom.runtime import ConfigError, InvalidArgument
 from loom.runtime.llm import LLMConfig, LLMConfigError, load_llm_config
 from loom.runtime.tools import McpConfigError, McpServerConfig, load_mcp_config
 
+from ._config_approvals import ApprovalsTable, decode_approvals
 from ._hosted import AgentTable, ToolsTable, decode_agents, decode_tools
 from ._tokens import decode_tokens
 
@@ -512,6 +513,7 @@ class ServiceTables(msgspec.Struct, frozen=True, kw_only=True):
     tools: ToolsTable = msgspec.field(default_factory=ToolsTable)
     agents: Mapping[str, AgentTable] = msgspec.field(default_factory=dict)
     tokens: tuple[Tenant, ...] = ()
+    approvals: ApprovalsTable = msgspec.field(default_factory=ApprovalsTable)
 
 
 def load_tables(*, toml_path: Path | None, environ: Mapping[str, str]) -> ServiceTables:
@@ -535,4 +537,7 @@ def load_tables(*, toml_path: Path | None, environ: Mapping[str, str]) -> Servic
     names = None if llm is None else tuple(llm.providers)
     agents = decode_agents(doc.get("agents", {}), where=where, llm_names=names)
     tokens = decode_tokens(doc.get("tokens", {}), where=where, environ=environ)
-    return ServiceTables(mcp=mcp, llm=llm, tools=tools, agents=agents, tokens=tokens)
+    approvals = decode_approvals(doc.get("approvals", {}), where=where)
+    return ServiceTables(
+        mcp=mcp, llm=llm, tools=tools, agents=agents, tokens=tokens, approvals=approvals
+    )

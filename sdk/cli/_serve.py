@@ -40,6 +40,7 @@ from .._metrics import ServeMetrics, metrics_config, open_metrics
 from .._telemetry import open_tracing, trace_config
 from ._config import ServeConfig, ServiceTables
 from ._hosted import agent_data_dir, agent_tools, build_tools
+from ._serve_approvals import attach_approvals, open_approvals
 
 __all__ = ["serve"]
 
@@ -164,6 +165,9 @@ async def _hosted(
             topics=table.topics,
             max_concurrency=table.max_concurrency,
             mailbox_size=table.mailbox_size,
+            approval=table.approval,
+            # At most once across restarts: <data-dir>/agents/<id>/effects.sqlite3.
+            journal=True,
         )
         await anyio.Path(agent_data_dir(data_dir, agent_id)).mkdir(parents=True, exist_ok=True)
         await runtime.start(agent)
@@ -274,6 +278,9 @@ async def serve(
                 drain_grace_s=config.drain_grace_s,
             ) as nats,
             _durable_log(nats) as durable_log,
+            # Outside the bus and the runtime, which the drain closes first: its timer's task
+            # group must not be left open inside theirs.
+            open_approvals(config, tables, data_dir, durable_log) as approvals,
             EventBus(
                 transport=(cluster := _cluster(nats, config)),
                 drain_grace=config.drain_grace_s,
@@ -296,6 +303,8 @@ async def serve(
             # Before any agent starts: ids are claimed cluster-wide from the first.
             _barriers(bus) as stop_barriers,
             _cluster_directory(config, nats, runtime) as directory,
+            # Before the agents: a turn that waited across a restart resumes from it.
+            attach_approvals(approvals, runtime),
             _mcp_hub(tables, runtime, environ or {}),
             _hosted(tables, runtime, router, Path(data_dir)),
             BridgeServer(
