@@ -317,3 +317,40 @@ async def test_the_journal_runs_a_key_once(tmp_path: Path) -> None:
         assert await journal.run("k1", "t", effect) == {"n": 1}
         assert journal.statistics().interrupted == 1
     assert runs == 1
+
+
+async def test_a_resumed_turn_uses_the_journalled_result_of_a_call_that_ran(
+    tmp_path: Path,
+) -> None:
+    """The state a crash leaves after the tool ran and was recorded done, before the step was
+    in memory: the resumed turn answers the model from the journal and runs nothing."""
+    target = tmp_path / "out.txt"
+    async with ScriptedLLMServer() as server, provider_for(server) as llm:
+        server.push(call_append("hello"), Reply(text="Done before."))
+        agent = agent_for(llm, tmp_path, target)
+        async with (
+            hosting(tmp_path, agent) as (bus, _, store),
+            bus.subscribe("test.answers") as answers,
+            bus.subscribe("approval.requested") as requested,
+        ):
+            question = ask("write hello")
+            await bus.publish("ask.x", question)
+            record = msgspec.json.decode(
+                (await next_of(requested, "approval.requested")).payload, type=ApprovalRecord
+            )
+            # What the first run wrote before the crash: started, then done with its result.
+            journal_path = EffectJournal.in_data_dir(tmp_path / "writer")
+            async with await EffectJournal.open(journal_path) as journal:
+
+                async def ran_before() -> str:
+                    return "appended hello (the first run)"
+
+                key = f"writer/c1/{question.id}/call_1"
+                await journal.run(key, "file.append", ran_before)
+            await store.approve(record.id)
+            reply = await next_of(answers, "agent.answer")
+        last = server.requests[-1].messages
+    assert reply.payload == b"Done before."
+    tool_message = next(m for m in last if m["role"] == "tool")
+    assert tool_message["content"] == "appended hello (the first run)"
+    assert lines(target) == 0  # not run again
