@@ -53,7 +53,7 @@ from ..llm import (
     Usage,
 )
 from ..memory import AgentContext, ContextItem, ItemKind, Role, arguments_text
-from ..tools import EffectJournal, ToolError
+from ..tools import EffectJournal, ToolError, approval_ruled
 from ._approval import (
     ApprovalGate,
     SavedCall,
@@ -772,6 +772,21 @@ class Turn:
     async def _run_tool(self, call: ToolCall, arguments: dict[str, Any], tools: TurnTools) -> Any:
         timeout = self._config.tool_timeout_s
         journal = self._loop.journal
+        if self._loop.approval is not None:
+            # The gate ruled on this call (approved, or no approval needed): a tool that runs
+            # only behind a gate (NeedsApproval) may run.
+            with approval_ruled():
+                return await self._journalled(call, arguments, tools, journal, timeout)
+        return await self._journalled(call, arguments, tools, journal, timeout)
+
+    async def _journalled(
+        self,
+        call: ToolCall,
+        arguments: dict[str, Any],
+        tools: TurnTools,
+        journal: EffectJournal | None,
+        timeout: float | None,
+    ) -> Any:
         if journal is None:
             return await tools.call(call.name, arguments, timeout=timeout)
         # The key names the call across restarts: the same turn (event id) resumed or

@@ -22,6 +22,8 @@ from ._fs import FsList as FsList
 from ._fs import FsRead as FsRead
 from ._fs import FsWrite as FsWrite
 from ._function import FunctionTool as FunctionTool
+from ._gated import NeedsApproval as NeedsApproval
+from ._gated import approval_ruled as approval_ruled
 from ._http import FetchResult as FetchResult
 from ._http import HttpFetch as HttpFetch
 from ._journal import EffectInterrupted as EffectInterrupted
@@ -123,6 +125,7 @@ __all__ = [
     "McpServerStatus",
     "McpStdioConfig",
     "McpTool",
+    "NeedsApproval",
     "Now",
     "PathAccess",
     "RegistryStats",
@@ -141,6 +144,7 @@ __all__ = [
     "ToolTimeout",
     "ToolUnavailable",
     "Workspace",
+    "approval_ruled",
     "load_mcp_config",
     "native_tools",
     "validates_itself",

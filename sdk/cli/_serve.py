@@ -40,7 +40,7 @@ from .._metrics import ServeMetrics, metrics_config, open_metrics
 from .._telemetry import open_tracing, trace_config
 from ._config import ServeConfig, ServiceTables
 from ._hosted import agent_data_dir, agent_tools, build_tools
-from ._serve_approvals import attach_approvals, open_approvals
+from ._serve_approvals import attach_approvals, guard_tools, open_approvals
 
 __all__ = ["serve"]
 
@@ -144,7 +144,7 @@ async def _hosted(
 ) -> AsyncIterator[None]:
     """Register the native tools of ``[tools]`` and start the agents of ``[agents]``, before
     the bridge listens: its first caller finds them. (The runtime stops the agents.)"""
-    tools = build_tools(tables.tools)
+    tools = guard_tools(build_tools(tables.tools), runtime)
     for tool in tools:
         runtime.tools.register(tool)
     log.info("loom serve: native tools: %s", ", ".join(t.name for t in tools) or "none")

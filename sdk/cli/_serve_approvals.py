@@ -18,11 +18,12 @@ import anyio
 
 from loom.cluster import JetStreamLog
 from loom.runtime import AgentRuntime, Approvals
+from loom.runtime.tools import NeedsApproval, Tool
 
 from ._config import ServeConfig, ServiceTables
 from ._config_approvals import tool_policies
 
-__all__ = ["open_approvals"]
+__all__ = ["attach_approvals", "guard_tools", "open_approvals"]
 
 log = logging.getLogger("loom.serve")
 
@@ -70,3 +71,14 @@ async def attach_approvals(approvals: Approvals, runtime: AgentRuntime) -> Async
     finally:
         runtime.approvals = None
         approvals.bus = None
+
+
+def guard_tools(tools: list[Tool], runtime: AgentRuntime) -> list[Tool]:
+    """``tools``, those whose policy is ``always`` callable only from a turn's approval gate
+    (``NeedsApproval``): ``loom call`` or an agent in another process cannot run them around
+    the human who must approve them."""
+    approvals = runtime.approvals
+    if approvals is None:
+        return tools
+    always = {name for name, policy in approvals.policies.items() if policy == "always"}
+    return [NeedsApproval(t) if t.name in always else t for t in tools]

@@ -354,3 +354,57 @@ async def test_a_resumed_turn_uses_the_journalled_result_of_a_call_that_ran(
     tool_message = next(m for m in last if m["role"] == "tool")
     assert tool_message["content"] == "appended hello (the first run)"
     assert lines(target) == 0  # not run again
+
+
+async def test_two_waiting_calls_of_one_step_resume_once_both_are_decided(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "out.txt"
+    both = Reply(
+        tool_calls=[
+            ScriptedToolCall(name="file_append", arguments={"line": "a"}, id="c1"),
+            ScriptedToolCall(name="file_append", arguments={"line": "b"}, id="c2"),
+        ]
+    )
+    async with ScriptedLLMServer() as server, provider_for(server) as llm:
+        server.push(both, Reply(text="One of two."))
+        agent = agent_for(llm, tmp_path, target)
+        async with (
+            hosting(tmp_path, agent) as (bus, _, store),
+            bus.subscribe("test.answers") as answers,
+            bus.subscribe("agent.writer.stream") as stream,
+        ):
+            await bus.publish("ask.x", ask("write both"))
+            end = msgspec.json.decode((await next_of(stream, "turn.end")).payload, type=TurnOutcome)
+            first, second = end.approval_ids
+            await store.approve(first)
+            assert server.remaining == 1  # still waiting for the second decision
+            await store.deny(second, note="only one")
+            reply = await next_of(answers, "agent.answer")
+        tools = [m for m in server.requests[-1].messages if m["role"] == "tool"]
+    assert reply.payload == b"One of two."
+    assert [t["tool_call_id"] for t in tools] == ["c1", "c2"]
+    assert "denied by a human reviewer (only one)" in tools[1]["content"]
+    assert target.read_text() == "a\n"
+
+
+async def test_a_guarded_tool_runs_only_behind_a_gate(tmp_path: Path) -> None:
+    from loom.runtime.tools import NeedsApproval, ToolPermissionDenied, ToolRegistry
+
+    target = tmp_path / "out.txt"
+    registry = ToolRegistry()
+    registry.register(NeedsApproval(append_tool(target)))
+    with pytest.raises(ToolPermissionDenied, match="waits for a human's approval"):
+        await registry.call("file.append", {"line": "x"})
+    assert lines(target) == 0
+    async with ScriptedLLMServer() as server, provider_for(server) as llm:
+        server.push(call_append("y"), Reply(text="ok"))
+        agent = CognitiveAgent("writer", llm=llm, tools=registry, topics=["ask.*"])
+        async with (
+            hosting(tmp_path, agent) as (bus, _, store),
+            bus.subscribe("test.answers") as answers,
+        ):
+            await bus.publish("ask.x", ask("write"))  # no approval needed by this agent
+            assert (await next_of(answers, "agent.answer")).payload == b"ok"
+            assert await store.list(status=None) == []
+    assert lines(target) == 1

@@ -187,5 +187,13 @@ async def test_fs_write_waits_by_default_only_beyond_loopback(tmp_path: Path) ->
         await server.wait_for(r"approvals in .* \(0 pending; fs\.write never\)")
     token = secrets.token_urlsafe(32)
     env = clean_env(LOOM_TOKEN=token)
-    async with loom_serve(tmp_path, "--host", "0.0.0.0", env=env) as (server, _address):
+    async with loom_serve(tmp_path, "--host", "0.0.0.0", env=env) as (server, address):
         await server.wait_for(r"approvals in .* \(0 pending; fs\.write always\)")
+        # Around the gate (no turn to wait in): refused, nothing written.
+        direct = await loom(
+            "call", "fs.write", '{"path": "x.txt", "content": "x"}', "-a", address, cwd=tmp_path,
+            env=env,
+        )  # fmt: skip
+        assert direct.returncode == 1
+        assert "fs.write: waits for a human's approval on this server" in direct.stderr.decode()
+    assert not (ws / "x.txt").exists()
