@@ -695,6 +695,11 @@ def _status_lines(address: str, s: ServerStatus) -> list[tuple[str, str]]:
             "bytes)",
         ),
         ("nats", _nats_line(s)),
+        (
+            "approvals",
+            f"{s.approvals_pending} waiting (since start: {s.approvals_approved} approved, "
+            f"{s.approvals_denied} denied, {s.approvals_expired} expired)",
+        ),
         # Counts above are of the namespace only, for a tenant's token: say so.
         *([("namespace", f"{s.namespace} (the counts above are its own)")] if s.namespace else []),
     ]

@@ -83,6 +83,8 @@ async def test_an_approval_answered_after_a_restart_runs_the_tool_once(tmp_path:
             await server.wait_for(r"approvals in .* \(1 pending")
             (pending,) = await _approvals(address, tmp_path)
             assert pending["id"] == approval_id
+            status = await loom("status", "-a", address, cwd=tmp_path)
+            assert "approvals:   1 waiting (since start: 0 approved" in status.stdout.decode()
             assert (pending["agent_id"], pending["thread_id"]) == ("writer", "default")
             assert pending["arguments"]["content"] == "hello\n"
             approved = await loom(
