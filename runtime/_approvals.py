@@ -505,11 +505,15 @@ class Approvals:
 
     async def wait(self, approval_id: str) -> ApprovalRecord:
         """Wait until ``approval_id`` is decided; return its record."""
+        full_id = (await self.get(approval_id)).id
         while True:
-            rec = await self.get(approval_id)
+            # Registered before the read: a decision made after it sets this event.
+            event = self._waiters.setdefault(full_id, anyio.Event())
+            rec = await self.get(full_id)
             if rec.status != "pending":
+                if self._waiters.get(full_id) is event:
+                    del self._waiters[full_id]
                 return rec
-            event = self._waiters.setdefault(rec.id, anyio.Event())
             await event.wait()
 
     async def _decide(

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from loom.bridge import AdminClient
 from loom.runtime.testing import Reply, ScriptedLLMServer, ScriptedToolCall
 
 from ._cli_support import clean_env, loom, loom_serve
@@ -102,6 +103,13 @@ async def test_an_approval_answered_after_a_restart_runs_the_tool_once(tmp_path:
                 "looks fine",
                 True,
             )
+            # approval.requested and approval.decided are in the durable log, across the restart.
+            async with AdminClient(address) as admin:
+                stored = [d async for d in admin.replay("approval.>")]
+            assert [(d.topic, d.event.metadata["approval_id"]) for d in stored] == [
+                ("approval.requested", approval_id),
+                ("approval.decided", approval_id),
+            ]
         # The model saw the tool's result and answered.
         assert llm.remaining == 0
         tool_message = next(m for m in llm.requests[1].messages if m["role"] == "tool")
