@@ -408,3 +408,28 @@ async def test_a_guarded_tool_runs_only_behind_a_gate(tmp_path: Path) -> None:
             assert (await next_of(answers, "agent.answer")).payload == b"ok"
             assert await store.list(status=None) == []
     assert lines(target) == 1
+
+
+async def test_a_decision_made_while_the_agent_is_stopped_resumes_when_it_starts(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "out.txt"
+    async with ScriptedLLMServer() as server, provider_for(server) as llm:
+        server.push(call_append("later"), Reply(text="Done after the restart."))
+        async with (
+            hosting(tmp_path, agent_for(llm, tmp_path, target)) as (bus, runtime, store),
+            bus.subscribe("test.answers") as answers,
+            bus.subscribe("approval.requested") as requested,
+        ):
+            await bus.publish("ask.x", ask("write later"))
+            record = msgspec.json.decode(
+                (await next_of(requested, "approval.requested")).payload, type=ApprovalRecord
+            )
+            await runtime.delete("writer")
+            await store.approve(record.id)  # nobody is there to resume it
+            assert not (await store.get(record.id)).resumed
+            # A new instance of the agent (a restart): it finds the decision and goes on.
+            await runtime.start(agent_for(llm, tmp_path, target))
+            reply = await next_of(answers, "agent.answer")
+            assert reply.payload == b"Done after the restart."
+    assert lines(target) == 1
