@@ -14,6 +14,7 @@ from loom.runtime.lowlevel import set_public_module as _set_public_module
 from ._admin import AdminClient as AdminClient
 from ._admin import PublishOutcome as PublishOutcome
 from ._admin import Rejection as Rejection
+from ._approvals_service import ApprovalsClient as ApprovalsClient
 from ._auth import TLSConfig as TLSConfig
 from ._auth import is_loopback as is_loopback
 from ._auth import token_weakness as token_weakness
@@ -84,6 +85,7 @@ __all__ = [
     "AgentRegistration",
     "AgentReleased",
     "AgentUnresponsive",
+    "ApprovalsClient",
     "Backoff",
     "BindError",
     "BridgeClient",

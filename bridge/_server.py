@@ -24,6 +24,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # type: ignore[i
 from grpc_reflection.v1alpha import reflection  # type: ignore[import-untyped]
 
 from loom.bridge._generated import (
+    approvals_pb2,
+    approvals_pb2_grpc,
     bridge_pb2,
     bridge_pb2_grpc,
     bus_pb2,
@@ -48,6 +50,7 @@ from loom.runtime import (
 )
 from loom.runtime.lowlevel import RemoteTool
 
+from ._approvals_service import ApprovalsServicer
 from ._auth import TLSConfig, TokenInterceptor, certificate_names, check_bind
 from ._calls import serve_tool_call
 from ._directory_service import DirectoryService
@@ -95,6 +98,8 @@ SERVICE_NAMES = (
 _LLM_SERVICE = SERVICE_NAMES[-1]
 MEMORY_SERVICE = memory_pb2.DESCRIPTOR.services_by_name["MemoryService"].full_name
 """The original Loom's ``MemoryService`` (``bridge/_memory_service.py``)."""
+APPROVALS_SERVICE = approvals_pb2.DESCRIPTOR.services_by_name["Approvals"].full_name
+"""``loom.v1.Approvals``: human approval of tool calls (``bridge/_approvals_service.py``)."""
 
 _Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -471,7 +476,7 @@ class BridgeServer:
                 PlanMemory(IN_MEMORY) if data_dir is None else PlanMemory.in_data_dir(data_dir)
             )
         self.memory = memory
-        self.services = (*SERVICE_NAMES, MEMORY_SERVICE)
+        self.services = (*SERVICE_NAMES, MEMORY_SERVICE, APPROVALS_SERVICE)
         self.hub = Hub(runtime, self.limits, settle_s=settle_s)
         self.hub.bind_agent_ids = tls is not None and tls.bind_agent_ids
         self.hub.admin_token = admin_token
@@ -530,6 +535,8 @@ class BridgeServer:
         llm_pb2_grpc.add_LLMServicer_to_server(llm, target)
         memory = MemoryServicer(self.hub, self.memory)
         memory_pb2_grpc.add_MemoryServiceServicer_to_server(memory, target)
+        approvals = ApprovalsServicer(self.hub)
+        approvals_pb2_grpc.add_ApprovalsServicer_to_server(approvals, target)
         self._health = _Health(self.services)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, target)
         reflection.enable_server_reflection(

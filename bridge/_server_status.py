@@ -16,6 +16,7 @@ import grpc.aio
 import msgspec
 
 from loom.bridge._generated import server_pb2, server_pb2_grpc
+from loom.runtime import Approvals
 
 from ._cache_status import LLMCacheTotals, cache_totals_from_proto, cache_totals_to_proto
 from ._tenants import agent_inside, namespace_stats, tool_inside
@@ -73,6 +74,10 @@ class ServerStatus(msgspec.Struct, frozen=True, kw_only=True):
         in_flight_bytes: their encoded bytes (each stream's within its byte window).
         llm_cache: the response cache's counters summed over the cached providers (zero for
             a tenant's token, and without a cached provider).
+        approvals_pending: tool calls waiting for a human's approval now.
+        approvals_approved: approvals approved since the server started (0 for a tenant).
+        approvals_denied: denied since then (0 for a tenant).
+        approvals_expired: denied by their deadline since then (0 for a tenant).
     """
 
     version: str
@@ -98,6 +103,10 @@ class ServerStatus(msgspec.Struct, frozen=True, kw_only=True):
     in_flight: int = 0
     in_flight_bytes: int = 0
     llm_cache: LLMCacheTotals = LLMCacheTotals()
+    approvals_pending: int = 0
+    approvals_approved: int = 0
+    approvals_denied: int = 0
+    approvals_expired: int = 0
 
 
 class NatsInfo(Protocol):
@@ -152,6 +161,7 @@ class ServerService(server_pb2_grpc.ServerServicer):
             stream = session.statistics()
             in_flight += stream.in_flight
             in_flight_bytes += stream.in_flight_bytes
+        approvals = await _approval_counts(runtime.approvals, namespace)
         return server_pb2.ServerStatus(
             version=self.version,
             started_ms=self.started_ms,
@@ -180,7 +190,24 @@ class ServerService(server_pb2_grpc.ServerServicer):
             in_flight_bytes=in_flight_bytes,
             # The cache does not count by namespace: a tenant sees none of it.
             **(cache_totals_to_proto(runtime.llm) if namespace is None else {}),
+            approvals_pending=approvals[0],
+            approvals_approved=approvals[1],
+            approvals_denied=approvals[2],
+            approvals_expired=approvals[3],
         )
+
+
+async def _approval_counts(
+    store: Approvals | None, namespace: str | None
+) -> tuple[int, int, int, int]:
+    """Pending, approved, denied, expired (a tenant: its agents' pending ones only)."""
+    if store is None:
+        return (0, 0, 0, 0)
+    if namespace is not None:
+        pending = await store.list()
+        return (sum(agent_inside(namespace, r.agent_id) for r in pending), 0, 0, 0)
+    s = store.statistics()
+    return (s.pending, s.approved, s.denied, s.expired)
 
 
 def server_status_from_proto(msg: server_pb2.ServerStatus) -> ServerStatus:
@@ -209,4 +236,8 @@ def server_status_from_proto(msg: server_pb2.ServerStatus) -> ServerStatus:
         in_flight=msg.in_flight,
         in_flight_bytes=msg.in_flight_bytes,
         llm_cache=cache_totals_from_proto(msg),
+        approvals_pending=msg.approvals_pending,
+        approvals_approved=msg.approvals_approved,
+        approvals_denied=msg.approvals_denied,
+        approvals_expired=msg.approvals_expired,
     )

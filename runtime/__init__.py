@@ -9,6 +9,15 @@ subpackages.
 from ._agent_errors import AgentExists as AgentExists
 from ._agent_errors import AgentNotFound as AgentNotFound
 from ._agent_errors import AgentStartFailed as AgentStartFailed
+from ._approvals import ApprovalAlreadyDecided as ApprovalAlreadyDecided
+from ._approvals import ApprovalCall as ApprovalCall
+from ._approvals import ApprovalChange as ApprovalChange
+from ._approvals import ApprovalNotFound as ApprovalNotFound
+from ._approvals import ApprovalPolicy as ApprovalPolicy
+from ._approvals import ApprovalRecord as ApprovalRecord
+from ._approvals import Approvals as Approvals
+from ._approvals import ApprovalStats as ApprovalStats
+from ._approvals import ApprovalStatus as ApprovalStatus
 from ._behaviour import AgentSpec as AgentSpec
 from ._behaviour import Behaviour as Behaviour
 from ._bus import EventBus as EventBus
@@ -83,6 +92,15 @@ __all__ = [
     "AgentStartFailed",
     "AgentStats",
     "AgentStatus",
+    "ApprovalAlreadyDecided",
+    "ApprovalCall",
+    "ApprovalChange",
+    "ApprovalNotFound",
+    "ApprovalPolicy",
+    "ApprovalRecord",
+    "ApprovalStats",
+    "ApprovalStatus",
+    "Approvals",
     "BarrierAborted",
     "BarrierMismatch",
     "Behaviour",

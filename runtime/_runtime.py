@@ -20,6 +20,7 @@ from anyio.abc import TaskGroup
 from opentelemetry.metrics import Histogram, MeterProvider
 
 from ._agent_errors import AgentExists, AgentNotFound, AgentStartFailed
+from ._approvals import Approvals
 from ._behaviour import AgentSpec, HasAgentSpec
 from ._bus import EventBus
 from ._cell import Cell, current_cell
@@ -224,6 +225,9 @@ class AgentRuntime:
         self.stale_after_s = stale_after_s
         self.sweep_interval_s = sweep_interval_s
         self.llm = llm
+        self.approvals: Approvals | None = None
+        """Where tool calls wait for a human (``loom serve`` opens it in its data directory;
+        ``None``: no agent of this runtime may ask for approval). ``docs/guardrails.md``."""
         self._cells: dict[str, Cell] = {}
         self._tg: TaskGroup | None = None
         self._closing = False

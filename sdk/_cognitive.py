@@ -30,12 +30,19 @@ What happens to an event, in order:
    payload. ``metadata`` says ``outcome``, ``iterations`` and, on failure, ``error``. An event
    that names neither ``reply_to`` nor a sender gets no reply; its answer is still in the
    ``turn.end`` event and in the memory.
+
+A turn whose tool calls need a human's approval (``approval=``, or the runtime's policies:
+``docs/guardrails.md``) ends ``waiting_approval``: its ``turn.end`` says so, no reply goes
+out, and the worker is free. When every approval of it is decided, the runtime puts an
+``approval.decided`` event in the agent's mailbox and the turn resumes from its saved state
+(:meth:`CognitiveAgent.resume`); its reply then goes to the original event. Decisions made
+while the agent was not running are resumed when it starts.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -43,13 +50,24 @@ import anyio
 import msgspec
 from opentelemetry.trace import TracerProvider
 
-from loom.runtime import Context, Event, InvalidArgument, QoS, SupervisionPolicy
+from loom.runtime import (
+    ApprovalPolicy,
+    ApprovalRecord,
+    Approvals,
+    Context,
+    Event,
+    InvalidArgument,
+    QoS,
+    SupervisionPolicy,
+)
 from loom.runtime.cognition import (
+    ApprovalGate,
     Loop,
     LoopConfig,
     PeerCapabilities,
     PeerSource,
     RemotePeers,
+    SavedTurn,
     StrategyName,
     Toolset,
     Turn,
@@ -57,9 +75,9 @@ from loom.runtime.cognition import (
     TurnUpdate,
 )
 from loom.runtime.llm import LLM, ModelRouter, NoModelConfigured, RouteDecision
-from loom.runtime.lowlevel import reply_topic
+from loom.runtime.lowlevel import mailbox_topic, reply_topic
 from loom.runtime.memory import AgentContext, InMemoryStore, MemoryStore, SQLiteStore
-from loom.runtime.tools import Tool, ToolRegistry
+from loom.runtime.tools import EffectJournal, Tool, ToolRegistry
 
 from ._agent import Agent
 
@@ -69,6 +87,8 @@ DEFAULT_THREAD = "default"
 """The conversation of events that carry no thread id."""
 
 _encoder = msgspec.json.Encoder(enc_hook=str)
+
+OnUpdate = Callable[[TurnUpdate], Awaitable[None]]
 
 
 class CognitiveAgent(Agent):
@@ -99,6 +119,15 @@ class CognitiveAgent(Agent):
             opened on start and closed on stop). Without ``memory`` or ``data_dir``, memory
             lives in process and ends with the instance.
         stream_topic: where partial output goes (default ``agent.{id}.stream``).
+        approval: an approval policy per tool name (``"always"``, ``"never"`` or a callable
+            on the :class:`~loom.runtime.ApprovalCall`), over the runtime's own
+            (``runtime.approvals.policies``). A call that needs approval waits in
+            ``runtime.approvals``; the agent needs a runtime that has one.
+        approval_timeout_s: how long each approval waits before it counts as denied
+            (default: the store's, 1 h).
+        journal: run every tool call through an effect journal in ``data_dir``
+            (``effects.sqlite3``), so a resumed or redelivered turn never runs a call twice.
+            Needs ``data_dir``.
         tracer_provider: where ``invoke_agent {agent}`` spans go.
         topics, capabilities, qos, mailbox_size, max_concurrency, policy, metadata: as for
             :class:`~loom.Agent`.
@@ -124,6 +153,9 @@ class CognitiveAgent(Agent):
         memory: MemoryStore | None = None,
         data_dir: str | os.PathLike[str] | None = None,
         stream_topic: str | None = None,
+        approval: Mapping[str, ApprovalPolicy] | None = None,
+        approval_timeout_s: float | None = None,
+        journal: bool = False,
         tracer_provider: TracerProvider | None = None,
         topics: Iterable[str] | None = None,
         capabilities: Iterable[Tool] = (),
@@ -145,6 +177,8 @@ class CognitiveAgent(Agent):
         )
         if memory is not None and data_dir is not None:
             raise InvalidArgument("give a CognitiveAgent memory or data_dir, not both")
+        if journal and data_dir is None:
+            raise InvalidArgument("a CognitiveAgent's effect journal (journal=True) needs data_dir")
         shortcuts = {
             "system_prompt": system_prompt,
             "strategy": strategy,
@@ -172,6 +206,12 @@ class CognitiveAgent(Agent):
         self._owns_store = False
         self._loop: Loop | None = None
         self._turns: dict[str, Turn] = {}
+        self._approval = dict(approval or {})
+        self._approval_timeout_s = approval_timeout_s
+        self._use_journal = journal
+        self._journal: EffectJournal | None = None
+        self._approvals: Approvals | None = None
+        self._resuming: set[str] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -199,14 +239,47 @@ class CognitiveAgent(Agent):
         if isinstance(model, ModelRouter):
             # Published after each turn as llm.route debug events (see respond()).
             model.add_decision_listener(self._decisions.append)
+        if self._use_journal and self._data_dir is not None:
+            self._journal = await EffectJournal.open(EffectJournal.in_data_dir(self._data_dir))
         self._loop = Loop(
             model,
             tools=toolset,
             config=self.config,
             tracer_provider=self._tracer_provider or ctx.tracer_provider,
             agent_id=self.agent_id,
+            journal=self._journal,
+            approval=self._gate(ctx),
         )
         await super().on_start(ctx)
+        if self._approvals is not None:
+            # Decisions made while this agent was not running: each turn resumes through
+            # the mailbox, as a live decision does, in a worker.
+            turns = {r.turn_id: r for r in await self._approvals.unresumed(self.agent_id)}
+            for record in turns.values():
+                await ctx.emit(
+                    mailbox_topic(self.agent_id),
+                    msgspec.json.encode(record),
+                    type="approval.decided",
+                )
+
+    def _gate(self, ctx: Context) -> ApprovalGate | None:
+        """The approval gate of the runtime's store, with the runtime's policies and the
+        agent's own over them (``None``: the runtime has no store and the agent asks for
+        nothing)."""
+        runtime = ctx.runtime
+        approvals = self._approvals = runtime.approvals if runtime is not None else None
+        if approvals is None:
+            if any(p != "never" for p in self._approval.values()):
+                raise InvalidArgument(
+                    f"agent {self.agent_id} asks for approval of tool calls and its runtime "
+                    "has no approval store (runtime.approvals; loom serve opens one)"
+                )
+            return None
+        return ApprovalGate(
+            approvals,
+            {**approvals.policies, **self._approval},
+            timeout_s=self._approval_timeout_s,
+        )
 
     async def on_stop(self, ctx: Context) -> None:
         """The user's ``on_stop``, then close the memory (when the agent opened it).
@@ -215,6 +288,9 @@ class CognitiveAgent(Agent):
         ``stop_timeout_s``); turns still running in other tasks are cancelled first.
         """
         self.cancel()
+        journal, self._journal = self._journal, None
+        if journal is not None:
+            await journal.aclose()
         if isinstance(self._model, ModelRouter):
             self._model.remove_decision_listener(self._decisions.append)
         try:
@@ -241,7 +317,12 @@ class CognitiveAgent(Agent):
         return model
 
     async def on_event(self, ctx: Context, topic: str, event: Event) -> None:
-        """Answer ``event`` with one turn (see :meth:`respond`)."""
+        """Answer ``event`` with one turn (see :meth:`respond`); an ``approval.decided``
+        event in the mailbox resumes the turn it names (see :meth:`resume`)."""
+        if event.type == "approval.decided" and topic == mailbox_topic(self.agent_id):
+            record = msgspec.json.decode(event.payload, type=ApprovalRecord)
+            await self.resume(ctx, record.turn_id)
+            return
         await self.respond(ctx, event)
 
     # ------------------------------------------------------------------ turns
@@ -280,6 +361,45 @@ class CognitiveAgent(Agent):
             raise InvalidArgument(f"agent {self.agent_id} has not started")
         thread = event.envelope.thread_id or DEFAULT_THREAD
         context = AgentContext(store, agent_id=self.agent_id, thread_id=thread)
+        if self._remote_peers is not None:
+            await self._remote_peers.refresh()  # the tools the server offers now
+        updates = self._updates(ctx, thread, event)
+        turn = loop.turn(context, self.perceive(event), event=event, on_update=updates)
+        return await self._run_turn(ctx, turn, thread, event)
+
+    async def resume(self, ctx: Context, turn_id: str) -> TurnOutcome | None:
+        """Resume the turn ``turn_id`` that waits for approval, once every approval of it is
+        decided; publish and reply as :meth:`respond` does.
+
+        The store says what to do, not the event that woke the agent: a turn with an
+        approval still pending, already resumed, or being resumed by another worker is left
+        alone (``None``).
+        """
+        loop, store, approvals = self._loop, self._store, self._approvals
+        if loop is None or store is None or approvals is None or turn_id in self._resuming:
+            return None
+        records = await approvals.for_turn(self.agent_id, turn_id)
+        if not records or any(r.status == "pending" for r in records):
+            return None
+        if all(r.resumed for r in records):
+            return None
+        self._resuming.add(turn_id)
+        try:
+            saved = SavedTurn.decode(await approvals.state(records[0].id))
+            thread = records[0].thread_id
+            context = AgentContext(store, agent_id=self.agent_id, thread_id=thread)
+            event = saved.event if saved.event is not None else Event(id=turn_id)
+            updates = self._updates(ctx, thread, event)
+            turn = loop.resume(context, saved, records, on_update=updates)
+            outcome = await self._run_turn(ctx, turn, thread, event)
+            # After the reply: a crash before this line resumes the turn again at the next
+            # start (the effect journal keeps its tools from running twice).
+            await approvals.mark_resumed(self.agent_id, turn_id)
+            return outcome
+        finally:
+            self._resuming.discard(turn_id)
+
+    def _updates(self, ctx: Context, thread: str, event: Event) -> OnUpdate:
         stream_topic = self.stream_topic
         stream_metadata = {"thread_id": thread, "event_id": event.id}
 
@@ -291,9 +411,11 @@ class CognitiveAgent(Agent):
                 metadata=stream_metadata,
             )
 
-        if self._remote_peers is not None:
-            await self._remote_peers.refresh()  # the tools the server offers now
-        turn = loop.turn(context, self.perceive(event), event=event, on_update=on_update)
+        return on_update
+
+    async def _run_turn(self, ctx: Context, turn: Turn, thread: str, event: Event) -> TurnOutcome:
+        stream_topic = self.stream_topic
+        stream_metadata = {"thread_id": thread, "event_id": event.id}
         self._turns[thread] = turn
         try:
             outcome = await turn.run()
@@ -313,7 +435,8 @@ class CognitiveAgent(Agent):
         await ctx.emit(
             stream_topic, _encoder.encode(outcome), type="turn.end", metadata=stream_metadata
         )
-        await self._reply(ctx, event, outcome)
+        if outcome.kind != "waiting_approval":  # its reply goes out when it resumes
+            await self._reply(ctx, event, outcome)
         return outcome
 
     async def _reply(self, ctx: Context, event: Event, outcome: TurnOutcome) -> None:

@@ -61,6 +61,7 @@ _CORE = (
 _BUS = ("_bus", "_subscription", "_stats", "_waiter", "_transport", "_durable", "_durable_sub")
 _ACTORS = (
     "_agent_errors",
+    "_approvals",
     "_behaviour",
     "_context",
     "_cell",

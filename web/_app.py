@@ -198,6 +198,24 @@ def create_app(
     async def api_dead_letters(request: Request) -> Response:
         return _Json(await views.durable(runtime, observer))
 
+    async def api_approvals(request: Request) -> Response:
+        return _Json(await views.approvals(runtime, request.query_params.get("status", "")))
+
+    async def api_decide(request: Request) -> Response:
+        # A decision changes things: only the dashboard's own script, which sends this header,
+        # may make one. A form or a link on another site cannot set it (nor, without CORS,
+        # can its script), so the session cookie alone never approves anything.
+        if request.headers.get("x-loom-dashboard") != "1":
+            return _Json({"error": "decisions need the x-loom-dashboard header"}, 403)
+        try:
+            note = msgspec.json.decode(await request.body() or b"{}").get("note", "")
+        except (msgspec.DecodeError, AttributeError):
+            return _Json({"error": 'the body is a JSON object: {"note": "..."}'}, 400)
+        status, body = await views.decide(
+            runtime, request.path_params["approval_id"], request.path_params["verdict"], str(note)
+        )
+        return _Json(body, status)
+
     async def api_tail(request: Request) -> Response:
         pattern = request.query_params.get("pattern") or ">"
         if len(tails.open) >= tails.limit:
@@ -234,6 +252,8 @@ def create_app(
         Route("/api/policies", guarded(api_policies)),
         Route("/api/tail", guarded(api_tail)),
         *(a2a.routes(auth) if a2a is not None else ()),
+        Route("/api/approvals", guarded(api_approvals)),
+        Route("/api/approvals/{approval_id}/{verdict}", guarded(api_decide), methods=["POST"]),
     ]
     return Starlette(routes=routes)
 

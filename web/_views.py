@@ -6,13 +6,24 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from loom.runtime import AgentRuntime, LoomError, pattern_matches
+import msgspec
+
+from loom.runtime import (
+    AgentRuntime,
+    ApprovalAlreadyDecided,
+    ApprovalNotFound,
+    InvalidArgument,
+    LoomError,
+    pattern_matches,
+)
 
 from ._observer import Observer, event_json
 
 __all__ = [
     "agent_detail",
     "agents",
+    "approvals",
+    "decide",
     "durable",
     "policies",
     "timeline",
@@ -350,3 +361,44 @@ async def durable(runtime: AgentRuntime, observer: Observer, *, limit: int = 200
     except (LoomError, OSError) as exc:  # the log's server away: say so, show the rest
         out["error"] = str(exc)
     return out
+
+
+# ---------------------------------------------------------------- approvals
+
+_STATUSES = ("pending", "approved", "denied", "expired")
+
+
+async def approvals(runtime: AgentRuntime, status: str = "pending") -> dict[str, Any]:
+    """The tool calls waiting for a human (or of ``status``; ``all``), from
+    ``runtime.approvals``; ``enabled`` is false when the runtime keeps none."""
+    store = runtime.approvals
+    if store is None:
+        return {"enabled": False, "approvals": []}
+    wanted = None if status == "all" else status if status in _STATUSES else "pending"
+    records = await store.list(status=wanted)  # type: ignore[arg-type]
+    return {
+        "enabled": True,
+        "approvals": [msgspec.to_builtins(r) for r in records],
+        "statistics": msgspec.to_builtins(store.statistics()),
+    }
+
+
+async def decide(
+    runtime: AgentRuntime, approval_id: str, verdict: str, note: str
+) -> tuple[int, dict[str, Any]]:
+    """Approve or deny ``approval_id`` from the dashboard: the HTTP status and the body."""
+    store = runtime.approvals
+    if store is None:
+        return 404, {"error": "this server keeps no approvals"}
+    if verdict not in ("approve", "deny"):
+        return 404, {"error": "approve or deny"}
+    decide_ = store.approve if verdict == "approve" else store.deny
+    try:
+        record = await decide_(approval_id, note=note, by="dashboard")
+    except ApprovalNotFound as exc:
+        return 404, {"error": str(exc)}
+    except ApprovalAlreadyDecided as exc:
+        return 409, {"error": str(exc)}
+    except InvalidArgument as exc:
+        return 400, {"error": str(exc)}
+    return 200, msgspec.to_builtins(record)

@@ -9,7 +9,7 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ServerStatus(_message.Message):
-    __slots__ = ("version", "started_ms", "uptime_ms", "agents", "connected", "topics", "subscriptions", "published", "dropped", "unrouted", "tool_calls", "tool_calls_running", "pending_tool_calls", "stale_after_ms", "nats_mode", "nats_url", "nats_store_dir", "nats_connected", "nats_restarts", "namespace", "in_flight", "in_flight_bytes", "llm_cache_hits", "llm_cache_misses", "llm_cache_saved_tokens", "llm_cache_entries", "llm_cache_bytes")
+    __slots__ = ("version", "started_ms", "uptime_ms", "agents", "connected", "topics", "subscriptions", "published", "dropped", "unrouted", "tool_calls", "tool_calls_running", "pending_tool_calls", "stale_after_ms", "nats_mode", "nats_url", "nats_store_dir", "nats_connected", "nats_restarts", "namespace", "in_flight", "in_flight_bytes", "llm_cache_hits", "llm_cache_misses", "llm_cache_saved_tokens", "llm_cache_entries", "llm_cache_bytes", "approvals_pending", "approvals_approved", "approvals_denied", "approvals_expired")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STARTED_MS_FIELD_NUMBER: _ClassVar[int]
     UPTIME_MS_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +37,10 @@ class ServerStatus(_message.Message):
     LLM_CACHE_SAVED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     LLM_CACHE_ENTRIES_FIELD_NUMBER: _ClassVar[int]
     LLM_CACHE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    APPROVALS_PENDING_FIELD_NUMBER: _ClassVar[int]
+    APPROVALS_APPROVED_FIELD_NUMBER: _ClassVar[int]
+    APPROVALS_DENIED_FIELD_NUMBER: _ClassVar[int]
+    APPROVALS_EXPIRED_FIELD_NUMBER: _ClassVar[int]
     version: str
     started_ms: int
     uptime_ms: int
@@ -64,4 +68,8 @@ class ServerStatus(_message.Message):
     llm_cache_saved_tokens: int
     llm_cache_entries: int
     llm_cache_bytes: int
-    def __init__(self, version: _Optional[str] = ..., started_ms: _Optional[int] = ..., uptime_ms: _Optional[int] = ..., agents: _Optional[int] = ..., connected: _Optional[int] = ..., topics: _Optional[int] = ..., subscriptions: _Optional[int] = ..., published: _Optional[int] = ..., dropped: _Optional[int] = ..., unrouted: _Optional[int] = ..., tool_calls: _Optional[int] = ..., tool_calls_running: _Optional[int] = ..., pending_tool_calls: _Optional[int] = ..., stale_after_ms: _Optional[int] = ..., nats_mode: _Optional[str] = ..., nats_url: _Optional[str] = ..., nats_store_dir: _Optional[str] = ..., nats_connected: _Optional[bool] = ..., nats_restarts: _Optional[int] = ..., namespace: _Optional[str] = ..., in_flight: _Optional[int] = ..., in_flight_bytes: _Optional[int] = ..., llm_cache_hits: _Optional[int] = ..., llm_cache_misses: _Optional[int] = ..., llm_cache_saved_tokens: _Optional[int] = ..., llm_cache_entries: _Optional[int] = ..., llm_cache_bytes: _Optional[int] = ...) -> None: ...
+    approvals_pending: int
+    approvals_approved: int
+    approvals_denied: int
+    approvals_expired: int
+    def __init__(self, version: _Optional[str] = ..., started_ms: _Optional[int] = ..., uptime_ms: _Optional[int] = ..., agents: _Optional[int] = ..., connected: _Optional[int] = ..., topics: _Optional[int] = ..., subscriptions: _Optional[int] = ..., published: _Optional[int] = ..., dropped: _Optional[int] = ..., unrouted: _Optional[int] = ..., tool_calls: _Optional[int] = ..., tool_calls_running: _Optional[int] = ..., pending_tool_calls: _Optional[int] = ..., stale_after_ms: _Optional[int] = ..., nats_mode: _Optional[str] = ..., nats_url: _Optional[str] = ..., nats_store_dir: _Optional[str] = ..., nats_connected: _Optional[bool] = ..., nats_restarts: _Optional[int] = ..., namespace: _Optional[str] = ..., in_flight: _Optional[int] = ..., in_flight_bytes: _Optional[int] = ..., llm_cache_hits: _Optional[int] = ..., llm_cache_misses: _Optional[int] = ..., llm_cache_saved_tokens: _Optional[int] = ..., llm_cache_entries: _Optional[int] = ..., llm_cache_bytes: _Optional[int] = ..., approvals_pending: _Optional[int] = ..., approvals_approved: _Optional[int] = ..., approvals_denied: _Optional[int] = ..., approvals_expired: _Optional[int] = ...) -> None: ...

@@ -9,6 +9,8 @@ capabilities (:class:`PeerCapabilities`). Semantics in ``docs/cognition.md``.
 """
 
 from .._public import set_public_module as _set_public_module
+from ._approval import ApprovalGate as ApprovalGate
+from ._approval import SavedTurn as SavedTurn
 from ._loop import Loop as Loop
 from ._loop import LoopConfig as LoopConfig
 from ._loop import OutcomeKind as OutcomeKind
@@ -35,12 +37,14 @@ from ._toolset import TurnTools as TurnTools
 
 __all__ = [
     "FINAL_ANSWER",
+    "ApprovalGate",
     "Loop",
     "LoopConfig",
     "OutcomeKind",
     "PeerCapabilities",
     "PeerSource",
     "RemotePeers",
+    "SavedTurn",
     "StrategyName",
     "TextChunk",
     "TextStep",

@@ -35,6 +35,7 @@ from opentelemetry.trace import (
     use_span,
 )
 
+from .._approvals import ApprovalCall, ApprovalRecord
 from .._errors import InvalidArgument, LoomError
 from .._event import Event
 from .._ids import new_id
@@ -53,7 +54,14 @@ from ..llm import (
     llm_namespace,
 )
 from ..memory import AgentContext, ContextItem, ItemKind, Role, arguments_text
-from ..tools import ToolError, tool_output_sink
+from ..tools import EffectJournal, ToolError, approval_ruled, tool_output_sink
+from ._approval import (
+    ApprovalGate,
+    SavedCall,
+    SavedResult,
+    SavedTurn,
+    denial_text,
+)
 from ._strategies import (
     COT_INSTRUCTIONS,
     StrategyName,
@@ -80,8 +88,8 @@ __all__ = [
 
 log = logging.getLogger("loom.runtime.loop")
 
-OutcomeKind = Literal["answer", "budget_exhausted", "cancelled", "error"]
-"""How a turn ended."""
+OutcomeKind = Literal["answer", "budget_exhausted", "cancelled", "error", "waiting_approval"]
+"""How a turn ended (``waiting_approval``: it stopped until humans decide; docs/guardrails.md)."""
 
 
 class LoopConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -170,6 +178,7 @@ class TurnOutcome(msgspec.Struct, frozen=True, kw_only=True):
         error: what went wrong (``error``), or why the turn stopped.
         error_type: the error's class name.
         finish_reason: the last model call's finish reason ('' when none finished).
+        approval_ids: the approvals a ``waiting_approval`` turn waits for.
     """
 
     kind: OutcomeKind
@@ -182,6 +191,7 @@ class TurnOutcome(msgspec.Struct, frozen=True, kw_only=True):
     error: str = ""
     error_type: str = ""
     finish_reason: str = ""
+    approval_ids: tuple[str, ...] = ()
 
 
 class TextChunk(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="text"):
@@ -236,6 +246,10 @@ class Loop:
         tracer_provider: where the ``invoke_agent {agent}`` spans go (none without one). Give the
             providers the same one to nest their ``chat {model}`` spans inside.
         agent_id: the agent the turns belong to (span attributes, logs).
+        journal: run every tool call through this effect journal, keyed by agent, thread,
+            turn and call id, so a resumed or redelivered turn never runs a call twice.
+        approval: which tool calls wait for a human (the turn then ends ``waiting_approval``
+            and :meth:`resume` continues it).
     """
 
     def __init__(
@@ -246,8 +260,12 @@ class Loop:
         config: LoopConfig | None = None,
         tracer_provider: TracerProvider | None = None,
         agent_id: str = "",
+        journal: EffectJournal | None = None,
+        approval: ApprovalGate | None = None,
     ) -> None:
         self.llm = llm
+        self.journal = journal
+        self.approval = approval
         self.tools = tools
         self.config = config if config is not None else LoopConfig()
         self.agent_id = agent_id
@@ -273,6 +291,22 @@ class Loop:
                 from several tasks at once.
         """
         return Turn(self, context, goal, event=event, on_update=on_update)
+
+    def resume(
+        self,
+        context: AgentContext,
+        saved: SavedTurn,
+        decisions: Sequence[ApprovalRecord],
+        *,
+        on_update: OnUpdate | None = None,
+    ) -> Turn:
+        """A turn that goes on from ``saved`` (a ``waiting_approval`` turn) with the decided
+        approvals of its step, ready to :meth:`Turn.run`: approved calls run, the others
+        answer the model with their denial, then the loop continues."""
+        turn = Turn(self, context, saved.goal, event=saved.event, on_update=on_update)
+        turn._resume = (saved, {d.call_id: d for d in decisions})
+        turn.turn_id = saved.turn_id
+        return turn
 
     async def run(
         self,
@@ -323,6 +357,9 @@ class Turn:
         self._completion_tokens = 0
         self._results: list[ToolResult] = []
         self._finish = ""
+        self._resume: tuple[SavedTurn, dict[str, ApprovalRecord]] | None = None
+        self.turn_id = event.id if event is not None else new_id()
+        """Names the turn in the effect journal and in approvals (the event's id)."""
         self.outcome: TurnOutcome | None = None
         """The outcome, once :meth:`run` has returned."""
 
@@ -423,15 +460,20 @@ class Turn:
         config = self._config
         context = self.context
         metadata = {"event_id": self._event.id} if self._event is not None else None
-        await context.record_user(self.goal, metadata=metadata)  # perceive
         react = config.strategy == "react"
         tools = self._loop.tools.snapshot() if react and self._loop.tools is not None else None
         tools = tools or EMPTY_TOOLS
         text_mode = react and len(tools) > 0 and self._loop._uses_text_tools()
+        first = 1
+        if self._resume is not None:  # the goal is in memory already: go on from the step
+            text_mode = await self._resume_step(tools, turn_span)
+            first = self._iterations + 1
+        else:
+            await context.record_user(self.goal, metadata=metadata)  # perceive
         system = self._system_prompt(tools, text_mode)
         offered = tools.specs if react and not text_mode else ()
         tracer = self._loop._tracer
-        for n in range(1, config.max_iterations + 1):
+        for n in range(first, config.max_iterations + 1):
             with tracer.start_as_current_span(
                 f"iteration[{n}]", attributes={"loom.iteration": n}
             ) as span:
@@ -460,49 +502,140 @@ class Turn:
                     if not step.calls:
                         await context.record_assistant(completion.text)
                         return self._outcome("answer", answer=step.answer)
-                    results = await self._act(step.calls, tools, n, span)
-                    await context.record_many(
-                        [
-                            _item(context, "message", "assistant", completion.text),
-                            _item(context, "observation", "user", _observations(results)),
-                        ]
-                    )
+                    try:
+                        results = await self._act(step.calls, tools, n, span)
+                    except _Suspend as wait:
+                        return await self._suspend(wait, completion.text, step.calls, True)
+                    await self._record_step(completion.text, step.calls, results, text_mode=True)
                     continue
                 calls = _unique_ids(completion.tool_calls)
                 if not calls:
                     await context.record_assistant(completion.text)
                     return self._outcome("answer", answer=completion.text)
-                results = await self._act(calls, tools, n, span)
-                items = [_item(context, "message", "assistant", completion.text)]
-                items += [
-                    _item(
-                        context,
-                        "tool_call",
-                        "assistant",
-                        arguments_text(c),
-                        tool_call_id=c.id,
-                        tool_name=c.name,
-                    )
-                    for c in calls
-                ]
-                items += [
-                    _item(
-                        context,
-                        "tool_result",
-                        "tool",
-                        r.content,
-                        tool_call_id=r.call_id,
-                        tool_name=r.name,
-                        metadata={"is_error": "true"} if r.is_error else {},
-                    )
-                    for r in results
-                ]
-                await context.record_many(items if completion.text else items[1:])
+                try:
+                    results = await self._act(calls, tools, n, span)
+                except _Suspend as wait:
+                    return await self._suspend(wait, completion.text, calls, False)
+                await self._record_step(completion.text, calls, results, text_mode=False)
         turn_span.set_attribute("loom.turn.max_iterations", config.max_iterations)
         return self._outcome(
             "budget_exhausted",
             error=f"no final answer after {config.max_iterations} model calls",
         )
+
+    async def _record_step(
+        self,
+        text: str,
+        calls: Sequence[ToolCall],
+        results: Sequence[ToolResult],
+        *,
+        text_mode: bool,
+    ) -> None:
+        context = self.context
+        if text_mode:
+            await context.record_many(
+                [
+                    _item(context, "message", "assistant", text),
+                    _item(context, "observation", "user", _observations(results)),
+                ]
+            )
+            return
+        items = [_item(context, "message", "assistant", text)]
+        items += [
+            _item(
+                context,
+                "tool_call",
+                "assistant",
+                arguments_text(c),
+                tool_call_id=c.id,
+                tool_name=c.name,
+            )
+            for c in calls
+        ]
+        items += [
+            _item(
+                context,
+                "tool_result",
+                "tool",
+                r.content,
+                tool_call_id=r.call_id,
+                tool_name=r.name,
+                metadata={"is_error": "true"} if r.is_error else {},
+            )
+            for r in results
+        ]
+        await context.record_many(items if text else items[1:])
+
+    # ------------------------------------------------------------------ approval
+
+    async def _suspend(
+        self, wait: _Suspend, text: str, calls: Sequence[ToolCall], text_mode: bool
+    ) -> TurnOutcome:
+        """Save the turn with one approval request per waiting call; end ``waiting_approval``
+        (nothing of the step is in memory yet: it is recorded whole when the turn resumes)."""
+        gate = self._loop.approval
+        assert gate is not None
+        saved = SavedTurn(
+            turn_id=self.turn_id,
+            event=self._event,
+            goal=self.goal,
+            iteration=self._iterations,
+            text=text,
+            text_mode=text_mode,
+            calls=tuple(
+                SavedCall(id=c.id, name=c.name, arguments=dict(c.arguments)) for c in calls
+            ),
+            done=tuple(_saved(r) for r in wait.done),
+            pending=tuple(c.id for c in wait.waiting),
+            results=tuple(_saved(r) for r in self._results),
+            prompt_tokens=self._prompt_tokens,
+            completion_tokens=self._completion_tokens,
+        )
+        records = await gate.suspend(
+            saved, agent_id=self._loop.agent_id, thread_id=self.context.thread_id
+        )
+        return self._outcome(
+            "waiting_approval",
+            error=f"{len(records)} tool call(s) wait for approval",
+            approval_ids=tuple(r.id for r in records),
+        )
+
+    async def _resume_step(self, tools: TurnTools, turn_span: Span) -> bool:
+        """Finish the saved step with its decisions and record it; returns its text mode."""
+        assert self._resume is not None
+        saved, decisions = self._resume
+        n = self._iterations = saved.iteration
+        self._prompt_tokens, self._completion_tokens = saved.prompt_tokens, saved.completion_tokens
+        self._results = [ToolResult(**msgspec.structs.asdict(r)) for r in saved.results]
+        done = {r.call_id: ToolResult(**msgspec.structs.asdict(r)) for r in saved.done}
+        calls = [ToolCall(id=c.id, name=c.name, arguments=c.arguments) for c in saved.calls]
+        parent = set_span_in_context(turn_span)
+        results: list[ToolResult] = []
+        for call in calls:
+            if call.id in done:
+                results.append(done[call.id])
+                continue
+            decision = decisions.get(call.id)
+            if decision is not None and decision.status == "approved":
+                results.append(await self._call_tool(call, tools, n, parent))
+                continue
+            result = ToolResult(
+                iteration=n,
+                call_id=call.id,
+                name=call.name,
+                arguments=dict(call.arguments),
+                content=denial_text(decision) if decision is not None else "not approved",
+                is_error=True,
+                error_type="ApprovalExpired"
+                if decision is not None and decision.status == "expired"
+                else "ApprovalDenied",
+            )
+            if self._on_update is not None:
+                await self._on_update(ToolFinished(result=result))
+            results.append(result)
+        self._results.extend(results)
+        await self._record_step(saved.text, calls, results, text_mode=saved.text_mode)
+        return saved.text_mode
 
     def _system_prompt(self, tools: TurnTools, text_mode: bool) -> str:
         parts = [self._config.system_prompt] if self._config.system_prompt else []
@@ -565,6 +698,8 @@ class Turn:
             )
             if self._on_update is not None:
                 await self._on_update(ToolFinished(result=result))
+        waiting = self._waiting(calls, runnable)
+        runnable = [i for i in runnable if i not in waiting]
         if len(runnable) == 1:
             i = runnable[0]
             results[i] = await self._call_tool(calls[i], tools, n, parent)
@@ -579,8 +714,29 @@ class Turn:
                 for i in runnable:
                     tg.start_soon(run, i)
         done = [r for r in results if r is not None]
+        if waiting:  # the step is finished when the turn resumes; its results are saved
+            raise _Suspend(done, [calls[i] for i in sorted(waiting)])
         self._results.extend(done)
         return done
+
+    def _waiting(self, calls: Sequence[ToolCall], runnable: list[int]) -> set[int]:
+        gate = self._loop.approval
+        if gate is None:
+            return set()
+        agent, thread = self._loop.agent_id, self.context.thread_id
+        return {
+            i
+            for i in runnable
+            if gate.needs(
+                ApprovalCall(
+                    tool=calls[i].name,
+                    arguments=calls[i].arguments,
+                    call_id=calls[i].id,
+                    agent_id=agent,
+                    thread_id=thread,
+                )
+            )
+        }
 
     async def _call_tool(
         self, call: ToolCall, tools: TurnTools, n: int, parent: otel_context.Context
@@ -613,9 +769,7 @@ class Turn:
 
             try:
                 with tool_output_sink(output if on_update is not None else None):
-                    value = await tools.call(
-                        call.name, arguments, timeout=self._config.tool_timeout_s
-                    )
+                    value = await self._run_tool(call, arguments, tools)
             except ToolError as exc:
                 content, error_type = str(exc), type(exc).__name__
             except Exception as exc:  # isolated: one tool's failure is a result, not the turn's
@@ -639,6 +793,33 @@ class Turn:
                 await self._on_update(ToolFinished(result=result))
             return result
 
+    async def _run_tool(self, call: ToolCall, arguments: dict[str, Any], tools: TurnTools) -> Any:
+        timeout = self._config.tool_timeout_s
+        journal = self._loop.journal
+        if self._loop.approval is not None:
+            # The gate ruled on this call (approved, or no approval needed): a tool that runs
+            # only behind a gate (NeedsApproval) may run.
+            with approval_ruled():
+                return await self._journalled(call, arguments, tools, journal, timeout)
+        return await self._journalled(call, arguments, tools, journal, timeout)
+
+    async def _journalled(
+        self,
+        call: ToolCall,
+        arguments: dict[str, Any],
+        tools: TurnTools,
+        journal: EffectJournal | None,
+        timeout: float | None,
+    ) -> Any:
+        if journal is None:
+            return await tools.call(call.name, arguments, timeout=timeout)
+        # The key names the call across restarts: the same turn (event id) resumed or
+        # redelivered makes the same key, so a call recorded there is never run again.
+        key = f"{self._loop.agent_id}/{self.context.thread_id}/{self.turn_id}/{call.id}"
+        return await journal.run(
+            key, call.name, lambda: tools.call(call.name, arguments, timeout=timeout)
+        )
+
     def _render(self, value: Any) -> str:
         if isinstance(value, str):
             text = value
@@ -656,6 +837,19 @@ class Turn:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+class _Suspend(Exception):
+    """Raised by ``_act`` when calls of the step wait for approval (caught in ``_run``)."""
+
+    def __init__(self, done: list[ToolResult], waiting: list[ToolCall]) -> None:
+        super().__init__("waiting for approval")
+        self.done = done
+        self.waiting = waiting
+
+
+def _saved(result: ToolResult) -> SavedResult:
+    return SavedResult(**msgspec.structs.asdict(result))
 
 
 def _item(

@@ -22,8 +22,14 @@ from ._fs import FsList as FsList
 from ._fs import FsRead as FsRead
 from ._fs import FsWrite as FsWrite
 from ._function import FunctionTool as FunctionTool
+from ._gated import NeedsApproval as NeedsApproval
+from ._gated import approval_ruled as approval_ruled
 from ._http import FetchResult as FetchResult
 from ._http import HttpFetch as HttpFetch
+from ._journal import EffectInterrupted as EffectInterrupted
+from ._journal import EffectJournal as EffectJournal
+from ._journal import JournalEntry as JournalEntry
+from ._journal import JournalStats as JournalStats
 from ._mcp_config import McpConfigError as McpConfigError
 from ._mcp_config import McpHttpConfig as McpHttpConfig
 from ._mcp_config import McpServerConfig as McpServerConfig
@@ -96,6 +102,8 @@ __all__ = [
     "ClockNow",
     "DirEntry",
     "DirListing",
+    "EffectInterrupted",
+    "EffectJournal",
     "ExecResult",
     "FetchResult",
     "FileContent",
@@ -108,6 +116,8 @@ __all__ = [
     "InvalidToolArguments",
     "InvalidToolSchema",
     "JSONObject",
+    "JournalEntry",
+    "JournalStats",
     "McpConfigError",
     "McpHttpConfig",
     "McpHub",
@@ -118,6 +128,7 @@ __all__ = [
     "McpServerStatus",
     "McpStdioConfig",
     "McpTool",
+    "NeedsApproval",
     "Now",
     "PathAccess",
     "RegistryStats",
@@ -137,6 +148,7 @@ __all__ = [
     "ToolTimeout",
     "ToolUnavailable",
     "Workspace",
+    "approval_ruled",
     "load_mcp_config",
     "native_tools",
     "stream_tool_output",

@@ -697,6 +697,11 @@ def _status_lines(address: str, s: ServerStatus) -> list[tuple[str, str]]:
         ),
         ("nats", _nats_line(s)),
         *([("llm cache", _cache_line(s))] if s.llm_cache != LLMCacheTotals() else []),
+        (
+            "approvals",
+            f"{s.approvals_pending} waiting (since start: {s.approvals_approved} approved, "
+            f"{s.approvals_denied} denied, {s.approvals_expired} expired)",
+        ),
         # Counts above are of the namespace only, for a tenant's token: say so.
         *([("namespace", f"{s.namespace} (the counts above are its own)")] if s.namespace else []),
     ]

@@ -24,6 +24,7 @@ from loom.web import A2AAgent
 
 from ._config_a2a import decode_a2a_expose
 from ._config_a2a_remote import A2ARemote, decode_a2a_remote
+from ._config_approvals import ApprovalsTable, decode_approvals
 from ._config_policy import (
     PolicyTables,
     check_llm_policies,
@@ -528,6 +529,7 @@ class ServiceTables(msgspec.Struct, frozen=True, kw_only=True):
     a2a_remote: tuple[A2ARemote, ...] = ()
     a2a_expose: tuple[A2AAgent, ...] = ()
     policy: PolicyTables = msgspec.field(default_factory=PolicyTables)
+    approvals: ApprovalsTable = msgspec.field(default_factory=ApprovalsTable)
 
 
 def load_tables(*, toml_path: Path | None, environ: Mapping[str, str]) -> ServiceTables:
@@ -555,6 +557,7 @@ def load_tables(*, toml_path: Path | None, environ: Mapping[str, str]) -> Servic
     tokens = decode_tokens(doc.get("tokens", {}), where=where, environ=environ)
     a2a_remote = decode_a2a_remote(doc.get("a2a", {}), where=where, environ=environ)
     a2a_expose = decode_a2a_expose(doc.get("a2a", {}), where=where)
+    approvals = decode_approvals(doc.get("approvals", {}), where=where)
     return ServiceTables(
         mcp=mcp,
         llm=llm,
@@ -564,4 +567,5 @@ def load_tables(*, toml_path: Path | None, environ: Mapping[str, str]) -> Servic
         a2a_remote=a2a_remote,
         a2a_expose=a2a_expose,
         policy=policy,
+        approvals=approvals,
     )

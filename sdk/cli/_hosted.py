@@ -46,10 +46,12 @@ __all__ = [
 
 class FsTable(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``[tools.fs]``: ``fs.read``, ``fs.list`` and (unless ``write = false``) ``fs.write``,
-    confined to ``root``."""
+    confined to ``root``. ``approval``: whether ``fs.write`` waits for a human (default:
+    ``always`` when the server listens beyond loopback; ``docs/guardrails.md``)."""
 
     root: str
     write: bool = True
+    approval: Literal["always", "never"] | None = None
 
 
 class ShellTable(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -60,6 +62,7 @@ class ShellTable(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     programs: tuple[str, ...] | None = None
     timeout_s: float = 10.0
     max_timeout_s: float = 60.0
+    approval: Literal["always", "never"] | None = None  # as [tools.fs]'s, for shell.exec
 
 
 class HttpTable(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -88,6 +91,7 @@ class AgentTable(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
         topics: the topics it answers (its mailbox always).
         tools: the server's tools it may call, by name, or ``"all"``.
         capabilities: other agents' capabilities it may call, by name, or ``"all"``.
+        approval: an approval policy per tool name, over the server's (``docs/guardrails.md``).
     """
 
     llm: str = ""
@@ -101,6 +105,7 @@ class AgentTable(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     tool_timeout_s: float | None = None
     max_concurrency: int = 1
     mailbox_size: int = 1000
+    approval: dict[str, Literal["always", "never"]] = msgspec.field(default_factory=dict)
 
 
 def decode_tools(table: Any, *, where: str) -> ToolsTable:

@@ -25,13 +25,14 @@ from loom.runtime import LoomError, QoS
 
 from . import _commands as commands
 from . import _durable_commands as durable
+from ._approval_commands import add_approval_parsers, approval_command
 from ._runner import RunConfig, run
 
 __all__ = ["COMMANDS", "EPILOG", "add_commands", "add_log_flags", "run_command"]
 
 COMMANDS = (
     *("run", "status", "agents", "tools", "topics", "tail", "publish", "ask", "call"),
-    *("replay", "dlq", "version"),
+    *("replay", "dlq", "approvals", "approve", "deny", "version"),
 )
 
 EPILOG = """\
@@ -44,6 +45,8 @@ EPILOG = """\
   loom tail 'orders.>' --since 10m   # the stored ones of the last 10 minutes
   loom replay 'orders.>' --since 1h --to orders.redo   # stored events, again
   loom dlq list                      # dead letters of durable subscriptions
+  loom approvals                     # tool calls waiting for a human
+  loom approve ID --note 'checked'   # let one run (loom deny ID: refuse it)
   loom publish orders.new '{"id": 7}' --type order.created
   loom ask upperer 'hello'             # a request to an agent, and its reply
   loom call fs.read '{"path": "README.md"}'
@@ -397,6 +400,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     p.add_argument("--json", action="store_true", help="one JSON object per dead letter")
 
+    add_approval_parsers(sub, _add, client)
+
     p = _add(
         sub,
         "publish",
@@ -556,6 +561,8 @@ def _build(
             return functools.partial(commands.release, conn, args.agent_id)
         case "status":
             return functools.partial(commands.status, conn, as_json=args.json)
+        case "approvals" | "approve" | "deny":
+            return approval_command(conn, args)
         case "tools":
             return functools.partial(commands.tools, conn, prefix=args.prefix, as_json=args.json)
         case "agents":

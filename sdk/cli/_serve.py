@@ -44,6 +44,7 @@ from ._config_a2a_remote import open_a2a_remote
 from ._config_policy import build_policies
 from ._hosted import agent_data_dir, agent_tools, build_tools
 from ._llm_cache import open_response_cache
+from ._serve_approvals import attach_approvals, guard_tools, open_approvals
 
 __all__ = ["serve"]
 
@@ -159,7 +160,7 @@ async def _hosted(
 ) -> AsyncIterator[dict[str, CognitiveAgent]]:
     """Register the native tools of ``[tools]`` and start the agents of ``[agents]``, before
     the bridge listens: its first caller finds them. (The runtime stops the agents.)"""
-    tools = build_tools(tables.tools)
+    tools = guard_tools(build_tools(tables.tools), runtime)
     for tool in tools:
         runtime.tools.register(tool)
     log.info("loom serve: native tools: %s", ", ".join(t.name for t in tools) or "none")
@@ -181,6 +182,9 @@ async def _hosted(
             topics=table.topics,
             max_concurrency=table.max_concurrency,
             mailbox_size=table.mailbox_size,
+            approval=table.approval,
+            # At most once across restarts: <data-dir>/agents/<id>/effects.sqlite3.
+            journal=True,
         )
         await anyio.Path(agent_data_dir(data_dir, agent_id)).mkdir(parents=True, exist_ok=True)
         await runtime.start(agent)
@@ -312,6 +316,9 @@ async def serve(
                 drain_grace_s=config.drain_grace_s,
             ) as nats,
             _durable_log(nats) as durable_log,
+            # Outside the bus and the runtime, which the drain closes first: its timer's task
+            # group must not be left open inside theirs.
+            open_approvals(config, tables, data_dir, durable_log) as approvals,
             EventBus(
                 transport=(cluster := _cluster(nats, config)),
                 drain_grace=config.drain_grace_s,
@@ -337,6 +344,8 @@ async def serve(
             # Before any agent starts: ids are claimed cluster-wide from the first.
             _barriers(bus) as stop_barriers,
             _cluster_directory(config, nats, runtime) as directory,
+            # Before the agents: a turn that waited across a restart resumes from it.
+            attach_approvals(approvals, runtime),
             _mcp_hub(tables, runtime, environ or {}),
             open_a2a_remote(tables.a2a_remote, runtime),
             _hosted(tables, runtime, router, Path(data_dir)) as hosted,

@@ -55,6 +55,8 @@ from loom.runtime import (
     AgentExists,
     AgentNotFound,
     AgentStartFailed,
+    ApprovalAlreadyDecided,
+    ApprovalNotFound,
     BarrierAborted,
     BarrierMismatch,
     BusClosed,
@@ -89,6 +91,7 @@ from loom.runtime.memory import (
     StoreOpenError,
 )
 from loom.runtime.tools import (
+    EffectInterrupted,
     InvalidToolArguments,
     InvalidToolSchema,
     McpConfigError,
@@ -131,6 +134,7 @@ TOOL_ERRORS: tuple[type[ToolError], ...] = (
 TOOL_ERRORS_AS_FAILED: tuple[type[ToolError], ...] = (
     ToolError,  # a tool that raises the base class itself
     ToolUnavailable,  # an MCP tool of the server's whose MCP server is down
+    EffectInterrupted,  # the effect journal refusing a call a crash interrupted
 )
 
 # Sent by loom.v1.LLM in an LLMFailure frame (its kind says the class) before the status, and
@@ -189,6 +193,8 @@ NEVER_CROSSES: dict[type[LoomError], str] = {
     UsageError: "the CLI's own command line",
     LoadError: "the CLI loading an agent's module",
     RunError: "the CLI's process supervisor",
+    ApprovalNotFound: "loom.v1.Approvals answers NOT_FOUND itself (bridge/_approvals_service.py)",
+    ApprovalAlreadyDecided: "loom.v1.Approvals answers FAILED_PRECONDITION itself",
 }
 
 # How to make an instance of a class whose constructor wants more than a message.
@@ -209,6 +215,7 @@ SAMPLES: dict[type[LoomError], Callable[[], LoomError]] = {
     ToolFailed: lambda: ToolFailed("ValueError", "bad value: 3", tool="t.x"),
     ToolUnavailable: lambda: ToolUnavailable("fs", "not connected", tool="t.x"),
     AgentUnresponsive: lambda: AgentUnresponsive("a1", 15.0, tool="t.x"),
+    EffectInterrupted: lambda: EffectInterrupted("a/t/e/c1", tool="t.x"),
 }
 
 

@@ -21,6 +21,7 @@ from google.protobuf.descriptor import (
 )
 
 from loom.bridge._generated import (
+    approvals_pb2,
     bridge_pb2,
     bus_pb2,
     directory_pb2,
@@ -150,6 +151,7 @@ _FILES = (
     server_pb2.DESCRIPTOR,
     llm_pb2.DESCRIPTOR,
     memory_pb2.DESCRIPTOR,
+    approvals_pb2.DESCRIPTOR,
 )
 
 

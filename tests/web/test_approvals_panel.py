@@ -1,0 +1,72 @@
+"""The dashboard's approvals panel and endpoints, in process: a real bus, runtime, approvals
+store (SQLite) and HTTP port, and a real browser that denies a waiting call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx2
+import pytest
+from playwright.async_api import async_playwright, expect
+
+from loom.runtime import AgentRuntime, Approvals, EventBus
+from loom.web import HttpServer
+
+from .test_dashboard_browser import CHROMIUM
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_the_panel_shows_a_waiting_call_and_denies_it(tmp_path: Path) -> None:
+    async with (
+        EventBus() as bus,
+        Approvals(tmp_path / "approvals.sqlite3", bus=bus) as store,
+        AgentRuntime(bus) as runtime,
+        HttpServer(runtime) as http,
+        async_playwright() as p,
+    ):
+        runtime.approvals = store
+        first = await store.request(
+            agent_id="writer", thread_id="t1", turn_id="e1", call_id="c1", tool="fs.write",
+            arguments={"path": "notes.txt", "content": "hi"},
+        )  # fmt: skip
+        second = await store.request(
+            agent_id="writer", thread_id="t2", turn_id="e2", call_id="c1", tool="shell.exec",
+            arguments={"argv": ["wc", "-l"]},
+        )  # fmt: skip
+        async with httpx2.AsyncClient(base_url=http.url) as client:
+            listed = (await client.get("/api/approvals")).json()
+            assert [a["id"] for a in listed["approvals"]] == [first.id, second.id]
+            # Without the dashboard's header (a form on another site): refused, nothing done.
+            forged = await client.post(f"/api/approvals/{second.id}/approve", json={})
+            assert forged.status_code == 403
+            assert (await store.get(second.id)).status == "pending"
+            approved = await client.post(
+                f"/api/approvals/{second.id}/approve",
+                json={"note": "ok"},
+                headers={"x-loom-dashboard": "1"},
+            )
+            assert approved.status_code == 200, approved.text
+            assert approved.json()["decided_by"] == "dashboard"
+            again = await client.post(
+                f"/api/approvals/{second.id}/deny", headers={"x-loom-dashboard": "1"}
+            )
+            assert again.status_code == 409
+        browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = await browser.new_page()
+            await page.goto(http.url + "#agents")
+            panel = page.locator("#approvals")
+            row = panel.locator(f"tr[data-approval='{first.id}']")
+            await expect(row).to_contain_text("fs.write")
+            await row.locator("input").fill("not today")
+            await row.get_by_role("button", name="Deny").click()
+            await expect(panel).to_be_hidden()
+        finally:
+            await browser.close()
+        decided = await store.get(first.id)
+    assert (decided.status, decided.note, decided.decided_by) == (
+        "denied",
+        "not today",
+        "dashboard",
+    )
