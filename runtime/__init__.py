@@ -11,6 +11,12 @@ from ._agent_errors import AgentNotFound as AgentNotFound
 from ._agent_errors import AgentStartFailed as AgentStartFailed
 from ._behaviour import AgentSpec as AgentSpec
 from ._behaviour import Behaviour as Behaviour
+from ._budget import Budget as Budget
+from ._budget import BudgetExhausted as BudgetExhausted
+from ._budget import BudgetLedger as BudgetLedger
+from ._budget import BudgetSpend as BudgetSpend
+from ._budget import BudgetStats as BudgetStats
+from ._budget import TenantBudget as TenantBudget
 from ._bus import EventBus as EventBus
 from ._context import Context as Context
 from ._directory import AgentInfo as AgentInfo
@@ -86,6 +92,11 @@ __all__ = [
     "BarrierAborted",
     "BarrierMismatch",
     "Behaviour",
+    "Budget",
+    "BudgetExhausted",
+    "BudgetLedger",
+    "BudgetSpend",
+    "BudgetStats",
     "BusClosed",
     "BusStats",
     "ConfigError",
@@ -118,6 +129,7 @@ __all__ = [
     "SubscriptionStats",
     "SupervisionPolicy",
     "TTLExpired",
+    "TenantBudget",
     "TierStats",
     "Timer",
     "TopicStats",

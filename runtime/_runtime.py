@@ -21,6 +21,7 @@ from opentelemetry.metrics import Histogram, MeterProvider
 
 from ._agent_errors import AgentExists, AgentNotFound, AgentStartFailed
 from ._behaviour import AgentSpec, HasAgentSpec
+from ._budget import BudgetLedger
 from ._bus import EventBus
 from ._cell import Cell, current_cell
 from ._context import Hosting
@@ -32,6 +33,7 @@ from ._remote import RemoteAgent, attach_remote
 from ._stats import AgentStats
 from ._subscription import depth
 from .tools import DEFAULT_TIMEOUT, Tool, ToolNotFound, ToolRegistry, ToolTimeout
+from .tools._call_scope import scoped_call
 
 if TYPE_CHECKING:
     from .llm import LLM
@@ -216,6 +218,9 @@ class AgentRuntime:
         self.stale_after_s = stale_after_s
         self.sweep_interval_s = sweep_interval_s
         self.llm = llm
+        self.budgets = BudgetLedger()
+        """The spend of its agents' turns by thread, agent and tenant, and the default limits
+        (``docs/guardrails.md``); ``loom serve`` configures it from ``[budget]``."""
         self._cells: dict[str, Cell] = {}
         self._tg: TaskGroup | None = None
         self._closing = False
@@ -503,11 +508,13 @@ class AgentRuntime:
             if registry is not None:
                 self.directory.add_in_flight(info.id, 1)
                 try:
-                    return await registry.call(name, arguments, timeout=timeout)
+                    async with scoped_call(name, to_agent=True):
+                        return await registry.call(name, arguments, timeout=timeout)
                 finally:
                     self.directory.add_in_flight(info.id, -1)
         if name in self.tools:
-            return await self.tools.call(name, arguments, timeout=timeout)
+            async with scoped_call(name, to_agent=False):
+                return await self.tools.call(name, arguments, timeout=timeout)
         # Also when every agent offering it stopped or failed for good (while the call waited).
         raise ToolNotFound(name)
 
@@ -519,7 +526,8 @@ class AgentRuntime:
             raise AgentNotFound(agent_id)
         self.directory.add_in_flight(agent_id, 1)
         try:
-            return await registry.call(name, arguments, timeout=timeout)
+            async with scoped_call(name, to_agent=True):
+                return await registry.call(name, arguments, timeout=timeout)
         finally:
             self.directory.add_in_flight(agent_id, -1)
 

@@ -17,6 +17,8 @@ cluster use it to carry events and tool calls between processes:
 * :class:`DurableLog` and :class:`DurableConsumer`: the bus's seam to a durable log
   (``loom.cluster.JetStreamLog``), with :func:`mark_delivery`, :func:`dead_letter_event`
   and :func:`dlq_topic`;
+* :func:`scope_headers`, :func:`frame_from_headers`, :func:`in_frame`: a turn's call scope
+  (its caps on tool calls and call depth) carried in ``ToolCall.headers`` across processes;
 * envelope, topic and id helpers that keep the wire and the runtime in step;
 * :func:`set_public_module`: what every public package of loom calls last, so its names
   show its public path (``loom.bridge.BridgeServer``), not a private module's.
@@ -72,6 +74,9 @@ from ._transport import InterestGate as InterestGate
 from ._transport import Transport as Transport
 from .collab._replies import ReplyRouter as ReplyRouter
 from .collab._replies import router_for as router_for
+from .tools._call_scope import frame_from_headers as frame_from_headers
+from .tools._call_scope import in_frame as in_frame
+from .tools._call_scope import scope_headers as scope_headers
 
 __all__ = [
     "EVENT_OVERHEAD_BYTES",
@@ -103,7 +108,9 @@ __all__ = [
     "dlq_topic",
     "envelope_with_context",
     "event_size",
+    "frame_from_headers",
     "head_sampling",
+    "in_frame",
     "is_sampled",
     "lend_in_flight",
     "log_user_failure",
@@ -116,6 +123,7 @@ __all__ = [
     "reply_topic",
     "request_event",
     "router_for",
+    "scope_headers",
     "set_public_module",
     "settle_in_flight",
     "step_hop",

@@ -35,6 +35,7 @@ from opentelemetry.trace import (
     use_span,
 )
 
+from .._budget import Budget, BudgetExhausted, BudgetLedger
 from .._errors import InvalidArgument, LoomError
 from .._event import Event
 from .._ids import new_id
@@ -53,6 +54,7 @@ from ..llm import (
 )
 from ..memory import AgentContext, ContextItem, ItemKind, Role, arguments_text
 from ..tools import ToolError
+from ._budgeting import TurnBudget
 from ._strategies import (
     COT_INSTRUCTIONS,
     StrategyName,
@@ -168,6 +170,9 @@ class TurnOutcome(msgspec.Struct, frozen=True, kw_only=True):
         error: what went wrong (``error``), or why the turn stopped.
         error_type: the error's class name.
         finish_reason: the last model call's finish reason ('' when none finished).
+        budget: the budget that stopped a ``budget_exhausted`` turn: ``max_iterations``, a
+            :class:`~loom.runtime.Budget` field (``turn_tokens``, ``agent_cost_usd``,
+            ``max_tool_calls``, ...); '' otherwise.
     """
 
     kind: OutcomeKind
@@ -180,6 +185,7 @@ class TurnOutcome(msgspec.Struct, frozen=True, kw_only=True):
     error: str = ""
     error_type: str = ""
     finish_reason: str = ""
+    budget: str = ""
 
 
 class TextChunk(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="text"):
@@ -223,7 +229,9 @@ class Loop:
         config: how turns run.
         tracer_provider: where the ``invoke_agent {agent}`` spans go (none without one). Give the
             providers the same one to nest their ``chat {model}`` spans inside.
-        agent_id: the agent the turns belong to (span attributes, logs).
+        agent_id: the agent the turns belong to (span attributes, logs, budgets).
+        budget: the limits of its turns (``docs/guardrails.md``), over ``ledger.defaults``.
+        ledger: where spend over time is kept (``AgentRuntime.budgets``); its own without.
     """
 
     def __init__(
@@ -234,8 +242,12 @@ class Loop:
         config: LoopConfig | None = None,
         tracer_provider: TracerProvider | None = None,
         agent_id: str = "",
+        budget: Budget | None = None,
+        ledger: BudgetLedger | None = None,
     ) -> None:
         self.llm = llm
+        self.budget = budget if budget is not None else Budget()
+        self.ledger = ledger if ledger is not None else BudgetLedger()
         self.tools = tools
         self.config = config if config is not None else LoopConfig()
         self.agent_id = agent_id
@@ -311,6 +323,9 @@ class Turn:
         self._completion_tokens = 0
         self._results: list[ToolResult] = []
         self._finish = ""
+        self._budget = TurnBudget(
+            loop.budget, loop.ledger, loop.llm, loop.agent_id, context.thread_id
+        )
         self.outcome: TurnOutcome | None = None
         """The outcome, once :meth:`run` has returned."""
 
@@ -358,7 +373,10 @@ class Turn:
                 if self._cancel_requested:
                     scope.cancel()
                 try:
-                    outcome = await self._run(span)
+                    with self._budget.current():
+                        outcome = await self._run(span)
+                except BudgetExhausted as exc:  # refused before the call: no surprise bill
+                    outcome = self._outcome("budget_exhausted", error=str(exc), budget=exc.budget)
                 except LoomError as exc:
                     log.warning("turn of %s failed: %r", loop.agent_id, exc)
                     outcome = self._outcome("error", error=str(exc), error_type=type(exc).__name__)
@@ -430,7 +448,7 @@ class Turn:
                     max_tokens=config.max_tokens,
                     timeout_s=config.llm_timeout_s,
                 )
-                completion = await self._think(request, n, span)
+                completion = await self._think(request, prompt.tokens, n, span)
                 if not react:
                     await context.record_assistant(completion.text)
                     if config.strategy == "chain_of_thought":
@@ -452,6 +470,8 @@ class Turn:
                             _item(context, "observation", "user", _observations(results)),
                         ]
                     )
+                    if self._budget.exhausted:
+                        return self._capped()
                     continue
                 calls = _unique_ids(completion.tool_calls)
                 if not calls:
@@ -483,10 +503,23 @@ class Turn:
                     for r in results
                 ]
                 await context.record_many(items if completion.text else items[1:])
+                if self._budget.exhausted:
+                    return self._capped()
         turn_span.set_attribute("loom.turn.max_iterations", config.max_iterations)
         return self._outcome(
             "budget_exhausted",
             error=f"no final answer after {config.max_iterations} model calls",
+            budget="max_iterations",
+        )
+
+    def _capped(self) -> TurnOutcome:
+        # A call of this step was refused by a cap: the step is recorded whole (the refusal
+        # is its result), and the turn ends rather than ask the model again.
+        name = self._budget.exhausted
+        return self._outcome(
+            "budget_exhausted",
+            error=f"budget {name} exhausted: a tool call was refused",
+            budget=name,
         )
 
     def _system_prompt(self, tools: TurnTools, text_mode: bool) -> str:
@@ -497,21 +530,29 @@ class Turn:
             parts.append(text_tools_instructions(tools.specs))
         return "\n\n".join(parts)
 
-    async def _think(self, request: CompletionRequest, n: int, span: Span) -> Completion:
+    async def _think(
+        self, request: CompletionRequest, prompt_tokens: int, n: int, span: Span
+    ) -> Completion:
         llm = self._loop.llm
+        pending = self._budget.before(request, prompt_tokens)  # raises: the call is not made
         self._iterations = n
         completion: Completion | None = None
-        if self._on_update is not None and self._config.stream:
-            async with llm.stream(request) as chunks:
-                async for chunk in chunks:
-                    if isinstance(chunk, TextDelta):
-                        await self._on_update(TextChunk(iteration=n, text=chunk.text))
-                    elif isinstance(chunk, StreamEnd):
-                        completion = chunk.completion
-            if completion is None:
-                raise BadResponse("the stream ended without its last chunk", provider=llm.name)
-        else:
-            completion = await llm.complete(request)
+        try:
+            if self._on_update is not None and self._config.stream:
+                async with llm.stream(request) as chunks:
+                    async for chunk in chunks:
+                        if isinstance(chunk, TextDelta):
+                            await self._on_update(TextChunk(iteration=n, text=chunk.text))
+                        elif isinstance(chunk, StreamEnd):
+                            completion = chunk.completion
+                if completion is None:
+                    raise BadResponse("the stream ended without its last chunk", provider=llm.name)
+            else:
+                completion = await llm.complete(request)
+        except BaseException:
+            self._budget.failed(pending)
+            raise
+        self._budget.after(pending, completion)
         usage = completion.usage
         self._prompt_tokens += usage.prompt_tokens
         self._completion_tokens += usage.completion_tokens
@@ -589,7 +630,10 @@ class Turn:
             start = anyio.current_time()
             error_type = ""
             try:
-                value = await tools.call(call.name, arguments, timeout=self._config.tool_timeout_s)
+                async with self._budget.tool_call(call.name):
+                    value = await tools.call(
+                        call.name, arguments, timeout=self._config.tool_timeout_s
+                    )
             except ToolError as exc:
                 content, error_type = str(exc), type(exc).__name__
             except Exception as exc:  # isolated: one tool's failure is a result, not the turn's
