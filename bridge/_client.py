@@ -85,6 +85,7 @@ from loom.runtime.lowlevel import (
     event_size,
     mailbox_topic,
     new_id,
+    scope_headers,
     validate_agent_id,
     validate_pattern,
 )
@@ -1066,8 +1067,9 @@ class BridgeClient:
             name=name,
             arguments=arguments,
             # With a span current (a handler's, a tool call's), its context goes along:
-            # the server and the agent serving the call continue the trace.
-            headers={**headers, **trace_headers()} if headers else trace_headers(),
+            # the server and the agent serving the call continue the trace. Made for a
+            # turn's tool call, the turn's call scope goes along too (its caps).
+            headers={**(headers or {}), **trace_headers(), **scope_headers()},
             timeout_ms=0 if timeout is None else max(1, math.ceil(timeout * 1000)),
             correlation_id=correlation_id,
         )
