@@ -15,7 +15,8 @@ import anyio
 import grpc.aio
 import msgspec
 
-from loom.bridge._generated import server_pb2, server_pb2_grpc
+from loom.bridge._generated import budget_pb2, server_pb2, server_pb2_grpc
+from loom.runtime import BudgetSpend
 
 from ._tenants import agent_inside, namespace_stats, tool_inside
 
@@ -70,6 +71,12 @@ class ServerStatus(msgspec.Struct, frozen=True, kw_only=True):
             the counts above are then of that namespace only.
         in_flight: deliveries sent on remote agents' streams and not yet credited back.
         in_flight_bytes: their encoded bytes (each stream's within its byte window).
+        budget_tokens: tokens the turns of its agents spent (for a tenant: its namespace's,
+            within the window).
+        budget_cost_usd: USD they spent, priced from the providers' configuration.
+        budget_exhausted: calls refused by a budget or a cap.
+        budget_top: the keys spending most within the window.
+        budget_window_s: the window's length.
     """
 
     version: str
@@ -94,6 +101,11 @@ class ServerStatus(msgspec.Struct, frozen=True, kw_only=True):
     namespace: str = ""
     in_flight: int = 0
     in_flight_bytes: int = 0
+    budget_tokens: int = 0
+    budget_cost_usd: float = 0.0
+    budget_exhausted: int = 0
+    budget_top: tuple[BudgetSpend, ...] = ()
+    budget_window_s: float = 0.0
 
 
 class NatsInfo(Protocol):
@@ -148,6 +160,13 @@ class ServerService(server_pb2_grpc.ServerServicer):
             stream = session.statistics()
             in_flight += stream.in_flight
             in_flight_bytes += stream.in_flight_bytes
+        ledger = runtime.budgets
+        spend = ledger.statistics(namespace=namespace)
+        tokens, cost = spend.tokens, spend.cost_usd
+        if namespace is not None:
+            # A tenant sees its own spend only: its namespace's, within the window.
+            own = ledger.spend("tenant", namespace)
+            tokens, cost = own.tokens, own.cost_usd
         return server_pb2.ServerStatus(
             version=self.version,
             started_ms=self.started_ms,
@@ -174,6 +193,16 @@ class ServerService(server_pb2_grpc.ServerServicer):
             namespace=namespace or "",
             in_flight=in_flight,
             in_flight_bytes=in_flight_bytes,
+            budget_tokens=tokens,
+            budget_cost_usd=cost,
+            budget_exhausted=sum(spend.exhausted.values()) if namespace is None else 0,
+            budget_top=[
+                budget_pb2.BudgetSpend(
+                    kind=row.kind, key=row.key, tokens=row.tokens, cost_usd=row.cost_usd
+                )
+                for row in spend.top
+            ],
+            budget_window_ms=round(spend.window_s * 1000),
         )
 
 
@@ -202,4 +231,12 @@ def server_status_from_proto(msg: server_pb2.ServerStatus) -> ServerStatus:
         namespace=msg.namespace,
         in_flight=msg.in_flight,
         in_flight_bytes=msg.in_flight_bytes,
+        budget_tokens=msg.budget_tokens,
+        budget_cost_usd=msg.budget_cost_usd,
+        budget_exhausted=msg.budget_exhausted,
+        budget_top=tuple(
+            BudgetSpend(kind=row.kind, key=row.key, tokens=row.tokens, cost_usd=row.cost_usd)
+            for row in msg.budget_top
+        ),
+        budget_window_s=msg.budget_window_ms / 1000,
     )

@@ -95,15 +95,6 @@ class Budget(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         }
         return Budget(**fields)
 
-    @property
-    def windowed(self) -> bool:
-        """Whether any limit is kept by a ledger (thread, agent or tenant)."""
-        return any(
-            getattr(self, f"{kind}_{unit}") is not None
-            for kind in ("thread", "agent", "tenant")
-            for unit in ("tokens", "cost_usd")
-        )
-
 
 class TenantBudget(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The limits of one tenant over the ledger's window (``[budget.tenants.<namespace>]``)."""
@@ -249,6 +240,7 @@ class BudgetLedger:
         window_s: the window's length in seconds.
         max_keys: keys (threads, agents, tenants) kept at most; see the module docs.
         defaults: limits for every turn whose own budget leaves them unset (``[budget]``).
+        agents: limits by agent id, between an agent's own and ``defaults``.
         tenants: limits per tenant, over ``defaults``' and the agents' ``tenant_*``.
         clock: seconds, monotonic (tests pass their own).
     """
@@ -259,20 +251,21 @@ class BudgetLedger:
         window_s: float = 3600.0,
         max_keys: int = 10_000,
         defaults: Budget | None = None,
+        agents: Mapping[str, Budget] | None = None,
         tenants: Mapping[str, TenantBudget] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not (math.isfinite(window_s) and window_s > 0):
-            raise InvalidArgument(f"window_s must be positive seconds, not {window_s!r}")
-        if max_keys < 3:
-            raise InvalidArgument(f"max_keys must be >= 3, not {max_keys}")
-        self.window_s = window_s
-        self.max_keys = max_keys
-        self.defaults = defaults if defaults is not None else Budget()
-        self.tenants: dict[str, TenantBudget] = dict(tenants or {})
+        self.window_s = 3600.0
+        self._width = self.window_s / WINDOW_BUCKETS
+        self.max_keys = 10_000
+        self.defaults = Budget()
+        self.agents: dict[str, Budget] = {}
+        self.tenants: dict[str, TenantBudget] = {}
         self._clock = clock
-        self._width = window_s / WINDOW_BUCKETS
         self._windows: OrderedDict[tuple[str, str], _Window] = OrderedDict()
+        self.configure(
+            window_s=window_s, max_keys=max_keys, defaults=defaults, agents=agents, tenants=tenants
+        )
         self._tokens = 0
         self._cost = 0.0
         self._calls = 0
@@ -282,14 +275,44 @@ class BudgetLedger:
     def configure(
         self,
         *,
+        window_s: float | None = None,
+        max_keys: int | None = None,
         defaults: Budget | None = None,
+        agents: Mapping[str, Budget] | None = None,
         tenants: Mapping[str, TenantBudget] | None = None,
     ) -> None:
-        """Replace the default limits and the tenants' (``loom serve`` applies ``[budget]``)."""
+        """Replace what is given (``loom serve`` applies ``[budget]`` before agents start).
+
+        A new ``window_s`` forgets the spend counted so far (its buckets were of the old
+        width).
+
+        Raises:
+            InvalidArgument: ``window_s`` is not positive, or ``max_keys`` below 3.
+        """
+        if window_s is not None:
+            if not (math.isfinite(window_s) and window_s > 0):
+                raise InvalidArgument(f"window_s must be positive seconds, not {window_s!r}")
+            if window_s != self.window_s:
+                self._windows.clear()
+            self.window_s = window_s
+            self._width = window_s / WINDOW_BUCKETS
+        if max_keys is not None:
+            if max_keys < 3:
+                raise InvalidArgument(f"max_keys must be >= 3, not {max_keys}")
+            self.max_keys = max_keys
         if defaults is not None:
             self.defaults = defaults
+        if agents is not None:
+            self.agents = dict(agents)
         if tenants is not None:
             self.tenants = dict(tenants)
+
+    def budget_for(self, agent_id: str, own: Budget) -> Budget:
+        """The limits of ``agent_id``'s turns: its ``own``, over its entry in :attr:`agents`,
+        over :attr:`defaults`."""
+        entry = self.agents.get(agent_id)
+        merged = own if entry is None else own.over(entry)
+        return merged.over(self.defaults)
 
     def _slot(self) -> int:
         return int(self._clock() // self._width)
@@ -306,7 +329,11 @@ class BudgetLedger:
         return window
 
     def limits(self, budget: Budget, agent_id: str, thread_id: str) -> list[_Limit]:
-        """The windowed limits that apply to a call of ``agent_id`` in ``thread_id``."""
+        """The windows a call of ``agent_id`` in ``thread_id`` counts in, with their limits.
+
+        The agent's and its tenant's are always kept (their spend is what status, metrics
+        and the dashboard show); a thread's only when a thread limit applies (threads are
+        many, and each would hold a key)."""
         tenant = tenant_of(agent_id)
         own = self.tenants.get(tenant)
         tenant_tokens = budget.tenant_tokens if own is None or own.tokens is None else own.tokens
@@ -319,7 +346,7 @@ class BudgetLedger:
             ("agent", agent_id, budget.agent_tokens, budget.agent_cost_usd),
             ("tenant", tenant, tenant_tokens, tenant_cost),
         ):
-            if tokens is not None or cost is not None:
+            if kind != "thread" or tokens is not None or cost is not None:
                 rows.append(_Limit(kind, key, tokens, cost))
         return rows
 
@@ -346,12 +373,6 @@ class BudgetLedger:
         for key in keys:
             self._window(key).add(slot, tokens, cost)
         return BudgetHold(self, keys, slot, tokens, cost)
-
-    def count(self, tokens: int, cost: float) -> None:
-        """Count a call no windowed limit applied to (the totals only)."""
-        self._tokens += tokens
-        self._cost += cost
-        self._calls += 1
 
     def refused(self, budget: str) -> None:
         """Count a call refused by ``budget`` (a turn's own limits and caps report here too)."""

@@ -192,6 +192,9 @@ def create_app(
     async def api_dead_letters(request: Request) -> Response:
         return _Json(await views.durable(runtime, observer))
 
+    async def api_budgets(request: Request) -> Response:
+        return _Json(views.budgets(runtime))
+
     async def api_tail(request: Request) -> Response:
         pattern = request.query_params.get("pattern") or ">"
         if len(tails.open) >= tails.limit:
@@ -226,6 +229,7 @@ def create_app(
         Route("/api/turns/{key:path}", guarded(api_turn)),
         Route("/api/deadletters", guarded(api_dead_letters)),
         Route("/api/tail", guarded(api_tail)),
+        Route("/api/budgets", guarded(api_budgets)),
     ]
     return Starlette(routes=routes)
 

@@ -10,7 +10,16 @@ from loom.runtime import AgentRuntime, LoomError, pattern_matches
 
 from ._observer import Observer, event_json
 
-__all__ = ["agent_detail", "agents", "durable", "timeline", "topics", "topology", "turns"]
+__all__ = [
+    "agent_detail",
+    "agents",
+    "budgets",
+    "durable",
+    "timeline",
+    "topics",
+    "topology",
+    "turns",
+]
 
 _INTERNAL = ("loom.",)
 """Topics of the runtime's own (lifecycle, dead letters): left out of the topology."""
@@ -308,3 +317,22 @@ async def durable(runtime: AgentRuntime, observer: Observer, *, limit: int = 200
     except (LoomError, OSError) as exc:  # the log's server away: say so, show the rest
         out["error"] = str(exc)
     return out
+
+
+def budgets(runtime: AgentRuntime) -> dict[str, Any]:
+    """The spend of the runtime's turns (``runtime.budgets``): totals since the start, calls
+    refused by budget, and the keys spending most within the window."""
+    stats = runtime.budgets.statistics()
+    return {
+        "tokens": stats.tokens,
+        "cost_usd": stats.cost_usd,
+        "calls": stats.calls,
+        "exhausted": stats.exhausted,
+        "window_s": stats.window_s,
+        "keys": stats.keys,
+        "evicted": stats.evicted,
+        "top": [
+            {"kind": r.kind, "key": r.key, "tokens": r.tokens, "cost_usd": r.cost_usd}
+            for r in stats.top
+        ],
+    }

@@ -19,23 +19,15 @@ calls (tools that are agents) count against the same scope
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractAsyncContextManager, contextmanager
 from contextvars import Token
 
 import msgspec
 
 from .._budget import Budget, BudgetExhausted, BudgetHold, BudgetLedger
 from ..llm import LLM, Completion, CompletionRequest, ModelRouter, ProviderProfile, Usage
+from ..lowlevel import CallFrame, CallScope, current_frame, in_frame, reset_frame, set_frame
 from ..tools import ToolCallRefused
-from ..tools._call_scope import (
-    CallFrame,
-    CallScope,
-    _Slot,
-    current_frame,
-    in_frame,
-    reset_frame,
-    set_frame,
-)
 
 __all__ = ["DEFAULT_OUTPUT_TOKENS", "TurnBudget", "estimate_prompt_tokens"]
 
@@ -72,7 +64,7 @@ def _price(profile_in: float, profile_out: float, usage: Usage) -> float:
 
 
 class _Pending(msgspec.Struct):
-    hold: BudgetHold | None
+    hold: BudgetHold
     tokens: int
     cost: float
 
@@ -81,7 +73,7 @@ class TurnBudget:
     """The budgets of one turn (made by the loop when it starts).
 
     Args:
-        budget: the agent's limits, over the ledger's defaults.
+        budget: the agent's own limits (over the ledger's for it, and its defaults).
         ledger: where thread, agent and tenant spend is kept.
         llm: the model (its config prices the calls).
         agent_id: the agent (and so its tenant).
@@ -91,7 +83,7 @@ class TurnBudget:
     def __init__(
         self, budget: Budget, ledger: BudgetLedger, llm: LLM, agent_id: str, thread_id: str
     ) -> None:
-        self.budget = budget = budget.over(ledger.defaults)
+        self.budget = budget = ledger.budget_for(agent_id, budget)
         self._ledger = ledger
         self._llm = llm
         self._limits = ledger.limits(budget, agent_id, thread_id)
@@ -157,7 +149,7 @@ class TurnBudget:
             raise BudgetExhausted(
                 "turn_cost_usd", limit=budget.turn_cost_usd, spent=self._cost, needed=cost
             )
-        hold = self._ledger.hold(self._limits, tokens, cost) if self._limits else None
+        hold = self._ledger.hold(self._limits, tokens, cost)
         return _Pending(hold=hold, tokens=tokens, cost=cost)
 
     def after(self, pending: _Pending, completion: Completion) -> None:
@@ -172,10 +164,7 @@ class TurnBudget:
         tokens = usage.prompt_tokens + usage.completion_tokens
         self._tokens += tokens
         self._cost += cost
-        if pending.hold is not None:
-            pending.hold.settle(tokens, cost)
-        else:
-            self._ledger.count(tokens, cost)
+        pending.hold.settle(tokens, cost)
 
     def failed(self, pending: _Pending) -> None:
         """The call failed without reporting usage: the turn keeps its estimate counted
@@ -209,7 +198,7 @@ class _ToolCall:
 
     def __init__(self, budget: TurnBudget, name: str) -> None:
         self._budget, self._name = budget, name
-        self._slot: _Slot | None = None
+        self._slot: AbstractAsyncContextManager[None] | None = None
         self._token: Token[CallFrame | None] | None = None
 
     async def __aenter__(self) -> None:
@@ -233,4 +222,4 @@ class _ToolCall:
         if self._token is not None:
             reset_frame(self._token)
         if self._slot is not None:
-            await self._slot.__aexit__()
+            await self._slot.__aexit__(None, None, None)

@@ -21,6 +21,7 @@ from loom.runtime import ConfigError, InvalidArgument
 from loom.runtime.llm import LLMConfig, LLMConfigError, load_llm_config
 from loom.runtime.tools import McpConfigError, McpServerConfig, load_mcp_config
 
+from ._config_budget import BudgetTable, decode_budget
 from ._hosted import AgentTable, ToolsTable, decode_agents, decode_tools
 from ._tokens import decode_tokens
 
@@ -505,6 +506,7 @@ class ServiceTables(msgspec.Struct, frozen=True, kw_only=True):
         agents: the cognitive agents of ``[agents.<id>]`` it hosts.
         tokens: the tenant tokens of ``[tokens.<name>]``, each confining its holders to a
             namespace (the tokens read from the variables the tables name).
+        budget: the limits of ``[budget]`` for the turns of the agents it runs.
     """
 
     mcp: Mapping[str, McpServerConfig] = msgspec.field(default_factory=dict)
@@ -512,11 +514,12 @@ class ServiceTables(msgspec.Struct, frozen=True, kw_only=True):
     tools: ToolsTable = msgspec.field(default_factory=ToolsTable)
     agents: Mapping[str, AgentTable] = msgspec.field(default_factory=dict)
     tokens: tuple[Tenant, ...] = ()
+    budget: BudgetTable = msgspec.field(default_factory=BudgetTable)
 
 
 def load_tables(*, toml_path: Path | None, environ: Mapping[str, str]) -> ServiceTables:
-    """Decode ``[mcp]``, ``[llm]``, ``[tools]``, ``[agents]`` and ``[tokens]`` of ``loom.toml``
-    (absent tables: none configured).
+    """Decode ``[mcp]``, ``[llm]``, ``[tools]``, ``[agents]``, ``[tokens]`` and ``[budget]`` of
+    ``loom.toml`` (absent tables: none configured).
 
     Raises:
         ConfigError: a table is malformed; the message names the file, the server or
@@ -535,4 +538,5 @@ def load_tables(*, toml_path: Path | None, environ: Mapping[str, str]) -> Servic
     names = None if llm is None else tuple(llm.providers)
     agents = decode_agents(doc.get("agents", {}), where=where, llm_names=names)
     tokens = decode_tokens(doc.get("tokens", {}), where=where, environ=environ)
-    return ServiceTables(mcp=mcp, llm=llm, tools=tools, agents=agents, tokens=tokens)
+    budget = decode_budget(doc.get("budget", {}), where=where)
+    return ServiceTables(mcp=mcp, llm=llm, tools=tools, agents=agents, tokens=tokens, budget=budget)

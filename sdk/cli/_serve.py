@@ -39,6 +39,7 @@ from loom.web import HttpServer, Metrics
 from .._metrics import ServeMetrics, metrics_config, open_metrics
 from .._telemetry import open_tracing, trace_config
 from ._config import ServeConfig, ServiceTables
+from ._config_budget import budgets_applied
 from ._hosted import agent_data_dir, agent_tools, build_tools
 
 __all__ = ["serve"]
@@ -296,6 +297,7 @@ async def serve(
             # Before any agent starts: ids are claimed cluster-wide from the first.
             _barriers(bus) as stop_barriers,
             _cluster_directory(config, nats, runtime) as directory,
+            budgets_applied(tables.budget, runtime),  # before the agents it limits start
             _mcp_hub(tables, runtime, environ or {}),
             _hosted(tables, runtime, router, Path(data_dir)),
             BridgeServer(
