@@ -262,6 +262,43 @@ async def test_a_parallel_cap_runs_at_most_n_calls_at_once() -> None:
     assert peak == 4
 
 
+async def test_a_turn_run_by_a_tool_joins_the_calling_turns_scope() -> None:
+    # The tool "delegate" runs a whole turn of another loop (an agent used as a tool): that
+    # turn's tool calls count against the caps of the turn that called it.
+    inner_outcomes: list[TurnOutcome] = []
+    # The first reply goes to the outer turn; the helper's turn takes the looping ones until
+    # the shared cap refuses its fourth call; the outer turn's next call is then refused too.
+    script = [Reply(tool_calls=[ScriptedToolCall(name="delegate")]), *looping()]
+    async with ScriptedLLMServer(script) as server:
+        llm = OpenAIProvider("scripted", provider_config(server))
+        async with llm:
+            inner = loop_of(llm, Budget(), agent_id="helper")
+
+            async def delegate() -> str:
+                outcome = await run(inner, InMemoryStore())
+                inner_outcomes.append(outcome)
+                return outcome.kind
+
+            tool = FunctionTool(
+                delegate,
+                name="delegate",
+                description="Ask the helper.",
+                parameters_schema={"type": "object", "properties": {}},
+            )
+            outer = Loop(
+                llm,
+                tools=Toolset(tools=[tool]),
+                config=LoopConfig(max_tokens=MAX_TOKENS),
+                agent_id="boss",
+                budget=Budget(max_tool_calls=4),
+            )
+            outcome = await run(outer, InMemoryStore())
+    [helped] = inner_outcomes
+    assert (helped.kind, helped.budget) == ("budget_exhausted", "max_tool_calls")
+    assert len([r for r in helped.tool_results if not r.is_error]) == 3
+    assert outcome.tool_results[0].content == "budget_exhausted"
+
+
 def test_budget_values_are_checked() -> None:
     with pytest.raises(InvalidArgument, match="max_tool_calls"):
         Budget(max_tool_calls=0)
