@@ -91,12 +91,19 @@ class TurnBudget:
         self._cost = 0.0
         self.exhausted: str = ""
         """The budget that stopped the turn's own tool calls ('' while none did)."""
+        self.joined = False
+        self._frame: CallFrame | None = None
+
+    @contextmanager
+    def current(self) -> Iterator[None]:
+        """The turn's call frame, current while the turn runs (decided as it starts)."""
+        budget = self.budget
         parent = current_frame()
         # A turn run by a tool of another turn (an agent called as a tool) joins that turn's
         # scope: its calls count against the caps of the turn that started the chain.
         self.joined = parent is not None
         if parent is not None:
-            self._frame: CallFrame | None = CallFrame(parent.scope, parent.depth)
+            self._frame = CallFrame(parent.scope, parent.depth)
         elif (
             budget.max_tool_calls is not None
             or budget.max_parallel_tool_calls is not None
@@ -106,15 +113,11 @@ class TurnBudget:
                 max_tool_calls=budget.max_tool_calls,
                 max_parallel=budget.max_parallel_tool_calls,
                 max_depth=budget.max_call_depth,
-                on_refused=ledger.refused,
+                on_refused=self._ledger.refused,
             )
             self._frame = CallFrame(scope, 0)
         else:
             self._frame = None  # no caps: calls are not scoped at all
-
-    @contextmanager
-    def current(self) -> Iterator[None]:
-        """The turn's frame, current while the turn runs."""
         with in_frame(self._frame):
             yield
 
