@@ -29,7 +29,7 @@ from opentelemetry.trace import StatusCode, use_span
 
 from loom.bridge._generated import tools_pb2
 from loom.runtime import AgentRuntime
-from loom.runtime.lowlevel import log_user_failure, new_id
+from loom.runtime.lowlevel import frame_from_headers, in_frame, log_user_failure, new_id
 from loom.runtime.tools import ToolError, ToolFailed, ToolTimeout
 
 from ._convert import tool_call_from_proto, tool_result_to_proto
@@ -83,11 +83,15 @@ async def run_tool_call(
         side: ``server`` or ``agent`` (a call pushed to an agent's process): the span's
             ``loom.bridge.side``.
     """
+    # The caps of the turn the call is made for (its call scope), as its headers carry them:
+    # its nested calls count against that turn, and go no deeper than it allows.
+    frame = frame_from_headers(request.headers, pushed=side == "agent")
     provider = runtime.bus.tracer_provider
     if provider is None:
-        return await _logged(runtime, request, deadline_s)
+        with in_frame(frame):
+            return await _logged(runtime, request, deadline_s)
     span = tool_call_span(provider, request, side)
-    with use_span(span, end_on_exit=True):
+    with use_span(span, end_on_exit=True), in_frame(frame):
         outcome = await _logged(runtime, request, deadline_s)
         if outcome.error is not None:
             span.set_attribute("error.type", outcome.error.code)

@@ -81,10 +81,12 @@ from loom.runtime import (
 )
 from loom.runtime.lowlevel import (
     Inbound,
+    current_frame,
     dead_letter_metadata,
     event_size,
     mailbox_topic,
     new_id,
+    scope_headers,
     validate_agent_id,
     validate_pattern,
 )
@@ -1057,17 +1059,27 @@ class BridgeClient:
         Raises:
             ToolNotFound, InvalidToolArguments, ToolTimeout, ToolPermissionDenied, ToolFailed: as
                 in process; the timeout also when the connection did not come back in time.
+            ToolCallRefused: made for a turn whose call scope has no calls left (nothing is
+                sent; docs/guardrails.md).
             ClientClosed: the client is closed.
         """
         if timeout is not None and not timeout > 0:
             raise InvalidArgument(f"timeout must be > 0 seconds, not {timeout!r}")
+        scope = scope_headers()
+        frame = current_frame()
+        if frame is not None and not frame.counted:
+            # Made for a turn by a tool serving it here: this process's copy of the turn's
+            # scope counts it (ToolCallRefused past the calls left), and says so.
+            frame.scope.take(name)
+            scope["loom-scope-counted"] = "1"
         request = ToolCallRequest(
             id=new_id(),
             name=name,
             arguments=arguments,
             # With a span current (a handler's, a tool call's), its context goes along:
-            # the server and the agent serving the call continue the trace.
-            headers={**headers, **trace_headers()} if headers else trace_headers(),
+            # the server and the agent serving the call continue the trace. Made for a
+            # turn's tool call, the turn's call scope goes along too (its caps).
+            headers={**(headers or {}), **trace_headers(), **scope},
             timeout_ms=0 if timeout is None else max(1, math.ceil(timeout * 1000)),
             correlation_id=correlation_id,
         )

@@ -78,6 +78,7 @@ from loom.runtime.lowlevel import (
     lose_in_flight,
     mailbox_topic,
     new_id,
+    scope_headers,
     settle_in_flight,
 )
 from loom.runtime.tools import JSONObject, ToolFailed
@@ -1431,8 +1432,9 @@ class Session:
             arguments=_encoder.encode(arguments).decode(),
             timeout_ms=timeout_ms,
             # The context of the call being served (its execute_tool span), so the agent's
-            # side of it joins the caller's trace.
-            headers=trace_headers(),
+            # side of it joins the caller's trace; and the call scope of the turn it is made
+            # for, so the agent's own calls count against that turn's caps.
+            headers={**trace_headers(), **scope_headers(pushed=True)},
         )
         pending = _Pending()
         self._pending[call_id] = pending

@@ -15,8 +15,8 @@ import anyio
 import grpc.aio
 import msgspec
 
-from loom.bridge._generated import server_pb2, server_pb2_grpc
-from loom.runtime import Approvals
+from loom.bridge._generated import budget_pb2, server_pb2, server_pb2_grpc
+from loom.runtime import Approvals, BudgetSpend
 
 from ._cache_status import LLMCacheTotals, cache_totals_from_proto, cache_totals_to_proto
 from ._tenants import agent_inside, namespace_stats, tool_inside
@@ -78,6 +78,12 @@ class ServerStatus(msgspec.Struct, frozen=True, kw_only=True):
         approvals_approved: approvals approved since the server started (0 for a tenant).
         approvals_denied: denied since then (0 for a tenant).
         approvals_expired: denied by their deadline since then (0 for a tenant).
+        budget_tokens: tokens the turns of its agents spent (for a tenant: its namespace's,
+            within the window).
+        budget_cost_usd: USD they spent, priced from the providers' configuration.
+        budget_exhausted: calls refused by a budget or a cap.
+        budget_top: the keys spending most within the window.
+        budget_window_s: the window's length.
     """
 
     version: str
@@ -107,6 +113,11 @@ class ServerStatus(msgspec.Struct, frozen=True, kw_only=True):
     approvals_approved: int = 0
     approvals_denied: int = 0
     approvals_expired: int = 0
+    budget_tokens: int = 0
+    budget_cost_usd: float = 0.0
+    budget_exhausted: int = 0
+    budget_top: tuple[BudgetSpend, ...] = ()
+    budget_window_s: float = 0.0
 
 
 class NatsInfo(Protocol):
@@ -162,6 +173,13 @@ class ServerService(server_pb2_grpc.ServerServicer):
             in_flight += stream.in_flight
             in_flight_bytes += stream.in_flight_bytes
         approvals = await _approval_counts(runtime.approvals, namespace)
+        ledger = runtime.budgets
+        spend = ledger.statistics(namespace=namespace)
+        tokens, cost = spend.tokens, spend.cost_usd
+        if namespace is not None:
+            # A tenant sees its own spend only: its namespace's, within the window.
+            own = ledger.spend("tenant", namespace)
+            tokens, cost = own.tokens, own.cost_usd
         return server_pb2.ServerStatus(
             version=self.version,
             started_ms=self.started_ms,
@@ -194,6 +212,16 @@ class ServerService(server_pb2_grpc.ServerServicer):
             approvals_approved=approvals[1],
             approvals_denied=approvals[2],
             approvals_expired=approvals[3],
+            budget_tokens=tokens,
+            budget_cost_usd=cost,
+            budget_exhausted=sum(spend.exhausted.values()) if namespace is None else 0,
+            budget_top=[
+                budget_pb2.BudgetSpend(
+                    kind=row.kind, key=row.key, tokens=row.tokens, cost_usd=row.cost_usd
+                )
+                for row in spend.top
+            ],
+            budget_window_ms=round(spend.window_s * 1000),
         )
 
 
@@ -240,4 +268,12 @@ def server_status_from_proto(msg: server_pb2.ServerStatus) -> ServerStatus:
         approvals_approved=msg.approvals_approved,
         approvals_denied=msg.approvals_denied,
         approvals_expired=msg.approvals_expired,
+        budget_tokens=msg.budget_tokens,
+        budget_cost_usd=msg.budget_cost_usd,
+        budget_exhausted=msg.budget_exhausted,
+        budget_top=tuple(
+            BudgetSpend(kind=row.kind, key=row.key, tokens=row.tokens, cost_usd=row.cost_usd)
+            for row in msg.budget_top
+        ),
+        budget_window_s=msg.budget_window_ms / 1000,
     )

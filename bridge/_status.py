@@ -52,7 +52,9 @@ from loom.runtime import (
     LoomError,
 )
 from loom.runtime.tools import (
+    CallDepthExceeded,
     InvalidToolArguments,
+    ToolCallRefused,
     ToolError,
     ToolFailed,
     ToolNotFound,
@@ -188,7 +190,9 @@ def outcome_from_error(call_id: str, exc: ToolError) -> ToolCallOutcome:
     (``details`` has ``path``, a JSON Pointer); ``ToolTimeout`` -> ``TIMEOUT`` (``details`` has
     ``timeout_s``); anything else -> ``ERROR``, with ``code`` ``PERMISSION_DENIED`` for a
     refusal by policy, ``AGENT_UNRESPONSIVE`` for an agent that turned stale (``details``
-    has ``agent_id`` and ``stale_after_s``) and the failure's type name
+    has ``agent_id`` and ``stale_after_s``), ``ToolCallRefused`` / ``CallDepthExceeded`` for
+    a call refused by a cap of its turn (``details`` has ``budget``, ``limit`` and, for the
+    depth, ``depth``; :func:`error_from_outcome` rebuilds them) and the failure's type name
     (``ToolFailed.cause_type``) otherwise.
     ``details["tool"]`` names the tool when known.
     """
@@ -209,6 +213,12 @@ def outcome_from_error(call_id: str, exc: ToolError) -> ToolCallOutcome:
             status, code = ToolStatus.ERROR, AGENT_UNRESPONSIVE
             details["agent_id"] = exc.agent_id
             details["stale_after_s"] = f"{exc.stale_after_s:g}"
+        case CallDepthExceeded():
+            status, code = ToolStatus.ERROR, "CallDepthExceeded"
+            details.update(budget=exc.budget, limit=str(exc.limit), depth=str(exc.depth))
+        case ToolCallRefused():
+            status, code = ToolStatus.ERROR, "ToolCallRefused"
+            details.update(budget=exc.budget, limit=str(exc.limit))
         case ToolFailed():
             status, code = ToolStatus.ERROR, exc.cause_type
         case _:
@@ -266,6 +276,15 @@ def error_from_outcome(outcome: ToolCallOutcome, *, tool: str, timeout: float) -
             exc = ToolTimeout(timeout if math.isfinite(timeout) else math.inf, tool=tool)
         case _ if err.code == "PERMISSION_DENIED":
             exc = ToolPermissionDenied(text, tool=tool)
+        case _ if err.code in ("CallDepthExceeded", "ToolCallRefused") and _int(
+            err.details.get("limit")
+        ):
+            # A cap of the turn the call was made for, refused where the call went on.
+            limit = _int(err.details.get("limit")) or 0
+            if err.code == "CallDepthExceeded":
+                exc = CallDepthExceeded(_int(err.details.get("depth")) or 0, limit, tool=tool)
+            else:
+                exc = ToolCallRefused(err.details.get("budget", ""), limit, tool=tool)
         case _ if err.code == AGENT_UNRESPONSIVE:
             stale_after_s = 0.0
             with contextlib.suppress(ValueError):
@@ -277,6 +296,13 @@ def error_from_outcome(outcome: ToolCallOutcome, *, tool: str, timeout: float) -
             exc = ToolFailed(cause, _after(text, f"failed: {cause}"), tool=tool)
     exc.args = (text,)
     return exc
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return int(text) if text else None
+    except ValueError:
+        return None
 
 
 def failed_outcome(call_id: str, status: ToolStatus, code: str, message: str) -> ToolCallOutcome:

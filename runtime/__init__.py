@@ -20,6 +20,12 @@ from ._approvals import ApprovalStats as ApprovalStats
 from ._approvals import ApprovalStatus as ApprovalStatus
 from ._behaviour import AgentSpec as AgentSpec
 from ._behaviour import Behaviour as Behaviour
+from ._budget import Budget as Budget
+from ._budget import BudgetExhausted as BudgetExhausted
+from ._budget import BudgetLedger as BudgetLedger
+from ._budget import BudgetSpend as BudgetSpend
+from ._budget import BudgetStats as BudgetStats
+from ._budget import TenantBudget as TenantBudget
 from ._bus import EventBus as EventBus
 from ._context import Context as Context
 from ._directory import AgentInfo as AgentInfo
@@ -104,6 +110,11 @@ __all__ = [
     "BarrierAborted",
     "BarrierMismatch",
     "Behaviour",
+    "Budget",
+    "BudgetExhausted",
+    "BudgetLedger",
+    "BudgetSpend",
+    "BudgetStats",
     "BusClosed",
     "BusStats",
     "ConfigError",
@@ -136,6 +147,7 @@ __all__ = [
     "SubscriptionStats",
     "SupervisionPolicy",
     "TTLExpired",
+    "TenantBudget",
     "TierStats",
     "Timer",
     "TopicStats",

@@ -22,6 +22,7 @@ from opentelemetry.metrics import Histogram, MeterProvider
 from ._agent_errors import AgentExists, AgentNotFound, AgentStartFailed
 from ._approvals import Approvals
 from ._behaviour import AgentSpec, HasAgentSpec
+from ._budget import BudgetLedger
 from ._bus import EventBus
 from ._cell import Cell, current_cell
 from ._context import Hosting
@@ -35,6 +36,7 @@ from ._subscription import depth
 from .collab._replies import router_for
 from .resilience import Policies
 from .tools import DEFAULT_TIMEOUT, Tool, ToolNotFound, ToolRegistry, ToolTimeout
+from .tools._call_scope import scoped_call
 
 if TYPE_CHECKING:
     from .llm import LLM
@@ -228,6 +230,9 @@ class AgentRuntime:
         self.approvals: Approvals | None = None
         """Where tool calls wait for a human (``loom serve`` opens it in its data directory;
         ``None``: no agent of this runtime may ask for approval). ``docs/guardrails.md``."""
+        self.budgets = BudgetLedger()
+        """The spend of its agents' turns by thread, agent and tenant, and the default limits
+        (``docs/guardrails.md``); ``loom serve`` configures it from ``[budget]``."""
         self._cells: dict[str, Cell] = {}
         self._tg: TaskGroup | None = None
         self._closing = False
@@ -525,15 +530,17 @@ class AgentRuntime:
             if registry is not None:
                 self.directory.add_in_flight(info.id, 1)
                 try:
-                    return await registry.call(
-                        name, arguments, timeout=timeout, idempotency_key=idempotency_key
-                    )
+                    async with scoped_call(name, to_agent=True):
+                        return await registry.call(
+                            name, arguments, timeout=timeout, idempotency_key=idempotency_key
+                        )
                 finally:
                     self.directory.add_in_flight(info.id, -1)
         if name in self.tools:
-            return await self.tools.call(
-                name, arguments, timeout=timeout, idempotency_key=idempotency_key
-            )
+            async with scoped_call(name, to_agent=False):
+                return await self.tools.call(
+                    name, arguments, timeout=timeout, idempotency_key=idempotency_key
+                )
         # Also when every agent offering it stopped or failed for good (while the call waited).
         raise ToolNotFound(name)
 
@@ -552,9 +559,10 @@ class AgentRuntime:
         try:
             # The calling node's policy guarded this call already (retried, broke, limited):
             # doing it again here would multiply its retries.
-            return await registry.call(
-                name, arguments, timeout=timeout, idempotency_key=key, guard=False
-            )
+            async with scoped_call(name, to_agent=True):
+                return await registry.call(
+                    name, arguments, timeout=timeout, idempotency_key=key, guard=False
+                )
         finally:
             self.directory.add_in_flight(agent_id, -1)
 

@@ -17,6 +17,10 @@ cluster use it to carry events and tool calls between processes:
 * :class:`DurableLog` and :class:`DurableConsumer`: the bus's seam to a durable log
   (``loom.cluster.JetStreamLog``), with :func:`mark_delivery`, :func:`dead_letter_event`
   and :func:`dlq_topic`;
+* :class:`CallScope` and :class:`CallFrame`, with :func:`current_frame`, :func:`in_frame`,
+  :func:`set_frame`, :func:`reset_frame`, :func:`scope_headers` and
+  :func:`frame_from_headers`: a turn's call scope (its caps on tool calls and call depth),
+  current while its tools run and carried in ``ToolCall.headers`` across processes;
 * envelope, topic and id helpers that keep the wire and the runtime in step;
 * :func:`set_public_module`: what every public package of loom calls last, so its names
   show its public path (``loom.bridge.BridgeServer``), not a private module's.
@@ -72,6 +76,14 @@ from ._transport import InterestGate as InterestGate
 from ._transport import Transport as Transport
 from .collab._replies import ReplyRouter as ReplyRouter
 from .collab._replies import router_for as router_for
+from .tools._call_scope import CallFrame as CallFrame
+from .tools._call_scope import CallScope as CallScope
+from .tools._call_scope import current_frame as current_frame
+from .tools._call_scope import frame_from_headers as frame_from_headers
+from .tools._call_scope import in_frame as in_frame
+from .tools._call_scope import reset_frame as reset_frame
+from .tools._call_scope import scope_headers as scope_headers
+from .tools._call_scope import set_frame as set_frame
 
 __all__ = [
     "EVENT_OVERHEAD_BYTES",
@@ -79,6 +91,8 @@ __all__ = [
     "TRACEBACK_LOGGER",
     "UNSAMPLED_SPAN",
     "UNSAMPLED_TRACEPARENT",
+    "CallFrame",
+    "CallScope",
     "ContextHost",
     "DurableConsumer",
     "DurableLog",
@@ -98,12 +112,15 @@ __all__ = [
     "Transport",
     "child_envelope",
     "context_from_envelope",
+    "current_frame",
     "dead_letter_event",
     "dead_letter_metadata",
     "dlq_topic",
     "envelope_with_context",
     "event_size",
+    "frame_from_headers",
     "head_sampling",
+    "in_frame",
     "is_sampled",
     "lend_in_flight",
     "log_user_failure",
@@ -115,7 +132,10 @@ __all__ = [
     "reply_envelope",
     "reply_topic",
     "request_event",
+    "reset_frame",
     "router_for",
+    "scope_headers",
+    "set_frame",
     "set_public_module",
     "settle_in_flight",
     "step_hop",

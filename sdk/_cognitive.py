@@ -27,7 +27,8 @@ What happens to an event, in order:
 3. the answer is replied to the event (its ``reply_to``, else its sender's mailbox) with type
    ``agent.answer`` and the answer text as payload; a turn that ends otherwise replies with
    type ``agent.budget_exhausted``, ``agent.cancelled`` or ``agent.error`` and an empty
-   payload. ``metadata`` says ``outcome``, ``iterations`` and, on failure, ``error``. An event
+   payload. ``metadata`` says ``outcome``, ``iterations`` and, on failure, ``error`` (and
+   ``budget``: the budget that stopped the turn). An event
    that names neither ``reply_to`` nor a sender gets no reply; its answer is still in the
    ``turn.end`` event and in the memory.
 
@@ -54,6 +55,8 @@ from loom.runtime import (
     ApprovalPolicy,
     ApprovalRecord,
     Approvals,
+    Budget,
+    BudgetLedger,
     Context,
     Event,
     InvalidArgument,
@@ -129,6 +132,10 @@ class CognitiveAgent(Agent):
             (``effects.sqlite3``), so a resumed or redelivered turn never runs a call twice.
             Needs ``data_dir``.
         tracer_provider: where ``invoke_agent {agent}`` spans go.
+        budget: token and cost budgets and tool-call caps of its turns (``docs/guardrails.md``);
+            limits it leaves unset come from its runtime's ``budgets.defaults`` (``[budget]``
+            of ``loom.toml``). Spend is kept in the runtime's ledger (``runtime.budgets``), or
+            in the agent's own when it runs connected through the bridge.
         topics, capabilities, qos, mailbox_size, max_concurrency, policy, metadata: as for
             :class:`~loom.Agent`.
 
@@ -157,6 +164,7 @@ class CognitiveAgent(Agent):
         approval_timeout_s: float | None = None,
         journal: bool = False,
         tracer_provider: TracerProvider | None = None,
+        budget: Budget | None = None,
         topics: Iterable[str] | None = None,
         capabilities: Iterable[Tool] = (),
         qos: QoS = QoS.BATCHED,
@@ -200,6 +208,7 @@ class CognitiveAgent(Agent):
         self._data_dir = None if data_dir is None else Path(data_dir)
         self.stream_topic = stream_topic or f"agent.{self.agent_id}.stream"
         self._tracer_provider = tracer_provider
+        self.budget = budget if budget is not None else Budget()
         self._store: MemoryStore | None = None
         self._remote_peers: RemotePeers | None = None
         self._decisions: list[RouteDecision] = []
@@ -249,6 +258,9 @@ class CognitiveAgent(Agent):
             agent_id=self.agent_id,
             journal=self._journal,
             approval=self._gate(ctx),
+            budget=self.budget,
+            # Shared by the runtime's agents, so agent and tenant windows are the runtime's.
+            ledger=ctx.runtime.budgets if ctx.runtime is not None else BudgetLedger(),
         )
         await super().on_start(ctx)
         if self._approvals is not None:
@@ -447,6 +459,8 @@ class CognitiveAgent(Agent):
         metadata = {"outcome": outcome.kind, "iterations": str(outcome.iterations)}
         if outcome.error:
             metadata["error"] = outcome.error
+        if outcome.budget:
+            metadata["budget"] = outcome.budget
         await ctx.reply(
             event,
             outcome.answer if outcome.kind == "answer" else b"",

@@ -35,7 +35,15 @@ import anyio
 import msgspec
 
 from loom.bridge import BridgeServer, ServerStatistics
-from loom.runtime import AgentInfo, AgentRuntime, BusStats, ConfigError, DurableStats, EventBus
+from loom.runtime import (
+    AgentInfo,
+    AgentRuntime,
+    BudgetStats,
+    BusStats,
+    ConfigError,
+    DurableStats,
+    EventBus,
+)
 from loom.runtime.llm import ModelRouter, ProviderStats
 from loom.runtime.lowlevel import DurableLog
 from loom.runtime.resilience import PolicyStats
@@ -152,6 +160,7 @@ class _Snapshot(msgspec.Struct, frozen=True, kw_only=True):
     durable: DurableStats | None = None
     caches: CacheRows = ()
     policies: tuple[PolicyStats, ...] = ()
+    budgets: BudgetStats | None = None
 
 
 class ServeMetrics:
@@ -265,6 +274,7 @@ class ServeMetrics:
             durable=self._durable,
             caches=cache_rows(s.router),
             policies=s.runtime.policies.statistics().policies if s.runtime is not None else (),
+            budgets=s.runtime.budgets.statistics() if s.runtime is not None else None,
         )
 
     # ------------------------------------------------------------------ the instruments
@@ -323,6 +333,7 @@ class ServeMetrics:
         self._bridge_instruments(counter, gauge)
         self._durable_instruments(gauge)
         policy_instruments(counter, gauge, lambda: self._snap.policies)
+        self._budget_instruments(counter, gauge)
 
     def _llm_instruments(
         self, counter: Callable[[str, Callable[[], Iterable[Observation]]], None]
@@ -419,6 +430,39 @@ class ServeMetrics:
             "loom.durable.redelivered",
             read(lambda d: [Observation(c.redelivered, {"durable": c.name}) for c in d.consumers]),
         )
+
+    def _budget_instruments(
+        self,
+        counter: Callable[[str, Callable[[], Iterable[Observation]]], None],
+        gauge: Callable[[str, Callable[[], Iterable[Observation]]], None],
+    ) -> None:
+        from opentelemetry.metrics import Observation
+
+        def read(
+            pick: Callable[[BudgetStats], Iterable[Observation]],
+        ) -> Callable[[], Iterable[Observation]]:
+            return lambda: () if self._snap.budgets is None else pick(self._snap.budgets)
+
+        # The spend of the runtime's turns (its budget ledger), beside loom.llm.tokens (the
+        # providers' view): the same calls, counted by who made them.
+        counter("loom.budget.tokens", read(lambda b: [Observation(b.tokens)]))
+        counter("loom.budget.cost.usd", read(lambda b: [Observation(b.cost_usd)]))
+        counter(
+            "loom.budget.exhausted",
+            read(lambda b: [Observation(n, {"budget": k}) for k, n in b.exhausted.items()]),
+        )
+        # The keys spending most within the window (at most 20 series at a time).
+        gauge(
+            "loom.budget.window.tokens",
+            read(lambda b: [Observation(r.tokens, {"kind": r.kind, "key": r.key}) for r in b.top]),
+        )
+        gauge(
+            "loom.budget.window.cost.usd",
+            read(
+                lambda b: [Observation(r.cost_usd, {"kind": r.kind, "key": r.key}) for r in b.top]
+            ),
+        )
+        gauge("loom.budget.keys", read(lambda b: [Observation(b.keys)]))
 
     # ------------------------------------------------------------------ the readings
 

@@ -215,6 +215,8 @@ def create_app(
             runtime, request.path_params["approval_id"], request.path_params["verdict"], str(note)
         )
         return _Json(body, status)
+    async def api_budgets(request: Request) -> Response:
+        return _Json(views.budgets(runtime))
 
     async def api_tail(request: Request) -> Response:
         pattern = request.query_params.get("pattern") or ">"
@@ -254,6 +256,7 @@ def create_app(
         *(a2a.routes(auth) if a2a is not None else ()),
         Route("/api/approvals", guarded(api_approvals)),
         Route("/api/approvals/{approval_id}/{verdict}", guarded(api_decide), methods=["POST"]),
+        Route("/api/budgets", guarded(api_budgets)),
     ]
     return Starlette(routes=routes)
 

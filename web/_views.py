@@ -23,6 +23,7 @@ __all__ = [
     "agent_detail",
     "agents",
     "approvals",
+    "budgets",
     "decide",
     "durable",
     "policies",
@@ -402,3 +403,25 @@ async def decide(
     except InvalidArgument as exc:
         return 400, {"error": str(exc)}
     return 200, msgspec.to_builtins(record)
+
+
+# ---------------------------------------------------------------- budgets
+
+
+def budgets(runtime: AgentRuntime) -> dict[str, Any]:
+    """The spend of the runtime's turns (``runtime.budgets``): totals since the start, calls
+    refused by budget, and the keys spending most within the window."""
+    stats = runtime.budgets.statistics()
+    return {
+        "tokens": stats.tokens,
+        "cost_usd": stats.cost_usd,
+        "calls": stats.calls,
+        "exhausted": stats.exhausted,
+        "window_s": stats.window_s,
+        "keys": stats.keys,
+        "evicted": stats.evicted,
+        "top": [
+            {"kind": r.kind, "key": r.key, "tokens": r.tokens, "cost_usd": r.cost_usd}
+            for r in stats.top
+        ],
+    }

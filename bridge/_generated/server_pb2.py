@@ -22,19 +22,20 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from loom.bridge._generated import budget_pb2 as loom_dot_v1_dot_budget__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14loom/v1/server.proto\x12\x07loom.v1\"\x12\n\x10GetStatusRequest\"\xc7\x05\n\x0cServerStatus\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x12\n\nstarted_ms\x18\x02 \x01(\x03\x12\x11\n\tuptime_ms\x18\x03 \x01(\x04\x12\x0e\n\x06\x61gents\x18\x04 \x01(\x04\x12\x11\n\tconnected\x18\x05 \x01(\x04\x12\x0e\n\x06topics\x18\x06 \x01(\x04\x12\x15\n\rsubscriptions\x18\x07 \x01(\x04\x12\x11\n\tpublished\x18\x08 \x01(\x04\x12\x0f\n\x07\x64ropped\x18\t \x01(\x04\x12\x10\n\x08unrouted\x18\n \x01(\x04\x12\x12\n\ntool_calls\x18\x0b \x01(\x04\x12\x1a\n\x12tool_calls_running\x18\x0c \x01(\x04\x12\x1a\n\x12pending_tool_calls\x18\r \x01(\x04\x12\x16\n\x0estale_after_ms\x18\x0e \x01(\x04\x12\x11\n\tnats_mode\x18\x1e \x01(\t\x12\x10\n\x08nats_url\x18\x1f \x01(\t\x12\x16\n\x0enats_store_dir\x18  \x01(\t\x12\x16\n\x0enats_connected\x18! \x01(\x08\x12\x15\n\rnats_restarts\x18\" \x01(\x04\x12\x11\n\tnamespace\x18K \x01(\t\x12\x11\n\tin_flight\x18\x41 \x01(\x04\x12\x17\n\x0fin_flight_bytes\x18\x42 \x01(\x04\x12\x16\n\x0ellm_cache_hits\x18\x64 \x01(\x04\x12\x18\n\x10llm_cache_misses\x18\x65 \x01(\x04\x12\x1e\n\x16llm_cache_saved_tokens\x18\x66 \x01(\x04\x12\x19\n\x11llm_cache_entries\x18g \x01(\x04\x12\x17\n\x0fllm_cache_bytes\x18h \x01(\x04\x12\x19\n\x11\x61pprovals_pending\x18n \x01(\x04\x12\x1a\n\x12\x61pprovals_approved\x18o \x01(\x04\x12\x18\n\x10\x61pprovals_denied\x18p \x01(\x04\x12\x19\n\x11\x61pprovals_expired\x18q \x01(\x04\x32G\n\x06Server\x12=\n\tGetStatus\x12\x19.loom.v1.GetStatusRequest\x1a\x15.loom.v1.ServerStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14loom/v1/server.proto\x12\x07loom.v1\x1a\x14loom/v1/budget.proto\"\x12\n\x10GetStatusRequest\"\xd5\x06\n\x0cServerStatus\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x12\n\nstarted_ms\x18\x02 \x01(\x03\x12\x11\n\tuptime_ms\x18\x03 \x01(\x04\x12\x0e\n\x06\x61gents\x18\x04 \x01(\x04\x12\x11\n\tconnected\x18\x05 \x01(\x04\x12\x0e\n\x06topics\x18\x06 \x01(\x04\x12\x15\n\rsubscriptions\x18\x07 \x01(\x04\x12\x11\n\tpublished\x18\x08 \x01(\x04\x12\x0f\n\x07\x64ropped\x18\t \x01(\x04\x12\x10\n\x08unrouted\x18\n \x01(\x04\x12\x12\n\ntool_calls\x18\x0b \x01(\x04\x12\x1a\n\x12tool_calls_running\x18\x0c \x01(\x04\x12\x1a\n\x12pending_tool_calls\x18\r \x01(\x04\x12\x16\n\x0estale_after_ms\x18\x0e \x01(\x04\x12\x11\n\tnats_mode\x18\x1e \x01(\t\x12\x10\n\x08nats_url\x18\x1f \x01(\t\x12\x16\n\x0enats_store_dir\x18  \x01(\t\x12\x16\n\x0enats_connected\x18! \x01(\x08\x12\x15\n\rnats_restarts\x18\" \x01(\x04\x12\x11\n\tnamespace\x18K \x01(\t\x12\x11\n\tin_flight\x18\x41 \x01(\x04\x12\x17\n\x0fin_flight_bytes\x18\x42 \x01(\x04\x12\x16\n\x0ellm_cache_hits\x18\x64 \x01(\x04\x12\x18\n\x10llm_cache_misses\x18\x65 \x01(\x04\x12\x1e\n\x16llm_cache_saved_tokens\x18\x66 \x01(\x04\x12\x19\n\x11llm_cache_entries\x18g \x01(\x04\x12\x17\n\x0fllm_cache_bytes\x18h \x01(\x04\x12\x19\n\x11\x61pprovals_pending\x18n \x01(\x04\x12\x1a\n\x12\x61pprovals_approved\x18o \x01(\x04\x12\x18\n\x10\x61pprovals_denied\x18p \x01(\x04\x12\x19\n\x11\x61pprovals_expired\x18q \x01(\x04\x12\x15\n\rbudget_tokens\x18P \x01(\x04\x12\x17\n\x0f\x62udget_cost_usd\x18Q \x01(\x01\x12\x18\n\x10\x62udget_exhausted\x18R \x01(\x04\x12(\n\nbudget_top\x18S \x03(\x0b\x32\x14.loom.v1.BudgetSpend\x12\x18\n\x10\x62udget_window_ms\x18T \x01(\x04\x32G\n\x06Server\x12=\n\tGetStatus\x12\x19.loom.v1.GetStatusRequest\x1a\x15.loom.v1.ServerStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'loom.bridge._generated.server_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETSTATUSREQUEST']._serialized_start=33
-  _globals['_GETSTATUSREQUEST']._serialized_end=51
-  _globals['_SERVERSTATUS']._serialized_start=54
-  _globals['_SERVERSTATUS']._serialized_end=765
-  _globals['_SERVER']._serialized_start=767
-  _globals['_SERVER']._serialized_end=838
+  _globals['_GETSTATUSREQUEST']._serialized_start=55
+  _globals['_GETSTATUSREQUEST']._serialized_end=73
+  _globals['_SERVERSTATUS']._serialized_start=76
+  _globals['_SERVERSTATUS']._serialized_end=929
+  _globals['_SERVER']._serialized_start=931
+  _globals['_SERVER']._serialized_end=1002
 # @@protoc_insertion_point(module_scope)

@@ -36,6 +36,7 @@ from opentelemetry.trace import (
 )
 
 from .._approvals import ApprovalCall, ApprovalRecord
+from .._budget import Budget, BudgetExhausted, BudgetLedger
 from .._errors import InvalidArgument, LoomError
 from .._event import Event
 from .._ids import new_id
@@ -62,6 +63,7 @@ from ._approval import (
     SavedTurn,
     denial_text,
 )
+from ._budgeting import TurnBudget
 from ._strategies import (
     COT_INSTRUCTIONS,
     StrategyName,
@@ -179,6 +181,9 @@ class TurnOutcome(msgspec.Struct, frozen=True, kw_only=True):
         error_type: the error's class name.
         finish_reason: the last model call's finish reason ('' when none finished).
         approval_ids: the approvals a ``waiting_approval`` turn waits for.
+        budget: the budget that stopped a ``budget_exhausted`` turn: ``max_iterations``, a
+            :class:`~loom.runtime.Budget` field (``turn_tokens``, ``agent_cost_usd``,
+            ``max_tool_calls``, ...); '' otherwise.
     """
 
     kind: OutcomeKind
@@ -192,6 +197,7 @@ class TurnOutcome(msgspec.Struct, frozen=True, kw_only=True):
     error_type: str = ""
     finish_reason: str = ""
     approval_ids: tuple[str, ...] = ()
+    budget: str = ""
 
 
 class TextChunk(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="text"):
@@ -245,11 +251,13 @@ class Loop:
         config: how turns run.
         tracer_provider: where the ``invoke_agent {agent}`` spans go (none without one). Give the
             providers the same one to nest their ``chat {model}`` spans inside.
-        agent_id: the agent the turns belong to (span attributes, logs).
+        agent_id: the agent the turns belong to (span attributes, logs, budgets).
         journal: run every tool call through this effect journal, keyed by agent, thread,
             turn and call id, so a resumed or redelivered turn never runs a call twice.
         approval: which tool calls wait for a human (the turn then ends ``waiting_approval``
             and :meth:`resume` continues it).
+        budget: the limits of its turns (``docs/guardrails.md``), over ``ledger.defaults``.
+        ledger: where spend over time is kept (``AgentRuntime.budgets``); its own without.
     """
 
     def __init__(
@@ -262,10 +270,14 @@ class Loop:
         agent_id: str = "",
         journal: EffectJournal | None = None,
         approval: ApprovalGate | None = None,
+        budget: Budget | None = None,
+        ledger: BudgetLedger | None = None,
     ) -> None:
         self.llm = llm
         self.journal = journal
         self.approval = approval
+        self.budget = budget if budget is not None else Budget()
+        self.ledger = ledger if ledger is not None else BudgetLedger()
         self.tools = tools
         self.config = config if config is not None else LoopConfig()
         self.agent_id = agent_id
@@ -360,6 +372,9 @@ class Turn:
         self._resume: tuple[SavedTurn, dict[str, ApprovalRecord]] | None = None
         self.turn_id = event.id if event is not None else new_id()
         """Names the turn in the effect journal and in approvals (the event's id)."""
+        self._budget = TurnBudget(
+            loop.budget, loop.ledger, loop.llm, loop.agent_id, context.thread_id
+        )
         self.outcome: TurnOutcome | None = None
         """The outcome, once :meth:`run` has returned."""
 
@@ -410,7 +425,10 @@ class Turn:
                 if self._cancel_requested:
                     scope.cancel()
                 try:
-                    outcome = await self._run(span)
+                    with self._budget.current():
+                        outcome = await self._run(span)
+                except BudgetExhausted as exc:  # refused before the call: no surprise bill
+                    outcome = self._outcome("budget_exhausted", error=str(exc), budget=exc.budget)
                 except LoomError as exc:
                     log.warning("turn of %s failed: %r", loop.agent_id, exc)
                     outcome = self._outcome("error", error=str(exc), error_type=type(exc).__name__)
@@ -487,7 +505,7 @@ class Turn:
                     max_tokens=config.max_tokens,
                     timeout_s=config.llm_timeout_s,
                 )
-                completion = await self._think(request, n, span)
+                completion = await self._think(request, prompt.tokens, n, span)
                 if not react:
                     await context.record_assistant(completion.text)
                     if config.strategy == "chain_of_thought":
@@ -507,6 +525,8 @@ class Turn:
                     except _Suspend as wait:
                         return await self._suspend(wait, completion.text, step.calls, True)
                     await self._record_step(completion.text, step.calls, results, text_mode=True)
+                    if self._budget.exhausted:
+                        return self._capped()
                     continue
                 calls = _unique_ids(completion.tool_calls)
                 if not calls:
@@ -517,10 +537,23 @@ class Turn:
                 except _Suspend as wait:
                     return await self._suspend(wait, completion.text, calls, False)
                 await self._record_step(completion.text, calls, results, text_mode=False)
+                if self._budget.exhausted:
+                    return self._capped()
         turn_span.set_attribute("loom.turn.max_iterations", config.max_iterations)
         return self._outcome(
             "budget_exhausted",
             error=f"no final answer after {config.max_iterations} model calls",
+            budget="max_iterations",
+        )
+
+    def _capped(self) -> TurnOutcome:
+        # A call of this step was refused by a cap: the step is recorded whole (the refusal
+        # is its result), and the turn ends rather than ask the model again.
+        name = self._budget.exhausted
+        return self._outcome(
+            "budget_exhausted",
+            error=f"budget {name} exhausted: a tool call was refused",
+            budget=name,
         )
 
     async def _record_step(
@@ -645,21 +678,29 @@ class Turn:
             parts.append(text_tools_instructions(tools.specs))
         return "\n\n".join(parts)
 
-    async def _think(self, request: CompletionRequest, n: int, span: Span) -> Completion:
+    async def _think(
+        self, request: CompletionRequest, prompt_tokens: int, n: int, span: Span
+    ) -> Completion:
         llm = self._loop.llm
+        pending = self._budget.before(request, prompt_tokens)  # raises: the call is not made
         self._iterations = n
         completion: Completion | None = None
-        if self._on_update is not None and self._config.stream:
-            async with llm.stream(request) as chunks:
-                async for chunk in chunks:
-                    if isinstance(chunk, TextDelta):
-                        await self._on_update(TextChunk(iteration=n, text=chunk.text))
-                    elif isinstance(chunk, StreamEnd):
-                        completion = chunk.completion
-            if completion is None:
-                raise BadResponse("the stream ended without its last chunk", provider=llm.name)
-        else:
-            completion = await llm.complete(request)
+        try:
+            if self._on_update is not None and self._config.stream:
+                async with llm.stream(request) as chunks:
+                    async for chunk in chunks:
+                        if isinstance(chunk, TextDelta):
+                            await self._on_update(TextChunk(iteration=n, text=chunk.text))
+                        elif isinstance(chunk, StreamEnd):
+                            completion = chunk.completion
+                if completion is None:
+                    raise BadResponse("the stream ended without its last chunk", provider=llm.name)
+            else:
+                completion = await llm.complete(request)
+        except BaseException:
+            self._budget.failed(pending)
+            raise
+        self._budget.after(pending, completion)
         usage = completion.usage
         self._prompt_tokens += usage.prompt_tokens
         self._completion_tokens += usage.completion_tokens
@@ -769,7 +810,8 @@ class Turn:
 
             try:
                 with tool_output_sink(output if on_update is not None else None):
-                    value = await self._run_tool(call, arguments, tools)
+                    async with self._budget.tool_call(call.name):
+                        value = await self._run_tool(call, arguments, tools)
             except ToolError as exc:
                 content, error_type = str(exc), type(exc).__name__
             except Exception as exc:  # isolated: one tool's failure is a result, not the turn's

@@ -4,6 +4,8 @@ import typing
 
 from .._public import public_module as _public_module
 from .._public import set_public_module as _set_public_module
+from ._call_scope import CallDepthExceeded as CallDepthExceeded
+from ._call_scope import ToolCallRefused as ToolCallRefused
 from ._clock import ClockNow as ClockNow
 from ._clock import Now as Now
 from ._errors import InvalidToolArguments as InvalidToolArguments
@@ -99,6 +101,7 @@ __all__ = [
     "MAX_SCHEMA_BYTES",
     "MAX_SCHEMA_DEPTH",
     "MAX_TREE_ENTRIES",
+    "CallDepthExceeded",
     "ClockNow",
     "DirEntry",
     "DirListing",
@@ -136,6 +139,7 @@ __all__ = [
     "ShellExec",
     "Tool",
     "ToolArguments",
+    "ToolCallRefused",
     "ToolError",
     "ToolFailed",
     "ToolFailures",

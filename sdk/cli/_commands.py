@@ -702,6 +702,7 @@ def _status_lines(address: str, s: ServerStatus) -> list[tuple[str, str]]:
             f"{s.approvals_pending} waiting (since start: {s.approvals_approved} approved, "
             f"{s.approvals_denied} denied, {s.approvals_expired} expired)",
         ),
+        ("budgets", _budget_line(s)),
         # Counts above are of the namespace only, for a tenant's token: say so.
         *([("namespace", f"{s.namespace} (the counts above are its own)")] if s.namespace else []),
     ]
@@ -713,6 +714,17 @@ def _cache_line(s: ServerStatus) -> str:
         f"{c.hits} hits, {c.misses} misses, {c.saved_tokens} tokens saved; "
         f"{c.entries} answers held ({c.bytes} bytes)"
     )
+def _budget_line(s: ServerStatus) -> str:
+    if not s.budget_window_s:
+        return "not reported (an older server)"
+    line = f"{s.budget_tokens} tokens, ${s.budget_cost_usd:.4f} spent"
+    if not s.namespace:
+        line += f", {s.budget_exhausted} calls refused"
+    if s.budget_top:
+        top = s.budget_top[0]
+        line += f"; most in the last {_duration(s.budget_window_s)}: {top.kind} {top.key} "
+        line += f"({top.tokens} tokens)"
+    return line
 
 
 def _nats_line(s: ServerStatus) -> str:

@@ -25,6 +25,7 @@ from loom.web import A2AAgent
 from ._config_a2a import decode_a2a_expose
 from ._config_a2a_remote import A2ARemote, decode_a2a_remote
 from ._config_approvals import ApprovalsTable, decode_approvals
+from ._config_budget import BudgetTable, decode_budget
 from ._config_policy import (
     PolicyTables,
     check_llm_policies,
@@ -519,6 +520,7 @@ class ServiceTables(msgspec.Struct, frozen=True, kw_only=True):
             (``sdk/cli/_config_a2a_remote.py``).
         a2a_expose: the agents of ``[a2a] expose``, served over A2A on the HTTP port.
         policy: the resilience policies of ``[policy.<name>]`` and ``[tools.policy]``.
+        budget: the limits of ``[budget]`` for the turns of the agents it runs.
     """
 
     mcp: Mapping[str, McpServerConfig] = msgspec.field(default_factory=dict)
@@ -530,11 +532,12 @@ class ServiceTables(msgspec.Struct, frozen=True, kw_only=True):
     a2a_expose: tuple[A2AAgent, ...] = ()
     policy: PolicyTables = msgspec.field(default_factory=PolicyTables)
     approvals: ApprovalsTable = msgspec.field(default_factory=ApprovalsTable)
+    budget: BudgetTable = msgspec.field(default_factory=BudgetTable)
 
 
 def load_tables(*, toml_path: Path | None, environ: Mapping[str, str]) -> ServiceTables:
-    """Decode ``[mcp]``, ``[llm]``, ``[tools]``, ``[agents]`` and ``[tokens]`` of ``loom.toml``
-    (absent tables: none configured).
+    """Decode ``[mcp]``, ``[llm]``, ``[tools]``, ``[agents]``, ``[tokens]`` and ``[budget]`` of
+    ``loom.toml`` (absent tables: none configured).
 
     Raises:
         ConfigError: a table is malformed; the message names the file, the server or
@@ -558,6 +561,7 @@ def load_tables(*, toml_path: Path | None, environ: Mapping[str, str]) -> Servic
     a2a_remote = decode_a2a_remote(doc.get("a2a", {}), where=where, environ=environ)
     a2a_expose = decode_a2a_expose(doc.get("a2a", {}), where=where)
     approvals = decode_approvals(doc.get("approvals", {}), where=where)
+    budget = decode_budget(doc.get("budget", {}), where=where)
     return ServiceTables(
         mcp=mcp,
         llm=llm,
@@ -568,4 +572,5 @@ def load_tables(*, toml_path: Path | None, environ: Mapping[str, str]) -> Servic
         a2a_expose=a2a_expose,
         policy=policy,
         approvals=approvals,
+        budget=budget,
     )

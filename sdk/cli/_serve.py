@@ -42,6 +42,7 @@ from .._telemetry import open_tracing, trace_config
 from ._config import ServeConfig, ServiceTables
 from ._config_a2a_remote import open_a2a_remote
 from ._config_policy import build_policies
+from ._config_budget import budgets_applied
 from ._hosted import agent_data_dir, agent_tools, build_tools
 from ._llm_cache import open_response_cache
 from ._serve_approvals import attach_approvals, guard_tools, open_approvals
@@ -346,6 +347,7 @@ async def serve(
             _cluster_directory(config, nats, runtime) as directory,
             # Before the agents: a turn that waited across a restart resumes from it.
             attach_approvals(approvals, runtime),
+            budgets_applied(tables.budget, runtime),  # before the agents it limits start
             _mcp_hub(tables, runtime, environ or {}),
             open_a2a_remote(tables.a2a_remote, runtime),
             _hosted(tables, runtime, router, Path(data_dir)) as hosted,

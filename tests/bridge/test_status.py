@@ -59,6 +59,7 @@ from loom.runtime import (
     ApprovalNotFound,
     BarrierAborted,
     BarrierMismatch,
+    BudgetExhausted,
     BusClosed,
     ConfigError,
     DeadlineExceeded,
@@ -92,9 +93,11 @@ from loom.runtime.memory import (
 )
 from loom.runtime.tools import (
     EffectInterrupted,
+    CallDepthExceeded,
     InvalidToolArguments,
     InvalidToolSchema,
     McpConfigError,
+    ToolCallRefused,
     ToolError,
     ToolFailed,
     ToolNotFound,
@@ -128,6 +131,8 @@ TOOL_ERRORS: tuple[type[ToolError], ...] = (
     ToolPermissionDenied,
     ToolFailed,
     AgentUnresponsive,  # a call pushed to an agent that turned stale (code AGENT_UNRESPONSIVE)
+    ToolCallRefused,  # a cap of the turn the call was made for (details: budget, limit)
+    CallDepthExceeded,  # a chain of agent calls past max_call_depth (details: depth too)
 )
 
 # Sent in a ToolResult as TOOL_ERROR with their class name as the code: rebuilt as ToolFailed.
@@ -144,6 +149,7 @@ LLM_FAILURES: set[type[LoomError]] = {cls for cls, _kind, _code in _LLM_KINDS} |
 # Never sent by the server, with the reason.
 NEVER_CROSSES: dict[type[LoomError], str] = {
     LoomError: "the root; the server reports only the classes above",
+    BudgetExhausted: "refused inside a turn, which ends with outcome budget_exhausted",
     BridgeError: "a base class; its subclasses are filed one by one",
     InsecureBind: "raised by BridgeServer(...) before anything listens",
     WeakToken: "raised by BridgeServer(...) before anything listens",
@@ -216,6 +222,8 @@ SAMPLES: dict[type[LoomError], Callable[[], LoomError]] = {
     ToolUnavailable: lambda: ToolUnavailable("fs", "not connected", tool="t.x"),
     AgentUnresponsive: lambda: AgentUnresponsive("a1", 15.0, tool="t.x"),
     EffectInterrupted: lambda: EffectInterrupted("a/t/e/c1", tool="t.x"),
+    ToolCallRefused: lambda: ToolCallRefused("max_tool_calls", 3, tool="t.x"),
+    CallDepthExceeded: lambda: CallDepthExceeded(4, 3, tool="t.x"),
 }
 
 

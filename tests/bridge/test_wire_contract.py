@@ -23,6 +23,7 @@ from google.protobuf.descriptor import (
 from loom.bridge._generated import (
     approvals_pb2,
     bridge_pb2,
+    budget_pb2,
     bus_pb2,
     directory_pb2,
     event_pb2,
@@ -152,6 +153,7 @@ _FILES = (
     llm_pb2.DESCRIPTOR,
     memory_pb2.DESCRIPTOR,
     approvals_pb2.DESCRIPTOR,
+    budget_pb2.DESCRIPTOR,
 )
 
 

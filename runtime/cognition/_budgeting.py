@@ -1,0 +1,228 @@
+"""A turn's budgets: its own, the ledger's windows, and the caps of its call scope.
+
+:class:`TurnBudget` is the seam between the loop and the budgets. Before each model call the
+loop asks :meth:`TurnBudget.before` with the request: its *estimate* is the prompt's tokens
+(the context's token counter, plus the tool schemas at 4 bytes a token) and the call's
+``max_tokens`` (the request's, else the provider's ``max_output_tokens``, else 4096), priced
+at the provider's ``cost_per_1k_input`` / ``cost_per_1k_output`` (with a router: the dearest
+of its providers, since any of them may serve the call). A call whose estimate does not fit is
+never made: :class:`~loom.runtime.BudgetExhausted` names the budget. After the call,
+:meth:`TurnBudget.after` counts the usage the provider reported, priced at the provider that
+served it.
+
+Tool calls go through :meth:`TurnBudget.tool_call`: counted against ``max_tool_calls``, run
+within ``max_parallel_tool_calls`` slots, with the turn's call frame current so that nested
+calls (tools that are agents) count against the same scope
+(``runtime/tools/_call_scope.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager
+from contextvars import Token
+
+import msgspec
+
+from .._budget import Budget, BudgetExhausted, BudgetHold, BudgetLedger
+from ..llm import LLM, Completion, CompletionRequest, ModelRouter, ProviderProfile, Usage
+from ..lowlevel import CallFrame, CallScope, current_frame, in_frame, reset_frame, set_frame
+from ..tools import ToolCallRefused
+
+__all__ = ["DEFAULT_OUTPUT_TOKENS", "TurnBudget", "estimate_prompt_tokens"]
+
+DEFAULT_OUTPUT_TOKENS = 4096
+"""``max_tokens`` assumed for a call that sets none, to a model whose own cap is unknown."""
+
+_schema_encoder = msgspec.json.Encoder()
+
+
+def estimate_prompt_tokens(request: CompletionRequest, prompt_tokens: int) -> int:
+    """The prompt's tokens: the built prompt's estimate and the tools' schemas (JSON bytes / 4,
+    as the router estimates them)."""
+    tools = len(_schema_encoder.encode(request.tools)) // 4 if request.tools else 0
+    return prompt_tokens + tools
+
+
+def _output_cap(llm: LLM, request: CompletionRequest) -> int:
+    if request.max_tokens is not None:
+        return request.max_tokens
+    models = list(llm.providers.values()) if isinstance(llm, ModelRouter) else [llm]
+    caps = [getattr(getattr(m, "config", None), "max_output_tokens", None) for m in models]
+    known = [c for c in caps if isinstance(c, int)]
+    return max(known) if known else DEFAULT_OUTPUT_TOKENS
+
+
+def _profiles(llm: LLM) -> list[ProviderProfile]:
+    models = list(llm.providers.values()) if isinstance(llm, ModelRouter) else [llm]
+    found = [getattr(m, "profile", None) for m in models]
+    return [p for p in found if isinstance(p, ProviderProfile)]
+
+
+def _price(profile_in: float, profile_out: float, usage: Usage) -> float:
+    return (usage.prompt_tokens * profile_in + usage.completion_tokens * profile_out) / 1000
+
+
+class _Pending(msgspec.Struct):
+    hold: BudgetHold
+    tokens: int
+    cost: float
+
+
+class TurnBudget:
+    """The budgets of one turn (made by the loop when it starts).
+
+    Args:
+        budget: the agent's own limits (over the ledger's for it, and its defaults).
+        ledger: where thread, agent and tenant spend is kept.
+        llm: the model (its config prices the calls).
+        agent_id: the agent (and so its tenant).
+        thread_id: the conversation.
+    """
+
+    def __init__(
+        self, budget: Budget, ledger: BudgetLedger, llm: LLM, agent_id: str, thread_id: str
+    ) -> None:
+        self.budget = budget = ledger.budget_for(agent_id, budget)
+        self._ledger = ledger
+        self._llm = llm
+        self._limits = ledger.limits(budget, agent_id, thread_id)
+        self._tokens = 0
+        self._cost = 0.0
+        self.exhausted: str = ""
+        """The budget that stopped the turn's own tool calls ('' while none did)."""
+        self.joined = False
+        self._frame: CallFrame | None = None
+
+    @contextmanager
+    def current(self) -> Iterator[None]:
+        """The turn's call frame, current while the turn runs (decided as it starts)."""
+        budget = self.budget
+        parent = current_frame()
+        # A turn run by a tool of another turn (an agent called as a tool) joins that turn's
+        # scope: its calls count against the caps of the turn that started the chain.
+        self.joined = parent is not None
+        if parent is not None:
+            self._frame = CallFrame(parent.scope, parent.depth)
+        elif (
+            budget.max_tool_calls is not None
+            or budget.max_parallel_tool_calls is not None
+            or budget.max_call_depth is not None
+        ):
+            scope = CallScope(
+                max_tool_calls=budget.max_tool_calls,
+                max_parallel=budget.max_parallel_tool_calls,
+                max_depth=budget.max_call_depth,
+                on_refused=self._ledger.refused,
+            )
+            self._frame = CallFrame(scope, 0)
+        else:
+            self._frame = None  # no caps: calls are not scoped at all
+        with in_frame(self._frame):
+            yield
+
+    @property
+    def scope(self) -> CallScope | None:
+        """The call scope the turn's tool calls count against (``None``: no caps)."""
+        return None if self._frame is None else self._frame.scope
+
+    # ------------------------------------------------------------------ model calls
+
+    def before(self, request: CompletionRequest, prompt_tokens: int) -> _Pending:
+        """Hold the estimate of a call against every budget, or refuse it.
+
+        Raises:
+            BudgetExhausted: the estimate does not fit one of them; nothing was held.
+        """
+        budget = self.budget
+        tokens = estimate_prompt_tokens(request, prompt_tokens)
+        out = _output_cap(self._llm, request)
+        profiles = _profiles(self._llm)
+        per_in = max((p.cost_per_1k_input for p in profiles), default=0.0)
+        per_out = max((p.cost_per_1k_output for p in profiles), default=0.0)
+        cost = (tokens * per_in + out * per_out) / 1000
+        tokens += out
+        if budget.turn_tokens is not None and self._tokens + tokens > budget.turn_tokens:
+            self._ledger.refused("turn_tokens")
+            raise BudgetExhausted(
+                "turn_tokens", limit=budget.turn_tokens, spent=self._tokens, needed=tokens
+            )
+        if budget.turn_cost_usd is not None and self._cost + cost > budget.turn_cost_usd:
+            self._ledger.refused("turn_cost_usd")
+            raise BudgetExhausted(
+                "turn_cost_usd", limit=budget.turn_cost_usd, spent=self._cost, needed=cost
+            )
+        hold = self._ledger.hold(self._limits, tokens, cost)
+        return _Pending(hold=hold, tokens=tokens, cost=cost)
+
+    def after(self, pending: _Pending, completion: Completion) -> None:
+        """Count what the call used instead of its estimate."""
+        usage = completion.usage
+        profile = self._served_by(completion.provider)
+        cost = (
+            0.0
+            if profile is None
+            else _price(profile.cost_per_1k_input, profile.cost_per_1k_output, usage)
+        )
+        tokens = usage.prompt_tokens + usage.completion_tokens
+        self._tokens += tokens
+        self._cost += cost
+        pending.hold.settle(tokens, cost)
+
+    def failed(self, pending: _Pending) -> None:
+        """The call failed without reporting usage: the turn keeps its estimate counted
+        (the provider may have billed it), as the ledger's hold does."""
+        self._tokens += pending.tokens
+        self._cost += pending.cost
+
+    def _served_by(self, provider: str) -> ProviderProfile | None:
+        llm = self._llm
+        if isinstance(llm, ModelRouter):
+            served = llm.providers.get(provider)
+            return None if served is None else served.profile
+        profile = getattr(llm, "profile", None)
+        return profile if isinstance(profile, ProviderProfile) else None
+
+    # ------------------------------------------------------------------ tool calls
+
+    def tool_call(self, name: str) -> _ToolCall:
+        """Around one tool call of the turn: count it, hold a parallel slot, and make the
+        frame current with the call counted (so the runtime does not count it again).
+
+        Raises:
+            ToolCallRefused: a cap is reached (the turn's own ``max_tool_calls`` also sets
+                :attr:`exhausted`, so that the loop ends the turn after this step).
+        """
+        return _ToolCall(self, name)
+
+
+class _ToolCall:
+    __slots__ = ("_budget", "_name", "_slot", "_token")
+
+    def __init__(self, budget: TurnBudget, name: str) -> None:
+        self._budget, self._name = budget, name
+        self._slot: AbstractAsyncContextManager[None] | None = None
+        self._token: Token[CallFrame | None] | None = None
+
+    async def __aenter__(self) -> None:
+        budget = self._budget
+        frame = budget._frame
+        if frame is None:
+            return
+        try:
+            frame.scope.take(self._name)
+        except ToolCallRefused as exc:
+            budget.exhausted = exc.budget
+            raise
+        # The turn's own calls wait for a slot; a joined turn's are nested calls (their
+        # ancestors hold slots) and are refused at once instead.
+        slot = frame.scope.slot(wait=not budget.joined, tool=self._name)
+        await slot.__aenter__()
+        self._slot = slot
+        self._token = set_frame(CallFrame(frame.scope, frame.depth, True))
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._token is not None:
+            reset_frame(self._token)
+        if self._slot is not None:
+            await self._slot.__aexit__(None, None, None)

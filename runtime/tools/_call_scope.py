@@ -1,0 +1,331 @@
+"""The caps of one turn over every tool call made on its behalf, nested calls included.
+
+A cognitive turn opens a :class:`CallScope`: how many tool calls it may make, how many may run
+at once, how deep a chain of agent-to-agent calls may go. The scope is current (a context
+variable) while the turn's tools run, so a tool that is an agent and calls tools in turn (an
+in-process capability calling ``ctx.tool``, another agent's turn) finds it and counts against
+it; a turn that starts inside a scope *joins* it instead of opening its own.
+
+Across the bridge the scope travels in ``ToolCall.headers`` (:data:`SCOPE_HEADERS`; an old
+peer ignores keys it does not know): its id, the depth, the caps left. A process that holds
+the scope (the server, for a turn it runs) finds it by id and counts against it exactly; one
+that does not rebuilds a detached copy with the caps left at the time of the call.
+
+Why nested calls never wait for a parallel slot: their ancestors hold slots, so waiting could
+wait on itself. A nested call takes a free slot or is refused at once
+(:class:`ToolCallRefused`); only the turn's own calls queue for one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar, Token
+from typing import NamedTuple
+
+import anyio
+
+from .._ids import new_id
+from ._errors import ToolError
+
+__all__ = [
+    "SCOPE_HEADERS",
+    "CallDepthExceeded",
+    "CallFrame",
+    "CallScope",
+    "ToolCallRefused",
+    "current_frame",
+    "frame_from_headers",
+    "in_frame",
+    "reset_frame",
+    "scope_headers",
+    "scoped_call",
+    "set_frame",
+]
+
+SCOPE_HEADERS = ("loom-scope", "loom-scope-depth", "loom-scope-caps", "loom-scope-counted")
+"""``ToolCall.headers`` keys of a call scope: its id; the depth the call is made from (a call
+pushed to an agent: the depth it runs at); ``calls_left,parallel,max_depth`` (``-`` for no
+cap); ``1`` when the caller has counted the call already."""
+
+
+class ToolCallRefused(ToolError):
+    """A tool call was refused by a cap of the turn it was made for; nothing was called.
+
+    Attributes:
+        budget: ``max_tool_calls``, ``max_parallel_tool_calls`` or ``max_call_depth``.
+        limit: the cap.
+    """
+
+    def __init__(self, budget: str, limit: int, *, tool: str | None = None) -> None:
+        self.budget = budget
+        self.limit = limit
+        super().__init__(f"refused: {budget} ({limit}) reached", tool=tool)
+
+
+class CallDepthExceeded(ToolCallRefused):
+    """A chain of agent-to-agent calls would go deeper than ``max_call_depth``.
+
+    Attributes:
+        depth: the depth the call would have run at.
+    """
+
+    def __init__(self, depth: int, limit: int, *, tool: str | None = None) -> None:
+        super().__init__("max_call_depth", limit, tool=tool)
+        self.depth = depth
+        self.args = (f"refused: call depth {depth} is deeper than max_call_depth ({limit})",)
+
+
+class CallScope:
+    """The caps of one turn, shared by every call made under it.
+
+    Args:
+        max_tool_calls: calls that may start under it (``None``: no cap).
+        max_parallel: calls that may run at once (``None``: no cap).
+        max_depth: how deep agent-to-agent calls may go (``None``: no cap).
+        on_refused: told the budget's name each time a call is refused (a ledger counts).
+        scope_id: a scope held by another process: its id (a copy rebuilt from headers,
+            with the caps left; never found by :meth:`find`). ``None``: a new scope.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_tool_calls: int | None = None,
+        max_parallel: int | None = None,
+        max_depth: int | None = None,
+        on_refused: Callable[[str], None] | None = None,
+        scope_id: str | None = None,
+    ) -> None:
+        self.id = scope_id or new_id()
+        self.detached = scope_id is not None
+        self.max_tool_calls = max_tool_calls
+        self.max_parallel = max_parallel
+        self.max_depth = max_depth
+        self.on_refused = on_refused
+        self.tool_calls = 0
+        """Calls started under it so far."""
+        self.in_flight = 0
+        self.high_water = 0
+        """The most calls that ran at once."""
+        self._limiter = None if max_parallel is None else anyio.CapacityLimiter(max_parallel)
+        if not self.detached:
+            _open_scopes[self.id] = self
+
+    @staticmethod
+    def find(scope_id: str) -> CallScope | None:
+        """The scope of that id, while a turn of this process holds it."""
+        return _open_scopes.get(scope_id)
+
+    def _refuse(self, budget: str, limit: int, tool: str | None) -> ToolCallRefused:
+        if self.on_refused is not None:
+            self.on_refused(budget)
+        return ToolCallRefused(budget, limit, tool=tool)
+
+    def take(self, tool: str | None = None) -> None:
+        """Count one call.
+
+        Raises:
+            ToolCallRefused: ``max_tool_calls`` calls were made already.
+        """
+        if self.max_tool_calls is not None and self.tool_calls >= self.max_tool_calls:
+            raise self._refuse("max_tool_calls", self.max_tool_calls, tool)
+        self.tool_calls += 1
+
+    def slot(self, *, wait: bool, tool: str | None = None) -> _Slot:
+        """A context manager holding one parallel slot while a call runs.
+
+        Args:
+            wait: wait for a free slot (the turn's own calls) or be refused at once (nested
+                calls; see the module docs).
+
+        Raises:
+            ToolCallRefused: ``wait`` is false and every slot is taken.
+        """
+        return _Slot(self, wait, tool)
+
+    def check_depth(self, depth: int, tool: str | None = None) -> None:
+        """Raises :class:`CallDepthExceeded` when ``depth`` is past ``max_depth``."""
+        if self.max_depth is not None and depth > self.max_depth:
+            if self.on_refused is not None:
+                self.on_refused("max_call_depth")
+            raise CallDepthExceeded(depth, self.max_depth, tool=tool)
+
+    def caps_left(self) -> str:
+        calls = "-" if self.max_tool_calls is None else str(self.max_tool_calls - self.tool_calls)
+        parallel = "-" if self.max_parallel is None else str(self.max_parallel)
+        depth = "-" if self.max_depth is None else str(self.max_depth)
+        return f"{calls},{parallel},{depth}"
+
+
+_open_scopes: weakref.WeakValueDictionary[str, CallScope] = weakref.WeakValueDictionary()
+"""Scopes of turns running in this process, by id: bounded by the turns alive."""
+
+
+class _Slot:
+    """One parallel slot of a scope, held for the call's duration."""
+
+    __slots__ = ("_scope", "_token", "_tool", "_wait")
+
+    def __init__(self, scope: CallScope, wait: bool, tool: str | None) -> None:
+        self._scope, self._wait, self._tool = scope, wait, tool
+        self._token = object()
+
+    async def __aenter__(self) -> None:
+        scope = self._scope
+        limiter = scope._limiter
+        if limiter is not None:
+            if self._wait:
+                await limiter.acquire_on_behalf_of(self._token)
+            else:
+                try:
+                    limiter.acquire_on_behalf_of_nowait(self._token)
+                except anyio.WouldBlock:
+                    assert scope.max_parallel is not None
+                    raise scope._refuse(
+                        "max_parallel_tool_calls", scope.max_parallel, self._tool
+                    ) from None
+        scope.in_flight += 1
+        scope.high_water = max(scope.high_water, scope.in_flight)
+
+    async def __aexit__(self, *exc: object) -> None:
+        scope = self._scope
+        scope.in_flight -= 1
+        if scope._limiter is not None:
+            scope._limiter.release_on_behalf_of(self._token)
+
+
+class CallFrame(NamedTuple):
+    """Where a call is made from: its scope, the agent-to-agent depth, and whether the call
+    about to be made has been counted already (by the loop that made it)."""
+
+    scope: CallScope
+    depth: int = 0
+    counted: bool = False
+
+
+_frame: ContextVar[CallFrame | None] = ContextVar("loom_call_frame", default=None)
+
+
+def current_frame() -> CallFrame | None:
+    """The frame of the call being made now, or ``None`` outside any scope."""
+    return _frame.get()
+
+
+@contextlib.contextmanager
+def in_frame(frame: CallFrame | None) -> Iterator[None]:
+    """Make ``frame`` current while the block runs."""
+    token = _frame.set(frame)
+    try:
+        yield
+    finally:
+        _frame.reset(token)
+
+
+def set_frame(frame: CallFrame | None) -> Token[CallFrame | None]:
+    """Make ``frame`` current until :func:`reset_frame` (for ``__aenter__``/``__aexit__``)."""
+    return _frame.set(frame)
+
+
+def reset_frame(token: Token[CallFrame | None]) -> None:
+    """Undo the :func:`set_frame` that returned ``token``."""
+    _frame.reset(token)
+
+
+def scope_headers(*, pushed: bool = False) -> dict[str, str]:
+    """The current frame as ``ToolCall.headers`` entries (empty outside any scope).
+
+    Args:
+        pushed: a call the server pushes to an agent's process (it is running at the
+            frame's depth already).
+    """
+    frame = _frame.get()
+    if frame is None:
+        return {}
+    headers = {
+        "loom-scope": frame.scope.id,
+        "loom-scope-depth": str(frame.depth),
+        "loom-scope-caps": frame.scope.caps_left(),
+    }
+    if frame.counted and not pushed:
+        headers["loom-scope-counted"] = "1"
+    return headers
+
+
+def frame_from_headers(headers: Mapping[str, str], *, pushed: bool = False) -> CallFrame | None:
+    """The frame a call served here runs in, from its headers (``None`` when they name no
+    scope, or name it badly: an old or careless peer is served without caps).
+
+    Args:
+        pushed: the call was pushed to this agent's process by the server, which counted the
+            hop already: the frame is one level up, since this runtime's ``call_tool``
+            counts the hop into the local capability again.
+    """
+    scope_id = headers.get("loom-scope", "")
+    if not scope_id:
+        return None
+    try:
+        depth = int(headers.get("loom-scope-depth", "0"))
+        calls, parallel, max_depth = (
+            None if part == "-" else int(part)
+            for part in headers.get("loom-scope-caps", "-,-,-").split(",")
+        )
+    except ValueError:
+        return None
+    scope = CallScope.find(scope_id)
+    if scope is None:
+        scope = CallScope(
+            max_tool_calls=calls, max_parallel=parallel, max_depth=max_depth, scope_id=scope_id
+        )
+        # Counted (or not) in the caller's copy, which is this one.
+        counted = headers.get("loom-scope-counted") == "1"
+    else:
+        # The caller counted in its own copy of a scope this process holds: count here too.
+        counted = False
+    return CallFrame(scope, depth - 1 if pushed else depth, counted or pushed)
+
+
+class scoped_call:  # lower case: it reads as a call, ``async with scoped_call(...)``
+    """Around one tool call routed by a runtime: count it against the current scope (unless
+    the loop that made it did), take a parallel slot (never waiting: see the module docs),
+    check the depth of a call into another agent, and make the callee's frame current.
+
+    Outside any scope it does nothing.
+
+    Args:
+        tool: the tool's name (errors name it).
+        to_agent: the call runs an agent's capability: one hop deeper.
+
+    Raises:
+        ToolCallRefused: a cap of the scope is reached (``CallDepthExceeded`` for the depth).
+    """
+
+    __slots__ = ("_slot", "_to_agent", "_token", "_tool")
+
+    def __init__(self, tool: str, *, to_agent: bool) -> None:
+        self._tool = tool
+        self._to_agent = to_agent
+        self._slot: _Slot | None = None
+        self._token: Token[CallFrame | None] | None = None
+
+    async def __aenter__(self) -> None:
+        frame = _frame.get()
+        if frame is None:
+            return
+        scope, tool = frame.scope, self._tool
+        depth = frame.depth + 1 if self._to_agent else frame.depth
+        if self._to_agent:
+            scope.check_depth(depth, tool)
+        if not frame.counted:
+            scope.take(tool)
+            slot = _Slot(scope, False, tool)
+            await slot.__aenter__()
+            self._slot = slot
+        self._token = _frame.set(CallFrame(scope, depth, False))
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._token is not None:
+            _frame.reset(self._token)
+        if self._slot is not None:
+            await self._slot.__aexit__()
