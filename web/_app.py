@@ -215,6 +215,7 @@ def create_app(
             runtime, request.path_params["approval_id"], request.path_params["verdict"], str(note)
         )
         return _Json(body, status)
+
     async def api_budgets(request: Request) -> Response:
         return _Json(views.budgets(runtime))
 

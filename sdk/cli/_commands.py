@@ -714,6 +714,8 @@ def _cache_line(s: ServerStatus) -> str:
         f"{c.hits} hits, {c.misses} misses, {c.saved_tokens} tokens saved; "
         f"{c.entries} answers held ({c.bytes} bytes)"
     )
+
+
 def _budget_line(s: ServerStatus) -> str:
     if not s.budget_window_s:
         return "not reported (an older server)"

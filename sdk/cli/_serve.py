@@ -41,8 +41,8 @@ from .._metrics import ServeMetrics, metrics_config, open_metrics
 from .._telemetry import open_tracing, trace_config
 from ._config import ServeConfig, ServiceTables
 from ._config_a2a_remote import open_a2a_remote
-from ._config_policy import build_policies
 from ._config_budget import budgets_applied
+from ._config_policy import build_policies
 from ._hosted import agent_data_dir, agent_tools, build_tools
 from ._llm_cache import open_response_cache
 from ._serve_approvals import attach_approvals, guard_tools, open_approvals

@@ -92,8 +92,8 @@ from loom.runtime.memory import (
     StoreOpenError,
 )
 from loom.runtime.tools import (
-    EffectInterrupted,
     CallDepthExceeded,
+    EffectInterrupted,
     InvalidToolArguments,
     InvalidToolSchema,
     McpConfigError,
