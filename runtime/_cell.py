@@ -15,8 +15,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from opentelemetry import context as otel_context
-from opentelemetry.trace import use_span
+from opentelemetry.trace import Span, use_span
 
 from ._behaviour import AgentSpec, Behaviour, HasAgentSpec
 from ._bus import EventBus
@@ -32,7 +31,7 @@ from ._qos import QoS
 from ._subscription import Subscription, drain, kick, park, put, take, unpark
 from ._supervision import Strategy
 from ._timers import Timer, TimerSet
-from ._tracing import UNSAMPLED_SPAN, PublishTracer, unsampled_context
+from ._tracing import UNSAMPLED, UNSAMPLED_SPAN, PublishTracer
 from .collab._replies import router_for
 from .tools import ToolRegistry, ToolSpec
 
@@ -715,15 +714,20 @@ def _traced_handler(handler: Handler, tracer: PublishTracer, agent_id: str) -> H
     requests and calls is a child of it). A handler that raises marks the span an error."""
 
     async def traced(ctx: Context, topic: str, event: Event) -> None:
-        span = tracer.process_span(topic, event, agent_id)
+        # A bare event under head sampling, the usual one: not kept, known from one
+        # attribute and one test (no span asked for, the trace context not parsed).
+        if tracer.bare_unsampled and not event.envelope.traceparent:
+            span: Span = UNSAMPLED_SPAN
+        else:
+            span = tracer.process_span(topic, event, agent_id)
         if span is UNSAMPLED_SPAN:
             # Not kept: no SDK span, only the decision made current, so that what the
             # handler sends and calls carries it on.
-            token = otel_context.attach(unsampled_context())
+            token = UNSAMPLED.enter()
             try:
                 await handler(ctx, topic, event)
             finally:
-                otel_context.detach(token)
+                UNSAMPLED.leave(token)
             return
         with use_span(span, end_on_exit=True):
             await handler(ctx, topic, event)

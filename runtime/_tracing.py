@@ -55,6 +55,7 @@ __all__ = [
     "CURRENT_CONTEXT",
     "SAMPLED_ROOT",
     "SPAN_KEY",
+    "UNSAMPLED",
     "UNSAMPLED_SPAN",
     "UNSAMPLED_TRACEPARENT",
     "HeadSampling",
@@ -184,7 +185,7 @@ class PublishTracer:
     """Makes the ``{topic} publish`` producer span and stamps its context on the event; and
     the spans of the agents on the bus (:meth:`process_span`, :meth:`tool_span`)."""
 
-    __slots__ = ("_head", "_tracer", "left", "provider")
+    __slots__ = ("_head", "_tracer", "bare_unsampled", "left", "provider")
 
     def __init__(self, provider: TracerProvider) -> None:
         self.provider = provider
@@ -193,6 +194,9 @@ class PublishTracer:
         # Roots still to leave unsampled before the next sampled one (0 without head
         # sampling: every publish goes through :meth:`inject`). The bus reads it inline.
         self.left = 0.0 if self._head is None else _next_skip(self._head.ratio)
+        # Whether an event without trace context is known not kept (head sampling: the
+        # module docs), so that a handler of one needs no span: read inline per event.
+        self.bare_unsampled = self._head is not None
 
     def _draw(self) -> bool:
         """A root's decision: the countdown to the next sampled root."""
@@ -339,6 +343,38 @@ class PublishTracer:
 def unsampled_context() -> otel_context.Context:
     """A context whose current span is :data:`UNSAMPLED_SPAN`."""
     return _UNSAMPLED_CONTEXT
+
+
+class _Unsampled:
+    """Makes :data:`UNSAMPLED_SPAN` current and restores what was: through the default
+    runtime context's variable (a ``set`` and a ``reset``, half of what the API's ``attach``
+    and ``detach`` cost per handled event), else through the API."""
+
+    __slots__ = ()
+
+    def enter(self) -> object:
+        return otel_context.attach(_UNSAMPLED_CONTEXT)
+
+    def leave(self, token: object) -> None:
+        otel_context.detach(token)  # type: ignore[arg-type]
+
+
+class _UnsampledVar(_Unsampled):
+    __slots__ = ("_var",)
+
+    def __init__(self, var: ContextVar[otel_context.Context]) -> None:
+        self._var = var
+
+    def enter(self) -> object:
+        return self._var.set(_UNSAMPLED_CONTEXT)
+
+    def leave(self, token: object) -> None:
+        self._var.reset(token)  # type: ignore[arg-type]
+
+
+UNSAMPLED: _Unsampled = _UnsampledVar(_var) if isinstance(_var, ContextVar) else _Unsampled()
+"""``UNSAMPLED.enter()`` / ``UNSAMPLED.leave(token)``: the unsampled decision made current
+around a handler whose event's trace is not kept."""
 
 
 def _stamped(event: Event, traceparent: str, tracestate: str = "") -> Event:
