@@ -19,6 +19,7 @@ outcome: it propagates, after cancelling the model call and the running tools.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
@@ -53,6 +54,7 @@ from ..llm import (
 )
 from ..memory import AgentContext, ContextItem, ItemKind, Role, arguments_text
 from ..tools import ToolError
+from ._model_call import ModelCall, model_call
 from ._strategies import (
     COT_INSTRUCTIONS,
     StrategyName,
@@ -206,7 +208,7 @@ class ToolFinished(
     result: ToolResult
 
 
-TurnUpdate = TextChunk | ToolStarted | ToolFinished
+TurnUpdate = TextChunk | ToolStarted | ToolFinished | ModelCall
 """Partial output of a turn; ``kind`` is the tag."""
 
 OnUpdate = Callable[[TurnUpdate], Awaitable[None]]
@@ -501,6 +503,7 @@ class Turn:
         llm = self._loop.llm
         self._iterations = n
         completion: Completion | None = None
+        started = time.monotonic()
         if self._on_update is not None and self._config.stream:
             async with llm.stream(request) as chunks:
                 async for chunk in chunks:
@@ -512,6 +515,8 @@ class Turn:
                 raise BadResponse("the stream ended without its last chunk", provider=llm.name)
         else:
             completion = await llm.complete(request)
+        if self._on_update is not None:  # the timeline's tokens and duration per call
+            await self._on_update(model_call(n, completion, time.monotonic() - started))
         usage = completion.usage
         self._prompt_tokens += usage.prompt_tokens
         self._completion_tokens += usage.completion_tokens
