@@ -253,10 +253,13 @@ async function renderTurn(key) {
     const y = 30 + i * rowH;
     const label = s.kind === "llm" ? s.name : `${s.name}${s.is_error ? " (error)" : ""}`;
     const duration = s.end - s.start;
+    // A model call the agent reported: its tokens beside its duration.
+    const detail = s.prompt_tokens === undefined ? `${duration} ms`
+      : `${duration} ms · ${s.prompt_tokens} in / ${s.completion_tokens} out`;
     return svg("g", { class: `segment ${s.kind}${s.running ? " running" : ""}${s.is_error ? " error" : ""}`, "data-kind": s.kind },
       svg("text", { x: left - 8, y: y + 14, "text-anchor": "end" }, label),
       svg("rect", { x: x(s.start), y: y + 2, width: Math.max(2, x(s.end) - x(s.start)), height: rowH - 8, rx: 3 }),
-      svg("text", { x: x(s.end) + 4, y: y + 14, class: "duration" }, `${duration} ms`));
+      svg("text", { x: x(s.end) + 4, y: y + 14, class: "duration" }, detail));
   });
   const ticks = [0, 0.25, 0.5, 0.75, 1].map((f) => svg("text", { x: x(f * span), y: 16, class: "tick", "text-anchor": "middle" }, `${Math.round(f * span)} ms`));
   const height = 40 + t.segments.length * rowH;
