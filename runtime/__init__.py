@@ -13,6 +13,10 @@ from ._behaviour import AgentSpec as AgentSpec
 from ._behaviour import Behaviour as Behaviour
 from ._bus import EventBus as EventBus
 from ._context import Context as Context
+from ._dead_letters import RETRY_OF_KEY as RETRY_OF_KEY
+from ._dead_letters import drop_dead_letter as drop_dead_letter
+from ._dead_letters import find_dead_letter as find_dead_letter
+from ._dead_letters import retry_dead_letter as retry_dead_letter
 from ._directory import AgentInfo as AgentInfo
 from ._directory import AgentStatus as AgentStatus
 from ._directory import Directory as Directory
@@ -74,6 +78,7 @@ __all__ = [
     "DLQ_PREFIX",
     "LIFECYCLE_PREFIX",
     "REDELIVERED_KEY",
+    "RETRY_OF_KEY",
     "SEQUENCE_KEY",
     "AgentExists",
     "AgentInfo",
@@ -122,7 +127,10 @@ __all__ = [
     "Timer",
     "TopicStats",
     "WouldBlock",
+    "drop_dead_letter",
+    "find_dead_letter",
     "pattern_matches",
+    "retry_dead_letter",
 ]
 
 _set_public_module(globals())

@@ -62,6 +62,7 @@ _BUS = ("_bus", "_subscription", "_stats", "_waiter", "_transport", "_durable", 
 _ACTORS = (
     "_agent_errors",
     "_behaviour",
+    "_dead_letters",
     "_context",
     "_cell",
     "_runtime",
