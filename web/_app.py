@@ -31,6 +31,7 @@ from loom.runtime import (
 )
 
 from . import _views as views
+from ._actions import dead_letter_action
 from ._auth import COOKIE, Auth
 from ._observer import Observer, event_json
 
@@ -192,6 +193,9 @@ def create_app(
     async def api_dead_letters(request: Request) -> Response:
         return _Json(await views.durable(runtime, observer))
 
+    async def api_dead_letter_action(request: Request) -> Response:
+        return await dead_letter_action(request, runtime, auth)
+
     async def api_tail(request: Request) -> Response:
         pattern = request.query_params.get("pattern") or ">"
         if len(tails.open) >= tails.limit:
@@ -225,6 +229,11 @@ def create_app(
         Route("/api/turns", guarded(api_turns)),
         Route("/api/turns/{key:path}", guarded(api_turn)),
         Route("/api/deadletters", guarded(api_dead_letters)),
+        Route(
+            "/api/deadletters/{sequence:int}/{action}",
+            guarded(api_dead_letter_action),
+            methods=["POST"],
+        ),
         Route("/api/tail", guarded(api_tail)),
     ]
     return Starlette(routes=routes)
