@@ -28,6 +28,7 @@ carries the decision on too.
 
 from __future__ import annotations
 
+import contextvars
 import math
 import random
 from contextvars import ContextVar
@@ -53,6 +54,7 @@ from ._event import Envelope, Event
 
 __all__ = [
     "CURRENT_CONTEXT",
+    "NO_CONTEXT",
     "SAMPLED_ROOT",
     "SPAN_KEY",
     "UNSAMPLED",
@@ -61,6 +63,7 @@ __all__ = [
     "HeadSampling",
     "PublishTracer",
     "context_from_envelope",
+    "current_context",
     "envelope_with_context",
     "head_sampling",
     "is_sampled",
@@ -88,6 +91,15 @@ class _ApiContext:
 _var = getattr(_RUNTIME_CONTEXT, "_current_context", None)
 CURRENT_CONTEXT: _ContextGetter = _var if isinstance(_var, ContextVar) else _ApiContext()
 SPAN_KEY = _SPAN_KEY
+
+current_context = CURRENT_CONTEXT.get
+"""``CURRENT_CONTEXT.get``, bound once (the publish path reads it per event)."""
+NO_CONTEXT: object = (
+    contextvars.Context().run(_var.get) if isinstance(_var, ContextVar) else object()
+)
+"""What :func:`current_context` returns where no OpenTelemetry context was ever attached:
+the variable's default (no span current). Compared by identity: one test per publish.
+(Through the API, never: every publish then takes the general path.)"""
 
 SAMPLED_ROOT = otel_context.create_key("loom.sampled-root")
 """Set (``True``) in the parent context of a root span that Loom's head sampling drew as
