@@ -13,20 +13,18 @@ import msgspec
 
 from loom.bridge._generated import bridge_pb2, bus_pb2, bus_pb2_grpc, tools_pb2, tools_pb2_grpc
 from loom.runtime import (
-    ATTEMPT_KEY,
-    DLQ_PREFIX,
-    REDELIVERED_KEY,
-    SEQUENCE_KEY,
+    RETRY_OF_KEY,
     BusClosed,
     Delivery,
     DurabilityUnavailable,
     DurableUnavailable,
-    Event,
     InvalidArgument,
     Position,
     SubscriptionClosed,
+    drop_dead_letter,
+    retry_dead_letter,
 )
-from loom.runtime.lowlevel import DurableLog, new_id, tool_inventory
+from loom.runtime.lowlevel import DurableLog, tool_inventory
 
 from ._calls import serve_tool_call
 from ._convert import (
@@ -56,9 +54,6 @@ if TYPE_CHECKING:
 
 __all__ = ["RETRY_OF_KEY", "EventBusService", "ToolService"]
 
-RETRY_OF_KEY = "loom.retry_of"
-"""The metadata key of an event ``RetryDeadLetter`` published again: the original's id (the
-retry has an id of its own, or the log would take it for the original and store nothing)."""
 _DEAD_LETTER_PREFIX = "dead_letter."
 _DURABLE_STATS_WAIT = 5.0  # seconds GetStats waits for the durable log's own statistics
 
@@ -330,12 +325,8 @@ class EventBusService(bus_pb2_grpc.EventBusServicer):
         self, request: bus_pb2.DeadLetterRequest, context: _Context
     ) -> bus_pb2.DeadLetterResponse:
         try:
-            durable_log = self._operator_log(context, "retrying a dead letter")
-            letter = await _dead_letter(self.hub.runtime.bus.replay, request.sequence)
-            topic = letter.event.metadata[_DEAD_LETTER_PREFIX + "topic"]
-            original = _original(letter.event)
-            await self.hub.runtime.bus.publish(topic, original)
-            await durable_log.remove(request.sequence)
+            self._operator_log(context, "retrying a dead letter")
+            topic, original = await retry_dead_letter(self.hub.runtime.bus, request.sequence)
         except (InvalidArgument, WrongAgent, DurabilityUnavailable, BusClosed) as exc:
             await context.abort(status_of(exc), str(exc))
         log.info(
@@ -343,7 +334,7 @@ class EventBusService(bus_pb2_grpc.EventBusServicer):
             request.sequence,
             original.id,
             topic,
-            letter.event.id,
+            original.metadata[RETRY_OF_KEY],
         )
         return bus_pb2.DeadLetterResponse(topic=topic, event_id=original.id)
 
@@ -351,9 +342,8 @@ class EventBusService(bus_pb2_grpc.EventBusServicer):
         self, request: bus_pb2.DeadLetterRequest, context: _Context
     ) -> bus_pb2.DeadLetterResponse:
         try:
-            durable_log = self._operator_log(context, "dropping a dead letter")
-            await _dead_letter(self.hub.runtime.bus.replay, request.sequence)
-            await durable_log.remove(request.sequence)
+            self._operator_log(context, "dropping a dead letter")
+            await drop_dead_letter(self.hub.runtime.bus, request.sequence)
         except (InvalidArgument, WrongAgent, DurabilityUnavailable) as exc:
             await context.abort(status_of(exc), str(exc))
         log.info("dead letter %d dropped by the operator", request.sequence)
@@ -405,38 +395,3 @@ def _position(msg: bus_pb2.ReplayPosition, field: str) -> Position:
     except (ValueError, OverflowError, OSError) as exc:
         raise InvalidArgument(f"ReplayRequest.{field}: out of range: {exc}") from None
     raise InvalidArgument(f"ReplayRequest.{field}: set sequence, time_ms or ago_ms")
-
-
-async def _dead_letter(replay: Any, sequence: int) -> Delivery:
-    """The dead letter stored at ``sequence``.
-
-    Raises:
-        InvalidArgument: the log holds none there (never stored, dropped, or not a dead
-            letter).
-    """
-    if sequence < 1:
-        raise InvalidArgument(f"no dead letter at sequence {sequence}: sequences start at 1")
-    stored = replay(f"{DLQ_PREFIX}.>", since=sequence, until=sequence)
-    try:
-        async for delivery in stored:
-            if delivery.event.metadata.get(SEQUENCE_KEY) == str(sequence):
-                if _DEAD_LETTER_PREFIX + "topic" in delivery.event.metadata:
-                    return delivery  # type: ignore[no-any-return]
-                break
-    finally:
-        with anyio.CancelScope(shield=True):
-            await stored.aclose()
-    raise InvalidArgument(f"no dead letter at sequence {sequence} (see `loom dlq list`)")
-
-
-def _original(letter: Event) -> Event:
-    """The event a dead letter holds, as it was published, under a new id marked as a retry
-    of the original."""
-    dropped = (ATTEMPT_KEY, REDELIVERED_KEY, SEQUENCE_KEY)
-    metadata = {
-        k: v
-        for k, v in letter.metadata.items()
-        if not k.startswith(_DEAD_LETTER_PREFIX) and k not in dropped
-    }
-    metadata[RETRY_OF_KEY] = letter.id
-    return msgspec.structs.replace(letter, id=new_id(), metadata=metadata)

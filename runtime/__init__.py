@@ -28,6 +28,10 @@ from ._budget import BudgetStats as BudgetStats
 from ._budget import TenantBudget as TenantBudget
 from ._bus import EventBus as EventBus
 from ._context import Context as Context
+from ._dead_letters import RETRY_OF_KEY as RETRY_OF_KEY
+from ._dead_letters import drop_dead_letter as drop_dead_letter
+from ._dead_letters import find_dead_letter as find_dead_letter
+from ._dead_letters import retry_dead_letter as retry_dead_letter
 from ._directory import AgentInfo as AgentInfo
 from ._directory import AgentStatus as AgentStatus
 from ._directory import Directory as Directory
@@ -89,6 +93,7 @@ __all__ = [
     "DLQ_PREFIX",
     "LIFECYCLE_PREFIX",
     "REDELIVERED_KEY",
+    "RETRY_OF_KEY",
     "SEQUENCE_KEY",
     "AgentExists",
     "AgentInfo",
@@ -152,7 +157,10 @@ __all__ = [
     "Timer",
     "TopicStats",
     "WouldBlock",
+    "drop_dead_letter",
+    "find_dead_letter",
     "pattern_matches",
+    "retry_dead_letter",
 ]
 
 _set_public_module(globals())

@@ -47,7 +47,7 @@ from ._subscription import (
     put_waiting,
 )
 from ._topics import TopicTrie, validate_pattern, validate_topic
-from ._tracing import CURRENT_CONTEXT, SPAN_KEY, PublishTracer
+from ._tracing import NO_CONTEXT, PublishTracer, current_context
 from ._transport import InterestGate, Transport
 from ._waiter import Waiter, waiter_factory
 
@@ -729,12 +729,13 @@ class EventBus:
         if tracer is not None:  # after validation: a refused publish makes no span
             if (
                 tracer.left > 0
+                and current_context() is NO_CONTEXT
                 and not event.envelope.traceparent
-                and (not (otel := CURRENT_CONTEXT.get()) or otel.get(SPAN_KEY) is None)
             ):
                 # A root that head sampling leaves out: the whole of its cost, inline
-                # (``runtime/_tracing.py``; the event stays bare: not kept). An empty
-                # OpenTelemetry context, the usual one, has no span: one test.
+                # (``runtime/_tracing.py``; the event stays bare: not kept). No
+                # OpenTelemetry context attached, the usual case, is one identity test;
+                # any other context (a span current, or none) goes to ``inject``.
                 tracer.left -= 1
             else:
                 event = tracer.inject(topic, event)

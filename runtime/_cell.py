@@ -15,7 +15,6 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from opentelemetry import context as otel_context
 from opentelemetry.trace import use_span
 
 from ._behaviour import AgentSpec, Behaviour, HasAgentSpec
@@ -32,7 +31,7 @@ from ._qos import QoS
 from ._subscription import Subscription, drain, kick, park, put, take, unpark
 from ._supervision import Strategy
 from ._timers import Timer, TimerSet
-from ._tracing import UNSAMPLED_SPAN, PublishTracer, unsampled_context
+from ._tracing import UNSAMPLED, UNSAMPLED_SPAN, PublishTracer
 from .collab._replies import router_for
 from .tools import ToolRegistry, ToolSpec
 
@@ -271,7 +270,7 @@ class Cell:
             await services.set_status(self, AgentStatus.RUNNING, "")
             self._set_started()
             if self.spec.max_concurrency == 1:
-                outcome = await self._worker(self._handler(instance), ctx)
+                outcome = await self._worker(*self._handlers(instance), ctx)
             else:
                 outcome = await self._consume(instance, ctx)
         finally:
@@ -292,13 +291,27 @@ class Cell:
         host: ContextHost = self if self.hosting is None else self.hosting.host(self)
         return Context(self.id, host, state, tracer=self._tracer)
 
-    def _handler(self, instance: Behaviour) -> Handler:
+    def _handlers(self, instance: Behaviour) -> tuple[Handler, Handler | None]:
+        """The handler the loop calls, and the one it calls instead for an event that
+        carries trace context (``None``: the first for every event).
+
+        Decided once per instance, not per event: untraced, the loop calls the handler
+        itself. Under head sampling an event without trace context is not kept (the
+        usual one), so the loop calls the handler itself for it too, with the unsampled
+        decision current for the whole loop (:meth:`_worker`); only an event with context
+        goes through the ``process`` span. The span's wrapper is innermost, so a hosting's
+        own wrapper cannot hide it.
+        """
         handler: Handler = instance.on_event
+        traced: Handler | None = None
         if self._tracer is not None:
-            # Decided once per instance, not per event: untraced, the loop calls the
-            # handler itself. Innermost, so a hosting's own wrapper cannot hide the span.
-            handler = _traced_handler(handler, self._tracer, self.id)
-        return handler if self.hosting is None else self.hosting.handler(handler)
+            traced = _traced_handler(handler, self._tracer, self.id)
+            if not self._tracer.bare_unsampled:
+                handler, traced = traced, None  # the SDK decides for every event
+        if self.hosting is not None:
+            handler = self.hosting.handler(handler)
+            traced = None if traced is None else self.hosting.handler(traced)
+        return handler, traced
 
     async def _call_on_stop(self, instance: Behaviour, ctx: Context) -> None:
         ctx.event = None
@@ -340,7 +353,7 @@ class Cell:
 
         async def worker() -> None:
             wctx = self._context(ctx.state)
-            results.append(await self._worker(self._handler(instance), wctx))
+            results.append(await self._worker(*self._handlers(instance), wctx))
 
         async with anyio.create_task_group() as tg:
             for _ in range(n):
@@ -350,7 +363,23 @@ class Cell:
                 return outcome
         return Strategy.STOP, ""
 
-    async def _worker(self, handler: Handler, ctx: Context) -> tuple[Strategy, str]:
+    async def _worker(
+        self, handler: Handler, traced: Handler | None, ctx: Context
+    ) -> tuple[Strategy, str]:
+        """:meth:`_work`; with ``traced``, inside the unsampled decision (what a handler of
+        an event without trace context sends and calls is not kept either; so is a dead
+        letter the loop publishes)."""
+        if traced is None:
+            return await self._work(handler, None, ctx)
+        token = UNSAMPLED.enter()
+        try:
+            return await self._work(handler, traced, ctx)
+        finally:
+            UNSAMPLED.leave(token)
+
+    async def _work(
+        self, handler: Handler, traced: Handler | None, ctx: Context
+    ) -> tuple[Strategy, str]:
         """Handle the mailbox one event at a time until a stop or a failure halts the loop.
 
         The hottest loop of the runtime. Per event it makes one call into the mailbox's owner
@@ -398,7 +427,10 @@ class Cell:
                 continue
             ctx.event = event
             try:
-                await handler(ctx, delivery.topic, event)
+                if traced is None or not env.traceparent:
+                    await handler(ctx, delivery.topic, event)
+                else:
+                    await traced(ctx, delivery.topic, event)
             except Exception as exc:
                 ctx.event = None
                 outcome = await self._on_failure(delivery, exc)
@@ -719,11 +751,11 @@ def _traced_handler(handler: Handler, tracer: PublishTracer, agent_id: str) -> H
         if span is UNSAMPLED_SPAN:
             # Not kept: no SDK span, only the decision made current, so that what the
             # handler sends and calls carries it on.
-            token = otel_context.attach(unsampled_context())
+            token = UNSAMPLED.enter()
             try:
                 await handler(ctx, topic, event)
             finally:
-                otel_context.detach(token)
+                UNSAMPLED.leave(token)
             return
         with use_span(span, end_on_exit=True):
             await handler(ctx, topic, event)

@@ -28,6 +28,7 @@ carries the decision on too.
 
 from __future__ import annotations
 
+import contextvars
 import math
 import random
 from contextvars import ContextVar
@@ -53,13 +54,16 @@ from ._event import Envelope, Event
 
 __all__ = [
     "CURRENT_CONTEXT",
+    "NO_CONTEXT",
     "SAMPLED_ROOT",
     "SPAN_KEY",
+    "UNSAMPLED",
     "UNSAMPLED_SPAN",
     "UNSAMPLED_TRACEPARENT",
     "HeadSampling",
     "PublishTracer",
     "context_from_envelope",
+    "current_context",
     "envelope_with_context",
     "head_sampling",
     "is_sampled",
@@ -87,6 +91,15 @@ class _ApiContext:
 _var = getattr(_RUNTIME_CONTEXT, "_current_context", None)
 CURRENT_CONTEXT: _ContextGetter = _var if isinstance(_var, ContextVar) else _ApiContext()
 SPAN_KEY = _SPAN_KEY
+
+current_context = CURRENT_CONTEXT.get
+"""``CURRENT_CONTEXT.get``, bound once (the publish path reads it per event)."""
+NO_CONTEXT: object = (
+    contextvars.Context().run(_var.get) if isinstance(_var, ContextVar) else object()
+)
+"""What :func:`current_context` returns where no OpenTelemetry context was ever attached:
+the variable's default (no span current). Compared by identity: one test per publish.
+(Through the API, never: every publish then takes the general path.)"""
 
 SAMPLED_ROOT = otel_context.create_key("loom.sampled-root")
 """Set (``True``) in the parent context of a root span that Loom's head sampling drew as
@@ -184,7 +197,7 @@ class PublishTracer:
     """Makes the ``{topic} publish`` producer span and stamps its context on the event; and
     the spans of the agents on the bus (:meth:`process_span`, :meth:`tool_span`)."""
 
-    __slots__ = ("_head", "_tracer", "left", "provider")
+    __slots__ = ("_head", "_tracer", "bare_unsampled", "left", "provider")
 
     def __init__(self, provider: TracerProvider) -> None:
         self.provider = provider
@@ -193,6 +206,9 @@ class PublishTracer:
         # Roots still to leave unsampled before the next sampled one (0 without head
         # sampling: every publish goes through :meth:`inject`). The bus reads it inline.
         self.left = 0.0 if self._head is None else _next_skip(self._head.ratio)
+        # Whether an event without trace context is known not kept (head sampling: the
+        # module docs), so that a handler of one needs no span: read inline per event.
+        self.bare_unsampled = self._head is not None
 
     def _draw(self) -> bool:
         """A root's decision: the countdown to the next sampled root."""
@@ -339,6 +355,38 @@ class PublishTracer:
 def unsampled_context() -> otel_context.Context:
     """A context whose current span is :data:`UNSAMPLED_SPAN`."""
     return _UNSAMPLED_CONTEXT
+
+
+class _Unsampled:
+    """Makes :data:`UNSAMPLED_SPAN` current and restores what was: through the default
+    runtime context's variable (a ``set`` and a ``reset``, half of what the API's ``attach``
+    and ``detach`` cost per handled event), else through the API."""
+
+    __slots__ = ()
+
+    def enter(self) -> object:
+        return otel_context.attach(_UNSAMPLED_CONTEXT)
+
+    def leave(self, token: object) -> None:
+        otel_context.detach(token)  # type: ignore[arg-type]
+
+
+class _UnsampledVar(_Unsampled):
+    __slots__ = ("_var",)
+
+    def __init__(self, var: ContextVar[otel_context.Context]) -> None:
+        self._var = var
+
+    def enter(self) -> object:
+        return self._var.set(_UNSAMPLED_CONTEXT)
+
+    def leave(self, token: object) -> None:
+        self._var.reset(token)  # type: ignore[arg-type]
+
+
+UNSAMPLED: _Unsampled = _UnsampledVar(_var) if isinstance(_var, ContextVar) else _Unsampled()
+"""``UNSAMPLED.enter()`` / ``UNSAMPLED.leave(token)``: the unsampled decision made current
+around a handler whose event's trace is not kept."""
 
 
 def _stamped(event: Event, traceparent: str, tracestate: str = "") -> Event:

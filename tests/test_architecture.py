@@ -64,6 +64,7 @@ _ACTORS = (
     "_agent_errors",
     "_approvals",
     "_behaviour",
+    "_dead_letters",
     "_context",
     "_cell",
     "_runtime",

@@ -32,6 +32,7 @@ from loom.runtime import (
 
 from . import _views as views
 from ._a2a import A2AServer
+from ._actions import dead_letter_action
 from ._auth import COOKIE, Auth
 from ._observer import Observer, event_json
 
@@ -218,6 +219,8 @@ def create_app(
 
     async def api_budgets(request: Request) -> Response:
         return _Json(views.budgets(runtime))
+    async def api_dead_letter_action(request: Request) -> Response:
+        return await dead_letter_action(request, runtime, auth)
 
     async def api_tail(request: Request) -> Response:
         pattern = request.query_params.get("pattern") or ">"
@@ -253,6 +256,11 @@ def create_app(
         Route("/api/turns/{key:path}", guarded(api_turn)),
         Route("/api/deadletters", guarded(api_dead_letters)),
         Route("/api/policies", guarded(api_policies)),
+        Route(
+            "/api/deadletters/{sequence:int}/{action}",
+            guarded(api_dead_letter_action),
+            methods=["POST"],
+        ),
         Route("/api/tail", guarded(api_tail)),
         *(a2a.routes(auth) if a2a is not None else ()),
         Route("/api/approvals", guarded(api_approvals)),

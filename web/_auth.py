@@ -28,12 +28,17 @@ class Auth:
         tokens: the accepted tokens (the server's token and admin token).
         locked: refuse everyone even without tokens (a server whose only tokens are tenant
             tokens: those confine a caller to a namespace, which the dashboard cannot).
+        admin_tokens: those of ``tokens`` that alone may act (retry or drop a dead letter:
+            :meth:`may_act`); none: every caller let in may.
     """
 
-    def __init__(self, tokens: tuple[str, ...], *, locked: bool = False) -> None:
+    def __init__(
+        self, tokens: tuple[str, ...], *, locked: bool = False, admin_tokens: tuple[str, ...] = ()
+    ) -> None:
         self._tokens = tuple(t.encode() for t in tokens)
         self._sessions = tuple(self.session_of(t) for t in tokens)
         self.locked = locked
+        self._admin = Auth(admin_tokens) if admin_tokens else None
 
     @property
     def required(self) -> bool:
@@ -71,3 +76,10 @@ class Auth:
         for session in self._sessions:
             ok |= hmac.compare_digest(cookie.encode(), session.encode())
         return ok
+
+    def may_act(self, conn: HTTPConnection) -> bool:
+        """Whether the request may change the server: let in and, when there are admin
+        tokens, carrying one of them (header or cookie)."""
+        if not self.allows(conn):
+            return False
+        return self._admin is None or self._admin.allows(conn)

@@ -38,6 +38,8 @@ class HttpServer:
         host: the address to bind (the caller checks a non-loopback one has a token or TLS).
         port: the port; 0 picks a free one.
         tokens: the tokens that open the pages (none: open).
+        admin_tokens: those of ``tokens`` that alone may act from the pages (retry or drop
+            a dead letter); none: whoever the pages let in may.
         locked: refuse every page (see :class:`loom.web.Auth`).
         tls_cert_file: serve HTTPS with this certificate chain (PEM) ...
         tls_key_file: ... and key.
@@ -58,6 +60,7 @@ class HttpServer:
         host: str = "127.0.0.1",
         port: int = 0,
         tokens: tuple[str, ...] = (),
+        admin_tokens: tuple[str, ...] = (),
         locked: bool = False,
         tls_cert_file: str | None = None,
         tls_key_file: str | None = None,
@@ -74,7 +77,7 @@ class HttpServer:
         self.tls = tls_cert_file is not None
         self.observer = Observer(runtime.bus)
         self.viewers = Viewers(max_tails)
-        self.auth = Auth(tokens, locked=locked)
+        self.auth = Auth(tokens, locked=locked, admin_tokens=admin_tokens)
         self.app = create_app(
             runtime,
             observer=self.observer,

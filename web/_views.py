@@ -241,10 +241,11 @@ def timeline(observer: Observer, key: str, *, now_ms: int | None = None) -> dict
     """A turn on a time axis: its model calls and tool calls as segments (ms from the
     turn's start), live while it runs (an open segment ends at ``now_ms``).
 
-    The turn's events say when each tool call started and finished; the model calls are
-    the time between them: the first from the turn's start to its first tool call (or its
-    end), each next from the previous iteration's last tool result to the next call.
-    Tokens are the turn's (``turn.end``'s usage): the events do not split them by call.
+    The turn's events say when each tool call started and finished, and each model call's
+    tokens and duration once it has answered (``turn.model_call``). A model call not
+    reported yet (running; or an agent older than that event) is the time between the tool
+    calls: the first from the turn's start to its first tool call (or its end), each next
+    from the previous iteration's last tool result to the next call.
     """
     turn = observer.turn(key)
     if turn is None:
@@ -254,6 +255,7 @@ def timeline(observer: Observer, key: str, *, now_ms: int | None = None) -> dict
     tools: dict[str, dict[str, Any]] = {}
     text_at: dict[int, int] = {}
     iterations: set[int] = set()
+    reported: dict[int, dict[str, Any]] = {}
     end_at: int | None = None
     for event in turn.events:
         payload = event["payload"] if isinstance(event["payload"], dict) else {}
@@ -286,6 +288,10 @@ def timeline(observer: Observer, key: str, *, now_ms: int | None = None) -> dict
                 it = payload.get("iteration", 0)
                 text_at[it] = max(text_at.get(it, 0), event["at_ms"] - start)
                 iterations.add(it)
+            case "turn.model_call":
+                it = payload.get("iteration", 0)
+                reported[it] = {**payload, "at": event["at_ms"] - start}
+                iterations.add(it)
             case "turn.end":
                 end_at = event["at_ms"] - start
     finished = end_at if end_at is not None else now - start
@@ -296,6 +302,12 @@ def timeline(observer: Observer, key: str, *, now_ms: int | None = None) -> dict
         last = next((e for e in reversed(turn.events) if e["type"] == "turn.end"), None)
         if last is not None and isinstance(last["payload"], dict):
             n = max(n, int(last["payload"].get("iterations", n)))
+    elif (
+        n in reported
+        and (mine := [s for s in tool_segs if s["iteration"] == n])
+        and all(s["end"] is not None for s in mine)
+    ):
+        n += 1  # call n answered with tool calls, all done: the next call is running
     previous_end = 0
     for it in range(1, n + 1):
         mine = [s for s in tool_segs if s["iteration"] == it]
@@ -305,15 +317,25 @@ def timeline(observer: Observer, key: str, *, now_ms: int | None = None) -> dict
             seg_end = text_at.get(it, finished) if end_at is None else finished
         else:
             seg_end = text_at.get(it, previous_end)
-        llm.append(
-            {
-                "kind": "llm",
-                "name": f"model call {it}",
-                "iteration": it,
-                "start": previous_end,
-                "end": max(seg_end, previous_end),
-            }
-        )
+        seg = {
+            "kind": "llm",
+            "name": f"model call {it}",
+            "iteration": it,
+            "start": previous_end,
+            "end": max(seg_end, previous_end),
+        }
+        call = reported.get(it)
+        if call is None and it == n and end_at is None:
+            seg["running"] = True
+        if call is not None:  # as the loop measured it
+            duration = round(float(call.get("duration_s", 0)) * 1000)
+            seg["end"] = call["at"]
+            seg["start"] = max(0, call["at"] - duration)
+            seg["duration_ms"] = duration
+            seg["model"] = call.get("model", "")
+            seg["prompt_tokens"] = call.get("prompt_tokens", 0)
+            seg["completion_tokens"] = call.get("completion_tokens", 0)
+        llm.append(seg)
         if mine:
             previous_end = max((s["end"] or finished) for s in mine)
     for seg in tool_segs:

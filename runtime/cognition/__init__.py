@@ -22,6 +22,7 @@ from ._loop import ToolStarted as ToolStarted
 from ._loop import Turn as Turn
 from ._loop import TurnOutcome as TurnOutcome
 from ._loop import TurnUpdate as TurnUpdate
+from ._model_call import ModelCall as ModelCall
 from ._strategies import FINAL_ANSWER as FINAL_ANSWER
 from ._strategies import StrategyName as StrategyName
 from ._strategies import TextStep as TextStep
@@ -40,6 +41,7 @@ __all__ = [
     "ApprovalGate",
     "Loop",
     "LoopConfig",
+    "ModelCall",
     "OutcomeKind",
     "PeerCapabilities",
     "PeerSource",

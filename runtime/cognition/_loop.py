@@ -19,6 +19,7 @@ outcome: it propagates, after cancelling the model call and the running tools.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
@@ -64,6 +65,7 @@ from ._approval import (
     denial_text,
 )
 from ._budgeting import TurnBudget
+from ._model_call import ModelCall, model_call
 from ._strategies import (
     COT_INSTRUCTIONS,
     StrategyName,
@@ -234,7 +236,7 @@ class ToolOutput(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", ta
     text: str
 
 
-TurnUpdate = TextChunk | ToolStarted | ToolOutput | ToolFinished
+TurnUpdate = TextChunk | ToolStarted | ToolOutput | ToolFinished | ModelCall
 """Partial output of a turn; ``kind`` is the tag."""
 
 OnUpdate = Callable[[TurnUpdate], Awaitable[None]]
@@ -685,6 +687,7 @@ class Turn:
         pending = self._budget.before(request, prompt_tokens)  # raises: the call is not made
         self._iterations = n
         completion: Completion | None = None
+        started = time.monotonic()
         try:
             if self._on_update is not None and self._config.stream:
                 async with llm.stream(request) as chunks:
@@ -701,6 +704,8 @@ class Turn:
             self._budget.failed(pending)
             raise
         self._budget.after(pending, completion)
+        if self._on_update is not None:  # the timeline's tokens and duration per call
+            await self._on_update(model_call(n, completion, time.monotonic() - started))
         usage = completion.usage
         self._prompt_tokens += usage.prompt_tokens
         self._completion_tokens += usage.completion_tokens

@@ -233,6 +233,8 @@ async def _http(
         host=address[0],
         port=address[1],
         tokens=tokens,
+        # With an admin token, only its holder acts from the pages (as on the gRPC port).
+        admin_tokens=(config.admin_token,) if config.admin_token is not None else (),
         # Tenant tokens confine a caller to a namespace; the dashboard shows everything,
         # so with only those it opens to nobody (set token or admin_token to open it).
         locked=bool(tables.tokens) and not tokens,

@@ -226,3 +226,24 @@ def test_loom_s_sampler_keeps_a_root_the_runtime_drew_and_otherwise_is_the_sdk_s
     assert sampler.should_sample(drawn, 1, "x").decision is Decision.RECORD_AND_SAMPLE
     assert sampler.should_sample(None, 1, "x").decision is not Decision.RECORD_AND_SAMPLE
     assert "ParentBased" in sampler.get_description()
+
+
+@pytest.mark.anyio
+async def test_a_kept_span_of_the_caller_is_followed_though_roots_are_never_kept() -> None:
+    # Loom's sampler at 0: every root is left out inline, without the SDK. A publish made
+    # while the caller's own kept span is current is no root: it is that span's child, kept
+    # (parent-based); after the span, the next publish is a root again, left out.
+    traced = Traced(0.0)
+    outer = TracerProvider()
+    async with EventBus(tracer_provider=traced.provider) as bus, bus.subscribe("a") as sub:
+        with outer.get_tracer("caller").start_as_current_span("caller") as caller:
+            await bus.publish("a", Event())
+        await bus.publish("a", Event())
+        first, second = sub.receive_nowait(), sub.receive_nowait()
+    [span] = traced.spans("a publish")
+    assert span.parent is not None
+    assert span.parent.span_id == caller.get_span_context().span_id
+    assert is_sampled(first.event.envelope.traceparent)
+    assert second.event.envelope.traceparent == ""
+    traced.provider.shutdown()
+    outer.shutdown()

@@ -182,8 +182,15 @@ async def test_the_dashboard_in_a_browser(tmp_path: Path) -> None:
             # A cognitive agent's turn: the model asks for clock.now, then answers after a
             # pause, so the timeline is seen live and then finished.
             llm.push(
-                Reply(tool_calls=[ScriptedToolCall(name="clock_now")], completion_tokens=7),
-                Delay(seconds=2.5, then=Reply(text="It is now.", completion_tokens=5)),
+                Reply(
+                    tool_calls=[ScriptedToolCall(name="clock_now")],
+                    prompt_tokens=31,
+                    completion_tokens=7,
+                ),
+                Delay(
+                    seconds=2.5,
+                    then=Reply(text="It is now.", prompt_tokens=45, completion_tokens=5),
+                ),
             )
             async with anyio.create_task_group() as tg:
                 tg.start_soon(
@@ -201,8 +208,13 @@ async def test_the_dashboard_in_a_browser(tmp_path: Path) -> None:
                 await expect(timeline).to_contain_text("clock.now")
                 summary = page.locator("[data-testid=turn-summary]")
                 await expect(summary).to_contain_text("running")
+                # Each model call with its own tokens, the first while the turn runs.
+                llm_calls = timeline.locator("[data-kind=llm]")
+                await expect(llm_calls.first).to_contain_text("31 in / 7 out")
                 await expect(summary).to_contain_text("answer", timeout=20_000)
-                await expect(timeline.locator("[data-kind=llm]")).to_have_count(2)
+                await expect(llm_calls).to_have_count(2)
+                await expect(llm_calls.nth(1)).to_contain_text("45 in / 5 out")
+                await expect(llm_calls.nth(1)).to_contain_text(" ms")
                 await expect(summary).to_contain_text("2 model calls")
                 await page.screenshot(path=shots / "timeline.png")
 

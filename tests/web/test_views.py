@@ -132,6 +132,39 @@ async def test_a_turns_timeline_from_its_events() -> None:
     ]
 
 
+async def test_a_turns_model_calls_carry_their_reported_tokens_and_durations() -> None:
+    async with EventBus() as bus:
+        observer = Observer(bus)
+        goal = Event().id
+        begun = int(goal.replace("-", "")[:12], 16)
+        first = {"iteration": 1, "model": "m", "prompt_tokens": 31, "completion_tokens": 7}
+        _update(observer, "a", goal, "turn.model_call", begun + 90, kind="model_call",
+                duration_s=0.08, **first)  # fmt: skip
+        call = {"iteration": 1, "call_id": "c1", "name": "clock.now", "arguments": {}}
+        _update(observer, "a", goal, "turn.tool_started", begun + 100, kind="tool_started", **call)
+        key = f"a/{goal}"
+        # The second call runs: not reported yet, so drawn from the tool's end to now.
+        result = {**call, "content": "noon", "duration_s": 0.2}
+        _update(observer, "a", goal, "turn.tool_finished", begun + 300, kind="tool_finished",
+                result=result)  # fmt: skip
+        running = timeline(observer, key, now_ms=begun + 400)
+        assert running is not None
+        second = next(s for s in running["segments"] if s["name"] == "model call 2")
+        assert (second["start"], second["end"], "prompt_tokens" in second) == (300, 400, False)
+        second_call = {"iteration": 2, "model": "m", "prompt_tokens": 45, "completion_tokens": 3}
+        _update(observer, "a", goal, "turn.model_call", begun + 880, kind="model_call",
+                duration_s=0.5, **second_call)  # fmt: skip
+        _update(observer, "a", goal, "turn.end", begun + 900, kind="answer", iterations=2)
+        done = timeline(observer, key)
+    assert done is not None
+    calls = [
+        (s["start"], s["end"], s["duration_ms"], s["prompt_tokens"], s["completion_tokens"])
+        for s in done["segments"]
+        if s["kind"] == "llm"
+    ]
+    assert calls == [(10, 90, 80, 31, 7), (380, 880, 500, 45, 3)]
+
+
 async def test_an_unwatched_server_holds_no_subscription_of_the_dashboard() -> None:
     async with (
         EventBus() as bus,

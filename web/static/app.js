@@ -253,10 +253,13 @@ async function renderTurn(key) {
     const y = 30 + i * rowH;
     const label = s.kind === "llm" ? s.name : `${s.name}${s.is_error ? " (error)" : ""}`;
     const duration = s.end - s.start;
+    // A model call the agent reported: its tokens beside its duration.
+    const detail = s.prompt_tokens === undefined ? `${duration} ms`
+      : `${duration} ms · ${s.prompt_tokens} in / ${s.completion_tokens} out`;
     return svg("g", { class: `segment ${s.kind}${s.running ? " running" : ""}${s.is_error ? " error" : ""}`, "data-kind": s.kind },
       svg("text", { x: left - 8, y: y + 14, "text-anchor": "end" }, label),
       svg("rect", { x: x(s.start), y: y + 2, width: Math.max(2, x(s.end) - x(s.start)), height: rowH - 8, rx: 3 }),
-      svg("text", { x: x(s.end) + 4, y: y + 14, class: "duration" }, `${duration} ms`));
+      svg("text", { x: x(s.end) + 4, y: y + 14, class: "duration" }, detail));
   });
   const ticks = [0, 0.25, 0.5, 0.75, 1].map((f) => svg("text", { x: x(f * span), y: 16, class: "tick", "text-anchor": "middle" }, `${Math.round(f * span)} ms`));
   const height = 40 + t.segments.length * rowH;
@@ -273,12 +276,32 @@ async function renderTurn(key) {
 
 // ---------------------------------------------------------------- Dead letters
 
+// Retry or drop a stored dead letter (as `loom dlq retry|drop`): a POST with the header the
+// server asks of every action (web/_actions.py); the outcome goes to the status bar.
+let dlqNote = null;
+async function dlqAction(sequence, action) {
+  if (action === "drop" && !window.confirm(`Drop dead letter ${sequence}? It cannot be undone.`)) return;
+  const response = await fetch(`/api/deadletters/${encodeURIComponent(sequence)}/${action}`,
+    { method: "POST", credentials: "same-origin", headers: { "x-loom-action": "1" } });
+  if (response.status === 401) { window.location = "/login"; return; }
+  const body = await response.json().catch(() => ({}));
+  dlqNote = response.ok
+    ? (action === "retry" ? `Dead letter ${sequence} published again on ${body.topic} (event ${body.event_id}).`
+      : `Dead letter ${sequence} dropped.`)
+    : `Dead letter ${sequence}: ${body.error || response.status}`;
+  await renderDeadLetters();
+}
+
 async function renderDeadLetters() {
   const d = await api("/api/deadletters");
-  const letters = (rows) => rows.map((e) => el("tr", {},
+  const letters = (rows, actions) => rows.map((e) => el("tr", { "data-sequence": e.metadata["log.sequence"] || "" },
     el("td", {}, clock(e.timestamp_ms)), el("td", {}, e.metadata["dead_letter.agent"] || e.topic),
     el("td", {}, e.metadata["dead_letter.topic"] || "-"), el("td", {}, e.metadata["dead_letter.reason"] || "-"),
-    el("td", {}, e.metadata["dead_letter.error"] || "-"), el("td", {}, e.metadata["loom.sequence"] || "")));
+    el("td", {}, e.metadata["dead_letter.error"] || "-"), el("td", {}, e.metadata["log.sequence"] || ""),
+    actions && e.metadata["log.sequence"] ? el("td", { class: "actions" },
+      el("button", { type: "button", "data-action": "retry", on: { click: () => dlqAction(e.metadata["log.sequence"], "retry") } }, "Retry"),
+      el("button", { type: "button", "data-action": "drop", on: { click: () => dlqAction(e.metadata["log.sequence"], "drop") } }, "Drop"))
+      : null));
   const headers = ["time", "agent / name", "topic", "reason", "error", "sequence"];
   show(el("h1", {}, "Dead letters"),
     el("h2", {}, "Agents' dead letters (loom.deadletter.*)"), table(headers, letters(d.dead_letters), "dead-letters"),
@@ -289,7 +312,8 @@ async function renderDeadLetters() {
         el("td", { class: "num" }, b.in_flight), el("td", { class: "num" }, b.redelivered),
         el("td", { class: "num" }, b.overflow))), "backlogs"),
       el("h2", {}, "Stored dead letters (loom.dlq.*: `loom dlq retry|drop SEQ`)"),
-      table(headers, letters(d.stored_dead_letters), "stored-dead-letters"),
+      dlqNote ? el("p", { "data-testid": "dlq-note", class: "hint" }, dlqNote) : null,
+      table([...headers, ""], letters(d.stored_dead_letters, true), "stored-dead-letters"),
       d.error ? el("p", { class: "error" }, d.error) : null)
       : el("p", {}, "This server has no durable log (--nats off)."));
 }

@@ -12,6 +12,7 @@ from loom.runtime import InvalidArgument
 from loom.runtime.cognition import (
     Loop,
     LoopConfig,
+    ModelCall,
     TextChunk,
     ToolFinished,
     ToolStarted,
@@ -447,7 +448,8 @@ async def test_without_streaming_the_model_is_called_whole() -> None:
         outcome = await loop.run(context, "go", on_update=updates)
     assert outcome.answer == "whole"
     assert not server.requests[0].stream
-    assert updates.items == []
+    # No text in pieces: only the call's report.
+    assert [type(u) for u in updates.items] == [ModelCall]
 
 
 async def test_big_tool_results_are_cut() -> None:
@@ -538,3 +540,29 @@ async def test_the_loop_takes_any_llm() -> None:
             context = AgentContext(InMemoryStore(), agent_id="a", thread_id="t")
             outcome = await loop.run(context, "go")
     assert outcome.answer == "routed"
+
+
+async def test_each_model_call_is_reported_with_its_tokens_and_duration() -> None:
+    updates = Updates()
+    async with scripted_loop(tools=[echo_tool()]) as (server, loop, context):
+        server.push(
+            Reply(
+                text="Let me echo.",
+                tool_calls=[call(arguments={"text": "x"})],
+                prompt_tokens=31,
+                completion_tokens=7,
+            ),
+            Reply(text="Done.", prompt_tokens=45, completion_tokens=3),
+        )
+        outcome = await loop.run(context, "go", on_update=updates)
+    calls = updates.of(ModelCall)
+    assert [(c.iteration, c.prompt_tokens, c.completion_tokens) for c in calls] == [
+        (1, 31, 7),
+        (2, 45, 3),
+    ]
+    assert all(c.duration_s > 0 and c.finish_reason for c in calls)
+    assert calls[0].finish_reason == "tool_calls"
+    # The first call's report comes before its tool runs; the turn's usage is their sum.
+    kinds = [type(u).__name__ for u in updates.items]
+    assert kinds.index("ModelCall") < kinds.index("ToolStarted")
+    assert (outcome.usage.prompt_tokens, outcome.usage.completion_tokens) == (76, 10)
