@@ -219,6 +219,7 @@ def create_app(
 
     async def api_budgets(request: Request) -> Response:
         return _Json(views.budgets(runtime))
+
     async def api_dead_letter_action(request: Request) -> Response:
         return await dead_letter_action(request, runtime, auth)
 
