@@ -214,7 +214,7 @@ class ServerService(server_pb2_grpc.ServerServicer):
             approvals_expired=approvals[3],
             budget_tokens=tokens,
             budget_cost_usd=cost,
-            budget_exhausted=sum(spend.exhausted.values()) if namespace is None else 0,
+            budget_exhausted=sum(n for _, n in spend.exhausted) if namespace is None else 0,
             budget_top=[
                 budget_pb2.BudgetSpend(
                     kind=row.kind, key=row.key, tokens=row.tokens, cost_usd=row.cost_usd

@@ -158,7 +158,8 @@ class BudgetStats(msgspec.Struct, frozen=True, kw_only=True):
         tokens: tokens counted since the ledger was made (reported usage).
         cost_usd: USD counted since the ledger was made.
         calls: model calls counted.
-        exhausted: calls refused, by budget name (``turn_tokens``, ``max_tool_calls``, ...).
+        exhausted: calls refused, as ``(budget name, count)`` pairs sorted by name
+            (``turn_tokens``, ``max_tool_calls``, ...).
         window_s: the window's length.
         keys: keys held now; at most ``max_keys``.
         evicted: keys forgotten to stay within ``max_keys``.
@@ -168,7 +169,7 @@ class BudgetStats(msgspec.Struct, frozen=True, kw_only=True):
     tokens: int = 0
     cost_usd: float = 0.0
     calls: int = 0
-    exhausted: dict[str, int] = msgspec.field(default_factory=dict)
+    exhausted: tuple[tuple[str, int], ...] = ()
     window_s: float = 0.0
     keys: int = 0
     evicted: int = 0
@@ -402,7 +403,7 @@ class BudgetLedger:
             tokens=self._tokens,
             cost_usd=self._cost,
             calls=self._calls,
-            exhausted=dict(self._exhausted),
+            exhausted=tuple(sorted(self._exhausted.items())),
             window_s=self.window_s,
             keys=len(self._windows),
             evicted=self._evicted,

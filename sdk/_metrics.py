@@ -449,7 +449,7 @@ class ServeMetrics:
         counter("loom.budget.cost.usd", read(lambda b: [Observation(b.cost_usd)]))
         counter(
             "loom.budget.exhausted",
-            read(lambda b: [Observation(n, {"budget": k}) for k, n in b.exhausted.items()]),
+            read(lambda b: [Observation(n, {"budget": k}) for k, n in b.exhausted]),
         )
         # The keys spending most within the window (at most 20 series at a time).
         gauge(

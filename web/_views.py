@@ -438,7 +438,7 @@ def budgets(runtime: AgentRuntime) -> dict[str, Any]:
         "tokens": stats.tokens,
         "cost_usd": stats.cost_usd,
         "calls": stats.calls,
-        "exhausted": stats.exhausted,
+        "exhausted": dict(stats.exhausted),
         "window_s": stats.window_s,
         "keys": stats.keys,
         "evicted": stats.evicted,

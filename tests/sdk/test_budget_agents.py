@@ -117,7 +117,7 @@ async def test_nested_calls_count_against_the_turns_tool_call_cap() -> None:
     assert (outcome.kind, outcome.budget) == ("budget_exhausted", "max_tool_calls")
     assert outcome.tool_results[1].error_type == "ToolCallRefused"
     assert len(server.requests) == 2
-    assert runtime.budgets.statistics().exhausted == {"max_tool_calls": 8}
+    assert runtime.budgets.statistics().exhausted == (("max_tool_calls", 8),)
 
 
 async def test_the_parallel_cap_holds_over_nested_calls() -> None:

@@ -72,7 +72,7 @@ async def test_the_depth_cap_holds_through_a_remote_agent() -> None:
     [result] = outcome.tool_results
     assert result.is_error
     assert "call depth 3 is deeper than max_call_depth (2)" in result.content
-    assert host.runtime.budgets.statistics().exhausted == {"max_call_depth": 1}
+    assert host.runtime.budgets.statistics().exhausted == (("max_call_depth", 1),)
 
 
 async def test_a_remote_agents_calls_count_against_the_turn() -> None:

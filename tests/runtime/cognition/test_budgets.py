@@ -127,7 +127,7 @@ async def test_a_cost_budget_is_priced_from_the_provider_config() -> None:
     assert_stopped_before(outcome, "turn_cost_usd", 0.5, calls * 0.11)
     stats = ledger.statistics()
     assert stats.cost_usd == pytest.approx(calls * 0.11)
-    assert stats.exhausted == {"turn_cost_usd": 1}
+    assert stats.exhausted == (("turn_cost_usd", 1),)
 
 
 async def test_a_thread_budget_holds_across_turns() -> None:
@@ -170,7 +170,7 @@ async def test_an_agent_budget_is_over_a_window() -> None:
     assert first.iterations > second.iterations
     assert third.iterations == first.iterations
     assert len(server.requests) == made + third.iterations
-    assert ledger.statistics().exhausted == {"agent_tokens": 3}
+    assert ledger.statistics().exhausted == (("agent_tokens", 3),)
 
 
 async def test_a_tenant_budget_is_shared_by_its_agents() -> None:
