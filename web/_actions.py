@@ -1,5 +1,6 @@
 """The dashboard's actions: retry or drop a stored dead letter (what ``loom dlq retry|drop``
-does, through the same runtime functions).
+does, through the same runtime functions), and the rule every action follows (approving or
+denying a tool call too: ``web/_app.py``).
 
 An action changes the server, so it asks more of a request than reading a page does:
 
@@ -30,7 +31,7 @@ from loom.runtime import (
 
 from ._auth import Auth
 
-__all__ = ["ACTION_HEADER", "dead_letter_action"]
+__all__ = ["ACTION_HEADER", "dead_letter_action", "refusal"]
 
 ACTION_HEADER = "x-loom-action"
 """The header every action request carries (its value is not read)."""
@@ -38,8 +39,9 @@ ACTION_HEADER = "x-loom-action"
 log = logging.getLogger("loom.web")
 
 
-def _refusal(request: Request, auth: Auth) -> Response | None:
-    """Why this request may not act (a response), or ``None``."""
+def refusal(request: Request, auth: Auth) -> Response | None:
+    """Why this request may not act (a response), or ``None``: the one rule of every action
+    of the dashboard (dead letters, approvals)."""
     if ACTION_HEADER not in request.headers:
         return JSONResponse({"error": f"an action needs the {ACTION_HEADER} header"}, 403)
     origin = request.headers.get("origin")
@@ -54,7 +56,7 @@ def _refusal(request: Request, auth: Auth) -> Response | None:
 
 async def dead_letter_action(request: Request, runtime: AgentRuntime, auth: Auth) -> Response:
     """``POST /api/deadletters/{sequence}/retry`` or ``.../drop``."""
-    refused = _refusal(request, auth)
+    refused = refusal(request, auth)
     if refused is not None:
         return refused
     sequence: int = request.path_params["sequence"]

@@ -32,7 +32,7 @@ from loom.runtime import (
 
 from . import _views as views
 from ._a2a import A2AServer
-from ._actions import dead_letter_action
+from ._actions import dead_letter_action, refusal
 from ._auth import COOKIE, Auth
 from ._observer import Observer, event_json
 
@@ -203,11 +203,12 @@ def create_app(
         return _Json(await views.approvals(runtime, request.query_params.get("status", "")))
 
     async def api_decide(request: Request) -> Response:
-        # A decision changes things: only the dashboard's own script, which sends this header,
-        # may make one. A form or a link on another site cannot set it (nor, without CORS,
-        # can its script), so the session cookie alone never approves anything.
-        if request.headers.get("x-loom-dashboard") != "1":
-            return _Json({"error": "decisions need the x-loom-dashboard header"}, 403)
+        # A decision is an action: the same rule as a dead letter's retry (the action header,
+        # the server's own origin, the admin token where there is one), as `loom approve` needs
+        # the admin token on the gRPC port.
+        refused = refusal(request, auth)
+        if refused is not None:
+            return refused
         try:
             note = msgspec.json.decode(await request.body() or b"{}").get("note", "")
         except (msgspec.DecodeError, AttributeError):

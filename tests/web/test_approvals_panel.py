@@ -44,12 +44,12 @@ async def test_the_panel_shows_a_waiting_call_and_denies_it(tmp_path: Path) -> N
             approved = await client.post(
                 f"/api/approvals/{second.id}/approve",
                 json={"note": "ok"},
-                headers={"x-loom-dashboard": "1"},
+                headers={"x-loom-action": "1"},
             )
             assert approved.status_code == 200, approved.text
             assert approved.json()["decided_by"] == "dashboard"
             again = await client.post(
-                f"/api/approvals/{second.id}/deny", headers={"x-loom-dashboard": "1"}
+                f"/api/approvals/{second.id}/deny", headers={"x-loom-action": "1"}
             )
             assert again.status_code == 409
         browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True)
@@ -70,3 +70,37 @@ async def test_the_panel_shows_a_waiting_call_and_denies_it(tmp_path: Path) -> N
         "not today",
         "dashboard",
     )
+
+
+async def test_a_decision_needs_the_admin_token_where_there_is_one(tmp_path: Path) -> None:
+    # The dashboard acts under one rule (web/_actions.py), as `loom approve` does on the gRPC
+    # port: a caller let in with the plain token may look but not decide.
+    plain, admin = "plain-token-0123456789abcdef", "admin-token-0123456789abcdef"
+    async with (
+        EventBus() as bus,
+        Approvals(tmp_path / "approvals.sqlite3", bus=bus) as store,
+        AgentRuntime(bus) as runtime,
+        HttpServer(runtime, tokens=(plain, admin), admin_tokens=(admin,)) as http,
+    ):
+        runtime.approvals = store
+        waiting = await store.request(
+            agent_id="writer", thread_id="t1", turn_id="e1", call_id="c1", tool="fs.write",
+            arguments={"path": "notes.txt", "content": "hi"},
+        )  # fmt: skip
+        async with httpx2.AsyncClient(base_url=http.url) as client:
+            url = f"/api/approvals/{waiting.id}/approve"
+            as_plain = {"authorization": f"Bearer {plain}", "x-loom-action": "1"}
+            listed = await client.get("/api/approvals", headers=as_plain)
+            assert [a["id"] for a in listed.json()["approvals"]] == [waiting.id]
+            refused = await client.post(url, json={}, headers=as_plain)
+            assert refused.status_code == 403
+            assert "admin token" in refused.json()["error"]
+            elsewhere = {"authorization": f"Bearer {admin}", "origin": "http://evil.example"}
+            refused = await client.post(url, json={}, headers={**elsewhere, "x-loom-action": "1"})
+            assert refused.status_code == 403
+            assert (await store.get(waiting.id)).status == "pending"
+            approved = await client.post(
+                url, json={}, headers={"authorization": f"Bearer {admin}", "x-loom-action": "1"}
+            )
+            assert approved.status_code == 200, approved.text
+        assert (await store.get(waiting.id)).status == "approved"

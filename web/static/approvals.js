@@ -1,6 +1,6 @@
 // The approvals panel: the tool calls waiting for a human, on every page, each with Approve
 // and Deny (and a note). It polls /api/approvals; a decision is a POST that carries the
-// x-loom-dashboard header, which a page of another site cannot send.
+// x-loom-action header, which a page of another site cannot send (web/_actions.py).
 "use strict";
 
 (() => {
@@ -24,7 +24,7 @@
     const response = await fetch(`/api/approvals/${encodeURIComponent(id)}/${verdict}`, {
       method: "POST",
       credentials: "same-origin",
-      headers: { "content-type": "application/json", "x-loom-dashboard": "1" },
+      headers: { "content-type": "application/json", "x-loom-action": "1" },
       body: JSON.stringify({ note }),
     });
     if (!response.ok) {
