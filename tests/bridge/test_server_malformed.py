@@ -61,10 +61,13 @@ BROKEN = {
 
 
 def _broken(code: grpc.StatusCode, details: str) -> bool:
-    # UNIMPLEMENTED is also DurabilityUnavailable's code (bridge/_status.py): this server has
-    # no durable log, and its replay and dead-letter calls say so; a method missing says
-    # nothing of durability.
-    if code is grpc.StatusCode.UNIMPLEMENTED and "needs durability" in details:
+    # UNIMPLEMENTED is also the code of a service this server has but did not enable (gRPC's
+    # "not supported/enabled in this service"): no durable log (DurabilityUnavailable,
+    # bridge/_status.py), whose replay and dead-letter calls say so, and no approvals store
+    # (bridge/_approvals_service.py); a method missing says neither.
+    if code is grpc.StatusCode.UNIMPLEMENTED and (
+        "needs durability" in details or "keeps no approvals" in details
+    ):
         return False
     return code in BROKEN
 

@@ -16,7 +16,14 @@ import grpc
 import pytest
 
 import loom
-from loom import InvalidCapability
+from loom import (
+    A2AAuthFailed,
+    A2ABadCard,
+    A2AError,
+    A2ATaskFailed,
+    A2AUnreachable,
+    InvalidCapability,
+)
 from loom.bridge import (
     AgentReleased,
     AgentUnresponsive,
@@ -91,6 +98,7 @@ from loom.runtime.memory import (
     StoreClosed,
     StoreOpenError,
 )
+from loom.runtime.resilience import CircuitOpen, PolicyConfigError, PolicyError
 from loom.runtime.tools import (
     CallDepthExceeded,
     EffectInterrupted,
@@ -140,7 +148,16 @@ TOOL_ERRORS_AS_FAILED: tuple[type[ToolError], ...] = (
     ToolError,  # a tool that raises the base class itself
     ToolUnavailable,  # an MCP tool of the server's whose MCP server is down
     EffectInterrupted,  # the effect journal refusing a call a crash interrupted
+    A2AUnreachable,  # a remote A2A agent's server not answering (a ToolUnavailable)
+    A2ABadCard,  # a remote A2A agent's card unusable (a ToolUnavailable)
+    A2ATaskFailed,  # a remote A2A task ending failed (a ToolFailed named for its class)
 )
+
+# Sent in a ToolResult under their base class's code (the result has no room for the
+# subclass), rebuilt as that base class.
+TOOL_ERRORS_AS_BASE: dict[type[ToolError], type[ToolError]] = {
+    A2AAuthFailed: ToolPermissionDenied,  # a remote A2A agent refusing our credentials
+}
 
 # Sent by loom.v1.LLM in an LLMFailure frame (its kind says the class) before the status, and
 # rebuilt as themselves (bridge/_llm_convert.py; round trips in test_llm_convert.py).
@@ -149,6 +166,11 @@ LLM_FAILURES: set[type[LoomError]] = {cls for cls, _kind, _code in _LLM_KINDS} |
 # Never sent by the server, with the reason.
 NEVER_CROSSES: dict[type[LoomError], str] = {
     LoomError: "the root; the server reports only the classes above",
+    A2AError: "a base class; its subclasses are filed one by one",
+    PolicyError: "a base class; its subclasses are filed one by one",
+    CircuitOpen: "refused where the policy is: a tool call's is ToolFailed (cause_type "
+    "CircuitOpen), a provider's ProviderUnavailable, a request's raised to its caller in process",
+    PolicyConfigError: "configuration is read before the server starts",
     BudgetExhausted: "refused inside a turn, which ends with outcome budget_exhausted",
     BridgeError: "a base class; its subclasses are filed one by one",
     InsecureBind: "raised by BridgeServer(...) before anything listens",
@@ -224,6 +246,10 @@ SAMPLES: dict[type[LoomError], Callable[[], LoomError]] = {
     EffectInterrupted: lambda: EffectInterrupted("a/t/e/c1", tool="t.x"),
     ToolCallRefused: lambda: ToolCallRefused("max_tool_calls", 3, tool="t.x"),
     CallDepthExceeded: lambda: CallDepthExceeded(4, 3, tool="t.x"),
+    A2AUnreachable: lambda: A2AUnreachable("http://a.example", "connection refused", tool="t.x"),
+    A2ABadCard: lambda: A2ABadCard("http://a.example", "not JSON", tool="t.x"),
+    A2AAuthFailed: lambda: A2AAuthFailed("http://a.example", "HTTP 401", tool="t.x"),
+    A2ATaskFailed: lambda: A2ATaskFailed("http://a.example", "failed", "boom", tool="t.x"),
 }
 
 
@@ -255,6 +281,7 @@ def test_every_loom_error_is_filed_once() -> None:
         set(ARRIVES_AS),
         set(TOOL_ERRORS),
         set(TOOL_ERRORS_AS_FAILED),
+        set(TOOL_ERRORS_AS_BASE),
         LLM_FAILURES,
         set(NEVER_CROSSES),
     ]
@@ -369,6 +396,15 @@ def test_other_tool_errors_arrive_as_tool_failed(kind: type[ToolError]) -> None:
     back = _through_the_wire(exc)
     assert type(back) is ToolFailed
     assert back.cause_type == kind.__name__
+    assert str(back) == str(exc)
+
+
+@pytest.mark.parametrize("kind", list(TOOL_ERRORS_AS_BASE), ids=lambda k: k.__name__)
+def test_some_tool_errors_arrive_as_their_base(kind: type[ToolError]) -> None:
+    exc = sample(kind)
+    assert isinstance(exc, ToolError)
+    back = _through_the_wire(exc)
+    assert type(back) is TOOL_ERRORS_AS_BASE[kind]
     assert str(back) == str(exc)
 
 
