@@ -17,6 +17,12 @@ import msgspec
 
 from loom.bridge._generated import server_pb2, server_pb2_grpc
 
+from ._cluster_status import (
+    ClusterInfo,
+    ClusterStatus,
+    cluster_status_from_proto,
+    cluster_status_to_proto,
+)
 from ._tenants import agent_inside, namespace_stats, tool_inside
 
 if TYPE_CHECKING:
@@ -70,6 +76,8 @@ class ServerStatus(msgspec.Struct, frozen=True, kw_only=True):
             the counts above are then of that namespace only.
         in_flight: deliveries sent on remote agents' streams and not yet credited back.
         in_flight_bytes: their encoded bytes (each stream's within its byte window).
+        cluster: its event transport to the other nodes of its cluster (``None``: no
+            cluster node, a caller confined to a namespace, or a server that predates it).
     """
 
     version: str
@@ -94,6 +102,7 @@ class ServerStatus(msgspec.Struct, frozen=True, kw_only=True):
     namespace: str = ""
     in_flight: int = 0
     in_flight_bytes: int = 0
+    cluster: ClusterStatus | None = None
 
 
 class NatsInfo(Protocol):
@@ -115,9 +124,16 @@ class NatsInfo(Protocol):
 class ServerService(server_pb2_grpc.ServerServicer):
     """``loom.v1.Server``: the server's version, uptime and headline counts."""
 
-    def __init__(self, hub: Hub, *, nats: Callable[[], NatsInfo] | None = None) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        *,
+        nats: Callable[[], NatsInfo] | None = None,
+        cluster: Callable[[], ClusterInfo] | None = None,
+    ) -> None:
         self.hub = hub
         self.nats = nats
+        self.cluster = cluster
         self.version = loom_version()
         self.started_ms = time.time_ns() // 1_000_000
         self.started = anyio.current_time()
@@ -148,6 +164,12 @@ class ServerService(server_pb2_grpc.ServerServicer):
             stream = session.statistics()
             in_flight += stream.in_flight
             in_flight_bytes += stream.in_flight_bytes
+        # Node-wide (other nodes' names, every tenant's traffic): not for a tenant.
+        cluster = (
+            cluster_status_to_proto(self.cluster())
+            if self.cluster is not None and namespace is None
+            else None
+        )
         return server_pb2.ServerStatus(
             version=self.version,
             started_ms=self.started_ms,
@@ -174,6 +196,7 @@ class ServerService(server_pb2_grpc.ServerServicer):
             namespace=namespace or "",
             in_flight=in_flight,
             in_flight_bytes=in_flight_bytes,
+            cluster=cluster,
         )
 
 
@@ -202,4 +225,5 @@ def server_status_from_proto(msg: server_pb2.ServerStatus) -> ServerStatus:
         namespace=msg.namespace,
         in_flight=msg.in_flight,
         in_flight_bytes=msg.in_flight_bytes,
+        cluster=cluster_status_from_proto(msg.cluster) if msg.HasField("cluster") else None,
     )

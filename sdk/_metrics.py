@@ -35,9 +35,12 @@ import anyio
 import msgspec
 
 from loom.bridge import BridgeServer, ServerStatistics
+from loom.cluster import ClusterStats, ClusterTransport
 from loom.runtime import AgentInfo, AgentRuntime, BusStats, ConfigError, DurableStats, EventBus
 from loom.runtime.llm import ModelRouter, ProviderStats
 from loom.runtime.lowlevel import DurableLog
+
+from ._metrics_cluster import cluster_instruments
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider, Observation
@@ -129,6 +132,7 @@ class _Sources(msgspec.Struct, kw_only=True):
     server: BridgeServer | None = None
     router: ModelRouter | None = None
     durable: DurableLog | None = None
+    cluster: ClusterTransport | None = None
 
 
 _Counts = dict[str, float]  # "published", "delivered", "overflow"... -> count
@@ -146,6 +150,7 @@ class _Snapshot(msgspec.Struct, frozen=True, kw_only=True):
     server: ServerStatistics | None = None
     providers: tuple[tuple[str, str, float, float, ProviderStats], ...] = ()
     durable: DurableStats | None = None
+    cluster: ClusterStats | None = None
 
 
 class ServeMetrics:
@@ -197,6 +202,11 @@ class ServeMetrics:
             bus=bus, runtime=runtime, server=server, router=router, durable=durable
         )
         self._observed.set()
+
+    def observe_cluster(self, transport: ClusterTransport | None) -> None:
+        """Read this cluster node's transport too (``loom.cluster.*``; after :meth:`observe`)."""
+        if self._sources is not None:
+            self._sources.cluster = transport
 
     def prometheus(self) -> tuple[bytes, str]:
         """The Prometheus text exposition of every metric now, and its content type: what
@@ -257,6 +267,7 @@ class ServeMetrics:
             server=s.server.statistics() if s.server is not None else None,
             providers=tuple(providers),
             durable=self._durable,
+            cluster=s.cluster.statistics() if s.cluster is not None else None,
         )
 
     # ------------------------------------------------------------------ the instruments
@@ -313,6 +324,7 @@ class ServeMetrics:
         self._llm_instruments(counter)
         self._bridge_instruments(counter, gauge)
         self._durable_instruments(gauge)
+        cluster_instruments(counter, gauge, lambda: self._snap.cluster)
 
     def _llm_instruments(
         self, counter: Callable[[str, Callable[[], Iterable[Observation]]], None]

@@ -22,19 +22,20 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from loom.bridge._generated import cluster_status_pb2 as loom_dot_v1_dot_cluster__status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14loom/v1/server.proto\x12\x07loom.v1\"\x12\n\x10GetStatusRequest\"\xd5\x03\n\x0cServerStatus\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x12\n\nstarted_ms\x18\x02 \x01(\x03\x12\x11\n\tuptime_ms\x18\x03 \x01(\x04\x12\x0e\n\x06\x61gents\x18\x04 \x01(\x04\x12\x11\n\tconnected\x18\x05 \x01(\x04\x12\x0e\n\x06topics\x18\x06 \x01(\x04\x12\x15\n\rsubscriptions\x18\x07 \x01(\x04\x12\x11\n\tpublished\x18\x08 \x01(\x04\x12\x0f\n\x07\x64ropped\x18\t \x01(\x04\x12\x10\n\x08unrouted\x18\n \x01(\x04\x12\x12\n\ntool_calls\x18\x0b \x01(\x04\x12\x1a\n\x12tool_calls_running\x18\x0c \x01(\x04\x12\x1a\n\x12pending_tool_calls\x18\r \x01(\x04\x12\x16\n\x0estale_after_ms\x18\x0e \x01(\x04\x12\x11\n\tnats_mode\x18\x1e \x01(\t\x12\x10\n\x08nats_url\x18\x1f \x01(\t\x12\x16\n\x0enats_store_dir\x18  \x01(\t\x12\x16\n\x0enats_connected\x18! \x01(\x08\x12\x15\n\rnats_restarts\x18\" \x01(\x04\x12\x11\n\tnamespace\x18K \x01(\t\x12\x11\n\tin_flight\x18\x41 \x01(\x04\x12\x17\n\x0fin_flight_bytes\x18\x42 \x01(\x04\x32G\n\x06Server\x12=\n\tGetStatus\x12\x19.loom.v1.GetStatusRequest\x1a\x15.loom.v1.ServerStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14loom/v1/server.proto\x12\x07loom.v1\x1a\x1cloom/v1/cluster_status.proto\"\x12\n\x10GetStatusRequest\"\xfe\x03\n\x0cServerStatus\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x12\n\nstarted_ms\x18\x02 \x01(\x03\x12\x11\n\tuptime_ms\x18\x03 \x01(\x04\x12\x0e\n\x06\x61gents\x18\x04 \x01(\x04\x12\x11\n\tconnected\x18\x05 \x01(\x04\x12\x0e\n\x06topics\x18\x06 \x01(\x04\x12\x15\n\rsubscriptions\x18\x07 \x01(\x04\x12\x11\n\tpublished\x18\x08 \x01(\x04\x12\x0f\n\x07\x64ropped\x18\t \x01(\x04\x12\x10\n\x08unrouted\x18\n \x01(\x04\x12\x12\n\ntool_calls\x18\x0b \x01(\x04\x12\x1a\n\x12tool_calls_running\x18\x0c \x01(\x04\x12\x1a\n\x12pending_tool_calls\x18\r \x01(\x04\x12\x16\n\x0estale_after_ms\x18\x0e \x01(\x04\x12\x11\n\tnats_mode\x18\x1e \x01(\t\x12\x10\n\x08nats_url\x18\x1f \x01(\t\x12\x16\n\x0enats_store_dir\x18  \x01(\t\x12\x16\n\x0enats_connected\x18! \x01(\x08\x12\x15\n\rnats_restarts\x18\" \x01(\x04\x12\'\n\x07\x63luster\x18( \x01(\x0b\x32\x16.loom.v1.ClusterStatus\x12\x11\n\tnamespace\x18K \x01(\t\x12\x11\n\tin_flight\x18\x41 \x01(\x04\x12\x17\n\x0fin_flight_bytes\x18\x42 \x01(\x04\x32G\n\x06Server\x12=\n\tGetStatus\x12\x19.loom.v1.GetStatusRequest\x1a\x15.loom.v1.ServerStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'loom.bridge._generated.server_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETSTATUSREQUEST']._serialized_start=33
-  _globals['_GETSTATUSREQUEST']._serialized_end=51
-  _globals['_SERVERSTATUS']._serialized_start=54
-  _globals['_SERVERSTATUS']._serialized_end=523
-  _globals['_SERVER']._serialized_start=525
-  _globals['_SERVER']._serialized_end=596
+  _globals['_GETSTATUSREQUEST']._serialized_start=63
+  _globals['_GETSTATUSREQUEST']._serialized_end=81
+  _globals['_SERVERSTATUS']._serialized_start=84
+  _globals['_SERVERSTATUS']._serialized_end=594
+  _globals['_SERVER']._serialized_start=596
+  _globals['_SERVER']._serialized_end=667
 # @@protoc_insertion_point(module_scope)

@@ -52,6 +52,7 @@ from loom.runtime import (
 from loom.runtime.lowlevel import mailbox_topic, new_id
 
 from .._process import DEFAULT_ADDRESS as _DEFAULT_ADDRESS
+from ._cluster_status import cluster_lines
 
 __all__ = [
     "DEFAULT_ADDRESS",
@@ -695,6 +696,7 @@ def _status_lines(address: str, s: ServerStatus) -> list[tuple[str, str]]:
             "bytes)",
         ),
         ("nats", _nats_line(s)),
+        *cluster_lines(s.cluster),
         # Counts above are of the namespace only, for a tenant's token: say so.
         *([("namespace", f"{s.namespace} (the counts above are its own)")] if s.namespace else []),
     ]
