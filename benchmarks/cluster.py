@@ -83,17 +83,24 @@ class Cluster:
 
 
 async def _lines(process: Process, pattern: str, seen: list[str]) -> re.Match[str]:
-    """The first line of ``process``'s output matching ``pattern`` (bounded by the caller)."""
+    """The first line of ``process``'s output matching ``pattern`` (bounded by the caller),
+    among the lines ``seen`` already too (one chunk may hold the lines two calls wait for)."""
     assert process.stdout is not None
     regex = re.compile(pattern)
+    for line in seen:
+        if (m := regex.search(line)) is not None:
+            return m
     pending = b""
     async for chunk in process.stdout:
         pending += chunk
         *done, pending = pending.split(b"\n")
+        found: re.Match[str] | None = None
         for line in done:
             seen.append(line.decode(errors="replace"))
-            if (m := regex.search(seen[-1])) is not None:
-                return m
+            if found is None:
+                found = regex.search(seen[-1])
+        if found is not None:
+            return found
     raise RuntimeError("process ended before it was ready:\n" + "\n".join(seen))
 
 
