@@ -87,8 +87,8 @@ async def _lines(process: Process, pattern: str, seen: list[str]) -> re.Match[st
     among the lines ``seen`` already too (one chunk may hold the lines two calls wait for)."""
     assert process.stdout is not None
     regex = re.compile(pattern)
-    for line in seen:
-        if (m := regex.search(line)) is not None:
+    for text in seen:
+        if (m := regex.search(text)) is not None:
             return m
     pending = b""
     async for chunk in process.stdout:

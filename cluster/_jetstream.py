@@ -110,6 +110,7 @@ class _Ahead:
         self.deadline = deadline
         self.reconnects = reconnects
 
+
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Event)
 
