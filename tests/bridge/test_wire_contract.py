@@ -23,6 +23,7 @@ from google.protobuf.descriptor import (
 from loom.bridge._generated import (
     bridge_pb2,
     bus_pb2,
+    cluster_status_pb2,
     directory_pb2,
     event_pb2,
     llm_pb2,
@@ -150,6 +151,7 @@ _FILES = (
     server_pb2.DESCRIPTOR,
     llm_pb2.DESCRIPTOR,
     memory_pb2.DESCRIPTOR,
+    cluster_status_pb2.DESCRIPTOR,
 )
 
 
