@@ -15,6 +15,8 @@ interleaved):
   same payload size, another subscribed receiving them, in this process.
 * ``cluster_bus_events_per_s``: two ``EventBus`` es with a ``ClusterTransport`` each, in this
   process, on their own connections: the transport alone, without the two gRPC hops.
+* ``same_node_events_per_s``: the Batched run with the subscriber on node a too: the two
+  gRPC bridge hops without the cluster, the ceiling the bridged figures above can reach.
 * ``cluster_cpu_s_{driver,node_a,node_b,nats}``: the CPU seconds each process spent in the
   best Batched run: where the time goes.
 * ``local_plain_1to1_per_s`` / ``local_transport_1to1_per_s`` /
@@ -83,17 +85,24 @@ class Cluster:
 
 
 async def _lines(process: Process, pattern: str, seen: list[str]) -> re.Match[str]:
-    """The first line of ``process``'s output matching ``pattern`` (bounded by the caller)."""
+    """The first line of ``process``'s output matching ``pattern`` (bounded by the caller),
+    among the lines ``seen`` already too (one chunk may hold the lines two calls wait for)."""
     assert process.stdout is not None
     regex = re.compile(pattern)
+    for text in seen:
+        if (m := regex.search(text)) is not None:
+            return m
     pending = b""
     async for chunk in process.stdout:
         pending += chunk
         *done, pending = pending.split(b"\n")
+        found: re.Match[str] | None = None
         for line in done:
             seen.append(line.decode(errors="replace"))
-            if (m := regex.search(seen[-1])) is not None:
-                return m
+            if found is None:
+                found = regex.search(seen[-1])
+        if found is not None:
+            return found
     raise RuntimeError("process ended before it was ready:\n" + "\n".join(seen))
 
 
@@ -158,14 +167,14 @@ async def _routed(pub: BridgeClient, sub: BridgeClient, topic: str) -> None:
                 return
 
 
-async def _cross(where: Cluster, qos: QoS, topic: str) -> tuple[float, int]:
-    """Events per second received on node b from a publisher on node a, and how many of
-    ``N`` did not arrive (Realtime drops)."""
+async def _cross(where: Cluster, qos: QoS, topic: str, to: str = "b") -> tuple[float, int]:
+    """Events per second received on node ``to`` (b: across; a: the same node) from a
+    publisher on node a, and how many of ``N`` did not arrive (Realtime drops)."""
     payload = b"x" * PAYLOAD
     sub_reg = AgentRegistration(agent_id=f"sub-{topic}", topics=(f"{topic}.>",), qos=qos)
     async with (
         BridgeClient(where.nodes["a"], AgentRegistration(agent_id="pub"), options=OPTIONS) as pub,
-        BridgeClient(where.nodes["b"], sub_reg, options=OPTIONS) as sub,
+        BridgeClient(where.nodes[to], sub_reg, options=OPTIONS) as sub,
     ):
         await _routed(pub, sub, f"{topic}.probe")
         got = 0
@@ -310,7 +319,7 @@ async def _local(url: str) -> Figures:
 
 async def events(where: Cluster) -> Figures:
     """The cross-node event figures (see the module)."""
-    best = {"cluster": 0.0, "realtime": 0.0, "raw": 0.0, "bus": 0.0}
+    best = {"cluster": 0.0, "realtime": 0.0, "raw": 0.0, "bus": 0.0, "same": 0.0}
     dropped = N
     cpu: dict[str, float] = {}
     for i in range(REPEATS):
@@ -325,18 +334,23 @@ async def events(where: Cluster) -> Figures:
         if rate > best["realtime"]:
             best["realtime"], dropped = rate, lost
         best["bus"] = max(best["bus"], await _bus_to_bus(where.url))
+        same, _ = await _cross(where, QoS.BATCHED, f"same{i}", to="a")
+        best["same"] = max(best["same"], same)
     return {
         "cluster_events_per_s": round(best["cluster"]),
         "cluster_realtime_events_per_s": round(best["realtime"]),
         "cluster_realtime_dropped": dropped,
         "raw_nats_events_per_s": round(best["raw"]),
         "cluster_bus_events_per_s": round(best["bus"]),
+        "same_node_events_per_s": round(best["same"]),
         # Where the best Batched run's time went: CPU seconds per process (the driver runs
         # both agents' bridge clients; node a and b are the loom serve processes).
         **{f"cluster_cpu_s_{k}": v for k, v in cpu.items()},
         "ratio_cluster_vs_raw_nats": round(best["cluster"] / best["raw"], 3),
         "ratio_cluster_realtime_vs_raw_nats": round(best["realtime"] / best["raw"], 3),
         "ratio_cluster_bus_vs_raw_nats": round(best["bus"] / best["raw"], 3),
+        "ratio_same_node_vs_raw_nats": round(best["same"] / best["raw"], 3),
+        "ratio_cluster_vs_same_node": round(best["cluster"] / best["same"], 3),
         "met_cluster_vs_raw_nats": best["cluster"] / best["raw"] >= 0.5,
         "met_cluster_realtime_vs_raw_nats": best["realtime"] / best["raw"] >= 0.5,
         "events": N,

@@ -29,6 +29,10 @@ from ._client import ClientStatistics as ClientStatistics
 from ._client import ClientTLS as ClientTLS
 from ._client_durable import WireDurableLog as WireDurableLog
 from ._client_transport import ClientTransport as ClientTransport
+from ._cluster_status import ClusterInfo as ClusterInfo
+from ._cluster_status import ClusterPeerInfo as ClusterPeerInfo
+from ._cluster_status import ClusterPeerStatus as ClusterPeerStatus
+from ._cluster_status import ClusterStatus as ClusterStatus
 from ._errors import AgentReleased as AgentReleased
 from ._errors import AgentUnresponsive as AgentUnresponsive
 from ._errors import BindError as BindError
@@ -96,6 +100,10 @@ __all__ = [
     "ClientStatistics",
     "ClientTLS",
     "ClientTransport",
+    "ClusterInfo",
+    "ClusterPeerInfo",
+    "ClusterPeerStatus",
+    "ClusterStatus",
     "ConnectFailed",
     "ConnectionEnded",
     "ConnectionLost",

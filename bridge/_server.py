@@ -53,6 +53,7 @@ from loom.runtime.lowlevel import RemoteTool
 from ._approvals_service import ApprovalsServicer
 from ._auth import TLSConfig, TokenInterceptor, certificate_names, check_bind
 from ._calls import serve_tool_call
+from ._cluster_status import ClusterInfo
 from ._directory_service import DirectoryService
 from ._errors import (
     BindError,
@@ -411,6 +412,8 @@ class BridgeServer:
             (``Directory.ReleaseAgent``). ``None``: nobody may.
         nats: where the server's NATS is, asked at each ``GetStatus`` (``None``: reported
             as ``off``).
+        cluster: this node's cluster transport statistics, asked at each ``GetStatus``
+            (``ClusterTransport.statistics``; ``None``: no cluster node).
         tenants: tenant tokens, each accepted wherever ``token`` is and confining its caller
             to a namespace (``docs/security.md``, "Tenants"). With them ``token`` may be
             ``None``: only they and the admin token are admitted then.
@@ -441,6 +444,7 @@ class BridgeServer:
         settle_s: float = 0.0,
         admin_token: str | None = None,
         nats: Callable[[], NatsInfo] | None = None,
+        cluster: Callable[[], ClusterInfo] | None = None,
         tenants: Iterable[Tenant] = (),
         data_dir: str | os.PathLike[str] | None = None,
         memory: PlanMemory | None = None,
@@ -469,6 +473,7 @@ class BridgeServer:
         self.grace_s = grace_s
         self.settle_s = settle_s
         self.nats = nats
+        self.cluster = cluster
         # Without a store given, one of the server's own, in data_dir or in memory.
         self._own_memory: PlanMemory | None = None
         if memory is None:
@@ -529,7 +534,7 @@ class BridgeServer:
         tools_pb2_grpc.add_ToolServiceServicer_to_server(ToolService(self.hub), target)
         bus_pb2_grpc.add_EventBusServicer_to_server(EventBusService(self.hub), target)
         directory_pb2_grpc.add_DirectoryServicer_to_server(DirectoryService(self.hub), target)
-        status = ServerService(self.hub, nats=self.nats)
+        status = ServerService(self.hub, nats=self.nats, cluster=self.cluster)
         server_pb2_grpc.add_ServerServicer_to_server(status, target)
         llm = LLMService(self.hub.runtime, caller=self.hub.caller)
         llm_pb2_grpc.add_LLMServicer_to_server(llm, target)

@@ -19,6 +19,12 @@ from loom.bridge._generated import budget_pb2, server_pb2, server_pb2_grpc
 from loom.runtime import Approvals, BudgetSpend
 
 from ._cache_status import LLMCacheTotals, cache_totals_from_proto, cache_totals_to_proto
+from ._cluster_status import (
+    ClusterInfo,
+    ClusterStatus,
+    cluster_status_from_proto,
+    cluster_status_to_proto,
+)
 from ._tenants import agent_inside, namespace_stats, tool_inside
 
 if TYPE_CHECKING:
@@ -84,6 +90,8 @@ class ServerStatus(msgspec.Struct, frozen=True, kw_only=True):
         budget_exhausted: calls refused by a budget or a cap.
         budget_top: the keys spending most within the window.
         budget_window_s: the window's length.
+        cluster: its event transport to the other nodes of its cluster (``None``: no
+            cluster node, a caller confined to a namespace, or a server that predates it).
     """
 
     version: str
@@ -118,6 +126,7 @@ class ServerStatus(msgspec.Struct, frozen=True, kw_only=True):
     budget_exhausted: int = 0
     budget_top: tuple[BudgetSpend, ...] = ()
     budget_window_s: float = 0.0
+    cluster: ClusterStatus | None = None
 
 
 class NatsInfo(Protocol):
@@ -139,9 +148,16 @@ class NatsInfo(Protocol):
 class ServerService(server_pb2_grpc.ServerServicer):
     """``loom.v1.Server``: the server's version, uptime and headline counts."""
 
-    def __init__(self, hub: Hub, *, nats: Callable[[], NatsInfo] | None = None) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        *,
+        nats: Callable[[], NatsInfo] | None = None,
+        cluster: Callable[[], ClusterInfo] | None = None,
+    ) -> None:
         self.hub = hub
         self.nats = nats
+        self.cluster = cluster
         self.version = loom_version()
         self.started_ms = time.time_ns() // 1_000_000
         self.started = anyio.current_time()
@@ -180,6 +196,12 @@ class ServerService(server_pb2_grpc.ServerServicer):
             # A tenant sees its own spend only: its namespace's, within the window.
             own = ledger.spend("tenant", namespace)
             tokens, cost = own.tokens, own.cost_usd
+        # Node-wide (other nodes' names, every tenant's traffic): not for a tenant.
+        cluster = (
+            cluster_status_to_proto(self.cluster())
+            if self.cluster is not None and namespace is None
+            else None
+        )
         return server_pb2.ServerStatus(
             version=self.version,
             started_ms=self.started_ms,
@@ -222,6 +244,7 @@ class ServerService(server_pb2_grpc.ServerServicer):
                 for row in spend.top
             ],
             budget_window_ms=round(spend.window_s * 1000),
+            cluster=cluster,
         )
 
 
@@ -276,4 +299,5 @@ def server_status_from_proto(msg: server_pb2.ServerStatus) -> ServerStatus:
             for row in msg.budget_top
         ),
         budget_window_s=msg.budget_window_ms / 1000,
+        cluster=cluster_status_from_proto(msg.cluster) if msg.HasField("cluster") else None,
     )

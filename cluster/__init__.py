@@ -40,6 +40,7 @@ from ._errors import NatsServerNotFound as NatsServerNotFound
 from ._jetstream import JetStreamLog as JetStreamLog
 from ._transport import ClusterStats as ClusterStats
 from ._transport import ClusterTransport as ClusterTransport
+from ._transport import PeerStats as PeerStats
 
 __all__ = [
     "ClusterCalls",
@@ -59,6 +60,7 @@ __all__ = [
     "NatsServerNotFound",
     "NatsSettings",
     "NatsStatus",
+    "PeerStats",
     "find_nats_server",
     "open_nats",
     "parse_nats",

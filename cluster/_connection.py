@@ -51,6 +51,12 @@ class NatsSettings(msgspec.Struct, frozen=True, kw_only=True):
         reconnect_wait_s: the pause between reconnect attempts to one server.
         pending_bytes: how much a publish may buffer while disconnected; beyond it a
             publish fails at once (nats-py's ``OutboundBufferLimitError``).
+        ping_interval_s: how often the client asks the server for a PONG.
+        max_outstanding_pings: PINGs left unanswered before the server is taken for lost
+            and the client fails over: a server that hangs (its socket open, its process
+            stopped or its host partitioned) is left within about ``ping_interval_s *
+            (max_outstanding_pings + 1)`` (8 s), not nats-py's default 2 minutes per PING,
+            during which the node's publishes wait on it with nothing said.
     """
 
     servers: tuple[str, ...]
@@ -65,6 +71,8 @@ class NatsSettings(msgspec.Struct, frozen=True, kw_only=True):
     connect_timeout_s: float = 5.0
     reconnect_wait_s: float = 0.5
     pending_bytes: int = 8 * 1024 * 1024
+    ping_interval_s: float = 2.0
+    max_outstanding_pings: int = 3
 
     def tls_context(self) -> ssl.SSLContext | None:
         """The TLS context the options ask for (``None``: TLS only if a URL says ``tls://``)."""
@@ -167,6 +175,8 @@ class NatsConnection:
                     connect_timeout=s.connect_timeout_s,  # type: ignore[arg-type]
                     reconnect_time_wait=s.reconnect_wait_s,  # type: ignore[arg-type]
                     pending_size=s.pending_bytes,
+                    ping_interval=s.ping_interval_s,  # type: ignore[arg-type]
+                    max_outstanding_pings=s.max_outstanding_pings,
                     # The first connection must work or fail now, with its reason;
                     # reconnecting forever is switched on below, once connected.
                     allow_reconnect=False,

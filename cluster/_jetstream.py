@@ -71,6 +71,10 @@ _ECHO_WAIT: Final = 2.0
 # pending async publishes (set to twice this), so starting one never stalls.
 _AHEAD_MAX: Final = 1024
 
+# How long after a store ahead started its append waits for the answer before storing the
+# event itself (the same message id: stored once).
+_AHEAD_WAIT: Final = 5.0
+
 # What JetStream answers while it is away for a moment: not up yet ("no responders"), or, on
 # a NATS cluster, a stream whose replicas elect a leader after a server died (503: "no
 # response from stream", "JetStream system temporarily unavailable"). Worth asking again.
@@ -90,6 +94,22 @@ class _Stored(msgspec.Struct):
 
 
 _stored_decoder = msgspec.json.Decoder(_Stored)
+
+
+class _Ahead:
+    """A store started ahead: its reply token, its answer, when its append stops waiting for
+    that answer, and the connection's reconnect count when it was sent."""
+
+    __slots__ = ("deadline", "future", "reconnects", "token")
+
+    def __init__(
+        self, token: str, future: asyncio.Future[_Stored], deadline: float, reconnects: int
+    ) -> None:
+        self.token = token
+        self.future = future
+        self.deadline = deadline
+        self.reconnects = reconnects
+
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Event)
@@ -266,8 +286,8 @@ class JetStreamLog:
         # (its inbox, then a number), written in call order on the one connection, so
         # stored in that order; the answer resolves its future (_on_stored). Not nats-py's
         # publish_async, which costs a semaphore, a random token and a callback per store
-        # (docs/performance.md). By message id: (reply token, future).
-        self._ahead: OrderedDict[str, tuple[str, asyncio.Future[_Stored]]] = OrderedDict()
+        # (docs/performance.md). By message id.
+        self._ahead: OrderedDict[str, _Ahead] = OrderedDict()
         self._answers: dict[str, asyncio.Future[_Stored]] = {}  # by reply token
         self._reply_prefix = ""  # the inbox (set by start), then "."
         self._reply_sub: Subscription | None = None
@@ -309,8 +329,8 @@ class JetStreamLog:
                 with anyio.CancelScope(shield=True), contextlib.suppress(nats.errors.Error):
                     await sub.unsubscribe()
         self._advisory_sub = self._reply_sub = None
-        for _, future in self._ahead.values():
-            future.cancel()
+        for ahead in self._ahead.values():
+            ahead.future.cancel()
         self._ahead.clear()
         self._answers.clear()
 
@@ -413,7 +433,9 @@ class JetStreamLog:
         token = str(self._tokens)
         future: asyncio.Future[_Stored] = asyncio.get_running_loop().create_future()
         self._answers[token] = future
-        self._ahead[msg_id] = (token, future)
+        self._ahead[msg_id] = _Ahead(
+            token, future, time.monotonic() + _AHEAD_WAIT, self._nc.stats["reconnects"]
+        )
         try:
             await self._nc.publish(
                 subject,
@@ -429,9 +451,9 @@ class JetStreamLog:
             self._give_up(next(iter(self._ahead)))
 
     def _give_up(self, msg_id: str) -> None:
-        token, future = self._ahead.pop(msg_id)
-        self._answers.pop(token, None)
-        future.cancel()
+        ahead = self._ahead.pop(msg_id)
+        self._answers.pop(ahead.token, None)
+        ahead.future.cancel()
 
     async def _on_stored(self, msg: Msg) -> None:
         """The server's answer to a store started ahead (in nats-py's task for the
@@ -450,13 +472,20 @@ class JetStreamLog:
 
     async def _ahead_ack(self, msg_id: str) -> _Stored | None:
         """The answer to the store started ahead for ``msg_id``; ``None`` when there is none,
-        it failed, or it is not in within 5 s (the server away: append retries it)."""
-        entry = self._ahead.get(msg_id)
-        if entry is None:
+        it failed, or it is not in within 5 s of the store's start (the server away: append
+        retries it), or the connection was lost and made again since the store started."""
+        ahead = self._ahead.get(msg_id)
+        if ahead is None:
             return None
-        future = entry[1]
-        if not future.done():  # (often answered already: the stores ahead went together)
-            with anyio.move_on_after(min(self._timeout, 5.0)):
+        future = ahead.future
+        # A store sent to a server that died before it answered is never answered: a
+        # reconnection since it started means its answer may be lost, so it is asked again
+        # at once (same message id: stored once). And the wait runs from the store's start,
+        # not from this call: answers lost together cost one wait, not one per store in turn
+        # (256 stores ahead, 5 s each, held a publisher for twenty minutes with nothing said).
+        if not future.done() and self._nc.stats["reconnects"] == ahead.reconnects:
+            # (Often answered already: the stores ahead went together.)
+            with anyio.move_on_after(min(self._timeout, ahead.deadline - time.monotonic())):
                 # Waits without taking the future's outcome as its own: a future given up
                 # (cancelled) or failed is not this task's cancellation or error.
                 await asyncio.wait((future,))

@@ -49,7 +49,7 @@ from loom.runtime.lowlevel import Inbound, TopicTrie, validate_pattern
 
 from ._wire import Ack, Announce, Frame, Subjects
 
-__all__ = ["ClusterStats", "ClusterTransport"]
+__all__ = ["ClusterStats", "ClusterTransport", "PeerStats"]
 
 log = logging.getLogger("loom.cluster")
 
@@ -64,6 +64,22 @@ _encode = msgspec.msgpack.Encoder().encode
 _decode_frame = msgspec.msgpack.Decoder(Frame).decode
 _decode_ack = msgspec.msgpack.Decoder(Ack).decode
 _decode_announce = msgspec.msgpack.Decoder(Announce).decode
+
+
+class PeerStats(msgspec.Struct, frozen=True, kw_only=True):
+    """Another node as one node's transport sees it (:attr:`ClusterStats.links`).
+
+    Attributes:
+        node: its name.
+        patterns: the ``(pattern, tier)`` pairs its subscriptions hold: its interest.
+        unacked_frames: lossless frames sent to it and not yet acknowledged.
+        queued_events: events batched for it and not yet sent (both tiers).
+    """
+
+    node: str
+    patterns: int
+    unacked_frames: int
+    queued_events: int
 
 
 class ClusterStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -82,6 +98,12 @@ class ClusterStats(msgspec.Struct, frozen=True, kw_only=True):
             as gaps in their numbering).
         realtime_send_failed: realtime events that could not be handed to NATS (its
             buffer full while disconnected).
+        sent_lossless_events: of ``sent_events``, the Batched and Background ones.
+        sent_realtime_events: of ``sent_events``, the Realtime ones.
+        received_lossless_events: of ``received_events``, the Batched and Background ones.
+        received_realtime_events: of ``received_events``, the Realtime ones.
+        links: each other node alive: its interest and what is in flight to it.
+        reconnects: times the NATS connection came back after it was lost.
     """
 
     node: str
@@ -94,14 +116,25 @@ class ClusterStats(msgspec.Struct, frozen=True, kw_only=True):
     duplicate_frames: int
     realtime_lost: int
     realtime_send_failed: int
+    sent_lossless_events: int = 0
+    sent_realtime_events: int = 0
+    received_lossless_events: int = 0
+    received_realtime_events: int = 0
+    links: tuple[PeerStats, ...] = ()
+    reconnects: int = 0
 
 
 class _Peer:
     """Another node, as this one sees it: its interest, and the links to it."""
 
-    def __init__(self, name: str, epoch: str, now: float) -> None:
+    def __init__(self, name: str, epoch: str, now: float, link: str) -> None:
         self.name = name
         self.epoch = epoch
+        # This node's side of the link to it, as its frames name it (``Frame.epoch``): this
+        # node's epoch and a number per link made. A node dropped (expired) and heard again
+        # in the same life gets a new link, numbered from 0, which the receiver takes as a
+        # new sender's: it must not mistake the new frames for the old link's duplicates.
+        self.link = link
         self.seen = now
         self.dead = False
         self.patterns: set[tuple[str, int]] = set()
@@ -137,7 +170,7 @@ class _Peer:
 
 
 class _Source:
-    """What this node has received from one life of another node."""
+    """What this node has received on one link from another node (``Frame.epoch``)."""
 
     __slots__ = ("epoch", "expected", "rt_next")
 
@@ -198,7 +231,8 @@ class ClusterTransport:
         self._announce_due = False
         self._peers: dict[str, _Peer] = {}
         self._sources: dict[str, _Source] = {}
-        self._retired: dict[str, None] = {}  # lives of senders replaced by a newer one
+        self._retired: dict[str, None] = {}  # links of senders replaced by a newer one
+        self._links = 0  # links made to other nodes (each peer, each time it is heard anew)
         # Any remote interest at all: the one test a publish pays when there is none.
         self._any = False
         self._gen = 0
@@ -210,10 +244,12 @@ class ClusterTransport:
         self._inbound: Inbound | None = None
         self._running = False
         # Statistics.
-        self._sent_events = 0
+        self._sent_ll = 0
+        self._sent_rt = 0
         self._sent_frames = 0
         self._retransmitted = 0
-        self._received = 0
+        self._received_ll = 0
+        self._received_rt = 0
         self._duplicates = 0
         self._rt_lost = 0
         self._rt_send_failed = 0
@@ -340,17 +376,32 @@ class ClusterTransport:
 
     def statistics(self) -> ClusterStats:
         """What this node's transport has done so far."""
+        peers = sorted(self._peers.values(), key=lambda p: p.name)
         return ClusterStats(
             node=self.node,
-            peers=tuple(sorted(self._peers)),
-            sent_events=self._sent_events,
+            peers=tuple(p.name for p in peers),
+            sent_events=self._sent_ll + self._sent_rt,
             sent_frames=self._sent_frames,
             retransmitted_frames=self._retransmitted,
-            unacked_frames=sum(len(p.unacked) for p in self._peers.values()),
-            received_events=self._received,
+            unacked_frames=sum(len(p.unacked) for p in peers),
+            received_events=self._received_ll + self._received_rt,
             duplicate_frames=self._duplicates,
             realtime_lost=self._rt_lost,
             realtime_send_failed=self._rt_send_failed,
+            sent_lossless_events=self._sent_ll,
+            sent_realtime_events=self._sent_rt,
+            received_lossless_events=self._received_ll,
+            received_realtime_events=self._received_rt,
+            links=tuple(
+                PeerStats(
+                    node=p.name,
+                    patterns=len(p.patterns),
+                    unacked_frames=len(p.unacked),
+                    queued_events=len(p.ll_out) + len(p.rt_out),
+                )
+                for p in peers
+            ),
+            reconnects=int(self._nc.stats.get("reconnects", 0)),
         )
 
     def remote_interest(self) -> dict[str, frozenset[tuple[str, QoS]]]:
@@ -387,13 +438,13 @@ class ClusterTransport:
         seq = peer.next_seq
         peer.next_seq += 1
         data = _encode(
-            Frame(src=self.node, epoch=self.epoch, dst_epoch=peer.epoch, seq=seq, events=events)
+            Frame(src=self.node, epoch=peer.link, dst_epoch=peer.epoch, seq=seq, events=events)
         )
         if not peer.unacked:
             peer.progress = time.monotonic()  # the retransmit clock runs from the oldest
         peer.unacked.append((seq, data))
         self._sent_frames += 1
-        self._sent_events += len(events)
+        self._sent_ll += len(events)
         try:
             await self._nc.publish(self._subjects.lossless(peer.name), data)
         except (nats.errors.Error, OSError) as exc:
@@ -405,7 +456,7 @@ class ClusterTransport:
         first = peer.rt_next
         peer.rt_next += len(events)
         data = _encode(
-            Frame(src=self.node, epoch=self.epoch, dst_epoch=peer.epoch, seq=first, events=events)
+            Frame(src=self.node, epoch=peer.link, dst_epoch=peer.epoch, seq=first, events=events)
         )
         try:
             await self._nc.publish(self._subjects.realtime(peer.name), data)
@@ -413,7 +464,7 @@ class ClusterTransport:
             self._rt_send_failed += len(events)  # at most once: lost, and counted
             return
         self._sent_frames += 1
-        self._sent_events += len(events)
+        self._sent_rt += len(events)
 
     async def _flusher(self) -> None:
         """Send what publishes batched, once per turn of the loop that had any: a publisher
@@ -485,7 +536,8 @@ class ClusterTransport:
             return
         now = time.monotonic()
         if peer is None:
-            peer = _Peer(a.node, a.epoch, now)
+            self._links += 1
+            peer = _Peer(a.node, a.epoch, now, f"{self.epoch}-{self._links}")
             peer.rto = self._rto
             self._peers[a.node] = peer
             log.info("cluster: node %s joined (%d patterns)", a.node, len(a.patterns))
@@ -573,7 +625,7 @@ class ClusterTransport:
             except msgspec.ValidationError:
                 continue
             peer = self._peers.get(ack.node)
-            if peer is None or peer.epoch != ack.epoch or ack.to_epoch != self.epoch:
+            if peer is None or peer.epoch != ack.epoch or ack.to_epoch != peer.link:
                 continue  # for an earlier life of either side
             freed = False
             while peer.unacked and peer.unacked[0][0] <= ack.seq:
@@ -588,8 +640,8 @@ class ClusterTransport:
                     self._kick.set()
 
     def _source(self, frame: Frame) -> _Source | None:
-        """The receiving state for the frame's sender and life; ``None`` for a frame of a
-        life it has already replaced (a straggler must not reset the newer one's state)."""
+        """The receiving state for the frame's sender and link; ``None`` for a frame of a
+        link it has already replaced (a straggler must not reset the newer one's state)."""
         source = self._sources.get(frame.src)
         if source is None or source.epoch != frame.epoch:
             if frame.epoch in self._retired:
@@ -616,7 +668,7 @@ class ClusterTransport:
                     # Waits while a lossless subscriber here is full: the ack waits with it.
                     await self._deliver(deliver, topic, event)
                 source.expected += 1
-                self._received += len(frame.events)
+                self._received_ll += len(frame.events)
             elif frame.seq < source.expected:
                 self._duplicates += 1
             else:
@@ -650,7 +702,7 @@ class ClusterTransport:
             source.rt_next = max(source.rt_next, frame.seq + len(frame.events))
             for topic, event in frame.events:
                 await self._deliver(deliver, topic, event)
-            self._received += len(frame.events)
+            self._received_rt += len(frame.events)
             await checkpoint()
 
     def _frame(self, msg: Msg) -> Frame | None:

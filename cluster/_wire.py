@@ -42,10 +42,11 @@ class Frame(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     """Events from one node to another, in publish order.
 
     Attributes:
-        src: the sending node; ``epoch`` its life.
+        src: the sending node; ``epoch`` its link to the receiver: the sender's life and
+            a number per link it made (a node dropped and heard again gets a new link).
         dst_epoch: the receiver's life this was sent to (a frame for a previous life of the
             receiver is ignored).
-        seq: lossless: the frame's number on this link (from 0 per pair of lives);
+        seq: lossless: the frame's number on this link (from 0 per link);
             realtime: the number of the first event on this link (so gaps count losses).
         events: ``(topic, event)`` pairs; the event whole, envelope and traceparent included.
     """
@@ -59,7 +60,7 @@ class Frame(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
 
 class Ack(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     """Node ``node`` (life ``epoch``) has delivered every lossless frame up to ``seq`` that
-    the acked node's life ``to_epoch`` sent it: cumulative."""
+    the acked node sent it on link ``to_epoch`` (``Frame.epoch``): cumulative."""
 
     node: str
     epoch: str

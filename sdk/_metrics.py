@@ -35,6 +35,7 @@ import anyio
 import msgspec
 
 from loom.bridge import BridgeServer, ServerStatistics
+from loom.cluster import ClusterStats, ClusterTransport
 from loom.runtime import (
     AgentInfo,
     AgentRuntime,
@@ -50,6 +51,8 @@ from loom.runtime.resilience import PolicyStats
 
 from ._metrics_cache import CacheRows, cache_instruments, cache_rows
 from ._metrics_policy import policy_instruments
+
+from ._metrics_cluster import cluster_instruments
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider, Observation
@@ -141,6 +144,7 @@ class _Sources(msgspec.Struct, kw_only=True):
     server: BridgeServer | None = None
     router: ModelRouter | None = None
     durable: DurableLog | None = None
+    cluster: ClusterTransport | None = None
 
 
 _Counts = dict[str, float]  # "published", "delivered", "overflow"... -> count
@@ -161,6 +165,7 @@ class _Snapshot(msgspec.Struct, frozen=True, kw_only=True):
     caches: CacheRows = ()
     policies: tuple[PolicyStats, ...] = ()
     budgets: BudgetStats | None = None
+    cluster: ClusterStats | None = None
 
 
 class ServeMetrics:
@@ -212,6 +217,11 @@ class ServeMetrics:
             bus=bus, runtime=runtime, server=server, router=router, durable=durable
         )
         self._observed.set()
+
+    def observe_cluster(self, transport: ClusterTransport | None) -> None:
+        """Read this cluster node's transport too (``loom.cluster.*``; after :meth:`observe`)."""
+        if self._sources is not None:
+            self._sources.cluster = transport
 
     def prometheus(self) -> tuple[bytes, str]:
         """The Prometheus text exposition of every metric now, and its content type: what
@@ -275,6 +285,7 @@ class ServeMetrics:
             caches=cache_rows(s.router),
             policies=s.runtime.policies.statistics().policies if s.runtime is not None else (),
             budgets=s.runtime.budgets.statistics() if s.runtime is not None else None,
+            cluster=s.cluster.statistics() if s.cluster is not None else None,
         )
 
     # ------------------------------------------------------------------ the instruments
@@ -334,6 +345,7 @@ class ServeMetrics:
         self._durable_instruments(gauge)
         policy_instruments(counter, gauge, lambda: self._snap.policies)
         self._budget_instruments(counter, gauge)
+        cluster_instruments(counter, gauge, lambda: self._snap.cluster)
 
     def _llm_instruments(
         self, counter: Callable[[str, Callable[[], Iterable[Observation]]], None]

@@ -53,6 +53,7 @@ from loom.runtime import (
 from loom.runtime.lowlevel import mailbox_topic, new_id
 
 from .._process import DEFAULT_ADDRESS as _DEFAULT_ADDRESS
+from ._cluster_status import cluster_lines
 
 __all__ = [
     "DEFAULT_ADDRESS",
@@ -703,6 +704,7 @@ def _status_lines(address: str, s: ServerStatus) -> list[tuple[str, str]]:
             f"{s.approvals_denied} denied, {s.approvals_expired} expired)",
         ),
         ("budgets", _budget_line(s)),
+        *cluster_lines(s.cluster),
         # Counts above are of the namespace only, for a tenant's token: say so.
         *([("namespace", f"{s.namespace} (the counts above are its own)")] if s.namespace else []),
     ]

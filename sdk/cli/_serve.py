@@ -87,7 +87,11 @@ def _cluster(nats: NatsEngine, config: ServeConfig) -> ClusterTransport | None:
     another node holds a matching subscription."""
     if not _clustered(nats) or nats.connection is None:
         return None
-    return ClusterTransport(nats.connection.client, config.node_name())
+    # One heartbeat for the whole node: the transport's announcements of interest and the
+    # directory's keys go out at the same interval (`--cluster-heartbeat`).
+    return ClusterTransport(
+        nats.connection.client, config.node_name(), heartbeat_s=config.cluster_heartbeat_s
+    )
 
 
 def _clustered(nats: NatsEngine) -> bool:
@@ -364,6 +368,7 @@ async def serve(
                 grace_s=config.drain_grace_s,
                 settle_s=config.settle_s,
                 nats=nats.status,
+                cluster=cluster.statistics if cluster is not None else None,
                 tenants=tables.tokens,
                 # The original Loom's MemoryService, durable here: its plans and episodes
                 # outlive a restart, in <data-dir>/memory.sqlite3 (docs/interop.md).
@@ -386,6 +391,7 @@ async def serve(
             log.info("loom serve: event bus up (pid %d, data dir %s)", os.getpid(), data_dir)
             log.info("loom serve: NATS %s", nats.describe())
             meters.observe(bus, runtime=runtime, server=server, router=router, durable=durable_log)
+            meters.observe_cluster(cluster)
             if metering.otlp_endpoint:
                 log.info(
                     "loom serve: metrics to %s (every %g s)",

@@ -25,6 +25,7 @@ from loom.bridge._generated import (
     bridge_pb2,
     budget_pb2,
     bus_pb2,
+    cluster_status_pb2,
     directory_pb2,
     event_pb2,
     llm_pb2,
@@ -154,6 +155,7 @@ _FILES = (
     memory_pb2.DESCRIPTOR,
     approvals_pb2.DESCRIPTOR,
     budget_pb2.DESCRIPTOR,
+    cluster_status_pb2.DESCRIPTOR,
 )
 
 

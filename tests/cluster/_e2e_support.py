@@ -56,6 +56,12 @@ class NatsNode:
                 argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
             )
 
+    def pause(self) -> None:
+        """SIGSTOP it: it takes no more from its sockets and answers nothing (a server that
+        hangs; a SIGKILL then loses what it took)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGSTOP)
+
     def kill(self) -> None:
         """SIGKILL it and reap it."""
         if self.proc is not None and self.proc.poll() is None:

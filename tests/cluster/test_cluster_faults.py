@@ -27,18 +27,22 @@ from loom import Agent, QoS
 
 seen = set()
 duplicates = 0
+ended = False
 
 
 async def on_event(ctx, topic, event):
-    global duplicates
+    global duplicates, ended
     text = event.payload.decode()
     if text == "end":
+        ended = True
         print(f"{topic}: {len(seen)} distinct, {duplicates} duplicates", flush=True)
         return
     n = int(text)
     duplicates += n in seen
     seen.add(n)
-    if len(seen) % 100 == 0:
+    if ended:  # a redelivery after the end: say the count again
+        print(f"{topic}: {len(seen)} distinct, {duplicates} duplicates", flush=True)
+    elif len(seen) % 100 == 0:
         print(f"{topic}: seen {len(seen)}", flush=True)
 
 
@@ -100,19 +104,22 @@ async def spread(nodes: Nodes) -> dict[str, str]:
         await nodes.start("c")
 
 
+@pytest.mark.parametrize("whose", ["receiver", "sender"])
 async def test_a_nats_server_killed_under_a_lossless_stream_loses_nothing(
-    tmp_path: Path,
+    tmp_path: Path, whose: str
 ) -> None:
     total = 1500
-    with anyio.fail_after(150):
+    with anyio.fail_after(180):
         async with nats_cluster(tmp_path) as nats, nodes_on(tmp_path, nats, "a", "b", "c") as nodes:
-            # The server of the receiving node dies; the publishing node is on another one.
+            # The server of the receiving node dies, or that of the publishing node; the
+            # other one is on a server that stays.
             servers = await spread(nodes)
             receiver, sender = next(
                 (r, s) for r in servers for s in servers if servers[r] != servers[s]
             )
             third = next(n for n in servers if n not in (receiver, sender))
-            victim = next(s for s in nats.servers if s.url == servers[receiver])
+            dying = receiver if whose == "receiver" else sender
+            victim = next(s for s in nats.servers if s.url == servers[dying])
             counter = await nodes.agent(
                 receiver, "counter", COUNTER, AGENT_ID="counter", TOPIC="flow.batched"
             )
@@ -128,30 +135,43 @@ async def test_a_nats_server_killed_under_a_lossless_stream_loses_nothing(
                 assert await nats.replicas(stream) == 3, stream
             registration = AgentRegistration(agent_id="pump")
             async with BridgeClient(nodes.addresses[sender], registration, options=FAST) as pump:
-                for n in range(total):
-                    payload = str(n).encode()
-                    await pump.publish("flow.batched", Event(payload=payload))
-                    await pump.publish("flow.durable", Event(payload=payload))
-                    if n == total // 3:
-                        await counter.wait_for(r"flow.batched: seen \d+")
-                        await keeper.wait_for(r"flow.durable: seen \d+")
-                        victim.kill()
-                    if n % 50 == 0:
-                        await anyio.sleep(0.01)  # a stream over time, not one burst
-                await nodes.servers[receiver].wait_for("nats: reconnected to", timeout=30)
+
+                async def hang_then_die() -> None:
+                    await anyio.sleep(0.5)  # the hang itself (the fault, not readiness)
+                    victim.kill()
+
+                flowing = total // 3
+                async with anyio.create_task_group() as tg:
+                    for n in range(total):
+                        payload = str(n).encode()
+                        await pump.publish("flow.batched", Event(payload=payload))
+                        await pump.publish("flow.durable", Event(payload=payload))
+                        if n == flowing:
+                            await counter.wait_for(r"flow.batched: seen \d+")
+                            await keeper.wait_for(r"flow.durable: seen \d+")
+                            # The server hangs, then dies: what it took meanwhile (lossless frames,
+                            # the sender's durable stores, started ahead many at once) is never
+                            # answered, and the publishes here go on into the hang.
+                            victim.pause()
+                            tg.start_soon(hang_then_die)
+                        if n % 50 == 0 and not flowing < n < flowing + 100:
+                            await anyio.sleep(0.01)  # a stream over time, and a burst into the hang
+                await nodes.servers[dying].wait_for("nats: reconnected to", timeout=30)
                 await pump.publish("flow.batched", Event(payload=b"end"))
                 await pump.publish("flow.durable", Event(payload=b"end"))
                 done = await counter.wait_for(
                     r"flow.batched: (\d+) distinct, (\d+) duplicates", timeout=60
                 )
-                stored = await keeper.wait_for(r"flow.durable: (\d+) distinct", timeout=60)
+                # A durable delivery in flight to the keeper's node when its server died is
+                # lost on the way and delivered again once its ack_wait (30 s) ran out: it
+                # may come after the end.
+                await keeper.wait_for(rf"flow.durable: {total} distinct", timeout=60)
             # Lossless across the kill: not one event lost, none twice (a durable
             # subscription is at least once: redeliveries are allowed, losses are not).
             assert (int(done.group(1)), int(done.group(2))) == (total, 0), counter.output
-            assert int(stored.group(1)) == total, keeper.output
             # The directory and calls across nodes work on the two servers left.
-            await nodes.wait_listed(receiver, "counter", "keeper", "upperer")
-            called = await nodes.loom(receiver, "call", "text.upper", '{"text": "after"}')
+            await nodes.wait_listed(dying, "counter", "keeper", "upperer")
+            called = await nodes.loom(dying, "call", "text.upper", '{"text": "after"}')
             assert called.strip() == '"AFTER"'
 
 

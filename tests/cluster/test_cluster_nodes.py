@@ -7,11 +7,14 @@ never a sleep."""
 
 from __future__ import annotations
 
+import json
 import signal
+import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -22,7 +25,7 @@ from loom.bridge._client import AgentRegistration, BridgeClient, ClientOptions
 from loom.bridge._reconnect import Backoff
 from loom.runtime import Event, QoS
 
-from ..sdk._cli_support import Running, running
+from ..sdk._cli_support import Running, loom, running
 from .conftest import NatsServerProcess, start_nats_server
 
 pytestmark = pytest.mark.anyio
@@ -85,7 +88,7 @@ async def test_events_cross_nodes_per_tier_in_order_without_echo(
     n = 300
     with anyio.fail_after(120):
         async with AsyncExitStack() as stack:
-            (_, a), (_, b), (_, c) = [
+            (_, a), (node_b, b), (_, c) = [
                 await stack.enter_async_context(loom_node(tmp_path, nats_server, name))
                 for name in ("a", "b", "c")
             ]
@@ -120,6 +123,39 @@ async def test_events_cross_nodes_per_tier_in_order_without_echo(
             await pub.publish("lossless.end", Event(type="end"))
             end = await events_of(near, 1)
             assert end[0].type == "end"  # nothing between the last event and this one
+            # `loom status` and the metrics count them, by tier, on each side.
+            sent_by_a = await cluster_status(tmp_path, a)
+            assert sent_by_a["node"] == "a"
+            assert {p["node"] for p in sent_by_a["peers"]} == {"b", "c"}
+            assert sent_by_a["sent_realtime_events"] >= n  # (and the probes)
+            assert sent_by_a["sent_lossless_events"] >= 2 * n  # to b and to c
+            got_by_b = await cluster_status(tmp_path, b)
+            assert got_by_b["received_realtime_events"] >= n
+            assert got_by_b["received_lossless_events"] >= n
+            assert got_by_b["realtime_lost"] == 0
+            text_status = await loom("status", "-a", b, cwd=tmp_path)
+            lines = text_status.stdout.decode()
+            assert "cluster:     node b; peers: a (" in lines, lines
+            assert f"cluster in:  {got_by_b['received_lossless_events']} lossless" in lines, lines
+            http = (await node_b.wait_for(r"dashboard on (http://\S+)/")).group(1)
+            metrics = await anyio.to_thread.run_sync(read_metrics, http)
+            line = 'loom_cluster_events_total{direction="received",tier="lossless"}'
+            assert f"{line} {float(got_by_b['received_lossless_events'])}" in metrics
+            assert "loom_cluster_peers 2.0" in metrics
+
+
+async def cluster_status(tmp_path: Path, address: str) -> dict[str, Any]:
+    """The ``cluster`` part of ``loom status --json`` on the node at ``address``."""
+    done = await loom("status", "--json", "-a", address, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr.decode()
+    cluster: dict[str, Any] = json.loads(done.stdout)["cluster"]
+    return cluster
+
+
+def read_metrics(base: str) -> str:
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as answer:
+        text: str = answer.read().decode()
+        return text
 
 
 async def test_a_node_started_late_reaches_existing_subscribers_at_once(
@@ -153,7 +189,8 @@ async def test_a_node_killed_has_its_interest_dropped(
             await routed(pub, sub, "gone.probe")
             node_b.signal(signal.SIGKILL)  # no goodbye: only its silence tells
             await node_b.process.wait()
-            await node_a.wait_for(r"cluster: node b silent for 3 s \(expired\)", timeout=15)
+            # Three heartbeats (`--cluster-heartbeat`, 2 s by default) of silence.
+            await node_a.wait_for(r"cluster: node b silent for 6 s \(expired\)", timeout=15)
             # Publishing on goes on, with nobody to wait for.
             local = await stack.enter_async_context(client(a, "local", "gone.>"))
             await local.wait_connected()

@@ -94,6 +94,11 @@ async def test_two_tenants_on_two_nodes_cannot_read_call_or_impersonate_each_oth
             code, tools = await as_(BETA, "b", "tools")
             assert "team-b.upper" in tools, tools
             assert "team-a" not in tools, tools
+            # ... nor the cluster's traffic in `loom status` (it names every tenant's nodes).
+            code, status = await as_(BETA, "b", "status")
+            assert code == 0, status
+            assert "namespace:" in status, status
+            assert "cluster" not in status, status
             # ... cannot call it, publish to it, nor read its topics ...
             code, out = await as_(BETA, "b", "call", "team-a.upper", '{"text": "theirs"}')
             assert code != 0, out

@@ -97,6 +97,11 @@ async def test_an_event_reaches_the_other_node_in_order_and_never_comes_back(
                     raise AssertionError(f"echoed back: {extra}")
             assert b.transport.statistics().received_events == n
             assert a.transport.statistics().received_events == 0
+            # Counted by tier, on each side.
+            tier = "realtime" if qos is QoS.REALTIME else "lossless"
+            out, into = a.transport.statistics(), b.transport.statistics()
+            assert getattr(out, f"sent_{tier}_events") == out.sent_events == n
+            assert getattr(into, f"received_{tier}_events") == into.received_events == n
 
 
 async def test_the_trace_context_crosses_intact(tmp_path: Path) -> None:
@@ -131,6 +136,25 @@ async def test_no_remote_interest_puts_nothing_on_the_wire(tmp_path: Path) -> No
                 await a.bus.publish("wanted.x", Event(type="t"))
                 await far.receive()
             assert a.transport.statistics().sent_events == 1
+
+
+async def test_statistics_say_each_peers_interest_and_the_reconnects(tmp_path: Path) -> None:
+    with anyio.fail_after(30):
+        async with (
+            nats_server(tmp_path) as server,
+            node(server, "a") as a,
+            node(server, "b") as b,
+            b.bus.subscribe("x.>"),
+            b.bus.subscribe("y", qos=QoS.REALTIME),
+        ):
+            await wait_until(knows(a, "b", "y"))
+            (link,) = a.transport.statistics().links
+            assert (link.node, link.patterns, link.unacked_frames) == ("b", 2, 0)
+            assert a.transport.statistics().reconnects == 0
+            # The NATS server restarts (same port): the connection comes back, counted.
+            server.kill()
+            await server.start()
+            await wait_until(lambda: a.transport.statistics().reconnects == 1, timeout=20)
 
 
 async def test_a_node_that_starts_late_learns_the_interest_that_exists(tmp_path: Path) -> None:
@@ -229,6 +253,29 @@ async def test_a_nats_restart_mid_stream_loses_nothing_lossless(tmp_path: Path) 
                     await server.start()  # same port: both clients reconnect
                 assert got == sent
             assert a.transport.statistics().retransmitted_frames > 0
+
+
+async def test_a_node_dropped_and_heard_again_gets_a_new_link_not_taken_for_duplicates(
+    tmp_path: Path,
+) -> None:
+    # a drops b after 0.5 s of silence; b speaks every second: b is dropped and heard again
+    # once a second, in the same life, as a node cut off from NATS for a while would be.
+    with anyio.fail_after(30):
+        async with (
+            nats_server(tmp_path) as server,
+            node(server, "a", expire_after_s=0.5) as a,
+            node(server, "b", heartbeat_s=1.0) as b,
+            b.bus.subscribe("d.>", buffer_size=1024) as far,
+        ):
+            for _ in range(2):
+                await wait_until(lambda: "b" not in a.transport.remote_interest())
+                await wait_until(knows(a, "b", "d.>"))
+                # Frames on the new link are numbered from 0 again: b must deliver them.
+                sent = [Event(type="t", payload=b"%d" % i) for i in range(20)]
+                for event in sent:
+                    await a.bus.publish("d.x", event)
+                assert [e.id for e in await take(far, len(sent))] == [e.id for e in sent]
+            assert b.transport.statistics().duplicate_frames == 0
 
 
 async def test_a_durable_subscription_on_one_node_gets_what_another_publishes_once(

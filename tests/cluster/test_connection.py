@@ -5,6 +5,7 @@ one clear reason."""
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 
 import anyio
@@ -17,6 +18,24 @@ from .conftest import start_nats_server
 from .test_embedded import wait_until
 
 pytestmark = pytest.mark.anyio
+
+
+async def test_a_server_that_hangs_is_left_within_a_few_pings(tmp_path: Path) -> None:
+    # A hung server keeps its socket open: only unanswered PINGs tell. (nats-py's default,
+    # one PING in 2 minutes, held a node's publishes on it for minutes.)
+    with anyio.fail_after(60):
+        async with start_nats_server(tmp_path / "store") as server:
+            settings = NatsSettings(
+                servers=(server.url,), reconnect_wait_s=0.05, ping_interval_s=0.2
+            )
+            async with NatsConnection(settings) as conn:
+                server.process.send_signal(signal.SIGSTOP)
+                for _ in range(100):  # the publishes of a node that knows nothing yet
+                    await conn.client.publish("hung.x", b"x" * 1000)
+                stopped = anyio.current_time()
+                await wait_until(lambda: conn.state is ConnectionState.RECONNECTING)
+                assert anyio.current_time() - stopped < 0.2 * (3 + 1) + 2
+                server.kill()  # (a stopped process takes SIGKILL)
 
 
 async def test_a_lost_server_is_reconnected_with_one_line_per_state(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from datetime import timedelta
 from pathlib import Path
 
@@ -247,3 +249,38 @@ async def test_past_the_limit_the_oldest_go_and_are_counted(tmp_path: Path) -> N
             # What is left is the newest, in order.
             expected = [b"%03d" % i for i in range(40 - stats.stored, 40)]
             assert [m.event.payload[:3] for m in kept] == expected
+
+
+async def test_stores_started_ahead_whose_answers_died_with_the_server_cost_one_wait(
+    tmp_path: Path,
+) -> None:
+    """A publisher's durable stores are started ahead, many at once (the bridge starts up to
+    256). When the server dies after it took them and before it answered, their answers
+    never come: each append must not wait its own 5 s for one, one after another (20 of
+    them: 100 s, a publisher held for minutes with nothing logged). They are asked again
+    at once on the new connection, and stored once (by message id)."""
+    n = 20
+    with anyio.fail_after(60):
+        async with nats_server(tmp_path) as server, durable_bus(server) as (bus, log):
+            async with bus.subscribe("s.>", durable="s"):
+                pass  # "s.>" is stored from now on
+            events = [Event(payload=b"%d" % i) for i in range(n)]
+            assert server.proc is not None
+            # The server takes the stores (they leave this client) and answers none.
+            os.kill(server.proc.pid, signal.SIGSTOP)
+            for event in events:
+                await log.store_ahead("s.x", event)
+            while log._nc.pending_data_size:  # noqa: ASYNC110  (written to the socket)
+                await anyio.sleep(0.01)
+            server.kill()  # with what it took; it never answered
+            await server.start()
+            started = anyio.current_time()
+            for event in events:
+                await log.append("s.x", event)
+            assert anyio.current_time() - started < 10
+            async with bus.subscribe("s.>", durable="s") as sub:
+                got = await _take(sub, n)
+                with anyio.move_on_after(0.5):
+                    extra = await sub.receive()
+                    raise AssertionError(f"stored twice: {extra}")
+            assert [m.event.payload for m in got] == [e.payload for e in events]
