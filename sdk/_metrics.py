@@ -50,9 +50,8 @@ from loom.runtime.lowlevel import DurableLog
 from loom.runtime.resilience import PolicyStats
 
 from ._metrics_cache import CacheRows, cache_instruments, cache_rows
-from ._metrics_policy import policy_instruments
-
 from ._metrics_cluster import cluster_instruments
+from ._metrics_policy import policy_instruments
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider, Observation
