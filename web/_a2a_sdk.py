@@ -14,13 +14,14 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import anyio
+import anyio.abc
 from a2a.server.context import ServerCallContext
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.request_handlers.response_helpers import agent_card_to_dict
@@ -38,6 +39,8 @@ from a2a.types import (
     Role,
     SecurityRequirement,
     SecurityScheme,
+    SendMessageConfiguration,
+    SendMessageRequest,
     StringList,
     TaskState,
 )
@@ -49,9 +52,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from loom.runtime import AgentRuntime
+from loom.runtime import AgentRuntime, ApprovalRecord, Approvals
 
 from ._a2a_agent import A2AAgent, CancelTurn
+from ._a2a_approval import WAKE_KEY, Parked
 from ._a2a_executor import LoomExecutor
 from ._auth import Auth
 
@@ -97,6 +101,7 @@ class _Exposed:
             agent.agent_id,
             stream_topic=agent.stream_topic or f"agent.{agent.agent_id}.stream",
             cancel_turn=cancel_turn,
+            approvals=lambda: runtime.approvals,
         )
         self.base_card = AgentCard(
             name=agent.agent_id,
@@ -129,6 +134,7 @@ def _chat_skill(agent: A2AAgent) -> AgentSkill:
     )
 
 
+_WAKES = 1024
 _ORPHAN_PAGE = 100
 _ORPHAN_TEXT = "loom serve stopped before this task ended; send the message again"
 
@@ -213,6 +219,13 @@ class SdkEndpoints:
             engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
             event.listen(engine.sync_engine, "connect", _wal)
             self._exposed[agent.agent_id] = _Exposed(runtime, agent, engine, cancel_turn)
+        # Tasks whose approvals were decided elsewhere, to run an execution of (bounded: a
+        # wake that does not fit is logged, and that task is moved on by its next message).
+        self._wakes, self._wake_rx = anyio.create_memory_object_stream[tuple[str, Parked, str]](
+            _WAKES
+        )
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._approvals: Approvals | None = None
 
     @property
     def agents(self) -> tuple[str, ...]:
@@ -294,7 +307,49 @@ class SdkEndpoints:
                     exposed.agent.agent_id,
                 )
         log.info("A2A: exposing %s", ", ".join(self._exposed) or "no agent")
+        approvals = self._approvals = self.runtime.approvals
+        if approvals is not None:
+            for agent_id, exposed in self._exposed.items():
+                exposed.executor.on_wake = self._waker(agent_id)
+                approvals.add_listener(exposed.executor.on_approval)
+        self._tg = await anyio.create_task_group().__aenter__()
+        self._tg.start_soon(self._wake_loop)
         return self
+
+    def _waker(self, agent_id: str) -> Callable[[Parked, ApprovalRecord], None]:
+        def wake(parked: Parked, record: ApprovalRecord) -> None:
+            note = f" ({record.note})" if record.note else ""
+            text = f"approval {record.id} {record.status} by {record.decided_by}{note}"
+            try:
+                self._wakes.send_nowait((agent_id, parked, text))
+            except anyio.WouldBlock:
+                log.warning("A2A task %s: too many wakes at once; not followed", parked.task_id)
+                if parked.sub is not None:
+                    parked.sub.close()
+
+        return wake
+
+    async def _wake_loop(self) -> None:
+        """Run an execution of each task whose approvals were decided elsewhere: the SDK's
+        own path for a task's next message (a resubscribed client sees its updates)."""
+        async for agent_id, parked, text in self._wake_rx:
+            message = Message(
+                role=Role.ROLE_USER,
+                message_id=str(uuid.uuid4()),
+                task_id=parked.task_id,
+                context_id=parked.context_id,
+                parts=[Part(text=text)],
+            )
+            message.metadata.update({WAKE_KEY: True})
+            request = SendMessageRequest(
+                message=message, configuration=SendMessageConfiguration(return_immediately=True)
+            )
+            try:
+                await self._exposed[agent_id].handler.on_message_send(request, ServerCallContext())
+            except Exception as exc:  # the task ended meanwhile (cancelled, answered)
+                log.info("A2A task %s: not moved on after %s: %r", parked.task_id, text, exc)
+                if parked.sub is not None:
+                    parked.sub.close()
 
     async def end_streams(self) -> None:
         """Stop following the tasks in flight, which ends their open streams (the HTTP
@@ -307,6 +362,14 @@ class SdkEndpoints:
 
     async def aclose(self) -> None:
         """:meth:`end_streams`, then close the stores."""
+        approvals, self._approvals = self._approvals, None
+        if approvals is not None:
+            for exposed in self._exposed.values():
+                approvals.remove_listener(exposed.executor.on_approval)
+        tg, self._tg = self._tg, None
+        if tg is not None:
+            tg.cancel_scope.cancel()
+            await tg.__aexit__(None, None, None)
         await self.end_streams()
         with anyio.CancelScope(shield=True), anyio.move_on_after(5):
             for exposed in self._exposed.values():
