@@ -44,6 +44,7 @@ from a2a.types import (
     StringList,
     TaskState,
 )
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from starlette.applications import Starlette
@@ -220,10 +221,9 @@ class SdkEndpoints:
             event.listen(engine.sync_engine, "connect", _wal)
             self._exposed[agent.agent_id] = _Exposed(runtime, agent, engine, cancel_turn)
         # Tasks whose approvals were decided elsewhere, to run an execution of (bounded: a
-        # wake that does not fit is logged, and that task is moved on by its next message).
-        self._wakes, self._wake_rx = anyio.create_memory_object_stream[tuple[str, Parked, str]](
-            _WAKES
-        )
+        # wake that does not fit is logged, and that task is moved on by its next message);
+        # opened with the endpoints.
+        self._wakes: MemoryObjectSendStream[tuple[str, Parked, str]] | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._approvals: Approvals | None = None
 
@@ -312,8 +312,9 @@ class SdkEndpoints:
             for agent_id, exposed in self._exposed.items():
                 exposed.executor.on_wake = self._waker(agent_id)
                 approvals.add_listener(exposed.executor.on_approval)
+        self._wakes, wake_rx = anyio.create_memory_object_stream[tuple[str, Parked, str]](_WAKES)
         self._tg = await anyio.create_task_group().__aenter__()
-        self._tg.start_soon(self._wake_loop)
+        self._tg.start_soon(self._wake_loop, wake_rx)
         return self
 
     def _waker(self, agent_id: str) -> Callable[[Parked, ApprovalRecord], None]:
@@ -321,35 +322,42 @@ class SdkEndpoints:
             note = f" ({record.note})" if record.note else ""
             text = f"approval {record.id} {record.status} by {record.decided_by}{note}"
             try:
+                if self._wakes is None:
+                    raise anyio.WouldBlock  # closing
                 self._wakes.send_nowait((agent_id, parked, text))
-            except anyio.WouldBlock:
+            except (anyio.WouldBlock, anyio.ClosedResourceError):
                 log.warning("A2A task %s: too many wakes at once; not followed", parked.task_id)
                 if parked.sub is not None:
                     parked.sub.close()
 
         return wake
 
-    async def _wake_loop(self) -> None:
+    async def _wake_loop(self, wake_rx: MemoryObjectReceiveStream[tuple[str, Parked, str]]) -> None:
         """Run an execution of each task whose approvals were decided elsewhere: the SDK's
         own path for a task's next message (a resubscribed client sees its updates)."""
-        async for agent_id, parked, text in self._wake_rx:
-            message = Message(
-                role=Role.ROLE_USER,
-                message_id=str(uuid.uuid4()),
-                task_id=parked.task_id,
-                context_id=parked.context_id,
-                parts=[Part(text=text)],
-            )
-            message.metadata.update({WAKE_KEY: True})
-            request = SendMessageRequest(
-                message=message, configuration=SendMessageConfiguration(return_immediately=True)
-            )
-            try:
-                await self._exposed[agent_id].handler.on_message_send(request, ServerCallContext())
-            except Exception as exc:  # the task ended meanwhile (cancelled, answered)
-                log.info("A2A task %s: not moved on after %s: %r", parked.task_id, text, exc)
-                if parked.sub is not None:
-                    parked.sub.close()
+        async with wake_rx:
+            async for agent_id, parked, text in wake_rx:
+                await self._wake(agent_id, parked, text)
+
+    async def _wake(self, agent_id: str, parked: Parked, text: str) -> None:
+        """One execution of the task, through the SDK's path for its next message."""
+        message = Message(
+            role=Role.ROLE_USER,
+            message_id=str(uuid.uuid4()),
+            task_id=parked.task_id,
+            context_id=parked.context_id,
+            parts=[Part(text=text)],
+        )
+        message.metadata.update({WAKE_KEY: True})
+        request = SendMessageRequest(
+            message=message, configuration=SendMessageConfiguration(return_immediately=True)
+        )
+        try:
+            await self._exposed[agent_id].handler.on_message_send(request, ServerCallContext())
+        except Exception as exc:  # the task ended meanwhile (cancelled, answered)
+            log.info("A2A task %s: not moved on after %s: %r", parked.task_id, text, exc)
+            if parked.sub is not None:
+                parked.sub.close()
 
     async def end_streams(self) -> None:
         """Stop following the tasks in flight, which ends their open streams (the HTTP
@@ -366,6 +374,9 @@ class SdkEndpoints:
         if approvals is not None:
             for exposed in self._exposed.values():
                 approvals.remove_listener(exposed.executor.on_approval)
+        wakes, self._wakes = self._wakes, None
+        if wakes is not None:
+            wakes.close()
         tg, self._tg = self._tg, None
         if tg is not None:
             tg.cancel_scope.cancel()
