@@ -39,6 +39,10 @@ TURN_KEY = "loom.turn_id"
 REPLY_KEY = "loom.reply_to"
 IDS_KEY = "loom.approval_ids"
 WAKE_KEY = "loom.wake"
+UNSEEN_TEXT = (
+    "its approvals were decided while loom serve was not following this task; the turn went "
+    "on unseen (its answer is in the agent's memory)"
+)
 
 
 class Decision(msgspec.Struct, frozen=True, kw_only=True):

@@ -63,6 +63,7 @@ from ._a2a_approval import (
     IDS_KEY,
     REPLY_KEY,
     TURN_KEY,
+    UNSEEN_TEXT,
     WAKE_KEY,
     Parked,
     parked_from,
@@ -213,7 +214,7 @@ class LoomExecutor(AgentExecutor):
         parked = Parked(updater.task_id, updater.context_id, turn_id, reply_to, set(ids))
         # Registered before the records are read: a decision made meanwhile is seen by
         # on_approval (it only takes the id off ``pending`` until ``ready``).
-        self._hold(parked)
+        self.hold(parked)
         records = [await approvals.get(i) for i in ids]
         parked.pending -= {r.id for r in records if r.status != "pending"}
         if not parked.pending:
@@ -223,7 +224,8 @@ class LoomExecutor(AgentExecutor):
         await self._ask(updater, parked, [r for r in records if r.id in parked.pending])
         return True
 
-    def _hold(self, parked: Parked) -> None:
+    def hold(self, parked: Parked) -> None:
+        """Keep ``parked`` waiting: a decision of its approvals made elsewhere moves it on."""
         self._parked[parked.task_id] = parked
         for approval_id in parked.pending:
             self._by_approval[approval_id] = parked.task_id
@@ -265,14 +267,10 @@ class LoomExecutor(AgentExecutor):
             records = [await approvals.get(i) for i in parked.pending]
             parked.pending = {r.id for r in records if r.status == "pending"}
             if not parked.pending:
-                why = (
-                    "its approvals were decided while loom serve was not following this task; "
-                    "the turn went on unseen (its answer is in the agent's memory)"
-                )
-                await self._terminal(updater, TaskState.TASK_STATE_FAILED, why)
+                await self._terminal(updater, TaskState.TASK_STATE_FAILED, UNSEEN_TEXT)
                 return
             parked.ready = True
-            self._hold(parked)
+            self.hold(parked)
         if parked.sub is None and (
             approvals is None or not await self._decide(context, updater, approvals, parked)
         ):

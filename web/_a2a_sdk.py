@@ -56,7 +56,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from loom.runtime import AgentRuntime, ApprovalRecord, Approvals
 
 from ._a2a_agent import A2AAgent, CancelTurn
-from ._a2a_approval import WAKE_KEY, Parked
+from ._a2a_approval import UNSEEN_TEXT, WAKE_KEY, Parked, parked_from
 from ._a2a_executor import LoomExecutor
 from ._auth import Auth
 
@@ -170,6 +170,53 @@ async def _fail_orphans(store: DatabaseTaskStore) -> int:
             if len(page.tasks) < _ORPHAN_PAGE:
                 break
     return failed
+
+
+async def _repark(exposed: _Exposed, approvals: Approvals) -> tuple[int, int]:
+    """After a restart: the tasks left ``input-required`` on approvals wait again (a decision
+    made elsewhere moves them on); those whose approvals were all decided while no server
+    followed them are ``failed`` (their turns went on unseen). Returns (waiting, failed)."""
+    context = ServerCallContext()
+    waiting = failed = 0
+    token = ""
+    for _ in range(10_000):  # bounded, should a page token not advance
+        page = await exposed.store.list(
+            ListTasksRequest(
+                status=TaskState.TASK_STATE_INPUT_REQUIRED,
+                page_size=_ORPHAN_PAGE,
+                page_token=token,
+                include_artifacts=True,
+            ),
+            context,
+        )
+        for task in page.tasks:
+            parked = parked_from(task.id, task.context_id, task.status.message)
+            if parked is None:
+                continue
+            records = [await approvals.get(i) for i in sorted(parked.pending)]
+            parked.pending = {r.id for r in records if r.status == "pending"}
+            if parked.pending:
+                parked.ready = True
+                exposed.executor.hold(parked)
+                waiting += 1
+                continue
+            task.status.state = TaskState.TASK_STATE_FAILED
+            task.status.message.CopyFrom(
+                Message(
+                    role=Role.ROLE_AGENT,
+                    message_id=str(uuid.uuid4()),
+                    task_id=task.id,
+                    context_id=task.context_id,
+                    parts=[Part(text=UNSEEN_TEXT)],
+                )
+            )
+            task.status.timestamp.GetCurrentTime()
+            await exposed.store.save(task, context)
+            failed += 1
+        token = page.next_page_token
+        if not token:
+            break
+    return waiting, failed
 
 
 class _Guard:
@@ -312,6 +359,15 @@ class SdkEndpoints:
             for agent_id, exposed in self._exposed.items():
                 exposed.executor.on_wake = self._waker(agent_id)
                 approvals.add_listener(exposed.executor.on_approval)
+                waiting, failed = await _repark(exposed, approvals)
+                if waiting or failed:
+                    log.warning(
+                        "A2A: %d task(s) of %s wait for approvals again; %d whose approvals "
+                        "were decided while the server was down: failed",
+                        waiting,
+                        agent_id,
+                        failed,
+                    )
         self._wakes, wake_rx = anyio.create_memory_object_stream[tuple[str, Parked, str]](_WAKES)
         self._tg = await anyio.create_task_group().__aenter__()
         self._tg.start_soon(self._wake_loop, wake_rx)

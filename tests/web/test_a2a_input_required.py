@@ -228,3 +228,33 @@ async def test_an_approval_made_with_loom_approve_moves_the_task_on(tmp_path: Pa
                 assert done.status.state == TaskState.TASK_STATE_COMPLETED
                 assert done.artifacts[0].parts[0].text == "Appended by the CLI's leave."
     assert (tmp_path / "ws" / "log.txt").read_text() == "cli\n"
+
+
+async def test_a_waiting_task_outlives_a_restart_and_moves_on_when_approved(
+    tmp_path: Path,
+) -> None:
+    async with ScriptedLLMServer() as llm:
+        llm.push(_append("later"), Reply(text="Appended after the restart.", chunk_size=100))
+        with anyio.fail_after(120):
+            async with _server(tmp_path, llm) as (root, _address), _client(root) as client:
+                task, waiting = await _until_input_required(client, "append later")
+            # A new process on the same data directory: the task still waits, and an approval
+            # made with the CLI moves it on, seen by a client that re-attached.
+            async with _server(tmp_path, llm) as (root, address), _client(root) as client:
+                got = await client.get_task(GetTaskRequest(id=task.id))
+                assert got.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+                again = cast(
+                    AsyncGenerator[StreamResponse, None],
+                    client.subscribe(SubscribeToTaskRequest(id=task.id)),
+                )
+                first = await anext(again)
+                assert _describe(first) == "task:TASK_STATE_INPUT_REQUIRED"
+                approved = await loom(
+                    "approve", waiting["approval_id"], "-a", address, cwd=tmp_path
+                )
+                assert approved.returncode == 0, approved.stderr
+                rest = [_describe(r) async for r in again]
+                assert rest[-2:] == ["artifact:answer", "status:TASK_STATE_COMPLETED"], rest
+                done = await client.get_task(GetTaskRequest(id=task.id))
+                assert done.artifacts[0].parts[0].text == "Appended after the restart."
+    assert (tmp_path / "ws" / "log.txt").read_text() == "later\n"
