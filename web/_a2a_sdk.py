@@ -14,13 +14,14 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import anyio
+import anyio.abc
 from a2a.server.context import ServerCallContext
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.request_handlers.response_helpers import agent_card_to_dict
@@ -38,9 +39,12 @@ from a2a.types import (
     Role,
     SecurityRequirement,
     SecurityScheme,
+    SendMessageConfiguration,
+    SendMessageRequest,
     StringList,
     TaskState,
 )
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from starlette.applications import Starlette
@@ -49,9 +53,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from loom.runtime import AgentRuntime
+from loom.runtime import AgentRuntime, ApprovalRecord, Approvals
 
 from ._a2a_agent import A2AAgent, CancelTurn
+from ._a2a_approval import UNSEEN_TEXT, WAKE_KEY, Parked, parked_from
 from ._a2a_executor import LoomExecutor
 from ._auth import Auth
 
@@ -97,6 +102,7 @@ class _Exposed:
             agent.agent_id,
             stream_topic=agent.stream_topic or f"agent.{agent.agent_id}.stream",
             cancel_turn=cancel_turn,
+            approvals=lambda: runtime.approvals,
         )
         self.base_card = AgentCard(
             name=agent.agent_id,
@@ -129,6 +135,7 @@ def _chat_skill(agent: A2AAgent) -> AgentSkill:
     )
 
 
+_WAKES = 1024
 _ORPHAN_PAGE = 100
 _ORPHAN_TEXT = "loom serve stopped before this task ended; send the message again"
 
@@ -163,6 +170,53 @@ async def _fail_orphans(store: DatabaseTaskStore) -> int:
             if len(page.tasks) < _ORPHAN_PAGE:
                 break
     return failed
+
+
+async def _repark(exposed: _Exposed, approvals: Approvals) -> tuple[int, int]:
+    """After a restart: the tasks left ``input-required`` on approvals wait again (a decision
+    made elsewhere moves them on); those whose approvals were all decided while no server
+    followed them are ``failed`` (their turns went on unseen). Returns (waiting, failed)."""
+    context = ServerCallContext()
+    waiting = failed = 0
+    token = ""
+    for _ in range(10_000):  # bounded, should a page token not advance
+        page = await exposed.store.list(
+            ListTasksRequest(
+                status=TaskState.TASK_STATE_INPUT_REQUIRED,
+                page_size=_ORPHAN_PAGE,
+                page_token=token,
+                include_artifacts=True,
+            ),
+            context,
+        )
+        for task in page.tasks:
+            parked = parked_from(task.id, task.context_id, task.status.message)
+            if parked is None:
+                continue
+            records = [await approvals.get(i) for i in sorted(parked.pending)]
+            parked.pending = {r.id for r in records if r.status == "pending"}
+            if parked.pending:
+                parked.ready = True
+                exposed.executor.hold(parked)
+                waiting += 1
+                continue
+            task.status.state = TaskState.TASK_STATE_FAILED
+            task.status.message.CopyFrom(
+                Message(
+                    role=Role.ROLE_AGENT,
+                    message_id=str(uuid.uuid4()),
+                    task_id=task.id,
+                    context_id=task.context_id,
+                    parts=[Part(text=UNSEEN_TEXT)],
+                )
+            )
+            task.status.timestamp.GetCurrentTime()
+            await exposed.store.save(task, context)
+            failed += 1
+        token = page.next_page_token
+        if not token:
+            break
+    return waiting, failed
 
 
 class _Guard:
@@ -213,6 +267,12 @@ class SdkEndpoints:
             engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
             event.listen(engine.sync_engine, "connect", _wal)
             self._exposed[agent.agent_id] = _Exposed(runtime, agent, engine, cancel_turn)
+        # Tasks whose approvals were decided elsewhere, to run an execution of (bounded: a
+        # wake that does not fit is logged, and that task is moved on by its next message);
+        # opened with the endpoints.
+        self._wakes: MemoryObjectSendStream[tuple[str, Parked, str]] | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._approvals: Approvals | None = None
 
     @property
     def agents(self) -> tuple[str, ...]:
@@ -294,7 +354,66 @@ class SdkEndpoints:
                     exposed.agent.agent_id,
                 )
         log.info("A2A: exposing %s", ", ".join(self._exposed) or "no agent")
+        approvals = self._approvals = self.runtime.approvals
+        if approvals is not None:
+            for agent_id, exposed in self._exposed.items():
+                exposed.executor.on_wake = self._waker(agent_id)
+                approvals.add_listener(exposed.executor.on_approval)
+                waiting, failed = await _repark(exposed, approvals)
+                if waiting or failed:
+                    log.warning(
+                        "A2A: %d task(s) of %s wait for approvals again; %d whose approvals "
+                        "were decided while the server was down: failed",
+                        waiting,
+                        agent_id,
+                        failed,
+                    )
+        self._wakes, wake_rx = anyio.create_memory_object_stream[tuple[str, Parked, str]](_WAKES)
+        self._tg = await anyio.create_task_group().__aenter__()
+        self._tg.start_soon(self._wake_loop, wake_rx)
         return self
+
+    def _waker(self, agent_id: str) -> Callable[[Parked, ApprovalRecord], None]:
+        def wake(parked: Parked, record: ApprovalRecord) -> None:
+            note = f" ({record.note})" if record.note else ""
+            text = f"approval {record.id} {record.status} by {record.decided_by}{note}"
+            try:
+                if self._wakes is None:
+                    raise anyio.WouldBlock  # closing
+                self._wakes.send_nowait((agent_id, parked, text))
+            except (anyio.WouldBlock, anyio.ClosedResourceError):
+                log.warning("A2A task %s: too many wakes at once; not followed", parked.task_id)
+                if parked.sub is not None:
+                    parked.sub.close()
+
+        return wake
+
+    async def _wake_loop(self, wake_rx: MemoryObjectReceiveStream[tuple[str, Parked, str]]) -> None:
+        """Run an execution of each task whose approvals were decided elsewhere: the SDK's
+        own path for a task's next message (a resubscribed client sees its updates)."""
+        async with wake_rx:
+            async for agent_id, parked, text in wake_rx:
+                await self._wake(agent_id, parked, text)
+
+    async def _wake(self, agent_id: str, parked: Parked, text: str) -> None:
+        """One execution of the task, through the SDK's path for its next message."""
+        message = Message(
+            role=Role.ROLE_USER,
+            message_id=str(uuid.uuid4()),
+            task_id=parked.task_id,
+            context_id=parked.context_id,
+            parts=[Part(text=text)],
+        )
+        message.metadata.update({WAKE_KEY: True})
+        request = SendMessageRequest(
+            message=message, configuration=SendMessageConfiguration(return_immediately=True)
+        )
+        try:
+            await self._exposed[agent_id].handler.on_message_send(request, ServerCallContext())
+        except Exception as exc:  # the task ended meanwhile (cancelled, answered)
+            log.info("A2A task %s: not moved on after %s: %r", parked.task_id, text, exc)
+            if parked.sub is not None:
+                parked.sub.close()
 
     async def end_streams(self) -> None:
         """Stop following the tasks in flight, which ends their open streams (the HTTP
@@ -307,6 +426,17 @@ class SdkEndpoints:
 
     async def aclose(self) -> None:
         """:meth:`end_streams`, then close the stores."""
+        approvals, self._approvals = self._approvals, None
+        if approvals is not None:
+            for exposed in self._exposed.values():
+                approvals.remove_listener(exposed.executor.on_approval)
+        wakes, self._wakes = self._wakes, None
+        if wakes is not None:
+            wakes.close()
+        tg, self._tg = self._tg, None
+        if tg is not None:
+            tg.cancel_scope.cancel()
+            await tg.__aexit__(None, None, None)
         await self.end_streams()
         with anyio.CancelScope(shield=True), anyio.move_on_after(5):
             for exposed in self._exposed.values():
