@@ -11,6 +11,7 @@ import anyio
 import pytest
 
 from loom.bridge._generated import bridge_pb2, tools_pb2
+from loom.bridge._tool_output import MAX_PIECES
 from loom.runtime.tools import FunctionTool, ToolRegistry, stream_tool_output, tool_output_sink
 
 from ._server_harness import OldAgent, channel, descriptor, serving, wait_until
@@ -134,3 +135,41 @@ async def test_pieces_from_an_agent_without_the_feature_are_ignored() -> None:
             await served.send(bridge_pb2.ClientEvent(tool_output=piece))
             await served.answer(pushed.id, "done")
         assert got == []
+
+
+async def test_a_slow_caller_drops_pieces_counted_but_never_the_result(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sent = 200
+    async with serving() as s, channel(s.target) as ch:
+        served = await connected(ch, "fast", OUTPUT, tools=[descriptor("x.fast")])
+        await wait_until(lambda: s.runtime.describe_tool("x.fast") is not None)
+        got: list[str] = []
+        release = anyio.Event()
+
+        async def slow_sink(text: str) -> None:
+            got.append(text)
+            await release.wait()  # the caller takes its first piece, then stalls
+
+        outcome: list[object] = []
+
+        async def caller() -> None:
+            with tool_output_sink(slow_sink):
+                outcome.append(await s.runtime.call_tool("x.fast", {}, timeout=10))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(caller)
+            pushed = (await served.next("tool_call")).tool_call
+            for i in range(sent):
+                piece = tools_pb2.ToolOutput(id=pushed.id, text=f"{i}")
+                await served.send(bridge_pb2.ClientEvent(tool_output=piece))
+            await served.answer(pushed.id, "done")
+            # The server's reader went on (the pong proves it read everything before it);
+            # the stalled caller held it back for nothing.
+            await served.ping(7)
+            release.set()
+    # One piece in the sink, MAX_PIECES waiting, the rest dropped and counted.
+    assert got == [str(i) for i in range(1 + MAX_PIECES)]
+    assert outcome == ["done"]
+    dropped = sent - 1 - MAX_PIECES
+    assert f"{dropped} pieces of its partial output dropped" in caplog.text
