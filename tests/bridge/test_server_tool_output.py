@@ -43,7 +43,9 @@ def counting() -> ToolRegistry:
     return tools
 
 
-async def connected(ch: object, agent_id: str, *features: int, tools: object = ()) -> OldAgent:
+async def connected(
+    ch: object, agent_id: str, *features: bridge_pb2.StreamFeature.ValueType, tools: object = ()
+) -> OldAgent:
     agent = await OldAgent(ch, agent_id).connect(tools=tools)  # type: ignore[arg-type]
     await agent.send(bridge_pb2.ClientEvent(hello=bridge_pb2.StreamHello(features=features)))
     welcome = (await agent.next("welcome")).welcome
