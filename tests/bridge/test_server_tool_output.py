@@ -44,7 +44,7 @@ def counting() -> ToolRegistry:
 
 
 async def connected(
-    ch: object, agent_id: str, *features: bridge_pb2.StreamFeature.ValueType, tools: object = ()
+    ch: object, agent_id: str, *features: bridge_pb2.StreamFeature, tools: object = ()
 ) -> OldAgent:
     agent = await OldAgent(ch, agent_id).connect(tools=tools)  # type: ignore[arg-type]
     await agent.send(bridge_pb2.ClientEvent(hello=bridge_pb2.StreamHello(features=features)))
