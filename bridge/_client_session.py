@@ -956,7 +956,8 @@ class Session:
         if call_id in self._withdrawn:
             return  # the server gave the call up: it wants nothing more of it
         piece = tools_pb2.ToolOutput(id=call_id, text=text)
-        await self.send(bridge_pb2.ClientEvent(tool_output=piece))
+        with contextlib.suppress(SessionEnded):  # the stream is gone, and its caller with it
+            await self.send(bridge_pb2.ClientEvent(tool_output=piece))
 
     async def _tool_result(self, outcome: ToolCallOutcome) -> None:
         try:
