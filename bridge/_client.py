@@ -125,7 +125,7 @@ from ._llm_client import ServerLLM
 from ._reconnect import ConnectionStatus, Reconnector, StateListener, Wait
 from ._reports import FINAL, Report, dead_letter_to_proto, report_to_proto
 from ._status import error_from_outcome
-from ._tool_output import drain_until, relay, report_drops
+from ._tool_output import WANTS_OUTPUT, drain_until, relay, report_drops
 from ._trace import trace_headers
 from ._wire_types import (
     HELD_METADATA,
@@ -1093,6 +1093,8 @@ class BridgeClient:
                 # A caller that takes partial output (a turn's tool call) gets the pieces the
                 # server relays, before the result.
                 pieces = relay() if session.tool_output else None
+                if pieces is not None:
+                    msg.headers[WANTS_OUTPUT] = "1"
                 try:
                     waiter = session.start_call(msg, pieces)
                 except (anyio.WouldBlock, SessionEnded):

@@ -51,7 +51,7 @@ from ._convert import event_from_proto, qos_to_proto, tool_call_from_proto, tool
 from ._errors import ConnectionLost, PublishRejected, SubscribeRefused, WireError
 from ._lane import Lane
 from ._status import failed_outcome
-from ._tool_output import Pieces
+from ._tool_output import Pieces, wants
 from ._wire_types import ToolCallOutcome, ToolCallRequest, ToolStatus
 from ._workers import Workers
 
@@ -922,7 +922,8 @@ class Session:
         outcome: ToolCallOutcome | None = None
         # The tool's partial output goes to the server on this stream, ahead of the result
         # (the same queue: the result cannot overtake a piece; a full queue holds it back).
-        sink = functools.partial(self._tool_output, request.id) if self.tool_output else None
+        wanted = self.tool_output and wants(request.headers)
+        sink = functools.partial(self._tool_output, request.id) if wanted else None
         try:
             with scope, tool_output_sink(sink):
                 try:

@@ -106,7 +106,7 @@ from ._lane import Lane
 from ._reports import FINAL, dead_letter_from_proto, report_from_proto
 from ._status import code_name, error_from_outcome, failed_outcome, status_of
 from ._tenants import topic_namespace
-from ._tool_output import Pieces, drain_until, relay, report_drops
+from ._tool_output import WANTS_OUTPUT, Pieces, drain_until, relay, report_drops, wants
 from ._trace import trace_headers
 from ._wire_types import ToolCallOutcome, ToolCallRequest, ToolStatus
 from ._workers import Workers
@@ -1450,6 +1450,8 @@ class Session:
             headers={**trace_headers(), **scope_headers(pushed=True)},
         )
         pending = _Pending(relay() if self._outputs else None)
+        if pending.pieces is not None:
+            call.headers[WANTS_OUTPUT] = "1"
         self._pending[call_id] = pending
         self.hub.calls[call_id] = self
         if not self._watch.is_set():
@@ -1584,7 +1586,8 @@ class Session:
             # The tool's partial output goes to the agent on this stream, ahead of the result
             # (the same queue, so the result never overtakes a piece; a full queue holds the
             # tool back). Without the feature, nobody here takes it.
-            sink = functools.partial(self._tool_output, request.id) if self._outputs else None
+            wanted = self._outputs and wants(request.headers)
+            sink = functools.partial(self._tool_output, request.id) if wanted else None
             with scope, tool_output_sink(sink):
                 # timeout_ms (or the tool's default) is the call's only deadline: no RPC here.
                 outcome = await run_tool_call(self.hub.runtime, request, deadline_s=None)

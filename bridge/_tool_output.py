@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Mapping
 from typing import Final
 
 import anyio
@@ -25,9 +26,13 @@ import anyio
 from loom.runtime.lowlevel import current_tool_output_sink
 from loom.runtime.tools import ToolOutputSink
 
-__all__ = ["MAX_PIECES", "Pieces", "drain_until", "relay", "report_drops"]
+__all__ = ["MAX_PIECES", "WANTS_OUTPUT", "Pieces", "drain_until", "relay", "report_drops", "wants"]
 
 MAX_PIECES: Final = 64  # pieces of one call waiting for its caller; beyond: dropped, counted
+WANTS_OUTPUT: Final = "loom-tool-output"
+"""The ToolCall header by which a caller on a stream with the feature says it takes the
+call's partial output ("1"); without it the serving side streams nothing (no frames for a
+caller that has no sink, as in process)."""
 
 log = logging.getLogger("loom.bridge.tool_output")
 
@@ -91,6 +96,11 @@ def relay() -> Pieces | None:
     output (a sink is in force); ``None`` otherwise (nothing is kept)."""
     sink = current_tool_output_sink()
     return None if sink is None else Pieces(sink)
+
+
+def wants(headers: Mapping[str, str]) -> bool:
+    """Whether the call's caller takes its partial output (:data:`WANTS_OUTPUT`)."""
+    return headers.get(WANTS_OUTPUT) == "1"
 
 
 def report_drops(pieces: Pieces | None, call_id: str, name: str) -> None:

@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 from loom.bridge._generated import bridge_pb2, tools_pb2
-from loom.bridge._tool_output import MAX_PIECES
+from loom.bridge._tool_output import MAX_PIECES, WANTS_OUTPUT
 from loom.runtime.tools import FunctionTool, ToolRegistry, stream_tool_output, tool_output_sink
 
 from ._server_harness import OldAgent, channel, descriptor, serving, wait_until
@@ -53,8 +53,10 @@ async def connected(
     return agent
 
 
-def call(call_id: str, name: str) -> bridge_pb2.ClientEvent:
-    return bridge_pb2.ClientEvent(call=tools_pb2.ToolCall(id=call_id, name=name, arguments="{}"))
+def call(call_id: str, name: str, *, wants: bool = True) -> bridge_pb2.ClientEvent:
+    headers = {WANTS_OUTPUT: "1"} if wants else {}
+    msg = tools_pb2.ToolCall(id=call_id, name=name, arguments="{}", headers=headers)
+    return bridge_pb2.ClientEvent(call=msg)
 
 
 async def test_the_pieces_of_a_call_come_in_order_before_its_result() -> None:
@@ -67,6 +69,15 @@ async def test_the_pieces_of_a_call_come_in_order_before_its_result() -> None:
             assert piece.id == "c1"
             pieces.append(piece.text)
         assert pieces == [f"piece {i};" for i in range(PIECES)]
+        result = (await agent.next("call_result")).call_result
+        assert (result.id, json.loads(result.output)) == ("c1", "counted")
+
+
+async def test_a_call_that_takes_no_output_gets_the_result_only() -> None:
+    async with serving(tools=counting()) as s, channel(s.target) as ch:
+        agent = await connected(ch, "caller", CALLS, OUTPUT)
+        # The caller has no sink (no loom-tool-output header): nothing is streamed to it.
+        await agent.send(call("c1", "t.count", wants=False))
         result = (await agent.next("call_result")).call_result
         assert (result.id, json.loads(result.output)) == ("c1", "counted")
 
@@ -104,6 +115,7 @@ async def test_a_pushed_calls_pieces_reach_the_callers_sink_and_no_one_elses() -
         async with anyio.create_task_group() as tg:
             tg.start_soon(caller)
             pushed = (await served.next("tool_call")).tool_call
+            assert pushed.headers[WANTS_OUTPUT] == "1"  # the caller has a sink
             # Another agent (of any tenant) cannot feed pieces into a call it was not given.
             forged = tools_pb2.ToolOutput(id=pushed.id, text="forged")
             await other.send(bridge_pb2.ClientEvent(tool_output=forged))
@@ -133,6 +145,7 @@ async def test_pieces_from_an_agent_without_the_feature_are_ignored() -> None:
 
             tg.start_soon(caller)
             pushed = (await served.next("tool_call")).tool_call
+            assert WANTS_OUTPUT not in pushed.headers
             piece = tools_pb2.ToolOutput(id=pushed.id, text="unasked")
             await served.send(bridge_pb2.ClientEvent(tool_output=piece))
             await served.answer(pushed.id, "done")
