@@ -1,7 +1,8 @@
 """Partial tool output across processes (``STREAM_FEATURE_TOOL_OUTPUT``), with real processes:
 a remote SDK agent's ``CognitiveAgent`` calling a streaming tool of the server, the server's
-own turn calling a streaming tool of a remote agent, and a real ``loom serve`` between two
-agent processes (both directions at once). Each time the caller's stream topic shows the 20
+own turn calling a streaming tool of a remote agent, a real ``loom serve`` between two
+agent processes (both directions at once), and ``loom serve``'s A2A tool called from an agent
+process. Each time the caller's stream topic shows the 20
 pieces as ``turn.tool_output``, in order, between ``turn.tool_started`` and
 ``turn.tool_finished``, as in process."""
 
@@ -26,7 +27,8 @@ from loom.runtime.testing import Reply, ScriptedLLMServer
 from loom.runtime.tools import ToolRegistry
 
 from ..bridge._client_support import Hosting, hosting
-from ._cli_support import PYTHON, clean_env, loom, running, running_argv
+from ._a2a_support import StreamExecutor, serve_a2a
+from ._cli_support import PYTHON, clean_env, loom, loom_serve, running, running_argv
 from ._tool_output_agents import PIECES, counting_tool
 from .test_budget_agents import calling, provider_for
 
@@ -164,3 +166,41 @@ async def test_through_loom_serve_between_two_agent_processes(tmp_path: Path) ->
                                 break
     assert turn_events(events) == expected("stream.remote")
     assert msgspec.json.decode(events[-1].payload)["kind"] == "answer"
+
+
+async def test_an_a2a_tool_of_loom_serve_streams_into_an_agent_process(tmp_path: Path) -> None:
+    """The issue's case: ``a2a.<name>`` served by ``loom serve`` (a remote A2A agent that
+    streams, the a2a-sdk's server in this process), called by a ``CognitiveAgent`` in a
+    process of its own: the A2A agent's pieces reach that agent's stream topic."""
+    async with ScriptedLLMServer() as llm, serve_a2a(StreamExecutor(), name="shouter") as url:
+        (tmp_path / "loom.toml").write_text(f'[a2a.remote.shouter]\nurl = "{url}"\n')
+        llm.push(calling("a2a.shouter", {"message": "a b"}), Reply(text="It shouted A B."))
+        env = clean_env()
+        with anyio.fail_after(60):
+            async with loom_serve(tmp_path, "--log-level", "info", env=env) as (server, address):
+                await server.wait_for(r"A2A agents: a2a\.shouter")
+                agent_env = {**env, "LOOM_BRIDGE_ADDR": address}
+                asker = [*PYTHON, str(SCRIPT), "asker", llm.openai_base_url, "a2a.shouter"]
+                async with (
+                    AdminClient(address, timeout=10) as admin,
+                    admin.subscribe("agent.asker.stream", qos=QoS.BATCHED) as stream,
+                    running_argv(asker, cwd=tmp_path, env=agent_env) as asking,
+                ):
+                    await asking.wait_for(r"connected to .* as asker")
+                    asked = await loom(
+                        "ask", "asker", "shout a b", "-a", address, cwd=tmp_path, env=agent_env
+                    )
+                    assert asked.returncode == 0, asked.stderr
+                    assert asked.stdout.decode().endswith("It shouted A B.\n")
+                    events = []
+                    async for delivery in stream:
+                        events.append(delivery.event)
+                        if delivery.event.type == "turn.end":
+                            break
+    assert turn_events(events) == [
+        ("turn.tool_started", "a2a.shouter"),
+        ("turn.tool_output", "thinking… "),
+        ("turn.tool_output", "A "),
+        ("turn.tool_output", "B "),
+        ("turn.tool_finished", "a2a.shouter"),
+    ]
