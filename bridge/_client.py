@@ -125,6 +125,7 @@ from ._llm_client import ServerLLM
 from ._reconnect import ConnectionStatus, Reconnector, StateListener, Wait
 from ._reports import FINAL, Report, dead_letter_to_proto, report_to_proto
 from ._status import error_from_outcome
+from ._tool_output import WANTS_OUTPUT, drain_until, relay, report_drops
 from ._trace import trace_headers
 from ._wire_types import (
     HELD_METADATA,
@@ -1089,8 +1090,13 @@ class BridgeClient:
             session = self._session
             assert session is not None
             if session.stream_calls:
+                # A caller that takes partial output (a turn's tool call) gets the pieces the
+                # server relays, before the result.
+                pieces = relay() if session.tool_output else None
+                if pieces is not None:
+                    msg.headers[WANTS_OUTPUT] = "1"
                 try:
-                    waiter = session.start_call(msg)
+                    waiter = session.start_call(msg, pieces)
                 except (anyio.WouldBlock, SessionEnded):
                     pass  # a full queue or a session just gone: the RPC below
                 else:
@@ -1130,10 +1136,14 @@ class BridgeClient:
         """The output of a call made on the stream (see :meth:`call_tool`)."""
         try:
             with anyio.move_on_after(budget):
-                await waiter.event.wait()
+                if waiter.pieces is None:
+                    await waiter.event.wait()
+                else:
+                    await drain_until(waiter.pieces, waiter.event)
         finally:
             if not waiter.event.is_set():  # timed out or cancelled: the server may stop
                 session.withdraw_call(call_id, "the caller gave up")
+            report_drops(waiter.pieces, call_id, name)
         if not waiter.event.is_set():
             raise ToolTimeout(budget, tool=name)
         if waiter.error is not None:

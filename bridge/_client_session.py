@@ -42,6 +42,7 @@ from anyio.abc import TaskGroup
 from loom.bridge._generated import bridge_pb2, bridge_pb2_grpc, tools_pb2
 from loom.runtime import BusClosed, InvalidArgument
 from loom.runtime.lowlevel import Inbound
+from loom.runtime.tools import tool_output_sink
 
 from ._client_config import Acceptance
 from ._client_durable import DEFAULT_ACK_WAIT
@@ -50,6 +51,7 @@ from ._convert import event_from_proto, qos_to_proto, tool_call_from_proto, tool
 from ._errors import ConnectionLost, PublishRejected, SubscribeRefused, WireError
 from ._lane import Lane
 from ._status import failed_outcome
+from ._tool_output import Pieces, wants
 from ._wire_types import ToolCallOutcome, ToolCallRequest, ToolStatus
 from ._workers import Workers
 
@@ -92,6 +94,7 @@ FEATURES = (
     bridge_pb2.STREAM_FEATURE_UNROUTED,
     bridge_pb2.STREAM_FEATURE_SUPERVISION,
     bridge_pb2.STREAM_FEATURE_DURABLE_TOPICS,
+    bridge_pb2.STREAM_FEATURE_TOOL_OUTPUT,
 )
 
 
@@ -201,12 +204,14 @@ def _out_size(item: OutItem) -> int:
 class CallWaiter:
     """A tool call made on the stream, waiting for its ``call_result``."""
 
-    __slots__ = ("error", "event", "result")
+    __slots__ = ("error", "event", "pieces", "result")
 
-    def __init__(self) -> None:
+    def __init__(self, pieces: Pieces | None = None) -> None:
         self.event = anyio.Event()
         self.result: tools_pb2.ToolResult | None = None
         self.error: Exception | None = None
+        # Its partial output on the way to the caller's sink (STREAM_FEATURE_TOOL_OUTPUT).
+        self.pieces = pieces
 
 
 class _SubscribeWaiter:
@@ -453,6 +458,10 @@ class Session:
                 await self._on_tool_call(msg.tool_call)
             elif kind == "cancel_tool_call":
                 self._on_cancel(msg.cancel_tool_call)
+            elif kind == "tool_output":
+                made = self._calls.get(msg.tool_output.id)
+                if made is not None and made.pieces is not None:
+                    made.pieces.put(msg.tool_output.text)
             elif kind == "call_result":
                 made = self._calls.pop(msg.call_result.id, None)
                 if made is not None:  # else withdrawn: the caller is gone
@@ -726,7 +735,12 @@ class Session:
         """Whether the server takes tool calls on the stream."""
         return bridge_pb2.STREAM_FEATURE_TOOL_CALLS in self.features
 
-    def start_call(self, msg: tools_pb2.ToolCall) -> CallWaiter:
+    @property
+    def tool_output(self) -> bool:
+        """Whether partial tool output crosses this stream (STREAM_FEATURE_TOOL_OUTPUT)."""
+        return bridge_pb2.STREAM_FEATURE_TOOL_OUTPUT in self.features
+
+    def start_call(self, msg: tools_pb2.ToolCall, pieces: Pieces | None = None) -> CallWaiter:
         """Queue a tool call (``msg.id`` unique among ours in flight); wait on the waiter.
 
         Raises:
@@ -739,7 +753,7 @@ class Session:
             self._out.send_nowait(bridge_pb2.ClientEvent(call=msg))
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise SessionEnded from None
-        waiter = self._calls[msg.id] = CallWaiter()
+        waiter = self._calls[msg.id] = CallWaiter(pieces)
         return waiter
 
     def withdraw_call(self, call_id: str, reason: str) -> None:
@@ -906,8 +920,12 @@ class Session:
         handler = client.tool_handler
         assert handler is not None
         outcome: ToolCallOutcome | None = None
+        # The tool's partial output goes to the server on this stream, ahead of the result
+        # (the same queue: the result cannot overtake a piece; a full queue holds it back).
+        wanted = self.tool_output and wants(request.headers)
+        sink = functools.partial(self._tool_output, request.id) if wanted else None
         try:
-            with scope:
+            with scope, tool_output_sink(sink):
                 try:
                     outcome = await handler(request)
                 except Exception as exc:
@@ -933,6 +951,14 @@ class Session:
             log.debug("bridge: tool call %s cancelled by the server: %s", msg.id, msg.reason)
             self._withdrawn.add(msg.id)
             scope.cancel()
+
+    async def _tool_output(self, call_id: str, text: str) -> None:
+        """A piece of a pushed call's partial output, to the server (which relays it)."""
+        if call_id in self._withdrawn:
+            return  # the server gave the call up: it wants nothing more of it
+        piece = tools_pb2.ToolOutput(id=call_id, text=text)
+        with contextlib.suppress(SessionEnded):  # the stream is gone, and its caller with it
+            await self.send(bridge_pb2.ClientEvent(tool_output=piece))
 
     async def _tool_result(self, outcome: ToolCallOutcome) -> None:
         try:

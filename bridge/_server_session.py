@@ -81,7 +81,7 @@ from loom.runtime.lowlevel import (
     scope_headers,
     settle_in_flight,
 )
-from loom.runtime.tools import JSONObject, ToolFailed
+from loom.runtime.tools import JSONObject, ToolFailed, tool_output_sink
 
 from ._calls import decode_output, disconnected_outcome, run_tool_call, unresponsive_outcome
 from ._convert import (
@@ -106,6 +106,7 @@ from ._lane import Lane
 from ._reports import FINAL, dead_letter_from_proto, report_from_proto
 from ._status import code_name, error_from_outcome, failed_outcome, status_of
 from ._tenants import topic_namespace
+from ._tool_output import WANTS_OUTPUT, Pieces, drain_until, relay, report_drops, wants
 from ._trace import trace_headers
 from ._wire_types import ToolCallOutcome, ToolCallRequest, ToolStatus
 from ._workers import Workers
@@ -128,6 +129,7 @@ _FEATURES: Final = frozenset(
         bridge_pb2.STREAM_FEATURE_SUPERVISION,
         bridge_pb2.STREAM_FEATURE_DURABLE,
         bridge_pb2.STREAM_FEATURE_DURABLE_TOPICS,
+        bridge_pb2.STREAM_FEATURE_TOOL_OUTPUT,
     }
 )
 _DELIVERY_WINDOW: Final = 1024  # granted to a stream that asks for credit but names no window
@@ -199,11 +201,14 @@ class StreamStatistics(msgspec.Struct, frozen=True, kw_only=True):
 class _Pending:
     """A tool call pushed to the agent, waiting for its ``tool_result``."""
 
-    __slots__ = ("done", "outcome")
+    __slots__ = ("done", "outcome", "pieces")
 
-    def __init__(self) -> None:
+    def __init__(self, pieces: Pieces | None = None) -> None:
         self.done = anyio.Event()
         self.outcome: ToolCallOutcome | None = None
+        # Its partial output on the way to the caller (STREAM_FEATURE_TOOL_OUTPUT granted and
+        # the caller takes it), else None.
+        self.pieces = pieces
 
 
 class Session:
@@ -241,6 +246,7 @@ class Session:
         self._hello = False
         self._acks = False
         self._cancels = False
+        self._outputs = False  # STREAM_FEATURE_TOOL_OUTPUT: partial output crosses the stream
         self._unrouted = False  # report publishes that reached no subscription (in acks)
         self._max_batch = limits.max_batch_events
         self._window = 0
@@ -450,6 +456,12 @@ class Session:
                 await self._send(bridge_pb2.ServerEvent(pong=pong))
             case "tool_result":
                 await self._resolve(msg.tool_result)
+            case "tool_output":
+                # Only into a call pushed to this agent and not yet answered: an agent cannot
+                # feed pieces to another agent's (or another tenant's) calls.
+                pending = self._pending.get(msg.tool_output.id)
+                if pending is not None and pending.pieces is not None and self._outputs:
+                    pending.pieces.put(msg.tool_output.text)
             case "delivery_credit":
                 extra = self._on_credit(msg.delivery_credit.count)
                 if extra:
@@ -532,6 +544,7 @@ class Session:
             self._window = min(hello.publish_window or limits.publish_window, limits.publish_window)
             self._credit = self._window
         self._cancels = bridge_pb2.STREAM_FEATURE_TOOL_CANCEL in granted
+        self._outputs = bridge_pb2.STREAM_FEATURE_TOOL_OUTPUT in granted
         if bridge_pb2.STREAM_FEATURE_UNROUTED in granted:
             if self._acks and self.hub.local_routing:
                 self._unrouted = True
@@ -1436,14 +1449,19 @@ class Session:
             # for, so the agent's own calls count against that turn's caps.
             headers={**trace_headers(), **scope_headers(pushed=True)},
         )
-        pending = _Pending()
+        pending = _Pending(relay() if self._outputs else None)
+        if pending.pieces is not None:
+            call.headers[WANTS_OUTPUT] = "1"
         self._pending[call_id] = pending
         self.hub.calls[call_id] = self
         if not self._watch.is_set():
             self._watch.set()
         try:
             await self._send(bridge_pb2.ServerEvent(tool_call=call))
-            await pending.done.wait()
+            if pending.pieces is None:
+                await pending.done.wait()
+            else:
+                await drain_until(pending.pieces, pending.done)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             pass  # the stream ended while queueing: _finish has set the outcome
         except BaseException:
@@ -1460,6 +1478,7 @@ class Session:
         finally:
             self._pending.pop(call_id, None)
             self.hub.calls.pop(call_id, None)
+            report_drops(pending.pieces, call_id, name)
         outcome = pending.outcome or disconnected_outcome(call_id, self.agent_id, "stream ended")
         if outcome.status is ToolStatus.OK:
             return decode_output(outcome.output)
@@ -1564,10 +1583,20 @@ class Session:
     async def _run_call(self, request: ToolCallRequest, scope: anyio.CancelScope) -> None:
         outcome = None
         try:
-            with scope:
+            # The tool's partial output goes to the agent on this stream, ahead of the result
+            # (the same queue, so the result never overtakes a piece; a full queue holds the
+            # tool back). Without the feature, nobody here takes it.
+            wanted = self._outputs and wants(request.headers)
+            sink = functools.partial(self._tool_output, request.id) if wanted else None
+            with scope, tool_output_sink(sink):
                 # timeout_ms (or the tool's default) is the call's only deadline: no RPC here.
                 outcome = await run_tool_call(self.hub.runtime, request, deadline_s=None)
         finally:
             self._calls.pop(request.id, None)
         if outcome is not None:  # else the agent withdrew the call: it wants no answer
             await self._send(bridge_pb2.ServerEvent(call_result=tool_result_to_proto(outcome)))
+
+    async def _tool_output(self, call_id: str, text: str) -> None:
+        """A piece of a running ``call``'s partial output, to the agent that made it."""
+        piece = tools_pb2.ToolOutput(id=call_id, text=text)
+        await self._send(bridge_pb2.ServerEvent(tool_output=piece))

@@ -21,6 +21,8 @@ cluster use it to carry events and tool calls between processes:
   :func:`set_frame`, :func:`reset_frame`, :func:`scope_headers` and
   :func:`frame_from_headers`: a turn's call scope (its caps on tool calls and call depth),
   current while its tools run and carried in ``ToolCall.headers`` across processes;
+* :func:`current_tool_output_sink`: where a tool call's partial output goes, read by a
+  transport that carries the call to another process (the pieces come back to it);
 * envelope, topic and id helpers that keep the wire and the runtime in step;
 * :func:`set_public_module`: what every public package of loom calls last, so its names
   show its public path (``loom.bridge.BridgeServer``), not a private module's.
@@ -84,6 +86,7 @@ from .tools._call_scope import in_frame as in_frame
 from .tools._call_scope import reset_frame as reset_frame
 from .tools._call_scope import scope_headers as scope_headers
 from .tools._call_scope import set_frame as set_frame
+from .tools._output import current_tool_output_sink as current_tool_output_sink
 
 __all__ = [
     "EVENT_OVERHEAD_BYTES",
@@ -113,6 +116,7 @@ __all__ = [
     "child_envelope",
     "context_from_envelope",
     "current_frame",
+    "current_tool_output_sink",
     "dead_letter_event",
     "dead_letter_metadata",
     "dlq_topic",

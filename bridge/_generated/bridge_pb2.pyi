@@ -21,6 +21,7 @@ class StreamFeature(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STREAM_FEATURE_SUPERVISION: _ClassVar[StreamFeature]
     STREAM_FEATURE_DURABLE: _ClassVar[StreamFeature]
     STREAM_FEATURE_DURABLE_TOPICS: _ClassVar[StreamFeature]
+    STREAM_FEATURE_TOOL_OUTPUT: _ClassVar[StreamFeature]
 STREAM_FEATURE_UNSPECIFIED: StreamFeature
 STREAM_FEATURE_BATCH: StreamFeature
 STREAM_FEATURE_PUBLISH_ACK: StreamFeature
@@ -31,6 +32,7 @@ STREAM_FEATURE_DELIVERY_CREDIT: StreamFeature
 STREAM_FEATURE_SUPERVISION: StreamFeature
 STREAM_FEATURE_DURABLE: StreamFeature
 STREAM_FEATURE_DURABLE_TOPICS: StreamFeature
+STREAM_FEATURE_TOOL_OUTPUT: StreamFeature
 
 class AgentRegisterRequest(_message.Message):
     __slots__ = ("agent_id", "subscribed_topics", "tools", "metadata", "durable")
@@ -70,7 +72,7 @@ class AgentRegisterResponse(_message.Message):
     def __init__(self, success: _Optional[bool] = ..., error_message: _Optional[str] = ..., registration_secret: _Optional[str] = ...) -> None: ...
 
 class ClientEvent(_message.Message):
-    __slots__ = ("publish", "ack", "ping", "tool_result", "hello", "subscribe", "unsubscribe", "publish_batch", "call", "cancel_call", "delivery_credit", "report", "dead_letter", "durable_settle")
+    __slots__ = ("publish", "ack", "ping", "tool_result", "hello", "subscribe", "unsubscribe", "publish_batch", "call", "cancel_call", "delivery_credit", "report", "dead_letter", "durable_settle", "tool_output")
     PUBLISH_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
@@ -85,6 +87,7 @@ class ClientEvent(_message.Message):
     REPORT_FIELD_NUMBER: _ClassVar[int]
     DEAD_LETTER_FIELD_NUMBER: _ClassVar[int]
     DURABLE_SETTLE_FIELD_NUMBER: _ClassVar[int]
+    TOOL_OUTPUT_FIELD_NUMBER: _ClassVar[int]
     publish: Publish
     ack: Ack
     ping: HeartbeatRequest
@@ -99,10 +102,11 @@ class ClientEvent(_message.Message):
     report: AgentReport
     dead_letter: DeadLetter
     durable_settle: DurableSettle
-    def __init__(self, publish: _Optional[_Union[Publish, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., ping: _Optional[_Union[HeartbeatRequest, _Mapping]] = ..., tool_result: _Optional[_Union[_tools_pb2.ToolResult, _Mapping]] = ..., hello: _Optional[_Union[StreamHello, _Mapping]] = ..., subscribe: _Optional[_Union[SubscribeRequest, _Mapping]] = ..., unsubscribe: _Optional[_Union[UnsubscribeRequest, _Mapping]] = ..., publish_batch: _Optional[_Union[PublishBatch, _Mapping]] = ..., call: _Optional[_Union[_tools_pb2.ToolCall, _Mapping]] = ..., cancel_call: _Optional[_Union[CancelToolCall, _Mapping]] = ..., delivery_credit: _Optional[_Union[DeliveryCredit, _Mapping]] = ..., report: _Optional[_Union[AgentReport, _Mapping]] = ..., dead_letter: _Optional[_Union[DeadLetter, _Mapping]] = ..., durable_settle: _Optional[_Union[DurableSettle, _Mapping]] = ...) -> None: ...
+    tool_output: _tools_pb2.ToolOutput
+    def __init__(self, publish: _Optional[_Union[Publish, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., ping: _Optional[_Union[HeartbeatRequest, _Mapping]] = ..., tool_result: _Optional[_Union[_tools_pb2.ToolResult, _Mapping]] = ..., hello: _Optional[_Union[StreamHello, _Mapping]] = ..., subscribe: _Optional[_Union[SubscribeRequest, _Mapping]] = ..., unsubscribe: _Optional[_Union[UnsubscribeRequest, _Mapping]] = ..., publish_batch: _Optional[_Union[PublishBatch, _Mapping]] = ..., call: _Optional[_Union[_tools_pb2.ToolCall, _Mapping]] = ..., cancel_call: _Optional[_Union[CancelToolCall, _Mapping]] = ..., delivery_credit: _Optional[_Union[DeliveryCredit, _Mapping]] = ..., report: _Optional[_Union[AgentReport, _Mapping]] = ..., dead_letter: _Optional[_Union[DeadLetter, _Mapping]] = ..., durable_settle: _Optional[_Union[DurableSettle, _Mapping]] = ..., tool_output: _Optional[_Union[_tools_pb2.ToolOutput, _Mapping]] = ...) -> None: ...
 
 class ServerEvent(_message.Message):
-    __slots__ = ("delivery", "pong", "err", "tool_call", "welcome", "subscription", "delivery_batch", "publish_ack", "cancel_tool_call", "call_result", "released", "durable_patterns")
+    __slots__ = ("delivery", "pong", "err", "tool_call", "welcome", "subscription", "delivery_batch", "publish_ack", "cancel_tool_call", "call_result", "released", "durable_patterns", "tool_output")
     DELIVERY_FIELD_NUMBER: _ClassVar[int]
     PONG_FIELD_NUMBER: _ClassVar[int]
     ERR_FIELD_NUMBER: _ClassVar[int]
@@ -115,6 +119,7 @@ class ServerEvent(_message.Message):
     CALL_RESULT_FIELD_NUMBER: _ClassVar[int]
     RELEASED_FIELD_NUMBER: _ClassVar[int]
     DURABLE_PATTERNS_FIELD_NUMBER: _ClassVar[int]
+    TOOL_OUTPUT_FIELD_NUMBER: _ClassVar[int]
     delivery: Delivery
     pong: HeartbeatResponse
     err: Error
@@ -127,7 +132,8 @@ class ServerEvent(_message.Message):
     call_result: _tools_pb2.ToolResult
     released: Released
     durable_patterns: DurablePatterns
-    def __init__(self, delivery: _Optional[_Union[Delivery, _Mapping]] = ..., pong: _Optional[_Union[HeartbeatResponse, _Mapping]] = ..., err: _Optional[_Union[Error, _Mapping]] = ..., tool_call: _Optional[_Union[_tools_pb2.ToolCall, _Mapping]] = ..., welcome: _Optional[_Union[StreamWelcome, _Mapping]] = ..., subscription: _Optional[_Union[SubscribeResult, _Mapping]] = ..., delivery_batch: _Optional[_Union[DeliveryBatch, _Mapping]] = ..., publish_ack: _Optional[_Union[PublishAck, _Mapping]] = ..., cancel_tool_call: _Optional[_Union[CancelToolCall, _Mapping]] = ..., call_result: _Optional[_Union[_tools_pb2.ToolResult, _Mapping]] = ..., released: _Optional[_Union[Released, _Mapping]] = ..., durable_patterns: _Optional[_Union[DurablePatterns, _Mapping]] = ...) -> None: ...
+    tool_output: _tools_pb2.ToolOutput
+    def __init__(self, delivery: _Optional[_Union[Delivery, _Mapping]] = ..., pong: _Optional[_Union[HeartbeatResponse, _Mapping]] = ..., err: _Optional[_Union[Error, _Mapping]] = ..., tool_call: _Optional[_Union[_tools_pb2.ToolCall, _Mapping]] = ..., welcome: _Optional[_Union[StreamWelcome, _Mapping]] = ..., subscription: _Optional[_Union[SubscribeResult, _Mapping]] = ..., delivery_batch: _Optional[_Union[DeliveryBatch, _Mapping]] = ..., publish_ack: _Optional[_Union[PublishAck, _Mapping]] = ..., cancel_tool_call: _Optional[_Union[CancelToolCall, _Mapping]] = ..., call_result: _Optional[_Union[_tools_pb2.ToolResult, _Mapping]] = ..., released: _Optional[_Union[Released, _Mapping]] = ..., durable_patterns: _Optional[_Union[DurablePatterns, _Mapping]] = ..., tool_output: _Optional[_Union[_tools_pb2.ToolOutput, _Mapping]] = ...) -> None: ...
 
 class Publish(_message.Message):
     __slots__ = ("topic", "event")

@@ -8,8 +8,10 @@ timeout) without any of them knowing, and a tool called with no sink in place ju
 result. The LLM loop sets one around each tool call and publishes the pieces as
 ``turn.tool_output`` events on the agent's stream topic (``runtime/cognition/_loop.py``).
 
-Partial output stays in the calling process: a call through the bridge or between nodes
-carries the final result only.
+Across processes the bridge carries the pieces (``STREAM_FEATURE_TOOL_OUTPUT``,
+docs/bridge.md): it reads the caller's sink with :func:`current_tool_output_sink` where the
+call leaves the process, and sets a sink of its own (one sending the pieces on the stream)
+where the call is served, so the same code streams wherever its caller lives.
 """
 
 from __future__ import annotations
@@ -18,7 +20,12 @@ import contextlib
 from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 
-__all__ = ["ToolOutputSink", "stream_tool_output", "tool_output_sink"]
+__all__ = [
+    "ToolOutputSink",
+    "current_tool_output_sink",
+    "stream_tool_output",
+    "tool_output_sink",
+]
 
 ToolOutputSink = Callable[[str], Awaitable[None]]
 """Receives one piece of a running tool's partial output, as text."""
@@ -35,6 +42,12 @@ async def stream_tool_output(text: str) -> None:
     sink = _sink.get()
     if sink is not None and text:
         await sink(text)
+
+
+def current_tool_output_sink() -> ToolOutputSink | None:
+    """The sink in force here (``None``: nobody takes partial output): what a transport reads
+    where a call leaves the process, to hand it the pieces that come back."""
+    return _sink.get()
 
 
 @contextlib.contextmanager

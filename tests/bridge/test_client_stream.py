@@ -66,6 +66,7 @@ async def test_events_flow_both_ways_with_the_features_granted() -> None:
                 "STREAM_FEATURE_SUPERVISION",
                 "STREAM_FEATURE_TOOL_CANCEL",
                 "STREAM_FEATURE_TOOL_CALLS",
+                "STREAM_FEATURE_TOOL_OUTPUT",
                 "STREAM_FEATURE_UNROUTED",
             }
             for i in range(300):  # more than one batch either way
