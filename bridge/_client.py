@@ -93,6 +93,7 @@ from loom.runtime.lowlevel import (
 from loom.runtime.tools import ToolFailed, ToolTimeout
 
 from ._aio import rpc_text, unary
+from ._approvals_remote import RemoteApprovals
 from ._client_config import (
     Acceptance,
     AgentRegistration,
@@ -1177,6 +1178,11 @@ class BridgeClient:
             timeout_s: the deadline of a call whose request sets no ``timeout_s``.
         """
         return ServerLLM(self._llm_channel, self._metadata, model=model, timeout_s=timeout_s)
+
+    def approvals(self) -> RemoteApprovals:
+        """The server's approvals store (``loom.v1.Approvals``) for this agent's turns, over
+        this connection (``bridge/_approvals_remote.py``): ``ctx.approvals`` remotely."""
+        return RemoteApprovals(self._llm_channel, self._metadata)
 
     async def _llm_channel(self) -> grpc.aio.Channel:
         await self._ready()
