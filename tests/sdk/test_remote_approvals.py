@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import signal
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest
 
 from loom.runtime.testing import Reply, ScriptedLLMServer, ScriptedToolCall
 
-from ._cli_support import clean_env, loom, loom_serve, running
+from ._cli_support import LOOM, Running, clean_env, loom, loom_serve, running_argv
 
 pytestmark = pytest.mark.anyio
 
@@ -69,6 +70,12 @@ def _call(line: str) -> Reply:
     return Reply(tool_calls=[call])
 
 
+def _run(address: str, cwd: Path, env: dict[str, str]) -> AbstractAsyncContextManager[Running]:
+    """``loom run writer.py`` in a process group of its own: a SIGKILL to the group kills
+    the supervisor and the agent's process at once (nothing stops cleanly)."""
+    return running_argv([*LOOM, "run", "writer.py", "-a", address], cwd=cwd, env=env, group=True)
+
+
 def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
@@ -102,7 +109,7 @@ async def test_a_remote_agent_waits_on_the_server_and_loom_approve_runs_its_tool
             env = clean_env()
             async with (
                 loom_serve(tmp_path, env=env) as (server, address),
-                running("run", "writer.py", "-a", address, cwd=tmp_path, env=env) as agent,
+                _run(address, tmp_path, env) as agent,
             ):
                 await server.wait_for("agent writer connected", timeout=60)
                 await _publish(address, tmp_path, "append hello")
@@ -136,16 +143,16 @@ async def test_a_remote_agent_killed_while_waiting_resumes_on_restart(tmp_path: 
             llm.push(_call("once"), Reply(text="Appended."))
             env = clean_env()
             async with loom_serve(tmp_path, env=env) as (server, address):
-                async with running("run", "writer.py", "-a", address, cwd=tmp_path, env=env) as a:
+                async with _run(address, tmp_path, env) as a:
                     await server.wait_for("agent writer connected", timeout=60)
                     await _publish(address, tmp_path, "append once")
                     approval_id = (await server.wait_for(_REQUESTED)).group(1)
-                    a.signal(signal.SIGKILL)
+                    a.signal(signal.SIGKILL)  # the agent's process and its supervisor
                     assert await a.process.wait() == -signal.SIGKILL
                 approved = await loom("approve", approval_id, "-a", address, cwd=tmp_path)
                 assert approved.returncode == 0, approved.stderr
                 assert _lines(out) == []
-                async with running("run", "writer.py", "-a", address, cwd=tmp_path, env=env) as a:
+                async with _run(address, tmp_path, env) as a:
                     await a.wait_for("tool ran: once", timeout=60)
                     await server.wait_for(
                         rf"approval {approval_id}: the turn of agent writer resumed", timeout=60
@@ -158,29 +165,33 @@ async def test_kill_9_of_the_agent_right_after_its_tool_ran_does_not_run_it_agai
     tmp_path: Path,
 ) -> None:
     """The tool appends its line, then kills its own agent process with SIGKILL: after the
-    effect, before the call is recorded done and before the step is in memory. The
-    restarted agent resumes the approved turn, finds the call started in its effect journal
-    (``<data_dir>/effects.sqlite3``, in the agent's process) and does not run it again."""
+    effect, before the call is recorded done and before the step is in memory. The agent
+    process that ``loom run`` starts in its place resumes the approved turn, finds the call
+    started in its effect journal (``<data_dir>/effects.sqlite3``, in the agent's process)
+    and does not run it again."""
     with anyio.fail_after(120):
         async with ScriptedLLMServer() as llm:
             out = _setup(tmp_path, llm)
             llm.push(_call("die"), Reply(text="It may have run; I will check."))
             env = clean_env()
-            async with loom_serve(tmp_path, env=env) as (server, address):
-                async with running("run", "writer.py", "-a", address, cwd=tmp_path, env=env) as a:
-                    await server.wait_for("agent writer connected", timeout=60)
-                    await _publish(address, tmp_path, "append die")
-                    approval_id = (await server.wait_for(_REQUESTED)).group(1)
-                    approved = await loom("approve", approval_id, "-a", address, cwd=tmp_path)
-                    assert approved.returncode == 0, approved.stderr
-                    assert await a.process.wait() == -signal.SIGKILL  # killed by its own tool
-                assert _lines(out) == ["die"]
+            async with (
+                loom_serve(tmp_path, env=env) as (server, address),
+                _run(address, tmp_path, env) as a,
+            ):
+                await server.wait_for("agent writer connected", timeout=60)
+                await _publish(address, tmp_path, "append die")
+                approval_id = (await server.wait_for(_REQUESTED)).group(1)
+                approved = await loom("approve", approval_id, "-a", address, cwd=tmp_path)
+                assert approved.returncode == 0, approved.stderr
+                await a.wait_for("tool ran: die", timeout=60)
+                # loom run restarts the killed agent process; it resumes the turn.
+                await server.wait_for("agent writer connected", count=2, timeout=60)
+                await server.wait_for(
+                    rf"approval {approval_id}: the turn of agent writer resumed", timeout=60
+                )
                 (record,) = await _records(address, tmp_path)
-                assert (record["status"], record["resumed"]) == ("approved", False)
-                async with running("run", "writer.py", "-a", address, cwd=tmp_path, env=env):
-                    await server.wait_for(
-                        rf"approval {approval_id}: the turn of agent writer resumed", timeout=60
-                    )
+                assert (record["status"], record["resumed"]) == ("approved", True)
+                assert _lines(out) == ["die"]
             tool_message = next(m for m in llm.requests[1].messages if m["role"] == "tool")
             assert "interrupted by a crash after it started" in tool_message["content"]
             assert "not run again" in tool_message["content"]
