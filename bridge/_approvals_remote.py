@@ -26,7 +26,7 @@ import grpc.aio
 import msgspec
 
 from loom.bridge._generated import approvals_pb2, approvals_pb2_grpc
-from loom.runtime import ApprovalNotFound, ApprovalPolicy, ApprovalRecord
+from loom.runtime import ApprovalNotFound, ApprovalPolicy, ApprovalRecord, LoomError
 
 from ._aio import unary
 from ._approvals_service import approval_from_proto
@@ -45,8 +45,10 @@ class RemoteApprovals:
     :class:`~loom.runtime.ApprovalStore`.
 
     Each call waits for the connection (a turn asking while the client reconnects waits) and
-    raises the runtime's errors (``error_from_status``): ``UNIMPLEMENTED`` (a server that keeps
-    no approvals), ``PERMISSION_DENIED`` (not this caller's agent), ``UNAVAILABLE``.
+    raises the runtime's errors (``error_from_status``): ``PERMISSION_DENIED`` (not this
+    caller's agent: ``WrongAgent``), ``UNAVAILABLE``; ``NOT_FOUND`` is
+    :class:`~loom.runtime.ApprovalNotFound`, ``UNIMPLEMENTED`` (a server that keeps no
+    approvals) a :class:`~loom.runtime.LoomError` saying so.
 
     Args:
         channel: gives the channel, once there is a connection.
@@ -72,6 +74,8 @@ class RemoteApprovals:
             code = exc.code()
             if code is grpc.StatusCode.NOT_FOUND:
                 raise ApprovalNotFound(what) from None
+            if code is grpc.StatusCode.UNIMPLEMENTED:  # not DurabilityUnavailable: no store
+                raise LoomError(f"Approvals.{what}: {exc.details()}") from None
             raise error_from_status(code, f"Approvals.{what}: {exc.details()}") from None
 
     async def request(
