@@ -18,7 +18,7 @@ import pytest
 
 from loom.runtime.testing import Reply, ScriptedLLMServer, ScriptedToolCall
 
-from ._cli_support import LOOM, Running, clean_env, loom, loom_serve, running_argv
+from ._cli_support import LOOM, Running, clean_env, free_port, loom, loom_serve, running_argv
 
 pytestmark = pytest.mark.anyio
 
@@ -196,3 +196,36 @@ async def test_kill_9_of_the_agent_right_after_its_tool_ran_does_not_run_it_agai
             assert "interrupted by a crash after it started" in tool_message["content"]
             assert "not run again" in tool_message["content"]
     assert _lines(out) == ["die"]  # the tool did not run again
+
+
+async def test_a_remote_agents_wait_survives_a_kill_9_of_loom_serve(tmp_path: Path) -> None:
+    """``kill -9`` of ``loom serve`` while a remote agent's turn waits: the record is on the
+    server's disk; the agent reconnects to the restarted server (same port), the approval
+    given there reaches it through its mailbox, and the tool runs once."""
+    with anyio.fail_after(150):
+        async with ScriptedLLMServer() as llm:
+            out = _setup(tmp_path, llm)
+            llm.push(_call("after restart"), Reply(text="Appended."))
+            env = clean_env()
+            port = str(free_port())
+            async with (
+                loom_serve(tmp_path, "--port", port, env=env) as (server, address),
+                _run(address, tmp_path, env) as agent,
+            ):
+                await server.wait_for("agent writer connected", timeout=60)
+                await _publish(address, tmp_path, "append after restart")
+                approval_id = (await server.wait_for(_REQUESTED)).group(1)
+                server.signal(signal.SIGKILL)
+                await server.wait()
+                async with loom_serve(tmp_path, "--port", port, env=env) as (server, address):
+                    await server.wait_for(r"approvals in .* \(1 pending", timeout=60)
+                    await server.wait_for("agent writer connected", timeout=60)
+                    approved = await loom("approve", approval_id, "-a", address, cwd=tmp_path)
+                    assert approved.returncode == 0, approved.stderr
+                    await agent.wait_for("tool ran: after restart", timeout=60)
+                    await server.wait_for(
+                        rf"approval {approval_id}: the turn of agent writer resumed",
+                        timeout=60,
+                    )
+            assert llm.remaining == 0
+    assert _lines(out) == ["after restart"]
