@@ -229,3 +229,23 @@ async def test_a_remote_agents_wait_survives_a_kill_9_of_loom_serve(tmp_path: Pa
                     )
             assert llm.remaining == 0
     assert _lines(out) == ["after restart"]
+
+
+async def test_a_remote_agent_that_asks_for_approval_needs_a_data_dir(tmp_path: Path) -> None:
+    """Its effect journal must be on its own disk: without ``data_dir`` the start fails with
+    a line saying why."""
+    with anyio.fail_after(120):
+        async with ScriptedLLMServer() as llm:
+            _setup(tmp_path, llm)
+            agent = tmp_path / "writer.py"
+            agent.write_text(agent.read_text().replace("    data_dir=", "    # data_dir="))
+            env = clean_env()
+            async with (
+                loom_serve(tmp_path, env=env) as (_server, address),
+                _run(address, tmp_path, env) as run,
+            ):
+                await run.wait_for(
+                    r"agent writer asks for approval of tool calls in its own process: "
+                    r"give it data_dir",
+                    timeout=60,
+                )
