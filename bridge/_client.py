@@ -90,10 +90,11 @@ from loom.runtime.lowlevel import (
     validate_agent_id,
     validate_pattern,
 )
-from loom.runtime.tools import ToolFailed, ToolTimeout
+from loom.runtime.tools import ToolFailed, ToolTimeout, ruled_approval
 
 from ._aio import rpc_text, unary
 from ._approvals_remote import RemoteApprovals
+from ._approved_calls import APPROVAL_HEADER
 from ._client_config import (
     Acceptance,
     AgentRegistration,
@@ -1073,6 +1074,9 @@ class BridgeClient:
             # scope counts it (ToolCallRefused past the calls left), and says so.
             frame.scope.take(name)
             scope["loom-scope-counted"] = "1"
+        approval = ruled_approval()
+        if approval:  # a human approved this call: the server's gated tool may check it
+            scope[APPROVAL_HEADER] = approval
         request = ToolCallRequest(
             id=new_id(),
             name=name,

@@ -249,3 +249,61 @@ async def test_a_remote_agent_that_asks_for_approval_needs_a_data_dir(tmp_path: 
                     r"give it data_dir",
                     timeout=60,
                 )
+
+
+SERVER_TOOL_AGENT = """\
+from loom import CognitiveAgent
+
+writer = CognitiveAgent(
+    "writer",
+    llm="server",
+    use_capabilities=["fs.write"],
+    topics=["jobs.*"],
+    data_dir={data!r},
+    approval={{"fs.write": "always"}},
+)
+"""
+
+
+async def test_a_remote_agent_runs_the_servers_gated_tool_once_approved(tmp_path: Path) -> None:
+    """``fs.write`` with ``approval = "always"`` on the server is ``NeedsApproval``: an agent
+    in another process may run it only with an approval the server's store shows approved
+    for that call (the ``loom-approval`` header), once; a direct call stays refused."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    with anyio.fail_after(120):
+        async with ScriptedLLMServer() as llm:
+            (tmp_path / "loom.toml").write_text(
+                _toml(llm) + f'\n[tools.fs]\nroot = "{ws}"\napproval = "always"\n'
+            )
+            (tmp_path / "writer.py").write_text(
+                SERVER_TOOL_AGENT.format(data=str(tmp_path / "writer-data"))
+            )
+            arguments = {"path": "log.txt", "content": "served\n", "mode": "append"}
+            call = ScriptedToolCall(name="fs_write", arguments=arguments, id="w1")
+            llm.push(Reply(tool_calls=[call]), Reply(text="Written."))
+            env = clean_env()
+            async with (
+                loom_serve(tmp_path, env=env) as (server, address),
+                _run(address, tmp_path, env),
+            ):
+                await server.wait_for("agent writer connected", timeout=60)
+                await _publish(address, tmp_path, "write it")
+                asked = await server.wait_for(
+                    r"approval (\S+): agent writer waits to call fs\.write"
+                )
+                approval_id = asked.group(1)
+                assert not (ws / "log.txt").exists()
+                approved = await loom("approve", approval_id, "-a", address, cwd=tmp_path)
+                assert approved.returncode == 0, approved.stderr
+                await server.wait_for(
+                    rf"approval {approval_id}: the turn of agent writer resumed", timeout=60
+                )
+                direct = await loom(
+                    "call", "fs.write", json.dumps(arguments), "-a", address, cwd=tmp_path
+                )
+                assert direct.returncode == 1
+                assert "waits for a human's approval on this server" in direct.stderr.decode()
+            tool_message = next(m for m in llm.requests[1].messages if m["role"] == "tool")
+            assert "log.txt" in tool_message["content"], tool_message
+    assert (ws / "log.txt").read_text() == "served\n"
