@@ -125,12 +125,14 @@ class CognitiveAgent(Agent):
         approval: an approval policy per tool name (``"always"``, ``"never"`` or a callable
             on the :class:`~loom.runtime.ApprovalCall`), over the runtime's own
             (``runtime.approvals.policies``). A call that needs approval waits in
-            ``runtime.approvals``; the agent needs a runtime that has one.
+            ``runtime.approvals``; the agent needs a runtime that has one. Connected to a
+            server (``Agent.run()``, ``loom run``), it waits in the server's store
+            (``ctx.approvals``), and the agent needs ``data_dir`` for its effect journal.
         approval_timeout_s: how long each approval waits before it counts as denied
             (default: the store's, 1 h).
         journal: run every tool call through an effect journal in ``data_dir``
             (``effects.sqlite3``), so a resumed or redelivered turn never runs a call twice.
-            Needs ``data_dir``.
+            Needs ``data_dir``. On whenever a connected agent asks for approval.
         tracer_provider: where ``invoke_agent {agent}`` spans go.
         budget: token and cost budgets and tool-call caps of its turns (``docs/guardrails.md``);
             limits it leaves unset come from its runtime's ``budgets.defaults`` (``[budget]``
