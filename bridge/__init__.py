@@ -14,6 +14,7 @@ from loom.runtime.lowlevel import set_public_module as _set_public_module
 from ._admin import AdminClient as AdminClient
 from ._admin import PublishOutcome as PublishOutcome
 from ._admin import Rejection as Rejection
+from ._approvals_remote import RemoteApprovals as RemoteApprovals
 from ._approvals_service import ApprovalsClient as ApprovalsClient
 from ._auth import TLSConfig as TLSConfig
 from ._auth import is_loopback as is_loopback
@@ -125,6 +126,7 @@ __all__ = [
     "ReconnectStatistics",
     "RegistrationRefused",
     "Rejection",
+    "RemoteApprovals",
     "ServerLLM",
     "ServerStatistics",
     "ServerStatus",

@@ -83,6 +83,24 @@ def approval_from_proto(msg: approvals_pb2.Approval) -> ApprovalRecord:
     )
 
 
+def agent_refusal(hub: Hub, principal: Principal, agent_id: str) -> str:
+    """Why ``principal`` may not wait in the store as agent ``agent_id`` (``""``: it may)."""
+    if not agent_id:
+        return "agent_id: must not be empty"
+    if principal.operator:
+        return ""
+    if principal.agents and agent_id not in principal.agents:
+        return f"{principal.describe()} may not act as agent {agent_id!r}"
+    if principal.namespace is not None:
+        if not agent_inside(principal.namespace, agent_id):
+            return principal.outside(f"act as agent {agent_id!r}")
+        return ""
+    claimed = hub.tenants.claimed(agent_id)
+    if claimed is not None:
+        return f"agent {agent_id!r} belongs to namespace {claimed!r}: use its tenant token"
+    return ""
+
+
 class ApprovalsServicer(approvals_pb2_grpc.ApprovalsServicer):
     """``loom.v1.Approvals`` over the runtime's store."""
 
@@ -157,6 +175,97 @@ class ApprovalsServicer(approvals_pb2_grpc.ApprovalsServicer):
         except InvalidArgument as exc:
             await self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return approvals_pb2.DecideApprovalResponse(approval=approval_to_proto(decided))
+
+    # -------------------------------------------- a connected agent's turns (_approvals_remote)
+
+    async def _agent_store(self, context: _Context, agent_id: str) -> Approvals:
+        """The store, once the caller may act as ``agent_id`` (else the call is aborted)."""
+        store = self._store()
+        if store is None:
+            await self._abort(
+                context, grpc.StatusCode.UNIMPLEMENTED, "this server keeps no approvals"
+            )
+        why = agent_refusal(self.hub, self.hub.caller(context), agent_id)
+        if why:
+            code = (
+                grpc.StatusCode.INVALID_ARGUMENT
+                if not agent_id
+                else grpc.StatusCode.PERMISSION_DENIED
+            )
+            await self._abort(context, code, why)
+        return store
+
+    async def Request(
+        self, request: approvals_pb2.RequestApprovalRequest, context: _Context
+    ) -> approvals_pb2.RequestApprovalResponse:
+        store = await self._agent_store(context, request.agent_id)
+        if not (request.turn_id and request.call_id and request.tool):
+            await self._abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "turn_id, call_id and tool: must not be empty",
+            )
+        try:
+            arguments = msgspec.json.decode(request.arguments_json or "{}")
+            if not isinstance(arguments, dict):
+                raise InvalidArgument("arguments_json: must be a JSON object")
+            record = await store.request(
+                agent_id=request.agent_id,
+                thread_id=request.thread_id,
+                turn_id=request.turn_id,
+                call_id=request.call_id,
+                tool=request.tool,
+                arguments=arguments,
+                state=request.state,
+                timeout_s=request.timeout_ms / 1000 if request.timeout_ms > 0 else None,
+            )
+        except (InvalidArgument, msgspec.DecodeError) as exc:
+            await self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return approvals_pb2.RequestApprovalResponse(approval=approval_to_proto(record))
+
+    async def ForTurn(
+        self, request: approvals_pb2.TurnApprovalsRequest, context: _Context
+    ) -> approvals_pb2.ListApprovalsResponse:
+        store = await self._agent_store(context, request.agent_id)
+        records = await store.for_turn(request.agent_id, request.turn_id)
+        return approvals_pb2.ListApprovalsResponse(
+            approvals=[approval_to_proto(r) for r in records]
+        )
+
+    async def Unresumed(
+        self, request: approvals_pb2.UnresumedApprovalsRequest, context: _Context
+    ) -> approvals_pb2.ListApprovalsResponse:
+        store = await self._agent_store(context, request.agent_id)
+        records = await store.unresumed(request.agent_id)
+        return approvals_pb2.ListApprovalsResponse(
+            approvals=[approval_to_proto(r) for r in records]
+        )
+
+    async def State(
+        self, request: approvals_pb2.ApprovalStateRequest, context: _Context
+    ) -> approvals_pb2.ApprovalStateResponse:
+        store = self._store()
+        if store is None:
+            await self._abort(
+                context, grpc.StatusCode.UNIMPLEMENTED, "this server keeps no approvals"
+            )
+        try:
+            record = await store.get(request.id)
+            if agent_refusal(self.hub, self.hub.caller(context), record.agent_id):
+                raise ApprovalNotFound(request.id)  # another agent's: as if absent
+            state = await store.state(record.id)
+        except ApprovalNotFound as exc:
+            await self._abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
+        except InvalidArgument as exc:
+            await self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return approvals_pb2.ApprovalStateResponse(state=state)
+
+    async def MarkResumed(
+        self, request: approvals_pb2.TurnApprovalsRequest, context: _Context
+    ) -> approvals_pb2.MarkResumedResponse:
+        store = await self._agent_store(context, request.agent_id)
+        await store.mark_resumed(request.agent_id, request.turn_id)
+        return approvals_pb2.MarkResumedResponse()
 
     def _refusal(self, principal: Principal) -> str:
         if principal.operator:

@@ -32,6 +32,7 @@ from loom.runtime import AgentRuntime
 from loom.runtime.lowlevel import frame_from_headers, in_frame, log_user_failure, new_id
 from loom.runtime.tools import ToolError, ToolFailed, ToolTimeout
 
+from ._approved_calls import approved_scope
 from ._convert import tool_call_from_proto, tool_result_to_proto
 from ._errors import AgentUnresponsive, WireError
 from ._status import outcome_from_error
@@ -86,12 +87,15 @@ async def run_tool_call(
     # The caps of the turn the call is made for (its call scope), as its headers carry them:
     # its nested calls count against that turn, and go no deeper than it allows.
     frame = frame_from_headers(request.headers, pushed=side == "agent")
+    # A call a human approved in this server's store, forwarded by the agent whose turn
+    # asked: a NeedsApproval tool may run it (bridge/_approved_calls.py).
+    ruled = await approved_scope(runtime, request)
     provider = runtime.bus.tracer_provider
     if provider is None:
-        with in_frame(frame):
+        with in_frame(frame), ruled:
             return await _logged(runtime, request, deadline_s)
     span = tool_call_span(provider, request, side)
-    with use_span(span, end_on_exit=True), in_frame(frame):
+    with use_span(span, end_on_exit=True), in_frame(frame), ruled:
         outcome = await _logged(runtime, request, deadline_s)
         if outcome.error is not None:
             span.set_attribute("error.type", outcome.error.code)

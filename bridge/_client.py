@@ -90,9 +90,11 @@ from loom.runtime.lowlevel import (
     validate_agent_id,
     validate_pattern,
 )
-from loom.runtime.tools import ToolFailed, ToolTimeout
+from loom.runtime.tools import ToolFailed, ToolTimeout, ruled_approval
 
 from ._aio import rpc_text, unary
+from ._approvals_remote import RemoteApprovals
+from ._approved_calls import APPROVAL_HEADER
 from ._client_config import (
     Acceptance,
     AgentRegistration,
@@ -1073,6 +1075,9 @@ class BridgeClient:
             # scope counts it (ToolCallRefused past the calls left), and says so.
             frame.scope.take(name)
             scope["loom-scope-counted"] = "1"
+        approval = ruled_approval()
+        if approval:  # a human approved this call: the server's gated tool may check it
+            scope[APPROVAL_HEADER] = approval
         request = ToolCallRequest(
             id=new_id(),
             name=name,
@@ -1187,6 +1192,11 @@ class BridgeClient:
             timeout_s: the deadline of a call whose request sets no ``timeout_s``.
         """
         return ServerLLM(self._llm_channel, self._metadata, model=model, timeout_s=timeout_s)
+
+    def approvals(self) -> RemoteApprovals:
+        """The server's approvals store (``loom.v1.Approvals``) for this agent's turns, over
+        this connection (``bridge/_approvals_remote.py``): ``ctx.approvals`` remotely."""
+        return RemoteApprovals(self._llm_channel, self._metadata)
 
     async def _llm_channel(self) -> grpc.aio.Channel:
         await self._ready()

@@ -9,6 +9,7 @@ subpackages.
 from ._agent_errors import AgentExists as AgentExists
 from ._agent_errors import AgentNotFound as AgentNotFound
 from ._agent_errors import AgentStartFailed as AgentStartFailed
+from ._approval_store import ApprovalStore as ApprovalStore
 from ._approvals import ApprovalAlreadyDecided as ApprovalAlreadyDecided
 from ._approvals import ApprovalCall as ApprovalCall
 from ._approvals import ApprovalChange as ApprovalChange
@@ -111,6 +112,7 @@ __all__ = [
     "ApprovalRecord",
     "ApprovalStats",
     "ApprovalStatus",
+    "ApprovalStore",
     "Approvals",
     "BarrierAborted",
     "BarrierMismatch",

@@ -22,6 +22,7 @@ from .collab._bound import BoundCollab
 from .tools import ToolSpec
 
 if TYPE_CHECKING:
+    from ._approval_store import ApprovalStore
     from ._behaviour import AgentSpec, HasAgentSpec
     from ._runtime import AgentRuntime
     from ._timers import Timer
@@ -298,6 +299,18 @@ class Context:
         if runtime is not None:
             return runtime.llm
         return getattr(self._host, "llm", None)
+
+    @property
+    def approvals(self) -> ApprovalStore | None:
+        """Where this agent's turns wait for a human, or ``None``: in process the runtime's
+        store (``runtime.approvals``); for an agent connected through the bridge, the
+        server's, through ``loom.v1.Approvals`` (a server without one answers its first
+        call with ``UNIMPLEMENTED``). ``docs/guardrails.md``, "Human approval"."""
+        runtime = self.runtime
+        if runtime is not None:
+            return runtime.approvals
+        store: ApprovalStore | None = getattr(self._host, "approvals", None)
+        return store
 
     @property
     def collab(self) -> BoundCollab:

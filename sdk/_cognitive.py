@@ -54,7 +54,7 @@ from opentelemetry.trace import TracerProvider
 from loom.runtime import (
     ApprovalPolicy,
     ApprovalRecord,
-    Approvals,
+    ApprovalStore,
     Budget,
     BudgetLedger,
     Context,
@@ -125,12 +125,14 @@ class CognitiveAgent(Agent):
         approval: an approval policy per tool name (``"always"``, ``"never"`` or a callable
             on the :class:`~loom.runtime.ApprovalCall`), over the runtime's own
             (``runtime.approvals.policies``). A call that needs approval waits in
-            ``runtime.approvals``; the agent needs a runtime that has one.
+            ``runtime.approvals``; the agent needs a runtime that has one. Connected to a
+            server (``Agent.run()``, ``loom run``), it waits in the server's store
+            (``ctx.approvals``), and the agent needs ``data_dir`` for its effect journal.
         approval_timeout_s: how long each approval waits before it counts as denied
             (default: the store's, 1 h).
         journal: run every tool call through an effect journal in ``data_dir``
             (``effects.sqlite3``), so a resumed or redelivered turn never runs a call twice.
-            Needs ``data_dir``.
+            Needs ``data_dir``. On whenever a connected agent asks for approval.
         tracer_provider: where ``invoke_agent {agent}`` spans go.
         budget: token and cost budgets and tool-call caps of its turns (``docs/guardrails.md``);
             limits it leaves unset come from its runtime's ``budgets.defaults`` (``[budget]``
@@ -219,7 +221,7 @@ class CognitiveAgent(Agent):
         self._approval_timeout_s = approval_timeout_s
         self._use_journal = journal
         self._journal: EffectJournal | None = None
-        self._approvals: Approvals | None = None
+        self._approvals: ApprovalStore | None = None
         self._resuming: set[str] = set()
 
     # ------------------------------------------------------------------ lifecycle
@@ -248,6 +250,17 @@ class CognitiveAgent(Agent):
         if isinstance(model, ModelRouter):
             # Published after each turn as llm.route debug events (see respond()).
             model.add_decision_listener(self._decisions.append)
+        gate = self._gate(ctx)
+        if gate is not None and ctx.runtime is None:
+            # In its own process the turn waits on the server, but the tools run here: the
+            # at-most-once promise needs this process's own journal, on its disk.
+            if self._data_dir is None:
+                raise InvalidArgument(
+                    f"agent {self.agent_id} asks for approval of tool calls in its own "
+                    "process: give it data_dir (its effect journal, effects.sqlite3, lives "
+                    "there, so an approved call runs at most once across a crash)"
+                )
+            self._use_journal = True
         if self._use_journal and self._data_dir is not None:
             self._journal = await EffectJournal.open(EffectJournal.in_data_dir(self._data_dir))
         self._loop = Loop(
@@ -257,7 +270,7 @@ class CognitiveAgent(Agent):
             tracer_provider=self._tracer_provider or ctx.tracer_provider,
             agent_id=self.agent_id,
             journal=self._journal,
-            approval=self._gate(ctx),
+            approval=gate,
             budget=self.budget,
             # Shared by the runtime's agents, so agent and tenant windows are the runtime's.
             ledger=ctx.runtime.budgets if ctx.runtime is not None else BudgetLedger(),
@@ -275,13 +288,16 @@ class CognitiveAgent(Agent):
                 )
 
     def _gate(self, ctx: Context) -> ApprovalGate | None:
-        """The approval gate of the runtime's store, with the runtime's policies and the
-        agent's own over them (``None``: the runtime has no store and the agent asks for
-        nothing)."""
-        runtime = ctx.runtime
-        approvals = self._approvals = runtime.approvals if runtime is not None else None
+        """The approval gate of the host's store (the runtime's; connected through the
+        bridge, the server's), with the store's policies and the agent's own over them
+        (``None``: no store, or a remote agent that asks for nothing)."""
+        asks = any(p != "never" for p in self._approval.values())
+        approvals = ctx.approvals
+        if ctx.runtime is None and not asks:
+            approvals = None  # connected, and never waits: no calls to the server's store
+        self._approvals = approvals
         if approvals is None:
-            if any(p != "never" for p in self._approval.values()):
+            if asks:
                 raise InvalidArgument(
                     f"agent {self.agent_id} asks for approval of tool calls and its runtime "
                     "has no approval store (runtime.approvals; loom serve opens one)"

@@ -88,6 +88,7 @@ from loom.bridge import (
     ClientTransport,
     ConnectionStatus,
     ProviderKind,
+    RemoteApprovals,
     ServerLLM,
     StateListener,
     ToolCallOutcome,
@@ -164,7 +165,17 @@ class RemoteHost:
         spawn: starts a child connected on its own (``sdk/_remote_spawn.py``).
     """
 
-    __slots__ = ("_agent_id", "_client", "_llm", "_local", "_qos", "_spawn", "_transport", "bus")
+    __slots__ = (
+        "_agent_id",
+        "_approvals",
+        "_client",
+        "_llm",
+        "_local",
+        "_qos",
+        "_spawn",
+        "_transport",
+        "bus",
+    )
 
     def __init__(
         self,
@@ -183,6 +194,7 @@ class RemoteHost:
         self.bus = bus
         self._spawn = spawn
         self._llm: ServerLLM | None = None
+        self._approvals: RemoteApprovals | None = None
 
     @property
     def llm(self) -> ServerLLM:
@@ -190,6 +202,14 @@ class RemoteHost:
         if self._llm is None:
             self._llm = self._client.llm()
         return self._llm
+
+    @property
+    def approvals(self) -> RemoteApprovals:
+        """The server's approvals store through ``loom.v1.Approvals`` (``ctx.approvals``):
+        a turn of this agent waits there, where ``loom approve`` answers it."""
+        if self._approvals is None:
+            self._approvals = self._client.approvals()
+        return self._approvals
 
     async def publish(self, topic: str, event: Event, *, qos: QoS | None) -> bool:
         return await self._local.publish(topic, _traced(event), qos=qos)

@@ -50,6 +50,31 @@ class ApprovalsStub:
                 request_serializer=loom_dot_v1_dot_approvals__pb2.DecideApprovalRequest.SerializeToString,
                 response_deserializer=loom_dot_v1_dot_approvals__pb2.DecideApprovalResponse.FromString,
                 _registered_method=True)
+        self.Request = channel.unary_unary(
+                '/loom.v1.Approvals/Request',
+                request_serializer=loom_dot_v1_dot_approvals__pb2.RequestApprovalRequest.SerializeToString,
+                response_deserializer=loom_dot_v1_dot_approvals__pb2.RequestApprovalResponse.FromString,
+                _registered_method=True)
+        self.ForTurn = channel.unary_unary(
+                '/loom.v1.Approvals/ForTurn',
+                request_serializer=loom_dot_v1_dot_approvals__pb2.TurnApprovalsRequest.SerializeToString,
+                response_deserializer=loom_dot_v1_dot_approvals__pb2.ListApprovalsResponse.FromString,
+                _registered_method=True)
+        self.Unresumed = channel.unary_unary(
+                '/loom.v1.Approvals/Unresumed',
+                request_serializer=loom_dot_v1_dot_approvals__pb2.UnresumedApprovalsRequest.SerializeToString,
+                response_deserializer=loom_dot_v1_dot_approvals__pb2.ListApprovalsResponse.FromString,
+                _registered_method=True)
+        self.State = channel.unary_unary(
+                '/loom.v1.Approvals/State',
+                request_serializer=loom_dot_v1_dot_approvals__pb2.ApprovalStateRequest.SerializeToString,
+                response_deserializer=loom_dot_v1_dot_approvals__pb2.ApprovalStateResponse.FromString,
+                _registered_method=True)
+        self.MarkResumed = channel.unary_unary(
+                '/loom.v1.Approvals/MarkResumed',
+                request_serializer=loom_dot_v1_dot_approvals__pb2.TurnApprovalsRequest.SerializeToString,
+                response_deserializer=loom_dot_v1_dot_approvals__pb2.MarkResumedResponse.FromString,
+                _registered_method=True)
 
 
 class ApprovalsServicer:
@@ -79,6 +104,49 @@ class ApprovalsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Request(self, request, context):
+        """Added (issue 16 §4, agents in their own process): what a turn of an agent connected
+        through the bridge (Agent.run(), loom run) needs to wait in this server's store. The
+        caller must be allowed to act as the agent named (its certificate's agent ids, its
+        tenant namespace); PERMISSION_DENIED otherwise, UNIMPLEMENTED on a server with no store.
+        Store a pending approval with the turn's saved state and publish approval.requested
+        (durable as for hosted agents); asking again for the same agent, turn and call returns
+        the same record. The decision wakes the turn through the agent's mailbox
+        (approval.decided), as for a hosted agent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ForTurn(self, request, context):
+        """Every record of one turn of the agent, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Unresumed(self, request, context):
+        """The agent's decided records whose turn has not resumed yet (what an agent process asks
+        when it starts: decisions made while it was not running).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def State(self, request, context):
+        """The turn state saved with a record of the agent. NOT_FOUND: no such id (or another's).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MarkResumed(self, request, context):
+        """The turn went on with its decisions: its records leave Unresumed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ApprovalsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -96,6 +164,31 @@ def add_ApprovalsServicer_to_server(servicer, server):
                     servicer.Deny,
                     request_deserializer=loom_dot_v1_dot_approvals__pb2.DecideApprovalRequest.FromString,
                     response_serializer=loom_dot_v1_dot_approvals__pb2.DecideApprovalResponse.SerializeToString,
+            ),
+            'Request': grpc.unary_unary_rpc_method_handler(
+                    servicer.Request,
+                    request_deserializer=loom_dot_v1_dot_approvals__pb2.RequestApprovalRequest.FromString,
+                    response_serializer=loom_dot_v1_dot_approvals__pb2.RequestApprovalResponse.SerializeToString,
+            ),
+            'ForTurn': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForTurn,
+                    request_deserializer=loom_dot_v1_dot_approvals__pb2.TurnApprovalsRequest.FromString,
+                    response_serializer=loom_dot_v1_dot_approvals__pb2.ListApprovalsResponse.SerializeToString,
+            ),
+            'Unresumed': grpc.unary_unary_rpc_method_handler(
+                    servicer.Unresumed,
+                    request_deserializer=loom_dot_v1_dot_approvals__pb2.UnresumedApprovalsRequest.FromString,
+                    response_serializer=loom_dot_v1_dot_approvals__pb2.ListApprovalsResponse.SerializeToString,
+            ),
+            'State': grpc.unary_unary_rpc_method_handler(
+                    servicer.State,
+                    request_deserializer=loom_dot_v1_dot_approvals__pb2.ApprovalStateRequest.FromString,
+                    response_serializer=loom_dot_v1_dot_approvals__pb2.ApprovalStateResponse.SerializeToString,
+            ),
+            'MarkResumed': grpc.unary_unary_rpc_method_handler(
+                    servicer.MarkResumed,
+                    request_deserializer=loom_dot_v1_dot_approvals__pb2.TurnApprovalsRequest.FromString,
+                    response_serializer=loom_dot_v1_dot_approvals__pb2.MarkResumedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -180,6 +273,141 @@ class Approvals:
             '/loom.v1.Approvals/Deny',
             loom_dot_v1_dot_approvals__pb2.DecideApprovalRequest.SerializeToString,
             loom_dot_v1_dot_approvals__pb2.DecideApprovalResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Request(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loom.v1.Approvals/Request',
+            loom_dot_v1_dot_approvals__pb2.RequestApprovalRequest.SerializeToString,
+            loom_dot_v1_dot_approvals__pb2.RequestApprovalResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForTurn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loom.v1.Approvals/ForTurn',
+            loom_dot_v1_dot_approvals__pb2.TurnApprovalsRequest.SerializeToString,
+            loom_dot_v1_dot_approvals__pb2.ListApprovalsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Unresumed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loom.v1.Approvals/Unresumed',
+            loom_dot_v1_dot_approvals__pb2.UnresumedApprovalsRequest.SerializeToString,
+            loom_dot_v1_dot_approvals__pb2.ListApprovalsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def State(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loom.v1.Approvals/State',
+            loom_dot_v1_dot_approvals__pb2.ApprovalStateRequest.SerializeToString,
+            loom_dot_v1_dot_approvals__pb2.ApprovalStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MarkResumed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loom.v1.Approvals/MarkResumed',
+            loom_dot_v1_dot_approvals__pb2.TurnApprovalsRequest.SerializeToString,
+            loom_dot_v1_dot_approvals__pb2.MarkResumedResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -32,12 +32,22 @@ class ApprovalsStub:
     List: grpc.UnaryUnaryMultiCallable[_approvals_pb2.ListApprovalsRequest, _approvals_pb2.ListApprovalsResponse]
     Approve: grpc.UnaryUnaryMultiCallable[_approvals_pb2.DecideApprovalRequest, _approvals_pb2.DecideApprovalResponse]
     Deny: grpc.UnaryUnaryMultiCallable[_approvals_pb2.DecideApprovalRequest, _approvals_pb2.DecideApprovalResponse]
+    Request: grpc.UnaryUnaryMultiCallable[_approvals_pb2.RequestApprovalRequest, _approvals_pb2.RequestApprovalResponse]
+    ForTurn: grpc.UnaryUnaryMultiCallable[_approvals_pb2.TurnApprovalsRequest, _approvals_pb2.ListApprovalsResponse]
+    Unresumed: grpc.UnaryUnaryMultiCallable[_approvals_pb2.UnresumedApprovalsRequest, _approvals_pb2.ListApprovalsResponse]
+    State: grpc.UnaryUnaryMultiCallable[_approvals_pb2.ApprovalStateRequest, _approvals_pb2.ApprovalStateResponse]
+    MarkResumed: grpc.UnaryUnaryMultiCallable[_approvals_pb2.TurnApprovalsRequest, _approvals_pb2.MarkResumedResponse]
 
 class ApprovalsAsyncStub:
     def __init__(self, channel: grpc.aio.Channel) -> None: ...
     List: grpc.aio.UnaryUnaryMultiCallable[_approvals_pb2.ListApprovalsRequest, _approvals_pb2.ListApprovalsResponse]
     Approve: grpc.aio.UnaryUnaryMultiCallable[_approvals_pb2.DecideApprovalRequest, _approvals_pb2.DecideApprovalResponse]
     Deny: grpc.aio.UnaryUnaryMultiCallable[_approvals_pb2.DecideApprovalRequest, _approvals_pb2.DecideApprovalResponse]
+    Request: grpc.aio.UnaryUnaryMultiCallable[_approvals_pb2.RequestApprovalRequest, _approvals_pb2.RequestApprovalResponse]
+    ForTurn: grpc.aio.UnaryUnaryMultiCallable[_approvals_pb2.TurnApprovalsRequest, _approvals_pb2.ListApprovalsResponse]
+    Unresumed: grpc.aio.UnaryUnaryMultiCallable[_approvals_pb2.UnresumedApprovalsRequest, _approvals_pb2.ListApprovalsResponse]
+    State: grpc.aio.UnaryUnaryMultiCallable[_approvals_pb2.ApprovalStateRequest, _approvals_pb2.ApprovalStateResponse]
+    MarkResumed: grpc.aio.UnaryUnaryMultiCallable[_approvals_pb2.TurnApprovalsRequest, _approvals_pb2.MarkResumedResponse]
 
 class ApprovalsServicer(metaclass=abc.ABCMeta):
     @abc.abstractmethod
@@ -46,6 +56,16 @@ class ApprovalsServicer(metaclass=abc.ABCMeta):
     def Approve(self, request: _approvals_pb2.DecideApprovalRequest, context: _ServicerContext) -> _approvals_pb2.DecideApprovalResponse | collections.abc.Awaitable[_approvals_pb2.DecideApprovalResponse]: ...
     @abc.abstractmethod
     def Deny(self, request: _approvals_pb2.DecideApprovalRequest, context: _ServicerContext) -> _approvals_pb2.DecideApprovalResponse | collections.abc.Awaitable[_approvals_pb2.DecideApprovalResponse]: ...
+    @abc.abstractmethod
+    def Request(self, request: _approvals_pb2.RequestApprovalRequest, context: _ServicerContext) -> _approvals_pb2.RequestApprovalResponse | collections.abc.Awaitable[_approvals_pb2.RequestApprovalResponse]: ...
+    @abc.abstractmethod
+    def ForTurn(self, request: _approvals_pb2.TurnApprovalsRequest, context: _ServicerContext) -> _approvals_pb2.ListApprovalsResponse | collections.abc.Awaitable[_approvals_pb2.ListApprovalsResponse]: ...
+    @abc.abstractmethod
+    def Unresumed(self, request: _approvals_pb2.UnresumedApprovalsRequest, context: _ServicerContext) -> _approvals_pb2.ListApprovalsResponse | collections.abc.Awaitable[_approvals_pb2.ListApprovalsResponse]: ...
+    @abc.abstractmethod
+    def State(self, request: _approvals_pb2.ApprovalStateRequest, context: _ServicerContext) -> _approvals_pb2.ApprovalStateResponse | collections.abc.Awaitable[_approvals_pb2.ApprovalStateResponse]: ...
+    @abc.abstractmethod
+    def MarkResumed(self, request: _approvals_pb2.TurnApprovalsRequest, context: _ServicerContext) -> _approvals_pb2.MarkResumedResponse | collections.abc.Awaitable[_approvals_pb2.MarkResumedResponse]: ...
 
 def add_ApprovalsServicer_to_server(
     servicer: ApprovalsServicer, server: grpc.Server | grpc.aio.Server

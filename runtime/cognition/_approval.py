@@ -19,7 +19,8 @@ from typing import Any
 
 import msgspec
 
-from .._approvals import ApprovalCall, ApprovalPolicy, ApprovalRecord, Approvals
+from .._approval_store import ApprovalStore
+from .._approvals import ApprovalCall, ApprovalPolicy, ApprovalRecord
 from .._errors import InvalidArgument
 from .._event import Event
 
@@ -110,7 +111,8 @@ class ApprovalGate:
     """Which tool calls of a loop wait for a human, and where they wait.
 
     Args:
-        approvals: the store (``runtime.approvals``).
+        approvals: the store (``runtime.approvals``; an agent connected through the bridge:
+            the server's, ``ctx.approvals``).
         policies: a policy per tool name; a name not listed has ``default``.
         default: the policy of every other tool (``"never"``).
         timeout_s: how long each request waits before it is denied (``None``: the store's
@@ -119,7 +121,7 @@ class ApprovalGate:
 
     def __init__(
         self,
-        approvals: Approvals,
+        approvals: ApprovalStore,
         policies: Mapping[str, ApprovalPolicy] | None = None,
         *,
         default: ApprovalPolicy = "never",

@@ -372,6 +372,7 @@ class Turn:
         self._results: list[ToolResult] = []
         self._finish = ""
         self._resume: tuple[SavedTurn, dict[str, ApprovalRecord]] | None = None
+        self._approval_id = ""  # the approval of the call being run (resumed step only)
         self.turn_id = event.id if event is not None else new_id()
         """Names the turn in the effect journal and in approvals (the event's id)."""
         self._budget = TurnBudget(
@@ -652,7 +653,13 @@ class Turn:
                 continue
             decision = decisions.get(call.id)
             if decision is not None and decision.status == "approved":
-                results.append(await self._call_tool(call, tools, n, parent))
+                # Its approval's id goes with the call (a server's NeedsApproval tool checks
+                # it in the server's store); the step's calls run one at a time here.
+                self._approval_id = decision.id
+                try:
+                    results.append(await self._call_tool(call, tools, n, parent))
+                finally:
+                    self._approval_id = ""
                 continue
             result = ToolResult(
                 iteration=n,
@@ -846,7 +853,7 @@ class Turn:
         if self._loop.approval is not None:
             # The gate ruled on this call (approved, or no approval needed): a tool that runs
             # only behind a gate (NeedsApproval) may run.
-            with approval_ruled():
+            with approval_ruled(self._approval_id):
                 return await self._journalled(call, arguments, tools, journal, timeout)
         return await self._journalled(call, arguments, tools, journal, timeout)
 

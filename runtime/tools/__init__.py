@@ -26,6 +26,7 @@ from ._fs import FsWrite as FsWrite
 from ._function import FunctionTool as FunctionTool
 from ._gated import NeedsApproval as NeedsApproval
 from ._gated import approval_ruled as approval_ruled
+from ._gated import ruled_approval as ruled_approval
 from ._http import FetchResult as FetchResult
 from ._http import HttpFetch as HttpFetch
 from ._journal import EffectInterrupted as EffectInterrupted
@@ -155,6 +156,7 @@ __all__ = [
     "approval_ruled",
     "load_mcp_config",
     "native_tools",
+    "ruled_approval",
     "stream_tool_output",
     "tool_output_sink",
     "validates_itself",

@@ -22,19 +22,30 @@ from typing import Any
 from ._errors import ToolPermissionDenied
 from ._tool import JSONObject, Tool
 
-__all__ = ["NeedsApproval", "approval_ruled"]
+__all__ = ["NeedsApproval", "approval_ruled", "ruled_approval"]
 
 _RULED: ContextVar[bool] = ContextVar("loom_approval_ruled", default=False)
+_APPROVAL: ContextVar[str] = ContextVar("loom_approval_id", default="")
 
 
 @contextmanager
-def approval_ruled() -> Iterator[None]:
-    """Within: the tool calls made were ruled on by an approval gate."""
+def approval_ruled(approval_id: str = "") -> Iterator[None]:
+    """Within: the tool calls made were ruled on by an approval gate (``approval_id``: the
+    approval a human gave the call, if one did)."""
     token = _RULED.set(True)
+    id_token = _APPROVAL.set(approval_id)
     try:
         yield
     finally:
+        _APPROVAL.reset(id_token)
         _RULED.reset(token)
+
+
+def ruled_approval() -> str:
+    """The id of the approval a human gave the call being made (``""``: none). A call
+    forwarded to a server carries it (the ``loom-approval`` header), so the server's own
+    :class:`NeedsApproval` tool runs a call its store shows approved."""
+    return _APPROVAL.get() if _RULED.get() else ""
 
 
 class NeedsApproval:
