@@ -29,7 +29,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from loom.runtime import AgentNotFound, AgentRuntime
-from loom.runtime.lowlevel import new_id
+from loom.runtime.lowlevel import frame_from_headers, in_frame, new_id, scope_headers
 from loom.runtime.tools import JSONObject, ToolError
 
 from ._directory_wire import (
@@ -115,6 +115,9 @@ class ClusterCalls:
             arguments=json_text(arguments),
             timeout_ms=timeout_ms,
             reply=self._reply_prefix + call_id,
+            # The turn's caps go along, as a call pushed to an agent's process carries them:
+            # this node counted the hop into the remote agent already (pushed).
+            headers=scope_headers(pushed=True),
         )
         pending = _Pending(node)
         self.pending[call_id] = pending
@@ -234,7 +237,9 @@ class ClusterCalls:
     async def _run(self, request: CallRequest, scope: anyio.CancelScope) -> None:
         reply: CallReply | None = None
         try:
-            with scope:
+            # The caller's turn's caps: nested calls count against that turn, no deeper than
+            # it allows (``docs/guardrails.md``, Budgets).
+            with scope, in_frame(frame_from_headers(request.headers, pushed=True)):
                 timeout = request.timeout_ms / 1000 if request.timeout_ms else None
                 try:
                     value = await self.runtime.call_tool(

@@ -15,7 +15,9 @@ import msgspec
 
 from loom.runtime import AgentNotFound
 from loom.runtime.tools import (
+    CallDepthExceeded,
     InvalidToolArguments,
+    ToolCallRefused,
     ToolError,
     ToolFailed,
     ToolNotFound,
@@ -102,6 +104,9 @@ class CallRequest(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
         arguments: the arguments object, as JSON text.
         timeout_ms: what is left of the caller's timeout (0: the provider's default).
         reply: the subject to answer on.
+        headers: the call scope of the turn the call is made for (``loom-scope*``, as
+            ``ToolCall.headers`` carry it over the bridge), so its caps hold across nodes.
+            Last and defaulted: a node that predates it sends none and ignores it.
     """
 
     id: str
@@ -111,6 +116,7 @@ class CallRequest(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     arguments: str
     timeout_ms: int
     reply: str
+    headers: dict[str, str] = {}
 
 
 class CallError(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
@@ -121,6 +127,10 @@ class CallError(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     detail: str = ""
     tool: str = ""
     timeout_s: float = 0.0
+    # A call refused by a cap of its turn (ToolCallRefused, CallDepthExceeded): the cap's
+    # limit and the depth reached. Last and defaulted, as ``CallRequest.headers``.
+    limit: int = 0
+    depth: int = 0
 
 
 class CallReply(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
@@ -147,6 +157,10 @@ def error_to_wire(exc: ToolError | AgentNotFound) -> CallError:
             return CallError(kind="timeout", timeout_s=exc.timeout, tool=tool)
         case ToolPermissionDenied():
             return CallError(kind="permission_denied", message=exc.reason, tool=tool)
+        case CallDepthExceeded():
+            return CallError(kind="depth_exceeded", limit=exc.limit, depth=exc.depth, tool=tool)
+        case ToolCallRefused():
+            return CallError(kind="call_refused", detail=exc.budget, limit=exc.limit, tool=tool)
         case ToolUnavailable():
             return CallError(kind="unavailable", message=exc.reason, detail=exc.server, tool=tool)
         case ToolFailed():
@@ -171,6 +185,10 @@ def error_from_wire(error: CallError) -> ToolError:
             return ToolPermissionDenied(error.message, tool=tool)
         case "unavailable":
             return ToolUnavailable(error.detail, error.message, tool=tool)
+        case "depth_exceeded":
+            return CallDepthExceeded(error.depth, error.limit, tool=tool)
+        case "call_refused":
+            return ToolCallRefused(error.detail, error.limit, tool=tool)
         case _:
             return ToolFailed(error.detail or "ToolFailed", error.message, tool=tool)
 

@@ -7,11 +7,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import anyio
+import msgspec
 import nats
 import pytest
 from nats.aio.client import Client
 
-from loom import Agent, capability
+from loom import Agent, CognitiveAgent, capability
 from loom.cli._config import load_config
 from loom.cluster import ClusterDirectory
 from loom.cluster._directory_wire import agent_key
@@ -19,13 +20,19 @@ from loom.runtime import (
     AgentExists,
     AgentRuntime,
     AgentStatus,
+    Budget,
     ConfigError,
     EventBus,
     InvalidArgument,
 )
+from loom.runtime.cognition import TurnOutcome
+from loom.runtime.collab import request
+from loom.runtime.llm import OpenAIProvider, ProviderConfig
 from loom.runtime.lowlevel import RemoteTool
+from loom.runtime.testing import Reply, ScriptedLLMServer, ScriptedToolCall
 from loom.runtime.tools import InvalidToolArguments, JSONObject, ToolFailed, ToolNotFound
 
+from ..sdk._budget_agents import Calls, relay
 from .conftest import NatsServerProcess
 
 pytestmark = pytest.mark.anyio
@@ -323,3 +330,46 @@ async def test_a_restarted_node_removes_what_its_earlier_run_left(
                 # Within the bucket's age limit (6 s), yet not shown: the key is gone.
                 assert "ghost" not in c.runtime.directory
                 assert c.cluster.statistics().nodes == 2
+
+
+async def test_a_turns_depth_cap_holds_across_nodes(nats_server: NatsServerProcess) -> None:
+    # origin (node a) -> hop.b (node b) -> hop.c (node a) -> hop.d (node b): with a depth cap
+    # of 2 the third hop is refused, on whichever node it would run, and crosses back typed.
+    calls = Calls()
+    with anyio.fail_after(60):
+        async with (
+            node(nats_server.url, "a") as a,
+            node(nats_server.url, "b") as b,
+            ScriptedLLMServer() as server,
+        ):
+            config = ProviderConfig(
+                kind="openai", model="m", base_url=server.openai_base_url, timeout_s=5.0
+            )
+            async with OpenAIProvider("scripted", config) as llm:
+                await b.runtime.start(relay("rb", "hop.b", "hop.c", calls))
+                await a.runtime.start(relay("rc", "hop.c", "hop.d", calls))
+                await b.runtime.start(relay("rd", "hop.d", None, calls))
+                for seen, cap in ((a, "hop.b"), (a, "hop.d"), (b, "hop.c")):
+                    await wait_until(
+                        lambda s=seen, c=cap: bool(s.runtime.directory.by_capability(c))  # type: ignore[misc]
+                    )
+                server.push(
+                    Reply(tool_calls=[ScriptedToolCall(name="hop_b", arguments={})]),
+                    Reply(text="done"),
+                )
+                origin = CognitiveAgent(
+                    "origin", llm=llm, use_capabilities=["hop.b"], budget=Budget(max_call_depth=2)
+                )
+                await a.runtime.start(origin)
+                async with a.runtime.bus.subscribe(origin.stream_topic) as stream:
+                    await request(a.runtime.bus, "agent.origin.replies", b"go", timeout=30)
+                    async for delivery in stream:
+                        if delivery.event.type == "turn.end":
+                            outcome = msgspec.json.decode(delivery.event.payload, type=TurnOutcome)
+                            break
+    # origin -> b is depth 1, b -> c (back on node a) depth 2; c -> d would be 3: refused.
+    assert calls.count == {"hop.b": 1, "hop.c": 1}
+    [result] = outcome.tool_results
+    assert result.is_error
+    assert result.error_type == "CallDepthExceeded"
+    assert "call depth 3 is deeper than max_call_depth (2)" in result.content
