@@ -449,7 +449,10 @@ class JetStreamLog:
                 subject,
                 _encoder.encode(event),
                 reply=self._reply_prefix + token,
-                headers={"Nats-Msg-Id": msg_id, "Nats-Expected-Stream": STREAM},
+                # No Nats-Expected-Stream: only LOOM_EVENTS can hold loom.stored.> (JetStream
+                # refuses overlapping subjects across streams), and the header would be
+                # stored with every event and parsed again at every delivery.
+                headers={"Nats-Msg-Id": msg_id},
             )
         except nats.errors.Error:
             self._give_up(msg_id)  # not started: its append stores it
@@ -521,9 +524,8 @@ class JetStreamLog:
                     f"event {event.id} on {topic!r} not stored within {self._timeout:g}s: {last!r}"
                 )
             try:
-                ack = await self._js.publish(
-                    subject, data, timeout=min(left, 5.0), stream=STREAM, headers=headers
-                )
+                # (No stream=: see store_ahead on Nats-Expected-Stream.)
+                ack = await self._js.publish(subject, data, timeout=min(left, 5.0), headers=headers)
             except (nats.errors.TimeoutError, *_UNAVAILABLE) as exc:
                 # The server is down or restarting (a JetStream that is not up answers "no
                 # responders"), or, on a NATS cluster, the stream's replicas are electing a
