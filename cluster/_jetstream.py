@@ -489,10 +489,10 @@ class JetStreamLog:
             return None
         future = entry[1]
         if not future.done():  # (often answered already: the stores ahead went together)
-            # Waits without taking the future's outcome as its own: a future given up
-            # (cancelled) or failed is not this task's cancellation or error. asyncio's own
-            # timeout: a cancel scope per durable publish cost more than the wait.
-            await asyncio.wait((future,), timeout=min(self._timeout, 5.0))
+            with anyio.move_on_after(min(self._timeout, 5.0)):
+                # Waits without taking the future's outcome as its own: a future given up
+                # (cancelled) or failed is not this task's cancellation or error.
+                await asyncio.wait((future,))
         if future.done() and not future.cancelled() and future.exception() is None:
             del self._ahead[msg_id]
             return future.result()
