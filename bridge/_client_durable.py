@@ -97,11 +97,17 @@ class _WireConsumer:
 
     async def fetch(self, batch: int, timeout: float) -> list[DurableMessage]:
         msgs: list[DurableMessage] = []
-        with anyio.move_on_after(timeout):
-            try:
-                msgs.append(await self._inbox.receive())
-            except (anyio.EndOfStream, anyio.ClosedResourceError):
-                await anyio.sleep(timeout)  # closed: nothing more will come
+        try:
+            # At hand already (a stream of deliveries): no cancel scope for the wait.
+            msgs.append(self._inbox.receive_nowait())
+        except anyio.WouldBlock:
+            with anyio.move_on_after(timeout):
+                try:
+                    msgs.append(await self._inbox.receive())
+                except (anyio.EndOfStream, anyio.ClosedResourceError):
+                    await anyio.sleep(timeout)  # closed: nothing more will come
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            await anyio.sleep(timeout)  # closed: nothing more will come
         while msgs and len(msgs) < batch:
             try:
                 msgs.append(self._inbox.receive_nowait())

@@ -813,8 +813,7 @@ class Session:
                                 # an ack is due: a subscriber that is full at every publish
                                 # would else cost an ack frame per event).
                                 if (self._credit_back or self._rejections) and (
-                                    self._ack_due()
-                                    or anyio.current_time() - self._last_ack >= _ACK_LINGER
+                                    self._ack_due() or loop.time() - self._last_ack >= _ACK_LINGER
                                 ):
                                     await self._ack()
                                 if store_ahead is not None:
@@ -1274,6 +1273,7 @@ class Session:
             topics: list[str] = []
             sizes: list[int] = []
             nxt: DurableMessage | None = msg
+            now = anyio.current_time()  # one clock read per frame, not per delivery
             while nxt is not None:
                 entry = entries.add()
                 filled = self._fill(entry, Delivery(nxt.topic, nxt.event, 0))
@@ -1301,7 +1301,7 @@ class Session:
                     sizes.append(filled)
                 if len(topics) >= max(room, 1):
                     break
-                nxt = sub.peek_ready()
+                nxt = sub.peek_ready(now)
             if not topics:
                 return
             if self._credited:

@@ -208,10 +208,40 @@ class _Message:
         await self._msg.in_progress()
 
 
+def _queued_first(psub: JetStreamContext.PullSubscription) -> None:
+    """Make ``psub``'s fetch take a message that is already in its queue without a task.
+
+    nats-py's fetch reads each message of a batch through ``Subscription.next_msg``, which
+    makes a uuid4 name, a task and a ``wait_for`` (another task) per message, even when the
+    whole batch arrived in one socket read and waits in the queue: about a tenth of
+    ``loom serve``'s CPU per remote durable delivery (docs/performance.md). The protocol
+    (requests, statuses, timeouts) stays nats-py's; only a message already queued is taken
+    at once, with nats-py's own accounting. (A nats-py without these internals keeps its
+    own path.)"""
+    sub = getattr(psub, "_sub", None)
+    queue = getattr(sub, "_pending_queue", None)
+    slow = getattr(sub, "next_msg", None)
+    if sub is None or not isinstance(queue, asyncio.Queue) or slow is None:
+        return
+    conn = sub._conn
+
+    async def next_msg(timeout: float | None = 1.0) -> Msg:
+        if not queue.empty() and not conn.is_closed:
+            msg: Msg = queue.get_nowait()
+            sub._pending_size -= len(msg.data)
+            queue.task_done()
+            return msg
+        waited: Msg = await slow(timeout)
+        return waited
+
+    sub.next_msg = next_msg
+
+
 class _Consumer:
     __slots__ = ("_sub", "ack_wait")
 
     def __init__(self, sub: JetStreamContext.PullSubscription, ack_wait: float) -> None:
+        _queued_first(sub)
         self._sub = sub
         self.ack_wait = ack_wait
 
@@ -441,7 +471,10 @@ class JetStreamLog:
                 subject,
                 _encoder.encode(event),
                 reply=self._reply_prefix + token,
-                headers={"Nats-Msg-Id": msg_id, "Nats-Expected-Stream": STREAM},
+                # No Nats-Expected-Stream: only LOOM_EVENTS can hold loom.stored.> (JetStream
+                # refuses overlapping subjects across streams), and the header would be
+                # stored with every event and parsed again at every delivery.
+                headers={"Nats-Msg-Id": msg_id},
             )
         except nats.errors.Error:
             self._give_up(msg_id)  # not started: its append stores it
@@ -520,9 +553,8 @@ class JetStreamLog:
                     f"event {event.id} on {topic!r} not stored within {self._timeout:g}s: {last!r}"
                 )
             try:
-                ack = await self._js.publish(
-                    subject, data, timeout=min(left, 5.0), stream=STREAM, headers=headers
-                )
+                # (No stream=: see store_ahead on Nats-Expected-Stream.)
+                ack = await self._js.publish(subject, data, timeout=min(left, 5.0), headers=headers)
             except (nats.errors.TimeoutError, *_UNAVAILABLE) as exc:
                 # The server is down or restarting (a JetStream that is not up answers "no
                 # responders"), or, on a NATS cluster, the stream's replicas are electing a

@@ -201,13 +201,16 @@ class DurableSubscription:
             self._settled = False
             return msg
 
-    def peek_ready(self) -> DurableMessage | None:
+    def peek_ready(self, now: float | None = None) -> DurableMessage | None:
         """The next delivery if it is fetched already and :meth:`take_ready` can hand it out
         without a wait; else ``None`` (then :meth:`take` does what it needs). For a holder
-        that batches what is at hand (a remote durable agent's session)."""
+        that batches what is at hand (a remote durable agent's session), which may pass
+        ``now`` (``anyio.current_time()``) read once for the whole batch."""
         if self._closed or self._consumer is None or not self._ready:
             return None
-        if anyio.current_time() - self._fetched_at > self._consumer.ack_wait / 2:
+        if now is None:
+            now = anyio.current_time()
+        if now - self._fetched_at > self._consumer.ack_wait / 2:
             return None  # take keeps them alive first
         msg = self._ready[0]
         if msg.attempt > self.max_deliver:
