@@ -518,10 +518,13 @@ class JetStreamLog:
         # (256 stores ahead, 5 s each, held a publisher for twenty minutes with nothing said).
         if not future.done() and self._nc.stats["reconnects"] == ahead.reconnects:
             # (Often answered already: the stores ahead went together.)
-            with anyio.move_on_after(min(self._timeout, ahead.deadline - time.monotonic())):
-                # Waits without taking the future's outcome as its own: a future given up
-                # (cancelled) or failed is not this task's cancellation or error.
-                await asyncio.wait((future,))
+            # Waits without taking the future's outcome as its own: a future given up
+            # (cancelled) or failed is not this task's cancellation or error. asyncio's own
+            # timeout, not a cancel scope: this runs once per durable publish, and the scope
+            # was a measurable share of the remote durable path (docs/performance.md).
+            left = min(self._timeout, ahead.deadline - time.monotonic())
+            if left > 0:
+                await asyncio.wait((future,), timeout=left)
         if future.done() and not future.cancelled() and future.exception() is None:
             del self._ahead[msg_id]
             return future.result()
