@@ -47,6 +47,7 @@ import msgspec
 from ._errors import InvalidArgument, LoomError
 from ._event import Event, mailbox_topic
 from ._ids import new_id
+from ._sqlite_file import connect_fsynced
 
 if TYPE_CHECKING:
     from ._bus import EventBus
@@ -271,21 +272,7 @@ class Approvals:
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> Self:
-        path = self.path
-
-        def connect() -> sqlite3.Connection:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=FULL")
-                conn.execute(_SCHEMA)
-            except BaseException:
-                conn.close()
-                raise
-            return conn
-
-        self._conn = await anyio.to_thread.run_sync(connect)
+        self._conn = await anyio.to_thread.run_sync(connect_fsynced, self.path, _SCHEMA)
         pending = await self._sql(
             lambda c: c.execute(
                 "SELECT id, deadline_ms FROM approvals WHERE status = 'pending'"

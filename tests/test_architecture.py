@@ -56,6 +56,7 @@ _CORE = (
     "_ids",
     "_public",
     "_qos",
+    "_sqlite_file",
     "_topics",
     "_tracing",
 )

@@ -41,6 +41,7 @@ import anyio.to_thread
 import msgspec
 
 from .._errors import LoomError
+from .._sqlite_file import connect_fsynced
 from ._errors import ToolError, ToolFailed
 
 __all__ = ["EffectInterrupted", "EffectJournal", "JournalEntry", "JournalStats"]
@@ -146,20 +147,7 @@ class EffectJournal:
     async def open(cls, path: str | os.PathLike[str]) -> EffectJournal:
         """Open (creating when missing) the journal at ``path``."""
         path = Path(path)
-
-        def connect() -> sqlite3.Connection:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=FULL")
-                conn.execute(_SCHEMA)
-            except BaseException:
-                conn.close()
-                raise
-            return conn
-
-        return cls(await anyio.to_thread.run_sync(connect), path)
+        return cls(await anyio.to_thread.run_sync(connect_fsynced, path, _SCHEMA), path)
 
     async def __aenter__(self) -> Self:
         return self
