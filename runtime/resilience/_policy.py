@@ -185,16 +185,7 @@ class Policy:
             Whatever the last attempt raised; ``outcomes.timed_out(...)`` for an attempt out
             of time; ``outcomes.refused(...)`` when the breaker refused it.
         """
-        self._calls += 1
-        slots = self._slots
-        if slots is not None:
-            self._refuse_if_open(outcomes)
-            self._waiting += 1
-            try:
-                await slots.acquire()
-            finally:
-                self._waiting -= 1
-        self._in_flight += 1
+        await self._enter(outcomes)
         try:
             if self._bare:
                 result = await attempt()
@@ -204,9 +195,7 @@ class Policy:
             self._failed += 1
             raise
         finally:
-            self._in_flight -= 1
-            if slots is not None:
-                slots.release()
+            self._leave()
         self._succeeded += 1
         return result
 
@@ -216,6 +205,18 @@ class Policy:
     ) -> AsyncIterator[_T]:
         """Like :meth:`call`, for a call that stays open after its attempt returned (a stream):
         the concurrency slot is held until the block exits."""
+        await self._enter(outcomes)
+        try:
+            yield await self._attempts(attempt, idempotent, outcomes)
+        except BaseException:
+            self._failed += 1
+            raise
+        finally:
+            self._leave()
+        self._succeeded += 1
+
+    async def _enter(self, outcomes: Outcomes) -> None:
+        """Count a call and take its concurrency slot (an open breaker refuses first)."""
         self._calls += 1
         slots = self._slots
         if slots is not None:
@@ -226,16 +227,12 @@ class Policy:
             finally:
                 self._waiting -= 1
         self._in_flight += 1
-        try:
-            yield await self._attempts(attempt, idempotent, outcomes)
-        except BaseException:
-            self._failed += 1
-            raise
-        finally:
-            self._in_flight -= 1
-            if slots is not None:
-                slots.release()
-        self._succeeded += 1
+
+    def _leave(self) -> None:
+        """Give back what :meth:`_enter` took."""
+        self._in_flight -= 1
+        if self._slots is not None:
+            self._slots.release()
 
     def _refuse_if_open(self, outcomes: Outcomes) -> None:
         # An open breaker refuses before the call queues for a slot, not after the wait.
