@@ -240,16 +240,8 @@ class _Guard:
 
 
 class SdkEndpoints:
-    """The exposed agents' A2A endpoints; an async context manager (the HTTP server enters it
-    before it listens and leaves it after it stopped).
-
-    Args:
-        runtime: the server's runtime (its bus carries the messages; its capabilities are the
-            cards' skills).
-        agents: the agents to expose.
-        data_dir: where ``a2a/{id}.sqlite3`` keeps each agent's tasks.
-        cancel_turn: how ``tasks/cancel`` cancels a turn running in this process.
-    """
+    """What :class:`~loom.web.A2AServer` does, with the SDK loaded (its arguments and
+    methods are documented there; that class only defers this module's import)."""
 
     def __init__(
         self,
