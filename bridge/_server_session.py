@@ -83,6 +83,7 @@ from loom.runtime.lowlevel import (
 )
 from loom.runtime.tools import JSONObject, ToolFailed, tool_output_sink
 
+from ._approvals_replay import replay_decided
 from ._calls import decode_output, disconnected_outcome, run_tool_call, unresponsive_outcome
 from ._convert import (
     fill_event,
@@ -339,6 +340,8 @@ class Session:
                 tg.start_soon(self._publisher)
                 tg.start_soon(self._pump, self.remote.mailbox)
                 tg.start_soon(self._watchdog)
+                # Decisions it missed while away (bridge/_approvals_replay.py).
+                tg.start_soon(replay_decided, self.hub.runtime, self.agent_id)
                 try:
                     await self._reader()
                     if self._half_closed and self.status is None:
