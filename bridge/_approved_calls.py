@@ -5,21 +5,25 @@ The agent's turn waited in this server's store (``bridge/_approvals_remote.py``)
 resumes, its approved call is forwarded here with the approval's id in the
 ``loom-approval`` header. The server does not trust the other process's gate: it runs the
 call as "ruled on" only when its own store shows that approval **approved**, its turn not
-yet resumed, for this very tool and these very arguments, and only once per approval while
-this server runs (a second call naming it is refused as any ungated call is). Anything else
-runs as a call no gate ruled on, which a ``NeedsApproval`` tool refuses.
+yet resumed, for this very tool and these very arguments, and only once per approval (a
+second call naming it is refused as any ungated call is). Anything else runs as a call no
+gate ruled on, which a ``NeedsApproval`` tool refuses.
+
+"Once" is a mark in the store's SQLite file (:meth:`~loom.runtime.Approvals.use_once`),
+written before the tool runs, so it holds across a restart of the server: a call that
+crashed the server after its mark is not run again on that approval (the agent's effect
+journal already reports such a call as interrupted rather than repeating it).
 """
 
 from __future__ import annotations
 
 import contextlib
-import weakref
 from collections.abc import Iterator
 from typing import Final
 
 import msgspec
 
-from loom.runtime import AgentRuntime, ApprovalNotFound, Approvals, InvalidArgument
+from loom.runtime import AgentRuntime, ApprovalNotFound, InvalidArgument
 from loom.runtime.tools import approval_ruled
 
 from ._wire_types import ToolCallRequest
@@ -28,9 +32,6 @@ __all__ = ["APPROVAL_HEADER", "approved_scope"]
 
 APPROVAL_HEADER: Final = "loom-approval"
 """``ToolCall.headers`` key: the id of the approval a human gave the call."""
-
-# Approvals already used by a forwarded call, by store (weakly: a closed store's go with it).
-_USED: weakref.WeakKeyDictionary[Approvals, set[str]] = weakref.WeakKeyDictionary()
 
 
 async def approved_scope(
@@ -50,17 +51,15 @@ async def approved_scope(
         arguments = msgspec.json.decode(request.arguments or "{}")
     except msgspec.DecodeError:
         return contextlib.nullcontext()
-    used = _USED.setdefault(store, set())
     if (
         record.id != approval_id
         or record.status != "approved"
         or record.resumed
         or record.tool != request.name
         or record.arguments != arguments
-        or record.id in used
+        or not await store.use_once(record.id)
     ):
         return contextlib.nullcontext()
-    used.add(record.id)
     return _ruled(record.id)
 
 

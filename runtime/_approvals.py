@@ -44,6 +44,7 @@ import anyio.abc
 import anyio.to_thread
 import msgspec
 
+from ._approval_uses import claim_use
 from ._errors import InvalidArgument, LoomError
 from ._event import Event, mailbox_topic
 from ._ids import new_id
@@ -471,6 +472,13 @@ class Approvals:
             self._tell("resumed", rec)
 
     # ------------------------------------------------------------------ deciding
+
+    async def use_once(self, approval_id: str) -> bool:
+        """Mark the approved call of ``approval_id`` used by the call it was given for, on
+        disk (``_approval_uses.py``); ``False`` when it was used already, before a restart
+        too."""
+        now = _now_ms()
+        return await self._sql(lambda c: claim_use(c, approval_id, now))
 
     async def approve(self, approval_id: str, *, note: str = "", by: str = "api") -> ApprovalRecord:
         """Approve: the turn resumes and runs the call.
