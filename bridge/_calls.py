@@ -29,7 +29,13 @@ from opentelemetry.trace import StatusCode, use_span
 
 from loom.bridge._generated import tools_pb2
 from loom.runtime import AgentRuntime
-from loom.runtime.lowlevel import frame_from_headers, in_frame, log_user_failure, new_id
+from loom.runtime.lowlevel import (
+    frame_from_headers,
+    in_frame,
+    key_from_headers,
+    log_user_failure,
+    new_id,
+)
 from loom.runtime.tools import ToolError, ToolFailed, ToolTimeout
 
 from ._approved_calls import approved_scope
@@ -132,14 +138,20 @@ async def _run(
     call_id = request.id or new_id()
     timeout = request.timeout_ms / 1000 if request.timeout_ms > 0 else None
     arguments = request.arguments or "{}"
+    # The caller's idempotency key: the call may be retried here, and the tool receives it.
+    key = key_from_headers(request.headers)
     try:
         if deadline_s is None or (timeout is not None and timeout <= deadline_s):
             # The registry's timeout comes first (or alone): its scope is the only one needed.
-            value = await runtime.call_tool(request.name, arguments, timeout=timeout)
+            value = await runtime.call_tool(
+                request.name, arguments, timeout=timeout, idempotency_key=key
+            )
         else:
             limit = max(deadline_s, 0.0)
             with anyio.move_on_after(limit) as scope:
-                value = await runtime.call_tool(request.name, arguments, timeout=timeout)
+                value = await runtime.call_tool(
+                    request.name, arguments, timeout=timeout, idempotency_key=key
+                )
             if scope.cancelled_caught:
                 raise ToolTimeout(limit, tool=request.name)
     except ToolError as exc:

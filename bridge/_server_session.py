@@ -74,6 +74,7 @@ from loom.runtime import (
 from loom.runtime.lowlevel import (
     RemoteAgent,
     event_size,
+    key_headers,
     lend_in_flight,
     lose_in_flight,
     mailbox_topic,
@@ -1450,7 +1451,8 @@ class Session:
             # The context of the call being served (its execute_tool span), so the agent's
             # side of it joins the caller's trace; and the call scope of the turn it is made
             # for, so the agent's own calls count against that turn's caps.
-            headers={**trace_headers(), **scope_headers(pushed=True)},
+            # And the call's idempotency key, which the agent's tool receives.
+            headers={**trace_headers(), **scope_headers(pushed=True), **key_headers()},
         )
         pending = _Pending(relay() if self._outputs else None)
         if pending.pieces is not None:

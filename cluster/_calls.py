@@ -29,7 +29,14 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from loom.runtime import AgentNotFound, AgentRuntime
-from loom.runtime.lowlevel import frame_from_headers, in_frame, new_id, scope_headers
+from loom.runtime.lowlevel import (
+    frame_from_headers,
+    in_frame,
+    key_from_headers,
+    key_headers,
+    new_id,
+    scope_headers,
+)
 from loom.runtime.tools import JSONObject, ToolError
 
 from ._directory_wire import (
@@ -116,8 +123,9 @@ class ClusterCalls:
             timeout_ms=timeout_ms,
             reply=self._reply_prefix + call_id,
             # The turn's caps go along, as a call pushed to an agent's process carries them:
-            # this node counted the hop into the remote agent already (pushed).
-            headers=scope_headers(pushed=True),
+            # this node counted the hop into the remote agent already (pushed). And the
+            # call's idempotency key, which the tool there receives.
+            headers={**scope_headers(pushed=True), **key_headers()},
         )
         pending = _Pending(node)
         self.pending[call_id] = pending
@@ -243,7 +251,11 @@ class ClusterCalls:
                 timeout = request.timeout_ms / 1000 if request.timeout_ms else None
                 try:
                     value = await self.runtime.call_tool(
-                        request.tool, request.arguments, timeout=timeout, provider=request.agent
+                        request.tool,
+                        request.arguments,
+                        timeout=timeout,
+                        provider=request.agent,
+                        idempotency_key=key_from_headers(request.headers),
                     )
                     reply = CallReply(id=request.id, output=json_text(value))
                 except (ToolError, AgentNotFound) as exc:

@@ -700,9 +700,16 @@ class Cell:
         return await router.call(topic, event, timeout=timeout)
 
     async def call_tool(
-        self, name: str, arguments: Mapping[str, Any] | str, *, timeout: float | None
+        self,
+        name: str,
+        arguments: Mapping[str, Any] | str,
+        *,
+        timeout: float | None,
+        idempotency_key: str | None = None,
     ) -> Any:
-        return await self.runtime.call_tool(name, arguments, timeout=timeout)
+        return await self.runtime.call_tool(
+            name, arguments, timeout=timeout, idempotency_key=idempotency_key
+        )
 
     async def list_tools(self) -> list[ToolSpec]:
         from ._runtime import tool_inventory  # imported here: _runtime imports this module

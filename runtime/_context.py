@@ -51,7 +51,12 @@ class ContextHost(Protocol):
     ) -> Event: ...
 
     async def call_tool(
-        self, name: str, arguments: Mapping[str, Any] | str, *, timeout: float | None
+        self,
+        name: str,
+        arguments: Mapping[str, Any] | str,
+        *,
+        timeout: float | None,
+        idempotency_key: str | None = None,
     ) -> Any: ...
 
     async def subscribe(self, pattern: str, *, qos: QoS | None) -> None: ...
@@ -244,19 +249,33 @@ class Context:
         arguments: Mapping[str, Any] | str | None = None,
         *,
         timeout: float | None = None,
+        idempotency_key: str | None = None,
     ) -> Any:
         """Call a tool by name: a capability of any agent (the least busy one offering it) or a
         tool of the runtime.
 
+        ``idempotency_key`` says the call may be made again with the same effect: its
+        resilience policy may retry it (a call without one is retried only if the tool is
+        marked ``idempotent``), and the tool receives the key
+        (``loom.runtime.resilience.current_idempotency_key()``; an MCP server as
+        ``_meta.idempotencyKey``), the same for every attempt, so it can do its effect once
+        per key. It travels with the call to the server and to the agent that serves it
+        (``loom-idempotency-key`` header, ``docs/guardrails.md``).
+
         Raises:
             ToolNotFound, InvalidToolArguments, ToolTimeout, ToolPermissionDenied, ToolFailed.
         """
+        host = self._host
         if self._tracer is None:
-            return await self._host.call_tool(name, arguments or {}, timeout=timeout)
+            return await host.call_tool(
+                name, arguments or {}, timeout=timeout, idempotency_key=idempotency_key
+            )
         # Current while the call runs: through the bridge its context travels with the call,
         # so the server's and the provider's ``execute_tool`` spans are its children.
         with use_span(self._tracer.tool_span(name, self.agent_id), end_on_exit=True):
-            return await self._host.call_tool(name, arguments or {}, timeout=timeout)
+            return await host.call_tool(
+                name, arguments or {}, timeout=timeout, idempotency_key=idempotency_key
+            )
 
     async def list_tools(self) -> list[ToolSpec]:
         """Every tool ``ctx.tool`` can call now, but this agent's own capabilities: other

@@ -21,6 +21,8 @@ cluster use it to carry events and tool calls between processes:
   :func:`set_frame`, :func:`reset_frame`, :func:`scope_headers` and
   :func:`frame_from_headers`: a turn's call scope (its caps on tool calls and call depth),
   current while its tools run and carried in ``ToolCall.headers`` across processes;
+* :data:`IDEMPOTENCY_HEADER`, :func:`key_headers` and :func:`key_from_headers`: a tool
+  call's idempotency key, carried in its headers to the process or node that serves it;
 * :func:`current_tool_output_sink`: where a tool call's partial output goes, read by a
   transport that carries the call to another process (the pieces come back to it);
 * envelope, topic and id helpers that keep the wire and the runtime in step;
@@ -78,6 +80,9 @@ from ._transport import InterestGate as InterestGate
 from ._transport import Transport as Transport
 from .collab._replies import ReplyRouter as ReplyRouter
 from .collab._replies import router_for as router_for
+from .resilience._key import IDEMPOTENCY_HEADER as IDEMPOTENCY_HEADER
+from .resilience._key import key_from_headers as key_from_headers
+from .resilience._key import key_headers as key_headers
 from .tools._call_scope import CallFrame as CallFrame
 from .tools._call_scope import CallScope as CallScope
 from .tools._call_scope import current_frame as current_frame
@@ -90,6 +95,7 @@ from .tools._output import current_tool_output_sink as current_tool_output_sink
 
 __all__ = [
     "EVENT_OVERHEAD_BYTES",
+    "IDEMPOTENCY_HEADER",
     "SAMPLED_ROOT",
     "TRACEBACK_LOGGER",
     "UNSAMPLED_SPAN",
@@ -126,6 +132,8 @@ __all__ = [
     "head_sampling",
     "in_frame",
     "is_sampled",
+    "key_from_headers",
+    "key_headers",
     "lend_in_flight",
     "log_user_failure",
     "lose_in_flight",

@@ -118,6 +118,7 @@ from loom.runtime import (
     Timer,
 )
 from loom.runtime.lowlevel import (
+    IDEMPOTENCY_HEADER,
     ContextHost,
     Handler,
     HasAgentSpec,
@@ -239,10 +240,17 @@ class RemoteHost:
         return await router.call(topic, _traced(event), timeout=timeout)
 
     async def call_tool(
-        self, name: str, arguments: Mapping[str, Any] | str, *, timeout: float | None
+        self,
+        name: str,
+        arguments: Mapping[str, Any] | str,
+        *,
+        timeout: float | None,
+        idempotency_key: str | None = None,
     ) -> Any:
         text = arguments if isinstance(arguments, str) else _encoder.encode(arguments).decode()
-        output = await self._client.call_tool(name, text, timeout=timeout)
+        # The key goes along: the server's policy may retry the call, and the tool gets it.
+        headers = {IDEMPOTENCY_HEADER: idempotency_key} if idempotency_key else None
+        output = await self._client.call_tool(name, text, timeout=timeout, headers=headers)
         return decode_output(output)
 
     async def list_tools(self) -> list[ToolSpec]:

@@ -38,7 +38,8 @@ from anyio.lowlevel import RunVar
 from opentelemetry.metrics import Histogram
 
 from .._errors import InvalidArgument
-from ..resilience import Policy, PolicyRules
+from ..resilience import Policy, PolicyRules, current_idempotency_key
+from ..resilience import idempotency_key as with_key  # the parameter has its name
 from ._errors import (
     InvalidToolArguments,
     InvalidToolSchema,
@@ -441,7 +442,13 @@ class ToolRegistry:
         duration = self.duration
         start = anyio.current_time() if duration is not None else 0.0
         try:
-            result = await self._call(entry, arguments, limit, idempotency_key, guard)
+            if idempotency_key is None and current_idempotency_key() is not None:
+                # A call made without a key inside a keyed one is a call of its own: the
+                # outer key must not reach this tool (nor travel on with it).
+                with with_key(None):
+                    result = await self._call(entry, arguments, limit, None, guard)
+            else:
+                result = await self._call(entry, arguments, limit, idempotency_key, guard)
         except ToolError as exc:
             if exc.tool is None:
                 exc.tool = entry.name

@@ -880,7 +880,12 @@ class _Forwarding:
         return getattr(self.local, name)
 
     async def call_tool(
-        self, name: str, arguments: Mapping[str, Any] | str, *, timeout: float | None
+        self,
+        name: str,
+        arguments: Mapping[str, Any] | str,
+        *,
+        timeout: float | None,
+        idempotency_key: str | None = None,
     ) -> Any:
         self.tool_calls += 1
         return f"elsewhere:{name}"
