@@ -14,6 +14,10 @@ Memory is bounded: each key (a thread, an agent, a tenant) is a ring of
 least recently used one beyond that (counted in ``evicted``). A forgotten key's spend is
 forgotten with it: that key may spend its whole budget again within the window. Size
 ``max_keys`` above the threads active within a window to make that impossible.
+
+An agent in its own process (connected through the bridge) keeps no windows of its own: its
+ledger's :attr:`BudgetLedger.authority` holds and settles each call in the server's ledger
+(``bridge/_budget_remote.py``), so the server's budgets count every process's spend.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from typing import Literal
+from typing import Literal, Protocol
 
 import msgspec
 
@@ -31,11 +35,14 @@ from ._errors import InvalidArgument, LoomError
 __all__ = [
     "WINDOW_BUCKETS",
     "Budget",
+    "BudgetAuthority",
     "BudgetExhausted",
     "BudgetHold",
     "BudgetLedger",
     "BudgetSpend",
     "BudgetStats",
+    "BudgetUnavailable",
+    "SpendHold",
     "TenantBudget",
     "tenant_of",
 ]
@@ -122,6 +129,51 @@ class BudgetExhausted(LoomError):
             f"budget {budget} exhausted: {_num(spent)} spent, the next call needs "
             f"{_num(needed)}, the limit is {_num(limit)}"
         )
+
+
+class BudgetUnavailable(BudgetExhausted):
+    """The ledger that keeps the spend (the server's, for an agent in its own process) did not
+    answer in time: the call was not made. Budgets fail closed, since a call nobody could
+    check is the surprise bill they exist to prevent.
+
+    Attributes:
+        budget: ``budget_ledger``.
+    """
+
+    def __init__(self, why: str) -> None:
+        LoomError.__init__(self, f"budget ledger unavailable: {why}; the call was not made")
+        self.budget = "budget_ledger"
+        self.limit = self.spent = self.needed = 0.0
+
+
+class SpendHold(Protocol):
+    """An estimate held in another process's ledger (:meth:`BudgetAuthority.hold`)."""
+
+    async def settle(self, tokens: int, cost: float) -> None:
+        """Count the call's usage instead of its estimate (a lost settle leaves the estimate
+        counted)."""
+        ...
+
+
+class BudgetAuthority(Protocol):
+    """The ledger of another process that keeps this process's spend (the server's, for an
+    agent connected through the bridge)."""
+
+    async def hold(
+        self, *, agent_id: str, thread_id: str, budget: Budget, tokens: int, cost: float
+    ) -> SpendHold | None:
+        """Hold a call's estimate there, against the windows that apply to ``agent_id`` and
+        ``thread_id`` (its limits: ``budget``'s over the keeper's own), or refuse it.
+
+        Returns:
+            The hold, or ``None`` when there is no such ledger (an old server): the spend is
+            then kept in this process's ledger.
+
+        Raises:
+            BudgetExhausted: the estimate does not fit one of its budgets.
+            BudgetUnavailable: it did not answer in time.
+        """
+        ...
 
 
 def _num(value: float) -> str:
@@ -244,6 +296,7 @@ class BudgetLedger:
         agents: limits by agent id, between an agent's own and ``defaults``.
         tenants: limits per tenant, over ``defaults``' and the agents' ``tenant_*``.
         clock: seconds, monotonic (tests pass their own).
+        authority: keeps the windows in another process instead (see the module docs).
     """
 
     def __init__(
@@ -255,7 +308,9 @@ class BudgetLedger:
         agents: Mapping[str, Budget] | None = None,
         tenants: Mapping[str, TenantBudget] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        authority: BudgetAuthority | None = None,
     ) -> None:
+        self.authority = authority
         self.window_s = 3600.0
         self._width = self.window_s / WINDOW_BUCKETS
         self.max_keys = 10_000

@@ -21,6 +21,8 @@ cluster use it to carry events and tool calls between processes:
   :func:`set_frame`, :func:`reset_frame`, :func:`scope_headers` and
   :func:`frame_from_headers`: a turn's call scope (its caps on tool calls and call depth),
   current while its tools run and carried in ``ToolCall.headers`` across processes;
+* :class:`BudgetAuthority` and :class:`SpendHold`: the seam through which an agent in its
+  own process holds and settles its model calls' spend in the server's budget ledger;
 * :func:`current_tool_output_sink`: where a tool call's partial output goes, read by a
   transport that carries the call to another process (the pieces come back to it);
 * envelope, topic and id helpers that keep the wire and the runtime in step;
@@ -30,6 +32,8 @@ cluster use it to carry events and tool calls between processes:
 
 from ._behaviour import HasAgentSpec as HasAgentSpec
 from ._behaviour import validate_agent_id as validate_agent_id
+from ._budget import BudgetAuthority as BudgetAuthority
+from ._budget import SpendHold as SpendHold
 from ._context import ContextHost as ContextHost
 from ._context import Handler as Handler
 from ._context import Hosting as Hosting
@@ -94,6 +98,7 @@ __all__ = [
     "TRACEBACK_LOGGER",
     "UNSAMPLED_SPAN",
     "UNSAMPLED_TRACEPARENT",
+    "BudgetAuthority",
     "CallFrame",
     "CallScope",
     "ContextHost",
@@ -110,6 +115,7 @@ __all__ = [
     "RemoteDurableMessage",
     "RemoteTool",
     "ReplyRouter",
+    "SpendHold",
     "ToolProvider",
     "TopicTrie",
     "Transport",
