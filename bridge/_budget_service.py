@@ -106,7 +106,7 @@ class BudgetsServicer(budget_service_pb2_grpc.BudgetsServicer):
         ledger = self.hub.runtime.budgets
         limits = ledger.limits(ledger.budget_for(agent_id, own), agent_id, request.thread_id)
         try:
-            hold = ledger.hold(limits, request.tokens, request.cost_usd)
+            hold = ledger.hold(limits, request.tokens, request.cost_usd, remote=True)
         except BudgetExhausted as exc:
             return budget_service_pb2.HoldSpendResponse(
                 refused=exc.budget, limit=exc.limit, spent=exc.spent, needed=exc.needed

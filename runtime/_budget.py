@@ -216,6 +216,10 @@ class BudgetStats(msgspec.Struct, frozen=True, kw_only=True):
         keys: keys held now; at most ``max_keys``.
         evicted: keys forgotten to stay within ``max_keys``.
         top: the keys spending most within the window now (at most 20, by tokens).
+        remote_tokens: of ``tokens``, those counted for agents in their own process (held
+            through ``loom.v1.Budgets``).
+        remote_cost_usd: of ``cost_usd``, theirs.
+        remote_calls: of ``calls``, theirs.
     """
 
     tokens: int = 0
@@ -226,6 +230,9 @@ class BudgetStats(msgspec.Struct, frozen=True, kw_only=True):
     keys: int = 0
     evicted: int = 0
     top: tuple[BudgetSpend, ...] = ()
+    remote_tokens: int = 0
+    remote_cost_usd: float = 0.0
+    remote_calls: int = 0
 
 
 class _Window:
@@ -262,13 +269,20 @@ class BudgetHold:
     usage. A hold never settled (the call failed without usage) keeps the estimate counted:
     the call may have cost it."""
 
-    __slots__ = ("_cost", "_keys", "_ledger", "_slot", "_tokens")
+    __slots__ = ("_cost", "_keys", "_ledger", "_remote", "_slot", "_tokens")
 
     def __init__(
-        self, ledger: BudgetLedger, keys: list[tuple[str, str]], slot: int, tokens: int, cost: float
+        self,
+        ledger: BudgetLedger,
+        keys: list[tuple[str, str]],
+        slot: int,
+        tokens: int,
+        cost: float,
+        remote: bool = False,
     ) -> None:
         self._ledger, self._keys, self._slot = ledger, keys, slot
         self._tokens, self._cost = tokens, cost
+        self._remote = remote
 
     def settle(self, tokens: int, cost: float) -> None:
         """Count the call's real usage instead of its estimate."""
@@ -280,6 +294,10 @@ class BudgetHold:
         ledger._tokens += tokens
         ledger._cost += cost
         ledger._calls += 1
+        if self._remote:
+            ledger._remote_tokens += tokens
+            ledger._remote_cost += cost
+            ledger._remote_calls += 1
         self._tokens, self._cost = tokens, cost
 
 
@@ -325,6 +343,9 @@ class BudgetLedger:
         self._tokens = 0
         self._cost = 0.0
         self._calls = 0
+        self._remote_tokens = 0
+        self._remote_cost = 0.0
+        self._remote_calls = 0
         self._exhausted: dict[str, int] = {}
         self._evicted = 0
 
@@ -406,8 +427,11 @@ class BudgetLedger:
                 rows.append(_Limit(kind, key, tokens, cost))
         return rows
 
-    def hold(self, limits: list[_Limit], tokens: int, cost: float) -> BudgetHold:
-        """Hold an estimate against every limit, or refuse it.
+    def hold(
+        self, limits: list[_Limit], tokens: int, cost: float, *, remote: bool = False
+    ) -> BudgetHold:
+        """Hold an estimate against every limit, or refuse it (``remote``: for an agent in its
+        own process; its usage is counted in ``remote_*`` of the statistics too).
 
         Raises:
             BudgetExhausted: the estimate does not fit one of them (nothing is held).
@@ -428,7 +452,7 @@ class BudgetLedger:
         keys = [(limit.kind, limit.key) for limit in limits]
         for key in keys:
             self._window(key).add(slot, tokens, cost)
-        return BudgetHold(self, keys, slot, tokens, cost)
+        return BudgetHold(self, keys, slot, tokens, cost, remote)
 
     def refused(self, budget: str) -> None:
         """Count a call refused by ``budget`` (a turn's own limits and caps report here too)."""
@@ -463,6 +487,9 @@ class BudgetLedger:
             keys=len(self._windows),
             evicted=self._evicted,
             top=tuple(rows[:top]),
+            remote_tokens=self._remote_tokens,
+            remote_cost_usd=self._remote_cost,
+            remote_calls=self._remote_calls,
         )
 
 
