@@ -1076,6 +1076,9 @@ class BridgeClient:
             # scope counts it (ToolCallRefused past the calls left), and says so.
             frame.scope.take(name)
             scope["loom-scope-counted"] = "1"
+            # The calls left now (this one counted): the server's shared copy of a scope this
+            # process holds bounds the other processes' calls by it.
+            scope["loom-scope-caps"] = frame.scope.caps_left()
         approval = ruled_approval()
         if approval:  # a human approved this call: the server's gated tool may check it
             scope[APPROVAL_HEADER] = approval

@@ -313,17 +313,22 @@ def frame_from_headers(
         # The caller counted in its own copy of a scope this process holds: count here too.
         counted = False
     elif shared:
+        owned = headers.get("loom-scope-owner") == "1"
         scope = _shared_scopes.get(scope_id)
         if scope is None:
+            left = calls
+            if left is not None and not owned and headers.get("loom-scope-counted") == "1":
+                # Its sender counted it, and it is counted here again below: start from what
+                # was left before it.
+                left += 1
             scope = CallScope(
-                max_tool_calls=calls, max_parallel=parallel, max_depth=max_depth, scope_id=scope_id
+                max_tool_calls=left, max_parallel=parallel, max_depth=max_depth, scope_id=scope_id
             )
             _shared_scopes[scope_id] = scope
             while len(_shared_scopes) > MAX_SHARED_SCOPES:
                 _shared_scopes.popitem(last=False)
         else:
             _shared_scopes.move_to_end(scope_id)
-        owned = headers.get("loom-scope-owner") == "1"
         if owned:
             # The turn's process counted this call and every call of its own: the calls it
             # says are left are all the others' calls may use. Here, the copy's cap is what
