@@ -246,3 +246,8 @@ class _ToolCall:
             reset_frame(self._token)
         if self._slot is not None:
             await self._slot.__aexit__(None, None, None)
+        refused = exc[1] if len(exc) > 1 else None
+        if isinstance(refused, ToolCallRefused) and refused.owners and not self._budget.joined:
+            # The server refused this turn's own call: the calls of the other processes its
+            # calls reached used the rest of the cap. The turn ends as when it refuses one.
+            self._budget.exhausted = refused.budget

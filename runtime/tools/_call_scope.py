@@ -63,8 +63,9 @@ SCOPE_HEADERS = (
 )
 """``ToolCall.headers`` keys of a call scope: its id; the depth the call is made from (a call
 pushed to an agent: the depth it runs at); ``calls_left,parallel,max_depth`` (``-`` for no
-cap); ``1`` when the caller has counted the call already; ``1`` when the caller is the
-process whose turn holds the scope (its count is the turn's own)."""
+cap); ``1`` when the caller has counted the call already; set (to the turn's
+``max_tool_calls``, ``-`` for none) when the caller is the process whose turn holds the scope
+(its count is the turn's own)."""
 
 MAX_SHARED_SCOPES = 4096
 """Shared copies of scopes held elsewhere that a server keeps (the least recently used one is
@@ -78,11 +79,17 @@ class ToolCallRefused(ToolError):
     Attributes:
         budget: ``max_tool_calls``, ``max_parallel_tool_calls`` or ``max_call_depth``.
         limit: the cap.
+        owners: the refused call is one the turn's own process counted, refused by the
+            server's shared copy of its scope (the other processes' calls used the rest):
+            for that turn, its own call was refused, as when its process refuses it.
     """
 
-    def __init__(self, budget: str, limit: int, *, tool: str | None = None) -> None:
+    def __init__(
+        self, budget: str, limit: int, *, tool: str | None = None, owners: bool = False
+    ) -> None:
         self.budget = budget
         self.limit = limit
+        self.owners = owners
         super().__init__(f"refused: {budget} ({limit}) reached", tool=tool)
 
 
@@ -128,6 +135,9 @@ class CallScope:
         self.on_refused = on_refused
         self.tool_calls = 0
         """Calls started under it so far."""
+        self.named_calls: int | None = None
+        """The turn's ``max_tool_calls`` as refusals name it, when it differs from
+        :attr:`max_tool_calls` (a server's shared copy: that is what the owner left)."""
         self.in_flight = 0
         self.high_water = 0
         """The most calls that ran at once."""
@@ -139,6 +149,11 @@ class CallScope:
     def find(scope_id: str) -> CallScope | None:
         """The scope of that id, while a turn of this process holds it."""
         return _open_scopes.get(scope_id)
+
+    def _calls_cap(self) -> int:
+        named = self.named_calls if self.named_calls is not None else self.max_tool_calls
+        assert named is not None
+        return named
 
     def _refuse(self, budget: str, limit: int, tool: str | None) -> ToolCallRefused:
         if self.on_refused is not None:
@@ -152,7 +167,7 @@ class CallScope:
             ToolCallRefused: ``max_tool_calls`` calls were made already.
         """
         if self.max_tool_calls is not None and self.tool_calls >= self.max_tool_calls:
-            raise self._refuse("max_tool_calls", self.max_tool_calls, tool)
+            raise self._refuse("max_tool_calls", self._calls_cap(), tool)
         self.tool_calls += 1
 
     def slot(self, *, wait: bool, tool: str | None = None) -> _Slot:
@@ -279,7 +294,8 @@ def scope_headers(*, pushed: bool = False) -> dict[str, str]:
     if frame.counted and not pushed:
         headers["loom-scope-counted"] = "1"
     if not pushed and not frame.scope.detached:
-        headers["loom-scope-owner"] = "1"
+        calls = frame.scope.max_tool_calls
+        headers["loom-scope-owner"] = "-" if calls is None else str(calls)
     return headers
 
 
@@ -313,7 +329,8 @@ def frame_from_headers(
         # The caller counted in its own copy of a scope this process holds: count here too.
         counted = False
     elif shared:
-        owned = headers.get("loom-scope-owner") == "1"
+        owner = headers.get("loom-scope-owner", "")
+        owned = bool(owner)
         scope = _shared_scopes.get(scope_id)
         if scope is None:
             left = calls
@@ -330,6 +347,8 @@ def frame_from_headers(
         else:
             _shared_scopes.move_to_end(scope_id)
         if owned:
+            if owner.isdigit():
+                scope.named_calls = int(owner)
             # The turn's process counted this call and every call of its own: the calls it
             # says are left are all the others' calls may use. Here, the copy's cap is what
             # the owner left and its count the calls the other processes made.
@@ -388,7 +407,9 @@ class scoped_call:  # lower case: it reads as a call, ``async with scoped_call(.
             # slot while it runs (the turn's own calls wait for one, as in process).
             limit = scope.max_tool_calls
             if limit is not None and scope.tool_calls > limit:
-                raise scope._refuse("max_tool_calls", limit, tool)
+                refused = scope._refuse("max_tool_calls", scope._calls_cap(), tool)
+                refused.owners = True
+                raise refused
             slot = _Slot(scope, frame.depth == 0, tool)
             await slot.__aenter__()
             self._slot = slot

@@ -96,22 +96,32 @@ def results(outcome: TurnOutcome) -> dict[str, int]:
 async def test_the_tool_call_cap_holds_over_two_agent_processes() -> None:
     calls = Calls()
     async with ScriptedLLMServer() as server, hosting() as host:
-        # One step, two calls: fan.p1 and fan.p2 each call leaf.x three times.
+        # One step, two calls: fan.p1 and fan.p2 each call leaf.x three times; then one more.
         step = Reply(
             tool_calls=[
                 *calling("fan.p1", {"n": 3}).tool_calls,
                 *calling("fan.p2", {"n": 3}).tool_calls,
             ]
         )
-        server.push(step, Reply(text="done"))
+        server.push(step, calling("fan.p1", {"n": 1}), Reply(text="done"))
         await host.runtime.start(leaf("leafer", "leaf.x", calls))
         budget = Budget(max_tool_calls=5)
         async with processes(host, origin(server, budget), *fans("fan")):
             await ready(host.runtime, "fan.p1", "fan.p2")
             outcome = await origin_turn(host.runtime)
-    # As in process: the turn's two calls and three of the six the two processes made.
+    # As in process: the turn's two calls and three of the six the two processes made; the
+    # turn's next call is refused (the server's copy knows the others used the rest), and the
+    # turn ends on the cap.
     assert calls.count == {"leaf.x": 3}
-    assert results(outcome) == {"ok": 3, "refused": 3}
+    first, second, third = outcome.tool_results
+    assert results(TurnOutcome(kind="answer", tool_results=(first, second))) == {
+        "ok": 3,
+        "refused": 3,
+    }
+    assert third.is_error
+    assert "refused: max_tool_calls (5) reached" in third.content
+    assert (outcome.kind, outcome.budget) == ("budget_exhausted", "max_tool_calls")
+    assert len(server.requests) == 2
 
 
 async def test_the_parallel_cap_holds_over_two_agent_processes() -> None:

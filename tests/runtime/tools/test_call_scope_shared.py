@@ -23,7 +23,7 @@ def headers(scope_id: str, left: int, *, owner: bool = False, depth: int = 0) ->
         "loom-scope-counted": "1",
     }
     if owner:
-        found["loom-scope-owner"] = "1"
+        found["loom-scope-owner"] = "5"
     return found
 
 
@@ -47,8 +47,14 @@ async def test_the_other_processes_calls_share_what_the_owner_left() -> None:
     assert await call(headers(scope_id, 3, owner=True))
     made = [await call(headers(scope_id, 3 - i % 2, depth=1)) for i in range(5)]
     assert made == [True, True, True, False, False]
-    # The owner's next call (it counted it: 2 left by its count) finds the cap used.
-    assert not await call(headers(scope_id, 2, owner=True))
+    # The owner's next call (it counted it: 2 left by its count) finds the cap used; the
+    # refusal names the turn's cap (the owner's header says it), for the turn's own call.
+    frame = frame_from_headers(headers(scope_id, 2, owner=True), shared=True)
+    with in_frame(frame), pytest.raises(ToolCallRefused) as refused:
+        async with scoped_call("t", to_agent=True):
+            pass
+    assert (refused.value.limit, refused.value.owners) == (5, True)
+    assert str(refused.value) == "t: refused: max_tool_calls (5) reached"
 
 
 async def test_a_copy_first_met_through_a_callee_starts_before_its_call() -> None:
