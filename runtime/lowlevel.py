@@ -17,12 +17,12 @@ cluster use it to carry events and tool calls between processes:
 * :class:`DurableLog` and :class:`DurableConsumer`: the bus's seam to a durable log
   (``loom.cluster.JetStreamLog``), with :func:`mark_delivery`, :func:`dead_letter_event`
   and :func:`dlq_topic`;
+* :class:`BudgetAuthority` and :class:`SpendHold`: the seam through which an agent in its
+  own process holds and settles its model calls' spend in the server's budget ledger;
 * :class:`CallScope` and :class:`CallFrame`, with :func:`current_frame`, :func:`in_frame`,
   :func:`set_frame`, :func:`reset_frame`, :func:`scope_headers` and
   :func:`frame_from_headers`: a turn's call scope (its caps on tool calls and call depth),
   current while its tools run and carried in ``ToolCall.headers`` across processes;
-* :class:`BudgetAuthority` and :class:`SpendHold`: the seam through which an agent in its
-  own process holds and settles its model calls' spend in the server's budget ledger;
 * :func:`current_tool_output_sink`: where a tool call's partial output goes, read by a
   transport that carries the call to another process (the pieces come back to it);
 * envelope, topic and id helpers that keep the wire and the runtime in step;
