@@ -19,6 +19,7 @@ from ._approvals_service import ApprovalsClient as ApprovalsClient
 from ._auth import TLSConfig as TLSConfig
 from ._auth import is_loopback as is_loopback
 from ._auth import token_weakness as token_weakness
+from ._budget_remote import RemoteBudgets as RemoteBudgets
 from ._cache_status import LLMCacheTotals as LLMCacheTotals
 from ._calls import decode_output as decode_output
 from ._calls import run_tool_call as run_tool_call
@@ -127,6 +128,7 @@ __all__ = [
     "RegistrationRefused",
     "Rejection",
     "RemoteApprovals",
+    "RemoteBudgets",
     "ServerLLM",
     "ServerStatistics",
     "ServerStatus",

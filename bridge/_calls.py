@@ -92,7 +92,9 @@ async def run_tool_call(
     """
     # The caps of the turn the call is made for (its call scope), as its headers carry them:
     # its nested calls count against that turn, and go no deeper than it allows.
-    frame = frame_from_headers(request.headers, pushed=side == "agent")
+    # The server routes calls between processes: a turn held elsewhere (an agent's own
+    # process) counts in one shared copy here, whichever process its calls come from.
+    frame = frame_from_headers(request.headers, pushed=side == "agent", shared=side == "server")
     # A call a human approved in this server's store, forwarded by the agent whose turn
     # asked: a NeedsApproval tool may run it (bridge/_approved_calls.py).
     ruled = await approved_scope(runtime, request)

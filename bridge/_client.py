@@ -95,6 +95,7 @@ from loom.runtime.tools import ToolFailed, ToolTimeout, ruled_approval
 from ._aio import rpc_text, unary
 from ._approvals_remote import RemoteApprovals
 from ._approved_calls import APPROVAL_HEADER
+from ._budget_remote import RemoteBudgets
 from ._client_config import (
     Acceptance,
     AgentRegistration,
@@ -1075,6 +1076,9 @@ class BridgeClient:
             # scope counts it (ToolCallRefused past the calls left), and says so.
             frame.scope.take(name)
             scope["loom-scope-counted"] = "1"
+            # The calls left now (this one counted): the server's shared copy of a scope this
+            # process holds bounds the other processes' calls by it.
+            scope["loom-scope-caps"] = frame.scope.caps_left()
         approval = ruled_approval()
         if approval:  # a human approved this call: the server's gated tool may check it
             scope[APPROVAL_HEADER] = approval
@@ -1197,6 +1201,11 @@ class BridgeClient:
         """The server's approvals store (``loom.v1.Approvals``) for this agent's turns, over
         this connection (``bridge/_approvals_remote.py``): ``ctx.approvals`` remotely."""
         return RemoteApprovals(self._llm_channel, self._metadata)
+
+    def budgets(self) -> RemoteBudgets:
+        """The server's budget ledger (``loom.v1.Budgets``) for this agent's model calls, over
+        this connection (``bridge/_budget_remote.py``): where a remote turn's spend counts."""
+        return RemoteBudgets(self._llm_channel, self._metadata)
 
     async def _llm_channel(self) -> grpc.aio.Channel:
         await self._ready()

@@ -28,6 +28,8 @@ from loom.bridge._generated import (
     approvals_pb2_grpc,
     bridge_pb2,
     bridge_pb2_grpc,
+    budget_service_pb2,
+    budget_service_pb2_grpc,
     bus_pb2,
     bus_pb2_grpc,
     directory_pb2,
@@ -52,6 +54,7 @@ from loom.runtime.lowlevel import RemoteTool
 
 from ._approvals_service import ApprovalsServicer
 from ._auth import TLSConfig, TokenInterceptor, certificate_names, check_bind
+from ._budget_service import BudgetsServicer
 from ._calls import serve_tool_call
 from ._cluster_status import ClusterInfo
 from ._directory_service import DirectoryService
@@ -101,6 +104,9 @@ MEMORY_SERVICE = memory_pb2.DESCRIPTOR.services_by_name["MemoryService"].full_na
 """The original Loom's ``MemoryService`` (``bridge/_memory_service.py``)."""
 APPROVALS_SERVICE = approvals_pb2.DESCRIPTOR.services_by_name["Approvals"].full_name
 """``loom.v1.Approvals``: human approval of tool calls (``bridge/_approvals_service.py``)."""
+BUDGETS_SERVICE = budget_service_pb2.DESCRIPTOR.services_by_name["Budgets"].full_name
+"""``loom.v1.Budgets``: connected agents' spend in this server's ledger
+(``bridge/_budget_service.py``)."""
 
 _Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -481,7 +487,7 @@ class BridgeServer:
                 PlanMemory(IN_MEMORY) if data_dir is None else PlanMemory.in_data_dir(data_dir)
             )
         self.memory = memory
-        self.services = (*SERVICE_NAMES, MEMORY_SERVICE, APPROVALS_SERVICE)
+        self.services = (*SERVICE_NAMES, MEMORY_SERVICE, APPROVALS_SERVICE, BUDGETS_SERVICE)
         self.hub = Hub(runtime, self.limits, settle_s=settle_s)
         self.hub.bind_agent_ids = tls is not None and tls.bind_agent_ids
         self.hub.admin_token = admin_token
@@ -542,6 +548,7 @@ class BridgeServer:
         memory_pb2_grpc.add_MemoryServiceServicer_to_server(memory, target)
         approvals = ApprovalsServicer(self.hub)
         approvals_pb2_grpc.add_ApprovalsServicer_to_server(approvals, target)
+        budget_service_pb2_grpc.add_BudgetsServicer_to_server(BudgetsServicer(self.hub), target)
         self._health = _Health(self.services)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, target)
         reflection.enable_server_reflection(

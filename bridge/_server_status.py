@@ -90,6 +90,10 @@ class ServerStatus(msgspec.Struct, frozen=True, kw_only=True):
         budget_exhausted: calls refused by a budget or a cap.
         budget_top: the keys spending most within the window.
         budget_window_s: the window's length.
+        budget_remote_tokens: of ``budget_tokens``, those of agents in their own process
+            (counted in this server's ledger through ``loom.v1.Budgets``; 0 for a tenant).
+        budget_remote_cost_usd: of ``budget_cost_usd``, theirs.
+        budget_remote_calls: model calls of theirs counted.
         cluster: its event transport to the other nodes of its cluster (``None``: no
             cluster node, a caller confined to a namespace, or a server that predates it).
     """
@@ -126,6 +130,9 @@ class ServerStatus(msgspec.Struct, frozen=True, kw_only=True):
     budget_exhausted: int = 0
     budget_top: tuple[BudgetSpend, ...] = ()
     budget_window_s: float = 0.0
+    budget_remote_tokens: int = 0
+    budget_remote_cost_usd: float = 0.0
+    budget_remote_calls: int = 0
     cluster: ClusterStatus | None = None
 
 
@@ -244,6 +251,10 @@ class ServerService(server_pb2_grpc.ServerServicer):
                 for row in spend.top
             ],
             budget_window_ms=round(spend.window_s * 1000),
+            # Server-wide counts: not for a tenant (its own spend is in budget_tokens).
+            budget_remote_tokens=spend.remote_tokens if namespace is None else 0,
+            budget_remote_cost_usd=spend.remote_cost_usd if namespace is None else 0.0,
+            budget_remote_calls=spend.remote_calls if namespace is None else 0,
             cluster=cluster,
         )
 
@@ -299,5 +310,8 @@ def server_status_from_proto(msg: server_pb2.ServerStatus) -> ServerStatus:
             for row in msg.budget_top
         ),
         budget_window_s=msg.budget_window_ms / 1000,
+        budget_remote_tokens=msg.budget_remote_tokens,
+        budget_remote_cost_usd=msg.budget_remote_cost_usd,
+        budget_remote_calls=msg.budget_remote_calls,
         cluster=cluster_status_from_proto(msg.cluster) if msg.HasField("cluster") else None,
     )

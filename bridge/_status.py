@@ -219,6 +219,8 @@ def outcome_from_error(call_id: str, exc: ToolError) -> ToolCallOutcome:
         case ToolCallRefused():
             status, code = ToolStatus.ERROR, "ToolCallRefused"
             details.update(budget=exc.budget, limit=str(exc.limit))
+            if exc.owners:  # the caller's turn's own call (docs/guardrails.md)
+                details["owners"] = "1"
         case ToolFailed():
             status, code = ToolStatus.ERROR, exc.cause_type
         case _:
@@ -284,7 +286,12 @@ def error_from_outcome(outcome: ToolCallOutcome, *, tool: str, timeout: float) -
             if err.code == "CallDepthExceeded":
                 exc = CallDepthExceeded(_int(err.details.get("depth")) or 0, limit, tool=tool)
             else:
-                exc = ToolCallRefused(err.details.get("budget", ""), limit, tool=tool)
+                exc = ToolCallRefused(
+                    err.details.get("budget", ""),
+                    limit,
+                    tool=tool,
+                    owners=err.details.get("owners") == "1",
+                )
         case _ if err.code == AGENT_UNRESPONSIVE:
             stale_after_s = 0.0
             with contextlib.suppress(ValueError):

@@ -26,6 +26,7 @@ from ._budget import BudgetExhausted as BudgetExhausted
 from ._budget import BudgetLedger as BudgetLedger
 from ._budget import BudgetSpend as BudgetSpend
 from ._budget import BudgetStats as BudgetStats
+from ._budget import BudgetUnavailable as BudgetUnavailable
 from ._budget import TenantBudget as TenantBudget
 from ._bus import EventBus as EventBus
 from ._context import Context as Context
@@ -122,6 +123,7 @@ __all__ = [
     "BudgetLedger",
     "BudgetSpend",
     "BudgetStats",
+    "BudgetUnavailable",
     "BusClosed",
     "BusStats",
     "ConfigError",

@@ -14,6 +14,10 @@ Memory is bounded: each key (a thread, an agent, a tenant) is a ring of
 least recently used one beyond that (counted in ``evicted``). A forgotten key's spend is
 forgotten with it: that key may spend its whole budget again within the window. Size
 ``max_keys`` above the threads active within a window to make that impossible.
+
+An agent in its own process (connected through the bridge) keeps no windows of its own: its
+ledger's :attr:`BudgetLedger.authority` holds and settles each call in the server's ledger
+(``bridge/_budget_remote.py``), so the server's budgets count every process's spend.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from typing import Literal
+from typing import Literal, Protocol
 
 import msgspec
 
@@ -31,11 +35,14 @@ from ._errors import InvalidArgument, LoomError
 __all__ = [
     "WINDOW_BUCKETS",
     "Budget",
+    "BudgetAuthority",
     "BudgetExhausted",
     "BudgetHold",
     "BudgetLedger",
     "BudgetSpend",
     "BudgetStats",
+    "BudgetUnavailable",
+    "SpendHold",
     "TenantBudget",
     "tenant_of",
 ]
@@ -124,6 +131,51 @@ class BudgetExhausted(LoomError):
         )
 
 
+class BudgetUnavailable(BudgetExhausted):
+    """The ledger that keeps the spend (the server's, for an agent in its own process) did not
+    answer in time: the call was not made. Budgets fail closed, since a call nobody could
+    check is the surprise bill they exist to prevent.
+
+    Attributes:
+        budget: ``budget_ledger``.
+    """
+
+    def __init__(self, why: str) -> None:
+        LoomError.__init__(self, f"budget ledger unavailable: {why}; the call was not made")
+        self.budget = "budget_ledger"
+        self.limit = self.spent = self.needed = 0.0
+
+
+class SpendHold(Protocol):
+    """An estimate held in another process's ledger (:meth:`BudgetAuthority.hold`)."""
+
+    async def settle(self, tokens: int, cost: float) -> None:
+        """Count the call's usage instead of its estimate (a lost settle leaves the estimate
+        counted)."""
+        ...
+
+
+class BudgetAuthority(Protocol):
+    """The ledger of another process that keeps this process's spend (the server's, for an
+    agent connected through the bridge)."""
+
+    async def hold(
+        self, *, agent_id: str, thread_id: str, budget: Budget, tokens: int, cost: float
+    ) -> SpendHold | None:
+        """Hold a call's estimate there, against the windows that apply to ``agent_id`` and
+        ``thread_id`` (its limits: ``budget``'s over the keeper's own), or refuse it.
+
+        Returns:
+            The hold, or ``None`` when there is no such ledger (an old server): the spend is
+            then kept in this process's ledger.
+
+        Raises:
+            BudgetExhausted: the estimate does not fit one of its budgets.
+            BudgetUnavailable: it did not answer in time.
+        """
+        ...
+
+
 def _num(value: float) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
 
@@ -164,6 +216,10 @@ class BudgetStats(msgspec.Struct, frozen=True, kw_only=True):
         keys: keys held now; at most ``max_keys``.
         evicted: keys forgotten to stay within ``max_keys``.
         top: the keys spending most within the window now (at most 20, by tokens).
+        remote_tokens: of ``tokens``, those counted for agents in their own process (held
+            through ``loom.v1.Budgets``).
+        remote_cost_usd: of ``cost_usd``, theirs.
+        remote_calls: of ``calls``, theirs.
     """
 
     tokens: int = 0
@@ -174,6 +230,9 @@ class BudgetStats(msgspec.Struct, frozen=True, kw_only=True):
     keys: int = 0
     evicted: int = 0
     top: tuple[BudgetSpend, ...] = ()
+    remote_tokens: int = 0
+    remote_cost_usd: float = 0.0
+    remote_calls: int = 0
 
 
 class _Window:
@@ -210,13 +269,20 @@ class BudgetHold:
     usage. A hold never settled (the call failed without usage) keeps the estimate counted:
     the call may have cost it."""
 
-    __slots__ = ("_cost", "_keys", "_ledger", "_slot", "_tokens")
+    __slots__ = ("_cost", "_keys", "_ledger", "_remote", "_slot", "_tokens")
 
     def __init__(
-        self, ledger: BudgetLedger, keys: list[tuple[str, str]], slot: int, tokens: int, cost: float
+        self,
+        ledger: BudgetLedger,
+        keys: list[tuple[str, str]],
+        slot: int,
+        tokens: int,
+        cost: float,
+        remote: bool = False,
     ) -> None:
         self._ledger, self._keys, self._slot = ledger, keys, slot
         self._tokens, self._cost = tokens, cost
+        self._remote = remote
 
     def settle(self, tokens: int, cost: float) -> None:
         """Count the call's real usage instead of its estimate."""
@@ -228,6 +294,10 @@ class BudgetHold:
         ledger._tokens += tokens
         ledger._cost += cost
         ledger._calls += 1
+        if self._remote:
+            ledger._remote_tokens += tokens
+            ledger._remote_cost += cost
+            ledger._remote_calls += 1
         self._tokens, self._cost = tokens, cost
 
 
@@ -244,6 +314,7 @@ class BudgetLedger:
         agents: limits by agent id, between an agent's own and ``defaults``.
         tenants: limits per tenant, over ``defaults``' and the agents' ``tenant_*``.
         clock: seconds, monotonic (tests pass their own).
+        authority: keeps the windows in another process instead (see the module docs).
     """
 
     def __init__(
@@ -255,7 +326,9 @@ class BudgetLedger:
         agents: Mapping[str, Budget] | None = None,
         tenants: Mapping[str, TenantBudget] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        authority: BudgetAuthority | None = None,
     ) -> None:
+        self.authority = authority
         self.window_s = 3600.0
         self._width = self.window_s / WINDOW_BUCKETS
         self.max_keys = 10_000
@@ -270,6 +343,9 @@ class BudgetLedger:
         self._tokens = 0
         self._cost = 0.0
         self._calls = 0
+        self._remote_tokens = 0
+        self._remote_cost = 0.0
+        self._remote_calls = 0
         self._exhausted: dict[str, int] = {}
         self._evicted = 0
 
@@ -351,8 +427,11 @@ class BudgetLedger:
                 rows.append(_Limit(kind, key, tokens, cost))
         return rows
 
-    def hold(self, limits: list[_Limit], tokens: int, cost: float) -> BudgetHold:
-        """Hold an estimate against every limit, or refuse it.
+    def hold(
+        self, limits: list[_Limit], tokens: int, cost: float, *, remote: bool = False
+    ) -> BudgetHold:
+        """Hold an estimate against every limit, or refuse it (``remote``: for an agent in its
+        own process; its usage is counted in ``remote_*`` of the statistics too).
 
         Raises:
             BudgetExhausted: the estimate does not fit one of them (nothing is held).
@@ -373,7 +452,7 @@ class BudgetLedger:
         keys = [(limit.kind, limit.key) for limit in limits]
         for key in keys:
             self._window(key).add(slot, tokens, cost)
-        return BudgetHold(self, keys, slot, tokens, cost)
+        return BudgetHold(self, keys, slot, tokens, cost, remote)
 
     def refused(self, budget: str) -> None:
         """Count a call refused by ``budget`` (a turn's own limits and caps report here too)."""
@@ -408,6 +487,9 @@ class BudgetLedger:
             keys=len(self._windows),
             evicted=self._evicted,
             top=tuple(rows[:top]),
+            remote_tokens=self._remote_tokens,
+            remote_cost_usd=self._remote_cost,
+            remote_calls=self._remote_calls,
         )
 
 

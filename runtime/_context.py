@@ -24,6 +24,7 @@ from .tools import ToolSpec
 if TYPE_CHECKING:
     from ._approval_store import ApprovalStore
     from ._behaviour import AgentSpec, HasAgentSpec
+    from ._budget import BudgetAuthority
     from ._runtime import AgentRuntime
     from ._timers import Timer
     from .llm import LLM
@@ -330,6 +331,16 @@ class Context:
             return runtime.approvals
         store: ApprovalStore | None = getattr(self._host, "approvals", None)
         return store
+
+    @property
+    def budget_authority(self) -> BudgetAuthority | None:
+        """Where this agent's model calls hold and settle their spend when another process
+        keeps it: for an agent connected through the bridge, the server's ledger
+        (``loom.v1.Budgets``); ``None`` in process (the runtime's ``budgets``)."""
+        if self.runtime is not None:
+            return None
+        authority: BudgetAuthority | None = getattr(self._host, "budgets", None)
+        return authority
 
     @property
     def collab(self) -> BoundCollab:

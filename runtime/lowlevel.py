@@ -17,6 +17,8 @@ cluster use it to carry events and tool calls between processes:
 * :class:`DurableLog` and :class:`DurableConsumer`: the bus's seam to a durable log
   (``loom.cluster.JetStreamLog``), with :func:`mark_delivery`, :func:`dead_letter_event`
   and :func:`dlq_topic`;
+* :class:`BudgetAuthority` and :class:`SpendHold`: the seam through which an agent in its
+  own process holds and settles its model calls' spend in the server's budget ledger;
 * :class:`CallScope` and :class:`CallFrame`, with :func:`current_frame`, :func:`in_frame`,
   :func:`set_frame`, :func:`reset_frame`, :func:`scope_headers` and
   :func:`frame_from_headers`: a turn's call scope (its caps on tool calls and call depth),
@@ -32,6 +34,8 @@ cluster use it to carry events and tool calls between processes:
 
 from ._behaviour import HasAgentSpec as HasAgentSpec
 from ._behaviour import validate_agent_id as validate_agent_id
+from ._budget import BudgetAuthority as BudgetAuthority
+from ._budget import SpendHold as SpendHold
 from ._context import ContextHost as ContextHost
 from ._context import Handler as Handler
 from ._context import Hosting as Hosting
@@ -100,6 +104,7 @@ __all__ = [
     "TRACEBACK_LOGGER",
     "UNSAMPLED_SPAN",
     "UNSAMPLED_TRACEPARENT",
+    "BudgetAuthority",
     "CallFrame",
     "CallScope",
     "ContextHost",
@@ -116,6 +121,7 @@ __all__ = [
     "RemoteDurableMessage",
     "RemoteTool",
     "ReplyRouter",
+    "SpendHold",
     "ToolProvider",
     "TopicTrie",
     "Transport",

@@ -273,7 +273,12 @@ class CognitiveAgent(Agent):
             approval=gate,
             budget=self.budget,
             # Shared by the runtime's agents, so agent and tenant windows are the runtime's.
-            ledger=ctx.runtime.budgets if ctx.runtime is not None else BudgetLedger(),
+            # In its own process: the server's ledger keeps its spend (bridge/_budget_remote.py).
+            ledger=(
+                ctx.runtime.budgets
+                if ctx.runtime is not None
+                else BudgetLedger(authority=ctx.budget_authority)
+            ),
         )
         await super().on_start(ctx)
         if self._approvals is not None:

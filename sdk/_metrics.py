@@ -474,6 +474,9 @@ class ServeMetrics:
             ),
         )
         gauge("loom.budget.keys", read(lambda b: [Observation(b.keys)]))
+        # Of the above, what agents in their own process spent (held through loom.v1.Budgets).
+        counter("loom.budget.remote.tokens", read(lambda b: [Observation(b.remote_tokens)]))
+        counter("loom.budget.remote.cost.usd", read(lambda b: [Observation(b.remote_cost_usd)]))
 
     # ------------------------------------------------------------------ the readings
 

@@ -89,6 +89,7 @@ from loom.bridge import (
     ConnectionStatus,
     ProviderKind,
     RemoteApprovals,
+    RemoteBudgets,
     ServerLLM,
     StateListener,
     ToolCallOutcome,
@@ -169,6 +170,7 @@ class RemoteHost:
     __slots__ = (
         "_agent_id",
         "_approvals",
+        "_budgets",
         "_client",
         "_llm",
         "_local",
@@ -196,6 +198,7 @@ class RemoteHost:
         self._spawn = spawn
         self._llm: ServerLLM | None = None
         self._approvals: RemoteApprovals | None = None
+        self._budgets: RemoteBudgets | None = None
 
     @property
     def llm(self) -> ServerLLM:
@@ -211,6 +214,14 @@ class RemoteHost:
         if self._approvals is None:
             self._approvals = self._client.approvals()
         return self._approvals
+
+    @property
+    def budgets(self) -> RemoteBudgets:
+        """The server's budget ledger through ``loom.v1.Budgets``: this agent's model calls
+        count in the server's windows (``ctx.budget_authority``)."""
+        if self._budgets is None:
+            self._budgets = self._client.budgets()
+        return self._budgets
 
     async def publish(self, topic: str, event: Event, *, qos: QoS | None) -> bool:
         return await self._local.publish(topic, _traced(event), qos=qos)

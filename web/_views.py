@@ -431,8 +431,9 @@ async def decide(
 
 
 def budgets(runtime: AgentRuntime) -> dict[str, Any]:
-    """The spend of the runtime's turns (``runtime.budgets``): totals since the start, calls
-    refused by budget, and the keys spending most within the window."""
+    """The spend of the runtime's turns (``runtime.budgets``): totals since the start (and of
+    them, agents' in their own process), calls refused by budget, and the keys spending most
+    within the window."""
     stats = runtime.budgets.statistics()
     return {
         "tokens": stats.tokens,
@@ -442,6 +443,13 @@ def budgets(runtime: AgentRuntime) -> dict[str, Any]:
         "window_s": stats.window_s,
         "keys": stats.keys,
         "evicted": stats.evicted,
+        # Of the totals, what agents in their own process spent (counted here through the
+        # bridge's loom.v1.Budgets).
+        "remote": {
+            "tokens": stats.remote_tokens,
+            "cost_usd": stats.remote_cost_usd,
+            "calls": stats.remote_calls,
+        },
         "top": [
             {"kind": r.kind, "key": r.key, "tokens": r.tokens, "cost_usd": r.cost_usd}
             for r in stats.top

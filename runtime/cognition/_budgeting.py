@@ -8,7 +8,9 @@ at the provider's ``cost_per_1k_input`` / ``cost_per_1k_output`` (with a router:
 of its providers, since any of them may serve the call). A call whose estimate does not fit is
 never made: :class:`~loom.runtime.BudgetExhausted` names the budget. After the call,
 :meth:`TurnBudget.after` counts the usage the provider reported, priced at the provider that
-served it.
+served it. An agent in its own process holds and settles in the server's ledger instead
+(``BudgetLedger.authority``): the same checks, one round trip to the server each, so that its
+spend counts where its agent's and tenant's budgets are kept.
 
 Tool calls go through :meth:`TurnBudget.tool_call`: counted against ``max_tool_calls``, run
 within ``max_parallel_tool_calls`` slots, with the turn's call frame current so that nested
@@ -24,7 +26,7 @@ from contextvars import Token
 
 import msgspec
 
-from .._budget import Budget, BudgetExhausted, BudgetHold, BudgetLedger
+from .._budget import Budget, BudgetExhausted, BudgetHold, BudgetLedger, SpendHold
 from ..llm import LLM, Completion, CompletionRequest, ModelRouter, ProviderProfile, Usage
 from ..lowlevel import CallFrame, CallScope, current_frame, in_frame, reset_frame, set_frame
 from ..tools import ToolCallRefused
@@ -64,7 +66,7 @@ def _price(profile_in: float, profile_out: float, usage: Usage) -> float:
 
 
 class _Pending(msgspec.Struct):
-    hold: BudgetHold
+    hold: BudgetHold | SpendHold
     tokens: int
     cost: float
 
@@ -87,6 +89,8 @@ class TurnBudget:
         self._ledger = ledger
         self._llm = llm
         self._limits = ledger.limits(budget, agent_id, thread_id)
+        self._agent_id = agent_id
+        self._thread_id = thread_id
         self._tokens = 0
         self._cost = 0.0
         self.exhausted: str = ""
@@ -128,11 +132,12 @@ class TurnBudget:
 
     # ------------------------------------------------------------------ model calls
 
-    def before(self, request: CompletionRequest, prompt_tokens: int) -> _Pending:
+    async def before(self, request: CompletionRequest, prompt_tokens: int) -> _Pending:
         """Hold the estimate of a call against every budget, or refuse it.
 
         Raises:
-            BudgetExhausted: the estimate does not fit one of them; nothing was held.
+            BudgetExhausted: the estimate does not fit one of them; nothing was held
+                (:class:`~loom.runtime.BudgetUnavailable`: the server's ledger did not answer).
         """
         budget = self.budget
         tokens = estimate_prompt_tokens(request, prompt_tokens)
@@ -152,10 +157,21 @@ class TurnBudget:
             raise BudgetExhausted(
                 "turn_cost_usd", limit=budget.turn_cost_usd, spent=self._cost, needed=cost
             )
+        authority = self._ledger.authority
+        if authority is not None:
+            remote = await authority.hold(
+                agent_id=self._agent_id,
+                thread_id=self._thread_id,
+                budget=budget,
+                tokens=tokens,
+                cost=cost,
+            )
+            if remote is not None:
+                return _Pending(hold=remote, tokens=tokens, cost=cost)
         hold = self._ledger.hold(self._limits, tokens, cost)
         return _Pending(hold=hold, tokens=tokens, cost=cost)
 
-    def after(self, pending: _Pending, completion: Completion) -> None:
+    async def after(self, pending: _Pending, completion: Completion) -> None:
         """Count what the call used instead of its estimate."""
         usage = completion.usage
         profile = self._served_by(completion.provider)
@@ -167,7 +183,11 @@ class TurnBudget:
         tokens = usage.prompt_tokens + usage.completion_tokens
         self._tokens += tokens
         self._cost += cost
-        pending.hold.settle(tokens, cost)
+        hold = pending.hold
+        if isinstance(hold, BudgetHold):
+            hold.settle(tokens, cost)
+        else:
+            await hold.settle(tokens, cost)
 
     def failed(self, pending: _Pending) -> None:
         """The call failed without reporting usage: the turn keeps its estimate counted
@@ -226,3 +246,8 @@ class _ToolCall:
             reset_frame(self._token)
         if self._slot is not None:
             await self._slot.__aexit__(None, None, None)
+        refused = exc[1] if len(exc) > 1 else None
+        if isinstance(refused, ToolCallRefused) and refused.owners and not self._budget.joined:
+            # The server refused this turn's own call: the calls of the other processes its
+            # calls reached used the rest of the cap. The turn ends as when it refuses one.
+            self._budget.exhausted = refused.budget

@@ -691,7 +691,7 @@ class Turn:
         self, request: CompletionRequest, prompt_tokens: int, n: int, span: Span
     ) -> Completion:
         llm = self._loop.llm
-        pending = self._budget.before(request, prompt_tokens)  # raises: the call is not made
+        pending = await self._budget.before(request, prompt_tokens)  # raises: the call is not made
         self._iterations = n
         completion: Completion | None = None
         started = time.monotonic()
@@ -710,7 +710,7 @@ class Turn:
         except BaseException:
             self._budget.failed(pending)
             raise
-        self._budget.after(pending, completion)
+        await self._budget.after(pending, completion)
         if self._on_update is not None:  # the timeline's tokens and duration per call
             await self._on_update(model_call(n, completion, time.monotonic() - started))
         usage = completion.usage

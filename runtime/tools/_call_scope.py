@@ -11,6 +11,15 @@ peer ignores keys it does not know): its id, the depth, the caps left. A process
 the scope (the server, for a turn it runs) finds it by id and counts against it exactly; one
 that does not rebuilds a detached copy with the caps left at the time of the call.
 
+The server routes every call between processes, so it keeps one *shared* copy of each scope
+held elsewhere (``frame_from_headers(..., shared=True)``; the scope of a turn running in an
+agent's own process): every call made for that turn that crosses the server counts there, in
+one count and one set of parallel slots, whichever process made it. The owning process marks
+its calls (``loom-scope-owner``): it has counted them, and the calls left it reports bound
+what the other processes' calls may still use; the turn's own calls also hold one of the
+shared parallel slots (waiting for one, as in process) while they run. What the owner's
+process runs without crossing the server (its own local tools) is counted there only.
+
 Why nested calls never wait for a parallel slot: their ancestors hold slots, so waiting could
 wait on itself. A nested call takes a free slot or is refused at once
 (:class:`ToolCallRefused`); only the turn's own calls queue for one.
@@ -20,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar, Token
 from typing import NamedTuple
@@ -44,10 +54,23 @@ __all__ = [
     "set_frame",
 ]
 
-SCOPE_HEADERS = ("loom-scope", "loom-scope-depth", "loom-scope-caps", "loom-scope-counted")
+SCOPE_HEADERS = (
+    "loom-scope",
+    "loom-scope-depth",
+    "loom-scope-caps",
+    "loom-scope-counted",
+    "loom-scope-owner",
+)
 """``ToolCall.headers`` keys of a call scope: its id; the depth the call is made from (a call
 pushed to an agent: the depth it runs at); ``calls_left,parallel,max_depth`` (``-`` for no
-cap); ``1`` when the caller has counted the call already."""
+cap); ``1`` when the caller has counted the call already; set (to the turn's
+``max_tool_calls``, ``-`` for none) when the caller is the process whose turn holds the scope
+(its count is the turn's own)."""
+
+MAX_SHARED_SCOPES = 4096
+"""Shared copies of scopes held elsewhere that a server keeps (the least recently used one is
+forgotten beyond: a call for it afterwards starts a new copy from the caps its headers say
+are left)."""
 
 
 class ToolCallRefused(ToolError):
@@ -56,11 +79,17 @@ class ToolCallRefused(ToolError):
     Attributes:
         budget: ``max_tool_calls``, ``max_parallel_tool_calls`` or ``max_call_depth``.
         limit: the cap.
+        owners: the refused call is one the turn's own process counted, refused by the
+            server's shared copy of its scope (the other processes' calls used the rest):
+            for that turn, its own call was refused, as when its process refuses it.
     """
 
-    def __init__(self, budget: str, limit: int, *, tool: str | None = None) -> None:
+    def __init__(
+        self, budget: str, limit: int, *, tool: str | None = None, owners: bool = False
+    ) -> None:
         self.budget = budget
         self.limit = limit
+        self.owners = owners
         super().__init__(f"refused: {budget} ({limit}) reached", tool=tool)
 
 
@@ -106,6 +135,9 @@ class CallScope:
         self.on_refused = on_refused
         self.tool_calls = 0
         """Calls started under it so far."""
+        self.named_calls: int | None = None
+        """The turn's ``max_tool_calls`` as refusals name it, when it differs from
+        :attr:`max_tool_calls` (a server's shared copy: that is what the owner left)."""
         self.in_flight = 0
         self.high_water = 0
         """The most calls that ran at once."""
@@ -117,6 +149,11 @@ class CallScope:
     def find(scope_id: str) -> CallScope | None:
         """The scope of that id, while a turn of this process holds it."""
         return _open_scopes.get(scope_id)
+
+    def _calls_cap(self) -> int:
+        named = self.named_calls if self.named_calls is not None else self.max_tool_calls
+        assert named is not None
+        return named
 
     def _refuse(self, budget: str, limit: int, tool: str | None) -> ToolCallRefused:
         if self.on_refused is not None:
@@ -130,7 +167,7 @@ class CallScope:
             ToolCallRefused: ``max_tool_calls`` calls were made already.
         """
         if self.max_tool_calls is not None and self.tool_calls >= self.max_tool_calls:
-            raise self._refuse("max_tool_calls", self.max_tool_calls, tool)
+            raise self._refuse("max_tool_calls", self._calls_cap(), tool)
         self.tool_calls += 1
 
     def slot(self, *, wait: bool, tool: str | None = None) -> _Slot:
@@ -161,6 +198,10 @@ class CallScope:
 
 _open_scopes: weakref.WeakValueDictionary[str, CallScope] = weakref.WeakValueDictionary()
 """Scopes of turns running in this process, by id: bounded by the turns alive."""
+
+_shared_scopes: OrderedDict[str, CallScope] = OrderedDict()
+"""Shared copies of scopes held by other processes (see the module docs), least recently used
+first; at most :data:`MAX_SHARED_SCOPES`."""
 
 
 class _Slot:
@@ -197,12 +238,14 @@ class _Slot:
 
 
 class CallFrame(NamedTuple):
-    """Where a call is made from: its scope, the agent-to-agent depth, and whether the call
-    about to be made has been counted already (by the loop that made it)."""
+    """Where a call is made from: its scope, the agent-to-agent depth, whether the call about
+    to be made has been counted already (by the loop that made it), and whether it was
+    counted by the process holding the scope, served here in a shared copy (``owned``)."""
 
     scope: CallScope
     depth: int = 0
     counted: bool = False
+    owned: bool = False
 
 
 _frame: ContextVar[CallFrame | None] = ContextVar("loom_call_frame", default=None)
@@ -250,10 +293,15 @@ def scope_headers(*, pushed: bool = False) -> dict[str, str]:
     }
     if frame.counted and not pushed:
         headers["loom-scope-counted"] = "1"
+    if not pushed and not frame.scope.detached:
+        calls = frame.scope.max_tool_calls
+        headers["loom-scope-owner"] = "-" if calls is None else str(calls)
     return headers
 
 
-def frame_from_headers(headers: Mapping[str, str], *, pushed: bool = False) -> CallFrame | None:
+def frame_from_headers(
+    headers: Mapping[str, str], *, pushed: bool = False, shared: bool = False
+) -> CallFrame | None:
     """The frame a call served here runs in, from its headers (``None`` when they name no
     scope, or name it badly: an old or careless peer is served without caps).
 
@@ -261,6 +309,8 @@ def frame_from_headers(headers: Mapping[str, str], *, pushed: bool = False) -> C
         pushed: the call was pushed to this agent's process by the server, which counted the
             hop already: the frame is one level up, since this runtime's ``call_tool``
             counts the hop into the local capability again.
+        shared: this process routes calls between others (the server): a scope held
+            elsewhere is counted in one shared copy, kept by id (see the module docs).
     """
     scope_id = headers.get("loom-scope", "")
     if not scope_id:
@@ -273,17 +323,46 @@ def frame_from_headers(headers: Mapping[str, str], *, pushed: bool = False) -> C
         )
     except ValueError:
         return None
+    owned = False
     scope = CallScope.find(scope_id)
-    if scope is None:
+    if scope is not None:
+        # The caller counted in its own copy of a scope this process holds: count here too.
+        counted = False
+    elif shared:
+        owner = headers.get("loom-scope-owner", "")
+        owned = bool(owner)
+        scope = _shared_scopes.get(scope_id)
+        if scope is None:
+            left = calls
+            if left is not None and not owned and headers.get("loom-scope-counted") == "1":
+                # Its sender counted it, and it is counted here again below: start from what
+                # was left before it.
+                left += 1
+            scope = CallScope(
+                max_tool_calls=left, max_parallel=parallel, max_depth=max_depth, scope_id=scope_id
+            )
+            _shared_scopes[scope_id] = scope
+            while len(_shared_scopes) > MAX_SHARED_SCOPES:
+                _shared_scopes.popitem(last=False)
+        else:
+            _shared_scopes.move_to_end(scope_id)
+        if owned:
+            if owner.isdigit():
+                scope.named_calls = int(owner)
+            # The turn's process counted this call and every call of its own: the calls it
+            # says are left are all the others' calls may use. Here, the copy's cap is what
+            # the owner left and its count the calls the other processes made.
+            limit = scope.max_tool_calls
+            if calls is not None and (limit is None or calls < limit):
+                scope.max_tool_calls = calls
+        counted = owned
+    else:
         scope = CallScope(
             max_tool_calls=calls, max_parallel=parallel, max_depth=max_depth, scope_id=scope_id
         )
         # Counted (or not) in the caller's copy, which is this one.
         counted = headers.get("loom-scope-counted") == "1"
-    else:
-        # The caller counted in its own copy of a scope this process holds: count here too.
-        counted = False
-    return CallFrame(scope, depth - 1 if pushed else depth, counted or pushed)
+    return CallFrame(scope, depth - 1 if pushed else depth, counted or pushed, owned)
 
 
 class scoped_call:  # lower case: it reads as a call, ``async with scoped_call(...)``
@@ -320,6 +399,18 @@ class scoped_call:  # lower case: it reads as a call, ``async with scoped_call(.
         if not frame.counted:
             scope.take(tool)
             slot = _Slot(scope, False, tool)
+            await slot.__aenter__()
+            self._slot = slot
+        elif frame.owned:
+            # A call the owning process counted, in this server's shared copy: refused when
+            # the other processes' calls used what the owner counted on; holding a shared
+            # slot while it runs (the turn's own calls wait for one, as in process).
+            limit = scope.max_tool_calls
+            if limit is not None and scope.tool_calls > limit:
+                refused = scope._refuse("max_tool_calls", scope._calls_cap(), tool)
+                refused.owners = True
+                raise refused
+            slot = _Slot(scope, frame.depth == 0, tool)
             await slot.__aenter__()
             self._slot = slot
         self._token = _frame.set(CallFrame(scope, depth, False))

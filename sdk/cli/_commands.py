@@ -722,6 +722,11 @@ def _budget_line(s: ServerStatus) -> str:
     if not s.budget_window_s:
         return "not reported (an older server)"
     line = f"{s.budget_tokens} tokens, ${s.budget_cost_usd:.4f} spent"
+    if s.budget_remote_calls:
+        line += (
+            f" ({s.budget_remote_tokens} tokens, ${s.budget_remote_cost_usd:.4f} by agents "
+            "in their own process)"
+        )
     if not s.namespace:
         line += f", {s.budget_exhausted} calls refused"
     if s.budget_top:

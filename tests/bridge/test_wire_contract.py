@@ -24,6 +24,7 @@ from loom.bridge._generated import (
     approvals_pb2,
     bridge_pb2,
     budget_pb2,
+    budget_service_pb2,
     bus_pb2,
     cluster_status_pb2,
     directory_pb2,
@@ -155,6 +156,7 @@ _FILES = (
     memory_pb2.DESCRIPTOR,
     approvals_pb2.DESCRIPTOR,
     budget_pb2.DESCRIPTOR,
+    budget_service_pb2.DESCRIPTOR,
     cluster_status_pb2.DESCRIPTOR,
 )
 

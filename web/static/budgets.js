@@ -23,8 +23,10 @@
     if (!response.ok) return;
     const b = await response.json();
     const refused = Object.entries(b.exhausted).map(([k, n]) => `${k} ${n}`).join(", ");
+    const remote = b.remote && b.remote.calls ? ` (${b.remote.tokens} tokens, ` +
+      `$${b.remote.cost_usd.toFixed(4)} by agents in their own process)` : "";
     const head = cell("p", `Budgets: ${b.tokens} tokens, $${b.cost_usd.toFixed(4)} over ` +
-      `${b.calls} model calls; refused: ${refused || "none"}`);
+      `${b.calls} model calls${remote}; refused: ${refused || "none"}`);
     const rows = b.top.slice(0, 5).map((r) => {
       const tr = document.createElement("tr");
       tr.append(cell("td", r.kind), cell("td", r.key), cell("td", r.tokens, "num"),

@@ -1,0 +1,146 @@
+"""Caps over a turn held in an agent's own process: its tool calls fan out over two other
+agent processes, whose calls come back through the server. The server keeps one shared copy
+of the turn's call scope (``frame_from_headers(..., shared=True)``), so the calls of every
+process count in one count and one set of parallel slots, and the caps hold as in process
+(``test_budget_agents.py``). Real subprocesses (``Agent.run()``), a real bridge server, the
+scripted model over real HTTP."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+import anyio
+import msgspec
+import pytest
+
+from loom.runtime import AgentRuntime, Budget
+from loom.runtime.cognition import TurnOutcome
+from loom.runtime.collab import request
+from loom.runtime.testing import Reply, ScriptedLLMServer
+
+from ..bridge._client_support import Hosting, hosting
+from ._budget_agents import Calls, leaf
+from .test_budget_agents import calling
+
+pytestmark = pytest.mark.anyio
+
+HERE = Path(__file__).parent
+WAIT = 60.0
+
+
+@asynccontextmanager
+async def processes(host: Hosting, *argvs: list[str]) -> AsyncIterator[None]:
+    """The agent processes, each connected to ``host``, killed when the block ends."""
+    env = {**os.environ, "LOOM_BRIDGE_ADDR": host.address, "PYTHONUNBUFFERED": "1"}
+    env.pop("LOOM_TOKEN", None)
+    async with AsyncExitStack() as stack:
+        for argv in argvs:
+            process = await anyio.open_process([sys.executable, *argv], env=env, stderr=None)
+
+            async def kill(process: anyio.abc.Process = process) -> None:
+                with anyio.CancelScope(shield=True):
+                    if process.returncode is None:
+                        process.kill()
+                    await process.aclose()
+
+            stack.push_async_callback(kill)
+        yield
+
+
+async def ready(runtime: AgentRuntime, *tools: str) -> None:
+    """Until every tool is offered and ``origin`` takes requests."""
+    with anyio.fail_after(WAIT):
+        while any(
+            runtime.describe_tool(t) is None for t in tools
+        ) or not runtime.directory.by_topic("agent.origin.replies"):
+            await runtime.directory.wait_changed()
+
+
+async def origin_turn(runtime: AgentRuntime) -> TurnOutcome:
+    async with runtime.bus.subscribe("agent.origin.stream") as stream:
+        with anyio.fail_after(WAIT):
+            await request(runtime.bus, "agent.origin.replies", b"go", timeout=WAIT)
+            async for delivery in stream:
+                if delivery.event.type == "turn.end":
+                    return msgspec.json.decode(delivery.event.payload, type=TurnOutcome)
+    raise AssertionError("no turn.end")
+
+
+def origin(server: ScriptedLLMServer, budget: Budget) -> list[str]:
+    return [
+        str(HERE / "_budget_origin_agent.py"),
+        server.openai_base_url,
+        msgspec.json.encode(budget).decode(),
+        "fan.p1",
+        "fan.p2",
+    ]
+
+
+def fans(kind: str) -> list[list[str]]:
+    return [[str(HERE / "_budget_remote_agent.py"), kind, name] for name in ("p1", "p2")]
+
+
+def results(outcome: TurnOutcome) -> dict[str, int]:
+    seen = {"ok": 0, "refused": 0}
+    for result in outcome.tool_results:
+        assert not result.is_error, result.content
+        for key, value in msgspec.json.decode(result.content).items():
+            seen[key] += value
+    return seen
+
+
+async def test_the_tool_call_cap_holds_over_two_agent_processes() -> None:
+    calls = Calls()
+    async with ScriptedLLMServer() as server, hosting() as host:
+        # One step, two calls: fan.p1 and fan.p2 each call leaf.x three times; then one more.
+        step = Reply(
+            tool_calls=[
+                *calling("fan.p1", {"n": 3}).tool_calls,
+                *calling("fan.p2", {"n": 3}).tool_calls,
+            ]
+        )
+        server.push(step, calling("fan.p1", {"n": 1}), Reply(text="done"))
+        await host.runtime.start(leaf("leafer", "leaf.x", calls))
+        budget = Budget(max_tool_calls=5)
+        async with processes(host, origin(server, budget), *fans("fan")):
+            await ready(host.runtime, "fan.p1", "fan.p2")
+            outcome = await origin_turn(host.runtime)
+    # As in process: the turn's two calls and three of the six the two processes made; the
+    # turn's next call is refused (the server's copy knows the others used the rest), and the
+    # turn ends on the cap.
+    assert calls.count == {"leaf.x": 3}
+    first, second, third = outcome.tool_results
+    assert results(TurnOutcome(kind="answer", tool_results=(first, second))) == {
+        "ok": 3,
+        "refused": 3,
+    }
+    assert third.is_error
+    assert "refused: max_tool_calls (5) reached" in third.content
+    assert (outcome.kind, outcome.budget) == ("budget_exhausted", "max_tool_calls")
+    assert len(server.requests) == 2
+
+
+async def test_the_parallel_cap_holds_over_two_agent_processes() -> None:
+    calls = Calls()
+    async with ScriptedLLMServer() as server, hosting() as host:
+        step = Reply(
+            tool_calls=[
+                *calling("fan.p1", {"n": 3}).tool_calls,
+                *calling("fan.p2", {"n": 3}).tool_calls,
+            ]
+        )
+        server.push(step, Reply(text="done"))
+        # Each leaf call takes long enough that every nested call is made while one runs.
+        await host.runtime.start(leaf("leafer", "leaf.x", calls, seconds=3.0))
+        budget = Budget(max_parallel_tool_calls=3)
+        async with processes(host, origin(server, budget), *fans("pfan")):
+            await ready(host.runtime, "fan.p1", "fan.p2")
+            outcome = await origin_turn(host.runtime)
+    # As in process: the turn's two calls hold two of the three slots; the six nested calls
+    # (three from each process, all at once) share the one left.
+    assert calls.peak == 1
+    assert results(outcome) == {"ok": 1, "refused": 5}
