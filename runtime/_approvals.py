@@ -390,13 +390,22 @@ class Approvals:
             self._requested += 1
             self._deadlines[rec.id] = rec.deadline_ms
             self._wake.set()
-            log.info(
-                "approval %s: agent %s waits to call %s (thread %s)",
-                rec.id,
-                rec.agent_id,
-                rec.tool,
-                rec.thread_id,
-            )
+            if rec.kind == "question":
+                log.info(
+                    "question %s: agent %s asks the user %r (thread %s)",
+                    rec.id,
+                    rec.agent_id,
+                    rec.arguments.get("question", ""),
+                    rec.thread_id,
+                )
+            else:
+                log.info(
+                    "approval %s: agent %s waits to call %s (thread %s)",
+                    rec.id,
+                    rec.agent_id,
+                    rec.tool,
+                    rec.thread_id,
+                )
             self._tell("requested", rec)
             await self._publish(REQUESTED_TOPIC, rec)
         return rec
