@@ -435,14 +435,14 @@ class CognitiveAgent(Agent):
         loop, store, approvals = self._loop, self._store, self._approvals
         if loop is None or store is None or approvals is None or turn_id in self._resuming:
             return None
-        records = await approvals.for_turn(self.agent_id, turn_id)
+        # A turn that waited before (an earlier step's approval or question) has records of
+        # that step, resumed already: only the step it waits at now counts, with its state.
+        records = [r for r in await approvals.for_turn(self.agent_id, turn_id) if not r.resumed]
         if not records or any(r.status == "pending" for r in records):
-            return None
-        if all(r.resumed for r in records):
             return None
         self._resuming.add(turn_id)
         try:
-            saved = SavedTurn.decode(await approvals.state(records[0].id))
+            saved = SavedTurn.decode(await approvals.state(records[-1].id))
             thread = records[0].thread_id
             context = AgentContext(store, agent_id=self.agent_id, thread_id=thread)
             event = saved.event if saved.event is not None else Event(id=turn_id)

@@ -208,3 +208,25 @@ async def test_ask_user_needs_an_approvals_store(tmp_path: Path) -> None:
         async with EventBus() as bus, AgentRuntime(bus) as runtime:
             with pytest.raises(LoomError, match="ask_user=True"):
                 await runtime.start(agent)
+
+
+async def test_a_turn_that_waits_twice_resumes_from_its_second_step(tmp_path: Path) -> None:
+    """The second wait of one turn resumes from the step it stopped at, not the first one."""
+    async with ScriptedLLMServer() as server, provider_for(server) as llm:
+        server.push(asks("Which city?", "q1"), asks("Which day?", "q2"), Reply(text="Booked."))
+        async with (
+            hosting(tmp_path, agent_for(llm, tmp_path)) as (bus, store),
+            bus.subscribe("t.out") as answers,
+            bus.subscribe("input.requested") as requested,
+        ):
+            await bus.publish("ask.x", ask("book me a train"))
+            for answer in ("Lyon", "Friday"):
+                record = msgspec.json.decode(
+                    (await next_of(requested, "input.requested")).payload, type=ApprovalRecord
+                )
+                await store.answer(record.id, answer)
+            reply = await next_of(answers, "agent.answer")
+    assert reply.payload == b"Booked."
+    said = [m["content"] for m in server.requests[-1].messages if m["role"] == "tool"]
+    assert said == ["Lyon", "Friday"]
+    assert len(server.requests) == 3
