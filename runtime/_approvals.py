@@ -210,13 +210,15 @@ class ApprovalChange(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ApprovalStats(msgspec.Struct, frozen=True, kw_only=True):
-    """Approvals now pending, and decisions since the store was opened."""
+    """Approvals (and questions) now pending, and decisions since the store was opened;
+    ``answered``: questions to the user answered (a withdrawn question counts as denied)."""
 
     pending: int = 0
     requested: int = 0
     approved: int = 0
     denied: int = 0
     expired: int = 0
+    answered: int = 0
 
 
 def _now_ms() -> int:
@@ -279,7 +281,7 @@ class Approvals:
         self._wake = anyio.Event()
         self._waiters: dict[str, anyio.Event] = {}
         self._listeners: list[Callable[[ApprovalChange], None]] = []
-        self._requested = self._approved = self._denied = self._expired = 0
+        self._requested = self._approved = self._denied = self._expired = self._answered = 0
 
     @staticmethod
     def in_data_dir(data_dir: str | os.PathLike[str]) -> Path:
@@ -572,7 +574,9 @@ class Approvals:
             rec, status=status, note=note, decided_by=by, decided_ms=now
         )
         self._deadlines.pop(rec.id, None)
-        if status in ("approved", "answered"):
+        if status == "answered":
+            self._answered += 1
+        elif status == "approved":
             self._approved += 1
         elif status == "denied":
             self._denied += 1
@@ -633,6 +637,7 @@ class Approvals:
             approved=self._approved,
             denied=self._denied,
             expired=self._expired,
+            answered=self._answered,
         )
 
 

@@ -119,6 +119,8 @@ async def test_the_model_asks_and_reads_the_answer(tmp_path: Path) -> None:
                 await store.answer(requested.id, "Paris")
             with pytest.raises(NotAQuestion):
                 await store.approve(requested.id)
+            stats = store.statistics()
+            assert (stats.answered, stats.approved, stats.pending) == (1, 0, 0)
         assert tool_content(server) == "Lyon"
         offered = [t["function"]["name"] for t in server.requests[0].tools]
         assert "ask_user" in offered

@@ -83,6 +83,8 @@ async def test_a_question_answered_after_a_restart_resumes_the_turn(tmp_path: Pa
             unknown = await loom("answer", "no-such-question", "x", "-a", address, cwd=tmp_path)
             assert unknown.returncode == 1
             assert "no approval 'no-such-question'" in unknown.stderr.decode()
+            status = await loom("status", "-a", address, cwd=tmp_path)
+            assert "0 expired, 1 answered)" in status.stdout.decode()
             (record,) = await _records(address, tmp_path, "--status", "answered")
             assert (record["note"], record["resumed"]) == ("Lyon", True)
             # input.requested and input.answered are in the durable log, across the restart.
