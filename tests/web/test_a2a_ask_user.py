@@ -149,3 +149,26 @@ async def test_a_question_goes_input_required_and_the_next_message_answers_it(
         assert llm.remaining == 0
         answers = [m["content"] for m in llm.requests[-1].messages if m["role"] == "tool"]
         assert answers == ["Lyon", "Friday"]  # the model read each answer as the call's result
+
+
+async def test_a_question_outlives_a_restart_and_the_next_message_answers_it(
+    tmp_path: Path,
+) -> None:
+    async with ScriptedLLMServer() as llm:
+        llm.push(_asks("Which city?", "q1"), Reply(text="Booked for Lyon.", chunk_size=100))
+        with anyio.fail_after(120):
+            async with _client(tmp_path, llm) as (client, _address):
+                seen, task = await _task_of(client, _message("book me a train"))
+                assert seen[-1] == INPUT
+            # A new loom serve on the same data directory: the task still asks, and its next
+            # message (understood from the task's stored status message) answers.
+            async with _client(tmp_path, llm) as (client, _address):
+                got = await client.get_task(GetTaskRequest(id=task.id))
+                assert got.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+                assert got.status.message.parts[0].text == "Which city?"
+                done = await _stream(client, _message("Lyon", task=task))
+                assert done[-2:] == ["artifact:answer", "status:TASK_STATE_COMPLETED"], done
+                final = await client.get_task(GetTaskRequest(id=task.id))
+                assert final.artifacts[0].parts[0].text == "Booked for Lyon."
+        tool = next(m for m in llm.requests[-1].messages if m["role"] == "tool")
+        assert tool["content"] == "Lyon"
