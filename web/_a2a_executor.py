@@ -294,13 +294,14 @@ class LoomExecutor(AgentExecutor):
         if answer is not None:  # a question's answer (_a2a_question.py)
             return await self._answer_question(updater, approvals, parked, *answer)
         decision = parse_decision(context.message)
-        ids = sorted(parked.pending)
+        # A decision is for the tool calls' approvals; a question is only answered (above).
+        ids = sorted(r.id for r in pending if r.kind != "question")
         if decision is not None and decision.approval_id:
             ids = [i for i in ids if i.startswith(decision.approval_id)]
         if decision is None or not ids:
             why = (
                 f"no approval {decision.approval_id} waits here."
-                if decision is not None
+                if decision is not None and decision.approval_id
                 else "That message is no answer."
             )
             records = [await approvals.get(i) for i in sorted(parked.pending)]

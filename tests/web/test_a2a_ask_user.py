@@ -15,7 +15,7 @@ import anyio
 import httpx
 import pytest
 from a2a.client import Client, ClientConfig, create_client
-from a2a.helpers import get_data_parts
+from a2a.helpers import get_data_parts, new_data_part
 from a2a.types import (
     GetTaskRequest,
     Message,
@@ -128,6 +128,14 @@ async def test_a_question_goes_input_required_and_the_next_message_answers_it(
                 (data,) = get_data_parts(said.parts)
                 (waiting,) = data["questions"]
                 assert waiting["question"] == "Which city?"
+                # A decision is no answer to a question: still waiting, and told so.
+                decision = _message("", task=task)
+                del decision.message.parts[:]
+                decision.message.parts.append(new_data_part({"approval": "approve"}))
+                assert (await _stream(client, decision))[-1] == INPUT
+                task = await client.get_task(GetTaskRequest(id=task.id))
+                assert task.status.message.parts[0].text == "That message is no answer."
+                assert task.status.message.parts[1].text == "Which city?"
                 # The answer resumes the turn; the model asks again: input-required again.
                 again = await _stream(client, _message("Lyon", task=task))
                 assert again[0] == "status:TASK_STATE_WORKING"
