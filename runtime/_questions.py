@@ -32,7 +32,6 @@ __all__ = [
     "NotAQuestion",
     "QuestionAlreadyAnswered",
     "question_result",
-    "question_text",
 ]
 
 ASK_USER_TOOL = "ask_user"
@@ -80,11 +79,6 @@ class NotAQuestion(LoomError, ValueError):
         else:
             message = f"{record_id} is a question to the user: answer it (loom answer ID TEXT)"
         super().__init__(message)
-
-
-def question_text(record: ApprovalRecord) -> str:
-    """The question a record asks."""
-    return str(record.arguments.get("question", ""))
 
 
 def question_result(record: ApprovalRecord) -> tuple[str, str]:
