@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import cast
 
 import anyio
 import httpx
@@ -23,6 +24,7 @@ from a2a.types import (
     Role,
     SendMessageRequest,
     StreamResponse,
+    SubscribeToTaskRequest,
     Task,
     TaskState,
 )
@@ -180,3 +182,27 @@ async def test_a_question_outlives_a_restart_and_the_next_message_answers_it(
                 assert final.artifacts[0].parts[0].text == "Booked for Lyon."
         tool = next(m for m in llm.requests[-1].messages if m["role"] == "tool")
         assert tool["content"] == "Lyon"
+
+
+async def test_a_question_answered_with_loom_answer_moves_the_task_on(tmp_path: Path) -> None:
+    async with ScriptedLLMServer() as llm:
+        llm.push(_asks("Which city?", "q1"), Reply(text="Booked for Nantes.", chunk_size=100))
+        with anyio.fail_after(120):
+            async with _client(tmp_path, llm) as (client, address):
+                seen, task = await _task_of(client, _message("book me a train"))
+                assert seen[-1] == INPUT
+                (data,) = get_data_parts(task.status.message.parts)
+                question_id = data["questions"][0]["question_id"]
+                again = cast(
+                    AsyncGenerator[StreamResponse, None],
+                    client.subscribe(SubscribeToTaskRequest(id=task.id)),
+                )
+                assert _describe(await anext(again)) == "task:TASK_STATE_INPUT_REQUIRED"
+                answered = await loom("answer", question_id, "Nantes", "-a", address, cwd=tmp_path)
+                assert answered.returncode == 0, answered.stderr
+                rest = [_describe(r) async for r in again]
+                assert rest[-2:] == ["artifact:answer", "status:TASK_STATE_COMPLETED"], rest
+                done = await client.get_task(GetTaskRequest(id=task.id, history_length=10))
+                assert done.artifacts[0].parts[0].text == "Booked for Nantes."
+                said = [p.text for m in done.history for p in m.parts if p.text]
+                assert f"question {question_id} answered by cli (Nantes)" in said
