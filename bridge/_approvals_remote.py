@@ -26,7 +26,13 @@ import grpc.aio
 import msgspec
 
 from loom.bridge._generated import approvals_pb2, approvals_pb2_grpc
-from loom.runtime import ApprovalNotFound, ApprovalPolicy, ApprovalRecord, LoomError
+from loom.runtime import (
+    ApprovalKind,
+    ApprovalNotFound,
+    ApprovalPolicy,
+    ApprovalRecord,
+    LoomError,
+)
 
 from ._aio import unary
 from ._approvals_service import approval_from_proto
@@ -89,6 +95,7 @@ class RemoteApprovals:
         arguments: dict[str, object],
         state: bytes = b"",
         timeout_s: float | None = None,
+        kind: ApprovalKind = "approval",
     ) -> ApprovalRecord:
         """Store a pending approval on the server (see :meth:`loom.runtime.Approvals.request`)."""
         stub = await self._stub()
@@ -101,6 +108,7 @@ class RemoteApprovals:
             arguments_json=_encoder.encode(arguments).decode(),
             state=state,
             timeout_ms=0 if timeout_s is None else max(1, int(timeout_s * 1000)),
+            kind="" if kind == "approval" else kind,  # "": what an older server understands
         )
         response = await self._call(
             stub.Request(message, timeout=self.timeout_s, metadata=self._metadata()), "Request"

@@ -1,4 +1,5 @@
-"""``loom.v1.Approvals``: list, approve and deny the tool calls waiting in ``runtime.approvals``.
+"""``loom.v1.Approvals``: list, approve and deny the tool calls waiting in ``runtime.approvals``
+(and answer the questions to the user waiting there: ``Answer``, ``loom answer``).
 
 The server side (:class:`ApprovalsServicer`) answers from the runtime's store
 (``loom.runtime.Approvals``); the client side (:class:`ApprovalsClient`, over an open
@@ -28,6 +29,9 @@ from loom.runtime import (
     Approvals,
     ApprovalStatus,
     InvalidArgument,
+    LoomError,
+    NotAQuestion,
+    QuestionAlreadyAnswered,
 )
 
 from ._aio import unary
@@ -41,7 +45,7 @@ if TYPE_CHECKING:
 __all__ = ["ApprovalsClient", "ApprovalsServicer"]
 
 _Context = grpc.aio.ServicerContext[Any, Any]
-_STATUSES = ("pending", "approved", "denied", "expired")
+_STATUSES = ("pending", "approved", "denied", "expired", "answered")
 _encoder = msgspec.json.Encoder(enc_hook=str)
 
 
@@ -61,6 +65,7 @@ def approval_to_proto(rec: ApprovalRecord) -> approvals_pb2.Approval:
         deadline_ms=rec.deadline_ms,
         decided_ms=rec.decided_ms,
         resumed=rec.resumed,
+        kind=rec.kind,
     )
 
 
@@ -80,6 +85,7 @@ def approval_from_proto(msg: approvals_pb2.Approval) -> ApprovalRecord:
         deadline_ms=msg.deadline_ms,
         decided_ms=msg.decided_ms,
         resumed=msg.resumed,
+        kind="question" if msg.kind == "question" else "approval",
     )
 
 
@@ -125,7 +131,7 @@ class ApprovalsServicer(approvals_pb2_grpc.ApprovalsServicer):
             await self._abort(
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"status: {wanted!r} is not pending, approved, denied, expired or all",
+                f"status: {wanted!r} is not pending, approved, denied, expired, answered or all",
             )
         status: ApprovalStatus | None = None if wanted == "all" else wanted  # type: ignore[assignment]
         records = await store.list(status=status, agent_id=request.agent_id or None)
@@ -146,8 +152,18 @@ class ApprovalsServicer(approvals_pb2_grpc.ApprovalsServicer):
     ) -> approvals_pb2.DecideApprovalResponse:
         return await self._decide(request, context, approve=False)
 
+    async def Answer(
+        self, request: approvals_pb2.AnswerQuestionRequest, context: _Context
+    ) -> approvals_pb2.DecideApprovalResponse:
+        return await self._decide(request, context, approve=False, answer=True)
+
     async def _decide(
-        self, request: approvals_pb2.DecideApprovalRequest, context: _Context, *, approve: bool
+        self,
+        request: approvals_pb2.DecideApprovalRequest | approvals_pb2.AnswerQuestionRequest,
+        context: _Context,
+        *,
+        approve: bool,
+        answer: bool = False,
     ) -> approvals_pb2.DecideApprovalResponse:
         store = self._store()
         if store is None:
@@ -166,13 +182,16 @@ class ApprovalsServicer(approvals_pb2_grpc.ApprovalsServicer):
                 principal.namespace, record.agent_id
             ):
                 raise ApprovalNotFound(request.id)  # another tenant's: as if absent
-            decide = store.approve if approve else store.deny
-            decided = await decide(record.id, note=request.note, by="cli")
+            if isinstance(request, approvals_pb2.AnswerQuestionRequest):
+                decided = await store.answer(record.id, request.text, by="cli")
+            else:
+                decide = store.approve if approve else store.deny
+                decided = await decide(record.id, note=request.note, by="cli")
         except ApprovalNotFound as exc:
             await self._abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
-        except ApprovalAlreadyDecided as exc:
+        except (ApprovalAlreadyDecided, QuestionAlreadyAnswered) as exc:
             await self._abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-        except InvalidArgument as exc:
+        except (InvalidArgument, NotAQuestion) as exc:
             await self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return approvals_pb2.DecideApprovalResponse(approval=approval_to_proto(decided))
 
@@ -218,6 +237,7 @@ class ApprovalsServicer(approvals_pb2_grpc.ApprovalsServicer):
                 arguments=arguments,
                 state=request.state,
                 timeout_s=request.timeout_ms / 1000 if request.timeout_ms > 0 else None,
+                kind="question" if request.kind == "question" else "approval",
             )
         except (InvalidArgument, msgspec.DecodeError) as exc:
             await self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -313,26 +333,56 @@ class ApprovalsClient:
         """Deny ``approval_id``; its turn resumes without the call."""
         return await self._decide(approval_id, note, approve=False)
 
-    async def _decide(self, approval_id: str, note: str, *, approve: bool) -> ApprovalRecord:
+    async def answer(self, question_id: str, text: str) -> ApprovalRecord:
+        """Answer the question ``question_id``; its turn resumes with ``text``.
+
+        Raises:
+            ApprovalNotFound: no such id.
+            QuestionAlreadyAnswered: answered, withdrawn or expired before.
+            NotAQuestion: it is a tool call's approval.
+        """
+        return await self._decide(question_id, text, approve=False, answer=True)
+
+    async def _decide(
+        self, approval_id: str, note: str, *, approve: bool, answer: bool = False
+    ) -> ApprovalRecord:
         admin = self._admin
         stub = approvals_pb2_grpc.ApprovalsStub(admin._open())
-        rpc = stub.Approve if approve else stub.Deny
-        what = "approve" if approve else "deny"
+        what = "answer" if answer else "approve" if approve else "deny"
         try:
-            response = await unary(
-                rpc(
-                    approvals_pb2.DecideApprovalRequest(id=approval_id, note=note),
-                    timeout=admin.timeout,
-                    metadata=admin._metadata,
+            if answer:
+                response = await unary(
+                    stub.Answer(
+                        approvals_pb2.AnswerQuestionRequest(id=approval_id, text=note),
+                        timeout=admin.timeout,
+                        metadata=admin._metadata,
+                    )
                 )
-            )
+            else:
+                rpc = stub.Approve if approve else stub.Deny
+                response = await unary(
+                    rpc(
+                        approvals_pb2.DecideApprovalRequest(id=approval_id, note=note),
+                        timeout=admin.timeout,
+                        metadata=admin._metadata,
+                    )
+                )
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
             if code is grpc.StatusCode.NOT_FOUND:
                 raise ApprovalNotFound(approval_id) from None
+            details = exc.details() or ""
             if code is grpc.StatusCode.FAILED_PRECONDITION:
-                error = ApprovalAlreadyDecided(approval_id, "")
-                error.args = (exc.details() or "",)  # the server's words: how and by whom
+                error: LoomError = (
+                    QuestionAlreadyAnswered(approval_id, "")
+                    if details.startswith("question ")
+                    else ApprovalAlreadyDecided(approval_id, "")
+                )
+                error.args = (details,)  # the server's words: how and by whom
+                raise error from None
+            if code is grpc.StatusCode.INVALID_ARGUMENT and " question" in details:
+                error = NotAQuestion(approval_id, "question" if approve else "approval")
+                error.args = (details,)
                 raise error from None
             raise admin._error(exc, what, admin.timeout) from None
         return approval_from_proto(response.approval)

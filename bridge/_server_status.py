@@ -84,6 +84,7 @@ class ServerStatus(msgspec.Struct, frozen=True, kw_only=True):
         approvals_approved: approvals approved since the server started (0 for a tenant).
         approvals_denied: denied since then (0 for a tenant).
         approvals_expired: denied by their deadline since then (0 for a tenant).
+        approvals_answered: questions to the user answered since then (0 for a tenant).
         budget_tokens: tokens the turns of its agents spent (for a tenant: its namespace's,
             within the window).
         budget_cost_usd: USD they spent, priced from the providers' configuration.
@@ -125,6 +126,7 @@ class ServerStatus(msgspec.Struct, frozen=True, kw_only=True):
     approvals_approved: int = 0
     approvals_denied: int = 0
     approvals_expired: int = 0
+    approvals_answered: int = 0
     budget_tokens: int = 0
     budget_cost_usd: float = 0.0
     budget_exhausted: int = 0
@@ -241,6 +243,7 @@ class ServerService(server_pb2_grpc.ServerServicer):
             approvals_approved=approvals[1],
             approvals_denied=approvals[2],
             approvals_expired=approvals[3],
+            approvals_answered=approvals[4],
             budget_tokens=tokens,
             budget_cost_usd=cost,
             budget_exhausted=sum(n for _, n in spend.exhausted) if namespace is None else 0,
@@ -261,15 +264,16 @@ class ServerService(server_pb2_grpc.ServerServicer):
 
 async def _approval_counts(
     store: Approvals | None, namespace: str | None
-) -> tuple[int, int, int, int]:
-    """Pending, approved, denied, expired (a tenant: its agents' pending ones only)."""
+) -> tuple[int, int, int, int, int]:
+    """Pending, approved, denied, expired, answered (a tenant: its agents' pending ones
+    only)."""
     if store is None:
-        return (0, 0, 0, 0)
+        return (0, 0, 0, 0, 0)
     if namespace is not None:
         pending = await store.list()
-        return (sum(agent_inside(namespace, r.agent_id) for r in pending), 0, 0, 0)
+        return (sum(agent_inside(namespace, r.agent_id) for r in pending), 0, 0, 0, 0)
     s = store.statistics()
-    return (s.pending, s.approved, s.denied, s.expired)
+    return (s.pending, s.approved, s.denied, s.expired, s.answered)
 
 
 def server_status_from_proto(msg: server_pb2.ServerStatus) -> ServerStatus:
@@ -302,6 +306,7 @@ def server_status_from_proto(msg: server_pb2.ServerStatus) -> ServerStatus:
         approvals_approved=msg.approvals_approved,
         approvals_denied=msg.approvals_denied,
         approvals_expired=msg.approvals_expired,
+        approvals_answered=msg.approvals_answered,
         budget_tokens=msg.budget_tokens,
         budget_cost_usd=msg.budget_cost_usd,
         budget_exhausted=msg.budget_exhausted,

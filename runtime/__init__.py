@@ -64,6 +64,10 @@ from ._event import Envelope as Envelope
 from ._event import Event as Event
 from ._public import set_public_module as _set_public_module
 from ._qos import QoS as QoS
+from ._questions import ASK_USER_TOOL as ASK_USER_TOOL
+from ._questions import ApprovalKind as ApprovalKind
+from ._questions import NotAQuestion as NotAQuestion
+from ._questions import QuestionAlreadyAnswered as QuestionAlreadyAnswered
 from ._runtime import DEAD_LETTER_PREFIX as DEAD_LETTER_PREFIX
 from ._runtime import LIFECYCLE_PREFIX as LIFECYCLE_PREFIX
 from ._runtime import AgentRuntime as AgentRuntime
@@ -87,6 +91,7 @@ from .collab._errors import NoResponders as NoResponders
 from .collab._errors import RequestTimeout as RequestTimeout
 
 __all__ = [
+    "ASK_USER_TOOL",
     "ATTEMPT_KEY",
     "DEAD_LETTER_PREFIX",
     "DEFAULT_MAX_BUFFER_BYTES",
@@ -108,6 +113,7 @@ __all__ = [
     "ApprovalAlreadyDecided",
     "ApprovalCall",
     "ApprovalChange",
+    "ApprovalKind",
     "ApprovalNotFound",
     "ApprovalPolicy",
     "ApprovalRecord",
@@ -147,8 +153,10 @@ __all__ = [
     "LifecycleEvent",
     "LoomError",
     "NoResponders",
+    "NotAQuestion",
     "Position",
     "QoS",
+    "QuestionAlreadyAnswered",
     "RequestTimeout",
     "Strategy",
     "Subscription",

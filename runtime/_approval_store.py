@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from ._approvals import ApprovalPolicy, ApprovalRecord
+from ._questions import ApprovalKind
 
 __all__ = ["ApprovalStore"]
 
@@ -38,9 +39,10 @@ class ApprovalStore(Protocol):
         arguments: dict[str, Any],
         state: bytes = b"",
         timeout_s: float | None = None,
+        kind: ApprovalKind = "approval",
     ) -> ApprovalRecord:
-        """Store a pending approval with the turn's state and announce it (idempotent per
-        agent, turn and call)."""
+        """Store a pending approval (``kind="question"``: a question to the user) with the
+        turn's state and announce it (idempotent per agent, turn and call)."""
         ...
 
     async def for_turn(self, agent_id: str, turn_id: str) -> list[ApprovalRecord]:

@@ -21,6 +21,10 @@ The life of one record::
   (:meth:`Approvals.unresumed`), so a decision is never lost.
 - A deadline that passed while the server was down expires at the next open.
 
+A record of kind ``question`` (``_questions.py``) is a turn's question to the user: asked on
+``input.requested``, settled by :meth:`Approvals.answer` (status ``answered``, the text in
+``note``), withdrawn by :meth:`Approvals.deny`, expired by its deadline; the rest as above.
+
 Listeners (:meth:`Approvals.add_listener`) are told each change (``requested``, ``decided``,
 ``resumed``): the seam for anything that maps a waiting turn elsewhere (A2A's
 ``input-required``).
@@ -48,6 +52,13 @@ from ._approval_uses import claim_use
 from ._errors import InvalidArgument, LoomError
 from ._event import Event, mailbox_topic
 from ._ids import new_id
+from ._questions import (
+    INPUT_ANSWERED_TOPIC,
+    INPUT_REQUESTED_TOPIC,
+    ApprovalKind,
+    NotAQuestion,
+    QuestionAlreadyAnswered,
+)
 from ._sqlite_file import connect_fsynced
 
 if TYPE_CHECKING:
@@ -72,8 +83,8 @@ REQUESTED_TOPIC = "approval.requested"
 DECIDED_TOPIC = "approval.decided"
 DEFAULT_TIMEOUT_S = 3600.0
 
-ApprovalStatus = Literal["pending", "approved", "denied", "expired"]
-"""Where a record stands; ``expired`` is a denial by the deadline."""
+ApprovalStatus = Literal["pending", "approved", "denied", "expired", "answered"]
+"""Where a record stands; ``expired`` is a denial by the deadline; ``answered``: a question's."""
 
 _T = TypeVar("_T")
 
@@ -93,11 +104,12 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS approvals (
     decided_ms  INTEGER NOT NULL DEFAULT 0,
     resumed     INTEGER NOT NULL DEFAULT 0,
     state       BLOB NOT NULL DEFAULT X'',
+    kind        TEXT NOT NULL DEFAULT 'approval',
     UNIQUE (agent_id, turn_id, call_id)
 )"""
 _COLUMNS = (
     "id, agent_id, thread_id, turn_id, call_id, tool, arguments, status, note, decided_by, "
-    "created_ms, deadline_ms, decided_ms, resumed"
+    "created_ms, deadline_ms, decided_ms, resumed, kind"
 )
 
 _encoder = msgspec.json.Encoder(enc_hook=str)
@@ -161,13 +173,16 @@ class ApprovalRecord(msgspec.Struct, frozen=True, kw_only=True):
         call_id: the model's tool call id.
         tool: the tool's name.
         arguments: the call's arguments.
-        status: ``pending``, ``approved``, ``denied`` or ``expired``.
+        status: ``pending``, ``approved``, ``denied``, ``expired`` or (a question's)
+            ``answered``.
         note: what the person deciding wrote (or why it expired).
         decided_by: who decided (``cli``, ``api``, ``dashboard``, ``timeout``).
         created_ms: when it was asked (Unix ms).
         deadline_ms: when it expires if nobody decides.
         decided_ms: when it was decided (0 while pending).
         resumed: the turn has resumed with the decision.
+        kind: ``approval`` (a tool call waits) or ``question`` (the turn asks the user; the
+            question in ``arguments["question"]``, the answer in ``note``).
     """
 
     id: str
@@ -184,6 +199,7 @@ class ApprovalRecord(msgspec.Struct, frozen=True, kw_only=True):
     deadline_ms: int = 0
     decided_ms: int = 0
     resumed: bool = False
+    kind: ApprovalKind = "approval"
 
 
 class ApprovalChange(msgspec.Struct, frozen=True, kw_only=True):
@@ -195,13 +211,15 @@ class ApprovalChange(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ApprovalStats(msgspec.Struct, frozen=True, kw_only=True):
-    """Approvals now pending, and decisions since the store was opened."""
+    """Approvals (and questions) now pending, and decisions since the store was opened;
+    ``answered``: questions to the user answered (a withdrawn question counts as denied)."""
 
     pending: int = 0
     requested: int = 0
     approved: int = 0
     denied: int = 0
     expired: int = 0
+    answered: int = 0
 
 
 def _now_ms() -> int:
@@ -224,6 +242,7 @@ def _row(row: tuple[Any, ...]) -> ApprovalRecord:
         deadline_ms=row[11],
         decided_ms=row[12],
         resumed=bool(row[13]),
+        kind=row[14],
     )
 
 
@@ -263,7 +282,7 @@ class Approvals:
         self._wake = anyio.Event()
         self._waiters: dict[str, anyio.Event] = {}
         self._listeners: list[Callable[[ApprovalChange], None]] = []
-        self._requested = self._approved = self._denied = self._expired = 0
+        self._requested = self._approved = self._denied = self._expired = self._answered = 0
 
     @staticmethod
     def in_data_dir(data_dir: str | os.PathLike[str]) -> Path:
@@ -274,6 +293,7 @@ class Approvals:
 
     async def __aenter__(self) -> Self:
         self._conn = await anyio.to_thread.run_sync(connect_fsynced, self.path, _SCHEMA)
+        await self._sql(_add_kind_column)
         pending = await self._sql(
             lambda c: c.execute(
                 "SELECT id, deadline_ms FROM approvals WHERE status = 'pending'"
@@ -337,10 +357,12 @@ class Approvals:
         arguments: dict[str, Any],
         state: bytes = b"",
         timeout_s: float | None = None,
+        kind: ApprovalKind = "approval",
     ) -> ApprovalRecord:
         """Store a pending approval (with the turn's saved ``state``) and announce it.
 
         Asking again for the same agent, turn and call returns the existing record.
+        ``kind="question"``: the turn asks the user ``arguments["question"]`` instead.
         """
         timeout = self.default_timeout_s if timeout_s is None else timeout_s
         if not timeout > 0:
@@ -353,10 +375,10 @@ class Approvals:
         def insert(c: sqlite3.Connection) -> tuple[bool, tuple[Any, ...]]:
             cur = c.execute(
                 "INSERT OR IGNORE INTO approvals (id, agent_id, thread_id, turn_id, call_id, "
-                "tool, arguments, status, created_ms, deadline_ms, state) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+                "tool, arguments, status, created_ms, deadline_ms, state, kind) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
                 (approval_id, agent_id, thread_id, turn_id, call_id, tool, args_text, now,
-                 deadline, state),
+                 deadline, state, kind),
             )  # fmt: skip
             row = c.execute(
                 f"SELECT {_COLUMNS} FROM approvals WHERE agent_id = ? AND turn_id = ? "
@@ -371,13 +393,22 @@ class Approvals:
             self._requested += 1
             self._deadlines[rec.id] = rec.deadline_ms
             self._wake.set()
-            log.info(
-                "approval %s: agent %s waits to call %s (thread %s)",
-                rec.id,
-                rec.agent_id,
-                rec.tool,
-                rec.thread_id,
-            )
+            if rec.kind == "question":
+                log.info(
+                    "question %s: agent %s asks the user %r (thread %s)",
+                    rec.id,
+                    rec.agent_id,
+                    rec.arguments.get("question", ""),
+                    rec.thread_id,
+                )
+            else:
+                log.info(
+                    "approval %s: agent %s waits to call %s (thread %s)",
+                    rec.id,
+                    rec.agent_id,
+                    rec.tool,
+                    rec.thread_id,
+                )
             self._tell("requested", rec)
             await self._publish(REQUESTED_TOPIC, rec)
         return rec
@@ -486,8 +517,20 @@ class Approvals:
         Raises:
             ApprovalNotFound: no such id.
             ApprovalAlreadyDecided: it was decided before; nothing changed.
+            NotAQuestion: it is a question (answer it instead).
         """
         return await self._decide(approval_id, "approved", note, by)
+
+    async def answer(self, question_id: str, text: str, *, by: str = "api") -> ApprovalRecord:
+        """Answer a question: the turn resumes and the model reads ``text`` as the result of
+        its ``ask_user`` call.
+
+        Raises:
+            ApprovalNotFound: no such id.
+            QuestionAlreadyAnswered: it was answered, withdrawn or expired before.
+            NotAQuestion: it is a tool call's approval (approve or deny it instead).
+        """
+        return await self._decide(question_id, "answered", text, by)
 
     async def deny(self, approval_id: str, *, note: str = "", by: str = "api") -> ApprovalRecord:
         """Deny: the turn resumes without running the call; the model reads the denial.
@@ -515,6 +558,11 @@ class Approvals:
         self, approval_id: str, status: ApprovalStatus, note: str, by: str
     ) -> ApprovalRecord:
         rec = await self.get(approval_id)
+        # deny and the deadline settle both kinds (a withdrawn question reads as declined).
+        if (status == "answered" and rec.kind != "question") or (
+            status == "approved" and rec.kind == "question"
+        ):
+            raise NotAQuestion(rec.id, rec.kind)
         now = _now_ms()
 
         def update(c: sqlite3.Connection) -> int:
@@ -527,12 +575,16 @@ class Approvals:
 
         if await self._sql(update) == 0:
             now_rec = await self.get(rec.id)
+            if now_rec.kind == "question":
+                raise QuestionAlreadyAnswered(now_rec.id, now_rec.status, now_rec.decided_by)
             raise ApprovalAlreadyDecided(now_rec.id, now_rec.status, now_rec.decided_by)
         decided = msgspec.structs.replace(
             rec, status=status, note=note, decided_by=by, decided_ms=now
         )
         self._deadlines.pop(rec.id, None)
-        if status == "approved":
+        if status == "answered":
+            self._answered += 1
+        elif status == "approved":
             self._approved += 1
         elif status == "denied":
             self._denied += 1
@@ -556,7 +608,7 @@ class Approvals:
             for approval_id in due:
                 try:
                     await self._decide(approval_id, "expired", "no decision in time", "timeout")
-                except (ApprovalAlreadyDecided, ApprovalNotFound):
+                except (ApprovalAlreadyDecided, QuestionAlreadyAnswered, ApprovalNotFound):
                     self._deadlines.pop(approval_id, None)
             if due:
                 continue
@@ -568,8 +620,14 @@ class Approvals:
         bus = self.bus
         if bus is None:
             return
+        if rec.kind == "question" and topic in (REQUESTED_TOPIC, DECIDED_TOPIC):
+            topic = INPUT_REQUESTED_TOPIC if topic == REQUESTED_TOPIC else INPUT_ANSWERED_TOPIC
+        if topic.startswith("input."):
+            kind = topic
+        else:  # the mailbox's wake-up is approval.decided for both kinds (the agent resumes)
+            kind = REQUESTED_TOPIC if topic == REQUESTED_TOPIC else DECIDED_TOPIC
         event = Event(
-            type=DECIDED_TOPIC if topic != REQUESTED_TOPIC else REQUESTED_TOPIC,
+            type=kind,
             source="loom.approvals",
             payload=_encoder.encode(rec),
             metadata={"approval_id": rec.id, "agent_id": rec.agent_id, "status": rec.status},
@@ -587,7 +645,15 @@ class Approvals:
             approved=self._approved,
             denied=self._denied,
             expired=self._expired,
+            answered=self._answered,
         )
+
+
+def _add_kind_column(conn: sqlite3.Connection) -> None:
+    # A file written before questions existed has no kind column: its records are approvals.
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(approvals)")}
+    if "kind" not in columns:
+        conn.execute("ALTER TABLE approvals ADD COLUMN kind TEXT NOT NULL DEFAULT 'approval'")
 
 
 def decode_record(payload: bytes) -> ApprovalRecord:

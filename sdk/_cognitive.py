@@ -38,6 +38,12 @@ out, and the worker is free. When every approval of it is decided, the runtime p
 ``approval.decided`` event in the agent's mailbox and the turn resumes from its saved state
 (:meth:`CognitiveAgent.resume`); its reply then goes to the original event. Decisions made
 while the agent was not running are resumed when it starts.
+
+With ``ask_user=True`` the model is offered the built-in tool ``ask_user(question)``: a call
+of it is a question to the user, stored with the approvals (kind ``question``), and the turn
+waits the same way, holding no worker, until ``loom answer ID TEXT`` (the dashboard,
+``runtime.approvals.answer``, A2A's next message) answers it; the model reads the answer as
+the call's result, or a note that none came when it expires (``ask_user_timeout_s``).
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ from loom.runtime import (
 )
 from loom.runtime.cognition import (
     ApprovalGate,
+    AskUser,
     Loop,
     LoopConfig,
     PeerCapabilities,
@@ -130,6 +137,11 @@ class CognitiveAgent(Agent):
             (``ctx.approvals``), and the agent needs ``data_dir`` for its effect journal.
         approval_timeout_s: how long each approval waits before it counts as denied
             (default: the store's, 1 h).
+        ask_user: offer the model the tool ``ask_user(question)``: its turn pauses until the
+            user answers (``loom answer ID TEXT``, the dashboard, A2A), in the same store as
+            approvals, so it needs one as ``approval`` does (no ``data_dir`` needed for it).
+        ask_user_timeout_s: how long a question waits; then the model reads that no answer
+            came (default: ``approval_timeout_s``, else the store's).
         journal: run every tool call through an effect journal in ``data_dir``
             (``effects.sqlite3``), so a resumed or redelivered turn never runs a call twice.
             Needs ``data_dir``. On whenever a connected agent asks for approval.
@@ -164,6 +176,8 @@ class CognitiveAgent(Agent):
         stream_topic: str | None = None,
         approval: Mapping[str, ApprovalPolicy] | None = None,
         approval_timeout_s: float | None = None,
+        ask_user: bool = False,
+        ask_user_timeout_s: float | None = None,
         journal: bool = False,
         tracer_provider: TracerProvider | None = None,
         budget: Budget | None = None,
@@ -219,6 +233,8 @@ class CognitiveAgent(Agent):
         self._turns: dict[str, Turn] = {}
         self._approval = dict(approval or {})
         self._approval_timeout_s = approval_timeout_s
+        self._ask_user = ask_user
+        self._ask_user_timeout_s = ask_user_timeout_s
         self._use_journal = journal
         self._journal: EffectJournal | None = None
         self._approvals: ApprovalStore | None = None
@@ -246,12 +262,14 @@ class CognitiveAgent(Agent):
             tools=() if isinstance(self._tools, ToolRegistry) else self._tools,
             peers=peers,
         )
+        if self._ask_user:
+            toolset.add(AskUser())
         model = self._model = self._host_model(ctx) if self.llm == "server" else self.llm
         if isinstance(model, ModelRouter):
             # Published after each turn as llm.route debug events (see respond()).
             model.add_decision_listener(self._decisions.append)
         gate = self._gate(ctx)
-        if gate is not None and ctx.runtime is None:
+        if gate is not None and ctx.runtime is None and self._asks_approval():
             # In its own process the turn waits on the server, but the tools run here: the
             # at-most-once promise needs this process's own journal, on its disk.
             if self._data_dir is None:
@@ -296,12 +314,18 @@ class CognitiveAgent(Agent):
         """The approval gate of the host's store (the runtime's; connected through the
         bridge, the server's), with the store's policies and the agent's own over them
         (``None``: no store, or a remote agent that asks for nothing)."""
-        asks = any(p != "never" for p in self._approval.values())
+        asks = self._asks_approval() or self._ask_user
         approvals = ctx.approvals
         if ctx.runtime is None and not asks:
             approvals = None  # connected, and never waits: no calls to the server's store
         self._approvals = approvals
         if approvals is None:
+            if asks and not self._asks_approval():
+                raise InvalidArgument(
+                    f"agent {self.agent_id} may ask the user (ask_user=True) and its runtime "
+                    "has no approvals store for the questions to wait in (runtime.approvals; "
+                    "loom serve opens one)"
+                )
             if asks:
                 raise InvalidArgument(
                     f"agent {self.agent_id} asks for approval of tool calls and its runtime "
@@ -312,7 +336,12 @@ class CognitiveAgent(Agent):
             approvals,
             {**approvals.policies, **self._approval},
             timeout_s=self._approval_timeout_s,
+            ask_user=self._ask_user,
+            question_timeout_s=self._ask_user_timeout_s,
         )
+
+    def _asks_approval(self) -> bool:
+        return any(p != "never" for p in self._approval.values())
 
     async def on_stop(self, ctx: Context) -> None:
         """The user's ``on_stop``, then close the memory (when the agent opened it).
@@ -411,14 +440,14 @@ class CognitiveAgent(Agent):
         loop, store, approvals = self._loop, self._store, self._approvals
         if loop is None or store is None or approvals is None or turn_id in self._resuming:
             return None
-        records = await approvals.for_turn(self.agent_id, turn_id)
+        # A turn that waited before (an earlier step's approval or question) has records of
+        # that step, resumed already: only the step it waits at now counts, with its state.
+        records = [r for r in await approvals.for_turn(self.agent_id, turn_id) if not r.resumed]
         if not records or any(r.status == "pending" for r in records):
-            return None
-        if all(r.resumed for r in records):
             return None
         self._resuming.add(turn_id)
         try:
-            saved = SavedTurn.decode(await approvals.state(records[0].id))
+            saved = SavedTurn.decode(await approvals.state(records[-1].id))
             thread = records[0].thread_id
             context = AgentContext(store, agent_id=self.agent_id, thread_id=thread)
             event = saved.event if saved.event is not None else Event(id=turn_id)

@@ -65,6 +65,7 @@ _BUS = ("_bus", "_subscription", "_stats", "_waiter", "_transport", "_durable", 
 _ACTORS = (
     "_agent_errors",
     "_approvals",
+    "_questions",
     "_approval_store",
     "_behaviour",
     "_dead_letters",

@@ -20,7 +20,9 @@ reply (no turn.end)    the reply of an agent that is not a ``CognitiveAgent``: i
 =====================  ===========================================================
 
 A turn that ends ``waiting_approval`` ends the execution with the task ``input-required``
-(``_a2a_approval.py`` says what its message holds and how to answer). The SDK calls
+(``_a2a_approval.py`` says what its message holds and how to answer; for a question to the
+user, ``_a2a_question.py``: the message is the question, the next one's text the answer). The
+SDK calls
 ``execute`` again with the task's next message: a decision is given to ``runtime.approvals``
 (``decided_by`` ``a2a``) and the execution follows the resumed turn (its events carry the
 first event's id, its reply goes to the first reply topic). A decision made elsewhere (``loom
@@ -54,6 +56,7 @@ from loom.runtime import (
     EventBus,
     LoomError,
     QoS,
+    QuestionAlreadyAnswered,
     Subscription,
 )
 from loom.runtime.lowlevel import mailbox_topic, new_id
@@ -68,8 +71,8 @@ from ._a2a_approval import (
     Parked,
     parked_from,
     parse_decision,
-    waiting_parts,
 )
+from ._a2a_question import question_answer, waiting_message_parts
 
 __all__ = ["LoomExecutor"]
 
@@ -239,7 +242,7 @@ class LoomExecutor(AgentExecutor):
     async def _ask(
         self, updater: TaskUpdater, parked: Parked, records: list[ApprovalRecord], why: str = ""
     ) -> None:
-        parts, _data = waiting_parts(records)
+        parts, kind = waiting_message_parts(records)
         if why:
             parts.insert(0, new_text_part(why))
         metadata = {
@@ -248,9 +251,7 @@ class LoomExecutor(AgentExecutor):
             IDS_KEY: sorted(parked.pending),
         }
         message = updater.new_agent_message(parts, metadata=metadata)
-        await updater.update_status(
-            _INPUT_REQUIRED, message, metadata={"loom": "approval.requested"}
-        )
+        await updater.update_status(_INPUT_REQUIRED, message, metadata={"loom": kind})
 
     async def _resume(self, context: RequestContext, updater: TaskUpdater, current: Task) -> None:
         """The next message of a task ``input-required``: decide, then follow the turn."""
@@ -288,14 +289,19 @@ class LoomExecutor(AgentExecutor):
         self, context: RequestContext, updater: TaskUpdater, approvals: Approvals, parked: Parked
     ) -> bool:
         """Give the message's decision to the store; True when the turn goes on."""
+        pending = [await approvals.get(i) for i in sorted(parked.pending)]
+        answer = question_answer(context.message, pending)
+        if answer is not None:  # a question's answer (_a2a_question.py)
+            return await self._answer_question(updater, approvals, parked, *answer)
         decision = parse_decision(context.message)
-        ids = sorted(parked.pending)
+        # A decision is for the tool calls' approvals; a question is only answered (above).
+        ids = sorted(r.id for r in pending if r.kind != "question")
         if decision is not None and decision.approval_id:
             ids = [i for i in ids if i.startswith(decision.approval_id)]
         if decision is None or not ids:
             why = (
                 f"no approval {decision.approval_id} waits here."
-                if decision is not None
+                if decision is not None and decision.approval_id
                 else "That message is no answer."
             )
             records = [await approvals.get(i) for i in sorted(parked.pending)]
@@ -315,6 +321,32 @@ class LoomExecutor(AgentExecutor):
                 pass  # decided elsewhere meanwhile: the turn goes on with that decision
             except ApprovalNotFound:
                 log.warning("A2A task %s: approval %s is gone", parked.task_id, approval_id)
+        if parked.pending:
+            records = [await approvals.get(i) for i in sorted(parked.pending)]
+            await self._ask(updater, parked, records)
+            return False
+        return True
+
+    async def _answer_question(
+        self,
+        updater: TaskUpdater,
+        approvals: Approvals,
+        parked: Parked,
+        question_id: str,
+        text: str,
+    ) -> bool:
+        """Answer ``question_id`` with ``text``; True when the turn goes on."""
+        self._by_approval.pop(question_id, None)
+        parked.pending.discard(question_id)
+        if not parked.pending:
+            # Before the answer: its resumed turn is followed from its first update.
+            parked.sub = self._open(parked.reply_to)
+        try:
+            await approvals.answer(question_id, text, by="a2a")
+        except QuestionAlreadyAnswered:
+            pass  # settled elsewhere meanwhile: the turn goes on with that
+        except ApprovalNotFound:
+            log.warning("A2A task %s: question %s is gone", parked.task_id, question_id)
         if parked.pending:
             records = [await approvals.get(i) for i in sorted(parked.pending)]
             await self._ask(updater, parked, records)

@@ -368,7 +368,8 @@ class SdkEndpoints:
     def _waker(self, agent_id: str) -> Callable[[Parked, ApprovalRecord], None]:
         def wake(parked: Parked, record: ApprovalRecord) -> None:
             note = f" ({record.note})" if record.note else ""
-            text = f"approval {record.id} {record.status} by {record.decided_by}{note}"
+            what = "question" if record.kind == "question" else "approval"
+            text = f"{what} {record.id} {record.status} by {record.decided_by}{note}"
             try:
                 if self._wakes is None:
                     raise anyio.WouldBlock  # closing

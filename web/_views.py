@@ -14,6 +14,8 @@ from loom.runtime import (
     ApprovalNotFound,
     InvalidArgument,
     LoomError,
+    NotAQuestion,
+    QuestionAlreadyAnswered,
     pattern_matches,
 )
 
@@ -388,7 +390,7 @@ async def durable(runtime: AgentRuntime, observer: Observer, *, limit: int = 200
 
 # ---------------------------------------------------------------- approvals
 
-_STATUSES = ("pending", "approved", "denied", "expired")
+_STATUSES = ("pending", "approved", "denied", "expired", "answered")
 
 
 async def approvals(runtime: AgentRuntime, status: str = "pending") -> dict[str, Any]:
@@ -409,20 +411,24 @@ async def approvals(runtime: AgentRuntime, status: str = "pending") -> dict[str,
 async def decide(
     runtime: AgentRuntime, approval_id: str, verdict: str, note: str
 ) -> tuple[int, dict[str, Any]]:
-    """Approve or deny ``approval_id`` from the dashboard: the HTTP status and the body."""
+    """Approve or deny ``approval_id`` from the dashboard (or ``answer`` a question to the
+    user, ``note`` being the answer): the HTTP status and the body."""
     store = runtime.approvals
     if store is None:
         return 404, {"error": "this server keeps no approvals"}
-    if verdict not in ("approve", "deny"):
-        return 404, {"error": "approve or deny"}
-    decide_ = store.approve if verdict == "approve" else store.deny
+    if verdict not in ("approve", "deny", "answer"):
+        return 404, {"error": "approve, deny or answer"}
     try:
-        record = await decide_(approval_id, note=note, by="dashboard")
+        if verdict == "answer":
+            record = await store.answer(approval_id, note, by="dashboard")
+        else:
+            decide_ = store.approve if verdict == "approve" else store.deny
+            record = await decide_(approval_id, note=note, by="dashboard")
     except ApprovalNotFound as exc:
         return 404, {"error": str(exc)}
-    except ApprovalAlreadyDecided as exc:
+    except (ApprovalAlreadyDecided, QuestionAlreadyAnswered) as exc:
         return 409, {"error": str(exc)}
-    except InvalidArgument as exc:
+    except (InvalidArgument, NotAQuestion) as exc:
         return 400, {"error": str(exc)}
     return 200, msgspec.to_builtins(record)
 

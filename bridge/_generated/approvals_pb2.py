@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17loom/v1/approvals.proto\x12\x07loom.v1\"\x83\x02\n\x08\x41pproval\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x11\n\tthread_id\x18\x03 \x01(\t\x12\x0f\n\x07turn_id\x18\x04 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x05 \x01(\t\x12\x0c\n\x04tool\x18\x06 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x07 \x01(\t\x12\x0e\n\x06status\x18\x08 \x01(\t\x12\x0c\n\x04note\x18\t \x01(\t\x12\x12\n\ndecided_by\x18\n \x01(\t\x12\x12\n\ncreated_ms\x18\x0b \x01(\x03\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x0c \x01(\x03\x12\x12\n\ndecided_ms\x18\r \x01(\x03\x12\x0f\n\x07resumed\x18\x0e \x01(\x08\"8\n\x14ListApprovalsRequest\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\"=\n\x15ListApprovalsResponse\x12$\n\tapprovals\x18\x01 \x03(\x0b\x32\x11.loom.v1.Approval\"1\n\x15\x44\x65\x63ideApprovalRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t\"=\n\x16\x44\x65\x63ideApprovalResponse\x12#\n\x08\x61pproval\x18\x01 \x01(\x0b\x32\x11.loom.v1.Approval\"\xa8\x01\n\x16RequestApprovalRequest\x12\x10\n\x08\x61gent_id\x18\x14 \x01(\t\x12\x11\n\tthread_id\x18\x15 \x01(\t\x12\x0f\n\x07turn_id\x18\x16 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x17 \x01(\t\x12\x0c\n\x04tool\x18\x18 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x19 \x01(\t\x12\r\n\x05state\x18\x1a \x01(\x0c\x12\x12\n\ntimeout_ms\x18\x1b \x01(\x03\">\n\x17RequestApprovalResponse\x12#\n\x08\x61pproval\x18\x14 \x01(\x0b\x32\x11.loom.v1.Approval\"9\n\x14TurnApprovalsRequest\x12\x10\n\x08\x61gent_id\x18\x14 \x01(\t\x12\x0f\n\x07turn_id\x18\x15 \x01(\t\"-\n\x19UnresumedApprovalsRequest\x12\x10\n\x08\x61gent_id\x18\x14 \x01(\t\"\"\n\x14\x41pprovalStateRequest\x12\n\n\x02id\x18\x14 \x01(\t\"&\n\x15\x41pprovalStateResponse\x12\r\n\x05state\x18\x14 \x01(\x0c\"\x15\n\x13MarkResumedResponse2\xe4\x04\n\tApprovals\x12\x45\n\x04List\x12\x1d.loom.v1.ListApprovalsRequest\x1a\x1e.loom.v1.ListApprovalsResponse\x12J\n\x07\x41pprove\x12\x1e.loom.v1.DecideApprovalRequest\x1a\x1f.loom.v1.DecideApprovalResponse\x12G\n\x04\x44\x65ny\x12\x1e.loom.v1.DecideApprovalRequest\x1a\x1f.loom.v1.DecideApprovalResponse\x12L\n\x07Request\x12\x1f.loom.v1.RequestApprovalRequest\x1a .loom.v1.RequestApprovalResponse\x12H\n\x07\x46orTurn\x12\x1d.loom.v1.TurnApprovalsRequest\x1a\x1e.loom.v1.ListApprovalsResponse\x12O\n\tUnresumed\x12\".loom.v1.UnresumedApprovalsRequest\x1a\x1e.loom.v1.ListApprovalsResponse\x12\x46\n\x05State\x12\x1d.loom.v1.ApprovalStateRequest\x1a\x1e.loom.v1.ApprovalStateResponse\x12J\n\x0bMarkResumed\x12\x1d.loom.v1.TurnApprovalsRequest\x1a\x1c.loom.v1.MarkResumedResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17loom/v1/approvals.proto\x12\x07loom.v1\"\x91\x02\n\x08\x41pproval\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x11\n\tthread_id\x18\x03 \x01(\t\x12\x0f\n\x07turn_id\x18\x04 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x05 \x01(\t\x12\x0c\n\x04tool\x18\x06 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x07 \x01(\t\x12\x0e\n\x06status\x18\x08 \x01(\t\x12\x0c\n\x04note\x18\t \x01(\t\x12\x12\n\ndecided_by\x18\n \x01(\t\x12\x12\n\ncreated_ms\x18\x0b \x01(\x03\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x0c \x01(\x03\x12\x12\n\ndecided_ms\x18\r \x01(\x03\x12\x0f\n\x07resumed\x18\x0e \x01(\x08\x12\x0c\n\x04kind\x18< \x01(\t\"8\n\x14ListApprovalsRequest\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\"=\n\x15ListApprovalsResponse\x12$\n\tapprovals\x18\x01 \x03(\x0b\x32\x11.loom.v1.Approval\"1\n\x15\x44\x65\x63ideApprovalRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t\"=\n\x16\x44\x65\x63ideApprovalResponse\x12#\n\x08\x61pproval\x18\x01 \x01(\x0b\x32\x11.loom.v1.Approval\"\xb6\x01\n\x16RequestApprovalRequest\x12\x10\n\x08\x61gent_id\x18\x14 \x01(\t\x12\x11\n\tthread_id\x18\x15 \x01(\t\x12\x0f\n\x07turn_id\x18\x16 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x17 \x01(\t\x12\x0c\n\x04tool\x18\x18 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x19 \x01(\t\x12\r\n\x05state\x18\x1a \x01(\x0c\x12\x12\n\ntimeout_ms\x18\x1b \x01(\x03\x12\x0c\n\x04kind\x18< \x01(\t\">\n\x17RequestApprovalResponse\x12#\n\x08\x61pproval\x18\x14 \x01(\x0b\x32\x11.loom.v1.Approval\"9\n\x14TurnApprovalsRequest\x12\x10\n\x08\x61gent_id\x18\x14 \x01(\t\x12\x0f\n\x07turn_id\x18\x15 \x01(\t\"-\n\x19UnresumedApprovalsRequest\x12\x10\n\x08\x61gent_id\x18\x14 \x01(\t\"\"\n\x14\x41pprovalStateRequest\x12\n\n\x02id\x18\x14 \x01(\t\"&\n\x15\x41pprovalStateResponse\x12\r\n\x05state\x18\x14 \x01(\x0c\"\x15\n\x13MarkResumedResponse\"1\n\x15\x41nswerQuestionRequest\x12\n\n\x02id\x18< \x01(\t\x12\x0c\n\x04text\x18= \x01(\t2\xaf\x05\n\tApprovals\x12\x45\n\x04List\x12\x1d.loom.v1.ListApprovalsRequest\x1a\x1e.loom.v1.ListApprovalsResponse\x12J\n\x07\x41pprove\x12\x1e.loom.v1.DecideApprovalRequest\x1a\x1f.loom.v1.DecideApprovalResponse\x12G\n\x04\x44\x65ny\x12\x1e.loom.v1.DecideApprovalRequest\x1a\x1f.loom.v1.DecideApprovalResponse\x12L\n\x07Request\x12\x1f.loom.v1.RequestApprovalRequest\x1a .loom.v1.RequestApprovalResponse\x12H\n\x07\x46orTurn\x12\x1d.loom.v1.TurnApprovalsRequest\x1a\x1e.loom.v1.ListApprovalsResponse\x12O\n\tUnresumed\x12\".loom.v1.UnresumedApprovalsRequest\x1a\x1e.loom.v1.ListApprovalsResponse\x12\x46\n\x05State\x12\x1d.loom.v1.ApprovalStateRequest\x1a\x1e.loom.v1.ApprovalStateResponse\x12J\n\x0bMarkResumed\x12\x1d.loom.v1.TurnApprovalsRequest\x1a\x1c.loom.v1.MarkResumedResponse\x12I\n\x06\x41nswer\x12\x1e.loom.v1.AnswerQuestionRequest\x1a\x1f.loom.v1.DecideApprovalResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,29 +32,31 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'loom.bridge._generated.appr
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_APPROVAL']._serialized_start=37
-  _globals['_APPROVAL']._serialized_end=296
-  _globals['_LISTAPPROVALSREQUEST']._serialized_start=298
-  _globals['_LISTAPPROVALSREQUEST']._serialized_end=354
-  _globals['_LISTAPPROVALSRESPONSE']._serialized_start=356
-  _globals['_LISTAPPROVALSRESPONSE']._serialized_end=417
-  _globals['_DECIDEAPPROVALREQUEST']._serialized_start=419
-  _globals['_DECIDEAPPROVALREQUEST']._serialized_end=468
-  _globals['_DECIDEAPPROVALRESPONSE']._serialized_start=470
-  _globals['_DECIDEAPPROVALRESPONSE']._serialized_end=531
-  _globals['_REQUESTAPPROVALREQUEST']._serialized_start=534
-  _globals['_REQUESTAPPROVALREQUEST']._serialized_end=702
-  _globals['_REQUESTAPPROVALRESPONSE']._serialized_start=704
-  _globals['_REQUESTAPPROVALRESPONSE']._serialized_end=766
-  _globals['_TURNAPPROVALSREQUEST']._serialized_start=768
-  _globals['_TURNAPPROVALSREQUEST']._serialized_end=825
-  _globals['_UNRESUMEDAPPROVALSREQUEST']._serialized_start=827
-  _globals['_UNRESUMEDAPPROVALSREQUEST']._serialized_end=872
-  _globals['_APPROVALSTATEREQUEST']._serialized_start=874
-  _globals['_APPROVALSTATEREQUEST']._serialized_end=908
-  _globals['_APPROVALSTATERESPONSE']._serialized_start=910
-  _globals['_APPROVALSTATERESPONSE']._serialized_end=948
-  _globals['_MARKRESUMEDRESPONSE']._serialized_start=950
-  _globals['_MARKRESUMEDRESPONSE']._serialized_end=971
-  _globals['_APPROVALS']._serialized_start=974
-  _globals['_APPROVALS']._serialized_end=1586
+  _globals['_APPROVAL']._serialized_end=310
+  _globals['_LISTAPPROVALSREQUEST']._serialized_start=312
+  _globals['_LISTAPPROVALSREQUEST']._serialized_end=368
+  _globals['_LISTAPPROVALSRESPONSE']._serialized_start=370
+  _globals['_LISTAPPROVALSRESPONSE']._serialized_end=431
+  _globals['_DECIDEAPPROVALREQUEST']._serialized_start=433
+  _globals['_DECIDEAPPROVALREQUEST']._serialized_end=482
+  _globals['_DECIDEAPPROVALRESPONSE']._serialized_start=484
+  _globals['_DECIDEAPPROVALRESPONSE']._serialized_end=545
+  _globals['_REQUESTAPPROVALREQUEST']._serialized_start=548
+  _globals['_REQUESTAPPROVALREQUEST']._serialized_end=730
+  _globals['_REQUESTAPPROVALRESPONSE']._serialized_start=732
+  _globals['_REQUESTAPPROVALRESPONSE']._serialized_end=794
+  _globals['_TURNAPPROVALSREQUEST']._serialized_start=796
+  _globals['_TURNAPPROVALSREQUEST']._serialized_end=853
+  _globals['_UNRESUMEDAPPROVALSREQUEST']._serialized_start=855
+  _globals['_UNRESUMEDAPPROVALSREQUEST']._serialized_end=900
+  _globals['_APPROVALSTATEREQUEST']._serialized_start=902
+  _globals['_APPROVALSTATEREQUEST']._serialized_end=936
+  _globals['_APPROVALSTATERESPONSE']._serialized_start=938
+  _globals['_APPROVALSTATERESPONSE']._serialized_end=976
+  _globals['_MARKRESUMEDRESPONSE']._serialized_start=978
+  _globals['_MARKRESUMEDRESPONSE']._serialized_end=999
+  _globals['_ANSWERQUESTIONREQUEST']._serialized_start=1001
+  _globals['_ANSWERQUESTIONREQUEST']._serialized_end=1050
+  _globals['_APPROVALS']._serialized_start=1053
+  _globals['_APPROVALS']._serialized_end=1740
 # @@protoc_insertion_point(module_scope)

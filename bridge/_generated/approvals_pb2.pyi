@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Approval(_message.Message):
-    __slots__ = ("id", "agent_id", "thread_id", "turn_id", "call_id", "tool", "arguments_json", "status", "note", "decided_by", "created_ms", "deadline_ms", "decided_ms", "resumed")
+    __slots__ = ("id", "agent_id", "thread_id", "turn_id", "call_id", "tool", "arguments_json", "status", "note", "decided_by", "created_ms", "deadline_ms", "decided_ms", "resumed", "kind")
     ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     THREAD_ID_FIELD_NUMBER: _ClassVar[int]
@@ -22,6 +22,7 @@ class Approval(_message.Message):
     DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
     DECIDED_MS_FIELD_NUMBER: _ClassVar[int]
     RESUMED_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     id: str
     agent_id: str
     thread_id: str
@@ -36,7 +37,8 @@ class Approval(_message.Message):
     deadline_ms: int
     decided_ms: int
     resumed: bool
-    def __init__(self, id: _Optional[str] = ..., agent_id: _Optional[str] = ..., thread_id: _Optional[str] = ..., turn_id: _Optional[str] = ..., call_id: _Optional[str] = ..., tool: _Optional[str] = ..., arguments_json: _Optional[str] = ..., status: _Optional[str] = ..., note: _Optional[str] = ..., decided_by: _Optional[str] = ..., created_ms: _Optional[int] = ..., deadline_ms: _Optional[int] = ..., decided_ms: _Optional[int] = ..., resumed: _Optional[bool] = ...) -> None: ...
+    kind: str
+    def __init__(self, id: _Optional[str] = ..., agent_id: _Optional[str] = ..., thread_id: _Optional[str] = ..., turn_id: _Optional[str] = ..., call_id: _Optional[str] = ..., tool: _Optional[str] = ..., arguments_json: _Optional[str] = ..., status: _Optional[str] = ..., note: _Optional[str] = ..., decided_by: _Optional[str] = ..., created_ms: _Optional[int] = ..., deadline_ms: _Optional[int] = ..., decided_ms: _Optional[int] = ..., resumed: _Optional[bool] = ..., kind: _Optional[str] = ...) -> None: ...
 
 class ListApprovalsRequest(_message.Message):
     __slots__ = ("status", "agent_id")
@@ -67,7 +69,7 @@ class DecideApprovalResponse(_message.Message):
     def __init__(self, approval: _Optional[_Union[Approval, _Mapping]] = ...) -> None: ...
 
 class RequestApprovalRequest(_message.Message):
-    __slots__ = ("agent_id", "thread_id", "turn_id", "call_id", "tool", "arguments_json", "state", "timeout_ms")
+    __slots__ = ("agent_id", "thread_id", "turn_id", "call_id", "tool", "arguments_json", "state", "timeout_ms", "kind")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     THREAD_ID_FIELD_NUMBER: _ClassVar[int]
     TURN_ID_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +78,7 @@ class RequestApprovalRequest(_message.Message):
     ARGUMENTS_JSON_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     thread_id: str
     turn_id: str
@@ -84,7 +87,8 @@ class RequestApprovalRequest(_message.Message):
     arguments_json: str
     state: bytes
     timeout_ms: int
-    def __init__(self, agent_id: _Optional[str] = ..., thread_id: _Optional[str] = ..., turn_id: _Optional[str] = ..., call_id: _Optional[str] = ..., tool: _Optional[str] = ..., arguments_json: _Optional[str] = ..., state: _Optional[bytes] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+    kind: str
+    def __init__(self, agent_id: _Optional[str] = ..., thread_id: _Optional[str] = ..., turn_id: _Optional[str] = ..., call_id: _Optional[str] = ..., tool: _Optional[str] = ..., arguments_json: _Optional[str] = ..., state: _Optional[bytes] = ..., timeout_ms: _Optional[int] = ..., kind: _Optional[str] = ...) -> None: ...
 
 class RequestApprovalResponse(_message.Message):
     __slots__ = ("approval",)
@@ -121,3 +125,11 @@ class ApprovalStateResponse(_message.Message):
 class MarkResumedResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class AnswerQuestionRequest(_message.Message):
+    __slots__ = ("id", "text")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    text: str
+    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...

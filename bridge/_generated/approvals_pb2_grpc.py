@@ -75,6 +75,11 @@ class ApprovalsStub:
                 request_serializer=loom_dot_v1_dot_approvals__pb2.TurnApprovalsRequest.SerializeToString,
                 response_deserializer=loom_dot_v1_dot_approvals__pb2.MarkResumedResponse.FromString,
                 _registered_method=True)
+        self.Answer = channel.unary_unary(
+                '/loom.v1.Approvals/Answer',
+                request_serializer=loom_dot_v1_dot_approvals__pb2.AnswerQuestionRequest.SerializeToString,
+                response_deserializer=loom_dot_v1_dot_approvals__pb2.DecideApprovalResponse.FromString,
+                _registered_method=True)
 
 
 class ApprovalsServicer:
@@ -147,6 +152,17 @@ class ApprovalsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Answer(self, request, context):
+        """Added (issue 15 §1, questions to the user): answer a pending question (a record of kind
+        "question", asked by a turn's ask_user call): its turn resumes and the model reads the
+        text as the call's result. Deny withdraws a question (the model reads that the user
+        declined); Approve refuses one (INVALID_ARGUMENT), as Answer refuses an approval.
+        NOT_FOUND: no such id; FAILED_PRECONDITION: settled already; nothing changed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ApprovalsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -189,6 +205,11 @@ def add_ApprovalsServicer_to_server(servicer, server):
                     servicer.MarkResumed,
                     request_deserializer=loom_dot_v1_dot_approvals__pb2.TurnApprovalsRequest.FromString,
                     response_serializer=loom_dot_v1_dot_approvals__pb2.MarkResumedResponse.SerializeToString,
+            ),
+            'Answer': grpc.unary_unary_rpc_method_handler(
+                    servicer.Answer,
+                    request_deserializer=loom_dot_v1_dot_approvals__pb2.AnswerQuestionRequest.FromString,
+                    response_serializer=loom_dot_v1_dot_approvals__pb2.DecideApprovalResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -408,6 +429,33 @@ class Approvals:
             '/loom.v1.Approvals/MarkResumed',
             loom_dot_v1_dot_approvals__pb2.TurnApprovalsRequest.SerializeToString,
             loom_dot_v1_dot_approvals__pb2.MarkResumedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Answer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loom.v1.Approvals/Answer',
+            loom_dot_v1_dot_approvals__pb2.AnswerQuestionRequest.SerializeToString,
+            loom_dot_v1_dot_approvals__pb2.DecideApprovalResponse.FromString,
             options,
             channel_credentials,
             insecure,

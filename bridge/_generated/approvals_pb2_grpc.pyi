@@ -37,6 +37,7 @@ class ApprovalsStub:
     Unresumed: grpc.UnaryUnaryMultiCallable[_approvals_pb2.UnresumedApprovalsRequest, _approvals_pb2.ListApprovalsResponse]
     State: grpc.UnaryUnaryMultiCallable[_approvals_pb2.ApprovalStateRequest, _approvals_pb2.ApprovalStateResponse]
     MarkResumed: grpc.UnaryUnaryMultiCallable[_approvals_pb2.TurnApprovalsRequest, _approvals_pb2.MarkResumedResponse]
+    Answer: grpc.UnaryUnaryMultiCallable[_approvals_pb2.AnswerQuestionRequest, _approvals_pb2.DecideApprovalResponse]
 
 class ApprovalsAsyncStub:
     def __init__(self, channel: grpc.aio.Channel) -> None: ...
@@ -48,6 +49,7 @@ class ApprovalsAsyncStub:
     Unresumed: grpc.aio.UnaryUnaryMultiCallable[_approvals_pb2.UnresumedApprovalsRequest, _approvals_pb2.ListApprovalsResponse]
     State: grpc.aio.UnaryUnaryMultiCallable[_approvals_pb2.ApprovalStateRequest, _approvals_pb2.ApprovalStateResponse]
     MarkResumed: grpc.aio.UnaryUnaryMultiCallable[_approvals_pb2.TurnApprovalsRequest, _approvals_pb2.MarkResumedResponse]
+    Answer: grpc.aio.UnaryUnaryMultiCallable[_approvals_pb2.AnswerQuestionRequest, _approvals_pb2.DecideApprovalResponse]
 
 class ApprovalsServicer(metaclass=abc.ABCMeta):
     @abc.abstractmethod
@@ -66,6 +68,8 @@ class ApprovalsServicer(metaclass=abc.ABCMeta):
     def State(self, request: _approvals_pb2.ApprovalStateRequest, context: _ServicerContext) -> _approvals_pb2.ApprovalStateResponse | collections.abc.Awaitable[_approvals_pb2.ApprovalStateResponse]: ...
     @abc.abstractmethod
     def MarkResumed(self, request: _approvals_pb2.TurnApprovalsRequest, context: _ServicerContext) -> _approvals_pb2.MarkResumedResponse | collections.abc.Awaitable[_approvals_pb2.MarkResumedResponse]: ...
+    @abc.abstractmethod
+    def Answer(self, request: _approvals_pb2.AnswerQuestionRequest, context: _ServicerContext) -> _approvals_pb2.DecideApprovalResponse | collections.abc.Awaitable[_approvals_pb2.DecideApprovalResponse]: ...
 
 def add_ApprovalsServicer_to_server(
     servicer: ApprovalsServicer, server: grpc.Server | grpc.aio.Server

@@ -11,6 +11,7 @@ capabilities (:class:`PeerCapabilities`). Semantics in ``docs/cognition.md``.
 from .._public import set_public_module as _set_public_module
 from ._approval import ApprovalGate as ApprovalGate
 from ._approval import SavedTurn as SavedTurn
+from ._ask_user import AskUser as AskUser
 from ._loop import Loop as Loop
 from ._loop import LoopConfig as LoopConfig
 from ._loop import OutcomeKind as OutcomeKind
@@ -39,6 +40,7 @@ from ._toolset import TurnTools as TurnTools
 __all__ = [
     "FINAL_ANSWER",
     "ApprovalGate",
+    "AskUser",
     "Loop",
     "LoopConfig",
     "ModelCall",

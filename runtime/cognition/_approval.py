@@ -10,6 +10,10 @@ its worker is free. Once every request of the step is decided, :meth:`Loop.resum
 turn that starts from the saved step: approved calls run (through the effect journal when
 the loop has one), denied and expired ones answer the model with the denial, the step is
 recorded in memory, and the loop goes on with the next model call.
+
+With ``ask_user=True`` the gate also stops every call of the built-in ``ask_user`` tool
+(``_ask_user.py``): its request is a record of kind ``question``, and the resumed turn gives
+the model the answer as the call's result (``loom.runtime._questions``).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from .._approval_store import ApprovalStore
 from .._approvals import ApprovalCall, ApprovalPolicy, ApprovalRecord
 from .._errors import InvalidArgument
 from .._event import Event
+from .._questions import ASK_USER_TOOL
 
 __all__ = [
     "ApprovalGate",
@@ -117,6 +122,9 @@ class ApprovalGate:
         default: the policy of every other tool (``"never"``).
         timeout_s: how long each request waits before it is denied (``None``: the store's
             default).
+        ask_user: the turn's ``ask_user`` calls wait for the user's answer (a ``question``).
+        question_timeout_s: how long a question waits before it expires (``None``: as
+            ``timeout_s``).
     """
 
     def __init__(
@@ -126,6 +134,8 @@ class ApprovalGate:
         *,
         default: ApprovalPolicy = "never",
         timeout_s: float | None = None,
+        ask_user: bool = False,
+        question_timeout_s: float | None = None,
     ) -> None:
         self.approvals = approvals
         self.policies: dict[str, ApprovalPolicy] = dict(policies or {})
@@ -137,9 +147,19 @@ class ApprovalGate:
                 )
         self.default = default
         self.timeout_s = timeout_s
+        self.ask_user = ask_user
+        self.question_timeout_s = (
+            question_timeout_s if question_timeout_s is not None else timeout_s
+        )
+
+    def asks(self, tool: str) -> bool:
+        """Whether a call of ``tool`` is a question to the user."""
+        return self.ask_user and tool == ASK_USER_TOOL
 
     def needs(self, call: ApprovalCall) -> bool:
         """Whether ``call`` waits for a human (a policy that raises: it waits)."""
+        if self.asks(call.tool):
+            return True
         policy = self.policies.get(call.tool, self.default)
         if policy == "always":
             return True
@@ -160,6 +180,7 @@ class ApprovalGate:
         by_id = {c.id: c for c in saved.calls}
         for call_id in saved.pending:
             call = by_id[call_id]
+            question = self.asks(call.name)
             records.append(
                 await self.approvals.request(
                     agent_id=agent_id,
@@ -169,7 +190,8 @@ class ApprovalGate:
                     tool=call.name,
                     arguments=call.arguments,
                     state=state,
-                    timeout_s=self.timeout_s,
+                    timeout_s=self.question_timeout_s if question else self.timeout_s,
+                    kind="question" if question else "approval",
                 )
             )
         return records

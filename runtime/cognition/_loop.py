@@ -41,6 +41,7 @@ from .._budget import Budget, BudgetExhausted, BudgetLedger
 from .._errors import InvalidArgument, LoomError
 from .._event import Event
 from .._ids import new_id
+from .._questions import question_result
 from .._tracing import context_from_envelope
 from ..llm import (
     LLM,
@@ -630,9 +631,16 @@ class Turn:
         records = await gate.suspend(
             saved, agent_id=self._loop.agent_id, thread_id=self.context.thread_id
         )
+        asked = sum(r.kind == "question" for r in records)
+        waits = (
+            [f"{len(records) - asked} tool call(s) wait for approval"]
+            if asked < len(records)
+            else []
+        )
+        waits += [f"{asked} question(s) wait for the user's answer"] if asked else []
         return self._outcome(
             "waiting_approval",
-            error=f"{len(records)} tool call(s) wait for approval",
+            error="; ".join(waits),
             approval_ids=tuple(r.id for r in records),
         )
 
@@ -660,6 +668,12 @@ class Turn:
                     results.append(await self._call_tool(call, tools, n, parent))
                 finally:
                     self._approval_id = ""
+                continue
+            if decision is not None and decision.kind == "question":
+                result = question_tool_result(n, call, decision)
+                if self._on_update is not None:
+                    await self._on_update(ToolFinished(result=result))
+                results.append(result)
                 continue
             result = ToolResult(
                 iteration=n,
@@ -900,6 +914,21 @@ class _Suspend(Exception):
         super().__init__("waiting for approval")
         self.done = done
         self.waiting = waiting
+
+
+def question_tool_result(n: int, call: ToolCall, record: ApprovalRecord) -> ToolResult:
+    """The ``ask_user`` call's result once its question is settled: the answer, or why none
+    came (an error result the model reads, never a failed turn)."""
+    content, error_type = question_result(record)
+    return ToolResult(
+        iteration=n,
+        call_id=call.id,
+        name=call.name,
+        arguments=dict(call.arguments),
+        content=content,
+        is_error=bool(error_type),
+        error_type=error_type,
+    )
 
 
 def _saved(result: ToolResult) -> SavedResult:

@@ -1,5 +1,6 @@
 """``loom approvals``, ``loom approve ID [--note]``, ``loom deny ID [--note]``: the tool calls
-waiting for a human, through ``loom.v1.Approvals`` on the server's port
+waiting for a human; ``loom answer ID TEXT``: a turn's question to the user (listed by ``loom
+approvals`` with the tool ``ask_user``); through ``loom.v1.Approvals`` on the server's port
 (``bridge/_approvals_service.py``). Semantics: ``docs/guardrails.md``, "Human approval".
 """
 
@@ -19,7 +20,14 @@ from loom.runtime import ApprovalRecord
 
 from ._commands import Connection, _ago, _json_line, _table, preview
 
-__all__ = ["add_approval_parsers", "approval_command", "approvals_list", "approve", "deny"]
+__all__ = [
+    "add_approval_parsers",
+    "answer",
+    "approval_command",
+    "approvals_list",
+    "approve",
+    "deny",
+]
 
 _encoder = msgspec.json.Encoder(enc_hook=str)
 
@@ -94,7 +102,18 @@ async def deny(
     return 0
 
 
+async def answer(conn: Connection, question_id: str, text: str, *, out: TextIO = sys.stdout) -> int:
+    """``loom answer ID TEXT``: the turn resumes; the model reads TEXT as the user's answer."""
+    async with conn.client() as admin:
+        record = await ApprovalsClient(admin).answer(question_id, text)
+    print(_decided(record), file=out)
+    return 0
+
+
 def _decided(record: ApprovalRecord) -> str:
+    if record.kind == "question":
+        question = preview(str(record.arguments.get("question", "")).encode(), 60)
+        return f"{record.id} {record.status}: question {question} of agent {record.agent_id}"
     return f"{record.id} {record.status}: {record.tool} of agent {record.agent_id}"
 
 
@@ -109,15 +128,16 @@ def add_approval_parsers(
         "approvals",
         help="list the tool calls waiting for a human's approval",
         description="The tool calls whose policy asks for approval and that wait in the "
-        "server's store, oldest first, with the ID `loom approve` and `loom deny` take. "
-        "--status shows the approved, denied, expired or all instead.",
+        "server's store, oldest first, with the ID `loom approve` and `loom deny` take; and the "
+        "questions turns ask the user (tool ask_user), with the ID `loom answer` takes. "
+        "--status shows the approved, denied, expired, answered or all instead.",
         examples="  loom approvals\n  loom approvals --status all --json\n",
         parents=[client],
     )
     p.add_argument(
         "--status",
         default="pending",
-        choices=("pending", "approved", "denied", "expired", "all"),
+        choices=("pending", "approved", "denied", "expired", "answered", "all"),
         help="which ones (default: pending)",
     )
     p.add_argument("--agent", default="", metavar="ID", help="only this agent's")
@@ -139,6 +159,20 @@ def add_approval_parsers(
         )
         p.add_argument("id", metavar="ID", help="the approval's id")
         p.add_argument("--note", default="", help="kept with the decision")
+    p = add(
+        sub,
+        "answer",
+        help="answer a question a turn asks the user",
+        description="Answer the question ID (see `loom approvals`: tool ask_user): its turn "
+        "resumes and the model reads TEXT as the user's answer. A question answered, withdrawn "
+        "(loom deny ID) or expired already is left as it is, and the command fails saying so; "
+        "an ID that is a tool call's approval is refused (approve or deny it). Needs the "
+        "server's admin token as --token when it has one.",
+        examples="  loom answer 0193a5c2-7d1e-7c4a-9b1f-3c2d4e5f6a7b 'Lyon, on Friday'\n",
+        parents=[client],
+    )
+    p.add_argument("id", metavar="ID", help="the question's id (a unique prefix will do)")
+    p.add_argument("text", metavar="TEXT", help="the answer, as the model will read it")
 
 
 def approval_command(conn: Connection, args: argparse.Namespace) -> Callable[[], Awaitable[int]]:
@@ -147,5 +181,7 @@ def approval_command(conn: Connection, args: argparse.Namespace) -> Callable[[],
         return functools.partial(
             approvals_list, conn, status=args.status, agent_id=args.agent, as_json=args.json
         )
+    if args.command == "answer":
+        return functools.partial(answer, conn, args.id, args.text)
     decide = approve if args.command == "approve" else deny
     return functools.partial(decide, conn, args.id, note=args.note)

@@ -701,7 +701,8 @@ def _status_lines(address: str, s: ServerStatus) -> list[tuple[str, str]]:
         (
             "approvals",
             f"{s.approvals_pending} waiting (since start: {s.approvals_approved} approved, "
-            f"{s.approvals_denied} denied, {s.approvals_expired} expired)",
+            f"{s.approvals_denied} denied, {s.approvals_expired} expired"
+            + (f", {s.approvals_answered} answered)" if s.approvals_answered else ")"),
         ),
         ("budgets", _budget_line(s)),
         *cluster_lines(s.cluster),

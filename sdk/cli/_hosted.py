@@ -92,6 +92,9 @@ class AgentTable(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
         tools: the server's tools it may call, by name, or ``"all"``.
         capabilities: other agents' capabilities it may call, by name, or ``"all"``.
         approval: an approval policy per tool name, over the server's (``docs/guardrails.md``).
+        ask_user: offer the model ``ask_user(question)``: the turn waits for the user's answer
+            (``loom answer ID TEXT``); ``ask_user_timeout_s``: how long (default
+            ``[approvals] timeout_s``).
     """
 
     llm: str = ""
@@ -106,6 +109,8 @@ class AgentTable(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     max_concurrency: int = 1
     mailbox_size: int = 1000
     approval: dict[str, Literal["always", "never"]] = msgspec.field(default_factory=dict)
+    ask_user: bool = False
+    ask_user_timeout_s: float | None = None
 
 
 def decode_tools(table: Any, *, where: str) -> ToolsTable:

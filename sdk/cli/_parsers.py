@@ -32,7 +32,7 @@ __all__ = ["COMMANDS", "EPILOG", "add_commands", "add_log_flags", "run_command"]
 
 COMMANDS = (
     *("run", "status", "agents", "tools", "topics", "tail", "publish", "ask", "call"),
-    *("replay", "dlq", "approvals", "approve", "deny", "version"),
+    *("replay", "dlq", "approvals", "approve", "deny", "answer", "version"),
 )
 
 EPILOG = """\
@@ -47,6 +47,7 @@ EPILOG = """\
   loom dlq list                      # dead letters of durable subscriptions
   loom approvals                     # tool calls waiting for a human
   loom approve ID --note 'checked'   # let one run (loom deny ID: refuse it)
+  loom answer ID 'Lyon'              # answer a turn's question to the user
   loom publish orders.new '{"id": 7}' --type order.created
   loom ask upperer 'hello'             # a request to an agent, and its reply
   loom call fs.read '{"path": "README.md"}'
@@ -561,7 +562,7 @@ def _build(
             return functools.partial(commands.release, conn, args.agent_id)
         case "status":
             return functools.partial(commands.status, conn, as_json=args.json)
-        case "approvals" | "approve" | "deny":
+        case "approvals" | "approve" | "deny" | "answer":
             return approval_command(conn, args)
         case "tools":
             return functools.partial(commands.tools, conn, prefix=args.prefix, as_json=args.json)

@@ -188,6 +188,8 @@ async def _hosted(
             max_concurrency=table.max_concurrency,
             mailbox_size=table.mailbox_size,
             approval=table.approval,
+            ask_user=table.ask_user,
+            ask_user_timeout_s=table.ask_user_timeout_s,
             # At most once across restarts: <data-dir>/agents/<id>/effects.sqlite3.
             journal=True,
         )

@@ -4,7 +4,8 @@
 it, so both outlive a restart; the store becomes ``runtime.approvals``, which the hosted
 agents, ``loom.v1.Approvals`` (``loom approvals``, ``loom approve``, ``loom deny``) and the
 dashboard use. With a durable log, ``approval.requested`` and ``approval.decided`` are stored
-in it too (``loom tail 'approval.>' --since 1d`` shows the history).
+in it too (``loom tail 'approval.>' --since 1d`` shows the history), and so are a question's
+``input.requested`` and ``input.answered``.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ async def open_approvals(
     hosts = (config.host, *((http[0],) if http is not None else ()))
     policies = tool_policies(tables.tools, hosts=hosts)
     if durable_log is not None:
-        durable_log.register(DURABLE_NAME, ["approval.>"])
+        # input.requested/answered: the questions to the user, stored as approvals are.
+        durable_log.register(DURABLE_NAME, ["approval.>", "input.requested", "input.answered"])
     async with Approvals(
         Approvals.in_data_dir(Path(data_dir)),
         default_timeout_s=tables.approvals.timeout_s,

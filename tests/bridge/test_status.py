@@ -77,6 +77,8 @@ from loom.runtime import (
     InvalidTopic,
     LoomError,
     NoResponders,
+    NotAQuestion,
+    QuestionAlreadyAnswered,
     RequestTimeout,
     SubscriptionClosed,
     TTLExpired,
@@ -225,6 +227,8 @@ NEVER_CROSSES: dict[type[LoomError], str] = {
     RunError: "the CLI's process supervisor",
     ApprovalNotFound: "loom.v1.Approvals answers NOT_FOUND itself (bridge/_approvals_service.py)",
     ApprovalAlreadyDecided: "loom.v1.Approvals answers FAILED_PRECONDITION itself",
+    QuestionAlreadyAnswered: "loom.v1.Approvals answers FAILED_PRECONDITION itself",
+    NotAQuestion: "loom.v1.Approvals answers INVALID_ARGUMENT itself",
 }
 
 # How to make an instance of a class whose constructor wants more than a message.

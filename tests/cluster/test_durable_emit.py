@@ -76,9 +76,14 @@ async def test_only_durable_topics_wait_and_a_late_durable_pattern_is_learnt(
         async with AsyncExitStack() as stack:
             _server, address = await _serve(stack, tmp_path, 0)
             client = await stack.enter_async_context(BridgeClient(address, registration))
-            # Dead letters and approval requests (docs/guardrails.md) are always stored;
-            # nothing else is durable yet.
-            assert client.durable_topics.patterns() == {"loom.dlq.>", "approval.>"}
+            # Dead letters, approval requests and questions to the user (docs/guardrails.md)
+            # are always stored; nothing else is durable yet.
+            assert client.durable_topics.patterns() == {
+                "loom.dlq.>",
+                "approval.>",
+                "input.requested",
+                "input.answered",
+            }
             # Not durable: queued and returned, no round trip to the server's acceptance.
             assert await client.publish("late.x", Event(payload=b"0")) is Acceptance.QUEUED
             # A durable name made after this stream opened (by another process's agent).

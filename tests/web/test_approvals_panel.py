@@ -104,3 +104,44 @@ async def test_a_decision_needs_the_admin_token_where_there_is_one(tmp_path: Pat
             )
             assert approved.status_code == 200, approved.text
         assert (await store.get(waiting.id)).status == "approved"
+
+
+async def test_the_panel_answers_a_question_to_the_user(tmp_path: Path) -> None:
+    async with (
+        EventBus() as bus,
+        Approvals(tmp_path / "approvals.sqlite3", bus=bus) as store,
+        AgentRuntime(bus) as runtime,
+        HttpServer(runtime) as http,
+        async_playwright() as p,
+    ):
+        runtime.approvals = store
+        question = await store.request(
+            agent_id="planner", thread_id="t1", turn_id="e1", call_id="q1", tool="ask_user",
+            arguments={"question": "Which city?"}, kind="question",
+        )  # fmt: skip
+        browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = await browser.new_page()
+            await page.goto(http.url + "#agents")
+            panel = page.locator("#approvals")
+            row = panel.locator(f"tr[data-approval='{question.id}']")
+            await expect(row).to_contain_text("Which city?")
+            await row.get_by_label("answer").fill("Lyon")
+            await row.get_by_role("button", name="Answer").click()
+            await expect(panel).to_be_hidden()
+        finally:
+            await browser.close()
+        answered = await store.get(question.id)
+        async with httpx2.AsyncClient(base_url=http.url) as client:
+            again = await client.post(
+                f"/api/approvals/{question.id}/answer",
+                json={"note": "Paris"},
+                headers={"x-loom-action": "1"},
+            )
+            assert again.status_code == 409, again.text
+            assert "already answered by dashboard" in again.json()["error"]
+    assert (answered.status, answered.note, answered.decided_by) == (
+        "answered",
+        "Lyon",
+        "dashboard",
+    )

@@ -1,5 +1,6 @@
 // The approvals panel: the tool calls waiting for a human, on every page, each with Approve
-// and Deny (and a note). It polls /api/approvals; a decision is a POST that carries the
+// and Deny (and a note); a turn's question to the user (kind "question") with a text field,
+// Answer and Decline. It polls /api/approvals; a decision is a POST that carries the
 // x-loom-action header, which a page of another site cannot send (web/_actions.py).
 "use strict";
 
@@ -34,7 +35,20 @@
     refresh();
   }
 
+  function questionRow(a) {
+    const answer = node("input", { type: "text", placeholder: "answer", "aria-label": "answer" });
+    const until = Math.max(0, Math.round((a.deadline_ms - Date.now()) / 1000));
+    return node("tr", { "data-approval": a.id, "data-kind": "question" },
+      node("td", {}, a.agent_id), node("td", {}, a.thread_id), node("td", {}, "asks the user"),
+      node("td", { class: "args" }, String((a.arguments || {}).question || "").slice(0, 400)),
+      node("td", { class: "num" }, until > 1e7 ? "never" : `${until} s`),
+      node("td", {}, answer,
+        node("button", { type: "button", onclick: () => decide(a.id, "answer", answer.value) }, "Answer"),
+        node("button", { type: "button", onclick: () => decide(a.id, "deny", "") }, "Decline")));
+  }
+
   function row(a) {
+    if (a.kind === "question") return questionRow(a);
     const note = node("input", { type: "text", placeholder: "note", "aria-label": "note" });
     const until = Math.max(0, Math.round((a.deadline_ms - Date.now()) / 1000));
     return node("tr", { "data-approval": a.id },
