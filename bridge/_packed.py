@@ -30,7 +30,7 @@ from typing import Final
 
 import msgspec
 
-from loom.runtime import Event
+from loom.runtime import Envelope, Event
 
 from ._convert import _F32_MAX, _RESERVED, _U32_MAX, _checked_trace
 from ._errors import WireError
@@ -46,16 +46,24 @@ _decode = msgspec.msgpack.Decoder(list[tuple[str, Event]]).decode
 def _out_of_range(event: Event) -> str:
     """What in ``event`` the wire cannot carry, or ``""``."""
     confidence = event.confidence
+    envelope = event.envelope
+    # One chain of comparisons for the common case (NaN fails every one of them): this runs
+    # for every event on both sides of each hop.
+    if (
+        -_F32_MAX <= confidence <= _F32_MAX
+        and -_I32 <= event.priority < _I32
+        and -_I64 <= event.timestamp_ms < _I64
+        and 0 <= envelope.ttl <= _U32_MAX
+        and 0 <= envelope.hop <= _U32_MAX
+    ):
+        return ""
     if not (math.isfinite(confidence) and abs(confidence) <= _F32_MAX):
         return f"confidence {confidence!r} is not a finite float32"
     if not -_I32 <= event.priority < _I32:
         return f"priority {event.priority} is outside int32"
     if not -_I64 <= event.timestamp_ms < _I64:
         return f"timestamp_ms {event.timestamp_ms} is outside int64"
-    envelope = event.envelope
-    if not (0 <= envelope.ttl <= _U32_MAX and 0 <= envelope.hop <= _U32_MAX):
-        return f"envelope ttl {envelope.ttl} / hop {envelope.hop} is outside uint32"
-    return ""
+    return f"envelope ttl {envelope.ttl} / hop {envelope.hop} is outside uint32"
 
 
 def _cleaned(event: Event) -> Event:
@@ -76,6 +84,22 @@ def _cleaned(event: Event) -> Event:
     return event
 
 
+class _Stamp:
+    """The last envelope stamped with a sender, and the result: an agent's events mostly
+    share one envelope (the default one, or its turn's), and a frozen Struct can be reused,
+    so the stamped copy is made once rather than per event."""
+
+    __slots__ = ("original", "sender", "stamped")
+
+    def __init__(self) -> None:
+        self.original: Envelope | None = None
+        self.sender = ""
+        self.stamped: Envelope | None = None
+
+
+_stamp = _Stamp()
+
+
 def pack_event(topic: str, event: Event, sender: str = "") -> bytes:
     """One packed entry: ``[topic, event]``, the event with ``sender`` as its envelope's
     sender when it names none (as the server would stamp it).
@@ -87,9 +111,13 @@ def pack_event(topic: str, event: Event, sender: str = "") -> bytes:
     if problem:
         raise WireError(f"Event {event.id!r}", problem)
     event = _cleaned(event)
-    if sender and not event.envelope.sender:
-        envelope = msgspec.structs.replace(event.envelope, sender=sender)
-        event = msgspec.structs.replace(event, envelope=envelope)
+    envelope = event.envelope
+    if sender and not envelope.sender:
+        stamp = _stamp
+        if stamp.original is not envelope or stamp.sender != sender:
+            stamp.stamped = msgspec.structs.replace(envelope, sender=sender)
+            stamp.original, stamp.sender = envelope, sender
+        event = msgspec.structs.replace(event, envelope=stamp.stamped)
     try:
         return _encode((topic, event))
     except (UnicodeEncodeError, OverflowError, TypeError, msgspec.EncodeError) as exc:
