@@ -1674,11 +1674,12 @@ class _PackedBatch:
     """A ``delivery_batch`` being filled with packed entries (``STREAM_FEATURE_PACKED_EVENTS``,
     ``bridge/_packed.py``): each event encoded once, the frame made at the end."""
 
-    __slots__ = ("_entries", "_session")
+    __slots__ = ("_entries", "_fits", "_session")
 
     def __init__(self, session: Session) -> None:
         self._session = session
         self._entries: list[bytes] = []
+        self._fits = session._limits.max_message_bytes - _FRAME_OVERHEAD
 
     def add(self, delivery: Delivery) -> int | bridge_pb2.ServerEvent:
         """As :meth:`_ProtoBatch.add`."""
@@ -1688,7 +1689,8 @@ class _PackedBatch:
             self._entries.append(b"")  # so that drop_last drops it
             return self._session._undeliverable(delivery, exc)
         self._entries.append(entry)
-        return self._session._sized(delivery, len(entry))
+        size = len(entry)
+        return size if size <= self._fits else self._session._sized(delivery, size)
 
     def drop_last(self) -> None:
         self._entries.pop()
