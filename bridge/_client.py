@@ -794,7 +794,9 @@ class BridgeClient:
 
     async def _publish(self, topic: str, event: Event, waiter: AckWaiter | None) -> Acceptance:
         while True:
-            session = await self._ready()
+            session = self._session
+            if session is None or not self._connected():
+                session = await self._ready()  # (connected: no coroutine per publish)
             # Built for this session: an old server (after a reconnect) needs the mirror.
             frame = _publish_frame(
                 topic,

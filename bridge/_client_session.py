@@ -510,16 +510,35 @@ class Session:
                     self._took()
             return
         credited = self._credited
+        deliver = self._deliver.deliver_inbound
+        counters = self.counters
         for topic, event in entries:
             try:
                 event = checked(event)
             except WireError as exc:
-                self.counters.malformed += 1
+                counters.malformed += 1
                 log.warning("bridge: dropped a malformed delivery on %r: %s", topic, exc)
                 if credited:
                     self._took()
                 continue
-            if await self._hand(topic, event, 0) and credited:
+            # _hand's work, inline (this runs per event): never durable (no delivery id).
+            self._reader_blocked = True  # a wait for room in the sink is not the server's
+            self._holding = False
+            try:
+                await deliver(topic, event)
+            except InvalidArgument as exc:  # a topic the local bus refuses: drop that one
+                counters.malformed += 1
+                log.warning("bridge: dropped a delivery on %r: %s", topic, exc)
+            except BusClosed:
+                pass  # the agent's bus is closing: it takes nothing more
+            else:
+                counters.delivered += 1
+                if self._holding:
+                    continue  # the sink credits it when it hands it over
+            finally:
+                self._reader_blocked = False
+                self._last_rx = time.monotonic()
+            if credited:
                 self._took()
 
     async def _on_delivery(self, msg: bridge_pb2.Delivery) -> bool:
