@@ -125,6 +125,7 @@ from ._errors import (
 )
 from ._lane import Lane
 from ._llm_client import ServerLLM
+from ._packed import pack_event
 from ._reconnect import ConnectionStatus, Reconnector, StateListener, Wait
 from ._reports import FINAL, Report, dead_letter_to_proto, report_to_proto
 from ._status import error_from_outcome
@@ -220,15 +221,18 @@ class _Subscription(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _publish_frame(
-    topic: str, event: Event, *, sender: str, mirror: bool
-) -> bridge_pb2.ClientEvent:
+    topic: str, event: Event, *, sender: str, mirror: bool, packed: bool = False
+) -> bridge_pb2.ClientEvent | bytes:
     """The ``publish`` frame of ``event``, built in place (a message handed to a constructor
-    is copied). An event without a sender gets ``sender``, this agent, as the server would
-    stamp it (sparing the server a copy of the event to do so).
+    is copied), or with ``packed`` its packed entry (``bridge/_packed.py``). An event without
+    a sender gets ``sender``, this agent, as the server would stamp it (sparing the server a
+    copy of the event to do so).
 
     Raises:
         WireError: the event cannot go on the wire.
     """
+    if packed:
+        return pack_event(topic, event, sender)
     frame = bridge_pb2.ClientEvent()
     msg = frame.publish
     msg.topic = topic
@@ -791,13 +795,19 @@ class BridgeClient:
 
     async def _publish(self, topic: str, event: Event, waiter: AckWaiter | None) -> Acceptance:
         while True:
-            session = await self._ready()
+            session = self._session
+            if session is None or not self._connected():
+                session = await self._ready()  # (connected: no coroutine per publish)
             # Built for this session: an old server (after a reconnect) needs the mirror.
             frame = _publish_frame(
-                topic, event, sender=self.registration.agent_id, mirror=session.mirror
+                topic,
+                event,
+                sender=self.registration.agent_id,
+                mirror=session.mirror,
+                packed=session.packed,
             )
             try:
-                await session.publish(frame, waiter, event_size(event))
+                await session.publish(topic, frame, waiter, event_size(event))
             except SessionEnded:
                 continue  # not queued: the next connection takes it
             break
@@ -832,10 +842,14 @@ class BridgeClient:
             self._counters.dropped += 1
             raise WouldBlock("the bridge client is not connected")
         frame = _publish_frame(
-            topic, event, sender=self.registration.agent_id, mirror=session.mirror
+            topic,
+            event,
+            sender=self.registration.agent_id,
+            mirror=session.mirror,
+            packed=session.packed,
         )
         try:
-            session.publish_nowait(frame, event_size(event))
+            session.publish_nowait(topic, frame, event_size(event))
         except (anyio.WouldBlock, SessionEnded):
             self._counters.dropped += 1
             raise WouldBlock("no publish credit or no room in the outbound queue") from None

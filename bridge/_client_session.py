@@ -40,7 +40,7 @@ import grpc.aio
 from anyio.abc import TaskGroup
 
 from loom.bridge._generated import bridge_pb2, bridge_pb2_grpc, tools_pb2
-from loom.runtime import BusClosed, InvalidArgument
+from loom.runtime import BusClosed, Event, InvalidArgument
 from loom.runtime.lowlevel import Inbound
 from loom.runtime.tools import tool_output_sink
 
@@ -50,6 +50,7 @@ from ._client_tools import outcome_from_exception
 from ._convert import event_from_proto, qos_to_proto, tool_call_from_proto, tool_result_to_proto
 from ._errors import ConnectionLost, PublishRejected, SubscribeRefused, WireError
 from ._lane import Lane
+from ._packed import checked, pack, unpack_events
 from ._status import failed_outcome
 from ._tool_output import Pieces, wants
 from ._wire_types import ToolCallOutcome, ToolCallRequest, ToolStatus
@@ -95,6 +96,7 @@ FEATURES = (
     bridge_pb2.STREAM_FEATURE_SUPERVISION,
     bridge_pb2.STREAM_FEATURE_DURABLE_TOPICS,
     bridge_pb2.STREAM_FEATURE_TOOL_OUTPUT,
+    bridge_pb2.STREAM_FEATURE_PACKED_EVENTS,
 )
 
 
@@ -179,16 +181,22 @@ class AckWaiter:
 
 class Outgoing:
     """A publish waiting in the outbound queue (numbered by the writer, in wire order): a
-    ``ClientEvent`` whose ``publish`` is set, so that a publish sent alone goes as it is."""
+    ``ClientEvent`` whose ``publish`` is set, so that a publish sent alone goes as it is, or
+    (``STREAM_FEATURE_PACKED_EVENTS``) its packed entry (``bridge/_packed.py``)."""
 
-    __slots__ = ("frame", "size", "waiter")
+    __slots__ = ("frame", "size", "topic", "waiter")
 
     def __init__(
-        self, frame: bridge_pb2.ClientEvent, waiter: AckWaiter | None, size: int = 0
+        self,
+        frame: bridge_pb2.ClientEvent | bytes,
+        waiter: AckWaiter | None,
+        size: int = 0,
+        topic: str = "",
     ) -> None:
         self.frame = frame
         self.waiter = waiter
         self.size = size  # what it counts against the queue's byte bound (its event_size)
+        self.topic = topic  # to name it in a rejection
 
 
 def _out_size(item: OutItem) -> int:
@@ -267,6 +275,7 @@ class Session:
         self._welcomed = anyio.Event()
         self.released = anyio.Event()  # the server's answer to a final report
         self.mirror = True  # the envelope goes into metadata too, until a welcome says not
+        self.packed = False  # publishes go packed (STREAM_FEATURE_PACKED_EVENTS)
         self._max_batch = 1
         self._tick = 0
         self._acks = False
@@ -449,9 +458,12 @@ class Session:
                 if await self._on_delivery(msg.delivery) and self._credited:
                     self._took()
             elif kind == "delivery_batch":
-                for item in msg.delivery_batch.deliveries:
+                batch = msg.delivery_batch
+                for item in batch.deliveries:
                     if await self._on_delivery(item) and self._credited:
                         self._took()
+                if batch.packed_count:
+                    await self._on_packed(batch.packed, batch.packed_count)
             elif kind == "pong":
                 self.counters.pong(msg.pong.timestamp_ms)
             elif kind == "tool_call":
@@ -484,6 +496,51 @@ class Session:
                 self.counters.server_error(msg.err.code, msg.err.message)
             # Anything else is a frame of a newer server that we did not ask for: ignored.
 
+    async def _on_packed(self, data: bytes, count: int) -> None:
+        """The packed deliveries of a ``delivery_batch`` (``bridge/_packed.py``), in order."""
+        try:
+            entries = unpack_events(data, count)
+        except WireError as exc:
+            # Nothing of it can be handed over; all of it is credited back (the server counts
+            # each entry in flight), within what can be in flight at all.
+            self.counters.malformed += count
+            log.warning("bridge: dropped %d malformed packed deliveries: %s", count, exc)
+            if self._credited:
+                for _ in range(min(count, self._credit_step * 2)):
+                    self._took()
+            return
+        credited = self._credited
+        deliver = self._deliver.deliver_inbound
+        counters = self.counters
+        for topic, event in entries:
+            try:
+                event = checked(event)
+            except WireError as exc:
+                counters.malformed += 1
+                log.warning("bridge: dropped a malformed delivery on %r: %s", topic, exc)
+                if credited:
+                    self._took()
+                continue
+            # _hand's work, inline (this runs per event): never durable (no delivery id).
+            self._reader_blocked = True  # a wait for room in the sink is not the server's
+            self._holding = False
+            try:
+                await deliver(topic, event)
+            except InvalidArgument as exc:  # a topic the local bus refuses: drop that one
+                counters.malformed += 1
+                log.warning("bridge: dropped a delivery on %r: %s", topic, exc)
+            except BusClosed:
+                pass  # the agent's bus is closing: it takes nothing more
+            else:
+                counters.delivered += 1
+                if self._holding:
+                    continue  # the sink credits it when it hands it over
+            finally:
+                self._reader_blocked = False
+                self._last_rx = time.monotonic()
+            if credited:
+                self._took()
+
     async def _on_delivery(self, msg: bridge_pb2.Delivery) -> bool:
         """Hand one delivery to the sink; whether it is taken in now (so owed back as credit)
         rather than held by the sink, which credits it itself (:meth:`hold_credit`)."""
@@ -494,6 +551,10 @@ class Session:
             self.counters.malformed += 1
             log.warning("bridge: dropped a malformed delivery on %r: %s", topic, exc)
             return True
+        return await self._hand(topic, event, msg.delivery_id)
+
+    async def _hand(self, topic: str, event: Event, delivery_id: int) -> bool:
+        """Hand ``event`` to the sink (see :meth:`_on_delivery`)."""
         # Where the sink is full (a full local mailbox) this waits for room: the stream's
         # backpressure (the server's queue for us fills, then its lossless publishers wait).
         # That wait is ours, not the server's silence: the heartbeat does not count it.
@@ -501,9 +562,9 @@ class Session:
         self._holding = False
         try:
             sink = self.client.durable_sink
-            if msg.delivery_id and sink is not None:
+            if delivery_id and sink is not None:
                 # For the agent's durable cell; waits while its queue is full (backpressure).
-                await sink(topic, event, msg.delivery_id, self.settle_durable)
+                await sink(topic, event, delivery_id, self.settle_durable)
             else:
                 await self._deliver.deliver_inbound(topic, event)
         except InvalidArgument as exc:  # a topic the local bus refuses: drop that one only
@@ -561,6 +622,7 @@ class Session:
             # Credit goes back at half the window (see _CREDIT_LINGER).
             self._credit_step = max(1, welcome.delivery_window // 2)
         self.mirror = False  # a server that speaks section 2 reads the typed envelope
+        self.packed = bridge_pb2.STREAM_FEATURE_PACKED_EVENTS in self.features
         self._max_batch = max(1, min(welcome.max_batch_events or 1, self.options.max_batch_events))
         if bridge_pb2.STREAM_FEATURE_PUBLISH_ACK in self.features:
             self._acks = True
@@ -621,41 +683,52 @@ class Session:
         # Only a server that answered our hello knows publish_batch (it accepts one whether
         # or not it granted BATCH, which governs what it sends); an old server gets singles.
         batching = self._welcomed.is_set()
+        pending: OutItem | None = None  # what ended the last batch: it goes next
         while True:
-            try:
-                item = await recv.receive()
-            except anyio.EndOfStream:
-                if self.closing:
-                    await call.done_writing()
-                return
+            if pending is not None:
+                item, pending = pending, None
+            else:
+                try:
+                    item = await recv.receive()
+                except anyio.EndOfStream:
+                    if self.closing:
+                        await call.done_writing()
+                    return
             if isinstance(item, bridge_pb2.ClientEvent):
                 await call.write(item)
                 continue
             batch = [item]
-            held: bridge_pb2.ClientEvent | None = None
-            while batching and len(batch) < self._max_batch:
+            packed = isinstance(item.frame, bytes)
+            # A packed publish goes in a batch even when the writer started before a late
+            # welcome: the server that granted packing reads publish_batch.
+            while (batching or packed) and len(batch) < self._max_batch:
                 try:
                     more = recv.receive_nowait()
                 except (anyio.WouldBlock, anyio.EndOfStream):
                     break
-                if isinstance(more, Outgoing):
+                if isinstance(more, Outgoing) and isinstance(more.frame, bytes) is packed:
                     batch.append(more)
                 else:
-                    held = more
+                    pending = more
                     break
             waited = self._number(batch)
-            if len(batch) == 1 and not waited:
-                await call.write(batch[0].frame)
+            if len(batch) == 1 and not waited and not packed:
+                await call.write(batch[0].frame)  # type: ignore[arg-type]
+                self.counters.published += 1
+                continue
+            # A publisher waits for its ack: ask for it (the server acks a steady stream only
+            # every few milliseconds otherwise). A batch of one is fine. Filled in place: a
+            # message handed to a constructor is copied, entries and all.
+            frame = bridge_pb2.ClientEvent()
+            pb = frame.publish_batch
+            if packed:
+                pb.packed = pack([o.frame for o in batch])  # type: ignore[misc]
+                pb.packed_count = len(batch)
             else:
-                # A publisher waits for its ack: ask for it (the server acks a steady stream
-                # only every few milliseconds otherwise). A batch of one is fine.
-                frame = bridge_pb2.PublishBatch(
-                    publishes=[o.frame.publish for o in batch], ack_requested=waited
-                )
-                await call.write(bridge_pb2.ClientEvent(publish_batch=frame))
+                pb.publishes.extend([o.frame.publish for o in batch])  # type: ignore[union-attr]
+            pb.ack_requested = waited
+            await call.write(frame)
             self.counters.published += len(batch)
-            if held is not None:
-                await call.write(held)
 
     def _number(self, batch: list[Outgoing]) -> bool:
         """Give each publish the sequence number the server gives it (wire order); return
@@ -668,7 +741,7 @@ class Session:
         waited = False
         for out in batch:
             self._seq += 1
-            self._unacked.append((self._seq, out.frame.publish.topic))
+            self._unacked.append((self._seq, out.topic))
             if out.waiter is not None:
                 self._ack_waiters[self._seq] = out.waiter
                 waited = True
@@ -677,7 +750,11 @@ class Session:
     # ------------------------------------------------------------------ sending
 
     async def publish(
-        self, frame: bridge_pb2.ClientEvent, waiter: AckWaiter | None, size: int = 0
+        self,
+        topic: str,
+        frame: bridge_pb2.ClientEvent | bytes,
+        waiter: AckWaiter | None,
+        size: int = 0,
     ) -> None:
         """Queue a publish (its event measuring ``size``) once there is credit (server pace)
         and room (the local bounds, in frames and in bytes).
@@ -692,7 +769,7 @@ class Session:
         if self.ended:
             raise SessionEnded
         self.credit -= 1
-        out = Outgoing(frame, waiter, size)
+        out = Outgoing(frame, waiter, size, topic)
         try:
             # Queue without yielding while there is room, so a fast publisher fills the queue
             # and the writer sends it as one batch; anyio's send() would yield on every call
@@ -709,7 +786,9 @@ class Session:
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise SessionEnded from None
 
-    def publish_nowait(self, frame: bridge_pb2.ClientEvent, size: int = 0) -> None:
+    def publish_nowait(
+        self, topic: str, frame: bridge_pb2.ClientEvent | bytes, size: int = 0
+    ) -> None:
         """Queue a publish (its event measuring ``size``) if that needs no wait.
 
         Raises:
@@ -721,7 +800,7 @@ class Session:
         if self._acks and self.credit <= 0:
             raise anyio.WouldBlock
         try:
-            self._out.send_nowait(Outgoing(frame, None, size))
+            self._out.send_nowait(Outgoing(frame, None, size, topic))
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise SessionEnded from None
         self.credit -= 1

@@ -47,7 +47,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -87,8 +87,8 @@ from loom.runtime.tools import JSONObject, ToolFailed, tool_output_sink
 from ._approvals_replay import replay_decided
 from ._calls import decode_output, disconnected_outcome, run_tool_call, unresponsive_outcome
 from ._convert import (
+    event_from_proto,
     fill_event,
-    publish_from_proto,
     qos_from_proto,
     tool_call_from_proto,
     tool_result_from_proto,
@@ -105,6 +105,7 @@ from ._identity import (
     reaches_other_mailboxes,
 )
 from ._lane import Lane
+from ._packed import checked, pack, pack_event, unpack_events
 from ._reports import FINAL, dead_letter_from_proto, report_from_proto
 from ._status import code_name, error_from_outcome, failed_outcome, status_of
 from ._tenants import topic_namespace
@@ -132,6 +133,7 @@ _FEATURES: Final = frozenset(
         bridge_pb2.STREAM_FEATURE_DURABLE,
         bridge_pb2.STREAM_FEATURE_DURABLE_TOPICS,
         bridge_pb2.STREAM_FEATURE_TOOL_OUTPUT,
+        bridge_pb2.STREAM_FEATURE_PACKED_EVENTS,
     }
 )
 _DELIVERY_WINDOW: Final = 1024  # granted to a stream that asks for credit but names no window
@@ -145,6 +147,7 @@ _WRITE_GRACE: Final = 5.0  # seconds a started write may take to finish once its
 _NO_CREDIT: Final = "no publish credit left: wait for a publish_ack before publishing more"
 
 _encoder = msgspec.json.Encoder()
+_W = TypeVar("_W")  # a publish as read off the wire: a protobuf Event, or a packed one
 
 Status = tuple[grpc.StatusCode, str]
 
@@ -272,6 +275,7 @@ class Session:
         self._write_lock = asyncio.Lock()  # one write at a time on the call (fair: FIFO)
         self._write_scopes: set[anyio.CancelScope] = set()  # of the writer and the pumps
         self._batching = False  # set once the welcome granting BATCH is on the wire
+        self._packed = False  # and this with PACKED_EVENTS: delivery batches go packed
         # Delivery credit (see the module docs); on once the welcome granting it is written.
         self._credited = False
         self._dwindow = 0
@@ -451,10 +455,19 @@ class Session:
                 await self._accept(msg.publish)
             case "publish_batch":
                 batch = msg.publish_batch
-                if batch.ack_requested and self._acks and batch.publishes:
+                packed: list[tuple[str, Event]] = []
+                if batch.packed_count:
+                    try:
+                        packed = unpack_events(batch.packed, batch.packed_count)
+                    except WireError as exc:
+                        # Its entries cannot even be counted, so neither numbered nor acked.
+                        self.end(grpc.StatusCode.INVALID_ARGUMENT, f"publish_batch: {exc}")
+                        return
+                entries = len(batch.publishes) + len(packed)
+                if batch.ack_requested and self._acks and entries:
                     # Every entry takes a number, so the batch's last one is known now.
-                    self._ack_wanted = self._seq + len(batch.publishes)
-                await self._accept_batch(batch.publishes)
+                    self._ack_wanted = self._seq + entries
+                await self._accept_batch(batch.publishes, packed)
             case "ping":
                 pong = bridge_pb2.HeartbeatResponse(timestamp_ms=msg.ping.timestamp_ms, status="ok")
                 await self._send(bridge_pb2.ServerEvent(pong=pong))
@@ -560,6 +573,9 @@ class Session:
             # A client that names no byte window (one from before it) still gets the server's.
             asked_bytes = hello.delivery_window_bytes or limits.delivery_window_bytes
             self._dwindow_bytes = min(asked_bytes, limits.delivery_window_bytes)
+        packed = bridge_pb2.STREAM_FEATURE_PACKED_EVENTS
+        if packed in granted and bridge_pb2.STREAM_FEATURE_BATCH not in granted:
+            granted.remove(packed)  # packs travel in batch frames only
         if bridge_pb2.STREAM_FEATURE_DURABLE in granted and self.durable is None:
             granted.remove(bridge_pb2.STREAM_FEATURE_DURABLE)  # not a durable registration
         self._start_durable(bridge_pb2.STREAM_FEATURE_DURABLE in granted)
@@ -619,16 +635,25 @@ class Session:
 
     # ------------------------------------------------------------------ publishing
 
-    async def _accept_batch(self, publishes: Sequence[bridge_pb2.Publish]) -> None:
-        """A ``publish_batch``: admitted against the credit there is when the frame arrives,
-        all at once, so its outcome does not depend on how fast acks go out meanwhile."""
-        size = min(len(publishes), self._max_batch)
+    async def _accept_batch(
+        self, publishes: Sequence[bridge_pb2.Publish], packed: list[tuple[str, Event]]
+    ) -> None:
+        """A ``publish_batch`` (its ``publishes``, then its ``packed`` entries, read): admitted
+        against the credit there is when the frame arrives, all at once, so its outcome does
+        not depend on how fast acks go out meanwhile."""
+        total = len(publishes) + len(packed)
+        size = min(total, self._max_batch)
         admitted = min(size, max(self._credit, 0)) if self._acks else size
         if self._acks:
             self._credit -= admitted
-        for i, publish in enumerate(publishes):
+        first = len(publishes)
+        for i in range(total):
             if i < admitted:
-                await self._accept(publish, paid=True)
+                if i < first:
+                    await self._accept(publishes[i], paid=True)
+                else:
+                    topic, event = packed[i - first]
+                    await self._admit(self._number(), topic, event, checked)
             elif i < size:
                 await self._reject("RESOURCE_EXHAUSTED", _NO_CREDIT)
             else:
@@ -638,20 +663,28 @@ class Session:
                     "not published",
                 )
 
+    def _number(self) -> int:
+        """The next publish's sequence number (0 without acks)."""
+        if not self._acks:
+            return 0
+        self._seq += 1
+        return self._seq
+
     async def _accept(self, publish: bridge_pb2.Publish, *, paid: bool = False) -> None:
-        """Number, check and publish one publish: here when nothing is ahead of it and the bus
-        takes it at once, else through the publisher task (which waits, and answers errors)."""
-        seq = 0
-        if self._acks:
-            if not paid:
-                if self._credit <= 0:
-                    await self._reject("RESOURCE_EXHAUSTED", _NO_CREDIT)
-                    return
-                self._credit -= 1
-            self._seq += 1
-            seq = self._seq
+        """Number, check and publish one publish (see :meth:`_admit`)."""
+        if self._acks and not paid:
+            if self._credit <= 0:
+                await self._reject("RESOURCE_EXHAUSTED", _NO_CREDIT)
+                return
+            self._credit -= 1
+        await self._admit(self._number(), publish.topic, publish.event, event_from_proto)
+
+    async def _admit(self, seq: int, topic: str, wire: _W, read: Callable[[_W], Event]) -> None:
+        """Read (``read(wire)``), check and publish publish number ``seq``: here when nothing
+        is ahead of it and the bus takes it at once, else through the publisher task (which
+        waits, and answers errors)."""
         try:
-            topic, event = publish_from_proto(publish)
+            event = read(wire)
         except WireError as exc:
             await self._queue(
                 _Publish(seq, credit=bool(seq), code="INVALID_ARGUMENT", reason=str(exc))
@@ -1036,8 +1069,8 @@ class Session:
                 # Each delivery is built inside the batch frame; one that does not fit is taken
                 # out again and goes first in the next frame; one that cannot go at all is
                 # replaced by an error frame, after the batch, in order.
-                entries = frame.delivery_batch.deliveries
-                filled = self._fill(entries.add(), item)
+                batch = _PackedBatch(self) if self._packed else _ProtoBatch(self, frame)
+                filled = batch.add(item)
                 if isinstance(filled, bridge_pb2.ServerEvent):
                     settle_in_flight(sub, 1)
                     sent = []
@@ -1062,14 +1095,14 @@ class Session:
                     if self._screen and not may_receive(self.principal, nxt.topic):
                         settle_in_flight(sub, 1)  # withheld, as above
                         continue
-                    filled = self._fill(entries.add(), nxt)
+                    filled = batch.add(nxt)
                     if isinstance(filled, bridge_pb2.ServerEvent):
-                        del entries[-1]
+                        batch.drop_last()
                         settle_in_flight(sub, 1)
                         error = filled
                         break
                     if size + filled + 8 > limit or (self._credited and filled > bytes_left):
-                        del entries[-1]
+                        batch.drop_last()
                         held = nxt
                         break
                     size += filled + 8
@@ -1077,7 +1110,7 @@ class Session:
                     sent.append(nxt.topic)
                     sizes.append(filled)
                 async with lock:
-                    await self._write_deliveries(frame, sub, sent, sizes)
+                    await self._write_deliveries(batch.frame(), sub, sent, sizes)
                     sent = []
                     if error is not None:
                         await write(error)
@@ -1365,18 +1398,29 @@ class Session:
         try:
             fill_event(msg.event, delivery.event, mirror=not self._hello)
         except WireError as exc:
-            code, reason = "INVALID_ARGUMENT", f"event {delivery.event.id} not delivered: {exc}"
-        else:
-            size: int = msg.ByteSize()
-            if size + _FRAME_OVERHEAD <= self._limits.max_message_bytes:
-                return size
-            code = "RESOURCE_EXHAUSTED"
-            reason = (
-                f"event {delivery.event.id} on {delivery.topic!r} not delivered: "
-                f"{size} bytes is over max_message_bytes ({self._limits.max_message_bytes})"
-            )
+            return self._undeliverable(delivery, exc)
+        size: int = msg.ByteSize()
+        return self._sized(delivery, size)
+
+    def _sized(self, delivery: Delivery, size: int) -> int | bridge_pb2.ServerEvent:
+        """``size`` if a delivery of ``size`` encoded bytes fits a message, else the ``Error``
+        frame that replaces it."""
+        if size + _FRAME_OVERHEAD <= self._limits.max_message_bytes:
+            return size
+        reason = (
+            f"event {delivery.event.id} on {delivery.topic!r} not delivered: "
+            f"{size} bytes is over max_message_bytes ({self._limits.max_message_bytes})"
+        )
         log.warning("agent %s: %s", self.agent_id, reason)
-        return bridge_pb2.ServerEvent(err=bridge_pb2.Error(code=code, message=reason))
+        return bridge_pb2.ServerEvent(
+            err=bridge_pb2.Error(code="RESOURCE_EXHAUSTED", message=reason)
+        )
+
+    def _undeliverable(self, delivery: Delivery, exc: WireError) -> bridge_pb2.ServerEvent:
+        """The ``Error`` frame that replaces a delivery the wire cannot carry."""
+        reason = f"event {delivery.event.id} not delivered: {exc}"
+        log.warning("agent %s: %s", self.agent_id, reason)
+        return bridge_pb2.ServerEvent(err=bridge_pb2.Error(code="INVALID_ARGUMENT", message=reason))
 
     @contextlib.contextmanager
     def _shielded(self) -> Iterator[anyio.CancelScope]:
@@ -1414,6 +1458,7 @@ class Session:
                     if frame.HasField("welcome"):
                         features = frame.welcome.features
                         self._batching = bridge_pb2.STREAM_FEATURE_BATCH in features
+                        self._packed = bridge_pb2.STREAM_FEATURE_PACKED_EVENTS in features
                         if bridge_pb2.STREAM_FEATURE_DELIVERY_CREDIT in features:
                             # Deliveries written from now on count against the window; the
                             # agent credits only those it reads after this welcome.
@@ -1605,3 +1650,59 @@ class Session:
         """A piece of a running ``call``'s partial output, to the agent that made it."""
         piece = tools_pb2.ToolOutput(id=call_id, text=text)
         await self._send(bridge_pb2.ServerEvent(tool_output=piece))
+
+
+class _ProtoBatch:
+    """A ``delivery_batch`` being filled, one ``Delivery`` message per entry (built in
+    place)."""
+
+    __slots__ = ("_entries", "_frame", "_session")
+
+    def __init__(self, session: Session, frame: bridge_pb2.ServerEvent) -> None:
+        self._session = session
+        self._frame = frame
+        self._entries = frame.delivery_batch.deliveries
+
+    def add(self, delivery: Delivery) -> int | bridge_pb2.ServerEvent:
+        """Add ``delivery``; its encoded size, or the error frame that replaces it (then
+        :meth:`drop_last`)."""
+        return self._session._fill(self._entries.add(), delivery)
+
+    def drop_last(self) -> None:
+        del self._entries[-1]
+
+    def frame(self) -> bridge_pb2.ServerEvent:
+        return self._frame
+
+
+class _PackedBatch:
+    """A ``delivery_batch`` being filled with packed entries (``STREAM_FEATURE_PACKED_EVENTS``,
+    ``bridge/_packed.py``): each event encoded once, the frame made at the end."""
+
+    __slots__ = ("_entries", "_fits", "_session")
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._entries: list[bytes] = []
+        self._fits = session._limits.max_message_bytes - _FRAME_OVERHEAD
+
+    def add(self, delivery: Delivery) -> int | bridge_pb2.ServerEvent:
+        """As :meth:`_ProtoBatch.add`."""
+        try:
+            entry = pack_event(delivery.topic, delivery.event)
+        except WireError as exc:
+            self._entries.append(b"")  # so that drop_last drops it
+            return self._session._undeliverable(delivery, exc)
+        self._entries.append(entry)
+        size = len(entry)
+        return size if size <= self._fits else self._session._sized(delivery, size)
+
+    def drop_last(self) -> None:
+        self._entries.pop()
+
+    def frame(self) -> bridge_pb2.ServerEvent:
+        frame = bridge_pb2.ServerEvent()
+        batch = frame.delivery_batch
+        batch.packed = pack(self._entries)
+        batch.packed_count = len(self._entries)
+        return frame

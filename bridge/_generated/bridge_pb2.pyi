@@ -22,6 +22,7 @@ class StreamFeature(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STREAM_FEATURE_DURABLE: _ClassVar[StreamFeature]
     STREAM_FEATURE_DURABLE_TOPICS: _ClassVar[StreamFeature]
     STREAM_FEATURE_TOOL_OUTPUT: _ClassVar[StreamFeature]
+    STREAM_FEATURE_PACKED_EVENTS: _ClassVar[StreamFeature]
 STREAM_FEATURE_UNSPECIFIED: StreamFeature
 STREAM_FEATURE_BATCH: StreamFeature
 STREAM_FEATURE_PUBLISH_ACK: StreamFeature
@@ -33,6 +34,7 @@ STREAM_FEATURE_SUPERVISION: StreamFeature
 STREAM_FEATURE_DURABLE: StreamFeature
 STREAM_FEATURE_DURABLE_TOPICS: StreamFeature
 STREAM_FEATURE_TOOL_OUTPUT: StreamFeature
+STREAM_FEATURE_PACKED_EVENTS: StreamFeature
 
 class AgentRegisterRequest(_message.Message):
     __slots__ = ("agent_id", "subscribed_topics", "tools", "metadata", "durable")
@@ -254,18 +256,26 @@ class SubscribeResult(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., ok: _Optional[bool] = ..., subscription_id: _Optional[int] = ..., code: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class PublishBatch(_message.Message):
-    __slots__ = ("publishes", "ack_requested")
+    __slots__ = ("publishes", "ack_requested", "packed", "packed_count")
     PUBLISHES_FIELD_NUMBER: _ClassVar[int]
     ACK_REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    PACKED_FIELD_NUMBER: _ClassVar[int]
+    PACKED_COUNT_FIELD_NUMBER: _ClassVar[int]
     publishes: _containers.RepeatedCompositeFieldContainer[Publish]
     ack_requested: bool
-    def __init__(self, publishes: _Optional[_Iterable[_Union[Publish, _Mapping]]] = ..., ack_requested: _Optional[bool] = ...) -> None: ...
+    packed: bytes
+    packed_count: int
+    def __init__(self, publishes: _Optional[_Iterable[_Union[Publish, _Mapping]]] = ..., ack_requested: _Optional[bool] = ..., packed: _Optional[bytes] = ..., packed_count: _Optional[int] = ...) -> None: ...
 
 class DeliveryBatch(_message.Message):
-    __slots__ = ("deliveries",)
+    __slots__ = ("deliveries", "packed", "packed_count")
     DELIVERIES_FIELD_NUMBER: _ClassVar[int]
+    PACKED_FIELD_NUMBER: _ClassVar[int]
+    PACKED_COUNT_FIELD_NUMBER: _ClassVar[int]
     deliveries: _containers.RepeatedCompositeFieldContainer[Delivery]
-    def __init__(self, deliveries: _Optional[_Iterable[_Union[Delivery, _Mapping]]] = ...) -> None: ...
+    packed: bytes
+    packed_count: int
+    def __init__(self, deliveries: _Optional[_Iterable[_Union[Delivery, _Mapping]]] = ..., packed: _Optional[bytes] = ..., packed_count: _Optional[int] = ...) -> None: ...
 
 class PublishAck(_message.Message):
     __slots__ = ("sequence", "credit", "rejections")

@@ -62,6 +62,7 @@ async def test_events_flow_both_ways_with_the_features_granted() -> None:
             assert set(stats.features) == {
                 "STREAM_FEATURE_BATCH",
                 "STREAM_FEATURE_DELIVERY_CREDIT",
+                "STREAM_FEATURE_PACKED_EVENTS",
                 "STREAM_FEATURE_PUBLISH_ACK",
                 "STREAM_FEATURE_SUPERVISION",
                 "STREAM_FEATURE_TOOL_CANCEL",
