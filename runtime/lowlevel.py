@@ -22,7 +22,9 @@ cluster use it to carry events and tool calls between processes:
   :func:`frame_from_headers`: a turn's call scope (its caps on tool calls and call depth),
   current while its tools run and carried in ``ToolCall.headers`` across processes;
 * :func:`current_tool_output_sink`: where a tool call's partial output goes, read by a
-  transport that carries the call to another process (the pieces come back to it);
+  transport that carries the call to another process (the pieces come back to it), with
+  :class:`ToolOutputPieces`, :func:`output_pieces`, :func:`drain_pieces_until` and
+  :data:`MAX_TOOL_OUTPUT_PIECES`: the bounded buffer the pieces wait in for their caller;
 * envelope, topic and id helpers that keep the wire and the runtime in step;
 * :func:`set_public_module`: what every public package of loom calls last, so its names
   show its public path (``loom.bridge.BridgeServer``), not a private module's.
@@ -87,9 +89,14 @@ from .tools._call_scope import reset_frame as reset_frame
 from .tools._call_scope import scope_headers as scope_headers
 from .tools._call_scope import set_frame as set_frame
 from .tools._output import current_tool_output_sink as current_tool_output_sink
+from .tools._output_relay import MAX_TOOL_OUTPUT_PIECES as MAX_TOOL_OUTPUT_PIECES
+from .tools._output_relay import ToolOutputPieces as ToolOutputPieces
+from .tools._output_relay import drain_pieces_until as drain_pieces_until
+from .tools._output_relay import output_pieces as output_pieces
 
 __all__ = [
     "EVENT_OVERHEAD_BYTES",
+    "MAX_TOOL_OUTPUT_PIECES",
     "SAMPLED_ROOT",
     "TRACEBACK_LOGGER",
     "UNSAMPLED_SPAN",
@@ -110,6 +117,7 @@ __all__ = [
     "RemoteDurableMessage",
     "RemoteTool",
     "ReplyRouter",
+    "ToolOutputPieces",
     "ToolProvider",
     "TopicTrie",
     "Transport",
@@ -120,6 +128,7 @@ __all__ = [
     "dead_letter_event",
     "dead_letter_metadata",
     "dlq_topic",
+    "drain_pieces_until",
     "envelope_with_context",
     "event_size",
     "frame_from_headers",
@@ -133,6 +142,7 @@ __all__ = [
     "mark_delivery",
     "new_id",
     "now_ms",
+    "output_pieces",
     "reply_envelope",
     "reply_topic",
     "request_event",
