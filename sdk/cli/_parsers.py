@@ -473,7 +473,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
             "  loom call clock.now                    # on every loom serve\n"
             '  loom call fs.read \'{"path": "README.md"}\'   # with [tools.fs] in loom.toml\n'
             "  loom call text.upper @args.json --timeout 60   # an agent's capability\n"
-            '  loom call a2a.helper \'{"message": "hi"}\' --no-stream | jq .text\n'
+            '  loom call a2a.helper \'{"message": "hi"}\'   # its pieces, then its output\n'
+            '  loom call a2a.helper \'{"message": "hi"}\' --no-stream   # the output only\n'
         ),
         parents=[client],
     )
