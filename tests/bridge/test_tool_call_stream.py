@@ -121,6 +121,36 @@ async def test_a_caller_needs_the_token_as_for_call() -> None:
     assert [u.WhichOneof("update") for u in got] == ["output", "result"]
 
 
+async def test_a_caller_that_goes_away_cancels_the_tool() -> None:
+    cancelled = anyio.Event()
+
+    async def hang() -> str:
+        await stream_tool_output("started")
+        try:
+            await anyio.sleep_forever()
+        finally:
+            cancelled.set()
+        return "never"
+
+    tools = ToolRegistry()
+    tools.register(
+        FunctionTool(
+            hang,
+            name="t.hang",
+            description="Stream one piece, then wait.",
+            parameters_schema={"type": "object", "properties": {}},
+        )
+    )
+    with anyio.fail_after(20):
+        async with serving(tools=tools) as s, channel(s.target) as ch:
+            stub = tools_pb2_grpc.ToolServiceStub(ch)
+            call = stub.CallStream(tools_pb2.ToolCall(id="h", name="t.hang", arguments="{}"))
+            first: Any = await call.read()
+            assert first.output.text == "started"
+            call.cancel()
+            await cancelled.wait()
+
+
 class OldToolService(tools_pb2_grpc.ToolServiceServicer):
     """A server from before CallStream: Call only (the base class answers UNIMPLEMENTED)."""
 

@@ -24,7 +24,8 @@ from .test_cluster_directory import node, wait_until
 
 pytestmark = pytest.mark.anyio
 
-streamed = anyio.Event()
+# Set by the capability after its last piece (the test that waits for it puts one in).
+streamed: list[anyio.Event] = []
 
 
 @capability("pieces.count")
@@ -32,7 +33,8 @@ async def count(n: int) -> str:
     """Stream ``n`` pieces, then answer."""
     for i in range(n):
         await stream_tool_output(f"piece {i};")
-    streamed.set()
+    for done in streamed:
+        done.set()
     return f"counted {n}"
 
 
@@ -82,8 +84,8 @@ async def test_a_caller_without_a_sink_is_sent_no_pieces(nats_server: NatsServer
 async def test_a_slow_caller_holds_a_bounded_number_of_pieces_and_counts_the_rest(
     nats_server: NatsServerProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
-    global streamed
-    streamed = anyio.Event()
+    done = anyio.Event()
+    streamed[:] = [done]
     total = MAX_TOOL_OUTPUT_PIECES * 3
     seen: list[str] = []
     let_go = anyio.Event()
@@ -105,7 +107,7 @@ async def test_a_slow_caller_holds_a_bounded_number_of_pieces_and_counts_the_res
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(call)
-                await streamed.wait()
+                await done.wait()
                 # Every piece and the answer are in node a: the call's buffer holds the bound.
                 answered: Callable[[], bool] = lambda: any(  # noqa: E731
                     p.reply is not None for p in calls.pending.values()
