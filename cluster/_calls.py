@@ -294,8 +294,10 @@ class ClusterCalls:
             # The caller's turn's caps: nested calls count against that turn, no deeper than
             # it allows (``docs/guardrails.md``, Budgets).
             # The caller's sink, here a publish of each piece to the subject it named (none
-            # named: no sink, so a streaming tool streams nowhere, as in process).
-            sink = functools.partial(self._send_output, request) if request.output else None
+            # named: no sink, so a streaming tool streams nowhere, as in process). Only its
+            # reply subject's child: a request cannot make this node publish elsewhere.
+            wanted = request.output == request.reply + _OUTPUT_SUFFIX
+            sink = functools.partial(self._send_output, request) if wanted else None
             with (
                 scope,
                 in_frame(frame_from_headers(request.headers, pushed=True)),

@@ -140,3 +140,38 @@ async def test_old_nodes_records_decode_and_a_piece_is_its_own_record() -> None:
     assert msgspec.msgpack.decode(old, type=CallRequest).output == ""
     piece = msgspec.msgpack.encode(CallOutput(id="c1", text="x"))
     assert msgspec.msgpack.decode(piece) == ["c1", "x"]
+
+
+async def test_a_request_cannot_send_the_pieces_anywhere_but_its_reply_subject(
+    nats_server: NatsServerProcess,
+) -> None:
+    from loom.cluster._directory_wire import CallRequest
+
+    got: dict[str, list[bytes]] = {"reply": [], "elsewhere": []}
+
+    async def on_reply(msg: Msg) -> None:
+        got["reply"].append(msg.data)
+
+    async def on_elsewhere(msg: Msg) -> None:
+        got["elsewhere"].append(msg.data)
+
+    with anyio.fail_after(30):
+        spy = await nats.connect(nats_server.url)
+        try:
+            await spy.subscribe("_loom.reply.spy.c1", cb=on_reply)
+            await spy.subscribe("elsewhere.>", cb=on_elsewhere)
+            await spy.flush()
+            async with node(nats_server.url, "b") as b:
+                await b.runtime.start(Agent("counter", capabilities=[count]))
+                request = CallRequest(
+                    id="c1", caller="spy", agent="counter", tool="pieces.count",
+                    arguments='{"n": 3}', timeout_ms=5000, reply="_loom.reply.spy.c1",
+                    output="elsewhere.x",
+                )  # fmt: skip
+                await spy.publish("_loom.call.b", msgspec.msgpack.encode(request))
+                await wait_until(lambda: bool(got["reply"]))
+                await spy.flush()
+        finally:
+            await spy.close()
+    assert msgspec.msgpack.decode(got["reply"][0], type=CallReply).output == '"counted 3"'
+    assert got["elsewhere"] == []
