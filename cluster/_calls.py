@@ -137,12 +137,12 @@ class ClusterCalls:
             agent=agent_id,
             tool=name,
             arguments=json_text(arguments),
+            output="" if pieces is None else self._reply_prefix + call_id + _OUTPUT_SUFFIX,
             timeout_ms=timeout_ms,
             reply=self._reply_prefix + call_id,
             # The turn's caps go along, as a call pushed to an agent's process carries them:
             # this node counted the hop into the remote agent already (pushed).
             headers=scope_headers(pushed=True),
-            output="" if pieces is None else self._reply_prefix + call_id + _OUTPUT_SUFFIX,
         )
         pending = _Pending(node, pieces)
         self.pending[call_id] = pending
