@@ -50,6 +50,7 @@ from loom.runtime import (
     QoS,
 )
 from loom.runtime.lowlevel import new_id
+from loom.runtime.tools import ToolOutputSink
 
 from ._aio import rpc_text, unary
 from ._client import ClientTLS
@@ -67,6 +68,7 @@ from ._directory_service import agent_info_from_proto
 from ._errors import ConnectFailed, ConnectionLost
 from ._server_status import ServerStatus, server_status_from_proto
 from ._status import error_from_status
+from ._tool_stream import call_tool_stream
 from ._wire_types import ToolCallOutcome, ToolCallRequest, ToolDescriptor
 
 __all__ = ["AdminClient", "PublishOutcome", "Rejection"]
@@ -469,7 +471,12 @@ class AdminClient:
         return [tool_descriptor_from_proto(t) for t in response.tools]
 
     async def call_tool(
-        self, name: str, arguments: str, *, timeout: float | None = None
+        self,
+        name: str,
+        arguments: str,
+        *,
+        timeout: float | None = None,
+        on_output: ToolOutputSink | None = None,
     ) -> ToolCallOutcome:
         """Call a tool through ``ToolService.Call``; return the outcome, failed or not.
 
@@ -481,6 +488,9 @@ class AdminClient:
             arguments: the arguments object as JSON text.
             timeout: the tool's timeout in seconds (``timeout_ms``); ``None``: the server's
                 default, under a deadline of the client's ``timeout``.
+            on_output: takes each piece of the tool's partial output as it comes, before the
+                outcome returns (``ToolService.CallStream``); a server that predates it is
+                called with ``Call``, and sends none.
         """
         if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
             raise InvalidArgument(f"timeout must be > 0 seconds, not {timeout!r}")
@@ -492,6 +502,15 @@ class AdminClient:
             timeout_ms=0 if timeout is None else max(1, math.ceil(timeout * 1000)),
         )
         deadline = self.timeout if timeout is None else timeout + _TOOL_MARGIN_S
+        if on_output is not None:
+            try:
+                streamed = await call_tool_stream(
+                    stub, tool_call_to_proto(request), on_output, deadline, self._metadata
+                )
+            except grpc.aio.AioRpcError as exc:
+                raise self._error(exc, "ToolService.CallStream", deadline) from None
+            if streamed is not None:
+                return streamed
         try:
             result = await unary(
                 stub.Call(tool_call_to_proto(request), timeout=deadline, metadata=self._metadata)

@@ -47,6 +47,7 @@ from ._identity import (
 )
 from ._status import code_name, status_of
 from ._tenants import namespace_stats, tool_inside
+from ._tool_stream import serve_tool_call_stream
 from ._wire_types import ProviderKind, ToolDescriptor
 
 if TYPE_CHECKING:
@@ -131,6 +132,16 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
         except WrongAgent as exc:
             await context.abort(status_of(exc), str(exc))
         return await serve_tool_call(self.hub.runtime, request, context)
+
+    async def CallStream(self, request: tools_pb2.ToolCall, context: _Context) -> None:  # type: ignore[override]
+        # Call, its partial output streamed before its result (bridge/_tool_stream.py).
+        try:
+            caller = self.hub.caller(context)
+            claimed_sender(caller, request.headers)
+            authorize_tool(caller, request.name, self.hub.tenants)
+        except WrongAgent as exc:
+            await context.abort(status_of(exc), str(exc))
+        await serve_tool_call_stream(self.hub.runtime, request, context)
 
 
 class EventBusService(bus_pb2_grpc.EventBusServicer):

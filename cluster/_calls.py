@@ -8,6 +8,15 @@ timeout) sends a cancel, and the provider cancels the invocation (a bridge agent
 its ``cancel_tool_call``). A provider node declared dead (:meth:`ClusterCalls.fail_node`)
 fails every call waiting on it at once with ``ToolFailed`` ``AGENT_DISCONNECTED``.
 
+Partial output (``loom.runtime.tools.stream_tool_output``) crosses too, with the bridge's
+semantics: a caller with a sink in force names a subject for it (``CallRequest.output``, the
+reply subject's ``.out`` child), the provider runs the tool with a sink that publishes each
+piece there as a ``CallOutput``, and the caller's reply subscription (one, so in publish
+order: every piece before the answer) puts each in the call's ``ToolOutputPieces``, at most
+``MAX_TOOL_OUTPUT_PIECES`` held; the calling task hands them to the sink before it returns
+the result. A caller slower than the pieces drops the newest, counted and logged; never the
+result. A caller without a sink names no subject and is sent nothing.
+
 Bounded: at most ``max_calls`` calls are served at once (beyond, a call is refused with
 ``ToolFailed`` ``RESOURCE_EXHAUSTED`` rather than queued) and the waiting calls of this node
 are those of its callers, each holding one slot of :attr:`pending`.
@@ -16,6 +25,7 @@ are those of its callers, each holding one slot of :attr:`pending`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -30,18 +40,23 @@ from nats.aio.subscription import Subscription
 
 from loom.runtime import AgentNotFound, AgentRuntime
 from loom.runtime.lowlevel import (
+    MAX_TOOL_OUTPUT_PIECES,
+    ToolOutputPieces,
+    drain_pieces_until,
     frame_from_headers,
     in_frame,
     key_from_headers,
     key_headers,
     new_id,
+    output_pieces,
     scope_headers,
 )
-from loom.runtime.tools import JSONObject, ToolError
+from loom.runtime.tools import JSONObject, ToolError, tool_output_sink
 
 from ._directory_wire import (
     AGENT_DISCONNECTED,
     CallError,
+    CallOutput,
     CallReply,
     CallRequest,
     error_from_wire,
@@ -56,18 +71,21 @@ log = logging.getLogger("loom.cluster")
 _encode = msgspec.msgpack.Encoder().encode
 _request = msgspec.msgpack.Decoder(CallRequest).decode
 _reply = msgspec.msgpack.Decoder(CallReply).decode
+_output = msgspec.msgpack.Decoder(CallOutput).decode
+_OUTPUT_SUFFIX = ".out"  # the reply subject's child that a call's pieces go to
 _json = msgspec.json.Decoder().decode
 
 
 class _Pending:
     """One call of this node waiting for another node's answer."""
 
-    __slots__ = ("done", "node", "reply")
+    __slots__ = ("done", "node", "pieces", "reply")
 
-    def __init__(self, node: str) -> None:
+    def __init__(self, node: str, pieces: ToolOutputPieces | None) -> None:
         self.node = node
         self.done = anyio.Event()
         self.reply: CallReply | None = None
+        self.pieces = pieces  # None: the caller takes no partial output
 
 
 class ClusterCalls:
@@ -111,6 +129,7 @@ class ClusterCalls:
                 when ``node`` is declared dead before it answers.
         """
         call_id = new_id()
+        pieces = output_pieces()
         deadline = anyio.current_effective_deadline()
         left = deadline - anyio.current_time()
         timeout_ms = 0 if math.isinf(left) else max(1, math.ceil(left * 1000))
@@ -120,6 +139,7 @@ class ClusterCalls:
             agent=agent_id,
             tool=name,
             arguments=json_text(arguments),
+            output="" if pieces is None else self._reply_prefix + call_id + _OUTPUT_SUFFIX,
             timeout_ms=timeout_ms,
             reply=self._reply_prefix + call_id,
             # The turn's caps go along, as a call pushed to an agent's process carries them:
@@ -127,11 +147,14 @@ class ClusterCalls:
             # call's idempotency key, which the tool there receives.
             headers={**scope_headers(pushed=True), **key_headers()},
         )
-        pending = _Pending(node)
+        pending = _Pending(node, pieces)
         self.pending[call_id] = pending
         try:
             await self.client.publish(f"_loom.call.{node}", _encode(request))
-            await pending.done.wait()
+            if pieces is None:
+                await pending.done.wait()
+            else:
+                await drain_pieces_until(pieces, pending.done)
         except BaseException:
             if pending.reply is None:
                 # Cancelled (or the publish failed): the provider need not go on. Shielded:
@@ -143,6 +166,16 @@ class ClusterCalls:
             raise
         finally:
             self.pending.pop(call_id, None)
+            if pieces is not None and pieces.dropped:
+                log.warning(
+                    "cluster: tool call %s (%s) on node %s: %d pieces of its partial output "
+                    "dropped: its caller took them more slowly than they came (at most %d wait)",
+                    name,
+                    call_id,
+                    node,
+                    pieces.dropped,
+                    MAX_TOOL_OUTPUT_PIECES,
+                )
         reply = pending.reply
         assert reply is not None
         if reply.error is not None:
@@ -168,6 +201,9 @@ class ClusterCalls:
         return count
 
     async def _on_reply(self, msg: Msg) -> None:
+        if msg.subject.endswith(_OUTPUT_SUFFIX):
+            self._on_output(msg)
+            return
         try:
             reply = _reply(msg.data)
         except msgspec.DecodeError:
@@ -178,6 +214,17 @@ class ClusterCalls:
             pending.reply = reply
             pending.done.set()
         # else: the caller gave up (timed out, cancelled) before it came: dropped.
+
+    def _on_output(self, msg: Msg) -> None:
+        # The reply subscription's reader: never waits (the pieces buffer is bounded).
+        try:
+            piece = _output(msg.data)
+        except msgspec.DecodeError:
+            log.warning("cluster: undecodable tool output on %s", msg.subject)
+            return
+        pending = self.pending.get(piece.id)
+        if pending is not None and pending.pieces is not None and pending.reply is None:
+            pending.pieces.put(piece.text)
 
     # ------------------------------------------------------------------ serving
 
@@ -201,7 +248,9 @@ class ClusterCalls:
                     await self.client.subscribe(f"_loom.cancel.{self.node}", cb=self._on_cancel)
                 )
                 subs.append(
-                    await self.client.subscribe(self._reply_prefix + "*", cb=self._on_reply)
+                    # ">": the answers and the pieces (``.out``) of each call, in one
+                    # subscription so that no piece is taken after its call's answer.
+                    await self.client.subscribe(self._reply_prefix + ">", cb=self._on_reply)
                 )
                 await self.client.flush()
                 task_status.started()
@@ -247,7 +296,16 @@ class ClusterCalls:
         try:
             # The caller's turn's caps: nested calls count against that turn, no deeper than
             # it allows (``docs/guardrails.md``, Budgets).
-            with scope, in_frame(frame_from_headers(request.headers, pushed=True)):
+            # The caller's sink, here a publish of each piece to the subject it named (none
+            # named: no sink, so a streaming tool streams nowhere, as in process). Only its
+            # reply subject's child: a request cannot make this node publish elsewhere.
+            wanted = request.output == request.reply + _OUTPUT_SUFFIX
+            sink = functools.partial(self._send_output, request) if wanted else None
+            with (
+                scope,
+                in_frame(frame_from_headers(request.headers, pushed=True)),
+                tool_output_sink(sink),
+            ):
                 timeout = request.timeout_ms / 1000 if request.timeout_ms else None
                 try:
                     value = await self.runtime.call_tool(
@@ -266,6 +324,17 @@ class ClusterCalls:
             self._serving.pop((request.caller, request.id), None)
         if reply is not None:  # None: cancelled by the caller, who waits for nothing
             await self._answer(request, reply)
+
+    async def _send_output(self, request: CallRequest, text: str) -> None:
+        # nats-py buffers the publish (bounded: past its pending size it waits for a flush),
+        # so a tool streaming faster than the connection writes is held back. A lost piece
+        # costs the caller that piece only: the call goes on.
+        try:
+            await self.client.publish(request.output, _encode(CallOutput(id=request.id, text=text)))
+        except Exception as exc:
+            log.debug(
+                "cluster: a piece of %s's output to %s is lost: %s", request.id, request.caller, exc
+            )
 
     async def _answer(self, request: CallRequest, reply: CallReply) -> None:
         try:

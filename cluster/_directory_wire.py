@@ -31,6 +31,7 @@ __all__ = [
     "ENDED_STATUSES",
     "AgentRecord",
     "CallError",
+    "CallOutput",
     "CallReply",
     "CallRequest",
     "NodeRecord",
@@ -107,6 +108,11 @@ class CallRequest(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
         headers: the call scope of the turn the call is made for (``loom-scope*``, as
             ``ToolCall.headers`` carry it over the bridge), so its caps hold across nodes.
             Last and defaulted: a node that predates it sends none and ignores it.
+        output: the subject the call's partial output goes to, as :class:`CallOutput`s
+            (``loom.runtime.tools.stream_tool_output``); empty: the caller takes none (it has
+            no sink), so none is sent. Set, it is the reply subject's ``.out`` child, so the
+            pieces and the answer reach the caller through one subscription, in the order
+            they were published. After ``headers``, defaulted, for the same reason.
     """
 
     id: str
@@ -117,6 +123,7 @@ class CallRequest(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     timeout_ms: int
     reply: str
     headers: dict[str, str] = {}
+    output: str = ""
 
 
 class CallError(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
@@ -131,6 +138,14 @@ class CallError(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     # limit and the depth reached. Last and defaulted, as ``CallRequest.headers``.
     limit: int = 0
     depth: int = 0
+
+
+class CallOutput(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """One piece of a running call's partial output, sent to ``CallRequest.output`` before
+    the call's :class:`CallReply` (none after it)."""
+
+    id: str
+    text: str
 
 
 class CallReply(msgspec.Struct, frozen=True, kw_only=True, array_like=True):

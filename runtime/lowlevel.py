@@ -26,7 +26,9 @@ cluster use it to carry events and tool calls between processes:
 * :data:`IDEMPOTENCY_HEADER`, :func:`key_headers` and :func:`key_from_headers`: a tool
   call's idempotency key, carried in its headers to the process or node that serves it;
 * :func:`current_tool_output_sink`: where a tool call's partial output goes, read by a
-  transport that carries the call to another process (the pieces come back to it);
+  transport that carries the call to another process (the pieces come back to it), with
+  :class:`ToolOutputPieces`, :func:`output_pieces`, :func:`drain_pieces_until` and
+  :data:`MAX_TOOL_OUTPUT_PIECES`: the bounded buffer the pieces wait in for their caller;
 * envelope, topic and id helpers that keep the wire and the runtime in step;
 * :func:`set_public_module`: what every public package of loom calls last, so its names
   show its public path (``loom.bridge.BridgeServer``), not a private module's.
@@ -96,10 +98,15 @@ from .tools._call_scope import reset_frame as reset_frame
 from .tools._call_scope import scope_headers as scope_headers
 from .tools._call_scope import set_frame as set_frame
 from .tools._output import current_tool_output_sink as current_tool_output_sink
+from .tools._output_relay import MAX_TOOL_OUTPUT_PIECES as MAX_TOOL_OUTPUT_PIECES
+from .tools._output_relay import ToolOutputPieces as ToolOutputPieces
+from .tools._output_relay import drain_pieces_until as drain_pieces_until
+from .tools._output_relay import output_pieces as output_pieces
 
 __all__ = [
     "EVENT_OVERHEAD_BYTES",
     "IDEMPOTENCY_HEADER",
+    "MAX_TOOL_OUTPUT_PIECES",
     "SAMPLED_ROOT",
     "TRACEBACK_LOGGER",
     "UNSAMPLED_SPAN",
@@ -122,6 +129,7 @@ __all__ = [
     "RemoteTool",
     "ReplyRouter",
     "SpendHold",
+    "ToolOutputPieces",
     "ToolProvider",
     "TopicTrie",
     "Transport",
@@ -132,6 +140,7 @@ __all__ = [
     "dead_letter_event",
     "dead_letter_metadata",
     "dlq_topic",
+    "drain_pieces_until",
     "envelope_with_context",
     "event_size",
     "frame_from_headers",
@@ -147,6 +156,7 @@ __all__ = [
     "mark_delivery",
     "new_id",
     "now_ms",
+    "output_pieces",
     "reply_envelope",
     "reply_topic",
     "request_event",

@@ -128,3 +128,11 @@ class ToolOutput(_message.Message):
     id: str
     text: str
     def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+
+class ToolCallUpdate(_message.Message):
+    __slots__ = ("output", "result")
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    output: ToolOutput
+    result: ToolResult
+    def __init__(self, output: _Optional[_Union[ToolOutput, _Mapping]] = ..., result: _Optional[_Union[ToolResult, _Mapping]] = ...) -> None: ...

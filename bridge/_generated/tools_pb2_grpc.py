@@ -47,6 +47,11 @@ class ToolServiceStub:
                 request_serializer=loom_dot_v1_dot_tools__pb2.ToolCall.SerializeToString,
                 response_deserializer=loom_dot_v1_dot_tools__pb2.ToolResult.FromString,
                 _registered_method=True)
+        self.CallStream = channel.unary_stream(
+                '/loom.v1.ToolService/CallStream',
+                request_serializer=loom_dot_v1_dot_tools__pb2.ToolCall.SerializeToString,
+                response_deserializer=loom_dot_v1_dot_tools__pb2.ToolCallUpdate.FromString,
+                _registered_method=True)
 
 
 class ToolServiceServicer:
@@ -71,6 +76,22 @@ class ToolServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CallStream(self, request, context):
+        """Added (issue 15 §2): Call, with the tool's partial output (loom.runtime.tools.
+        stream_tool_output: a remote A2A agent's answer as it comes, say) streamed as it comes.
+        The same call, semantics and outcomes as Call; the stream carries zero or more
+        ToolCallUpdate.output pieces, in the order the tool produced them, then exactly one
+        ToolCallUpdate.result, then ends (OK). A server that predates it answers UNIMPLEMENTED:
+        call Call then (`loom call` does). Backpressure: the server writes each piece under the
+        stream's flow control, so a caller that reads slowly holds the tool back; nothing is
+        dropped on this path (a piece lost on the way here, e.g. between cluster nodes, is
+        counted and logged where it was dropped). Errors are those of Call: a malformed
+        ToolCall is INVALID_ARGUMENT before any update.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ToolServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -83,6 +104,11 @@ def add_ToolServiceServicer_to_server(servicer, server):
                     servicer.Call,
                     request_deserializer=loom_dot_v1_dot_tools__pb2.ToolCall.FromString,
                     response_serializer=loom_dot_v1_dot_tools__pb2.ToolResult.SerializeToString,
+            ),
+            'CallStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.CallStream,
+                    request_deserializer=loom_dot_v1_dot_tools__pb2.ToolCall.FromString,
+                    response_serializer=loom_dot_v1_dot_tools__pb2.ToolCallUpdate.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -142,6 +168,33 @@ class ToolService:
             '/loom.v1.ToolService/Call',
             loom_dot_v1_dot_tools__pb2.ToolCall.SerializeToString,
             loom_dot_v1_dot_tools__pb2.ToolResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CallStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/loom.v1.ToolService/CallStream',
+            loom_dot_v1_dot_tools__pb2.ToolCall.SerializeToString,
+            loom_dot_v1_dot_tools__pb2.ToolCallUpdate.FromString,
             options,
             channel_credentials,
             insecure,

@@ -31,17 +31,21 @@ class ToolServiceStub:
     def __new__(cls, channel: grpc.aio.Channel) -> ToolServiceAsyncStub: ...  # type: ignore[misc]
     ListTools: grpc.UnaryUnaryMultiCallable[_tools_pb2.ListToolsRequest, _tools_pb2.ListToolsResponse]
     Call: grpc.UnaryUnaryMultiCallable[_tools_pb2.ToolCall, _tools_pb2.ToolResult]
+    CallStream: grpc.UnaryStreamMultiCallable[_tools_pb2.ToolCall, _tools_pb2.ToolCallUpdate]
 
 class ToolServiceAsyncStub:
     def __init__(self, channel: grpc.aio.Channel) -> None: ...
     ListTools: grpc.aio.UnaryUnaryMultiCallable[_tools_pb2.ListToolsRequest, _tools_pb2.ListToolsResponse]
     Call: grpc.aio.UnaryUnaryMultiCallable[_tools_pb2.ToolCall, _tools_pb2.ToolResult]
+    CallStream: grpc.aio.UnaryStreamMultiCallable[_tools_pb2.ToolCall, _tools_pb2.ToolCallUpdate]
 
 class ToolServiceServicer(metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def ListTools(self, request: _tools_pb2.ListToolsRequest, context: _ServicerContext) -> _tools_pb2.ListToolsResponse | collections.abc.Awaitable[_tools_pb2.ListToolsResponse]: ...
     @abc.abstractmethod
     def Call(self, request: _tools_pb2.ToolCall, context: _ServicerContext) -> _tools_pb2.ToolResult | collections.abc.Awaitable[_tools_pb2.ToolResult]: ...
+    @abc.abstractmethod
+    def CallStream(self, request: _tools_pb2.ToolCall, context: _ServicerContext) -> collections.abc.Iterator[_tools_pb2.ToolCallUpdate] | collections.abc.AsyncIterator[_tools_pb2.ToolCallUpdate]: ...
 
 def add_ToolServiceServicer_to_server(
     servicer: ToolServiceServicer, server: grpc.Server | grpc.aio.Server

@@ -602,18 +602,35 @@ async def call(
     arguments: str,
     *,
     timeout: float | None = None,
+    stream: bool = True,
     out: TextIO = sys.stdout,
 ) -> int:
     """``loom call``: call a tool through ``ToolService.Call`` and print its output (as
     indented JSON, or as text when the output is not JSON).
+
+    With ``stream`` (``ToolService.CallStream``), the pieces of a streaming tool's partial
+    output are printed as they come, as they are (no separator added), then the output on a
+    line of its own; a server that predates it sends the output only.
 
     Raises:
         ToolError: the call ended with any status but ``TOOL_OK``: the runtime's own tool
             error for it (``ToolNotFound``, ``InvalidToolArguments``, ``ToolTimeout``,
             ``ToolPermissionDenied``, ``ToolFailed``), as every client rebuilds it.
     """
+    printed = False  # some partial output is on the line (the output starts a new one)
+
+    async def show(piece: str) -> None:
+        nonlocal printed
+        out.write(piece)
+        out.flush()
+        printed = not piece.endswith("\n")
+
     async with conn.client() as admin:
-        outcome = await admin.call_tool(tool, arguments, timeout=timeout)
+        outcome = await admin.call_tool(
+            tool, arguments, timeout=timeout, on_output=show if stream else None
+        )
+    if printed:
+        out.write("\n")
     if outcome.status is not ToolStatus.OK:
         raise error_from_outcome(
             outcome, tool=tool, timeout=math.inf if timeout is None else timeout

@@ -467,16 +467,26 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         description="Call TOOL with JSON arguments (an object; default {}) through the "
         "server: a tool of its runtime, of an MCP server or of a connected agent. Prints the "
         "output; on failure prints the status (TOOL_NOT_FOUND, TOOL_INVALID_ARGUMENTS, "
-        "TOOL_TIMEOUT, TOOL_ERROR) and the message, and exits 1.",
+        "TOOL_TIMEOUT, TOOL_ERROR) and the message, and exits 1. A tool that streams "
+        "partial output (a remote A2A agent, say) has its pieces printed as they come, "
+        "then the output on a line of its own; --no-stream prints the output only.",
         examples=(
             "  loom call clock.now                    # on every loom serve\n"
             '  loom call fs.read \'{"path": "README.md"}\'   # with [tools.fs] in loom.toml\n'
             "  loom call text.upper @args.json --timeout 60   # an agent's capability\n"
+            '  loom call a2a.helper \'{"message": "hi"}\'   # its pieces, then its output\n'
+            '  loom call a2a.helper \'{"message": "hi"}\' --no-stream   # the output only\n'
         ),
         parents=[client],
     )
     p.add_argument("tool", metavar="TOOL", help="the tool's name")
     p.add_argument("arguments", nargs="?", default="{}", metavar="JSON", help="object, @file, or -")
+    p.add_argument(
+        "--no-stream",
+        dest="stream",
+        action="store_false",
+        help="print the output only, not the partial output that streams before it",
+    )
 
 
 def _tls(args: argparse.Namespace) -> ClientTLS | None:
@@ -647,6 +657,7 @@ def _build(
                 args.tool,
                 commands.parse_arguments(text),
                 timeout=conn.timeout,
+                stream=args.stream,
             )
     raise AssertionError(f"not a client command: {args.command}")
 

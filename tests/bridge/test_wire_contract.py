@@ -287,8 +287,10 @@ def test_event_envelope_addition() -> None:
 
 
 def test_added_services() -> None:
-    tools = {m.name for m in _service("ToolService").methods}
-    assert tools == {"ListTools", "Call"}
+    tools = {m.name: m for m in _service("ToolService").methods}
+    assert set(tools) == {"ListTools", "Call", "CallStream"}  # issue 15: CallStream
+    assert tools["CallStream"].server_streaming
+    assert not tools["CallStream"].client_streaming
     bus = {m.name: m for m in _service("EventBus").methods}
     assert set(bus) == {
         *("Publish", "Subscribe", "GetStats"),
