@@ -41,6 +41,7 @@ from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.events import EventQueue
 from a2a.server.tasks import TaskUpdater
 from a2a.types import Message, Part, Task, TaskState
+from a2a.utils.errors import TaskNotCancelableError
 from google.protobuf.json_format import MessageToDict
 
 from loom.runtime import (
@@ -55,6 +56,7 @@ from loom.runtime import (
     LoomError,
     QoS,
     Subscription,
+    TurnNotCancellable,
 )
 from loom.runtime.lowlevel import mailbox_topic, new_id
 
@@ -394,10 +396,17 @@ class LoomExecutor(AgentExecutor):
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         """``tasks/cancel``: cancel the agent's turn in the task's thread (the agent then ends
-        it ``cancelled``), and say ``canceled`` now; the SDK then cancels :meth:`execute`."""
+        it ``cancelled``), and say ``canceled`` now; the SDK then cancels :meth:`execute`.
+        A turn that cannot be cancelled from here (``TurnNotCancellable``: an agent in another
+        process that takes no cancels) refuses the cancel with ``TaskNotCancelableError``."""
         task_id, context_id = context.task_id or "", context.context_id or ""
         if self.cancel_turn is not None and context_id:
-            stopped = self.cancel_turn(self.agent_id, context_id)
+            try:
+                stopped = self.cancel_turn(self.agent_id, context_id)
+            except TurnNotCancellable as exc:
+                # Refused, not ignored: the task keeps running and its client is told why
+                # (a JSON-RPC error), rather than see "canceled" while the turn runs on.
+                raise TaskNotCancelableError(message=str(exc)) from None
             log.debug("A2A cancel of task %s: turn cancelled: %s", task_id, stopped)
         self._cancelled.add(task_id)  # execute() forgets it as it ends
         parked = self._parked.get(task_id)
