@@ -33,6 +33,7 @@ from a2a.types import (
     AgentCard,
     AgentInterface,
     AgentSkill,
+    CancelTaskRequest,
     HTTPAuthSecurityScheme,
     ListTasksRequest,
     Message,
@@ -43,6 +44,7 @@ from a2a.types import (
     SendMessageConfiguration,
     SendMessageRequest,
     StringList,
+    Task,
     TaskState,
 )
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -108,7 +110,7 @@ class _Exposed:
         )
         self.base_card = AgentCard()
         self.set_card(agent)
-        self.handler = DefaultRequestHandler(
+        self.handler = _CancellingHandler(
             agent_executor=self.executor, task_store=self.store, agent_card=self.base_card
         )
         self.app: ASGIApp | None = None  # its routes, made at its first request
@@ -152,6 +154,38 @@ class _Exposed:
         )
         self.base_card.CopyFrom(card)
         self.executor.stream_topic = _stream_topic(agent)
+
+
+class _CancellingHandler(DefaultRequestHandler):
+    """The SDK's handler, whose ``tasks/cancel`` first cancels the task's turn: one that
+    cannot be cancelled refuses the request (``TaskNotCancelableError``) with the task left
+    as it is. (Raised from the executor's ``cancel``, the SDK would mark the task failed.)"""
+
+    def __init__(
+        self, *, agent_executor: LoomExecutor, task_store: DatabaseTaskStore, agent_card: AgentCard
+    ) -> None:
+        super().__init__(
+            agent_executor=agent_executor, task_store=task_store, agent_card=agent_card
+        )
+        self.loom_executor = agent_executor
+        self.loom_store = task_store
+
+    async def on_cancel_task(
+        self, params: CancelTaskRequest, context: ServerCallContext
+    ) -> Task | None:
+        task = await self.loom_store.get(params.id, context)
+        if task is not None and task.status.state not in _TERMINAL:
+            self.loom_executor.cancel_turn_of(task.id, task.context_id)
+        result: Task | None = await super().on_cancel_task(params, context)
+        return result
+
+
+_TERMINAL = (
+    TaskState.TASK_STATE_COMPLETED,
+    TaskState.TASK_STATE_CANCELED,
+    TaskState.TASK_STATE_FAILED,
+    TaskState.TASK_STATE_REJECTED,
+)
 
 
 def _stream_topic(agent: A2AAgent) -> str:
