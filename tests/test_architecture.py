@@ -48,6 +48,7 @@ TOPS = (
 # or of lower floors; the groups sharing a floor number are siblings, which import each other
 # only where SIBLINGS allows it (so no cycle can form between them).
 _CORE = (
+    "_agent_card",
     "_budget",
     "_errors",
     "_event",

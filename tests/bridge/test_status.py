@@ -79,6 +79,7 @@ from loom.runtime import (
     RequestTimeout,
     SubscriptionClosed,
     TTLExpired,
+    TurnNotCancellable,
     WouldBlock,
 )
 from loom.runtime.llm import (
@@ -172,6 +173,8 @@ NEVER_CROSSES: dict[type[LoomError], str] = {
     "CircuitOpen), a provider's ProviderUnavailable, a request's raised to its caller in process",
     PolicyConfigError: "configuration is read before the server starts",
     BudgetExhausted: "refused inside a turn, which ends with outcome budget_exhausted",
+    TurnNotCancellable: "raised in loom serve's A2A tasks/cancel, answered there as a "
+    "JSON-RPC TaskNotCancelableError",
     BridgeError: "a base class; its subclasses are filed one by one",
     InsecureBind: "raised by BridgeServer(...) before anything listens",
     WeakToken: "raised by BridgeServer(...) before anything listens",

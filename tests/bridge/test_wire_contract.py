@@ -32,6 +32,7 @@ from loom.bridge._generated import (
     memory_pb2,
     server_pb2,
     tools_pb2,
+    turns_pb2,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -156,6 +157,7 @@ _FILES = (
     approvals_pb2.DESCRIPTOR,
     budget_pb2.DESCRIPTOR,
     cluster_status_pb2.DESCRIPTOR,
+    turns_pb2.DESCRIPTOR,
 )
 
 
