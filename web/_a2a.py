@@ -33,7 +33,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 import anyio
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -98,6 +98,7 @@ class A2AServer:
             tuple[str, A2AAgent | None]
         ](_CHANGES)
         self._stack: AsyncExitStack | None = None
+        self._tg: TaskGroup | None = None
         self._closed = False
 
     def _load(self, agents: Sequence[A2AAgent]) -> SdkEndpoints:
@@ -161,11 +162,20 @@ class A2AServer:
                 await endpoints.withdraw(agent_id)
             return
         if endpoints is None:
-            assert self._stack is not None
+            assert self._tg is not None
             endpoints = self._load(())
-            await self._stack.enter_async_context(endpoints)
+            # Entered and left by a task of its own (its task group must be left by the task
+            # that entered it), which the close of this server's task group ends.
+            await self._tg.start(self._hold, endpoints)
             self._endpoints = endpoints
         await endpoints.expose(agent)
+
+    async def _hold(
+        self, endpoints: SdkEndpoints, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        async with endpoints:
+            task_status.started()
+            await anyio.sleep_forever()
 
     def routes(self, auth: Auth) -> list[BaseRoute]:
         """The routes to mount on the HTTP port's application: ``/a2a/{id}/...`` of every
@@ -219,7 +229,7 @@ class A2AServer:
             if self._endpoints is not None:
                 await stack.enter_async_context(self._endpoints)
             # Last in, first out: the changes stop being applied before the stores close.
-            tg = await stack.enter_async_context(anyio.create_task_group())
+            tg = self._tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)
             await tg.start(self._apply)
             self._stack = stack.pop_all()

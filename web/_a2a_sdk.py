@@ -109,13 +109,13 @@ class _Exposed:
             approvals=lambda: runtime.approvals,
         )
         self.base_card = AgentCard()
+        # Its skills were declared (a card's): the capabilities it offers do not replace them.
+        self.declared_skills = False
         self.set_card(agent)
         self.handler = _CancellingHandler(
             agent_executor=self.executor, task_store=self.store, agent_card=self.base_card
         )
         self.app: ASGIApp | None = None  # its routes, made at its first request
-        # Its skills were declared (a card's): the capabilities it offers do not replace them.
-        self.declared_skills = False
 
     def set_card(self, agent: A2AAgent) -> None:
         """Describe the agent as ``agent`` says: its card's fields where set, else the

@@ -163,6 +163,9 @@ async def test_a_connected_agents_card_is_served_and_cancel_stops_its_turn(
                 assert "not exposed" in rpc.json()["error"]["message"]
                 top = await http.get(f"{url}.well-known/agent-card.json")
                 assert top.status_code == 404
+            # Its store, opened when it came, closes with the server: a clean stop.
+            assert await server.stop() == 0
+            assert "Traceback" not in server.output
         assert not mark.exists()
 
 
