@@ -416,6 +416,10 @@ class LoomExecutor(AgentExecutor):
             self._turn_cancelled.add(task_id)
         log.debug("A2A cancel of task %s: turn cancelled: %s", task_id, stopped)
 
+    def turn_cancel_done(self, task_id: str) -> None:
+        """The cancel that :meth:`cancel_turn_of` began has ended (forget the task)."""
+        self._turn_cancelled.discard(task_id)
+
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         """``tasks/cancel``: cancel the agent's turn in the task's thread (the agent then ends
         it ``cancelled``), and say ``canceled`` now; the SDK then cancels :meth:`execute`.
@@ -423,7 +427,6 @@ class LoomExecutor(AgentExecutor):
         task_id, context_id = context.task_id or "", context.context_id or ""
         if task_id not in self._turn_cancelled:
             self.cancel_turn_of(task_id, context_id)
-        self._turn_cancelled.discard(task_id)
         self._cancelled.add(task_id)  # execute() forgets it as it ends
         parked = self._parked.get(task_id)
         if parked is not None:

@@ -174,9 +174,15 @@ class _CancellingHandler(DefaultRequestHandler):
         self, params: CancelTaskRequest, context: ServerCallContext
     ) -> Task | None:
         task = await self.loom_store.get(params.id, context)
-        if task is not None and task.status.state not in _TERMINAL:
-            self.loom_executor.cancel_turn_of(task.id, task.context_id)
-        result: Task | None = await super().on_cancel_task(params, context)
+        if task is None or task.status.state in _TERMINAL:
+            result: Task | None = await super().on_cancel_task(params, context)
+            return result
+        self.loom_executor.cancel_turn_of(task.id, task.context_id)
+        try:
+            result = await super().on_cancel_task(params, context)
+        finally:
+            # Whether or not the SDK reached the executor's cancel (which reads this).
+            self.loom_executor.turn_cancel_done(task.id)
         return result
 
 
