@@ -139,7 +139,9 @@ class A2AServer:
     def _change(self, agent_id: str, agent: A2AAgent | None) -> None:
         try:
             self._changes.send_nowait((agent_id, agent))
-        except (anyio.WouldBlock, anyio.ClosedResourceError):
+        except anyio.ClosedResourceError:
+            pass  # closed: nothing is served any more
+        except anyio.WouldBlock:
             log.warning(
                 "A2A: too many agents coming and going at once: %s not %s",
                 agent_id,
