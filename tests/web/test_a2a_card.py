@@ -141,4 +141,4 @@ async def test_an_agent_declares_its_card_in_code_and_is_exposed_while_it_is_the
                 a2a.withdraw("echo")
                 gone = await _status_until(http, card_url, 404)
                 assert "not exposed" in gone.json()["error"]["message"]
-                assert a2a.agents == ()
+                assert not a2a.agents

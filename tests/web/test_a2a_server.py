@@ -325,9 +325,9 @@ async def test_the_a2a_table_and_its_errors() -> None:
 
     # A card table for an agent expose does not name: the defaults of an agent that
     # connects with its own card (Agent(..., a2a=AgentCard(...))).
-    table = {"expose": ["a"], "card": {"b": {"description": "B"}}}
-    assert [a.agent_id for a in decode_a2a_expose(table, where="f")] == ["a"]
-    assert [(a.agent_id, a.description) for a in decode_a2a_cards(table, where="f")] == [("b", "B")]
+    cards = {"expose": ["a"], "card": {"b": {"description": "B"}}}
+    assert [a.agent_id for a in decode_a2a_expose(cards, where="f")] == ["a"]
+    assert [(a.agent_id, a.description) for a in decode_a2a_cards(cards, where="f")] == [("b", "B")]
     with pytest.raises(ConfigError, match="colour"):
         decode_a2a_cards({"card": {"b": {"colour": "red"}}}, where="f")
 
