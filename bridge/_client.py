@@ -92,6 +92,7 @@ from loom.runtime.lowlevel import (
 )
 from loom.runtime.tools import ToolFailed, ToolTimeout, ruled_approval
 
+from ._agent_card import card_to_proto
 from ._aio import rpc_text, unary
 from ._approvals_remote import RemoteApprovals
 from ._approved_calls import APPROVAL_HEADER
@@ -318,6 +319,11 @@ class BridgeClient:
         self.address = address
         self.registration = registration
         self.tool_handler = tool_handler
+        # Cancels the agent's running turn in a thread (``thread_id``, ``reason``) and says how
+        # many it cancelled; set before connecting, it asks for STREAM_FEATURE_TURN_CANCEL
+        # (the server may then cancel turns, e.g. for A2A ``tasks/cancel``). Called in the
+        # stream's reader: it must not block.
+        self.turn_canceller: Callable[[str, str], int] | None = None
         # A durable registration's deliveries (Delivery.delivery_id), with how to settle
         # each on the stream it came on: the agent's WireDurableLog (bridge/_client_durable.py).
         self.durable_sink: DurableSink | None = None
@@ -649,6 +655,8 @@ class BridgeClient:
         )
         if reg.durable:
             request.durable.max_deliver = reg.max_deliver
+        if reg.a2a is not None:
+            request.a2a_card.CopyFrom(card_to_proto(reg.a2a))
         response = await unary(
             stub.RegisterAgent(
                 request, timeout=self.options.rpc_timeout, metadata=self._agent_metadata()

@@ -8,7 +8,7 @@ import math
 
 import msgspec
 
-from loom.runtime import DEFAULT_MAX_BUFFER_BYTES, InvalidArgument, QoS
+from loom.runtime import DEFAULT_MAX_BUFFER_BYTES, AgentCard, InvalidArgument, QoS
 
 from ._reconnect import Backoff, ConnectionStatus
 from ._wire_types import ToolDescriptor
@@ -172,6 +172,8 @@ class AgentRegistration(msgspec.Struct, frozen=True, kw_only=True):
             ``docs/durability.md``): negotiated with ``STREAM_FEATURE_DURABLE``; its
             deliveries go to :attr:`BridgeClient.durable_sink`.
         max_deliver: (durable) deliveries of one event before it is dead-lettered.
+        a2a: the agent's A2A card (``Agent(..., a2a=...)``): a server with an HTTP port
+            exposes the agent over A2A while its stream is open (``docs/interop.md``).
     """
 
     agent_id: str
@@ -181,6 +183,7 @@ class AgentRegistration(msgspec.Struct, frozen=True, kw_only=True):
     qos: QoS = QoS.BATCHED
     durable: bool = False
     max_deliver: int = 5
+    a2a: AgentCard | None = None
 
 
 class ClientStatistics(msgspec.Struct, frozen=True, kw_only=True):

@@ -39,7 +39,7 @@ import grpc
 import grpc.aio
 from anyio.abc import TaskGroup
 
-from loom.bridge._generated import bridge_pb2, bridge_pb2_grpc, tools_pb2
+from loom.bridge._generated import bridge_pb2, bridge_pb2_grpc, tools_pb2, turns_pb2
 from loom.runtime import BusClosed, Event, InvalidArgument
 from loom.runtime.lowlevel import Inbound
 from loom.runtime.tools import tool_output_sink
@@ -389,6 +389,11 @@ class Session:
                         *FEATURES,
                         *((bridge_pb2.STREAM_FEATURE_TOOL_CALLS,) if opts.stream_calls else ()),
                         *(
+                            (bridge_pb2.STREAM_FEATURE_TURN_CANCEL,)
+                            if self.client.turn_canceller is not None
+                            else ()
+                        ),
+                        *(
                             (bridge_pb2.STREAM_FEATURE_DURABLE,)
                             if self.client.registration.durable
                             else ()
@@ -470,6 +475,8 @@ class Session:
                 await self._on_tool_call(msg.tool_call)
             elif kind == "cancel_tool_call":
                 self._on_cancel(msg.cancel_tool_call)
+            elif kind == "cancel_turn":
+                self._on_cancel_turn(msg.cancel_turn)
             elif kind == "tool_output":
                 made = self._calls.get(msg.tool_output.id)
                 if made is not None and made.pieces is not None:
@@ -1030,6 +1037,23 @@ class Session:
             log.debug("bridge: tool call %s cancelled by the server: %s", msg.id, msg.reason)
             self._withdrawn.add(msg.id)
             scope.cancel()
+
+    def _on_cancel_turn(self, msg: turns_pb2.CancelTurn) -> None:
+        """Cancel the agent's turn in that thread (``turn_canceller``), and say how many
+        (best effort: a full queue skips the answer, which only the server's log reads)."""
+        canceller = self.client.turn_canceller
+        cancelled = canceller(msg.thread_id, msg.reason) if canceller is not None else 0
+        log.info(
+            "bridge: the server cancelled %d turn(s) of thread %s: %s",
+            cancelled,
+            msg.thread_id,
+            msg.reason or "no reason given",
+        )
+        done = turns_pb2.TurnCancelled(thread_id=msg.thread_id, cancelled=cancelled)
+        with contextlib.suppress(
+            anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError
+        ):
+            self._out.send_nowait(bridge_pb2.ClientEvent(turn_cancelled=done))
 
     async def _tool_output(self, call_id: str, text: str) -> None:
         """A piece of a pushed call's partial output, to the server (which relays it)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ import msgspec
 from loom.bridge._generated import bridge_pb2
 from loom.runtime import (
     DEFAULT_MAX_DELIVER,
+    AgentCard,
     AgentExists,
     AgentRuntime,
     AgentStatus,
@@ -30,6 +32,7 @@ from loom.runtime.lowlevel import RemoteTool, validate_pattern
 from loom.runtime.lowlevel import validate_agent_id as _validate_agent_id
 from loom.runtime.tools import MAX_SCHEMA_BYTES, JSONObject, ToolRegistry
 
+from ._agent_card import card_from_proto
 from ._auth import principal_of, token_weakness
 from ._convert import tool_descriptor_from_proto
 from ._errors import LimitExceeded, WrongAgent
@@ -42,6 +45,8 @@ if TYPE_CHECKING:
     from ._server_session import Session
 
 __all__ = ["Holder", "Hub", "Registration", "Settle"]
+
+log = logging.getLogger("loom.bridge")
 
 _ANY_OBJECT: JSONObject = {"type": "object"}
 
@@ -63,6 +68,7 @@ class Registration(msgspec.Struct, frozen=True, kw_only=True):
         durable: it asked for durable delivery of its topics (honoured on a stream that
             negotiates ``STREAM_FEATURE_DURABLE``).
         max_deliver: (durable) deliveries of one event before it is dead-lettered.
+        a2a: its A2A card (``a2a_card``), for a server that exposes it while it is connected.
     """
 
     agent_id: str
@@ -73,6 +79,7 @@ class Registration(msgspec.Struct, frozen=True, kw_only=True):
     qos: QoS = QoS.BATCHED
     durable: bool = False
     max_deliver: int = DEFAULT_MAX_DELIVER
+    a2a: AgentCard | None = None
 
     @classmethod
     def from_proto(cls, msg: bridge_pb2.AgentRegisterRequest, limits: Limits) -> Registration:
@@ -137,6 +144,7 @@ class Registration(msgspec.Struct, frozen=True, kw_only=True):
             qos=qos,
             durable=msg.HasField("durable"),
             max_deliver=msg.durable.max_deliver or DEFAULT_MAX_DELIVER,
+            a2a=card_from_proto(msg.a2a_card) if msg.HasField("a2a_card") else None,
         )
 
 
@@ -263,6 +271,17 @@ class Hub:
         self.bind_agent_ids = False  # TLSConfig.bind_agent_ids
         self.admin_token: str | None = None
         self.tenants = Tenants()  # the tenant tokens and their namespaces
+        # Told (in line; must not block) when an agent with an A2A card opens its stream
+        # (its card) and when that stream ends (None): BridgeServer.add_presence_listener.
+        self.presence: list[Callable[[str, AgentCard | None], None]] = []
+
+    def announce(self, agent_id: str, card: AgentCard | None) -> None:
+        """Tell the presence listeners that ``agent_id`` (with an A2A card) came or left."""
+        for listener in self.presence:
+            try:
+                listener(agent_id, card)
+            except Exception:  # a listener's bug must not end the agent's stream
+                log.exception("bridge: presence listener failed for agent %s", agent_id)
 
     def caller(self, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
         """Who made a unary call (or an ``EventBus.Subscribe``), as its credentials say

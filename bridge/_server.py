@@ -44,6 +44,7 @@ from loom.bridge._generated import (
     tools_pb2_grpc,
 )
 from loom.runtime import (
+    AgentCard,
     AgentExists,
     AgentRuntime,
     BusClosed,
@@ -210,6 +211,10 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
             )
             return
         log.info("agent %s connected", session.agent_id)
+        reg = self.hub.registrations.get(session.agent_id)
+        card = reg.a2a if reg is not None else None
+        if card is not None:
+            self.hub.announce(session.agent_id, card)
         status = None
         try:
             status = await session.run()
@@ -218,6 +223,8 @@ class BridgeServicer(bridge_pb2_grpc.BridgeServicer):
             # every disconnect is logged, once.
             why = f": {status[1]}" if status else ""
             log.info("agent %s disconnected%s", session.agent_id, why)
+            if card is not None:
+                self.hub.announce(session.agent_id, None)
         if status is not None:
             context.set_code(status[0])
             context.set_details(status[1])
@@ -604,6 +611,26 @@ class BridgeServer:
                 scope.cancel()
             await self._server.stop(grace)
             await self._close_own_memory()  # after the calls that might use it
+
+    def cancel_turn(self, agent_id: str, thread_id: str, reason: str = "") -> bool:
+        """Cancel the running turn in ``thread_id`` of agent ``agent_id``, connected here:
+        the frame goes to the agent, which ends that turn ``cancelled`` (its ``turn.end``
+        and reply come back on the bus). False: no stream of that agent is open here.
+
+        Raises:
+            TurnNotCancellable: its stream does not take cancels of turns, or cannot now.
+        """
+        session = self.hub.sessions.get(agent_id)
+        if session is None:
+            return False
+        session.cancel_turn(thread_id, reason)
+        return True
+
+    def add_presence_listener(self, listener: Callable[[str, AgentCard | None], None]) -> None:
+        """Call ``listener(agent_id, card)`` (in line; it must not block) when an agent whose
+        registration carries an A2A card opens its stream, and ``listener(agent_id, None)``
+        when that stream ends (``loom serve`` exposes it over A2A meanwhile)."""
+        self.hub.presence.append(listener)
 
     def statistics(self) -> ServerStatistics:
         """Counters: registered and connected agents, pushed tool calls in flight, requests

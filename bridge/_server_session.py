@@ -57,7 +57,7 @@ import msgspec
 from anyio.abc import TaskGroup
 from google.protobuf.message import DecodeError
 
-from loom.bridge._generated import bridge_pb2, tools_pb2
+from loom.bridge._generated import bridge_pb2, tools_pb2, turns_pb2
 from loom.runtime import (
     AgentStatus,
     BusClosed,
@@ -69,6 +69,7 @@ from loom.runtime import (
     InvalidArgument,
     Subscription,
     SubscriptionClosed,
+    TurnNotCancellable,
     WouldBlock,
 )
 from loom.runtime.lowlevel import (
@@ -134,6 +135,7 @@ _FEATURES: Final = frozenset(
         bridge_pb2.STREAM_FEATURE_DURABLE_TOPICS,
         bridge_pb2.STREAM_FEATURE_TOOL_OUTPUT,
         bridge_pb2.STREAM_FEATURE_PACKED_EVENTS,
+        bridge_pb2.STREAM_FEATURE_TURN_CANCEL,
     }
 )
 _DELIVERY_WINDOW: Final = 1024  # granted to a stream that asks for credit but names no window
@@ -252,6 +254,8 @@ class Session:
         self._acks = False
         self._cancels = False
         self._outputs = False  # STREAM_FEATURE_TOOL_OUTPUT: partial output crosses the stream
+        # STREAM_FEATURE_TURN_CANCEL: the agent cancels its turns when told (cancel_turn).
+        self.cancels_turns = False
         self._unrouted = False  # report publishes that reached no subscription (in acks)
         self._max_batch = limits.max_batch_events
         self._window = 0
@@ -505,12 +509,44 @@ class Session:
                 await self._supervised(msg)
             case "durable_settle":
                 await self._settle_durable(msg.durable_settle)
+            case "turn_cancelled":
+                done = msg.turn_cancelled
+                log.info(
+                    "agent %s: %d turn(s) of thread %s cancelled",
+                    self.agent_id,
+                    done.cancelled,
+                    done.thread_id,
+                )
             case _:
                 await self._error(
                     "INVALID_ARGUMENT",
                     "a ClientEvent with no known 'msg' variant set (empty, or from a newer "
                     "protocol); ignored",
                 )
+
+    def cancel_turn(self, thread_id: str, reason: str) -> None:
+        """Ask the agent to cancel its running turn in ``thread_id`` (``cancel_turn``); it
+        ends that turn ``cancelled`` and publishes its ``turn.end`` and reply as usual.
+
+        Raises:
+            TurnNotCancellable: the stream did not negotiate ``STREAM_FEATURE_TURN_CANCEL``,
+                or its outbound queue is full or closed (nothing was sent).
+        """
+        if not self.cancels_turns:
+            raise TurnNotCancellable(
+                self.agent_id,
+                "its connection does not take cancels of turns (it runs no CognitiveAgent, "
+                "or an SDK older than STREAM_FEATURE_TURN_CANCEL)",
+            )
+        frame = turns_pb2.CancelTurn(thread_id=thread_id, reason=reason)
+        try:
+            self._out.send_nowait(bridge_pb2.ServerEvent(cancel_turn=frame))
+        except anyio.WouldBlock:
+            raise TurnNotCancellable(
+                self.agent_id, "its connection is too busy to take the cancel now; try again"
+            ) from None
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise TurnNotCancellable(self.agent_id, "its connection is closing") from None
 
     async def _send(self, frame: bridge_pb2.ServerEvent) -> None:
         try:
@@ -562,6 +598,7 @@ class Session:
             self._credit = self._window
         self._cancels = bridge_pb2.STREAM_FEATURE_TOOL_CANCEL in granted
         self._outputs = bridge_pb2.STREAM_FEATURE_TOOL_OUTPUT in granted
+        self.cancels_turns = bridge_pb2.STREAM_FEATURE_TURN_CANCEL in granted
         if bridge_pb2.STREAM_FEATURE_UNROUTED in granted:
             if self._acks and self.hub.local_routing:
                 self._unrouted = True

@@ -6,6 +6,9 @@ This is what an application touches. The plumbing that only transports and hosts
 subpackages.
 """
 
+from ._agent_card import AgentCard as AgentCard
+from ._agent_card import AgentSkill as AgentSkill
+from ._agent_card import TurnNotCancellable as TurnNotCancellable
 from ._agent_errors import AgentExists as AgentExists
 from ._agent_errors import AgentNotFound as AgentNotFound
 from ._agent_errors import AgentStartFailed as AgentStartFailed
@@ -102,10 +105,12 @@ __all__ = [
     "REDELIVERED_KEY",
     "RETRY_OF_KEY",
     "SEQUENCE_KEY",
+    "AgentCard",
     "AgentExists",
     "AgentInfo",
     "AgentNotFound",
     "AgentRuntime",
+    "AgentSkill",
     "AgentSpec",
     "AgentStartFailed",
     "AgentStats",
@@ -168,6 +173,7 @@ __all__ = [
     "TierStats",
     "Timer",
     "TopicStats",
+    "TurnNotCancellable",
     "WouldBlock",
     "drop_dead_letter",
     "find_dead_letter",

@@ -10,7 +10,9 @@ blocking with ``Agent.run()``, or from async code with ``await serve_agent(agent
 
 import typing
 
+from loom.runtime import AgentCard as AgentCard
 from loom.runtime import AgentRuntime as AgentRuntime
+from loom.runtime import AgentSkill as AgentSkill
 from loom.runtime import AgentStatus as AgentStatus
 from loom.runtime import BusClosed as BusClosed
 from loom.runtime import Context as Context
@@ -79,7 +81,9 @@ __all__ = [
     "A2AToolStats",
     "A2AUnreachable",
     "Agent",
+    "AgentCard",
     "AgentRuntime",
+    "AgentSkill",
     "AgentStatus",
     "BoundCapability",
     "BusClosed",

@@ -28,8 +28,11 @@ import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import msgspec
+
 from loom.runtime import (
     DEFAULT_MAX_DELIVER,
+    AgentCard,
     AgentSpec,
     AgentStatus,
     Context,
@@ -129,6 +132,9 @@ class Agent:
             redelivered (marked) when it raises, dead-lettered on ``loom.dlq.{id}`` after
             ``max_deliver`` tries. See ``docs/durability.md``. (In process only for now.)
         max_deliver: deliveries of one event to a durable agent (default 5).
+        a2a: the agent's A2A card (:class:`~loom.AgentCard`): connected to a ``loom serve``
+            with an HTTP port, the agent is exposed over A2A at ``/a2a/{id}/`` while it is
+            connected, without ``[a2a] expose`` (``docs/interop.md``).
     """
 
     id: ClassVar[str | None] = None
@@ -158,6 +164,7 @@ class Agent:
         metadata: Mapping[str, str] | None = None,
         durable: bool = False,
         max_deliver: int = DEFAULT_MAX_DELIVER,
+        a2a: AgentCard | None = None,
     ) -> None:
         agent_id = id if id is not None else type(self).id
         if agent_id is None:
@@ -185,6 +192,9 @@ class Agent:
         self.metadata: dict[str, str] = dict(metadata) if metadata else {}
         self.durable = durable
         self.max_deliver = max_deliver
+        if a2a is not None and not isinstance(a2a, AgentCard):
+            raise InvalidArgument(f"a2a must be a loom.AgentCard, not {a2a!r}")
+        self.a2a = a2a
         self.state: dict[str, Any] = {}
         """The instance's state; ``ctx.state`` is this dict. A restart starts with a new one."""
 
@@ -218,6 +228,15 @@ class Agent:
         return found
 
     # ------------------------------------------------------------------ hosting
+
+    def a2a_card(self) -> AgentCard | None:
+        """The A2A card this agent is exposed with (``a2a=``), ``None`` without one. A card
+        that names no ``stream_topic`` takes the agent's own (a ``CognitiveAgent``'s)."""
+        card = self.a2a
+        topic = getattr(self, "stream_topic", "")
+        if card is not None and not card.stream_topic and isinstance(topic, str) and topic:
+            card = msgspec.structs.replace(card, stream_topic=topic)
+        return card
 
     def fresh(self) -> Agent:
         """A new instance built with the same arguments, for a restart."""

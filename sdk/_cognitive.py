@@ -58,6 +58,7 @@ import msgspec
 from opentelemetry.trace import TracerProvider
 
 from loom.runtime import (
+    AgentCard,
     ApprovalPolicy,
     ApprovalRecord,
     ApprovalStore,
@@ -150,7 +151,7 @@ class CognitiveAgent(Agent):
             limits it leaves unset come from its runtime's ``budgets.defaults`` (``[budget]``
             of ``loom.toml``). Spend is kept in the runtime's ledger (``runtime.budgets``), or
             in the agent's own when it runs connected through the bridge.
-        topics, capabilities, qos, mailbox_size, max_concurrency, policy, metadata: as for
+        topics, capabilities, qos, mailbox_size, max_concurrency, policy, metadata, a2a: as for
             :class:`~loom.Agent`.
 
     Raises:
@@ -188,6 +189,7 @@ class CognitiveAgent(Agent):
         max_concurrency: int = 1,
         policy: SupervisionPolicy | None = None,
         metadata: Mapping[str, str] | None = None,
+        a2a: AgentCard | None = None,
     ) -> None:
         super().__init__(
             id,
@@ -198,6 +200,7 @@ class CognitiveAgent(Agent):
             max_concurrency=max_concurrency,
             policy=policy,
             metadata=metadata,
+            a2a=a2a,
         )
         if memory is not None and data_dir is not None:
             raise InvalidArgument("give a CognitiveAgent memory or data_dir, not both")

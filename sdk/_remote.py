@@ -69,7 +69,7 @@ import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import anyio
 import msgspec
@@ -131,6 +131,7 @@ from loom.runtime.lowlevel import (
 )
 from loom.runtime.tools import Tool, ToolSpec, validates_itself
 
+from ._agent import Agent
 from ._remote_spawn import spawn_linked
 
 __all__ = ["RemoteHost", "serve_agent", "tool_descriptors"]
@@ -482,6 +483,23 @@ class _DrainingCalls:
                 )
 
 
+@runtime_checkable
+class _RunsTurns(Protocol):
+    """An agent whose turns can be cancelled by thread (a ``CognitiveAgent``)."""
+
+    def cancel(self, thread_id: str | None = None) -> int: ...
+
+
+def _cancel_turn(current: list[Behaviour], thread_id: str, reason: str) -> int:
+    """The server's ``cancel_turn``: cancel the running instance's turn in ``thread_id``
+    (never every turn: an empty thread id cancels nothing)."""
+    agent = current[0]
+    if not thread_id or not isinstance(agent, _RunsTurns):
+        return 0
+    log.info("agent cancels its turn in thread %s: %s", thread_id, reason or "asked by the server")
+    return agent.cancel(thread_id)
+
+
 async def serve_agent(
     agent: AgentSpec | HasAgentSpec,
     address: str,
@@ -524,6 +542,8 @@ async def serve_agent(
             qos=spec.qos,  # the tier of its subscriptions on the server, where drops count
             durable=spec.durable,
             max_deliver=spec.max_deliver,
+            # Carried in the registration: the server exposes the agent over A2A meanwhile.
+            a2a=agent.a2a_card() if isinstance(agent, Agent) else None,
         ),
         token=token,
         tls=tls,
@@ -553,9 +573,16 @@ async def serve_agent(
         spec.id, functools.partial(run_tool_call, runtime, deadline_s=None, side="agent")
     )
     client.tool_handler = calls
+    # The instance running now (a restart makes a new one), whose turns the server may
+    # cancel (A2A tasks/cancel): only an agent that runs turns asks for that feature.
+    current: list[Behaviour] = [first]
+    if isinstance(first, _RunsTurns):
+        client.turn_canceller = functools.partial(_cancel_turn, current)
 
     def factory() -> Behaviour:
-        return pending.pop() if pending else spec.factory()
+        made = pending.pop() if pending else spec.factory()
+        current[0] = made
+        return made
 
     hosted = msgspec.structs.replace(spec, factory=factory)
     ending = anyio.Event()

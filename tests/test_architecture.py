@@ -49,6 +49,7 @@ TOPS = (
 # only where SIBLINGS allows it (so no cycle can form between them).
 _CORE = (
     "_approval_uses",
+    "_agent_card",
     "_budget",
     "_errors",
     "_event",

@@ -43,6 +43,7 @@ from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.events import EventQueue
 from a2a.server.tasks import TaskUpdater
 from a2a.types import Message, Part, Task, TaskState
+from a2a.utils.errors import TaskNotCancelableError
 from google.protobuf.json_format import MessageToDict
 
 from loom.runtime import (
@@ -58,6 +59,7 @@ from loom.runtime import (
     QoS,
     QuestionAlreadyAnswered,
     Subscription,
+    TurnNotCancellable,
 )
 from loom.runtime.lowlevel import mailbox_topic, new_id
 
@@ -119,6 +121,8 @@ class LoomExecutor(AgentExecutor):
         self.on_wake: Callable[[Parked, ApprovalRecord], None] | None = None
         # Tasks whose cancel() already wrote the terminal state: execute() must not write one.
         self._cancelled: set[str] = set()
+        # Tasks whose turn cancel_turn_of() cancelled ahead of cancel().
+        self._turn_cancelled: set[str] = set()
         # Tasks input-required on approvals, and which task each approval id is of.
         self._parked: dict[str, Parked] = {}
         self._by_approval: dict[str, str] = {}
@@ -424,13 +428,37 @@ class LoomExecutor(AgentExecutor):
             return  # cancel() wrote CANCELED already
         await updater.update_status(state, _agent_text(updater, text) if text else None)
 
+    def cancel_turn_of(self, task_id: str, context_id: str) -> None:
+        """Cancel the turn of a task about to be cancelled (``_CancellingHandler`` calls this
+        before the SDK's own cancel, which marks a task ``failed`` when the executor's cancel
+        raises; :meth:`cancel` then does not cancel it again).
+
+        Raises:
+            TaskNotCancelableError: the turn cannot be cancelled from here
+                (``TurnNotCancellable``): refused, not ignored, so the task keeps running and
+                its client is told why, rather than see ``canceled`` while the turn runs on.
+        """
+        if self.cancel_turn is None or not context_id:
+            return
+        try:
+            stopped = self.cancel_turn(self.agent_id, context_id)
+        except TurnNotCancellable as exc:
+            raise TaskNotCancelableError(message=str(exc)) from None
+        if task_id:
+            self._turn_cancelled.add(task_id)
+        log.debug("A2A cancel of task %s: turn cancelled: %s", task_id, stopped)
+
+    def turn_cancel_done(self, task_id: str) -> None:
+        """The cancel that :meth:`cancel_turn_of` began has ended (forget the task)."""
+        self._turn_cancelled.discard(task_id)
+
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         """``tasks/cancel``: cancel the agent's turn in the task's thread (the agent then ends
-        it ``cancelled``), and say ``canceled`` now; the SDK then cancels :meth:`execute`."""
+        it ``cancelled``), and say ``canceled`` now; the SDK then cancels :meth:`execute`.
+        (The turn may have been cancelled already by :meth:`cancel_turn_of`.)"""
         task_id, context_id = context.task_id or "", context.context_id or ""
-        if self.cancel_turn is not None and context_id:
-            stopped = self.cancel_turn(self.agent_id, context_id)
-            log.debug("A2A cancel of task %s: turn cancelled: %s", task_id, stopped)
+        if task_id not in self._turn_cancelled:
+            self.cancel_turn_of(task_id, context_id)
         self._cancelled.add(task_id)  # execute() forgets it as it ends
         parked = self._parked.get(task_id)
         if parked is not None:

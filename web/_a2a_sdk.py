@@ -22,6 +22,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import msgspec
 from a2a.server.context import ServerCallContext
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.request_handlers.response_helpers import agent_card_to_dict
@@ -32,6 +33,7 @@ from a2a.types import (
     AgentCard,
     AgentInterface,
     AgentSkill,
+    CancelTaskRequest,
     HTTPAuthSecurityScheme,
     ListTasksRequest,
     Message,
@@ -42,6 +44,7 @@ from a2a.types import (
     SendMessageConfiguration,
     SendMessageRequest,
     StringList,
+    Task,
     TaskState,
 )
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -50,9 +53,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import Mount, Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from loom.runtime import AgentCard as LoomCard
 from loom.runtime import AgentRuntime, ApprovalRecord, Approvals
 
 from ._a2a_agent import A2AAgent, CancelTurn
@@ -100,37 +104,106 @@ class _Exposed:
         self.executor = LoomExecutor(
             runtime.bus,
             agent.agent_id,
-            stream_topic=agent.stream_topic or f"agent.{agent.agent_id}.stream",
+            stream_topic=_stream_topic(agent),
             cancel_turn=cancel_turn,
             approvals=lambda: runtime.approvals,
         )
-        self.base_card = AgentCard(
-            name=agent.agent_id,
-            description=agent.description or f"Loom agent {agent.agent_id}",
-            version=_version(),
+        self.base_card = AgentCard()
+        # Its skills were declared (a card's): the capabilities it offers do not replace them.
+        self.declared_skills = False
+        self.set_card(agent)
+        self.handler = _CancellingHandler(
+            agent_executor=self.executor, task_store=self.store, agent_card=self.base_card
+        )
+        self.app: ASGIApp | None = None  # its routes, made at its first request
+
+    def set_card(self, agent: A2AAgent) -> None:
+        """Describe the agent as ``agent`` says: its card's fields where set, else the
+        configured description, else the defaults. In place: the handler holds this card."""
+        self.agent = agent
+        code = agent.card if agent.card is not None else LoomCard()
+        agent_id = agent.agent_id
+        description = code.description or agent.description
+        skills = [
+            AgentSkill(
+                id=k.id,
+                name=k.name or k.id,
+                description=k.description,
+                tags=list(k.tags) or ["loom"],
+                examples=list(k.examples),
+            )
+            for k in code.skills
+        ]
+        self.declared_skills = bool(skills)
+        card = AgentCard(
+            name=code.name or agent_id,
+            description=description or f"Loom agent {agent_id}",
+            version=code.version or _version(),
             capabilities=AgentCapabilities(streaming=True, push_notifications=False),
             default_input_modes=["text/plain"],
             default_output_modes=["text/plain", "application/json"],
-            skills=[_chat_skill(agent)],
+            skills=skills or [_chat_skill(agent_id, description)],
             # Served with absolute URLs (see A2AServer.card); the handler wants one to start.
             supported_interfaces=[
                 AgentInterface(
-                    url=f"/a2a/{agent.agent_id}/",
+                    url=f"/a2a/{agent_id}/",
                     protocol_binding="JSONRPC",
                     protocol_version="1.0",
                 )
             ],
         )
-        self.handler = DefaultRequestHandler(
-            agent_executor=self.executor, task_store=self.store, agent_card=self.base_card
+        self.base_card.CopyFrom(card)
+        self.executor.stream_topic = _stream_topic(agent)
+
+
+class _CancellingHandler(DefaultRequestHandler):
+    """The SDK's handler, whose ``tasks/cancel`` first cancels the task's turn: one that
+    cannot be cancelled refuses the request (``TaskNotCancelableError``) with the task left
+    as it is. (Raised from the executor's ``cancel``, the SDK would mark the task failed.)"""
+
+    def __init__(
+        self, *, agent_executor: LoomExecutor, task_store: DatabaseTaskStore, agent_card: AgentCard
+    ) -> None:
+        super().__init__(
+            agent_executor=agent_executor, task_store=task_store, agent_card=agent_card
         )
+        self.loom_executor = agent_executor
+        self.loom_store = task_store
+
+    async def on_cancel_task(
+        self, params: CancelTaskRequest, context: ServerCallContext
+    ) -> Task | None:
+        task = await self.loom_store.get(params.id, context)
+        if task is None or task.status.state in _TERMINAL:
+            result: Task | None = await super().on_cancel_task(params, context)
+            return result
+        self.loom_executor.cancel_turn_of(task.id, task.context_id)
+        try:
+            result = await super().on_cancel_task(params, context)
+        finally:
+            # Whether or not the SDK reached the executor's cancel (which reads this).
+            self.loom_executor.turn_cancel_done(task.id)
+        return result
 
 
-def _chat_skill(agent: A2AAgent) -> AgentSkill:
+_TERMINAL = (
+    TaskState.TASK_STATE_COMPLETED,
+    TaskState.TASK_STATE_CANCELED,
+    TaskState.TASK_STATE_FAILED,
+    TaskState.TASK_STATE_REJECTED,
+)
+
+
+def _stream_topic(agent: A2AAgent) -> str:
+    code = agent.card.stream_topic if agent.card is not None else ""
+    return code or agent.stream_topic or f"agent.{agent.agent_id}.stream"
+
+
+def _chat_skill(agent_id: str, description: str) -> AgentSkill:
     return AgentSkill(
         id="message",
-        name=agent.agent_id,
-        description=agent.description or f"Send a text message to Loom agent {agent.agent_id}",
+        name=agent_id,
+        description=description or f"Send a text message to Loom agent {agent_id}",
         tags=["loom"],
     )
 
@@ -241,7 +314,8 @@ class _Guard:
 
 class SdkEndpoints:
     """What :class:`~loom.web.A2AServer` does, with the SDK loaded (its arguments and
-    methods are documented there; that class only defers this module's import)."""
+    methods are documented there; that class only defers this module's import, and routes
+    each request to the agent's app here)."""
 
     def __init__(
         self,
@@ -253,12 +327,11 @@ class SdkEndpoints:
     ) -> None:
         self.runtime = runtime
         self.directory = Path(data_dir) / "a2a"
+        self.cancel_turn = cancel_turn
+        self._configured = {agent.agent_id: agent for agent in agents}
         self._exposed: dict[str, _Exposed] = {}
         for agent in agents:
-            path = self.directory / f"{_FILE_SAFE.sub('_', agent.agent_id)}.sqlite3"
-            engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
-            event.listen(engine.sync_engine, "connect", _wal)
-            self._exposed[agent.agent_id] = _Exposed(runtime, agent, engine, cancel_turn)
+            self._exposed[agent.agent_id] = self._make(agent)
         # Tasks whose approvals were decided elsewhere, to run an execution of (bounded: a
         # wake that does not fit is logged, and that task is moved on by its next message);
         # opened with the endpoints.
@@ -266,15 +339,21 @@ class SdkEndpoints:
         self._tg: anyio.abc.TaskGroup | None = None
         self._approvals: Approvals | None = None
 
+    def _make(self, agent: A2AAgent) -> _Exposed:
+        path = self.directory / f"{_FILE_SAFE.sub('_', agent.agent_id)}.sqlite3"
+        engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+        event.listen(engine.sync_engine, "connect", _wal)
+        return _Exposed(self.runtime, agent, engine, self.cancel_turn)
+
     @property
     def agents(self) -> tuple[str, ...]:
-        """The exposed agents' ids, in the configured order."""
+        """The exposed agents' ids: the configured ones in order, then those exposed since."""
         return tuple(self._exposed)
 
     def card(self, agent_id: str, url: str, *, bearer: bool) -> AgentCard:
         """Agent ``agent_id``'s card as served now: its interfaces at ``url`` (the agent's
-        root, ``.../a2a/{id}/``), one skill per capability it offers (else one "message"
-        skill), and the bearer scheme when the port needs a token."""
+        root, ``.../a2a/{id}/``), its declared skills or one per capability it offers (else
+        one "message" skill), and the bearer scheme when the port needs a token."""
         exposed = self._exposed[agent_id]
         card = AgentCard()
         card.CopyFrom(exposed.base_card)
@@ -287,7 +366,7 @@ class SdkEndpoints:
                 ),
             ]
         )
-        tools = self.runtime.capabilities_of(agent_id)
+        tools = self.runtime.capabilities_of(agent_id) if not exposed.declared_skills else []
         if tools:
             del card.skills[:]
             card.skills.extend(
@@ -305,65 +384,116 @@ class SdkEndpoints:
             card.security_requirements.append(SecurityRequirement(schemes={"bearer": StringList()}))
         return card
 
-    def routes(self, auth: Auth) -> list[BaseRoute]:
-        """The routes to mount on the HTTP port's application."""
+    def card_response(self, agent_id: str, request: Request, *, bearer: bool) -> Response:
+        """The card of ``agent_id`` as JSON, its URLs those of ``request``'s host."""
+        root = str(request.url.replace(path=f"/a2a/{agent_id}/", query=""))
+        return JSONResponse(agent_card_to_dict(self.card(agent_id, root, bearer=bearer)))
 
-        def card_endpoint(agent_id: str) -> Route:
-            async def endpoint(request: Request) -> Response:
-                root = str(request.url.replace(path=f"/a2a/{agent_id}/", query=""))
-                card = self.card(agent_id, root, bearer=auth.required)
-                return JSONResponse(agent_card_to_dict(card))
+    def app(self, agent_id: str, auth: Auth) -> ASGIApp | None:
+        """The ASGI app of ``/a2a/{agent_id}/`` (``None``: not exposed now): its card, open
+        to all, and behind ``auth`` the SDK's JSON-RPC and REST routes."""
+        exposed = self._exposed.get(agent_id)
+        if exposed is None:
+            return None
+        if exposed.app is None:
 
-            return Route(_CARD_PATH, endpoint, methods=["GET"])
+            async def card(request: Request) -> Response:
+                return self.card_response(agent_id, request, bearer=auth.required)
 
-        routes: list[BaseRoute] = []
-        for agent_id, exposed in self._exposed.items():
             guarded = Starlette(
                 routes=[
                     *create_jsonrpc_routes(exposed.handler, "/"),
                     Mount("/rest", routes=create_rest_routes(exposed.handler)),
                 ]
             )
-            routes.append(
-                Mount(
-                    f"/a2a/{agent_id}",
-                    routes=[card_endpoint(agent_id), Mount("", app=_Guard(guarded, auth))],
-                )
+            exposed.app = Router(
+                routes=[
+                    Route(_CARD_PATH, card, methods=["GET"]),
+                    Mount("", app=_Guard(guarded, auth)),
+                ]
             )
-        if self._exposed:
-            routes.append(card_endpoint(next(iter(self._exposed))))
-        return routes
+        return exposed.app
 
     async def __aenter__(self) -> SdkEndpoints:
         await anyio.Path(self.directory).mkdir(parents=True, exist_ok=True)
+        self._approvals = self.runtime.approvals
         for exposed in self._exposed.values():
-            await exposed.store.initialize()  # a broken file fails the start, not a request
-            orphans = await _fail_orphans(exposed.store)
-            if orphans:
-                log.warning(
-                    "A2A: %d task(s) of %s were running when the server last stopped: failed",
-                    orphans,
-                    exposed.agent.agent_id,
-                )
+            await self._open(exposed)
         log.info("A2A: exposing %s", ", ".join(self._exposed) or "no agent")
-        approvals = self._approvals = self.runtime.approvals
-        if approvals is not None:
-            for agent_id, exposed in self._exposed.items():
-                exposed.executor.on_wake = self._waker(agent_id)
-                approvals.add_listener(exposed.executor.on_approval)
-                waiting, failed = await _repark(exposed, approvals)
-                if waiting or failed:
-                    log.warning(
-                        "A2A: %d task(s) of %s wait for approvals again; %d whose approvals "
-                        "were decided while the server was down: failed",
-                        waiting,
-                        agent_id,
-                        failed,
-                    )
         self._wakes, wake_rx = anyio.create_memory_object_stream[tuple[str, Parked, str]](_WAKES)
         self._tg = await anyio.create_task_group().__aenter__()
         self._tg.start_soon(self._wake_loop, wake_rx)
         return self
+
+    async def _open(self, exposed: _Exposed) -> None:
+        """Open one agent's store: fail the tasks a previous life left running, and wait
+        again on the approvals of those left ``input-required``."""
+        agent_id = exposed.agent.agent_id
+        await exposed.store.initialize()  # a broken file fails the start, not a request
+        orphans = await _fail_orphans(exposed.store)
+        if orphans:
+            log.warning(
+                "A2A: %d task(s) of %s were running when the server last stopped "
+                "(or the agent last left): failed",
+                orphans,
+                agent_id,
+            )
+        approvals = self._approvals
+        if approvals is None:
+            return
+        exposed.executor.on_wake = self._waker(agent_id)
+        approvals.add_listener(exposed.executor.on_approval)
+        waiting, failed = await _repark(exposed, approvals)
+        if waiting or failed:
+            log.warning(
+                "A2A: %d task(s) of %s wait for approvals again; %d whose approvals "
+                "were decided while the server was down: failed",
+                waiting,
+                agent_id,
+                failed,
+            )
+
+    async def expose(self, agent: A2AAgent) -> None:
+        """Serve ``agent`` from now on (an agent that connected with its card); an agent
+        exposed already takes the card (a configured one: over its table's values)."""
+        exposed = self._exposed.get(agent.agent_id)
+        if exposed is not None:
+            configured = self._configured.get(agent.agent_id)
+            if configured is not None and agent.card is not None:
+                agent = msgspec.structs.replace(configured, card=agent.card)
+            exposed.set_card(agent)
+            return
+        exposed = self._make(agent)
+        try:
+            await self._open(exposed)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await exposed.engine.dispose()
+            raise
+        self._exposed[agent.agent_id] = exposed
+        log.info("A2A: exposing %s (connected with its card)", agent.agent_id)
+
+    async def withdraw(self, agent_id: str) -> None:
+        """Stop serving ``agent_id`` (it left): its URLs answer 404 from now on, the
+        streams of its tasks in flight end (those tasks are failed when it comes back). A
+        configured agent stays, with its configured card."""
+        configured = self._configured.get(agent_id)
+        exposed = self._exposed.get(agent_id)
+        if exposed is None:
+            return
+        if configured is not None:
+            exposed.set_card(configured)
+            return
+        del self._exposed[agent_id]
+        log.info("A2A: %s left: no longer exposed", agent_id)
+        await self._close(exposed)
+
+    async def _close(self, exposed: _Exposed) -> None:
+        if self._approvals is not None:
+            self._approvals.remove_listener(exposed.executor.on_approval)
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            await exposed.handler.aclose()
+            await exposed.engine.dispose()
 
     def _waker(self, agent_id: str) -> Callable[[Parked, ApprovalRecord], None]:
         def wake(parked: Parked, record: ApprovalRecord) -> None:
@@ -414,7 +544,7 @@ class SdkEndpoints:
         them). Their tasks keep the state last stored (``working``): their agents' turns may
         finish unseen."""
         with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-            for exposed in self._exposed.values():
+            for exposed in list(self._exposed.values()):
                 await exposed.handler.aclose()
 
     async def aclose(self) -> None:
@@ -432,7 +562,7 @@ class SdkEndpoints:
             await tg.__aexit__(None, None, None)
         await self.end_streams()
         with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-            for exposed in self._exposed.values():
+            for exposed in list(self._exposed.values()):
                 await exposed.engine.dispose()
 
     async def __aexit__(

@@ -1,5 +1,6 @@
 from loom.bridge._generated import event_pb2 as _event_pb2
 from loom.bridge._generated import tools_pb2 as _tools_pb2
+from loom.bridge._generated import turns_pb2 as _turns_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -23,6 +24,7 @@ class StreamFeature(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STREAM_FEATURE_DURABLE_TOPICS: _ClassVar[StreamFeature]
     STREAM_FEATURE_TOOL_OUTPUT: _ClassVar[StreamFeature]
     STREAM_FEATURE_PACKED_EVENTS: _ClassVar[StreamFeature]
+    STREAM_FEATURE_TURN_CANCEL: _ClassVar[StreamFeature]
 STREAM_FEATURE_UNSPECIFIED: StreamFeature
 STREAM_FEATURE_BATCH: StreamFeature
 STREAM_FEATURE_PUBLISH_ACK: StreamFeature
@@ -35,9 +37,10 @@ STREAM_FEATURE_DURABLE: StreamFeature
 STREAM_FEATURE_DURABLE_TOPICS: StreamFeature
 STREAM_FEATURE_TOOL_OUTPUT: StreamFeature
 STREAM_FEATURE_PACKED_EVENTS: StreamFeature
+STREAM_FEATURE_TURN_CANCEL: StreamFeature
 
 class AgentRegisterRequest(_message.Message):
-    __slots__ = ("agent_id", "subscribed_topics", "tools", "metadata", "durable")
+    __slots__ = ("agent_id", "subscribed_topics", "tools", "metadata", "durable", "a2a_card")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -50,12 +53,14 @@ class AgentRegisterRequest(_message.Message):
     TOOLS_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     DURABLE_FIELD_NUMBER: _ClassVar[int]
+    A2A_CARD_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     subscribed_topics: _containers.RepeatedScalarFieldContainer[str]
     tools: _containers.RepeatedCompositeFieldContainer[_tools_pb2.ToolDescriptor]
     metadata: _containers.ScalarMap[str, str]
     durable: DurableRegistration
-    def __init__(self, agent_id: _Optional[str] = ..., subscribed_topics: _Optional[_Iterable[str]] = ..., tools: _Optional[_Iterable[_Union[_tools_pb2.ToolDescriptor, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., durable: _Optional[_Union[DurableRegistration, _Mapping]] = ...) -> None: ...
+    a2a_card: _turns_pb2.A2ACard
+    def __init__(self, agent_id: _Optional[str] = ..., subscribed_topics: _Optional[_Iterable[str]] = ..., tools: _Optional[_Iterable[_Union[_tools_pb2.ToolDescriptor, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., durable: _Optional[_Union[DurableRegistration, _Mapping]] = ..., a2a_card: _Optional[_Union[_turns_pb2.A2ACard, _Mapping]] = ...) -> None: ...
 
 class DurableRegistration(_message.Message):
     __slots__ = ("max_deliver",)
@@ -74,7 +79,7 @@ class AgentRegisterResponse(_message.Message):
     def __init__(self, success: _Optional[bool] = ..., error_message: _Optional[str] = ..., registration_secret: _Optional[str] = ...) -> None: ...
 
 class ClientEvent(_message.Message):
-    __slots__ = ("publish", "ack", "ping", "tool_result", "hello", "subscribe", "unsubscribe", "publish_batch", "call", "cancel_call", "delivery_credit", "report", "dead_letter", "durable_settle", "tool_output")
+    __slots__ = ("publish", "ack", "ping", "tool_result", "hello", "subscribe", "unsubscribe", "publish_batch", "call", "cancel_call", "delivery_credit", "report", "dead_letter", "durable_settle", "tool_output", "turn_cancelled")
     PUBLISH_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +95,7 @@ class ClientEvent(_message.Message):
     DEAD_LETTER_FIELD_NUMBER: _ClassVar[int]
     DURABLE_SETTLE_FIELD_NUMBER: _ClassVar[int]
     TOOL_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    TURN_CANCELLED_FIELD_NUMBER: _ClassVar[int]
     publish: Publish
     ack: Ack
     ping: HeartbeatRequest
@@ -105,10 +111,11 @@ class ClientEvent(_message.Message):
     dead_letter: DeadLetter
     durable_settle: DurableSettle
     tool_output: _tools_pb2.ToolOutput
-    def __init__(self, publish: _Optional[_Union[Publish, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., ping: _Optional[_Union[HeartbeatRequest, _Mapping]] = ..., tool_result: _Optional[_Union[_tools_pb2.ToolResult, _Mapping]] = ..., hello: _Optional[_Union[StreamHello, _Mapping]] = ..., subscribe: _Optional[_Union[SubscribeRequest, _Mapping]] = ..., unsubscribe: _Optional[_Union[UnsubscribeRequest, _Mapping]] = ..., publish_batch: _Optional[_Union[PublishBatch, _Mapping]] = ..., call: _Optional[_Union[_tools_pb2.ToolCall, _Mapping]] = ..., cancel_call: _Optional[_Union[CancelToolCall, _Mapping]] = ..., delivery_credit: _Optional[_Union[DeliveryCredit, _Mapping]] = ..., report: _Optional[_Union[AgentReport, _Mapping]] = ..., dead_letter: _Optional[_Union[DeadLetter, _Mapping]] = ..., durable_settle: _Optional[_Union[DurableSettle, _Mapping]] = ..., tool_output: _Optional[_Union[_tools_pb2.ToolOutput, _Mapping]] = ...) -> None: ...
+    turn_cancelled: _turns_pb2.TurnCancelled
+    def __init__(self, publish: _Optional[_Union[Publish, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., ping: _Optional[_Union[HeartbeatRequest, _Mapping]] = ..., tool_result: _Optional[_Union[_tools_pb2.ToolResult, _Mapping]] = ..., hello: _Optional[_Union[StreamHello, _Mapping]] = ..., subscribe: _Optional[_Union[SubscribeRequest, _Mapping]] = ..., unsubscribe: _Optional[_Union[UnsubscribeRequest, _Mapping]] = ..., publish_batch: _Optional[_Union[PublishBatch, _Mapping]] = ..., call: _Optional[_Union[_tools_pb2.ToolCall, _Mapping]] = ..., cancel_call: _Optional[_Union[CancelToolCall, _Mapping]] = ..., delivery_credit: _Optional[_Union[DeliveryCredit, _Mapping]] = ..., report: _Optional[_Union[AgentReport, _Mapping]] = ..., dead_letter: _Optional[_Union[DeadLetter, _Mapping]] = ..., durable_settle: _Optional[_Union[DurableSettle, _Mapping]] = ..., tool_output: _Optional[_Union[_tools_pb2.ToolOutput, _Mapping]] = ..., turn_cancelled: _Optional[_Union[_turns_pb2.TurnCancelled, _Mapping]] = ...) -> None: ...
 
 class ServerEvent(_message.Message):
-    __slots__ = ("delivery", "pong", "err", "tool_call", "welcome", "subscription", "delivery_batch", "publish_ack", "cancel_tool_call", "call_result", "released", "durable_patterns", "tool_output")
+    __slots__ = ("delivery", "pong", "err", "tool_call", "welcome", "subscription", "delivery_batch", "publish_ack", "cancel_tool_call", "call_result", "released", "durable_patterns", "tool_output", "cancel_turn")
     DELIVERY_FIELD_NUMBER: _ClassVar[int]
     PONG_FIELD_NUMBER: _ClassVar[int]
     ERR_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +129,7 @@ class ServerEvent(_message.Message):
     RELEASED_FIELD_NUMBER: _ClassVar[int]
     DURABLE_PATTERNS_FIELD_NUMBER: _ClassVar[int]
     TOOL_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_TURN_FIELD_NUMBER: _ClassVar[int]
     delivery: Delivery
     pong: HeartbeatResponse
     err: Error
@@ -135,7 +143,8 @@ class ServerEvent(_message.Message):
     released: Released
     durable_patterns: DurablePatterns
     tool_output: _tools_pb2.ToolOutput
-    def __init__(self, delivery: _Optional[_Union[Delivery, _Mapping]] = ..., pong: _Optional[_Union[HeartbeatResponse, _Mapping]] = ..., err: _Optional[_Union[Error, _Mapping]] = ..., tool_call: _Optional[_Union[_tools_pb2.ToolCall, _Mapping]] = ..., welcome: _Optional[_Union[StreamWelcome, _Mapping]] = ..., subscription: _Optional[_Union[SubscribeResult, _Mapping]] = ..., delivery_batch: _Optional[_Union[DeliveryBatch, _Mapping]] = ..., publish_ack: _Optional[_Union[PublishAck, _Mapping]] = ..., cancel_tool_call: _Optional[_Union[CancelToolCall, _Mapping]] = ..., call_result: _Optional[_Union[_tools_pb2.ToolResult, _Mapping]] = ..., released: _Optional[_Union[Released, _Mapping]] = ..., durable_patterns: _Optional[_Union[DurablePatterns, _Mapping]] = ..., tool_output: _Optional[_Union[_tools_pb2.ToolOutput, _Mapping]] = ...) -> None: ...
+    cancel_turn: _turns_pb2.CancelTurn
+    def __init__(self, delivery: _Optional[_Union[Delivery, _Mapping]] = ..., pong: _Optional[_Union[HeartbeatResponse, _Mapping]] = ..., err: _Optional[_Union[Error, _Mapping]] = ..., tool_call: _Optional[_Union[_tools_pb2.ToolCall, _Mapping]] = ..., welcome: _Optional[_Union[StreamWelcome, _Mapping]] = ..., subscription: _Optional[_Union[SubscribeResult, _Mapping]] = ..., delivery_batch: _Optional[_Union[DeliveryBatch, _Mapping]] = ..., publish_ack: _Optional[_Union[PublishAck, _Mapping]] = ..., cancel_tool_call: _Optional[_Union[CancelToolCall, _Mapping]] = ..., call_result: _Optional[_Union[_tools_pb2.ToolResult, _Mapping]] = ..., released: _Optional[_Union[Released, _Mapping]] = ..., durable_patterns: _Optional[_Union[DurablePatterns, _Mapping]] = ..., tool_output: _Optional[_Union[_tools_pb2.ToolOutput, _Mapping]] = ..., cancel_turn: _Optional[_Union[_turns_pb2.CancelTurn, _Mapping]] = ...) -> None: ...
 
 class Publish(_message.Message):
     __slots__ = ("topic", "event")

@@ -22,7 +22,7 @@ from loom.runtime.llm import LLMConfig, LLMConfigError, load_llm_config
 from loom.runtime.tools import McpConfigError, McpServerConfig, load_mcp_config
 from loom.web import A2AAgent
 
-from ._config_a2a import decode_a2a_expose
+from ._config_a2a import decode_a2a_cards, decode_a2a_expose
 from ._config_a2a_remote import A2ARemote, decode_a2a_remote
 from ._config_approvals import ApprovalsTable, decode_approvals
 from ._config_budget import BudgetTable, decode_budget
@@ -519,6 +519,8 @@ class ServiceTables(msgspec.Struct, frozen=True, kw_only=True):
         a2a_remote: the remote A2A agents of ``[a2a.remote.<name>]``, offered as tools
             (``sdk/cli/_config_a2a_remote.py``).
         a2a_expose: the agents of ``[a2a] expose``, served over A2A on the HTTP port.
+        a2a_cards: the ``[a2a.card.<id>]`` of agents not in ``expose``: defaults for agents
+            that connect with their own card (``sdk/cli/_config_a2a.py``).
         policy: the resilience policies of ``[policy.<name>]`` and ``[tools.policy]``.
         budget: the limits of ``[budget]`` for the turns of the agents it runs.
     """
@@ -530,6 +532,7 @@ class ServiceTables(msgspec.Struct, frozen=True, kw_only=True):
     tokens: tuple[Tenant, ...] = ()
     a2a_remote: tuple[A2ARemote, ...] = ()
     a2a_expose: tuple[A2AAgent, ...] = ()
+    a2a_cards: tuple[A2AAgent, ...] = ()
     policy: PolicyTables = msgspec.field(default_factory=PolicyTables)
     approvals: ApprovalsTable = msgspec.field(default_factory=ApprovalsTable)
     budget: BudgetTable = msgspec.field(default_factory=BudgetTable)
@@ -560,6 +563,7 @@ def load_tables(*, toml_path: Path | None, environ: Mapping[str, str]) -> Servic
     tokens = decode_tokens(doc.get("tokens", {}), where=where, environ=environ)
     a2a_remote = decode_a2a_remote(doc.get("a2a", {}), where=where, environ=environ)
     a2a_expose = decode_a2a_expose(doc.get("a2a", {}), where=where)
+    a2a_cards = decode_a2a_cards(doc.get("a2a", {}), where=where)
     approvals = decode_approvals(doc.get("approvals", {}), where=where)
     budget = decode_budget(doc.get("budget", {}), where=where)
     return ServiceTables(
@@ -570,6 +574,7 @@ def load_tables(*, toml_path: Path | None, environ: Mapping[str, str]) -> Servic
         tokens=tokens,
         a2a_remote=a2a_remote,
         a2a_expose=a2a_expose,
+        a2a_cards=a2a_cards,
         policy=policy,
         approvals=approvals,
         budget=budget,

@@ -9,6 +9,9 @@ on its HTTP port (``docs/interop.md``)::
     stream_topic = "agent.assistant.stream"   # a CognitiveAgent's stream_topic, if changed
 
 An exposed agent may be one of ``[agents]`` or one connected to the server through the bridge.
+A card table for an agent ``expose`` does not name gives the defaults of an agent that
+declares its own card in code (``Agent(..., a2a=AgentCard(...))``) and is exposed while it is
+connected; the fields its card sets win.
 ``[a2a.remote.<name>]`` (remote A2A agents as tools) is read elsewhere.
 """
 
@@ -22,7 +25,7 @@ import msgspec
 from loom.runtime import ConfigError
 from loom.web import A2AAgent
 
-__all__ = ["decode_a2a_expose"]
+__all__ = ["decode_a2a_cards", "decode_a2a_expose"]
 
 # One topic segment: the agent's mailbox is agent.{id}.replies, its URL /a2a/{id}/.
 _AGENT_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -70,7 +73,36 @@ def decode_a2a_expose(table: Any, *, where: str) -> tuple[A2AAgent, ...]:
                 agent_id=agent_id, description=card.description, stream_topic=card.stream_topic
             )
         )
-    stray = sorted(set(cards) - set(expose))
-    if stray:
-        raise ConfigError(f"{at}: [a2a.card.{stray[0]}] is for an agent expose does not name")
+    return tuple(agents)
+
+
+def decode_a2a_cards(table: Any, *, where: str) -> tuple[A2AAgent, ...]:
+    """The ``[a2a.card.<id>]`` tables of agents ``[a2a] expose`` does not name: the defaults
+    of agents that bring their own card (``Agent(..., a2a=AgentCard(...))``), exposed while
+    they are connected. (``decode_a2a_expose`` checks the table first.)
+
+    Raises:
+        ConfigError: such a table is malformed, or its id is not an agent id.
+    """
+    if not isinstance(table, dict):
+        return ()
+    cards = table.get("card", {})
+    expose = table.get("expose", [])
+    if not isinstance(cards, dict) or not isinstance(expose, list):
+        return ()
+    agents: list[A2AAgent] = []
+    for agent_id in sorted(set(cards) - set(expose)):
+        if _AGENT_ID.fullmatch(agent_id) is None:
+            raise ConfigError(
+                f"{where} [a2a.card.{agent_id}]: not an agent id (letters, digits, '_', '-')"
+            )
+        try:
+            card = msgspec.convert(cards[agent_id], _Card)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"{where} [a2a.card.{agent_id}]: {exc}") from None
+        agents.append(
+            A2AAgent(
+                agent_id=agent_id, description=card.description, stream_topic=card.stream_topic
+            )
+        )
     return tuple(agents)

@@ -45,6 +45,7 @@ from ._config_budget import budgets_applied
 from ._config_policy import build_policies
 from ._hosted import agent_data_dir, agent_tools, build_tools
 from ._llm_cache import open_response_cache
+from ._serve_a2a import a2a_server
 from ._serve_approvals import attach_approvals, guard_tools, open_approvals
 
 __all__ = ["serve"]
@@ -254,21 +255,6 @@ async def _http(
         yield http
 
 
-def _a2a(
-    tables: ServiceTables, runtime: AgentRuntime, data_dir: Path, hosted: dict[str, CognitiveAgent]
-) -> A2AServer | None:
-    """The agents of ``[a2a] expose`` over A2A (none: ``None``); ``tasks/cancel`` cancels the
-    turn of an agent this server hosts (docs/interop.md)."""
-    if not tables.a2a_expose:
-        return None
-
-    def cancel_turn(agent_id: str, thread_id: str) -> bool:
-        agent = hosted.get(agent_id)
-        return agent is not None and agent.cancel(thread_id) > 0
-
-    return A2AServer(runtime, tables.a2a_expose, data_dir=data_dir, cancel_turn=cancel_turn)
-
-
 async def serve(
     config: ServeConfig,
     *,
@@ -383,7 +369,14 @@ async def serve(
                 runtime,
                 ready := _Readiness(nats),
                 metrics if metrics is not None else meters.prometheus,
-                _a2a(tables, runtime, Path(data_dir), hosted),
+                a2a_server(
+                    tables,
+                    runtime,
+                    Path(data_dir),
+                    hosted,
+                    server,
+                    http=config.http_address() is not None,
+                ),
             ) as http,
         ):
             if cluster is not None:

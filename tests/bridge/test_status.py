@@ -82,6 +82,7 @@ from loom.runtime import (
     RequestTimeout,
     SubscriptionClosed,
     TTLExpired,
+    TurnNotCancellable,
     WouldBlock,
 )
 from loom.runtime.llm import (
@@ -176,6 +177,8 @@ NEVER_CROSSES: dict[type[LoomError], str] = {
     PolicyConfigError: "configuration is read before the server starts",
     BudgetExhausted: "refused inside a turn, which ends with outcome budget_exhausted",
     BudgetUnavailable: "made by a remote agent's client when the server's ledger is silent",
+    TurnNotCancellable: "raised in loom serve's A2A tasks/cancel, answered there as a "
+    "JSON-RPC TaskNotCancelableError",
     BridgeError: "a base class; its subclasses are filed one by one",
     InsecureBind: "raised by BridgeServer(...) before anything listens",
     WeakToken: "raised by BridgeServer(...) before anything listens",

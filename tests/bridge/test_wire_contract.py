@@ -33,6 +33,7 @@ from loom.bridge._generated import (
     memory_pb2,
     server_pb2,
     tools_pb2,
+    turns_pb2,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -158,6 +159,7 @@ _FILES = (
     budget_pb2.DESCRIPTOR,
     budget_service_pb2.DESCRIPTOR,
     cluster_status_pb2.DESCRIPTOR,
+    turns_pb2.DESCRIPTOR,
 )
 
 

@@ -17,7 +17,7 @@ import pytest
 from a2a.client import A2ACardResolver, ClientConfig, create_client
 from a2a.types import Message, Part, Role, SendMessageRequest, TaskState
 
-from loom import Agent, Context, capability
+from loom import Agent, AgentCard, AgentSkill, Context, capability
 from loom.runtime import AgentRuntime, Event, EventBus
 from loom.web import A2AAgent, A2AServer, HttpServer
 
@@ -80,3 +80,65 @@ def test_the_cli_does_not_load_the_sdk_until_an_agent_is_exposed() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "[]", out
+
+
+async def _status_until(http: httpx.AsyncClient, url: str, status: int) -> httpx.Response:
+    """GET ``url`` until it answers ``status`` (a change applied by the server's own task);
+    bounded by the caller."""
+    while True:
+        response = await http.get(url)
+        if response.status_code == status:
+            return response
+        await anyio.sleep(0.02)
+
+
+async def test_an_agent_declares_its_card_in_code_and_is_exposed_while_it_is_there(
+    tmp_path: Path,
+) -> None:
+    card = AgentCard(
+        name="Echoer",
+        description="Echoes, in code.",
+        version="3.1.4",
+        skills=(AgentSkill(id="echo", name="Echo", description="Say it back", tags=("e",)),),
+    )
+    agent = Agent("echo", capabilities=[shout], on_event=echo, a2a=card)
+    assert agent.a2a_card() == card  # no stream_topic of its own to fill in
+    with anyio.fail_after(30):
+        async with EventBus() as bus, AgentRuntime(bus) as runtime:
+            await runtime.start(agent)
+            # No agent at the start: the SDK loads when the first one is exposed.
+            a2a = A2AServer(runtime, data_dir=tmp_path)
+            async with HttpServer(runtime, a2a=a2a) as http_server, httpx.AsyncClient() as http:
+                root = f"{http_server.url}a2a/echo/"
+                card_url = f"{root}.well-known/agent-card.json"
+                assert (await http.get(card_url)).status_code == 404
+                a2a.expose(A2AAgent(agent_id="echo", card=agent.a2a_card()))
+                await _status_until(http, card_url, 200)
+                served = await A2ACardResolver(http, root).get_agent_card()
+                assert (served.name, served.description, served.version) == (
+                    "Echoer",
+                    "Echoes, in code.",
+                    "3.1.4",
+                )
+                # Declared skills stay: the capability (shout) does not replace them.
+                assert [(s.id, s.name, list(s.tags)) for s in served.skills] == [
+                    ("echo", "Echo", ["e"])
+                ]
+                assert a2a.agents == ("echo",)
+                client = await create_client(
+                    root, client_config=ClientConfig(streaming=False, httpx_client=http)
+                )
+                async with client:
+                    request = SendMessageRequest(
+                        message=Message(
+                            role=Role.ROLE_USER,
+                            message_id=str(uuid.uuid4()),
+                            parts=[Part(text="yo")],
+                        )
+                    )
+                    tasks = [r.task async for r in client.send_message(request)]
+                assert tasks[-1].artifacts[0].parts[0].text == "echo: yo"
+                a2a.withdraw("echo")
+                gone = await _status_until(http, card_url, 404)
+                assert "not exposed" in gone.json()["error"]["message"]
+                assert not a2a.agents

@@ -320,8 +320,16 @@ async def test_sigterm_mid_turn_ends_the_stream_and_the_next_server_fails_the_ta
 
 
 async def test_the_a2a_table_and_its_errors() -> None:
-    from loom.cli._config_a2a import decode_a2a_expose
+    from loom.cli._config_a2a import decode_a2a_cards, decode_a2a_expose
     from loom.runtime import ConfigError
+
+    # A card table for an agent expose does not name: the defaults of an agent that
+    # connects with its own card (Agent(..., a2a=AgentCard(...))).
+    cards = {"expose": ["a"], "card": {"b": {"description": "B"}}}
+    assert [a.agent_id for a in decode_a2a_expose(cards, where="f")] == ["a"]
+    assert [(a.agent_id, a.description) for a in decode_a2a_cards(cards, where="f")] == [("b", "B")]
+    with pytest.raises(ConfigError, match="colour"):
+        decode_a2a_cards({"card": {"b": {"colour": "red"}}}, where="f")
 
     agents = decode_a2a_expose(
         {"expose": ["a", "b"], "card": {"b": {"description": "B"}}, "remote": {}}, where="f"
@@ -331,7 +339,6 @@ async def test_the_a2a_table_and_its_errors() -> None:
         ({"expose": "a"}, "expose must be a list"),
         ({"expose": ["a.b"]}, "'a.b' is not an agent id"),
         ({"expose": ["a", "a"]}, "names 'a' twice"),
-        ({"expose": ["a"], "card": {"b": {}}}, "[a2a.card.b] is for an agent"),
         ({"expose": ["a"], "card": {"a": {"colour": "red"}}}, "colour"),
         ({"exposed": ["a"]}, "unknown key(s) exposed"),
     ):
