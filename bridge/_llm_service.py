@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import grpc
 import grpc.aio
 import msgspec
@@ -35,7 +36,9 @@ from loom.runtime.llm import (
     LLMError,
     ModelRouter,
     NoModelConfigured,
+    NoProviderAvailable,
     ProviderConfig,
+    ProviderTimeout,
     RoutableLLM,
     UnknownModel,
     llm_namespace,
@@ -146,6 +149,7 @@ class LLMService(llm_pb2_grpc.LLMServicer):
             # The provider gives up by itself, with a ProviderTimeout naming it, rather than
             # being cut short by grpc without a word.
             wanted = msgspec.structs.replace(wanted, timeout_s=max(left, 0.001))
+        deadline = None if wanted.timeout_s is None else anyio.current_time() + wanted.timeout_s
         try:
             if stream:
                 async with llm.stream(wanted) as chunks:
@@ -155,7 +159,7 @@ class LLMService(llm_pb2_grpc.LLMServicer):
                 completion = await llm.complete(wanted)
                 await context.write(llm_pb2.CompleteResponse(end=completion_to_proto(completion)))
         except LLMError as exc:
-            await self._fail(context, exc)
+            await self._fail(context, _deadline_first(exc, deadline))
 
     async def ListModels(
         self, request: llm_pb2.ListModelsRequest, context: _Context
@@ -179,3 +183,23 @@ class LLMService(llm_pb2_grpc.LLMServicer):
             log.debug("LLM.Complete: the error frame could not be written", exc_info=True)
         context.set_code(failure_code(failure))
         context.set_details(str(exc))
+
+
+def _deadline_first(exc: LLMError, deadline: float | None) -> LLMError:
+    """What ended the call: the caller's deadline, once it has passed.
+
+    A router whose provider ran out of the request's time says ``NoProviderAvailable`` (its
+    providers all failed); but the time was the caller's, and no other provider could have
+    answered within it. So the caller learns ``ProviderTimeout``, as it does when its own
+    gRPC deadline ends the call first (a race between two clocks set to the same instant,
+    which load decides either way).
+    """
+    cause = exc.__cause__
+    if (
+        isinstance(exc, NoProviderAvailable)
+        and isinstance(cause, ProviderTimeout)
+        and deadline is not None
+        and anyio.current_time() >= deadline
+    ):
+        return cause
+    return exc
