@@ -189,8 +189,13 @@ async def test_a_router_that_ran_out_of_the_callers_time_says_timeout() -> None:
         with anyio.fail_after(10):
             call = stub.Complete(request)
             frames: list[llm_pb2.CompleteResponse] = []
+
+            async def read() -> None:
+                async for frame in call:
+                    frames.append(frame)
+
             with pytest.raises(grpc.aio.AioRpcError) as caught:
-                frames.extend([frame async for frame in call])
+                await read()
             assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
             assert [f.error.kind for f in frames] == [llm_pb2.LLMFailure.LLM_TIMEOUT]
             await abandoned_all(s)
