@@ -36,6 +36,7 @@ from nats.js.kv import KeyValue
 
 from loom.runtime import AgentExists, AgentRuntime
 
+from ._available import AVAILABLE_WAIT_S, until_available
 from ._calls import ClusterCalls
 from ._directory_watch import DirectoryWatch
 from ._directory_wire import (
@@ -46,6 +47,7 @@ from ._directory_wire import (
     agent_key,
     node_key,
 )
+from ._errors import JetStreamUnavailable
 from ._peers import Peers
 from ._replicas import with_replicas
 
@@ -74,15 +76,24 @@ class ClusterDirectory:
         client: the node's NATS connection (JetStream on).
         node: this node's name (one subject token).
         heartbeat_s: how often this node says it is alive; 1.5 times it without word is death.
+        available_wait_s: how long entering waits for JetStream to serve the bucket (a NATS
+            cluster electing its leaders) before it raises ``JetStreamUnavailable``.
     """
 
     def __init__(
-        self, runtime: AgentRuntime, client: Client, node: str, *, heartbeat_s: float = 2.0
+        self,
+        runtime: AgentRuntime,
+        client: Client,
+        node: str,
+        *,
+        heartbeat_s: float = 2.0,
+        available_wait_s: float = AVAILABLE_WAIT_S,
     ) -> None:
         self.runtime = runtime
         self.client = client
         self.node = node
         self.heartbeat_s = heartbeat_s
+        self.available_wait_s = available_wait_s
         self.calls = ClusterCalls(runtime, client, node)
         self._kv: KeyValue | None = None
         self._tg: TaskGroup | None = None
@@ -99,9 +110,44 @@ class ClusterDirectory:
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> ClusterDirectory:
+        # A NATS cluster starting with this node (or missing servers) may not have elected
+        # the bucket's leader yet: the node waits for it, bounded (_available.py).
+        self._kv = await until_available(
+            f"the directory's bucket {BUCKET}", self._open_bucket, wait_s=self.available_wait_s
+        )
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        try:
+            await self._tg.start(self.calls.serve)
+            # A write needs the bucket's stream to have a leader (opening it did not).
+            await until_available(
+                f"a write to the directory's bucket {BUCKET}",
+                self._put_node,
+                wait_s=self.available_wait_s,
+            )
+            self._tg.start_soon(self._watch.run, self._kv)
+            bound = max(2 * self.heartbeat_s, self.available_wait_s)
+            with anyio.move_on_after(bound):
+                await self._watch.ready.wait()  # what the bucket held is in the directory
+            if not self._watch.ready.is_set():
+                raise JetStreamUnavailable(
+                    f"a watch of the directory's bucket {BUCKET}", bound, "it delivered nothing"
+                )
+            await self._remove_leftovers()
+            self._tg.start_soon(self._heartbeats)
+            self._tg.start_soon(self._publish_changes)
+            self._tg.start_soon(self.peers.sweep, self.heartbeat_s, lambda: self._watch.heard)
+        except BaseException:
+            self._tg.cancel_scope.cancel()
+            await self._tg.__aexit__(None, None, None)
+            raise
+        self.runtime.id_claim = self.claim
+        return self
+
+    async def _open_bucket(self) -> KeyValue:
         js = self.client.jetstream()
         try:
-            self._kv = await js.key_value(BUCKET)
+            return await js.key_value(BUCKET)
         except nats.js.errors.BucketNotFoundError:
 
             async def make(replicas: int) -> KeyValue:
@@ -117,25 +163,7 @@ class ClusterDirectory:
                 )
                 return await js.create_key_value(config)
 
-            self._kv = await with_replicas(self.client, f"the directory's bucket {BUCKET}", make)
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
-        try:
-            await self._tg.start(self.calls.serve)
-            await self._put_node()
-            self._tg.start_soon(self._watch.run, self._kv)
-            with anyio.fail_after(max(5.0, 2 * self.heartbeat_s)):
-                await self._watch.ready.wait()  # what the bucket held is in the directory
-            await self._remove_leftovers()
-            self._tg.start_soon(self._heartbeats)
-            self._tg.start_soon(self._publish_changes)
-            self._tg.start_soon(self.peers.sweep, self.heartbeat_s, lambda: self._watch.heard)
-        except BaseException:
-            self._tg.cancel_scope.cancel()
-            await self._tg.__aexit__(None, None, None)
-            raise
-        self.runtime.id_claim = self.claim
-        return self
+            return await with_replicas(self.client, f"the directory's bucket {BUCKET}", make)
 
     async def __aexit__(
         self,
