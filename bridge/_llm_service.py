@@ -4,8 +4,9 @@ An agent in another process calls models through the server, so API keys live on
 (``proto/loom/v1/llm.proto`` has the contract). What a call leaves behind:
 
 * **Deadline.** The call's gRPC deadline shortens the request's ``timeout_s``, so the
-  provider gives up in time and says so (``ProviderTimeout``); should grpc end the call first,
-  the handler is cancelled, and with it the provider's HTTP request.
+  provider gives up in time and says so (``ProviderTimeout``, also through a router, whose
+  own word would be ``NoProviderAvailable``); should grpc end the call first, the handler is
+  cancelled, and with it the provider's HTTP request.
 * **Cancellation.** A client that cancels or goes away cancels the handler: the provider's
   request is closed (its connection dropped), nothing keeps running here, nothing is sent.
 * **Errors.** An :class:`LLMError` ends the stream with an ``LLMFailure`` frame (its class and
