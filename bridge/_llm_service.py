@@ -4,8 +4,9 @@ An agent in another process calls models through the server, so API keys live on
 (``proto/loom/v1/llm.proto`` has the contract). What a call leaves behind:
 
 * **Deadline.** The call's gRPC deadline shortens the request's ``timeout_s``, so the
-  provider gives up in time and says so (``ProviderTimeout``); should grpc end the call first,
-  the handler is cancelled, and with it the provider's HTTP request.
+  provider gives up in time and says so (``ProviderTimeout``, also through a router, whose
+  own word would be ``NoProviderAvailable``); should grpc end the call first, the handler is
+  cancelled, and with it the provider's HTTP request.
 * **Cancellation.** A client that cancels or goes away cancels the handler: the provider's
   request is closed (its connection dropped), nothing keeps running here, nothing is sent.
 * **Errors.** An :class:`LLMError` ends the stream with an ``LLMFailure`` frame (its class and
@@ -22,6 +23,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import grpc
 import grpc.aio
 import msgspec
@@ -35,7 +37,9 @@ from loom.runtime.llm import (
     LLMError,
     ModelRouter,
     NoModelConfigured,
+    NoProviderAvailable,
     ProviderConfig,
+    ProviderTimeout,
     RoutableLLM,
     UnknownModel,
     llm_namespace,
@@ -146,6 +150,7 @@ class LLMService(llm_pb2_grpc.LLMServicer):
             # The provider gives up by itself, with a ProviderTimeout naming it, rather than
             # being cut short by grpc without a word.
             wanted = msgspec.structs.replace(wanted, timeout_s=max(left, 0.001))
+        deadline = None if wanted.timeout_s is None else anyio.current_time() + wanted.timeout_s
         try:
             if stream:
                 async with llm.stream(wanted) as chunks:
@@ -155,7 +160,7 @@ class LLMService(llm_pb2_grpc.LLMServicer):
                 completion = await llm.complete(wanted)
                 await context.write(llm_pb2.CompleteResponse(end=completion_to_proto(completion)))
         except LLMError as exc:
-            await self._fail(context, exc)
+            await self._fail(context, _deadline_first(exc, deadline))
 
     async def ListModels(
         self, request: llm_pb2.ListModelsRequest, context: _Context
@@ -179,3 +184,23 @@ class LLMService(llm_pb2_grpc.LLMServicer):
             log.debug("LLM.Complete: the error frame could not be written", exc_info=True)
         context.set_code(failure_code(failure))
         context.set_details(str(exc))
+
+
+def _deadline_first(exc: LLMError, deadline: float | None) -> LLMError:
+    """What ended the call: the caller's deadline, once it has passed.
+
+    A router whose provider ran out of the request's time says ``NoProviderAvailable`` (its
+    providers all failed); but the time was the caller's, and no other provider could have
+    answered within it. So the caller learns ``ProviderTimeout``, as it does when its own
+    gRPC deadline ends the call first (a race between two clocks set to the same instant,
+    which load decides either way).
+    """
+    cause = exc.__cause__
+    if (
+        isinstance(exc, NoProviderAvailable)
+        and isinstance(cause, ProviderTimeout)
+        and deadline is not None
+        and anyio.current_time() >= deadline
+    ):
+        return cause
+    return exc

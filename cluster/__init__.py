@@ -33,6 +33,7 @@ from ._engine import NatsMode as NatsMode
 from ._engine import NatsStatus as NatsStatus
 from ._engine import open_nats as open_nats
 from ._engine import parse_nats as parse_nats
+from ._errors import JetStreamUnavailable as JetStreamUnavailable
 from ._errors import NatsConnectFailed as NatsConnectFailed
 from ._errors import NatsError as NatsError
 from ._errors import NatsServerFailed as NatsServerFailed
@@ -51,6 +52,7 @@ __all__ = [
     "DirectoryStats",
     "EmbeddedNats",
     "JetStreamLog",
+    "JetStreamUnavailable",
     "NatsConnectFailed",
     "NatsConnection",
     "NatsEngine",

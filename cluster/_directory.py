@@ -36,7 +36,9 @@ from nats.js.kv import KeyValue
 
 from loom.runtime import AgentExists, AgentRuntime
 
+from ._available import AVAILABLE_WAIT_S, until_available
 from ._calls import ClusterCalls
+from ._directory_watch import DirectoryWatch
 from ._directory_wire import (
     ENDED_STATUSES,
     AgentRecord,
@@ -45,6 +47,7 @@ from ._directory_wire import (
     agent_key,
     node_key,
 )
+from ._errors import JetStreamUnavailable
 from ._peers import Peers
 from ._replicas import with_replicas
 
@@ -73,15 +76,24 @@ class ClusterDirectory:
         client: the node's NATS connection (JetStream on).
         node: this node's name (one subject token).
         heartbeat_s: how often this node says it is alive; 1.5 times it without word is death.
+        available_wait_s: how long entering waits for JetStream to serve the bucket (a NATS
+            cluster electing its leaders) before it raises ``JetStreamUnavailable``.
     """
 
     def __init__(
-        self, runtime: AgentRuntime, client: Client, node: str, *, heartbeat_s: float = 2.0
+        self,
+        runtime: AgentRuntime,
+        client: Client,
+        node: str,
+        *,
+        heartbeat_s: float = 2.0,
+        available_wait_s: float = AVAILABLE_WAIT_S,
     ) -> None:
         self.runtime = runtime
         self.client = client
         self.node = node
         self.heartbeat_s = heartbeat_s
+        self.available_wait_s = available_wait_s
         self.calls = ClusterCalls(runtime, client, node)
         self._kv: KeyValue | None = None
         self._tg: TaskGroup | None = None
@@ -90,21 +102,52 @@ class ClusterDirectory:
         self._claimed: dict[str, float] = {}  # agent id -> when claimed (anyio time)
         self._published: dict[str, AgentRecord] = {}
         self.peers = Peers(runtime, node, self.calls, self._gave_way)
-        self._ready = anyio.Event()
         # Keys of this node found in the bucket at start, not claimed again: what an earlier
         # run of this node (killed, restarted) left; removed once the bucket is read.
         self._leftovers: dict[str, int] = {}
-        # When the watch last delivered an entry (anyio time): _heard for the liveness of
-        # the others, _seen for the watch's own (reset when a watch starts).
-        self._heard = 0.0
-        self._seen = 0.0
+        self._watch = DirectoryWatch(client, node, heartbeat_s, self._on_entry)
 
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> ClusterDirectory:
+        # A NATS cluster starting with this node (or missing servers) may not have elected
+        # the bucket's leader yet: the node waits for it, bounded (_available.py).
+        self._kv = await until_available(
+            f"the directory's bucket {BUCKET}", self._open_bucket, wait_s=self.available_wait_s
+        )
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        try:
+            await self._tg.start(self.calls.serve)
+            # A write needs the bucket's stream to have a leader (opening it did not).
+            await until_available(
+                f"a write to the directory's bucket {BUCKET}",
+                self._put_node,
+                wait_s=self.available_wait_s,
+            )
+            self._tg.start_soon(self._watch.run, self._kv)
+            bound = max(2 * self.heartbeat_s, self.available_wait_s)
+            with anyio.move_on_after(bound):
+                await self._watch.ready.wait()  # what the bucket held is in the directory
+            if not self._watch.ready.is_set():
+                raise JetStreamUnavailable(
+                    f"a watch of the directory's bucket {BUCKET}", bound, "it delivered nothing"
+                )
+            await self._remove_leftovers()
+            self._tg.start_soon(self._heartbeats)
+            self._tg.start_soon(self._publish_changes)
+            self._tg.start_soon(self.peers.sweep, self.heartbeat_s, lambda: self._watch.heard)
+        except BaseException:
+            self._tg.cancel_scope.cancel()
+            await self._tg.__aexit__(None, None, None)
+            raise
+        self.runtime.id_claim = self.claim
+        return self
+
+    async def _open_bucket(self) -> KeyValue:
         js = self.client.jetstream()
         try:
-            self._kv = await js.key_value(BUCKET)
+            return await js.key_value(BUCKET)
         except nats.js.errors.BucketNotFoundError:
 
             async def make(replicas: int) -> KeyValue:
@@ -120,25 +163,7 @@ class ClusterDirectory:
                 )
                 return await js.create_key_value(config)
 
-            self._kv = await with_replicas(self.client, f"the directory's bucket {BUCKET}", make)
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
-        try:
-            await self._tg.start(self.calls.serve)
-            await self._put_node()
-            self._tg.start_soon(self._watch)
-            with anyio.fail_after(max(5.0, 2 * self.heartbeat_s)):
-                await self._ready.wait()  # what the bucket held is in the directory
-            await self._remove_leftovers()
-            self._tg.start_soon(self._heartbeats)
-            self._tg.start_soon(self._publish_changes)
-            self._tg.start_soon(self.peers.sweep, self.heartbeat_s, lambda: self._heard)
-        except BaseException:
-            self._tg.cancel_scope.cancel()
-            await self._tg.__aexit__(None, None, None)
-            raise
-        self.runtime.id_claim = self.claim
-        return self
+            return await with_replicas(self.client, f"the directory's bucket {BUCKET}", make)
 
     async def __aexit__(
         self,
@@ -330,80 +355,23 @@ class ClusterDirectory:
 
     # ------------------------------------------------------------------ the other nodes
 
-    async def _watch(self) -> None:
-        """Follow the bucket for as long as the node runs, watching again when the watch
-        stalls.
-
-        A watch is a JetStream consumer on one server of the NATS cluster: when that server
-        dies, its deliveries stop, and nats-py's own recovery (a missed idle heartbeat, 10 s
-        on) gives up for good when the consumer cannot be made again at that moment (the
-        replicas are still electing a leader). This node's own key is rewritten every
-        heartbeat, so a healthy watch delivers something at least that often: three
-        intervals without anything while connected mean a stalled watch, and a new one
-        replays the bucket (what is current; the writes it missed arrive as their next
-        heartbeat)."""
-        while True:
-            self._seen = anyio.current_time()
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._guard, tg.cancel_scope)
-                try:
-                    await self._watch_once()
-                except Exception as exc:  # the watch could not be made, or broke
-                    log.warning("cluster: directory watch of node %s failed: %s", self.node, exc)
-                    await anyio.sleep(self.heartbeat_s)
-                tg.cancel_scope.cancel()
-
-    async def _guard(self, watch: anyio.CancelScope) -> None:
-        await self._stalled()
-        log.warning(
-            "cluster: node %s heard nothing from the directory for %.1f s; watching it again",
-            self.node,
-            anyio.current_time() - self._seen,
-        )
-        watch.cancel()
-
-    async def _stalled(self) -> None:
-        """Return once the watch has delivered nothing for three heartbeat intervals while
-        the connection was up (a disconnection is a state of its own: the client resubscribes
-        when it is back)."""
-        while True:
-            await anyio.sleep(self.heartbeat_s)
-            if not self.client.is_connected:
-                self._seen = anyio.current_time()
-            elif anyio.current_time() - self._seen > 3 * self.heartbeat_s:
+    async def _on_entry(self, entry: KeyValue.Entry) -> None:
+        """One entry of the bucket, as the watch delivers it."""
+        key = entry.key
+        deleted = entry.operation in ("DEL", "PURGE")
+        if key.startswith("nodes."):
+            node = key.removeprefix("nodes.")
+            if node == self.node:
                 return
-
-    async def _watch_once(self) -> None:
-        assert self._kv is not None
-        watcher = await self._kv.watchall()
-        try:
-            async for entry in watcher:
-                self._seen = self._heard = anyio.current_time()
-                if entry is None:
-                    self._ready.set()  # the bucket's contents are read
-                    continue
-                key = entry.key
-                deleted = entry.operation in ("DEL", "PURGE")
-                if key.startswith("nodes."):
-                    node = key.removeprefix("nodes.")
-                    if node == self.node:
-                        continue
-                    if deleted:
-                        await self.peers.drop_node(node, "it left", level=logging.INFO)
-                    else:
-                        self.peers.heard(node)
-                elif key.startswith("agents."):
-                    if deleted:
-                        await self.peers.removed(key)
-                    else:
-                        await self._on_agent(key, entry.value or b"", entry.revision)
-        finally:
-            with (
-                anyio.CancelScope(shield=True),
-                anyio.move_on_after(2.0),
-                contextlib.suppress(Exception),
-            ):
-                await watcher.stop()  # type: ignore[no-untyped-call]
+            if deleted:
+                await self.peers.drop_node(node, "it left", level=logging.INFO)
+            else:
+                self.peers.heard(node)
+        elif key.startswith("agents."):
+            if deleted:
+                await self.peers.removed(key)
+            else:
+                await self._on_agent(key, entry.value or b"", entry.revision)
 
     async def _on_agent(self, key: str, value: bytes, revision: int | None) -> None:
         try:
@@ -413,7 +381,7 @@ class ClusterDirectory:
             return
         if record.node != self.node:
             await self.peers.update(record)
-        elif not self._ready.is_set() and revision is not None:
+        elif not self._watch.ready.is_set() and revision is not None:
             self._leftovers[record.id] = revision
 
     def _gave_way(self, agent_id: str) -> None:

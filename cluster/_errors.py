@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from loom.runtime import LoomError
 
-__all__ = ["NatsConnectFailed", "NatsError", "NatsServerFailed", "NatsServerNotFound"]
+__all__ = [
+    "JetStreamUnavailable",
+    "NatsConnectFailed",
+    "NatsError",
+    "NatsServerFailed",
+    "NatsServerNotFound",
+]
 
 
 class NatsError(LoomError):
@@ -51,4 +57,25 @@ class NatsConnectFailed(NatsError):
     def __init__(self, url: str, reason: str) -> None:
         super().__init__(f"cannot connect to NATS at {url}: {reason}")
         self.url = url
+        self.reason = reason
+
+
+class JetStreamUnavailable(NatsError):
+    """Connected to NATS, but JetStream did not serve what this node needs (the stream of
+    durable events, the directory's bucket) in time: on a NATS cluster, typically no leader
+    was elected (fewer than a majority of the servers up); nothing was started.
+
+    Attributes:
+        what: what was waited for, in words.
+        waited_s: how long.
+        reason: JetStream's last answer (or the lack of one).
+    """
+
+    def __init__(self, what: str, waited_s: float, reason: str) -> None:
+        super().__init__(
+            f"JetStream did not serve {what} within {waited_s:g} s ({reason}); on a NATS "
+            "cluster, are a majority of its servers up and routed to each other?"
+        )
+        self.what = what
+        self.waited_s = waited_s
         self.reason = reason

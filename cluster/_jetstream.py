@@ -53,6 +53,7 @@ from loom.runtime import (
 )
 from loom.runtime.lowlevel import DurableConsumer, mark_delivery
 
+from ._available import until_available
 from ._replicas import with_replicas
 
 __all__ = ["JetStreamLog", "consumer_name", "subject_of", "topic_of"]
@@ -395,9 +396,15 @@ class JetStreamLog:
             # An existing stream takes the replicas too (JetStream scales it up in place).
             return await self._js.update_stream(config)
 
-        info = await with_replicas(self._nc, f"the durable events' stream {STREAM}", make)
+        async def made() -> tuple[api.StreamInfo, list[api.ConsumerInfo]]:
+            info = await with_replicas(self._nc, f"the durable events' stream {STREAM}", make)
+            return info, await self._js.consumers_info(STREAM)
+
+        # A NATS cluster starting with this node may not have elected the stream's leader
+        # yet: wait for it, bounded (_available.py).
+        info, consumers = await until_available(f"the durable events' stream {STREAM}", made)
         self._last_seq = info.state.last_seq
-        for consumer in await self._js.consumers_info(STREAM):
+        for consumer in consumers:
             cfg = consumer.config
             if cfg.durable_name is None:
                 continue  # a replay's ephemeral consumer

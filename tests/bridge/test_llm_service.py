@@ -101,6 +101,16 @@ async def drain(llm: LLM, request: CompletionRequest) -> list[StreamChunk]:
         return [chunk async for chunk in chunks]
 
 
+async def abandoned_all(served: Served) -> None:
+    """Until every request that reached the model was abandoned (its connection closed).
+
+    A deadline of half a second may pass, on a loaded machine, before the provider's request
+    reaches the model at all: then there is nothing there to abandon, and waiting for one
+    abandonment waited for what could not come. One that arrives after this returns arrives
+    on a connection already closed."""
+    await served.llm.wait_abandoned(len(served.llm.requests))
+
+
 @asynccontextmanager
 async def raw(served: Served) -> AsyncIterator[llm_pb2_grpc.LLMAsyncStub]:
     async with grpc.aio.insecure_channel(served.address) as ch:
@@ -162,7 +172,33 @@ async def test_a_request_deadline_abandons_the_model_call_on_the_server() -> Non
                 await drain(llm, request)
             assert isinstance(caught.value, DeadlineExceeded)
             # The provider's HTTP request was given up: the model sees its connection close.
-            await s.llm.wait_abandoned()
+            await abandoned_all(s)
+
+
+async def test_a_router_that_ran_out_of_the_callers_time_says_timeout() -> None:
+    # No gRPC deadline: the request's own timeout_s ends the model call on the server, and
+    # the router's "every provider failed" arrives as what it was, the caller's deadline.
+    # (Before: NoProviderAvailable whenever the server's clock beat the caller's.)
+    async with serving() as s, raw(s) as stub:
+        s.llm.push(Delay(seconds=30))
+        request = llm_pb2.CompleteRequest(
+            messages=[llm_pb2.LLMMessage(user=llm_pb2.UserMessage(content="hi"))],
+            stream=True,
+            timeout_s=0.5,
+        )
+        with anyio.fail_after(10):
+            call = stub.Complete(request)
+            frames: list[llm_pb2.CompleteResponse] = []
+
+            async def read() -> None:
+                async for frame in call:
+                    frames.append(frame)
+
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await read()
+            assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+            assert [f.error.kind for f in frames] == [llm_pb2.LLMFailure.LLM_TIMEOUT]
+            await abandoned_all(s)
 
 
 async def test_the_grpc_deadline_alone_bounds_the_call_on_the_server() -> None:
@@ -177,7 +213,7 @@ async def test_the_grpc_deadline_alone_bounds_the_call_on_the_server() -> None:
                 async for _ in call:
                     pass
             assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
-            await s.llm.wait_abandoned()
+            await abandoned_all(s)
 
 
 async def test_a_cancelled_caller_cancels_the_model_call_on_the_server() -> None:
@@ -200,7 +236,7 @@ async def test_an_enclosing_scope_deadline_is_the_calls_deadline() -> None:
             with anyio.move_on_after(0.3) as scope:
                 await llm.complete(ASK)
             assert scope.cancelled_caught
-            await s.llm.wait_abandoned()
+            await abandoned_all(s)
 
 
 async def test_an_unknown_model_is_unknown_model() -> None:

@@ -57,7 +57,13 @@ from loom.bridge._status import _WIRE, code_name, outcome_from_error, status_of
 from loom.cli._agent_host import LoadError
 from loom.cli._commands import UsageError
 from loom.cli._runner import RunError
-from loom.cluster import NatsConnectFailed, NatsError, NatsServerFailed, NatsServerNotFound
+from loom.cluster import (
+    JetStreamUnavailable,
+    NatsConnectFailed,
+    NatsError,
+    NatsServerFailed,
+    NatsServerNotFound,
+)
 from loom.runtime import (
     AgentExists,
     AgentNotFound,
@@ -204,6 +210,7 @@ NEVER_CROSSES: dict[type[LoomError], str] = {
     NatsServerNotFound: "raised when loom serve starts, before anything listens",
     NatsServerFailed: "raised when loom serve starts, before anything listens",
     NatsConnectFailed: "raised when loom serve starts, before anything listens",
+    JetStreamUnavailable: "raised when loom serve starts, before anything listens",
     WebError: "a base class; its subclasses are filed one by one",
     HttpBindError: "raised when loom serve starts, before anything listens",
     McpConfigError: "configuration is read before the server starts",

@@ -245,9 +245,11 @@ async def test_a_killed_node_leaves_every_directory_and_its_calls_fail(
             # Read as the test reads each node's output: a little later than it happened.
             assert left_a <= 2 * HEARTBEAT + 0.5, left_a
             assert left_c <= 2 * HEARTBEAT + 0.5, left_c
-            assert await caller.wait(timeout=5) == 1
+            # The call failed when the caller printed why; its process then exits, which on a
+            # loaded machine takes seconds of its own (interpreter and gRPC teardown).
+            await caller.wait_for("AGENT_DISCONNECTED", timeout=5)
             failed_in = time.monotonic() - killed - left_a
             assert failed_in <= 1.0, failed_in
-            assert "AGENT_DISCONNECTED" in caller.output
+            assert await caller.wait(timeout=30) == 1
             assert "upperer" not in await agents_seen(found, "a")
             assert "upperer" not in await agents_seen(found, "c")

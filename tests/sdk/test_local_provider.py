@@ -9,14 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from ._cli_support import PYTHON, clean_env, loom, running_argv
+from ._cli_support import PYTHON, clean_env, loom, running, running_argv
 
 pytestmark = pytest.mark.anyio
 
 # A server hosting, in its own process, an agent whose capability is text.upper and which
-# crashes on "jobs.crash": its supervisor restarts it after a 3 s backoff.
+# crashes on "jobs.crash": its supervisor restarts it, and the new instance stays starting
+# (not running) until the test creates the file "release". (A 3 s backoff was the window
+# before: a `loom call` that took longer than that to start, on a loaded machine, found the
+# agent back already and waited for nothing.)
 HOST = """\
 import logging
+from pathlib import Path
 
 import anyio
 
@@ -35,9 +39,27 @@ async def on_event(ctx, topic, event):
     raise RuntimeError("crashed on purpose")
 
 
-restart = SupervisionPolicy(backoff_initial_s=3, backoff_max_s=3, jitter=0, poison_after=1)
+starts = 0
+
+
+async def on_start(ctx):
+    global starts
+    starts += 1
+    if starts > 1:
+        print("upperer held starting", flush=True)
+        with anyio.move_on_after(60):
+            while not Path("release").exists():
+                await anyio.sleep(0.02)
+
+
+restart = SupervisionPolicy(backoff_initial_s=0.1, backoff_max_s=0.1, jitter=0, poison_after=1)
 agent = Agent(
-    "upperer", topics=["jobs.*"], capabilities=[upper], on_event=on_event, policy=restart
+    "upperer",
+    topics=["jobs.*"],
+    capabilities=[upper],
+    on_event=on_event,
+    on_start=on_start,
+    policy=restart,
 )
 
 
@@ -62,12 +84,14 @@ async def test_loom_call_waits_for_a_local_provider_being_restarted(tmp_path: Pa
         address = (await host.wait_for(r"listening on (\S+)")).group(1)
         crash = await loom("publish", "jobs.crash", "x", "-a", address, cwd=tmp_path)
         assert crash.returncode == 0, crash.stderr
-        await host.wait_for("agent upperer restarting in 3.000s")
-        call = await loom(
-            "call", "text.upper", '{"text": "back"}', "-a", address, "--timeout", "20", cwd=tmp_path
-        )
-        assert call.returncode == 0, call.stderr.decode() + host.output
-        assert json.loads(call.stdout) == "BACK"
+        await host.wait_for("agent upperer restarting in 0.100s")
+        await host.wait_for("upperer held starting")
+        argv = ("call", "text.upper", '{"text": "back"}', "-a", address, "--timeout", "20")
+        async with running(*argv, cwd=tmp_path, env=clean_env()) as call:
+            await host.wait_for("tool text.upper: no provider running; waiting up to 20 s")
+            (tmp_path / "release").touch()
+            assert await call.wait(timeout=30) == 0, call.output + host.output
+        assert json.loads(call.output.strip().splitlines()[-1]) == "BACK", call.output
         # It did wait: the call came while no instance ran.
         assert host.count("tool text.upper: no provider running; waiting up to 20 s") == 1
         assert host.count("tool text.upper: a provider is back \\(upperer\\)") == 1

@@ -1,0 +1,115 @@
+"""The watch of the directory's bucket: one node following every write to it, for as long as
+the node runs, and watching again when the watch stalls.
+
+:class:`ClusterDirectory <loom.cluster._directory.ClusterDirectory>` hands each entry the
+watch delivers to its own callback (what a key means is the directory's business); this
+module only keeps the watch alive and says when it last delivered anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import anyio
+from nats.aio.client import Client
+from nats.js.kv import KeyValue
+
+__all__ = ["DirectoryWatch"]
+
+log = logging.getLogger("loom.cluster")
+
+
+class DirectoryWatch:
+    """Follows the bucket and passes each entry on to ``on_entry``.
+
+    Args:
+        client: the node's NATS connection (its state tells a stall from a disconnection).
+        node: this node's name (for the log lines).
+        heartbeat_s: the cluster's heartbeat interval; a healthy watch delivers at least
+            this node's own heartbeat that often.
+        on_entry: called with each entry, in order, one at a time.
+
+    Attributes:
+        ready: set once the bucket's contents, as the first watch found them, were passed on.
+        heard: when the watch last delivered an entry (anyio time), for the liveness of the
+            other nodes (nobody is declared dead while the directory itself is silent).
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        node: str,
+        heartbeat_s: float,
+        on_entry: Callable[[KeyValue.Entry], Awaitable[None]],
+    ) -> None:
+        self.client = client
+        self.node = node
+        self.heartbeat_s = heartbeat_s
+        self._on_entry = on_entry
+        self.ready = anyio.Event()
+        self.heard = 0.0
+        # When the watch last delivered an entry (anyio time), reset when a watch starts:
+        # for the watch's own liveness.
+        self._seen = 0.0
+
+    async def run(self, kv: KeyValue) -> None:
+        """Follow the bucket for as long as the node runs, watching again when the watch
+        stalls.
+
+        A watch is a JetStream consumer on one server of the NATS cluster: when that server
+        dies, its deliveries stop, and nats-py's own recovery (a missed idle heartbeat, 10 s
+        on) gives up for good when the consumer cannot be made again at that moment (the
+        replicas are still electing a leader). This node's own key is rewritten every
+        heartbeat, so a healthy watch delivers something at least that often: three
+        intervals without anything while connected mean a stalled watch, and a new one
+        replays the bucket (what is current; the writes it missed arrive as their next
+        heartbeat)."""
+        while True:
+            self._seen = anyio.current_time()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._guard, tg.cancel_scope)
+                try:
+                    await self._watch_once(kv)
+                except Exception as exc:  # the watch could not be made, or broke
+                    log.warning("cluster: directory watch of node %s failed: %s", self.node, exc)
+                    await anyio.sleep(self.heartbeat_s)
+                tg.cancel_scope.cancel()
+
+    async def _guard(self, watch: anyio.CancelScope) -> None:
+        await self._stalled()
+        log.warning(
+            "cluster: node %s heard nothing from the directory for %.1f s; watching it again",
+            self.node,
+            anyio.current_time() - self._seen,
+        )
+        watch.cancel()
+
+    async def _stalled(self) -> None:
+        """Return once the watch has delivered nothing for three heartbeat intervals while
+        the connection was up (a disconnection is a state of its own: the client resubscribes
+        when it is back)."""
+        while True:
+            await anyio.sleep(self.heartbeat_s)
+            if not self.client.is_connected:
+                self._seen = anyio.current_time()
+            elif anyio.current_time() - self._seen > 3 * self.heartbeat_s:
+                return
+
+    async def _watch_once(self, kv: KeyValue) -> None:
+        watcher = await kv.watchall()
+        try:
+            async for entry in watcher:
+                self._seen = self.heard = anyio.current_time()
+                if entry is None:
+                    self.ready.set()  # the bucket's contents are read
+                    continue
+                await self._on_entry(entry)
+        finally:
+            with (
+                anyio.CancelScope(shield=True),
+                anyio.move_on_after(2.0),
+                contextlib.suppress(Exception),
+            ):
+                await watcher.stop()  # type: ignore[no-untyped-call]
