@@ -38,7 +38,7 @@ import time
 import anyio
 from opentelemetry.sdk.trace import TracerProvider
 
-from loom import Agent, Context, Event, capability, serve_agent, trace_sampler
+from loom import Agent, Context, Event, capability, serve_agent
 from loom.bridge import AgentRegistration, BridgeClient, ClientOptions
 
 
@@ -56,20 +56,17 @@ async def _until_stdin_closes() -> None:
 
 def _traced() -> TracerProvider | None:
     """``$LOOM_BENCH_TRACE`` (``ENDPOINT RATIO``, set by the driver for its tracing lines): a
-    tracer provider as ``Agent.run()`` builds it (Loom's sampler, a ``BatchSpanProcessor``,
-    the OTLP/gRPC exporter); else ``None``, nothing traced."""
+    tracer provider as ``Agent.run()`` builds it (``sdk/_telemetry.py``: Loom's sampler, the
+    span pipe to an exporter process); else ``None``, nothing traced."""
     setting = os.environ.get("LOOM_BENCH_TRACE")
     if not setting:
         return None
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from loom._telemetry import trace_config, tracer_provider
 
     endpoint, ratio = setting.split()
-    provider = TracerProvider(sampler=trace_sampler(ratio=float(ratio)))
-    provider.add_span_processor(
-        BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True))
-    )
-    return provider
+    config = trace_config(os.environ, endpoint=endpoint, sample=float(ratio))
+    assert config is not None
+    return tracer_provider(config)
 
 
 def _options(batch: bool) -> ClientOptions:

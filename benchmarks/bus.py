@@ -41,7 +41,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from benchmarks._util import best_rate, emit
-from loom import trace_sampler
+from loom._telemetry import TraceConfig, tracer_provider
 from loom.metrics import MetricsConfig, open_metrics
 from loom.runtime import AgentRuntime, Delivery, Event, EventBus, QoS
 
@@ -195,10 +195,15 @@ def otlp_sink() -> Iterator[str]:
 
 def traced(endpoint: str, ratio: float, *, sdk_sampler: bool = False) -> TracerProvider:
     """A tracer provider as ``loom serve --trace-sample RATIO`` builds it (Loom's sampler:
-    the runtime decides which spans are not kept); ``sdk_sampler``: with the SDK's own
-    sampler instead, as a custom sampler runs (the SDK asked for every span)."""
-    sampler = ParentBased(TraceIdRatioBased(ratio)) if sdk_sampler else trace_sampler(ratio=ratio)
-    provider = TracerProvider(sampler=sampler)
+    the runtime decides which spans are not kept; kept spans leave through the span pipe to
+    an exporter process: ``sdk/_span_pipe.py``); ``sdk_sampler``: a provider built in code
+    with the SDK's own sampler and ``BatchSpanProcessor`` instead, as a custom sampler runs
+    (the SDK asked for every span, and exporting in this process)."""
+    if not sdk_sampler:
+        return tracer_provider(
+            TraceConfig(endpoint=endpoint, sampler="parentbased_traceidratio", sampler_arg=ratio)
+        )
+    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(ratio)))
     provider.add_span_processor(
         BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True))
     )

@@ -1,0 +1,119 @@
+"""The span exporter process: span records in on stdin, OTLP out (``sdk/_span_pipe.py``).
+
+Usage: ``python -m loom._span_exporter CONFIG_JSON`` (``endpoint``, ``insecure``, the
+``resource`` attributes), started by the process that traces. Each frame read (a header of
+:data:`~loom._span_pipe.FRAME`, then a msgpack list of records) becomes the SDK's
+``ReadableSpan``s, exported with the official ``OTLPSpanExporter`` (which reads the
+``OTEL_EXPORTER_OTLP_*`` variables it always reads: headers, certificate, timeout,
+compression) in batches of 512; then its number is written back on stdout. At the end of
+stdin (the tracing process closed it, or died) it shuts the exporter down and exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from typing import IO, Any
+
+import msgspec
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace.span import TraceState
+
+from ._span_pipe import ACK, FRAME
+
+__all__ = ["readable_spans"]
+
+_BATCH = 512
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+
+
+def _context(trace: str, span: str, state: TraceState | None = None) -> SpanContext:
+    return SpanContext(int(trace, 16), int(span, 16), False, _SAMPLED, state)
+
+
+def readable_spans(records: Sequence[Sequence[Any]], resource: Resource) -> list[ReadableSpan]:
+    """Records (``runtime/_span_records.py``) as the SDK's finished spans."""
+    scopes: dict[str, InstrumentationScope] = {}
+    spans = []
+    for (
+        trace,
+        span,
+        parent,
+        name,
+        kind,
+        start,
+        end,
+        attributes,
+        code,
+        description,
+        events,
+        links,
+        scope,
+        state,
+    ) in records:
+        if scope not in scopes:
+            scopes[scope] = InstrumentationScope(scope)
+        trace_state = TraceState.from_header([state]) if state else None
+        spans.append(
+            ReadableSpan(
+                name,
+                context=_context(trace, span, trace_state),
+                parent=_context(trace, parent, trace_state) if parent else None,
+                resource=resource,
+                attributes=_attributes(attributes),
+                events=[Event(n, _attributes(a), t) for n, t, a in events],
+                links=[Link(_context(t, s), _attributes(a)) for t, s, a in links],
+                kind=SpanKind(kind),
+                status=Status(StatusCode(code), description or None),
+                start_time=start,
+                end_time=end,
+                instrumentation_scope=scopes[scope],
+            )
+        )
+    return spans
+
+
+def _attributes(attributes: dict[str, Any]) -> dict[str, Any]:
+    # msgpack gives arrays back as lists; the SDK's attribute values are tuples.
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in attributes.items()}
+
+
+def _read(stream: IO[bytes], n: int) -> bytes | None:
+    data = stream.read(n)
+    return data if len(data) == n else None
+
+
+def main(argv: Sequence[str]) -> int:
+    logging.basicConfig(level=logging.WARNING, format="loom span exporter: %(message)s")
+    config = msgspec.json.decode(argv[0])
+    resource = Resource(config["resource"])
+    exporter = OTLPSpanExporter(endpoint=config["endpoint"], insecure=config["insecure"])
+    decoder = msgspec.msgpack.Decoder()
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    try:
+        while (header := _read(stdin, FRAME.size)) is not None:
+            size, seq = FRAME.unpack(header)
+            body = _read(stdin, size)
+            if body is None:
+                break
+            spans = readable_spans(decoder.decode(body), resource)
+            for i in range(0, len(spans), _BATCH):
+                # A failure is logged by the exporter (after its retries); the frame is
+                # acknowledged all the same: it is done with, not to be waited for.
+                exporter.export(spans[i : i + _BATCH])
+            stdout.write(ACK.pack(seq))
+            stdout.flush()
+    except BrokenPipeError:
+        pass  # the tracing process is gone: nothing to acknowledge to
+    finally:
+        exporter.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
