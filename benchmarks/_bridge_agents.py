@@ -38,7 +38,7 @@ import time
 import anyio
 from opentelemetry.sdk.trace import TracerProvider
 
-from loom import Agent, Context, Event, capability, serve_agent
+from loom import Agent, Context, Event, capability, serve_agent, tracer_provider
 from loom.bridge import AgentRegistration, BridgeClient, ClientOptions
 
 
@@ -61,12 +61,8 @@ def _traced() -> TracerProvider | None:
     setting = os.environ.get("LOOM_BENCH_TRACE")
     if not setting:
         return None
-    from loom._telemetry import trace_config, tracer_provider
-
     endpoint, ratio = setting.split()
-    config = trace_config(os.environ, endpoint=endpoint, sample=float(ratio))
-    assert config is not None
-    return tracer_provider(config)
+    return tracer_provider(endpoint, ratio=float(ratio))
 
 
 def _options(batch: bool) -> ClientOptions:

@@ -41,7 +41,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from benchmarks._util import best_rate, emit
-from loom._telemetry import TraceConfig, tracer_provider
+from loom import tracer_provider
 from loom.metrics import MetricsConfig, open_metrics
 from loom.runtime import AgentRuntime, Delivery, Event, EventBus, QoS
 
@@ -200,9 +200,7 @@ def traced(endpoint: str, ratio: float, *, sdk_sampler: bool = False) -> TracerP
     with the SDK's own sampler and ``BatchSpanProcessor`` instead, as a custom sampler runs
     (the SDK asked for every span, and exporting in this process)."""
     if not sdk_sampler:
-        return tracer_provider(
-            TraceConfig(endpoint=endpoint, sampler="parentbased_traceidratio", sampler_arg=ratio)
-        )
+        return tracer_provider(endpoint, ratio=ratio)
     provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(ratio)))
     provider.add_span_processor(
         BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True))

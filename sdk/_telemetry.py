@@ -43,6 +43,7 @@ __all__ = [
     "TraceConfig",
     "head_sampler",
     "open_tracing",
+    "provider_for",
     "trace_config",
     "trace_sampler",
     "tracer_provider",
@@ -234,13 +235,17 @@ def trace_sampler(name: str = "parentbased_traceidratio", ratio: float = 1.0) ->
     Raises:
         ConfigError: an unknown sampler, or a ratio outside 0..1.
     """
+    _check_sampler(name, ratio)
+    return head_sampler(TraceConfig(endpoint="", sampler=name, sampler_arg=ratio))
+
+
+def _check_sampler(name: str, ratio: float) -> None:
     if name not in _SAMPLERS:
         raise ConfigError(
             f"the sampler must be one of {', '.join(sorted(_SAMPLERS))}, not {name!r}"
         )
     if not (math.isfinite(ratio) and 0.0 <= ratio <= 1.0):
         raise ConfigError(f"the trace sampling ratio must be within 0..1, not {ratio!r}")
-    return head_sampler(TraceConfig(endpoint="", sampler=name, sampler_arg=ratio))
 
 
 @asynccontextmanager
@@ -250,7 +255,7 @@ async def open_tracing(config: TraceConfig | None) -> AsyncIterator[TracerProvid
     if config is None:
         yield None
         return
-    provider = tracer_provider(config)
+    provider = provider_for(config)
     try:
         yield provider
     finally:
@@ -260,11 +265,40 @@ async def open_tracing(config: TraceConfig | None) -> AsyncIterator[TracerProvid
             await anyio.to_thread.run_sync(provider.shutdown)
 
 
-def tracer_provider(config: TraceConfig) -> SdkTracerProvider:
-    """The provider ``loom serve`` traces with (:func:`open_tracing`; ``shutdown()`` it when
-    done): Loom's sampler, a bounded span recorder for the runtime's light spans, and every
-    span sent to an exporter process that uses the official OTLP/gRPC exporter
-    (``sdk/_span_pipe.py``; ``docs/observability.md``)."""
+def tracer_provider(
+    endpoint: str,
+    *,
+    sampler: str = "parentbased_traceidratio",
+    ratio: float = 1.0,
+    service_name: str = "loom",
+) -> SdkTracerProvider:
+    """A tracer provider as ``loom serve`` builds it, for code that builds its own
+    (``EventBus(tracer_provider=loom.tracer_provider("http://127.0.0.1:4317", ratio=0.01))``;
+    ``shutdown()`` it when done): Loom's sampler, the runtime's kept spans as light records,
+    and every span sent to an exporter process that exports it with the official OTLP/gRPC
+    exporter (``docs/observability.md``).
+
+    Args:
+        endpoint: the OTLP/gRPC endpoint (``http://host:4317``; ``https://`` for TLS).
+        sampler: an ``OTEL_TRACES_SAMPLER`` name.
+        ratio: the share of traces kept, for the ``traceidratio`` samplers (0..1).
+        service_name: the ``service.name`` resource attribute.
+
+    Raises:
+        ConfigError: an unknown sampler, or a ratio outside 0..1.
+    """
+    _check_sampler(sampler, ratio)
+    return provider_for(
+        TraceConfig(
+            endpoint=endpoint, sampler=sampler, sampler_arg=ratio, service_name=service_name
+        )
+    )
+
+
+def provider_for(config: TraceConfig) -> SdkTracerProvider:
+    """The provider :func:`open_tracing` and :func:`tracer_provider` build: Loom's sampler, a
+    bounded span recorder for the runtime's light spans, and every span sent to an exporter
+    process (``sdk/_span_pipe.py``)."""
     # Imported here: a process that traces nothing loads neither the SDK nor the pipe.
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
