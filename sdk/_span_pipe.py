@@ -239,6 +239,11 @@ class SpanPipe:
         if self._proc.stdout is not None:
             self._proc.stdout.close()
 
+    @property
+    def exporter_pid(self) -> int:
+        """The exporter process's id."""
+        return self._proc.pid
+
     def statistics(self) -> SpanPipeStats:
         stats = self.recorder.statistics()
         return SpanPipeStats(
