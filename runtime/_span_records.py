@@ -25,7 +25,6 @@ import msgspec
 from opentelemetry.trace import (
     Span,
     SpanContext,
-    SpanKind,
     Status,
     StatusCode,
     TraceFlags,
@@ -120,6 +119,9 @@ def span_recorder(provider: object) -> SpanRecorder | None:
     return recorder if isinstance(recorder, SpanRecorder) else None
 
 
+_UNSET = (StatusCode.UNSET.value, "")
+
+
 def _kept(value: object) -> bool:
     return isinstance(value, str | bool | int | float) or (
         isinstance(value, Sequence) and not isinstance(value, str | bytes)
@@ -154,7 +156,7 @@ class LightSpan(Span):
         self,
         recorder: SpanRecorder,
         name: str,
-        kind: SpanKind,
+        kind: int,
         trace_hex: str,
         span_id: int,
         parent_hex: str,
@@ -163,14 +165,14 @@ class LightSpan(Span):
     ) -> None:
         self._recorder = recorder
         self._name = name
-        self._kind = kind.value
+        self._kind = kind  # SpanKind's value
         self._trace = trace_hex
         self._span = span_id
         self._parent = parent_hex
         self._attributes = attributes
         self._state = tracestate
         self._events: list[tuple[str, int, dict[str, AttributeValue]]] = []
-        self._status: tuple[int, str] = (StatusCode.UNSET.value, "")
+        self._status: tuple[int, str] = _UNSET
         self._context: SpanContext | None = None
         self._ended = False
         self._start = time.time_ns()
