@@ -1,8 +1,8 @@
 """The span exporter process: span records in on stdin, OTLP out (``sdk/_span_pipe.py``).
 
-Usage: ``python -m loom._span_exporter CONFIG_JSON`` (``endpoint``, ``insecure``, the
+Usage: ``python -P .../loom/_span_exporter.py CONFIG_JSON`` (``endpoint``, ``insecure``, the
 ``resource`` attributes), started by the process that traces. Each frame read (a header of
-:data:`~loom._span_pipe.FRAME`, then a msgpack list of records) becomes the SDK's
+:data:`FRAME`, then a msgpack list of records) becomes the SDK's
 ``ReadableSpan``s, exported with the official ``OTLPSpanExporter`` (which reads the
 ``OTEL_EXPORTER_OTLP_*`` variables it always reads: headers, certificate, timeout,
 compression) in batches of 512; then its number is written back on stdout. At the end of
@@ -11,33 +11,40 @@ stdin (the tracing process closed it, or died) it shuts the exporter down and ex
 
 from __future__ import annotations
 
-import logging
+import struct
 import sys
 from collections.abc import Sequence
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import msgspec
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
-from opentelemetry.trace.span import TraceState
+if TYPE_CHECKING:
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import ReadableSpan
 
-from ._span_pipe import ACK, FRAME
+# Run as a script (``sdk/_span_pipe.py``), not as ``-m loom._span_exporter``: importing the
+# ``loom`` package would cost the exporter process four times its own start-up. So this
+# module imports nothing of Loom, and the OpenTelemetry SDK only where it is used.
 
-__all__ = ["readable_spans"]
+__all__ = ["ACK", "FRAME", "readable_spans"]
 
+FRAME = struct.Struct(">IQ")
+"""A frame's header on the pipe: the msgpack body's length and the frame's number (the
+exporter acknowledges a frame by writing its number, :data:`ACK`, once it is exported)."""
+ACK = struct.Struct(">Q")
 _BATCH = 512
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-
-
-def _context(trace: str, span: str, state: TraceState | None = None) -> SpanContext:
-    return SpanContext(int(trace, 16), int(span, 16), False, _SAMPLED, state)
 
 
 def readable_spans(records: Sequence[Sequence[Any]], resource: Resource) -> list[ReadableSpan]:
     """Records (``runtime/_span_records.py``) as the SDK's finished spans."""
+    from opentelemetry.sdk.trace import Event, ReadableSpan
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+    from opentelemetry.trace.span import TraceState
+
+    sampled = TraceFlags(TraceFlags.SAMPLED)
+
+    def _context(trace: str, span: str, state: TraceState | None = None) -> SpanContext:
+        return SpanContext(int(trace, 16), int(span, 16), False, sampled, state)
+
     scopes: dict[str, InstrumentationScope] = {}
     spans = []
     for (
@@ -89,6 +96,12 @@ def _read(stream: IO[bytes], n: int) -> bytes | None:
 
 
 def main(argv: Sequence[str]) -> int:
+    import logging
+
+    import msgspec
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+
     logging.basicConfig(level=logging.WARNING, format="loom span exporter: %(message)s")
     config = msgspec.json.decode(argv[0])
     resource = Resource(config["resource"])

@@ -6,7 +6,7 @@ it (``docs/performance.md``). Here every finished span (the runtime's light reco
 SDK's spans through :class:`RecordProcessor`) waits in the provider's bounded
 :class:`~loom.runtime.lowlevel.SpanRecorder`; a writer thread takes what is there every
 interval, encodes it with msgpack in one call and writes it to the stdin of
-``python -m loom._span_exporter``, which turns the records into the SDK's spans and exports
+the script ``sdk/_span_exporter.py``, which turns the records into the SDK's spans and exports
 them with the official OTLP exporter, acknowledging each frame on its stdout.
 
 Threads, not tasks: the SDK calls ``force_flush`` and ``shutdown`` synchronously, from any
@@ -21,7 +21,6 @@ drops records and counts them (:meth:`SpanPipe.statistics`).
 from __future__ import annotations
 
 import logging
-import struct
 import subprocess
 import sys
 import threading
@@ -32,6 +31,9 @@ import msgspec
 
 from loom.runtime.lowlevel import SpanRecord, SpanRecorder
 
+from . import _span_exporter
+from ._span_exporter import ACK, FRAME
+
 if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.sdk.trace import ReadableSpan
@@ -39,14 +41,10 @@ if TYPE_CHECKING:
 
 from opentelemetry.sdk.trace import SpanProcessor
 
-__all__ = ["FRAME", "RecordProcessor", "SpanPipe", "SpanPipeStats", "record_of"]
+__all__ = ["RecordProcessor", "SpanPipe", "SpanPipeStats", "record_of"]
 
 log = logging.getLogger("loom.tracing")
 
-FRAME = struct.Struct(">IQ")
-"""A frame's header on the pipe: the msgpack body's length and the frame's number (the
-exporter acknowledges a frame by writing its number, 8 bytes, once it is exported)."""
-ACK = struct.Struct(">Q")
 MAX_FRAME_SPANS = 2048
 
 
@@ -120,7 +118,8 @@ class SpanPipe:
         # A session of its own: a Ctrl-C to the terminal's group stops the process that
         # traces, which then flushes here; the exporter ends when its stdin does.
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "loom._span_exporter", config],
+            # -P: the script's folder (the ``loom`` package) is not put on the path.
+            [sys.executable, "-P", _span_exporter.__file__, config],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             start_new_session=True,
