@@ -48,9 +48,13 @@ def tracing_instruments(
             lambda s: [
                 Observation(s.dropped, {"reason": "buffer_full"}),
                 Observation(s.lost, {"reason": "exporter_gone"}),
+                Observation(s.export_failed, {"reason": "export_failed"}),
             ]
         ),
-        description="Finished spans never exported: the buffer full, or the exporter process gone",
+        description=(
+            "Finished spans never exported: the buffer full, the exporter process gone, "
+            "or the collector not taking them"
+        ),
     )
     gauge(
         "loom.trace.spans.buffered",

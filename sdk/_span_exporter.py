@@ -28,8 +28,10 @@ __all__ = ["ACK", "FRAME", "readable_spans"]
 
 FRAME = struct.Struct(">IQ")
 """A frame's header on the pipe: the msgpack body's length and the frame's number (the
-exporter acknowledges a frame by writing its number, :data:`ACK`, once it is exported)."""
-ACK = struct.Struct(">Q")
+exporter acknowledges a frame with :data:`ACK` once it has exported it)."""
+ACK = struct.Struct(">QI")
+"""An acknowledgement: the frame's number and how many of its spans the collector did not
+take (the exporter's retries given up)."""
 _BATCH = 512
 
 
@@ -101,6 +103,7 @@ def main(argv: Sequence[str]) -> int:
     import msgspec
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace.export import SpanExportResult
 
     logging.basicConfig(level=logging.WARNING, format="loom span exporter: %(message)s")
     config = msgspec.json.decode(argv[0])
@@ -115,11 +118,14 @@ def main(argv: Sequence[str]) -> int:
             if body is None:
                 break
             spans = readable_spans(decoder.decode(body), resource)
+            failed = 0
             for i in range(0, len(spans), _BATCH):
-                # A failure is logged by the exporter (after its retries); the frame is
-                # acknowledged all the same: it is done with, not to be waited for.
-                exporter.export(spans[i : i + _BATCH])
-            stdout.write(ACK.pack(seq))
+                # A failure is logged by the exporter (after its retries) and counted back:
+                # the frame is done with all the same, not to be waited for.
+                batch = spans[i : i + _BATCH]
+                if exporter.export(batch) is not SpanExportResult.SUCCESS:
+                    failed += len(batch)
+            stdout.write(ACK.pack(seq, failed))
             stdout.flush()
     except BrokenPipeError:
         pass  # the tracing process is gone: nothing to acknowledge to

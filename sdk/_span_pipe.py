@@ -56,6 +56,7 @@ class SpanPipeStats(msgspec.Struct, frozen=True, kw_only=True):
         dropped: spans refused by the full buffer.
         buffered: spans waiting in the buffer now.
         lost: spans written toward an exporter process that had died (never exported).
+        export_failed: spans the collector did not take (the exporter's retries given up).
         sent: spans written to the exporter process.
         exported_frames: frames the exporter process acknowledged.
         exporter_alive: whether the exporter process runs.
@@ -65,6 +66,7 @@ class SpanPipeStats(msgspec.Struct, frozen=True, kw_only=True):
     dropped: int
     buffered: int
     lost: int
+    export_failed: int
     sent: int
     exported_frames: int
     exporter_alive: bool
@@ -131,6 +133,7 @@ class SpanPipe:
         self._acked = 0
         self._sent = 0
         self._lost = 0
+        self._failed = 0
         self._closing = False
         self._dead = False
         self._writer = threading.Thread(target=self._write_loop, name="loom-span-pipe", daemon=True)
@@ -194,8 +197,10 @@ class SpanPipe:
                     self._acked = self._seq
                     self._cond.notify_all()
                 return
+            seq, failed = ACK.unpack(data)
             with self._cond:
-                self._acked = max(self._acked, ACK.unpack(data)[0])
+                self._acked = max(self._acked, seq)
+                self._failed += failed
                 self._cond.notify_all()
 
     def force_flush(self, timeout_s: float | None = None) -> bool:
@@ -250,6 +255,7 @@ class SpanPipe:
             dropped=stats.dropped,
             buffered=stats.buffered,
             lost=self._lost,
+            export_failed=self._failed,
             sent=self._sent,
             exported_frames=self._acked,
             exporter_alive=not self._dead and self._proc.poll() is None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 import textwrap
 import time
@@ -258,3 +259,27 @@ async def test_spans_written_before_a_kill_9_are_exported_and_the_exporter_exits
             finally:
                 if proc.returncode is None:
                     proc.kill()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_spans_the_collector_does_not_take_are_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Nobody listens there (the port was free a moment ago); the exporter process inherits
+    # the exporter's own timeout, so its retries give up within the test.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
+    provider = tracer_provider(f"http://127.0.0.1:{port}", ratio=1.0)
+    pipe: SpanPipe = provider.loom_span_pipe  # type: ignore[attr-defined]
+    try:
+        with anyio.fail_after(30):
+            async with EventBus(tracer_provider=provider) as bus:
+                for _ in range(3):
+                    await bus.publish("jobs.new", Event())
+            assert await anyio.to_thread.run_sync(provider.force_flush)
+        stats = pipe.statistics()
+        assert (stats.sent, stats.export_failed, stats.exporter_alive) == (3, 3, True)
+    finally:
+        await anyio.to_thread.run_sync(provider.shutdown)
