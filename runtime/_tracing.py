@@ -24,6 +24,11 @@ before). Where an event leaves the process (a bus's transport) it is stamped wit
 so every hop elsewhere (parent-based) follows the decision; a handler or a tool call with an
 unsampled parent runs with that context current (a non-recording span), so what it sends
 carries the decision on too.
+
+**Light spans.** When the provider also carries a span recorder (``runtime/_span_records.py``;
+``loom serve``'s does), a kept ``publish`` span is a record appended to it and a kept
+``process`` span a :class:`~._span_records.LightSpan`: ids drawn here, no SDK span, the same
+names, attributes and ``traceparent``. ``call_tool`` stays an SDK span.
 """
 
 from __future__ import annotations
