@@ -81,11 +81,20 @@ async def bus_run(
     qos: QoS = QoS.BATCHED,
     tracer_provider: TracerProvider | None = None,
 ) -> float:
-    """Deliveries per second through a bus of its own; a traced run ends once its spans
-    are exported (each run pays for its own, none spills into the next)."""
+    """Deliveries per second through a bus of its own. A traced run's clock stops once this
+    process has done its part of its spans' export: exported, with the SDK's processor in this
+    process; handed to the exporter process, with ``loom.tracer_provider``'s pipe (what that
+    process spends is ``exporter_process_cpu_us_per_span``, on another core, as a collector's
+    work is). Either way the run ends once its spans are exported, so none spills into the
+    next run."""
     async with EventBus(tracer_provider=tracer_provider) as bus:
         flush = None if tracer_provider is None else tracer_provider.force_flush
-        return await run_on(bus, fanout, pattern, topic, n, extra_subs, qos, flush)
+        pipe = getattr(tracer_provider, "loom_span_pipe", None)
+        timed = flush if pipe is None else pipe.hand_off
+        rate = await run_on(bus, fanout, pattern, topic, n, extra_subs, qos, timed)
+        if flush is not None:
+            flush()
+        return rate
 
 
 async def metered_run(fanout: int, topic: str, n: int, endpoint: str) -> float:

@@ -205,6 +205,14 @@ class SpanPipe:
 
     def force_flush(self, timeout_s: float | None = None) -> bool:
         """Send what is buffered and wait until the exporter process has exported it."""
+        return self._flush(timeout_s, exported=True)
+
+    def hand_off(self, timeout_s: float | None = None) -> bool:
+        """Send what is buffered and wait until it is written to the exporter process (not
+        until it is exported): this process's part of the work done."""
+        return self._flush(timeout_s, exported=False)
+
+    def _flush(self, timeout_s: float | None, *, exported: bool) -> bool:
         deadline = time.monotonic() + (self._timeout if timeout_s is None else timeout_s)
         with self._cond:
             self._asked += 1
@@ -214,7 +222,7 @@ class SpanPipe:
                 if not self._cond.wait(max(0.0, deadline - time.monotonic())):
                     return False
             target = self._served_seq
-            while self._acked < target and not self._dead:
+            while exported and self._acked < target and not self._dead:
                 if not self._cond.wait(max(0.0, deadline - time.monotonic())):
                     return False
         return not self._dead

@@ -180,6 +180,9 @@ async def test_spans_reach_a_real_receiver_and_a_dead_exporter_is_counted(
                     metrics.observe(bus)
                     for _ in range(50):
                         await bus.publish("jobs.new", Event())
+                    # Handed off: written to the exporter process, whatever it has exported.
+                    assert await anyio.to_thread.run_sync(pipe.hand_off)
+                    assert pipe.statistics().sent == 50
                     # An SDK span of user code leaves by the same pipe.
                     provider.get_tracer("user.code").start_span("user work").end()
                     assert await anyio.to_thread.run_sync(provider.force_flush)
