@@ -62,7 +62,10 @@ def _traced() -> TracerProvider | None:
     if not setting:
         return None
     endpoint, ratio = setting.split()
-    return tracer_provider(endpoint, ratio=float(ratio))
+    provider = tracer_provider(endpoint, ratio=float(ratio))
+    # Its exporter process's start-up (imports) done before the run, not within it.
+    assert provider.loom_span_pipe.wait_started(30)  # type: ignore[attr-defined]
+    return provider
 
 
 def _options(batch: bool) -> ClientOptions:

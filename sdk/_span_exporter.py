@@ -112,6 +112,8 @@ def main(argv: Sequence[str]) -> int:
     decoder = msgspec.msgpack.Decoder()
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     try:
+        stdout.write(ACK.pack(0, 0))  # started: frame 0, which is never sent
+        stdout.flush()
         while (header := _read(stdin, FRAME.size)) is not None:
             size, seq = FRAME.unpack(header)
             body = _read(stdin, size)

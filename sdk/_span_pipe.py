@@ -135,6 +135,7 @@ class SpanPipe:
         self._lost = 0
         self._failed = 0
         self._closing = False
+        self._started = threading.Event()
         self._dead = False
         self._writer = threading.Thread(target=self._write_loop, name="loom-span-pipe", daemon=True)
         self._reader = threading.Thread(target=self._read_acks, name="loom-span-acks", daemon=True)
@@ -198,10 +199,16 @@ class SpanPipe:
                     self._cond.notify_all()
                 return
             seq, failed = ACK.unpack(data)
+            self._started.set()
             with self._cond:
                 self._acked = max(self._acked, seq)
                 self._failed += failed
                 self._cond.notify_all()
+
+    def wait_started(self, timeout_s: float) -> bool:
+        """Wait until the exporter process has started (its imports done): for a measurement
+        that should not share the CPU with them."""
+        return self._started.wait(timeout_s)
 
     def force_flush(self, timeout_s: float | None = None) -> bool:
         """Send what is buffered and wait until the exporter process has exported it."""

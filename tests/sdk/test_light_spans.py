@@ -178,6 +178,7 @@ async def test_spans_reach_a_real_receiver_and_a_dead_exporter_is_counted(
                     EventBus(tracer_provider=provider) as bus,
                 ):
                     metrics.observe(bus)
+                    assert await anyio.to_thread.run_sync(pipe.wait_started, 20)
                     for _ in range(50):
                         await bus.publish("jobs.new", Event())
                     # Handed off: written to the exporter process, whatever it has exported.
