@@ -111,9 +111,21 @@ def main(argv: Sequence[str]) -> int:
     exporter = OTLPSpanExporter(endpoint=config["endpoint"], insecure=config["insecure"])
     decoder = msgspec.msgpack.Decoder()
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    acking = True
+
+    def ack(seq: int, failed: int) -> None:
+        nonlocal acking
+        if acking:
+            try:
+                stdout.write(ACK.pack(seq, failed))
+                stdout.flush()
+            except BrokenPipeError:
+                # The tracing process is gone (a crash): nobody to acknowledge to, but what
+                # it wrote before is still exported, to the end of the pipe.
+                acking = False
+
     try:
-        stdout.write(ACK.pack(0, 0))  # started: frame 0, which is never sent
-        stdout.flush()
+        ack(0, 0)  # started: frame 0, which is never sent
         while (header := _read(stdin, FRAME.size)) is not None:
             size, seq = FRAME.unpack(header)
             body = _read(stdin, size)
@@ -127,10 +139,7 @@ def main(argv: Sequence[str]) -> int:
                 batch = spans[i : i + _BATCH]
                 if exporter.export(batch) is not SpanExportResult.SUCCESS:
                     failed += len(batch)
-            stdout.write(ACK.pack(seq, failed))
-            stdout.flush()
-    except BrokenPipeError:
-        pass  # the tracing process is gone: nothing to acknowledge to
+            ack(seq, failed)
     finally:
         exporter.shutdown()
     return 0
