@@ -325,8 +325,8 @@ class PublishTracer:
             elif isinstance(current, Span) and (sc := current.get_span_context()).is_valid:
                 trace, parent = f"{sc.trace_id:032x}", f"{sc.span_id:016x}"
                 state = sc.trace_state.to_header() if sc.trace_state else ""
-            elif ids := _parent_ids(event.envelope.traceparent):
-                (trace, parent), state = ids, event.envelope.tracestate
+            elif found := _parent_ids(event.envelope.traceparent):
+                (trace, parent), state = found, event.envelope.tracestate
         if parent:
             span = f"{random.getrandbits(64) or 1:016x}"
         else:  # both ids from one draw (all zeros, invalid, has odds of 2**-192)
