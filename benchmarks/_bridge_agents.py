@@ -38,7 +38,7 @@ import time
 import anyio
 from opentelemetry.sdk.trace import TracerProvider
 
-from loom import Agent, Context, Event, capability, serve_agent, trace_sampler
+from loom import Agent, Context, Event, capability, serve_agent, tracer_provider
 from loom.bridge import AgentRegistration, BridgeClient, ClientOptions
 
 
@@ -56,19 +56,15 @@ async def _until_stdin_closes() -> None:
 
 def _traced() -> TracerProvider | None:
     """``$LOOM_BENCH_TRACE`` (``ENDPOINT RATIO``, set by the driver for its tracing lines): a
-    tracer provider as ``Agent.run()`` builds it (Loom's sampler, a ``BatchSpanProcessor``,
-    the OTLP/gRPC exporter); else ``None``, nothing traced."""
+    tracer provider as ``Agent.run()`` builds it (``sdk/_telemetry.py``: Loom's sampler, the
+    span pipe to an exporter process); else ``None``, nothing traced."""
     setting = os.environ.get("LOOM_BENCH_TRACE")
     if not setting:
         return None
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
     endpoint, ratio = setting.split()
-    provider = TracerProvider(sampler=trace_sampler(ratio=float(ratio)))
-    provider.add_span_processor(
-        BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True))
-    )
+    provider = tracer_provider(endpoint, ratio=float(ratio))
+    # Its exporter process's start-up (imports) done before the run, not within it.
+    assert provider.loom_span_pipe.wait_started(30)  # type: ignore[attr-defined]
     return provider
 
 

@@ -20,7 +20,8 @@ is ready, and collects what they measured. Figures (one JSON line):
 * ``traced_1_stream_events_per_s`` / ``traced_001_stream_events_per_s``: the batched stream
   through a ``loom serve`` tracing at 1.0 / 0.01 (``--otlp-endpoint``, ``--trace-sample``) to
   a subscriber tracing alike, both exporting to an OTLP receiver in another process
-  (``benchmarks/_otlp_sink.py``); ``tracing_cost_stream_at_1`` / ``_at_001``: the share of
+  (``benchmarks/_otlp_sink.py``) through their exporter processes (``loom.tracer_provider``);
+  ``tracing_cost_stream_at_1`` / ``_at_001``: the share of
   ``stream_events_per_s`` (same run) that tracing costs.
 * ``python_floor_batched_events_per_s`` / ``python_floor_unbatched_events_per_s``: a second
   baseline, the least any Python bridge pays (``benchmarks/_python_floor.py``): publisher,
@@ -69,8 +70,9 @@ TIMEOUT = 120.0
 # (BridgeServer on an AgentRuntime) whose runtime has it (``_bridge_agents.py runtime-server``).
 RUNTIME_TOOL = "bench.echo"
 
-# The traced processes export every 0.2 s (the SDK's own variable; 5 s by default), so that
-# their exports fall within the measured runs, as they do in a process that runs for days.
+# The traced server hands its spans to its exporter process every 0.2 s (the SDK's variable,
+# which Loom reads for its span pipe; 0.5 s by default, the subscriber's), so that their
+# exports fall within the measured runs, as they do in a process that runs for days.
 TRACE_ENV = {"OTEL_BSP_SCHEDULE_DELAY": "200"}
 
 

@@ -24,6 +24,11 @@ before). Where an event leaves the process (a bus's transport) it is stamped wit
 so every hop elsewhere (parent-based) follows the decision; a handler or a tool call with an
 unsampled parent runs with that context current (a non-recording span), so what it sends
 carries the decision on too.
+
+**Light spans.** When the provider also carries a span recorder (``runtime/_span_records.py``;
+``loom serve``'s does), a kept ``publish`` span is a record appended to it and a kept
+``process`` span a :class:`~._span_records.LightSpan`: ids drawn here, no SDK span, the same
+names, attributes and ``traceparent``. ``call_tool`` stays an SDK span.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from __future__ import annotations
 import contextvars
 import math
 import random
+import re
+import time
 from contextvars import ContextVar
 from typing import Protocol
 
@@ -51,6 +58,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from ._event import Envelope, Event
+from ._span_records import LightSpan, SpanRecorder, span_recorder
 
 __all__ = [
     "CURRENT_CONTEXT",
@@ -197,12 +205,15 @@ class PublishTracer:
     """Makes the ``{topic} publish`` producer span and stamps its context on the event; and
     the spans of the agents on the bus (:meth:`process_span`, :meth:`tool_span`)."""
 
-    __slots__ = ("_head", "_tracer", "bare_unsampled", "left", "provider")
+    __slots__ = ("_head", "_recorder", "_tracer", "bare_unsampled", "left", "provider")
 
     def __init__(self, provider: TracerProvider) -> None:
         self.provider = provider
         self._tracer = provider.get_tracer("loom.runtime.bus")
         self._head = head_sampling(provider)
+        # Light records for the kept publish and process spans (``runtime/_span_records.py``):
+        # only under head sampling, where every span reaching the SDK is one that is kept.
+        self._recorder = None if self._head is None else span_recorder(provider)
         # Roots still to leave unsampled before the next sampled one (0 without head
         # sampling: every publish goes through :meth:`inject`). The bus reads it inline.
         self.left = 0.0 if self._head is None else _next_skip(self._head.ratio)
@@ -268,6 +279,8 @@ class PublishTracer:
         return _stamped(event, UNSAMPLED_TRACEPARENT)
 
     def _recorded(self, topic: str, event: Event, root: otel_context.Context | None) -> Event:
+        if self._recorder is not None:
+            return self._light_publish(self._recorder, topic, event, root is not None)
         # The span being run (a handler's ``process``, a tool call) is the parent when there
         # is one: it is why the event is sent. Else the context the event arrived with (an
         # event relayed by the bridge continues its sender's trace).
@@ -301,6 +314,50 @@ class PublishTracer:
             sc.trace_state.to_header() if sc.trace_state else "",
         )
 
+    def _light_publish(self, recorder: SpanRecorder, topic: str, event: Event, root: bool) -> Event:
+        """The kept ``{topic} publish`` span as a light record; the event stamped with it."""
+        parent = ""
+        state = ""
+        if not root:
+            current = CURRENT_CONTEXT.get().get(_SPAN_KEY)
+            if isinstance(current, LightSpan):  # a handler's ``process``: its ids as they are
+                trace, parent, state = current._trace, f"{current._span:016x}", current._state
+            elif isinstance(current, Span) and (sc := current.get_span_context()).is_valid:
+                trace, parent = f"{sc.trace_id:032x}", f"{sc.span_id:016x}"
+                state = sc.trace_state.to_header() if sc.trace_state else ""
+            elif found := _parent_ids(event.envelope.traceparent):
+                (trace, parent), state = found, event.envelope.tracestate
+        if parent:
+            span = f"{random.getrandbits(64) or 1:016x}"
+        else:  # both ids from one draw (all zeros, invalid, has odds of 2**-192)
+            ids = f"{random.getrandbits(192):048x}"
+            trace, span = ids[:32], ids[32:]
+        now = time.time_ns()
+        recorder.add(
+            (
+                trace,
+                span,
+                parent,
+                f"{topic} publish",
+                _PRODUCER,
+                now,
+                now,
+                {
+                    "messaging.system": "loom",
+                    "messaging.operation.type": "publish",
+                    "messaging.destination.name": topic,
+                    "messaging.message.id": event.id,
+                },
+                0,
+                "",
+                (),
+                (),
+                "loom.runtime.bus",
+                state,
+            )
+        )
+        return _stamped(event, f"00-{trace}-{span}-01", state)
+
     def process_span(self, topic: str, event: Event, agent_id: str) -> Span:
         """The ``{topic} process`` consumer span of an agent handling ``event``: a child of
         the publish span whose context the event carries (:data:`UNSAMPLED_SPAN`, no SDK
@@ -309,6 +366,25 @@ class PublishTracer:
             tp = event.envelope.traceparent
             if not tp or self._follows_unsampled(None, tp):
                 return UNSAMPLED_SPAN
+            if self._recorder is not None:  # kept: a light record (``_span_records``)
+                ids = _parent_ids(tp)
+                return LightSpan(
+                    self._recorder,
+                    f"{topic} process",
+                    _CONSUMER,
+                    ids[0] if ids else f"{random.getrandbits(128) or 1:032x}",
+                    random.getrandbits(64) or 1,
+                    ids[1] if ids else "",
+                    {
+                        "messaging.system": "loom",
+                        "messaging.operation.type": "process",
+                        "messaging.destination.name": topic,
+                        "messaging.message.id": event.id,
+                        "messaging.consumer.group.name": agent_id,
+                        "loom.agent.id": agent_id,
+                    },
+                    event.envelope.tracestate if ids else "",
+                )
         span = self._tracer.start_span(
             f"{topic} process",
             context=context_from_envelope(event.envelope),
@@ -387,6 +463,23 @@ class _UnsampledVar(_Unsampled):
 UNSAMPLED: _Unsampled = _UnsampledVar(_var) if isinstance(_var, ContextVar) else _Unsampled()
 """``UNSAMPLED.enter()`` / ``UNSAMPLED.leave(token)``: the unsampled decision made current
 around a handler whose event's trace is not kept."""
+
+
+# The enums' values, read once (``Enum.value`` is a property: a few hundred ns).
+_PRODUCER, _CONSUMER = SpanKind.PRODUCER.value, SpanKind.CONSUMER.value
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
+_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
+
+
+def _parent_ids(traceparent: str) -> tuple[str, str] | None:
+    """The trace and span ids of a valid W3C ``traceparent`` (as hex), or ``None``."""
+    match = _TRACEPARENT.match(traceparent)
+    if match is None or traceparent.startswith("ff"):
+        return None
+    trace, span = match.group(1), match.group(2)
+    if trace == _ZERO_TRACE or span == _ZERO_SPAN:
+        return None
+    return trace, span
 
 
 def _stamped(event: Event, traceparent: str, tracestate: str = "") -> Event:

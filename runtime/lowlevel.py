@@ -67,6 +67,10 @@ from ._runtime import IdClaim as IdClaim
 from ._runtime import ToolProvider as ToolProvider
 from ._runtime import dead_letter_metadata as dead_letter_metadata
 from ._runtime import tool_inventory as tool_inventory
+from ._span_records import SpanRecord as SpanRecord
+from ._span_records import SpanRecorder as SpanRecorder
+from ._span_records import SpanRecorderStats as SpanRecorderStats
+from ._span_records import span_recorder as span_recorder
 from ._subscription import lend_in_flight as lend_in_flight
 from ._subscription import lose_in_flight as lose_in_flight
 from ._subscription import settle_in_flight as settle_in_flight
@@ -128,6 +132,9 @@ __all__ = [
     "RemoteDurableMessage",
     "RemoteTool",
     "ReplyRouter",
+    "SpanRecord",
+    "SpanRecorder",
+    "SpanRecorderStats",
     "SpendHold",
     "ToolOutputPieces",
     "ToolProvider",
@@ -166,6 +173,7 @@ __all__ = [
     "set_frame",
     "set_public_module",
     "settle_in_flight",
+    "span_recorder",
     "step_hop",
     "tool_inventory",
     "validate_agent_id",

@@ -36,6 +36,7 @@ from ._capability import capability as capability
 from ._cognitive import CognitiveAgent as CognitiveAgent
 from ._connect import serve_agent as serve_agent
 from ._telemetry import trace_sampler as trace_sampler
+from ._telemetry import tracer_provider as tracer_provider
 
 __version__ = "0.1.0"
 
@@ -104,6 +105,7 @@ __all__ = [
     "capability",
     "serve_agent",
     "trace_sampler",
+    "tracer_provider",
 ]
 
 _set_public_module(globals())

@@ -52,6 +52,7 @@ from loom.runtime.resilience import PolicyStats
 from ._metrics_cache import CacheRows, cache_instruments, cache_rows
 from ._metrics_cluster import cluster_instruments
 from ._metrics_policy import policy_instruments
+from ._metrics_tracing import tracing_instruments
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider, Observation
@@ -345,6 +346,11 @@ class ServeMetrics:
         policy_instruments(counter, gauge, lambda: self._snap.policies)
         self._budget_instruments(counter, gauge)
         cluster_instruments(counter, gauge, lambda: self._snap.cluster)
+        tracing_instruments(
+            counter,
+            gauge,
+            lambda: None if self._sources is None else self._sources.bus.tracer_provider,
+        )
 
     def _llm_instruments(
         self, counter: Callable[[str, Callable[[], Iterable[Observation]]], None]

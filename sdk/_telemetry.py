@@ -3,17 +3,18 @@
 The outermost layer decides (``docs/observability.md``): :func:`trace_config` reads the
 standard ``OTEL_*`` variables from the mapping it is given, with the command's flags
 (``--otlp-endpoint``, ``--trace-sample``) winning, and :func:`open_tracing` builds the
-OpenTelemetry SDK's ``TracerProvider`` with the official OTLP/gRPC exporter behind a
-``BatchSpanProcessor``. The provider is then handed down (``EventBus(tracer_provider=...)``,
+OpenTelemetry SDK's ``TracerProvider`` whose spans leave through a bounded buffer and a pipe
+to an exporter process running the official OTLP/gRPC exporter (``sdk/_span_pipe.py``).
+The provider is then handed down (``EventBus(tracer_provider=...)``,
 the model router, cognitive agents): nothing below reads the environment or a global.
 
 Off (no endpoint anywhere, ``OTEL_SDK_DISABLED=true`` or ``OTEL_TRACES_EXPORTER=none``),
 :func:`trace_config` returns ``None``, nothing of the OpenTelemetry SDK or the exporter is
 imported, and every traced operation costs one ``is None`` test.
 
-Leaving :func:`open_tracing` flushes what is batched (bounded by the exporter's timeout,
-``OTEL_EXPORTER_OTLP_TIMEOUT``, 10 s by default): a drained process loses no span of its
-last moments unless the collector cannot be reached.
+Leaving :func:`open_tracing` flushes what is buffered and waits for the exporter process
+to send it (bounded by the exporter's timeout, 10 s): a drained process loses no span of
+its last moments unless the collector cannot be reached.
 """
 
 from __future__ import annotations
@@ -32,12 +33,21 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from opentelemetry.context import Context
+    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
     from opentelemetry.sdk.trace.sampling import Sampler
     from opentelemetry.trace import Link, SpanKind, TracerProvider
     from opentelemetry.trace.span import TraceState
     from opentelemetry.util.types import Attributes
 
-__all__ = ["TraceConfig", "head_sampler", "open_tracing", "trace_config", "trace_sampler"]
+__all__ = [
+    "TraceConfig",
+    "head_sampler",
+    "open_tracing",
+    "provider_for",
+    "trace_config",
+    "trace_sampler",
+    "tracer_provider",
+]
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 
@@ -51,6 +61,9 @@ class TraceConfig(msgspec.Struct, frozen=True, kw_only=True):
         sampler_arg: its ratio, for the ``traceidratio`` samplers (0..1).
         service_name: the ``service.name`` resource attribute.
         resource: further resource attributes (``OTEL_RESOURCE_ATTRIBUTES``).
+        queue_size: the most finished spans waiting for the exporter process
+            (``OTEL_BSP_MAX_QUEUE_SIZE``); more are dropped and counted.
+        export_interval_s: how often they are sent to it (``OTEL_BSP_SCHEDULE_DELAY``, ms).
     """
 
     endpoint: str
@@ -58,6 +71,8 @@ class TraceConfig(msgspec.Struct, frozen=True, kw_only=True):
     sampler_arg: float = 1.0
     service_name: str = "loom"
     resource: dict[str, str] = msgspec.field(default_factory=dict)
+    queue_size: int = 16384
+    export_interval_s: float = 0.5
 
 
 _SAMPLERS = frozenset(
@@ -125,13 +140,30 @@ def trace_config(
         key, sep, value = item.partition("=")
         if sep and key.strip():
             resource[key.strip()] = value.strip()
+    queue_size = _positive(environ, "OTEL_BSP_MAX_QUEUE_SIZE", 16384)
+    interval_ms = _positive(environ, "OTEL_BSP_SCHEDULE_DELAY", 500)
     return TraceConfig(
+        queue_size=queue_size,
+        export_interval_s=interval_ms / 1000,
         endpoint=url,
         sampler=sampler,
         sampler_arg=ratio,
         service_name=environ.get("OTEL_SERVICE_NAME") or service_name,
         resource=resource,
     )
+
+
+def _positive(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"${name} must be a positive whole number, not {raw!r}")
+    return value
 
 
 def head_sampler(config: TraceConfig) -> Sampler:
@@ -203,13 +235,17 @@ def trace_sampler(name: str = "parentbased_traceidratio", ratio: float = 1.0) ->
     Raises:
         ConfigError: an unknown sampler, or a ratio outside 0..1.
     """
+    _check_sampler(name, ratio)
+    return head_sampler(TraceConfig(endpoint="", sampler=name, sampler_arg=ratio))
+
+
+def _check_sampler(name: str, ratio: float) -> None:
     if name not in _SAMPLERS:
         raise ConfigError(
             f"the sampler must be one of {', '.join(sorted(_SAMPLERS))}, not {name!r}"
         )
     if not (math.isfinite(ratio) and 0.0 <= ratio <= 1.0):
         raise ConfigError(f"the trace sampling ratio must be within 0..1, not {ratio!r}")
-    return head_sampler(TraceConfig(endpoint="", sampler=name, sampler_arg=ratio))
 
 
 @asynccontextmanager
@@ -219,23 +255,70 @@ async def open_tracing(config: TraceConfig | None) -> AsyncIterator[TracerProvid
     if config is None:
         yield None
         return
-    # Imported here: a process that traces nothing loads neither the SDK nor grpc's exporter.
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-    attributes = {**config.resource, "service.name": config.service_name}
-    provider = SdkTracerProvider(sampler=head_sampler(config), resource=Resource.create(attributes))
-    # http:// means plaintext, as the OTLP exporter's own configuration reads it.
-    exporter = OTLPSpanExporter(
-        endpoint=config.endpoint, insecure=config.endpoint.startswith("http://")
-    )
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    provider = provider_for(config)
     try:
         yield provider
     finally:
-        # The flush blocks on the network: in a thread, shielded, so a cancelled process
-        # still sends what it traced (the exporter's timeout bounds it).
+        # The flush blocks on the exporter process: in a thread, shielded, so a cancelled
+        # process still sends what it traced (the exporter's timeout bounds it).
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(provider.shutdown)
+
+
+def tracer_provider(
+    endpoint: str,
+    *,
+    sampler: str = "parentbased_traceidratio",
+    ratio: float = 1.0,
+    service_name: str = "loom",
+) -> SdkTracerProvider:
+    """A tracer provider as ``loom serve`` builds it, for code that builds its own
+    (``EventBus(tracer_provider=loom.tracer_provider("http://127.0.0.1:4317", ratio=0.01))``;
+    ``shutdown()`` it when done): Loom's sampler, the runtime's kept spans as light records,
+    and every span sent to an exporter process that exports it with the official OTLP/gRPC
+    exporter (``docs/observability.md``).
+
+    Args:
+        endpoint: the OTLP/gRPC endpoint (``http://host:4317``; ``https://`` for TLS).
+        sampler: an ``OTEL_TRACES_SAMPLER`` name.
+        ratio: the share of traces kept, for the ``traceidratio`` samplers (0..1).
+        service_name: the ``service.name`` resource attribute.
+
+    Raises:
+        ConfigError: an unknown sampler, or a ratio outside 0..1.
+    """
+    _check_sampler(sampler, ratio)
+    return provider_for(
+        TraceConfig(
+            endpoint=endpoint, sampler=sampler, sampler_arg=ratio, service_name=service_name
+        )
+    )
+
+
+def provider_for(config: TraceConfig) -> SdkTracerProvider:
+    """The provider :func:`open_tracing` and :func:`tracer_provider` build: Loom's sampler, a
+    bounded span recorder for the runtime's light spans, and every span sent to an exporter
+    process (``sdk/_span_pipe.py``)."""
+    # Imported here: a process that traces nothing loads neither the SDK nor the pipe.
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+
+    from loom.runtime.lowlevel import SpanRecorder
+
+    from ._span_pipe import RecordProcessor, SpanPipe
+
+    attributes = {**config.resource, "service.name": config.service_name}
+    provider = SdkTracerProvider(sampler=head_sampler(config), resource=Resource.create(attributes))
+    recorder = SpanRecorder(config.queue_size)
+    pipe = SpanPipe(
+        recorder,
+        endpoint=config.endpoint,
+        resource=dict(provider.resource.attributes),
+        interval_s=config.export_interval_s,
+    )
+    # Read by the runtime (``span_recorder``): its kept publish and process spans are
+    # records added here directly, not SDK spans.
+    provider.loom_span_recorder = recorder  # type: ignore[attr-defined]
+    provider.loom_span_pipe = pipe  # type: ignore[attr-defined]
+    provider.add_span_processor(RecordProcessor(recorder, pipe))
+    return provider

@@ -59,6 +59,7 @@ _CORE = (
     "_public",
     "_qos",
     "_sqlite_file",
+    "_span_records",
     "_topics",
     "_tracing",
 )
