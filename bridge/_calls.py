@@ -30,6 +30,7 @@ from opentelemetry.trace import StatusCode, use_span
 from loom.bridge._generated import tools_pb2
 from loom.runtime import AgentRuntime
 from loom.runtime.lowlevel import (
+    CallFrame,
     frame_from_headers,
     in_frame,
     key_from_headers,
@@ -101,14 +102,23 @@ async def run_tool_call(
     provider = runtime.bus.tracer_provider
     if provider is None:
         with in_frame(frame), ruled:
-            return await _logged(runtime, request, deadline_s)
+            return _with_count(frame, await _logged(runtime, request, deadline_s))
     span = tool_call_span(provider, request, side)
     with use_span(span, end_on_exit=True), in_frame(frame), ruled:
         outcome = await _logged(runtime, request, deadline_s)
         if outcome.error is not None:
             span.set_attribute("error.type", outcome.error.code)
             span.set_status(StatusCode.ERROR, outcome.error.message[:300])
+        return _with_count(frame, outcome)
+
+
+def _with_count(frame: CallFrame | None, outcome: ToolCallOutcome) -> ToolCallOutcome:
+    """A call of the process holding its turn's scope (``owned``) gets back what the other
+    processes' calls used of it (this server's shared copy's count): that process counts
+    them too, beside its local calls, which never cross the server (docs/guardrails.md)."""
+    if frame is None or not frame.owned or not frame.scope.tool_calls:
         return outcome
+    return msgspec.structs.replace(outcome, scope_calls=frame.scope.tool_calls)
 
 
 async def _logged(

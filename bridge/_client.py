@@ -184,6 +184,16 @@ _FATAL = frozenset(
 )
 
 
+def _note_scope_calls(outcome: ToolCallOutcome) -> None:
+    """The server counted ``scope_calls`` calls of other processes for the turn this call was
+    made for (a turn held here): its scope counts them too, so this process's local calls
+    stop at the cap of the whole tree (docs/guardrails.md, "Across the bridge")."""
+    if outcome.scope_calls:
+        frame = current_frame()
+        if frame is not None and not frame.scope.detached:
+            frame.scope.note_others(outcome.scope_calls)
+
+
 def _held_ms(exc: grpc.aio.AioRpcError) -> int | None:
     """In how many milliseconds the server frees a held id (``HELD_METADATA``), if it says."""
     for key, value in exc.trailing_metadata() or ():
@@ -1157,6 +1167,7 @@ class BridgeClient:
         except ConnectionLost:
             raise ToolTimeout(budget, tool=name) from None
         outcome = tool_result_from_proto(result)
+        _note_scope_calls(outcome)
         if outcome.status is ToolStatus.OK:
             return outcome.output
         raise error_from_outcome(outcome, tool=name, timeout=budget)
@@ -1181,6 +1192,7 @@ class BridgeClient:
             raise ToolFailed("UNAVAILABLE", str(waiter.error), tool=name)
         assert waiter.result is not None
         outcome = tool_result_from_proto(waiter.result)
+        _note_scope_calls(outcome)
         if outcome.status is ToolStatus.OK:
             return outcome.output
         raise error_from_outcome(outcome, tool=name, timeout=budget)

@@ -548,6 +548,8 @@ def tool_result_to_proto(outcome: ToolCallOutcome) -> tools_pb2.ToolResult:
             msg.error.CopyFrom(
                 tools_pb2.ToolError(code=err.code, message=err.message, details=err.details)
             )
+        if outcome.scope_calls:
+            msg.scope_calls = outcome.scope_calls
     except (ValueError, TypeError) as exc:
         raise WireError(f"ToolResult {outcome.id!r}", str(exc)) from exc
     return msg
@@ -567,7 +569,9 @@ def tool_result_from_proto(msg: tools_pb2.ToolResult) -> ToolCallOutcome:
         error = ToolErrorInfo(
             code=msg.error.code, message=msg.error.message, details=dict(msg.error.details)
         )
-    return ToolCallOutcome(id=msg.id, status=status, output=msg.output, error=error)
+    return ToolCallOutcome(
+        id=msg.id, status=status, output=msg.output, error=error, scope_calls=msg.scope_calls
+    )
 
 
 # ------------------------------------------------------------------ bus statistics

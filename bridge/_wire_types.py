@@ -143,9 +143,12 @@ class ToolCallOutcome(msgspec.Struct, frozen=True, kw_only=True):
         status: how it ended.
         output: the result as JSON text, when ``status`` is ``OK``.
         error: why it failed; ``None`` when the wire message carried no error.
+        scope_calls: the calls the server's shared copy of the caller's turn scope counted
+            (``ToolResult.scope_calls``; 0: none, or not sent).
     """
 
     id: str
     status: ToolStatus = ToolStatus.OK
     output: str = ""
     error: ToolErrorInfo | None = None
+    scope_calls: int = 0

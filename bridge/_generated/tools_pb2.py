@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from loom.bridge._generated import event_pb2 as loom_dot_v1_dot_event__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13loom/v1/tools.proto\x12\x07loom.v1\x1a\x13loom/v1/event.proto\"\xe1\x01\n\x0eToolDescriptor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x19\n\x11parameters_schema\x18\x03 \x01(\t\x12\'\n\x08provider\x18\x04 \x01(\x0e\x32\x15.loom.v1.ProviderKind\x12\x37\n\x08metadata\x18\x05 \x03(\x0b\x32%.loom.v1.ToolDescriptor.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe4\x01\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\targuments\x18\x03 \x01(\t\x12/\n\x07headers\x18\x04 \x03(\x0b\x32\x1e.loom.v1.ToolCall.HeadersEntry\x12\x12\n\ntimeout_ms\x18\x05 \x01(\x03\x12\x16\n\x0e\x63orrelation_id\x18\x06 \x01(\t\x12\x1e\n\x03qos\x18\x07 \x01(\x0e\x32\x11.loom.v1.QoSLevel\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"p\n\nToolResult\x12\n\n\x02id\x18\x01 \x01(\t\x12#\n\x06status\x18\x02 \x01(\x0e\x32\x13.loom.v1.ToolStatus\x12\x0e\n\x06output\x18\x03 \x01(\t\x12!\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.loom.v1.ToolError\"\x8c\x01\n\tToolError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x30\n\x07\x64\x65tails\x18\x03 \x03(\x0b\x32\x1f.loom.v1.ToolError.DetailsEntry\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Q\n\x10ListToolsRequest\x12\x13\n\x0bname_prefix\x18\x01 \x01(\t\x12(\n\tproviders\x18\x02 \x03(\x0e\x32\x15.loom.v1.ProviderKind\";\n\x11ListToolsResponse\x12&\n\x05tools\x18\x01 \x03(\x0b\x32\x17.loom.v1.ToolDescriptor\"&\n\nToolOutput\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"h\n\x0eToolCallUpdate\x12%\n\x06output\x18\x32 \x01(\x0b\x32\x13.loom.v1.ToolOutputH\x00\x12%\n\x06result\x18\x33 \x01(\x0b\x32\x13.loom.v1.ToolResultH\x00\x42\x08\n\x06update*[\n\x0cProviderKind\x12\x13\n\x0fPROVIDER_NATIVE\x10\x00\x12\x11\n\rPROVIDER_WASM\x10\x01\x12\x11\n\rPROVIDER_GRPC\x10\x02\x12\x10\n\x0cPROVIDER_MCP\x10\x03*k\n\nToolStatus\x12\x0b\n\x07TOOL_OK\x10\x00\x12\x0e\n\nTOOL_ERROR\x10\x01\x12\x10\n\x0cTOOL_TIMEOUT\x10\x02\x12\x12\n\x0eTOOL_NOT_FOUND\x10\x03\x12\x1a\n\x16TOOL_INVALID_ARGUMENTS\x10\x04\x32\xbd\x01\n\x0bToolService\x12\x42\n\tListTools\x12\x19.loom.v1.ListToolsRequest\x1a\x1a.loom.v1.ListToolsResponse\x12.\n\x04\x43\x61ll\x12\x11.loom.v1.ToolCall\x1a\x13.loom.v1.ToolResult\x12:\n\nCallStream\x12\x11.loom.v1.ToolCall\x1a\x17.loom.v1.ToolCallUpdate0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13loom/v1/tools.proto\x12\x07loom.v1\x1a\x13loom/v1/event.proto\"\xe1\x01\n\x0eToolDescriptor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x19\n\x11parameters_schema\x18\x03 \x01(\t\x12\'\n\x08provider\x18\x04 \x01(\x0e\x32\x15.loom.v1.ProviderKind\x12\x37\n\x08metadata\x18\x05 \x03(\x0b\x32%.loom.v1.ToolDescriptor.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe4\x01\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\targuments\x18\x03 \x01(\t\x12/\n\x07headers\x18\x04 \x03(\x0b\x32\x1e.loom.v1.ToolCall.HeadersEntry\x12\x12\n\ntimeout_ms\x18\x05 \x01(\x03\x12\x16\n\x0e\x63orrelation_id\x18\x06 \x01(\t\x12\x1e\n\x03qos\x18\x07 \x01(\x0e\x32\x11.loom.v1.QoSLevel\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x85\x01\n\nToolResult\x12\n\n\x02id\x18\x01 \x01(\t\x12#\n\x06status\x18\x02 \x01(\x0e\x32\x13.loom.v1.ToolStatus\x12\x0e\n\x06output\x18\x03 \x01(\t\x12!\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.loom.v1.ToolError\x12\x13\n\x0bscope_calls\x18\x14 \x01(\x03\"\x8c\x01\n\tToolError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x30\n\x07\x64\x65tails\x18\x03 \x03(\x0b\x32\x1f.loom.v1.ToolError.DetailsEntry\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Q\n\x10ListToolsRequest\x12\x13\n\x0bname_prefix\x18\x01 \x01(\t\x12(\n\tproviders\x18\x02 \x03(\x0e\x32\x15.loom.v1.ProviderKind\";\n\x11ListToolsResponse\x12&\n\x05tools\x18\x01 \x03(\x0b\x32\x17.loom.v1.ToolDescriptor\"&\n\nToolOutput\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"h\n\x0eToolCallUpdate\x12%\n\x06output\x18\x32 \x01(\x0b\x32\x13.loom.v1.ToolOutputH\x00\x12%\n\x06result\x18\x33 \x01(\x0b\x32\x13.loom.v1.ToolResultH\x00\x42\x08\n\x06update*[\n\x0cProviderKind\x12\x13\n\x0fPROVIDER_NATIVE\x10\x00\x12\x11\n\rPROVIDER_WASM\x10\x01\x12\x11\n\rPROVIDER_GRPC\x10\x02\x12\x10\n\x0cPROVIDER_MCP\x10\x03*k\n\nToolStatus\x12\x0b\n\x07TOOL_OK\x10\x00\x12\x0e\n\nTOOL_ERROR\x10\x01\x12\x10\n\x0cTOOL_TIMEOUT\x10\x02\x12\x12\n\x0eTOOL_NOT_FOUND\x10\x03\x12\x1a\n\x16TOOL_INVALID_ARGUMENTS\x10\x04\x32\xbd\x01\n\x0bToolService\x12\x42\n\tListTools\x12\x19.loom.v1.ListToolsRequest\x1a\x1a.loom.v1.ListToolsResponse\x12.\n\x04\x43\x61ll\x12\x11.loom.v1.ToolCall\x1a\x13.loom.v1.ToolResult\x12:\n\nCallStream\x12\x11.loom.v1.ToolCall\x1a\x17.loom.v1.ToolCallUpdate0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,10 +38,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOOLCALL_HEADERSENTRY']._serialized_options = b'8\001'
   _globals['_TOOLERROR_DETAILSENTRY']._loaded_options = None
   _globals['_TOOLERROR_DETAILSENTRY']._serialized_options = b'8\001'
-  _globals['_PROVIDERKIND']._serialized_start=1059
-  _globals['_PROVIDERKIND']._serialized_end=1150
-  _globals['_TOOLSTATUS']._serialized_start=1152
-  _globals['_TOOLSTATUS']._serialized_end=1259
+  _globals['_PROVIDERKIND']._serialized_start=1081
+  _globals['_PROVIDERKIND']._serialized_end=1172
+  _globals['_TOOLSTATUS']._serialized_start=1174
+  _globals['_TOOLSTATUS']._serialized_end=1281
   _globals['_TOOLDESCRIPTOR']._serialized_start=54
   _globals['_TOOLDESCRIPTOR']._serialized_end=279
   _globals['_TOOLDESCRIPTOR_METADATAENTRY']._serialized_start=232
@@ -50,20 +50,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOOLCALL']._serialized_end=510
   _globals['_TOOLCALL_HEADERSENTRY']._serialized_start=464
   _globals['_TOOLCALL_HEADERSENTRY']._serialized_end=510
-  _globals['_TOOLRESULT']._serialized_start=512
-  _globals['_TOOLRESULT']._serialized_end=624
-  _globals['_TOOLERROR']._serialized_start=627
-  _globals['_TOOLERROR']._serialized_end=767
-  _globals['_TOOLERROR_DETAILSENTRY']._serialized_start=721
-  _globals['_TOOLERROR_DETAILSENTRY']._serialized_end=767
-  _globals['_LISTTOOLSREQUEST']._serialized_start=769
-  _globals['_LISTTOOLSREQUEST']._serialized_end=850
-  _globals['_LISTTOOLSRESPONSE']._serialized_start=852
-  _globals['_LISTTOOLSRESPONSE']._serialized_end=911
-  _globals['_TOOLOUTPUT']._serialized_start=913
-  _globals['_TOOLOUTPUT']._serialized_end=951
-  _globals['_TOOLCALLUPDATE']._serialized_start=953
-  _globals['_TOOLCALLUPDATE']._serialized_end=1057
-  _globals['_TOOLSERVICE']._serialized_start=1262
-  _globals['_TOOLSERVICE']._serialized_end=1451
+  _globals['_TOOLRESULT']._serialized_start=513
+  _globals['_TOOLRESULT']._serialized_end=646
+  _globals['_TOOLERROR']._serialized_start=649
+  _globals['_TOOLERROR']._serialized_end=789
+  _globals['_TOOLERROR_DETAILSENTRY']._serialized_start=743
+  _globals['_TOOLERROR_DETAILSENTRY']._serialized_end=789
+  _globals['_LISTTOOLSREQUEST']._serialized_start=791
+  _globals['_LISTTOOLSREQUEST']._serialized_end=872
+  _globals['_LISTTOOLSRESPONSE']._serialized_start=874
+  _globals['_LISTTOOLSRESPONSE']._serialized_end=933
+  _globals['_TOOLOUTPUT']._serialized_start=935
+  _globals['_TOOLOUTPUT']._serialized_end=973
+  _globals['_TOOLCALLUPDATE']._serialized_start=975
+  _globals['_TOOLCALLUPDATE']._serialized_end=1079
+  _globals['_TOOLSERVICE']._serialized_start=1284
+  _globals['_TOOLSERVICE']._serialized_end=1473
 # @@protoc_insertion_point(module_scope)

@@ -79,16 +79,18 @@ class ToolCall(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., arguments: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ..., timeout_ms: _Optional[int] = ..., correlation_id: _Optional[str] = ..., qos: _Optional[_Union[_event_pb2.QoSLevel, str]] = ...) -> None: ...
 
 class ToolResult(_message.Message):
-    __slots__ = ("id", "status", "output", "error")
+    __slots__ = ("id", "status", "output", "error", "scope_calls")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_CALLS_FIELD_NUMBER: _ClassVar[int]
     id: str
     status: ToolStatus
     output: str
     error: ToolError
-    def __init__(self, id: _Optional[str] = ..., status: _Optional[_Union[ToolStatus, str]] = ..., output: _Optional[str] = ..., error: _Optional[_Union[ToolError, _Mapping]] = ...) -> None: ...
+    scope_calls: int
+    def __init__(self, id: _Optional[str] = ..., status: _Optional[_Union[ToolStatus, str]] = ..., output: _Optional[str] = ..., error: _Optional[_Union[ToolError, _Mapping]] = ..., scope_calls: _Optional[int] = ...) -> None: ...
 
 class ToolError(_message.Message):
     __slots__ = ("code", "message", "details")

@@ -18,7 +18,11 @@ one count and one set of parallel slots, whichever process made it. The owning p
 its calls (``loom-scope-owner``): it has counted them, and the calls left it reports bound
 what the other processes' calls may still use; the turn's own calls also hold one of the
 shared parallel slots (waiting for one, as in process) while they run. What the owner's
-process runs without crossing the server (its own local tools) is counted there only.
+process runs without crossing the server (its own local tools) is counted there only, so the
+server sends its copy's count back with the result of each of the owner's calls
+(``ToolResult.scope_calls``): the owner's scope keeps the most it was told
+(:meth:`CallScope.note_others`), and its :meth:`~CallScope.take` counts its own calls plus
+those, so its local calls stop at the cap of the whole tree too.
 
 Why nested calls never wait for a parallel slot: their ancestors hold slots, so waiting could
 wait on itself. A nested call takes a free slot or is refused at once
@@ -138,6 +142,10 @@ class CallScope:
         self.named_calls: int | None = None
         """The turn's ``max_tool_calls`` as refusals name it, when it differs from
         :attr:`max_tool_calls` (a server's shared copy: that is what the owner left)."""
+        self.others = 0
+        """Calls the other processes made for this turn, as the server last reported them
+        (:meth:`note_others`; only ever grows): counted by :meth:`take`, not sent in
+        :meth:`caps_left` (the server counts those itself)."""
         self.in_flight = 0
         self.high_water = 0
         """The most calls that ran at once."""
@@ -166,9 +174,16 @@ class CallScope:
         Raises:
             ToolCallRefused: ``max_tool_calls`` calls were made already.
         """
-        if self.max_tool_calls is not None and self.tool_calls >= self.max_tool_calls:
+        if self.max_tool_calls is not None and self.tool_calls + self.others >= self.max_tool_calls:
             raise self._refuse("max_tool_calls", self._calls_cap(), tool)
         self.tool_calls += 1
+
+    def note_others(self, calls: int) -> None:
+        """The server's shared copy of this scope counted ``calls`` calls made by other
+        processes so far (sent back with a result). Results may arrive out of order, and a
+        count never goes down: the largest wins."""
+        if calls > self.others:
+            self.others = calls
 
     def slot(self, *, wait: bool, tool: str | None = None) -> _Slot:
         """A context manager holding one parallel slot while a call runs.

@@ -124,6 +124,32 @@ async def test_the_tool_call_cap_holds_over_two_agent_processes() -> None:
     assert len(server.requests) == 2
 
 
+async def test_local_calls_count_what_the_fanned_out_calls_used() -> None:
+    calls = Calls()
+    async with ScriptedLLMServer() as server, hosting() as host:
+        # One call that fans out (fan.p1 calls leaf.x three times, through the server), then
+        # calls of a tool local to the turn's process, which never cross the server.
+        local = calling("local.x", {})
+        server.push(calling("fan.p1", {"n": 3}), local, local, local, local, Reply(text="done"))
+        await host.runtime.start(leaf("leafer", "leaf.x", calls))
+        budget = Budget(max_tool_calls=5)
+        async with processes(host, origin(server, budget), *fans("fan")):
+            await ready(host.runtime, "fan.p1", "fan.p2")
+            outcome = await origin_turn(host.runtime)
+    # The server sent back with fan.p1's result the three calls fan.p1 made: the turn's
+    # process counts them beside its own two (fan.p1, one local.x), so its second local call
+    # is the sixth of the tree and is refused. Without the count it would run four local
+    # calls, eight in all.
+    assert calls.count == {"leaf.x": 3}
+    fanned, first, second = outcome.tool_results
+    assert results(TurnOutcome(kind="answer", tool_results=(fanned,))) == {"ok": 3, "refused": 0}
+    assert not first.is_error
+    assert second.is_error
+    assert "refused: max_tool_calls (5) reached" in second.content
+    assert (outcome.kind, outcome.budget) == ("budget_exhausted", "max_tool_calls")
+    assert len(server.requests) == 3
+
+
 async def test_the_parallel_cap_holds_over_two_agent_processes() -> None:
     calls = Calls()
     async with ScriptedLLMServer() as server, hosting() as host:
