@@ -512,6 +512,7 @@ outcomes = st.builds(
     | st.builds(
         ToolErrorInfo, code=texts, message=texts, details=st.dictionaries(texts, texts, max_size=3)
     ),
+    scope_calls=st.integers(min_value=0, max_value=2**62),
 )
 
 
@@ -531,6 +532,15 @@ def test_tool_call_round_trip(call: ToolCallRequest) -> None:
 def test_tool_result_round_trip(outcome: ToolCallOutcome) -> None:
     msg = tools_pb2.ToolResult.FromString(tool_result_to_proto(outcome).SerializeToString())
     assert tool_result_from_proto(msg) == outcome
+
+
+def test_a_result_without_a_scope_count_is_the_original_wire() -> None:
+    # An old server sends no count: read as 0, counted as nothing. An outcome with none
+    # encodes exactly as before the field was added (an old peer sees the same bytes).
+    outcome = ToolCallOutcome(id="1", output='"x"')
+    original = tools_pb2.ToolResult(id="1", status=tools_pb2.TOOL_OK, output='"x"')
+    assert tool_result_to_proto(outcome).SerializeToString() == original.SerializeToString()
+    assert tool_result_from_proto(original).scope_calls == 0
 
 
 def test_tool_enums_match_the_wire() -> None:

@@ -105,3 +105,19 @@ async def test_the_shared_copies_are_bounded(monkeypatch: pytest.MonkeyPatch) ->
     assert set(ids[-3:]) <= set(_shared_scopes)
     assert not {ids[0], ids[1]} & set(_shared_scopes)
     assert CallScope.find(ids[-1]) is None  # a copy, never found as a scope held here
+
+
+async def test_the_owner_counts_what_the_server_reports_the_others_used() -> None:
+    # The count the server sends back with a result (ToolResult.scope_calls): the owner's
+    # calls stop where its own and the others' reach the cap; a smaller (older, or from a
+    # copy the server forgot) count never lowers it; the caps it sends stay its own.
+    scope = CallScope(max_tool_calls=5)
+    scope.take()
+    scope.note_others(3)
+    scope.note_others(1)
+    assert scope.others == 3
+    assert scope.caps_left() == "4,-,-"
+    scope.take()
+    with pytest.raises(ToolCallRefused, match=r"max_tool_calls \(5\)"):
+        scope.take()
+    assert scope.tool_calls == 2
