@@ -31,6 +31,7 @@ from loom.bridge._generated import tools_pb2
 from loom.runtime import AgentRuntime
 from loom.runtime.lowlevel import (
     CallFrame,
+    current_frame,
     frame_from_headers,
     in_frame,
     key_from_headers,
@@ -47,6 +48,7 @@ from ._trace import metadata_trace, tool_call_span
 from ._wire_types import ToolCallOutcome, ToolCallRequest, ToolErrorInfo, ToolStatus
 
 __all__ = [
+    "count_pushed_calls",
     "decode_output",
     "disconnected_outcome",
     "run_tool_call",
@@ -102,23 +104,47 @@ async def run_tool_call(
     provider = runtime.bus.tracer_provider
     if provider is None:
         with in_frame(frame), ruled:
-            return _with_count(frame, await _logged(runtime, request, deadline_s))
+            return _with_count(frame, await _logged(runtime, request, deadline_s), side)
     span = tool_call_span(provider, request, side)
     with use_span(span, end_on_exit=True), in_frame(frame), ruled:
         outcome = await _logged(runtime, request, deadline_s)
         if outcome.error is not None:
             span.set_attribute("error.type", outcome.error.code)
             span.set_status(StatusCode.ERROR, outcome.error.message[:300])
-        return _with_count(frame, outcome)
+        return _with_count(frame, outcome, side)
 
 
-def _with_count(frame: CallFrame | None, outcome: ToolCallOutcome) -> ToolCallOutcome:
-    """A call of the process holding its turn's scope (``owned``) gets back what the other
-    processes' calls used of it (this server's shared copy's count): that process counts
-    them too, beside its local calls, which never cross the server (docs/guardrails.md)."""
-    if frame is None or not frame.owned or not frame.scope.tool_calls:
+def _with_count(frame: CallFrame | None, outcome: ToolCallOutcome, side: str) -> ToolCallOutcome:
+    """The calls counted for a turn held elsewhere that its process has not seen, sent back
+    with the result (``ToolResult.scope_calls``; docs/guardrails.md, "Across the bridge").
+
+    On the server, a call of the process holding its turn's scope (``owned``) gets what the
+    other processes' calls used of it (this server's shared copy's count): that process
+    counts them beside its local calls, which never cross the server. In an agent's process,
+    a call pushed to it gets the calls made under it here that never went to the server (a
+    turn run here, joining the scope, calling its own local tools): the server adds them to
+    its copy (:func:`count_pushed_calls`)."""
+    if frame is None:
         return outcome
-    return msgspec.structs.replace(outcome, scope_calls=frame.scope.tool_calls)
+    if side == "agent":
+        calls = frame.scope.local_calls() if frame.scope.detached else 0
+    elif frame.owned:
+        calls = frame.scope.tool_calls
+    else:
+        calls = 0
+    if calls <= 0:
+        return outcome
+    return msgspec.structs.replace(outcome, scope_calls=calls)
+
+
+def count_pushed_calls(outcome: ToolCallOutcome) -> None:
+    """The result of a call the server pushed to an agent's process: the calls that process
+    made for the turn without the server (``scope_calls``) count in the scope the call was
+    made in (the server's shared copy, or the turn's own scope when the server runs it)."""
+    if outcome.scope_calls > 0:
+        frame = current_frame()
+        if frame is not None:
+            frame.scope.add_calls(outcome.scope_calls)
 
 
 async def _logged(

@@ -1111,6 +1111,8 @@ class BridgeClient:
             # The calls left now (this one counted): the server's shared copy of a scope this
             # process holds bounds the other processes' calls by it.
             scope["loom-scope-caps"] = frame.scope.caps_left()
+        if frame is not None:
+            frame.scope.forwarded += 1  # the server counts it: not one of this process's own
         approval = ruled_approval()
         if approval:  # a human approved this call: the server's gated tool may check it
             scope[APPROVAL_HEADER] = approval

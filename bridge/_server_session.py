@@ -86,7 +86,13 @@ from loom.runtime.lowlevel import (
 from loom.runtime.tools import JSONObject, ToolFailed, tool_output_sink
 
 from ._approvals_replay import replay_decided
-from ._calls import decode_output, disconnected_outcome, run_tool_call, unresponsive_outcome
+from ._calls import (
+    count_pushed_calls,
+    decode_output,
+    disconnected_outcome,
+    run_tool_call,
+    unresponsive_outcome,
+)
 from ._convert import (
     event_from_proto,
     fill_event,
@@ -1567,6 +1573,7 @@ class Session:
             self.hub.calls.pop(call_id, None)
             report_drops(pending.pieces, call_id, name)
         outcome = pending.outcome or disconnected_outcome(call_id, self.agent_id, "stream ended")
+        count_pushed_calls(outcome)  # the agent's calls for the turn the server never saw
         if outcome.status is ToolStatus.OK:
             return decode_output(outcome.output)
         raise error_from_outcome(outcome, tool=name, timeout=deadline - start)

@@ -22,7 +22,10 @@ process runs without crossing the server (its own local tools) is counted there 
 server sends its copy's count back with the result of each of the owner's calls
 (``ToolResult.scope_calls``): the owner's scope keeps the most it was told
 (:meth:`CallScope.note_others`), and its :meth:`~CallScope.take` counts its own calls plus
-those, so its local calls stop at the cap of the whole tree too.
+those, so its local calls stop at the cap of the whole tree too. An agent process serving a
+call pushed to it sends back, the same way, the calls its copy counted that never went to the
+server (:meth:`CallScope.local_calls`: a turn it ran, joining the scope, calling its local
+tools); the server adds them to its copy (:meth:`CallScope.add_calls`).
 
 Why nested calls never wait for a parallel slot: their ancestors hold slots, so waiting could
 wait on itself. A nested call takes a free slot or is refused at once
@@ -146,6 +149,9 @@ class CallScope:
         """Calls the other processes made for this turn, as the server last reported them
         (:meth:`note_others`; only ever grows): counted by :meth:`take`, not sent in
         :meth:`caps_left` (the server counts those itself)."""
+        self.forwarded = 0
+        """Calls made under it that went to the server (which counts them there too): the
+        rest (:meth:`local_calls`) never crossed it."""
         self.in_flight = 0
         self.high_water = 0
         """The most calls that ran at once."""
@@ -184,6 +190,17 @@ class CallScope:
         count never goes down: the largest wins."""
         if calls > self.others:
             self.others = calls
+
+    def local_calls(self) -> int:
+        """Calls counted here that the server never saw: an agent process reports them with
+        the result of the call pushed to it (``ToolResult.scope_calls``)."""
+        return self.tool_calls - self.forwarded
+
+    def add_calls(self, calls: int) -> None:
+        """Count ``calls`` made elsewhere that were never counted here (an agent process's
+        local calls for a call pushed to it): after the fact, so the count may pass the cap;
+        the next call is refused then."""
+        self.tool_calls += calls
 
     def slot(self, *, wait: bool, tool: str | None = None) -> _Slot:
         """A context manager holding one parallel slot while a call runs.

@@ -70,13 +70,12 @@ async def origin_turn(runtime: AgentRuntime) -> TurnOutcome:
     raise AssertionError("no turn.end")
 
 
-def origin(server: ScriptedLLMServer, budget: Budget) -> list[str]:
+def origin(server: ScriptedLLMServer, budget: Budget, *capabilities: str) -> list[str]:
     return [
         str(HERE / "_budget_origin_agent.py"),
         server.openai_base_url,
         msgspec.json.encode(budget).decode(),
-        "fan.p1",
-        "fan.p2",
+        *(capabilities or ("fan.p1", "fan.p2")),
     ]
 
 
@@ -148,6 +147,31 @@ async def test_local_calls_count_what_the_fanned_out_calls_used() -> None:
     assert "refused: max_tool_calls (5) reached" in second.content
     assert (outcome.kind, outcome.budget) == ("budget_exhausted", "max_tool_calls")
     assert len(server.requests) == 3
+
+
+async def test_a_turn_joined_in_another_process_reports_its_local_calls() -> None:
+    async with ScriptedLLMServer() as server, hosting() as host:
+        local = calling("local.y", {})
+        helper = [str(HERE / "_budget_helper_agent.py"), server.openai_base_url]
+        # The turn calls think.helper, whose turn (in the helper's process, joining the
+        # scope) calls its local tool twice; then the turn calls its own local tool.
+        mine = calling("local.x", {})
+        server.push(calling("think.helper", {}), local, local, Reply(text="thought"))
+        server.push(mine, mine, mine, mine, mine, Reply(text="done"))
+        budget = Budget(max_tool_calls=5)
+        async with processes(host, origin(server, budget, "think.helper"), helper):
+            await ready(host.runtime, "think.helper")
+            outcome = await origin_turn(host.runtime)
+    # The helper's two local calls came back to the server with think.helper's result, and
+    # from the server to the turn: with its own three (think.helper, two local.x) the cap is
+    # reached and its third local.x is refused. Without the count: five local.x calls.
+    thought, first, second, third = outcome.tool_results
+    assert msgspec.json.decode(thought.content) == {"kind": "answer", "ok": 2, "refused": 0}
+    assert not first.is_error
+    assert not second.is_error
+    assert third.is_error
+    assert "refused: max_tool_calls (5) reached" in third.content
+    assert (outcome.kind, outcome.budget) == ("budget_exhausted", "max_tool_calls")
 
 
 async def test_the_parallel_cap_holds_over_two_agent_processes() -> None:
