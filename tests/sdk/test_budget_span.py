@@ -2,8 +2,10 @@
 agent processes, whose calls come back through the server. The server keeps one shared copy
 of the turn's call scope (``frame_from_headers(..., shared=True)``), so the calls of every
 process count in one count and one set of parallel slots, and the caps hold as in process
-(``test_budget_agents.py``). Real subprocesses (``Agent.run()``), a real bridge server, the
-scripted model over real HTTP."""
+(``test_budget_agents.py``). The counts travel back with results (``ToolResult.scope_calls``),
+so calls that never cross the server (local tools, in the turn's process or in a turn joined
+in another process) count against the cap of the whole tree too. Real subprocesses
+(``Agent.run()``), a real bridge server, the scripted model over real HTTP."""
 
 from __future__ import annotations
 
