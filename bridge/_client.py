@@ -281,6 +281,15 @@ class _LaneInbound:
     def queued(self) -> tuple[int, int]:
         return len(self.lane), self.lane.queued_bytes
 
+    def offer(self, topic: str, event: Event) -> bool:
+        """Queue the delivery if there is room now; ``False`` (nothing queued) if not. The
+        session's packed path calls this before :meth:`deliver_inbound`, which waits."""
+        try:
+            self.lane.send_nowait(Delivery(topic, event, event_size(event)))
+        except anyio.WouldBlock:
+            return False
+        return True
+
     async def deliver_inbound(self, topic: str, event: Event) -> int:
         delivery = Delivery(topic, event, event_size(event))
         try:

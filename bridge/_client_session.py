@@ -518,6 +518,9 @@ class Session:
             return
         credited = self._credited
         deliver = self._deliver.deliver_inbound
+        # The client's own buffer queues without a coroutine when it has room (the sink
+        # that offers so; it never holds credit): most deliveries, and per event.
+        offer: Callable[[str, Event], bool] | None = getattr(self._deliver, "offer", None)
         counters = self.counters
         for topic, event in entries:
             try:
@@ -525,6 +528,11 @@ class Session:
             except WireError as exc:
                 counters.malformed += 1
                 log.warning("bridge: dropped a malformed delivery on %r: %s", topic, exc)
+                if credited:
+                    self._took()
+                continue
+            if offer is not None and offer(topic, event):
+                counters.delivered += 1
                 if credited:
                     self._took()
                 continue

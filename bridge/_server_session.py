@@ -696,7 +696,9 @@ class Session:
                     await self._accept(publishes[i], paid=True)
                 else:
                     topic, event = packed[i - first]
-                    await self._admit(self._number(), topic, event, checked)
+                    seq = self._number()
+                    if not self._admit_nowait(seq, topic, event):
+                        await self._admit(seq, topic, event, checked)
             elif i < size:
                 await self._reject("RESOURCE_EXHAUSTED", _NO_CREDIT)
             else:
@@ -748,6 +750,22 @@ class Session:
                 )
             )
             return
+        if not self._publish_here(seq, topic, event):
+            await self._queue(_Publish(seq, topic, event, credit=bool(seq)))
+
+    def _admit_nowait(self, seq: int, topic: str, event: Event) -> bool:
+        """:meth:`_admit` of a packed entry without a coroutine (this runs per event), when
+        it passes its checks and is published here at once; ``False`` (nothing done) leaves
+        it to :meth:`_admit`, which says what is wrong or queues it."""
+        try:
+            event = authorize_publish(self.principal, topic, checked(event))
+        except (WireError, WrongAgent):
+            return False
+        return self._publish_here(seq, topic, event)
+
+    def _publish_here(self, seq: int, topic: str, event: Event) -> bool:
+        """Publish on the reader's turn if nothing is ahead of it and the bus takes it at
+        once (booked as settled); ``False`` if it must go through the publisher task."""
         if (
             not self._queued
             and not self._blocked
@@ -759,14 +777,13 @@ class Session:
             try:
                 reached = self._bus.publish_nowait(topic, event)
             except (WouldBlock, InvalidArgument, BusClosed):
-                pass  # the publisher task waits for room, or answers the error, in order
-            else:
-                if seq:
-                    if not reached and self._unrouted:
-                        self._rejections.append(_unrouted(seq, topic))
-                    self._settled_here(seq)
-                return
-        await self._queue(_Publish(seq, topic, event, credit=bool(seq)))
+                return False  # the publisher task waits for room, or answers the error
+            if seq:
+                if not reached and self._unrouted:
+                    self._rejections.append(_unrouted(seq, topic))
+                self._settled_here(seq)
+            return True
+        return False
 
     def _settled_here(self, seq: int) -> None:
         """Book a publish the reader made; the publisher task acks it (see _publisher)."""

@@ -47,6 +47,7 @@ from nats.aio.subscription import Subscription as NatsSubscription
 from loom.runtime import BusClosed, Event, InvalidArgument, LoomError, QoS, WouldBlock
 from loom.runtime.lowlevel import Inbound, TopicTrie, validate_pattern
 
+from ._inbox import Inbox
 from ._wire import Ack, Announce, Frame, Subjects
 
 __all__ = ["ClusterStats", "ClusterTransport", "PeerStats"]
@@ -261,17 +262,27 @@ class ClusterTransport:
         self._kick = anyio.Event()
         s = self._subjects
         subs: list[NatsSubscription] = []
+        # The busy ones (frames, acks) through an Inbox: no task per message.
+        lossless, realtime, acks = Inbox(), Inbox(), Inbox()
         try:
             # Bounded by nats-py: past its pending limit a subscription drops (and says so
             # through the connection's error callback). For lossless frames that is a
             # retransmission later; for realtime ones a counted loss.
             announce = await self._nc.subscribe(s.interest, pending_msgs_limit=65_536)
-            lossless = await self._nc.subscribe(
-                s.lossless(self.node), pending_msgs_limit=4 * self._window * 64
+            subs.append(announce)
+            subs.append(
+                await self._nc.subscribe(
+                    s.lossless(self.node), cb=lossless.put, pending_msgs_limit=4 * self._window * 64
+                )
             )
-            realtime = await self._nc.subscribe(s.realtime(self.node), pending_msgs_limit=8_192)
-            acks = await self._nc.subscribe(s.ack(self.node), pending_msgs_limit=65_536)
-            subs = [announce, lossless, realtime, acks]
+            subs.append(
+                await self._nc.subscribe(
+                    s.realtime(self.node), cb=realtime.put, pending_msgs_limit=8_192
+                )
+            )
+            subs.append(
+                await self._nc.subscribe(s.ack(self.node), cb=acks.put, pending_msgs_limit=65_536)
+            )
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._take_announces, announce)
                 tg.start_soon(self._receiving, self._take_lossless, lossless)
@@ -298,6 +309,8 @@ class ClusterTransport:
                 for sub in subs:
                     with contextlib.suppress(nats.errors.Error, OSError):
                         await sub.unsubscribe()
+                for inbox in (lossless, realtime, acks):
+                    inbox.close()
             for peer in self._peers.values():
                 peer.dead = True
                 peer.wake()
@@ -608,18 +621,16 @@ class ClusterTransport:
 
     # ------------------------------------------------------------------ receiving
 
-    async def _receiving(
-        self, take: Callable[[NatsSubscription], Awaitable[None]], sub: NatsSubscription
-    ) -> None:
+    async def _receiving(self, take: Callable[[Inbox], Awaitable[None]], inbox: Inbox) -> None:
         try:
-            await take(sub)
+            await take(inbox)
         except BusClosed:
             # The bus is closing: nothing more is delivered here, and nothing more acked
             # (the sender keeps what it sent for this node's next life, or drops it).
-            log.debug("cluster: bus closed; %s no longer taken", sub.subject)
+            log.debug("cluster: bus closed; frames from other nodes no longer taken")
 
-    async def _take_acks(self, sub: NatsSubscription) -> None:
-        async for msg in sub.messages:
+    async def _take_acks(self, inbox: Inbox) -> None:
+        async for msg in inbox:
             try:
                 ack = _decode_ack(msg.data)
             except msgspec.ValidationError:
@@ -653,10 +664,10 @@ class ClusterTransport:
             source = self._sources[frame.src] = _Source(frame.epoch)
         return source
 
-    async def _take_lossless(self, sub: NatsSubscription) -> None:
+    async def _take_lossless(self, inbox: Inbox) -> None:
         assert self._inbound is not None
         deliver = self._inbound.deliver_inbound
-        async for msg in sub.messages:
+        async for msg in inbox:
             frame = self._frame(msg)
             if frame is None:
                 continue
@@ -682,10 +693,10 @@ class ClusterTransport:
                 log.debug("cluster: ack to %s not sent: %s", frame.src, exc)  # resent later
             await checkpoint()
 
-    async def _take_realtime(self, sub: NatsSubscription) -> None:
+    async def _take_realtime(self, inbox: Inbox) -> None:
         assert self._inbound is not None
         deliver = self._inbound.deliver_inbound
-        async for msg in sub.messages:
+        async for msg in inbox:
             frame = self._frame(msg)
             if frame is None:
                 continue
