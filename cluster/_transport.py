@@ -584,9 +584,20 @@ class ClusterTransport:
         tick = min(self._heartbeat_s, self._rto) / 4
         next_beat = time.monotonic() + self._heartbeat_s
         was_connected = True
+        last = time.monotonic()
         while True:
             await anyio.sleep(tick)
             now = time.monotonic()
+            # Time this process did not run (a starved event loop, a paused process) is not
+            # silence of the others: their announcements and acknowledgements wait unread in
+            # the inboxes meanwhile. Without this, the first tick after a stall expires every
+            # node (and drops what is in flight to it) before those are read.
+            stalled = now - last - tick
+            last = now
+            if stalled > tick:
+                for peer in self._peers.values():
+                    peer.seen = min(now, peer.seen + stalled)
+                    peer.progress = min(now, peer.progress + stalled)
             connected = self._nc.is_connected
             if not connected or not was_connected:
                 # Nothing can be heard while away: nobody expires for it, and frames are
@@ -638,12 +649,18 @@ class ClusterTransport:
             peer = self._peers.get(ack.node)
             if peer is None or peer.epoch != ack.epoch or ack.to_epoch != peer.link:
                 continue  # for an earlier life of either side
+            # An acknowledgement is as good a sign of life as an announcement: a node that
+            # keeps acknowledging is not expired because its announcements came late (a
+            # busy or reconnecting NATS path). Expiring it would throw away the frames in
+            # flight to it, a loss on a lossless link.
+            now = time.monotonic()
+            peer.seen = now
             freed = False
             while peer.unacked and peer.unacked[0][0] <= ack.seq:
                 peer.unacked.popleft()
                 freed = True
             if freed:
-                peer.progress = time.monotonic()
+                peer.progress = now
                 peer.rto = self._rto
                 peer.wake()
                 if peer.ll_out and not self._kicked:

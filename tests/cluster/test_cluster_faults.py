@@ -168,7 +168,14 @@ async def test_a_nats_server_killed_under_a_lossless_stream_loses_nothing(
                 await keeper.wait_for(rf"flow.durable: {total} distinct", timeout=60)
             # Lossless across the kill: not one event lost, none twice (a durable
             # subscription is at least once: redeliveries are allowed, losses are not).
-            assert (int(done.group(1)), int(done.group(2))) == (total, 0), counter.output
+            # On failure, the nodes' own lines say which link dropped what.
+            said = "\n".join(
+                f"--- node {name}:\n{nodes.servers[name].output[-4000:]}"
+                for name in (sender, receiver)
+            )
+            assert (int(done.group(1)), int(done.group(2))) == (total, 0), (
+                f"{counter.output}\n{said}"
+            )
             # The directory and calls across nodes work on the two servers left.
             await nodes.wait_listed(dying, "counter", "keeper", "upperer")
             called = await nodes.loom(dying, "call", "text.upper", '{"text": "after"}')

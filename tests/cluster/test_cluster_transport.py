@@ -255,6 +255,42 @@ async def test_a_nats_restart_mid_stream_loses_nothing_lossless(tmp_path: Path) 
             assert a.transport.statistics().retransmitted_frames > 0
 
 
+async def test_a_node_that_acknowledges_is_not_expired_while_its_announcements_are_late(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # b announces only every 5 s; a expires a node after 0.6 s without hearing from it. While
+    # a streams to b, b's acknowledgements say it is alive: a must not drop it (and with it
+    # the frames in flight, and every event published until b's next announcement).
+    caplog.set_level(logging.INFO, "loom.cluster")
+    n = 3000
+    with anyio.fail_after(30):
+        async with (
+            nats_server(tmp_path) as server,
+            node(server, "a", expire_after_s=0.6) as a,
+            node(server, "b", heartbeat_s=5.0) as b,
+            b.bus.subscribe("live.>", qos=QoS.BATCHED, buffer_size=4096) as far,
+        ):
+            await wait_until(knows(a, "b", "live.>"))
+            sent: list[str] = []
+            got: list[str] = []
+
+            async def reader() -> None:
+                while len(got) < n:
+                    got.append((await far.receive()).event.id)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(reader)
+                # About 2 s of stream, well past a's expiry, before b speaks again.
+                for i in range(n):
+                    event = Event(type="t", payload=b"%d" % i)
+                    sent.append(event.id)
+                    await a.bus.publish("live.x", event)
+                    if i % 10 == 0:
+                        await anyio.sleep(0.005)  # a stream over time
+            assert got == sent
+            assert "expired" not in caplog.text
+
+
 async def test_a_node_dropped_and_heard_again_gets_a_new_link_not_taken_for_duplicates(
     tmp_path: Path,
 ) -> None:

@@ -358,7 +358,7 @@ async def test_a_call_cut_by_a_server_stop_says_so(tmp_path: Path) -> None:
             assert await server.stop(signal.SIGTERM) == 0
             assert await call.wait() == 1
         assert call.lines == [
-            f"loom call: ToolService.Call: {address} shut down before answering"
+            f"loom call: ToolService.CallStream: {address} shut down before answering"
         ], call.output
 
 

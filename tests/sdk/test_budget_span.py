@@ -193,6 +193,15 @@ async def test_the_parallel_cap_holds_over_two_agent_processes() -> None:
             await ready(host.runtime, "fan.p1", "fan.p2")
             outcome = await origin_turn(host.runtime)
     # As in process: the turn's two calls hold two of the three slots; the six nested calls
-    # (three from each process, all at once) share the one left.
-    assert calls.peak == 1
-    assert results(outcome) == {"ok": 1, "refused": 5}
+    # (three from each process, all at once) share the one left. The server counts each of
+    # the turn's calls as it arrives: when fan.p2 reaches it after fan.p1's nested calls (the
+    # two are sent at once; under load one lags), fan.p1 and two leaves hold the three slots
+    # and fan.p2 waits for one (docs/guardrails.md). Never more than three; without the
+    # shared copy all six leaves run at once.
+    seen = results(outcome)
+    if calls.peak == 1:
+        assert seen == {"ok": 1, "refused": 5}
+    else:
+        assert calls.peak == 2
+        assert seen["ok"] >= 2
+        assert seen["ok"] + seen["refused"] == 6
