@@ -537,7 +537,8 @@ class Session:
 
         Raises:
             TurnNotCancellable: the stream did not negotiate ``STREAM_FEATURE_TURN_CANCEL``,
-                or its outbound queue is full or closed (nothing was sent).
+                or its outbound queue is full (nothing was sent). A stream closing now
+                raises nothing: the cancel is held for the agent's next stream.
         """
         if not self.cancels_turns:
             raise TurnNotCancellable(
