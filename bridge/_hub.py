@@ -39,6 +39,7 @@ from ._errors import LimitExceeded, WrongAgent
 from ._identity import Principal
 from ._limits import Limits
 from ._tenants import Tenants
+from ._turn_cancels import HeldCancels
 from ._wire_types import QOS_KEY, RESTARTS_KEY, SECRET_METADATA, ToolDescriptor
 
 if TYPE_CHECKING:
@@ -274,6 +275,8 @@ class Hub:
         # Told (in line; must not block) when an agent with an A2A card opens its stream
         # (its card) and when that stream ends (None): BridgeServer.add_presence_listener.
         self.presence: list[Callable[[str, AgentCard | None], None]] = []
+        # Cancels of turns no agent confirmed yet, sent again on its next stream.
+        self.turn_cancels = HeldCancels()
 
     def announce(self, agent_id: str, card: AgentCard | None) -> None:
         """Tell the presence listeners that ``agent_id`` (with an A2A card) came or left."""

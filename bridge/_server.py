@@ -617,11 +617,17 @@ class BridgeServer:
         the frame goes to the agent, which ends that turn ``cancelled`` (its ``turn.end``
         and reply come back on the bus). False: no stream of that agent is open here.
 
+        Until the agent confirms it, the cancel is held (``bridge/_turn_cancels.py``) and
+        sent again on its next stream: one lost with a dropped stream, or asked while a
+        registered agent is reconnecting (False then), still stops its turn when it is back.
+
         Raises:
             TurnNotCancellable: its stream does not take cancels of turns, or cannot now.
         """
         session = self.hub.sessions.get(agent_id)
         if session is None:
+            if thread_id and agent_id in self.hub.registrations:
+                self.hub.turn_cancels.hold(agent_id, thread_id, reason)
             return False
         session.cancel_turn(thread_id, reason)
         return True

@@ -517,6 +517,7 @@ class Session:
                 await self._settle_durable(msg.durable_settle)
             case "turn_cancelled":
                 done = msg.turn_cancelled
+                self.hub.turn_cancels.confirm(self.agent_id, done.thread_id)
                 log.info(
                     "agent %s: %d turn(s) of thread %s cancelled",
                     self.agent_id,
@@ -536,7 +537,8 @@ class Session:
 
         Raises:
             TurnNotCancellable: the stream did not negotiate ``STREAM_FEATURE_TURN_CANCEL``,
-                or its outbound queue is full or closed (nothing was sent).
+                or its outbound queue is full (nothing was sent). A stream closing now
+                raises nothing: the cancel is held for the agent's next stream.
         """
         if not self.cancels_turns:
             raise TurnNotCancellable(
@@ -552,7 +554,37 @@ class Session:
                 self.agent_id, "its connection is too busy to take the cancel now; try again"
             ) from None
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            raise TurnNotCancellable(self.agent_id, "its connection is closing") from None
+            # The stream ends as we speak: the agent's next stream gets the cancel.
+            log.info(
+                "agent %s: its stream is closing; the cancel of thread %s is held for its next",
+                self.agent_id,
+                thread_id,
+            )
+        # Kept until the agent answers it: lost with this stream, it goes out on the next.
+        self.hub.turn_cancels.hold(self.agent_id, thread_id, reason)
+
+    def _resend_turn_cancels(self) -> None:
+        """Send again the cancels of turns the agent's earlier streams never confirmed
+        (``bridge/_turn_cancels.py``), right after the welcome, so they precede any delivery
+        of this stream; a stream that takes none drops them (its agent runs no turns now)."""
+        held = self.hub.turn_cancels
+        if not self.cancels_turns:
+            if dropped := held.drop(self.agent_id):
+                log.info(
+                    "agent %s: %d held cancel(s) of turns dropped: its stream takes none",
+                    self.agent_id,
+                    dropped,
+                )
+            return
+        for thread_id, reason in held.due(self.agent_id):
+            frame = turns_pb2.CancelTurn(thread_id=thread_id, reason=reason)
+            try:
+                self._out.send_nowait(bridge_pb2.ServerEvent(cancel_turn=frame))
+            except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                return  # still held: the next stream tries again
+            log.info(
+                "agent %s: unconfirmed cancel of thread %s sent again", self.agent_id, thread_id
+            )
 
     async def _send(self, frame: bridge_pb2.ServerEvent) -> None:
         try:
@@ -648,6 +680,7 @@ class Session:
             told = filter(self._tells, plumbing.durable_patterns())
             welcome.durable_patterns.extend(sorted(told))
         await self._send(bridge_pb2.ServerEvent(welcome=welcome))
+        self._resend_turn_cancels()
         if self._unwatch is not None and self._tg is not None:
             self._tg.start_soon(self._tell_durable)
 
