@@ -42,6 +42,7 @@ from loom.runtime import AgentNotFound, AgentRuntime
 from loom.runtime.lowlevel import (
     MAX_TOOL_OUTPUT_PIECES,
     ToolOutputPieces,
+    current_frame,
     drain_pieces_until,
     frame_from_headers,
     in_frame,
@@ -178,6 +179,12 @@ class ClusterCalls:
                 )
         reply = pending.reply
         assert reply is not None
+        if reply.scope_calls > 0:
+            # The calls the other node made for this turn count here too, even when the call
+            # failed (they were made): the turn's next call sees the whole tree's count.
+            frame = current_frame()
+            if frame is not None:
+                frame.scope.add_calls(reply.scope_calls)
         if reply.error is not None:
             raise error_from_wire(reply.error)
         return _json(reply.output) if reply.output else None
@@ -301,11 +308,8 @@ class ClusterCalls:
             # reply subject's child: a request cannot make this node publish elsewhere.
             wanted = request.output == request.reply + _OUTPUT_SUFFIX
             sink = functools.partial(self._send_output, request) if wanted else None
-            with (
-                scope,
-                in_frame(frame_from_headers(request.headers, pushed=True)),
-                tool_output_sink(sink),
-            ):
+            frame = frame_from_headers(request.headers, pushed=True)
+            with scope, in_frame(frame), tool_output_sink(sink):
                 timeout = request.timeout_ms / 1000 if request.timeout_ms else None
                 try:
                     value = await self.runtime.call_tool(
@@ -320,6 +324,14 @@ class ClusterCalls:
                     if isinstance(exc, ToolError) and exc.tool is None:
                         exc.tool = request.tool
                     reply = CallReply(id=request.id, error=error_to_wire(exc))
+                if frame is not None and reply is not None:
+                    # This node's copy of the caller's scope counted the calls made under
+                    # the call here (and those its own calls to further nodes reported): the
+                    # caller never saw them, so they go back with the answer. A scope this
+                    # process holds itself (nodes sharing one process) counted them already.
+                    calls = frame.scope.local_calls() if frame.scope.detached else 0
+                    if calls > 0:
+                        reply = msgspec.structs.replace(reply, scope_calls=calls)
         finally:
             self._serving.pop((request.caller, request.id), None)
         if reply is not None:  # None: cancelled by the caller, who waits for nothing
