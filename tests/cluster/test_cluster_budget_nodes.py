@@ -5,6 +5,7 @@ whole call tree, on a real nats-server."""
 from __future__ import annotations
 
 import sys
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import anyio
@@ -19,9 +20,11 @@ from loom.runtime.collab import request
 from loom.runtime.llm import OpenAIProvider, ProviderConfig
 from loom.runtime.testing import Reply, ScriptedLLMServer, ScriptedToolCall
 
-from ..sdk._cli_support import clean_env, running_argv
+from ..sdk._cli_support import clean_env, loom, running_argv
 from .conftest import NatsServerProcess
 from .test_cluster_directory import node, wait_until
+from .test_tool_output_nodes import node as serve_node
+from .test_tool_output_nodes import wait_for_tool
 
 pytestmark = pytest.mark.anyio
 
@@ -75,6 +78,87 @@ async def test_the_tool_call_cap_holds_over_calls_made_on_another_node(
     assert third.is_error
     assert "refused: max_tool_calls (5) reached" in third.content
     assert (outcome.kind, outcome.budget) == ("budget_exhausted", "max_tool_calls")
+
+
+LEAF = """\
+import sys
+
+from loom import Agent
+from loom.runtime.tools import FunctionTool
+
+count = 0
+
+
+async def leaf() -> str:
+    global count
+    count += 1
+    print("leaf.x", count, flush=True)
+    return "leaf"
+
+
+tool = FunctionTool(
+    leaf, name="leaf.x", description="A leaf.", parameters_schema={"type": "object"}
+)
+if __name__ == "__main__":
+    Agent("leafer", capabilities=[tool]).run()
+"""
+
+
+async def test_the_servers_cap_holds_over_bridge_agents_of_another_serve_node(
+    tmp_path: Path, nats_server: NatsServerProcess
+) -> None:
+    # Two ``loom serve --nats`` nodes. Node a hosts ``assistant`` under its [budget]
+    # max_tool_calls = 5; on node b, SDK agents: fan.p1 (calls leaf.x n times through node b's
+    # server) and leaf.x. As in process: the first fan.p1 call and its three leaf.x calls are
+    # four; the second fan.p1 the fifth, its calls all refused; the third refused on node a.
+    (tmp_path / "leaf.py").write_text(LEAF)
+    (tmp_path / "a").mkdir()
+    with anyio.fail_after(150):
+        async with ScriptedLLMServer() as llm, AsyncExitStack() as stack:
+            (tmp_path / "a" / "loom.toml").write_text(
+                "[llm.scripted]\n"
+                'kind = "openai"\n'
+                'model = "scripted-model"\n'
+                f'base_url = "{llm.openai_base_url}"\n'
+                "timeout_s = 10\n\n"
+                "[agents.assistant]\n"
+                'llm = "scripted"\n'
+                'capabilities = ["fan.p1"]\n\n'
+                "[budget]\n"
+                "max_tool_calls = 5\n"
+            )
+            fan_p1 = [ScriptedToolCall(name="fan_p1", arguments={"n": n}) for n in (3, 3, 1)]
+            llm.push(*(Reply(tool_calls=[call]) for call in fan_p1), Reply(text="done"))
+            server_a, a = await serve_node(stack, tmp_path, nats_server, "a")
+            await server_a.wait_for(r"hosting agent assistant")
+            _, b = await serve_node(stack, tmp_path, nats_server, "b")
+            env = clean_env(LOOM_BRIDGE_ADDR=b)
+            leafer = await stack.enter_async_context(
+                running_argv([sys.executable, str(tmp_path / "leaf.py")], cwd=tmp_path, env=env)
+            )
+            fanner = await stack.enter_async_context(
+                running_argv(
+                    [
+                        sys.executable,
+                        str(HERE.parent / "sdk" / "_budget_remote_agent.py"),
+                        "fan",
+                        "p1",
+                    ],
+                    cwd=tmp_path,
+                    env=env,
+                )
+            )
+            await leafer.wait_for("connected to .* as leafer$", timeout=30)
+            await fanner.wait_for("connected to .* as p1$", timeout=30)
+            await wait_for_tool(a, "fan.p1", tmp_path)
+            asked = await loom("ask", "assistant", "go", "-a", a, cwd=tmp_path)
+            assert asked.returncode == 1, asked.stdout
+            assert b"budget max_tool_calls exhausted" in asked.stderr, asked.stderr
+            await leafer.wait_for(r"^leaf\.x 3$")
+            assert leafer.count(r"^leaf\.x ") == 3, leafer.output
+            # The model saw the second fan.p1 call's result: all three of its calls refused.
+            third_request = str(llm.requests[2])
+            assert '"refused":3' in third_request, third_request
 
 
 def test_a_reply_count_is_last_and_optional_on_the_wire() -> None:
