@@ -12,7 +12,9 @@ import anyio
 import msgspec
 import pytest
 
-from loom.runtime import Budget
+from loom.runtime import Budget, BudgetLedger
+from loom.runtime.cognition._budgeting import TurnBudget
+from loom.runtime.llm import OpenAIProvider, ProviderConfig
 from loom.runtime.testing import Reply, ScriptedLLMServer, ScriptedToolCall
 
 from ._cli_support import Running, clean_env, loom, running, running_argv
@@ -25,7 +27,9 @@ import sys
 import msgspec
 
 from loom import CognitiveAgent
-from loom.runtime import Budget
+from loom.runtime import Budget, BudgetLedger
+from loom.runtime.cognition._budgeting import TurnBudget
+from loom.runtime.llm import OpenAIProvider, ProviderConfig
 from loom.runtime.llm import OpenAIProvider, ProviderConfig
 from loom.runtime.tools import FunctionTool
 
@@ -113,3 +117,46 @@ async def test_the_servers_turn_limits_bind_an_agent_in_its_own_process(tmp_path
             assert asked.returncode == 1, asked.stdout
             assert b"budget turn_tokens exhausted" in asked.stderr, asked.stderr
             assert len(llm.requests) == 3
+
+
+class _Server:
+    """A budget authority that only answers its turn limits."""
+
+    def __init__(self, limits: Budget | None) -> None:
+        self.limits = limits
+
+    async def hold(self, **_: object) -> None:
+        return None
+
+    async def turn_limits(self, agent_id: str) -> Budget | None:
+        return self.limits
+
+
+@pytest.mark.parametrize(
+    ("own", "server", "applied"),
+    [
+        # Each limit the smaller of the two; one set on one side only applies as set.
+        (Budget(max_tool_calls=1), Budget(max_tool_calls=2), Budget(max_tool_calls=1)),
+        (Budget(max_tool_calls=3), Budget(max_tool_calls=2), Budget(max_tool_calls=2)),
+        (
+            Budget(turn_tokens=100, max_call_depth=3),
+            Budget(turn_cost_usd=0.5, max_parallel_tool_calls=2),
+            Budget(turn_tokens=100, turn_cost_usd=0.5, max_parallel_tool_calls=2, max_call_depth=3),
+        ),
+        # Window limits are the server's to hold (Budgets.Hold), not the turn's.
+        (Budget(), Budget(agent_tokens=10), Budget()),
+        # An old server: the agent's own alone.
+        (Budget(max_tool_calls=4), None, Budget(max_tool_calls=4)),
+    ],
+)
+async def test_a_turn_applies_the_stricter_of_the_servers_limits_and_its_own(
+    own: Budget, server: Budget | None, applied: Budget
+) -> None:
+    ledger = BudgetLedger(authority=_Server(server))
+    with anyio.fail_after(10):
+        async with ScriptedLLMServer() as llm_server:
+            config = ProviderConfig(kind="openai", model="m", base_url=llm_server.openai_base_url)
+            async with OpenAIProvider("scripted", config) as llm:
+                turn = TurnBudget(own, ledger, llm, "agent", "thread")
+                await turn.prepare()  # no model call: the limits only
+    assert turn.budget == applied
