@@ -27,6 +27,7 @@ from loom.bridge._generated import budget_service_pb2, budget_service_pb2_grpc
 from loom.runtime import Budget, BudgetExhausted, BudgetUnavailable, LoomError
 
 from ._aio import unary
+from ._budget_service import TURN_LIMITS
 from ._errors import ConnectionLost
 from ._llm_client import Channel, Metadata
 from ._status import error_from_status
@@ -37,6 +38,9 @@ log = logging.getLogger("loom.bridge.budgets")
 
 DEFAULT_BUDGET_TIMEOUT_S = 10.0
 """How long a model call waits for the server's ledger before it is refused."""
+
+MAX_AGENTS_KEPT = 1024
+"""The agents whose server turn limits a client keeps (the oldest asked again)."""
 
 
 def limits_of(budget: Budget) -> budget_service_pb2.SpendLimits:
@@ -73,6 +77,8 @@ class RemoteBudgets:
         self.timeout_s = timeout_s
         self.absent = False
         """The server answered UNIMPLEMENTED: holds are kept in this process."""
+        self._turn_limits: dict[str, Budget] = {}  # by agent id, at most MAX_AGENTS_KEPT
+        self._no_turn_limits = False
 
     async def hold(
         self, *, agent_id: str, thread_id: str, budget: Budget, tokens: int, cost: float
@@ -103,11 +109,44 @@ class RemoteBudgets:
             )
         return _RemoteHold(self, reply.hold_id)
 
+    async def turn_limits(self, agent_id: str) -> Budget | None:
+        """The server's per-turn limits for ``agent_id`` (``TurnLimits``), asked once per agent
+        and kept: ``None`` from a server without them (an older Loom).
+
+        Raises:
+            BudgetUnavailable: no answer within ``timeout_s``, or the call failed (fail
+                closed, as a ``Hold``: a turn the server's caps could not reach is not run).
+        """
+        if self._no_turn_limits:
+            return None
+        known = self._turn_limits.get(agent_id)
+        if known is not None:
+            return known
+        reply = await self._call(
+            "TurnLimits", budget_service_pb2.TurnLimitsRequest(agent_id=agent_id)
+        )
+        if reply is None:
+            return None
+        assert isinstance(reply, budget_service_pb2.TurnLimitsResponse)
+        given = {name: getattr(reply, name) for name in TURN_LIMITS if reply.HasField(name)}
+        limits = Budget(**given)
+        if len(self._turn_limits) >= MAX_AGENTS_KEPT:
+            self._turn_limits.pop(next(iter(self._turn_limits)))
+        self._turn_limits[agent_id] = limits
+        return limits
+
     async def _call(
         self,
         what: str,
-        message: budget_service_pb2.HoldSpendRequest | budget_service_pb2.SettleSpendRequest,
-    ) -> budget_service_pb2.HoldSpendResponse | budget_service_pb2.SettleSpendResponse | None:
+        message: budget_service_pb2.HoldSpendRequest
+        | budget_service_pb2.SettleSpendRequest
+        | budget_service_pb2.TurnLimitsRequest,
+    ) -> (
+        budget_service_pb2.HoldSpendResponse
+        | budget_service_pb2.SettleSpendResponse
+        | budget_service_pb2.TurnLimitsResponse
+        | None
+    ):
         limit = self.timeout_s
         try:
             with anyio.fail_after(limit):
@@ -115,6 +154,9 @@ class RemoteBudgets:
                 if isinstance(message, budget_service_pb2.HoldSpendRequest):
                     rpc = stub.Hold(message, timeout=limit, metadata=self._metadata())
                     return await unary(rpc)
+                if isinstance(message, budget_service_pb2.TurnLimitsRequest):
+                    asked = stub.TurnLimits(message, timeout=limit, metadata=self._metadata())
+                    return await unary(asked)
                 return await unary(stub.Settle(message, timeout=limit, metadata=self._metadata()))
         except TimeoutError:
             why = f"the server did not answer {what} within {limit:g} s"
@@ -123,6 +165,11 @@ class RemoteBudgets:
             raise BudgetUnavailable(f"Budgets.{what}: {exc}") from None
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
+            if code is grpc.StatusCode.UNIMPLEMENTED and what == "TurnLimits":
+                # A server that keeps budgets but predates its turn limits reaching agents.
+                log.info("the server sends no turn limits: the agent's own apply")
+                self._no_turn_limits = True
+                return None
             if code is grpc.StatusCode.UNIMPLEMENTED:
                 log.info("the server keeps no budgets for remote agents: spend is kept here")
                 self.absent = True

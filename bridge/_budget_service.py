@@ -41,6 +41,15 @@ _Context = grpc.aio.ServicerContext[Any, Any]
 MAX_OPEN_HOLDS = 10_000
 """Holds kept open at most (a model call in flight each)."""
 
+TURN_LIMITS = (
+    "turn_tokens",
+    "turn_cost_usd",
+    "max_tool_calls",
+    "max_parallel_tool_calls",
+    "max_call_depth",
+)
+"""The per-turn limits of a :class:`~loom.runtime.Budget` (``TurnLimitsResponse``'s fields)."""
+
 
 def budget_from_limits(limits: budget_service_pb2.SpendLimits) -> Budget:
     """The agent's own window limits as a :class:`~loom.runtime.Budget`.
@@ -117,6 +126,19 @@ class BudgetsServicer(budget_service_pb2_grpc.BudgetsServicer):
             self._holds.popitem(last=False)  # its estimate stays counted
             self.forgotten += 1
         return budget_service_pb2.HoldSpendResponse(hold_id=hold_id)
+
+    async def TurnLimits(
+        self, request: budget_service_pb2.TurnLimitsRequest, context: _Context
+    ) -> budget_service_pb2.TurnLimitsResponse:
+        agent_id = request.agent_id
+        await self._check(context, agent_id)
+        # What a hosted agent with no limits of its own would get: [budget.agents.<id>] over
+        # [budget]. The agent takes the stricter of these and its own.
+        server = self.hub.runtime.budgets.budget_for(agent_id, Budget())
+        given = {name: getattr(server, name) for name in TURN_LIMITS}
+        return budget_service_pb2.TurnLimitsResponse(
+            **{name: value for name, value in given.items() if value is not None}
+        )
 
     async def Settle(
         self, request: budget_service_pb2.SettleSpendRequest, context: _Context

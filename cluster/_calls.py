@@ -41,7 +41,9 @@ from nats.aio.subscription import Subscription
 from loom.runtime import AgentNotFound, AgentRuntime
 from loom.runtime.lowlevel import (
     MAX_TOOL_OUTPUT_PIECES,
+    CallFrame,
     ToolOutputPieces,
+    current_frame,
     drain_pieces_until,
     frame_from_headers,
     in_frame,
@@ -178,6 +180,12 @@ class ClusterCalls:
                 )
         reply = pending.reply
         assert reply is not None
+        if reply.scope_calls > 0:
+            # The calls the other node made for this turn count here too, even when the call
+            # failed (they were made): the turn's next call sees the whole tree's count.
+            frame = current_frame()
+            if frame is not None:
+                frame.scope.add_calls(reply.scope_calls)
         if reply.error is not None:
             raise error_from_wire(reply.error)
         return _json(reply.output) if reply.output else None
@@ -301,11 +309,9 @@ class ClusterCalls:
             # reply subject's child: a request cannot make this node publish elsewhere.
             wanted = request.output == request.reply + _OUTPUT_SUFFIX
             sink = functools.partial(self._send_output, request) if wanted else None
-            with (
-                scope,
-                in_frame(frame_from_headers(request.headers, pushed=True)),
-                tool_output_sink(sink),
-            ):
+            frame = _node_frame(request.headers)
+            before = 0 if frame is None else frame.scope.tool_calls
+            with scope, in_frame(frame), tool_output_sink(sink):
                 timeout = request.timeout_ms / 1000 if request.timeout_ms else None
                 try:
                     value = await self.runtime.call_tool(
@@ -320,6 +326,15 @@ class ClusterCalls:
                     if isinstance(exc, ToolError) and exc.tool is None:
                         exc.tool = request.tool
                     reply = CallReply(id=request.id, error=error_to_wire(exc))
+                if frame is not None and frame.scope.detached and reply is not None:
+                    # This node's copy of the caller's scope counted the calls made for the
+                    # turn here while the call ran (and those its calls to further nodes and
+                    # its bridge agents reported): the caller never saw them, so they go back
+                    # with the answer. A scope this process holds itself (nodes sharing one
+                    # process) counted them already.
+                    calls = frame.scope.tool_calls - before
+                    if calls > 0:
+                        reply = msgspec.structs.replace(reply, scope_calls=calls)
         finally:
             self._serving.pop((request.caller, request.id), None)
         if reply is not None:  # None: cancelled by the caller, who waits for nothing
@@ -343,3 +358,25 @@ class ClusterCalls:
             log.warning(
                 "cluster: the answer to %s of node %s is lost: %s", request.id, request.caller, exc
             )
+
+
+def _node_frame(headers: dict[str, str]) -> CallFrame | None:
+    """The frame a call from another node runs in: this node's shared copy of the caller's
+    scope (the one its bridge server counts its agents' calls for the turn in, so those count
+    too), with the caller's count on its calls left.
+
+    The copy is kept by scope id over the calls of the turn that reach this node. Its cap is
+    lowered to its count plus the calls the caller says are left: the caller counted what this
+    node reported before, and its own calls since (a later call carries fewer calls left).
+    Calls of the turn running here at once each report what the copy counted while they ran,
+    so the caller may count some twice: it stops early, never late."""
+    frame = frame_from_headers(headers, pushed=True, shared=True)
+    if frame is None or not frame.scope.detached:
+        return frame
+    left = headers.get("loom-scope-caps", "-").split(",")[0]
+    if left.isdigit():
+        scope = frame.scope
+        cap = scope.tool_calls + int(left)
+        if scope.max_tool_calls is None or cap < scope.max_tool_calls:
+            scope.max_tool_calls = cap
+    return frame

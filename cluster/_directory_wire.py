@@ -149,11 +149,21 @@ class CallOutput(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
 
 
 class CallReply(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
-    """The answer: ``output`` (JSON text) or ``error``."""
+    """The answer: ``output`` (JSON text) or ``error``.
+
+    Attributes:
+        scope_calls: the tool calls this node counted for the caller's turn while serving the
+            call (its copy of the turn's scope, nested calls on further nodes included), which
+            the calling node never saw: it adds them to its own count, so the turn's
+            ``max_tool_calls`` holds over the whole tree (``docs/guardrails.md``, "Across the
+            bridge"). Last and defaulted: a node that predates it sends none (0) and ignores
+            one.
+    """
 
     id: str
     output: str = ""
     error: CallError | None = None
+    scope_calls: int = 0
 
 
 def error_to_wire(exc: ToolError | AgentNotFound) -> CallError:

@@ -24,23 +24,27 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cloom/v1/budget_service.proto\x12\x07loom.v1\"\xa9\x02\n\x0bSpendLimits\x12\x1a\n\rthread_tokens\x18\x01 \x01(\x04H\x00\x88\x01\x01\x12\x1c\n\x0fthread_cost_usd\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x19\n\x0c\x61gent_tokens\x18\x03 \x01(\x04H\x02\x88\x01\x01\x12\x1b\n\x0e\x61gent_cost_usd\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12\x1a\n\rtenant_tokens\x18\x05 \x01(\x04H\x04\x88\x01\x01\x12\x1c\n\x0ftenant_cost_usd\x18\x06 \x01(\x01H\x05\x88\x01\x01\x42\x10\n\x0e_thread_tokensB\x12\n\x10_thread_cost_usdB\x0f\n\r_agent_tokensB\x11\n\x0f_agent_cost_usdB\x10\n\x0e_tenant_tokensB\x12\n\x10_tenant_cost_usd\"\x7f\n\x10HoldSpendRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x11\n\tthread_id\x18\x02 \x01(\t\x12\x0e\n\x06tokens\x18\x03 \x01(\x04\x12\x10\n\x08\x63ost_usd\x18\x04 \x01(\x01\x12$\n\x06limits\x18\x05 \x01(\x0b\x32\x14.loom.v1.SpendLimits\"c\n\x11HoldSpendResponse\x12\x0f\n\x07hold_id\x18\x01 \x01(\t\x12\x0f\n\x07refused\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x01\x12\r\n\x05spent\x18\x04 \x01(\x01\x12\x0e\n\x06needed\x18\x05 \x01(\x01\"G\n\x12SettleSpendRequest\x12\x0f\n\x07hold_id\x18\x01 \x01(\t\x12\x0e\n\x06tokens\x18\x02 \x01(\x04\x12\x10\n\x08\x63ost_usd\x18\x03 \x01(\x01\"\x15\n\x13SettleSpendResponse2\x8d\x01\n\x07\x42udgets\x12=\n\x04Hold\x12\x19.loom.v1.HoldSpendRequest\x1a\x1a.loom.v1.HoldSpendResponse\x12\x43\n\x06Settle\x12\x1b.loom.v1.SettleSpendRequest\x1a\x1c.loom.v1.SettleSpendResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cloom/v1/budget_service.proto\x12\x07loom.v1\"%\n\x11TurnLimitsRequest\x12\x10\n\x08\x61gent_id\x18\x14 \x01(\t\"\x8e\x02\n\x12TurnLimitsResponse\x12\x18\n\x0bturn_tokens\x18\x14 \x01(\x04H\x00\x88\x01\x01\x12\x1a\n\rturn_cost_usd\x18\x15 \x01(\x01H\x01\x88\x01\x01\x12\x1b\n\x0emax_tool_calls\x18\x16 \x01(\x04H\x02\x88\x01\x01\x12$\n\x17max_parallel_tool_calls\x18\x17 \x01(\x04H\x03\x88\x01\x01\x12\x1b\n\x0emax_call_depth\x18\x18 \x01(\x04H\x04\x88\x01\x01\x42\x0e\n\x0c_turn_tokensB\x10\n\x0e_turn_cost_usdB\x11\n\x0f_max_tool_callsB\x1a\n\x18_max_parallel_tool_callsB\x11\n\x0f_max_call_depth\"\xa9\x02\n\x0bSpendLimits\x12\x1a\n\rthread_tokens\x18\x01 \x01(\x04H\x00\x88\x01\x01\x12\x1c\n\x0fthread_cost_usd\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x19\n\x0c\x61gent_tokens\x18\x03 \x01(\x04H\x02\x88\x01\x01\x12\x1b\n\x0e\x61gent_cost_usd\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12\x1a\n\rtenant_tokens\x18\x05 \x01(\x04H\x04\x88\x01\x01\x12\x1c\n\x0ftenant_cost_usd\x18\x06 \x01(\x01H\x05\x88\x01\x01\x42\x10\n\x0e_thread_tokensB\x12\n\x10_thread_cost_usdB\x0f\n\r_agent_tokensB\x11\n\x0f_agent_cost_usdB\x10\n\x0e_tenant_tokensB\x12\n\x10_tenant_cost_usd\"\x7f\n\x10HoldSpendRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x11\n\tthread_id\x18\x02 \x01(\t\x12\x0e\n\x06tokens\x18\x03 \x01(\x04\x12\x10\n\x08\x63ost_usd\x18\x04 \x01(\x01\x12$\n\x06limits\x18\x05 \x01(\x0b\x32\x14.loom.v1.SpendLimits\"c\n\x11HoldSpendResponse\x12\x0f\n\x07hold_id\x18\x01 \x01(\t\x12\x0f\n\x07refused\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x01\x12\r\n\x05spent\x18\x04 \x01(\x01\x12\x0e\n\x06needed\x18\x05 \x01(\x01\"G\n\x12SettleSpendRequest\x12\x0f\n\x07hold_id\x18\x01 \x01(\t\x12\x0e\n\x06tokens\x18\x02 \x01(\x04\x12\x10\n\x08\x63ost_usd\x18\x03 \x01(\x01\"\x15\n\x13SettleSpendResponse2\xd4\x01\n\x07\x42udgets\x12=\n\x04Hold\x12\x19.loom.v1.HoldSpendRequest\x1a\x1a.loom.v1.HoldSpendResponse\x12\x43\n\x06Settle\x12\x1b.loom.v1.SettleSpendRequest\x1a\x1c.loom.v1.SettleSpendResponse\x12\x45\n\nTurnLimits\x12\x1a.loom.v1.TurnLimitsRequest\x1a\x1b.loom.v1.TurnLimitsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'loom.bridge._generated.budget_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SPENDLIMITS']._serialized_start=42
-  _globals['_SPENDLIMITS']._serialized_end=339
-  _globals['_HOLDSPENDREQUEST']._serialized_start=341
-  _globals['_HOLDSPENDREQUEST']._serialized_end=468
-  _globals['_HOLDSPENDRESPONSE']._serialized_start=470
-  _globals['_HOLDSPENDRESPONSE']._serialized_end=569
-  _globals['_SETTLESPENDREQUEST']._serialized_start=571
-  _globals['_SETTLESPENDREQUEST']._serialized_end=642
-  _globals['_SETTLESPENDRESPONSE']._serialized_start=644
-  _globals['_SETTLESPENDRESPONSE']._serialized_end=665
-  _globals['_BUDGETS']._serialized_start=668
-  _globals['_BUDGETS']._serialized_end=809
+  _globals['_TURNLIMITSREQUEST']._serialized_start=41
+  _globals['_TURNLIMITSREQUEST']._serialized_end=78
+  _globals['_TURNLIMITSRESPONSE']._serialized_start=81
+  _globals['_TURNLIMITSRESPONSE']._serialized_end=351
+  _globals['_SPENDLIMITS']._serialized_start=354
+  _globals['_SPENDLIMITS']._serialized_end=651
+  _globals['_HOLDSPENDREQUEST']._serialized_start=653
+  _globals['_HOLDSPENDREQUEST']._serialized_end=780
+  _globals['_HOLDSPENDRESPONSE']._serialized_start=782
+  _globals['_HOLDSPENDRESPONSE']._serialized_end=881
+  _globals['_SETTLESPENDREQUEST']._serialized_start=883
+  _globals['_SETTLESPENDREQUEST']._serialized_end=954
+  _globals['_SETTLESPENDRESPONSE']._serialized_start=956
+  _globals['_SETTLESPENDRESPONSE']._serialized_end=977
+  _globals['_BUDGETS']._serialized_start=980
+  _globals['_BUDGETS']._serialized_end=1192
 # @@protoc_insertion_point(module_scope)

@@ -5,6 +5,26 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class TurnLimitsRequest(_message.Message):
+    __slots__ = ("agent_id",)
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    def __init__(self, agent_id: _Optional[str] = ...) -> None: ...
+
+class TurnLimitsResponse(_message.Message):
+    __slots__ = ("turn_tokens", "turn_cost_usd", "max_tool_calls", "max_parallel_tool_calls", "max_call_depth")
+    TURN_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TURN_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
+    MAX_PARALLEL_TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CALL_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    turn_tokens: int
+    turn_cost_usd: float
+    max_tool_calls: int
+    max_parallel_tool_calls: int
+    max_call_depth: int
+    def __init__(self, turn_tokens: _Optional[int] = ..., turn_cost_usd: _Optional[float] = ..., max_tool_calls: _Optional[int] = ..., max_parallel_tool_calls: _Optional[int] = ..., max_call_depth: _Optional[int] = ...) -> None: ...
+
 class SpendLimits(_message.Message):
     __slots__ = ("thread_tokens", "thread_cost_usd", "agent_tokens", "agent_cost_usd", "tenant_tokens", "tenant_cost_usd")
     THREAD_TOKENS_FIELD_NUMBER: _ClassVar[int]

@@ -46,6 +46,11 @@ class BudgetsStub:
                 request_serializer=loom_dot_v1_dot_budget__service__pb2.SettleSpendRequest.SerializeToString,
                 response_deserializer=loom_dot_v1_dot_budget__service__pb2.SettleSpendResponse.FromString,
                 _registered_method=True)
+        self.TurnLimits = channel.unary_unary(
+                '/loom.v1.Budgets/TurnLimits',
+                request_serializer=loom_dot_v1_dot_budget__service__pb2.TurnLimitsRequest.SerializeToString,
+                response_deserializer=loom_dot_v1_dot_budget__service__pb2.TurnLimitsResponse.FromString,
+                _registered_method=True)
 
 
 class BudgetsServicer:
@@ -72,6 +77,17 @@ class BudgetsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TurnLimits(self, request, context):
+        """Added (issue 16 §2, budget-nodes): the server's per-turn limits and caps for the agent
+        ([budget.agents.<id>] over [budget]: turn_tokens, turn_cost_usd, max_tool_calls,
+        max_parallel_tool_calls, max_call_depth), which the agent's turns apply as the stricter of
+        them and its own, so the server's [budget] binds every turn it serves. Asked once per
+        agent by a client; an old server answers UNIMPLEMENTED and the agent's own limits apply.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BudgetsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -84,6 +100,11 @@ def add_BudgetsServicer_to_server(servicer, server):
                     servicer.Settle,
                     request_deserializer=loom_dot_v1_dot_budget__service__pb2.SettleSpendRequest.FromString,
                     response_serializer=loom_dot_v1_dot_budget__service__pb2.SettleSpendResponse.SerializeToString,
+            ),
+            'TurnLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.TurnLimits,
+                    request_deserializer=loom_dot_v1_dot_budget__service__pb2.TurnLimitsRequest.FromString,
+                    response_serializer=loom_dot_v1_dot_budget__service__pb2.TurnLimitsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -142,6 +163,33 @@ class Budgets:
             '/loom.v1.Budgets/Settle',
             loom_dot_v1_dot_budget__service__pb2.SettleSpendRequest.SerializeToString,
             loom_dot_v1_dot_budget__service__pb2.SettleSpendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TurnLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loom.v1.Budgets/TurnLimits',
+            loom_dot_v1_dot_budget__service__pb2.TurnLimitsRequest.SerializeToString,
+            loom_dot_v1_dot_budget__service__pb2.TurnLimitsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -31,17 +31,21 @@ class BudgetsStub:
     def __new__(cls, channel: grpc.aio.Channel) -> BudgetsAsyncStub: ...  # type: ignore[misc]
     Hold: grpc.UnaryUnaryMultiCallable[_budget_service_pb2.HoldSpendRequest, _budget_service_pb2.HoldSpendResponse]
     Settle: grpc.UnaryUnaryMultiCallable[_budget_service_pb2.SettleSpendRequest, _budget_service_pb2.SettleSpendResponse]
+    TurnLimits: grpc.UnaryUnaryMultiCallable[_budget_service_pb2.TurnLimitsRequest, _budget_service_pb2.TurnLimitsResponse]
 
 class BudgetsAsyncStub:
     def __init__(self, channel: grpc.aio.Channel) -> None: ...
     Hold: grpc.aio.UnaryUnaryMultiCallable[_budget_service_pb2.HoldSpendRequest, _budget_service_pb2.HoldSpendResponse]
     Settle: grpc.aio.UnaryUnaryMultiCallable[_budget_service_pb2.SettleSpendRequest, _budget_service_pb2.SettleSpendResponse]
+    TurnLimits: grpc.aio.UnaryUnaryMultiCallable[_budget_service_pb2.TurnLimitsRequest, _budget_service_pb2.TurnLimitsResponse]
 
 class BudgetsServicer(metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def Hold(self, request: _budget_service_pb2.HoldSpendRequest, context: _ServicerContext) -> _budget_service_pb2.HoldSpendResponse | collections.abc.Awaitable[_budget_service_pb2.HoldSpendResponse]: ...
     @abc.abstractmethod
     def Settle(self, request: _budget_service_pb2.SettleSpendRequest, context: _ServicerContext) -> _budget_service_pb2.SettleSpendResponse | collections.abc.Awaitable[_budget_service_pb2.SettleSpendResponse]: ...
+    @abc.abstractmethod
+    def TurnLimits(self, request: _budget_service_pb2.TurnLimitsRequest, context: _ServicerContext) -> _budget_service_pb2.TurnLimitsResponse | collections.abc.Awaitable[_budget_service_pb2.TurnLimitsResponse]: ...
 
 def add_BudgetsServicer_to_server(
     servicer: BudgetsServicer, server: grpc.Server | grpc.aio.Server

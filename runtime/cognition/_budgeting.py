@@ -98,6 +98,22 @@ class TurnBudget:
         self.joined = False
         self._frame: CallFrame | None = None
 
+    async def prepare(self) -> None:
+        """Before the turn starts: an agent in its own process takes the server's per-turn
+        limits for it (``[budget]``, ``[budget.agents.<id>]``), the stricter of them and its
+        own, so the server's budget binds every turn it serves as it binds a hosted agent's.
+
+        Raises:
+            BudgetUnavailable: the server did not answer (fail closed, as a model call's hold).
+        """
+        authority = self._ledger.authority
+        ask = getattr(authority, "turn_limits", None)
+        if ask is None:
+            return
+        server: Budget | None = await ask(self._agent_id)
+        if server is not None:
+            self.budget = _stricter(self.budget, server)
+
     @contextmanager
     def current(self) -> Iterator[None]:
         """The turn's call frame, current while the turn runs (decided as it starts)."""
@@ -251,3 +267,23 @@ class _ToolCall:
             # The server refused this turn's own call: the calls of the other processes its
             # calls reached used the rest of the cap. The turn ends as when it refuses one.
             self._budget.exhausted = refused.budget
+
+
+_TURN_LIMITS = (
+    "turn_tokens",
+    "turn_cost_usd",
+    "max_tool_calls",
+    "max_parallel_tool_calls",
+    "max_call_depth",
+)
+
+
+def _stricter(own: Budget, server: Budget) -> Budget:
+    """``own`` with each per-turn limit the smaller of its and ``server``'s (unset: none)."""
+    changes = {}
+    for name in _TURN_LIMITS:
+        theirs = getattr(server, name)
+        mine = getattr(own, name)
+        if theirs is not None and (mine is None or theirs < mine):
+            changes[name] = theirs
+    return msgspec.structs.replace(own, **changes) if changes else own

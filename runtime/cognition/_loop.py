@@ -429,6 +429,7 @@ class Turn:
                 if self._cancel_requested:
                     scope.cancel()
                 try:
+                    await self._budget.prepare()  # the server's turn limits, for a remote agent
                     with self._budget.current():
                         outcome = await self._run(span)
                 except BudgetExhausted as exc:  # refused before the call: no surprise bill

@@ -20,7 +20,8 @@
 
 An agent's own ``CognitiveAgent(budget=...)`` wins over its ``[budget.agents.<id>]`` table,
 which wins over the defaults (``docs/guardrails.md``). Agents connected through the bridge
-keep their spend in their own process: the server's ``[budget]`` does not reach them.
+hold their spend in the server's windows (``Budgets.Hold``), and their turns apply the
+stricter of the server's per-turn limits (``Budgets.TurnLimits``) and their own.
 """
 
 from __future__ import annotations
