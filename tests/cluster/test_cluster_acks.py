@@ -5,6 +5,7 @@ sender ends with nothing unacknowledged. A real nats-server throughout."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -14,9 +15,13 @@ from nats.aio.msg import Msg
 from loom.runtime import Event, QoS
 
 from ._jetstream_support import connect, nats_server
-from .test_cluster_transport import knows, node, take, wait_until
+from .test_cluster_transport import Node, knows, node, take, wait_until
 
 pytestmark = pytest.mark.anyio
+
+
+def sent_more_than(sender: Node, n: int) -> bool:
+    return sender.transport.statistics().sent_frames > n
 
 
 async def test_frames_waiting_together_are_acknowledged_together(tmp_path: Path) -> None:
@@ -43,7 +48,7 @@ async def test_frames_waiting_together_are_acknowledged_together(tmp_path: Path)
                 # waits in the first frames and the rest queue in its inbox, one frame each.
                 for i in range(frames):
                     await a.bus.publish(f"orders.{i}", Event(type="t", payload=b"%d" % i))
-                    await wait_until(lambda i=i: a.transport.statistics().sent_frames > i)
+                    await wait_until(partial(sent_more_than, a, i))
                 got = await take(far, frames)
                 await wait_until(lambda: a.transport.statistics().unacked_frames == 0)
                 await watcher.flush()
