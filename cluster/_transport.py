@@ -16,6 +16,7 @@ nodes that hold a matching subscription, and hands what they send to the bus's
   window of ``window`` unacknowledged frames. The receiver acknowledges a frame only once
   ``deliver_inbound`` returned for all of its events, so a full lossless subscriber there
   stops the acks, the window fills, and the publisher here waits: backpressure, not loss.
+  Acks are cumulative: frames the receiver finds waiting together share one.
   Frames not acknowledged in time (a NATS restart, a dropped message) are sent again, from
   the first unacknowledged on (go-back-N); the receiver drops what it has already had.
 * **Order**: one node's events reach another in publish order, on each link (one NATS
