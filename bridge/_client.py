@@ -786,6 +786,24 @@ class BridgeClient:
         """
         if self.durable_topics.matches(topic):
             return await self._publish_durable(topic, event)
+        if not wait_accepted:
+            session = self._session
+            if session is not None and self._connected():
+                size = event_size(event)
+                if session.can_queue(size):
+                    # The common case, credit and room at once: queued here, without the
+                    # two coroutines of the path below (about 0.3 us of a publisher's CPU
+                    # per event); same frame, same queue, same order.
+                    frame = _publish_frame(
+                        topic,
+                        event,
+                        sender=self.registration.agent_id,
+                        mirror=session.mirror,
+                        packed=session.packed,
+                    )
+                    if session.queue_now(topic, frame, size):
+                        await anyio.lowlevel.checkpoint()
+                    return Acceptance.QUEUED
         return await self._publish(topic, event, AckWaiter(topic) if wait_accepted else None)
 
     async def _publish_durable(self, topic: str, event: Event) -> Acceptance:

@@ -801,6 +801,23 @@ class Session:
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise SessionEnded from None
 
+    def can_queue(self, size: int) -> bool:
+        """Whether :meth:`queue_now` would queue a publish of an event measuring ``size`` now:
+        the session lives, has publish credit, and its outbound queue has room."""
+        return not self.ended and (self.credit > 0 or not self._acks) and self._out.fits(size)
+
+    def queue_now(self, topic: str, frame: bridge_pb2.ClientEvent | bytes, size: int) -> bool:
+        """Queue a publish that :meth:`can_queue` just allowed (no wait in between), as
+        :meth:`publish` would, without its coroutine. Returns whether the publisher is due
+        to yield (every ``_YIELD_EVERY`` publishes, so it cannot starve the writer)."""
+        self._out.send_nowait(Outgoing(frame, None, size, topic))
+        self.credit -= 1
+        self._tick += 1
+        if self._tick < _YIELD_EVERY:
+            return False
+        self._tick = 0
+        return True
+
     def publish_nowait(
         self, topic: str, frame: bridge_pb2.ClientEvent | bytes, size: int = 0
     ) -> None:

@@ -119,6 +119,14 @@ class Lane(Generic[T]):
         self._bytes += n
         self._sizes.append(n)
 
+    def fits(self, n: int) -> bool:
+        """Whether an item measuring ``n`` would be queued by :meth:`send_nowait` now (open
+        both ways, a free place, nobody waiting before it, and its bytes fit): lets a sender
+        skip building an item it could not queue."""
+        if self._send_closed or self._recv_closed or self._putters or len(self._buf) >= self._max:
+            return False
+        return self._size is None or not n or not self._buf or self._bytes + n <= self._max_bytes
+
     @property
     def queued_bytes(self) -> int:
         """What the queued items measure (0 without a byte bound)."""

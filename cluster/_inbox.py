@@ -40,6 +40,10 @@ class Inbox:
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             pass  # a straggler after the transport stopped: nobody takes it any more
 
+    def waiting(self) -> bool:
+        """Whether a message is queued here, ready to be taken at once."""
+        return self._receive.statistics().current_buffer_used > 0
+
     def close(self) -> None:
         """Release the stream (after the subscription is gone); a waiting reader ends."""
         self._send.close()

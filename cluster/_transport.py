@@ -16,6 +16,7 @@ nodes that hold a matching subscription, and hands what they send to the bus's
   window of ``window`` unacknowledged frames. The receiver acknowledges a frame only once
   ``deliver_inbound`` returned for all of its events, so a full lossless subscriber there
   stops the acks, the window fills, and the publisher here waits: backpressure, not loss.
+  Acks are cumulative: frames the receiver finds waiting together share one.
   Frames not acknowledged in time (a NATS restart, a dropped message) are sent again, from
   the first unacknowledged on (go-back-N); the receiver drops what it has already had.
 * **Order**: one node's events reach another in publish order, on each link (one NATS
@@ -65,6 +66,8 @@ _encode = msgspec.msgpack.Encoder().encode
 _decode_frame = msgspec.msgpack.Decoder(Frame).decode
 _decode_ack = msgspec.msgpack.Decoder(Ack).decode
 _decode_announce = msgspec.msgpack.Decoder(Announce).decode
+# Lossless frames one acknowledgement covers at most while more wait to be taken.
+_ACK_EVERY: Final = 8
 
 
 class PeerStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -684,31 +687,52 @@ class ClusterTransport:
     async def _take_lossless(self, inbox: Inbox) -> None:
         assert self._inbound is not None
         deliver = self._inbound.deliver_inbound
+        # Acks are cumulative: while more frames already wait in the inbox, the ack of this
+        # one is held and the next one's covers it (one ack per _ACK_EVERY frames at most,
+        # not one per frame; a NATS publish, and a message for the sender to take, each).
+        # It goes out as soon as the inbox is empty, so a sender never waits on a held ack
+        # beyond the frames already here, nor its retransmit clock on them.
+        held: tuple[str, Ack] | None = None  # (to whom, the ack) not sent yet
+        covered = 0  # frames the held ack covers
         async for msg in inbox:
             frame = self._frame(msg)
-            if frame is None:
-                continue
-            source = self._source(frame)
-            if source is None:
-                continue
-            if frame.seq == source.expected:
-                for topic, event in frame.events:
-                    # Waits while a lossless subscriber here is full: the ack waits with it.
-                    await self._deliver(deliver, topic, event)
-                source.expected += 1
-                self._received_ll += len(frame.events)
-            elif frame.seq < source.expected:
-                self._duplicates += 1
-            else:
-                continue  # a gap: the sender goes back to the first one missing
-            ack = Ack(
-                node=self.node, epoch=self.epoch, to_epoch=frame.epoch, seq=source.expected - 1
-            )
-            try:
-                await self._nc.publish(self._subjects.ack(frame.src), _encode(ack))
-            except (nats.errors.Error, OSError) as exc:
-                log.debug("cluster: ack to %s not sent: %s", frame.src, exc)  # resent later
+            source = None if frame is None else self._source(frame)
+            if frame is not None and source is not None:
+                if frame.seq == source.expected:
+                    for topic, event in frame.events:
+                        # Waits while a lossless subscriber here is full: the ack waits too.
+                        await self._deliver(deliver, topic, event)
+                    source.expected += 1
+                    self._received_ll += len(frame.events)
+                elif frame.seq < source.expected:
+                    self._duplicates += 1
+                # else a gap: no ack; the sender goes back to the first one missing
+                if frame.seq < source.expected:
+                    if held is not None and (held[0], held[1].to_epoch) != (
+                        frame.src,
+                        frame.epoch,
+                    ):
+                        await self._send_ack(*held)  # another link's: not covered by this one
+                    held = (
+                        frame.src,
+                        Ack(
+                            node=self.node,
+                            epoch=self.epoch,
+                            to_epoch=frame.epoch,
+                            seq=source.expected - 1,
+                        ),
+                    )
+                    covered += 1
+            if held is not None and (covered >= _ACK_EVERY or not inbox.waiting()):
+                await self._send_ack(*held)
+                held, covered = None, 0
             await checkpoint()
+
+    async def _send_ack(self, to: str, ack: Ack) -> None:
+        try:
+            await self._nc.publish(self._subjects.ack(to), _encode(ack))
+        except (nats.errors.Error, OSError) as exc:
+            log.debug("cluster: ack to %s not sent: %s", to, exc)  # resent later
 
     async def _take_realtime(self, inbox: Inbox) -> None:
         assert self._inbound is not None

@@ -203,3 +203,30 @@ async def test_the_byte_bound_holds_like_the_count_bound() -> None:
         lane.send_nowait(b"y")
     lane.close_receiving()
     assert lane.queued_bytes == 0
+
+
+async def test_fits_says_what_send_nowait_would_do() -> None:
+    # A publisher asks before it builds a frame it could not queue (issue 13 §5).
+    lane = Lane[bytes](3, max_bytes=10, size=len)
+    assert lane.fits(4)
+    lane.send_nowait(b"aaaa")
+    assert lane.fits(6)
+    assert not lane.fits(7)  # 4 + 7 > 10
+    assert lane.fits(0)  # a marker is never held back by bytes
+    lane.send_nowait(b"bbbbbb")
+    lane.send_nowait(b"")
+    assert not lane.fits(0)  # no place left
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lane.send, b"c")
+            await anyio.wait_all_tasks_blocked()
+            assert not lane.fits(0)
+            assert lane.receive_nowait() == b"aaaa"  # the waiting sender goes in
+    assert [lane.receive_nowait() for _ in range(3)] == [b"bbbbbb", b"", b"c"]
+    assert lane.fits(50)  # larger than the bound: into an empty lane
+    lane.close()
+    assert not lane.fits(1)
+    counted = Lane[int](1)  # no byte bound: places only
+    assert counted.fits(10**9)
+    counted.close_receiving()
+    assert not counted.fits(1)
