@@ -49,7 +49,8 @@ def _plain(event: Event) -> bool:
     runs for every event on both sides of each hop."""
     envelope = event.envelope
     return (
-        -_F32_MAX <= event.confidence <= _F32_MAX
+        type(event.payload) is bytes
+        and -_F32_MAX <= event.confidence <= _F32_MAX
         and -_I32 <= event.priority < _I32
         and -_I64 <= event.timestamp_ms < _I64
         and 0 <= envelope.ttl <= _U32_MAX
@@ -64,6 +65,11 @@ def _out_of_range(event: Event) -> str:
     """What in ``event`` the wire cannot carry, or ``""``."""
     confidence = event.confidence
     envelope = event.envelope
+    payload: object = event.payload  # typed bytes; untyped callers pass anything
+    if not isinstance(payload, bytes):
+        # msgpack would encode a dict or a str as such, and the far side would refuse the
+        # whole frame: refused here, for this publish alone, as the protobuf path refuses it.
+        return f"payload is {type(payload).__name__}, not bytes"
     if not (math.isfinite(confidence) and abs(confidence) <= _F32_MAX):
         return f"confidence {confidence!r} is not a finite float32"
     if not -_I32 <= event.priority < _I32:

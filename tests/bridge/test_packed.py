@@ -93,6 +93,14 @@ def test_what_protobuf_refuses_is_refused_both_ways(event: Event) -> None:
             checked(unpack_events(msgspec.msgpack.encode([("t", event)]), 1)[0][1])
 
 
+@pytest.mark.parametrize("payload", [{"a": 1}, "text", 7])
+def test_a_payload_that_is_not_bytes_is_refused_for_that_publish(payload: object) -> None:
+    # msgpack would write it as what it is, and the far side would refuse the whole frame.
+    event = Event(id="e", payload=payload)  # type: ignore[arg-type]
+    with pytest.raises(WireError, match=f"payload is {type(payload).__name__}, not bytes"):
+        pack_event("t", event)
+
+
 @pytest.mark.parametrize(
     ("data", "count"),
     [
