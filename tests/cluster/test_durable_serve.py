@@ -151,8 +151,12 @@ async def test_kill_9_of_a_remote_durable_agent_of_loom_serve(tmp_path: Path) ->
     after = rows[2:]
     assert (2, 2, "true") in after  # the event it died on, again, marked
     assert sorted(n for n, _, _ in after) == [2, 3, 4, 5, 6]
-    # What was published while it was down came in publish order, once each. (The first of
-    # them may come as attempt 2, marked: if the server had not yet seen the killed stream
-    # end, it sent it there, and handed it back when it did.)
-    assert [n for n, _, _ in after if n >= 4] == [4, 5, 6]
+    # What was published while it was down came once each, and the first deliveries in
+    # publish order. (Some of them may come as attempt 2, marked: if the server had not yet
+    # seen the killed stream end, it sent them there and they came back after `ack_wait`;
+    # a redelivery is not in order, docs/durability.md "Ordering".)
+    kept = [(n, a) for n, a, _ in after if n >= 4]
+    assert sorted(n for n, _ in kept) == [4, 5, 6]
+    firsts = [n for n, a in kept if a == 1]
+    assert firsts == sorted(firsts)
     assert all(r == ("true" if a > 1 else "false") for _, a, r in rows)
