@@ -107,6 +107,17 @@ def agent_refusal(hub: Hub, principal: Principal, agent_id: str) -> str:
     return ""
 
 
+async def abort_unless_agent(hub: Hub, context: _Context, agent_id: str) -> None:
+    """Abort the call unless its caller may act as agent ``agent_id``: INVALID_ARGUMENT for
+    no id, PERMISSION_DENIED otherwise (the approvals and budget services' one rule)."""
+    why = agent_refusal(hub, hub.caller(context), agent_id)
+    if why:
+        status = grpc.StatusCode
+        code = status.INVALID_ARGUMENT if not agent_id else status.PERMISSION_DENIED
+        await context.abort(code, why)
+        raise AssertionError("unreachable")  # context.abort raises
+
+
 class ApprovalsServicer(approvals_pb2_grpc.ApprovalsServicer):
     """``loom.v1.Approvals`` over the runtime's store."""
 
@@ -204,14 +215,7 @@ class ApprovalsServicer(approvals_pb2_grpc.ApprovalsServicer):
             await self._abort(
                 context, grpc.StatusCode.UNIMPLEMENTED, "this server keeps no approvals"
             )
-        why = agent_refusal(self.hub, self.hub.caller(context), agent_id)
-        if why:
-            code = (
-                grpc.StatusCode.INVALID_ARGUMENT
-                if not agent_id
-                else grpc.StatusCode.PERMISSION_DENIED
-            )
-            await self._abort(context, code, why)
+        await abort_unless_agent(self.hub, context, agent_id)
         return store
 
     async def Request(

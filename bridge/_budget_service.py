@@ -29,7 +29,7 @@ from loom.bridge._generated import budget_service_pb2, budget_service_pb2_grpc
 from loom.runtime import Budget, BudgetExhausted, InvalidArgument
 from loom.runtime.lowlevel import new_id
 
-from ._approvals_service import agent_refusal
+from ._approvals_service import abort_unless_agent
 
 if TYPE_CHECKING:
     from ._hub import Hub
@@ -90,14 +90,7 @@ class BudgetsServicer(budget_service_pb2_grpc.BudgetsServicer):
         raise AssertionError("unreachable")  # context.abort raises
 
     async def _check(self, context: _Context, agent_id: str) -> None:
-        why = agent_refusal(self.hub, self.hub.caller(context), agent_id)
-        if why:
-            code = (
-                grpc.StatusCode.INVALID_ARGUMENT
-                if not agent_id
-                else grpc.StatusCode.PERMISSION_DENIED
-            )
-            await self._abort(context, code, why)
+        await abort_unless_agent(self.hub, context, agent_id)
 
     async def Hold(
         self, request: budget_service_pb2.HoldSpendRequest, context: _Context
