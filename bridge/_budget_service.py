@@ -3,7 +3,8 @@ process (``Hold``, ``Settle``; the client side is ``bridge/_budget_remote.py``).
 
 The spend of an agent connected through the bridge counts in the runtime's ledger
 (``runtime.budgets``) beside its hosted agents', in the same thread, agent and tenant windows,
-with the same limits (the agent's own over the server's ``[budget]`` tables): a tenant's
+with the same limits (the stricter of the agent's own and the server's ``[budget]`` tables,
+limit by limit, ``BudgetLedger.budget_for``): a tenant's
 budget holds whatever process its agents run in, and ``loom status``, metrics and the
 dashboard show every process's spend.
 
@@ -125,9 +126,9 @@ class BudgetsServicer(budget_service_pb2_grpc.BudgetsServicer):
     ) -> budget_service_pb2.TurnLimitsResponse:
         agent_id = request.agent_id
         await self._check(context, agent_id)
-        # What a hosted agent with no limits of its own would get: [budget.agents.<id>] over
-        # [budget]. The agent takes the stricter of these and its own.
-        server = self.hub.runtime.budgets.budget_for(agent_id, Budget())
+        # The operator's limits: [budget.agents.<id>] over [budget]. The agent takes the
+        # stricter of these and its own (Budget.stricter), as a hosted agent does.
+        server = self.hub.runtime.budgets.operator_budget(agent_id)
         given = {name: getattr(server, name) for name in TURN_LIMITS}
         return budget_service_pb2.TurnLimitsResponse(
             **{name: value for name, value in given.items() if value is not None}

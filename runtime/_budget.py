@@ -65,7 +65,8 @@ class Budget(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         agent_cost_usd: USD the agent may spend in the window.
         tenant_tokens: tokens the agent's tenant (the namespace of its id, ``team-a`` for
             ``team-a:planner``; ``""`` for ids without one) may spend in the window, over all
-            its agents. A ledger's :class:`TenantBudget` for that tenant takes precedence.
+            its agents. A ledger's :class:`TenantBudget` for that tenant replaces the
+            ledger's defaults for it; the agent's own limit still applies if stricter.
         tenant_cost_usd: USD the tenant may spend in the window.
         max_tool_calls: tool calls one turn may make, nested calls included (the calls the
             tools it calls make, when they are agents).
@@ -100,6 +101,19 @@ class Budget(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             name: getattr(defaults, name) if getattr(self, name) is None else getattr(self, name)
             for name in self.__struct_fields__
         }
+        return Budget(**fields)
+
+    def stricter(self, other: Budget) -> Budget:
+        """Each limit the smaller of this budget's and ``other``'s; one set on one side only
+        applies as set. The rule that joins an agent's own budget to the operator's
+        (:meth:`BudgetLedger.budget_for`, and an agent in its own process with the server's
+        turn limits): neither side can loosen what the other sets."""
+        fields = {}
+        for name in self.__struct_fields__:
+            mine, theirs = getattr(self, name), getattr(other, name)
+            fields[name] = (
+                mine if theirs is None or (mine is not None and mine <= theirs) else theirs
+            )
         return Budget(**fields)
 
 
@@ -310,9 +324,14 @@ class BudgetLedger:
     Args:
         window_s: the window's length in seconds.
         max_keys: keys (threads, agents, tenants) kept at most; see the module docs.
-        defaults: limits for every turn whose own budget leaves them unset (``[budget]``).
-        agents: limits by agent id, between an agent's own and ``defaults``.
-        tenants: limits per tenant, over ``defaults``' and the agents' ``tenant_*``.
+        defaults: the operator's limits for every turn (``[budget]``).
+        agents: the operator's limits by agent id, over ``defaults`` field by field
+            (``[budget.agents.<id>]``: may give one agent more than the defaults).
+        tenants: the operator's limits per tenant, over the ``tenant_*`` of ``agents`` and
+            ``defaults`` (``[budget.tenants.<namespace>]``).
+
+    An agent's turns apply the stricter of these and the agent's own budget, limit by limit
+    (:meth:`budget_for`): the operator's limits are a guard rail agent code cannot loosen.
         clock: seconds, monotonic (tests pass their own).
         authority: keeps the windows in another process instead (see the module docs).
     """
@@ -384,12 +403,23 @@ class BudgetLedger:
         if tenants is not None:
             self.tenants = dict(tenants)
 
-    def budget_for(self, agent_id: str, own: Budget) -> Budget:
-        """The limits of ``agent_id``'s turns: its ``own``, over its entry in :attr:`agents`,
-        over :attr:`defaults`."""
+    def operator_budget(self, agent_id: str) -> Budget:
+        """The operator's limits for ``agent_id``: its entry in :attr:`agents` over
+        :attr:`defaults` field by field, with its tenant's :attr:`tenants` entry over their
+        ``tenant_*``."""
         entry = self.agents.get(agent_id)
-        merged = own if entry is None else own.over(entry)
-        return merged.over(self.defaults)
+        merged = self.defaults if entry is None else entry.over(self.defaults)
+        tenant = self.tenants.get(tenant_of(agent_id))
+        if tenant is None:
+            return merged
+        return Budget(tenant_tokens=tenant.tokens, tenant_cost_usd=tenant.cost_usd).over(merged)
+
+    def budget_for(self, agent_id: str, own: Budget) -> Budget:
+        """The limits of ``agent_id``'s turns: the stricter of its ``own`` and
+        :meth:`operator_budget`, limit by limit (:meth:`Budget.stricter`). The one rule for
+        every agent: hosted ones here, and those in their own process (the server applies it
+        to their holds and sends its turn limits for them, ``Budgets.TurnLimits``)."""
+        return own.stricter(self.operator_budget(agent_id))
 
     def _slot(self) -> int:
         return int(self._clock() // self._width)
@@ -410,18 +440,13 @@ class BudgetLedger:
 
         The agent's and its tenant's are always kept (their spend is what status, metrics
         and the dashboard show); a thread's only when a thread limit applies (threads are
-        many, and each would hold a key)."""
-        tenant = tenant_of(agent_id)
-        own = self.tenants.get(tenant)
-        tenant_tokens = budget.tenant_tokens if own is None or own.tokens is None else own.tokens
-        tenant_cost = (
-            budget.tenant_cost_usd if own is None or own.cost_usd is None else own.cost_usd
-        )
+        many, and each would hold a key). ``budget`` is what :meth:`budget_for` decided (the
+        tenant's own limits are in it)."""
         rows: list[_Limit] = []
         for kind, key, tokens, cost in (
             ("thread", f"{agent_id}/{thread_id}", budget.thread_tokens, budget.thread_cost_usd),
             ("agent", agent_id, budget.agent_tokens, budget.agent_cost_usd),
-            ("tenant", tenant, tenant_tokens, tenant_cost),
+            ("tenant", tenant_of(agent_id), budget.tenant_tokens, budget.tenant_cost_usd),
         ):
             if kind != "thread" or tokens is not None or cost is not None:
                 rows.append(_Limit(kind, key, tokens, cost))

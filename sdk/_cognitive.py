@@ -147,10 +147,11 @@ class CognitiveAgent(Agent):
             (``effects.sqlite3``), so a resumed or redelivered turn never runs a call twice.
             Needs ``data_dir``. On whenever a connected agent asks for approval.
         tracer_provider: where ``invoke_agent {agent}`` spans go.
-        budget: token and cost budgets and tool-call caps of its turns (``docs/guardrails.md``);
-            limits it leaves unset come from its runtime's ``budgets.defaults`` (``[budget]``
-            of ``loom.toml``). Spend is kept in the runtime's ledger (``runtime.budgets``), or
-            in the agent's own when it runs connected through the bridge.
+        budget: token and cost budgets and tool-call caps of its turns (``docs/guardrails.md``).
+            Each turn applies the stricter of these and the operator's (``[budget]`` of
+            ``loom.toml``, ``[budget.agents.<id>]`` over it), limit by limit: code cannot
+            loosen the operator's. Spend is kept in the runtime's ledger
+            (``runtime.budgets``); connected through the bridge, in the server's.
         topics, capabilities, qos, mailbox_size, max_concurrency, policy, metadata, a2a: as for
             :class:`~loom.Agent`.
 

@@ -60,7 +60,8 @@ class BudgetsServicer:
 
     def Hold(self, request, context):
         """Hold a model call's estimate against every window that applies to the agent and thread
-        (the server's [budget] limits over the agent's own), or refuse it. The estimate counts
+        (the stricter of the server's [budget] limits and the agent's own, limit by limit),
+        or refuse it. The estimate counts
         at once, so two processes cannot both spend the last of a budget.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

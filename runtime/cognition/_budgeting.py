@@ -75,7 +75,7 @@ class TurnBudget:
     """The budgets of one turn (made by the loop when it starts).
 
     Args:
-        budget: the agent's own limits (over the ledger's for it, and its defaults).
+        budget: the agent's own limits (the stricter of them and the ledger's for it apply).
         ledger: where thread, agent and tenant spend is kept.
         llm: the model (its config prices the calls).
         agent_id: the agent (and so its tenant).
@@ -112,7 +112,10 @@ class TurnBudget:
             return
         server: Budget | None = await ask(self._agent_id)
         if server is not None:
-            self.budget = _stricter(self.budget, server)
+            # The same rule as a hosted agent's (BudgetLedger.budget_for). Only the per-turn
+            # limits: the server applies its window limits on its side (Budgets.Hold).
+            turn = Budget(**{name: getattr(server, name) for name in _TURN_LIMITS})
+            self.budget = self.budget.stricter(turn)
 
     @contextmanager
     def current(self) -> Iterator[None]:
@@ -276,14 +279,3 @@ _TURN_LIMITS = (
     "max_parallel_tool_calls",
     "max_call_depth",
 )
-
-
-def _stricter(own: Budget, server: Budget) -> Budget:
-    """``own`` with each per-turn limit the smaller of its and ``server``'s (unset: none)."""
-    changes = {}
-    for name in _TURN_LIMITS:
-        theirs = getattr(server, name)
-        mine = getattr(own, name)
-        if theirs is not None and (mine is None or theirs < mine):
-            changes[name] = theirs
-    return msgspec.structs.replace(own, **changes) if changes else own

@@ -259,7 +259,8 @@ class Loop:
             turn and call id, so a resumed or redelivered turn never runs a call twice.
         approval: which tool calls wait for a human (the turn then ends ``waiting_approval``
             and :meth:`resume` continues it).
-        budget: the limits of its turns (``docs/guardrails.md``), over ``ledger.defaults``.
+        budget: the limits of its turns (``docs/guardrails.md``); the stricter of these and
+            the ledger's for the agent apply (``BudgetLedger.budget_for``).
         ledger: where spend over time is kept (``AgentRuntime.budgets``); its own without.
     """
 

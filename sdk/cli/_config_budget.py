@@ -11,17 +11,20 @@
     max_parallel_tool_calls = 8
     max_call_depth = 4
 
-    [budget.agents.planner]      # one agent's limits, over the defaults above
+    [budget.agents.planner]      # one agent's limits, over the defaults above (may be more)
     turn_tokens = 200000
 
     [budget.tenants.team-a]      # one tenant's (namespace's) limits over the window
     tokens = 2000000
     cost_usd = 20.0
 
-An agent's own ``CognitiveAgent(budget=...)`` wins over its ``[budget.agents.<id>]`` table,
-which wins over the defaults (``docs/guardrails.md``). Agents connected through the bridge
-hold their spend in the server's windows (``Budgets.Hold``), and their turns apply the
-stricter of the server's per-turn limits (``Budgets.TurnLimits``) and their own.
+An agent's ``[budget.agents.<id>]`` table overrides the defaults field by field (an operator
+may give one agent more), its tenant's ``[budget.tenants.<ns>]`` overrides their ``tenant_*``;
+each turn then applies the stricter of that and the agent's own ``CognitiveAgent(budget=...)``,
+limit by limit (``BudgetLedger.budget_for``, ``docs/guardrails.md``): agent code cannot loosen
+the operator's limits. The same rule holds for agents connected through the bridge: they hold
+their spend in the server's windows (``Budgets.Hold``) and take its per-turn limits
+(``Budgets.TurnLimits``).
 """
 
 from __future__ import annotations
