@@ -20,6 +20,10 @@ It is what ``CognitiveAgent(llm="server")`` uses when the agent runs connected t
   have the service); a server unreachable or gone mid-call is ``ProviderUnavailable`` (a
   ``BridgeClient`` waits for its connection first: ``ProviderTimeout`` if none comes within
   the deadline); refused credentials ``Unauthenticated``.
+* **Prices.** Its answers carry their price (``Completion.cost_usd``: the server's, at the
+  provider that served the call), and :meth:`ServerLLM.prices` says the server's prices (its
+  ``ListModels``, asked once and kept), so a turn's cost budgets estimate and count its calls
+  as a hosted agent's. A server older than that says none: tokens only are counted.
 """
 
 from __future__ import annotations
@@ -32,12 +36,13 @@ import anyio
 import grpc
 import grpc.aio
 
-from loom.bridge._generated import llm_pb2_grpc
+from loom.bridge._generated import llm_pb2, llm_pb2_grpc
 from loom.runtime import InvalidArgument, LoomError
 from loom.runtime.llm import (
     Completion,
     CompletionRequest,
     LLMError,
+    ModelPrices,
     NoModelConfigured,
     ProviderTimeout,
     ProviderUnavailable,
@@ -91,10 +96,67 @@ class ServerLLM:
         self.model = model
         self.timeout_s = timeout_s
         self._name = name if not model else f"{name}:{model}"
+        self._prices: ModelPrices | None = None
+        self._prices_asked = False
+        self._prices_lock = anyio.Lock()  # turns side by side ask the server once
 
     @property
     def name(self) -> str:
         return self._name
+
+    async def prices(self) -> ModelPrices | None:
+        """The server's prices for the calls of this model (a ``PricedElsewhere``): its
+        provider's (``model``), or the dearest of its router's and the largest output cap, as
+        a router in process estimates. Asked once (``ListModels``) and kept: a server
+        restarted with other prices changes the estimates of this process's calls only when
+        it restarts too (what each call cost always comes with its answer).
+
+        Returns:
+            ``None`` from a server that does not price its answers (older than that), or
+            that has no such model (the call itself then fails, saying so).
+
+        Raises:
+            ProviderTimeout: no answer within ``timeout_s`` (the connection wait included).
+            LoomError: the server refused the call (``Unauthenticated``...).
+        """
+        async with self._prices_lock:
+            if not self._prices_asked:
+                self._prices = await self._ask_prices()
+                self._prices_asked = True
+            return self._prices
+
+    async def _ask_prices(self) -> ModelPrices | None:
+        budget = self.timeout_s
+        try:
+            with anyio.fail_after(budget):
+                stub = llm_pb2_grpc.LLMStub(await self._channel())
+                call = stub.ListModels(
+                    llm_pb2.ListModelsRequest(), timeout=budget, metadata=self._metadata()
+                )
+                reply = await unary(call)
+        except TimeoutError:
+            raise ProviderTimeout(
+                f"the server did not say its prices within {budget:g} s", provider=self._name
+            ) from None
+        except ConnectionLost:
+            raise ProviderUnavailable(
+                "the connection to the server was lost", provider=self._name
+            ) from None
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() is grpc.StatusCode.UNIMPLEMENTED:
+                return None  # no LLM service at all: the call fails by itself
+            raise self._from_status(exc, budget) from None
+        if not reply.priced:
+            return None
+        models = [m for m in reply.models if not self.model or m.name == self.model]
+        if not models:
+            return None
+        caps = [m.max_output_tokens for m in models if m.HasField("max_output_tokens")]
+        return ModelPrices(
+            cost_per_1k_input=max(m.cost_per_1k_input for m in models),
+            cost_per_1k_output=max(m.cost_per_1k_output for m in models),
+            max_output_tokens=max(caps) if caps else None,
+        )
 
     async def complete(self, request: CompletionRequest) -> Completion:
         """The whole answer (one ``Complete`` call with ``stream = false``)."""

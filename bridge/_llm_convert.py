@@ -290,16 +290,22 @@ def completion_to_proto(completion: Completion) -> llm_pb2.Completion:
     )
     msg.usage.prompt_tokens = completion.usage.prompt_tokens
     msg.usage.completion_tokens = completion.usage.completion_tokens
+    if completion.cost_usd is not None:
+        msg.cost_usd = completion.cost_usd
     for call in completion.tool_calls:
         _tool_call_to_proto(call, msg.tool_calls.add())
     return msg
 
 
 def completion_from_proto(msg: llm_pb2.Completion) -> Completion:
-    """Raises: WireError: a malformed tool call or an unknown finish reason."""
+    """Raises: WireError: a malformed tool call, an unknown finish reason, or a cost that is
+    not a number >= 0."""
     finish = _FINISH_OF.get(msg.finish_reason)
     if finish is None:
         raise WireError("Completion.finish_reason", f"unknown value {msg.finish_reason}")
+    cost: float | None = _optional(msg, "cost_usd")
+    if cost is not None and not (math.isfinite(cost) and cost >= 0):
+        raise WireError("Completion.cost_usd", f"must be a number >= 0, not {cost}")
     return Completion(
         text=msg.text,
         tool_calls=tuple(
@@ -313,6 +319,7 @@ def completion_from_proto(msg: llm_pb2.Completion) -> Completion:
         model=msg.model,
         provider=msg.provider,
         latency_s=msg.latency_s,
+        cost_usd=cost,
     )
 
 

@@ -15,6 +15,10 @@ An agent in another process calls models through the server, so API keys live on
 * **Shutdown.** Calls in flight get the server's grace, like every call, then are cancelled.
 * **Tenants.** A caller that showed a tenant token makes its calls as its namespace
   (``llm_namespace``): the response cache never answers it with another namespace's answers.
+* **Prices.** Each answer carries its price (``Completion.cost_usd``): its usage at the prices
+  of the provider that served it, after any fallback (``completion_cost``), and
+  ``ListModels`` says each provider's prices and output cap (``priced``): a caller's cost
+  budgets count what this server's providers charge (``docs/guardrails.md``).
 """
 
 from __future__ import annotations
@@ -41,7 +45,9 @@ from loom.runtime.llm import (
     ProviderConfig,
     ProviderTimeout,
     RoutableLLM,
+    StreamEnd,
     UnknownModel,
+    completion_cost,
     llm_namespace,
 )
 
@@ -89,6 +95,7 @@ def _model_info(name: str, llm: LLM) -> llm_pb2.ModelInfo:
     if isinstance(config, ProviderConfig):
         info.kind = config.kind
         info.model = config.model
+        info.max_output_tokens = config.max_output_tokens
     if isinstance(llm, RoutableLLM):
         p = llm.profile
         info.locality = p.locality
@@ -155,10 +162,15 @@ class LLMService(llm_pb2_grpc.LLMServicer):
             if stream:
                 async with llm.stream(wanted) as chunks:
                     async for chunk in chunks:
-                        await context.write(chunk_to_proto(chunk))
+                        msg = chunk_to_proto(chunk)
+                        if isinstance(chunk, StreamEnd):
+                            msg.end.cost_usd = completion_cost(llm, chunk.completion)
+                        await context.write(msg)
             else:
                 completion = await llm.complete(wanted)
-                await context.write(llm_pb2.CompleteResponse(end=completion_to_proto(completion)))
+                end = completion_to_proto(completion)
+                end.cost_usd = completion_cost(llm, completion)
+                await context.write(llm_pb2.CompleteResponse(end=end))
         except LLMError as exc:
             await self._fail(context, _deadline_first(exc, deadline))
 
@@ -166,7 +178,7 @@ class LLMService(llm_pb2_grpc.LLMServicer):
         self, request: llm_pb2.ListModelsRequest, context: _Context
     ) -> llm_pb2.ListModelsResponse:
         llm = self.runtime.llm
-        response = llm_pb2.ListModelsResponse()
+        response = llm_pb2.ListModelsResponse(priced=True)  # every Completion has cost_usd
         if isinstance(llm, ModelRouter):
             for name in llm.order:
                 response.models.append(_model_info(name, llm.providers[name]))

@@ -154,7 +154,7 @@ class CompleteResponse(_message.Message):
     def __init__(self, text: _Optional[str] = ..., tool_call: _Optional[_Union[LLMToolCall, _Mapping]] = ..., end: _Optional[_Union[Completion, _Mapping]] = ..., error: _Optional[_Union[LLMFailure, _Mapping]] = ...) -> None: ...
 
 class Completion(_message.Message):
-    __slots__ = ("text", "tool_calls", "finish_reason", "usage", "model", "provider", "latency_s")
+    __slots__ = ("text", "tool_calls", "finish_reason", "usage", "model", "provider", "latency_s", "cost_usd")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
@@ -162,6 +162,7 @@ class Completion(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     LATENCY_S_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
     text: str
     tool_calls: _containers.RepeatedCompositeFieldContainer[LLMToolCall]
     finish_reason: FinishReason
@@ -169,7 +170,8 @@ class Completion(_message.Message):
     model: str
     provider: str
     latency_s: float
-    def __init__(self, text: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[LLMToolCall, _Mapping]]] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., latency_s: _Optional[float] = ...) -> None: ...
+    cost_usd: float
+    def __init__(self, text: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[LLMToolCall, _Mapping]]] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., latency_s: _Optional[float] = ..., cost_usd: _Optional[float] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("prompt_tokens", "completion_tokens")
@@ -220,13 +222,15 @@ class ListModelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ListModelsResponse(_message.Message):
-    __slots__ = ("models",)
+    __slots__ = ("models", "priced")
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    PRICED_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
-    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
+    priced: bool
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., priced: _Optional[bool] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "kind", "model", "locality", "supports_tools", "supports_streaming", "typical_latency_s", "cost_per_1k_input", "cost_per_1k_output")
+    __slots__ = ("name", "kind", "model", "locality", "supports_tools", "supports_streaming", "typical_latency_s", "cost_per_1k_input", "cost_per_1k_output", "max_output_tokens")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -236,6 +240,7 @@ class ModelInfo(_message.Message):
     TYPICAL_LATENCY_S_FIELD_NUMBER: _ClassVar[int]
     COST_PER_1K_INPUT_FIELD_NUMBER: _ClassVar[int]
     COST_PER_1K_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    MAX_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     model: str
@@ -245,4 +250,5 @@ class ModelInfo(_message.Message):
     typical_latency_s: float
     cost_per_1k_input: float
     cost_per_1k_output: float
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., model: _Optional[str] = ..., locality: _Optional[str] = ..., supports_tools: _Optional[bool] = ..., supports_streaming: _Optional[bool] = ..., typical_latency_s: _Optional[float] = ..., cost_per_1k_input: _Optional[float] = ..., cost_per_1k_output: _Optional[float] = ...) -> None: ...
+    max_output_tokens: int
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., model: _Optional[str] = ..., locality: _Optional[str] = ..., supports_tools: _Optional[bool] = ..., supports_streaming: _Optional[bool] = ..., typical_latency_s: _Optional[float] = ..., cost_per_1k_input: _Optional[float] = ..., cost_per_1k_output: _Optional[float] = ..., max_output_tokens: _Optional[int] = ...) -> None: ...

@@ -26,8 +26,24 @@ from contextvars import Token
 
 import msgspec
 
-from .._budget import Budget, BudgetExhausted, BudgetHold, BudgetLedger, SpendHold
-from ..llm import LLM, Completion, CompletionRequest, ModelRouter, ProviderProfile, Usage
+from .._budget import (
+    Budget,
+    BudgetExhausted,
+    BudgetHold,
+    BudgetLedger,
+    BudgetUnavailable,
+    SpendHold,
+)
+from .._errors import LoomError
+from ..llm import (
+    LLM,
+    Completion,
+    CompletionRequest,
+    ModelPrices,
+    PricedElsewhere,
+    completion_cost,
+    model_prices,
+)
 from ..lowlevel import CallFrame, CallScope, current_frame, in_frame, reset_frame, set_frame
 from ..tools import ToolCallRefused
 
@@ -44,25 +60,6 @@ def estimate_prompt_tokens(request: CompletionRequest, prompt_tokens: int) -> in
     as the router estimates them)."""
     tools = len(_schema_encoder.encode(request.tools)) // 4 if request.tools else 0
     return prompt_tokens + tools
-
-
-def _output_cap(llm: LLM, request: CompletionRequest) -> int:
-    if request.max_tokens is not None:
-        return request.max_tokens
-    models = list(llm.providers.values()) if isinstance(llm, ModelRouter) else [llm]
-    caps = [getattr(getattr(m, "config", None), "max_output_tokens", None) for m in models]
-    known = [c for c in caps if isinstance(c, int)]
-    return max(known) if known else DEFAULT_OUTPUT_TOKENS
-
-
-def _profiles(llm: LLM) -> list[ProviderProfile]:
-    models = list(llm.providers.values()) if isinstance(llm, ModelRouter) else [llm]
-    found = [getattr(m, "profile", None) for m in models]
-    return [p for p in found if isinstance(p, ProviderProfile)]
-
-
-def _price(profile_in: float, profile_out: float, usage: Usage) -> float:
-    return (usage.prompt_tokens * profile_in + usage.completion_tokens * profile_out) / 1000
 
 
 class _Pending(msgspec.Struct):
@@ -159,12 +156,12 @@ class TurnBudget:
                 (:class:`~loom.runtime.BudgetUnavailable`: the server's ledger did not answer).
         """
         budget = self.budget
+        prices = await self._prices()
         tokens = estimate_prompt_tokens(request, prompt_tokens)
-        out = _output_cap(self._llm, request)
-        profiles = _profiles(self._llm)
-        per_in = max((p.cost_per_1k_input for p in profiles), default=0.0)
-        per_out = max((p.cost_per_1k_output for p in profiles), default=0.0)
-        cost = (tokens * per_in + out * per_out) / 1000
+        out = request.max_tokens
+        if out is None:
+            out = prices.max_output_tokens or DEFAULT_OUTPUT_TOKENS
+        cost = (tokens * prices.cost_per_1k_input + out * prices.cost_per_1k_output) / 1000
         tokens += out
         if budget.turn_tokens is not None and self._tokens + tokens > budget.turn_tokens:
             self._ledger.refused("turn_tokens")
@@ -190,15 +187,24 @@ class TurnBudget:
         hold = self._ledger.hold(self._limits, tokens, cost)
         return _Pending(hold=hold, tokens=tokens, cost=cost)
 
+    async def _prices(self) -> ModelPrices:
+        llm = self._llm
+        if not isinstance(llm, PricedElsewhere):
+            return model_prices(llm)
+        # The server's model (ServerLLM): its prices are the server's providers'.
+        try:
+            prices = await llm.prices()
+        except LoomError as exc:
+            # Fail closed, as a hold the server does not answer: a call nobody could price
+            # is the surprise bill a cost budget exists to prevent.
+            raise BudgetUnavailable(f"the model's prices could not be asked: {exc}") from None
+        return ModelPrices() if prices is None else prices  # an old server: tokens only
+
     async def after(self, pending: _Pending, completion: Completion) -> None:
-        """Count what the call used instead of its estimate."""
+        """Count what the call used instead of its estimate, priced at the provider that
+        served it (the price the answer carries, from the server's model)."""
         usage = completion.usage
-        profile = self._served_by(completion.provider)
-        cost = (
-            0.0
-            if profile is None
-            else _price(profile.cost_per_1k_input, profile.cost_per_1k_output, usage)
-        )
+        cost = completion_cost(self._llm, completion)
         tokens = usage.prompt_tokens + usage.completion_tokens
         self._tokens += tokens
         self._cost += cost
@@ -213,14 +219,6 @@ class TurnBudget:
         (the provider may have billed it), as the ledger's hold does."""
         self._tokens += pending.tokens
         self._cost += pending.cost
-
-    def _served_by(self, provider: str) -> ProviderProfile | None:
-        llm = self._llm
-        if isinstance(llm, ModelRouter):
-            served = llm.providers.get(provider)
-            return None if served is None else served.profile
-        profile = getattr(llm, "profile", None)
-        return profile if isinstance(profile, ProviderProfile) else None
 
     # ------------------------------------------------------------------ tool calls
 

@@ -31,6 +31,10 @@ from ._errors import RequestRejected as RequestRejected
 from ._errors import UnknownModel as UnknownModel
 from ._errors import UnknownTool as UnknownTool
 from ._openai import OpenAIProvider as OpenAIProvider
+from ._pricing import ModelPrices as ModelPrices
+from ._pricing import PricedElsewhere as PricedElsewhere
+from ._pricing import completion_cost as completion_cost
+from ._pricing import model_prices as model_prices
 from ._protocol import LLM as LLM
 from ._protocol import RoutableLLM as RoutableLLM
 from ._protocol import build_provider as build_provider
@@ -78,10 +82,12 @@ __all__ = [
     "LLMError",
     "MalformedToolArguments",
     "Message",
+    "ModelPrices",
     "ModelRouter",
     "NoModelConfigured",
     "NoProviderAvailable",
     "OpenAIProvider",
+    "PricedElsewhere",
     "ProviderConfig",
     "ProviderProfile",
     "ProviderStats",
@@ -112,9 +118,11 @@ __all__ = [
     "build_provider",
     "cache_key",
     "calling_namespace",
+    "completion_cost",
     "estimate_prompt_tokens",
     "llm_namespace",
     "load_llm_config",
+    "model_prices",
 ]
 
 _set_public_module(globals())

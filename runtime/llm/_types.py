@@ -172,6 +172,9 @@ class Completion(msgspec.Struct, frozen=True, kw_only=True):
         latency_s: wall time of the call, retries included.
         cached: the answer came from the response cache: no model was called, and ``usage``
             is zero (the tokens it saved are in the cache's statistics).
+        cost_usd: what the call cost in USD, when the model that answered priced it itself
+            (``ServerLLM``: the server, at the provider that served the call); ``None``: the
+            caller prices ``usage`` from the provider's configuration.
     """
 
     text: str
@@ -182,6 +185,7 @@ class Completion(msgspec.Struct, frozen=True, kw_only=True):
     provider: str = ""
     latency_s: float = 0.0
     cached: bool = False
+    cost_usd: float | None = None
 
     @property
     def message(self) -> AssistantMessage:
