@@ -321,6 +321,10 @@ class BudgetLedger:
     One per :class:`~loom.runtime.AgentRuntime` (``runtime.budgets``); an agent without one (a
     bare ``Loop``) gets its own. Not thread-safe: used from the event loop only.
 
+    An agent's turns apply the stricter of the operator's limits (``defaults``, ``agents``,
+    ``tenants``) and the agent's own budget, limit by limit (:meth:`budget_for`): they are a
+    guard rail agent code cannot loosen.
+
     Args:
         window_s: the window's length in seconds.
         max_keys: keys (threads, agents, tenants) kept at most; see the module docs.
@@ -329,9 +333,6 @@ class BudgetLedger:
             (``[budget.agents.<id>]``: may give one agent more than the defaults).
         tenants: the operator's limits per tenant, over the ``tenant_*`` of ``agents`` and
             ``defaults`` (``[budget.tenants.<namespace>]``).
-
-    An agent's turns apply the stricter of these and the agent's own budget, limit by limit
-    (:meth:`budget_for`): the operator's limits are a guard rail agent code cannot loosen.
         clock: seconds, monotonic (tests pass their own).
         authority: keeps the windows in another process instead (see the module docs).
     """

@@ -5,12 +5,14 @@ loop asks :meth:`TurnBudget.before` with the request: its *estimate* is the prom
 (the context's token counter, plus the tool schemas at 4 bytes a token) and the call's
 ``max_tokens`` (the request's, else the provider's ``max_output_tokens``, else 4096), priced
 at the provider's ``cost_per_1k_input`` / ``cost_per_1k_output`` (with a router: the dearest
-of its providers, since any of them may serve the call). A call whose estimate does not fit is
-never made: :class:`~loom.runtime.BudgetExhausted` names the budget. After the call,
+of its providers, since any of them may serve the call; the server's model, ``ServerLLM``, at
+the server's, which it asks once). A call whose estimate does not fit is never made:
+:class:`~loom.runtime.BudgetExhausted` names the budget. After the call,
 :meth:`TurnBudget.after` counts the usage the provider reported, priced at the provider that
-served it. An agent in its own process holds and settles in the server's ledger instead
-(``BudgetLedger.authority``): the same checks, one round trip to the server each, so that its
-spend counts where its agent's and tenant's budgets are kept.
+served it (the price a ``ServerLLM`` answer carries, worked out on the server). An agent in
+its own process holds and settles in the server's ledger instead (``BudgetLedger.authority``):
+the same checks, one round trip to the server each, so that its spend counts where its
+agent's and tenant's budgets are kept.
 
 Tool calls go through :meth:`TurnBudget.tool_call`: counted against ``max_tool_calls``, run
 within ``max_parallel_tool_calls`` slots, with the turn's call frame current so that nested
@@ -74,7 +76,7 @@ class TurnBudget:
     Args:
         budget: the agent's own limits (the stricter of them and the ledger's for it apply).
         ledger: where thread, agent and tenant spend is kept.
-        llm: the model (its config prices the calls).
+        llm: the model (its config prices the calls; the server's model says its own).
         agent_id: the agent (and so its tenant).
         thread_id: the conversation.
     """
