@@ -16,11 +16,13 @@ import grpc
 import grpc.aio
 import pytest
 
-from loom.bridge import BridgeServer, ServerLLM
+from loom.bridge import BridgeServer, ServerLLM, WireError
 from loom.bridge._generated import llm_pb2, llm_pb2_grpc
+from loom.bridge._llm_convert import completion_from_proto, completion_to_proto
 from loom.runtime import AgentRuntime, Budget, BudgetExhausted, BudgetLedger, EventBus
 from loom.runtime.cognition._budgeting import TurnBudget
 from loom.runtime.llm import (
+    Completion,
     CompletionRequest,
     ModelPrices,
     ModelRouter,
@@ -164,3 +166,15 @@ async def test_an_old_server_leaves_the_caller_counting_tokens_only() -> None:
     finally:
         await server.stop(None)
         gc.collect()
+
+
+@pytest.mark.parametrize("cost", [None, 0.0, 0.25])
+def test_an_answers_price_round_trips(cost: float | None) -> None:
+    completion = Completion(text="hi", provider="p", cost_usd=cost)
+    assert completion_from_proto(completion_to_proto(completion)).cost_usd == cost
+
+
+@pytest.mark.parametrize("cost", [-1.0, float("nan"), float("inf")])
+def test_a_price_that_is_not_a_number_at_least_zero_is_refused(cost: float) -> None:
+    with pytest.raises(WireError, match=r"Completion\.cost_usd"):
+        completion_from_proto(llm_pb2.Completion(text="hi", cost_usd=cost))
