@@ -97,7 +97,7 @@ async def test_loom_serve_with_metrics_off_and_on(tmp_path: Path, metrics: bool)
                         assert (await http.get(page)).status_code == 200, page
                     status = await loom("status", "--json", "--address", address, cwd=tmp_path)
                     assert status.returncode == 0, status.stderr
-                    assert json.loads(status.stdout)["events_published"] >= EVENTS
+                    assert json.loads(status.stdout)["published"] >= EVENTS
 
                     scraped = await http.get("/metrics")
                     if metrics:
