@@ -27,7 +27,8 @@ is ready, and collects what they measured. Figures (one JSON line):
   through a ``loom serve`` with its metrics on (exported over OTLP to the receiver every
   second, ``/metrics`` scraped every 0.1 s while the events flow, far more often than
   Prometheus's 15 s) and through one with ``--no-metrics`` (no meters at all), interleaved in
-  every repeat; ``metrics_cost_stream``: 1 - on/off (target <= 0.10, ``met_metrics_cost``).
+  every repeat (twice each, ABBA); ``metrics_cost_stream``: 1 - on/off (target <= 0.10,
+  ``met_metrics_cost``).
   ``metered_server_cpu_us_per_event`` / ``metrics_off_server_cpu_us_per_event``: the server's
   CPU per event from the publisher's start to the last event handled, steadier than a rate on
   a shared machine; ``metrics_cpu_cost_stream``: on/off - 1.
@@ -336,10 +337,13 @@ def main() -> None:
                         f"{name}_stream_events_per_s",
                         stream_rate(traced[ratio].address, EVENTS, True, run, trace=(sink, ratio)),
                     )
-                # Interleaved, and in turns first: neither side always runs on a machine
-                # the other has just warmed or loaded.
+                # Interleaved, twice each per repeat in the order on, off, off, on (then off,
+                # on, on, off): neither side always runs on a machine the other has just
+                # warmed or loaded, and each gets twice the samples of the other lines (its
+                # difference is small next to this machine's noise).
                 sides = [("metered", metered, True), ("metrics_off", unmetered, False)]
-                for name, one, scrape in sides if run % 2 == 0 else sides[::-1]:
+                sides = sides + sides[::-1] if run % 2 == 0 else sides[::-1] + sides
+                for name, one, scrape in sides:
                     rate, cpu_us = metrics_rate(one, run, scrape=scrape)
                     best(f"{name}_stream_events_per_s", rate)
                     best(f"{name}_server_cpu_us_per_event", cpu_us, True)
