@@ -203,6 +203,11 @@ class ServeMetrics:
         """Where metrics are exported over OTLP (``""``: nowhere)."""
         return self._config.otlp_endpoint
 
+    @property
+    def interval_s(self) -> float:
+        """Seconds between OTLP exports."""
+        return self._config.interval_s
+
     def observe(
         self,
         bus: EventBus,

@@ -40,6 +40,12 @@ __all__ = ["Metrics", "Readiness", "create_app"]
 
 Metrics = Callable[[], tuple[bytes, str]]
 """``metrics()``: the body of ``/metrics`` and its content type (Prometheus' text format)."""
+
+_METRICS_OFF = (
+    "metrics are off on this server ([serve] metrics = false in loom.toml, --no-metrics "
+    "or LOOM_METRICS=false)\n"
+)
+
 Readiness = Callable[[], str | None]
 """``ready()``: ``None`` when the server takes work, else why not (``/readyz`` says it)."""
 
@@ -132,7 +138,8 @@ def create_app(
 
     async def metrics_endpoint(request: Request) -> Response:
         if metrics is None:
-            return PlainTextResponse("metrics are not collected by this server\n", 404)
+            # One line a Prometheus operator can act on: its scrape shows the target down.
+            return PlainTextResponse(_METRICS_OFF, 404)
         body, content_type = metrics()
         return Response(body, media_type=content_type)
 

@@ -31,6 +31,7 @@ examples:
   loom serve --port 0 --log-level debug
   loom serve --log-format json       # one JSON object per log line
   loom serve --nats off              # memory only: no nats-server, nothing durable
+  loom serve --no-metrics            # no meters; /metrics answers 404
   LOOM_NATS_TOKEN=... loom serve --nats nats://10.0.0.7:4222   # an existing NATS server
   loom config                        # what loom serve would run with, and where each is from
   LOOM_DATA_DIR=/var/lib/loom loom serve --config /etc/loom/loom.toml
@@ -173,6 +174,13 @@ def _serve_flags() -> argparse.ArgumentParser:
     )
     web.add_argument("--http-host", help="its address alone (LOOM_HTTP_HOST; default 127.0.0.1)")
     web.add_argument("--http-port", type=int, help="its port alone (LOOM_HTTP_PORT; default 50052)")
+    web.add_argument(
+        "--metrics",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep metrics (/metrics, OTLP export; the default); --no-metrics: none at all, "
+        "/metrics answers 404 (LOOM_METRICS; [serve] metrics)",
+    )
     lim = s.add_argument_group("limits")
     lim.add_argument("--max-message-bytes", type=int, help="largest gRPC message (4 MiB)")
     lim.add_argument("--max-topics-per-agent", type=int, help="patterns per agent (256)")

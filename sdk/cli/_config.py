@@ -108,6 +108,9 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         http_port: its port, replacing ``http``'s (default 50052; with ``port = 0``, a free
             one as well, so a server asked for any free port never collides on the fixed
             HTTP one).
+        metrics: keep metrics (``/metrics`` and their OTLP export; ``--metrics``,
+            ``--no-metrics``). ``false``: no meters at all, and ``/metrics`` answers 404
+            (``docs/observability.md``, "Running without metrics").
     """
 
     host: str = "127.0.0.1"
@@ -144,6 +147,7 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     http: str = ""
     http_host: str | None = None
     http_port: int | None = None
+    metrics: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -349,6 +353,7 @@ _ENV = {
     "LOOM_HTTP": "http",
     "LOOM_HTTP_HOST": "http_host",
     "LOOM_HTTP_PORT": "http_port",
+    "LOOM_METRICS": "metrics",
 }
 
 
@@ -399,10 +404,31 @@ def load_config(
         unknown = _UNKNOWN.fullmatch(message)
         if unknown is not None:  # only loom.toml can bring an unknown key: name its table
             message = f"[serve] has no key {unknown.group(1)!r}"
+        elif (at := _AT_KEY.fullmatch(message)) is not None:
+            # Name the one place the bad value came from (the flag, the variable or the
+            # table), not every source merged and msgspec's path into the merged mapping.
+            where = _origin(at.group(2), toml_path, environ, overrides)
+            raise ConfigError(f"configuration: {where}: {at.group(1)}") from exc
         raise ConfigError(f"configuration ({source}): {message}") from exc
 
 
 _UNKNOWN = re.compile(r"Object contains unknown field `(.+)`")
+_AT_KEY = re.compile(r"(.+) - at `\$\.(\w+)`")
+
+
+def _origin(
+    key: str, toml_path: Path | None, environ: Mapping[str, str], overrides: Mapping[str, Any]
+) -> str:
+    """Where ``key``'s value came from, as a user would find it: ``flag --x``, ``$LOOM_X``
+    or ``<file> [serve] x`` (:func:`load_config` applies them in the reverse order)."""
+    if overrides.get(key) is not None:
+        return "flag " + _FLAG_NAMES.get(key, "--" + key.replace("_", "-"))
+    for var, name in _ENV.items():
+        if name == key and var in environ:
+            return f"${var}"
+    if key in ("host", "port") and environ.get("LOOM_BRIDGE_ADDR"):
+        return "$LOOM_BRIDGE_ADDR"
+    return f"{toml_path} [serve] {key}"
 
 
 SERVE_KEYS: tuple[str, ...] = tuple(f.name for f in msgspec.structs.fields(ServeConfig))

@@ -37,7 +37,7 @@ from loom.runtime.llm import ModelRouter
 from loom.runtime.resilience import Policies
 from loom.web import A2AServer, HttpServer, Metrics
 
-from .._metrics import ServeMetrics, metrics_config, open_metrics
+from .._metrics import ServeMetrics
 from .._telemetry import open_tracing, trace_config
 from ._config import ServeConfig, ServiceTables
 from ._config_a2a_remote import open_a2a_remote
@@ -47,6 +47,7 @@ from ._hosted import agent_data_dir, agent_tools, build_tools
 from ._llm_cache import open_response_cache
 from ._serve_a2a import a2a_server
 from ._serve_approvals import attach_approvals, guard_tools, open_approvals
+from ._serve_metrics import meter_provider, metrics_body, observe_metrics, open_serve_metrics
 
 __all__ = ["serve"]
 
@@ -137,7 +138,7 @@ async def _barriers(bus: EventBus) -> AsyncIterator[Callable[[], Awaitable[None]
 async def _models(
     tables: ServiceTables,
     tracer_provider: TracerProvider | None,
-    meter_provider: MeterProvider,
+    meter_provider: MeterProvider | None,
     data_dir: Path,
     policies: Policies,
 ) -> AsyncIterator[ModelRouter | None]:
@@ -273,7 +274,7 @@ async def serve(
     their ``pass_env``/``headers_env`` read. ``metrics`` replaces the body of the HTTP port's
     ``/metrics`` (by default the server's own metrics, ``ServeMetrics.prometheus()``).
     ``on_metrics`` is called with the server's metrics once they read everything, before
-    readiness is reported.
+    readiness is reported (not at all with ``config.metrics`` off: there are none).
 
     Raises:
         InsecureBind: a non-loopback host without a token or TLS.
@@ -290,9 +291,6 @@ async def serve(
         sample=config.trace_sample,
         service_name="loom-serve",
     )
-    metering = metrics_config(
-        environ or {}, endpoint=config.otlp_endpoint or None, service_name="loom-serve"
-    )
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         tables = tables if tables is not None else ServiceTables()
         policies = build_policies(tables.policy)  # docs/guardrails.md
@@ -301,8 +299,8 @@ async def serve(
             # Outermost: the spans of the last moments (the drain) are flushed after it.
             open_tracing(tracing) as tracer_provider,
             # Next: the last export follows the drain; the runtime and the router record into
-            # it, so it is made before them.
-            open_metrics(metering) as meters,
+            # it, so it is made before them. None with metrics off (docs/observability.md).
+            open_serve_metrics(config, environ or {}) as meters,
             # First in, last out: durable state outlives everything built on it.
             open_nats(
                 config.nats,
@@ -324,7 +322,7 @@ async def serve(
             # The router first: the runtime offers it to its agents (llm="server") and the
             # bridge to agents elsewhere (loom.v1.LLM).
             _models(
-                tables, tracer_provider, meters.meter_provider, Path(data_dir), policies
+                tables, tracer_provider, meter_provider(meters), Path(data_dir), policies
             ) as router,
             AgentRuntime(
                 bus,
@@ -333,7 +331,7 @@ async def serve(
                 sweep_interval_s=min(5.0, config.stale_after_s / 3),
                 llm=router,
                 node=config.node_name() if _clustered(nats) else "",
-                meter_provider=meters.meter_provider,
+                meter_provider=meter_provider(meters),
                 policies=policies,
             ) as runtime,
             # Before any agent starts: ids are claimed cluster-wide from the first.
@@ -368,7 +366,7 @@ async def serve(
                 tables,
                 runtime,
                 ready := _Readiness(nats),
-                metrics if metrics is not None else meters.prometheus,
+                metrics_body(meters, metrics),
                 a2a_server(
                     tables,
                     runtime,
@@ -385,16 +383,16 @@ async def serve(
                 )
             log.info("loom serve: event bus up (pid %d, data dir %s)", os.getpid(), data_dir)
             log.info("loom serve: NATS %s", nats.describe())
-            meters.observe(bus, runtime=runtime, server=server, router=router, durable=durable_log)
-            meters.observe_cluster(cluster)
-            if metering.otlp_endpoint:
-                log.info(
-                    "loom serve: metrics to %s (every %g s)",
-                    metering.otlp_endpoint,
-                    metering.interval_s,
-                )
-            if on_metrics is not None:
-                on_metrics(meters)
+            observe_metrics(
+                meters,
+                bus,
+                runtime=runtime,
+                server=server,
+                router=router,
+                durable=durable_log,
+                cluster=cluster,
+                on_metrics=on_metrics,
+            )
             if tracing is not None:
                 log.info(
                     "loom serve: traces to %s (%s %g)",
