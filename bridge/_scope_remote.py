@@ -220,8 +220,9 @@ class RemoteScopes:
                     raise ScopeUnavailable(why, tool=tool)
                 await waiter.granted.wait()  # queued: a turn's own call waits for a slot
             except BaseException:
-                if waiter.reply is not None and waiter.kind == _Kind.KIND_QUEUED:
-                    await self._release(stream, rid)  # gave up waiting (cancelled)
+                # Gave up (cancelled) with the Acquire possibly taken: the Release follows it
+                # on the stream, so whatever it got is given back (a no-op if nothing).
+                await self._release(stream, rid)
                 raise
             finally:
                 del stream.waiters[rid]
