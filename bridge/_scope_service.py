@@ -34,6 +34,7 @@ from loom.runtime.lowlevel import (
     acquire_reservation,
     authority_scope,
     release_reservation,
+    reserved_call,
     slot_free,
 )
 from loom.runtime.tools import ToolCallRefused
@@ -70,6 +71,7 @@ class _Stream:
         self.lock = anyio.Lock()  # one write at a time (grants come from waiting tasks too)
         self.held: dict[str, tuple[CallScope, object]] = {}
         self.waiting: dict[str, anyio.CancelScope] = {}
+        self.delegated: dict[str, anyio.CancelScope] = {}  # held at another node, by id
         self.allowed: set[str] = set()
 
     async def reply(self, reservation_id: str, kind: int, budget: str = "", limit: int = 0) -> None:
@@ -89,6 +91,9 @@ class _Stream:
         entry = self.held.pop(reservation_id, None)
         if entry is not None:
             release_reservation(entry[0], reservation_id, entry[1])
+        delegated = self.delegated.pop(reservation_id, None)
+        if delegated is not None:
+            delegated.cancel()  # its reservation at the other node is released as it ends
 
     def release_all(self) -> None:
         for reservation_id in list(self.waiting) + list(self.held):
@@ -156,6 +161,13 @@ class ScopesServicer(scopes_pb2_grpc.ScopesServicer):
             _cap(message, "max_call_depth"),
         )
         tool = message.tool or None
+        if scope.exact:
+            # This copy reserves from another node in turn (a turn kept on another node of
+            # the cluster, cluster/_scopes.py): the reservation is held there for as long.
+            held = anyio.CancelScope()
+            stream.waiting[rid] = held
+            stream.tg.start_soon(self._delegate, stream, scope, rid, tool, message.wait, held)
+            return True
         if message.wait and not slot_free(scope):
             # A turn's own call waits for a slot, as in process; the stream goes on being
             # read meanwhile (the releases that free a slot come on it).
@@ -173,6 +185,35 @@ class ScopesServicer(scopes_pb2_grpc.ScopesServicer):
         stream.held[rid] = (scope, hold)
         await stream.reply(rid, _Kind.KIND_GRANTED)
         return True
+
+    async def _delegate(
+        self,
+        stream: _Stream,
+        scope: CallScope,
+        rid: str,
+        tool: str | None,
+        wait: bool,
+        held: anyio.CancelScope,
+    ) -> None:
+        marker = object()
+        with held:
+            try:
+                async with reserved_call(scope, tool, wait=wait):
+                    if stream.waiting.pop(rid, None) is None:
+                        return  # released meanwhile
+                    # Found by the calls this process sends on naming it (loom-scope-held).
+                    scope.reserved[rid] = marker
+                    stream.held[rid] = (scope, marker)
+                    stream.delegated[rid] = held
+                    await stream.reply(rid, _Kind.KIND_GRANTED)
+                    await anyio.sleep_forever()  # until released (cancelled)
+            except ToolCallRefused as exc:
+                stream.waiting.pop(rid, None)
+                await stream.reply(rid, _Kind.KIND_REFUSED, exc.budget, exc.limit)
+            finally:
+                stream.delegated.pop(rid, None)
+                if scope.reserved.get(rid) is marker:
+                    del scope.reserved[rid]
 
     async def _wait_slot(
         self,

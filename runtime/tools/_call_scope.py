@@ -179,8 +179,9 @@ class CallScope:
         self.high_water = 0
         """The most calls that ran at once."""
         self._limiter = None if max_parallel is None else anyio.CapacityLimiter(max_parallel)
-        self.reserved: dict[str, _Slot] = {}
-        """Slots held by reservations of other processes, by reservation id (as the authority)."""
+        self.reserved: dict[str, object] = {}
+        """What the reservations of other processes hold, by reservation id: a slot here (as
+        the authority), or a reservation made in turn from this copy's own authority."""
         self.reserved_ids: OrderedDict[str, None] = OrderedDict()
         """Reservations counted (an Acquire sent again is not counted twice), the latest
         :data:`MAX_SHARED_SCOPES`."""

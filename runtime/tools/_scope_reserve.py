@@ -104,7 +104,7 @@ async def acquire_reservation(
     await slot.__aenter__()
     old = scope.reserved.pop(reservation_id, None)
     scope.reserved[reservation_id] = slot
-    if old is not None:
+    if isinstance(old, _Slot):
         old.release()  # the same call's earlier slot (its stream broke): one slot per call
     return slot
 
@@ -114,5 +114,5 @@ def release_reservation(scope: CallScope, reservation_id: str, hold: object) -> 
     nothing when the reservation holds another slot since (sent again on a new stream)."""
     if scope.reserved.get(reservation_id) is hold:
         del scope.reserved[reservation_id]
-        assert isinstance(hold, _Slot)
-        hold.release()
+        if isinstance(hold, _Slot):
+            hold.release()

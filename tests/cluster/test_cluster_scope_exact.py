@@ -1,0 +1,101 @@
+"""A turn's caps over calls made on other nodes hold exactly: the node serving a call for a
+turn whose scope another node keeps reserves each call it makes for the turn from that node
+(``cluster/_scopes.py``), instead of counting in a copy of its own and reporting after the
+fact. Two node processes and a real nats-server; the calls of every process counted in one
+directory (``tests/sdk/_scope_counter.py``)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+import anyio
+import msgspec
+import pytest
+
+from loom import CognitiveAgent
+from loom.runtime import Budget
+from loom.runtime.cognition import TurnOutcome
+from loom.runtime.collab import request
+from loom.runtime.llm import OpenAIProvider, ProviderConfig
+from loom.runtime.testing import Reply, ScriptedLLMServer, ScriptedToolCall
+
+from ..sdk._cli_support import clean_env, running_argv
+from ..sdk._scope_counter import Running as Calls
+from .conftest import NatsServerProcess
+from .test_cluster_directory import Node, node, wait_until
+
+pytestmark = pytest.mark.anyio
+
+HERE = Path(__file__).parent
+
+
+@asynccontextmanager
+async def cluster(nats_server: NatsServerProcess, root: Path) -> AsyncIterator[Node]:
+    """Node a in this process; nodes b and c in processes of their own."""
+    async with AsyncExitStack() as stack:
+        a = await stack.enter_async_context(node(nats_server.url, "a"))
+        for name in ("b", "c"):
+            argv = [sys.executable, str(HERE / "_scope_node.py"), nats_server.url, name, str(root)]
+            other = await stack.enter_async_context(running_argv(argv, cwd=root, env=clean_env()))
+            await other.wait_for("^ready$", timeout=30)
+        await wait_until(
+            lambda: all(a.runtime.directory.by_capability(f"fan.{n}") for n in "bc"), 30
+        )
+        yield a
+
+
+async def turn(a: Node, server: ScriptedLLMServer, budget: Budget) -> TurnOutcome:
+    config = ProviderConfig(kind="openai", model="m", base_url=server.openai_base_url)
+    async with OpenAIProvider("scripted", config) as llm:
+        origin = CognitiveAgent(
+            "origin", llm=llm, use_capabilities=["fan.b", "fan.c"], budget=budget
+        )
+        await a.runtime.start(origin)
+        async with a.runtime.bus.subscribe(origin.stream_topic) as stream:
+            await request(a.runtime.bus, "agent.origin.replies", b"go", timeout=30)
+            async for delivery in stream:
+                if delivery.event.type == "turn.end":
+                    return msgspec.json.decode(delivery.event.payload, type=TurnOutcome)
+    raise AssertionError("no turn.end")
+
+
+def both(n: int) -> Reply:
+    return Reply(
+        tool_calls=[
+            ScriptedToolCall(name="fan_b", arguments={"n": n}),
+            ScriptedToolCall(name="fan_c", arguments={"n": n}),
+        ]
+    )
+
+
+async def test_the_parallel_cap_holds_over_calls_on_two_other_nodes(
+    tmp_path: Path, nats_server: NatsServerProcess
+) -> None:
+    calls = Calls(tmp_path)
+    with anyio.fail_after(120):
+        async with ScriptedLLMServer() as server, cluster(nats_server, tmp_path) as a:
+            server.push(both(2), Reply(text="done"))
+            outcome = await turn(a, server, Budget(max_parallel_tool_calls=3))
+    assert outcome.kind == "answer", outcome
+    # The two fan calls hold two of the three slots on node a, the turn's node; the four
+    # leaf calls reserve there too, so one runs and three are refused. Before, each node's
+    # copy had three slots of its own: four leaves ran beside the two fans (6 at once).
+    assert calls.peak() <= 3, calls.lines()
+
+
+async def test_the_tool_call_cap_holds_over_calls_on_two_other_nodes(
+    tmp_path: Path, nats_server: NatsServerProcess
+) -> None:
+    calls = Calls(tmp_path)
+    with anyio.fail_after(120):
+        async with ScriptedLLMServer() as server, cluster(nats_server, tmp_path) as a:
+            server.push(both(3), Reply(text="done"))
+            outcome = await turn(a, server, Budget(max_tool_calls=5))
+    assert outcome.kind == "answer", outcome
+    # Eight calls tried (two fans, six leaves), five made. Before, each node was sent the
+    # calls the turn had left (three) and counted in its own copy, the counts coming back
+    # with the answers: both nodes ran three leaves (eight in all).
+    assert sum(calls.calls().values()) == 5, calls.lines()
