@@ -115,6 +115,7 @@ class ScopesServicer(scopes_pb2_grpc.ScopesServicer):
     async def Reserve(  # type: ignore[override]
         self, request_iterator: Any, context: _Context
     ) -> None:
+        failure: Exception | None = None
         async with anyio.create_task_group() as tg:
             stream = _Stream(context, tg)
             try:
@@ -122,14 +123,20 @@ class ScopesServicer(scopes_pb2_grpc.ScopesServicer):
                     which = request.WhichOneof("kind")
                     if which == "acquire":
                         if not await self._acquire(stream, request.acquire):
-                            return
+                            break
                     elif which == "release":
                         stream.release(request.release.reservation_id)
+            except Exception as exc:  # a malformed frame, the stream cut: raised below
+                failure = exc
             finally:
                 # However the stream ends (released and closed, the process dead, the
                 # connection cut): every slot it holds is freed now, never leaked.
                 stream.release_all()
                 tg.cancel_scope.cancel()
+        if failure is not None:
+            # Outside the task group, as itself (not in an exception group): the guard
+            # answers a malformed frame INVALID_ARGUMENT.
+            raise failure
 
     async def _acquire(self, stream: _Stream, message: scopes_pb2.ScopeAcquire) -> bool:
         context = stream.context
