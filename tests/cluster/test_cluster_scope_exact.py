@@ -16,11 +16,13 @@ import msgspec
 import pytest
 
 from loom import CognitiveAgent
+from loom.cluster._directory_wire import error_from_wire, error_to_wire
 from loom.runtime import Budget
 from loom.runtime.cognition import TurnOutcome
 from loom.runtime.collab import request
 from loom.runtime.llm import OpenAIProvider, ProviderConfig
 from loom.runtime.testing import Reply, ScriptedLLMServer, ScriptedToolCall
+from loom.runtime.tools import ScopeUnavailable, ToolCallRefused
 
 from ..sdk._cli_support import clean_env, running_argv
 from ..sdk._scope_counter import Running as Calls
@@ -99,3 +101,18 @@ async def test_the_tool_call_cap_holds_over_calls_on_two_other_nodes(
     # calls the turn had left (three) and counted in its own copy, the counts coming back
     # with the answers: both nodes ran three leaves (eight in all).
     assert sum(calls.calls().values()) == 5, calls.lines()
+
+
+def test_an_unreachable_authority_crosses_nodes_as_itself() -> None:
+    refused = ScopeUnavailable("node a did not answer", tool="leaf.b")
+    again = error_from_wire(error_to_wire(refused))
+    assert isinstance(again, ScopeUnavailable)
+    assert (again.why, again.tool, again.budget) == (
+        "node a did not answer",
+        "leaf.b",
+        "call_scope",
+    )
+    # A cap reached still crosses as the cap.
+    capped = error_from_wire(error_to_wire(ToolCallRefused("max_tool_calls", 5, tool="t")))
+    assert type(capped) is ToolCallRefused
+    assert (capped.budget, capped.limit) == ("max_tool_calls", 5)
