@@ -412,8 +412,7 @@ def frame_from_headers(
     if shared and headers.get("loom-scope-authority") == "1":
         # The caller reserves from this server: the count and slots are here, and the call is
         # counted already when it names a live reservation.
-        if scope is None:
-            scope = shared_scope(scope_id, calls, parallel, max_depth)
+        scope = authority_scope(scope_id, calls, parallel, max_depth)
         held = headers.get("loom-scope-held", "")
         counted = bool(held) and scope.holds(held)
         return CallFrame(scope, depth - 1 if pushed else depth, counted or pushed)
@@ -471,9 +470,13 @@ def authority_scope(
     scope_id: str, calls: int | None, parallel: int | None, max_depth: int | None
 ) -> CallScope:
     """The scope a reservation counts in, as its authority: the turn's own when it runs here,
-    else the shared copy (started with these caps)."""
+    else the shared copy (started with these caps). A turn's own scope that reserves from an
+    authority itself is not one (an agent connected to a server in its own process): the
+    shared copy is."""
     scope = CallScope.find(scope_id)
-    return scope if scope is not None else shared_scope(scope_id, calls, parallel, max_depth)
+    if scope is not None and scope.authority is None:
+        return scope
+    return shared_scope(scope_id, calls, parallel, max_depth)
 
 
 class scoped_call:  # lower case: it reads as a call, ``async with scoped_call(...)``
