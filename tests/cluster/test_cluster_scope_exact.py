@@ -24,14 +24,17 @@ from loom.runtime.llm import OpenAIProvider, ProviderConfig
 from loom.runtime.testing import Reply, ScriptedLLMServer, ScriptedToolCall
 from loom.runtime.tools import ScopeUnavailable, ToolCallRefused
 
-from ..sdk._cli_support import clean_env, running_argv
+from ..sdk._cli_support import clean_env, loom, running_argv
 from ..sdk._scope_counter import Running as Calls
 from .conftest import NatsServerProcess
 from .test_cluster_directory import Node, node, wait_until
+from .test_tool_output_nodes import node as serve_node
+from .test_tool_output_nodes import wait_for_tool
 
 pytestmark = pytest.mark.anyio
 
 HERE = Path(__file__).parent
+AGENT = str(HERE.parent / "sdk" / "_scope_exact_agent.py")
 
 
 @asynccontextmanager
@@ -116,3 +119,64 @@ def test_an_unreachable_authority_crosses_nodes_as_itself() -> None:
     capped = error_from_wire(error_to_wire(ToolCallRefused("max_tool_calls", 5, tool="t")))
     assert type(capped) is ToolCallRefused
     assert (capped.budget, capped.limit) == ("max_tool_calls", 5)
+
+
+async def test_calls_of_bridge_agents_on_another_serve_node_count_exactly(
+    tmp_path: Path, nats_server: NatsServerProcess
+) -> None:
+    # Two ``loom serve --nats`` nodes. Node a hosts ``assistant`` under [budget]
+    # max_tool_calls = 6; its one step calls think.helper and fan.p1, SDK agents connected to
+    # node b: the helper's turn (joined, in its process) calls its local tool twice, then
+    # twice more; fan.p1 calls leaf.x (another SDK agent of node b) three times at once. Nine
+    # calls are tried: every one made on node b reserves from node a (the helper's local
+    # calls through node b's server, which reserves in turn from node a), so six are made.
+    # Without reservations (an older server and node) all nine ran: the helper's local calls
+    # were counted in its own copy and reported after its turn.
+    calls = Calls(tmp_path / "calls")
+    (tmp_path / "a").mkdir()
+    with anyio.fail_after(180):
+        async with (
+            ScriptedLLMServer() as llm,
+            ScriptedLLMServer() as thinking,
+            AsyncExitStack() as stack,
+        ):
+            (tmp_path / "a" / "loom.toml").write_text(
+                "[llm.scripted]\n"
+                'kind = "openai"\n'
+                'model = "scripted-model"\n'
+                f'base_url = "{llm.openai_base_url}"\n'
+                "timeout_s = 10\n\n"
+                "[agents.assistant]\n"
+                'llm = "scripted"\n'
+                'capabilities = ["think.helper", "fan.p1"]\n\n'
+                "[budget]\n"
+                "max_tool_calls = 6\n"
+            )
+            step = Reply(
+                tool_calls=[
+                    ScriptedToolCall(name="think_helper", arguments={}),
+                    ScriptedToolCall(name="fan_p1", arguments={"n": 3}),
+                ]
+            )
+            llm.push(step, Reply(text="done"))
+            local = Reply(tool_calls=[ScriptedToolCall(name="local_y", arguments={})] * 2)
+            thinking.push(local, local, Reply(text="thought"))
+            server_a, a = await serve_node(stack, tmp_path, nats_server, "a")
+            await server_a.wait_for(r"hosting agent assistant")
+            _, b = await serve_node(stack, tmp_path, nats_server, "b")
+            env = clean_env(LOOM_BRIDGE_ADDR=b)
+            where = str(tmp_path / "calls")
+            for argv, name in (
+                ([AGENT, "helper", thinking.openai_base_url, where], "helper"),
+                ([AGENT, "fan", "p1", where], "p1"),
+                ([AGENT, "leaf", where], "leafer"),
+            ):
+                agent = await stack.enter_async_context(
+                    running_argv([sys.executable, *argv], cwd=tmp_path, env=env)
+                )
+                await agent.wait_for(f"connected to .* as {name}$", timeout=30)
+            await wait_for_tool(a, "think.helper", tmp_path)
+            await wait_for_tool(a, "fan.p1", tmp_path)
+            asked = await loom("ask", "assistant", "go", "-a", a, cwd=tmp_path)
+            assert asked.returncode == 0, asked.stderr
+    assert sum(calls.calls().values()) == 6, calls.lines()

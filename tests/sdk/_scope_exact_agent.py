@@ -10,7 +10,8 @@ Usage, with ``LOOM_BRIDGE_ADDR`` set:
 * ``fan ID DIR``: agent ``ID`` offering ``fan.ID(n)``, which calls ``leaf.x`` ``n`` times at
   once and returns ``{"ok": ..., "refused": ...}``;
 * ``helper LLM_BASE_URL DIR``: agent ``helper`` offering ``think.helper``, which runs a turn
-  (joining the caller's scope) whose tool ``local.y`` runs in its process.
+  (joining the caller's scope) whose tool ``local.y`` runs in its process;
+* ``leaf DIR``: agent ``leafer`` offering ``leaf.x`` (0.3 s).
 """
 
 from __future__ import annotations
@@ -126,8 +127,25 @@ def helper(base_url: str, root: str) -> Agent:
     return Agent("helper", capabilities=[tool])
 
 
+def leaf(root: str) -> Agent:
+    running = Running(Path(root))
+
+    async def run() -> str:
+        async with running.call("leaf.x"):
+            await anyio.sleep(0.3)
+        return "leaf"
+
+    tool = FunctionTool(run, name="leaf.x", description="A leaf.", parameters_schema=OBJECT)
+    return Agent("leafer", capabilities=[tool])
+
+
 def main(kind: str, *args: str) -> None:
-    makers: dict[str, Callable[..., Agent]] = {"origin": origin, "fan": fan, "helper": helper}
+    makers: dict[str, Callable[..., Agent]] = {
+        "origin": origin,
+        "fan": fan,
+        "helper": helper,
+        "leaf": leaf,
+    }
     made = makers[kind](*args)
     print("ended", made.run().value, flush=True)
 
