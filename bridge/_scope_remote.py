@@ -114,6 +114,8 @@ class RemoteScopes:
         self._absent = False
         self._stream: _Stream | None = None
         self._opening = anyio.Lock()
+        self._failures = 0  # opens that failed
+        self._failed = ""  # why the last one did
 
     @property
     def absent(self) -> bool:
@@ -121,18 +123,26 @@ class RemoteScopes:
         return self._absent
 
     async def _open(self, tool: str) -> _Stream:
+        failures = self._failures
         async with self._opening:
             stream = self._stream
             if stream is not None and not stream.ended:
                 return stream
+            if self._failures != failures:
+                # The open this call queued behind failed: so does this one, at once (not
+                # one more timeout per call waiting).
+                raise ScopeUnavailable(self._failed, tool=tool)
             try:
                 with anyio.fail_after(self.timeout_s):
                     channel = await self._channel()
             except TimeoutError:
-                why = f"no connection to the server within {self.timeout_s:g} s"
-                raise ScopeUnavailable(why, tool=tool) from None
+                self._failed = f"no connection to the server within {self.timeout_s:g} s"
+                self._failures += 1
+                raise ScopeUnavailable(self._failed, tool=tool) from None
             except LoomError as exc:  # the client closed
-                raise ScopeUnavailable(str(exc), tool=tool) from None
+                self._failed = str(exc)
+                self._failures += 1
+                raise ScopeUnavailable(self._failed, tool=tool) from None
             call = scopes_pb2_grpc.ScopesStub(channel).Reserve(metadata=self._metadata())
             stream = _Stream(call)
             try:
