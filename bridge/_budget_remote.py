@@ -25,6 +25,7 @@ import grpc.aio
 
 from loom.bridge._generated import budget_service_pb2, budget_service_pb2_grpc
 from loom.runtime import Budget, BudgetExhausted, BudgetUnavailable, LoomError
+from loom.runtime.lowlevel import ScopeAuthority
 
 from ._aio import unary
 from ._budget_service import TURN_LIMITS
@@ -78,6 +79,9 @@ class RemoteBudgets:
         self.absent = False
         """The server answered UNIMPLEMENTED: holds are kept in this process."""
         self._turn_limits: dict[str, Budget] = {}  # by agent id, at most MAX_AGENTS_KEPT
+        self.scopes: ScopeAuthority | None = None
+        """The server's call scopes, reserved from by the capped turns of this ledger's
+        agents (``bridge/_scope_remote.py``; set by the client)."""
         self._no_turn_limits = False
 
     async def hold(

@@ -31,6 +31,7 @@ from loom.bridge._generated import tools_pb2
 from loom.runtime import AgentRuntime
 from loom.runtime.lowlevel import (
     CallFrame,
+    ScopeAuthority,
     current_frame,
     frame_from_headers,
     in_frame,
@@ -78,6 +79,7 @@ async def run_tool_call(
     *,
     deadline_s: float | None,
     side: str = "server",
+    scopes: ScopeAuthority | None = None,
 ) -> ToolCallOutcome:
     """Call the tool ``request`` names and report how it ended.
 
@@ -92,12 +94,20 @@ async def run_tool_call(
         deadline_s: seconds the caller still waits (its gRPC deadline), or ``None``.
         side: ``server`` or ``agent`` (a call pushed to an agent's process): the span's
             ``loom.bridge.side``.
+        scopes: in an agent's process, the server's call scopes: the calls made here for a
+            capped turn reserve their count and slot there (``bridge/_scope_remote.py``).
     """
     # The caps of the turn the call is made for (its call scope), as its headers carry them:
     # its nested calls count against that turn, and go no deeper than it allows.
     # The server routes calls between processes: a turn held elsewhere (an agent's own
     # process) counts in one shared copy here, whichever process its calls come from.
     frame = frame_from_headers(request.headers, pushed=side == "agent", shared=side == "server")
+    if frame is not None and scopes is not None and frame.scope.detached:
+        scope = frame.scope
+        if scope.max_tool_calls is not None or scope.max_parallel is not None:
+            # This process's copy of a capped turn's scope counts nothing itself: each call it
+            # makes reserves from the server, which keeps the turn's count and slots.
+            scope.authority = scopes
     # A call a human approved in this server's store, forwarded by the agent whose turn
     # asked: a NeedsApproval tool may run it (bridge/_approved_calls.py).
     ruled = await approved_scope(runtime, request)

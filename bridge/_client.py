@@ -56,9 +56,9 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from types import TracebackType
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import anyio
 import anyio.lowlevel
@@ -129,6 +129,7 @@ from ._llm_client import ServerLLM
 from ._packed import pack_event
 from ._reconnect import ConnectionStatus, Reconnector, StateListener, Wait
 from ._reports import FINAL, Report, dead_letter_to_proto, report_to_proto
+from ._scope_remote import RemoteScopes
 from ._status import error_from_outcome
 from ._tool_output import WANTS_OUTPUT, drain_until, relay, report_drops
 from ._trace import trace_headers
@@ -376,6 +377,7 @@ class BridgeClient:
         self._stub: bridge_pb2_grpc.BridgeAsyncStub | None = None
         self._session: Session | None = None
         self._tg: TaskGroup | None = None
+        self._scopes: RemoteScopes | None = None
         self._closing = False
         self._fatal: Exception | None = None
         self._last_exc: Exception | None = None
@@ -1130,7 +1132,8 @@ class BridgeClient:
             raise InvalidArgument(f"timeout must be > 0 seconds, not {timeout!r}")
         scope = scope_headers()
         frame = current_frame()
-        if frame is not None and not frame.counted:
+        if frame is not None and not frame.counted and not frame.scope.exact:
+            # (A scope reserved from the server is counted there, as the call arrives.)
             # Made for a turn by a tool serving it here: this process's copy of the turn's
             # scope counts it (ToolCallRefused past the calls left), and says so.
             frame.scope.take(name)
@@ -1267,8 +1270,26 @@ class BridgeClient:
 
     def budgets(self) -> RemoteBudgets:
         """The server's budget ledger (``loom.v1.Budgets``) for this agent's model calls, over
-        this connection (``bridge/_budget_remote.py``): where a remote turn's spend counts."""
-        return RemoteBudgets(self._llm_channel, self._metadata)
+        this connection (``bridge/_budget_remote.py``): where a remote turn's spend counts;
+        its :attr:`~RemoteBudgets.scopes` are :meth:`scopes`."""
+        budgets = RemoteBudgets(self._llm_channel, self._metadata)
+        budgets.scopes = self.scopes()
+        return budgets
+
+    def scopes(self) -> RemoteScopes:
+        """The server as the authority over the call scopes of capped turns
+        (``loom.v1.Scopes``, ``bridge/_scope_remote.py``): every call this process makes for
+        such a turn reserves its count and parallel slot there first. One per client."""
+        if self._scopes is None:
+            self._scopes = RemoteScopes(
+                self._llm_channel, self._metadata, self.registration.agent_id, self._spawn
+            )
+        return self._scopes
+
+    def _spawn(self, task: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        if self._tg is None:
+            raise RuntimeError("the client is not open")
+        self._tg.start_soon(task)
 
     async def _llm_channel(self) -> grpc.aio.Channel:
         await self._ready()

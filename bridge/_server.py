@@ -38,6 +38,7 @@ from loom.bridge._generated import (
     llm_pb2_grpc,
     memory_pb2,
     memory_pb2_grpc,
+    scopes_pb2_grpc,
     server_pb2,
     server_pb2_grpc,
     tools_pb2,
@@ -81,6 +82,7 @@ from ._limits import Limits
 from ._llm_service import LLMService
 from ._memory_service import MemoryServicer
 from ._memory_store import IN_MEMORY, PlanMemory
+from ._scope_service import SCOPES_SERVICE, ScopesServicer
 from ._server_session import Session
 from ._server_status import NatsInfo, ServerService
 from ._services import EventBusService, ToolService
@@ -494,7 +496,13 @@ class BridgeServer:
                 PlanMemory(IN_MEMORY) if data_dir is None else PlanMemory.in_data_dir(data_dir)
             )
         self.memory = memory
-        self.services = (*SERVICE_NAMES, MEMORY_SERVICE, APPROVALS_SERVICE, BUDGETS_SERVICE)
+        self.services = (
+            *SERVICE_NAMES,
+            MEMORY_SERVICE,
+            APPROVALS_SERVICE,
+            BUDGETS_SERVICE,
+            SCOPES_SERVICE,
+        )
         self.hub = Hub(runtime, self.limits, settle_s=settle_s)
         self.hub.bind_agent_ids = tls is not None and tls.bind_agent_ids
         self.hub.admin_token = admin_token
@@ -556,6 +564,7 @@ class BridgeServer:
         approvals = ApprovalsServicer(self.hub)
         approvals_pb2_grpc.add_ApprovalsServicer_to_server(approvals, target)
         budget_service_pb2_grpc.add_BudgetsServicer_to_server(BudgetsServicer(self.hub), target)
+        scopes_pb2_grpc.add_ScopesServicer_to_server(ScopesServicer(self.hub), target)
         self._health = _Health(self.services)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, target)
         reflection.enable_server_reflection(

@@ -54,6 +54,7 @@ from loom.runtime import (
 from loom.runtime.tools import (
     CallDepthExceeded,
     InvalidToolArguments,
+    ScopeUnavailable,
     ToolCallRefused,
     ToolError,
     ToolFailed,
@@ -213,6 +214,11 @@ def outcome_from_error(call_id: str, exc: ToolError) -> ToolCallOutcome:
             status, code = ToolStatus.ERROR, AGENT_UNRESPONSIVE
             details["agent_id"] = exc.agent_id
             details["stale_after_s"] = f"{exc.stale_after_s:g}"
+        case ScopeUnavailable():
+            # Before ToolCallRefused (its base): the authority over the call's scope could
+            # not be asked; no cap was reached.
+            status, code = ToolStatus.ERROR, "ScopeUnavailable"
+            details["why"] = exc.why
         case CallDepthExceeded():
             status, code = ToolStatus.ERROR, "CallDepthExceeded"
             details.update(budget=exc.budget, limit=str(exc.limit), depth=str(exc.depth))
@@ -278,6 +284,8 @@ def error_from_outcome(outcome: ToolCallOutcome, *, tool: str, timeout: float) -
             exc = ToolTimeout(timeout if math.isfinite(timeout) else math.inf, tool=tool)
         case _ if err.code == "PERMISSION_DENIED":
             exc = ToolPermissionDenied(text, tool=tool)
+        case _ if err.code == "ScopeUnavailable":
+            exc = ScopeUnavailable(err.details.get("why", text), tool=tool)
         case _ if err.code in ("CallDepthExceeded", "ToolCallRefused") and _int(
             err.details.get("limit")
         ):

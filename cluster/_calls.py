@@ -65,6 +65,7 @@ from ._directory_wire import (
     error_to_wire,
     json_text,
 )
+from ._scopes import NodeScopes, NodeScopeService, scope_subject
 
 __all__ = ["ClusterCalls"]
 
@@ -108,6 +109,8 @@ class ClusterCalls:
         self._serving: dict[tuple[str, str], anyio.CancelScope] = {}
         self._reply_prefix = f"_loom.reply.{node}."
         self._tg: TaskGroup | None = None
+        self.scopes = NodeScopeService(node)
+        """This node as the authority over the scopes it keeps, for other nodes' calls."""
 
     # ------------------------------------------------------------------ calling
 
@@ -147,7 +150,7 @@ class ClusterCalls:
             # The turn's caps go along, as a call pushed to an agent's process carries them:
             # this node counted the hop into the remote agent already (pushed). And the
             # call's idempotency key, which the tool there receives.
-            headers={**scope_headers(pushed=True), **key_headers()},
+            headers={**scope_headers(pushed=True), **self._scope_node(), **key_headers()},
         )
         pending = _Pending(node, pieces)
         self.pending[call_id] = pending
@@ -190,6 +193,23 @@ class ClusterCalls:
             raise error_from_wire(reply.error)
         return _json(reply.output) if reply.output else None
 
+    def _scope_node(self) -> dict[str, str]:
+        """``loom-scope-node``: the node whose copy of the current capped turn's scope is its
+        authority (this one, unless this copy reserves from another), so that the node
+        serving the call reserves each call it makes for the turn there
+        (``cluster/_scopes.py``). None when the authority predates reservations."""
+        frame = current_frame()
+        if frame is None:
+            return {}
+        scope = frame.scope
+        if scope.max_tool_calls is None and scope.max_parallel is None:
+            return {}  # no cap but the depth, which travels with the call: nothing to reserve
+        authority = scope.authority
+        if authority is None:
+            return {"loom-scope-node": self.node}
+        owner = getattr(authority, "owner", "")
+        return {"loom-scope-node": owner} if owner and not authority.absent else {}
+
     def fail_node(self, node: str, reason: str) -> int:
         """``node`` is gone: every call waiting on it fails now with ``AGENT_DISCONNECTED``.
         Returns how many."""
@@ -206,6 +226,8 @@ class ClusterCalls:
                 )
                 pending.done.set()
                 count += 1
+        # The slots its reservations held for turns this node keeps are free again.
+        self.scopes.release_node(node)
         return count
 
     async def _on_reply(self, msg: Msg) -> None:
@@ -254,6 +276,9 @@ class ClusterCalls:
                 )
                 subs.append(
                     await self.client.subscribe(f"_loom.cancel.{self.node}", cb=self._on_cancel)
+                )
+                subs.append(
+                    await self.client.subscribe(scope_subject(self.node), cb=self.scopes.on_message)
                 )
                 subs.append(
                     # ">": the answers and the pieces (``.out``) of each call, in one
@@ -309,7 +334,7 @@ class ClusterCalls:
             # reply subject's child: a request cannot make this node publish elsewhere.
             wanted = request.output == request.reply + _OUTPUT_SUFFIX
             sink = functools.partial(self._send_output, request) if wanted else None
-            frame = _node_frame(request.headers)
+            frame = _node_frame(request.headers, self.client, self.node)
             before = 0 if frame is None else frame.scope.tool_calls
             with scope, in_frame(frame), tool_output_sink(sink):
                 timeout = request.timeout_ms / 1000 if request.timeout_ms else None
@@ -360,7 +385,7 @@ class ClusterCalls:
             )
 
 
-def _node_frame(headers: dict[str, str]) -> CallFrame | None:
+def _node_frame(headers: dict[str, str], client: Client, node: str) -> CallFrame | None:
     """The frame a call from another node runs in: this node's shared copy of the caller's
     scope (the one its bridge server counts its agents' calls for the turn in, so those count
     too), with the caller's count on its calls left.
@@ -373,6 +398,11 @@ def _node_frame(headers: dict[str, str]) -> CallFrame | None:
     frame = frame_from_headers(headers, pushed=True, shared=True)
     if frame is None or not frame.scope.detached:
         return frame
+    owner = headers.get("loom-scope-node", "")
+    if owner and owner != node and frame.scope.authority is None:
+        # The calling node keeps the turn's scope: every call made here for the turn
+        # reserves from it (exact over nodes); this copy counts nothing itself.
+        frame.scope.authority = NodeScopes(client, node, owner)
     left = headers.get("loom-scope-caps", "-").split(",")[0]
     if left.isdigit():
         scope = frame.scope

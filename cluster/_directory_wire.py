@@ -17,6 +17,7 @@ from loom.runtime import AgentNotFound
 from loom.runtime.tools import (
     CallDepthExceeded,
     InvalidToolArguments,
+    ScopeUnavailable,
     ToolCallRefused,
     ToolError,
     ToolFailed,
@@ -184,6 +185,9 @@ def error_to_wire(exc: ToolError | AgentNotFound) -> CallError:
             return CallError(kind="permission_denied", message=exc.reason, tool=tool)
         case CallDepthExceeded():
             return CallError(kind="depth_exceeded", limit=exc.limit, depth=exc.depth, tool=tool)
+        case ScopeUnavailable():
+            # A refusal with no cap reached: the authority over the scope was not answering.
+            return CallError(kind="call_refused", detail=exc.budget, message=exc.why, tool=tool)
         case ToolCallRefused():
             return CallError(kind="call_refused", detail=exc.budget, limit=exc.limit, tool=tool)
         case ToolUnavailable():
@@ -212,6 +216,8 @@ def error_from_wire(error: CallError) -> ToolError:
             return ToolUnavailable(error.detail, error.message, tool=tool)
         case "depth_exceeded":
             return CallDepthExceeded(error.depth, error.limit, tool=tool)
+        case "call_refused" if error.detail == "call_scope":
+            return ScopeUnavailable(error.message, tool=tool)
         case "call_refused":
             return ToolCallRefused(error.detail, error.limit, tool=tool)
         case _:

@@ -23,6 +23,10 @@ cluster use it to carry events and tool calls between processes:
   :func:`set_frame`, :func:`reset_frame`, :func:`scope_headers` and
   :func:`frame_from_headers`: a turn's call scope (its caps on tool calls and call depth),
   current while its tools run and carried in ``ToolCall.headers`` across processes;
+  :class:`ScopeAuthority`, :func:`authority_scope`, :func:`acquire_reservation`,
+  :func:`release_reservation`, :func:`slot_free` and :func:`reserved_call`: the one process
+  that keeps a scope whose calls span processes, and the reservations every call of the
+  tree takes from it before it runs;
 * :data:`IDEMPOTENCY_HEADER`, :func:`key_headers` and :func:`key_from_headers`: a tool
   call's idempotency key, carried in its headers to the process or node that serves it;
 * :func:`current_tool_output_sink`: where a tool call's partial output goes, read by a
@@ -95,9 +99,11 @@ from .resilience._key import key_from_headers as key_from_headers
 from .resilience._key import key_headers as key_headers
 from .tools._call_scope import CallFrame as CallFrame
 from .tools._call_scope import CallScope as CallScope
+from .tools._call_scope import authority_scope as authority_scope
 from .tools._call_scope import current_frame as current_frame
 from .tools._call_scope import frame_from_headers as frame_from_headers
 from .tools._call_scope import in_frame as in_frame
+from .tools._call_scope import reserved_call as reserved_call
 from .tools._call_scope import reset_frame as reset_frame
 from .tools._call_scope import scope_headers as scope_headers
 from .tools._call_scope import set_frame as set_frame
@@ -106,6 +112,10 @@ from .tools._output_relay import MAX_TOOL_OUTPUT_PIECES as MAX_TOOL_OUTPUT_PIECE
 from .tools._output_relay import ToolOutputPieces as ToolOutputPieces
 from .tools._output_relay import drain_pieces_until as drain_pieces_until
 from .tools._output_relay import output_pieces as output_pieces
+from .tools._scope_reserve import ScopeAuthority as ScopeAuthority
+from .tools._scope_reserve import acquire_reservation as acquire_reservation
+from .tools._scope_reserve import release_reservation as release_reservation
+from .tools._scope_reserve import slot_free as slot_free
 
 __all__ = [
     "EVENT_OVERHEAD_BYTES",
@@ -132,6 +142,7 @@ __all__ = [
     "RemoteDurableMessage",
     "RemoteTool",
     "ReplyRouter",
+    "ScopeAuthority",
     "SpanRecord",
     "SpanRecorder",
     "SpanRecorderStats",
@@ -140,6 +151,8 @@ __all__ = [
     "ToolProvider",
     "TopicTrie",
     "Transport",
+    "acquire_reservation",
+    "authority_scope",
     "child_envelope",
     "context_from_envelope",
     "current_frame",
@@ -164,15 +177,18 @@ __all__ = [
     "new_id",
     "now_ms",
     "output_pieces",
+    "release_reservation",
     "reply_envelope",
     "reply_topic",
     "request_event",
+    "reserved_call",
     "reset_frame",
     "router_for",
     "scope_headers",
     "set_frame",
     "set_public_module",
     "settle_in_flight",
+    "slot_free",
     "span_recorder",
     "step_hop",
     "tool_inventory",

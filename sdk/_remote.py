@@ -570,7 +570,11 @@ async def serve_agent(
     runtime = AgentRuntime(bus, stop_timeout_s=stop_timeout_s)
     # Pushed calls of its capabilities: the server's own serving path, on this runtime.
     calls = _DrainingCalls(
-        spec.id, functools.partial(run_tool_call, runtime, deadline_s=None, side="agent")
+        spec.id,
+        # Calls made here for a capped turn reserve from the server (its call scopes).
+        functools.partial(
+            run_tool_call, runtime, deadline_s=None, side="agent", scopes=client.scopes()
+        ),
     )
     client.tool_handler = calls
     # The instance running now (a restart makes a new one), whose turns the server may

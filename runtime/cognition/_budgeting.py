@@ -23,7 +23,7 @@ calls (tools that are agents) count against the same scope
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import AbstractAsyncContextManager, contextmanager
+from contextlib import contextmanager
 from contextvars import Token
 
 import msgspec
@@ -46,7 +46,16 @@ from ..llm import (
     completion_cost,
     model_prices,
 )
-from ..lowlevel import CallFrame, CallScope, current_frame, in_frame, reset_frame, set_frame
+from ..lowlevel import (
+    CallFrame,
+    CallScope,
+    ScopeAuthority,
+    current_frame,
+    in_frame,
+    reserved_call,
+    reset_frame,
+    set_frame,
+)
 from ..tools import ToolCallRefused
 
 __all__ = ["DEFAULT_OUTPUT_TOKENS", "TurnBudget", "estimate_prompt_tokens"]
@@ -131,11 +140,19 @@ class TurnBudget:
             or budget.max_parallel_tool_calls is not None
             or budget.max_call_depth is not None
         ):
+            # A turn of an agent in its own process reserves every call of its tree from the
+            # server (the scope's authority) when it caps calls or parallel calls: exact over
+            # every process, one round trip per call (docs/guardrails.md, "Across the bridge").
+            # A depth cap alone is exact without it: no authority, nothing paid.
+            authority: ScopeAuthority | None = None
+            if budget.max_tool_calls is not None or budget.max_parallel_tool_calls is not None:
+                authority = getattr(self._ledger.authority, "scopes", None)
             scope = CallScope(
                 max_tool_calls=budget.max_tool_calls,
                 max_parallel=budget.max_parallel_tool_calls,
                 max_depth=budget.max_call_depth,
                 on_refused=self._ledger.refused,
+                authority=authority,
             )
             self._frame = CallFrame(scope, 0)
         else:
@@ -240,7 +257,7 @@ class _ToolCall:
 
     def __init__(self, budget: TurnBudget, name: str) -> None:
         self._budget, self._name = budget, name
-        self._slot: AbstractAsyncContextManager[None] | None = None
+        self._slot: reserved_call | None = None
         self._token: Token[CallFrame | None] | None = None
 
     async def __aenter__(self) -> None:
@@ -248,23 +265,24 @@ class _ToolCall:
         frame = budget._frame
         if frame is None:
             return
+        # Counted, and a parallel slot held while it runs (in the scope's authority, when it
+        # has one). The turn's own calls wait for a slot; a joined turn's are nested calls
+        # (their ancestors hold slots) and are refused at once instead.
+        slot = reserved_call(frame.scope, self._name, wait=not budget.joined)
         try:
-            frame.scope.take(self._name)
+            held = await slot.__aenter__()
         except ToolCallRefused as exc:
-            budget.exhausted = exc.budget
+            if exc.budget != "max_parallel_tool_calls":  # no slot free now: not the turn's end
+                budget.exhausted = exc.budget
             raise
-        # The turn's own calls wait for a slot; a joined turn's are nested calls (their
-        # ancestors hold slots) and are refused at once instead.
-        slot = frame.scope.slot(wait=not budget.joined, tool=self._name)
-        await slot.__aenter__()
         self._slot = slot
-        self._token = set_frame(CallFrame(frame.scope, frame.depth, True))
+        self._token = set_frame(CallFrame(frame.scope, frame.depth, True, held=held))
 
     async def __aexit__(self, *exc: object) -> None:
         if self._token is not None:
             reset_frame(self._token)
         if self._slot is not None:
-            await self._slot.__aexit__(None, None, None)
+            await self._slot.__aexit__(*exc)
         refused = exc[1] if len(exc) > 1 else None
         if isinstance(refused, ToolCallRefused) and refused.owners and not self._budget.joined:
             # The server refused this turn's own call: the calls of the other processes its

@@ -50,6 +50,7 @@ from ._registry import MAX_SCHEMA_DEPTH as MAX_SCHEMA_DEPTH
 from ._registry import RegistryStats as RegistryStats
 from ._registry import ToolArguments as ToolArguments
 from ._registry import ToolRegistry as ToolRegistry
+from ._scope_reserve import ScopeUnavailable as ScopeUnavailable
 from ._shell import DEFAULT_SHELL_PROGRAMS as DEFAULT_SHELL_PROGRAMS
 from ._shell import ExecResult as ExecResult
 from ._shell import ResourceLimits as ResourceLimits
@@ -137,6 +138,7 @@ __all__ = [
     "PathAccess",
     "RegistryStats",
     "ResourceLimits",
+    "ScopeUnavailable",
     "ShellExec",
     "Tool",
     "ToolArguments",

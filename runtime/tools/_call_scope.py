@@ -27,6 +27,14 @@ call pushed to it sends back, the same way, the calls its copy counted that neve
 server (:meth:`CallScope.local_calls`: a turn it ran, joining the scope, calling its local
 tools); the server adds them to its copy (:meth:`CallScope.add_calls`).
 
+With an *authority* (:attr:`CallScope.authority`; docs/guardrails.md, "Across the bridge"),
+a process does not count a capped turn's calls in its own copy at all: every call it makes
+for the turn reserves its count and its parallel slot from the one process that keeps the
+scope (the server) before it runs, and gives the slot back when it ends
+(``runtime/tools/_scope_reserve.py``). Calls it sends through the server name their
+reservation (``loom-scope-held``) or are counted there as they arrive
+(``loom-scope-authority``). So the caps hold exactly over every process of the tree.
+
 Why nested calls never wait for a parallel slot: their ancestors hold slots, so waiting could
 wait on itself. A nested call takes a free slot or is refused at once
 (:class:`ToolCallRefused`); only the turn's own calls queue for one.
@@ -39,12 +47,15 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar, Token
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import anyio
 
 from .._ids import new_id
 from ._errors import ToolError
+
+if TYPE_CHECKING:
+    from ._scope_reserve import ScopeAuthority
 
 __all__ = [
     "SCOPE_HEADERS",
@@ -52,13 +63,16 @@ __all__ = [
     "CallFrame",
     "CallScope",
     "ToolCallRefused",
+    "authority_scope",
     "current_frame",
     "frame_from_headers",
     "in_frame",
+    "reserved_call",
     "reset_frame",
     "scope_headers",
     "scoped_call",
     "set_frame",
+    "shared_scope",
 ]
 
 SCOPE_HEADERS = (
@@ -67,12 +81,16 @@ SCOPE_HEADERS = (
     "loom-scope-caps",
     "loom-scope-counted",
     "loom-scope-owner",
+    "loom-scope-authority",
+    "loom-scope-held",
 )
 """``ToolCall.headers`` keys of a call scope: its id; the depth the call is made from (a call
 pushed to an agent: the depth it runs at); ``calls_left,parallel,max_depth`` (``-`` for no
 cap); ``1`` when the caller has counted the call already; set (to the turn's
 ``max_tool_calls``, ``-`` for none) when the caller is the process whose turn holds the scope
-(its count is the turn's own)."""
+(its count is the turn's own); ``1`` when the caller reserves the turn's calls from the
+receiving server (:attr:`CallScope.authority`): the call is counted there unless it names a
+live reservation in ``loom-scope-held``, which counted it and holds its slot already."""
 
 MAX_SHARED_SCOPES = 4096
 """Shared copies of scopes held elsewhere that a server keeps (the least recently used one is
@@ -123,6 +141,9 @@ class CallScope:
         on_refused: told the budget's name each time a call is refused (a ledger counts).
         scope_id: a scope held by another process: its id (a copy rebuilt from headers,
             with the caps left; never found by :meth:`find`). ``None``: a new scope.
+        authority: the process that keeps this scope's count and slots (the server), from
+            which every call reserves both before it runs (see the module docs); ``None``:
+            counted here.
     """
 
     def __init__(
@@ -133,8 +154,10 @@ class CallScope:
         max_depth: int | None = None,
         on_refused: Callable[[str], None] | None = None,
         scope_id: str | None = None,
+        authority: ScopeAuthority | None = None,
     ) -> None:
         self.id = scope_id or new_id()
+        self.authority = authority
         self.detached = scope_id is not None
         self.max_tool_calls = max_tool_calls
         self.max_parallel = max_parallel
@@ -156,8 +179,24 @@ class CallScope:
         self.high_water = 0
         """The most calls that ran at once."""
         self._limiter = None if max_parallel is None else anyio.CapacityLimiter(max_parallel)
+        self.reserved: dict[str, object] = {}
+        """What the reservations of other processes hold, by reservation id: a slot here (as
+        the authority), or a reservation made in turn from this copy's own authority."""
+        self.reserved_ids: OrderedDict[str, None] = OrderedDict()
+        """Reservations counted (an Acquire sent again is not counted twice), the latest
+        :data:`MAX_SHARED_SCOPES`."""
         if not self.detached:
             _open_scopes[self.id] = self
+
+    @property
+    def exact(self) -> bool:
+        """Its calls reserve from an authority (one that has not turned out to be absent)."""
+        authority = self.authority
+        return authority is not None and not authority.absent
+
+    def holds(self, reservation_id: str) -> bool:
+        """A reservation of that id holds one of its slots now (as the authority)."""
+        return reservation_id in self.reserved
 
     @staticmethod
     def find(scope_id: str) -> CallScope | None:
@@ -263,6 +302,9 @@ class _Slot:
         scope.high_water = max(scope.high_water, scope.in_flight)
 
     async def __aexit__(self, *exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
         scope = self._scope
         scope.in_flight -= 1
         if scope._limiter is not None:
@@ -278,6 +320,9 @@ class CallFrame(NamedTuple):
     depth: int = 0
     counted: bool = False
     owned: bool = False
+    held: str = ""
+    """The reservation the call about to be made holds in its scope's authority (``""``:
+    none)."""
 
 
 _frame: ContextVar[CallFrame | None] = ContextVar("loom_call_frame", default=None)
@@ -323,6 +368,13 @@ def scope_headers(*, pushed: bool = False) -> dict[str, str]:
         "loom-scope-depth": str(frame.depth),
         "loom-scope-caps": frame.scope.caps_left(),
     }
+    if frame.scope.exact and not pushed:
+        # The receiving server keeps the count and the slots: it counts this call unless
+        # the reservation named holds it already.
+        headers["loom-scope-authority"] = "1"
+        if frame.held:
+            headers["loom-scope-held"] = frame.held
+        return headers
     if frame.counted and not pushed:
         headers["loom-scope-counted"] = "1"
     if not pushed and not frame.scope.detached:
@@ -357,27 +409,25 @@ def frame_from_headers(
         return None
     owned = False
     scope = CallScope.find(scope_id)
+    if shared and headers.get("loom-scope-authority") == "1":
+        # The caller reserves from this server: the count and slots are here, and the call is
+        # counted already when it names a live reservation.
+        scope = authority_scope(scope_id, calls, parallel, max_depth)
+        held = headers.get("loom-scope-held", "")
+        counted = bool(held) and scope.holds(held)
+        return CallFrame(scope, depth - 1 if pushed else depth, counted or pushed)
     if scope is not None:
         # The caller counted in its own copy of a scope this process holds: count here too.
         counted = False
     elif shared:
         owner = headers.get("loom-scope-owner", "")
         owned = bool(owner)
-        scope = _shared_scopes.get(scope_id)
-        if scope is None:
-            left = calls
-            if left is not None and not owned and headers.get("loom-scope-counted") == "1":
-                # Its sender counted it, and it is counted here again below: start from what
-                # was left before it.
-                left += 1
-            scope = CallScope(
-                max_tool_calls=left, max_parallel=parallel, max_depth=max_depth, scope_id=scope_id
-            )
-            _shared_scopes[scope_id] = scope
-            while len(_shared_scopes) > MAX_SHARED_SCOPES:
-                _shared_scopes.popitem(last=False)
-        else:
-            _shared_scopes.move_to_end(scope_id)
+        left = calls
+        if left is not None and not owned and headers.get("loom-scope-counted") == "1":
+            # Its sender counted it, and it is counted here again below: a copy started now
+            # starts from what was left before it.
+            left += 1
+        scope = shared_scope(scope_id, left, parallel, max_depth)
         if owned:
             if owner.isdigit():
                 scope.named_calls = int(owner)
@@ -395,6 +445,38 @@ def frame_from_headers(
         # Counted (or not) in the caller's copy, which is this one.
         counted = headers.get("loom-scope-counted") == "1"
     return CallFrame(scope, depth - 1 if pushed else depth, counted or pushed, owned)
+
+
+def shared_scope(
+    scope_id: str, calls: int | None, parallel: int | None, max_depth: int | None
+) -> CallScope:
+    """This server's shared copy of a scope held elsewhere, started with these caps when it
+    has none (see the module docs; the least recently used beyond :data:`MAX_SHARED_SCOPES`
+    is forgotten)."""
+    scope = _shared_scopes.get(scope_id)
+    if scope is not None:
+        _shared_scopes.move_to_end(scope_id)
+        return scope
+    scope = CallScope(
+        max_tool_calls=calls, max_parallel=parallel, max_depth=max_depth, scope_id=scope_id
+    )
+    _shared_scopes[scope_id] = scope
+    while len(_shared_scopes) > MAX_SHARED_SCOPES:
+        _shared_scopes.popitem(last=False)
+    return scope
+
+
+def authority_scope(
+    scope_id: str, calls: int | None, parallel: int | None, max_depth: int | None
+) -> CallScope:
+    """The scope a reservation counts in, as its authority: the turn's own when it runs here,
+    else the shared copy (started with these caps). A turn's own scope that reserves from an
+    authority itself is not one (an agent connected to a server in its own process): the
+    shared copy is."""
+    scope = CallScope.find(scope_id)
+    if scope is not None and scope.authority is None:
+        return scope
+    return shared_scope(scope_id, calls, parallel, max_depth)
 
 
 class scoped_call:  # lower case: it reads as a call, ``async with scoped_call(...)``
@@ -417,7 +499,7 @@ class scoped_call:  # lower case: it reads as a call, ``async with scoped_call(.
     def __init__(self, tool: str, *, to_agent: bool) -> None:
         self._tool = tool
         self._to_agent = to_agent
-        self._slot: _Slot | None = None
+        self._slot: _Slot | reserved_call | None = None
         self._token: Token[CallFrame | None] | None = None
 
     async def __aenter__(self) -> None:
@@ -429,10 +511,9 @@ class scoped_call:  # lower case: it reads as a call, ``async with scoped_call(.
         if self._to_agent:
             scope.check_depth(depth, tool)
         if not frame.counted:
-            scope.take(tool)
-            slot = _Slot(scope, False, tool)
-            await slot.__aenter__()
-            self._slot = slot
+            reserved = reserved_call(scope, tool, wait=False)
+            await reserved.__aenter__()
+            self._slot = reserved
         elif frame.owned:
             # A call the owning process counted, in this server's shared copy: refused when
             # the other processes' calls used what the owner counted on; holding a shared
@@ -451,4 +532,47 @@ class scoped_call:  # lower case: it reads as a call, ``async with scoped_call(.
         if self._token is not None:
             _frame.reset(self._token)
         if self._slot is not None:
-            await self._slot.__aexit__()
+            await self._slot.__aexit__(*exc)
+
+
+class reserved_call:  # lower case: it reads as a call, ``async with reserved_call(...)``
+    """One call's count and parallel slot in ``scope``, held while the block runs: from the
+    scope's authority when it has one (see the module docs), else here. Gives the reservation
+    id held at the authority (``""``: counted here).
+
+    Raises:
+        ToolCallRefused: a cap of the scope is reached (``ScopeUnavailable``: the authority
+            could not be asked; fail closed).
+    """
+
+    __slots__ = ("_held", "_scope", "_tool", "_wait")
+
+    def __init__(self, scope: CallScope, tool: str | None, *, wait: bool) -> None:
+        self._scope, self._tool, self._wait = scope, tool, wait
+        self._held: contextlib.AbstractAsyncContextManager[str] | _Slot | None = None
+
+    async def __aenter__(self) -> str:
+        scope = self._scope
+        authority = scope.authority
+        if authority is not None and not authority.absent:
+            reservation = authority.reserve(scope, tool=self._tool or "", wait=self._wait)
+            held = await reservation.__aenter__()
+            if held:
+                self._held = reservation
+                return held
+            # The authority turned out to be absent (an older server): counted here.
+            await reservation.__aexit__(None, None, None)
+        scope.take(self._tool)
+        slot = _Slot(scope, self._wait, self._tool)
+        await slot.__aenter__()
+        self._held = slot
+        return ""
+
+    async def __aexit__(self, *exc: object) -> bool | None:
+        held, self._held = self._held, None
+        if held is None:
+            return None
+        if isinstance(held, _Slot):
+            held.release()
+            return None
+        return await held.__aexit__(*exc)  # type: ignore[arg-type]

@@ -212,6 +212,7 @@ async def test_health_and_reflection() -> None:
             "loom.v1.MemoryService",
             "loom.v1.Approvals",
             "loom.v1.Budgets",
+            "loom.v1.Scopes",
         )
         serving_ = health_pb2.HealthCheckResponse.SERVING
         # Without a model (AgentRuntime(llm=...), [llm] of loom serve) LLM calls cannot succeed.

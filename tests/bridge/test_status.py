@@ -115,6 +115,7 @@ from loom.runtime.tools import (
     InvalidToolArguments,
     InvalidToolSchema,
     McpConfigError,
+    ScopeUnavailable,
     ToolCallRefused,
     ToolError,
     ToolFailed,
@@ -151,6 +152,7 @@ TOOL_ERRORS: tuple[type[ToolError], ...] = (
     AgentUnresponsive,  # a call pushed to an agent that turned stale (code AGENT_UNRESPONSIVE)
     ToolCallRefused,  # a cap of the turn the call was made for (details: budget, limit)
     CallDepthExceeded,  # a chain of agent calls past max_call_depth (details: depth too)
+    ScopeUnavailable,  # the authority over the turn's call scope unreachable (details: why)
 )
 
 # Sent in a ToolResult as TOOL_ERROR with their class name as the code: rebuilt as ToolFailed.
@@ -262,6 +264,7 @@ SAMPLES: dict[type[LoomError], Callable[[], LoomError]] = {
     EffectInterrupted: lambda: EffectInterrupted("a/t/e/c1", tool="t.x"),
     ToolCallRefused: lambda: ToolCallRefused("max_tool_calls", 3, tool="t.x"),
     CallDepthExceeded: lambda: CallDepthExceeded(4, 3, tool="t.x"),
+    ScopeUnavailable: lambda: ScopeUnavailable("no answer within 10 s", tool="t.x"),
     A2AUnreachable: lambda: A2AUnreachable("http://a.example", "connection refused", tool="t.x"),
     A2ABadCard: lambda: A2ABadCard("http://a.example", "not JSON", tool="t.x"),
     A2AAuthFailed: lambda: A2AAuthFailed("http://a.example", "HTTP 401", tool="t.x"),

@@ -31,6 +31,7 @@ from loom.bridge._generated import (
     event_pb2,
     llm_pb2,
     memory_pb2,
+    scopes_pb2,
     server_pb2,
     tools_pb2,
     turns_pb2,
@@ -160,6 +161,7 @@ _FILES = (
     budget_service_pb2.DESCRIPTOR,
     cluster_status_pb2.DESCRIPTOR,
     turns_pb2.DESCRIPTOR,
+    scopes_pb2.DESCRIPTOR,
 )
 
 
@@ -301,6 +303,18 @@ def test_added_services() -> None:
     for streaming in ("Subscribe", "Replay"):
         assert bus[streaming].server_streaming
         assert not bus[streaming].client_streaming
+
+
+def test_the_scopes_service() -> None:
+    # Added (issue 16 §2, scope-exact): one bidirectional stream of reservations per process.
+    (reserve,) = _service("Scopes").methods
+    assert reserve.name == "Reserve"
+    assert reserve.client_streaming
+    assert reserve.server_streaming
+    assert set(_message("ScopeRequest").oneofs_by_name["kind"].fields) == {
+        _message("ScopeRequest").fields_by_name["acquire"],
+        _message("ScopeRequest").fields_by_name["release"],
+    }
 
 
 def test_old_client_bytes_decode_unchanged() -> None:
