@@ -240,7 +240,9 @@ class ClusterTransport:
         # Any remote interest at all: the one test a publish pays when there is none.
         self._any = False
         self._gen = 0
-        self.generation = 0  # InterestGate: the bus re-asks `wants` when this changes
+        # InterestGate: told at once when remote interest changes, so the bus recomputes
+        # its cached `wants` answers.
+        self._on_change: list[Callable[[], None]] = []
         self._routes: dict[str, tuple[int, tuple[tuple[_Peer, bool], ...]]] = {}
         self._kicked = False
         self._kick = anyio.Event()
@@ -380,6 +382,10 @@ class ClusterTransport:
             route = self._route(topic)
         return bool(route[1])
 
+    def on_interest_change(self, changed: Callable[[], None]) -> None:
+        """(InterestGate) Call ``changed`` whenever remote interest changes."""
+        self._on_change.append(changed)
+
     def add_interest(self, pattern: str, qos: QoS) -> None:
         self._local[(pattern, int(qos))] = None
         self._interest_changed()
@@ -444,8 +450,9 @@ class ClusterTransport:
 
     def _changed(self) -> None:
         self._gen += 1
-        self.generation = self._gen
         self._any = any(peer.patterns for peer in self._peers.values())
+        for changed in self._on_change:
+            changed()
 
     # ------------------------------------------------------------------ sending
 
