@@ -63,7 +63,11 @@ __all__: list[str] = []
 
 # A publisher that never has to wait yields once every this many publishes, so it cannot
 # starve the writer (and its batches stay large: the writer sends what piled up meanwhile).
-_YIELD_EVERY = 64
+# The default max_batch_events: a saturated publisher hands the writer full batches. Every 64
+# (as before) cost each hop four gRPC messages where one does, about a quarter of the CPU an
+# event costs over two bridge hops and a cluster link (benchmarks/cluster.py). A publishing
+# loop still lets others run every ~0.3 ms.
+_YIELD_EVERY = 256
 # Delivery credit goes back in one frame once half the window is owed, as TCP's window updates
 # and NATS's flow control do: the server still has the other half to send from, so it never
 # waits for credit while we keep up, and a stream pays one credit frame (a gRPC message on each

@@ -18,8 +18,9 @@ keep their ``except`` clauses:
   ``anyio.BrokenResourceError``, receivers ``anyio.ClosedResourceError``.
 * Cancellation: a cancelled ``send`` queued nothing; a cancelled ``receive`` took nothing (a
   wake-up it was given passes to the next waiter).
-* ``receive`` yields to the loop when it waits, and at least every 64 calls otherwise, so a
-  consumer that always finds an item still lets other tasks run.
+* ``receive`` yields to the loop when it waits, and at least every 256 calls otherwise, so
+  a consumer that always finds an item still lets other tasks run (256: a full batch, the
+  cadence at which a saturated publisher yields too, ``bridge/_client_session.py``).
 * Optionally bounded in bytes too (``max_bytes``, each item measured once by ``size`` as it
   is queued): an item that does not fit waits (or ``WouldBlock``) like one that finds no
   place; an item larger than the whole bound goes into an empty lane (else it never could),
@@ -40,7 +41,7 @@ __all__ = ["Lane"]
 
 T = TypeVar("T")
 
-_YIELD_EVERY: Final = 64
+_YIELD_EVERY: Final = 256
 
 
 class Lane(Generic[T]):
