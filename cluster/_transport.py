@@ -706,9 +706,8 @@ class ClusterTransport:
             source = None if frame is None else self._source(frame)
             if frame is not None and source is not None:
                 if frame.seq == source.expected:
-                    for topic, event in frame.events:
-                        # Waits while a lossless subscriber here is full: the ack waits too.
-                        await self._deliver(deliver, topic, event)
+                    # Waits while a lossless subscriber here is full: the ack waits too.
+                    await self._deliver_all(deliver, frame.events)
                     source.expected += 1
                     self._received_ll += len(frame.events)
                 elif frame.seq < source.expected:
@@ -759,8 +758,7 @@ class ClusterTransport:
                     frame.src,
                 )
             source.rt_next = max(source.rt_next, frame.seq + len(frame.events))
-            for topic, event in frame.events:
-                await self._deliver(deliver, topic, event)
+            await self._deliver_all(deliver, frame.events)
             self._received_rt += len(frame.events)
             await checkpoint()
 
@@ -773,6 +771,27 @@ class ClusterTransport:
         if frame.dst_epoch != self.epoch:
             return None  # sent to an earlier life of this node
         return frame
+
+    async def _deliver_all(self, deliver: _Deliver, events: list[tuple[str, Event]]) -> None:
+        """Hand a frame's events to the bus, in order: each at once where nothing here makes
+        it wait (the bus's ``deliver_inbound_nowait``: no two coroutines per event, about
+        0.15 us of the receiving node's CPU each), else awaited."""
+        nowait: Callable[[str, Event], int] | None = getattr(
+            self._inbound, "deliver_inbound_nowait", None
+        )
+        for topic, event in events:
+            if nowait is not None:
+                try:
+                    nowait(topic, event)
+                    continue
+                except WouldBlock:
+                    pass  # awaited below, in the same order
+                except BusClosed:
+                    raise
+                except LoomError as exc:
+                    log.warning("cluster: event on %r from another node dropped: %s", topic, exc)
+                    continue
+            await self._deliver(deliver, topic, event)
 
     async def _deliver(self, deliver: _Deliver, topic: str, event: Event) -> None:
         try:

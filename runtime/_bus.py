@@ -847,6 +847,28 @@ class EventBus:
             reached += await self._finish_blocked(entry, blocked, delivery)
         return reached
 
+    def deliver_inbound_nowait(self, topic: str, event: Event) -> int:
+        """:meth:`deliver_inbound` (not ``admitted``) when no local subscriber would make it
+        wait, without a coroutine: a transport taking a frame of events calls this per
+        event, and awaits :meth:`deliver_inbound` only for one it refuses. All or nothing,
+        as :meth:`publish_nowait`. Not for applications.
+
+        Raises:
+            WouldBlock: a matching lossless subscription is full; nobody here got it.
+            InvalidTopic: ``topic`` is not a valid concrete topic.
+            BusClosed: the bus is closed.
+        """
+        if not self._accepting:
+            raise BusClosed("bus closed")
+        entry = self._topics.get(topic)
+        if entry is None or entry.gen != self._gen:
+            entry = self._refresh(topic, entry)
+        size = event_size(event)
+        if entry.route and first_full(entry, event.type, size) is not None:
+            raise WouldBlock(f"a subscription on {topic!r} is full")
+        fan_out(entry, Delivery(topic, event, size))
+        return entry.reached
+
     async def _finish_blocked(
         self, entry: _Topic, blocked: list[Subscription], delivery: Delivery
     ) -> int:

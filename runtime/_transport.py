@@ -34,6 +34,11 @@ class Inbound(Protocol):
         """
         ...
 
+    # An inbound may also offer ``deliver_inbound_nowait(topic, event) -> int`` (the bus
+    # does): the same delivery when it needs no wait, else ``WouldBlock`` having delivered
+    # nothing. A transport taking many events at a time tries it first and awaits
+    # ``deliver_inbound`` only for the events it refuses: no coroutine per event.
+
 
 class Transport(Protocol):
     """Carries events between :class:`EventBus` instances in different processes.

@@ -372,3 +372,25 @@ async def test_a_publish_that_waited_for_room_asks_the_gate_afresh() -> None:
                 gated.want("local.x")
                 await sub.receive()
         assert gated.sent == ["local.x"]
+
+
+async def test_deliver_inbound_nowait_is_all_or_nothing() -> None:
+    """The transport's per-event fast path: delivered at once where nobody here is full;
+    refused (delivered to nobody, not even the subscribers with room) where one lossless
+    subscriber is, so the awaited deliver_inbound that follows delivers it exactly once."""
+    async with (
+        EventBus() as bus,
+        bus.subscribe("a.>", buffer_size=1) as full,
+        bus.subscribe("a.>", buffer_size=8) as roomy,
+        bus.subscribe("a.>", qos=QoS.REALTIME, buffer_size=1) as lossy,
+    ):
+        assert bus.deliver_inbound_nowait("a.x", ev(0)) == 3
+        with pytest.raises(WouldBlock):
+            bus.deliver_inbound_nowait("a.x", ev(1))
+        assert roomy.statistics().queued == 1
+        assert lossy.statistics().queued == 1
+        assert full.receive_nowait().event.payload == b"0"
+        assert bus.deliver_inbound_nowait("a.x", ev(1)) == 3  # the Realtime one drops it
+        assert [roomy.receive_nowait().event.payload for _ in range(2)] == [b"0", b"1"]
+        assert lossy.statistics().dropped.overflow == 1
+        assert bus.deliver_inbound_nowait("b.y", ev(2)) == 0  # nobody here wants it
