@@ -837,7 +837,7 @@ class Session:
         """Queue a publish that :meth:`can_queue` just allowed (no wait in between), as
         :meth:`publish` would, without its coroutine. Returns whether the publisher is due
         to yield (every ``_YIELD_EVERY`` publishes, so it cannot starve the writer)."""
-        self._out.send_nowait(Outgoing(frame, None, size, topic))
+        self._out.send_sized_nowait(Outgoing(frame, None, size, topic), size)  # _out_size
         self.credit -= 1
         self._tick += 1
         if self._tick < _YIELD_EVERY:
