@@ -810,9 +810,10 @@ class EventBus:
             entry = self._refresh(topic, entry)
         if entry.durable:
             raise WouldBlock(f"topic {topic!r} is durable: storing it needs a wait")
-        size = event_size(event)
-        full = first_full(entry, event.type, size)
-        if full is not None:
+        # event_size inlined, as in publish; a topic nobody here holds (what a node relaying
+        # to others publishes) has no subscriber to be full.
+        size = event_size(event) if event.metadata else len(event.payload) + EVENT_OVERHEAD_BYTES
+        if entry.route and (full := first_full(entry, event.type, size)) is not None:
             raise WouldBlock(f"subscription {full.pattern!r} is full")
         if self._tracer is not None:  # only once no local subscriber can refuse it
             event = self._tracer.inject(topic, event)
@@ -863,7 +864,7 @@ class EventBus:
         entry = self._topics.get(topic)
         if entry is None or entry.gen != self._gen:
             entry = self._refresh(topic, entry)
-        size = event_size(event)
+        size = event_size(event) if event.metadata else len(event.payload) + EVENT_OVERHEAD_BYTES
         if entry.route and first_full(entry, event.type, size) is not None:
             raise WouldBlock(f"a subscription on {topic!r} is full")
         fan_out(entry, Delivery(topic, event, size))
