@@ -285,8 +285,9 @@ class _LaneInbound:
     def offer(self, topic: str, event: Event) -> bool:
         """Queue the delivery if there is room now; ``False`` (nothing queued) if not. The
         session's packed path calls this before :meth:`deliver_inbound`, which waits."""
+        size = event_size(event)
         try:
-            self.lane.send_nowait(Delivery(topic, event, event_size(event)))
+            self.lane.send_sized_nowait(Delivery(topic, event, size), size)  # _delivery_size
         except anyio.WouldBlock:
             return False
         return True
@@ -796,12 +797,12 @@ class BridgeClient:
                     # The common case, credit and room at once: queued here, without the
                     # two coroutines of the path below (about 0.3 us of a publisher's CPU
                     # per event); same frame, same queue, same order.
-                    frame = _publish_frame(
-                        topic,
-                        event,
-                        sender=self.registration.agent_id,
-                        mirror=session.mirror,
-                        packed=session.packed,
+                    frame = (
+                        pack_event(topic, event, self.registration.agent_id)
+                        if session.packed
+                        else _publish_frame(
+                            topic, event, sender=self.registration.agent_id, mirror=session.mirror
+                        )
                     )
                     if session.queue_now(topic, frame, size):
                         await anyio.lowlevel.checkpoint()

@@ -18,8 +18,9 @@ keep their ``except`` clauses:
   ``anyio.BrokenResourceError``, receivers ``anyio.ClosedResourceError``.
 * Cancellation: a cancelled ``send`` queued nothing; a cancelled ``receive`` took nothing (a
   wake-up it was given passes to the next waiter).
-* ``receive`` yields to the loop when it waits, and at least every 64 calls otherwise, so a
-  consumer that always finds an item still lets other tasks run.
+* ``receive`` yields to the loop when it waits, and at least every 256 calls otherwise, so
+  a consumer that always finds an item still lets other tasks run (256: a full batch, the
+  cadence at which a saturated publisher yields too, ``bridge/_client_session.py``).
 * Optionally bounded in bytes too (``max_bytes``, each item measured once by ``size`` as it
   is queued): an item that does not fit waits (or ``WouldBlock``) like one that finds no
   place; an item larger than the whole bound goes into an empty lane (else it never could),
@@ -40,7 +41,7 @@ __all__ = ["Lane"]
 
 T = TypeVar("T")
 
-_YIELD_EVERY: Final = 64
+_YIELD_EVERY: Final = 256
 
 
 class Lane(Generic[T]):
@@ -107,6 +108,26 @@ class Lane(Generic[T]):
         if self._size is not None:
             self._count_in(item)
         self._buf.append(item)
+        if self._getters:
+            _wake(self._getters)
+
+    def send_sized_nowait(self, item: T, n: int) -> None:
+        """:meth:`send_nowait` of an item the caller has measured already (``n``: what the
+        lane's ``size`` gives for it; ignored without a byte bound). The per-event paths know
+        the size, so the size function is not called again (two calls fewer per event)."""
+        if self._send_closed:
+            raise anyio.ClosedResourceError
+        if self._recv_closed:
+            raise anyio.BrokenResourceError
+        buf = self._buf
+        if len(buf) >= self._max or self._putters:
+            raise anyio.WouldBlock
+        if self._size is not None:
+            if n and buf and self._bytes + n > self._max_bytes:
+                raise anyio.WouldBlock
+            self._bytes += n
+            self._sizes.append(n)
+        buf.append(item)
         if self._getters:
             _wake(self._getters)
 

@@ -240,7 +240,9 @@ class ClusterTransport:
         # Any remote interest at all: the one test a publish pays when there is none.
         self._any = False
         self._gen = 0
-        self.generation = 0  # InterestGate: the bus re-asks `wants` when this changes
+        # InterestGate: told at once when remote interest changes, so the bus recomputes
+        # its cached `wants` answers.
+        self._on_change: list[Callable[[], None]] = []
         self._routes: dict[str, tuple[int, tuple[tuple[_Peer, bool], ...]]] = {}
         self._kicked = False
         self._kick = anyio.Event()
@@ -380,6 +382,10 @@ class ClusterTransport:
             route = self._route(topic)
         return bool(route[1])
 
+    def on_interest_change(self, changed: Callable[[], None]) -> None:
+        """(InterestGate) Call ``changed`` whenever remote interest changes."""
+        self._on_change.append(changed)
+
     def add_interest(self, pattern: str, qos: QoS) -> None:
         self._local[(pattern, int(qos))] = None
         self._interest_changed()
@@ -444,8 +450,9 @@ class ClusterTransport:
 
     def _changed(self) -> None:
         self._gen += 1
-        self.generation = self._gen
         self._any = any(peer.patterns for peer in self._peers.values())
+        for changed in self._on_change:
+            changed()
 
     # ------------------------------------------------------------------ sending
 
@@ -699,9 +706,8 @@ class ClusterTransport:
             source = None if frame is None else self._source(frame)
             if frame is not None and source is not None:
                 if frame.seq == source.expected:
-                    for topic, event in frame.events:
-                        # Waits while a lossless subscriber here is full: the ack waits too.
-                        await self._deliver(deliver, topic, event)
+                    # Waits while a lossless subscriber here is full: the ack waits too.
+                    await self._deliver_all(deliver, frame.events)
                     source.expected += 1
                     self._received_ll += len(frame.events)
                 elif frame.seq < source.expected:
@@ -752,8 +758,7 @@ class ClusterTransport:
                     frame.src,
                 )
             source.rt_next = max(source.rt_next, frame.seq + len(frame.events))
-            for topic, event in frame.events:
-                await self._deliver(deliver, topic, event)
+            await self._deliver_all(deliver, frame.events)
             self._received_rt += len(frame.events)
             await checkpoint()
 
@@ -766,6 +771,27 @@ class ClusterTransport:
         if frame.dst_epoch != self.epoch:
             return None  # sent to an earlier life of this node
         return frame
+
+    async def _deliver_all(self, deliver: _Deliver, events: list[tuple[str, Event]]) -> None:
+        """Hand a frame's events to the bus, in order: each at once where nothing here makes
+        it wait (the bus's ``deliver_inbound_nowait``: no two coroutines per event, about
+        0.15 us of the receiving node's CPU each), else awaited."""
+        nowait: Callable[[str, Event], int] | None = getattr(
+            self._inbound, "deliver_inbound_nowait", None
+        )
+        for topic, event in events:
+            if nowait is not None:
+                try:
+                    nowait(topic, event)
+                    continue
+                except WouldBlock:
+                    pass  # awaited below, in the same order
+                except BusClosed:
+                    raise
+                except LoomError as exc:
+                    log.warning("cluster: event on %r from another node dropped: %s", topic, exc)
+                    continue
+            await self._deliver(deliver, topic, event)
 
     async def _deliver(self, deliver: _Deliver, topic: str, event: Event) -> None:
         try:

@@ -100,12 +100,11 @@ class _Topic:
         "delivered",
         "durable",
         "gen",
+        "out",
         "over_bytes",
         "overflow",
         "published",
         "reached",
-        "remote",
-        "remote_gen",
         "route",
         "soft",
         "topic",
@@ -118,9 +117,11 @@ class _Topic:
         self.soft: frozenset[Subscription] = frozenset()
         self.gen = -1
         self.durable = False  # a durable pattern matches: a publish is stored first
-        # The transport's InterestGate verdict for this topic, valid while its generation is.
-        self.remote = True
-        self.remote_gen = -1
+        # A publish goes to the transport too: the bus has one and (if the transport is an
+        # InterestGate) it would carry this topic. Part of the route: a change of remote
+        # interest invalidates it as a local subscription does, so a publish pays no check
+        # of its own.
+        self.out = False
         self.published = 0
         self.reached = 0  # subscriptions the latest publish reached without waiting
         self.unrouted = 0
@@ -256,7 +257,11 @@ class EventBus:
             raise InvalidArgument(f"max_tracked_topics must be >= 1, not {max_tracked_topics!r}")
         self._transport = transport
         # A transport that can say which topics it would carry is skipped for the others.
-        self._gate: InterestGate | None = transport if isinstance(transport, InterestGate) else None
+        gate: object = transport  # (mypy sees no class that is both protocols)
+        self._gate = gate if isinstance(gate, InterestGate) else None
+        if self._gate is not None:
+            # Remote interest changed: every cached verdict is recomputed with its route.
+            self._gate.on_interest_change(self._remote_interest_changed)
         self._log = durable_log
         # The durable patterns the log knows: a topic one of them matches is stored first.
         self._durable: TopicTrie[str] = TopicTrie()
@@ -744,6 +749,8 @@ class EventBus:
             # nobody, and once stored it reaches the durable names whatever happens here.
             assert self._log is not None
             await self._log.append(topic, event)
+            if entry.gen != self._gen:  # subscriptions or remote interest changed meanwhile
+                entry = self._refresh(topic, self._topics.get(topic))
         # event_size, inlined for the common event without metadata (a call costs the 1:1
         # rate 5%).
         size = event_size(event) if event.metadata else len(event.payload) + EVENT_OVERHEAD_BYTES
@@ -752,13 +759,12 @@ class EventBus:
         reached = entry.reached  # read before any await: the next publish overwrites it
         if blocked:
             reached += await self._finish_blocked(entry, blocked, delivery)
-        if self._transport is not None and (
-            # Inlined: with no interest elsewhere, this comparison is all a publish pays.
-            (gate := self._gate) is None
-            or (entry.remote if entry.remote_gen == gate.generation else self._carries(entry))
-        ):
+            if entry.gen != self._gen:  # remote interest may have changed while it waited
+                entry = self._refresh(topic, self._topics.get(topic))
+        if entry.out:  # with no interest elsewhere, this is all a publish pays
             if self._tracer is not None:  # leaving the process: an unsampled one is stamped
                 event = self._tracer.outbound(event)
+            assert self._transport is not None
             await self._transport.publish(topic, event)
         return reached
 
@@ -774,15 +780,10 @@ class EventBus:
         if entry.durable and self._tracer is None and self._ahead_log is not None:
             await self._ahead_log.store_ahead(topic, event)
 
-    def _carries(self, entry: _Topic) -> bool:
-        """Ask the transport's gate again whether it may carry ``entry``'s topic anywhere;
-        cached with the route until the gate's generation changes."""
-        gate = self._gate
-        if gate is None:
-            return True
-        entry.remote_gen = gate.generation
-        entry.remote = gate.wants(entry.topic)
-        return entry.remote
+    def _remote_interest_changed(self) -> None:
+        # InterestGate.on_interest_change: the transport may now carry topics it did not,
+        # or not those it did. Rare (a node's subscriptions change, a node comes or goes).
+        self._gen += 1
 
     def publish_nowait(self, topic: str, event: Event) -> int:
         """Publish ``event`` on ``topic`` if no lossless subscriber would make it wait; return
@@ -809,16 +810,15 @@ class EventBus:
             entry = self._refresh(topic, entry)
         if entry.durable:
             raise WouldBlock(f"topic {topic!r} is durable: storing it needs a wait")
-        size = event_size(event)
-        full = first_full(entry, event.type, size)
-        if full is not None:
+        # event_size inlined, as in publish; a topic nobody here holds (what a node relaying
+        # to others publishes) has no subscriber to be full.
+        size = event_size(event) if event.metadata else len(event.payload) + EVENT_OVERHEAD_BYTES
+        if entry.route and (full := first_full(entry, event.type, size)) is not None:
             raise WouldBlock(f"subscription {full.pattern!r} is full")
         if self._tracer is not None:  # only once no local subscriber can refuse it
             event = self._tracer.inject(topic, event)
-        if self._transport is not None and (
-            (gate := self._gate) is None
-            or (entry.remote if entry.remote_gen == gate.generation else self._carries(entry))
-        ):
+        if entry.out:
+            assert self._transport is not None
             # Out first: it is the one step that can still refuse (WouldBlock), and nothing
             # has been routed here yet, so a refusal leaves no trace.
             outbound = event if self._tracer is None else self._tracer.outbound(event)
@@ -847,6 +847,28 @@ class EventBus:
         if blocked:
             reached += await self._finish_blocked(entry, blocked, delivery)
         return reached
+
+    def deliver_inbound_nowait(self, topic: str, event: Event) -> int:
+        """:meth:`deliver_inbound` (not ``admitted``) when no local subscriber would make it
+        wait, without a coroutine: a transport taking a frame of events calls this per
+        event, and awaits :meth:`deliver_inbound` only for one it refuses. All or nothing,
+        as :meth:`publish_nowait`. Not for applications.
+
+        Raises:
+            WouldBlock: a matching lossless subscription is full; nobody here got it.
+            InvalidTopic: ``topic`` is not a valid concrete topic.
+            BusClosed: the bus is closed.
+        """
+        if not self._accepting:
+            raise BusClosed("bus closed")
+        entry = self._topics.get(topic)
+        if entry is None or entry.gen != self._gen:
+            entry = self._refresh(topic, entry)
+        size = event_size(event) if event.metadata else len(event.payload) + EVENT_OVERHEAD_BYTES
+        if entry.route and first_full(entry, event.type, size) is not None:
+            raise WouldBlock(f"a subscription on {topic!r} is full")
+        fan_out(entry, Delivery(topic, event, size))
+        return entry.reached
 
     async def _finish_blocked(
         self, entry: _Topic, blocked: list[Subscription], delivery: Delivery
@@ -885,6 +907,7 @@ class EventBus:
         entry.route = tuple(hard)
         entry.soft = frozenset(sub for sub, h in hard.items() if not h)
         entry.durable = bool(self._durable_patterns) and bool(self._durable.match(parts))
+        entry.out = self._transport is not None and (self._gate is None or self._gate.wants(topic))
         entry.gen = self._gen
         return entry
 

@@ -7,6 +7,7 @@ different processes. ``docs/bus.md`` says how the QoS tiers map onto NATS.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from anyio.abc import TaskStatus
@@ -32,6 +33,11 @@ class Inbound(Protocol):
             that does not count.
         """
         ...
+
+    # An inbound may also offer ``deliver_inbound_nowait(topic, event) -> int`` (the bus
+    # does): the same delivery when it needs no wait, else ``WouldBlock`` having delivered
+    # nothing. A transport taking many events at a time tries it first and awaits
+    # ``deliver_inbound`` only for the events it refuses: no coroutine per event.
 
 
 class Transport(Protocol):
@@ -73,13 +79,18 @@ class InterestGate(Protocol):
     so that a publish nobody elsewhere wants does not even call it (``loom.cluster``'s
     transport does; the bridge's client transport, which the server routes for, does not).
 
-    The bus caches the answer of ``wants`` per topic with its route and asks again only once
-    ``generation`` has changed: with no interest elsewhere, a publish pays one comparison.
+    The bus asks ``wants`` once per topic when it computes the topic's route and keeps the
+    answer with the route; ``on_interest_change`` makes it recompute them all. With no
+    interest elsewhere a publish pays nothing for the transport (one flag it tests anyway).
     """
-
-    generation: int
-    """Changes whenever ``wants`` may answer differently for some topic."""
 
     def wants(self, topic: str) -> bool:
         """Whether ``publish(topic, ...)`` would carry the event anywhere now."""
+        ...
+
+    def on_interest_change(self, changed: Callable[[], None]) -> None:
+        """Call ``changed`` whenever ``wants`` may answer differently for some topic, at
+        once and in the event loop's thread, before the transport acts on the change (it
+        must not block: the bus only marks its cached answers stale). Called once, by the
+        bus that the transport is given to, before the transport runs."""
         ...

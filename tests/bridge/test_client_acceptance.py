@@ -145,3 +145,24 @@ async def test_a_clean_close_publishes_everything_published_before_it() -> None:
                         await pub.publish("slow.x", Event())
                 assert pub.statistics().lost == 0
         assert got == count
+
+
+async def test_unrouted_publishes_are_named_exactly_when_acks_split_batches() -> None:
+    # The client books unacked publishes a written batch at a time; a small window makes the
+    # server ack every few publishes, so acks land inside batches. Each unrouted publish is
+    # counted once, and nothing is taken for rejected.
+    options = msgspec.structs.replace(FAST, publish_window=16)
+    async with (
+        hosting() as host,
+        host.bus.subscribe("somebody.>", buffer_size=1000),
+        client(host, "p3", options=options) as pub,
+    ):
+        with anyio.fail_after(10):
+            for i in range(200):
+                await pub.publish("nobody.x" if i % 2 else "somebody.x", Event())
+            assert await pub.publish("somebody.x", Event(), wait_accepted=True) is (
+                Acceptance.ACCEPTED
+            )
+            await wait_until(lambda: pub.statistics().unrouted == 100)
+        assert pub.statistics().rejected == 0
+        assert pub.statistics().lost == 0

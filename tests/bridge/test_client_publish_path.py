@@ -13,7 +13,7 @@ import anyio.lowlevel
 import msgspec
 import pytest
 
-from loom.bridge._client_session import Session
+from loom.bridge._client_session import _YIELD_EVERY, Session
 from loom.runtime import Event
 
 from ._client_support import FAST, client, hosting
@@ -87,8 +87,8 @@ async def test_a_publish_that_must_wait_still_waits_and_keeps_the_order(
 
 async def test_a_publishing_loop_that_never_waits_still_yields() -> None:
     # Room and credit for every publish, so none waits: the loop must still yield now and
-    # then (every 64 publishes), or the writer (and everything else) would starve.
-    count = 640
+    # then (every _YIELD_EVERY publishes), or the writer (and everything else) would starve.
+    count = 10 * _YIELD_EVERY
     options = msgspec.structs.replace(FAST, outbound_buffer=count + 10)
     ticks = 0
 
@@ -109,4 +109,4 @@ async def test_a_publishing_loop_that_never_waits_still_yields() -> None:
                     await pub.publish("loop.x", Event(type="n"))
                 ran = ticks - before
                 tg.cancel_scope.cancel()
-    assert ran >= count // 64 - 1
+    assert ran >= count // _YIELD_EVERY - 1

@@ -230,3 +230,28 @@ async def test_fits_says_what_send_nowait_would_do() -> None:
     assert counted.fits(10**9)
     counted.close_receiving()
     assert not counted.fits(1)
+
+
+async def test_send_sized_nowait_is_send_nowait_with_the_size_given() -> None:
+    # The per-event paths pass the size they measured; the bounds hold the same.
+    measured: list[bytes] = []
+
+    def size(item: bytes) -> int:
+        measured.append(item)
+        return len(item)
+
+    lane = Lane[bytes](3, max_bytes=10, size=size)
+    lane.send_sized_nowait(b"aaaa", 4)
+    lane.send_sized_nowait(b"bbbb", 4)
+    with pytest.raises(anyio.WouldBlock):
+        lane.send_sized_nowait(b"ccc", 3)  # 11 > 10
+    lane.send_sized_nowait(b"", 0)
+    with pytest.raises(anyio.WouldBlock):
+        lane.send_sized_nowait(b"", 0)  # no place left
+    assert measured == []  # the size function was not asked
+    assert lane.queued_bytes == 8
+    assert lane.receive_nowait() == b"aaaa"
+    assert lane.queued_bytes == 4
+    lane.close()
+    with pytest.raises(anyio.ClosedResourceError):
+        lane.send_sized_nowait(b"d", 1)

@@ -325,13 +325,22 @@ class GatedTransport(MemoryTransport):
 
     def __init__(self, network: Network) -> None:
         super().__init__(network)
-        self.generation = 0
         self.wanted: set[str] = set()
         self.asked: list[str] = []
+        self.listeners: list[Callable[[], None]] = []
 
     def wants(self, topic: str) -> bool:
         self.asked.append(topic)
         return topic in self.wanted
+
+    def on_interest_change(self, changed: Callable[[], None]) -> None:
+        self.listeners.append(changed)
+
+    def want(self, topic: str) -> None:
+        """Interest in ``topic`` came from elsewhere."""
+        self.wanted.add(topic)
+        for changed in self.listeners:
+            changed()
 
 
 async def test_a_gated_transport_is_not_called_for_topics_it_would_not_carry() -> None:
@@ -343,8 +352,45 @@ async def test_a_gated_transport_is_not_called_for_topics_it_would_not_carry() -
             bus.publish_nowait("local.x", ev(1))
         assert gated.sent == []
         assert gated.asked == ["local.x"]  # asked once, then cached with the route
-        gated.wanted.add("local.x")
-        gated.generation += 1  # interest came elsewhere: asked again, and now it carries
+        gated.want("local.x")  # interest came elsewhere: asked again, and now it carries
         await bus.publish("local.x", ev(2))
         assert gated.sent == ["local.x"]
         assert gated.asked == ["local.x", "local.x"]
+
+
+async def test_a_publish_that_waited_for_room_asks_the_gate_afresh() -> None:
+    """Interest that came from elsewhere while a publish waited for a full local subscriber
+    applies to that publish: the verdict cached with the route before the wait is stale."""
+    gated = GatedTransport(Network())
+    async with EventBus(transport=gated) as bus, bus.subscribe("local.x", buffer_size=1) as sub:
+        await bus.publish("local.x", ev(1))  # the buffer is full now
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(bus.publish, "local.x", ev(2))
+                await wait_until(lambda: sub.statistics().waiting_publishers == 1)
+                assert gated.sent == []
+                gated.want("local.x")
+                await sub.receive()
+        assert gated.sent == ["local.x"]
+
+
+async def test_deliver_inbound_nowait_is_all_or_nothing() -> None:
+    """The transport's per-event fast path: delivered at once where nobody here is full;
+    refused (delivered to nobody, not even the subscribers with room) where one lossless
+    subscriber is, so the awaited deliver_inbound that follows delivers it exactly once."""
+    async with (
+        EventBus() as bus,
+        bus.subscribe("a.>", buffer_size=1) as full,
+        bus.subscribe("a.>", buffer_size=8) as roomy,
+        bus.subscribe("a.>", qos=QoS.REALTIME, buffer_size=1) as lossy,
+    ):
+        assert bus.deliver_inbound_nowait("a.x", ev(0)) == 3
+        with pytest.raises(WouldBlock):
+            bus.deliver_inbound_nowait("a.x", ev(1))
+        assert roomy.statistics().queued == 1
+        assert lossy.statistics().queued == 1
+        assert full.receive_nowait().event.payload == b"0"
+        assert bus.deliver_inbound_nowait("a.x", ev(1)) == 3  # the Realtime one drops it
+        assert [roomy.receive_nowait().event.payload for _ in range(2)] == [b"0", b"1"]
+        assert lossy.statistics().dropped.overflow == 1
+        assert bus.deliver_inbound_nowait("b.y", ev(2)) == 0  # nobody here wants it
