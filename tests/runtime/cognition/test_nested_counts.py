@@ -115,6 +115,7 @@ async def test_a_local_tools_nested_calls_count_against_max_tool_calls() -> None
 
 async def test_a_local_tools_nested_calls_take_parallel_slots() -> None:
     entered = refused = 0
+    budgets: list[str] = []
     settled = anyio.Event()
     gate = anyio.Event()
 
@@ -137,7 +138,7 @@ async def test_a_local_tools_nested_calls_take_parallel_slots() -> None:
             try:
                 await runtime.call_tool("cap.x", {})
             except ToolCallRefused as exc:
-                assert exc.budget == "max_parallel_tool_calls"
+                budgets.append(exc.budget)
                 refused += 1
                 note()
 
@@ -154,6 +155,7 @@ async def test_a_local_tools_nested_calls_take_parallel_slots() -> None:
     [result] = outcome.tool_results
     assert not result.is_error, result.content
     assert (entered, refused) == (1, 2)
+    assert budgets == ["max_parallel_tool_calls"] * 2
 
 
 async def test_a_capability_called_by_the_turn_is_counted_once() -> None:
