@@ -4,7 +4,10 @@ A cognitive turn opens a :class:`CallScope`: how many tool calls it may make, ho
 at once, how deep a chain of agent-to-agent calls may go. The scope is current (a context
 variable) while the turn's tools run, so a tool that is an agent and calls tools in turn (an
 in-process capability calling ``ctx.tool``, another agent's turn) finds it and counts against
-it; a turn that starts inside a scope *joins* it instead of opening its own.
+it; a turn that starts inside a scope *joins* it instead of opening its own. A call counted
+where it is made (by the loop) marks the frame counted, so that its route (the runtime, the
+bridge) does not count it again; the tool's body then runs uncounted (:func:`enter_tool_body`,
+from the registry), so each call the body makes counts on its own.
 
 Across the bridge the scope travels in ``ToolCall.headers`` (:data:`SCOPE_HEADERS`; an old
 peer ignores keys it does not know): its id, the depth, the caps left. A process that holds
