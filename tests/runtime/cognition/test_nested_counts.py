@@ -9,10 +9,11 @@ is counted once, by the loop.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import anyio
+import anyio.from_thread
 import pytest
 
 from loom.runtime import AgentRuntime, AgentSpec, Budget, Context, Event, EventBus
@@ -50,20 +51,31 @@ class Offers:
 
 
 async def turn_with(
-    body: Callable[[AgentRuntime], Awaitable[Any]],
+    body: Callable[[AgentRuntime], Coroutine[Any, Any, Any]],
     cap: Callable[[], Awaitable[str]],
     budget: Budget,
     *,
     script: list[Reply] | None = None,
+    in_thread: bool = False,
 ) -> TurnOutcome:
     """One turn whose model calls the local tool ``fan`` once (which runs ``body``; or what
-    ``script`` says), beside agent ``p`` offering ``cap.x`` (which runs ``cap``)."""
+    ``script`` says), beside agent ``p`` offering ``cap.x`` (which runs ``cap``). With
+    ``in_thread``, ``fan`` is a plain function (run in a worker thread) calling back into the
+    event loop for ``body``."""
     capability = FunctionTool(cap, name="cap.x", description="A cap.", parameters_schema=OBJECT)
 
     async def fan() -> Any:
         return await body(runtime)
 
-    local = FunctionTool(fan, name="fan", description="Fan out.", parameters_schema=OBJECT)
+    def fan_in_thread() -> Any:
+        return anyio.from_thread.run(body, runtime)
+
+    local = FunctionTool(
+        fan_in_thread if in_thread else fan,
+        name="fan",
+        description="Fan out.",
+        parameters_schema=OBJECT,
+    )
     if script is None:
         script = [Reply(tool_calls=[ScriptedToolCall(name="fan")]), Reply(text="done")]
     async with (
@@ -86,7 +98,8 @@ async def turn_with(
                 return await loop.run(context, "go")
 
 
-async def test_a_local_tools_nested_calls_count_against_max_tool_calls() -> None:
+@pytest.mark.parametrize("in_thread", [False, True], ids=["async", "sync"])
+async def test_a_local_tools_nested_calls_count_against_max_tool_calls(in_thread: bool) -> None:
     ran = 0
 
     async def cap() -> str:
@@ -105,7 +118,7 @@ async def test_a_local_tools_nested_calls_count_against_max_tool_calls() -> None
                 seen.append("ok")
         return seen
 
-    outcome = await turn_with(body, cap, Budget(max_tool_calls=3))
+    outcome = await turn_with(body, cap, Budget(max_tool_calls=3), in_thread=in_thread)
     # The local call is one, its nested calls two more: the third nested call is refused.
     # Before, the local call's body ran "already counted": all three ran (four calls).
     [result] = outcome.tool_results
