@@ -188,3 +188,80 @@ async def test_a_capability_called_by_the_turn_is_counted_once() -> None:
     outcome = await turn_with(body, cap, Budget(max_tool_calls=3), script=[both, Reply(text="")])
     assert [r.is_error for r in outcome.tool_results] == [False, False], outcome.tool_results
     assert ran == 2
+
+
+async def test_a_joined_turns_local_tool_counts_its_nested_calls() -> None:
+    # The outer turn's local tool "delegate" runs a whole turn of another loop (an agent used
+    # as a tool), which joins the outer turn's scope; that turn's local tool "fan" calls
+    # cap.x three times. delegate, fan and two cap.x calls make the cap of four.
+    ran = 0
+
+    async def cap() -> str:
+        nonlocal ran
+        ran += 1
+        return "ok"
+
+    capability = FunctionTool(cap, name="cap.x", description="A cap.", parameters_schema=OBJECT)
+    script = [
+        Reply(tool_calls=[ScriptedToolCall(name="delegate")]),  # the outer turn
+        Reply(tool_calls=[ScriptedToolCall(name="fan")]),  # the joined turn
+        Reply(text="inner done"),
+        Reply(text="done"),
+    ]
+    async with (
+        ScriptedLLMServer(script) as server,
+        EventBus() as bus,
+        AgentRuntime(bus) as runtime,
+    ):
+        await runtime.start(AgentSpec(id="p", factory=lambda: Offers(capability)))
+        llm = OpenAIProvider("scripted", provider_config(server))
+
+        async def fan() -> list[str]:
+            seen = []
+            for _ in range(3):
+                try:
+                    await runtime.call_tool("cap.x", {})
+                except ToolCallRefused as exc:
+                    seen.append(exc.budget)
+                else:
+                    seen.append("ok")
+            return seen
+
+        inner = Loop(
+            llm,
+            tools=Toolset(
+                tools=[FunctionTool(fan, name="fan", description="-", parameters_schema=OBJECT)]
+            ),
+            config=LoopConfig(max_tokens=100),
+            agent_id="helper",
+            budget=Budget(),
+        )
+        inner_outcomes: list[TurnOutcome] = []
+
+        async def delegate() -> str:
+            context = AgentContext(InMemoryStore(), agent_id="helper", thread_id="t")
+            inner_outcomes.append(await inner.run(context, "help"))
+            return "helped"
+
+        async with llm:
+            outer = Loop(
+                llm,
+                tools=Toolset(
+                    tools=[
+                        FunctionTool(
+                            delegate, name="delegate", description="-", parameters_schema=OBJECT
+                        )
+                    ]
+                ),
+                config=LoopConfig(max_tokens=100),
+                agent_id="origin",
+                budget=Budget(max_tool_calls=4),
+            )
+            context = AgentContext(InMemoryStore(), agent_id="origin", thread_id="t")
+            with anyio.fail_after(WAIT):
+                outcome = await outer.run(context, "go")
+    assert outcome.kind == "answer", outcome
+    [helped] = inner_outcomes
+    [result] = helped.tool_results
+    assert result.content == '["ok","ok","max_tool_calls"]', result.content
+    assert ran == 2
