@@ -243,7 +243,9 @@ class TurnBudget:
 
     def tool_call(self, name: str) -> _ToolCall:
         """Around one tool call of the turn: count it, hold a parallel slot, and make the
-        frame current with the call counted (so the runtime does not count it again).
+        frame current with the call counted (so its route, the runtime or the bridge, does
+        not count it again; the body of a tool that runs here gets an uncounted frame from
+        the registry, so the calls it makes count: ``enter_tool_body``).
 
         Raises:
             ToolCallRefused: a cap is reached (the turn's own ``max_tool_calls`` also sets

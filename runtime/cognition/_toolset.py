@@ -181,6 +181,9 @@ class _PeerTool:
 
     __slots__ = ("_caller", "_tool")
 
+    routes_calls = True
+    """Its call is the route of the turn's call (``enter_tool_body``): counted once, there."""
+
     def __init__(self, tool: Tool, caller: ToolCaller) -> None:
         self._tool = tool
         self._caller = caller

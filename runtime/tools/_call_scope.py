@@ -4,7 +4,10 @@ A cognitive turn opens a :class:`CallScope`: how many tool calls it may make, ho
 at once, how deep a chain of agent-to-agent calls may go. The scope is current (a context
 variable) while the turn's tools run, so a tool that is an agent and calls tools in turn (an
 in-process capability calling ``ctx.tool``, another agent's turn) finds it and counts against
-it; a turn that starts inside a scope *joins* it instead of opening its own.
+it; a turn that starts inside a scope *joins* it instead of opening its own. A call counted
+where it is made (by the loop) marks the frame counted, so that its route (the runtime, the
+bridge) does not count it again; the tool's body then runs uncounted (:func:`enter_tool_body`,
+from the registry), so each call the body makes counts on its own.
 
 Across the bridge the scope travels in ``ToolCall.headers`` (:data:`SCOPE_HEADERS`; an old
 peer ignores keys it does not know): its id, the depth, the caps left. A process that holds
@@ -65,6 +68,7 @@ __all__ = [
     "ToolCallRefused",
     "authority_scope",
     "current_frame",
+    "enter_tool_body",
     "frame_from_headers",
     "in_frame",
     "reserved_call",
@@ -351,6 +355,25 @@ def set_frame(frame: CallFrame | None) -> Token[CallFrame | None]:
 def reset_frame(token: Token[CallFrame | None]) -> None:
     """Undo the :func:`set_frame` that returned ``token``."""
     _frame.reset(token)
+
+
+def enter_tool_body(tool: object) -> Token[CallFrame | None] | None:
+    """Make current the frame ``tool``'s body runs in, when the call to it was counted
+    already (a turn's own call: the loop counted it and holds its slot); undo with
+    :func:`reset_frame`. ``None``: the frame stays as it is.
+
+    The counted frame tells the call's *route* not to count it again (the runtime's
+    :class:`scoped_call`, the bridge client's headers). A body that runs here (a function
+    tool, an MCP or A2A client, a native tool) is past that route: the calls it makes are
+    calls of their own, each counted and each taking a parallel slot, so its frame is the
+    same scope at the same depth, uncounted and holding no reservation. A tool that only
+    routes the call elsewhere (``routes_calls = True``, as a turn's view of another agent's
+    capability) keeps the counted frame for its own hop.
+    """
+    frame = _frame.get()
+    if frame is None or not frame.counted or getattr(tool, "routes_calls", False) is True:
+        return None
+    return _frame.set(CallFrame(frame.scope, frame.depth))
 
 
 def scope_headers(*, pushed: bool = False) -> dict[str, str]:

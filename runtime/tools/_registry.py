@@ -40,6 +40,7 @@ from opentelemetry.metrics import Histogram
 from .._errors import InvalidArgument
 from ..resilience import Policy, PolicyRules, current_idempotency_key
 from ..resilience import idempotency_key as with_key  # the parameter has its name
+from ._call_scope import enter_tool_body, reset_frame
 from ._errors import (
     InvalidToolArguments,
     InvalidToolSchema,
@@ -510,6 +511,17 @@ class ToolRegistry:
         raise ToolTimeout(limit, tool=entry.name)
 
     async def _run(self, entry: _Entry, arguments: dict[str, Any]) -> Any:
+        # The call is counted against its turn's caps (when it has any); the calls its body
+        # makes are not that call, and count on their own.
+        token = enter_tool_body(entry.tool)
+        if token is None:
+            return await self._run_body(entry, arguments)
+        try:
+            return await self._run_body(entry, arguments)
+        finally:
+            reset_frame(token)
+
+    async def _run_body(self, entry: _Entry, arguments: dict[str, Any]) -> Any:
         counters = entry.counters
         if entry.limiter is None:
             counters.in_flight += 1
