@@ -88,7 +88,7 @@ def test_config_carries_security_and_limits(tmp_path: Path) -> None:
             {"LOOM_TLS_BIND_AGENT_IDS": "1"},
             "tls_bind_agent_ids needs mutual TLS",
         ),
-        ("", {"LOOM_TLS_BIND_AGENT_IDS": "maybe"}, "tls_bind_agent_ids"),
+        ("", {"LOOM_TLS_BIND_AGENT_IDS": "maybe"}, "LOOM_TLS_BIND_AGENT_IDS"),
         ('[serve]\ntoken = ""\n', {}, "token must not be empty"),
         ("[serve]\nmax_agents = 0\n", {}, "max_agents"),
         ("", {"LOOM_MAX_MESSAGE_BYTES": "lots"}, "LOOM_MAX_MESSAGE_BYTES"),
