@@ -1,0 +1,71 @@
+"""How soon a silent node is declared dead (issue 13 §2: "its agents leave every directory
+within two heartbeat intervals"), with the directory's clock in the test's hands: what the
+bucket's watch last delivered, and what this node's probe of it does. A real nats-server
+and node under the sweep."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from loom.cluster._peers import Peers
+
+from .conftest import NatsServerProcess
+from .test_cluster_directory import node, wait_until
+
+pytestmark = pytest.mark.anyio
+
+HEARTBEAT = 0.4
+
+
+async def test_a_silent_node_is_dead_two_intervals_after_its_last_word(
+    nats_server: NatsServerProcess,
+) -> None:
+    async with node(nats_server.url, "a") as a:
+        peers = Peers(a.runtime, "a", a.cluster.calls, lambda _id: None)
+        peers.heard("b")
+        last_word = anyio.current_time()
+        # The directory last delivered b's heartbeat itself; this node's own next one is an
+        # interval away at best (the unlucky phase: before, b left 2.5 intervals after its
+        # last word). The probe is this node's heartbeat written at once, delivered at once.
+        heard = last_word
+        probes: list[float] = []
+
+        async def probe() -> None:
+            nonlocal heard
+            heard = anyio.current_time()
+            probes.append(heard - last_word)
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(peers.sweep, HEARTBEAT, lambda: heard, probe)
+                await wait_until(lambda: not peers.alive("b"), timeout=5)
+                dead_after = anyio.current_time() - last_word
+                tg.cancel_scope.cancel()
+        # Probed once b was silent 1.5 intervals, dead at the next quarter interval's sweep
+        # (the slack is for the sweep's own ticks on a loaded machine).
+        assert probes, dead_after
+        assert probes[0] > 1.5 * HEARTBEAT, probes
+        assert dead_after <= 2 * HEARTBEAT + 0.2, dead_after
+
+
+async def test_nobody_is_dead_while_the_directory_is_silent_however_probed(
+    nats_server: NatsServerProcess,
+) -> None:
+    async with node(nats_server.url, "a") as a:
+        peers = Peers(a.runtime, "a", a.cluster.calls, lambda _id: None)
+        peers.heard("b")
+        heard = anyio.current_time()
+        probes = 0
+
+        async def probe() -> None:  # the bucket electing a leader: the write is not delivered
+            nonlocal probes
+            probes += 1
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(peers.sweep, HEARTBEAT, lambda: heard, probe)
+                await wait_until(lambda: probes >= 6)
+                tg.cancel_scope.cancel()
+        # Silent well past 1.5 intervals, but so was the directory: b is not declared dead.
+        assert peers.alive("b")
