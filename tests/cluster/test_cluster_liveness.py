@@ -1,17 +1,22 @@
 """How soon a silent node is declared dead (issue 13 §2: "its agents leave every directory
-within two heartbeat intervals"), with the directory's clock in the test's hands: what the
-bucket's watch last delivered, and what this node's probe of it does. A real nats-server
-and node under the sweep."""
+within two heartbeat intervals"): with the directory's clock in the test's hands (what the
+bucket's watch last delivered, and what this node's probe of it does), and with the watch
+made again meanwhile, which replays the dead node's last heartbeat and records. A real
+nats-server and nodes throughout."""
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
+
 import anyio
+import nats.js.errors
 import pytest
 
+from loom import Agent
 from loom.cluster._peers import Peers
 
 from .conftest import NatsServerProcess
-from .test_cluster_directory import node, wait_until
+from .test_cluster_directory import Node, node, slow, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -69,3 +74,45 @@ async def test_nobody_is_dead_while_the_directory_is_silent_however_probed(
                 tg.cancel_scope.cancel()
         # Silent well past 1.5 intervals, but so was the directory: b is not declared dead.
         assert peers.alive("b")
+
+
+async def replay(a: Node, *keys: str) -> int:
+    """Hand ``a``'s directory what a watch of the bucket made again delivers first: each
+    key's current entry (the watch is made again when it stalls; docs/cluster.md). How many
+    were still there (the bucket's age limit removes a dead node's keys)."""
+    assert a.cluster._kv is not None
+    handed = 0
+    for key in keys:
+        try:
+            entry = await a.cluster._kv.get(key)
+        except nats.js.errors.KeyNotFoundError:
+            continue
+        await a.cluster._on_entry(entry)
+        handed += 1
+    return handed
+
+
+async def test_a_watch_made_again_keeps_no_dead_node_alive_nor_brings_it_back(
+    nats_server: NatsServerProcess,
+) -> None:
+    with anyio.fail_after(30):
+        async with node(nats_server.url, "a") as a, AsyncExitStack() as stack:
+            b = await stack.enter_async_context(node(nats_server.url, "b"))
+            await b.runtime.start(Agent("sleeper", capabilities=[slow]))
+            await wait_until(lambda: "sleeper" in a.runtime.directory)
+            keys = ("nodes.b", "agents.sleeper")
+            await b.client.close()  # b falls silent, its keys stay until their age limit
+            gone_at = anyio.current_time()
+            replays = 0
+            with anyio.fail_after(5):
+                while "sleeper" in a.runtime.directory:
+                    replays += await replay(a, *keys)  # its last heartbeat, again and again
+                    await anyio.sleep(0.05)
+            left = anyio.current_time() - gone_at
+            assert replays > 0
+            # Before, each replay was a heartbeat heard now: b lived until its keys lapsed.
+            assert left <= 2 * HEARTBEAT + 0.3, left
+            # Its records replayed after its death do not bring its agent back.
+            await replay(a, *keys)
+            assert "sleeper" not in a.runtime.directory
+            assert "b" not in a.cluster.nodes()
