@@ -88,13 +88,23 @@ class DirectoryWatch:
 
     async def _stalled(self) -> None:
         """Return once the watch has delivered nothing for three heartbeat intervals while
-        the connection was up (a disconnection is a state of its own: the client resubscribes
-        when it is back)."""
+        the connection was up and this process ran (a disconnection is a state of its own:
+        the client resubscribes when it is back)."""
+        last = anyio.current_time()
         while True:
             await anyio.sleep(self.heartbeat_s)
+            now = anyio.current_time()
+            # Time this process did not run (a starved event loop) is not the watch's
+            # silence: what it delivered meanwhile waits unread. Counted as silence, a stall
+            # of three intervals made the watch again for nothing (and the new one's replay
+            # of the bucket cost a round of every key).
+            stalled = now - last - self.heartbeat_s
+            last = now
+            if stalled > self.heartbeat_s / 4:
+                self._seen = min(now, self._seen + stalled)
             if not self.client.is_connected:
-                self._seen = anyio.current_time()
-            elif anyio.current_time() - self._seen > 3 * self.heartbeat_s:
+                self._seen = now
+            elif now - self._seen > 3 * self.heartbeat_s:
                 return
 
     async def _watch_once(self, kv: KeyValue) -> None:

@@ -6,6 +6,8 @@ nats-server and nodes throughout."""
 
 from __future__ import annotations
 
+import logging
+import time
 from contextlib import AsyncExitStack
 
 import anyio
@@ -116,3 +118,27 @@ async def test_a_watch_made_again_keeps_no_dead_node_alive_nor_brings_it_back(
             await replay(a, *keys)
             assert "sleeper" not in a.runtime.directory
             assert "b" not in a.cluster.nodes()
+
+
+async def test_a_stalled_event_loop_is_not_a_stalled_watch(
+    nats_server: NatsServerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    with anyio.fail_after(30):
+        async with node(nats_server.url, "a") as a:
+            watch = a.cluster._watch
+            heard = watch.heard
+            await wait_until(lambda: watch.heard > heard)  # the watch delivers: it is healthy
+            with caplog.at_level(logging.WARNING, logger="loom.cluster"):
+                # This process does not run for four intervals (a starved machine): the
+                # watch's deliveries meanwhile wait unread.
+                time.sleep(4 * HEARTBEAT)  # noqa: ASYNC251  (the stall itself, the fault)
+                stalled_at = anyio.current_time()
+                await wait_until(lambda: watch.heard > stalled_at)
+                # Two of the guard's checks after the stall (an observation window).
+                await anyio.sleep(2 * HEARTBEAT)
+            # Before, the guard's first check after the stall counted it as the watch's
+            # silence and made the watch again.
+            again = [
+                r.getMessage() for r in caplog.records if "watching it again" in r.getMessage()
+            ]
+            assert again == []
