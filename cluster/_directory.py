@@ -106,12 +106,6 @@ class ClusterDirectory:
         # Keys of this node found in the bucket at start, not claimed again: what an earlier
         # run of this node (killed, restarted) left; removed once the bucket is read.
         self._leftovers: dict[str, int] = {}
-        # Each key's revision as the watch last delivered it. A watch made again (a stalled
-        # one, docs/cluster.md) replays what the bucket holds: the last heartbeat of a node
-        # killed a moment ago among it, which is no sign of life (taken as one, it kept the
-        # dead node alive another 1.5 intervals), and the records of a node already declared
-        # dead, which would bring its agents back until the bucket's age limit removed them.
-        self._revisions: dict[str, int] = {}
         self._watch = DirectoryWatch(client, node, heartbeat_s, self._on_entry)
 
     # ------------------------------------------------------------------ lifecycle
@@ -377,12 +371,6 @@ class ClusterDirectory:
         """One entry of the bucket, as the watch delivers it."""
         key = entry.key
         deleted = entry.operation in ("DEL", "PURGE")
-        if deleted:
-            self._revisions.pop(key, None)
-        elif entry.revision is not None:
-            if self._revisions.get(key) == entry.revision:
-                return  # delivered before: a watch made again replays it
-            self._revisions[key] = entry.revision
         if key.startswith("nodes."):
             node = key.removeprefix("nodes.")
             if node == self.node:

@@ -15,6 +15,7 @@ import nats.js.errors
 import pytest
 
 from loom import Agent
+from loom.cluster._directory_wire import agent_key
 from loom.cluster._peers import Peers
 
 from .conftest import NatsServerProcess
@@ -89,7 +90,7 @@ async def replay(a: Node, *keys: str) -> int:
             entry = await a.cluster._kv.get(key)
         except nats.js.errors.KeyNotFoundError:
             continue
-        await a.cluster._on_entry(entry)
+        await a.cluster._watch._deliver(entry)
         handed += 1
     return handed
 
@@ -102,7 +103,7 @@ async def test_a_watch_made_again_keeps_no_dead_node_alive_nor_brings_it_back(
             b = await stack.enter_async_context(node(nats_server.url, "b"))
             await b.runtime.start(Agent("sleeper", capabilities=[slow]))
             await wait_until(lambda: "sleeper" in a.runtime.directory)
-            keys = ("nodes.b", "agents.sleeper")
+            keys = ("nodes.b", agent_key("sleeper"))
             await b.client.close()  # b falls silent, its keys stay until their age limit
             gone_at = anyio.current_time()
             replays = 0
@@ -118,6 +119,25 @@ async def test_a_watch_made_again_keeps_no_dead_node_alive_nor_brings_it_back(
             await replay(a, *keys)
             assert "sleeper" not in a.runtime.directory
             assert "b" not in a.cluster.nodes()
+
+
+async def test_a_replay_is_not_the_directory_speaking(nats_server: NatsServerProcess) -> None:
+    with anyio.fail_after(30):
+        async with node(nats_server.url, "a") as a, node(nats_server.url, "b") as b:
+            await b.runtime.start(Agent("sleeper", capabilities=[slow]))
+            await wait_until(lambda: "sleeper" in a.runtime.directory)
+            watch = a.cluster._watch
+            # A watch made again during an election replays the bucket while no new write
+            # gets through: were that speech, every node whose heartbeats are held up would
+            # be silent "while the directory spoke", and declared dead.
+            assert a.cluster._kv is not None
+            entries = [await a.cluster._kv.get(k) for k in ("nodes.b", agent_key("sleeper"))]
+            for entry in entries:  # passed on once (news, if the watch had not yet)
+                await watch._deliver(entry)
+            heard = watch.heard
+            for entry in entries:  # and again, as a watch made again replays them: no yield
+                await watch._deliver(entry)
+            assert watch.heard == heard
 
 
 async def test_a_stalled_event_loop_is_not_a_stalled_watch(
