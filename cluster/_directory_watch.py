@@ -33,8 +33,9 @@ class DirectoryWatch:
 
     Attributes:
         ready: set once the bucket's contents, as the first watch found them, were passed on.
-        heard: when the watch last delivered an entry (anyio time), for the liveness of the
-            other nodes (nobody is declared dead while the directory itself is silent).
+        heard: when the watch last delivered news (anyio time: an entry not passed on
+            before), for the liveness of the other nodes (nobody is declared dead while the
+            directory itself is silent, and a replay is no speech).
     """
 
     def __init__(
@@ -53,6 +54,13 @@ class DirectoryWatch:
         # When the watch last delivered an entry (anyio time), reset when a watch starts:
         # for the watch's own liveness.
         self._seen = 0.0
+        # Each key's revision as last passed on. A watch made again replays what the bucket
+        # holds: entries passed on before are no news, so they are not passed on again (the
+        # last heartbeat of a node killed a moment ago is no sign of life; the records of a
+        # node declared dead would bring its agents back), and they do not count as the
+        # directory speaking (``heard``): a replay during an election, taken as speech while
+        # the other nodes' heartbeats were withheld, declared every live node dead.
+        self._revisions: dict[str, int] = {}
 
     async def run(self, kv: KeyValue) -> None:
         """Follow the bucket for as long as the node runs, watching again when the watch
@@ -88,24 +96,47 @@ class DirectoryWatch:
 
     async def _stalled(self) -> None:
         """Return once the watch has delivered nothing for three heartbeat intervals while
-        the connection was up (a disconnection is a state of its own: the client resubscribes
-        when it is back)."""
+        the connection was up and this process ran (a disconnection is a state of its own:
+        the client resubscribes when it is back)."""
+        last = anyio.current_time()
         while True:
             await anyio.sleep(self.heartbeat_s)
+            now = anyio.current_time()
+            # Time this process did not run (a starved event loop) is not the watch's
+            # silence: what it delivered meanwhile waits unread. Counted as silence, a stall
+            # of three intervals made the watch again for nothing (and the new one's replay
+            # of the bucket cost a round of every key).
+            stalled = now - last - self.heartbeat_s
+            last = now
+            if stalled > self.heartbeat_s / 4:
+                self._seen = min(now, self._seen + stalled)
             if not self.client.is_connected:
-                self._seen = anyio.current_time()
-            elif anyio.current_time() - self._seen > 3 * self.heartbeat_s:
+                self._seen = now
+            elif now - self._seen > 3 * self.heartbeat_s:
                 return
+
+    async def _deliver(self, entry: KeyValue.Entry | None) -> None:
+        """One delivery of the watch (``None``: the bucket's contents as it found them are
+        all delivered): passed on if it is news."""
+        now = anyio.current_time()
+        self._seen = now  # the watch is alive, replaying or not
+        if entry is None:
+            self.ready.set()  # the bucket's contents are read
+            return
+        if entry.operation in ("DEL", "PURGE"):
+            self._revisions.pop(entry.key, None)
+        elif entry.revision is not None:
+            if self._revisions.get(entry.key) == entry.revision:
+                return  # passed on before: a watch made again replays it
+            self._revisions[entry.key] = entry.revision
+        self.heard = now
+        await self._on_entry(entry)
 
     async def _watch_once(self, kv: KeyValue) -> None:
         watcher = await kv.watchall()
         try:
             async for entry in watcher:
-                self._seen = self.heard = anyio.current_time()
-                if entry is None:
-                    self.ready.set()  # the bucket's contents are read
-                    continue
-                await self._on_entry(entry)
+                await self._deliver(entry)
         finally:
             with (
                 anyio.CancelScope(shield=True),

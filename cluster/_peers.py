@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import anyio
 import msgspec
@@ -199,7 +199,12 @@ class Peers:
                 failed,
             )
 
-    async def sweep(self, heartbeat_s: float, directory_heard: Callable[[], float]) -> None:
+    async def sweep(
+        self,
+        heartbeat_s: float,
+        directory_heard: Callable[[], float],
+        probe: Callable[[], Awaitable[None]],
+    ) -> None:
         """Declare dead, every quarter interval, the nodes silent for 1.5 intervals, while
         the directory itself speaks.
 
@@ -210,15 +215,27 @@ class Peers:
         write). When the directory falls silent too, the silence is the directory's, not
         the other nodes': the bucket's replicas electing a leader after a NATS server died,
         a stalled watch. Nobody is declared dead then (as nobody is while disconnected); the
-        watch comes back and brings the heartbeats."""
+        watch comes back and brings the heartbeats.
+
+        A node silent for 1.5 intervals before the directory spoke after it is not left to
+        wait for this node's next heartbeat (up to an interval later: its agents would leave
+        2.5 intervals after its last word, not 2): ``probe()`` writes this node's heartbeat
+        at once, and its delivery, a quarter interval later, is the directory speaking."""
         limit = 1.5 * heartbeat_s
         while True:
             await anyio.sleep(heartbeat_s / 4)
             now = anyio.current_time()
             heard = directory_heard()
+            unproven = False
             for node, seen in list(self._seen.items()):
-                if now - seen > limit and heard - seen > 1.25 * heartbeat_s:
-                    await self.drop_node(node, f"silent for {limit:g} s")
+                if now - seen > limit:
+                    if heard - seen > 1.25 * heartbeat_s:
+                        await self.drop_node(node, f"silent for {limit:g} s")
+                    else:
+                        unproven = True
+            if unproven:
+                with anyio.move_on_after(heartbeat_s / 4):
+                    await probe()
 
     def nodes(self) -> list[str]:
         """The other nodes heard from, sorted."""

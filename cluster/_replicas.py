@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Final, TypeVar
 
+import anyio
 import nats.js.errors
 from nats.aio.client import Client
 
@@ -22,6 +23,10 @@ __all__ = ["CLUSTER_REPLICAS", "with_replicas"]
 log = logging.getLogger("loom.cluster")
 
 CLUSTER_REPLICAS: Final = 3
+
+# How long a placement that finds a server offline is asked again before one copy is kept.
+OFFLINE_WAIT_S: Final = 10.0
+_RETRY_S: Final = 0.25
 
 T = TypeVar("T")
 
@@ -35,26 +40,40 @@ def clustered(client: Client) -> bool:
 
 async def with_replicas(client: Client, what: str, make: Callable[[int], Awaitable[T]]) -> T:
     """``make(replicas)`` with three replicas on a NATS cluster, else (or if the cluster
-    cannot place three) with one.
+    cannot place three) with one. A placement refused because a server is offline is asked
+    again for up to :data:`OFFLINE_WAIT_S` first (a cluster that has just formed).
 
     Raises:
         nats.js.errors.APIError: ``make`` failed otherwise.
     """
     if not clustered(client):
         return await make(1)
-    try:
-        return await make(CLUSTER_REPLICAS)
-    except nats.js.errors.APIError as exc:
-        if exc.err_code not in _NO_ROOM:
-            raise
-        log.warning(
-            "nats: %s kept in one copy: the NATS cluster cannot place %d (%s); the server "
-            "that holds it is one that must not die",
-            what,
-            CLUSTER_REPLICAS,
-            exc.description,
-        )
-        return await make(1)
+    waited = 0.0
+    while True:
+        try:
+            return await make(CLUSTER_REPLICAS)
+        except nats.js.errors.APIError as exc:
+            if exc.err_code not in _NO_ROOM:
+                raise
+            # "peer offline": a server of the cluster not (yet) seen by the meta leader, as
+            # in the first moments of a cluster that has just formed. Falling back at once
+            # kept the stream in one copy on a cluster of three, or failed the node's start
+            # when the three-copy create went through after all ("already in use with a
+            # different configuration"): the placement is asked again for a while first.
+            if "offline" in (exc.description or "") and waited < OFFLINE_WAIT_S:
+                await anyio.sleep(_RETRY_S)
+                waited += _RETRY_S
+                continue
+            failure = exc
+            break
+    log.warning(
+        "nats: %s kept in one copy: the NATS cluster cannot place %d (%s); the server "
+        "that holds it is one that must not die",
+        what,
+        CLUSTER_REPLICAS,
+        failure.description,
+    )
+    return await make(1)
 
 
 # JetStream's answers for "not that many replicas here": insufficient resources, no suitable

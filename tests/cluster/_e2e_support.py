@@ -239,6 +239,24 @@ class Nodes:
         assert done.returncode == 0, done.stderr.decode()
         return done.stdout.decode()
 
+    async def write_status(self) -> None:
+        """Each live node's ``loom status`` (its cluster links, NATS, durable figures) into
+        ``status-<node>.txt``: a failure's diagnosis, so no answer is an answer too."""
+        for name, address in self.addresses.items():
+            try:
+                done = await loom("status", "-a", address, cwd=self.root, env=clean_env(**self.env))
+                text = (done.stdout + done.stderr).decode(errors="replace")
+            except (TimeoutError, OSError) as exc:
+                text = f"no status: {exc!r}"
+            (self.root / f"status-{name}.txt").write_text(text)
+
+    def write_outputs(self) -> None:
+        """Every node's and agent's output into ``out-<name>.log`` (agents ``out-agent-...``)."""
+        for name, server in self.servers.items():
+            (self.root / f"out-{name}.log").write_text(server.output)
+        for name, agent in self.agents.items():
+            (self.root / f"out-agent-{name}.log").write_text(agent.output)
+
     async def wait_listed(self, node: str, *ids: str, timeout: float = 20) -> str:
         """``loom agents`` on ``node`` once it lists every one of ``ids`` running."""
         with anyio.fail_after(timeout):
@@ -253,10 +271,23 @@ class Nodes:
 async def nodes_on(
     root: Path, nats: NatsCluster, *names: str, env: Mapping[str, str] | None = None
 ) -> AsyncIterator[Nodes]:
-    async with AsyncExitStack() as stack:
-        found = Nodes(root, nats, stack)
-        found.env = dict(env or {})
-        for name in names:
-            await found.start(name)
-        await found.wait_joined()
-        yield found
+    """The nodes ``names``, joined. On a failure (a timeout included) each node's ``loom
+    status`` is written to ``status-<node>.txt`` in ``root`` as it was then, and every
+    process's output to ``out-<name>.log`` once it ended: what a failed run leaves to read."""
+    found: Nodes | None = None
+    try:
+        async with AsyncExitStack() as stack:
+            found = Nodes(root, nats, stack)
+            found.env = dict(env or {})
+            for name in names:
+                await found.start(name)
+            await found.wait_joined()
+            try:
+                yield found
+            except BaseException:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(30):
+                    await found.write_status()
+                raise
+    finally:
+        if found is not None:
+            found.write_outputs()

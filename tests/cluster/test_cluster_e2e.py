@@ -67,7 +67,14 @@ from loom import Agent
 NAME = os.environ["WORKER"]
 
 
+SCORES = {"w-a": 1.0, "w-b": 3.0, "w-c": 2.0}
+
+
 async def on_event(ctx, topic, event):
+    if topic == "bid.job":  # a bidder on each node; w-b's bid is the best
+        outcome = await ctx.collab.propose(event, score=SCORES[NAME], timeout=15)
+        print(f"{NAME} bid {outcome.decision.name}", flush=True)
+        return
     if topic == "go.barrier":
         if NAME in ("w-a", "w-b"):  # two parties, on two nodes
             result = await ctx.collab.arrive("phase", parties=2, timeout=15, thread_id="t1")
@@ -77,7 +84,7 @@ async def on_event(ctx, topic, event):
     await ctx.reply(event, f"{NAME}:{event.payload.decode()}")
 
 
-agent = Agent(NAME, topics=[f"work.{NAME}", "go.barrier"], on_event=on_event)
+agent = Agent(NAME, topics=[f"work.{NAME}", "go.barrier", "bid.job"], on_event=on_event)
 
 if __name__ == "__main__":
     agent.run()
@@ -96,11 +103,19 @@ async def on_event(ctx, topic, event):
         result = await ctx.collab.gather(targets, b"job", timeout=15)
         got = sorted(r.event.payload.decode() for r in result.replies)
         print(f"boss gathered {','.join(got)} satisfied={result.satisfied}", flush=True)
+    elif topic == "go.contract":
+        # expected=3 closes the window once the three nodes' bidders answered.
+        result = await ctx.collab.contract_net("bid.job", b"job", window=15, expected=3)
+        bids = sorted(p.sender for p in result.proposals)
+        won = ",".join(p.sender for p in result.awarded)
+        print(f"boss contract {','.join(bids)} awarded={won}", flush=True)
     elif topic == "go.tool":
         print(f"boss tool {await ctx.tool('text.upper', {'text': 'tool'})}", flush=True)
 
 
-agent = Agent("boss", topics=["go.request", "go.gather", "go.tool"], on_event=on_event)
+agent = Agent(
+    "boss", topics=["go.request", "go.gather", "go.contract", "go.tool"], on_event=on_event
+)
 
 if __name__ == "__main__":
     agent.run()
@@ -199,3 +214,15 @@ async def test_request_reply_a_gather_and_a_barrier_span_the_nodes(cluster: Node
         for worker in ("w-a", "w-b"):
             line = await agent_says(cluster, worker, rf"{worker} barrier .*")
             assert line == f"{worker} barrier w-a,w-b complete=True", line
+
+
+async def test_a_contract_net_over_bidders_on_three_nodes(cluster: Nodes) -> None:
+    with anyio.fail_after(60):
+        # The manager on node a calls for proposals; a bidder on each node answers; the best
+        # (on node b) is awarded, the other two rejected, each told so across the wire.
+        await cluster.loom("c", "publish", "go.contract", "x")
+        line = await agent_says(cluster, "boss", "boss contract .*")
+        assert line == "boss contract w-a,w-b,w-c awarded=w-b", line
+        for worker, decision in (("w-a", "REJECTED"), ("w-b", "AWARDED"), ("w-c", "REJECTED")):
+            line = await agent_says(cluster, worker, rf"{worker} bid .*")
+            assert line == f"{worker} bid {decision}", line

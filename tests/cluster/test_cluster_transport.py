@@ -252,7 +252,12 @@ async def test_a_nats_restart_mid_stream_loses_nothing_lossless(tmp_path: Path) 
                     await anyio.sleep(0.3)  # the outage itself (the fault, not readiness)
                     await server.start()  # same port: both clients reconnect
                 assert got == sent
-            assert a.transport.statistics().retransmitted_frames > 0
+            # Both came back. Whether the kill lost a frame (so that one was sent again) is a
+            # race: what a flushes from its reconnect buffer before b has subscribed again is
+            # dropped, what it flushes after is not. test_cluster_retransmit.py loses frames
+            # for certain; here the promise is the one above: every event, once, in order.
+            assert a.transport.statistics().reconnects >= 1
+            assert b.transport.statistics().reconnects >= 1
 
 
 async def test_a_node_that_acknowledges_is_not_expired_while_its_announcements_are_late(
