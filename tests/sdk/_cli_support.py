@@ -153,7 +153,7 @@ async def running_argv(
 
 @asynccontextmanager
 async def loom_serve(
-    tmp_path: Path, *extra: str, env: Mapping[str, str] | None = None
+    tmp_path: Path, *extra: str, env: Mapping[str, str] | None = None, timeout: float = 20
 ) -> AsyncIterator[tuple[Running, str]]:
     """A real ``loom serve`` on port 0 (in ``env``, else a clean one), and the address it
     says it listens on."""
@@ -161,7 +161,7 @@ async def loom_serve(
     async with running(
         "serve", "--port", "0", "--data-dir", str(data), *extra, cwd=tmp_path, env=env
     ) as server:
-        match = await server.wait_for(_LISTENING.pattern)
+        match = await server.wait_for(_LISTENING.pattern, timeout=timeout)
         yield server, match.group(1)
 
 

@@ -19,7 +19,7 @@ import pytest
 from loom.runtime import Budget
 from loom.runtime.testing import Reply, ScriptedLLMServer, ScriptedToolCall
 
-from ._cli_support import Running, clean_env, loom, running, running_argv
+from ._cli_support import Running, clean_env, loom, loom_serve, running_argv
 
 pytestmark = pytest.mark.anyio
 
@@ -89,20 +89,9 @@ async def test_cost_budgets_bind_an_agent_on_the_servers_model(tmp_path: Path) -
     with anyio.fail_after(120):
         async with ScriptedLLMServer() as llm, AsyncExitStack() as stack:
             (tmp_path / "loom.toml").write_text(_toml(llm))
-            server = await stack.enter_async_context(
-                running(
-                    "serve",
-                    "--port",
-                    "0",
-                    "--data-dir",
-                    str(tmp_path / "data"),
-                    "--nats",
-                    "off",
-                    cwd=tmp_path,
-                    env=clean_env(),
-                )
+            _server, address = await stack.enter_async_context(
+                loom_serve(tmp_path, "--nats", "off", env=clean_env(), timeout=60)
             )
-            address = (await server.wait_for(r"listening on (\S+:\d+)", timeout=60)).group(1)
             env = clean_env(LOOM_BRIDGE_ADDR=address)
 
             async def agent(agent_id: str, budget: Budget) -> Running:

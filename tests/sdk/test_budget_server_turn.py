@@ -17,7 +17,7 @@ from loom.runtime.cognition._budgeting import TurnBudget
 from loom.runtime.llm import OpenAIProvider, ProviderConfig
 from loom.runtime.testing import Reply, ScriptedLLMServer, ScriptedToolCall
 
-from ._cli_support import Running, clean_env, loom, running, running_argv
+from ._cli_support import Running, clean_env, loom, loom_serve, running_argv
 
 pytestmark = pytest.mark.anyio
 
@@ -78,20 +78,9 @@ async def test_the_servers_turn_limits_bind_an_agent_in_its_own_process(tmp_path
     with anyio.fail_after(120):
         async with ScriptedLLMServer() as llm, AsyncExitStack() as stack:
             llm.push(local, local, local, Reply(text="done"))
-            server = await stack.enter_async_context(
-                running(
-                    "serve",
-                    "--port",
-                    "0",
-                    "--data-dir",
-                    str(tmp_path / "data"),
-                    "--nats",
-                    "off",
-                    cwd=tmp_path,
-                    env=clean_env(),
-                )
+            _server, address = await stack.enter_async_context(
+                loom_serve(tmp_path, "--nats", "off", env=clean_env(), timeout=60)
             )
-            address = (await server.wait_for(r"listening on (\S+:\d+)", timeout=60)).group(1)
             env = clean_env(LOOM_BRIDGE_ADDR=address)
 
             async def agent(agent_id: str, budget: Budget) -> Running:
