@@ -12,9 +12,11 @@ import anyio
 import pytest
 
 from loom.bridge._client import AgentRegistration, BridgeClient
+from loom.bridge._generated import bridge_pb2_grpc, tools_pb2
 from loom.runtime import Envelope, Event
 
 from ..bridge._client_support import FAST
+from ..bridge._server_harness import OldAgent, channel, descriptor
 from ._e2e_support import Nodes, nats_cluster, nodes_on
 
 pytestmark = pytest.mark.anyio
@@ -175,6 +177,44 @@ async def test_tool_calls_cross_nodes(cluster: Nodes) -> None:
         # ctx.tool of the agent on node a.
         await cluster.loom("b", "publish", "go.tool", "x")
         await agent_says(cluster, "boss", "boss tool TOOL")
+
+
+async def test_forward_tool_call_crosses_nodes_both_ways_of_the_original_wire(
+    cluster: Nodes,
+) -> None:
+    """``Bridge.ForwardToolCall``, the original wire's call, on node a: to a capability of an
+    SDK agent on node c, and to a tool an original-wire agent (``RegisterAgent`` tools, pushed
+    ``tool_call`` frames answered by ``tool_result``) declared on node b."""
+    with anyio.fail_after(60):
+        async with channel(cluster.addresses["b"]) as on_b, channel(cluster.addresses["a"]) as on_a:
+            legacy = await OldAgent(on_b, "legacy").connect(tools=[descriptor("legacy.echo")])
+            try:
+                await cluster.wait_listed("a", "legacy")
+                bridge = bridge_pb2_grpc.BridgeStub(on_a)
+                upper = await bridge.ForwardToolCall(
+                    tools_pb2.ToolCall(id="f1", name="text.upper", arguments='{"text": "hi"}')
+                )
+                assert (upper.status, json.loads(upper.output)) == (tools_pb2.TOOL_OK, "HI")
+
+                async def answer_once() -> None:
+                    pushed = (await legacy.next("tool_call", timeout=30)).tool_call
+                    assert pushed.name == "legacy.echo"
+                    await legacy.answer(pushed.id, {"echo": json.loads(pushed.arguments)})
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(answer_once)
+                    echoed = await bridge.ForwardToolCall(
+                        tools_pb2.ToolCall(id="f2", name="legacy.echo", arguments='{"n": 7}')
+                    )
+                assert echoed.status == tools_pb2.TOOL_OK, echoed
+                assert json.loads(echoed.output) == {"echo": {"n": 7}}
+                # An unknown name is TOOL_NOT_FOUND across the cluster too, not a hang.
+                missing = await bridge.ForwardToolCall(
+                    tools_pb2.ToolCall(id="f3", name="no.such.tool", arguments="{}")
+                )
+                assert missing.status == tools_pb2.TOOL_NOT_FOUND, missing
+            finally:
+                await legacy.close()
 
 
 async def agent_says(cluster: Nodes, agent: str, pattern: str, count: int = 1) -> str:

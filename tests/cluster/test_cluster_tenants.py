@@ -1,9 +1,11 @@
-"""Two tenants on different nodes of the end-to-end cluster (``_e2e_support``), with one
-``loom.toml`` [tokens] for every node: neither reads, calls nor impersonates the other, and
-each reaches its own agents on the other node."""
+"""Two tenants on the three nodes of the end-to-end cluster (``_e2e_support``), with one
+``loom.toml`` [tokens] for every node: neither reads, calls nor impersonates the other from
+any node, each reaches its own agents from every node, and the operator's admin token sees
+both from the node where neither has an agent."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -17,6 +19,7 @@ pytestmark = pytest.mark.anyio
 
 ALPHA = "alpha-token-0123456789abcdef"
 BETA = "beta-token-0123456789abcdef"
+ADMIN = "admin-token-0123456789abcdef"
 
 CONFIG = """\
 [tokens.alpha]
@@ -52,15 +55,15 @@ if __name__ == "__main__":
 """
 
 
-async def test_two_tenants_on_two_nodes_cannot_read_call_or_impersonate_each_other(
+async def test_two_tenants_on_three_nodes_cannot_read_call_or_impersonate_each_other(
     tmp_path: Path,
 ) -> None:
     (tmp_path / "loom.toml").write_text(CONFIG)
-    tokens = {"LOOM_TOKEN_ALPHA": ALPHA, "LOOM_TOKEN_BETA": BETA}
-    with anyio.fail_after(150):
+    tokens = {"LOOM_TOKEN_ALPHA": ALPHA, "LOOM_TOKEN_BETA": BETA, "LOOM_ADMIN_TOKEN": ADMIN}
+    with anyio.fail_after(180):
         async with (
             nats_cluster(tmp_path) as nats,
-            nodes_on(tmp_path, nats, "a", "b", env=tokens) as nodes,
+            nodes_on(tmp_path, nats, "a", "b", "c", env=tokens) as nodes,
         ):
             alpha = await nodes.agent(
                 "a", "alpha", UPPER, ready="team-a:upper", LOOM_TOKEN=ALPHA,
@@ -121,4 +124,28 @@ async def test_two_tenants_on_two_nodes_cannot_read_call_or_impersonate_each_oth
             )
             assert ran.returncode == 3, ran.stdout + ran.stderr
             assert b"outside its namespace" in ran.stdout + ran.stderr
+
+            # From node c, where neither tenant has an agent: the same rules hold.
+            with anyio.fail_after(20):
+                while "team-b:upper" not in (await as_(BETA, "c", "agents"))[1]:
+                    pass
+            code, out = await as_(ALPHA, "c", "call", "team-a.upper", '{"text": "via c"}')
+            assert (code, out.strip()) == (0, '"VIA C"'), out
+            code, out = await as_(BETA, "c", "call", "team-b.upper", '{"text": "via c"}')
+            assert (code, out.strip()) == (0, '"VIA C"'), out
+            code, listed = await as_(BETA, "c", "agents")
+            assert "team-b:upper" in listed, listed
+            assert "team-a" not in listed, listed
+            code, out = await as_(BETA, "c", "call", "team-a.upper", '{"text": "theirs"}')
+            assert code != 0, out
+            assert "outside its namespace" in out, out
+            code, out = await as_(ALPHA, "c", "publish", "team-b.jobs", "intruder")
+            assert code != 0, out
+            assert "outside its namespace" in out, out
+            # The operator's admin token on node c sees both tenants' agents, each on its node.
+            code, listed = await as_(ADMIN, "c", "agents", "--json")  # one object a line
+            assert code == 0, listed
+            where = {row["id"]: row.get("node") for row in map(json.loads, listed.splitlines())}
+            assert where == {"team-a:upper": "a", "team-b:upper": "b"}, listed
             assert "got team-a.jobs intruder" not in alpha.output
+            assert "got team-b.jobs intruder" not in nodes.agents["beta"].output
