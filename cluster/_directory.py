@@ -16,13 +16,17 @@ Liveness: a node not heard from for 1.5 heartbeat intervals (checked every quart
 while the bucket itself delivers: a probe, this node's heartbeat written at once, asks it) is
 dead: its agents leave this node's directory, and calls waiting on it fail at once with
 ``AGENT_DISCONNECTED``. So a node killed with SIGKILL leaves every directory within two
-intervals. The bucket's own age limit (three intervals) removes what a dead node left in it.
+intervals. The bucket's own age limit (three intervals) removes what a dead node left in it,
+leaving a marker per key; a marker is no verdict (after a long election the new leader marks
+every key, live nodes' too): a node is dead by its silence, and an agent whose key aged out
+stays shown while its node lives, until its node writes the key again or evidently will not.
 A node that stops cleanly deletes its keys first, so others see its agents leave at once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from types import TracebackType
@@ -107,6 +111,9 @@ class ClusterDirectory:
         # run of this node (killed, restarted) left; removed once the bucket is read.
         self._leftovers: dict[str, int] = {}
         self._watch = DirectoryWatch(client, node, heartbeat_s, self._on_entry)
+        # How long a write of this node's keys may wait for its answer before it is made
+        # again (the client's own timeout, 5 s, outlasts a node's liveness window).
+        self._write_timeout_s = heartbeat_s / 2
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -136,9 +143,18 @@ class ClusterDirectory:
                 )
             await self._remove_leftovers()
             self._tg.start_soon(self._heartbeats)
+            self._tg.start_soon(self._refresh)
             self._tg.start_soon(self._publish_changes)
             self._tg.start_soon(
-                self.peers.sweep, self.heartbeat_s, lambda: self._watch.heard, self._probe
+                functools.partial(
+                    self.peers.sweep,
+                    self.heartbeat_s,
+                    lambda: self._watch.heard,
+                    self._probe,
+                    directory_resumed=lambda: self._watch.resumed,
+                    # A heartbeat lost in the bucket's silence is written again within this.
+                    grace_s=self.heartbeat_s / 2,
+                )
             )
         except BaseException:
             self._tg.cancel_scope.cancel()
@@ -216,17 +232,16 @@ class ClusterDirectory:
                 return
             except nats.js.errors.KeyWrongLastSequenceError:
                 pass
-            try:
-                entry = await kv.get(key)
-            except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            held, revision = await _held(kv, key)
+            if revision is None:
                 continue  # gone meanwhile: create again
-            held = _decode_agent(entry.value or b"{}")
-            live = self.peers.alive(held.node) and held.status not in ENDED_STATUSES
-            if held.node != self.node and live:
-                raise AgentExists(agent_id, f"it is live on node {held.node}")
-            # Ours already, or of a dead node, or ended there: taken over.
+            if held is not None:
+                live = self.peers.alive(held.node) and held.status not in ENDED_STATUSES
+                if held.node != self.node and live:
+                    raise AgentExists(agent_id, f"it is live on node {held.node}")
+            # Ours already, or of a dead node, or ended there, or lapsed: taken over.
             try:
-                self._owned[agent_id] = await kv.update(key, value, last=entry.revision)
+                self._owned[agent_id] = await kv.update(key, value, last=revision)
                 return
             except nats.js.errors.KeyWrongLastSequenceError:
                 continue
@@ -275,7 +290,10 @@ class ClusterDirectory:
             same = before is not None and _same(before, record)
             if same and not all_of_them:
                 continue
-            await self._write(kv, record)
+            # Bounded like the heartbeat: a write lost on the way is abandoned and made again
+            # by the next round (the compare-and-set finds out whether it landed after all).
+            with anyio.fail_after(self._write_timeout_s):
+                await self._write(kv, record)
             self._published[agent_id] = record
         # Gone from the directory: its key goes too (not one just claimed: its agent is
         # being started or attached, and enters the directory in a moment).
@@ -289,7 +307,12 @@ class ClusterDirectory:
             self._claimed.pop(agent_id, None)
             revision = self._owned.pop(agent_id, None)
             if revision is not None:
-                with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError):
+                # Not written (lost, or the key lapsed meanwhile): it ages out, and the other
+                # nodes drop the agent once this node does not write it again.
+                with (
+                    contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError),
+                    anyio.fail_after(self._write_timeout_s),
+                ):
                     await kv.delete(agent_key(agent_id), last=revision)
 
     async def _write(self, kv: KeyValue, record: AgentRecord) -> None:
@@ -305,17 +328,22 @@ class ClusterDirectory:
             return
         except nats.js.errors.KeyWrongLastSequenceError:
             pass
-        # Not as last written: the key lapsed (this node was cut off from NATS for longer
-        # than the bucket's age limit) or another node took the id over.
-        try:
-            entry = await kv.get(key)
-        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+        # Not as last written: the key lapsed (this node's writes did not reach the bucket
+        # for longer than its age limit: cut off from NATS, an election) or another node
+        # took the id over.
+        held, revision = await _held(kv, key)
+        if revision is None:
             self._owned[agent_id] = await kv.create(key, data)
             return
-        held = _decode_agent(entry.value or b"{}")
-        live_there = self.peers.alive(held.node) and held.status not in ENDED_STATUSES
-        if held.node == self.node or (not live_there and record.status not in ENDED_STATUSES):
-            self._owned[agent_id] = await kv.update(key, data, last=entry.revision)
+        live_there = (
+            held is not None and self.peers.alive(held.node) and held.status not in ENDED_STATUSES
+        )
+        if (
+            held is None
+            or held.node == self.node
+            or (not live_there and record.status not in ENDED_STATUSES)
+        ):
+            self._owned[agent_id] = await kv.update(key, data, last=revision)
             return
         if self._owned.pop(agent_id, None) is not None:
             log.info("cluster: agent %s is now node %s's", agent_id, held.node)
@@ -335,12 +363,47 @@ class ClusterDirectory:
             log.debug("cluster: probe heartbeat of node %s not written: %s", self.node, exc)
 
     async def _heartbeats(self) -> None:
+        """This node's key, every interval. Each write is bounded by a quarter interval and a
+        failed one is made again a quarter interval later: a write lost on the way (the
+        bucket's leader died with it) would otherwise hold this node silent for the client's
+        whole timeout (5 s), and the others would find it dead. On its own task, so that
+        writing this node's agents (:meth:`_refresh`) never delays it."""
+        failing_since: float | None = None
         while True:
             try:
-                await self._put_node()
+                with anyio.fail_after(self.heartbeat_s / 4):
+                    await self._put_node()
+            except Exception as exc:  # NATS away, a JetStream error, no answer in time
+                if failing_since is None:
+                    failing_since = anyio.current_time()
+                    log.warning(
+                        "cluster: heartbeat of node %s not written: %s; trying again",
+                        self.node,
+                        str(exc) or f"no answer in {self.heartbeat_s / 4:g} s",
+                    )
+                await anyio.sleep(self.heartbeat_s / 4)
+                continue
+            if failing_since is not None:
+                log.info(
+                    "cluster: heartbeat of node %s written again after %.1f s",
+                    self.node,
+                    anyio.current_time() - failing_since,
+                )
+                failing_since = None
+            await anyio.sleep(self.heartbeat_s)
+
+    async def _refresh(self) -> None:
+        """Every key of this node's agents, written again every interval (the bucket's age
+        limit removes a key nobody writes: what a dead node left)."""
+        while True:
+            try:
                 await self._publish(all_of_them=True)
-            except Exception as exc:  # NATS away, a JetStream error: the next beat tries again
-                log.warning("cluster: heartbeat of node %s not written: %s", self.node, exc)
+            except Exception as exc:  # the next round writes them
+                log.warning(
+                    "cluster: agents of node %s not written: %s",
+                    self.node,
+                    str(exc) or f"no answer in {self._write_timeout_s:g} s",
+                )
             await anyio.sleep(self.heartbeat_s)
 
     async def _publish_changes(self) -> None:
@@ -370,18 +433,23 @@ class ClusterDirectory:
     async def _on_entry(self, entry: KeyValue.Entry) -> None:
         """One entry of the bucket, as the watch delivers it."""
         key = entry.key
-        deleted = entry.operation in ("DEL", "PURGE")
+        # DEL: a node deleted the key (it left; it removed an agent). PURGE: the server's
+        # marker of a key nobody wrote for the bucket's age limit (this code never purges).
+        # That is no verdict: a dead node is found by its silence (the sweep), and after an
+        # election the new leader marks every key at once, live nodes' too.
         if key.startswith("nodes."):
             node = key.removeprefix("nodes.")
             if node == self.node:
                 return
-            if deleted:
+            if entry.operation == "DEL":
                 await self.peers.drop_node(node, "it left", level=logging.INFO)
-            else:
+            elif entry.operation != "PURGE":
                 self.peers.heard(node)
         elif key.startswith("agents."):
-            if deleted:
+            if entry.operation == "DEL":
                 await self.peers.removed(key)
+            elif entry.operation == "PURGE":
+                await self.peers.expired(key)
             else:
                 await self._on_agent(key, entry.value or b"", entry.revision)
 
@@ -436,6 +504,22 @@ class DirectoryStats(msgspec.Struct, frozen=True, kw_only=True):
     agents_elsewhere: int
     calls_waiting: int
     calls_serving: int
+
+
+async def _held(kv: KeyValue, key: str) -> tuple[AgentRecord | None, int | None]:
+    """The record the bucket holds under ``key`` and the revision a write over it names
+    (``None``: no key, create it). A key that aged out holds the server's marker (an empty
+    message: nats-py's ``get`` does not tell it from a value), and an undecodable one holds
+    nothing anybody can claim: both are written over."""
+    try:
+        entry = await kv.get(key)
+    except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+        return None, None
+    try:
+        return (_decode_agent(entry.value) if entry.value else None), entry.revision
+    except msgspec.DecodeError:
+        log.warning("cluster: undecodable directory entry %s written over", key)
+        return None, entry.revision
 
 
 def _same(a: AgentRecord, b: AgentRecord) -> bool:

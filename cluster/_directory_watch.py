@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 
 import anyio
 from nats.aio.client import Client
@@ -34,8 +35,14 @@ class DirectoryWatch:
     Attributes:
         ready: set once the bucket's contents, as the first watch found them, were passed on.
         heard: when the watch last delivered news (anyio time: an entry not passed on
-            before), for the liveness of the other nodes (nobody is declared dead while the
-            directory itself is silent, and a replay is no speech).
+            before, and not the server's marker of a key that aged out), for the liveness of
+            the other nodes (nobody is declared dead while the directory itself is silent,
+            and neither a replay nor an expiry marker is speech).
+        resumed: when the bucket was last heard storing writes again after it had stored
+            none for 1.5 intervals (anyio time; 0: never): the end of a silence of the
+            bucket itself (its replicas electing a leader), told by the store times of the
+            writes, so that this process's own stalls do not count. A live node may have lost
+            a write in the silence: the others give it a moment before they judge it.
     """
 
     def __init__(
@@ -51,6 +58,8 @@ class DirectoryWatch:
         self._on_entry = on_entry
         self.ready = anyio.Event()
         self.heard = 0.0
+        self.resumed = 0.0
+        self._stored: float | None = None  # the store time of the latest news (Unix s)
         # When the watch last delivered an entry (anyio time), reset when a watch starts:
         # for the watch's own liveness.
         self._seen = 0.0
@@ -129,8 +138,22 @@ class DirectoryWatch:
             if self._revisions.get(entry.key) == entry.revision:
                 return  # passed on before: a watch made again replays it
             self._revisions[entry.key] = entry.revision
-        self.heard = now
+        if entry.operation != "PURGE":
+            # PURGE is the server's marker of a key nobody wrote for its age limit (this
+            # code never purges): word of a silence, not speech. After the bucket's replicas
+            # elected a leader, the new one marks every key at once.
+            self._spoke(now, entry.created)
         await self._on_entry(entry)
+
+    def _spoke(self, now: float, created: object) -> None:
+        # nats-py hands the store time as a datetime (its annotation says int).
+        stored = created.timestamp() if isinstance(created, datetime) else None
+        if stored is not None:
+            if self._stored is not None and stored - self._stored > 1.5 * self.heartbeat_s:
+                self.resumed = now  # the bucket stored nothing for a while: a silence ended
+            if self._stored is None or stored > self._stored:
+                self._stored = stored
+        self.heard = now
 
     async def _watch_once(self, kv: KeyValue) -> None:
         watcher = await kv.watchall()

@@ -8,7 +8,11 @@ heartbeat (:meth:`Peers.heard`), an agent's record (:meth:`Peers.update`), a rem
 node wrote them, and a ``RemoteTool`` per capability that calls that node
 (:meth:`ClusterCalls.invoker`). A node silent for 1.5 heartbeat intervals is dead
 (:meth:`Peers.sweep`): its proxies leave, and the calls waiting on it fail
-(:meth:`ClusterCalls.fail_node`).
+(:meth:`ClusterCalls.fail_node`). An agent's key that aged out in the bucket (nobody wrote it
+for three intervals: :meth:`Peers.expired`) is not proof of anything while its node lives:
+the bucket's replicas electing a leader withhold every write, and the new leader then marks
+every key at once. Its node writes it again at its next heartbeat; only a key it does not
+write again is the agent gone.
 """
 
 from __future__ import annotations
@@ -63,6 +67,9 @@ class Peers:
         self._seen: dict[str, float] = {}  # node -> when last heard from (anyio time)
         # agent id -> (its node, its proxy here, its record as last applied)
         self._proxies: dict[str, tuple[str, RemoteAgent, AgentRecord]] = {}
+        # agent id -> when its key aged out in the bucket (anyio time), until its node
+        # writes it again (its proxy stays meanwhile) or the sweep finds it will not.
+        self._lapsed: dict[str, float] = {}
 
     def heard(self, node: str) -> None:
         """``node`` said it is alive (its heartbeat)."""
@@ -73,14 +80,30 @@ class Peers:
         return node in self._seen
 
     async def removed(self, key: str) -> None:
-        """The agent key ``key`` was deleted or expired."""
-        agent_id = next((a for a in self._proxies if agent_key(a) == key), None)
+        """The agent key ``key`` was deleted (its node removed the agent)."""
+        agent_id = self._agent_of(key)
         if agent_id is not None:
             await self._drop_proxy(agent_id, "its node removed it")
+
+    async def expired(self, key: str) -> None:
+        """The agent key ``key`` aged out: nobody wrote it for the bucket's age limit. Its
+        agent stays while its node lives, until the sweep finds the node did not write it
+        again (:meth:`sweep`); an agent of a node not alive leaves now."""
+        agent_id = self._agent_of(key)
+        if agent_id is None:
+            return
+        if self.alive(self._proxies[agent_id][0]):
+            self._lapsed.setdefault(agent_id, anyio.current_time())
+        else:
+            await self._drop_proxy(agent_id, "its key expired")
+
+    def _agent_of(self, key: str) -> str | None:
+        return next((a for a in self._proxies if agent_key(a) == key), None)
 
     async def update(self, record: AgentRecord) -> None:
         """Another node wrote its record of an agent: show it here, or bring it up to date."""
         self._seen.setdefault(record.node, anyio.current_time())
+        self._lapsed.pop(record.id, None)
         held = self._proxies.get(record.id)
         if held is not None and held[0] != record.node:
             await self._drop_proxy(record.id, f"it moved to node {record.node}")
@@ -172,6 +195,7 @@ class Peers:
         directory.heartbeat(record.id, now_ms=_now_ms())
 
     async def _drop_proxy(self, agent_id: str, reason: str) -> None:
+        self._lapsed.pop(agent_id, None)
         held = self._proxies.pop(agent_id, None)
         if held is None:
             return
@@ -204,6 +228,9 @@ class Peers:
         heartbeat_s: float,
         directory_heard: Callable[[], float],
         probe: Callable[[], Awaitable[None]],
+        *,
+        directory_resumed: Callable[[], float] = lambda: 0.0,
+        grace_s: float = 0.0,
     ) -> None:
         """Declare dead, every quarter interval, the nodes silent for 1.5 intervals, while
         the directory itself speaks.
@@ -217,22 +244,38 @@ class Peers:
         a stalled watch. Nobody is declared dead then (as nobody is while disconnected); the
         watch comes back and brings the heartbeats.
 
+        ``directory_resumed`` says when the bucket last began storing writes again after a
+        silence of its own. A live node may have lost its write in it and still be waiting
+        for its answer (``grace_s``, its heartbeat write's timeout), so the 1.25 intervals
+        of speech count from ``grace_s`` after the silence ended: the first write stored
+        after an election is not proof that everybody else died in it.
+
         A node silent for 1.5 intervals before the directory spoke after it is not left to
         wait for this node's next heartbeat (up to an interval later: its agents would leave
         2.5 intervals after its last word, not 2): ``probe()`` writes this node's heartbeat
-        at once, and its delivery, a quarter interval later, is the directory speaking."""
+        at once, and its delivery, a quarter interval later, is the directory speaking.
+
+        An agent whose key aged out (:meth:`expired`) leaves once the directory went on
+        speaking for two intervals after that (or after the silence's grace) without its
+        node writing it again: its node rewrites every key of its own every interval."""
         limit = 1.5 * heartbeat_s
         while True:
             await anyio.sleep(heartbeat_s / 4)
             now = anyio.current_time()
             heard = directory_heard()
+            settled = directory_resumed() + grace_s  # speech counts from here at the earliest
             unproven = False
             for node, seen in list(self._seen.items()):
                 if now - seen > limit:
-                    if heard - seen > 1.25 * heartbeat_s:
+                    if heard - max(seen, settled) > 1.25 * heartbeat_s:
                         await self.drop_node(node, f"silent for {limit:g} s")
-                    else:
+                    elif now > settled:
                         unproven = True
+            for agent_id, lapsed in list(self._lapsed.items()):
+                if heard - max(lapsed, settled) > 2 * heartbeat_s:
+                    node = self._proxies[agent_id][0]
+                    await self._drop_proxy(agent_id, f"node {node} no longer writes it")
+                    log.info("cluster: agent %s of node %s left: its key expired", agent_id, node)
             if unproven:
                 with anyio.move_on_after(heartbeat_s / 4):
                     await probe()
