@@ -8,8 +8,12 @@ nodes that hold a matching subscription, and hands what they send to the bus's
 * **Interest first.** Every node announces the patterns its subscriptions hold, per tier
   (``Announce`` on ``{prefix}.interest``), when they change and every heartbeat. A publish
   goes on the wire only to nodes whose interest matches its topic; with no remote interest
-  at all it costs one attribute test. A node silent for ``expire_after_s`` (killed) has its
-  interest dropped, and so has one that says it is stopping.
+  at all it costs one attribute test. A node that says it is stopping has its interest
+  dropped at once. A node silent for ``expire_after_s`` is *silent*: publishers stop waiting
+  for it, and what is meant for it is held (``hold_silent_s``, ``hold_silent_bytes``), since
+  a node whose NATS server hangs is alive and comes back in the same life: heard again, its
+  link resumes on the same numbering and nothing lossless is lost. Past the hold it is
+  dropped (killed, cut off for good), and what was held for it is counted lost.
 * **Realtime** events go over core NATS, at most once: what NATS or a full buffer loses is
   lost, and counted on the receiving node (frames carry event numbers, so gaps are seen).
 * **Batched and Background** events go in numbered frames on a per-destination link with a
@@ -108,6 +112,11 @@ class ClusterStats(msgspec.Struct, frozen=True, kw_only=True):
         received_realtime_events: of ``received_events``, the Realtime ones.
         links: each other node alive: its interest and what is in flight to it.
         reconnects: times the NATS connection came back after it was lost.
+        silent: the other nodes silent past ``expire_after_s`` whose links are held (not
+            in ``peers``): what is meant for them is kept until they are heard again.
+        held_events: lossless events held now for the silent nodes, not yet sent.
+        lossless_dropped: lossless events given up: in flight or held for a node dropped
+            (it left, restarted, or stayed silent past the hold or its byte limit).
     """
 
     node: str
@@ -126,6 +135,9 @@ class ClusterStats(msgspec.Struct, frozen=True, kw_only=True):
     received_realtime_events: int = 0
     links: tuple[PeerStats, ...] = ()
     reconnects: int = 0
+    silent: tuple[str, ...] = ()
+    held_events: int = 0
+    lossless_dropped: int = 0
 
 
 class _Peer:
@@ -135,19 +147,25 @@ class _Peer:
         self.name = name
         self.epoch = epoch
         # This node's side of the link to it, as its frames name it (``Frame.epoch``): this
-        # node's epoch and a number per link made. A node dropped (expired) and heard again
-        # in the same life gets a new link, numbered from 0, which the receiver takes as a
-        # new sender's: it must not mistake the new frames for the old link's duplicates.
+        # node's epoch and a number per link made. A node silent past the hold (dropped) and
+        # heard again in the same life gets a new link, numbered from 0, which the receiver
+        # takes as a new sender's: it must not mistake the new frames for the old link's
+        # duplicates. One heard again within the hold keeps this one.
         self.link = link
         self.seen = now
         self.dead = False
+        # Silent past the expiry: publishers no longer wait for its window; full batches
+        # for it are held (oldest first, with their sizes) until it is heard again.
+        self.silent = False
+        self.held: deque[tuple[list[tuple[str, Event]], int]] = deque()
+        self.held_bytes = 0
         self.patterns: set[tuple[str, int]] = set()
         self.trie: TopicTrie[bool] = TopicTrie()  # pattern -> lossless, one per (pattern, tier)
         # Lossless link: the batch being filled, and the frames sent and not yet acked.
         self.ll_out: list[tuple[str, Event]] = []
         self.ll_bytes = 0
         self.next_seq = 0
-        self.unacked: deque[tuple[int, bytes]] = deque()
+        self.unacked: deque[tuple[int, bytes, int]] = deque()  # (seq, frame, its events)
         self.progress = now  # the last send or acknowledgement: the retransmit clock
         self.rto = 0.0  # set by the transport
         self.room = anyio.Event()  # set when acknowledgements free the window
@@ -198,6 +216,11 @@ class ClusterTransport:
             (default: three heartbeats).
         retransmit_after_s: a lossless frame unacknowledged this long is sent again (then
             twice as long, up to 8 s, until an acknowledgement comes).
+        hold_silent_s: how long after its expiry a silent node's link is kept (what is in
+            flight to it, and the lossless events published for it meanwhile) in case it is
+            heard again in the same life; then it is dropped and they are lost (counted).
+        hold_silent_bytes: the most lossless payload held for one silent node; past it the
+            node is dropped at once, as past ``hold_silent_s``.
         discovery_s: at start, how long to wait for the other nodes' interest before
             reporting ready (they answer a hello at once; this bounds the wait).
     """
@@ -213,6 +236,8 @@ class ClusterTransport:
         expire_after_s: float | None = None,
         retransmit_after_s: float = 1.0,
         discovery_s: float = 0.2,
+        hold_silent_s: float = 30.0,
+        hold_silent_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         validate_pattern(node)
         if "." in node or "*" in node or ">" in node:
@@ -221,6 +246,11 @@ class ClusterTransport:
             raise InvalidArgument(f"window must be >= 1, not {window!r}")
         if heartbeat_s <= 0:
             raise InvalidArgument(f"heartbeat_s must be > 0, not {heartbeat_s!r}")
+        if hold_silent_s < 0 or hold_silent_bytes < 0:
+            raise InvalidArgument(
+                f"hold_silent_s and hold_silent_bytes must be >= 0, not "
+                f"{hold_silent_s!r} and {hold_silent_bytes!r}"
+            )
         self._nc = client
         self.node = node
         self.epoch = secrets.token_hex(8)
@@ -230,6 +260,8 @@ class ClusterTransport:
         self._expire_s = 3 * heartbeat_s if expire_after_s is None else expire_after_s
         self._rto = retransmit_after_s
         self._discovery_s = discovery_s
+        self._hold_s = hold_silent_s
+        self._hold_bytes = hold_silent_bytes
         # Local interest, (pattern, tier) -> None in arrival order.
         self._local: dict[tuple[str, int], None] = {}
         self._announce_due = False
@@ -259,6 +291,7 @@ class ClusterTransport:
         self._duplicates = 0
         self._rt_lost = 0
         self._rt_send_failed = 0
+        self._ll_dropped = 0
 
     # ------------------------------------------------------------------ the Transport seam
 
@@ -333,7 +366,9 @@ class ClusterTransport:
                 while len(peer.ll_out) >= _FRAME_EVENTS or peer.ll_bytes >= _FRAME_BYTES:
                     if peer.dead:
                         break
-                    if len(peer.unacked) < self._window:
+                    if peer.silent:
+                        self._hold(peer)  # kept for when it is heard again; nobody waits
+                    elif len(peer.unacked) < self._window:
                         await self._send_lossless(peer)
                     else:
                         await peer.room.wait()
@@ -398,14 +433,15 @@ class ClusterTransport:
 
     def statistics(self) -> ClusterStats:
         """What this node's transport has done so far."""
-        peers = sorted(self._peers.values(), key=lambda p: p.name)
+        known = sorted(self._peers.values(), key=lambda p: p.name)
+        peers = [p for p in known if not p.silent]
         return ClusterStats(
             node=self.node,
             peers=tuple(p.name for p in peers),
             sent_events=self._sent_ll + self._sent_rt,
             sent_frames=self._sent_frames,
             retransmitted_frames=self._retransmitted,
-            unacked_frames=sum(len(p.unacked) for p in peers),
+            unacked_frames=sum(len(p.unacked) for p in known),
             received_events=self._received_ll + self._received_rt,
             duplicate_frames=self._duplicates,
             realtime_lost=self._rt_lost,
@@ -424,13 +460,19 @@ class ClusterTransport:
                 for p in peers
             ),
             reconnects=int(self._nc.stats.get("reconnects", 0)),
+            silent=tuple(p.name for p in known if p.silent),
+            held_events=sum(
+                len(p.ll_out) + sum(len(b) for b, _ in p.held) for p in known if p.silent
+            ),
+            lossless_dropped=self._ll_dropped,
         )
 
     def remote_interest(self) -> dict[str, frozenset[tuple[str, QoS]]]:
-        """The other nodes alive and the ``(pattern, tier)`` pairs each holds."""
+        """The other nodes alive (not silent) and the ``(pattern, tier)`` pairs each holds."""
         return {
             name: frozenset((p, QoS(t)) for p, t in peer.patterns)
             for name, peer in self._peers.items()
+            if not peer.silent
         }
 
     # ------------------------------------------------------------------ routing
@@ -457,7 +499,11 @@ class ClusterTransport:
     # ------------------------------------------------------------------ sending
 
     async def _send_lossless(self, peer: _Peer) -> None:
-        events, peer.ll_out, peer.ll_bytes = peer.ll_out, [], 0
+        if peer.held:  # batches held while it was silent go first: they are older
+            events, size = peer.held.popleft()
+            peer.held_bytes -= size
+        else:
+            events, peer.ll_out, peer.ll_bytes = peer.ll_out, [], 0
         seq = peer.next_seq
         peer.next_seq += 1
         data = _encode(
@@ -465,7 +511,7 @@ class ClusterTransport:
         )
         if not peer.unacked:
             peer.progress = time.monotonic()  # the retransmit clock runs from the oldest
-        peer.unacked.append((seq, data))
+        peer.unacked.append((seq, data, len(events)))
         self._sent_frames += 1
         self._sent_ll += len(events)
         try:
@@ -505,6 +551,10 @@ class ClusterTransport:
             for peer in list(self._peers.values()):
                 if peer.rt_out:
                     await self._send_realtime(peer)
+                if peer.silent:
+                    continue  # lossless frames wait for it to be heard again
+                while peer.held and len(peer.unacked) < self._window:
+                    await self._send_lossless(peer)
                 if peer.ll_out and len(peer.unacked) < self._window:
                     await self._send_lossless(peer)
 
@@ -569,6 +619,8 @@ class ClusterTransport:
         elif a.hello:
             await self._announce()
         peer.seen = now
+        if peer.silent:
+            self._resume(peer)
         if peer.set_patterns(a.patterns):
             self._changed()
 
@@ -578,16 +630,62 @@ class ClusterTransport:
         if self._peers.get(peer.name) is peer:
             del self._peers[peer.name]
         peer.dead = True
-        lost = len(peer.ll_out) + len(peer.unacked)
-        peer.ll_out, peer.unacked = [], deque()
+        lost = len(peer.ll_out) + sum(n for _, _, n in peer.unacked)
+        lost += sum(len(events) for events, _ in peer.held)
+        self._ll_dropped += lost
+        peer.ll_out, peer.unacked, peer.held, peer.held_bytes = [], deque(), deque(), 0
         peer.wake()
         self._changed()
         log.warning(
             "cluster: node %s %s; its interest dropped%s",
             peer.name,
             why,
-            f" ({lost} lossless frames to it unacknowledged, not sent again)" if lost else "",
+            f" ({lost} lossless events to it not delivered, not sent again)" if lost else "",
         )
+
+    def _silence(self, peer: _Peer) -> None:
+        """``peer`` said nothing for ``expire_after_s``: killed, cut off, or its NATS server
+        hangs (it notices only by its PINGs, later than this). Publishers stop waiting for
+        it; its link and its interest are kept, and what is published for it is held, for
+        ``hold_silent_s``: heard again in the same life, it gets all of it on the same link."""
+        peer.silent = True
+        peer.wake()  # publishers waiting for its window hold their batch instead
+        log.warning(
+            "cluster: node %s silent for %g s (expired); its link is held for %g s "
+            "(lossless events for it kept, up to %d bytes)",
+            peer.name,
+            self._expire_s,
+            self._hold_s,
+            self._hold_bytes,
+        )
+
+    def _hold(self, peer: _Peer) -> None:
+        """Keep ``peer``'s full batch for when it is heard again; drop it past the limit."""
+        peer.held.append((peer.ll_out, peer.ll_bytes))
+        peer.held_bytes += peer.ll_bytes
+        peer.ll_out, peer.ll_bytes = [], 0
+        if peer.held_bytes > self._hold_bytes:
+            self._drop(peer, f"silent, with {self._hold_bytes} bytes held for it (the limit)")
+
+    def _resume(self, peer: _Peer) -> None:
+        """A silent ``peer`` is heard again in the same life: its link goes on where it
+        stopped. The frames in flight are sent again at the clock's next tick (those sent
+        into the silence were likely lost), then what was held; the receiver drops what it
+        already has by sequence number."""
+        peer.silent = False
+        peer.rto = self._rto
+        peer.progress = 0.0  # overdue: retransmitted now, not a timeout later
+        held = len(peer.ll_out) + sum(len(events) for events, _ in peer.held)
+        log.info(
+            "cluster: node %s heard again; its link resumed (%d frames sent again, "
+            "%d held events sent now)",
+            peer.name,
+            len(peer.unacked),
+            held,
+        )
+        if not self._kicked:
+            self._kicked = True
+            self._kick.set()
 
     async def _clock(self) -> None:
         """Heartbeats, expiry and retransmission, on one tick."""
@@ -624,9 +722,19 @@ class ClusterTransport:
                         next_beat = now + self._heartbeat_s
                     await self._announce()
                 for peer in list(self._peers.values()):
-                    if now - peer.seen > self._expire_s:
-                        self._drop(peer, f"silent for {self._expire_s:g} s (expired)")
+                    silence = now - peer.seen
+                    if silence > self._expire_s + self._hold_s:
+                        self._drop(
+                            peer,
+                            f"silent for {silence:.3g} s (past its hold)"
+                            if peer.silent
+                            else f"silent for {self._expire_s:g} s (expired)",
+                        )
                         continue
+                    if silence > self._expire_s:
+                        if not peer.silent:
+                            self._silence(peer)
+                        continue  # nothing sent again into the silence
                     if peer.unacked and now - peer.progress > peer.rto:
                         await self._retransmit(peer, now)
             except (nats.errors.Error, OSError) as exc:
@@ -636,7 +744,7 @@ class ClusterTransport:
         peer.progress = now
         peer.rto = min(peer.rto * 2, 8.0)
         subject = self._subjects.lossless(peer.name)
-        for _seq, data in list(peer.unacked):
+        for _seq, data, _n in list(peer.unacked):
             self._retransmitted += 1
             await self._nc.publish(subject, data)
 
@@ -665,6 +773,8 @@ class ClusterTransport:
             # flight to it, a loss on a lossless link.
             now = time.monotonic()
             peer.seen = now
+            if peer.silent:
+                self._resume(peer)
             freed = False
             while peer.unacked and peer.unacked[0][0] <= ack.seq:
                 peer.unacked.popleft()
@@ -673,7 +783,7 @@ class ClusterTransport:
                 peer.progress = now
                 peer.rto = self._rto
                 peer.wake()
-                if peer.ll_out and not self._kicked:
+                if (peer.ll_out or peer.held) and not self._kicked:
                     self._kicked = True
                     self._kick.set()
 

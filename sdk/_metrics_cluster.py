@@ -71,6 +71,12 @@ def cluster_instruments(
         description="Frames sent, sent again (no acknowledgement in time), received twice",
     )
     counter(
+        "loom.cluster.lossless.dropped",
+        read(lambda c: [Observation(c.lossless_dropped)]),
+        description="Lossless events given up with a node dropped (left, restarted, or "
+        "silent past its hold)",
+    )
+    counter(
         "loom.cluster.reconnects",
         read(lambda c: [Observation(c.reconnects)]),
         description="Times this node's NATS connection came back after it was lost",
@@ -79,6 +85,11 @@ def cluster_instruments(
         "loom.cluster.peers",
         read(lambda c: [Observation(len(c.links))]),
         description="Other nodes alive, as this node sees them",
+    )
+    gauge(
+        "loom.cluster.held_events",
+        read(lambda c: [Observation(c.held_events)]),
+        description="Lossless events held for silent nodes, sent if they are heard again",
     )
     gauge(
         "loom.cluster.remote_patterns",

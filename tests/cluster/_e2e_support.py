@@ -62,6 +62,11 @@ class NatsNode:
         if self.proc is not None and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGSTOP)
 
+    def resume(self) -> None:
+        """SIGCONT it after :meth:`pause`: it reads its sockets again (a hang that ends)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+
     def kill(self) -> None:
         """SIGKILL it and reap it."""
         if self.proc is not None and self.proc.poll() is None:

@@ -142,6 +142,8 @@ async def test_events_cross_nodes_per_tier_in_order_without_echo(
             line = 'loom_cluster_events_total{direction="received",tier="lossless"}'
             assert f"{line} {float(got_by_b['received_lossless_events'])}" in metrics
             assert "loom_cluster_peers 2.0" in metrics
+            assert "loom_cluster_lossless_dropped_total 0.0" in metrics
+            assert "loom_cluster_held_events 0.0" in metrics
 
 
 async def cluster_status(tmp_path: Path, address: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ throughout."""
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -134,3 +135,73 @@ async def test_frames_lost_while_the_receiver_is_away_are_sent_again_in_order(
             assert stats.retransmitted_frames > 0, stats
             await wait_until(lambda: a.transport.statistics().unacked_frames == 0)
             assert b.transport.statistics().reconnects >= 1
+
+
+async def test_a_silent_node_heard_again_in_the_same_life_resumes_its_link_losing_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # As a node whose NATS server hangs: b is cut off long enough for a to find it silent
+    # (three heartbeats, 0.6 s), while a goes on publishing to it; then b is back in the same
+    # life. The frames in flight when b went away are sent again, what a published while b
+    # was silent was held and follows, on the same link: every event once, in order.
+    caplog.set_level(logging.INFO, "loom.cluster")
+    with anyio.fail_after(30):
+        async with (
+            nats_server(tmp_path) as server,
+            NatsRelay(server.port).serving() as relay,
+            node(server, "a") as a,
+            node(relay.server, "b") as b,
+            b.bus.subscribe("h.>", qos=QoS.BATCHED, buffer_size=4096) as far,
+        ):
+            await wait_until(knows(a, "b", "h.>"))
+            sent = [Event(type="t", payload=b"%d" % i) for i in range(1000)]
+            for event in sent[:10]:
+                await a.bus.publish("h.x", event)
+            assert [e.id for e in await take(far, 10)] == [e.id for e in sent[:10]]
+
+            relay.cut()
+            await no_subscriber(a, "_loom.node.b.ll")
+            for event in sent[10:30]:  # in flight into the silence: lost on the way
+                await a.bus.publish("h.x", event)
+            await wait_until(lambda: "b" in a.transport.statistics().silent)
+            assert "b" not in a.transport.remote_interest()
+            for event in sent[30:]:  # published while b is silent: held, nobody waits
+                await a.bus.publish("h.x", event)
+            assert a.transport.statistics().held_events > 0
+            await relay.restore()  # b reconnects, in the same life
+
+            assert [e.id for e in await take(far, len(sent) - 10)] == [e.id for e in sent[10:]]
+            await wait_until(lambda: a.transport.statistics().unacked_frames == 0)
+            stats = a.transport.statistics()
+            assert (stats.silent, stats.held_events, stats.lossless_dropped) == ((), 0, 0)
+            assert stats.retransmitted_frames > 0, stats
+            assert "node b heard again; its link resumed" in caplog.text
+            assert "interest dropped" not in caplog.text
+
+
+@pytest.mark.parametrize("limit", ["time", "bytes"])
+async def test_a_node_silent_past_its_hold_is_dropped_and_what_was_held_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, limit: str
+) -> None:
+    # c is killed (its connection closed, no goodbye): a holds what it publishes for c for
+    # hold_silent_s, or up to hold_silent_bytes, and then gives it up, counted and said.
+    caplog.set_level(logging.INFO, "loom.cluster")
+    hold = {"hold_silent_s": 0.5} if limit == "time" else {"hold_silent_bytes": 20_000}
+    with anyio.fail_after(30):
+        async with nats_server(tmp_path) as server, node(server, "a", **hold) as a:
+            async with node(server, "c") as c, c.bus.subscribe("k.>", qos=QoS.BATCHED):
+                await wait_until(knows(a, "c", "k.>"))
+                await c.nc.close()
+                await wait_until(lambda: "c" in a.transport.statistics().silent)
+                for i in range(600):  # two full frames and more; the publisher never waits
+                    await a.bus.publish("k.x", Event(type="t", payload=b"%d" % i))
+                await wait_until(lambda: "c" not in a.transport.statistics().silent)
+            stats = a.transport.statistics()
+            assert stats.peers == ()
+            assert stats.held_events == 0
+            # Past the time: all 600. Past the bytes: the first full frame held (256 events
+            # of about 99 bytes each, over 20,000); c's interest is gone from then on.
+            assert stats.lossless_dropped == (600 if limit == "time" else 256)
+            said = "past its hold" if limit == "time" else "bytes held for it (the limit)"
+            assert said in caplog.text
+            assert "lossless events to it not delivered" in caplog.text

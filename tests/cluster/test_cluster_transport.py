@@ -299,12 +299,13 @@ async def test_a_node_that_acknowledges_is_not_expired_while_its_announcements_a
 async def test_a_node_dropped_and_heard_again_gets_a_new_link_not_taken_for_duplicates(
     tmp_path: Path,
 ) -> None:
-    # a drops b after 0.5 s of silence; b speaks every second: b is dropped and heard again
-    # once a second, in the same life, as a node cut off from NATS for a while would be.
+    # a drops b after 0.5 s of silence (no hold: dropped, not kept silent); b speaks every
+    # second: b is dropped and heard again once a second, in the same life, as a node cut off
+    # from NATS for longer than the hold would be.
     with anyio.fail_after(30):
         async with (
             nats_server(tmp_path) as server,
-            node(server, "a", expire_after_s=0.5) as a,
+            node(server, "a", expire_after_s=0.5, hold_silent_s=0.0) as a,
             node(server, "b", heartbeat_s=1.0) as b,
             b.bus.subscribe("d.>", buffer_size=1024) as far,
         ):
