@@ -65,6 +65,12 @@ class ClusterInfo(Protocol):
     def unacked_frames(self) -> int: ...
     @property
     def reconnects(self) -> int: ...
+    @property
+    def silent(self) -> Sequence[str]: ...
+    @property
+    def held_events(self) -> int: ...
+    @property
+    def lossless_dropped(self) -> int: ...
 
 
 class ClusterPeerStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -99,6 +105,10 @@ class ClusterStatus(msgspec.Struct, frozen=True, kw_only=True):
         duplicate_frames: lossless frames received again and dropped.
         unacked_frames: lossless frames in flight, over all peers.
         reconnects: times the NATS connection came back.
+        silent: the other nodes silent past their expiry whose links are held (not in
+            ``peers``).
+        held_events: lossless events held now for the silent nodes.
+        lossless_dropped: lossless events given up since start (for a node dropped).
     """
 
     node: str
@@ -113,6 +123,9 @@ class ClusterStatus(msgspec.Struct, frozen=True, kw_only=True):
     duplicate_frames: int = 0
     unacked_frames: int = 0
     reconnects: int = 0
+    silent: tuple[str, ...] = ()
+    held_events: int = 0
+    lossless_dropped: int = 0
 
 
 def cluster_status_to_proto(info: ClusterInfo) -> cluster_status_pb2.ClusterStatus:
@@ -138,6 +151,9 @@ def cluster_status_to_proto(info: ClusterInfo) -> cluster_status_pb2.ClusterStat
         duplicate_frames=info.duplicate_frames,
         unacked_frames=info.unacked_frames,
         reconnects=info.reconnects,
+        silent=list(info.silent),
+        held_events=info.held_events,
+        lossless_dropped=info.lossless_dropped,
     )
 
 
@@ -164,4 +180,7 @@ def cluster_status_from_proto(msg: cluster_status_pb2.ClusterStatus) -> ClusterS
         duplicate_frames=msg.duplicate_frames,
         unacked_frames=msg.unacked_frames,
         reconnects=msg.reconnects,
+        silent=tuple(msg.silent),
+        held_events=msg.held_events,
+        lossless_dropped=msg.lossless_dropped,
     )

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cloom/v1/cluster_status.proto\x12\x07loom.v1\"\xdb\x02\n\rClusterStatus\x12\x0c\n\x04node\x18\x01 \x01(\t\x12#\n\x05peers\x18\x02 \x03(\x0b\x32\x14.loom.v1.ClusterPeer\x12\x1c\n\x14sent_lossless_events\x18\x03 \x01(\x04\x12\x1c\n\x14sent_realtime_events\x18\x04 \x01(\x04\x12 \n\x18received_lossless_events\x18\x05 \x01(\x04\x12 \n\x18received_realtime_events\x18\x06 \x01(\x04\x12\x15\n\rrealtime_lost\x18\x07 \x01(\x04\x12\x1c\n\x14realtime_send_failed\x18\x08 \x01(\x04\x12\x1c\n\x14retransmitted_frames\x18\t \x01(\x04\x12\x18\n\x10\x64uplicate_frames\x18\n \x01(\x04\x12\x16\n\x0eunacked_frames\x18\x0b \x01(\x04\x12\x12\n\nreconnects\x18\x0c \x01(\x04\"\\\n\x0b\x43lusterPeer\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x10\n\x08patterns\x18\x02 \x01(\x04\x12\x16\n\x0eunacked_frames\x18\x03 \x01(\x04\x12\x15\n\rqueued_events\x18\x04 \x01(\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cloom/v1/cluster_status.proto\x12\x07loom.v1\"\x9a\x03\n\rClusterStatus\x12\x0c\n\x04node\x18\x01 \x01(\t\x12#\n\x05peers\x18\x02 \x03(\x0b\x32\x14.loom.v1.ClusterPeer\x12\x1c\n\x14sent_lossless_events\x18\x03 \x01(\x04\x12\x1c\n\x14sent_realtime_events\x18\x04 \x01(\x04\x12 \n\x18received_lossless_events\x18\x05 \x01(\x04\x12 \n\x18received_realtime_events\x18\x06 \x01(\x04\x12\x15\n\rrealtime_lost\x18\x07 \x01(\x04\x12\x1c\n\x14realtime_send_failed\x18\x08 \x01(\x04\x12\x1c\n\x14retransmitted_frames\x18\t \x01(\x04\x12\x18\n\x10\x64uplicate_frames\x18\n \x01(\x04\x12\x16\n\x0eunacked_frames\x18\x0b \x01(\x04\x12\x12\n\nreconnects\x18\x0c \x01(\x04\x12\x0e\n\x06silent\x18\r \x03(\t\x12\x13\n\x0bheld_events\x18\x0e \x01(\x04\x12\x18\n\x10lossless_dropped\x18\x0f \x01(\x04\"\\\n\x0b\x43lusterPeer\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x10\n\x08patterns\x18\x02 \x01(\x04\x12\x16\n\x0eunacked_frames\x18\x03 \x01(\x04\x12\x15\n\rqueued_events\x18\x04 \x01(\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,7 +32,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'loom.bridge._generated.clus
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CLUSTERSTATUS']._serialized_start=42
-  _globals['_CLUSTERSTATUS']._serialized_end=389
-  _globals['_CLUSTERPEER']._serialized_start=391
-  _globals['_CLUSTERPEER']._serialized_end=483
+  _globals['_CLUSTERSTATUS']._serialized_end=452
+  _globals['_CLUSTERPEER']._serialized_start=454
+  _globals['_CLUSTERPEER']._serialized_end=546
 # @@protoc_insertion_point(module_scope)

@@ -18,13 +18,24 @@ def cluster_lines(c: ClusterStatus | None) -> list[tuple[str, str]]:
         + ")"
         for p in c.peers
     )
+    # A silent node (its NATS server hangs, or it died) is named with what is held for it;
+    # lossless events given up are said only once there are some.
+    silent = (
+        f"; silent: {', '.join(c.silent)} ({c.held_events} lossless events held)"
+        if c.silent
+        else ""
+    )
+    dropped = f", {c.lossless_dropped} lossless given up" if c.lossless_dropped else ""
     return [
-        ("cluster", f"node {c.node}; peers: {peers or 'none'}; NATS reconnects {c.reconnects}"),
+        (
+            "cluster",
+            f"node {c.node}; peers: {peers or 'none'}{silent}; NATS reconnects {c.reconnects}",
+        ),
         (
             "cluster out",
             f"{c.sent_lossless_events} lossless, {c.sent_realtime_events} realtime events sent; "
             f"{c.retransmitted_frames} frames sent again, {c.unacked_frames} unacknowledged, "
-            f"{c.realtime_send_failed} realtime not sent",
+            f"{c.realtime_send_failed} realtime not sent{dropped}",
         ),
         (
             "cluster in",
