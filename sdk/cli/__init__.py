@@ -162,6 +162,20 @@ def _serve_flags() -> argparse.ArgumentParser:
         help="with NATS URLs: seconds between this node's heartbeats; silent 1.5 times that, "
         "a node is dead to the others (LOOM_CLUSTER_HEARTBEAT; default 2)",
     )
+    nats.add_argument(
+        "--cluster-hold",
+        type=float,
+        dest="cluster_hold_s",
+        help="with NATS URLs: seconds a node silent for three heartbeats keeps its lossless "
+        "link here (heard again within them, it loses nothing; LOOM_CLUSTER_HOLD; default 30)",
+    )
+    nats.add_argument(
+        "--cluster-hold-bytes",
+        type=int,
+        dest="cluster_hold_bytes",
+        help="the most lossless payload held for one silent node; past it the node is dropped "
+        "(LOOM_CLUSTER_HOLD_BYTES; default 16777216)",
+    )
     web = s.add_argument_group(
         "HTTP (health, metrics, the dashboard)",
         "Its own port; a non-loopback address needs the token or TLS, as --host does.",

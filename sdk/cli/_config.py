@@ -102,6 +102,12 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         cluster_heartbeat_s: with NATS URLs (a cluster): how often this node tells the
             others it is alive; a node silent for 1.5 times it is dead to them, its agents
             leave their directories and calls to them fail (``docs/cluster.md``).
+        cluster_hold_s: how long a node silent for three heartbeats keeps its lossless link
+            here (what is in flight to it, and what is published for it meanwhile): heard
+            again in the same life within it (its NATS server hung), it gets all of it; past
+            it, it is dropped and that is lost, counted (``docs/cluster.md``).
+        cluster_hold_bytes: the most lossless payload held for one silent node; past it the
+            node is dropped as past ``cluster_hold_s``.
         http: the HTTP port (health, metrics, the dashboard; ``docs/serve.md``) as one
             ``host:port``, or ``off``; empty means ``http_host`` and ``http_port`` say.
         http_host: the HTTP port's address (default ``127.0.0.1``); replaces ``http``'s.
@@ -144,6 +150,8 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     otlp_endpoint: str = ""
     trace_sample: float | None = None
     cluster_heartbeat_s: float = 2.0
+    cluster_hold_s: float = 30.0
+    cluster_hold_bytes: int = 16 * 1024 * 1024
     http: str = ""
     http_host: str | None = None
     http_port: int | None = None
@@ -168,6 +176,10 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             raise ConfigError(
                 f"cluster_heartbeat_s must be 0.05..60 seconds, not {self.cluster_heartbeat_s}"
             )
+        if not 0 <= self.cluster_hold_s <= 3600:
+            raise ConfigError(f"cluster_hold_s must be 0..3600 seconds, not {self.cluster_hold_s}")
+        if self.cluster_hold_bytes < 0:
+            raise ConfigError(f"cluster_hold_bytes must be >= 0, not {self.cluster_hold_bytes}")
         if self.token is not None and not self.token:
             raise ConfigError("token must not be empty (leave it unset for none)")
         if self.admin_token is not None and not self.admin_token:
@@ -350,6 +362,8 @@ _ENV = {
     "LOOM_NATS_TLS_KEY": "nats_tls_key_file",
     "LOOM_NODE": "node",
     "LOOM_CLUSTER_HEARTBEAT": "cluster_heartbeat_s",
+    "LOOM_CLUSTER_HOLD": "cluster_hold_s",
+    "LOOM_CLUSTER_HOLD_BYTES": "cluster_hold_bytes",
     "LOOM_HTTP": "http",
     "LOOM_HTTP_HOST": "http_host",
     "LOOM_HTTP_PORT": "http_port",
@@ -440,6 +454,8 @@ _FLAG_NAMES = {
     "settle_s": "--settle",
     "stale_after_s": "--stale-after",
     "cluster_heartbeat_s": "--cluster-heartbeat",
+    "cluster_hold_s": "--cluster-hold",
+    "cluster_hold_bytes": "--cluster-hold-bytes",
     "tls_cert_file": "--tls-cert",
     "tls_key_file": "--tls-key",
     "tls_client_ca_file": "--tls-client-ca",

@@ -92,7 +92,11 @@ def _cluster(nats: NatsEngine, config: ServeConfig) -> ClusterTransport | None:
     # One heartbeat for the whole node: the transport's announcements of interest and the
     # directory's keys go out at the same interval (`--cluster-heartbeat`).
     return ClusterTransport(
-        nats.connection.client, config.node_name(), heartbeat_s=config.cluster_heartbeat_s
+        nats.connection.client,
+        config.node_name(),
+        heartbeat_s=config.cluster_heartbeat_s,
+        hold_silent_s=config.cluster_hold_s,
+        hold_silent_bytes=config.cluster_hold_bytes,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
 import anyio
 import msgspec
@@ -288,6 +289,22 @@ def test_the_heartbeat_interval_is_a_setting() -> None:
     assert config.cluster_heartbeat_s == 0.5
     with pytest.raises(ConfigError, match="cluster_heartbeat_s"):
         load_config(toml_path=None, environ={}, overrides={"cluster_heartbeat_s": 0})
+
+
+def test_the_hold_of_a_silent_nodes_link_is_a_setting(tmp_path: Path) -> None:
+    config = load_config(toml_path=None, environ={}, overrides={})
+    assert (config.cluster_hold_s, config.cluster_hold_bytes) == (30.0, 16 * 1024 * 1024)
+    environ = {"LOOM_CLUSTER_HOLD": "120", "LOOM_CLUSTER_HOLD_BYTES": "1048576"}
+    config = load_config(toml_path=None, environ=environ, overrides={})
+    assert (config.cluster_hold_s, config.cluster_hold_bytes) == (120.0, 1048576)
+    toml = tmp_path / "loom.toml"
+    toml.write_text("[serve]\ncluster_hold_s = 0\n")
+    assert load_config(toml_path=toml, environ={}, overrides={}).cluster_hold_s == 0
+    # A bad value is named with where it came from.
+    with pytest.raises(ConfigError, match=r"LOOM_CLUSTER_HOLD.*0\.\.3600"):
+        load_config(toml_path=None, environ={"LOOM_CLUSTER_HOLD": "-1"}, overrides={})
+    with pytest.raises(ConfigError, match="cluster_hold_bytes"):
+        load_config(toml_path=None, environ={}, overrides={"cluster_hold_bytes": -1})
 
 
 async def test_an_agents_key_that_lapsed_is_written_again(nats_server: NatsServerProcess) -> None:

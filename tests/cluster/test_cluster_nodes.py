@@ -42,11 +42,12 @@ OPTIONS = ClientOptions(
 
 @asynccontextmanager
 async def loom_node(
-    tmp_path: Path, nats: NatsServerProcess, name: str
+    tmp_path: Path, nats: NatsServerProcess, name: str, *extra: str
 ) -> AsyncIterator[tuple[Running, str]]:
-    """``loom serve --nats URL --node name`` on port 0, and the address it listens on."""
+    """``loom serve --nats URL --node name`` on port 0 (with ``extra`` flags), and the
+    address it listens on."""
     args = ["serve", "--port", "0", "--data-dir", str(tmp_path / f"node-{name}")]
-    args += ["--nats", nats.url, "--node", name]
+    args += ["--nats", nats.url, "--node", name, *extra]
     async with running(*args, cwd=tmp_path) as server:
         match = await server.wait_for(r"listening on (\S+:\d+)", timeout=30)
         await server.wait_for(rf"loom serve: cluster node {name} ", timeout=5)
@@ -183,7 +184,10 @@ async def test_a_node_killed_has_its_interest_dropped(
 ) -> None:
     with anyio.fail_after(90):
         async with AsyncExitStack() as stack:
-            node_a, a = await stack.enter_async_context(loom_node(tmp_path, nats_server, "a"))
+            # Node a holds a silent node's link for 2 s (`--cluster-hold`; 30 by default).
+            node_a, a = await stack.enter_async_context(
+                loom_node(tmp_path, nats_server, "a", "--cluster-hold", "2")
+            )
             node_b, b = await stack.enter_async_context(loom_node(tmp_path, nats_server, "b"))
             await node_a.wait_for("cluster: node b joined")
             pub = await stack.enter_async_context(client(a, "pub"))
@@ -191,8 +195,21 @@ async def test_a_node_killed_has_its_interest_dropped(
             await routed(pub, sub, "gone.probe")
             node_b.signal(signal.SIGKILL)  # no goodbye: only its silence tells
             await node_b.process.wait()
-            # Three heartbeats (`--cluster-heartbeat`, 2 s by default) of silence.
-            await node_a.wait_for(r"cluster: node b silent for 6 s \(expired\)", timeout=15)
+            # Three heartbeats (`--cluster-heartbeat`, 2 s by default) of silence: silent,
+            # its link held; the hold over, it is dropped.
+            await node_a.wait_for(
+                r"cluster: node b silent for 6 s \(expired\); its link is held for 2 s",
+                timeout=15,
+            )
+            for i in range(50):  # for node b: held while it is silent, then given up
+                await pub.publish("gone.x", Event(type="t", payload=b"held %d" % i))
+            await node_a.wait_for(
+                r"cluster: node b silent for \S+ s \(past its hold\); its interest dropped"
+                r" \(50 lossless events to it not delivered",
+                timeout=10,
+            )
+            status = await loom("status", "-a", a, cwd=tmp_path)
+            assert "50 lossless given up" in status.stdout.decode(), status.stdout
             # Publishing on goes on, with nobody to wait for.
             local = await stack.enter_async_context(client(a, "local", "gone.>"))
             await local.wait_connected()
