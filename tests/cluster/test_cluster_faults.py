@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import signal
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 import anyio
@@ -86,6 +87,23 @@ if __name__ == "__main__":
 """
 
 
+async def publish_flow(
+    pump: BridgeClient, total: int, steps: Mapping[int, Callable[[], Awaitable[None]]]
+) -> None:
+    """Publish ``0 .. total-1`` to ``flow.batched`` and ``flow.durable``, each step of
+    ``steps`` run after its number: a stream over time (a pause every 50), but for a burst of
+    100 right after the first step (into the fault it makes)."""
+    first = min(steps)
+    for n in range(total):
+        payload = str(n).encode()
+        await pump.publish("flow.batched", Event(payload=payload))
+        await pump.publish("flow.durable", Event(payload=payload))
+        if n in steps:
+            await steps[n]()
+        if n % 50 == 0 and not first < n < first + 100:
+            await anyio.sleep(0.01)
+
+
 async def connected_url(nodes: Nodes, node: str) -> str:
     status = await nodes.loom(node, "status")
     match = re.search(r"nats:\s+external at (\S+) \(connected\)", status)
@@ -140,22 +158,18 @@ async def test_a_nats_server_killed_under_a_lossless_stream_loses_nothing(
                     await anyio.sleep(0.5)  # the hang itself (the fault, not readiness)
                     victim.kill()
 
-                flowing = total // 3
                 async with anyio.create_task_group() as tg:
-                    for n in range(total):
-                        payload = str(n).encode()
-                        await pump.publish("flow.batched", Event(payload=payload))
-                        await pump.publish("flow.durable", Event(payload=payload))
-                        if n == flowing:
-                            await counter.wait_for(r"flow.batched: seen \d+")
-                            await keeper.wait_for(r"flow.durable: seen \d+")
-                            # The server hangs, then dies: what it took meanwhile (lossless frames,
-                            # the sender's durable stores, started ahead many at once) is never
-                            # answered, and the publishes here go on into the hang.
-                            victim.pause()
-                            tg.start_soon(hang_then_die)
-                        if n % 50 == 0 and not flowing < n < flowing + 100:
-                            await anyio.sleep(0.01)  # a stream over time, and a burst into the hang
+
+                    async def fault() -> None:
+                        await counter.wait_for(r"flow.batched: seen \d+")
+                        await keeper.wait_for(r"flow.durable: seen \d+")
+                        # The server hangs, then dies: what it took meanwhile (lossless frames,
+                        # the sender's durable stores, started ahead many at once) is never
+                        # answered, and the publishes here go on into the hang.
+                        victim.pause()
+                        tg.start_soon(hang_then_die)
+
+                    await publish_flow(pump, total, {total // 3: fault})
                 await nodes.servers[dying].wait_for("nats: reconnected to", timeout=30)
                 await pump.publish("flow.batched", Event(payload=b"end"))
                 await pump.publish("flow.durable", Event(payload=b"end"))

@@ -22,7 +22,7 @@ from loom.runtime import Event
 
 from ..bridge._client_support import FAST
 from ._e2e_support import nats_cluster, nodes_on
-from .test_cluster_faults import COUNTER, spread
+from .test_cluster_faults import COUNTER, publish_flow, spread
 
 pytestmark = pytest.mark.anyio
 
@@ -73,23 +73,18 @@ async def test_a_nats_server_that_hangs_under_a_lossless_stream_loses_nothing(
                 async with BridgeClient(
                     nodes.addresses[sender], registration, options=FAST
                 ) as pump:
-                    flowing = total // 3
                     async with anyio.create_task_group() as tg:
-                        for n in range(total):
-                            payload = str(n).encode()
-                            await pump.publish("flow.batched", Event(payload=payload))
-                            await pump.publish("flow.durable", Event(payload=payload))
-                            if n == flowing:
-                                await counter.wait_for(r"flow.batched: seen \d+")
-                                await keeper.wait_for(r"flow.durable: seen \d+")
-                                victim.pause()
-                                tg.start_soon(hang)
-                            if n == 2 * flowing:
-                                # The last third is published while the node on the hung
-                                # server counts as silent to the other end.
-                                await expired.wait()
-                            if n % 50 == 0 and not flowing < n < flowing + 100:
-                                await anyio.sleep(0.01)  # a stream over time, a burst into it
+
+                        async def fault() -> None:
+                            await counter.wait_for(r"flow.batched: seen \d+")
+                            await keeper.wait_for(r"flow.durable: seen \d+")
+                            victim.pause()
+                            tg.start_soon(hang)
+
+                        # The last third is published while the node on the hung server
+                        # counts as silent to the other end.
+                        part = total // 3
+                        await publish_flow(pump, total, {part: fault, 2 * part: expired.wait})
                     if then == "never-answers":
                         # Its PINGs unanswered, the node fails over to another server.
                         await nodes.servers[hung].wait_for(

@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 from opentelemetry.trace import TracerProvider
 
+from loom.runtime import Context, Event
 from loom.runtime.cognition import Loop, LoopConfig, Toolset, TurnUpdate
 from loom.runtime.llm import OpenAIProvider, ProviderConfig
 from loom.runtime.memory import AgentContext, InMemoryStore
@@ -20,6 +21,25 @@ from loom.runtime.testing import ScriptedLLMServer
 from loom.runtime.tools import FunctionTool, Tool
 
 OBJECT: Mapping[str, Any] = {"type": "object", "properties": {}}
+
+
+class Offers:
+    """A behaviour that only offers tools (an agent's capabilities)."""
+
+    def __init__(self, *tools: Tool) -> None:
+        self._tools = tools
+
+    async def on_start(self, ctx: Context) -> None:
+        pass
+
+    async def on_event(self, ctx: Context, topic: str, event: Event) -> None:
+        pass
+
+    async def on_stop(self, ctx: Context) -> None:
+        pass
+
+    def tools(self) -> list[Tool]:
+        return list(self._tools)
 
 
 def provider_config(server: ScriptedLLMServer, **fields: Any) -> ProviderConfig:

@@ -16,14 +16,14 @@ import anyio
 import anyio.from_thread
 import pytest
 
-from loom.runtime import AgentRuntime, AgentSpec, Budget, Context, Event, EventBus
+from loom.runtime import AgentRuntime, AgentSpec, Budget, EventBus
 from loom.runtime.cognition import Loop, LoopConfig, PeerCapabilities, Toolset, TurnOutcome
 from loom.runtime.llm import OpenAIProvider
 from loom.runtime.memory import AgentContext, InMemoryStore
 from loom.runtime.testing import Reply, ScriptedLLMServer, ScriptedToolCall
-from loom.runtime.tools import FunctionTool, Tool, ToolCallRefused
+from loom.runtime.tools import FunctionTool, ToolCallRefused
 
-from ._loop_support import provider_config
+from ._loop_support import Offers, provider_config
 
 pytestmark = pytest.mark.anyio
 
@@ -31,23 +31,17 @@ WAIT = 10.0
 OBJECT: dict[str, Any] = {"type": "object", "properties": {}}
 
 
-class Offers:
-    """An agent that only offers tools (its capabilities)."""
-
-    def __init__(self, *tools: Tool) -> None:
-        self._tools = tools
-
-    async def on_start(self, ctx: Context) -> None:
-        pass
-
-    async def on_event(self, ctx: Context, topic: str, event: Event) -> None:
-        pass
-
-    async def on_stop(self, ctx: Context) -> None:
-        pass
-
-    def tools(self) -> list[Tool]:
-        return list(self._tools)
+async def three_calls(runtime: AgentRuntime) -> list[str]:
+    """Call ``cap.x`` three times in turn: ``"ok"`` or the refusing budget, for each."""
+    seen = []
+    for _ in range(3):
+        try:
+            await runtime.call_tool("cap.x", {})
+        except ToolCallRefused as exc:
+            seen.append(exc.budget)
+        else:
+            seen.append("ok")
+    return seen
 
 
 async def turn_with(
@@ -107,18 +101,7 @@ async def test_a_local_tools_nested_calls_count_against_max_tool_calls(in_thread
         ran += 1
         return "ok"
 
-    async def body(runtime: AgentRuntime) -> list[str]:
-        seen = []
-        for _ in range(3):
-            try:
-                await runtime.call_tool("cap.x", {})
-            except ToolCallRefused as exc:
-                seen.append(exc.budget)
-            else:
-                seen.append("ok")
-        return seen
-
-    outcome = await turn_with(body, cap, Budget(max_tool_calls=3), in_thread=in_thread)
+    outcome = await turn_with(three_calls, cap, Budget(max_tool_calls=3), in_thread=in_thread)
     # The local call is one, its nested calls two more: the third nested call is refused.
     # Before, the local call's body ran "already counted": all three ran (four calls).
     [result] = outcome.tool_results
@@ -217,15 +200,7 @@ async def test_a_joined_turns_local_tool_counts_its_nested_calls() -> None:
         llm = OpenAIProvider("scripted", provider_config(server))
 
         async def fan() -> list[str]:
-            seen = []
-            for _ in range(3):
-                try:
-                    await runtime.call_tool("cap.x", {})
-                except ToolCallRefused as exc:
-                    seen.append(exc.budget)
-                else:
-                    seen.append("ok")
-            return seen
+            return await three_calls(runtime)
 
         inner = Loop(
             llm,

@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 
-from loom.runtime import AgentRuntime, AgentSpec, Context, Event, EventBus, InvalidArgument
+from loom.runtime import AgentRuntime, AgentSpec, EventBus, InvalidArgument
 from loom.runtime.cognition import PeerCapabilities, Toolset
 from loom.runtime.tools import FunctionTool, InvalidToolArguments, Tool, ToolNotFound, ToolRegistry
+
+from ._loop_support import Offers
 
 pytestmark = pytest.mark.anyio
 
@@ -21,25 +23,6 @@ def tool(name: str, result: str) -> Tool:
         return f"{result}:{x}"
 
     return FunctionTool(run, name=name, description=f"{name} tool", parameters_schema=SCHEMA)
-
-
-class Offers:
-    """A behaviour that only offers tools."""
-
-    def __init__(self, *tools: Tool) -> None:
-        self._tools = tools
-
-    async def on_start(self, ctx: Context) -> None:
-        pass
-
-    async def on_event(self, ctx: Context, topic: str, event: Event) -> None:
-        pass
-
-    async def on_stop(self, ctx: Context) -> None:
-        pass
-
-    def tools(self) -> list[Tool]:
-        return list(self._tools)
 
 
 async def test_registries_come_first_then_loose_tools() -> None:
